@@ -1,0 +1,108 @@
+// Package mountcmd holds layerfs's cobra commands: the composition root where the
+// image store (blobstore), layer directories (cow) and the union filesystem (fs) meet.
+// Each verb group lives in its own file; every RunE is a few lines of wiring.
+package mountcmd
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+
+	"github.com/spf13/cobra"
+)
+
+// Version is the layerfs version, set at build time with -ldflags "-X ...Version=".
+var Version = "0.1.0-dev"
+
+// globalOptions are the flags every command shares.
+type globalOptions struct {
+	root  string
+	debug bool
+}
+
+// exitError carries a specific exit code out of a command (for example rmi's exit 1
+// after printing per-argument errors itself).
+type exitError struct{ code int }
+
+func (e exitError) Error() string { return fmt.Sprintf("exit status %d", e.code) }
+
+// DefaultRoot is the store root used without --root or LAYERFS_ROOT:
+// /var/lib/layerfs for root, $XDG_DATA_HOME/layerfs (or ~/.local/share/layerfs) otherwise.
+func DefaultRoot() string {
+	if v := os.Getenv("LAYERFS_ROOT"); v != "" {
+		return v
+	}
+	if os.Geteuid() == 0 {
+		return "/var/lib/layerfs"
+	}
+	if x := os.Getenv("XDG_DATA_HOME"); x != "" {
+		return filepath.Join(x, "layerfs")
+	}
+	home, _ := os.UserHomeDir()
+	return filepath.Join(home, ".local", "share", "layerfs")
+}
+
+// commandAdders register verb groups on the root command; each verb file appends
+// its constructor in an init function so files stay independent of each other.
+var commandAdders []func(root *cobra.Command, g *globalOptions)
+
+// NewRootCommand builds the layerfs command tree.
+func NewRootCommand() *cobra.Command {
+	g := &globalOptions{}
+	root := &cobra.Command{
+		Use:           "layerfs",
+		Short:         "Work with container images as plain directories",
+		Long:          "layerfs keeps OCI images in a local store and mounts them as directories with a copy-on-write upper dir, without a daemon and without kernel overlayfs.",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		Version:       Version,
+	}
+	root.SetVersionTemplate("layerfs version {{.Version}}\n")
+	root.PersistentFlags().StringVar(&g.root, "root", DefaultRoot(), "store root directory (env LAYERFS_ROOT)")
+	root.PersistentFlags().BoolVar(&g.debug, "debug", false, "print debug output")
+	root.AddCommand(newVersionCommand())
+	for _, add := range commandAdders {
+		add(root, g)
+	}
+	return root
+}
+
+func newVersionCommand() *cobra.Command {
+	return &cobra.Command{
+		Use:   "version",
+		Short: "Show the layerfs version",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			_, err := fmt.Fprintf(cmd.OutOrStdout(), "layerfs version %s\n", Version)
+			return err
+		},
+	}
+}
+
+// preRunHooks run before cobra sees the arguments; one may take over the whole
+// invocation (the fuse-overlayfs-compatible mode) by returning handled=true.
+var preRunHooks []func(ctx context.Context, args []string, stdout, stderr io.Writer) (code int, handled bool)
+
+// Execute runs layerfs with os.Args-style args and returns the process exit code.
+func Execute(ctx context.Context, args []string) int {
+	for _, h := range preRunHooks {
+		if code, ok := h(ctx, args, os.Stdout, os.Stderr); ok {
+			return code
+		}
+	}
+	root := NewRootCommand()
+	root.SetArgs(args[1:])
+	err := root.ExecuteContext(ctx)
+	if err == nil {
+		return 0
+	}
+	var ee exitError
+	if errors.As(err, &ee) {
+		return ee.code
+	}
+	fmt.Fprintf(os.Stderr, "Error: %v\n", err)
+	return 1
+}

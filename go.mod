@@ -3,6 +3,7 @@ module github.com/layerfs/layerfs
 go 1.26.8
 
 require (
+	github.com/klauspost/compress v1.20.2
 	github.com/moby/buildkit v0.34.2
 	github.com/moby/docker-image-spec v1.3.1
 	github.com/opencontainers/go-digest v1.0.0

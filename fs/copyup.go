@@ -7,6 +7,7 @@ import (
 	"path"
 	"path/filepath"
 	"strings"
+	"syscall"
 
 	fusefs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/layerfs/layerfs/cow"
@@ -210,7 +211,7 @@ func (s *stack) linksOf(li int, ino uint64) ([]string, error) {
 			if err != nil {
 				return nil
 			}
-			st, ok := info.Sys().(*unix.Stat_t)
+			st, ok := info.Sys().(*syscall.Stat_t)
 			if ok && st.Nlink > 1 {
 				r, _ := filepath.Rel(root, p)
 				idx[st.Ino] = append(idx[st.Ino], filepath.ToSlash(r))

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 
 	"github.com/layerfs/layerfs/cow"
@@ -32,6 +33,9 @@ type stack struct {
 func openStack(lowers []string, upper, work string, f cow.Format) (*stack, error) {
 	s := &stack{work: -1, format: f}
 	add := func(p string, up bool) error {
+		if a, err := filepath.Abs(p); err == nil {
+			p = a
+		}
 		fd, err := unix.Open(p, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 		if err != nil {
 			return &os.PathError{Op: "open layer", Path: p, Err: err}

@@ -627,8 +627,8 @@ func (n *node) Setxattr(ctx context.Context, attr string, data []byte, flags uin
 		return errno("setxattr", err)
 	}
 	err := n.withPathFd(func(p string) error { return unix.Setxattr(p, attr, data, int(flags)) })
-	if errors.Is(err, unix.ENODATA) {
-		err = unix.EPERM // symlinks
+	if errors.Is(err, errSymlinkXattr) {
+		err = unix.EPERM
 	}
 	return errno("setxattr", err)
 }
@@ -649,7 +649,11 @@ func (n *node) Removexattr(ctx context.Context, attr string) syscall.Errno {
 	if err := n.copyUpSelf(); err != nil {
 		return errno("removexattr", err)
 	}
-	return errno("removexattr", n.withPathFd(func(p string) error { return unix.Removexattr(p, attr) }))
+	err := n.withPathFd(func(p string) error { return unix.Removexattr(p, attr) })
+	if errors.Is(err, errSymlinkXattr) {
+		err = unix.ENODATA
+	}
+	return errno("removexattr", err)
 }
 
 func (n *node) copyUpSelf() error {

@@ -329,6 +329,9 @@ func (n *node) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, 
 		sz, err = unix.Getxattr(p, attr, dest)
 		return err
 	})
+	if errors.Is(err, errSymlinkXattr) {
+		return 0, syscall.ENODATA
+	}
 	return uint32(sz), errno("getxattr", err)
 }
 
@@ -354,6 +357,9 @@ func (n *node) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errn
 		}
 		return nil
 	})
+	if errors.Is(err, errSymlinkXattr) {
+		return 0, 0
+	}
 	if err != nil {
 		return 0, errno("listxattr", err)
 	}
@@ -379,6 +385,8 @@ func splitNul(b []byte) []string {
 	}
 	return out
 }
+
+var errSymlinkXattr = errors.New("xattrs of symlinks are not supported")
 
 // withPathFd runs fn with a /proc/self/fd path to the node's top-layer inode, opened
 // without following symlinks.
@@ -407,7 +415,7 @@ func (n *node) withPathFd(fn func(p string) error) error {
 	if e.st.Mode&unix.S_IFMT == unix.S_IFLNK {
 		// xattrs of symlinks are rare and user.* ones impossible; through the
 		// magic link we would reach the link's target, so refuse.
-		return unix.ENODATA
+		return errSymlinkXattr
 	}
 	return fn(procFd(fd))
 }

@@ -3,7 +3,9 @@ module github.com/layerfs/layerfs
 go 1.26.8
 
 require (
-	github.com/klauspost/compress v1.20.2
+	github.com/distribution/reference v0.6.0
+	github.com/hanwen/go-fuse/v2 v2.12.1
+	github.com/klauspost/compress v1.20.3
 	github.com/moby/buildkit v0.34.2
 	github.com/moby/docker-image-spec v1.3.1
 	github.com/opencontainers/go-digest v1.0.0

@@ -179,11 +179,11 @@ func (s *controlServer) rebase(r *RebaseRequest) error {
 	if !filepath.IsAbs(upper) {
 		upper = filepath.Join(s.w.Dir(), upper)
 	}
-	if err := s.m.Rebase(r.Lowers, upper); err != nil {
-		return err
-	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if err := s.rebaseMount(r.Lowers, upper); err != nil {
+		return err
+	}
 	st := *s.state
 	st.Lowers = r.Lowers
 	st.Upper = r.Upper
@@ -207,6 +207,34 @@ func (s *controlServer) rebase(r *RebaseRequest) error {
 	}
 	s.state = &st
 	return nil
+}
+
+// pausedRebaser is a union mount that can swap its stack while the caller holds
+// the write barrier (commit's pause -> diff -> rebase -> resume).
+type pausedRebaser interface {
+	RebasePaused(lowers []string, upper string) error
+}
+
+// rebaseMount swaps the stack, keeping a pause in force. The caller holds s.mu.
+// A mount whose Rebase takes the barrier itself must be resumed first: writes that
+// slip in between land in the old upper (a window the fs should close by offering
+// RebasePaused).
+func (s *controlServer) rebaseMount(lowers []string, upper string) error {
+	if s.pausedBy == 0 {
+		return s.m.Rebase(lowers, upper)
+	}
+	if pr, ok := s.m.(pausedRebaser); ok {
+		return pr.RebasePaused(lowers, upper)
+	}
+	s.m.Resume()
+	err := s.m.Rebase(lowers, upper)
+	ctx, cancel := context.WithTimeout(context.Background(), pauseTimeout)
+	defer cancel()
+	if perr := s.m.Pause(ctx); perr != nil {
+		s.pausedBy = 0
+		return errors.Join(err, fmt.Errorf("pause again after rebase: %w", perr))
+	}
+	return err
 }
 
 func (s *controlServer) stop() error {

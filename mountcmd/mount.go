@@ -59,11 +59,7 @@ scripts can do: name=$(layerfs mount busybox ./rootfs).`,
 	return cmd
 }
 
-func runMount(ctx context.Context, g *globalOptions, o *mountOptions, ref, dir string, out io.Writer) error {
-	mp, err := prepareMountpoint(g.root, dir)
-	if err != nil {
-		return err
-	}
+func runMount(ctx context.Context, g *globalOptions, o *mountOptions, ref, dir string, out io.Writer) (err error) {
 	s, err := blobstore.Open(filepath.Join(g.root, "store"))
 	if err != nil {
 		return err
@@ -82,13 +78,24 @@ func runMount(ctx context.Context, g *globalOptions, o *mountOptions, ref, dir s
 	if err != nil {
 		return err
 	}
-	w, st, unlock, err := claimContainer(ctx, g, o.name, img, ref)
+	w, st, created, unlock, err := claimContainer(ctx, g, o.name, img, ref)
 	if err != nil {
 		return err
 	}
 	var once sync.Once
 	unlockOnce := func() { once.Do(unlock) }
 	defer unlockOnce()
+	// A container this mount created goes away again if the mount fails.
+	defer func() {
+		if err != nil && created && !w.serverAlive() {
+			w.remove()
+		}
+	}()
+	// After claimContainer, which cleared a dead mount this container left there.
+	mp, err := prepareMountpoint(g.root, dir)
+	if err != nil {
+		return err
+	}
 
 	lowers, err := ensureLayers(ctx, g, s, img)
 	if err != nil {
@@ -126,9 +133,9 @@ func runMount(ctx context.Context, g *globalOptions, o *mountOptions, ref, dir s
 			fmt.Fprintln(out, w.name)
 		})
 	}
-	pid, err := startServer(ctx, g, w)
+	pid, err := startServer(ctx, g, w) // its errors are the server's, naming the mountpoint
 	if err != nil {
-		return fmt.Errorf("mount %s: %w", mp, err)
+		return err
 	}
 	mounted = true
 	st.PID = pid
@@ -172,35 +179,34 @@ func prepareMountpoint(root, dir string) (string, error) {
 // given (created, or reused if it exists and is made from img), else a new one with
 // a derived name. The container is not mounted: a dead mount a killed server left
 // is cleared here. The caller holds the returned lock until the server is ready.
-func claimContainer(ctx context.Context, g *globalOptions, name string, img *blobstore.Image, ref string) (*workContainer, *workState, func(), error) {
+func claimContainer(ctx context.Context, g *globalOptions, name string, img *blobstore.Image, ref string) (w *workContainer, st *workState, created bool, unlock func(), err error) {
 	fresh := &workState{ImageID: img.ID, ManifestDigest: img.ManifestDigest, ImageRef: imageRefFor(img, ref)}
 	if name == "" {
-		return createDerived(ctx, g, img, fresh)
+		w, unlock, err := createDerived(ctx, g, img, fresh)
+		return w, fresh, err == nil, unlock, err
 	}
-	w, err := newWorkContainer(g.root, name)
-	if err != nil {
-		return nil, nil, nil, err
+	if w, err = newWorkContainer(g.root, name); err != nil {
+		return nil, nil, false, nil, err
 	}
-	unlock, err := lockContainer(ctx, w)
-	if err != nil {
-		return nil, nil, nil, err
+	if unlock, err = lockContainer(ctx, w); err != nil {
+		return nil, nil, false, nil, err
 	}
 	if !w.exists() {
 		if err := w.create(fresh); err != nil {
 			unlock()
-			return nil, nil, nil, err
+			return nil, nil, false, nil, err
 		}
-		return w, fresh, unlock, nil
+		return w, fresh, true, unlock, nil
 	}
-	st, err := w.load()
+	st, err = w.load()
 	if err == nil {
 		err = checkReusable(w, st, img, ref)
 	}
 	if err != nil {
 		unlock()
-		return nil, nil, nil, err
+		return nil, nil, false, nil, err
 	}
-	return w, st, unlock, nil
+	return w, st, false, unlock, nil
 }
 
 // checkReusable refuses to mount a container that is mounted, or that was made
@@ -223,7 +229,7 @@ func checkReusable(w *workContainer, st *workState, img *blobstore.Image, ref st
 
 // createDerived creates a container named <image>-working-container[-N] (the first
 // free one) and returns it locked.
-func createDerived(ctx context.Context, g *globalOptions, img *blobstore.Image, st *workState) (*workContainer, *workState, func(), error) {
+func createDerived(ctx context.Context, g *globalOptions, img *blobstore.Image, st *workState) (*workContainer, func(), error) {
 	base := derivedName(st.ImageRef, img)
 	for i := 0; i < 10000; i++ {
 		name := base
@@ -232,14 +238,14 @@ func createDerived(ctx context.Context, g *globalOptions, img *blobstore.Image, 
 		}
 		w, err := newWorkContainer(g.root, name)
 		if err != nil {
-			return nil, nil, nil, err
+			return nil, nil, err
 		}
 		if w.exists() {
 			continue
 		}
 		unlock, err := lockContainer(ctx, w)
 		if err != nil {
-			return nil, nil, nil, err
+			return nil, nil, err
 		}
 		if w.exists() { // lost a race for this name
 			unlock()
@@ -247,11 +253,11 @@ func createDerived(ctx context.Context, g *globalOptions, img *blobstore.Image, 
 		}
 		if err := w.create(st); err != nil {
 			unlock()
-			return nil, nil, nil, err
+			return nil, nil, err
 		}
-		return w, st, unlock, nil
+		return w, unlock, nil
 	}
-	return nil, nil, nil, errors.New("no free working container name")
+	return nil, nil, errors.New("no free working container name")
 }
 
 // derivedName is buildah's: the image's repository base name + "-working-container".

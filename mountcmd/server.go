@@ -129,9 +129,9 @@ func serve(ctx context.Context, g *globalOptions, w *workContainer, ready func(e
 		FsName:   w.fsName(),
 	}
 	lg.Printf("mounting %s at %s (lowers %d, upper %s, read-only %v)", w.name, st.Mountpoint, len(opts.Lowers), opts.Upper, opts.ReadOnly)
-	m, err := mountUnion(st.Mountpoint, opts)
+	m, err := mountUnion(st.Mountpoint, opts) // its errors name the mountpoint
 	if err != nil {
-		return fmt.Errorf("mount %s: %w", st.Mountpoint, err)
+		return err
 	}
 	unmounted := make(chan struct{})
 	go func() { m.Wait(); close(unmounted) }()

@@ -3,6 +3,7 @@ package mountcmd
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 
 	fusefs "github.com/hanwen/go-fuse/v2/fs"
@@ -34,7 +35,7 @@ type unionMount interface {
 // refusing lower layers, with a no-op barrier. Replaced by fs.Mount.
 var mountUnion = func(mountpoint string, o unionOptions) (unionMount, error) {
 	if len(o.Lowers) > 0 {
-		return nil, errors.New("union filesystem not built yet: lower layers unsupported")
+		return nil, fmt.Errorf("mount %s: union filesystem not built yet: lower layers unsupported", mountpoint)
 	}
 	root, err := fusefs.NewLoopbackRoot(o.Upper)
 	if err != nil {

@@ -5,9 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"strings"
-	"text/tabwriter"
-	"text/template"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -45,7 +42,8 @@ func newPsCommand(g *globalOptions) *cobra.Command {
 paused (held at commit's write barrier), dead (the server died and left a dead
 mount: umount clears it) or unmounted (changes kept until rm).
 --format takes a Go template over .Name .Image .ImageID .Mountpoint .Status .PID
-.ReadOnly .Created, or "json" for one JSON object per line.`,
+.ReadOnly .Created ("table TEMPLATE" adds a header and aligns columns), or "json"
+for one JSON object per line.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			rows, err := psRows(cmd.Context(), g)
@@ -56,7 +54,7 @@ mount: umount clears it) or unmounted (changes kept until rm).
 		},
 	}
 	cmd.Flags().BoolVarP(&o.quiet, "quiet", "q", false, "only print names")
-	cmd.Flags().StringVar(&o.format, "format", "", `Go template or "json"`)
+	cmd.Flags().StringVar(&o.format, "format", "", `format output: table, table TEMPLATE, json, or a Go template`)
 	return cmd
 }
 
@@ -116,6 +114,12 @@ func queryStatus(ctx context.Context, w *workContainer) *serverStatus {
 	return ss
 }
 
+// psHeader is the header row a "table" format prints.
+var psHeader = map[string]string{
+	"Name": "NAME", "Image": "IMAGE", "ImageID": "IMAGE ID", "Mountpoint": "MOUNTPOINT",
+	"Status": "STATUS", "PID": "PID", "ReadOnly": "READ ONLY", "Created": "CREATED",
+}
+
 func writePs(out io.Writer, o *psOptions, rows []psRow) error {
 	switch {
 	case o.quiet:
@@ -133,30 +137,16 @@ func writePs(out io.Writer, o *psOptions, rows []psRow) error {
 			}
 		}
 		return nil
-	case o.format != "":
-		tmpl, err := template.New("format").Funcs(template.FuncMap{
-			"json": func(v any) (string, error) { b, err := json.Marshal(v); return string(b), err },
-		}).Parse(o.format)
-		if err != nil {
-			return fmt.Errorf("format: %w", err)
-		}
-		for _, r := range rows {
-			var b strings.Builder
-			if err := tmpl.Execute(&b, r); err != nil {
-				return fmt.Errorf("format: %w", err)
-			}
-			if _, err := fmt.Fprintln(out, b.String()); err != nil {
-				return err
-			}
-		}
-		return nil
 	}
-	tw := tabwriter.NewWriter(out, 10, 1, 3, ' ', 0)
-	fmt.Fprintln(tw, "NAME\tIMAGE\tMOUNTPOINT\tSTATUS")
-	for _, r := range rows {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", r.Name, r.Image, r.Mountpoint, r.Status)
+	format := o.format
+	if format == "" || format == "table" {
+		format = "table {{.Name}}\t{{.Image}}\t{{.Mountpoint}}\t{{.Status}}"
 	}
-	return tw.Flush()
+	anyRows := make([]any, len(rows))
+	for i, r := range rows {
+		anyRows[i] = r
+	}
+	return renderRows[any](out, format, anyRows, psHeader)
 }
 
 // shortID is docker's 12-hex-digit image ID.

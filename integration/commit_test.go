@@ -11,8 +11,8 @@ package integration
 import (
 	"archive/tar"
 	"bytes"
-	"io"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -46,9 +46,13 @@ func appendTo(rel, data string) op {
 	}
 }
 
-func remove(rel string) op    { return func(r string) error { return os.Remove(filepath.Join(r, rel)) } }
-func removeAll(rel string) op { return func(r string) error { return os.RemoveAll(filepath.Join(r, rel)) } }
-func mkdir(rel string) op     { return func(r string) error { return os.Mkdir(filepath.Join(r, rel), 0o755) } }
+func remove(rel string) op { return func(r string) error { return os.Remove(filepath.Join(r, rel)) } }
+func removeAll(rel string) op {
+	return func(r string) error { return os.RemoveAll(filepath.Join(r, rel)) }
+}
+func mkdir(rel string) op {
+	return func(r string) error { return os.Mkdir(filepath.Join(r, rel), 0o755) }
+}
 func rename(a, b string) op {
 	return func(r string) error { return os.Rename(filepath.Join(r, a), filepath.Join(r, b)) }
 }
@@ -64,7 +68,9 @@ func chmod(rel string, m os.FileMode) op {
 func chown(rel string, uid, gid int) op {
 	return func(r string) error { return os.Lchown(filepath.Join(r, rel), uid, gid) }
 }
-func mkfifo(rel string) op { return func(r string) error { return unix.Mkfifo(filepath.Join(r, rel), 0o640) } }
+func mkfifo(rel string) op {
+	return func(r string) error { return unix.Mkfifo(filepath.Join(r, rel), 0o640) }
+}
 func mknod(rel string, major, minor uint32) op {
 	return func(r string) error {
 		return unix.Mknod(filepath.Join(r, rel), unix.S_IFCHR|0o620, int(unix.Mkdev(major, minor)))

@@ -198,7 +198,7 @@ type committer struct {
 	parent *blobstore.Image
 	stderr io.Writer
 
-	lowers []string         // the container's lower dirs, top first
+	lowers []string           // the container's lower dirs, top first
 	desc   ocispec.Descriptor // the new layer ("" digest: none)
 	diffID digest.Digest
 }

@@ -7,6 +7,7 @@ import (
 	"archive/tar"
 	"bytes"
 	"errors"
+	"io"
 	"io/fs"
 	"os"
 	"os/exec"
@@ -385,4 +386,55 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+func TestMountForeground(t *testing.T) {
+	e := newMountEnv(t)
+	dir := e.dir()
+	cmd := exec.Command(binary(t), "--root", e.root, "mount", "-f", "--name", "fg", e.image, dir)
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	line := make([]byte, 3)
+	if _, err := io.ReadFull(stdout, line); err != nil || string(line) != "fg\n" {
+		t.Fatalf("mount -f printed %q, %v (stderr %s); want the name once live", line, err, stderr.String())
+	}
+	if !mountedAt(dir) {
+		t.Fatalf("mount -f said ready but %s is not mounted", dir)
+	}
+	if got := e.psField("fg", "PID"); got != strconv.Itoa(cmd.Process.Pid) {
+		t.Errorf("ps PID = %s, want the foreground process %d", got, cmd.Process.Pid)
+	}
+	cmd.Process.Signal(syscall.SIGTERM)
+	if err := cmd.Wait(); err != nil {
+		t.Errorf("mount -f after SIGTERM: %v (stderr %s), want exit 0", err, stderr.String())
+	}
+	if mountedAt(dir) {
+		t.Errorf("%s still mounted after SIGTERM to mount -f", dir)
+	}
+	if got := e.psField("fg", "Status"); got != "unmounted" {
+		t.Errorf("ps status = %q, want unmounted", got)
+	}
+}
+
+func TestMountServerSIGTERM(t *testing.T) {
+	e := newMountEnv(t)
+	dir := e.dir()
+	e.ok("mount", "--name", "term", e.image, dir)
+	pid, _ := strconv.Atoi(e.psField("term", "PID"))
+	if err := syscall.Kill(pid, syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the server to unmount and exit", func() bool { return e.psField("term", "Status") == "unmounted" })
+	if mountedAt(dir) {
+		t.Errorf("%s still mounted after SIGTERM to the server", dir)
+	}
+	e.ok("mount", "--name", "term", e.image, dir)
 }

@@ -139,6 +139,10 @@ func unmountContainer(ctx context.Context, w *workContainer, st *workState) erro
 			err = c.Stop(ctx)
 			c.Close()
 		}
+		var remote *remoteError
+		if errors.As(err, &remote) {
+			return fmt.Errorf("umount %s: %w", w.name, err) // busy, typically
+		}
 		if err != nil && !errors.Is(err, errServerGone) {
 			// The answer may be lost if the server exits at once; what counts is
 			// that it is gone and took its mount along.

@@ -73,8 +73,8 @@ func (fsys *unionFS) copyUpPathLocked(rel string, dataLimit int64, links bool) (
 			if child != nil {
 				cn := child.Operations().(*node)
 				cn.mu.Lock()
-				if cn.lowerOpens > 0 {
-					cn.tainted = true
+				if cn.ptOpens > 0 {
+					cn.ptPinned = true
 				}
 				cn.mu.Unlock()
 				cn.setEntry(e)

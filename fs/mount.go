@@ -84,6 +84,7 @@ func Mount(mountpoint string, opts Options) (*MountPoint, error) {
 		s.close()
 		return nil, fmt.Errorf("mount %s: %w", mountpoint, err)
 	}
+	fsys.passthrough = os.Geteuid() == 0 && server.KernelSettings().Flags64()&fuse.CAP_PASSTHROUGH != 0
 	return &MountPoint{dir: mountpoint, server: server, fs: fsys}, nil
 }
 
@@ -155,13 +156,13 @@ func (m *MountPoint) Rebase(lowers []string, upper string) error {
 	return nil
 }
 
-// taintOpen marks every node with a live open as tainted: its kernel backing file
-// belongs to the old stack.
+// taintOpen pins every node with a live passthrough open: its kernel backing
+// file belongs to the old stack.
 func (fsys *unionFS) taintOpen(in *fusefs.Inode) {
 	n := in.Operations().(*node)
 	n.mu.Lock()
-	if len(n.handles) > 0 {
-		n.tainted = true
+	if n.ptOpens > 0 {
+		n.ptPinned = true
 	}
 	n.mu.Unlock()
 	for _, ch := range in.Children() {

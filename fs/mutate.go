@@ -42,6 +42,14 @@ func (n *node) upperDir() (*entry, *stack, int, error) {
 // clearWhiteout removes a whiteout for name in the upper dir dfd, in either encoding,
 // and reports whether there was one.
 func clearWhiteout(dfd int, name string) (bool, error) {
+	if len(cow.WhiteoutName(name)) > 255 {
+		// No OCI whiteout can exist for such a name; check the overlay one only.
+		var st unix.Stat_t
+		if unix.Fstatat(dfd, name, &st, unix.AT_SYMLINK_NOFOLLOW) == nil && cow.IsOverlayWhiteout(&st) {
+			return true, unix.Unlinkat(dfd, name, 0)
+		}
+		return false, nil
+	}
 	var st unix.Stat_t
 	removed := false
 	if unix.Fstatat(dfd, name, &st, unix.AT_SYMLINK_NOFOLLOW) == nil && cow.IsOverlayWhiteout(&st) {
@@ -122,7 +130,9 @@ func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint3
 		return nil, nil, 0, errno("create", err)
 	}
 	cn := in.Operations().(*node)
-	h, fflags := cn.newHandle(fd, true)
+	cn.mu.Lock()
+	h, fflags := cn.newHandle(fd, true, 0)
+	cn.mu.Unlock()
 	return in, h, fflags, 0
 }
 

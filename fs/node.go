@@ -23,6 +23,8 @@ type unionFS struct {
 	cuMu    sync.Mutex    // serialises copy-ups
 	root    *node
 	debug   bool
+	// passthrough is set when the kernel accepted FUSE passthrough.
+	passthrough bool
 	retired []*stack // stacks replaced by Rebase, closed at the end
 }
 
@@ -35,10 +37,10 @@ type node struct {
 	mu    sync.Mutex
 	epoch uint64
 	ent   *entry
-	// lowerOpens counts live passthrough opens of this node's lower file. While any
-	// exist at copy-up, later opens must not reuse that backing file (tainted).
-	lowerOpens int
-	tainted    bool
+	// Open-mode bookkeeping, see fileHandle.
+	ptOpens     int  // live opens the kernel passes through
+	cachedOpens int  // live opens served by this process
+	ptPinned    bool // the kernel's backing file is no longer the node's file
 	handles    map[*fileHandle]bool // live opens, for fstat/ftruncate after unlink
 }
 

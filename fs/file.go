@@ -67,7 +67,7 @@ func (n *node) newHandle(fd int, upper bool, size int64) (fusefs.FileHandle, uin
 		n.handles = map[*fileHandle]bool{}
 	}
 	n.handles[h] = true
-	usePT := n.fs.passthrough && !n.ptPinned && n.cachedOpens == 0 && (upper || size >= ptMinSize)
+	usePT := n.fs.passthrough.Load() && !n.ptPinned && n.cachedOpens == 0 && (upper || size >= ptMinSize)
 	if n.ptOpens > 0 {
 		usePT = true // the kernel requires it; the backing is this same file
 	}

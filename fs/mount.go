@@ -84,7 +84,7 @@ func Mount(mountpoint string, opts Options) (*MountPoint, error) {
 		s.close()
 		return nil, fmt.Errorf("mount %s: %w", mountpoint, err)
 	}
-	fsys.passthrough = os.Geteuid() == 0 && server.KernelSettings().Flags64()&fuse.CAP_PASSTHROUGH != 0
+	fsys.passthrough.Store(os.Geteuid() == 0 && server.KernelSettings().Flags64()&fuse.CAP_PASSTHROUGH != 0)
 	return &MountPoint{dir: mountpoint, server: server, fs: fsys}, nil
 }
 

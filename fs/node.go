@@ -24,8 +24,8 @@ type unionFS struct {
 	root    *node
 	debug   bool
 	// passthrough is set when the kernel accepted FUSE passthrough.
-	passthrough bool
-	retired []*stack // stacks replaced by Rebase, closed at the end
+	passthrough atomic.Bool
+	retired     []*stack // stacks replaced by Rebase, closed at the end
 }
 
 // node is one inode of the union. Its resolution (which layers hold it) is cached
@@ -38,10 +38,10 @@ type node struct {
 	epoch uint64
 	ent   *entry
 	// Open-mode bookkeeping, see fileHandle.
-	ptOpens     int  // live opens the kernel passes through
-	cachedOpens int  // live opens served by this process
-	ptPinned    bool // the kernel's backing file is no longer the node's file
-	handles    map[*fileHandle]bool // live opens, for fstat/ftruncate after unlink
+	ptOpens     int                  // live opens the kernel passes through
+	cachedOpens int                  // live opens served by this process
+	ptPinned    bool                 // the kernel's backing file is no longer the node's file
+	handles     map[*fileHandle]bool // live opens, for fstat/ftruncate after unlink
 }
 
 func (fsys *unionFS) newNode() *node { return &node{fs: fsys} }

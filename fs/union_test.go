@@ -300,7 +300,7 @@ func TestPassthroughBackingHazard(t *testing.T) {
 	big := "lower content" + strings.Repeat("x", ptMinSize)
 	lower := tree(t, map[string]string{"big": big, "small": "lower content"})
 	u := mountUnion(t, cow.FormatOCI, lower)
-	t.Logf("passthrough active: %v", u.m.fs.passthrough)
+	t.Logf("passthrough active: %v", u.m.fs.passthrough.Load())
 	for _, name := range []string{"big", "small"} {
 		p := filepath.Join(u.mnt, name)
 		ro, err := os.Open(p)
@@ -309,7 +309,7 @@ func TestPassthroughBackingHazard(t *testing.T) {
 		_, err = ro.ReadAt(b, 0)
 		must(t, err)
 		w, err := os.OpenFile(p, os.O_WRONLY, 0)
-		if errors.Is(err, syscall.ETXTBSY) && name == "big" && u.m.fs.passthrough {
+		if errors.Is(err, syscall.ETXTBSY) && name == "big" && u.m.fs.passthrough.Load() {
 			// Refused while the lower passthrough open lives; fine once it is closed.
 			ro.Close()
 			w, err = os.OpenFile(p, os.O_WRONLY, 0)

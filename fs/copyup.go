@@ -32,6 +32,7 @@ func (fsys *unionFS) rootEntry() (*entry, *stack, error) { return fsys.root.reso
 func (fsys *unionFS) copyUpPath(rel string, dataLimit int64) (*entry, *stack, error) {
 	fsys.cuMu.Lock()
 	defer fsys.cuMu.Unlock()
+	defer fsys.changes.Add(1)
 	return fsys.copyUpPathLocked(rel, dataLimit, true)
 }
 

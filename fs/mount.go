@@ -148,6 +148,7 @@ func (m *MountPoint) Rebase(lowers []string, upper string) error {
 	}
 	m.fs.stack.Store(s)
 	m.fs.epoch.Add(1)
+	m.fs.changes.Add(1)
 	m.fs.taintOpen(m.fs.root.EmbeddedInode())
 	go m.fs.invalidate(m.fs.root.EmbeddedInode())
 	// old is not closed: operations that loaded it may still run; its few fds

@@ -106,6 +106,7 @@ func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint3
 	}
 	n.fs.barrier.RLock()
 	defer n.fs.barrier.RUnlock()
+	defer n.fs.changes.Add(1)
 	_, s, dfd, err := n.upperDir()
 	if err != nil {
 		return nil, nil, 0, errno("create", err)
@@ -144,6 +145,7 @@ func (n *node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.En
 	}
 	n.fs.barrier.RLock()
 	defer n.fs.barrier.RUnlock()
+	defer n.fs.changes.Add(1)
 	pe, s, dfd, err := n.upperDir()
 	if err != nil {
 		return nil, errno("mkdir", err)
@@ -182,6 +184,7 @@ func (n *node) Mknod(ctx context.Context, name string, mode uint32, dev uint32, 
 	}
 	n.fs.barrier.RLock()
 	defer n.fs.barrier.RUnlock()
+	defer n.fs.changes.Add(1)
 	_, s, dfd, err := n.upperDir()
 	if err != nil {
 		return nil, errno("mknod", err)
@@ -212,6 +215,7 @@ func (n *node) Symlink(ctx context.Context, target, name string, out *fuse.Entry
 	}
 	n.fs.barrier.RLock()
 	defer n.fs.barrier.RUnlock()
+	defer n.fs.changes.Add(1)
 	_, s, dfd, err := n.upperDir()
 	if err != nil {
 		return nil, errno("symlink", err)
@@ -242,6 +246,7 @@ func (n *node) Link(ctx context.Context, target fusefs.InodeEmbedder, name strin
 	}
 	n.fs.barrier.RLock()
 	defer n.fs.barrier.RUnlock()
+	defer n.fs.changes.Add(1)
 	trel := tn.rel()
 	if _, _, err := n.fs.copyUpPath(trel, -1); err != nil {
 		return nil, errno("link", err)
@@ -287,6 +292,7 @@ func (n *node) remove(name string, dir bool) syscall.Errno {
 	}
 	n.fs.barrier.RLock()
 	defer n.fs.barrier.RUnlock()
+	defer n.fs.changes.Add(1)
 	pe, s, err := n.resolve()
 	if err != nil {
 		return errno("remove", err)
@@ -392,6 +398,7 @@ func (n *node) Rename(ctx context.Context, name string, newParent fusefs.InodeEm
 	exchange := flags&unix.RENAME_EXCHANGE != 0
 	n.fs.barrier.RLock()
 	defer n.fs.barrier.RUnlock()
+	defer n.fs.changes.Add(1)
 	pe, s, err := n.resolve()
 	if err != nil {
 		return errno("rename", err)

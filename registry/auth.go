@@ -113,7 +113,7 @@ func (c *Client) Login(ctx context.Context, path, registry, user, password strin
 	key = authKey(registry)
 	host := key
 	if key == HubAuthKey {
-		host = name.DefaultRegistry
+		host = c.hubOrigin()
 	}
 	reg, err := c.registry(host)
 	if err != nil {

@@ -34,6 +34,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -144,7 +145,7 @@ func classify(err error) error {
 	for _, d := range te.Errors {
 		switch d.Code {
 		case transport.ManifestUnknownErrorCode, transport.NameUnknownErrorCode, transport.BlobUnknownErrorCode:
-			return fmt.Errorf("%w: %s", ErrNotFound, strings.ToLower(string(d.Code)))
+			return fmt.Errorf("%w: %s", ErrNotFound, strings.ReplaceAll(strings.ToLower(string(d.Code)), "_", " "))
 		case transport.UnauthorizedErrorCode, transport.DeniedErrorCode:
 			return ErrDenied
 		}
@@ -164,6 +165,16 @@ func isUnauthorized(err error) bool {
 		return te.StatusCode == http.StatusUnauthorized || te.StatusCode == http.StatusForbidden
 	}
 	return false
+}
+
+// unreachable words a connection failure once (the https and http attempts of a
+// ping fail alike), or returns nil if err is not one.
+func unreachable(host string, err error) error {
+	var op *net.OpError
+	if errors.As(err, &op) {
+		return fmt.Errorf("registry %s is unreachable: %w", host, op)
+	}
+	return nil
 }
 
 // oneLine joins a multi-line error (errors.Join of parallel attempts) with "; ".

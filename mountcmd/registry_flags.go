@@ -1,0 +1,55 @@
+package mountcmd
+
+import (
+	"os"
+	"path/filepath"
+
+	"github.com/layerfs/layerfs/blobstore"
+	"github.com/layerfs/layerfs/registry"
+	"github.com/spf13/pflag"
+	"golang.org/x/sys/unix"
+)
+
+// registryFlags are the options every registry verb (pull, push, login, logout) shares.
+type registryFlags struct {
+	authfile  string
+	config    string
+	certDir   string
+	tlsVerify bool
+}
+
+func (f *registryFlags) add(fs *pflag.FlagSet) {
+	fs.StringVar(&f.authfile, "authfile", "", "credentials file in docker's config.json format (default $REGISTRY_AUTH_FILE, $DOCKER_CONFIG/config.json, ~/.docker/config.json)")
+	fs.StringVar(&f.config, "config", "", "config file with registry-mirrors and insecure-registries (default "+registry.DefaultConfigFile+")")
+	fs.StringVar(&f.certDir, "cert-dir", "", "directory of extra CA certificates (*.crt) to trust")
+	fs.BoolVar(&f.tlsVerify, "tls-verify", true, "require HTTPS and verify certificates")
+}
+
+// authFile is the credentials file this invocation reads and writes.
+func (f *registryFlags) authFile() string { return registry.AuthFile(f.authfile) }
+
+// client builds a registry client from the flags and the config file.
+func (f *registryFlags) client() (*registry.Client, error) {
+	cfg, err := registry.LoadConfig(f.config)
+	if err != nil {
+		return nil, err
+	}
+	return &registry.Client{
+		Keychain:      registry.Keychain(f.authFile()),
+		Config:        cfg,
+		SkipTLSVerify: !f.tlsVerify,
+		CertDir:       f.certDir,
+		UserAgent:     "layerfs/" + Version,
+	}, nil
+}
+
+// openRegistryStore opens the image store under the root.
+func openRegistryStore(g *globalOptions) (*blobstore.Store, error) {
+	return blobstore.Open(filepath.Join(g.root, "store"))
+}
+
+// isTerminal reports whether f is a terminal.
+func isTerminal(f *os.File) bool {
+	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
+	return err == nil
+}

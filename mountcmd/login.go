@@ -52,13 +52,9 @@ func newLoginCommand(g *globalOptions) *cobra.Command {
 	return cmd
 }
 
-// Docker's warnings, word for word.
-const (
-	warnPasswordFlag = "WARNING! Using --password via the CLI is insecure. Use --password-stdin."
-	warnUnencrypted  = "WARNING! Your password will be stored unencrypted in %s.\n" +
-		"Configure a credential helper to remove this warning. See\n" +
-		"https://docs.docker.com/engine/reference/commandline/login/#credentials-store\n\n"
-)
+// warnPasswordFlag is docker's warning for -p, word for word. The warning about an
+// unencrypted password comes from docker/cli's credential file store itself.
+const warnPasswordFlag = "WARNING! Using --password via the CLI is insecure. Use --password-stdin."
 
 func runLogin(cmd *cobra.Command, o *loginOptions, server string) error {
 	out, errOut := cmd.OutOrStdout(), cmd.ErrOrStderr()
@@ -108,12 +104,8 @@ func runLogin(cmd *cobra.Command, o *loginOptions, server string) error {
 		return err
 	}
 	path := o.authFile()
-	_, plaintext, err := c.Login(cmd.Context(), path, server, o.username, o.password)
-	if err != nil {
+	if _, _, err := c.Login(cmd.Context(), path, server, o.username, o.password); err != nil {
 		return err
-	}
-	if plaintext {
-		fmt.Fprintf(errOut, warnUnencrypted, path)
 	}
 	_, err = fmt.Fprintln(out, "Login Succeeded")
 	return err

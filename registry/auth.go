@@ -108,7 +108,8 @@ func authKey(registry string) string {
 // Login checks user and password against the registry and, when it accepts them,
 // stores them in the auth file at path (through its credential helper if one is
 // configured). It returns the key they were stored under and whether they were
-// written unencrypted into the file itself (docker then prints a warning).
+// written unencrypted into the file itself (docker/cli's file store then prints
+// docker's warning on stderr, once per process, unless nothing changed).
 func (c *Client) Login(ctx context.Context, path, registry, user, password string) (key string, plaintext bool, err error) {
 	key = authKey(registry)
 	host := key
@@ -127,11 +128,10 @@ func (c *Client) Login(ctx context.Context, path, registry, user, password strin
 		return key, false, err
 	}
 	store := cf.GetCredentialsStore(key)
+	// The store saves the file; docker/cli's file store itself prints docker's
+	// "stored unencrypted" warning on stderr when the password lands in the file.
 	if err := store.Store(types.AuthConfig{Username: user, Password: password, ServerAddress: key}); err != nil {
 		return key, false, fmt.Errorf("store credentials for %s: %w", key, err)
-	}
-	if err := cf.Save(); err != nil {
-		return key, false, fmt.Errorf("save auth file: %w", err)
 	}
 	helper := cf.CredentialsStore
 	if h, ok := cf.CredentialHelpers[key]; ok {

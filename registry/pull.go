@@ -113,7 +113,11 @@ func (c *Client) Pull(ctx context.Context, st Store, ref string, opts PullOption
 		return nil, err
 	}
 	defer release()
-	if err := c.fetchImage(ctx, st, img, progress); err != nil {
+	fetchProgress := progress
+	if had {
+		fetchProgress = noProgress{} // docker shows no layers for an image it has
+	}
+	if err := c.fetchImage(ctx, st, img, fetchProgress); err != nil {
 		return nil, fmt.Errorf("pull %s: %w", reference.FamiliarString(named), err)
 	}
 	if err := record(ctx, st, img, named, had, res); err != nil {

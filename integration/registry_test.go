@@ -12,7 +12,9 @@ import (
 	"regexp"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -408,4 +410,74 @@ func TestRegistryErrors(t *testing.T) {
 	if imgs, err := p.store().Images(); err != nil || len(imgs) != 0 {
 		t.Errorf("failed pulls left images: %v, %v", imgs, err)
 	}
+}
+
+func TestRegistryInterruptedPull(t *testing.T) {
+	img, err := random.Image(1<<20, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stall := registrytest.StartStalling(t, "slow/app", "1", img)
+	e := newRegEnv(t)
+	cmd := exec.Command(regBinary(t), "--root", e.root, "pull", stall.Host+"/slow/app:1")
+	cmd.Env = append(os.Environ(), "HOME="+e.home, registry.HubOriginEnv+"="+e.hub)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	killed := false
+	t.Cleanup(func() {
+		if !killed {
+			cmd.Process.Kill()
+			cmd.Wait()
+		}
+	})
+	select {
+	case <-stall.Started:
+	case <-time.After(20 * time.Second):
+		t.Fatal("the pull never started a layer download")
+	}
+	tmp := filepath.Join(e.root, "store", ".layerfs", "tmp")
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if ents, _ := os.ReadDir(tmp); len(ents) > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no temp file in %s while a blob downloads", tmp)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	cmd.Process.Signal(syscall.SIGKILL)
+	cmd.Wait()
+	killed = true
+
+	// Nothing visible: no image, no layer blob; the next command works.
+	st := e.store()
+	if imgs, err := st.Images(); err != nil || len(imgs) != 0 {
+		t.Errorf("after kill -9: images = %v, %v; want none", imgs, err)
+	}
+	m, _ := img.Manifest()
+	for _, l := range m.Layers {
+		if st.Has(digest.Digest(l.Digest.String())) {
+			t.Errorf("after kill -9: layer %s visible", l.Digest)
+		}
+	}
+	// gc reclaims the partial download.
+	res, err := st.GC(context.Background(), false, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.TempFiles == 0 {
+		t.Errorf("gc after kill -9 removed no temp files")
+	}
+	if ents, _ := os.ReadDir(tmp); len(ents) != 0 {
+		t.Errorf("temp files left after gc: %d", len(ents))
+	}
+	// The same image from a registry that completes: the pull works.
+	reg := registrytest.Start(t, registrytest.Options{})
+	ref, _ := name.ParseReference(reg.Host + "/slow/app:1")
+	if err := remote.Write(ref, img); err != nil {
+		t.Fatal(err)
+	}
+	e.ok("pull", "-q", reg.Host+"/slow/app:1")
 }

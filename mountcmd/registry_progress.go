@@ -9,6 +9,7 @@ import (
 	"github.com/layerfs/layerfs/registry"
 	"github.com/vbauerster/mpb/v8"
 	"github.com/vbauerster/mpb/v8/decor"
+	"golang.org/x/sys/unix"
 )
 
 // newProgress picks how pull and push show per-layer progress: nothing with quiet,
@@ -18,11 +19,20 @@ func newProgress(out io.Writer, quiet bool) (registry.Progress, func()) {
 	if quiet {
 		return nil, func() {}
 	}
-	if f, ok := out.(*os.File); ok && isTerminal(f) {
+	if f, ok := out.(*os.File); ok && isTerminal(f) && terminalWidth(f) > 0 {
 		p := &barProgress{out: out, bars: map[string]*layerBar{}}
 		return p, p.done
 	}
 	return &lineProgress{out: out, last: map[string]registry.Status{}}, func() {}
+}
+
+// terminalWidth is f's width in columns (0 if unknown: mpb would draw nothing).
+func terminalWidth(f *os.File) int {
+	ws, err := unix.IoctlGetWinsize(int(f.Fd()), unix.TIOCGWINSZ)
+	if err != nil {
+		return 0
+	}
+	return int(ws.Col)
 }
 
 // lineProgress prints docker's non-terminal output: one line per status change,
@@ -91,7 +101,9 @@ func (p *barProgress) Layer(id string, s registry.Status, cur, total int64) {
 	lb := p.bars[id]
 	if lb == nil {
 		lb = &layerBar{status: s}
-		lb.bar = p.p.AddBar(max(total, 0),
+		// A zero total keeps the bar from completing by itself: the final status
+		// completes it (mpb ignores SetTotal on bars made with a total).
+		lb.bar = p.p.AddBar(0,
 			mpb.PrependDecorators(decor.Any(func(decor.Statistics) string { return id + ": " + string(lb.get()) }, decor.WCSyncSpaceR)),
 			mpb.AppendDecorators(decor.Any(func(st decor.Statistics) string {
 				if st.Completed || st.Total <= 0 {

@@ -128,7 +128,7 @@ func (c *Client) Push(ctx context.Context, st Store, src, dest string, opts Push
 	client := &http.Client{Transport: rt}
 
 	for _, b := range blobs {
-		progress.Layer(b.id, StatusPreparing, 0, 0)
+		progress.Layer(b.id, StatusPreparing, 0, b.desc.Size)
 	}
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(maxUploads)

@@ -42,7 +42,7 @@ func newLoginCommand(g *globalOptions) *cobra.Command {
 			if len(args) == 1 {
 				server = args[0]
 			}
-			return runLogin(cmd, o, server)
+			return runLogin(cmd, g, o, server)
 		},
 	}
 	o.registryFlags.add(cmd.Flags())
@@ -56,7 +56,10 @@ func newLoginCommand(g *globalOptions) *cobra.Command {
 // unencrypted password comes from docker/cli's credential file store itself.
 const warnPasswordFlag = "WARNING! Using --password via the CLI is insecure. Use --password-stdin."
 
-func runLogin(cmd *cobra.Command, o *loginOptions, server string) error {
+// hubLoginHint is what docker says before prompting for Docker Hub credentials.
+const hubLoginHint = "Login with your Docker ID to push and pull images from Docker Hub. If you don't have a Docker ID, head over to https://hub.docker.com to create one."
+
+func runLogin(cmd *cobra.Command, g *globalOptions, o *loginOptions, server string) error {
 	out, errOut := cmd.OutOrStdout(), cmd.ErrOrStderr()
 	in := cmd.InOrStdin()
 	if o.password != "" {
@@ -76,6 +79,9 @@ func runLogin(cmd *cobra.Command, o *loginOptions, server string) error {
 		o.password = strings.TrimRight(string(b), "\r\n")
 	}
 	r := bufio.NewReader(in)
+	if o.username == "" && registry.IsHub(server) {
+		fmt.Fprintln(out, hubLoginHint)
+	}
 	if o.username == "" {
 		fmt.Fprint(out, "Username: ")
 		line, err := r.ReadString('\n')
@@ -99,7 +105,7 @@ func runLogin(cmd *cobra.Command, o *loginOptions, server string) error {
 	if o.password == "" {
 		return errors.New("password required")
 	}
-	c, err := o.client()
+	c, err := o.client(g, errOut)
 	if err != nil {
 		return err
 	}

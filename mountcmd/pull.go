@@ -48,7 +48,7 @@ func runPull(cmd *cobra.Command, g *globalOptions, o *pullOptions, ref string) e
 		_, err = blobstore.ParseReference(ref)
 		return err
 	}
-	c, err := o.client()
+	c, err := o.client(g, cmd.ErrOrStderr())
 	if err != nil {
 		return err
 	}

@@ -51,7 +51,7 @@ func runPush(cmd *cobra.Command, g *globalOptions, o *pushOptions, src, dest str
 	if n, err := reference.ParseNormalizedNamed(target); err == nil && reference.IsNameOnly(n) && !o.quiet {
 		fmt.Fprintln(out, "Using default tag: latest")
 	}
-	c, err := o.client()
+	c, err := o.client(g, cmd.ErrOrStderr())
 	if err != nil {
 		return err
 	}

@@ -1,9 +1,11 @@
 package mountcmd
 
 import (
+	"io"
 	"os"
 	"path/filepath"
 
+	"github.com/google/go-containerregistry/pkg/logs"
 	"github.com/layerfs/layerfs/blobstore"
 	"github.com/layerfs/layerfs/registry"
 	"github.com/spf13/pflag"
@@ -28,8 +30,14 @@ func (f *registryFlags) add(fs *pflag.FlagSet) {
 // authFile is the credentials file this invocation reads and writes.
 func (f *registryFlags) authFile() string { return registry.AuthFile(f.authfile) }
 
-// client builds a registry client from the flags and the config file.
-func (f *registryFlags) client() (*registry.Client, error) {
+// client builds a registry client from the flags and the config file. With
+// --debug, go-containerregistry's request log goes to errOut.
+func (f *registryFlags) client(g *globalOptions, errOut io.Writer) (*registry.Client, error) {
+	if g.debug {
+		logs.Debug.SetOutput(errOut)
+		logs.Warn.SetOutput(errOut)
+		logs.Progress.SetOutput(errOut)
+	}
 	cfg, err := registry.LoadConfig(f.config)
 	if err != nil {
 		return nil, err

@@ -93,6 +93,9 @@ func (k fileKeychain) Resolve(target authn.Resource) (authn.Authenticator, error
 	return authn.Anonymous, nil
 }
 
+// IsHub reports whether a login server names Docker Hub ("" does).
+func IsHub(server string) bool { return authKey(server) == HubAuthKey }
+
 // authKey maps a registry name to its config.json key: Docker Hub's historical
 // URL for the hub, the bare host[:port] otherwise (a scheme or path is dropped).
 func authKey(registry string) string {

@@ -52,14 +52,14 @@ func runPull(cmd *cobra.Command, g *globalOptions, o *pullOptions, ref string) e
 	if err != nil {
 		return err
 	}
-	st, err := openRegistryStore(g)
+	st, err := openStore(g)
 	if err != nil {
 		return err
 	}
 	if reference.IsNameOnly(n) && !o.quiet {
 		fmt.Fprintln(out, "Using default tag: latest")
 	}
-	progress, done := newProgress(out, o.quiet)
+	progress, done := newTransferProgress(out, o.quiet)
 	res, err := c.Pull(cmd.Context(), st, ref, registry.PullOptions{Platform: o.platform, Progress: progress})
 	done()
 	if err != nil {

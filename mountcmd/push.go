@@ -55,11 +55,11 @@ func runPush(cmd *cobra.Command, g *globalOptions, o *pushOptions, src, dest str
 	if err != nil {
 		return err
 	}
-	st, err := openRegistryStore(g)
+	st, err := openStore(g)
 	if err != nil {
 		return err
 	}
-	progress, done := newProgress(out, o.quiet)
+	progress, done := newTransferProgress(out, o.quiet)
 	res, err := c.Push(cmd.Context(), st, src, dest, registry.PushOptions{Progress: progress})
 	done()
 	if err != nil {

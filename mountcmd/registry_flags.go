@@ -2,14 +2,10 @@ package mountcmd
 
 import (
 	"io"
-	"os"
-	"path/filepath"
 
 	"github.com/google/go-containerregistry/pkg/logs"
-	"github.com/layerfs/layerfs/blobstore"
 	"github.com/layerfs/layerfs/registry"
 	"github.com/spf13/pflag"
-	"golang.org/x/sys/unix"
 )
 
 // registryFlags are the options every registry verb (pull, push, login, logout) shares.
@@ -49,15 +45,4 @@ func (f *registryFlags) client(g *globalOptions, errOut io.Writer) (*registry.Cl
 		CertDir:       f.certDir,
 		UserAgent:     "layerfs/" + Version,
 	}, nil
-}
-
-// openRegistryStore opens the image store under the root.
-func openRegistryStore(g *globalOptions) (*blobstore.Store, error) {
-	return blobstore.Open(filepath.Join(g.root, "store"))
-}
-
-// isTerminal reports whether f is a terminal.
-func isTerminal(f *os.File) bool {
-	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
-	return err == nil
 }

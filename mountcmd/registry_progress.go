@@ -12,10 +12,10 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// newProgress picks how pull and push show per-layer progress: nothing with quiet,
+// newTransferProgress picks how pull and push show per-layer progress: nothing with quiet,
 // live bars when out is a terminal, docker's plain status lines otherwise. Call
 // the returned done once the transfer has ended (ok or not) before printing more.
-func newProgress(out io.Writer, quiet bool) (registry.Progress, func()) {
+func newTransferProgress(out io.Writer, quiet bool) (registry.Progress, func()) {
 	if quiet {
 		return nil, func() {}
 	}

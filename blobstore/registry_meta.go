@@ -121,3 +121,16 @@ func (s *Store) updateRegistryMeta(ctx context.Context, fn func(*registryMeta)) 
 	}
 	return nil
 }
+
+// ImageRepoDigests is what inspect shows as RepoDigests: the digests recorded by
+// pulls and pushes (see AddRepoDigest) together with img.RepoDigests() (one per
+// tagged repository), full normalised references, sorted, without duplicates.
+func (s *Store) ImageRepoDigests(img *Image) ([]string, error) {
+	recorded, err := s.RepoDigests(img.ManifestDigest)
+	if err != nil {
+		return nil, err
+	}
+	out := append(recorded, img.RepoDigests()...)
+	slices.Sort(out)
+	return slices.Compact(out), nil
+}

@@ -97,6 +97,18 @@ func (c *Client) Pull(ctx context.Context, st Store, ref string, opts PullOption
 	if err != nil {
 		return nil, fmt.Errorf("pull %s: %w", reference.FamiliarString(named), err)
 	}
+	if opts.Platform != "" && !desc.MediaType.IsIndex() {
+		// A single-platform image must be the one asked for, as docker checks.
+		cf, err := img.ConfigFile()
+		if err != nil {
+			return nil, fmt.Errorf("pull %s: read config: %w", reference.FamiliarString(named), classify(err))
+		}
+		have := v1.Platform{OS: cf.OS, Architecture: cf.Architecture, Variant: cf.Variant}
+		if !platformMatches(have, plat) {
+			return nil, fmt.Errorf("pull %s: %w: image with reference %s was found but its platform (%s) does not match the specified platform (%s)",
+				reference.FamiliarString(named), ErrNoPlatform, reference.FamiliarString(named), platformString(have), platformString(plat))
+		}
+	}
 	tagOrDigest := res.Digest.String()
 	if t, ok := named.(reference.Tagged); ok {
 		tagOrDigest = t.Tag()

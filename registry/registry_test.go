@@ -190,6 +190,11 @@ func TestPushPullRoundTrip(t *testing.T) {
 		t.Errorf("RepoDigests = %v, %v", rd, err)
 	}
 
+	// A single-platform image must match an explicit --platform.
+	if _, err := c.Pull(ctx, newStore(t), dest, registry.PullOptions{Platform: "linux/arm64"}); !errors.Is(err, registry.ErrNoPlatform) {
+		t.Errorf("Pull --platform linux/arm64 of an amd64 image = %v, want ErrNoPlatform", err)
+	}
+
 	// Pulling again changes nothing.
 	pr, err = c.Pull(ctx, dst, dest, registry.PullOptions{})
 	if err != nil || pr.Updated {

@@ -60,34 +60,9 @@ func (c *Client) Pull(ctx context.Context, st Store, ref string, opts PullOption
 		return nil, err
 	}
 
-	endpoints, err := c.endpoints(named)
+	desc, ep, err := c.fetchDescriptor(ctx, named)
 	if err != nil {
 		return nil, err
-	}
-	var desc *remote.Descriptor
-	var ep name.Reference
-	var errs []error
-	for _, e := range endpoints {
-		d, err := remote.Get(e, c.remoteOptions(ctx, e.Context().RegistryStr())...)
-		if err == nil {
-			desc, ep = d, e
-			break
-		}
-		if ctx.Err() != nil {
-			return nil, ctx.Err()
-		}
-		errs = append(errs, pullError(named, e, err))
-	}
-	if desc == nil {
-		last := errs[len(errs)-1]
-		if len(errs) == 1 {
-			return nil, last
-		}
-		var mirrors []string
-		for _, e := range errs[:len(errs)-1] {
-			mirrors = append(mirrors, e.Error())
-		}
-		return nil, fmt.Errorf("%w (mirrors failed too: %s)", last, strings.Join(mirrors, "; "))
 	}
 	res.Registry = ep.Context().RegistryStr()
 	res.Digest = digest.Digest(desc.Digest.String())
@@ -136,6 +111,35 @@ func (c *Client) Pull(ctx context.Context, st Store, ref string, opts PullOption
 		return nil, fmt.Errorf("pull %s: %w", reference.FamiliarString(named), err)
 	}
 	return res, nil
+}
+
+// fetchDescriptor gets what named points at from the first endpoint that has it
+// (mirrors, then the origin). If every endpoint fails, the origin's error is
+// returned with the mirrors' appended, on one line.
+func (c *Client) fetchDescriptor(ctx context.Context, named reference.Named) (*remote.Descriptor, name.Reference, error) {
+	endpoints, err := c.endpoints(named)
+	if err != nil {
+		return nil, nil, err
+	}
+	var errs []string
+	for i, e := range endpoints {
+		d, err := remote.Get(e, c.remoteOptions(ctx, e.Context().RegistryStr())...)
+		if err == nil {
+			return d, e, nil
+		}
+		if ctx.Err() != nil {
+			return nil, nil, ctx.Err()
+		}
+		last := pullError(named, e, err)
+		if i == len(endpoints)-1 {
+			if len(errs) == 0 {
+				return nil, nil, last
+			}
+			return nil, nil, fmt.Errorf("%w (mirrors failed too: %s)", last, strings.Join(errs, "; "))
+		}
+		errs = append(errs, last.Error())
+	}
+	return nil, nil, fmt.Errorf("pull %s: no registry to pull from", reference.FamiliarString(named))
 }
 
 // fetchImage puts every missing blob of img into st: layers (in parallel), then the

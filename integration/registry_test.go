@@ -308,6 +308,11 @@ func TestRegistryLogin(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(e.home, ".docker", "config.json")); err != nil {
 		t.Errorf("login without --authfile: %v", err)
 	}
+	// Prompts read the username and password from stdin.
+	out, errs, code = e.run("alice\ns3cret\n", "login", "--authfile", authfile, reg.Host)
+	if code != 0 || out != "Username: Password: \nLogin Succeeded\n" {
+		t.Errorf("login with prompts: exit %d, stdout %q, stderr %q", code, out, errs)
+	}
 	if out := e.ok("logout", "--authfile", authfile, reg.Host); out != "Removing login credentials for "+reg.Host+"\n" {
 		t.Errorf("logout = %q", out)
 	}

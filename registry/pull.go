@@ -150,7 +150,12 @@ func (c *Client) fetchImage(ctx context.Context, st Store, img v1.Image, progres
 		return fmt.Errorf("read manifest: %w", err)
 	}
 	var todo []v1.Descriptor
+	seen := map[v1.Hash]bool{}
 	for _, l := range m.Layers {
+		if seen[l.Digest] {
+			continue // the same blob twice in one image: fetched once
+		}
+		seen[l.Digest] = true
 		id := shortID(digest.Digest(l.Digest.String()))
 		if st.Has(digest.Digest(l.Digest.String())) {
 			progress.Layer(id, StatusAlreadyExists, 0, 0)
@@ -281,10 +286,14 @@ func (c *Client) resolvePlatform(ctx context.Context, desc *remote.Descriptor, e
 		return nil, fmt.Errorf("read index: %w", err)
 	}
 	for _, m := range im.Manifests {
-		if !m.MediaType.IsImage() || m.Platform == nil {
+		if !m.MediaType.IsImage() {
 			continue
 		}
-		if platformMatches(*m.Platform, plat) {
+		p := v1.Platform{OS: "linux", Architecture: "amd64"} // an entry without one, as docker assumes
+		if m.Platform != nil {
+			p = *m.Platform
+		}
+		if platformMatches(p, plat) {
 			img, err := remote.Image(ep.Context().Digest(m.Digest.String()), c.remoteOptions(ctx, ep.Context().RegistryStr())...)
 			if err != nil {
 				return nil, classify(err)

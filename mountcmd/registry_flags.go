@@ -17,7 +17,7 @@ type registryFlags struct {
 }
 
 func (f *registryFlags) add(fs *pflag.FlagSet) {
-	fs.StringVar(&f.authfile, "authfile", "", "credentials file in docker's config.json format (default $REGISTRY_AUTH_FILE, $DOCKER_CONFIG/config.json, ~/.docker/config.json)")
+	fs.StringVar(&f.authfile, "authfile", "", "credentials file in docker's config.json format (default $REGISTRY_AUTH_FILE, falling back to $DOCKER_CONFIG/config.json or ~/.docker/config.json)")
 	fs.StringVar(&f.config, "config", "", "config file with registry-mirrors and insecure-registries (default "+registry.DefaultConfigFile+")")
 	fs.StringVar(&f.certDir, "cert-dir", "", "directory of extra CA certificates (*.crt) to trust")
 	fs.BoolVar(&f.tlsVerify, "tls-verify", true, "require HTTPS and verify certificates")
@@ -39,7 +39,7 @@ func (f *registryFlags) client(g *globalOptions, errOut io.Writer) (*registry.Cl
 		return nil, err
 	}
 	return &registry.Client{
-		Keychain:      registry.Keychain(f.authFile()),
+		Keychain:      registry.Keychain(registry.AuthFiles(f.authfile)...),
 		Config:        cfg,
 		SkipTLSVerify: !f.tlsVerify,
 		CertDir:       f.certDir,

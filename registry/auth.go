@@ -23,24 +23,30 @@ var ErrUnauthorized = errors.New("unauthorized: incorrect username or password")
 // HubAuthKey is the key Docker Hub credentials are stored under in config.json.
 const HubAuthKey = authn.DefaultAuthKey
 
-// AuthFile is the credentials file in docker's config.json format: explicit (from
-// --authfile) if set, else $REGISTRY_AUTH_FILE, else $DOCKER_CONFIG/config.json, else
-// ~/.docker/config.json. Login writes it; pulls and pushes read it.
-func AuthFile(explicit string) string {
+// AuthFile is the credentials file login and logout write, in docker's config.json
+// format: explicit (from --authfile) if set, else $REGISTRY_AUTH_FILE, else
+// $DOCKER_CONFIG/config.json, else ~/.docker/config.json.
+func AuthFile(explicit string) string { return AuthFiles(explicit)[0] }
+
+// AuthFiles are the credentials files pulls and pushes read, first match wins:
+// only explicit when set; else $REGISTRY_AUTH_FILE, then docker's own file
+// ($DOCKER_CONFIG/config.json, or ~/.docker/config.json) as the fallback.
+func AuthFiles(explicit string) []string {
 	if explicit != "" {
-		return explicit
+		return []string{explicit}
 	}
+	var files []string
 	if p := os.Getenv("REGISTRY_AUTH_FILE"); p != "" {
-		return p
+		files = append(files, p)
 	}
 	if d := os.Getenv("DOCKER_CONFIG"); d != "" {
-		return filepath.Join(d, "config.json")
+		return append(files, filepath.Join(d, "config.json"))
 	}
 	home, err := os.UserHomeDir()
 	if err != nil {
 		home = "/"
 	}
-	return filepath.Join(home, ".docker", "config.json")
+	return append(files, filepath.Join(home, ".docker", "config.json"))
 }
 
 // loadAuthFile reads path (docker's config.json format); a missing file is empty.
@@ -60,10 +66,17 @@ func loadAuthFile(path string) (*configfile.ConfigFile, error) {
 	return cf, nil
 }
 
-// Keychain resolves credentials from the auth file at path, honouring its
-// credHelpers and credsStore (docker-credential-* programs) as docker does. The file
-// is read at each lookup, so a login in between is seen.
-func Keychain(path string) authn.Keychain { return fileKeychain{path: path} }
+// Keychain resolves credentials from the auth files at paths (see AuthFiles), the
+// first file with credentials for a registry winning, honouring each file's
+// credHelpers and credsStore (docker-credential-* programs) as docker does. Files
+// are read at each lookup, so a login in between is seen; missing files are empty.
+func Keychain(paths ...string) authn.Keychain {
+	var kcs []authn.Keychain
+	for _, p := range paths {
+		kcs = append(kcs, fileKeychain{path: p})
+	}
+	return authn.NewMultiKeychain(kcs...)
+}
 
 type fileKeychain struct{ path string }
 

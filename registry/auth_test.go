@@ -35,6 +35,35 @@ func TestAuthFile(t *testing.T) {
 	}
 }
 
+func TestAuthFiles(t *testing.T) {
+	t.Setenv("HOME", "/home/u")
+	t.Setenv("REGISTRY_AUTH_FILE", "/run/auth.json")
+	t.Setenv("DOCKER_CONFIG", "")
+	if got := AuthFiles(""); len(got) != 2 || got[0] != "/run/auth.json" || got[1] != "/home/u/.docker/config.json" {
+		t.Errorf("AuthFiles(\"\") = %q, want REGISTRY_AUTH_FILE then docker's file", got)
+	}
+	if got := AuthFiles("/x.json"); len(got) != 1 || got[0] != "/x.json" {
+		t.Errorf("AuthFiles(/x.json) = %q, want only it", got)
+	}
+}
+
+// Credentials found in a later file are used when an earlier one has none.
+func TestKeychainFallback(t *testing.T) {
+	dir := t.TempDir()
+	first, second := filepath.Join(dir, "auth.json"), filepath.Join(dir, "config.json")
+	os.WriteFile(first, []byte(`{"auths":{"other.example.com":{"auth":"eDp5"}}}`), 0o600)
+	os.WriteFile(second, []byte(`{"auths":{"r.example.com":{"auth":"YWxpY2U6czNjcmV0"}}}`), 0o600)
+	kc := Keychain(filepath.Join(dir, "missing.json"), first, second)
+	a, err := kc.Resolve(name.MustParseReference("r.example.com/x").Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := a.Authorization()
+	if err != nil || cfg.Username != "alice" || cfg.Password != "s3cret" {
+		t.Errorf("Keychain fallback = %+v, %v; want alice from the second file", cfg, err)
+	}
+}
+
 func TestAuthKey(t *testing.T) {
 	for in, want := range map[string]string{
 		"":                            HubAuthKey,

@@ -19,7 +19,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
-	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	ggcrmutate "github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/layerfs/layerfs/blobstore"
@@ -338,7 +338,7 @@ func TestRegistryTLS(t *testing.T) {
 
 func TestRegistryPlatform(t *testing.T) {
 	reg := registrytest.Start(t, registrytest.Options{})
-	idx := mutate.IndexMediaType(empty.Index, "application/vnd.oci.image.index.v1+json")
+	idx := ggcrmutate.IndexMediaType(empty.Index, "application/vnd.oci.image.index.v1+json")
 	want := map[string]string{}
 	for _, arch := range []string{"amd64", "arm64"} {
 		img, err := random.Image(128, 1)
@@ -347,10 +347,10 @@ func TestRegistryPlatform(t *testing.T) {
 		}
 		cf, _ := img.ConfigFile()
 		cf.OS, cf.Architecture = "linux", arch
-		img, _ = mutate.ConfigFile(img, cf)
+		img, _ = ggcrmutate.ConfigFile(img, cf)
 		d, _ := img.Digest()
 		want[arch] = d.String()
-		idx = mutate.AppendManifests(idx, mutate.IndexAddendum{Add: img, Descriptor: v1.Descriptor{Platform: &v1.Platform{OS: "linux", Architecture: arch}}})
+		idx = ggcrmutate.AppendManifests(idx, ggcrmutate.IndexAddendum{Add: img, Descriptor: v1.Descriptor{Platform: &v1.Platform{OS: "linux", Architecture: arch}}})
 	}
 	ref := reg.Host + "/multi/app:1"
 	r, _ := name.ParseReference(ref)

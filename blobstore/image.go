@@ -2,6 +2,7 @@ package blobstore
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"sort"
 	"strings"
@@ -246,7 +247,24 @@ func (s *Store) Resolve(ref string) (*Image, error) {
 	if err != nil {
 		return nil, err
 	}
-	return resolveIn(imgs, ref)
+	img, err := resolveIn(imgs, ref)
+	if errors.Is(err, ErrNotFound) && strings.Contains(ref, "@") {
+		// a digest a pull recorded (for a multi-platform pull, the index's)
+		if n, perr := ParseReference(ref); perr == nil {
+			if m, merr := s.readRegistryMeta(); merr == nil {
+				for md, rds := range m.RepoDigests {
+					if contains(rds, n.String()) {
+						for _, i := range imgs {
+							if i.ManifestDigest == md {
+								return i, nil
+							}
+						}
+					}
+				}
+			}
+		}
+	}
+	return img, err
 }
 
 func resolveIn(imgs []*Image, ref string) (*Image, error) {

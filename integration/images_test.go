@@ -420,13 +420,28 @@ func TestImagesRmiGCReachable(t *testing.T) {
 	tmp := filepath.Join(root, "store", ".layerfs", "tmp", "load-dead")
 	os.MkdirAll(tmp, 0o700)
 	os.WriteFile(filepath.Join(tmp, "part-1"), bytes.Repeat([]byte("x"), 1000), 0o600)
+	// unpacked layers: busybox's stays, an unreferenced one goes
+	var insp []struct{ RootFS struct{ Layers []string } }
+	json.Unmarshal([]byte(mustRun(t, "inspect", "busybox")), &insp)
+	keepLayer := filepath.Join(root, "layers", strings.TrimPrefix(insp[0].RootFS.Layers[0], "sha256:"))
+	goneLayer := filepath.Join(root, "layers", strings.Repeat("ab", 32))
+	for _, d := range []string{keepLayer, goneLayer} {
+		os.MkdirAll(filepath.Join(d, "etc"), 0o755)
+		os.WriteFile(filepath.Join(d, "etc", "f"), []byte("layer file"), 0o644)
+	}
 	out := mustRun(t, "gc", "--dry-run")
-	if !strings.Contains(out, "Would delete: sha256:"+hex.EncodeToString(h[:])) || !strings.Contains(out, "Total reclaimable space: 1.01kB") {
+	if !strings.Contains(out, "Would delete: sha256:"+hex.EncodeToString(h[:])) || !strings.Contains(out, "Total reclaimable space: 1.02kB") {
 		t.Errorf("gc --dry-run = %q", out)
 	}
 	out = mustRun(t, "gc")
-	if !strings.Contains(out, "Deleted: sha256:"+hex.EncodeToString(h[:])) || !strings.Contains(out, "Total reclaimed space: 1.01kB") {
+	if !strings.Contains(out, "Deleted: sha256:"+hex.EncodeToString(h[:])) || !strings.Contains(out, "Total reclaimed space: 1.02kB") {
 		t.Errorf("gc = %q", out)
+	}
+	if _, err := os.Stat(goneLayer); !os.IsNotExist(err) {
+		t.Errorf("unreferenced layer dir survived gc: %v", err)
+	}
+	if _, err := os.Stat(keepLayer); err != nil {
+		t.Errorf("busybox's layer dir removed by gc: %v", err)
 	}
 	check("gc")
 	if ents, _ := os.ReadDir(filepath.Dir(tmp)); len(ents) != 0 {

@@ -194,6 +194,9 @@ func (s *Store) imagesOf(idx *ocispec.Index) ([]*Image, error) {
 		if img == nil {
 			var err error
 			img, err = s.loadImage(d)
+			if errors.Is(err, ErrUnknownMediaType) {
+				continue // an artifact another tool indexed (signature, SBOM...), not an image
+			}
 			if err != nil {
 				return nil, err
 			}

@@ -37,8 +37,9 @@ import (
 // sparse whatever the tar's encoding), mode including setuid/setgid/sticky, owner
 // (as root; unprivileged, a chown that fails with EPERM is skipped), xattrs from PAX
 // SCHILY.xattr.* records (security.capability included), mtime and atime (directories
-// last, deepest first), devices, fifos, symlinks, hard links. Unprivileged, device
-// nodes that cannot be made are skipped, as umoci and rootless tools do.
+// last, deepest first), devices, fifos, symlinks, hard links. Like Docker, an xattr
+// the filesystem does not support (ENOTSUP) is skipped. Unprivileged, device nodes
+// and xattrs that need privilege are skipped, as umoci and rootless tools do.
 //
 // On error dir holds a partial unpack: the caller removes it (LayerCache does).
 // Apply is safe to run concurrently on different dirs.

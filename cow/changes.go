@@ -70,11 +70,14 @@ func (c *changer) walk(dirfd int, rel string) error {
 	if err != nil {
 		return fmt.Errorf("changes %s: readdir: %w", rel, err)
 	}
-	present := map[string]bool{}
+	present := make(map[string]bool, len(names))
+	for _, n := range names {
+		present[n] = true
+	}
 	for _, name := range names {
 		p := joinPath(rel, name)
 		if IsReservedName(name) {
-			if t, ok := WhiteoutTarget(name); ok {
+			if t, ok := WhiteoutTarget(name); ok && !present[t] {
 				if err := c.deleted(joinPath(rel, t)); err != nil {
 					return err
 				}
@@ -91,7 +94,6 @@ func (c *changer) walk(dirfd int, rel string) error {
 			}
 			continue
 		}
-		present[name] = true
 		inLower, lowerDir, err := c.lw.lookup(p)
 		if err != nil {
 			return fmt.Errorf("changes %s: %w", p, err)
@@ -110,7 +112,7 @@ func (c *changer) walk(dirfd int, rel string) error {
 		}
 		err = c.walk(fd, p)
 		if err == nil && lowerDir {
-			err = c.opaque(fd, p)
+			err = c.opaque(fd, p, present[WhiteoutName(name)])
 		}
 		unix.Close(fd)
 		if err != nil {
@@ -132,11 +134,11 @@ func (c *changer) deleted(p string) error {
 	return nil
 }
 
-// opaque records D for every lower child of dir p that the opaque upper dir (open as
-// fd) hides and does not have itself.
-func (c *changer) opaque(fd int, p string) error {
+// opaque records D for every lower child of dir p that the upper dir (open as fd)
+// hides and does not have itself, if it is opaque (or has a whiteout beside it).
+func (c *changer) opaque(fd int, p string, whiteout bool) error {
 	opq, err := IsOpaqueDir(fd)
-	if err != nil || !opq {
+	if err != nil || !(opq || whiteout) {
 		return err
 	}
 	names, err := c.lw.names(p)

@@ -75,12 +75,16 @@ func (d *differ) walk(dirfd int, rel string) error {
 	if err != nil {
 		return fmt.Errorf("diff %s: readdir: %w", rel, err)
 	}
+	present := make(map[string]bool, len(names))
+	for _, n := range names {
+		present[n] = true
+	}
 	for _, name := range names {
 		if err := d.ctx.Err(); err != nil {
 			return err
 		}
 		p := joinPath(rel, name)
-		if err := d.one(dirfd, name, p); err != nil {
+		if err := d.one(dirfd, name, p, present); err != nil {
 			var de *diffError
 			if errors.As(err, &de) {
 				return err
@@ -100,9 +104,18 @@ type diffError struct {
 func (e *diffError) Error() string { return fmt.Sprintf("diff %s: %v", e.path, e.err) }
 func (e *diffError) Unwrap() error { return e.err }
 
-func (d *differ) one(dirfd int, name, p string) error {
+// one writes the entry name (path p) of the dir open as dirfd, whose names are present.
+//
+// A whiteout beside an entry of the name it deletes is left out: the entry replaces
+// the lower one by itself, and a dir in that place is made opaque instead. Other
+// extractors apply a whiteout to what they already unpacked, so a whiteout sorted
+// after its own entry ("-x" sorts before ".wh.-x") would delete it.
+func (d *differ) one(dirfd int, name, p string, present map[string]bool) error {
 	if IsReservedName(name) {
-		if _, ok := WhiteoutTarget(name); ok {
+		if t, ok := WhiteoutTarget(name); ok {
+			if present[t] {
+				return nil
+			}
 			return d.e.marker(p)
 		}
 		return nil // the opaque marker goes out with its dir; other ".wh..wh." names are private
@@ -130,7 +143,7 @@ func (d *differ) one(dirfd int, name, p string) error {
 	if err != nil {
 		return err
 	}
-	if opq {
+	if opq || present[WhiteoutName(name)] {
 		if err := d.e.marker(p + "/" + OpaqueMarker); err != nil {
 			return err
 		}

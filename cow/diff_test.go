@@ -262,3 +262,30 @@ func BenchmarkDiff(b *testing.B) {
 		b.SetBytes(n)
 	}
 }
+
+// TestDiffWhiteoutBesideEntry: a whiteout next to an entry of the same name is
+// folded into it (dropped for a file, opaque marker for a dir), so no extractor can
+// apply it to the entry itself.
+func TestDiffWhiteoutBesideEntry(t *testing.T) {
+	base := t.TempDir()
+	lower, upper := filepath.Join(base, "lower"), filepath.Join(base, "upper")
+	writeFile(t, filepath.Join(lower, "-x"), "old", 0o644)
+	writeFile(t, filepath.Join(lower, "d/old"), "old", 0o644)
+	writeFile(t, filepath.Join(upper, "-x"), "new", 0o644)
+	writeFile(t, filepath.Join(upper, ".wh.-x"), "", 0o000)
+	writeFile(t, filepath.Join(upper, "d/new"), "new", 0o644)
+	writeFile(t, filepath.Join(upper, ".wh.d"), "", 0o000)
+	b := readAll(t, Diff(context.Background(), upper, DiffOptions{}))
+	if got, want := strings.Join(tarNames(t, b), " "), "-x d/ d/.wh..wh..opq d/new"; got != want {
+		t.Errorf("Diff names = %q, want %q", got, want)
+	}
+	ch, err := Changes(upper, DiffOptions{Lowers: []string{lower}})
+	must(t, err)
+	var lines []string
+	for _, c := range ch {
+		lines = append(lines, c.String())
+	}
+	if got, want := strings.Join(lines, ","), "C /-x,C /d,A /d/new,D /d/old"; got != want {
+		t.Errorf("Changes = %s, want %s", got, want)
+	}
+}

@@ -1,0 +1,361 @@
+package cow
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"sync/atomic"
+
+	"golang.org/x/sys/unix"
+)
+
+// Copy-up: the first change to an entry that lives in a read-only lower layer copies
+// it into the upper dir. CopyUp copies one entry; the caller (package fs) walks the
+// path top-down so every parent exists in the upper dir first.
+//
+// The copy is built under a temporary name in the work dir (which must be on the
+// upper dir's filesystem) and renamed into place, so a crash leaves either no entry
+// or a complete one in the upper dir, never a half-written file.
+//
+// Data is cloned with FICLONE where the filesystem can share extents (btrfs, xfs),
+// else copied in the kernel with copy_file_range segment by segment (holes stay
+// holes), else read and written. There is no metadata-only copy-up: an upper entry
+// that only pointed at its lower data would need every reader of the upper dir (diff,
+// export) to know about it. chmod/chown of a big file therefore copies its data; on a
+// reflink filesystem that costs no data blocks.
+
+// PrivateXattrPrefixes start the xattr names layerfs keeps for itself on upper
+// entries (the origin inode of a copied-up entry). They are hidden from listxattr,
+// refused by setxattr, and must not be written into layer tars.
+var PrivateXattrPrefixes = []string{"trusted.layerfs.", "user.layerfs."}
+
+// IsPrivateXattr reports whether name is private to layerfs or to overlay: such
+// xattrs are never shown through the mount, copied up, or committed.
+func IsPrivateXattr(name string) bool {
+	if IsOverlayXattr(name) {
+		return true
+	}
+	for _, p := range PrivateXattrPrefixes {
+		if strings.HasPrefix(name, p) {
+			return true
+		}
+	}
+	return false
+}
+
+// CopyUpOptions tune one CopyUp.
+type CopyUpOptions struct {
+	// Work is an open directory on the upper dir's filesystem used for temp names.
+	Work int
+	// DataLimit, if >= 0, copies only the first DataLimit bytes of a regular file and
+	// sets its size to DataLimit (a truncate or O_TRUNC needs no more). -1 copies all.
+	DataLimit int64
+	// Xattrs are set on the copy in addition to the source's (e.g. the origin inode).
+	Xattrs map[string][]byte
+}
+
+var tmpSeq atomic.Uint64
+
+// CopyUp copies the entry name of the directory open as srcDir (a lower layer) to the
+// same name in the directory open as dstDir (in the upper dir), which must not hold
+// that name. It copies the type, data, mode, owner, user-visible xattrs and times.
+// Symlinks are read with readlinkat and never followed. Safe for concurrent use on
+// different names; the caller serialises copy-ups of one name.
+func CopyUp(srcDir, dstDir int, name string, opts CopyUpOptions) error {
+	var st unix.Stat_t
+	if err := unix.Fstatat(srcDir, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		return &os.PathError{Op: "copy-up stat", Path: name, Err: err}
+	}
+	tmp := fmt.Sprintf("copyup-%d-%d", os.Getpid(), tmpSeq.Add(1))
+	if err := copyToTemp(srcDir, name, &st, opts, tmp); err != nil {
+		cleanupTemp(opts.Work, tmp)
+		return fmt.Errorf("copy-up %s: %w", name, err)
+	}
+	if err := unix.Renameat2(opts.Work, tmp, dstDir, name, unix.RENAME_NOREPLACE); err != nil {
+		cleanupTemp(opts.Work, tmp)
+		return &os.PathError{Op: "copy-up rename", Path: name, Err: err}
+	}
+	return nil
+}
+
+func cleanupTemp(work int, tmp string) {
+	if unix.Unlinkat(work, tmp, 0) != nil {
+		_ = unix.Unlinkat(work, tmp, unix.AT_REMOVEDIR)
+	}
+}
+
+func copyToTemp(srcDir int, name string, st *unix.Stat_t, opts CopyUpOptions, tmp string) error {
+	mode := st.Mode & 0o7777
+	var xsrc int = -1 // fd to read xattrs from
+	var xdst int = -1 // fd to write xattrs to
+	defer func() {
+		if xsrc >= 0 {
+			unix.Close(xsrc)
+		}
+		if xdst >= 0 {
+			unix.Close(xdst)
+		}
+	}()
+	switch st.Mode & unix.S_IFMT {
+	case unix.S_IFREG:
+		src, err := unix.Openat(srcDir, name, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return err
+		}
+		xsrc = src
+		dst, err := unix.Openat(opts.Work, tmp, unix.O_RDWR|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
+		if err != nil {
+			return err
+		}
+		xdst = dst
+		limit := st.Size
+		if opts.DataLimit >= 0 && opts.DataLimit < limit {
+			limit = opts.DataLimit
+		}
+		if err := copyData(dst, src, limit); err != nil {
+			return err
+		}
+		size := st.Size
+		if opts.DataLimit >= 0 {
+			size = opts.DataLimit
+		}
+		if err := unix.Ftruncate(dst, size); err != nil {
+			return err
+		}
+	case unix.S_IFDIR:
+		if err := unix.Mkdirat(opts.Work, tmp, 0o700); err != nil {
+			return err
+		}
+		src, err := unix.Openat(srcDir, name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return err
+		}
+		xsrc = src
+		dst, err := unix.Openat(opts.Work, tmp, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return err
+		}
+		xdst = dst
+	case unix.S_IFLNK:
+		target, err := fdReadlinkat(srcDir, name)
+		if err != nil {
+			return err
+		}
+		if err := unix.Symlinkat(target, opts.Work, tmp); err != nil {
+			return err
+		}
+	default: // fifo, socket, devices
+		if err := unix.Mknodat(opts.Work, tmp, st.Mode, int(st.Rdev)); err != nil {
+			return err
+		}
+	}
+	if err := unix.Fchownat(opts.Work, tmp, int(st.Uid), int(st.Gid), unix.AT_SYMLINK_NOFOLLOW); err != nil && !errors.Is(err, unix.EPERM) {
+		return err
+	}
+	if xdst >= 0 {
+		if err := unix.Fchmod(xdst, mode); err != nil {
+			return err
+		}
+		if err := copyXattrs(xdst, xsrc); err != nil {
+			return err
+		}
+		for k, v := range opts.Xattrs {
+			if err := setPrivateXattr(xdst, k, v); err != nil {
+				return err
+			}
+		}
+	} else if st.Mode&unix.S_IFMT != unix.S_IFLNK {
+		if err := unix.Fchmodat(opts.Work, tmp, mode, 0); err != nil {
+			return err
+		}
+	}
+	if xdst < 0 && len(opts.Xattrs) > 0 && st.Mode&unix.S_IFMT != unix.S_IFLNK {
+		fd, err := unix.Openat(opts.Work, tmp, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+		if err == nil {
+			for k, v := range opts.Xattrs {
+				_ = unix.Setxattr(fmt.Sprintf("/proc/self/fd/%d", fd), k, v, 0)
+			}
+			unix.Close(fd)
+		}
+	}
+	ts := []unix.Timespec{st.Atim, st.Mtim}
+	return unix.UtimesNanoAt(opts.Work, tmp, ts, unix.AT_SYMLINK_NOFOLLOW)
+}
+
+// setPrivateXattr sets a private xattr, falling back from trusted.* to user.*
+// without privilege.
+func setPrivateXattr(fd int, k string, v []byte) error {
+	err := unix.Fsetxattr(fd, k, v, 0)
+	if (errors.Is(err, unix.EPERM) || errors.Is(err, unix.ENOTSUP)) && strings.HasPrefix(k, "trusted.") {
+		err = unix.Fsetxattr(fd, "user."+strings.TrimPrefix(k, "trusted."), v, 0)
+	}
+	if errors.Is(err, unix.ENOTSUP) {
+		return nil // the filesystem keeps no xattrs: the origin is lost, nothing else
+	}
+	return err
+}
+
+func fdReadlinkat(dir int, name string) (string, error) {
+	for n := 256; ; n *= 2 {
+		buf := make([]byte, n)
+		l, err := unix.Readlinkat(dir, name, buf)
+		if err != nil {
+			return "", err
+		}
+		if l < n {
+			return string(buf[:l]), nil
+		}
+	}
+}
+
+// copyData copies the first limit bytes of src to dst (both at offset 0), keeping
+// holes: it clones when it can, else copies each data segment in the kernel.
+func copyData(dst, src int, limit int64) error {
+	if limit == 0 {
+		return nil
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(src, &st); err == nil && limit == st.Size {
+		if unix.IoctlFileClone(dst, src) == nil {
+			return nil
+		}
+	}
+	off := int64(0)
+	for off < limit {
+		data, err := unix.Seek(src, off, unix.SEEK_DATA)
+		if errors.Is(err, unix.ENXIO) {
+			return nil // only a hole remains; ftruncate makes it
+		}
+		if err != nil {
+			data = off // no SEEK_DATA support: treat everything as data
+		}
+		if data >= limit {
+			return nil
+		}
+		hole, err := unix.Seek(src, data, unix.SEEK_HOLE)
+		if err != nil || hole > limit {
+			hole = limit
+		}
+		if err := copyRange(dst, src, data, hole-data); err != nil {
+			return err
+		}
+		off = hole
+	}
+	return nil
+}
+
+func copyRange(dst, src int, off, n int64) error {
+	for n > 0 {
+		in, out := off, off
+		w, err := unix.CopyFileRange(src, &in, dst, &out, int(min(n, 1<<30)), 0)
+		if err != nil {
+			if errors.Is(err, unix.EXDEV) || errors.Is(err, unix.ENOSYS) || errors.Is(err, unix.EOPNOTSUPP) || errors.Is(err, unix.EINVAL) {
+				return copyRangeSlow(dst, src, off, n)
+			}
+			return err
+		}
+		if w == 0 {
+			return nil // source shorter than expected
+		}
+		off += int64(w)
+		n -= int64(w)
+	}
+	return nil
+}
+
+func copyRangeSlow(dst, src int, off, n int64) error {
+	buf := make([]byte, 1<<20)
+	for n > 0 {
+		r, err := unix.Pread(src, buf[:min(n, int64(len(buf)))], off)
+		if err != nil {
+			return err
+		}
+		if r == 0 {
+			return io.ErrUnexpectedEOF
+		}
+		if _, err := unix.Pwrite(dst, buf[:r], off); err != nil {
+			return err
+		}
+		off += int64(r)
+		n -= int64(r)
+	}
+	return nil
+}
+
+// copyXattrs copies every xattr of src to dst except private and overlay ones.
+// A source filesystem without xattrs copies nothing.
+func copyXattrs(dst, src int) error {
+	names, err := fdListXattrs(src)
+	if err != nil {
+		if errors.Is(err, unix.ENOTSUP) {
+			return nil
+		}
+		return err
+	}
+	for _, k := range names {
+		if IsPrivateXattr(k) {
+			continue
+		}
+		v, err := fdGetXattr(src, k)
+		if errors.Is(err, unix.ENODATA) {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("getxattr %s: %w", k, err)
+		}
+		if err := unix.Fsetxattr(dst, k, v, 0); err != nil {
+			if errors.Is(err, unix.EPERM) && strings.HasPrefix(k, "trusted.") {
+				continue
+			}
+			return fmt.Errorf("setxattr %s: %w", k, err)
+		}
+	}
+	return nil
+}
+
+func fdListXattrs(fd int) ([]string, error) {
+	for {
+		n, err := unix.Flistxattr(fd, nil)
+		if err != nil {
+			return nil, err
+		}
+		if n == 0 {
+			return nil, nil
+		}
+		buf := make([]byte, n)
+		n, err = unix.Flistxattr(fd, buf)
+		if errors.Is(err, unix.ERANGE) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		var out []string
+		for _, s := range strings.Split(string(buf[:n]), "\x00") {
+			if s != "" {
+				out = append(out, s)
+			}
+		}
+		return out, nil
+	}
+}
+
+func fdGetXattr(fd int, k string) ([]byte, error) {
+	for {
+		n, err := unix.Fgetxattr(fd, k, nil)
+		if err != nil {
+			return nil, err
+		}
+		buf := make([]byte, n)
+		n, err = unix.Fgetxattr(fd, k, buf)
+		if errors.Is(err, unix.ERANGE) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		return buf[:n], nil
+	}
+}

@@ -1,0 +1,284 @@
+package fs
+
+import (
+	"errors"
+	"io/fs"
+	"os"
+	"path"
+	"path/filepath"
+	"strings"
+	"syscall"
+
+	fusefs "github.com/hanwen/go-fuse/v2/fs"
+	"github.com/layerfs/layerfs/cow"
+	"golang.org/x/sys/unix"
+)
+
+// splitRel splits a relative path into its components ("" has none).
+func splitRel(rel string) []string {
+	if rel == "" {
+		return nil
+	}
+	return strings.Split(rel, "/")
+}
+
+// rootEntry resolves the union root.
+func (fsys *unionFS) rootEntry() (*entry, *stack, error) { return fsys.root.resolve() }
+
+// copyUpPath makes sure every component of rel is in the upper dir, copying up from
+// the lowers top-down, and returns the entry of rel. dataLimit applies to the last
+// component (-1: all data). Cached entries of known nodes are updated on the way.
+// The caller holds the barrier; copyUpPath takes cuMu itself.
+func (fsys *unionFS) copyUpPath(rel string, dataLimit int64) (*entry, *stack, error) {
+	fsys.cuMu.Lock()
+	defer fsys.cuMu.Unlock()
+	defer fsys.changes.Add(1)
+	return fsys.copyUpPathLocked(rel, dataLimit, true)
+}
+
+func (fsys *unionFS) copyUpPathLocked(rel string, dataLimit int64, links bool) (*entry, *stack, error) {
+	cur, s, err := fsys.rootEntry()
+	if err != nil {
+		return nil, nil, err
+	}
+	if !s.writable() {
+		return nil, nil, unix.EROFS
+	}
+	curIn := fsys.root.EmbeddedInode()
+	prefix := ""
+	comps := splitRel(rel)
+	for i, c := range comps {
+		e, err := s.lookupIn(cur.layers, prefix, c)
+		if err != nil {
+			return nil, nil, err
+		}
+		var child *fusefs.Inode
+		if curIn != nil {
+			child = curIn.GetChild(c)
+		}
+		if !e.inUpper(s) {
+			limit := int64(-1)
+			if i == len(comps)-1 {
+				limit = dataLimit
+			}
+			ne, err := fsys.copyUpOne(s, prefix, c, e, limit)
+			if err != nil {
+				return nil, nil, err
+			}
+			if links && e.st.Mode&unix.S_IFMT == unix.S_IFREG && e.st.Nlink > 1 {
+				if err := fsys.copyUpLinks(s, path.Join(prefix, c), e); err != nil {
+					return nil, nil, err
+				}
+			}
+			e = ne
+			if child != nil {
+				cn := child.Operations().(*node)
+				cn.mu.Lock()
+				if cn.ptOpens > 0 {
+					cn.ptPinned = true
+				}
+				cn.mu.Unlock()
+				cn.setEntry(e)
+			}
+		}
+		cur = e
+		curIn = child
+		prefix = path.Join(prefix, c)
+	}
+	return cur, s, nil
+}
+
+// copyUpOne copies the entry name of dir (already in the upper) up from its top layer.
+func (fsys *unionFS) copyUpOne(s *stack, dir, name string, e *entry, limit int64) (*entry, error) {
+	src, err := s.openDir(e.layers[0], dir, unix.O_PATH)
+	if err != nil {
+		return nil, err
+	}
+	defer unix.Close(src)
+	dst, err := s.openDir(0, dir, unix.O_PATH)
+	if err != nil {
+		return nil, err
+	}
+	defer unix.Close(dst)
+	// A stale whiteout cannot sit beside a visible entry, but an OCI one of an
+	// earlier generation might: clear the name.
+	err = cow.CopyUp(src, dst, name, cow.CopyUpOptions{
+		Work:      s.work,
+		DataLimit: limit,
+		Xattrs:    map[string][]byte{originXattr: originValue(e.ino, e.gen)},
+	})
+	if err != nil {
+		return nil, err
+	}
+	ne := &entry{ino: e.ino, gen: e.gen}
+	if e.isDir() {
+		ne.layers = append([]int{0}, e.layers...)
+	} else {
+		ne.layers = []int{0}
+	}
+	if err := unix.Fstatat(dst, name, &ne.st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		return nil, err
+	}
+	return ne, nil
+}
+
+// copyUpLinks links every other visible name of the lower inode of e (just copied
+// up as rel) to the upper copy, so hard links stay links.
+func (fsys *unionFS) copyUpLinks(s *stack, rel string, e *entry) error {
+	li := e.layers[0]
+	paths, err := s.linksOf(li, e.st.Ino)
+	if err != nil {
+		return err
+	}
+	for _, p := range paths {
+		if p == rel {
+			continue
+		}
+		dir, name := path.Split(p)
+		dir = strings.TrimSuffix(dir, "/")
+		pe, _, err := fsys.lookupPath(s, dir)
+		if err != nil {
+			continue
+		}
+		ce, err := s.lookupIn(pe.layers, dir, name)
+		if err != nil || ce.layers[0] != li || ce.st.Ino != e.st.Ino {
+			continue // hidden, or shadowed by another layer
+		}
+		if _, _, err := fsys.copyUpPathLocked(dir, -1, false); err != nil {
+			return err
+		}
+		if err := linkUpper(s, rel, p); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// linkUpper hard-links the upper entry from to the upper name to.
+func linkUpper(s *stack, from, to string) error {
+	fdir, fname := path.Split(from)
+	tdir, tname := path.Split(to)
+	fd, err := s.openDir(0, fdir, unix.O_PATH)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	td, err := s.openDir(0, tdir, unix.O_PATH)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(td)
+	return unix.Linkat(fd, fname, td, tname, 0)
+}
+
+// lookupPath resolves rel from the root without using nodes.
+func (fsys *unionFS) lookupPath(s *stack, rel string) (*entry, *stack, error) {
+	cur, s2, err := fsys.rootEntry()
+	if err != nil {
+		return nil, nil, err
+	}
+	if s2 != s {
+		return nil, nil, unix.ESTALE
+	}
+	prefix := ""
+	for _, c := range splitRel(rel) {
+		cur, err = s.lookupIn(cur.layers, prefix, c)
+		if err != nil {
+			return nil, nil, err
+		}
+		prefix = path.Join(prefix, c)
+	}
+	return cur, s, nil
+}
+
+// linksOf returns the paths of layer li whose inode is ino, from an index of
+// multiply-linked files built on first use (lowers never change).
+func (s *stack) linksOf(li int, ino uint64) ([]string, error) {
+	l := s.layers[li]
+	if l.links == nil {
+		idx := map[uint64][]string{}
+		root := l.path
+		err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+			if err != nil {
+				if errors.Is(err, os.ErrPermission) {
+					return nil
+				}
+				return err
+			}
+			if !d.Type().IsRegular() {
+				return nil
+			}
+			info, err := d.Info()
+			if err != nil {
+				return nil
+			}
+			st, ok := info.Sys().(*syscall.Stat_t)
+			if ok && st.Nlink > 1 {
+				r, _ := filepath.Rel(root, p)
+				idx[st.Ino] = append(idx[st.Ino], filepath.ToSlash(r))
+			}
+			return nil
+		})
+		if err != nil {
+			return nil, err
+		}
+		l.links = idx
+	}
+	return l.links[ino], nil
+}
+
+// copyUpTree copies the whole merged tree at rel into the upper dir and marks every
+// copied dir opaque, so the upper copy no longer depends on the lowers (a directory
+// rename then is a plain rename in the upper dir).
+func (fsys *unionFS) copyUpTree(rel string) error {
+	fsys.cuMu.Lock()
+	defer fsys.cuMu.Unlock()
+	return fsys.copyUpTreeLocked(rel)
+}
+
+func (fsys *unionFS) copyUpTreeLocked(rel string) error {
+	e, s, err := fsys.copyUpPathLocked(rel, -1, true)
+	if err != nil {
+		return err
+	}
+	if !e.isDir() || len(e.layers) == 1 {
+		return nil
+	}
+	ents, err := s.readDir(e.layers, rel)
+	if err != nil {
+		return err
+	}
+	for _, d := range ents {
+		if err := fsys.copyUpTreeLocked(path.Join(rel, d.name)); err != nil {
+			return err
+		}
+	}
+	dfd, err := s.openDir(0, rel, unix.O_RDONLY)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(dfd)
+	if err := cow.MakeOpaque(dfd, s.format); err != nil {
+		return err
+	}
+	// The dir no longer merges: clear stale whiteouts inside it.
+	ents2, err := getdents(dfd)
+	if err != nil {
+		return err
+	}
+	for _, d := range ents2 {
+		if d.name == "." || d.name == ".." || d.name == cow.OpaqueMarker {
+			continue
+		}
+		if _, ok := cow.WhiteoutTarget(d.name); ok {
+			_ = unix.Unlinkat(dfd, d.name, 0)
+		} else if d.typ == unix.DT_CHR {
+			var st unix.Stat_t
+			if unix.Fstatat(dfd, d.name, &st, unix.AT_SYMLINK_NOFOLLOW) == nil && cow.IsOverlayWhiteout(&st) {
+				_ = unix.Unlinkat(dfd, d.name, 0)
+			}
+		}
+	}
+	fsys.epoch.Add(1)
+	return nil
+}

@@ -1,0 +1,95 @@
+package fs
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/layerfs/layerfs/cow"
+	"github.com/layerfs/layerfs/internal/testenv"
+)
+
+// union is one test mount with its dirs.
+type union struct {
+	mnt, upper, work string
+	lowers           []string
+	m                *MountPoint
+}
+
+// mountUnion mounts lowers (top first) with a fresh upper dir; it unmounts in Cleanup.
+func mountUnion(t testing.TB, f cow.Format, lowers ...string) *union {
+	t.Helper()
+	testenv.RequireFUSE(t)
+	d := t.TempDir()
+	u := &union{mnt: filepath.Join(d, "mnt"), upper: filepath.Join(d, "upper"), work: filepath.Join(d, "work"), lowers: lowers}
+	for _, p := range []string{u.mnt, u.upper, u.work} {
+		if err := os.Mkdir(p, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	m, err := Mount(u.mnt, Options{Lowers: lowers, Upper: u.upper, Work: u.work, Format: f, FsName: "layerfs-test"})
+	if err != nil {
+		t.Fatalf("Mount: %v", err)
+	}
+	u.m = m
+	t.Cleanup(func() { u.unmount(t) })
+	return u
+}
+
+func (u *union) unmount(t testing.TB) {
+	if u.m == nil {
+		return
+	}
+	if err := u.m.Unmount(); err != nil {
+		t.Errorf("Unmount: %v", err)
+	}
+	u.m.Wait()
+	u.m = nil
+}
+
+func (u *union) remount(t testing.TB, f cow.Format) {
+	t.Helper()
+	u.unmount(t)
+	m, err := Mount(u.mnt, Options{Lowers: u.lowers, Upper: u.upper, Work: u.work, Format: f})
+	if err != nil {
+		t.Fatalf("Mount again: %v", err)
+	}
+	u.m = m
+}
+
+// tree writes a layer dir from a spec: path -> content; a trailing "/" makes a dir,
+// "->target" a symlink.
+func tree(t testing.TB, spec map[string]string) string {
+	t.Helper()
+	d := t.TempDir()
+	for p, c := range spec {
+		full := filepath.Join(d, p)
+		if err := os.MkdirAll(filepath.Dir(full), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		switch {
+		case len(p) > 0 && p[len(p)-1] == '/':
+			if err := os.MkdirAll(full, 0o755); err != nil {
+				t.Fatal(err)
+			}
+		case len(c) > 2 && c[:2] == "->":
+			if err := os.Symlink(c[2:], full); err != nil {
+				t.Fatal(err)
+			}
+		default:
+			if err := os.WriteFile(full, []byte(c), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	return d
+}
+
+func readFile(t testing.TB, p string) string {
+	t.Helper()
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatalf("ReadFile: %v", err)
+	}
+	return string(b)
+}

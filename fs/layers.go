@@ -1,0 +1,407 @@
+package fs
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/layerfs/layerfs/cow"
+	"golang.org/x/sys/unix"
+)
+
+// layer is one directory of the stack, held open so that every path is resolved
+// relative to it and never above it.
+type layer struct {
+	path  string
+	fd    int // O_PATH|O_DIRECTORY
+	upper bool
+	links map[uint64][]string // multiply-linked files by inode, built on demand under cuMu
+}
+
+// stack is the ordered set of layers: the upper first (when writable), then the
+// lowers top first. It is immutable; Rebase swaps in a new one.
+type stack struct {
+	layers []*layer
+	work   int // O_PATH dir fd of the work dir, -1 when read-only
+	format cow.Format
+	dev    uint64 // st_dev of the first layer, the base of inode numbers
+}
+
+func openStack(lowers []string, upper, work string, f cow.Format) (*stack, error) {
+	s := &stack{work: -1, format: f}
+	add := func(p string, up bool) error {
+		if a, err := filepath.Abs(p); err == nil {
+			p = a
+		}
+		fd, err := unix.Open(p, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return &os.PathError{Op: "open layer", Path: p, Err: err}
+		}
+		s.layers = append(s.layers, &layer{path: p, fd: fd, upper: up})
+		return nil
+	}
+	if upper != "" {
+		if err := add(upper, true); err != nil {
+			s.close()
+			return nil, err
+		}
+		if work == "" {
+			s.close()
+			return nil, fmt.Errorf("open stack: a work dir is needed with an upper dir")
+		}
+		if err := os.MkdirAll(work, 0o700); err != nil {
+			s.close()
+			return nil, err
+		}
+		fd, err := unix.Open(work, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			s.close()
+			return nil, &os.PathError{Op: "open work dir", Path: work, Err: err}
+		}
+		s.work = fd
+	}
+	for _, l := range lowers {
+		if err := add(l, false); err != nil {
+			s.close()
+			return nil, err
+		}
+	}
+	if len(s.layers) == 0 {
+		return nil, fmt.Errorf("open stack: no layers")
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(s.layers[0].fd, &st); err != nil {
+		s.close()
+		return nil, err
+	}
+	s.dev = st.Dev
+	return s, nil
+}
+
+func (s *stack) close() {
+	for _, l := range s.layers {
+		unix.Close(l.fd)
+	}
+	if s.work >= 0 {
+		unix.Close(s.work)
+	}
+}
+
+func (s *stack) writable() bool { return len(s.layers) > 0 && s.layers[0].upper }
+
+// openDir opens the directory rel (slash separated, "" for the root) in layer li
+// without following any symlink and without leaving the layer. The caller closes it.
+func (s *stack) openDir(li int, rel string, flags uint64) (int, error) {
+	if rel == "" {
+		rel = "."
+	}
+	how := unix.OpenHow{
+		Flags:   flags | unix.O_DIRECTORY | unix.O_CLOEXEC | unix.O_NOFOLLOW,
+		Resolve: unix.RESOLVE_BENEATH | unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_NO_MAGICLINKS | unix.RESOLVE_NO_XDEV,
+	}
+	for {
+		fd, err := unix.Openat2(s.layers[li].fd, rel, &how)
+		if errors.Is(err, unix.EAGAIN) || errors.Is(err, unix.EINTR) {
+			continue
+		}
+		if errors.Is(err, unix.EXDEV) {
+			// A mount point inside a layer: allow crossing it, still beneath.
+			how.Resolve &^= unix.RESOLVE_NO_XDEV
+			continue
+		}
+		return fd, err
+	}
+}
+
+// entry is what one name resolves to in the union.
+type entry struct {
+	layers []int // for a dir: every contributing layer, top first; else exactly one
+	st     unix.Stat_t
+	ino    uint64
+	gen    uint64
+}
+
+func (e *entry) isDir() bool { return e.st.Mode&unix.S_IFMT == unix.S_IFDIR }
+
+// inUpper reports whether the entry's top layer is the upper dir.
+func (e *entry) inUpper(s *stack) bool { return s.layers[e.layers[0]].upper }
+
+// lookupIn resolves name inside the directory rel whose contributing layers are
+// dirLayers. It returns unix.ENOENT when the name is absent or whited out.
+func (s *stack) lookupIn(dirLayers []int, rel, name string) (*entry, error) {
+	if cow.IsReservedName(name) {
+		return nil, unix.ENOENT
+	}
+	var e *entry
+	for _, li := range dirLayers {
+		dfd, err := s.openDir(li, rel, unix.O_PATH)
+		if err != nil {
+			if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENOTDIR) || errors.Is(err, unix.ELOOP) {
+				continue
+			}
+			return nil, err
+		}
+		stop, err := s.lookupOne(dfd, li, name, &e)
+		unix.Close(dfd)
+		if err != nil {
+			return nil, err
+		}
+		if stop {
+			break
+		}
+	}
+	if e == nil {
+		return nil, unix.ENOENT
+	}
+	return e, nil
+}
+
+// lookupOne looks name up in one layer's directory dfd, extending *e. It reports
+// whether the lower layers are hidden from here on.
+func (s *stack) lookupOne(dfd, li int, name string, e **entry) (stop bool, err error) {
+	var st unix.Stat_t
+	err = unix.Fstatat(dfd, name, &st, unix.AT_SYMLINK_NOFOLLOW)
+	if errors.Is(err, unix.ENOENT) {
+		var wst unix.Stat_t
+		if unix.Fstatat(dfd, cow.WhiteoutName(name), &wst, unix.AT_SYMLINK_NOFOLLOW) == nil {
+			return true, nil
+		}
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	if cow.IsOverlayWhiteout(&st) {
+		return true, nil
+	}
+	isDir := st.Mode&unix.S_IFMT == unix.S_IFDIR
+	if *e == nil {
+		ne := &entry{layers: []int{li}, st: st}
+		if err := s.identify(dfd, li, name, ne); err != nil {
+			return false, err
+		}
+		*e = ne
+		if !isDir {
+			return true, nil
+		}
+	} else {
+		if !isDir {
+			return true, nil // a dir above hides a non-dir below
+		}
+		(*e).layers = append((*e).layers, li)
+	}
+	if li == len(s.layers)-1 {
+		return true, nil
+	}
+	cfd, err := unix.Openat(dfd, name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return false, err
+	}
+	opaque, err := cow.IsOpaqueDir(cfd)
+	unix.Close(cfd)
+	return opaque, err
+}
+
+// origin xattr: 16 bytes, inode number and generation, little endian.
+const originXattr = "trusted.layerfs.origin"
+
+// identify fills e.ino and e.gen for the entry name in layer li. Lower entries take
+// their inode number from the layer (lowers never change); upper entries copied up
+// from a lower keep the origin's number, stored in an xattr at copy-up.
+func (s *stack) identify(dfd, li int, name string, e *entry) error {
+	e.ino = s.mapIno(e.st.Dev, e.st.Ino)
+	e.gen = 1
+	if !s.layers[li].upper {
+		return nil
+	}
+	if v, ok := getOrigin(dfd, name, &e.st); ok {
+		e.ino, e.gen = v[0], v[1]
+		return nil
+	}
+	// Native upper entries: the generation tells apart files that reuse a freed
+	// inode number.
+	var sx unix.Statx_t
+	if unix.Statx(dfd, name, unix.AT_SYMLINK_NOFOLLOW, unix.STATX_BTIME, &sx) == nil && sx.Mask&unix.STATX_BTIME != 0 {
+		e.gen = uint64(sx.Btime.Sec)*1e9 + uint64(sx.Btime.Nsec) | 2
+	}
+	return nil
+}
+
+func (s *stack) mapIno(dev, ino uint64) uint64 {
+	swapped := (dev << 32) | (dev >> 32)
+	base := (s.dev << 32) | (s.dev >> 32)
+	r := swapped ^ base ^ ino
+	if r <= 1 {
+		r += 1 << 62 // 0 and 1 are reserved by go-fuse
+	}
+	return r
+}
+
+func getOrigin(dfd int, name string, st *unix.Stat_t) ([2]uint64, bool) {
+	var out [2]uint64
+	t := st.Mode & unix.S_IFMT
+	if t != unix.S_IFREG && t != unix.S_IFDIR {
+		return out, false
+	}
+	fd, err := unix.Openat(dfd, name, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return out, false
+	}
+	defer unix.Close(fd)
+	buf := make([]byte, 16)
+	p := procFd(fd)
+	n, err := unix.Getxattr(p, originXattr, buf)
+	if err != nil {
+		n, err = unix.Getxattr(p, "user.layerfs.origin", buf)
+	}
+	if err != nil || n != 16 {
+		return out, false
+	}
+	out[0] = binary.LittleEndian.Uint64(buf)
+	out[1] = binary.LittleEndian.Uint64(buf[8:])
+	return out, true
+}
+
+func originValue(ino, gen uint64) []byte {
+	b := make([]byte, 16)
+	binary.LittleEndian.PutUint64(b, ino)
+	binary.LittleEndian.PutUint64(b[8:], gen)
+	return b
+}
+
+func procFd(fd int) string { return fmt.Sprintf("/proc/self/fd/%d", fd) }
+
+// dirent is one merged directory entry.
+type dirent struct {
+	name string
+	li   int
+	typ  uint8
+}
+
+// readDir lists the merged directory rel with contributing layers dirLayers, hiding
+// whiteouts and markers. Names are in the order the top-most layer lists them.
+func (s *stack) readDir(dirLayers []int, rel string) ([]dirent, error) {
+	seen := map[string]bool{} // true: visible, false: hidden
+	var out []dirent
+	for _, li := range dirLayers {
+		dfd, err := s.openDir(li, rel, unix.O_RDONLY)
+		if err != nil {
+			if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENOTDIR) || errors.Is(err, unix.ELOOP) {
+				continue
+			}
+			return nil, err
+		}
+		ents, err := getdents(dfd)
+		if err != nil {
+			unix.Close(dfd)
+			return nil, err
+		}
+		var hide []string
+		for _, d := range ents {
+			if d.name == "." || d.name == ".." {
+				continue
+			}
+			if cow.IsReservedName(d.name) {
+				if t, ok := cow.WhiteoutTarget(d.name); ok {
+					hide = append(hide, t)
+				}
+				continue
+			}
+			if _, ok := seen[d.name]; ok {
+				continue
+			}
+			if d.typ == unix.DT_CHR || d.typ == unix.DT_UNKNOWN {
+				var st unix.Stat_t
+				if unix.Fstatat(dfd, d.name, &st, unix.AT_SYMLINK_NOFOLLOW) == nil {
+					if cow.IsOverlayWhiteout(&st) {
+						seen[d.name] = false
+						continue
+					}
+					d.typ = dtype(st.Mode)
+				}
+			}
+			seen[d.name] = true
+			out = append(out, dirent{name: d.name, li: li, typ: d.typ})
+		}
+		for _, h := range hide {
+			if _, ok := seen[h]; !ok {
+				seen[h] = false
+			}
+		}
+		unix.Close(dfd)
+	}
+	return out, nil
+}
+
+func dtype(mode uint32) uint8 {
+	switch mode & unix.S_IFMT {
+	case unix.S_IFDIR:
+		return unix.DT_DIR
+	case unix.S_IFREG:
+		return unix.DT_REG
+	case unix.S_IFLNK:
+		return unix.DT_LNK
+	case unix.S_IFCHR:
+		return unix.DT_CHR
+	case unix.S_IFBLK:
+		return unix.DT_BLK
+	case unix.S_IFIFO:
+		return unix.DT_FIFO
+	case unix.S_IFSOCK:
+		return unix.DT_SOCK
+	}
+	return unix.DT_UNKNOWN
+}
+
+type rawDirent struct {
+	name string
+	typ  uint8
+}
+
+func getdents(fd int) ([]rawDirent, error) {
+	var out []rawDirent
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := unix.Getdents(fd, buf)
+		if errors.Is(err, unix.EINTR) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		if n <= 0 {
+			return out, nil
+		}
+		b := buf[:n]
+		for len(b) > 0 {
+			reclen := int(binary.LittleEndian.Uint16(b[16:18]))
+			typ := b[18]
+			nameb := b[19:reclen]
+			if i := strings.IndexByte(string(nameb), 0); i >= 0 {
+				nameb = nameb[:i]
+			}
+			out = append(out, rawDirent{name: string(nameb), typ: typ})
+			b = b[reclen:]
+		}
+	}
+}
+
+// lowerHas reports whether any non-upper layer among dirLayers holds name in rel,
+// ignoring whiteouts in the upper dir: when it does, removing or renaming name away
+// must leave a whiteout, and a dir moved to name must be opaque.
+func (s *stack) lowerHas(dirLayers []int, rel, name string) bool {
+	var lower []int
+	for _, li := range dirLayers {
+		if !s.layers[li].upper {
+			lower = append(lower, li)
+		}
+	}
+	if len(lower) == 0 {
+		return false
+	}
+	_, err := s.lookupIn(lower, rel, name)
+	return err == nil
+}

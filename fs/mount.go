@@ -1,0 +1,181 @@
+package fs
+
+import (
+	"context"
+	"fmt"
+	"log"
+	"os"
+	"time"
+
+	fusefs "github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"github.com/layerfs/layerfs/cow"
+)
+
+// Options describe one union mount.
+type Options struct {
+	Lowers   []string   // read-only layer dirs, top first (either whiteout encoding is read)
+	Upper    string     // "" with ReadOnly
+	Work     string     // scratch dir on the same filesystem as Upper
+	Format   cow.Format // whiteout encoding written into Upper
+	ReadOnly bool
+	Debug    bool
+	FsName   string // shown in /proc/mounts
+}
+
+// MountPoint is a live union mount. (The contract named both the type and the
+// function Mount, which Go does not allow; the function keeps the name.)
+type MountPoint struct {
+	dir    string
+	server *fuse.Server
+	fs     *unionFS
+	paused chan struct{} // non-nil while paused; closed by Resume
+}
+
+// Mount mounts the union of opts at mountpoint and returns once the kernel serves
+// it. The caller must Unmount it. Mounts are independent of each other.
+func Mount(mountpoint string, opts Options) (*MountPoint, error) {
+	upper, work := opts.Upper, opts.Work
+	if opts.ReadOnly {
+		upper, work = "", ""
+	} else if upper == "" {
+		return nil, fmt.Errorf("mount %s: an upper dir is needed unless read-only", mountpoint)
+	}
+	s, err := openStack(opts.Lowers, upper, work, opts.Format)
+	if err != nil {
+		return nil, fmt.Errorf("mount %s: %w", mountpoint, err)
+	}
+	fsys := &unionFS{debug: opts.Debug}
+	fsys.stack.Store(s)
+	fsys.root = fsys.newNode()
+	long := time.Duration(longTimeout) * time.Second
+	name := opts.FsName
+	if name == "" {
+		name = "layerfs"
+	}
+	mo := fuse.MountOptions{
+		AllowOther:           os.Geteuid() == 0,
+		Options:              []string{"default_permissions"},
+		FsName:               name,
+		Name:                 "layerfs",
+		EnableLocks:          true,
+		EnableSymlinkCaching: true,
+		DirectMount:          true,
+		MaxWrite:             1 << 20,
+		MaxReadAhead:         1 << 20,
+		Debug:                opts.Debug,
+	}
+	if opts.ReadOnly {
+		mo.Options = append(mo.Options, "ro")
+	}
+	fo := &fusefs.Options{
+		MountOptions:    mo,
+		EntryTimeout:    &long,
+		AttrTimeout:     &long,
+		NegativeTimeout: &long,
+		NullPermissions: true,
+		RootStableAttr:  &fusefs.StableAttr{Ino: 1},
+	}
+	if opts.Debug {
+		fo.Logger = log.Default()
+	}
+	server, err := fusefs.Mount(mountpoint, fsys.root, fo)
+	if err != nil {
+		s.close()
+		return nil, fmt.Errorf("mount %s: %w", mountpoint, err)
+	}
+	fsys.passthrough.Store(os.Geteuid() == 0 && server.KernelSettings().Flags64()&fuse.CAP_PASSTHROUGH != 0)
+	return &MountPoint{dir: mountpoint, server: server, fs: fsys}, nil
+}
+
+// Wait blocks until the mount is unmounted (by Unmount or from outside).
+func (m *MountPoint) Wait() {
+	m.server.Wait()
+	m.fs.stack.Load().close()
+}
+
+// Unmount unmounts; it fails with EBUSY while the mount is in use. Safe to call
+// once; after it returns, Wait returns.
+func (m *MountPoint) Unmount() error {
+	if err := m.server.Unmount(); err != nil {
+		return fmt.Errorf("unmount %s: %w", m.dir, err)
+	}
+	return nil
+}
+
+// Pause is a write barrier: it returns once every in-flight mutating operation has
+// finished, and from then on every mutating operation (create, write through this
+// process, setattr, rename, unlink, xattrs, opens for writing) blocks at entry until
+// Resume; reads go on. Writes the kernel passes through to an already open upper file
+// do not reach this process and are not stopped. Pause fails if ctx ends first.
+func (m *MountPoint) Pause(ctx context.Context) error {
+	done := make(chan struct{})
+	go func() {
+		m.fs.barrier.Lock()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		go func() { <-done; m.fs.barrier.Unlock() }()
+		return ctx.Err()
+	}
+}
+
+// Resume ends a Pause. It must follow exactly one successful Pause.
+func (m *MountPoint) Resume() { m.fs.barrier.Unlock() }
+
+// Rebase swaps the layer stack in place: lowers (top first) and upper replace the
+// current ones (typically after a commit made the old upper's content a new lower).
+// Cached resolutions are dropped and the kernel's caches invalidated. Rebase takes
+// the write barrier itself; do not call it while paused.
+func (m *MountPoint) Rebase(lowers []string, upper string) error {
+	m.fs.barrier.Lock()
+	defer m.fs.barrier.Unlock()
+	old := m.fs.stack.Load()
+	work := ""
+	if old.work >= 0 {
+		work = fmt.Sprintf("/proc/self/fd/%d", old.work)
+		p, err := os.Readlink(work)
+		if err == nil {
+			work = p
+		}
+	}
+	s, err := openStack(lowers, upper, work, old.format)
+	if err != nil {
+		return fmt.Errorf("rebase: %w", err)
+	}
+	m.fs.stack.Store(s)
+	m.fs.epoch.Add(1)
+	m.fs.changes.Add(1)
+	m.fs.taintOpen(m.fs.root.EmbeddedInode())
+	go m.fs.invalidate(m.fs.root.EmbeddedInode())
+	// old is not closed: operations that loaded it may still run; its few fds
+	// are released when the mount ends.
+	m.fs.retired = append(m.fs.retired, old)
+	return nil
+}
+
+// taintOpen pins every node with a live passthrough open: its kernel backing
+// file belongs to the old stack.
+func (fsys *unionFS) taintOpen(in *fusefs.Inode) {
+	n := in.Operations().(*node)
+	n.mu.Lock()
+	if n.ptOpens > 0 {
+		n.ptPinned = true
+	}
+	n.mu.Unlock()
+	for _, ch := range in.Children() {
+		fsys.taintOpen(ch)
+	}
+}
+
+// invalidate drops the kernel's cached entries, attributes and pages below in.
+func (fsys *unionFS) invalidate(in *fusefs.Inode) {
+	for name, ch := range in.Children() {
+		fsys.invalidate(ch)
+		in.NotifyEntry(name)
+	}
+	in.NotifyContent(0, 0)
+}

@@ -1,0 +1,685 @@
+package fs
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path"
+	"syscall"
+
+	fusefs "github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"github.com/layerfs/layerfs/cow"
+	"golang.org/x/sys/unix"
+)
+
+// Every mutating operation holds the barrier shared for its whole duration, so Pause
+// (which takes it exclusively) waits for in-flight changes and blocks new ones.
+
+func checkName(name string) syscall.Errno {
+	if len(name) > 255 {
+		return syscall.ENAMETOOLONG
+	}
+	if cow.IsReservedName(name) {
+		return syscall.EINVAL
+	}
+	return 0
+}
+
+// upperDir copies the directory node up and opens it in the upper dir.
+func (n *node) upperDir() (*entry, *stack, int, error) {
+	e, s, err := n.fs.copyUpPath(n.rel(), -1)
+	if err != nil {
+		return nil, nil, -1, err
+	}
+	fd, err := s.openDir(0, n.rel(), unix.O_RDONLY)
+	if err != nil {
+		return nil, nil, -1, err
+	}
+	return e, s, fd, nil
+}
+
+// clearWhiteout removes a whiteout for name in the upper dir dfd, in either encoding,
+// and reports whether there was one.
+func clearWhiteout(dfd int, name string) (bool, error) {
+	if len(cow.WhiteoutName(name)) > 255 {
+		// No OCI whiteout can exist for such a name; check the overlay one only.
+		var st unix.Stat_t
+		if unix.Fstatat(dfd, name, &st, unix.AT_SYMLINK_NOFOLLOW) == nil && cow.IsOverlayWhiteout(&st) {
+			return true, unix.Unlinkat(dfd, name, 0)
+		}
+		return false, nil
+	}
+	var st unix.Stat_t
+	removed := false
+	if unix.Fstatat(dfd, name, &st, unix.AT_SYMLINK_NOFOLLOW) == nil && cow.IsOverlayWhiteout(&st) {
+		if err := unix.Unlinkat(dfd, name, 0); err != nil {
+			return false, err
+		}
+		removed = true
+	}
+	err := unix.Unlinkat(dfd, cow.WhiteoutName(name), 0)
+	if err == nil {
+		removed = true
+	} else if !errors.Is(err, unix.ENOENT) {
+		return false, err
+	}
+	return removed, nil
+}
+
+// chownCaller gives a new upper entry to the calling user, like a local filesystem
+// does; the group follows a setgid parent.
+func chownCaller(ctx context.Context, dfd int, name string) error {
+	if os.Geteuid() != 0 {
+		return nil
+	}
+	caller, ok := fuse.FromContext(ctx)
+	if !ok {
+		return nil
+	}
+	gid := int(caller.Gid)
+	var pst unix.Stat_t
+	if unix.Fstat(dfd, &pst) == nil && pst.Mode&unix.S_ISGID != 0 {
+		gid = -1
+	}
+	return unix.Fchownat(dfd, name, int(caller.Uid), gid, unix.AT_SYMLINK_NOFOLLOW)
+}
+
+// finishNew stats a freshly made upper entry and registers its inode.
+func (n *node) finishNew(ctx context.Context, s *stack, dfd int, name string, out *fuse.EntryOut) (*fusefs.Inode, *entry, error) {
+	e := &entry{layers: []int{0}}
+	if err := unix.Fstatat(dfd, name, &e.st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		return nil, nil, err
+	}
+	if err := s.identify(dfd, 0, name, e); err != nil {
+		return nil, nil, err
+	}
+	n.fs.fillEntry(e, out)
+	return n.newChild(ctx, e), e, nil
+}
+
+var _ = (fusefs.NodeCreater)((*node)(nil))
+
+func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint32, out *fuse.EntryOut) (*fusefs.Inode, fusefs.FileHandle, uint32, syscall.Errno) {
+	if en := checkName(name); en != 0 {
+		return nil, nil, 0, en
+	}
+	n.fs.barrier.RLock()
+	defer n.fs.barrier.RUnlock()
+	defer n.fs.changes.Add(1)
+	_, s, dfd, err := n.upperDir()
+	if err != nil {
+		return nil, nil, 0, errno("create", err)
+	}
+	defer unix.Close(dfd)
+	if _, err := clearWhiteout(dfd, name); err != nil {
+		return nil, nil, 0, errno("create", err)
+	}
+	oflags := int(flags)&^(unix.O_APPEND|fuse.FMODE_EXEC) | unix.O_CREAT | unix.O_NOFOLLOW | unix.O_CLOEXEC
+	fd, err := unix.Openat(dfd, name, oflags, mode&0o7777)
+	if err != nil {
+		return nil, nil, 0, errno("create", err)
+	}
+	_ = unix.Fchmod(fd, mode&0o7777)
+	if err := chownCaller(ctx, dfd, name); err != nil {
+		unix.Close(fd)
+		return nil, nil, 0, errno("create chown", err)
+	}
+	in, _, err := n.finishNew(ctx, s, dfd, name, out)
+	if err != nil {
+		unix.Close(fd)
+		return nil, nil, 0, errno("create", err)
+	}
+	cn := in.Operations().(*node)
+	cn.mu.Lock()
+	h, fflags := cn.newHandle(fd, true, 0)
+	cn.mu.Unlock()
+	return in, h, fflags, 0
+}
+
+var _ = (fusefs.NodeMkdirer)((*node)(nil))
+
+func (n *node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.EntryOut) (*fusefs.Inode, syscall.Errno) {
+	if en := checkName(name); en != 0 {
+		return nil, en
+	}
+	n.fs.barrier.RLock()
+	defer n.fs.barrier.RUnlock()
+	defer n.fs.changes.Add(1)
+	pe, s, dfd, err := n.upperDir()
+	if err != nil {
+		return nil, errno("mkdir", err)
+	}
+	defer unix.Close(dfd)
+	if _, err := clearWhiteout(dfd, name); err != nil {
+		return nil, errno("mkdir", err)
+	}
+	if err := unix.Mkdirat(dfd, name, mode&0o7777); err != nil {
+		return nil, errno("mkdir", err)
+	}
+	_ = unix.Fchmodat(dfd, name, mode&0o7777, 0)
+	if err := chownCaller(ctx, dfd, name); err != nil {
+		return nil, errno("mkdir chown", err)
+	}
+	if s.lowerHas(pe.layers, n.rel(), name) {
+		cfd, err := unix.Openat(dfd, name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return nil, errno("mkdir", err)
+		}
+		err = cow.MakeOpaque(cfd, s.format)
+		unix.Close(cfd)
+		if err != nil {
+			return nil, errno("mkdir opaque", err)
+		}
+	}
+	in, _, err := n.finishNew(ctx, s, dfd, name, out)
+	return in, errno("mkdir", err)
+}
+
+var _ = (fusefs.NodeMknoder)((*node)(nil))
+
+func (n *node) Mknod(ctx context.Context, name string, mode uint32, dev uint32, out *fuse.EntryOut) (*fusefs.Inode, syscall.Errno) {
+	if en := checkName(name); en != 0 {
+		return nil, en
+	}
+	n.fs.barrier.RLock()
+	defer n.fs.barrier.RUnlock()
+	defer n.fs.changes.Add(1)
+	_, s, dfd, err := n.upperDir()
+	if err != nil {
+		return nil, errno("mknod", err)
+	}
+	defer unix.Close(dfd)
+	if s.format == cow.FormatOverlay && mode&unix.S_IFMT == unix.S_IFCHR && dev == 0 {
+		return nil, syscall.EPERM // would read back as a whiteout
+	}
+	if _, err := clearWhiteout(dfd, name); err != nil {
+		return nil, errno("mknod", err)
+	}
+	if err := unix.Mknodat(dfd, name, mode, int(dev)); err != nil {
+		return nil, errno("mknod", err)
+	}
+	_ = unix.Fchmodat(dfd, name, mode&0o7777, 0)
+	if err := chownCaller(ctx, dfd, name); err != nil {
+		return nil, errno("mknod chown", err)
+	}
+	in, _, err := n.finishNew(ctx, s, dfd, name, out)
+	return in, errno("mknod", err)
+}
+
+var _ = (fusefs.NodeSymlinker)((*node)(nil))
+
+func (n *node) Symlink(ctx context.Context, target, name string, out *fuse.EntryOut) (*fusefs.Inode, syscall.Errno) {
+	if en := checkName(name); en != 0 {
+		return nil, en
+	}
+	n.fs.barrier.RLock()
+	defer n.fs.barrier.RUnlock()
+	defer n.fs.changes.Add(1)
+	_, s, dfd, err := n.upperDir()
+	if err != nil {
+		return nil, errno("symlink", err)
+	}
+	defer unix.Close(dfd)
+	if _, err := clearWhiteout(dfd, name); err != nil {
+		return nil, errno("symlink", err)
+	}
+	if err := unix.Symlinkat(target, dfd, name); err != nil {
+		return nil, errno("symlink", err)
+	}
+	if err := chownCaller(ctx, dfd, name); err != nil {
+		return nil, errno("symlink chown", err)
+	}
+	in, _, err := n.finishNew(ctx, s, dfd, name, out)
+	return in, errno("symlink", err)
+}
+
+var _ = (fusefs.NodeLinker)((*node)(nil))
+
+func (n *node) Link(ctx context.Context, target fusefs.InodeEmbedder, name string, out *fuse.EntryOut) (*fusefs.Inode, syscall.Errno) {
+	if en := checkName(name); en != 0 {
+		return nil, en
+	}
+	tn, ok := target.(*node)
+	if !ok {
+		return nil, syscall.EXDEV
+	}
+	n.fs.barrier.RLock()
+	defer n.fs.barrier.RUnlock()
+	defer n.fs.changes.Add(1)
+	trel := tn.rel()
+	if _, _, err := n.fs.copyUpPath(trel, -1); err != nil {
+		return nil, errno("link", err)
+	}
+	_, s, dfd, err := n.upperDir()
+	if err != nil {
+		return nil, errno("link", err)
+	}
+	defer unix.Close(dfd)
+	if _, err := clearWhiteout(dfd, name); err != nil {
+		return nil, errno("link", err)
+	}
+	if err := linkUpper(s, trel, path.Join(n.rel(), name)); err != nil {
+		return nil, errno("link", err)
+	}
+	te, _, err := tn.resolve()
+	if err != nil {
+		return nil, errno("link", err)
+	}
+	e := &entry{layers: []int{0}, ino: te.ino, gen: te.gen}
+	if err := unix.Fstatat(dfd, name, &e.st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		return nil, errno("link", err)
+	}
+	n.fs.fillEntry(e, out)
+	return n.newChild(ctx, e), 0
+}
+
+var _ = (fusefs.NodeUnlinker)((*node)(nil))
+
+func (n *node) Unlink(ctx context.Context, name string) syscall.Errno {
+	return n.remove(name, false)
+}
+
+var _ = (fusefs.NodeRmdirer)((*node)(nil))
+
+func (n *node) Rmdir(ctx context.Context, name string) syscall.Errno {
+	return n.remove(name, true)
+}
+
+func (n *node) remove(name string, dir bool) syscall.Errno {
+	if len(name) > 255 {
+		return syscall.ENAMETOOLONG
+	}
+	n.fs.barrier.RLock()
+	defer n.fs.barrier.RUnlock()
+	defer n.fs.changes.Add(1)
+	pe, s, err := n.resolve()
+	if err != nil {
+		return errno("remove", err)
+	}
+	if !s.writable() {
+		return syscall.EROFS
+	}
+	rel := n.rel()
+	ce, err := s.lookupIn(pe.layers, rel, name)
+	if err != nil {
+		return errno("remove", err)
+	}
+	if dir && !ce.isDir() {
+		return syscall.ENOTDIR
+	}
+	if !dir && ce.isDir() {
+		return syscall.EISDIR
+	}
+	crel := path.Join(rel, name)
+	if dir {
+		ents, err := s.readDir(ce.layers, crel)
+		if err != nil {
+			return errno("rmdir", err)
+		}
+		if len(ents) > 0 {
+			return syscall.ENOTEMPTY
+		}
+	}
+	pe, s, dfd, err := n.upperDir()
+	if err != nil {
+		return errno("remove", err)
+	}
+	defer unix.Close(dfd)
+	if ce.inUpper(s) {
+		if dir {
+			if err := emptyHidden(dfd, name); err != nil {
+				return errno("rmdir", err)
+			}
+			err = unix.Unlinkat(dfd, name, unix.AT_REMOVEDIR)
+		} else {
+			err = unix.Unlinkat(dfd, name, 0)
+		}
+		if err != nil {
+			return errno("remove", err)
+		}
+	}
+	if s.lowerHas(pe.layers, rel, name) {
+		if err := cow.MakeWhiteout(dfd, name, s.format); err != nil {
+			return errno("whiteout", err)
+		}
+	}
+	if ch := n.GetChild(name); ch != nil {
+		cn := ch.Operations().(*node)
+		cn.mu.Lock()
+		cn.ent = nil
+		cn.mu.Unlock()
+	}
+	if dir {
+		n.fs.epoch.Add(1)
+	}
+	return 0
+}
+
+// emptyHidden removes the markers and whiteouts left in an upper dir whose merged
+// view is empty, so that it can be removed.
+func emptyHidden(dfd int, name string) error {
+	cfd, err := unix.Openat(dfd, name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(cfd)
+	ents, err := getdents(cfd)
+	if err != nil {
+		return err
+	}
+	for _, d := range ents {
+		if d.name == "." || d.name == ".." {
+			continue
+		}
+		if err := unix.Unlinkat(cfd, d.name, 0); err != nil && !errors.Is(err, unix.ENOENT) {
+			return err
+		}
+	}
+	return nil
+}
+
+var _ = (fusefs.NodeRenamer)((*node)(nil))
+
+// Rename works for every entry, including directories that live in lower layers:
+// such a directory is copied up as a whole (and made opaque) first, so there is
+// never EXDEV.
+func (n *node) Rename(ctx context.Context, name string, newParent fusefs.InodeEmbedder, newName string, flags uint32) syscall.Errno {
+	if en := checkName(newName); en != 0 {
+		return en
+	}
+	np, ok := newParent.(*node)
+	if !ok {
+		return syscall.EXDEV
+	}
+	if flags&^(unix.RENAME_NOREPLACE|unix.RENAME_EXCHANGE) != 0 {
+		return syscall.EINVAL
+	}
+	exchange := flags&unix.RENAME_EXCHANGE != 0
+	n.fs.barrier.RLock()
+	defer n.fs.barrier.RUnlock()
+	defer n.fs.changes.Add(1)
+	pe, s, err := n.resolve()
+	if err != nil {
+		return errno("rename", err)
+	}
+	if !s.writable() {
+		return syscall.EROFS
+	}
+	npe, _, err := np.resolve()
+	if err != nil {
+		return errno("rename", err)
+	}
+	rel, nrel := n.rel(), np.rel()
+	se, err := s.lookupIn(pe.layers, rel, name)
+	if err != nil {
+		return errno("rename", err)
+	}
+	de, err := s.lookupIn(npe.layers, nrel, newName)
+	if err != nil && !errors.Is(err, unix.ENOENT) {
+		return errno("rename", err)
+	}
+	if de != nil && flags&unix.RENAME_NOREPLACE != 0 {
+		return syscall.EEXIST
+	}
+	if de == nil && exchange {
+		return syscall.ENOENT
+	}
+	if de != nil && !exchange {
+		if de.ino == se.ino && de.gen == se.gen {
+			return 0 // two names of one inode: nothing to do
+		}
+		if se.isDir() && !de.isDir() {
+			return syscall.ENOTDIR
+		}
+		if !se.isDir() && de.isDir() {
+			return syscall.EISDIR
+		}
+		if de.isDir() {
+			ents, err := s.readDir(de.layers, path.Join(nrel, newName))
+			if err != nil {
+				return errno("rename", err)
+			}
+			if len(ents) > 0 {
+				return syscall.ENOTEMPTY
+			}
+		}
+	}
+	src, dst := path.Join(rel, name), path.Join(nrel, newName)
+	if err := n.fs.copyUpForMove(src, se); err != nil {
+		return errno("rename copy-up", err)
+	}
+	if exchange {
+		if err := n.fs.copyUpForMove(dst, de); err != nil {
+			return errno("rename copy-up", err)
+		}
+	}
+	_, _, sdfd, err := n.upperDir()
+	if err != nil {
+		return errno("rename", err)
+	}
+	defer unix.Close(sdfd)
+	_, _, ddfd, err := np.upperDir()
+	if err != nil {
+		return errno("rename", err)
+	}
+	defer unix.Close(ddfd)
+	if !exchange {
+		if _, err := clearWhiteout(ddfd, newName); err != nil {
+			return errno("rename", err)
+		}
+		if de != nil && de.isDir() {
+			var st unix.Stat_t
+			if unix.Fstatat(ddfd, newName, &st, unix.AT_SYMLINK_NOFOLLOW) == nil {
+				if err := emptyHidden(ddfd, newName); err != nil {
+					return errno("rename", err)
+				}
+			}
+		}
+	}
+	if err := unix.Renameat2(sdfd, name, ddfd, newName, uint(flags)); err != nil {
+		return errno("rename", err)
+	}
+	if !exchange && s.lowerHas(pe.layers, rel, name) {
+		if err := cow.MakeWhiteout(sdfd, name, s.format); err != nil {
+			return errno("rename whiteout", err)
+		}
+	}
+	if se.isDir() && s.lowerHas(npe.layers, nrel, newName) {
+		if err := makeOpaqueAt(ddfd, newName, s.format); err != nil {
+			return errno("rename opaque", err)
+		}
+	}
+	if exchange && de.isDir() && s.lowerHas(pe.layers, rel, name) {
+		if err := makeOpaqueAt(sdfd, name, s.format); err != nil {
+			return errno("rename opaque", err)
+		}
+	}
+	if dn := np.GetChild(newName); dn != nil && !exchange {
+		cn := dn.Operations().(*node)
+		cn.mu.Lock()
+		cn.ent = nil
+		cn.mu.Unlock()
+	}
+	n.fs.epoch.Add(1)
+	return 0
+}
+
+// copyUpForMove brings an entry about to be renamed entirely into the upper dir.
+func (fsys *unionFS) copyUpForMove(rel string, e *entry) error {
+	if e.isDir() {
+		if len(e.layers) == 1 && e.inUpper(fsys.stack.Load()) {
+			return nil
+		}
+		return fsys.copyUpTree(rel)
+	}
+	_, _, err := fsys.copyUpPath(rel, -1)
+	return err
+}
+
+func makeOpaqueAt(dfd int, name string, f cow.Format) error {
+	cfd, err := unix.Openat(dfd, name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(cfd)
+	if ok, _ := cow.IsOpaqueDir(cfd); ok {
+		return nil
+	}
+	return cow.MakeOpaque(cfd, f)
+}
+
+var _ = (fusefs.NodeSetattrer)((*node)(nil))
+
+func (n *node) Setattr(ctx context.Context, f fusefs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
+	n.fs.barrier.RLock()
+	defer n.fs.barrier.RUnlock()
+	limit := int64(-1)
+	size, hasSize := in.GetSize()
+	if hasSize {
+		limit = int64(size)
+	}
+	if h := asHandle(f); h != nil && h.upper {
+		if en := h.lf.Setattr(ctx, in, out); en != 0 {
+			return en
+		}
+		out.Ino = n.StableAttr().Ino
+		return 0
+	}
+	var e *entry
+	var s *stack
+	var err error
+	if n == n.fs.root {
+		e, s, err = n.resolve()
+		if err == nil && !s.writable() {
+			err = unix.EROFS
+		}
+	} else {
+		e, s, err = n.fs.copyUpPath(n.rel(), limit)
+	}
+	if err != nil {
+		if errors.Is(err, unix.ESTALE) || errors.Is(err, unix.ENOENT) {
+			if h := n.liveHandle(f); h != nil {
+				return h.lf.Setattr(ctx, in, out)
+			}
+		}
+		return errno("setattr", err)
+	}
+	dir, name := path.Split(n.rel())
+	dfd, err := s.openDir(0, dir, unix.O_PATH)
+	if err != nil {
+		return errno("setattr", err)
+	}
+	defer unix.Close(dfd)
+	if name == "" {
+		name = "."
+	}
+	fd, err := unix.Openat(dfd, name, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return errno("setattr", err)
+	}
+	defer unix.Close(fd)
+	p := procFd(fd)
+	isLink := e.st.Mode&unix.S_IFMT == unix.S_IFLNK
+	if m, ok := in.GetMode(); ok && !isLink {
+		if err := unix.Chmod(p, m&0o7777); err != nil {
+			return errno("chmod", err)
+		}
+	}
+	uid, uok := in.GetUID()
+	gid, gok := in.GetGID()
+	if uok || gok {
+		su, sg := -1, -1
+		if uok {
+			su = int(uid)
+		}
+		if gok {
+			sg = int(gid)
+		}
+		if err := unix.Fchownat(fd, "", su, sg, unix.AT_EMPTY_PATH); err != nil {
+			return errno("chown", err)
+		}
+	}
+	if hasSize {
+		if err := unix.Truncate(p, int64(size)); err != nil {
+			return errno("truncate", err)
+		}
+	}
+	mtime, mok := in.GetMTime()
+	atime, aok := in.GetATime()
+	if mok || aok {
+		ts := []unix.Timespec{{Nsec: unix.UTIME_OMIT}, {Nsec: unix.UTIME_OMIT}}
+		if aok {
+			ts[0] = unix.NsecToTimespec(atime.UnixNano())
+		}
+		if mok {
+			ts[1] = unix.NsecToTimespec(mtime.UnixNano())
+		}
+		if err := unix.UtimesNanoAt(dfd, name, ts, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+			return errno("utimens", err)
+		}
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return errno("setattr", err)
+	}
+	ne := *e
+	ne.st = st
+	n.setEntry(&ne)
+	out.FromStat(toSyscallStat(&st))
+	out.Ino = n.StableAttr().Ino
+	out.SetTimeout(longTimeout * 1e9)
+	return 0
+}
+
+var _ = (fusefs.NodeSetxattrer)((*node)(nil))
+
+func (n *node) Setxattr(ctx context.Context, attr string, data []byte, flags uint32) syscall.Errno {
+	if cow.IsPrivateXattr(attr) {
+		return syscall.EPERM
+	}
+	n.fs.barrier.RLock()
+	defer n.fs.barrier.RUnlock()
+	if err := n.copyUpSelf(); err != nil {
+		return errno("setxattr", err)
+	}
+	err := n.withPathFd(func(p string) error { return unix.Setxattr(p, attr, data, int(flags)) })
+	if errors.Is(err, errSymlinkXattr) {
+		err = unix.EPERM
+	}
+	return errno("setxattr", err)
+}
+
+var _ = (fusefs.NodeRemovexattrer)((*node)(nil))
+
+func (n *node) Removexattr(ctx context.Context, attr string) syscall.Errno {
+	if cow.IsPrivateXattr(attr) {
+		return syscall.EPERM
+	}
+	n.fs.barrier.RLock()
+	defer n.fs.barrier.RUnlock()
+	// Refuse early when the attribute does not exist, without copying up.
+	var buf [1]byte
+	if _, en := n.Getxattr(ctx, attr, buf[:0]); en != 0 {
+		return en
+	}
+	if err := n.copyUpSelf(); err != nil {
+		return errno("removexattr", err)
+	}
+	err := n.withPathFd(func(p string) error { return unix.Removexattr(p, attr) })
+	if errors.Is(err, errSymlinkXattr) {
+		err = unix.ENODATA
+	}
+	return errno("removexattr", err)
+}
+
+func (n *node) copyUpSelf() error {
+	if n == n.fs.root {
+		if !n.fs.stack.Load().writable() {
+			return unix.EROFS
+		}
+		return nil
+	}
+	_, _, err := n.fs.copyUpPath(n.rel(), -1)
+	return err
+}

@@ -30,8 +30,9 @@ import (
 // error wrapping ErrUnsafePath ("apply etc/passwd: ..."). All writes go through
 // directory fds resolved inside dir with openat2(RESOLVE_IN_ROOT|RESOLVE_NO_SYMLINKS)
 // (an O_NOFOLLOW walk on old kernels); an entry replacing a symlink replaces the link
-// and never writes through it. Kernel overlay xattrs (trusted.overlay.*,
-// user.overlay.*) in the tar are dropped so a layer cannot forge overlay metadata.
+// and never writes through it. Private xattrs (trusted/user.overlay.*,
+// trusted/user.layerfs.*: IsPrivateXattr) in the tar are dropped so a layer cannot
+// forge overlay or layerfs metadata.
 //
 // Restored: data (zero runs of 4 KiB and more become holes, so sparse files stay
 // sparse whatever the tar's encoding), mode including setuid/setgid/sticky, owner

@@ -45,7 +45,7 @@ func (a *applier) setMeta(pfd int, base string, fd int, hdr *tar.Header, symlink
 	}
 	for k, v := range hdr.PAXRecords {
 		name, ok := strings.CutPrefix(k, paxXattrPrefix)
-		if !ok || IsOverlayXattr(name) {
+		if !ok || IsPrivateXattr(name) {
 			continue
 		}
 		var err error

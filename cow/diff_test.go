@@ -74,6 +74,7 @@ func makeUpper(t testing.TB, d string) {
 		must(t, unix.Setxattr(filepath.Join(d, "bin/tool"), "security.capability", []byte(capNetBindService), 0))
 		must(t, unix.Lsetxattr(filepath.Join(d, "bin/abs-link"), "trusted.sym", []byte("x"), 0))
 		must(t, unix.Setxattr(filepath.Join(d, "etc"), "trusted.overlay.origin", []byte("private"), 0))
+		must(t, unix.Setxattr(filepath.Join(d, "etc"), "trusted.layerfs.origin", []byte("private"), 0))
 	}
 	// Fix dir mtimes last, with nanoseconds.
 	mt := time.Unix(1650000000, 987654321)
@@ -140,7 +141,7 @@ func TestDiffHeaders(t *testing.T) {
 			t.Errorf("%s: atime/ctime stored", h.Name)
 		}
 		for k := range h.PAXRecords {
-			if strings.Contains(k, "overlay") {
+			if strings.Contains(k, "overlay") || strings.Contains(k, "layerfs") {
 				t.Errorf("%s: overlay xattr %s stored", h.Name, k)
 			}
 		}

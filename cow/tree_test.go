@@ -121,7 +121,7 @@ func xattrString(t testing.TB, p string) string {
 	sz, _ = unix.Llistxattr(p, buf)
 	var parts []string
 	for _, n := range strings.Split(string(buf[:sz]), "\x00") {
-		if n == "" || IsOverlayXattr(n) {
+		if n == "" || IsPrivateXattr(n) {
 			continue
 		}
 		vs, _ := unix.Lgetxattr(p, n, nil)

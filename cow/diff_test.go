@@ -63,7 +63,9 @@ func makeUpper(t testing.TB, d string) {
 	must(t, MakeWhiteout(fd, "shadow", FormatOCI))
 	unix.Close(fd)
 	for _, m := range []string{"opq/" + OpaqueMarker, "etc/.wh.shadow"} {
-		must(t, unix.Lchown(filepath.Join(d, m), 0, 0))
+		if root {
+			must(t, unix.Lchown(filepath.Join(d, m), 0, 0))
+		}
 		must(t, os.Chtimes(filepath.Join(d, m), time.Unix(0, 0), time.Unix(0, 0)))
 	}
 	if root {
@@ -84,7 +86,7 @@ func makeUpper(t testing.TB, d string) {
 }
 
 func TestDiffRoundTrip(t *testing.T) {
-	upper := t.TempDir()
+	upper := tempDir(t)
 	makeUpper(t, upper)
 	b := readAll(t, Diff(context.Background(), upper, DiffOptions{}))
 	got := applyBytes(t, b)
@@ -120,7 +122,7 @@ func indexOf(s []string, x string) int {
 }
 
 func TestDiffHeaders(t *testing.T) {
-	upper := t.TempDir()
+	upper := tempDir(t)
 	makeUpper(t, upper)
 	epoch := time.Unix(1500000000, 0)
 	b := readAll(t, Diff(context.Background(), upper, DiffOptions{SourceDateEpoch: &epoch}))
@@ -151,7 +153,7 @@ func TestDiffHeaders(t *testing.T) {
 // TestDiffDeterministic: the same upper gives the same bytes, also after its files
 // were read (atime) and its dirs listed.
 func TestDiffDeterministic(t *testing.T) {
-	upper := t.TempDir()
+	upper := tempDir(t)
 	makeUpper(t, upper)
 	a := readAll(t, Diff(context.Background(), upper, DiffOptions{}))
 	snapshot(t, upper, snapOpts{})
@@ -170,7 +172,7 @@ func TestDiffOverlayFormat(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root for 0/0 devices and trusted xattrs")
 	}
-	upper := t.TempDir()
+	upper := tempDir(t)
 	must(t, os.MkdirAll(filepath.Join(upper, "a/opq"), 0o755))
 	writeFile(t, filepath.Join(upper, "a/opq/keep"), "k", 0o644)
 	must(t, unix.Setxattr(filepath.Join(upper, "a/opq"), OverlayOpaqueXattr, []byte("y"), 0))
@@ -193,7 +195,7 @@ func TestDiffOverlayFormat(t *testing.T) {
 // TestDiffHardlinkIntoLower: a file whose other name is outside the upper (a lower
 // layer) still gets its data in the layer.
 func TestDiffHardlinkIntoLower(t *testing.T) {
-	base := t.TempDir()
+	base := tempDir(t)
 	upper := filepath.Join(base, "upper")
 	must(t, os.Mkdir(upper, 0o755))
 	writeFile(t, filepath.Join(base, "lower-name"), "shared", 0o644)
@@ -214,7 +216,7 @@ func TestDiffHardlinkIntoLower(t *testing.T) {
 func TestDiffErrorsSurface(t *testing.T) {
 	if os.Geteuid() == 0 {
 		// root reads mode-000 files; use a redirect xattr instead.
-		upper := t.TempDir()
+		upper := tempDir(t)
 		must(t, os.Mkdir(filepath.Join(upper, "moved"), 0o755))
 		must(t, unix.Setxattr(filepath.Join(upper, "moved"), OverlayRedirectXattr, []byte("/orig"), 0))
 		_, err := io.ReadAll(Diff(context.Background(), upper, DiffOptions{Format: FormatOverlay}))
@@ -223,7 +225,7 @@ func TestDiffErrorsSurface(t *testing.T) {
 		}
 		return
 	}
-	upper := t.TempDir()
+	upper := tempDir(t)
 	writeFile(t, filepath.Join(upper, "secret"), "x", 0o000)
 	_, err := io.ReadAll(Diff(context.Background(), upper, DiffOptions{}))
 	if err == nil || !strings.Contains(err.Error(), "diff secret:") {
@@ -232,7 +234,7 @@ func TestDiffErrorsSurface(t *testing.T) {
 }
 
 func TestDiffCancel(t *testing.T) {
-	upper := t.TempDir()
+	upper := tempDir(t)
 	makeUpper(t, upper)
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
@@ -268,7 +270,7 @@ func BenchmarkDiff(b *testing.B) {
 // folded into it (dropped for a file, opaque marker for a dir), so no extractor can
 // apply it to the entry itself.
 func TestDiffWhiteoutBesideEntry(t *testing.T) {
-	base := t.TempDir()
+	base := tempDir(t)
 	lower, upper := filepath.Join(base, "lower"), filepath.Join(base, "upper")
 	writeFile(t, filepath.Join(lower, "-x"), "old", 0o644)
 	writeFile(t, filepath.Join(lower, "d/old"), "old", 0o644)

@@ -50,7 +50,7 @@ func Changes(upper string, opts DiffOptions) ([]Change, error) {
 		lw.fds = append(lw.fds, fd)
 	}
 	c := &changer{format: opts.Format, lw: lw}
-	if err := c.walk(root, "."); err != nil {
+	if err := c.walk(root, ".", len(lw.fds) > 0); err != nil {
 		return nil, err
 	}
 	sort.Slice(c.out, func(i, j int) bool { return c.out[i].Path < c.out[j].Path })
@@ -65,7 +65,9 @@ type changer struct {
 
 func (c *changer) add(k ChangeKind, p string) { c.out = append(c.out, Change{k, "/" + p}) }
 
-func (c *changer) walk(dirfd int, rel string) error {
+// walk lists the changes below rel. lowerHas says whether the lowers have rel as a
+// dir; when they do not, everything below is new and no lookup is needed.
+func (c *changer) walk(dirfd int, rel string, lowerHas bool) error {
 	names, err := readDirNames(dirfd)
 	if err != nil {
 		return fmt.Errorf("changes %s: readdir: %w", rel, err)
@@ -77,7 +79,7 @@ func (c *changer) walk(dirfd int, rel string) error {
 	for _, name := range names {
 		p := joinPath(rel, name)
 		if IsReservedName(name) {
-			if t, ok := WhiteoutTarget(name); ok && !present[t] {
+			if t, ok := WhiteoutTarget(name); ok && !present[t] && lowerHas {
 				if err := c.deleted(joinPath(rel, t)); err != nil {
 					return err
 				}
@@ -89,14 +91,18 @@ func (c *changer) walk(dirfd int, rel string) error {
 			return fmt.Errorf("changes %s: lstat: %w", p, err)
 		}
 		if c.format == FormatOverlay && IsOverlayWhiteout(&st) {
-			if err := c.deleted(p); err != nil {
-				return err
+			if lowerHas {
+				if err := c.deleted(p); err != nil {
+					return err
+				}
 			}
 			continue
 		}
-		inLower, lowerDir, err := c.lw.lookup(p)
-		if err != nil {
-			return fmt.Errorf("changes %s: %w", p, err)
+		inLower, lowerDir := false, false
+		if lowerHas {
+			if inLower, lowerDir, err = c.lw.lookup(p); err != nil {
+				return fmt.Errorf("changes %s: %w", p, err)
+			}
 		}
 		if inLower {
 			c.add(ChangeModify, p)
@@ -110,7 +116,7 @@ func (c *changer) walk(dirfd int, rel string) error {
 		if err != nil {
 			return fmt.Errorf("changes %s: %w", p, err)
 		}
-		err = c.walk(fd, p)
+		err = c.walk(fd, p, lowerDir)
 		if err == nil && lowerDir {
 			err = c.opaque(fd, p, present[WhiteoutName(name)])
 		}

@@ -197,10 +197,13 @@ func (a *applier) mkdirAll(dir string) error {
 	return nil
 }
 
-// forget drops p and everything below it from the model.
-func (a *applier) forget(p string) {
+// forget drops p, of kind k, and everything below it from the model.
+func (a *applier) forget(p string, k entryKind) {
 	delete(a.seen, p)
 	delete(a.dirs, p)
+	if k != kindDir {
+		return
+	}
 	pre := p + "/"
 	for k := range a.seen {
 		if strings.HasPrefix(k, pre) {
@@ -269,7 +272,7 @@ func (a *applier) entry(hdr *tar.Header, r io.Reader) error {
 		if err := removeAllAt(pfd, base); err != nil {
 			return fmt.Errorf("replace: %w", err)
 		}
-		a.forget(p)
+		a.forget(p, k)
 	}
 
 	switch hdr.Typeflag {

@@ -42,6 +42,7 @@ func makeUpper(t testing.TB, d string) {
 	writeFile(t, filepath.Join(d, "üñï©ødé"), "utf8 name", 0o644)
 	must(t, unix.Mkfifo(filepath.Join(d, "fifo"), 0o640))
 	must(t, unix.Setxattr(filepath.Join(d, "etc/passwd"), "user.note", []byte("a\x00binary\xffvalue"), 0))
+	must(t, unix.Setxattr(filepath.Join(d, "etc/passwd"), "user.empty", nil, 0)) // an empty PAX record, kept by Apply
 	must(t, os.Mkdir(filepath.Join(d, "ro"), 0o555))
 	// A sparse file: data at 1 MiB and at the end, holes elsewhere.
 	f, err := os.Create(filepath.Join(d, "sparse"))

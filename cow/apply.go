@@ -65,7 +65,7 @@ func Apply(ctx context.Context, dir string, r io.Reader) (digest.Digest, error) 
 			return "", fmt.Errorf("apply: read layer tar: %w", err)
 		}
 		if err := a.entry(hdr, tr); err != nil {
-			return "", fmt.Errorf("apply %s: %w", hdr.Name, err)
+			return "", &EntryError{"apply", hdr.Name, err}
 		}
 	}
 	if err := a.finish(); err != nil {
@@ -370,12 +370,12 @@ func (a *applier) finish() error {
 	for _, p := range paths {
 		fd, err := openDirIn(a.root, p, unix.O_RDONLY)
 		if err != nil {
-			return fmt.Errorf("apply %s: open: %w", a.dirs[p].Name, err)
+			return &EntryError{"apply", a.dirs[p].Name, fmt.Errorf("open: %w", err)}
 		}
 		err = a.setMeta(fd, "", fd, a.dirs[p], false)
 		unix.Close(fd)
 		if err != nil {
-			return fmt.Errorf("apply %s: %w", a.dirs[p].Name, err)
+			return &EntryError{"apply", a.dirs[p].Name, err}
 		}
 	}
 	return nil

@@ -143,6 +143,10 @@ func TestApplyHostile(t *testing.T) {
 				if err == nil {
 					t.Fatalf("Apply = nil error, want one naming %q", tc.wantErr)
 				}
+				var ee *EntryError
+				if !errors.As(err, &ee) || ee.Op != "apply" {
+					t.Errorf("Apply error %v is not an *EntryError", err)
+				}
 				if !errors.Is(err, ErrUnsafePath) && !errors.Is(err, ErrUnsupported) {
 					t.Errorf("Apply error %v is not ErrUnsafePath", err)
 				}

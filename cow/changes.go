@@ -70,7 +70,7 @@ func (c *changer) add(k ChangeKind, p string) { c.out = append(c.out, Change{k, 
 func (c *changer) walk(dirfd int, rel string, lowerHas bool) error {
 	names, err := readDirNames(dirfd)
 	if err != nil {
-		return fmt.Errorf("changes %s: readdir: %w", rel, err)
+		return &EntryError{"changes", rel, fmt.Errorf("readdir: %w", err)}
 	}
 	present := make(map[string]bool, len(names))
 	for _, n := range names {
@@ -88,7 +88,7 @@ func (c *changer) walk(dirfd int, rel string, lowerHas bool) error {
 		}
 		var st unix.Stat_t
 		if err := unix.Fstatat(dirfd, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
-			return fmt.Errorf("changes %s: lstat: %w", p, err)
+			return &EntryError{"changes", p, fmt.Errorf("lstat: %w", err)}
 		}
 		if c.format == FormatOverlay && IsOverlayWhiteout(&st) {
 			if lowerHas {
@@ -101,7 +101,7 @@ func (c *changer) walk(dirfd int, rel string, lowerHas bool) error {
 		inLower, lowerDir := false, false
 		if lowerHas {
 			if inLower, lowerDir, err = c.lw.lookup(p); err != nil {
-				return fmt.Errorf("changes %s: %w", p, err)
+				return &EntryError{"changes", p, err}
 			}
 		}
 		if inLower {
@@ -114,7 +114,7 @@ func (c *changer) walk(dirfd int, rel string, lowerHas bool) error {
 		}
 		fd, err := unix.Openat(dirfd, name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 		if err != nil {
-			return fmt.Errorf("changes %s: %w", p, err)
+			return &EntryError{"changes", p, err}
 		}
 		err = c.walk(fd, p, lowerDir)
 		if err == nil && lowerDir {
@@ -132,7 +132,7 @@ func (c *changer) walk(dirfd int, rel string, lowerHas bool) error {
 func (c *changer) deleted(p string) error {
 	ok, _, err := c.lw.lookup(p)
 	if err != nil {
-		return fmt.Errorf("changes %s: %w", p, err)
+		return &EntryError{"changes", p, err}
 	}
 	if ok {
 		c.add(ChangeDelete, p)
@@ -149,7 +149,7 @@ func (c *changer) opaque(fd int, p string, whiteout bool) error {
 	}
 	names, err := c.lw.names(p)
 	if err != nil {
-		return fmt.Errorf("changes %s: %w", p, err)
+		return &EntryError{"changes", p, err}
 	}
 	for _, n := range names {
 		var st unix.Stat_t

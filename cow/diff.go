@@ -73,7 +73,7 @@ type differ struct {
 func (d *differ) walk(dirfd int, rel string) error {
 	names, err := readDirNames(dirfd)
 	if err != nil {
-		return fmt.Errorf("diff %s: readdir: %w", rel, err)
+		return &EntryError{"diff", rel, fmt.Errorf("readdir: %w", err)}
 	}
 	present := make(map[string]bool, len(names))
 	for _, n := range names {
@@ -85,24 +85,15 @@ func (d *differ) walk(dirfd int, rel string) error {
 		}
 		p := joinPath(rel, name)
 		if err := d.one(dirfd, name, p, present); err != nil {
-			var de *diffError
-			if errors.As(err, &de) {
+			var ee *EntryError
+			if errors.As(err, &ee) {
 				return err
 			}
-			return &diffError{p, err}
+			return &EntryError{"diff", p, err}
 		}
 	}
 	return nil
 }
-
-// diffError names the entry an error is about, once.
-type diffError struct {
-	path string
-	err  error
-}
-
-func (e *diffError) Error() string { return fmt.Sprintf("diff %s: %v", e.path, e.err) }
-func (e *diffError) Unwrap() error { return e.err }
 
 // one writes the entry name (path p) of the dir open as dirfd, whose names are present.
 //

@@ -31,10 +31,12 @@ type DiffOptions struct {
 // gives the same bytes every time.
 //
 // The caller reads the returned stream to EOF and closes it; closing early stops
-// the walk. Any error (a file that vanished or shrank while read, an unreadable
-// xattr, ctx cancelled) ends the stream with that error instead of EOF, never with
-// a silently incomplete layer. The upper dir must not change while it is read
-// (the fs's Pause gives that).
+// the walk. Any error (a file that shrank while read, an unreadable file or xattr,
+// ctx cancelled) ends the stream with that error instead of EOF, never with a
+// silently incomplete layer. The upper dir should not change while it is read (the
+// fs's Pause gives that); if it does, each file holds the size it had when stat'ed
+// and an entry deleted before its header was written is left out, as if the walk
+// had come later.
 func Diff(ctx context.Context, upper string, opts DiffOptions) io.ReadCloser {
 	pr, pw := io.Pipe()
 	go func() {
@@ -113,6 +115,9 @@ func (d *differ) one(dirfd int, name, p string, present map[string]bool) error {
 	}
 	var st unix.Stat_t
 	if err := unix.Fstatat(dirfd, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		if errors.Is(err, unix.ENOENT) {
+			return nil // deleted since the readdir: see tarEmitter.entry
+		}
 		return fmt.Errorf("lstat: %w", err)
 	}
 	if d.format == FormatOverlay && IsOverlayWhiteout(&st) {
@@ -126,6 +131,9 @@ func (d *differ) one(dirfd int, name, p string, present map[string]bool) error {
 		return nil
 	}
 	fd, err := unix.Openat(dirfd, name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if errors.Is(err, unix.ENOENT) {
+		return nil // removed since its header was written: an empty dir is a valid cut
+	}
 	if err != nil {
 		return fmt.Errorf("open: %w", err)
 	}

@@ -79,8 +79,32 @@ func (e *tarEmitter) marker(name string) error {
 }
 
 // entry writes name (the entry base in the dir open as dirfd, already lstat'ed as
-// st) into the tar as path p. Sockets are skipped.
+// st) into the tar as path p. Sockets are skipped, and so is an entry that vanished
+// (ENOENT) before its header was written: without a write barrier the walk is not a
+// consistent cut anyway, and leaving out a file deleted meanwhile is what a later
+// walk would do. Every other error is returned.
 func (e *tarEmitter) entry(dirfd int, base, p string, st *unix.Stat_t) error {
+	err := e.entry1(dirfd, base, p, st)
+	if errors.Is(err, errVanished) {
+		if k := (devIno{uint64(st.Dev), st.Ino}); e.links[k] == p {
+			delete(e.links, k)
+		}
+		return nil
+	}
+	return err
+}
+
+// errVanished marks an entry that disappeared before anything of it was written.
+var errVanished = errors.New("vanished")
+
+func vanished(err error) error {
+	if errors.Is(err, unix.ENOENT) {
+		return errVanished
+	}
+	return err
+}
+
+func (e *tarEmitter) entry1(dirfd int, base, p string, st *unix.Stat_t) error {
 	hdr := &tar.Header{
 		Name:    p,
 		Mode:    int64(st.Mode & 0o7777),
@@ -104,7 +128,7 @@ func (e *tarEmitter) entry(dirfd int, base, p string, st *unix.Stat_t) error {
 	}
 	xattrs, err := e.readXattrs(dirfd, base)
 	if err != nil {
-		return err
+		return vanished(err)
 	}
 	if len(xattrs) > 0 {
 		hdr.PAXRecords = xattrs
@@ -116,7 +140,7 @@ func (e *tarEmitter) entry(dirfd int, base, p string, st *unix.Stat_t) error {
 	case unix.S_IFLNK:
 		hdr.Typeflag = tar.TypeSymlink
 		if hdr.Linkname, err = readlinkat(dirfd, base, int(st.Size)); err != nil {
-			return fmt.Errorf("readlink: %w", err)
+			return vanished(fmt.Errorf("readlink: %w", err))
 		}
 	case unix.S_IFCHR, unix.S_IFBLK:
 		hdr.Typeflag = tar.TypeChar
@@ -143,7 +167,7 @@ func (e *tarEmitter) regular(dirfd int, base string, hdr *tar.Header, st *unix.S
 		fd, err = unix.Openat(dirfd, base, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 	}
 	if err != nil {
-		return fmt.Errorf("open: %w", err)
+		return vanished(fmt.Errorf("open: %w", err))
 	}
 	defer unix.Close(fd)
 	if err := e.tw.WriteHeader(hdr); err != nil {

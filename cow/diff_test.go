@@ -7,11 +7,13 @@ import (
 	"errors"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/layerfs/layerfs/internal/testenv"
 	"golang.org/x/sys/unix"
 )
 
@@ -292,4 +294,22 @@ func TestDiffWhiteoutBesideEntry(t *testing.T) {
 	if got, want := strings.Join(lines, ","), "C /-x,C /d,A /d/new,D /d/old"; got != want {
 		t.Errorf("Changes = %s, want %s", got, want)
 	}
+}
+
+// TestDiffGNUTarOracle: GNU tar, an independent extractor, unpacks what Diff writes
+// into the same tree as the upper dir.
+func TestDiffGNUTarOracle(t *testing.T) {
+	tarBin := testenv.RequireTool(t, "tar")
+	upper := tempDir(t)
+	makeUpper(t, upper)
+	b := readAll(t, Diff(context.Background(), upper, DiffOptions{}))
+	base := tempDir(t)
+	file, out := filepath.Join(base, "layer.tar"), filepath.Join(base, "out")
+	must(t, os.WriteFile(file, b, 0o644))
+	must(t, os.Mkdir(out, 0o755))
+	args := []string{"-C", out, "--xattrs", "--xattrs-include=*", "--numeric-owner", "-xpf", file}
+	if o, err := exec.Command(tarBin, args...).CombinedOutput(); err != nil {
+		t.Fatalf("tar %v: %v\n%s", args, err, o)
+	}
+	compareTrees(t, "GNU tar -x of Diff(upper)", snapshot(t, out, snapOpts{}), snapshot(t, upper, snapOpts{}))
 }

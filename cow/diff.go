@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sort"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -72,6 +73,21 @@ type differ struct {
 	format Format
 }
 
+// item is one entry of a dir to write: tarName is its base name in the tar (a
+// whiteout's ".wh." name in either encoding), the order of the walk.
+type item struct {
+	name, tarName string
+	whiteout      bool
+	st            unix.Stat_t
+}
+
+// walk writes the entries of the dir open as dirfd (path rel), sorted by their names
+// in the tar so both whiteout encodings give the same bytes.
+//
+// A whiteout beside an entry of the name it deletes is left out: the entry replaces
+// the lower one by itself, and a dir in that place is made opaque instead. Other
+// extractors apply a whiteout to what they already unpacked, so a whiteout sorted
+// after its own entry ("-x" sorts before ".wh.-x") would delete it.
 func (d *differ) walk(dirfd int, rel string) error {
 	names, err := readDirNames(dirfd)
 	if err != nil {
@@ -81,12 +97,41 @@ func (d *differ) walk(dirfd int, rel string) error {
 	for _, n := range names {
 		present[n] = true
 	}
+	items := make([]item, 0, len(names))
 	for _, name := range names {
+		if IsReservedName(name) {
+			// The opaque marker goes out with its dir; other ".wh..wh." names are private.
+			if t, ok := WhiteoutTarget(name); ok && !present[t] {
+				items = append(items, item{name: name, tarName: name, whiteout: true})
+			}
+			continue
+		}
+		it := item{name: name, tarName: name}
+		if err := unix.Fstatat(dirfd, name, &it.st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+			if errors.Is(err, unix.ENOENT) {
+				continue // deleted since the readdir: see tarEmitter.entry
+			}
+			return &EntryError{"diff", joinPath(rel, name), fmt.Errorf("lstat: %w", err)}
+		}
+		if d.format == FormatOverlay && IsOverlayWhiteout(&it.st) {
+			it.tarName, it.whiteout = WhiteoutName(name), true
+		}
+		items = append(items, it)
+	}
+	sort.Slice(items, func(i, j int) bool { return items[i].tarName < items[j].tarName })
+	for i := range items {
 		if err := d.ctx.Err(); err != nil {
 			return err
 		}
-		p := joinPath(rel, name)
-		if err := d.one(dirfd, name, p, present); err != nil {
+		it := &items[i]
+		if it.whiteout {
+			if err := d.e.marker(joinPath(rel, it.tarName)); err != nil {
+				return err
+			}
+			continue
+		}
+		p := joinPath(rel, it.name)
+		if err := d.one(dirfd, it, p, present[WhiteoutName(it.name)]); err != nil {
 			var ee *EntryError
 			if errors.As(err, &ee) {
 				return err
@@ -97,40 +142,16 @@ func (d *differ) walk(dirfd int, rel string) error {
 	return nil
 }
 
-// one writes the entry name (path p) of the dir open as dirfd, whose names are present.
-//
-// A whiteout beside an entry of the name it deletes is left out: the entry replaces
-// the lower one by itself, and a dir in that place is made opaque instead. Other
-// extractors apply a whiteout to what they already unpacked, so a whiteout sorted
-// after its own entry ("-x" sorts before ".wh.-x") would delete it.
-func (d *differ) one(dirfd int, name, p string, present map[string]bool) error {
-	if IsReservedName(name) {
-		if t, ok := WhiteoutTarget(name); ok {
-			if present[t] {
-				return nil
-			}
-			return d.e.marker(p)
-		}
-		return nil // the opaque marker goes out with its dir; other ".wh..wh." names are private
-	}
-	var st unix.Stat_t
-	if err := unix.Fstatat(dirfd, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
-		if errors.Is(err, unix.ENOENT) {
-			return nil // deleted since the readdir: see tarEmitter.entry
-		}
-		return fmt.Errorf("lstat: %w", err)
-	}
-	if d.format == FormatOverlay && IsOverlayWhiteout(&st) {
-		dir, _ := splitPath(p)
-		return d.e.marker(joinPath(dir, WhiteoutName(name)))
-	}
-	if err := d.e.entry(dirfd, name, p, &st); err != nil {
+// one writes the entry it (path p) of the dir open as dirfd and, for a dir,
+// everything below it; whiteout says a whiteout of the same name sits beside it.
+func (d *differ) one(dirfd int, it *item, p string, whiteout bool) error {
+	if err := d.e.entry(dirfd, it.name, p, &it.st); err != nil {
 		return err
 	}
-	if st.Mode&unix.S_IFMT != unix.S_IFDIR {
+	if it.st.Mode&unix.S_IFMT != unix.S_IFDIR {
 		return nil
 	}
-	fd, err := unix.Openat(dirfd, name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	fd, err := unix.Openat(dirfd, it.name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 	if errors.Is(err, unix.ENOENT) {
 		return nil // removed since its header was written: an empty dir is a valid cut
 	}
@@ -142,7 +163,7 @@ func (d *differ) one(dirfd int, name, p string, present map[string]bool) error {
 	if err != nil {
 		return err
 	}
-	if opq || present[WhiteoutName(name)] {
+	if opq || whiteout {
 		if err := d.e.marker(p + "/" + OpaqueMarker); err != nil {
 			return err
 		}

@@ -183,7 +183,7 @@ func TestDiffOverlayFormat(t *testing.T) {
 	// kernel overlayfs links whiteouts to one shared inode: not a tar hard link.
 	must(t, os.Link(filepath.Join(upper, "a/gone"), filepath.Join(upper, "gone2")))
 	b := readAll(t, Diff(context.Background(), upper, DiffOptions{Format: FormatOverlay}))
-	want := []string{"a/", "a/.wh.gone", "a/opq/", "a/opq/.wh..wh..opq", "a/opq/keep", ".wh.gone2"}
+	want := []string{".wh.gone2", "a/", "a/.wh.gone", "a/opq/", "a/opq/.wh..wh..opq", "a/opq/keep"}
 	got := tarNames(t, b)
 	if strings.Join(got, " ") != strings.Join(want, " ") {
 		t.Errorf("Diff(overlay upper) names = %q, want %q", got, want)

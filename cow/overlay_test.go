@@ -139,6 +139,21 @@ func TestKernelOverlayOracle(t *testing.T) {
 	result := applyBytes(t, flat)
 	compareTrees(t, "Export(Apply(Diff(upper)) over lower)", snapshot(t, result, snapOpts{}), want)
 
+	// The same changes in the OCI encoding (the layer unpacked: ".wh." files and
+	// markers) give the same layer, byte for byte, and the same change list.
+	if oci := readAll(t, Diff(context.Background(), layerDir, DiffOptions{Format: FormatOCI})); !bytes.Equal(oci, layer) {
+		t.Errorf("Diff(OCI-encoded upper) differs from Diff(overlay upper)")
+	}
+	got, err = Changes(layerDir, DiffOptions{Format: FormatOCI, Lowers: []string{lower}})
+	must(t, err)
+	lines = lines[:0]
+	for _, c := range got {
+		lines = append(lines, c.String())
+	}
+	if a, b := strings.Join(lines, "\n"), strings.Join(wantChanges, "\n"); a != b {
+		t.Errorf("Changes(OCI-encoded upper):\n%s\nwant:\n%s", a, b)
+	}
+
 	// Diff of the upper is reproducible also in this encoding.
 	again := readAll(t, Diff(context.Background(), upper, DiffOptions{Format: FormatOverlay}))
 	if !bytes.Equal(layer, again) {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -91,7 +92,8 @@ func TestKernelOverlayOracle(t *testing.T) {
 	}
 	makeLower(t, src)
 	// The lower is a layer dir as the cache holds it: the tree through Diff and Apply.
-	if _, err := Apply(context.Background(), lower, Diff(context.Background(), src, DiffOptions{})); err != nil {
+	lowerTar := readAll(t, Diff(context.Background(), src, DiffOptions{}))
+	if _, err := Apply(context.Background(), lower, bytes.NewReader(lowerTar)); err != nil {
 		t.Fatalf("Apply(lower): %v", err)
 	}
 	opts := "lowerdir=" + lower + ",upperdir=" + upper + ",workdir=" + work + ",redirect_dir=off,metacopy=off,index=off"
@@ -138,6 +140,12 @@ func TestKernelOverlayOracle(t *testing.T) {
 	flat := readAll(t, Export(context.Background(), []string{layerDir, lower}, "", FormatOCI))
 	result := applyBytes(t, flat)
 	compareTrees(t, "Export(Apply(Diff(upper)) over lower)", snapshot(t, result, snapOpts{}), want)
+
+	// umoci, applying the two layers with its own whiteout handling, agrees.
+	if _, err := exec.LookPath("umoci"); err == nil || os.Getenv("CI") == "true" {
+		rootfs := umociUnpack(t, lowerTar, layer)
+		compareTrees(t, "umoci raw unpack of [lower, Diff(upper)]", snapshot(t, rootfs, snapOpts{}), want)
+	}
 
 	// The same changes in the OCI encoding (the layer unpacked: ".wh." files and
 	// markers) give the same layer, byte for byte, and the same change list.

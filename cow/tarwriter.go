@@ -180,7 +180,14 @@ func (e *tarEmitter) regular(dirfd int, base string, hdr *tar.Header, st *unix.S
 		end := size
 		if sparse {
 			data, err := unix.Seek(fd, off, unix.SEEK_DATA)
-			if errors.Is(err, unix.ENXIO) { // only a hole up to EOF
+			if errors.Is(err, unix.ENXIO) { // only a hole up to EOF, or the file shrank
+				var now unix.Stat_t
+				if err := unix.Fstat(fd, &now); err != nil {
+					return fmt.Errorf("stat: %w", err)
+				}
+				if now.Size < size {
+					return fmt.Errorf("read: file shrank from %d to %d bytes while read", size, now.Size)
+				}
 				data = size
 			} else if err != nil {
 				sparse = false // no SEEK_DATA here: read everything

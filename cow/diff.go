@@ -25,11 +25,12 @@ type DiffOptions struct {
 }
 
 // Diff streams the upper dir as a reproducible OCI layer tar (see tarwriter.go for
-// the exact encoding): a sorted depth-first walk of the upper dir only, whiteouts
-// as ".wh.<name>" (translated from overlay 0/0 devices with FormatOverlay), an
-// opaque dir (OCI marker or overlay xattr) as its dir entry directly followed by
-// "<dir>/.wh..wh..opq". The root dir itself is not an entry. The same upper dir
-// gives the same bytes every time.
+// the exact encoding): a depth-first walk of the upper dir only, each dir's entries
+// sorted bytewise by their names in the tar; whiteouts as ".wh.<name>" (translated
+// from overlay 0/0 devices with FormatOverlay); an opaque dir (OCI marker or overlay
+// xattr) as its dir entry directly followed by "<dir>/.wh..wh..opq". The root dir
+// itself is not an entry. The same upper dir gives the same bytes every time, and
+// the same changes give the same bytes in either whiteout encoding.
 //
 // The caller reads the returned stream to EOF and closes it; closing early stops
 // the walk. Any error (a file that shrank while read, an unreadable file or xattr,

@@ -86,3 +86,14 @@ func TestChanges(t *testing.T) {
 		t.Errorf("Changes:\n got %s\nwant %s", s, want)
 	}
 }
+
+func TestChangesNoLowers(t *testing.T) {
+	upper := tempDir(t)
+	writeFile(t, filepath.Join(upper, "a/b"), "x", 0o644)
+	writeFile(t, filepath.Join(upper, ".wh.gone"), "", 0o644)
+	got, err := Changes(upper, DiffOptions{})
+	must(t, err)
+	if len(got) != 2 || got[0] != (Change{ChangeAdd, "/a"}) || got[1] != (Change{ChangeAdd, "/a/b"}) {
+		t.Errorf("Changes(no lowers) = %v, want A /a, A /a/b", got)
+	}
+}

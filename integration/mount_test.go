@@ -4,7 +4,6 @@ package integration
 // binary, real FUSE mounts, a busybox image built in code.
 
 import (
-	"archive/tar"
 	"bytes"
 	"errors"
 	"io"
@@ -36,13 +35,9 @@ func newMountEnv(t *testing.T) *mountEnv {
 	t.Helper()
 	testenv.RequireFUSE(t)
 	testenv.RequireRoot(t) // chroot, allow_other
-	e := &mountEnv{t: t, root: t.TempDir(), image: "busybox:test"}
+	e := &mountEnv{t: t, root: rootFor(t), image: "busybox:test"}
 	t.Cleanup(e.cleanup)
-	tarPath := filepath.Join(t.TempDir(), "rootfs.tar")
-	if err := os.WriteFile(tarPath, busyboxRootfsTar(t), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	e.ok("import", tarPath, e.image)
+	importBusybox(t, e.image)
 	return e
 }
 
@@ -76,19 +71,8 @@ func (e *mountEnv) dir() string {
 // run runs layerfs with the env's root.
 func (e *mountEnv) run(args ...string) (stdout, stderr string, code int) {
 	e.t.Helper()
-	cmd := exec.Command(binary(e.t), append([]string{"--root", e.root}, args...)...)
-	var o, se bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &o, &se
-	err := cmd.Run()
-	code = 0
-	if err != nil {
-		var ee *exec.ExitError
-		if !errors.As(err, &ee) {
-			e.t.Fatalf("layerfs %v: %v", args, err)
-		}
-		code = ee.ExitCode()
-	}
-	return o.String(), se.String(), code
+	r := runWith(e.t, cmdOpts{root: e.root}, args...)
+	return r.Stdout, r.Stderr, r.Code
 }
 
 // ok runs layerfs and fails the test unless it exits 0; it returns stdout.
@@ -143,46 +127,6 @@ func mountedAt(dir string) bool {
 		}
 	}
 	return false
-}
-
-// busyboxRootfsTar is a minimal rootfs: /bin/busybox (Debian's busybox-static) and
-// the applet links the tests use.
-func busyboxRootfsTar(t *testing.T) []byte {
-	t.Helper()
-	bb, err := os.ReadFile(testenv.RequireTool(t, "busybox"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var buf bytes.Buffer
-	tw := tar.NewWriter(&buf)
-	mtime := time.Unix(1700000000, 0)
-	add := func(h *tar.Header, data []byte) {
-		h.ModTime = mtime
-		h.Format = tar.FormatPAX
-		if err := tw.WriteHeader(h); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := tw.Write(data); err != nil {
-			t.Fatal(err)
-		}
-	}
-	for _, d := range []string{"bin/", "etc/", "root/", "tmp/"} {
-		mode := int64(0o755)
-		if d == "tmp/" {
-			mode = 0o1777
-		}
-		add(&tar.Header{Typeflag: tar.TypeDir, Name: d, Mode: mode}, nil)
-	}
-	add(&tar.Header{Typeflag: tar.TypeReg, Name: "bin/busybox", Mode: 0o755, Size: int64(len(bb))}, bb)
-	for _, a := range []string{"sh", "ls", "cat", "echo", "rm", "mkdir", "touch", "test", "sleep"} {
-		add(&tar.Header{Typeflag: tar.TypeSymlink, Name: "bin/" + a, Linkname: "busybox"}, nil)
-	}
-	passwd := []byte("root:x:0:0:root:/root:/bin/sh\n")
-	add(&tar.Header{Typeflag: tar.TypeReg, Name: "etc/passwd", Mode: 0o644, Size: int64(len(passwd))}, passwd)
-	if err := tw.Close(); err != nil {
-		t.Fatal(err)
-	}
-	return buf.Bytes()
 }
 
 func TestMountChangeUmountRemount(t *testing.T) {
@@ -391,7 +335,7 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 func TestMountForeground(t *testing.T) {
 	e := newMountEnv(t)
 	dir := e.dir()
-	cmd := exec.Command(binary(t), "--root", e.root, "mount", "-f", "--name", "fg", e.image, dir)
+	cmd := exec.Command(layerfsBin, "--root", e.root, "mount", "-f", "--name", "fg", e.image, dir)
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)

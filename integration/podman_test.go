@@ -126,22 +126,22 @@ func environmentRefusal(stderr string) string {
 
 func TestPodmanMountProgram(t *testing.T) {
 	for _, tc := range []struct {
-		name, program string
-		oracle        bool
+		name, program, fstype string
+		oracle                bool
 	}{
 		// fuse-overlayfs first: if podman fails with it too, the sandbox is the cause.
-		{"fuse-overlayfs", "fuse-overlayfs", true},
-		{"layerfs", "", false},
+		{"fuse-overlayfs", "fuse-overlayfs", "fuse.fuse-overlayfs", true},
+		{"layerfs", "", "fuse.layerfs", false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			prog := tc.program
 			if prog == "" {
-				prog = binary(t)
+				prog = layerfsBin
 				requireCompatMode(t, prog)
 			} else {
 				prog = testenv.RequireTool(t, prog)
 			}
-			podmanScenario(t, prog, tc.oracle)
+			podmanScenario(t, prog, tc.fstype, tc.oracle)
 		})
 	}
 }
@@ -159,7 +159,7 @@ func requireCompatMode(t *testing.T, prog string) {
 // podmanScenario loads our saved busybox into podman, mounts it (image and
 // container) through prog, runs a container that changes files, commits it, and
 // runs the committed image.
-func podmanScenario(t *testing.T, prog string, oracle bool) {
+func podmanScenario(t *testing.T, prog, fstype string, oracle bool) {
 	e := newMountEnv(t)
 	p := newPodmanEnv(t, prog)
 
@@ -173,14 +173,17 @@ func podmanScenario(t *testing.T, prog string, oracle bool) {
 	if _, err := os.Stat(filepath.Join(mp, "bin/busybox")); err != nil {
 		t.Errorf("podman image mount: bin/busybox: %v", err)
 	}
-	if fstype, ok := mountFSType(mp); !ok || !strings.HasPrefix(fstype, "fuse.") {
-		t.Errorf("podman image mount at %s: fstype %q, want a FUSE mount by %s", mp, fstype, prog)
+	if got, _ := mountFSType(mp); got != fstype {
+		t.Errorf("podman image mount at %s: fstype %q, want %s", mp, got, fstype)
 	}
 	p.ok("image", "unmount", e.image)
 
 	// podman mount of a container: a writable union with an overlay-format upper.
 	p.ok("create", "--name", "c1", e.image, "/bin/sh", "-c", "echo hi > /x; rm /bin/ls")
 	cmp := strings.TrimSpace(p.ok("mount", "c1"))
+	if got, _ := mountFSType(cmp); got != fstype {
+		t.Errorf("podman mount at %s: fstype %q, want %s", cmp, got, fstype)
+	}
 	if err := os.WriteFile(filepath.Join(cmp, "from-host"), []byte("1\n"), 0o644); err != nil {
 		t.Errorf("write through podman mount: %v", err)
 	}

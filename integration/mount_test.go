@@ -382,3 +382,26 @@ func TestMountServerSIGTERM(t *testing.T) {
 	}
 	e.ok("mount", "--name", "term", e.image, dir)
 }
+
+func TestMountServerFailureReported(t *testing.T) {
+	e := newMountEnv(t)
+	dir := e.dir()
+	e.ok("mount", "--name", "broken", e.image, dir)
+	e.ok("umount", "broken")
+	// A container whose upper dir vanished cannot be served: the server's own error
+	// comes back, one line, and nothing stays mounted or marked mounted.
+	if err := os.RemoveAll(filepath.Join(e.root, "work", "broken", "upper")); err != nil {
+		t.Fatal(err)
+	}
+	errOut := e.fails("upper", "mount", "--name", "broken", e.image, dir)
+	if n := strings.Count(strings.TrimSpace(errOut), "\n"); n != 0 {
+		t.Errorf("mount failure printed %d lines, want one: %q", n+1, errOut)
+	}
+	if mountedAt(dir) {
+		t.Errorf("%s mounted after a failed mount", dir)
+	}
+	if got := e.psField("broken", "Status"); got != "unmounted" {
+		t.Errorf("ps status after a failed mount = %q, want unmounted", got)
+	}
+	e.fails("No such container", "umount", filepath.Join(t.TempDir(), "nothing"))
+}

@@ -157,11 +157,15 @@ func runMount(ctx context.Context, g *globalOptions, o *mountOptions, ref, dir s
 
 // prepareMountpoint returns DIR's absolute, symlink-free path, creating it if
 // missing (mode 0755, parents too), and refusing a mount point, a non-directory,
-// or a place inside the store root (the union would contain itself).
+// or a place in the store root's store/, layers/ or work/ (the union would
+// contain itself).
 func prepareMountpoint(root, dir string) (string, error) {
 	abs, err := filepath.Abs(dir)
 	if err != nil {
 		return "", fmt.Errorf("mountpoint %s: %w", dir, err)
+	}
+	if err := checkOutsideStore(root, dir, abs); err != nil { // before creating anything
+		return "", err
 	}
 	if err := os.MkdirAll(abs, 0o755); err != nil {
 		return "", fmt.Errorf("mountpoint %s: %w", dir, err)
@@ -169,6 +173,9 @@ func prepareMountpoint(root, dir string) (string, error) {
 	mp, err := filepath.EvalSymlinks(abs)
 	if err != nil {
 		return "", fmt.Errorf("mountpoint %s: %w", dir, err)
+	}
+	if err := checkOutsideStore(root, dir, mp); err != nil {
+		return "", err
 	}
 	if fi, err := os.Stat(mp); err != nil {
 		return "", fmt.Errorf("mountpoint %s: %w", dir, err)
@@ -178,10 +185,27 @@ func prepareMountpoint(root, dir string) (string, error) {
 	if isMountpoint(mp) {
 		return "", fmt.Errorf("mountpoint %s: already a mount point (umount it first)", dir)
 	}
-	if r, err := filepath.EvalSymlinks(root); err == nil && (mp == r || strings.HasPrefix(mp, r+"/")) {
-		return "", fmt.Errorf("mountpoint %s: inside the store root %s", dir, root)
-	}
 	return mp, nil
+}
+
+// checkOutsideStore refuses the store root itself and its store/, layers/ and
+// work/ dirs as a mountpoint (p, absolute, names dir).
+func checkOutsideStore(root, dir, p string) error {
+	roots := []string{filepath.Clean(root)}
+	if r, err := filepath.EvalSymlinks(root); err == nil && r != roots[0] {
+		roots = append(roots, r)
+	}
+	for _, r := range roots {
+		if p == r {
+			return fmt.Errorf("mountpoint %s: is the store root", dir)
+		}
+		for _, sub := range []string{"store", "layers", "work"} {
+			if d := filepath.Join(r, sub); p == d || strings.HasPrefix(p, d+"/") {
+				return fmt.Errorf("mountpoint %s: inside the store's %s", dir, d)
+			}
+		}
+	}
+	return nil
 }
 
 // claimContainer locks and returns the working container to mount: name's if

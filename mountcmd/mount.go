@@ -34,7 +34,7 @@ func init() {
 func newMountCommand(g *globalOptions) *cobra.Command {
 	o := &mountOptions{}
 	cmd := &cobra.Command{
-		Use:   "mount [--name NAME] [--read-only] [-f] IMAGE DIR",
+		Use:   "mount [--name NAME] [--read-only] [-f] IMAGE DIR | --name NAME DIR",
 		Short: "Mount an image at DIR with a copy-on-write upper dir",
 		Long: `Mount IMAGE at DIR as a working container: reads come from the image's layers
 (unpacked once into the store), every change lands in the container's upper dir.
@@ -43,15 +43,26 @@ DIR is created if missing and must not be a mount point already.
 The container is NAME, created if it does not exist and reused if it does (its
 changes come back: a remount after umount, or after its server died, shows every
 change that reached the upper dir). Without --name a new container is named
-<image>-working-container (then -1, -2, ...), as buildah does.
+<image>-working-container (then -1, -2, ...), as buildah does. With --name of an
+existing container, IMAGE may be left out: the container's own image is used
+(the one it was made from, or committed onto with commit --rebase).
 
 mount returns once the mount is live, the server running detached (its log is
 work/NAME/server.log under the root); -f serves in the foreground until
 SIGINT/SIGTERM or umount. On success mount prints the container's name, so
 scripts can do: name=$(layerfs mount busybox ./rootfs).`,
-		Args: cobra.ExactArgs(2),
+		Args: func(cmd *cobra.Command, args []string) error {
+			if len(args) == 1 && o.name == "" {
+				return errors.New("mount needs IMAGE and DIR (IMAGE may be left out only with --name of an existing container)")
+			}
+			return cobra.RangeArgs(1, 2)(cmd, args)
+		},
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return runMount(cmd.Context(), g, o, args[0], args[1], cmd.OutOrStdout())
+			ref, dir := "", args[0]
+			if len(args) == 2 {
+				ref, dir = args[0], args[1]
+			}
+			return runMount(cmd.Context(), g, o, ref, dir, cmd.OutOrStdout())
 		},
 	}
 	f := cmd.Flags()
@@ -76,7 +87,16 @@ func runMount(ctx context.Context, g *globalOptions, o *mountOptions, ref, dir s
 			release()
 		}
 	}()
-	img, err := s.Resolve(ref)
+	var img *blobstore.Image
+	if ref == "" {
+		img, err = containerImage(s, g, o.name)
+		if err != nil {
+			return err
+		}
+		ref = img.ID.String()
+	} else {
+		img, err = s.Resolve(ref)
+	}
 	if errors.Is(err, blobstore.ErrNotFound) && o.name != "" {
 		// rmi -f may have dropped the image from the index while a container
 		// still uses it (its blobs stay, gc keeps them): remount from those.

@@ -73,36 +73,40 @@ type differ struct {
 func (d *differ) walk(dirfd int, rel string) error {
 	names, err := readDirNames(dirfd)
 	if err != nil {
-		return fmt.Errorf("diff %s: readdir: %w", rel, err)
+		return &EntryError{"diff", rel, fmt.Errorf("readdir: %w", err)}
+	}
+	present := make(map[string]bool, len(names))
+	for _, n := range names {
+		present[n] = true
 	}
 	for _, name := range names {
 		if err := d.ctx.Err(); err != nil {
 			return err
 		}
 		p := joinPath(rel, name)
-		if err := d.one(dirfd, name, p); err != nil {
-			var de *diffError
-			if errors.As(err, &de) {
+		if err := d.one(dirfd, name, p, present); err != nil {
+			var ee *EntryError
+			if errors.As(err, &ee) {
 				return err
 			}
-			return &diffError{p, err}
+			return &EntryError{"diff", p, err}
 		}
 	}
 	return nil
 }
 
-// diffError names the entry an error is about, once.
-type diffError struct {
-	path string
-	err  error
-}
-
-func (e *diffError) Error() string { return fmt.Sprintf("diff %s: %v", e.path, e.err) }
-func (e *diffError) Unwrap() error { return e.err }
-
-func (d *differ) one(dirfd int, name, p string) error {
+// one writes the entry name (path p) of the dir open as dirfd, whose names are present.
+//
+// A whiteout beside an entry of the name it deletes is left out: the entry replaces
+// the lower one by itself, and a dir in that place is made opaque instead. Other
+// extractors apply a whiteout to what they already unpacked, so a whiteout sorted
+// after its own entry ("-x" sorts before ".wh.-x") would delete it.
+func (d *differ) one(dirfd int, name, p string, present map[string]bool) error {
 	if IsReservedName(name) {
-		if _, ok := WhiteoutTarget(name); ok {
+		if t, ok := WhiteoutTarget(name); ok {
+			if present[t] {
+				return nil
+			}
 			return d.e.marker(p)
 		}
 		return nil // the opaque marker goes out with its dir; other ".wh..wh." names are private
@@ -130,7 +134,7 @@ func (d *differ) one(dirfd int, name, p string) error {
 	if err != nil {
 		return err
 	}
-	if opq {
+	if opq || present[WhiteoutName(name)] {
 		if err := d.e.marker(p + "/" + OpaqueMarker); err != nil {
 			return err
 		}

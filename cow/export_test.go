@@ -13,7 +13,7 @@ import (
 // makeStack builds two lower layers (the upper one in the overlay encoding) and an
 // OCI upper dir over them; see the comments for what each hides.
 func makeStack(t *testing.T) (lowers []string, upper string) {
-	base := t.TempDir()
+	base := tempDir(t)
 	l1, l2, up := filepath.Join(base, "l1"), filepath.Join(base, "l2"), filepath.Join(base, "upper")
 	// l1 (bottom)
 	writeFile(t, filepath.Join(l1, "a/1"), "1", 0o644)

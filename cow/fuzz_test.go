@@ -29,7 +29,7 @@ func FuzzApply(f *testing.F) {
 		if len(b) > 1<<20 || declaresHuge(b) {
 			t.Skip()
 		}
-		base := t.TempDir()
+		base := tempDir(t)
 		root := filepath.Join(base, "root")
 		outside := filepath.Join(base, "outside")
 		if err := os.Mkdir(root, 0o755); err != nil {

@@ -83,7 +83,7 @@ func changeThroughMount(t *testing.T, m string) []string {
 // give exactly the tree the kernel showed; Changes lists what was done.
 func TestKernelOverlayOracle(t *testing.T) {
 	testenv.RequireRoot(t)
-	base := t.TempDir()
+	base := tempDir(t)
 	src, lower, upper, work, merged := filepath.Join(base, "src"), filepath.Join(base, "lower"),
 		filepath.Join(base, "upper"), filepath.Join(base, "work"), filepath.Join(base, "merged")
 	for _, d := range []string{src, lower, upper, work, merged} {

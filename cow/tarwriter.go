@@ -21,8 +21,8 @@ import (
 //   - uid/gid numeric, uname/gname empty; mode is the permission bits with
 //     setuid/setgid/sticky; mtime to the nanosecond (a PAX record when it has a
 //     fraction), clamped to SourceDateEpoch; atime and ctime are not stored.
-//   - xattrs as SCHILY.xattr.<name> records, sorted by the writer; overlay-private
-//     xattrs (trusted.overlay.*, user.overlay.*) are never stored.
+//   - xattrs as SCHILY.xattr.<name> records, sorted by the writer; private xattrs
+//     (trusted/user.overlay.*, trusted/user.layerfs.*: IsPrivateXattr) are never stored.
 //   - hard links: the first name of an inode (by dev/ino) met in the walk carries the
 //     data, the others are tar hard links to it. Only names inside the walked tree
 //     are ever link targets, so a layer whose other names live in lower layers still
@@ -219,7 +219,8 @@ func (e *tarEmitter) zeros(n int64) error {
 	return nil
 }
 
-// readXattrs returns the entry's xattrs as PAX records, without overlay-private ones.
+// readXattrs returns the entry's xattrs as PAX records, without the private ones of
+// overlay and layerfs (IsPrivateXattr).
 // Kernel overlayfs redirect and metacopy entries cannot be turned into a layer from
 // the upper dir alone and give ErrUnsupported.
 func (e *tarEmitter) readXattrs(dirfd int, base string) (map[string]string, error) {
@@ -229,7 +230,7 @@ func (e *tarEmitter) readXattrs(dirfd int, base string) (map[string]string, erro
 	}
 	recs := map[string]string{}
 	for _, n := range names {
-		if IsOverlayXattr(n) {
+		if IsPrivateXattr(n) {
 			if strings.HasSuffix(n, ".overlay.redirect") || strings.HasSuffix(n, ".overlay.metacopy") {
 				return nil, fmt.Errorf("%w: overlay xattr %s (mount overlayfs with redirect_dir=off,metacopy=off)", ErrUnsupported, n)
 			}

@@ -5,6 +5,7 @@ package integration
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"io"
 	"io/fs"
@@ -272,9 +273,21 @@ func TestMountDerivedNames(t *testing.T) {
 	if a != "busybox-working-container" || b != "busybox-working-container-1" {
 		t.Errorf("derived names = %q, %q; want busybox-working-container, busybox-working-container-1", a, b)
 	}
+	if got := e.ok("ps", "--format", "table {{.Name}}\t{{.Status}}"); !strings.HasPrefix(got, "NAME") || strings.Count(got, "mounted") != 2 {
+		t.Errorf("ps --format table =\n%s\nwant a NAME header and two mounted rows", got)
+	}
+	var row struct{ Name, Image, ImageID, Mountpoint, Status string }
+	if err := json.Unmarshal([]byte(strings.SplitN(e.ok("ps", "--format", "json"), "\n", 2)[0]), &row); err != nil {
+		t.Errorf("ps --format json: %v", err)
+	} else if row.Name != a || row.Image != e.image || !strings.HasPrefix(row.ImageID, "sha256:") || row.Status != "mounted" || row.Mountpoint == "" {
+		t.Errorf("ps --format json first row = %+v", row)
+	}
 	e.ok("umount", "--all")
 	if got := strings.Fields(e.ok("ps", "--format", "{{.Status}}")); len(got) != 2 || got[0] != "unmounted" || got[1] != "unmounted" {
 		t.Errorf("ps statuses after umount --all = %v", got)
+	}
+	if got := strings.Fields(e.ok("ps", "-q")); len(got) != 2 || got[0] != a || got[1] != b {
+		t.Errorf("ps -q = %v, want [%s %s]", got, a, b)
 	}
 }
 

@@ -419,3 +419,25 @@ func TestMountServerFailureReported(t *testing.T) {
 	}
 	e.fails("No such container", "umount", filepath.Join(t.TempDir(), "nothing"))
 }
+
+func TestUmountBusy(t *testing.T) {
+	e := newMountEnv(t)
+	dir := e.dir()
+	e.ok("mount", "--name", "busy", e.image, dir)
+	sleeper := exec.Command("sleep", "30")
+	sleeper.Dir = dir
+	if err := sleeper.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sleeper.Process.Kill(); sleeper.Wait() })
+	e.fails("busy", "umount", "busy")
+	if got := e.psField("busy", "Status"); got != "mounted" {
+		t.Errorf("ps status after a refused umount = %q, want mounted", got)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "bin/busybox")); err != nil {
+		t.Errorf("mount unusable after a refused umount: %v", err)
+	}
+	sleeper.Process.Kill()
+	sleeper.Wait()
+	e.ok("umount", "busy")
+}

@@ -99,8 +99,9 @@ func runMount(ctx context.Context, g *globalOptions, o *mountOptions, ref, dir s
 	}
 	if errors.Is(err, blobstore.ErrNotFound) && o.name != "" {
 		// rmi -f may have dropped the image from the index while a container
-		// still uses it (its blobs stay, gc keeps them): remount from those.
-		if cimg, cerr := containerImage(s, g, o.name); cerr == nil {
+		// still uses it (its blobs stay, gc keeps them): remount from those,
+		// if ref names that image.
+		if cimg, cerr := containerImage(s, g, o.name); cerr == nil && namesContainerImage(g, o.name, ref, cimg) {
 			img, err = cimg, nil
 		}
 	}
@@ -401,6 +402,20 @@ func containerImage(s *blobstore.Store, g *globalOptions, name string) (*blobsto
 		return nil, err
 	}
 	return img, nil
+}
+
+// namesContainerImage reports whether ref is how container name was mounted, or
+// (a prefix of) the ID of its image img.
+func namesContainerImage(g *globalOptions, name, ref string, img *blobstore.Image) bool {
+	if r := strings.TrimPrefix(ref, "sha256:"); isHexString(r) && strings.HasPrefix(img.ID.Encoded(), r) {
+		return true
+	}
+	w, err := newWorkContainer(g.root, name)
+	if err != nil {
+		return false
+	}
+	st, err := w.load()
+	return err == nil && st.ImageRef != "" && st.ImageRef == blobstore.DisplayRef(ref)
 }
 
 // readJSONBlob decodes a (small, verified) JSON blob.

@@ -437,7 +437,24 @@ func TestUmountBusy(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(dir, "bin/busybox")); err != nil {
 		t.Errorf("mount unusable after a refused umount: %v", err)
 	}
-	sleeper.Process.Kill()
-	sleeper.Wait()
-	e.ok("umount", "busy")
+	e.fails("umount -f", "umount", "busy") // the hint
+	e.ok("umount", "-f", "busy")
+	if mountedAt(dir) {
+		t.Errorf("%s still mounted after umount -f", dir)
+	}
+	if got := e.psField("busy", "Status"); got != "unmounted" {
+		t.Errorf("ps status after umount -f = %q, want unmounted", got)
+	}
+	// Busy again: rm -f removes it all the same.
+	e.ok("mount", "--name", "busy", e.image, dir)
+	sleeper2 := exec.Command("sleep", "30")
+	sleeper2.Dir = dir
+	if err := sleeper2.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sleeper2.Process.Kill(); sleeper2.Wait() })
+	e.ok("rm", "-f", "busy")
+	if mountedAt(dir) {
+		t.Errorf("%s still mounted after rm -f", dir)
+	}
 }

@@ -738,3 +738,28 @@ func reachableBlobs(t testing.TB, root string) []string {
 	sort.Strings(out)
 	return out
 }
+
+// TestImagesLoadCompressedStream pipes save through gzip and zstd into load's stdin.
+func TestImagesLoadCompressedStream(t *testing.T) {
+	id := importBusybox(t, "busybox")
+	saved := filepath.Join(t.TempDir(), "bb.tar")
+	mustRun(t, "save", "-q", "-o", saved, "busybox")
+	for _, tool := range []string{"gzip", "zstd"} {
+		t.Run(tool, func(t *testing.T) {
+			testenv.RequireTool(t, tool)
+			c := exec.Command(tool, "-c", saved)
+			z, err := c.Output()
+			if err != nil {
+				t.Fatalf("%s: %v", tool, err)
+			}
+			root := filepath.Join(t.TempDir(), "r")
+			r := runWith(t, cmdOpts{root: root, stdin: bytes.NewReader(z)}, "load")
+			if r.Code != 0 || r.Stdout != "Loaded image: busybox:latest\n" {
+				t.Fatalf("load of a %s stream = %+v", tool, r)
+			}
+			if got := strings.TrimSpace(mustRunIn(t, root, "images", "-q", "--no-trunc")); got != id {
+				t.Errorf("loaded ID = %s, want %s", got, id)
+			}
+		})
+	}
+}

@@ -763,3 +763,26 @@ func TestImagesLoadCompressedStream(t *testing.T) {
 		})
 	}
 }
+
+// TestImagesLoadTakesTag: a load that takes a tag from another image says so, as
+// docker does, and the other image stays as <none>.
+func TestImagesLoadTakesTag(t *testing.T) {
+	a := importBusybox(t, "x:1")
+	saved := filepath.Join(t.TempDir(), "a.tar")
+	mustRun(t, "save", "-q", "-o", saved, "x:1")
+	b := strings.TrimSpace(mustRun(t, "import", "-q", "-m", "second", busyboxRootfs(t), "x:1"))
+	if a == b {
+		t.Fatalf("two imports gave the same ID %s", a)
+	}
+	out := mustRun(t, "load", "-q", "-i", saved)
+	want := "The image x:1 already exists, renaming the old one with ID " + b + " to empty string\nLoaded image: x:1\n"
+	if out != want {
+		t.Errorf("load = %q, want %q", out, want)
+	}
+	if out := mustRun(t, "images", "--no-trunc", "--format", "{{.Repository}}:{{.Tag}} {{.ID}}"); !strings.Contains(out, "x:1 "+a+"\n") || !strings.Contains(out, "<none>:<none> "+b+"\n") {
+		t.Errorf("images = %q", out)
+	}
+	if out := mustRun(t, "images", "-q", "--no-trunc", "-f", "dangling=true"); out != b+"\n" {
+		t.Errorf("dangling = %q, want %s", out, b)
+	}
+}

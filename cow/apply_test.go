@@ -332,3 +332,36 @@ func BenchmarkApply10k(b *testing.B) {
 		}
 	}
 }
+
+// TestApplyGNUTarOracle: layers written by GNU tar (gnu and pax formats, sparse,
+// long names, hard links, xattrs) unpack with Apply exactly as GNU tar unpacks them.
+func TestApplyGNUTarOracle(t *testing.T) {
+	tarBin := testenv.RequireTool(t, "tar")
+	upper := tempDir(t)
+	makeUpper(t, upper)
+	for _, format := range []string{"gnu", "pax"} {
+		t.Run(format, func(t *testing.T) {
+			base := tempDir(t)
+			file, out := filepath.Join(base, "layer.tar"), filepath.Join(base, "out")
+			must(t, os.Mkdir(out, 0o755))
+			x := []string{"--xattrs", "--xattrs-include=*", "--numeric-owner"}
+			create := append([]string{"--format=" + format, "--sparse", "-C", upper, "-cf", file}, append(x, ".")...)
+			if o, err := exec.Command(tarBin, create...).CombinedOutput(); err != nil {
+				t.Fatalf("tar %v: %v\n%s", create, err, o)
+			}
+			extract := append([]string{"-C", out, "-xpf", file}, x...)
+			if o, err := exec.Command(tarBin, extract...).CombinedOutput(); err != nil {
+				t.Fatalf("tar %v: %v\n%s", extract, err, o)
+			}
+			b, err := os.ReadFile(file)
+			must(t, err)
+			got := applyBytes(t, b)
+			compareTrees(t, "Apply vs GNU tar -x", snapshot(t, got, snapOpts{}), snapshot(t, out, snapOpts{}))
+			var st unix.Stat_t
+			must(t, unix.Stat(filepath.Join(got, "sparse"), &st))
+			if st.Blocks*512 > 1<<20 {
+				t.Errorf("sparse: %d bytes allocated, want holes", st.Blocks*512)
+			}
+		})
+	}
+}

@@ -205,3 +205,30 @@ func TestEnsureAllAndPrune(t *testing.T) {
 	}
 	assertNoTemp(t, c.Dir)
 }
+
+// TestEnsureWaitCancelled: a caller waiting for another's fill gives up with its ctx.
+func TestEnsureWaitCancelled(t *testing.T) {
+	c := &LayerCache{Dir: tempDir(t)}
+	b, d := testLayer(t, "w")
+	release := make(chan struct{})
+	started := make(chan struct{})
+	done := make(chan error)
+	go func() {
+		_, err := c.Ensure(context.Background(), d, func() (io.ReadCloser, error) {
+			close(started)
+			<-release
+			return io.NopCloser(bytes.NewReader(b)), nil
+		})
+		done <- err
+	}()
+	<-started
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	if _, err := c.Ensure(ctx, d, nil); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("Ensure while another fills, ctx expiring = %v, want DeadlineExceeded", err)
+	}
+	close(release)
+	if err := <-done; err != nil {
+		t.Errorf("first Ensure: %v", err)
+	}
+}

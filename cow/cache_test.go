@@ -112,6 +112,17 @@ func TestEnsureMismatch(t *testing.T) {
 		t.Errorf("layer dir exists after a failed unpack")
 	}
 	assertNoTemp(t, c.Dir)
+
+	// A temp dir left by a crashed fill of the layer is cleared by the next fill.
+	stale := filepath.Join(c.Dir, tmpPrefix+d.Encoded()+"-crashed")
+	writeFile(t, filepath.Join(stale, "x"), "x", 0o644)
+	b2, _ := testLayer(t, "b")
+	if _, err := c.Ensure(context.Background(), d, func() (io.ReadCloser, error) {
+		return io.NopCloser(bytes.NewReader(b2)), nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	assertNoTemp(t, c.Dir)
 }
 
 type errReader struct{}

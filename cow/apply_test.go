@@ -80,6 +80,12 @@ func TestApplyHostile(t *testing.T) {
 		{"hardlink to host file via dir symlink", func(o string) []tarEntry {
 			return []tarEntry{symlink("l", ".."), hardlink("hl", "l/outside/file")}
 		}, "hl", nil},
+		{"under hard link to symlink", func(o string) []tarEntry {
+			return []tarEntry{symlink("s", o), hardlink("h", "s"), reg("h/file", "pwned")}
+		}, "h/file", nil},
+		{"hardlink through symlinked dir to inside", func(o string) []tarEntry {
+			return []tarEntry{dir("d"), reg("d/f", "x"), symlink("l", "d"), hardlink("h", "l/f")}
+		}, "h", nil},
 		{"under regular file", func(o string) []tarEntry { return []tarEntry{reg("f", "x"), reg("f/g", "y")} }, "f/g", nil},
 		{"root as file", func(o string) []tarEntry { return []tarEntry{reg(".", "x")} }, ".", nil},
 		{"root as symlink", func(o string) []tarEntry { return []tarEntry{symlink("./", o)} }, "./", nil},

@@ -28,9 +28,18 @@ func checkName(name string) syscall.Errno {
 
 // upperDir copies the directory node up and opens it in the upper dir.
 func (n *node) upperDir() (*entry, *stack, int, error) {
-	e, s, err := n.fs.copyUpPath(n.rel(), -1)
+	e, s, err := n.resolve()
 	if err != nil {
 		return nil, nil, -1, err
+	}
+	if !s.writable() {
+		return nil, nil, -1, unix.EROFS
+	}
+	if !e.inUpper(s) {
+		e, s, err = n.fs.copyUpPath(n.rel(), -1)
+		if err != nil {
+			return nil, nil, -1, err
+		}
 	}
 	fd, err := s.openDir(0, n.rel(), unix.O_RDONLY)
 	if err != nil {
@@ -42,6 +51,14 @@ func (n *node) upperDir() (*entry, *stack, int, error) {
 // clearWhiteout removes a whiteout for name in the upper dir dfd, in either encoding,
 // and reports whether there was one.
 func clearWhiteout(dfd int, name string) (bool, error) {
+	if len(cow.WhiteoutName(name)) > 255 {
+		// No OCI whiteout can exist for such a name; check the overlay one only.
+		var st unix.Stat_t
+		if unix.Fstatat(dfd, name, &st, unix.AT_SYMLINK_NOFOLLOW) == nil && cow.IsOverlayWhiteout(&st) {
+			return true, unix.Unlinkat(dfd, name, 0)
+		}
+		return false, nil
+	}
 	var st unix.Stat_t
 	removed := false
 	if unix.Fstatat(dfd, name, &st, unix.AT_SYMLINK_NOFOLLOW) == nil && cow.IsOverlayWhiteout(&st) {
@@ -98,6 +115,7 @@ func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint3
 	}
 	n.fs.barrier.RLock()
 	defer n.fs.barrier.RUnlock()
+	defer n.fs.changes.Add(1)
 	_, s, dfd, err := n.upperDir()
 	if err != nil {
 		return nil, nil, 0, errno("create", err)
@@ -122,7 +140,9 @@ func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint3
 		return nil, nil, 0, errno("create", err)
 	}
 	cn := in.Operations().(*node)
-	h, fflags := cn.newHandle(fd, true)
+	cn.mu.Lock()
+	h, fflags := cn.newHandle(fd, true, 0)
+	cn.mu.Unlock()
 	return in, h, fflags, 0
 }
 
@@ -134,6 +154,7 @@ func (n *node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.En
 	}
 	n.fs.barrier.RLock()
 	defer n.fs.barrier.RUnlock()
+	defer n.fs.changes.Add(1)
 	pe, s, dfd, err := n.upperDir()
 	if err != nil {
 		return nil, errno("mkdir", err)
@@ -172,12 +193,13 @@ func (n *node) Mknod(ctx context.Context, name string, mode uint32, dev uint32, 
 	}
 	n.fs.barrier.RLock()
 	defer n.fs.barrier.RUnlock()
+	defer n.fs.changes.Add(1)
 	_, s, dfd, err := n.upperDir()
 	if err != nil {
 		return nil, errno("mknod", err)
 	}
 	defer unix.Close(dfd)
-	if s.format == cow.FormatOverlay && mode&unix.S_IFMT == unix.S_IFCHR && dev == 0 {
+	if mode&unix.S_IFMT == unix.S_IFCHR && dev == 0 {
 		return nil, syscall.EPERM // would read back as a whiteout
 	}
 	if _, err := clearWhiteout(dfd, name); err != nil {
@@ -202,6 +224,7 @@ func (n *node) Symlink(ctx context.Context, target, name string, out *fuse.Entry
 	}
 	n.fs.barrier.RLock()
 	defer n.fs.barrier.RUnlock()
+	defer n.fs.changes.Add(1)
 	_, s, dfd, err := n.upperDir()
 	if err != nil {
 		return nil, errno("symlink", err)
@@ -232,6 +255,7 @@ func (n *node) Link(ctx context.Context, target fusefs.InodeEmbedder, name strin
 	}
 	n.fs.barrier.RLock()
 	defer n.fs.barrier.RUnlock()
+	defer n.fs.changes.Add(1)
 	trel := tn.rel()
 	if _, _, err := n.fs.copyUpPath(trel, -1); err != nil {
 		return nil, errno("link", err)
@@ -277,6 +301,7 @@ func (n *node) remove(name string, dir bool) syscall.Errno {
 	}
 	n.fs.barrier.RLock()
 	defer n.fs.barrier.RUnlock()
+	defer n.fs.changes.Add(1)
 	pe, s, err := n.resolve()
 	if err != nil {
 		return errno("remove", err)
@@ -310,6 +335,9 @@ func (n *node) remove(name string, dir bool) syscall.Errno {
 		return errno("remove", err)
 	}
 	defer unix.Close(dfd)
+	if ch := n.GetChild(name); ch != nil && !dir {
+		ch.Operations().(*node).pinForRemoval()
+	}
 	if ce.inUpper(s) {
 		if dir {
 			if err := emptyHidden(dfd, name); err != nil {
@@ -382,6 +410,7 @@ func (n *node) Rename(ctx context.Context, name string, newParent fusefs.InodeEm
 	exchange := flags&unix.RENAME_EXCHANGE != 0
 	n.fs.barrier.RLock()
 	defer n.fs.barrier.RUnlock()
+	defer n.fs.changes.Add(1)
 	pe, s, err := n.resolve()
 	if err != nil {
 		return errno("rename", err)
@@ -460,6 +489,9 @@ func (n *node) Rename(ctx context.Context, name string, newParent fusefs.InodeEm
 			}
 		}
 	}
+	if dn := np.GetChild(newName); dn != nil && de != nil && !exchange && !de.isDir() {
+		dn.Operations().(*node).pinForRemoval()
+	}
 	if err := unix.Renameat2(sdfd, name, ddfd, newName, uint(flags)); err != nil {
 		return errno("rename", err)
 	}
@@ -537,13 +569,13 @@ func (n *node) Setattr(ctx context.Context, f fusefs.FileHandle, in *fuse.SetAtt
 		if err == nil && !s.writable() {
 			err = unix.EROFS
 		}
-	} else {
+	} else if e, s, err = n.resolve(); err == nil && (!s.writable() || !e.inUpper(s)) {
 		e, s, err = n.fs.copyUpPath(n.rel(), limit)
 	}
 	if err != nil {
 		if errors.Is(err, unix.ESTALE) || errors.Is(err, unix.ENOENT) {
-			if h := n.liveHandle(f); h != nil {
-				return h.lf.Setattr(ctx, in, out)
+			if fd := n.unlinkedFd(f); fd >= 0 {
+				return setattrFd(fd, in, out)
 			}
 		}
 		return errno("setattr", err)
@@ -657,12 +689,16 @@ func (n *node) Removexattr(ctx context.Context, attr string) syscall.Errno {
 }
 
 func (n *node) copyUpSelf() error {
-	if n == n.fs.root {
-		if !n.fs.stack.Load().writable() {
-			return unix.EROFS
-		}
+	e, s, err := n.resolve()
+	if err != nil {
+		return err
+	}
+	if !s.writable() {
+		return unix.EROFS
+	}
+	if e.inUpper(s) {
 		return nil
 	}
-	_, _, err := n.fs.copyUpPath(n.rel(), -1)
+	_, _, err = n.fs.copyUpPath(n.rel(), -1)
 	return err
 }

@@ -86,7 +86,8 @@ func decompress(r io.Reader, c Compression) (io.Reader, func(), error) {
 		}
 		return zr, func() { zr.Close() }, nil
 	case Zstd:
-		zr, err := zstd.NewReader(r, zstd.WithDecoderConcurrency(1))
+		// a window cap keeps a hostile frame header from reserving gigabytes
+		zr, err := zstd.NewReader(r, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxWindow(1<<27))
 		if err != nil {
 			return nil, nil, err
 		}
@@ -207,3 +208,20 @@ func (l *layerReader) Close() error {
 	l.done()
 	return l.rc.Close()
 }
+
+// Decompress sniffs r for gzip or zstd and returns the decompressed stream (r itself
+// when it is neither). Closing it releases the decoder, not r.
+func Decompress(r io.Reader) (io.ReadCloser, error) {
+	dr, _, done, err := autoDecompress(r)
+	if err != nil {
+		return nil, fmt.Errorf("decompress: %w", err)
+	}
+	return readCloser{dr, done}, nil
+}
+
+type readCloser struct {
+	io.Reader
+	done func()
+}
+
+func (r readCloser) Close() error { r.done(); return nil }

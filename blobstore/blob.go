@@ -2,6 +2,7 @@ package blobstore
 
 import (
 	"context"
+	_ "crypto/sha256" // registers sha256 for go-digest
 	"errors"
 	"fmt"
 	"hash"

@@ -157,3 +157,32 @@ func (s *Store) Reachable(roots []digest.Digest) (map[digest.Digest]bool, error)
 	}
 	return keep, nil
 }
+
+// DiffIDs are the diffIDs of every image in index.json and of the manifests in
+// roots: the unpacked layer directories to keep when pruning.
+func (s *Store) DiffIDs(roots []digest.Digest) (map[digest.Digest]bool, error) {
+	keep, err := s.Reachable(roots)
+	if err != nil {
+		return nil, err
+	}
+	out := map[digest.Digest]bool{}
+	for d := range keep {
+		if n, err := s.Size(d); err != nil || n > 1<<20 {
+			continue // not a config
+		}
+		b, err := s.readBlob(d, maxMetaSize)
+		if err != nil {
+			continue
+		}
+		var c struct {
+			RootFS *ocispec.RootFS `json:"rootfs"`
+		}
+		if json.Unmarshal(b, &c) != nil || c.RootFS == nil {
+			continue
+		}
+		for _, id := range c.RootFS.DiffIDs {
+			out[id] = true
+		}
+	}
+	return out, nil
+}

@@ -1,6 +1,7 @@
 package blobstore
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -384,8 +385,19 @@ func (s *Store) WriteImage(ctx context.Context, cfg ocispec.Image, layers []ocis
 	if cfg.RootFS.Type == "" {
 		cfg.RootFS.Type = "layers"
 	}
-	if len(cfg.RootFS.DiffIDs) != len(layers) {
-		return nil, fmt.Errorf("write image: %w: %d diff_ids for %d layers", ErrInvalidConfig, len(cfg.RootFS.DiffIDs), len(layers))
+	cb, err := json.Marshal(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("write image: %w", err)
+	}
+	return s.WriteImageRaw(ctx, cb, layers, opts...)
+}
+
+// WriteImageRaw is WriteImage with the config given as its JSON bytes (for fields
+// ocispec.Image lacks, such as docker's "comment"). The bytes must parse as an
+// image config whose diff_ids match layers.
+func (s *Store) WriteImageRaw(ctx context.Context, rawConfig []byte, layers []ocispec.Descriptor, opts ...WriteOption) (*Image, error) {
+	if _, err := parseConfig(rawConfig, digest.FromBytes(rawConfig), len(layers)); err != nil {
+		return nil, fmt.Errorf("write image: %w", err)
 	}
 	for _, l := range layers {
 		if !s.Has(l.Digest) {
@@ -397,11 +409,7 @@ func (s *Store) WriteImage(ctx context.Context, cfg ocispec.Image, layers []ocis
 		return nil, err
 	}
 	defer release()
-	cb, err := json.Marshal(cfg)
-	if err != nil {
-		return nil, fmt.Errorf("write image: %w", err)
-	}
-	cd, cs, err := s.Put(ctx, strings.NewReader(string(cb)), "")
+	cd, cs, err := s.Put(ctx, bytes.NewReader(rawConfig), "")
 	if err != nil {
 		return nil, fmt.Errorf("write image config: %w", err)
 	}
@@ -421,7 +429,7 @@ func (s *Store) WriteImage(ctx context.Context, cfg ocispec.Image, layers []ocis
 	if err != nil {
 		return nil, fmt.Errorf("write image: %w", err)
 	}
-	md, ms, err := s.Put(ctx, strings.NewReader(string(mb)), "")
+	md, ms, err := s.Put(ctx, bytes.NewReader(mb), "")
 	if err != nil {
 		return nil, fmt.Errorf("write image manifest: %w", err)
 	}

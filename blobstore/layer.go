@@ -207,3 +207,20 @@ func (l *layerReader) Close() error {
 	l.done()
 	return l.rc.Close()
 }
+
+// Decompress sniffs r for gzip or zstd and returns the decompressed stream (r itself
+// when it is neither). Closing it releases the decoder, not r.
+func Decompress(r io.Reader) (io.ReadCloser, error) {
+	dr, _, done, err := autoDecompress(r)
+	if err != nil {
+		return nil, fmt.Errorf("decompress: %w", err)
+	}
+	return readCloser{dr, done}, nil
+}
+
+type readCloser struct {
+	io.Reader
+	done func()
+}
+
+func (r readCloser) Close() error { r.done(); return nil }

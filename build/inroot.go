@@ -1,0 +1,93 @@
+package build
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path"
+	"strings"
+
+	"golang.org/x/sys/unix"
+)
+
+// Paths inside a container's root are resolved with openat2(RESOLVE_IN_ROOT): an
+// image's symlinks (absolute ones included) and ".." can never lead outside it.
+
+func openRootDir(root string) (*os.File, error) {
+	fd, err := unix.Open(root, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("open root %s: %w", root, err)
+	}
+	return os.NewFile(uintptr(fd), root), nil
+}
+
+// openat2InRoot opens name relative to the root dir rfd, resolving it in that root.
+func openat2InRoot(rfd *os.File, name string, flags int) (*os.File, error) {
+	rel := strings.TrimLeft(path.Clean("/"+name), "/")
+	if rel == "" {
+		rel = "."
+	}
+	fd, err := unix.Openat2(int(rfd.Fd()), rel, &unix.OpenHow{
+		Flags:   uint64(flags | unix.O_CLOEXEC),
+		Resolve: unix.RESOLVE_IN_ROOT | unix.RESOLVE_NO_MAGICLINKS,
+	})
+	if err != nil {
+		return nil, &os.PathError{Op: "open", Path: name, Err: err}
+	}
+	return os.NewFile(uintptr(fd), name), nil
+}
+
+// mkdirAllInRoot creates name and its missing parents (mode 0755, owned by the
+// caller) inside root and returns an O_PATH fd of the dir.
+func mkdirAllInRoot(rfd *os.File, name string) (*os.File, error) {
+	clean := path.Clean("/" + name)
+	cur := "/"
+	for _, c := range strings.Split(strings.TrimPrefix(clean, "/"), "/") {
+		if c == "" {
+			continue
+		}
+		parent, err := openat2InRoot(rfd, cur, unix.O_PATH|unix.O_DIRECTORY)
+		if err != nil {
+			return nil, err
+		}
+		err = unix.Mkdirat(int(parent.Fd()), c, 0o755)
+		parent.Close()
+		if err != nil && !errors.Is(err, unix.EEXIST) {
+			return nil, &os.PathError{Op: "mkdir", Path: path.Join(cur, c), Err: err}
+		}
+		cur = path.Join(cur, c)
+	}
+	return openat2InRoot(rfd, clean, unix.O_PATH|unix.O_DIRECTORY)
+}
+
+// mkfileInRoot makes sure name exists inside root (an empty regular file is
+// created if missing, parents too) and returns an O_PATH fd of it.
+func mkfileInRoot(rfd *os.File, name string) (*os.File, error) {
+	clean := path.Clean("/" + name)
+	if f, err := openat2InRoot(rfd, clean, unix.O_PATH); err == nil {
+		return f, nil
+	}
+	dir, err := mkdirAllInRoot(rfd, path.Dir(clean))
+	if err != nil {
+		return nil, err
+	}
+	defer dir.Close()
+	// O_PATH dir fds cannot create: reopen it for real.
+	d, err := openat2InRoot(rfd, path.Dir(clean), unix.O_RDONLY|unix.O_DIRECTORY)
+	if err != nil {
+		return nil, err
+	}
+	fd, err := unix.Openat(int(d.Fd()), path.Base(clean), unix.O_CREAT|unix.O_WRONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o644)
+	d.Close()
+	if err != nil && !errors.Is(err, unix.EEXIST) {
+		return nil, &os.PathError{Op: "create", Path: clean, Err: err}
+	}
+	if err == nil {
+		unix.Close(fd)
+	}
+	return openat2InRoot(rfd, clean, unix.O_PATH)
+}
+
+// fdPath is the /proc path of an open fd, for syscalls that take a path (mount(2)
+// follows it to exactly the file the fd names).
+func fdPath(f *os.File) string { return fmt.Sprintf("/proc/self/fd/%d", f.Fd()) }

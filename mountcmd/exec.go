@@ -1,0 +1,151 @@
+package mountcmd
+
+// exec: run a command in a running container (one started by run). The command
+// joins the mount, pid, uts and ipc namespaces and the root of the container's
+// pid 1 through nsenter(1) (util-linux): a Go process cannot setns into a mount
+// namespace itself, being multi-threaded.
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"syscall"
+
+	"github.com/spf13/cobra"
+
+	"github.com/layerfs/layerfs/build"
+)
+
+type execOptions struct {
+	interactive bool
+	tty         bool
+	env         []string
+	workdir     string
+	user        string
+}
+
+func init() {
+	commandAdders = append(commandAdders, func(root *cobra.Command, g *globalOptions) {
+		root.AddCommand(newExecCommand(g))
+	})
+}
+
+func newExecCommand(g *globalOptions) *cobra.Command {
+	o := &execOptions{}
+	cmd := &cobra.Command{
+		Use:   "exec [OPTIONS] CONTAINER COMMAND [ARG...]",
+		Short: "Run a command in a running container",
+		Long: `Run a command in a container that layerfs run is running: in its namespaces
+and root, with its environment (plus -e), working dir (or -w) and user (or -u).
+The exit status is the command's.`,
+		Args: cobra.MinimumNArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			code, err := execInContainer(cmd.Context(), g, o, args[0], args[1:])
+			if err != nil {
+				return err
+			}
+			if code != 0 {
+				return exitError{code}
+			}
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.SetInterspersed(false)
+	f.BoolVarP(&o.interactive, "interactive", "i", false, "keep STDIN open")
+	f.BoolVarP(&o.tty, "tty", "t", false, "use the caller's terminal (the command shares it)")
+	f.StringArrayVarP(&o.env, "env", "e", nil, "set environment variables")
+	f.StringVarP(&o.workdir, "workdir", "w", "", "working directory inside the container")
+	f.StringVarP(&o.user, "user", "u", "", "username or UID (format: <name|uid>[:<group|gid>])")
+	return cmd
+}
+
+// runningContainer returns the run state of a container whose command runs.
+func runningContainer(g *globalOptions, name string) (*runState, error) {
+	w, err := newWorkContainer(g.root, name)
+	if err != nil {
+		return nil, err
+	}
+	if !w.exists() {
+		return nil, fmt.Errorf("No such container: %s", name) //nolint:staticcheck // docker's message
+	}
+	b, err := os.ReadFile(runStatePath(w))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("container %s is not running", name)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("container %s: %w", name, err)
+	}
+	var rs runState
+	if err := json.Unmarshal(b, &rs); err != nil {
+		return nil, fmt.Errorf("container %s: run.json: %w", name, err)
+	}
+	if rs.Pid <= 0 || procStartTime(rs.Pid) != rs.StartTime {
+		return nil, fmt.Errorf("container %s is not running", name)
+	}
+	return &rs, nil
+}
+
+func execInContainer(ctx context.Context, g *globalOptions, o *execOptions, name string, args []string) (int, error) {
+	rs, err := runningContainer(g, name)
+	if err != nil {
+		return 0, err
+	}
+	nsenter, err := exec.LookPath("nsenter")
+	if err != nil {
+		return 0, fmt.Errorf("exec needs nsenter (util-linux): %w", err)
+	}
+	root := fmt.Sprintf("/proc/%d/root", rs.Pid)
+	user := rs.Config.User
+	if o.user != "" {
+		user = o.user
+	}
+	u, err := build.LookupUserInRoot(user, root)
+	if err != nil {
+		return 0, err
+	}
+	env := append([]string(nil), rs.Config.Env...)
+	for _, e := range o.env {
+		if !strings.Contains(e, "=") {
+			v, ok := os.LookupEnv(e)
+			if !ok {
+				continue
+			}
+			e += "=" + v
+		}
+		env = setEnvVar(env, e)
+	}
+	hasPath := false
+	for _, e := range env {
+		hasPath = hasPath || strings.HasPrefix(e, "PATH=")
+	}
+	if !hasPath {
+		env = append(env, "PATH="+build.DefaultPath)
+	}
+	dir := rs.Config.Dir
+	if o.workdir != "" {
+		dir = o.workdir
+	}
+	if dir == "" {
+		dir = "/"
+	}
+	nsargs := []string{"nsenter", "-t", strconv.Itoa(rs.Pid), "-m", "-u", "-i", "-p", "-r", "--wd=" + dir,
+		"-S", strconv.FormatUint(uint64(u.UID), 10), "-G", strconv.FormatUint(uint64(u.GID), 10), "--"}
+	c := &exec.Cmd{Path: nsenter, Args: append(nsargs, args...), Env: env, Stdout: os.Stdout, Stderr: os.Stderr}
+	if o.interactive || o.tty {
+		c.Stdin = os.Stdin
+	}
+	err = c.Run()
+	if c.ProcessState == nil {
+		return 0, fmt.Errorf("exec in %s: %w", name, err)
+	}
+	if st, ok := c.ProcessState.Sys().(syscall.WaitStatus); ok && st.Signaled() {
+		return 128 + int(st.Signal()), nil
+	}
+	return c.ProcessState.ExitCode(), nil
+}

@@ -127,16 +127,16 @@ func (sp *spool) checkBlobNames() error {
 	return nil
 }
 
-// blob finds a blob by digest: in the archive (blobs/sha256/<hex>) or the store.
-func (s *Store) blobIn(sp *spool, d digest.Digest) (*spooled, bool, error) {
+// blobIn finds a blob by digest in the archive (blobs/sha256/<hex>). Every blob a
+// manifest names must be in the archive, even one the store already has: an
+// archive that is not self-contained is refused (ErrMissingBlob). inStore is
+// always false; it stays for callers that may one day accept store blobs.
+func (s *Store) blobIn(sp *spool, d digest.Digest) (f *spooled, inStore bool, err error) {
 	if err := checkDigest(d); err != nil {
 		return nil, false, err
 	}
 	if f, err := sp.lookup("blobs/sha256/" + d.Encoded()); err == nil {
 		return f, false, nil
-	}
-	if s.Has(d) {
-		return nil, true, nil
 	}
 	return nil, false, fmt.Errorf("blob %s: %w", d, ErrMissingBlob)
 }

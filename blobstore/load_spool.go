@@ -51,7 +51,8 @@ func cleanEntry(name string) (string, error) {
 // compressed, its decompressed content hashed too) while it is written.
 func readSpool(ctx context.Context, r io.Reader, dir string, p Progress) (*spool, error) {
 	sp := &spool{dir: dir, files: map[string]*spooled{}, links: map[string]string{}}
-	tr := tar.NewReader(r)
+	tail := &tailReader{r: r}
+	tr := tar.NewReader(tail)
 	n := 0
 	for {
 		if err := ctx.Err(); err != nil {
@@ -59,6 +60,10 @@ func readSpool(ctx context.Context, r io.Reader, dir string, p Progress) (*spool
 		}
 		hdr, err := tr.Next()
 		if err == io.EOF {
+			if !tail.endsWithZeroBlock() && tail.n > 0 {
+				// cut at an entry boundary: the end-of-archive blocks are missing
+				return nil, fmt.Errorf("%w: no end-of-archive marker", ErrTruncated)
+			}
 			break
 		}
 		if err != nil {
@@ -238,3 +243,35 @@ func (sp *spool) read(f *spooled) ([]byte, error) {
 }
 
 func (sp *spool) path(d digest.Digest) string { return filepath.Join(sp.dir, d.Encoded()) }
+
+// tailReader remembers the last 512 bytes read, to tell a tar that ends with its
+// zero blocks from one cut at an entry boundary (Go's tar reader says io.EOF for both).
+type tailReader struct {
+	r    io.Reader
+	n    int64
+	tail [512]byte
+}
+
+func (t *tailReader) Read(p []byte) (int, error) {
+	n, err := t.r.Read(p)
+	t.n += int64(n)
+	if n >= len(t.tail) {
+		copy(t.tail[:], p[n-len(t.tail):n])
+	} else if n > 0 {
+		copy(t.tail[:], t.tail[n:])
+		copy(t.tail[len(t.tail)-n:], p[:n])
+	}
+	return n, err
+}
+
+func (t *tailReader) endsWithZeroBlock() bool {
+	if t.n < int64(len(t.tail)) {
+		return false
+	}
+	for _, b := range t.tail {
+		if b != 0 {
+			return false
+		}
+	}
+	return true
+}

@@ -269,3 +269,7 @@ func writeFile(t testing.TB, p, data string, mode os.FileMode) {
 	must(t, os.WriteFile(p, []byte(data), mode))
 	must(t, os.Chmod(p, mode))
 }
+
+func dirHdr(name string, mode int64) tar.Header {
+	return tar.Header{Typeflag: tar.TypeDir, Name: name, Mode: mode}
+}

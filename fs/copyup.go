@@ -32,6 +32,7 @@ func (fsys *unionFS) rootEntry() (*entry, *stack, error) { return fsys.root.reso
 func (fsys *unionFS) copyUpPath(rel string, dataLimit int64) (*entry, *stack, error) {
 	fsys.cuMu.Lock()
 	defer fsys.cuMu.Unlock()
+	defer fsys.changes.Add(1)
 	return fsys.copyUpPathLocked(rel, dataLimit, true)
 }
 
@@ -73,8 +74,8 @@ func (fsys *unionFS) copyUpPathLocked(rel string, dataLimit int64, links bool) (
 			if child != nil {
 				cn := child.Operations().(*node)
 				cn.mu.Lock()
-				if cn.lowerOpens > 0 {
-					cn.tainted = true
+				if cn.ptOpens > 0 {
+					cn.ptPinned = true
 				}
 				cn.mu.Unlock()
 				cn.setEntry(e)

@@ -14,19 +14,30 @@ import (
 // fileHandle is an open regular file: a file in the upper dir, or a read-only open
 // of a lower file. It does not offer passthrough itself; ptHandle does.
 //
-// go-fuse keeps one kernel backing file per inode, registered by the first
-// passthrough open and reused by later ones while any is open. A read-only open of
-// a lower file that is still alive when the file is copied up would therefore become
-// the backing file of every later open, writes included. So a node copied up while
-// such opens live is "tainted": its later opens are served by this process with
-// FOPEN_DIRECT_IO (which the kernel allows beside a passthrough open) instead.
+// FUSE passthrough binds a kernel inode to one backing inode: while any passthrough
+// open of an inode lives, every open of it must pass through to that same backing
+// inode (the kernel reopens it with the new open's flags), and no open may be served
+// by this process. A read-only passthrough open of a lower file that is still alive
+// when the file is copied up would therefore turn a later write into a write to the
+// lower layer. So:
+//   - upper files, and lower files of at least ptMinSize bytes, pass through;
+//     smaller lower files are served with FOPEN_KEEP_CACHE (their page cache
+//     survives, and no open pins them);
+//   - an open that would need a copy-up while a lower passthrough open lives fails
+//     with ETXTBSY, as would any open after a copy-up (or Rebase) while such an
+//     open lives: the node is "pinned" to a stale backing file;
+//   - a pinned node is never passed through again (its later opens are served by
+//     this process), since go-fuse drops its backing file only after our Release.
 type fileHandle struct {
 	lf    *fusefs.LoopbackFile
 	fd    int
 	n     *node
 	upper bool // the fd is an upper-dir file (writes allowed)
-	lower bool // counted in n.lowerOpens
+	pt    bool // counted in n.ptOpens, else in n.cachedOpens
 }
+
+// ptMinSize is the size from which read-only opens of lower files pass through.
+const ptMinSize = 1 << 20
 
 // ptHandle is a fileHandle whose reads and writes the kernel may pass through.
 type ptHandle struct{ *fileHandle }
@@ -48,27 +59,29 @@ var (
 	_ = (fusefs.FileAllocater)((*fileHandle)(nil))
 )
 
-// newHandle wraps an open fd of the node. It returns the handle and the FUSE open
-// flags.
-func (n *node) newHandle(fd int, upper bool) (fusefs.FileHandle, uint32) {
+// newHandle wraps an open fd of the node, choosing passthrough or not by the rules
+// above; n.mu is held. It returns the handle and the FUSE open flags.
+func (n *node) newHandle(fd int, upper bool, size int64) (fusefs.FileHandle, uint32) {
 	h := &fileHandle{lf: fusefs.NewLoopbackFileFromOS(os.NewFile(uintptr(fd), "")), fd: fd, n: n, upper: upper}
-	n.mu.Lock()
-	defer n.mu.Unlock()
 	if n.handles == nil {
 		n.handles = map[*fileHandle]bool{}
 	}
 	n.handles[h] = true
-	if n.tainted {
-		return h, fuse.FOPEN_DIRECT_IO
+	usePT := n.fs.passthrough.Load() && !n.ptPinned && n.cachedOpens == 0 && (upper || size >= ptMinSize)
+	if n.ptOpens > 0 {
+		usePT = true // the kernel requires it; the backing is this same file
 	}
+	if usePT {
+		h.pt = true
+		n.ptOpens++
+		return &ptHandle{h}, 0
+	}
+	n.cachedOpens++
 	if !upper {
-		h.lower = true
-		n.lowerOpens++
-		// Lower files never change: keep the page cache across opens (when the
-		// kernel does not pass through, which makes this moot).
-		return &ptHandle{h}, fuse.FOPEN_KEEP_CACHE
+		// Lower files never change: keep the page cache across opens.
+		return h, fuse.FOPEN_KEEP_CACHE
 	}
-	return &ptHandle{h}, 0
+	return h, 0
 }
 
 // anyHandle returns some live handle of the node; n.mu is held.
@@ -116,8 +129,10 @@ func (h *fileHandle) Release(ctx context.Context) syscall.Errno {
 	n := h.n
 	n.mu.Lock()
 	delete(n.handles, h)
-	if h.lower {
-		n.lowerOpens--
+	if h.pt {
+		n.ptOpens--
+	} else {
+		n.cachedOpens--
 	}
 	n.mu.Unlock()
 	return h.lf.Release(ctx)
@@ -165,9 +180,17 @@ func (n *node) Open(ctx context.Context, flags uint32) (fusefs.FileHandle, uint3
 	if err != nil {
 		return nil, 0, errno("open", err)
 	}
-	if write && !e.inUpper(s) {
+	if write {
 		n.fs.barrier.RLock()
 		defer n.fs.barrier.RUnlock()
+	}
+	if write && !e.inUpper(s) {
+		n.mu.Lock()
+		busy := n.ptOpens > 0
+		n.mu.Unlock()
+		if busy {
+			return nil, 0, syscall.ETXTBSY
+		}
 		limit := int64(-1)
 		if flags&unix.O_TRUNC != 0 {
 			limit = 0
@@ -176,9 +199,6 @@ func (n *node) Open(ctx context.Context, flags uint32) (fusefs.FileHandle, uint3
 		if err != nil {
 			return nil, 0, errno("open copy-up", err)
 		}
-	} else if write {
-		n.fs.barrier.RLock()
-		defer n.fs.barrier.RUnlock()
 	}
 	dir, name := path.Split(n.rel())
 	dfd, err := s.openDir(e.layers[0], dir, unix.O_PATH)
@@ -190,7 +210,13 @@ func (n *node) Open(ctx context.Context, flags uint32) (fusefs.FileHandle, uint3
 	if err != nil {
 		return nil, 0, errno("open", err)
 	}
-	h, fflags := n.newHandle(fd, e.inUpper(s))
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.ptPinned && n.ptOpens > 0 {
+		unix.Close(fd)
+		return nil, 0, syscall.ETXTBSY
+	}
+	h, fflags := n.newHandle(fd, e.inUpper(s), e.st.Size)
 	return h, fflags, 0
 }
 

@@ -84,6 +84,7 @@ func Mount(mountpoint string, opts Options) (*MountPoint, error) {
 		s.close()
 		return nil, fmt.Errorf("mount %s: %w", mountpoint, err)
 	}
+	fsys.passthrough.Store(os.Geteuid() == 0 && server.KernelSettings().Flags64()&fuse.CAP_PASSTHROUGH != 0)
 	return &MountPoint{dir: mountpoint, server: server, fs: fsys}, nil
 }
 
@@ -147,6 +148,7 @@ func (m *MountPoint) Rebase(lowers []string, upper string) error {
 	}
 	m.fs.stack.Store(s)
 	m.fs.epoch.Add(1)
+	m.fs.changes.Add(1)
 	m.fs.taintOpen(m.fs.root.EmbeddedInode())
 	go m.fs.invalidate(m.fs.root.EmbeddedInode())
 	// old is not closed: operations that loaded it may still run; its few fds
@@ -155,13 +157,13 @@ func (m *MountPoint) Rebase(lowers []string, upper string) error {
 	return nil
 }
 
-// taintOpen marks every node with a live open as tainted: its kernel backing file
-// belongs to the old stack.
+// taintOpen pins every node with a live passthrough open: its kernel backing
+// file belongs to the old stack.
 func (fsys *unionFS) taintOpen(in *fusefs.Inode) {
 	n := in.Operations().(*node)
 	n.mu.Lock()
-	if len(n.handles) > 0 {
-		n.tainted = true
+	if n.ptOpens > 0 {
+		n.ptPinned = true
 	}
 	n.mu.Unlock()
 	for _, ch := range in.Children() {

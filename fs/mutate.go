@@ -42,6 +42,14 @@ func (n *node) upperDir() (*entry, *stack, int, error) {
 // clearWhiteout removes a whiteout for name in the upper dir dfd, in either encoding,
 // and reports whether there was one.
 func clearWhiteout(dfd int, name string) (bool, error) {
+	if len(cow.WhiteoutName(name)) > 255 {
+		// No OCI whiteout can exist for such a name; check the overlay one only.
+		var st unix.Stat_t
+		if unix.Fstatat(dfd, name, &st, unix.AT_SYMLINK_NOFOLLOW) == nil && cow.IsOverlayWhiteout(&st) {
+			return true, unix.Unlinkat(dfd, name, 0)
+		}
+		return false, nil
+	}
 	var st unix.Stat_t
 	removed := false
 	if unix.Fstatat(dfd, name, &st, unix.AT_SYMLINK_NOFOLLOW) == nil && cow.IsOverlayWhiteout(&st) {
@@ -98,6 +106,7 @@ func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint3
 	}
 	n.fs.barrier.RLock()
 	defer n.fs.barrier.RUnlock()
+	defer n.fs.changes.Add(1)
 	_, s, dfd, err := n.upperDir()
 	if err != nil {
 		return nil, nil, 0, errno("create", err)
@@ -122,7 +131,9 @@ func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint3
 		return nil, nil, 0, errno("create", err)
 	}
 	cn := in.Operations().(*node)
-	h, fflags := cn.newHandle(fd, true)
+	cn.mu.Lock()
+	h, fflags := cn.newHandle(fd, true, 0)
+	cn.mu.Unlock()
 	return in, h, fflags, 0
 }
 
@@ -134,6 +145,7 @@ func (n *node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.En
 	}
 	n.fs.barrier.RLock()
 	defer n.fs.barrier.RUnlock()
+	defer n.fs.changes.Add(1)
 	pe, s, dfd, err := n.upperDir()
 	if err != nil {
 		return nil, errno("mkdir", err)
@@ -172,6 +184,7 @@ func (n *node) Mknod(ctx context.Context, name string, mode uint32, dev uint32, 
 	}
 	n.fs.barrier.RLock()
 	defer n.fs.barrier.RUnlock()
+	defer n.fs.changes.Add(1)
 	_, s, dfd, err := n.upperDir()
 	if err != nil {
 		return nil, errno("mknod", err)
@@ -202,6 +215,7 @@ func (n *node) Symlink(ctx context.Context, target, name string, out *fuse.Entry
 	}
 	n.fs.barrier.RLock()
 	defer n.fs.barrier.RUnlock()
+	defer n.fs.changes.Add(1)
 	_, s, dfd, err := n.upperDir()
 	if err != nil {
 		return nil, errno("symlink", err)
@@ -232,6 +246,7 @@ func (n *node) Link(ctx context.Context, target fusefs.InodeEmbedder, name strin
 	}
 	n.fs.barrier.RLock()
 	defer n.fs.barrier.RUnlock()
+	defer n.fs.changes.Add(1)
 	trel := tn.rel()
 	if _, _, err := n.fs.copyUpPath(trel, -1); err != nil {
 		return nil, errno("link", err)
@@ -277,6 +292,7 @@ func (n *node) remove(name string, dir bool) syscall.Errno {
 	}
 	n.fs.barrier.RLock()
 	defer n.fs.barrier.RUnlock()
+	defer n.fs.changes.Add(1)
 	pe, s, err := n.resolve()
 	if err != nil {
 		return errno("remove", err)
@@ -382,6 +398,7 @@ func (n *node) Rename(ctx context.Context, name string, newParent fusefs.InodeEm
 	exchange := flags&unix.RENAME_EXCHANGE != 0
 	n.fs.barrier.RLock()
 	defer n.fs.barrier.RUnlock()
+	defer n.fs.changes.Add(1)
 	pe, s, err := n.resolve()
 	if err != nil {
 		return errno("rename", err)

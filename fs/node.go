@@ -19,11 +19,14 @@ import (
 type unionFS struct {
 	stack   atomic.Pointer[stack]
 	epoch   atomic.Uint64 // bumped when cached resolutions may be stale
+	changes atomic.Uint64 // bumped by every change of any directory's entries
 	barrier sync.RWMutex  // mutating ops hold it shared; Pause holds it exclusively
 	cuMu    sync.Mutex    // serialises copy-ups
 	root    *node
 	debug   bool
-	retired []*stack // stacks replaced by Rebase, closed at the end
+	// passthrough is set when the kernel accepted FUSE passthrough.
+	passthrough atomic.Bool
+	retired     []*stack // stacks replaced by Rebase, closed at the end
 }
 
 // node is one inode of the union. Its resolution (which layers hold it) is cached
@@ -35,11 +38,11 @@ type node struct {
 	mu    sync.Mutex
 	epoch uint64
 	ent   *entry
-	// lowerOpens counts live passthrough opens of this node's lower file. While any
-	// exist at copy-up, later opens must not reuse that backing file (tainted).
-	lowerOpens int
-	tainted    bool
-	handles    map[*fileHandle]bool // live opens, for fstat/ftruncate after unlink
+	// Open-mode bookkeeping, see fileHandle.
+	ptOpens     int                  // live opens the kernel passes through
+	cachedOpens int                  // live opens served by this process
+	ptPinned    bool                 // the kernel's backing file is no longer the node's file
+	handles     map[*fileHandle]bool // live opens, for fstat/ftruncate after unlink
 }
 
 func (fsys *unionFS) newNode() *node { return &node{fs: fsys} }
@@ -276,34 +279,96 @@ func (n *node) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errno {
 
 var _ = (fusefs.NodeOpendirHandler)((*node)(nil))
 
-// OpendirHandle lists the merged directory once per open; the kernel may cache it
-// (FOPEN_CACHE_DIR): every change to it goes through this mount.
+// OpendirHandle lists the merged directory once per open, resolving every entry
+// (the inode numbers must match stat's); READDIRPLUS then reuses those resolutions.
+// The kernel may cache the listing (FOPEN_CACHE_DIR): every change to the directory
+// goes through this mount, and the kernel drops the cache on each.
 func (n *node) OpendirHandle(ctx context.Context, flags uint32) (fusefs.FileHandle, uint32, syscall.Errno) {
 	e, s, err := n.resolve()
 	if err != nil {
 		return nil, 0, errno("opendir", err)
 	}
+	changes := n.fs.changes.Load()
 	rel := n.rel()
 	ents, err := s.readDir(e.layers, rel)
 	if err != nil {
 		return nil, 0, errno("readdir", err)
 	}
-	list := make([]fuse.DirEntry, 0, len(ents)+2)
-	list = append(list, fuse.DirEntry{Name: ".", Mode: unix.S_IFDIR, Ino: n.StableAttr().Ino})
+	d := &dirHandle{n: n, resolved: make(map[string]*entry, len(ents)), changes: changes}
+	d.list = make([]fuse.DirEntry, 0, len(ents)+2)
+	d.list = append(d.list, fuse.DirEntry{Name: ".", Mode: unix.S_IFDIR, Ino: n.StableAttr().Ino})
 	pino := uint64(1)
 	if _, p := n.Parent(); p != nil {
 		pino = p.StableAttr().Ino
 	}
-	list = append(list, fuse.DirEntry{Name: "..", Mode: unix.S_IFDIR, Ino: pino})
-	for _, d := range ents {
-		// The inode number must match stat's, so resolve each entry in full.
-		ce, err := s.lookupIn(e.layers, rel, d.name)
+	d.list = append(d.list, fuse.DirEntry{Name: "..", Mode: unix.S_IFDIR, Ino: pino})
+	for _, de := range ents {
+		ce, err := s.lookupIn(e.layers, rel, de.name)
 		if err != nil {
 			continue
 		}
-		list = append(list, fuse.DirEntry{Name: d.name, Mode: ce.st.Mode & unix.S_IFMT, Ino: ce.ino})
+		d.resolved[de.name] = ce
+		d.list = append(d.list, fuse.DirEntry{Name: de.name, Mode: ce.st.Mode & unix.S_IFMT, Ino: ce.ino})
 	}
-	return fusefs.NewListDirStream(list), fuse.FOPEN_CACHE_DIR, 0
+	return d, fuse.FOPEN_CACHE_DIR, 0
+}
+
+// dirHandle is an open directory: a snapshot of its merged listing.
+type dirHandle struct {
+	n        *node
+	mu       sync.Mutex
+	list     []fuse.DirEntry
+	idx      int
+	resolved map[string]*entry
+	changes  uint64 // fs.changes when listed
+}
+
+var (
+	_ = (fusefs.FileReaddirenter)((*dirHandle)(nil))
+	_ = (fusefs.FileSeekdirer)((*dirHandle)(nil))
+	_ = (fusefs.FileLookuper)((*dirHandle)(nil))
+	_ = (fusefs.FileReleasedirer)((*dirHandle)(nil))
+	_ = (fusefs.FileFsyncdirer)((*dirHandle)(nil))
+)
+
+func (d *dirHandle) Readdirent(ctx context.Context) (*fuse.DirEntry, syscall.Errno) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.idx >= len(d.list) {
+		return nil, 0
+	}
+	e := d.list[d.idx]
+	d.idx++
+	e.Off = uint64(d.idx)
+	return &e, 0
+}
+
+func (d *dirHandle) Seekdir(ctx context.Context, off uint64) syscall.Errno {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if off > uint64(len(d.list)) {
+		return syscall.EINVAL
+	}
+	d.idx = int(off)
+	return 0
+}
+
+// Lookup serves READDIRPLUS from the resolutions made at open.
+func (d *dirHandle) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fusefs.Inode, syscall.Errno) {
+	d.mu.Lock()
+	e := d.resolved[name]
+	d.mu.Unlock()
+	if e == nil || d.n.fs.changes.Load() != d.changes {
+		return d.n.Lookup(ctx, name, out)
+	}
+	d.n.fs.fillEntry(e, out)
+	return d.n.newChild(ctx, e), 0
+}
+
+func (d *dirHandle) Releasedir(ctx context.Context, flags uint32) {}
+
+func (d *dirHandle) Fsyncdir(ctx context.Context, flags uint32) syscall.Errno {
+	return d.n.Fsync(ctx, nil, flags)
 }
 
 var _ = (fusefs.NodeReaddirer)((*node)(nil))
@@ -314,7 +379,7 @@ func (n *node) Readdir(ctx context.Context) (fusefs.DirStream, syscall.Errno) {
 	if en != 0 {
 		return nil, en
 	}
-	return h.(fusefs.DirStream), 0
+	return fusefs.NewListDirStream(h.(*dirHandle).list), 0
 }
 
 var _ = (fusefs.NodeGetxattrer)((*node)(nil))

@@ -1,0 +1,124 @@
+package cow
+
+import (
+	"bytes"
+	"errors"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+func cuOpenDir(t *testing.T, p string) int {
+	t.Helper()
+	fd, err := unix.Open(p, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { unix.Close(fd) })
+	return fd
+}
+
+func TestCopyUp(t *testing.T) {
+	src, dst, work := t.TempDir(), t.TempDir(), t.TempDir()
+	when := time.Date(2019, 5, 6, 7, 8, 9, 123456789, time.UTC)
+	data := bytes.Repeat([]byte("0123456789"), 100000)
+	cuMust(t, os.WriteFile(filepath.Join(src, "file"), data, 0o640))
+	cuMust(t, os.Chmod(filepath.Join(src, "file"), 0o4751))
+	// A sparse file: data, a 1 MiB hole, data.
+	f, err := os.Create(filepath.Join(src, "sparse"))
+	cuMust(t, err)
+	_, err = f.WriteAt([]byte("head"), 0)
+	cuMust(t, err)
+	_, err = f.WriteAt([]byte("tail"), 1<<21)
+	cuMust(t, err)
+	cuMust(t, f.Close())
+	cuMust(t, os.Mkdir(filepath.Join(src, "dir"), 0o710))
+	cuMust(t, os.Symlink("/etc/passwd", filepath.Join(src, "link")))
+	cuMust(t, unix.Mkfifo(filepath.Join(src, "fifo"), 0o620))
+	xattrOK := unix.Setxattr(filepath.Join(src, "file"), "user.k", []byte("v"), 0) == nil
+	if xattrOK {
+		cuMust(t, unix.Setxattr(filepath.Join(src, "file"), "user.overlay.opaque", []byte("y"), 0))
+	}
+	root := os.Geteuid() == 0
+	for _, n := range []string{"file", "sparse", "dir", "link", "fifo"} {
+		if root {
+			cuMust(t, os.Lchown(filepath.Join(src, n), 123, 456))
+		}
+		ts := []unix.Timespec{unix.NsecToTimespec(when.UnixNano()), unix.NsecToTimespec(when.UnixNano())}
+		cuMust(t, unix.UtimesNanoAt(unix.AT_FDCWD, filepath.Join(src, n), ts, unix.AT_SYMLINK_NOFOLLOW))
+	}
+	sfd, dfd, wfd := cuOpenDir(t, src), cuOpenDir(t, dst), cuOpenDir(t, work)
+	for _, n := range []string{"file", "sparse", "dir", "link", "fifo"} {
+		opts := CopyUpOptions{Work: wfd, DataLimit: -1, Xattrs: map[string][]byte{"user.layerfs.origin": []byte("o")}}
+		if err := CopyUp(sfd, dfd, n, opts); err != nil {
+			t.Fatalf("CopyUp(%s): %v", n, err)
+		}
+		var a, b unix.Stat_t
+		cuMust(t, unix.Lstat(filepath.Join(src, n), &a))
+		cuMust(t, unix.Lstat(filepath.Join(dst, n), &b))
+		if a.Mode != b.Mode || a.Size != b.Size || a.Mtim != b.Mtim || (root && (a.Uid != b.Uid || a.Gid != b.Gid)) {
+			t.Errorf("%s: copy mode %o size %d mtime %v uid %d, want %o %d %v %d", n, b.Mode, b.Size, b.Mtim, b.Uid, a.Mode, a.Size, a.Mtim, a.Uid)
+		}
+	}
+	if got, _ := os.ReadFile(filepath.Join(dst, "file")); !bytes.Equal(got, data) {
+		t.Errorf("file data differs")
+	}
+	var sp unix.Stat_t
+	cuMust(t, unix.Stat(filepath.Join(dst, "sparse"), &sp))
+	if sp.Blocks*512 > 1<<20 {
+		t.Errorf("sparse copy uses %d bytes: hole not kept", sp.Blocks*512)
+	}
+	if got, _ := os.ReadFile(filepath.Join(dst, "sparse")); len(got) != 1<<21+4 || string(got[:4]) != "head" || string(got[1<<21:]) != "tail" {
+		t.Errorf("sparse content differs")
+	}
+	if tgt, _ := os.Readlink(filepath.Join(dst, "link")); tgt != "/etc/passwd" {
+		t.Errorf("link target %q", tgt)
+	}
+	if xattrOK {
+		buf := make([]byte, 16)
+		if n, err := unix.Getxattr(filepath.Join(dst, "file"), "user.k", buf); err != nil || string(buf[:n]) != "v" {
+			t.Errorf("user.k = %q, %v", buf[:n], err)
+		}
+		if _, err := unix.Getxattr(filepath.Join(dst, "file"), "user.overlay.opaque", buf); !errors.Is(err, unix.ENODATA) {
+			t.Errorf("overlay xattr copied: %v", err)
+		}
+		if n, err := unix.Getxattr(filepath.Join(dst, "file"), "user.layerfs.origin", buf); err != nil || string(buf[:n]) != "o" {
+			t.Errorf("origin xattr = %q, %v", buf[:n], err)
+		}
+	}
+	// The work dir is left empty; an existing name is not replaced.
+	if ents, _ := os.ReadDir(work); len(ents) != 0 {
+		t.Errorf("work dir holds %d entries", len(ents))
+	}
+	if err := CopyUp(sfd, dfd, "file", CopyUpOptions{Work: wfd, DataLimit: -1}); !errors.Is(err, unix.EEXIST) {
+		t.Errorf("CopyUp over an existing name: %v, want EEXIST", err)
+	}
+	if ents, _ := os.ReadDir(work); len(ents) != 0 {
+		t.Errorf("work dir holds %d entries after a failed copy-up", len(ents))
+	}
+}
+
+func TestCopyUpDataLimit(t *testing.T) {
+	src, dst, work := t.TempDir(), t.TempDir(), t.TempDir()
+	cuMust(t, os.WriteFile(filepath.Join(src, "big"), bytes.Repeat([]byte("x"), 1<<20), 0o644))
+	sfd, dfd, wfd := cuOpenDir(t, src), cuOpenDir(t, dst), cuOpenDir(t, work)
+	cuMust(t, CopyUp(sfd, dfd, "big", CopyUpOptions{Work: wfd, DataLimit: 0}))
+	if fi, _ := os.Stat(filepath.Join(dst, "big")); fi.Size() != 0 {
+		t.Errorf("DataLimit 0: size %d", fi.Size())
+	}
+	cuMust(t, os.Remove(filepath.Join(dst, "big")))
+	cuMust(t, CopyUp(sfd, dfd, "big", CopyUpOptions{Work: wfd, DataLimit: 10}))
+	if got, _ := os.ReadFile(filepath.Join(dst, "big")); string(got) != "xxxxxxxxxx" {
+		t.Errorf("DataLimit 10: %q", got)
+	}
+}
+
+func cuMust(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}

@@ -1,0 +1,299 @@
+package mountcmd
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+
+	"github.com/layerfs/layerfs/cow"
+	lfs "github.com/layerfs/layerfs/fs"
+)
+
+// The fuse-overlayfs-compatible mode lets podman and buildah use layerfs as their
+// mount_program: called as "fuse-overlayfs" (through a link of that name) or with
+// fuse-overlayfs style arguments, layerfs mounts lowerdir (top first) + upperdir
+// with the overlay whiteout encoding, and daemonises once the mount is live.
+
+func init() { preRunHooks = append(preRunHooks, overlayCompatHook) }
+
+// overlayCompatVersion is what --version claims; podman parses
+// "fuse-overlayfs: version X".
+const overlayCompatVersion = "1.10"
+
+// overlayDaemonEnv marks the re-executed child; its value is the fd of the pipe
+// on which the child reports "ready" or an error.
+const overlayDaemonEnv = "LAYERFS_OVERLAY_DAEMON_FD"
+
+// overlayArgs are the parsed fuse-overlayfs arguments.
+type overlayArgs struct {
+	lowers     []string
+	upper      string
+	work       string
+	mountpoint string
+	readOnly   bool
+	foreground bool
+	debug      bool
+	version    bool
+	help       bool
+}
+
+// looksLikeOverlayArgs reports whether args (without argv[0]) are fuse-overlayfs
+// style: some -o option list holding lowerdir=.
+func looksLikeOverlayArgs(args []string) bool {
+	for i, a := range args {
+		switch {
+		case a == "-o" && i+1 < len(args) && strings.Contains(args[i+1], "lowerdir="):
+			return true
+		case strings.HasPrefix(a, "-o") && strings.Contains(a, "lowerdir="):
+			return true
+		}
+	}
+	return false
+}
+
+// splitOptions splits a -o list at commas outside double quotes (SELinux contexts
+// such as context="a:b:c1,c2" hold commas).
+func splitOptions(s string) []string {
+	var out []string
+	var cur strings.Builder
+	quoted := false
+	for _, r := range s {
+		switch {
+		case r == '"':
+			quoted = !quoted
+			cur.WriteRune(r)
+		case r == ',' && !quoted:
+			out = append(out, cur.String())
+			cur.Reset()
+		default:
+			cur.WriteRune(r)
+		}
+	}
+	return append(out, cur.String())
+}
+
+// splitLowers splits lowerdir at colons, honouring "\:" escapes.
+func splitLowers(s string) []string {
+	var out []string
+	var cur strings.Builder
+	for i := 0; i < len(s); i++ {
+		switch {
+		case s[i] == '\\' && i+1 < len(s):
+			i++
+			cur.WriteByte(s[i])
+		case s[i] == ':':
+			if cur.Len() > 0 {
+				out = append(out, cur.String())
+			}
+			cur.Reset()
+		default:
+			cur.WriteByte(s[i])
+		}
+	}
+	if cur.Len() > 0 {
+		out = append(out, cur.String())
+	}
+	return out
+}
+
+func parseOverlayArgs(args []string) (*overlayArgs, error) {
+	o := &overlayArgs{}
+	var opts []string
+	var pos []string
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		switch {
+		case a == "-o":
+			if i+1 >= len(args) {
+				return nil, errors.New("-o needs an argument")
+			}
+			i++
+			opts = append(opts, splitOptions(args[i])...)
+		case strings.HasPrefix(a, "-o"):
+			opts = append(opts, splitOptions(a[2:])...)
+		case a == "-f":
+			o.foreground = true
+		case a == "-d" || a == "--debug":
+			o.debug, o.foreground = true, true
+		case a == "-s":
+		case a == "-V" || a == "--version":
+			o.version = true
+		case a == "-h" || a == "--help":
+			o.help = true
+		case strings.HasPrefix(a, "-"):
+			// fuse-overlayfs ignores unknown arguments too
+		default:
+			pos = append(pos, a)
+		}
+	}
+	for _, kv := range opts {
+		k, v, _ := strings.Cut(kv, "=")
+		switch k {
+		case "lowerdir":
+			o.lowers = splitLowers(v)
+		case "upperdir":
+			o.upper = v
+		case "workdir":
+			o.work = v
+		case "ro":
+			o.readOnly = true
+		case "rw":
+			o.readOnly = false
+		case "debug":
+			o.debug, o.foreground = true, true
+		default:
+			// dev, nodev, suid, nosuid, exec, noexec, noatime, volatile, fsync=,
+			// uidmapping=, gidmapping=, context=, squash_*, xattr_permissions=, ...:
+			// accepted and ignored (layerfs serves ownership as stored, and the
+			// kernel applies the mount's own flags).
+		}
+	}
+	if o.version || o.help {
+		return o, nil
+	}
+	if len(pos) != 1 {
+		return nil, fmt.Errorf("expected exactly one mountpoint, got %d arguments", len(pos))
+	}
+	o.mountpoint = pos[0]
+	if len(o.lowers) == 0 {
+		return nil, errors.New("no lowerdir specified")
+	}
+	if o.upper == "" {
+		o.readOnly = true
+	} else if o.work == "" && !o.readOnly {
+		return nil, errors.New("workdir not specified")
+	}
+	return o, nil
+}
+
+func overlayCompatHook(ctx context.Context, args []string, stdout, stderr io.Writer) (int, bool) {
+	if len(args) == 0 {
+		return 0, false
+	}
+	if filepath.Base(args[0]) != "fuse-overlayfs" && !looksLikeOverlayArgs(args[1:]) {
+		return 0, false
+	}
+	o, err := parseOverlayArgs(args[1:])
+	if err != nil {
+		fmt.Fprintf(stderr, "fuse-overlayfs: %v\n", err)
+		return 1, true
+	}
+	switch {
+	case o.version:
+		fmt.Fprintf(stdout, "fuse-overlayfs: version %s\nlayerfs version %s\n", overlayCompatVersion, Version)
+		return 0, true
+	case o.help:
+		fmt.Fprintf(stdout, "usage: fuse-overlayfs [-f] [-d] -o lowerdir=A:B[,upperdir=U,workdir=W][,ro] MOUNTPOINT\n(layerfs %s in fuse-overlayfs-compatible mode)\n", Version)
+		return 0, true
+	}
+	if o.foreground {
+		return serveOverlay(ctx, o, nil, stderr), true
+	}
+	if fdStr := os.Getenv(overlayDaemonEnv); fdStr != "" {
+		var fd int
+		if _, err := fmt.Sscan(fdStr, &fd); err != nil {
+			fmt.Fprintf(stderr, "fuse-overlayfs: bad %s: %v\n", overlayDaemonEnv, err)
+			return 1, true
+		}
+		return serveOverlay(ctx, o, os.NewFile(uintptr(fd), "ready"), stderr), true
+	}
+	return daemonise(args, stderr), true
+}
+
+// daemonise re-executes layerfs detached, and returns once the child reports the
+// mount live (0) or failed (1).
+func daemonise(args []string, stderr io.Writer) int {
+	exe, err := os.Executable()
+	if err != nil {
+		exe = "/proc/self/exe"
+	}
+	r, w, err := os.Pipe()
+	if err != nil {
+		fmt.Fprintf(stderr, "fuse-overlayfs: %v\n", err)
+		return 1
+	}
+	devnull, err := os.OpenFile(os.DevNull, os.O_RDWR, 0)
+	if err != nil {
+		fmt.Fprintf(stderr, "fuse-overlayfs: %v\n", err)
+		return 1
+	}
+	defer devnull.Close()
+	cmd := &exec.Cmd{
+		Path:        exe,
+		Args:        args,
+		Env:         append(os.Environ(), overlayDaemonEnv+"=3"),
+		Stdin:       devnull,
+		Stdout:      devnull,
+		Stderr:      devnull,
+		ExtraFiles:  []*os.File{w},
+		SysProcAttr: &syscall.SysProcAttr{Setsid: true},
+	}
+	if err := cmd.Start(); err != nil {
+		fmt.Fprintf(stderr, "fuse-overlayfs: start daemon: %v\n", err)
+		return 1
+	}
+	w.Close()
+	line, err := bufio.NewReader(r).ReadString('\n')
+	r.Close()
+	if line == "ready\n" {
+		_ = cmd.Process.Release()
+		return 0
+	}
+	_ = cmd.Wait()
+	msg := strings.TrimSpace(line)
+	if msg == "" {
+		msg = fmt.Sprintf("daemon exited before the mount was ready (%v)", err)
+	}
+	fmt.Fprintf(stderr, "fuse-overlayfs: %s\n", msg)
+	return 1
+}
+
+// serveOverlay mounts and serves until unmounted. ready, if set, receives "ready"
+// or the error, then is closed.
+func serveOverlay(ctx context.Context, o *overlayArgs, ready *os.File, stderr io.Writer) int {
+	report := func(msg string) {
+		if ready != nil {
+			fmt.Fprintln(ready, msg)
+			ready.Close()
+		}
+	}
+	m, err := lfs.Mount(o.mountpoint, lfs.Options{
+		Lowers:   o.lowers,
+		Upper:    o.upper,
+		Work:     o.work,
+		Format:   cow.FormatOverlay,
+		ReadOnly: o.readOnly,
+		Debug:    o.debug,
+		FsName:   "fuse-overlayfs",
+	})
+	if err != nil {
+		report(err.Error())
+		fmt.Fprintf(stderr, "fuse-overlayfs: %v\n", err)
+		return 1
+	}
+	report("ready")
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
+	defer signal.Stop(sig)
+	done := make(chan struct{})
+	go func() {
+		select {
+		case <-sig:
+		case <-ctx.Done():
+		case <-done:
+			return
+		}
+		_ = m.Unmount()
+	}()
+	m.Wait()
+	close(done)
+	return 0
+}

@@ -1,0 +1,174 @@
+package mountcmd
+
+import (
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/layerfs/layerfs/internal/testenv"
+	"golang.org/x/sys/unix"
+)
+
+func TestParseOverlayArgs(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		args []string
+		want overlayArgs
+		err  bool
+	}{
+		{"podman", []string{"-o", `lowerdir=/l1:/l2,upperdir=/u,workdir=/w,context="system_u:object_r:container_file_t:s0:c1,c2",uidmapping=0:1000:1,gidmapping=0:1000:1,volatile,noatime,nodev,nosuid`, "/mnt"},
+			overlayArgs{lowers: []string{"/l1", "/l2"}, upper: "/u", work: "/w", mountpoint: "/mnt"}, false},
+		{"lowerdir only", []string{"-olowerdir=/a\\:b:/c", "/mnt"}, overlayArgs{lowers: []string{"/a:b", "/c"}, mountpoint: "/mnt", readOnly: true}, false},
+		{"ro and -f", []string{"-f", "-o", "lowerdir=/l,upperdir=/u,workdir=/w", "-o", "ro,dev,suid,rw,ro", "/m"},
+			overlayArgs{lowers: []string{"/l"}, upper: "/u", work: "/w", mountpoint: "/m", readOnly: true, foreground: true}, false},
+		{"version", []string{"--version"}, overlayArgs{version: true}, false},
+		{"no mountpoint", []string{"-o", "lowerdir=/l"}, overlayArgs{}, true},
+		{"no workdir", []string{"-o", "lowerdir=/l,upperdir=/u", "/m"}, overlayArgs{}, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := parseOverlayArgs(tc.args)
+			if tc.err {
+				if err == nil {
+					t.Fatalf("parseOverlayArgs(%q) = %+v, want an error", tc.args, got)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("parseOverlayArgs(%q): %v", tc.args, err)
+			}
+			if !reflect.DeepEqual(*got, tc.want) {
+				t.Errorf("parseOverlayArgs(%q) = %+v, want %+v", tc.args, *got, tc.want)
+			}
+		})
+	}
+	if !looksLikeOverlayArgs([]string{"-o", "lowerdir=/x", "/m"}) || looksLikeOverlayArgs([]string{"mount", "busybox", "/m"}) {
+		t.Errorf("looksLikeOverlayArgs misclassifies")
+	}
+}
+
+// buildLayerfs builds the layerfs binary into a temp dir.
+func buildLayerfs(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "layerfs")
+	cmd := exec.Command("go", "build", "-o", bin, "github.com/layerfs/layerfs")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	return bin
+}
+
+func isMounted(t *testing.T, dir string) bool {
+	b, err := os.ReadFile("/proc/self/mounts")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(l); len(f) > 1 && f[1] == dir {
+			return true
+		}
+	}
+	return false
+}
+
+func unmountAndWait(t *testing.T, dir string) {
+	if !isMounted(t, dir) {
+		return
+	}
+	if err := unix.Unmount(dir, 0); err != nil {
+		t.Errorf("unmount %s: %v", dir, err)
+		_ = unix.Unmount(dir, unix.MNT_DETACH)
+	}
+	for i := 0; i < 50 && isMounted(t, dir); i++ {
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func TestOverlayCompatMount(t *testing.T) {
+	testenv.RequireFUSE(t)
+	testenv.RequireRoot(t)
+	bin := buildLayerfs(t)
+	d := t.TempDir()
+	l1, l2, up, work, mnt := filepath.Join(d, "l1"), filepath.Join(d, "l2"), filepath.Join(d, "upper"), filepath.Join(d, "work"), filepath.Join(d, "mnt")
+	for _, p := range []string{l1, l2, up, work, mnt} {
+		if err := os.Mkdir(p, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write := func(p, c string) {
+		if err := os.WriteFile(p, []byte(c), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(filepath.Join(l2, "a"), "a")
+	write(filepath.Join(l2, "b"), "b")
+	write(filepath.Join(l2, "c"), "c")
+	write(filepath.Join(l1, "top"), "top")
+	if err := unix.Mknod(filepath.Join(l1, "a"), unix.S_IFCHR, 0); err != nil { // overlay whiteout
+		t.Fatal(err)
+	}
+	write(filepath.Join(l1, ".wh.b"), "") // OCI whiteout
+
+	// Through a link named fuse-overlayfs: --version like fuse-overlayfs.
+	link := filepath.Join(d, "fuse-overlayfs")
+	if err := os.Symlink(bin, link); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command(link, "--version").CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "fuse-overlayfs: version ") {
+		t.Errorf("fuse-overlayfs --version: %v %q", err, out)
+	}
+
+	// Daemonising mount with podman-style options.
+	t.Cleanup(func() { unmountAndWait(t, mnt) })
+	cmd := exec.Command(bin, "-o", "lowerdir="+l1+":"+l2+",upperdir="+up+",workdir="+work+",volatile,noatime,nodev,uidmapping=0:0:4294967295,gidmapping=0:0:4294967295,unknownopt", mnt)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("layerfs -o lowerdir=...: %v\n%s", err, out)
+	}
+	if !isMounted(t, mnt) {
+		t.Fatal("not mounted after the command returned")
+	}
+	ents, err := os.ReadDir(mnt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, e := range ents {
+		names = append(names, e.Name())
+	}
+	if strings.Join(names, " ") != "c top" {
+		t.Errorf("merged dir = %q, want \"c top\"", names)
+	}
+	if err := os.Remove(filepath.Join(mnt, "c")); err != nil {
+		t.Fatal(err)
+	}
+	var st unix.Stat_t
+	if err := unix.Lstat(filepath.Join(up, "c"), &st); err != nil || st.Mode&unix.S_IFMT != unix.S_IFCHR || st.Rdev != 0 {
+		t.Errorf("upper c is not an overlay whiteout: %v %o", err, st.Mode)
+	}
+	unmountAndWait(t, mnt)
+
+	// lowerdir only: read-only.
+	cmd = exec.Command(bin, "-o", "lowerdir="+l1+":"+l2, mnt)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("lowerdir-only mount: %v\n%s", err, out)
+	}
+	if got, err := os.ReadFile(filepath.Join(mnt, "top")); err != nil || string(got) != "top" {
+		t.Errorf("read-only mount: top = %q, %v", got, err)
+	}
+	if err := os.WriteFile(filepath.Join(mnt, "new"), nil, 0o644); !errors.Is(err, syscall.EROFS) {
+		t.Errorf("write to read-only mount: %v, want EROFS", err)
+	}
+	unmountAndWait(t, mnt)
+
+	// A failing mount reports the error and exits non-zero.
+	out, err = exec.Command(bin, "-o", "lowerdir="+filepath.Join(d, "missing")+",upperdir="+up+",workdir="+work, mnt).CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "missing") {
+		t.Errorf("mount of a missing lower: %v %q", err, out)
+	}
+}

@@ -81,6 +81,11 @@ type RebaseRequest struct {
 	ImageRef       string        `json:"imageRef,omitempty"`
 }
 
+// remoteError is a failure the server reported (as opposed to a broken connection).
+type remoteError struct{ op, msg string }
+
+func (e *remoteError) Error() string { return e.op + ": " + e.msg }
+
 // controlClient talks to one container's mount server over one connection.
 //
 // Use (commit, for example), holding the container lock (lockContainer) throughout:
@@ -181,7 +186,7 @@ func (c *controlClient) call(ctx context.Context, req controlRequest) (*controlR
 		return nil, fmt.Errorf("%s: bad answer: %w", req.Op, err)
 	}
 	if !resp.OK {
-		return nil, fmt.Errorf("%s: %s", req.Op, resp.Error)
+		return nil, &remoteError{op: req.Op, msg: resp.Error}
 	}
 	return &resp, nil
 }

@@ -245,9 +245,9 @@ func (s *controlServer) stop() error {
 	}
 	s.mu.Unlock()
 	s.stopping.Store(true)
-	if err := s.m.Unmount(); err != nil {
+	if err := s.m.Unmount(); err != nil { // names the mountpoint
 		s.stopping.Store(false)
-		return fmt.Errorf("umount %s: %w", s.state.Mountpoint, err)
+		return err
 	}
 	return nil
 }

@@ -2,6 +2,7 @@ package mountcmd
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -11,6 +12,7 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/opencontainers/go-digest"
 	"github.com/spf13/cobra"
 
 	"github.com/layerfs/layerfs/blobstore"
@@ -75,6 +77,13 @@ func runMount(ctx context.Context, g *globalOptions, o *mountOptions, ref, dir s
 		}
 	}()
 	img, err := s.Resolve(ref)
+	if errors.Is(err, blobstore.ErrNotFound) && o.name != "" {
+		// rmi -f may have dropped the image from the index while a container
+		// still uses it (its blobs stay, gc keeps them): remount from those.
+		if cimg, cerr := containerImage(s, g, o.name); cerr == nil {
+			img, err = cimg, nil
+		}
+	}
 	if err != nil {
 		return err
 	}
@@ -321,4 +330,51 @@ func ensureLayers(ctx context.Context, g *globalOptions, s *blobstore.Store, img
 	}
 	slices.Reverse(paths)
 	return paths, nil
+}
+
+// containerImage reads the image container name was made from out of the store's
+// blobs, whether or not index.json still lists it.
+func containerImage(s *blobstore.Store, g *globalOptions, name string) (*blobstore.Image, error) {
+	w, err := newWorkContainer(g.root, name)
+	if err != nil {
+		return nil, err
+	}
+	st, err := w.load()
+	if err != nil {
+		return nil, err
+	}
+	if img, err := s.Resolve(st.ImageID.String()); err == nil && img.ManifestDigest == st.ManifestDigest {
+		return img, nil
+	}
+	img := &blobstore.Image{ID: st.ImageID, ManifestDigest: st.ManifestDigest}
+	if err := readJSONBlob(s, st.ManifestDigest, &img.Manifest); err != nil {
+		return nil, err
+	}
+	if img.Manifest.Config.Digest != st.ImageID {
+		return nil, fmt.Errorf("container %s: manifest %s has config %s, not %s", name, st.ManifestDigest, img.Manifest.Config.Digest, st.ImageID)
+	}
+	if err := readJSONBlob(s, st.ImageID, &img.Config); err != nil {
+		return nil, err
+	}
+	return img, nil
+}
+
+// readJSONBlob decodes a (small, verified) JSON blob.
+func readJSONBlob(s *blobstore.Store, d digest.Digest, v any) error {
+	rc, err := s.Open(d)
+	if err != nil {
+		return err
+	}
+	defer rc.Close()
+	b, err := io.ReadAll(io.LimitReader(rc, 16<<20))
+	if err == nil {
+		err = rc.Close()
+	}
+	if err != nil {
+		return fmt.Errorf("read blob %s: %w", d, err)
+	}
+	if err := json.Unmarshal(b, v); err != nil {
+		return fmt.Errorf("blob %s: %w", d, err)
+	}
+	return nil
 }

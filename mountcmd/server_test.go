@@ -201,3 +201,63 @@ func TestServeLongRootPath(t *testing.T) {
 		t.Errorf("Stop() = %v", err)
 	}
 }
+
+func TestServeRebase(t *testing.T) {
+	testenv.RequireFUSE(t)
+	lower := t.TempDir()
+	if err := os.WriteFile(filepath.Join(lower, "a"), []byte("a\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	g, w, st := newTestContainer(t, []string{lower})
+	serveInProcess(t, g, w, st)
+	ctx := context.Background()
+	mp := st.Mountpoint
+	if err := os.WriteFile(filepath.Join(mp, "b"), []byte("b\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c, err := dialControl(ctx, w)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := c.Pause(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// What commit --rebase does: the old upper becomes a lower, a fresh upper on top.
+	oldUpper := w.upperPath(st)
+	if err := os.Mkdir(filepath.Join(w.Dir(), "upper-2"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	newID := digest.Digest("sha256:" + strings.Repeat("b", 64))
+	req := RebaseRequest{Lowers: []string{oldUpper, lower}, Upper: "upper-2", ImageID: newID, ManifestDigest: newID, ImageRef: "committed:1"}
+	if err := c.Rebase(ctx, req); err != nil {
+		t.Fatalf("Rebase() = %v", err)
+	}
+	if ss, err := c.Status(ctx); err != nil || !ss.Paused {
+		t.Errorf("Status() after a paused rebase = %+v, %v; want still paused", ss, err)
+	}
+	if err := c.Resume(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"a", "b"} {
+		if _, err := os.Stat(filepath.Join(mp, name)); err != nil {
+			t.Errorf("after rebase: stat %s: %v", name, err)
+		}
+	}
+	if err := os.WriteFile(filepath.Join(mp, "c"), []byte("c\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(w.Dir(), "upper-2", "c")); err != nil {
+		t.Errorf("write after rebase did not land in the new upper: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(oldUpper, "c")); err == nil {
+		t.Error("write after rebase landed in the old upper")
+	}
+	cur, err := w.load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cur.Upper != "upper-2" || cur.ImageID != newID || cur.ImageRef != "committed:1" || len(cur.Lowers) != 2 || cur.Mountpoint != mp {
+		t.Errorf("state after rebase = %+v, want upper-2, the new image, 2 lowers, still mounted", cur)
+	}
+}

@@ -68,7 +68,7 @@ func runUmount(ctx context.Context, g *globalOptions, o *umountOptions, args []s
 	failed := false
 	for _, arg := range args {
 		if err := umountOne(ctx, g, arg); err != nil {
-			fmt.Fprintf(os.Stderr, "Error: %v\n", err)
+			fmt.Fprintf(os.Stderr, "Error: %s\n", userError(err))
 			failed = true
 		}
 	}
@@ -138,6 +138,10 @@ func unmountContainer(ctx context.Context, w *workContainer, st *workState) erro
 		if err == nil {
 			err = c.Stop(ctx)
 			c.Close()
+		}
+		var remote *remoteError
+		if errors.As(err, &remote) {
+			return fmt.Errorf("umount %s: %w", w.name, err) // busy, typically
 		}
 		if err != nil && !errors.Is(err, errServerGone) {
 			// The answer may be lost if the server exits at once; what counts is

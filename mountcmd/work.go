@@ -27,17 +27,30 @@ import (
 	"path/filepath"
 	"regexp"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/opencontainers/go-digest"
 	"golang.org/x/sys/unix"
 )
 
-// Errors about working containers, checked with errors.Is.
+// Errors about working containers, checked with errors.Is. The CLI prints
+// errNoSuchContainer as docker does ("No such container: NAME", see userError).
 var (
 	errNoSuchContainer = errors.New("no such container")
 	errInvalidName     = errors.New("invalid container name")
 )
+
+// userError is how rm and umount print err: docker's words for a missing container.
+func userError(err error) string {
+	if errors.Is(err, errNoSuchContainer) {
+		msg := err.Error()
+		if rest, ok := strings.CutPrefix(msg, errNoSuchContainer.Error()); ok {
+			return "No such container" + rest
+		}
+	}
+	return err.Error()
+}
 
 // Status values shown by ps.
 const (

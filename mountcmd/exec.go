@@ -1,9 +1,7 @@
 package mountcmd
 
-// exec: run a command in a running container (one started by run). The command
-// joins the mount, pid, uts and ipc namespaces and the root of the container's
-// pid 1 through nsenter(1) (util-linux): a Go process cannot setns into a mount
-// namespace itself, being multi-threaded.
+// exec: run a command in a running container (one started by run), with
+// build.Exec: in the container's pid, uts and ipc namespaces and its root.
 
 import (
 	"context"
@@ -11,10 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
-	"strconv"
 	"strings"
-	"syscall"
 
 	"github.com/spf13/cobra"
 
@@ -46,6 +41,10 @@ The exit status is the command's.`,
 		Args: cobra.MinimumNArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			code, err := execInContainer(cmd.Context(), g, o, args[0], args[1:])
+			if err != nil && code != 0 {
+				fmt.Fprintf(cmd.ErrOrStderr(), "Error: %v\n", err)
+				return exitError{code}
+			}
 			if err != nil {
 				return err
 			}
@@ -96,18 +95,9 @@ func execInContainer(ctx context.Context, g *globalOptions, o *execOptions, name
 	if err != nil {
 		return 0, err
 	}
-	nsenter, err := exec.LookPath("nsenter")
-	if err != nil {
-		return 0, fmt.Errorf("exec needs nsenter (util-linux): %w", err)
-	}
-	root := fmt.Sprintf("/proc/%d/root", rs.Pid)
 	user := rs.Config.User
 	if o.user != "" {
 		user = o.user
-	}
-	u, err := build.LookupUserInRoot(user, root)
-	if err != nil {
-		return 0, err
 	}
 	env := append([]string(nil), rs.Config.Env...)
 	for _, e := range o.env {
@@ -120,32 +110,13 @@ func execInContainer(ctx context.Context, g *globalOptions, o *execOptions, name
 		}
 		env = setEnvVar(env, e)
 	}
-	hasPath := false
-	for _, e := range env {
-		hasPath = hasPath || strings.HasPrefix(e, "PATH=")
-	}
-	if !hasPath {
-		env = append(env, "PATH="+build.DefaultPath)
-	}
 	dir := rs.Config.Dir
 	if o.workdir != "" {
 		dir = o.workdir
 	}
-	if dir == "" {
-		dir = "/"
-	}
-	nsargs := []string{"nsenter", "-t", strconv.Itoa(rs.Pid), "-m", "-u", "-i", "-p", "-r", "--wd=" + dir,
-		"-S", strconv.FormatUint(uint64(u.UID), 10), "-G", strconv.FormatUint(uint64(u.GID), 10), "--"}
-	c := &exec.Cmd{Path: nsenter, Args: append(nsargs, args...), Env: env, Stdout: os.Stdout, Stderr: os.Stderr}
+	spec := build.ExecSpec{Pid: rs.Pid, Args: args, Env: env, Dir: dir, User: user, Stdout: os.Stdout, Stderr: os.Stderr}
 	if o.interactive || o.tty {
-		c.Stdin = os.Stdin
+		spec.Stdin = os.Stdin
 	}
-	err = c.Run()
-	if c.ProcessState == nil {
-		return 0, fmt.Errorf("exec in %s: %w", name, err)
-	}
-	if st, ok := c.ProcessState.Sys().(syscall.WaitStatus); ok && st.Signaled() {
-		return 128 + int(st.Signal()), nil
-	}
-	return c.ProcessState.ExitCode(), nil
+	return build.Exec(ctx, spec)
 }

@@ -68,8 +68,8 @@ type Options struct {
 
 // Result is a finished build.
 type Result struct {
-	Image *blobstore.Image
-	Steps int
+	Image  *blobstore.Image
+	Steps  int
 	Cached int // steps that came from the cache
 }
 

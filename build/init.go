@@ -19,6 +19,7 @@ import (
 // container up and execs the command; it returns only on failure (or, with
 // spec.Init, when the command exits), with the exit code to end with.
 func InitMain() int {
+	unix.CloseOnExec(4) // the ready pipe: closed by the exec of the command
 	f := os.NewFile(3, "spec")
 	b, err := io.ReadAll(f)
 	f.Close()
@@ -199,6 +200,7 @@ func runInit(argv0 string, args, env []string, u ExecUser) int {
 	if err != nil {
 		return initFail(execErrCode(err), fmt.Errorf("exec %s: %w", args[0], err))
 	}
+	unix.Close(4) // ready
 	for {
 		select {
 		case s := <-sigs:

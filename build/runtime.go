@@ -92,13 +92,21 @@ func Start(spec ProcessSpec) (*Process, error) {
 		return nil, fmt.Errorf("start container: %w", err)
 	}
 	defer pr.Close()
+	// The child closes its end of ready (fd 4, close-on-exec) when it execs the
+	// command or dies: Start returns only then, so the container is set up.
+	readyR, readyW, err := os.Pipe()
+	if err != nil {
+		pw.Close()
+		return nil, fmt.Errorf("start container: %w", err)
+	}
+	defer readyR.Close()
 	p := &Process{done: make(chan struct{})}
 	cmd := &exec.Cmd{
 		Path:       "/proc/self/exe",
 		Args:       []string{"layerfs", InitCommand},
 		Env:        []string{},
 		Dir:        "/",
-		ExtraFiles: []*os.File{pr},
+		ExtraFiles: []*os.File{pr, readyW},
 		SysProcAttr: &syscall.SysProcAttr{
 			Cloneflags: unix.CLONE_NEWNS | unix.CLONE_NEWPID | unix.CLONE_NEWUTS | unix.CLONE_NEWIPC,
 			Pdeathsig:  syscall.SIGKILL,
@@ -124,7 +132,9 @@ func Start(spec ProcessSpec) (*Process, error) {
 		pw.Close()
 		return nil, fmt.Errorf("start container: %w", err)
 	}
-	if err := cmd.Start(); err != nil {
+	err = cmd.Start()
+	readyW.Close()
+	if err != nil {
 		pw.Close()
 		if slave != nil {
 			slave.Close()
@@ -145,6 +155,7 @@ func Start(spec ProcessSpec) (*Process, error) {
 		p.attachPty(spec)
 	}
 	p.forwardSignals()
+	io.Copy(io.Discard, readyR)
 	return p, nil
 }
 

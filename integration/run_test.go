@@ -318,3 +318,15 @@ func TestRunCommit(t *testing.T) {
 		t.Errorf("committed Cmd = %q", cfg.Cmd)
 	}
 }
+
+// TestRunMountpointsNotInDiff: /proc, /dev and /sys that an image lacks are made
+// for the run and are not the container's changes.
+func TestRunMountpointsNotInDiff(t *testing.T) {
+	requireRunner(t)
+	importBusybox(t, "small")
+	mustRun(t, "run", "--name", "s1", "small", "sh", "-c", "echo x > /tmp/f")
+	if got, want := mustRun(t, "diff", "s1"), "C /tmp\nA /tmp/f\n"; got != want {
+		t.Errorf("diff s1 = %q, want %q", got, want)
+	}
+	mustRun(t, "rm", "s1")
+}

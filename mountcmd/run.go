@@ -148,14 +148,20 @@ func runContainer(ctx context.Context, g *globalOptions, o *runOptions, ref stri
 	if err != nil {
 		return 0, err
 	}
+	var made []string // mountpoint dirs the image lacks, made for the run
 	defer func() {
-		if uerr := unmountAfterRun(w, o.rm); err == nil && uerr != nil {
+		if uerr := unmountAfterRun(w, o.rm, made); err == nil && uerr != nil {
 			err = uerr
 		}
 	}()
 	st, err := w.load()
 	if err != nil {
 		return 0, err
+	}
+	for _, d := range []string{"proc", "dev", "sys"} {
+		if _, err := os.Lstat(filepath.Join(st.Mountpoint, d)); err != nil {
+			made = append(made, d)
+		}
 	}
 	id := randomID()
 	spec.Rootfs = st.Mountpoint
@@ -325,8 +331,10 @@ func mountForRun(ctx context.Context, g *globalOptions, s *blobstore.Store, img 
 }
 
 // unmountAfterRun stops the container's mount server and removes the mountpoint
-// dir, and the container too with rm.
-func unmountAfterRun(w *workContainer, rm bool) error {
+// dir, and the container too with rm. The mountpoint dirs the runtime made
+// (made, relative to /) go from the upper dir again if still empty: like docker's
+// init layer, they are not the container's changes.
+func unmountAfterRun(w *workContainer, rm bool, made []string) error {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	unlock, err := lockContainer(ctx, w)
@@ -344,6 +352,9 @@ func unmountAfterRun(w *workContainer, rm bool) error {
 	}
 	if mp != "" && !isMountpoint(mp) {
 		os.Remove(mp)
+		for _, d := range made {
+			os.Remove(filepath.Join(w.upperPath(st), d)) // only if empty
+		}
 	}
 	if rm {
 		return w.remove()

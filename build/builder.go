@@ -51,6 +51,19 @@ import (
 // ErrBuild is wrapped by errors about the Dockerfile or a step that failed.
 var ErrBuild = errors.New("build failed")
 
+// StepError is a build step that failed, worded as docker's classic builder words
+// it ("COPY failed: ...", "The command '...' returned a non-zero code: 3"). Code
+// is what `build` exits with: a failed RUN's exit code, else 1. It is ErrBuild.
+type StepError struct {
+	Step string // the instruction as written
+	Code int
+	Err  error
+}
+
+func (e *StepError) Error() string        { return e.Err.Error() }
+func (e *StepError) Unwrap() error        { return e.Err }
+func (e *StepError) Is(target error) bool { return target == ErrBuild }
+
 // Options configure one build.
 type Options struct {
 	Store     *blobstore.Store
@@ -337,7 +350,7 @@ func (b *builder) dispatch(ctx context.Context, c instructions.Command) (cached 
 }
 
 func (b *builder) stepErr(c instructions.Command, err error) error {
-	return fmt.Errorf("%w: %s: %w", ErrBuild, commandText(c), err)
+	return &StepError{Step: commandText(c), Code: 1, Err: fmt.Errorf("%s failed: %w", strings.ToUpper(c.Name()), err)}
 }
 
 func (b *builder) expand(word string) (string, error) {

@@ -148,15 +148,16 @@ func (b *builder) runStep(ctx context.Context, c *instructions.RunCommand) (bool
 			Hostname: id, Stdout: b.out, Stderr: b.out,
 		})
 		if err != nil {
-			return err
+			return b.stepErr(c, err)
 		}
 		if code != 0 {
-			return fmt.Errorf("The command '%s' returned a non-zero code: %d", strings.Join(args, " "), code) //nolint:staticcheck // docker's message
+			return &StepError{Step: commandText(c), Code: code,
+				Err: fmt.Errorf("The command '%s' returned a non-zero code: %d", strings.Join(args, " "), code)} //nolint:staticcheck // docker's message
 		}
 		return nil
 	})
 	if err != nil {
-		return false, fmt.Errorf("%w: %w", ErrBuild, err)
+		return false, err
 	}
 	fmt.Fprintf(b.out, "Removing intermediate container %s\n", id)
 	return false, b.commitStep(key, createdBy, layer, diffID)

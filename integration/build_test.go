@@ -214,17 +214,18 @@ func TestBuildErrors(t *testing.T) {
 	}
 	tests := []struct {
 		name, dockerfile, want string
+		code                   int
 	}{
-		{"failing RUN", "FROM busybox\nRUN exit 3\n", "returned a non-zero code: 3"},
-		{"missing source", "FROM busybox\nCOPY nosuch /x\n", "file not found in build context"},
-		{"missing base", "FROM nosuch/image\n", "nosuch/image"},
-		{"bad instruction", "FROM busybox\nFOO bar\n", "unknown instruction"},
+		{"failing RUN", "FROM busybox\nRUN exit 3\n", "The command '/bin/sh -c exit 3' returned a non-zero code: 3", 3},
+		{"missing source", "FROM busybox\nCOPY nosuch /x\n", "COPY failed: file not found in build context", 1},
+		{"missing base", "FROM nosuch/image\n", "nosuch/image", 1},
+		{"bad instruction", "FROM busybox\nFOO bar\n", "unknown instruction", 1},
 	}
 	root := rootFor(t)
 	for _, tt := range tests {
 		writeDF(tt.dockerfile)
 		r := runWith(t, cmdOpts{root: root}, "build", "-t", "bad:1", dir)
-		if r.Code == 0 || !strings.Contains(r.Stderr+r.Stdout, tt.want) {
+		if r.Code != tt.code || !strings.Contains(r.Stderr, tt.want) {
 			t.Errorf("%s: build exit %d, output %q %q; want an error with %q", tt.name, r.Code, r.Stdout, r.Stderr, tt.want)
 		}
 	}

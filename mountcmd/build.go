@@ -1,6 +1,7 @@
 package mountcmd
 
 import (
+	"errors"
 	"fmt"
 	"path/filepath"
 	"strings"
@@ -70,6 +71,11 @@ Single-stage Dockerfiles only.`,
 				bo.Out = nil
 			}
 			res, err := build.Build(cmd.Context(), bo)
+			var se *build.StepError
+			if errors.As(err, &se) {
+				fmt.Fprintln(cmd.ErrOrStderr(), se.Error())
+				return exitError{se.Code}
+			}
 			if err != nil {
 				return err
 			}

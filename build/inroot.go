@@ -38,26 +38,66 @@ func openat2InRoot(rfd *os.File, name string, flags int) (*os.File, error) {
 }
 
 // mkdirAllInRoot creates name and its missing parents (mode 0755, owned by the
-// caller) inside root and returns an O_PATH fd of the dir.
+// caller) inside root and returns an O_PATH fd of the dir. Symlinks on the way are
+// followed inside root, and a dangling one gets its target created, as docker's
+// copy does (an image's /var/run -> /run makes /run).
 func mkdirAllInRoot(rfd *os.File, name string) (*os.File, error) {
-	clean := path.Clean("/" + name)
-	cur := "/"
-	for _, c := range strings.Split(strings.TrimPrefix(clean, "/"), "/") {
-		if c == "" {
+	todo := strings.Split(path.Clean("/"+name), "/")
+	cur := "/" // symlink-free, inside root
+	links := 0
+	for len(todo) > 0 {
+		c := todo[0]
+		todo = todo[1:]
+		switch c {
+		case "", ".":
+			continue
+		case "..":
+			cur = path.Dir(cur)
 			continue
 		}
 		parent, err := openat2InRoot(rfd, cur, unix.O_PATH|unix.O_DIRECTORY)
 		if err != nil {
 			return nil, err
 		}
-		err = unix.Mkdirat(int(parent.Fd()), c, 0o755)
-		parent.Close()
-		if err != nil && !errors.Is(err, unix.EEXIST) {
-			return nil, &os.PathError{Op: "mkdir", Path: path.Join(cur, c), Err: err}
+		pfd := int(parent.Fd())
+		var st unix.Stat_t
+		err = unix.Fstatat(pfd, c, &st, unix.AT_SYMLINK_NOFOLLOW)
+		switch {
+		case errors.Is(err, unix.ENOENT):
+			err = unix.Mkdirat(pfd, c, 0o755)
+			if err != nil && !errors.Is(err, unix.EEXIST) {
+				parent.Close()
+				return nil, &os.PathError{Op: "mkdir", Path: path.Join(cur, c), Err: err}
+			}
+			cur = path.Join(cur, c)
+		case err != nil:
+			parent.Close()
+			return nil, &os.PathError{Op: "stat", Path: path.Join(cur, c), Err: err}
+		case st.Mode&unix.S_IFMT == unix.S_IFLNK:
+			if links++; links > 40 {
+				parent.Close()
+				return nil, &os.PathError{Op: "mkdir", Path: name, Err: unix.ELOOP}
+			}
+			buf := make([]byte, unix.PathMax)
+			n, err := unix.Readlinkat(pfd, c, buf)
+			if err != nil {
+				parent.Close()
+				return nil, &os.PathError{Op: "readlink", Path: path.Join(cur, c), Err: err}
+			}
+			target := string(buf[:n])
+			if path.IsAbs(target) {
+				cur = "/"
+			}
+			todo = append(strings.Split(target, "/"), todo...)
+		case st.Mode&unix.S_IFMT == unix.S_IFDIR:
+			cur = path.Join(cur, c)
+		default:
+			parent.Close()
+			return nil, &os.PathError{Op: "mkdir", Path: path.Join(cur, c), Err: unix.ENOTDIR}
 		}
-		cur = path.Join(cur, c)
+		parent.Close()
 	}
-	return openat2InRoot(rfd, clean, unix.O_PATH|unix.O_DIRECTORY)
+	return openat2InRoot(rfd, cur, unix.O_PATH|unix.O_DIRECTORY)
 }
 
 // mkfileInRoot makes sure name exists inside root (an empty regular file is

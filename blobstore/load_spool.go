@@ -74,6 +74,11 @@ func readSpool(ctx context.Context, r io.Reader, dir string, p Progress) (*spool
 		if err != nil {
 			return nil, err
 		}
+		if isSparse(hdr) {
+			// image archives never hold sparse files; their holes could expand a
+			// tiny archive into gigabytes of spooled zeros
+			return nil, fmt.Errorf("%w %q: sparse file", ErrUnsafeEntry, hdr.Name)
+		}
 		switch hdr.Typeflag {
 		case tar.TypeReg, tar.TypeRegA: //nolint:staticcheck
 			f, err := spoolFile(ctx, tr, dir, hdr, p)
@@ -274,4 +279,16 @@ func (t *tailReader) endsWithZeroBlock() bool {
 		}
 	}
 	return true
+}
+
+func isSparse(h *tar.Header) bool {
+	if h.Typeflag == tar.TypeGNUSparse {
+		return true
+	}
+	for k := range h.PAXRecords {
+		if strings.HasPrefix(k, "GNU.sparse.") {
+			return true
+		}
+	}
+	return false
 }

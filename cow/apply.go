@@ -30,15 +30,17 @@ import (
 // error wrapping ErrUnsafePath ("apply etc/passwd: ..."). All writes go through
 // directory fds resolved inside dir with openat2(RESOLVE_IN_ROOT|RESOLVE_NO_SYMLINKS)
 // (an O_NOFOLLOW walk on old kernels); an entry replacing a symlink replaces the link
-// and never writes through it. Kernel overlay xattrs (trusted.overlay.*,
-// user.overlay.*) in the tar are dropped so a layer cannot forge overlay metadata.
+// and never writes through it. Private xattrs (trusted/user.overlay.*,
+// trusted/user.layerfs.*: IsPrivateXattr) in the tar are dropped so a layer cannot
+// forge overlay or layerfs metadata.
 //
 // Restored: data (zero runs of 4 KiB and more become holes, so sparse files stay
 // sparse whatever the tar's encoding), mode including setuid/setgid/sticky, owner
 // (as root; unprivileged, a chown that fails with EPERM is skipped), xattrs from PAX
 // SCHILY.xattr.* records (security.capability included), mtime and atime (directories
-// last, deepest first), devices, fifos, symlinks, hard links. Unprivileged, device
-// nodes that cannot be made are skipped, as umoci and rootless tools do.
+// last, deepest first), devices, fifos, symlinks, hard links. Like Docker, an xattr
+// the filesystem does not support (ENOTSUP) is skipped. Unprivileged, device nodes
+// and xattrs that need privilege are skipped, as umoci and rootless tools do.
 //
 // On error dir holds a partial unpack: the caller removes it (LayerCache does).
 // Apply is safe to run concurrently on different dirs.
@@ -63,7 +65,7 @@ func Apply(ctx context.Context, dir string, r io.Reader) (digest.Digest, error) 
 			return "", fmt.Errorf("apply: read layer tar: %w", err)
 		}
 		if err := a.entry(hdr, tr); err != nil {
-			return "", fmt.Errorf("apply %s: %w", hdr.Name, err)
+			return "", &EntryError{"apply", hdr.Name, err}
 		}
 	}
 	if err := a.finish(); err != nil {
@@ -195,10 +197,13 @@ func (a *applier) mkdirAll(dir string) error {
 	return nil
 }
 
-// forget drops p and everything below it from the model.
-func (a *applier) forget(p string) {
+// forget drops p, of kind k, and everything below it from the model.
+func (a *applier) forget(p string, k entryKind) {
 	delete(a.seen, p)
 	delete(a.dirs, p)
+	if k != kindDir {
+		return
+	}
 	pre := p + "/"
 	for k := range a.seen {
 		if strings.HasPrefix(k, pre) {
@@ -267,7 +272,7 @@ func (a *applier) entry(hdr *tar.Header, r io.Reader) error {
 		if err := removeAllAt(pfd, base); err != nil {
 			return fmt.Errorf("replace: %w", err)
 		}
-		a.forget(p)
+		a.forget(p, k)
 	}
 
 	switch hdr.Typeflag {
@@ -365,12 +370,12 @@ func (a *applier) finish() error {
 	for _, p := range paths {
 		fd, err := openDirIn(a.root, p, unix.O_RDONLY)
 		if err != nil {
-			return fmt.Errorf("apply %s: open: %w", a.dirs[p].Name, err)
+			return &EntryError{"apply", a.dirs[p].Name, fmt.Errorf("open: %w", err)}
 		}
 		err = a.setMeta(fd, "", fd, a.dirs[p], false)
 		unix.Close(fd)
 		if err != nil {
-			return fmt.Errorf("apply %s: %w", a.dirs[p].Name, err)
+			return &EntryError{"apply", a.dirs[p].Name, err}
 		}
 	}
 	return nil

@@ -45,7 +45,7 @@ func (a *applier) setMeta(pfd int, base string, fd int, hdr *tar.Header, symlink
 	}
 	for k, v := range hdr.PAXRecords {
 		name, ok := strings.CutPrefix(k, paxXattrPrefix)
-		if !ok || IsOverlayXattr(name) {
+		if !ok || IsPrivateXattr(name) {
 			continue
 		}
 		var err error
@@ -54,7 +54,9 @@ func (a *applier) setMeta(pfd int, base string, fd int, hdr *tar.Header, symlink
 		} else {
 			err = unix.Lsetxattr(procPath(pfd, base), name, []byte(v), 0)
 		}
-		if err != nil && !(a.euid != 0 && (errors.Is(err, unix.EPERM) || errors.Is(err, unix.ENOTSUP))) &&
+		// Like Docker: an xattr namespace the filesystem does not support is skipped
+		// (ENOTSUP), and so is one we may not set unprivileged (EPERM).
+		if err != nil && !errors.Is(err, unix.ENOTSUP) && !(a.euid != 0 && errors.Is(err, unix.EPERM)) &&
 			!(symlink && strings.HasPrefix(name, "user.") && errors.Is(err, unix.EPERM)) {
 			return fmt.Errorf("setxattr %s: %w", name, err)
 		}

@@ -132,7 +132,7 @@ func TestApplyHostile(t *testing.T) {
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			base := t.TempDir()
+			base := tempDir(t)
 			root := filepath.Join(base, "root")
 			outside := filepath.Join(base, "outside")
 			must(t, os.Mkdir(root, 0o755))
@@ -142,6 +142,10 @@ func TestApplyHostile(t *testing.T) {
 			if tc.wantErr != "" {
 				if err == nil {
 					t.Fatalf("Apply = nil error, want one naming %q", tc.wantErr)
+				}
+				var ee *EntryError
+				if !errors.As(err, &ee) || ee.Op != "apply" {
+					t.Errorf("Apply error %v is not an *EntryError", err)
 				}
 				if !errors.Is(err, ErrUnsafePath) && !errors.Is(err, ErrUnsupported) {
 					t.Errorf("Apply error %v is not ErrUnsafePath", err)
@@ -184,7 +188,7 @@ func TestApplyDiffID(t *testing.T) {
 	b := buildTar(t, dir("a"), reg("a/b", "hello"))
 	// Trailing garbage after the end-of-archive marker is part of the stream's digest.
 	b = append(b, make([]byte, 10240)...)
-	d := filepath.Join(t.TempDir(), "r")
+	d := filepath.Join(tempDir(t), "r")
 	must(t, os.Mkdir(d, 0o755))
 	got, err := Apply(context.Background(), d, bytes.NewReader(b))
 	must(t, err)
@@ -195,7 +199,7 @@ func TestApplyDiffID(t *testing.T) {
 
 func TestApplyTruncated(t *testing.T) {
 	b := buildTar(t, reg("a", strings.Repeat("x", 5000)))
-	d := filepath.Join(t.TempDir(), "r")
+	d := filepath.Join(tempDir(t), "r")
 	must(t, os.Mkdir(d, 0o755))
 	if _, err := Apply(context.Background(), d, bytes.NewReader(b[:2000])); err == nil {
 		t.Errorf("Apply(truncated tar) = nil error")
@@ -271,14 +275,14 @@ func sum8(s string) string {
 // the oracle for a tar we cannot write ourselves.
 func TestApplyGNUSparse(t *testing.T) {
 	tarBin := testenv.RequireTool(t, "tar")
-	src := t.TempDir()
+	src := tempDir(t)
 	f, err := os.Create(filepath.Join(src, "big"))
 	must(t, err)
 	_, err = f.WriteAt([]byte("middle"), 300<<20)
 	must(t, err)
 	must(t, f.Truncate(1<<30))
 	must(t, f.Close())
-	out := filepath.Join(t.TempDir(), "s.tar")
+	out := filepath.Join(tempDir(t), "s.tar")
 	cmd := exec.Command(tarBin, "--sparse", "--format=pax", "-C", src, "-cf", out, "big")
 	if b, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("tar: %v\n%s", err, b)

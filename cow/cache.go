@@ -182,7 +182,15 @@ func (c *LayerCache) Prune(keep map[digest.Digest]bool) error {
 		if !ok {
 			continue // being filled
 		}
-		err = removeAll(filepath.Join(c.Dir, name))
+		victim := filepath.Join(c.Dir, name)
+		if hex == name {
+			// Out of sight first, so nobody finds a half-removed layer at its path.
+			gone := filepath.Join(c.Dir, tmpPrefix+hex+"-pruned")
+			if err = os.Rename(victim, gone); err == nil {
+				victim = gone
+			}
+		}
+		err = removeAll(victim)
 		unlock()
 		if err != nil {
 			return fmt.Errorf("prune layer %s: %w", name, err)

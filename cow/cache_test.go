@@ -40,7 +40,7 @@ func testLayer(t testing.TB, seed string) ([]byte, digest.Digest) {
 }
 
 func TestEnsure(t *testing.T) {
-	c := &LayerCache{Dir: filepath.Join(t.TempDir(), "layers")}
+	c := &LayerCache{Dir: filepath.Join(tempDir(t), "layers")}
 	b, d := testLayer(t, "a")
 	var opens atomic.Int32
 	open := func() (io.ReadCloser, error) {
@@ -86,7 +86,7 @@ func assertNoTemp(t *testing.T, dir string) {
 }
 
 func TestEnsureMismatch(t *testing.T) {
-	c := &LayerCache{Dir: t.TempDir()}
+	c := &LayerCache{Dir: tempDir(t)}
 	b, _ := testLayer(t, "a")
 	wrong := digest.FromString("something else")
 	_, err := c.Ensure(context.Background(), wrong, func() (io.ReadCloser, error) {
@@ -121,7 +121,7 @@ func (errReader) Read([]byte) (int, error) { return 0, errors.New("boom") }
 // TestEnsureProcesses: two processes filling the same layer at once both succeed
 // and only one unpacks.
 func TestEnsureProcesses(t *testing.T) {
-	dir := t.TempDir()
+	dir := tempDir(t)
 	b, d := testLayer(t, "p")
 	tarPath := filepath.Join(dir, "layer.tar")
 	must(t, os.WriteFile(tarPath, b, 0o644))
@@ -170,7 +170,7 @@ func TestEnsureHelperProcess(t *testing.T) {
 }
 
 func TestEnsureAllAndPrune(t *testing.T) {
-	c := &LayerCache{Dir: t.TempDir()}
+	c := &LayerCache{Dir: tempDir(t)}
 	var srcs []LayerSource
 	for i := 0; i < 5; i++ {
 		b, d := testLayer(t, fmt.Sprint(i))

@@ -50,7 +50,7 @@ func Changes(upper string, opts DiffOptions) ([]Change, error) {
 		lw.fds = append(lw.fds, fd)
 	}
 	c := &changer{format: opts.Format, lw: lw}
-	if err := c.walk(root, "."); err != nil {
+	if err := c.walk(root, ".", len(lw.fds) > 0); err != nil {
 		return nil, err
 	}
 	sort.Slice(c.out, func(i, j int) bool { return c.out[i].Path < c.out[j].Path })
@@ -65,16 +65,21 @@ type changer struct {
 
 func (c *changer) add(k ChangeKind, p string) { c.out = append(c.out, Change{k, "/" + p}) }
 
-func (c *changer) walk(dirfd int, rel string) error {
+// walk lists the changes below rel. lowerHas says whether the lowers have rel as a
+// dir; when they do not, everything below is new and no lookup is needed.
+func (c *changer) walk(dirfd int, rel string, lowerHas bool) error {
 	names, err := readDirNames(dirfd)
 	if err != nil {
-		return fmt.Errorf("changes %s: readdir: %w", rel, err)
+		return &EntryError{"changes", rel, fmt.Errorf("readdir: %w", err)}
 	}
-	present := map[string]bool{}
+	present := make(map[string]bool, len(names))
+	for _, n := range names {
+		present[n] = true
+	}
 	for _, name := range names {
 		p := joinPath(rel, name)
 		if IsReservedName(name) {
-			if t, ok := WhiteoutTarget(name); ok {
+			if t, ok := WhiteoutTarget(name); ok && !present[t] && lowerHas {
 				if err := c.deleted(joinPath(rel, t)); err != nil {
 					return err
 				}
@@ -83,18 +88,21 @@ func (c *changer) walk(dirfd int, rel string) error {
 		}
 		var st unix.Stat_t
 		if err := unix.Fstatat(dirfd, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
-			return fmt.Errorf("changes %s: lstat: %w", p, err)
+			return &EntryError{"changes", p, fmt.Errorf("lstat: %w", err)}
 		}
 		if c.format == FormatOverlay && IsOverlayWhiteout(&st) {
-			if err := c.deleted(p); err != nil {
-				return err
+			if lowerHas {
+				if err := c.deleted(p); err != nil {
+					return err
+				}
 			}
 			continue
 		}
-		present[name] = true
-		inLower, lowerDir, err := c.lw.lookup(p)
-		if err != nil {
-			return fmt.Errorf("changes %s: %w", p, err)
+		inLower, lowerDir := false, false
+		if lowerHas {
+			if inLower, lowerDir, err = c.lw.lookup(p); err != nil {
+				return &EntryError{"changes", p, err}
+			}
 		}
 		if inLower {
 			c.add(ChangeModify, p)
@@ -106,11 +114,11 @@ func (c *changer) walk(dirfd int, rel string) error {
 		}
 		fd, err := unix.Openat(dirfd, name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 		if err != nil {
-			return fmt.Errorf("changes %s: %w", p, err)
+			return &EntryError{"changes", p, err}
 		}
-		err = c.walk(fd, p)
+		err = c.walk(fd, p, lowerDir)
 		if err == nil && lowerDir {
-			err = c.opaque(fd, p)
+			err = c.opaque(fd, p, present[WhiteoutName(name)])
 		}
 		unix.Close(fd)
 		if err != nil {
@@ -124,7 +132,7 @@ func (c *changer) walk(dirfd int, rel string) error {
 func (c *changer) deleted(p string) error {
 	ok, _, err := c.lw.lookup(p)
 	if err != nil {
-		return fmt.Errorf("changes %s: %w", p, err)
+		return &EntryError{"changes", p, err}
 	}
 	if ok {
 		c.add(ChangeDelete, p)
@@ -132,16 +140,16 @@ func (c *changer) deleted(p string) error {
 	return nil
 }
 
-// opaque records D for every lower child of dir p that the opaque upper dir (open as
-// fd) hides and does not have itself.
-func (c *changer) opaque(fd int, p string) error {
+// opaque records D for every lower child of dir p that the upper dir (open as fd)
+// hides and does not have itself, if it is opaque (or has a whiteout beside it).
+func (c *changer) opaque(fd int, p string, whiteout bool) error {
 	opq, err := IsOpaqueDir(fd)
-	if err != nil || !opq {
+	if err != nil || !(opq || whiteout) {
 		return err
 	}
 	names, err := c.lw.names(p)
 	if err != nil {
-		return fmt.Errorf("changes %s: %w", p, err)
+		return &EntryError{"changes", p, err}
 	}
 	for _, n := range names {
 		var st unix.Stat_t

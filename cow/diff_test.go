@@ -7,11 +7,13 @@ import (
 	"errors"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/layerfs/layerfs/internal/testenv"
 	"golang.org/x/sys/unix"
 )
 
@@ -42,6 +44,7 @@ func makeUpper(t testing.TB, d string) {
 	writeFile(t, filepath.Join(d, "üñï©ødé"), "utf8 name", 0o644)
 	must(t, unix.Mkfifo(filepath.Join(d, "fifo"), 0o640))
 	must(t, unix.Setxattr(filepath.Join(d, "etc/passwd"), "user.note", []byte("a\x00binary\xffvalue"), 0))
+	must(t, unix.Setxattr(filepath.Join(d, "etc/passwd"), "user.empty", nil, 0)) // an empty PAX record, kept by Apply
 	must(t, os.Mkdir(filepath.Join(d, "ro"), 0o555))
 	// A sparse file: data at 1 MiB and at the end, holes elsewhere.
 	f, err := os.Create(filepath.Join(d, "sparse"))
@@ -63,7 +66,9 @@ func makeUpper(t testing.TB, d string) {
 	must(t, MakeWhiteout(fd, "shadow", FormatOCI))
 	unix.Close(fd)
 	for _, m := range []string{"opq/" + OpaqueMarker, "etc/.wh.shadow"} {
-		must(t, unix.Lchown(filepath.Join(d, m), 0, 0))
+		if root {
+			must(t, unix.Lchown(filepath.Join(d, m), 0, 0))
+		}
 		must(t, os.Chtimes(filepath.Join(d, m), time.Unix(0, 0), time.Unix(0, 0)))
 	}
 	if root {
@@ -74,6 +79,7 @@ func makeUpper(t testing.TB, d string) {
 		must(t, unix.Setxattr(filepath.Join(d, "bin/tool"), "security.capability", []byte(capNetBindService), 0))
 		must(t, unix.Lsetxattr(filepath.Join(d, "bin/abs-link"), "trusted.sym", []byte("x"), 0))
 		must(t, unix.Setxattr(filepath.Join(d, "etc"), "trusted.overlay.origin", []byte("private"), 0))
+		must(t, unix.Setxattr(filepath.Join(d, "etc"), "trusted.layerfs.origin", []byte("private"), 0))
 	}
 	// Fix dir mtimes last, with nanoseconds.
 	mt := time.Unix(1650000000, 987654321)
@@ -83,7 +89,7 @@ func makeUpper(t testing.TB, d string) {
 }
 
 func TestDiffRoundTrip(t *testing.T) {
-	upper := t.TempDir()
+	upper := tempDir(t)
 	makeUpper(t, upper)
 	b := readAll(t, Diff(context.Background(), upper, DiffOptions{}))
 	got := applyBytes(t, b)
@@ -119,7 +125,7 @@ func indexOf(s []string, x string) int {
 }
 
 func TestDiffHeaders(t *testing.T) {
-	upper := t.TempDir()
+	upper := tempDir(t)
 	makeUpper(t, upper)
 	epoch := time.Unix(1500000000, 0)
 	b := readAll(t, Diff(context.Background(), upper, DiffOptions{SourceDateEpoch: &epoch}))
@@ -140,7 +146,7 @@ func TestDiffHeaders(t *testing.T) {
 			t.Errorf("%s: atime/ctime stored", h.Name)
 		}
 		for k := range h.PAXRecords {
-			if strings.Contains(k, "overlay") {
+			if strings.Contains(k, "overlay") || strings.Contains(k, "layerfs") {
 				t.Errorf("%s: overlay xattr %s stored", h.Name, k)
 			}
 		}
@@ -150,7 +156,7 @@ func TestDiffHeaders(t *testing.T) {
 // TestDiffDeterministic: the same upper gives the same bytes, also after its files
 // were read (atime) and its dirs listed.
 func TestDiffDeterministic(t *testing.T) {
-	upper := t.TempDir()
+	upper := tempDir(t)
 	makeUpper(t, upper)
 	a := readAll(t, Diff(context.Background(), upper, DiffOptions{}))
 	snapshot(t, upper, snapOpts{})
@@ -169,7 +175,7 @@ func TestDiffOverlayFormat(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root for 0/0 devices and trusted xattrs")
 	}
-	upper := t.TempDir()
+	upper := tempDir(t)
 	must(t, os.MkdirAll(filepath.Join(upper, "a/opq"), 0o755))
 	writeFile(t, filepath.Join(upper, "a/opq/keep"), "k", 0o644)
 	must(t, unix.Setxattr(filepath.Join(upper, "a/opq"), OverlayOpaqueXattr, []byte("y"), 0))
@@ -177,7 +183,7 @@ func TestDiffOverlayFormat(t *testing.T) {
 	// kernel overlayfs links whiteouts to one shared inode: not a tar hard link.
 	must(t, os.Link(filepath.Join(upper, "a/gone"), filepath.Join(upper, "gone2")))
 	b := readAll(t, Diff(context.Background(), upper, DiffOptions{Format: FormatOverlay}))
-	want := []string{"a/", "a/.wh.gone", "a/opq/", "a/opq/.wh..wh..opq", "a/opq/keep", ".wh.gone2"}
+	want := []string{".wh.gone2", "a/", "a/.wh.gone", "a/opq/", "a/opq/.wh..wh..opq", "a/opq/keep"}
 	got := tarNames(t, b)
 	if strings.Join(got, " ") != strings.Join(want, " ") {
 		t.Errorf("Diff(overlay upper) names = %q, want %q", got, want)
@@ -192,7 +198,7 @@ func TestDiffOverlayFormat(t *testing.T) {
 // TestDiffHardlinkIntoLower: a file whose other name is outside the upper (a lower
 // layer) still gets its data in the layer.
 func TestDiffHardlinkIntoLower(t *testing.T) {
-	base := t.TempDir()
+	base := tempDir(t)
 	upper := filepath.Join(base, "upper")
 	must(t, os.Mkdir(upper, 0o755))
 	writeFile(t, filepath.Join(base, "lower-name"), "shared", 0o644)
@@ -213,7 +219,7 @@ func TestDiffHardlinkIntoLower(t *testing.T) {
 func TestDiffErrorsSurface(t *testing.T) {
 	if os.Geteuid() == 0 {
 		// root reads mode-000 files; use a redirect xattr instead.
-		upper := t.TempDir()
+		upper := tempDir(t)
 		must(t, os.Mkdir(filepath.Join(upper, "moved"), 0o755))
 		must(t, unix.Setxattr(filepath.Join(upper, "moved"), OverlayRedirectXattr, []byte("/orig"), 0))
 		_, err := io.ReadAll(Diff(context.Background(), upper, DiffOptions{Format: FormatOverlay}))
@@ -222,7 +228,7 @@ func TestDiffErrorsSurface(t *testing.T) {
 		}
 		return
 	}
-	upper := t.TempDir()
+	upper := tempDir(t)
 	writeFile(t, filepath.Join(upper, "secret"), "x", 0o000)
 	_, err := io.ReadAll(Diff(context.Background(), upper, DiffOptions{}))
 	if err == nil || !strings.Contains(err.Error(), "diff secret:") {
@@ -231,7 +237,7 @@ func TestDiffErrorsSurface(t *testing.T) {
 }
 
 func TestDiffCancel(t *testing.T) {
-	upper := t.TempDir()
+	upper := tempDir(t)
 	makeUpper(t, upper)
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
@@ -261,4 +267,49 @@ func BenchmarkDiff(b *testing.B) {
 		}
 		b.SetBytes(n)
 	}
+}
+
+// TestDiffWhiteoutBesideEntry: a whiteout next to an entry of the same name is
+// folded into it (dropped for a file, opaque marker for a dir), so no extractor can
+// apply it to the entry itself.
+func TestDiffWhiteoutBesideEntry(t *testing.T) {
+	base := tempDir(t)
+	lower, upper := filepath.Join(base, "lower"), filepath.Join(base, "upper")
+	writeFile(t, filepath.Join(lower, "-x"), "old", 0o644)
+	writeFile(t, filepath.Join(lower, "d/old"), "old", 0o644)
+	writeFile(t, filepath.Join(upper, "-x"), "new", 0o644)
+	writeFile(t, filepath.Join(upper, ".wh.-x"), "", 0o000)
+	writeFile(t, filepath.Join(upper, "d/new"), "new", 0o644)
+	writeFile(t, filepath.Join(upper, ".wh.d"), "", 0o000)
+	b := readAll(t, Diff(context.Background(), upper, DiffOptions{}))
+	if got, want := strings.Join(tarNames(t, b), " "), "-x d/ d/.wh..wh..opq d/new"; got != want {
+		t.Errorf("Diff names = %q, want %q", got, want)
+	}
+	ch, err := Changes(upper, DiffOptions{Lowers: []string{lower}})
+	must(t, err)
+	var lines []string
+	for _, c := range ch {
+		lines = append(lines, c.String())
+	}
+	if got, want := strings.Join(lines, ","), "C /-x,C /d,A /d/new,D /d/old"; got != want {
+		t.Errorf("Changes = %s, want %s", got, want)
+	}
+}
+
+// TestDiffGNUTarOracle: GNU tar, an independent extractor, unpacks what Diff writes
+// into the same tree as the upper dir.
+func TestDiffGNUTarOracle(t *testing.T) {
+	tarBin := testenv.RequireTool(t, "tar")
+	upper := tempDir(t)
+	makeUpper(t, upper)
+	b := readAll(t, Diff(context.Background(), upper, DiffOptions{}))
+	base := tempDir(t)
+	file, out := filepath.Join(base, "layer.tar"), filepath.Join(base, "out")
+	must(t, os.WriteFile(file, b, 0o644))
+	must(t, os.Mkdir(out, 0o755))
+	args := []string{"-C", out, "--xattrs", "--xattrs-include=*", "--numeric-owner", "-xpf", file}
+	if o, err := exec.Command(tarBin, args...).CombinedOutput(); err != nil {
+		t.Fatalf("tar %v: %v\n%s", args, err, o)
+	}
+	compareTrees(t, "GNU tar -x of Diff(upper)", snapshot(t, out, snapOpts{}), snapshot(t, upper, snapOpts{}))
 }

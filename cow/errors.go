@@ -14,3 +14,15 @@ var (
 	// entry types, or kernel overlayfs redirect/metacopy entries in an upper dir.
 	ErrUnsupported = errors.New("unsupported layer content")
 )
+
+// EntryError is the error Apply, Diff, Export and Changes return for one entry:
+// "apply etc/passwd: ...". Path is the entry's name in the tar (Apply) or its path
+// relative to the dir walked; the sentinels above are reached through Unwrap.
+type EntryError struct {
+	Op   string // "apply", "diff", "export", "changes"
+	Path string
+	Err  error
+}
+
+func (e *EntryError) Error() string { return e.Op + " " + e.Path + ": " + e.Err.Error() }
+func (e *EntryError) Unwrap() error { return e.Err }

@@ -158,7 +158,7 @@ func closeLayers(ls []mergeLayer) {
 func (x *exporter) walk(layers []mergeLayer, rel string) error {
 	ents, err := mergeDir(layers)
 	if err != nil {
-		return fmt.Errorf("export %s: %w", rel, err)
+		return &EntryError{"export", rel, err}
 	}
 	for _, me := range ents {
 		if err := x.ctx.Err(); err != nil {
@@ -166,14 +166,14 @@ func (x *exporter) walk(layers []mergeLayer, rel string) error {
 		}
 		p := joinPath(rel, me.name)
 		if err := x.e.entry(me.fd, me.name, p, &me.st); err != nil {
-			return fmt.Errorf("export %s: %w", p, err)
+			return &EntryError{"export", p, err}
 		}
 		if me.dirs == nil {
 			continue
 		}
 		children, err := openChildren(me.dirs, me.name)
 		if err != nil {
-			return fmt.Errorf("export %s: %w", p, err)
+			return &EntryError{"export", p, err}
 		}
 		err = x.walk(children, p)
 		closeLayers(children)

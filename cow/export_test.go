@@ -13,7 +13,7 @@ import (
 // makeStack builds two lower layers (the upper one in the overlay encoding) and an
 // OCI upper dir over them; see the comments for what each hides.
 func makeStack(t *testing.T) (lowers []string, upper string) {
-	base := t.TempDir()
+	base := tempDir(t)
 	l1, l2, up := filepath.Join(base, "l1"), filepath.Join(base, "l2"), filepath.Join(base, "upper")
 	// l1 (bottom)
 	writeFile(t, filepath.Join(l1, "a/1"), "1", 0o644)
@@ -84,5 +84,16 @@ func TestChanges(t *testing.T) {
 	want := "C /a,D /a/2,A /a/3,D /b,C /c,A /c/new2,A /e,A /e/f,D /h1,C /keep"
 	if s := strings.Join(lines, ","); s != want {
 		t.Errorf("Changes:\n got %s\nwant %s", s, want)
+	}
+}
+
+func TestChangesNoLowers(t *testing.T) {
+	upper := tempDir(t)
+	writeFile(t, filepath.Join(upper, "a/b"), "x", 0o644)
+	writeFile(t, filepath.Join(upper, ".wh.gone"), "", 0o644)
+	got, err := Changes(upper, DiffOptions{})
+	must(t, err)
+	if len(got) != 2 || got[0] != (Change{ChangeAdd, "/a"}) || got[1] != (Change{ChangeAdd, "/a/b"}) {
+		t.Errorf("Changes(no lowers) = %v, want A /a, A /a/b", got)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -83,7 +84,7 @@ func changeThroughMount(t *testing.T, m string) []string {
 // give exactly the tree the kernel showed; Changes lists what was done.
 func TestKernelOverlayOracle(t *testing.T) {
 	testenv.RequireRoot(t)
-	base := t.TempDir()
+	base := tempDir(t)
 	src, lower, upper, work, merged := filepath.Join(base, "src"), filepath.Join(base, "lower"),
 		filepath.Join(base, "upper"), filepath.Join(base, "work"), filepath.Join(base, "merged")
 	for _, d := range []string{src, lower, upper, work, merged} {
@@ -91,7 +92,8 @@ func TestKernelOverlayOracle(t *testing.T) {
 	}
 	makeLower(t, src)
 	// The lower is a layer dir as the cache holds it: the tree through Diff and Apply.
-	if _, err := Apply(context.Background(), lower, Diff(context.Background(), src, DiffOptions{})); err != nil {
+	lowerTar := readAll(t, Diff(context.Background(), src, DiffOptions{}))
+	if _, err := Apply(context.Background(), lower, bytes.NewReader(lowerTar)); err != nil {
 		t.Fatalf("Apply(lower): %v", err)
 	}
 	opts := "lowerdir=" + lower + ",upperdir=" + upper + ",workdir=" + work + ",redirect_dir=off,metacopy=off,index=off"
@@ -138,6 +140,27 @@ func TestKernelOverlayOracle(t *testing.T) {
 	flat := readAll(t, Export(context.Background(), []string{layerDir, lower}, "", FormatOCI))
 	result := applyBytes(t, flat)
 	compareTrees(t, "Export(Apply(Diff(upper)) over lower)", snapshot(t, result, snapOpts{}), want)
+
+	// umoci, applying the two layers with its own whiteout handling, agrees.
+	if _, err := exec.LookPath("umoci"); err == nil || os.Getenv("CI") == "true" {
+		rootfs := umociUnpack(t, lowerTar, layer)
+		compareTrees(t, "umoci raw unpack of [lower, Diff(upper)]", snapshot(t, rootfs, snapOpts{}), want)
+	}
+
+	// The same changes in the OCI encoding (the layer unpacked: ".wh." files and
+	// markers) give the same layer, byte for byte, and the same change list.
+	if oci := readAll(t, Diff(context.Background(), layerDir, DiffOptions{Format: FormatOCI})); !bytes.Equal(oci, layer) {
+		t.Errorf("Diff(OCI-encoded upper) differs from Diff(overlay upper)")
+	}
+	got, err = Changes(layerDir, DiffOptions{Format: FormatOCI, Lowers: []string{lower}})
+	must(t, err)
+	lines = lines[:0]
+	for _, c := range got {
+		lines = append(lines, c.String())
+	}
+	if a, b := strings.Join(lines, "\n"), strings.Join(wantChanges, "\n"); a != b {
+		t.Errorf("Changes(OCI-encoded upper):\n%s\nwant:\n%s", a, b)
+	}
 
 	// Diff of the upper is reproducible also in this encoding.
 	again := readAll(t, Diff(context.Background(), upper, DiffOptions{Format: FormatOverlay}))

@@ -21,8 +21,8 @@ import (
 //   - uid/gid numeric, uname/gname empty; mode is the permission bits with
 //     setuid/setgid/sticky; mtime to the nanosecond (a PAX record when it has a
 //     fraction), clamped to SourceDateEpoch; atime and ctime are not stored.
-//   - xattrs as SCHILY.xattr.<name> records, sorted by the writer; overlay-private
-//     xattrs (trusted.overlay.*, user.overlay.*) are never stored.
+//   - xattrs as SCHILY.xattr.<name> records, sorted by the writer; private xattrs
+//     (trusted/user.overlay.*, trusted/user.layerfs.*: IsPrivateXattr) are never stored.
 //   - hard links: the first name of an inode (by dev/ino) met in the walk carries the
 //     data, the others are tar hard links to it. Only names inside the walked tree
 //     are ever link targets, so a layer whose other names live in lower layers still
@@ -79,8 +79,32 @@ func (e *tarEmitter) marker(name string) error {
 }
 
 // entry writes name (the entry base in the dir open as dirfd, already lstat'ed as
-// st) into the tar as path p. Sockets are skipped.
+// st) into the tar as path p. Sockets are skipped, and so is an entry that vanished
+// (ENOENT) before its header was written: without a write barrier the walk is not a
+// consistent cut anyway, and leaving out a file deleted meanwhile is what a later
+// walk would do. Every other error is returned.
 func (e *tarEmitter) entry(dirfd int, base, p string, st *unix.Stat_t) error {
+	err := e.entry1(dirfd, base, p, st)
+	if errors.Is(err, errVanished) {
+		if k := (devIno{uint64(st.Dev), st.Ino}); e.links[k] == p {
+			delete(e.links, k)
+		}
+		return nil
+	}
+	return err
+}
+
+// errVanished marks an entry that disappeared before anything of it was written.
+var errVanished = errors.New("vanished")
+
+func vanished(err error) error {
+	if errors.Is(err, unix.ENOENT) {
+		return errVanished
+	}
+	return err
+}
+
+func (e *tarEmitter) entry1(dirfd int, base, p string, st *unix.Stat_t) error {
 	hdr := &tar.Header{
 		Name:    p,
 		Mode:    int64(st.Mode & 0o7777),
@@ -104,7 +128,7 @@ func (e *tarEmitter) entry(dirfd int, base, p string, st *unix.Stat_t) error {
 	}
 	xattrs, err := e.readXattrs(dirfd, base)
 	if err != nil {
-		return err
+		return vanished(err)
 	}
 	if len(xattrs) > 0 {
 		hdr.PAXRecords = xattrs
@@ -116,7 +140,7 @@ func (e *tarEmitter) entry(dirfd int, base, p string, st *unix.Stat_t) error {
 	case unix.S_IFLNK:
 		hdr.Typeflag = tar.TypeSymlink
 		if hdr.Linkname, err = readlinkat(dirfd, base, int(st.Size)); err != nil {
-			return fmt.Errorf("readlink: %w", err)
+			return vanished(fmt.Errorf("readlink: %w", err))
 		}
 	case unix.S_IFCHR, unix.S_IFBLK:
 		hdr.Typeflag = tar.TypeChar
@@ -143,7 +167,7 @@ func (e *tarEmitter) regular(dirfd int, base string, hdr *tar.Header, st *unix.S
 		fd, err = unix.Openat(dirfd, base, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 	}
 	if err != nil {
-		return fmt.Errorf("open: %w", err)
+		return vanished(fmt.Errorf("open: %w", err))
 	}
 	defer unix.Close(fd)
 	if err := e.tw.WriteHeader(hdr); err != nil {
@@ -156,7 +180,14 @@ func (e *tarEmitter) regular(dirfd int, base string, hdr *tar.Header, st *unix.S
 		end := size
 		if sparse {
 			data, err := unix.Seek(fd, off, unix.SEEK_DATA)
-			if errors.Is(err, unix.ENXIO) { // only a hole up to EOF
+			if errors.Is(err, unix.ENXIO) { // only a hole up to EOF, or the file shrank
+				var now unix.Stat_t
+				if err := unix.Fstat(fd, &now); err != nil {
+					return fmt.Errorf("stat: %w", err)
+				}
+				if now.Size < size {
+					return fmt.Errorf("read: file shrank from %d to %d bytes while read", size, now.Size)
+				}
 				data = size
 			} else if err != nil {
 				sparse = false // no SEEK_DATA here: read everything
@@ -219,7 +250,8 @@ func (e *tarEmitter) zeros(n int64) error {
 	return nil
 }
 
-// readXattrs returns the entry's xattrs as PAX records, without overlay-private ones.
+// readXattrs returns the entry's xattrs as PAX records, without the private ones of
+// overlay and layerfs (IsPrivateXattr).
 // Kernel overlayfs redirect and metacopy entries cannot be turned into a layer from
 // the upper dir alone and give ErrUnsupported.
 func (e *tarEmitter) readXattrs(dirfd int, base string) (map[string]string, error) {
@@ -229,7 +261,7 @@ func (e *tarEmitter) readXattrs(dirfd int, base string) (map[string]string, erro
 	}
 	recs := map[string]string{}
 	for _, n := range names {
-		if IsOverlayXattr(n) {
+		if IsPrivateXattr(n) {
 			if strings.HasSuffix(n, ".overlay.redirect") || strings.HasSuffix(n, ".overlay.metacopy") {
 				return nil, fmt.Errorf("%w: overlay xattr %s (mount overlayfs with redirect_dir=off,metacopy=off)", ErrUnsupported, n)
 			}

@@ -77,6 +77,7 @@ func (fsys *unionFS) copyUpPathLocked(rel string, dataLimit int64, links bool) (
 				if cn.ptOpens > 0 {
 					cn.ptPinned = true
 				}
+				cn.dropLowerFd()
 				cn.mu.Unlock()
 				cn.setEntry(e)
 			}

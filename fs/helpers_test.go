@@ -13,21 +13,28 @@ import (
 type union struct {
 	mnt, upper, work string
 	lowers           []string
+	passthrough      bool
 	m                *MountPoint
 }
 
 // mountUnion mounts lowers (top first) with a fresh upper dir; it unmounts in Cleanup.
 func mountUnion(t testing.TB, f cow.Format, lowers ...string) *union {
 	t.Helper()
+	return mountUnionMode(t, f, false, lowers...)
+}
+
+// mountUnionMode is mountUnion with Options.Passthrough set to pt.
+func mountUnionMode(t testing.TB, f cow.Format, pt bool, lowers ...string) *union {
+	t.Helper()
 	testenv.RequireFUSE(t)
 	d := t.TempDir()
-	u := &union{mnt: filepath.Join(d, "mnt"), upper: filepath.Join(d, "upper"), work: filepath.Join(d, "work"), lowers: lowers}
+	u := &union{mnt: filepath.Join(d, "mnt"), upper: filepath.Join(d, "upper"), work: filepath.Join(d, "work"), lowers: lowers, passthrough: pt}
 	for _, p := range []string{u.mnt, u.upper, u.work} {
 		if err := os.Mkdir(p, 0o755); err != nil {
 			t.Fatal(err)
 		}
 	}
-	m, err := Mount(u.mnt, Options{Lowers: lowers, Upper: u.upper, Work: u.work, Format: f, FsName: "layerfs-test"})
+	m, err := Mount(u.mnt, Options{Lowers: lowers, Upper: u.upper, Work: u.work, Format: f, FsName: "layerfs-test", Passthrough: pt})
 	if err != nil {
 		t.Fatalf("Mount: %v", err)
 	}
@@ -50,7 +57,7 @@ func (u *union) unmount(t testing.TB) {
 func (u *union) remount(t testing.TB, f cow.Format) {
 	t.Helper()
 	u.unmount(t)
-	m, err := Mount(u.mnt, Options{Lowers: u.lowers, Upper: u.upper, Work: u.work, Format: f})
+	m, err := Mount(u.mnt, Options{Lowers: u.lowers, Upper: u.upper, Work: u.work, Format: f, Passthrough: u.passthrough})
 	if err != nil {
 		t.Fatalf("Mount again: %v", err)
 	}

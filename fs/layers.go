@@ -94,20 +94,47 @@ func (s *stack) writable() bool { return len(s.layers) > 0 && s.layers[0].upper 
 
 // openDir opens the directory rel (slash separated, "" for the root) in layer li
 // without following any symlink and without leaving the layer. The caller closes it.
+// Paths longer than the kernel takes in one call are walked in pieces.
 func (s *stack) openDir(li int, rel string, flags uint64) (int, error) {
 	if rel == "" {
 		rel = "."
 	}
+	base := s.layers[li].fd
+	own := -1
+	for len(rel) > maxOpenPath {
+		i := strings.LastIndexByte(rel[:maxOpenPath], '/')
+		if i <= 0 {
+			return -1, unix.ENAMETOOLONG
+		}
+		fd, err := openBeneath(base, rel[:i], unix.O_PATH)
+		if own >= 0 {
+			unix.Close(own)
+		}
+		if err != nil {
+			return -1, err
+		}
+		base, own, rel = fd, fd, rel[i+1:]
+	}
+	fd, err := openBeneath(base, rel, flags)
+	if own >= 0 {
+		unix.Close(own)
+	}
+	return fd, err
+}
+
+const maxOpenPath = 4000
+
+func openBeneath(dirfd int, rel string, flags uint64) (int, error) {
 	how := unix.OpenHow{
 		Flags:   flags | unix.O_DIRECTORY | unix.O_CLOEXEC | unix.O_NOFOLLOW,
 		Resolve: unix.RESOLVE_BENEATH | unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_NO_MAGICLINKS | unix.RESOLVE_NO_XDEV,
 	}
 	for {
-		fd, err := unix.Openat2(s.layers[li].fd, rel, &how)
+		fd, err := unix.Openat2(dirfd, rel, &how)
 		if errors.Is(err, unix.EAGAIN) || errors.Is(err, unix.EINTR) {
 			continue
 		}
-		if errors.Is(err, unix.EXDEV) {
+		if errors.Is(err, unix.EXDEV) && how.Resolve&unix.RESOLVE_NO_XDEV != 0 {
 			// A mount point inside a layer: allow crossing it, still beneath.
 			how.Resolve &^= unix.RESOLVE_NO_XDEV
 			continue

@@ -21,6 +21,12 @@ type Options struct {
 	ReadOnly bool
 	Debug    bool
 	FsName   string // shown in /proc/mounts
+	// Passthrough sends every open of a regular file to this process and lets the
+	// kernel pass reads and writes through to the backing file (root, Linux 6.9+).
+	// Unset, opens stay in the kernel (FUSE no_open): opening cached files costs no
+	// round trip and file data is served by this process and kept in the kernel's
+	// page cache. See noopen.go and fileHandle for the trade-off.
+	Passthrough bool
 }
 
 // MountPoint is a live union mount. (The contract named both the type and the
@@ -45,7 +51,7 @@ func Mount(mountpoint string, opts Options) (*MountPoint, error) {
 	if err != nil {
 		return nil, fmt.Errorf("mount %s: %w", mountpoint, err)
 	}
-	fsys := &unionFS{debug: opts.Debug}
+	fsys := &unionFS{debug: opts.Debug, noOpen: !opts.Passthrough}
 	fsys.stack.Store(s)
 	fsys.root = fsys.newNode()
 	long := time.Duration(longTimeout) * time.Second
@@ -58,7 +64,7 @@ func Mount(mountpoint string, opts Options) (*MountPoint, error) {
 		Options:              []string{"default_permissions"},
 		FsName:               name,
 		Name:                 "layerfs",
-		EnableLocks:          true,
+		EnableLocks:          opts.Passthrough, // else the kernel keeps locks itself
 		EnableSymlinkCaching: true,
 		DirectMount:          true,
 		MaxWrite:             1 << 20,
@@ -84,7 +90,7 @@ func Mount(mountpoint string, opts Options) (*MountPoint, error) {
 		s.close()
 		return nil, fmt.Errorf("mount %s: %w", mountpoint, err)
 	}
-	fsys.passthrough.Store(os.Geteuid() == 0 && server.KernelSettings().Flags64()&fuse.CAP_PASSTHROUGH != 0)
+	fsys.passthrough.Store(opts.Passthrough && os.Geteuid() == 0 && server.KernelSettings().Flags64()&fuse.CAP_PASSTHROUGH != 0)
 	return &MountPoint{dir: mountpoint, server: server, fs: fsys}, nil
 }
 
@@ -157,13 +163,18 @@ func (m *MountPoint) Rebase(lowers []string, upper string) error {
 	return nil
 }
 
-// taintOpen pins every node with a live passthrough open: its kernel backing
-// file belongs to the old stack.
+// taintOpen detaches every node from files of the old stack: a node with a live
+// passthrough open is pinned (its kernel backing file belongs to the old stack), and
+// no-open data fds are dropped so the next write copies up into the new upper.
 func (fsys *unionFS) taintOpen(in *fusefs.Inode) {
 	n := in.Operations().(*node)
 	n.mu.Lock()
 	if n.ptOpens > 0 {
 		n.ptPinned = true
+	}
+	if n.dfd >= 0 {
+		n.oldFds = append(n.oldFds, n.dfd)
+		n.dfd = -1
 	}
 	n.mu.Unlock()
 	for _, ch := range in.Children() {

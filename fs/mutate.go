@@ -28,9 +28,18 @@ func checkName(name string) syscall.Errno {
 
 // upperDir copies the directory node up and opens it in the upper dir.
 func (n *node) upperDir() (*entry, *stack, int, error) {
-	e, s, err := n.fs.copyUpPath(n.rel(), -1)
+	e, s, err := n.resolve()
 	if err != nil {
 		return nil, nil, -1, err
+	}
+	if !s.writable() {
+		return nil, nil, -1, unix.EROFS
+	}
+	if !e.inUpper(s) {
+		e, s, err = n.fs.copyUpPath(n.rel(), -1)
+		if err != nil {
+			return nil, nil, -1, err
+		}
 	}
 	fd, err := s.openDir(0, n.rel(), unix.O_RDONLY)
 	if err != nil {
@@ -190,7 +199,7 @@ func (n *node) Mknod(ctx context.Context, name string, mode uint32, dev uint32, 
 		return nil, errno("mknod", err)
 	}
 	defer unix.Close(dfd)
-	if s.format == cow.FormatOverlay && mode&unix.S_IFMT == unix.S_IFCHR && dev == 0 {
+	if mode&unix.S_IFMT == unix.S_IFCHR && dev == 0 {
 		return nil, syscall.EPERM // would read back as a whiteout
 	}
 	if _, err := clearWhiteout(dfd, name); err != nil {
@@ -326,6 +335,9 @@ func (n *node) remove(name string, dir bool) syscall.Errno {
 		return errno("remove", err)
 	}
 	defer unix.Close(dfd)
+	if ch := n.GetChild(name); ch != nil && !dir {
+		ch.Operations().(*node).pinForRemoval()
+	}
 	if ce.inUpper(s) {
 		if dir {
 			if err := emptyHidden(dfd, name); err != nil {
@@ -477,6 +489,9 @@ func (n *node) Rename(ctx context.Context, name string, newParent fusefs.InodeEm
 			}
 		}
 	}
+	if dn := np.GetChild(newName); dn != nil && de != nil && !exchange && !de.isDir() {
+		dn.Operations().(*node).pinForRemoval()
+	}
 	if err := unix.Renameat2(sdfd, name, ddfd, newName, uint(flags)); err != nil {
 		return errno("rename", err)
 	}
@@ -554,13 +569,13 @@ func (n *node) Setattr(ctx context.Context, f fusefs.FileHandle, in *fuse.SetAtt
 		if err == nil && !s.writable() {
 			err = unix.EROFS
 		}
-	} else {
+	} else if e, s, err = n.resolve(); err == nil && (!s.writable() || !e.inUpper(s)) {
 		e, s, err = n.fs.copyUpPath(n.rel(), limit)
 	}
 	if err != nil {
 		if errors.Is(err, unix.ESTALE) || errors.Is(err, unix.ENOENT) {
-			if h := n.liveHandle(f); h != nil {
-				return h.lf.Setattr(ctx, in, out)
+			if fd := n.unlinkedFd(f); fd >= 0 {
+				return setattrFd(fd, in, out)
 			}
 		}
 		return errno("setattr", err)
@@ -674,12 +689,16 @@ func (n *node) Removexattr(ctx context.Context, attr string) syscall.Errno {
 }
 
 func (n *node) copyUpSelf() error {
-	if n == n.fs.root {
-		if !n.fs.stack.Load().writable() {
-			return unix.EROFS
-		}
+	e, s, err := n.resolve()
+	if err != nil {
+		return err
+	}
+	if !s.writable() {
+		return unix.EROFS
+	}
+	if e.inUpper(s) {
 		return nil
 	}
-	_, _, err := n.fs.copyUpPath(n.rel(), -1)
+	_, _, err = n.fs.copyUpPath(n.rel(), -1)
 	return err
 }

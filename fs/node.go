@@ -26,6 +26,8 @@ type unionFS struct {
 	debug   bool
 	// passthrough is set when the kernel accepted FUSE passthrough.
 	passthrough atomic.Bool
+	// noOpen: opens of regular files stay in the kernel (see noopen.go).
+	noOpen bool
 	retired     []*stack // stacks replaced by Rebase, closed at the end
 }
 
@@ -43,9 +45,14 @@ type node struct {
 	cachedOpens int                  // live opens served by this process
 	ptPinned    bool                 // the kernel's backing file is no longer the node's file
 	handles     map[*fileHandle]bool // live opens, for fstat/ftruncate after unlink
+
+	// No-open mode: the node's data fd (-1: none yet), and fds it replaced.
+	dfd      int
+	dfdUpper bool
+	oldFds   []int
 }
 
-func (fsys *unionFS) newNode() *node { return &node{fs: fsys} }
+func (fsys *unionFS) newNode() *node { return &node{fs: fsys, dfd: -1} }
 
 // rel returns the node's path relative to the union root ("" for the root).
 func (n *node) rel() string { return n.Path(n.fs.root.EmbeddedInode()) }
@@ -210,12 +217,12 @@ func (n *node) Getattr(ctx context.Context, f fusefs.FileHandle, out *fuse.AttrO
 
 // getattrUnlinked answers fstat of a file whose name is gone, through its handle.
 func (n *node) getattrUnlinked(f fusefs.FileHandle, out *fuse.AttrOut) syscall.Errno {
-	h := n.liveHandle(f)
-	if h == nil {
+	fd := n.unlinkedFd(f)
+	if fd < 0 {
 		return syscall.ENOENT
 	}
 	var st unix.Stat_t
-	if err := h.fstat(&st); err != nil {
+	if err := unix.Fstat(fd, &st); err != nil {
 		return errno("fstat", err)
 	}
 	out.FromStat(toSyscallStat(&st))

@@ -241,7 +241,7 @@ func TestUnionMatchesKernelOverlay(t *testing.T) {
 
 	for _, f := range []cow.Format{cow.FormatOCI, cow.FormatOverlay} {
 		t.Run(f.String(), func(t *testing.T) {
-			u := mountUnion(t, f, buildOracleLowers(t)...)
+			u := mountUnionMode(t, f, f == cow.FormatOverlay, buildOracleLowers(t)...)
 			unionScript(t, u.mnt, true)
 			got := snapshot(t, u.mnt, start)
 			diffLines(t, "live", got, want)

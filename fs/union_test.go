@@ -127,7 +127,7 @@ func TestNamesAndPaths(t *testing.T) {
 	comp := strings.Repeat("d", 200)
 	dir := u.mnt
 	depth := 0
-	for len(dir)-len(u.mnt) < 4096-210 {
+	for len(dir)-len(u.mnt) < 6000 {
 		dir = filepath.Join(dir, comp)
 		depth++
 	}
@@ -146,12 +146,24 @@ func TestNamesAndPaths(t *testing.T) {
 		cur = fd
 	}
 	must(t, unix.Close(cur))
-	if len(rel) < 3800 {
+	if len(rel) < 5000 {
 		t.Fatalf("deep path only %d bytes", len(rel))
 	}
+	// Deeper than PATH_MAX in total: reach it in two steps, then write and read.
+	half := rel[:strings.LastIndexByte(rel[:3000], '/')]
+	hfd, err := unix.Openat(int(root.Fd()), half, unix.O_DIRECTORY|unix.O_RDONLY, 0)
+	must(t, err)
+	defer unix.Close(hfd)
+	rest := rel[len(half)+1:]
+	fd, err := unix.Openat(hfd, rest+"/f", unix.O_CREAT|unix.O_RDWR, 0o644)
+	if err != nil {
+		t.Fatalf("create at depth %d bytes: %v", len(rel), err)
+	}
+	unix.Write(fd, []byte("deep"))
+	unix.Close(fd)
 	var st unix.Stat_t
-	if err := unix.Fstatat(int(root.Fd()), rel, &st, 0); err != nil {
-		t.Errorf("stat of a %d-byte path: %v", len(rel), err)
+	if err := unix.Fstatat(hfd, rest+"/f", &st, 0); err != nil || st.Size != 4 {
+		t.Errorf("stat of a file %d bytes deep: %v size %d", len(rel), err, st.Size)
 	}
 	for _, bad := range []string{".wh.x", ".wh..wh..opq"} {
 		if err := os.WriteFile(filepath.Join(u.mnt, bad), nil, 0o644); err == nil {
@@ -299,7 +311,7 @@ func TestOpenFilesAndData(t *testing.T) {
 func TestPassthroughBackingHazard(t *testing.T) {
 	big := "lower content" + strings.Repeat("x", ptMinSize)
 	lower := tree(t, map[string]string{"big": big, "small": "lower content"})
-	u := mountUnion(t, cow.FormatOCI, lower)
+	u := mountUnionMode(t, cow.FormatOCI, true, lower)
 	t.Logf("passthrough active: %v", u.m.fs.passthrough.Load())
 	for _, name := range []string{"big", "small"} {
 		p := filepath.Join(u.mnt, name)

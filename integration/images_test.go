@@ -420,13 +420,28 @@ func TestImagesRmiGCReachable(t *testing.T) {
 	tmp := filepath.Join(root, "store", ".layerfs", "tmp", "load-dead")
 	os.MkdirAll(tmp, 0o700)
 	os.WriteFile(filepath.Join(tmp, "part-1"), bytes.Repeat([]byte("x"), 1000), 0o600)
+	// unpacked layers: busybox's stays, an unreferenced one goes
+	var insp []struct{ RootFS struct{ Layers []string } }
+	json.Unmarshal([]byte(mustRun(t, "inspect", "busybox")), &insp)
+	keepLayer := filepath.Join(root, "layers", strings.TrimPrefix(insp[0].RootFS.Layers[0], "sha256:"))
+	goneLayer := filepath.Join(root, "layers", strings.Repeat("ab", 32))
+	for _, d := range []string{keepLayer, goneLayer} {
+		os.MkdirAll(filepath.Join(d, "etc"), 0o755)
+		os.WriteFile(filepath.Join(d, "etc", "f"), []byte("layer file"), 0o644)
+	}
 	out := mustRun(t, "gc", "--dry-run")
-	if !strings.Contains(out, "Would delete: sha256:"+hex.EncodeToString(h[:])) || !strings.Contains(out, "Total reclaimable space: 1.01kB") {
+	if !strings.Contains(out, "Would delete: sha256:"+hex.EncodeToString(h[:])) || !strings.Contains(out, "Total reclaimable space: 1.02kB") {
 		t.Errorf("gc --dry-run = %q", out)
 	}
 	out = mustRun(t, "gc")
-	if !strings.Contains(out, "Deleted: sha256:"+hex.EncodeToString(h[:])) || !strings.Contains(out, "Total reclaimed space: 1.01kB") {
+	if !strings.Contains(out, "Deleted: sha256:"+hex.EncodeToString(h[:])) || !strings.Contains(out, "Total reclaimed space: 1.02kB") {
 		t.Errorf("gc = %q", out)
+	}
+	if _, err := os.Stat(goneLayer); !os.IsNotExist(err) {
+		t.Errorf("unreferenced layer dir survived gc: %v", err)
+	}
+	if _, err := os.Stat(keepLayer); err != nil {
+		t.Errorf("busybox's layer dir removed by gc: %v", err)
 	}
 	check("gc")
 	if ents, _ := os.ReadDir(filepath.Dir(tmp)); len(ents) != 0 {
@@ -628,65 +643,7 @@ func TestImagesSaveRefusesTerminal(t *testing.T) {
 	}
 }
 
-// --- helpers (tar surgery, tree snapshots, reachability) ---
-
-type tarFileEntry struct {
-	hdr  *tar.Header
-	body []byte
-}
-
-func readTarFile(t testing.TB, path string) []tarFileEntry {
-	t.Helper()
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	var out []tarFileEntry
-	tr := tar.NewReader(f)
-	for {
-		h, err := tr.Next()
-		if err == io.EOF {
-			return out
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		b, err := io.ReadAll(tr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		out = append(out, tarFileEntry{hdr: h, body: b})
-	}
-}
-
-func writeTarEntries(t testing.TB, entries []tarFileEntry) []byte {
-	t.Helper()
-	var buf bytes.Buffer
-	tw := tar.NewWriter(&buf)
-	for _, e := range entries {
-		h := *e.hdr
-		h.Size = int64(len(e.body))
-		if h.Typeflag == tar.TypeDir {
-			h.Size = 0
-		}
-		if err := tw.WriteHeader(&h); err != nil {
-			t.Fatal(err)
-		}
-		tw.Write(e.body)
-	}
-	tw.Close()
-	return buf.Bytes()
-}
-
-func cloneEntries(in []tarFileEntry) []tarFileEntry {
-	out := make([]tarFileEntry, len(in))
-	for i, e := range in {
-		h := *e.hdr
-		out[i] = tarFileEntry{hdr: &h, body: e.body}
-	}
-	return out
-}
+// --- image-test helpers ---
 
 func mutate(in []tarFileEntry, name string, f func([]byte) []byte) []tarFileEntry {
 	out := cloneEntries(in)
@@ -707,13 +664,6 @@ func drop(in []tarFileEntry, name string) []tarFileEntry {
 	}
 	return out
 }
-
-func sha256Hex(b []byte) string {
-	h := sha256.Sum256(b)
-	return hex.EncodeToString(h[:])
-}
-
-func digestOf(b []byte) digestT { return digestT("sha256:" + sha256Hex(b)) }
 
 // replaceManifest writes m as the manifest blob and points index.json at it.
 func replaceManifest(in []tarFileEntry, oldName string, m ocispec.Manifest) []tarFileEntry {
@@ -755,76 +705,6 @@ func readLayer(t testing.TB, entries []tarFileEntry, name string) []byte {
 	return nil
 }
 
-// treeSnapshot maps every path under root to its type, mode and content hash.
-func treeSnapshot(t testing.TB, root string) map[string]string {
-	t.Helper()
-	out := map[string]string{}
-	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		rel, _ := filepath.Rel(root, p)
-		fi, err := d.Info()
-		if err != nil {
-			return err
-		}
-		v := fi.Mode().String()
-		if fi.Mode().IsRegular() {
-			b, err := os.ReadFile(p)
-			if err != nil {
-				return err
-			}
-			v += " " + sha256Hex(b)
-		}
-		out[rel] = v
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return out
-}
-
-func diffTrees(a, b map[string]string) string {
-	var d []string
-	for k, v := range a {
-		if w, ok := b[k]; !ok {
-			d = append(d, "removed "+k)
-		} else if w != v {
-			d = append(d, "changed "+k)
-		}
-	}
-	for k := range b {
-		if _, ok := a[k]; !ok {
-			d = append(d, "added "+k)
-		}
-	}
-	sort.Strings(d)
-	return strings.Join(d, "\n")
-}
-
-func sameFile(t testing.TB, a, b string) bool {
-	t.Helper()
-	x, err1 := os.ReadFile(a)
-	y, err2 := os.ReadFile(b)
-	return err1 == nil && err2 == nil && bytes.Equal(x, y)
-}
-
-// blobFiles lists the blobs in root's store as digests, sorted.
-func blobFiles(t testing.TB, root string) []string {
-	t.Helper()
-	ents, err := os.ReadDir(filepath.Join(root, "store", "blobs", "sha256"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out []string
-	for _, e := range ents {
-		out = append(out, "sha256:"+e.Name())
-	}
-	sort.Strings(out)
-	return out
-}
-
 // reachableBlobs walks index.json -> manifests -> config and layers.
 func reachableBlobs(t testing.TB, root string) []string {
 	t.Helper()
@@ -859,4 +739,50 @@ func reachableBlobs(t testing.TB, root string) []string {
 	return out
 }
 
-type digestT = godigest.Digest
+// TestImagesLoadCompressedStream pipes save through gzip and zstd into load's stdin.
+func TestImagesLoadCompressedStream(t *testing.T) {
+	id := importBusybox(t, "busybox")
+	saved := filepath.Join(t.TempDir(), "bb.tar")
+	mustRun(t, "save", "-q", "-o", saved, "busybox")
+	for _, tool := range []string{"gzip", "zstd"} {
+		t.Run(tool, func(t *testing.T) {
+			testenv.RequireTool(t, tool)
+			c := exec.Command(tool, "-c", saved)
+			z, err := c.Output()
+			if err != nil {
+				t.Fatalf("%s: %v", tool, err)
+			}
+			root := filepath.Join(t.TempDir(), "r")
+			r := runWith(t, cmdOpts{root: root, stdin: bytes.NewReader(z)}, "load")
+			if r.Code != 0 || r.Stdout != "Loaded image: busybox:latest\n" {
+				t.Fatalf("load of a %s stream = %+v", tool, r)
+			}
+			if got := strings.TrimSpace(mustRunIn(t, root, "images", "-q", "--no-trunc")); got != id {
+				t.Errorf("loaded ID = %s, want %s", got, id)
+			}
+		})
+	}
+}
+
+// TestImagesLoadTakesTag: a load that takes a tag from another image says so, as
+// docker does, and the other image stays as <none>.
+func TestImagesLoadTakesTag(t *testing.T) {
+	a := importBusybox(t, "x:1")
+	saved := filepath.Join(t.TempDir(), "a.tar")
+	mustRun(t, "save", "-q", "-o", saved, "x:1")
+	b := strings.TrimSpace(mustRun(t, "import", "-q", "-m", "second", busyboxRootfs(t), "x:1"))
+	if a == b {
+		t.Fatalf("two imports gave the same ID %s", a)
+	}
+	out := mustRun(t, "load", "-q", "-i", saved)
+	want := "The image x:1 already exists, renaming the old one with ID " + b + " to empty string\nLoaded image: x:1\n"
+	if out != want {
+		t.Errorf("load = %q, want %q", out, want)
+	}
+	if out := mustRun(t, "images", "--no-trunc", "--format", "{{.Repository}}:{{.Tag}} {{.ID}}"); !strings.Contains(out, "x:1 "+a+"\n") || !strings.Contains(out, "<none>:<none> "+b+"\n") {
+		t.Errorf("images = %q", out)
+	}
+	if out := mustRun(t, "images", "-q", "--no-trunc", "-f", "dangling=true"); out != b+"\n" {
+		t.Errorf("dangling = %q, want %s", out, b)
+	}
+}

@@ -5,16 +5,23 @@
 package integration
 
 import (
+	"archive/tar"
 	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"sort"
 	"strings"
 	"sync"
 	"testing"
+
+	godigest "github.com/opencontainers/go-digest"
 )
 
 // layerfsBin is the binary under test, built by TestMain into workDir, a temp dir
@@ -175,3 +182,143 @@ func importBusybox(t testing.TB, ref string) string {
 	t.Helper()
 	return strings.TrimSpace(mustRun(t, "import", "-q", "-c", `CMD ["/bin/sh"]`, busyboxRootfs(t), ref))
 }
+
+// --- shared helpers: tar surgery, tree snapshots, blobs ---
+
+type tarFileEntry struct {
+	hdr  *tar.Header
+	body []byte
+}
+
+func readTarFile(t testing.TB, path string) []tarFileEntry {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var out []tarFileEntry
+	tr := tar.NewReader(f)
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			return out
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := io.ReadAll(tr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, tarFileEntry{hdr: h, body: b})
+	}
+}
+
+func writeTarEntries(t testing.TB, entries []tarFileEntry) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	for _, e := range entries {
+		h := *e.hdr
+		h.Size = int64(len(e.body))
+		if h.Typeflag == tar.TypeDir {
+			h.Size = 0
+		}
+		if err := tw.WriteHeader(&h); err != nil {
+			t.Fatal(err)
+		}
+		tw.Write(e.body)
+	}
+	tw.Close()
+	return buf.Bytes()
+}
+
+func cloneEntries(in []tarFileEntry) []tarFileEntry {
+	out := make([]tarFileEntry, len(in))
+	for i, e := range in {
+		h := *e.hdr
+		out[i] = tarFileEntry{hdr: &h, body: e.body}
+	}
+	return out
+}
+
+func sha256Hex(b []byte) string {
+	h := sha256.Sum256(b)
+	return hex.EncodeToString(h[:])
+}
+
+func digestOf(b []byte) digestT { return digestT("sha256:" + sha256Hex(b)) }
+
+// treeSnapshot maps every path under root to its type, mode and content hash.
+func diffTrees(a, b map[string]string) string {
+	var d []string
+	for k, v := range a {
+		if w, ok := b[k]; !ok {
+			d = append(d, "removed "+k)
+		} else if w != v {
+			d = append(d, "changed "+k)
+		}
+	}
+	for k := range b {
+		if _, ok := a[k]; !ok {
+			d = append(d, "added "+k)
+		}
+	}
+	sort.Strings(d)
+	return strings.Join(d, "\n")
+}
+
+func sameFile(t testing.TB, a, b string) bool {
+	t.Helper()
+	x, err1 := os.ReadFile(a)
+	y, err2 := os.ReadFile(b)
+	return err1 == nil && err2 == nil && bytes.Equal(x, y)
+}
+
+// blobFiles lists the blobs in root's store as digests, sorted.
+func treeSnapshot(t testing.TB, root string) map[string]string {
+	t.Helper()
+	out := map[string]string{}
+	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(root, p)
+		fi, err := d.Info()
+		if err != nil {
+			return err
+		}
+		v := fi.Mode().String()
+		if fi.Mode().IsRegular() {
+			b, err := os.ReadFile(p)
+			if err != nil {
+				return err
+			}
+			v += " " + sha256Hex(b)
+		}
+		out[rel] = v
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func blobFiles(t testing.TB, root string) []string {
+	t.Helper()
+	ents, err := os.ReadDir(filepath.Join(root, "store", "blobs", "sha256"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, e := range ents {
+		out = append(out, "sha256:"+e.Name())
+	}
+	sort.Strings(out)
+	return out
+}
+
+// digestT is go-digest's Digest.
+type digestT = godigest.Digest

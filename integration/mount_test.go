@@ -4,8 +4,8 @@ package integration
 // binary, real FUSE mounts, a busybox image built in code.
 
 import (
-	"archive/tar"
 	"bytes"
+	"encoding/json"
 	"errors"
 	"io"
 	"io/fs"
@@ -36,13 +36,9 @@ func newMountEnv(t *testing.T) *mountEnv {
 	t.Helper()
 	testenv.RequireFUSE(t)
 	testenv.RequireRoot(t) // chroot, allow_other
-	e := &mountEnv{t: t, root: t.TempDir(), image: "busybox:test"}
+	e := &mountEnv{t: t, root: rootFor(t), image: "busybox:test"}
 	t.Cleanup(e.cleanup)
-	tarPath := filepath.Join(t.TempDir(), "rootfs.tar")
-	if err := os.WriteFile(tarPath, busyboxRootfsTar(t), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	e.ok("import", tarPath, e.image)
+	importBusybox(t, e.image)
 	return e
 }
 
@@ -76,19 +72,8 @@ func (e *mountEnv) dir() string {
 // run runs layerfs with the env's root.
 func (e *mountEnv) run(args ...string) (stdout, stderr string, code int) {
 	e.t.Helper()
-	cmd := exec.Command(binary(e.t), append([]string{"--root", e.root}, args...)...)
-	var o, se bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &o, &se
-	err := cmd.Run()
-	code = 0
-	if err != nil {
-		var ee *exec.ExitError
-		if !errors.As(err, &ee) {
-			e.t.Fatalf("layerfs %v: %v", args, err)
-		}
-		code = ee.ExitCode()
-	}
-	return o.String(), se.String(), code
+	r := runWith(e.t, cmdOpts{root: e.root}, args...)
+	return r.Stdout, r.Stderr, r.Code
 }
 
 // ok runs layerfs and fails the test unless it exits 0; it returns stdout.
@@ -143,46 +128,6 @@ func mountedAt(dir string) bool {
 		}
 	}
 	return false
-}
-
-// busyboxRootfsTar is a minimal rootfs: /bin/busybox (Debian's busybox-static) and
-// the applet links the tests use.
-func busyboxRootfsTar(t *testing.T) []byte {
-	t.Helper()
-	bb, err := os.ReadFile(testenv.RequireTool(t, "busybox"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var buf bytes.Buffer
-	tw := tar.NewWriter(&buf)
-	mtime := time.Unix(1700000000, 0)
-	add := func(h *tar.Header, data []byte) {
-		h.ModTime = mtime
-		h.Format = tar.FormatPAX
-		if err := tw.WriteHeader(h); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := tw.Write(data); err != nil {
-			t.Fatal(err)
-		}
-	}
-	for _, d := range []string{"bin/", "etc/", "root/", "tmp/"} {
-		mode := int64(0o755)
-		if d == "tmp/" {
-			mode = 0o1777
-		}
-		add(&tar.Header{Typeflag: tar.TypeDir, Name: d, Mode: mode}, nil)
-	}
-	add(&tar.Header{Typeflag: tar.TypeReg, Name: "bin/busybox", Mode: 0o755, Size: int64(len(bb))}, bb)
-	for _, a := range []string{"sh", "ls", "cat", "echo", "rm", "mkdir", "touch", "test", "sleep"} {
-		add(&tar.Header{Typeflag: tar.TypeSymlink, Name: "bin/" + a, Linkname: "busybox"}, nil)
-	}
-	passwd := []byte("root:x:0:0:root:/root:/bin/sh\n")
-	add(&tar.Header{Typeflag: tar.TypeReg, Name: "etc/passwd", Mode: 0o644, Size: int64(len(passwd))}, passwd)
-	if err := tw.Close(); err != nil {
-		t.Fatal(err)
-	}
-	return buf.Bytes()
 }
 
 func TestMountChangeUmountRemount(t *testing.T) {
@@ -277,11 +222,12 @@ func TestMountServerKilled(t *testing.T) {
 		t.Errorf("after kill and remount: lstat bin/cat = %v, want ErrNotExist", err)
 	}
 
-	// Killed again, then mounted straight away: mount clears the dead mount itself.
+	// Killed again, then mounted straight away (by name alone, without the
+	// image): mount clears the dead mount itself.
 	pid, _ = strconv.Atoi(e.psField("k", "PID"))
 	syscall.Kill(pid, syscall.SIGKILL)
 	waitFor(t, "server lock released", func() bool { return e.psField("k", "Status") == "dead" })
-	e.ok("mount", "--name", "k", e.image, dir)
+	e.ok("mount", "--name", "k", dir)
 	if _, err := os.Stat(filepath.Join(dir, "survivor")); err != nil {
 		t.Errorf("after kill and direct remount: %v", err)
 	}
@@ -327,9 +273,21 @@ func TestMountDerivedNames(t *testing.T) {
 	if a != "busybox-working-container" || b != "busybox-working-container-1" {
 		t.Errorf("derived names = %q, %q; want busybox-working-container, busybox-working-container-1", a, b)
 	}
+	if got := e.ok("ps", "--format", "table {{.Name}}\t{{.Status}}"); !strings.HasPrefix(got, "NAME") || strings.Count(got, "mounted") != 2 {
+		t.Errorf("ps --format table =\n%s\nwant a NAME header and two mounted rows", got)
+	}
+	var row struct{ Name, Image, ImageID, Mountpoint, Status string }
+	if err := json.Unmarshal([]byte(strings.SplitN(e.ok("ps", "--format", "json"), "\n", 2)[0]), &row); err != nil {
+		t.Errorf("ps --format json: %v", err)
+	} else if row.Name != a || row.Image != e.image || !strings.HasPrefix(row.ImageID, "sha256:") || row.Status != "mounted" || row.Mountpoint == "" {
+		t.Errorf("ps --format json first row = %+v", row)
+	}
 	e.ok("umount", "--all")
 	if got := strings.Fields(e.ok("ps", "--format", "{{.Status}}")); len(got) != 2 || got[0] != "unmounted" || got[1] != "unmounted" {
 		t.Errorf("ps statuses after umount --all = %v", got)
+	}
+	if got := strings.Fields(e.ok("ps", "-q")); len(got) != 2 || got[0] != a || got[1] != b {
+		t.Errorf("ps -q = %v, want [%s %s]", got, a, b)
 	}
 }
 
@@ -357,6 +315,17 @@ func TestRmiRefusedWhileContainerUsesImage(t *testing.T) {
 	dir := e.dir()
 	e.ok("mount", "--name", "user", e.image, dir)
 	e.fails("conflict", "rmi", e.image)
+	// A mounted container is docker's running container: even -f cannot delete its
+	// image by ID, and -f by name only untags it.
+	id := strings.TrimSpace(e.ok("images", "-q", "--no-trunc", e.image))
+	e.fails("(cannot be forced) - image is being used by running container user", "rmi", "-f", id)
+	if out := e.ok("rmi", "-f", e.image); strings.Contains(out, "Deleted:") || !strings.Contains(out, "Untagged:") {
+		t.Errorf("rmi -f %s of a running container's image = %q, want Untagged only", e.image, out)
+	}
+	if out := e.ok("images", "-q", "--no-trunc"); !strings.Contains(out, id) {
+		t.Errorf("image %s gone after rmi -f while mounted; images -q = %q", id, out)
+	}
+	e.ok("tag", id, e.image)
 	e.ok("umount", dir)
 	// An unmounted container still uses its image (as a stopped docker container).
 	e.fails("user", "rmi", e.image)
@@ -391,7 +360,7 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 func TestMountForeground(t *testing.T) {
 	e := newMountEnv(t)
 	dir := e.dir()
-	cmd := exec.Command(binary(t), "--root", e.root, "mount", "-f", "--name", "fg", e.image, dir)
+	cmd := exec.Command(layerfsBin, "--root", e.root, "mount", "-f", "--name", "fg", e.image, dir)
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -437,4 +406,66 @@ func TestMountServerSIGTERM(t *testing.T) {
 		t.Errorf("%s still mounted after SIGTERM to the server", dir)
 	}
 	e.ok("mount", "--name", "term", e.image, dir)
+}
+
+func TestMountServerFailureReported(t *testing.T) {
+	e := newMountEnv(t)
+	dir := e.dir()
+	e.ok("mount", "--name", "broken", e.image, dir)
+	e.ok("umount", "broken")
+	// A container whose upper dir vanished cannot be served: the server's own error
+	// comes back, one line, and nothing stays mounted or marked mounted.
+	if err := os.RemoveAll(filepath.Join(e.root, "work", "broken", "upper")); err != nil {
+		t.Fatal(err)
+	}
+	errOut := e.fails("upper", "mount", "--name", "broken", e.image, dir)
+	if n := strings.Count(strings.TrimSpace(errOut), "\n"); n != 0 {
+		t.Errorf("mount failure printed %d lines, want one: %q", n+1, errOut)
+	}
+	if mountedAt(dir) {
+		t.Errorf("%s mounted after a failed mount", dir)
+	}
+	if got := e.psField("broken", "Status"); got != "unmounted" {
+		t.Errorf("ps status after a failed mount = %q, want unmounted", got)
+	}
+	e.fails("No such container", "umount", filepath.Join(t.TempDir(), "nothing"))
+}
+
+func TestUmountBusy(t *testing.T) {
+	e := newMountEnv(t)
+	dir := e.dir()
+	e.ok("mount", "--name", "busy", e.image, dir)
+	sleeper := exec.Command("sleep", "30")
+	sleeper.Dir = dir
+	if err := sleeper.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sleeper.Process.Kill(); sleeper.Wait() })
+	e.fails("busy", "umount", "busy")
+	if got := e.psField("busy", "Status"); got != "mounted" {
+		t.Errorf("ps status after a refused umount = %q, want mounted", got)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "bin/busybox")); err != nil {
+		t.Errorf("mount unusable after a refused umount: %v", err)
+	}
+	e.fails("umount -f", "umount", "busy") // the hint
+	e.ok("umount", "-f", "busy")
+	if mountedAt(dir) {
+		t.Errorf("%s still mounted after umount -f", dir)
+	}
+	if got := e.psField("busy", "Status"); got != "unmounted" {
+		t.Errorf("ps status after umount -f = %q, want unmounted", got)
+	}
+	// Busy again: rm -f removes it all the same.
+	e.ok("mount", "--name", "busy", e.image, dir)
+	sleeper2 := exec.Command("sleep", "30")
+	sleeper2.Dir = dir
+	if err := sleeper2.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sleeper2.Process.Kill(); sleeper2.Wait() })
+	e.ok("rm", "-f", "busy")
+	if mountedAt(dir) {
+		t.Errorf("%s still mounted after rm -f", dir)
+	}
 }

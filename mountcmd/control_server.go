@@ -209,32 +209,13 @@ func (s *controlServer) rebase(r *RebaseRequest) error {
 	return nil
 }
 
-// pausedRebaser is a union mount that can swap its stack while the caller holds
-// the write barrier (commit's pause -> diff -> rebase -> resume).
-type pausedRebaser interface {
-	RebasePaused(lowers []string, upper string) error
-}
-
-// rebaseMount swaps the stack, keeping a pause in force. The caller holds s.mu.
-// A mount whose Rebase takes the barrier itself must be resumed first: writes that
-// slip in between land in the old upper (a window the fs should close by offering
-// RebasePaused).
+// rebaseMount swaps the stack, keeping a pause in force (the writers it holds go
+// to the new upper). The caller holds s.mu.
 func (s *controlServer) rebaseMount(lowers []string, upper string) error {
-	if s.pausedBy == 0 {
-		return s.m.Rebase(lowers, upper)
+	if s.pausedBy != 0 {
+		return s.m.RebasePaused(lowers, upper)
 	}
-	if pr, ok := s.m.(pausedRebaser); ok {
-		return pr.RebasePaused(lowers, upper)
-	}
-	s.m.Resume()
-	err := s.m.Rebase(lowers, upper)
-	ctx, cancel := context.WithTimeout(context.Background(), pauseTimeout)
-	defer cancel()
-	if perr := s.m.Pause(ctx); perr != nil {
-		s.pausedBy = 0
-		return errors.Join(err, fmt.Errorf("pause again after rebase: %w", perr))
-	}
-	return err
+	return s.m.Rebase(lowers, upper)
 }
 
 func (s *controlServer) stop() error {

@@ -1,10 +1,15 @@
 package mountcmd
 
 import (
+	"errors"
 	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
 
 	units "github.com/docker/go-units"
 	"github.com/layerfs/layerfs/blobstore"
+	"github.com/layerfs/layerfs/cow"
 	"github.com/opencontainers/go-digest"
 	"github.com/spf13/cobra"
 )
@@ -16,9 +21,50 @@ func init() {
 }
 
 // pruneLayerDirs removes unpacked layer directories (<root>/layers) whose diffID is
-// not in keep. The layer cache owner fills it in; until then gc leaves layers/ alone.
+// not in keep, through cow.LayerCache.Prune (which skips layers being unpacked), and
+// returns the bytes they held. With dryRun it only measures.
 var pruneLayerDirs = func(g *globalOptions, keep map[digest.Digest]bool, dryRun bool) (freed int64, err error) {
-	return 0, nil
+	dir := filepath.Join(g.root, "layers")
+	ents, err := os.ReadDir(dir)
+	if errors.Is(err, os.ErrNotExist) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("prune layers: %w", err)
+	}
+	sizes := map[string]int64{}
+	for _, e := range ents {
+		d := digest.NewDigestFromEncoded(digest.SHA256, e.Name())
+		if d.Validate() != nil || keep[d] {
+			continue
+		}
+		sizes[e.Name()] = dirSize(filepath.Join(dir, e.Name()))
+	}
+	if !dryRun {
+		if err := (&cow.LayerCache{Dir: dir}).Prune(keep); err != nil {
+			return 0, err
+		}
+	}
+	for name, n := range sizes {
+		if _, err := os.Lstat(filepath.Join(dir, name)); dryRun || errors.Is(err, os.ErrNotExist) {
+			freed += n
+		}
+	}
+	return freed, nil
+}
+
+// dirSize is the bytes of the regular files under p.
+func dirSize(p string) int64 {
+	var n int64
+	filepath.WalkDir(p, func(_ string, d fs.DirEntry, err error) error {
+		if err == nil && d.Type().IsRegular() {
+			if fi, err := d.Info(); err == nil {
+				n += fi.Size()
+			}
+		}
+		return nil
+	})
+	return n
 }
 
 type gcOptions struct {

@@ -88,7 +88,7 @@ type inspectImage struct {
 	}
 }
 
-func newInspectImage(g *globalOptions, imgs []*blobstore.Image, img *blobstore.Image) inspectImage {
+func newInspectImage(g *globalOptions, s *blobstore.Store, imgs []*blobstore.Image, img *blobstore.Image) (inspectImage, error) {
 	var raw struct {
 		Comment       string `json:"comment"`
 		DockerVersion string `json:"docker_version"`
@@ -103,7 +103,11 @@ func newInspectImage(g *globalOptions, imgs []*blobstore.Image, img *blobstore.I
 	for _, t := range img.Tags {
 		out.RepoTags = append(out.RepoTags, blobstore.FamiliarString(t))
 	}
-	for _, d := range img.RepoDigests() {
+	rds, err := s.ImageRepoDigests(img)
+	if err != nil {
+		return out, err
+	}
+	for _, d := range rds {
 		out.RepoDigests = append(out.RepoDigests, blobstore.FamiliarString(d))
 	}
 	if img.Parent != "" {
@@ -129,7 +133,7 @@ func newInspectImage(g *globalOptions, imgs []*blobstore.Image, img *blobstore.I
 		out.RootFS.Layers = append(out.RootFS.Layers, d.String())
 	}
 	out.Metadata.LastTagTime = "0001-01-01T00:00:00Z"
-	return out
+	return out, nil
 }
 
 func dockerConfig(c ocispec.ImageConfig) inspectConfig {
@@ -157,7 +161,11 @@ func runInspect(cmd *cobra.Command, g *globalOptions, o *inspectOptions, args []
 			errs = append(errs, imageErr(a, err).Error())
 			continue
 		}
-		found = append(found, newInspectImage(g, imgs, img))
+		ii, err := newInspectImage(g, s, imgs, img)
+		if err != nil {
+			return err
+		}
+		found = append(found, ii)
 	}
 	out := cmd.OutOrStdout()
 	if o.format == "" || o.format == "json" {

@@ -34,7 +34,7 @@ func init() {
 func newMountCommand(g *globalOptions) *cobra.Command {
 	o := &mountOptions{}
 	cmd := &cobra.Command{
-		Use:   "mount [--name NAME] [--read-only] [-f] IMAGE DIR",
+		Use:   "mount [--name NAME] [--read-only] [-f] IMAGE DIR | --name NAME DIR",
 		Short: "Mount an image at DIR with a copy-on-write upper dir",
 		Long: `Mount IMAGE at DIR as a working container: reads come from the image's layers
 (unpacked once into the store), every change lands in the container's upper dir.
@@ -43,15 +43,31 @@ DIR is created if missing and must not be a mount point already.
 The container is NAME, created if it does not exist and reused if it does (its
 changes come back: a remount after umount, or after its server died, shows every
 change that reached the upper dir). Without --name a new container is named
-<image>-working-container (then -1, -2, ...), as buildah does.
+<image>-working-container (then -1, -2, ...), as buildah does. With --name of an
+existing container, IMAGE may be left out: the container's own image is used
+(the one it was made from, or committed onto with commit --rebase).
 
 mount returns once the mount is live, the server running detached (its log is
 work/NAME/server.log under the root); -f serves in the foreground until
 SIGINT/SIGTERM or umount. On success mount prints the container's name, so
 scripts can do: name=$(layerfs mount busybox ./rootfs).`,
-		Args: cobra.ExactArgs(2),
+		Args: func(cmd *cobra.Command, args []string) error {
+			if len(args) == 1 && o.name == "" {
+				return errors.New("mount needs IMAGE and DIR (IMAGE may be left out only with --name of an existing container)")
+			}
+			return cobra.RangeArgs(1, 2)(cmd, args)
+		},
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return runMount(cmd.Context(), g, o, args[0], args[1], cmd.OutOrStdout())
+			ref, dir := "", args[0]
+			if len(args) == 2 {
+				ref, dir = args[0], args[1]
+			}
+			err := runMount(cmd.Context(), g, o, ref, dir, cmd.OutOrStdout())
+			if errors.Is(err, errNoSuchContainer) {
+				fmt.Fprintf(os.Stderr, "Error: %s\n", userError(err))
+				return exitError{1}
+			}
+			return err
 		},
 	}
 	f := cmd.Flags()
@@ -76,11 +92,21 @@ func runMount(ctx context.Context, g *globalOptions, o *mountOptions, ref, dir s
 			release()
 		}
 	}()
-	img, err := s.Resolve(ref)
+	var img *blobstore.Image
+	if ref == "" {
+		img, err = containerImage(s, g, o.name)
+		if err != nil {
+			return err
+		}
+		ref = img.ID.String()
+	} else {
+		img, err = s.Resolve(ref)
+	}
 	if errors.Is(err, blobstore.ErrNotFound) && o.name != "" {
 		// rmi -f may have dropped the image from the index while a container
-		// still uses it (its blobs stay, gc keeps them): remount from those.
-		if cimg, cerr := containerImage(s, g, o.name); cerr == nil {
+		// still uses it (its blobs stay, gc keeps them): remount from those,
+		// if ref names that image.
+		if cimg, cerr := containerImage(s, g, o.name); cerr == nil && namesContainerImage(g, o.name, ref, cimg) {
 			img, err = cimg, nil
 		}
 	}
@@ -157,11 +183,15 @@ func runMount(ctx context.Context, g *globalOptions, o *mountOptions, ref, dir s
 
 // prepareMountpoint returns DIR's absolute, symlink-free path, creating it if
 // missing (mode 0755, parents too), and refusing a mount point, a non-directory,
-// or a place inside the store root (the union would contain itself).
+// or a place in the store root's store/, layers/ or work/ (the union would
+// contain itself).
 func prepareMountpoint(root, dir string) (string, error) {
 	abs, err := filepath.Abs(dir)
 	if err != nil {
 		return "", fmt.Errorf("mountpoint %s: %w", dir, err)
+	}
+	if err := checkOutsideStore(root, dir, abs); err != nil { // before creating anything
+		return "", err
 	}
 	if err := os.MkdirAll(abs, 0o755); err != nil {
 		return "", fmt.Errorf("mountpoint %s: %w", dir, err)
@@ -169,6 +199,9 @@ func prepareMountpoint(root, dir string) (string, error) {
 	mp, err := filepath.EvalSymlinks(abs)
 	if err != nil {
 		return "", fmt.Errorf("mountpoint %s: %w", dir, err)
+	}
+	if err := checkOutsideStore(root, dir, mp); err != nil {
+		return "", err
 	}
 	if fi, err := os.Stat(mp); err != nil {
 		return "", fmt.Errorf("mountpoint %s: %w", dir, err)
@@ -178,10 +211,27 @@ func prepareMountpoint(root, dir string) (string, error) {
 	if isMountpoint(mp) {
 		return "", fmt.Errorf("mountpoint %s: already a mount point (umount it first)", dir)
 	}
-	if r, err := filepath.EvalSymlinks(root); err == nil && (mp == r || strings.HasPrefix(mp, r+"/")) {
-		return "", fmt.Errorf("mountpoint %s: inside the store root %s", dir, root)
-	}
 	return mp, nil
+}
+
+// checkOutsideStore refuses the store root itself and its store/, layers/ and
+// work/ dirs as a mountpoint (p, absolute, names dir).
+func checkOutsideStore(root, dir, p string) error {
+	roots := []string{filepath.Clean(root)}
+	if r, err := filepath.EvalSymlinks(root); err == nil && r != roots[0] {
+		roots = append(roots, r)
+	}
+	for _, r := range roots {
+		if p == r {
+			return fmt.Errorf("mountpoint %s: is the store root", dir)
+		}
+		for _, sub := range []string{"store", "layers", "work"} {
+			if d := filepath.Join(r, sub); p == d || strings.HasPrefix(p, d+"/") {
+				return fmt.Errorf("mountpoint %s: inside the store's %s", dir, d)
+			}
+		}
+	}
+	return nil
 }
 
 // claimContainer locks and returns the working container to mount: name's if
@@ -357,6 +407,20 @@ func containerImage(s *blobstore.Store, g *globalOptions, name string) (*blobsto
 		return nil, err
 	}
 	return img, nil
+}
+
+// namesContainerImage reports whether ref is how container name was mounted, or
+// (a prefix of) the ID of its image img.
+func namesContainerImage(g *globalOptions, name, ref string, img *blobstore.Image) bool {
+	if r := strings.TrimPrefix(ref, "sha256:"); isHexString(r) && strings.HasPrefix(img.ID.Encoded(), r) {
+		return true
+	}
+	w, err := newWorkContainer(g.root, name)
+	if err != nil {
+		return false
+	}
+	st, err := w.load()
+	return err == nil && st.ImageRef != "" && st.ImageRef == blobstore.DisplayRef(ref)
 }
 
 // readJSONBlob decodes a (small, verified) JSON blob.

@@ -21,6 +21,16 @@ func isTerminal(f *os.File) bool {
 	return err == nil
 }
 
+// drawableTerminal is a terminal with a known width (a pty without a size, as under
+// script(1) with no terminal, cannot show bars: plain lines then).
+func drawableTerminal(f *os.File) bool {
+	if !isTerminal(f) {
+		return false
+	}
+	ws, err := unix.IoctlGetWinsize(int(f.Fd()), unix.TIOCGWINSZ)
+	return err == nil && ws.Col > 0
+}
+
 // progressReporter shows per-blob progress for load, save and import: mpb bars
 // (bytes, rate) when w is a terminal, one plain line per finished blob otherwise,
 // nothing when quiet. Finish waits for the bars to draw their last state.
@@ -39,7 +49,7 @@ func newProgress(verb string, w io.Writer, quiet bool) *progressReporter {
 		return nil
 	}
 	p := &progressReporter{verb: verb, w: w}
-	if f, ok := w.(*os.File); ok && isTerminal(f) {
+	if f, ok := w.(*os.File); ok && drawableTerminal(f) {
 		p.bars = mpb.New(mpb.WithOutput(w), mpb.WithWidth(40), mpb.WithRefreshRate(150*time.Millisecond))
 	}
 	return p

@@ -25,7 +25,8 @@ func newRmCommand(g *globalOptions) *cobra.Command {
 		Use:   "rm [-f] NAME...",
 		Short: "Remove working containers and their changes",
 		Long: `Remove working containers: the upper dir with every change, and the state.
-A mounted container is refused unless -f, which unmounts it first. Each name
+A mounted container is refused unless -f, which unmounts it first (killing its
+server if the mount is busy, as docker rm -f kills a running container). Each name
 is handled on its own and printed once removed; with -f a missing one is not
 an error (as docker rm -f).`,
 		Args: cobra.MinimumNArgs(1),
@@ -48,7 +49,7 @@ an error (as docker rm -f).`,
 			return nil
 		},
 	}
-	cmd.Flags().BoolVarP(&o.force, "force", "f", false, "unmount a mounted container first")
+	cmd.Flags().BoolVarP(&o.force, "force", "f", false, "unmount a mounted container first, killing a busy server")
 	return cmd
 }
 
@@ -77,7 +78,7 @@ func rmOne(ctx context.Context, g *globalOptions, o *rmOptions, name string) err
 			}
 			return fmt.Errorf("cannot remove container %q: container is %s: umount it first or force remove (-f)", name, what)
 		}
-		if err := unmountContainer(ctx, w, st); err != nil {
+		if err := unmountContainer(ctx, w, st, true); err != nil {
 			return fmt.Errorf("remove container %s: %w", name, err)
 		}
 	}

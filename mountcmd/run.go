@@ -347,7 +347,7 @@ func unmountAfterRun(w *workContainer, rm bool, made []string) error {
 		return err
 	}
 	mp := st.Mountpoint
-	if err := unmountContainer(ctx, w, st); err != nil {
+	if err := unmountContainer(ctx, w, st, true); err != nil { // force: the container is gone, nothing may keep its mount busy
 		return err
 	}
 	if mp != "" && !isMountpoint(mp) {

@@ -161,7 +161,11 @@ func serve(ctx context.Context, g *globalOptions, w *workContainer, ready func(e
 	case <-ctx.Done():
 		lg.Printf("signalled: unmounting")
 		if err := m.Unmount(); err != nil {
-			lg.Printf("umount %s: %v", st.Mountpoint, err)
+			// Busy: detach it rather than leave a dead mount at the path.
+			lg.Printf("%v; detaching", err)
+			if err := unix.Unmount(st.Mountpoint, unix.MNT_DETACH); err != nil {
+				lg.Printf("detach %s: %v", st.Mountpoint, err)
+			}
 		}
 	}
 	if cs.stopping.Load() {
@@ -259,10 +263,10 @@ func startServer(ctx context.Context, g *globalOptions, w *workContainer) (int, 
 	select {
 	case msg = <-line:
 	case <-ctx.Done():
-		cmd.Process.Kill()
+		cmd.Process.Signal(unix.SIGTERM) // it unmounts if it got that far
 		return 0, fmt.Errorf("start server: %w", ctx.Err())
 	case <-time.After(serverStartTimeout):
-		cmd.Process.Kill()
+		cmd.Process.Signal(unix.SIGTERM)
 		return 0, fmt.Errorf("start server: not ready after %v (see %s)", serverStartTimeout, w.logPath())
 	}
 	if msg == "ok" {

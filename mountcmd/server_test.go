@@ -228,6 +228,16 @@ func TestServeRebase(t *testing.T) {
 	if err := os.Mkdir(filepath.Join(w.Dir(), "upper-2"), 0o755); err != nil {
 		t.Fatal(err)
 	}
+	// A writer that arrives during the pause waits, and its write belongs after
+	// the rebase: in the new upper, not in the old one commit is about to drop.
+	wrote := make(chan error, 1)
+	go func() { wrote <- os.WriteFile(filepath.Join(mp, "during"), []byte("d\n"), 0o644) }()
+	time.Sleep(100 * time.Millisecond)
+	select {
+	case err := <-wrote:
+		t.Fatalf("write during pause returned (%v) before resume", err)
+	default:
+	}
 	newID := digest.Digest("sha256:" + strings.Repeat("b", 64))
 	req := RebaseRequest{Lowers: []string{oldUpper, lower}, Upper: "upper-2", ImageID: newID, ManifestDigest: newID, ImageRef: "committed:1"}
 	if err := c.Rebase(ctx, req); err != nil {
@@ -239,7 +249,16 @@ func TestServeRebase(t *testing.T) {
 	if err := c.Resume(ctx); err != nil {
 		t.Fatal(err)
 	}
-	for _, name := range []string{"a", "b"} {
+	if err := <-wrote; err != nil {
+		t.Fatalf("write during pause: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(w.Dir(), "upper-2", "during")); err != nil {
+		t.Errorf("write held by the pause did not land in the new upper: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(oldUpper, "during")); err == nil {
+		t.Error("write held by the pause landed in the old upper")
+	}
+	for _, name := range []string{"a", "b", "during"} {
 		if _, err := os.Stat(filepath.Join(mp, name)); err != nil {
 			t.Errorf("after rebase: stat %s: %v", name, err)
 		}

@@ -23,7 +23,8 @@ type unionMount interface {
 	Unmount() error
 	Pause(ctx context.Context) error
 	Resume()
-	Rebase(lowers []string, upper string) error
+	Rebase(lowers []string, upper string) error       // takes the barrier itself
+	RebasePaused(lowers []string, upper string) error // for the holder of a Pause
 }
 
 var _ unionMount = (*fs.MountPoint)(nil)

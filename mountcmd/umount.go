@@ -7,6 +7,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -16,8 +18,12 @@ import (
 // serverExitTimeout bounds how long umount waits for a stopped server to exit.
 const serverExitTimeout = 15 * time.Second
 
+// stopTimeout bounds how long umount waits for the server to answer a stop.
+const stopTimeout = 30 * time.Second
+
 type umountOptions struct {
-	all bool
+	all   bool
+	force bool
 }
 
 func init() {
@@ -35,7 +41,10 @@ func newUmountCommand(g *globalOptions) *cobra.Command {
 		Long: `Unmount working containers, named by mountpoint or by name. The mount server
 unmounts and exits; the upper dir keeps every change, and mount with the same
 --name brings them back. If the server died (killed, crashed), umount clears the
-dead mount it left. Prints nothing on success.`,
+dead mount it left. Prints nothing on success.
+
+A busy mount (a process has a file open or its cwd in it) is refused; -f kills
+the server instead and detaches the mount (those processes get errors).`,
 		Args: func(cmd *cobra.Command, args []string) error {
 			if o.all && len(args) > 0 {
 				return errors.New("--all takes no arguments")
@@ -50,6 +59,7 @@ dead mount it left. Prints nothing on success.`,
 		},
 	}
 	cmd.Flags().BoolVarP(&o.all, "all", "a", false, "unmount every mounted working container")
+	cmd.Flags().BoolVarP(&o.force, "force", "f", false, "kill a busy or unresponsive server and detach its mount")
 	return cmd
 }
 
@@ -67,7 +77,7 @@ func runUmount(ctx context.Context, g *globalOptions, o *umountOptions, args []s
 	}
 	failed := false
 	for _, arg := range args {
-		if err := umountOne(ctx, g, arg); err != nil {
+		if err := umountOne(ctx, g, arg, o.force); err != nil {
 			fmt.Fprintf(os.Stderr, "Error: %s\n", userError(err))
 			failed = true
 		}
@@ -78,7 +88,7 @@ func runUmount(ctx context.Context, g *globalOptions, o *umountOptions, args []s
 	return nil
 }
 
-func umountOne(ctx context.Context, g *globalOptions, arg string) error {
+func umountOne(ctx context.Context, g *globalOptions, arg string, force bool) error {
 	w, err := findContainer(g.root, arg)
 	if err != nil {
 		return err
@@ -95,7 +105,7 @@ func umountOne(ctx context.Context, g *globalOptions, arg string) error {
 	if st.Mountpoint == "" && !w.serverAlive() {
 		return fmt.Errorf("container %s is not mounted", w.name)
 	}
-	return unmountContainer(ctx, w, st)
+	return unmountContainer(ctx, w, st, force)
 }
 
 // findContainer names the working container arg designates: a container name, or
@@ -131,30 +141,17 @@ func findContainer(root, arg string) (*workContainer, error) {
 }
 
 // unmountContainer stops w's server (or clears the dead mount it left) and records
-// that w is unmounted. The caller holds the container lock.
-func unmountContainer(ctx context.Context, w *workContainer, st *workState) error {
+// that w is unmounted. With force, a server that does not stop (busy mount, no
+// answer) is killed and its mount detached. The caller holds the container lock.
+func unmountContainer(ctx context.Context, w *workContainer, st *workState, force bool) error {
 	if w.serverAlive() {
-		c, err := dialControl(ctx, w)
-		if err == nil {
-			err = c.Stop(ctx)
-			c.Close()
-		}
-		var remote *remoteError
-		if errors.As(err, &remote) {
-			return fmt.Errorf("umount %s: %w", w.name, err) // busy, typically
-		}
-		if err != nil && !errors.Is(err, errServerGone) {
-			// The answer may be lost if the server exits at once; what counts is
-			// that it is gone and took its mount along.
-			ctx2, cancel := context.WithTimeout(ctx, time.Second)
-			werr := waitServerExit(ctx2, w)
-			cancel()
-			if werr != nil || isOurMount(st.Mountpoint, w.fsName()) {
-				return fmt.Errorf("umount %s: %w", w.name, err)
+		if err := stopServer(ctx, w, st); err != nil {
+			if !force {
+				return fmt.Errorf("%w (umount -f kills the server and detaches the mount)", err)
 			}
-		}
-		if err := waitServerExit(ctx, w); err != nil {
-			return err
+			if err := killServer(ctx, w, st); err != nil {
+				return err
+			}
 		}
 	}
 	if st.Mountpoint != "" && isOurMount(st.Mountpoint, w.fsName()) {
@@ -164,6 +161,47 @@ func unmountContainer(ctx context.Context, w *workContainer, st *workState) erro
 	}
 	st.Mountpoint, st.PID = "", 0
 	return w.save(st)
+}
+
+// stopServer asks w's server to unmount and waits until it has exited.
+func stopServer(ctx context.Context, w *workContainer, st *workState) error {
+	sctx, cancel := context.WithTimeout(ctx, stopTimeout)
+	defer cancel()
+	c, err := dialControl(sctx, w)
+	if err == nil {
+		err = c.Stop(sctx)
+		c.Close()
+	}
+	var remote *remoteError
+	if errors.As(err, &remote) {
+		return fmt.Errorf("umount %s: %w", w.name, err) // busy, typically
+	}
+	if err != nil && !errors.Is(err, errServerGone) {
+		// The answer may be lost if the server exits at once; what counts is
+		// that it is gone and took its mount along.
+		ctx2, cancel := context.WithTimeout(ctx, time.Second)
+		werr := waitServerExit(ctx2, w)
+		cancel()
+		if werr != nil || isOurMount(st.Mountpoint, w.fsName()) {
+			return fmt.Errorf("umount %s: %w", w.name, err)
+		}
+	}
+	return waitServerExit(ctx, w)
+}
+
+// killServer SIGKILLs w's server: the process state.json names, if it still is a
+// server of w (a pid may have been reused), and waits until it is gone.
+func killServer(ctx context.Context, w *workContainer, st *workState) error {
+	pid := st.PID
+	cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+	args := strings.Split(string(cmdline), "\x00")
+	if pid <= 1 || err != nil || !slices.Contains(args, w.name) || !slices.Contains(args, "__serve") && !slices.Contains(args, "mount") {
+		return fmt.Errorf("umount %s: cannot tell which process serves it (pid %d in state.json is not its server)", w.name, pid)
+	}
+	if err := unix.Kill(pid, unix.SIGKILL); err != nil && !errors.Is(err, unix.ESRCH) {
+		return fmt.Errorf("umount %s: kill server %d: %w", w.name, pid, err)
+	}
+	return waitServerExit(ctx, w)
 }
 
 func waitServerExit(ctx context.Context, w *workContainer) error {

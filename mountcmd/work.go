@@ -34,22 +34,23 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Errors about working containers, checked with errors.Is. The CLI prints
-// errNoSuchContainer as docker does ("No such container: NAME", see userError).
+// Errors about working containers, checked with errors.Is. The container verbs
+// print errNoSuchContainer in docker's words (userError).
 var (
 	errNoSuchContainer = errors.New("no such container")
 	errInvalidName     = errors.New("invalid container name")
 )
 
-// userError is how rm and umount print err: docker's words for a missing container.
+// userError is how the container verbs print err: a missing container in
+// docker's words, "No such container: NAME".
 func userError(err error) string {
+	msg := err.Error()
 	if errors.Is(err, errNoSuchContainer) {
-		msg := err.Error()
 		if rest, ok := strings.CutPrefix(msg, errNoSuchContainer.Error()); ok {
 			return "No such container" + rest
 		}
 	}
-	return err.Error()
+	return msg
 }
 
 // Status values shown by ps.

@@ -1,0 +1,242 @@
+package fs
+
+import (
+	"context"
+	"path"
+	"syscall"
+
+	fusefs "github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"golang.org/x/sys/unix"
+)
+
+// No-open mode (Options.Passthrough unset): Open answers ENOSYS once, after which the
+// kernel never sends OPEN, FLUSH or RELEASE for regular files (FUSE no_open). Opening
+// a cached file then costs no round trip, and its pages stay cached across opens
+// (the kernel defaults no-open files to FOPEN_KEEP_CACHE). READ and WRITE arrive
+// without a file handle and are served from one fd per node:
+//   - reads use the node's current file (lower or upper), opened on first use;
+//   - the first WRITE (or fallocate) copies the file up and switches the node to a
+//     read-write fd of the upper copy; O_TRUNC arrives as a SETATTR of the size;
+//   - before a name is unlinked or renamed over, its node takes an fd to the file,
+//     so files still open in the kernel keep working through it (nlink 0);
+//   - locks are left to the kernel (it keeps POSIX and flock locks itself when the
+//     server does not take them), which is right for a single mount.
+// Files created here still come with a handle (CREATE always opens), without
+// passthrough.
+
+// dataFd returns an fd for the node's data. write copies the node up first and
+// returns a read-write fd of the upper copy. The fd stays owned by the node.
+func (n *node) dataFd(write bool) (int, error) {
+	n.mu.Lock()
+	if n.dfd >= 0 && (!write || n.dfdUpper) {
+		fd := n.dfd
+		n.mu.Unlock()
+		return fd, nil
+	}
+	n.mu.Unlock()
+	e, s, err := n.resolve()
+	if err != nil {
+		return -1, err
+	}
+	if write && !e.inUpper(s) {
+		if e, s, err = n.fs.copyUpPath(n.rel(), -1); err != nil {
+			return -1, err
+		}
+	}
+	dir, name := path.Split(n.rel())
+	dfd, err := s.openDir(e.layers[0], dir, unix.O_PATH)
+	if err != nil {
+		return -1, err
+	}
+	defer unix.Close(dfd)
+	flags := unix.O_RDONLY
+	if e.inUpper(s) {
+		flags = unix.O_RDWR
+	}
+	fd, err := unix.Openat(dfd, name, flags|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return -1, err
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.dfd >= 0 && (!write || n.dfdUpper) {
+		unix.Close(fd) // another request won
+		return n.dfd, nil
+	}
+	if n.dfd >= 0 {
+		n.oldFds = append(n.oldFds, n.dfd) // may still be in use by a read
+	}
+	n.dfd, n.dfdUpper = fd, e.inUpper(s)
+	return fd, nil
+}
+
+// dropLowerFd forgets a read fd of the lower file after copy-up; n.mu is held.
+func (n *node) dropLowerFd() {
+	if n.dfd >= 0 && !n.dfdUpper {
+		n.oldFds = append(n.oldFds, n.dfd)
+		n.dfd = -1
+	}
+}
+
+// pinForRemoval gives the node of a regular file about to lose its name an fd to the
+// file, for opens the kernel may still hold.
+func (n *node) pinForRemoval() {
+	if !n.fs.noOpen || n.StableAttr().Mode&unix.S_IFMT != unix.S_IFREG {
+		return
+	}
+	e, s, err := n.resolve()
+	if err == nil {
+		_, _ = n.dataFd(e.inUpper(s))
+	}
+}
+
+var _ = (fusefs.NodeOnForgetter)((*node)(nil))
+
+// OnForget closes the node's data fds.
+func (n *node) OnForget() {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.dfd >= 0 {
+		unix.Close(n.dfd)
+		n.dfd = -1
+	}
+	for _, fd := range n.oldFds {
+		unix.Close(fd)
+	}
+	n.oldFds = nil
+}
+
+var _ = (fusefs.NodeReader)((*node)(nil))
+
+func (n *node) Read(ctx context.Context, f fusefs.FileHandle, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
+	if h := asHandle(f); h != nil {
+		return h.Read(ctx, dest, off)
+	}
+	fd, err := n.dataFd(false)
+	if err != nil {
+		return nil, errno("read", err)
+	}
+	nr, err := unix.Pread(fd, dest, off)
+	if err != nil {
+		return nil, errno("read", err)
+	}
+	return fuse.ReadResultData(dest[:nr]), 0
+}
+
+var _ = (fusefs.NodeWriter)((*node)(nil))
+
+func (n *node) Write(ctx context.Context, f fusefs.FileHandle, data []byte, off int64) (uint32, syscall.Errno) {
+	if h := asHandle(f); h != nil {
+		return h.Write(ctx, data, off)
+	}
+	n.fs.barrier.RLock()
+	defer n.fs.barrier.RUnlock()
+	fd, err := n.dataFd(true)
+	if err != nil {
+		return 0, errno("write", err)
+	}
+	nw, err := unix.Pwrite(fd, data, off)
+	if err != nil {
+		return 0, errno("write", err)
+	}
+	return uint32(nw), 0
+}
+
+var _ = (fusefs.NodeLseeker)((*node)(nil))
+
+func (n *node) Lseek(ctx context.Context, f fusefs.FileHandle, off uint64, whence uint32) (uint64, syscall.Errno) {
+	if h := asHandle(f); h != nil {
+		return h.Lseek(ctx, off, whence)
+	}
+	fd, err := n.dataFd(false)
+	if err != nil {
+		return 0, errno("lseek", err)
+	}
+	r, err := unix.Seek(fd, int64(off), int(whence))
+	return uint64(r), errno("lseek", err)
+}
+
+var _ = (fusefs.NodeAllocater)((*node)(nil))
+
+func (n *node) Allocate(ctx context.Context, f fusefs.FileHandle, off uint64, size uint64, mode uint32) syscall.Errno {
+	if h := asHandle(f); h != nil {
+		return h.Allocate(ctx, off, size, mode)
+	}
+	n.fs.barrier.RLock()
+	defer n.fs.barrier.RUnlock()
+	fd, err := n.dataFd(true)
+	if err != nil {
+		return errno("fallocate", err)
+	}
+	return errno("fallocate", unix.Fallocate(fd, mode, int64(off), int64(size)))
+}
+
+// unlinkedFd returns an fd to a node whose name is gone, or -1.
+func (n *node) unlinkedFd(f fusefs.FileHandle) int {
+	if h := n.liveHandle(f); h != nil {
+		return h.fd
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.dfd
+}
+
+// fsyncData syncs the node's upper fd in no-open mode.
+func (n *node) fsyncData() syscall.Errno {
+	n.mu.Lock()
+	fd, up := n.dfd, n.dfdUpper
+	n.mu.Unlock()
+	if fd >= 0 && up {
+		return errno("fsync", unix.Fsync(fd))
+	}
+	return 0
+}
+
+// setattrFd applies a SETATTR to an open fd (of a file whose name is gone).
+func setattrFd(fd int, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
+	if m, ok := in.GetMode(); ok {
+		if err := unix.Fchmod(fd, m&0o7777); err != nil {
+			return errno("fchmod", err)
+		}
+	}
+	uid, uok := in.GetUID()
+	gid, gok := in.GetGID()
+	if uok || gok {
+		su, sg := -1, -1
+		if uok {
+			su = int(uid)
+		}
+		if gok {
+			sg = int(gid)
+		}
+		if err := unix.Fchown(fd, su, sg); err != nil {
+			return errno("fchown", err)
+		}
+	}
+	if sz, ok := in.GetSize(); ok {
+		if err := unix.Ftruncate(fd, int64(sz)); err != nil {
+			return errno("ftruncate", err)
+		}
+	}
+	mtime, mok := in.GetMTime()
+	atime, aok := in.GetATime()
+	if mok || aok {
+		ts := []unix.Timespec{{Nsec: unix.UTIME_OMIT}, {Nsec: unix.UTIME_OMIT}}
+		if aok {
+			ts[0] = unix.NsecToTimespec(atime.UnixNano())
+		}
+		if mok {
+			ts[1] = unix.NsecToTimespec(mtime.UnixNano())
+		}
+		if err := unix.UtimesNanoAt(unix.AT_FDCWD, procFd(fd), ts, 0); err != nil {
+			return errno("futimens", err)
+		}
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return errno("fstat", err)
+	}
+	out.FromStat(toSyscallStat(&st))
+	return 0
+}

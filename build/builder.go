@@ -102,18 +102,17 @@ type builder struct {
 	descs  []ocispec.Descriptor
 	parent *blobstore.Image
 
-	editor    *ConfigEditor
-	args      map[string]string // ARGs in scope and their values
-	argOrder  []string
-	metaArgs  map[string]string
-	escape    rune
-	usedArgs  map[string]bool // --build-arg names some ARG declared
-	cachedAll bool
+	editor   *ConfigEditor
+	args     map[string]string // ARGs in scope and their values
+	argOrder []string
+	metaArgs map[string]string
+	escape   rune
+	usedArgs map[string]bool // --build-arg names some ARG declared
 }
 
 // Build builds the Dockerfile in o.Context and tags the result.
 func Build(ctx context.Context, o Options) (*Result, error) {
-	b := &builder{o: o, out: o.Out, cachedAll: true}
+	b := &builder{o: o, out: o.Out}
 	if b.out == nil {
 		b.out = io.Discard
 	}
@@ -179,6 +178,9 @@ func Build(ctx context.Context, o Options) (*Result, error) {
 		return nil, err
 	}
 	fmt.Fprintf(b.out, " ---> %s\n", shortDigest(b.id))
+	if err := b.onBuildTriggers(ctx); err != nil {
+		return nil, err
+	}
 	cached := 0
 	for _, c := range stage.Commands {
 		step++
@@ -275,6 +277,41 @@ func (b *builder) from(ctx context.Context, st instructions.Stage) error {
 	}
 	b.args = map[string]string{}
 	b.editor = &ConfigEditor{Config: &b.img.Config, Escape: b.escape}
+	return nil
+}
+
+// onBuildTriggers runs the base image's ONBUILD instructions right after FROM, as
+// docker does; the new image does not inherit them.
+func (b *builder) onBuildTriggers(ctx context.Context) error {
+	triggers := b.img.Config.OnBuild
+	if len(triggers) == 0 {
+		return nil
+	}
+	b.img.Config.OnBuild = nil
+	s := "s"
+	if len(triggers) == 1 {
+		s = ""
+	}
+	fmt.Fprintf(b.out, "# Executing %d build trigger%s\n", len(triggers), s)
+	for _, tr := range triggers {
+		res, err := parser.Parse(strings.NewReader(tr))
+		if err != nil {
+			return fmt.Errorf("%w: ONBUILD %s: %w", ErrBuild, tr, err)
+		}
+		for _, n := range res.AST.Children {
+			c, err := instructions.ParseCommand(n)
+			if err != nil {
+				return fmt.Errorf("%w: ONBUILD %s: %w", ErrBuild, tr, err)
+			}
+			switch c.(type) {
+			case *instructions.OnbuildCommand, *instructions.MaintainerCommand:
+				return fmt.Errorf("%w: ONBUILD %s: not allowed as a trigger", ErrBuild, tr)
+			}
+			if _, err := b.dispatch(ctx, c); err != nil {
+				return err
+			}
+		}
+	}
 	return nil
 }
 
@@ -403,12 +440,10 @@ func (b *builder) cacheKey(text, content string) digest.Digest {
 // useCache moves the image on to a cached step's result if there is one.
 func (b *builder) useCache(key digest.Digest) (bool, error) {
 	if b.o.NoCache {
-		b.cachedAll = false
 		return false, nil
 	}
 	e, ok := b.cache.get(key)
 	if !ok {
-		b.cachedAll = false
 		return false, nil
 	}
 	var img dockerspec.DockerOCIImage

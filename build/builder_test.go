@@ -4,6 +4,9 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -234,4 +237,44 @@ LABEL a=b
 	if runs != 1 || len(res.Image.Manifest.Layers) != 2 {
 		t.Errorf("%d non-empty history entries, %d layers; want 1 and 2 (base + the first RUN; the second changes nothing)", runs, len(res.Image.Manifest.Layers))
 	}
+}
+
+func TestBuildAddURLAndOnbuild(t *testing.T) {
+	testenv.RequireFUSE(t)
+	testenv.RequireRoot(t)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Last-Modified", "Wed, 21 Oct 2015 07:28:00 GMT")
+		fmt.Fprintf(w, "served %s\n", r.URL.Path)
+	}))
+	defer srv.Close()
+	root, s := testStore(t, nil)
+	ctxDir := t.TempDir()
+	if _, out, err := buildIn(t, root, s, ctxDir, "FROM base\nONBUILD RUN echo triggered > /trigger\n"); err != nil {
+		t.Fatalf("Build: %v\n%s", err, out)
+	}
+	if err := s.Tag(context.Background(), mustResolve(t, s, "out:latest"), "parent:1"); err != nil {
+		t.Fatal(err)
+	}
+	df := "FROM parent:1\nADD " + srv.URL + "/files/page.html /srv/\nADD " + srv.URL + "/x /named.txt\n" +
+		"RUN test \"$(cat /srv/page.html)\" = 'served /files/page.html' && test \"$(stat -c %a /named.txt)\" = 600 && " +
+		"test \"$(date -r /named.txt -u +%Y)\" = 2015 && test \"$(cat /trigger)\" = triggered && echo url-ok\n"
+	res, out, err := buildIn(t, root, s, ctxDir, df)
+	if err != nil {
+		t.Fatalf("Build: %v\n%s", err, out)
+	}
+	if !strings.Contains(out, "# Executing 1 build trigger\n") || !strings.Contains(out, "url-ok") {
+		t.Errorf("build output:\n%s", out)
+	}
+	if strings.Contains(string(res.Image.RawConfig), "OnBuild\":[") {
+		t.Errorf("the child inherited ONBUILD triggers: %s", res.Image.RawConfig)
+	}
+}
+
+func mustResolve(t *testing.T, s *blobstore.Store, ref string) *blobstore.Image {
+	t.Helper()
+	img, err := s.Resolve(ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return img
 }

@@ -3,6 +3,7 @@ package mountcmd
 import (
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strings"
 
@@ -52,7 +53,9 @@ Single-stage Dockerfiles only.`,
 			for _, a := range o.buildArgs {
 				k, v, ok := strings.Cut(a, "=")
 				if !ok {
-					continue // docker takes KEY alone from the environment; not supported
+					if v, ok = os.LookupEnv(k); !ok {
+						continue // docker: KEY alone takes the value from the environment, if set
+					}
 				}
 				bargs[k] = v
 			}

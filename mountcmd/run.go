@@ -67,7 +67,12 @@ committed: layerfs run --name busy1 -it busybox sh; ...; layerfs commit busy1 me
 		RunE: func(cmd *cobra.Command, args []string) error {
 			code, err := runContainer(cmd.Context(), g, o, args[0], args[1:])
 			if err != nil {
-				return err
+				// docker run's 125: the container could not be made or started.
+				fmt.Fprintf(cmd.ErrOrStderr(), "Error: %v\n", err)
+				if code == 0 {
+					code = build.ExitSetup
+				}
+				return exitError{code}
 			}
 			if code != 0 {
 				return exitError{code}

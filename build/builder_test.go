@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -277,4 +278,31 @@ func mustResolve(t *testing.T, s *blobstore.Store, ref string) *blobstore.Image 
 		t.Fatal(err)
 	}
 	return img
+}
+
+func TestBuildAddArchives(t *testing.T) {
+	testenv.RequireFUSE(t)
+	testenv.RequireRoot(t)
+	root, s := testStore(t, nil)
+	ctxDir := t.TempDir()
+	src := filepath.Join(t.TempDir(), "pkg")
+	os.MkdirAll(filepath.Join(src, "sub"), 0o755)
+	os.WriteFile(filepath.Join(src, "sub", "f"), []byte("content\n"), 0o640)
+	for flag, name := range map[string]string{"": "a.tar", "z": "a.tar.gz", "j": "a.tar.bz2", "J": "a.tar.xz"} {
+		if out, err := exec.Command("tar", "-c"+flag+"f", filepath.Join(ctxDir, name), "-C", src, ".").CombinedOutput(); err != nil {
+			t.Skipf("tar -%s: %v: %s", flag, err, out)
+		}
+	}
+	os.WriteFile(filepath.Join(ctxDir, "plain.gz.txt"), []byte("not an archive\n"), 0o644)
+	df := `FROM base
+ADD a.tar /plain/
+ADD a.tar.gz /gz
+ADD a.tar.bz2 /bz2
+ADD a.tar.xz /xz
+ADD plain.gz.txt /
+RUN for d in plain gz bz2 xz; do test "$(cat /$d/sub/f)" = content; test "$(stat -c %a /$d/sub/f)" = 640; done && test -f /plain.gz.txt && echo archives-ok
+`
+	if _, out, err := buildIn(t, root, s, ctxDir, df); err != nil || !strings.Contains(out, "archives-ok") {
+		t.Errorf("Build: %v\n%s", err, out)
+	}
 }

@@ -2,6 +2,7 @@ package build
 
 import (
 	"archive/tar"
+	"compress/bzip2"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -12,6 +13,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"os/exec"
 	"path"
 	"strconv"
 	"strings"
@@ -331,20 +333,57 @@ func (cp *copier) finish() error {
 	return nil
 }
 
-// isArchive reports whether a file is a tar archive (plain, gzip or zstd), which
-// ADD unpacks instead of copying.
+// decompress returns f's content decompressed: gzip and zstd (blobstore),
+// bzip2 (stdlib), xz (through xz(1)), or as it is.
+func decompress(f *os.File) (io.ReadCloser, error) {
+	var magic [6]byte
+	n, _ := io.ReadFull(f, magic[:])
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		return nil, err
+	}
+	switch {
+	case n >= 3 && string(magic[:3]) == "BZh":
+		return io.NopCloser(bzip2.NewReader(f)), nil
+	case n == 6 && string(magic[:]) == "\xfd7zXZ\x00":
+		cmd := exec.Command("xz", "-dc")
+		cmd.Stdin = f
+		out, err := cmd.StdoutPipe()
+		if err != nil {
+			return nil, err
+		}
+		if err := cmd.Start(); err != nil {
+			return nil, fmt.Errorf("unpack xz (needs xz(1)): %w", err)
+		}
+		return &cmdReader{ReadCloser: out, cmd: cmd}, nil
+	}
+	return blobstore.Decompress(f)
+}
+
+// cmdReader is a decompressor's output; Close waits for it and reports its failure.
+type cmdReader struct {
+	io.ReadCloser
+	cmd *exec.Cmd
+}
+
+func (c *cmdReader) Close() error {
+	io.Copy(io.Discard, c.ReadCloser)
+	return c.cmd.Wait()
+}
+
+// isArchive reports whether a file is a tar archive (plain, gzip, bzip2, xz or
+// zstd), which ADD unpacks instead of copying.
 func isArchive(p string) bool {
 	f, err := os.Open(p)
 	if err != nil {
 		return false
 	}
 	defer f.Close()
-	r, err := blobstore.Decompress(f)
+	r, err := decompress(f)
 	if err != nil {
 		return false
 	}
-	defer r.Close()
 	_, err = tar.NewReader(r).Next()
+	r.Close()
 	return err == nil
 }
 
@@ -356,7 +395,7 @@ func (cp *copier) extract(p, dest string) error {
 		return err
 	}
 	defer f.Close()
-	r, err := blobstore.Decompress(f)
+	r, err := decompress(f)
 	if err != nil {
 		return err
 	}

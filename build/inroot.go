@@ -131,3 +131,15 @@ func mkfileInRoot(rfd *os.File, name string) (*os.File, error) {
 // fdPath is the /proc path of an open fd, for syscalls that take a path (mount(2)
 // follows it to exactly the file the fd names).
 func fdPath(f *os.File) string { return fmt.Sprintf("/proc/self/fd/%d", f.Fd()) }
+
+// OpenInRoot opens name inside the root dir root with every symlink and ".."
+// resolved inside it (openat2 RESOLVE_IN_ROOT); flags as for open(2) (O_PATH works).
+// The caller closes the file.
+func OpenInRoot(root, name string, flags int) (*os.File, error) {
+	rfd, err := openRootDir(root)
+	if err != nil {
+		return nil, err
+	}
+	defer rfd.Close()
+	return openat2InRoot(rfd, name, flags)
+}

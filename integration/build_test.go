@@ -121,6 +121,16 @@ func TestBuildSeedDockerfile(t *testing.T) {
 		t.Errorf("files in the image = %q", got)
 	}
 
+	// VOLUME /data: the container gets an anonymous volume filled from the image;
+	// what it writes there is not its change (diff, commit), as in docker.
+	if got := mustRun(t, "run", "--name", "vol", "-u", "root", "me/web:v1", "sh", "-c", "echo x > /data/html/new.html; cat /data/html/index.html; echo y > /tmp/t"); got != "<h1>Busybox test page</h1>\n" {
+		t.Errorf("run with a volume = %q", got)
+	}
+	if got := mustRun(t, "diff", "vol"); got != "C /tmp\nA /tmp/t\n" {
+		t.Errorf("diff of a container that wrote in its volume = %q, want only /tmp", got)
+	}
+	mustRun(t, "rm", "vol")
+
 	var cfg struct {
 		User         string
 		WorkingDir   string

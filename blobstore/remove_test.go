@@ -3,11 +3,13 @@ package blobstore
 import (
 	"context"
 	"errors"
+	"io"
 	"os"
 	"path/filepath"
 	"sort"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
@@ -223,5 +225,52 @@ func TestGCLeavesExactlyReachable(t *testing.T) {
 	ids, err := s.DiffIDs(nil)
 	if err != nil || len(ids) != 2 {
 		t.Fatalf("DiffIDs = %v, %v; want b's 2", ids, err)
+	}
+}
+
+// TestGCWaitsForLoad: a GC that starts while a load streams waits for it, so the
+// load's blobs (not yet named by index.json) survive.
+func TestGCWaitsForLoad(t *testing.T) {
+	s := newStore(t)
+	archive := ociArchive(t, newTestImage(t, "slow", 2, Gzip, "slow:latest"))
+	pr, pw := io.Pipe()
+	loadDone := make(chan error, 1)
+	go func() {
+		_, err := s.Load(context.Background(), pr, LoadOptions{})
+		loadDone <- err
+	}()
+	pw.Write(archive[:len(archive)/2])
+	gcDone := make(chan error, 1)
+	go func() {
+		_, err := s.GC(context.Background(), false, nil)
+		gcDone <- err
+	}()
+	select {
+	case err := <-gcDone:
+		t.Fatalf("GC returned (%v) while a load was in flight", err)
+	case <-time.After(300 * time.Millisecond):
+	}
+	pw.Write(archive[len(archive)/2:])
+	pw.Close()
+	if err := <-loadDone; err != nil {
+		t.Fatal(err)
+	}
+	if err := <-gcDone; err != nil {
+		t.Fatal(err)
+	}
+	img, err := s.Resolve("slow")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range img.Manifest.Layers {
+		rc, err := s.OpenLayer(l)
+		if err != nil {
+			t.Fatalf("layer %s gone after GC: %v", l.Digest, err)
+		}
+		_, err = io.Copy(io.Discard, rc)
+		rc.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
 	}
 }

@@ -738,3 +738,51 @@ func reachableBlobs(t testing.TB, root string) []string {
 	sort.Strings(out)
 	return out
 }
+
+// TestImagesLoadCompressedStream pipes save through gzip and zstd into load's stdin.
+func TestImagesLoadCompressedStream(t *testing.T) {
+	id := importBusybox(t, "busybox")
+	saved := filepath.Join(t.TempDir(), "bb.tar")
+	mustRun(t, "save", "-q", "-o", saved, "busybox")
+	for _, tool := range []string{"gzip", "zstd"} {
+		t.Run(tool, func(t *testing.T) {
+			testenv.RequireTool(t, tool)
+			c := exec.Command(tool, "-c", saved)
+			z, err := c.Output()
+			if err != nil {
+				t.Fatalf("%s: %v", tool, err)
+			}
+			root := filepath.Join(t.TempDir(), "r")
+			r := runWith(t, cmdOpts{root: root, stdin: bytes.NewReader(z)}, "load")
+			if r.Code != 0 || r.Stdout != "Loaded image: busybox:latest\n" {
+				t.Fatalf("load of a %s stream = %+v", tool, r)
+			}
+			if got := strings.TrimSpace(mustRunIn(t, root, "images", "-q", "--no-trunc")); got != id {
+				t.Errorf("loaded ID = %s, want %s", got, id)
+			}
+		})
+	}
+}
+
+// TestImagesLoadTakesTag: a load that takes a tag from another image says so, as
+// docker does, and the other image stays as <none>.
+func TestImagesLoadTakesTag(t *testing.T) {
+	a := importBusybox(t, "x:1")
+	saved := filepath.Join(t.TempDir(), "a.tar")
+	mustRun(t, "save", "-q", "-o", saved, "x:1")
+	b := strings.TrimSpace(mustRun(t, "import", "-q", "-m", "second", busyboxRootfs(t), "x:1"))
+	if a == b {
+		t.Fatalf("two imports gave the same ID %s", a)
+	}
+	out := mustRun(t, "load", "-q", "-i", saved)
+	want := "The image x:1 already exists, renaming the old one with ID " + b + " to empty string\nLoaded image: x:1\n"
+	if out != want {
+		t.Errorf("load = %q, want %q", out, want)
+	}
+	if out := mustRun(t, "images", "--no-trunc", "--format", "{{.Repository}}:{{.Tag}} {{.ID}}"); !strings.Contains(out, "x:1 "+a+"\n") || !strings.Contains(out, "<none>:<none> "+b+"\n") {
+		t.Errorf("images = %q", out)
+	}
+	if out := mustRun(t, "images", "-q", "--no-trunc", "-f", "dangling=true"); out != b+"\n" {
+		t.Errorf("dangling = %q, want %s", out, b)
+	}
+}

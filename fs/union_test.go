@@ -469,7 +469,9 @@ func TestRebase(t *testing.T) {
 	defer open.Close()
 	// "Commit": the old upper becomes a lower; a fresh upper takes its place.
 	newUpper := t.TempDir()
+	must(t, u.m.Pause(context.Background()))
 	must(t, u.m.Rebase([]string{u.upper, lower}, newUpper))
+	u.m.Resume()
 	_, err = open.WriteAt([]byte("B"), 0)
 	must(t, err)
 	if got, _ := os.ReadFile(filepath.Join(newUpper, "b")); string(got) != "B" {

@@ -139,7 +139,7 @@ func copyToTemp(srcDir int, name string, st *unix.Stat_t, opts CopyUpOptions, tm
 		}
 		xdst = dst
 	case unix.S_IFLNK:
-		target, err := readlinkat(srcDir, name)
+		target, err := fdReadlinkat(srcDir, name)
 		if err != nil {
 			return err
 		}
@@ -197,7 +197,7 @@ func setPrivateXattr(fd int, k string, v []byte) error {
 	return err
 }
 
-func readlinkat(dir int, name string) (string, error) {
+func fdReadlinkat(dir int, name string) (string, error) {
 	for n := 256; ; n *= 2 {
 		buf := make([]byte, n)
 		l, err := unix.Readlinkat(dir, name, buf)
@@ -287,7 +287,7 @@ func copyRangeSlow(dst, src int, off, n int64) error {
 // copyXattrs copies every xattr of src to dst except private and overlay ones.
 // A source filesystem without xattrs copies nothing.
 func copyXattrs(dst, src int) error {
-	names, err := listXattrs(src)
+	names, err := fdListXattrs(src)
 	if err != nil {
 		if errors.Is(err, unix.ENOTSUP) {
 			return nil
@@ -298,7 +298,7 @@ func copyXattrs(dst, src int) error {
 		if IsPrivateXattr(k) {
 			continue
 		}
-		v, err := getXattr(src, k)
+		v, err := fdGetXattr(src, k)
 		if errors.Is(err, unix.ENODATA) {
 			continue
 		}
@@ -315,7 +315,7 @@ func copyXattrs(dst, src int) error {
 	return nil
 }
 
-func listXattrs(fd int) ([]string, error) {
+func fdListXattrs(fd int) ([]string, error) {
 	for {
 		n, err := unix.Flistxattr(fd, nil)
 		if err != nil {
@@ -342,7 +342,7 @@ func listXattrs(fd int) ([]string, error) {
 	}
 }
 
-func getXattr(fd int, k string) ([]byte, error) {
+func fdGetXattr(fd int, k string) ([]byte, error) {
 	for {
 		n, err := unix.Fgetxattr(fd, k, nil)
 		if err != nil {

@@ -1,0 +1,232 @@
+package blobstore
+
+import (
+	"context"
+	_ "crypto/sha256" // registers sha256 for go-digest
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"os"
+	"path/filepath"
+
+	"github.com/opencontainers/go-digest"
+)
+
+// checkDigest validates d as a sha256 digest, the only algorithm the store keeps.
+func checkDigest(d digest.Digest) error {
+	if err := d.Validate(); err != nil {
+		return fmt.Errorf("%w %q: %v", ErrInvalidDigest, d, err)
+	}
+	if d.Algorithm() != digest.SHA256 {
+		return fmt.Errorf("%w %q: only sha256 is supported", ErrInvalidDigest, d)
+	}
+	return nil
+}
+
+// BlobPath is where blob d lives (whether or not it is there).
+func (s *Store) BlobPath(d digest.Digest) string {
+	return filepath.Join(s.dir, "blobs", d.Algorithm().String(), d.Encoded())
+}
+
+// blobWriter streams a blob into a temp file in tmp/, hashing as it goes.
+type blobWriter struct {
+	s    *Store
+	f    *os.File
+	h    hash.Hash
+	size int64
+}
+
+func (s *Store) newBlobWriter() (*blobWriter, error) {
+	f, err := os.CreateTemp(s.tmpDir(), "blob-")
+	if err != nil {
+		return nil, fmt.Errorf("create blob temp file: %w", err)
+	}
+	return &blobWriter{s: s, f: f, h: digest.SHA256.Hash()}, nil
+}
+
+func (w *blobWriter) Write(p []byte) (int, error) {
+	n, err := w.f.Write(p)
+	w.h.Write(p[:n])
+	w.size += int64(n)
+	return n, err
+}
+
+func (w *blobWriter) Digest() digest.Digest { return digest.NewDigest(digest.SHA256, w.h) }
+
+// abort removes the temp file; safe after commit.
+func (w *blobWriter) abort() {
+	if w.f != nil {
+		w.f.Close()
+		os.Remove(w.f.Name())
+		w.f = nil
+	}
+}
+
+// commit checks the digest against want (if set) and moves the blob into place.
+func (w *blobWriter) commit(want digest.Digest) (digest.Digest, int64, error) {
+	defer w.abort()
+	got := w.Digest()
+	if want != "" && got != want {
+		return "", 0, fmt.Errorf("blob %s: %w (got %s)", want, ErrDigestMismatch, got)
+	}
+	if err := w.f.Chmod(0o644); err != nil {
+		return "", 0, fmt.Errorf("blob %s: %w", got, err)
+	}
+	if err := w.f.Sync(); err != nil {
+		return "", 0, fmt.Errorf("blob %s: %w", got, err)
+	}
+	if err := w.f.Close(); err != nil {
+		return "", 0, fmt.Errorf("blob %s: %w", got, err)
+	}
+	name := w.f.Name()
+	w.f = nil
+	if err := w.s.placeBlob(name, got); err != nil {
+		os.Remove(name)
+		return "", 0, err
+	}
+	return got, w.size, nil
+}
+
+// placeBlob renames a finished, verified temp file to the blob path of d, unless the
+// blob is already there (then the temp file is removed).
+func (s *Store) placeBlob(tmp string, d digest.Digest) error {
+	dst := s.BlobPath(d)
+	if _, err := os.Stat(dst); err == nil {
+		return os.Remove(tmp)
+	}
+	if err := os.Rename(tmp, dst); err != nil {
+		return fmt.Errorf("blob %s: %w", d, err)
+	}
+	if err := syncDir(filepath.Dir(dst)); err != nil {
+		return fmt.Errorf("blob %s: %w", d, err)
+	}
+	return nil
+}
+
+// Put streams r into the store and returns its digest and size. If want is not
+// empty the content must hash to it (else ErrDigestMismatch and nothing is stored).
+// Idempotent: putting a blob that is already there succeeds and leaves it alone.
+// Safe for concurrent use, also across processes. r is read to EOF, not closed.
+func (s *Store) Put(ctx context.Context, r io.Reader, want digest.Digest) (digest.Digest, int64, error) {
+	if want != "" {
+		if err := checkDigest(want); err != nil {
+			return "", 0, err
+		}
+	}
+	release, err := s.Lease(ctx)
+	if err != nil {
+		return "", 0, err
+	}
+	defer release()
+	w, err := s.newBlobWriter()
+	if err != nil {
+		return "", 0, err
+	}
+	defer w.abort()
+	if _, err := io.Copy(w, ctxReader{ctx, r}); err != nil {
+		return "", 0, fmt.Errorf("put blob %s: %w", want, err)
+	}
+	return w.commit(want)
+}
+
+// Has reports whether blob d is in the store.
+func (s *Store) Has(d digest.Digest) bool {
+	if checkDigest(d) != nil {
+		return false
+	}
+	_, err := os.Stat(s.BlobPath(d))
+	return err == nil
+}
+
+// Size is the stored size of blob d.
+func (s *Store) Size(d digest.Digest) (int64, error) {
+	if err := checkDigest(d); err != nil {
+		return 0, err
+	}
+	fi, err := os.Stat(s.BlobPath(d))
+	if errors.Is(err, os.ErrNotExist) {
+		return 0, fmt.Errorf("blob %s: %w", d, ErrNotFound)
+	}
+	if err != nil {
+		return 0, fmt.Errorf("blob %s: %w", d, err)
+	}
+	return fi.Size(), nil
+}
+
+// Open opens blob d for reading. The reader verifies the content against d and the
+// size seen at open time at EOF: a damaged blob reads as ErrDigestMismatch instead of
+// io.EOF. The caller closes it.
+func (s *Store) Open(d digest.Digest) (io.ReadCloser, error) {
+	if err := checkDigest(d); err != nil {
+		return nil, err
+	}
+	f, err := os.Open(s.BlobPath(d))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("blob %s: %w", d, ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("blob %s: %w", d, err)
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("blob %s: %w", d, err)
+	}
+	return &verifyReader{f: f, d: d, want: fi.Size(), h: d.Algorithm().Hash()}, nil
+}
+
+// readBlob reads a whole small blob (manifest, config), verified, at most limit bytes.
+func (s *Store) readBlob(d digest.Digest, limit int64) ([]byte, error) {
+	rc, err := s.Open(d)
+	if err != nil {
+		return nil, err
+	}
+	defer rc.Close()
+	b, err := io.ReadAll(io.LimitReader(rc, limit+1))
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(b)) > limit {
+		return nil, fmt.Errorf("blob %s: larger than %d bytes", d, limit)
+	}
+	return b, nil
+}
+
+type verifyReader struct {
+	f    *os.File
+	d    digest.Digest
+	h    hash.Hash
+	n    int64
+	want int64
+}
+
+func (v *verifyReader) Read(p []byte) (int, error) {
+	n, err := v.f.Read(p)
+	v.h.Write(p[:n])
+	v.n += int64(n)
+	if err == io.EOF {
+		if v.n != v.want {
+			return n, fmt.Errorf("blob %s: %w (size %d, want %d)", v.d, ErrDigestMismatch, v.n, v.want)
+		}
+		if got := digest.NewDigest(v.d.Algorithm(), v.h); got != v.d {
+			return n, fmt.Errorf("blob %s: %w (got %s)", v.d, ErrDigestMismatch, got)
+		}
+	}
+	return n, err
+}
+
+func (v *verifyReader) Close() error { return v.f.Close() }
+
+// ctxReader makes a long copy stop when ctx is done.
+type ctxReader struct {
+	ctx context.Context
+	r   io.Reader
+}
+
+func (c ctxReader) Read(p []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return c.r.Read(p)
+}

@@ -1,0 +1,74 @@
+// Package blobstore keeps container images in one OCI image layout on disk
+// (<root>/store: oci-layout, index.json, blobs/sha256/), readable as it is by skopeo
+// (`oci:<root>/store:<ref>`) and umoci.
+//
+// # Blobs
+//
+// Put streams a blob into a temp file inside the store, hashing while copying, then
+// fsyncs it, renames it to blobs/sha256/<hex> and fsyncs the directory. Put is
+// idempotent and safe to call concurrently, from any number of processes, for the
+// same or different blobs. Open returns a reader that checks digest and size at EOF
+// and returns ErrDigestMismatch instead of io.EOF when they differ.
+//
+// # Layers
+//
+// Layer blobs are stored as they came: uncompressed tar, tar+gzip or tar+zstd, with
+// the matching OCI or Docker media type. AppendLayer makes a new layer from a tar
+// stream in one pass (diffID and compressed blob together); OpenLayer gives the
+// uncompressed tar stream of any stored layer. Load never re-compresses a layer, so a
+// docker-archive layer keeps its digest.
+//
+// # Images and tags
+//
+// index.json is the list of images. Each tag is one descriptor whose
+// org.opencontainers.image.ref.name annotation holds the full normalised reference
+// (docker.io/library/busybox:latest); an image without tags stays in index.json as
+// one descriptor without the annotation (docker's <none>). An image's ID is its
+// config digest, as in docker. A manifest's org.opencontainers.image.base.digest
+// annotation names its parent image (set by commit), which gives docker's child
+// image rules in rmi.
+//
+// # Load and save
+//
+// Load reads docker-archive (classic <id>/layer.tar and docker 25+'s embedded OCI
+// layout) and OCI archives, each possibly gzip- or zstd-compressed as a whole, in
+// one streamed pass: each file is spooled by content hash into tmp/ (compressed
+// files are also decompressed on the fly to learn their diffID), then the manifests
+// are checked, and only then are the named blobs renamed into blobs/ and index.json
+// replaced once. Decisions:
+//   - layers are never re-compressed: a docker-archive layer.tar stays an
+//     uncompressed blob (media type application/vnd.oci.image.layer.v1.tar), so its
+//     digest equals its diffID and skopeo copies keep it;
+//   - a classic docker-archive has no manifest: one is made (OCI media types,
+//     sniffed layer compression, no annotations), deterministically; a docker-archive
+//     with an embedded OCI layout keeps its manifest as is;
+//   - archives must be self-contained: a manifest naming a blob that is not in the
+//     archive is refused even if the store has it (ErrMissingBlob);
+//   - every blobs/sha256/<hex> entry is checked against its name, every layer's
+//     uncompressed digest against the config's diff_ids, every entry name for
+//     absolute paths and "..", symlinks for escapes; sparse entries are refused.
+//
+// Save writes the stored blobs unchanged into a docker-archive (manifest.json beside
+// an OCI layout, as docker 25+ does; loadable by docker, podman and skopeo) or an OCI
+// archive, with sorted entries and fixed headers, so the same images give the same
+// bytes, and load(save(x)) keeps manifest and config digests.
+//
+// # Concurrency and crash safety
+//
+// The store keeps its private files under <store>/.layerfs/:
+//
+//	index.lock  flock held exclusively by every read-modify-write of index.json;
+//	            index.json is replaced atomically (temp, fsync, rename, dir fsync),
+//	            so readers never take a lock and never see a partial file.
+//	gc.lock     flock held shared by every operation that writes blobs before it
+//	            records them (Put, load, WriteImage, or a caller's Lease), and
+//	            exclusively by GC, so GC never deletes a blob that is about to be
+//	            named in index.json, and every file in tmp/ is garbage while GC runs.
+//	tmp/        temp files of blobs being written and of loads being spooled. A
+//	            process killed mid-write leaves files here and maybe unreferenced
+//	            blobs; nothing in index.json changes, and GC removes them.
+//
+// No method holds index.lock while it waits for gc.lock, so the two never deadlock.
+// A Lease (shared gc.lock) may be held across any store calls except GC, which
+// would wait for it forever.
+package blobstore

@@ -1,0 +1,188 @@
+package blobstore
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+
+	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"golang.org/x/sys/unix"
+)
+
+// GCResult says what GC removed (or, with dryRun, would remove).
+type GCResult struct {
+	Removed   []digest.Digest // unreachable blobs, sorted
+	Freed     int64           // bytes of Removed plus temp files
+	TempFiles int             // leftover temp files (killed writers)
+	Kept      int             // reachable blobs
+}
+
+// GC removes every blob that nothing reachable references: reachable are the
+// manifests in index.json and extraRoots (manifest or index digests that working
+// containers use), and what they name (config, layers, nested manifests). It also
+// removes leftover temp files of killed writers. GC waits for every Lease (and so
+// every load, Put and WriteImage in progress) to end and blocks new ones while it
+// runs. Blobs a reachable manifest names but that are missing are ignored.
+func (s *Store) GC(ctx context.Context, dryRun bool, extraRoots []digest.Digest) (GCResult, error) {
+	var res GCResult
+	if err := ctx.Err(); err != nil {
+		return res, err
+	}
+	unlock, err := s.lock(gcLockName, unix.LOCK_EX)
+	if err != nil {
+		return res, err
+	}
+	defer unlock()
+	keep, err := s.Reachable(extraRoots)
+	if err != nil {
+		return res, err
+	}
+	dir := filepath.Join(s.dir, "blobs", "sha256")
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return res, fmt.Errorf("gc: %w", err)
+	}
+	for _, e := range ents {
+		d := digest.NewDigestFromEncoded(digest.SHA256, e.Name())
+		if d.Validate() != nil || e.IsDir() {
+			continue // not ours to judge
+		}
+		if keep[d] {
+			res.Kept++
+			continue
+		}
+		fi, err := e.Info()
+		if err != nil {
+			continue
+		}
+		res.Removed = append(res.Removed, d)
+		res.Freed += fi.Size()
+		if !dryRun {
+			if err := os.Remove(filepath.Join(dir, e.Name())); err != nil && !errors.Is(err, os.ErrNotExist) {
+				return res, fmt.Errorf("gc: remove blob %s: %w", d, err)
+			}
+		}
+	}
+	tmps, err := os.ReadDir(s.tmpDir())
+	if err != nil {
+		return res, fmt.Errorf("gc: %w", err)
+	}
+	for _, e := range tmps {
+		p := filepath.Join(s.tmpDir(), e.Name())
+		res.TempFiles++
+		res.Freed += du(p)
+		if !dryRun {
+			if err := os.RemoveAll(p); err != nil {
+				return res, fmt.Errorf("gc: remove %s: %w", p, err)
+			}
+		}
+	}
+	if !dryRun && (len(res.Removed) > 0 || res.TempFiles > 0) {
+		if err := syncDir(dir); err != nil {
+			return res, fmt.Errorf("gc: %w", err)
+		}
+	}
+	sort.Slice(res.Removed, func(i, j int) bool { return res.Removed[i] < res.Removed[j] })
+	return res, nil
+}
+
+func du(p string) int64 {
+	var n int64
+	filepath.Walk(p, func(_ string, fi os.FileInfo, err error) error {
+		if err == nil && fi.Mode().IsRegular() {
+			n += fi.Size()
+		}
+		return nil
+	})
+	return n
+}
+
+// Reachable is the set of blobs reachable from index.json and roots.
+func (s *Store) Reachable(roots []digest.Digest) (map[digest.Digest]bool, error) {
+	idx, err := s.readIndex()
+	if err != nil {
+		return nil, err
+	}
+	keep := map[digest.Digest]bool{}
+	var walk func(d digest.Digest, depth int) error
+	walk = func(d digest.Digest, depth int) error {
+		if keep[d] || checkDigest(d) != nil {
+			return nil
+		}
+		keep[d] = true
+		if depth > 8 || !s.Has(d) {
+			return nil
+		}
+		b, err := s.readBlob(d, maxMetaSize)
+		if err != nil {
+			return nil // a blob that is not metadata (or is damaged) names nothing
+		}
+		var node struct {
+			MediaType string               `json:"mediaType"`
+			Config    *ocispec.Descriptor  `json:"config"`
+			Layers    []ocispec.Descriptor `json:"layers"`
+			Manifests []ocispec.Descriptor `json:"manifests"`
+			Subject   *ocispec.Descriptor  `json:"subject"`
+		}
+		if json.Unmarshal(b, &node) != nil {
+			return nil
+		}
+		if node.Config != nil {
+			keep[node.Config.Digest] = true
+		}
+		for _, l := range node.Layers {
+			keep[l.Digest] = true
+		}
+		for _, m := range node.Manifests {
+			if err := walk(m.Digest, depth+1); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	for _, m := range idx.Manifests {
+		if err := walk(m.Digest, 0); err != nil {
+			return nil, err
+		}
+	}
+	for _, r := range roots {
+		if err := walk(r, 0); err != nil {
+			return nil, err
+		}
+	}
+	return keep, nil
+}
+
+// DiffIDs are the diffIDs of every image in index.json and of the manifests in
+// roots: the unpacked layer directories to keep when pruning.
+func (s *Store) DiffIDs(roots []digest.Digest) (map[digest.Digest]bool, error) {
+	keep, err := s.Reachable(roots)
+	if err != nil {
+		return nil, err
+	}
+	out := map[digest.Digest]bool{}
+	for d := range keep {
+		if n, err := s.Size(d); err != nil || n > 1<<20 {
+			continue // not a config
+		}
+		b, err := s.readBlob(d, maxMetaSize)
+		if err != nil {
+			continue
+		}
+		var c struct {
+			RootFS *ocispec.RootFS `json:"rootfs"`
+		}
+		if json.Unmarshal(b, &c) != nil || c.RootFS == nil {
+			continue
+		}
+		for _, id := range c.RootFS.DiffIDs {
+			out[id] = true
+		}
+	}
+	return out, nil
+}

@@ -1,0 +1,365 @@
+package blobstore
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/distribution/reference"
+	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+)
+
+// AnnotationBaseDigest names a manifest's parent image (the OCI base-image
+// annotation); commit sets it through WithParent.
+const AnnotationBaseDigest = ocispec.AnnotationBaseImageDigest
+
+// size limits for metadata blobs read whole.
+const maxMetaSize = 16 << 20
+
+// Image is one manifest in index.json with its config and tags.
+type Image struct {
+	ID             digest.Digest      // config digest ("image ID")
+	ManifestDigest digest.Digest      // manifest digest
+	Descriptor     ocispec.Descriptor // manifest descriptor, without annotations
+	Manifest       ocispec.Manifest
+	Config         ocispec.Image
+	RawConfig      []byte   // the config blob as stored
+	Tags           []string // normalised refs, e.g. "docker.io/library/busybox:latest", sorted
+	Parent         digest.Digest
+	// Parent is the manifest digest in the org.opencontainers.image.base.digest
+	// annotation ("" if none); the parent image may no longer be in the store.
+}
+
+// Size is the stored size of the image's layers (compressed as stored).
+func (img *Image) Size() int64 {
+	var n int64
+	for _, l := range img.Manifest.Layers {
+		n += l.Size
+	}
+	return n
+}
+
+// Created is the config's created time (zero if absent).
+func (img *Image) Created() time.Time {
+	if img.Config.Created == nil {
+		return time.Time{}
+	}
+	return *img.Config.Created
+}
+
+// RepoDigests are "name@<manifest digest>" for each repository the image is tagged in.
+func (img *Image) RepoDigests() []string {
+	seen := map[string]bool{}
+	var out []string
+	for _, t := range img.Tags {
+		n, err := reference.ParseNormalizedNamed(t)
+		if err != nil || seen[n.Name()] {
+			continue
+		}
+		seen[n.Name()] = true
+		out = append(out, n.Name()+"@"+img.ManifestDigest.String())
+	}
+	return out
+}
+
+// isManifestType reports a single-image manifest media type.
+func isManifestType(mt string) bool {
+	return mt == ocispec.MediaTypeImageManifest || mt == MediaTypeDockerManifest
+}
+
+func isIndexType(mt string) bool {
+	return mt == ocispec.MediaTypeImageIndex || mt == MediaTypeDockerManifestList
+}
+
+func isConfigType(mt string) bool {
+	return mt == ocispec.MediaTypeImageConfig || mt == MediaTypeDockerConfig
+}
+
+// refName is the normalised tag of an index entry ("" if untagged or unparsable).
+func refName(d ocispec.Descriptor) string {
+	v := d.Annotations[ocispec.AnnotationRefName]
+	if v == "" {
+		return ""
+	}
+	n, err := ParseReference(v)
+	if err != nil {
+		return ""
+	}
+	if _, ok := n.(reference.NamedTagged); !ok {
+		return ""
+	}
+	return n.String()
+}
+
+// parseManifest decodes and checks a manifest blob.
+func parseManifest(b []byte, d digest.Digest) (ocispec.Manifest, error) {
+	var m ocispec.Manifest
+	if err := json.Unmarshal(b, &m); err != nil {
+		return m, fmt.Errorf("manifest %s: %w: %v", d, ErrInvalidManifest, err)
+	}
+	if m.MediaType != "" && !isManifestType(m.MediaType) {
+		return m, fmt.Errorf("manifest %s: %w %q", d, ErrUnknownMediaType, m.MediaType)
+	}
+	if m.SchemaVersion != 2 {
+		return m, fmt.Errorf("manifest %s: %w: schemaVersion %d", d, ErrInvalidManifest, m.SchemaVersion)
+	}
+	if !isConfigType(m.Config.MediaType) {
+		return m, fmt.Errorf("manifest %s: config: %w %q", d, ErrUnknownMediaType, m.Config.MediaType)
+	}
+	if err := checkDigest(m.Config.Digest); err != nil {
+		return m, fmt.Errorf("manifest %s: config: %w", d, err)
+	}
+	for _, l := range m.Layers {
+		if _, ok := LayerCompression(l.MediaType); !ok {
+			return m, fmt.Errorf("manifest %s: layer %s: %w %q", d, l.Digest, ErrUnknownMediaType, l.MediaType)
+		}
+		if err := checkDigest(l.Digest); err != nil {
+			return m, fmt.Errorf("manifest %s: layer: %w", d, err)
+		}
+	}
+	return m, nil
+}
+
+// parseConfig decodes and checks a config blob against its manifest's layers.
+func parseConfig(b []byte, d digest.Digest, nLayers int) (ocispec.Image, error) {
+	var c ocispec.Image
+	if err := json.Unmarshal(b, &c); err != nil {
+		return c, fmt.Errorf("config %s: %w: not JSON: %v", d, ErrInvalidConfig, err)
+	}
+	if c.RootFS.Type != "layers" {
+		return c, fmt.Errorf("config %s: %w: rootfs type %q", d, ErrInvalidConfig, c.RootFS.Type)
+	}
+	if len(c.RootFS.DiffIDs) != nLayers {
+		return c, fmt.Errorf("config %s: %w: %d diff_ids for %d layers", d, ErrInvalidConfig, len(c.RootFS.DiffIDs), nLayers)
+	}
+	for _, id := range c.RootFS.DiffIDs {
+		if err := checkDigest(id); err != nil {
+			return c, fmt.Errorf("config %s: %w: diff_id: %v", d, ErrInvalidConfig, err)
+		}
+	}
+	return c, nil
+}
+
+// loadImage reads manifest and config of desc from the store.
+func (s *Store) loadImage(desc ocispec.Descriptor) (*Image, error) {
+	mb, err := s.readBlob(desc.Digest, maxMetaSize)
+	if err != nil {
+		return nil, fmt.Errorf("read manifest %s: %w", desc.Digest, err)
+	}
+	m, err := parseManifest(mb, desc.Digest)
+	if err != nil {
+		return nil, err
+	}
+	cb, err := s.readBlob(m.Config.Digest, maxMetaSize)
+	if err != nil {
+		return nil, fmt.Errorf("read config %s: %w", m.Config.Digest, err)
+	}
+	c, err := parseConfig(cb, m.Config.Digest, len(m.Layers))
+	if err != nil {
+		return nil, err
+	}
+	plain := ocispec.Descriptor{MediaType: desc.MediaType, Digest: desc.Digest, Size: desc.Size}
+	if plain.MediaType == "" {
+		plain.MediaType = m.MediaType
+	}
+	img := &Image{ID: m.Config.Digest, ManifestDigest: desc.Digest, Descriptor: plain, Manifest: m, Config: c, RawConfig: cb}
+	if p := m.Annotations[AnnotationBaseDigest]; p != "" {
+		img.Parent = digest.Digest(p)
+	}
+	return img, nil
+}
+
+// Images lists the images in index.json, one per manifest, with their tags, newest
+// first (then by ID). Entries that are image indexes (multi-platform) are skipped.
+func (s *Store) Images() ([]*Image, error) {
+	idx, err := s.readIndex()
+	if err != nil {
+		return nil, err
+	}
+	return s.imagesOf(idx)
+}
+
+func (s *Store) imagesOf(idx *ocispec.Index) ([]*Image, error) {
+	byDigest := map[digest.Digest]*Image{}
+	var out []*Image
+	for _, d := range idx.Manifests {
+		if d.MediaType != "" && !isManifestType(d.MediaType) {
+			continue
+		}
+		img := byDigest[d.Digest]
+		if img == nil {
+			var err error
+			img, err = s.loadImage(d)
+			if errors.Is(err, ErrUnknownMediaType) {
+				continue // an artifact another tool indexed (signature, SBOM...), not an image
+			}
+			if err != nil {
+				return nil, err
+			}
+			byDigest[d.Digest] = img
+			out = append(out, img)
+		}
+		if r := refName(d); r != "" && !contains(img.Tags, r) {
+			img.Tags = append(img.Tags, r)
+		}
+	}
+	for _, img := range out {
+		sort.Strings(img.Tags)
+	}
+	sort.SliceStable(out, func(i, j int) bool {
+		ci, cj := out[i].Created(), out[j].Created()
+		if !ci.Equal(cj) {
+			return ci.After(cj)
+		}
+		return out[i].ID < out[j].ID
+	})
+	return out, nil
+}
+
+func contains(l []string, s string) bool {
+	for _, x := range l {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+// DisplayRef is how docker names a reference in messages: "busybox" is
+// "busybox:latest"; IDs and unparsable input are returned unchanged.
+func DisplayRef(s string) string {
+	if hexPrefix.MatchString(s) || strings.HasPrefix(s, "sha256:") {
+		return s
+	}
+	n, err := ParseReference(s)
+	if err != nil {
+		return s
+	}
+	return reference.FamiliarString(n)
+}
+
+// Resolve finds the image s names: name[:tag], name@sha256:<manifest digest>, a full
+// ID ("sha256:<hex>" or 64 hex), or a unique prefix of an ID's hex. Tags win over ID
+// prefixes, as in docker. Errors: ErrNotFound, ErrInvalidReference, ErrAmbiguous.
+func (s *Store) Resolve(ref string) (*Image, error) {
+	imgs, err := s.Images()
+	if err != nil {
+		return nil, err
+	}
+	img, err := resolveIn(imgs, ref)
+	if errors.Is(err, ErrNotFound) && strings.Contains(ref, "@") {
+		// a digest a pull recorded (for a multi-platform pull, the index's)
+		if n, perr := ParseReference(ref); perr == nil {
+			if m, merr := s.readRegistryMeta(); merr == nil {
+				for md, rds := range m.RepoDigests {
+					if contains(rds, n.String()) {
+						for _, i := range imgs {
+							if i.ManifestDigest == md {
+								return i, nil
+							}
+						}
+					}
+				}
+			}
+		}
+	}
+	return img, err
+}
+
+func resolveIn(imgs []*Image, ref string) (*Image, error) {
+	notFound := fmt.Errorf("image %s: %w", DisplayRef(ref), ErrNotFound)
+	if ref == "" {
+		return nil, fmt.Errorf("%w: empty reference", ErrInvalidReference)
+	}
+	if strings.HasPrefix(ref, "sha256:") || (len(ref) == 64 && hexPrefix.MatchString(ref)) {
+		d := digest.Digest(ref)
+		if !strings.HasPrefix(ref, "sha256:") {
+			d = digest.NewDigestFromEncoded(digest.SHA256, ref)
+		}
+		if err := checkDigest(d); err != nil {
+			// "sha256:<prefix>" is a prefix too (docker accepts it).
+			if p := strings.TrimPrefix(ref, "sha256:"); hexPrefix.MatchString(p) {
+				return byPrefix(imgs, p, notFound)
+			}
+			return nil, fmt.Errorf("%w %q", ErrInvalidReference, ref)
+		}
+		for _, img := range imgs {
+			if img.ID == d {
+				return img, nil
+			}
+		}
+		for _, img := range imgs {
+			if img.ManifestDigest == d {
+				return img, nil
+			}
+		}
+		return nil, notFound
+	}
+	n, err := ParseReference(ref)
+	if err != nil {
+		return nil, err
+	}
+	if dg, ok := n.(reference.Digested); ok {
+		var loose *Image
+		for _, img := range imgs {
+			if img.ManifestDigest != dg.Digest() {
+				continue
+			}
+			for _, t := range img.Tags {
+				if tn, err := reference.ParseNormalizedNamed(t); err == nil && tn.Name() == n.Name() {
+					return img, nil
+				}
+			}
+			if loose == nil {
+				loose = img
+			}
+		}
+		if loose != nil {
+			return loose, nil
+		}
+		return nil, notFound
+	}
+	full := n.String()
+	for _, img := range imgs {
+		if contains(img.Tags, full) {
+			return img, nil
+		}
+	}
+	if hexPrefix.MatchString(ref) {
+		return byPrefix(imgs, ref, notFound)
+	}
+	return nil, notFound
+}
+
+func byPrefix(imgs []*Image, p string, notFound error) (*Image, error) {
+	var found *Image
+	for _, img := range imgs {
+		if strings.HasPrefix(img.ID.Encoded(), p) {
+			if found != nil && found.ID != img.ID {
+				return nil, fmt.Errorf("image %s: %w", p, ErrAmbiguous)
+			}
+			if found == nil {
+				found = img
+			}
+		}
+	}
+	if found == nil {
+		return nil, notFound
+	}
+	return found, nil
+}
+
+// Children are the images whose parent (base digest annotation) is img.
+func Children(imgs []*Image, img *Image) []*Image {
+	var out []*Image
+	for _, c := range imgs {
+		if c.Parent != "" && c.Parent == img.ManifestDigest && c.ManifestDigest != img.ManifestDigest {
+			out = append(out, c)
+		}
+	}
+	return out
+}

@@ -1,0 +1,227 @@
+package blobstore
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+
+	"github.com/klauspost/compress/gzip"
+	"github.com/klauspost/compress/zstd"
+	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+)
+
+// Compression of a layer blob.
+type Compression string
+
+const (
+	Gzip Compression = "gzip" // the default
+	Zstd Compression = "zstd"
+	None Compression = "none"
+)
+
+// Docker media types read alongside the OCI ones.
+const (
+	MediaTypeDockerManifest     = "application/vnd.docker.distribution.manifest.v2+json"
+	MediaTypeDockerManifestList = "application/vnd.docker.distribution.manifest.list.v2+json"
+	MediaTypeDockerConfig       = "application/vnd.docker.container.image.v1+json"
+	MediaTypeDockerLayer        = "application/vnd.docker.image.rootfs.diff.tar"
+	MediaTypeDockerLayerGzip    = "application/vnd.docker.image.rootfs.diff.tar.gzip"
+	MediaTypeDockerLayerZstd    = "application/vnd.docker.image.rootfs.diff.tar.zstd"
+	MediaTypeDockerForeignGzip  = "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip"
+	mediaTypeOCINonDistZstd     = "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd"
+)
+
+// LayerCompression is the compression a layer media type says, and whether the
+// media type is a layer type the store knows.
+func LayerCompression(mediaType string) (Compression, bool) {
+	switch mediaType {
+	case ocispec.MediaTypeImageLayer, MediaTypeDockerLayer, ocispec.MediaTypeImageLayerNonDistributable: //nolint:staticcheck
+		return None, true
+	case ocispec.MediaTypeImageLayerGzip, MediaTypeDockerLayerGzip, MediaTypeDockerForeignGzip, ocispec.MediaTypeImageLayerNonDistributableGzip: //nolint:staticcheck
+		return Gzip, true
+	case ocispec.MediaTypeImageLayerZstd, MediaTypeDockerLayerZstd, mediaTypeOCINonDistZstd:
+		return Zstd, true
+	}
+	return "", false
+}
+
+// LayerMediaType is the OCI media type of a layer with compression c.
+func LayerMediaType(c Compression) string {
+	switch c {
+	case None:
+		return ocispec.MediaTypeImageLayer
+	case Zstd:
+		return ocispec.MediaTypeImageLayerZstd
+	}
+	return ocispec.MediaTypeImageLayerGzip
+}
+
+var (
+	gzipMagic = []byte{0x1f, 0x8b}
+	zstdMagic = []byte{0x28, 0xb5, 0x2f, 0xfd}
+)
+
+// sniff tells the compression of a stream from its first bytes.
+func sniff(b []byte) Compression {
+	switch {
+	case bytes.HasPrefix(b, gzipMagic):
+		return Gzip
+	case bytes.HasPrefix(b, zstdMagic):
+		return Zstd
+	}
+	return None
+}
+
+// decompress wraps r (already peeked into br) by compression c. The returned closer
+// releases decoder resources; it does not close r.
+func decompress(r io.Reader, c Compression) (io.Reader, func(), error) {
+	switch c {
+	case Gzip:
+		zr, err := gzip.NewReader(r)
+		if err != nil {
+			return nil, nil, err
+		}
+		return zr, func() { zr.Close() }, nil
+	case Zstd:
+		// a window cap keeps a hostile frame header from reserving gigabytes
+		zr, err := zstd.NewReader(r, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxWindow(1<<27))
+		if err != nil {
+			return nil, nil, err
+		}
+		return zr, zr.Close, nil
+	}
+	return r, func() {}, nil
+}
+
+// autoDecompress sniffs r and returns the decompressed stream.
+func autoDecompress(r io.Reader) (io.Reader, Compression, func(), error) {
+	br := bufio.NewReaderSize(r, 64<<10)
+	head, _ := br.Peek(4)
+	c := sniff(head)
+	dr, done, err := decompress(br, c)
+	return dr, c, done, err
+}
+
+// compressor returns a writer compressing into w with fixed settings (the same
+// input gives the same bytes) and its finishing close.
+func compressor(w io.Writer, c Compression) (io.WriteCloser, error) {
+	switch c {
+	case None:
+		return nopWriteCloser{w}, nil
+	case Zstd:
+		return zstd.NewWriter(w, zstd.WithEncoderConcurrency(1), zstd.WithEncoderLevel(zstd.SpeedDefault))
+	case Gzip, "":
+		return gzip.NewWriterLevel(w, gzip.DefaultCompression)
+	}
+	return nil, fmt.Errorf("compression %q: %w", c, ErrUnknownMediaType)
+}
+
+type nopWriteCloser struct{ io.Writer }
+
+func (nopWriteCloser) Close() error { return nil }
+
+// AppendLayer stores a new layer from an uncompressed tar stream in one pass: it
+// hashes the stream (the diffID) while compressing it with c ("" is gzip) into a
+// blob. Returns the layer descriptor for a manifest and the diffID for the config.
+// The blob is unreferenced until an image names it: hold a Lease until then.
+func (s *Store) AppendLayer(ctx context.Context, tarStream io.Reader, c Compression) (ocispec.Descriptor, digest.Digest, error) {
+	if c == "" {
+		c = Gzip
+	}
+	release, err := s.Lease(ctx)
+	if err != nil {
+		return ocispec.Descriptor{}, "", err
+	}
+	defer release()
+	w, err := s.newBlobWriter()
+	if err != nil {
+		return ocispec.Descriptor{}, "", err
+	}
+	defer w.abort()
+	cw, err := compressor(w, c)
+	if err != nil {
+		return ocispec.Descriptor{}, "", err
+	}
+	dh := digest.SHA256.Digester()
+	if _, err := io.Copy(io.MultiWriter(cw, dh.Hash()), ctxReader{ctx, tarStream}); err != nil {
+		cw.Close()
+		return ocispec.Descriptor{}, "", fmt.Errorf("append layer: %w", err)
+	}
+	if err := cw.Close(); err != nil {
+		return ocispec.Descriptor{}, "", fmt.Errorf("append layer: %w", err)
+	}
+	d, size, err := w.commit("")
+	if err != nil {
+		return ocispec.Descriptor{}, "", fmt.Errorf("append layer: %w", err)
+	}
+	return ocispec.Descriptor{MediaType: LayerMediaType(c), Digest: d, Size: size}, dh.Digest(), nil
+}
+
+// OpenLayer returns the uncompressed tar stream of a stored layer, decompressed by
+// its media type (sniffing the content when the media type is not a known layer
+// type). The blob's digest is verified as it is read: a damaged blob ends the
+// stream with ErrDigestMismatch. The caller closes it.
+func (s *Store) OpenLayer(desc ocispec.Descriptor) (io.ReadCloser, error) {
+	rc, err := s.Open(desc.Digest)
+	if err != nil {
+		return nil, fmt.Errorf("open layer %s: %w", desc.Digest, err)
+	}
+	br := bufio.NewReaderSize(rc, 64<<10)
+	c, known := LayerCompression(desc.MediaType)
+	if !known {
+		head, _ := br.Peek(4)
+		c = sniff(head)
+	}
+	dr, done, err := decompress(br, c)
+	if err != nil {
+		rc.Close()
+		return nil, fmt.Errorf("open layer %s: %w", desc.Digest, err)
+	}
+	return &layerReader{r: dr, raw: br, rc: rc, done: done, d: desc.Digest}, nil
+}
+
+type layerReader struct {
+	r    io.Reader
+	raw  io.Reader
+	rc   io.ReadCloser
+	done func()
+	d    digest.Digest
+}
+
+func (l *layerReader) Read(p []byte) (int, error) {
+	n, err := l.r.Read(p)
+	if err == io.EOF {
+		// drain the compressed blob so its digest is checked at its EOF.
+		if _, derr := io.Copy(io.Discard, l.raw); derr != nil {
+			return n, fmt.Errorf("layer %s: %w", l.d, derr)
+		}
+	} else if err != nil {
+		err = fmt.Errorf("layer %s: %w", l.d, err)
+	}
+	return n, err
+}
+
+func (l *layerReader) Close() error {
+	l.done()
+	return l.rc.Close()
+}
+
+// Decompress sniffs r for gzip or zstd and returns the decompressed stream (r itself
+// when it is neither). Closing it releases the decoder, not r.
+func Decompress(r io.Reader) (io.ReadCloser, error) {
+	dr, _, done, err := autoDecompress(r)
+	if err != nil {
+		return nil, fmt.Errorf("decompress: %w", err)
+	}
+	return readCloser{dr, done}, nil
+}
+
+type readCloser struct {
+	io.Reader
+	done func()
+}
+
+func (r readCloser) Close() error { r.done(); return nil }

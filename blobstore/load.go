@@ -1,0 +1,355 @@
+package blobstore
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+
+	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+)
+
+// annotationContainerdName is the full image name docker and containerd put on OCI
+// index entries.
+const annotationContainerdName = "io.containerd.image.name"
+
+// LoadOptions are load's knobs.
+type LoadOptions struct {
+	Tag      string   // names images that the archive leaves untagged (--tag)
+	Progress Progress // nil: none
+}
+
+// Loaded is one image a load recorded.
+type Loaded struct {
+	Image *Image
+	Tags  []string                 // normalised tags it got from this load
+	Moved map[string]digest.Digest // tag -> ID of the image that had it before
+}
+
+// loadItem is one image found in an archive, before anything is committed.
+type loadItem struct {
+	manifest []byte // manifest bytes (from the archive, or made here)
+	mdesc    ocispec.Descriptor
+	m        ocispec.Manifest
+	tags     []string
+}
+
+// Load reads a docker-archive (classic <id>/layer.tar layout or the newer one with
+// an embedded OCI layout) or an OCI archive from r, either possibly gzip- or
+// zstd-compressed as a whole, and records its images. The archive is streamed once:
+// every file is spooled by content hash into the store's temp area as it passes
+// (layers are never held in memory); when the archive ends, its manifests are
+// checked (digests, diffIDs, media types, config JSON, missing blobs, entry names)
+// and only then are the blobs they name moved into the store and index.json updated
+// in one atomic replace. Any error leaves the store as it was. Layer blobs are kept
+// exactly as in the archive (never re-compressed), so their digests survive.
+func (s *Store) Load(ctx context.Context, r io.Reader, opts LoadOptions) ([]Loaded, error) {
+	var extraTag string
+	if opts.Tag != "" {
+		n, err := ParseTag(opts.Tag)
+		if err != nil {
+			return nil, err
+		}
+		extraTag = n.String()
+	}
+	release, err := s.Lease(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer release()
+	dir, err := os.MkdirTemp(s.tmpDir(), "load-")
+	if err != nil {
+		return nil, fmt.Errorf("load: %w", err)
+	}
+	defer os.RemoveAll(dir)
+
+	dr, _, closeDec, err := autoDecompress(r)
+	if err != nil {
+		return nil, fmt.Errorf("load: %w: %v", ErrInvalidArchive, err)
+	}
+	defer closeDec()
+	sp, err := readSpool(ctx, dr, dir, opts.Progress)
+	if err != nil {
+		return nil, fmt.Errorf("load: %w", err)
+	}
+	if err := sp.checkBlobNames(); err != nil {
+		return nil, fmt.Errorf("load: %w", err)
+	}
+	var items []*loadItem
+	if _, err := sp.lookup("manifest.json"); err == nil {
+		items, err = s.dockerItems(sp)
+		if err != nil {
+			return nil, fmt.Errorf("load: %w", err)
+		}
+	} else if _, err := sp.lookup("index.json"); err == nil {
+		items, err = s.ociItems(sp)
+		if err != nil {
+			return nil, fmt.Errorf("load: %w", err)
+		}
+	} else {
+		return nil, fmt.Errorf("load: %w: no manifest.json or index.json", ErrInvalidArchive)
+	}
+	if len(items) == 0 {
+		return nil, fmt.Errorf("load: %w: no images", ErrInvalidArchive)
+	}
+	if extraTag != "" {
+		var untagged []*loadItem
+		for _, it := range items {
+			if len(it.tags) == 0 {
+				untagged = append(untagged, it)
+			}
+		}
+		if len(untagged) != 1 {
+			return nil, fmt.Errorf("load: --tag needs exactly one untagged image in the archive, found %d", len(untagged))
+		}
+		untagged[0].tags = []string{extraTag}
+	}
+	return s.commitLoad(ctx, sp, items)
+}
+
+// checkBlobNames verifies every blobs/sha256/<hex> entry against its content.
+func (sp *spool) checkBlobNames() error {
+	for name, f := range sp.files {
+		if hex, ok := strings.CutPrefix(name, "blobs/sha256/"); ok && !strings.Contains(hex, "/") {
+			want := digest.NewDigestFromEncoded(digest.SHA256, hex)
+			if checkDigest(want) != nil {
+				return fmt.Errorf("archive entry %q: %w", name, ErrInvalidDigest)
+			}
+			if f.digest != want {
+				return fmt.Errorf("blob %s: %w (got %s)", want, ErrDigestMismatch, f.digest)
+			}
+		}
+	}
+	return nil
+}
+
+// blobIn finds a blob by digest in the archive (blobs/sha256/<hex>). Every blob a
+// manifest names must be in the archive, even one the store already has: an
+// archive that is not self-contained is refused (ErrMissingBlob). inStore is
+// always false; it stays for callers that may one day accept store blobs.
+func (s *Store) blobIn(sp *spool, d digest.Digest) (f *spooled, inStore bool, err error) { //nolint:unparam
+	if err := checkDigest(d); err != nil {
+		return nil, false, err
+	}
+	if f, err := sp.lookup("blobs/sha256/" + d.Encoded()); err == nil {
+		return f, false, nil
+	}
+	return nil, false, fmt.Errorf("%w %s: not in the archive", ErrMissingBlob, d)
+}
+
+// checkConfigLayers reads and checks a config and its layers' diffIDs.
+func checkConfigLayers(cb []byte, cd digest.Digest, layers []*spooled) (ocispec.Image, error) {
+	c, err := parseConfig(cb, cd, len(layers))
+	if err != nil {
+		return c, err
+	}
+	for i, l := range layers {
+		if l.diffID != c.RootFS.DiffIDs[i] {
+			return c, fmt.Errorf("layer %s: %w: uncompressed content is %s, config diff_id is %s", l.digest, ErrDigestMismatch, l.diffID, c.RootFS.DiffIDs[i])
+		}
+	}
+	return c, nil
+}
+
+// dockerManifestEntry is one element of a docker-archive's manifest.json.
+type dockerManifestEntry struct {
+	Config   string
+	RepoTags []string
+	Layers   []string
+}
+
+func (s *Store) dockerItems(sp *spool) ([]*loadItem, error) {
+	mf, _ := sp.lookup("manifest.json")
+	b, err := sp.read(mf)
+	if err != nil {
+		return nil, err
+	}
+	var entries []dockerManifestEntry
+	if err := json.Unmarshal(b, &entries); err != nil {
+		return nil, fmt.Errorf("manifest.json: %w: %v", ErrInvalidArchive, err)
+	}
+	embedded := sp.embeddedManifests()
+	var items []*loadItem
+	for _, e := range entries {
+		cf, err := sp.lookup(e.Config)
+		if err != nil {
+			return nil, fmt.Errorf("config: %w", err)
+		}
+		// classic archives name the config <hex>.json, new ones blobs/sha256/<hex>.
+		base := strings.TrimSuffix(e.Config[strings.LastIndex(e.Config, "/")+1:], ".json")
+		if want := digest.NewDigestFromEncoded(digest.SHA256, base); checkDigest(want) == nil && want != cf.digest {
+			return nil, fmt.Errorf("config %s: %w (got %s)", want, ErrDigestMismatch, cf.digest)
+		}
+		cb, err := sp.read(cf)
+		if err != nil {
+			return nil, err
+		}
+		var layers []*spooled
+		for _, lp := range e.Layers {
+			lf, err := sp.lookup(lp)
+			if err != nil {
+				return nil, fmt.Errorf("layer: %w", err)
+			}
+			layers = append(layers, lf)
+		}
+		if _, err := checkConfigLayers(cb, cf.digest, layers); err != nil {
+			return nil, err
+		}
+		it := &loadItem{}
+		for _, t := range e.RepoTags {
+			n, err := ParseTag(t)
+			if err != nil {
+				return nil, err
+			}
+			it.tags = append(it.tags, n.String())
+		}
+		// The newer layout also carries the original manifest: keep its digest.
+		for _, em := range embedded {
+			if sameImage(em.m, cf.digest, layers) {
+				it.manifest, it.mdesc, it.m = em.b, em.desc, em.m
+				break
+			}
+		}
+		if it.manifest == nil {
+			m := ocispec.Manifest{
+				MediaType: ocispec.MediaTypeImageManifest,
+				Config:    ocispec.Descriptor{MediaType: ocispec.MediaTypeImageConfig, Digest: cf.digest, Size: cf.size},
+				Layers:    []ocispec.Descriptor{},
+			}
+			m.SchemaVersion = 2
+			for _, l := range layers {
+				m.Layers = append(m.Layers, ocispec.Descriptor{MediaType: LayerMediaType(l.comp), Digest: l.digest, Size: l.size})
+			}
+			mb, err := json.Marshal(m)
+			if err != nil {
+				return nil, err
+			}
+			it.manifest, it.m = mb, m
+			it.mdesc = ocispec.Descriptor{MediaType: m.MediaType, Digest: digest.FromBytes(mb), Size: int64(len(mb))}
+		}
+		items = append(items, it)
+	}
+	return items, nil
+}
+
+type embeddedManifest struct {
+	b    []byte
+	desc ocispec.Descriptor
+	m    ocispec.Manifest
+}
+
+// embeddedManifests are the manifests of an OCI layout inside a docker-archive;
+// anything unreadable there is ignored (manifest.json is what docker loads).
+func (sp *spool) embeddedManifests() []embeddedManifest {
+	f, err := sp.lookup("index.json")
+	if err != nil {
+		return nil
+	}
+	b, err := sp.read(f)
+	if err != nil {
+		return nil
+	}
+	var idx ocispec.Index
+	if json.Unmarshal(b, &idx) != nil {
+		return nil
+	}
+	var out []embeddedManifest
+	for _, d := range idx.Manifests {
+		mf, err := sp.lookup("blobs/sha256/" + d.Digest.Encoded())
+		if err != nil || checkDigest(d.Digest) != nil {
+			continue
+		}
+		mb, err := sp.read(mf)
+		if err != nil {
+			continue
+		}
+		m, err := parseManifest(mb, d.Digest)
+		if err != nil {
+			continue
+		}
+		out = append(out, embeddedManifest{b: mb, desc: ocispec.Descriptor{MediaType: mediaTypeOr(d.MediaType, m.MediaType), Digest: d.Digest, Size: int64(len(mb))}, m: m})
+	}
+	return out
+}
+
+func mediaTypeOr(a, b string) string {
+	if a != "" {
+		return a
+	}
+	if b != "" {
+		return b
+	}
+	return ocispec.MediaTypeImageManifest
+}
+
+func sameImage(m ocispec.Manifest, cd digest.Digest, layers []*spooled) bool {
+	if m.Config.Digest != cd || len(m.Layers) != len(layers) {
+		return false
+	}
+	for i, l := range layers {
+		if m.Layers[i].Digest != l.digest {
+			return false
+		}
+	}
+	return true
+}
+
+// commitLoad moves the blobs the items need into the store and records the items
+// in index.json in one replace.
+func (s *Store) commitLoad(ctx context.Context, sp *spool, items []*loadItem) ([]Loaded, error) {
+	need := map[digest.Digest]bool{}
+	for _, it := range items {
+		if err := os.WriteFile(sp.path(it.mdesc.Digest), it.manifest, 0o644); err != nil {
+			return nil, fmt.Errorf("load: %w", err)
+		}
+		need[it.mdesc.Digest] = true
+		need[it.m.Config.Digest] = true
+		for _, l := range it.m.Layers {
+			need[l.Digest] = true
+		}
+	}
+	for d := range need {
+		if s.Has(d) {
+			continue
+		}
+		p := sp.path(d)
+		if f, err := os.Open(p); err == nil {
+			err = f.Sync()
+			f.Close()
+			if err != nil {
+				return nil, fmt.Errorf("load: %w", err)
+			}
+		}
+		if err := s.placeBlob(p, d); err != nil {
+			return nil, fmt.Errorf("load: %w", err)
+		}
+	}
+	out := make([]Loaded, len(items))
+	err := s.updateIndex(ctx, func(idx *ocispec.Index) (bool, error) {
+		for i, it := range items {
+			desc := ocispec.Descriptor{MediaType: it.mdesc.MediaType, Digest: it.mdesc.Digest, Size: it.mdesc.Size}
+			moved := setTags(idx, desc, it.tags)
+			out[i] = Loaded{Tags: it.tags, Moved: map[string]digest.Digest{}}
+			for t, prev := range moved {
+				if prevImg, err := s.loadImage(ocispec.Descriptor{Digest: prev}); err == nil && prevImg.ID != it.m.Config.Digest {
+					out[i].Moved[t] = prevImg.ID
+				}
+			}
+		}
+		return true, nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("load: %w", err)
+	}
+	for i, it := range items {
+		img, err := s.reload(it.mdesc.Digest)
+		if err != nil {
+			return nil, fmt.Errorf("load: %w", err)
+		}
+		out[i].Image = img
+	}
+	return out, nil
+}

@@ -1,0 +1,149 @@
+package blobstore
+
+import (
+	"encoding/json"
+	"fmt"
+	"runtime"
+	"strings"
+
+	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+)
+
+// OCI archives: index.json (possibly through nested image indexes) names the
+// manifests; tags come from io.containerd.image.name or a full ref.name.
+
+func (s *Store) ociItems(sp *spool) ([]*loadItem, error) {
+	f, _ := sp.lookup("index.json")
+	b, err := sp.read(f)
+	if err != nil {
+		return nil, err
+	}
+	var idx ocispec.Index
+	if err := json.Unmarshal(b, &idx); err != nil {
+		return nil, fmt.Errorf("index.json: %w: %v", ErrInvalidArchive, err)
+	}
+	var items []*loadItem
+	byDigest := map[digest.Digest]*loadItem{}
+	for _, d := range idx.Manifests {
+		tag, err := ociTag(d)
+		if err != nil {
+			return nil, err
+		}
+		md, err := s.pickManifest(sp, d, 0)
+		if err != nil {
+			return nil, err
+		}
+		it := byDigest[md.Digest]
+		if it == nil {
+			it, err = s.ociItem(sp, md)
+			if err != nil {
+				return nil, err
+			}
+			byDigest[md.Digest] = it
+			items = append(items, it)
+		}
+		if tag != "" && !contains(it.tags, tag) {
+			it.tags = append(it.tags, tag)
+		}
+	}
+	return items, nil
+}
+
+// ociTag is the tag an OCI index entry carries: io.containerd.image.name, else a
+// ref.name that is a whole reference (a bare tag like "latest" names no repository).
+func ociTag(d ocispec.Descriptor) (string, error) {
+	v := d.Annotations[annotationContainerdName]
+	if v == "" {
+		r := d.Annotations[ocispec.AnnotationRefName]
+		if strings.ContainsAny(r, ":/") {
+			v = r
+		}
+	}
+	if v == "" {
+		return "", nil
+	}
+	n, err := ParseTag(v)
+	if err != nil {
+		return "", err
+	}
+	return n.String(), nil
+}
+
+// pickManifest follows image indexes down to the manifest for this platform.
+func (s *Store) pickManifest(sp *spool, d ocispec.Descriptor, depth int) (ocispec.Descriptor, error) {
+	if isManifestType(d.MediaType) {
+		return d, nil
+	}
+	if !isIndexType(d.MediaType) {
+		return d, fmt.Errorf("%s: %w %q", d.Digest, ErrUnknownMediaType, d.MediaType)
+	}
+	if depth > 4 {
+		return d, fmt.Errorf("%s: %w: nested too deep", d.Digest, ErrInvalidManifest)
+	}
+	f, _, err := s.blobIn(sp, d.Digest)
+	if err != nil {
+		return d, fmt.Errorf("index: %w", err)
+	}
+	b, err := sp.read(f)
+	if err != nil {
+		return d, err
+	}
+	var idx ocispec.Index
+	if err := json.Unmarshal(b, &idx); err != nil {
+		return d, fmt.Errorf("index %s: %w: %v", d.Digest, ErrInvalidManifest, err)
+	}
+	var pick *ocispec.Descriptor
+	for i, m := range idx.Manifests {
+		p := m.Platform
+		if p == nil || (p.OS == "linux" && p.Architecture == runtime.GOARCH) {
+			pick = &idx.Manifests[i]
+			break
+		}
+	}
+	if pick == nil && len(idx.Manifests) == 1 {
+		pick = &idx.Manifests[0]
+	}
+	if pick == nil {
+		return d, fmt.Errorf("index %s: %w: no manifest for linux/%s", d.Digest, ErrNotFound, runtime.GOARCH)
+	}
+	return s.pickManifest(sp, *pick, depth+1)
+}
+
+func (s *Store) ociItem(sp *spool, md ocispec.Descriptor) (*loadItem, error) {
+	f, _, err := s.blobIn(sp, md.Digest)
+	if err != nil {
+		return nil, fmt.Errorf("manifest: %w", err)
+	}
+	mb, err := sp.read(f)
+	if err != nil {
+		return nil, err
+	}
+	m, err := parseManifest(mb, md.Digest)
+	if err != nil {
+		return nil, err
+	}
+	cf, _, err := s.blobIn(sp, m.Config.Digest)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	cb, err := sp.read(cf)
+	if err != nil {
+		return nil, err
+	}
+	var layers []*spooled
+	for _, l := range m.Layers {
+		lf, _, err := s.blobIn(sp, l.Digest)
+		if err != nil {
+			return nil, fmt.Errorf("layer: %w", err)
+		}
+		if lf.size != l.Size {
+			return nil, fmt.Errorf("layer %s: %w: size %d, manifest says %d", l.Digest, ErrDigestMismatch, lf.size, l.Size)
+		}
+		layers = append(layers, lf)
+	}
+	if _, err := checkConfigLayers(cb, m.Config.Digest, layers); err != nil {
+		return nil, err
+	}
+	return &loadItem{manifest: mb, mdesc: ocispec.Descriptor{MediaType: mediaTypeOr(md.MediaType, m.MediaType), Digest: md.Digest, Size: int64(len(mb))}, m: m}, nil
+}

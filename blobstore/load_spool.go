@@ -1,0 +1,294 @@
+package blobstore
+
+import (
+	"archive/tar"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path"
+	"path/filepath"
+	"strings"
+
+	"github.com/opencontainers/go-digest"
+)
+
+// spooled is one regular file of an archive, kept in the load's spool dir by
+// content digest until the manifest says whether it is needed.
+type spooled struct {
+	digest digest.Digest
+	size   int64
+	comp   Compression   // sniffed
+	diffID digest.Digest // digest of the decompressed content ("" if it does not decompress)
+}
+
+// spool is the content of one archive: every regular file by name, links resolved.
+type spool struct {
+	dir   string
+	files map[string]*spooled
+	links map[string]string // name -> target name (already resolved relative to the archive root)
+}
+
+// cleanEntry checks an archive entry name: no absolute path, no ".." anywhere.
+func cleanEntry(name string) (string, error) {
+	if strings.HasPrefix(name, "/") {
+		return "", fmt.Errorf("%w %q: absolute path", ErrUnsafeEntry, name)
+	}
+	for _, part := range strings.Split(name, "/") {
+		if part == ".." {
+			return "", fmt.Errorf("%w %q: \"..\" in path", ErrUnsafeEntry, name)
+		}
+	}
+	c := path.Clean(name)
+	if c == "." {
+		return "", nil
+	}
+	return c, nil
+}
+
+// readSpool streams the tar r into dir: each regular file hashed (and, if it is
+// compressed, its decompressed content hashed too) while it is written.
+func readSpool(ctx context.Context, r io.Reader, dir string, p Progress) (*spool, error) {
+	sp := &spool{dir: dir, files: map[string]*spooled{}, links: map[string]string{}}
+	tail := &tailReader{r: r}
+	tr := tar.NewReader(tail)
+	n := 0
+	for {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		hdr, err := tr.Next()
+		if err == io.EOF {
+			if !tail.endsWithZeroBlock() && tail.n > 0 {
+				// cut at an entry boundary: the end-of-archive blocks are missing
+				return nil, fmt.Errorf("%w: no end-of-archive marker", ErrTruncated)
+			}
+			break
+		}
+		if err != nil {
+			return nil, archiveErr(err)
+		}
+		n++
+		name, err := cleanEntry(hdr.Name)
+		if err != nil {
+			return nil, err
+		}
+		if isSparse(hdr) {
+			// image archives never hold sparse files; their holes could expand a
+			// tiny archive into gigabytes of spooled zeros
+			return nil, fmt.Errorf("%w %q: sparse file", ErrUnsafeEntry, hdr.Name)
+		}
+		switch hdr.Typeflag {
+		case tar.TypeReg, tar.TypeRegA: //nolint:staticcheck
+			f, err := spoolFile(ctx, tr, dir, hdr, p)
+			if err != nil {
+				return nil, err
+			}
+			sp.files[name] = f
+		case tar.TypeSymlink:
+			if strings.HasPrefix(hdr.Linkname, "/") {
+				return nil, fmt.Errorf("%w %q: symlink to absolute path %q", ErrUnsafeEntry, hdr.Name, hdr.Linkname)
+			}
+			t := path.Join(path.Dir(name), hdr.Linkname)
+			if t == ".." || strings.HasPrefix(t, "../") {
+				return nil, fmt.Errorf("%w %q: symlink %q leaves the archive", ErrUnsafeEntry, hdr.Name, hdr.Linkname)
+			}
+			sp.links[name] = t
+		case tar.TypeLink:
+			t, err := cleanEntry(hdr.Linkname)
+			if err != nil {
+				return nil, err
+			}
+			sp.links[name] = t
+		}
+	}
+	if n == 0 {
+		return nil, fmt.Errorf("%w: empty archive", ErrInvalidArchive)
+	}
+	return sp, nil
+}
+
+func archiveErr(err error) error {
+	if errors.Is(err, io.ErrUnexpectedEOF) {
+		return fmt.Errorf("%w: %v", ErrTruncated, err)
+	}
+	if errors.Is(err, tar.ErrHeader) {
+		return fmt.Errorf("%w: %v", ErrInvalidArchive, err)
+	}
+	return fmt.Errorf("read archive: %w", err)
+}
+
+func spoolFile(ctx context.Context, tr io.Reader, dir string, hdr *tar.Header, p Progress) (*spooled, error) {
+	f, err := os.CreateTemp(dir, "part-")
+	if err != nil {
+		return nil, fmt.Errorf("spool %s: %w", hdr.Name, err)
+	}
+	tmp := f.Name()
+	defer os.Remove(tmp) // a no-op once renamed
+	defer f.Close()
+	tk := orNop(p).Track(hdr.Name, hdr.Size)
+	h := digest.SHA256.Digester()
+	head := make([]byte, 4)
+	hn, err := io.ReadFull(tr, head)
+	if err != nil && err != io.ErrUnexpectedEOF && err != io.EOF {
+		tk.Done(err)
+		return nil, archiveErr(err)
+	}
+	head = head[:hn]
+	comp := sniff(head)
+	var dr *diffHasher
+	ws := []io.Writer{f, h.Hash(), tk}
+	if comp != None {
+		dr = newDiffHasher(comp)
+		ws = append(ws, dr)
+	}
+	w := io.MultiWriter(ws...)
+	_, err = w.Write(head)
+	if err == nil {
+		_, err = io.Copy(w, ctxReader{ctx, tr})
+	}
+	var diffID digest.Digest
+	if dr != nil {
+		diffID = dr.finish()
+	}
+	tk.Done(err)
+	if err != nil {
+		return nil, archiveErr(err)
+	}
+	if err := f.Sync(); err != nil {
+		return nil, fmt.Errorf("spool %s: %w", hdr.Name, err)
+	}
+	d := h.Digest()
+	if comp == None {
+		diffID = d
+	}
+	dst := filepath.Join(dir, d.Encoded())
+	if _, err := os.Stat(dst); err != nil {
+		if err := os.Rename(tmp, dst); err != nil {
+			return nil, fmt.Errorf("spool %s: %w", hdr.Name, err)
+		}
+	}
+	fi, err := os.Stat(dst)
+	if err != nil {
+		return nil, fmt.Errorf("spool %s: %w", hdr.Name, err)
+	}
+	return &spooled{digest: d, size: fi.Size(), comp: comp, diffID: diffID}, nil
+}
+
+// diffHasher decompresses what is written to it in a goroutine and hashes the
+// result; a stream that does not decompress gives no diffID (it is not a layer).
+type diffHasher struct {
+	pw   *io.PipeWriter
+	done chan digest.Digest
+}
+
+func newDiffHasher(c Compression) *diffHasher {
+	pr, pw := io.Pipe()
+	d := &diffHasher{pw: pw, done: make(chan digest.Digest, 1)}
+	go func() {
+		h := digest.SHA256.Digester()
+		dr, closeDec, err := decompress(pr, c)
+		if err == nil {
+			_, err = io.Copy(h.Hash(), dr)
+			closeDec()
+		}
+		if err != nil {
+			pr.CloseWithError(err)
+			d.done <- ""
+			return
+		}
+		io.Copy(io.Discard, pr) // trailing bytes after the compressed stream
+		d.done <- h.Digest()
+	}()
+	return d
+}
+
+func (d *diffHasher) Write(p []byte) (int, error) {
+	// A decoder that failed has closed the pipe: keep accepting bytes so the blob
+	// itself is still spooled; that file is just not a layer.
+	if _, err := d.pw.Write(p); err != nil {
+		return len(p), nil
+	}
+	return len(p), nil
+}
+
+func (d *diffHasher) finish() digest.Digest {
+	d.pw.Close()
+	return <-d.done
+}
+
+// lookup finds a file by archive name, following links (at most 16).
+func (sp *spool) lookup(name string) (*spooled, error) {
+	orig := name
+	c, err := cleanEntry(name)
+	if err != nil {
+		return nil, err
+	}
+	name = c
+	for i := 0; i < 16; i++ {
+		if f, ok := sp.files[name]; ok {
+			return f, nil
+		}
+		t, ok := sp.links[name]
+		if !ok {
+			return nil, fmt.Errorf("archive entry %q: %w", orig, ErrMissingBlob)
+		}
+		name = t
+	}
+	return nil, fmt.Errorf("archive entry %q: %w: too many links", orig, ErrInvalidArchive)
+}
+
+// read returns a small spooled file whole.
+func (sp *spool) read(f *spooled) ([]byte, error) {
+	if f.size > maxMetaSize {
+		return nil, fmt.Errorf("%w: metadata file %s larger than %d bytes", ErrInvalidArchive, f.digest, maxMetaSize)
+	}
+	return os.ReadFile(filepath.Join(sp.dir, f.digest.Encoded()))
+}
+
+func (sp *spool) path(d digest.Digest) string { return filepath.Join(sp.dir, d.Encoded()) }
+
+// tailReader remembers the last 512 bytes read, to tell a tar that ends with its
+// zero blocks from one cut at an entry boundary (Go's tar reader says io.EOF for both).
+type tailReader struct {
+	r    io.Reader
+	n    int64
+	tail [512]byte
+}
+
+func (t *tailReader) Read(p []byte) (int, error) {
+	n, err := t.r.Read(p)
+	t.n += int64(n)
+	if n >= len(t.tail) {
+		copy(t.tail[:], p[n-len(t.tail):n])
+	} else if n > 0 {
+		copy(t.tail[:], t.tail[n:])
+		copy(t.tail[len(t.tail)-n:], p[:n])
+	}
+	return n, err
+}
+
+func (t *tailReader) endsWithZeroBlock() bool {
+	if t.n < int64(len(t.tail)) {
+		return false
+	}
+	for _, b := range t.tail {
+		if b != 0 {
+			return false
+		}
+	}
+	return true
+}
+
+func isSparse(h *tar.Header) bool {
+	if h.Typeflag == tar.TypeGNUSparse {
+		return true
+	}
+	for k := range h.PAXRecords {
+		if strings.HasPrefix(k, "GNU.sparse.") {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,136 @@
+package blobstore
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+
+	"github.com/opencontainers/go-digest"
+	"golang.org/x/sys/unix"
+)
+
+// Registry metadata lives beside index.json in one small JSON file, replaced
+// atomically under its own flock (it is independent of index.json's lock):
+//
+//   - repo digests: for a manifest in the store, the "registry/repository@digest"
+//     references it was pulled by or pushed as (docker inspect's RepoDigests; the digest
+//     is the registry's, which for a multi-platform pull is the index's);
+//   - blob sources: for a blob, the repositories known to hold it, so a push to
+//     another repository of the same registry mounts it instead of uploading.
+//
+// Entries for manifests or blobs that gc later removes are harmless and never shown.
+const (
+	registryMetaFile = "registry.json" // in the store's private dir
+	registryMetaLock = "registry.lock"
+)
+
+type registryMeta struct {
+	RepoDigests map[digest.Digest][]string `json:"repoDigests,omitempty"`
+	BlobSources map[digest.Digest][]string `json:"blobSources,omitempty"`
+}
+
+// RepoDigests returns the repo digests recorded for the image whose manifest is
+// manifest, fully normalised ("docker.io/library/busybox@sha256:..."), sorted.
+func (s *Store) RepoDigests(manifest digest.Digest) ([]string, error) {
+	m, err := s.readRegistryMeta()
+	if err != nil {
+		return nil, err
+	}
+	return slices.Clone(m.RepoDigests[manifest]), nil
+}
+
+// AddRepoDigest records repoDigest ("name@sha256:...") for the image whose manifest
+// is manifest. Idempotent; safe against concurrent writers in other processes.
+func (s *Store) AddRepoDigest(ctx context.Context, manifest digest.Digest, repoDigest string) error {
+	return s.updateRegistryMeta(ctx, func(m *registryMeta) {
+		m.RepoDigests = addSorted(m.RepoDigests, manifest, repoDigest)
+	})
+}
+
+// BlobSources returns the repositories ("registry/repository") known to hold blob d.
+func (s *Store) BlobSources(d digest.Digest) ([]string, error) {
+	m, err := s.readRegistryMeta()
+	if err != nil {
+		return nil, err
+	}
+	return slices.Clone(m.BlobSources[d]), nil
+}
+
+// AddBlobSources records that repository ("registry/repository") holds each of blobs.
+// Idempotent; safe against concurrent writers in other processes.
+func (s *Store) AddBlobSources(ctx context.Context, repository string, blobs ...digest.Digest) error {
+	return s.updateRegistryMeta(ctx, func(m *registryMeta) {
+		for _, d := range blobs {
+			m.BlobSources = addSorted(m.BlobSources, d, repository)
+		}
+	})
+}
+
+func addSorted(m map[digest.Digest][]string, k digest.Digest, v string) map[digest.Digest][]string {
+	if m == nil {
+		m = map[digest.Digest][]string{}
+	}
+	if !slices.Contains(m[k], v) {
+		m[k] = append(m[k], v)
+		slices.Sort(m[k])
+	}
+	return m
+}
+
+func (s *Store) readRegistryMeta() (*registryMeta, error) {
+	m := &registryMeta{}
+	b, err := os.ReadFile(filepath.Join(s.dir, privDir, registryMetaFile))
+	if errors.Is(err, os.ErrNotExist) {
+		return m, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read registry metadata: %w", err)
+	}
+	if err := json.Unmarshal(b, m); err != nil {
+		return nil, fmt.Errorf("parse %s: %w", registryMetaFile, err)
+	}
+	return m, nil
+}
+
+// updateRegistryMeta applies fn under the metadata lock and replaces the file
+// atomically.
+func (s *Store) updateRegistryMeta(ctx context.Context, fn func(*registryMeta)) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	unlock, err := s.lock(registryMetaLock, unix.LOCK_EX)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	m, err := s.readRegistryMeta()
+	if err != nil {
+		return err
+	}
+	fn(m)
+	b, err := json.MarshalIndent(m, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := s.writeFileAtomic(filepath.Join(s.dir, privDir, registryMetaFile), append(b, '\n')); err != nil {
+		return fmt.Errorf("write registry metadata: %w", err)
+	}
+	return nil
+}
+
+// ImageRepoDigests is what inspect shows as RepoDigests: the digests recorded by
+// pulls and pushes (see AddRepoDigest) together with img.RepoDigests() (one per
+// tagged repository), full normalised references, sorted, without duplicates.
+func (s *Store) ImageRepoDigests(img *Image) ([]string, error) {
+	recorded, err := s.RepoDigests(img.ManifestDigest)
+	if err != nil {
+		return nil, err
+	}
+	out := append(recorded, img.RepoDigests()...)
+	slices.Sort(out)
+	return slices.Compact(out), nil
+}

@@ -1,0 +1,238 @@
+package blobstore
+
+import (
+	"context"
+	"fmt"
+	"strings"
+
+	"github.com/distribution/reference"
+	"github.com/opencontainers/go-digest"
+)
+
+// RemoveOptions are rmi's knobs.
+type RemoveOptions struct {
+	Force   bool // -f: untag every tag, ignore soft conflicts (references, containers)
+	NoPrune bool // --no-prune: keep untagged parents
+	// InUse names the working containers that use img (nil: none do). An image in use
+	// is a soft conflict, as a stopped container is in docker.
+	InUse func(img *Image) ([]string, error)
+	// Running names the working containers that use img and are mounted now: a hard
+	// conflict, as a running container is in docker ("cannot be forced").
+	Running func(img *Image) ([]string, error)
+}
+
+// RemoveLine is one line of rmi's output: exactly one field is set.
+type RemoveLine struct {
+	Untagged string        // familiar reference, "busybox:latest"
+	Deleted  digest.Digest // image ID
+}
+
+func (l RemoveLine) String() string {
+	if l.Untagged != "" {
+		return "Untagged: " + l.Untagged
+	}
+	return "Deleted: " + l.Deleted.String()
+}
+
+// ConflictError is docker's "conflict: unable to ..." refusal.
+type ConflictError struct {
+	Msg  string
+	Hard bool // cannot be forced
+}
+
+func (e *ConflictError) Error() string { return e.Msg }
+
+// ShortID is the first 12 hex digits of an ID, as docker prints it.
+func ShortID(d digest.Digest) string {
+	h := d.Encoded()
+	if len(h) > 12 {
+		h = h[:12]
+	}
+	return h
+}
+
+// Remove is docker's image removal for one argument of rmi: untag a named
+// reference, delete an image given by ID, delete an image whose last tag goes, then
+// prune its untagged parents (unless NoPrune). Children make a hard conflict, more
+// than one tag (by ID, without Force) and working containers a soft one. Returns the
+// lines to print, also those done before an error. Blobs stay until GC.
+func (s *Store) Remove(ctx context.Context, ref string, opts RemoveOptions) ([]RemoveLine, error) {
+	imgs, err := s.Images()
+	if err != nil {
+		return nil, err
+	}
+	img, err := resolveIn(imgs, ref)
+	if err != nil {
+		return nil, err
+	}
+	var lines []RemoveLine
+	named, tagRef := s.namedRef(imgs, img, ref)
+	removedRepoRef := false
+	if named != nil {
+		if !opts.Force && len(img.Tags) <= 1 {
+			users, err := s.inUse(img, opts)
+			if err != nil {
+				return nil, err
+			}
+			if len(users) > 0 {
+				return nil, &ConflictError{Msg: fmt.Sprintf("conflict: unable to remove repository reference %q (must force) - container %s is using its referenced image %s", ref, users[0], ShortID(img.ID))}
+			}
+		}
+		var untag []string
+		if tagRef != "" {
+			untag = []string{tagRef}
+		} else { // name@digest: every tag of that repository on this image
+			for _, t := range img.Tags {
+				if n, err := reference.ParseNormalizedNamed(t); err == nil && n.Name() == named.Name() {
+					untag = append(untag, t)
+				}
+			}
+		}
+		for _, t := range untag {
+			if err := s.Untag(ctx, t); err != nil {
+				return lines, err
+			}
+		}
+		lines = append(lines, RemoveLine{Untagged: reference.FamiliarString(named)})
+		if img, err = s.reload(img.ManifestDigest); err != nil {
+			return lines, err
+		}
+		if len(img.Tags) > 0 {
+			return lines, nil
+		}
+		removedRepoRef = true
+	} else if len(img.Tags) == 1 {
+		if c, err := s.conflict(img, opts, !opts.Force, false); err != nil || c != nil {
+			if err != nil {
+				return nil, err
+			}
+			return nil, c
+		}
+		if err := s.Untag(ctx, img.Tags[0]); err != nil {
+			return lines, err
+		}
+		lines = append(lines, RemoveLine{Untagged: FamiliarString(img.Tags[0])})
+		if img, err = s.reload(img.ManifestDigest); err != nil {
+			return lines, err
+		}
+	}
+	return s.deleteHelper(ctx, img, opts, opts.Force, !opts.NoPrune, removedRepoRef, lines)
+}
+
+// namedRef tells whether ref named img by a reference (not by ID): the parsed name
+// and, for a tag, the normalised tag.
+func (s *Store) namedRef(imgs []*Image, img *Image, ref string) (reference.Named, string) {
+	if strings.HasPrefix(ref, "sha256:") || (len(ref) == 64 && hexPrefix.MatchString(ref)) {
+		return nil, ""
+	}
+	n, err := ParseReference(ref)
+	if err != nil {
+		return nil, ""
+	}
+	if _, ok := n.(reference.Digested); ok {
+		return n, ""
+	}
+	if contains(img.Tags, n.String()) {
+		return n, n.String()
+	}
+	return nil, "" // an ID prefix
+}
+
+func (s *Store) inUse(img *Image, opts RemoveOptions) ([]string, error) {
+	if opts.InUse == nil {
+		return nil, nil
+	}
+	users, err := opts.InUse(img)
+	if err != nil {
+		return nil, fmt.Errorf("image %s: working containers: %w", ShortID(img.ID), err)
+	}
+	return users, nil
+}
+
+// conflict is docker's checkImageDeleteConflict: children (hard), then with soft
+// set: tags left ("referenced in multiple repositories", unless skipRefs), then
+// working containers. used reports a container conflict.
+func (s *Store) conflict(img *Image, opts RemoveOptions, soft, checkRefs bool) (*ConflictError, error) {
+	imgs, err := s.Images()
+	if err != nil {
+		return nil, err
+	}
+	mk := func(hard bool, msg string) *ConflictError {
+		force := "must be forced"
+		if hard {
+			force = "cannot be forced"
+		}
+		return &ConflictError{Hard: hard, Msg: fmt.Sprintf("conflict: unable to delete %s (%s) - %s", ShortID(img.ID), force, msg)}
+	}
+	if len(Children(imgs, img)) > 0 {
+		return mk(true, "image has dependent child images"), nil
+	}
+	if opts.Running != nil {
+		running, err := opts.Running(img)
+		if err != nil {
+			return nil, fmt.Errorf("image %s: mounted containers: %w", ShortID(img.ID), err)
+		}
+		if len(running) > 0 {
+			return mk(true, "image is being used by running container "+running[0]), nil
+		}
+	}
+	if !soft {
+		return nil, nil
+	}
+	if checkRefs && len(img.Tags) > 0 {
+		return mk(false, "image is referenced in multiple repositories"), nil
+	}
+	users, err := s.inUse(img, opts)
+	if err != nil {
+		return nil, err
+	}
+	if len(users) > 0 {
+		return mk(false, "image is being used by stopped container "+users[0]), nil
+	}
+	return nil, nil
+}
+
+// deleteHelper is docker's imageDeleteHelper: delete img (untagging what is left
+// when forced), then its untagged parent chain when prune is set, quietly.
+func (s *Store) deleteHelper(ctx context.Context, img *Image, opts RemoveOptions, force, prune, quiet bool, lines []RemoveLine) ([]RemoveLine, error) {
+	c, err := s.conflict(img, opts, !force, true)
+	if err != nil {
+		return lines, err
+	}
+	if c != nil {
+		if quiet {
+			imgs, err := s.Images()
+			if err != nil {
+				return lines, err
+			}
+			dangling := len(img.Tags) == 0 && len(Children(imgs, img)) == 0
+			if !dangling || strings.Contains(c.Msg, "container") {
+				return lines, nil
+			}
+		}
+		return lines, c
+	}
+	for _, t := range img.Tags {
+		lines = append(lines, RemoveLine{Untagged: FamiliarString(t)})
+	}
+	if err := s.DeleteImage(ctx, img.ManifestDigest); err != nil {
+		return lines, err
+	}
+	lines = append(lines, RemoveLine{Deleted: img.ID})
+	if !prune || img.Parent == "" {
+		return lines, nil
+	}
+	imgs, err := s.Images()
+	if err != nil {
+		return lines, err
+	}
+	for _, p := range imgs {
+		if p.ManifestDigest == img.Parent {
+			if len(p.Tags) > 0 {
+				return lines, nil
+			}
+			return s.deleteHelper(ctx, p, RemoveOptions{InUse: opts.InUse}, false, true, true, lines)
+		}
+	}
+	return lines, nil
+}

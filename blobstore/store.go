@@ -1,0 +1,202 @@
+package blobstore
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"golang.org/x/sys/unix"
+)
+
+const (
+	privDir       = ".layerfs"
+	indexLockName = "index.lock"
+	gcLockName    = "gc.lock"
+	tmpName       = "tmp"
+)
+
+// Store is one OCI image layout on disk. Its methods are safe for concurrent use by
+// goroutines and by other processes opening the same directory.
+type Store struct {
+	dir string
+}
+
+// Open opens the OCI image layout at dir (<root>/store), creating an empty one
+// (oci-layout, index.json, blobs/sha256/) and the store's private dir if absent.
+// Opening an existing layout written by another tool (skopeo, umoci) works.
+func Open(dir string) (*Store, error) {
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return nil, fmt.Errorf("open store %s: %w", dir, err)
+	}
+	s := &Store{dir: abs}
+	for _, d := range []string{filepath.Join(abs, "blobs", "sha256"), s.tmpDir()} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return nil, fmt.Errorf("open store %s: %w", dir, err)
+		}
+	}
+	for _, l := range []string{indexLockName, gcLockName} {
+		f, err := os.OpenFile(filepath.Join(abs, privDir, l), os.O_CREATE|os.O_RDONLY, 0o600)
+		if err != nil {
+			return nil, fmt.Errorf("open store %s: %w", dir, err)
+		}
+		f.Close()
+	}
+	layout := filepath.Join(abs, ocispec.ImageLayoutFile)
+	if _, err := os.Stat(layout); errors.Is(err, os.ErrNotExist) {
+		b, _ := json.Marshal(ocispec.ImageLayout{Version: ocispec.ImageLayoutVersion})
+		if err := s.writeFileAtomic(layout, b); err != nil {
+			return nil, fmt.Errorf("open store %s: %w", dir, err)
+		}
+	} else if err != nil {
+		return nil, fmt.Errorf("open store %s: %w", dir, err)
+	}
+	if _, err := os.Stat(s.indexPath()); errors.Is(err, os.ErrNotExist) {
+		unlock, err := s.lock(indexLockName, unix.LOCK_EX)
+		if err != nil {
+			return nil, err
+		}
+		defer unlock()
+		if _, err := os.Stat(s.indexPath()); errors.Is(err, os.ErrNotExist) {
+			if err := s.writeIndex(&ocispec.Index{}); err != nil {
+				return nil, fmt.Errorf("open store %s: %w", dir, err)
+			}
+		}
+	}
+	return s, nil
+}
+
+// Dir is the layout's directory (absolute).
+func (s *Store) Dir() string { return s.dir }
+
+func (s *Store) indexPath() string { return filepath.Join(s.dir, ocispec.ImageIndexFile) }
+func (s *Store) tmpDir() string    { return filepath.Join(s.dir, privDir, tmpName) }
+
+// lock takes an flock (how = LOCK_EX or LOCK_SH) on one of the store's lock files,
+// blocking until it is granted. The returned func releases it.
+func (s *Store) lock(name string, how int) (func(), error) {
+	p := filepath.Join(s.dir, privDir, name)
+	f, err := os.OpenFile(p, os.O_CREATE|os.O_RDONLY, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("lock %s: %w", p, err)
+	}
+	for {
+		err = unix.Flock(int(f.Fd()), how)
+		if !errors.Is(err, unix.EINTR) {
+			break
+		}
+	}
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("lock %s: %w", p, err)
+	}
+	return func() { f.Close() }, nil
+}
+
+// Lease keeps GC from running until release is called: blobs written under a lease
+// survive until the caller records them in index.json (or a working container's
+// state names them). Hold one across "put blobs, then tag". Leases are shared: any
+// number may be held at once, in any process. Never call GC while holding one.
+func (s *Store) Lease(ctx context.Context) (release func(), err error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	return s.lock(gcLockName, unix.LOCK_SH)
+}
+
+// readIndex reads index.json. Readers need no lock: it is only ever replaced whole.
+func (s *Store) readIndex() (*ocispec.Index, error) {
+	b, err := os.ReadFile(s.indexPath())
+	if err != nil {
+		return nil, fmt.Errorf("read index.json: %w", err)
+	}
+	var idx ocispec.Index
+	if err := json.Unmarshal(b, &idx); err != nil {
+		return nil, fmt.Errorf("read index.json: %w", err)
+	}
+	return &idx, nil
+}
+
+func (s *Store) writeIndex(idx *ocispec.Index) error {
+	idx.SchemaVersion = 2
+	idx.MediaType = ocispec.MediaTypeImageIndex
+	if idx.Manifests == nil {
+		idx.Manifests = []ocispec.Descriptor{}
+	}
+	b, err := json.Marshal(idx)
+	if err != nil {
+		return fmt.Errorf("write index.json: %w", err)
+	}
+	if err := s.writeFileAtomic(s.indexPath(), b); err != nil {
+		return fmt.Errorf("write index.json: %w", err)
+	}
+	return nil
+}
+
+// updateIndex runs fn on index.json under the index lock and writes the result
+// atomically if fn returns changed=true.
+func (s *Store) updateIndex(ctx context.Context, fn func(idx *ocispec.Index) (changed bool, err error)) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	unlock, err := s.lock(indexLockName, unix.LOCK_EX)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	idx, err := s.readIndex()
+	if err != nil {
+		return err
+	}
+	changed, err := fn(idx)
+	if err != nil || !changed {
+		return err
+	}
+	return s.writeIndex(idx)
+}
+
+// writeFileAtomic replaces path with b: temp file in tmp/, fsync, rename, dir fsync.
+func (s *Store) writeFileAtomic(path string, b []byte) error {
+	f, err := os.CreateTemp(s.tmpDir(), "file-")
+	if err != nil {
+		return err
+	}
+	tmp := f.Name()
+	defer os.Remove(tmp)
+	if _, err := f.Write(b); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Chmod(0o644); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return err
+	}
+	return syncDir(filepath.Dir(path))
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
+
+// now is the clock used for created times; tests may replace it.
+var now = func() time.Time { return time.Now().UTC() }

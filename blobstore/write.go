@@ -1,0 +1,280 @@
+package blobstore
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+
+	"github.com/distribution/reference"
+	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+)
+
+// WriteOption sets optional fields of a manifest that WriteImage writes.
+type WriteOption func(*ocispec.Manifest)
+
+// WithParent records parent's manifest digest as the base image (docker's Parent,
+// used by rmi's child-image rule).
+func WithParent(parent *Image) WriteOption {
+	return func(m *ocispec.Manifest) {
+		if parent == nil {
+			return
+		}
+		if m.Annotations == nil {
+			m.Annotations = map[string]string{}
+		}
+		m.Annotations[AnnotationBaseDigest] = parent.ManifestDigest.String()
+	}
+}
+
+// WithAnnotations adds manifest annotations.
+func WithAnnotations(a map[string]string) WriteOption {
+	return func(m *ocispec.Manifest) {
+		if len(a) == 0 {
+			return
+		}
+		if m.Annotations == nil {
+			m.Annotations = map[string]string{}
+		}
+		for k, v := range a {
+			m.Annotations[k] = v
+		}
+	}
+}
+
+// WriteImage writes cfg (JSON-encoded as given) and an OCI manifest naming it and
+// layers (already in the store), and records the manifest in index.json, untagged
+// unless it is there already. cfg.RootFS.DiffIDs must match layers one to one.
+// Idempotent: the same input gives the same digests and one index entry.
+func (s *Store) WriteImage(ctx context.Context, cfg ocispec.Image, layers []ocispec.Descriptor, opts ...WriteOption) (*Image, error) {
+	if cfg.RootFS.Type == "" {
+		cfg.RootFS.Type = "layers"
+	}
+	cb, err := json.Marshal(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("write image: %w", err)
+	}
+	return s.WriteImageRaw(ctx, cb, layers, opts...)
+}
+
+// WriteImageRaw is WriteImage with the config given as its JSON bytes (for fields
+// ocispec.Image lacks, such as docker's "comment"). The bytes must parse as an
+// image config whose diff_ids match layers.
+func (s *Store) WriteImageRaw(ctx context.Context, rawConfig []byte, layers []ocispec.Descriptor, opts ...WriteOption) (*Image, error) {
+	if _, err := parseConfig(rawConfig, digest.FromBytes(rawConfig), len(layers)); err != nil {
+		return nil, fmt.Errorf("write image: %w", err)
+	}
+	for _, l := range layers {
+		if !s.Has(l.Digest) {
+			return nil, fmt.Errorf("write image: layer %s: %w", l.Digest, ErrMissingBlob)
+		}
+	}
+	release, err := s.Lease(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer release()
+	cd, cs, err := s.Put(ctx, bytes.NewReader(rawConfig), "")
+	if err != nil {
+		return nil, fmt.Errorf("write image config: %w", err)
+	}
+	m := ocispec.Manifest{
+		MediaType: ocispec.MediaTypeImageManifest,
+		Config:    ocispec.Descriptor{MediaType: ocispec.MediaTypeImageConfig, Digest: cd, Size: cs},
+		Layers:    layers,
+	}
+	m.SchemaVersion = 2
+	if m.Layers == nil {
+		m.Layers = []ocispec.Descriptor{}
+	}
+	for _, o := range opts {
+		o(&m)
+	}
+	mb, err := json.Marshal(m)
+	if err != nil {
+		return nil, fmt.Errorf("write image: %w", err)
+	}
+	md, ms, err := s.Put(ctx, bytes.NewReader(mb), "")
+	if err != nil {
+		return nil, fmt.Errorf("write image manifest: %w", err)
+	}
+	return s.AddManifest(ctx, ocispec.Descriptor{MediaType: ocispec.MediaTypeImageManifest, Digest: md, Size: ms})
+}
+
+// AddManifest records a manifest already in the store (with its config and layers)
+// in index.json with the given tags, or untagged if tags is empty and it is not
+// there yet. A tag that named another image moves (that image keeps an untagged
+// entry if it has no tag left). Returns the image as recorded.
+func (s *Store) AddManifest(ctx context.Context, desc ocispec.Descriptor, tags ...string) (*Image, error) {
+	img, err := s.loadImage(desc)
+	if err != nil {
+		return nil, err
+	}
+	for _, l := range img.Manifest.Layers {
+		if !s.Has(l.Digest) {
+			return nil, fmt.Errorf("manifest %s: layer %s: %w", desc.Digest, l.Digest, ErrMissingBlob)
+		}
+	}
+	refs, err := parseTags(tags)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.updateIndex(ctx, func(idx *ocispec.Index) (bool, error) {
+		setTags(idx, img.Descriptor, refs)
+		return true, nil
+	}); err != nil {
+		return nil, err
+	}
+	return s.reload(img.ManifestDigest)
+}
+
+func (s *Store) reload(md digest.Digest) (*Image, error) {
+	imgs, err := s.Images()
+	if err != nil {
+		return nil, err
+	}
+	for _, img := range imgs {
+		if img.ManifestDigest == md {
+			return img, nil
+		}
+	}
+	return nil, fmt.Errorf("image %s: %w", md, ErrNotFound)
+}
+
+func parseTags(tags []string) ([]string, error) {
+	var refs []string
+	for _, t := range tags {
+		n, err := ParseTag(t)
+		if err != nil {
+			return nil, err
+		}
+		refs = append(refs, n.String())
+	}
+	return refs, nil
+}
+
+// setTags points each ref (normalised) at desc in idx and returns the manifests the
+// refs were taken from. desc keeps one untagged entry only while it has no tag; a
+// manifest that loses its last tag gets one.
+func setTags(idx *ocispec.Index, desc ocispec.Descriptor, refs []string) map[string]digest.Digest {
+	moved := map[string]digest.Digest{}
+	prevs := map[digest.Digest]ocispec.Descriptor{}
+	plain := ocispec.Descriptor{MediaType: desc.MediaType, Digest: desc.Digest, Size: desc.Size}
+	has := func(d digest.Digest) bool {
+		for _, e := range idx.Manifests {
+			if e.Digest == d {
+				return true
+			}
+		}
+		return false
+	}
+	for _, r := range refs {
+		present := false
+		kept := idx.Manifests[:0]
+		for _, e := range idx.Manifests {
+			if refName(e) == r {
+				if e.Digest == desc.Digest {
+					present = true
+				} else {
+					moved[r] = e.Digest
+					prevs[e.Digest] = ocispec.Descriptor{MediaType: e.MediaType, Digest: e.Digest, Size: e.Size}
+					continue
+				}
+			}
+			kept = append(kept, e)
+		}
+		idx.Manifests = kept
+		if !present {
+			e := plain
+			e.Annotations = map[string]string{ocispec.AnnotationRefName: r}
+			idx.Manifests = append(idx.Manifests, e)
+		}
+	}
+	if len(refs) > 0 {
+		kept := idx.Manifests[:0]
+		for _, e := range idx.Manifests {
+			if e.Digest == desc.Digest && refName(e) == "" {
+				continue
+			}
+			kept = append(kept, e)
+		}
+		idx.Manifests = kept
+	} else if !has(desc.Digest) {
+		idx.Manifests = append(idx.Manifests, plain)
+	}
+	for _, r := range refs {
+		if prev, ok := moved[r]; ok && !has(prev) {
+			idx.Manifests = append(idx.Manifests, prevs[prev])
+		}
+	}
+	return moved
+}
+
+// Tag points ref (normalised; a tag, not a digest) at img, under the store lock with
+// an atomic index.json replace. A tag held by another image moves; that image stays
+// as untagged if it has no tag left (docker's <none>). Idempotent.
+func (s *Store) Tag(ctx context.Context, img *Image, ref string) error {
+	refs, err := parseTags([]string{ref})
+	if err != nil {
+		return err
+	}
+	return s.updateIndex(ctx, func(idx *ocispec.Index) (bool, error) {
+		setTags(idx, img.Descriptor, refs)
+		return true, nil
+	})
+}
+
+// Untag removes tag ref. The image keeps an untagged entry if that was its last
+// tag; rmi deletes it afterwards when docker would. ErrNotFound if no image has ref.
+func (s *Store) Untag(ctx context.Context, ref string) error {
+	n, err := ParseTag(ref)
+	if err != nil {
+		return err
+	}
+	full := n.String()
+	return s.updateIndex(ctx, func(idx *ocispec.Index) (bool, error) {
+		var removed *ocispec.Descriptor
+		kept := idx.Manifests[:0]
+		for _, e := range idx.Manifests {
+			if refName(e) == full {
+				e := e
+				removed = &e
+				continue
+			}
+			kept = append(kept, e)
+		}
+		idx.Manifests = kept
+		if removed == nil {
+			return false, fmt.Errorf("image %s: %w", reference.FamiliarString(n), ErrNotFound)
+		}
+		for _, e := range idx.Manifests {
+			if e.Digest == removed.Digest {
+				return true, nil
+			}
+		}
+		idx.Manifests = append(idx.Manifests, ocispec.Descriptor{MediaType: removed.MediaType, Digest: removed.Digest, Size: removed.Size})
+		return true, nil
+	})
+}
+
+// DeleteImage removes every index.json entry of the manifest md (all its tags). Its
+// blobs stay until GC. ErrNotFound if md is not in index.json.
+func (s *Store) DeleteImage(ctx context.Context, md digest.Digest) error {
+	return s.updateIndex(ctx, func(idx *ocispec.Index) (bool, error) {
+		kept := idx.Manifests[:0]
+		found := false
+		for _, e := range idx.Manifests {
+			if e.Digest == md {
+				found = true
+				continue
+			}
+			kept = append(kept, e)
+		}
+		idx.Manifests = kept
+		if !found {
+			return false, fmt.Errorf("image %s: %w", md, ErrNotFound)
+		}
+		return true, nil
+	})
+}

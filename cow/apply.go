@@ -1,0 +1,383 @@
+package cow
+
+import (
+	"archive/tar"
+	"bufio"
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path"
+	"sort"
+	"strings"
+
+	"github.com/opencontainers/go-digest"
+	"golang.org/x/sys/unix"
+)
+
+// Apply unpacks the uncompressed layer tar r into dir, which must exist and be
+// empty, and returns the layer's diffID: the sha256 of the whole stream, which it
+// reads to EOF (trailing padding included) even after the end-of-archive marker.
+//
+// Whiteouts stay what they are in a layer tar: ".wh.<name>" files and ".wh..wh..opq"
+// markers are created as plain (empty) files, the OCI encoding the union fs reads.
+//
+// Every tar is hostile. Each entry is checked before anything is written for it:
+// absolute names, ".." escapes, entries below a symlink or a non-directory, and hard
+// links to anything but a non-directory the same tar created are refused with an
+// error wrapping ErrUnsafePath ("apply etc/passwd: ..."). All writes go through
+// directory fds resolved inside dir with openat2(RESOLVE_IN_ROOT|RESOLVE_NO_SYMLINKS)
+// (an O_NOFOLLOW walk on old kernels); an entry replacing a symlink replaces the link
+// and never writes through it. Private xattrs (trusted/user.overlay.*,
+// trusted/user.layerfs.*: IsPrivateXattr) in the tar are dropped so a layer cannot
+// forge overlay or layerfs metadata.
+//
+// Restored: data (zero runs of 4 KiB and more become holes, so sparse files stay
+// sparse whatever the tar's encoding), mode including setuid/setgid/sticky, owner
+// (as root; unprivileged, a chown that fails with EPERM is skipped), xattrs from PAX
+// SCHILY.xattr.* records (security.capability included), mtime and atime (directories
+// last, deepest first), devices, fifos, symlinks, hard links. Like Docker, an xattr
+// the filesystem does not support (ENOTSUP) is skipped. Unprivileged, device nodes
+// and xattrs that need privilege are skipped, as umoci and rootless tools do.
+//
+// On error dir holds a partial unpack: the caller removes it (LayerCache does).
+// Apply syncs nothing (LayerCache syncs the filesystem once before its rename).
+// Apply is safe to run concurrently on different dirs.
+func Apply(ctx context.Context, dir string, r io.Reader) (digest.Digest, error) {
+	h := sha256.New()
+	tee := io.TeeReader(bufio.NewReaderSize(r, 1<<20), h)
+	a, err := newApplier(dir)
+	if err != nil {
+		return "", err
+	}
+	defer a.close()
+	tr := tar.NewReader(tee)
+	for {
+		if err := ctx.Err(); err != nil {
+			return "", err
+		}
+		hdr, err := tr.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return "", fmt.Errorf("apply: read layer tar: %w", err)
+		}
+		if err := a.entry(hdr, tr); err != nil {
+			return "", &EntryError{"apply", hdr.Name, err}
+		}
+	}
+	if err := a.finish(); err != nil {
+		return "", err
+	}
+	if _, err := io.CopyBuffer(io.Discard, tee, a.buf); err != nil {
+		return "", fmt.Errorf("apply: read layer tar: %w", err)
+	}
+	return digest.NewDigestFromBytes(digest.SHA256, h.Sum(nil)), nil
+}
+
+type entryKind uint8
+
+const (
+	kindDir entryKind = iota + 1
+	kindSymlink
+	kindOther
+)
+
+type applier struct {
+	root     int                    // O_PATH fd of the target dir
+	seen     map[string]entryKind   // every path this tar created, by clean name
+	dirs     map[string]*tar.Header // directories whose metadata is set at the end
+	cacheDir string                 // the last parent dir resolved, and its fd
+	cacheFd  int
+	euid     int
+	egid     int
+	buf      []byte
+}
+
+func newApplier(dir string) (*applier, error) {
+	root, err := unix.Open(dir, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("apply: open %s: %w", dir, err)
+	}
+	return &applier{
+		root: root, seen: map[string]entryKind{".": kindDir}, dirs: map[string]*tar.Header{},
+		cacheFd: -1, euid: os.Geteuid(), egid: os.Getegid(), buf: make([]byte, 1<<20),
+	}, nil
+}
+
+func (a *applier) close() {
+	a.dropCache()
+	unix.Close(a.root)
+}
+
+func (a *applier) dropCache() {
+	if a.cacheFd >= 0 {
+		unix.Close(a.cacheFd)
+	}
+	a.cacheFd, a.cacheDir = -1, ""
+}
+
+// cleanName turns a tar name into a clean relative path ("." for the root), or
+// refuses it.
+func cleanName(name string) (string, error) {
+	if name == "" {
+		return "", fmt.Errorf("%w: empty name", ErrUnsafePath)
+	}
+	if strings.HasPrefix(name, "/") {
+		return "", fmt.Errorf("%w: absolute name", ErrUnsafePath)
+	}
+	if strings.IndexByte(name, 0) >= 0 {
+		return "", fmt.Errorf("%w: NUL in name", ErrUnsafePath)
+	}
+	p := path.Clean(name)
+	if p == ".." || strings.HasPrefix(p, "../") {
+		return "", fmt.Errorf("%w: name escapes the root", ErrUnsafePath)
+	}
+	return p, nil
+}
+
+// checkParents refuses p when one of its ancestors is something other than a dir.
+func (a *applier) checkParents(p string) error {
+	for i := 0; i < len(p); i++ {
+		if p[i] != '/' {
+			continue
+		}
+		switch a.seen[p[:i]] {
+		case kindSymlink:
+			return fmt.Errorf("%w: %s is a symlink", ErrUnsafePath, p[:i])
+		case kindOther:
+			return fmt.Errorf("%w: %s is not a directory", ErrUnsafePath, p[:i])
+		}
+	}
+	return nil
+}
+
+// parent returns an fd of p's parent dir, creating missing ancestors (mode 0755).
+// The fd belongs to the cache: callers do not close it.
+func (a *applier) parent(p string) (int, error) {
+	dir, _ := splitPath(p)
+	if a.cacheFd >= 0 && a.cacheDir == dir {
+		return a.cacheFd, nil
+	}
+	a.dropCache()
+	if _, ok := a.seen[dir]; !ok {
+		if err := a.mkdirAll(dir); err != nil {
+			return -1, err
+		}
+	}
+	fd, err := openDirIn(a.root, dir, unix.O_PATH)
+	if err != nil {
+		return -1, fmt.Errorf("open parent %s: %w", dir, err)
+	}
+	a.cacheDir, a.cacheFd = dir, fd
+	return fd, nil
+}
+
+func (a *applier) mkdirAll(dir string) error {
+	comps := strings.Split(dir, "/")
+	cur := "."
+	for _, c := range comps {
+		next := joinPath(cur, c)
+		if _, ok := a.seen[next]; !ok {
+			fd, err := openDirIn(a.root, cur, unix.O_PATH)
+			if err != nil {
+				return fmt.Errorf("open parent %s: %w", cur, err)
+			}
+			err = unix.Mkdirat(fd, c, 0o755)
+			unix.Close(fd)
+			if err != nil {
+				return fmt.Errorf("mkdir %s: %w", next, err)
+			}
+			a.seen[next] = kindDir
+		}
+		cur = next
+	}
+	return nil
+}
+
+// forget drops p, of kind k, and everything below it from the model.
+func (a *applier) forget(p string, k entryKind) {
+	delete(a.seen, p)
+	delete(a.dirs, p)
+	if k != kindDir {
+		return
+	}
+	pre := p + "/"
+	for k := range a.seen {
+		if strings.HasPrefix(k, pre) {
+			delete(a.seen, k)
+		}
+	}
+	for k := range a.dirs {
+		if strings.HasPrefix(k, pre) {
+			delete(a.dirs, k)
+		}
+	}
+}
+
+func (a *applier) entry(hdr *tar.Header, r io.Reader) error {
+	switch hdr.Typeflag {
+	case tar.TypeXGlobalHeader:
+		return nil
+	case tar.TypeReg, tar.TypeRegA, tar.TypeGNUSparse, tar.TypeDir, tar.TypeSymlink,
+		tar.TypeLink, tar.TypeChar, tar.TypeBlock, tar.TypeFifo:
+	default:
+		return fmt.Errorf("%w: tar entry type %q", ErrUnsupported, hdr.Typeflag)
+	}
+	p, err := cleanName(hdr.Name)
+	if err != nil {
+		return err
+	}
+	if p == "." {
+		if hdr.Typeflag != tar.TypeDir {
+			return fmt.Errorf("%w: entry replaces the root dir", ErrUnsafePath)
+		}
+		a.dirs["."] = hdr
+		return nil
+	}
+	if err := a.checkParents(p); err != nil {
+		return err
+	}
+	var link string
+	if hdr.Typeflag == tar.TypeLink {
+		if link, err = cleanName(hdr.Linkname); err != nil {
+			return fmt.Errorf("hard link target: %w", err)
+		}
+		switch k, ok := a.seen[link]; {
+		case !ok:
+			return fmt.Errorf("%w: hard link target %s is not in this layer", ErrUnsafePath, link)
+		case k == kindDir:
+			return fmt.Errorf("%w: hard link to directory %s", ErrUnsafePath, link)
+		case link == p:
+			return fmt.Errorf("%w: hard link to itself", ErrUnsafePath)
+		}
+		if err := a.checkParents(link); err != nil {
+			return fmt.Errorf("hard link target: %w", err)
+		}
+	}
+
+	// Checked: from here on the entry touches disk.
+	pfd, err := a.parent(p)
+	if err != nil {
+		return err
+	}
+	_, base := splitPath(p)
+	if k, ok := a.seen[p]; ok {
+		if k == kindDir && hdr.Typeflag == tar.TypeDir {
+			a.dirs[p] = hdr // a duplicate dir entry: the later metadata wins
+			return nil
+		}
+		if err := removeAllAt(pfd, base); err != nil {
+			return fmt.Errorf("replace: %w", err)
+		}
+		a.forget(p, k)
+	}
+
+	switch hdr.Typeflag {
+	case tar.TypeDir:
+		if err := unix.Mkdirat(pfd, base, 0o700); err != nil {
+			return fmt.Errorf("mkdir: %w", err)
+		}
+		a.seen[p] = kindDir
+		a.dirs[p] = hdr
+		return nil
+	case tar.TypeLink:
+		lfd, err := a.openParentOf(link)
+		if err != nil {
+			return err
+		}
+		_, lbase := splitPath(link)
+		err = unix.Linkat(lfd, lbase, pfd, base, 0)
+		unix.Close(lfd)
+		if err != nil {
+			return fmt.Errorf("link: %w", err)
+		}
+		a.seen[p] = a.seen[link]
+		return nil
+	case tar.TypeSymlink:
+		if err := unix.Symlinkat(hdr.Linkname, pfd, base); err != nil {
+			return fmt.Errorf("symlink: %w", err)
+		}
+		a.seen[p] = kindSymlink
+		return a.setMeta(pfd, base, -1, hdr, true)
+	case tar.TypeChar, tar.TypeBlock, tar.TypeFifo:
+		mode := uint32(unix.S_IFIFO)
+		if hdr.Typeflag == tar.TypeChar {
+			mode = unix.S_IFCHR
+		} else if hdr.Typeflag == tar.TypeBlock {
+			mode = unix.S_IFBLK
+		}
+		dev := int(unix.Mkdev(uint32(hdr.Devmajor), uint32(hdr.Devminor)))
+		if err := unix.Mknodat(pfd, base, mode|0o600, dev); err != nil {
+			if a.euid != 0 && errors.Is(err, unix.EPERM) && mode != unix.S_IFIFO {
+				return nil // unprivileged: no device nodes
+			}
+			return fmt.Errorf("mknod: %w", err)
+		}
+		a.seen[p] = kindOther
+		return a.setMeta(pfd, base, -1, hdr, false)
+	}
+
+	// Regular file.
+	fd, err := unix.Openat(pfd, base, unix.O_CREAT|unix.O_EXCL|unix.O_WRONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
+	if err != nil {
+		return fmt.Errorf("create: %w", err)
+	}
+	a.seen[p] = kindOther
+	if err := writeData(fd, r, hdr.Size, a.buf); err != nil {
+		unix.Close(fd)
+		return fmt.Errorf("write: %w", err)
+	}
+	err = a.setMeta(pfd, base, fd, hdr, false)
+	if cerr := unix.Close(fd); err == nil && cerr != nil {
+		err = fmt.Errorf("close: %w", cerr)
+	}
+	return err
+}
+
+// openParentOf opens the parent dir of a path the tar created (a new fd).
+func (a *applier) openParentOf(p string) (int, error) {
+	dir, _ := splitPath(p)
+	fd, err := openDirIn(a.root, dir, unix.O_PATH)
+	if err != nil {
+		return -1, fmt.Errorf("open %s: %w", dir, err)
+	}
+	return fd, nil
+}
+
+// finish sets the metadata of every directory, deepest first, so that neither a
+// read-only mode nor a child's creation undoes it.
+func (a *applier) finish() error {
+	a.dropCache()
+	paths := make([]string, 0, len(a.dirs))
+	for p := range a.dirs {
+		paths = append(paths, p)
+	}
+	depth := func(p string) int {
+		if p == "." {
+			return -1
+		}
+		return strings.Count(p, "/")
+	}
+	sort.Slice(paths, func(i, j int) bool {
+		if di, dj := depth(paths[i]), depth(paths[j]); di != dj {
+			return di > dj
+		}
+		return paths[i] < paths[j]
+	})
+	for _, p := range paths {
+		fd, err := openDirIn(a.root, p, unix.O_RDONLY)
+		if err != nil {
+			return &EntryError{"apply", a.dirs[p].Name, fmt.Errorf("open: %w", err)}
+		}
+		err = a.setMeta(fd, "", fd, a.dirs[p], false)
+		unix.Close(fd)
+		if err != nil {
+			return &EntryError{"apply", a.dirs[p].Name, err}
+		}
+	}
+	return nil
+}

@@ -1,0 +1,179 @@
+package cow
+
+import (
+	"archive/tar"
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// paxXattrPrefix starts the PAX records that carry extended attributes.
+const paxXattrPrefix = "SCHILY.xattr."
+
+// setMeta restores owner, mode, xattrs and times of an entry just created. fd is an
+// open fd of the entry (a regular file or dir) or -1, then the entry is reached as
+// base in the dir open as pfd, without following it.
+func (a *applier) setMeta(pfd int, base string, fd int, hdr *tar.Header, symlink bool) error {
+	if hdr.Uid != a.euid || hdr.Gid != a.egid {
+		var err error
+		if fd >= 0 {
+			err = unix.Fchown(fd, hdr.Uid, hdr.Gid)
+		} else {
+			err = unix.Fchownat(pfd, base, hdr.Uid, hdr.Gid, unix.AT_SYMLINK_NOFOLLOW)
+		}
+		if err != nil && !(a.euid != 0 && (errors.Is(err, unix.EPERM) || errors.Is(err, unix.EINVAL))) {
+			return fmt.Errorf("chown: %w", err)
+		}
+	}
+	if !symlink {
+		mode := uint32(hdr.Mode) & 0o7777
+		var err error
+		if fd >= 0 {
+			err = unix.Fchmod(fd, mode)
+		} else {
+			err = unix.Fchmodat(pfd, base, mode, 0)
+		}
+		if err != nil {
+			return fmt.Errorf("chmod: %w", err)
+		}
+	}
+	for k, v := range hdr.PAXRecords {
+		name, ok := strings.CutPrefix(k, paxXattrPrefix)
+		if !ok || IsPrivateXattr(name) {
+			continue
+		}
+		var err error
+		if fd >= 0 {
+			err = unix.Fsetxattr(fd, name, []byte(v), 0)
+		} else {
+			err = unix.Lsetxattr(procPath(pfd, base), name, []byte(v), 0)
+		}
+		// Like Docker: an xattr namespace the filesystem does not support is skipped
+		// (ENOTSUP), and so is one we may not set unprivileged (EPERM).
+		if err != nil && !errors.Is(err, unix.ENOTSUP) && !(a.euid != 0 && errors.Is(err, unix.EPERM)) &&
+			!(symlink && strings.HasPrefix(name, "user.") && errors.Is(err, unix.EPERM)) {
+			return fmt.Errorf("setxattr %s: %w", name, err)
+		}
+	}
+	mt := hdr.ModTime
+	at := hdr.AccessTime
+	if at.IsZero() {
+		at = mt
+	}
+	ts := []unix.Timespec{toTimespec(at), toTimespec(mt)}
+	var err error
+	if fd >= 0 {
+		err = unix.UtimesNanoAt(fd, "", ts, unix.AT_EMPTY_PATH)
+	} else {
+		err = unix.UtimesNanoAt(pfd, base, ts, unix.AT_SYMLINK_NOFOLLOW)
+	}
+	if err != nil {
+		return fmt.Errorf("set times: %w", err)
+	}
+	return nil
+}
+
+func toTimespec(t time.Time) unix.Timespec {
+	if t.IsZero() {
+		return unix.Timespec{}
+	}
+	return unix.NsecToTimespec(t.UnixNano())
+}
+
+// procPath names base in the dir open as dirfd for the path-only syscalls
+// (lsetxattr, lgetxattr): the magic link resolves the dir, base is not followed.
+func procPath(dirfd int, base string) string {
+	if base == "" {
+		return "/proc/self/fd/" + strconv.Itoa(dirfd)
+	}
+	return "/proc/self/fd/" + strconv.Itoa(dirfd) + "/" + base
+}
+
+const (
+	holeBlock = 4096     // zero runs are detected in blocks of this size
+	sparseMin = 64 << 10 // files smaller than this are written as they come
+)
+
+var zeroBlock [holeBlock]byte
+
+// writeData copies size bytes from r into the new file fd. Files of sparseMin and
+// more get holes for every all-zero 4 KiB block, so a sparse file in the tar (GNU or
+// PAX sparse, or plain zeros) is sparse again on disk.
+func writeData(fd int, r io.Reader, size int64, buf []byte) error {
+	var off, end int64 // end: just past the last byte written
+	for off < size {
+		n := int64(len(buf))
+		if size-off < n {
+			n = size - off
+		}
+		b := buf[:n]
+		if _, err := io.ReadFull(r, b); err != nil {
+			if err == io.EOF {
+				err = io.ErrUnexpectedEOF
+			}
+			return err
+		}
+		if size < sparseMin {
+			if err := pwriteAll(fd, b, off); err != nil {
+				return err
+			}
+			off += n
+			end = off
+			continue
+		}
+		for i := int64(0); i < n; {
+			j := i + holeBlock
+			if j > n {
+				j = n
+			}
+			if bytes.Equal(b[i:j], zeroBlock[:j-i]) {
+				i = j
+				continue
+			}
+			// Extend the data run over every following non-zero block.
+			for j < n {
+				k := j + holeBlock
+				if k > n {
+					k = n
+				}
+				if bytes.Equal(b[j:k], zeroBlock[:k-j]) {
+					break
+				}
+				j = k
+			}
+			if err := pwriteAll(fd, b[i:j], off+i); err != nil {
+				return err
+			}
+			end = off + j
+			i = j
+		}
+		off += n
+	}
+	if end < size {
+		if err := unix.Ftruncate(fd, size); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func pwriteAll(fd int, b []byte, off int64) error {
+	for len(b) > 0 {
+		n, err := unix.Pwrite(fd, b, off)
+		if err != nil {
+			if errors.Is(err, unix.EINTR) {
+				continue
+			}
+			return err
+		}
+		b = b[n:]
+		off += int64(n)
+	}
+	return nil
+}

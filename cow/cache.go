@@ -1,0 +1,295 @@
+package cow
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+	"golang.org/x/sys/unix"
+)
+
+// LayerCache is the directory of unpacked lower layers, one dir per diffID:
+// Dir/<diffID hex>/, created once and never changed after. Temp dirs (".tmp-*") and
+// lock files (".locks/") live beside them.
+//
+// Concurrency: Ensure and EnsureAll are safe from any number of goroutines and
+// processes at once; a per-layer flock makes sure one of them unpacks while the
+// others wait and then use the result. Prune takes the same locks and skips a layer
+// being filled.
+type LayerCache struct{ Dir string }
+
+// LayerSource names one layer and how to read its uncompressed tar stream.
+type LayerSource struct {
+	DiffID digest.Digest
+	// Open returns the uncompressed layer tar; Ensure closes it.
+	Open func() (io.ReadCloser, error)
+}
+
+const (
+	tmpPrefix = ".tmp-"
+	locksDir  = ".locks"
+)
+
+// Path returns where the layer diffID is (or will be) unpacked. It does not check
+// that it is there.
+func (c *LayerCache) Path(diffID digest.Digest) string {
+	return filepath.Join(c.Dir, diffID.Encoded())
+}
+
+// Ensure makes sure the layer diffID is unpacked and returns its dir. When it is
+// missing, Ensure calls open, unpacks the stream into a temp dir inside c.Dir with
+// Apply, checks that the stream's sha256 is diffID, and renames the dir into place;
+// on a mismatch (ErrDigestMismatch) or any other error nothing is left behind.
+// Idempotent; concurrent calls for the same layer, in this or other processes, all
+// succeed and only one of them unpacks.
+func (c *LayerCache) Ensure(ctx context.Context, diffID digest.Digest, open func() (io.ReadCloser, error)) (string, error) {
+	if err := diffID.Validate(); err != nil {
+		return "", fmt.Errorf("ensure layer %s: %w", diffID, err)
+	}
+	final := c.Path(diffID)
+	if isDir(final) {
+		return final, nil
+	}
+	unlock, err := c.lock(ctx, diffID.Encoded())
+	if err != nil {
+		return "", fmt.Errorf("ensure layer %s: %w", diffID, err)
+	}
+	defer unlock()
+	if isDir(final) { // another process filled it while we waited
+		return final, nil
+	}
+	if err := c.fill(ctx, diffID, open); err != nil {
+		return "", fmt.Errorf("ensure layer %s: %w", diffID, err)
+	}
+	return final, nil
+}
+
+func (c *LayerCache) fill(ctx context.Context, diffID digest.Digest, open func() (io.ReadCloser, error)) (err error) {
+	// We hold the layer's lock: any temp dir of it is left from a crashed fill.
+	stale, _ := filepath.Glob(filepath.Join(c.Dir, tmpPrefix+diffID.Encoded()+"-*"))
+	for _, s := range stale {
+		if err := removeAll(s); err != nil {
+			return err
+		}
+	}
+	tmp, err := os.MkdirTemp(c.Dir, tmpPrefix+diffID.Encoded()+"-")
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err != nil {
+			removeAll(tmp)
+		}
+	}()
+	if err := os.Chmod(tmp, 0o755); err != nil {
+		return err
+	}
+	rc, err := open()
+	if err != nil {
+		return fmt.Errorf("open: %w", err)
+	}
+	got, err := Apply(ctx, tmp, rc)
+	if cerr := rc.Close(); err == nil && cerr != nil {
+		err = fmt.Errorf("close layer stream: %w", cerr)
+	}
+	if err != nil {
+		return err
+	}
+	if got != diffID {
+		return fmt.Errorf("%w: unpacked %s", ErrDigestMismatch, got)
+	}
+	if err := syncDir(tmp, true); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, c.Path(diffID)); err != nil {
+		return err
+	}
+	return syncDir(c.Dir, false)
+}
+
+// EnsureAll runs Ensure for every layer, a few at a time, and returns their dirs in
+// the order given. The first error cancels the rest and is returned.
+func (c *LayerCache) EnsureAll(ctx context.Context, layers []LayerSource) ([]string, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	paths := make([]string, len(layers))
+	errs := make([]error, len(layers))
+	sem := make(chan struct{}, max(2, runtime.GOMAXPROCS(0)))
+	var wg sync.WaitGroup
+	for i, l := range layers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			select {
+			case sem <- struct{}{}:
+			case <-ctx.Done():
+				errs[i] = ctx.Err()
+				return
+			}
+			defer func() { <-sem }()
+			paths[i], errs[i] = c.Ensure(ctx, l.DiffID, l.Open)
+			if errs[i] != nil {
+				cancel()
+			}
+		}()
+	}
+	wg.Wait()
+	// Prefer a real error over the cancellations it caused.
+	for _, err := range errs {
+		if err != nil && !errors.Is(err, context.Canceled) {
+			return nil, err
+		}
+	}
+	for _, err := range errs {
+		if err != nil {
+			return nil, err
+		}
+	}
+	return paths, nil
+}
+
+// Prune removes every unpacked layer not in keep (keyed by diffID), and temp dirs
+// left by interrupted unpacks. A layer another process is filling right now is
+// skipped. Safe to run concurrently with Ensure.
+func (c *LayerCache) Prune(keep map[digest.Digest]bool) error {
+	ents, err := os.ReadDir(c.Dir)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("prune layers: %w", err)
+	}
+	keepHex := map[string]bool{}
+	for d := range keep {
+		keepHex[d.Encoded()] = true
+	}
+	for _, e := range ents {
+		name := e.Name()
+		hex := name
+		if rest, ok := strings.CutPrefix(name, tmpPrefix); ok {
+			hex, _, _ = strings.Cut(rest, "-")
+		} else if strings.HasPrefix(name, ".") || keepHex[name] {
+			continue
+		}
+		if !isHex(hex) {
+			continue
+		}
+		unlock, ok, err := c.tryLock(hex)
+		if err != nil {
+			return fmt.Errorf("prune layer %s: %w", name, err)
+		}
+		if !ok {
+			continue // being filled
+		}
+		victim := filepath.Join(c.Dir, name)
+		if hex == name {
+			// Out of sight first, so nobody finds a half-removed layer at its path.
+			gone := filepath.Join(c.Dir, tmpPrefix+hex+"-pruned")
+			if err = os.Rename(victim, gone); err == nil {
+				victim = gone
+			}
+		}
+		err = removeAll(victim)
+		unlock()
+		if err != nil {
+			return fmt.Errorf("prune layer %s: %w", name, err)
+		}
+	}
+	return nil
+}
+
+func isHex(s string) bool {
+	if len(s) == 0 {
+		return false
+	}
+	for _, r := range s {
+		if !(r >= '0' && r <= '9' || r >= 'a' && r <= 'f') {
+			return false
+		}
+	}
+	return true
+}
+
+func isDir(p string) bool {
+	fi, err := os.Lstat(p)
+	return err == nil && fi.IsDir()
+}
+
+func (c *LayerCache) lockFile(hex string) (*os.File, error) {
+	if err := os.MkdirAll(c.Dir, 0o755); err != nil {
+		return nil, err
+	}
+	dir := filepath.Join(c.Dir, locksDir)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, err
+	}
+	return os.OpenFile(filepath.Join(dir, hex+".lock"), os.O_RDWR|os.O_CREATE, 0o600)
+}
+
+// lock takes the layer's flock, waiting for it while ctx allows.
+func (c *LayerCache) lock(ctx context.Context, hex string) (func(), error) {
+	f, err := c.lockFile(hex)
+	if err != nil {
+		return nil, err
+	}
+	wait := time.Millisecond
+	for {
+		err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
+		if err == nil {
+			return func() { f.Close() }, nil
+		}
+		if !errors.Is(err, unix.EWOULDBLOCK) && !errors.Is(err, unix.EINTR) {
+			f.Close()
+			return nil, fmt.Errorf("lock: %w", err)
+		}
+		select {
+		case <-ctx.Done():
+			f.Close()
+			return nil, ctx.Err()
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, 50*time.Millisecond)
+	}
+}
+
+func (c *LayerCache) tryLock(hex string) (func(), bool, error) {
+	f, err := c.lockFile(hex)
+	if err != nil {
+		return nil, false, err
+	}
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		f.Close()
+		if errors.Is(err, unix.EWOULDBLOCK) {
+			return nil, false, nil
+		}
+		return nil, false, err
+	}
+	return func() { f.Close() }, true, nil
+}
+
+// syncDir flushes a dir to disk: the whole filesystem it is on (one syncfs instead of
+// an fsync per unpacked file) when all is set, else just the dir's own entries.
+func syncDir(dir string, all bool) error {
+	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	if all {
+		err = unix.Syncfs(fd)
+	} else {
+		err = unix.Fsync(fd)
+	}
+	if err != nil {
+		return fmt.Errorf("sync %s: %w", dir, err)
+	}
+	return nil
+}

@@ -1,0 +1,28 @@
+package cow
+
+import "errors"
+
+var (
+	// ErrUnsafePath is returned by Apply for a tar entry that could lead a write
+	// outside the target dir: an absolute name or link, a ".." escape, an entry below
+	// a symlink or a non-directory, a hard link to something the tar did not create.
+	ErrUnsafePath = errors.New("unsafe path in layer tar")
+	// ErrDigestMismatch is returned when an unpacked layer's diffID is not the one
+	// asked for. Nothing is left behind.
+	ErrDigestMismatch = errors.New("layer digest mismatch")
+	// ErrUnsupported is returned for input cow cannot represent faithfully: unknown tar
+	// entry types, or kernel overlayfs redirect/metacopy entries in an upper dir.
+	ErrUnsupported = errors.New("unsupported layer content")
+)
+
+// EntryError is the error Apply, Diff, Export and Changes return for one entry:
+// "apply etc/passwd: ...". Path is the entry's name in the tar (Apply) or its path
+// relative to the dir walked; the sentinels above are reached through Unwrap.
+type EntryError struct {
+	Op   string // "apply", "diff", "export", "changes"
+	Path string
+	Err  error
+}
+
+func (e *EntryError) Error() string { return e.Op + " " + e.Path + ": " + e.Err.Error() }
+func (e *EntryError) Unwrap() error { return e.Err }

@@ -1,0 +1,324 @@
+// Package integration tests the built layerfs binary end to end: real files, real
+// FUSE mounts, skopeo and umoci as oracles. TestMain builds the binary once; every
+// test gets its own --root (see run). Other teams' integration tests live in this
+// package and reuse these helpers.
+package integration
+
+import (
+	"archive/tar"
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+
+	godigest "github.com/opencontainers/go-digest"
+)
+
+// layerfsBin is the binary under test, built by TestMain into workDir, a temp dir
+// removed after the run (shared fixtures live there too).
+var layerfsBin, workDir string
+
+func TestMain(m *testing.M) {
+	os.Exit(runMain(m))
+}
+
+func runMain(m *testing.M) int {
+	dir, err := os.MkdirTemp("", "layerfs-integration-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	workDir = dir
+	layerfsBin = filepath.Join(dir, "layerfs")
+	_, file, _, _ := runtime.Caller(0)
+	repo := filepath.Dir(filepath.Dir(file))
+	build := exec.Command("go", "build", "-o", layerfsBin, ".")
+	build.Dir = repo
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintf(os.Stderr, "build layerfs: %v\n", err)
+		return 1
+	}
+	return m.Run()
+}
+
+var roots sync.Map // testing.TB -> root dir
+
+// rootFor is t's own store root, made on first use and removed after the test.
+func rootFor(t testing.TB) string {
+	t.Helper()
+	if r, ok := roots.Load(t); ok {
+		return r.(string)
+	}
+	r := filepath.Join(t.TempDir(), "root")
+	roots.Store(t, r)
+	t.Cleanup(func() { roots.Delete(t) })
+	return r
+}
+
+// result is what one run of the binary did.
+type result struct {
+	Stdout, Stderr string
+	Code           int
+}
+
+// cmdOpts tune one run: stdin, extra environment, a different root.
+type cmdOpts struct {
+	stdin io.Reader
+	env   []string
+	root  string // "" = rootFor(t)
+}
+
+// runWith runs `layerfs --root R args...` and returns its output and exit code;
+// it fails t only if the binary cannot be started.
+func runWith(t testing.TB, o cmdOpts, args ...string) result {
+	t.Helper()
+	root := o.root
+	if root == "" {
+		root = rootFor(t)
+	}
+	cmd := exec.Command(layerfsBin, append([]string{"--root", root}, args...)...)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr, cmd.Stdin = &stdout, &stderr, o.stdin
+	cmd.Env = append(os.Environ(), o.env...)
+	err := cmd.Run()
+	res := result{Stdout: stdout.String(), Stderr: stderr.String()}
+	if err != nil {
+		ee, ok := err.(*exec.ExitError)
+		if !ok {
+			t.Fatalf("run layerfs %s: %v", strings.Join(args, " "), err)
+		}
+		res.Code = ee.ExitCode()
+	}
+	return res
+}
+
+// run runs layerfs with t's root; see runWith.
+func run(t testing.TB, args ...string) result {
+	t.Helper()
+	return runWith(t, cmdOpts{}, args...)
+}
+
+// mustRun runs layerfs with t's root and fails t unless it exits 0; returns stdout.
+func mustRun(t testing.TB, args ...string) string {
+	t.Helper()
+	r := run(t, args...)
+	if r.Code != 0 {
+		t.Fatalf("layerfs %s: exit %d\nstdout: %s\nstderr: %s", strings.Join(args, " "), r.Code, r.Stdout, r.Stderr)
+	}
+	return r.Stdout
+}
+
+// mustRunIn is mustRun against another root.
+func mustRunIn(t testing.TB, root string, args ...string) string {
+	t.Helper()
+	r := runWith(t, cmdOpts{root: root}, args...)
+	if r.Code != 0 {
+		t.Fatalf("layerfs --root %s %s: exit %d\nstdout: %s\nstderr: %s", root, strings.Join(args, " "), r.Code, r.Stdout, r.Stderr)
+	}
+	return r.Stdout
+}
+
+// busyboxRootfs is a small rootfs tar (busybox from /bin/busybox plus a few applet
+// links and files), made once per test binary run.
+func busyboxRootfs(t testing.TB) string {
+	t.Helper()
+	busyboxOnce.Do(func() {
+		bb, err := exec.LookPath("busybox")
+		if err != nil {
+			bb = "/bin/busybox"
+		}
+		dir, err := os.MkdirTemp(workDir, "busybox-")
+		if err != nil {
+			busyboxErr = err
+			return
+		}
+		rootfs := filepath.Join(dir, "rootfs")
+		for _, d := range []string{"bin", "etc", "tmp", "data/html"} {
+			os.MkdirAll(filepath.Join(rootfs, d), 0o755)
+		}
+		data, err := os.ReadFile(bb)
+		if err != nil {
+			busyboxErr = err
+			return
+		}
+		os.WriteFile(filepath.Join(rootfs, "bin", "busybox"), data, 0o755)
+		for _, app := range []string{"sh", "ls", "cat", "echo", "mkdir", "rm", "touch"} {
+			os.Symlink("busybox", filepath.Join(rootfs, "bin", app))
+		}
+		os.WriteFile(filepath.Join(rootfs, "etc", "passwd"), []byte("root:x:0:0:root:/root:/bin/sh\n"), 0o644)
+		os.WriteFile(filepath.Join(rootfs, "data/html/index.html"), []byte("<h1>Busybox test page</h1>\n"), 0o644)
+		busyboxTar = filepath.Join(dir, "rootfs.tar")
+		out, err := exec.Command("tar", "--sort=name", "--mtime=@0", "--owner=0", "--group=0", "--numeric-owner", "-C", rootfs, "-cf", busyboxTar, ".").CombinedOutput()
+		if err != nil {
+			busyboxErr = fmt.Errorf("tar: %v: %s", err, out)
+		}
+	})
+	if busyboxErr != nil {
+		t.Fatalf("busybox rootfs: %v", busyboxErr)
+	}
+	return busyboxTar
+}
+
+var (
+	busyboxOnce sync.Once
+	busyboxTar  string
+	busyboxErr  error
+)
+
+// importBusybox imports the busybox rootfs into t's root as ref and returns its ID.
+func importBusybox(t testing.TB, ref string) string {
+	t.Helper()
+	return strings.TrimSpace(mustRun(t, "import", "-q", "-c", `CMD ["/bin/sh"]`, busyboxRootfs(t), ref))
+}
+
+// --- shared helpers: tar surgery, tree snapshots, blobs ---
+
+type tarFileEntry struct {
+	hdr  *tar.Header
+	body []byte
+}
+
+func readTarFile(t testing.TB, path string) []tarFileEntry {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var out []tarFileEntry
+	tr := tar.NewReader(f)
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			return out
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := io.ReadAll(tr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, tarFileEntry{hdr: h, body: b})
+	}
+}
+
+func writeTarEntries(t testing.TB, entries []tarFileEntry) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	for _, e := range entries {
+		h := *e.hdr
+		h.Size = int64(len(e.body))
+		if h.Typeflag == tar.TypeDir {
+			h.Size = 0
+		}
+		if err := tw.WriteHeader(&h); err != nil {
+			t.Fatal(err)
+		}
+		tw.Write(e.body)
+	}
+	tw.Close()
+	return buf.Bytes()
+}
+
+func cloneEntries(in []tarFileEntry) []tarFileEntry {
+	out := make([]tarFileEntry, len(in))
+	for i, e := range in {
+		h := *e.hdr
+		out[i] = tarFileEntry{hdr: &h, body: e.body}
+	}
+	return out
+}
+
+func sha256Hex(b []byte) string {
+	h := sha256.Sum256(b)
+	return hex.EncodeToString(h[:])
+}
+
+func digestOf(b []byte) digestT { return digestT("sha256:" + sha256Hex(b)) }
+
+// treeSnapshot maps every path under root to its type, mode and content hash.
+func diffTrees(a, b map[string]string) string {
+	var d []string
+	for k, v := range a {
+		if w, ok := b[k]; !ok {
+			d = append(d, "removed "+k)
+		} else if w != v {
+			d = append(d, "changed "+k)
+		}
+	}
+	for k := range b {
+		if _, ok := a[k]; !ok {
+			d = append(d, "added "+k)
+		}
+	}
+	sort.Strings(d)
+	return strings.Join(d, "\n")
+}
+
+func sameFile(t testing.TB, a, b string) bool {
+	t.Helper()
+	x, err1 := os.ReadFile(a)
+	y, err2 := os.ReadFile(b)
+	return err1 == nil && err2 == nil && bytes.Equal(x, y)
+}
+
+// blobFiles lists the blobs in root's store as digests, sorted.
+func treeSnapshot(t testing.TB, root string) map[string]string {
+	t.Helper()
+	out := map[string]string{}
+	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(root, p)
+		fi, err := d.Info()
+		if err != nil {
+			return err
+		}
+		v := fi.Mode().String()
+		if fi.Mode().IsRegular() {
+			b, err := os.ReadFile(p)
+			if err != nil {
+				return err
+			}
+			v += " " + sha256Hex(b)
+		}
+		out[rel] = v
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func blobFiles(t testing.TB, root string) []string {
+	t.Helper()
+	ents, err := os.ReadDir(filepath.Join(root, "store", "blobs", "sha256"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, e := range ents {
+		out = append(out, "sha256:"+e.Name())
+	}
+	sort.Strings(out)
+	return out
+}
+
+// digestT is go-digest's Digest.
+type digestT = godigest.Digest

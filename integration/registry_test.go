@@ -1,0 +1,485 @@
+package integration
+
+import (
+	"archive/tar"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	ggcrmutate "github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/random"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/layerfs/layerfs/blobstore"
+	"github.com/layerfs/layerfs/registry"
+	"github.com/layerfs/layerfs/registry/registrytest"
+	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+)
+
+// These tests drive the built binary against real distribution registries on
+// 127.0.0.1. Docker Hub references go to LAYERFS_DOCKER_HUB_ORIGIN, which every
+// invocation sets to a local address, so nothing ever reaches docker.io.
+
+var (
+	regBinOnce sync.Once
+	regBin     string
+	regBinErr  error
+)
+
+// regBinary builds the layerfs binary once for these tests.
+func regBinary(t *testing.T) string {
+	t.Helper()
+	regBinOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "layerfs-registry-it-")
+		if err != nil {
+			regBinErr = err
+			return
+		}
+		regBin = filepath.Join(dir, "layerfs")
+		out, err := exec.Command("go", "build", "-o", regBin, "github.com/layerfs/layerfs").CombinedOutput()
+		if err != nil {
+			regBinErr = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if regBinErr != nil {
+		t.Fatal(regBinErr)
+	}
+	return regBin
+}
+
+// regEnv is an isolated environment: its own root, HOME, DOCKER_CONFIG, config file
+// and a Docker Hub origin on the loopback.
+type regEnv struct {
+	t      *testing.T
+	root   string
+	home   string
+	config string
+	hub    string
+	extra  []string
+}
+
+func newRegEnv(t *testing.T) *regEnv {
+	t.Helper()
+	d := t.TempDir()
+	e := &regEnv{t: t, root: filepath.Join(d, "root"), home: filepath.Join(d, "home"), config: filepath.Join(d, "config.json")}
+	e.hub = fmt.Sprintf("127.0.0.1:%d", registrytest.FreePort(t)) // nothing listens there
+	os.MkdirAll(e.home, 0o755)
+	if err := os.WriteFile(e.config, []byte("{}"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return e
+}
+
+// run runs layerfs with args and stdin; it returns stdout, stderr and the exit code.
+func (e *regEnv) run(stdin string, args ...string) (string, string, int) {
+	e.t.Helper()
+	cmd := exec.Command(regBinary(e.t), append([]string{"--root", e.root}, args...)...)
+	cmd.Env = append(os.Environ(),
+		"HOME="+e.home,
+		"DOCKER_CONFIG="+filepath.Join(e.home, ".docker"),
+		"REGISTRY_AUTH_FILE=",
+		registry.HubOriginEnv+"="+e.hub,
+	)
+	cmd.Env = append(cmd.Env, e.extra...)
+	cmd.Stdin = strings.NewReader(stdin)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		e.t.Fatalf("run layerfs %v: %v", args, err)
+	}
+	return out.String(), errb.String(), code
+}
+
+// ok runs layerfs and fails the test unless it exits 0.
+func (e *regEnv) ok(args ...string) string {
+	e.t.Helper()
+	out, errs, code := e.run("", args...)
+	if code != 0 {
+		e.t.Fatalf("layerfs %s: exit %d\nstdout:\n%s\nstderr:\n%s", strings.Join(args, " "), code, out, errs)
+	}
+	return out
+}
+
+// fails runs layerfs, wants a non-zero exit and exactly one stderr line containing want.
+func (e *regEnv) fails(want string, args ...string) {
+	e.t.Helper()
+	out, errs, code := e.run("", args...)
+	if code == 0 {
+		e.t.Fatalf("layerfs %s succeeded; stdout:\n%s", strings.Join(args, " "), out)
+	}
+	lines := strings.Split(strings.TrimRight(errs, "\n"), "\n")
+	if len(lines) != 1 || !strings.HasPrefix(lines[0], "Error: ") || !strings.Contains(lines[0], want) {
+		e.t.Errorf("layerfs %s: stderr = %q, want one \"Error: ...\" line containing %q", strings.Join(args, " "), errs, want)
+	}
+}
+
+func (e *regEnv) store() *blobstore.Store {
+	e.t.Helper()
+	st, err := blobstore.Open(filepath.Join(e.root, "store"))
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return st
+}
+
+// addImage writes an image with one gzip layer per file set into e's store, tagged ref.
+func (e *regEnv) addImage(ref string, layers ...map[string]string) *blobstore.Image {
+	e.t.Helper()
+	ctx := context.Background()
+	st := e.store()
+	var descs []ocispec.Descriptor
+	var diffIDs []digest.Digest
+	for _, files := range layers {
+		var buf bytes.Buffer
+		tw := tar.NewWriter(&buf)
+		for n, c := range files {
+			tw.WriteHeader(&tar.Header{Name: n, Mode: 0o644, Size: int64(len(c)), Typeflag: tar.TypeReg})
+			tw.Write([]byte(c))
+		}
+		tw.Close()
+		d, diffID, err := st.AppendLayer(ctx, &buf, "gzip")
+		if err != nil {
+			e.t.Fatal(err)
+		}
+		descs = append(descs, d)
+		diffIDs = append(diffIDs, diffID)
+	}
+	cfg := ocispec.Image{RootFS: ocispec.RootFS{Type: "layers", DiffIDs: diffIDs}}
+	cfg.OS, cfg.Architecture = "linux", "amd64"
+	img, err := st.WriteImage(ctx, cfg, descs)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	if err := st.Tag(ctx, img, ref); err != nil {
+		e.t.Fatal(err)
+	}
+	img, err = st.Resolve(ref)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return img
+}
+
+func regLines(s string) []string { return strings.Split(strings.TrimRight(s, "\n"), "\n") }
+
+// matchLines checks got against regular expressions, line by line.
+func regMatchLines(t *testing.T, what, got string, want ...string) {
+	t.Helper()
+	gl := regLines(got)
+	if len(gl) != len(want) {
+		t.Errorf("%s: %d lines, want %d:\n%s", what, len(gl), len(want), got)
+		return
+	}
+	for i, w := range want {
+		if !regexp.MustCompile("^" + w + "$").MatchString(gl[i]) {
+			t.Errorf("%s: line %d = %q, want /%s/\n%s", what, i+1, gl[i], w, got)
+		}
+	}
+}
+
+func TestRegistryPushPull(t *testing.T) {
+	reg := registrytest.Start(t, registrytest.Options{})
+	a := newRegEnv(t)
+	img := a.addImage("app:1", map[string]string{"etc/a": "one"}, map[string]string{"etc/b": "two"})
+	dest := reg.Host + "/team/app:1"
+	hex12 := "[0-9a-f]{12}"
+	d := regexp.QuoteMeta(img.ManifestDigest.String())
+
+	out := a.ok("push", "app:1", dest)
+	regMatchLines(t, "first push", out,
+		regexp.QuoteMeta("The push refers to repository ["+reg.Host+"/team/app]"),
+		hex12+": Preparing", hex12+": Preparing",
+		hex12+": Pushed", hex12+": Pushed",
+		"1: digest: "+d+" size: [0-9]+")
+	out = a.ok("push", "app:1", dest)
+	regMatchLines(t, "second push", out,
+		regexp.QuoteMeta("The push refers to repository ["+reg.Host+"/team/app]"),
+		hex12+": Preparing", hex12+": Preparing",
+		hex12+": Layer already exists", hex12+": Layer already exists",
+		"1: digest: "+d+" size: [0-9]+")
+	out = a.ok("push", "app:1", reg.Host+"/other/app")
+	regMatchLines(t, "push to another repository", out,
+		"Using default tag: latest",
+		regexp.QuoteMeta("The push refers to repository ["+reg.Host+"/other/app]"),
+		hex12+": Preparing", hex12+": Preparing",
+		hex12+": Mounted from team/app", hex12+": Mounted from team/app",
+		"latest: digest: "+d+" size: [0-9]+")
+
+	b := newRegEnv(t)
+	out = b.ok("pull", dest)
+	want := []string{"1: Pulling from team/app"}
+	for range 2 {
+		want = append(want, hex12+": Pulling fs layer")
+	}
+	for range 2 {
+		want = append(want, hex12+": (Verifying Checksum|Download complete|Pull complete)")
+		want = append(want, hex12+": (Verifying Checksum|Download complete|Pull complete)")
+		want = append(want, hex12+": (Verifying Checksum|Download complete|Pull complete)")
+	}
+	want = append(want, "Digest: "+d, "Status: Downloaded newer image for "+regexp.QuoteMeta(dest), regexp.QuoteMeta(dest))
+	regMatchLines(t, "pull", out, want...)
+	got, err := b.store().Resolve(dest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.ManifestDigest != img.ManifestDigest || got.ID != img.ID {
+		t.Errorf("pulled image = %s (ID %s), want %s (ID %s)", got.ManifestDigest, got.ID, img.ManifestDigest, img.ID)
+	}
+	rd, _ := b.store().RepoDigests(got.ManifestDigest)
+	if len(rd) != 1 || rd[0] != reg.Host+"/team/app@"+img.ManifestDigest.String() {
+		t.Errorf("RepoDigests = %v", rd)
+	}
+	regMatchLines(t, "pull again", b.ok("pull", dest),
+		"1: Pulling from team/app", "Digest: "+d, "Status: Image is up to date for "+regexp.QuoteMeta(dest), regexp.QuoteMeta(dest))
+	regMatchLines(t, "pull -q", b.ok("pull", "-q", reg.Host+"/other/app"), regexp.QuoteMeta(reg.Host+"/other/app:latest"))
+	// The layers were in the store already: they are skipped.
+	regMatchLines(t, "pull by digest", b.ok("pull", reg.Host+"/team/app@"+img.ManifestDigest.String()),
+		d+": Pulling from team/app", "Digest: "+d,
+		"Status: Image is up to date for "+regexp.QuoteMeta(reg.Host+"/team/app@"+img.ManifestDigest.String()),
+		regexp.QuoteMeta(reg.Host+"/team/app@"+img.ManifestDigest.String()))
+
+	c := newRegEnv(t)
+	c.addImage("base:1", map[string]string{"etc/a": "one"})
+	out = c.ok("pull", dest)
+	if !strings.Contains(out, ": Already exists\n") {
+		t.Errorf("pull with the base layer stored: no \"Already exists\" line:\n%s", out)
+	}
+}
+
+func TestRegistryLogin(t *testing.T) {
+	reg := registrytest.Start(t, registrytest.Options{Users: map[string]string{"alice": "s3cret"}})
+	e := newRegEnv(t)
+	e.addImage("private:1", map[string]string{"secret": "x"})
+	dest := reg.Host + "/private/app:1"
+	authfile := filepath.Join(e.home, "auth.json")
+
+	e.fails("push access denied", "push", "private:1", dest)
+	out, errs, code := e.run("wrong\n", "login", "--authfile", authfile, "-u", "alice", "--password-stdin", reg.Host)
+	if code == 0 || strings.TrimSpace(errs) != "Error: login "+reg.Host+": unauthorized: incorrect username or password" {
+		t.Errorf("login with a wrong password: exit %d, stdout %q, stderr %q", code, out, errs)
+	}
+	if _, err := os.Stat(authfile); err == nil {
+		t.Errorf("failed login wrote %s", authfile)
+	}
+	out, errs, code = e.run("s3cret\n", "login", "--authfile", authfile, "-u", "alice", "--password-stdin", reg.Host)
+	if code != 0 || out != "Login Succeeded\n" {
+		t.Fatalf("login: exit %d, stdout %q, stderr %q", code, out, errs)
+	}
+	if !strings.Contains(errs, "WARNING! Your credentials are stored unencrypted in '"+authfile+"'.\n") {
+		t.Errorf("login stderr = %q, want docker's unencrypted-password warning", errs)
+	}
+	var cf struct {
+		Auths map[string]struct{ Auth string } `json:"auths"`
+	}
+	b, _ := os.ReadFile(authfile)
+	if err := json.Unmarshal(b, &cf); err != nil || cf.Auths[reg.Host].Auth == "" {
+		t.Errorf("auth file = %s, want auths[%q].auth", b, reg.Host)
+	}
+	e.ok("push", "--authfile", authfile, "private:1", dest)
+
+	// Pulls read the same file through REGISTRY_AUTH_FILE; without it they are refused.
+	p := newRegEnv(t)
+	p.fails("pull access denied for "+reg.Host+"/private/app", "pull", dest)
+	p.extra = []string{"REGISTRY_AUTH_FILE=" + authfile}
+	p.ok("pull", dest)
+
+	// -p works too, with docker's warning; the default file is $DOCKER_CONFIG/config.json.
+	out, errs, code = e.run("", "login", "-u", "alice", "-p", "s3cret", reg.Host)
+	if code != 0 || !strings.HasPrefix(errs, "WARNING! Using --password via the CLI is insecure. Use --password-stdin.\n") {
+		t.Errorf("login -p: exit %d, stdout %q, stderr %q", code, out, errs)
+	}
+	if _, err := os.Stat(filepath.Join(e.home, ".docker", "config.json")); err != nil {
+		t.Errorf("login without --authfile: %v", err)
+	}
+	// Prompts read the username and password from stdin.
+	out, errs, code = e.run("alice\ns3cret\n", "login", "--authfile", authfile, reg.Host)
+	if code != 0 || out != "Username: Password: \nLogin Succeeded\n" {
+		t.Errorf("login with prompts: exit %d, stdout %q, stderr %q", code, out, errs)
+	}
+	if out := e.ok("logout", "--authfile", authfile, reg.Host); out != "Removing login credentials for "+reg.Host+"\n" {
+		t.Errorf("logout = %q", out)
+	}
+	if out := e.ok("logout", "--authfile", authfile, reg.Host); out != "Not logged in to "+reg.Host+"\n" {
+		t.Errorf("second logout = %q", out)
+	}
+}
+
+func TestRegistryTLS(t *testing.T) {
+	reg := registrytest.Start(t, registrytest.Options{TLS: true})
+	e := newRegEnv(t)
+	img := e.addImage("tls:1", map[string]string{"f": "tls"})
+	dest := reg.Host + "/tls/app:1"
+	e.fails("certificate", "push", "tls:1", dest)
+	e.ok("push", "--cert-dir", reg.CertDir, "tls:1", dest)
+	p := newRegEnv(t)
+	p.fails("certificate", "pull", dest)
+	p.ok("pull", "--tls-verify=false", dest)
+	if got, err := p.store().Resolve(dest); err != nil || got.ManifestDigest != img.ManifestDigest {
+		t.Errorf("pulled over TLS: %v, %v", got, err)
+	}
+}
+
+func TestRegistryPlatform(t *testing.T) {
+	reg := registrytest.Start(t, registrytest.Options{})
+	idx := ggcrmutate.IndexMediaType(empty.Index, "application/vnd.oci.image.index.v1+json")
+	want := map[string]string{}
+	for _, arch := range []string{"amd64", "arm64"} {
+		img, err := random.Image(128, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cf, _ := img.ConfigFile()
+		cf.OS, cf.Architecture = "linux", arch
+		img, _ = ggcrmutate.ConfigFile(img, cf)
+		d, _ := img.Digest()
+		want[arch] = d.String()
+		idx = ggcrmutate.AppendManifests(idx, ggcrmutate.IndexAddendum{Add: img, Descriptor: v1.Descriptor{Platform: &v1.Platform{OS: "linux", Architecture: arch}}})
+	}
+	ref := reg.Host + "/multi/app:1"
+	r, _ := name.ParseReference(ref)
+	if err := remote.WriteIndex(r, idx); err != nil {
+		t.Fatal(err)
+	}
+	idxDigest, _ := idx.Digest()
+	e := newRegEnv(t)
+	out := e.ok("pull", "--platform", "linux/arm64", ref)
+	if !strings.Contains(out, "Digest: "+idxDigest.String()+"\n") {
+		t.Errorf("pull of an index: want the index digest %s in\n%s", idxDigest, out)
+	}
+	got, err := e.store().Resolve(ref)
+	if err != nil || got.ManifestDigest.String() != want["arm64"] || got.Config.Architecture != "arm64" {
+		t.Errorf("pull --platform linux/arm64 = %v, %v; want %s", got, err, want["arm64"])
+	}
+	e.fails("no matching manifest for linux/s390x in the manifest list entries", "pull", "--platform", "linux/s390x", ref)
+}
+
+func TestRegistryMirrors(t *testing.T) {
+	mirror := registrytest.Start(t, registrytest.Options{})
+	e := newRegEnv(t)
+	img := e.addImage("hub:1", map[string]string{"m": "mirror"})
+	e.ok("push", "hub:1", mirror.Host+"/library/busybox:latest")
+	down := fmt.Sprintf("http://127.0.0.1:%d", registrytest.FreePort(t))
+
+	p := newRegEnv(t)
+	cfg, _ := json.Marshal(registry.Config{Mirrors: []string{down, "http://" + mirror.Host}})
+	os.WriteFile(p.config, cfg, 0o644)
+	out := p.ok("pull", "--config", p.config, "busybox")
+	regMatchLines(t, "pull through a mirror", out,
+		"Using default tag: latest", "latest: Pulling from library/busybox",
+		"[0-9a-f]{12}: Pulling fs layer",
+		"[0-9a-f]{12}: Verifying Checksum", "[0-9a-f]{12}: Download complete", "[0-9a-f]{12}: Pull complete",
+		"Digest: "+img.ManifestDigest.String(), "Status: Downloaded newer image for busybox:latest",
+		regexp.QuoteMeta("docker.io/library/busybox:latest"))
+	if got, err := p.store().Resolve("busybox"); err != nil || got.ManifestDigest != img.ManifestDigest {
+		t.Errorf("Resolve(busybox) = %v, %v", got, err)
+	}
+	// Only a dead mirror: the pull falls back to the (local, also dead) origin and says so once.
+	cfg, _ = json.Marshal(registry.Config{Mirrors: []string{down}})
+	os.WriteFile(p.config, cfg, 0o644)
+	p.fails("is unreachable", "pull", "--config", p.config, "busybox:other")
+}
+
+func TestRegistryErrors(t *testing.T) {
+	reg := registrytest.Start(t, registrytest.Options{})
+	e := newRegEnv(t)
+	img := e.addImage("err:1", map[string]string{"e": strings.Repeat("corrupt me ", 100)})
+	e.ok("push", "err:1", reg.Host+"/err/app:1")
+	layer := img.Manifest.Layers[0]
+	if err := os.WriteFile(reg.BlobPath(layer.Digest.String()), bytes.Repeat([]byte{'x'}, int(layer.Size)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	p := newRegEnv(t)
+	p.fails("is unreachable", "pull", fmt.Sprintf("127.0.0.1:%d/app:1", registrytest.FreePort(t)))
+	p.fails("manifest for "+reg.Host+"/nope:1 not found: manifest unknown", "pull", reg.Host+"/nope:1")
+	p.fails("not found", "pull", reg.Host+"/err/app@sha256:"+strings.Repeat("0", 64))
+	p.fails("layer "+layer.Digest.String()+": content does not match digest", "pull", reg.Host+"/err/app:1")
+	p.fails("invalid reference format", "pull", "UPPER/case")
+	p.fails("does not exist locally", "push", "missing:1", reg.Host+"/x:1")
+	if imgs, err := p.store().Images(); err != nil || len(imgs) != 0 {
+		t.Errorf("failed pulls left images: %v, %v", imgs, err)
+	}
+}
+
+func TestRegistryInterruptedPull(t *testing.T) {
+	img, err := random.Image(1<<20, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stall := registrytest.StartStalling(t, "slow/app", "1", img)
+	e := newRegEnv(t)
+	cmd := exec.Command(regBinary(t), "--root", e.root, "pull", stall.Host+"/slow/app:1")
+	cmd.Env = append(os.Environ(), "HOME="+e.home, registry.HubOriginEnv+"="+e.hub)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	killed := false
+	t.Cleanup(func() {
+		if !killed {
+			cmd.Process.Kill()
+			cmd.Wait()
+		}
+	})
+	select {
+	case <-stall.Started:
+	case <-time.After(20 * time.Second):
+		t.Fatal("the pull never started a layer download")
+	}
+	tmp := filepath.Join(e.root, "store", ".layerfs", "tmp")
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if ents, _ := os.ReadDir(tmp); len(ents) > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no temp file in %s while a blob downloads", tmp)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	cmd.Process.Signal(syscall.SIGKILL)
+	cmd.Wait()
+	killed = true
+
+	// Nothing visible: no image, no layer blob; the next command works.
+	st := e.store()
+	if imgs, err := st.Images(); err != nil || len(imgs) != 0 {
+		t.Errorf("after kill -9: images = %v, %v; want none", imgs, err)
+	}
+	m, _ := img.Manifest()
+	for _, l := range m.Layers {
+		if st.Has(digest.Digest(l.Digest.String())) {
+			t.Errorf("after kill -9: layer %s visible", l.Digest)
+		}
+	}
+	// The next command works, and gc reclaims the partial download.
+	if out := e.ok("images", "-q"); out != "" {
+		t.Errorf("images -q after kill -9 = %q, want nothing", out)
+	}
+	e.ok("gc")
+	if ents, _ := os.ReadDir(tmp); len(ents) != 0 {
+		t.Errorf("temp files left after gc: %d", len(ents))
+	}
+	// The same image from a registry that completes: the pull works.
+	reg := registrytest.Start(t, registrytest.Options{})
+	ref, _ := name.ParseReference(reg.Host + "/slow/app:1")
+	if err := remote.Write(ref, img); err != nil {
+		t.Fatal(err)
+	}
+	e.ok("pull", "-q", reg.Host+"/slow/app:1")
+}

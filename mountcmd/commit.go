@@ -1,0 +1,337 @@
+package mountcmd
+
+// layerfs commit: a working container's changes become a layer and a new image.
+//
+//	pause (mounted, --pause) -> cow.Changes (empty? no layer) -> cow.Diff or, with
+//	--squash, cow.Export -> AppendLayerParallel (diffID + compression in one pass)
+//	-> config = parent + -c changes + history -> manifest -> tag -> [--rebase:
+//	unpack the new layer, swap the mount onto it with an empty upper] -> resume
+//
+// The container lock is held throughout, so no mount, umount, rm or other commit of
+// the same container runs meanwhile; the pause (when mounted) holds writers so the
+// layer is a consistent cut, and stays up through --rebase so that no write lands in
+// the old upper after it was read.
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"github.com/layerfs/layerfs/blobstore"
+	"github.com/layerfs/layerfs/build"
+	"github.com/layerfs/layerfs/cow"
+	dockerspec "github.com/moby/docker-image-spec/specs-go/v1"
+	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"github.com/spf13/cobra"
+)
+
+type commitOptions struct {
+	author          string
+	message         string
+	changes         []string
+	pause           bool
+	compression     string
+	squash          bool
+	rebase          bool
+	sourceDateEpoch string
+}
+
+func init() {
+	commandAdders = append(commandAdders, func(root *cobra.Command, g *globalOptions) {
+		root.AddCommand(newCommitCommand(g))
+	})
+}
+
+func newCommitCommand(g *globalOptions) *cobra.Command {
+	o := &commitOptions{}
+	cmd := &cobra.Command{
+		Use:   "commit [OPTIONS] NAME|DIR [REPOSITORY[:TAG]]",
+		Short: "Create a new image from a working container's changes",
+		Long: `Create a new image from a working container's changes: its upper dir becomes one
+new layer on top of the container's image (nothing changed: no layer, only a history
+entry), with the image's config plus the --change instructions. Prints the new image
+ID. The container goes on as it was; with --rebase it moves onto the new image with
+an empty upper dir, without unmounting.`,
+		Example: `  layerfs commit -a "Chenwj<cwj@cwj.com>" -c 'CMD ["/bin/httpd","-f","-h","/data/html"]' -p busy1 chenwenj/httpd:v2`,
+		Args:    cobra.RangeArgs(1, 2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return runCommit(cmd.Context(), g, o, args, cmd.OutOrStdout(), cmd.ErrOrStderr())
+		},
+	}
+	f := cmd.Flags()
+	f.StringVarP(&o.author, "author", "a", "", `author (e.g., "John Hannibal Smith <hannibal@a-team.com>")`)
+	f.StringVarP(&o.message, "message", "m", "", "commit message")
+	f.StringArrayVarP(&o.changes, "change", "c", nil, "apply Dockerfile instruction to the created image (CMD, ENTRYPOINT, ENV, EXPOSE, HEALTHCHECK, LABEL, ONBUILD, STOPSIGNAL, USER, VOLUME, WORKDIR)")
+	f.BoolVarP(&o.pause, "pause", "p", true, "hold writers of a mounted container while its changes are read")
+	f.StringVar(&o.compression, "compression", "gzip", "layer compression: gzip, zstd or none")
+	f.BoolVar(&o.squash, "squash", false, "make a one-layer image of the whole merged tree")
+	f.BoolVar(&o.rebase, "rebase", false, "afterwards, move the container onto the new image with an empty upper dir")
+	f.StringVar(&o.sourceDateEpoch, "source-date-epoch", "", "clamp file mtimes and set the created time to this Unix time (default $SOURCE_DATE_EPOCH)")
+	return cmd
+}
+
+// commitPlan is the checked input of a commit.
+type commitPlan struct {
+	comp    blobstore.Compression
+	ref     string     // normalised REF to tag, "" for none
+	epoch   *time.Time // --source-date-epoch
+	created time.Time  // zero: now
+}
+
+func (o *commitOptions) plan(args []string) (*commitPlan, error) {
+	p := &commitPlan{}
+	if _, err := build.ParseChanges(o.changes); err != nil {
+		return nil, err
+	}
+	switch c := blobstore.Compression(o.compression); c {
+	case blobstore.Gzip, blobstore.Zstd, blobstore.None:
+		p.comp = c
+	default:
+		return nil, fmt.Errorf("unknown compression %q: use gzip, zstd or none", o.compression)
+	}
+	if len(args) == 2 {
+		r, err := blobstore.ParseTag(args[1])
+		if err != nil {
+			return nil, err
+		}
+		p.ref = r.String()
+	}
+	sde := o.sourceDateEpoch
+	if sde == "" {
+		sde = os.Getenv("SOURCE_DATE_EPOCH")
+	}
+	if sde != "" {
+		n, err := strconv.ParseInt(sde, 10, 64)
+		if err != nil || n < 0 {
+			return nil, fmt.Errorf("invalid source date epoch %q: want seconds since 1970", sde)
+		}
+		t := time.Unix(n, 0).UTC()
+		p.epoch, p.created = &t, t
+	}
+	return p, nil
+}
+
+func runCommit(ctx context.Context, g *globalOptions, o *commitOptions, args []string, stdout, stderr io.Writer) (err error) {
+	plan, err := o.plan(args)
+	if err != nil {
+		return err
+	}
+	store, err := openStore(g)
+	if err != nil {
+		return err
+	}
+	w, err := findContainer(g.root, args[0])
+	if err != nil {
+		return err
+	}
+	unlock, err := lockContainer(ctx, w)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	st, err := w.load()
+	if err != nil {
+		return err
+	}
+	parent, err := store.Resolve(st.ImageID.String())
+	if err != nil {
+		return fmt.Errorf("image of container %s: %w", w.name, err)
+	}
+	// Blobs written from here until the image is recorded must survive a gc.
+	release, err := store.Lease(ctx)
+	if err != nil {
+		return err
+	}
+	defer release()
+
+	var srv *controlClient
+	if w.serverAlive() {
+		if srv, err = dialControl(ctx, w); err != nil {
+			return err
+		}
+		defer srv.Close() // also lifts a pause this client still holds
+		if o.pause {
+			if err := srv.Pause(ctx); err != nil {
+				return fmt.Errorf("pause %s: %w", w.name, err)
+			}
+			defer func() {
+				// Always resume, also after an error or a cancelled ctx.
+				rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+				defer cancel()
+				if rerr := srv.Resume(rctx); rerr != nil && err == nil {
+					err = fmt.Errorf("resume %s: %w", w.name, rerr)
+				}
+			}()
+		}
+	} else if st.Mountpoint != "" && o.rebase && isOurMount(st.Mountpoint, w.fsName()) {
+		return fmt.Errorf("container %s: its mount server died; umount it first", w.name)
+	}
+
+	c := &committer{g: g, o: o, plan: plan, store: store, w: w, st: st, parent: parent, stderr: stderr}
+	img, err := c.commit(ctx)
+	if err != nil {
+		return err
+	}
+	if o.rebase {
+		if err := c.rebase(ctx, srv, img); err != nil {
+			return fmt.Errorf("committed %s, but rebase: %w", img.ID, err)
+		}
+	}
+	_, err = fmt.Fprintln(stdout, img.ID.String())
+	return err
+}
+
+// committer carries one commit's state between its steps.
+type committer struct {
+	g      *globalOptions
+	o      *commitOptions
+	plan   *commitPlan
+	store  *blobstore.Store
+	w      *workContainer
+	st     *workState
+	parent *blobstore.Image
+	stderr io.Writer
+
+	lowers []string           // the container's lower dirs, top first
+	desc   ocispec.Descriptor // the new layer ("" digest: none)
+	diffID digest.Digest
+}
+
+func (c *committer) commit(ctx context.Context) (*blobstore.Image, error) {
+	var pcfg dockerspec.DockerOCIImage
+	if err := decodeImageConfig(c.parent, &pcfg); err != nil {
+		return nil, err
+	}
+	lowers, err := containerLowers(ctx, c.g, c.store, c.st, c.parent)
+	if err != nil {
+		return nil, err
+	}
+	c.lowers = lowers
+	upper := c.w.upperPath(c.st)
+	dopts := cow.DiffOptions{Format: cow.FormatOCI, Lowers: lowers, SourceDateEpoch: c.plan.epoch}
+
+	empty := false
+	if !c.o.squash {
+		changes, err := cow.Changes(upper, dopts)
+		if err != nil {
+			return nil, fmt.Errorf("read changes of %s: %w", c.w.name, err)
+		}
+		empty = len(changes) == 0
+	}
+	depth := len(pcfg.RootFS.DiffIDs)
+	switch {
+	case c.o.squash:
+		depth = 1
+	case !empty:
+		depth++
+	}
+	if depth > build.MaxLayers {
+		return nil, fmt.Errorf("%w: the image would have %d layers, the limit is %d (commit --squash makes one)", build.ErrTooManyLayers, depth, build.MaxLayers)
+	}
+	if msg := build.DepthWarning(depth); msg != "" && !empty {
+		fmt.Fprintf(c.stderr, "WARNING: %s\n", msg)
+	}
+
+	if !empty {
+		var rc io.ReadCloser
+		if c.o.squash {
+			rc = cow.Export(ctx, lowers, upper, cow.FormatOCI)
+		} else {
+			rc = cow.Diff(ctx, upper, dopts)
+		}
+		prog := startCommitProgress(c.stderr)
+		c.desc, c.diffID, err = c.store.AppendLayerParallel(ctx, prog.reader(rc), c.plan.comp, blobstore.WithWrittenCounter(&prog.written))
+		prog.stop(err == nil)
+		if cerr := rc.Close(); err == nil && cerr != nil {
+			err = cerr
+		}
+		if err != nil {
+			return nil, fmt.Errorf("commit %s: %w", c.w.name, err)
+		}
+	}
+
+	copts := build.CommitOptions{Author: c.o.author, Comment: c.o.message, Created: c.plan.created, Changes: c.o.changes}
+	var cfg dockerspec.DockerOCIImage
+	var layers []ocispec.Descriptor
+	if c.o.squash {
+		cfg, err = build.SquashImage(pcfg, c.diffID, copts)
+		layers = []ocispec.Descriptor{c.desc}
+	} else {
+		cfg, err = build.ChildImage(pcfg, c.diffID, copts)
+		layers = append(append([]ocispec.Descriptor(nil), c.parent.Manifest.Layers...), nonEmpty(c.desc)...)
+	}
+	if err != nil {
+		return nil, err
+	}
+	img, err := c.store.WriteImageConfig(ctx, cfg, len(cfg.RootFS.DiffIDs), layers, blobstore.WithParent(c.parent))
+	if err != nil {
+		return nil, err
+	}
+	if c.plan.ref != "" {
+		if err := c.store.Tag(ctx, img, c.plan.ref); err != nil {
+			return nil, err
+		}
+	}
+	return img, nil
+}
+
+func nonEmpty(d ocispec.Descriptor) []ocispec.Descriptor {
+	if d.Digest == "" {
+		return nil
+	}
+	return []ocispec.Descriptor{d}
+}
+
+// rebase moves the container onto img with a fresh, empty upper dir: through the
+// live server (still paused) when mounted, else by rewriting state.json. The old
+// upper dir is removed once nothing uses it.
+func (c *committer) rebase(ctx context.Context, srv *controlClient, img *blobstore.Image) error {
+	if c.st.ReadOnly && srv != nil {
+		return errors.New("a read-only mount cannot be rebased")
+	}
+	lowers := c.lowers
+	if c.diffID != "" {
+		cache := &cow.LayerCache{Dir: filepath.Join(c.g.root, "layers")}
+		top, err := cache.Ensure(ctx, c.diffID, func() (io.ReadCloser, error) { return c.store.OpenLayer(c.desc) })
+		if err != nil {
+			return err
+		}
+		if c.o.squash {
+			lowers = []string{top}
+		} else {
+			lowers = append([]string{top}, lowers...)
+		}
+	}
+	oldUpper := c.w.upperPath(c.st)
+	newUpper, err := freshUpper(c.w.Dir(), oldUpper)
+	if err != nil {
+		return err
+	}
+	name := filepath.Base(newUpper)
+	ref := ""
+	if c.plan.ref != "" {
+		ref = blobstore.FamiliarString(c.plan.ref)
+	}
+	if srv != nil {
+		err = srv.Rebase(ctx, RebaseRequest{Lowers: lowers, Upper: name, ImageID: img.ID, ManifestDigest: img.ManifestDigest, ImageRef: ref})
+	} else {
+		st := *c.st
+		st.Lowers, st.Upper = lowers, name
+		st.ImageID, st.ManifestDigest, st.ImageRef = img.ID, img.ManifestDigest, ref
+		err = c.w.save(&st)
+	}
+	if err != nil {
+		os.RemoveAll(newUpper)
+		return err
+	}
+	if err := os.RemoveAll(oldUpper); err != nil {
+		fmt.Fprintf(c.stderr, "WARNING: remove old upper dir %s: %v\n", oldUpper, err)
+	}
+	return nil
+}

@@ -1,0 +1,243 @@
+package mountcmd
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// pauseTimeout bounds how long a pause request waits for in-flight writes.
+const pauseTimeout = 2 * time.Minute
+
+// controlServer answers control requests for one live mount (see control.go).
+type controlServer struct {
+	w       *workContainer
+	m       unionMount
+	log     *log.Logger
+	started time.Time
+
+	mu       sync.Mutex
+	state    *workState // as mounted; updated by rebase
+	nextConn int
+	pausedBy int // id of the connection holding the pause, 0 if none
+	pausing  bool
+	stopped  chan struct{} // closed once a stop request unmounted
+	stopOnce sync.Once
+	stopping atomic.Bool // a stop request is unmounting
+}
+
+func newControlServer(w *workContainer, m unionMount, st *workState, lg *log.Logger) *controlServer {
+	return &controlServer{w: w, m: m, log: lg, state: st, started: time.Now().UTC(), stopped: make(chan struct{})}
+}
+
+// serve accepts connections until l is closed.
+func (s *controlServer) serve(l net.Listener) {
+	for {
+		conn, err := l.Accept()
+		if err != nil {
+			if !errors.Is(err, net.ErrClosed) {
+				s.log.Printf("control: accept: %v", err)
+			}
+			return
+		}
+		s.mu.Lock()
+		s.nextConn++
+		id := s.nextConn
+		s.mu.Unlock()
+		go s.handleConn(conn, id)
+	}
+}
+
+func (s *controlServer) handleConn(conn net.Conn, id int) {
+	defer conn.Close()
+	defer s.releasePause(id)
+	r := bufio.NewReader(conn)
+	for {
+		line, err := r.ReadBytes('\n')
+		if err != nil {
+			return
+		}
+		var req controlRequest
+		var resp controlResponse
+		if err := json.Unmarshal(line, &req); err != nil {
+			resp.Error = fmt.Sprintf("bad request: %v", err)
+		} else {
+			resp = s.handle(req, id)
+		}
+		b, _ := json.Marshal(resp)
+		if _, err := conn.Write(append(b, '\n')); err != nil {
+			return
+		}
+		if req.Op == opStop && resp.OK {
+			s.stopOnce.Do(func() { close(s.stopped) })
+		}
+	}
+}
+
+func (s *controlServer) handle(req controlRequest, id int) controlResponse {
+	var err error
+	switch req.Op {
+	case opStatus:
+		return controlResponse{OK: true, Status: s.status()}
+	case opPause:
+		err = s.pause(id)
+	case opResume:
+		err = s.resume(id)
+	case opRebase:
+		err = s.rebase(req.Rebase)
+	case opStop:
+		err = s.stop()
+	default:
+		err = fmt.Errorf("unknown operation %q", req.Op)
+	}
+	if err != nil {
+		s.log.Printf("control: %s: %v", req.Op, err)
+		return controlResponse{Error: oneLine(err.Error())}
+	}
+	s.log.Printf("control: %s: ok", req.Op)
+	return controlResponse{OK: true}
+}
+
+func (s *controlServer) status() *serverStatus {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return &serverStatus{
+		Name:       s.w.name,
+		Mountpoint: s.state.Mountpoint,
+		PID:        os.Getpid(),
+		Paused:     s.pausedBy != 0,
+		ReadOnly:   s.state.ReadOnly,
+		Lowers:     s.state.Lowers,
+		Upper:      s.w.upperPath(s.state),
+		Started:    s.started,
+	}
+}
+
+func (s *controlServer) pause(id int) error {
+	s.mu.Lock()
+	if s.pausedBy != 0 || s.pausing {
+		s.mu.Unlock()
+		return errors.New("mount is already paused")
+	}
+	s.pausing = true
+	s.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), pauseTimeout)
+	err := s.m.Pause(ctx)
+	cancel()
+	s.mu.Lock()
+	s.pausing = false
+	if err == nil {
+		s.pausedBy = id
+	}
+	s.mu.Unlock()
+	return err
+}
+
+func (s *controlServer) resume(id int) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.pausedBy == 0 {
+		return errors.New("mount is not paused")
+	}
+	if s.pausedBy != id {
+		return errors.New("mount is paused by another client")
+	}
+	s.pausedBy = 0
+	s.m.Resume()
+	return nil
+}
+
+// releasePause lifts the pause of a connection that went away.
+func (s *controlServer) releasePause(id int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.pausedBy == id {
+		s.log.Printf("control: client holding the pause went away: resuming")
+		s.pausedBy = 0
+		s.m.Resume()
+	}
+}
+
+func (s *controlServer) rebase(r *RebaseRequest) error {
+	if r == nil || r.Upper == "" {
+		return errors.New("rebase needs lowers and an upper dir")
+	}
+	if s.state.ReadOnly {
+		return errors.New("read-only mount cannot be rebased")
+	}
+	upper := r.Upper
+	if !filepath.IsAbs(upper) {
+		upper = filepath.Join(s.w.Dir(), upper)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.rebaseMount(r.Lowers, upper); err != nil {
+		return err
+	}
+	st := *s.state
+	st.Lowers = r.Lowers
+	st.Upper = r.Upper
+	if rel, err := filepath.Rel(s.w.Dir(), upper); err == nil && !strings.HasPrefix(rel, "..") {
+		st.Upper = rel
+	}
+	if r.ImageID != "" {
+		st.ImageID = r.ImageID
+		st.ManifestDigest = r.ManifestDigest
+		st.ImageRef = r.ImageRef
+	}
+	// Reread the state on disk (the pid was written after the server started) and
+	// apply the new stack to it.
+	if disk, err := s.w.load(); err == nil {
+		disk.Lowers, disk.Upper = st.Lowers, st.Upper
+		disk.ImageID, disk.ManifestDigest, disk.ImageRef = st.ImageID, st.ManifestDigest, st.ImageRef
+		st = *disk
+	}
+	if err := s.w.save(&st); err != nil {
+		return fmt.Errorf("rebased, but %w", err)
+	}
+	s.state = &st
+	return nil
+}
+
+// rebaseMount swaps the stack, keeping a pause in force (the writers it holds go
+// to the new upper). The caller holds s.mu.
+func (s *controlServer) rebaseMount(lowers []string, upper string) error {
+	if s.pausedBy != 0 {
+		return s.m.RebasePaused(lowers, upper)
+	}
+	return s.m.Rebase(lowers, upper)
+}
+
+func (s *controlServer) stop() error {
+	s.mu.Lock()
+	if s.pausedBy != 0 {
+		s.pausedBy = 0
+		s.m.Resume()
+	}
+	s.mu.Unlock()
+	s.stopping.Store(true)
+	if err := s.m.Unmount(); err != nil { // names the mountpoint
+		s.stopping.Store(false)
+		return err
+	}
+	return nil
+}
+
+// oneLine keeps the first line of a message (answers and CLI errors are one line).
+func oneLine(s string) string {
+	s = strings.TrimSpace(s)
+	if i := strings.IndexByte(s, '\n'); i >= 0 {
+		s = s[:i]
+	}
+	return s
+}

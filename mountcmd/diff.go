@@ -1,0 +1,70 @@
+package mountcmd
+
+import (
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/layerfs/layerfs/cow"
+	"github.com/spf13/cobra"
+)
+
+func init() {
+	commandAdders = append(commandAdders, func(root *cobra.Command, g *globalOptions) {
+		root.AddCommand(newDiffCommand(g))
+	})
+}
+
+func newDiffCommand(g *globalOptions) *cobra.Command {
+	return &cobra.Command{
+		Use:   "diff NAME|DIR",
+		Short: "Inspect changes to files or directories on a working container's filesystem",
+		Long: `List the files and directories changed in a working container since it was made
+from its image, one per line, sorted, as docker diff does:
+
+  A  added
+  C  changed (content or metadata)
+  D  deleted (the children of a deleted directory are not listed)`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return runDiff(cmd, g, args[0], cmd.OutOrStdout())
+		},
+	}
+}
+
+func runDiff(cmd *cobra.Command, g *globalOptions, arg string, out io.Writer) error {
+	w, err := findContainer(g.root, arg)
+	if err != nil {
+		return err
+	}
+	st, err := w.load()
+	if err != nil {
+		return err
+	}
+	store, err := openStore(g)
+	if err != nil {
+		return err
+	}
+	img, err := store.Resolve(st.ImageID.String())
+	if err != nil {
+		return fmt.Errorf("image of container %s: %w", w.name, err)
+	}
+	lowers, err := containerLowers(cmd.Context(), g, store, st, img)
+	if err != nil {
+		return err
+	}
+	changes, err := cow.Changes(w.upperPath(st), cow.DiffOptions{Format: cow.FormatOCI, Lowers: lowers})
+	if err != nil {
+		return fmt.Errorf("diff %s: %w", w.name, err)
+	}
+	var b strings.Builder
+	for _, c := range changes {
+		p := c.Path
+		if !strings.HasPrefix(p, "/") {
+			p = "/" + p
+		}
+		fmt.Fprintf(&b, "%c %s\n", rune(c.Kind), p)
+	}
+	_, err = io.WriteString(out, b.String())
+	return err
+}

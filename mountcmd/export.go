@@ -1,0 +1,124 @@
+package mountcmd
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+
+	"github.com/layerfs/layerfs/blobstore"
+	"github.com/layerfs/layerfs/cow"
+	"github.com/spf13/cobra"
+)
+
+type exportOptions struct {
+	output string
+}
+
+func init() {
+	commandAdders = append(commandAdders, func(root *cobra.Command, g *globalOptions) {
+		root.AddCommand(newExportCommand(g))
+	})
+}
+
+func newExportCommand(g *globalOptions) *cobra.Command {
+	o := &exportOptions{}
+	cmd := &cobra.Command{
+		Use:   "export [-o FILE] NAME|DIR|IMAGE",
+		Short: "Export a working container's or an image's filesystem as a tar archive",
+		Long: `Write the merged tree of a working container (its image's layers plus its changes),
+or of an image, as one flat rootfs tar: no whiteouts, no layers. Writes to STDOUT
+unless -o names a file; refuses to write to a terminal.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return runExport(cmd.Context(), g, o, args[0], cmd.OutOrStdout())
+		},
+	}
+	cmd.Flags().StringVarP(&o.output, "output", "o", "", "write to a file, instead of STDOUT")
+	return cmd
+}
+
+var errExportTerminal = errors.New("cowardly refusing to save to a terminal. Use the -o flag or redirect")
+
+func runExport(ctx context.Context, g *globalOptions, o *exportOptions, arg string, stdout io.Writer) (err error) {
+	if o.output == "" && writerIsTerminal(stdout) {
+		return errExportTerminal
+	}
+	store, err := openStore(g)
+	if err != nil {
+		return err
+	}
+	lowers, upper, cleanup, err := exportSource(ctx, g, store, arg)
+	if err != nil {
+		return err
+	}
+	defer cleanup()
+
+	out := stdout
+	var f *os.File
+	if o.output != "" {
+		// Write beside the target and rename at the end: a failed export leaves no
+		// truncated archive under the name asked for.
+		f, err = os.CreateTemp(filepath.Dir(o.output), "."+filepath.Base(o.output)+".tmp-")
+		if err != nil {
+			return fmt.Errorf("export: %w", err)
+		}
+		defer func() {
+			if f != nil {
+				f.Close()
+				os.Remove(f.Name())
+			}
+		}()
+		out = f
+	}
+	rc := cow.Export(ctx, lowers, upper, cow.FormatOCI)
+	_, err = io.Copy(out, rc)
+	if cerr := rc.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("export %s: %w", arg, err)
+	}
+	if f != nil {
+		if err := f.Chmod(0o644); err != nil {
+			return fmt.Errorf("export: %w", err)
+		}
+		if err := f.Close(); err != nil {
+			return fmt.Errorf("export: %w", err)
+		}
+		if err := os.Rename(f.Name(), o.output); err != nil {
+			os.Remove(f.Name())
+			f = nil
+			return fmt.Errorf("export: %w", err)
+		}
+		f = nil
+	}
+	return nil
+}
+
+// exportSource finds what arg names, a working container first (as docker export
+// takes containers), else an image, and returns its lower dirs (top first) and upper
+// dir; cleanup removes what it made.
+func exportSource(ctx context.Context, g *globalOptions, store *blobstore.Store, arg string) (lowers []string, upper string, cleanup func(), err error) {
+	cleanup = func() {}
+	if w, werr := findContainer(g.root, arg); werr == nil {
+		st, err := w.load()
+		if err != nil {
+			return nil, "", cleanup, err
+		}
+		img, err := store.Resolve(st.ImageID.String())
+		if err != nil {
+			return nil, "", cleanup, fmt.Errorf("image of container %s: %w", w.name, err)
+		}
+		lowers, err := containerLowers(ctx, g, store, st, img)
+		return lowers, w.upperPath(st), cleanup, err
+	}
+	img, err := store.Resolve(arg)
+	if err != nil {
+		return nil, "", cleanup, fmt.Errorf("no such container or image: %s: %w", arg, err)
+	}
+	lowers, err = ensureLayers(ctx, g, store, img)
+	return lowers, "", cleanup, err
+}

@@ -1,0 +1,134 @@
+package mountcmd
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+
+	units "github.com/docker/go-units"
+	"github.com/layerfs/layerfs/blobstore"
+	"github.com/layerfs/layerfs/cow"
+	"github.com/opencontainers/go-digest"
+	"github.com/spf13/cobra"
+)
+
+func init() {
+	commandAdders = append(commandAdders, func(root *cobra.Command, g *globalOptions) {
+		root.AddCommand(newGCCommand(g))
+	})
+}
+
+// pruneLayerDirs removes unpacked layer directories (<root>/layers) whose diffID is
+// not in keep, through cow.LayerCache.Prune (which skips layers being unpacked), and
+// returns the bytes they held. With dryRun it only measures.
+var pruneLayerDirs = func(g *globalOptions, keep map[digest.Digest]bool, dryRun bool) (freed int64, err error) {
+	dir := filepath.Join(g.root, "layers")
+	ents, err := os.ReadDir(dir)
+	if errors.Is(err, os.ErrNotExist) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("prune layers: %w", err)
+	}
+	sizes := map[string]int64{}
+	for _, e := range ents {
+		d := digest.NewDigestFromEncoded(digest.SHA256, e.Name())
+		if d.Validate() != nil || keep[d] {
+			continue
+		}
+		sizes[e.Name()] = dirSize(filepath.Join(dir, e.Name()))
+	}
+	if !dryRun {
+		if err := (&cow.LayerCache{Dir: dir}).Prune(keep); err != nil {
+			return 0, err
+		}
+	}
+	for name, n := range sizes {
+		if _, err := os.Lstat(filepath.Join(dir, name)); dryRun || errors.Is(err, os.ErrNotExist) {
+			freed += n
+		}
+	}
+	return freed, nil
+}
+
+// dirSize is the bytes of the regular files under p.
+func dirSize(p string) int64 {
+	var n int64
+	filepath.WalkDir(p, func(_ string, d fs.DirEntry, err error) error {
+		if err == nil && d.Type().IsRegular() {
+			if fi, err := d.Info(); err == nil {
+				n += fi.Size()
+			}
+		}
+		return nil
+	})
+	return n
+}
+
+type gcOptions struct {
+	dryRun bool
+}
+
+func newGCCommand(g *globalOptions) *cobra.Command {
+	o := &gcOptions{}
+	cmd := &cobra.Command{
+		Use:   "gc [--dry-run]",
+		Short: "Remove blobs and layer directories nothing references",
+		Long: `Remove every blob that no image in the store and no working container
+references, leftovers of interrupted loads, and unpacked layers no image uses; print
+what went and how much space it freed.`,
+		Args:         cobra.NoArgs,
+		SilenceUsage: true,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			s, err := openStore(g)
+			if err != nil {
+				return err
+			}
+			res, err := reclaim(cmd, g, s, o.dryRun)
+			if err != nil {
+				return err
+			}
+			out := cmd.OutOrStdout()
+			verb := "Deleted"
+			if o.dryRun {
+				verb = "Would delete"
+			}
+			for _, d := range res.Removed {
+				fmt.Fprintf(out, "%s: %s\n", verb, d)
+			}
+			if res.TempFiles > 0 {
+				fmt.Fprintf(out, "%s: %d leftover temporary file(s)\n", verb, res.TempFiles)
+			}
+			if o.dryRun {
+				fmt.Fprintf(out, "Total reclaimable space: %s\n", units.HumanSizeWithPrecision(float64(res.Freed), 3))
+			} else {
+				fmt.Fprintf(out, "Total reclaimed space: %s\n", units.HumanSizeWithPrecision(float64(res.Freed), 3))
+			}
+			return nil
+		},
+	}
+	cmd.Flags().BoolVar(&o.dryRun, "dry-run", false, "only say what would be removed")
+	return cmd
+}
+
+// reclaim runs the store's GC with the working containers as extra roots, then
+// prunes unpacked layers no image or container uses.
+func reclaim(cmd *cobra.Command, g *globalOptions, s *blobstore.Store, dryRun bool) (blobstore.GCResult, error) {
+	roots, err := workingContainerRoots(g)
+	if err != nil {
+		return blobstore.GCResult{}, fmt.Errorf("gc: working containers: %w", err)
+	}
+	res, err := s.GC(cmd.Context(), dryRun, roots)
+	if err != nil {
+		return res, err
+	}
+	keep, err := s.DiffIDs(roots)
+	if err != nil {
+		return res, err
+	}
+	freed, err := pruneLayerDirs(g, keep, dryRun)
+	res.Freed += freed
+	return res, err
+}

@@ -1,0 +1,289 @@
+package mountcmd
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"path"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/distribution/reference"
+	"github.com/layerfs/layerfs/blobstore"
+	"github.com/spf13/cobra"
+)
+
+func init() {
+	commandAdders = append(commandAdders, func(root *cobra.Command, g *globalOptions) {
+		root.AddCommand(newImagesCommand(g))
+	})
+}
+
+type imagesOptions struct {
+	quiet   bool
+	all     bool
+	digests bool
+	noTrunc bool
+	format  string
+	filters []string
+}
+
+func newImagesCommand(g *globalOptions) *cobra.Command {
+	o := &imagesOptions{}
+	cmd := &cobra.Command{
+		Use:          "images [REPOSITORY[:TAG]]",
+		Aliases:      []string{"ls"},
+		Short:        "List images",
+		Args:         cobra.MaximumNArgs(1),
+		SilenceUsage: true,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return runImages(cmd, g, o, args)
+		},
+	}
+	f := cmd.Flags()
+	f.BoolVarP(&o.quiet, "quiet", "q", false, "only show image IDs")
+	f.BoolVarP(&o.all, "all", "a", false, "show all images (default hides intermediate images)")
+	f.BoolVar(&o.digests, "digests", false, "show digests")
+	f.BoolVar(&o.noTrunc, "no-trunc", false, "don't truncate output")
+	f.StringVar(&o.format, "format", "", "format output: table, table TEMPLATE, json, or a Go template")
+	f.StringArrayVarP(&o.filters, "filter", "f", nil, "filter output (dangling=true|false, reference=PATTERN, before=IMAGE, since=IMAGE, label=KEY[=VALUE])")
+	return cmd
+}
+
+// imageRow is one line of `images`; its fields are the --format names.
+type imageRow struct {
+	Containers   string
+	CreatedAt    string
+	CreatedSince string
+	Digest       string
+	ID           string
+	Repository   string
+	SharedSize   string
+	Size         string
+	Tag          string
+	UniqueSize   string
+	VirtualSize  string
+}
+
+var imageRowHeader = imageRow{Containers: "CONTAINERS", CreatedAt: "CREATED AT", CreatedSince: "CREATED", Digest: "DIGEST", ID: "IMAGE ID", Repository: "REPOSITORY", SharedSize: "SHARED SIZE", Size: "SIZE", Tag: "TAG", UniqueSize: "UNIQUE SIZE", VirtualSize: "VIRTUAL SIZE"}
+
+type imageFilter struct {
+	dangling   *bool
+	references []string
+	before     *blobstore.Image
+	since      *blobstore.Image
+	labels     []string
+}
+
+func parseImageFilters(imgs []*blobstore.Image, fs []string) (*imageFilter, error) {
+	f := &imageFilter{}
+	for _, s := range fs {
+		k, v, ok := strings.Cut(s, "=")
+		if !ok {
+			return nil, fmt.Errorf("bad format of filter (expected name=value)")
+		}
+		switch strings.ToLower(k) {
+		case "dangling":
+			var b bool
+			switch strings.ToLower(v) {
+			case "true", "1":
+				b = true
+			case "false", "0":
+			default:
+				return nil, fmt.Errorf("invalid filter 'dangling=%s'", v)
+			}
+			f.dangling = &b
+		case "reference":
+			f.references = append(f.references, v)
+		case "before", "since":
+			img, err := resolveImage(imgs, v)
+			if err != nil {
+				return nil, err
+			}
+			if k == "before" {
+				f.before = img
+			} else {
+				f.since = img
+			}
+		case "label":
+			f.labels = append(f.labels, v)
+		default:
+			return nil, fmt.Errorf("invalid filter '%s'", k)
+		}
+	}
+	return f, nil
+}
+
+func resolveImage(imgs []*blobstore.Image, ref string) (*blobstore.Image, error) {
+	for _, img := range imgs {
+		for _, t := range img.Tags {
+			if n, err := blobstore.ParseReference(ref); err == nil && n.String() == t {
+				return img, nil
+			}
+		}
+	}
+	for _, img := range imgs {
+		if img.ID.String() == ref || strings.HasPrefix(img.ID.Encoded(), strings.TrimPrefix(ref, "sha256:")) {
+			return img, nil
+		}
+	}
+	return nil, imageErr(ref, blobstore.ErrNotFound)
+}
+
+// matchReference is docker's reference filter: the pattern matches the familiar
+// name or the familiar name:tag.
+func matchReference(pattern, full string) bool {
+	n, err := reference.ParseNormalizedNamed(full)
+	if err != nil {
+		return false
+	}
+	if ok, _ := path.Match(pattern, reference.FamiliarName(n)); ok {
+		return true
+	}
+	ok, _ := path.Match(pattern, reference.FamiliarString(n))
+	return ok
+}
+
+func (f *imageFilter) keepImage(img *blobstore.Image) bool {
+	if f.dangling != nil && *f.dangling != (len(img.Tags) == 0) {
+		return false
+	}
+	if f.before != nil && !img.Created().Before(f.before.Created()) {
+		return false
+	}
+	if f.since != nil && !img.Created().After(f.since.Created()) {
+		return false
+	}
+	for _, l := range f.labels {
+		k, v, hasV := strings.Cut(l, "=")
+		got, ok := img.Config.Config.Labels[k]
+		if !ok || (hasV && got != v) {
+			return false
+		}
+	}
+	return true
+}
+
+func runImages(cmd *cobra.Command, g *globalOptions, o *imagesOptions, args []string) error {
+	s, err := openStore(g)
+	if err != nil {
+		return err
+	}
+	imgs, err := s.Images()
+	if err != nil {
+		return err
+	}
+	filters := o.filters
+	if len(args) == 1 {
+		filters = append(filters, "reference="+args[0])
+	}
+	f, err := parseImageFilters(imgs, filters)
+	if err != nil {
+		return err
+	}
+	var rows []imageRow
+	for _, img := range imgs {
+		if !f.keepImage(img) {
+			continue
+		}
+		if len(img.Tags) == 0 && !o.all && len(blobstore.Children(imgs, img)) > 0 {
+			continue // intermediate image
+		}
+		base := imageRow{
+			Containers: "N/A", SharedSize: "N/A", UniqueSize: "N/A",
+			CreatedSince: createdSince(img.Created()),
+			Size:         humanSize(img.Size()), VirtualSize: humanSize(img.Size()),
+			ID: blobstore.ShortID(img.ID), Digest: img.ManifestDigest.String(),
+			Repository: "<none>", Tag: "<none>",
+		}
+		if c := img.Created(); !c.IsZero() {
+			base.CreatedAt = c.Local().Format("2006-01-02 15:04:05 -0700 MST")
+		}
+		if o.noTrunc {
+			base.ID = img.ID.String()
+		}
+		if len(img.Tags) == 0 {
+			if len(f.references) == 0 {
+				rows = append(rows, base)
+			}
+			continue
+		}
+		for _, t := range img.Tags {
+			if len(f.references) > 0 {
+				match := false
+				for _, p := range f.references {
+					match = match || matchReference(p, t)
+				}
+				if !match {
+					continue
+				}
+			}
+			r := base
+			n, _ := reference.ParseNormalizedNamed(t)
+			r.Repository = reference.FamiliarName(n)
+			if tg, ok := n.(reference.Tagged); ok {
+				r.Tag = tg.Tag()
+			}
+			rows = append(rows, r)
+		}
+	}
+	return printImageRows(cmd.OutOrStdout(), rows, o)
+}
+
+func printImageRows(w io.Writer, rows []imageRow, o *imagesOptions) error {
+	if o.quiet {
+		for _, r := range rows {
+			fmt.Fprintln(w, r.ID)
+		}
+		return nil
+	}
+	switch o.format {
+	case "json":
+		enc := json.NewEncoder(w)
+		for _, r := range rows {
+			if err := enc.Encode(r); err != nil {
+				return err
+			}
+		}
+		return nil
+	case "", "table":
+		f := "table {{.Repository}}\t{{.Tag}}\t{{.ID}}\t{{.CreatedSince}}\t{{.Size}}"
+		if o.digests {
+			f = "table {{.Repository}}\t{{.Tag}}\t{{.Digest}}\t{{.ID}}\t{{.CreatedSince}}\t{{.Size}}"
+		}
+		return renderRows(w, f, rows)
+	}
+	return renderRows(w, o.format, rows)
+}
+
+// renderRows runs a --format template over rows (with a header for "table").
+func renderRows[T any](w io.Writer, format string, rows []T, header ...T) error {
+	tmpl, table, err := parseFormat(format)
+	if err != nil {
+		return fmt.Errorf("template parsing error: %w", err)
+	}
+	out := w
+	var tw *tabwriter.Writer
+	if table {
+		tw = tabwriter.NewWriter(w, 10, 1, 3, ' ', 0)
+		out = tw
+		var h any = imageRowHeader
+		if len(header) > 0 {
+			h = header[0]
+		}
+		if err := tmpl.Execute(out, h); err != nil {
+			return err
+		}
+		fmt.Fprintln(out)
+	}
+	for _, r := range rows {
+		if err := tmpl.Execute(out, r); err != nil {
+			return err
+		}
+		fmt.Fprintln(out)
+	}
+	if tw != nil {
+		return tw.Flush()
+	}
+	return nil
+}

@@ -1,0 +1,62 @@
+package mountcmd
+
+import (
+	"encoding/json"
+	"strings"
+	"text/template"
+	"time"
+
+	units "github.com/docker/go-units"
+)
+
+// imagesTemplateFuncs are the template functions docker's --format offers.
+var imagesTemplateFuncs = template.FuncMap{
+	"json": func(v any) (string, error) {
+		b, err := json.Marshal(v)
+		return string(b), err
+	},
+	"join":  strings.Join,
+	"split": strings.Split,
+	"lower": strings.ToLower,
+	"upper": strings.ToUpper,
+	"title": func(s string) string {
+		if s == "" {
+			return s
+		}
+		return strings.ToUpper(s[:1]) + s[1:]
+	},
+	"truncate": func(s string, n int) string {
+		if len(s) > n {
+			return s[:n]
+		}
+		return s
+	},
+	"pad": func(s string, l, r int) string {
+		return strings.Repeat(" ", l) + s + strings.Repeat(" ", r)
+	},
+	"println": func(v ...any) string { return "" },
+}
+
+// parseFormat compiles a --format template; "table X" prints a header (the template
+// run on header) and aligns columns.
+func parseFormat(format string) (tmpl *template.Template, table bool, err error) {
+	f := format
+	if rest, ok := strings.CutPrefix(f, "table"); ok {
+		table = true
+		f = strings.TrimSpace(rest)
+	}
+	f = strings.NewReplacer(`\t`, "\t", `\n`, "\n").Replace(f)
+	tmpl, err = template.New("format").Funcs(imagesTemplateFuncs).Parse(f)
+	return tmpl, table, err
+}
+
+// createdSince is docker's CREATED column ("3 hours ago", "N/A" when unknown).
+func createdSince(t time.Time) string {
+	if t.IsZero() || t.Unix() <= 0 {
+		return "N/A"
+	}
+	return units.HumanDuration(time.Since(t)) + " ago"
+}
+
+// humanSize is docker's SIZE column (3 significant digits, decimal units).
+func humanSize(n int64) string { return units.HumanSizeWithPrecision(float64(n), 3) }

@@ -1,0 +1,171 @@
+package mountcmd
+
+import (
+	"archive/tar"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"runtime"
+
+	"github.com/layerfs/layerfs/blobstore"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"github.com/spf13/cobra"
+)
+
+func init() {
+	commandAdders = append(commandAdders, func(root *cobra.Command, g *globalOptions) {
+		root.AddCommand(newImportCommand(g))
+	})
+}
+
+type importOptions struct {
+	changes  []string
+	message  string
+	quiet    bool
+	platform string
+}
+
+func newImportCommand(g *globalOptions) *cobra.Command {
+	o := &importOptions{}
+	cmd := &cobra.Command{
+		Use:   "import FILE|- [REPOSITORY[:TAG]]",
+		Short: "Make a one-layer image from a rootfs tarball",
+		Long: `Import the contents of a tarball (plain, gzip or zstd; "-" reads stdin) as a
+one-layer image, print its ID and tag it if a reference is given. -c applies
+Dockerfile instructions (CMD, ENTRYPOINT, ENV, EXPOSE, LABEL, USER, VOLUME, WORKDIR,
+STOPSIGNAL) to the image config.`,
+		Args:         cobra.RangeArgs(1, 2),
+		SilenceUsage: true,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return runImport(cmd, g, o, args)
+		},
+	}
+	cmd.Flags().StringArrayVarP(&o.changes, "change", "c", nil, "apply a Dockerfile instruction to the created image")
+	cmd.Flags().StringVarP(&o.message, "message", "m", "", "set the commit message for the imported image")
+	cmd.Flags().BoolVarP(&o.quiet, "quiet", "q", false, "suppress the progress output")
+	cmd.Flags().StringVar(&o.platform, "platform", "", "set the platform (os/arch) recorded in the image")
+	return cmd
+}
+
+// importConfig is an image config with docker's top-level "comment".
+type importConfig struct {
+	ocispec.Image
+	Comment string `json:"comment,omitempty"`
+}
+
+func runImport(cmd *cobra.Command, g *globalOptions, o *importOptions, args []string) error {
+	var tag string
+	if len(args) == 2 {
+		n, err := blobstore.ParseTag(args[1])
+		if err != nil {
+			return err
+		}
+		tag = n.String()
+	}
+	cfg := importConfig{}
+	if err := applyChanges(&cfg.Config, o.changes); err != nil {
+		return err
+	}
+	cfg.OS, cfg.Architecture = "linux", runtime.GOARCH
+	if o.platform != "" {
+		p, err := parsePlatform(o.platform)
+		if err != nil {
+			return err
+		}
+		cfg.Platform = p
+	}
+	var in io.Reader = cmd.InOrStdin()
+	var total int64 = -1
+	if args[0] != "-" {
+		f, err := os.Open(args[0])
+		if err != nil {
+			return fmt.Errorf("import: %w", err)
+		}
+		defer f.Close()
+		if fi, err := f.Stat(); err == nil {
+			total = fi.Size()
+		}
+		in = f
+	}
+	s, err := openStore(g)
+	if err != nil {
+		return err
+	}
+	release, err := s.Lease(cmd.Context())
+	if err != nil {
+		return err
+	}
+	defer release()
+	pr := newProgress("Importing", cmd.ErrOrStderr(), o.quiet)
+	var tk blobstore.ProgressTracker
+	if p := pr.progress(); p != nil {
+		tk = p.Track(args[0], total)
+		in = io.TeeReader(in, tk)
+	}
+	dec, err := blobstore.Decompress(in)
+	if err != nil {
+		return fmt.Errorf("import: %w", err)
+	}
+	defer dec.Close()
+	desc, diffID, err := s.AppendLayer(cmd.Context(), checkTar(dec), blobstore.Gzip)
+	if tk != nil {
+		tk.Done(err)
+	}
+	pr.Finish()
+	if err != nil {
+		return fmt.Errorf("import: %w", err)
+	}
+	msg := o.message
+	if msg == "" {
+		msg = "Imported from -" // docker sends local files as a stream too
+	}
+	created := nowUTC()
+	cfg.Created = &created
+	cfg.Comment = msg
+	cfg.RootFS = ocispec.RootFS{Type: "layers", DiffIDs: []digestT{diffID}}
+	cfg.History = []ocispec.History{{Created: &created, Comment: msg}}
+	raw, err := json.Marshal(cfg)
+	if err != nil {
+		return err
+	}
+	img, err := s.WriteImageRaw(cmd.Context(), raw, []ocispec.Descriptor{desc})
+	if err != nil {
+		return err
+	}
+	if tag != "" {
+		if err := s.Tag(cmd.Context(), img, tag); err != nil {
+			return err
+		}
+	}
+	fmt.Fprintln(cmd.OutOrStdout(), img.ID)
+	return nil
+}
+
+// checkTar passes r through while checking that it is a well-formed tar stream; a
+// stream that is not ends the copy with the tar error.
+func checkTar(r io.Reader) io.Reader {
+	pr, pw := io.Pipe()
+	go func() {
+		tr := tar.NewReader(io.TeeReader(r, pw))
+		n := 0
+		for {
+			_, err := tr.Next()
+			if err == io.EOF {
+				break
+			}
+			if err != nil {
+				pw.CloseWithError(fmt.Errorf("not a tar archive: %w", err))
+				return
+			}
+			n++
+		}
+		if n == 0 {
+			pw.CloseWithError(fmt.Errorf("not a tar archive: no entries"))
+			return
+		}
+		_, err := io.Copy(pw, r) // trailing padding after the end-of-archive marker
+		pw.CloseWithError(err)
+	}()
+	return pr
+}

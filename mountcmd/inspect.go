@@ -1,0 +1,199 @@
+package mountcmd
+
+import (
+	"encoding/json"
+	"fmt"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/layerfs/layerfs/blobstore"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"github.com/spf13/cobra"
+)
+
+func init() {
+	commandAdders = append(commandAdders, func(root *cobra.Command, g *globalOptions) {
+		root.AddCommand(newInspectCommand(g))
+	})
+}
+
+type inspectOptions struct {
+	format string
+}
+
+func newInspectCommand(g *globalOptions) *cobra.Command {
+	o := &inspectOptions{}
+	cmd := &cobra.Command{
+		Use:          "inspect [--format TEMPLATE] IMAGE...",
+		Short:        "Show detailed information on images, as docker image inspect does",
+		Args:         cobra.MinimumNArgs(1),
+		SilenceUsage: true,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return runInspect(cmd, g, o, args)
+		},
+	}
+	cmd.Flags().StringVarP(&o.format, "format", "f", "", "format the output using a Go template (or json)")
+	return cmd
+}
+
+// inspectConfig is the "Config" object in docker's shape.
+type inspectConfig struct {
+	Hostname     string
+	Domainname   string
+	User         string
+	AttachStdin  bool
+	AttachStdout bool
+	AttachStderr bool
+	ExposedPorts map[string]struct{} `json:",omitempty"`
+	Tty          bool
+	OpenStdin    bool
+	StdinOnce    bool
+	Env          []string
+	Cmd          []string
+	Image        string
+	Volumes      map[string]struct{}
+	WorkingDir   string
+	Entrypoint   []string
+	OnBuild      []string
+	Labels       map[string]string
+	StopSignal   string `json:",omitempty"`
+}
+
+// inspectImage is one element of inspect's JSON array, shaped like docker's.
+type inspectImage struct {
+	Id            string //nolint:revive // docker's field name
+	RepoTags      []string
+	RepoDigests   []string
+	Parent        string
+	Comment       string
+	Created       string
+	DockerVersion string
+	Author        string
+	Config        inspectConfig
+	Architecture  string
+	Variant       string `json:",omitempty"`
+	Os            string
+	Size          int64
+	GraphDriver   struct {
+		Data map[string]string
+		Name string
+	}
+	RootFS struct {
+		Type   string
+		Layers []string
+	}
+	Metadata struct {
+		LastTagTime string
+	}
+}
+
+func newInspectImage(g *globalOptions, s *blobstore.Store, imgs []*blobstore.Image, img *blobstore.Image) (inspectImage, error) {
+	var raw struct {
+		Comment       string `json:"comment"`
+		DockerVersion string `json:"docker_version"`
+	}
+	json.Unmarshal(img.RawConfig, &raw)
+	c := img.Config
+	out := inspectImage{
+		Id: img.ID.String(), RepoTags: []string{}, RepoDigests: []string{},
+		Comment: raw.Comment, DockerVersion: raw.DockerVersion, Author: c.Author,
+		Architecture: c.Architecture, Variant: c.Variant, Os: c.OS, Size: img.Size(),
+	}
+	for _, t := range img.Tags {
+		out.RepoTags = append(out.RepoTags, blobstore.FamiliarString(t))
+	}
+	rds, err := s.ImageRepoDigests(img)
+	if err != nil {
+		return out, err
+	}
+	for _, d := range rds {
+		out.RepoDigests = append(out.RepoDigests, blobstore.FamiliarString(d))
+	}
+	if img.Parent != "" {
+		for _, p := range imgs {
+			if p.ManifestDigest == img.Parent {
+				out.Parent = p.ID.String()
+			}
+		}
+	}
+	if t := img.Created(); !t.IsZero() {
+		out.Created = t.UTC().Format(time.RFC3339Nano)
+	}
+	out.Config = dockerConfig(c.Config)
+	var lowers []string
+	for i := len(c.RootFS.DiffIDs) - 1; i >= 0; i-- {
+		lowers = append(lowers, filepath.Join(g.root, "layers", c.RootFS.DiffIDs[i].Encoded()))
+	}
+	out.GraphDriver.Name = "layerfs"
+	out.GraphDriver.Data = map[string]string{"LowerDir": strings.Join(lowers, ":")}
+	out.RootFS.Type = c.RootFS.Type
+	out.RootFS.Layers = []string{}
+	for _, d := range c.RootFS.DiffIDs {
+		out.RootFS.Layers = append(out.RootFS.Layers, d.String())
+	}
+	out.Metadata.LastTagTime = "0001-01-01T00:00:00Z"
+	return out, nil
+}
+
+func dockerConfig(c ocispec.ImageConfig) inspectConfig {
+	return inspectConfig{
+		User: c.User, ExposedPorts: c.ExposedPorts, Env: c.Env, Cmd: c.Cmd,
+		Volumes: c.Volumes, WorkingDir: c.WorkingDir, Entrypoint: c.Entrypoint,
+		Labels: c.Labels, StopSignal: c.StopSignal,
+	}
+}
+
+func runInspect(cmd *cobra.Command, g *globalOptions, o *inspectOptions, args []string) error {
+	s, err := openStore(g)
+	if err != nil {
+		return err
+	}
+	imgs, err := s.Images()
+	if err != nil {
+		return err
+	}
+	var found []inspectImage
+	var errs []string
+	for _, a := range args {
+		img, err := s.Resolve(a)
+		if err != nil {
+			errs = append(errs, imageErr(a, err).Error())
+			continue
+		}
+		ii, err := newInspectImage(g, s, imgs, img)
+		if err != nil {
+			return err
+		}
+		found = append(found, ii)
+	}
+	out := cmd.OutOrStdout()
+	if o.format == "" || o.format == "json" {
+		b, err := json.MarshalIndent(found, "", "    ")
+		if err != nil {
+			return err
+		}
+		if found == nil {
+			b = []byte("[]")
+		}
+		fmt.Fprintln(out, string(b))
+	} else {
+		tmpl, _, err := parseFormat(o.format)
+		if err != nil {
+			return fmt.Errorf("template parsing error: %w", err)
+		}
+		for _, img := range found {
+			if err := tmpl.Execute(out, img); err != nil {
+				return fmt.Errorf("template: %w", err)
+			}
+			fmt.Fprintln(out)
+		}
+	}
+	if len(errs) > 0 {
+		for _, e := range errs {
+			fmt.Fprintf(cmd.ErrOrStderr(), "Error: %s\n", e)
+		}
+		return exitError{1}
+	}
+	return nil
+}

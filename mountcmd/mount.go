@@ -1,0 +1,444 @@
+package mountcmd
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+
+	"github.com/opencontainers/go-digest"
+	"github.com/spf13/cobra"
+
+	"github.com/layerfs/layerfs/blobstore"
+	"github.com/layerfs/layerfs/cow"
+)
+
+type mountOptions struct {
+	name       string
+	readOnly   bool
+	foreground bool
+}
+
+func init() {
+	commandAdders = append(commandAdders, func(root *cobra.Command, g *globalOptions) {
+		root.AddCommand(newMountCommand(g))
+	})
+}
+
+func newMountCommand(g *globalOptions) *cobra.Command {
+	o := &mountOptions{}
+	cmd := &cobra.Command{
+		Use:   "mount [--name NAME] [--read-only] [-f] IMAGE DIR | --name NAME DIR",
+		Short: "Mount an image at DIR with a copy-on-write upper dir",
+		Long: `Mount IMAGE at DIR as a working container: reads come from the image's layers
+(unpacked once into the store), every change lands in the container's upper dir.
+DIR is created if missing and must not be a mount point already.
+
+The container is NAME, created if it does not exist and reused if it does (its
+changes come back: a remount after umount, or after its server died, shows every
+change that reached the upper dir). Without --name a new container is named
+<image>-working-container (then -1, -2, ...), as buildah does. With --name of an
+existing container, IMAGE may be left out: the container's own image is used
+(the one it was made from, or committed onto with commit --rebase).
+
+mount returns once the mount is live, the server running detached (its log is
+work/NAME/server.log under the root); -f serves in the foreground until
+SIGINT/SIGTERM or umount. On success mount prints the container's name, so
+scripts can do: name=$(layerfs mount busybox ./rootfs).`,
+		Args: func(cmd *cobra.Command, args []string) error {
+			if len(args) == 1 && o.name == "" {
+				return errors.New("mount needs IMAGE and DIR (IMAGE may be left out only with --name of an existing container)")
+			}
+			return cobra.RangeArgs(1, 2)(cmd, args)
+		},
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ref, dir := "", args[0]
+			if len(args) == 2 {
+				ref, dir = args[0], args[1]
+			}
+			err := runMount(cmd.Context(), g, o, ref, dir, cmd.OutOrStdout())
+			if errors.Is(err, errNoSuchContainer) {
+				fmt.Fprintf(os.Stderr, "Error: %s\n", userError(err))
+				return exitError{1}
+			}
+			return err
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&o.name, "name", "", "working container name (reused if it exists)")
+	f.BoolVar(&o.readOnly, "read-only", false, "mount read-only (writes fail with EROFS)")
+	f.BoolVarP(&o.foreground, "foreground", "f", false, "serve in the foreground")
+	return cmd
+}
+
+func runMount(ctx context.Context, g *globalOptions, o *mountOptions, ref, dir string, out io.Writer) (err error) {
+	s, err := blobstore.Open(filepath.Join(g.root, "store"))
+	if err != nil {
+		return err
+	}
+	// The lease keeps gc away from the image's blobs until state.json names them.
+	release, err := s.Lease(ctx)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if release != nil {
+			release()
+		}
+	}()
+	var img *blobstore.Image
+	if ref == "" {
+		img, err = containerImage(s, g, o.name)
+		if err != nil {
+			return err
+		}
+		ref = img.ID.String()
+	} else {
+		img, err = s.Resolve(ref)
+	}
+	if errors.Is(err, blobstore.ErrNotFound) && o.name != "" {
+		// rmi -f may have dropped the image from the index while a container
+		// still uses it (its blobs stay, gc keeps them): remount from those,
+		// if ref names that image.
+		if cimg, cerr := containerImage(s, g, o.name); cerr == nil && namesContainerImage(g, o.name, ref, cimg) {
+			img, err = cimg, nil
+		}
+	}
+	if err != nil {
+		return err
+	}
+	w, st, created, unlock, err := claimContainer(ctx, g, o.name, img, ref)
+	if err != nil {
+		return err
+	}
+	var once sync.Once
+	unlockOnce := func() { once.Do(unlock) }
+	defer unlockOnce()
+	// A container this mount created goes away again if the mount fails.
+	defer func() {
+		if err != nil && created && !w.serverAlive() {
+			w.remove()
+		}
+	}()
+	// After claimContainer, which cleared a dead mount this container left there.
+	mp, err := prepareMountpoint(g.root, dir)
+	if err != nil {
+		return err
+	}
+
+	lowers, err := ensureLayers(ctx, g, s, img)
+	if err != nil {
+		return err
+	}
+	release()
+	release = nil
+	if err := w.resetScratch(); err != nil {
+		return err
+	}
+	st.Mountpoint, st.PID, st.ReadOnly, st.Lowers = mp, 0, o.readOnly, lowers
+	if err := w.save(st); err != nil {
+		return err
+	}
+	// From here a failure must not leave the state saying "mounted".
+	mounted := false
+	defer func() {
+		if !mounted && !w.serverAlive() {
+			st.Mountpoint, st.PID = "", 0
+			w.save(st)
+		}
+	}()
+
+	if o.foreground {
+		return serve(ctx, g, w, func(err error) {
+			if err != nil {
+				return
+			}
+			mounted = true
+			st.PID = os.Getpid()
+			if err := w.save(st); err != nil {
+				fmt.Fprintf(os.Stderr, "Warning: %v\n", err)
+			}
+			unlockOnce()
+			fmt.Fprintln(out, w.name)
+		})
+	}
+	pid, err := startServer(ctx, g, w) // its errors are the server's, naming the mountpoint
+	if err != nil {
+		return err
+	}
+	mounted = true
+	st.PID = pid
+	if err := w.save(st); err != nil {
+		return err
+	}
+	_, err = fmt.Fprintln(out, w.name)
+	return err
+}
+
+// prepareMountpoint returns DIR's absolute, symlink-free path, creating it if
+// missing (mode 0755, parents too), and refusing a mount point, a non-directory,
+// or a place in the store root's store/, layers/ or work/ (the union would
+// contain itself).
+func prepareMountpoint(root, dir string) (string, error) {
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return "", fmt.Errorf("mountpoint %s: %w", dir, err)
+	}
+	if err := checkOutsideStore(root, dir, abs); err != nil { // before creating anything
+		return "", err
+	}
+	if err := os.MkdirAll(abs, 0o755); err != nil {
+		return "", fmt.Errorf("mountpoint %s: %w", dir, err)
+	}
+	mp, err := filepath.EvalSymlinks(abs)
+	if err != nil {
+		return "", fmt.Errorf("mountpoint %s: %w", dir, err)
+	}
+	if err := checkOutsideStore(root, dir, mp); err != nil {
+		return "", err
+	}
+	if fi, err := os.Stat(mp); err != nil {
+		return "", fmt.Errorf("mountpoint %s: %w", dir, err)
+	} else if !fi.IsDir() {
+		return "", fmt.Errorf("mountpoint %s: not a directory", dir)
+	}
+	if isMountpoint(mp) {
+		return "", fmt.Errorf("mountpoint %s: already a mount point (umount it first)", dir)
+	}
+	return mp, nil
+}
+
+// checkOutsideStore refuses the store root itself and its store/, layers/ and
+// work/ dirs as a mountpoint (p, absolute, names dir).
+func checkOutsideStore(root, dir, p string) error {
+	roots := []string{filepath.Clean(root)}
+	if r, err := filepath.EvalSymlinks(root); err == nil && r != roots[0] {
+		roots = append(roots, r)
+	}
+	for _, r := range roots {
+		if p == r {
+			return fmt.Errorf("mountpoint %s: is the store root", dir)
+		}
+		for _, sub := range []string{"store", "layers", "work"} {
+			if d := filepath.Join(r, sub); p == d || strings.HasPrefix(p, d+"/") {
+				return fmt.Errorf("mountpoint %s: inside the store's %s", dir, d)
+			}
+		}
+	}
+	return nil
+}
+
+// claimContainer locks and returns the working container to mount: name's if
+// given (created, or reused if it exists and is made from img), else a new one with
+// a derived name. The container is not mounted: a dead mount a killed server left
+// is cleared here. The caller holds the returned lock until the server is ready.
+func claimContainer(ctx context.Context, g *globalOptions, name string, img *blobstore.Image, ref string) (w *workContainer, st *workState, created bool, unlock func(), err error) {
+	fresh := &workState{ImageID: img.ID, ManifestDigest: img.ManifestDigest, ImageRef: imageRefFor(img, ref)}
+	if name == "" {
+		w, unlock, err := createDerived(ctx, g, img, fresh)
+		return w, fresh, err == nil, unlock, err
+	}
+	if w, err = newWorkContainer(g.root, name); err != nil {
+		return nil, nil, false, nil, err
+	}
+	if unlock, err = lockContainer(ctx, w); err != nil {
+		return nil, nil, false, nil, err
+	}
+	if !w.exists() {
+		if err := w.create(fresh); err != nil {
+			unlock()
+			return nil, nil, false, nil, err
+		}
+		return w, fresh, true, unlock, nil
+	}
+	st, err = w.load()
+	if err == nil {
+		err = checkReusable(w, st, img, ref)
+	}
+	if err != nil {
+		unlock()
+		return nil, nil, false, nil, err
+	}
+	return w, st, false, unlock, nil
+}
+
+// checkReusable refuses to mount a container that is mounted, or that was made
+// from another image; it clears the dead mount of a killed server.
+func checkReusable(w *workContainer, st *workState, img *blobstore.Image, ref string) error {
+	switch w.status(st) {
+	case statusMounted:
+		return fmt.Errorf("container %s is already mounted at %s", w.name, st.Mountpoint)
+	case statusDead:
+		if err := clearDeadMount(st.Mountpoint, w.fsName()); err != nil {
+			return err
+		}
+	}
+	if st.ImageID != img.ID {
+		return fmt.Errorf("container %s was made from image %s, not %s (%s): choose another --name, or rm %s",
+			w.name, shortID(st.ImageID.Encoded()), ref, shortID(img.ID.Encoded()), w.name)
+	}
+	return nil
+}
+
+// createDerived creates a container named <image>-working-container[-N] (the first
+// free one) and returns it locked.
+func createDerived(ctx context.Context, g *globalOptions, img *blobstore.Image, st *workState) (*workContainer, func(), error) {
+	base := derivedName(st.ImageRef, img)
+	for i := 0; i < 10000; i++ {
+		name := base
+		if i > 0 {
+			name = fmt.Sprintf("%s-%d", base, i)
+		}
+		w, err := newWorkContainer(g.root, name)
+		if err != nil {
+			return nil, nil, err
+		}
+		if w.exists() {
+			continue
+		}
+		unlock, err := lockContainer(ctx, w)
+		if err != nil {
+			return nil, nil, err
+		}
+		if w.exists() { // lost a race for this name
+			unlock()
+			continue
+		}
+		if err := w.create(st); err != nil {
+			unlock()
+			return nil, nil, err
+		}
+		return w, unlock, nil
+	}
+	return nil, nil, errors.New("no free working container name")
+}
+
+// derivedName is buildah's: the image's repository base name + "-working-container".
+func derivedName(ref string, img *blobstore.Image) string {
+	if ref == "" && len(img.Tags) > 0 {
+		ref = img.Tags[0]
+	}
+	base := "working-container"
+	if ref != "" {
+		r := ref
+		if i := strings.IndexByte(r, '@'); i >= 0 {
+			r = r[:i]
+		}
+		r = r[strings.LastIndexByte(r, '/')+1:]
+		if i := strings.IndexByte(r, ':'); i >= 0 {
+			r = r[:i]
+		}
+		if validName.MatchString(r) {
+			base = r + "-working-container"
+		}
+	}
+	return base
+}
+
+// imageRefFor is the familiar ref ps shows for a container made from ref: the
+// ref itself when it names the image by tag or digest, else "" (an ID: ps shows the
+// short ID).
+func imageRefFor(img *blobstore.Image, ref string) string {
+	r := strings.TrimPrefix(ref, "sha256:")
+	if r != ref || isHexString(r) && strings.HasPrefix(img.ID.Encoded(), r) {
+		return ""
+	}
+	return blobstore.DisplayRef(ref)
+}
+
+func isHexString(s string) bool {
+	for _, c := range s {
+		if !strings.ContainsRune("0123456789abcdef", c) {
+			return false
+		}
+	}
+	return s != ""
+}
+
+// ensureLayers unpacks img's layers into <root>/layers as needed and returns their
+// dirs top first, as the union wants them.
+func ensureLayers(ctx context.Context, g *globalOptions, s *blobstore.Store, img *blobstore.Image) ([]string, error) {
+	layers := img.Manifest.Layers
+	diffIDs := img.Config.RootFS.DiffIDs
+	if len(diffIDs) != len(layers) {
+		return nil, fmt.Errorf("image %s: %d layers but %d diff IDs", shortID(img.ID.Encoded()), len(layers), len(diffIDs))
+	}
+	srcs := make([]cow.LayerSource, len(layers))
+	for i, desc := range layers {
+		srcs[i] = cow.LayerSource{DiffID: diffIDs[i], Open: func() (io.ReadCloser, error) { return s.OpenLayer(desc) }}
+	}
+	cache := &cow.LayerCache{Dir: filepath.Join(g.root, "layers")}
+	paths, err := cache.EnsureAll(ctx, srcs)
+	if err != nil {
+		return nil, err
+	}
+	slices.Reverse(paths)
+	return paths, nil
+}
+
+// containerImage reads the image container name was made from out of the store's
+// blobs, whether or not index.json still lists it.
+func containerImage(s *blobstore.Store, g *globalOptions, name string) (*blobstore.Image, error) {
+	w, err := newWorkContainer(g.root, name)
+	if err != nil {
+		return nil, err
+	}
+	st, err := w.load()
+	if err != nil {
+		return nil, err
+	}
+	if img, err := s.Resolve(st.ImageID.String()); err == nil && img.ManifestDigest == st.ManifestDigest {
+		return img, nil
+	}
+	img := &blobstore.Image{ID: st.ImageID, ManifestDigest: st.ManifestDigest}
+	if err := readJSONBlob(s, st.ManifestDigest, &img.Manifest); err != nil {
+		return nil, err
+	}
+	if img.Manifest.Config.Digest != st.ImageID {
+		return nil, fmt.Errorf("container %s: manifest %s has config %s, not %s", name, st.ManifestDigest, img.Manifest.Config.Digest, st.ImageID)
+	}
+	if err := readJSONBlob(s, st.ImageID, &img.Config); err != nil {
+		return nil, err
+	}
+	return img, nil
+}
+
+// namesContainerImage reports whether ref is how container name was mounted, or
+// (a prefix of) the ID of its image img.
+func namesContainerImage(g *globalOptions, name, ref string, img *blobstore.Image) bool {
+	if r := strings.TrimPrefix(ref, "sha256:"); isHexString(r) && strings.HasPrefix(img.ID.Encoded(), r) {
+		return true
+	}
+	w, err := newWorkContainer(g.root, name)
+	if err != nil {
+		return false
+	}
+	st, err := w.load()
+	return err == nil && st.ImageRef != "" && st.ImageRef == blobstore.DisplayRef(ref)
+}
+
+// readJSONBlob decodes a (small, verified) JSON blob.
+func readJSONBlob(s *blobstore.Store, d digest.Digest, v any) error {
+	rc, err := s.Open(d)
+	if err != nil {
+		return err
+	}
+	defer rc.Close()
+	b, err := io.ReadAll(io.LimitReader(rc, 16<<20))
+	if err == nil {
+		err = rc.Close()
+	}
+	if err != nil {
+		return fmt.Errorf("read blob %s: %w", d, err)
+	}
+	if err := json.Unmarshal(b, v); err != nil {
+		return fmt.Errorf("blob %s: %w", d, err)
+	}
+	return nil
+}

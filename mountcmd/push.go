@@ -1,0 +1,74 @@
+package mountcmd
+
+import (
+	"fmt"
+
+	"github.com/distribution/reference"
+	"github.com/layerfs/layerfs/registry"
+	"github.com/spf13/cobra"
+)
+
+func init() {
+	commandAdders = append(commandAdders, func(root *cobra.Command, g *globalOptions) {
+		root.AddCommand(newPushCommand(g))
+	})
+}
+
+type pushOptions struct {
+	registryFlags
+	quiet bool
+}
+
+func newPushCommand(g *globalOptions) *cobra.Command {
+	o := &pushOptions{}
+	cmd := &cobra.Command{
+		Use:   "push [OPTIONS] NAME[:TAG] [DESTINATION]",
+		Short: "Upload an image to a registry",
+		Long: "Upload a stored image to a registry, to NAME itself or to DESTINATION (a NAME[:TAG] " +
+			"on any registry). Blobs the repository has are not sent again; blobs known to be in " +
+			"another repository of the same registry are mounted from there.",
+		Args:         cobra.RangeArgs(1, 2),
+		SilenceUsage: true,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			dest := ""
+			if len(args) == 2 {
+				dest = args[1]
+			}
+			return runPush(cmd, g, o, args[0], dest)
+		},
+	}
+	o.registryFlags.add(cmd.Flags())
+	cmd.Flags().BoolVarP(&o.quiet, "quiet", "q", false, "suppress progress output")
+	return cmd
+}
+
+func runPush(cmd *cobra.Command, g *globalOptions, o *pushOptions, src, dest string) error {
+	out := cmd.OutOrStdout()
+	target := dest
+	if target == "" {
+		target = src
+	}
+	if n, err := reference.ParseNormalizedNamed(target); err == nil && reference.IsNameOnly(n) && !o.quiet {
+		fmt.Fprintln(out, "Using default tag: latest")
+	}
+	c, err := o.client(g, cmd.ErrOrStderr())
+	if err != nil {
+		return err
+	}
+	st, err := openStore(g)
+	if err != nil {
+		return err
+	}
+	progress, done := newTransferProgress(out, o.quiet)
+	res, err := c.Push(cmd.Context(), st, src, dest, registry.PushOptions{Progress: progress})
+	done()
+	if err != nil {
+		return err
+	}
+	if o.quiet {
+		_, err = fmt.Fprintf(out, "%s:%s\n", res.Repository, res.Tag)
+		return err
+	}
+	_, err = fmt.Fprintf(out, "%s: digest: %s size: %d\n", res.Tag, res.Digest, res.Size)
+	return err
+}

@@ -1,0 +1,86 @@
+package mountcmd
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+
+	"github.com/spf13/cobra"
+)
+
+type rmOptions struct {
+	force bool
+}
+
+func init() {
+	commandAdders = append(commandAdders, func(root *cobra.Command, g *globalOptions) {
+		root.AddCommand(newRmCommand(g))
+	})
+}
+
+func newRmCommand(g *globalOptions) *cobra.Command {
+	o := &rmOptions{}
+	cmd := &cobra.Command{
+		Use:   "rm [-f] NAME...",
+		Short: "Remove working containers and their changes",
+		Long: `Remove working containers: the upper dir with every change, and the state.
+A mounted container is refused unless -f, which unmounts it first (killing its
+server if the mount is busy, as docker rm -f kills a running container). Each name
+is handled on its own and printed once removed; with -f a missing one is not
+an error (as docker rm -f).`,
+		Args: cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			failed := false
+			for _, name := range args {
+				if err := rmOne(cmd.Context(), g, o, name); err != nil {
+					if o.force && errors.Is(err, errNoSuchContainer) {
+						continue
+					}
+					fmt.Fprintf(os.Stderr, "Error: %s\n", userError(err))
+					failed = true
+					continue
+				}
+				fmt.Fprintln(cmd.OutOrStdout(), name)
+			}
+			if failed {
+				return exitError{1}
+			}
+			return nil
+		},
+	}
+	cmd.Flags().BoolVarP(&o.force, "force", "f", false, "unmount a mounted container first, killing a busy server")
+	return cmd
+}
+
+func rmOne(ctx context.Context, g *globalOptions, o *rmOptions, name string) error {
+	w, err := newWorkContainer(g.root, name)
+	if err != nil {
+		return err
+	}
+	if !w.exists() {
+		return fmt.Errorf("%w: %s", errNoSuchContainer, name)
+	}
+	unlock, err := lockContainer(ctx, w)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	st, err := w.load()
+	if err != nil {
+		return err
+	}
+	if status := w.status(st); status != statusUnmounted {
+		if !o.force {
+			what := "mounted at " + st.Mountpoint
+			if status == statusDead {
+				what += " (its server died)"
+			}
+			return fmt.Errorf("cannot remove container %q: container is %s: umount it first or force remove (-f)", name, what)
+		}
+		if err := unmountContainer(ctx, w, st, true); err != nil {
+			return fmt.Errorf("remove container %s: %w", name, err)
+		}
+	}
+	return w.remove()
+}

@@ -1,0 +1,78 @@
+package mountcmd
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/layerfs/layerfs/blobstore"
+	"github.com/spf13/cobra"
+)
+
+func init() {
+	commandAdders = append(commandAdders, func(root *cobra.Command, g *globalOptions) {
+		root.AddCommand(newRmiCommand(g))
+	})
+}
+
+type rmiOptions struct {
+	force   bool
+	noPrune bool
+}
+
+func newRmiCommand(g *globalOptions) *cobra.Command {
+	o := &rmiOptions{}
+	cmd := &cobra.Command{
+		Use:   "rmi [-f] [--no-prune] IMAGE...",
+		Short: "Remove one or more images",
+		Long: `Remove images as docker does: a tag only untags while other tags remain; an ID
+with several tags needs -f; an image with child images or one a working container
+uses is refused. Blobs nothing references any more are removed afterwards.`,
+		Args:         cobra.MinimumNArgs(1),
+		SilenceUsage: true,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return runRmi(cmd, g, o, args)
+		},
+	}
+	cmd.Flags().BoolVarP(&o.force, "force", "f", false, "force removal of the image")
+	cmd.Flags().BoolVar(&o.noPrune, "no-prune", false, "do not delete untagged parents")
+	return cmd
+}
+
+func runRmi(cmd *cobra.Command, g *globalOptions, o *rmiOptions, args []string) error {
+	s, err := openStore(g)
+	if err != nil {
+		return err
+	}
+	opts := blobstore.RemoveOptions{
+		Force:   o.force,
+		NoPrune: o.noPrune,
+		InUse:   func(img *blobstore.Image) ([]string, error) { return workingContainersUsing(g, img) },
+		Running: func(img *blobstore.Image) ([]string, error) { return mountedContainersUsing(g, img) },
+	}
+	out, failed, deleted := cmd.OutOrStdout(), false, false
+	for _, a := range args {
+		lines, err := s.Remove(cmd.Context(), a, opts)
+		for _, l := range lines {
+			fmt.Fprintln(out, l)
+			if l.Deleted != "" {
+				deleted = true
+			}
+		}
+		if err != nil {
+			if o.force && errors.Is(err, blobstore.ErrNotFound) {
+				continue
+			}
+			failed = true
+			fmt.Fprintf(cmd.ErrOrStderr(), "Error response from daemon: %v\n", imageErr(a, err))
+		}
+	}
+	if deleted {
+		if _, err := reclaim(cmd, g, s, false); err != nil {
+			return err
+		}
+	}
+	if failed {
+		return exitError{1}
+	}
+	return nil
+}

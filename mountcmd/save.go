@@ -1,0 +1,130 @@
+package mountcmd
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+
+	"github.com/layerfs/layerfs/blobstore"
+	"github.com/spf13/cobra"
+)
+
+func init() {
+	commandAdders = append(commandAdders, func(root *cobra.Command, g *globalOptions) {
+		root.AddCommand(newSaveCommand(g))
+	})
+}
+
+type saveOptions struct {
+	output string
+	format string
+	quiet  bool
+}
+
+func newSaveCommand(g *globalOptions) *cobra.Command {
+	o := &saveOptions{}
+	cmd := &cobra.Command{
+		Use:   "save [-o FILE] [--format docker|oci] IMAGE...",
+		Short: "Save images to a tar archive (stdout by default)",
+		Long: `Save one or more images to a tar archive: docker-archive by default (loadable
+by docker load, podman load and skopeo's docker-archive:), an OCI archive with
+--format oci. Stored blobs are copied unchanged; the same images give the same bytes.
+A repository name without a tag saves every tag of that repository.`,
+		Args:         cobra.MinimumNArgs(1),
+		SilenceUsage: true,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return runSave(cmd, g, o, args)
+		},
+	}
+	cmd.Flags().StringVarP(&o.output, "output", "o", "", "write to a file instead of stdout")
+	cmd.Flags().StringVar(&o.format, "format", blobstore.FormatDocker, "archive format: docker or oci")
+	cmd.Flags().BoolVarP(&o.quiet, "quiet", "q", false, "suppress the progress output")
+	return cmd
+}
+
+func runSave(cmd *cobra.Command, g *globalOptions, o *saveOptions, args []string) error {
+	if o.format != blobstore.FormatDocker && o.format != blobstore.FormatOCI {
+		return fmt.Errorf("save: unknown format %q (docker or oci)", o.format)
+	}
+	out := cmd.OutOrStdout()
+	if o.output == "" || o.output == "-" {
+		if f, ok := out.(*os.File); ok && isTerminal(f) {
+			return errors.New("cowardly refusing to save to a terminal. Use the -o flag or redirect")
+		}
+	}
+	s, err := openStore(g)
+	if err != nil {
+		return err
+	}
+	imgs, err := s.Images()
+	if err != nil {
+		return err
+	}
+	var items []blobstore.SaveItem
+	for _, a := range args {
+		it, err := blobstore.SaveItems(imgs, a)
+		if err != nil {
+			return daemonError(cmd, imageErr(a, err))
+		}
+		items = append(items, it...)
+	}
+	pr := newProgress("Saving", cmd.ErrOrStderr(), o.quiet)
+	opts := blobstore.SaveOptions{Format: o.format, Progress: pr.progress()}
+	if o.output == "" || o.output == "-" {
+		bw := bufio.NewWriterSize(out, 1<<20)
+		err = s.Save(cmd.Context(), bw, items, opts)
+		if err == nil {
+			err = bw.Flush()
+		}
+		pr.Finish()
+		return err
+	}
+	err = saveToFile(cmd, s, o.output, items, opts)
+	pr.Finish()
+	return err
+}
+
+// saveToFile writes the archive to a temp file beside path and renames it into
+// place, so a failed save leaves no partial archive.
+func saveToFile(cmd *cobra.Command, s *blobstore.Store, path string, items []blobstore.SaveItem, opts blobstore.SaveOptions) error {
+	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-")
+	if err != nil {
+		return fmt.Errorf("save: %w", err)
+	}
+	tmp := f.Name()
+	defer os.Remove(tmp)
+	bw := bufio.NewWriterSize(f, 1<<20)
+	if err := s.Save(cmd.Context(), bw, items, opts); err != nil {
+		f.Close()
+		return err
+	}
+	for _, step := range []func() error{bw.Flush, func() error { return f.Chmod(0o644) }, f.Sync, f.Close} {
+		if err := step(); err != nil {
+			f.Close()
+			return fmt.Errorf("save %s: %w", path, err)
+		}
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return fmt.Errorf("save %s: %w", path, err)
+	}
+	return nil
+}
+
+// imageErr turns a resolve error into docker's wording ("No such image: X").
+func imageErr(arg string, err error) error {
+	if errors.Is(err, blobstore.ErrNotFound) {
+		return fmt.Errorf("No such image: %s", blobstore.DisplayRef(arg)) //nolint:staticcheck // docker's message
+	}
+	return err
+}
+
+// daemonError prints err as docker prints an API error and exits 1.
+func daemonError(cmd *cobra.Command, err error) error {
+	fmt.Fprintf(cmd.ErrOrStderr(), "Error response from daemon: %v\n", err)
+	return exitError{1}
+}
+
+var _ io.Writer = (*bufio.Writer)(nil)

@@ -1,0 +1,44 @@
+package mountcmd
+
+import (
+	"context"
+
+	"github.com/layerfs/layerfs/cow"
+	"github.com/layerfs/layerfs/fs"
+)
+
+// unionOptions is what the server asks of the union filesystem (fs.Options).
+type unionOptions struct {
+	Lowers   []string // layer dirs, top first
+	Upper    string
+	Work     string
+	ReadOnly bool
+	Debug    bool
+	FsName   string // mount source in /proc/mounts: "layerfs:<name>"
+}
+
+// unionMount is what the server needs of a live union mount (*fs.MountPoint).
+type unionMount interface {
+	Wait()
+	Unmount() error
+	Pause(ctx context.Context) error
+	Resume()
+	Rebase(lowers []string, upper string) error       // takes the barrier itself
+	RebasePaused(lowers []string, upper string) error // for the holder of a Pause
+}
+
+var _ unionMount = (*fs.MountPoint)(nil)
+
+// mountUnion mounts the union at mountpoint and returns once it is live. Working
+// containers write OCI whiteouts in their upper dir (commit walks it as a layer).
+var mountUnion = func(mountpoint string, o unionOptions) (unionMount, error) {
+	return fs.Mount(mountpoint, fs.Options{
+		Lowers:   o.Lowers,
+		Upper:    o.Upper,
+		Work:     o.Work,
+		Format:   cow.FormatOCI,
+		ReadOnly: o.ReadOnly,
+		Debug:    o.Debug,
+		FsName:   o.FsName,
+	})
+}

@@ -1,0 +1,24 @@
+package mountcmd
+
+import (
+	"path/filepath"
+
+	"github.com/layerfs/layerfs/blobstore"
+	"github.com/opencontainers/go-digest"
+)
+
+// workingContainersUsing names the working containers that use img; rmi refuses
+// (without -f) to delete an image in use. The mount commands fill it in.
+var workingContainersUsing = func(g *globalOptions, img *blobstore.Image) ([]string, error) { return nil, nil }
+
+// workingContainerRoots are the manifest digests working containers use; gc (and
+// rmi's blob reclaim) keeps everything they reach. The mount commands fill it in.
+var workingContainerRoots = func(g *globalOptions) ([]digest.Digest, error) { return nil, nil }
+
+// storeDir is the image store of the root (<root>/store).
+func storeDir(g *globalOptions) string { return filepath.Join(g.root, "store") }
+
+// openStore opens (creating if needed) the image store under --root.
+func openStore(g *globalOptions) (*blobstore.Store, error) {
+	return blobstore.Open(storeDir(g))
+}

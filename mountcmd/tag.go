@@ -1,0 +1,35 @@
+package mountcmd
+
+import (
+	"github.com/layerfs/layerfs/blobstore"
+	"github.com/spf13/cobra"
+)
+
+func init() {
+	commandAdders = append(commandAdders, func(root *cobra.Command, g *globalOptions) {
+		root.AddCommand(newTagCommand(g))
+	})
+}
+
+func newTagCommand(g *globalOptions) *cobra.Command {
+	return &cobra.Command{
+		Use:          "tag SOURCE_IMAGE[:TAG] TARGET_IMAGE[:TAG]",
+		Short:        "Create a tag TARGET_IMAGE that refers to SOURCE_IMAGE",
+		Args:         cobra.ExactArgs(2),
+		SilenceUsage: true,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if _, err := blobstore.ParseTag(args[1]); err != nil {
+				return err
+			}
+			s, err := openStore(g)
+			if err != nil {
+				return err
+			}
+			img, err := s.Resolve(args[0])
+			if err != nil {
+				return daemonError(cmd, imageErr(args[0], err))
+			}
+			return s.Tag(cmd.Context(), img, args[1])
+		},
+	}
+}

@@ -1,0 +1,252 @@
+package mountcmd
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+	"golang.org/x/sys/unix"
+)
+
+// serverExitTimeout bounds how long umount waits for a stopped server to exit.
+const serverExitTimeout = 15 * time.Second
+
+// stopTimeout bounds how long umount waits for the server to answer a stop.
+const stopTimeout = 30 * time.Second
+
+type umountOptions struct {
+	all   bool
+	force bool
+}
+
+func init() {
+	commandAdders = append(commandAdders, func(root *cobra.Command, g *globalOptions) {
+		root.AddCommand(newUmountCommand(g))
+	})
+}
+
+func newUmountCommand(g *globalOptions) *cobra.Command {
+	o := &umountOptions{}
+	cmd := &cobra.Command{
+		Use:     "umount [-a] DIR|NAME...",
+		Aliases: []string{"unmount"},
+		Short:   "Unmount working containers (their changes are kept until rm)",
+		Long: `Unmount working containers, named by mountpoint or by name. The mount server
+unmounts and exits; the upper dir keeps every change, and mount with the same
+--name brings them back. If the server died (killed, crashed), umount clears the
+dead mount it left. Prints nothing on success.
+
+A busy mount (a process has a file open or its cwd in it) is refused; -f kills
+the server instead and detaches the mount (those processes get errors).`,
+		Args: func(cmd *cobra.Command, args []string) error {
+			if o.all && len(args) > 0 {
+				return errors.New("--all takes no arguments")
+			}
+			if !o.all && len(args) == 0 {
+				return errors.New("requires at least 1 arg (DIR or NAME), or --all")
+			}
+			return nil
+		},
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return runUmount(cmd.Context(), g, o, args)
+		},
+	}
+	cmd.Flags().BoolVarP(&o.all, "all", "a", false, "unmount every mounted working container")
+	cmd.Flags().BoolVarP(&o.force, "force", "f", false, "kill a busy or unresponsive server and detach its mount")
+	return cmd
+}
+
+func runUmount(ctx context.Context, g *globalOptions, o *umountOptions, args []string) error {
+	if o.all {
+		ws, err := listContainers(g.root)
+		if err != nil {
+			return err
+		}
+		for _, w := range ws {
+			if st, err := w.load(); err == nil && st.Mountpoint != "" {
+				args = append(args, w.name)
+			}
+		}
+	}
+	failed := false
+	for _, arg := range args {
+		if err := umountOne(ctx, g, arg, o.force); err != nil {
+			fmt.Fprintf(os.Stderr, "Error: %s\n", userError(err))
+			failed = true
+		}
+	}
+	if failed {
+		return exitError{1}
+	}
+	return nil
+}
+
+func umountOne(ctx context.Context, g *globalOptions, arg string, force bool) error {
+	w, err := findContainer(g.root, arg)
+	if err != nil {
+		return err
+	}
+	unlock, err := lockContainer(ctx, w)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	st, err := w.load()
+	if err != nil {
+		return err
+	}
+	if st.Mountpoint == "" && !w.serverAlive() {
+		return fmt.Errorf("container %s is not mounted", w.name)
+	}
+	return unmountContainer(ctx, w, st, force)
+}
+
+// findContainer names the working container arg designates: a container name, or
+// the mountpoint (or a path that resolves to it) of a mounted one.
+func findContainer(root, arg string) (*workContainer, error) {
+	if w, err := newWorkContainer(root, arg); err == nil && w.exists() {
+		return w, nil
+	}
+	abs, err := filepath.Abs(arg)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s", errNoSuchContainer, arg)
+	}
+	want := []string{filepath.Clean(abs)}
+	if p, err := filepath.EvalSymlinks(abs); err == nil && p != want[0] {
+		want = append(want, p)
+	}
+	ws, err := listContainers(root)
+	if err != nil {
+		return nil, err
+	}
+	for _, w := range ws {
+		st, err := w.load()
+		if err != nil || st.Mountpoint == "" {
+			continue
+		}
+		for _, p := range want {
+			if st.Mountpoint == p {
+				return w, nil
+			}
+		}
+	}
+	return nil, fmt.Errorf("%w: %s (neither a working container nor the mountpoint of one)", errNoSuchContainer, arg)
+}
+
+// unmountContainer stops w's server (or clears the dead mount it left) and records
+// that w is unmounted. With force, a server that does not stop (busy mount, no
+// answer) is killed and its mount detached. The caller holds the container lock.
+func unmountContainer(ctx context.Context, w *workContainer, st *workState, force bool) error {
+	if w.serverAlive() {
+		if err := stopServer(ctx, w, st); err != nil {
+			if !force {
+				return fmt.Errorf("%w (umount -f kills the server and detaches the mount)", err)
+			}
+			if err := killServer(ctx, w, st); err != nil {
+				return err
+			}
+		}
+	}
+	if st.Mountpoint != "" && isOurMount(st.Mountpoint, w.fsName()) {
+		if err := clearDeadMount(st.Mountpoint, w.fsName()); err != nil {
+			return err
+		}
+	}
+	st.Mountpoint, st.PID = "", 0
+	return w.save(st)
+}
+
+// stopServer asks w's server to unmount and waits until it has exited.
+func stopServer(ctx context.Context, w *workContainer, st *workState) error {
+	sctx, cancel := context.WithTimeout(ctx, stopTimeout)
+	defer cancel()
+	c, err := dialControl(sctx, w)
+	if err == nil {
+		err = c.Stop(sctx)
+		c.Close()
+	}
+	var remote *remoteError
+	if errors.As(err, &remote) {
+		return fmt.Errorf("umount %s: %w", w.name, err) // busy, typically
+	}
+	if err != nil && !errors.Is(err, errServerGone) {
+		// The answer may be lost if the server exits at once; what counts is
+		// that it is gone and took its mount along.
+		ctx2, cancel := context.WithTimeout(ctx, time.Second)
+		werr := waitServerExit(ctx2, w)
+		cancel()
+		if werr != nil || isOurMount(st.Mountpoint, w.fsName()) {
+			return fmt.Errorf("umount %s: %w", w.name, err)
+		}
+	}
+	return waitServerExit(ctx, w)
+}
+
+// killServer SIGKILLs w's server: the process state.json names, if it still is a
+// server of w (a pid may have been reused), and waits until it is gone.
+func killServer(ctx context.Context, w *workContainer, st *workState) error {
+	pid := st.PID
+	cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+	args := strings.Split(string(cmdline), "\x00")
+	if pid <= 1 || err != nil || !slices.Contains(args, w.name) || !slices.Contains(args, "__serve") && !slices.Contains(args, "mount") {
+		return fmt.Errorf("umount %s: cannot tell which process serves it (pid %d in state.json is not its server)", w.name, pid)
+	}
+	if err := unix.Kill(pid, unix.SIGKILL); err != nil && !errors.Is(err, unix.ESRCH) {
+		return fmt.Errorf("umount %s: kill server %d: %w", w.name, pid, err)
+	}
+	return waitServerExit(ctx, w)
+}
+
+func waitServerExit(ctx context.Context, w *workContainer) error {
+	deadline := time.Now().Add(serverExitTimeout)
+	for w.serverAlive() {
+		if time.Now().After(deadline) {
+			return fmt.Errorf("umount %s: server still running after %v (see %s)", w.name, serverExitTimeout, w.logPath())
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("umount %s: %w", w.name, ctx.Err())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	return nil
+}
+
+// clearDeadMount removes the mount a dead server left at mountpoint: umount(2),
+// then a lazy one, then fusermount3 -u -z (what a non-root user has).
+func clearDeadMount(mountpoint, source string) error {
+	gone := func() bool { return !isOurMount(mountpoint, source) }
+	var first error
+	note := func(err error) {
+		if first == nil && err != nil {
+			first = err
+		}
+	}
+	note(unix.Unmount(mountpoint, 0))
+	if gone() {
+		return nil
+	}
+	note(unix.Unmount(mountpoint, unix.MNT_DETACH))
+	if gone() {
+		return nil
+	}
+	for _, fm := range []string{"fusermount3", "fusermount"} {
+		if out, err := exec.Command(fm, "-u", "-z", mountpoint).CombinedOutput(); err != nil {
+			note(fmt.Errorf("%s: %v: %s", fm, err, oneLine(string(out))))
+		}
+		if gone() {
+			return nil
+		}
+	}
+	if first == nil {
+		first = errors.New("still mounted")
+	}
+	return fmt.Errorf("clear dead mount %s: %w", mountpoint, first)
+}

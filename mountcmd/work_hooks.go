@@ -1,0 +1,76 @@
+package mountcmd
+
+import (
+	"github.com/layerfs/layerfs/blobstore"
+	"github.com/opencontainers/go-digest"
+)
+
+// The image commands ask the working containers what they use (store.go's hooks):
+// rmi refuses to delete an image a container was made from, mounted or not (as
+// docker refuses for a stopped container), and gc keeps the blobs they reach.
+// Both read state.json without locks: it is only ever replaced whole.
+func init() {
+	workingContainersUsing = containersUsing
+	workingContainerRoots = containerRoots
+}
+
+// containersUsing names the working containers made from img (by manifest, or by
+// image ID for a state that has no manifest digest).
+func containersUsing(g *globalOptions, img *blobstore.Image) ([]string, error) {
+	ws, err := listContainers(g.root)
+	if err != nil {
+		return nil, err
+	}
+	var names []string
+	for _, w := range ws {
+		st, err := w.load()
+		if err != nil {
+			continue // removed meanwhile
+		}
+		if st.ManifestDigest == img.ManifestDigest || st.ManifestDigest == "" && st.ImageID == img.ID {
+			names = append(names, w.name)
+		}
+	}
+	return names, nil
+}
+
+// containerRoots are the manifest digests of every working container's image.
+func containerRoots(g *globalOptions) ([]digest.Digest, error) {
+	ws, err := listContainers(g.root)
+	if err != nil {
+		return nil, err
+	}
+	var roots []digest.Digest
+	seen := map[digest.Digest]bool{}
+	for _, w := range ws {
+		st, err := w.load()
+		if err != nil || st.ManifestDigest == "" || seen[st.ManifestDigest] {
+			continue
+		}
+		seen[st.ManifestDigest] = true
+		roots = append(roots, st.ManifestDigest)
+	}
+	return roots, nil
+}
+
+// mountedContainersUsing names the containers made from img that are mounted now
+// (or left a dead mount). Docker refuses even rmi -f for an image a running
+// container uses ("unable to delete <id> (cannot be forced) - image is being used
+// by running container <id>"); rmi can call this for that hard conflict.
+func mountedContainersUsing(g *globalOptions, img *blobstore.Image) ([]string, error) {
+	names, err := containersUsing(g, img)
+	if err != nil {
+		return nil, err
+	}
+	var mounted []string
+	for _, name := range names {
+		w, err := newWorkContainer(g.root, name)
+		if err != nil {
+			continue
+		}
+		if st, err := w.load(); err == nil && w.status(st) != statusUnmounted {
+			mounted = append(mounted, name)
+		}
+	}
+	return mounted, nil
+}

@@ -1,0 +1,159 @@
+package registry
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/layerfs/layerfs/registry/registrytest"
+)
+
+func TestAuthFile(t *testing.T) {
+	home := t.TempDir()
+	t.Setenv("HOME", home)
+	t.Setenv("REGISTRY_AUTH_FILE", "")
+	t.Setenv("DOCKER_CONFIG", "")
+	for _, tc := range []struct {
+		name, explicit, env, dockerConfig, want string
+	}{
+		{"explicit wins", "/x/auth.json", "/y/auth.json", "/z", "/x/auth.json"},
+		{"REGISTRY_AUTH_FILE", "", "/y/auth.json", "/z", "/y/auth.json"},
+		{"DOCKER_CONFIG", "", "", "/z", "/z/config.json"},
+		{"home", "", "", "", filepath.Join(home, ".docker", "config.json")},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Setenv("REGISTRY_AUTH_FILE", tc.env)
+			t.Setenv("DOCKER_CONFIG", tc.dockerConfig)
+			if got := AuthFile(tc.explicit); got != tc.want {
+				t.Errorf("AuthFile(%q) = %q, want %q", tc.explicit, got, tc.want)
+			}
+		})
+	}
+}
+
+func TestAuthFiles(t *testing.T) {
+	t.Setenv("HOME", "/home/u")
+	t.Setenv("REGISTRY_AUTH_FILE", "/run/auth.json")
+	t.Setenv("DOCKER_CONFIG", "")
+	if got := AuthFiles(""); len(got) != 2 || got[0] != "/run/auth.json" || got[1] != "/home/u/.docker/config.json" {
+		t.Errorf("AuthFiles(\"\") = %q, want REGISTRY_AUTH_FILE then docker's file", got)
+	}
+	if got := AuthFiles("/x.json"); len(got) != 1 || got[0] != "/x.json" {
+		t.Errorf("AuthFiles(/x.json) = %q, want only it", got)
+	}
+}
+
+// Credentials found in a later file are used when an earlier one has none.
+func TestKeychainFallback(t *testing.T) {
+	dir := t.TempDir()
+	first, second := filepath.Join(dir, "auth.json"), filepath.Join(dir, "config.json")
+	os.WriteFile(first, []byte(`{"auths":{"other.example.com":{"auth":"eDp5"}}}`), 0o600)
+	os.WriteFile(second, []byte(`{"auths":{"r.example.com":{"auth":"YWxpY2U6czNjcmV0"}}}`), 0o600)
+	kc := Keychain(filepath.Join(dir, "missing.json"), first, second)
+	a, err := kc.Resolve(name.MustParseReference("r.example.com/x").Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := a.Authorization()
+	if err != nil || cfg.Username != "alice" || cfg.Password != "s3cret" {
+		t.Errorf("Keychain fallback = %+v, %v; want alice from the second file", cfg, err)
+	}
+}
+
+func TestAuthKey(t *testing.T) {
+	for in, want := range map[string]string{
+		"":                            HubAuthKey,
+		"docker.io":                   HubAuthKey,
+		"index.docker.io":             HubAuthKey,
+		"https://index.docker.io/v1/": HubAuthKey,
+		"localhost:5000":              "localhost:5000",
+		"http://localhost:5000/":      "localhost:5000",
+		"https://r.example.com/v2/":   "r.example.com",
+	} {
+		if got := authKey(in); got != want {
+			t.Errorf("authKey(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+func TestConfig(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "config.json")
+	os.WriteFile(p, []byte(`{"registry-mirrors":["https://mirror.example.com"],"insecure-registries":["myregistry:5000","10.0.0.0/8"],"log-level":"debug"}`), 0o644)
+	c, err := LoadConfig(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.Mirrors) != 1 || c.Mirrors[0] != "https://mirror.example.com" {
+		t.Errorf("Mirrors = %v", c.Mirrors)
+	}
+	for host, want := range map[string]bool{"myregistry:5000": true, "myregistry:5001": false, "10.1.2.3:5000": true, "11.0.0.1": false} {
+		if got := c.IsInsecure(host); got != want {
+			t.Errorf("IsInsecure(%q) = %v, want %v", host, got, want)
+		}
+	}
+	if _, err := LoadConfig(filepath.Join(dir, "missing.json")); err == nil {
+		t.Errorf("LoadConfig of a missing explicit file succeeded")
+	}
+	os.WriteFile(p, []byte(`{"registry-mirrors":["mirror.example.com"]}`), 0o644)
+	if _, err := LoadConfig(p); err == nil || !strings.Contains(err.Error(), "mirror.example.com") {
+		t.Errorf("LoadConfig with a mirror without scheme = %v, want an error naming it", err)
+	}
+	os.WriteFile(p, []byte(`{not json`), 0o644)
+	if _, err := LoadConfig(p); err == nil {
+		t.Errorf("LoadConfig of bad JSON succeeded")
+	}
+}
+
+// A credential helper named in credHelpers is asked for the credentials, and login
+// stores through it (nothing in the file, no warning).
+func TestCredentialHelper(t *testing.T) {
+	reg := registrytest.Start(t, registrytest.Options{Users: map[string]string{"alice": "s3cret"}})
+	bin := t.TempDir()
+	store := filepath.Join(t.TempDir(), "helper-store")
+	// docker-credential-test: get prints alice's credentials; store saves stdin.
+	script := "#!/bin/sh\ncase \"$1\" in\n" +
+		"get) cat >/dev/null; echo '{\"ServerURL\":\"" + reg.Host + "\",\"Username\":\"alice\",\"Secret\":\"s3cret\"}';;\n" +
+		"store) cat > " + store + ";;\n" +
+		"erase) cat >/dev/null; rm -f " + store + ";;\n" +
+		"*) exit 1;;\nesac\n"
+	if err := os.WriteFile(filepath.Join(bin, "docker-credential-test"), []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("PATH", bin+":"+os.Getenv("PATH"))
+	authfile := filepath.Join(t.TempDir(), "config.json")
+	os.WriteFile(authfile, []byte(`{"credHelpers":{"`+reg.Host+`":"test"}}`), 0o600)
+
+	r, _ := name.NewRegistry(reg.Host)
+	a, err := Keychain(authfile).Resolve(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := a.Authorization()
+	if err != nil || cfg.Username != "alice" || cfg.Password != "s3cret" {
+		t.Errorf("Keychain via credHelpers = %+v, %v; want alice's", cfg, err)
+	}
+	if a, _ := Keychain(authfile).Resolve(name.MustParseReference("other.example.com/x").Context()); a != authn.Anonymous {
+		t.Errorf("Keychain for a registry without credentials = %v, want anonymous", a)
+	}
+
+	c := &Client{}
+	_, plaintext, err := c.Login(context.Background(), authfile, reg.Host, "alice", "s3cret")
+	if err != nil {
+		t.Fatalf("Login through a helper: %v", err)
+	}
+	if plaintext {
+		t.Errorf("Login through a helper reported plaintext storage")
+	}
+	b, _ := os.ReadFile(store)
+	if !strings.Contains(string(b), `"Secret":"s3cret"`) {
+		t.Errorf("helper got %q, want the secret", b)
+	}
+	if f, _ := os.ReadFile(authfile); strings.Contains(string(f), "s3cret") || strings.Contains(string(f), `"auth"`) {
+		t.Errorf("auth file holds the password with a helper configured: %s", f)
+	}
+}

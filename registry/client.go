@@ -1,0 +1,193 @@
+// Package registry moves images between registries and the local image store, with
+// go-containerregistry's remote, authn and name packages speaking the distribution
+// protocol over blobstore.
+//
+// # Pull
+//
+// A reference resolves to a manifest or an index (which picks one platform). Layers
+// already in the store are skipped; the others stream into blobstore's Put, which
+// hashes while it copies and renames into place only when the digest matches. The
+// config and manifest follow with their registry bytes unchanged (so digests are the
+// registry's), and the tag last: an interrupted pull leaves only unreferenced blobs,
+// which gc reclaims.
+//
+// # Push
+//
+// Each blob is checked with a HEAD first (already there: nothing sent), mounted from
+// another repository of the same registry when the store knows one that holds it,
+// uploaded otherwise; the manifest goes last with the store's bytes.
+//
+// # Mirrors, TLS, credentials
+//
+// Docker Hub references try Config.Mirrors first, then the origin. Registries listed
+// in Config.Insecure, and every registry with SkipTLSVerify, are reached without
+// certificate checks and may fall back to plain HTTP. Credentials come from a
+// docker config.json (see AuthFile and Keychain), credential helpers included.
+//
+// # Concurrency
+//
+// A Client holds no mutable state after construction and may be shared.
+package registry
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
+)
+
+// HubOriginEnv, when set, replaces Docker Hub's origin (index.docker.io) with another
+// registry host: tests point it at a local registry so no request leaves the machine.
+const HubOriginEnv = "LAYERFS_DOCKER_HUB_ORIGIN"
+
+// Client talks to registries. The zero value reads no credentials and verifies TLS.
+type Client struct {
+	Keychain      authn.Keychain // nil: anonymous
+	Config        Config         // mirrors and insecure registries
+	SkipTLSVerify bool           // --tls-verify=false: no certificate checks, HTTP fallback
+	CertDir       string         // extra CA certificates (*.crt) trusted for every registry
+	HubOrigin     string         // Docker Hub's host; "" is index.docker.io (or $LAYERFS_DOCKER_HUB_ORIGIN)
+	UserAgent     string
+}
+
+// certDirs are searched for <host>/*.crt CA certificates, as docker's certs.d.
+var certDirs = []string{"/etc/layerfs/certs.d", "/etc/docker/certs.d", "/etc/containers/certs.d"}
+
+func (c *Client) keychain() authn.Keychain {
+	if c.Keychain == nil {
+		return authn.NewMultiKeychain()
+	}
+	return c.Keychain
+}
+
+func (c *Client) hubOrigin() string {
+	if c.HubOrigin != "" {
+		return c.HubOrigin
+	}
+	if h := os.Getenv(HubOriginEnv); h != "" {
+		return h
+	}
+	return name.DefaultRegistry
+}
+
+func (c *Client) insecure(host string) bool {
+	return c.SkipTLSVerify || c.Config.IsInsecure(host)
+}
+
+// registry names host with the options its insecurity calls for.
+func (c *Client) registry(host string) (name.Registry, error) {
+	var opts []name.Option
+	if c.insecure(host) {
+		opts = append(opts, name.Insecure)
+	}
+	r, err := name.NewRegistry(host, opts...)
+	if err != nil {
+		return r, fmt.Errorf("registry %q: %w", host, err)
+	}
+	return r, nil
+}
+
+// httpTransport is the base transport for host: proxy from the environment, the
+// system CAs plus CertDir's and certs.d's, no verification for insecure hosts.
+func (c *Client) httpTransport(host string) http.RoundTripper {
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	cfg := &tls.Config{MinVersion: tls.VersionTLS12}
+	if c.insecure(host) {
+		cfg.InsecureSkipVerify = true
+	} else {
+		var files []string
+		if c.CertDir != "" {
+			files, _ = filepath.Glob(filepath.Join(c.CertDir, "*.crt"))
+		}
+		for _, d := range certDirs {
+			m, _ := filepath.Glob(filepath.Join(d, host, "*.crt"))
+			files = append(files, m...)
+		}
+		if len(files) > 0 {
+			pool, err := x509.SystemCertPool()
+			if err != nil || pool == nil {
+				pool = x509.NewCertPool()
+			}
+			for _, f := range files {
+				if b, err := os.ReadFile(f); err == nil {
+					pool.AppendCertsFromPEM(b)
+				}
+			}
+			cfg.RootCAs = pool
+		}
+	}
+	t.TLSClientConfig = cfg
+	return t
+}
+
+// Sentinels for failures a user can act on; check them with errors.Is.
+var (
+	ErrNotFound   = errors.New("not found")
+	ErrDenied     = errors.New("access denied")
+	ErrNoPlatform = errors.New("no matching manifest")
+)
+
+// classify maps a registry error to a sentinel where one fits.
+func classify(err error) error {
+	var te *transport.Error
+	if !errors.As(err, &te) {
+		return err
+	}
+	for _, d := range te.Errors {
+		switch d.Code {
+		case transport.ManifestUnknownErrorCode, transport.NameUnknownErrorCode, transport.BlobUnknownErrorCode:
+			return fmt.Errorf("%w: %s", ErrNotFound, strings.ReplaceAll(strings.ToLower(string(d.Code)), "_", " "))
+		case transport.UnauthorizedErrorCode, transport.DeniedErrorCode:
+			return ErrDenied
+		}
+	}
+	switch te.StatusCode {
+	case http.StatusNotFound:
+		return ErrNotFound
+	case http.StatusUnauthorized, http.StatusForbidden:
+		return ErrDenied
+	}
+	return err
+}
+
+func isUnauthorized(err error) bool {
+	var te *transport.Error
+	if errors.As(err, &te) {
+		return te.StatusCode == http.StatusUnauthorized || te.StatusCode == http.StatusForbidden
+	}
+	return false
+}
+
+// unreachable words a connection failure once (the https and http attempts of a
+// ping fail alike), or returns nil if err is not one.
+func unreachable(host string, err error) error {
+	var op *net.OpError
+	if errors.As(err, &op) {
+		return fmt.Errorf("registry %s is unreachable: %w", host, op)
+	}
+	return nil
+}
+
+// oneLine joins a multi-line error (errors.Join of parallel attempts) with "; ".
+func oneLine(err error) error {
+	if err == nil || !strings.Contains(err.Error(), "\n") {
+		return err
+	}
+	return lineError{err}
+}
+
+type lineError struct{ err error }
+
+func (e lineError) Error() string {
+	return strings.Join(strings.Fields(strings.ReplaceAll(e.err.Error(), "\n", "; ")), " ")
+}
+func (e lineError) Unwrap() error { return e.err }

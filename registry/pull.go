@@ -1,0 +1,405 @@
+package registry
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"runtime"
+	"strings"
+
+	"github.com/distribution/reference"
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/types"
+	"github.com/layerfs/layerfs/blobstore"
+	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"golang.org/x/sync/errgroup"
+)
+
+// PullOptions are the knobs of one pull.
+type PullOptions struct {
+	Platform string   // "os/arch[/variant]" picked from an index; "" is linux/<host arch>
+	Progress Progress // nil: silent
+}
+
+// PullResult says what a pull stored.
+type PullResult struct {
+	Ref        string           // normalised reference pulled ("docker.io/library/busybox:latest")
+	Image      *blobstore.Image // the image as stored
+	Digest     digest.Digest    // the registry's digest for Ref (the index's for a multi-platform image)
+	RepoDigest string           // "docker.io/library/busybox@sha256:..."
+	Updated    bool             // new content or a moved tag; false: already up to date
+	Registry   string           // the host that served it (a mirror or the origin)
+}
+
+// maxDownloads is docker's default max-concurrent-downloads.
+const maxDownloads = 3
+
+// DefaultPlatform is linux on the host's architecture.
+func DefaultPlatform() string { return "linux/" + runtime.GOARCH }
+
+// Pull fetches ref (docker normalisation: "busybox" is docker.io/library/busybox:latest)
+// into st. Blobs already in st are not fetched; every blob is verified against its
+// digest before it becomes visible; the manifest is recorded and the tag moved last.
+func (c *Client) Pull(ctx context.Context, st Store, ref string, opts PullOptions) (*PullResult, error) {
+	named, err := blobstore.ParseReference(ref)
+	if err != nil {
+		return nil, err
+	}
+	named = reference.TagNameOnly(named)
+	res := &PullResult{Ref: named.String()}
+	progress := opts.Progress
+	if progress == nil {
+		progress = noProgress{}
+	}
+	plat, err := parsePlatform(opts.Platform)
+	if err != nil {
+		return nil, err
+	}
+
+	desc, ep, err := c.fetchDescriptor(ctx, named)
+	if err != nil {
+		return nil, err
+	}
+	res.Registry = ep.Context().RegistryStr()
+	res.Digest = digest.Digest(desc.Digest.String())
+	res.RepoDigest = named.Name() + "@" + res.Digest.String()
+
+	img, err := c.resolvePlatform(ctx, desc, ep, plat)
+	if err != nil {
+		return nil, fmt.Errorf("pull %s: %w", reference.FamiliarString(named), err)
+	}
+	if opts.Platform != "" && !desc.MediaType.IsIndex() {
+		// A single-platform image must be the one asked for, as docker checks.
+		cf, err := img.ConfigFile()
+		if err != nil {
+			return nil, fmt.Errorf("pull %s: read config: %w", reference.FamiliarString(named), classify(err))
+		}
+		have := v1.Platform{OS: cf.OS, Architecture: cf.Architecture, Variant: cf.Variant}
+		if !platformMatches(have, plat) {
+			return nil, fmt.Errorf("pull %s: %w: image with reference %s was found but its platform (%s) does not match the specified platform (%s)",
+				reference.FamiliarString(named), ErrNoPlatform, reference.FamiliarString(named), platformString(have), platformString(plat))
+		}
+	}
+	tagOrDigest := res.Digest.String()
+	if t, ok := named.(reference.Tagged); ok {
+		tagOrDigest = t.Tag()
+	}
+	progress.Header(tagOrDigest + ": Pulling from " + reference.Path(named))
+
+	md, err := img.Digest()
+	if err != nil {
+		return nil, fmt.Errorf("pull %s: %w", reference.FamiliarString(named), err)
+	}
+	had := st.Has(digest.Digest(md.String()))
+	release, err := st.Lease(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer release()
+	fetchProgress := progress
+	if had {
+		fetchProgress = noProgress{} // docker shows no layers for an image it has
+	}
+	if err := c.fetchImage(ctx, st, img, fetchProgress); err != nil {
+		return nil, fmt.Errorf("pull %s: %w", reference.FamiliarString(named), err)
+	}
+	if err := record(ctx, st, img, named, had, res); err != nil {
+		return nil, fmt.Errorf("pull %s: %w", reference.FamiliarString(named), err)
+	}
+	return res, nil
+}
+
+// fetchDescriptor gets what named points at from the first endpoint that has it
+// (mirrors, then the origin). If every endpoint fails, the origin's error is
+// returned with the mirrors' appended, on one line.
+func (c *Client) fetchDescriptor(ctx context.Context, named reference.Named) (*remote.Descriptor, name.Reference, error) {
+	endpoints, err := c.endpoints(named)
+	if err != nil {
+		return nil, nil, err
+	}
+	var errs []string
+	for i, e := range endpoints {
+		d, err := remote.Get(e, c.remoteOptions(ctx, e.Context().RegistryStr())...)
+		if err == nil {
+			return d, e, nil
+		}
+		if ctx.Err() != nil {
+			return nil, nil, ctx.Err()
+		}
+		last := pullError(named, e, err)
+		if i == len(endpoints)-1 {
+			if len(errs) == 0 {
+				return nil, nil, last
+			}
+			return nil, nil, fmt.Errorf("%w (mirrors failed too: %s)", last, strings.Join(errs, "; "))
+		}
+		errs = append(errs, last.Error())
+	}
+	return nil, nil, fmt.Errorf("pull %s: no registry to pull from", reference.FamiliarString(named))
+}
+
+// fetchImage puts every missing blob of img into st: layers (in parallel), then the
+// config and the manifest. The caller holds a GC lease until the manifest is recorded.
+func (c *Client) fetchImage(ctx context.Context, st Store, img v1.Image, progress Progress) error {
+	m, err := img.Manifest()
+	if err != nil {
+		return fmt.Errorf("read manifest: %w", err)
+	}
+	var todo []v1.Descriptor
+	seen := map[v1.Hash]bool{}
+	for _, l := range m.Layers {
+		if seen[l.Digest] {
+			continue // the same blob twice in one image: fetched once
+		}
+		seen[l.Digest] = true
+		id := shortID(digest.Digest(l.Digest.String()))
+		if st.Has(digest.Digest(l.Digest.String())) {
+			progress.Layer(id, StatusAlreadyExists, 0, 0)
+			continue
+		}
+		if len(l.URLs) > 0 || l.MediaType == types.DockerForeignLayer {
+			return fmt.Errorf("layer %s: foreign layers are not supported", l.Digest)
+		}
+		progress.Layer(id, StatusPullingFSLayer, 0, l.Size)
+		todo = append(todo, l)
+	}
+	for _, l := range todo[min(len(todo), maxDownloads):] {
+		progress.Layer(shortID(digest.Digest(l.Digest.String())), StatusWaiting, 0, l.Size)
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(maxDownloads)
+	for _, l := range todo {
+		g.Go(func() error { return c.fetchLayer(gctx, st, img, l, progress) })
+	}
+	if err := g.Wait(); err != nil {
+		return err
+	}
+
+	rawCfg, err := img.RawConfigFile()
+	if err != nil {
+		return fmt.Errorf("read config %s: %w", m.Config.Digest, err)
+	}
+	if _, _, err := st.Put(ctx, bytes.NewReader(rawCfg), digest.Digest(m.Config.Digest.String())); err != nil {
+		return fmt.Errorf("store config %s: %w", m.Config.Digest, err)
+	}
+	rawManifest, err := img.RawManifest()
+	if err != nil {
+		return fmt.Errorf("read manifest: %w", err)
+	}
+	md, err := img.Digest()
+	if err != nil {
+		return err
+	}
+	if _, _, err := st.Put(ctx, bytes.NewReader(rawManifest), digest.Digest(md.String())); err != nil {
+		return fmt.Errorf("store manifest %s: %w", md, err)
+	}
+	return nil
+}
+
+func (c *Client) fetchLayer(ctx context.Context, st Store, img v1.Image, l v1.Descriptor, progress Progress) error {
+	d := digest.Digest(l.Digest.String())
+	id := shortID(d)
+	rl, err := img.LayerByDigest(l.Digest)
+	if err != nil {
+		return fmt.Errorf("layer %s: %w", d, err)
+	}
+	rc, err := rl.Compressed()
+	if err != nil {
+		return fmt.Errorf("download layer %s: %w", d, classify(err))
+	}
+	defer rc.Close()
+	cr := &countingReader{r: rc, fn: func(n int64) { progress.Layer(id, StatusDownloading, n, l.Size) }}
+	if _, _, err := st.Put(ctx, cr, d); err != nil {
+		if errors.Is(err, blobstore.ErrDigestMismatch) || strings.Contains(err.Error(), "verifying sha256 checksum") {
+			return fmt.Errorf("layer %s: %w", d, blobstore.ErrDigestMismatch)
+		}
+		return fmt.Errorf("download layer %s: %w", d, oneLine(err))
+	}
+	progress.Layer(id, StatusVerifying, 0, 0)
+	progress.Layer(id, StatusDownloaded, 0, 0)
+	progress.Layer(id, StatusPullComplete, 0, 0)
+	return nil
+}
+
+// record adds the fetched manifest to the store's index, tagged when the reference
+// has a tag, and remembers the repo digest and where the blobs came from.
+func record(ctx context.Context, st Store, img v1.Image, named reference.Named, had bool, res *PullResult) error {
+	md, err := img.Digest()
+	if err != nil {
+		return err
+	}
+	mt, err := img.MediaType()
+	if err != nil {
+		return err
+	}
+	size, err := img.Size()
+	if err != nil {
+		return err
+	}
+	mdig := digest.Digest(md.String())
+	var tags []string
+	res.Updated = !had
+	if _, ok := named.(reference.Tagged); ok {
+		tags = append(tags, named.String())
+		if before, err := st.Resolve(named.String()); err != nil || before.ManifestDigest != mdig {
+			res.Updated = true
+		}
+	}
+	stored, err := st.AddManifest(ctx, ocispec.Descriptor{MediaType: string(mt), Digest: mdig, Size: size}, tags...)
+	if err != nil {
+		return err
+	}
+	res.Image = stored
+	if err := st.AddRepoDigest(ctx, mdig, res.RepoDigest); err != nil {
+		return err
+	}
+	blobs := []digest.Digest{stored.ID}
+	for _, l := range stored.Manifest.Layers {
+		blobs = append(blobs, l.Digest)
+	}
+	return st.AddBlobSources(ctx, sourceRepo(res.Registry, named), blobs...)
+}
+
+// sourceRepo is the repository ("host/path") a blob was seen in, for later mounts.
+func sourceRepo(host string, named reference.Named) string {
+	return host + "/" + reference.Path(named)
+}
+
+// resolvePlatform turns desc into one image: itself, or the index entry for plat.
+func (c *Client) resolvePlatform(ctx context.Context, desc *remote.Descriptor, ep name.Reference, plat v1.Platform) (v1.Image, error) {
+	if !desc.MediaType.IsIndex() {
+		if desc.MediaType.IsSchema1() {
+			return nil, fmt.Errorf("%s: schema 1 manifests are not supported", desc.MediaType)
+		}
+		return desc.Image()
+	}
+	idx, err := desc.ImageIndex()
+	if err != nil {
+		return nil, err
+	}
+	im, err := idx.IndexManifest()
+	if err != nil {
+		return nil, fmt.Errorf("read index: %w", err)
+	}
+	for _, m := range im.Manifests {
+		if !m.MediaType.IsImage() {
+			continue
+		}
+		p := v1.Platform{OS: "linux", Architecture: "amd64"} // an entry without one, as docker assumes
+		if m.Platform != nil {
+			p = *m.Platform
+		}
+		if platformMatches(p, plat) {
+			img, err := remote.Image(ep.Context().Digest(m.Digest.String()), c.remoteOptions(ctx, ep.Context().RegistryStr())...)
+			if err != nil {
+				return nil, classify(err)
+			}
+			return img, nil
+		}
+	}
+	return nil, fmt.Errorf("%w for %s in the manifest list entries", ErrNoPlatform, platformString(plat))
+}
+
+func parsePlatform(s string) (v1.Platform, error) {
+	if s == "" {
+		s = DefaultPlatform()
+	}
+	p, err := v1.ParsePlatform(s)
+	if err != nil || p.OS == "" || p.Architecture == "" {
+		return v1.Platform{}, fmt.Errorf("invalid platform %q: want os/arch[/variant]", s)
+	}
+	if p.Architecture == "arm64" && p.Variant == "" {
+		p.Variant = "v8"
+	}
+	return *p, nil
+}
+
+// platformMatches: same OS and architecture; a wanted variant must match (arm64's
+// v8 is the default when an entry leaves it out).
+func platformMatches(have, want v1.Platform) bool {
+	if have.OS != want.OS || have.Architecture != want.Architecture {
+		return false
+	}
+	hv := have.Variant
+	if hv == "" && have.Architecture == "arm64" {
+		hv = "v8"
+	}
+	return want.Variant == "" || hv == want.Variant
+}
+
+func platformString(p v1.Platform) string {
+	s := p.OS + "/" + p.Architecture
+	if p.Variant != "" {
+		s += "/" + p.Variant
+	}
+	return s
+}
+
+// endpoints lists where to fetch named from: for Docker Hub, the mirrors in order
+// and then the origin; otherwise the registry itself.
+func (c *Client) endpoints(named reference.Named) ([]name.Reference, error) {
+	host := reference.Domain(named)
+	var hosts []string
+	if host == "docker.io" {
+		for _, m := range c.Config.Mirrors {
+			mm, err := parseMirror(m)
+			if err != nil {
+				return nil, err
+			}
+			hosts = append(hosts, mm.host)
+		}
+		host = c.hubOrigin()
+	}
+	hosts = append(hosts, host)
+	var refs []name.Reference
+	for i, h := range hosts {
+		var opts []name.Option
+		if c.insecure(h) || (i < len(c.Config.Mirrors) && strings.HasPrefix(c.Config.Mirrors[i], "http://") && reference.Domain(named) == "docker.io") {
+			opts = append(opts, name.Insecure)
+		}
+		repo, err := name.NewRepository(h+"/"+reference.Path(named), opts...)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %s: %v", blobstore.ErrInvalidReference, named, err)
+		}
+		if d, ok := named.(reference.Digested); ok {
+			refs = append(refs, repo.Digest(d.Digest().String()))
+		} else {
+			refs = append(refs, repo.Tag(named.(reference.Tagged).Tag()))
+		}
+	}
+	return refs, nil
+}
+
+// remoteOptions are the go-containerregistry options for talking to host.
+func (c *Client) remoteOptions(ctx context.Context, host string) []remote.Option {
+	opts := []remote.Option{
+		remote.WithContext(ctx),
+		remote.WithAuthFromKeychain(c.keychain()),
+		remote.WithTransport(c.httpTransport(host)),
+		remote.WithJobs(maxDownloads),
+	}
+	if c.UserAgent != "" {
+		opts = append(opts, remote.WithUserAgent(c.UserAgent))
+	}
+	return opts
+}
+
+// pullError is docker's wording for a failed manifest fetch, in one line.
+func pullError(named reference.Named, ep name.Reference, err error) error {
+	fam := reference.FamiliarString(named)
+	err = classify(err)
+	switch {
+	case errors.Is(err, ErrNotFound):
+		return fmt.Errorf("manifest for %s %w", fam, err)
+	case errors.Is(err, ErrDenied):
+		return fmt.Errorf("pull access denied for %s, repository does not exist or may require 'layerfs login': %w", reference.FamiliarName(named), err)
+	}
+	if u := unreachable(ep.Context().RegistryStr(), err); u != nil {
+		return fmt.Errorf("pull %s: %w", fam, u)
+	}
+	return fmt.Errorf("pull %s from %s: %w", fam, ep.Context().RegistryStr(), oneLine(err))
+}

@@ -1,0 +1,304 @@
+package registry
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"maps"
+	"net/http"
+	"slices"
+	"sync/atomic"
+
+	"github.com/distribution/reference"
+	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
+	"github.com/google/go-containerregistry/pkg/v1/types"
+	"github.com/layerfs/layerfs/blobstore"
+	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"golang.org/x/sync/errgroup"
+)
+
+// maxUploads is docker's default max-concurrent-uploads.
+const maxUploads = 5
+
+// PushOptions are the knobs of one push.
+type PushOptions struct {
+	Progress Progress // nil: silent
+}
+
+// PushResult says what a push wrote.
+type PushResult struct {
+	Repository string        // normalised repository ("docker.io/team/app")
+	Tag        string        // the tag pushed
+	Digest     digest.Digest // the manifest's digest
+	Size       int64         // the manifest's size in bytes
+}
+
+// Push uploads the stored image src to dest (src itself when dest is ""); both use
+// docker normalisation and dest gets the tag "latest" when it names none. Blobs the
+// repository already has are not sent again; blobs the store has seen in another
+// repository of the same registry are mounted from there.
+func (c *Client) Push(ctx context.Context, st Store, src, dest string, opts PushOptions) (*PushResult, error) {
+	progress := opts.Progress
+	if progress == nil {
+		progress = noProgress{}
+	}
+	if dest == "" {
+		dest = src
+	}
+	named, err := blobstore.ParseReference(dest)
+	if err != nil {
+		return nil, err
+	}
+	if _, ok := named.(reference.Digested); ok {
+		return nil, fmt.Errorf("push %s: %w: cannot push to a digest reference", dest, blobstore.ErrInvalidReference)
+	}
+	named = reference.TagNameOnly(named)
+	tag := named.(reference.Tagged).Tag()
+	img, err := st.Resolve(src)
+	if err != nil {
+		if errors.Is(err, blobstore.ErrNotFound) {
+			return nil, fmt.Errorf("an image does not exist locally with the tag: %s", blobstore.FamiliarString(src))
+		}
+		return nil, err
+	}
+	fam := reference.FamiliarString(named)
+	host := reference.Domain(named)
+	if host == "docker.io" {
+		host = c.hubOrigin()
+	}
+	var nopts []name.Option
+	if c.insecure(host) {
+		nopts = append(nopts, name.Insecure)
+	}
+	repo, err := name.NewRepository(host+"/"+reference.Path(named), nopts...)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s: %v", blobstore.ErrInvalidReference, named, err)
+	}
+	progress.Header("The push refers to repository [" + named.Name() + "]")
+
+	// Blobs, top layer first as docker lists them, then the config.
+	type blob struct {
+		desc   ocispec.Descriptor
+		id     string // shown id: the layer's short diffID, as docker shows it
+		source string // a repository on the same registry that holds it, or ""
+	}
+	var blobs []blob
+	sources := map[string]bool{}
+	for i := len(img.Manifest.Layers) - 1; i >= 0; i-- {
+		l := img.Manifest.Layers[i]
+		id := shortID(l.Digest)
+		if i < len(img.Config.RootFS.DiffIDs) {
+			id = shortID(img.Config.RootFS.DiffIDs[i])
+		}
+		b := blob{desc: l, id: id}
+		if srcs, err := st.BlobSources(l.Digest); err == nil {
+			for _, s := range srcs {
+				r, err := name.NewRepository(s, nopts...)
+				if err == nil && r.RegistryStr() == repo.RegistryStr() && r.RepositoryStr() != repo.RepositoryStr() {
+					b.source = s
+					sources[s] = true
+					break
+				}
+			}
+		}
+		blobs = append(blobs, b)
+	}
+	scopes := []string{repo.Scope(transport.PushScope)}
+	for _, s := range slices.Sorted(maps.Keys(sources)) {
+		if r, err := name.NewRepository(s, nopts...); err == nil {
+			scopes = append(scopes, r.Scope(transport.PullScope))
+		}
+	}
+	auth, err := authn.Resolve(ctx, c.keychain(), repo)
+	if err != nil {
+		return nil, fmt.Errorf("push %s: %w", fam, err)
+	}
+	rt, err := transport.NewWithContext(ctx, repo.Registry, auth, transport.NewRetry(c.httpTransport(host)), scopes)
+	if err != nil {
+		return nil, pushError(named, err)
+	}
+	ropts := []remote.Option{remote.WithContext(ctx), remote.WithTransport(rt)}
+	client := &http.Client{Transport: rt}
+
+	for _, b := range blobs {
+		progress.Layer(b.id, StatusPreparing, 0, b.desc.Size)
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(maxUploads)
+	for _, b := range blobs {
+		g.Go(func() error {
+			status, err := c.pushBlob(gctx, st, client, repo, b.desc, b.source, nopts, ropts, func(n int64) {
+				progress.Layer(b.id, StatusPushing, n, b.desc.Size)
+			})
+			if err != nil {
+				return err
+			}
+			progress.Layer(b.id, status, 0, 0)
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return nil, pushError(named, err)
+	}
+	if _, err := c.pushBlob(ctx, st, client, repo, img.Manifest.Config, "", nopts, ropts, func(int64) {}); err != nil {
+		return nil, pushError(named, err)
+	}
+
+	raw, err := readBlob(st, img.ManifestDigest)
+	if err != nil {
+		return nil, fmt.Errorf("push %s: %w", fam, err)
+	}
+	mt := manifestMediaType(raw)
+	if err := remote.Put(repo.Tag(tag), rawManifest{raw: raw, mediaType: mt}, ropts...); err != nil {
+		return nil, pushError(named, err)
+	}
+	res := &PushResult{Repository: named.Name(), Tag: tag, Digest: img.ManifestDigest, Size: int64(len(raw))}
+	if err := st.AddRepoDigest(ctx, img.ManifestDigest, named.Name()+"@"+img.ManifestDigest.String()); err != nil {
+		return res, err
+	}
+	all := []digest.Digest{img.Manifest.Config.Digest}
+	for _, l := range img.Manifest.Layers {
+		all = append(all, l.Digest)
+	}
+	if err := st.AddBlobSources(ctx, repo.Name(), all...); err != nil {
+		return res, err
+	}
+	return res, nil
+}
+
+// pushBlob makes blob d present in repo and says how: already there, mounted from
+// source, or uploaded.
+func (c *Client) pushBlob(ctx context.Context, st Store, client *http.Client, repo name.Repository, desc ocispec.Descriptor, source string, nopts []name.Option, ropts []remote.Option, onBytes func(int64)) (Status, error) {
+	exists, err := blobExists(ctx, client, repo, desc.Digest)
+	if err != nil {
+		return "", err
+	}
+	if exists {
+		return StatusLayerExists, nil
+	}
+	sl := &storeLayer{st: st, desc: desc, onBytes: onBytes}
+	var l v1.Layer = sl
+	var from string
+	if source != "" {
+		if sr, err := name.NewRepository(source, nopts...); err == nil {
+			l = &remote.MountableLayer{Layer: sl, Reference: sr.Digest(desc.Digest.String())}
+			from = sr.RepositoryStr()
+		}
+	}
+	if err := remote.WriteLayer(repo, l, ropts...); err != nil {
+		return "", fmt.Errorf("blob %s: %w", desc.Digest, err)
+	}
+	if !sl.opened.Load() && from != "" {
+		return StatusMountedPrefix + Status(from), nil
+	}
+	return StatusPushed, nil
+}
+
+// blobExists asks the registry with a HEAD request.
+func blobExists(ctx context.Context, client *http.Client, repo name.Repository, d digest.Digest) (bool, error) {
+	u := repo.Scheme() + "://" + repo.RegistryStr() + "/v2/" + repo.RepositoryStr() + "/blobs/" + d.String()
+	req, err := http.NewRequestWithContext(ctx, http.MethodHead, u, nil)
+	if err != nil {
+		return false, err
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return false, fmt.Errorf("check blob %s: %w", d, err)
+	}
+	resp.Body.Close()
+	switch resp.StatusCode {
+	case http.StatusOK:
+		return true, nil
+	case http.StatusNotFound:
+		return false, nil
+	}
+	return false, transport.CheckError(resp, http.StatusOK, http.StatusNotFound)
+}
+
+// storeLayer is a stored blob seen as a v1.Layer for remote.WriteLayer; it notes
+// whether its content was read (an upload) or not (a mount).
+type storeLayer struct {
+	st      Store
+	desc    ocispec.Descriptor
+	opened  atomic.Bool
+	onBytes func(int64)
+}
+
+var _ v1.Layer = (*storeLayer)(nil)
+
+func (l *storeLayer) Digest() (v1.Hash, error) { return v1.NewHash(l.desc.Digest.String()) }
+func (l *storeLayer) DiffID() (v1.Hash, error) {
+	return v1.Hash{}, errors.New("diffID not needed to push")
+}
+func (l *storeLayer) Size() (int64, error) { return l.desc.Size, nil }
+func (l *storeLayer) MediaType() (types.MediaType, error) {
+	return types.MediaType(l.desc.MediaType), nil
+}
+func (l *storeLayer) Uncompressed() (io.ReadCloser, error) {
+	return nil, errors.New("uncompressed stream not needed to push")
+}
+
+// Compressed is the stored blob, verified at EOF by the store.
+func (l *storeLayer) Compressed() (io.ReadCloser, error) {
+	l.opened.Store(true)
+	rc, err := l.st.Open(l.desc.Digest)
+	if err != nil {
+		return nil, err
+	}
+	return struct {
+		io.Reader
+		io.Closer
+	}{&countingReader{r: rc, fn: l.onBytes}, rc}, nil
+}
+
+// rawManifest pushes the stored manifest bytes unchanged.
+type rawManifest struct {
+	raw       []byte
+	mediaType types.MediaType
+}
+
+func (m rawManifest) RawManifest() ([]byte, error)        { return m.raw, nil }
+func (m rawManifest) MediaType() (types.MediaType, error) { return m.mediaType, nil }
+
+func manifestMediaType(raw []byte) types.MediaType {
+	var probe struct {
+		MediaType string `json:"mediaType"`
+	}
+	if json.Unmarshal(raw, &probe) == nil && probe.MediaType != "" {
+		return types.MediaType(probe.MediaType)
+	}
+	return types.OCIManifestSchema1
+}
+
+func readBlob(st Store, d digest.Digest) ([]byte, error) {
+	rc, err := st.Open(d)
+	if err != nil {
+		return nil, err
+	}
+	b, err := io.ReadAll(io.LimitReader(rc, 4<<20))
+	if cerr := rc.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", d, err)
+	}
+	return b, nil
+}
+
+func pushError(named reference.Named, err error) error {
+	c := classify(err)
+	if errors.Is(c, ErrDenied) {
+		return fmt.Errorf("push access denied for %s: %w (try 'layerfs login %s')", reference.FamiliarName(named), c, reference.Domain(named))
+	}
+	if u := unreachable(reference.Domain(named), err); u != nil {
+		return fmt.Errorf("push %s: %w", reference.FamiliarString(named), u)
+	}
+	return fmt.Errorf("push %s: %w", reference.FamiliarString(named), oneLine(err))
+}

@@ -32,7 +32,7 @@ func (fsys *unionFS) rootEntry() (*entry, *stack, error) { return fsys.root.reso
 func (fsys *unionFS) copyUpPath(rel string, dataLimit int64) (*entry, *stack, error) {
 	fsys.cuMu.Lock()
 	defer fsys.cuMu.Unlock()
-	defer fsys.changes.Add(1)
+	defer fsys.changed()()
 	return fsys.copyUpPathLocked(rel, dataLimit, true)
 }
 
@@ -234,6 +234,7 @@ func (s *stack) linksOf(li int, ino uint64) ([]string, error) {
 func (fsys *unionFS) copyUpTree(rel string) error {
 	fsys.cuMu.Lock()
 	defer fsys.cuMu.Unlock()
+	defer fsys.changed()()
 	return fsys.copyUpTreeLocked(rel)
 }
 

@@ -299,15 +299,13 @@ func copyTree(t *testing.T, src, dst string) {
 var treeOpts = treecmp.Options{NoRootMeta: true, NoDirMtime: true}
 
 // umociOpts also skips xattrs umoci cannot carry: an empty value (Go's tar reader
-// takes an empty PAX record as "unset"); and the fs's private xattrs, which our
-// mount hides but the layer tar carries until cow.Diff drops them (KNOWN, reported
-// to cow; TestCommitLayerHasNoPrivateXattrs pins it).
+// takes an empty PAX record as "unset").
 var umociOpts = treecmp.Options{NoRootMeta: true, NoDirMtime: true, SkipXattr: func(name string) bool {
-	return name == "user.empty" || isPrivateXattr(name)
+	return name == "user.empty"
 }}
 
-// exportOpts: an export extracted with GNU tar (the private xattrs again).
-var exportOpts = treecmp.Options{NoRootMeta: true, NoDirMtime: true, SkipXattr: isPrivateXattr}
+// exportOpts: an export extracted with GNU tar.
+var exportOpts = treecmp.Options{NoRootMeta: true, NoDirMtime: true}
 
 func isPrivateXattr(name string) bool {
 	return strings.HasPrefix(name, "trusted.layerfs.") || strings.HasPrefix(name, "user.layerfs.")

@@ -156,7 +156,9 @@ func runCommit(ctx context.Context, g *globalOptions, o *commitOptions, args []s
 			return err
 		}
 		defer srv.Close() // also lifts a pause this client still holds
-		if o.pause {
+		// --rebase always pauses: a write between the read of the upper and the swap
+		// would land in the old upper, which the rebase discards.
+		if o.pause || o.rebase {
 			if err := srv.Pause(ctx); err != nil {
 				return fmt.Errorf("pause %s: %w", w.name, err)
 			}

@@ -150,6 +150,9 @@ func runCommit(ctx context.Context, g *globalOptions, o *commitOptions, args []s
 	}
 	defer release()
 
+	if o.rebase && st.ReadOnly && w.serverAlive() {
+		return fmt.Errorf("container %s is mounted read-only: --rebase needs a writable mount", w.name)
+	}
 	var srv *controlClient
 	if w.serverAlive() {
 		if srv, err = dialControl(ctx, w); err != nil {

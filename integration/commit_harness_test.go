@@ -32,30 +32,13 @@ type commitEnv struct {
 	mounts  []string
 }
 
-var (
-	commitBinOnce sync.Once
-	commitBin     string
-	commitBinErr  error
-)
-
-// layerfsBinary builds the binary once per test process.
+// layerfsBinary is the binary TestMain (main_test.go) built.
 func layerfsBinary(t *testing.T) string {
 	t.Helper()
-	commitBinOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "layerfs-commit-bin")
-		if err != nil {
-			commitBinErr = err
-			return
-		}
-		commitBin = filepath.Join(dir, "layerfs")
-		if out, err := exec.Command("go", "build", "-o", commitBin, "..").CombinedOutput(); err != nil {
-			commitBinErr = fmt.Errorf("go build: %v\n%s", err, out)
-		}
-	})
-	if commitBinErr != nil {
-		t.Fatal(commitBinErr)
+	if layerfsBin == "" {
+		t.Fatal("layerfs binary not built (TestMain)")
 	}
-	return commitBin
+	return layerfsBin
 }
 
 func newCommitEnv(t *testing.T) *commitEnv {

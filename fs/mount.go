@@ -158,6 +158,17 @@ func (m *MountPoint) Rebase(lowers []string, upper string) error {
 		m.fs.barrier.Lock()
 		defer m.fs.barrier.Unlock()
 	}
+	return m.rebase(lowers, upper)
+}
+
+// RebasePaused is Rebase for a caller that holds the write barrier (between Pause
+// and Resume), as commit --rebase does: pause, read the upper dir, store the layer,
+// swap the stack, resume. Writers held by the pause then land in the new upper.
+func (m *MountPoint) RebasePaused(lowers []string, upper string) error {
+	return m.rebase(lowers, upper)
+}
+
+func (m *MountPoint) rebase(lowers []string, upper string) error {
 	old := m.fs.stack.Load()
 	work := ""
 	if old.work >= 0 {

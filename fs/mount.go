@@ -106,9 +106,11 @@ func (m *MountPoint) Wait() {
 	m.server.Wait()
 	m.closed.Do(func() {
 		m.fs.stack.Load().close()
+		m.fs.retiredMu.Lock()
 		for _, s := range m.fs.retired {
 			s.close()
 		}
+		m.fs.retiredMu.Unlock()
 	})
 }
 
@@ -189,7 +191,9 @@ func (m *MountPoint) rebase(lowers []string, upper string) error {
 	go m.fs.invalidate(m.fs.root.EmbeddedInode())
 	// old is not closed: operations that loaded it may still run; its few fds
 	// are released when the mount ends.
+	m.fs.retiredMu.Lock()
 	m.fs.retired = append(m.fs.retired, old)
+	m.fs.retiredMu.Unlock()
 	return nil
 }
 

@@ -330,3 +330,36 @@ func TestRunMountpointsNotInDiff(t *testing.T) {
 	}
 	mustRun(t, "rm", "s1")
 }
+
+// TestRunDetached is the seeds' `docker run -itd --name centos ...; docker exec ...`.
+func TestRunDetached(t *testing.T) {
+	requireRunner(t)
+	importRunner(t, "busybox", `CMD ["sh"]`)
+	if got := mustRun(t, "run", "-itd", "--name", "d1", "busybox"); got != "d1\n" {
+		t.Fatalf("run -itd printed %q", got)
+	}
+	if got := mustRun(t, "exec", "d1", "sh", "-c", "cat /proc/1/comm; id -u"); got != "sh\n0\n" {
+		t.Errorf("exec in d1 = %q", got)
+	}
+	mustRun(t, "run", "-d", "--name", "d2", "busybox", "sh", "-c", "echo hello from d2; sleep 60")
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(mustRun(t, "logs", "d2"), "hello from d2") && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if got := mustRun(t, "logs", "d2"); got != "hello from d2\n" {
+		t.Errorf("logs d2 = %q", got)
+	}
+	if got := mustRun(t, "stop", "-t", "1", "d1", "d2"); got != "d1\nd2\n" {
+		t.Errorf("stop printed %q", got)
+	}
+	if ps := mustRun(t, "ps"); strings.Contains(ps, "mounted ") || strings.Count(ps, "unmounted") != 2 {
+		t.Errorf("ps after stop = %q", ps)
+	}
+	if r := run(t, "exec", "d1", "true"); r.Code == 0 {
+		t.Errorf("exec into a stopped container succeeded")
+	}
+	if r := run(t, "run", "-d", "--name", "d3", "nosuch"); r.Code != 125 || !strings.Contains(r.Stderr, "No such image") {
+		t.Errorf("run -d of a missing image: exit %d, stderr %q", r.Code, r.Stderr)
+	}
+	mustRun(t, "rm", "d1", "d2")
+}

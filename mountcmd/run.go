@@ -45,6 +45,8 @@ type runOptions struct {
 	entrypoint  string
 	hostname    string
 	init        bool
+	detach      bool
+	child       bool // internal: the detached monitor process of run -d
 }
 
 func init() {
@@ -69,6 +71,9 @@ committed: layerfs run --name busy1 -it busybox sh; ...; layerfs commit busy1 me
 --rm removes it when the command exits.`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if o.detach && !o.child {
+				return runDetached(cmd, g, o, args[0], args[1:])
+			}
 			code, err := runContainer(cmd.Context(), g, o, args[0], args[1:])
 			if err != nil {
 				// docker run's 125: the container could not be made or started.
@@ -97,6 +102,9 @@ committed: layerfs run --name busy1 -it busybox sh; ...; layerfs commit busy1 me
 	f.StringVar(&o.entrypoint, "entrypoint", "", "overwrite the default ENTRYPOINT of the image")
 	f.StringVarP(&o.hostname, "hostname", "h", "", "container host name")
 	f.BoolVar(&o.init, "init", false, "run an init inside the container that forwards signals and reaps processes")
+	f.BoolVarP(&o.detach, "detach", "d", false, "run the container in the background and print its name")
+	f.BoolVar(&o.child, "detached-child", false, "internal: the monitor process of run -d")
+	f.MarkHidden("detached-child")
 	cmd.Flags().Bool("help", false, "help for run") // -h is --hostname, as in docker
 	return cmd
 }
@@ -120,6 +128,8 @@ type runState struct {
 	StartTime uint64    `json:"startTime"` // of that pid (from /proc/<pid>/stat), against pid reuse
 	Config    runConfig `json:"config"`
 	Started   time.Time `json:"started"`
+	// StopSignal is the image's STOPSIGNAL, what stop sends first ("" = SIGTERM).
+	StopSignal string `json:"stopSignal,omitempty"`
 }
 
 // runConfig is what exec needs of the run's process config.
@@ -186,14 +196,26 @@ func runContainer(ctx context.Context, g *globalOptions, o *runOptions, ref stri
 		spec.Stdin = os.Stdin
 	}
 	spec.Stdout, spec.Stderr = os.Stdout, os.Stderr
+	var detached *detachedIO
+	if o.child {
+		if detached, err = openDetachedIO(w, o); err != nil {
+			return 0, err
+		}
+		defer detached.Close()
+		spec.Stdin, spec.Stdout, spec.Stderr = detached.stdin, detached.log, detached.log
+	}
 	p, err := build.Start(spec)
 	if err != nil {
 		return 0, err
 	}
 	rs := runState{ID: id, Pid: p.Pid(), StartTime: procStartTime(p.Pid()), Started: time.Now().UTC(),
-		Config: runConfig{Env: spec.Env, Dir: spec.Dir, User: spec.User}}
+		StopSignal: img.Config.Config.StopSignal,
+		Config:     runConfig{Env: spec.Env, Dir: spec.Dir, User: spec.User}}
 	if b, err := json.Marshal(rs); err == nil {
 		writeFileAtomic(runStatePath(w), b, 0o600)
+	}
+	if detached != nil {
+		detached.started() // run -d returns now
 	}
 	code, err = p.Wait()
 	os.Remove(runStatePath(w))

@@ -41,10 +41,6 @@ func (b *builder) lowerDirs(ctx context.Context) ([]string, error) {
 	return paths, nil
 }
 
-// mountpoints are the dirs a container mounts over; one the image lacks is made
-// for the run and removed again if it is still empty, so it is not in the layer.
-var mountpoints = []string{"proc", "dev", "sys"}
-
 // withMount mounts the image so far with a fresh upper dir, calls fn with the
 // mountpoint, unmounts, and turns the upper dir into a layer: nil if fn changed
 // nothing.
@@ -72,12 +68,8 @@ func (b *builder) withMount(ctx context.Context, fn func(rootfs string) error) (
 		os.RemoveAll(dir)
 		return nil, "", err
 	}
-	missing := map[string]bool{}
-	for _, p := range mountpoints {
-		if _, err := os.Lstat(filepath.Join(mnt, p)); err != nil {
-			missing[p] = true
-		}
-	}
+	// What a RUN's runtime makes to mount over is not the step's change.
+	rp := NoteRuntimePaths(mnt, upper)
 	ferr := fn(mnt)
 	if err := m.Unmount(); err != nil {
 		// Never remove a dir that may still be mounted: leave it for the user.
@@ -87,9 +79,7 @@ func (b *builder) withMount(ctx context.Context, fn func(rootfs string) error) (
 	if ferr != nil {
 		return nil, "", ferr
 	}
-	for p := range missing {
-		os.Remove(filepath.Join(upper, p)) // only if empty
-	}
+	rp.Undo()
 	ents, err := os.ReadDir(upper)
 	if err != nil {
 		return nil, "", err
@@ -143,9 +133,14 @@ func (b *builder) runStep(ctx context.Context, c *instructions.RunCommand) (bool
 	id := newContainerID()[:12]
 	fmt.Fprintf(b.out, " ---> Running in %s\n", id)
 	layer, diffID, err := b.withMount(ctx, func(rootfs string) error {
+		etcDir := filepath.Join(filepath.Dir(rootfs), "etc")
+		binds, err := EtcFiles(etcDir, id)
+		if err != nil {
+			return err
+		}
 		code, err := RunProcess(ProcessSpec{
 			Rootfs: rootfs, Args: args, Env: env, Dir: b.img.Config.WorkingDir, User: b.img.Config.User,
-			Hostname: id, Stdout: b.out, Stderr: b.out,
+			Hostname: id, Binds: binds, Stdout: b.out, Stderr: b.out,
 		})
 		if err != nil {
 			return b.stepErr(c, err)

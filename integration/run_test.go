@@ -171,6 +171,7 @@ func TestRunContainer(t *testing.T) {
 		{"pid 1", []string{"busybox", "sh", "-c", "echo $$"}, 0, "1\n"},
 		{"own pid namespace", []string{"busybox", "sh", "-c", "cat /proc/1/comm; true"}, 0, "sh\n"},
 		{"hostname", []string{"--hostname", "box1", "busybox", "hostname"}, 0, "box1\n"},
+		{"etc files", []string{"--hostname", "box2", "busybox", "sh", "-c", "cat /etc/hostname; test -f /etc/hosts -a -f /etc/resolv.conf && echo ok"}, 0, "box2\nok\n"},
 		{"dev and sys", []string{"busybox", "sh", "-c", "ls /dev/null /dev/zero /dev/urandom /dev/shm /dev/pts >/dev/null && ! touch /sys/x 2>/dev/null && echo ok"}, 0, "ok\n"},
 		{"default cmd", []string{"-i", "busybox"}, 0, ""},
 		{"entrypoint", []string{"--entrypoint", "echo", "busybox", "a", "b"}, 0, "a b\n"},
@@ -231,7 +232,7 @@ func TestRunHostUntouched(t *testing.T) {
 	importRunner(t, "busybox", `CMD ["sh"]`)
 	mustRun(t, "run", "--rm", "busybox", "true") // unpacks the layer
 	layersBefore := snapshotDir(t, filepath.Join(rootFor(t), "layers"))
-	mustRun(t, "run", "--name", "wreck", "busybox", "sh", "-c", "rm -rf /bin/cat /etc; echo root > /root/mark; mkdir /mnt; mount -t tmpfs none /mnt")
+	mustRun(t, "run", "--name", "wreck", "busybox", "sh", "-c", "rm -rf /bin/cat /etc/passwd; echo root > /root/mark; mkdir /mnt; mount -t tmpfs none /mnt")
 	if got := mustRun(t, "run", "--rm", "busybox", "sh", "-c", "cat /etc/passwd | head -1; ls /root"); got != "root:x:0:0:root:/root:/bin/sh\n" {
 		t.Errorf("a new container sees the old one's changes: %q", got)
 	}
@@ -239,7 +240,7 @@ func TestRunHostUntouched(t *testing.T) {
 		t.Errorf("the image's layer dirs changed")
 	}
 	diff := mustRun(t, "diff", "wreck")
-	for _, want := range []string{"D /bin/cat", "D /etc", "A /root/mark"} {
+	for _, want := range []string{"D /bin/cat", "D /etc/passwd", "A /root/mark"} {
 		if !strings.Contains(diff, want+"\n") {
 			t.Errorf("diff wreck = %q, want a line %q", diff, want)
 		}

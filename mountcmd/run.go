@@ -167,7 +167,7 @@ func runContainer(ctx context.Context, g *globalOptions, o *runOptions, ref stri
 	if err != nil {
 		return 0, err
 	}
-	var made []string // mountpoint dirs the image lacks, made for the run
+	var made *build.RuntimePaths // mountpoints the image lacks, made for the run
 	defer func() {
 		if uerr := unmountAfterRun(w, o.rm, made); err == nil && uerr != nil {
 			err = uerr
@@ -177,11 +177,7 @@ func runContainer(ctx context.Context, g *globalOptions, o *runOptions, ref stri
 	if err != nil {
 		return 0, err
 	}
-	for _, d := range []string{"proc", "dev", "sys"} {
-		if _, err := os.Lstat(filepath.Join(st.Mountpoint, d)); err != nil {
-			made = append(made, d)
-		}
-	}
+	made = build.NoteRuntimePaths(st.Mountpoint, w.upperPath(st))
 	vols, err := imageVolumes(w, img, st.Mountpoint, spec.Binds)
 	if err != nil {
 		return 0, err
@@ -192,6 +188,11 @@ func runContainer(ctx context.Context, g *globalOptions, o *runOptions, ref stri
 	if spec.Hostname == "" {
 		spec.Hostname = id[:12]
 	}
+	etc, err := build.EtcFiles(filepath.Join(w.Dir(), "etc"), spec.Hostname)
+	if err != nil {
+		return 0, err
+	}
+	spec.Binds = append(etc, spec.Binds...)
 	if o.interactive {
 		spec.Stdin = os.Stdin
 	}
@@ -420,10 +421,10 @@ func mountForRun(ctx context.Context, g *globalOptions, s *blobstore.Store, img 
 }
 
 // unmountAfterRun stops the container's mount server and removes the mountpoint
-// dir, and the container too with rm. The mountpoint dirs the runtime made
-// (made, relative to /) go from the upper dir again if still empty: like docker's
-// init layer, they are not the container's changes.
-func unmountAfterRun(w *workContainer, rm bool, made []string) error {
+// dir, and the container too with rm. The mountpoints the runtime made (made) go
+// from the upper dir again: like docker's init layer, they are not the
+// container's changes.
+func unmountAfterRun(w *workContainer, rm bool, made *build.RuntimePaths) error {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	unlock, err := lockContainer(ctx, w)
@@ -441,8 +442,8 @@ func unmountAfterRun(w *workContainer, rm bool, made []string) error {
 	}
 	if mp != "" && !isMountpoint(mp) {
 		os.Remove(mp)
-		for _, d := range made {
-			os.Remove(filepath.Join(w.upperPath(st), d)) // only if empty
+		if made != nil {
+			made.Undo()
 		}
 	}
 	if rm {

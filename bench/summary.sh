@@ -21,7 +21,8 @@ function spread(k,   m, i, lo, hi) {
 	for (i = 2; i <= m; i++) { if (v[k, i] < lo) lo = v[k, i]; if (v[k, i] > hi) hi = v[k, i] }
 	return lo > 0 ? hi / lo : 0
 }
-function ratio(a, b) { return (a > 0 && b > 0) ? sprintf("%.2f", a / b) : "-" }
+# A ratio to a median under a millisecond (native copy-up: an append) means nothing.
+function ratio(a, b) { return (a > 0 && b >= 0.001) ? sprintf("%.2f", a / b) : "-" }
 function short(t) { return t == "fuse-overlayfs" ? "fuse-ovl" : (t == "overlay" ? "ovl" : t) }
 END {
 	nt = split(targets, T, " "); nw = split(workloads, W, " ")

@@ -1,6 +1,7 @@
 package build
 
-// Dockerfile builds, the way docker's classic builder does them.
+// Dockerfile builds, the way docker's classic builder does them (every stage of a
+// multi-stage Dockerfile is built, in order; the last one is the image).
 //
 // The Dockerfile is parsed with buildkit's parser and instructions packages. Each
 // instruction after FROM is a step on the image so far:
@@ -34,6 +35,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -108,6 +110,25 @@ type builder struct {
 	metaArgs map[string]string
 	escape   rune
 	usedArgs map[string]bool // --build-arg names some ARG declared
+
+	stages map[string]*stageResult // finished stages by name and by index
+}
+
+// stageResult is a finished build stage, for FROM <stage> and COPY --from.
+type stageResult struct {
+	raw    []byte
+	id     digest.Digest
+	descs  []ocispec.Descriptor
+	parent *blobstore.Image
+}
+
+// endStage records the stage just built under its index and its name.
+func (b *builder) endStage(i int, name string) {
+	r := &stageResult{raw: b.raw, id: b.id, descs: append([]ocispec.Descriptor(nil), b.descs...), parent: b.parent}
+	b.stages[strconv.Itoa(i)] = r
+	if name != "" {
+		b.stages[strings.ToLower(name)] = r
+	}
 }
 
 // Build builds the Dockerfile in o.Context and tags the result.
@@ -136,9 +157,6 @@ func Build(ctx context.Context, o Options) (*Result, error) {
 	if len(stages) == 0 {
 		return nil, fmt.Errorf("%w: the Dockerfile has no FROM", ErrBuild)
 	}
-	if len(stages) > 1 {
-		return nil, fmt.Errorf("%w: multi-stage builds are not supported (%d FROM instructions)", ErrBuild, len(stages))
-	}
 	if b.ctxDir, err = openContext(o.Context); err != nil {
 		return nil, err
 	}
@@ -146,6 +164,7 @@ func Build(ctx context.Context, o Options) (*Result, error) {
 	b.layers = &cow.LayerCache{Dir: o.LayersDir}
 	b.tmpRoot = filepath.Join(o.StateDir, "tmp")
 	b.usedArgs = map[string]bool{}
+	b.stages = map[string]*stageResult{}
 
 	release, err := o.Store.Lease(ctx)
 	if err != nil {
@@ -153,8 +172,10 @@ func Build(ctx context.Context, o Options) (*Result, error) {
 	}
 	defer release()
 
-	stage := stages[0]
-	total := len(metaArgs) + 1 + len(stage.Commands)
+	total := len(metaArgs)
+	for _, st := range stages {
+		total += 1 + len(st.Commands)
+	}
 	step := 0
 	b.metaArgs = map[string]string{}
 	for i := range metaArgs {
@@ -172,27 +193,30 @@ func Build(ctx context.Context, o Options) (*Result, error) {
 			b.metaArgs[kv.Key] = v
 		}
 	}
-	step++
-	fmt.Fprintf(b.out, "Step %d/%d : %s\n", step, total, stage.SourceCode)
-	if err := b.from(ctx, stage); err != nil {
-		return nil, err
-	}
-	fmt.Fprintf(b.out, " ---> %s\n", shortDigest(b.id))
-	if err := b.onBuildTriggers(ctx); err != nil {
-		return nil, err
-	}
 	cached := 0
-	for _, c := range stage.Commands {
+	for i, stage := range stages {
 		step++
-		fmt.Fprintf(b.out, "Step %d/%d : %s\n", step, total, commandText(c))
-		hit, err := b.dispatch(ctx, c)
-		if err != nil {
+		fmt.Fprintf(b.out, "Step %d/%d : %s\n", step, total, stage.SourceCode)
+		if err := b.from(ctx, stage); err != nil {
 			return nil, err
 		}
-		if hit {
-			cached++
-		}
 		fmt.Fprintf(b.out, " ---> %s\n", shortDigest(b.id))
+		if err := b.onBuildTriggers(ctx); err != nil {
+			return nil, err
+		}
+		for _, c := range stage.Commands {
+			step++
+			fmt.Fprintf(b.out, "Step %d/%d : %s\n", step, total, commandText(c))
+			hit, err := b.dispatch(ctx, c)
+			if err != nil {
+				return nil, err
+			}
+			if hit {
+				cached++
+			}
+			fmt.Fprintf(b.out, " ---> %s\n", shortDigest(b.id))
+		}
+		b.endStage(i, stage.Name)
 	}
 	var unused []string
 	for k := range o.BuildArgs {
@@ -240,7 +264,16 @@ func (b *builder) from(ctx context.Context, st instructions.Stage) error {
 	if err != nil {
 		return fmt.Errorf("%w: FROM %s: %w", ErrBuild, st.BaseName, err)
 	}
-	if base == "scratch" {
+	b.descs, b.parent = nil, nil
+	if prev, ok := b.stages[strings.ToLower(base)]; ok {
+		// FROM an earlier stage: go on from its result.
+		b.raw, b.id, b.parent = prev.raw, prev.id, prev.parent
+		b.descs = append([]ocispec.Descriptor(nil), prev.descs...)
+		b.img = dockerspec.DockerOCIImage{}
+		if err := json.Unmarshal(b.raw, &b.img); err != nil {
+			return err
+		}
+	} else if base == "scratch" {
 		b.img = dockerspec.DockerOCIImage{Image: ocispec.Image{
 			Platform: ocispec.Platform{OS: "linux", Architecture: runtime.GOARCH},
 			RootFS:   ocispec.RootFS{Type: "layers", DiffIDs: []digest.Digest{}},
@@ -256,6 +289,7 @@ func (b *builder) from(ctx context.Context, st instructions.Stage) error {
 			return fmt.Errorf("%w: FROM %s: %w", ErrBuild, base, err)
 		}
 		b.parent = img
+		b.img = dockerspec.DockerOCIImage{}
 		b.raw = img.RawConfig
 		if len(b.raw) == 0 {
 			if b.raw, err = json.Marshal(img.Config); err != nil {
@@ -275,7 +309,7 @@ func (b *builder) from(ctx context.Context, st instructions.Stage) error {
 		// As buildkit does: steps see (and the image records) the default PATH.
 		b.img.Config.Env = append([]string{"PATH=" + DefaultPath}, b.img.Config.Env...)
 	}
-	b.args = map[string]string{}
+	b.args, b.argOrder = map[string]string{}, nil
 	b.editor = &ConfigEditor{Config: &b.img.Config, Escape: b.escape}
 	return nil
 }
@@ -364,12 +398,9 @@ func (b *builder) dispatch(ctx context.Context, c instructions.Command) (cached 
 	case *instructions.RunCommand:
 		return b.runStep(ctx, c)
 	case *instructions.CopyCommand:
-		if c.From != "" {
-			return false, b.stepErr(c, errors.New("COPY --from needs multi-stage builds, which are not supported"))
-		}
-		return b.copyStep(ctx, c.String(), &c.SourcesAndDest, c.Chown, c.Chmod, false, c)
+		return b.copyStep(ctx, c.String(), &c.SourcesAndDest, c.Chown, c.Chmod, c.From, false, c)
 	case *instructions.AddCommand:
-		return b.copyStep(ctx, c.String(), &c.SourcesAndDest, c.Chown, c.Chmod, true, c)
+		return b.copyStep(ctx, c.String(), &c.SourcesAndDest, c.Chown, c.Chmod, "", true, c)
 	case *instructions.WorkdirCommand:
 		return b.workdirStep(ctx, c)
 	case *instructions.OnbuildCommand, *instructions.EnvCommand, *instructions.LabelCommand,

@@ -290,20 +290,18 @@ func TestBuildAddArchives(t *testing.T) {
 	src := filepath.Join(t.TempDir(), "pkg")
 	os.MkdirAll(filepath.Join(src, "sub"), 0o755)
 	os.WriteFile(filepath.Join(src, "sub", "f"), []byte("content\n"), 0o640)
-	for flag, name := range map[string]string{"": "a.tar", "z": "a.tar.gz", "j": "a.tar.bz2", "J": "a.tar.xz"} {
-		if out, err := exec.Command("tar", "-c"+flag+"f", filepath.Join(ctxDir, name), "-C", src, ".").CombinedOutput(); err != nil {
-			t.Skipf("tar -%s: %v: %s", flag, err, out)
+	var adds, dirs []string
+	for _, f := range []struct{ flag, name, dir string }{{"", "a.tar", "plain"}, {"z", "a.tar.gz", "gz"}, {"j", "a.tar.bz2", "bz2"}, {"J", "a.tar.xz", "xz"}} {
+		if out, err := exec.Command("tar", "-c"+f.flag+"f", filepath.Join(ctxDir, f.name), "-C", src, ".").CombinedOutput(); err != nil {
+			t.Logf("no %s test: tar -%s: %v: %s", f.name, f.flag, err, out)
+			continue
 		}
+		adds = append(adds, "ADD "+f.name+" /"+f.dir+"/\n")
+		dirs = append(dirs, f.dir)
 	}
 	os.WriteFile(filepath.Join(ctxDir, "plain.gz.txt"), []byte("not an archive\n"), 0o644)
-	df := `FROM base
-ADD a.tar /plain/
-ADD a.tar.gz /gz
-ADD a.tar.bz2 /bz2
-ADD a.tar.xz /xz
-ADD plain.gz.txt /
-RUN for d in plain gz bz2 xz; do test "$(cat /$d/sub/f)" = content; test "$(stat -c %a /$d/sub/f)" = 640; done && test -f /plain.gz.txt && echo archives-ok
-`
+	df := "FROM base\n" + strings.Join(adds, "") + "ADD plain.gz.txt /\n" +
+		"RUN for d in " + strings.Join(dirs, " ") + "; do test \"$(cat /$d/sub/f)\" = content; test \"$(stat -c %a /$d/sub/f)\" = 640; done && test -f /plain.gz.txt && echo archives-ok\n"
 	if _, out, err := buildIn(t, root, s, ctxDir, df); err != nil || !strings.Contains(out, "archives-ok") {
 		t.Errorf("Build: %v\n%s", err, out)
 	}

@@ -336,7 +336,7 @@ func TestRunMountpointsNotInDiff(t *testing.T) {
 func TestRunDetached(t *testing.T) {
 	requireRunner(t)
 	importRunner(t, "busybox", `CMD ["sh"]`)
-	if got := mustRun(t, "run", "-itd", "--name", "d1", "busybox"); got != "d1\n" {
+	if got := mustRun(t, "run", "-itd", "--name", "d1", "-p", "8080:8080", "busybox"); got != "d1\n" {
 		t.Fatalf("run -itd printed %q", got)
 	}
 	if got := mustRun(t, "exec", "d1", "sh", "-c", "cat /proc/1/comm; id -u"); got != "sh\n0\n" {

@@ -47,6 +47,7 @@ type runOptions struct {
 	init        bool
 	detach      bool
 	child       bool // internal: the detached monitor process of run -d
+	publish     []string
 }
 
 func init() {
@@ -71,6 +72,10 @@ committed: layerfs run --name busy1 -it busybox sh; ...; layerfs commit busy1 me
 --rm removes it when the command exits.`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if len(o.publish) > 0 && !o.child {
+				// Containers share the host's network: a port is already published.
+				fmt.Fprintln(cmd.ErrOrStderr(), "WARNING: Published ports are discarded when using host network mode")
+			}
 			if o.detach && !o.child {
 				return runDetached(cmd, g, o, args[0], args[1:])
 			}
@@ -103,6 +108,7 @@ committed: layerfs run --name busy1 -it busybox sh; ...; layerfs commit busy1 me
 	f.StringVarP(&o.hostname, "hostname", "h", "", "container host name")
 	f.BoolVar(&o.init, "init", false, "run an init inside the container that forwards signals and reaps processes")
 	f.BoolVarP(&o.detach, "detach", "d", false, "run the container in the background and print its name")
+	f.StringArrayVarP(&o.publish, "publish", "p", nil, "accepted for docker compatibility; ignored: containers use the host's network")
 	f.BoolVar(&o.child, "detached-child", false, "internal: the monitor process of run -d")
 	f.MarkHidden("detached-child")
 	cmd.Flags().Bool("help", false, "help for run") // -h is --hostname, as in docker

@@ -224,9 +224,30 @@ func runContainer(ctx context.Context, g *globalOptions, o *runOptions, ref stri
 	if detached != nil {
 		detached.started() // run -d returns now
 	}
+	exited := make(chan struct{})
+	go killWithoutMount(w, p, exited)
 	code, err = p.Wait()
+	close(exited)
 	os.Remove(runStatePath(w))
 	return code, err
+}
+
+// killWithoutMount kills the container if its mount server goes away under it
+// (rm -f, umount -f): a container must not run on a dead mount.
+func killWithoutMount(w *workContainer, p *build.Process, exited <-chan struct{}) {
+	t := time.NewTicker(250 * time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case <-exited:
+			return
+		case <-t.C:
+			if !w.serverAlive() {
+				p.Signal(os.Kill)
+				return
+			}
+		}
+	}
 }
 
 // processSpec merges the image config with run's flags, as docker does.

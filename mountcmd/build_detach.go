@@ -252,3 +252,12 @@ func newLogsCommand(g *globalOptions) *cobra.Command {
 		},
 	}
 }
+
+// stopIfRunning stops name's container at once (SIGKILL) if run is running it,
+// and waits until its run has unmounted it. For rm -f, before it takes the
+// container lock (the run needs that lock to finish). Not running is no error.
+func stopIfRunning(g *globalOptions, name string) {
+	if _, err := runningContainer(g, name); err == nil {
+		stopContainer(g, name, 0)
+	}
+}

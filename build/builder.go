@@ -186,6 +186,9 @@ func Build(ctx context.Context, o Options) (*Result, error) {
 			return nil, err
 		}
 		for _, c := range stage.Commands {
+			if err := ctx.Err(); err != nil {
+				return nil, err
+			}
 			step++
 			fmt.Fprintf(b.out, "Step %d/%d : %s\n", step, total, commandText(c))
 			hit, err := b.dispatch(ctx, c)

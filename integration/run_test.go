@@ -364,3 +364,23 @@ func TestRunDetached(t *testing.T) {
 	}
 	mustRun(t, "rm", "d1", "d2")
 }
+
+// TestRunTTY runs `run -it` under script(1), which gives it a terminal.
+func TestRunTTY(t *testing.T) {
+	requireRunner(t)
+	script := testenv.RequireTool(t, "script")
+	importRunner(t, "busybox", `CMD ["sh"]`)
+	line := fmt.Sprintf("%s --root %s run --rm -it busybox", layerfsBin, rootFor(t))
+	cmd := exec.Command(script, "-qec", line, "/dev/null")
+	cmd.Stdin = strings.NewReader("test -t 0 && echo \"tty:$TERM:$(stty size)\"; exit 3\n")
+	out, err := cmd.CombinedOutput()
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	if code != 3 || !strings.Contains(string(out), "tty:xterm:") {
+		t.Errorf("run -it under script: exit %d, output %q", code, out)
+	}
+}

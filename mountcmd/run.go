@@ -412,6 +412,7 @@ func unmountAfterRun(w *workContainer, rm bool, made *build.RuntimePaths) error 
 	}
 	if mp != "" && !isMountpoint(mp) {
 		os.Remove(mp)
+		os.Remove(filepath.Dir(mp)) // the root's run dir, once no run uses it
 		if made != nil {
 			made.Undo()
 		}

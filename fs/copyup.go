@@ -80,6 +80,11 @@ func (fsys *unionFS) copyUpPathLocked(rel string, dataLimit int64, links bool) (
 				cn.dropLowerFd()
 				cn.mu.Unlock()
 				cn.setEntry(e)
+				if !fsys.noOpen && e.st.Mode&unix.S_IFMT == unix.S_IFREG {
+					// Pages cached from the lower file (FOPEN_KEEP_CACHE) must not
+					// outlive it: passthrough writes to the copy bypass them.
+					go child.NotifyContent(0, 0)
+				}
 			}
 		}
 		cur = e

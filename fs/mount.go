@@ -106,9 +106,11 @@ func (m *MountPoint) Wait() {
 	m.server.Wait()
 	m.closed.Do(func() {
 		m.fs.stack.Load().close()
+		m.fs.retiredMu.Lock()
 		for _, s := range m.fs.retired {
 			s.close()
 		}
+		m.fs.retiredMu.Unlock()
 	})
 }
 
@@ -158,6 +160,17 @@ func (m *MountPoint) Rebase(lowers []string, upper string) error {
 		m.fs.barrier.Lock()
 		defer m.fs.barrier.Unlock()
 	}
+	return m.rebase(lowers, upper)
+}
+
+// RebasePaused is Rebase for a caller that holds the write barrier (between Pause
+// and Resume), as commit --rebase does: pause, read the upper dir, store the layer,
+// swap the stack, resume. Writers held by the pause then land in the new upper.
+func (m *MountPoint) RebasePaused(lowers []string, upper string) error {
+	return m.rebase(lowers, upper)
+}
+
+func (m *MountPoint) rebase(lowers []string, upper string) error {
 	old := m.fs.stack.Load()
 	work := ""
 	if old.work >= 0 {
@@ -178,7 +191,9 @@ func (m *MountPoint) Rebase(lowers []string, upper string) error {
 	go m.fs.invalidate(m.fs.root.EmbeddedInode())
 	// old is not closed: operations that loaded it may still run; its few fds
 	// are released when the mount ends.
+	m.fs.retiredMu.Lock()
 	m.fs.retired = append(m.fs.retired, old)
+	m.fs.retiredMu.Unlock()
 	return nil
 }
 

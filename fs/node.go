@@ -29,8 +29,9 @@ type unionFS struct {
 	// passthrough is set when the kernel accepted FUSE passthrough.
 	passthrough atomic.Bool
 	// noOpen: opens of regular files stay in the kernel (see noopen.go).
-	noOpen  bool
-	retired []*stack // stacks replaced by Rebase, closed at the end
+	noOpen    bool
+	retired   []*stack // stacks replaced by Rebase, closed at the end
+	retiredMu sync.Mutex
 }
 
 // node is one inode of the union. Its resolution (which layers hold it) is cached

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/layerfs/layerfs/cow"
+	"github.com/layerfs/layerfs/internal/testenv"
 	"golang.org/x/sys/unix"
 )
 
@@ -547,5 +548,44 @@ func TestConcurrentChanges(t *testing.T) {
 		if got := readFile(t, filepath.Join(dir, "f")); got != "upper" {
 			t.Errorf("%s/f = %q", dir, got)
 		}
+	}
+}
+
+func TestXattrPrivacy(t *testing.T) {
+	testenv.RequireRoot(t)
+	lower := tree(t, map[string]string{"d/f": "f", "g": "g"})
+	must(t, unix.Setxattr(filepath.Join(lower, "d"), cow.OverlayOpaqueXattr, []byte("y"), 0))
+	must(t, unix.Setxattr(filepath.Join(lower, "g"), "user.overlay.origin", []byte("x"), 0))
+	must(t, unix.Setxattr(filepath.Join(lower, "g"), "user.visible", []byte("v"), 0))
+	u := mountUnion(t, cow.FormatOverlay, lower)
+	p := func(s string) string { return filepath.Join(u.mnt, s) }
+	must(t, os.WriteFile(p("g"), []byte("copied up"), 0o644)) // gets an origin xattr
+	for _, n := range []string{"d", "g"} {
+		buf := make([]byte, 4096)
+		sz, err := unix.Listxattr(p(n), buf)
+		must(t, err)
+		for _, k := range splitNul(buf[:sz]) {
+			if cow.IsPrivateXattr(k) {
+				t.Errorf("listxattr %s shows %s", n, k)
+			}
+		}
+	}
+	buf := make([]byte, 64)
+	if n, err := unix.Getxattr(p("g"), "user.visible", buf); err != nil || string(buf[:n]) != "v" {
+		t.Errorf("user.visible after copy-up = %q, %v", buf[:n], err)
+	}
+	for _, k := range []string{originXattr, "user.layerfs.origin", cow.OverlayOpaqueXattr} {
+		if _, err := unix.Getxattr(p("g"), k, buf); !errors.Is(err, unix.ENODATA) {
+			t.Errorf("getxattr %s: %v, want ENODATA", k, err)
+		}
+		if err := unix.Setxattr(p("g"), k, []byte("y"), 0); !errors.Is(err, unix.EPERM) {
+			t.Errorf("setxattr %s: %v, want EPERM", k, err)
+		}
+		if err := unix.Removexattr(p("g"), k); !errors.Is(err, unix.EPERM) {
+			t.Errorf("removexattr %s: %v, want EPERM", k, err)
+		}
+	}
+	if err := unix.Setxattr(p("d"), "user.overlay.opaque", []byte("y"), 0); !errors.Is(err, unix.EPERM) {
+		t.Errorf("setxattr user.overlay.opaque on a dir: %v, want EPERM", err)
 	}
 }

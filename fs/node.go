@@ -54,9 +54,14 @@ type node struct {
 	dfd      int
 	dfdUpper bool
 	oldFds   []int
+
+	// Passthrough mode: an O_PATH fd to the file after its name went away, so
+	// opens racing with the removal still reach the inode (-1: none).
+	pin      int
+	pinUpper bool
 }
 
-func (fsys *unionFS) newNode() *node { return &node{fs: fsys, dfd: -1} }
+func (fsys *unionFS) newNode() *node { return &node{fs: fsys, dfd: -1, pin: -1} }
 
 // rel returns the node's path relative to the union root ("" for the root).
 func (n *node) rel() string { return n.Path(n.fs.root.EmbeddedInode()) }

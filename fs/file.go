@@ -2,6 +2,7 @@ package fs
 
 import (
 	"context"
+	"errors"
 	"os"
 	"path"
 	"syscall"
@@ -183,6 +184,9 @@ func (n *node) Open(ctx context.Context, flags uint32) (fusefs.FileHandle, uint3
 	flags &^= uint32(unix.O_APPEND | fuse.FMODE_EXEC | unix.O_CREAT | unix.O_EXCL | unix.O_NOCTTY)
 	write := flags&unix.O_ACCMODE != unix.O_RDONLY || flags&unix.O_TRUNC != 0
 	e, s, err := n.resolve()
+	if errors.Is(err, unix.ESTALE) {
+		return n.openPinned(flags, write) // the name went away under the open
+	}
 	if err != nil {
 		return nil, 0, errno("open", err)
 	}

@@ -126,8 +126,9 @@ func (m *MountPoint) Unmount() error {
 // Pause is a write barrier: it returns once every in-flight mutating operation has
 // finished, and from then on every mutating operation (create, write through this
 // process, setattr, rename, unlink, xattrs, opens for writing) blocks at entry until
-// Resume; reads go on. Writes the kernel passes through to an already open upper file
-// do not reach this process and are not stopped. Pause fails if ctx ends first.
+// Resume; reads go on. In passthrough mode, writes the kernel passes through to an
+// already open upper file do not reach this process and are not stopped; in no-open
+// mode every write is held. Pause fails if ctx ends first.
 func (m *MountPoint) Pause(ctx context.Context) error {
 	done := make(chan struct{})
 	go func() {

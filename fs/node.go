@@ -3,10 +3,8 @@ package fs
 import (
 	"context"
 	"errors"
-	"hash/fnv"
 	"log"
 	"path"
-	"sort"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -54,9 +52,14 @@ type node struct {
 	dfd      int
 	dfdUpper bool
 	oldFds   []int
+
+	// Passthrough mode: an O_PATH fd to the file after its name went away, so
+	// opens racing with the removal still reach the inode (-1: none).
+	pin      int
+	pinUpper bool
 }
 
-func (fsys *unionFS) newNode() *node { return &node{fs: fsys, dfd: -1} }
+func (fsys *unionFS) newNode() *node { return &node{fs: fsys, dfd: -1, pin: -1} }
 
 // rel returns the node's path relative to the union root ("" for the root).
 func (n *node) rel() string { return n.Path(n.fs.root.EmbeddedInode()) }
@@ -314,255 +317,4 @@ func (n *node) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errno {
 	}
 	out.FromStatfsT(&st)
 	return 0
-}
-
-var _ = (fusefs.NodeOpendirHandler)((*node)(nil))
-
-// OpendirHandle opens a directory; the merged listing is made at the first read
-// (and again at each rewind), after the kernel noted the directory's version for
-// its readdir cache, so a change racing with the listing invalidates that cache
-// instead of freezing a stale listing into it. Every entry is resolved (the inode
-// numbers must match stat's); READDIRPLUS reuses those resolutions. The kernel may
-// cache the listing (FOPEN_CACHE_DIR): every change to the directory goes through
-// this mount, and the kernel drops the cache on each.
-func (n *node) OpendirHandle(ctx context.Context, flags uint32) (fusefs.FileHandle, uint32, syscall.Errno) {
-	if _, _, err := n.resolve(); err != nil {
-		return nil, 0, errno("opendir", err)
-	}
-	return &dirHandle{n: n}, fuse.FOPEN_CACHE_DIR, 0
-}
-
-// load lists the directory; d.mu is held.
-func (d *dirHandle) load() syscall.Errno {
-	n := d.n
-	changes, ep := n.fs.changes.Load(), n.fs.epoch.Load()
-	e, s, err := n.resolve()
-	if err != nil {
-		return errno("readdir", err)
-	}
-	rel := n.rel()
-	ents, err := s.readDir(e.layers, rel)
-	if err != nil {
-		return errno("readdir", err)
-	}
-	d.changes, d.epoch, d.idx = changes, ep, 0
-	d.resolved = make(map[string]*entry, len(ents))
-	d.list = make([]fuse.DirEntry, 0, len(ents)+2)
-	d.list = append(d.list, fuse.DirEntry{Name: ".", Mode: unix.S_IFDIR, Ino: n.StableAttr().Ino, Off: 1})
-	pino := uint64(1)
-	if _, p := n.Parent(); p != nil {
-		pino = p.StableAttr().Ino
-	}
-	d.list = append(d.list, fuse.DirEntry{Name: "..", Mode: unix.S_IFDIR, Ino: pino, Off: 2})
-	dirs, err := s.openDirFds(e.layers, rel)
-	if err != nil {
-		return errno("readdir", err)
-	}
-	defer dirs.close()
-	for _, de := range ents {
-		ce, err := s.lookup(dirs, de.name)
-		if err != nil {
-			continue
-		}
-		d.resolved[de.name] = ce
-		d.list = append(d.list, fuse.DirEntry{Name: de.name, Mode: ce.st.Mode & unix.S_IFMT, Ino: ce.ino, Off: nameOffset(de.name)})
-	}
-	// Offsets derive from names, as ext4's hashed directories do, so a seek into a
-	// listing that changed since (a new open, a dropped cache) lands right.
-	sort.Slice(d.list[2:], func(i, j int) bool { return d.list[2+i].Off < d.list[2+j].Off })
-	d.loaded = true
-	return 0
-}
-
-// dirHandle is an open directory: a snapshot of its merged listing.
-type dirHandle struct {
-	n        *node
-	mu       sync.Mutex
-	list     []fuse.DirEntry
-	idx      int
-	resolved map[string]*entry
-	changes  uint64 // fs.changes when listed
-	epoch    uint64 // fs.epoch when listed
-	loaded   bool
-}
-
-var (
-	_ = (fusefs.FileReaddirenter)((*dirHandle)(nil))
-	_ = (fusefs.FileSeekdirer)((*dirHandle)(nil))
-	_ = (fusefs.FileLookuper)((*dirHandle)(nil))
-	_ = (fusefs.FileReleasedirer)((*dirHandle)(nil))
-	_ = (fusefs.FileFsyncdirer)((*dirHandle)(nil))
-)
-
-func (d *dirHandle) Readdirent(ctx context.Context) (*fuse.DirEntry, syscall.Errno) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if !d.loaded {
-		if en := d.load(); en != 0 {
-			return nil, en
-		}
-	}
-	if d.idx >= len(d.list) {
-		return nil, 0
-	}
-	e := d.list[d.idx]
-	d.idx++
-	return &e, 0
-}
-
-// Seekdir continues after the entry whose offset is off.
-func (d *dirHandle) Seekdir(ctx context.Context, off uint64) syscall.Errno {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if off == 0 || !d.loaded {
-		if en := d.load(); en != 0 {
-			return en
-		}
-	}
-	d.idx = sort.Search(len(d.list), func(i int) bool { return d.list[i].Off > off })
-	return 0
-}
-
-// nameOffset is a directory offset for name: a 63-bit hash above the offsets of
-// "." and "..".
-func nameOffset(name string) uint64 {
-	h := fnv.New64a()
-	h.Write([]byte(name))
-	o := h.Sum64() >> 1
-	if o < 3 {
-		o += 3
-	}
-	return o
-}
-
-// Lookup serves READDIRPLUS from the resolutions made at open.
-func (d *dirHandle) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fusefs.Inode, syscall.Errno) {
-	d.mu.Lock()
-	e := d.resolved[name]
-	d.mu.Unlock()
-	if e == nil || d.n.fs.changes.Load() != d.changes {
-		return d.n.Lookup(ctx, name, out)
-	}
-	d.n.fs.fillEntry(e, out)
-	return d.n.newChild(ctx, e, d.epoch, d.changes), 0
-}
-
-func (d *dirHandle) Releasedir(ctx context.Context, flags uint32) {}
-
-func (d *dirHandle) Fsyncdir(ctx context.Context, flags uint32) syscall.Errno {
-	return d.n.Fsync(ctx, nil, flags)
-}
-
-var _ = (fusefs.NodeReaddirer)((*node)(nil))
-
-// Readdir is only used when OpendirHandle is bypassed; it lists like OpendirHandle.
-func (n *node) Readdir(ctx context.Context) (fusefs.DirStream, syscall.Errno) {
-	d := &dirHandle{n: n}
-	if en := d.load(); en != 0 {
-		return nil, en
-	}
-	return fusefs.NewListDirStream(d.list), 0
-}
-
-var _ = (fusefs.NodeGetxattrer)((*node)(nil))
-
-func (n *node) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, syscall.Errno) {
-	if cow.IsPrivateXattr(attr) {
-		return 0, syscall.ENODATA
-	}
-	var sz int
-	err := n.withPathFd(func(p string) error {
-		var err error
-		sz, err = unix.Getxattr(p, attr, dest)
-		return err
-	})
-	if errors.Is(err, errSymlinkXattr) {
-		return 0, syscall.ENODATA
-	}
-	return uint32(sz), errno("getxattr", err)
-}
-
-var _ = (fusefs.NodeListxattrer)((*node)(nil))
-
-func (n *node) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errno) {
-	var names []byte
-	err := n.withPathFd(func(p string) error {
-		sz, err := unix.Listxattr(p, nil)
-		if err != nil {
-			return err
-		}
-		buf := make([]byte, sz)
-		sz, err = unix.Listxattr(p, buf)
-		if err != nil {
-			return err
-		}
-		for _, nm := range splitNul(buf[:sz]) {
-			if !cow.IsPrivateXattr(nm) {
-				names = append(names, nm...)
-				names = append(names, 0)
-			}
-		}
-		return nil
-	})
-	if errors.Is(err, errSymlinkXattr) {
-		return 0, 0
-	}
-	if err != nil {
-		return 0, errno("listxattr", err)
-	}
-	if len(dest) == 0 {
-		return uint32(len(names)), 0
-	}
-	if len(names) > len(dest) {
-		return uint32(len(names)), syscall.ERANGE
-	}
-	return uint32(copy(dest, names)), 0
-}
-
-func splitNul(b []byte) []string {
-	var out []string
-	start := 0
-	for i, c := range b {
-		if c == 0 {
-			if i > start {
-				out = append(out, string(b[start:i]))
-			}
-			start = i + 1
-		}
-	}
-	return out
-}
-
-var errSymlinkXattr = errors.New("xattrs of symlinks are not supported")
-
-// withPathFd runs fn with a /proc/self/fd path to the node's top-layer inode, opened
-// without following symlinks.
-func (n *node) withPathFd(fn func(p string) error) error {
-	e, s, err := n.resolve()
-	if err != nil {
-		return err
-	}
-	var fd int
-	if n == n.fs.root {
-		fd, err = s.openDir(e.layers[0], "", unix.O_PATH)
-	} else {
-		dir, name := path.Split(n.rel())
-		var dfd int
-		dfd, err = s.openDir(e.layers[0], dir, unix.O_PATH)
-		if err != nil {
-			return err
-		}
-		fd, err = unix.Openat(dfd, name, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
-		unix.Close(dfd)
-	}
-	if err != nil {
-		return err
-	}
-	defer unix.Close(fd)
-	if e.st.Mode&unix.S_IFMT == unix.S_IFLNK {
-		// xattrs of symlinks are rare and user.* ones impossible; through the
-		// magic link we would reach the link's target, so refuse.
-		return errSymlinkXattr
-	}
-	return fn(procFd(fd))
 }

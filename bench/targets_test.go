@@ -22,9 +22,10 @@ var benchSpec = tree.Spec{Files: 2000, CFiles: 2, BigSize: 64 << 20, MidSize: 16
 var testSpec = tree.Spec{Files: 200, CFiles: 1, BigSize: 2 << 20, MidSize: 1 << 20, Seed: 1}
 
 var (
-	dataDir  string // removed by TestMain
-	lowersMu sync.Mutex
-	lowers   = map[tree.Spec]string{}
+	dataDir    string // removed by TestMain
+	scratchDir string // upper dirs and native copies: a tmpfs if there is one; removed by TestMain
+	lowersMu   sync.Mutex
+	lowers     = map[tree.Spec]string{}
 )
 
 func TestMain(m *testing.M) {
@@ -34,7 +35,23 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
+	// Like run.sh, keep upper dirs and native writable copies off the shared disk,
+	// whose journal stalls swamp what is measured; LAYERFS_BENCH_SCRATCH overrides.
+	scratchDir = dataDir
+	base := os.Getenv("LAYERFS_BENCH_SCRATCH")
+	if base == "" {
+		var st unix.Statfs_t
+		if unix.Statfs("/dev/shm", &st) == nil && st.Type == unix.TMPFS_MAGIC {
+			base = "/dev/shm"
+		}
+	}
+	if base != "" {
+		if d, err := os.MkdirTemp(base, "layerfs-bench-"); err == nil {
+			scratchDir = d
+		}
+	}
 	code := m.Run()
+	os.RemoveAll(scratchDir)
 	os.RemoveAll(dataDir)
 	os.Exit(code)
 }
@@ -89,9 +106,9 @@ func setupNative(tb testing.TB, lower string, write []string) (string, func()) {
 	return d, func() { os.RemoveAll(d) }
 }
 
-// tempDir makes a dir under dataDir; unlike tb.TempDir it can be removed early.
+// tempDir makes a dir under scratchDir; unlike tb.TempDir it can be removed early.
 func tempDir(tb testing.TB) string {
-	d, err := os.MkdirTemp(dataDir, "t-")
+	d, err := os.MkdirTemp(scratchDir, "t-")
 	if err != nil {
 		tb.Fatal(err)
 	}

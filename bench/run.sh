@@ -12,11 +12,12 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(cd "$here/.." && pwd)
 
 all_workloads="walk-warm walk-cold tar-warm tar-cold grep-warm grep-cold read-warm read-cold write copyup-warm copyup-cold untar rm compile"
-all_targets="native overlay fuse-overlayfs layerfs"
+all_targets="native overlay fuse-overlayfs layerfs layerfs-pt"
+default_targets="native overlay fuse-overlayfs layerfs"
 quick=0
 reps=""
 workloads=""
-targets="$all_targets"
+targets="$default_targets"
 data=/var/tmp/layerfs-bench
 layerfs_bin=""
 layerfs_mode=auto
@@ -26,7 +27,8 @@ scratch_tmpfs=1
 usage() {
 	sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//'
 	echo "workloads: $all_workloads"
-	echo "targets:   $all_targets"
+	echo "targets:   $all_targets (default: $default_targets; layerfs-pt is layerfs"
+	echo "           through bench/cmd/benchmount with fs.Options.Passthrough)"
 }
 
 while [ $# -gt 0 ]; do
@@ -146,7 +148,7 @@ probe_compat() {
 	mountpoint -q "$d/m" && umount "$d/m"
 	return 1
 }
-case " $targets " in *" layerfs "*)
+case " $targets " in *" layerfs "* | *" layerfs-pt "*)
 	if [ $profile = 1 ]; then
 		layerfs_mode=helper
 	elif [ "$layerfs_mode" = auto ]; then
@@ -157,6 +159,27 @@ case " $targets " in *" layerfs "*)
 esac
 
 # ---------------------------------------------------------------- targets
+
+# start_helper MNT DIR [FLAGS...]: bench/cmd/benchmount in the background, until
+# MNT is a mountpoint. In --profile mode it also counts ops and profiles the CPU.
+start_helper() {
+	local mnt=$1 d=$2 i
+	shift 2
+	local extra=("$@")
+	if [ $profile = 1 ]; then
+		extra+=(-ops "$profdir/$cur_workload.ops" -cpuprofile "$profdir/$cur_workload.pprof")
+	fi
+	"$bin/benchmount" "${extra[@]}" -o "lowerdir=$lower,upperdir=$d/upper,workdir=$d/work" "$mnt" 2>>"$scratch/benchmount.log" &
+	helper_pid=$!
+	helpers+=("$helper_pid")
+	for i in $(seq 200); do
+		mountpoint -q "$mnt" && return 0
+		kill -0 "$helper_pid" 2>/dev/null || { log "benchmount exited"; return 1; }
+		sleep 0.05
+	done
+	log "layerfs mount did not come up"
+	return 1
+}
 
 # setup_target T NEEDS: makes a fresh instance of target T and sets $M to a dir
 # whose tree/, src/ and big/ show the lower tree. For native, NEEDS (a list of
@@ -195,21 +218,12 @@ setup_target() {
 		if [ "$layerfs_mode" = compat ]; then
 			"$layerfs_bin" -o "lowerdir=$lower,upperdir=$d/upper,workdir=$d/work" "$M"
 		else
-			local extra=()
-			if [ $profile = 1 ]; then
-				extra=(-ops "$profdir/$cur_workload.ops" -cpuprofile "$profdir/$cur_workload.pprof")
-			fi
-			"$bin/benchmount" "${extra[@]}" -o "lowerdir=$lower,upperdir=$d/upper,workdir=$d/work" "$M" &
-			helper_pid=$!
-			helpers+=("$helper_pid")
-			local i
-			for i in $(seq 200); do
-				mountpoint -q "$M" && break
-				kill -0 "$helper_pid" 2>/dev/null || { log "benchmount exited"; return 1; }
-				sleep 0.05
-			done
-			mountpoint -q "$M" || { log "layerfs mount did not come up"; return 1; }
+			start_helper "$M" "$d"
 		fi
+		;;
+	layerfs-pt)
+		mounts+=("$M")
+		start_helper "$M" "$d" -passthrough
 		;;
 	esac
 }
@@ -219,7 +233,7 @@ teardown_target() {
 	if [ "$t" != native ]; then
 		sync
 		umount "$d/mnt"
-		if [ "$t" = layerfs ] && [ -n "$helper_pid" ]; then
+		if [ -n "$helper_pid" ]; then
 			wait "$helper_pid" 2>/dev/null || true
 			helper_pid=""
 		fi
@@ -288,9 +302,12 @@ measure() {
 if [ $profile = 1 ]; then
 	profdir=$data/profile
 	rm -rf "$profdir" && mkdir -p "$profdir"
+	ptarget=layerfs
+	case " $targets " in *" layerfs-pt "*) ptarget=layerfs-pt ;; esac
+	log "profiling $ptarget"
 	for w in $workloads; do
 		cur_workload=$w
-		measure "$w" layerfs
+		measure "$w" "$ptarget"
 		log "profile $w: ${elapsed}s (debug logging on: not a benchmark figure)"
 	done
 	for w in $workloads; do
@@ -306,6 +323,14 @@ fi
 stamp=$(date -u +%Y%m%dT%H%M%SZ)
 csv=$data/results-$stamp.csv
 echo "rep,workload,target,seconds" >"$csv"
+{
+	echo "date: $(date -u '+%Y-%m-%d %H:%M UTC')"
+	echo "layerfs: $(git -C "$repo" describe --always --dirty 2>/dev/null || echo unknown) (mode: $layerfs_mode)"
+	echo "kernel: $(uname -r); $(nproc) CPUs; $(awk '/MemTotal/ {printf "%.0f GiB RAM", $2/1048576}' /proc/meminfo)"
+	echo "fuse-overlayfs: $(fuse-overlayfs --version 2>/dev/null | grep -m1 fuse-overlayfs)"
+	echo "tree: $nfiles files under tree/, big.bin $((bigsize >> 20)) MiB; scratch on $( [ $scratch_tmpfs = 1 ] && echo tmpfs || echo disk)"
+	echo "reps: $reps; load at start: $(cut -d' ' -f1-3 /proc/loadavg)"
+} >"${csv%.csv}.meta"
 read -r -a tarr <<<"$targets"
 nt=${#tarr[@]}
 log "reps=$reps targets=[$targets] workloads=[$workloads] files=$nfiles big=$((bigsize >> 20))MiB"
@@ -329,4 +354,9 @@ log "elapsed: $((SECONDS - start))s"
 
 # ---------------------------------------------------------------- summary
 
-"$here/summary.sh" "$csv" "$targets" "$workloads" | tee "${csv%.csv}.md"
+echo "load at end: $(cut -d' ' -f1-3 /proc/loadavg)" >>"${csv%.csv}.meta"
+{
+	sed 's/^/    /' "${csv%.csv}.meta"
+	echo
+	"$here/summary.sh" "$csv" "$targets" "$workloads"
+} | tee "${csv%.csv}.md"

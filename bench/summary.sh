@@ -31,15 +31,19 @@ END {
 	hdr = "| workload | reps |"; sep = "|---|---:|"
 	for (i = 1; i <= nt; i++) { hdr = hdr " " T[i] " s |"; sep = sep "---:|" }
 	if (has["native"]) for (i = 1; i <= nt; i++) if (T[i] != "native") { hdr = hdr " " short(T[i]) "/native |"; sep = sep "---:|" }
-	if (has["layerfs"] && has["overlay"]) { hdr = hdr " **layerfs/ovl** |"; sep = sep "---:|" }
-	if (has["layerfs"] && has["fuse-overlayfs"]) { hdr = hdr " **layerfs/fuse-ovl** |"; sep = sep "---:|" }
+	for (i = 1; i <= nt; i++) if (T[i] ~ /^layerfs/) {
+		if (has["overlay"]) { hdr = hdr " **" T[i] "/ovl** |"; sep = sep "---:|" }
+		if (has["fuse-overlayfs"]) { hdr = hdr " **" T[i] "/fuse-ovl** |"; sep = sep "---:|" }
+	}
 	print hdr; print sep
 	for (j = 1; j <= nw; j++) {
 		w = W[j]; line = "| " w " | " reps[w] " |"
 		for (i = 1; i <= nt; i++) { md[T[i]] = median(w SUBSEP T[i]); line = line " " (md[T[i]] < 0 ? "-" : sprintf("%.3f", md[T[i]])) " |" }
 		if (has["native"]) for (i = 1; i <= nt; i++) if (T[i] != "native") line = line " " ratio(md[T[i]], md["native"]) " |"
-		if (has["layerfs"] && has["overlay"]) line = line " **" ratio(md["layerfs"], md["overlay"]) "** |"
-		if (has["layerfs"] && has["fuse-overlayfs"]) line = line " **" ratio(md["layerfs"], md["fuse-overlayfs"]) "** |"
+		for (i = 1; i <= nt; i++) if (T[i] ~ /^layerfs/) {
+			if (has["overlay"]) line = line " **" ratio(md[T[i]], md["overlay"]) "** |"
+			if (has["fuse-overlayfs"]) line = line " **" ratio(md[T[i]], md["fuse-overlayfs"]) "** |"
+		}
 		print line
 	}
 	print ""

@@ -8,7 +8,6 @@ import (
 	"runtime"
 	"sync/atomic"
 
-	"github.com/klauspost/compress/zstd"
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 )
@@ -16,8 +15,7 @@ import (
 // Commit's layer pipeline: AppendLayer's contract, with the work spread over every
 // core. The tar stream is read in 1 MiB buffers; each buffer goes to a goroutine that
 // computes the diffID (sha256 of the uncompressed stream) while the compressor works
-// on it: parallel gzip (commit_pgzip.go) or klauspost zstd with concurrent block
-// encoding; the blob writer hashes the compressed bytes as it writes them. Settings
+// on it: parallel gzip or parallel zstd frames (commit_parallel.go); the blob writer hashes the compressed bytes as it writes them. Settings
 // are fixed, so the same tar gives the same blob on any machine.
 
 // CommitGzipLevel is the deflate level of commit's gzip layers: klauspost's level 1
@@ -48,8 +46,8 @@ func WithGzipLevel(level int) AppendOption {
 
 // AppendLayerParallel stores a new layer from an uncompressed tar stream in one pass,
 // like AppendLayer, using every core: the diffID is hashed on its own goroutine, gzip
-// is parallel (deterministic, CommitGzipLevel) and zstd encodes blocks concurrently
-// (its bytes are the same as AppendLayer's). tarStream is read to EOF, not closed.
+// is parallel (deterministic, CommitGzipLevel) and zstd is a stream of independent
+// 4 MiB frames compressed in parallel (deterministic too, but not AppendLayer's bytes). tarStream is read to EOF, not closed.
 // Returns the layer descriptor and the diffID. The blob is unreferenced until an
 // image names it: hold a Lease until then. Safe for concurrent use.
 func (s *Store) AppendLayerParallel(ctx context.Context, tarStream io.Reader, c Compression, opts ...AppendOption) (ocispec.Descriptor, digest.Digest, error) {
@@ -100,7 +98,7 @@ func parallelCompressor(w io.Writer, c Compression, level int) (io.WriteCloser, 
 	case Gzip:
 		return newParallelGzip(w, level, workers)
 	case Zstd:
-		return zstd.NewWriter(w, zstd.WithEncoderConcurrency(max(2, workers)), zstd.WithEncoderLevel(zstd.SpeedDefault))
+		return newParallelZstd(w, workers)
 	}
 	return nil, fmt.Errorf("compression %q: %w", c, ErrUnknownMediaType)
 }

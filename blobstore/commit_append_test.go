@@ -53,18 +53,6 @@ func TestAppendLayerParallel(t *testing.T) {
 			}
 		})
 	}
-	// zstd bytes are AppendLayer's (concurrency does not change them).
-	a, _, err := s.AppendLayer(ctx, bytes.NewReader(data), Zstd)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, _, err := s.AppendLayerParallel(ctx, bytes.NewReader(data), Zstd)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if a.Digest != b.Digest {
-		t.Errorf("zstd: AppendLayer %s, AppendLayerParallel %s", a.Digest, b.Digest)
-	}
 }
 
 type errAfter struct {

@@ -104,7 +104,7 @@ func (n *node) finishNew(ctx context.Context, s *stack, dfd int, name string, ou
 		return nil, nil, err
 	}
 	n.fs.fillEntry(e, out)
-	return n.newChild(ctx, e), e, nil
+	return n.newChild(ctx, e, n.fs.epoch.Load(), authoritative), e, nil
 }
 
 var _ = (fusefs.NodeCreater)((*node)(nil))
@@ -115,7 +115,7 @@ func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint3
 	}
 	n.fs.barrier.RLock()
 	defer n.fs.barrier.RUnlock()
-	defer n.fs.changes.Add(1)
+	defer n.fs.changed()()
 	_, s, dfd, err := n.upperDir()
 	if err != nil {
 		return nil, nil, 0, errno("create", err)
@@ -154,7 +154,7 @@ func (n *node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.En
 	}
 	n.fs.barrier.RLock()
 	defer n.fs.barrier.RUnlock()
-	defer n.fs.changes.Add(1)
+	defer n.fs.changed()()
 	pe, s, dfd, err := n.upperDir()
 	if err != nil {
 		return nil, errno("mkdir", err)
@@ -193,7 +193,7 @@ func (n *node) Mknod(ctx context.Context, name string, mode uint32, dev uint32, 
 	}
 	n.fs.barrier.RLock()
 	defer n.fs.barrier.RUnlock()
-	defer n.fs.changes.Add(1)
+	defer n.fs.changed()()
 	_, s, dfd, err := n.upperDir()
 	if err != nil {
 		return nil, errno("mknod", err)
@@ -224,7 +224,7 @@ func (n *node) Symlink(ctx context.Context, target, name string, out *fuse.Entry
 	}
 	n.fs.barrier.RLock()
 	defer n.fs.barrier.RUnlock()
-	defer n.fs.changes.Add(1)
+	defer n.fs.changed()()
 	_, s, dfd, err := n.upperDir()
 	if err != nil {
 		return nil, errno("symlink", err)
@@ -255,7 +255,7 @@ func (n *node) Link(ctx context.Context, target fusefs.InodeEmbedder, name strin
 	}
 	n.fs.barrier.RLock()
 	defer n.fs.barrier.RUnlock()
-	defer n.fs.changes.Add(1)
+	defer n.fs.changed()()
 	trel := tn.rel()
 	if _, _, err := n.fs.copyUpPath(trel, -1); err != nil {
 		return nil, errno("link", err)
@@ -280,7 +280,7 @@ func (n *node) Link(ctx context.Context, target fusefs.InodeEmbedder, name strin
 		return nil, errno("link", err)
 	}
 	n.fs.fillEntry(e, out)
-	return n.newChild(ctx, e), 0
+	return n.newChild(ctx, e, n.fs.epoch.Load(), authoritative), 0
 }
 
 var _ = (fusefs.NodeUnlinker)((*node)(nil))
@@ -301,7 +301,7 @@ func (n *node) remove(name string, dir bool) syscall.Errno {
 	}
 	n.fs.barrier.RLock()
 	defer n.fs.barrier.RUnlock()
-	defer n.fs.changes.Add(1)
+	defer n.fs.changed()()
 	pe, s, err := n.resolve()
 	if err != nil {
 		return errno("remove", err)
@@ -357,10 +357,7 @@ func (n *node) remove(name string, dir bool) syscall.Errno {
 		}
 	}
 	if ch := n.GetChild(name); ch != nil {
-		cn := ch.Operations().(*node)
-		cn.mu.Lock()
-		cn.ent = nil
-		cn.mu.Unlock()
+		ch.Operations().(*node).invalidateEntry()
 	}
 	if dir {
 		n.fs.epoch.Add(1)
@@ -410,7 +407,7 @@ func (n *node) Rename(ctx context.Context, name string, newParent fusefs.InodeEm
 	exchange := flags&unix.RENAME_EXCHANGE != 0
 	n.fs.barrier.RLock()
 	defer n.fs.barrier.RUnlock()
-	defer n.fs.changes.Add(1)
+	defer n.fs.changed()()
 	pe, s, err := n.resolve()
 	if err != nil {
 		return errno("rename", err)
@@ -511,10 +508,7 @@ func (n *node) Rename(ctx context.Context, name string, newParent fusefs.InodeEm
 		}
 	}
 	if dn := np.GetChild(newName); dn != nil && !exchange {
-		cn := dn.Operations().(*node)
-		cn.mu.Lock()
-		cn.ent = nil
-		cn.mu.Unlock()
+		dn.Operations().(*node).invalidateEntry()
 	}
 	n.fs.epoch.Add(1)
 	return 0

@@ -3,8 +3,10 @@ package fs
 import (
 	"context"
 	"errors"
+	"hash/fnv"
 	"log"
 	"path"
+	"sort"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -27,8 +29,9 @@ type unionFS struct {
 	// passthrough is set when the kernel accepted FUSE passthrough.
 	passthrough atomic.Bool
 	// noOpen: opens of regular files stay in the kernel (see noopen.go).
-	noOpen bool
-	retired     []*stack // stacks replaced by Rebase, closed at the end
+	noOpen    bool
+	retired   []*stack // stacks replaced by Rebase, closed at the end
+	retiredMu sync.Mutex
 }
 
 // node is one inode of the union. Its resolution (which layers hold it) is cached
@@ -40,6 +43,7 @@ type node struct {
 	mu    sync.Mutex
 	epoch uint64
 	ent   *entry
+	entOK bool // ent is usable (no change raced with its resolution)
 	// Open-mode bookkeeping, see fileHandle.
 	ptOpens     int                  // live opens the kernel passes through
 	cachedOpens int                  // live opens served by this process
@@ -59,10 +63,11 @@ func (n *node) rel() string { return n.Path(n.fs.root.EmbeddedInode()) }
 
 // resolve returns the node's current resolution.
 func (n *node) resolve() (*entry, *stack, error) {
+	c0 := n.fs.changes.Load()
 	s := n.fs.stack.Load()
 	ep := n.fs.epoch.Load()
 	n.mu.Lock()
-	if n.ent != nil && n.epoch == ep {
+	if n.ent != nil && n.entOK && n.epoch == ep {
 		e := n.ent
 		n.mu.Unlock()
 		return e, s, nil
@@ -108,16 +113,41 @@ func (n *node) resolve() (*entry, *stack, error) {
 			return nil, nil, err
 		}
 	}
-	n.mu.Lock()
-	n.ent, n.epoch = e, ep
-	n.mu.Unlock()
+	n.storeEntry(e, ep, c0)
 	return e, s, nil
 }
 
-func (n *node) setEntry(e *entry) {
+// authoritative marks an entry made by the change that produced it.
+const authoritative = ^uint64(0)
+
+// storeEntry caches e, resolved at epoch ep from a view taken when fs.changes was
+// c0. If anything changed since, e may be stale: it is kept only as a fallback and
+// the next resolve recomputes.
+func (n *node) storeEntry(e *entry, ep, c0 uint64) {
+	ok := c0 == authoritative || n.fs.changes.Load() == c0
 	n.mu.Lock()
-	n.ent, n.epoch = e, n.fs.epoch.Load()
+	if ok || n.ent == nil {
+		n.ent, n.epoch = e, ep
+	}
+	n.entOK = ok
 	n.mu.Unlock()
+}
+
+// setEntry caches e as the node's authoritative resolution (made by a change).
+func (n *node) setEntry(e *entry) { n.storeEntry(e, n.fs.epoch.Load(), authoritative) }
+
+// invalidate drops the node's cached resolution.
+func (n *node) invalidateEntry() {
+	n.mu.Lock()
+	n.entOK = false
+	n.mu.Unlock()
+}
+
+// changed marks the start of a change to some directory's entries; call the
+// returned func at its end. Resolutions that overlap a change are not trusted.
+func (fsys *unionFS) changed() func() {
+	fsys.changes.Add(1)
+	return func() { fsys.changes.Add(1) }
 }
 
 // longTimeout is the entry and attr timeout: the mount is the only writer of its
@@ -139,13 +169,14 @@ func toSyscallStat(st *unix.Stat_t) *syscall.Stat_t {
 	}
 }
 
-// newChild registers the inode for a resolved child entry.
-func (n *node) newChild(ctx context.Context, e *entry) *fusefs.Inode {
+// newChild registers the inode for a child entry resolved from a view taken when
+// fs.changes was c0 (or authoritative).
+func (n *node) newChild(ctx context.Context, e *entry, ep, c0 uint64) *fusefs.Inode {
 	ch := n.fs.newNode()
-	ch.ent, ch.epoch = e, n.fs.epoch.Load()
+	ch.storeEntry(e, ep, c0)
 	in := n.NewInode(ctx, ch, fusefs.StableAttr{Mode: e.st.Mode & unix.S_IFMT, Ino: e.ino, Gen: e.gen})
 	if got := in.Operations().(*node); got != ch {
-		got.setEntry(e) // a known inode (hard link, or looked up again)
+		got.storeEntry(e, ep, c0) // a known inode (hard link, or looked up again)
 	}
 	return in
 }
@@ -167,6 +198,7 @@ func (n *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fu
 	if len(name) > 255 {
 		return nil, syscall.ENAMETOOLONG
 	}
+	c0, ep := n.fs.changes.Load(), n.fs.epoch.Load()
 	pe, s, err := n.resolve()
 	if err != nil {
 		return nil, errno("lookup", err)
@@ -179,7 +211,7 @@ func (n *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fu
 		return nil, errno("lookup "+name, err)
 	}
 	n.fs.fillEntry(e, out)
-	return n.newChild(ctx, e), 0
+	return n.newChild(ctx, e, ep, c0), 0
 }
 
 var _ = (fusefs.NodeGetattrer)((*node)(nil))
@@ -286,38 +318,55 @@ func (n *node) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errno {
 
 var _ = (fusefs.NodeOpendirHandler)((*node)(nil))
 
-// OpendirHandle lists the merged directory once per open, resolving every entry
-// (the inode numbers must match stat's); READDIRPLUS then reuses those resolutions.
-// The kernel may cache the listing (FOPEN_CACHE_DIR): every change to the directory
-// goes through this mount, and the kernel drops the cache on each.
+// OpendirHandle opens a directory; the merged listing is made at the first read
+// (and again at each rewind), after the kernel noted the directory's version for
+// its readdir cache, so a change racing with the listing invalidates that cache
+// instead of freezing a stale listing into it. Every entry is resolved (the inode
+// numbers must match stat's); READDIRPLUS reuses those resolutions. The kernel may
+// cache the listing (FOPEN_CACHE_DIR): every change to the directory goes through
+// this mount, and the kernel drops the cache on each.
 func (n *node) OpendirHandle(ctx context.Context, flags uint32) (fusefs.FileHandle, uint32, syscall.Errno) {
-	e, s, err := n.resolve()
-	if err != nil {
+	if _, _, err := n.resolve(); err != nil {
 		return nil, 0, errno("opendir", err)
 	}
-	changes := n.fs.changes.Load()
+	return &dirHandle{n: n}, fuse.FOPEN_CACHE_DIR, 0
+}
+
+// load lists the directory; d.mu is held.
+func (d *dirHandle) load() syscall.Errno {
+	n := d.n
+	changes, ep := n.fs.changes.Load(), n.fs.epoch.Load()
+	e, s, err := n.resolve()
+	if err != nil {
+		return errno("readdir", err)
+	}
 	rel := n.rel()
 	ents, err := s.readDir(e.layers, rel)
 	if err != nil {
-		return nil, 0, errno("readdir", err)
+		return errno("readdir", err)
 	}
-	d := &dirHandle{n: n, resolved: make(map[string]*entry, len(ents)), changes: changes}
+	d.changes, d.epoch, d.idx = changes, ep, 0
+	d.resolved = make(map[string]*entry, len(ents))
 	d.list = make([]fuse.DirEntry, 0, len(ents)+2)
-	d.list = append(d.list, fuse.DirEntry{Name: ".", Mode: unix.S_IFDIR, Ino: n.StableAttr().Ino})
+	d.list = append(d.list, fuse.DirEntry{Name: ".", Mode: unix.S_IFDIR, Ino: n.StableAttr().Ino, Off: 1})
 	pino := uint64(1)
 	if _, p := n.Parent(); p != nil {
 		pino = p.StableAttr().Ino
 	}
-	d.list = append(d.list, fuse.DirEntry{Name: "..", Mode: unix.S_IFDIR, Ino: pino})
+	d.list = append(d.list, fuse.DirEntry{Name: "..", Mode: unix.S_IFDIR, Ino: pino, Off: 2})
 	for _, de := range ents {
 		ce, err := s.lookupIn(e.layers, rel, de.name)
 		if err != nil {
 			continue
 		}
 		d.resolved[de.name] = ce
-		d.list = append(d.list, fuse.DirEntry{Name: de.name, Mode: ce.st.Mode & unix.S_IFMT, Ino: ce.ino})
+		d.list = append(d.list, fuse.DirEntry{Name: de.name, Mode: ce.st.Mode & unix.S_IFMT, Ino: ce.ino, Off: nameOffset(de.name)})
 	}
-	return d, fuse.FOPEN_CACHE_DIR, 0
+	// Offsets derive from names, as ext4's hashed directories do, so a seek into a
+	// listing that changed since (a new open, a dropped cache) lands right.
+	sort.Slice(d.list[2:], func(i, j int) bool { return d.list[2+i].Off < d.list[2+j].Off })
+	d.loaded = true
+	return 0
 }
 
 // dirHandle is an open directory: a snapshot of its merged listing.
@@ -328,6 +377,8 @@ type dirHandle struct {
 	idx      int
 	resolved map[string]*entry
 	changes  uint64 // fs.changes when listed
+	epoch    uint64 // fs.epoch when listed
+	loaded   bool
 }
 
 var (
@@ -341,23 +392,42 @@ var (
 func (d *dirHandle) Readdirent(ctx context.Context) (*fuse.DirEntry, syscall.Errno) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	if !d.loaded {
+		if en := d.load(); en != 0 {
+			return nil, en
+		}
+	}
 	if d.idx >= len(d.list) {
 		return nil, 0
 	}
 	e := d.list[d.idx]
 	d.idx++
-	e.Off = uint64(d.idx)
 	return &e, 0
 }
 
+// Seekdir continues after the entry whose offset is off.
 func (d *dirHandle) Seekdir(ctx context.Context, off uint64) syscall.Errno {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if off > uint64(len(d.list)) {
-		return syscall.EINVAL
+	if off == 0 || !d.loaded {
+		if en := d.load(); en != 0 {
+			return en
+		}
 	}
-	d.idx = int(off)
+	d.idx = sort.Search(len(d.list), func(i int) bool { return d.list[i].Off > off })
 	return 0
+}
+
+// nameOffset is a directory offset for name: a 63-bit hash above the offsets of
+// "." and "..".
+func nameOffset(name string) uint64 {
+	h := fnv.New64a()
+	h.Write([]byte(name))
+	o := h.Sum64() >> 1
+	if o < 3 {
+		o += 3
+	}
+	return o
 }
 
 // Lookup serves READDIRPLUS from the resolutions made at open.
@@ -369,7 +439,7 @@ func (d *dirHandle) Lookup(ctx context.Context, name string, out *fuse.EntryOut)
 		return d.n.Lookup(ctx, name, out)
 	}
 	d.n.fs.fillEntry(e, out)
-	return d.n.newChild(ctx, e), 0
+	return d.n.newChild(ctx, e, d.epoch, d.changes), 0
 }
 
 func (d *dirHandle) Releasedir(ctx context.Context, flags uint32) {}
@@ -382,11 +452,11 @@ var _ = (fusefs.NodeReaddirer)((*node)(nil))
 
 // Readdir is only used when OpendirHandle is bypassed; it lists like OpendirHandle.
 func (n *node) Readdir(ctx context.Context) (fusefs.DirStream, syscall.Errno) {
-	h, _, en := n.OpendirHandle(ctx, 0)
-	if en != 0 {
+	d := &dirHandle{n: n}
+	if en := d.load(); en != 0 {
 		return nil, en
 	}
-	return fusefs.NewListDirStream(h.(*dirHandle).list), 0
+	return fusefs.NewListDirStream(d.list), 0
 }
 
 var _ = (fusefs.NodeGetxattrer)((*node)(nil))

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"github.com/layerfs/layerfs/cow"
+	"github.com/layerfs/layerfs/internal/testenv"
 	"golang.org/x/sys/unix"
 )
 
@@ -258,15 +260,12 @@ func TestOpenFilesAndData(t *testing.T) {
 		t.Errorf("upper big: %v %v", fi, err)
 	}
 
-	// Shared writable mmap.
-	mf, err := os.OpenFile(p("ro"), os.O_RDWR, 0)
-	must(t, err)
-	mem, err := unix.Mmap(int(mf.Fd()), 0, 9, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
-	must(t, err)
-	copy(mem, "READ")
-	must(t, unix.Msync(mem, unix.MS_SYNC))
-	must(t, unix.Munmap(mem))
-	mf.Close()
+	// Shared writable mmap (in a child process, see TestMain).
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), "LAYERFS_TEST_MMAP_WRITE="+p("ro"))
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("mmap child: %v %s", err, out)
+	}
 	if got := readFile(t, p("ro")); got != "READ only" {
 		t.Errorf("after mmap write: %q", got)
 	}
@@ -466,10 +465,20 @@ func TestRebase(t *testing.T) {
 	must(t, os.WriteFile(p("b"), []byte("b"), 0o644))
 	must(t, os.Remove(p("gone")))
 	must(t, os.WriteFile(p("a"), []byte("a2"), 0o644))
+	open, err := os.OpenFile(p("b"), os.O_WRONLY, 0)
+	must(t, err)
+	defer open.Close()
 	// "Commit": the old upper becomes a lower; a fresh upper takes its place.
 	newUpper := t.TempDir()
+	must(t, u.m.Pause(context.Background()))
 	must(t, u.m.Rebase([]string{u.upper, lower}, newUpper))
-	if readFile(t, p("a")) != "a2" || readFile(t, p("b")) != "b" {
+	u.m.Resume()
+	_, err = open.WriteAt([]byte("B"), 0)
+	must(t, err)
+	if got, _ := os.ReadFile(filepath.Join(newUpper, "b")); string(got) != "B" {
+		t.Errorf("write through an fd opened before Rebase: new upper b = %q", got)
+	}
+	if readFile(t, p("a")) != "a2" || readFile(t, p("b")) != "B" {
 		t.Errorf("after rebase a=%q b=%q", readFile(t, p("a")), readFile(t, p("b")))
 	}
 	if _, err := os.Lstat(p("gone")); !os.IsNotExist(err) {
@@ -478,5 +487,105 @@ func TestRebase(t *testing.T) {
 	must(t, os.WriteFile(p("c"), []byte("c"), 0o644))
 	if _, err := os.Lstat(filepath.Join(newUpper, "c")); err != nil {
 		t.Errorf("write after rebase did not reach the new upper: %v", err)
+	}
+}
+
+// TestConcurrentChanges hammers one union from several goroutines; -race and the
+// final tree check catch lost updates, deadlocks and crashes.
+func TestConcurrentChanges(t *testing.T) {
+	spec := map[string]string{}
+	for i := 0; i < 20; i++ {
+		spec[filepath.Join("d", string(rune('a'+i)), "f")] = "lower"
+	}
+	u := mountUnion(t, cow.FormatOCI, tree(t, spec))
+	done := make(chan error, 8)
+	for g := 0; g < 8; g++ {
+		go func(g int) {
+			var err error
+			defer func() { done <- err }()
+			for i := 0; i < 20 && err == nil; i++ {
+				dir := filepath.Join(u.mnt, "d", string(rune('a'+i)))
+				name := filepath.Join(dir, "g"+string(rune('0'+g)))
+				if err = os.WriteFile(name, []byte("x"), 0o644); err != nil {
+					return
+				}
+				if err = os.Rename(name, name+"r"); err != nil {
+					return
+				}
+				if _, err = os.ReadDir(dir); err != nil {
+					return
+				}
+				if _, err = os.ReadFile(filepath.Join(dir, "f")); err != nil {
+					return
+				}
+				if g == i%8 {
+					err = os.WriteFile(filepath.Join(dir, "f"), []byte("upper"), 0o644)
+				}
+			}
+		}(g)
+	}
+	for g := 0; g < 8; g++ {
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	}
+	for i := 0; i < 20; i++ {
+		dir := filepath.Join(u.mnt, "d", string(rune('a'+i)))
+		ents, err := os.ReadDir(dir)
+		must(t, err)
+		if len(ents) != 9 {
+			var names []string
+			for _, e := range ents {
+				names = append(names, e.Name())
+			}
+			up, _ := os.ReadDir(filepath.Join(u.upper, "d", string(rune('a'+i))))
+			var unames []string
+			for _, e := range up {
+				unames = append(unames, e.Name())
+			}
+			t.Errorf("%s has %d entries %q, want 9; upper has %q", dir, len(ents), names, unames)
+		}
+		if got := readFile(t, filepath.Join(dir, "f")); got != "upper" {
+			t.Errorf("%s/f = %q", dir, got)
+		}
+	}
+}
+
+func TestXattrPrivacy(t *testing.T) {
+	testenv.RequireRoot(t)
+	lower := tree(t, map[string]string{"d/f": "f", "g": "g"})
+	must(t, unix.Setxattr(filepath.Join(lower, "d"), cow.OverlayOpaqueXattr, []byte("y"), 0))
+	must(t, unix.Setxattr(filepath.Join(lower, "g"), "user.overlay.origin", []byte("x"), 0))
+	must(t, unix.Setxattr(filepath.Join(lower, "g"), "user.visible", []byte("v"), 0))
+	u := mountUnion(t, cow.FormatOverlay, lower)
+	p := func(s string) string { return filepath.Join(u.mnt, s) }
+	must(t, os.WriteFile(p("g"), []byte("copied up"), 0o644)) // gets an origin xattr
+	for _, n := range []string{"d", "g"} {
+		buf := make([]byte, 4096)
+		sz, err := unix.Listxattr(p(n), buf)
+		must(t, err)
+		for _, k := range splitNul(buf[:sz]) {
+			if cow.IsPrivateXattr(k) {
+				t.Errorf("listxattr %s shows %s", n, k)
+			}
+		}
+	}
+	buf := make([]byte, 64)
+	if n, err := unix.Getxattr(p("g"), "user.visible", buf); err != nil || string(buf[:n]) != "v" {
+		t.Errorf("user.visible after copy-up = %q, %v", buf[:n], err)
+	}
+	for _, k := range []string{originXattr, "user.layerfs.origin", cow.OverlayOpaqueXattr} {
+		if _, err := unix.Getxattr(p("g"), k, buf); !errors.Is(err, unix.ENODATA) {
+			t.Errorf("getxattr %s: %v, want ENODATA", k, err)
+		}
+		if err := unix.Setxattr(p("g"), k, []byte("y"), 0); !errors.Is(err, unix.EPERM) {
+			t.Errorf("setxattr %s: %v, want EPERM", k, err)
+		}
+		if err := unix.Removexattr(p("g"), k); !errors.Is(err, unix.EPERM) {
+			t.Errorf("removexattr %s: %v, want EPERM", k, err)
+		}
+	}
+	if err := unix.Setxattr(p("d"), "user.overlay.opaque", []byte("y"), 0); !errors.Is(err, unix.EPERM) {
+		t.Errorf("setxattr user.overlay.opaque on a dir: %v, want EPERM", err)
 	}
 }

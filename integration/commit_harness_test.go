@@ -151,13 +151,14 @@ func (e *commitEnv) ok(args ...string) string {
 	return out
 }
 
+// fails wants a non-zero exit and want in stderr (ignoring case).
 func (e *commitEnv) fails(want string, args ...string) {
 	e.t.Helper()
 	out, errOut, code := e.run(args...)
 	if code == 0 {
 		e.t.Fatalf("layerfs %s: exit 0 (%s), want an error", strings.Join(args, " "), out)
 	}
-	if !strings.Contains(errOut, want) {
+	if !strings.Contains(strings.ToLower(errOut), strings.ToLower(want)) {
 		e.t.Errorf("layerfs %s: stderr %q, want it to contain %q", strings.Join(args, " "), errOut, want)
 	}
 }

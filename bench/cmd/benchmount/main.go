@@ -2,7 +2,7 @@
 // fs.Mount directly, with fuse-overlayfs's option syntax, for bench/run.sh and for
 // profiling the server:
 //
-//	benchmount [-ops FILE] [-cpuprofile FILE] -o lowerdir=A:B,upperdir=U,workdir=W MNT
+//	benchmount [-ops FILE] [-cpuprofile FILE] [-passthrough] [-oci] -o lowerdir=A:B,upperdir=U,workdir=W MNT
 //
 // It serves until MNT is unmounted (umount MNT, or SIGINT/SIGTERM). With -ops it
 // turns on go-fuse's debug log and, at exit, writes a count of FUSE requests by
@@ -33,19 +33,20 @@ func main() {
 	ops := flag.String("ops", "", "count FUSE requests by opcode into this file")
 	cpu := flag.String("cpuprofile", "", "write a CPU profile of the server here")
 	oci := flag.Bool("oci", false, "write OCI whiteouts instead of overlay ones")
+	pt := flag.Bool("passthrough", false, "per-open FUSE passthrough (fs.Options.Passthrough) instead of no-open mode")
 	flag.Parse()
 	if flag.NArg() != 1 || *opt == "" {
 		fmt.Fprintln(os.Stderr, "usage: benchmount [-ops FILE] [-cpuprofile FILE] -o lowerdir=A:B,upperdir=U,workdir=W MNT")
 		os.Exit(2)
 	}
-	if err := run(flag.Arg(0), *opt, *ops, *cpu, *oci); err != nil {
+	if err := run(flag.Arg(0), *opt, *ops, *cpu, *oci, *pt); err != nil {
 		fmt.Fprintf(os.Stderr, "benchmount: %v\n", err)
 		os.Exit(1)
 	}
 }
 
-func run(mnt, opt, opsFile, cpuFile string, oci bool) error {
-	o := fs.Options{Format: cow.FormatOverlay, FsName: "layerfs-bench"}
+func run(mnt, opt, opsFile, cpuFile string, oci, passthrough bool) error {
+	o := fs.Options{Format: cow.FormatOverlay, FsName: "layerfs-bench", Passthrough: passthrough}
 	if oci {
 		o.Format = cow.FormatOCI
 	}

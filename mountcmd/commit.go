@@ -150,13 +150,18 @@ func runCommit(ctx context.Context, g *globalOptions, o *commitOptions, args []s
 	}
 	defer release()
 
+	if o.rebase && st.ReadOnly && w.serverAlive() {
+		return fmt.Errorf("container %s is mounted read-only: --rebase needs a writable mount", w.name)
+	}
 	var srv *controlClient
 	if w.serverAlive() {
 		if srv, err = dialControl(ctx, w); err != nil {
 			return err
 		}
 		defer srv.Close() // also lifts a pause this client still holds
-		if o.pause {
+		// --rebase always pauses: a write between the read of the upper and the swap
+		// would land in the old upper, which the rebase discards.
+		if o.pause || o.rebase {
 			if err := srv.Pause(ctx); err != nil {
 				return fmt.Errorf("pause %s: %w", w.name, err)
 			}

@@ -186,6 +186,61 @@ func (s *stack) lookupIn(dirLayers []int, rel, name string) (*entry, error) {
 	return e, nil
 }
 
+// dirFds holds the directory rel open in each of its layers, for many lookups.
+type dirFds struct {
+	layers []int
+	fds    []int // -1 where the layer lacks the dir
+}
+
+func (s *stack) openDirFds(dirLayers []int, rel string) (*dirFds, error) {
+	d := &dirFds{layers: dirLayers}
+	for _, li := range dirLayers {
+		fd, err := s.openDir(li, rel, unix.O_PATH)
+		if err != nil {
+			if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENOTDIR) || errors.Is(err, unix.ELOOP) {
+				fd = -1
+			} else {
+				d.close()
+				return nil, err
+			}
+		}
+		d.fds = append(d.fds, fd)
+	}
+	return d, nil
+}
+
+func (d *dirFds) close() {
+	for _, fd := range d.fds {
+		if fd >= 0 {
+			unix.Close(fd)
+		}
+	}
+}
+
+// lookup is lookupIn through the open dirs.
+func (s *stack) lookup(d *dirFds, name string) (*entry, error) {
+	if cow.IsReservedName(name) {
+		return nil, unix.ENOENT
+	}
+	var e *entry
+	for i, li := range d.layers {
+		if d.fds[i] < 0 {
+			continue
+		}
+		stop, err := s.lookupOne(d.fds[i], li, name, &e)
+		if err != nil {
+			return nil, err
+		}
+		if stop {
+			break
+		}
+	}
+	if e == nil {
+		return nil, unix.ENOENT
+	}
+	return e, nil
+}
+
 // lookupOne looks name up in one layer's directory dfd, extending *e. It reports
 // whether the lower layers are hidden from here on.
 func (s *stack) lookupOne(dfd, li int, name string, e **entry) (stop bool, err error) {

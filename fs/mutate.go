@@ -256,6 +256,38 @@ func (n *node) Link(ctx context.Context, target fusefs.InodeEmbedder, name strin
 	n.fs.barrier.RLock()
 	defer n.fs.barrier.RUnlock()
 	defer n.fs.changed()()
+	var te *entry
+	if _, p := tn.Parent(); p == nil {
+		// An unnamed file (O_TMPFILE, or unlinked while open) linked back in
+		// through its fd.
+		fd := tn.unlinkedFd(nil)
+		if fd < 0 {
+			return nil, syscall.ENOENT
+		}
+		_, _, dfd, err := n.upperDir()
+		if err != nil {
+			return nil, errno("link", err)
+		}
+		defer unix.Close(dfd)
+		if _, err := clearWhiteout(dfd, name); err != nil {
+			return nil, errno("link", err)
+		}
+		if err := unix.Linkat(unix.AT_FDCWD, procFd(fd), dfd, name, unix.AT_SYMLINK_FOLLOW); err != nil {
+			return nil, errno("link", err)
+		}
+		tn.mu.Lock()
+		te = tn.ent
+		tn.mu.Unlock()
+		if te == nil {
+			return nil, syscall.ENOENT
+		}
+		e := &entry{layers: []int{0}, ino: te.ino, gen: te.gen}
+		if err := unix.Fstatat(dfd, name, &e.st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+			return nil, errno("link", err)
+		}
+		n.fs.fillEntry(e, out)
+		return n.newChild(ctx, e, n.fs.epoch.Load(), authoritative), 0
+	}
 	trel := tn.rel()
 	if _, _, err := n.fs.copyUpPath(trel, -1); err != nil {
 		return nil, errno("link", err)
@@ -271,7 +303,7 @@ func (n *node) Link(ctx context.Context, target fusefs.InodeEmbedder, name strin
 	if err := linkUpper(s, trel, path.Join(n.rel(), name)); err != nil {
 		return nil, errno("link", err)
 	}
-	te, _, err := tn.resolve()
+	te, _, err = tn.resolve()
 	if err != nil {
 		return nil, errno("link", err)
 	}
@@ -695,4 +727,49 @@ func (n *node) copyUpSelf() error {
 	}
 	_, _, err = n.fs.copyUpPath(n.rel(), -1)
 	return err
+}
+
+var _ = (fusefs.NodeTmpfiler)((*node)(nil))
+
+// Tmpfile makes an unnamed file in the directory's upper copy (open(O_TMPFILE)); it
+// gets a name if the caller links it in through /proc/self/fd.
+func (n *node) Tmpfile(ctx context.Context, flags uint32, mode uint32, out *fuse.EntryOut) (*fusefs.Inode, fusefs.FileHandle, uint32, syscall.Errno) {
+	n.fs.barrier.RLock()
+	defer n.fs.barrier.RUnlock()
+	_, s, dfd, err := n.upperDir()
+	if err != nil {
+		return nil, nil, 0, errno("tmpfile", err)
+	}
+	defer unix.Close(dfd)
+	acc := int(flags) & unix.O_ACCMODE
+	if acc == unix.O_RDONLY {
+		acc = unix.O_RDWR
+	}
+	fd, err := unix.Openat(dfd, ".", acc|unix.O_TMPFILE|unix.O_CLOEXEC, mode&0o7777)
+	if err != nil {
+		return nil, nil, 0, errno("tmpfile", err)
+	}
+	_ = unix.Fchmod(fd, mode&0o7777)
+	if caller, ok := fuse.FromContext(ctx); ok && os.Geteuid() == 0 {
+		_ = unix.Fchown(fd, int(caller.Uid), int(caller.Gid))
+	}
+	e := &entry{layers: []int{0}, gen: 1}
+	if err := unix.Fstat(fd, &e.st); err != nil {
+		unix.Close(fd)
+		return nil, nil, 0, errno("tmpfile", err)
+	}
+	e.ino = s.mapIno(e.st.Dev, e.st.Ino)
+	var sx unix.Statx_t
+	if unix.Statx(fd, "", unix.AT_EMPTY_PATH, unix.STATX_BTIME, &sx) == nil && sx.Mask&unix.STATX_BTIME != 0 {
+		e.gen = uint64(sx.Btime.Sec)*1e9 + uint64(sx.Btime.Nsec) | 2
+	}
+	n.fs.fillEntry(e, out)
+	ch := n.fs.newNode()
+	ch.storeEntry(e, n.fs.epoch.Load(), authoritative)
+	in := n.NewInode(ctx, ch, fusefs.StableAttr{Mode: unix.S_IFREG, Ino: e.ino, Gen: e.gen})
+	cn := in.Operations().(*node)
+	cn.mu.Lock()
+	h, fflags := cn.newHandle(fd, true, 0)
+	cn.mu.Unlock()
+	return in, h, fflags, 0
 }

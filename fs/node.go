@@ -354,8 +354,13 @@ func (d *dirHandle) load() syscall.Errno {
 		pino = p.StableAttr().Ino
 	}
 	d.list = append(d.list, fuse.DirEntry{Name: "..", Mode: unix.S_IFDIR, Ino: pino, Off: 2})
+	dirs, err := s.openDirFds(e.layers, rel)
+	if err != nil {
+		return errno("readdir", err)
+	}
+	defer dirs.close()
 	for _, de := range ents {
-		ce, err := s.lookupIn(e.layers, rel, de.name)
+		ce, err := s.lookup(dirs, de.name)
 		if err != nil {
 			continue
 		}

@@ -3,6 +3,7 @@ package fs
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -250,6 +251,20 @@ func TestOpenFilesAndData(t *testing.T) {
 		t.Errorf("unlinked open file: read %q nlink %d", buf, st.Nlink)
 	}
 	f.Close()
+
+	// O_TMPFILE, then linked into place.
+	tfd, err := unix.Open(u.mnt, unix.O_TMPFILE|unix.O_RDWR, 0o640)
+	must(t, err)
+	_, err = unix.Write(tfd, []byte("tmp"))
+	must(t, err)
+	must(t, unix.Linkat(unix.AT_FDCWD, fmt.Sprintf("/proc/self/fd/%d", tfd), unix.AT_FDCWD, p("linked"), unix.AT_SYMLINK_FOLLOW))
+	unix.Close(tfd)
+	if got := readFile(t, p("linked")); got != "tmp" {
+		t.Errorf("linked tmpfile = %q", got)
+	}
+	if st := lstat(t, p("linked")); st.Nlink != 1 || st.Mode&0o777 != 0o640 {
+		t.Errorf("linked tmpfile nlink %d mode %o", st.Nlink, st.Mode)
+	}
 
 	// O_TRUNC of a big lower file copies no data; truncate keeps the prefix.
 	must(t, os.WriteFile(p("big"), []byte("short"), 0o644))

@@ -384,3 +384,41 @@ func TestRunTTY(t *testing.T) {
 		t.Errorf("run -it under script: exit %d, output %q", code, out)
 	}
 }
+
+// TestRunStart: a kept container runs its command again, on its own changes.
+func TestRunStart(t *testing.T) {
+	requireRunner(t)
+	importRunner(t, "busybox", `CMD ["sh"]`)
+	first := mustRun(t, "run", "--name", "again", "-e", "WHO=me", "busybox", "sh", "-c", "echo $WHO >> /root/log; hostname; wc -l < /root/log")
+	second := mustRun(t, "start", "-a", "again")
+	host := strings.SplitN(first, "\n", 2)[0]
+	if second != host+"\n2\n" {
+		t.Errorf("start -a = %q, want the same hostname %q and 2 log lines", second, host)
+	}
+	if got := mustRun(t, "start", "again"); got != "again\n" {
+		t.Errorf("start printed %q", got)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(mustRun(t, "logs", "again"), "\n3\n") && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if got := mustRun(t, "logs", "again"); !strings.HasSuffix(got, "\n3\n") {
+		t.Errorf("logs after a detached start = %q", got)
+	}
+	// Right after stop, start runs the command again on the container's changes.
+	mustRun(t, "run", "-d", "--name", "sleepy", "busybox", "sh", "-c", "test -f /root/ran && exit 5; touch /root/ran; sleep 60")
+	if r := run(t, "start", "-a", "sleepy"); r.Code == 0 || !strings.Contains(r.Stderr, "already running") {
+		t.Errorf("start -a of a running container: exit %d, stderr %q", r.Code, r.Stderr)
+	}
+	deadline = time.Now().Add(10 * time.Second)
+	for run(t, "exec", "sleepy", "test", "-f", "/root/ran").Code != 0 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	mustRun(t, "stop", "-t", "0", "sleepy")
+	if r := run(t, "start", "-a", "sleepy"); r.Code != 5 {
+		t.Errorf("start -a after stop: exit %d, want 5 (stderr %q)", r.Code, r.Stderr)
+	}
+	if r := run(t, "start", "-a", "nosuch"); r.Code == 0 {
+		t.Errorf("start of a missing container succeeded")
+	}
+}

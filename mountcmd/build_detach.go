@@ -53,6 +53,7 @@ func runDetached(cmd *cobra.Command, g *globalOptions, o *runOptions, ref string
 	flag(o.interactive, "--interactive")
 	flag(o.tty, "--tty")
 	flag(o.init, "--init")
+	flag(o.reuse, "--reuse")
 	for _, e := range o.env {
 		if !strings.Contains(e, "=") { // pass the host's value now: the child has no env of ours
 			v, ok := os.LookupEnv(e)

@@ -44,6 +44,7 @@ type runOptions struct {
 	detach      bool
 	child       bool // internal: the detached monitor process of run -d
 	publish     []string
+	reuse       bool // internal: start an existing container (start)
 }
 
 func init() {
@@ -107,6 +108,8 @@ committed: layerfs run --name busy1 -it busybox sh; ...; layerfs commit busy1 me
 	f.StringArrayVarP(&o.publish, "publish", "p", nil, "accepted for docker compatibility; ignored: containers use the host's network")
 	f.BoolVar(&o.child, "detached-child", false, "internal: the monitor process of run -d")
 	f.MarkHidden("detached-child")
+	f.BoolVar(&o.reuse, "reuse", false, "internal: start the existing container NAME (start)")
+	f.MarkHidden("reuse")
 	cmd.Flags().Bool("help", false, "help for run") // -h is --hostname, as in docker
 	return cmd
 }
@@ -156,7 +159,7 @@ func runContainer(ctx context.Context, g *globalOptions, o *runOptions, ref stri
 	if err != nil {
 		return 0, err
 	}
-	if o.name != "" {
+	if o.name != "" && !o.reuse {
 		w, err := newWorkContainer(g.root, o.name)
 		if err != nil {
 			return 0, err
@@ -170,8 +173,9 @@ func runContainer(ctx context.Context, g *globalOptions, o *runOptions, ref stri
 		return 0, err
 	}
 	var made *build.RuntimePaths // mountpoints the image lacks, made for the run
+	server := 0                  // our mount server's pid
 	defer func() {
-		if uerr := unmountAfterRun(w, o.rm, made); err == nil && uerr != nil {
+		if uerr := unmountAfterRun(w, o.rm, made, server); err == nil && uerr != nil {
 			err = uerr
 		}
 	}()
@@ -179,6 +183,7 @@ func runContainer(ctx context.Context, g *globalOptions, o *runOptions, ref stri
 	if err != nil {
 		return 0, err
 	}
+	server = st.PID
 	made = build.NoteRuntimePaths(st.Mountpoint, w.upperPath(st))
 	vols, err := imageVolumes(w, img, st.Mountpoint, spec.Binds)
 	if err != nil {
@@ -189,6 +194,9 @@ func runContainer(ctx context.Context, g *globalOptions, o *runOptions, ref stri
 	spec.Rootfs = st.Mountpoint
 	if spec.Hostname == "" {
 		spec.Hostname = id[:12]
+	}
+	if err := saveRunConfig(w, o, img, args, spec.Hostname); err != nil {
+		return 0, err
 	}
 	etc, err := build.EtcFiles(filepath.Join(w.Dir(), "etc"), spec.Hostname)
 	if err != nil {
@@ -224,7 +232,6 @@ func runContainer(ctx context.Context, g *globalOptions, o *runOptions, ref stri
 	go killWithoutMount(w, p, exited)
 	code, err = p.Wait()
 	close(exited)
-	os.Remove(runStatePath(w))
 	return code, err
 }
 
@@ -357,13 +364,13 @@ func mountForRun(ctx context.Context, g *globalOptions, s *blobstore.Store, img 
 		return nil, err
 	}
 	defer release()
-	w, st, _, unlock, err := claimContainer(ctx, g, name, img, ref)
+	w, st, created, unlock, err := claimContainer(ctx, g, name, img, ref)
 	if err != nil {
 		return nil, err
 	}
 	defer unlock()
 	defer func() {
-		if err != nil && !w.serverAlive() {
+		if err != nil && created && !w.serverAlive() {
 			w.remove()
 		}
 	}()
@@ -390,11 +397,12 @@ func mountForRun(ctx context.Context, g *globalOptions, s *blobstore.Store, img 
 	return w, w.save(st)
 }
 
-// unmountAfterRun stops the container's mount server and removes the mountpoint
-// dir, and the container too with rm. The mountpoints the runtime made (made) go
-// from the upper dir again: like docker's init layer, they are not the
-// container's changes.
-func unmountAfterRun(w *workContainer, rm bool, made *build.RuntimePaths) error {
+// unmountAfterRun stops the container's mount server (if it still is ours,
+// server) and removes the mountpoint dir, and the container too with rm. The
+// mountpoints the runtime made (made) go from the upper dir again: like docker's
+// init layer, they are not the container's changes. run.json goes last, so that
+// whoever waits for it (stop) finds the container unmounted.
+func unmountAfterRun(w *workContainer, rm bool, made *build.RuntimePaths, server int) error {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	unlock, err := lockContainer(ctx, w)
@@ -404,7 +412,11 @@ func unmountAfterRun(w *workContainer, rm bool, made *build.RuntimePaths) error 
 	defer unlock()
 	st, err := w.load()
 	if err != nil {
-		return err
+		return err // removed under us (rm -f)
+	}
+	defer os.Remove(runStatePath(w))
+	if st.PID != server {
+		return nil // unmounted and mounted again by someone else meanwhile
 	}
 	mp := st.Mountpoint
 	if err := unmountContainer(ctx, w, st, true); err != nil { // force: the container is gone, nothing may keep its mount busy

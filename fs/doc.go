@@ -62,6 +62,5 @@
 // encoding a name longer than 251 bytes cannot be whited out (".wh." + name exceeds
 // NAME_MAX): deleting such a lower entry fails. Directory renames copy the whole
 // lower tree up (no redirect xattrs are written or read). xattrs of symlinks are
-// not supported (reads find none, writes fail with EPERM). fstat of a directory
-// removed while open fails (go-fuse issue 55).
+// not supported (reads find none, writes fail with EPERM).
 package fs

@@ -367,7 +367,7 @@ func (n *node) remove(name string, dir bool) syscall.Errno {
 		return errno("remove", err)
 	}
 	defer unix.Close(dfd)
-	if ch := n.GetChild(name); ch != nil && !dir {
+	if ch := n.GetChild(name); ch != nil {
 		ch.Operations().(*node).pinForRemoval()
 	}
 	if ce.inUpper(s) {

@@ -82,14 +82,15 @@ func (n *node) dropLowerFd() {
 // pinForRemoval gives the node of a regular file about to lose its name an fd to the
 // file, for opens the kernel may still hold.
 func (n *node) pinForRemoval() {
-	if n.StableAttr().Mode&unix.S_IFMT != unix.S_IFREG {
+	typ := n.StableAttr().Mode & unix.S_IFMT
+	if typ != unix.S_IFREG && typ != unix.S_IFDIR {
 		return
 	}
 	e, s, err := n.resolve()
 	if err != nil {
 		return
 	}
-	if n.fs.noOpen {
+	if n.fs.noOpen && typ == unix.S_IFREG {
 		_, _ = n.dataFd(e.inUpper(s))
 		return
 	}
@@ -221,7 +222,10 @@ func (n *node) unlinkedFd(f fusefs.FileHandle) int {
 	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	return n.dfd
+	if n.dfd >= 0 {
+		return n.dfd
+	}
+	return n.pin
 }
 
 // fsyncData syncs the node's upper fd in no-open mode.

@@ -109,7 +109,7 @@ func (n *node) Rename(ctx context.Context, name string, newParent fusefs.InodeEm
 			}
 		}
 	}
-	if dn := np.GetChild(newName); dn != nil && de != nil && !exchange && !de.isDir() {
+	if dn := np.GetChild(newName); dn != nil && de != nil && !exchange {
 		dn.Operations().(*node).pinForRemoval()
 	}
 	if err := unix.Renameat2(sdfd, name, ddfd, newName, uint(flags)); err != nil {

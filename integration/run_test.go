@@ -363,6 +363,17 @@ func TestRunDetached(t *testing.T) {
 		t.Errorf("run -d of a missing image: exit %d, stderr %q", r.Code, r.Stderr)
 	}
 	mustRun(t, "rm", "d1", "d2")
+
+	// rm -f of a running container kills its process first, as docker rm -f does,
+	// rather than finding the mount busy.
+	mustRun(t, "run", "-d", "--name", "d4", "busybox", "sleep", "600")
+	if r := run(t, "rm", "d4"); r.Code == 0 {
+		t.Errorf("rm of a running container succeeded without -f")
+	}
+	mustRun(t, "rm", "-f", "d4")
+	if ps := mustRun(t, "ps", "-q"); strings.Contains(ps, "d4") {
+		t.Errorf("ps after rm -f d4 = %q", ps)
+	}
 }
 
 // TestRunTTY runs `run -it` under script(1), which gives it a terminal.

@@ -62,6 +62,19 @@ func openStack(lowers []string, upper, work string, f cow.Format) (*stack, error
 			return nil, &os.PathError{Op: "open work dir", Path: work, Err: err}
 		}
 		s.work = fd
+		var ust, wst unix.Stat_t
+		if unix.Fstat(s.layers[0].fd, &ust) == nil && unix.Fstat(fd, &wst) == nil && ust.Dev != wst.Dev {
+			s.close()
+			return nil, fmt.Errorf("open stack: work dir %s is not on the filesystem of upper dir %s", work, upper)
+		}
+		// Copy-ups interrupted by a crash leave temp entries behind.
+		if ents, err := os.ReadDir(work); err == nil {
+			for _, e := range ents {
+				if strings.HasPrefix(e.Name(), "copyup-") {
+					_ = os.RemoveAll(filepath.Join(work, e.Name()))
+				}
+			}
+		}
 	}
 	for _, l := range lowers {
 		if err := add(l, false); err != nil {

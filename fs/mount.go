@@ -153,7 +153,10 @@ func (m *MountPoint) Resume() {
 
 // Rebase swaps the layer stack in place: lowers (top first) and upper replace the
 // current ones (typically after a commit made the old upper's content a new lower).
-// Cached resolutions are dropped and the kernel's caches invalidated. Called while
+// Cached resolutions are dropped and the kernel's caches of known entries
+// invalidated; negative entries stay cached, so the merged view should be the same
+// before and after (as after a commit). Files created since the last commit get new
+// inode numbers (their new lower copy has no origin). Called while
 // paused (the usual commit: Pause, diff, Rebase, Resume) it runs under that pause;
 // otherwise it takes the write barrier itself. Not concurrently with Pause/Resume.
 func (m *MountPoint) Rebase(lowers []string, upper string) error {

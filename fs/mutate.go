@@ -240,7 +240,14 @@ func (n *node) Symlink(ctx context.Context, target, name string, out *fuse.Entry
 		return nil, errno("symlink chown", err)
 	}
 	in, _, err := n.finishNew(ctx, s, dfd, name, out)
-	return in, errno("symlink", err)
+	if err != nil {
+		return nil, errno("symlink", err)
+	}
+	cn := in.Operations().(*node)
+	cn.mu.Lock()
+	cn.link = []byte(target)
+	cn.mu.Unlock()
+	return in, 0
 }
 
 var _ = (fusefs.NodeLinker)((*node)(nil))

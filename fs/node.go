@@ -57,6 +57,11 @@ type node struct {
 	// opens racing with the removal still reach the inode (-1: none).
 	pin      int
 	pinUpper bool
+
+	// link is a symlink's target once known. A symlink never changes, so it
+	// answers READLINK even after the name went away (renamed over, unlinked)
+	// while the kernel still resolves the old inode, as a local filesystem does.
+	link []byte
 }
 
 func (fsys *unionFS) newNode() *node { return &node{fs: fsys, dfd: -1, pin: -1} }
@@ -254,7 +259,19 @@ func (n *node) Getattr(ctx context.Context, f fusefs.FileHandle, out *fuse.AttrO
 func (n *node) getattrUnlinked(f fusefs.FileHandle, out *fuse.AttrOut) syscall.Errno {
 	fd := n.unlinkedFd(f)
 	if fd < 0 {
-		return syscall.ENOENT
+		// A symlink or special file: its last known attributes, without a name.
+		n.mu.Lock()
+		e := n.ent
+		n.mu.Unlock()
+		typ := n.StableAttr().Mode & unix.S_IFMT
+		if e == nil || typ == unix.S_IFREG || typ == unix.S_IFDIR {
+			return syscall.ENOENT
+		}
+		st := e.st
+		st.Nlink = 0
+		out.FromStat(toSyscallStat(&st))
+		out.Ino = n.StableAttr().Ino
+		return 0
 	}
 	var st unix.Stat_t
 	if err := unix.Fstat(fd, &st); err != nil {
@@ -285,24 +302,55 @@ func (n *node) statLayer(s *stack, e *entry) (unix.Stat_t, error) {
 var _ = (fusefs.NodeReadlinker)((*node)(nil))
 
 func (n *node) Readlink(ctx context.Context) ([]byte, syscall.Errno) {
-	e, s, err := n.resolve()
+	if l := n.cachedLink(); l != nil {
+		return l, 0
+	}
+	l, err := n.readLink()
+	if errors.Is(err, unix.ESTALE) {
+		// The name was replaced between the kernel's lookup and this request; the
+		// target was saved when it was (pinForRemoval), unless it raced with that.
+		if l := n.cachedLink(); l != nil {
+			return l, 0
+		}
+	}
 	if err != nil {
 		return nil, errno("readlink", err)
+	}
+	n.mu.Lock()
+	n.link = l
+	n.mu.Unlock()
+	return l, 0
+}
+
+func (n *node) cachedLink() []byte {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.link
+}
+
+// readLink reads the symlink's target from its top layer.
+func (n *node) readLink() ([]byte, error) {
+	e, s, err := n.resolve()
+	if err != nil {
+		return nil, err
+	}
+	if e.st.Mode&unix.S_IFMT != unix.S_IFLNK || e.ino != n.StableAttr().Ino {
+		return nil, unix.ESTALE // the name now holds another inode
 	}
 	dir, name := path.Split(n.rel())
 	dfd, err := s.openDir(e.layers[0], dir, unix.O_PATH)
 	if err != nil {
-		return nil, errno("readlink", err)
+		return nil, err
 	}
 	defer unix.Close(dfd)
 	for l := 256; ; l *= 2 {
 		buf := make([]byte, l)
 		sz, err := unix.Readlinkat(dfd, name, buf)
 		if err != nil {
-			return nil, errno("readlink", err)
+			return nil, err
 		}
 		if sz < len(buf) {
-			return buf[:sz], 0
+			return buf[:sz], nil
 		}
 	}
 }

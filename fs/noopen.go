@@ -83,6 +83,16 @@ func (n *node) dropLowerFd() {
 // file, for opens the kernel may still hold.
 func (n *node) pinForRemoval() {
 	typ := n.StableAttr().Mode & unix.S_IFMT
+	if typ == unix.S_IFLNK {
+		if n.cachedLink() == nil {
+			if l, err := n.readLink(); err == nil {
+				n.mu.Lock()
+				n.link = l
+				n.mu.Unlock()
+			}
+		}
+		return
+	}
 	if typ != unix.S_IFREG && typ != unix.S_IFDIR {
 		return
 	}

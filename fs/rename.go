@@ -112,6 +112,9 @@ func (n *node) Rename(ctx context.Context, name string, newParent fusefs.InodeEm
 	if dn := np.GetChild(newName); dn != nil && de != nil && !exchange {
 		dn.Operations().(*node).pinForRemoval()
 	}
+	if sn := n.GetChild(name); sn != nil && se.st.Mode&unix.S_IFMT == unix.S_IFLNK {
+		sn.Operations().(*node).pinForRemoval() // its path is stale until go-fuse moves it
+	}
 	if err := unix.Renameat2(sdfd, name, ddfd, newName, uint(flags)); err != nil {
 		return errno("rename", err)
 	}

@@ -22,8 +22,12 @@ type unionFS struct {
 	changes atomic.Uint64 // bumped by every change of any directory's entries
 	barrier sync.RWMutex  // mutating ops hold it shared; Pause holds it exclusively
 	cuMu    sync.Mutex    // serialises copy-ups
-	root    *node
-	debug   bool
+	// dirMu: user changes of directory entries hold it shared; placing a copy-up
+	// or a marker and then putting the directory's times back holds it
+	// exclusively, so that no user change's mtime is undone (see entriesChange).
+	dirMu sync.RWMutex
+	root  *node
+	debug bool
 	// passthrough is set when the kernel accepted FUSE passthrough.
 	passthrough atomic.Bool
 	// noOpen: opens of regular files stay in the kernel (see noopen.go).
@@ -156,6 +160,15 @@ func (n *node) invalidateEntry() {
 func (fsys *unionFS) changed() func() {
 	fsys.changes.Add(1)
 	return func() { fsys.changes.Add(1) }
+}
+
+// entriesChange marks a user's change of directory entries (create, link, unlink,
+// rename): it must move the directory's mtime, so copy-ups that put a directory's
+// times back wait for it. Call it after any copy-up the change needs, and the
+// returned func at the end of the change.
+func (fsys *unionFS) entriesChange() func() {
+	fsys.dirMu.RLock()
+	return fsys.dirMu.RUnlock
 }
 
 // longTimeout is the entry and attr timeout: the mount is the only writer of its

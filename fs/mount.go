@@ -156,7 +156,10 @@ func (m *MountPoint) Resume() {
 // Cached resolutions are dropped and the kernel's caches of known entries
 // invalidated; negative entries stay cached, so the merged view should be the same
 // before and after (as after a commit). Files created since the last commit get new
-// inode numbers (their new lower copy has no origin). Called while
+// inode numbers (their new lower copy has no origin). Files open across the
+// Rebase follow: the next write through them copies the file up into the new upper
+// (the old upper may be deleted), except passthrough opens, whose writes the kernel
+// sends to the old file itself. Called while
 // paused (the usual commit: Pause, diff, Rebase, Resume) it runs under that pause;
 // otherwise it takes the write barrier itself. Not concurrently with Pause/Resume.
 func (m *MountPoint) Rebase(lowers []string, upper string) error {

@@ -142,7 +142,7 @@ func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint3
 	}
 	cn := in.Operations().(*node)
 	cn.mu.Lock()
-	h, fflags := cn.newHandle(fd, true, 0)
+	h, fflags := cn.newHandle(fd, s, oflags, true, 0)
 	cn.mu.Unlock()
 	return in, h, fflags, 0
 }
@@ -483,7 +483,7 @@ func (n *node) Tmpfile(ctx context.Context, flags uint32, mode uint32, out *fuse
 	in := n.NewInode(ctx, ch, fusefs.StableAttr{Mode: unix.S_IFREG, Ino: e.ino, Gen: e.gen})
 	cn := in.Operations().(*node)
 	cn.mu.Lock()
-	h, fflags := cn.newHandle(fd, true, 0)
+	h, fflags := cn.newHandle(fd, s, acc, true, 0)
 	cn.mu.Unlock()
 	return in, h, fflags, 0
 }

@@ -238,9 +238,9 @@ func (n *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fu
 var _ = (fusefs.NodeGetattrer)((*node)(nil))
 
 func (n *node) Getattr(ctx context.Context, f fusefs.FileHandle, out *fuse.AttrOut) syscall.Errno {
-	if h := asHandle(f); h != nil && h.upper {
+	if h := asHandle(f); h != nil {
 		var st unix.Stat_t
-		if err := h.fstat(&st); err == nil {
+		if _, fd, ok := h.upperFile(); ok && unix.Fstat(fd, &st) == nil {
 			out.FromStat(toSyscallStat(&st))
 			out.Ino = n.StableAttr().Ino
 			out.SetTimeout(longTimeout * 1e9)

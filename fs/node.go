@@ -66,6 +66,9 @@ type node struct {
 	// answers READLINK even after the name went away (renamed over, unlinked)
 	// while the kernel still resolves the old inode, as a local filesystem does.
 	link []byte
+
+	// listing is the directory's last merged listing (see dirHandle.load).
+	listing *dirListing
 }
 
 func (fsys *unionFS) newNode() *node { return &node{fs: fsys, dfd: -1, pin: -1} }

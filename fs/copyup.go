@@ -31,10 +31,30 @@ func (fsys *unionFS) rootEntry() (*entry, *stack, error) { return fsys.root.reso
 // component (-1: all data). Cached entries of known nodes are updated on the way.
 // The caller holds the barrier; copyUpPath takes cuMu itself.
 func (fsys *unionFS) copyUpPath(rel string, dataLimit int64) (*entry, *stack, error) {
+	if e, s, ok := fsys.knownUpper(rel); ok {
+		return e, s, nil // nothing to copy: no lock, no change of any directory
+	}
 	fsys.cuMu.Lock()
 	defer fsys.cuMu.Unlock()
 	defer fsys.changed()()
 	return fsys.copyUpPathLocked(rel, dataLimit, true)
+}
+
+// knownUpper returns the resolution of rel if it is a known node already in the
+// upper dir (and so are its parents): the common case of a rename, link or write
+// of an upper file, which then needs no walk from the root.
+func (fsys *unionFS) knownUpper(rel string) (*entry, *stack, bool) {
+	in := fsys.root.EmbeddedInode()
+	for _, c := range splitRel(rel) {
+		if in = in.GetChild(c); in == nil {
+			return nil, nil, false
+		}
+	}
+	e, s, err := in.Operations().(*node).resolve()
+	if err != nil || !s.writable() || !e.inUpper(s) {
+		return nil, nil, false
+	}
+	return e, s, true
 }
 
 func (fsys *unionFS) copyUpPathLocked(rel string, dataLimit int64, links bool) (*entry, *stack, error) {

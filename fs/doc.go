@@ -21,7 +21,9 @@
 // Read-only opens never copy up; O_TRUNC and truncate copy no more data than the
 // new size keeps. Hard links in a lower stay links: all visible names of the inode
 // are linked to the upper copy. A renamed lower directory is copied up as a whole
-// and made opaque, so rename never fails with EXDEV.
+// and made opaque, so rename never fails with EXDEV. Copy-up is not a change of the
+// directories it places entries (or markers) in: their atime and mtime are put
+// back, as kernel overlayfs does; a user's create, unlink or rename moves them.
 //
 // # Inode numbers
 //
@@ -34,8 +36,11 @@
 //
 // The mount is the only writer of its upper dir and lowers never change, so
 // entries, attributes and negative lookups are cached by the kernel for an hour,
-// readdir results are cached (FOPEN_CACHE_DIR, with name-hash offsets) and so are
-// symlinks. READDIRPLUS reuses the resolutions made for the listing.
+// and so are symlinks (their targets are also kept in the node: a symlink never
+// changes, and the kernel may read one after its name was replaced). OPENDIR
+// answers ENOSYS once (noopendir.go): the kernel then caches listings across opens
+// and sends no OPENDIR/RELEASEDIR; listings have name-hash offsets. FLUSH answers
+// ENOSYS. READDIRPLUS reuses the resolutions made for the listing.
 //
 // Two modes serve file data (Options.Passthrough):
 //   - no-open (default): Open answers ENOSYS once, so the kernel opens files itself

@@ -77,7 +77,8 @@ func (s *Store) AppendLayer(ctx context.Context, tarStream io.Reader, c Compress
 	if err != nil {
 		return ocispec.Descriptor{}, "", err
 	}
-	diffID, err := copyHashing(ctx, cw, tarStream)
+	sc := newTarSizeCounter()
+	diffID, err := copyHashing(ctx, cw, tarStream, sc)
 	if cerr := cw.Close(); err == nil {
 		err = cerr
 	}
@@ -87,6 +88,10 @@ func (s *Store) AppendLayer(ctx context.Context, tarStream io.Reader, c Compress
 	d, size, err := bw.commit("")
 	if err != nil {
 		return ocispec.Descriptor{}, "", fmt.Errorf("append layer: %w", err)
+	}
+	if sc.ok() {
+		// best effort: LayerSizes counts a layer without a record from its blob
+		_ = s.recordLayerSizes(ctx, map[digest.Digest]int64{diffID: sc.size()})
 	}
 	return ocispec.Descriptor{MediaType: LayerMediaType(c), Digest: d, Size: size}, diffID, nil
 }
@@ -106,8 +111,9 @@ func parallelCompressor(w io.Writer, c Compression, level int) (io.WriteCloser, 
 
 // copyHashing copies r to w in appendBufSize buffers and returns the sha256 of what
 // it copied, hashed on another goroutine while w works on the same buffer (w must
-// not keep a buffer past Write, which io.Writer forbids anyway).
-func copyHashing(ctx context.Context, w io.Writer, r io.Reader) (digest.Digest, error) {
+// not keep a buffer past Write, which io.Writer forbids anyway). The hashing
+// goroutine also writes every buffer to sinks (their errors are ignored).
+func copyHashing(ctx context.Context, w io.Writer, r io.Reader, sinks ...io.Writer) (digest.Digest, error) {
 	const nbuf = 4
 	free := make(chan []byte, nbuf)
 	for range nbuf {
@@ -119,6 +125,9 @@ func copyHashing(ctx context.Context, w io.Writer, r io.Reader) (digest.Digest, 
 	go func(h hash.Hash) {
 		for b := range toHash {
 			h.Write(b)
+			for _, s := range sinks {
+				s.Write(b)
+			}
 			free <- b[:cap(b)]
 		}
 		close(hashed)

@@ -215,7 +215,7 @@ func (s *Store) deleteHelper(ctx context.Context, img *Image, opts RemoveOptions
 	for _, t := range img.Tags {
 		lines = append(lines, RemoveLine{Untagged: FamiliarString(t)})
 	}
-	if err := s.DeleteImage(ctx, img.ManifestDigest); err != nil {
+	if err := s.DeleteImage(ctx, img.ManifestDigest, img.Index); err != nil {
 		return lines, err
 	}
 	lines = append(lines, RemoveLine{Deleted: img.ID})

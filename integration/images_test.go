@@ -171,12 +171,12 @@ func TestImagesInspectHistory(t *testing.T) {
 // digestsOf is "<manifest digest> <config digest>" of ref in root.
 func digestsOf(t testing.TB, root, ref string) string {
 	t.Helper()
-	out := mustRunIn(t, root, "images", "--no-trunc", "--format", "{{.Digest}} {{.ID}}", ref)
+	out := mustRunIn(t, root, "images", "-q", "--no-trunc", ref)
 	lines := strings.Split(strings.TrimSpace(out), "\n")
 	if len(lines) != 1 || lines[0] == "" {
 		t.Fatalf("images %s in %s = %q, want one row", ref, root, out)
 	}
-	return lines[0]
+	return strings.TrimSpace(mustRunIn(t, root, "inspect", "--format", "{{.Descriptor.Digest}} {{.Id}}", lines[0]))
 }
 
 // ociArchiveOf writes an OCI archive holding one image whose only layer is the

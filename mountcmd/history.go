@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/layerfs/layerfs/blobstore"
+	"github.com/opencontainers/go-digest"
 	"github.com/spf13/cobra"
 )
 
@@ -58,7 +59,9 @@ func ellipsis(s string, n int) string {
 	return string(r[:n-1]) + "…"
 }
 
-func historyRows(img *blobstore.Image, noTrunc bool) []historyRow {
+// historyRows are history's lines, newest first; a layer's SIZE is its content
+// size (sizes from LayerSizes), as docker shows it.
+func historyRows(img *blobstore.Image, sizes map[digest.Digest]int64, noTrunc bool) []historyRow {
 	var rows []historyRow
 	layer := 0
 	layers := img.Manifest.Layers
@@ -73,13 +76,13 @@ func historyRows(img *blobstore.Image, noTrunc bool) []historyRow {
 	for _, h := range img.Config.History {
 		var size int64
 		if !h.EmptyLayer && layer < len(layers) {
-			size = layers[layer].Size
+			size = img.LayerContentSize(sizes, layer)
 			layer++
 		}
 		add(h.Created, h.CreatedBy, h.Comment, size)
 	}
 	for ; layer < len(layers); layer++ { // layers the history does not describe
-		add(img.Config.Created, "", "", layers[layer].Size)
+		add(img.Config.Created, "", "", img.LayerContentSize(sizes, layer))
 	}
 	// newest first
 	for i, j := 0, len(rows)-1; i < j; i, j = i+1, j-1 {
@@ -108,7 +111,11 @@ func runHistory(cmd *cobra.Command, g *globalOptions, o *historyOptions, ref str
 	if err != nil {
 		return daemonError(cmd, imageErr(ref, err))
 	}
-	rows := historyRows(img, o.noTrunc)
+	sizes, err := s.LayerSizes(cmd.Context(), img)
+	if err != nil {
+		return err
+	}
+	rows := historyRows(img, sizes, o.noTrunc)
 	out := cmd.OutOrStdout()
 	if o.quiet {
 		for _, r := range rows {

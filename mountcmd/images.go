@@ -144,6 +144,78 @@ func matchReference(pattern, full string) bool {
 	return ok
 }
 
+// keepReference applies the reference filters to one row's full reference ("" for
+// an image with neither tag nor repo digest, which no pattern matches).
+func (f *imageFilter) keepReference(full string) bool {
+	if len(f.references) == 0 {
+		return true
+	}
+	for _, p := range f.references {
+		if full != "" && matchReference(p, full) {
+			return true
+		}
+	}
+	return false
+}
+
+// refRow is one row of `images` with the reference it shows.
+type refRow struct {
+	imageRow
+	full string
+}
+
+// imageRefRows are docker's rows for one image: one per tag; one per repository
+// that has a recorded repo digest (a pull or push) but no tag on the image, with
+// TAG <none>; "<none> <none>" when it has neither. DIGEST is the repository's
+// recorded digest, <none> when there is none (a local build, import or load).
+func imageRefRows(base imageRow, tags, repoDigests []string) []refRow {
+	digestOf := map[string]string{} // repository name -> digest
+	var digestRepos []string
+	for _, rd := range repoDigests {
+		n, err := reference.ParseNormalizedNamed(rd)
+		if err != nil {
+			continue
+		}
+		if c, ok := n.(reference.Canonical); ok {
+			if _, seen := digestOf[n.Name()]; !seen {
+				digestOf[n.Name()] = c.Digest().String()
+				digestRepos = append(digestRepos, n.Name())
+			}
+		}
+	}
+	var rows []refRow
+	tagged := map[string]bool{}
+	for _, t := range tags {
+		n, err := reference.ParseNormalizedNamed(t)
+		if err != nil {
+			continue
+		}
+		r := refRow{imageRow: base, full: t}
+		r.Repository = reference.FamiliarName(n)
+		if tg, ok := n.(reference.Tagged); ok {
+			r.Tag = tg.Tag()
+		}
+		if d, ok := digestOf[n.Name()]; ok {
+			r.Digest = d
+		}
+		tagged[n.Name()] = true
+		rows = append(rows, r)
+	}
+	for _, name := range digestRepos {
+		if tagged[name] {
+			continue
+		}
+		n, _ := reference.ParseNormalizedNamed(name)
+		r := refRow{imageRow: base, full: name}
+		r.Repository, r.Digest = reference.FamiliarName(n), digestOf[name]
+		rows = append(rows, r)
+	}
+	if len(rows) == 0 {
+		rows = append(rows, refRow{imageRow: base})
+	}
+	return rows
+}
+
 func (f *imageFilter) keepImage(img *blobstore.Image) bool {
 	if f.dangling != nil && *f.dangling != (len(img.Tags) == 0) {
 		return false
@@ -181,6 +253,10 @@ func runImages(cmd *cobra.Command, g *globalOptions, o *imagesOptions, args []st
 	if err != nil {
 		return err
 	}
+	sizes, err := s.LayerSizes(cmd.Context(), imgs...)
+	if err != nil {
+		return err
+	}
 	var rows []imageRow
 	for _, img := range imgs {
 		if !f.keepImage(img) {
@@ -192,8 +268,8 @@ func runImages(cmd *cobra.Command, g *globalOptions, o *imagesOptions, args []st
 		base := imageRow{
 			Containers: "N/A", SharedSize: "N/A", UniqueSize: "N/A",
 			CreatedSince: createdSince(img.Created()),
-			Size:         humanSize(img.Size()), VirtualSize: humanSize(img.Size()),
-			ID: blobstore.ShortID(img.ID), Digest: img.ManifestDigest.String(),
+			Size:         humanSize(img.ContentSize(sizes)), VirtualSize: humanSize(img.ContentSize(sizes)),
+			ID: blobstore.ShortID(img.ID), Digest: "<none>",
 			Repository: "<none>", Tag: "<none>",
 		}
 		if c := img.Created(); !c.IsZero() {
@@ -202,29 +278,10 @@ func runImages(cmd *cobra.Command, g *globalOptions, o *imagesOptions, args []st
 		if o.noTrunc {
 			base.ID = img.ID.String()
 		}
-		if len(img.Tags) == 0 {
-			if len(f.references) == 0 {
-				rows = append(rows, base)
+		for _, r := range imageRefRows(base, img.Tags, img.PulledDigests) {
+			if f.keepReference(r.full) {
+				rows = append(rows, r.imageRow)
 			}
-			continue
-		}
-		for _, t := range img.Tags {
-			if len(f.references) > 0 {
-				match := false
-				for _, p := range f.references {
-					match = match || matchReference(p, t)
-				}
-				if !match {
-					continue
-				}
-			}
-			r := base
-			n, _ := reference.ParseNormalizedNamed(t)
-			r.Repository = reference.FamiliarName(n)
-			if tg, ok := n.(reference.Tagged); ok {
-				r.Tag = tg.Tag()
-			}
-			rows = append(rows, r)
 		}
 	}
 	return printImageRows(cmd.OutOrStdout(), rows, o)

@@ -1,6 +1,7 @@
 package mountcmd
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"path/filepath"
@@ -10,6 +11,7 @@ import (
 	dockerspec "github.com/moby/docker-image-spec/specs-go/v1"
 
 	"github.com/layerfs/layerfs/blobstore"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"github.com/spf13/cobra"
 )
 
@@ -89,9 +91,11 @@ type inspectImage struct {
 	Metadata struct {
 		LastTagTime string
 	}
+	// Descriptor is the image's manifest, as docker's containerd image store shows it.
+	Descriptor ocispec.Descriptor
 }
 
-func newInspectImage(g *globalOptions, s *blobstore.Store, imgs []*blobstore.Image, img *blobstore.Image) (inspectImage, error) {
+func newInspectImage(ctx context.Context, g *globalOptions, s *blobstore.Store, imgs []*blobstore.Image, img *blobstore.Image) (inspectImage, error) {
 	var raw struct {
 		Comment       string                          `json:"comment"`
 		DockerVersion string                          `json:"docker_version"`
@@ -102,8 +106,13 @@ func newInspectImage(g *globalOptions, s *blobstore.Store, imgs []*blobstore.Ima
 	out := inspectImage{
 		Id: img.ID.String(), RepoTags: []string{}, RepoDigests: []string{},
 		Comment: raw.Comment, DockerVersion: raw.DockerVersion, Author: c.Author,
-		Architecture: c.Architecture, Variant: c.Variant, Os: c.OS, Size: img.Size(),
+		Architecture: c.Architecture, Variant: c.Variant, Os: c.OS,
 	}
+	sizes, err := s.LayerSizes(ctx, img)
+	if err != nil {
+		return out, err
+	}
+	out.Size = img.ContentSize(sizes)
 	for _, t := range img.Tags {
 		out.RepoTags = append(out.RepoTags, blobstore.FamiliarString(t))
 	}
@@ -137,6 +146,7 @@ func newInspectImage(g *globalOptions, s *blobstore.Store, imgs []*blobstore.Ima
 		out.RootFS.Layers = append(out.RootFS.Layers, d.String())
 	}
 	out.Metadata.LastTagTime = "0001-01-01T00:00:00Z"
+	out.Descriptor = img.Descriptor
 	return out, nil
 }
 
@@ -168,7 +178,7 @@ func runInspect(cmd *cobra.Command, g *globalOptions, o *inspectOptions, args []
 			errs = append(errs, imageErr(a, err).Error())
 			continue
 		}
-		ii, err := newInspectImage(g, s, imgs, img)
+		ii, err := newInspectImage(cmd.Context(), g, s, imgs, img)
 		if err != nil {
 			return err
 		}

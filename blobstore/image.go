@@ -321,6 +321,10 @@ func (s *Store) Resolve(ref string) (*Image, error) {
 	return resolveIn(imgs, ref)
 }
 
+// ResolveIn is Resolve over a list Images returned (to resolve several references
+// against one reading of index.json).
+func ResolveIn(imgs []*Image, ref string) (*Image, error) { return resolveIn(imgs, ref) }
+
 func resolveIn(imgs []*Image, ref string) (*Image, error) {
 	notFound := fmt.Errorf("image %s: %w", DisplayRef(ref), ErrNotFound)
 	if ref == "" {

@@ -51,6 +51,14 @@ func (s *Store) AddRepoDigest(ctx context.Context, manifest digest.Digest, repoD
 	})
 }
 
+// dropRepoDigests forgets the repo digests of manifest (rmi deleted its image).
+func (s *Store) dropRepoDigests(ctx context.Context, manifest digest.Digest) error {
+	if rds, err := s.RepoDigests(manifest); err != nil || len(rds) == 0 {
+		return err
+	}
+	return s.updateRegistryMeta(ctx, func(m *registryMeta) { delete(m.RepoDigests, manifest) })
+}
+
 // BlobSources returns the repositories ("registry/repository") known to hold blob d.
 func (s *Store) BlobSources(d digest.Digest) ([]string, error) {
 	m, err := s.readRegistryMeta()

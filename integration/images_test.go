@@ -151,8 +151,12 @@ func TestImagesInspectHistory(t *testing.T) {
 		t.Errorf("inspect --format = %q", out)
 	}
 	r := run(t, "inspect", "nosuch")
-	if r.Code != 1 || strings.TrimSpace(r.Stdout) != "[]" || r.Stderr != "Error: No such image: nosuch:latest\n" {
+	if r.Code != 1 || strings.TrimSpace(r.Stdout) != "[]" || r.Stderr != "Error: No such object: nosuch\n" {
 		t.Errorf("inspect nosuch = %+v", r)
+	}
+	r = run(t, "image", "inspect", "nosuch")
+	if r.Code != 1 || strings.TrimSpace(r.Stdout) != "[]" || r.Stderr != "Error: No such image: nosuch:latest\n" {
+		t.Errorf("image inspect nosuch = %+v", r)
 	}
 	out = mustRun(t, "history", "busybox")
 	lines := strings.Split(strings.TrimSpace(out), "\n")

@@ -96,11 +96,11 @@ func parseImageFilters(imgs []*blobstore.Image, fs []string) (*imageFilter, erro
 		case "reference":
 			f.references = append(f.references, v)
 		case "before", "since":
-			img, err := resolveImage(imgs, v)
+			img, err := blobstore.ResolveIn(imgs, v)
 			if err != nil {
-				return nil, err
+				return nil, imageErr(v, err)
 			}
-			if k == "before" {
+			if strings.EqualFold(k, "before") {
 				f.before = img
 			} else {
 				f.since = img
@@ -112,22 +112,6 @@ func parseImageFilters(imgs []*blobstore.Image, fs []string) (*imageFilter, erro
 		}
 	}
 	return f, nil
-}
-
-func resolveImage(imgs []*blobstore.Image, ref string) (*blobstore.Image, error) {
-	for _, img := range imgs {
-		for _, t := range img.Tags {
-			if n, err := blobstore.ParseReference(ref); err == nil && n.String() == t {
-				return img, nil
-			}
-		}
-	}
-	for _, img := range imgs {
-		if img.ID.String() == ref || strings.HasPrefix(img.ID.Encoded(), strings.TrimPrefix(ref, "sha256:")) {
-			return img, nil
-		}
-	}
-	return nil, imageErr(ref, blobstore.ErrNotFound)
 }
 
 // matchReference is docker's reference filter: the pattern matches the familiar

@@ -3,6 +3,7 @@ package mountcmd
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"path/filepath"
 	"strings"
@@ -23,9 +24,25 @@ func init() {
 
 type inspectOptions struct {
 	format string
+	// object: the top-level verb, docker inspect, which names what it misses an
+	// object ("No such object: X"); `image inspect` says "No such image".
+	object bool
 }
 
+// newInspectCommand is the top-level `inspect` (docker inspect; images are the only
+// objects it knows).
 func newInspectCommand(g *globalOptions) *cobra.Command {
+	cmd := newImageInspectCommand(g)
+	cmd.Short = "Show detailed information on images, as docker inspect does"
+	cmd.Use = "inspect [--format TEMPLATE] NAME|ID..."
+	cmd.Annotations = map[string]string{annotationObject: "true"}
+	return cmd
+}
+
+const annotationObject = "layerfs.inspect.object"
+
+// newImageInspectCommand is `image inspect` (docker image inspect).
+func newImageInspectCommand(g *globalOptions) *cobra.Command {
 	o := &inspectOptions{}
 	cmd := &cobra.Command{
 		Use:          "inspect [--format TEMPLATE] IMAGE...",
@@ -33,6 +50,7 @@ func newInspectCommand(g *globalOptions) *cobra.Command {
 		Args:         cobra.MinimumNArgs(1),
 		SilenceUsage: true,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			o.object = cmd.Annotations[annotationObject] == "true"
 			return runInspect(cmd, g, o, args)
 		},
 	}
@@ -175,7 +193,11 @@ func runInspect(cmd *cobra.Command, g *globalOptions, o *inspectOptions, args []
 	for _, a := range args {
 		img, err := s.Resolve(a)
 		if err != nil {
-			errs = append(errs, imageErr(a, err).Error())
+			if o.object && errors.Is(err, blobstore.ErrNotFound) {
+				errs = append(errs, "No such object: "+a)
+			} else {
+				errs = append(errs, imageErr(a, err).Error())
+			}
 			continue
 		}
 		ii, err := newInspectImage(cmd.Context(), g, s, imgs, img)

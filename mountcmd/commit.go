@@ -59,7 +59,7 @@ entry), with the image's config plus the --change instructions. Prints the new i
 ID. The container goes on as it was; with --rebase it moves onto the new image with
 an empty upper dir, without unmounting.`,
 		Example: `  layerfs commit -a "Chenwj<cwj@cwj.com>" -c 'CMD ["/bin/httpd","-f","-h","/data/html"]' -p busy1 chenwenj/httpd:v2`,
-		Args:    cobra.RangeArgs(1, 2),
+		Args:    rangeArgs(1, 2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return runCommit(cmd.Context(), g, o, args, cmd.OutOrStdout(), cmd.ErrOrStderr())
 		},

@@ -25,7 +25,7 @@ from its image, one per line, sorted, as docker diff does:
   A  added
   C  changed (content or metadata)
   D  deleted (the children of a deleted directory are not listed)`,
-		Args: cobra.ExactArgs(1),
+		Args: exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return runDiff(cmd, g, args[0], cmd.OutOrStdout())
 		},

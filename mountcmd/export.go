@@ -31,7 +31,7 @@ func newExportCommand(g *globalOptions) *cobra.Command {
 		Long: `Write the merged tree of a working container (its image's layers plus its changes),
 or of an image, as one flat rootfs tar: no whiteouts, no layers. Writes to STDOUT
 unless -o names a file; refuses to write to a terminal.`,
-		Args: cobra.ExactArgs(1),
+		Args: exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return runExport(cmd.Context(), g, o, args[0], cmd.OutOrStdout())
 		},

@@ -26,7 +26,7 @@ func newHistoryCommand(g *globalOptions) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:          "history [-q] [--no-trunc] IMAGE",
 		Short:        "Show the history of an image, newest first",
-		Args:         cobra.ExactArgs(1),
+		Args:         exactArgs(1),
 		SilenceUsage: true,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return runHistory(cmd, g, o, args[0])

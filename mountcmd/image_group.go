@@ -19,7 +19,7 @@ func newImageGroupCommand(g *globalOptions) *cobra.Command {
 	group := &cobra.Command{
 		Use:          "image",
 		Short:        "Manage images (docker image ...)",
-		Args:         cobra.NoArgs,
+		Args:         noArgs,
 		SilenceUsage: true,
 		RunE:         func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
 	}

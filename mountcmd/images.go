@@ -34,7 +34,7 @@ func newImagesCommand(g *globalOptions) *cobra.Command {
 		Use:          "images [REPOSITORY[:TAG]]",
 		Aliases:      []string{"ls"},
 		Short:        "List images",
-		Args:         cobra.MaximumNArgs(1),
+		Args:         maxArgs(1),
 		SilenceUsage: true,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return runImages(cmd, g, o, args)

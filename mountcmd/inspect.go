@@ -47,7 +47,7 @@ func newImageInspectCommand(g *globalOptions) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:          "inspect [--format TEMPLATE] IMAGE...",
 		Short:        "Show detailed information on images, as docker image inspect does",
-		Args:         cobra.MinimumNArgs(1),
+		Args:         minArgs(1),
 		SilenceUsage: true,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			o.object = cmd.Annotations[annotationObject] == "true"

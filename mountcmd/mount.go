@@ -55,7 +55,7 @@ scripts can do: name=$(layerfs mount busybox ./rootfs).`,
 			if len(args) == 1 && o.name == "" {
 				return errors.New("mount needs IMAGE and DIR (IMAGE may be left out only with --name of an existing container)")
 			}
-			return cobra.RangeArgs(1, 2)(cmd, args)
+			return rangeArgs(1, 2)(cmd, args)
 		},
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ref, dir := "", args[0]

@@ -29,7 +29,7 @@ A mounted container is refused unless -f, which unmounts it first (killing its
 server if the mount is busy, as docker rm -f kills a running container). Each name
 is handled on its own and printed once removed; with -f a missing one is not
 an error (as docker rm -f).`,
-		Args: cobra.MinimumNArgs(1),
+		Args: minArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			failed := false
 			for _, name := range args {

@@ -33,7 +33,7 @@ func newSaveCommand(g *globalOptions) *cobra.Command {
 by docker load, podman load and skopeo's docker-archive:), an OCI archive with
 --format oci. Stored blobs are copied unchanged; the same images give the same bytes.
 A repository name without a tag saves every tag of that repository.`,
-		Args:         cobra.MinimumNArgs(1),
+		Args:         minArgs(1),
 		SilenceUsage: true,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return runSave(cmd, g, o, args)

@@ -15,7 +15,7 @@ func newTagCommand(g *globalOptions) *cobra.Command {
 	return &cobra.Command{
 		Use:          "tag SOURCE_IMAGE[:TAG] TARGET_IMAGE[:TAG]",
 		Short:        "Create a tag TARGET_IMAGE that refers to SOURCE_IMAGE",
-		Args:         cobra.ExactArgs(2),
+		Args:         exactArgs(2),
 		SilenceUsage: true,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if _, err := blobstore.ParseTag(args[1]); err != nil {

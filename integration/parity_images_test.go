@@ -4,6 +4,7 @@ import (
 	"archive/tar"
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -43,6 +44,9 @@ func TestParityImagesSize(t *testing.T) {
 		}
 		if out := mustRun(t, "history", "--format", "{{.Size}}", "busybox"); out != human+"\n" {
 			t.Errorf("%s: history SIZE = %q, want %s", when, out, human)
+		}
+		if out := mustRun(t, "image", "history", "-H=false", "--format", "{{.Size}}", "busybox"); out != fmt.Sprintf("%d\n", want) {
+			t.Errorf("%s: history -H=false SIZE = %q, want %d", when, out, want)
 		}
 	}
 	check("after import")

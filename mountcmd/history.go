@@ -2,6 +2,7 @@ package mountcmd
 
 import (
 	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/layerfs/layerfs/blobstore"
@@ -18,6 +19,7 @@ func init() {
 type historyOptions struct {
 	quiet   bool
 	noTrunc bool
+	human   bool
 	format  string
 }
 
@@ -34,6 +36,7 @@ func newHistoryCommand(g *globalOptions) *cobra.Command {
 	}
 	cmd.Flags().BoolVarP(&o.quiet, "quiet", "q", false, "only show image IDs")
 	cmd.Flags().BoolVar(&o.noTrunc, "no-trunc", false, "don't truncate output")
+	cmd.Flags().BoolVarP(&o.human, "human", "H", true, "print sizes and dates in human readable format")
 	cmd.Flags().StringVar(&o.format, "format", "", "format output using a Go template (or table TEMPLATE)")
 	return cmd
 }
@@ -46,6 +49,7 @@ type historyRow struct {
 	CreatedBy    string
 	Size         string
 	Comment      string
+	bytes        string // Size in bytes, for --human=false
 }
 
 var historyHeader = historyRow{ID: "IMAGE", CreatedSince: "CREATED", CreatedAt: "CREATED AT", CreatedBy: "CREATED BY", Size: "SIZE", Comment: "COMMENT"}
@@ -66,7 +70,7 @@ func historyRows(img *blobstore.Image, sizes map[digest.Digest]int64, noTrunc bo
 	layer := 0
 	layers := img.Manifest.Layers
 	add := func(created *time.Time, by, comment string, size int64) {
-		r := historyRow{ID: "<missing>", CreatedBy: by, Comment: comment, Size: humanSize(size), CreatedSince: "N/A"}
+		r := historyRow{ID: "<missing>", CreatedBy: by, Comment: comment, Size: humanSize(size), CreatedSince: "N/A", bytes: strconv.FormatInt(size, 10)}
 		if created != nil && !created.IsZero() {
 			r.CreatedSince = createdSince(*created)
 			r.CreatedAt = created.Format(time.RFC3339)
@@ -116,6 +120,11 @@ func runHistory(cmd *cobra.Command, g *globalOptions, o *historyOptions, ref str
 		return err
 	}
 	rows := historyRows(img, sizes, o.noTrunc)
+	if !o.human { // docker: exact sizes, and the date instead of the age
+		for i := range rows {
+			rows[i].CreatedSince, rows[i].Size = rows[i].CreatedAt, rows[i].bytes
+		}
+	}
 	out := cmd.OutOrStdout()
 	if o.quiet {
 		for _, r := range rows {
@@ -129,5 +138,9 @@ func runHistory(cmd *cobra.Command, g *globalOptions, o *historyOptions, ref str
 	if f == "" || f == "table" {
 		f = "table {{.ID}}\t{{.CreatedSince}}\t{{.CreatedBy}}\t{{.Size}}\t{{.Comment}}"
 	}
-	return renderRows(cmd.OutOrStdout(), f, rows, historyHeader)
+	header := historyHeader
+	if !o.human {
+		header.CreatedSince = "CREATED AT"
+	}
+	return renderRows(cmd.OutOrStdout(), f, rows, header)
 }

@@ -221,7 +221,8 @@ func (s *Store) recordLayerSizes(ctx context.Context, add map[digest.Digest]int6
 // imgs, by diffID. Sizes are recorded when a layer is appended or loaded; a layer
 // without a record is read once here (decompressed, headers summed) and its size
 // recorded, so later calls only read the record file. A layer whose blob is missing
-// or unreadable is left out (and not recorded). Safe for concurrent use.
+// or unreadable is left out (and not recorded); a record that cannot be written
+// (read-only store) is not an error. Safe for concurrent use.
 func (s *Store) LayerSizes(ctx context.Context, imgs ...*Image) (map[digest.Digest]int64, error) {
 	sizes := map[digest.Digest]int64{}
 	if err := s.readMeta(layerSizesFile, &sizes); err != nil {
@@ -243,9 +244,8 @@ func (s *Store) LayerSizes(ctx context.Context, imgs ...*Image) (map[digest.Dige
 			sizes[id], counted[id] = n, n
 		}
 	}
-	if err := s.recordLayerSizes(ctx, counted); err != nil {
-		return nil, err
-	}
+	// best effort: a read-only store still lists its images, counting again next time
+	_ = s.recordLayerSizes(ctx, counted)
 	return sizes, nil
 }
 

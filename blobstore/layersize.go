@@ -7,10 +7,13 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"runtime"
 	"strconv"
+	"sync"
 
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"golang.org/x/sync/errgroup"
 )
 
 // Layer content size, docker's notion of a layer's size: the sum of the Size of
@@ -228,22 +231,37 @@ func (s *Store) LayerSizes(ctx context.Context, imgs ...*Image) (map[digest.Dige
 	if err := s.readMeta(layerSizesFile, &sizes); err != nil {
 		return nil, err
 	}
-	counted := map[digest.Digest]int64{}
+	todo := map[digest.Digest]ocispec.Descriptor{}
 	for _, img := range imgs {
 		for i, id := range img.Config.RootFS.DiffIDs {
-			if _, ok := sizes[id]; ok || i >= len(img.Manifest.Layers) {
-				continue
+			if _, ok := sizes[id]; !ok && i < len(img.Manifest.Layers) {
+				todo[id] = img.Manifest.Layers[i]
 			}
-			if err := ctx.Err(); err != nil {
-				return nil, err
-			}
-			n, err := s.countLayer(img.Manifest.Layers[i])
-			if err != nil {
-				continue
-			}
-			sizes[id], counted[id] = n, n
 		}
 	}
+	// counted in parallel: decompression is the cost
+	counted := map[digest.Digest]int64{}
+	var mu sync.Mutex
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(runtime.GOMAXPROCS(0))
+	for id, desc := range todo {
+		g.Go(func() error {
+			if err := gctx.Err(); err != nil {
+				return err
+			}
+			n, err := s.countLayer(desc)
+			if err == nil {
+				mu.Lock()
+				counted[id] = n
+				mu.Unlock()
+			}
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return nil, err
+	}
+	maps.Copy(sizes, counted)
 	// best effort: a read-only store still lists its images, counting again next time
 	_ = s.recordLayerSizes(ctx, counted)
 	return sizes, nil

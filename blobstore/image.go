@@ -183,6 +183,16 @@ func (s *Store) loadImage(desc ocispec.Descriptor) (*Image, error) {
 	return img, nil
 }
 
+// LoadManifest reads the image whose manifest is md from the store's blobs, whether
+// or not index.json lists it (Tags stay empty): a working container keeps using its
+// image after rmi -f. Errors wrap ErrNotFound (blob missing) or the parse errors.
+func (s *Store) LoadManifest(md digest.Digest) (*Image, error) {
+	if err := checkDigest(md); err != nil {
+		return nil, err
+	}
+	return s.loadImage(ocispec.Descriptor{Digest: md})
+}
+
 // Images lists the images in index.json, one per manifest, with their tags, newest
 // first (then by ID).
 //

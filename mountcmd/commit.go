@@ -130,18 +130,14 @@ func runCommit(ctx context.Context, g *globalOptions, o *commitOptions, args []s
 	if err != nil {
 		return err
 	}
-	unlock, err := lockContainer(ctx, w)
+	st, unlock, err := lockAndLoad(ctx, w)
 	if err != nil {
 		return err
 	}
 	defer unlock()
-	st, err := w.load()
+	parent, err := imageOfContainer(store, w, st)
 	if err != nil {
 		return err
-	}
-	parent, err := store.Resolve(st.ImageID.String())
-	if err != nil {
-		return fmt.Errorf("image of container %s: %w", w.name, err)
 	}
 	// Blobs written from here until the image is recorded must survive a gc.
 	release, err := store.Lease(ctx)

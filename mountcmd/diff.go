@@ -45,9 +45,9 @@ func runDiff(cmd *cobra.Command, g *globalOptions, arg string, out io.Writer) er
 	if err != nil {
 		return err
 	}
-	img, err := store.Resolve(st.ImageID.String())
+	img, err := imageOfContainer(store, w, st)
 	if err != nil {
-		return fmt.Errorf("image of container %s: %w", w.name, err)
+		return err
 	}
 	lowers, err := containerLowers(cmd.Context(), g, store, st, img)
 	if err != nil {

@@ -108,9 +108,9 @@ func exportSource(ctx context.Context, g *globalOptions, store *blobstore.Store,
 		if err != nil {
 			return nil, "", cleanup, err
 		}
-		img, err := store.Resolve(st.ImageID.String())
+		img, err := imageOfContainer(store, w, st)
 		if err != nil {
-			return nil, "", cleanup, fmt.Errorf("image of container %s: %w", w.name, err)
+			return nil, "", cleanup, err
 		}
 		lowers, err := containerLowers(ctx, g, store, st, img)
 		return lowers, w.upperPath(st), cleanup, err

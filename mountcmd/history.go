@@ -107,13 +107,9 @@ func historyRows(img *blobstore.Image, sizes map[digest.Digest]int64, noTrunc bo
 }
 
 func runHistory(cmd *cobra.Command, g *globalOptions, o *historyOptions, ref string) error {
-	s, err := openStore(g)
+	s, img, err := openAndResolve(cmd, g, ref)
 	if err != nil {
 		return err
-	}
-	img, err := s.Resolve(ref)
-	if err != nil {
-		return daemonError(cmd, imageErr(ref, err))
 	}
 	sizes, err := s.LayerSizes(cmd.Context(), img)
 	if err != nil {

@@ -67,15 +67,11 @@ func rmOne(ctx context.Context, g *globalOptions, o *rmOptions, name string) err
 		// server's stop timeout.
 		stopIfRunning(g, name)
 	}
-	unlock, err := lockContainer(ctx, w)
+	st, unlock, err := lockAndLoad(ctx, w)
 	if err != nil {
 		return err
 	}
 	defer unlock()
-	st, err := w.load()
-	if err != nil {
-		return err
-	}
 	if status := w.status(st); status != statusUnmounted {
 		if !o.force {
 			what := "mounted at " + st.Mountpoint

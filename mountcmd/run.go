@@ -405,15 +405,11 @@ func mountForRun(ctx context.Context, g *globalOptions, s *blobstore.Store, img 
 func unmountAfterRun(w *workContainer, rm bool, made *build.RuntimePaths, server int) error {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	unlock, err := lockContainer(ctx, w)
-	if err != nil {
-		return err
-	}
-	defer unlock()
-	st, err := w.load()
+	st, unlock, err := lockAndLoad(ctx, w)
 	if err != nil {
 		return err // removed under us (rm -f)
 	}
+	defer unlock()
 	defer os.Remove(runStatePath(w))
 	if st.PID != server {
 		return nil // unmounted and mounted again by someone else meanwhile

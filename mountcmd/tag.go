@@ -21,13 +21,9 @@ func newTagCommand(g *globalOptions) *cobra.Command {
 			if _, err := blobstore.ParseTag(args[1]); err != nil {
 				return err
 			}
-			s, err := openStore(g)
+			s, img, err := openAndResolve(cmd, g, args[0])
 			if err != nil {
 				return err
-			}
-			img, err := s.Resolve(args[0])
-			if err != nil {
-				return daemonError(cmd, imageErr(args[0], err))
 			}
 			return s.Tag(cmd.Context(), img, args[1])
 		},

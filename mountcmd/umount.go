@@ -93,15 +93,11 @@ func umountOne(ctx context.Context, g *globalOptions, arg string, force bool) er
 	if err != nil {
 		return err
 	}
-	unlock, err := lockContainer(ctx, w)
+	st, unlock, err := lockAndLoad(ctx, w)
 	if err != nil {
 		return err
 	}
 	defer unlock()
-	st, err := w.load()
-	if err != nil {
-		return err
-	}
 	if st.Mountpoint == "" && !w.serverAlive() {
 		return fmt.Errorf("container %s is not mounted", w.name)
 	}

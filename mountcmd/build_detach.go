@@ -165,19 +165,9 @@ func newStopCommand(g *globalOptions) *cobra.Command {
 docker stop does. Returns once the container is unmounted (ready for commit or rm).`,
 		Args: minArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			failed := false
-			for _, name := range args {
-				if err := stopContainer(g, name, time.Duration(o.timeout)*time.Second); err != nil {
-					fmt.Fprintf(cmd.ErrOrStderr(), "Error: %v\n", err)
-					failed = true
-					continue
-				}
-				fmt.Fprintln(cmd.OutOrStdout(), name)
-			}
-			if failed {
-				return exitError{1}
-			}
-			return nil
+			return forEachName(cmd, args, true, func(name string) error {
+				return stopContainer(g, name, time.Duration(o.timeout)*time.Second)
+			})
 		},
 	}
 	cmd.Flags().IntVarP(&o.timeout, "time", "t", 10, "seconds to wait before killing the container")

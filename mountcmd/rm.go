@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 
 	"github.com/spf13/cobra"
 )
@@ -31,22 +30,13 @@ is handled on its own and printed once removed; with -f a missing one is not
 an error (as docker rm -f).`,
 		Args: minArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			failed := false
-			for _, name := range args {
-				if err := rmOne(cmd.Context(), g, o, name); err != nil {
-					if o.force && errors.Is(err, errNoSuchContainer) {
-						continue
-					}
-					fmt.Fprintf(os.Stderr, "Error: %s\n", userError(err))
-					failed = true
-					continue
+			return forEachName(cmd, args, true, func(name string) error {
+				err := rmOne(cmd.Context(), g, o, name)
+				if o.force && errors.Is(err, errNoSuchContainer) {
+					return errSkipped
 				}
-				fmt.Fprintln(cmd.OutOrStdout(), name)
-			}
-			if failed {
-				return exitError{1}
-			}
-			return nil
+				return err
+			})
 		},
 	}
 	cmd.Flags().BoolVarP(&o.force, "force", "f", false, "unmount a mounted container first, killing a busy server")

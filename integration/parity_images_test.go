@@ -95,3 +95,52 @@ func TestParityImagesDigests(t *testing.T) {
 		t.Errorf("inspect me/bb@<busybox's recorded digest> = %+v, want not found", r)
 	}
 }
+
+// TestParitySaveLoadSeveral: docker save of several references writes each shared
+// layer once; loading that archive into a fresh root brings back every image with
+// its tags and IDs, one "Loaded image:" line per tag.
+func TestParitySaveLoadSeveral(t *testing.T) {
+	a := importBusybox(t, "busybox")
+	mustRun(t, "tag", "busybox", "me/bb:v1")
+	b := strings.TrimSpace(mustRun(t, "import", "-q", "-c", "LABEL second=1", busyboxRootfs(t), "other:2"))
+	archive := filepath.Join(t.TempDir(), "several.tar")
+	mustRun(t, "save", "-q", "-o", archive, "busybox", "me/bb:v1", "other:2")
+	entries := readTarFile(t, archive)
+	var manifest []struct{ RepoTags, Layers []string }
+	names := map[string]int{}
+	for _, e := range entries {
+		names[e.hdr.Name]++
+		if e.hdr.Name == "manifest.json" {
+			if err := json.Unmarshal(e.body, &manifest); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	layerPaths := map[string]bool{}
+	for _, m := range manifest {
+		for _, l := range m.Layers {
+			layerPaths[l] = true
+		}
+	}
+	if len(manifest) != 2 || len(layerPaths) != 1 {
+		t.Errorf("manifest.json = %+v, want 2 images over 1 shared layer", manifest)
+	}
+	for l := range layerPaths {
+		if names[l] != 1 {
+			t.Errorf("layer %s is %d times in the archive, want once", l, names[l])
+		}
+	}
+	fresh := filepath.Join(t.TempDir(), "fresh")
+	out := mustRunIn(t, fresh, "load", "-q", "-i", archive)
+	for _, want := range []string{"Loaded image: busybox:latest\n", "Loaded image: me/bb:v1\n", "Loaded image: other:2\n"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("load of the archive = %q, want a line %q", out, want)
+		}
+	}
+	got := mustRunIn(t, fresh, "images", "--no-trunc", "--format", "{{.Repository}}:{{.Tag}} {{.ID}}")
+	for _, want := range []string{"busybox:latest " + a, "me/bb:v1 " + a, "other:2 " + b} {
+		if !strings.Contains(got, want+"\n") {
+			t.Errorf("images after load = %q, want %q", got, want)
+		}
+	}
+}

@@ -34,6 +34,16 @@ func newImagesCommand(g *globalOptions) *cobra.Command {
 		Use:          "images [REPOSITORY[:TAG]]",
 		Aliases:      []string{"ls"},
 		Short:        "List images",
+		Long: `List images as docker images does, newest first, one row per tag.
+
+SIZE is the image's uncompressed content (the file bytes its layers add up to, as
+docker counts them), not the size of the compressed blobs. DIGEST (--digests) is the
+digest a pull or push recorded for the row's repository (for a multi-platform pull,
+the index's), <none> for images that never met a registry; a repository with a
+recorded digest but no tag gets its own "<repo> <none>" row. An image index in the
+store's index.json (skopeo copy --all) lists as its linux/<host arch> image, or the
+first of its images the store has. Untagged images with children (intermediate
+images) show only with -a.`,
 		Args:         maxArgs(1),
 		SilenceUsage: true,
 		RunE: func(cmd *cobra.Command, args []string) error {

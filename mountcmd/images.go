@@ -31,9 +31,9 @@ type imagesOptions struct {
 func newImagesCommand(g *globalOptions) *cobra.Command {
 	o := &imagesOptions{}
 	cmd := &cobra.Command{
-		Use:          "images [REPOSITORY[:TAG]]",
-		Aliases:      []string{"ls"},
-		Short:        "List images",
+		Use:     "images [REPOSITORY[:TAG]]",
+		Aliases: []string{"ls"},
+		Short:   "List images",
 		Long: `List images as docker images does, newest first, one row per tag.
 
 SIZE is the image's uncompressed content (the file bytes its layers add up to, as

@@ -144,3 +144,34 @@ func TestParitySaveLoadSeveral(t *testing.T) {
 		}
 	}
 }
+
+// TestParityImagePrune: image prune asks first, removes dangling images only (all
+// unused ones with -a), prints docker's lines and frees their blobs.
+func TestParityImagePrune(t *testing.T) {
+	old := importBusybox(t, "a:1")
+	cur := strings.TrimSpace(mustRun(t, "import", "-q", "-c", "LABEL v=2", busyboxRootfs(t), "a:1"))
+	before := treeSnapshot(t, rootFor(t))
+	if r := runWith(t, cmdOpts{stdin: strings.NewReader("n\n")}, "image", "prune"); r.Code != 0 || !strings.Contains(r.Stdout, "Are you sure you want to continue? [y/N]") {
+		t.Errorf("image prune answered n = %+v", r)
+	}
+	if d := diffTrees(before, treeSnapshot(t, rootFor(t))); d != "" {
+		t.Errorf("image prune answered n changed the store:\n%s", d)
+	}
+	out := mustRun(t, "image", "prune", "-f")
+	if !strings.HasPrefix(out, "Deleted Images:\ndeleted: "+old+"\n\nTotal reclaimed space: ") {
+		t.Errorf("image prune -f =\n%s", out)
+	}
+	if ids := mustRun(t, "images", "-q", "--no-trunc"); ids != cur+"\n" {
+		t.Errorf("images after prune = %q, want only %s", ids, cur)
+	}
+	if got, want := blobFiles(t, rootFor(t)), reachableBlobs(t, rootFor(t)); strings.Join(got, ",") != strings.Join(want, ",") {
+		t.Errorf("blobs after prune = %v, want the reachable %v", got, want)
+	}
+	out = mustRun(t, "image", "prune", "-a", "-f")
+	if !strings.HasPrefix(out, "Deleted Images:\nuntagged: a:1\ndeleted: "+cur+"\n") {
+		t.Errorf("image prune -a -f =\n%s", out)
+	}
+	if blobs := blobFiles(t, rootFor(t)); len(blobs) != 0 {
+		t.Errorf("blobs after prune -a: %v", blobs)
+	}
+}

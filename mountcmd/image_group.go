@@ -48,5 +48,6 @@ func newImageGroupCommand(g *globalOptions) *cobra.Command {
 		c.Aliases = sub.aliases
 		group.AddCommand(c)
 	}
+	group.AddCommand(newImagePruneCommand(g))
 	return group
 }

@@ -142,9 +142,11 @@ func (s *Store) updateMeta(ctx context.Context, lockName, name string, v any, fn
 	return nil
 }
 
-// ImageRepoDigests is what inspect shows as RepoDigests: the digests recorded by
-// pulls and pushes (see AddRepoDigest) together with img.RepoDigests() (one per
-// tagged repository), full normalised references, sorted, without duplicates.
+// ImageRepoDigests are the digests recorded by pulls and pushes (see AddRepoDigest)
+// together with img.RepoDigests() (one per tagged repository), full normalised
+// references, sorted, without duplicates: what docker's containerd image store
+// would show. inspect shows only the recorded ones (Image.PulledDigests), as the
+// classic store and `images --digests` do.
 func (s *Store) ImageRepoDigests(img *Image) ([]string, error) {
 	recorded, err := s.RepoDigests(img.ManifestDigest)
 	if err != nil {

@@ -72,6 +72,9 @@ func TestParityImagesDigests(t *testing.T) {
 			t.Errorf("images --digests row %q: DIGEST %s, want <none>", l, f[2])
 		}
 	}
+	if out := mustRun(t, "inspect", "--format", "{{json .RepoDigests}}", "busybox"); out != "[]\n" {
+		t.Errorf("inspect RepoDigests of a local image = %q, want []", out)
+	}
 	st, err := blobstore.Open(filepath.Join(rootFor(t), "store"))
 	if err != nil {
 		t.Fatal(err)
@@ -87,6 +90,9 @@ func TestParityImagesDigests(t *testing.T) {
 	out = mustRun(t, "images", "--digests", "--format", "{{.Repository}}:{{.Tag}} {{.Digest}}")
 	if want := "busybox:latest " + index + "\nme/bb:v1 <none>\n"; out != want {
 		t.Errorf("images --digests with a recorded digest =\n%s\nwant\n%s", out, want)
+	}
+	if out := mustRun(t, "inspect", "--format", "{{json .RepoDigests}}", "busybox"); out != `["busybox@`+index+`"]`+"\n" {
+		t.Errorf("inspect RepoDigests with a recorded digest = %q", out)
 	}
 	if out := mustRun(t, "inspect", "--format", "{{.Id}}", "busybox@"+index); strings.TrimSpace(out) != img.ID.String() {
 		t.Errorf("inspect busybox@<recorded digest> = %q, want %s", out, img.ID)

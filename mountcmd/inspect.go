@@ -134,11 +134,9 @@ func newInspectImage(ctx context.Context, g *globalOptions, s *blobstore.Store, 
 	for _, t := range img.Tags {
 		out.RepoTags = append(out.RepoTags, blobstore.FamiliarString(t))
 	}
-	rds, err := s.ImageRepoDigests(img)
-	if err != nil {
-		return out, err
-	}
-	for _, d := range rds {
+	// As docker (and images --digests): only digests a registry gave, none for an
+	// image built, imported or loaded here.
+	for _, d := range img.PulledDigests {
 		out.RepoDigests = append(out.RepoDigests, blobstore.FamiliarString(d))
 	}
 	if img.Parent != "" {

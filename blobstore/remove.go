@@ -16,6 +16,9 @@ type RemoveOptions struct {
 	// InUse names the working containers that use img (nil: none do). An image in use
 	// is a soft conflict, as a stopped container is in docker.
 	InUse func(img *Image) ([]string, error)
+	// Running names the working containers that use img and are mounted now: a hard
+	// conflict, as a running container is in docker ("cannot be forced").
+	Running func(img *Image) ([]string, error)
 }
 
 // RemoveLine is one line of rmi's output: exactly one field is set.
@@ -163,6 +166,15 @@ func (s *Store) conflict(img *Image, opts RemoveOptions, soft, checkRefs bool) (
 	}
 	if len(Children(imgs, img)) > 0 {
 		return mk(true, "image has dependent child images"), nil
+	}
+	if opts.Running != nil {
+		running, err := opts.Running(img)
+		if err != nil {
+			return nil, fmt.Errorf("image %s: mounted containers: %w", ShortID(img.ID), err)
+		}
+		if len(running) > 0 {
+			return mk(true, "image is being used by running container "+running[0]), nil
+		}
 	}
 	if !soft {
 		return nil, nil

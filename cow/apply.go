@@ -43,6 +43,7 @@ import (
 // and xattrs that need privilege are skipped, as umoci and rootless tools do.
 //
 // On error dir holds a partial unpack: the caller removes it (LayerCache does).
+// Apply syncs nothing (LayerCache syncs the filesystem once before its rename).
 // Apply is safe to run concurrently on different dirs.
 func Apply(ctx context.Context, dir string, r io.Reader) (digest.Digest, error) {
 	h := sha256.New()

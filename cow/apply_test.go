@@ -80,6 +80,12 @@ func TestApplyHostile(t *testing.T) {
 		{"hardlink to host file via dir symlink", func(o string) []tarEntry {
 			return []tarEntry{symlink("l", ".."), hardlink("hl", "l/outside/file")}
 		}, "hl", nil},
+		{"under hard link to symlink", func(o string) []tarEntry {
+			return []tarEntry{symlink("s", o), hardlink("h", "s"), reg("h/file", "pwned")}
+		}, "h/file", nil},
+		{"hardlink through symlinked dir to inside", func(o string) []tarEntry {
+			return []tarEntry{dir("d"), reg("d/f", "x"), symlink("l", "d"), hardlink("h", "l/f")}
+		}, "h", nil},
 		{"under regular file", func(o string) []tarEntry { return []tarEntry{reg("f", "x"), reg("f/g", "y")} }, "f/g", nil},
 		{"root as file", func(o string) []tarEntry { return []tarEntry{reg(".", "x")} }, ".", nil},
 		{"root as symlink", func(o string) []tarEntry { return []tarEntry{symlink("./", o)} }, "./", nil},
@@ -330,5 +336,38 @@ func BenchmarkApply10k(b *testing.B) {
 		if _, err := Apply(context.Background(), d, bytes.NewReader(tb)); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// TestApplyGNUTarOracle: layers written by GNU tar (gnu and pax formats, sparse,
+// long names, hard links, xattrs) unpack with Apply exactly as GNU tar unpacks them.
+func TestApplyGNUTarOracle(t *testing.T) {
+	tarBin := testenv.RequireTool(t, "tar")
+	upper := tempDir(t)
+	makeUpper(t, upper)
+	for _, format := range []string{"gnu", "pax"} {
+		t.Run(format, func(t *testing.T) {
+			base := tempDir(t)
+			file, out := filepath.Join(base, "layer.tar"), filepath.Join(base, "out")
+			must(t, os.Mkdir(out, 0o755))
+			x := []string{"--xattrs", "--xattrs-include=*", "--numeric-owner"}
+			create := append([]string{"--format=" + format, "--sparse", "-C", upper, "-cf", file}, append(x, ".")...)
+			if o, err := exec.Command(tarBin, create...).CombinedOutput(); err != nil {
+				t.Fatalf("tar %v: %v\n%s", create, err, o)
+			}
+			extract := append([]string{"-C", out, "-xpf", file}, x...)
+			if o, err := exec.Command(tarBin, extract...).CombinedOutput(); err != nil {
+				t.Fatalf("tar %v: %v\n%s", extract, err, o)
+			}
+			b, err := os.ReadFile(file)
+			must(t, err)
+			got := applyBytes(t, b)
+			compareTrees(t, "Apply vs GNU tar -x", snapshot(t, got, snapOpts{}), snapshot(t, out, snapOpts{}))
+			var st unix.Stat_t
+			must(t, unix.Stat(filepath.Join(got, "sparse"), &st))
+			if st.Blocks*512 > 1<<20 {
+				t.Errorf("sparse: %d bytes allocated, want holes", st.Blocks*512)
+			}
+		})
 	}
 }

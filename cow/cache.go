@@ -73,6 +73,13 @@ func (c *LayerCache) Ensure(ctx context.Context, diffID digest.Digest, open func
 }
 
 func (c *LayerCache) fill(ctx context.Context, diffID digest.Digest, open func() (io.ReadCloser, error)) (err error) {
+	// We hold the layer's lock: any temp dir of it is left from a crashed fill.
+	stale, _ := filepath.Glob(filepath.Join(c.Dir, tmpPrefix+diffID.Encoded()+"-*"))
+	for _, s := range stale {
+		if err := removeAll(s); err != nil {
+			return err
+		}
+	}
 	tmp, err := os.MkdirTemp(c.Dir, tmpPrefix+diffID.Encoded()+"-")
 	if err != nil {
 		return err

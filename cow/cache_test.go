@@ -112,6 +112,17 @@ func TestEnsureMismatch(t *testing.T) {
 		t.Errorf("layer dir exists after a failed unpack")
 	}
 	assertNoTemp(t, c.Dir)
+
+	// A temp dir left by a crashed fill of the layer is cleared by the next fill.
+	stale := filepath.Join(c.Dir, tmpPrefix+d.Encoded()+"-crashed")
+	writeFile(t, filepath.Join(stale, "x"), "x", 0o644)
+	b2, _ := testLayer(t, "b")
+	if _, err := c.Ensure(context.Background(), d, func() (io.ReadCloser, error) {
+		return io.NopCloser(bytes.NewReader(b2)), nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	assertNoTemp(t, c.Dir)
 }
 
 type errReader struct{}
@@ -204,4 +215,31 @@ func TestEnsureAllAndPrune(t *testing.T) {
 		}
 	}
 	assertNoTemp(t, c.Dir)
+}
+
+// TestEnsureWaitCancelled: a caller waiting for another's fill gives up with its ctx.
+func TestEnsureWaitCancelled(t *testing.T) {
+	c := &LayerCache{Dir: tempDir(t)}
+	b, d := testLayer(t, "w")
+	release := make(chan struct{})
+	started := make(chan struct{})
+	done := make(chan error)
+	go func() {
+		_, err := c.Ensure(context.Background(), d, func() (io.ReadCloser, error) {
+			close(started)
+			<-release
+			return io.NopCloser(bytes.NewReader(b)), nil
+		})
+		done <- err
+	}()
+	<-started
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	if _, err := c.Ensure(ctx, d, nil); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("Ensure while another fills, ctx expiring = %v, want DeadlineExceeded", err)
+	}
+	close(release)
+	if err := <-done; err != nil {
+		t.Errorf("first Ensure: %v", err)
+	}
 }

@@ -180,13 +180,31 @@ func TestDiffOverlayFormat(t *testing.T) {
 	writeFile(t, filepath.Join(upper, "a/opq/keep"), "k", 0o644)
 	must(t, unix.Setxattr(filepath.Join(upper, "a/opq"), OverlayOpaqueXattr, []byte("y"), 0))
 	must(t, unix.Mknod(filepath.Join(upper, "a/gone"), unix.S_IFCHR, 0))
+	must(t, os.Mkdir(filepath.Join(upper, "fo"), 0o755)) // written by fuse-overlayfs
+	must(t, unix.Setxattr(filepath.Join(upper, "fo"), FuseOverlayfsOpaqueXattr, []byte("y"), 0))
+	must(t, unix.Setxattr(filepath.Join(upper, "fo"), "user.fuseoverlayfs.origin", []byte("x"), 0))
 	// kernel overlayfs links whiteouts to one shared inode: not a tar hard link.
 	must(t, os.Link(filepath.Join(upper, "a/gone"), filepath.Join(upper, "gone2")))
 	b := readAll(t, Diff(context.Background(), upper, DiffOptions{Format: FormatOverlay}))
-	want := []string{".wh.gone2", "a/", "a/.wh.gone", "a/opq/", "a/opq/.wh..wh..opq", "a/opq/keep"}
+	want := []string{".wh.gone2", "a/", "a/.wh.gone", "a/opq/", "a/opq/.wh..wh..opq", "a/opq/keep", "fo/", "fo/.wh..wh..opq"}
 	got := tarNames(t, b)
 	if strings.Join(got, " ") != strings.Join(want, " ") {
 		t.Errorf("Diff(overlay upper) names = %q, want %q", got, want)
+	}
+	tr := tar.NewReader(bytes.NewReader(b))
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			break
+		}
+		must(t, err)
+		if len(h.PAXRecords) > 0 && h.Name == "fo/" {
+			for k := range h.PAXRecords {
+				if strings.HasPrefix(k, "SCHILY.xattr.") {
+					t.Errorf("fo/: private xattr %s stored", k)
+				}
+			}
+		}
 	}
 	// As OCI, a 0/0 device is just a device.
 	b = readAll(t, Diff(context.Background(), upper, DiffOptions{Format: FormatOCI}))

@@ -37,6 +37,9 @@ const (
 	UserOverlayOpaqueXattr = "user.overlay.opaque"
 	// OverlayRedirectXattr records a renamed directory's origin in kernel overlayfs.
 	OverlayRedirectXattr = "trusted.overlay.redirect"
+	// FuseOverlayfsOpaqueXattr is fuse-overlayfs's own opaque marker, found in upper
+	// dirs it wrote unprivileged; read as opaque like the overlay xattrs.
+	FuseOverlayfsOpaqueXattr = "user.fuseoverlayfs.opaque"
 )
 
 // Format selects how a directory encodes whiteouts and opaque directories.
@@ -85,14 +88,18 @@ func IsOverlayWhiteout(st *unix.Stat_t) bool {
 // IsOverlayOpaqueValue reports whether an opaque xattr value marks the directory opaque.
 func IsOverlayOpaqueValue(v []byte) bool { return len(v) == 1 && v[0] == 'y' }
 
-// IsOverlayXattr reports whether an xattr name belongs to overlay's private namespace,
-// which the union filesystem hides from listxattr and refuses to set.
+// IsOverlayXattr reports whether an xattr name belongs to overlay's private namespace
+// (kernel overlayfs's trusted.overlay.* and user.overlay.*, and fuse-overlayfs's
+// user.fuseoverlayfs.*), which the union filesystem hides from listxattr and refuses
+// to set, and which never goes into a layer.
 func IsOverlayXattr(name string) bool {
-	return strings.HasPrefix(name, "trusted.overlay.") || strings.HasPrefix(name, "user.overlay.")
+	return strings.HasPrefix(name, "trusted.overlay.") || strings.HasPrefix(name, "user.overlay.") ||
+		strings.HasPrefix(name, "user.fuseoverlayfs.")
 }
 
 // IsOpaqueDir reports whether the directory open as dirfd is opaque in either encoding.
-// It checks for the OCI marker first, then both overlay xattrs.
+// It checks for the OCI marker first, then the overlay xattrs (both kernel ones and
+// fuse-overlayfs's).
 func IsOpaqueDir(dirfd int) (bool, error) {
 	var st unix.Stat_t
 	err := unix.Fstatat(dirfd, OpaqueMarker, &st, unix.AT_SYMLINK_NOFOLLOW)
@@ -103,7 +110,7 @@ func IsOpaqueDir(dirfd int) (bool, error) {
 		return false, &os.PathError{Op: "stat", Path: OpaqueMarker, Err: err}
 	}
 	buf := make([]byte, 8)
-	for _, x := range []string{OverlayOpaqueXattr, UserOverlayOpaqueXattr} {
+	for _, x := range []string{OverlayOpaqueXattr, UserOverlayOpaqueXattr, FuseOverlayfsOpaqueXattr} {
 		n, err := unix.Fgetxattr(dirfd, x, buf)
 		if err == nil && IsOverlayOpaqueValue(buf[:n]) {
 			return true, nil

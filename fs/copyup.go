@@ -32,7 +32,7 @@ func (fsys *unionFS) rootEntry() (*entry, *stack, error) { return fsys.root.reso
 func (fsys *unionFS) copyUpPath(rel string, dataLimit int64) (*entry, *stack, error) {
 	fsys.cuMu.Lock()
 	defer fsys.cuMu.Unlock()
-	defer fsys.changes.Add(1)
+	defer fsys.changed()()
 	return fsys.copyUpPathLocked(rel, dataLimit, true)
 }
 
@@ -80,6 +80,11 @@ func (fsys *unionFS) copyUpPathLocked(rel string, dataLimit int64, links bool) (
 				cn.dropLowerFd()
 				cn.mu.Unlock()
 				cn.setEntry(e)
+				if !fsys.noOpen && e.st.Mode&unix.S_IFMT == unix.S_IFREG {
+					// Pages cached from the lower file (FOPEN_KEEP_CACHE) must not
+					// outlive it: passthrough writes to the copy bypass them.
+					go child.NotifyContent(0, 0)
+				}
 			}
 		}
 		cur = e
@@ -234,6 +239,7 @@ func (s *stack) linksOf(li int, ino uint64) ([]string, error) {
 func (fsys *unionFS) copyUpTree(rel string) error {
 	fsys.cuMu.Lock()
 	defer fsys.cuMu.Unlock()
+	defer fsys.changed()()
 	return fsys.copyUpTreeLocked(rel)
 }
 

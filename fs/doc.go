@@ -30,18 +30,37 @@
 // st_ino is stable across copy-up and remount, equal in readdir and stat, and
 // shared by hard links. All entries share the mount's st_dev.
 //
-// # Caching
+// # Caching and data
 //
 // The mount is the only writer of its upper dir and lowers never change, so
 // entries, attributes and negative lookups are cached by the kernel for an hour,
-// readdir results are cached (FOPEN_CACHE_DIR), symlinks are cached, and lower
-// files keep their page cache (FOPEN_KEEP_CACHE). Regular files are passed through
-// to the backing file where the kernel allows it (root, Linux 6.9+); see fileHandle
-// for why a file copied up while a read-only passthrough open of its lower copy
-// lives is then served without passthrough.
+// readdir results are cached (FOPEN_CACHE_DIR, with name-hash offsets) and so are
+// symlinks. READDIRPLUS reuses the resolutions made for the listing.
+//
+// Two modes serve file data (Options.Passthrough):
+//   - no-open (default): Open answers ENOSYS once, so the kernel opens files itself
+//     without a round trip and keeps their pages cached across opens; READ and
+//     WRITE are served from one fd per node, the first WRITE copies up. Locks are
+//     kept by the kernel. Best for open-heavy work (tar, grep, compiles).
+//   - passthrough: every open reaches this process and regular files are passed
+//     through to their backing file (root, Linux 6.9+): reads and writes cost no
+//     round trip. Small lower files are served with FOPEN_KEEP_CACHE instead; see
+//     fileHandle for the rule that keeps a copied-up file from ever being written
+//     through its lower file's backing.
 //
 // # Concurrency
 //
-// Operations may run concurrently; copy-ups are serialised. Mount.Pause is a write
-// barrier for commit; Mount.Rebase swaps the layer stack in place.
+// Operations may run concurrently; copy-ups are serialised. A node caches which
+// layers hold it; a resolution that overlapped a change of any directory is not
+// trusted, and renames of directories and Rebase invalidate all of them.
+// MountPoint.Pause is a write barrier for commit; MountPoint.Rebase swaps the layer
+// stack in place.
+//
+// # Limits
+//
+// Names longer than NAME_MAX are refused; paths of any depth work. In the OCI
+// encoding a name longer than 251 bytes cannot be whited out (".wh." + name exceeds
+// NAME_MAX): deleting such a lower entry fails. Directory renames copy the whole
+// lower tree up (no redirect xattrs are written or read). xattrs of symlinks are
+// not supported (reads find none, writes fail with EPERM).
 package fs

@@ -2,9 +2,11 @@ package fs
 
 import (
 	"context"
+	"errors"
 	"os"
 	"path"
 	"syscall"
+	"time"
 
 	fusefs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
@@ -183,6 +185,9 @@ func (n *node) Open(ctx context.Context, flags uint32) (fusefs.FileHandle, uint3
 	flags &^= uint32(unix.O_APPEND | fuse.FMODE_EXEC | unix.O_CREAT | unix.O_EXCL | unix.O_NOCTTY)
 	write := flags&unix.O_ACCMODE != unix.O_RDONLY || flags&unix.O_TRUNC != 0
 	e, s, err := n.resolve()
+	if errors.Is(err, unix.ESTALE) {
+		return n.openPinned(flags, write) // the name went away under the open
+	}
 	if err != nil {
 		return nil, 0, errno("open", err)
 	}
@@ -191,10 +196,7 @@ func (n *node) Open(ctx context.Context, flags uint32) (fusefs.FileHandle, uint3
 		defer n.fs.barrier.RUnlock()
 	}
 	if write && !e.inUpper(s) {
-		n.mu.Lock()
-		busy := n.ptOpens > 0
-		n.mu.Unlock()
-		if busy {
+		if !n.waitPtClosed() {
 			return nil, 0, syscall.ETXTBSY
 		}
 		limit := int64(-1)
@@ -216,6 +218,10 @@ func (n *node) Open(ctx context.Context, flags uint32) (fusefs.FileHandle, uint3
 	if err != nil {
 		return nil, 0, errno("open", err)
 	}
+	if n.ptPinnedBusy() && !n.waitPtClosed() {
+		unix.Close(fd)
+		return nil, 0, syscall.ETXTBSY
+	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if n.ptPinned && n.ptOpens > 0 {
@@ -224,6 +230,30 @@ func (n *node) Open(ctx context.Context, flags uint32) (fusefs.FileHandle, uint3
 	}
 	h, fflags := n.newHandle(fd, e.inUpper(s), e.st.Size)
 	return h, fflags, 0
+}
+
+// waitPtClosed waits briefly for the node's passthrough opens to go: the kernel
+// sends RELEASE asynchronously after close(2), so a writer that opens right after a
+// reader closed would otherwise see ETXTBSY. It reports whether none are left.
+func (n *node) waitPtClosed() bool {
+	for i := 0; ; i++ {
+		n.mu.Lock()
+		busy := n.ptOpens > 0
+		n.mu.Unlock()
+		if !busy {
+			return true
+		}
+		if i == 50 {
+			return false
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}
+
+func (n *node) ptPinnedBusy() bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.ptPinned && n.ptOpens > 0
 }
 
 var _ = (fusefs.NodeFsyncer)((*node)(nil))

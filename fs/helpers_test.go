@@ -1,13 +1,49 @@
 package fs
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
 
 	"github.com/layerfs/layerfs/cow"
 	"github.com/layerfs/layerfs/internal/testenv"
+	"golang.org/x/sys/unix"
 )
+
+func TestMain(m *testing.M) {
+	// Helper mode: a page fault on a FUSE mount served by this very process can
+	// deadlock the Go runtime (a faulting thread cannot be stopped for GC while the
+	// server goroutines are), so mmap tests run their client side in a child.
+	if p := os.Getenv("LAYERFS_TEST_MMAP_WRITE"); p != "" {
+		os.Exit(mmapWrite(p))
+	}
+	os.Exit(m.Run())
+}
+
+func mmapWrite(p string) int {
+	f, err := os.OpenFile(p, os.O_RDWR, 0)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer f.Close()
+	mem, err := unix.Mmap(int(f.Fd()), 0, 9, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	copy(mem, "READ")
+	if err := unix.Msync(mem, unix.MS_SYNC); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	if err := unix.Munmap(mem); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	return 0
+}
 
 // union is one test mount with its dirs.
 type union struct {

@@ -62,6 +62,19 @@ func openStack(lowers []string, upper, work string, f cow.Format) (*stack, error
 			return nil, &os.PathError{Op: "open work dir", Path: work, Err: err}
 		}
 		s.work = fd
+		var ust, wst unix.Stat_t
+		if unix.Fstat(s.layers[0].fd, &ust) == nil && unix.Fstat(fd, &wst) == nil && ust.Dev != wst.Dev {
+			s.close()
+			return nil, fmt.Errorf("open stack: work dir %s is not on the filesystem of upper dir %s", work, upper)
+		}
+		// Copy-ups interrupted by a crash leave temp entries behind.
+		if ents, err := os.ReadDir(work); err == nil {
+			for _, e := range ents {
+				if strings.HasPrefix(e.Name(), "copyup-") {
+					_ = os.RemoveAll(filepath.Join(work, e.Name()))
+				}
+			}
+		}
 	}
 	for _, l := range lowers {
 		if err := add(l, false); err != nil {
@@ -173,6 +186,61 @@ func (s *stack) lookupIn(dirLayers []int, rel, name string) (*entry, error) {
 		}
 		stop, err := s.lookupOne(dfd, li, name, &e)
 		unix.Close(dfd)
+		if err != nil {
+			return nil, err
+		}
+		if stop {
+			break
+		}
+	}
+	if e == nil {
+		return nil, unix.ENOENT
+	}
+	return e, nil
+}
+
+// dirFds holds the directory rel open in each of its layers, for many lookups.
+type dirFds struct {
+	layers []int
+	fds    []int // -1 where the layer lacks the dir
+}
+
+func (s *stack) openDirFds(dirLayers []int, rel string) (*dirFds, error) {
+	d := &dirFds{layers: dirLayers}
+	for _, li := range dirLayers {
+		fd, err := s.openDir(li, rel, unix.O_PATH)
+		if err != nil {
+			if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENOTDIR) || errors.Is(err, unix.ELOOP) {
+				fd = -1
+			} else {
+				d.close()
+				return nil, err
+			}
+		}
+		d.fds = append(d.fds, fd)
+	}
+	return d, nil
+}
+
+func (d *dirFds) close() {
+	for _, fd := range d.fds {
+		if fd >= 0 {
+			unix.Close(fd)
+		}
+	}
+}
+
+// lookup is lookupIn through the open dirs.
+func (s *stack) lookup(d *dirFds, name string) (*entry, error) {
+	if cow.IsReservedName(name) {
+		return nil, unix.ENOENT
+	}
+	var e *entry
+	for i, li := range d.layers {
+		if d.fds[i] < 0 {
+			continue
+		}
+		stop, err := s.lookupOne(d.fds[i], li, name, &e)
 		if err != nil {
 			return nil, err
 		}

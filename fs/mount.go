@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"log"
 	"os"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	fusefs "github.com/hanwen/go-fuse/v2/fs"
@@ -35,11 +37,15 @@ type MountPoint struct {
 	dir    string
 	server *fuse.Server
 	fs     *unionFS
-	paused chan struct{} // non-nil while paused; closed by Resume
+	closed sync.Once
+	paused atomic.Bool // between a successful Pause and Resume
 }
 
 // Mount mounts the union of opts at mountpoint and returns once the kernel serves
-// it. The caller must Unmount it. Mounts are independent of each other.
+// it, served by goroutines of this process until unmounted; call Wait to block
+// until then and release its fds. Mounts are independent of each other. The
+// lowers must not change while mounted; the upper and work dirs are the mount's
+// alone (read the upper only between Pause and Resume).
 func Mount(mountpoint string, opts Options) (*MountPoint, error) {
 	upper, work := opts.Upper, opts.Work
 	if opts.ReadOnly {
@@ -94,14 +100,22 @@ func Mount(mountpoint string, opts Options) (*MountPoint, error) {
 	return &MountPoint{dir: mountpoint, server: server, fs: fsys}, nil
 }
 
-// Wait blocks until the mount is unmounted (by Unmount or from outside).
+// Wait blocks until the mount is unmounted (by Unmount, fusermount -u or umount),
+// then releases the layer fds. Safe to call from several goroutines.
 func (m *MountPoint) Wait() {
 	m.server.Wait()
-	m.fs.stack.Load().close()
+	m.closed.Do(func() {
+		m.fs.stack.Load().close()
+		m.fs.retiredMu.Lock()
+		for _, s := range m.fs.retired {
+			s.close()
+		}
+		m.fs.retiredMu.Unlock()
+	})
 }
 
-// Unmount unmounts; it fails with EBUSY while the mount is in use. Safe to call
-// once; after it returns, Wait returns.
+// Unmount unmounts; it fails (EBUSY) while the mount is in use, and may then be
+// retried. After it succeeds, Wait returns.
 func (m *MountPoint) Unmount() error {
 	if err := m.server.Unmount(); err != nil {
 		return fmt.Errorf("unmount %s: %w", m.dir, err)
@@ -112,8 +126,9 @@ func (m *MountPoint) Unmount() error {
 // Pause is a write barrier: it returns once every in-flight mutating operation has
 // finished, and from then on every mutating operation (create, write through this
 // process, setattr, rename, unlink, xattrs, opens for writing) blocks at entry until
-// Resume; reads go on. Writes the kernel passes through to an already open upper file
-// do not reach this process and are not stopped. Pause fails if ctx ends first.
+// Resume; reads go on. In passthrough mode, writes the kernel passes through to an
+// already open upper file do not reach this process and are not stopped; in no-open
+// mode every write is held. Pause fails if ctx ends first.
 func (m *MountPoint) Pause(ctx context.Context) error {
 	done := make(chan struct{})
 	go func() {
@@ -122,6 +137,7 @@ func (m *MountPoint) Pause(ctx context.Context) error {
 	}()
 	select {
 	case <-done:
+		m.paused.Store(true)
 		return nil
 	case <-ctx.Done():
 		go func() { <-done; m.fs.barrier.Unlock() }()
@@ -130,15 +146,35 @@ func (m *MountPoint) Pause(ctx context.Context) error {
 }
 
 // Resume ends a Pause. It must follow exactly one successful Pause.
-func (m *MountPoint) Resume() { m.fs.barrier.Unlock() }
+func (m *MountPoint) Resume() {
+	m.paused.Store(false)
+	m.fs.barrier.Unlock()
+}
 
 // Rebase swaps the layer stack in place: lowers (top first) and upper replace the
 // current ones (typically after a commit made the old upper's content a new lower).
-// Cached resolutions are dropped and the kernel's caches invalidated. Rebase takes
-// the write barrier itself; do not call it while paused.
+// Cached resolutions are dropped and the kernel's caches of known entries
+// invalidated; negative entries stay cached, so the merged view should be the same
+// before and after (as after a commit). Files created since the last commit get new
+// inode numbers (their new lower copy has no origin). Called while
+// paused (the usual commit: Pause, diff, Rebase, Resume) it runs under that pause;
+// otherwise it takes the write barrier itself. Not concurrently with Pause/Resume.
 func (m *MountPoint) Rebase(lowers []string, upper string) error {
-	m.fs.barrier.Lock()
-	defer m.fs.barrier.Unlock()
+	if !m.paused.Load() {
+		m.fs.barrier.Lock()
+		defer m.fs.barrier.Unlock()
+	}
+	return m.rebase(lowers, upper)
+}
+
+// RebasePaused is Rebase for a caller that holds the write barrier (between Pause
+// and Resume), as commit --rebase does: pause, read the upper dir, store the layer,
+// swap the stack, resume. Writers held by the pause then land in the new upper.
+func (m *MountPoint) RebasePaused(lowers []string, upper string) error {
+	return m.rebase(lowers, upper)
+}
+
+func (m *MountPoint) rebase(lowers []string, upper string) error {
 	old := m.fs.stack.Load()
 	work := ""
 	if old.work >= 0 {
@@ -159,7 +195,9 @@ func (m *MountPoint) Rebase(lowers []string, upper string) error {
 	go m.fs.invalidate(m.fs.root.EmbeddedInode())
 	// old is not closed: operations that loaded it may still run; its few fds
 	// are released when the mount ends.
+	m.fs.retiredMu.Lock()
 	m.fs.retired = append(m.fs.retired, old)
+	m.fs.retiredMu.Unlock()
 	return nil
 }
 

@@ -104,7 +104,7 @@ func (n *node) finishNew(ctx context.Context, s *stack, dfd int, name string, ou
 		return nil, nil, err
 	}
 	n.fs.fillEntry(e, out)
-	return n.newChild(ctx, e), e, nil
+	return n.newChild(ctx, e, n.fs.epoch.Load(), authoritative), e, nil
 }
 
 var _ = (fusefs.NodeCreater)((*node)(nil))
@@ -115,7 +115,7 @@ func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint3
 	}
 	n.fs.barrier.RLock()
 	defer n.fs.barrier.RUnlock()
-	defer n.fs.changes.Add(1)
+	defer n.fs.changed()()
 	_, s, dfd, err := n.upperDir()
 	if err != nil {
 		return nil, nil, 0, errno("create", err)
@@ -154,7 +154,7 @@ func (n *node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.En
 	}
 	n.fs.barrier.RLock()
 	defer n.fs.barrier.RUnlock()
-	defer n.fs.changes.Add(1)
+	defer n.fs.changed()()
 	pe, s, dfd, err := n.upperDir()
 	if err != nil {
 		return nil, errno("mkdir", err)
@@ -193,7 +193,7 @@ func (n *node) Mknod(ctx context.Context, name string, mode uint32, dev uint32, 
 	}
 	n.fs.barrier.RLock()
 	defer n.fs.barrier.RUnlock()
-	defer n.fs.changes.Add(1)
+	defer n.fs.changed()()
 	_, s, dfd, err := n.upperDir()
 	if err != nil {
 		return nil, errno("mknod", err)
@@ -224,7 +224,7 @@ func (n *node) Symlink(ctx context.Context, target, name string, out *fuse.Entry
 	}
 	n.fs.barrier.RLock()
 	defer n.fs.barrier.RUnlock()
-	defer n.fs.changes.Add(1)
+	defer n.fs.changed()()
 	_, s, dfd, err := n.upperDir()
 	if err != nil {
 		return nil, errno("symlink", err)
@@ -255,7 +255,39 @@ func (n *node) Link(ctx context.Context, target fusefs.InodeEmbedder, name strin
 	}
 	n.fs.barrier.RLock()
 	defer n.fs.barrier.RUnlock()
-	defer n.fs.changes.Add(1)
+	defer n.fs.changed()()
+	var te *entry
+	if _, p := tn.Parent(); p == nil {
+		// An unnamed file (O_TMPFILE, or unlinked while open) linked back in
+		// through its fd.
+		fd := tn.unlinkedFd(nil)
+		if fd < 0 {
+			return nil, syscall.ENOENT
+		}
+		_, _, dfd, err := n.upperDir()
+		if err != nil {
+			return nil, errno("link", err)
+		}
+		defer unix.Close(dfd)
+		if _, err := clearWhiteout(dfd, name); err != nil {
+			return nil, errno("link", err)
+		}
+		if err := unix.Linkat(unix.AT_FDCWD, procFd(fd), dfd, name, unix.AT_SYMLINK_FOLLOW); err != nil {
+			return nil, errno("link", err)
+		}
+		tn.mu.Lock()
+		te = tn.ent
+		tn.mu.Unlock()
+		if te == nil {
+			return nil, syscall.ENOENT
+		}
+		e := &entry{layers: []int{0}, ino: te.ino, gen: te.gen}
+		if err := unix.Fstatat(dfd, name, &e.st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+			return nil, errno("link", err)
+		}
+		n.fs.fillEntry(e, out)
+		return n.newChild(ctx, e, n.fs.epoch.Load(), authoritative), 0
+	}
 	trel := tn.rel()
 	if _, _, err := n.fs.copyUpPath(trel, -1); err != nil {
 		return nil, errno("link", err)
@@ -271,7 +303,7 @@ func (n *node) Link(ctx context.Context, target fusefs.InodeEmbedder, name strin
 	if err := linkUpper(s, trel, path.Join(n.rel(), name)); err != nil {
 		return nil, errno("link", err)
 	}
-	te, _, err := tn.resolve()
+	te, _, err = tn.resolve()
 	if err != nil {
 		return nil, errno("link", err)
 	}
@@ -280,7 +312,7 @@ func (n *node) Link(ctx context.Context, target fusefs.InodeEmbedder, name strin
 		return nil, errno("link", err)
 	}
 	n.fs.fillEntry(e, out)
-	return n.newChild(ctx, e), 0
+	return n.newChild(ctx, e, n.fs.epoch.Load(), authoritative), 0
 }
 
 var _ = (fusefs.NodeUnlinker)((*node)(nil))
@@ -301,7 +333,7 @@ func (n *node) remove(name string, dir bool) syscall.Errno {
 	}
 	n.fs.barrier.RLock()
 	defer n.fs.barrier.RUnlock()
-	defer n.fs.changes.Add(1)
+	defer n.fs.changed()()
 	pe, s, err := n.resolve()
 	if err != nil {
 		return errno("remove", err)
@@ -335,7 +367,7 @@ func (n *node) remove(name string, dir bool) syscall.Errno {
 		return errno("remove", err)
 	}
 	defer unix.Close(dfd)
-	if ch := n.GetChild(name); ch != nil && !dir {
+	if ch := n.GetChild(name); ch != nil {
 		ch.Operations().(*node).pinForRemoval()
 	}
 	if ce.inUpper(s) {
@@ -357,10 +389,7 @@ func (n *node) remove(name string, dir bool) syscall.Errno {
 		}
 	}
 	if ch := n.GetChild(name); ch != nil {
-		cn := ch.Operations().(*node)
-		cn.mu.Lock()
-		cn.ent = nil
-		cn.mu.Unlock()
+		ch.Operations().(*node).invalidateEntry()
 	}
 	if dir {
 		n.fs.epoch.Add(1)
@@ -391,303 +420,6 @@ func emptyHidden(dfd int, name string) error {
 	return nil
 }
 
-var _ = (fusefs.NodeRenamer)((*node)(nil))
-
-// Rename works for every entry, including directories that live in lower layers:
-// such a directory is copied up as a whole (and made opaque) first, so there is
-// never EXDEV.
-func (n *node) Rename(ctx context.Context, name string, newParent fusefs.InodeEmbedder, newName string, flags uint32) syscall.Errno {
-	if en := checkName(newName); en != 0 {
-		return en
-	}
-	np, ok := newParent.(*node)
-	if !ok {
-		return syscall.EXDEV
-	}
-	if flags&^(unix.RENAME_NOREPLACE|unix.RENAME_EXCHANGE) != 0 {
-		return syscall.EINVAL
-	}
-	exchange := flags&unix.RENAME_EXCHANGE != 0
-	n.fs.barrier.RLock()
-	defer n.fs.barrier.RUnlock()
-	defer n.fs.changes.Add(1)
-	pe, s, err := n.resolve()
-	if err != nil {
-		return errno("rename", err)
-	}
-	if !s.writable() {
-		return syscall.EROFS
-	}
-	npe, _, err := np.resolve()
-	if err != nil {
-		return errno("rename", err)
-	}
-	rel, nrel := n.rel(), np.rel()
-	se, err := s.lookupIn(pe.layers, rel, name)
-	if err != nil {
-		return errno("rename", err)
-	}
-	de, err := s.lookupIn(npe.layers, nrel, newName)
-	if err != nil && !errors.Is(err, unix.ENOENT) {
-		return errno("rename", err)
-	}
-	if de != nil && flags&unix.RENAME_NOREPLACE != 0 {
-		return syscall.EEXIST
-	}
-	if de == nil && exchange {
-		return syscall.ENOENT
-	}
-	if de != nil && !exchange {
-		if de.ino == se.ino && de.gen == se.gen {
-			return 0 // two names of one inode: nothing to do
-		}
-		if se.isDir() && !de.isDir() {
-			return syscall.ENOTDIR
-		}
-		if !se.isDir() && de.isDir() {
-			return syscall.EISDIR
-		}
-		if de.isDir() {
-			ents, err := s.readDir(de.layers, path.Join(nrel, newName))
-			if err != nil {
-				return errno("rename", err)
-			}
-			if len(ents) > 0 {
-				return syscall.ENOTEMPTY
-			}
-		}
-	}
-	src, dst := path.Join(rel, name), path.Join(nrel, newName)
-	if err := n.fs.copyUpForMove(src, se); err != nil {
-		return errno("rename copy-up", err)
-	}
-	if exchange {
-		if err := n.fs.copyUpForMove(dst, de); err != nil {
-			return errno("rename copy-up", err)
-		}
-	}
-	_, _, sdfd, err := n.upperDir()
-	if err != nil {
-		return errno("rename", err)
-	}
-	defer unix.Close(sdfd)
-	_, _, ddfd, err := np.upperDir()
-	if err != nil {
-		return errno("rename", err)
-	}
-	defer unix.Close(ddfd)
-	if !exchange {
-		if _, err := clearWhiteout(ddfd, newName); err != nil {
-			return errno("rename", err)
-		}
-		if de != nil && de.isDir() {
-			var st unix.Stat_t
-			if unix.Fstatat(ddfd, newName, &st, unix.AT_SYMLINK_NOFOLLOW) == nil {
-				if err := emptyHidden(ddfd, newName); err != nil {
-					return errno("rename", err)
-				}
-			}
-		}
-	}
-	if dn := np.GetChild(newName); dn != nil && de != nil && !exchange && !de.isDir() {
-		dn.Operations().(*node).pinForRemoval()
-	}
-	if err := unix.Renameat2(sdfd, name, ddfd, newName, uint(flags)); err != nil {
-		return errno("rename", err)
-	}
-	if !exchange && s.lowerHas(pe.layers, rel, name) {
-		if err := cow.MakeWhiteout(sdfd, name, s.format); err != nil {
-			return errno("rename whiteout", err)
-		}
-	}
-	if se.isDir() && s.lowerHas(npe.layers, nrel, newName) {
-		if err := makeOpaqueAt(ddfd, newName, s.format); err != nil {
-			return errno("rename opaque", err)
-		}
-	}
-	if exchange && de.isDir() && s.lowerHas(pe.layers, rel, name) {
-		if err := makeOpaqueAt(sdfd, name, s.format); err != nil {
-			return errno("rename opaque", err)
-		}
-	}
-	if dn := np.GetChild(newName); dn != nil && !exchange {
-		cn := dn.Operations().(*node)
-		cn.mu.Lock()
-		cn.ent = nil
-		cn.mu.Unlock()
-	}
-	n.fs.epoch.Add(1)
-	return 0
-}
-
-// copyUpForMove brings an entry about to be renamed entirely into the upper dir.
-func (fsys *unionFS) copyUpForMove(rel string, e *entry) error {
-	if e.isDir() {
-		if len(e.layers) == 1 && e.inUpper(fsys.stack.Load()) {
-			return nil
-		}
-		return fsys.copyUpTree(rel)
-	}
-	_, _, err := fsys.copyUpPath(rel, -1)
-	return err
-}
-
-func makeOpaqueAt(dfd int, name string, f cow.Format) error {
-	cfd, err := unix.Openat(dfd, name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return err
-	}
-	defer unix.Close(cfd)
-	if ok, _ := cow.IsOpaqueDir(cfd); ok {
-		return nil
-	}
-	return cow.MakeOpaque(cfd, f)
-}
-
-var _ = (fusefs.NodeSetattrer)((*node)(nil))
-
-func (n *node) Setattr(ctx context.Context, f fusefs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
-	n.fs.barrier.RLock()
-	defer n.fs.barrier.RUnlock()
-	limit := int64(-1)
-	size, hasSize := in.GetSize()
-	if hasSize {
-		limit = int64(size)
-	}
-	if h := asHandle(f); h != nil && h.upper {
-		if en := h.lf.Setattr(ctx, in, out); en != 0 {
-			return en
-		}
-		out.Ino = n.StableAttr().Ino
-		return 0
-	}
-	var e *entry
-	var s *stack
-	var err error
-	if n == n.fs.root {
-		e, s, err = n.resolve()
-		if err == nil && !s.writable() {
-			err = unix.EROFS
-		}
-	} else if e, s, err = n.resolve(); err == nil && (!s.writable() || !e.inUpper(s)) {
-		e, s, err = n.fs.copyUpPath(n.rel(), limit)
-	}
-	if err != nil {
-		if errors.Is(err, unix.ESTALE) || errors.Is(err, unix.ENOENT) {
-			if fd := n.unlinkedFd(f); fd >= 0 {
-				return setattrFd(fd, in, out)
-			}
-		}
-		return errno("setattr", err)
-	}
-	dir, name := path.Split(n.rel())
-	dfd, err := s.openDir(0, dir, unix.O_PATH)
-	if err != nil {
-		return errno("setattr", err)
-	}
-	defer unix.Close(dfd)
-	if name == "" {
-		name = "."
-	}
-	fd, err := unix.Openat(dfd, name, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return errno("setattr", err)
-	}
-	defer unix.Close(fd)
-	p := procFd(fd)
-	isLink := e.st.Mode&unix.S_IFMT == unix.S_IFLNK
-	if m, ok := in.GetMode(); ok && !isLink {
-		if err := unix.Chmod(p, m&0o7777); err != nil {
-			return errno("chmod", err)
-		}
-	}
-	uid, uok := in.GetUID()
-	gid, gok := in.GetGID()
-	if uok || gok {
-		su, sg := -1, -1
-		if uok {
-			su = int(uid)
-		}
-		if gok {
-			sg = int(gid)
-		}
-		if err := unix.Fchownat(fd, "", su, sg, unix.AT_EMPTY_PATH); err != nil {
-			return errno("chown", err)
-		}
-	}
-	if hasSize {
-		if err := unix.Truncate(p, int64(size)); err != nil {
-			return errno("truncate", err)
-		}
-	}
-	mtime, mok := in.GetMTime()
-	atime, aok := in.GetATime()
-	if mok || aok {
-		ts := []unix.Timespec{{Nsec: unix.UTIME_OMIT}, {Nsec: unix.UTIME_OMIT}}
-		if aok {
-			ts[0] = unix.NsecToTimespec(atime.UnixNano())
-		}
-		if mok {
-			ts[1] = unix.NsecToTimespec(mtime.UnixNano())
-		}
-		if err := unix.UtimesNanoAt(dfd, name, ts, unix.AT_SYMLINK_NOFOLLOW); err != nil {
-			return errno("utimens", err)
-		}
-	}
-	var st unix.Stat_t
-	if err := unix.Fstat(fd, &st); err != nil {
-		return errno("setattr", err)
-	}
-	ne := *e
-	ne.st = st
-	n.setEntry(&ne)
-	out.FromStat(toSyscallStat(&st))
-	out.Ino = n.StableAttr().Ino
-	out.SetTimeout(longTimeout * 1e9)
-	return 0
-}
-
-var _ = (fusefs.NodeSetxattrer)((*node)(nil))
-
-func (n *node) Setxattr(ctx context.Context, attr string, data []byte, flags uint32) syscall.Errno {
-	if cow.IsPrivateXattr(attr) {
-		return syscall.EPERM
-	}
-	n.fs.barrier.RLock()
-	defer n.fs.barrier.RUnlock()
-	if err := n.copyUpSelf(); err != nil {
-		return errno("setxattr", err)
-	}
-	err := n.withPathFd(func(p string) error { return unix.Setxattr(p, attr, data, int(flags)) })
-	if errors.Is(err, errSymlinkXattr) {
-		err = unix.EPERM
-	}
-	return errno("setxattr", err)
-}
-
-var _ = (fusefs.NodeRemovexattrer)((*node)(nil))
-
-func (n *node) Removexattr(ctx context.Context, attr string) syscall.Errno {
-	if cow.IsPrivateXattr(attr) {
-		return syscall.EPERM
-	}
-	n.fs.barrier.RLock()
-	defer n.fs.barrier.RUnlock()
-	// Refuse early when the attribute does not exist, without copying up.
-	var buf [1]byte
-	if _, en := n.Getxattr(ctx, attr, buf[:0]); en != 0 {
-		return en
-	}
-	if err := n.copyUpSelf(); err != nil {
-		return errno("removexattr", err)
-	}
-	err := n.withPathFd(func(p string) error { return unix.Removexattr(p, attr) })
-	if errors.Is(err, errSymlinkXattr) {
-		err = unix.ENODATA
-	}
-	return errno("removexattr", err)
-}
-
 func (n *node) copyUpSelf() error {
 	e, s, err := n.resolve()
 	if err != nil {
@@ -701,4 +433,49 @@ func (n *node) copyUpSelf() error {
 	}
 	_, _, err = n.fs.copyUpPath(n.rel(), -1)
 	return err
+}
+
+var _ = (fusefs.NodeTmpfiler)((*node)(nil))
+
+// Tmpfile makes an unnamed file in the directory's upper copy (open(O_TMPFILE)); it
+// gets a name if the caller links it in through /proc/self/fd.
+func (n *node) Tmpfile(ctx context.Context, flags uint32, mode uint32, out *fuse.EntryOut) (*fusefs.Inode, fusefs.FileHandle, uint32, syscall.Errno) {
+	n.fs.barrier.RLock()
+	defer n.fs.barrier.RUnlock()
+	_, s, dfd, err := n.upperDir()
+	if err != nil {
+		return nil, nil, 0, errno("tmpfile", err)
+	}
+	defer unix.Close(dfd)
+	acc := int(flags) & unix.O_ACCMODE
+	if acc == unix.O_RDONLY {
+		acc = unix.O_RDWR
+	}
+	fd, err := unix.Openat(dfd, ".", acc|unix.O_TMPFILE|unix.O_CLOEXEC, mode&0o7777)
+	if err != nil {
+		return nil, nil, 0, errno("tmpfile", err)
+	}
+	_ = unix.Fchmod(fd, mode&0o7777)
+	if caller, ok := fuse.FromContext(ctx); ok && os.Geteuid() == 0 {
+		_ = unix.Fchown(fd, int(caller.Uid), int(caller.Gid))
+	}
+	e := &entry{layers: []int{0}, gen: 1}
+	if err := unix.Fstat(fd, &e.st); err != nil {
+		unix.Close(fd)
+		return nil, nil, 0, errno("tmpfile", err)
+	}
+	e.ino = s.mapIno(e.st.Dev, e.st.Ino)
+	var sx unix.Statx_t
+	if unix.Statx(fd, "", unix.AT_EMPTY_PATH, unix.STATX_BTIME, &sx) == nil && sx.Mask&unix.STATX_BTIME != 0 {
+		e.gen = uint64(sx.Btime.Sec)*1e9 + uint64(sx.Btime.Nsec) | 2
+	}
+	n.fs.fillEntry(e, out)
+	ch := n.fs.newNode()
+	ch.storeEntry(e, n.fs.epoch.Load(), authoritative)
+	in := n.NewInode(ctx, ch, fusefs.StableAttr{Mode: unix.S_IFREG, Ino: e.ino, Gen: e.gen})
+	cn := in.Operations().(*node)
+	cn.mu.Lock()
+	h, fflags := cn.newHandle(fd, true, 0)
+	cn.mu.Unlock()
+	return in, h, fflags, 0
 }

@@ -27,8 +27,9 @@ type unionFS struct {
 	// passthrough is set when the kernel accepted FUSE passthrough.
 	passthrough atomic.Bool
 	// noOpen: opens of regular files stay in the kernel (see noopen.go).
-	noOpen bool
-	retired     []*stack // stacks replaced by Rebase, closed at the end
+	noOpen    bool
+	retired   []*stack // stacks replaced by Rebase, closed at the end
+	retiredMu sync.Mutex
 }
 
 // node is one inode of the union. Its resolution (which layers hold it) is cached
@@ -40,6 +41,7 @@ type node struct {
 	mu    sync.Mutex
 	epoch uint64
 	ent   *entry
+	entOK bool // ent is usable (no change raced with its resolution)
 	// Open-mode bookkeeping, see fileHandle.
 	ptOpens     int                  // live opens the kernel passes through
 	cachedOpens int                  // live opens served by this process
@@ -50,19 +52,25 @@ type node struct {
 	dfd      int
 	dfdUpper bool
 	oldFds   []int
+
+	// Passthrough mode: an O_PATH fd to the file after its name went away, so
+	// opens racing with the removal still reach the inode (-1: none).
+	pin      int
+	pinUpper bool
 }
 
-func (fsys *unionFS) newNode() *node { return &node{fs: fsys, dfd: -1} }
+func (fsys *unionFS) newNode() *node { return &node{fs: fsys, dfd: -1, pin: -1} }
 
 // rel returns the node's path relative to the union root ("" for the root).
 func (n *node) rel() string { return n.Path(n.fs.root.EmbeddedInode()) }
 
 // resolve returns the node's current resolution.
 func (n *node) resolve() (*entry, *stack, error) {
+	c0 := n.fs.changes.Load()
 	s := n.fs.stack.Load()
 	ep := n.fs.epoch.Load()
 	n.mu.Lock()
-	if n.ent != nil && n.epoch == ep {
+	if n.ent != nil && n.entOK && n.epoch == ep {
 		e := n.ent
 		n.mu.Unlock()
 		return e, s, nil
@@ -108,16 +116,41 @@ func (n *node) resolve() (*entry, *stack, error) {
 			return nil, nil, err
 		}
 	}
-	n.mu.Lock()
-	n.ent, n.epoch = e, ep
-	n.mu.Unlock()
+	n.storeEntry(e, ep, c0)
 	return e, s, nil
 }
 
-func (n *node) setEntry(e *entry) {
+// authoritative marks an entry made by the change that produced it.
+const authoritative = ^uint64(0)
+
+// storeEntry caches e, resolved at epoch ep from a view taken when fs.changes was
+// c0. If anything changed since, e may be stale: it is kept only as a fallback and
+// the next resolve recomputes.
+func (n *node) storeEntry(e *entry, ep, c0 uint64) {
+	ok := c0 == authoritative || n.fs.changes.Load() == c0
 	n.mu.Lock()
-	n.ent, n.epoch = e, n.fs.epoch.Load()
+	if ok || n.ent == nil {
+		n.ent, n.epoch = e, ep
+	}
+	n.entOK = ok
 	n.mu.Unlock()
+}
+
+// setEntry caches e as the node's authoritative resolution (made by a change).
+func (n *node) setEntry(e *entry) { n.storeEntry(e, n.fs.epoch.Load(), authoritative) }
+
+// invalidate drops the node's cached resolution.
+func (n *node) invalidateEntry() {
+	n.mu.Lock()
+	n.entOK = false
+	n.mu.Unlock()
+}
+
+// changed marks the start of a change to some directory's entries; call the
+// returned func at its end. Resolutions that overlap a change are not trusted.
+func (fsys *unionFS) changed() func() {
+	fsys.changes.Add(1)
+	return func() { fsys.changes.Add(1) }
 }
 
 // longTimeout is the entry and attr timeout: the mount is the only writer of its
@@ -139,13 +172,14 @@ func toSyscallStat(st *unix.Stat_t) *syscall.Stat_t {
 	}
 }
 
-// newChild registers the inode for a resolved child entry.
-func (n *node) newChild(ctx context.Context, e *entry) *fusefs.Inode {
+// newChild registers the inode for a child entry resolved from a view taken when
+// fs.changes was c0 (or authoritative).
+func (n *node) newChild(ctx context.Context, e *entry, ep, c0 uint64) *fusefs.Inode {
 	ch := n.fs.newNode()
-	ch.ent, ch.epoch = e, n.fs.epoch.Load()
+	ch.storeEntry(e, ep, c0)
 	in := n.NewInode(ctx, ch, fusefs.StableAttr{Mode: e.st.Mode & unix.S_IFMT, Ino: e.ino, Gen: e.gen})
 	if got := in.Operations().(*node); got != ch {
-		got.setEntry(e) // a known inode (hard link, or looked up again)
+		got.storeEntry(e, ep, c0) // a known inode (hard link, or looked up again)
 	}
 	return in
 }
@@ -167,6 +201,7 @@ func (n *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fu
 	if len(name) > 255 {
 		return nil, syscall.ENAMETOOLONG
 	}
+	c0, ep := n.fs.changes.Load(), n.fs.epoch.Load()
 	pe, s, err := n.resolve()
 	if err != nil {
 		return nil, errno("lookup", err)
@@ -179,7 +214,7 @@ func (n *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fu
 		return nil, errno("lookup "+name, err)
 	}
 	n.fs.fillEntry(e, out)
-	return n.newChild(ctx, e), 0
+	return n.newChild(ctx, e, ep, c0), 0
 }
 
 var _ = (fusefs.NodeGetattrer)((*node)(nil))
@@ -282,212 +317,4 @@ func (n *node) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errno {
 	}
 	out.FromStatfsT(&st)
 	return 0
-}
-
-var _ = (fusefs.NodeOpendirHandler)((*node)(nil))
-
-// OpendirHandle lists the merged directory once per open, resolving every entry
-// (the inode numbers must match stat's); READDIRPLUS then reuses those resolutions.
-// The kernel may cache the listing (FOPEN_CACHE_DIR): every change to the directory
-// goes through this mount, and the kernel drops the cache on each.
-func (n *node) OpendirHandle(ctx context.Context, flags uint32) (fusefs.FileHandle, uint32, syscall.Errno) {
-	e, s, err := n.resolve()
-	if err != nil {
-		return nil, 0, errno("opendir", err)
-	}
-	changes := n.fs.changes.Load()
-	rel := n.rel()
-	ents, err := s.readDir(e.layers, rel)
-	if err != nil {
-		return nil, 0, errno("readdir", err)
-	}
-	d := &dirHandle{n: n, resolved: make(map[string]*entry, len(ents)), changes: changes}
-	d.list = make([]fuse.DirEntry, 0, len(ents)+2)
-	d.list = append(d.list, fuse.DirEntry{Name: ".", Mode: unix.S_IFDIR, Ino: n.StableAttr().Ino})
-	pino := uint64(1)
-	if _, p := n.Parent(); p != nil {
-		pino = p.StableAttr().Ino
-	}
-	d.list = append(d.list, fuse.DirEntry{Name: "..", Mode: unix.S_IFDIR, Ino: pino})
-	for _, de := range ents {
-		ce, err := s.lookupIn(e.layers, rel, de.name)
-		if err != nil {
-			continue
-		}
-		d.resolved[de.name] = ce
-		d.list = append(d.list, fuse.DirEntry{Name: de.name, Mode: ce.st.Mode & unix.S_IFMT, Ino: ce.ino})
-	}
-	return d, fuse.FOPEN_CACHE_DIR, 0
-}
-
-// dirHandle is an open directory: a snapshot of its merged listing.
-type dirHandle struct {
-	n        *node
-	mu       sync.Mutex
-	list     []fuse.DirEntry
-	idx      int
-	resolved map[string]*entry
-	changes  uint64 // fs.changes when listed
-}
-
-var (
-	_ = (fusefs.FileReaddirenter)((*dirHandle)(nil))
-	_ = (fusefs.FileSeekdirer)((*dirHandle)(nil))
-	_ = (fusefs.FileLookuper)((*dirHandle)(nil))
-	_ = (fusefs.FileReleasedirer)((*dirHandle)(nil))
-	_ = (fusefs.FileFsyncdirer)((*dirHandle)(nil))
-)
-
-func (d *dirHandle) Readdirent(ctx context.Context) (*fuse.DirEntry, syscall.Errno) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if d.idx >= len(d.list) {
-		return nil, 0
-	}
-	e := d.list[d.idx]
-	d.idx++
-	e.Off = uint64(d.idx)
-	return &e, 0
-}
-
-func (d *dirHandle) Seekdir(ctx context.Context, off uint64) syscall.Errno {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if off > uint64(len(d.list)) {
-		return syscall.EINVAL
-	}
-	d.idx = int(off)
-	return 0
-}
-
-// Lookup serves READDIRPLUS from the resolutions made at open.
-func (d *dirHandle) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fusefs.Inode, syscall.Errno) {
-	d.mu.Lock()
-	e := d.resolved[name]
-	d.mu.Unlock()
-	if e == nil || d.n.fs.changes.Load() != d.changes {
-		return d.n.Lookup(ctx, name, out)
-	}
-	d.n.fs.fillEntry(e, out)
-	return d.n.newChild(ctx, e), 0
-}
-
-func (d *dirHandle) Releasedir(ctx context.Context, flags uint32) {}
-
-func (d *dirHandle) Fsyncdir(ctx context.Context, flags uint32) syscall.Errno {
-	return d.n.Fsync(ctx, nil, flags)
-}
-
-var _ = (fusefs.NodeReaddirer)((*node)(nil))
-
-// Readdir is only used when OpendirHandle is bypassed; it lists like OpendirHandle.
-func (n *node) Readdir(ctx context.Context) (fusefs.DirStream, syscall.Errno) {
-	h, _, en := n.OpendirHandle(ctx, 0)
-	if en != 0 {
-		return nil, en
-	}
-	return fusefs.NewListDirStream(h.(*dirHandle).list), 0
-}
-
-var _ = (fusefs.NodeGetxattrer)((*node)(nil))
-
-func (n *node) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, syscall.Errno) {
-	if cow.IsPrivateXattr(attr) {
-		return 0, syscall.ENODATA
-	}
-	var sz int
-	err := n.withPathFd(func(p string) error {
-		var err error
-		sz, err = unix.Getxattr(p, attr, dest)
-		return err
-	})
-	if errors.Is(err, errSymlinkXattr) {
-		return 0, syscall.ENODATA
-	}
-	return uint32(sz), errno("getxattr", err)
-}
-
-var _ = (fusefs.NodeListxattrer)((*node)(nil))
-
-func (n *node) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errno) {
-	var names []byte
-	err := n.withPathFd(func(p string) error {
-		sz, err := unix.Listxattr(p, nil)
-		if err != nil {
-			return err
-		}
-		buf := make([]byte, sz)
-		sz, err = unix.Listxattr(p, buf)
-		if err != nil {
-			return err
-		}
-		for _, nm := range splitNul(buf[:sz]) {
-			if !cow.IsPrivateXattr(nm) {
-				names = append(names, nm...)
-				names = append(names, 0)
-			}
-		}
-		return nil
-	})
-	if errors.Is(err, errSymlinkXattr) {
-		return 0, 0
-	}
-	if err != nil {
-		return 0, errno("listxattr", err)
-	}
-	if len(dest) == 0 {
-		return uint32(len(names)), 0
-	}
-	if len(names) > len(dest) {
-		return uint32(len(names)), syscall.ERANGE
-	}
-	return uint32(copy(dest, names)), 0
-}
-
-func splitNul(b []byte) []string {
-	var out []string
-	start := 0
-	for i, c := range b {
-		if c == 0 {
-			if i > start {
-				out = append(out, string(b[start:i]))
-			}
-			start = i + 1
-		}
-	}
-	return out
-}
-
-var errSymlinkXattr = errors.New("xattrs of symlinks are not supported")
-
-// withPathFd runs fn with a /proc/self/fd path to the node's top-layer inode, opened
-// without following symlinks.
-func (n *node) withPathFd(fn func(p string) error) error {
-	e, s, err := n.resolve()
-	if err != nil {
-		return err
-	}
-	var fd int
-	if n == n.fs.root {
-		fd, err = s.openDir(e.layers[0], "", unix.O_PATH)
-	} else {
-		dir, name := path.Split(n.rel())
-		var dfd int
-		dfd, err = s.openDir(e.layers[0], dir, unix.O_PATH)
-		if err != nil {
-			return err
-		}
-		fd, err = unix.Openat(dfd, name, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
-		unix.Close(dfd)
-	}
-	if err != nil {
-		return err
-	}
-	defer unix.Close(fd)
-	if e.st.Mode&unix.S_IFMT == unix.S_IFLNK {
-		// xattrs of symlinks are rare and user.* ones impossible; through the
-		// magic link we would reach the link's target, so refuse.
-		return errSymlinkXattr
-	}
-	return fn(procFd(fd))
 }

@@ -82,13 +82,55 @@ func (n *node) dropLowerFd() {
 // pinForRemoval gives the node of a regular file about to lose its name an fd to the
 // file, for opens the kernel may still hold.
 func (n *node) pinForRemoval() {
-	if !n.fs.noOpen || n.StableAttr().Mode&unix.S_IFMT != unix.S_IFREG {
+	typ := n.StableAttr().Mode & unix.S_IFMT
+	if typ != unix.S_IFREG && typ != unix.S_IFDIR {
 		return
 	}
 	e, s, err := n.resolve()
-	if err == nil {
-		_, _ = n.dataFd(e.inUpper(s))
+	if err != nil {
+		return
 	}
+	if n.fs.noOpen && typ == unix.S_IFREG {
+		_, _ = n.dataFd(e.inUpper(s))
+		return
+	}
+	dir, name := path.Split(n.rel())
+	dfd, err := s.openDir(e.layers[0], dir, unix.O_PATH)
+	if err != nil {
+		return
+	}
+	defer unix.Close(dfd)
+	fd, err := unix.Openat(dfd, name, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return
+	}
+	n.mu.Lock()
+	if n.pin >= 0 {
+		unix.Close(n.pin)
+	}
+	n.pin, n.pinUpper = fd, e.inUpper(s)
+	n.mu.Unlock()
+}
+
+// openPinned reopens the file of a node whose name is gone (passthrough mode).
+func (n *node) openPinned(flags uint32, write bool) (fusefs.FileHandle, uint32, syscall.Errno) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.pin < 0 || (write && !n.pinUpper) {
+		return nil, 0, syscall.ESTALE
+	}
+	fd, err := unix.Open(procFd(n.pin), int(flags)|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, 0, errno("open", err)
+	}
+	if n.ptPinned && n.ptOpens > 0 {
+		unix.Close(fd)
+		return nil, 0, syscall.ETXTBSY
+	}
+	var st unix.Stat_t
+	_ = unix.Fstat(fd, &st)
+	h, fflags := n.newHandle(fd, n.pinUpper, st.Size)
+	return h, fflags, 0
 }
 
 var _ = (fusefs.NodeOnForgetter)((*node)(nil))
@@ -105,6 +147,10 @@ func (n *node) OnForget() {
 		unix.Close(fd)
 	}
 	n.oldFds = nil
+	if n.pin >= 0 {
+		unix.Close(n.pin)
+		n.pin = -1
+	}
 }
 
 var _ = (fusefs.NodeReader)((*node)(nil))
@@ -117,11 +163,8 @@ func (n *node) Read(ctx context.Context, f fusefs.FileHandle, dest []byte, off i
 	if err != nil {
 		return nil, errno("read", err)
 	}
-	nr, err := unix.Pread(fd, dest, off)
-	if err != nil {
-		return nil, errno("read", err)
-	}
-	return fuse.ReadResultData(dest[:nr]), 0
+	// Spliced from the fd when the kernel allows; the fd lives until OnForget.
+	return fuse.ReadResultFd(uintptr(fd), off, len(dest)), 0
 }
 
 var _ = (fusefs.NodeWriter)((*node)(nil))
@@ -179,7 +222,10 @@ func (n *node) unlinkedFd(f fusefs.FileHandle) int {
 	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	return n.dfd
+	if n.dfd >= 0 {
+		return n.dfd
+	}
+	return n.pin
 }
 
 // fsyncData syncs the node's upper fd in no-open mode.

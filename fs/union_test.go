@@ -3,7 +3,9 @@ package fs
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -11,6 +13,7 @@ import (
 	"time"
 
 	"github.com/layerfs/layerfs/cow"
+	"github.com/layerfs/layerfs/internal/testenv"
 	"golang.org/x/sys/unix"
 )
 
@@ -249,6 +252,20 @@ func TestOpenFilesAndData(t *testing.T) {
 	}
 	f.Close()
 
+	// O_TMPFILE, then linked into place.
+	tfd, err := unix.Open(u.mnt, unix.O_TMPFILE|unix.O_RDWR, 0o640)
+	must(t, err)
+	_, err = unix.Write(tfd, []byte("tmp"))
+	must(t, err)
+	must(t, unix.Linkat(unix.AT_FDCWD, fmt.Sprintf("/proc/self/fd/%d", tfd), unix.AT_FDCWD, p("linked"), unix.AT_SYMLINK_FOLLOW))
+	unix.Close(tfd)
+	if got := readFile(t, p("linked")); got != "tmp" {
+		t.Errorf("linked tmpfile = %q", got)
+	}
+	if st := lstat(t, p("linked")); st.Nlink != 1 || st.Mode&0o777 != 0o640 {
+		t.Errorf("linked tmpfile nlink %d mode %o", st.Nlink, st.Mode)
+	}
+
 	// O_TRUNC of a big lower file copies no data; truncate keeps the prefix.
 	must(t, os.WriteFile(p("big"), []byte("short"), 0o644))
 	if got := readFile(t, p("big")); got != "short" {
@@ -258,15 +275,12 @@ func TestOpenFilesAndData(t *testing.T) {
 		t.Errorf("upper big: %v %v", fi, err)
 	}
 
-	// Shared writable mmap.
-	mf, err := os.OpenFile(p("ro"), os.O_RDWR, 0)
-	must(t, err)
-	mem, err := unix.Mmap(int(mf.Fd()), 0, 9, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
-	must(t, err)
-	copy(mem, "READ")
-	must(t, unix.Msync(mem, unix.MS_SYNC))
-	must(t, unix.Munmap(mem))
-	mf.Close()
+	// Shared writable mmap (in a child process, see TestMain).
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), "LAYERFS_TEST_MMAP_WRITE="+p("ro"))
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("mmap child: %v %s", err, out)
+	}
 	if got := readFile(t, p("ro")); got != "READ only" {
 		t.Errorf("after mmap write: %q", got)
 	}
@@ -304,76 +318,6 @@ func TestOpenFilesAndData(t *testing.T) {
 		t.Errorf("statfs blocks %d, upper has %d", sfs.Blocks, ufs.Blocks)
 	}
 	must(t, sf.Sync())
-}
-
-// TestPassthroughBackingHazard: a read-only open of a lower file that stays open
-// across the file's copy-up must never become the backing file of a write.
-func TestPassthroughBackingHazard(t *testing.T) {
-	big := "lower content" + strings.Repeat("x", ptMinSize)
-	lower := tree(t, map[string]string{"big": big, "small": "lower content"})
-	u := mountUnionMode(t, cow.FormatOCI, true, lower)
-	t.Logf("passthrough active: %v", u.m.fs.passthrough.Load())
-	for _, name := range []string{"big", "small"} {
-		p := filepath.Join(u.mnt, name)
-		ro, err := os.Open(p)
-		must(t, err)
-		b := make([]byte, 5)
-		_, err = ro.ReadAt(b, 0)
-		must(t, err)
-		w, err := os.OpenFile(p, os.O_WRONLY, 0)
-		if errors.Is(err, syscall.ETXTBSY) && name == "big" && u.m.fs.passthrough.Load() {
-			// Refused while the lower passthrough open lives; fine once it is closed.
-			ro.Close()
-			w, err = os.OpenFile(p, os.O_WRONLY, 0)
-		} else {
-			defer ro.Close()
-		}
-		if err != nil {
-			t.Fatalf("%s: open for write: %v", name, err)
-		}
-		if _, err := w.WriteAt([]byte("UPPER"), 0); err != nil {
-			t.Fatalf("%s: write after copy-up: %v", name, err)
-		}
-		must(t, w.Close())
-		got := readFile(t, p)
-		if !strings.HasPrefix(got, "UPPER content") {
-			t.Errorf("%s: new open reads %.20q, want the upper copy", name, got)
-		}
-		if got, _ := os.ReadFile(filepath.Join(lower, name)); !strings.HasPrefix(string(got), "lower content") {
-			t.Errorf("%s: lower changed to %.20q", name, got)
-		}
-		if got, _ := os.ReadFile(filepath.Join(u.upper, name)); !strings.HasPrefix(string(got), "UPPER content") {
-			t.Errorf("%s: upper = %.20q", name, got)
-		}
-	}
-	// Copy-up by chmod while a big lower file is open: later opens must not use
-	// the lower backing file either.
-	must(t, os.WriteFile(filepath.Join(lower, "big2"), []byte(big), 0o644))
-	p := filepath.Join(u.mnt, "big2")
-	ro, err := os.Open(p)
-	must(t, err)
-	must(t, os.Chmod(p, 0o666))
-	if w, err := os.OpenFile(p, os.O_WRONLY, 0); err == nil {
-		_, err = w.WriteAt([]byte("UPPER"), 0)
-		w.Close()
-		if err != nil {
-			t.Errorf("write to big2: %v", err)
-		}
-	} else if !errors.Is(err, syscall.ETXTBSY) {
-		t.Errorf("open big2 for write: %v, want success or ETXTBSY", err)
-	}
-	ro.Close()
-	if got, _ := os.ReadFile(filepath.Join(lower, "big2")); !strings.HasPrefix(string(got), "lower content") {
-		t.Errorf("big2: lower changed to %.20q", got)
-	}
-	w, err := os.OpenFile(p, os.O_WRONLY, 0)
-	must(t, err)
-	_, err = w.WriteAt([]byte("UPPER"), 0)
-	must(t, err)
-	must(t, w.Close())
-	if got := readFile(t, p); !strings.HasPrefix(got, "UPPER content") {
-		t.Errorf("big2 reads %.20q after the lower open closed", got)
-	}
 }
 
 // TestSymlinkEscape: images whose paths lead outside through symlinks or "..".
@@ -466,10 +410,20 @@ func TestRebase(t *testing.T) {
 	must(t, os.WriteFile(p("b"), []byte("b"), 0o644))
 	must(t, os.Remove(p("gone")))
 	must(t, os.WriteFile(p("a"), []byte("a2"), 0o644))
+	open, err := os.OpenFile(p("b"), os.O_WRONLY, 0)
+	must(t, err)
+	defer open.Close()
 	// "Commit": the old upper becomes a lower; a fresh upper takes its place.
 	newUpper := t.TempDir()
+	must(t, u.m.Pause(context.Background()))
 	must(t, u.m.Rebase([]string{u.upper, lower}, newUpper))
-	if readFile(t, p("a")) != "a2" || readFile(t, p("b")) != "b" {
+	u.m.Resume()
+	_, err = open.WriteAt([]byte("B"), 0)
+	must(t, err)
+	if got, _ := os.ReadFile(filepath.Join(newUpper, "b")); string(got) != "B" {
+		t.Errorf("write through an fd opened before Rebase: new upper b = %q", got)
+	}
+	if readFile(t, p("a")) != "a2" || readFile(t, p("b")) != "B" {
 		t.Errorf("after rebase a=%q b=%q", readFile(t, p("a")), readFile(t, p("b")))
 	}
 	if _, err := os.Lstat(p("gone")); !os.IsNotExist(err) {
@@ -478,5 +432,105 @@ func TestRebase(t *testing.T) {
 	must(t, os.WriteFile(p("c"), []byte("c"), 0o644))
 	if _, err := os.Lstat(filepath.Join(newUpper, "c")); err != nil {
 		t.Errorf("write after rebase did not reach the new upper: %v", err)
+	}
+}
+
+// TestConcurrentChanges hammers one union from several goroutines; -race and the
+// final tree check catch lost updates, deadlocks and crashes.
+func TestConcurrentChanges(t *testing.T) {
+	spec := map[string]string{}
+	for i := 0; i < 20; i++ {
+		spec[filepath.Join("d", string(rune('a'+i)), "f")] = "lower"
+	}
+	u := mountUnion(t, cow.FormatOCI, tree(t, spec))
+	done := make(chan error, 8)
+	for g := 0; g < 8; g++ {
+		go func(g int) {
+			var err error
+			defer func() { done <- err }()
+			for i := 0; i < 20 && err == nil; i++ {
+				dir := filepath.Join(u.mnt, "d", string(rune('a'+i)))
+				name := filepath.Join(dir, "g"+string(rune('0'+g)))
+				if err = os.WriteFile(name, []byte("x"), 0o644); err != nil {
+					return
+				}
+				if err = os.Rename(name, name+"r"); err != nil {
+					return
+				}
+				if _, err = os.ReadDir(dir); err != nil {
+					return
+				}
+				if _, err = os.ReadFile(filepath.Join(dir, "f")); err != nil {
+					return
+				}
+				if g == i%8 {
+					err = os.WriteFile(filepath.Join(dir, "f"), []byte("upper"), 0o644)
+				}
+			}
+		}(g)
+	}
+	for g := 0; g < 8; g++ {
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	}
+	for i := 0; i < 20; i++ {
+		dir := filepath.Join(u.mnt, "d", string(rune('a'+i)))
+		ents, err := os.ReadDir(dir)
+		must(t, err)
+		if len(ents) != 9 {
+			var names []string
+			for _, e := range ents {
+				names = append(names, e.Name())
+			}
+			up, _ := os.ReadDir(filepath.Join(u.upper, "d", string(rune('a'+i))))
+			var unames []string
+			for _, e := range up {
+				unames = append(unames, e.Name())
+			}
+			t.Errorf("%s has %d entries %q, want 9; upper has %q", dir, len(ents), names, unames)
+		}
+		if got := readFile(t, filepath.Join(dir, "f")); got != "upper" {
+			t.Errorf("%s/f = %q", dir, got)
+		}
+	}
+}
+
+func TestXattrPrivacy(t *testing.T) {
+	testenv.RequireRoot(t)
+	lower := tree(t, map[string]string{"d/f": "f", "g": "g"})
+	must(t, unix.Setxattr(filepath.Join(lower, "d"), cow.OverlayOpaqueXattr, []byte("y"), 0))
+	must(t, unix.Setxattr(filepath.Join(lower, "g"), "user.overlay.origin", []byte("x"), 0))
+	must(t, unix.Setxattr(filepath.Join(lower, "g"), "user.visible", []byte("v"), 0))
+	u := mountUnion(t, cow.FormatOverlay, lower)
+	p := func(s string) string { return filepath.Join(u.mnt, s) }
+	must(t, os.WriteFile(p("g"), []byte("copied up"), 0o644)) // gets an origin xattr
+	for _, n := range []string{"d", "g"} {
+		buf := make([]byte, 4096)
+		sz, err := unix.Listxattr(p(n), buf)
+		must(t, err)
+		for _, k := range splitNul(buf[:sz]) {
+			if cow.IsPrivateXattr(k) {
+				t.Errorf("listxattr %s shows %s", n, k)
+			}
+		}
+	}
+	buf := make([]byte, 64)
+	if n, err := unix.Getxattr(p("g"), "user.visible", buf); err != nil || string(buf[:n]) != "v" {
+		t.Errorf("user.visible after copy-up = %q, %v", buf[:n], err)
+	}
+	for _, k := range []string{originXattr, "user.layerfs.origin", cow.OverlayOpaqueXattr} {
+		if _, err := unix.Getxattr(p("g"), k, buf); !errors.Is(err, unix.ENODATA) {
+			t.Errorf("getxattr %s: %v, want ENODATA", k, err)
+		}
+		if err := unix.Setxattr(p("g"), k, []byte("y"), 0); !errors.Is(err, unix.EPERM) {
+			t.Errorf("setxattr %s: %v, want EPERM", k, err)
+		}
+		if err := unix.Removexattr(p("g"), k); !errors.Is(err, unix.EPERM) {
+			t.Errorf("removexattr %s: %v, want EPERM", k, err)
+		}
+	}
+	if err := unix.Setxattr(p("d"), "user.overlay.opaque", []byte("y"), 0); !errors.Is(err, unix.EPERM) {
+		t.Errorf("setxattr user.overlay.opaque on a dir: %v, want EPERM", err)
 	}
 }

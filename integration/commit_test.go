@@ -262,7 +262,7 @@ func TestCommitDockerFlow(t *testing.T) {
 	// Bad changes are refused before anything happens.
 	e.fails("not a valid change command", "commit", "-c", "RUN rm -rf /", "busy1")
 	e.fails("invalid reference", "commit", "busy1", "NotLower")
-	e.fails("no such container", "commit", "nope")
+	e.fails("No such container", "commit", "nope")
 }
 
 // TestCommitRebase: after --rebase the next commit holds only the newer changes.

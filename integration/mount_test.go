@@ -315,6 +315,17 @@ func TestRmiRefusedWhileContainerUsesImage(t *testing.T) {
 	dir := e.dir()
 	e.ok("mount", "--name", "user", e.image, dir)
 	e.fails("conflict", "rmi", e.image)
+	// A mounted container is docker's running container: even -f cannot delete its
+	// image by ID, and -f by name only untags it.
+	id := strings.TrimSpace(e.ok("images", "-q", "--no-trunc", e.image))
+	e.fails("(cannot be forced) - image is being used by running container user", "rmi", "-f", id)
+	if out := e.ok("rmi", "-f", e.image); strings.Contains(out, "Deleted:") || !strings.Contains(out, "Untagged:") {
+		t.Errorf("rmi -f %s of a running container's image = %q, want Untagged only", e.image, out)
+	}
+	if out := e.ok("images", "-q", "--no-trunc"); !strings.Contains(out, id) {
+		t.Errorf("image %s gone after rmi -f while mounted; images -q = %q", id, out)
+	}
+	e.ok("tag", id, e.image)
 	e.ok("umount", dir)
 	// An unmounted container still uses its image (as a stopped docker container).
 	e.fails("user", "rmi", e.image)

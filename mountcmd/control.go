@@ -150,7 +150,9 @@ func (c *controlClient) Resume(ctx context.Context) error {
 	return err
 }
 
-// Rebase swaps the mount onto r's stack (see RebaseRequest).
+// Rebase swaps the mount onto r's stack (see RebaseRequest). Called while this
+// client holds a pause, the pause stays in force and the writes it holds land in
+// the new upper once resumed; otherwise the swap waits for in-flight writes.
 func (c *controlClient) Rebase(ctx context.Context, r RebaseRequest) error {
 	_, err := c.call(ctx, controlRequest{Op: opRebase, Rebase: &r})
 	return err

@@ -62,7 +62,12 @@ scripts can do: name=$(layerfs mount busybox ./rootfs).`,
 			if len(args) == 2 {
 				ref, dir = args[0], args[1]
 			}
-			return runMount(cmd.Context(), g, o, ref, dir, cmd.OutOrStdout())
+			err := runMount(cmd.Context(), g, o, ref, dir, cmd.OutOrStdout())
+			if errors.Is(err, errNoSuchContainer) {
+				fmt.Fprintf(os.Stderr, "Error: %s\n", userError(err))
+				return exitError{1}
+			}
+			return err
 		},
 	}
 	f := cmd.Flags()

@@ -37,7 +37,7 @@ an error (as docker rm -f).`,
 					if o.force && errors.Is(err, errNoSuchContainer) {
 						continue
 					}
-					fmt.Fprintf(os.Stderr, "Error: %v\n", err)
+					fmt.Fprintf(os.Stderr, "Error: %s\n", userError(err))
 					failed = true
 					continue
 				}

@@ -47,6 +47,7 @@ func runRmi(cmd *cobra.Command, g *globalOptions, o *rmiOptions, args []string) 
 		Force:   o.force,
 		NoPrune: o.noPrune,
 		InUse:   func(img *blobstore.Image) ([]string, error) { return workingContainersUsing(g, img) },
+		Running: func(img *blobstore.Image) ([]string, error) { return mountedContainersUsing(g, img) },
 	}
 	out, failed, deleted := cmd.OutOrStdout(), false, false
 	for _, a := range args {

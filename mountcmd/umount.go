@@ -78,7 +78,7 @@ func runUmount(ctx context.Context, g *globalOptions, o *umountOptions, args []s
 	failed := false
 	for _, arg := range args {
 		if err := umountOne(ctx, g, arg, o.force); err != nil {
-			fmt.Fprintf(os.Stderr, "Error: %v\n", err)
+			fmt.Fprintf(os.Stderr, "Error: %s\n", userError(err))
 			failed = true
 		}
 	}

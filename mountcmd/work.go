@@ -27,18 +27,31 @@ import (
 	"path/filepath"
 	"regexp"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/opencontainers/go-digest"
 	"golang.org/x/sys/unix"
 )
 
-// Errors about working containers, checked with errors.Is. errNoSuchContainer
-// has docker's wording, capital included: users grep for it.
+// Errors about working containers, checked with errors.Is. The container verbs
+// print errNoSuchContainer in docker's words (userError).
 var (
-	errNoSuchContainer = errors.New("No such container")
+	errNoSuchContainer = errors.New("no such container")
 	errInvalidName     = errors.New("invalid container name")
 )
+
+// userError is how the container verbs print err: a missing container in
+// docker's words, "No such container: NAME".
+func userError(err error) string {
+	msg := err.Error()
+	if errors.Is(err, errNoSuchContainer) {
+		if rest, ok := strings.CutPrefix(msg, errNoSuchContainer.Error()); ok {
+			return "No such container" + rest
+		}
+	}
+	return msg
+}
 
 // Status values shown by ps.
 const (

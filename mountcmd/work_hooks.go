@@ -52,3 +52,25 @@ func containerRoots(g *globalOptions) ([]digest.Digest, error) {
 	}
 	return roots, nil
 }
+
+// mountedContainersUsing names the containers made from img that are mounted now
+// (or left a dead mount). Docker refuses even rmi -f for an image a running
+// container uses ("unable to delete <id> (cannot be forced) - image is being used
+// by running container <id>"); rmi can call this for that hard conflict.
+func mountedContainersUsing(g *globalOptions, img *blobstore.Image) ([]string, error) {
+	names, err := containersUsing(g, img)
+	if err != nil {
+		return nil, err
+	}
+	var mounted []string
+	for _, name := range names {
+		w, err := newWorkContainer(g.root, name)
+		if err != nil {
+			continue
+		}
+		if st, err := w.load(); err == nil && w.status(st) != statusUnmounted {
+			mounted = append(mounted, name)
+		}
+	}
+	return mounted, nil
+}

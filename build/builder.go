@@ -1,0 +1,488 @@
+package build
+
+// Dockerfile builds, the way docker's classic builder does them.
+//
+// The Dockerfile is parsed with buildkit's parser and instructions packages. Each
+// instruction after FROM is a step on the image so far:
+//
+//   - RUN, COPY, ADD and WORKDIR run against a union mount (package fs) of the
+//     image's layers and a fresh upper dir, in-process; RUN runs its command in a
+//     container (Start). If the upper dir is not empty afterwards, cow.Diff of it
+//     becomes a new layer (Store.AppendLayer); otherwise the step records an
+//     empty_layer history entry, as every config-only step does.
+//   - ENV, CMD, ENTRYPOINT, LABEL, EXPOSE, VOLUME, USER, STOPSIGNAL, HEALTHCHECK,
+//     ONBUILD and WORKDIR's config part go through ConfigEditor (changes.go), the
+//     same code as commit -c; ARG, SHELL and MAINTAINER are handled here.
+//
+// Caching: each step's result (its image config bytes and its layer, if any) is
+// recorded in <state>/build-cache/<key>.json, where key hashes the parent config's
+// digest, the instruction after expansion, the build args in scope and, for COPY
+// and ADD, the content of every file the step reads. A step whose key is cached
+// (and whose layer blob is still in the store) is not run: its recorded config
+// is reused byte for byte, so an unchanged rebuild gives the same image ID.
+//
+// Concurrency: builds in different processes may run at once; cache entries are
+// written atomically and a lost race only costs a rebuild of that step.
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"runtime"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/moby/buildkit/frontend/dockerfile/instructions"
+	"github.com/moby/buildkit/frontend/dockerfile/parser"
+	"github.com/moby/buildkit/frontend/dockerfile/shell"
+	dockerspec "github.com/moby/docker-image-spec/specs-go/v1"
+	digest "github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/layerfs/layerfs/blobstore"
+	"github.com/layerfs/layerfs/cow"
+)
+
+// ErrBuild is wrapped by errors about the Dockerfile or a step that failed.
+var ErrBuild = errors.New("build failed")
+
+// StepError is a build step that failed, worded as docker's classic builder words
+// it ("COPY failed: ...", "The command '...' returned a non-zero code: 3"). Code
+// is what `build` exits with: a failed RUN's exit code, else 1. It is ErrBuild.
+type StepError struct {
+	Step string // the instruction as written
+	Code int
+	Err  error
+}
+
+func (e *StepError) Error() string        { return e.Err.Error() }
+func (e *StepError) Unwrap() error        { return e.Err }
+func (e *StepError) Is(target error) bool { return target == ErrBuild }
+
+// Options configure one build.
+type Options struct {
+	Store     *blobstore.Store
+	LayersDir string // <root>/layers: unpacked layers (cow.LayerCache)
+	StateDir  string // <root>: build-cache/ and tmp/ are made under it
+
+	Context    string            // the build context dir
+	Dockerfile string            // "" is <Context>/Dockerfile
+	Tags       []string          // refs to tag the result with
+	BuildArgs  map[string]string // --build-arg
+	NoCache    bool              // run every step (the cache is still written)
+
+	Out io.Writer // the classic builder's step lines and RUN output; nil discards
+}
+
+// Result is a finished build.
+type Result struct {
+	Image  *blobstore.Image
+	Steps  int
+	Cached int // steps that came from the cache
+}
+
+// builder is one build in progress.
+type builder struct {
+	o       Options
+	out     io.Writer
+	ctxDir  *buildContext
+	cache   *stepCache
+	layers  *cow.LayerCache
+	tmpRoot string
+
+	// the image so far
+	img    dockerspec.DockerOCIImage
+	raw    []byte // img as stored (the bytes its ID is the digest of)
+	id     digest.Digest
+	descs  []ocispec.Descriptor
+	parent *blobstore.Image
+
+	editor   *ConfigEditor
+	args     map[string]string // ARGs in scope and their values
+	argOrder []string
+	metaArgs map[string]string
+	escape   rune
+	usedArgs map[string]bool // --build-arg names some ARG declared
+}
+
+// Build builds the Dockerfile in o.Context and tags the result.
+func Build(ctx context.Context, o Options) (*Result, error) {
+	b := &builder{o: o, out: o.Out}
+	if b.out == nil {
+		b.out = io.Discard
+	}
+	dfPath := o.Dockerfile
+	if dfPath == "" {
+		dfPath = filepath.Join(o.Context, "Dockerfile")
+	}
+	df, err := os.ReadFile(dfPath)
+	if err != nil {
+		return nil, fmt.Errorf("read Dockerfile: %w", err)
+	}
+	ast, err := parser.Parse(strings.NewReader(string(df)))
+	if err != nil {
+		return nil, fmt.Errorf("%w: dockerfile parse error: %w", ErrBuild, err)
+	}
+	b.escape = ast.EscapeToken
+	stages, metaArgs, err := instructions.Parse(ast.AST, nil)
+	if err != nil {
+		return nil, fmt.Errorf("%w: dockerfile parse error: %w", ErrBuild, err)
+	}
+	if len(stages) == 0 {
+		return nil, fmt.Errorf("%w: the Dockerfile has no FROM", ErrBuild)
+	}
+	if len(stages) > 1 {
+		return nil, fmt.Errorf("%w: multi-stage builds are not supported (%d FROM instructions)", ErrBuild, len(stages))
+	}
+	if b.ctxDir, err = openContext(o.Context); err != nil {
+		return nil, err
+	}
+	b.cache = &stepCache{dir: filepath.Join(o.StateDir, "build-cache"), store: o.Store}
+	b.layers = &cow.LayerCache{Dir: o.LayersDir}
+	b.tmpRoot = filepath.Join(o.StateDir, "tmp")
+	b.usedArgs = map[string]bool{}
+
+	release, err := o.Store.Lease(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer release()
+
+	stage := stages[0]
+	total := len(metaArgs) + 1 + len(stage.Commands)
+	step := 0
+	b.metaArgs = map[string]string{}
+	for i := range metaArgs {
+		step++
+		fmt.Fprintf(b.out, "Step %d/%d : %s\n", step, total, metaArgs[i].String())
+		for _, kv := range metaArgs[i].Args {
+			v := ""
+			if kv.Value != nil {
+				v = *kv.Value
+			}
+			if bv, ok := o.BuildArgs[kv.Key]; ok {
+				v = bv
+				b.usedArgs[kv.Key] = true
+			}
+			b.metaArgs[kv.Key] = v
+		}
+	}
+	step++
+	fmt.Fprintf(b.out, "Step %d/%d : %s\n", step, total, stage.SourceCode)
+	if err := b.from(ctx, stage); err != nil {
+		return nil, err
+	}
+	fmt.Fprintf(b.out, " ---> %s\n", shortDigest(b.id))
+	if err := b.onBuildTriggers(ctx); err != nil {
+		return nil, err
+	}
+	cached := 0
+	for _, c := range stage.Commands {
+		step++
+		fmt.Fprintf(b.out, "Step %d/%d : %s\n", step, total, commandText(c))
+		hit, err := b.dispatch(ctx, c)
+		if err != nil {
+			return nil, err
+		}
+		if hit {
+			cached++
+		}
+		fmt.Fprintf(b.out, " ---> %s\n", shortDigest(b.id))
+	}
+	var unused []string
+	for k := range o.BuildArgs {
+		if !b.usedArgs[k] {
+			unused = append(unused, k)
+		}
+	}
+	if len(unused) > 0 {
+		sort.Strings(unused)
+		fmt.Fprintf(b.out, "[Warning] One or more build-args %v were not consumed\n", unused)
+	}
+	img, err := o.Store.WriteImageRaw(ctx, b.raw, b.descs, blobstore.WithParent(b.parent))
+	if err != nil {
+		return nil, err
+	}
+	fmt.Fprintf(b.out, "Successfully built %s\n", shortDigest(img.ID))
+	for _, t := range o.Tags {
+		if err := o.Store.Tag(ctx, img, t); err != nil {
+			return nil, err
+		}
+		fmt.Fprintf(b.out, "Successfully tagged %s\n", blobstore.FamiliarString(t))
+	}
+	return &Result{Image: img, Steps: step, Cached: cached}, nil
+}
+
+func commandText(c instructions.Command) string {
+	if s, ok := c.(fmt.Stringer); ok {
+		return s.String()
+	}
+	return c.Name()
+}
+
+func shortDigest(d digest.Digest) string {
+	h := d.Encoded()
+	if len(h) > 12 {
+		h = h[:12]
+	}
+	return h
+}
+
+// from starts the build from the stage's base image (or scratch).
+func (b *builder) from(ctx context.Context, st instructions.Stage) error {
+	lex := shell.NewLex(b.escape)
+	base, _, err := lex.ProcessWord(st.BaseName, shell.EnvsFromSlice(envSlice(b.metaArgs, nil)))
+	if err != nil {
+		return fmt.Errorf("%w: FROM %s: %w", ErrBuild, st.BaseName, err)
+	}
+	if base == "scratch" {
+		b.img = dockerspec.DockerOCIImage{Image: ocispec.Image{
+			Platform: ocispec.Platform{OS: "linux", Architecture: runtime.GOARCH},
+			RootFS:   ocispec.RootFS{Type: "layers", DiffIDs: []digest.Digest{}},
+		}}
+		b.raw, err = json.Marshal(b.img)
+		if err != nil {
+			return err
+		}
+		b.id = digest.FromBytes(b.raw)
+	} else {
+		img, err := b.o.Store.Resolve(base)
+		if err != nil {
+			return fmt.Errorf("%w: FROM %s: %w", ErrBuild, base, err)
+		}
+		b.parent = img
+		b.raw = img.RawConfig
+		if len(b.raw) == 0 {
+			if b.raw, err = json.Marshal(img.Config); err != nil {
+				return err
+			}
+		}
+		if err := json.Unmarshal(b.raw, &b.img); err != nil {
+			return fmt.Errorf("%w: FROM %s: config: %w", ErrBuild, base, err)
+		}
+		b.id = img.ID
+		b.descs = append([]ocispec.Descriptor(nil), img.Manifest.Layers...)
+		if len(b.descs) != len(b.img.RootFS.DiffIDs) {
+			return fmt.Errorf("%w: FROM %s: %d layers but %d diff_ids", ErrBuild, base, len(b.descs), len(b.img.RootFS.DiffIDs))
+		}
+	}
+	if getenv(b.img.Config.Env, "PATH") == "" {
+		// As buildkit does: steps see (and the image records) the default PATH.
+		b.img.Config.Env = append([]string{"PATH=" + DefaultPath}, b.img.Config.Env...)
+	}
+	b.args = map[string]string{}
+	b.editor = &ConfigEditor{Config: &b.img.Config, Escape: b.escape}
+	return nil
+}
+
+// onBuildTriggers runs the base image's ONBUILD instructions right after FROM, as
+// docker does; the new image does not inherit them.
+func (b *builder) onBuildTriggers(ctx context.Context) error {
+	triggers := b.img.Config.OnBuild
+	if len(triggers) == 0 {
+		return nil
+	}
+	b.img.Config.OnBuild = nil
+	s := "s"
+	if len(triggers) == 1 {
+		s = ""
+	}
+	fmt.Fprintf(b.out, "# Executing %d build trigger%s\n", len(triggers), s)
+	for _, tr := range triggers {
+		res, err := parser.Parse(strings.NewReader(tr))
+		if err != nil {
+			return fmt.Errorf("%w: ONBUILD %s: %w", ErrBuild, tr, err)
+		}
+		for _, n := range res.AST.Children {
+			c, err := instructions.ParseCommand(n)
+			if err != nil {
+				return fmt.Errorf("%w: ONBUILD %s: %w", ErrBuild, tr, err)
+			}
+			switch c.(type) {
+			case *instructions.OnbuildCommand, *instructions.MaintainerCommand:
+				return fmt.Errorf("%w: ONBUILD %s: not allowed as a trigger", ErrBuild, tr)
+			}
+			if _, err := b.dispatch(ctx, c); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// envSlice is the build args as KEY=VALUE, in a stable order, minus keys the
+// config's env sets (they win).
+func envSlice(args map[string]string, env []string) []string {
+	keys := make([]string, 0, len(args))
+	for k := range args {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	var out []string
+	for _, k := range keys {
+		if getenv(env, k) != "" {
+			continue
+		}
+		out = append(out, k+"="+args[k])
+	}
+	return out
+}
+
+// dispatch runs one instruction (or takes it from the cache) and moves the image on.
+func (b *builder) dispatch(ctx context.Context, c instructions.Command) (cached bool, err error) {
+	b.editor.BuildArgs = envSlice(b.args, nil)
+	switch c := c.(type) {
+	case *instructions.ArgCommand:
+		for _, kv := range c.Args {
+			v := ""
+			if kv.Value != nil {
+				if v, err = b.expand(*kv.Value); err != nil {
+					return false, b.stepErr(c, err)
+				}
+			} else if mv, ok := b.metaArgs[kv.Key]; ok {
+				v = mv
+			}
+			if bv, ok := b.o.BuildArgs[kv.Key]; ok {
+				v = bv
+				b.usedArgs[kv.Key] = true
+			}
+			if _, ok := b.args[kv.Key]; !ok {
+				b.argOrder = append(b.argOrder, kv.Key)
+			}
+			b.args[kv.Key] = v
+		}
+		return b.configStep(c, nil)
+	case *instructions.MaintainerCommand:
+		return b.configStep(c, func() error { b.img.Author = c.Maintainer; return nil })
+	case *instructions.ShellCommand:
+		return b.configStep(c, func() error { b.img.Config.Shell = append([]string(nil), c.Shell...); return nil })
+	case *instructions.RunCommand:
+		return b.runStep(ctx, c)
+	case *instructions.CopyCommand:
+		if c.From != "" {
+			return false, b.stepErr(c, errors.New("COPY --from needs multi-stage builds, which are not supported"))
+		}
+		return b.copyStep(ctx, c.String(), &c.SourcesAndDest, c.Chown, c.Chmod, false, c)
+	case *instructions.AddCommand:
+		return b.copyStep(ctx, c.String(), &c.SourcesAndDest, c.Chown, c.Chmod, true, c)
+	case *instructions.WorkdirCommand:
+		return b.workdirStep(ctx, c)
+	case *instructions.OnbuildCommand, *instructions.EnvCommand, *instructions.LabelCommand,
+		*instructions.CmdCommand, *instructions.EntrypointCommand, *instructions.ExposeCommand,
+		*instructions.UserCommand, *instructions.VolumeCommand, *instructions.StopSignalCommand,
+		*instructions.HealthCheckCommand:
+		hit, err := b.configStep(c, func() error { return b.editor.Dispatch(c) })
+		if _, isCmd := c.(*instructions.CmdCommand); isCmd {
+			b.editor.cmdSet = true // a later ENTRYPOINT keeps it, cached or not
+		}
+		return hit, err
+	default:
+		return false, b.stepErr(c, fmt.Errorf("instruction %s is not supported", strings.ToUpper(c.Name())))
+	}
+}
+
+func (b *builder) stepErr(c instructions.Command, err error) error {
+	return &StepError{Step: commandText(c), Code: 1, Err: fmt.Errorf("%s failed: %w", strings.ToUpper(c.Name()), err)}
+}
+
+func (b *builder) expand(word string) (string, error) {
+	lex := shell.NewLex(b.escape)
+	env := append(envSlice(b.args, b.img.Config.Env), b.img.Config.Env...)
+	s, _, err := lex.ProcessWord(word, shell.EnvsFromSlice(env))
+	return s, err
+}
+
+// argsKey is the build args in scope, for cache keys and RUN's created_by.
+func (b *builder) argsKey() []string {
+	var out []string
+	for _, k := range b.argOrder {
+		out = append(out, k+"="+b.args[k])
+	}
+	return out
+}
+
+// configStep applies a config-only instruction: from the cache, or by apply
+// (nil: nothing to change, as for ARG), with an empty_layer history entry.
+func (b *builder) configStep(c instructions.Command, apply func() error) (bool, error) {
+	text := commandText(c)
+	key := b.cacheKey(text, "")
+	if ok, err := b.useCache(key); err != nil || ok {
+		return ok, err
+	}
+	if apply != nil {
+		if err := apply(); err != nil {
+			return false, b.stepErr(c, err)
+		}
+	}
+	createdBy := "/bin/sh -c #(nop)  " + text
+	if err := b.commitStep(key, createdBy, nil, ""); err != nil {
+		return false, err
+	}
+	return false, nil
+}
+
+func (b *builder) cacheKey(text, content string) digest.Digest {
+	var sb strings.Builder
+	fmt.Fprintf(&sb, "layerfs build cache v2\nparent %s\n", b.id)
+	fmt.Fprintf(&sb, "instruction %q\n", text)
+	for _, a := range b.argsKey() {
+		fmt.Fprintf(&sb, "arg %q\n", a)
+	}
+	fmt.Fprintf(&sb, "content %s\n", content)
+	return digest.FromString(sb.String())
+}
+
+// useCache moves the image on to a cached step's result if there is one.
+func (b *builder) useCache(key digest.Digest) (bool, error) {
+	if b.o.NoCache {
+		return false, nil
+	}
+	e, ok := b.cache.get(key)
+	if !ok {
+		return false, nil
+	}
+	var img dockerspec.DockerOCIImage
+	if err := json.Unmarshal(e.Config, &img); err != nil {
+		return false, nil
+	}
+	fmt.Fprintln(b.out, " ---> Using cache")
+	b.raw = []byte(e.Config)
+	b.img = img
+	b.editor.Config = &b.img.Config
+	b.id = digest.FromBytes(b.raw)
+	if e.Layer != nil {
+		b.descs = append(b.descs, *e.Layer)
+	}
+	return true, nil
+}
+
+// commitStep records the step's result: history, the layer (if any), the new
+// config bytes and ID, and the cache entry.
+func (b *builder) commitStep(key digest.Digest, createdBy string, layer *ocispec.Descriptor, diffID digest.Digest) error {
+	now := time.Now().UTC().Truncate(time.Nanosecond)
+	b.img.Created = &now
+	h := ocispec.History{Created: &now, CreatedBy: createdBy, EmptyLayer: layer == nil}
+	b.img.History = append(b.img.History, h)
+	if layer != nil {
+		if n := len(b.img.RootFS.DiffIDs) + 1; n > MaxLayers {
+			return fmt.Errorf("%w: %w: the image would have %d layers, the limit is %d", ErrBuild, ErrTooManyLayers, n, MaxLayers)
+		}
+		b.img.RootFS.DiffIDs = append(b.img.RootFS.DiffIDs, diffID)
+		b.descs = append(b.descs, *layer)
+	}
+	if b.img.RootFS.Type == "" {
+		b.img.RootFS.Type = "layers"
+	}
+	raw, err := json.Marshal(b.img)
+	if err != nil {
+		return err
+	}
+	b.raw = raw
+	b.id = digest.FromBytes(raw)
+	return b.cache.put(key, cacheEntry{Config: raw, Layer: layer})
+}

@@ -1,0 +1,557 @@
+package build
+
+import (
+	"archive/tar"
+	"compress/bzip2"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path"
+	"strconv"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/layerfs/layerfs/blobstore"
+)
+
+// copier writes COPY/ADD content into a container root. Every path is resolved
+// inside the root (openat2 RESOLVE_IN_ROOT), so a symlink in the image cannot send
+// a write to the host; final components are never followed.
+type copier struct {
+	rfd      *os.File
+	uid, gid int          // -1: from the source (0 for context files, the header's for tars)
+	mode     *fs.FileMode // --chmod
+	dirTimes []dirTime    // set last, deepest first, after their contents are written
+}
+
+type dirTime struct {
+	path  string
+	mtime time.Time
+}
+
+func newCopier(rootfs, chown string, mode *fs.FileMode) (*copier, error) {
+	rfd, err := openRootDir(rootfs)
+	if err != nil {
+		return nil, err
+	}
+	cp := &copier{rfd: rfd, uid: -1, gid: -1, mode: mode}
+	if chown != "" {
+		u, g, err := parseChown(chown, rootfs)
+		if err != nil {
+			rfd.Close()
+			return nil, err
+		}
+		cp.uid, cp.gid = u, g
+	}
+	return cp, nil
+}
+
+func (cp *copier) close() { cp.rfd.Close() }
+
+// parseChown resolves --chown=user[:group] in the image: names through its
+// /etc/passwd and /etc/group; a user alone means gid = uid, as docker documents.
+func parseChown(spec, rootfs string) (int, int, error) {
+	user, group, hasGroup := strings.Cut(spec, ":")
+	u, err := LookupUserInRoot(user, rootfs)
+	if err != nil {
+		return 0, 0, err
+	}
+	gid := u.UID
+	if hasGroup {
+		g, err := LookupUserInRoot("0:"+group, rootfs)
+		if err != nil {
+			return 0, 0, err
+		}
+		gid = g.GID
+	}
+	return int(u.UID), int(gid), nil
+}
+
+func parseChmod(s string) (*fs.FileMode, error) {
+	if s == "" {
+		return nil, nil
+	}
+	n, err := strconv.ParseUint(s, 8, 32)
+	if err != nil || n > 0o7777 {
+		return nil, fmt.Errorf("invalid --chmod %q: want an octal mode", s)
+	}
+	m := fs.FileMode(n)
+	return &m, nil
+}
+
+// copyAll copies every source to dest with docker's rules: dest is a dir if it
+// ends in "/", if there are several sources, or if it is a dir in the image; a
+// source dir's contents (not the dir) are copied; ADD unpacks local tar archives.
+func (cp *copier) copyAll(bc *buildContext, srcs []source, urls []*download, dest string, isAdd bool) error {
+	destIsDir := strings.HasSuffix(dest, "/") || len(srcs)+len(urls) > 1
+	if !destIsDir {
+		if f, err := openat2InRoot(cp.rfd, dest, unix.O_PATH|unix.O_DIRECTORY); err == nil {
+			f.Close()
+			destIsDir = true
+		}
+	}
+	dest = path.Clean(dest)
+	for _, s := range srcs {
+		switch {
+		case s.fi.IsDir():
+			if err := cp.copyTree(bc, s, dest); err != nil {
+				return err
+			}
+		case isAdd && isArchive(s.abs):
+			if err := cp.extract(s.abs, dest); err != nil {
+				return fmt.Errorf("unpack %s: %w", s.rel, err)
+			}
+		default:
+			target := dest
+			if destIsDir {
+				target = path.Join(dest, path.Base(s.rel))
+			}
+			if err := cp.copyFile(s.abs, s.fi, target); err != nil {
+				return err
+			}
+		}
+	}
+	for _, d := range urls {
+		target := dest
+		if destIsDir {
+			target = path.Join(dest, d.name)
+		}
+		if err := cp.copyFileMode(d.file, 0o600, d.mtime, target); err != nil {
+			return err
+		}
+	}
+	return cp.finish()
+}
+
+// copyTree copies the contents of a context dir into dest.
+func (cp *copier) copyTree(bc *buildContext, s source, dest string) error {
+	return bc.walk(s, func(rel, abs string, fi fs.FileInfo) error {
+		target := path.Join(dest, rel)
+		switch {
+		case fi.IsDir():
+			return cp.mkdir(target, fi.Mode().Perm()|fi.Mode()&(fs.ModeSetgid|fs.ModeSticky), fi.ModTime(), 0, 0)
+		case fi.Mode()&fs.ModeSymlink != 0:
+			t, err := os.Readlink(abs)
+			if err != nil {
+				return err
+			}
+			return cp.symlink(t, target, fi.ModTime(), 0, 0)
+		case fi.Mode().IsRegular():
+			return cp.copyFile(abs, fi, target)
+		}
+		return nil // sockets, devices in a context are skipped, as docker does
+	})
+}
+
+func (cp *copier) copyFile(abs string, fi fs.FileInfo, target string) error {
+	return cp.copyFileMode(abs, fi.Mode(), fi.ModTime(), target)
+}
+
+func (cp *copier) copyFileMode(abs string, mode fs.FileMode, mtime time.Time, target string) error {
+	f, err := os.Open(abs)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	return cp.writeFile(target, f, unixMode(mode), mtime, 0, 0)
+}
+
+// unixMode is fs.FileMode's permission and special bits as st_mode bits.
+func unixMode(m fs.FileMode) uint32 {
+	u := uint32(m.Perm())
+	if m&fs.ModeSetuid != 0 {
+		u |= unix.S_ISUID
+	}
+	if m&fs.ModeSetgid != 0 {
+		u |= unix.S_ISGID
+	}
+	if m&fs.ModeSticky != 0 {
+		u |= unix.S_ISVTX
+	}
+	return u
+}
+
+func (cp *copier) owner(uid, gid int) (int, int) {
+	if cp.uid >= 0 {
+		return cp.uid, cp.gid
+	}
+	return uid, gid
+}
+
+// parentDir creates target's parent dirs (root-owned 0755, or --chown's owner)
+// and returns the parent opened for *at calls.
+func (cp *copier) parentDir(target string) (*os.File, string, error) {
+	dir, base := path.Split(path.Clean("/" + target))
+	if base == "" {
+		return nil, "", fmt.Errorf("copy to /: not a file")
+	}
+	d, err := mkdirAllInRoot(cp.rfd, dir)
+	if err != nil {
+		return nil, "", err
+	}
+	d.Close()
+	f, err := openat2InRoot(cp.rfd, dir, unix.O_RDONLY|unix.O_DIRECTORY)
+	return f, base, err
+}
+
+// replaceable removes a non-dir at base so that a new entry can take its place.
+func replaceable(dfd int, base string) error {
+	var st unix.Stat_t
+	if err := unix.Fstatat(dfd, base, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		return nil
+	}
+	if st.Mode&unix.S_IFMT == unix.S_IFDIR {
+		return fmt.Errorf("cannot overwrite directory %s with a non-directory", base)
+	}
+	return unix.Unlinkat(dfd, base, 0)
+}
+
+func (cp *copier) writeFile(target string, r io.Reader, mode uint32, mtime time.Time, uid, gid int) error {
+	d, base, err := cp.parentDir(target)
+	if err != nil {
+		return fmt.Errorf("copy to %s: %w", target, err)
+	}
+	defer d.Close()
+	dfd := int(d.Fd())
+	if err := replaceable(dfd, base); err != nil {
+		return fmt.Errorf("copy to %s: %w", target, err)
+	}
+	if cp.mode != nil {
+		mode = unixMode(*cp.mode)
+	}
+	fd, err := unix.Openat(dfd, base, unix.O_CREAT|unix.O_EXCL|unix.O_WRONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
+	if err != nil {
+		return fmt.Errorf("copy to %s: %w", target, err)
+	}
+	f := os.NewFile(uintptr(fd), target)
+	_, err = io.Copy(f, r)
+	u, g := cp.owner(uid, gid)
+	if err == nil {
+		err = unix.Fchown(fd, u, g)
+	}
+	if err == nil {
+		err = unix.Fchmod(fd, mode)
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("copy to %s: %w", target, err)
+	}
+	return setTimes(dfd, base, mtime)
+}
+
+func setTimes(dfd int, base string, mtime time.Time) error {
+	ts := unix.NsecToTimespec(mtime.UnixNano())
+	return unix.UtimesNanoAt(dfd, base, []unix.Timespec{ts, ts}, unix.AT_SYMLINK_NOFOLLOW)
+}
+
+// mkdir creates target (parents too) if missing; a new dir gets mode and owner,
+// an existing one is left as it is. Its mtime is set in finish.
+func (cp *copier) mkdir(target string, mode fs.FileMode, mtime time.Time, uid, gid int) error {
+	target = path.Clean("/" + target)
+	if target == "/" {
+		return nil
+	}
+	d, base, err := cp.parentDir(target)
+	if err != nil {
+		return fmt.Errorf("mkdir %s: %w", target, err)
+	}
+	defer d.Close()
+	dfd := int(d.Fd())
+	m := unixMode(mode)
+	if cp.mode != nil {
+		m = unixMode(*cp.mode)
+	}
+	err = unix.Mkdirat(dfd, base, 0o700)
+	if errors.Is(err, unix.EEXIST) {
+		var st unix.Stat_t
+		if err := unix.Fstatat(dfd, base, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil || st.Mode&unix.S_IFMT != unix.S_IFDIR {
+			return fmt.Errorf("mkdir %s: exists and is not a directory", target)
+		}
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("mkdir %s: %w", target, err)
+	}
+	u, g := cp.owner(uid, gid)
+	if err := unix.Fchownat(dfd, base, u, g, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		return fmt.Errorf("chown %s: %w", target, err)
+	}
+	if err := unix.Fchmodat(dfd, base, m, 0); err != nil {
+		return fmt.Errorf("chmod %s: %w", target, err)
+	}
+	cp.dirTimes = append(cp.dirTimes, dirTime{target, mtime})
+	return nil
+}
+
+func (cp *copier) symlink(linkTarget, target string, mtime time.Time, uid, gid int) error {
+	d, base, err := cp.parentDir(target)
+	if err != nil {
+		return fmt.Errorf("symlink %s: %w", target, err)
+	}
+	defer d.Close()
+	dfd := int(d.Fd())
+	if err := replaceable(dfd, base); err != nil {
+		return fmt.Errorf("symlink %s: %w", target, err)
+	}
+	if err := unix.Symlinkat(linkTarget, dfd, base); err != nil {
+		return fmt.Errorf("symlink %s: %w", target, err)
+	}
+	u, g := cp.owner(uid, gid)
+	if err := unix.Fchownat(dfd, base, u, g, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		return fmt.Errorf("chown %s: %w", target, err)
+	}
+	return setTimes(dfd, base, mtime)
+}
+
+// finish sets the mtimes of the dirs it created, deepest first.
+func (cp *copier) finish() error {
+	for i := len(cp.dirTimes) - 1; i >= 0; i-- {
+		dt := cp.dirTimes[i]
+		d, base, err := cp.parentDir(dt.path)
+		if err != nil {
+			return err
+		}
+		err = setTimes(int(d.Fd()), base, dt.mtime)
+		d.Close()
+		if err != nil {
+			return fmt.Errorf("set times of %s: %w", dt.path, err)
+		}
+	}
+	cp.dirTimes = nil
+	return nil
+}
+
+// decompress returns f's content decompressed: gzip and zstd (blobstore),
+// bzip2 (stdlib), xz (through xz(1)), or as it is.
+func decompress(f *os.File) (io.ReadCloser, error) {
+	var magic [6]byte
+	n, _ := io.ReadFull(f, magic[:])
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		return nil, err
+	}
+	switch {
+	case n >= 3 && string(magic[:3]) == "BZh":
+		return io.NopCloser(bzip2.NewReader(f)), nil
+	case n == 6 && string(magic[:]) == "\xfd7zXZ\x00":
+		cmd := exec.Command("xz", "-dc")
+		cmd.Stdin = f
+		out, err := cmd.StdoutPipe()
+		if err != nil {
+			return nil, err
+		}
+		if err := cmd.Start(); err != nil {
+			return nil, fmt.Errorf("unpack xz (needs xz(1)): %w", err)
+		}
+		return &cmdReader{ReadCloser: out, cmd: cmd}, nil
+	}
+	return blobstore.Decompress(f)
+}
+
+// cmdReader is a decompressor's output; Close waits for it and reports its failure.
+type cmdReader struct {
+	io.ReadCloser
+	cmd *exec.Cmd
+}
+
+func (c *cmdReader) Close() error {
+	io.Copy(io.Discard, c.ReadCloser)
+	return c.cmd.Wait()
+}
+
+// isArchive reports whether a file is a tar archive (plain, gzip, bzip2, xz or
+// zstd), which ADD unpacks instead of copying.
+func isArchive(p string) bool {
+	f, err := os.Open(p)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	r, err := decompress(f)
+	if err != nil {
+		return false
+	}
+	_, err = tar.NewReader(r).Next()
+	r.Close()
+	return err == nil
+}
+
+// extract unpacks a tar archive into dest, keeping the archive's owners (unless
+// --chown), modes and times. Names are held inside dest.
+func (cp *copier) extract(p, dest string) error {
+	f, err := os.Open(p)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	r, err := decompress(f)
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	if err := cp.mkdir(dest, 0o755, time.Now(), 0, 0); err != nil {
+		return err
+	}
+	tr := tar.NewReader(r)
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		name := path.Clean("/" + h.Name)
+		if name == "/" {
+			continue
+		}
+		if strings.HasPrefix(path.Base(name), ".wh.") {
+			continue // whiteouts mean nothing outside a layer
+		}
+		target := path.Join(dest, name)
+		mode := fs.FileMode(h.Mode & 0o777)
+		if h.Mode&0o4000 != 0 {
+			mode |= fs.ModeSetuid
+		}
+		if h.Mode&0o2000 != 0 {
+			mode |= fs.ModeSetgid
+		}
+		if h.Mode&0o1000 != 0 {
+			mode |= fs.ModeSticky
+		}
+		switch h.Typeflag {
+		case tar.TypeDir:
+			err = cp.mkdir(target, mode, h.ModTime, h.Uid, h.Gid)
+		case tar.TypeReg:
+			err = cp.writeFile(target, tr, unixMode(mode), h.ModTime, h.Uid, h.Gid)
+		case tar.TypeSymlink:
+			err = cp.symlink(h.Linkname, target, h.ModTime, h.Uid, h.Gid)
+		case tar.TypeLink:
+			err = cp.hardlink(path.Join(dest, path.Clean("/"+h.Linkname)), target)
+		case tar.TypeChar, tar.TypeBlock, tar.TypeFifo:
+			err = cp.mknod(target, h)
+		default:
+			continue
+		}
+		if err != nil {
+			return err
+		}
+	}
+}
+
+func (cp *copier) hardlink(old, target string) error {
+	od, obase, err := cp.parentDir(old)
+	if err != nil {
+		return fmt.Errorf("link %s: %w", target, err)
+	}
+	defer od.Close()
+	d, base, err := cp.parentDir(target)
+	if err != nil {
+		return fmt.Errorf("link %s: %w", target, err)
+	}
+	defer d.Close()
+	if err := replaceable(int(d.Fd()), base); err != nil {
+		return fmt.Errorf("link %s: %w", target, err)
+	}
+	if err := unix.Linkat(int(od.Fd()), obase, int(d.Fd()), base, 0); err != nil {
+		return fmt.Errorf("link %s to %s: %w", target, old, err)
+	}
+	return nil
+}
+
+func (cp *copier) mknod(target string, h *tar.Header) error {
+	d, base, err := cp.parentDir(target)
+	if err != nil {
+		return fmt.Errorf("mknod %s: %w", target, err)
+	}
+	defer d.Close()
+	dfd := int(d.Fd())
+	if err := replaceable(dfd, base); err != nil {
+		return fmt.Errorf("mknod %s: %w", target, err)
+	}
+	t := uint32(unix.S_IFIFO)
+	switch h.Typeflag {
+	case tar.TypeChar:
+		t = unix.S_IFCHR
+	case tar.TypeBlock:
+		t = unix.S_IFBLK
+	}
+	if err := unix.Mknodat(dfd, base, t|uint32(h.Mode&0o7777), int(unix.Mkdev(uint32(h.Devmajor), uint32(h.Devminor)))); err != nil {
+		return fmt.Errorf("mknod %s: %w", target, err)
+	}
+	u, g := cp.owner(h.Uid, h.Gid)
+	if err := unix.Fchownat(dfd, base, u, g, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		return fmt.Errorf("chown %s: %w", target, err)
+	}
+	return setTimes(dfd, base, h.ModTime)
+}
+
+// download is an ADD source fetched from a URL into a temp file.
+type download struct {
+	url   string
+	name  string // the file name ADD gives it in a dest dir
+	file  string
+	sum   string // sha256 of the content
+	mtime time.Time
+}
+
+func isURL(s string) bool {
+	return strings.HasPrefix(s, "http://") || strings.HasPrefix(s, "https://")
+}
+
+// fetchURL downloads an ADD source (as docker: mode 0600, mtime from
+// Last-Modified, not unpacked).
+func fetchURL(ctx context.Context, raw, tmpDir string) (*download, error) {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return nil, fmt.Errorf("ADD %s: %w", raw, err)
+	}
+	name := path.Base(u.Path)
+	if name == "/" || name == "." || name == "" {
+		return nil, fmt.Errorf("ADD %s: cannot determine a file name from the URL; give a destination file", raw)
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, raw, nil)
+	if err != nil {
+		return nil, fmt.Errorf("ADD %s: %w", raw, err)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("ADD %s: %w", raw, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("ADD %s: %s", raw, resp.Status)
+	}
+	if err := os.MkdirAll(tmpDir, 0o700); err != nil {
+		return nil, err
+	}
+	f, err := os.CreateTemp(tmpDir, "download-")
+	if err != nil {
+		return nil, err
+	}
+	h := sha256.New()
+	_, err = io.Copy(io.MultiWriter(f, h), resp.Body)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		os.Remove(f.Name())
+		return nil, fmt.Errorf("ADD %s: %w", raw, err)
+	}
+	d := &download{url: raw, name: name, file: f.Name(), sum: hex.EncodeToString(h.Sum(nil))}
+	if lm, err := http.ParseTime(resp.Header.Get("Last-Modified")); err == nil {
+		d.mtime = lm
+	}
+	return d, nil
+}

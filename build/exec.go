@@ -1,0 +1,150 @@
+package build
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path"
+	"runtime"
+	"strings"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+// ExecSpec describes a process to start in a running container.
+type ExecSpec struct {
+	Pid  int      // the container's pid 1, as the host sees it
+	Args []string // argv; argv[0] is looked up in the container's PATH
+	Env  []string
+	Dir  string // "" is /
+	User string // docker's USER syntax
+
+	Stdin          io.Reader
+	Stdout, Stderr io.Writer
+}
+
+// Exec runs a process in the running container whose pid 1 is spec.Pid and
+// returns its exit code (128+N for a signal N). A command that cannot be found or
+// run is an error with docker's exit code (127, 126) beside it.
+//
+// The process joins the container's pid, uts and ipc namespaces (setns on a
+// locked thread, which the fork inherits) and is chrooted into /proc/<pid>/root,
+// the container's root with every mount under it. It does not join the mount
+// namespace: a multi-threaded Go process cannot, and the root gives the same view.
+func Exec(ctx context.Context, spec ExecSpec) (int, error) {
+	if len(spec.Args) == 0 {
+		return 0, errors.New("exec: no command")
+	}
+	root := fmt.Sprintf("/proc/%d/root", spec.Pid)
+	u, err := LookupUserInRoot(spec.User, root)
+	if err != nil {
+		return 0, err
+	}
+	env := spec.Env
+	if getenv(env, "PATH") == "" {
+		env = append([]string{"PATH=" + DefaultPath}, env...)
+	}
+	if getenv(env, "HOME") == "" {
+		env = append(env, "HOME="+u.Home)
+	}
+	dir := spec.Dir
+	if dir == "" {
+		dir = "/"
+	}
+	argv0, err := lookPathInRoot(root, spec.Args[0], env)
+	if err != nil {
+		if errors.Is(err, os.ErrPermission) {
+			return ExitCannotExec, err
+		}
+		return ExitNotFound, err
+	}
+
+	type result struct {
+		code int
+		err  error
+	}
+	done := make(chan result, 1)
+	go func() {
+		// The thread keeps the container's namespaces: never unlocked, so it exits
+		// with this goroutine instead of going back to the scheduler.
+		runtime.LockOSThread()
+		for _, ns := range []struct {
+			name string
+			flag int
+		}{{"pid", unix.CLONE_NEWPID}, {"uts", unix.CLONE_NEWUTS}, {"ipc", unix.CLONE_NEWIPC}} {
+			fd, err := unix.Open(fmt.Sprintf("/proc/%d/ns/%s", spec.Pid, ns.name), unix.O_RDONLY|unix.O_CLOEXEC, 0)
+			if err != nil {
+				done <- result{err: fmt.Errorf("exec: join %s namespace: %w", ns.name, err)}
+				return
+			}
+			err = unix.Setns(fd, ns.flag)
+			unix.Close(fd)
+			if err != nil {
+				done <- result{err: fmt.Errorf("exec: join %s namespace: %w", ns.name, err)}
+				return
+			}
+		}
+		groups := append([]uint32(nil), u.Groups...)
+		cmd := &exec.Cmd{
+			Path: argv0, Args: spec.Args, Env: env, Dir: dir,
+			Stdin: spec.Stdin, Stdout: spec.Stdout, Stderr: spec.Stderr,
+			SysProcAttr: &syscall.SysProcAttr{
+				Chroot:     root,
+				Credential: &syscall.Credential{Uid: u.UID, Gid: u.GID, Groups: groups},
+			},
+		}
+		if err := cmd.Start(); err != nil {
+			done <- result{err: fmt.Errorf("exec %s: %w", spec.Args[0], err)}
+			return
+		}
+		cmd.Wait()
+		st, _ := cmd.ProcessState.Sys().(syscall.WaitStatus)
+		done <- result{code: exitCode(st)}
+	}()
+	r := <-done
+	return r.code, r.err
+}
+
+// lookPathInRoot finds file in PATH inside root, resolving in it.
+func lookPathInRoot(root, file string, env []string) (string, error) {
+	rfd, err := openRootDir(root)
+	if err != nil {
+		return "", err
+	}
+	defer rfd.Close()
+	check := func(p string) error {
+		f, err := openat2InRoot(rfd, p, unix.O_PATH)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		var st unix.Stat_t
+		if err := unix.Fstat(int(f.Fd()), &st); err != nil {
+			return err
+		}
+		if st.Mode&unix.S_IFMT == unix.S_IFDIR || st.Mode&0o111 == 0 {
+			return os.ErrPermission
+		}
+		return nil
+	}
+	if strings.Contains(file, "/") {
+		if err := check(file); err != nil {
+			return "", fmt.Errorf("exec: %q: %w", file, err)
+		}
+		return file, nil
+	}
+	for _, dir := range strings.Split(getenv(env, "PATH"), ":") {
+		if !path.IsAbs(dir) {
+			continue
+		}
+		p := path.Join(dir, file)
+		if check(p) == nil {
+			return p, nil
+		}
+	}
+	return "", fmt.Errorf("exec: %q: executable file not found in $PATH", file)
+}

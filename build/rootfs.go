@@ -1,0 +1,191 @@
+package build
+
+import (
+	"errors"
+	"fmt"
+	"os"
+
+	"golang.org/x/sys/unix"
+)
+
+// device is a node of the minimal /dev.
+type device struct {
+	name         string
+	major, minor uint32
+}
+
+var devices = []device{
+	{"null", 1, 3}, {"zero", 1, 5}, {"full", 1, 7},
+	{"random", 1, 8}, {"urandom", 1, 9}, {"tty", 5, 0},
+}
+
+// setupRootfs prepares the container's mount tree (in its new mount namespace)
+// and pivots into it. Every path inside the rootfs is resolved in it, so an image
+// whose /proc or /dev is a symlink to a host path mounts nothing outside.
+func setupRootfs(spec *ProcessSpec) error {
+	// Nothing we mount may propagate back to the host.
+	if err := unix.Mount("", "/", "", unix.MS_SLAVE|unix.MS_REC, ""); err != nil {
+		return fmt.Errorf("make / a slave mount: %w", err)
+	}
+	root := spec.Rootfs
+	if err := unix.Mount(root, root, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
+		return fmt.Errorf("bind rootfs %s: %w", root, err)
+	}
+	rfd, err := openRootDir(root)
+	if err != nil {
+		return err
+	}
+	defer rfd.Close()
+
+	if err := mountIn(rfd, "/proc", "proc", "proc", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, ""); err != nil {
+		return err
+	}
+	if err := setupDev(rfd, spec); err != nil {
+		return err
+	}
+	if err := mountIn(rfd, "/sys", "sysfs", "sysfs", unix.MS_RDONLY|unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, ""); err != nil {
+		// sysfs may be refused (e.g. in a user namespace): a read-only bind of the host's.
+		if err := bindIn(rfd, Bind{Source: "/sys", Target: "/sys", ReadOnly: true}); err != nil {
+			return err
+		}
+	}
+	for _, b := range spec.Binds {
+		if err := bindIn(rfd, b); err != nil {
+			return err
+		}
+	}
+	return pivotRoot(root)
+}
+
+// mountIn mounts a filesystem on dir (created if missing) inside the root.
+func mountIn(rfd *os.File, dir, source, fstype string, flags uintptr, data string) error {
+	d, err := mkdirAllInRoot(rfd, dir)
+	if err != nil {
+		return fmt.Errorf("mount %s: %w", dir, err)
+	}
+	defer d.Close()
+	if err := unix.Mount(source, fdPath(d), fstype, flags, data); err != nil {
+		return fmt.Errorf("mount %s on %s: %w", fstype, dir, err)
+	}
+	return nil
+}
+
+// bindIn bind-mounts a host path on a target inside the root (a dir or a file to
+// match the source, created if missing), read-only if asked.
+func bindIn(rfd *os.File, b Bind) error {
+	fi, err := os.Stat(b.Source)
+	if err != nil {
+		return fmt.Errorf("bind mount %s: %w", b.Source, err)
+	}
+	var t *os.File
+	if fi.IsDir() {
+		t, err = mkdirAllInRoot(rfd, b.Target)
+	} else {
+		t, err = mkfileInRoot(rfd, b.Target)
+	}
+	if err != nil {
+		return fmt.Errorf("bind mount %s: %w", b.Target, err)
+	}
+	err = unix.Mount(b.Source, fdPath(t), "", unix.MS_BIND|unix.MS_REC, "")
+	t.Close()
+	if err != nil {
+		return fmt.Errorf("bind mount %s on %s: %w", b.Source, b.Target, err)
+	}
+	if !b.ReadOnly {
+		return nil
+	}
+	// Reopen: the path now leads to the new mount, which is what we remount.
+	t, err = openat2InRoot(rfd, b.Target, unix.O_PATH)
+	if err != nil {
+		return fmt.Errorf("bind mount %s: %w", b.Target, err)
+	}
+	defer t.Close()
+	if err := unix.Mount("", fdPath(t), "", unix.MS_REMOUNT|unix.MS_BIND|unix.MS_RDONLY, ""); err != nil {
+		return fmt.Errorf("remount %s read-only: %w", b.Target, err)
+	}
+	return nil
+}
+
+// setupDev mounts a tmpfs on /dev with docker's minimal set of devices, devpts,
+// /dev/shm, the usual symlinks, and the terminal as /dev/console.
+func setupDev(rfd *os.File, spec *ProcessSpec) error {
+	if err := mountIn(rfd, "/dev", "tmpfs", "tmpfs", unix.MS_NOSUID|unix.MS_STRICTATIME, "mode=755,size=65536k"); err != nil {
+		return err
+	}
+	dev, err := openat2InRoot(rfd, "/dev", unix.O_RDONLY|unix.O_DIRECTORY)
+	if err != nil {
+		return fmt.Errorf("open /dev: %w", err)
+	}
+	defer dev.Close()
+	dfd := int(dev.Fd())
+	for _, d := range devices {
+		err := unix.Mknodat(dfd, d.name, unix.S_IFCHR|0o666, int(unix.Mkdev(d.major, d.minor)))
+		if err != nil {
+			// No mknod (a user namespace): bind the host's node instead.
+			if err := bindIn(rfd, Bind{Source: "/dev/" + d.name, Target: "/dev/" + d.name}); err != nil {
+				return err
+			}
+		}
+	}
+	if err := unix.Mkdirat(dfd, "pts", 0o755); err != nil {
+		return fmt.Errorf("mkdir /dev/pts: %w", err)
+	}
+	if err := mountIn(rfd, "/dev/pts", "devpts", "devpts", unix.MS_NOSUID|unix.MS_NOEXEC, "newinstance,ptmxmode=0666,mode=0620"); err != nil {
+		return err
+	}
+	if err := unix.Mkdirat(dfd, "shm", 0o1777); err != nil {
+		return fmt.Errorf("mkdir /dev/shm: %w", err)
+	}
+	if err := mountIn(rfd, "/dev/shm", "shm", "tmpfs", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, "mode=1777,size=65536k"); err != nil {
+		return err
+	}
+	links := [][2]string{
+		{"pts/ptmx", "ptmx"}, {"/proc/self/fd", "fd"}, {"/proc/self/fd/0", "stdin"},
+		{"/proc/self/fd/1", "stdout"}, {"/proc/self/fd/2", "stderr"}, {"/proc/kcore", "core"},
+	}
+	for _, l := range links {
+		if err := unix.Symlinkat(l[0], dfd, l[1]); err != nil && !errors.Is(err, unix.EEXIST) {
+			return fmt.Errorf("symlink /dev/%s: %w", l[1], err)
+		}
+	}
+	if spec.Console != "" {
+		if err := bindIn(rfd, Bind{Source: spec.Console, Target: "/dev/console"}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// pivotRoot makes root the process's / and detaches the old root (runc's way,
+// with no directory to create inside the image).
+func pivotRoot(root string) error {
+	oldroot, err := unix.Open("/", unix.O_DIRECTORY|unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("pivot_root: %w", err)
+	}
+	defer unix.Close(oldroot)
+	newroot, err := unix.Open(root, unix.O_DIRECTORY|unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("pivot_root: %w", err)
+	}
+	defer unix.Close(newroot)
+	if err := unix.Fchdir(newroot); err != nil {
+		return fmt.Errorf("pivot_root: %w", err)
+	}
+	if err := unix.PivotRoot(".", "."); err != nil {
+		return fmt.Errorf("pivot_root %s: %w", root, err)
+	}
+	if err := unix.Fchdir(oldroot); err != nil {
+		return fmt.Errorf("pivot_root: %w", err)
+	}
+	if err := unix.Mount("", ".", "", unix.MS_SLAVE|unix.MS_REC, ""); err != nil {
+		return fmt.Errorf("pivot_root: old root: %w", err)
+	}
+	if err := unix.Unmount(".", unix.MNT_DETACH); err != nil {
+		return fmt.Errorf("pivot_root: detach old root: %w", err)
+	}
+	if err := unix.Chdir("/"); err != nil {
+		return fmt.Errorf("pivot_root: %w", err)
+	}
+	return nil
+}

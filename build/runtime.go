@@ -1,0 +1,227 @@
+package build
+
+// The container runtime.
+//
+// Start re-executes the running binary (/proc/self/exe) as InitCommand in new
+// mount, pid, uts and ipc namespaces. That child is pid 1 of its pid namespace; it
+// reads a ProcessSpec (JSON) from fd 3, sets the container up (init.go: a private
+// mount tree, the rootfs bind-mounted onto itself, a fresh /proc, a minimal /dev on
+// tmpfs, a read-only /sys, the bind mounts, pivot_root, hostname, user), and then
+// execs the command, which so becomes pid 1 as in docker (`echo $$` prints 1).
+// With Init, layerfs's init stays pid 1 instead (docker's --init): it forks the
+// command, forwards every signal to it, reaps orphans and exits with its status.
+// Setup is done by a re-executed helper because a Go process cannot run code
+// between fork and exec.
+//
+// The exit status is docker's: the command's exit code, 128+N when a signal N
+// killed it, 125 when the container could not be set up, 126 when the command
+// could not be executed, 127 when it was not found.
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"os/signal"
+	"sync"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+// InitCommand is the hidden subcommand (argv[1]) under which the binary runs as a
+// container's init; the command line wires it to InitMain.
+const InitCommand = "__container-init"
+
+// Exit codes of a container that did not get to run its command (docker's).
+const (
+	ExitSetup       = 125
+	ExitCannotExec  = 126
+	ExitNotFound    = 127
+	exitSignalsBase = 128
+)
+
+// DefaultPath is the PATH a container gets when its image sets none (docker's).
+const DefaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+// Bind is one host path bind-mounted into a container (docker's -v HOST:CTR[:ro]).
+type Bind struct {
+	Source   string `json:"source"` // absolute host path
+	Target   string `json:"target"` // absolute path in the container
+	ReadOnly bool   `json:"readOnly,omitempty"`
+}
+
+// ProcessSpec describes one container process.
+type ProcessSpec struct {
+	Rootfs   string   `json:"rootfs"`   // the container's root dir (a mount, or a plain dir)
+	Args     []string `json:"args"`     // argv; argv[0] is looked up in the container's PATH
+	Env      []string `json:"env"`      // KEY=VALUE; PATH, HOSTNAME and HOME are added if missing
+	Dir      string   `json:"dir"`      // working dir, created if missing; "" is /
+	User     string   `json:"user"`     // docker's USER syntax, resolved in the rootfs
+	Hostname string   `json:"hostname"` // set in the new uts namespace
+	Binds    []Bind   `json:"binds,omitempty"`
+	Tty      bool     `json:"tty,omitempty"`  // stdio is a new pseudo-terminal
+	Init     bool     `json:"init,omitempty"` // layerfs's init stays pid 1 (reaps, forwards signals)
+
+	Console string `json:"console,omitempty"` // set by Start: the pty slave, bound on /dev/console
+
+	Stdin          io.Reader `json:"-"` // nil is /dev/null
+	Stdout, Stderr io.Writer `json:"-"` // nil discards
+}
+
+// Process is a started container.
+type Process struct {
+	cmd     *exec.Cmd
+	pty     *os.File // the master side with Tty
+	copying sync.WaitGroup
+	restore func() // the user's terminal mode
+	sigs    chan os.Signal
+	done    chan struct{}
+}
+
+// Start starts the container process described by spec and returns once it runs.
+// The caller must Wait for it.
+func Start(spec ProcessSpec) (*Process, error) {
+	if len(spec.Args) == 0 {
+		return nil, errors.New("start container: no command")
+	}
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		return nil, fmt.Errorf("start container: %w", err)
+	}
+	defer pr.Close()
+	// The child closes its end of ready (fd 4, close-on-exec) when it execs the
+	// command or dies: Start returns only then, so the container is set up.
+	readyR, readyW, err := os.Pipe()
+	if err != nil {
+		pw.Close()
+		return nil, fmt.Errorf("start container: %w", err)
+	}
+	defer readyR.Close()
+	p := &Process{done: make(chan struct{})}
+	cmd := &exec.Cmd{
+		Path:       "/proc/self/exe",
+		Args:       []string{"layerfs", InitCommand},
+		Env:        []string{},
+		Dir:        "/",
+		ExtraFiles: []*os.File{pr, readyW},
+		SysProcAttr: &syscall.SysProcAttr{
+			Cloneflags: unix.CLONE_NEWNS | unix.CLONE_NEWPID | unix.CLONE_NEWUTS | unix.CLONE_NEWIPC,
+			Pdeathsig:  syscall.SIGKILL,
+		},
+	}
+	var slave *os.File
+	if spec.Tty {
+		master, sl, name, err := openPty()
+		if err != nil {
+			pw.Close()
+			return nil, fmt.Errorf("start container: %w", err)
+		}
+		p.pty, slave, spec.Console = master, sl, name
+		cmd.Stdin, cmd.Stdout, cmd.Stderr = sl, sl, sl
+		cmd.SysProcAttr.Setsid = true
+		cmd.SysProcAttr.Setctty = true
+		cmd.SysProcAttr.Ctty = 0
+	} else {
+		cmd.Stdin, cmd.Stdout, cmd.Stderr = spec.Stdin, spec.Stdout, spec.Stderr
+	}
+	b, err := json.Marshal(spec)
+	if err != nil {
+		pw.Close()
+		return nil, fmt.Errorf("start container: %w", err)
+	}
+	err = cmd.Start()
+	readyW.Close()
+	if err != nil {
+		pw.Close()
+		if slave != nil {
+			slave.Close()
+			p.pty.Close()
+		}
+		return nil, fmt.Errorf("start container: %w", err)
+	}
+	p.cmd = cmd
+	_, werr := pw.Write(b)
+	pw.Close()
+	if werr != nil {
+		cmd.Process.Kill()
+		cmd.Wait()
+		return nil, fmt.Errorf("start container: %w", werr)
+	}
+	if slave != nil {
+		slave.Close()
+		p.attachPty(spec)
+	}
+	p.forwardSignals()
+	io.Copy(io.Discard, readyR)
+	return p, nil
+}
+
+// Pid is the container's pid 1 as the host sees it.
+func (p *Process) Pid() int { return p.cmd.Process.Pid }
+
+// Signal sends sig to the container's pid 1.
+func (p *Process) Signal(sig os.Signal) error { return p.cmd.Process.Signal(sig) }
+
+// Wait waits for the container to exit and returns its exit code (128+N for a
+// signal N). The error is for failures to wait, not for non-zero exits.
+func (p *Process) Wait() (int, error) {
+	err := p.cmd.Wait()
+	close(p.done)
+	signal.Stop(p.sigs)
+	if p.pty != nil {
+		p.copying.Wait()
+		p.pty.Close()
+		if p.restore != nil {
+			p.restore()
+		}
+	}
+	st, ok := p.cmd.ProcessState.Sys().(syscall.WaitStatus)
+	if !ok {
+		return 0, fmt.Errorf("wait container: %w", err)
+	}
+	return exitCode(st), nil
+}
+
+func exitCode(st syscall.WaitStatus) int {
+	if st.Signaled() {
+		return exitSignalsBase + int(st.Signal())
+	}
+	return st.ExitStatus()
+}
+
+// forwardSignals passes the signals a user sends to `layerfs run` on to the
+// container's pid 1 (which, as pid 1 of its namespace, only gets those it handles).
+func (p *Process) forwardSignals() {
+	p.sigs = make(chan os.Signal, 16)
+	signal.Notify(p.sigs, unix.SIGTERM, unix.SIGHUP, unix.SIGQUIT, unix.SIGUSR1, unix.SIGUSR2, unix.SIGWINCH)
+	if p.pty == nil {
+		// Without a terminal, ^C reaches us, not the container: pass it on.
+		signal.Notify(p.sigs, unix.SIGINT)
+	}
+	go func() {
+		for {
+			select {
+			case s := <-p.sigs:
+				if s == unix.SIGWINCH {
+					p.resizePty()
+					continue
+				}
+				p.cmd.Process.Signal(s)
+			case <-p.done:
+				return
+			}
+		}
+	}()
+}
+
+// RunProcess starts spec and waits for it: the container's exit code.
+func RunProcess(spec ProcessSpec) (int, error) {
+	p, err := Start(spec)
+	if err != nil {
+		return 0, err
+	}
+	return p.Wait()
+}

@@ -1,0 +1,2 @@
+echo "$GREETING: site $SITE, running as $(id -un) in $PWD"
+cat index.html

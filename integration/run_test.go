@@ -1,0 +1,332 @@
+package integration
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/layerfs/layerfs/internal/testenv"
+)
+
+// runnerTar is a fuller busybox rootfs than busyboxRootfs (every applet linked,
+// /proc /dev /sys /root /home and an /etc/passwd and /etc/group), for run and build.
+func runnerTar(t testing.TB) string {
+	t.Helper()
+	runnerOnce.Do(func() {
+		bb, err := exec.LookPath("busybox")
+		if err != nil {
+			bb = "/bin/busybox"
+		}
+		dir, err := os.MkdirTemp(workDir, "runner-")
+		if err != nil {
+			runnerErr = err
+			return
+		}
+		rootfs := filepath.Join(dir, "rootfs")
+		for _, d := range []string{"bin", "etc", "tmp", "proc", "dev", "sys", "root", "home", "usr/local"} {
+			os.MkdirAll(filepath.Join(rootfs, d), 0o755)
+		}
+		os.Chmod(filepath.Join(rootfs, "tmp"), 0o1777)
+		data, err := os.ReadFile(bb)
+		if err != nil {
+			runnerErr = err
+			return
+		}
+		os.WriteFile(filepath.Join(rootfs, "bin", "busybox"), data, 0o755)
+		out, err := exec.Command(bb, "--list").Output()
+		if err != nil {
+			runnerErr = err
+			return
+		}
+		for _, app := range strings.Fields(string(out)) {
+			if app != "busybox" {
+				os.Symlink("busybox", filepath.Join(rootfs, "bin", app))
+			}
+		}
+		os.WriteFile(filepath.Join(rootfs, "etc", "passwd"), []byte("root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n"), 0o644)
+		os.WriteFile(filepath.Join(rootfs, "etc", "group"), []byte("root:x:0:\nnogroup:x:65534:\n"), 0o644)
+		runnerTarPath = filepath.Join(dir, "rootfs.tar")
+		out, err = exec.Command("tar", "--sort=name", "--mtime=@0", "--owner=0", "--group=0", "--numeric-owner", "-C", rootfs, "-cf", runnerTarPath, ".").CombinedOutput()
+		if err != nil {
+			runnerErr = fmt.Errorf("tar: %v: %s", err, out)
+		}
+	})
+	if runnerErr != nil {
+		t.Fatalf("busybox rootfs: %v", runnerErr)
+	}
+	return runnerTarPath
+}
+
+var (
+	runnerOnce    sync.Once
+	runnerTarPath string
+	runnerErr     error
+)
+
+// importRunner imports the full busybox rootfs as ref with the given changes.
+func importRunner(t testing.TB, ref string, changes ...string) {
+	t.Helper()
+	args := []string{"import", "-q"}
+	for _, c := range changes {
+		args = append(args, "-c", c)
+	}
+	mustRun(t, append(args, runnerTar(t), ref)...)
+}
+
+// requireRunner skips unless FUSE and root are there, and makes sure no mount the
+// test's root made outlives it.
+func requireRunner(t *testing.T) {
+	t.Helper()
+	testenv.RequireFUSE(t)
+	testenv.RequireRoot(t)
+	root := rootFor(t)
+	t.Cleanup(func() {
+		for _, line := range strings.Split(readMounts(t), "\n") {
+			f := strings.Fields(line)
+			if len(f) > 1 && strings.HasPrefix(f[0], "layerfs:") && strings.Contains(line, "layerfs-run-") {
+				// a run's mount of this test's root: umount by name
+				name := strings.TrimPrefix(f[0], "layerfs:")
+				runWith(t, cmdOpts{root: root}, "umount", name)
+			}
+		}
+	})
+}
+
+func readMounts(t testing.TB) string {
+	b, err := os.ReadFile("/proc/self/mounts")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+// startRun starts `layerfs run` in the background and waits until its container
+// runs (work/<name>/run.json names its pid 1).
+func startRun(t *testing.T, name string, args ...string) (*exec.Cmd, *bytes.Buffer, int) {
+	t.Helper()
+	root := rootFor(t)
+	cmd := exec.Command(layerfsBin, append([]string{"--root", root, "run", "--name", name}, args...)...)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if cmd.ProcessState == nil {
+			cmd.Process.Kill()
+			cmd.Wait()
+		}
+	})
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		b, err := os.ReadFile(filepath.Join(root, "work", name, "run.json"))
+		if err == nil {
+			var rs struct{ Pid int }
+			if json.Unmarshal(b, &rs) == nil && rs.Pid > 0 {
+				return cmd, &out, rs.Pid
+			}
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("run %s did not start: %s", name, out.String())
+	return nil, nil, 0
+}
+
+func exitCodeOf(t *testing.T, cmd *exec.Cmd) int {
+	t.Helper()
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		cmd.Process.Kill()
+		t.Fatal("run did not exit")
+	}
+	return cmd.ProcessState.ExitCode()
+}
+
+func TestRunContainer(t *testing.T) {
+	requireRunner(t)
+	importRunner(t, "busybox", `CMD ["sh"]`, "ENV GREETING=hello", "WORKDIR /srv/app")
+	hostname, _ := os.ReadFile("/etc/hostname")
+	root := rootFor(t)
+
+	tests := []struct {
+		name string
+		args []string
+		code int
+		want string
+	}{
+		{"exit code", []string{"busybox", "sh", "-c", "exit 42"}, 42, ""},
+		{"env and workdir from config", []string{"busybox", "sh", "-c", "echo $GREETING $PWD"}, 0, "hello /srv/app\n"},
+		{"flags override config", []string{"-e", "GREETING=bye", "-e", "EXTRA=1", "-w", "/tmp", "-u", "65534", "busybox", "sh", "-c", "echo $GREETING $EXTRA $PWD $(id -u) $(id -g)"}, 0, "bye 1 /tmp 65534 65534\n"},
+		{"pid 1", []string{"busybox", "sh", "-c", "echo $$"}, 0, "1\n"},
+		{"own pid namespace", []string{"busybox", "sh", "-c", "cat /proc/1/comm; true"}, 0, "sh\n"},
+		{"hostname", []string{"--hostname", "box1", "busybox", "hostname"}, 0, "box1\n"},
+		{"dev and sys", []string{"busybox", "sh", "-c", "ls /dev/null /dev/zero /dev/urandom /dev/shm /dev/pts >/dev/null && ! touch /sys/x 2>/dev/null && echo ok"}, 0, "ok\n"},
+		{"default cmd", []string{"-i", "busybox"}, 0, ""},
+		{"entrypoint", []string{"--entrypoint", "echo", "busybox", "a", "b"}, 0, "a b\n"},
+		{"not found", []string{"busybox", "nosuchcommand"}, 127, ""},
+		{"signal exit", []string{"busybox", "sh", "-c", "sh -c 'kill -9 $$'; echo $?"}, 0, "137\n"},
+		{"killed by a signal it handles", []string{"--init", "busybox", "sh", "-c", "kill -TERM $$; sleep 1"}, 143, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := runWith(t, cmdOpts{root: root}, append([]string{"run", "--rm"}, tt.args...)...)
+			if r.Code != tt.code {
+				t.Errorf("run %q: exit %d, want %d (stderr %q)", tt.args, r.Code, tt.code, r.Stderr)
+			}
+			if tt.want != "" && r.Stdout != tt.want {
+				t.Errorf("run %q: stdout %q, want %q", tt.args, r.Stdout, tt.want)
+			}
+		})
+	}
+	// --rm left nothing: no container, no mount.
+	if out := mustRun(t, "ps", "-q"); strings.TrimSpace(out) != "" {
+		t.Errorf("after run --rm, ps -q = %q, want nothing", out)
+	}
+	if m := readMounts(t); strings.Contains(m, "layerfs-run-") {
+		t.Errorf("a run mount is left:\n%s", m)
+	}
+	if h, _ := os.ReadFile("/etc/hostname"); !bytes.Equal(h, hostname) {
+		t.Errorf("host /etc/hostname changed: %q -> %q", hostname, h)
+	}
+}
+
+func TestRunBindMounts(t *testing.T) {
+	requireRunner(t)
+	importRunner(t, "busybox", `CMD ["sh"]`)
+	rw, ro := t.TempDir(), t.TempDir()
+	os.WriteFile(filepath.Join(rw, "in.txt"), []byte("from host\n"), 0o644)
+	os.WriteFile(filepath.Join(ro, "keep.txt"), []byte("keep\n"), 0o644)
+
+	r := run(t, "run", "--rm", "-v", rw+":/data", "-v", ro+":/ro:ro", "busybox", "sh", "-c",
+		"cat /data/in.txt; echo out > /data/out.txt; echo x > /ro/keep.txt || echo refused")
+	if r.Code != 0 || !strings.Contains(r.Stdout, "from host\n") || !strings.Contains(r.Stdout, "refused\n") {
+		t.Fatalf("run with binds: exit %d, stdout %q, stderr %q", r.Code, r.Stdout, r.Stderr)
+	}
+	if b, err := os.ReadFile(filepath.Join(rw, "out.txt")); err != nil || string(b) != "out\n" {
+		t.Errorf("rw bind: out.txt = %q, %v", b, err)
+	}
+	if b, _ := os.ReadFile(filepath.Join(ro, "keep.txt")); string(b) != "keep\n" {
+		t.Errorf("ro bind was written: keep.txt = %q", b)
+	}
+	if r := run(t, "run", "--rm", "-v", "relative:/x", "busybox", "true"); r.Code == 0 {
+		t.Errorf("a named volume was accepted")
+	}
+}
+
+// TestRunHostUntouched: a container that wrecks its root changes its upper dir
+// only; the image, the host and the next container do not see it.
+func TestRunHostUntouched(t *testing.T) {
+	requireRunner(t)
+	importRunner(t, "busybox", `CMD ["sh"]`)
+	mustRun(t, "run", "--rm", "busybox", "true") // unpacks the layer
+	layersBefore := snapshotDir(t, filepath.Join(rootFor(t), "layers"))
+	mustRun(t, "run", "--name", "wreck", "busybox", "sh", "-c", "rm -rf /bin/cat /etc; echo root > /root/mark; mkdir /mnt; mount -t tmpfs none /mnt")
+	if got := mustRun(t, "run", "--rm", "busybox", "sh", "-c", "cat /etc/passwd | head -1; ls /root"); got != "root:x:0:0:root:/root:/bin/sh\n" {
+		t.Errorf("a new container sees the old one's changes: %q", got)
+	}
+	if after := snapshotDir(t, filepath.Join(rootFor(t), "layers")); after != layersBefore {
+		t.Errorf("the image's layer dirs changed")
+	}
+	diff := mustRun(t, "diff", "wreck")
+	for _, want := range []string{"D /bin/cat", "D /etc", "A /root/mark"} {
+		if !strings.Contains(diff, want+"\n") {
+			t.Errorf("diff wreck = %q, want a line %q", diff, want)
+		}
+	}
+	if strings.Contains(readMounts(t), "tmpfs /mnt") {
+		t.Errorf("the container's mount reached the host")
+	}
+	mustRun(t, "rm", "wreck")
+}
+
+// snapshotDir lists every path, mode, size and mtime under dir.
+func snapshotDir(t *testing.T, dir string) string {
+	t.Helper()
+	var b strings.Builder
+	filepath.Walk(dir, func(p string, fi os.FileInfo, err error) error {
+		if err != nil {
+			return nil
+		}
+		if strings.Contains(p, "/.locks") {
+			return nil
+		}
+		fmt.Fprintf(&b, "%s %v %d %d\n", p, fi.Mode(), fi.Size(), fi.ModTime().UnixNano())
+		return nil
+	})
+	return b.String()
+}
+
+func TestRunKilledAndExec(t *testing.T) {
+	requireRunner(t)
+	importRunner(t, "busybox", `CMD ["sh"]`, "ENV GREETING=hello", "WORKDIR /srv")
+	cmd, out, pid := startRun(t, "sleeper", "busybox", "sleep", "60")
+
+	got := mustRun(t, "exec", "sleeper", "sh", "-c", "echo $GREETING $PWD; cat /proc/1/cmdline | tr '\\0' ' '; echo; test $$ -ne 1 && echo notpid1")
+	if got != "hello /srv\nsleep 60 \nnotpid1\n" {
+		t.Errorf("exec = %q", got)
+	}
+	if r := run(t, "exec", "sleeper", "sh", "-c", "exit 9"); r.Code != 9 {
+		t.Errorf("exec exit code = %d, want 9", r.Code)
+	}
+	if ps := mustRun(t, "ps"); !strings.Contains(ps, "sleeper") || !strings.Contains(ps, "mounted") {
+		t.Errorf("ps while running = %q", ps)
+	}
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	if code := exitCodeOf(t, cmd); code != 137 {
+		t.Errorf("killed container: exit %d, want 137 (%s)", code, out)
+	}
+	if r := run(t, "exec", "sleeper", "true"); r.Code == 0 {
+		t.Errorf("exec into a stopped container succeeded")
+	}
+	if r := run(t, "run", "--name", "sleeper", "busybox", "true"); r.Code == 0 || !strings.Contains(r.Stderr, "already in use") {
+		t.Errorf("run with a used name: exit %d, stderr %q", r.Code, r.Stderr)
+	}
+	mustRun(t, "rm", "sleeper")
+}
+
+// TestRunCommit is the seeds' flow: run a container, change it, exit, commit.
+func TestRunCommit(t *testing.T) {
+	requireRunner(t)
+	importRunner(t, "busybox", `CMD ["sh"]`)
+	mustRun(t, "run", "--name", "busy1", "-i", "busybox", "sh", "-c",
+		"mkdir -p /data/html && echo '<h1>Busybox test page</h1>' > /data/html/index.html && rm /bin/vi")
+	if got, want := mustRun(t, "diff", "busy1"), "C /bin\nD /bin/vi\nA /data\nA /data/html\nA /data/html/index.html\n"; got != want {
+		t.Errorf("diff busy1 = %q, want %q", got, want)
+	}
+	mustRun(t, "commit", "-a", "Chenwj<cwj@cwj.com>", "-c", `CMD ["/bin/httpd","-f","-h","/data/html"]`, "busy1", "chenwenj/httpd:v2")
+	if got := mustRun(t, "run", "--rm", "chenwenj/httpd:v2", "sh", "-c", "cat /data/html/index.html; ls /bin/vi 2>&1 || true"); !strings.HasPrefix(got, "<h1>Busybox test page</h1>\n") || !strings.Contains(got, "No such file") {
+		t.Errorf("run of the committed image = %q", got)
+	}
+	var cfg struct{ Cmd []string }
+	if err := json.Unmarshal([]byte(mustRun(t, "inspect", "--format", "{{json .Config}}", "chenwenj/httpd:v2")), &cfg); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(cfg.Cmd, " ") != "/bin/httpd -f -h /data/html" {
+		t.Errorf("committed Cmd = %q", cfg.Cmd)
+	}
+}
+
+// TestRunMountpointsNotInDiff: /proc, /dev and /sys that an image lacks are made
+// for the run and are not the container's changes.
+func TestRunMountpointsNotInDiff(t *testing.T) {
+	requireRunner(t)
+	importBusybox(t, "small")
+	mustRun(t, "run", "--name", "s1", "small", "sh", "-c", "echo x > /tmp/f")
+	if got, want := mustRun(t, "diff", "s1"), "C /tmp\nA /tmp/f\n"; got != want {
+		t.Errorf("diff s1 = %q, want %q", got, want)
+	}
+	mustRun(t, "rm", "s1")
+}

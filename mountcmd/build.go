@@ -1,0 +1,98 @@
+package mountcmd
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/layerfs/layerfs/blobstore"
+	"github.com/layerfs/layerfs/build"
+)
+
+type buildOptions struct {
+	tags      []string
+	file      string
+	buildArgs []string
+	noCache   bool
+	quiet     bool
+}
+
+func init() {
+	commandAdders = append(commandAdders, func(root *cobra.Command, g *globalOptions) {
+		root.AddCommand(newBuildCommand(g))
+	})
+}
+
+func newBuildCommand(g *globalOptions) *cobra.Command {
+	o := &buildOptions{}
+	cmd := &cobra.Command{
+		Use:   "build [OPTIONS] PATH",
+		Short: "Build an image from a Dockerfile",
+		Long: `Build an image from the Dockerfile in PATH (the build context), as docker's
+classic builder does: one layer per RUN, COPY, ADD or WORKDIR that changes
+files, config-only history entries for the rest, and a cache that makes an
+unchanged rebuild reuse every step and give the same image ID. RUN steps run
+in containers as layerfs run does (host network). .dockerignore is honoured.
+Single-stage Dockerfiles only.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			for _, t := range o.tags {
+				if _, err := blobstore.ParseTag(t); err != nil {
+					return fmt.Errorf("invalid argument %q for \"-t, --tag\" flag: %w", t, err)
+				}
+			}
+			s, err := openStore(g)
+			if err != nil {
+				return err
+			}
+			bargs := map[string]string{}
+			for _, a := range o.buildArgs {
+				k, v, ok := strings.Cut(a, "=")
+				if !ok {
+					if v, ok = os.LookupEnv(k); !ok {
+						continue // docker: KEY alone takes the value from the environment, if set
+					}
+				}
+				bargs[k] = v
+			}
+			file := o.file
+			if file != "" && !filepath.IsAbs(file) {
+				if abs, err := filepath.Abs(file); err == nil {
+					file = abs
+				}
+			}
+			out := cmd.OutOrStdout()
+			bo := build.Options{
+				Store: s, LayersDir: filepath.Join(g.root, "layers"), StateDir: g.root,
+				Context: args[0], Dockerfile: file, Tags: o.tags, BuildArgs: bargs, NoCache: o.noCache, Out: out,
+			}
+			if o.quiet {
+				bo.Out = nil
+			}
+			res, err := build.Build(cmd.Context(), bo)
+			var se *build.StepError
+			if errors.As(err, &se) {
+				fmt.Fprintln(cmd.ErrOrStderr(), se.Error())
+				return exitError{se.Code}
+			}
+			if err != nil {
+				return err
+			}
+			if o.quiet {
+				fmt.Fprintln(out, res.Image.ID)
+			}
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringArrayVarP(&o.tags, "tag", "t", nil, "name and optionally a tag in the name:tag format")
+	f.StringVarP(&o.file, "file", "f", "", "name of the Dockerfile (default PATH/Dockerfile)")
+	f.StringArrayVar(&o.buildArgs, "build-arg", nil, "set build-time variables (KEY=VALUE)")
+	f.BoolVar(&o.noCache, "no-cache", false, "do not use cache when building the image")
+	f.BoolVarP(&o.quiet, "quiet", "q", false, "suppress the build output and print the image ID on success")
+	return cmd
+}

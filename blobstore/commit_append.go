@@ -8,16 +8,14 @@ import (
 	"runtime"
 	"sync/atomic"
 
-	"github.com/klauspost/compress/zstd"
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 )
 
-// Commit's layer pipeline: AppendLayer's contract, with the work spread over every
+// The layer pipeline of commit, import and build, with the work spread over every
 // core. The tar stream is read in 1 MiB buffers; each buffer goes to a goroutine that
 // computes the diffID (sha256 of the uncompressed stream) while the compressor works
-// on it: parallel gzip (commit_pgzip.go) or klauspost zstd with concurrent block
-// encoding; the blob writer hashes the compressed bytes as it writes them. Settings
+// on it: parallel gzip or parallel zstd frames (commit_parallel.go); the blob writer hashes the compressed bytes as it writes them. Settings
 // are fixed, so the same tar gives the same blob on any machine.
 
 // CommitGzipLevel is the deflate level of commit's gzip layers: klauspost's level 1
@@ -27,7 +25,7 @@ const CommitGzipLevel = 1
 
 const appendBufSize = 1 << 20
 
-// AppendOption sets an optional knob of AppendLayerParallel.
+// AppendOption sets an optional knob of AppendLayer.
 type AppendOption func(*appendConfig)
 
 type appendConfig struct {
@@ -46,13 +44,14 @@ func WithGzipLevel(level int) AppendOption {
 	return func(c *appendConfig) { c.level = level }
 }
 
-// AppendLayerParallel stores a new layer from an uncompressed tar stream in one pass,
-// like AppendLayer, using every core: the diffID is hashed on its own goroutine, gzip
-// is parallel (deterministic, CommitGzipLevel) and zstd encodes blocks concurrently
-// (its bytes are the same as AppendLayer's). tarStream is read to EOF, not closed.
-// Returns the layer descriptor and the diffID. The blob is unreferenced until an
-// image names it: hold a Lease until then. Safe for concurrent use.
-func (s *Store) AppendLayerParallel(ctx context.Context, tarStream io.Reader, c Compression, opts ...AppendOption) (ocispec.Descriptor, digest.Digest, error) {
+// AppendLayer stores a new layer from an uncompressed tar stream in one pass, using
+// every core: the diffID (sha256 of the stream) is hashed on its own goroutine while
+// c ("" is gzip) compresses; gzip is parallel (deterministic, CommitGzipLevel) and
+// zstd is a stream of independent 4 MiB frames compressed in parallel (deterministic
+// too). tarStream is read to EOF, not closed. Returns the layer descriptor for a
+// manifest and the diffID for the config. The blob is unreferenced until an image
+// names it: hold a Lease until then. Safe for concurrent use.
+func (s *Store) AppendLayer(ctx context.Context, tarStream io.Reader, c Compression, opts ...AppendOption) (ocispec.Descriptor, digest.Digest, error) {
 	cfg := appendConfig{level: CommitGzipLevel}
 	for _, o := range opts {
 		o(&cfg)
@@ -100,7 +99,7 @@ func parallelCompressor(w io.Writer, c Compression, level int) (io.WriteCloser, 
 	case Gzip:
 		return newParallelGzip(w, level, workers)
 	case Zstd:
-		return zstd.NewWriter(w, zstd.WithEncoderConcurrency(max(2, workers)), zstd.WithEncoderLevel(zstd.SpeedDefault))
+		return newParallelZstd(w, workers)
 	}
 	return nil, fmt.Errorf("compression %q: %w", c, ErrUnknownMediaType)
 }

@@ -1,6 +1,7 @@
 package build
 
-// Dockerfile builds, the way docker's classic builder does them.
+// Dockerfile builds, the way docker's classic builder does them (every stage of a
+// multi-stage Dockerfile is built, in order; the last one is the image).
 //
 // The Dockerfile is parsed with buildkit's parser and instructions packages. Each
 // instruction after FROM is a step on the image so far:
@@ -32,7 +33,6 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"runtime"
 	"sort"
 	"strings"
 	"time"
@@ -108,6 +108,8 @@ type builder struct {
 	metaArgs map[string]string
 	escape   rune
 	usedArgs map[string]bool // --build-arg names some ARG declared
+
+	stages map[string]*stageResult // finished stages by name and by index
 }
 
 // Build builds the Dockerfile in o.Context and tags the result.
@@ -136,9 +138,6 @@ func Build(ctx context.Context, o Options) (*Result, error) {
 	if len(stages) == 0 {
 		return nil, fmt.Errorf("%w: the Dockerfile has no FROM", ErrBuild)
 	}
-	if len(stages) > 1 {
-		return nil, fmt.Errorf("%w: multi-stage builds are not supported (%d FROM instructions)", ErrBuild, len(stages))
-	}
 	if b.ctxDir, err = openContext(o.Context); err != nil {
 		return nil, err
 	}
@@ -146,6 +145,7 @@ func Build(ctx context.Context, o Options) (*Result, error) {
 	b.layers = &cow.LayerCache{Dir: o.LayersDir}
 	b.tmpRoot = filepath.Join(o.StateDir, "tmp")
 	b.usedArgs = map[string]bool{}
+	b.stages = map[string]*stageResult{}
 
 	release, err := o.Store.Lease(ctx)
 	if err != nil {
@@ -153,8 +153,10 @@ func Build(ctx context.Context, o Options) (*Result, error) {
 	}
 	defer release()
 
-	stage := stages[0]
-	total := len(metaArgs) + 1 + len(stage.Commands)
+	total := len(metaArgs)
+	for _, st := range stages {
+		total += 1 + len(st.Commands)
+	}
 	step := 0
 	b.metaArgs = map[string]string{}
 	for i := range metaArgs {
@@ -172,27 +174,33 @@ func Build(ctx context.Context, o Options) (*Result, error) {
 			b.metaArgs[kv.Key] = v
 		}
 	}
-	step++
-	fmt.Fprintf(b.out, "Step %d/%d : %s\n", step, total, stage.SourceCode)
-	if err := b.from(ctx, stage); err != nil {
-		return nil, err
-	}
-	fmt.Fprintf(b.out, " ---> %s\n", shortDigest(b.id))
-	if err := b.onBuildTriggers(ctx); err != nil {
-		return nil, err
-	}
 	cached := 0
-	for _, c := range stage.Commands {
+	for i, stage := range stages {
 		step++
-		fmt.Fprintf(b.out, "Step %d/%d : %s\n", step, total, commandText(c))
-		hit, err := b.dispatch(ctx, c)
-		if err != nil {
+		fmt.Fprintf(b.out, "Step %d/%d : %s\n", step, total, stage.SourceCode)
+		if err := b.from(ctx, stage); err != nil {
 			return nil, err
 		}
-		if hit {
-			cached++
-		}
 		fmt.Fprintf(b.out, " ---> %s\n", shortDigest(b.id))
+		if err := b.onBuildTriggers(ctx); err != nil {
+			return nil, err
+		}
+		for _, c := range stage.Commands {
+			if err := ctx.Err(); err != nil {
+				return nil, err
+			}
+			step++
+			fmt.Fprintf(b.out, "Step %d/%d : %s\n", step, total, commandText(c))
+			hit, err := b.dispatch(ctx, c)
+			if err != nil {
+				return nil, err
+			}
+			if hit {
+				cached++
+			}
+			fmt.Fprintf(b.out, " ---> %s\n", shortDigest(b.id))
+		}
+		b.endStage(i, stage.Name)
 	}
 	var unused []string
 	for k := range o.BuildArgs {
@@ -231,88 +239,6 @@ func shortDigest(d digest.Digest) string {
 		h = h[:12]
 	}
 	return h
-}
-
-// from starts the build from the stage's base image (or scratch).
-func (b *builder) from(ctx context.Context, st instructions.Stage) error {
-	lex := shell.NewLex(b.escape)
-	base, _, err := lex.ProcessWord(st.BaseName, shell.EnvsFromSlice(envSlice(b.metaArgs, nil)))
-	if err != nil {
-		return fmt.Errorf("%w: FROM %s: %w", ErrBuild, st.BaseName, err)
-	}
-	if base == "scratch" {
-		b.img = dockerspec.DockerOCIImage{Image: ocispec.Image{
-			Platform: ocispec.Platform{OS: "linux", Architecture: runtime.GOARCH},
-			RootFS:   ocispec.RootFS{Type: "layers", DiffIDs: []digest.Digest{}},
-		}}
-		b.raw, err = json.Marshal(b.img)
-		if err != nil {
-			return err
-		}
-		b.id = digest.FromBytes(b.raw)
-	} else {
-		img, err := b.o.Store.Resolve(base)
-		if err != nil {
-			return fmt.Errorf("%w: FROM %s: %w", ErrBuild, base, err)
-		}
-		b.parent = img
-		b.raw = img.RawConfig
-		if len(b.raw) == 0 {
-			if b.raw, err = json.Marshal(img.Config); err != nil {
-				return err
-			}
-		}
-		if err := json.Unmarshal(b.raw, &b.img); err != nil {
-			return fmt.Errorf("%w: FROM %s: config: %w", ErrBuild, base, err)
-		}
-		b.id = img.ID
-		b.descs = append([]ocispec.Descriptor(nil), img.Manifest.Layers...)
-		if len(b.descs) != len(b.img.RootFS.DiffIDs) {
-			return fmt.Errorf("%w: FROM %s: %d layers but %d diff_ids", ErrBuild, base, len(b.descs), len(b.img.RootFS.DiffIDs))
-		}
-	}
-	if getenv(b.img.Config.Env, "PATH") == "" {
-		// As buildkit does: steps see (and the image records) the default PATH.
-		b.img.Config.Env = append([]string{"PATH=" + DefaultPath}, b.img.Config.Env...)
-	}
-	b.args = map[string]string{}
-	b.editor = &ConfigEditor{Config: &b.img.Config, Escape: b.escape}
-	return nil
-}
-
-// onBuildTriggers runs the base image's ONBUILD instructions right after FROM, as
-// docker does; the new image does not inherit them.
-func (b *builder) onBuildTriggers(ctx context.Context) error {
-	triggers := b.img.Config.OnBuild
-	if len(triggers) == 0 {
-		return nil
-	}
-	b.img.Config.OnBuild = nil
-	s := "s"
-	if len(triggers) == 1 {
-		s = ""
-	}
-	fmt.Fprintf(b.out, "# Executing %d build trigger%s\n", len(triggers), s)
-	for _, tr := range triggers {
-		res, err := parser.Parse(strings.NewReader(tr))
-		if err != nil {
-			return fmt.Errorf("%w: ONBUILD %s: %w", ErrBuild, tr, err)
-		}
-		for _, n := range res.AST.Children {
-			c, err := instructions.ParseCommand(n)
-			if err != nil {
-				return fmt.Errorf("%w: ONBUILD %s: %w", ErrBuild, tr, err)
-			}
-			switch c.(type) {
-			case *instructions.OnbuildCommand, *instructions.MaintainerCommand:
-				return fmt.Errorf("%w: ONBUILD %s: not allowed as a trigger", ErrBuild, tr)
-			}
-			if _, err := b.dispatch(ctx, c); err != nil {
-				return err
-			}
-		}
-	}
-	return nil
 }
 
 // envSlice is the build args as KEY=VALUE, in a stable order, minus keys the
@@ -364,12 +290,9 @@ func (b *builder) dispatch(ctx context.Context, c instructions.Command) (cached 
 	case *instructions.RunCommand:
 		return b.runStep(ctx, c)
 	case *instructions.CopyCommand:
-		if c.From != "" {
-			return false, b.stepErr(c, errors.New("COPY --from needs multi-stage builds, which are not supported"))
-		}
-		return b.copyStep(ctx, c.String(), &c.SourcesAndDest, c.Chown, c.Chmod, false, c)
+		return b.copyStep(ctx, c.String(), &c.SourcesAndDest, c.Chown, c.Chmod, c.From, false, c)
 	case *instructions.AddCommand:
-		return b.copyStep(ctx, c.String(), &c.SourcesAndDest, c.Chown, c.Chmod, true, c)
+		return b.copyStep(ctx, c.String(), &c.SourcesAndDest, c.Chown, c.Chmod, "", true, c)
 	case *instructions.WorkdirCommand:
 		return b.workdirStep(ctx, c)
 	case *instructions.OnbuildCommand, *instructions.EnvCommand, *instructions.LabelCommand,

@@ -14,12 +14,16 @@ import (
 
 	"github.com/moby/patternmatcher"
 	"github.com/moby/patternmatcher/ignorefile"
+	"golang.org/x/sys/unix"
 )
 
 // buildContext is the context dir with its .dockerignore.
 type buildContext struct {
 	dir string
 	pm  *patternmatcher.PatternMatcher // nil: nothing excluded
+	// inRoot: dir is an image's root (COPY --from): sources resolve inside it,
+	// symlinks included, never to the host.
+	inRoot bool
 }
 
 func openContext(dir string) (*buildContext, error) {
@@ -99,6 +103,13 @@ func (c *buildContext) resolve(pattern string) ([]source, error) {
 			continue
 		}
 		abs := filepath.Join(c.dir, filepath.FromSlash(r))
+		if c.inRoot {
+			real, err := c.realPathInRoot(r)
+			if err != nil {
+				continue
+			}
+			abs = real
+		}
 		fi, err := os.Stat(abs)
 		if err != nil {
 			continue
@@ -109,6 +120,24 @@ func (c *buildContext) resolve(pattern string) ([]source, error) {
 		return nil, fmt.Errorf("file not found in build context or excluded by .dockerignore: stat %s: file does not exist", pattern)
 	}
 	return out, nil
+}
+
+// realPathInRoot resolves rel inside the root dir and returns the host path of
+// what it names (a path under c.dir with no symlink in it).
+func (c *buildContext) realPathInRoot(rel string) (string, error) {
+	f, err := OpenInRoot(c.dir, rel, unix.O_PATH)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	real, err := os.Readlink(fdPath(f))
+	if err != nil {
+		return "", err
+	}
+	if real != c.dir && !strings.HasPrefix(real, c.dir+"/") {
+		return "", fmt.Errorf("%s resolves outside the source root", rel)
+	}
+	return real, nil
 }
 
 // walk calls fn for src and, for a dir, every entry below it that .dockerignore

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -14,6 +15,7 @@ import (
 	"strings"
 
 	"github.com/moby/buildkit/frontend/dockerfile/instructions"
+	dockerspec "github.com/moby/docker-image-spec/specs-go/v1"
 	digest "github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"golang.org/x/sys/unix"
@@ -25,12 +27,16 @@ import (
 
 // lowerDirs unpacks the image's layers (if needed) and returns their dirs, top first.
 func (b *builder) lowerDirs(ctx context.Context) ([]string, error) {
-	ids := b.img.RootFS.DiffIDs
-	if len(ids) != len(b.descs) {
-		return nil, fmt.Errorf("%w: %d layers but %d diff_ids", ErrBuild, len(b.descs), len(ids))
+	return b.layerDirs(ctx, b.img.RootFS.DiffIDs, b.descs)
+}
+
+// layerDirs unpacks layers (if needed) and returns their dirs, top first.
+func (b *builder) layerDirs(ctx context.Context, ids []digest.Digest, descs []ocispec.Descriptor) ([]string, error) {
+	if len(ids) != len(descs) {
+		return nil, fmt.Errorf("%w: %d layers but %d diff_ids", ErrBuild, len(descs), len(ids))
 	}
 	srcs := make([]cow.LayerSource, len(ids))
-	for i, d := range b.descs {
+	for i, d := range descs {
 		srcs[i] = cow.LayerSource{DiffID: ids[i], Open: func() (io.ReadCloser, error) { return b.o.Store.OpenLayer(d) }}
 	}
 	paths, err := b.layers.EnsureAll(ctx, srcs)
@@ -40,10 +46,6 @@ func (b *builder) lowerDirs(ctx context.Context) ([]string, error) {
 	slices.Reverse(paths)
 	return paths, nil
 }
-
-// mountpoints are the dirs a container mounts over; one the image lacks is made
-// for the run and removed again if it is still empty, so it is not in the layer.
-var mountpoints = []string{"proc", "dev", "sys"}
 
 // withMount mounts the image so far with a fresh upper dir, calls fn with the
 // mountpoint, unmounts, and turns the upper dir into a layer: nil if fn changed
@@ -72,12 +74,8 @@ func (b *builder) withMount(ctx context.Context, fn func(rootfs string) error) (
 		os.RemoveAll(dir)
 		return nil, "", err
 	}
-	missing := map[string]bool{}
-	for _, p := range mountpoints {
-		if _, err := os.Lstat(filepath.Join(mnt, p)); err != nil {
-			missing[p] = true
-		}
-	}
+	// What a RUN's runtime makes to mount over is not the step's change.
+	rp := NoteRuntimePaths(mnt, upper)
 	ferr := fn(mnt)
 	if err := m.Unmount(); err != nil {
 		// Never remove a dir that may still be mounted: leave it for the user.
@@ -87,9 +85,7 @@ func (b *builder) withMount(ctx context.Context, fn func(rootfs string) error) (
 	if ferr != nil {
 		return nil, "", ferr
 	}
-	for p := range missing {
-		os.Remove(filepath.Join(upper, p)) // only if empty
-	}
+	rp.Undo()
 	ents, err := os.ReadDir(upper)
 	if err != nil {
 		return nil, "", err
@@ -143,9 +139,14 @@ func (b *builder) runStep(ctx context.Context, c *instructions.RunCommand) (bool
 	id := newContainerID()[:12]
 	fmt.Fprintf(b.out, " ---> Running in %s\n", id)
 	layer, diffID, err := b.withMount(ctx, func(rootfs string) error {
+		etcDir := filepath.Join(filepath.Dir(rootfs), "etc")
+		binds, err := EtcFiles(etcDir, id)
+		if err != nil {
+			return err
+		}
 		code, err := RunProcess(ProcessSpec{
 			Rootfs: rootfs, Args: args, Env: env, Dir: b.img.Config.WorkingDir, User: b.img.Config.User,
-			Hostname: id, Stdout: b.out, Stderr: b.out,
+			Hostname: id, Binds: binds, Stdout: b.out, Stderr: b.out,
 		})
 		if err != nil {
 			return b.stepErr(c, err)
@@ -198,7 +199,7 @@ func (b *builder) workdirStep(ctx context.Context, c *instructions.WorkdirComman
 
 // copyStep runs COPY or ADD: sources from the context (or URLs, for ADD) into
 // the image, through a union mount.
-func (b *builder) copyStep(ctx context.Context, text string, sd *instructions.SourcesAndDest, chown, chmod string, isAdd bool, c instructions.Command) (bool, error) {
+func (b *builder) copyStep(ctx context.Context, text string, sd *instructions.SourcesAndDest, chown, chmod, from string, isAdd bool, c instructions.Command) (bool, error) {
 	if len(sd.SourceContents) > 0 {
 		return false, b.stepErr(c, errors.New("heredocs are not supported"))
 	}
@@ -232,6 +233,19 @@ func (b *builder) copyStep(ctx context.Context, text string, sd *instructions.So
 			os.Remove(d.file)
 		}
 	}()
+	bc := b.ctxDir
+	fromKey := ""
+	if from != "" {
+		if from, err = b.expand(from); err != nil {
+			return false, b.stepErr(c, err)
+		}
+		src, id, unmount, err := b.mountFrom(ctx, from)
+		if err != nil {
+			return false, b.stepErr(c, err)
+		}
+		defer unmount()
+		bc, fromKey = src, "from "+id.String()+" "
+	}
 	for _, p := range sd.SourcePaths {
 		if isAdd && isURL(p) {
 			d, err := fetchURL(ctx, p, b.tmpRoot)
@@ -241,15 +255,18 @@ func (b *builder) copyStep(ctx context.Context, text string, sd *instructions.So
 			urls = append(urls, d)
 			continue
 		}
-		s, err := b.ctxDir.resolve(p)
+		s, err := bc.resolve(p)
 		if err != nil {
 			return false, b.stepErr(c, err)
 		}
 		srcs = append(srcs, s...)
 	}
-	hash, err := b.ctxDir.hashSources(srcs)
+	hash, err := bc.hashSources(srcs)
 	if err != nil {
 		return false, b.stepErr(c, err)
+	}
+	if fromKey != "" {
+		hash = digest.FromString(fromKey + hash).Encoded()
 	}
 	for _, d := range urls {
 		hash = digest.FromString(hash + " " + d.url + " " + d.sum).Encoded()
@@ -275,10 +292,60 @@ func (b *builder) copyStep(ctx context.Context, text string, sd *instructions.So
 			return err
 		}
 		defer cp.close()
-		return cp.copyAll(b.ctxDir, srcs, urls, dest, isAdd)
+		return cp.copyAll(bc, srcs, urls, dest, isAdd)
 	})
 	if err != nil {
 		return false, b.stepErr(c, err)
 	}
 	return false, b.commitStep(key, createdBy, layer, diffID)
+}
+
+// mountFrom mounts, read-only, the source of COPY --from: an earlier stage (by
+// name or index) or an image in the store, and returns it as a source tree whose
+// paths resolve inside it, its config digest, and how to unmount it.
+func (b *builder) mountFrom(ctx context.Context, from string) (*buildContext, digest.Digest, func(), error) {
+	var ids []digest.Digest
+	var descs []ocispec.Descriptor
+	var id digest.Digest
+	if st, ok := b.stages[strings.ToLower(from)]; ok {
+		var img dockerspec.DockerOCIImage
+		if err := json.Unmarshal(st.raw, &img); err != nil {
+			return nil, "", nil, err
+		}
+		ids, descs, id = img.RootFS.DiffIDs, st.descs, st.id
+	} else {
+		img, err := b.o.Store.Resolve(from)
+		if err != nil {
+			return nil, "", nil, fmt.Errorf("--from=%s: no such stage or image: %w", from, err)
+		}
+		ids, descs, id = img.Config.RootFS.DiffIDs, img.Manifest.Layers, img.ID
+	}
+	lowers, err := b.layerDirs(ctx, ids, descs)
+	if err != nil {
+		return nil, "", nil, err
+	}
+	if err := os.MkdirAll(b.tmpRoot, 0o700); err != nil {
+		return nil, "", nil, err
+	}
+	dir, err := os.MkdirTemp(b.tmpRoot, "from-")
+	if err != nil {
+		return nil, "", nil, err
+	}
+	if real, err := filepath.EvalSymlinks(dir); err == nil {
+		dir = real // the prefix realPathInRoot checks against
+	}
+	if len(lowers) == 0 { // an empty (scratch) stage: an empty dir will do
+		return &buildContext{dir: dir, inRoot: true}, id, func() { os.RemoveAll(dir) }, nil
+	}
+	m, err := fs.Mount(dir, fs.Options{Lowers: lowers, ReadOnly: true, FsName: "layerfs:build"})
+	if err != nil {
+		os.Remove(dir)
+		return nil, "", nil, err
+	}
+	unmount := func() {
+		if m.Unmount() == nil {
+			os.Remove(dir)
+		}
+	}
+	return &buildContext{dir: dir, inRoot: true}, id, unmount, nil
 }

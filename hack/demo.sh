@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The main job on the built-in sample image: build layerfs, make the sample image
 # (a busybox rootfs from Debian's busybox-static plus hack/sample/), mount it, edit it
-# with ordinary tools, commit, list, save. Runs in a throwaway store unless
+# with ordinary tools, commit, list, save; then build hack/demo-build's Dockerfile on
+# it, run the result, change a container and commit it. Runs in a throwaway store unless
 # LAYERFS_ROOT is set. Needs root (FUSE mounts with allow_other, chroot).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -48,4 +49,15 @@ step ./layerfs images
 step ./layerfs history layerfs/sample:2
 step ./layerfs save -o "$work/sample-2.tar" layerfs/sample:2
 step ls -l "$work/sample-2.tar"
+
+# Images from a Dockerfile, and containers, without a daemon or kernel overlay.
+step ./layerfs build -t layerfs/web:1 hack/demo-build
+step ./layerfs run --rm layerfs/web:1
+step ./layerfs build -t layerfs/web:1 hack/demo-build
+step ./layerfs run --name web1 layerfs/web:1 sh -c 'echo "<p>edited in a container</p>" >> /home/www/notes.html'
+step ./layerfs diff web1
+step ./layerfs commit -c 'CMD ["cat","/home/www/notes.html"]' web1 layerfs/web:2
+step ./layerfs run --rm layerfs/web:2
+step ./layerfs rm web1
+step ./layerfs images
 printf '\nDone. Store: %s, saved image: %s\n' "$LAYERFS_ROOT" "$work/sample-2.tar"

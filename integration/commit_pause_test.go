@@ -139,3 +139,83 @@ func TestCommitPauseConsistentCut(t *testing.T) {
 	}
 	t.Logf("records in the last commit: %v (written: %d %d %d)", prev, written[0].Load(), written[1].Load(), written[2].Load())
 }
+
+// TestCommitPauseCrossFile: one writer appends record n to "pair-a/log", then record n
+// to "pair-z/log", over and over. Any instant of the upper dir has a = z or a = z+1
+// records; a commit that reads pair-a/, then a large file in pair-m/, then pair-z/
+// without the write barrier sees pair-z's log grown past pair-a's. With --pause the layer is one instant.
+// (Run with LAYERFS_TEST_PAUSE=false to see the check catch a commit without the pause.)
+func TestCommitPauseCrossFile(t *testing.T) {
+	e := newCommitEnv(t)
+	mnt := e.mount("px", "base:1")
+	// Sorted between the pair, so the commit spends time between reading them.
+	filler := bytes.Repeat([]byte("0123456789abcdef"), 4<<20) // 64 MiB
+	for _, d := range []string{"pair-a", "pair-m", "pair-z"} {
+		if err := os.Mkdir(filepath.Join(mnt, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(filepath.Join(mnt, "pair-m", "filler"), filler, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	open := func(name string) *os.File {
+		f, err := os.OpenFile(filepath.Join(mnt, name), os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { f.Close() })
+		return f
+	}
+	a, z := open("pair-a/log"), open("pair-z/log")
+	var stop atomic.Bool
+	var written atomic.Int64
+	done := make(chan error, 1)
+	go func() {
+		for n := 0; !stop.Load(); n++ {
+			for _, f := range []*os.File{a, z} {
+				if _, err := f.Write(record(n)); err != nil {
+					done <- err
+					return
+				}
+			}
+			written.Store(int64(n + 1))
+		}
+		done <- nil
+	}()
+	deadline := time.Now().Add(5 * time.Second)
+	for written.Load() < 200 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	pause := "--pause=true"
+	if os.Getenv("LAYERFS_TEST_PAUSE") == "false" {
+		pause = "--pause=false"
+	}
+	const commits = 3
+	for c := range commits {
+		e.ok("commit", pause, "--compression", "none", "px", fmt.Sprintf("px:%d", c))
+	}
+	stop.Store(true)
+	if err := <-done; err != nil {
+		t.Fatalf("writer: %v", err)
+	}
+	a.Close()
+	z.Close()
+	e.ok("umount", mnt)
+	for c := range commits {
+		check := e.mount(fmt.Sprintf("px-check%d", c), fmt.Sprintf("px:%d", c))
+		var n [2]int
+		for i, name := range []string{"pair-a/log", "pair-z/log"} {
+			data, err := os.ReadFile(filepath.Join(check, name))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if n[i], err = checkRecords(data); err != nil {
+				t.Fatalf("commit %d, %s: %v", c, name, err)
+			}
+		}
+		if d := n[0] - n[1]; d != 0 && d != 1 {
+			t.Errorf("commit %d: pair-a has %d records, pair-z %d: not one instant of the writer (want a = z or z+1)", c, n[0], n[1])
+		}
+		e.ok("umount", check)
+	}
+}

@@ -786,3 +786,22 @@ func TestImagesLoadTakesTag(t *testing.T) {
 		t.Errorf("dangling = %q, want %s", out, b)
 	}
 }
+
+// TestImportChanges: import -c goes through the same change parser as commit and
+// build, so docker's import instructions, ONBUILD included, land in the config.
+func TestImportChanges(t *testing.T) {
+	root := rootFor(t)
+	mustRunIn(t, root, "import", "-q",
+		"-c", "ENV A=1 B=two", "-c", `CMD ["/bin/httpd","-f"]`, "-c", "ONBUILD RUN echo hi",
+		"-c", "WORKDIR /srv", "-c", "EXPOSE 80",
+		busyboxRootfs(t), "imp:1")
+	got := strings.TrimSpace(mustRunIn(t, root, "inspect", "--format",
+		"{{json .Config.Env}} {{json .Config.Cmd}} {{json .Config.OnBuild}} {{.Config.WorkingDir}} {{json .Config.ExposedPorts}}", "imp:1"))
+	want := `["A=1","B=two"] ["/bin/httpd","-f"] ["RUN echo hi"] /srv {"80/tcp":{}}`
+	if got != want {
+		t.Errorf("inspect imp:1 config = %s, want %s", got, want)
+	}
+	if r := runWith(t, cmdOpts{root: root}, "import", "-c", "RUN echo no", busyboxRootfs(t), "imp:2"); r.Code == 0 {
+		t.Errorf("import -c 'RUN echo no' succeeded, want a refusal")
+	}
+}

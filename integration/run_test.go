@@ -171,6 +171,7 @@ func TestRunContainer(t *testing.T) {
 		{"pid 1", []string{"busybox", "sh", "-c", "echo $$"}, 0, "1\n"},
 		{"own pid namespace", []string{"busybox", "sh", "-c", "cat /proc/1/comm; true"}, 0, "sh\n"},
 		{"hostname", []string{"--hostname", "box1", "busybox", "hostname"}, 0, "box1\n"},
+		{"etc files", []string{"--hostname", "box2", "busybox", "sh", "-c", "cat /etc/hostname; test -f /etc/hosts -a -f /etc/resolv.conf && echo ok"}, 0, "box2\nok\n"},
 		{"dev and sys", []string{"busybox", "sh", "-c", "ls /dev/null /dev/zero /dev/urandom /dev/shm /dev/pts >/dev/null && ! touch /sys/x 2>/dev/null && echo ok"}, 0, "ok\n"},
 		{"default cmd", []string{"-i", "busybox"}, 0, ""},
 		{"entrypoint", []string{"--entrypoint", "echo", "busybox", "a", "b"}, 0, "a b\n"},
@@ -231,7 +232,7 @@ func TestRunHostUntouched(t *testing.T) {
 	importRunner(t, "busybox", `CMD ["sh"]`)
 	mustRun(t, "run", "--rm", "busybox", "true") // unpacks the layer
 	layersBefore := snapshotDir(t, filepath.Join(rootFor(t), "layers"))
-	mustRun(t, "run", "--name", "wreck", "busybox", "sh", "-c", "rm -rf /bin/cat /etc; echo root > /root/mark; mkdir /mnt; mount -t tmpfs none /mnt")
+	mustRun(t, "run", "--name", "wreck", "busybox", "sh", "-c", "rm -rf /bin/cat /etc/passwd; echo root > /root/mark; mkdir /mnt; mount -t tmpfs none /mnt")
 	if got := mustRun(t, "run", "--rm", "busybox", "sh", "-c", "cat /etc/passwd | head -1; ls /root"); got != "root:x:0:0:root:/root:/bin/sh\n" {
 		t.Errorf("a new container sees the old one's changes: %q", got)
 	}
@@ -239,7 +240,7 @@ func TestRunHostUntouched(t *testing.T) {
 		t.Errorf("the image's layer dirs changed")
 	}
 	diff := mustRun(t, "diff", "wreck")
-	for _, want := range []string{"D /bin/cat", "D /etc", "A /root/mark"} {
+	for _, want := range []string{"D /bin/cat", "D /etc/passwd", "A /root/mark"} {
 		if !strings.Contains(diff, want+"\n") {
 			t.Errorf("diff wreck = %q, want a line %q", diff, want)
 		}
@@ -329,4 +330,106 @@ func TestRunMountpointsNotInDiff(t *testing.T) {
 		t.Errorf("diff s1 = %q, want %q", got, want)
 	}
 	mustRun(t, "rm", "s1")
+}
+
+// TestRunDetached is the seeds' `docker run -itd --name centos ...; docker exec ...`.
+func TestRunDetached(t *testing.T) {
+	requireRunner(t)
+	importRunner(t, "busybox", `CMD ["sh"]`)
+	if got := mustRun(t, "run", "-itd", "--name", "d1", "-p", "8080:8080", "busybox"); got != "d1\n" {
+		t.Fatalf("run -itd printed %q", got)
+	}
+	if got := mustRun(t, "exec", "d1", "sh", "-c", "cat /proc/1/comm; id -u"); got != "sh\n0\n" {
+		t.Errorf("exec in d1 = %q", got)
+	}
+	mustRun(t, "run", "-d", "--name", "d2", "busybox", "sh", "-c", "echo hello from d2; sleep 60")
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(mustRun(t, "logs", "d2"), "hello from d2") && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if got := mustRun(t, "logs", "d2"); got != "hello from d2\n" {
+		t.Errorf("logs d2 = %q", got)
+	}
+	if got := mustRun(t, "stop", "-t", "1", "d1", "d2"); got != "d1\nd2\n" {
+		t.Errorf("stop printed %q", got)
+	}
+	if ps := mustRun(t, "ps"); strings.Contains(ps, "mounted ") || strings.Count(ps, "unmounted") != 2 {
+		t.Errorf("ps after stop = %q", ps)
+	}
+	if r := run(t, "exec", "d1", "true"); r.Code == 0 {
+		t.Errorf("exec into a stopped container succeeded")
+	}
+	if r := run(t, "run", "-d", "--name", "d3", "nosuch"); r.Code != 125 || !strings.Contains(r.Stderr, "No such image") {
+		t.Errorf("run -d of a missing image: exit %d, stderr %q", r.Code, r.Stderr)
+	}
+	mustRun(t, "rm", "d1", "d2")
+
+	// rm -f of a running container kills its process first, as docker rm -f does,
+	// rather than finding the mount busy.
+	mustRun(t, "run", "-d", "--name", "d4", "busybox", "sleep", "600")
+	if r := run(t, "rm", "d4"); r.Code == 0 {
+		t.Errorf("rm of a running container succeeded without -f")
+	}
+	mustRun(t, "rm", "-f", "d4")
+	if ps := mustRun(t, "ps", "-q"); strings.Contains(ps, "d4") {
+		t.Errorf("ps after rm -f d4 = %q", ps)
+	}
+}
+
+// TestRunTTY runs `run -it` under script(1), which gives it a terminal.
+func TestRunTTY(t *testing.T) {
+	requireRunner(t)
+	script := testenv.RequireTool(t, "script")
+	importRunner(t, "busybox", `CMD ["sh"]`)
+	line := fmt.Sprintf("%s --root %s run --rm -it busybox", layerfsBin, rootFor(t))
+	cmd := exec.Command(script, "-qec", line, "/dev/null")
+	cmd.Stdin = strings.NewReader("test -t 0 && echo \"tty:$TERM:$(stty size)\"; exit 3\n")
+	out, err := cmd.CombinedOutput()
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	if code != 3 || !strings.Contains(string(out), "tty:xterm:") {
+		t.Errorf("run -it under script: exit %d, output %q", code, out)
+	}
+}
+
+// TestRunStart: a kept container runs its command again, on its own changes.
+func TestRunStart(t *testing.T) {
+	requireRunner(t)
+	importRunner(t, "busybox", `CMD ["sh"]`)
+	first := mustRun(t, "run", "--name", "again", "-e", "WHO=me", "busybox", "sh", "-c", "echo $WHO >> /root/log; hostname; wc -l < /root/log")
+	second := mustRun(t, "start", "-a", "again")
+	host := strings.SplitN(first, "\n", 2)[0]
+	if second != host+"\n2\n" {
+		t.Errorf("start -a = %q, want the same hostname %q and 2 log lines", second, host)
+	}
+	if got := mustRun(t, "start", "again"); got != "again\n" {
+		t.Errorf("start printed %q", got)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(mustRun(t, "logs", "again"), "\n3\n") && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if got := mustRun(t, "logs", "again"); !strings.HasSuffix(got, "\n3\n") {
+		t.Errorf("logs after a detached start = %q", got)
+	}
+	// Right after stop, start runs the command again on the container's changes.
+	mustRun(t, "run", "-d", "--name", "sleepy", "busybox", "sh", "-c", "test -f /root/ran && exit 5; touch /root/ran; sleep 60")
+	if r := run(t, "start", "-a", "sleepy"); r.Code == 0 || !strings.Contains(r.Stderr, "already running") {
+		t.Errorf("start -a of a running container: exit %d, stderr %q", r.Code, r.Stderr)
+	}
+	deadline = time.Now().Add(10 * time.Second)
+	for run(t, "exec", "sleepy", "test", "-f", "/root/ran").Code != 0 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	mustRun(t, "stop", "-t", "0", "sleepy")
+	if r := run(t, "start", "-a", "sleepy"); r.Code != 5 {
+		t.Errorf("start -a after stop: exit %d, want 5 (stderr %q)", r.Code, r.Stderr)
+	}
+	if r := run(t, "start", "-a", "nosuch"); r.Code == 0 {
+		t.Errorf("start of a missing container succeeded")
+	}
 }

@@ -37,7 +37,7 @@ classic builder does: one layer per RUN, COPY, ADD or WORKDIR that changes
 files, config-only history entries for the rest, and a cache that makes an
 unchanged rebuild reuse every step and give the same image ID. RUN steps run
 in containers as layerfs run does (host network). .dockerignore is honoured.
-Single-stage Dockerfiles only.`,
+Multi-stage Dockerfiles build every stage; the last one is the image.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			for _, t := range o.tags {

@@ -3,7 +3,7 @@ package mountcmd
 // layerfs commit: a working container's changes become a layer and a new image.
 //
 //	pause (mounted, --pause) -> cow.Changes (empty? no layer) -> cow.Diff or, with
-//	--squash, cow.Export -> AppendLayerParallel (diffID + compression in one pass)
+//	--squash, cow.Export -> AppendLayer (diffID + compression in one pass)
 //	-> config = parent + -c changes + history -> manifest -> tag -> [--rebase:
 //	unpack the new layer, swap the mount onto it with an empty upper] -> resume
 //
@@ -150,13 +150,18 @@ func runCommit(ctx context.Context, g *globalOptions, o *commitOptions, args []s
 	}
 	defer release()
 
+	if o.rebase && st.ReadOnly && w.serverAlive() {
+		return fmt.Errorf("container %s is mounted read-only: --rebase needs a writable mount", w.name)
+	}
 	var srv *controlClient
 	if w.serverAlive() {
 		if srv, err = dialControl(ctx, w); err != nil {
 			return err
 		}
 		defer srv.Close() // also lifts a pause this client still holds
-		if o.pause {
+		// --rebase always pauses: a write between the read of the upper and the swap
+		// would land in the old upper, which the rebase discards.
+		if o.pause || o.rebase {
 			if err := srv.Pause(ctx); err != nil {
 				return fmt.Errorf("pause %s: %w", w.name, err)
 			}
@@ -246,7 +251,7 @@ func (c *committer) commit(ctx context.Context) (*blobstore.Image, error) {
 			rc = cow.Diff(ctx, upper, dopts)
 		}
 		prog := startCommitProgress(c.stderr)
-		c.desc, c.diffID, err = c.store.AppendLayerParallel(ctx, prog.reader(rc), c.plan.comp, blobstore.WithWrittenCounter(&prog.written))
+		c.desc, c.diffID, err = c.store.AppendLayer(ctx, prog.reader(rc), c.plan.comp, blobstore.WithWrittenCounter(&prog.written))
 		prog.stop(err == nil)
 		if cerr := rc.Close(); err == nil && cerr != nil {
 			err = cerr

@@ -8,6 +8,9 @@ import (
 	"os"
 	"runtime"
 
+	"github.com/layerfs/layerfs/build"
+	dockerspec "github.com/moby/docker-image-spec/specs-go/v1"
+
 	"github.com/layerfs/layerfs/blobstore"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"github.com/spf13/cobra"
@@ -48,9 +51,10 @@ STOPSIGNAL) to the image config.`,
 	return cmd
 }
 
-// importConfig is an image config with docker's top-level "comment".
+// importConfig is docker's image config (which keeps ONBUILD, HEALTHCHECK and SHELL)
+// with its top-level "comment".
 type importConfig struct {
-	ocispec.Image
+	dockerspec.DockerOCIImage
 	Comment string `json:"comment,omitempty"`
 }
 
@@ -64,7 +68,7 @@ func runImport(cmd *cobra.Command, g *globalOptions, o *importOptions, args []st
 		tag = n.String()
 	}
 	cfg := importConfig{}
-	if err := applyChanges(&cfg.Config, o.changes); err != nil {
+	if err := build.ApplyChanges(&cfg.Config, o.changes); err != nil {
 		return err
 	}
 	cfg.OS, cfg.Architecture = "linux", runtime.GOARCH

@@ -7,8 +7,9 @@ import (
 	"strings"
 	"time"
 
+	dockerspec "github.com/moby/docker-image-spec/specs-go/v1"
+
 	"github.com/layerfs/layerfs/blobstore"
-	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"github.com/spf13/cobra"
 )
 
@@ -57,7 +58,9 @@ type inspectConfig struct {
 	Entrypoint   []string
 	OnBuild      []string
 	Labels       map[string]string
-	StopSignal   string `json:",omitempty"`
+	StopSignal   string                        `json:",omitempty"`
+	Healthcheck  *dockerspec.HealthcheckConfig `json:",omitempty"`
+	Shell        []string                      `json:",omitempty"`
 }
 
 // inspectImage is one element of inspect's JSON array, shaped like docker's.
@@ -90,8 +93,9 @@ type inspectImage struct {
 
 func newInspectImage(g *globalOptions, s *blobstore.Store, imgs []*blobstore.Image, img *blobstore.Image) (inspectImage, error) {
 	var raw struct {
-		Comment       string `json:"comment"`
-		DockerVersion string `json:"docker_version"`
+		Comment       string                          `json:"comment"`
+		DockerVersion string                          `json:"docker_version"`
+		Config        dockerspec.DockerOCIImageConfig `json:"config"`
 	}
 	json.Unmarshal(img.RawConfig, &raw)
 	c := img.Config
@@ -120,7 +124,7 @@ func newInspectImage(g *globalOptions, s *blobstore.Store, imgs []*blobstore.Ima
 	if t := img.Created(); !t.IsZero() {
 		out.Created = t.UTC().Format(time.RFC3339Nano)
 	}
-	out.Config = dockerConfig(c.Config)
+	out.Config = dockerConfig(raw.Config)
 	var lowers []string
 	for i := len(c.RootFS.DiffIDs) - 1; i >= 0; i-- {
 		lowers = append(lowers, filepath.Join(g.root, "layers", c.RootFS.DiffIDs[i].Encoded()))
@@ -136,11 +140,14 @@ func newInspectImage(g *globalOptions, s *blobstore.Store, imgs []*blobstore.Ima
 	return out, nil
 }
 
-func dockerConfig(c ocispec.ImageConfig) inspectConfig {
+// dockerConfig shapes a config as docker inspect does; the docker extensions
+// (OnBuild, Healthcheck, Shell) come from the raw config, which ocispec.Image drops.
+func dockerConfig(c dockerspec.DockerOCIImageConfig) inspectConfig {
 	return inspectConfig{
 		User: c.User, ExposedPorts: c.ExposedPorts, Env: c.Env, Cmd: c.Cmd,
 		Volumes: c.Volumes, WorkingDir: c.WorkingDir, Entrypoint: c.Entrypoint,
-		Labels: c.Labels, StopSignal: c.StopSignal,
+		Labels: c.Labels, StopSignal: c.StopSignal, OnBuild: c.OnBuild,
+		Healthcheck: c.Healthcheck, Shell: c.Shell,
 	}
 }
 

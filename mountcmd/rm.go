@@ -61,6 +61,12 @@ func rmOne(ctx context.Context, g *globalOptions, o *rmOptions, name string) err
 	if !w.exists() {
 		return fmt.Errorf("%w: %s", errNoSuchContainer, name)
 	}
+	if o.force {
+		// A process running in it (layerfs run -d) keeps the mount busy: stop it
+		// first, as docker rm -f kills the container, instead of waiting out the
+		// server's stop timeout.
+		stopIfRunning(g, name)
+	}
 	unlock, err := lockContainer(ctx, w)
 	if err != nil {
 		return err

@@ -19,13 +19,9 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"sort"
 	"strings"
 	"time"
-
-	"golang.org/x/sys/unix"
 
 	"github.com/spf13/cobra"
 
@@ -45,6 +41,10 @@ type runOptions struct {
 	entrypoint  string
 	hostname    string
 	init        bool
+	detach      bool
+	child       bool // internal: the detached monitor process of run -d
+	publish     []string
+	reuse       bool // internal: start an existing container (start)
 }
 
 func init() {
@@ -69,6 +69,13 @@ committed: layerfs run --name busy1 -it busybox sh; ...; layerfs commit busy1 me
 --rm removes it when the command exits.`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if len(o.publish) > 0 && !o.child {
+				// Containers share the host's network: a port is already published.
+				fmt.Fprintln(cmd.ErrOrStderr(), "WARNING: Published ports are discarded when using host network mode")
+			}
+			if o.detach && !o.child {
+				return runDetached(cmd, g, o, args[0], args[1:])
+			}
 			code, err := runContainer(cmd.Context(), g, o, args[0], args[1:])
 			if err != nil {
 				// docker run's 125: the container could not be made or started.
@@ -97,6 +104,12 @@ committed: layerfs run --name busy1 -it busybox sh; ...; layerfs commit busy1 me
 	f.StringVar(&o.entrypoint, "entrypoint", "", "overwrite the default ENTRYPOINT of the image")
 	f.StringVarP(&o.hostname, "hostname", "h", "", "container host name")
 	f.BoolVar(&o.init, "init", false, "run an init inside the container that forwards signals and reaps processes")
+	f.BoolVarP(&o.detach, "detach", "d", false, "run the container in the background and print its name")
+	f.StringArrayVarP(&o.publish, "publish", "p", nil, "accepted for docker compatibility; ignored: containers use the host's network")
+	f.BoolVar(&o.child, "detached-child", false, "internal: the monitor process of run -d")
+	f.MarkHidden("detached-child")
+	f.BoolVar(&o.reuse, "reuse", false, "internal: start the existing container NAME (start)")
+	f.MarkHidden("reuse")
 	cmd.Flags().Bool("help", false, "help for run") // -h is --hostname, as in docker
 	return cmd
 }
@@ -120,6 +133,8 @@ type runState struct {
 	StartTime uint64    `json:"startTime"` // of that pid (from /proc/<pid>/stat), against pid reuse
 	Config    runConfig `json:"config"`
 	Started   time.Time `json:"started"`
+	// StopSignal is the image's STOPSIGNAL, what stop sends first ("" = SIGTERM).
+	StopSignal string `json:"stopSignal,omitempty"`
 }
 
 // runConfig is what exec needs of the run's process config.
@@ -144,7 +159,7 @@ func runContainer(ctx context.Context, g *globalOptions, o *runOptions, ref stri
 	if err != nil {
 		return 0, err
 	}
-	if o.name != "" {
+	if o.name != "" && !o.reuse {
 		w, err := newWorkContainer(g.root, o.name)
 		if err != nil {
 			return 0, err
@@ -157,9 +172,10 @@ func runContainer(ctx context.Context, g *globalOptions, o *runOptions, ref stri
 	if err != nil {
 		return 0, err
 	}
-	var made []string // mountpoint dirs the image lacks, made for the run
+	var made *build.RuntimePaths // mountpoints the image lacks, made for the run
+	server := 0                  // our mount server's pid
 	defer func() {
-		if uerr := unmountAfterRun(w, o.rm, made); err == nil && uerr != nil {
+		if uerr := unmountAfterRun(w, o.rm, made, server); err == nil && uerr != nil {
 			err = uerr
 		}
 	}()
@@ -167,11 +183,8 @@ func runContainer(ctx context.Context, g *globalOptions, o *runOptions, ref stri
 	if err != nil {
 		return 0, err
 	}
-	for _, d := range []string{"proc", "dev", "sys"} {
-		if _, err := os.Lstat(filepath.Join(st.Mountpoint, d)); err != nil {
-			made = append(made, d)
-		}
-	}
+	server = st.PID
+	made = build.NoteRuntimePaths(st.Mountpoint, w.upperPath(st))
 	vols, err := imageVolumes(w, img, st.Mountpoint, spec.Binds)
 	if err != nil {
 		return 0, err
@@ -182,22 +195,62 @@ func runContainer(ctx context.Context, g *globalOptions, o *runOptions, ref stri
 	if spec.Hostname == "" {
 		spec.Hostname = id[:12]
 	}
+	if err := saveRunConfig(w, o, img, args, spec.Hostname); err != nil {
+		return 0, err
+	}
+	etc, err := build.EtcFiles(filepath.Join(w.Dir(), "etc"), spec.Hostname)
+	if err != nil {
+		return 0, err
+	}
+	spec.Binds = append(etc, spec.Binds...)
 	if o.interactive {
 		spec.Stdin = os.Stdin
 	}
 	spec.Stdout, spec.Stderr = os.Stdout, os.Stderr
+	var detached *detachedIO
+	if o.child {
+		if detached, err = openDetachedIO(w, o); err != nil {
+			return 0, err
+		}
+		defer detached.Close()
+		spec.Stdin, spec.Stdout, spec.Stderr = detached.stdin, detached.log, detached.log
+	}
 	p, err := build.Start(spec)
 	if err != nil {
 		return 0, err
 	}
 	rs := runState{ID: id, Pid: p.Pid(), StartTime: procStartTime(p.Pid()), Started: time.Now().UTC(),
-		Config: runConfig{Env: spec.Env, Dir: spec.Dir, User: spec.User}}
+		StopSignal: img.Config.Config.StopSignal,
+		Config:     runConfig{Env: spec.Env, Dir: spec.Dir, User: spec.User}}
 	if b, err := json.Marshal(rs); err == nil {
 		writeFileAtomic(runStatePath(w), b, 0o600)
 	}
+	if detached != nil {
+		detached.started() // run -d returns now
+	}
+	exited := make(chan struct{})
+	go killWithoutMount(w, p, exited)
 	code, err = p.Wait()
-	os.Remove(runStatePath(w))
+	close(exited)
 	return code, err
+}
+
+// killWithoutMount kills the container if its mount server goes away under it
+// (rm -f, umount -f): a container must not run on a dead mount.
+func killWithoutMount(w *workContainer, p *build.Process, exited <-chan struct{}) {
+	t := time.NewTicker(250 * time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case <-exited:
+			return
+		case <-t.C:
+			if !w.serverAlive() {
+				p.Signal(os.Kill)
+				return
+			}
+		}
+	}
 }
 
 // processSpec merges the image config with run's flags, as docker does.
@@ -245,59 +298,6 @@ func processSpec(o *runOptions, img *blobstore.Image, args []string) (build.Proc
 	}
 	return build.ProcessSpec{Args: argv, Env: env, Dir: dir, User: user, Hostname: o.hostname,
 		Binds: binds, Tty: o.tty, Init: o.init}, nil
-}
-
-// imageVolumes gives each VOLUME of the image that no -v covers an anonymous
-// volume, as docker does: a dir of the container (work/<name>/volumes/<hash>),
-// filled on creation with what the image has at that path, bound there. What the
-// container writes in it is not in its upper dir, so diff and commit leave it out;
-// rm (and --rm) delete it with the container.
-func imageVolumes(w *workContainer, img *blobstore.Image, rootfs string, binds []build.Bind) ([]build.Bind, error) {
-	var paths []string
-	for v := range img.Config.Config.Volumes {
-		paths = append(paths, filepath.Clean("/"+v))
-	}
-	sort.Strings(paths)
-	var out []build.Bind
-next:
-	for _, p := range paths {
-		for _, b := range binds {
-			if filepath.Clean(b.Target) == p {
-				continue next
-			}
-		}
-		h := sha256.Sum256([]byte(p))
-		dir := filepath.Join(w.Dir(), "volumes", hex.EncodeToString(h[:8]))
-		if _, err := os.Stat(dir); err != nil {
-			if err := fillVolume(dir, rootfs, p); err != nil {
-				return nil, fmt.Errorf("volume %s: %w", p, err)
-			}
-		}
-		out = append(out, build.Bind{Source: dir, Target: p})
-	}
-	return out, nil
-}
-
-// fillVolume makes dir a copy of the image's path (resolved inside rootfs; empty if
-// the image has none) with cp -a, through a temp dir renamed into place.
-func fillVolume(dir, rootfs, p string) error {
-	tmp := dir + ".tmp"
-	os.RemoveAll(tmp)
-	if err := os.MkdirAll(tmp, 0o755); err != nil {
-		return err
-	}
-	src, err := build.OpenInRoot(rootfs, p, unix.O_PATH|unix.O_DIRECTORY)
-	if err == nil {
-		cmd := exec.Command("cp", "-a", "/proc/self/fd/3/.", tmp)
-		cmd.ExtraFiles = []*os.File{src}
-		out, err := cmd.CombinedOutput()
-		src.Close()
-		if err != nil {
-			os.RemoveAll(tmp)
-			return fmt.Errorf("copy the image's content: %v: %s", err, strings.TrimSpace(string(out)))
-		}
-	}
-	return os.Rename(tmp, dir)
 }
 
 func setEnvVar(env []string, kv string) []string {
@@ -364,13 +364,13 @@ func mountForRun(ctx context.Context, g *globalOptions, s *blobstore.Store, img 
 		return nil, err
 	}
 	defer release()
-	w, st, _, unlock, err := claimContainer(ctx, g, name, img, ref)
+	w, st, created, unlock, err := claimContainer(ctx, g, name, img, ref)
 	if err != nil {
 		return nil, err
 	}
 	defer unlock()
 	defer func() {
-		if err != nil && !w.serverAlive() {
+		if err != nil && created && !w.serverAlive() {
 			w.remove()
 		}
 	}()
@@ -397,11 +397,12 @@ func mountForRun(ctx context.Context, g *globalOptions, s *blobstore.Store, img 
 	return w, w.save(st)
 }
 
-// unmountAfterRun stops the container's mount server and removes the mountpoint
-// dir, and the container too with rm. The mountpoint dirs the runtime made
-// (made, relative to /) go from the upper dir again if still empty: like docker's
-// init layer, they are not the container's changes.
-func unmountAfterRun(w *workContainer, rm bool, made []string) error {
+// unmountAfterRun stops the container's mount server (if it still is ours,
+// server) and removes the mountpoint dir, and the container too with rm. The
+// mountpoints the runtime made (made) go from the upper dir again: like docker's
+// init layer, they are not the container's changes. run.json goes last, so that
+// whoever waits for it (stop) finds the container unmounted.
+func unmountAfterRun(w *workContainer, rm bool, made *build.RuntimePaths, server int) error {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	unlock, err := lockContainer(ctx, w)
@@ -411,7 +412,11 @@ func unmountAfterRun(w *workContainer, rm bool, made []string) error {
 	defer unlock()
 	st, err := w.load()
 	if err != nil {
-		return err
+		return err // removed under us (rm -f)
+	}
+	defer os.Remove(runStatePath(w))
+	if st.PID != server {
+		return nil // unmounted and mounted again by someone else meanwhile
 	}
 	mp := st.Mountpoint
 	if err := unmountContainer(ctx, w, st, true); err != nil { // force: the container is gone, nothing may keep its mount busy
@@ -419,8 +424,9 @@ func unmountAfterRun(w *workContainer, rm bool, made []string) error {
 	}
 	if mp != "" && !isMountpoint(mp) {
 		os.Remove(mp)
-		for _, d := range made {
-			os.Remove(filepath.Join(w.upperPath(st), d)) // only if empty
+		os.Remove(filepath.Dir(mp)) // the root's run dir, once no run uses it
+		if made != nil {
+			made.Undo()
 		}
 	}
 	if rm {

@@ -6,7 +6,10 @@ import (
 	"errors"
 	"io"
 	"math/rand"
+	"os/exec"
 	"testing"
+
+	"github.com/klauspost/compress/zstd"
 )
 
 // testData is compressible but not trivial: text-like runs mixed with random bytes.
@@ -129,5 +132,53 @@ func TestParallelGzipWriteError(t *testing.T) {
 func TestParallelGzipBadLevel(t *testing.T) {
 	if _, err := newParallelGzip(io.Discard, 42, 1); err == nil {
 		t.Error("newParallelGzip(level 42) = nil error")
+	}
+}
+
+func pzs(t *testing.T, data []byte, workers, chunk int) []byte {
+	t.Helper()
+	var out bytes.Buffer
+	z, err := newParallelZstd(&out, workers)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for off := 0; off < len(data); off += chunk {
+		if _, err := z.Write(data[off:min(off+chunk, len(data))]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := z.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return out.Bytes()
+}
+
+func TestParallelZstdRoundTrip(t *testing.T) {
+	dec, err := zstd.NewReader(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dec.Close()
+	for _, n := range []int{0, 1, pzsFrame, pzsFrame + 1, 2*pzsFrame + 999} {
+		data := testData(n, int64(n))
+		zs := pzs(t, data, 3, 65536)
+		got, err := dec.DecodeAll(zs, nil)
+		if err != nil || !bytes.Equal(got, data) {
+			t.Fatalf("n=%d: decoded %d bytes (%v), want %d", n, len(got), err, len(data))
+		}
+		if n == 2*pzsFrame+999 {
+			if _, err := exec.LookPath("zstd"); err == nil {
+				cmd := exec.Command("zstd", "-d", "-c")
+				cmd.Stdin = bytes.NewReader(zs)
+				out, err := cmd.Output()
+				if err != nil || !bytes.Equal(out, data) {
+					t.Errorf("zstd -d: %d bytes (%v), want %d", len(out), err, len(data))
+				}
+			}
+		}
+	}
+	data := testData(3*pzsFrame+5, 8)
+	if !bytes.Equal(pzs(t, data, 1, len(data)), pzs(t, data, 4, 7777)) {
+		t.Errorf("parallel zstd output depends on workers or write sizes")
 	}
 }

@@ -1,0 +1,248 @@
+package build
+
+// ADD's extras: unpacking local tarballs and downloading URLs.
+
+import (
+	"archive/tar"
+	"compress/bzip2"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"io/fs"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/layerfs/layerfs/blobstore"
+)
+
+// decompress returns f's content decompressed: gzip and zstd (blobstore),
+// bzip2 (stdlib), xz (through xz(1)), or as it is.
+func decompress(f *os.File) (io.ReadCloser, error) {
+	var magic [6]byte
+	n, _ := io.ReadFull(f, magic[:])
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		return nil, err
+	}
+	switch {
+	case n >= 3 && string(magic[:3]) == "BZh":
+		return io.NopCloser(bzip2.NewReader(f)), nil
+	case n == 6 && string(magic[:]) == "\xfd7zXZ\x00":
+		cmd := exec.Command("xz", "-dc")
+		cmd.Stdin = f
+		out, err := cmd.StdoutPipe()
+		if err != nil {
+			return nil, err
+		}
+		if err := cmd.Start(); err != nil {
+			return nil, fmt.Errorf("unpack xz (needs xz(1)): %w", err)
+		}
+		return &cmdReader{ReadCloser: out, cmd: cmd}, nil
+	}
+	return blobstore.Decompress(f)
+}
+
+// cmdReader is a decompressor's output; Close waits for it and reports its failure.
+type cmdReader struct {
+	io.ReadCloser
+	cmd *exec.Cmd
+}
+
+func (c *cmdReader) Close() error {
+	io.Copy(io.Discard, c.ReadCloser)
+	return c.cmd.Wait()
+}
+
+// isArchive reports whether a file is a tar archive (plain, gzip, bzip2, xz or
+// zstd), which ADD unpacks instead of copying.
+func isArchive(p string) bool {
+	f, err := os.Open(p)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	r, err := decompress(f)
+	if err != nil {
+		return false
+	}
+	_, err = tar.NewReader(r).Next()
+	r.Close()
+	return err == nil
+}
+
+// extract unpacks a tar archive into dest, keeping the archive's owners (unless
+// --chown), modes and times. Names are held inside dest.
+func (cp *copier) extract(p, dest string) error {
+	f, err := os.Open(p)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	r, err := decompress(f)
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	if err := cp.mkdir(dest, 0o755, time.Now(), 0, 0); err != nil {
+		return err
+	}
+	tr := tar.NewReader(r)
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		name := path.Clean("/" + h.Name)
+		if name == "/" {
+			continue
+		}
+		if strings.HasPrefix(path.Base(name), ".wh.") {
+			continue // whiteouts mean nothing outside a layer
+		}
+		target := path.Join(dest, name)
+		mode := fs.FileMode(h.Mode & 0o777)
+		if h.Mode&0o4000 != 0 {
+			mode |= fs.ModeSetuid
+		}
+		if h.Mode&0o2000 != 0 {
+			mode |= fs.ModeSetgid
+		}
+		if h.Mode&0o1000 != 0 {
+			mode |= fs.ModeSticky
+		}
+		switch h.Typeflag {
+		case tar.TypeDir:
+			err = cp.mkdir(target, mode, h.ModTime, h.Uid, h.Gid)
+		case tar.TypeReg:
+			err = cp.writeFile(target, tr, unixMode(mode), h.ModTime, h.Uid, h.Gid)
+		case tar.TypeSymlink:
+			err = cp.symlink(h.Linkname, target, h.ModTime, h.Uid, h.Gid)
+		case tar.TypeLink:
+			err = cp.hardlink(path.Join(dest, path.Clean("/"+h.Linkname)), target)
+		case tar.TypeChar, tar.TypeBlock, tar.TypeFifo:
+			err = cp.mknod(target, h)
+		default:
+			continue
+		}
+		if err != nil {
+			return err
+		}
+	}
+}
+
+func (cp *copier) hardlink(old, target string) error {
+	od, obase, err := cp.parentDir(old)
+	if err != nil {
+		return fmt.Errorf("link %s: %w", target, err)
+	}
+	defer od.Close()
+	d, base, err := cp.parentDir(target)
+	if err != nil {
+		return fmt.Errorf("link %s: %w", target, err)
+	}
+	defer d.Close()
+	if err := replaceable(int(d.Fd()), base); err != nil {
+		return fmt.Errorf("link %s: %w", target, err)
+	}
+	if err := unix.Linkat(int(od.Fd()), obase, int(d.Fd()), base, 0); err != nil {
+		return fmt.Errorf("link %s to %s: %w", target, old, err)
+	}
+	return nil
+}
+
+func (cp *copier) mknod(target string, h *tar.Header) error {
+	d, base, err := cp.parentDir(target)
+	if err != nil {
+		return fmt.Errorf("mknod %s: %w", target, err)
+	}
+	defer d.Close()
+	dfd := int(d.Fd())
+	if err := replaceable(dfd, base); err != nil {
+		return fmt.Errorf("mknod %s: %w", target, err)
+	}
+	t := uint32(unix.S_IFIFO)
+	switch h.Typeflag {
+	case tar.TypeChar:
+		t = unix.S_IFCHR
+	case tar.TypeBlock:
+		t = unix.S_IFBLK
+	}
+	if err := unix.Mknodat(dfd, base, t|uint32(h.Mode&0o7777), int(unix.Mkdev(uint32(h.Devmajor), uint32(h.Devminor)))); err != nil {
+		return fmt.Errorf("mknod %s: %w", target, err)
+	}
+	u, g := cp.owner(h.Uid, h.Gid)
+	if err := unix.Fchownat(dfd, base, u, g, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		return fmt.Errorf("chown %s: %w", target, err)
+	}
+	return setTimes(dfd, base, h.ModTime)
+}
+
+// download is an ADD source fetched from a URL into a temp file.
+type download struct {
+	url   string
+	name  string // the file name ADD gives it in a dest dir
+	file  string
+	sum   string // sha256 of the content
+	mtime time.Time
+}
+
+func isURL(s string) bool {
+	return strings.HasPrefix(s, "http://") || strings.HasPrefix(s, "https://")
+}
+
+// fetchURL downloads an ADD source (as docker: mode 0600, mtime from
+// Last-Modified, not unpacked).
+func fetchURL(ctx context.Context, raw, tmpDir string) (*download, error) {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return nil, fmt.Errorf("ADD %s: %w", raw, err)
+	}
+	name := path.Base(u.Path)
+	if name == "/" || name == "." || name == "" {
+		return nil, fmt.Errorf("ADD %s: cannot determine a file name from the URL; give a destination file", raw)
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, raw, nil)
+	if err != nil {
+		return nil, fmt.Errorf("ADD %s: %w", raw, err)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("ADD %s: %w", raw, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("ADD %s: %s", raw, resp.Status)
+	}
+	if err := os.MkdirAll(tmpDir, 0o700); err != nil {
+		return nil, err
+	}
+	f, err := os.CreateTemp(tmpDir, "download-")
+	if err != nil {
+		return nil, err
+	}
+	h := sha256.New()
+	_, err = io.Copy(io.MultiWriter(f, h), resp.Body)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		os.Remove(f.Name())
+		return nil, fmt.Errorf("ADD %s: %w", raw, err)
+	}
+	d := &download{url: raw, name: name, file: f.Name(), sum: hex.EncodeToString(h.Sum(nil))}
+	if lm, err := http.ParseTime(resp.Header.Get("Last-Modified")); err == nil {
+		d.mtime = lm
+	}
+	return d, nil
+}

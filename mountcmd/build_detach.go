@@ -1,0 +1,264 @@
+package mountcmd
+
+// run -d, stop and logs (the build team's; kept apart from run.go for size).
+//
+// run -d re-executes `layerfs run --detached-child ...` in a new session: that
+// child is the container's monitor (docker's conmon): it mounts, starts the
+// container with its output going to work/<name>/container.log, waits for it, and
+// unmounts (and removes it with --rm) afterwards, as a foreground run does. The
+// child's own stdout and stderr are a pipe to the parent until the container
+// runs; then it points them at the log, the parent reads EOF, prints the
+// container's name and exits. Anything the child wrote before is its error.
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+	"golang.org/x/sys/unix"
+)
+
+func containerLogPath(w *workContainer) string { return filepath.Join(w.Dir(), "container.log") }
+
+// runDetached starts the monitor and returns once the container runs.
+func runDetached(cmd *cobra.Command, g *globalOptions, o *runOptions, ref string, args []string) error {
+	name := o.name
+	if name == "" {
+		name = "run-" + randomID()[:10]
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	child := []string{"--root", g.root, "run", "--detached-child", "--name", name}
+	flag := func(set bool, f string) {
+		if set {
+			child = append(child, f)
+		}
+	}
+	value := func(v, f string) {
+		if v != "" {
+			child = append(child, f+"="+v)
+		}
+	}
+	flag(o.rm, "--rm")
+	flag(o.interactive, "--interactive")
+	flag(o.tty, "--tty")
+	flag(o.init, "--init")
+	flag(o.reuse, "--reuse")
+	for _, e := range o.env {
+		if !strings.Contains(e, "=") { // pass the host's value now: the child has no env of ours
+			v, ok := os.LookupEnv(e)
+			if !ok {
+				continue
+			}
+			e += "=" + v
+		}
+		child = append(child, "--env="+e)
+	}
+	for _, v := range o.volumes {
+		abs := v
+		if host, rest, ok := strings.Cut(v, ":"); ok {
+			if a, err := filepath.Abs(host); err == nil && strings.HasPrefix(host, ".") {
+				abs = a + ":" + rest
+			}
+		}
+		child = append(child, "--volume="+abs)
+	}
+	value(o.workdir, "--workdir")
+	value(o.user, "--user")
+	value(o.entrypoint, "--entrypoint")
+	value(o.hostname, "--hostname")
+	child = append(append(child, ref), args...)
+
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		return err
+	}
+	c := exec.Command(exe, child...)
+	c.Stdout, c.Stderr = pw, pw
+	c.Dir = "/"
+	c.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	err = c.Start()
+	pw.Close()
+	if err != nil {
+		pr.Close()
+		return fmt.Errorf("start container: %w", err)
+	}
+	msg, _ := io.ReadAll(pr) // EOF: the container runs, or the child is gone
+	pr.Close()
+	if len(msg) == 0 {
+		c.Process.Release()
+		_, err := fmt.Fprintln(cmd.OutOrStdout(), name)
+		return err
+	}
+	c.Wait()
+	cmd.ErrOrStderr().Write(msg)
+	code := c.ProcessState.ExitCode()
+	if code <= 0 {
+		code = 125
+	}
+	return exitError{code}
+}
+
+// detachedIO is the monitor's side of a detached container's stdio.
+type detachedIO struct {
+	log   *os.File
+	stdin io.Reader // nil: /dev/null, or with -t the terminal nobody types in
+	hold  *os.File  // the write end of stdin with -i: kept open, never written
+}
+
+func openDetachedIO(w *workContainer, o *runOptions) (*detachedIO, error) {
+	log, err := os.OpenFile(containerLogPath(w), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("container log: %w", err)
+	}
+	d := &detachedIO{log: log}
+	if o.interactive && !o.tty {
+		r, wr, err := os.Pipe()
+		if err != nil {
+			log.Close()
+			return nil, err
+		}
+		d.stdin, d.hold = r, wr
+	}
+	return d, nil
+}
+
+// started points the monitor's stdout and stderr at the log: the parent's pipe
+// closes and run -d returns.
+func (d *detachedIO) started() {
+	unix.Dup2(int(d.log.Fd()), 1)
+	unix.Dup2(int(d.log.Fd()), 2)
+}
+
+func (d *detachedIO) Close() {
+	d.log.Close()
+	if d.hold != nil {
+		d.hold.Close()
+	}
+}
+
+type stopOptions struct{ timeout int }
+
+func init() {
+	commandAdders = append(commandAdders, func(root *cobra.Command, g *globalOptions) {
+		root.AddCommand(newStopCommand(g), newLogsCommand(g))
+	})
+}
+
+func newStopCommand(g *globalOptions) *cobra.Command {
+	o := &stopOptions{}
+	cmd := &cobra.Command{
+		Use:   "stop [-t SECONDS] CONTAINER...",
+		Short: "Stop running containers",
+		Long: `Stop containers that run (started by run, or run -d): send the image's STOPSIGNAL
+(SIGTERM by default) to the container's pid 1, and SIGKILL after the timeout, as
+docker stop does. Returns once the container is unmounted (ready for commit or rm).`,
+		Args: cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			failed := false
+			for _, name := range args {
+				if err := stopContainer(g, name, time.Duration(o.timeout)*time.Second); err != nil {
+					fmt.Fprintf(cmd.ErrOrStderr(), "Error: %v\n", err)
+					failed = true
+					continue
+				}
+				fmt.Fprintln(cmd.OutOrStdout(), name)
+			}
+			if failed {
+				return exitError{1}
+			}
+			return nil
+		},
+	}
+	cmd.Flags().IntVarP(&o.timeout, "time", "t", 10, "seconds to wait before killing the container")
+	return cmd
+}
+
+func stopContainer(g *globalOptions, name string, timeout time.Duration) error {
+	rs, err := runningContainer(g, name)
+	if err != nil {
+		return err
+	}
+	alive := func() bool { return procStartTime(rs.Pid) == rs.StartTime }
+	sig := unix.SIGTERM
+	if rs.StopSignal != "" {
+		if s, err := parseSignal(rs.StopSignal); err == nil {
+			sig = s
+		}
+	}
+	unix.Kill(rs.Pid, sig)
+	deadline := time.Now().Add(timeout)
+	for alive() && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if alive() {
+		unix.Kill(rs.Pid, unix.SIGKILL)
+	}
+	// The monitor unmounts and drops run.json once the container is gone.
+	w, _ := newWorkContainer(g.root, name)
+	deadline = time.Now().Add(time.Minute)
+	for time.Now().Before(deadline) {
+		if _, err := os.Stat(runStatePath(w)); errors.Is(err, os.ErrNotExist) {
+			return nil
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return fmt.Errorf("container %s: still unmounting after a minute", name)
+}
+
+// parseSignal takes a signal name (with or without SIG) or number.
+func parseSignal(s string) (unix.Signal, error) {
+	if n, err := strconv.Atoi(s); err == nil {
+		return unix.Signal(n), nil
+	}
+	if n := unix.SignalNum("SIG" + strings.TrimPrefix(strings.ToUpper(s), "SIG")); n != 0 {
+		return n, nil
+	}
+	return 0, fmt.Errorf("invalid signal: %s", s)
+}
+
+func newLogsCommand(g *globalOptions) *cobra.Command {
+	return &cobra.Command{
+		Use:   "logs CONTAINER",
+		Short: "Show the output of a container started with run -d",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			w, err := newWorkContainer(g.root, args[0])
+			if err != nil {
+				return err
+			}
+			if !w.exists() {
+				return fmt.Errorf("No such container: %s", args[0]) //nolint:staticcheck // docker's message
+			}
+			f, err := os.Open(containerLogPath(w))
+			if errors.Is(err, os.ErrNotExist) {
+				return nil // never detached: its output went to the terminal
+			}
+			if err != nil {
+				return err
+			}
+			defer f.Close()
+			_, err = io.Copy(cmd.OutOrStdout(), f)
+			return err
+		},
+	}
+}
+
+// stopIfRunning stops name's container at once (SIGKILL) if run is running it,
+// and waits until its run has unmounted it. For rm -f, before it takes the
+// container lock (the run needs that lock to finish). Not running is no error.
+func stopIfRunning(g *globalOptions, name string) {
+	if _, err := runningContainer(g, name); err == nil {
+		stopContainer(g, name, 0)
+	}
+}

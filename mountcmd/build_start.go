@@ -1,0 +1,153 @@
+package mountcmd
+
+// start: run a stopped container's command again on its upper dir, as docker
+// start does (the build team's). run records what it ran in
+// work/<name>/run-config.json; start replays it with --reuse, so the container
+// keeps its changes, name, hostname and volumes.
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/layerfs/layerfs/blobstore"
+)
+
+// savedRun is run-config.json: run's options (volumes made absolute, the
+// hostname it got) and what it ran.
+type savedRun struct {
+	Interactive bool     `json:"interactive,omitempty"`
+	Tty         bool     `json:"tty,omitempty"`
+	Env         []string `json:"env,omitempty"`
+	Workdir     string   `json:"workdir,omitempty"`
+	User        string   `json:"user,omitempty"`
+	Volumes     []string `json:"volumes,omitempty"`
+	Entrypoint  string   `json:"entrypoint,omitempty"`
+	Hostname    string   `json:"hostname"`
+	Init        bool     `json:"init,omitempty"`
+	Image       string   `json:"image"` // the image ID
+	Args        []string `json:"args,omitempty"`
+}
+
+func runConfigPath(w *workContainer) string { return filepath.Join(w.Dir(), "run-config.json") }
+
+func saveRunConfig(w *workContainer, o *runOptions, img *blobstore.Image, args []string, hostname string) error {
+	sr := savedRun{Interactive: o.interactive, Tty: o.tty, Workdir: o.workdir, User: o.user,
+		Entrypoint: o.entrypoint, Hostname: hostname, Init: o.init, Image: img.ID.String(), Args: args}
+	for _, e := range o.env {
+		if !strings.Contains(e, "=") {
+			v, ok := os.LookupEnv(e)
+			if !ok {
+				continue
+			}
+			e += "=" + v
+		}
+		sr.Env = append(sr.Env, e)
+	}
+	for _, v := range o.volumes {
+		if host, rest, ok := strings.Cut(v, ":"); ok {
+			if abs, err := filepath.Abs(host); err == nil {
+				v = abs + ":" + rest
+			}
+		}
+		sr.Volumes = append(sr.Volumes, v)
+	}
+	b, err := json.MarshalIndent(sr, "", "  ")
+	if err != nil {
+		return err
+	}
+	return writeFileAtomic(runConfigPath(w), append(b, '\n'), 0o600)
+}
+
+type startOptions struct {
+	attach      bool
+	interactive bool
+}
+
+func init() {
+	commandAdders = append(commandAdders, func(root *cobra.Command, g *globalOptions) {
+		root.AddCommand(newStartCommand(g))
+	})
+}
+
+func newStartCommand(g *globalOptions) *cobra.Command {
+	o := &startOptions{}
+	cmd := &cobra.Command{
+		Use:   "start [-a] [-i] CONTAINER...",
+		Short: "Start stopped containers",
+		Long: `Run a container's command again, on the changes it has (containers made by
+run and kept after they exited). Detached unless -a, which waits and exits with
+the command's status; -i also connects stdin.`,
+		Args: cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if o.attach && len(args) > 1 {
+				return errors.New("you cannot start and attach multiple containers at once")
+			}
+			failed := false
+			for _, name := range args {
+				code, err := startContainer(cmd, g, o, name)
+				if err != nil {
+					fmt.Fprintf(cmd.ErrOrStderr(), "Error: %v\n", err)
+					failed = true
+					continue
+				}
+				if o.attach {
+					if code != 0 {
+						return exitError{code}
+					}
+					return nil
+				}
+			}
+			if failed {
+				return exitError{1}
+			}
+			return nil
+		},
+	}
+	cmd.Flags().BoolVarP(&o.attach, "attach", "a", false, "attach output and wait for the container")
+	cmd.Flags().BoolVarP(&o.interactive, "interactive", "i", false, "attach stdin")
+	return cmd
+}
+
+func startContainer(cmd *cobra.Command, g *globalOptions, so *startOptions, name string) (int, error) {
+	w, err := newWorkContainer(g.root, name)
+	if err != nil {
+		return 0, err
+	}
+	if !w.exists() {
+		return 0, fmt.Errorf("No such container: %s", name) //nolint:staticcheck // docker's message
+	}
+	if _, err := runningContainer(g, name); err == nil {
+		if so.attach {
+			return 0, fmt.Errorf("container %s is already running (exec and logs reach it)", name)
+		}
+		fmt.Fprintln(cmd.OutOrStdout(), name) // docker: starting a running container is a no-op
+		return 0, nil
+	}
+	b, err := os.ReadFile(runConfigPath(w))
+	if errors.Is(err, os.ErrNotExist) {
+		return 0, fmt.Errorf("container %s was not made by run: mount it instead", name)
+	}
+	if err != nil {
+		return 0, err
+	}
+	var sr savedRun
+	if err := json.Unmarshal(b, &sr); err != nil {
+		return 0, fmt.Errorf("container %s: run-config.json: %w", name, err)
+	}
+	o := &runOptions{name: name, reuse: true, interactive: sr.Interactive, tty: sr.Tty, env: sr.Env,
+		workdir: sr.Workdir, user: sr.User, volumes: sr.Volumes, entrypoint: sr.Entrypoint,
+		hostname: sr.Hostname, init: sr.Init}
+	if !so.attach {
+		o.detach = true
+		return 0, runDetached(cmd, g, o, sr.Image, sr.Args)
+	}
+	o.interactive = o.interactive && so.interactive
+	code, err := runContainer(cmd.Context(), g, o, sr.Image, sr.Args)
+	return code, err
+}

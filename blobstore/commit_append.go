@@ -20,7 +20,7 @@ import (
 
 // CommitGzipLevel is the deflate level of commit's gzip layers: klauspost's level 1
 // runs about 2x its level 6 for about 12% more bytes on typical filesystem trees (see
-// bench/README-commit.md).
+// bench/README.md, "Commit benchmarks").
 const CommitGzipLevel = 1
 
 const appendBufSize = 1 << 20

@@ -154,9 +154,11 @@ func TestImagesInspectHistory(t *testing.T) {
 	if r.Code != 1 || strings.TrimSpace(r.Stdout) != "[]" || r.Stderr != "Error: No such object: nosuch\n" {
 		t.Errorf("inspect nosuch = %+v", r)
 	}
-	r = run(t, "image", "inspect", "nosuch")
-	if r.Code != 1 || strings.TrimSpace(r.Stdout) != "[]" || r.Stderr != "Error: No such image: nosuch:latest\n" {
-		t.Errorf("image inspect nosuch = %+v", r)
+	for _, args := range [][]string{{"image", "inspect", "nosuch"}, {"inspect", "--type", "image", "nosuch"}} {
+		r = run(t, args...)
+		if r.Code != 1 || strings.TrimSpace(r.Stdout) != "[]" || r.Stderr != "Error: No such image: nosuch:latest\n" {
+			t.Errorf("%v = %+v", args, r)
+		}
 	}
 	out = mustRun(t, "history", "busybox")
 	lines := strings.Split(strings.TrimSpace(out), "\n")

@@ -24,33 +24,43 @@ func init() {
 
 type inspectOptions struct {
 	format string
+	typ    string // --type of the top-level verb: "" (any) or "image"
 	// object: the top-level verb, docker inspect, which names what it misses an
 	// object ("No such object: X"); `image inspect` says "No such image".
 	object bool
 }
 
 // newInspectCommand is the top-level `inspect` (docker inspect; images are the only
-// objects it knows).
+// objects it knows, working containers are shown by ps).
 func newInspectCommand(g *globalOptions) *cobra.Command {
-	cmd := newImageInspectCommand(g)
+	o := &inspectOptions{object: true}
+	cmd := inspectCommand(g, o)
+	cmd.Use = "inspect [--format TEMPLATE] [--type image] NAME|ID..."
 	cmd.Short = "Show detailed information on images, as docker inspect does"
-	cmd.Use = "inspect [--format TEMPLATE] NAME|ID..."
-	cmd.Annotations = map[string]string{annotationObject: "true"}
+	cmd.Flags().StringVar(&o.typ, "type", "", "only inspect objects of the given type (image)")
 	return cmd
 }
 
-const annotationObject = "layerfs.inspect.object"
-
 // newImageInspectCommand is `image inspect` (docker image inspect).
 func newImageInspectCommand(g *globalOptions) *cobra.Command {
-	o := &inspectOptions{}
+	return inspectCommand(g, &inspectOptions{})
+}
+
+func inspectCommand(g *globalOptions, o *inspectOptions) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:          "inspect [--format TEMPLATE] IMAGE...",
 		Short:        "Show detailed information on images, as docker image inspect does",
 		Args:         minArgs(1),
 		SilenceUsage: true,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			o.object = cmd.Annotations[annotationObject] == "true"
+			switch o.typ {
+			case "", "image":
+			default:
+				return fmt.Errorf("%q is not a valid value for --type (layerfs inspects images)", o.typ)
+			}
+			if o.typ == "image" {
+				o.object = false // docker inspect --type image words misses as image inspect
+			}
 			return runInspect(cmd, g, o, args)
 		},
 	}

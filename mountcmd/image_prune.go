@@ -46,11 +46,7 @@ func runImagePrune(cmd *cobra.Command, g *globalOptions, o *imagePruneOptions) e
 			return nil
 		}
 	}
-	s, err := openStore(g)
-	if err != nil {
-		return err
-	}
-	imgs, err := s.Images()
+	s, imgs, err := openImages(g)
 	if err != nil {
 		return err
 	}

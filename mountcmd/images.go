@@ -231,11 +231,7 @@ func (f *imageFilter) keepImage(img *blobstore.Image) bool {
 }
 
 func runImages(cmd *cobra.Command, g *globalOptions, o *imagesOptions, args []string) error {
-	s, err := openStore(g)
-	if err != nil {
-		return err
-	}
-	imgs, err := s.Images()
+	s, imgs, err := openImages(g)
 	if err != nil {
 		return err
 	}

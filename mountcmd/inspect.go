@@ -188,18 +188,14 @@ func dockerConfig(c dockerspec.DockerOCIImageConfig) inspectConfig {
 }
 
 func runInspect(cmd *cobra.Command, g *globalOptions, o *inspectOptions, args []string) error {
-	s, err := openStore(g)
-	if err != nil {
-		return err
-	}
-	imgs, err := s.Images()
+	s, imgs, err := openImages(g)
 	if err != nil {
 		return err
 	}
 	var found []inspectImage
 	var errs []string
 	for _, a := range args {
-		img, err := s.Resolve(a)
+		img, err := blobstore.ResolveIn(imgs, a)
 		if err != nil {
 			if o.object && errors.Is(err, blobstore.ErrNotFound) {
 				errs = append(errs, "No such object: "+a)

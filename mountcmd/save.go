@@ -55,11 +55,7 @@ func runSave(cmd *cobra.Command, g *globalOptions, o *saveOptions, args []string
 			return errors.New("cowardly refusing to save to a terminal. Use the -o flag or redirect")
 		}
 	}
-	s, err := openStore(g)
-	if err != nil {
-		return err
-	}
-	imgs, err := s.Images()
+	s, imgs, err := openImages(g)
 	if err != nil {
 		return err
 	}

@@ -38,3 +38,17 @@ func openAndResolve(cmd *cobra.Command, g *globalOptions, ref string) (*blobstor
 	}
 	return s, img, nil
 }
+
+// openImages opens the store and lists its images (one reading of index.json for
+// verbs that resolve several arguments or show them all).
+func openImages(g *globalOptions) (*blobstore.Store, []*blobstore.Image, error) {
+	s, err := openStore(g)
+	if err != nil {
+		return nil, nil, err
+	}
+	imgs, err := s.Images()
+	if err != nil {
+		return nil, nil, err
+	}
+	return s, imgs, nil
+}

@@ -220,6 +220,19 @@ func (s *Store) recordLayerSizes(ctx context.Context, add map[digest.Digest]int6
 	return s.updateMeta(ctx, layerSizesLock, layerSizesFile, &m, func() { maps.Copy(m, add) })
 }
 
+// pruneLayerSizes forgets the sizes of layers no reachable image has (GC, under the
+// gc lock, so no AppendLayer is between writing a blob and recording its size).
+func (s *Store) pruneLayerSizes(ctx context.Context, roots []digest.Digest) error {
+	keep, err := s.DiffIDs(roots)
+	if err != nil {
+		return err
+	}
+	m := map[digest.Digest]int64{}
+	return s.updateMeta(ctx, layerSizesLock, layerSizesFile, &m, func() {
+		maps.DeleteFunc(m, func(id digest.Digest, _ int64) bool { return !keep[id] })
+	})
+}
+
 // LayerSizes returns docker's content size (see tarSizeCounter) of every layer of
 // imgs, by diffID. Sizes are recorded when a layer is appended or loaded; a layer
 // without a record is read once here (decompressed, headers summed) and its size

@@ -240,3 +240,27 @@ func TestTarSizeCounterMutations(t *testing.T) {
 		t.Errorf("only %d of 3000 mutations parsed both ways: the test checks too little", agreed)
 	}
 }
+
+func TestGCPrunesLayerSizes(t *testing.T) {
+	ctx := context.Background()
+	s := newStore(t)
+	keep := writeTestImage(t, s, newTestImage(t, "keep", 1, Gzip, "keep:1"))
+	gone := writeTestImage(t, s, newTestImage(t, "gone", 1, Gzip, "gone:1"))
+	if _, err := s.LayerSizes(ctx, keep, gone); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.DeleteImage(ctx, gone.ManifestDigest); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.GC(ctx, false, nil); err != nil {
+		t.Fatal(err)
+	}
+	rec := map[digest.Digest]int64{}
+	if err := s.readMeta(layerSizesFile, &rec); err != nil {
+		t.Fatal(err)
+	}
+	k, g := keep.Config.RootFS.DiffIDs[0], gone.Config.RootFS.DiffIDs[0]
+	if _, ok := rec[k]; !ok || len(rec) != 1 {
+		t.Errorf("sizes after gc = %v, want only %s (not %s)", rec, k, g)
+	}
+}

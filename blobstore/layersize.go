@@ -287,7 +287,17 @@ func (s *Store) countLayer(desc ocispec.Descriptor) (int64, error) {
 		return 0, err
 	}
 	defer rc.Close()
-	tr := tar.NewReader(rc)
+	n, err := sumTarHeaders(rc)
+	if err != nil {
+		return 0, fmt.Errorf("layer %s: %w", desc.Digest, err)
+	}
+	return n, nil
+}
+
+// sumTarHeaders is docker's layer size of an uncompressed tar stream, as moby's
+// UnpackLayer adds it up: the Size of every header archive/tar returns.
+func sumTarHeaders(r io.Reader) (int64, error) {
+	tr := tar.NewReader(r)
 	var n int64
 	for {
 		h, err := tr.Next()
@@ -295,7 +305,7 @@ func (s *Store) countLayer(desc ocispec.Descriptor) (int64, error) {
 			return n, nil
 		}
 		if err != nil {
-			return 0, fmt.Errorf("layer %s: %w", desc.Digest, err)
+			return 0, err
 		}
 		n += h.Size
 	}

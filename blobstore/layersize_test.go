@@ -4,7 +4,6 @@ import (
 	"archive/tar"
 	"bytes"
 	"context"
-	"io"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -17,20 +16,7 @@ import (
 )
 
 // tarHeaderSizes is the reference: docker's sum of header sizes via archive/tar.
-func tarHeaderSizes(b []byte) (int64, error) {
-	tr := tar.NewReader(bytes.NewReader(b))
-	var n int64
-	for {
-		h, err := tr.Next()
-		if err == io.EOF {
-			return n, nil
-		}
-		if err != nil {
-			return 0, err
-		}
-		n += h.Size
-	}
-}
+func tarHeaderSizes(b []byte) (int64, error) { return sumTarHeaders(bytes.NewReader(b)) }
 
 func writeTar(t testing.TB, hdrs ...*tar.Header) []byte {
 	t.Helper()

@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"strings"
+	"sync"
 	"sync/atomic"
 
 	"golang.org/x/sys/unix"
@@ -54,6 +55,14 @@ type CopyUpOptions struct {
 	DataLimit int64
 	// Xattrs are set on the copy in addition to the source's (e.g. the origin inode).
 	Xattrs map[string][]byte
+	// KeepDirTimes puts dstDir's atime and mtime back after the copy is placed in
+	// it: a copy-up is not a change of the directory that a user made, and kernel
+	// overlayfs keeps the parent's times too.
+	KeepDirTimes bool
+	// PlaceLock, if set, is held while the copy is placed and dstDir's times are
+	// put back (not while data is copied), so that the caller can keep its users'
+	// own changes of dstDir, which must move its mtime, out of that window.
+	PlaceLock sync.Locker
 }
 
 var tmpSeq atomic.Uint64
@@ -73,11 +82,41 @@ func CopyUp(srcDir, dstDir int, name string, opts CopyUpOptions) error {
 		cleanupTemp(opts.Work, tmp)
 		return fmt.Errorf("copy-up %s: %w", name, err)
 	}
+	if opts.PlaceLock != nil {
+		opts.PlaceLock.Lock()
+		defer opts.PlaceLock.Unlock()
+	}
+	restore := func() error { return nil }
+	if opts.KeepDirTimes {
+		r, err := KeepTimes(dstDir)
+		if err != nil {
+			cleanupTemp(opts.Work, tmp)
+			return fmt.Errorf("copy-up %s: %w", name, err)
+		}
+		restore = r
+	}
 	if err := unix.Renameat2(opts.Work, tmp, dstDir, name, unix.RENAME_NOREPLACE); err != nil {
 		cleanupTemp(opts.Work, tmp)
 		return &os.PathError{Op: "copy-up rename", Path: name, Err: err}
 	}
+	if err := restore(); err != nil {
+		return fmt.Errorf("copy-up %s: restore parent times: %w", name, err)
+	}
 	return nil
+}
+
+// KeepTimes saves the atime and mtime of the directory (or any inode) open as fd,
+// O_PATH allowed, and returns a func that sets them back, for changes made on the
+// filesystem's own account (copy-up, markers) rather than by a user.
+func KeepTimes(fd int) (restore func() error, err error) {
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return nil, err
+	}
+	return func() error {
+		ts := []unix.Timespec{st.Atim, st.Mtim}
+		return unix.UtimesNanoAt(unix.AT_FDCWD, fmt.Sprintf("/proc/self/fd/%d", fd), ts, 0)
+	}, nil
 }
 
 func cleanupTemp(work int, tmp string) {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
@@ -120,5 +121,32 @@ func cuMust(t *testing.T, err error) {
 	t.Helper()
 	if err != nil {
 		t.Fatal(err)
+	}
+}
+
+func TestCopyUpKeepDirTimes(t *testing.T) {
+	src, dst, work := t.TempDir(), t.TempDir(), t.TempDir()
+	cuMust(t, os.WriteFile(filepath.Join(src, "f"), []byte("f"), 0o644))
+	cuMust(t, os.WriteFile(filepath.Join(src, "g"), []byte("g"), 0o644))
+	when := time.Date(2018, 1, 2, 3, 4, 5, 6, time.UTC)
+	ts := []unix.Timespec{unix.NsecToTimespec(when.UnixNano()), unix.NsecToTimespec(when.UnixNano())}
+	sfd, dfd, wfd := cuOpenDir(t, src), cuOpenDir(t, dst), cuOpenDir(t, work)
+	var mu sync.Mutex
+	for _, tc := range []struct {
+		name string
+		keep bool
+	}{{"f", true}, {"g", false}} {
+		cuMust(t, unix.UtimesNanoAt(unix.AT_FDCWD, dst, ts, 0))
+		opts := CopyUpOptions{Work: wfd, DataLimit: -1, KeepDirTimes: tc.keep, PlaceLock: &mu}
+		cuMust(t, CopyUp(sfd, dfd, tc.name, opts))
+		var st unix.Stat_t
+		cuMust(t, unix.Stat(dst, &st))
+		got := time.Unix(st.Mtim.Unix()).UTC()
+		if kept := got.Equal(when); kept != tc.keep {
+			t.Errorf("CopyUp(%s, KeepDirTimes=%v): parent mtime %v, was %v", tc.name, tc.keep, got, when)
+		}
+	}
+	if !mu.TryLock() {
+		t.Errorf("PlaceLock still held after CopyUp")
 	}
 }

@@ -22,12 +22,14 @@ func (n *node) Setattr(ctx context.Context, f fusefs.FileHandle, in *fuse.SetAtt
 	if hasSize {
 		limit = int64(size)
 	}
-	if h := asHandle(f); h != nil && h.upper {
-		if en := h.lf.Setattr(ctx, in, out); en != 0 {
-			return en
+	if h := asHandle(f); h != nil {
+		if lf, _, ok := h.upperFile(); ok {
+			if en := lf.Setattr(ctx, in, out); en != 0 {
+				return en
+			}
+			out.Ino = n.StableAttr().Ino
+			return 0
 		}
-		out.Ino = n.StableAttr().Ino
-		return 0
 	}
 	var e *entry
 	var s *stack

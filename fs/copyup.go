@@ -7,6 +7,7 @@ import (
 	"path"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 
 	fusefs "github.com/hanwen/go-fuse/v2/fs"
@@ -30,10 +31,30 @@ func (fsys *unionFS) rootEntry() (*entry, *stack, error) { return fsys.root.reso
 // component (-1: all data). Cached entries of known nodes are updated on the way.
 // The caller holds the barrier; copyUpPath takes cuMu itself.
 func (fsys *unionFS) copyUpPath(rel string, dataLimit int64) (*entry, *stack, error) {
+	if e, s, ok := fsys.knownUpper(rel); ok {
+		return e, s, nil // nothing to copy: no lock, no change of any directory
+	}
 	fsys.cuMu.Lock()
 	defer fsys.cuMu.Unlock()
 	defer fsys.changed()()
 	return fsys.copyUpPathLocked(rel, dataLimit, true)
+}
+
+// knownUpper returns the resolution of rel if it is a known node already in the
+// upper dir (and so are its parents): the common case of a rename, link or write
+// of an upper file, which then needs no walk from the root.
+func (fsys *unionFS) knownUpper(rel string) (*entry, *stack, bool) {
+	in := fsys.root.EmbeddedInode()
+	for _, c := range splitRel(rel) {
+		if in = in.GetChild(c); in == nil {
+			return nil, nil, false
+		}
+	}
+	e, s, err := in.Operations().(*node).resolve()
+	if err != nil || !s.writable() || !e.inUpper(s) {
+		return nil, nil, false
+	}
+	return e, s, true
 }
 
 func (fsys *unionFS) copyUpPathLocked(rel string, dataLimit int64, links bool) (*entry, *stack, error) {
@@ -112,6 +133,9 @@ func (fsys *unionFS) copyUpOne(s *stack, dir, name string, e *entry, limit int64
 		Work:      s.work,
 		DataLimit: limit,
 		Xattrs:    map[string][]byte{originXattr: originValue(e.ino, e.gen)},
+		// Copy-up does not change the parent as the user sees it.
+		KeepDirTimes: true,
+		PlaceLock:    &fsys.dirMu,
 	})
 	if err != nil {
 		return nil, err
@@ -153,15 +177,17 @@ func (fsys *unionFS) copyUpLinks(s *stack, rel string, e *entry) error {
 		if _, _, err := fsys.copyUpPathLocked(dir, -1, false); err != nil {
 			return err
 		}
-		if err := linkUpper(s, rel, p); err != nil {
+		if err := linkUpper(s, rel, p, &fsys.dirMu); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-// linkUpper hard-links the upper entry from to the upper name to.
-func linkUpper(s *stack, from, to string) error {
+// linkUpper hard-links the upper entry from to the upper name to. With keep set
+// (a link made by copy-up, not by the user), it is held while the link is made
+// and the times of to's directory are put back.
+func linkUpper(s *stack, from, to string, keep sync.Locker) error {
 	fdir, fname := path.Split(from)
 	tdir, tname := path.Split(to)
 	fd, err := s.openDir(0, fdir, unix.O_PATH)
@@ -174,7 +200,19 @@ func linkUpper(s *stack, from, to string) error {
 		return err
 	}
 	defer unix.Close(td)
-	return unix.Linkat(fd, fname, td, tname, 0)
+	if keep == nil {
+		return unix.Linkat(fd, fname, td, tname, 0)
+	}
+	keep.Lock()
+	defer keep.Unlock()
+	restore, err := cow.KeepTimes(td)
+	if err != nil {
+		return err
+	}
+	if err := unix.Linkat(fd, fname, td, tname, 0); err != nil {
+		return err
+	}
+	return restore()
 }
 
 // lookupPath resolves rel from the root without using nodes.
@@ -265,6 +303,13 @@ func (fsys *unionFS) copyUpTreeLocked(rel string) error {
 		return err
 	}
 	defer unix.Close(dfd)
+	// The marker and the cleanup are not changes the user made to the dir.
+	fsys.dirMu.Lock()
+	defer fsys.dirMu.Unlock()
+	restore, err := cow.KeepTimes(dfd)
+	if err != nil {
+		return err
+	}
 	if err := cow.MakeOpaque(dfd, s.format); err != nil {
 		return err
 	}
@@ -287,5 +332,5 @@ func (fsys *unionFS) copyUpTreeLocked(rel string) error {
 		}
 	}
 	fsys.epoch.Add(1)
-	return nil
+	return restore()
 }

@@ -28,31 +28,65 @@ func (n *node) OpendirHandle(ctx context.Context, flags uint32) (fusefs.FileHand
 	return &dirHandle{n: n}, fuse.FOPEN_CACHE_DIR, 0
 }
 
-// load lists the directory; d.mu is held.
-func (d *dirHandle) load() syscall.Errno {
+// load lists the directory; d.mu is held. A read of a directory starts with a
+// fresh listing; without OPENDIR (see noopendir.go) each of its later READDIR
+// requests opens a handle of its own and seeks into the listing, and cont (a seek
+// to a non-zero offset) then reuses the node's last listing if no directory changed
+// since. Its attributes are as old as that read, as with a handle's own listing.
+func (d *dirHandle) load(cont bool) syscall.Errno {
 	n := d.n
 	changes, ep := n.fs.changes.Load(), n.fs.epoch.Load()
+	var l *dirListing
+	if cont {
+		n.mu.Lock()
+		l = n.listing
+		n.mu.Unlock()
+	}
+	if l == nil || l.changes != changes || l.epoch != ep {
+		var en syscall.Errno
+		if l, en = n.list(changes, ep); en != 0 {
+			return en
+		}
+		n.mu.Lock()
+		n.listing = l
+		n.mu.Unlock()
+	}
+	d.dirListing, d.idx, d.loaded = l, 0, true
+	return 0
+}
+
+// dirListing is a merged listing with the resolution of each entry; immutable.
+type dirListing struct {
+	list     []fuse.DirEntry
+	resolved map[string]*entry
+	changes  uint64 // fs.changes when listed
+	epoch    uint64 // fs.epoch when listed
+}
+
+// list makes the merged listing of the directory node n, taken when fs.changes
+// and fs.epoch were changes and ep.
+func (n *node) list(changes, ep uint64) (*dirListing, syscall.Errno) {
 	e, s, err := n.resolve()
 	if err != nil {
-		return errno("readdir", err)
+		return nil, errno("readdir", err)
 	}
 	rel := n.rel()
 	ents, err := s.readDir(e.layers, rel)
 	if err != nil {
-		return errno("readdir", err)
+		return nil, errno("readdir", err)
 	}
-	d.changes, d.epoch, d.idx = changes, ep, 0
-	d.resolved = make(map[string]*entry, len(ents))
-	d.list = make([]fuse.DirEntry, 0, len(ents)+2)
-	d.list = append(d.list, fuse.DirEntry{Name: ".", Mode: unix.S_IFDIR, Ino: n.StableAttr().Ino, Off: 1})
+	l := &dirListing{changes: changes, epoch: ep}
+	l.resolved = make(map[string]*entry, len(ents))
+	l.list = make([]fuse.DirEntry, 0, len(ents)+2)
+	l.list = append(l.list, fuse.DirEntry{Name: ".", Mode: unix.S_IFDIR, Ino: n.StableAttr().Ino, Off: 1})
 	pino := uint64(1)
 	if _, p := n.Parent(); p != nil {
 		pino = p.StableAttr().Ino
 	}
-	d.list = append(d.list, fuse.DirEntry{Name: "..", Mode: unix.S_IFDIR, Ino: pino, Off: 2})
+	l.list = append(l.list, fuse.DirEntry{Name: "..", Mode: unix.S_IFDIR, Ino: pino, Off: 2})
 	dirs, err := s.openDirFds(e.layers, rel)
 	if err != nil {
-		return errno("readdir", err)
+		return nil, errno("readdir", err)
 	}
 	defer dirs.close()
 	for _, de := range ents {
@@ -60,26 +94,22 @@ func (d *dirHandle) load() syscall.Errno {
 		if err != nil {
 			continue
 		}
-		d.resolved[de.name] = ce
-		d.list = append(d.list, fuse.DirEntry{Name: de.name, Mode: ce.st.Mode & unix.S_IFMT, Ino: ce.ino, Off: nameOffset(de.name)})
+		l.resolved[de.name] = ce
+		l.list = append(l.list, fuse.DirEntry{Name: de.name, Mode: ce.st.Mode & unix.S_IFMT, Ino: ce.ino, Off: nameOffset(de.name)})
 	}
 	// Offsets derive from names, as ext4's hashed directories do, so a seek into a
 	// listing that changed since (a new open, a dropped cache) lands right.
-	sort.Slice(d.list[2:], func(i, j int) bool { return d.list[2+i].Off < d.list[2+j].Off })
-	d.loaded = true
-	return 0
+	sort.Slice(l.list[2:], func(i, j int) bool { return l.list[2+i].Off < l.list[2+j].Off })
+	return l, 0
 }
 
 // dirHandle is an open directory: a snapshot of its merged listing.
 type dirHandle struct {
-	n        *node
-	mu       sync.Mutex
-	list     []fuse.DirEntry
-	idx      int
-	resolved map[string]*entry
-	changes  uint64 // fs.changes when listed
-	epoch    uint64 // fs.epoch when listed
-	loaded   bool
+	n      *node
+	mu     sync.Mutex
+	loaded bool
+	*dirListing
+	idx int
 }
 
 var (
@@ -94,7 +124,7 @@ func (d *dirHandle) Readdirent(ctx context.Context) (*fuse.DirEntry, syscall.Err
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if !d.loaded {
-		if en := d.load(); en != 0 {
+		if en := d.load(false); en != 0 {
 			return nil, en
 		}
 	}
@@ -111,7 +141,7 @@ func (d *dirHandle) Seekdir(ctx context.Context, off uint64) syscall.Errno {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if off == 0 || !d.loaded {
-		if en := d.load(); en != 0 {
+		if en := d.load(off != 0); en != 0 {
 			return en
 		}
 	}
@@ -134,13 +164,17 @@ func nameOffset(name string) uint64 {
 // Lookup serves READDIRPLUS from the resolutions made at open.
 func (d *dirHandle) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fusefs.Inode, syscall.Errno) {
 	d.mu.Lock()
-	e := d.resolved[name]
+	l := d.dirListing
 	d.mu.Unlock()
-	if e == nil || d.n.fs.changes.Load() != d.changes {
+	var e *entry
+	if l != nil {
+		e = l.resolved[name]
+	}
+	if e == nil || d.n.fs.changes.Load() != l.changes {
 		return d.n.Lookup(ctx, name, out)
 	}
 	d.n.fs.fillEntry(e, out)
-	return d.n.newChild(ctx, e, d.epoch, d.changes), 0
+	return d.n.newChild(ctx, e, l.epoch, l.changes), 0
 }
 
 func (d *dirHandle) Releasedir(ctx context.Context, flags uint32) {}
@@ -154,7 +188,7 @@ var _ = (fusefs.NodeReaddirer)((*node)(nil))
 // Readdir is only used when OpendirHandle is bypassed; it lists like OpendirHandle.
 func (n *node) Readdir(ctx context.Context) (fusefs.DirStream, syscall.Errno) {
 	d := &dirHandle{n: n}
-	if en := d.load(); en != 0 {
+	if en := d.load(false); en != 0 {
 		return nil, en
 	}
 	return fusefs.NewListDirStream(d.list), 0

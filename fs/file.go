@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"path"
+	"sync"
 	"syscall"
 	"time"
 
@@ -30,12 +31,23 @@ import (
 //     open lives: the node is "pinned" to a stale backing file;
 //   - a pinned node is never passed through again (its later opens are served by
 //     this process), since go-fuse drops its backing file only after our Release.
+//
+// After a Rebase a handle's file belongs to the old stack, whose upper dir became
+// the new top lower layer (commit took its content): a handle served by this
+// process then follows its node into the new stack at its next use, copying the
+// file up for a write, so no write lands in a file commit already took. Passthrough
+// opens cannot follow (the kernel writes to their backing file itself).
 type fileHandle struct {
+	n   *node
+	pt  bool // counted in n.ptOpens, else in n.cachedOpens
+	acc int  // access mode it was opened with (O_RDONLY, O_WRONLY, O_RDWR)
+
+	mu    sync.Mutex
 	lf    *fusefs.LoopbackFile
 	fd    int
-	n     *node
-	upper bool // the fd is an upper-dir file (writes allowed)
-	pt    bool // counted in n.ptOpens, else in n.cachedOpens
+	upper bool                   // the fd is an upper-dir file (writes allowed)
+	s     *stack                 // the stack the fd belongs to
+	old   []*fusefs.LoopbackFile // files replaced after a Rebase, closed at Release
 }
 
 // ptMinSize is the size from which read-only opens of lower files pass through.
@@ -46,7 +58,11 @@ type ptHandle struct{ *fileHandle }
 
 var _ = (fusefs.FilePassthroughFder)((*ptHandle)(nil))
 
-func (h *ptHandle) PassthroughFd() (int, bool) { return h.fd, true }
+func (h *ptHandle) PassthroughFd() (int, bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.fd, true
+}
 
 var (
 	_ = (fusefs.FileReader)((*fileHandle)(nil))
@@ -61,10 +77,12 @@ var (
 	_ = (fusefs.FileAllocater)((*fileHandle)(nil))
 )
 
-// newHandle wraps an open fd of the node, choosing passthrough or not by the rules
-// above; n.mu is held. It returns the handle and the FUSE open flags.
-func (n *node) newHandle(fd int, upper bool, size int64) (fusefs.FileHandle, uint32) {
-	h := &fileHandle{lf: fusefs.NewLoopbackFileFromOS(os.NewFile(uintptr(fd), "")), fd: fd, n: n, upper: upper}
+// newHandle wraps an fd of the node opened in stack s with the open flags flags,
+// choosing passthrough or not by the rules above; n.mu is held. It returns the
+// handle and the FUSE open flags.
+func (n *node) newHandle(fd int, s *stack, flags int, upper bool, size int64) (fusefs.FileHandle, uint32) {
+	h := &fileHandle{lf: fusefs.NewLoopbackFileFromOS(os.NewFile(uintptr(fd), "")), fd: fd, n: n, upper: upper, s: s,
+		acc: flags & unix.O_ACCMODE}
 	if n.handles == nil {
 		n.handles = map[*fileHandle]bool{}
 	}
@@ -115,16 +133,99 @@ func (n *node) liveHandle(f fusefs.FileHandle) *fileHandle {
 	return n.anyHandle()
 }
 
-func (h *fileHandle) fstat(st *unix.Stat_t) error { return unix.Fstat(h.fd, st) }
+// file returns the handle's current file; write asks for one that takes writes.
+// A file of an older stack (before a Rebase) is replaced first: by the node's file
+// in the current stack, copied up for a write (the caller of a write holds the
+// barrier). A handle whose node has no name any more keeps its file.
+func (h *fileHandle) file(write bool) (*fusefs.LoopbackFile, int, error) {
+	cur := h.n.fs.stack.Load()
+	h.mu.Lock()
+	if h.s == cur || h.pt {
+		lf, fd, up := h.lf, h.fd, h.upper
+		h.mu.Unlock()
+		if write && !up {
+			return nil, -1, unix.EBADF
+		}
+		return lf, fd, nil
+	}
+	h.mu.Unlock()
+	if write && h.acc == unix.O_RDONLY {
+		return nil, -1, unix.EBADF
+	}
+	e, s, err := h.n.resolve()
+	if err == nil && write && !e.inUpper(s) {
+		e, s, err = h.n.fs.copyUpPath(h.n.rel(), -1)
+	}
+	if errors.Is(err, unix.ESTALE) || errors.Is(err, unix.ENOENT) {
+		// Unlinked: the old file is the only one.
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		h.s = cur
+		if write && !h.upper {
+			return nil, -1, unix.EBADF
+		}
+		return h.lf, h.fd, nil
+	}
+	if err != nil {
+		return nil, -1, err
+	}
+	flags := unix.O_RDONLY
+	if e.inUpper(s) {
+		flags = h.acc
+	}
+	fd, err := h.n.openIn(s, e, flags)
+	if err != nil {
+		return nil, -1, err
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.s == s && (!write || h.upper) {
+		unix.Close(fd) // another request moved the handle already
+		return h.lf, h.fd, nil
+	}
+	h.old = append(h.old, h.lf) // reads in flight may still splice from it
+	h.lf, h.fd, h.upper, h.s = fusefs.NewLoopbackFileFromOS(os.NewFile(uintptr(fd), "")), fd, e.inUpper(s), s
+	return h.lf, h.fd, nil
+}
+
+// upperFile returns the handle's file if it is the node's current upper file.
+func (h *fileHandle) upperFile() (*fusefs.LoopbackFile, int, bool) {
+	cur := h.n.fs.stack.Load()
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if !h.upper || (h.s != cur && !h.pt) {
+		return nil, -1, false
+	}
+	return h.lf, h.fd, true
+}
+
+// openIn opens the node's file in the top layer of e with flags.
+func (n *node) openIn(s *stack, e *entry, flags int) (int, error) {
+	dir, name := path.Split(n.rel())
+	dfd, err := s.openDir(e.layers[0], dir, unix.O_PATH)
+	if err != nil {
+		return -1, err
+	}
+	defer unix.Close(dfd)
+	return unix.Openat(dfd, name, flags|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+}
 
 func (h *fileHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
-	return h.lf.Read(ctx, dest, off)
+	lf, _, err := h.file(false)
+	if err != nil {
+		return nil, errno("read", err)
+	}
+	return lf.Read(ctx, dest, off)
 }
 
 func (h *fileHandle) Write(ctx context.Context, data []byte, off int64) (uint32, syscall.Errno) {
 	h.n.fs.barrier.RLock()
 	defer h.n.fs.barrier.RUnlock()
-	return h.lf.Write(ctx, data, off)
+	lf, _, err := h.file(true)
+	if err != nil {
+		return 0, errno("write", err)
+	}
+	return lf.Write(ctx, data, off)
 }
 
 func (h *fileHandle) Release(ctx context.Context) syscall.Errno {
@@ -137,41 +238,62 @@ func (h *fileHandle) Release(ctx context.Context) syscall.Errno {
 		n.cachedOpens--
 	}
 	n.mu.Unlock()
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, lf := range h.old {
+		lf.Release(ctx)
+	}
+	h.old = nil
 	return h.lf.Release(ctx)
 }
 
-// Flush answers ENOSYS, so the kernel stops sending FLUSH on every close (one round
-// trip per close saved). Nothing is buffered here; locks are OFD locks on our fd,
-// dropped at Release.
+// Flush answers ENOSYS (node.Flush answers first; see there).
 func (h *fileHandle) Flush(ctx context.Context) syscall.Errno { return syscall.ENOSYS }
 
 func (h *fileHandle) Fsync(ctx context.Context, flags uint32) syscall.Errno {
-	return h.lf.Fsync(ctx, flags)
+	lf, _, err := h.file(false)
+	if err != nil {
+		return errno("fsync", err)
+	}
+	return lf.Fsync(ctx, flags)
+}
+
+// cur returns the handle's current file for an operation that does not follow a
+// Rebase (locks stay on the file they were taken on).
+func (h *fileHandle) cur() *fusefs.LoopbackFile {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.lf
 }
 
 func (h *fileHandle) Getlk(ctx context.Context, owner uint64, lk *fuse.FileLock, flags uint32, out *fuse.FileLock) syscall.Errno {
-	return h.lf.Getlk(ctx, owner, lk, flags, out)
+	return h.cur().Getlk(ctx, owner, lk, flags, out)
 }
 
 func (h *fileHandle) Setlk(ctx context.Context, owner uint64, lk *fuse.FileLock, flags uint32) syscall.Errno {
-	return h.lf.Setlk(ctx, owner, lk, flags)
+	return h.cur().Setlk(ctx, owner, lk, flags)
 }
 
 func (h *fileHandle) Setlkw(ctx context.Context, owner uint64, lk *fuse.FileLock, flags uint32) syscall.Errno {
-	return h.lf.Setlkw(ctx, owner, lk, flags)
+	return h.cur().Setlkw(ctx, owner, lk, flags)
 }
 
 func (h *fileHandle) Lseek(ctx context.Context, off uint64, whence uint32) (uint64, syscall.Errno) {
-	return h.lf.Lseek(ctx, off, whence)
+	lf, _, err := h.file(false)
+	if err != nil {
+		return 0, errno("lseek", err)
+	}
+	return lf.Lseek(ctx, off, whence)
 }
 
 func (h *fileHandle) Allocate(ctx context.Context, off uint64, size uint64, mode uint32) syscall.Errno {
-	if !h.upper {
-		return syscall.EBADF
-	}
 	h.n.fs.barrier.RLock()
 	defer h.n.fs.barrier.RUnlock()
-	return h.lf.Allocate(ctx, off, size, mode)
+	lf, _, err := h.file(true)
+	if err != nil {
+		return errno("fallocate", err)
+	}
+	return lf.Allocate(ctx, off, size, mode)
 }
 
 var _ = (fusefs.NodeOpener)((*node)(nil))
@@ -228,7 +350,7 @@ func (n *node) Open(ctx context.Context, flags uint32) (fusefs.FileHandle, uint3
 		unix.Close(fd)
 		return nil, 0, syscall.ETXTBSY
 	}
-	h, fflags := n.newHandle(fd, e.inUpper(s), e.st.Size)
+	h, fflags := n.newHandle(fd, s, int(flags), e.inUpper(s), e.st.Size)
 	return h, fflags, 0
 }
 

@@ -91,7 +91,7 @@ func Mount(mountpoint string, opts Options) (*MountPoint, error) {
 	if opts.Debug {
 		fo.Logger = log.Default()
 	}
-	server, err := fusefs.Mount(mountpoint, fsys.root, fo)
+	server, err := mountNoOpendir(mountpoint, fsys.root, fo)
 	if err != nil {
 		s.close()
 		return nil, fmt.Errorf("mount %s: %w", mountpoint, err)
@@ -156,7 +156,10 @@ func (m *MountPoint) Resume() {
 // Cached resolutions are dropped and the kernel's caches of known entries
 // invalidated; negative entries stay cached, so the merged view should be the same
 // before and after (as after a commit). Files created since the last commit get new
-// inode numbers (their new lower copy has no origin). Called while
+// inode numbers (their new lower copy has no origin). Files open across the
+// Rebase follow: the next write through them copies the file up into the new upper
+// (the old upper may be deleted), except passthrough opens, whose writes the kernel
+// sends to the old file itself. Called while
 // paused (the usual commit: Pause, diff, Rebase, Resume) it runs under that pause;
 // otherwise it takes the write barrier itself. Not concurrently with Pause/Resume.
 func (m *MountPoint) Rebase(lowers []string, upper string) error {
@@ -192,6 +195,7 @@ func (m *MountPoint) rebase(lowers []string, upper string) error {
 	m.fs.epoch.Add(1)
 	m.fs.changes.Add(1)
 	m.fs.taintOpen(m.fs.root.EmbeddedInode())
+	m.fs.invalidateDirs(m.fs.root.EmbeddedInode())
 	go m.fs.invalidate(m.fs.root.EmbeddedInode())
 	// old is not closed: operations that loaded it may still run; its few fds
 	// are released when the mount ends.
@@ -217,6 +221,21 @@ func (fsys *unionFS) taintOpen(in *fusefs.Inode) {
 	n.mu.Unlock()
 	for _, ch := range in.Children() {
 		fsys.taintOpen(ch)
+	}
+}
+
+// invalidateDirs drops the kernel's cached listings of the directories below in,
+// before Rebase returns: directories are cached across opens (no OPENDIR). This
+// takes no inode lock in the kernel, so it cannot wait for a request held by a
+// Pause, unlike invalidating entries (the parent's lock) or file pages (a pending
+// write's locked pages), which invalidate does in the background.
+func (fsys *unionFS) invalidateDirs(in *fusefs.Inode) {
+	if !in.IsDir() {
+		return
+	}
+	in.NotifyContent(0, 0)
+	for _, ch := range in.Children() {
+		fsys.invalidateDirs(ch)
 	}
 }
 

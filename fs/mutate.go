@@ -121,6 +121,7 @@ func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint3
 		return nil, nil, 0, errno("create", err)
 	}
 	defer unix.Close(dfd)
+	defer n.fs.entriesChange()()
 	if _, err := clearWhiteout(dfd, name); err != nil {
 		return nil, nil, 0, errno("create", err)
 	}
@@ -141,7 +142,7 @@ func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint3
 	}
 	cn := in.Operations().(*node)
 	cn.mu.Lock()
-	h, fflags := cn.newHandle(fd, true, 0)
+	h, fflags := cn.newHandle(fd, s, oflags, true, 0)
 	cn.mu.Unlock()
 	return in, h, fflags, 0
 }
@@ -160,6 +161,7 @@ func (n *node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.En
 		return nil, errno("mkdir", err)
 	}
 	defer unix.Close(dfd)
+	defer n.fs.entriesChange()()
 	if _, err := clearWhiteout(dfd, name); err != nil {
 		return nil, errno("mkdir", err)
 	}
@@ -171,13 +173,7 @@ func (n *node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.En
 		return nil, errno("mkdir chown", err)
 	}
 	if s.lowerHas(pe.layers, n.rel(), name) {
-		cfd, err := unix.Openat(dfd, name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
-		if err != nil {
-			return nil, errno("mkdir", err)
-		}
-		err = cow.MakeOpaque(cfd, s.format)
-		unix.Close(cfd)
-		if err != nil {
+		if err := makeOpaqueAt(dfd, name, s.format); err != nil {
 			return nil, errno("mkdir opaque", err)
 		}
 	}
@@ -199,6 +195,7 @@ func (n *node) Mknod(ctx context.Context, name string, mode uint32, dev uint32, 
 		return nil, errno("mknod", err)
 	}
 	defer unix.Close(dfd)
+	defer n.fs.entriesChange()()
 	if mode&unix.S_IFMT == unix.S_IFCHR && dev == 0 {
 		return nil, syscall.EPERM // would read back as a whiteout
 	}
@@ -230,6 +227,7 @@ func (n *node) Symlink(ctx context.Context, target, name string, out *fuse.Entry
 		return nil, errno("symlink", err)
 	}
 	defer unix.Close(dfd)
+	defer n.fs.entriesChange()()
 	if _, err := clearWhiteout(dfd, name); err != nil {
 		return nil, errno("symlink", err)
 	}
@@ -240,7 +238,14 @@ func (n *node) Symlink(ctx context.Context, target, name string, out *fuse.Entry
 		return nil, errno("symlink chown", err)
 	}
 	in, _, err := n.finishNew(ctx, s, dfd, name, out)
-	return in, errno("symlink", err)
+	if err != nil {
+		return nil, errno("symlink", err)
+	}
+	cn := in.Operations().(*node)
+	cn.mu.Lock()
+	cn.link = []byte(target)
+	cn.mu.Unlock()
+	return in, 0
 }
 
 var _ = (fusefs.NodeLinker)((*node)(nil))
@@ -269,6 +274,7 @@ func (n *node) Link(ctx context.Context, target fusefs.InodeEmbedder, name strin
 			return nil, errno("link", err)
 		}
 		defer unix.Close(dfd)
+		defer n.fs.entriesChange()()
 		if _, err := clearWhiteout(dfd, name); err != nil {
 			return nil, errno("link", err)
 		}
@@ -297,10 +303,11 @@ func (n *node) Link(ctx context.Context, target fusefs.InodeEmbedder, name strin
 		return nil, errno("link", err)
 	}
 	defer unix.Close(dfd)
+	defer n.fs.entriesChange()()
 	if _, err := clearWhiteout(dfd, name); err != nil {
 		return nil, errno("link", err)
 	}
-	if err := linkUpper(s, trel, path.Join(n.rel(), name)); err != nil {
+	if err := linkUpper(s, trel, path.Join(n.rel(), name), nil); err != nil {
 		return nil, errno("link", err)
 	}
 	te, _, err = tn.resolve()
@@ -367,6 +374,7 @@ func (n *node) remove(name string, dir bool) syscall.Errno {
 		return errno("remove", err)
 	}
 	defer unix.Close(dfd)
+	defer n.fs.entriesChange()()
 	if ch := n.GetChild(name); ch != nil {
 		ch.Operations().(*node).pinForRemoval()
 	}
@@ -475,7 +483,7 @@ func (n *node) Tmpfile(ctx context.Context, flags uint32, mode uint32, out *fuse
 	in := n.NewInode(ctx, ch, fusefs.StableAttr{Mode: unix.S_IFREG, Ino: e.ino, Gen: e.gen})
 	cn := in.Operations().(*node)
 	cn.mu.Lock()
-	h, fflags := cn.newHandle(fd, true, 0)
+	h, fflags := cn.newHandle(fd, s, acc, true, 0)
 	cn.mu.Unlock()
 	return in, h, fflags, 0
 }

@@ -22,8 +22,12 @@ type unionFS struct {
 	changes atomic.Uint64 // bumped by every change of any directory's entries
 	barrier sync.RWMutex  // mutating ops hold it shared; Pause holds it exclusively
 	cuMu    sync.Mutex    // serialises copy-ups
-	root    *node
-	debug   bool
+	// dirMu: user changes of directory entries hold it shared; placing a copy-up
+	// or a marker and then putting the directory's times back holds it
+	// exclusively, so that no user change's mtime is undone (see entriesChange).
+	dirMu sync.RWMutex
+	root  *node
+	debug bool
 	// passthrough is set when the kernel accepted FUSE passthrough.
 	passthrough atomic.Bool
 	// noOpen: opens of regular files stay in the kernel (see noopen.go).
@@ -57,6 +61,14 @@ type node struct {
 	// opens racing with the removal still reach the inode (-1: none).
 	pin      int
 	pinUpper bool
+
+	// link is a symlink's target once known. A symlink never changes, so it
+	// answers READLINK even after the name went away (renamed over, unlinked)
+	// while the kernel still resolves the old inode, as a local filesystem does.
+	link []byte
+
+	// listing is the directory's last merged listing (see dirHandle.load).
+	listing *dirListing
 }
 
 func (fsys *unionFS) newNode() *node { return &node{fs: fsys, dfd: -1, pin: -1} }
@@ -153,6 +165,15 @@ func (fsys *unionFS) changed() func() {
 	return func() { fsys.changes.Add(1) }
 }
 
+// entriesChange marks a user's change of directory entries (create, link, unlink,
+// rename): it must move the directory's mtime, so copy-ups that put a directory's
+// times back wait for it. Call it after any copy-up the change needs, and the
+// returned func at the end of the change.
+func (fsys *unionFS) entriesChange() func() {
+	fsys.dirMu.RLock()
+	return fsys.dirMu.RUnlock
+}
+
 // longTimeout is the entry and attr timeout: the mount is the only writer of its
 // upper dir and the lowers never change, so the kernel may cache for long.
 const longTimeout = 3600 // seconds
@@ -220,9 +241,9 @@ func (n *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fu
 var _ = (fusefs.NodeGetattrer)((*node)(nil))
 
 func (n *node) Getattr(ctx context.Context, f fusefs.FileHandle, out *fuse.AttrOut) syscall.Errno {
-	if h := asHandle(f); h != nil && h.upper {
+	if h := asHandle(f); h != nil {
 		var st unix.Stat_t
-		if err := h.fstat(&st); err == nil {
+		if _, fd, ok := h.upperFile(); ok && unix.Fstat(fd, &st) == nil {
 			out.FromStat(toSyscallStat(&st))
 			out.Ino = n.StableAttr().Ino
 			out.SetTimeout(longTimeout * 1e9)
@@ -254,7 +275,19 @@ func (n *node) Getattr(ctx context.Context, f fusefs.FileHandle, out *fuse.AttrO
 func (n *node) getattrUnlinked(f fusefs.FileHandle, out *fuse.AttrOut) syscall.Errno {
 	fd := n.unlinkedFd(f)
 	if fd < 0 {
-		return syscall.ENOENT
+		// A symlink or special file: its last known attributes, without a name.
+		n.mu.Lock()
+		e := n.ent
+		n.mu.Unlock()
+		typ := n.StableAttr().Mode & unix.S_IFMT
+		if e == nil || typ == unix.S_IFREG || typ == unix.S_IFDIR {
+			return syscall.ENOENT
+		}
+		st := e.st
+		st.Nlink = 0
+		out.FromStat(toSyscallStat(&st))
+		out.Ino = n.StableAttr().Ino
+		return 0
 	}
 	var st unix.Stat_t
 	if err := unix.Fstat(fd, &st); err != nil {
@@ -285,24 +318,55 @@ func (n *node) statLayer(s *stack, e *entry) (unix.Stat_t, error) {
 var _ = (fusefs.NodeReadlinker)((*node)(nil))
 
 func (n *node) Readlink(ctx context.Context) ([]byte, syscall.Errno) {
-	e, s, err := n.resolve()
+	if l := n.cachedLink(); l != nil {
+		return l, 0
+	}
+	l, err := n.readLink()
+	if errors.Is(err, unix.ESTALE) {
+		// The name was replaced between the kernel's lookup and this request; the
+		// target was saved when it was (pinForRemoval), unless it raced with that.
+		if l := n.cachedLink(); l != nil {
+			return l, 0
+		}
+	}
 	if err != nil {
 		return nil, errno("readlink", err)
+	}
+	n.mu.Lock()
+	n.link = l
+	n.mu.Unlock()
+	return l, 0
+}
+
+func (n *node) cachedLink() []byte {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.link
+}
+
+// readLink reads the symlink's target from its top layer.
+func (n *node) readLink() ([]byte, error) {
+	e, s, err := n.resolve()
+	if err != nil {
+		return nil, err
+	}
+	if e.st.Mode&unix.S_IFMT != unix.S_IFLNK || e.ino != n.StableAttr().Ino {
+		return nil, unix.ESTALE // the name now holds another inode
 	}
 	dir, name := path.Split(n.rel())
 	dfd, err := s.openDir(e.layers[0], dir, unix.O_PATH)
 	if err != nil {
-		return nil, errno("readlink", err)
+		return nil, err
 	}
 	defer unix.Close(dfd)
 	for l := 256; ; l *= 2 {
 		buf := make([]byte, l)
 		sz, err := unix.Readlinkat(dfd, name, buf)
 		if err != nil {
-			return nil, errno("readlink", err)
+			return nil, err
 		}
 		if sz < len(buf) {
-			return buf[:sz], 0
+			return buf[:sz], nil
 		}
 	}
 }

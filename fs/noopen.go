@@ -83,6 +83,16 @@ func (n *node) dropLowerFd() {
 // file, for opens the kernel may still hold.
 func (n *node) pinForRemoval() {
 	typ := n.StableAttr().Mode & unix.S_IFMT
+	if typ == unix.S_IFLNK {
+		if n.cachedLink() == nil {
+			if l, err := n.readLink(); err == nil {
+				n.mu.Lock()
+				n.link = l
+				n.mu.Unlock()
+			}
+		}
+		return
+	}
 	if typ != unix.S_IFREG && typ != unix.S_IFDIR {
 		return
 	}
@@ -129,7 +139,7 @@ func (n *node) openPinned(flags uint32, write bool) (fusefs.FileHandle, uint32, 
 	}
 	var st unix.Stat_t
 	_ = unix.Fstat(fd, &st)
-	h, fflags := n.newHandle(fd, n.pinUpper, st.Size)
+	h, fflags := n.newHandle(fd, n.fs.stack.Load(), int(flags), n.pinUpper, st.Size)
 	return h, fflags, 0
 }
 
@@ -218,7 +228,8 @@ func (n *node) Allocate(ctx context.Context, f fusefs.FileHandle, off uint64, si
 // unlinkedFd returns an fd to a node whose name is gone, or -1.
 func (n *node) unlinkedFd(f fusefs.FileHandle) int {
 	if h := n.liveHandle(f); h != nil {
-		return h.fd
+		_, fd, _ := h.file(false)
+		return fd
 	}
 	n.mu.Lock()
 	defer n.mu.Unlock()

@@ -57,6 +57,8 @@ func buildOracleLowers(t *testing.T) []string {
 	w(l2, "wh/stays", "stays")
 	w(l2, "opq/hidden", "hidden")
 	w(l2, "mv/file", "mv")
+	w(l2, "cm/sub/f", "chmod me") // copy-up of a file and its parents keeps their dir times
+	w(l2, "wr/sub/f", "write me")
 	// top layer
 	w(l1, "a/file3", "file3")
 	must(t, os.MkdirAll(filepath.Join(l1, "wh"), 0o755))
@@ -142,6 +144,12 @@ func unionScript(t *testing.T, root string, strict bool) {
 	must(t, os.MkdirAll(p("new/deep"), 0o755))
 	must(t, os.WriteFile(p("new/deep/file"), []byte("deep"), 0o644))
 	must(t, os.Remove(p("opq/shown")))
+	must(t, os.Chmod(p("cm/sub/f"), 0o640))
+	f, err = os.OpenFile(p("wr/sub/f"), os.O_WRONLY, 0)
+	must(t, err)
+	_, err = f.WriteString("W")
+	must(t, err)
+	must(t, f.Close())
 }
 
 // snapshot describes a merged tree, one line per entry, plus hard-link groups.
@@ -177,11 +185,10 @@ func snapshot(t *testing.T, root string, start time.Time) []string {
 		case unix.S_IFCHR, unix.S_IFBLK:
 			line += fmt.Sprintf(" rdev=%d:%d", unix.Major(st.Rdev), unix.Minor(st.Rdev))
 		}
-		if typ != unix.S_IFDIR {
-			mt := time.Unix(st.Mtim.Unix())
-			if mt.Before(start) {
-				line += " mtime=" + mt.UTC().Format(time.RFC3339Nano)
-			}
+		// An mtime older than the script is one the script must not have moved:
+		// copy-up is not a change of the parent dirs.
+		if mt := time.Unix(st.Mtim.Unix()); mt.Before(start) && rel != "." {
+			line += " mtime=" + mt.UTC().Format(time.RFC3339Nano)
 		}
 		if typ == unix.S_IFREG || typ == unix.S_IFDIR {
 			line += " xattrs=" + strings.Join(userXattrs(t, p), ",")

@@ -96,14 +96,17 @@ func (n *node) Rename(ctx context.Context, name string, newParent fusefs.InodeEm
 		return errno("rename", err)
 	}
 	defer unix.Close(ddfd)
+	unlock := n.fs.entriesChange()
 	if !exchange {
 		if _, err := clearWhiteout(ddfd, newName); err != nil {
+			unlock()
 			return errno("rename", err)
 		}
 		if de != nil && de.isDir() {
 			var st unix.Stat_t
 			if unix.Fstatat(ddfd, newName, &st, unix.AT_SYMLINK_NOFOLLOW) == nil {
 				if err := emptyHidden(ddfd, newName); err != nil {
+					unlock()
 					return errno("rename", err)
 				}
 			}
@@ -112,21 +115,28 @@ func (n *node) Rename(ctx context.Context, name string, newParent fusefs.InodeEm
 	if dn := np.GetChild(newName); dn != nil && de != nil && !exchange {
 		dn.Operations().(*node).pinForRemoval()
 	}
+	if sn := n.GetChild(name); sn != nil && se.st.Mode&unix.S_IFMT == unix.S_IFLNK {
+		sn.Operations().(*node).pinForRemoval() // its path is stale until go-fuse moves it
+	}
 	if err := unix.Renameat2(sdfd, name, ddfd, newName, uint(flags)); err != nil {
+		unlock()
 		return errno("rename", err)
 	}
 	if !exchange && s.lowerHas(pe.layers, rel, name) {
 		if err := cow.MakeWhiteout(sdfd, name, s.format); err != nil {
+			unlock()
 			return errno("rename whiteout", err)
 		}
 	}
+	unlock()
+	// Marking a moved dir opaque is not a change of it (its times are kept).
 	if se.isDir() && s.lowerHas(npe.layers, nrel, newName) {
-		if err := makeOpaqueAt(ddfd, newName, s.format); err != nil {
+		if err := n.fs.makeOpaqueKeep(ddfd, newName, s.format); err != nil {
 			return errno("rename opaque", err)
 		}
 	}
 	if exchange && de.isDir() && s.lowerHas(pe.layers, rel, name) {
-		if err := makeOpaqueAt(sdfd, name, s.format); err != nil {
+		if err := n.fs.makeOpaqueKeep(sdfd, name, s.format); err != nil {
 			return errno("rename opaque", err)
 		}
 	}
@@ -149,6 +159,16 @@ func (fsys *unionFS) copyUpForMove(rel string, e *entry) error {
 	return err
 }
 
+// makeOpaqueKeep is makeOpaqueAt for a dir the kernel already knows: no user
+// change of its entries may run between saving and putting back its times.
+func (fsys *unionFS) makeOpaqueKeep(dfd int, name string, f cow.Format) error {
+	fsys.dirMu.Lock()
+	defer fsys.dirMu.Unlock()
+	return makeOpaqueAt(dfd, name, f)
+}
+
+// makeOpaqueAt makes the dir name of dfd opaque, keeping its atime and mtime (the
+// marker is not a change the user made).
 func makeOpaqueAt(dfd int, name string, f cow.Format) error {
 	cfd, err := unix.Openat(dfd, name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 	if err != nil {
@@ -158,5 +178,12 @@ func makeOpaqueAt(dfd int, name string, f cow.Format) error {
 	if ok, _ := cow.IsOpaqueDir(cfd); ok {
 		return nil
 	}
-	return cow.MakeOpaque(cfd, f)
+	restore, err := cow.KeepTimes(cfd)
+	if err != nil {
+		return err
+	}
+	if err := cow.MakeOpaque(cfd, f); err != nil {
+		return err
+	}
+	return restore()
 }

@@ -274,29 +274,18 @@ func copyTree(t *testing.T, src, dst string) {
 }
 
 // treeOpts is what the round trips compare: everything but the root dir's own
-// metadata (a mountpoint's root is the container's, not the image's).
-//
-// KNOWN (reported to fs): copy-up leaves the mtime of the copied-up parent dirs at
-// the time of the copy-up (kernel overlayfs keeps the lower's), so directory mtimes
-// are left out until that is fixed (LAYERFS_TEST_KNOWN_BUGS=1 compares them); file,
-// symlink and device mtimes are compared.
-var treeOpts = treecmp.Options{NoRootMeta: true, NoDirMtime: true}
+// metadata (a mountpoint's root is the container's, not the image's). Directory
+// mtimes are compared: copy-up keeps the parent dirs' times, as kernel overlayfs does.
+var treeOpts = treecmp.Options{NoRootMeta: true}
 
 // umociOpts also skips xattrs umoci cannot carry: an empty value (Go's tar reader
 // takes an empty PAX record as "unset").
-var umociOpts = treecmp.Options{NoRootMeta: true, NoDirMtime: true, SkipXattr: func(name string) bool {
+var umociOpts = treecmp.Options{NoRootMeta: true, SkipXattr: func(name string) bool {
 	return name == "user.empty"
 }}
 
-// With LAYERFS_TEST_KNOWN_BUGS=1 directory mtimes are compared too.
-func init() {
-	if os.Getenv("LAYERFS_TEST_KNOWN_BUGS") == "1" {
-		treeOpts.NoDirMtime, umociOpts.NoDirMtime, exportOpts.NoDirMtime = false, false, false
-	}
-}
-
 // exportOpts: an export extracted with GNU tar.
-var exportOpts = treecmp.Options{NoRootMeta: true, NoDirMtime: true}
+var exportOpts = treecmp.Options{NoRootMeta: true}
 
 func isPrivateXattr(name string) bool {
 	return strings.HasPrefix(name, "trusted.layerfs.") || strings.HasPrefix(name, "user.layerfs.")

@@ -356,9 +356,6 @@ func TestDiff(t *testing.T) {
 // working, and what is written after the rebase shows in the mount and in the next
 // commit.
 func TestCommitRebaseOpenFile(t *testing.T) {
-	if os.Getenv("LAYERFS_TEST_KNOWN_BUGS") != "1" {
-		t.Skip("KNOWN (fs): after Rebase, a write through an fd opened before it goes to the old upper file (node keeps its data fd); set LAYERFS_TEST_KNOWN_BUGS=1 to run")
-	}
 	e := newCommitEnv(t)
 	mnt := e.mount("rbo", "base:1")
 	f, err := os.OpenFile(filepath.Join(mnt, "etc/log"), os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)

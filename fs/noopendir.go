@@ -1,0 +1,77 @@
+package fs
+
+import (
+	"context"
+	"syscall"
+
+	fusefs "github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+)
+
+// No-opendir: OPENDIR answers ENOSYS once, after which the kernel never sends
+// OPENDIR or RELEASEDIR again (FUSE no_opendir) and caches every directory's listing
+// across opens (it defaults such directories to FOPEN_CACHE_DIR|FOPEN_KEEP_CACHE).
+// A warm walk then costs no round trip per directory. The kernel drops a cached
+// listing on every change of the directory made through the mount and on Rebase's
+// invalidation, the only ways a merged listing changes.
+//
+// go-fuse's bridge serves READDIR and READDIRPLUS from a file handle only, so
+// noOpendirFS, a thin wrapper around the bridge, opens one on the bridge for each
+// handle-less request, seeks to the requested offset (listings have name-hash
+// offsets, so a seek into a new listing lands right) and releases it. The listing
+// itself is reused between requests while no directory changes (dirHandle.load).
+type noOpendirFS struct{ fuse.RawFileSystem }
+
+func (w *noOpendirFS) OpenDir(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut) fuse.Status {
+	return fuse.ENOSYS
+}
+
+// withDir runs f with a directory handle: in's own, or a fresh one.
+func (w *noOpendirFS) withDir(cancel <-chan struct{}, in *fuse.ReadIn, f func(*fuse.ReadIn) fuse.Status) fuse.Status {
+	if in.Fh != 0 {
+		return f(in)
+	}
+	var oo fuse.OpenOut
+	st := w.RawFileSystem.OpenDir(cancel, &fuse.OpenIn{InHeader: in.InHeader}, &oo)
+	if !st.Ok() {
+		return st
+	}
+	in2 := *in
+	in2.Fh = oo.Fh
+	st = f(&in2)
+	w.RawFileSystem.ReleaseDir(&fuse.ReleaseIn{InHeader: in.InHeader, Fh: oo.Fh})
+	return st
+}
+
+func (w *noOpendirFS) ReadDirPlus(cancel <-chan struct{}, in *fuse.ReadIn, out *fuse.DirEntryList) fuse.Status {
+	return w.withDir(cancel, in, func(in *fuse.ReadIn) fuse.Status { return w.RawFileSystem.ReadDirPlus(cancel, in, out) })
+}
+
+func (w *noOpendirFS) ReadDir(cancel <-chan struct{}, in *fuse.ReadIn, out *fuse.DirEntryList) fuse.Status {
+	return w.withDir(cancel, in, func(in *fuse.ReadIn) fuse.Status { return w.RawFileSystem.ReadDir(cancel, in, out) })
+}
+
+// mountNoOpendir is fusefs.Mount with the no-opendir wrapper.
+func mountNoOpendir(dir string, root fusefs.InodeEmbedder, o *fusefs.Options) (*fuse.Server, error) {
+	o.MountOptions.ExtraCapabilities |= fuse.CAP_NO_OPENDIR_SUPPORT
+	server, err := fuse.NewServer(&noOpendirFS{fusefs.NewNodeFS(root, o)}, dir, &o.MountOptions)
+	if err != nil {
+		return nil, err
+	}
+	go server.Serve()
+	if err := server.WaitMount(); err != nil {
+		return nil, err
+	}
+	return server, nil
+}
+
+var _ = (fusefs.NodeFlusher)((*node)(nil))
+
+// Flush answers ENOSYS, so the kernel stops sending FLUSH on every close(2) (a
+// synchronous round trip each). go-fuse asks NodeFlusher before the file handle and,
+// without a handle (no-open mode), would otherwise answer OK, which keeps the kernel
+// sending. Nothing needs a flush: no data is buffered here, in no-open mode the
+// kernel keeps locks itself, and handles' locks are dropped at Release.
+func (n *node) Flush(ctx context.Context, f fusefs.FileHandle) syscall.Errno {
+	return syscall.ENOSYS
+}

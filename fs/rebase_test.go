@@ -1,0 +1,62 @@
+package fs
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+
+	"github.com/layerfs/layerfs/cow"
+)
+
+// TestRebaseOpenHandles writes through files opened before a Rebase that, as
+// commit --rebase does, turns a copy of the old upper into the new top lower and
+// deletes the old upper: the writes must land in the new stack, not in the deleted
+// file. A file made by create(2) comes with a handle (served by this process), a
+// lower file opened for writing in no-open mode has none.
+func TestRebaseOpenHandles(t *testing.T) {
+	lower := tree(t, map[string]string{"old": "0\n"})
+	u := mountUnion(t, cow.FormatOCI, lower)
+	p := func(s string) string { return filepath.Join(u.mnt, s) }
+	created, err := os.OpenFile(p("created"), os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
+	must(t, err)
+	defer created.Close()
+	_, err = created.WriteString("one\n")
+	must(t, err)
+	rw, err := os.OpenFile(p("old"), os.O_RDWR|os.O_APPEND, 0)
+	must(t, err)
+	defer rw.Close()
+	_, err = rw.WriteString("1\n")
+	must(t, err)
+
+	// Commit: the old upper's content becomes a new lower layer (a copy, as the
+	// layer cache unpacks it), a fresh upper replaces it, the old one is removed.
+	committed := filepath.Join(t.TempDir(), "layer")
+	must(t, u.m.Pause(context.Background()))
+	if out, err := exec.Command("cp", "-a", u.upper, committed).CombinedOutput(); err != nil {
+		t.Fatalf("cp -a: %v: %s", err, out)
+	}
+	newUpper := t.TempDir()
+	must(t, u.m.Rebase([]string{committed, lower}, newUpper))
+	u.m.Resume()
+	must(t, os.RemoveAll(u.upper))
+
+	_, err = created.WriteString("two\n")
+	must(t, err)
+	_, err = rw.WriteString("2\n")
+	must(t, err)
+	for name, want := range map[string]string{"created": "one\ntwo\n", "old": "0\n1\n2\n"} {
+		if got := readFile(t, p(name)); got != want {
+			t.Errorf("%s through the mount after Rebase = %q, want %q", name, got, want)
+		}
+		if got, _ := os.ReadFile(filepath.Join(newUpper, name)); string(got) != want {
+			t.Errorf("%s in the new upper = %q, want %q", name, got, want)
+		}
+	}
+	buf := make([]byte, 64)
+	n, err := rw.ReadAt(buf, 0)
+	if string(buf[:n]) != "0\n1\n2\n" {
+		t.Errorf("read through the fd opened before Rebase = %q, %v", buf[:n], err)
+	}
+}

@@ -12,7 +12,7 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 )
 
-// Commit's layer pipeline: AppendLayer's contract, with the work spread over every
+// The layer pipeline of commit, import and build, with the work spread over every
 // core. The tar stream is read in 1 MiB buffers; each buffer goes to a goroutine that
 // computes the diffID (sha256 of the uncompressed stream) while the compressor works
 // on it: parallel gzip or parallel zstd frames (commit_parallel.go); the blob writer hashes the compressed bytes as it writes them. Settings
@@ -20,12 +20,12 @@ import (
 
 // CommitGzipLevel is the deflate level of commit's gzip layers: klauspost's level 1
 // runs about 2x its level 6 for about 12% more bytes on typical filesystem trees (see
-// bench/README-commit.md).
+// bench/README.md, "Commit benchmarks").
 const CommitGzipLevel = 1
 
 const appendBufSize = 1 << 20
 
-// AppendOption sets an optional knob of AppendLayerParallel.
+// AppendOption sets an optional knob of AppendLayer.
 type AppendOption func(*appendConfig)
 
 type appendConfig struct {
@@ -44,13 +44,14 @@ func WithGzipLevel(level int) AppendOption {
 	return func(c *appendConfig) { c.level = level }
 }
 
-// AppendLayerParallel stores a new layer from an uncompressed tar stream in one pass,
-// like AppendLayer, using every core: the diffID is hashed on its own goroutine, gzip
-// is parallel (deterministic, CommitGzipLevel) and zstd is a stream of independent
-// 4 MiB frames compressed in parallel (deterministic too, but not AppendLayer's bytes). tarStream is read to EOF, not closed.
-// Returns the layer descriptor and the diffID. The blob is unreferenced until an
-// image names it: hold a Lease until then. Safe for concurrent use.
-func (s *Store) AppendLayerParallel(ctx context.Context, tarStream io.Reader, c Compression, opts ...AppendOption) (ocispec.Descriptor, digest.Digest, error) {
+// AppendLayer stores a new layer from an uncompressed tar stream in one pass, using
+// every core: the diffID (sha256 of the stream) is hashed on its own goroutine while
+// c ("" is gzip) compresses; gzip is parallel (deterministic, CommitGzipLevel) and
+// zstd is a stream of independent 4 MiB frames compressed in parallel (deterministic
+// too). tarStream is read to EOF, not closed. Returns the layer descriptor for a
+// manifest and the diffID for the config. The blob is unreferenced until an image
+// names it: hold a Lease until then. Safe for concurrent use.
+func (s *Store) AppendLayer(ctx context.Context, tarStream io.Reader, c Compression, opts ...AppendOption) (ocispec.Descriptor, digest.Digest, error) {
 	cfg := appendConfig{level: CommitGzipLevel}
 	for _, o := range opts {
 		o(&cfg)
@@ -76,7 +77,8 @@ func (s *Store) AppendLayerParallel(ctx context.Context, tarStream io.Reader, c 
 	if err != nil {
 		return ocispec.Descriptor{}, "", err
 	}
-	diffID, err := copyHashing(ctx, cw, tarStream)
+	sc := newTarSizeCounter()
+	diffID, err := copyHashing(ctx, cw, tarStream, sc)
 	if cerr := cw.Close(); err == nil {
 		err = cerr
 	}
@@ -86,6 +88,10 @@ func (s *Store) AppendLayerParallel(ctx context.Context, tarStream io.Reader, c 
 	d, size, err := bw.commit("")
 	if err != nil {
 		return ocispec.Descriptor{}, "", fmt.Errorf("append layer: %w", err)
+	}
+	if sc.ok() {
+		// best effort: LayerSizes counts a layer without a record from its blob
+		_ = s.recordLayerSizes(ctx, map[digest.Digest]int64{diffID: sc.size()})
 	}
 	return ocispec.Descriptor{MediaType: LayerMediaType(c), Digest: d, Size: size}, diffID, nil
 }
@@ -105,8 +111,9 @@ func parallelCompressor(w io.Writer, c Compression, level int) (io.WriteCloser, 
 
 // copyHashing copies r to w in appendBufSize buffers and returns the sha256 of what
 // it copied, hashed on another goroutine while w works on the same buffer (w must
-// not keep a buffer past Write, which io.Writer forbids anyway).
-func copyHashing(ctx context.Context, w io.Writer, r io.Reader) (digest.Digest, error) {
+// not keep a buffer past Write, which io.Writer forbids anyway). The hashing
+// goroutine also writes every buffer to sinks (their errors are ignored).
+func copyHashing(ctx context.Context, w io.Writer, r io.Reader, sinks ...io.Writer) (digest.Digest, error) {
 	const nbuf = 4
 	free := make(chan []byte, nbuf)
 	for range nbuf {
@@ -118,6 +125,9 @@ func copyHashing(ctx context.Context, w io.Writer, r io.Reader) (digest.Digest, 
 	go func(h hash.Hash) {
 		for b := range toHash {
 			h.Write(b)
+			for _, s := range sinks {
+				s.Write(b)
+			}
 			free <- b[:cap(b)]
 		}
 		close(hashed)

@@ -13,7 +13,7 @@ import (
 	"github.com/opencontainers/go-digest"
 )
 
-func TestAppendLayerParallel(t *testing.T) {
+func TestAppendLayer(t *testing.T) {
 	s, err := Open(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
@@ -24,7 +24,7 @@ func TestAppendLayerParallel(t *testing.T) {
 	for _, c := range []Compression{Gzip, Zstd, None, ""} {
 		t.Run(string(c), func(t *testing.T) {
 			var written atomic.Int64
-			desc, diffID, err := s.AppendLayerParallel(ctx, bytes.NewReader(data), c, WithWrittenCounter(&written))
+			desc, diffID, err := s.AppendLayer(ctx, bytes.NewReader(data), c, WithWrittenCounter(&written))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -47,7 +47,7 @@ func TestAppendLayerParallel(t *testing.T) {
 				t.Fatalf("OpenLayer gave %d bytes (%v), want the %d appended", len(got), err, len(data))
 			}
 			// The same stream gives the same blob.
-			desc2, _, err := s.AppendLayerParallel(ctx, bytes.NewReader(data), c)
+			desc2, _, err := s.AppendLayer(ctx, bytes.NewReader(data), c)
 			if err != nil || desc2.Digest != desc.Digest {
 				t.Errorf("second append: %s (%v), want %s", desc2.Digest, err, desc.Digest)
 			}
@@ -73,7 +73,7 @@ func (e *errAfter) Read(p []byte) (int, error) {
 	return n, err
 }
 
-func TestAppendLayerParallelStreamError(t *testing.T) {
+func TestAppendLayerStreamError(t *testing.T) {
 	s, err := Open(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
@@ -81,13 +81,13 @@ func TestAppendLayerParallelStreamError(t *testing.T) {
 	boom := errors.New("upper read failed")
 	for _, c := range []Compression{Gzip, Zstd, None} {
 		r := &errAfter{r: bytes.NewReader(testData(4*pgzBlock, 1)), n: 2*pgzBlock + 17, err: boom}
-		if _, _, err := s.AppendLayerParallel(context.Background(), r, c); !errors.Is(err, boom) {
-			t.Errorf("%s: AppendLayerParallel = %v, want the stream's error", c, err)
+		if _, _, err := s.AppendLayer(context.Background(), r, c); !errors.Is(err, boom) {
+			t.Errorf("%s: AppendLayer = %v, want the stream's error", c, err)
 		}
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	if _, _, err := s.AppendLayerParallel(ctx, bytes.NewReader([]byte("x")), Gzip); !errors.Is(err, context.Canceled) {
+	if _, _, err := s.AppendLayer(ctx, bytes.NewReader([]byte("x")), Gzip); !errors.Is(err, context.Canceled) {
 		t.Errorf("cancelled: %v", err)
 	}
 }
@@ -105,7 +105,7 @@ func TestCopyHashing(t *testing.T) {
 }
 
 // BenchmarkAppendLayer compares the store's one-goroutine AppendLayer with commit's
-// AppendLayerParallel on the same 64 MiB stream (MB/s of uncompressed input).
+// AppendLayer on the same 64 MiB stream (MB/s of uncompressed input).
 func BenchmarkAppendLayer(b *testing.B) {
 	s, err := Open(b.TempDir())
 	if err != nil {
@@ -125,7 +125,7 @@ func BenchmarkAppendLayer(b *testing.B) {
 		b.Run("parallel/"+string(c), func(b *testing.B) {
 			b.SetBytes(int64(len(data)))
 			for range b.N {
-				if _, _, err := s.AppendLayerParallel(ctx, bytes.NewReader(data), c); err != nil {
+				if _, _, err := s.AppendLayer(ctx, bytes.NewReader(data), c); err != nil {
 					b.Fatal(err)
 				}
 			}

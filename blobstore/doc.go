@@ -67,6 +67,13 @@
 //	tmp/        temp files of blobs being written and of loads being spooled. A
 //	            process killed mid-write leaves files here and maybe unreferenced
 //	            blobs; nothing in index.json changes, and GC removes them.
+//	registry.json (+ registry.lock)  repo digests and blob sources of pulls and
+//	            pushes (registry_meta.go).
+//	layersizes.json (+ layersizes.lock)  docker's content size of each layer by
+//	            diffID, recorded by AppendLayer, load and pull, counted once from
+//	            the blob otherwise; GC forgets unreachable ones (layersize.go).
+//	            Both files are metadata: replaced whole under their flock; losing
+//	            one loses nothing an image needs.
 //
 // No method holds index.lock while it waits for gc.lock, so the two never deadlock.
 // A Lease (shared gc.lock) may be held across any store calls except GC, which

@@ -87,6 +87,11 @@ func (s *Store) GC(ctx context.Context, dryRun bool, extraRoots []digest.Digest)
 			return res, fmt.Errorf("gc: %w", err)
 		}
 	}
+	if !dryRun && len(res.Removed) > 0 {
+		if err := s.pruneLayerSizes(ctx, extraRoots); err != nil {
+			return res, fmt.Errorf("gc: %w", err)
+		}
+	}
 	sort.Slice(res.Removed, func(i, j int) bool { return res.Removed[i] < res.Removed[j] })
 	return res, nil
 }

@@ -3,6 +3,7 @@ package blobstore
 import (
 	"archive/tar"
 	"bytes"
+	"compress/gzip"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -17,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/klauspost/compress/zstd"
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 )
@@ -283,3 +285,17 @@ func save(t testing.TB, s *Store, format string, refs ...string) []byte {
 }
 
 var _ = io.EOF
+
+// compressor returns a single-stream compressor, for making test layers the way
+// other tools (docker, skopeo) compress them.
+func compressor(w io.Writer, c Compression) (io.WriteCloser, error) {
+	switch c {
+	case None:
+		return nopWriteCloser{w}, nil
+	case Zstd:
+		return zstd.NewWriter(w, zstd.WithEncoderConcurrency(1), zstd.WithEncoderLevel(zstd.SpeedDefault))
+	case Gzip, "":
+		return gzip.NewWriterLevel(w, gzip.DefaultCompression)
+	}
+	return nil, fmt.Errorf("compression %q: %w", c, ErrUnknownMediaType)
+}

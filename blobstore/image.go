@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"runtime"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -32,6 +34,14 @@ type Image struct {
 	Parent         digest.Digest
 	// Parent is the manifest digest in the org.opencontainers.image.base.digest
 	// annotation ("" if none); the parent image may no longer be in the store.
+
+	// Index is the image index (multi-platform) entry of index.json this image was
+	// listed through, "" when index.json names the manifest itself. See Images.
+	Index digest.Digest
+	// PulledDigests are the repo digests recorded for the image by pulls and
+	// pushes ("docker.io/library/busybox@sha256:...", sorted); for a multi-platform
+	// pull the digest is the index's. See AddRepoDigest.
+	PulledDigests []string
 }
 
 // Size is the stored size of the image's layers (compressed as stored).
@@ -173,8 +183,26 @@ func (s *Store) loadImage(desc ocispec.Descriptor) (*Image, error) {
 	return img, nil
 }
 
+// LoadManifest reads the image whose manifest is md from the store's blobs, whether
+// or not index.json lists it (Tags stay empty): a working container keeps using its
+// image after rmi -f. Errors wrap ErrNotFound (blob missing) or the parse errors.
+func (s *Store) LoadManifest(md digest.Digest) (*Image, error) {
+	if err := checkDigest(md); err != nil {
+		return nil, err
+	}
+	return s.loadImage(ocispec.Descriptor{Digest: md})
+}
+
 // Images lists the images in index.json, one per manifest, with their tags, newest
-// first (then by ID). Entries that are image indexes (multi-platform) are skipped.
+// first (then by ID).
+//
+// An image index (multi-platform, as `skopeo copy --all` or another tool may put in
+// index.json) lists as one image: the manifest for linux on the host's
+// architecture if the store has it, else the first of its manifests the store has
+// (manifest and config present); the index entry's tag names that image and
+// Image.Index is set. The index's other manifests are not listed (they stay
+// reachable for gc through the index). An index none of whose manifests is in the
+// store is not listed. Entries that are neither (signatures, SBOMs) are skipped.
 func (s *Store) Images() ([]*Image, error) {
 	idx, err := s.readIndex()
 	if err != nil {
@@ -187,7 +215,14 @@ func (s *Store) imagesOf(idx *ocispec.Index) ([]*Image, error) {
 	byDigest := map[digest.Digest]*Image{}
 	var out []*Image
 	for _, d := range idx.Manifests {
-		if d.MediaType != "" && !isManifestType(d.MediaType) {
+		var via digest.Digest
+		if isIndexType(d.MediaType) {
+			child, ok := s.indexChild(d)
+			if !ok {
+				continue
+			}
+			d, via = ocispec.Descriptor{MediaType: child.MediaType, Digest: child.Digest, Size: child.Size, Annotations: d.Annotations}, d.Digest
+		} else if d.MediaType != "" && !isManifestType(d.MediaType) {
 			continue
 		}
 		img := byDigest[d.Digest]
@@ -203,12 +238,20 @@ func (s *Store) imagesOf(idx *ocispec.Index) ([]*Image, error) {
 			byDigest[d.Digest] = img
 			out = append(out, img)
 		}
+		if via != "" && img.Index == "" {
+			img.Index = via
+		}
 		if r := refName(d); r != "" && !contains(img.Tags, r) {
 			img.Tags = append(img.Tags, r)
 		}
 	}
+	// Recorded repo digests: a damaged registry.json hides them, not the images.
+	meta, _ := s.readRegistryMeta()
 	for _, img := range out {
 		sort.Strings(img.Tags)
+		if meta != nil {
+			img.PulledDigests = slices.Clone(meta.RepoDigests[img.ManifestDigest])
+		}
 	}
 	sort.SliceStable(out, func(i, j int) bool {
 		ci, cj := out[i].Created(), out[j].Created()
@@ -218,6 +261,38 @@ func (s *Store) imagesOf(idx *ocispec.Index) ([]*Image, error) {
 		return out[i].ID < out[j].ID
 	})
 	return out, nil
+}
+
+// indexChild picks the manifest of the image index d that Images lists (see
+// there): false if the store has none of them.
+func (s *Store) indexChild(d ocispec.Descriptor) (ocispec.Descriptor, bool) {
+	b, err := s.readBlob(d.Digest, maxMetaSize)
+	if err != nil {
+		return ocispec.Descriptor{}, false
+	}
+	var ix ocispec.Index
+	if json.Unmarshal(b, &ix) != nil {
+		return ocispec.Descriptor{}, false
+	}
+	var first *ocispec.Descriptor
+	for i, m := range ix.Manifests {
+		if !isManifestType(m.MediaType) || !s.Has(m.Digest) {
+			continue
+		}
+		if _, err := s.loadImage(m); err != nil {
+			continue
+		}
+		if p := m.Platform; p != nil && p.OS == "linux" && p.Architecture == runtime.GOARCH {
+			return m, true
+		}
+		if first == nil {
+			first = &ix.Manifests[i]
+		}
+	}
+	if first == nil {
+		return ocispec.Descriptor{}, false
+	}
+	return *first, true
 }
 
 func contains(l []string, s string) bool {
@@ -242,33 +317,23 @@ func DisplayRef(s string) string {
 	return reference.FamiliarString(n)
 }
 
-// Resolve finds the image s names: name[:tag], name@sha256:<manifest digest>, a full
-// ID ("sha256:<hex>" or 64 hex), or a unique prefix of an ID's hex. Tags win over ID
-// prefixes, as in docker. Errors: ErrNotFound, ErrInvalidReference, ErrAmbiguous.
+// Resolve finds the image s names: name[:tag]; name@sha256:<digest> where the
+// digest is the manifest's, the image index's it is listed through, or one a pull
+// or push recorded for it (a registry's index digest); a full ID ("sha256:<hex>" or
+// 64 hex, also a manifest or index digest); or a unique prefix of an ID's hex. Tags
+// win over ID prefixes, as in docker. Errors: ErrNotFound, ErrInvalidReference,
+// ErrAmbiguous.
 func (s *Store) Resolve(ref string) (*Image, error) {
 	imgs, err := s.Images()
 	if err != nil {
 		return nil, err
 	}
-	img, err := resolveIn(imgs, ref)
-	if errors.Is(err, ErrNotFound) && strings.Contains(ref, "@") {
-		// a digest a pull recorded (for a multi-platform pull, the index's)
-		if n, perr := ParseReference(ref); perr == nil {
-			if m, merr := s.readRegistryMeta(); merr == nil {
-				for md, rds := range m.RepoDigests {
-					if contains(rds, n.String()) {
-						for _, i := range imgs {
-							if i.ManifestDigest == md {
-								return i, nil
-							}
-						}
-					}
-				}
-			}
-		}
-	}
-	return img, err
+	return resolveIn(imgs, ref)
 }
+
+// ResolveIn is Resolve over a list Images returned (to resolve several references
+// against one reading of index.json).
+func ResolveIn(imgs []*Image, ref string) (*Image, error) { return resolveIn(imgs, ref) }
 
 func resolveIn(imgs []*Image, ref string) (*Image, error) {
 	notFound := fmt.Errorf("image %s: %w", DisplayRef(ref), ErrNotFound)
@@ -293,7 +358,7 @@ func resolveIn(imgs []*Image, ref string) (*Image, error) {
 			}
 		}
 		for _, img := range imgs {
-			if img.ManifestDigest == d {
+			if img.ManifestDigest == d || img.Index == d {
 				return img, nil
 			}
 		}
@@ -306,7 +371,10 @@ func resolveIn(imgs []*Image, ref string) (*Image, error) {
 	if dg, ok := n.(reference.Digested); ok {
 		var loose *Image
 		for _, img := range imgs {
-			if img.ManifestDigest != dg.Digest() {
+			if contains(img.PulledDigests, n.String()) {
+				return img, nil
+			}
+			if img.ManifestDigest != dg.Digest() && img.Index != dg.Digest() {
 				continue
 			}
 			for _, t := range img.Tags {

@@ -3,7 +3,6 @@ package blobstore
 import (
 	"bufio"
 	"bytes"
-	"context"
 	"fmt"
 	"io"
 
@@ -105,60 +104,9 @@ func autoDecompress(r io.Reader) (io.Reader, Compression, func(), error) {
 	return dr, c, done, err
 }
 
-// compressor returns a writer compressing into w with fixed settings (the same
-// input gives the same bytes) and its finishing close.
-func compressor(w io.Writer, c Compression) (io.WriteCloser, error) {
-	switch c {
-	case None:
-		return nopWriteCloser{w}, nil
-	case Zstd:
-		return zstd.NewWriter(w, zstd.WithEncoderConcurrency(1), zstd.WithEncoderLevel(zstd.SpeedDefault))
-	case Gzip, "":
-		return gzip.NewWriterLevel(w, gzip.DefaultCompression)
-	}
-	return nil, fmt.Errorf("compression %q: %w", c, ErrUnknownMediaType)
-}
-
 type nopWriteCloser struct{ io.Writer }
 
 func (nopWriteCloser) Close() error { return nil }
-
-// AppendLayer stores a new layer from an uncompressed tar stream in one pass: it
-// hashes the stream (the diffID) while compressing it with c ("" is gzip) into a
-// blob. Returns the layer descriptor for a manifest and the diffID for the config.
-// The blob is unreferenced until an image names it: hold a Lease until then.
-func (s *Store) AppendLayer(ctx context.Context, tarStream io.Reader, c Compression) (ocispec.Descriptor, digest.Digest, error) {
-	if c == "" {
-		c = Gzip
-	}
-	release, err := s.Lease(ctx)
-	if err != nil {
-		return ocispec.Descriptor{}, "", err
-	}
-	defer release()
-	w, err := s.newBlobWriter()
-	if err != nil {
-		return ocispec.Descriptor{}, "", err
-	}
-	defer w.abort()
-	cw, err := compressor(w, c)
-	if err != nil {
-		return ocispec.Descriptor{}, "", err
-	}
-	dh := digest.SHA256.Digester()
-	if _, err := io.Copy(io.MultiWriter(cw, dh.Hash()), ctxReader{ctx, tarStream}); err != nil {
-		cw.Close()
-		return ocispec.Descriptor{}, "", fmt.Errorf("append layer: %w", err)
-	}
-	if err := cw.Close(); err != nil {
-		return ocispec.Descriptor{}, "", fmt.Errorf("append layer: %w", err)
-	}
-	d, size, err := w.commit("")
-	if err != nil {
-		return ocispec.Descriptor{}, "", fmt.Errorf("append layer: %w", err)
-	}
-	return ocispec.Descriptor{MediaType: LayerMediaType(c), Digest: d, Size: size}, dh.Digest(), nil
-}
 
 // OpenLayer returns the uncompressed tar stream of a stored layer, decompressed by
 // its media type (sniffing the content when the media type is not a known layer

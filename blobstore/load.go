@@ -344,6 +344,14 @@ func (s *Store) commitLoad(ctx context.Context, sp *spool, items []*loadItem) ([
 	if err != nil {
 		return nil, fmt.Errorf("load: %w", err)
 	}
+	sizes := map[digest.Digest]int64{}
+	for _, f := range sp.files {
+		if f.content >= 0 {
+			sizes[f.diffID] = f.content
+		}
+	}
+	// best effort: LayerSizes counts a layer without a record from its blob
+	_ = s.recordLayerSizes(ctx, sizes)
 	for i, it := range items {
 		img, err := s.reload(it.mdesc.Digest)
 		if err != nil {

@@ -21,6 +21,9 @@ type spooled struct {
 	size   int64
 	comp   Compression   // sniffed
 	diffID digest.Digest // digest of the decompressed content ("" if it does not decompress)
+	// content is the layer content size (tarSizeCounter) if the decompressed
+	// content parsed as a tar, else -1.
+	content int64
 }
 
 // spool is the content of one archive: every regular file by name, links resolved.
@@ -138,10 +141,13 @@ func spoolFile(ctx context.Context, tr io.Reader, dir string, hdr *tar.Header, p
 	head = head[:hn]
 	comp := sniff(head)
 	var dr *diffHasher
+	sc := newTarSizeCounter()
 	ws := []io.Writer{f, h.Hash(), tk}
 	if comp != None {
-		dr = newDiffHasher(comp)
+		dr = newDiffHasher(comp, sc)
 		ws = append(ws, dr)
+	} else {
+		ws = append(ws, sc)
 	}
 	w := io.MultiWriter(ws...)
 	_, err = w.Write(head)
@@ -173,24 +179,29 @@ func spoolFile(ctx context.Context, tr io.Reader, dir string, hdr *tar.Header, p
 	if err != nil {
 		return nil, fmt.Errorf("spool %s: %w", hdr.Name, err)
 	}
-	return &spooled{digest: d, size: fi.Size(), comp: comp, diffID: diffID}, nil
+	content := int64(-1)
+	if diffID != "" && sc.ok() {
+		content = sc.size()
+	}
+	return &spooled{digest: d, size: fi.Size(), comp: comp, diffID: diffID, content: content}, nil
 }
 
 // diffHasher decompresses what is written to it in a goroutine and hashes the
-// result; a stream that does not decompress gives no diffID (it is not a layer).
+// result (and writes it to sc); a stream that does not decompress gives no diffID
+// (it is not a layer).
 type diffHasher struct {
 	pw   *io.PipeWriter
 	done chan digest.Digest
 }
 
-func newDiffHasher(c Compression) *diffHasher {
+func newDiffHasher(c Compression, sc io.Writer) *diffHasher {
 	pr, pw := io.Pipe()
 	d := &diffHasher{pw: pw, done: make(chan digest.Digest, 1)}
 	go func() {
 		h := digest.SHA256.Digester()
 		dr, closeDec, err := decompress(pr, c)
 		if err == nil {
-			_, err = io.Copy(h.Hash(), dr)
+			_, err = io.Copy(io.MultiWriter(h.Hash(), sc), dr)
 			closeDec()
 		}
 		if err != nil {

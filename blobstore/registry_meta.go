@@ -51,6 +51,14 @@ func (s *Store) AddRepoDigest(ctx context.Context, manifest digest.Digest, repoD
 	})
 }
 
+// dropRepoDigests forgets the repo digests of manifest (rmi deleted its image).
+func (s *Store) dropRepoDigests(ctx context.Context, manifest digest.Digest) error {
+	if rds, err := s.RepoDigests(manifest); err != nil || len(rds) == 0 {
+		return err
+	}
+	return s.updateRegistryMeta(ctx, func(m *registryMeta) { delete(m.RepoDigests, manifest) })
+}
+
 // BlobSources returns the repositories ("registry/repository") known to hold blob d.
 func (s *Store) BlobSources(d digest.Digest) ([]string, error) {
 	m, err := s.readRegistryMeta()
@@ -83,48 +91,62 @@ func addSorted(m map[digest.Digest][]string, k digest.Digest, v string) map[dige
 
 func (s *Store) readRegistryMeta() (*registryMeta, error) {
 	m := &registryMeta{}
-	b, err := os.ReadFile(filepath.Join(s.dir, privDir, registryMetaFile))
-	if errors.Is(err, os.ErrNotExist) {
-		return m, nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("read registry metadata: %w", err)
-	}
-	if err := json.Unmarshal(b, m); err != nil {
-		return nil, fmt.Errorf("parse %s: %w", registryMetaFile, err)
-	}
-	return m, nil
+	return m, s.readMeta(registryMetaFile, m)
 }
 
 // updateRegistryMeta applies fn under the metadata lock and replaces the file
 // atomically.
 func (s *Store) updateRegistryMeta(ctx context.Context, fn func(*registryMeta)) error {
-	if err := ctx.Err(); err != nil {
-		return err
+	m := &registryMeta{}
+	return s.updateMeta(ctx, registryMetaLock, registryMetaFile, m, func() { fn(m) })
+}
+
+// readMeta decodes the JSON file name in the store's private dir into v; a file
+// that does not exist leaves v as it is.
+func (s *Store) readMeta(name string, v any) error {
+	b, err := os.ReadFile(filepath.Join(s.dir, privDir, name))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
 	}
-	unlock, err := s.lock(registryMetaLock, unix.LOCK_EX)
 	if err != nil {
-		return err
+		return fmt.Errorf("read %s: %w", name, err)
 	}
-	defer unlock()
-	m, err := s.readRegistryMeta()
-	if err != nil {
-		return err
-	}
-	fn(m)
-	b, err := json.MarshalIndent(m, "", "  ")
-	if err != nil {
-		return err
-	}
-	if err := s.writeFileAtomic(filepath.Join(s.dir, privDir, registryMetaFile), append(b, '\n')); err != nil {
-		return fmt.Errorf("write registry metadata: %w", err)
+	if err := json.Unmarshal(b, v); err != nil {
+		return fmt.Errorf("parse %s: %w", name, err)
 	}
 	return nil
 }
 
-// ImageRepoDigests is what inspect shows as RepoDigests: the digests recorded by
-// pulls and pushes (see AddRepoDigest) together with img.RepoDigests() (one per
-// tagged repository), full normalised references, sorted, without duplicates.
+// updateMeta reads the JSON file name into v under the flock lockName, runs fn
+// (which changes v) and replaces the file atomically.
+func (s *Store) updateMeta(ctx context.Context, lockName, name string, v any, fn func()) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	unlock, err := s.lock(lockName, unix.LOCK_EX)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	if err := s.readMeta(name, v); err != nil {
+		return err
+	}
+	fn()
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := s.writeFileAtomic(filepath.Join(s.dir, privDir, name), append(b, '\n')); err != nil {
+		return fmt.Errorf("write %s: %w", name, err)
+	}
+	return nil
+}
+
+// ImageRepoDigests are the digests recorded by pulls and pushes (see AddRepoDigest)
+// together with img.RepoDigests() (one per tagged repository), full normalised
+// references, sorted, without duplicates: what docker's containerd image store
+// would show. inspect shows only the recorded ones (Image.PulledDigests), as the
+// classic store and `images --digests` do.
 func (s *Store) ImageRepoDigests(img *Image) ([]string, error) {
 	recorded, err := s.RepoDigests(img.ManifestDigest)
 	if err != nil {

@@ -3,6 +3,7 @@ package blobstore
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/distribution/reference"
@@ -215,7 +216,16 @@ func (s *Store) deleteHelper(ctx context.Context, img *Image, opts RemoveOptions
 	for _, t := range img.Tags {
 		lines = append(lines, RemoveLine{Untagged: FamiliarString(t)})
 	}
-	if err := s.DeleteImage(ctx, img.ManifestDigest); err != nil {
+	// docker untags the repo digests a pull or push gave the image too
+	for _, rd := range img.PulledDigests {
+		if l := (RemoveLine{Untagged: FamiliarString(rd)}); !slices.Contains(lines, l) {
+			lines = append(lines, l)
+		}
+	}
+	if err := s.DeleteImage(ctx, img.ManifestDigest, img.Index); err != nil {
+		return lines, err
+	}
+	if err := s.dropRepoDigests(ctx, img.ManifestDigest); err != nil {
 		return lines, err
 	}
 	lines = append(lines, RemoveLine{Deleted: img.ID})

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
 
 	"github.com/distribution/reference"
 	"github.com/opencontainers/go-digest"
@@ -258,14 +259,15 @@ func (s *Store) Untag(ctx context.Context, ref string) error {
 	})
 }
 
-// DeleteImage removes every index.json entry of the manifest md (all its tags). Its
-// blobs stay until GC. ErrNotFound if md is not in index.json.
-func (s *Store) DeleteImage(ctx context.Context, md digest.Digest) error {
+// DeleteImage removes every index.json entry (all tags) of each of mds: manifest
+// digests, or the index an image is listed through (Image.Index; "" is skipped).
+// Blobs stay until GC. ErrNotFound if index.json has none of them.
+func (s *Store) DeleteImage(ctx context.Context, mds ...digest.Digest) error {
 	return s.updateIndex(ctx, func(idx *ocispec.Index) (bool, error) {
 		kept := idx.Manifests[:0]
 		found := false
 		for _, e := range idx.Manifests {
-			if e.Digest == md {
+			if slices.Contains(mds, e.Digest) {
 				found = true
 				continue
 			}
@@ -273,7 +275,7 @@ func (s *Store) DeleteImage(ctx context.Context, md digest.Digest) error {
 		}
 		idx.Manifests = kept
 		if !found {
-			return false, fmt.Errorf("image %s: %w", md, ErrNotFound)
+			return false, fmt.Errorf("image %s: %w", mds[0], ErrNotFound)
 		}
 		return true, nil
 	})

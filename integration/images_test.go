@@ -151,8 +151,14 @@ func TestImagesInspectHistory(t *testing.T) {
 		t.Errorf("inspect --format = %q", out)
 	}
 	r := run(t, "inspect", "nosuch")
-	if r.Code != 1 || strings.TrimSpace(r.Stdout) != "[]" || r.Stderr != "Error: No such image: nosuch:latest\n" {
+	if r.Code != 1 || strings.TrimSpace(r.Stdout) != "[]" || r.Stderr != "Error: No such object: nosuch\n" {
 		t.Errorf("inspect nosuch = %+v", r)
+	}
+	for _, args := range [][]string{{"image", "inspect", "nosuch"}, {"inspect", "--type", "image", "nosuch"}} {
+		r = run(t, args...)
+		if r.Code != 1 || strings.TrimSpace(r.Stdout) != "[]" || r.Stderr != "Error: No such image: nosuch:latest\n" {
+			t.Errorf("%v = %+v", args, r)
+		}
 	}
 	out = mustRun(t, "history", "busybox")
 	lines := strings.Split(strings.TrimSpace(out), "\n")
@@ -171,12 +177,12 @@ func TestImagesInspectHistory(t *testing.T) {
 // digestsOf is "<manifest digest> <config digest>" of ref in root.
 func digestsOf(t testing.TB, root, ref string) string {
 	t.Helper()
-	out := mustRunIn(t, root, "images", "--no-trunc", "--format", "{{.Digest}} {{.ID}}", ref)
+	out := mustRunIn(t, root, "images", "-q", "--no-trunc", ref)
 	lines := strings.Split(strings.TrimSpace(out), "\n")
 	if len(lines) != 1 || lines[0] == "" {
 		t.Fatalf("images %s in %s = %q, want one row", ref, root, out)
 	}
-	return lines[0]
+	return strings.TrimSpace(mustRunIn(t, root, "inspect", "--format", "{{.Descriptor.Digest}} {{.Id}}", lines[0]))
 }
 
 // ociArchiveOf writes an OCI archive holding one image whose only layer is the

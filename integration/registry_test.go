@@ -17,9 +17,6 @@ import (
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
-	v1 "github.com/google/go-containerregistry/pkg/v1"
-	"github.com/google/go-containerregistry/pkg/v1/empty"
-	ggcrmutate "github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/layerfs/layerfs/blobstore"
@@ -338,26 +335,7 @@ func TestRegistryTLS(t *testing.T) {
 
 func TestRegistryPlatform(t *testing.T) {
 	reg := registrytest.Start(t, registrytest.Options{})
-	idx := ggcrmutate.IndexMediaType(empty.Index, "application/vnd.oci.image.index.v1+json")
-	want := map[string]string{}
-	for _, arch := range []string{"amd64", "arm64"} {
-		img, err := random.Image(128, 1)
-		if err != nil {
-			t.Fatal(err)
-		}
-		cf, _ := img.ConfigFile()
-		cf.OS, cf.Architecture = "linux", arch
-		img, _ = ggcrmutate.ConfigFile(img, cf)
-		d, _ := img.Digest()
-		want[arch] = d.String()
-		idx = ggcrmutate.AppendManifests(idx, ggcrmutate.IndexAddendum{Add: img, Descriptor: v1.Descriptor{Platform: &v1.Platform{OS: "linux", Architecture: arch}}})
-	}
-	ref := reg.Host + "/multi/app:1"
-	r, _ := name.ParseReference(ref)
-	if err := remote.WriteIndex(r, idx); err != nil {
-		t.Fatal(err)
-	}
-	idxDigest, _ := idx.Digest()
+	ref, idxDigest, want := regPushIndex(t, reg)
 	e := newRegEnv(t)
 	out := e.ok("pull", "--platform", "linux/arm64", ref)
 	if !strings.Contains(out, "Digest: "+idxDigest.String()+"\n") {

@@ -38,7 +38,7 @@ files, config-only history entries for the rest, and a cache that makes an
 unchanged rebuild reuse every step and give the same image ID. RUN steps run
 in containers as layerfs run does (host network). .dockerignore is honoured.
 Multi-stage Dockerfiles build every stage; the last one is the image.`,
-		Args: cobra.ExactArgs(1),
+		Args: exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			for _, t := range o.tags {
 				if _, err := blobstore.ParseTag(t); err != nil {

@@ -163,21 +163,11 @@ func newStopCommand(g *globalOptions) *cobra.Command {
 		Long: `Stop containers that run (started by run, or run -d): send the image's STOPSIGNAL
 (SIGTERM by default) to the container's pid 1, and SIGKILL after the timeout, as
 docker stop does. Returns once the container is unmounted (ready for commit or rm).`,
-		Args: cobra.MinimumNArgs(1),
+		Args: minArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			failed := false
-			for _, name := range args {
-				if err := stopContainer(g, name, time.Duration(o.timeout)*time.Second); err != nil {
-					fmt.Fprintf(cmd.ErrOrStderr(), "Error: %v\n", err)
-					failed = true
-					continue
-				}
-				fmt.Fprintln(cmd.OutOrStdout(), name)
-			}
-			if failed {
-				return exitError{1}
-			}
-			return nil
+			return forEachName(cmd, args, true, func(name string) error {
+				return stopContainer(g, name, time.Duration(o.timeout)*time.Second)
+			})
 		},
 	}
 	cmd.Flags().IntVarP(&o.timeout, "time", "t", 10, "seconds to wait before killing the container")
@@ -231,7 +221,7 @@ func newLogsCommand(g *globalOptions) *cobra.Command {
 	return &cobra.Command{
 		Use:   "logs CONTAINER",
 		Short: "Show the output of a container started with run -d",
-		Args:  cobra.ExactArgs(1),
+		Args:  exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			w, err := newWorkContainer(g.root, args[0])
 			if err != nil {

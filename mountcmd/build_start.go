@@ -83,7 +83,7 @@ func newStartCommand(g *globalOptions) *cobra.Command {
 		Long: `Run a container's command again, on the changes it has (containers made by
 run and kept after they exited). Detached unless -a, which waits and exits with
 the command's status; -i also connects stdin.`,
-		Args: cobra.MinimumNArgs(1),
+		Args: minArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if o.attach && len(args) > 1 {
 				return errors.New("you cannot start and attach multiple containers at once")

@@ -3,7 +3,7 @@ package mountcmd
 // layerfs commit: a working container's changes become a layer and a new image.
 //
 //	pause (mounted, --pause) -> cow.Changes (empty? no layer) -> cow.Diff or, with
-//	--squash, cow.Export -> AppendLayerParallel (diffID + compression in one pass)
+//	--squash, cow.Export -> AppendLayer (diffID + compression in one pass)
 //	-> config = parent + -c changes + history -> manifest -> tag -> [--rebase:
 //	unpack the new layer, swap the mount onto it with an empty upper] -> resume
 //
@@ -59,7 +59,7 @@ entry), with the image's config plus the --change instructions. Prints the new i
 ID. The container goes on as it was; with --rebase it moves onto the new image with
 an empty upper dir, without unmounting.`,
 		Example: `  layerfs commit -a "Chenwj<cwj@cwj.com>" -c 'CMD ["/bin/httpd","-f","-h","/data/html"]' -p busy1 chenwenj/httpd:v2`,
-		Args:    cobra.RangeArgs(1, 2),
+		Args:    rangeArgs(1, 2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return runCommit(cmd.Context(), g, o, args, cmd.OutOrStdout(), cmd.ErrOrStderr())
 		},
@@ -130,18 +130,14 @@ func runCommit(ctx context.Context, g *globalOptions, o *commitOptions, args []s
 	if err != nil {
 		return err
 	}
-	unlock, err := lockContainer(ctx, w)
+	st, unlock, err := lockAndLoad(ctx, w)
 	if err != nil {
 		return err
 	}
 	defer unlock()
-	st, err := w.load()
+	parent, err := imageOfContainer(store, w, st)
 	if err != nil {
 		return err
-	}
-	parent, err := store.Resolve(st.ImageID.String())
-	if err != nil {
-		return fmt.Errorf("image of container %s: %w", w.name, err)
 	}
 	// Blobs written from here until the image is recorded must survive a gc.
 	release, err := store.Lease(ctx)
@@ -251,7 +247,7 @@ func (c *committer) commit(ctx context.Context) (*blobstore.Image, error) {
 			rc = cow.Diff(ctx, upper, dopts)
 		}
 		prog := startCommitProgress(c.stderr)
-		c.desc, c.diffID, err = c.store.AppendLayerParallel(ctx, prog.reader(rc), c.plan.comp, blobstore.WithWrittenCounter(&prog.written))
+		c.desc, c.diffID, err = c.store.AppendLayer(ctx, prog.reader(rc), c.plan.comp, blobstore.WithWrittenCounter(&prog.written))
 		prog.stop(err == nil)
 		if cerr := rc.Close(); err == nil && cerr != nil {
 			err = cerr

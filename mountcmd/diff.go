@@ -25,7 +25,7 @@ from its image, one per line, sorted, as docker diff does:
   A  added
   C  changed (content or metadata)
   D  deleted (the children of a deleted directory are not listed)`,
-		Args: cobra.ExactArgs(1),
+		Args: exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return runDiff(cmd, g, args[0], cmd.OutOrStdout())
 		},
@@ -45,9 +45,9 @@ func runDiff(cmd *cobra.Command, g *globalOptions, arg string, out io.Writer) er
 	if err != nil {
 		return err
 	}
-	img, err := store.Resolve(st.ImageID.String())
+	img, err := imageOfContainer(store, w, st)
 	if err != nil {
-		return fmt.Errorf("image of container %s: %w", w.name, err)
+		return err
 	}
 	lowers, err := containerLowers(cmd.Context(), g, store, st, img)
 	if err != nil {

@@ -38,7 +38,7 @@ func newExecCommand(g *globalOptions) *cobra.Command {
 		Long: `Run a command in a container that layerfs run is running: in its namespaces
 and root, with its environment (plus -e), working dir (or -w) and user (or -u).
 The exit status is the command's.`,
-		Args: cobra.MinimumNArgs(2),
+		Args: minArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			code, err := execInContainer(cmd.Context(), g, o, args[0], args[1:])
 			if err != nil && code != 0 {

@@ -31,7 +31,7 @@ func newExportCommand(g *globalOptions) *cobra.Command {
 		Long: `Write the merged tree of a working container (its image's layers plus its changes),
 or of an image, as one flat rootfs tar: no whiteouts, no layers. Writes to STDOUT
 unless -o names a file; refuses to write to a terminal.`,
-		Args: cobra.ExactArgs(1),
+		Args: exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return runExport(cmd.Context(), g, o, args[0], cmd.OutOrStdout())
 		},
@@ -108,9 +108,9 @@ func exportSource(ctx context.Context, g *globalOptions, store *blobstore.Store,
 		if err != nil {
 			return nil, "", cleanup, err
 		}
-		img, err := store.Resolve(st.ImageID.String())
+		img, err := imageOfContainer(store, w, st)
 		if err != nil {
-			return nil, "", cleanup, fmt.Errorf("image of container %s: %w", w.name, err)
+			return nil, "", cleanup, err
 		}
 		lowers, err := containerLowers(ctx, g, store, st, img)
 		return lowers, w.upperPath(st), cleanup, err

@@ -79,7 +79,7 @@ func newGCCommand(g *globalOptions) *cobra.Command {
 		Long: `Remove every blob that no image in the store and no working container
 references, leftovers of interrupted loads, and unpacked layers no image uses; print
 what went and how much space it freed.`,
-		Args:         cobra.NoArgs,
+		Args:         noArgs,
 		SilenceUsage: true,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			s, err := openStore(g)

@@ -2,9 +2,11 @@ package mountcmd
 
 import (
 	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/layerfs/layerfs/blobstore"
+	"github.com/opencontainers/go-digest"
 	"github.com/spf13/cobra"
 )
 
@@ -17,6 +19,7 @@ func init() {
 type historyOptions struct {
 	quiet   bool
 	noTrunc bool
+	human   bool
 	format  string
 }
 
@@ -25,7 +28,7 @@ func newHistoryCommand(g *globalOptions) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:          "history [-q] [--no-trunc] IMAGE",
 		Short:        "Show the history of an image, newest first",
-		Args:         cobra.ExactArgs(1),
+		Args:         exactArgs(1),
 		SilenceUsage: true,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return runHistory(cmd, g, o, args[0])
@@ -33,6 +36,7 @@ func newHistoryCommand(g *globalOptions) *cobra.Command {
 	}
 	cmd.Flags().BoolVarP(&o.quiet, "quiet", "q", false, "only show image IDs")
 	cmd.Flags().BoolVar(&o.noTrunc, "no-trunc", false, "don't truncate output")
+	cmd.Flags().BoolVarP(&o.human, "human", "H", true, "print sizes and dates in human readable format")
 	cmd.Flags().StringVar(&o.format, "format", "", "format output using a Go template (or table TEMPLATE)")
 	return cmd
 }
@@ -45,6 +49,7 @@ type historyRow struct {
 	CreatedBy    string
 	Size         string
 	Comment      string
+	bytes        string // Size in bytes, for --human=false
 }
 
 var historyHeader = historyRow{ID: "IMAGE", CreatedSince: "CREATED", CreatedAt: "CREATED AT", CreatedBy: "CREATED BY", Size: "SIZE", Comment: "COMMENT"}
@@ -58,12 +63,14 @@ func ellipsis(s string, n int) string {
 	return string(r[:n-1]) + "…"
 }
 
-func historyRows(img *blobstore.Image, noTrunc bool) []historyRow {
+// historyRows are history's lines, newest first; a layer's SIZE is its content
+// size (sizes from LayerSizes), as docker shows it.
+func historyRows(img *blobstore.Image, sizes map[digest.Digest]int64, noTrunc bool) []historyRow {
 	var rows []historyRow
 	layer := 0
 	layers := img.Manifest.Layers
 	add := func(created *time.Time, by, comment string, size int64) {
-		r := historyRow{ID: "<missing>", CreatedBy: by, Comment: comment, Size: humanSize(size), CreatedSince: "N/A"}
+		r := historyRow{ID: "<missing>", CreatedBy: by, Comment: comment, Size: humanSize(size), CreatedSince: "N/A", bytes: strconv.FormatInt(size, 10)}
 		if created != nil && !created.IsZero() {
 			r.CreatedSince = createdSince(*created)
 			r.CreatedAt = created.Format(time.RFC3339)
@@ -73,13 +80,13 @@ func historyRows(img *blobstore.Image, noTrunc bool) []historyRow {
 	for _, h := range img.Config.History {
 		var size int64
 		if !h.EmptyLayer && layer < len(layers) {
-			size = layers[layer].Size
+			size = img.LayerContentSize(sizes, layer)
 			layer++
 		}
 		add(h.Created, h.CreatedBy, h.Comment, size)
 	}
 	for ; layer < len(layers); layer++ { // layers the history does not describe
-		add(img.Config.Created, "", "", layers[layer].Size)
+		add(img.Config.Created, "", "", img.LayerContentSize(sizes, layer))
 	}
 	// newest first
 	for i, j := 0, len(rows)-1; i < j; i, j = i+1, j-1 {
@@ -100,15 +107,20 @@ func historyRows(img *blobstore.Image, noTrunc bool) []historyRow {
 }
 
 func runHistory(cmd *cobra.Command, g *globalOptions, o *historyOptions, ref string) error {
-	s, err := openStore(g)
+	s, img, err := openAndResolve(cmd, g, ref)
 	if err != nil {
 		return err
 	}
-	img, err := s.Resolve(ref)
+	sizes, err := s.LayerSizes(cmd.Context(), img)
 	if err != nil {
-		return daemonError(cmd, imageErr(ref, err))
+		return err
 	}
-	rows := historyRows(img, o.noTrunc)
+	rows := historyRows(img, sizes, o.noTrunc)
+	if !o.human { // docker: exact sizes, and the date instead of the age
+		for i := range rows {
+			rows[i].CreatedSince, rows[i].Size = rows[i].CreatedAt, rows[i].bytes
+		}
+	}
 	out := cmd.OutOrStdout()
 	if o.quiet {
 		for _, r := range rows {
@@ -122,5 +134,9 @@ func runHistory(cmd *cobra.Command, g *globalOptions, o *historyOptions, ref str
 	if f == "" || f == "table" {
 		f = "table {{.ID}}\t{{.CreatedSince}}\t{{.CreatedBy}}\t{{.Size}}\t{{.Comment}}"
 	}
-	return renderRows(cmd.OutOrStdout(), f, rows, historyHeader)
+	header := historyHeader
+	if !o.human {
+		header.CreatedSince = "CREATED AT"
+	}
+	return renderRows(cmd.OutOrStdout(), f, rows, header)
 }

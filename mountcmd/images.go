@@ -31,10 +31,20 @@ type imagesOptions struct {
 func newImagesCommand(g *globalOptions) *cobra.Command {
 	o := &imagesOptions{}
 	cmd := &cobra.Command{
-		Use:          "images [REPOSITORY[:TAG]]",
-		Aliases:      []string{"ls"},
-		Short:        "List images",
-		Args:         cobra.MaximumNArgs(1),
+		Use:     "images [REPOSITORY[:TAG]]",
+		Aliases: []string{"ls"},
+		Short:   "List images",
+		Long: `List images as docker images does, newest first, one row per tag.
+
+SIZE is the image's uncompressed content (the file bytes its layers add up to, as
+docker counts them), not the size of the compressed blobs. DIGEST (--digests) is the
+digest a pull or push recorded for the row's repository (for a multi-platform pull,
+the index's), <none> for images that never met a registry; a repository with a
+recorded digest but no tag gets its own "<repo> <none>" row. An image index in the
+store's index.json (skopeo copy --all) lists as its linux/<host arch> image, or the
+first of its images the store has. Untagged images with children (intermediate
+images) show only with -a.`,
+		Args:         maxArgs(1),
 		SilenceUsage: true,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return runImages(cmd, g, o, args)
@@ -96,11 +106,11 @@ func parseImageFilters(imgs []*blobstore.Image, fs []string) (*imageFilter, erro
 		case "reference":
 			f.references = append(f.references, v)
 		case "before", "since":
-			img, err := resolveImage(imgs, v)
+			img, err := blobstore.ResolveIn(imgs, v)
 			if err != nil {
-				return nil, err
+				return nil, imageErr(v, err)
 			}
-			if k == "before" {
+			if strings.EqualFold(k, "before") {
 				f.before = img
 			} else {
 				f.since = img
@@ -112,22 +122,6 @@ func parseImageFilters(imgs []*blobstore.Image, fs []string) (*imageFilter, erro
 		}
 	}
 	return f, nil
-}
-
-func resolveImage(imgs []*blobstore.Image, ref string) (*blobstore.Image, error) {
-	for _, img := range imgs {
-		for _, t := range img.Tags {
-			if n, err := blobstore.ParseReference(ref); err == nil && n.String() == t {
-				return img, nil
-			}
-		}
-	}
-	for _, img := range imgs {
-		if img.ID.String() == ref || strings.HasPrefix(img.ID.Encoded(), strings.TrimPrefix(ref, "sha256:")) {
-			return img, nil
-		}
-	}
-	return nil, imageErr(ref, blobstore.ErrNotFound)
 }
 
 // matchReference is docker's reference filter: the pattern matches the familiar
@@ -142,6 +136,78 @@ func matchReference(pattern, full string) bool {
 	}
 	ok, _ := path.Match(pattern, reference.FamiliarString(n))
 	return ok
+}
+
+// keepReference applies the reference filters to one row's full reference ("" for
+// an image with neither tag nor repo digest, which no pattern matches).
+func (f *imageFilter) keepReference(full string) bool {
+	if len(f.references) == 0 {
+		return true
+	}
+	for _, p := range f.references {
+		if full != "" && matchReference(p, full) {
+			return true
+		}
+	}
+	return false
+}
+
+// refRow is one row of `images` with the reference it shows.
+type refRow struct {
+	imageRow
+	full string
+}
+
+// imageRefRows are docker's rows for one image: one per tag; one per repository
+// that has a recorded repo digest (a pull or push) but no tag on the image, with
+// TAG <none>; "<none> <none>" when it has neither. DIGEST is the repository's
+// recorded digest, <none> when there is none (a local build, import or load).
+func imageRefRows(base imageRow, tags, repoDigests []string) []refRow {
+	digestOf := map[string]string{} // repository name -> digest
+	var digestRepos []string
+	for _, rd := range repoDigests {
+		n, err := reference.ParseNormalizedNamed(rd)
+		if err != nil {
+			continue
+		}
+		if c, ok := n.(reference.Canonical); ok {
+			if _, seen := digestOf[n.Name()]; !seen {
+				digestOf[n.Name()] = c.Digest().String()
+				digestRepos = append(digestRepos, n.Name())
+			}
+		}
+	}
+	var rows []refRow
+	tagged := map[string]bool{}
+	for _, t := range tags {
+		n, err := reference.ParseNormalizedNamed(t)
+		if err != nil {
+			continue
+		}
+		r := refRow{imageRow: base, full: t}
+		r.Repository = reference.FamiliarName(n)
+		if tg, ok := n.(reference.Tagged); ok {
+			r.Tag = tg.Tag()
+		}
+		if d, ok := digestOf[n.Name()]; ok {
+			r.Digest = d
+		}
+		tagged[n.Name()] = true
+		rows = append(rows, r)
+	}
+	for _, name := range digestRepos {
+		if tagged[name] {
+			continue
+		}
+		n, _ := reference.ParseNormalizedNamed(name)
+		r := refRow{imageRow: base, full: name}
+		r.Repository, r.Digest = reference.FamiliarName(n), digestOf[name]
+		rows = append(rows, r)
+	}
+	if len(rows) == 0 {
+		rows = append(rows, refRow{imageRow: base})
+	}
+	return rows
 }
 
 func (f *imageFilter) keepImage(img *blobstore.Image) bool {
@@ -165,11 +231,7 @@ func (f *imageFilter) keepImage(img *blobstore.Image) bool {
 }
 
 func runImages(cmd *cobra.Command, g *globalOptions, o *imagesOptions, args []string) error {
-	s, err := openStore(g)
-	if err != nil {
-		return err
-	}
-	imgs, err := s.Images()
+	s, imgs, err := openImages(g)
 	if err != nil {
 		return err
 	}
@@ -178,6 +240,10 @@ func runImages(cmd *cobra.Command, g *globalOptions, o *imagesOptions, args []st
 		filters = append(filters, "reference="+args[0])
 	}
 	f, err := parseImageFilters(imgs, filters)
+	if err != nil {
+		return err
+	}
+	sizes, err := s.LayerSizes(cmd.Context(), imgs...)
 	if err != nil {
 		return err
 	}
@@ -192,8 +258,8 @@ func runImages(cmd *cobra.Command, g *globalOptions, o *imagesOptions, args []st
 		base := imageRow{
 			Containers: "N/A", SharedSize: "N/A", UniqueSize: "N/A",
 			CreatedSince: createdSince(img.Created()),
-			Size:         humanSize(img.Size()), VirtualSize: humanSize(img.Size()),
-			ID: blobstore.ShortID(img.ID), Digest: img.ManifestDigest.String(),
+			Size:         humanSize(img.ContentSize(sizes)), VirtualSize: humanSize(img.ContentSize(sizes)),
+			ID: blobstore.ShortID(img.ID), Digest: "<none>",
 			Repository: "<none>", Tag: "<none>",
 		}
 		if c := img.Created(); !c.IsZero() {
@@ -202,29 +268,10 @@ func runImages(cmd *cobra.Command, g *globalOptions, o *imagesOptions, args []st
 		if o.noTrunc {
 			base.ID = img.ID.String()
 		}
-		if len(img.Tags) == 0 {
-			if len(f.references) == 0 {
-				rows = append(rows, base)
+		for _, r := range imageRefRows(base, img.Tags, img.PulledDigests) {
+			if f.keepReference(r.full) {
+				rows = append(rows, r.imageRow)
 			}
-			continue
-		}
-		for _, t := range img.Tags {
-			if len(f.references) > 0 {
-				match := false
-				for _, p := range f.references {
-					match = match || matchReference(p, t)
-				}
-				if !match {
-					continue
-				}
-			}
-			r := base
-			n, _ := reference.ParseNormalizedNamed(t)
-			r.Repository = reference.FamiliarName(n)
-			if tg, ok := n.(reference.Tagged); ok {
-				r.Tag = tg.Tag()
-			}
-			rows = append(rows, r)
 		}
 	}
 	return printImageRows(cmd.OutOrStdout(), rows, o)

@@ -38,7 +38,7 @@ func newImportCommand(g *globalOptions) *cobra.Command {
 one-layer image, print its ID and tag it if a reference is given. -c applies
 Dockerfile instructions (CMD, ENTRYPOINT, ENV, EXPOSE, LABEL, USER, VOLUME, WORKDIR,
 STOPSIGNAL) to the image config.`,
-		Args:         cobra.RangeArgs(1, 2),
+		Args:         rangeArgs(1, 2),
 		SilenceUsage: true,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return runImport(cmd, g, o, args)

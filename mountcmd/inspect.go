@@ -1,7 +1,9 @@
 package mountcmd
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"path/filepath"
 	"strings"
@@ -10,6 +12,7 @@ import (
 	dockerspec "github.com/moby/docker-image-spec/specs-go/v1"
 
 	"github.com/layerfs/layerfs/blobstore"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"github.com/spf13/cobra"
 )
 
@@ -21,16 +24,43 @@ func init() {
 
 type inspectOptions struct {
 	format string
+	typ    string // --type of the top-level verb: "" (any) or "image"
+	// object: the top-level verb, docker inspect, which names what it misses an
+	// object ("No such object: X"); `image inspect` says "No such image".
+	object bool
 }
 
+// newInspectCommand is the top-level `inspect` (docker inspect; images are the only
+// objects it knows, working containers are shown by ps).
 func newInspectCommand(g *globalOptions) *cobra.Command {
-	o := &inspectOptions{}
+	o := &inspectOptions{object: true}
+	cmd := inspectCommand(g, o)
+	cmd.Use = "inspect [--format TEMPLATE] [--type image] NAME|ID..."
+	cmd.Short = "Show detailed information on images, as docker inspect does"
+	cmd.Flags().StringVar(&o.typ, "type", "", "only inspect objects of the given type (image)")
+	return cmd
+}
+
+// newImageInspectCommand is `image inspect` (docker image inspect).
+func newImageInspectCommand(g *globalOptions) *cobra.Command {
+	return inspectCommand(g, &inspectOptions{})
+}
+
+func inspectCommand(g *globalOptions, o *inspectOptions) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:          "inspect [--format TEMPLATE] IMAGE...",
 		Short:        "Show detailed information on images, as docker image inspect does",
-		Args:         cobra.MinimumNArgs(1),
+		Args:         minArgs(1),
 		SilenceUsage: true,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			switch o.typ {
+			case "", "image":
+			default:
+				return fmt.Errorf("%q is not a valid value for --type (layerfs inspects images)", o.typ)
+			}
+			if o.typ == "image" {
+				o.object = false // docker inspect --type image words misses as image inspect
+			}
 			return runInspect(cmd, g, o, args)
 		},
 	}
@@ -89,9 +119,11 @@ type inspectImage struct {
 	Metadata struct {
 		LastTagTime string
 	}
+	// Descriptor is the image's manifest, as docker's containerd image store shows it.
+	Descriptor ocispec.Descriptor
 }
 
-func newInspectImage(g *globalOptions, s *blobstore.Store, imgs []*blobstore.Image, img *blobstore.Image) (inspectImage, error) {
+func newInspectImage(ctx context.Context, g *globalOptions, s *blobstore.Store, imgs []*blobstore.Image, img *blobstore.Image) (inspectImage, error) {
 	var raw struct {
 		Comment       string                          `json:"comment"`
 		DockerVersion string                          `json:"docker_version"`
@@ -102,16 +134,19 @@ func newInspectImage(g *globalOptions, s *blobstore.Store, imgs []*blobstore.Ima
 	out := inspectImage{
 		Id: img.ID.String(), RepoTags: []string{}, RepoDigests: []string{},
 		Comment: raw.Comment, DockerVersion: raw.DockerVersion, Author: c.Author,
-		Architecture: c.Architecture, Variant: c.Variant, Os: c.OS, Size: img.Size(),
+		Architecture: c.Architecture, Variant: c.Variant, Os: c.OS,
 	}
-	for _, t := range img.Tags {
-		out.RepoTags = append(out.RepoTags, blobstore.FamiliarString(t))
-	}
-	rds, err := s.ImageRepoDigests(img)
+	sizes, err := s.LayerSizes(ctx, img)
 	if err != nil {
 		return out, err
 	}
-	for _, d := range rds {
+	out.Size = img.ContentSize(sizes)
+	for _, t := range img.Tags {
+		out.RepoTags = append(out.RepoTags, blobstore.FamiliarString(t))
+	}
+	// As docker (and images --digests): only digests a registry gave, none for an
+	// image built, imported or loaded here.
+	for _, d := range img.PulledDigests {
 		out.RepoDigests = append(out.RepoDigests, blobstore.FamiliarString(d))
 	}
 	if img.Parent != "" {
@@ -137,6 +172,7 @@ func newInspectImage(g *globalOptions, s *blobstore.Store, imgs []*blobstore.Ima
 		out.RootFS.Layers = append(out.RootFS.Layers, d.String())
 	}
 	out.Metadata.LastTagTime = "0001-01-01T00:00:00Z"
+	out.Descriptor = img.Descriptor
 	return out, nil
 }
 
@@ -152,23 +188,23 @@ func dockerConfig(c dockerspec.DockerOCIImageConfig) inspectConfig {
 }
 
 func runInspect(cmd *cobra.Command, g *globalOptions, o *inspectOptions, args []string) error {
-	s, err := openStore(g)
-	if err != nil {
-		return err
-	}
-	imgs, err := s.Images()
+	s, imgs, err := openImages(g)
 	if err != nil {
 		return err
 	}
 	var found []inspectImage
 	var errs []string
 	for _, a := range args {
-		img, err := s.Resolve(a)
+		img, err := blobstore.ResolveIn(imgs, a)
 		if err != nil {
-			errs = append(errs, imageErr(a, err).Error())
+			if o.object && errors.Is(err, blobstore.ErrNotFound) {
+				errs = append(errs, "No such object: "+a)
+			} else {
+				errs = append(errs, imageErr(a, err).Error())
+			}
 			continue
 		}
-		ii, err := newInspectImage(g, s, imgs, img)
+		ii, err := newInspectImage(cmd.Context(), g, s, imgs, img)
 		if err != nil {
 			return err
 		}

@@ -31,7 +31,7 @@ func newLoadCommand(g *globalOptions) *cobra.Command {
 layerfs save: docker-archive (classic or with an embedded OCI layout) or an OCI
 archive, either possibly gzip- or zstd-compressed. Nothing is recorded unless the
 whole archive checks out.`,
-		Args:         cobra.NoArgs,
+		Args:         noArgs,
 		SilenceUsage: true,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return runLoad(cmd, g, o)

@@ -35,7 +35,7 @@ func newLoginCommand(g *globalOptions) *cobra.Command {
 		Long: "Log in to a registry (Docker Hub without SERVER). The credentials are checked " +
 			"against the registry, then stored in the auth file in docker's config.json format, " +
 			"through its credential helper (credsStore, credHelpers) when one is configured.",
-		Args:         cobra.MaximumNArgs(1),
+		Args:         maxArgs(1),
 		SilenceUsage: true,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			server := ""
@@ -148,7 +148,7 @@ func newLogoutCommand(g *globalOptions) *cobra.Command {
 		Use:          "logout [SERVER]",
 		Short:        "Log out from a registry",
 		Long:         "Remove the credentials for SERVER (Docker Hub without SERVER) from the auth file and its credential helper.",
-		Args:         cobra.MaximumNArgs(1),
+		Args:         maxArgs(1),
 		SilenceUsage: true,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			server := ""

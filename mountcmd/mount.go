@@ -2,7 +2,6 @@ package mountcmd
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -12,7 +11,6 @@ import (
 	"strings"
 	"sync"
 
-	"github.com/opencontainers/go-digest"
 	"github.com/spf13/cobra"
 
 	"github.com/layerfs/layerfs/blobstore"
@@ -55,7 +53,7 @@ scripts can do: name=$(layerfs mount busybox ./rootfs).`,
 			if len(args) == 1 && o.name == "" {
 				return errors.New("mount needs IMAGE and DIR (IMAGE may be left out only with --name of an existing container)")
 			}
-			return cobra.RangeArgs(1, 2)(cmd, args)
+			return rangeArgs(1, 2)(cmd, args)
 		},
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ref, dir := "", args[0]
@@ -393,18 +391,22 @@ func containerImage(s *blobstore.Store, g *globalOptions, name string) (*blobsto
 	if err != nil {
 		return nil, err
 	}
+	return imageOfContainer(s, w, st)
+}
+
+// imageOfContainer is the image working container w (state st) was made from: as
+// index.json lists it (with its tags) if it still does, else read from the blobs,
+// which gc keeps for the container after an rmi -f.
+func imageOfContainer(s *blobstore.Store, w *workContainer, st *workState) (*blobstore.Image, error) {
 	if img, err := s.Resolve(st.ImageID.String()); err == nil && img.ManifestDigest == st.ManifestDigest {
 		return img, nil
 	}
-	img := &blobstore.Image{ID: st.ImageID, ManifestDigest: st.ManifestDigest}
-	if err := readJSONBlob(s, st.ManifestDigest, &img.Manifest); err != nil {
-		return nil, err
+	img, err := s.LoadManifest(st.ManifestDigest)
+	if err != nil {
+		return nil, fmt.Errorf("image of container %s: %w", w.name, err)
 	}
-	if img.Manifest.Config.Digest != st.ImageID {
-		return nil, fmt.Errorf("container %s: manifest %s has config %s, not %s", name, st.ManifestDigest, img.Manifest.Config.Digest, st.ImageID)
-	}
-	if err := readJSONBlob(s, st.ImageID, &img.Config); err != nil {
-		return nil, err
+	if img.ID != st.ImageID {
+		return nil, fmt.Errorf("image of container %s: manifest %s has config %s, not %s", w.name, st.ManifestDigest, img.ID, st.ImageID)
 	}
 	return img, nil
 }
@@ -421,24 +423,4 @@ func namesContainerImage(g *globalOptions, name, ref string, img *blobstore.Imag
 	}
 	st, err := w.load()
 	return err == nil && st.ImageRef != "" && st.ImageRef == blobstore.DisplayRef(ref)
-}
-
-// readJSONBlob decodes a (small, verified) JSON blob.
-func readJSONBlob(s *blobstore.Store, d digest.Digest, v any) error {
-	rc, err := s.Open(d)
-	if err != nil {
-		return err
-	}
-	defer rc.Close()
-	b, err := io.ReadAll(io.LimitReader(rc, 16<<20))
-	if err == nil {
-		err = rc.Close()
-	}
-	if err != nil {
-		return fmt.Errorf("read blob %s: %w", d, err)
-	}
-	if err := json.Unmarshal(b, v); err != nil {
-		return fmt.Errorf("blob %s: %w", d, err)
-	}
-	return nil
 }

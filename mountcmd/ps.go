@@ -44,7 +44,7 @@ mount: umount clears it) or unmounted (changes kept until rm).
 --format takes a Go template over .Name .Image .ImageID .Mountpoint .Status .PID
 .ReadOnly .Created ("table TEMPLATE" adds a header and aligns columns), or "json"
 for one JSON object per line.`,
-		Args: cobra.NoArgs,
+		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			rows, err := psRows(cmd.Context(), g)
 			if err != nil {

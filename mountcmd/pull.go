@@ -29,7 +29,7 @@ func newPullCommand(g *globalOptions) *cobra.Command {
 		Long: "Download an image from a registry into the store. An index (multi-platform image) " +
 			"gives the image for --platform (default linux on this machine's architecture). Layers " +
 			"already in the store are not downloaded again; every blob is verified against its digest.",
-		Args:         cobra.ExactArgs(1),
+		Args:         exactArgs(1),
 		SilenceUsage: true,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return runPull(cmd, g, o, args[0])

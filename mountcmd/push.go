@@ -27,7 +27,7 @@ func newPushCommand(g *globalOptions) *cobra.Command {
 		Long: "Upload a stored image to a registry, to NAME itself or to DESTINATION (a NAME[:TAG] " +
 			"on any registry). Blobs the repository has are not sent again; blobs known to be in " +
 			"another repository of the same registry are mounted from there.",
-		Args:         cobra.RangeArgs(1, 2),
+		Args:         rangeArgs(1, 2),
 		SilenceUsage: true,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			dest := ""

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 
 	"github.com/spf13/cobra"
 )
@@ -29,24 +28,15 @@ A mounted container is refused unless -f, which unmounts it first (killing its
 server if the mount is busy, as docker rm -f kills a running container). Each name
 is handled on its own and printed once removed; with -f a missing one is not
 an error (as docker rm -f).`,
-		Args: cobra.MinimumNArgs(1),
+		Args: minArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			failed := false
-			for _, name := range args {
-				if err := rmOne(cmd.Context(), g, o, name); err != nil {
-					if o.force && errors.Is(err, errNoSuchContainer) {
-						continue
-					}
-					fmt.Fprintf(os.Stderr, "Error: %s\n", userError(err))
-					failed = true
-					continue
+			return forEachName(cmd, args, true, func(name string) error {
+				err := rmOne(cmd.Context(), g, o, name)
+				if o.force && errors.Is(err, errNoSuchContainer) {
+					return errSkipped
 				}
-				fmt.Fprintln(cmd.OutOrStdout(), name)
-			}
-			if failed {
-				return exitError{1}
-			}
-			return nil
+				return err
+			})
 		},
 	}
 	cmd.Flags().BoolVarP(&o.force, "force", "f", false, "unmount a mounted container first, killing a busy server")
@@ -67,15 +57,11 @@ func rmOne(ctx context.Context, g *globalOptions, o *rmOptions, name string) err
 		// server's stop timeout.
 		stopIfRunning(g, name)
 	}
-	unlock, err := lockContainer(ctx, w)
+	st, unlock, err := lockAndLoad(ctx, w)
 	if err != nil {
 		return err
 	}
 	defer unlock()
-	st, err := w.load()
-	if err != nil {
-		return err
-	}
 	if status := w.status(st); status != statusUnmounted {
 		if !o.force {
 			what := "mounted at " + st.Mountpoint

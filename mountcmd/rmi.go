@@ -27,7 +27,7 @@ func newRmiCommand(g *globalOptions) *cobra.Command {
 		Long: `Remove images as docker does: a tag only untags while other tags remain; an ID
 with several tags needs -f; an image with child images or one a working container
 uses is refused. Blobs nothing references any more are removed afterwards.`,
-		Args:         cobra.MinimumNArgs(1),
+		Args:         minArgs(1),
 		SilenceUsage: true,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return runRmi(cmd, g, o, args)

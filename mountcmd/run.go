@@ -67,7 +67,7 @@ apply, as in docker. The exit status is the command's (128+N if signal N killed 
 The container is kept afterwards (unmounted) so that its changes can be
 committed: layerfs run --name busy1 -it busybox sh; ...; layerfs commit busy1 me/img:v2.
 --rm removes it when the command exits.`,
-		Args: cobra.MinimumNArgs(1),
+		Args: minArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if len(o.publish) > 0 && !o.child {
 				// Containers share the host's network: a port is already published.
@@ -405,15 +405,11 @@ func mountForRun(ctx context.Context, g *globalOptions, s *blobstore.Store, img 
 func unmountAfterRun(w *workContainer, rm bool, made *build.RuntimePaths, server int) error {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	unlock, err := lockContainer(ctx, w)
-	if err != nil {
-		return err
-	}
-	defer unlock()
-	st, err := w.load()
+	st, unlock, err := lockAndLoad(ctx, w)
 	if err != nil {
 		return err // removed under us (rm -f)
 	}
+	defer unlock()
 	defer os.Remove(runStatePath(w))
 	if st.PID != server {
 		return nil // unmounted and mounted again by someone else meanwhile

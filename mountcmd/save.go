@@ -33,7 +33,7 @@ func newSaveCommand(g *globalOptions) *cobra.Command {
 by docker load, podman load and skopeo's docker-archive:), an OCI archive with
 --format oci. Stored blobs are copied unchanged; the same images give the same bytes.
 A repository name without a tag saves every tag of that repository.`,
-		Args:         cobra.MinimumNArgs(1),
+		Args:         minArgs(1),
 		SilenceUsage: true,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return runSave(cmd, g, o, args)
@@ -55,11 +55,7 @@ func runSave(cmd *cobra.Command, g *globalOptions, o *saveOptions, args []string
 			return errors.New("cowardly refusing to save to a terminal. Use the -o flag or redirect")
 		}
 	}
-	s, err := openStore(g)
-	if err != nil {
-		return err
-	}
-	imgs, err := s.Images()
+	s, imgs, err := openImages(g)
 	if err != nil {
 		return err
 	}

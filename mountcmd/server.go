@@ -53,7 +53,7 @@ func newServeCommand(g *globalOptions) *cobra.Command {
 		Use:    "__serve NAME",
 		Short:  "Serve a working container's mount (internal: started by mount)",
 		Hidden: true,
-		Args:   cobra.ExactArgs(1),
+		Args:   exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			w, err := newWorkContainer(g.root, args[0])
 			if err != nil {

@@ -3,6 +3,8 @@ package mountcmd
 import (
 	"path/filepath"
 
+	"github.com/spf13/cobra"
+
 	"github.com/layerfs/layerfs/blobstore"
 	"github.com/opencontainers/go-digest"
 )
@@ -21,4 +23,32 @@ func storeDir(g *globalOptions) string { return filepath.Join(g.root, "store") }
 // openStore opens (creating if needed) the image store under --root.
 func openStore(g *globalOptions) (*blobstore.Store, error) {
 	return blobstore.Open(storeDir(g))
+}
+
+// openAndResolve opens the store and resolves the image argument ref; a miss is
+// printed as docker does ("Error response from daemon: No such image: X", exit 1).
+func openAndResolve(cmd *cobra.Command, g *globalOptions, ref string) (*blobstore.Store, *blobstore.Image, error) {
+	s, err := openStore(g)
+	if err != nil {
+		return nil, nil, err
+	}
+	img, err := s.Resolve(ref)
+	if err != nil {
+		return nil, nil, daemonError(cmd, imageErr(ref, err))
+	}
+	return s, img, nil
+}
+
+// openImages opens the store and lists its images (one reading of index.json for
+// verbs that resolve several arguments or show them all).
+func openImages(g *globalOptions) (*blobstore.Store, []*blobstore.Image, error) {
+	s, err := openStore(g)
+	if err != nil {
+		return nil, nil, err
+	}
+	imgs, err := s.Images()
+	if err != nil {
+		return nil, nil, err
+	}
+	return s, imgs, nil
 }

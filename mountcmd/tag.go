@@ -15,19 +15,15 @@ func newTagCommand(g *globalOptions) *cobra.Command {
 	return &cobra.Command{
 		Use:          "tag SOURCE_IMAGE[:TAG] TARGET_IMAGE[:TAG]",
 		Short:        "Create a tag TARGET_IMAGE that refers to SOURCE_IMAGE",
-		Args:         cobra.ExactArgs(2),
+		Args:         exactArgs(2),
 		SilenceUsage: true,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if _, err := blobstore.ParseTag(args[1]); err != nil {
 				return err
 			}
-			s, err := openStore(g)
+			s, img, err := openAndResolve(cmd, g, args[0])
 			if err != nil {
 				return err
-			}
-			img, err := s.Resolve(args[0])
-			if err != nil {
-				return daemonError(cmd, imageErr(args[0], err))
 			}
 			return s.Tag(cmd.Context(), img, args[1])
 		},

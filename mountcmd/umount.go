@@ -55,7 +55,7 @@ the server instead and detaches the mount (those processes get errors).`,
 			return nil
 		},
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return runUmount(cmd.Context(), g, o, args)
+			return runUmount(cmd, g, o, args)
 		},
 	}
 	cmd.Flags().BoolVarP(&o.all, "all", "a", false, "unmount every mounted working container")
@@ -63,7 +63,7 @@ the server instead and detaches the mount (those processes get errors).`,
 	return cmd
 }
 
-func runUmount(ctx context.Context, g *globalOptions, o *umountOptions, args []string) error {
+func runUmount(cmd *cobra.Command, g *globalOptions, o *umountOptions, args []string) error {
 	if o.all {
 		ws, err := listContainers(g.root)
 		if err != nil {
@@ -75,17 +75,9 @@ func runUmount(ctx context.Context, g *globalOptions, o *umountOptions, args []s
 			}
 		}
 	}
-	failed := false
-	for _, arg := range args {
-		if err := umountOne(ctx, g, arg, o.force); err != nil {
-			fmt.Fprintf(os.Stderr, "Error: %s\n", userError(err))
-			failed = true
-		}
-	}
-	if failed {
-		return exitError{1}
-	}
-	return nil
+	return forEachName(cmd, args, false, func(name string) error {
+		return umountOne(cmd.Context(), g, name, o.force)
+	})
 }
 
 func umountOne(ctx context.Context, g *globalOptions, arg string, force bool) error {
@@ -93,15 +85,11 @@ func umountOne(ctx context.Context, g *globalOptions, arg string, force bool) er
 	if err != nil {
 		return err
 	}
-	unlock, err := lockContainer(ctx, w)
+	st, unlock, err := lockAndLoad(ctx, w)
 	if err != nil {
 		return err
 	}
 	defer unlock()
-	st, err := w.load()
-	if err != nil {
-		return err
-	}
 	if st.Mountpoint == "" && !w.serverAlive() {
 		return fmt.Errorf("container %s is not mounted", w.name)
 	}

@@ -32,6 +32,8 @@ import (
 
 	"github.com/opencontainers/go-digest"
 	"golang.org/x/sys/unix"
+
+	"github.com/spf13/cobra"
 )
 
 // Errors about working containers, checked with errors.Is. The container verbs
@@ -51,6 +53,32 @@ func userError(err error) string {
 		}
 	}
 	return msg
+}
+
+// errSkipped tells forEachName that fn had nothing to do for a name (rm -f of a
+// missing container): nothing is printed.
+var errSkipped = errors.New("skipped")
+
+// forEachName runs fn for each name as docker's multi-container verbs do (rm, stop,
+// umount): every name on its own; an error printed as "Error: ..." on stderr and
+// exit status 1 once all are done; with echo, the name printed on success.
+func forEachName(cmd *cobra.Command, names []string, echo bool, fn func(name string) error) error {
+	failed := false
+	for _, name := range names {
+		err := fn(name)
+		switch {
+		case errors.Is(err, errSkipped):
+		case err != nil:
+			fmt.Fprintf(cmd.ErrOrStderr(), "Error: %s\n", userError(err))
+			failed = true
+		case echo:
+			fmt.Fprintln(cmd.OutOrStdout(), name)
+		}
+	}
+	if failed {
+		return exitError{1}
+	}
+	return nil
 }
 
 // Status values shown by ps.

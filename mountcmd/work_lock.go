@@ -22,6 +22,20 @@ func lockContainer(ctx context.Context, w *workContainer) (unlock func(), err er
 	return lockFile(ctx, w.lockPath())
 }
 
+// lockAndLoad takes w's lock (see lockContainer) and reads its state under it. The
+// caller calls unlock (set only when err is nil).
+func lockAndLoad(ctx context.Context, w *workContainer) (st *workState, unlock func(), err error) {
+	unlock, err = lockContainer(ctx, w)
+	if err != nil {
+		return nil, nil, err
+	}
+	if st, err = w.load(); err != nil {
+		unlock()
+		return nil, nil, err
+	}
+	return st, unlock, nil
+}
+
 // tryLockContainer is lockContainer that gives up at once: ok=false if it is held.
 func tryLockContainer(w *workContainer) (unlock func(), ok bool, err error) {
 	ctx, cancel := context.WithCancel(context.Background())

@@ -257,6 +257,11 @@ func record(ctx context.Context, st Store, img v1.Image, named reference.Named, 
 	if err := st.AddRepoDigest(ctx, mdig, res.RepoDigest); err != nil {
 		return err
 	}
+	// docker's image size is the uncompressed content: count the new layers now,
+	// while the blobs are hot, rather than on the first `images`
+	if _, err := st.LayerSizes(ctx, stored); err != nil {
+		return err
+	}
 	blobs := []digest.Digest{stored.ID}
 	for _, l := range stored.Manifest.Layers {
 		blobs = append(blobs, l.Digest)

@@ -4,6 +4,7 @@ import (
 	"archive/tar"
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -188,6 +189,16 @@ func TestPushPullRoundTrip(t *testing.T) {
 	rd, err := dst.RepoDigests(img.ManifestDigest)
 	if err != nil || len(rd) != 1 || rd[0] != reg.Host+"/team/app@"+img.ManifestDigest.String() {
 		t.Errorf("RepoDigests = %v, %v", rd, err)
+	}
+	// the pull recorded the layers' content sizes (docker's SIZE) as it stored them
+	var recorded map[string]int64
+	if b, err := os.ReadFile(filepath.Join(dst.Dir(), ".layerfs", "layersizes.json")); err != nil || json.Unmarshal(b, &recorded) != nil {
+		t.Errorf("layer sizes after pull: %v %s", err, b)
+	}
+	for _, id := range got.Config.RootFS.DiffIDs {
+		if _, ok := recorded[id.String()]; !ok {
+			t.Errorf("pull recorded no content size for layer %s (%v)", id, recorded)
+		}
 	}
 
 	// A single-platform image must match an explicit --platform.

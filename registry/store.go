@@ -21,6 +21,7 @@ type Store interface {
 	AddRepoDigest(ctx context.Context, manifest digest.Digest, repoDigest string) error
 	BlobSources(d digest.Digest) ([]string, error)
 	AddBlobSources(ctx context.Context, repository string, blobs ...digest.Digest) error
+	LayerSizes(ctx context.Context, imgs ...*blobstore.Image) (map[digest.Digest]int64, error)
 }
 
 var _ Store = (*blobstore.Store)(nil)

@@ -1,0 +1,99 @@
+package mountcmd
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/layerfs/layerfs/blobstore"
+	"github.com/spf13/cobra"
+)
+
+type imagePruneOptions struct {
+	all   bool
+	force bool
+}
+
+// newImagePruneCommand is docker's `image prune`: remove dangling images (with -a,
+// every image no working container uses), then the blobs and layer dirs nothing
+// references, and say how much space that freed.
+func newImagePruneCommand(g *globalOptions) *cobra.Command {
+	o := &imagePruneOptions{}
+	cmd := &cobra.Command{
+		Use:          "prune [-a] [-f]",
+		Short:        "Remove unused images",
+		Args:         noArgs,
+		SilenceUsage: true,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return runImagePrune(cmd, g, o)
+		},
+	}
+	cmd.Flags().BoolVarP(&o.all, "all", "a", false, "remove all images no working container uses, not just dangling ones")
+	cmd.Flags().BoolVarP(&o.force, "force", "f", false, "do not prompt for confirmation")
+	return cmd
+}
+
+func runImagePrune(cmd *cobra.Command, g *globalOptions, o *imagePruneOptions) error {
+	if !o.force {
+		warning := "WARNING! This will remove all dangling images."
+		if o.all {
+			warning = "WARNING! This will remove all images without at least one container associated to them."
+		}
+		fmt.Fprintf(cmd.OutOrStdout(), "%s\nAre you sure you want to continue? [y/N] ", warning)
+		answer, _ := bufio.NewReader(cmd.InOrStdin()).ReadString('\n')
+		if a := strings.ToLower(strings.TrimSpace(answer)); a != "y" && a != "yes" {
+			return nil
+		}
+	}
+	s, imgs, err := openImages(g)
+	if err != nil {
+		return err
+	}
+	opts := blobstore.RemoveOptions{
+		InUse:   func(img *blobstore.Image) ([]string, error) { return workingContainersUsing(g, img) },
+		Running: func(img *blobstore.Image) ([]string, error) { return mountedContainersUsing(g, img) },
+	}
+	var lines []blobstore.RemoveLine
+	for _, img := range imgs { // newest first: children go before their parents
+		if len(img.Tags) > 0 && !o.all {
+			continue
+		}
+		if users, err := workingContainersUsing(g, img); err != nil || len(users) > 0 {
+			continue
+		}
+		refs := img.Tags
+		if len(refs) == 0 {
+			refs = []string{img.ID.String()}
+		}
+		for _, ref := range refs {
+			l, err := s.Remove(cmd.Context(), ref, opts)
+			lines = append(lines, l...)
+			var conflict *blobstore.ConflictError
+			if errors.As(err, &conflict) || errors.Is(err, blobstore.ErrNotFound) {
+				break // kept (children, a container), or gone with a child already
+			}
+			if err != nil {
+				return err
+			}
+		}
+	}
+	out := cmd.OutOrStdout()
+	if len(lines) > 0 {
+		fmt.Fprintln(out, "Deleted Images:")
+		for _, l := range lines {
+			if l.Untagged != "" {
+				fmt.Fprintf(out, "untagged: %s\n", l.Untagged)
+			} else {
+				fmt.Fprintf(out, "deleted: %s\n", l.Deleted)
+			}
+		}
+		fmt.Fprintln(out)
+	}
+	res, err := reclaim(cmd, g, s, false)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "Total reclaimed space: %s\n", humanSize(res.Freed))
+	return nil
+}

@@ -139,19 +139,18 @@ func (n *node) liveHandle(f fusefs.FileHandle) *fileHandle {
 // barrier). A handle whose node has no name any more keeps its file.
 func (h *fileHandle) file(write bool) (*fusefs.LoopbackFile, int, error) {
 	cur := h.n.fs.stack.Load()
-	h.mu.Lock()
-	if h.s == cur || h.pt {
-		lf, fd, up := h.lf, h.fd, h.upper
-		h.mu.Unlock()
-		if write && !up {
-			return nil, -1, unix.EBADF
-		}
-		return lf, fd, nil
-	}
-	h.mu.Unlock()
 	if write && h.acc == unix.O_RDONLY {
 		return nil, -1, unix.EBADF
 	}
+	h.mu.Lock()
+	if h.pt || (h.s == cur && (!write || h.upper)) {
+		lf, fd := h.lf, h.fd
+		h.mu.Unlock()
+		return lf, fd, nil
+	}
+	// An older stack's file, or (after a read moved the handle) the lower file of
+	// the current one: follow the node, copied up for a write.
+	h.mu.Unlock()
 	e, s, err := h.n.resolve()
 	if err == nil && write && !e.inUpper(s) {
 		e, s, err = h.n.fs.copyUpPath(h.n.rel(), -1)

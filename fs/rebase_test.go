@@ -24,6 +24,11 @@ func TestRebaseOpenHandles(t *testing.T) {
 	defer created.Close()
 	_, err = created.WriteString("one\n")
 	must(t, err)
+	both, err := os.OpenFile(p("both"), os.O_RDWR|os.O_CREATE, 0o644)
+	must(t, err)
+	defer both.Close()
+	_, err = both.WriteAt([]byte("ab"), 0)
+	must(t, err)
 	rw, err := os.OpenFile(p("old"), os.O_RDWR|os.O_APPEND, 0)
 	must(t, err)
 	defer rw.Close()
@@ -42,11 +47,18 @@ func TestRebaseOpenHandles(t *testing.T) {
 	u.m.Resume()
 	must(t, os.RemoveAll(u.upper))
 
+	// A read first moves the handle to the new lower file; the write then copies up.
+	b := make([]byte, 2)
+	if _, err := both.ReadAt(b, 0); err != nil || string(b) != "ab" {
+		t.Errorf("read of both after Rebase = %q, %v", b, err)
+	}
+	_, err = both.WriteAt([]byte("c"), 2)
+	must(t, err)
 	_, err = created.WriteString("two\n")
 	must(t, err)
 	_, err = rw.WriteString("2\n")
 	must(t, err)
-	for name, want := range map[string]string{"created": "one\ntwo\n", "old": "0\n1\n2\n"} {
+	for name, want := range map[string]string{"created": "one\ntwo\n", "old": "0\n1\n2\n", "both": "abc"} {
 		if got := readFile(t, p(name)); got != want {
 			t.Errorf("%s through the mount after Rebase = %q, want %q", name, got, want)
 		}

@@ -147,9 +147,12 @@ func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint3
 	return in, h, fflags, 0
 }
 
-var _ = (fusefs.NodeMkdirer)((*node)(nil))
-
-func (n *node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.EntryOut) (*fusefs.Inode, syscall.Errno) {
+// newEntry is the shared body of Mkdir, Mknod and Symlink. Under the write barrier,
+// in the upper copy of n's directory, it clears any whiteout of name, calls create
+// (which makes the entry in dfd), gives the entry the caller's owner, runs after (if
+// set) and looks the new entry up. op names the operation in errors.
+func (n *node) newEntry(ctx context.Context, op, name string, out *fuse.EntryOut,
+	create func(dfd int) error, after func(pe *entry, s *stack, dfd int) error) (*fusefs.Inode, syscall.Errno) {
 	if en := checkName(name); en != 0 {
 		return nil, en
 	}
@@ -158,27 +161,43 @@ func (n *node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.En
 	defer n.fs.changed()()
 	pe, s, dfd, err := n.upperDir()
 	if err != nil {
-		return nil, errno("mkdir", err)
+		return nil, errno(op, err)
 	}
 	defer unix.Close(dfd)
 	defer n.fs.entriesChange()()
 	if _, err := clearWhiteout(dfd, name); err != nil {
-		return nil, errno("mkdir", err)
+		return nil, errno(op, err)
 	}
-	if err := unix.Mkdirat(dfd, name, mode&0o7777); err != nil {
-		return nil, errno("mkdir", err)
+	if err := create(dfd); err != nil {
+		return nil, errno(op, err)
 	}
-	_ = unix.Fchmodat(dfd, name, mode&0o7777, 0)
 	if err := chownCaller(ctx, dfd, name); err != nil {
-		return nil, errno("mkdir chown", err)
+		return nil, errno(op+" chown", err)
 	}
-	if s.lowerHas(pe.layers, n.rel(), name) {
-		if err := makeOpaqueAt(dfd, name, s.format); err != nil {
-			return nil, errno("mkdir opaque", err)
+	if after != nil {
+		if err := after(pe, s, dfd); err != nil {
+			return nil, errno(op, err)
 		}
 	}
 	in, _, err := n.finishNew(ctx, s, dfd, name, out)
-	return in, errno("mkdir", err)
+	return in, errno(op, err)
+}
+
+var _ = (fusefs.NodeMkdirer)((*node)(nil))
+
+func (n *node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.EntryOut) (*fusefs.Inode, syscall.Errno) {
+	return n.newEntry(ctx, "mkdir", name, out, func(dfd int) error {
+		if err := unix.Mkdirat(dfd, name, mode&0o7777); err != nil {
+			return err
+		}
+		_ = unix.Fchmodat(dfd, name, mode&0o7777, 0) // past the umask, as the caller asked
+		return nil
+	}, func(pe *entry, s *stack, dfd int) error {
+		if s.lowerHas(pe.layers, n.rel(), name) {
+			return makeOpaqueAt(dfd, name, s.format) // hide the deleted lower dir's entries
+		}
+		return nil
+	})
 }
 
 var _ = (fusefs.NodeMknoder)((*node)(nil))
@@ -187,59 +206,26 @@ func (n *node) Mknod(ctx context.Context, name string, mode uint32, dev uint32, 
 	if en := checkName(name); en != 0 {
 		return nil, en
 	}
-	n.fs.barrier.RLock()
-	defer n.fs.barrier.RUnlock()
-	defer n.fs.changed()()
-	_, s, dfd, err := n.upperDir()
-	if err != nil {
-		return nil, errno("mknod", err)
-	}
-	defer unix.Close(dfd)
-	defer n.fs.entriesChange()()
 	if mode&unix.S_IFMT == unix.S_IFCHR && dev == 0 {
 		return nil, syscall.EPERM // would read back as a whiteout
 	}
-	if _, err := clearWhiteout(dfd, name); err != nil {
-		return nil, errno("mknod", err)
-	}
-	if err := unix.Mknodat(dfd, name, mode, int(dev)); err != nil {
-		return nil, errno("mknod", err)
-	}
-	_ = unix.Fchmodat(dfd, name, mode&0o7777, 0)
-	if err := chownCaller(ctx, dfd, name); err != nil {
-		return nil, errno("mknod chown", err)
-	}
-	in, _, err := n.finishNew(ctx, s, dfd, name, out)
-	return in, errno("mknod", err)
+	return n.newEntry(ctx, "mknod", name, out, func(dfd int) error {
+		if err := unix.Mknodat(dfd, name, mode, int(dev)); err != nil {
+			return err
+		}
+		_ = unix.Fchmodat(dfd, name, mode&0o7777, 0)
+		return nil
+	}, nil)
 }
 
 var _ = (fusefs.NodeSymlinker)((*node)(nil))
 
 func (n *node) Symlink(ctx context.Context, target, name string, out *fuse.EntryOut) (*fusefs.Inode, syscall.Errno) {
-	if en := checkName(name); en != 0 {
+	in, en := n.newEntry(ctx, "symlink", name, out, func(dfd int) error {
+		return unix.Symlinkat(target, dfd, name)
+	}, nil)
+	if en != 0 {
 		return nil, en
-	}
-	n.fs.barrier.RLock()
-	defer n.fs.barrier.RUnlock()
-	defer n.fs.changed()()
-	_, s, dfd, err := n.upperDir()
-	if err != nil {
-		return nil, errno("symlink", err)
-	}
-	defer unix.Close(dfd)
-	defer n.fs.entriesChange()()
-	if _, err := clearWhiteout(dfd, name); err != nil {
-		return nil, errno("symlink", err)
-	}
-	if err := unix.Symlinkat(target, dfd, name); err != nil {
-		return nil, errno("symlink", err)
-	}
-	if err := chownCaller(ctx, dfd, name); err != nil {
-		return nil, errno("symlink chown", err)
-	}
-	in, _, err := n.finishNew(ctx, s, dfd, name, out)
-	if err != nil {
-		return nil, errno("symlink", err)
 	}
 	cn := in.Operations().(*node)
 	cn.mu.Lock()

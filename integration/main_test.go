@@ -250,7 +250,7 @@ func sha256Hex(b []byte) string {
 
 func digestOf(b []byte) digestT { return digestT("sha256:" + sha256Hex(b)) }
 
-// treeSnapshot maps every path under root to its type, mode and content hash.
+// diffTrees lists the paths added, removed or changed between two snapshots, sorted.
 func diffTrees(a, b map[string]string) string {
 	var d []string
 	for k, v := range a {
@@ -276,7 +276,7 @@ func sameFile(t testing.TB, a, b string) bool {
 	return err1 == nil && err2 == nil && bytes.Equal(x, y)
 }
 
-// blobFiles lists the blobs in root's store as digests, sorted.
+// treeSnapshot maps every path under root to its type, mode and content hash.
 func treeSnapshot(t testing.TB, root string) map[string]string {
 	t.Helper()
 	out := map[string]string{}
@@ -306,6 +306,7 @@ func treeSnapshot(t testing.TB, root string) map[string]string {
 	return out
 }
 
+// blobFiles lists the blobs in root's store as digests, sorted.
 func blobFiles(t testing.TB, root string) []string {
 	t.Helper()
 	ents, err := os.ReadDir(filepath.Join(root, "store", "blobs", "sha256"))

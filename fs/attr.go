@@ -71,16 +71,7 @@ func (n *node) Setattr(ctx context.Context, f fusefs.FileHandle, in *fuse.SetAtt
 			return errno("chmod", err)
 		}
 	}
-	uid, uok := in.GetUID()
-	gid, gok := in.GetGID()
-	if uok || gok {
-		su, sg := -1, -1
-		if uok {
-			su = int(uid)
-		}
-		if gok {
-			sg = int(gid)
-		}
+	if su, sg, ok := setattrOwner(in); ok {
 		if err := unix.Fchownat(fd, "", su, sg, unix.AT_EMPTY_PATH); err != nil {
 			return errno("chown", err)
 		}

@@ -179,7 +179,7 @@ func (s *stack) lookupIn(dirLayers []int, rel, name string) (*entry, error) {
 	for _, li := range dirLayers {
 		dfd, err := s.openDir(li, rel, unix.O_PATH)
 		if err != nil {
-			if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENOTDIR) || errors.Is(err, unix.ELOOP) {
+			if notInLayer(err) {
 				continue
 			}
 			return nil, err
@@ -210,7 +210,7 @@ func (s *stack) openDirFds(dirLayers []int, rel string) (*dirFds, error) {
 	for _, li := range dirLayers {
 		fd, err := s.openDir(li, rel, unix.O_PATH)
 		if err != nil {
-			if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENOTDIR) || errors.Is(err, unix.ELOOP) {
+			if notInLayer(err) {
 				fd = -1
 			} else {
 				d.close()
@@ -384,7 +384,7 @@ func (s *stack) readDir(dirLayers []int, rel string) ([]dirent, error) {
 	for _, li := range dirLayers {
 		dfd, err := s.openDir(li, rel, unix.O_RDONLY)
 		if err != nil {
-			if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENOTDIR) || errors.Is(err, unix.ELOOP) {
+			if notInLayer(err) {
 				continue
 			}
 			return nil, err
@@ -499,4 +499,11 @@ func (s *stack) lowerHas(dirLayers []int, rel, name string) bool {
 	}
 	_, err := s.lookupIn(lower, rel, name)
 	return err == nil
+}
+
+// notInLayer reports whether opening a directory in one layer failed only because
+// that layer has no such directory (missing, or a file or symlink in its place): the
+// lookup goes on in the layers below.
+func notInLayer(err error) bool {
+	return errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENOTDIR) || errors.Is(err, unix.ELOOP)
 }

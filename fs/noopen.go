@@ -257,16 +257,7 @@ func setattrFd(fd int, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
 			return errno("fchmod", err)
 		}
 	}
-	uid, uok := in.GetUID()
-	gid, gok := in.GetGID()
-	if uok || gok {
-		su, sg := -1, -1
-		if uok {
-			su = int(uid)
-		}
-		if gok {
-			sg = int(gid)
-		}
+	if su, sg, ok := setattrOwner(in); ok {
 		if err := unix.Fchown(fd, su, sg); err != nil {
 			return errno("fchown", err)
 		}
@@ -296,4 +287,17 @@ func setattrFd(fd int, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
 	}
 	out.FromStat(toSyscallStat(&st))
 	return 0
+}
+
+// setattrOwner returns the owner a SETATTR asks for as chown arguments (-1 for an id
+// it leaves alone), and whether it asks for one at all.
+func setattrOwner(in *fuse.SetAttrIn) (uid, gid int, ok bool) {
+	uid, gid = -1, -1
+	if u, set := in.GetUID(); set {
+		uid, ok = int(u), true
+	}
+	if g, set := in.GetGID(); set {
+		gid, ok = int(g), true
+	}
+	return uid, gid, ok
 }

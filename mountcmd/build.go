@@ -21,11 +21,7 @@ type buildOptions struct {
 	quiet     bool
 }
 
-func init() {
-	commandAdders = append(commandAdders, func(root *cobra.Command, g *globalOptions) {
-		root.AddCommand(newBuildCommand(g))
-	})
-}
+func init() { addVerb(newBuildCommand) }
 
 func newBuildCommand(g *globalOptions) *cobra.Command {
 	o := &buildOptions{}

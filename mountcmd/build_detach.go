@@ -150,9 +150,8 @@ func (d *detachedIO) Close() {
 type stopOptions struct{ timeout int }
 
 func init() {
-	commandAdders = append(commandAdders, func(root *cobra.Command, g *globalOptions) {
-		root.AddCommand(newStopCommand(g), newLogsCommand(g))
-	})
+	addVerb(newStopCommand)
+	addVerb(newLogsCommand)
 }
 
 func newStopCommand(g *globalOptions) *cobra.Command {

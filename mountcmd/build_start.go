@@ -69,11 +69,7 @@ type startOptions struct {
 	interactive bool
 }
 
-func init() {
-	commandAdders = append(commandAdders, func(root *cobra.Command, g *globalOptions) {
-		root.AddCommand(newStartCommand(g))
-	})
-}
+func init() { addVerb(newStartCommand) }
 
 func newStartCommand(g *globalOptions) *cobra.Command {
 	o := &startOptions{}

@@ -42,11 +42,7 @@ type commitOptions struct {
 	sourceDateEpoch string
 }
 
-func init() {
-	commandAdders = append(commandAdders, func(root *cobra.Command, g *globalOptions) {
-		root.AddCommand(newCommitCommand(g))
-	})
-}
+func init() { addVerb(newCommitCommand) }
 
 func newCommitCommand(g *globalOptions) *cobra.Command {
 	o := &commitOptions{}

@@ -9,11 +9,7 @@ import (
 	"github.com/spf13/cobra"
 )
 
-func init() {
-	commandAdders = append(commandAdders, func(root *cobra.Command, g *globalOptions) {
-		root.AddCommand(newDiffCommand(g))
-	})
-}
+func init() { addVerb(newDiffCommand) }
 
 func newDiffCommand(g *globalOptions) *cobra.Command {
 	return &cobra.Command{

@@ -24,11 +24,7 @@ type execOptions struct {
 	user        string
 }
 
-func init() {
-	commandAdders = append(commandAdders, func(root *cobra.Command, g *globalOptions) {
-		root.AddCommand(newExecCommand(g))
-	})
-}
+func init() { addVerb(newExecCommand) }
 
 func newExecCommand(g *globalOptions) *cobra.Command {
 	o := &execOptions{}

@@ -17,11 +17,7 @@ type exportOptions struct {
 	output string
 }
 
-func init() {
-	commandAdders = append(commandAdders, func(root *cobra.Command, g *globalOptions) {
-		root.AddCommand(newExportCommand(g))
-	})
-}
+func init() { addVerb(newExportCommand) }
 
 func newExportCommand(g *globalOptions) *cobra.Command {
 	o := &exportOptions{}

@@ -14,11 +14,7 @@ import (
 	"github.com/spf13/cobra"
 )
 
-func init() {
-	commandAdders = append(commandAdders, func(root *cobra.Command, g *globalOptions) {
-		root.AddCommand(newGCCommand(g))
-	})
-}
+func init() { addVerb(newGCCommand) }
 
 // pruneLayerDirs removes unpacked layer directories (<root>/layers) whose diffID is
 // not in keep, through cow.LayerCache.Prune (which skips layers being unpacked), and

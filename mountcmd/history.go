@@ -10,11 +10,7 @@ import (
 	"github.com/spf13/cobra"
 )
 
-func init() {
-	commandAdders = append(commandAdders, func(root *cobra.Command, g *globalOptions) {
-		root.AddCommand(newHistoryCommand(g))
-	})
-}
+func init() { addVerb(newHistoryCommand) }
 
 type historyOptions struct {
 	quiet   bool

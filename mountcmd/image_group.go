@@ -6,11 +6,7 @@ import (
 	"github.com/spf13/cobra"
 )
 
-func init() {
-	commandAdders = append(commandAdders, func(root *cobra.Command, g *globalOptions) {
-		root.AddCommand(newImageGroupCommand(g))
-	})
-}
+func init() { addVerb(newImageGroupCommand) }
 
 // newImageGroupCommand is docker's management command `image`: `layerfs image ls`,
 // `image rm`, `image inspect` ... are the top-level image verbs under docker's

@@ -13,11 +13,7 @@ import (
 	"github.com/spf13/cobra"
 )
 
-func init() {
-	commandAdders = append(commandAdders, func(root *cobra.Command, g *globalOptions) {
-		root.AddCommand(newImagesCommand(g))
-	})
-}
+func init() { addVerb(newImagesCommand) }
 
 type imagesOptions struct {
 	quiet   bool

@@ -16,11 +16,7 @@ import (
 	"github.com/spf13/cobra"
 )
 
-func init() {
-	commandAdders = append(commandAdders, func(root *cobra.Command, g *globalOptions) {
-		root.AddCommand(newImportCommand(g))
-	})
-}
+func init() { addVerb(newImportCommand) }
 
 type importOptions struct {
 	changes  []string

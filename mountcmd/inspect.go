@@ -16,11 +16,7 @@ import (
 	"github.com/spf13/cobra"
 )
 
-func init() {
-	commandAdders = append(commandAdders, func(root *cobra.Command, g *globalOptions) {
-		root.AddCommand(newInspectCommand(g))
-	})
-}
+func init() { addVerb(newInspectCommand) }
 
 type inspectOptions struct {
 	format string

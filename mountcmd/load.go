@@ -10,11 +10,7 @@ import (
 	"github.com/spf13/cobra"
 )
 
-func init() {
-	commandAdders = append(commandAdders, func(root *cobra.Command, g *globalOptions) {
-		root.AddCommand(newLoadCommand(g))
-	})
-}
+func init() { addVerb(newLoadCommand) }
 
 type loadOptions struct {
 	input string

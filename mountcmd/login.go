@@ -15,9 +15,8 @@ import (
 )
 
 func init() {
-	commandAdders = append(commandAdders, func(root *cobra.Command, g *globalOptions) {
-		root.AddCommand(newLoginCommand(g), newLogoutCommand(g))
-	})
+	addVerb(newLoginCommand)
+	addVerb(newLogoutCommand)
 }
 
 type loginOptions struct {

@@ -23,11 +23,7 @@ type mountOptions struct {
 	foreground bool
 }
 
-func init() {
-	commandAdders = append(commandAdders, func(root *cobra.Command, g *globalOptions) {
-		root.AddCommand(newMountCommand(g))
-	})
-}
+func init() { addVerb(newMountCommand) }
 
 func newMountCommand(g *globalOptions) *cobra.Command {
 	o := &mountOptions{}

@@ -27,11 +27,7 @@ type psRow struct {
 	Created    time.Time `json:"Created"`
 }
 
-func init() {
-	commandAdders = append(commandAdders, func(root *cobra.Command, g *globalOptions) {
-		root.AddCommand(newPsCommand(g))
-	})
-}
+func init() { addVerb(newPsCommand) }
 
 func newPsCommand(g *globalOptions) *cobra.Command {
 	o := &psOptions{}

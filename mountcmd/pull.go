@@ -9,11 +9,7 @@ import (
 	"github.com/spf13/cobra"
 )
 
-func init() {
-	commandAdders = append(commandAdders, func(root *cobra.Command, g *globalOptions) {
-		root.AddCommand(newPullCommand(g))
-	})
-}
+func init() { addVerb(newPullCommand) }
 
 type pullOptions struct {
 	registryFlags

@@ -8,11 +8,7 @@ import (
 	"github.com/spf13/cobra"
 )
 
-func init() {
-	commandAdders = append(commandAdders, func(root *cobra.Command, g *globalOptions) {
-		root.AddCommand(newPushCommand(g))
-	})
-}
+func init() { addVerb(newPushCommand) }
 
 type pushOptions struct {
 	registryFlags

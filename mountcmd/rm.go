@@ -12,11 +12,7 @@ type rmOptions struct {
 	force bool
 }
 
-func init() {
-	commandAdders = append(commandAdders, func(root *cobra.Command, g *globalOptions) {
-		root.AddCommand(newRmCommand(g))
-	})
-}
+func init() { addVerb(newRmCommand) }
 
 func newRmCommand(g *globalOptions) *cobra.Command {
 	o := &rmOptions{}

@@ -49,6 +49,14 @@ func DefaultRoot() string {
 // its constructor in an init function so files stay independent of each other.
 var commandAdders []func(root *cobra.Command, g *globalOptions)
 
+// addVerb registers a verb whose constructor takes the global options; verb files call
+// it from init. Groups that need the root command itself append to commandAdders.
+func addVerb(newCmd func(g *globalOptions) *cobra.Command) {
+	commandAdders = append(commandAdders, func(root *cobra.Command, g *globalOptions) {
+		root.AddCommand(newCmd(g))
+	})
+}
+
 // NewRootCommand builds the layerfs command tree.
 func NewRootCommand() *cobra.Command {
 	g := &globalOptions{}

@@ -12,11 +12,7 @@ import (
 	"github.com/spf13/cobra"
 )
 
-func init() {
-	commandAdders = append(commandAdders, func(root *cobra.Command, g *globalOptions) {
-		root.AddCommand(newSaveCommand(g))
-	})
-}
+func init() { addVerb(newSaveCommand) }
 
 type saveOptions struct {
 	output string

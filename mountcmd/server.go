@@ -42,11 +42,7 @@ const readyFDEnv = "LAYERFS_READY_FD"
 // serverStartTimeout bounds how long mount waits for the server to be ready.
 const serverStartTimeout = 2 * time.Minute
 
-func init() {
-	commandAdders = append(commandAdders, func(root *cobra.Command, g *globalOptions) {
-		root.AddCommand(newServeCommand(g))
-	})
-}
+func init() { addVerb(newServeCommand) }
 
 func newServeCommand(g *globalOptions) *cobra.Command {
 	return &cobra.Command{

@@ -5,11 +5,7 @@ import (
 	"github.com/spf13/cobra"
 )
 
-func init() {
-	commandAdders = append(commandAdders, func(root *cobra.Command, g *globalOptions) {
-		root.AddCommand(newTagCommand(g))
-	})
-}
+func init() { addVerb(newTagCommand) }
 
 func newTagCommand(g *globalOptions) *cobra.Command {
 	return &cobra.Command{

@@ -26,11 +26,7 @@ type umountOptions struct {
 	force bool
 }
 
-func init() {
-	commandAdders = append(commandAdders, func(root *cobra.Command, g *globalOptions) {
-		root.AddCommand(newUmountCommand(g))
-	})
-}
+func init() { addVerb(newUmountCommand) }
 
 func newUmountCommand(g *globalOptions) *cobra.Command {
 	o := &umountOptions{}

@@ -4,7 +4,7 @@
 # same-run ratios. Run as root from anywhere in the checkout. See bench/README.md.
 #
 #   bench/run.sh [--quick] [--reps N] [--workloads w1,w2] [--targets t1,t2]
-#                [--data DIR] [--layerfs BIN] [--layerfs-mode auto|compat|helper]
+#                [--data DIR] [--layerfs BIN] [--layerfs-b BIN] [--layerfs-mode auto|compat|helper]
 #                [--prime N] [--scratch-on-disk] [--profile] [--list]
 set -euo pipefail
 
@@ -12,7 +12,7 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(cd "$here/.." && pwd)
 
 all_workloads="walk-warm walk-cold tar-warm tar-cold grep-warm grep-cold read-warm read-cold write copyup-warm copyup-cold untar rm compile"
-all_targets="native overlay fuse-overlayfs layerfs layerfs-pt"
+all_targets="native overlay fuse-overlayfs layerfs layerfs-pt layerfs-b"
 default_targets="native overlay fuse-overlayfs layerfs"
 quick=0
 reps=""
@@ -20,6 +20,7 @@ workloads=""
 targets="$default_targets"
 data=/var/tmp/layerfs-bench
 layerfs_bin=""
+layerfs_b_bin=""
 layerfs_mode=auto
 profile=0
 scratch_tmpfs=1
@@ -29,7 +30,8 @@ usage() {
 	sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//'
 	echo "workloads: $all_workloads"
 	echo "targets:   $all_targets (default: $default_targets; layerfs-pt is layerfs"
-	echo "           through bench/cmd/benchmount with fs.Options.Passthrough)"
+	echo "           through bench/cmd/benchmount with fs.Options.Passthrough; layerfs-b is"
+	echo "           the --layerfs-b BIN binary in compat mode, for A/B runs of two builds)"
 }
 
 while [ $# -gt 0 ]; do
@@ -40,6 +42,7 @@ while [ $# -gt 0 ]; do
 	--targets) targets=${2//,/ }; shift ;;
 	--data) data=$2; shift ;;
 	--layerfs) layerfs_bin=$2; shift ;;
+	--layerfs-b) layerfs_b_bin=$2; shift ;;
 	--layerfs-mode) layerfs_mode=$2; shift ;;
 	--profile) profile=1 ;;
 	--scratch-on-disk) scratch_tmpfs=0 ;;
@@ -73,6 +76,9 @@ done
 for t in $targets; do
 	case " $all_targets " in *" $t "*) ;; *) echo "run.sh: unknown target $t" >&2; exit 2 ;; esac
 done
+case " $targets " in *" layerfs-b "*)
+	[ -x "$layerfs_b_bin" ] || { echo "run.sh: target layerfs-b needs --layerfs-b BIN" >&2; exit 2; } ;;
+esac
 
 scratch=$data/run
 bin=$data/bin
@@ -226,6 +232,10 @@ setup_target() {
 	layerfs-pt)
 		mounts+=("$M")
 		start_helper "$M" "$d" -passthrough
+		;;
+	layerfs-b)
+		mounts+=("$M")
+		"$layerfs_b_bin" -o "lowerdir=$lower,upperdir=$d/upper,workdir=$d/work" "$M"
 		;;
 	esac
 }

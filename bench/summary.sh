@@ -35,6 +35,8 @@ END {
 		if (has["overlay"]) { hdr = hdr " **" T[i] "/ovl** |"; sep = sep "---:|" }
 		if (has["fuse-overlayfs"]) { hdr = hdr " **" T[i] "/fuse-ovl** |"; sep = sep "---:|" }
 	}
+	ab = has["layerfs"] && has["layerfs-b"]
+	if (ab) { hdr = hdr " **layerfs-b/layerfs** |"; sep = sep "---:|" }
 	print hdr; print sep
 	for (j = 1; j <= nw; j++) {
 		w = W[j]; line = "| " w " | " reps[w] " |"
@@ -44,6 +46,7 @@ END {
 			if (has["overlay"]) line = line " **" ratio(md[T[i]], md["overlay"]) "** |"
 			if (has["fuse-overlayfs"]) line = line " **" ratio(md[T[i]], md["fuse-overlayfs"]) "** |"
 		}
+		if (ab) line = line " **" ratio(md["layerfs-b"], md["layerfs"]) "** |"
 		print line
 	}
 	print ""

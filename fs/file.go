@@ -3,6 +3,7 @@ package fs
 import (
 	"context"
 	"errors"
+	"log"
 	"os"
 	"path"
 	"sync"
@@ -48,6 +49,9 @@ type fileHandle struct {
 	upper bool                   // the fd is an upper-dir file (writes allowed)
 	s     *stack                 // the stack the fd belongs to
 	old   []*fusefs.LoopbackFile // files replaced after a Rebase, closed at Release
+	// rebased: a passthrough open that may write, whose stack a Rebase retired: how
+	// its file looked then (see landRebased).
+	rebased *fileStamp
 }
 
 // ptMinSize is the size from which read-only opens of lower files pass through.
@@ -94,6 +98,9 @@ func (n *node) newHandle(fd int, s *stack, flags int, upper bool, size int64) (f
 	if usePT {
 		h.pt = true
 		n.ptOpens++
+		if h.acc != unix.O_RDONLY {
+			n.fs.ptWriterAdd(n, 1)
+		}
 		return &ptHandle{h}, 0
 	}
 	n.cachedOpens++
@@ -233,10 +240,16 @@ func (h *fileHandle) Release(ctx context.Context) syscall.Errno {
 	delete(n.handles, h)
 	if h.pt {
 		n.ptOpens--
+		if h.acc != unix.O_RDONLY {
+			n.fs.ptWriterAdd(n, -1)
+		}
 	} else {
 		n.cachedOpens--
 	}
 	n.mu.Unlock()
+	if err := h.landRebased(); err != nil {
+		log.Printf("layerfs: release %s: keeping the writes made after a commit: %v", n.rel(), err)
+	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	for _, lf := range h.old {

@@ -80,6 +80,11 @@ func Mount(mountpoint string, opts Options) (*MountPoint, error) {
 	if opts.ReadOnly {
 		mo.Options = append(mo.Options, "ro")
 	}
+	if !opts.Passthrough {
+		// Every write reaches this process, which clears set-id bits itself
+		// (killpriv.go); passthrough writes would not.
+		mo.ExtraCapabilities |= fuse.CAP_HANDLE_KILLPRIV_V2
+	}
 	fo := &fusefs.Options{
 		MountOptions:    mo,
 		EntryTimeout:    &long,
@@ -213,6 +218,7 @@ func (fsys *unionFS) taintOpen(in *fusefs.Inode) {
 	n.mu.Lock()
 	if n.ptOpens > 0 {
 		n.ptPinned = true
+		n.markRebased()
 	}
 	if n.dfd >= 0 {
 		n.oldFds = append(n.oldFds, n.dfd)

@@ -23,7 +23,8 @@ import (
 //   - locks are left to the kernel (it keeps POSIX and flock locks itself when the
 //     server does not take them), which is right for a single mount.
 // Files created here still come with a handle (CREATE always opens), without
-// passthrough.
+// passthrough: the kernel then refuses (EIO) every other open of the file while
+// that handle lives (Linux 6.18; no-open files cannot join a passthrough inode).
 
 // dataFd returns an fd for the node's data. write copies the node up first and
 // returns a read-write fd of the upper copy. The fd stays owned by the node.

@@ -20,7 +20,11 @@ import (
 // handle-less request, seeks to the requested offset (listings have name-hash
 // offsets, so a seek into a new listing lands right) and releases it. The listing
 // itself is reused between requests while no directory changes (dirHandle.load).
-type noOpendirFS struct{ fuse.RawFileSystem }
+// It also clears set-id bits for the kernel (killpriv.go).
+type noOpendirFS struct {
+	fuse.RawFileSystem
+	server *fuse.Server // for notices; set before it serves
+}
 
 func (w *noOpendirFS) OpenDir(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut) fuse.Status {
 	return fuse.ENOSYS
@@ -54,10 +58,12 @@ func (w *noOpendirFS) ReadDir(cancel <-chan struct{}, in *fuse.ReadIn, out *fuse
 // mountNoOpendir is fusefs.Mount with the no-opendir wrapper.
 func mountNoOpendir(dir string, root fusefs.InodeEmbedder, o *fusefs.Options) (*fuse.Server, error) {
 	o.MountOptions.ExtraCapabilities |= fuse.CAP_NO_OPENDIR_SUPPORT
-	server, err := fuse.NewServer(&noOpendirFS{fusefs.NewNodeFS(root, o)}, dir, &o.MountOptions)
+	w := &noOpendirFS{RawFileSystem: fusefs.NewNodeFS(root, o)}
+	server, err := fuse.NewServer(w, dir, &o.MountOptions)
 	if err != nil {
 		return nil, err
 	}
+	w.server = server
 	go server.Serve()
 	if err := server.WaitMount(); err != nil {
 		return nil, err

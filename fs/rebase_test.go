@@ -6,6 +6,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/layerfs/layerfs/cow"
 )
@@ -70,5 +71,73 @@ func TestRebaseOpenHandles(t *testing.T) {
 	n, err := rw.ReadAt(buf, 0)
 	if string(buf[:n]) != "0\n1\n2\n" {
 		t.Errorf("read through the fd opened before Rebase = %q, %v", buf[:n], err)
+	}
+}
+
+// TestRebasePassthroughWritesLand: in passthrough mode the kernel writes through
+// files opened before a Rebase to the old upper's files itself; when such a file
+// is closed, what was written after the Rebase lands in the new stack.
+func TestRebasePassthroughWritesLand(t *testing.T) {
+	lower := tree(t, map[string]string{"old": "0\n", "kept": "k\n"})
+	u := mountUnionMode(t, cow.FormatOCI, true, lower)
+	if !u.m.fs.passthrough.Load() {
+		t.Skip("the kernel refused FUSE passthrough")
+	}
+	p := func(s string) string { return filepath.Join(u.mnt, s) }
+	created, err := os.OpenFile(p("created"), os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
+	must(t, err)
+	_, err = created.WriteString("one\n")
+	must(t, err)
+	rw, err := os.OpenFile(p("old"), os.O_WRONLY|os.O_APPEND, 0)
+	must(t, err)
+	_, err = rw.WriteString("1\n")
+	must(t, err)
+	idle, err := os.OpenFile(p("kept"), os.O_WRONLY|os.O_APPEND, 0)
+	must(t, err)
+	_, err = idle.WriteString("1\n")
+	must(t, err)
+
+	committed := filepath.Join(t.TempDir(), "layer")
+	must(t, u.m.Pause(context.Background()))
+	if out, err := exec.Command("cp", "-a", u.upper, committed).CombinedOutput(); err != nil {
+		t.Fatalf("cp -a: %v: %s", err, out)
+	}
+	newUpper := t.TempDir()
+	must(t, u.m.Rebase([]string{committed, lower}, newUpper))
+	u.m.Resume()
+	must(t, os.RemoveAll(u.upper))
+
+	_, err = created.WriteString("two\n")
+	must(t, err)
+	_, err = rw.WriteString("2\n")
+	must(t, err)
+	must(t, created.Close())
+	must(t, rw.Close())
+	must(t, idle.Close()) // unchanged since the Rebase: nothing to land
+
+	want := map[string]string{"created": "one\ntwo\n", "old": "0\n1\n2\n"}
+	// RELEASE reaches the server after close(2) returns.
+	deadline := time.Now().Add(5 * time.Second)
+	for name, w := range want {
+		for {
+			got, _ := os.ReadFile(filepath.Join(newUpper, name))
+			if string(got) == w {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s in the new upper = %q, want %q", name, got, w)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		if got := readFile(t, p(name)); got != w {
+			t.Errorf("%s through the mount = %q, want %q", name, got, w)
+		}
+	}
+	time.Sleep(50 * time.Millisecond)
+	if _, err := os.Lstat(filepath.Join(newUpper, "kept")); !os.IsNotExist(err) {
+		t.Errorf("kept was copied into the new upper although unchanged since the Rebase (%v)", err)
+	}
+	if got := readFile(t, p("kept")); got != "k\n1\n" {
+		t.Errorf("kept through the mount = %q", got)
 	}
 }

@@ -1,0 +1,87 @@
+package fs
+
+import (
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"golang.org/x/sys/unix"
+)
+
+// Killing suid/sgid here (FUSE_HANDLE_KILLPRIV_V2).
+//
+// Without it the kernel asks for security.capability before every write(2) (FUSE
+// clears SB_NOSEC) and re-reads the attributes before every chown and truncate, to
+// clear the set-id bits itself: a GETXATTR per write and a GETATTR per chown, a
+// quarter of an untar's requests. With it the kernel asks once per file and flags
+// the requests of callers without CAP_FSETID instead; this process, which has
+// CAP_FSETID and so clears nothing by writing, clears the bits for them, as a local
+// filesystem does: S_ISUID always, S_ISGID when the group may execute. (chown clears
+// them by itself: this process chowns the upper file. security.capability the
+// kernel still removes with a REMOVEXATTR.) Only in no-open mode: writes through
+// passthrough opens never reach this process, so there the kernel keeps the job.
+
+// killMode returns mode without the set-id bits a write by an unprivileged caller
+// clears, and whether any was set.
+func killMode(mode uint32) (uint32, bool) {
+	kill := mode & unix.S_ISUID
+	if mode&(unix.S_ISGID|unix.S_IXGRP) == unix.S_ISGID|unix.S_IXGRP {
+		kill |= unix.S_ISGID
+	}
+	return mode &^ kill, kill != 0
+}
+
+// killSuidgid clears the set-id bits of the node h names, if it has any, and tells
+// the kernel its cached mode is stale.
+func (w *noOpendirFS) killSuidgid(cancel <-chan struct{}, h *fuse.InHeader) {
+	var ao fuse.AttrOut
+	if !w.RawFileSystem.GetAttr(cancel, &fuse.GetAttrIn{InHeader: *h}, &ao).Ok() {
+		return
+	}
+	mode, kill := killMode(ao.Mode)
+	if !kill {
+		return
+	}
+	in := fuse.SetAttrIn{SetAttrInCommon: fuse.SetAttrInCommon{InHeader: *h, Valid: fuse.FATTR_MODE, Mode: mode & 0o7777}}
+	if w.RawFileSystem.SetAttr(cancel, &in, &ao).Ok() && w.server != nil {
+		// Attributes only (offset < 0): takes no lock the pending write holds.
+		go w.server.InodeNotify(h.NodeId, -1, 0)
+	}
+}
+
+func (w *noOpendirFS) Write(cancel <-chan struct{}, in *fuse.WriteIn, data []byte) (uint32, fuse.Status) {
+	n, st := w.RawFileSystem.Write(cancel, in, data)
+	if st.Ok() && in.WriteFlags&fuse.WRITE_KILL_SUIDGID != 0 {
+		w.killSuidgid(cancel, &in.InHeader)
+	}
+	return n, st
+}
+
+func (w *noOpendirFS) Writev(cancel <-chan struct{}, in *fuse.WriteIn, data [][]byte) (uint32, fuse.Status) {
+	n, st := w.RawFileSystem.Writev(cancel, in, data)
+	if st.Ok() && in.WriteFlags&fuse.WRITE_KILL_SUIDGID != 0 {
+		w.killSuidgid(cancel, &in.InHeader)
+	}
+	return n, st
+}
+
+func (w *noOpendirFS) SetAttr(cancel <-chan struct{}, in *fuse.SetAttrIn, out *fuse.AttrOut) fuse.Status {
+	if in.Valid&fuse.FATTR_KILL_SUIDGID != 0 && in.Valid&fuse.FATTR_MODE == 0 {
+		var ao fuse.AttrOut
+		if st := w.RawFileSystem.GetAttr(cancel, &fuse.GetAttrIn{InHeader: in.InHeader}, &ao); !st.Ok() {
+			return st
+		}
+		if mode, kill := killMode(ao.Mode); kill && ao.Mode&unix.S_IFMT == unix.S_IFREG {
+			in2 := *in
+			in2.Valid |= fuse.FATTR_MODE
+			in2.Mode = mode & 0o7777
+			return w.RawFileSystem.SetAttr(cancel, &in2, out)
+		}
+	}
+	return w.RawFileSystem.SetAttr(cancel, in, out)
+}
+
+func (w *noOpendirFS) Open(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut) fuse.Status {
+	st := w.RawFileSystem.Open(cancel, in, out)
+	if st.Ok() && in.Mode&fuse.OPEN_KILL_SUIDGID != 0 {
+		w.killSuidgid(cancel, &in.InHeader)
+	}
+	return st
+}

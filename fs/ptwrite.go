@@ -1,0 +1,129 @@
+package fs
+
+import (
+	"errors"
+	"io"
+	"os"
+
+	"golang.org/x/sys/unix"
+)
+
+// Passthrough opens that write (Options.Passthrough mode).
+//
+// The kernel writes through such opens without asking this process, so the two
+// things that hold or redirect writes do more for them:
+//   - Pause stops the processes that hold them (ptWriterInos, stopWriters), as
+//     docker pause freezes a container;
+//   - after a Rebase their writes go to the old upper's file, which commit already
+//     took: at the open's release, a file changed since the Rebase is copied into
+//     the current stack (landRebased), so no write is lost.
+// (In no-open mode no open passes through: see the note at the top of noopen.go.)
+
+// ptWriterAdd counts a passthrough open of n that may write (d = 1) or its
+// release (d = -1).
+func (fsys *unionFS) ptWriterAdd(n *node, d int) {
+	fsys.ptWritersMu.Lock()
+	defer fsys.ptWritersMu.Unlock()
+	if fsys.ptWriters == nil {
+		fsys.ptWriters = map[*node]int{}
+	}
+	fsys.ptWriters[n] += d
+	if fsys.ptWriters[n] <= 0 {
+		delete(fsys.ptWriters, n)
+	}
+}
+
+// ptWriterInos returns the inode numbers (as the mount shows them) of the nodes
+// with live passthrough opens that may write.
+func (fsys *unionFS) ptWriterInos() map[uint64]bool {
+	fsys.ptWritersMu.Lock()
+	defer fsys.ptWritersMu.Unlock()
+	inos := make(map[uint64]bool, len(fsys.ptWriters))
+	for n := range fsys.ptWriters {
+		inos[n.StableAttr().Ino] = true
+	}
+	return inos
+}
+
+// fileStamp is what tells whether a file's data changed: size and mtime (not
+// ctime: removing the old upper changes that).
+type fileStamp struct {
+	size  int64
+	mtime unix.Timespec
+}
+
+func stampOf(fd int) (fileStamp, error) {
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return fileStamp{}, err
+	}
+	return fileStamp{size: st.Size, mtime: st.Mtim}, nil
+}
+
+// markRebased records, for each passthrough open of n that may write to an upper
+// file, how its file looked when the stack it belongs to was retired; n.mu is held.
+func (n *node) markRebased() {
+	for h := range n.handles {
+		if !h.pt || h.acc == unix.O_RDONLY {
+			continue
+		}
+		h.mu.Lock()
+		if h.upper && h.rebased == nil {
+			if st, err := stampOf(h.fd); err == nil {
+				h.rebased = &st
+			}
+		}
+		h.mu.Unlock()
+	}
+}
+
+// landRebased copies the file of a released passthrough open into the node's
+// current stack if it changed after a Rebase retired the stack it belongs to.
+func (h *fileHandle) landRebased() error {
+	h.mu.Lock()
+	was, fd := h.rebased, h.fd
+	h.mu.Unlock()
+	if was == nil {
+		return nil
+	}
+	now, err := stampOf(fd)
+	if err != nil || now == *was {
+		return err
+	}
+	n := h.n
+	n.fs.barrier.RLock()
+	defer n.fs.barrier.RUnlock()
+	e, s, err := n.resolve()
+	if errors.Is(err, unix.ESTALE) || errors.Is(err, unix.ENOENT) {
+		return nil // the name is gone: nothing to land
+	}
+	if err != nil {
+		return err
+	}
+	if !e.inUpper(s) {
+		if e, s, err = n.fs.copyUpPath(n.rel(), 0); err != nil {
+			return err
+		}
+	}
+	dst, err := n.openIn(s, e, unix.O_WRONLY|unix.O_TRUNC)
+	if err != nil {
+		return err
+	}
+	df := os.NewFile(uintptr(dst), "")
+	defer df.Close()
+	// A private fd: the handle's offset is the kernel's business, not ours.
+	src, err := unix.Open(procFd(fd), unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	sf := os.NewFile(uintptr(src), "")
+	defer sf.Close()
+	if _, err := io.Copy(df, sf); err != nil { // copy_file_range where it can
+		return err
+	}
+	n.mu.Lock()
+	n.dropLowerFd()
+	n.mu.Unlock()
+	go n.NotifyContent(0, 0)
+	return nil
+}

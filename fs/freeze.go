@@ -1,0 +1,293 @@
+package fs
+
+// Freezing writers. Writes through a FUSE passthrough file handle go from the kernel
+// straight to the backing file and never reach this process, so the write barrier
+// (MountPoint.Pause) cannot hold them. Stopping the processes that have such files
+// open for writing, as `docker pause` freezes a container, holds them too.
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// procRoot is the procfs mount in which stopWriters finds processes.
+const procRoot = "/proc"
+
+// stopPollInterval is how often stopWriters looks whether what it stopped has stopped.
+const stopPollInterval = time.Millisecond
+
+// stopWriters stops, with SIGSTOP, every process that has a file of device dev whose
+// inode number is in inos open for writing (O_WRONLY or O_RDWR, from /proc/PID/fdinfo
+// "flags:" octal field), except the PIDs in skip and this process itself. It returns
+// once every thread of each such process is stopped (state 'T' or 't' in
+// /proc/PID/task/TID/stat), or with ctx's error after continuing what it stopped.
+// cont sends SIGCONT to exactly the processes it stopped, and only those that were not
+// already stopped before (state T) when it found them. Processes that exit meanwhile are
+// ignored. With inos empty it does nothing and returns a no-op cont.
+//
+// cont is never nil (a no-op when err is not nil) and only its first call signals.
+// Only writers that hold the file open are found: a shared writable mapping whose fd
+// was closed is not. Each writable fd of every other process is stat'ed, which asks
+// the filesystem it is on (this mount's GETATTR is a read, served under a Pause).
+func stopWriters(ctx context.Context, dev uint64, inos map[uint64]bool, skip map[int]bool) (cont func(), err error) {
+	noop := func() {}
+	if len(inos) == 0 {
+		return noop, nil
+	}
+	if err := ctx.Err(); err != nil {
+		return noop, fmt.Errorf("stop writers: %w", err)
+	}
+	pids, err := openWriters(ctx, dev, inos, skip)
+	if err != nil {
+		return noop, fmt.Errorf("stop writers: %w", err)
+	}
+	stopped, wait, err := sendStop(pids)
+	if err == nil {
+		err = waitStopped(ctx, wait)
+	}
+	if err != nil {
+		continueAll(stopped)
+		return noop, fmt.Errorf("stop writers: %w", err)
+	}
+	var once sync.Once
+	return func() { once.Do(func() { continueAll(stopped) }) }, nil
+}
+
+// sendStop sends SIGSTOP to each of pids not already stopped (state T) and returns
+// the PIDs it stopped and the PIDs to wait for (those plus the already stopped ones).
+// Processes gone or zombie are left out. On error it has continued what it stopped.
+func sendStop(pids []int) (stopped, wait []int, err error) {
+	for _, pid := range pids {
+		state, err := procState(pid)
+		if procGone(err) {
+			continue
+		}
+		if err != nil {
+			continueAll(stopped)
+			return nil, nil, err
+		}
+		switch state {
+		case 'Z', 'X':
+			continue
+		case 'T':
+			wait = append(wait, pid)
+			continue
+		}
+		if err := unix.Kill(pid, unix.SIGSTOP); err != nil {
+			if errors.Is(err, unix.ESRCH) {
+				continue
+			}
+			continueAll(stopped)
+			return nil, nil, fmt.Errorf("stop process %d: %w", pid, err)
+		}
+		stopped = append(stopped, pid)
+		wait = append(wait, pid)
+	}
+	return stopped, wait, nil
+}
+
+// continueAll sends SIGCONT to pids. A process that has gone (ESRCH) needs nothing,
+// and this process may signal every process it could stop, so errors are ignored.
+func continueAll(pids []int) {
+	for _, pid := range pids {
+		_ = unix.Kill(pid, unix.SIGCONT)
+	}
+}
+
+// waitStopped polls until every thread of each of pids is stopped or the process is
+// gone, or until ctx ends (returning ctx's error).
+func waitStopped(ctx context.Context, pids []int) error {
+	pending := slices.Clone(pids)
+	tick := time.NewTicker(stopPollInterval)
+	defer tick.Stop()
+	for {
+		var err error
+		pending, err = stillRunning(pending)
+		if err != nil {
+			return err
+		}
+		if len(pending) == 0 {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-tick.C:
+		}
+	}
+}
+
+// stillRunning returns, in place of pids, those with a thread not yet stopped.
+func stillRunning(pids []int) ([]int, error) {
+	n := 0
+	for _, pid := range pids {
+		ok, err := threadsStopped(pid)
+		if err != nil {
+			return nil, err
+		}
+		if !ok {
+			pids[n] = pid
+			n++
+		}
+	}
+	return pids[:n], nil
+}
+
+// threadsStopped reports whether every thread of pid is stopped ('T' or 't'), dead
+// ('Z' or 'X') or gone. A thread in 'D' stops when its system call ends.
+func threadsStopped(pid int) (bool, error) {
+	dir := filepath.Join(procRoot, strconv.Itoa(pid), "task")
+	tasks, err := os.ReadDir(dir)
+	if procGone(err) {
+		return true, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("list threads of process %d: %w", pid, err)
+	}
+	for _, task := range tasks {
+		state, err := readState(filepath.Join(dir, task.Name(), "stat"))
+		if procGone(err) {
+			continue
+		}
+		if err != nil {
+			return false, err
+		}
+		switch state {
+		case 'T', 't', 'Z', 'X':
+		default:
+			return false, nil
+		}
+	}
+	return true, nil
+}
+
+// openWriters returns the PIDs, other than this process and those in skip, that have
+// a file of device dev with an inode number in inos open for writing.
+func openWriters(ctx context.Context, dev uint64, inos map[uint64]bool, skip map[int]bool) ([]int, error) {
+	procs, err := os.ReadDir(procRoot)
+	if err != nil {
+		return nil, fmt.Errorf("list processes: %w", err)
+	}
+	self := os.Getpid()
+	var pids []int
+	for _, proc := range procs {
+		pid, err := strconv.Atoi(proc.Name())
+		// Skipped before any stat: stat'ing our own fds into the mount we serve
+		// may deadlock.
+		if err != nil || pid <= 0 || pid == self || skip[pid] {
+			continue
+		}
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		writes, err := writesInode(pid, dev, inos)
+		if err != nil {
+			return nil, err
+		}
+		if writes {
+			pids = append(pids, pid)
+		}
+	}
+	return pids, nil
+}
+
+// writesInode reports whether pid has a file of dev with an inode number in inos open
+// for writing. A process that has gone or is not ours to inspect does not.
+func writesInode(pid int, dev uint64, inos map[uint64]bool) (bool, error) {
+	dir := filepath.Join(procRoot, strconv.Itoa(pid))
+	fds, err := os.ReadDir(filepath.Join(dir, "fd"))
+	if procGone(err) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("list fds of process %d: %w", pid, err)
+	}
+	for _, fd := range fds {
+		// The access mode is read first: fdinfo never asks the filesystem, a stat
+		// may, so only fds open for writing are stat'ed.
+		flags, err := fdFlags(filepath.Join(dir, "fdinfo", fd.Name()))
+		if procGone(err) {
+			continue
+		}
+		if err != nil {
+			return false, err
+		}
+		if flags&unix.O_ACCMODE == unix.O_RDONLY {
+			continue
+		}
+		link := filepath.Join(dir, "fd", fd.Name())
+		var st unix.Stat_t
+		if err := unix.Stat(link, &st); err != nil {
+			// ENOTCONN: the fd is on an aborted FUSE mount, not on the live one.
+			if procGone(err) || errors.Is(err, unix.ENOTCONN) {
+				continue
+			}
+			return false, fmt.Errorf("stat %s: %w", link, err)
+		}
+		if uint64(st.Dev) == dev && inos[uint64(st.Ino)] {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
+// fdFlags returns the open flags of the fdinfo file p (its octal "flags:" field).
+func fdFlags(p string) (uint64, error) {
+	data, err := os.ReadFile(p)
+	if err != nil {
+		return 0, err
+	}
+	for line := range bytes.Lines(data) {
+		v, ok := bytes.CutPrefix(line, []byte("flags:"))
+		if !ok {
+			continue
+		}
+		flags, err := strconv.ParseUint(string(bytes.TrimSpace(v)), 8, 64)
+		if err != nil {
+			return 0, fmt.Errorf("parse flags of %s: %w", p, err)
+		}
+		return flags, nil
+	}
+	if len(data) == 0 {
+		return 0, fmt.Errorf("read %s: %w", p, unix.ESRCH) // the fd was closed
+	}
+	return 0, fmt.Errorf("parse %s: no flags field", p)
+}
+
+// procState returns the state letter of process pid ('R', 'S', 'D', 'T', 'Z', ...).
+func procState(pid int) (byte, error) {
+	return readState(filepath.Join(procRoot, strconv.Itoa(pid), "stat"))
+}
+
+// readState returns the state letter of the stat file p of a process or thread: the
+// field after comm, which may itself contain spaces and ')', hence after the last ')'.
+func readState(p string) (byte, error) {
+	data, err := os.ReadFile(p)
+	if err != nil {
+		return 0, err
+	}
+	if len(data) == 0 {
+		return 0, fmt.Errorf("read %s: %w", p, unix.ESRCH) // the task was reaped
+	}
+	i := bytes.LastIndexByte(data, ')')
+	if i < 0 || i+2 >= len(data) || data[i+1] != ' ' {
+		return 0, fmt.Errorf("parse %s: no state after comm", p)
+	}
+	return data[i+2], nil
+}
+
+// procGone reports whether err says a process, thread or fd has gone (ENOENT,
+// ESRCH) or is not ours to inspect (EACCES).
+func procGone(err error) bool {
+	return errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ESRCH) || errors.Is(err, unix.EACCES)
+}

@@ -30,7 +30,7 @@ usage() {
 	sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//'
 	echo "workloads: $all_workloads"
 	echo "targets:   $all_targets (default: $default_targets; layerfs-pt is layerfs"
-	echo "           through bench/cmd/benchmount with fs.Options.Passthrough; layerfs-b is"
+	echo "           in passthrough mode (-o passthrough, or benchmount -passthrough); layerfs-b is"
 	echo "           the --layerfs-b BIN binary in compat mode, for A/B runs of two builds)"
 }
 
@@ -231,7 +231,11 @@ setup_target() {
 		;;
 	layerfs-pt)
 		mounts+=("$M")
-		start_helper "$M" "$d" -passthrough
+		if [ "$layerfs_mode" = compat ]; then
+			"$layerfs_bin" -o "passthrough,lowerdir=$lower,upperdir=$d/upper,workdir=$d/work" "$M"
+		else
+			start_helper "$M" "$d" -passthrough
+		fi
 		;;
 	layerfs-b)
 		mounts+=("$M")

@@ -12,6 +12,7 @@ import (
 	fusefs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"github.com/layerfs/layerfs/cow"
+	"golang.org/x/sys/unix"
 )
 
 // Options describe one union mount.
@@ -39,6 +40,8 @@ type MountPoint struct {
 	fs     *unionFS
 	closed sync.Once
 	paused atomic.Bool // between a successful Pause and Resume
+	dev    uint64      // the mount's st_dev, to find its files in other processes
+	cont   func()      // continues the writers a Pause stopped
 }
 
 // Mount mounts the union of opts at mountpoint and returns once the kernel serves
@@ -102,7 +105,12 @@ func Mount(mountpoint string, opts Options) (*MountPoint, error) {
 		return nil, fmt.Errorf("mount %s: %w", mountpoint, err)
 	}
 	fsys.passthrough.Store(opts.Passthrough && os.Geteuid() == 0 && server.KernelSettings().Flags64()&fuse.CAP_PASSTHROUGH != 0)
-	return &MountPoint{dir: mountpoint, server: server, fs: fsys}, nil
+	m := &MountPoint{dir: mountpoint, server: server, fs: fsys}
+	var st unix.Stat_t
+	if err := unix.Stat(mountpoint, &st); err == nil {
+		m.dev = st.Dev
+	}
+	return m, nil
 }
 
 // Wait blocks until the mount is unmounted (by Unmount, fusermount -u or umount),
@@ -132,9 +140,11 @@ func (m *MountPoint) Unmount() error {
 // finished, and from then on every mutating operation (create, write through this
 // process, setattr, rename, unlink, xattrs, opens for writing) blocks at entry until
 // Resume; reads go on. In passthrough mode, writes the kernel passes through to an
-// already open upper file do not reach this process and are not stopped; in no-open
-// mode every write is held. Pause fails if ctx ends first.
-func (m *MountPoint) Pause(ctx context.Context) error {
+// already open file never reach this process: Pause stops (SIGSTOP) the processes
+// that hold such files open for writing, except this one and the PIDs in skip (the
+// caller that asked for the pause), and Resume continues them, as docker pause
+// freezes a container (ptwrite.go). Pause fails if ctx ends first.
+func (m *MountPoint) Pause(ctx context.Context, skip ...int) error {
 	done := make(chan struct{})
 	go func() {
 		m.fs.barrier.Lock()
@@ -142,6 +152,19 @@ func (m *MountPoint) Pause(ctx context.Context) error {
 	}()
 	select {
 	case <-done:
+		inos := m.fs.ptWriterInos()
+		if len(inos) > 0 {
+			sk := map[int]bool{}
+			for _, p := range skip {
+				sk[p] = true
+			}
+			cont, err := stopWriters(ctx, m.dev, inos, sk)
+			if err != nil {
+				m.fs.barrier.Unlock()
+				return err
+			}
+			m.cont = cont
+		}
 		m.paused.Store(true)
 		return nil
 	case <-ctx.Done():
@@ -153,6 +176,10 @@ func (m *MountPoint) Pause(ctx context.Context) error {
 // Resume ends a Pause. It must follow exactly one successful Pause.
 func (m *MountPoint) Resume() {
 	m.paused.Store(false)
+	if m.cont != nil {
+		m.cont()
+		m.cont = nil
+	}
 	m.fs.barrier.Unlock()
 }
 

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"sync"
@@ -215,6 +216,76 @@ func TestCommitPauseCrossFile(t *testing.T) {
 		}
 		if d := n[0] - n[1]; d != 0 && d != 1 {
 			t.Errorf("commit %d: pair-a has %d records, pair-z %d: not one instant of the writer (want a = z or z+1)", c, n[0], n[1])
+		}
+		e.ok("umount", check)
+	}
+}
+
+// TestCommitPausePassthroughCrossFile is TestCommitPauseCrossFile on a mount with
+// --passthrough, the writer a separate process: its writes go from the kernel
+// straight to the upper files, past the server's barrier, so the pause has to stop
+// the process (as docker pause does) for the layer to be one instant.
+func TestCommitPausePassthroughCrossFile(t *testing.T) {
+	e := newCommitEnv(t)
+	mnt := e.mountpoint()
+	e.ok("mount", "--passthrough", "--name", "pp", "base:1", mnt)
+	t.Cleanup(func() {
+		if isMounted(mnt) {
+			e.run("umount", mnt)
+		}
+	})
+	for _, d := range []string{"pair-a", "pair-m", "pair-z"} {
+		if err := os.Mkdir(filepath.Join(mnt, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	filler := bytes.Repeat([]byte("0123456789abcdef"), 4<<20) // 64 MiB between the pair
+	if err := os.WriteFile(filepath.Join(mnt, "pair-m", "filler"), filler, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	rec := string(bytes.Repeat([]byte("r"), recordSize-1))
+	writer := exec.Command("sh", "-c", `cd "$1" && exec 3>>pair-a/log 4>>pair-z/log &&
+		while :; do printf '%s\n' "$2" >&3; printf '%s\n' "$2" >&4; done`, "sh", mnt, rec)
+	if err := writer.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = writer.Process.Kill(); _ = writer.Wait() })
+	size := func(name string) int64 {
+		fi, err := os.Stat(filepath.Join(mnt, name))
+		if err != nil {
+			return 0
+		}
+		return fi.Size()
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for size("pair-z/log") < 200*recordSize && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	const commits = 3
+	for c := range commits {
+		e.ok("commit", "--pause=true", "--compression", "none", "pp", fmt.Sprintf("pp:%d", c))
+	}
+	_ = writer.Process.Kill()
+	_ = writer.Wait()
+	e.ok("umount", mnt)
+	for c := range commits {
+		check := e.mount(fmt.Sprintf("pp-check%d", c), fmt.Sprintf("pp:%d", c))
+		var n [2]int64
+		for i, name := range []string{"pair-a/log", "pair-z/log"} {
+			fi, err := os.Stat(filepath.Join(check, name))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if fi.Size()%recordSize != 0 {
+				t.Errorf("commit %d, %s: size %d is not a whole number of records", c, name, fi.Size())
+			}
+			n[i] = fi.Size() / recordSize
+		}
+		if d := n[0] - n[1]; d != 0 && d != 1 {
+			t.Errorf("commit %d: pair-a has %d records, pair-z %d: not one instant of the writer (want a = z or z+1)", c, n[0], n[1])
+		}
+		if n[0] == 0 {
+			t.Errorf("commit %d caught no record: the test proves nothing", c)
 		}
 		e.ok("umount", check)
 	}

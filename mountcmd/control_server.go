@@ -14,6 +14,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // pauseTimeout bounds how long a pause request waits for in-flight writes.
@@ -61,6 +63,7 @@ func (s *controlServer) serve(l net.Listener) {
 func (s *controlServer) handleConn(conn net.Conn, id int) {
 	defer conn.Close()
 	defer s.releasePause(id)
+	pid := peerPID(conn)
 	r := bufio.NewReader(conn)
 	for {
 		line, err := r.ReadBytes('\n')
@@ -72,7 +75,7 @@ func (s *controlServer) handleConn(conn net.Conn, id int) {
 		if err := json.Unmarshal(line, &req); err != nil {
 			resp.Error = fmt.Sprintf("bad request: %v", err)
 		} else {
-			resp = s.handle(req, id)
+			resp = s.handle(req, id, pid)
 		}
 		b, _ := json.Marshal(resp)
 		if _, err := conn.Write(append(b, '\n')); err != nil {
@@ -84,13 +87,15 @@ func (s *controlServer) handleConn(conn net.Conn, id int) {
 	}
 }
 
-func (s *controlServer) handle(req controlRequest, id int) controlResponse {
+// handle answers one request of connection id, whose client is process pid (0:
+// unknown).
+func (s *controlServer) handle(req controlRequest, id, pid int) controlResponse {
 	var err error
 	switch req.Op {
 	case opStatus:
 		return controlResponse{OK: true, Status: s.status()}
 	case opPause:
-		err = s.pause(id)
+		err = s.pause(id, pid)
 	case opResume:
 		err = s.resume(id)
 	case opRebase:
@@ -123,7 +128,9 @@ func (s *controlServer) status() *serverStatus {
 	}
 }
 
-func (s *controlServer) pause(id int) error {
+// pause pauses the mount for connection id. The client's process is never stopped
+// for holding a passthrough file open (it would wait for its own pause).
+func (s *controlServer) pause(id, pid int) error {
 	s.mu.Lock()
 	if s.pausedBy != 0 || s.pausing {
 		s.mu.Unlock()
@@ -132,7 +139,7 @@ func (s *controlServer) pause(id int) error {
 	s.pausing = true
 	s.mu.Unlock()
 	ctx, cancel := context.WithTimeout(context.Background(), pauseTimeout)
-	err := s.m.Pause(ctx)
+	err := s.m.Pause(ctx, pid)
 	cancel()
 	s.mu.Lock()
 	s.pausing = false
@@ -240,4 +247,24 @@ func oneLine(s string) string {
 		s = s[:i]
 	}
 	return s
+}
+
+// peerPID returns the PID of the process at the other end of a unix socket
+// connection, or 0.
+func peerPID(conn net.Conn) int {
+	uc, ok := conn.(*net.UnixConn)
+	if !ok {
+		return 0
+	}
+	raw, err := uc.SyscallConn()
+	if err != nil {
+		return 0
+	}
+	pid := 0
+	_ = raw.Control(func(fd uintptr) {
+		if cred, err := unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED); err == nil {
+			pid = int(cred.Pid)
+		}
+	})
+	return pid
 }

@@ -18,9 +18,10 @@ import (
 )
 
 type mountOptions struct {
-	name       string
-	readOnly   bool
-	foreground bool
+	name        string
+	readOnly    bool
+	passthrough bool
+	foreground  bool
 }
 
 func init() { addVerb(newMountCommand) }
@@ -28,7 +29,7 @@ func init() { addVerb(newMountCommand) }
 func newMountCommand(g *globalOptions) *cobra.Command {
 	o := &mountOptions{}
 	cmd := &cobra.Command{
-		Use:   "mount [--name NAME] [--read-only] [-f] IMAGE DIR | --name NAME DIR",
+		Use:   "mount [--name NAME] [--read-only] [--passthrough] [-f] IMAGE DIR | --name NAME DIR",
 		Short: "Mount an image at DIR with a copy-on-write upper dir",
 		Long: `Mount IMAGE at DIR as a working container: reads come from the image's layers
 (unpacked once into the store), every change lands in the container's upper dir.
@@ -44,7 +45,16 @@ existing container, IMAGE may be left out: the container's own image is used
 mount returns once the mount is live, the server running detached (its log is
 work/NAME/server.log under the root); -f serves in the foreground until
 SIGINT/SIGTERM or umount. On success mount prints the container's name, so
-scripts can do: name=$(layerfs mount busybox ./rootfs).`,
+scripts can do: name=$(layerfs mount busybox ./rootfs).
+
+File data is served in one of two ways, chosen per mount. By default opens stay in
+the kernel and file data goes through its page cache (fastest for many small
+files: a warm tree is read without asking layerfs at all). With --passthrough
+every open asks layerfs, and the kernel then reads and writes large files and
+every file in the upper dir directly (disk speed for big files; needs root and
+Linux 6.9 or later, else it falls back by itself). commit --pause then stops the
+processes writing through such files until the commit is done, as docker pause
+does.`,
 		Args: func(cmd *cobra.Command, args []string) error {
 			if len(args) == 1 && o.name == "" {
 				return errors.New("mount needs IMAGE and DIR (IMAGE may be left out only with --name of an existing container)")
@@ -67,6 +77,7 @@ scripts can do: name=$(layerfs mount busybox ./rootfs).`,
 	f := cmd.Flags()
 	f.StringVar(&o.name, "name", "", "working container name (reused if it exists)")
 	f.BoolVar(&o.readOnly, "read-only", false, "mount read-only (writes fail with EROFS)")
+	f.BoolVar(&o.passthrough, "passthrough", false, "per-open FUSE passthrough: large files at disk speed, a round trip per open (see docs/NOTES.md)")
 	f.BoolVarP(&o.foreground, "foreground", "f", false, "serve in the foreground")
 	return cmd
 }
@@ -135,7 +146,7 @@ func runMount(ctx context.Context, g *globalOptions, o *mountOptions, ref, dir s
 	if err := w.resetScratch(); err != nil {
 		return err
 	}
-	st.Mountpoint, st.PID, st.ReadOnly, st.Lowers = mp, 0, o.readOnly, lowers
+	st.Mountpoint, st.PID, st.ReadOnly, st.Passthrough, st.Lowers = mp, 0, o.readOnly, o.passthrough, lowers
 	if err := w.save(st); err != nil {
 		return err
 	}

@@ -34,15 +34,16 @@ const overlayDaemonEnv = "LAYERFS_OVERLAY_DAEMON_FD"
 
 // overlayArgs are the parsed fuse-overlayfs arguments.
 type overlayArgs struct {
-	lowers     []string
-	upper      string
-	work       string
-	mountpoint string
-	readOnly   bool
-	foreground bool
-	debug      bool
-	version    bool
-	help       bool
+	lowers      []string
+	upper       string
+	work        string
+	mountpoint  string
+	readOnly    bool
+	passthrough bool // -o passthrough: fs.Options.Passthrough
+	foreground  bool
+	debug       bool
+	version     bool
+	help        bool
 }
 
 // looksLikeOverlayArgs reports whether args (without argv[0]) are fuse-overlayfs
@@ -147,6 +148,10 @@ func parseOverlayArgs(args []string) (*overlayArgs, error) {
 			o.readOnly = true
 		case "rw":
 			o.readOnly = false
+		case "passthrough":
+			// layerfs's own: per-open FUSE passthrough (big files at disk speed,
+			// a round trip per open) instead of the page-cache mode.
+			o.passthrough = true
 		case "debug":
 			o.debug, o.foreground = true, true
 		default:
@@ -266,13 +271,14 @@ func serveOverlay(ctx context.Context, o *overlayArgs, ready *os.File, stderr io
 		}
 	}
 	m, err := lfs.Mount(o.mountpoint, lfs.Options{
-		Lowers:   o.lowers,
-		Upper:    o.upper,
-		Work:     o.work,
-		Format:   cow.FormatOverlay,
-		ReadOnly: o.readOnly,
-		Debug:    o.debug,
-		FsName:   "fuse-overlayfs",
+		Lowers:      o.lowers,
+		Upper:       o.upper,
+		Work:        o.work,
+		Format:      cow.FormatOverlay,
+		ReadOnly:    o.readOnly,
+		Passthrough: o.passthrough,
+		Debug:       o.debug,
+		FsName:      "fuse-overlayfs",
 	})
 	if err != nil {
 		report(err.Error())

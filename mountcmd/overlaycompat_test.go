@@ -27,6 +27,8 @@ func TestParseOverlayArgs(t *testing.T) {
 		{"lowerdir only", []string{"-olowerdir=/a\\:b:/c", "/mnt"}, overlayArgs{lowers: []string{"/a:b", "/c"}, mountpoint: "/mnt", readOnly: true}, false},
 		{"ro and -f", []string{"-f", "-o", "lowerdir=/l,upperdir=/u,workdir=/w", "-o", "ro,dev,suid,rw,ro", "/m"},
 			overlayArgs{lowers: []string{"/l"}, upper: "/u", work: "/w", mountpoint: "/m", readOnly: true, foreground: true}, false},
+		{"passthrough", []string{"-o", "passthrough,lowerdir=/l,upperdir=/u,workdir=/w", "/m"},
+			overlayArgs{lowers: []string{"/l"}, upper: "/u", work: "/w", mountpoint: "/m", passthrough: true}, false},
 		{"version", []string{"--version"}, overlayArgs{version: true}, false},
 		{"no mountpoint", []string{"-o", "lowerdir=/l"}, overlayArgs{}, true},
 		{"no workdir", []string{"-o", "lowerdir=/l,upperdir=/u", "/m"}, overlayArgs{}, true},

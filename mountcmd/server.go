@@ -117,14 +117,15 @@ func serve(ctx context.Context, g *globalOptions, w *workContainer, ready func(e
 		return fmt.Errorf("container %s has no mountpoint to serve", w.name)
 	}
 	opts := unionOptions{
-		Lowers:   st.Lowers,
-		Upper:    w.upperPath(st),
-		Work:     w.ScratchDir(),
-		ReadOnly: st.ReadOnly,
-		Debug:    g.debug,
-		FsName:   w.fsName(),
+		Lowers:      st.Lowers,
+		Upper:       w.upperPath(st),
+		Work:        w.ScratchDir(),
+		ReadOnly:    st.ReadOnly,
+		Passthrough: st.Passthrough,
+		Debug:       g.debug,
+		FsName:      w.fsName(),
 	}
-	lg.Printf("mounting %s at %s (lowers %d, upper %s, read-only %v)", w.name, st.Mountpoint, len(opts.Lowers), opts.Upper, opts.ReadOnly)
+	lg.Printf("mounting %s at %s (lowers %d, upper %s, read-only %v, passthrough %v)", w.name, st.Mountpoint, len(opts.Lowers), opts.Upper, opts.ReadOnly, opts.Passthrough)
 	m, err := mountUnion(st.Mountpoint, opts) // its errors name the mountpoint
 	if err != nil {
 		return err

@@ -9,19 +9,20 @@ import (
 
 // unionOptions is what the server asks of the union filesystem (fs.Options).
 type unionOptions struct {
-	Lowers   []string // layer dirs, top first
-	Upper    string
-	Work     string
-	ReadOnly bool
-	Debug    bool
-	FsName   string // mount source in /proc/mounts: "layerfs:<name>"
+	Lowers      []string // layer dirs, top first
+	Upper       string
+	Work        string
+	ReadOnly    bool
+	Passthrough bool // per-open FUSE passthrough (fs.Options.Passthrough)
+	Debug       bool
+	FsName      string // mount source in /proc/mounts: "layerfs:<name>"
 }
 
 // unionMount is what the server needs of a live union mount (*fs.MountPoint).
 type unionMount interface {
 	Wait()
 	Unmount() error
-	Pause(ctx context.Context) error
+	Pause(ctx context.Context, skip ...int) error // skip: PIDs never stopped
 	Resume()
 	Rebase(lowers []string, upper string) error       // takes the barrier itself
 	RebasePaused(lowers []string, upper string) error // for the holder of a Pause
@@ -33,12 +34,13 @@ var _ unionMount = (*fs.MountPoint)(nil)
 // containers write OCI whiteouts in their upper dir (commit walks it as a layer).
 var mountUnion = func(mountpoint string, o unionOptions) (unionMount, error) {
 	return fs.Mount(mountpoint, fs.Options{
-		Lowers:   o.Lowers,
-		Upper:    o.Upper,
-		Work:     o.Work,
-		Format:   cow.FormatOCI,
-		ReadOnly: o.ReadOnly,
-		Debug:    o.Debug,
-		FsName:   o.FsName,
+		Lowers:      o.Lowers,
+		Upper:       o.Upper,
+		Work:        o.Work,
+		Format:      cow.FormatOCI,
+		ReadOnly:    o.ReadOnly,
+		Passthrough: o.Passthrough,
+		Debug:       o.Debug,
+		FsName:      o.FsName,
 	})
 }

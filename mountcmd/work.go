@@ -95,14 +95,15 @@ var validName = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.-]*$`)
 // workState is state.json: what a working container is made of.
 type workState struct {
 	Name           string        `json:"name"`
-	ImageID        digest.Digest `json:"imageID"`              // config digest
-	ManifestDigest digest.Digest `json:"manifestDigest"`       // the manifest that gc keeps
-	ImageRef       string        `json:"imageRef,omitempty"`   // familiar ref the user named, "" for an ID
-	Lowers         []string      `json:"lowers,omitempty"`     // layer dirs, top first, as last mounted
-	Upper          string        `json:"upper"`                // upper dir name inside the container dir
-	Mountpoint     string        `json:"mountpoint,omitempty"` // set while mounted (or dead), cleared by umount
-	PID            int           `json:"pid,omitempty"`        // server pid while mounted (informational)
-	ReadOnly       bool          `json:"readOnly,omitempty"`   // the current or last mount was read-only
+	ImageID        digest.Digest `json:"imageID"`               // config digest
+	ManifestDigest digest.Digest `json:"manifestDigest"`        // the manifest that gc keeps
+	ImageRef       string        `json:"imageRef,omitempty"`    // familiar ref the user named, "" for an ID
+	Lowers         []string      `json:"lowers,omitempty"`      // layer dirs, top first, as last mounted
+	Upper          string        `json:"upper"`                 // upper dir name inside the container dir
+	Mountpoint     string        `json:"mountpoint,omitempty"`  // set while mounted (or dead), cleared by umount
+	PID            int           `json:"pid,omitempty"`         // server pid while mounted (informational)
+	ReadOnly       bool          `json:"readOnly,omitempty"`    // the current or last mount was read-only
+	Passthrough    bool          `json:"passthrough,omitempty"` // ... used per-open FUSE passthrough
 	Created        time.Time     `json:"created"`
 }
 

@@ -33,14 +33,17 @@ func (n *node) OpendirHandle(ctx context.Context, flags uint32) (fusefs.FileHand
 // requests opens a handle of its own and seeks into the listing, and cont (a seek
 // to a non-zero offset) then reuses the node's last listing if no directory changed
 // since. Its attributes are as old as that read, as with a handle's own listing.
+// A listing of entries that all live in read-only layers is reused by new reads
+// too while nothing changed: neither names nor attributes can have moved.
 func (d *dirHandle) load(cont bool) syscall.Errno {
 	n := d.n
+	n.fs.relist.listed(n)
 	changes, ep := n.fs.changes.Load(), n.fs.epoch.Load()
-	var l *dirListing
-	if cont {
-		n.mu.Lock()
-		l = n.listing
-		n.mu.Unlock()
+	n.mu.Lock()
+	l := n.listing
+	n.mu.Unlock()
+	if l != nil && !cont && !l.lowerOnly {
+		l = nil
 	}
 	if l == nil || l.changes != changes || l.epoch != ep {
 		var en syscall.Errno
@@ -61,6 +64,9 @@ type dirListing struct {
 	resolved map[string]*entry
 	changes  uint64 // fs.changes when listed
 	epoch    uint64 // fs.epoch when listed
+	// lowerOnly: no entry lives in the upper dir, whose files change size and
+	// times behind fs.changes (passthrough and mmap writes).
+	lowerOnly bool
 }
 
 // list makes the merged listing of the directory node n, taken when fs.changes
@@ -75,7 +81,7 @@ func (n *node) list(changes, ep uint64) (*dirListing, syscall.Errno) {
 	if err != nil {
 		return nil, errno("readdir", err)
 	}
-	l := &dirListing{changes: changes, epoch: ep}
+	l := &dirListing{changes: changes, epoch: ep, lowerOnly: true}
 	l.resolved = make(map[string]*entry, len(ents))
 	l.list = make([]fuse.DirEntry, 0, len(ents)+2)
 	l.list = append(l.list, fuse.DirEntry{Name: ".", Mode: unix.S_IFDIR, Ino: n.StableAttr().Ino, Off: 1})
@@ -95,6 +101,9 @@ func (n *node) list(changes, ep uint64) (*dirListing, syscall.Errno) {
 			continue
 		}
 		l.resolved[de.name] = ce
+		if ce.inUpper(s) {
+			l.lowerOnly = false
+		}
 		l.list = append(l.list, fuse.DirEntry{Name: de.name, Mode: ce.st.Mode & unix.S_IFMT, Ino: ce.ino, Off: nameOffset(de.name)})
 	}
 	// Offsets derive from names, as ext4's hashed directories do, so a seek into a

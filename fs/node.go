@@ -39,6 +39,8 @@ type unionFS struct {
 	noOpen    bool
 	retired   []*stack // stacks replaced by Rebase, closed at the end
 	retiredMu sync.Mutex
+	relist    relister
+	getattrs  atomic.Uint64 // GETATTR requests served, for tests
 }
 
 // node is one inode of the union. Its resolution (which layers hold it) is cached
@@ -74,6 +76,13 @@ type node struct {
 
 	// listing is the directory's last merged listing (see dirHandle.load).
 	listing *dirListing
+	// Stale atimes, guarded by fs.relist.mu (see relist.go). As a directory: its
+	// listing generation, and how many children read since have stale atimes.
+	// As a file: the directory (and its generation) it was counted in.
+	listGen   uint64
+	staleKids int
+	staleIn   *node
+	staleGen  uint64
 }
 
 func (fsys *unionFS) newNode() *node { return &node{fs: fsys, dfd: -1, pin: -1} }
@@ -246,6 +255,8 @@ func (n *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fu
 var _ = (fusefs.NodeGetattrer)((*node)(nil))
 
 func (n *node) Getattr(ctx context.Context, f fusefs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	n.fs.getattrs.Add(1)
+	n.fs.relist.attrFresh(n)
 	if h := asHandle(f); h != nil {
 		var st unix.Stat_t
 		if _, fd, ok := h.upperFile(); ok && unix.Fstat(fd, &st) == nil {

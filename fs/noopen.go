@@ -167,6 +167,7 @@ func (n *node) OnForget() {
 var _ = (fusefs.NodeReader)((*node)(nil))
 
 func (n *node) Read(ctx context.Context, f fusefs.FileHandle, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
+	n.fs.relist.dataRead(n)
 	if h := asHandle(f); h != nil {
 		return h.Read(ctx, dest, off)
 	}

@@ -8,6 +8,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
+	"time"
 
 	fusefs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
@@ -83,6 +84,7 @@ type node struct {
 	staleKids int
 	staleIn   *node
 	staleGen  uint64
+	staleAt   time.Time // the last read of a child
 }
 
 func (fsys *unionFS) newNode() *node { return &node{fs: fsys, dfd: -1, pin: -1} }
@@ -272,6 +274,13 @@ func (n *node) Getattr(ctx context.Context, f fusefs.FileHandle, out *fuse.AttrO
 			return n.getattrUnlinked(f, out)
 		}
 		return errno("getattr", err)
+	}
+	if !e.inUpper(s) {
+		// Read-only layers never change: the resolution's stat is current.
+		out.FromStat(toSyscallStat(&e.st))
+		out.Ino = n.StableAttr().Ino
+		out.SetTimeout(longTimeout * 1e9)
+		return 0
 	}
 	// Refresh: the cached stat may be older than a write through passthrough.
 	st, err := n.statLayer(s, e)

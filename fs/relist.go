@@ -17,9 +17,9 @@ import (
 // instead of one per file.
 //
 // So the relister counts, per directory, the children whose data was read since it
-// was listed and that no GETATTR refreshed since, and shortly after the reads (a
-// stat right after a read comes within microseconds) drops the kernel's cached
-// listing of each directory still counting any, once per listing. The next walk
+// was listed and that no GETATTR refreshed since, and once the reads in a directory
+// stop for a moment (a stat right after a read comes within microseconds) drops the
+// kernel's cached listing of each directory still counting any, once per listing. The next walk
 // then lists it again. Only performance hangs on this: a listing dropped too often
 // costs a READDIRPLUS, one dropped too late a GETATTR per file, as without it.
 type relister struct {
@@ -27,10 +27,12 @@ type relister struct {
 	dirs  map[*node]struct{} // directories that counted a stale child
 	armed bool               // a sweep is due
 	drops int                // listings dropped, for tests
+	delay time.Duration      // relistDelay when mounted
 }
 
-// relistDelay is how long after the first read a sweep looks at the counts.
-const relistDelay = 20 * time.Millisecond
+// relistDelay is how long a directory's stale count must stand, without a new
+// read in it, before its listing is dropped. A variable for tests.
+var relistDelay = 20 * time.Millisecond
 
 // dataRead notes that the kernel read n's data from this process.
 func (r *relister) dataRead(n *node) {
@@ -49,6 +51,7 @@ func (r *relister) dataRead(n *node) {
 	}
 	n.staleIn, n.staleGen = pn, pn.listGen
 	pn.staleKids++
+	pn.staleAt = time.Now()
 	if pn.staleKids > 1 {
 		return
 	}
@@ -56,9 +59,14 @@ func (r *relister) dataRead(n *node) {
 		r.dirs = make(map[*node]struct{})
 	}
 	r.dirs[pn] = struct{}{}
+	r.arm()
+}
+
+// arm schedules a sweep if none is due; r.mu is held.
+func (r *relister) arm() {
 	if !r.armed {
 		r.armed = true
-		time.AfterFunc(relistDelay, r.sweep)
+		time.AfterFunc(r.delay, r.sweep)
 	}
 }
 
@@ -84,17 +92,26 @@ func (r *relister) listed(n *node) {
 }
 
 // sweep drops the cached listing of every directory that still counts a stale
-// child. A directory stays counted (and is not dropped again) until it is listed
+// child and saw no read for relistDelay; those that did wait for the next sweep.
+// A dropped directory stays counted (and is not dropped again) until it is listed
 // or its count falls to zero.
 func (r *relister) sweep() {
 	r.mu.Lock()
 	var drop []*node
+	now := time.Now()
 	for d := range r.dirs {
-		if d.staleKids > 0 {
+		switch {
+		case d.staleKids == 0:
+			delete(r.dirs, d)
+		case now.Sub(d.staleAt) >= r.delay:
 			drop = append(drop, d)
+			delete(r.dirs, d)
 		}
 	}
-	r.dirs, r.armed = nil, false
+	r.armed = false
+	if len(r.dirs) > 0 {
+		r.arm()
+	}
 	r.drops += len(drop)
 	r.mu.Unlock()
 	for _, d := range drop {

@@ -22,6 +22,10 @@ func TestRelistRefreshesAtime(t *testing.T) {
 		spec[fmt.Sprintf("d/f%02d", i)] = fmt.Sprintf("content %d\n", i)
 	}
 	lower := tree(t, spec)
+	// Long enough that a slow (-race) walk never pauses that long between a read
+	// and its fstat.
+	defer func(d time.Duration) { relistDelay = d }(relistDelay)
+	relistDelay = 200 * time.Millisecond
 	for _, tc := range []struct {
 		name          string
 		statAfterRead bool
@@ -61,7 +65,7 @@ func TestRelistRefreshesAtime(t *testing.T) {
 				}
 			}
 			walk(true)
-			time.Sleep(10 * relistDelay) // the sweep
+			time.Sleep(3 * relistDelay) // the sweep
 			g0 := u.m.fs.getattrs.Load()
 			walk(false)
 			walk(false)

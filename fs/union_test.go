@@ -534,23 +534,3 @@ func TestXattrPrivacy(t *testing.T) {
 		t.Errorf("setxattr user.overlay.opaque on a dir: %v, want EPERM", err)
 	}
 }
-
-// TestReadahead: as root the mount's bdi reads ahead up to maxIO, not the kernel's
-// 128 KiB default.
-func TestReadahead(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root")
-	}
-	u := mountUnion(t, cow.FormatOverlay, tree(t, map[string]string{"f": "x"}))
-	var st unix.Stat_t
-	if err := unix.Stat(u.mnt, &st); err != nil {
-		t.Fatal(err)
-	}
-	b, err := os.ReadFile(fmt.Sprintf("/sys/class/bdi/%d:%d/read_ahead_kb", unix.Major(st.Dev), unix.Minor(st.Dev)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got, want := strings.TrimSpace(string(b)), fmt.Sprint(maxIO>>10); got != want {
-		t.Errorf("read_ahead_kb = %s, want %s", got, want)
-	}
-}

@@ -61,7 +61,6 @@ func Mount(mountpoint string, opts Options) (*MountPoint, error) {
 		return nil, fmt.Errorf("mount %s: %w", mountpoint, err)
 	}
 	fsys := &unionFS{debug: opts.Debug, noOpen: !opts.Passthrough}
-	fsys.relist.delay = relistDelay
 	fsys.stack.Store(s)
 	fsys.root = fsys.newNode()
 	long := time.Duration(longTimeout) * time.Second
@@ -77,8 +76,8 @@ func Mount(mountpoint string, opts Options) (*MountPoint, error) {
 		EnableLocks:          opts.Passthrough, // else the kernel keeps locks itself
 		EnableSymlinkCaching: true,
 		DirectMount:          true,
-		MaxWrite:             maxIO,
-		MaxReadAhead:         maxIO,
+		MaxWrite:             1 << 20,
+		MaxReadAhead:         1 << 20,
 		Debug:                opts.Debug,
 	}
 	if opts.ReadOnly {
@@ -110,7 +109,6 @@ func Mount(mountpoint string, opts Options) (*MountPoint, error) {
 	var st unix.Stat_t
 	if err := unix.Stat(mountpoint, &st); err == nil {
 		m.dev = st.Dev
-		raiseReadahead(st.Dev)
 	}
 	return m, nil
 }
@@ -281,18 +279,4 @@ func (fsys *unionFS) invalidate(in *fusefs.Inode) {
 		in.NotifyEntry(name)
 	}
 	in.NotifyContent(0, 0)
-}
-
-// maxIO is the largest READ and WRITE: 1 MiB less a page, so that a reply and its
-// header still fit one default-sized pipe (go-fuse splices READ replies through a
-// pipe of at most fs.pipe-max-size, 1 MiB, and copies instead when they do not fit).
-const maxIO = 1<<20 - 4096
-
-// raiseReadahead sets the readahead of the mount's bdi to maxIO. The kernel takes
-// the smaller of the server's max_readahead and the bdi default, 128 KiB, so a
-// sequential read through this process would otherwise cost a READ per 128 KiB.
-// Only root may; others keep the default.
-func raiseReadahead(dev uint64) {
-	p := fmt.Sprintf("/sys/class/bdi/%d:%d/read_ahead_kb", unix.Major(dev), unix.Minor(dev))
-	_ = os.WriteFile(p, []byte(fmt.Sprint(maxIO>>10)), 0)
 }

@@ -61,6 +61,7 @@ func Mount(mountpoint string, opts Options) (*MountPoint, error) {
 		return nil, fmt.Errorf("mount %s: %w", mountpoint, err)
 	}
 	fsys := &unionFS{debug: opts.Debug, noOpen: !opts.Passthrough}
+	fsys.relist.delay = relistDelay
 	fsys.stack.Store(s)
 	fsys.root = fsys.newNode()
 	long := time.Duration(longTimeout) * time.Second

@@ -42,6 +42,7 @@ type unionFS struct {
 	retiredMu sync.Mutex
 	relist    relister
 	getattrs  atomic.Uint64 // GETATTR requests served, for tests
+	lookups   atomic.Uint64 // LOOKUP requests served, for tests
 }
 
 // node is one inode of the union. Its resolution (which layers hold it) is cached
@@ -235,6 +236,7 @@ func errno(op string, err error) syscall.Errno {
 var _ = (fusefs.NodeLookuper)((*node)(nil))
 
 func (n *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fusefs.Inode, syscall.Errno) {
+	n.fs.lookups.Add(1)
 	if len(name) > 255 {
 		return nil, syscall.ENAMETOOLONG
 	}
@@ -245,9 +247,8 @@ func (n *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fu
 	}
 	e, err := s.lookupIn(pe.layers, n.rel(), name)
 	if err != nil {
-		if errors.Is(err, unix.ENOENT) {
-			out.SetEntryTimeout(longTimeout * 1e9)
-		}
+		// ENOENT: go-fuse turns it into a cached negative entry
+		// (Options.NegativeTimeout), but only if out's entry timeout is unset.
 		return nil, errno("lookup "+name, err)
 	}
 	n.fs.fillEntry(e, out)

@@ -82,3 +82,29 @@ func TestRelistRefreshesAtime(t *testing.T) {
 		})
 	}
 }
+
+// TestNegativeLookupCached: a name that does not exist is looked up once; the
+// kernel keeps the negative entry (a compiler probing include dirs, a shell its
+// PATH), and creating the name through the mount replaces it.
+func TestNegativeLookupCached(t *testing.T) {
+	u := mountUnion(t, cow.FormatOverlay, tree(t, map[string]string{"d/": "", "d/f": "x"}))
+	missing := filepath.Join(u.mnt, "d", "missing.h")
+	if _, err := os.Lstat(missing); !os.IsNotExist(err) {
+		t.Fatalf("lstat %s: %v, want not found", missing, err)
+	}
+	l0 := u.m.fs.lookups.Load()
+	for i := 0; i < 5; i++ {
+		if _, err := os.Lstat(missing); !os.IsNotExist(err) {
+			t.Fatalf("lstat %s: %v, want not found", missing, err)
+		}
+	}
+	if got := u.m.fs.lookups.Load() - l0; got != 0 {
+		t.Errorf("%d LOOKUPs for a name known missing; want the negative entry cached", got)
+	}
+	if err := os.WriteFile(missing, []byte("now\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if got := readFile(t, missing); got != "now\n" {
+		t.Errorf("after create: %q", got)
+	}
+}

@@ -45,7 +45,7 @@ func (d *dirHandle) load(cont bool) syscall.Errno {
 	if l != nil && !cont && !l.lowerOnly {
 		l = nil
 	}
-	if l == nil || l.changes != changes || l.epoch != ep {
+	if l == nil || l.changes != changes || l.epoch != ep || l.stack != n.fs.stack.Load() {
 		var en syscall.Errno
 		if l, en = n.list(changes, ep); en != 0 {
 			return en
@@ -67,6 +67,7 @@ type dirListing struct {
 	// lowerOnly: no entry lives in the upper dir, whose files change size and
 	// times behind fs.changes (passthrough and mmap writes).
 	lowerOnly bool
+	stack     *stack // the stack it was listed in
 }
 
 // list makes the merged listing of the directory node n, taken when fs.changes
@@ -81,7 +82,7 @@ func (n *node) list(changes, ep uint64) (*dirListing, syscall.Errno) {
 	if err != nil {
 		return nil, errno("readdir", err)
 	}
-	l := &dirListing{changes: changes, epoch: ep, lowerOnly: true}
+	l := &dirListing{changes: changes, epoch: ep, lowerOnly: true, stack: s}
 	l.resolved = make(map[string]*entry, len(ents))
 	l.list = make([]fuse.DirEntry, 0, len(ents)+2)
 	l.list = append(l.list, fuse.DirEntry{Name: ".", Mode: unix.S_IFDIR, Ino: n.StableAttr().Ino, Off: 1})
@@ -183,7 +184,7 @@ func (d *dirHandle) Lookup(ctx context.Context, name string, out *fuse.EntryOut)
 		return d.n.Lookup(ctx, name, out)
 	}
 	d.n.fs.fillEntry(e, out)
-	return d.n.newChild(ctx, e, l.epoch, l.changes), 0
+	return d.n.newChild(ctx, e, l.epoch, l.changes, l.stack), 0
 }
 
 func (d *dirHandle) Releasedir(ctx context.Context, flags uint32) {}

@@ -213,7 +213,22 @@ func (n *node) openIn(s *stack, e *entry, flags int) (int, error) {
 		return -1, err
 	}
 	defer unix.Close(dfd)
-	return unix.Openat(dfd, name, flags|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	return openFile(dfd, name, flags, e.inUpper(s))
+}
+
+// openFile opens name in dfd (no symlinks followed). Files of read-only layers are
+// opened O_NOATIME where the caller may (their owner, or CAP_FOWNER): reading an
+// image through a mount must not write to its layers, and their atimes are what
+// GETATTR reports from the cached resolution.
+func openFile(dfd int, name string, flags int, upper bool) (int, error) {
+	flags |= unix.O_NOFOLLOW | unix.O_CLOEXEC
+	if !upper {
+		fd, err := unix.Openat(dfd, name, flags|unix.O_NOATIME, 0)
+		if err != unix.EPERM {
+			return fd, err
+		}
+	}
+	return unix.Openat(dfd, name, flags, 0)
 }
 
 func (h *fileHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
@@ -348,7 +363,7 @@ func (n *node) Open(ctx context.Context, flags uint32) (fusefs.FileHandle, uint3
 		return nil, 0, errno("open", err)
 	}
 	defer unix.Close(dfd)
-	fd, err := unix.Openat(dfd, name, int(flags)|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	fd, err := openFile(dfd, name, int(flags), e.inUpper(s))
 	if err != nil {
 		return nil, 0, errno("open", err)
 	}

@@ -382,7 +382,15 @@ func (s *stack) readDir(dirLayers []int, rel string) ([]dirent, error) {
 	seen := map[string]bool{} // true: visible, false: hidden
 	var out []dirent
 	for _, li := range dirLayers {
-		dfd, err := s.openDir(li, rel, unix.O_RDONLY)
+		var dfd int
+		var err error
+		if !s.layers[li].upper {
+			// Listing a read-only layer must not write its atime.
+			dfd, err = s.openDir(li, rel, unix.O_RDONLY|unix.O_NOATIME)
+		}
+		if s.layers[li].upper || errors.Is(err, unix.EPERM) {
+			dfd, err = s.openDir(li, rel, unix.O_RDONLY)
+		}
 		if err != nil {
 			if notInLayer(err) {
 				continue

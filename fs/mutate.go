@@ -104,7 +104,7 @@ func (n *node) finishNew(ctx context.Context, s *stack, dfd int, name string, ou
 		return nil, nil, err
 	}
 	n.fs.fillEntry(e, out)
-	return n.newChild(ctx, e, n.fs.epoch.Load(), authoritative), e, nil
+	return n.newChild(ctx, e, n.fs.epoch.Load(), authoritative, n.fs.stack.Load()), e, nil
 }
 
 var _ = (fusefs.NodeCreater)((*node)(nil))
@@ -278,7 +278,7 @@ func (n *node) Link(ctx context.Context, target fusefs.InodeEmbedder, name strin
 			return nil, errno("link", err)
 		}
 		n.fs.fillEntry(e, out)
-		return n.newChild(ctx, e, n.fs.epoch.Load(), authoritative), 0
+		return n.newChild(ctx, e, n.fs.epoch.Load(), authoritative, n.fs.stack.Load()), 0
 	}
 	trel := tn.rel()
 	if _, _, err := n.fs.copyUpPath(trel, -1); err != nil {
@@ -305,7 +305,7 @@ func (n *node) Link(ctx context.Context, target fusefs.InodeEmbedder, name strin
 		return nil, errno("link", err)
 	}
 	n.fs.fillEntry(e, out)
-	return n.newChild(ctx, e, n.fs.epoch.Load(), authoritative), 0
+	return n.newChild(ctx, e, n.fs.epoch.Load(), authoritative, n.fs.stack.Load()), 0
 }
 
 var _ = (fusefs.NodeUnlinker)((*node)(nil))
@@ -465,7 +465,7 @@ func (n *node) Tmpfile(ctx context.Context, flags uint32, mode uint32, out *fuse
 	}
 	n.fs.fillEntry(e, out)
 	ch := n.fs.newNode()
-	ch.storeEntry(e, n.fs.epoch.Load(), authoritative)
+	ch.storeEntry(e, n.fs.epoch.Load(), authoritative, n.fs.stack.Load())
 	in := n.NewInode(ctx, ch, fusefs.StableAttr{Mode: unix.S_IFREG, Ino: e.ino, Gen: e.gen})
 	cn := in.Operations().(*node)
 	cn.mu.Lock()

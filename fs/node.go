@@ -43,6 +43,7 @@ type unionFS struct {
 	relist    relister
 	getattrs  atomic.Uint64 // GETATTR requests served, for tests
 	lookups   atomic.Uint64 // LOOKUP requests served, for tests
+	inflight  atomic.Int64  // changes begun and not ended (see changed)
 }
 
 // node is one inode of the union. Its resolution (which layers hold it) is cached
@@ -54,7 +55,8 @@ type node struct {
 	mu    sync.Mutex
 	epoch uint64
 	ent   *entry
-	entOK bool // ent is usable (no change raced with its resolution)
+	entS  *stack // the stack ent was resolved in (layer numbers are per stack)
+	entOK bool   // ent is usable (no change raced with its resolution)
 	// Open-mode bookkeeping, see fileHandle.
 	ptOpens     int                  // live opens the kernel passes through
 	cachedOpens int                  // live opens served by this process
@@ -99,7 +101,7 @@ func (n *node) resolve() (*entry, *stack, error) {
 	s := n.fs.stack.Load()
 	ep := n.fs.epoch.Load()
 	n.mu.Lock()
-	if n.ent != nil && n.entOK && n.epoch == ep {
+	if n.ent != nil && n.entOK && n.epoch == ep && n.entS == s {
 		e := n.ent
 		n.mu.Unlock()
 		return e, s, nil
@@ -145,28 +147,31 @@ func (n *node) resolve() (*entry, *stack, error) {
 			return nil, nil, err
 		}
 	}
-	n.storeEntry(e, ep, c0)
+	n.storeEntry(e, ep, c0, s)
 	return e, s, nil
 }
 
 // authoritative marks an entry made by the change that produced it.
 const authoritative = ^uint64(0)
 
-// storeEntry caches e, resolved at epoch ep from a view taken when fs.changes was
-// c0. If anything changed since, e may be stale: it is kept only as a fallback and
-// the next resolve recomputes.
-func (n *node) storeEntry(e *entry, ep, c0 uint64) {
+// storeEntry caches e, resolved in stack s at epoch ep from a view taken when
+// fs.changes was c0. If anything changed since, e may be stale: it is kept only as
+// a fallback and the next resolve recomputes.
+func (n *node) storeEntry(e *entry, ep, c0 uint64, s *stack) {
 	ok := c0 == authoritative || n.fs.changes.Load() == c0
 	n.mu.Lock()
 	if ok || n.ent == nil {
-		n.ent, n.epoch = e, ep
+		n.ent, n.epoch, n.entS = e, ep, s
 	}
 	n.entOK = ok
 	n.mu.Unlock()
 }
 
-// setEntry caches e as the node's authoritative resolution (made by a change).
-func (n *node) setEntry(e *entry) { n.storeEntry(e, n.fs.epoch.Load(), authoritative) }
+// setEntry caches e as the node's authoritative resolution (made by a change, under
+// the write barrier, so in the current stack).
+func (n *node) setEntry(e *entry) {
+	n.storeEntry(e, n.fs.epoch.Load(), authoritative, n.fs.stack.Load())
+}
 
 // invalidate drops the node's cached resolution.
 func (n *node) invalidateEntry() {
@@ -178,8 +183,12 @@ func (n *node) invalidateEntry() {
 // changed marks the start of a change to some directory's entries; call the
 // returned func at its end. Resolutions that overlap a change are not trusted.
 func (fsys *unionFS) changed() func() {
+	fsys.inflight.Add(1)
 	fsys.changes.Add(1)
-	return func() { fsys.changes.Add(1) }
+	return func() {
+		fsys.changes.Add(1)
+		fsys.inflight.Add(-1)
+	}
 }
 
 // entriesChange marks a user's change of directory entries (create, link, unlink,
@@ -210,14 +219,14 @@ func toSyscallStat(st *unix.Stat_t) *syscall.Stat_t {
 	}
 }
 
-// newChild registers the inode for a child entry resolved from a view taken when
-// fs.changes was c0 (or authoritative).
-func (n *node) newChild(ctx context.Context, e *entry, ep, c0 uint64) *fusefs.Inode {
+// newChild registers the inode for a child entry resolved in stack s from a view
+// taken when fs.changes was c0 (or authoritative).
+func (n *node) newChild(ctx context.Context, e *entry, ep, c0 uint64, s *stack) *fusefs.Inode {
 	ch := n.fs.newNode()
-	ch.storeEntry(e, ep, c0)
+	ch.storeEntry(e, ep, c0, s)
 	in := n.NewInode(ctx, ch, fusefs.StableAttr{Mode: e.st.Mode & unix.S_IFMT, Ino: e.ino, Gen: e.gen})
 	if got := in.Operations().(*node); got != ch {
-		got.storeEntry(e, ep, c0) // a known inode (hard link, or looked up again)
+		got.storeEntry(e, ep, c0, s) // a known inode (hard link, or looked up again)
 	}
 	return in
 }
@@ -237,6 +246,7 @@ var _ = (fusefs.NodeLookuper)((*node)(nil))
 
 func (n *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fusefs.Inode, syscall.Errno) {
 	n.fs.lookups.Add(1)
+	n.fs.relist.poke()
 	if len(name) > 255 {
 		return nil, syscall.ENAMETOOLONG
 	}
@@ -248,11 +258,16 @@ func (n *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fu
 	e, err := s.lookupIn(pe.layers, n.rel(), name)
 	if err != nil {
 		// ENOENT: go-fuse turns it into a cached negative entry
-		// (Options.NegativeTimeout), but only if out's entry timeout is unset.
+		// (Options.NegativeTimeout), but only if out's entry timeout is unset. A
+		// miss that overlapped a change (a rename of this directory moves its path
+		// under the lookup) is answered uncached instead: a timeout of 1 ns.
+		if n.fs.inflight.Load() != 0 || n.fs.changes.Load() != c0 || n.fs.epoch.Load() != ep || n.fs.stack.Load() != s {
+			out.SetEntryTimeout(1)
+		}
 		return nil, errno("lookup "+name, err)
 	}
 	n.fs.fillEntry(e, out)
-	return n.newChild(ctx, e, ep, c0), 0
+	return n.newChild(ctx, e, ep, c0, s), 0
 }
 
 var _ = (fusefs.NodeGetattrer)((*node)(nil))

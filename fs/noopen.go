@@ -55,7 +55,7 @@ func (n *node) dataFd(write bool) (int, error) {
 	if e.inUpper(s) {
 		flags = unix.O_RDWR
 	}
-	fd, err := unix.Openat(dfd, name, flags|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	fd, err := openFile(dfd, name, flags, e.inUpper(s))
 	if err != nil {
 		return -1, err
 	}

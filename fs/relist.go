@@ -2,6 +2,7 @@ package fs
 
 import (
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -18,16 +19,24 @@ import (
 //
 // So the relister counts, per directory, the children whose data was read since it
 // was listed and that no GETATTR refreshed since, and once the reads in a directory
-// stop for a moment (a stat right after a read comes within microseconds) drops the
-// kernel's cached listing of each directory still counting any, once per listing. The next walk
-// then lists it again. Only performance hangs on this: a listing dropped too often
-// costs a READDIRPLUS, one dropped too late a GETATTR per file, as without it.
+// have paused for relistDelay (a stat right after a read comes within microseconds)
+// drops the kernel's cached listing of each directory still counting any, once per
+// listing. The next walk then lists it again. Only performance hangs on this: a
+// listing dropped too often costs a READDIRPLUS, one dropped too late a GETATTR per
+// file, as without it.
+//
+// Sweeps run on the requests themselves (READ, GETATTR, LOOKUP, READDIR), not on a
+// timer: a Go timer kept armed through a cold grep -r made the server's threads
+// hand off and wake so much more that the pass took 1.2x as long. The directories
+// whose reads end a burst are dropped by the next request, typically the first stat
+// of the next walk.
 type relister struct {
-	mu    sync.Mutex
-	dirs  map[*node]struct{} // directories that counted a stale child
-	armed bool               // a sweep is due
-	drops int                // listings dropped, for tests
-	delay time.Duration      // relistDelay when mounted
+	mu      sync.Mutex
+	dirs    map[*node]struct{} // directories that counted a stale child
+	pending atomic.Int32       // len(dirs), read without mu
+	next    time.Time          // no sweep before
+	delay   time.Duration      // relistDelay when mounted
+	drops   int                // listings dropped, for tests
 }
 
 // relistDelay is how long a directory's stale count must stand, without a new
@@ -46,6 +55,7 @@ func (r *relister) dataRead(n *node) {
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	r.sweep()
 	if n.staleIn == pn && n.staleGen == pn.listGen {
 		return // counted already
 	}
@@ -59,20 +69,23 @@ func (r *relister) dataRead(n *node) {
 		r.dirs = make(map[*node]struct{})
 	}
 	r.dirs[pn] = struct{}{}
-	r.arm()
+	r.pending.Store(int32(len(r.dirs)))
 }
 
-// arm schedules a sweep if none is due; r.mu is held.
-func (r *relister) arm() {
-	if !r.armed {
-		r.armed = true
-		time.AfterFunc(r.delay, r.sweep)
+// poke gives a request that is not otherwise counted the chance to sweep.
+func (r *relister) poke() {
+	if r.pending.Load() == 0 {
+		return
 	}
+	r.mu.Lock()
+	r.sweep()
+	r.mu.Unlock()
 }
 
 // attrFresh notes that the kernel is about to get n's current attributes.
 func (r *relister) attrFresh(n *node) {
 	r.mu.Lock()
+	r.sweep()
 	if pn := n.staleIn; pn != nil {
 		if n.staleGen == pn.listGen && pn.staleKids > 0 {
 			pn.staleKids--
@@ -86,19 +99,26 @@ func (r *relister) attrFresh(n *node) {
 // refreshed.
 func (r *relister) listed(n *node) {
 	r.mu.Lock()
+	r.sweep()
 	n.listGen++
 	n.staleKids = 0
 	r.mu.Unlock()
 }
 
 // sweep drops the cached listing of every directory that still counts a stale
-// child and saw no read for relistDelay; those that did wait for the next sweep.
-// A dropped directory stays counted (and is not dropped again) until it is listed
-// or its count falls to zero.
+// child and saw no read for relistDelay; those that did wait for a later sweep. A
+// dropped directory stays counted (and is not dropped again) until it is listed or
+// its count falls to zero. r.mu is held; at most one sweep per relistDelay.
 func (r *relister) sweep() {
-	r.mu.Lock()
-	var drop []*node
+	if len(r.dirs) == 0 {
+		return
+	}
 	now := time.Now()
+	if now.Before(r.next) {
+		return
+	}
+	r.next = now.Add(r.delay)
+	var drop []*node
 	for d := range r.dirs {
 		switch {
 		case d.staleKids == 0:
@@ -108,14 +128,16 @@ func (r *relister) sweep() {
 			delete(r.dirs, d)
 		}
 	}
-	r.armed = false
-	if len(r.dirs) > 0 {
-		r.arm()
-	}
+	r.pending.Store(int32(len(r.dirs)))
 	r.drops += len(drop)
-	r.mu.Unlock()
-	for _, d := range drop {
-		d.NotifyContent(0, 0)
+	if len(drop) > 0 {
+		// Not from the request: invalidating takes the directory's page locks,
+		// which a request in flight may hold.
+		go func() {
+			for _, d := range drop {
+				d.NotifyContent(0, 0)
+			}
+		}()
 	}
 }
 

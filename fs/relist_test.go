@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/layerfs/layerfs/cow"
+	"golang.org/x/sys/unix"
 )
 
 // TestRelistRefreshesAtime: a walk that stats each file and then reads it (grep -r)
@@ -65,7 +66,11 @@ func TestRelistRefreshesAtime(t *testing.T) {
 				}
 			}
 			walk(true)
-			time.Sleep(3 * relistDelay) // the sweep
+			// Sweeps run on requests: wait out the delay, then send one (a
+			// LOOKUP of a new name), as the next walk's first request would.
+			time.Sleep(2 * relistDelay)
+			os.Lstat(filepath.Join(u.mnt, "no such name"))
+			time.Sleep(relistDelay / 4) // the notices are sent by a goroutine
 			g0 := u.m.fs.getattrs.Load()
 			walk(false)
 			walk(false)
@@ -106,5 +111,46 @@ func TestNegativeLookupCached(t *testing.T) {
 	}
 	if got := readFile(t, missing); got != "now\n" {
 		t.Errorf("after create: %q", got)
+	}
+}
+
+// TestLowerAtimeUntouched: reading, listing and copying up through the mount do
+// not write the atime of the layers' files (O_NOATIME), in both data modes.
+func TestLowerAtimeUntouched(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("O_NOATIME on files of other owners needs CAP_FOWNER")
+	}
+	for _, pt := range []bool{false, true} {
+		t.Run(fmt.Sprintf("passthrough=%v", pt), func(t *testing.T) {
+			lower := tree(t, map[string]string{"d/": "", "d/f": "data\n", "d/g": "more\n"})
+			old := time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC)
+			for _, p := range []string{"d/f", "d/g", "d"} {
+				// atime before mtime: relatime would update it on access.
+				if err := os.Chtimes(filepath.Join(lower, p), old, old.Add(time.Hour)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			u := mountUnionMode(t, cow.FormatOverlay, pt, lower)
+			if got := readFile(t, filepath.Join(u.mnt, "d/f")); got != "data\n" {
+				t.Fatalf("read %q", got)
+			}
+			if _, err := os.ReadDir(filepath.Join(u.mnt, "d")); err != nil {
+				t.Fatal(err)
+			}
+			f, err := os.OpenFile(filepath.Join(u.mnt, "d/g"), os.O_WRONLY|os.O_APPEND, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			f.Close()
+			for _, p := range []string{"d/f", "d/g", "d"} {
+				var st unix.Stat_t
+				if err := unix.Stat(filepath.Join(lower, p), &st); err != nil {
+					t.Fatal(err)
+				}
+				if got := time.Unix(st.Atim.Unix()); !got.Equal(old) {
+					t.Errorf("lower %s: atime %v, want %v untouched", p, got.UTC(), old)
+				}
+			}
+		})
 	}
 }

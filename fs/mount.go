@@ -88,6 +88,14 @@ func Mount(mountpoint string, opts Options) (*MountPoint, error) {
 		// Every write reaches this process, which clears set-id bits itself
 		// (killpriv.go); passthrough writes would not.
 		mo.ExtraCapabilities |= fuse.CAP_HANDLE_KILLPRIV_V2
+		// Every change of file data passes through the kernel's page cache
+		// here (writes, truncates, hole punches, copy_file_range) or is
+		// notified (Rebase): no need for the kernel to re-check attributes
+		// before reads to catch changes behind its back (AUTO_INVAL_DATA),
+		// which after each write cost a GETATTR, and then a GETXATTR of
+		// security.capability before the next write (the refresh clears
+		// S_NOSEC). Passthrough writes bypass it, so that mode keeps it.
+		mo.ExplicitDataCacheControl = true
 	}
 	fo := &fusefs.Options{
 		MountOptions:    mo,

@@ -85,13 +85,13 @@ func (r *relister) poke() {
 // attrFresh notes that the kernel is about to get n's current attributes.
 func (r *relister) attrFresh(n *node) {
 	r.mu.Lock()
-	r.sweep()
 	if pn := n.staleIn; pn != nil {
 		if n.staleGen == pn.listGen && pn.staleKids > 0 {
 			pn.staleKids--
 		}
 		n.staleIn = nil
 	}
+	r.sweep() // after: a stat however long after its read leaves nothing stale
 	r.mu.Unlock()
 }
 

@@ -154,3 +154,43 @@ func TestLowerAtimeUntouched(t *testing.T) {
 		})
 	}
 }
+
+// TestNoGetattrOnReadAfterWrite: in no-open mode a read inside the file after a
+// write is served without re-fetching attributes (no AUTO_INVAL_DATA), as a linker
+// interleaves them.
+func TestNoGetattrOnReadAfterWrite(t *testing.T) {
+	u := mountUnion(t, cow.FormatOverlay, tree(t, map[string]string{"f": "x"}))
+	f, err := os.Create(filepath.Join(u.mnt, "out"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.Write(make([]byte, 64<<10)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.Stat(); err != nil {
+		t.Fatal(err)
+	}
+	g0 := u.m.fs.getattrs.Load()
+	buf := make([]byte, 100)
+	for i := 0; i < 10; i++ {
+		if _, err := f.WriteAt(buf, int64(i*1000+10)); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := f.ReadAt(buf, int64(i*4096+8000)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := u.m.fs.getattrs.Load() - g0; got > 2 {
+		t.Errorf("10 write+read cycles inside the file sent %d GETATTRs, want none", got)
+	}
+	// The data is still right, through the mount and in the upper dir.
+	f.Sync()
+	want, err := os.ReadFile(filepath.Join(u.upper, "out"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := readFile(t, filepath.Join(u.mnt, "out")); got != string(want) {
+		t.Error("mount and upper dir disagree")
+	}
+}

@@ -139,7 +139,7 @@ func copyToTemp(srcDir int, name string, st *unix.Stat_t, opts CopyUpOptions, tm
 	}()
 	switch st.Mode & unix.S_IFMT {
 	case unix.S_IFREG:
-		src, err := openNoatime(srcDir, name, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC)
+		src, err := OpenNoatime(srcDir, name, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC)
 		if err != nil {
 			return err
 		}
@@ -167,7 +167,7 @@ func copyToTemp(srcDir int, name string, st *unix.Stat_t, opts CopyUpOptions, tm
 		if err := unix.Mkdirat(opts.Work, tmp, 0o700); err != nil {
 			return err
 		}
-		src, err := openNoatime(srcDir, name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC)
+		src, err := OpenNoatime(srcDir, name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC)
 		if err != nil {
 			return err
 		}
@@ -401,7 +401,7 @@ func fdGetXattr(fd int, k string) ([]byte, error) {
 
 // openNoatime opens a file of a lower layer for reading without touching its atime
 // (O_NOATIME) where the caller may: copying up must not write to the layers.
-func openNoatime(dfd int, name string, flags int) (int, error) {
+func OpenNoatime(dfd int, name string, flags int) (int, error) {
 	fd, err := unix.Openat(dfd, name, flags|unix.O_NOATIME, 0)
 	if err == unix.EPERM {
 		fd, err = unix.Openat(dfd, name, flags, 0)

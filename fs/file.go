@@ -12,6 +12,7 @@ import (
 
 	fusefs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
+	"github.com/layerfs/layerfs/cow"
 	"golang.org/x/sys/unix"
 )
 
@@ -223,10 +224,7 @@ func (n *node) openIn(s *stack, e *entry, flags int) (int, error) {
 func openFile(dfd int, name string, flags int, upper bool) (int, error) {
 	flags |= unix.O_NOFOLLOW | unix.O_CLOEXEC
 	if !upper {
-		fd, err := unix.Openat(dfd, name, flags|unix.O_NOATIME, 0)
-		if err != unix.EPERM {
-			return fd, err
-		}
+		return cow.OpenNoatime(dfd, name, flags)
 	}
 	return unix.Openat(dfd, name, flags, 0)
 }

@@ -269,16 +269,7 @@ func setattrFd(fd int, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
 			return errno("ftruncate", err)
 		}
 	}
-	mtime, mok := in.GetMTime()
-	atime, aok := in.GetATime()
-	if mok || aok {
-		ts := []unix.Timespec{{Nsec: unix.UTIME_OMIT}, {Nsec: unix.UTIME_OMIT}}
-		if aok {
-			ts[0] = unix.NsecToTimespec(atime.UnixNano())
-		}
-		if mok {
-			ts[1] = unix.NsecToTimespec(mtime.UnixNano())
-		}
+	if ts, ok := setattrTimes(in); ok {
 		if err := unix.UtimesNanoAt(unix.AT_FDCWD, procFd(fd), ts, 0); err != nil {
 			return errno("futimens", err)
 		}
@@ -293,6 +284,21 @@ func setattrFd(fd int, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
 
 // setattrOwner returns the owner a SETATTR asks for as chown arguments (-1 for an id
 // it leaves alone), and whether it asks for one at all.
+// setattrTimes returns the atime and mtime a SETATTR sets, for utimensat
+// (UTIME_OMIT where unset), and whether it sets either.
+func setattrTimes(in *fuse.SetAttrIn) ([]unix.Timespec, bool) {
+	mtime, mok := in.GetMTime()
+	atime, aok := in.GetATime()
+	ts := []unix.Timespec{{Nsec: unix.UTIME_OMIT}, {Nsec: unix.UTIME_OMIT}}
+	if aok {
+		ts[0] = unix.NsecToTimespec(atime.UnixNano())
+	}
+	if mok {
+		ts[1] = unix.NsecToTimespec(mtime.UnixNano())
+	}
+	return ts, mok || aok
+}
+
 func setattrOwner(in *fuse.SetAttrIn) (uid, gid int, ok bool) {
 	uid, gid = -1, -1
 	if u, set := in.GetUID(); set {

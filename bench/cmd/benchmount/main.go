@@ -2,11 +2,12 @@
 // fs.Mount directly, with fuse-overlayfs's option syntax, for bench/run.sh and for
 // profiling the server:
 //
-//	benchmount [-ops FILE] [-cpuprofile FILE] [-passthrough] [-oci] -o lowerdir=A:B,upperdir=U,workdir=W MNT
+//	benchmount [-ops FILE] [-trace FILE] [-cpuprofile FILE] [-passthrough] [-oci] -o lowerdir=A:B,upperdir=U,workdir=W MNT
 //
 // It serves until MNT is unmounted (umount MNT, or SIGINT/SIGTERM). With -ops it
 // turns on go-fuse's debug log and, at exit, writes a count of FUSE requests by
-// opcode to FILE (the log itself is discarded). With -cpuprofile it writes a pprof
+// opcode to FILE (the log itself is discarded); -trace keeps the whole log in FILE,
+// to read the requests one workload sends in order. With -cpuprofile it writes a pprof
 // CPU profile of the server for its whole life.
 package main
 
@@ -31,21 +32,22 @@ import (
 func main() {
 	opt := flag.String("o", "", "lowerdir=A:B[,upperdir=U,workdir=W]")
 	ops := flag.String("ops", "", "count FUSE requests by opcode into this file")
+	trace := flag.String("trace", "", "write go-fuse's debug log (every request and reply) to this file")
 	cpu := flag.String("cpuprofile", "", "write a CPU profile of the server here")
 	oci := flag.Bool("oci", false, "write OCI whiteouts instead of overlay ones")
 	pt := flag.Bool("passthrough", false, "per-open FUSE passthrough (fs.Options.Passthrough) instead of no-open mode")
 	flag.Parse()
 	if flag.NArg() != 1 || *opt == "" {
-		fmt.Fprintln(os.Stderr, "usage: benchmount [-ops FILE] [-cpuprofile FILE] -o lowerdir=A:B,upperdir=U,workdir=W MNT")
+		fmt.Fprintln(os.Stderr, "usage: benchmount [-ops FILE] [-trace FILE] [-cpuprofile FILE] -o lowerdir=A:B,upperdir=U,workdir=W MNT")
 		os.Exit(2)
 	}
-	if err := run(flag.Arg(0), *opt, *ops, *cpu, *oci, *pt); err != nil {
+	if err := run(flag.Arg(0), *opt, *ops, *trace, *cpu, *oci, *pt); err != nil {
 		fmt.Fprintf(os.Stderr, "benchmount: %v\n", err)
 		os.Exit(1)
 	}
 }
 
-func run(mnt, opt, opsFile, cpuFile string, oci, passthrough bool) error {
+func run(mnt, opt, opsFile, traceFile, cpuFile string, oci, passthrough bool) error {
 	o := fs.Options{Format: cow.FormatOverlay, FsName: "layerfs-bench", Passthrough: passthrough}
 	if oci {
 		o.Format = cow.FormatOCI
@@ -63,9 +65,22 @@ func run(mnt, opt, opsFile, cpuFile string, oci, passthrough bool) error {
 	}
 	o.ReadOnly = o.Upper == ""
 	var counter *opCounter
+	var logTo []io.Writer
 	if opsFile != "" {
 		counter = &opCounter{n: map[string]int{}}
-		log.SetOutput(counter)
+		logTo = append(logTo, counter)
+	}
+	if traceFile != "" {
+		f, err := os.Create(traceFile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		logTo = append(logTo, f)
+	}
+	if len(logTo) > 0 {
+		log.SetOutput(io.MultiWriter(logTo...))
+		log.SetFlags(log.LstdFlags | log.Lmicroseconds)
 		o.Debug = true
 	}
 	if cpuFile != "" {

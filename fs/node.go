@@ -88,6 +88,7 @@ type node struct {
 	staleIn   *node
 	staleGen  uint64
 	staleAt   time.Time // the last read of a child
+	dropped   bool      // its cached listing was dropped since it was listed
 }
 
 func (fsys *unionFS) newNode() *node { return &node{fs: fsys, dfd: -1, pin: -1} }

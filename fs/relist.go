@@ -20,10 +20,10 @@ import (
 // So the relister counts, per directory, the children whose data was read since it
 // was listed and that no GETATTR refreshed since, and once the reads in a directory
 // have paused for relistDelay (a stat right after a read comes within microseconds)
-// drops the kernel's cached listing of each directory still counting any, once per
-// listing. The next walk then lists it again. Only performance hangs on this: a
-// listing dropped too often costs a READDIRPLUS, one dropped too late a GETATTR per
-// file, as without it.
+// drops the kernel's cached listing of each directory still counting relistMin or
+// more, once per listing. The next walk then lists it again. Only performance hangs
+// on this: a listing dropped too often costs a READDIRPLUS, one dropped too late a
+// GETATTR per file, as without it.
 //
 // Sweeps run on the requests themselves (READ, GETATTR, LOOKUP, READDIR), not on a
 // timer: a Go timer kept armed through a cold grep -r made the server's threads
@@ -42,6 +42,12 @@ type relister struct {
 // relistDelay is how long a directory's stale count must stand, without a new
 // read in it, before its listing is dropped. A variable for tests.
 var relistDelay = 20 * time.Millisecond
+
+// relistMin is the fewest stale children worth a relisting. Relisting costs two
+// READDIRPLUS (the listing, then its empty end) and, since an uncached listing makes
+// the kernel drop the directory's own atime, a GETATTR of the directory: three
+// requests, each heavier than the GETATTR per stale child it saves.
+const relistMin = 4
 
 // dataRead notes that the kernel read n's data from this process.
 func (r *relister) dataRead(n *node) {
@@ -62,14 +68,16 @@ func (r *relister) dataRead(n *node) {
 	n.staleIn, n.staleGen = pn, pn.listGen
 	pn.staleKids++
 	pn.staleAt = time.Now()
-	if pn.staleKids > 1 {
+	if pn.staleKids < relistMin || pn.dropped {
 		return
 	}
 	if r.dirs == nil {
 		r.dirs = make(map[*node]struct{})
 	}
-	r.dirs[pn] = struct{}{}
-	r.pending.Store(int32(len(r.dirs)))
+	if _, ok := r.dirs[pn]; !ok {
+		r.dirs[pn] = struct{}{}
+		r.pending.Store(int32(len(r.dirs)))
+	}
 }
 
 // poke gives a request that is not otherwise counted the chance to sweep.
@@ -102,13 +110,15 @@ func (r *relister) listed(n *node) {
 	r.sweep()
 	n.listGen++
 	n.staleKids = 0
+	n.dropped = false
 	r.mu.Unlock()
 }
 
-// sweep drops the cached listing of every directory that still counts a stale
-// child and saw no read for relistDelay; those that did wait for a later sweep. A
-// dropped directory stays counted (and is not dropped again) until it is listed or
-// its count falls to zero. r.mu is held; at most one sweep per relistDelay.
+// sweep drops the cached listing of every directory that still counts relistMin
+// stale children and saw no read for relistDelay; those that did wait for a later
+// sweep, those whose count fell below relistMin leave the set until it reaches it
+// again. A dropped directory is not dropped again until it is listed. r.mu is held;
+// at most one sweep per relistDelay.
 func (r *relister) sweep() {
 	if len(r.dirs) == 0 {
 		return
@@ -121,10 +131,11 @@ func (r *relister) sweep() {
 	var drop []*node
 	for d := range r.dirs {
 		switch {
-		case d.staleKids == 0:
+		case d.staleKids < relistMin:
 			delete(r.dirs, d)
 		case now.Sub(d.staleAt) >= r.delay:
 			drop = append(drop, d)
+			d.dropped = true
 			delete(r.dirs, d)
 		}
 	}

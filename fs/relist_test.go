@@ -88,6 +88,60 @@ func TestRelistRefreshesAtime(t *testing.T) {
 	}
 }
 
+// TestRelistNeedsEnoughStale: a directory with fewer than relistMin stale children
+// keeps its cached listing (their GETATTRs cost less than relisting it); one with
+// relistMin is relisted, once until it is listed again.
+func TestRelistNeedsEnoughStale(t *testing.T) {
+	spec := map[string]string{"few/": "", "many/": ""}
+	for i := 0; i < 2*relistMin; i++ {
+		spec[fmt.Sprintf("many/f%d", i)] = "x\n"
+		if i < relistMin-1 {
+			spec[fmt.Sprintf("few/f%d", i)] = "x\n"
+		}
+	}
+	defer func(d time.Duration) { relistDelay = d }(relistDelay)
+	relistDelay = 200 * time.Millisecond
+	u := mountUnion(t, cow.FormatOverlay, tree(t, spec))
+	statRead := func(p string) {
+		if _, err := os.Stat(p); err != nil {
+			t.Fatal(err)
+		}
+		readFile(t, p) // stat, then read: leaves the atime stale
+	}
+	sweeps := 0
+	sweep := func() {
+		time.Sleep(2 * relistDelay)
+		// A request, to sweep: a name never looked up (misses are cached).
+		sweeps++
+		os.Lstat(filepath.Join(u.mnt, fmt.Sprintf("no such name %d", sweeps)))
+	}
+	ents, err := os.ReadDir(filepath.Join(u.mnt, "few"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range ents {
+		statRead(filepath.Join(u.mnt, "few", e.Name()))
+	}
+	if _, err := os.ReadDir(filepath.Join(u.mnt, "many")); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < relistMin; i++ {
+		statRead(filepath.Join(u.mnt, fmt.Sprintf("many/f%d", i)))
+	}
+	sweep()
+	if got := u.m.fs.relist.dropCount(); got != 1 {
+		t.Errorf("dropped %d cached listings, want 1 (many/ only)", got)
+	}
+	// More stale children before many/ is listed again: already dropped.
+	for i := relistMin; i < 2*relistMin; i++ {
+		statRead(filepath.Join(u.mnt, fmt.Sprintf("many/f%d", i)))
+	}
+	sweep()
+	if got := u.m.fs.relist.dropCount(); got != 1 {
+		t.Errorf("dropped %d cached listings, want many/ dropped once until listed", got)
+	}
+}
+
 // TestNegativeLookupCached: a name that does not exist is looked up once; the
 // kernel keeps the negative entry (a compiler probing include dirs, a shell its
 // PATH), and creating the name through the mount replaces it.

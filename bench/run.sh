@@ -356,12 +356,17 @@ nt=${#tarr[@]}
 log "reps=$reps targets=[$targets] workloads=[$workloads] files=$nfiles big=$((bigsize >> 20))MiB"
 log "raw results: $csv"
 start=$SECONDS
-wi=0
 for rep in $(seq "$reps"); do
+	wi=0
 	for w in $workloads; do
 		wi=$((wi + 1))
 		for k in $(seq 0 $((nt - 1))); do
-			# rotate the target order so no target always runs first
+			# Rotate the target order by one per rep (and per workload), so each
+			# target runs first, second, ... equally often. (A running count of
+			# workloads instead of wi fixed the order whenever the workload count
+			# plus one was a multiple of the target count: one workload, two
+			# targets always ran A then B. Position matters: in an A/A run of
+			# read-cold, the first of the pair was 2x slower in 3 of 5 reps.)
 			t=${tarr[$(((k + wi + rep) % nt))]}
 			cur_workload=$w
 			measure "$w" "$t"

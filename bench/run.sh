@@ -11,7 +11,7 @@ set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(cd "$here/.." && pwd)
 
-all_workloads="walk-warm walk-cold tar-warm tar-cold grep-warm grep-cold read-warm read-cold read-first write copyup-warm copyup-cold untar rm compile"
+all_workloads="walk-warm walk-cold walk-first tar-warm tar-cold tar-first grep-warm grep-cold grep-first read-warm read-cold read-first write copyup-warm copyup-cold untar rm compile"
 all_targets="native overlay fuse-overlayfs layerfs layerfs-pt layerfs-b"
 default_targets="native overlay fuse-overlayfs layerfs"
 quick=0
@@ -308,10 +308,14 @@ measure() {
 		done
 		;;
 	*-cold) drop_caches ;;
-	read-first)
-		# The layer's pages are cached, the mount is fresh: a new container over
-		# layers another one just read. Through overlayfs this is a warm read.
-		cat "$lower/big/big.bin" >/dev/null
+	*-first)
+		# The same command on the lower itself, untimed: the layers' pages and
+		# inodes are cached and the fresh mount's are not, as for a new container
+		# over layers another one just read. Through overlayfs this is warm.
+		local m=$M
+		M=$lower
+		"run_$base"
+		M=$m
 		;;
 	rm) find "$M/tree" >/dev/null ;;
 	write | untar | compile) sync ;;

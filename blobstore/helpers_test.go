@@ -10,8 +10,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"io/fs"
-	"os"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -19,6 +17,7 @@ import (
 	"time"
 
 	"github.com/klauspost/compress/zstd"
+	"github.com/layerfs/layerfs/internal/treecmp"
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 )
@@ -208,50 +207,24 @@ func newStore(t testing.TB) *Store {
 	return s
 }
 
-// snapshot is every file under dir with its mode and content hash.
-func snapshot(t testing.TB, dir string) map[string]string {
+// snapshotCmp: a store must be left exactly as it was, but for directory mtimes (a
+// temp file made and removed again moves them).
+var snapshotCmp = treecmp.Options{NoDirMtime: true}
+
+// snapshot records everything under dir (type, mode, owner, content, xattrs, links,
+// file mtimes).
+func snapshot(t testing.TB, dir string) treecmp.Tree {
 	t.Helper()
-	out := map[string]string{}
-	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		rel, _ := filepath.Rel(dir, p)
-		fi, err := d.Info()
-		if err != nil {
-			return err
-		}
-		v := fi.Mode().String()
-		if fi.Mode().IsRegular() {
-			b, err := os.ReadFile(p)
-			if err != nil {
-				return err
-			}
-			v += " " + hexOf(b)
-		}
-		out[rel] = v
-		return nil
-	})
+	tr, err := treecmp.Snapshot(dir, snapshotCmp)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return out
+	return tr
 }
 
-func diffSnapshots(a, b map[string]string) string {
-	var d []string
-	for k, v := range a {
-		if b[k] != v {
-			d = append(d, fmt.Sprintf("%s: %q -> %q", k, v, b[k]))
-		}
-	}
-	for k, v := range b {
-		if _, ok := a[k]; !ok {
-			d = append(d, fmt.Sprintf("%s: new %q", k, v))
-		}
-	}
-	sort.Strings(d)
-	return strings.Join(d, "\n")
+// diffSnapshots lists what differs between two snapshots, one line each, sorted.
+func diffSnapshots(a, b treecmp.Tree) string {
+	return strings.Join(treecmp.Diff(a, b, snapshotCmp), "\n")
 }
 
 func load(t testing.TB, s *Store, archive []byte) []Loaded {

@@ -11,7 +11,6 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io"
-	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -21,6 +20,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/layerfs/layerfs/internal/treecmp"
 	godigest "github.com/opencontainers/go-digest"
 )
 
@@ -250,24 +250,13 @@ func sha256Hex(b []byte) string {
 
 func digestOf(b []byte) digestT { return digestT("sha256:" + sha256Hex(b)) }
 
-// diffTrees lists the paths added, removed or changed between two snapshots, sorted.
-func diffTrees(a, b map[string]string) string {
-	var d []string
-	for k, v := range a {
-		if w, ok := b[k]; !ok {
-			d = append(d, "removed "+k)
-		} else if w != v {
-			d = append(d, "changed "+k)
-		}
-	}
-	for k := range b {
-		if _, ok := a[k]; !ok {
-			d = append(d, "added "+k)
-		}
-	}
-	sort.Strings(d)
-	return strings.Join(d, "\n")
-}
+// storeCmp is how a store is compared before and after an operation that must
+// leave it as it was: everything treecmp records but directory mtimes (a temp file
+// made and removed again moves them).
+var storeCmp = treecmp.Options{NoDirMtime: true}
+
+// diffTrees lists what differs between two snapshots, one line each, sorted.
+func diffTrees(a, b treecmp.Tree) string { return strings.Join(treecmp.Diff(a, b, storeCmp), "\n") }
 
 func sameFile(t testing.TB, a, b string) bool {
 	t.Helper()
@@ -276,34 +265,14 @@ func sameFile(t testing.TB, a, b string) bool {
 	return err1 == nil && err2 == nil && bytes.Equal(x, y)
 }
 
-// treeSnapshot maps every path under root to its type, mode and content hash.
-func treeSnapshot(t testing.TB, root string) map[string]string {
+// treeSnapshot snapshots everything under root (see storeCmp).
+func treeSnapshot(t testing.TB, root string) treecmp.Tree {
 	t.Helper()
-	out := map[string]string{}
-	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		rel, _ := filepath.Rel(root, p)
-		fi, err := d.Info()
-		if err != nil {
-			return err
-		}
-		v := fi.Mode().String()
-		if fi.Mode().IsRegular() {
-			b, err := os.ReadFile(p)
-			if err != nil {
-				return err
-			}
-			v += " " + sha256Hex(b)
-		}
-		out[rel] = v
-		return nil
-	})
+	tr, err := treecmp.Snapshot(root, storeCmp)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return out
+	return tr
 }
 
 // blobFiles lists the blobs in root's store as digests, sorted.

@@ -65,6 +65,7 @@ func (r *relister) dataRead(n *node) {
 	if n.staleIn == pn && n.staleGen == pn.listGen {
 		return // counted already
 	}
+	r.uncount(n) // in another directory it was renamed from
 	n.staleIn, n.staleGen = pn, pn.listGen
 	pn.staleKids++
 	pn.staleAt = time.Now()
@@ -93,20 +94,31 @@ func (r *relister) poke() {
 // attrFresh notes that the kernel is about to get n's current attributes.
 func (r *relister) attrFresh(n *node) {
 	r.mu.Lock()
+	r.uncount(n)
+	r.sweep() // after: a stat however long after its read leaves nothing stale
+	r.mu.Unlock()
+}
+
+// uncount takes n out of the stale count of the directory it was counted in, if
+// that listing still stands. r.mu is held.
+func (r *relister) uncount(n *node) {
 	if pn := n.staleIn; pn != nil {
 		if n.staleGen == pn.listGen && pn.staleKids > 0 {
 			pn.staleKids--
 		}
 		n.staleIn = nil
 	}
-	r.sweep() // after: a stat however long after its read leaves nothing stale
-	r.mu.Unlock()
 }
 
 // listed notes that directory n is being listed: every child's attributes are
 // refreshed.
 func (r *relister) listed(n *node) {
 	r.mu.Lock()
+	if _, ok := r.dirs[n]; ok {
+		// Not to be dropped by the sweep below, in the middle of its listing.
+		delete(r.dirs, n)
+		r.pending.Store(int32(len(r.dirs)))
+	}
 	r.sweep()
 	n.listGen++
 	n.staleKids = 0

@@ -118,7 +118,11 @@ func Mount(mountpoint string, opts Options) (*MountPoint, error) {
 	var st unix.Stat_t
 	if err := unix.Stat(mountpoint, &st); err == nil {
 		m.dev = st.Dev
-		raiseReadahead(st.Dev)
+		var sfs unix.Statfs_t
+		if unix.Statfs(mountpoint, &sfs) == nil && sfs.Type == unix.FUSE_SUPER_MAGIC {
+			// Not for a /dev/fd/N mountpoint: stat sees /dev/fuse there.
+			raiseReadahead(st.Dev)
+		}
 	}
 	return m, nil
 }

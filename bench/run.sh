@@ -365,6 +365,9 @@ read -r -a tarr <<<"$targets"
 nt=${#tarr[@]}
 log "reps=$reps targets=[$targets] workloads=[$workloads] files=$nfiles big=$((bigsize >> 20))MiB"
 log "raw results: $csv"
+if [ $((reps % nt)) -ne 0 ]; then
+	log "note: $reps reps over $nt targets: positions in the order are not balanced (use a multiple of $nt)"
+fi
 start=$SECONDS
 for rep in $(seq "$reps"); do
 	wi=0
@@ -372,11 +375,13 @@ for rep in $(seq "$reps"); do
 		wi=$((wi + 1))
 		for k in $(seq 0 $((nt - 1))); do
 			# Rotate the target order by one per rep (and per workload), so each
-			# target runs first, second, ... equally often. (A running count of
-			# workloads instead of wi fixed the order whenever the workload count
-			# plus one was a multiple of the target count: one workload, two
-			# targets always ran A then B. Position matters: in an A/A run of
-			# read-cold, the first of the pair was 2x slower in 3 of 5 reps.)
+			# target runs first, second, ... equally often when reps is a multiple
+			# of the target count. (A running count of workloads instead of wi
+			# shifted the order by the workload count plus one per rep, which
+			# visits every order only when that is coprime with the target count:
+			# one workload and two targets always ran A then B. Position matters:
+			# in an A/A run of read-cold, the first of the pair was 2x slower in 3
+			# of 5 reps.)
 			t=${tarr[$(((k + wi + rep) % nt))]}
 			cur_workload=$w
 			measure "$w" "$t"

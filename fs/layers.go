@@ -222,6 +222,36 @@ func (s *stack) openDirFds(dirLayers []int, rel string) (*dirFds, error) {
 	return d, nil
 }
 
+// upperFd returns the directory's fd in the upper layer (an O_PATH fd, for *at
+// calls), or -1 if it is not there.
+func (d *dirFds) upperFd(s *stack) int {
+	if len(d.layers) > 0 && s.layers[d.layers[0]].upper {
+		return d.fds[0]
+	}
+	return -1
+}
+
+// lowerHasIn is lowerHas through the open dirs.
+func (s *stack) lowerHasIn(d *dirFds, name string) bool {
+	if cow.IsReservedName(name) {
+		return false
+	}
+	var e *entry
+	for i, li := range d.layers {
+		if d.fds[i] < 0 || s.layers[li].upper {
+			continue
+		}
+		stop, err := s.lookupOne(d.fds[i], li, name, &e)
+		if err != nil {
+			return false
+		}
+		if stop {
+			break
+		}
+	}
+	return e != nil
+}
+
 func (d *dirFds) close() {
 	for _, fd := range d.fds {
 		if fd >= 0 {

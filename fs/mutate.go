@@ -335,7 +335,14 @@ func (n *node) remove(name string, dir bool) syscall.Errno {
 		return syscall.EROFS
 	}
 	rel := n.rel()
-	ce, err := s.lookupIn(pe.layers, rel, name)
+	// The parent open once in each of its layers, for the lookup, the whiteout
+	// question and, when the parent is in the upper dir already, the removal.
+	dirs, err := s.openDirFds(pe.layers, rel)
+	if err != nil {
+		return errno("remove", err)
+	}
+	defer dirs.close()
+	ce, err := s.lookup(dirs, name)
 	if err != nil {
 		return errno("remove", err)
 	}
@@ -355,11 +362,15 @@ func (n *node) remove(name string, dir bool) syscall.Errno {
 			return syscall.ENOTEMPTY
 		}
 	}
-	pe, s, dfd, err := n.upperDir()
-	if err != nil {
-		return errno("remove", err)
+	whiteout := s.lowerHasIn(dirs, name)
+	dfd := dirs.upperFd(s)
+	if dfd < 0 {
+		_, s, dfd, err = n.upperDir()
+		if err != nil {
+			return errno("remove", err)
+		}
+		defer unix.Close(dfd)
 	}
-	defer unix.Close(dfd)
 	defer n.fs.entriesChange()()
 	if ch := n.GetChild(name); ch != nil {
 		ch.Operations().(*node).pinForRemoval()
@@ -377,7 +388,7 @@ func (n *node) remove(name string, dir bool) syscall.Errno {
 			return errno("remove", err)
 		}
 	}
-	if s.lowerHas(pe.layers, rel, name) {
+	if whiteout {
 		if err := cow.MakeWhiteout(dfd, name, s.format); err != nil {
 			return errno("whiteout", err)
 		}

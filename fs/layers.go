@@ -165,6 +165,7 @@ type entry struct {
 }
 
 func (e *entry) isDir() bool { return e.st.Mode&unix.S_IFMT == unix.S_IFDIR }
+func (e *entry) isReg() bool { return e.st.Mode&unix.S_IFMT == unix.S_IFREG }
 
 // inUpper reports whether the entry's top layer is the upper dir.
 func (e *entry) inUpper(s *stack) bool { return s.layers[e.layers[0]].upper }
@@ -227,6 +228,16 @@ func (s *stack) openDirFds(dirLayers []int, rel string) (*dirFds, error) {
 func (d *dirFds) upperFd(s *stack) int {
 	if len(d.layers) > 0 && s.layers[d.layers[0]].upper {
 		return d.fds[0]
+	}
+	return -1
+}
+
+// fdOf returns the directory's fd in layer li, or -1.
+func (d *dirFds) fdOf(li int) int {
+	for i, l := range d.layers {
+		if l == li {
+			return d.fds[i]
+		}
 	}
 	return -1
 }

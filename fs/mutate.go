@@ -373,7 +373,7 @@ func (n *node) remove(name string, dir bool) syscall.Errno {
 	}
 	defer n.fs.entriesChange()()
 	if ch := n.GetChild(name); ch != nil {
-		ch.Operations().(*node).pinForRemoval()
+		ch.Operations().(*node).pinForRemovalIn(dirs, ce, s, name)
 	}
 	if ce.inUpper(s) {
 		if dir {

@@ -59,17 +59,54 @@ func (n *node) dataFd(write bool) (int, error) {
 	if err != nil {
 		return -1, err
 	}
+	return n.adoptDataFd(fd, e.inUpper(s), write), nil
+}
+
+// adoptDataFd makes fd, a file of the node's opened in the upper dir or not, its
+// data fd, unless a request that opened one too won; it returns the node's fd.
+func (n *node) adoptDataFd(fd int, upper, write bool) int {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if n.dfd >= 0 && (!write || n.dfdUpper) {
 		unix.Close(fd) // another request won
-		return n.dfd, nil
+		return n.dfd
 	}
 	if n.dfd >= 0 {
 		n.oldFds = append(n.oldFds, n.dfd) // may still be in use by a read
 	}
-	n.dfd, n.dfdUpper = fd, e.inUpper(s)
-	return fd, nil
+	n.dfd, n.dfdUpper = fd, upper
+	return fd
+}
+
+// pinForRemovalIn is pinForRemoval for a node whose entry e was just looked up as
+// name in the directory open as dirs: a regular file in no-open mode is opened
+// through the open dir, without resolving its path again.
+func (n *node) pinForRemovalIn(dirs *dirFds, e *entry, s *stack, name string) {
+	if !n.fs.noOpen || n.StableAttr().Mode&unix.S_IFMT != unix.S_IFREG || !e.isReg() {
+		n.pinForRemoval()
+		return
+	}
+	upper := e.inUpper(s)
+	n.mu.Lock()
+	has := n.dfd >= 0 && (!upper || n.dfdUpper)
+	n.mu.Unlock()
+	if has {
+		return
+	}
+	dfd := dirs.fdOf(e.layers[0])
+	if dfd < 0 {
+		n.pinForRemoval()
+		return
+	}
+	flags := unix.O_RDONLY
+	if upper {
+		flags = unix.O_RDWR
+	}
+	fd, err := openFile(dfd, name, flags, upper)
+	if err != nil {
+		return
+	}
+	n.adoptDataFd(fd, upper, upper)
 }
 
 // dropLowerFd forgets a read fd of the lower file after copy-up; n.mu is held.

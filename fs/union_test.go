@@ -534,3 +534,42 @@ func TestXattrPrivacy(t *testing.T) {
 		t.Errorf("setxattr user.overlay.opaque on a dir: %v, want EPERM", err)
 	}
 }
+
+// TestUnlinkOpenNoHandle: in no-open mode an existing file is opened without a
+// handle, so after its name is unlinked the server must still serve its READs and
+// WRITEs from the fd it pinned at the unlink: a lower file, and an upper one.
+func TestUnlinkOpenNoHandle(t *testing.T) {
+	const size = 8 << 20 // beyond readahead: the later read reaches the server
+	data := make([]byte, size)
+	for i := range data {
+		data[i] = byte(i / 4096)
+	}
+	u := mountUnion(t, cow.FormatOverlay, tree(t, map[string]string{"d/": "", "d/lo": string(data)}))
+	p := func(s string) string { return filepath.Join(u.mnt, s) }
+	must(t, os.WriteFile(p("d/up"), data, 0o644))
+
+	lo, err := os.Open(p("d/lo"))
+	must(t, err)
+	defer lo.Close()
+	up, err := os.OpenFile(p("d/up"), os.O_RDWR, 0)
+	must(t, err)
+	defer up.Close()
+	must(t, os.Remove(p("d/lo")))
+	must(t, os.Remove(p("d/up")))
+
+	buf := make([]byte, 4096)
+	if _, err := lo.ReadAt(buf, size-4096); err != nil || buf[0] != data[size-4096] {
+		t.Errorf("read of the unlinked lower file: %v, byte %d", err, buf[0])
+	}
+	if _, err := up.WriteAt([]byte("tail"), size); err != nil {
+		t.Errorf("write to the unlinked upper file: %v", err)
+	}
+	var st unix.Stat_t
+	must(t, unix.Fstat(int(up.Fd()), &st))
+	if st.Nlink != 0 || st.Size != size+4 {
+		t.Errorf("unlinked upper file: nlink %d size %d, want 0 and %d", st.Nlink, st.Size, size+4)
+	}
+	if _, err := os.Lstat(p("d/lo")); !os.IsNotExist(err) {
+		t.Errorf("d/lo after unlink: %v", err)
+	}
+}

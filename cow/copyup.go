@@ -105,6 +105,68 @@ func CopyUp(srcDir, dstDir int, name string, opts CopyUpOptions) error {
 	return nil
 }
 
+// CopyUnnamed copies the regular file open as src (any fd of it, O_PATH too) into a
+// new file on the filesystem of the directory open as work that has no name
+// (O_TMPFILE, so it may be linked in later; where that is unsupported, a file made
+// and unlinked at once), with its data, mode, owner, user-visible xattrs and times,
+// and returns it open read-write; xattrs are private ones to set on it (as
+// CopyUpOptions.Xattrs). For a file whose last name in a read-only layer went away
+// while it was open: it can change from now on without changing the layer.
+func CopyUnnamed(src, work int, xattrs map[string][]byte) (int, error) {
+	rfd, err := unix.Open(fmt.Sprintf("/proc/self/fd/%d", src), unix.O_RDONLY|unix.O_CLOEXEC|unix.O_NOATIME, 0)
+	if errors.Is(err, unix.EPERM) {
+		rfd, err = unix.Open(fmt.Sprintf("/proc/self/fd/%d", src), unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	}
+	if err != nil {
+		return -1, &os.PathError{Op: "copy-up reopen", Path: "(unlinked file)", Err: err}
+	}
+	defer unix.Close(rfd)
+	var st unix.Stat_t
+	if err := unix.Fstat(rfd, &st); err != nil {
+		return -1, err
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFREG {
+		return -1, &os.PathError{Op: "copy-up", Path: "(unlinked file)", Err: unix.EINVAL}
+	}
+	dst, err := unix.Openat(work, ".", unix.O_RDWR|unix.O_TMPFILE|unix.O_CLOEXEC, 0o600)
+	if err != nil {
+		tmp := fmt.Sprintf("copyup-%d-%d", os.Getpid(), tmpSeq.Add(1))
+		if dst, err = unix.Openat(work, tmp, unix.O_RDWR|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600); err != nil {
+			return -1, &os.PathError{Op: "copy-up create", Path: tmp, Err: err}
+		}
+		_ = unix.Unlinkat(work, tmp, 0)
+	}
+	fail := func(err error) (int, error) {
+		unix.Close(dst)
+		return -1, fmt.Errorf("copy-up of an unlinked file: %w", err)
+	}
+	if err := copyData(dst, rfd, st.Size); err != nil {
+		return fail(err)
+	}
+	if err := unix.Ftruncate(dst, st.Size); err != nil {
+		return fail(err)
+	}
+	if err := unix.Fchown(dst, int(st.Uid), int(st.Gid)); err != nil && !errors.Is(err, unix.EPERM) {
+		return fail(err)
+	}
+	if err := unix.Fchmod(dst, st.Mode&0o7777); err != nil {
+		return fail(err)
+	}
+	if err := copyXattrs(dst, rfd); err != nil {
+		return fail(err)
+	}
+	for k, v := range xattrs {
+		if err := setPrivateXattr(dst, k, v); err != nil {
+			return fail(err)
+		}
+	}
+	ts := []unix.Timespec{st.Atim, st.Mtim}
+	if err := unix.UtimesNanoAt(unix.AT_FDCWD, fmt.Sprintf("/proc/self/fd/%d", dst), ts, 0); err != nil {
+		return fail(err)
+	}
+	return dst, nil
+}
+
 // KeepTimes saves the atime and mtime of the directory (or any inode) open as fd,
 // O_PATH allowed, and returns a func that sets them back, for changes made on the
 // filesystem's own account (copy-up, markers) rather than by a user.

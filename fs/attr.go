@@ -44,9 +44,13 @@ func (n *node) Setattr(ctx context.Context, f fusefs.FileHandle, in *fuse.SetAtt
 	}
 	if err != nil {
 		if errors.Is(err, unix.ESTALE) || errors.Is(err, unix.ENOENT) {
-			if fd := n.unlinkedFd(f); fd >= 0 {
-				return setattrFd(fd, in, out)
+			// Its name is gone: change the file through an fd, never one of a
+			// read-only layer's files.
+			fd, uerr := n.unlinkedUpperFd(f)
+			if uerr != nil {
+				return errno("setattr", uerr)
 			}
+			return setattrFd(fd, in, out)
 		}
 		return errno("setattr", err)
 	}

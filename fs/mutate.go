@@ -251,9 +251,11 @@ func (n *node) Link(ctx context.Context, target fusefs.InodeEmbedder, name strin
 	if _, p := tn.Parent(); p == nil {
 		// An unnamed file (O_TMPFILE, or unlinked while open) linked back in
 		// through its fd.
-		fd := tn.unlinkedFd(nil)
-		if fd < 0 {
-			return nil, syscall.ENOENT
+		// Its upper file (a copy if it was a layer's): a link to a layer's file
+		// would let writes through the new name change the layer.
+		fd, err := tn.unlinkedUpperFd(nil)
+		if err != nil {
+			return nil, errno("link", err)
 		}
 		_, _, dfd, err := n.upperDir()
 		if err != nil {

@@ -315,7 +315,7 @@ func (n *node) Getattr(ctx context.Context, f fusefs.FileHandle, out *fuse.AttrO
 
 // getattrUnlinked answers fstat of a file whose name is gone, through its handle.
 func (n *node) getattrUnlinked(f fusefs.FileHandle, out *fuse.AttrOut) syscall.Errno {
-	fd := n.unlinkedFd(f)
+	fd, upper := n.unlinkedFd(f)
 	if fd < 0 {
 		// A symlink or special file: its last known attributes, without a name.
 		n.mu.Lock()
@@ -334,6 +334,9 @@ func (n *node) getattrUnlinked(f fusefs.FileHandle, out *fuse.AttrOut) syscall.E
 	var st unix.Stat_t
 	if err := unix.Fstat(fd, &st); err != nil {
 		return errno("fstat", err)
+	}
+	if !upper {
+		st.Nlink = 0 // a layer's file, whose name the merged view no longer has
 	}
 	out.FromStat(toSyscallStat(&st))
 	out.Ino = n.StableAttr().Ino

@@ -2,11 +2,13 @@ package fs
 
 import (
 	"context"
+	"errors"
 	"path"
 	"syscall"
 
 	fusefs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
+	"github.com/layerfs/layerfs/cow"
 	"golang.org/x/sys/unix"
 )
 
@@ -38,6 +40,9 @@ func (n *node) dataFd(write bool) (int, error) {
 	n.mu.Unlock()
 	e, s, err := n.resolve()
 	if err != nil {
+		if write && (errors.Is(err, unix.ESTALE) || errors.Is(err, unix.ENOENT)) {
+			return n.unlinkedUpperFd(nil) // its name is gone
+		}
 		return -1, err
 	}
 	if write && !e.inUpper(s) {
@@ -264,18 +269,80 @@ func (n *node) Allocate(ctx context.Context, f fusefs.FileHandle, off uint64, si
 	return errno("fallocate", unix.Fallocate(fd, mode, int64(off), int64(size)))
 }
 
-// unlinkedFd returns an fd to a node whose name is gone, or -1.
-func (n *node) unlinkedFd(f fusefs.FileHandle) int {
+// unlinkedFd returns an fd to a node whose name is gone, or -1, and whether it is
+// a file of the upper dir: its unnamed upper copy if it has one
+// (unlinkedUpperFd), else a handle's file, its data fd or its pin.
+func (n *node) unlinkedFd(f fusefs.FileHandle) (int, bool) {
+	n.mu.Lock()
+	if n.dfd >= 0 && n.dfdUpper {
+		fd := n.dfd
+		n.mu.Unlock()
+		return fd, true
+	}
+	n.mu.Unlock()
 	if h := n.liveHandle(f); h != nil {
+		if _, fd, ok := h.upperFile(); ok {
+			return fd, true
+		}
 		_, fd, _ := h.file(false)
-		return fd
+		return fd, false
 	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if n.dfd >= 0 {
-		return n.dfd
+		return n.dfd, n.dfdUpper
 	}
-	return n.pin
+	return n.pin, n.pinUpper
+}
+
+// unlinkedUpperFd returns an fd of the upper dir's filesystem for the data of a
+// node whose name is gone, for a change to it: the upper file it has, or, if its
+// file lives in a read-only layer, an unnamed copy (cow.CopyUnnamed) that the node
+// keeps as its data fd from then on, as a copy-up would. A change through a
+// deleted name must never reach a layer. Anything but a regular file that has no
+// upper file gets ENOENT.
+func (n *node) unlinkedUpperFd(f fusefs.FileHandle) (int, error) {
+	if _, p := n.Parent(); p != nil {
+		// A name that failed to resolve (a rename racing): not for a copy.
+		return -1, unix.ESTALE
+	}
+	if h := n.liveHandle(f); h != nil {
+		if _, fd, ok := h.upperFile(); ok {
+			return fd, nil
+		}
+	}
+	n.mu.Lock()
+	if n.dfd >= 0 && n.dfdUpper {
+		fd := n.dfd
+		n.mu.Unlock()
+		return fd, nil
+	}
+	if n.pin >= 0 && n.pinUpper {
+		fd := n.pin
+		n.mu.Unlock()
+		return fd, nil
+	}
+	n.mu.Unlock()
+	src, _ := n.unlinkedFd(f)
+	if src < 0 || n.StableAttr().Mode&unix.S_IFMT != unix.S_IFREG {
+		return -1, unix.ENOENT
+	}
+	s := n.fs.stack.Load()
+	if !s.writable() {
+		return -1, unix.EROFS
+	}
+	var xattrs map[string][]byte
+	n.mu.Lock()
+	if e := n.ent; e != nil {
+		// Linked back in later (Link), it keeps its inode number, as a copy-up.
+		xattrs = map[string][]byte{originXattr: originValue(e.ino, e.gen)}
+	}
+	n.mu.Unlock()
+	fd, err := cow.CopyUnnamed(src, s.work, xattrs)
+	if err != nil {
+		return -1, err
+	}
+	return n.adoptDataFd(fd, true, true), nil
 }
 
 // fsyncData syncs the node's upper fd in no-open mode.
@@ -289,20 +356,21 @@ func (n *node) fsyncData() syscall.Errno {
 	return 0
 }
 
-// setattrFd applies a SETATTR to an open fd (of a file whose name is gone).
+// setattrFd applies a SETATTR to an open fd (of a file whose name is gone), O_PATH
+// or not.
 func setattrFd(fd int, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
 	if m, ok := in.GetMode(); ok {
-		if err := unix.Fchmod(fd, m&0o7777); err != nil {
+		if err := unix.Chmod(procFd(fd), m&0o7777); err != nil {
 			return errno("fchmod", err)
 		}
 	}
 	if su, sg, ok := setattrOwner(in); ok {
-		if err := unix.Fchown(fd, su, sg); err != nil {
+		if err := unix.Fchownat(fd, "", su, sg, unix.AT_EMPTY_PATH); err != nil {
 			return errno("fchown", err)
 		}
 	}
 	if sz, ok := in.GetSize(); ok {
-		if err := unix.Ftruncate(fd, int64(sz)); err != nil {
+		if err := unix.Truncate(procFd(fd), int64(sz)); err != nil {
 			return errno("ftruncate", err)
 		}
 	}

@@ -14,6 +14,7 @@ import (
 
 	"github.com/layerfs/layerfs/cow"
 	"github.com/layerfs/layerfs/internal/testenv"
+	"github.com/layerfs/layerfs/internal/treecmp"
 	"golang.org/x/sys/unix"
 )
 
@@ -571,5 +572,75 @@ func TestUnlinkOpenNoHandle(t *testing.T) {
 	}
 	if _, err := os.Lstat(p("d/lo")); !os.IsNotExist(err) {
 		t.Errorf("d/lo after unlink: %v", err)
+	}
+}
+
+// TestChangeUnlinkedLowerFile: a layer's file opened, then unlinked, can still be
+// written, truncated, chmod'ed and chown'ed through its fd, as on a local
+// filesystem, in both data modes; none of it reaches the layer (it changes an
+// unnamed copy), and a removed layer dir refuses changes.
+func TestChangeUnlinkedLowerFile(t *testing.T) {
+	for _, pt := range []bool{false, true} {
+		t.Run(fmt.Sprintf("passthrough=%v", pt), func(t *testing.T) {
+			lower := tree(t, map[string]string{"f": "hello", "h": "chmod", "d/": ""})
+			before, err := treecmp.Snapshot(lower, treecmp.Options{})
+			must(t, err)
+			u := mountUnionMode(t, cow.FormatOverlay, pt, lower)
+			p := func(s string) string { return filepath.Join(u.mnt, s) }
+
+			fd, err := unix.Open(p("f"), unix.O_RDWR, 0)
+			must(t, err)
+			defer unix.Close(fd)
+			must(t, unix.Unlink(p("f")))
+			var st unix.Stat_t
+			must(t, unix.Fstat(fd, &st))
+			if st.Nlink != 0 {
+				t.Errorf("fstat of an unlinked layer file: nlink %d, want 0", st.Nlink)
+			}
+			if _, err := unix.Pwrite(fd, []byte("J"), 0); err != nil {
+				t.Errorf("pwrite to an unlinked layer file: %v", err)
+			}
+			buf := make([]byte, 8)
+			if n, err := unix.Pread(fd, buf, 0); err != nil || string(buf[:n]) != "Jello" {
+				t.Errorf("pread after the write: %q, %v", buf[:max(n, 0)], err)
+			}
+			if err := unix.Ftruncate(fd, 2); err != nil {
+				t.Errorf("ftruncate of an unlinked layer file: %v", err)
+			}
+			must(t, unix.Fstat(fd, &st))
+			if st.Size != 2 || st.Nlink != 0 {
+				t.Errorf("after ftruncate: size %d nlink %d, want 2 and 0", st.Size, st.Nlink)
+			}
+
+			hfd, err := unix.Open(p("h"), unix.O_RDONLY, 0)
+			must(t, err)
+			defer unix.Close(hfd)
+			must(t, unix.Unlink(p("h")))
+			if err := unix.Fchmod(hfd, 0o600); err != nil {
+				t.Errorf("fchmod of an unlinked layer file: %v", err)
+			}
+			if err := unix.Fchown(hfd, 1234, 1234); err != nil {
+				t.Errorf("fchown of an unlinked layer file: %v", err)
+			}
+			must(t, unix.Fstat(hfd, &st))
+			if st.Mode&0o7777 != 0o600 || st.Uid != 1234 || st.Nlink != 0 {
+				t.Errorf("fstat after fchmod/fchown: mode %o uid %d nlink %d", st.Mode&0o7777, st.Uid, st.Nlink)
+			}
+
+			dfd, err := unix.Open(p("d"), unix.O_RDONLY|unix.O_DIRECTORY, 0)
+			must(t, err)
+			defer unix.Close(dfd)
+			must(t, unix.Rmdir(p("d")))
+			ts := []unix.Timespec{{Sec: 1000}, {Sec: 1000}}
+			if err := unix.UtimesNanoAt(unix.AT_FDCWD, procFd(dfd), ts, 0); err == nil {
+				t.Errorf("futimens of a removed layer dir succeeded")
+			}
+
+			after, err := treecmp.Snapshot(lower, treecmp.Options{})
+			must(t, err)
+			if d := treecmp.Diff(before, after, treecmp.Options{}); len(d) > 0 {
+				t.Errorf("the layer changed:\n%s", strings.Join(d, "\n"))
+			}
+		})
 	}
 }

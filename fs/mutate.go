@@ -190,7 +190,12 @@ func (n *node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.En
 		if err := unix.Mkdirat(dfd, name, mode&0o7777); err != nil {
 			return err
 		}
-		_ = unix.Fchmodat(dfd, name, mode&0o7777, 0) // past the umask, as the caller asked
+		m := mode & 0o7777 // past the umask, as the caller asked
+		var pst unix.Stat_t
+		if unix.Fstat(dfd, &pst) == nil && pst.Mode&unix.S_ISGID != 0 {
+			m |= unix.S_ISGID // a setgid parent's subdirs are setgid too
+		}
+		_ = unix.Fchmodat(dfd, name, m, 0)
 		return nil
 	}, func(pe *entry, s *stack, dfd int) error {
 		if s.lowerHas(pe.layers, n.rel(), name) {

@@ -644,3 +644,27 @@ func TestChangeUnlinkedLowerFile(t *testing.T) {
 		})
 	}
 }
+
+// TestMkdirInSetgidDir: a directory made in a setgid directory (a layer's or one
+// made through the mount) takes the parent's group and is setgid itself, as on a
+// local filesystem, also after a remount.
+func TestMkdirInSetgidDir(t *testing.T) {
+	lower := tree(t, map[string]string{"sg/": ""})
+	must(t, unix.Chown(filepath.Join(lower, "sg"), 0, 50))
+	must(t, unix.Chmod(filepath.Join(lower, "sg"), 0o2777)) // (os.Chmod drops 0o2000)
+	u := mountUnion(t, cow.FormatOverlay, lower)
+	p := func(s string) string { return filepath.Join(u.mnt, s) }
+	must(t, os.Mkdir(p("sg/d"), 0o755))
+	must(t, os.Mkdir(p("sg/d/e"), 0o755))
+	check := func(when string) {
+		for _, d := range []string{"sg/d", "sg/d/e"} {
+			st := lstat(t, p(d))
+			if st.Mode&unix.S_ISGID == 0 || st.Gid != 50 {
+				t.Errorf("%s: %s mode %o gid %d, want setgid and gid 50", when, d, st.Mode&0o7777, st.Gid)
+			}
+		}
+	}
+	check("made")
+	u.remount(t, cow.FormatOverlay)
+	check("after remount")
+}

@@ -281,6 +281,14 @@ func copyToTemp(srcDir int, name string, st *unix.Stat_t, opts CopyUpOptions, tm
 			unix.Close(fd)
 		}
 	}
+	if len(opts.Xattrs) > 0 && st.Mode&unix.S_IFMT == unix.S_IFLNK {
+		// A symlink takes trusted.* xattrs itself (not user.* ones): lsetxattr
+		// through the work dir's fd, best effort as for special files.
+		p := fmt.Sprintf("/proc/self/fd/%d/%s", opts.Work, tmp)
+		for k, v := range opts.Xattrs {
+			_ = unix.Lsetxattr(p, k, v, 0)
+		}
+	}
 	ts := []unix.Timespec{st.Atim, st.Mtim}
 	return unix.UtimesNanoAt(opts.Work, tmp, ts, unix.AT_SYMLINK_NOFOLLOW)
 }

@@ -378,20 +378,23 @@ func (s *stack) mapIno(dev, ino uint64) uint64 {
 
 func getOrigin(dfd int, name string, st *unix.Stat_t) ([2]uint64, bool) {
 	var out [2]uint64
-	t := st.Mode & unix.S_IFMT
-	if t != unix.S_IFREG && t != unix.S_IFDIR {
-		return out, false
-	}
-	fd, err := unix.Openat(dfd, name, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return out, false
-	}
-	defer unix.Close(fd)
 	buf := make([]byte, 16)
-	p := procFd(fd)
-	n, err := unix.Getxattr(p, originXattr, buf)
-	if err != nil {
-		n, err = unix.Getxattr(p, "user.layerfs.origin", buf)
+	var n int
+	var err error
+	if st.Mode&unix.S_IFMT == unix.S_IFLNK {
+		// The symlink itself (copy-up sets trusted.* on it; user.* cannot be).
+		n, err = unix.Lgetxattr(fmt.Sprintf("/proc/self/fd/%d/%s", dfd, name), originXattr, buf)
+	} else {
+		fd, oerr := unix.Openat(dfd, name, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+		if oerr != nil {
+			return out, false
+		}
+		defer unix.Close(fd)
+		p := procFd(fd)
+		n, err = unix.Getxattr(p, originXattr, buf)
+		if err != nil {
+			n, err = unix.Getxattr(p, "user.layerfs.origin", buf)
+		}
 	}
 	if err != nil || n != 16 {
 		return out, false

@@ -1,7 +1,9 @@
 package fs
 
 import (
+	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
@@ -667,4 +669,67 @@ func TestMkdirInSetgidDir(t *testing.T) {
 	check("made")
 	u.remount(t, cow.FormatOverlay)
 	check("after remount")
+}
+
+// TestInoKeptForCopiedUpSymlinkAndFifo: a layer's symlink and fifo keep their inode
+// numbers, in stat and in readdir, once a metadata change copied them up, across a
+// remount (the upper copies record their origin as files and dirs do).
+func TestInoKeptForCopiedUpSymlinkAndFifo(t *testing.T) {
+	lower := tree(t, map[string]string{"d/": "", "d/target": "x"})
+	must(t, os.Symlink("target", filepath.Join(lower, "d/link")))
+	must(t, unix.Mkfifo(filepath.Join(lower, "d/fifo"), 0o644))
+	u := mountUnion(t, cow.FormatOverlay, lower)
+	p := func(s string) string { return filepath.Join(u.mnt, s) }
+	inos := func() map[string]uint64 {
+		m := map[string]uint64{}
+		for name, dino := range direntInos(t, p("d")) {
+			if name == "." || name == ".." || name == "target" {
+				continue
+			}
+			m[name] = lstat(t, p("d/"+name)).Ino
+			if dino != m[name] {
+				t.Errorf("%s: readdir ino %d, stat %d", name, dino, m[name])
+			}
+		}
+		return m
+	}
+	before := inos()
+	must(t, unix.Lchown(p("d/link"), 1234, 1234))
+	must(t, unix.Chmod(p("d/fifo"), 0o600))
+	u.remount(t, cow.FormatOverlay)
+	after := inos()
+	for name, ino := range before {
+		if after[name] != ino {
+			t.Errorf("%s: ino %d before the copy-up and remount, %d after", name, ino, after[name])
+		}
+	}
+	if st := lstat(t, p("d/link")); st.Uid != 1234 {
+		t.Errorf("d/link uid %d after lchown", st.Uid)
+	}
+}
+
+// direntInos lists dir with getdents64 and returns each name's d_ino.
+func direntInos(t *testing.T, dir string) map[string]uint64 {
+	t.Helper()
+	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY, 0)
+	must(t, err)
+	defer unix.Close(fd)
+	out := map[string]uint64{}
+	buf := make([]byte, 16<<10)
+	for {
+		n, err := unix.Getdents(fd, buf)
+		must(t, err)
+		if n == 0 {
+			return out
+		}
+		for b := buf[:n]; len(b) > 0; {
+			reclen := int(binary.LittleEndian.Uint16(b[16:18]))
+			name := b[19:reclen]
+			if i := bytes.IndexByte(name, 0); i >= 0 {
+				name = name[:i]
+			}
+			out[string(name)] = binary.LittleEndian.Uint64(b[0:8])
+			b = b[reclen:]
+		}
+	}
 }

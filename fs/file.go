@@ -75,9 +75,6 @@ var (
 	_ = (fusefs.FileReleaser)((*fileHandle)(nil))
 	_ = (fusefs.FileFlusher)((*fileHandle)(nil))
 	_ = (fusefs.FileFsyncer)((*fileHandle)(nil))
-	_ = (fusefs.FileGetlker)((*fileHandle)(nil))
-	_ = (fusefs.FileSetlker)((*fileHandle)(nil))
-	_ = (fusefs.FileSetlkwer)((*fileHandle)(nil))
 	_ = (fusefs.FileLseeker)((*fileHandle)(nil))
 	_ = (fusefs.FileAllocater)((*fileHandle)(nil))
 )
@@ -285,24 +282,6 @@ func (h *fileHandle) Fsync(ctx context.Context, flags uint32) syscall.Errno {
 
 // cur returns the handle's current file for an operation that does not follow a
 // Rebase (locks stay on the file they were taken on).
-func (h *fileHandle) cur() *fusefs.LoopbackFile {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return h.lf
-}
-
-func (h *fileHandle) Getlk(ctx context.Context, owner uint64, lk *fuse.FileLock, flags uint32, out *fuse.FileLock) syscall.Errno {
-	return h.cur().Getlk(ctx, owner, lk, flags, out)
-}
-
-func (h *fileHandle) Setlk(ctx context.Context, owner uint64, lk *fuse.FileLock, flags uint32) syscall.Errno {
-	return h.cur().Setlk(ctx, owner, lk, flags)
-}
-
-func (h *fileHandle) Setlkw(ctx context.Context, owner uint64, lk *fuse.FileLock, flags uint32) syscall.Errno {
-	return h.cur().Setlkw(ctx, owner, lk, flags)
-}
-
 func (h *fileHandle) Lseek(ctx context.Context, off uint64, whence uint32) (uint64, syscall.Errno) {
 	lf, _, err := h.file(false)
 	if err != nil {

@@ -18,6 +18,9 @@ func TestMain(m *testing.M) {
 	if p := os.Getenv("LAYERFS_TEST_MMAP_WRITE"); p != "" {
 		os.Exit(mmapWrite(p))
 	}
+	if p := os.Getenv("LAYERFS_TEST_LOCK"); p != "" {
+		os.Exit(tryLocks(p))
+	}
 	os.Exit(m.Run())
 }
 
@@ -135,4 +138,19 @@ func readFile(t testing.TB, p string) string {
 		t.Fatalf("ReadFile: %v", err)
 	}
 	return string(b)
+}
+
+// tryLocks opens p read-write (a copy-up) and tries, without waiting, an fcntl
+// write lock and then an exclusive flock; it prints what each returned.
+func tryLocks(p string) int {
+	f, err := os.OpenFile(p, os.O_RDWR, 0)
+	if err != nil {
+		fmt.Println("open:", err)
+		return 1
+	}
+	defer f.Close()
+	lk := unix.Flock_t{Type: unix.F_WRLCK, Whence: 0}
+	fmt.Println("fcntl:", unix.FcntlFlock(f.Fd(), unix.F_SETLK, &lk))
+	fmt.Println("flock:", unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB))
+	return 0
 }

@@ -70,11 +70,17 @@ func Mount(mountpoint string, opts Options) (*MountPoint, error) {
 		name = "layerfs"
 	}
 	mo := fuse.MountOptions{
-		AllowOther:           os.Geteuid() == 0,
-		Options:              []string{"default_permissions"},
-		FsName:               name,
-		Name:                 "layerfs",
-		EnableLocks:          opts.Passthrough, // else the kernel keeps locks itself
+		AllowOther: os.Geteuid() == 0,
+		Options:    []string{"default_permissions"},
+		FsName:     name,
+		Name:       "layerfs",
+		// Locks stay in the kernel (no POSIX_LOCKS/FLOCK_LOCKS), with a local
+		// filesystem's semantics, in both modes: one mount is the only path to
+		// its files. Taken here, they were OFD locks on each open's own fd of
+		// the layer's or the upper's file: a lock on a read-only open of a
+		// layer's file never met one on the upper copy, and a process's own
+		// locks conflicted with each other.
+		EnableLocks:          false,
 		EnableSymlinkCaching: true,
 		DirectMount:          true,
 		MaxWrite:             1 << 20,

@@ -10,15 +10,16 @@ import (
 )
 
 // posixSkips are posixtest cases that cannot pass through a union, with why.
-var posixSkips = map[string]string{}
-
-// noOpenSkips are skipped in no-open mode only.
-var noOpenSkips = map[string]string{
-	// The kernel keeps POSIX locks itself in no-open mode, with local-filesystem
-	// semantics: a process's own locks never conflict with each other (ext4 also
-	// answers success here). The test expects go-fuse's per-open emulation.
+var posixSkips = map[string]string{
+	// The kernel keeps POSIX locks itself (layerfs does not take them), with
+	// local-filesystem semantics: a process's own locks never conflict with each
+	// other (ext4 also answers success here). The test expects go-fuse's
+	// per-open emulation.
 	"FcntlFlockLocksFile": "POSIX locks of one process do not conflict (kernel-local locks, as on ext4)",
 }
+
+// noOpenSkips are skipped in no-open mode only.
+var noOpenSkips = map[string]string{}
 
 func runPosix(t *testing.T, sub string, lowers func(t *testing.T) []string) {
 	for _, mode := range []struct {

@@ -733,3 +733,47 @@ func direntInos(t *testing.T, dir string) map[string]uint64 {
 		}
 	}
 }
+
+// TestLocksAcrossCopyUp: locks are a local filesystem's, in both data modes: a lock
+// taken through a read-only open of a layer's file holds against another process
+// that opens the file read-write (copying it up), and a process's own fcntl locks
+// on two fds of one file do not conflict.
+func TestLocksAcrossCopyUp(t *testing.T) {
+	for _, pt := range []bool{false, true} {
+		t.Run(fmt.Sprintf("passthrough=%v", pt), func(t *testing.T) {
+			u := mountUnionMode(t, cow.FormatOverlay, pt, tree(t, map[string]string{"f": "locked\n", "g": "own\n"}))
+			p := func(s string) string { return filepath.Join(u.mnt, s) }
+			child := func() string {
+				cmd := exec.Command(os.Args[0], "-test.run=^$")
+				cmd.Env = append(os.Environ(), "LAYERFS_TEST_LOCK="+p("f"))
+				out, err := cmd.CombinedOutput()
+				if err != nil {
+					t.Fatalf("lock child: %v %s", err, out)
+				}
+				return string(out)
+			}
+			ro, err := os.Open(p("f"))
+			must(t, err)
+			defer ro.Close()
+			rd := unix.Flock_t{Type: unix.F_RDLCK}
+			must(t, unix.FcntlFlock(ro.Fd(), unix.F_SETLK, &rd))
+			must(t, unix.Flock(int(ro.Fd()), unix.LOCK_SH))
+			out := child()
+			if strings.Contains(out, "fcntl: <nil>") || strings.Contains(out, "flock: <nil>") {
+				t.Errorf("another process got a write lock on a file this one holds locked:\n%s", out)
+			}
+
+			f1, err := os.OpenFile(p("g"), os.O_RDWR, 0)
+			must(t, err)
+			defer f1.Close()
+			f2, err := os.OpenFile(p("g"), os.O_RDWR, 0)
+			must(t, err)
+			defer f2.Close()
+			wr := unix.Flock_t{Type: unix.F_WRLCK}
+			must(t, unix.FcntlFlock(f1.Fd(), unix.F_SETLK, &wr))
+			if err := unix.FcntlFlock(f2.Fd(), unix.F_SETLK, &wr); err != nil {
+				t.Errorf("a process's second fcntl lock on its own file: %v, want it granted", err)
+			}
+		})
+	}
+}

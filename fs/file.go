@@ -148,15 +148,23 @@ func (h *fileHandle) file(write bool) (*fusefs.LoopbackFile, int, error) {
 		return nil, -1, unix.EBADF
 	}
 	h.mu.Lock()
-	if h.pt || (h.s == cur && (!write || h.upper)) {
+	if h.pt || (h.s == cur && h.upper) {
 		lf, fd := h.lf, h.fd
 		h.mu.Unlock()
 		return lf, fd, nil
 	}
-	// An older stack's file, or (after a read moved the handle) the lower file of
-	// the current one: follow the node, copied up for a write.
+	lower := h.s == cur && !write
 	h.mu.Unlock()
 	e, s, err := h.n.resolve()
+	if lower && (err != nil || !e.inUpper(s)) {
+		// A read of a layer's file that has no upper copy (or no name) yet.
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		return h.lf, h.fd, nil
+	}
+	// An older stack's file, or a layer's file that another open copied up since
+	// (reads must see its writes, as through overlayfs): follow the node, copied
+	// up for a write.
 	if err == nil && write && !e.inUpper(s) {
 		e, s, err = h.n.fs.copyUpPath(h.n.rel(), -1)
 	}
@@ -183,7 +191,7 @@ func (h *fileHandle) file(write bool) (*fusefs.LoopbackFile, int, error) {
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if h.s == s && (!write || h.upper) {
+	if h.s == s && (h.upper || !e.inUpper(s)) {
 		unix.Close(fd) // another request moved the handle already
 		return h.lf, h.fd, nil
 	}

@@ -123,3 +123,46 @@ func TestPassthroughReopenAfterClose(t *testing.T) {
 		t.Errorf("%d of %d reopens failed", fails, n)
 	}
 }
+
+// TestOlderReadOpenSeesCopyUpWrites: a read-only open of a layer's file, made
+// before another open copied the file up and wrote it, reads the new data (as
+// through overlayfs), in both data modes, also when the parent dir was renamed
+// between the opens.
+func TestOlderReadOpenSeesCopyUpWrites(t *testing.T) {
+	for _, pt := range []bool{false, true} {
+		t.Run(fmt.Sprintf("passthrough=%v", pt), func(t *testing.T) {
+			u := mountUnionMode(t, cow.FormatOverlay, pt, tree(t, map[string]string{"f": "old content", "d/g": "old content"}))
+			p := func(s string) string { return filepath.Join(u.mnt, s) }
+			check := func(r *os.File, want string) {
+				t.Helper()
+				b := make([]byte, 64)
+				n, _ := r.ReadAt(b, 0)
+				if string(b[:n]) != want {
+					t.Errorf("read through the older open: %q, want %q", b[:n], want)
+				}
+			}
+			r, err := os.Open(p("f"))
+			must(t, err)
+			defer r.Close()
+			check(r, "old content")
+			w, err := os.OpenFile(p("f"), os.O_RDWR, 0)
+			must(t, err)
+			_, err = w.WriteAt([]byte("NEW"), 0)
+			must(t, err)
+			check(r, "NEW content")
+			w.Close()
+
+			r2, err := os.Open(p("d/g"))
+			must(t, err)
+			defer r2.Close()
+			check(r2, "old content")
+			must(t, os.Rename(p("d"), p("d2")))
+			w2, err := os.OpenFile(p("d2/g"), os.O_RDWR, 0)
+			must(t, err)
+			_, err = w2.WriteAt([]byte("XYZ"), 0)
+			must(t, err)
+			check(r2, "XYZ content")
+			w2.Close()
+		})
+	}
+}

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -200,6 +201,38 @@ func TestApplyDiffID(t *testing.T) {
 	must(t, err)
 	if want := digest.FromBytes(b); got != want {
 		t.Errorf("Apply diffID = %s, want %s", got, want)
+	}
+}
+
+// TestApplyDeepPath: a layer may hold paths longer than PATH_MAX (a mount accepts
+// them, so a commit can make one); Apply unpacks them, component by component.
+func TestApplyDeepPath(t *testing.T) {
+	comp := strings.Repeat("d", 250)
+	var ents []tarEntry
+	p := ""
+	for i := 0; i < 17; i++ { // 17 * 251 bytes: beyond PATH_MAX (4096)
+		p = path.Join(p, comp)
+		ents = append(ents, dir(p))
+	}
+	ents = append(ents, reg(p+"/leaf", "x"))
+	d := filepath.Join(tempDir(t), "r")
+	must(t, os.Mkdir(d, 0o755))
+	if _, err := Apply(context.Background(), d, bytes.NewReader(buildTar(t, ents...))); err != nil {
+		msg := err.Error()
+		if len(msg) > 200 {
+			msg = msg[len(msg)-200:]
+		}
+		t.Fatalf("Apply of a %d-byte path: ...%s", len(p)+5, msg)
+	}
+	fd, err := unix.Open(d, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	must(t, err)
+	defer unix.Close(fd)
+	dfd, err := walkDirIn(fd, p, unix.O_RDONLY)
+	must(t, err)
+	defer unix.Close(dfd)
+	var st unix.Stat_t
+	if err := unix.Fstatat(dfd, "leaf", &st, 0); err != nil || st.Size != 1 {
+		t.Errorf("leaf at the end of the deep path: %v, size %d", err, st.Size)
 	}
 }
 

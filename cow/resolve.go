@@ -30,7 +30,9 @@ func openDirIn(root int, rel string, flags int) (int, error) {
 			Resolve: unix.RESOLVE_IN_ROOT | unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_NO_MAGICLINKS,
 		})
 		if err == nil || !errors.Is(err, unix.ENOSYS) {
-			if errors.Is(err, unix.EAGAIN) { // a concurrent rename raced the lookup: walk instead
+			// A concurrent rename raced the lookup (EAGAIN), or the path is longer
+			// than PATH_MAX, as a layer's may be (ENAMETOOLONG): walk instead.
+			if errors.Is(err, unix.EAGAIN) || errors.Is(err, unix.ENAMETOOLONG) {
 				return walkDirIn(root, rel, flags)
 			}
 			return fd, err

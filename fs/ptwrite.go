@@ -100,8 +100,9 @@ func (h *fileHandle) landRebased() error {
 	if err != nil {
 		return err
 	}
+	rel := n.rel()
 	if !e.inUpper(s) {
-		if e, s, err = n.fs.copyUpPath(n.rel(), 0); err != nil {
+		if e, s, err = n.fs.copyUpPath(rel, 0); err != nil {
 			return err
 		}
 	}
@@ -124,6 +125,34 @@ func (h *fileHandle) landRebased() error {
 	n.mu.Lock()
 	n.dropLowerFd()
 	n.mu.Unlock()
+	// The Rebase dropped the kernel's entries, so a stat right after close(2),
+	// racing this RELEASE, may have looked the path up again into new nodes that
+	// resolved before this copy-up (the file to the committed layer's copy, its
+	// dirs without the upper dir). Make them, and n, resolve and ask again.
+	for _, m := range append(n.fs.nodesAt(rel), n) {
+		m.invalidateEntry()
+	}
 	go n.NotifyContent(0, 0)
+	if cur := n.fs.nodesAt(rel); len(cur) > 0 && cur[len(cur)-1] != n {
+		go cur[len(cur)-1].NotifyContent(0, 0)
+	}
 	return nil
+}
+
+// nodesAt returns the nodes the kernel now knows along rel, from its first
+// component; it stops where the kernel knows none.
+func (fsys *unionFS) nodesAt(rel string) []*node {
+	var out []*node
+	in := fsys.root.EmbeddedInode()
+	for _, c := range splitRel(rel) {
+		if in = in.GetChild(c); in == nil {
+			break
+		}
+		n, ok := in.Operations().(*node)
+		if !ok {
+			break
+		}
+		out = append(out, n)
+	}
+	return out
 }

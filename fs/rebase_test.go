@@ -141,3 +141,56 @@ func TestRebasePassthroughWritesLand(t *testing.T) {
 		t.Errorf("kept through the mount = %q", got)
 	}
 }
+
+// TestRebaseLandedWriteVisible: a file in a subdir, open for writing through
+// passthrough across a Rebase (which drops the kernel's entries), written and closed,
+// and stat'ed right after close(2), racing the RELEASE that lands the write in the
+// new upper: once landed, the mount shows it. The stat looks the path up again into
+// new nodes that may resolve before the landing copies the file up; they used to
+// keep that resolution (the committed copy) and its attributes for an hour.
+func TestRebaseLandedWriteVisible(t *testing.T) {
+	lower := tree(t, map[string]string{"data/": "", "data/a": "x\n"})
+	u := mountUnionMode(t, cow.FormatOCI, true, lower)
+	if !u.m.fs.passthrough.Load() {
+		t.Skip("the kernel refused FUSE passthrough")
+	}
+	p := func(s string) string { return filepath.Join(u.mnt, s) }
+	lowers := []string{lower}
+	want := "x\n"
+	for i := 0; i < 15; i++ {
+		w, err := os.OpenFile(p("data/a"), os.O_WRONLY|os.O_APPEND, 0)
+		must(t, err)
+		committed := filepath.Join(t.TempDir(), "layer")
+		must(t, u.m.Pause(context.Background()))
+		if out, err := exec.Command("cp", "-a", u.upper, committed).CombinedOutput(); err != nil {
+			t.Fatalf("cp -a: %v: %s", err, out)
+		}
+		lowers = append([]string{committed}, lowers...)
+		newUpper := t.TempDir()
+		must(t, u.m.Rebase(lowers, newUpper))
+		u.m.Resume()
+		u.upper = newUpper
+
+		_, err = w.WriteString("after\n")
+		must(t, err)
+		must(t, w.Close())
+		os.Lstat(p("data/a")) // races the RELEASE
+		want += "after\n"
+
+		deadline := time.Now().Add(5 * time.Second)
+		for {
+			got, _ := os.ReadFile(filepath.Join(newUpper, "data/a"))
+			if string(got) == want {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("round %d: data/a in the new upper = %q, want %q", i, got, want)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		time.Sleep(20 * time.Millisecond) // the kernel's notices are sent by goroutines
+		if st := lstat(t, p("data/a")); st.Size != int64(len(want)) {
+			t.Fatalf("round %d: data/a through the mount: size %d, want %d (the landed write)", i, st.Size, len(want))
+		}
+	}
+}

@@ -30,6 +30,11 @@ type Options struct {
 	// round trip and file data is served by this process and kept in the kernel's
 	// page cache. See noopen.go and fileHandle for the trade-off.
 	Passthrough bool
+	// Flags are mount flags for the kernel's side of the mount: "suid", "nosuid",
+	// "dev", "nodev", "exec", "noexec", "noatime", "atime" (later ones win). The
+	// default is nosuid,nodev, as fusermount's; suid and dev are for root only
+	// (others are dropped), noatime for a direct mount by root.
+	Flags []string
 }
 
 // MountPoint is a live union mount. (The contract named both the type and the
@@ -90,6 +95,7 @@ func Mount(mountpoint string, opts Options) (*MountPoint, error) {
 	if opts.ReadOnly {
 		mo.Options = append(mo.Options, "ro")
 	}
+	mo.Options, mo.DirectMountFlags = mountFlags(mo.Options, opts.Flags, os.Geteuid() == 0)
 	if !opts.Passthrough {
 		// Every write reaches this process, which clears set-id bits itself
 		// (killpriv.go); passthrough writes would not.
@@ -323,4 +329,30 @@ func (fsys *unionFS) invalidate(in *fusefs.Inode) {
 		in.NotifyEntry(name)
 	}
 	in.NotifyContent(0, 0)
+}
+
+// mountFlags adds the mount flags in flags to the fuse mount options opts and
+// returns them with the flags for a direct mount (0: go-fuse's default,
+// nosuid,nodev). go-fuse turns [no]suid, [no]dev and [no]exec options into mount
+// flags itself; noatime has to be a flag from the start.
+func mountFlags(opts, flags []string, root bool) ([]string, uintptr) {
+	noatime := false
+	for _, f := range flags {
+		switch f {
+		case "suid", "dev":
+			if root { // fusermount refuses them for others
+				opts = append(opts, f)
+			}
+		case "nosuid", "nodev", "exec", "noexec":
+			opts = append(opts, f)
+		case "noatime":
+			noatime = true
+		case "atime", "relatime", "strictatime":
+			noatime = false
+		}
+	}
+	if noatime && root {
+		return opts, unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOATIME
+	}
+	return opts, 0
 }

@@ -3,10 +3,12 @@ package fs
 import (
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/layerfs/layerfs/cow"
+	"github.com/layerfs/layerfs/internal/testenv"
 	"golang.org/x/sys/unix"
 )
 
@@ -31,5 +33,48 @@ func TestMountReadahead(t *testing.T) {
 	}
 	if got, want := strings.TrimSpace(string(b)), fmt.Sprint(readaheadKB); got != want {
 		t.Errorf("%s = %s, want %s", p, got, want)
+	}
+}
+
+// TestMountFlags: the kernel's flags of the mount follow Options.Flags (the last of
+// a pair wins); without any, nosuid,nodev as fusermount's.
+func TestMountFlags(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("suid, dev and noatime are for root")
+	}
+	for _, tc := range []struct {
+		flags []string
+		want  map[int64]bool // statfs flag -> set
+	}{
+		{nil, map[int64]bool{unix.ST_NOSUID: true, unix.ST_NODEV: true, unix.ST_NOEXEC: false, unix.ST_NOATIME: false}},
+		{[]string{"suid", "nodev", "noatime"}, map[int64]bool{unix.ST_NOSUID: false, unix.ST_NODEV: true, unix.ST_NOATIME: true}},
+		{[]string{"suid", "dev", "noexec", "noatime", "atime"}, map[int64]bool{unix.ST_NOSUID: false, unix.ST_NODEV: false, unix.ST_NOEXEC: true, unix.ST_NOATIME: false}},
+		{[]string{"suid", "nosuid"}, map[int64]bool{unix.ST_NOSUID: true}},
+	} {
+		t.Run(strings.Join(tc.flags, ","), func(t *testing.T) {
+			testenv.RequireFUSE(t)
+			d := t.TempDir()
+			mnt, upper, work := filepath.Join(d, "mnt"), filepath.Join(d, "upper"), filepath.Join(d, "work")
+			for _, p := range []string{mnt, upper, work} {
+				must(t, os.Mkdir(p, 0o755))
+			}
+			m, err := Mount(mnt, Options{Lowers: []string{tree(t, map[string]string{"f": "x"})}, Upper: upper, Work: work, Format: cow.FormatOverlay, FsName: "layerfs-test", Flags: tc.flags})
+			if err != nil {
+				t.Fatalf("Mount: %v", err)
+			}
+			t.Cleanup(func() {
+				if err := m.Unmount(); err != nil {
+					t.Errorf("unmount: %v", err)
+				}
+				m.Wait()
+			})
+			var st unix.Statfs_t
+			must(t, unix.Statfs(mnt, &st))
+			for f, want := range tc.want {
+				if got := st.Flags&f != 0; got != want {
+					t.Errorf("statfs flag %#x = %v, want %v (flags %#x)", f, got, want, st.Flags)
+				}
+			}
+		})
 	}
 }

@@ -39,7 +39,8 @@ type overlayArgs struct {
 	work        string
 	mountpoint  string
 	readOnly    bool
-	passthrough bool // -o passthrough: fs.Options.Passthrough
+	passthrough bool     // -o passthrough: fs.Options.Passthrough
+	flags       []string // kernel mount flags (fs.Options.Flags), fuse-overlayfs's defaults first
 	foreground  bool
 	debug       bool
 	version     bool
@@ -154,11 +155,13 @@ func parseOverlayArgs(args []string) (*overlayArgs, error) {
 			o.passthrough = true
 		case "debug":
 			o.debug, o.foreground = true, true
+		case "suid", "nosuid", "dev", "nodev", "exec", "noexec", "noatime", "atime", "relatime", "strictatime":
+			// The kernel's flags for the mount, honoured (a later one wins).
+			o.flags = append(o.flags, k)
 		default:
-			// dev, nodev, suid, nosuid, exec, noexec, noatime, volatile, fsync=,
-			// uidmapping=, gidmapping=, context=, squash_*, xattr_permissions=, ...:
-			// accepted and ignored (layerfs serves ownership as stored, and the
-			// kernel applies the mount's own flags).
+			// volatile, fsync=, uidmapping=, gidmapping=, context=, squash_*,
+			// xattr_permissions=, ...: accepted and ignored (layerfs serves
+			// ownership as stored).
 		}
 	}
 	if o.version || o.help {
@@ -279,6 +282,9 @@ func serveOverlay(ctx context.Context, o *overlayArgs, ready *os.File, stderr io
 		Passthrough: o.passthrough,
 		Debug:       o.debug,
 		FsName:      "fuse-overlayfs",
+		// fuse-overlayfs's defaults (suid, nodev, noatime: a container's setuid
+		// programs work), then what the caller asked for.
+		Flags: append([]string{"suid", "nodev", "noatime"}, o.flags...),
 	})
 	if err != nil {
 		report(err.Error())

@@ -23,10 +23,10 @@ func TestParseOverlayArgs(t *testing.T) {
 		err  bool
 	}{
 		{"podman", []string{"-o", `lowerdir=/l1:/l2,upperdir=/u,workdir=/w,context="system_u:object_r:container_file_t:s0:c1,c2",uidmapping=0:1000:1,gidmapping=0:1000:1,volatile,noatime,nodev,nosuid`, "/mnt"},
-			overlayArgs{lowers: []string{"/l1", "/l2"}, upper: "/u", work: "/w", mountpoint: "/mnt"}, false},
+			overlayArgs{lowers: []string{"/l1", "/l2"}, upper: "/u", work: "/w", mountpoint: "/mnt", flags: []string{"noatime", "nodev", "nosuid"}}, false},
 		{"lowerdir only", []string{"-olowerdir=/a\\:b:/c", "/mnt"}, overlayArgs{lowers: []string{"/a:b", "/c"}, mountpoint: "/mnt", readOnly: true}, false},
 		{"ro and -f", []string{"-f", "-o", "lowerdir=/l,upperdir=/u,workdir=/w", "-o", "ro,dev,suid,rw,ro", "/m"},
-			overlayArgs{lowers: []string{"/l"}, upper: "/u", work: "/w", mountpoint: "/m", readOnly: true, foreground: true}, false},
+			overlayArgs{lowers: []string{"/l"}, upper: "/u", work: "/w", mountpoint: "/m", readOnly: true, foreground: true, flags: []string{"dev", "suid"}}, false},
 		{"passthrough", []string{"-o", "passthrough,lowerdir=/l,upperdir=/u,workdir=/w", "/m"},
 			overlayArgs{lowers: []string{"/l"}, upper: "/u", work: "/w", mountpoint: "/m", passthrough: true}, false},
 		{"version", []string{"--version"}, overlayArgs{version: true}, false},
@@ -134,6 +134,15 @@ func TestOverlayCompatMount(t *testing.T) {
 	}
 	if !isMounted(t, mnt) {
 		t.Fatal("not mounted after the command returned")
+	}
+	// fuse-overlayfs's mount flags: suid (a container's setuid programs work),
+	// nodev, noatime.
+	var sfs unix.Statfs_t
+	if err := unix.Statfs(mnt, &sfs); err != nil {
+		t.Fatal(err)
+	}
+	if sfs.Flags&unix.ST_NOSUID != 0 || sfs.Flags&unix.ST_NODEV == 0 || sfs.Flags&unix.ST_NOATIME == 0 {
+		t.Errorf("mount flags %#x, want suid, nodev, noatime", sfs.Flags)
 	}
 	ents, err := os.ReadDir(mnt)
 	if err != nil {

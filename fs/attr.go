@@ -84,6 +84,7 @@ func (n *node) Setattr(ctx context.Context, f fusefs.FileHandle, in *fuse.SetAtt
 		if err := unix.Truncate(p, int64(size)); err != nil {
 			return errno("truncate", err)
 		}
+		n.dataChanged(0, 0)
 	}
 	if ts, ok := setattrTimes(in); ok {
 		if err := unix.UtimesNanoAt(dfd, name, ts, unix.AT_SYMLINK_NOFOLLOW); err != nil {

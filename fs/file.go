@@ -249,7 +249,11 @@ func (h *fileHandle) Write(ctx context.Context, data []byte, off int64) (uint32,
 	if err != nil {
 		return 0, errno("write", err)
 	}
-	return lf.Write(ctx, data, off)
+	nw, en := lf.Write(ctx, data, off)
+	if en == 0 {
+		h.n.dataChanged(off, int64(nw))
+	}
+	return nw, en
 }
 
 func (h *fileHandle) Release(ctx context.Context) syscall.Errno {
@@ -305,7 +309,11 @@ func (h *fileHandle) Allocate(ctx context.Context, off uint64, size uint64, mode
 	if err != nil {
 		return errno("fallocate", err)
 	}
-	return lf.Allocate(ctx, off, size, mode)
+	en := lf.Allocate(ctx, off, size, mode)
+	if en == 0 {
+		h.n.dataChanged(int64(off), int64(size))
+	}
+	return en
 }
 
 var _ = (fusefs.NodeOpener)((*node)(nil))

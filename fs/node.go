@@ -44,6 +44,7 @@ type unionFS struct {
 	getattrs  atomic.Uint64 // GETATTR requests served, for tests
 	lookups   atomic.Uint64 // LOOKUP requests served, for tests
 	inflight  atomic.Int64  // changes begun and not ended (see changed)
+	rebased   atomic.Bool   // a Rebase happened (see dataChanged)
 }
 
 // node is one inode of the union. Its resolution (which layers hold it) is cached

@@ -237,7 +237,28 @@ func (n *node) Write(ctx context.Context, f fusefs.FileHandle, data []byte, off 
 	if err != nil {
 		return 0, errno("write", err)
 	}
+	n.dataChanged(off, int64(nw))
 	return uint32(nw), 0
+}
+
+// dataChanged tells the kernel's other inode of n's file, if it has one, that
+// the range changed. After a Rebase the kernel may know one file by two inodes:
+// the one an fd opened before the Rebase keeps using, and the one a lookup made
+// since (the committed layer's files have other inode numbers). No-open mounts keep
+// no AUTO_INVAL_DATA, so a write through one would never reach the other's page
+// cache: reads by path showed old data, or zeros past the old size.
+func (n *node) dataChanged(off, size int64) {
+	if !n.fs.rebased.Load() {
+		return
+	}
+	cur := n.fs.nodesAt(n.rel())
+	if len(cur) == 0 {
+		return
+	}
+	if m := cur[len(cur)-1]; m != n {
+		// Not from the request: invalidating takes page locks.
+		go m.NotifyContent(off, size)
+	}
 }
 
 var _ = (fusefs.NodeLseeker)((*node)(nil))
@@ -266,7 +287,11 @@ func (n *node) Allocate(ctx context.Context, f fusefs.FileHandle, off uint64, si
 	if err != nil {
 		return errno("fallocate", err)
 	}
-	return errno("fallocate", unix.Fallocate(fd, mode, int64(off), int64(size)))
+	if err := unix.Fallocate(fd, mode, int64(off), int64(size)); err != nil {
+		return errno("fallocate", err)
+	}
+	n.dataChanged(int64(off), int64(size))
+	return 0
 }
 
 // unlinkedFd returns an fd to a node whose name is gone, or -1, and whether it is

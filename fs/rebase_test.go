@@ -194,3 +194,44 @@ func TestRebaseLandedWriteVisible(t *testing.T) {
 		}
 	}
 }
+
+// TestRebaseTwoInodesOneFile: no-open mode. A file open for writing across a
+// Rebase keeps its inode, while a lookup after the Rebase makes another (the
+// committed layer's copy has another inode number): writes through the old one
+// must show through the new one too, not its stale page cache.
+func TestRebaseTwoInodesOneFile(t *testing.T) {
+	lower := tree(t, map[string]string{"data/": "", "data/w": ""})
+	u := mountUnion(t, cow.FormatOCI, lower)
+	p := func(s string) string { return filepath.Join(u.mnt, s) }
+	w, err := os.OpenFile(p("data/w"), os.O_WRONLY|os.O_APPEND, 0)
+	must(t, err)
+	defer w.Close()
+	_, err = w.WriteString("before\n")
+	must(t, err)
+
+	committed := filepath.Join(t.TempDir(), "layer")
+	must(t, u.m.Pause(context.Background()))
+	if out, err := exec.Command("cp", "-a", u.upper, committed).CombinedOutput(); err != nil {
+		t.Fatalf("cp -a: %v: %s", err, out)
+	}
+	must(t, u.m.Rebase([]string{committed, lower}, t.TempDir()))
+	u.m.Resume()
+
+	if got := readFile(t, p("data/w")); got != "before\n" {
+		t.Fatalf("data/w after the Rebase = %q", got)
+	}
+	_, err = w.WriteString("after\n")
+	must(t, err)
+	want := "before\nafter\n"
+	deadline := time.Now().Add(2 * time.Second) // the notice is sent by a goroutine
+	for {
+		got := readFile(t, p("data/w"))
+		if got == want {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("data/w by path after a write through the fd opened before the Rebase = %q, want %q", got, want)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}

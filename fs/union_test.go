@@ -383,6 +383,9 @@ func TestPauseResume(t *testing.T) {
 	u := mountUnion(t, cow.FormatOCI, tree(t, map[string]string{"r": "read"}))
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
+	// Looked up before the Pause: the paused CREATE below holds the root dir's
+	// lock in the kernel, so a LOOKUP of r while paused would wait for Resume.
+	lstat(t, filepath.Join(u.mnt, "r"))
 	must(t, u.m.Pause(ctx))
 	done := make(chan error, 1)
 	go func() { done <- os.WriteFile(filepath.Join(u.mnt, "w"), []byte("x"), 0o644) }()

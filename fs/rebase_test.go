@@ -38,15 +38,9 @@ func TestRebaseOpenHandles(t *testing.T) {
 
 	// Commit: the old upper's content becomes a new lower layer (a copy, as the
 	// layer cache unpacks it), a fresh upper replaces it, the old one is removed.
-	committed := filepath.Join(t.TempDir(), "layer")
-	must(t, u.m.Pause(context.Background()))
-	if out, err := exec.Command("cp", "-a", u.upper, committed).CombinedOutput(); err != nil {
-		t.Fatalf("cp -a: %v: %s", err, out)
-	}
-	newUpper := t.TempDir()
-	must(t, u.m.Rebase([]string{committed, lower}, newUpper))
-	u.m.Resume()
-	must(t, os.RemoveAll(u.upper))
+	oldUpper := u.upper
+	newUpper := commitRebase(t, u, []string{lower})
+	must(t, os.RemoveAll(oldUpper))
 
 	// A read first moves the handle to the new lower file; the write then copies up.
 	b := make([]byte, 2)
@@ -97,15 +91,9 @@ func TestRebasePassthroughWritesLand(t *testing.T) {
 	_, err = idle.WriteString("1\n")
 	must(t, err)
 
-	committed := filepath.Join(t.TempDir(), "layer")
-	must(t, u.m.Pause(context.Background()))
-	if out, err := exec.Command("cp", "-a", u.upper, committed).CombinedOutput(); err != nil {
-		t.Fatalf("cp -a: %v: %s", err, out)
-	}
-	newUpper := t.TempDir()
-	must(t, u.m.Rebase([]string{committed, lower}, newUpper))
-	u.m.Resume()
-	must(t, os.RemoveAll(u.upper))
+	oldUpper := u.upper
+	newUpper := commitRebase(t, u, []string{lower})
+	must(t, os.RemoveAll(oldUpper))
 
 	_, err = created.WriteString("two\n")
 	must(t, err)
@@ -160,16 +148,8 @@ func TestRebaseLandedWriteVisible(t *testing.T) {
 	for i := 0; i < 15; i++ {
 		w, err := os.OpenFile(p("data/a"), os.O_WRONLY|os.O_APPEND, 0)
 		must(t, err)
-		committed := filepath.Join(t.TempDir(), "layer")
-		must(t, u.m.Pause(context.Background()))
-		if out, err := exec.Command("cp", "-a", u.upper, committed).CombinedOutput(); err != nil {
-			t.Fatalf("cp -a: %v: %s", err, out)
-		}
-		lowers = append([]string{committed}, lowers...)
-		newUpper := t.TempDir()
-		must(t, u.m.Rebase(lowers, newUpper))
-		u.m.Resume()
-		u.upper = newUpper
+		newUpper := commitRebase(t, u, lowers)
+		lowers = u.lowers
 
 		_, err = w.WriteString("after\n")
 		must(t, err)
@@ -209,13 +189,7 @@ func TestRebaseTwoInodesOneFile(t *testing.T) {
 	_, err = w.WriteString("before\n")
 	must(t, err)
 
-	committed := filepath.Join(t.TempDir(), "layer")
-	must(t, u.m.Pause(context.Background()))
-	if out, err := exec.Command("cp", "-a", u.upper, committed).CombinedOutput(); err != nil {
-		t.Fatalf("cp -a: %v: %s", err, out)
-	}
-	must(t, u.m.Rebase([]string{committed, lower}, t.TempDir()))
-	u.m.Resume()
+	commitRebase(t, u, []string{lower})
 
 	if got := readFile(t, p("data/w")); got != "before\n" {
 		t.Fatalf("data/w after the Rebase = %q", got)
@@ -234,4 +208,23 @@ func TestRebaseTwoInodesOneFile(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+}
+
+// commitRebase does what commit --rebase does to the mount: while paused, the upper
+// dir's content becomes a new top lower layer over lowers (a copy, as the layer
+// cache unpacks it) and a fresh upper dir replaces it. It returns the new upper,
+// which u records, with the new lowers.
+func commitRebase(t *testing.T, u *union, lowers []string) string {
+	t.Helper()
+	committed := filepath.Join(t.TempDir(), "layer")
+	must(t, u.m.Pause(context.Background()))
+	defer u.m.Resume()
+	if out, err := exec.Command("cp", "-a", u.upper, committed).CombinedOutput(); err != nil {
+		t.Fatalf("cp -a: %v: %s", err, out)
+	}
+	newUpper := t.TempDir()
+	u.lowers = append([]string{committed}, lowers...)
+	must(t, u.m.Rebase(u.lowers, newUpper))
+	u.upper = newUpper
+	return newUpper
 }

@@ -274,7 +274,7 @@ func (m *MountPoint) rebase(lowers []string, upper string) error {
 		return fmt.Errorf("rebase: %w", err)
 	}
 	m.fs.stack.Store(s)
-	m.fs.rebased.Store(true)
+	m.fs.rebases.Add(1)
 	m.fs.epoch.Add(1)
 	m.fs.changes.Add(1)
 	m.fs.taintOpen(m.fs.root.EmbeddedInode())

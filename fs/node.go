@@ -44,7 +44,7 @@ type unionFS struct {
 	getattrs  atomic.Uint64 // GETATTR requests served, for tests
 	lookups   atomic.Uint64 // LOOKUP requests served, for tests
 	inflight  atomic.Int64  // changes begun and not ended (see changed)
-	rebased   atomic.Bool   // a Rebase happened (see dataChanged)
+	rebases   atomic.Uint64 // Rebases so far (see dataChanged)
 }
 
 // node is one inode of the union. Its resolution (which layers hold it) is cached
@@ -90,9 +90,13 @@ type node struct {
 	staleGen  uint64
 	staleAt   time.Time // the last read of a child
 	dropped   bool      // its cached listing was dropped since it was listed
+
+	born uint64 // fs.rebases when made: an older node may have a twin (dataChanged)
 }
 
-func (fsys *unionFS) newNode() *node { return &node{fs: fsys, dfd: -1, pin: -1} }
+func (fsys *unionFS) newNode() *node {
+	return &node{fs: fsys, dfd: -1, pin: -1, born: fsys.rebases.Load()}
+}
 
 // rel returns the node's path relative to the union root ("" for the root).
 func (n *node) rel() string { return n.Path(n.fs.root.EmbeddedInode()) }

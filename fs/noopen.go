@@ -248,8 +248,8 @@ func (n *node) Write(ctx context.Context, f fusefs.FileHandle, data []byte, off 
 // no AUTO_INVAL_DATA, so a write through one would never reach the other's page
 // cache: reads by path showed old data, or zeros past the old size.
 func (n *node) dataChanged(off, size int64) {
-	if !n.fs.rebased.Load() {
-		return
+	if n.born == n.fs.rebases.Load() {
+		return // made since the last Rebase: the kernel's only inode for its file
 	}
 	cur := n.fs.nodesAt(n.rel())
 	if len(cur) == 0 {

@@ -58,6 +58,16 @@ type fileHandle struct {
 // ptMinSize is the size from which read-only opens of lower files pass through.
 const ptMinSize = 1 << 20
 
+// ptAfterServed is how long after the release of a handle served by this process
+// a new open of the node may pass through. go-fuse's bridge drops a backing-file
+// reference at every RELEASE, also of a handle that took none, after our Release
+// returns: a passthrough open registered in between would have its backing file
+// closed under it, and the kernel failed the open with EIO (about one reopen in a
+// hundred right after a close). Holding OPENs back behind RELEASEs instead stalled
+// opens that wait for a release (waitPtClosed). Within the window an open is
+// served by this process, which is always allowed.
+const ptAfterServed = 100 * time.Millisecond
+
 // ptHandle is a fileHandle whose reads and writes the kernel may pass through.
 type ptHandle struct{ *fileHandle }
 
@@ -89,7 +99,8 @@ func (n *node) newHandle(fd int, s *stack, flags int, upper bool, size int64) (f
 		n.handles = map[*fileHandle]bool{}
 	}
 	n.handles[h] = true
-	usePT := n.fs.passthrough.Load() && !n.ptPinned && n.cachedOpens == 0 && (upper || size >= ptMinSize)
+	usePT := n.fs.passthrough.Load() && !n.ptPinned && n.cachedOpens == 0 && (upper || size >= ptMinSize) &&
+		time.Since(n.cachedClosed) >= ptAfterServed
 	if n.ptOpens > 0 {
 		usePT = true // the kernel requires it; the backing is this same file
 	}
@@ -267,6 +278,7 @@ func (h *fileHandle) Release(ctx context.Context) syscall.Errno {
 		}
 	} else {
 		n.cachedOpens--
+		n.cachedClosed = time.Now()
 	}
 	n.mu.Unlock()
 	if err := h.landRebased(); err != nil {
@@ -292,8 +304,6 @@ func (h *fileHandle) Fsync(ctx context.Context, flags uint32) syscall.Errno {
 	return lf.Fsync(ctx, flags)
 }
 
-// cur returns the handle's current file for an operation that does not follow a
-// Rebase (locks stay on the file they were taken on).
 func (h *fileHandle) Lseek(ctx context.Context, off uint64, whence uint32) (uint64, syscall.Errno) {
 	lf, _, err := h.file(false)
 	if err != nil {

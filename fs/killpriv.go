@@ -79,10 +79,7 @@ func (w *noOpendirFS) SetAttr(cancel <-chan struct{}, in *fuse.SetAttrIn, out *f
 }
 
 func (w *noOpendirFS) Open(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut) fuse.Status {
-	mu := &w.openRelease[in.NodeId%uint64(len(w.openRelease))] // see Release
-	mu.Lock()
 	st := w.RawFileSystem.Open(cancel, in, out)
-	mu.Unlock()
 	if st.Ok() && in.Mode&fuse.OPEN_KILL_SUIDGID != 0 {
 		w.killSuidgid(cancel, &in.InHeader)
 	}

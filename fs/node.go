@@ -59,10 +59,11 @@ type node struct {
 	entS  *stack // the stack ent was resolved in (layer numbers are per stack)
 	entOK bool   // ent is usable (no change raced with its resolution)
 	// Open-mode bookkeeping, see fileHandle.
-	ptOpens     int                  // live opens the kernel passes through
-	cachedOpens int                  // live opens served by this process
-	ptPinned    bool                 // the kernel's backing file is no longer the node's file
-	handles     map[*fileHandle]bool // live opens, for fstat/ftruncate after unlink
+	ptOpens      int                  // live opens the kernel passes through
+	cachedOpens  int                  // live opens served by this process
+	cachedClosed time.Time            // when the last of those was released
+	ptPinned     bool                 // the kernel's backing file is no longer the node's file
+	handles      map[*fileHandle]bool // live opens, for fstat/ftruncate after unlink
 
 	// No-open mode: the node's data fd (-1: none yet), and fds it replaced.
 	dfd      int
@@ -91,11 +92,15 @@ type node struct {
 	staleAt   time.Time // the last read of a child
 	dropped   bool      // its cached listing was dropped since it was listed
 
-	born uint64 // fs.rebases when made: an older node may have a twin (dataChanged)
+	// born is fs.rebases when the node was made, or when it was last found to be the
+	// kernel's only inode for its file: an older node may have a twin (dataChanged).
+	born atomic.Uint64
 }
 
 func (fsys *unionFS) newNode() *node {
-	return &node{fs: fsys, dfd: -1, pin: -1, born: fsys.rebases.Load()}
+	n := &node{fs: fsys, dfd: -1, pin: -1}
+	n.born.Store(fsys.rebases.Load())
+	return n
 }
 
 // rel returns the node's path relative to the union root ("" for the root).

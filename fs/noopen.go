@@ -248,14 +248,23 @@ func (n *node) Write(ctx context.Context, f fusefs.FileHandle, data []byte, off 
 // no AUTO_INVAL_DATA, so a write through one would never reach the other's page
 // cache: reads by path showed old data, or zeros past the old size.
 func (n *node) dataChanged(off, size int64) {
-	if n.born == n.fs.rebases.Load() {
-		return // made since the last Rebase: the kernel's only inode for its file
+	r := n.fs.rebases.Load()
+	if n.born.Load() == r {
+		return // the kernel's only inode for its file since the last Rebase
 	}
 	cur := n.fs.nodesAt(n.rel())
 	if len(cur) == 0 {
 		return
 	}
-	if m := cur[len(cur)-1]; m != n {
+	switch m := cur[len(cur)-1]; {
+	case m == n:
+		// If its path now resolves to its own inode number, a lookup would give
+		// the kernel this node again: no twin until the next Rebase, and later
+		// writes skip the walk. (Otherwise a lookup may still make one.)
+		if e, _, err := n.resolve(); err == nil && e.ino == n.StableAttr().Ino && e.gen == n.StableAttr().Gen {
+			n.born.Store(r)
+		}
+	default:
 		// Not from the request: invalidating takes page locks.
 		go m.NotifyContent(off, size)
 	}
@@ -395,7 +404,12 @@ func setattrFd(fd int, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
 		}
 	}
 	if sz, ok := in.GetSize(); ok {
-		if err := unix.Truncate(procFd(fd), int64(sz)); err != nil {
+		// Through the fd (no permission check), or by path for an O_PATH pin.
+		err := unix.Ftruncate(fd, int64(sz))
+		if errors.Is(err, unix.EBADF) || errors.Is(err, unix.EINVAL) {
+			err = unix.Truncate(procFd(fd), int64(sz))
+		}
+		if err != nil {
 			return errno("ftruncate", err)
 		}
 	}

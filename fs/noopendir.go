@@ -2,7 +2,6 @@ package fs
 
 import (
 	"context"
-	"sync"
 	"syscall"
 
 	fusefs "github.com/hanwen/go-fuse/v2/fs"
@@ -25,22 +24,6 @@ import (
 type noOpendirFS struct {
 	fuse.RawFileSystem
 	server *fuse.Server // for notices; set before it serves
-	// openRelease keeps an OPEN and a RELEASE of one node (by node id, striped)
-	// from interleaving; see Release.
-	openRelease [64]sync.Mutex
-}
-
-// Release keeps a node's OPEN out while one of its handles is released. go-fuse's
-// bridge drops a backing-file reference at every RELEASE, also for a handle that
-// took none (one this process served), after our Release: an OPEN that came in
-// between, saw no served handle left and was answered with passthrough would have
-// its fresh backing file closed under it, and the kernel failed the open with EIO
-// (passthrough mode; about one in a hundred reopens right after a close).
-func (w *noOpendirFS) Release(cancel <-chan struct{}, in *fuse.ReleaseIn) {
-	mu := &w.openRelease[in.NodeId%uint64(len(w.openRelease))]
-	mu.Lock()
-	defer mu.Unlock()
-	w.RawFileSystem.Release(cancel, in)
 }
 
 func (w *noOpendirFS) OpenDir(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut) fuse.Status {

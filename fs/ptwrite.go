@@ -129,11 +129,12 @@ func (h *fileHandle) landRebased() error {
 	// racing this RELEASE, may have looked the path up again into new nodes that
 	// resolved before this copy-up (the file to the committed layer's copy, its
 	// dirs without the upper dir). Make them, and n, resolve and ask again.
-	for _, m := range append(n.fs.nodesAt(rel), n) {
+	cur := n.fs.nodesAt(rel)
+	for _, m := range append(cur, n) {
 		m.invalidateEntry()
 	}
 	go n.NotifyContent(0, 0)
-	if cur := n.fs.nodesAt(rel); len(cur) > 0 && cur[len(cur)-1] != n {
+	if len(cur) > 0 && cur[len(cur)-1] != n {
 		go cur[len(cur)-1].NotifyContent(0, 0)
 	}
 	return nil

@@ -96,10 +96,9 @@ func Mount(mountpoint string, opts Options) (*MountPoint, error) {
 		mo.Options = append(mo.Options, "ro")
 	}
 	mo.Options, mo.DirectMountFlags = mountFlags(mo.Options, opts.Flags, os.Geteuid() == 0)
+	// This process clears set-id bits for the kernel (killpriv.go).
+	mo.ExtraCapabilities |= fuse.CAP_HANDLE_KILLPRIV_V2
 	if !opts.Passthrough {
-		// Every write reaches this process, which clears set-id bits itself
-		// (killpriv.go); passthrough writes would not.
-		mo.ExtraCapabilities |= fuse.CAP_HANDLE_KILLPRIV_V2
 		// Every change of file data passes through the kernel's page cache
 		// here (writes, truncates, hole punches, copy_file_range) or is
 		// notified (Rebase): no need for the kernel to re-check attributes
@@ -214,6 +213,11 @@ func (m *MountPoint) Pause(ctx context.Context, skip ...int) error {
 				return err
 			}
 			m.cont = cont
+			// What the stopped writers wrote is what a commit takes: no set-id
+			// bits added since may stay on it (killpriv.go).
+			for _, n := range m.fs.ptWriterNodes() {
+				n.killSetidWritten()
+			}
 		}
 		m.paused.Store(true)
 		return nil

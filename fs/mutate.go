@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"path"
+	"sync"
 	"syscall"
 
 	fusefs "github.com/hanwen/go-fuse/v2/fs"
@@ -126,6 +127,13 @@ func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint3
 		return nil, nil, 0, errno("create", err)
 	}
 	oflags := int(flags)&^(unix.O_APPEND|fuse.FMODE_EXEC) | unix.O_CREAT | unix.O_NOFOLLOW | unix.O_CLOEXEC
+	fsetid := sync.OnceValue(func() bool { return callerHasFsetid(ctx) })
+	if n.fs.passthrough.Load() && oflags&unix.O_ACCMODE != unix.O_RDONLY {
+		// Its writes will pass through (killpriv.go).
+		if m, kill := killMode(mode); kill && !fsetid() {
+			mode = m
+		}
+	}
 	fd, err := unix.Openat(dfd, name, oflags, mode&0o7777)
 	if err != nil {
 		return nil, nil, 0, errno("create", err)
@@ -142,7 +150,7 @@ func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint3
 	}
 	cn := in.Operations().(*node)
 	cn.mu.Lock()
-	h, fflags := cn.newHandle(fd, s, oflags, true, 0)
+	h, fflags := cn.newHandle(fd, s, oflags, true, 0, fsetid)
 	cn.mu.Unlock()
 	return in, h, fflags, 0
 }
@@ -487,7 +495,7 @@ func (n *node) Tmpfile(ctx context.Context, flags uint32, mode uint32, out *fuse
 	in := n.NewInode(ctx, ch, fusefs.StableAttr{Mode: unix.S_IFREG, Ino: e.ino, Gen: e.gen})
 	cn := in.Operations().(*node)
 	cn.mu.Lock()
-	h, fflags := cn.newHandle(fd, s, acc, true, 0)
+	h, fflags := cn.newHandle(fd, s, acc, true, 0, func() bool { return callerHasFsetid(ctx) })
 	cn.mu.Unlock()
 	return in, h, fflags, 0
 }

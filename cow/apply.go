@@ -86,9 +86,17 @@ const (
 	kindOther
 )
 
+// tarModel is what a layer tar has created so far, by clean name: enough to refuse
+// an entry before it touches disk (check).
+type tarModel struct {
+	seen map[string]entryKind // every path this tar created, by clean name
+}
+
+func newTarModel() tarModel { return tarModel{seen: map[string]entryKind{".": kindDir}} }
+
 type applier struct {
+	tarModel
 	root     int                    // O_PATH fd of the target dir
-	seen     map[string]entryKind   // every path this tar created, by clean name
 	dirs     map[string]*tar.Header // directories whose metadata is set at the end
 	cacheDir string                 // the last parent dir resolved, and its fd
 	cacheFd  int
@@ -103,7 +111,7 @@ func newApplier(dir string) (*applier, error) {
 		return nil, fmt.Errorf("apply: open %s: %w", dir, err)
 	}
 	return &applier{
-		root: root, seen: map[string]entryKind{".": kindDir}, dirs: map[string]*tar.Header{},
+		tarModel: newTarModel(), root: root, dirs: map[string]*tar.Header{},
 		cacheFd: -1, euid: os.Geteuid(), egid: os.Getegid(), buf: make([]byte, 1<<20),
 	}, nil
 }
@@ -140,7 +148,7 @@ func cleanName(name string) (string, error) {
 }
 
 // checkParents refuses p when one of its ancestors is something other than a dir.
-func (a *applier) checkParents(p string) error {
+func (a *tarModel) checkParents(p string) error {
 	for i := 0; i < len(p); i++ {
 		if p[i] != '/' {
 			continue
@@ -200,8 +208,97 @@ func (a *applier) mkdirAll(dir string) error {
 
 // forget drops p, of kind k, and everything below it from the model.
 func (a *applier) forget(p string, k entryKind) {
-	delete(a.seen, p)
+	a.forgetSeen(p, k)
 	delete(a.dirs, p)
+	if k != kindDir {
+		return
+	}
+	pre := p + "/"
+	for k := range a.dirs {
+		if strings.HasPrefix(k, pre) {
+			delete(a.dirs, k)
+		}
+	}
+}
+
+// check refuses an entry that is unsafe or that this package cannot represent,
+// given what the tar created before it. It returns the entry's clean name ("." for
+// the root, which only a directory entry may name) and, for a hard link, its
+// target's.
+func (a *tarModel) check(hdr *tar.Header) (p, link string, err error) {
+	switch hdr.Typeflag {
+	case tar.TypeReg, tar.TypeRegA, tar.TypeGNUSparse, tar.TypeDir, tar.TypeSymlink,
+		tar.TypeLink, tar.TypeChar, tar.TypeBlock, tar.TypeFifo:
+	default:
+		return "", "", fmt.Errorf("%w: tar entry type %q", ErrUnsupported, hdr.Typeflag)
+	}
+	p, err = cleanName(hdr.Name)
+	if err != nil {
+		return "", "", err
+	}
+	if p == "." {
+		if hdr.Typeflag != tar.TypeDir {
+			return "", "", fmt.Errorf("%w: entry replaces the root dir", ErrUnsafePath)
+		}
+		return p, "", nil
+	}
+	if err := a.checkParents(p); err != nil {
+		return "", "", err
+	}
+	if hdr.Typeflag == tar.TypeLink {
+		if link, err = cleanName(hdr.Linkname); err != nil {
+			return "", "", fmt.Errorf("hard link target: %w", err)
+		}
+		switch k, ok := a.seen[link]; {
+		case !ok:
+			return "", "", fmt.Errorf("%w: hard link target %s is not in this layer", ErrUnsafePath, link)
+		case k == kindDir:
+			return "", "", fmt.Errorf("%w: hard link to directory %s", ErrUnsafePath, link)
+		case link == p:
+			return "", "", fmt.Errorf("%w: hard link to itself", ErrUnsafePath)
+		}
+		if err := a.checkParents(link); err != nil {
+			return "", "", fmt.Errorf("hard link target: %w", err)
+		}
+	}
+	return p, link, nil
+}
+
+// kindOf is what an entry that check accepted creates at p.
+func (a *tarModel) kindOf(hdr *tar.Header, link string) entryKind {
+	switch hdr.Typeflag {
+	case tar.TypeDir:
+		return kindDir
+	case tar.TypeSymlink:
+		return kindSymlink
+	case tar.TypeLink:
+		return a.seen[link]
+	}
+	return kindOther
+}
+
+// add records the entry at p, as Apply lays it out: missing ancestors become
+// directories; an earlier entry at p is replaced, unless both are directories.
+func (a *tarModel) add(p string, k entryKind) {
+	if p == "." {
+		return
+	}
+	for i := 0; i < len(p); i++ {
+		if p[i] == '/' {
+			if _, ok := a.seen[p[:i]]; !ok {
+				a.seen[p[:i]] = kindDir
+			}
+		}
+	}
+	if old, ok := a.seen[p]; ok && !(old == kindDir && k == kindDir) {
+		a.forgetSeen(p, old)
+	}
+	a.seen[p] = k
+}
+
+// forgetSeen drops p, of kind k, and everything below it from the model.
+func (a *tarModel) forgetSeen(p string, k entryKind) {
+	delete(a.seen, p)
 	if k != kindDir {
 		return
 	}
@@ -211,52 +308,43 @@ func (a *applier) forget(p string, k entryKind) {
 			delete(a.seen, k)
 		}
 	}
-	for k := range a.dirs {
-		if strings.HasPrefix(k, pre) {
-			delete(a.dirs, k)
+}
+
+// CheckLayer reads the uncompressed layer tar r to its end and reports the first
+// entry Apply would refuse (an *EntryError wrapping ErrUnsafePath or
+// ErrUnsupported), or a read error, without writing anything: for load and import,
+// which store a layer long before anything unpacks it. It returns the number of
+// entries.
+func CheckLayer(r io.Reader) (int, error) {
+	m := newTarModel()
+	tr := tar.NewReader(r)
+	n := 0
+	for ; ; n++ {
+		hdr, err := tr.Next()
+		if err == io.EOF {
+			break
 		}
+		if err != nil {
+			return n, fmt.Errorf("read layer tar: %w", err)
+		}
+		p, link, err := m.check(hdr)
+		if err != nil {
+			return n, &EntryError{"check", hdr.Name, err}
+		}
+		m.add(p, m.kindOf(hdr, link))
 	}
+	_, err := io.Copy(io.Discard, r) // trailing padding after the end-of-archive marker
+	return n, err
 }
 
 func (a *applier) entry(hdr *tar.Header, r io.Reader) error {
-	switch hdr.Typeflag {
-	case tar.TypeXGlobalHeader:
-		return nil
-	case tar.TypeReg, tar.TypeRegA, tar.TypeGNUSparse, tar.TypeDir, tar.TypeSymlink,
-		tar.TypeLink, tar.TypeChar, tar.TypeBlock, tar.TypeFifo:
-	default:
-		return fmt.Errorf("%w: tar entry type %q", ErrUnsupported, hdr.Typeflag)
-	}
-	p, err := cleanName(hdr.Name)
+	p, link, err := a.check(hdr)
 	if err != nil {
 		return err
 	}
 	if p == "." {
-		if hdr.Typeflag != tar.TypeDir {
-			return fmt.Errorf("%w: entry replaces the root dir", ErrUnsafePath)
-		}
 		a.dirs["."] = hdr
 		return nil
-	}
-	if err := a.checkParents(p); err != nil {
-		return err
-	}
-	var link string
-	if hdr.Typeflag == tar.TypeLink {
-		if link, err = cleanName(hdr.Linkname); err != nil {
-			return fmt.Errorf("hard link target: %w", err)
-		}
-		switch k, ok := a.seen[link]; {
-		case !ok:
-			return fmt.Errorf("%w: hard link target %s is not in this layer", ErrUnsafePath, link)
-		case k == kindDir:
-			return fmt.Errorf("%w: hard link to directory %s", ErrUnsafePath, link)
-		case link == p:
-			return fmt.Errorf("%w: hard link to itself", ErrUnsafePath)
-		}
-		if err := a.checkParents(link); err != nil {
-			return fmt.Errorf("hard link target: %w", err)
-		}
 	}
 
 	// Checked: from here on the entry touches disk.

@@ -145,6 +145,13 @@ func TestApplyHostile(t *testing.T) {
 			must(t, os.Mkdir(root, 0o755))
 			writeFile(t, filepath.Join(outside, "file"), host, 0o644)
 			b := buildTar(t, tc.ents(outside)...)
+			_, cerr := CheckLayer(bytes.NewReader(b))
+			if (cerr != nil) != (tc.wantErr != "") {
+				t.Errorf("CheckLayer = %v, want an error: %v", cerr, tc.wantErr != "")
+			}
+			if msg := fmt.Sprint(cerr); cerr != nil && !strings.Contains(msg, tc.wantErr+": ") {
+				t.Errorf("CheckLayer error %q does not name entry %q", msg, tc.wantErr)
+			}
 			_, err := Apply(context.Background(), root, bytes.NewReader(b))
 			if tc.wantErr != "" {
 				if err == nil {

@@ -15,11 +15,11 @@ var (
 	ErrUnsupported = errors.New("unsupported layer content")
 )
 
-// EntryError is the error Apply, Diff, Export and Changes return for one entry:
+// EntryError is the error Apply, CheckLayer, Diff, Export and Changes return for one entry:
 // "apply etc/passwd: ...". Path is the entry's name in the tar (Apply) or its path
 // relative to the dir walked; the sentinels above are reached through Unwrap.
 type EntryError struct {
-	Op   string // "apply", "diff", "export", "changes"
+	Op   string // "apply", "check", "diff", "export", "changes"
 	Path string
 	Err  error
 }

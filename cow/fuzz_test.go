@@ -4,6 +4,7 @@ import (
 	"archive/tar"
 	"bytes"
 	"context"
+	"errors"
 	"io"
 	"os"
 	"path/filepath"
@@ -38,7 +39,13 @@ func FuzzApply(f *testing.F) {
 			t.Fatal(err)
 		}
 		writeFile(t, filepath.Join(outside, "file"), "host", 0o644)
-		Apply(context.Background(), root, bytes.NewReader(b))
+		_, err := Apply(context.Background(), root, bytes.NewReader(b))
+		// CheckLayer refuses exactly what Apply refuses as unsafe or unsupported.
+		_, cerr := CheckLayer(bytes.NewReader(b))
+		refused := errors.Is(err, ErrUnsafePath) || errors.Is(err, ErrUnsupported)
+		if err == nil && cerr != nil || refused && cerr == nil {
+			t.Fatalf("Apply: %v, but CheckLayer: %v", err, cerr)
+		}
 		if got, err := os.ReadFile(filepath.Join(outside, "file")); err != nil || string(got) != "host" {
 			t.Fatalf("host file changed: %q, %v", got, err)
 		}

@@ -811,3 +811,45 @@ func TestImportChanges(t *testing.T) {
 		t.Errorf("import -c 'RUN echo no' succeeded, want a refusal")
 	}
 }
+
+// TestImportBadInput: a rootfs tar that could never be unpacked (an entry Apply
+// refuses) or that is no tar at all fails the import with one error line naming the
+// entry, and the store is left as it was, as docker import fails on a tar it cannot
+// extract.
+func TestImportBadInput(t *testing.T) {
+	reg := func(name string) tarFileEntry {
+		return tarFileEntry{hdr: &tar.Header{Name: name, Mode: 0o644, Size: 1, Typeflag: tar.TypeReg}, body: []byte("x")}
+	}
+	link := func(name, target string, typ byte) tarFileEntry {
+		return tarFileEntry{hdr: &tar.Header{Name: name, Linkname: target, Mode: 0o777, Typeflag: typ}}
+	}
+	cases := map[string]struct {
+		archive []byte
+		want    string
+	}{
+		"dotdot":          {writeTarEntries(t, []tarFileEntry{reg("ok"), reg("../escape")}), "../escape: unsafe path"},
+		"absolute":        {writeTarEntries(t, []tarFileEntry{reg("/etc/evil")}), "/etc/evil: unsafe path"},
+		"through-symlink": {writeTarEntries(t, []tarFileEntry{link("evil", "/etc", tar.TypeSymlink), reg("evil/owned")}), "evil/owned: unsafe path"},
+		"hardlink-out":    {writeTarEntries(t, []tarFileEntry{link("hl", "../../etc/shadow", tar.TypeLink)}), "hl: hard link target"},
+		"not-a-tar":       {bytes.Repeat([]byte("not a tar "), 200), "not a tar archive"},
+	}
+	root := rootFor(t)
+	importBusybox(t, "base:latest")
+	for name, c := range cases {
+		t.Run(name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), name+".tar")
+			if err := os.WriteFile(path, c.archive, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			before := treeSnapshot(t, root)
+			r := runWith(t, cmdOpts{root: root}, "import", "-q", path, "bad:1")
+			if r.Code == 0 || r.Stdout != "" || !strings.HasPrefix(r.Stderr, "Error: import: ") ||
+				strings.Count(r.Stderr, "\n") != 1 || !strings.Contains(r.Stderr, c.want) {
+				t.Errorf("import = exit %d, stdout %q, stderr %q; want one error line with %q", r.Code, r.Stdout, r.Stderr, c.want)
+			}
+			if d := diffTrees(before, treeSnapshot(t, root)); d != "" {
+				t.Errorf("root changed by a failed import:\n%s", d)
+			}
+		})
+	}
+}

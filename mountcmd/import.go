@@ -1,8 +1,8 @@
 package mountcmd
 
 import (
-	"archive/tar"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -12,6 +12,7 @@ import (
 	dockerspec "github.com/moby/docker-image-spec/specs-go/v1"
 
 	"github.com/layerfs/layerfs/blobstore"
+	"github.com/layerfs/layerfs/cow"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"github.com/spf13/cobra"
 )
@@ -142,30 +143,24 @@ func runImport(cmd *cobra.Command, g *globalOptions, o *importOptions, args []st
 	return nil
 }
 
-// checkTar passes r through while checking that it is a well-formed tar stream; a
-// stream that is not ends the copy with the tar error.
+// checkTar passes r through while checking that it is a tar stream a layer can be
+// made of (cow.CheckLayer: well formed, no entry Apply would refuse), as docker
+// import fails on a tar it cannot unpack; a stream that is not ends the copy with
+// the error, before anything is stored.
 func checkTar(r io.Reader) io.Reader {
 	pr, pw := io.Pipe()
 	go func() {
-		tr := tar.NewReader(io.TeeReader(r, pw))
-		n := 0
-		for {
-			_, err := tr.Next()
-			if err == io.EOF {
-				break
-			}
-			if err != nil {
-				pw.CloseWithError(fmt.Errorf("not a tar archive: %w", err))
-				return
-			}
-			n++
+		n, err := cow.CheckLayer(io.TeeReader(r, pw))
+		var ee *cow.EntryError
+		switch {
+		case errors.As(err, &ee):
+			err = fmt.Errorf("not a usable rootfs tar: %w", err)
+		case err != nil:
+			err = fmt.Errorf("not a tar archive: %w", err)
+		case n == 0:
+			err = errors.New("not a tar archive: no entries")
 		}
-		if n == 0 {
-			pw.CloseWithError(fmt.Errorf("not a tar archive: no entries"))
-			return
-		}
-		_, err := io.Copy(pw, r) // trailing padding after the end-of-archive marker
-		pw.CloseWithError(err)
+		pw.CloseWithError(err) // nil: a normal end
 	}()
 	return pr
 }

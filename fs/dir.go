@@ -37,6 +37,7 @@ func (n *node) OpendirHandle(ctx context.Context, flags uint32) (fusefs.FileHand
 // too while nothing changed: neither names nor attributes can have moved.
 func (d *dirHandle) load(cont bool) syscall.Errno {
 	n := d.n
+	n.fs.listings.Add(1)
 	n.fs.relist.listed(n)
 	changes, ep := n.fs.changes.Load(), n.fs.epoch.Load()
 	n.mu.Lock()

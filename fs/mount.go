@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log"
 	"os"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -133,6 +134,15 @@ func Mount(mountpoint string, opts Options) (*MountPoint, error) {
 		if unix.Statfs(mountpoint, &sfs) == nil && sfs.Type == unix.FUSE_SUPER_MAGIC {
 			// Not for a /dev/fd/N mountpoint: stat sees /dev/fuse there.
 			raiseReadahead(st.Dev)
+			if !opts.ReadOnly { // (read-only mounts keep atimes: nothing is dropped)
+				rf := &refresher{dir: mountpoint, dev: st.Dev}
+				if abs, err := filepath.Abs(mountpoint); err == nil {
+					rf.dir = abs
+				}
+				fsys.relist.mu.Lock()
+				fsys.relist.refill = rf.refresh
+				fsys.relist.mu.Unlock()
+			}
 		}
 	}
 	return m, nil

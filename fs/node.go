@@ -43,6 +43,7 @@ type unionFS struct {
 	relist    relister
 	getattrs  atomic.Uint64 // GETATTR requests served, for tests
 	lookups   atomic.Uint64 // LOOKUP requests served, for tests
+	listings  atomic.Uint64 // directory listings made, for tests
 	inflight  atomic.Int64  // changes begun and not ended (see changed)
 	rebases   atomic.Uint64 // Rebases so far (see dataChanged)
 }

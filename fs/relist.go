@@ -25,6 +25,9 @@ import (
 // on this: a listing dropped too often costs a READDIRPLUS, one dropped too late a
 // GETATTR per file, as without it.
 //
+// The dropped directories are then listed again by this process itself, while
+// nobody waits on them (refresh.go).
+//
 // Sweeps run on the requests themselves (READ, GETATTR, LOOKUP, READDIR), not on a
 // timer: a Go timer kept armed through a cold grep -r made the server's threads
 // hand off and wake so much more that the pass took 1.2x as long. The directories
@@ -37,6 +40,7 @@ type relister struct {
 	next    time.Time          // no sweep before
 	delay   time.Duration      // relistDelay when mounted
 	drops   int                // listings dropped, for tests
+	refill  func([]*node)      // lists dropped directories again (refresh.go); nil: no
 }
 
 // relistDelay is how long a directory's stale count must stand, without a new
@@ -156,9 +160,13 @@ func (r *relister) sweep() {
 	if len(drop) > 0 {
 		// Not from the request: invalidating takes the directory's page locks,
 		// which a request in flight may hold.
+		refill := r.refill
 		go func() {
 			for _, d := range drop {
 				d.NotifyContent(0, 0)
+			}
+			if refill != nil {
+				refill(drop)
 			}
 		}()
 	}

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/layerfs/layerfs/cow"
+	"github.com/layerfs/layerfs/internal/testenv"
 	"golang.org/x/sys/unix"
 )
 
@@ -258,5 +259,84 @@ func TestNoGetattrOnReadAfterWrite(t *testing.T) {
 	}
 	if got := readFile(t, filepath.Join(u.mnt, "out")); got != string(want) {
 		t.Error("mount and upper dir disagree")
+	}
+}
+
+// TestRefillListings: after a walk that leaves files stale (stat, then read), the
+// server lists the dropped directory again itself, through a clone of the mount
+// (refresh.go), so the next walk finds listing and attributes fresh: no READDIRPLUS,
+// no GETATTR. The clone must not make the mountpoint busy: a umount right after
+// goes through.
+func TestRefillListings(t *testing.T) {
+	testenv.RequireRoot(t) // open_tree(OPEN_TREE_CLONE)
+	const files = 3 * relistMin
+	spec := map[string]string{"d/": "", "e/": ""}
+	for i := 0; i < files; i++ {
+		spec[fmt.Sprintf("d/f%02d", i)] = "x\n"
+		spec[fmt.Sprintf("e/f%02d", i)] = "x\n"
+	}
+	defer func(d time.Duration) { relistDelay = d }(relistDelay)
+	relistDelay = 200 * time.Millisecond
+	u := mountUnion(t, cow.FormatOverlay, tree(t, spec))
+	dir := filepath.Join(u.mnt, "d")
+	walk := func(read bool) {
+		ents, err := os.ReadDir(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, e := range ents {
+			p := filepath.Join(dir, e.Name())
+			if _, err := os.Stat(p); err != nil {
+				t.Fatal(err)
+			}
+			if read {
+				readFile(t, p)
+			}
+		}
+		if _, err := os.Stat(dir); err != nil {
+			t.Fatal(err)
+		}
+	}
+	walk(true)
+	time.Sleep(2 * relistDelay)
+	os.Lstat(filepath.Join(u.mnt, "no such name")) // a request, to sweep
+	deadline := time.Now().Add(5 * time.Second)
+	for u.m.fs.listings.Load() < 2 { // the walk's listing, then the refill's
+		if time.Now().After(deadline) {
+			t.Fatalf("the dropped listing was not refilled (%d listings, %d drops)", u.m.fs.listings.Load(), u.m.fs.relist.dropCount())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	time.Sleep(50 * time.Millisecond) // the refill's fstat of the directory
+	g0, l0 := u.m.fs.getattrs.Load(), u.m.fs.listings.Load()
+	walk(false)
+	if g, l := u.m.fs.getattrs.Load()-g0, u.m.fs.listings.Load()-l0; g != 0 || l != 0 {
+		t.Errorf("the walk after the refill sent %d GETATTRs and made %d listings, want none", g, l)
+	}
+	// A umount(2) while a refill holds a directory open goes through: the
+	// refill's clone does not make the mountpoint busy.
+	umounted := make(chan error, 1)
+	swept := make(chan struct{})
+	hook := func() {
+		refillHook.Store(nil)
+		<-swept // the request that swept holds the mount until it returns
+		umounted <- unix.Unmount(u.mnt, 0)
+	}
+	refillHook.Store(&hook)
+	defer refillHook.Store(nil)
+	dir = filepath.Join(u.mnt, "e")
+	walk(true)
+	time.Sleep(2 * relistDelay)
+	os.Lstat(filepath.Join(u.mnt, "no such name 2"))
+	close(swept)
+	select {
+	case err := <-umounted:
+		if err != nil {
+			t.Fatalf("umount while a refill lists: %v", err)
+		}
+		u.m.Wait()
+		u.m = nil
+	case <-time.After(5 * time.Second):
+		t.Fatal("no refill after the second walk")
 	}
 }

@@ -44,7 +44,9 @@
 //     with an embedded OCI layout keeps its manifest as is;
 //   - archives must be self-contained: a manifest naming a blob that is not in the
 //     archive is refused even if the store has it (ErrMissingBlob);
-//   - every blobs/sha256/<hex> entry is checked against its name, every layer's
+//   - every blobs/sha256/<hex> entry is checked against its name whatever its
+//     type (a symlink or hard link must lead to content of that digest), every
+//     blob taken by digest is checked again, every layer's
 //     uncompressed digest against the config's diff_ids, every entry name for
 //     absolute paths and "..", symlinks for escapes; sparse entries are refused.
 //

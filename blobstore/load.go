@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"sort"
 	"strings"
 
 	"github.com/opencontainers/go-digest"
@@ -110,18 +111,39 @@ func (s *Store) Load(ctx context.Context, r io.Reader, opts LoadOptions) ([]Load
 	return s.commitLoad(ctx, sp, items)
 }
 
-// checkBlobNames verifies every blobs/sha256/<hex> entry against its content.
+// checkBlobNames verifies every blobs/sha256/<hex> entry against its content,
+// whatever its type: a regular file must hash to its name, and a symlink or hard
+// link must lead to a file that does (a link to another blob would store that
+// blob's content under this digest).
 func (sp *spool) checkBlobNames() error {
-	for name, f := range sp.files {
-		if hex, ok := strings.CutPrefix(name, "blobs/sha256/"); ok && !strings.Contains(hex, "/") {
-			want := digest.NewDigestFromEncoded(digest.SHA256, hex)
-			if checkDigest(want) != nil {
-				return fmt.Errorf("archive entry %q: %w", name, ErrInvalidDigest)
-			}
-			if f.digest != want {
-				return fmt.Errorf("blob %s: %w (got %s)", want, ErrDigestMismatch, f.digest)
-			}
+	var names []string
+	for name := range sp.files {
+		names = append(names, name)
+	}
+	for name := range sp.links {
+		names = append(names, name)
+	}
+	sort.Strings(names) // the same archive always gives the same error
+	for _, name := range names {
+		hex, ok := strings.CutPrefix(name, "blobs/sha256/")
+		if !ok || strings.Contains(hex, "/") {
+			continue
 		}
+		want := digest.NewDigestFromEncoded(digest.SHA256, hex)
+		if checkDigest(want) != nil {
+			return fmt.Errorf("archive entry %q: %w", name, ErrInvalidDigest)
+		}
+		f, err := sp.lookup(name)
+		if err != nil {
+			return fmt.Errorf("blob %s: %w", want, err)
+		}
+		if f.digest == want {
+			continue
+		}
+		if _, link := sp.links[name]; link {
+			return fmt.Errorf("blob %s: %w (a link to %s)", want, ErrDigestMismatch, f.digest)
+		}
+		return fmt.Errorf("blob %s: %w (got %s)", want, ErrDigestMismatch, f.digest)
 	}
 	return nil
 }
@@ -135,6 +157,11 @@ func (s *Store) blobIn(sp *spool, d digest.Digest) (f *spooled, inStore bool, er
 		return nil, false, err
 	}
 	if f, err := sp.lookup("blobs/sha256/" + d.Encoded()); err == nil {
+		// checkBlobNames has refused a mismatch already; a blob handed out
+		// under the wrong digest would be stored under it, so check again here.
+		if f.digest != d {
+			return nil, false, fmt.Errorf("blob %s: %w (got %s)", d, ErrDigestMismatch, f.digest)
+		}
 		return f, false, nil
 	}
 	return nil, false, fmt.Errorf("%w %s: not in the archive", ErrMissingBlob, d)
@@ -259,7 +286,7 @@ func (sp *spool) embeddedManifests() []embeddedManifest {
 	var out []embeddedManifest
 	for _, d := range idx.Manifests {
 		mf, err := sp.lookup("blobs/sha256/" + d.Digest.Encoded())
-		if err != nil || checkDigest(d.Digest) != nil {
+		if err != nil || checkDigest(d.Digest) != nil || mf.digest != d.Digest {
 			continue
 		}
 		mb, err := sp.read(mf)
@@ -300,15 +327,28 @@ func sameImage(m ocispec.Manifest, cd digest.Digest, layers []*spooled) bool {
 // commitLoad moves the blobs the items need into the store and records the items
 // in index.json in one replace.
 func (s *Store) commitLoad(ctx context.Context, sp *spool, items []*loadItem) ([]Loaded, error) {
+	// Check everything before the first write: each manifest's bytes hash to the
+	// digest it is recorded under, and each blob it names is in the spool (whose
+	// files are named by their content hash) or in the store already.
 	need := map[digest.Digest]bool{}
 	for _, it := range items {
-		if err := os.WriteFile(sp.path(it.mdesc.Digest), it.manifest, 0o644); err != nil {
-			return nil, fmt.Errorf("load: %w", err)
+		if got := digest.FromBytes(it.manifest); got != it.mdesc.Digest {
+			return nil, fmt.Errorf("load: manifest %s: %w (got %s)", it.mdesc.Digest, ErrDigestMismatch, got)
 		}
 		need[it.mdesc.Digest] = true
 		need[it.m.Config.Digest] = true
 		for _, l := range it.m.Layers {
 			need[l.Digest] = true
+		}
+	}
+	for _, it := range items {
+		if err := os.WriteFile(sp.path(it.mdesc.Digest), it.manifest, 0o644); err != nil {
+			return nil, fmt.Errorf("load: %w", err)
+		}
+	}
+	for d := range need {
+		if _, err := os.Stat(sp.path(d)); err != nil && !s.Has(d) {
+			return nil, fmt.Errorf("load: %w %s: not in the archive", ErrMissingBlob, d)
 		}
 	}
 	for d := range need {

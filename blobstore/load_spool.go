@@ -89,6 +89,7 @@ func readSpool(ctx context.Context, r io.Reader, dir string, p Progress) (*spool
 				return nil, err
 			}
 			sp.files[name] = f
+			delete(sp.links, name) // a later entry replaces an earlier one, as on extraction
 		case tar.TypeSymlink:
 			if strings.HasPrefix(hdr.Linkname, "/") {
 				return nil, fmt.Errorf("%w %q: symlink to absolute path %q", ErrUnsafeEntry, hdr.Name, hdr.Linkname)
@@ -98,12 +99,14 @@ func readSpool(ctx context.Context, r io.Reader, dir string, p Progress) (*spool
 				return nil, fmt.Errorf("%w %q: symlink %q leaves the archive", ErrUnsafeEntry, hdr.Name, hdr.Linkname)
 			}
 			sp.links[name] = t
+			delete(sp.files, name)
 		case tar.TypeLink:
 			t, err := cleanEntry(hdr.Linkname)
 			if err != nil {
 				return nil, err
 			}
 			sp.links[name] = t
+			delete(sp.files, name)
 		}
 	}
 	if n == 0 {
@@ -229,7 +232,9 @@ func (d *diffHasher) finish() digest.Digest {
 	return <-d.done
 }
 
-// lookup finds a file by archive name, following links (at most 16).
+// lookup finds a file by archive name, following links (at most 16). What it
+// returns is content the archive holds under some name; callers that want a blob
+// by digest go through Store.blobIn, which checks the content against the digest.
 func (sp *spool) lookup(name string) (*spooled, error) {
 	orig := name
 	c, err := cleanEntry(name)

@@ -2,6 +2,7 @@ package blobstore
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -56,7 +57,9 @@ func ShortID(d digest.Digest) string {
 // reference, delete an image given by ID, delete an image whose last tag goes, then
 // prune its untagged parents (unless NoPrune). Children make a hard conflict, more
 // than one tag (by ID, without Force) and working containers a soft one. Returns the
-// lines to print, also those done before an error. Blobs stay until GC.
+// lines to print, also those done before an error. Blobs stay until GC. An image
+// that another process tags while Remove runs is kept, as if the tag had come
+// first: Remove then only untags.
 func (s *Store) Remove(ctx context.Context, ref string, opts RemoveOptions) ([]RemoveLine, error) {
 	imgs, err := s.Images()
 	if err != nil {
@@ -213,6 +216,7 @@ func (s *Store) deleteHelper(ctx context.Context, img *Image, opts RemoveOptions
 		}
 		return lines, c
 	}
+	n := len(lines)
 	for _, t := range img.Tags {
 		lines = append(lines, RemoveLine{Untagged: FamiliarString(t)})
 	}
@@ -222,7 +226,12 @@ func (s *Store) deleteHelper(ctx context.Context, img *Image, opts RemoveOptions
 			lines = append(lines, l)
 		}
 	}
-	if err := s.DeleteImage(ctx, img.ManifestDigest, img.Index); err != nil {
+	if err := s.deleteUnlessRetagged(ctx, img); err != nil {
+		if errors.Is(err, errRetagged) {
+			// a concurrent tag keeps the image: as if it had come first, rmi
+			// only untags (lines so far)
+			return lines[:n], nil
+		}
 		return lines, err
 	}
 	if err := s.dropRepoDigests(ctx, img.ManifestDigest); err != nil {

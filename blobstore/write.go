@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 
@@ -215,15 +216,58 @@ func setTags(idx *ocispec.Index, desc ocispec.Descriptor, refs []string) map[str
 // Tag points ref (normalised; a tag, not a digest) at img, under the store lock with
 // an atomic index.json replace. A tag held by another image moves; that image stays
 // as untagged if it has no tag left (docker's <none>). Idempotent.
+//
+// img is re-checked under the lock: if index.json no longer lists it or its blobs
+// are gone (an rmi, and its GC, ran since img was resolved), nothing is written and
+// the error wraps ErrNotFound. Tag holds a Lease, so GC does not run meanwhile.
 func (s *Store) Tag(ctx context.Context, img *Image, ref string) error {
 	refs, err := parseTags([]string{ref})
 	if err != nil {
 		return err
 	}
+	release, err := s.Lease(ctx)
+	if err != nil {
+		return err
+	}
+	defer release()
 	return s.updateIndex(ctx, func(idx *ocispec.Index) (bool, error) {
+		if !indexes(idx, img) {
+			return false, fmt.Errorf("image %s: %w", ShortID(img.ID), ErrNotFound)
+		}
+		if err := s.hasBlobs(img); err != nil {
+			return false, err
+		}
 		setTags(idx, img.Descriptor, refs)
 		return true, nil
 	})
+}
+
+// indexes reports whether idx still lists img: its manifest, or the image index it
+// was listed through.
+func indexes(idx *ocispec.Index, img *Image) bool {
+	for _, e := range idx.Manifests {
+		if e.Digest == img.ManifestDigest || (img.Index != "" && e.Digest == img.Index) {
+			return true
+		}
+	}
+	return false
+}
+
+// hasBlobs checks that img's manifest, config and layers are in the store; the
+// error wraps ErrNotFound.
+func (s *Store) hasBlobs(img *Image) error {
+	if !s.Has(img.ManifestDigest) {
+		return fmt.Errorf("image %s: manifest %s: %w", ShortID(img.ID), img.ManifestDigest, ErrNotFound)
+	}
+	if !s.Has(img.ID) {
+		return fmt.Errorf("image %s: config: %w", ShortID(img.ID), ErrNotFound)
+	}
+	for _, l := range img.Manifest.Layers {
+		if !s.Has(l.Digest) {
+			return fmt.Errorf("image %s: layer %s: %w", ShortID(img.ID), l.Digest, ErrNotFound)
+		}
+	}
+	return nil
 }
 
 // Untag removes tag ref. The image keeps an untagged entry if that was its last
@@ -264,19 +308,44 @@ func (s *Store) Untag(ctx context.Context, ref string) error {
 // Blobs stay until GC. ErrNotFound if index.json has none of them.
 func (s *Store) DeleteImage(ctx context.Context, mds ...digest.Digest) error {
 	return s.updateIndex(ctx, func(idx *ocispec.Index) (bool, error) {
-		kept := idx.Manifests[:0]
-		found := false
+		return deleteEntries(idx, mds)
+	})
+}
+
+func deleteEntries(idx *ocispec.Index, mds []digest.Digest) (bool, error) {
+	kept := idx.Manifests[:0]
+	found := false
+	for _, e := range idx.Manifests {
+		if slices.Contains(mds, e.Digest) {
+			found = true
+			continue
+		}
+		kept = append(kept, e)
+	}
+	idx.Manifests = kept
+	if !found {
+		return false, fmt.Errorf("image %s: %w", mds[0], ErrNotFound)
+	}
+	return true, nil
+}
+
+// errRetagged: the image got a tag after the caller looked (deleteUnlessRetagged).
+var errRetagged = errors.New("image was tagged meanwhile")
+
+// deleteUnlessRetagged is DeleteImage of img for rmi: under the index lock it
+// first checks that img has no tag beyond img.Tags (as the caller saw them); a tag
+// added since (a concurrent tag) keeps the image, and the error is errRetagged.
+func (s *Store) deleteUnlessRetagged(ctx context.Context, img *Image) error {
+	mds := []digest.Digest{img.ManifestDigest, img.Index}
+	return s.updateIndex(ctx, func(idx *ocispec.Index) (bool, error) {
 		for _, e := range idx.Manifests {
-			if slices.Contains(mds, e.Digest) {
-				found = true
+			if !slices.Contains(mds, e.Digest) {
 				continue
 			}
-			kept = append(kept, e)
+			if r := refName(e); r != "" && !contains(img.Tags, r) {
+				return false, fmt.Errorf("image %s: %w (%s)", ShortID(img.ID), errRetagged, FamiliarString(r))
+			}
 		}
-		idx.Manifests = kept
-		if !found {
-			return false, fmt.Errorf("image %s: %w", mds[0], ErrNotFound)
-		}
-		return true, nil
+		return deleteEntries(idx, mds)
 	})
 }

@@ -17,11 +17,26 @@ func newTagCommand(g *globalOptions) *cobra.Command {
 			if _, err := blobstore.ParseTag(args[1]); err != nil {
 				return err
 			}
-			s, img, err := openAndResolve(cmd, g, args[0])
+			s, err := openStore(g)
 			if err != nil {
 				return err
 			}
-			return s.Tag(cmd.Context(), img, args[1])
+			// Hold a lease from resolve to tag, so no GC removes the image's blobs
+			// in between; Tag re-checks under the index lock that an rmi did not
+			// drop the image meanwhile.
+			release, err := s.Lease(cmd.Context())
+			if err != nil {
+				return err
+			}
+			defer release()
+			img, err := s.Resolve(args[0])
+			if err != nil {
+				return daemonError(cmd, imageErr(args[0], err))
+			}
+			if err := s.Tag(cmd.Context(), img, args[1]); err != nil {
+				return daemonError(cmd, imageErr(args[0], err))
+			}
+			return nil
 		},
 	}
 }

@@ -203,17 +203,20 @@ func (s *Store) LoadManifest(md digest.Digest) (*Image, error) {
 // Image.Index is set. The index's other manifests are not listed (they stay
 // reachable for gc through the index). An index none of whose manifests is in the
 // store is not listed. Entries that are neither (signatures, SBOMs) are skipped.
+//
+// An entry whose manifest or config cannot be read (a blob deleted or damaged by
+// hand) is left out too, so that it does not hide the other images;
+// ImagesAndBroken lists such entries and Remove removes them.
 func (s *Store) Images() ([]*Image, error) {
-	idx, err := s.readIndex()
-	if err != nil {
-		return nil, err
-	}
-	return s.imagesOf(idx)
+	imgs, _, err := s.ImagesAndBroken()
+	return imgs, err
 }
 
-func (s *Store) imagesOf(idx *ocispec.Index) ([]*Image, error) {
+func (s *Store) imagesOf(idx *ocispec.Index) ([]*Image, []BrokenImage) {
 	byDigest := map[digest.Digest]*Image{}
 	var out []*Image
+	var broken []BrokenImage
+	bad := map[digest.Digest]error{}
 	for _, d := range idx.Manifests {
 		var via digest.Digest
 		if isIndexType(d.MediaType) {
@@ -227,13 +230,17 @@ func (s *Store) imagesOf(idx *ocispec.Index) ([]*Image, error) {
 		}
 		img := byDigest[d.Digest]
 		if img == nil {
-			var err error
-			img, err = s.loadImage(d)
+			err, seen := bad[d.Digest]
+			if !seen {
+				img, err = s.loadImage(d)
+			}
 			if errors.Is(err, ErrUnknownMediaType) {
 				continue // an artifact another tool indexed (signature, SBOM...), not an image
 			}
 			if err != nil {
-				return nil, err
+				bad[d.Digest] = err
+				broken = append(broken, BrokenImage{Digest: d.Digest, Tag: refName(d), Err: err})
+				continue
 			}
 			byDigest[d.Digest] = img
 			out = append(out, img)
@@ -260,7 +267,7 @@ func (s *Store) imagesOf(idx *ocispec.Index) ([]*Image, error) {
 		}
 		return out[i].ID < out[j].ID
 	})
-	return out, nil
+	return out, broken
 }
 
 // indexChild picks the manifest of the image index d that Images lists (see
@@ -324,11 +331,18 @@ func DisplayRef(s string) string {
 // win over ID prefixes, as in docker. Errors: ErrNotFound, ErrInvalidReference,
 // ErrAmbiguous.
 func (s *Store) Resolve(ref string) (*Image, error) {
-	imgs, err := s.Images()
+	imgs, broken, err := s.ImagesAndBroken()
 	if err != nil {
 		return nil, err
 	}
-	return resolveIn(imgs, ref)
+	img, err := resolveIn(imgs, ref)
+	if errors.Is(err, ErrNotFound) {
+		if b := matchBroken(broken, ref); len(b) > 0 {
+			// say why, not just "no such image"
+			return nil, fmt.Errorf("image %s: %w", DisplayRef(ref), b[0].Err)
+		}
+	}
+	return img, err
 }
 
 // ResolveIn is Resolve over a list Images returned (to resolve several references

@@ -59,14 +59,18 @@ func ShortID(d digest.Digest) string {
 // than one tag (by ID, without Force) and working containers a soft one. Returns the
 // lines to print, also those done before an error. Blobs stay until GC. An image
 // that another process tags while Remove runs is kept, as if the tag had come
-// first: Remove then only untags.
+// first: Remove then only untags. An entry that cannot be read (see
+// ImagesAndBroken) is removed by its tag or digest without the conflict rules.
 func (s *Store) Remove(ctx context.Context, ref string, opts RemoveOptions) ([]RemoveLine, error) {
-	imgs, err := s.Images()
+	imgs, broken, err := s.ImagesAndBroken()
 	if err != nil {
 		return nil, err
 	}
 	img, err := resolveIn(imgs, ref)
 	if err != nil {
+		if m := matchBroken(broken, ref); len(m) > 0 && errors.Is(err, ErrNotFound) {
+			return s.removeBroken(ctx, m)
+		}
 		return nil, err
 	}
 	var lines []RemoveLine

@@ -132,13 +132,18 @@ func (s *Store) AddManifest(ctx context.Context, desc ocispec.Descriptor, tags .
 }
 
 func (s *Store) reload(md digest.Digest) (*Image, error) {
-	imgs, err := s.Images()
+	imgs, broken, err := s.ImagesAndBroken()
 	if err != nil {
 		return nil, err
 	}
 	for _, img := range imgs {
 		if img.ManifestDigest == md {
 			return img, nil
+		}
+	}
+	for _, b := range broken {
+		if b.Digest == md {
+			return nil, b.Err
 		}
 	}
 	return nil, fmt.Errorf("image %s: %w", md, ErrNotFound)

@@ -227,9 +227,18 @@ func (f *imageFilter) keepImage(img *blobstore.Image) bool {
 }
 
 func runImages(cmd *cobra.Command, g *globalOptions, o *imagesOptions, args []string) error {
-	s, imgs, err := openImages(g)
+	s, err := openStore(g)
 	if err != nil {
 		return err
+	}
+	imgs, broken, err := s.ImagesAndBroken()
+	if err != nil {
+		return err
+	}
+	// Unreadable entries are left out of the list (and of every other verb's
+	// view); say so here, where images are listed, once each.
+	for _, b := range broken {
+		fmt.Fprintf(cmd.ErrOrStderr(), "WARNING: skipping unreadable image %s (rmi %s removes it): %v\n", b.Name(), b.Name(), b.Err)
 	}
 	filters := o.filters
 	if len(args) == 1 {

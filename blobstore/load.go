@@ -356,12 +356,19 @@ func (s *Store) commitLoad(ctx context.Context, sp *spool, items []*loadItem) ([
 			continue
 		}
 		p := sp.path(d)
-		if f, err := os.Open(p); err == nil {
+		f, err := os.Open(p)
+		if err != nil {
+			return nil, fmt.Errorf("load: blob %s: %w", d, err)
+		}
+		// spool files are 0600 (CreateTemp) and manifests follow the umask;
+		// blobs are 0644 like those Put writes
+		err = f.Chmod(0o644)
+		if err == nil {
 			err = f.Sync()
-			f.Close()
-			if err != nil {
-				return nil, fmt.Errorf("load: %w", err)
-			}
+		}
+		f.Close()
+		if err != nil {
+			return nil, fmt.Errorf("load: blob %s: %w", d, err)
 		}
 		if err := s.placeBlob(p, d); err != nil {
 			return nil, fmt.Errorf("load: %w", err)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"os"
 	"strings"
 	"testing"
 
@@ -191,6 +192,34 @@ func TestLoadBadInput(t *testing.T) {
 			}
 			if d := diffSnapshots(before, snapshot(t, s.Dir())); d != "" {
 				t.Fatalf("store changed by a failed load:\n%s", d)
+			}
+		})
+	}
+}
+
+// Loaded blobs get the mode Put gives blobs (0644), whatever the spool's temp
+// files had, in both archive formats.
+func TestLoadBlobMode(t *testing.T) {
+	for name, mk := range map[string]func(testing.TB, ...*testImage) []byte{"oci": ociArchive, "docker-classic": classicDockerArchive} {
+		t.Run(name, func(t *testing.T) {
+			s := newStore(t)
+			load(t, s, mk(t, newTestImage(t, "mode", 2, Gzip, "mode:1")))
+			img, err := s.Resolve("mode:1")
+			if err != nil {
+				t.Fatal(err)
+			}
+			blobs := []digest.Digest{img.ManifestDigest, img.ID}
+			for _, l := range img.Manifest.Layers {
+				blobs = append(blobs, l.Digest)
+			}
+			for _, d := range blobs {
+				fi, err := os.Stat(s.BlobPath(d))
+				if err != nil {
+					t.Fatal(err)
+				}
+				if fi.Mode().Perm() != 0o644 {
+					t.Errorf("blob %s mode = %v, want 0644", d, fi.Mode().Perm())
+				}
 			}
 		})
 	}

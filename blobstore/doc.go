@@ -65,10 +65,14 @@
 //	gc.lock     flock held shared by every operation that writes blobs before it
 //	            records them (Put, load, WriteImage, or a caller's Lease), and
 //	            exclusively by GC, so GC never deletes a blob that is about to be
-//	            named in index.json, and every file in tmp/ is garbage while GC runs.
-//	tmp/        temp files of blobs being written and of loads being spooled. A
-//	            process killed mid-write leaves files here and maybe unreferenced
-//	            blobs; nothing in index.json changes, and GC removes them.
+//	            named in index.json, and every blob or load temp file in tmp/ is
+//	            garbage while GC runs.
+//	tmp/        temp files of blobs being written and of loads being spooled, and
+//	            of index.json and the other metadata files being replaced (file-*:
+//	            their writers hold no Lease, so GC removes these only once they are
+//	            10 minutes old). A process killed mid-write leaves files here and
+//	            maybe unreferenced blobs; nothing in index.json changes, and GC
+//	            removes them.
 //	registry.json (+ registry.lock)  repo digests and blob sources of pulls and
 //	            pushes (registry_meta.go).
 //	layersizes.json (+ layersizes.lock)  docker's content size of each layer by

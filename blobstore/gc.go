@@ -8,6 +8,8 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
+	"time"
 
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
@@ -27,7 +29,8 @@ type GCResult struct {
 // containers use), and what they name (config, layers, nested manifests). It also
 // removes leftover temp files of killed writers. GC waits for every Lease (and so
 // every load, Put and WriteImage in progress) to end and blocks new ones while it
-// runs. Blobs a reachable manifest names but that are missing are ignored.
+// runs; metadata writers (index.json and the like) hold no Lease, so their temp
+// files are left alone until they are metaTempGrace old. Blobs a reachable manifest names but that are missing are ignored.
 func (s *Store) GC(ctx context.Context, dryRun bool, extraRoots []digest.Digest) (GCResult, error) {
 	var res GCResult
 	if err := ctx.Err(); err != nil {
@@ -74,6 +77,9 @@ func (s *Store) GC(ctx context.Context, dryRun bool, extraRoots []digest.Digest)
 	}
 	for _, e := range tmps {
 		p := filepath.Join(s.tmpDir(), e.Name())
+		if inFlightMeta(e) {
+			continue
+		}
 		res.TempFiles++
 		res.Freed += du(p)
 		if !dryRun {
@@ -94,6 +100,24 @@ func (s *Store) GC(ctx context.Context, dryRun bool, extraRoots []digest.Digest)
 	}
 	sort.Slice(res.Removed, func(i, j int) bool { return res.Removed[i] < res.Removed[j] })
 	return res, nil
+}
+
+// metaTempGrace is how old a metadata temp file (writeFileAtomic's) must be before
+// GC takes it for a killed writer's: its writers (index.json, layersizes.json,
+// registry.json) hold no Lease, only their own lock, for the milliseconds from
+// create to rename.
+const metaTempGrace = 10 * time.Minute
+
+// inFlightMeta reports a metadata temp file young enough to be in use.
+func inFlightMeta(e os.DirEntry) bool {
+	if !strings.HasPrefix(e.Name(), metaTempPrefix) {
+		return false
+	}
+	fi, err := e.Info()
+	if err != nil {
+		return true // gone already (renamed into place) or unreadable: not ours now
+	}
+	return time.Since(fi.ModTime()) < metaTempGrace
 }
 
 func du(p string) int64 {

@@ -18,6 +18,8 @@ const (
 	indexLockName = "index.lock"
 	gcLockName    = "gc.lock"
 	tmpName       = "tmp"
+	// metaTempPrefix names writeFileAtomic's temp files in tmp/; GC spares young ones.
+	metaTempPrefix = "file-"
 )
 
 // Store is one OCI image layout on disk. Its methods are safe for concurrent use by
@@ -161,8 +163,9 @@ func (s *Store) updateIndex(ctx context.Context, fn func(idx *ocispec.Index) (ch
 }
 
 // writeFileAtomic replaces path with b: temp file in tmp/, fsync, rename, dir fsync.
+// Its callers hold no Lease: GC leaves its temp files alone while they are young.
 func (s *Store) writeFileAtomic(path string, b []byte) error {
-	f, err := os.CreateTemp(s.tmpDir(), "file-")
+	f, err := os.CreateTemp(s.tmpDir(), metaTempPrefix)
 	if err != nil {
 		return err
 	}

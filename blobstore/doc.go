@@ -72,7 +72,8 @@
 //	            their writers hold no Lease, so GC removes these only once they are
 //	            10 minutes old). A process killed mid-write leaves files here and
 //	            maybe unreferenced blobs; nothing in index.json changes, and GC
-//	            removes them.
+//	            removes them. A load holds an flock on its spool dir (load-*), and
+//	            each load removes the spools older than 5 minutes nobody holds.
 //	registry.json (+ registry.lock)  repo digests and blob sources of pulls and
 //	            pushes (registry_meta.go).
 //	layersizes.json (+ layersizes.lock)  docker's content size of each layer by

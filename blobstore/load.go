@@ -8,6 +8,7 @@ import (
 	"os"
 	"sort"
 	"strings"
+	"sync"
 
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
@@ -45,8 +46,10 @@ type loadItem struct {
 // (layers are never held in memory); when the archive ends, its manifests are
 // checked (digests, diffIDs, media types, config JSON, missing blobs, entry names)
 // and only then are the blobs they name moved into the store and index.json updated
-// in one atomic replace. Any error leaves the store as it was. Layer blobs are kept
-// exactly as in the archive (never re-compressed), so their digests survive.
+// in one atomic replace. Any error leaves index.json as it was, and the blobs the
+// load moved in are taken out again (while another writer holds a Lease they stay
+// for GC instead; see load_cleanup.go). Layer blobs are kept exactly as in the
+// archive (never re-compressed), so their digests survive.
 func (s *Store) Load(ctx context.Context, r io.Reader, opts LoadOptions) ([]Loaded, error) {
 	var extraTag string
 	if opts.Tag != "" {
@@ -56,16 +59,20 @@ func (s *Store) Load(ctx context.Context, r io.Reader, opts LoadOptions) ([]Load
 		}
 		extraTag = n.String()
 	}
-	release, err := s.Lease(ctx)
+	lease, err := s.Lease(ctx)
 	if err != nil {
 		return nil, err
 	}
+	var once sync.Once
+	release := func() { once.Do(lease) }
 	defer release()
-	dir, err := os.MkdirTemp(s.tmpDir(), "load-")
+	s.removeStaleSpools()
+	dir, unlockSpool, err := s.newSpoolDir()
 	if err != nil {
 		return nil, fmt.Errorf("load: %w", err)
 	}
 	defer os.RemoveAll(dir)
+	defer unlockSpool()
 
 	dr, _, closeDec, err := autoDecompress(r)
 	if err != nil {
@@ -108,7 +115,12 @@ func (s *Store) Load(ctx context.Context, r io.Reader, opts LoadOptions) ([]Load
 		}
 		untagged[0].tags = []string{extraTag}
 	}
-	return s.commitLoad(ctx, sp, items)
+	loaded, placed, err := s.commitLoad(ctx, sp, items)
+	if err != nil && len(placed) > 0 {
+		release() // dropPlaced needs gc.lock to itself
+		s.dropPlaced(placed)
+	}
+	return loaded, err
 }
 
 // checkBlobNames verifies every blobs/sha256/<hex> entry against its content,
@@ -325,15 +337,16 @@ func sameImage(m ocispec.Manifest, cd digest.Digest, layers []*spooled) bool {
 }
 
 // commitLoad moves the blobs the items need into the store and records the items
-// in index.json in one replace.
-func (s *Store) commitLoad(ctx context.Context, sp *spool, items []*loadItem) ([]Loaded, error) {
+// in index.json in one replace. placed are the blobs it moved in (also on error):
+// the store did not have them before.
+func (s *Store) commitLoad(ctx context.Context, sp *spool, items []*loadItem) (_ []Loaded, placed []digest.Digest, _ error) {
 	// Check everything before the first write: each manifest's bytes hash to the
 	// digest it is recorded under, and each blob it names is in the spool (whose
 	// files are named by their content hash) or in the store already.
 	need := map[digest.Digest]bool{}
 	for _, it := range items {
 		if got := digest.FromBytes(it.manifest); got != it.mdesc.Digest {
-			return nil, fmt.Errorf("load: manifest %s: %w (got %s)", it.mdesc.Digest, ErrDigestMismatch, got)
+			return nil, placed, fmt.Errorf("load: manifest %s: %w (got %s)", it.mdesc.Digest, ErrDigestMismatch, got)
 		}
 		need[it.mdesc.Digest] = true
 		need[it.m.Config.Digest] = true
@@ -343,12 +356,12 @@ func (s *Store) commitLoad(ctx context.Context, sp *spool, items []*loadItem) ([
 	}
 	for _, it := range items {
 		if err := os.WriteFile(sp.path(it.mdesc.Digest), it.manifest, 0o644); err != nil {
-			return nil, fmt.Errorf("load: %w", err)
+			return nil, placed, fmt.Errorf("load: %w", err)
 		}
 	}
 	for d := range need {
 		if _, err := os.Stat(sp.path(d)); err != nil && !s.Has(d) {
-			return nil, fmt.Errorf("load: %w %s: not in the archive", ErrMissingBlob, d)
+			return nil, placed, fmt.Errorf("load: %w %s: not in the archive", ErrMissingBlob, d)
 		}
 	}
 	for d := range need {
@@ -358,7 +371,7 @@ func (s *Store) commitLoad(ctx context.Context, sp *spool, items []*loadItem) ([
 		p := sp.path(d)
 		f, err := os.Open(p)
 		if err != nil {
-			return nil, fmt.Errorf("load: blob %s: %w", d, err)
+			return nil, placed, fmt.Errorf("load: blob %s: %w", d, err)
 		}
 		// spool files are 0600 (CreateTemp) and manifests follow the umask;
 		// blobs are 0644 like those Put writes
@@ -368,10 +381,11 @@ func (s *Store) commitLoad(ctx context.Context, sp *spool, items []*loadItem) ([
 		}
 		f.Close()
 		if err != nil {
-			return nil, fmt.Errorf("load: blob %s: %w", d, err)
+			return nil, placed, fmt.Errorf("load: blob %s: %w", d, err)
 		}
+		placed = append(placed, d)
 		if err := s.placeBlob(p, d); err != nil {
-			return nil, fmt.Errorf("load: %w", err)
+			return nil, placed, fmt.Errorf("load: %w", err)
 		}
 	}
 	out := make([]Loaded, len(items))
@@ -389,7 +403,7 @@ func (s *Store) commitLoad(ctx context.Context, sp *spool, items []*loadItem) ([
 		return true, nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("load: %w", err)
+		return nil, placed, fmt.Errorf("load: %w", err)
 	}
 	sizes := map[digest.Digest]int64{}
 	for _, f := range sp.files {
@@ -402,9 +416,9 @@ func (s *Store) commitLoad(ctx context.Context, sp *spool, items []*loadItem) ([
 	for i, it := range items {
 		img, err := s.reload(it.mdesc.Digest)
 		if err != nil {
-			return nil, fmt.Errorf("load: %w", err)
+			return nil, placed, fmt.Errorf("load: %w", err)
 		}
 		out[i].Image = img
 	}
-	return out, nil
+	return out, placed, nil
 }

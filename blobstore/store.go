@@ -134,6 +134,11 @@ func (s *Store) writeIndex(idx *ocispec.Index) error {
 	if err != nil {
 		return fmt.Errorf("write index.json: %w", err)
 	}
+	if writeIndexFault != nil {
+		if err := writeIndexFault(); err != nil {
+			return fmt.Errorf("write index.json: %w", err)
+		}
+	}
 	if err := s.writeFileAtomic(s.indexPath(), b); err != nil {
 		return fmt.Errorf("write index.json: %w", err)
 	}
@@ -200,6 +205,10 @@ func syncDir(dir string) error {
 	defer d.Close()
 	return d.Sync()
 }
+
+// writeIndexFault, when set (by tests), fails index.json writes with its error, as
+// a full disk would.
+var writeIndexFault func() error
 
 // now is the clock used for created times; tests may replace it.
 var now = func() time.Time { return time.Now().UTC() }

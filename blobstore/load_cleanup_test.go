@@ -1,0 +1,106 @@
+package blobstore
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// failIndexWrites makes index.json writes fail as on a full disk, for this test.
+func failIndexWrites(t *testing.T) {
+	t.Helper()
+	writeIndexFault = func() error { return unix.ENOSPC }
+	t.Cleanup(func() { writeIndexFault = nil })
+}
+
+// A load that fails writing index.json (a full disk) has already moved its blobs
+// into blobs/: it must take them out again, and keep the ones the store had.
+func TestFailedLoadRemovesPlacedBlobs(t *testing.T) {
+	ctx := context.Background()
+	s := newStore(t)
+	base := newTestImage(t, "base", 1, None, "base:latest")
+	load(t, s, classicDockerArchive(t, base))
+	before := snapshot(t, s.Dir())
+	failIndexWrites(t)
+	// base's blobs are in the store already, the new image's are not
+	archive := ociArchive(t, base, newTestImage(t, "new", 2, Gzip, "new:1"))
+	_, err := s.Load(ctx, bytes.NewReader(archive), LoadOptions{})
+	if !errors.Is(err, unix.ENOSPC) {
+		t.Fatalf("Load = %v, want %v", err, unix.ENOSPC)
+	}
+	if d := diffSnapshots(before, snapshot(t, s.Dir())); d != "" {
+		t.Fatalf("store changed by a failed load:\n%s", d)
+	}
+}
+
+// While another writer holds a Lease the failed load cannot know who else uses
+// its blobs: it leaves them, and GC removes them.
+func TestFailedLoadLeavesBlobsToGCUnderLease(t *testing.T) {
+	ctx := context.Background()
+	s := newStore(t)
+	failIndexWrites(t)
+	release, err := s.Lease(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ti := newTestImage(t, "new", 1, Gzip, "new:1")
+	if _, err := s.Load(ctx, bytes.NewReader(ociArchive(t, ti)), LoadOptions{}); !errors.Is(err, unix.ENOSPC) {
+		t.Fatalf("Load = %v, want %v", err, unix.ENOSPC)
+	}
+	release()
+	if !s.Has(sha(ti.config)) {
+		t.Fatalf("config blob removed while a Lease was held")
+	}
+	res, err := s.GC(ctx, false, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Removed) != 3 || s.Has(sha(ti.config)) {
+		t.Fatalf("GC removed %v, want the failed load's 3 blobs", res.Removed)
+	}
+}
+
+// A load removes the spools killed loads left in tmp/: old and unlocked ones only.
+func TestLoadRemovesStaleSpools(t *testing.T) {
+	s := newStore(t)
+	mk := func(name string, age time.Duration) string {
+		p := filepath.Join(s.tmpDir(), name)
+		if err := os.MkdirAll(p, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(p, "part-1"), []byte("partial"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		m := time.Now().Add(-age)
+		if err := os.Chtimes(p, m, m); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	killed := mk(spoolPrefix+"killed", time.Hour)
+	young := mk(spoolPrefix+"young", 0)
+	held := mk(spoolPrefix+"held", time.Hour) // a slow load, still running
+	d, err := os.Open(held)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	if err := flockRetry(d, unix.LOCK_EX); err != nil {
+		t.Fatal(err)
+	}
+	load(t, s, ociArchive(t, newTestImage(t, "x", 1, Gzip, "x:1")))
+	if _, err := os.Stat(killed); !os.IsNotExist(err) {
+		t.Errorf("killed load's spool after a load: %v, want it removed", err)
+	}
+	for _, p := range []string{young, held} {
+		if _, err := os.Stat(p); err != nil {
+			t.Errorf("spool %s after a load: %v, want it kept", filepath.Base(p), err)
+		}
+	}
+}

@@ -21,6 +21,9 @@ func TestMain(m *testing.M) {
 	if p := os.Getenv("LAYERFS_TEST_LOCK"); p != "" {
 		os.Exit(tryLocks(p))
 	}
+	if os.Getenv("LAYERFS_TEST_FILEOPS") != "" {
+		os.Exit(fileOps()) // killpriv_test.go
+	}
 	os.Exit(m.Run())
 }
 

@@ -98,7 +98,7 @@ func (w *noOpendirFS) SetAttr(cancel <-chan struct{}, in *fuse.SetAttrIn, out *f
 }
 
 func (w *noOpendirFS) Open(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut) fuse.Status {
-	st := w.RawFileSystem.Open(cancel, in, out)
+	st := w.retryMoved(func() fuse.Status { return w.RawFileSystem.Open(cancel, in, out) })
 	if st.Ok() && in.Mode&fuse.OPEN_KILL_SUIDGID != 0 {
 		w.killSuidgid(cancel, &in.InHeader)
 	}

@@ -1,13 +1,16 @@
 package fs
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
+	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 
@@ -97,26 +100,92 @@ func TestKillSuidgid(t *testing.T) {
 	}
 }
 
-// asUser runs f on a thread of its own with uid and gid's credentials and no
-// capabilities, as a process of that user would run it: a raw setresuid changes
-// only the calling thread, which ends with f (it is never unlocked).
-func asUser(t *testing.T, uid, gid int, f func() error) {
+// userProc is a child process (this test binary, see TestMain) running as another
+// user without capabilities, doing file operations one at a time on request, so
+// a test can interleave them with its own. (Changing one thread's credentials in
+// this process is not safe: the Go runtime may run that goroutine on the main
+// thread, which then never ends.)
+type userProc struct {
+	t   *testing.T
+	cmd *exec.Cmd
+	in  io.WriteCloser
+	out *bufio.Reader
+}
+
+func startUser(t *testing.T, uid, gid int) *userProc {
 	t.Helper()
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		for _, c := range [][4]uintptr{{unix.SYS_SETGROUPS, 0, 0, 0}, {unix.SYS_SETRESGID, uintptr(gid), uintptr(gid), uintptr(gid)},
-			{unix.SYS_SETRESUID, uintptr(uid), uintptr(uid), uintptr(uid)}} {
-			if _, _, e := unix.RawSyscall(c[0], c[1], c[2], c[3]); e != 0 {
-				errc <- fmt.Errorf("syscall %d: %v", c[0], e)
-				return
-			}
-		}
-		errc <- f()
-	}()
-	if err := <-errc; err != nil {
-		t.Errorf("as uid %d: %v", uid, err)
+	// A copy of this binary the user may run: go test builds it in a private dir.
+	exe := filepath.Join(t.TempDir(), "fileops")
+	b, err := os.ReadFile(os.Args[0])
+	must(t, err)
+	must(t, os.WriteFile(exe, b, 0o755))
+	walkable(t, filepath.Dir(exe))
+	cmd := exec.Command(exe)
+	cmd.Env = append(os.Environ(), "LAYERFS_TEST_FILEOPS=1")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}}
+	cmd.Stderr = os.Stderr
+	in, err := cmd.StdinPipe()
+	must(t, err)
+	out, err := cmd.StdoutPipe()
+	must(t, err)
+	must(t, cmd.Start())
+	u := &userProc{t: t, cmd: cmd, in: in, out: bufio.NewReader(out)}
+	t.Cleanup(func() { in.Close(); cmd.Wait() })
+	return u
+}
+
+// do runs one operation (see fileOps) and fails the test if it fails.
+func (u *userProc) do(op string, args ...any) {
+	u.t.Helper()
+	line := op
+	for _, a := range args {
+		line += " " + fmt.Sprint(a)
 	}
+	if _, err := fmt.Fprintln(u.in, line); err != nil {
+		u.t.Fatalf("%s: %v", line, err)
+	}
+	reply, err := u.out.ReadString('\n')
+	if err != nil || reply != "ok\n" {
+		u.t.Errorf("as uid %d: %s: %q %v", u.cmd.SysProcAttr.Credential.Uid, line, reply, err)
+	}
+}
+
+// fileOps serves userProc requests on stdin, one per line, answering "ok" or the
+// error: open PATH FLAGS, write PATH OFF (one byte), close PATH, fchmod PATH MODE,
+// fallocate PATH MODE OFF LEN, copy SRC DST N (copy_file_range between open files).
+func fileOps() int {
+	files := map[string]*os.File{}
+	sc := bufio.NewScanner(os.Stdin)
+	for sc.Scan() {
+		f := strings.Fields(sc.Text())
+		num := func(i int, base int) int64 {
+			n, _ := strconv.ParseInt(f[i], base, 64)
+			return n
+		}
+		var err error
+		switch f[0] {
+		case "open":
+			files[f[1]], err = os.OpenFile(f[1], int(num(2, 10)), 0)
+		case "write":
+			_, err = files[f[1]].WriteAt([]byte("x"), num(2, 10))
+		case "close":
+			err = files[f[1]].Close()
+		case "fchmod":
+			err = unix.Fchmod(int(files[f[1]].Fd()), uint32(num(2, 8)))
+		case "fallocate":
+			err = unix.Fallocate(int(files[f[1]].Fd()), uint32(num(2, 10)), num(3, 10), num(4, 10))
+		case "copy":
+			_, err = unix.CopyFileRange(int(files[f[1]].Fd()), nil, int(files[f[2]].Fd()), nil, int(num(3, 10)), 0)
+		default:
+			err = fmt.Errorf("unknown op %q", f[0])
+		}
+		if err != nil {
+			fmt.Println(strings.ReplaceAll(err.Error(), "\n", " "))
+		} else {
+			fmt.Println("ok")
+		}
+	}
+	return 0
 }
 
 // TestKillSetidWriters: what a write, fallocate or copy_file_range by a caller
@@ -144,76 +213,35 @@ func TestKillSetidWriters(t *testing.T) {
 	run := func(d string) map[string]os.FileMode {
 		t.Helper()
 		p := func(s string) string { return filepath.Join(d, s) }
-		files := map[string]*os.File{}
-		open := func(name string, flag int) func() error {
-			return func() (err error) {
-				files[name], err = os.OpenFile(p(name), flag, 0)
-				return err
-			}
-		}
-		write := func(name string) func() error {
-			return func() error { _, err := files[name].WriteAt([]byte("x"), 1); return err }
-		}
-		closeF := func(name string) func() error { return func() error { return files[name].Close() } }
+		u := startUser(t, nobody, nobody)
 		for _, name := range []string{"late", "late-nowrite", "late-before"} {
-			asUser(t, nobody, nobody, open(name, os.O_WRONLY))
+			u.do("open", p(name), os.O_WRONLY)
 		}
-		asUser(t, nobody, nobody, write("late-before"))
+		u.do("write", p("late-before"), 1)
 		for _, name := range []string{"late", "late-nowrite", "late-before"} {
 			must(t, os.Chmod(p(name), 0o777|os.ModeSetuid|os.ModeSetgid))
 		}
-		asUser(t, nobody, nobody, write("late"))
+		u.do("write", p("late"), 1)
 		for _, name := range []string{"late", "late-nowrite", "late-before"} {
-			asUser(t, nobody, nobody, closeF(name))
+			u.do("close", p(name))
 		}
-		asUser(t, nobody, nobody, func() error {
-			f, err := os.OpenFile(p("inst"), os.O_WRONLY|os.O_TRUNC, 0)
-			if err != nil {
-				return err
-			}
-			defer f.Close()
-			if _, err := f.WriteString("new"); err != nil {
-				return err
-			}
-			return f.Chmod(0o755 | os.ModeSetuid)
-		})
-		asUser(t, nobody, nobody, func() error {
-			f, err := os.OpenFile(p("falloc"), os.O_RDWR, 0)
-			if err != nil {
-				return err
-			}
-			defer f.Close()
-			return unix.Fallocate(int(f.Fd()), 0, 0, 1<<16)
-		})
-		asUser(t, nobody, nobody, func() error {
-			f, err := os.OpenFile(p("punch"), os.O_RDWR, 0)
-			if err != nil {
-				return err
-			}
-			defer f.Close()
-			return unix.Fallocate(int(f.Fd()), unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, 0, 4096)
-		})
-		asUser(t, nobody, nobody, func() error {
-			src, err := os.Open(p("src"))
-			if err != nil {
-				return err
-			}
-			defer src.Close()
-			dst, err := os.OpenFile(p("cfr"), os.O_WRONLY, 0)
-			if err != nil {
-				return err
-			}
-			defer dst.Close()
-			_, err = unix.CopyFileRange(int(src.Fd()), nil, int(dst.Fd()), nil, 100, 0)
-			return err
-		})
-		asUser(t, nobody, nobody, func() error {
-			f, err := os.OpenFile(p("open-only"), os.O_WRONLY, 0)
-			if err != nil {
-				return err
-			}
-			return f.Close()
-		})
+		u.do("open", p("inst"), os.O_WRONLY|os.O_TRUNC)
+		u.do("write", p("inst"), 0)
+		u.do("fchmod", p("inst"), "4755")
+		u.do("close", p("inst"))
+		u.do("open", p("falloc"), os.O_RDWR)
+		u.do("fallocate", p("falloc"), 0, 0, 1<<16)
+		u.do("close", p("falloc"))
+		u.do("open", p("punch"), os.O_RDWR)
+		u.do("fallocate", p("punch"), unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, 0, 4096)
+		u.do("close", p("punch"))
+		u.do("open", p("src"), os.O_RDONLY)
+		u.do("open", p("cfr"), os.O_WRONLY)
+		u.do("copy", p("src"), p("cfr"), 100)
+		u.do("close", p("cfr"))
+		u.do("close", p("src"))
+		u.do("open", p("open-only"), os.O_WRONLY)
+		u.do("close", p("open-only"))
 		modes := map[string]os.FileMode{}
 		ents, err := os.ReadDir(d)
 		must(t, err)
@@ -234,32 +262,12 @@ func TestKillSetidWriters(t *testing.T) {
 			setup(lower)
 			must(t, os.WriteFile(filepath.Join(lower, "late-pause"), []byte("data"), 0o666))
 			must(t, os.Chmod(filepath.Join(lower, "late-pause"), 0o666))
-			u := mountUnionMode(t, cow.FormatOCI, pt, lower)
-			if pt && !u.m.fs.passthrough.Load() {
+			um := mountUnionMode(t, cow.FormatOCI, pt, lower)
+			if pt && !um.m.fs.passthrough.Load() {
 				t.Skip("no FUSE passthrough here")
 			}
-			walkable(t, u.mnt)
-			got := run(u.mnt)
-			// A commit pauses the mount: what it takes must not have set-id bits
-			// that the writes since they were set would have cleared.
-			var f *os.File
-			asUser(t, nobody, nobody, func() (err error) {
-				f, err = os.OpenFile(filepath.Join(u.mnt, "late-pause"), os.O_WRONLY, 0)
-				return err
-			})
-			if f == nil {
-				return
-			}
-			must(t, os.Chmod(filepath.Join(u.mnt, "late-pause"), 0o777|os.ModeSetuid|os.ModeSetgid))
-			asUser(t, nobody, nobody, func() error { _, err := f.WriteAt([]byte("x"), 1); return err })
-			must(t, u.m.Pause(context.Background(), os.Getpid()))
-			fi, err := os.Stat(filepath.Join(u.upper, "late-pause"))
-			u.m.Resume()
-			must(t, err)
-			if fi.Mode() != 0o777 {
-				t.Errorf("late-pause: mode in the upper at a pause %v, want %v", fi.Mode(), os.FileMode(0o777))
-			}
-			asUser(t, nobody, nobody, f.Close)
+			walkable(t, um.mnt)
+			got := run(um.mnt)
 			for name, w := range want {
 				if pt && name == "open-only" {
 					w &^= os.ModeSetuid // passthrough: cleared at an unprivileged write open
@@ -268,6 +276,21 @@ func TestKillSetidWriters(t *testing.T) {
 					t.Errorf("%s: mode %v, want %v", name, got[name], w)
 				}
 			}
+			// A commit pauses the mount: what it takes must not have set-id bits
+			// that the writes since they were set would have cleared.
+			lp := filepath.Join(um.mnt, "late-pause")
+			u := startUser(t, nobody, nobody)
+			u.do("open", lp, os.O_WRONLY)
+			must(t, os.Chmod(lp, 0o777|os.ModeSetuid|os.ModeSetgid))
+			u.do("write", lp, 1)
+			must(t, um.m.Pause(context.Background(), os.Getpid()))
+			fi, err := os.Stat(filepath.Join(um.upper, "late-pause"))
+			um.m.Resume()
+			must(t, err)
+			if fi.Mode() != 0o777 {
+				t.Errorf("late-pause: mode in the upper at a pause %v, want %v", fi.Mode(), os.FileMode(0o777))
+			}
+			u.do("close", lp)
 		})
 	}
 }

@@ -46,6 +46,60 @@ type unionFS struct {
 	listings  atomic.Uint64 // directory listings made, for tests
 	inflight  atomic.Int64  // changes begun and not ended (see changed)
 	rebases   atomic.Uint64 // Rebases so far (see dataChanged)
+	// Moves of entries in the upper dir whose nodes go-fuse has not moved yet
+	// (see resolve): by request, the sequence number of the move.
+	moveMu    sync.Mutex
+	moveSeq   atomic.Uint64
+	movesOpen atomic.Int64
+	moves     map[<-chan struct{}]uint64
+}
+
+// beginMove marks that the rename request ctx is about to move entries in the
+// upper dir; endMove, after go-fuse moved the node in its tree (noopendir.go), or
+// after the move failed. Requests are told apart by their cancel channel, the
+// same in the raw request and in the node's Rename.
+func (fsys *unionFS) beginMove(ctx context.Context) {
+	c, ok := ctx.(*fuse.Context)
+	if !ok {
+		return
+	}
+	fsys.moveMu.Lock()
+	defer fsys.moveMu.Unlock()
+	if fsys.moves == nil {
+		fsys.moves = map[<-chan struct{}]uint64{}
+	}
+	fsys.moves[c.Cancel] = fsys.moveSeq.Add(1)
+	fsys.movesOpen.Store(int64(len(fsys.moves)))
+}
+
+func (fsys *unionFS) endMove(cancel <-chan struct{}) {
+	fsys.moveMu.Lock()
+	defer fsys.moveMu.Unlock()
+	delete(fsys.moves, cancel)
+	fsys.movesOpen.Store(int64(len(fsys.moves)))
+}
+
+// waitMoves waits, briefly, until the moves begun so far have ended.
+func (fsys *unionFS) waitMoves() {
+	if fsys.movesOpen.Load() == 0 {
+		return
+	}
+	s0 := fsys.moveSeq.Load()
+	for i := 0; i < 500; i++ {
+		fsys.moveMu.Lock()
+		open := false
+		for _, s := range fsys.moves {
+			if s <= s0 {
+				open = true
+				break
+			}
+		}
+		fsys.moveMu.Unlock()
+		if !open {
+			return
+		}
+		time.Sleep(20 * time.Microsecond)
+	}
 }
 
 // node is one inode of the union. Its resolution (which layers hold it) is cached
@@ -107,8 +161,23 @@ func (fsys *unionFS) newNode() *node {
 // rel returns the node's path relative to the union root ("" for the root).
 func (n *node) rel() string { return n.Path(n.fs.root.EmbeddedInode()) }
 
-// resolve returns the node's current resolution.
+// resolve returns the node's current resolution. Resolving goes by the node's
+// path in go-fuse's tree, which a rename updates only after the upper dir changed:
+// a resolution that overlaps that moment may follow a stale path, so it waits for
+// the rename to settle and resolves again.
 func (n *node) resolve() (*entry, *stack, error) {
+	for attempt := 0; ; attempt++ {
+		n.fs.waitMoves()
+		m0 := n.fs.moveSeq.Load()
+		e, s, err := n.resolveOnce()
+		if attempt == 3 || n.fs.moveSeq.Load() == m0 {
+			return e, s, err
+		}
+		n.invalidateEntry() // a move began meanwhile: resolve again once it ended
+	}
+}
+
+func (n *node) resolveOnce() (*entry, *stack, error) {
 	c0 := n.fs.changes.Load()
 	s := n.fs.stack.Load()
 	ep := n.fs.epoch.Load()

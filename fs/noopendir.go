@@ -24,6 +24,51 @@ import (
 type noOpendirFS struct {
 	fuse.RawFileSystem
 	server *fuse.Server // for notices; set before it serves
+	fs     *unionFS
+}
+
+// Rename ends the move node.Rename began once go-fuse moved the node in its tree,
+// for resolutions racing it (node.resolve).
+func (w *noOpendirFS) Rename(cancel <-chan struct{}, in *fuse.RenameIn, oldName string, newName string) fuse.Status {
+	defer w.fs.endMove(cancel)
+	return w.RawFileSystem.Rename(cancel, in, oldName, newName)
+}
+
+// Requests that only read go by the node's path more than once (resolve, then
+// the layer dirs on that path): one that a rename's move overlapped may find a
+// component gone or replaced by a whiteout. Such a request that fails as if the
+// name were not there is run once more after the move ended (node.resolve).
+func (w *noOpendirFS) retryMoved(f func() fuse.Status) fuse.Status {
+	m0 := w.fs.moveSeq.Load()
+	st := f()
+	switch st {
+	case fuse.ENOENT, fuse.Status(syscall.ENOTDIR), fuse.Status(syscall.ESTALE), fuse.Status(syscall.ENXIO):
+		if w.fs.moveSeq.Load() != m0 {
+			w.fs.waitMoves()
+			st = f()
+		}
+	}
+	return st
+}
+
+func (w *noOpendirFS) Lookup(cancel <-chan struct{}, h *fuse.InHeader, name string, out *fuse.EntryOut) fuse.Status {
+	return w.retryMoved(func() fuse.Status { return w.RawFileSystem.Lookup(cancel, h, name, out) })
+}
+
+func (w *noOpendirFS) GetAttr(cancel <-chan struct{}, in *fuse.GetAttrIn, out *fuse.AttrOut) fuse.Status {
+	return w.retryMoved(func() fuse.Status { return w.RawFileSystem.GetAttr(cancel, in, out) })
+}
+
+func (w *noOpendirFS) Read(cancel <-chan struct{}, in *fuse.ReadIn, buf []byte) (fuse.ReadResult, fuse.Status) {
+	var rr fuse.ReadResult
+	st := w.retryMoved(func() (st fuse.Status) { rr, st = w.RawFileSystem.Read(cancel, in, buf); return st })
+	return rr, st
+}
+
+func (w *noOpendirFS) GetXAttr(cancel <-chan struct{}, h *fuse.InHeader, attr string, dest []byte) (uint32, fuse.Status) {
+	var n uint32
+	st := w.retryMoved(func() (st fuse.Status) { n, st = w.RawFileSystem.GetXAttr(cancel, h, attr, dest); return st })
+	return n, st
 }
 
 func (w *noOpendirFS) OpenDir(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut) fuse.Status {
@@ -58,7 +103,7 @@ func (w *noOpendirFS) ReadDir(cancel <-chan struct{}, in *fuse.ReadIn, out *fuse
 // mountNoOpendir is fusefs.Mount with the no-opendir wrapper.
 func mountNoOpendir(dir string, root fusefs.InodeEmbedder, o *fusefs.Options) (*fuse.Server, error) {
 	o.MountOptions.ExtraCapabilities |= fuse.CAP_NO_OPENDIR_SUPPORT
-	w := &noOpendirFS{RawFileSystem: fusefs.NewNodeFS(root, o)}
+	w := &noOpendirFS{RawFileSystem: fusefs.NewNodeFS(root, o), fs: root.(*node).fs}
 	server, err := fuse.NewServer(w, dir, &o.MountOptions)
 	if err != nil {
 		return nil, err

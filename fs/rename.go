@@ -7,6 +7,7 @@ import (
 	"syscall"
 
 	fusefs "github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
 	"github.com/layerfs/layerfs/cow"
 	"golang.org/x/sys/unix"
 )
@@ -96,19 +97,27 @@ func (n *node) Rename(ctx context.Context, name string, newParent fusefs.InodeEm
 		return errno("rename", err)
 	}
 	defer unix.Close(ddfd)
-	unlock := n.fs.entriesChange()
-	if !exchange {
-		if _, err := clearWhiteout(ddfd, newName); err != nil {
-			unlock()
-			return errno("rename", err)
+	// A dir moved onto a name a lower layer holds must hide that lower dir's
+	// entries from the moment it lands: mark it opaque before the move. (At its
+	// old place it hides nothing: copyUpForMove left it upper-only or opaque.)
+	// Marking it is not a change of it (its times are kept).
+	if se.isDir() && s.lowerHas(npe.layers, nrel, newName) {
+		if err := n.fs.makeOpaqueKeep(sdfd, name, s.format); err != nil {
+			return errno("rename opaque", err)
 		}
-		if de != nil && de.isDir() {
-			var st unix.Stat_t
-			if unix.Fstatat(ddfd, newName, &st, unix.AT_SYMLINK_NOFOLLOW) == nil {
-				if err := emptyHidden(ddfd, newName); err != nil {
-					unlock()
-					return errno("rename", err)
-				}
+	}
+	if exchange && de.isDir() && s.lowerHas(pe.layers, rel, name) {
+		if err := n.fs.makeOpaqueKeep(ddfd, newName, s.format); err != nil {
+			return errno("rename opaque", err)
+		}
+	}
+	unlock := n.fs.entriesChange()
+	defer unlock()
+	if !exchange && de != nil && de.isDir() {
+		var st unix.Stat_t
+		if unix.Fstatat(ddfd, newName, &st, unix.AT_SYMLINK_NOFOLLOW) == nil {
+			if err := emptyHidden(ddfd, newName); err != nil {
+				return errno("rename", err)
 			}
 		}
 	}
@@ -118,33 +127,95 @@ func (n *node) Rename(ctx context.Context, name string, newParent fusefs.InodeEm
 	if sn := n.GetChild(name); sn != nil && se.st.Mode&unix.S_IFMT == unix.S_IFLNK {
 		sn.Operations().(*node).pinForRemoval() // its path is stale until go-fuse moves it
 	}
-	if err := unix.Renameat2(sdfd, name, ddfd, newName, uint(flags)); err != nil {
-		unlock()
+	n.fs.beginMove(ctx)
+	if exchange {
+		err = unix.Renameat2(sdfd, name, ddfd, newName, uint(flags))
+	} else {
+		err = moveEntry(sdfd, name, ddfd, newName, uint(flags), s.lowerHas(pe.layers, rel, name), s.format)
+	}
+	if err != nil {
+		n.fs.endMove(cancelOf(ctx))
 		return errno("rename", err)
-	}
-	if !exchange && s.lowerHas(pe.layers, rel, name) {
-		if err := cow.MakeWhiteout(sdfd, name, s.format); err != nil {
-			unlock()
-			return errno("rename whiteout", err)
-		}
-	}
-	unlock()
-	// Marking a moved dir opaque is not a change of it (its times are kept).
-	if se.isDir() && s.lowerHas(npe.layers, nrel, newName) {
-		if err := n.fs.makeOpaqueKeep(ddfd, newName, s.format); err != nil {
-			return errno("rename opaque", err)
-		}
-	}
-	if exchange && de.isDir() && s.lowerHas(pe.layers, rel, name) {
-		if err := n.fs.makeOpaqueKeep(sdfd, name, s.format); err != nil {
-			return errno("rename opaque", err)
-		}
 	}
 	if dn := np.GetChild(newName); dn != nil && !exchange {
 		dn.Operations().(*node).invalidateEntry()
 	}
 	n.fs.epoch.Add(1)
 	return 0
+}
+
+func cancelOf(ctx context.Context) <-chan struct{} {
+	if c, ok := ctx.(*fuse.Context); ok {
+		return c.Cancel
+	}
+	return nil
+}
+
+// moveEntry renames name in sdfd to newName in ddfd, both in the upper dir, so
+// that at every moment each name shows either the entry or what hides the lower
+// layers' entry of that name: a lookup racing the rename never finds a lower
+// layer's file there (a write open of it would have gone to the lower file, and its
+// attributes into the kernel's cache). wh tells whether name must be left hidden (a
+// lower layer holds it). Whiteouts at newName go once the entry is there (an entry
+// wins over a whiteout of its own name in the same layer, see lookupOne).
+func moveEntry(sdfd int, name string, ddfd int, newName string, flags uint, wh bool, f cow.Format) error {
+	var st unix.Stat_t
+	if unix.Fstatat(ddfd, newName, &st, unix.AT_SYMLINK_NOFOLLOW) == nil && cow.IsOverlayWhiteout(&st) {
+		// Swap the entry with the whiteout: newName shows the entry, name the
+		// whiteout (kept if name must stay hidden).
+		if err := unix.Renameat2(sdfd, name, ddfd, newName, unix.RENAME_EXCHANGE); err != nil {
+			return err
+		}
+		if wh && f != cow.FormatOverlay {
+			if err := cow.MakeWhiteout(sdfd, name, f); err != nil {
+				return err
+			}
+		}
+		if !wh || f != cow.FormatOverlay {
+			if err := unix.Unlinkat(sdfd, name, 0); err != nil && !errors.Is(err, unix.ENOENT) {
+				return err
+			}
+		}
+		return removeOCIWhiteout(ddfd, newName)
+	}
+	switch {
+	case !wh:
+		if err := unix.Renameat2(sdfd, name, ddfd, newName, flags); err != nil {
+			return err
+		}
+	case f == cow.FormatOverlay:
+		err := unix.Renameat2(sdfd, name, ddfd, newName, flags|unix.RENAME_WHITEOUT)
+		if errors.Is(err, unix.EINVAL) || errors.Is(err, unix.EPERM) {
+			// No RENAME_WHITEOUT here (filesystem or privilege): two steps.
+			if err = unix.Renameat2(sdfd, name, ddfd, newName, flags); err == nil {
+				err = cow.MakeWhiteout(sdfd, name, f)
+			}
+		}
+		if err != nil {
+			return err
+		}
+	default:
+		// The OCI whiteout first, beside the entry it will outlive.
+		if err := cow.MakeWhiteout(sdfd, name, f); err != nil && !errors.Is(err, unix.EEXIST) {
+			return err
+		}
+		if err := unix.Renameat2(sdfd, name, ddfd, newName, flags); err != nil {
+			unix.Unlinkat(sdfd, cow.WhiteoutName(name), 0)
+			return err
+		}
+	}
+	return removeOCIWhiteout(ddfd, newName)
+}
+
+// removeOCIWhiteout removes the OCI whiteout of name in dfd, if there is one.
+func removeOCIWhiteout(dfd int, name string) error {
+	if len(cow.WhiteoutName(name)) > 255 {
+		return nil
+	}
+	if err := unix.Unlinkat(dfd, cow.WhiteoutName(name), 0); err != nil && !errors.Is(err, unix.ENOENT) {
+		return err
+	}
+	return nil
 }
 
 // copyUpForMove brings an entry about to be renamed entirely into the upper dir.

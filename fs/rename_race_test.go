@@ -1,0 +1,119 @@
+package fs
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/layerfs/layerfs/cow"
+	"golang.org/x/sys/unix"
+)
+
+// TestRenameRaceNeverShowsLower: while a directory that a lower layer also holds is
+// renamed back and forth, a file inside it that was copied up is opened, read,
+// stat'ed and appended to. Every moment of each rename must show the entry or its
+// whiteout, never the lower layer's file: otherwise a write open goes to the lower
+// file (passthrough), or its size lands in the kernel's cache and appends overwrite
+// data. Kernel overlayfs shows no such read; neither may layerfs, in both modes, and
+// the lower layer must come out unchanged.
+func TestRenameRaceNeverShowsLower(t *testing.T) {
+	for _, f := range []cow.Format{cow.FormatOverlay, cow.FormatOCI} {
+		for _, pt := range []bool{false, true} {
+			name := fmt.Sprintf("%s/%s", map[cow.Format]string{cow.FormatOverlay: "overlay", cow.FormatOCI: "oci"}[f],
+				map[bool]string{false: "noopen", true: "passthrough"}[pt])
+			t.Run(name, func(t *testing.T) { renameRace(t, f, pt) })
+		}
+	}
+}
+
+func renameRace(t *testing.T, f cow.Format, pt bool) {
+	top, low := t.TempDir(), tree(t, map[string]string{"shared/sub/y": "y\n"})
+	must(t, os.Mkdir(filepath.Join(top, "shared"), 0o755))
+	u := mountUnionMode(t, f, pt, top, low)
+	sub, sub2, y := filepath.Join(u.mnt, "shared/sub"), filepath.Join(u.mnt, "shared/sub2"), filepath.Join(u.mnt, "shared/sub/y")
+	data := bytes.Repeat([]byte("Y"), 100000)
+	must(t, os.WriteFile(y, data, 0o644)) // copies it up
+	stop := time.Now().Add(1500 * time.Millisecond)
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	bad := map[string]int{}
+	note := func(k string) {
+		mu.Lock()
+		bad[k]++
+		mu.Unlock()
+	}
+	wg.Add(3)
+	go func() {
+		defer wg.Done()
+		for time.Now().Before(stop) {
+			if err := os.Rename(sub, sub2); err != nil {
+				note("rename: " + err.Error())
+				continue
+			}
+			if err := os.Rename(sub2, sub); err != nil {
+				note("rename back: " + err.Error())
+			}
+		}
+	}()
+	go func() {
+		defer wg.Done()
+		buf := make([]byte, 8)
+		for time.Now().Before(stop) {
+			fd, err := unix.Open(y, unix.O_RDONLY, 0)
+			if err != nil {
+				if !errors.Is(err, unix.ENOENT) { // the name is away between renames
+					note("open: " + err.Error())
+				}
+				continue
+			}
+			var st unix.Stat_t
+			n, err := unix.Read(fd, buf)
+			switch {
+			case err != nil:
+				note("read: " + err.Error())
+			case n != 8 || !bytes.Equal(buf, data[:8]):
+				note(fmt.Sprintf("read %q", buf[:n]))
+			}
+			if err := unix.Fstat(fd, &st); err != nil {
+				note("fstat: " + err.Error())
+			} else if st.Size < int64(len(data)) {
+				note("fstat: a lower size")
+			}
+			unix.Close(fd)
+		}
+	}()
+	go func() {
+		defer wg.Done()
+		for i := 0; time.Now().Before(stop); i++ {
+			fd, err := unix.Open(y, unix.O_WRONLY|unix.O_APPEND, 0)
+			if err != nil {
+				if !errors.Is(err, unix.ENOENT) {
+					note("open for append: " + err.Error())
+				}
+				continue
+			}
+			if _, err := unix.Write(fd, []byte(fmt.Sprintf("%07d\n", i))); err != nil {
+				note("append: " + err.Error())
+			}
+			unix.Close(fd)
+		}
+	}()
+	wg.Wait()
+	for k, n := range bad {
+		t.Errorf("%d x %s", n, k)
+	}
+	got, err := os.ReadFile(y)
+	must(t, err)
+	if len(got) < len(data) || !bytes.Equal(got[:len(data)], data) {
+		t.Errorf("the copied-up file's first %d bytes changed", len(data))
+	}
+	u.unmount(t)
+	if b, err := os.ReadFile(filepath.Join(low, "shared/sub/y")); err != nil || string(b) != "y\n" {
+		t.Errorf("LOWER LAYER CHANGED: %q, %v", b, err)
+	}
+}

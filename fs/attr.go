@@ -15,16 +15,6 @@ import (
 var _ = (fusefs.NodeSetattrer)((*node)(nil))
 
 func (n *node) Setattr(ctx context.Context, f fusefs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
-	en := n.setattr(ctx, f, in, out)
-	if m, ok := in.GetMode(); ok && en == 0 {
-		if _, setid := killMode(m); setid {
-			n.setidAdded() // for passthrough writers (killpriv.go)
-		}
-	}
-	return en
-}
-
-func (n *node) setattr(ctx context.Context, f fusefs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
 	n.fs.barrier.RLock()
 	defer n.fs.barrier.RUnlock()
 	limit := int64(-1)

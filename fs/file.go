@@ -53,11 +53,6 @@ type fileHandle struct {
 	// rebased: a passthrough open that may write, whose stack a Rebase retired: how
 	// its file looked then (see landRebased).
 	rebased *fileStamp
-	// unpriv: a passthrough open that may write, made by a caller without
-	// CAP_FSETID; setid: how its file looked when set-id bits were added to it
-	// (killpriv.go).
-	unpriv bool
-	setid  *fileStamp
 }
 
 // ptMinSize is the size from which read-only opens of lower files pass through.
@@ -95,10 +90,9 @@ var (
 )
 
 // newHandle wraps an fd of the node opened in stack s with the open flags flags,
-// choosing passthrough or not by the rules above; n.mu is held. fsetid tells
-// whether the caller has CAP_FSETID (callerHasFsetid; only asked of writers in
-// passthrough mode). It returns the handle and the FUSE open flags.
-func (n *node) newHandle(fd int, s *stack, flags int, upper bool, size int64, fsetid func() bool) (fusefs.FileHandle, uint32) {
+// choosing passthrough or not by the rules above; n.mu is held. It returns the
+// handle and the FUSE open flags.
+func (n *node) newHandle(fd int, s *stack, flags int, upper bool, size int64) (fusefs.FileHandle, uint32) {
 	h := &fileHandle{lf: fusefs.NewLoopbackFileFromOS(os.NewFile(uintptr(fd), "")), fd: fd, n: n, upper: upper, s: s,
 		acc: flags & unix.O_ACCMODE}
 	if n.handles == nil {
@@ -110,31 +104,20 @@ func (n *node) newHandle(fd int, s *stack, flags int, upper bool, size int64, fs
 	if n.ptOpens > 0 {
 		usePT = true // the kernel requires it; the backing is this same file
 	}
-	// Only passthrough writers without CAP_FSETID need a FLUSH (killpriv.go). In
-	// no-open mode the kernel sends none (node.Flush).
-	var fflags uint32
-	if !n.fs.noOpen {
-		fflags = fuse.FOPEN_NOFLUSH
-	}
 	if usePT {
 		h.pt = true
 		n.ptOpens++
 		if h.acc != unix.O_RDONLY {
 			n.fs.ptWriterAdd(n, 1)
-			if !fsetid() {
-				h.unpriv = true
-				fflags &^= fuse.FOPEN_NOFLUSH
-				h.killSetidAtOpen()
-			}
 		}
-		return &ptHandle{h}, fflags
+		return &ptHandle{h}, 0
 	}
 	n.cachedOpens++
 	if !upper {
 		// Lower files never change: keep the page cache across opens.
-		return h, fflags | fuse.FOPEN_KEEP_CACHE
+		return h, fuse.FOPEN_KEEP_CACHE
 	}
-	return h, fflags
+	return h, 0
 }
 
 // anyHandle returns some live handle of the node; n.mu is held.
@@ -355,7 +338,7 @@ func (n *node) Open(ctx context.Context, flags uint32) (fusefs.FileHandle, uint3
 	write := flags&unix.O_ACCMODE != unix.O_RDONLY || flags&unix.O_TRUNC != 0
 	e, s, err := n.resolve()
 	if errors.Is(err, unix.ESTALE) {
-		return n.openPinned(ctx, flags, write) // the name went away under the open
+		return n.openPinned(flags, write) // the name went away under the open
 	}
 	if err != nil {
 		return nil, 0, errno("open", err)
@@ -397,7 +380,7 @@ func (n *node) Open(ctx context.Context, flags uint32) (fusefs.FileHandle, uint3
 		unix.Close(fd)
 		return nil, 0, syscall.ETXTBSY
 	}
-	h, fflags := n.newHandle(fd, s, int(flags), e.inUpper(s), e.st.Size, func() bool { return callerHasFsetid(ctx) })
+	h, fflags := n.newHandle(fd, s, int(flags), e.inUpper(s), e.st.Size)
 	return h, fflags, 0
 }
 

@@ -1,7 +1,6 @@
 package fs
 
 import (
-	"context"
 	"fmt"
 	"os"
 	"sync"
@@ -22,20 +21,17 @@ import (
 // S_ISUID always, S_ISGID when the group may execute. (chown clears them by itself:
 // this process chowns the upper file. security.capability goes at every write by
 // anyone, as the upper's filesystem removes it when this process or a passthrough
-// write changes the file.) FALLOCATE and COPY_FILE_RANGE carry no flag: the caller
-// is asked (callerHasFsetid).
+// write changes the file.)
 //
-// Passthrough writes never reach this process, so a passthrough open that may
-// write, made by a caller without CAP_FSETID (fileHandle.unpriv), is handled at its
-// ends instead:
-//   - at open, a file with set-id bits loses them (a local filesystem clears them
-//     at the first write; an open that never writes clears them here too);
-//   - set-id bits added while it lives (chmod u+s by the owner while a group
-//     member has the file open for writing) are cleared when it is closed (FLUSH,
-//     which only such opens ask for: all others carry FOPEN_NOFLUSH) or the mount
-//     paused for a commit, if the file's data changed since they were added. Until
-//     then the writer holds the file open for writing, so nobody can execute it
-//     (ETXTBSY).
+// Passthrough writes never reach this process, and FALLOCATE and COPY_FILE_RANGE
+// carry no flag, but the kernel asks for them too: before a write (or fallocate,
+// or copy_file_range) by a caller without
+// CAP_FSETID to a file whose mode it holds with set-id bits, file_remove_privs
+// sends a SETATTR that changes nothing (the kill bits stripped, ATTR_FORCE left).
+// Such an empty SETATTR from a caller without CAP_FSETID (capget of the calling
+// thread, hasFsetid, which tells it from the same SETATTR meant to go with the
+// removal of security.capability for a privileged writer) clears the bits; its
+// reply carries the new mode, so the kernel asks no more.
 
 // killMode returns mode without the set-id bits a write by an unprivileged caller
 // clears, and whether any was set.
@@ -82,7 +78,11 @@ func (w *noOpendirFS) Writev(cancel <-chan struct{}, in *fuse.WriteIn, data [][]
 }
 
 func (w *noOpendirFS) SetAttr(cancel <-chan struct{}, in *fuse.SetAttrIn, out *fuse.AttrOut) fuse.Status {
-	if in.Valid&fuse.FATTR_KILL_SUIDGID != 0 && in.Valid&fuse.FATTR_MODE == 0 {
+	kill := in.Valid&fuse.FATTR_KILL_SUIDGID != 0 && in.Valid&fuse.FATTR_MODE == 0
+	if in.Valid&^(fuse.FATTR_FH|fuse.FATTR_LOCKOWNER) == 0 && !hasFsetid(in.Caller.Pid) {
+		kill = true // the kernel's request to clear them (see above)
+	}
+	if kill {
 		var ao fuse.AttrOut
 		if st := w.RawFileSystem.GetAttr(cancel, &fuse.GetAttrIn{InHeader: in.InHeader}, &ao); !st.Ok() {
 			return st
@@ -103,31 +103,6 @@ func (w *noOpendirFS) Open(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.Op
 		w.killSuidgid(cancel, &in.InHeader)
 	}
 	return st
-}
-
-func (w *noOpendirFS) Fallocate(cancel <-chan struct{}, in *fuse.FallocateIn) fuse.Status {
-	st := w.RawFileSystem.Fallocate(cancel, in)
-	if st.Ok() && !hasFsetid(in.Caller.Pid) {
-		w.killSuidgid(cancel, &in.InHeader)
-	}
-	return st
-}
-
-func (w *noOpendirFS) CopyFileRange(cancel <-chan struct{}, in *fuse.CopyFileRangeIn) (uint32, fuse.Status) {
-	n, st := w.RawFileSystem.CopyFileRange(cancel, in)
-	if st.Ok() && n > 0 && !hasFsetid(in.Caller.Pid) {
-		h := in.InHeader
-		h.NodeId = in.NodeIdOut
-		w.killSuidgid(cancel, &h)
-	}
-	return n, st
-}
-
-// callerHasFsetid reports whether the thread that sent ctx's request may keep
-// set-id bits when it writes (hasFsetid).
-func callerHasFsetid(ctx context.Context) bool {
-	c, ok := fuse.FromContext(ctx)
-	return ok && hasFsetid(c.Pid)
 }
 
 // hasFsetid reports whether thread tid has CAP_FSETID in this process's user
@@ -152,74 +127,3 @@ var ownUserNS = sync.OnceValue(func() string {
 	ns, _ := os.Readlink("/proc/self/ns/user")
 	return ns
 })
-
-// killSetidAtOpen clears the set-id bits of the file h just opened, when h is a
-// passthrough open that may write, by a caller without CAP_FSETID; h.n.mu is held.
-func (h *fileHandle) killSetidAtOpen() {
-	var st unix.Stat_t
-	if unix.Fstat(h.fd, &st) != nil {
-		return
-	}
-	if mode, kill := killMode(st.Mode); kill && st.Mode&unix.S_IFMT == unix.S_IFREG {
-		if unix.Fchmod(h.fd, mode&0o7777) == nil {
-			h.n.NotifyContent(-1, 0) // attributes only
-		}
-	}
-}
-
-// setidAdded records, for each passthrough open of n that may write and was made
-// by a caller without CAP_FSETID, how the file looks now that set-id bits were set
-// on it (see killSetidWritten).
-func (n *node) setidAdded() {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	for h := range n.handles {
-		if !h.unpriv {
-			continue
-		}
-		h.mu.Lock()
-		if st, err := stampOf(h.fd); err == nil {
-			h.setid = &st
-		}
-		h.mu.Unlock()
-	}
-}
-
-// killSetidWritten clears the file's set-id bits if set-id bits were added while h
-// lived (setidAdded) and its data changed since: what a local filesystem does at
-// such a writer's next write.
-func (h *fileHandle) killSetidWritten() {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if h.setid == nil {
-		return
-	}
-	var st unix.Stat_t
-	if unix.Fstat(h.fd, &st) != nil {
-		return
-	}
-	if (fileStamp{size: st.Size, mtime: st.Mtim}) == *h.setid {
-		return
-	}
-	h.setid = nil
-	if mode, kill := killMode(st.Mode); kill {
-		if unix.Fchmod(h.fd, mode&0o7777) == nil {
-			h.n.NotifyContent(-1, 0)
-		}
-	}
-}
-
-// killSetidWritten runs killSetidWritten for every open of n.
-func (n *node) killSetidWritten() {
-	n.mu.Lock()
-	hs := make([]*fileHandle, 0, len(n.handles))
-	for h := range n.handles {
-		if h.unpriv {
-			hs = append(hs, h)
-		}
-	}
-	n.mu.Unlock()
-	for _, h := range hs {
-		h.killSetidWritten()
-	}
-}

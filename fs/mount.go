@@ -223,11 +223,6 @@ func (m *MountPoint) Pause(ctx context.Context, skip ...int) error {
 				return err
 			}
 			m.cont = cont
-			// What the stopped writers wrote is what a commit takes: no set-id
-			// bits added since may stay on it (killpriv.go).
-			for _, n := range m.fs.ptWriterNodes() {
-				n.killSetidWritten()
-			}
 		}
 		m.paused.Store(true)
 		return nil

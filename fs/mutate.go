@@ -5,7 +5,6 @@ import (
 	"errors"
 	"os"
 	"path"
-	"sync"
 	"syscall"
 
 	fusefs "github.com/hanwen/go-fuse/v2/fs"
@@ -95,6 +94,22 @@ func chownCaller(ctx context.Context, dfd int, name string) error {
 	return unix.Fchownat(dfd, name, int(caller.Uid), gid, unix.AT_SYMLINK_NOFOLLOW)
 }
 
+// chownKeepMode is chownCaller for an entry whose mode is already set: the chown
+// clears a non-directory's set-id bits, which the caller asked for.
+func chownKeepMode(ctx context.Context, dfd int, name string) error {
+	var st unix.Stat_t
+	if err := unix.Fstatat(dfd, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		return err
+	}
+	if err := chownCaller(ctx, dfd, name); err != nil {
+		return err
+	}
+	if st.Mode&(unix.S_ISUID|unix.S_ISGID) != 0 && st.Mode&unix.S_IFMT != unix.S_IFLNK && st.Mode&unix.S_IFMT != unix.S_IFDIR {
+		return unix.Fchmodat(dfd, name, st.Mode&0o7777, 0)
+	}
+	return nil
+}
+
 // finishNew stats a freshly made upper entry and registers its inode.
 func (n *node) finishNew(ctx context.Context, s *stack, dfd int, name string, out *fuse.EntryOut) (*fusefs.Inode, *entry, error) {
 	e := &entry{layers: []int{0}}
@@ -127,22 +142,16 @@ func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint3
 		return nil, nil, 0, errno("create", err)
 	}
 	oflags := int(flags)&^(unix.O_APPEND|fuse.FMODE_EXEC) | unix.O_CREAT | unix.O_NOFOLLOW | unix.O_CLOEXEC
-	fsetid := sync.OnceValue(func() bool { return callerHasFsetid(ctx) })
-	if n.fs.passthrough.Load() && oflags&unix.O_ACCMODE != unix.O_RDONLY {
-		// Its writes will pass through (killpriv.go).
-		if m, kill := killMode(mode); kill && !fsetid() {
-			mode = m
-		}
-	}
 	fd, err := unix.Openat(dfd, name, oflags, mode&0o7777)
 	if err != nil {
 		return nil, nil, 0, errno("create", err)
 	}
-	_ = unix.Fchmod(fd, mode&0o7777)
 	if err := chownCaller(ctx, dfd, name); err != nil {
 		unix.Close(fd)
 		return nil, nil, 0, errno("create chown", err)
 	}
+	_ = unix.Fchmod(fd, mode&0o7777) // after the chown, which clears set-id bits
+
 	in, _, err := n.finishNew(ctx, s, dfd, name, out)
 	if err != nil {
 		unix.Close(fd)
@@ -150,7 +159,7 @@ func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint3
 	}
 	cn := in.Operations().(*node)
 	cn.mu.Lock()
-	h, fflags := cn.newHandle(fd, s, oflags, true, 0, fsetid)
+	h, fflags := cn.newHandle(fd, s, oflags, true, 0)
 	cn.mu.Unlock()
 	return in, h, fflags, 0
 }
@@ -179,7 +188,7 @@ func (n *node) newEntry(ctx context.Context, op, name string, out *fuse.EntryOut
 	if err := create(dfd); err != nil {
 		return nil, errno(op, err)
 	}
-	if err := chownCaller(ctx, dfd, name); err != nil {
+	if err := chownKeepMode(ctx, dfd, name); err != nil {
 		return nil, errno(op+" chown", err)
 	}
 	if after != nil {
@@ -475,10 +484,15 @@ func (n *node) Tmpfile(ctx context.Context, flags uint32, mode uint32, out *fuse
 	if err != nil {
 		return nil, nil, 0, errno("tmpfile", err)
 	}
-	_ = unix.Fchmod(fd, mode&0o7777)
 	if caller, ok := fuse.FromContext(ctx); ok && os.Geteuid() == 0 {
-		_ = unix.Fchown(fd, int(caller.Uid), int(caller.Gid))
+		gid := int(caller.Gid)
+		var pst unix.Stat_t
+		if unix.Fstat(dfd, &pst) == nil && pst.Mode&unix.S_ISGID != 0 {
+			gid = -1 // a setgid dir's group, which the file got
+		}
+		_ = unix.Fchown(fd, int(caller.Uid), gid)
 	}
+	_ = unix.Fchmod(fd, mode&0o7777) // after the chown, which clears set-id bits
 	e := &entry{layers: []int{0}, gen: 1}
 	if err := unix.Fstat(fd, &e.st); err != nil {
 		unix.Close(fd)
@@ -495,7 +509,7 @@ func (n *node) Tmpfile(ctx context.Context, flags uint32, mode uint32, out *fuse
 	in := n.NewInode(ctx, ch, fusefs.StableAttr{Mode: unix.S_IFREG, Ino: e.ino, Gen: e.gen})
 	cn := in.Operations().(*node)
 	cn.mu.Lock()
-	h, fflags := cn.newHandle(fd, s, acc, true, 0, func() bool { return callerHasFsetid(ctx) })
+	h, fflags := cn.newHandle(fd, s, acc, true, 0)
 	cn.mu.Unlock()
 	return in, h, fflags, 0
 }

@@ -166,7 +166,7 @@ func (n *node) pinForRemoval() {
 }
 
 // openPinned reopens the file of a node whose name is gone (passthrough mode).
-func (n *node) openPinned(ctx context.Context, flags uint32, write bool) (fusefs.FileHandle, uint32, syscall.Errno) {
+func (n *node) openPinned(flags uint32, write bool) (fusefs.FileHandle, uint32, syscall.Errno) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if n.pin < 0 || (write && !n.pinUpper) {
@@ -182,7 +182,7 @@ func (n *node) openPinned(ctx context.Context, flags uint32, write bool) (fusefs
 	}
 	var st unix.Stat_t
 	_ = unix.Fstat(fd, &st)
-	h, fflags := n.newHandle(fd, n.fs.stack.Load(), int(flags), n.pinUpper, st.Size, func() bool { return callerHasFsetid(ctx) })
+	h, fflags := n.newHandle(fd, n.fs.stack.Load(), int(flags), n.pinUpper, st.Size)
 	return h, fflags, 0
 }
 

@@ -118,19 +118,11 @@ func mountNoOpendir(dir string, root fusefs.InodeEmbedder, o *fusefs.Options) (*
 
 var _ = (fusefs.NodeFlusher)((*node)(nil))
 
-// Flush answers ENOSYS in no-open mode, so the kernel stops sending FLUSH on every
-// close(2) (a synchronous round trip each). go-fuse asks NodeFlusher before the file
-// handle and, without a handle (no-open mode), would otherwise answer OK, which keeps
-// the kernel sending. Nothing needs a flush there: no data is buffered here, the
-// kernel keeps locks itself. In passthrough mode only opens that may need set-id
-// bits cleared at close ask for one (the others carry FOPEN_NOFLUSH), so it must not
-// answer ENOSYS, which would stop them all (killpriv.go).
+// Flush answers ENOSYS, so the kernel stops sending FLUSH on every close(2) (a
+// synchronous round trip each). go-fuse asks NodeFlusher before the file handle and,
+// without a handle (no-open mode), would otherwise answer OK, which keeps the kernel
+// sending. Nothing needs a flush: no data is buffered here, in no-open mode the
+// kernel keeps locks itself, and handles' locks are dropped at Release.
 func (n *node) Flush(ctx context.Context, f fusefs.FileHandle) syscall.Errno {
-	if n.fs.noOpen {
-		return syscall.ENOSYS
-	}
-	if h := asHandle(f); h != nil && h.unpriv {
-		h.killSetidWritten()
-	}
-	return 0
+	return syscall.ENOSYS
 }

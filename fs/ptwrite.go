@@ -45,17 +45,6 @@ func (fsys *unionFS) ptWriterInos() map[uint64]bool {
 	return inos
 }
 
-// ptWriterNodes returns the nodes with live passthrough opens that may write.
-func (fsys *unionFS) ptWriterNodes() []*node {
-	fsys.ptWritersMu.Lock()
-	defer fsys.ptWritersMu.Unlock()
-	ns := make([]*node, 0, len(fsys.ptWriters))
-	for n := range fsys.ptWriters {
-		ns = append(ns, n)
-	}
-	return ns
-}
-
 // fileStamp is what tells whether a file's data changed: size and mtime (not
 // ctime: removing the old upper changes that).
 type fileStamp struct {

@@ -1,7 +1,10 @@
 package fs
 
 import (
+	"bytes"
+	"os"
 	"runtime"
+	"strconv"
 	"sync"
 	"sync/atomic"
 
@@ -25,40 +28,70 @@ import (
 // Needs CAP_SYS_ADMIN (root); without it, or on a kernel without open_tree, the
 // listings are only dropped.
 type refresher struct {
-	mu  sync.Mutex // one batch at a time
-	dir string     // the mountpoint
-	dev uint64     // the mount's st_dev
-	off bool       // open_tree is not allowed here
+	dir string // the mountpoint
+	dev uint64 // the mount's st_dev
+
+	mu      sync.Mutex
+	pending []*node // dropped directories not listed yet
+	running bool    // a worker lists them
+	off     bool    // open_tree is not allowed here
 }
 
 // refillHook, when set (tests), runs while a refill holds a directory open.
 var refillHook atomic.Pointer[func()]
 
-// refresh lists the directories dirs again through a clone of the mount, on a
-// thread of its own that runs only on an otherwise idle CPU (SCHED_IDLE): a walk
-// still going on (a single grep -r reads on while its first directories are
-// dropped) keeps the CPUs. The thread ends with the batch.
+// refresh queues the directories dirs to be listed again. One worker lists what
+// is queued, through a clone of the mount, on a thread of its own that runs only
+// on an otherwise idle CPU (SCHED_IDLE): a walk still going on (a single grep -r
+// reads on while its first directories are dropped) keeps the CPUs. The thread
+// ends with the worker.
 func (r *refresher) refresh(dirs []*node) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.off {
 		return
 	}
-	done := make(chan struct{})
+	r.pending = append(r.pending, dirs...)
+	if r.running {
+		return
+	}
+	r.running = true
 	go func() {
-		defer close(done)
 		runtime.LockOSThread() // never unlocked: the thread ends with this goroutine
 		_ = unix.SchedSetAttr(0, &unix.SchedAttr{Size: unix.SizeofSchedAttr, Policy: unix.SCHED_IDLE}, 0)
-		r.list(dirs)
+		for {
+			r.mu.Lock()
+			dirs := r.pending
+			r.pending = nil
+			if len(dirs) == 0 || r.off {
+				r.running = false
+				r.mu.Unlock()
+				return
+			}
+			r.mu.Unlock()
+			r.list(dirs)
+		}
 	}()
-	<-done
 }
 
+// refillChunk is how many directories a refill lists between checks that the
+// mount is still mounted: after a umount the clone alone keeps the filesystem,
+// and so this process, alive.
+const refillChunk = 32
+
 func (r *refresher) list(dirs []*node) {
-	cfd, err := unix.OpenTree(unix.AT_FDCWD, r.dir, unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC)
+	var sx unix.Statx_t
+	if unix.Statx(unix.AT_FDCWD, r.dir, unix.AT_SYMLINK_NOFOLLOW|unix.AT_NO_AUTOMOUNT, unix.STATX_MNT_ID, &sx) != nil ||
+		sx.Mask&unix.STATX_MNT_ID == 0 {
+		return
+	}
+	mntID := sx.Mnt_id
+	cfd, err := unix.OpenTree(unix.AT_FDCWD, r.dir, unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC|unix.AT_NO_AUTOMOUNT|unix.AT_SYMLINK_NOFOLLOW)
 	if err != nil {
 		if err == unix.EPERM || err == unix.ENOSYS {
+			r.mu.Lock()
 			r.off = true
+			r.mu.Unlock()
 		}
 		return
 	}
@@ -72,7 +105,10 @@ func (r *refresher) list(dirs []*node) {
 		Flags:   unix.O_RDONLY | unix.O_DIRECTORY | unix.O_CLOEXEC,
 		Resolve: unix.RESOLVE_BENEATH | unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_NO_MAGICLINKS | unix.RESOLVE_NO_XDEV,
 	}
-	for _, d := range dirs {
+	for i, d := range dirs {
+		if i > 0 && i%refillChunk == 0 && !mounted(mntID) {
+			return
+		}
 		rel := d.rel()
 		if rel == "" {
 			rel = "."
@@ -92,4 +128,21 @@ func (r *refresher) list(dirs []*node) {
 		_ = unix.Fstat(fd, &st) // the listing made the kernel drop the directory's atime
 		unix.Close(fd)
 	}
+}
+
+// mounted reports whether the mount with ID id is still in this process's mount
+// table. (Not by stat of the mountpoint: a path walk into the mount at the moment
+// of a umount would make it fail with EBUSY.)
+func mounted(id uint64) bool {
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return true
+	}
+	pre := []byte(strconv.FormatUint(id, 10) + " ")
+	for _, line := range bytes.Split(b, []byte("\n")) {
+		if bytes.HasPrefix(line, pre) {
+			return true
+		}
+	}
+	return false
 }

@@ -81,7 +81,7 @@ func (w *blobWriter) commit(want digest.Digest) (digest.Digest, int64, error) {
 	}
 	name := w.f.Name()
 	w.f = nil
-	if err := w.s.placeBlob(name, got); err != nil {
+	if _, err := w.s.placeBlob(name, got); err != nil {
 		os.Remove(name)
 		return "", 0, err
 	}
@@ -89,19 +89,21 @@ func (w *blobWriter) commit(want digest.Digest) (digest.Digest, int64, error) {
 }
 
 // placeBlob renames a finished, verified temp file to the blob path of d, unless the
-// blob is already there (then the temp file is removed).
-func (s *Store) placeBlob(tmp string, d digest.Digest) error {
+// blob is already there (then the temp file is removed). placed reports the rename:
+// false when another writer had placed d first, so the blob is not the caller's to
+// take out again.
+func (s *Store) placeBlob(tmp string, d digest.Digest) (placed bool, err error) {
 	dst := s.BlobPath(d)
 	if _, err := os.Stat(dst); err == nil {
-		return os.Remove(tmp)
+		return false, os.Remove(tmp)
 	}
 	if err := os.Rename(tmp, dst); err != nil {
-		return fmt.Errorf("blob %s: %w", d, err)
+		return false, fmt.Errorf("blob %s: %w", d, err)
 	}
 	if err := syncDir(filepath.Dir(dst)); err != nil {
-		return fmt.Errorf("blob %s: %w", d, err)
+		return true, fmt.Errorf("blob %s: %w", d, err)
 	}
-	return nil
+	return true, nil
 }
 
 // Put streams r into the store and returns its digest and size. If want is not

@@ -337,8 +337,8 @@ func sameImage(m ocispec.Manifest, cd digest.Digest, layers []*spooled) bool {
 }
 
 // commitLoad moves the blobs the items need into the store and records the items
-// in index.json in one replace. placed are the blobs it moved in (also on error):
-// the store did not have them before.
+// in index.json in one replace. placed are the blobs it renamed into blobs/ itself
+// (also on error): not those the store had, nor those another writer placed first.
 func (s *Store) commitLoad(ctx context.Context, sp *spool, items []*loadItem) (_ []Loaded, placed []digest.Digest, _ error) {
 	// Check everything before the first write: each manifest's bytes hash to the
 	// digest it is recorded under, and each blob it names is in the spool (whose
@@ -383,8 +383,16 @@ func (s *Store) commitLoad(ctx context.Context, sp *spool, items []*loadItem) (_
 		if err != nil {
 			return nil, placed, fmt.Errorf("load: blob %s: %w", d, err)
 		}
-		placed = append(placed, d)
-		if err := s.placeBlob(p, d); err != nil {
+		if loadPlaceHook != nil {
+			loadPlaceHook(d)
+		}
+		// only a blob this load renamed in is its to take out again: one another
+		// writer placed meanwhile may be named by that writer's work
+		moved, err := s.placeBlob(p, d)
+		if moved {
+			placed = append(placed, d)
+		}
+		if err != nil {
 			return nil, placed, fmt.Errorf("load: %w", err)
 		}
 	}

@@ -18,7 +18,8 @@ import (
 // the spools older than staleSpoolAge that nobody holds (GC clears them too).
 //
 // A load that fails after it moved blobs into blobs/ (index.json could not be
-// written: a full disk) removes again those of them that nothing references, when
+// written: a full disk) removes again those of them that nothing references (only
+// the ones it renamed in itself, not those another writer placed first), when
 // it can have gc.lock to itself: no other load, Put or GC runs then. When it
 // cannot, the blobs stay, unreferenced, and the next GC removes them.
 

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/opencontainers/go-digest"
 	"golang.org/x/sys/unix"
 )
 
@@ -102,5 +103,34 @@ func TestLoadRemovesStaleSpools(t *testing.T) {
 		if _, err := os.Stat(p); err != nil {
 			t.Errorf("spool %s after a load: %v, want it kept", filepath.Base(p), err)
 		}
+	}
+}
+
+// A blob another writer places while a load runs (a commit of a working container
+// Puts the same layer) is that writer's: the load did not move it in, so its failure
+// must not take it out again.
+func TestFailedLoadKeepsBlobPlacedByAnother(t *testing.T) {
+	ctx := context.Background()
+	s := newStore(t)
+	failIndexWrites(t)
+	ti := newTestImage(t, "new", 1, Gzip, "new:1")
+	layer := sha(ti.layers[0])
+	loadPlaceHook = func(d digest.Digest) {
+		if d != layer {
+			return
+		}
+		if _, _, err := s.Put(ctx, bytes.NewReader(ti.layers[0]), layer); err != nil {
+			t.Errorf("Put(layer) = %v", err)
+		}
+	}
+	t.Cleanup(func() { loadPlaceHook = nil })
+	if _, err := s.Load(ctx, bytes.NewReader(ociArchive(t, ti)), LoadOptions{}); !errors.Is(err, unix.ENOSPC) {
+		t.Fatalf("Load = %v, want %v", err, unix.ENOSPC)
+	}
+	if !s.Has(layer) {
+		t.Fatalf("layer %s another writer placed was removed by the failed load", layer)
+	}
+	if s.Has(sha(ti.config)) {
+		t.Fatalf("config blob the failed load placed is still there, want it taken out")
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"golang.org/x/sys/unix"
 )
@@ -209,6 +210,10 @@ func syncDir(dir string) error {
 // writeIndexFault, when set (by tests), fails index.json writes with its error, as
 // a full disk would.
 var writeIndexFault func() error
+
+// loadPlaceHook, when set (by tests), runs just before a load places blob d, after
+// it saw that the store does not have d: another writer may place d there.
+var loadPlaceHook func(d digest.Digest)
 
 // now is the clock used for created times; tests may replace it.
 var now = func() time.Time { return time.Now().UTC() }

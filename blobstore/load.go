@@ -67,12 +67,11 @@ func (s *Store) Load(ctx context.Context, r io.Reader, opts LoadOptions) ([]Load
 	release := func() { once.Do(lease) }
 	defer release()
 	s.removeStaleSpools()
-	dir, unlockSpool, err := s.newSpoolDir()
+	dir, removeSpool, err := s.newSpoolDir()
 	if err != nil {
 		return nil, fmt.Errorf("load: %w", err)
 	}
-	defer os.RemoveAll(dir)
-	defer unlockSpool()
+	defer removeSpool()
 
 	dr, _, closeDec, err := autoDecompress(r)
 	if err != nil {

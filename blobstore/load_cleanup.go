@@ -30,9 +30,10 @@ const (
 	staleSpoolAge = 5 * time.Minute
 )
 
-// newSpoolDir makes a load's spool dir in tmp/ and locks it; unlock releases the
-// lock (the caller removes the dir).
-func (s *Store) newSpoolDir() (dir string, unlock func(), err error) {
+// newSpoolDir makes a load's spool dir in tmp/ and locks it. remove deletes the dir
+// and only then releases the lock, so that the dir is never unlocked while it is
+// there for another load's removeStaleSpools to take.
+func (s *Store) newSpoolDir() (dir string, remove func(), err error) {
 	dir, err = os.MkdirTemp(s.tmpDir(), spoolPrefix)
 	if err != nil {
 		return "", nil, err
@@ -48,7 +49,10 @@ func (s *Store) newSpoolDir() (dir string, unlock func(), err error) {
 		os.RemoveAll(dir)
 		return "", nil, err
 	}
-	return dir, func() { d.Close() }, nil
+	return dir, func() {
+		os.RemoveAll(dir)
+		d.Close()
+	}, nil
 }
 
 // removeStaleSpools removes the spool dirs of killed loads: older than

@@ -57,11 +57,33 @@ func ShortID(d digest.Digest) string {
 // reference, delete an image given by ID, delete an image whose last tag goes, then
 // prune its untagged parents (unless NoPrune). Children make a hard conflict, more
 // than one tag (by ID, without Force) and working containers a soft one. Returns the
-// lines to print, also those done before an error. Blobs stay until GC. An image
-// that another process tags while Remove runs is kept, as if the tag had come
-// first: Remove then only untags. An entry that cannot be read (see
-// ImagesAndBroken) is removed by its tag or digest without the conflict rules.
+// lines to print, also those done before an error. Blobs stay until GC. An entry
+// that cannot be read (see ImagesAndBroken) is removed by its tag or digest without
+// the conflict rules.
+//
+// Another process may tag the image while Remove runs. Removed by a reference, the
+// image is then kept, as if the tag had come first: Remove only untags. Removed by
+// ID, it is deleted all the same: with Force every tag it has when the index lock
+// is taken goes (and is listed); without, Remove starts over against the new tags
+// (docker's rules then untag a single tag, or refuse several), up to removeTries
+// times, then fails. Remove never succeeds without having removed something.
 func (s *Store) Remove(ctx context.Context, ref string, opts RemoveOptions) ([]RemoveLine, error) {
+	var lines []RemoveLine
+	for try := 1; ; try++ {
+		more, err := s.remove(ctx, ref, opts)
+		lines = append(lines, more...)
+		if !errors.Is(err, errRetagged) || try == removeTries {
+			return lines, err
+		}
+	}
+}
+
+// removeTries bounds Remove's restarts after a concurrent tag.
+const removeTries = 3
+
+// remove is one try of Remove; errRetagged when an image given by ID got a tag it
+// did not see before it could delete it (and Force is not set).
+func (s *Store) remove(ctx context.Context, ref string, opts RemoveOptions) ([]RemoveLine, error) {
 	imgs, broken, err := s.ImagesAndBroken()
 	if err != nil {
 		return nil, err
@@ -202,6 +224,10 @@ func (s *Store) conflict(img *Image, opts RemoveOptions, soft, checkRefs bool) (
 
 // deleteHelper is docker's imageDeleteHelper: delete img (untagging what is left
 // when forced), then its untagged parent chain when prune is set, quietly.
+//
+// A tag added since img was read: quiet (after an untag, or for a parent) keeps
+// the image and returns the lines so far; otherwise img was given by ID, and a
+// forced delete takes the new tags too, an unforced one fails with errRetagged.
 func (s *Store) deleteHelper(ctx context.Context, img *Image, opts RemoveOptions, force, prune, quiet bool, lines []RemoveLine) ([]RemoveLine, error) {
 	c, err := s.conflict(img, opts, !force, true)
 	if err != nil {
@@ -220,8 +246,16 @@ func (s *Store) deleteHelper(ctx context.Context, img *Image, opts RemoveOptions
 		}
 		return lines, c
 	}
-	n := len(lines)
-	for _, t := range img.Tags {
+	tags, err := s.deleteImageEntries(ctx, img, force && !quiet)
+	if errors.Is(err, errRetagged) && quiet {
+		// a concurrent tag keeps the image: as if it had come first, rmi only
+		// untags (lines so far)
+		return lines, nil
+	}
+	if err != nil {
+		return lines, err
+	}
+	for _, t := range tags {
 		lines = append(lines, RemoveLine{Untagged: FamiliarString(t)})
 	}
 	// docker untags the repo digests a pull or push gave the image too
@@ -229,14 +263,6 @@ func (s *Store) deleteHelper(ctx context.Context, img *Image, opts RemoveOptions
 		if l := (RemoveLine{Untagged: FamiliarString(rd)}); !slices.Contains(lines, l) {
 			lines = append(lines, l)
 		}
-	}
-	if err := s.deleteUnlessRetagged(ctx, img); err != nil {
-		if errors.Is(err, errRetagged) {
-			// a concurrent tag keeps the image: as if it had come first, rmi
-			// only untags (lines so far)
-			return lines[:n], nil
-		}
-		return lines, err
 	}
 	if err := s.dropRepoDigests(ctx, img.ManifestDigest); err != nil {
 		return lines, err

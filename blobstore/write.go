@@ -334,23 +334,36 @@ func deleteEntries(idx *ocispec.Index, mds []digest.Digest) (bool, error) {
 	return true, nil
 }
 
-// errRetagged: the image got a tag after the caller looked (deleteUnlessRetagged).
+// errRetagged: the image got a tag after the caller looked (deleteImageEntries).
 var errRetagged = errors.New("image was tagged meanwhile")
 
-// deleteUnlessRetagged is DeleteImage of img for rmi: under the index lock it
-// first checks that img has no tag beyond img.Tags (as the caller saw them); a tag
-// added since (a concurrent tag) keeps the image, and the error is errRetagged.
-func (s *Store) deleteUnlessRetagged(ctx context.Context, img *Image) error {
+// deleteImageEntries is DeleteImage of img for rmi, and returns the tags it
+// removed, sorted. Under the index lock it first looks for a tag beyond img.Tags
+// (as the caller saw them), added by a concurrent tag: with all set such tags go
+// too, else nothing is written and the error wraps errRetagged.
+func (s *Store) deleteImageEntries(ctx context.Context, img *Image, all bool) ([]string, error) {
 	mds := []digest.Digest{img.ManifestDigest, img.Index}
-	return s.updateIndex(ctx, func(idx *ocispec.Index) (bool, error) {
+	var tags []string
+	err := s.updateIndex(ctx, func(idx *ocispec.Index) (bool, error) {
+		tags = tags[:0]
 		for _, e := range idx.Manifests {
 			if !slices.Contains(mds, e.Digest) {
 				continue
 			}
-			if r := refName(e); r != "" && !contains(img.Tags, r) {
+			r := refName(e)
+			if r == "" || contains(tags, r) {
+				continue
+			}
+			if !all && !contains(img.Tags, r) {
 				return false, fmt.Errorf("image %s: %w (%s)", ShortID(img.ID), errRetagged, FamiliarString(r))
 			}
+			tags = append(tags, r)
 		}
 		return deleteEntries(idx, mds)
 	})
+	if err != nil {
+		return nil, err
+	}
+	slices.Sort(tags)
+	return tags, nil
 }

@@ -215,5 +215,9 @@ var writeIndexFault func() error
 // it saw that the store does not have d: another writer may place d there.
 var loadPlaceHook func(d digest.Digest)
 
+// tagHook, when set (by tests), runs in Tag before it takes its Lease: an rmi and
+// a GC may run there, after the caller resolved the image.
+var tagHook func()
+
 // now is the clock used for created times; tests may replace it.
 var now = func() time.Time { return time.Now().UTC() }

@@ -3,7 +3,6 @@ package blobstore
 import (
 	"context"
 	"errors"
-	"sync"
 	"testing"
 )
 
@@ -16,12 +15,16 @@ func tagRaceStore(t *testing.T) *Store {
 	return s
 }
 
-// checkUsable fails unless every image in the store still reads (Images verifies
-// each manifest and config).
+// checkUsable fails unless every entry of index.json still reads (ImagesAndBroken
+// verifies each manifest and config, and lists what does not read as broken).
 func checkUsable(t *testing.T, s *Store) {
 	t.Helper()
-	if _, err := s.Images(); err != nil {
-		t.Fatalf("Images() = %v, want the store usable", err)
+	_, broken, err := s.ImagesAndBroken()
+	if err != nil {
+		t.Fatalf("ImagesAndBroken() = %v, want the store usable", err)
+	}
+	for _, b := range broken {
+		t.Errorf("index.json entry %s does not read: %v", b.Name(), b.Err)
 	}
 	if _, err := s.Resolve("other:1"); err != nil {
 		t.Fatalf("Resolve(other:1) = %v", err)
@@ -94,41 +97,63 @@ func TestRemoveKeepsImageTaggedMeanwhile(t *testing.T) {
 	checkUsable(t, s)
 }
 
-// Tag and rmi+GC in parallel: whoever wins, the store stays usable, and a tag that
-// succeeded names an image that is there.
+// Tag and rmi+GC in parallel, in each order, forced by tagHook: Tag has resolved
+// the image, and the other goroutine's rmi and GC either run to the end before Tag
+// takes its Lease, or start only once Tag is done. Either way the store stays
+// usable, and a tag that succeeded names an image that is there.
 func TestTagRacesRemove(t *testing.T) {
 	ctx := context.Background()
-	for i := 0; i < 20; i++ {
-		s := tagRaceStore(t)
-		img, err := s.Resolve("keep:1")
-		if err != nil {
-			t.Fatal(err)
+	for _, rmiFirst := range []bool{true, false} {
+		name := "tag-then-rmi-gc"
+		if rmiFirst {
+			name = "rmi-gc-then-tag"
 		}
-		var wg sync.WaitGroup
-		var tagErr, rmErr error
-		wg.Add(2)
-		go func() {
-			defer wg.Done()
-			tagErr = s.Tag(ctx, img, "new:1")
-		}()
-		go func() {
-			defer wg.Done()
-			if _, rmErr = s.Remove(ctx, "keep:1", RemoveOptions{}); rmErr == nil {
-				_, rmErr = s.GC(ctx, false, nil)
+		t.Run(name, func(t *testing.T) {
+			s := tagRaceStore(t)
+			img, err := s.Resolve("keep:1")
+			if err != nil {
+				t.Fatal(err)
 			}
-		}()
-		wg.Wait()
-		if rmErr != nil {
-			t.Fatalf("round %d: Remove = %v", i, rmErr)
-		}
-		checkUsable(t, s)
-		switch {
-		case tagErr == nil:
-			if _, err := s.Resolve("new:1"); err != nil {
-				t.Fatalf("round %d: Tag succeeded, Resolve(new:1) = %v", i, err)
+			start, done := make(chan struct{}), make(chan struct{})
+			hooked := false
+			tagHook = func() {
+				if rmiFirst {
+					hooked = true
+					close(start)
+					<-done
+				}
 			}
-		case !errors.Is(tagErr, ErrNotFound):
-			t.Fatalf("round %d: Tag = %v, want nil or %v", i, tagErr, ErrNotFound)
-		}
+			t.Cleanup(func() { tagHook = nil })
+			var rmErr error
+			go func() {
+				defer close(done)
+				<-start
+				if _, rmErr = s.Remove(ctx, "keep:1", RemoveOptions{}); rmErr == nil {
+					_, rmErr = s.GC(ctx, false, nil)
+				}
+			}()
+			tagErr := s.Tag(ctx, img, "new:1")
+			if !rmiFirst {
+				close(start)
+			}
+			<-done
+			if rmiFirst && !hooked {
+				t.Fatal("Tag never called tagHook (the test lost its hook)")
+			}
+			if rmErr != nil {
+				t.Fatalf("Remove, GC = %v", rmErr)
+			}
+			checkUsable(t, s)
+			switch {
+			case rmiFirst && !errors.Is(tagErr, ErrNotFound):
+				t.Fatalf("Tag after rmi and GC = %v, want %v", tagErr, ErrNotFound)
+			case !rmiFirst && tagErr != nil:
+				t.Fatalf("Tag before rmi = %v, want nil", tagErr)
+			case tagErr == nil:
+				if _, err := s.Resolve("new:1"); err != nil {
+					t.Fatalf("Tag succeeded, Resolve(new:1) = %v", err)
+				}
+			}
+		})
 	}
 }

@@ -230,6 +230,9 @@ func (s *Store) Tag(ctx context.Context, img *Image, ref string) error {
 	if err != nil {
 		return err
 	}
+	if tagHook != nil {
+		tagHook()
+	}
 	release, err := s.Lease(ctx)
 	if err != nil {
 		return err

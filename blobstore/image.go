@@ -219,6 +219,7 @@ func (s *Store) imagesOf(idx *ocispec.Index) ([]*Image, []BrokenImage) {
 	bad := map[digest.Digest]error{}
 	for _, d := range idx.Manifests {
 		var via digest.Digest
+		entry := d.Digest
 		if isIndexType(d.MediaType) {
 			child, ok := s.indexChild(d)
 			if !ok {
@@ -239,7 +240,7 @@ func (s *Store) imagesOf(idx *ocispec.Index) ([]*Image, []BrokenImage) {
 			}
 			if err != nil {
 				bad[d.Digest] = err
-				broken = append(broken, BrokenImage{Digest: d.Digest, Tag: refName(d), Err: err})
+				broken = append(broken, BrokenImage{Digest: d.Digest, Tag: refName(d), Err: err, entry: entry})
 				continue
 			}
 			byDigest[d.Digest] = img

@@ -18,6 +18,8 @@ type BrokenImage struct {
 	Digest digest.Digest // the entry's manifest digest
 	Tag    string        // normalised tag of the entry, "" if untagged
 	Err    error         // why it cannot be read
+
+	entry digest.Digest // the index.json entry's digest (an image index's for one listed through it)
 }
 
 // Name is the entry's familiar tag, or its digest if untagged.
@@ -31,13 +33,43 @@ func (b BrokenImage) Name() string {
 // ImagesAndBroken is Images plus the index.json entries it leaves out because
 // they cannot be read (one per entry, in index.json order). The error is for
 // index.json itself only.
+//
+// index.json is read without a lock, so an rmi and its GC may remove an image
+// between that read and the reads of its blobs. An entry that does not read is
+// therefore checked against index.json read again, and left out of both lists if
+// it is no longer there: it was removed, not broken.
 func (s *Store) ImagesAndBroken() ([]*Image, []BrokenImage, error) {
 	idx, err := s.readIndex()
 	if err != nil {
 		return nil, nil, err
 	}
+	if imagesHook != nil {
+		imagesHook()
+	}
 	imgs, broken := s.imagesOf(idx)
+	if len(broken) > 0 {
+		broken = s.stillListed(broken)
+	}
 	return imgs, broken, nil
+}
+
+// stillListed are the entries of broken that index.json, read again, still has
+// (same digest and tag). If it cannot be read, all of them.
+func (s *Store) stillListed(broken []BrokenImage) []BrokenImage {
+	idx, err := s.readIndex()
+	if err != nil {
+		return broken
+	}
+	var out []BrokenImage
+	for _, b := range broken {
+		for _, e := range idx.Manifests {
+			if e.Digest == b.entry && refName(e) == b.Tag {
+				out = append(out, b)
+				break
+			}
+		}
+	}
+	return out
 }
 
 // matchBroken are the broken entries ref names: by tag, by manifest digest

@@ -3,6 +3,7 @@ package blobstore
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"testing"
 
@@ -87,5 +88,39 @@ func removeBlob(which func(img *Image) digest.Digest) func(t *testing.T, s *Stor
 		if err := os.Remove(s.BlobPath(which(img))); err != nil {
 			t.Fatal(err)
 		}
+	}
+}
+
+// An rmi and its GC between images' read of index.json and its reads of an image's
+// blobs remove that image; it must not be reported as unreadable.
+func TestImagesWhileRemoved(t *testing.T) {
+	ctx := context.Background()
+	for _, tags := range [][]string{{"keep:1"}, {"keep:1", "keep:2"}, nil} {
+		t.Run(fmt.Sprint(len(tags), "-tags"), func(t *testing.T) {
+			s := newStore(t)
+			img := writeTestImage(t, s, newTestImage(t, "keep", 1, Gzip, tags...))
+			writeTestImage(t, s, newTestImage(t, "other", 1, Gzip, "other:1"))
+			fired := false
+			imagesHook = func() {
+				if fired {
+					return // Remove and GC list images too
+				}
+				fired = true
+				if _, err := s.Remove(ctx, img.ID.String(), RemoveOptions{Force: true}); err != nil {
+					t.Errorf("Remove(keep) = %v", err)
+				}
+				if _, err := s.GC(ctx, false, nil); err != nil {
+					t.Errorf("GC = %v", err)
+				}
+			}
+			t.Cleanup(func() { imagesHook = nil })
+			_, broken, err := s.ImagesAndBroken()
+			if !fired {
+				t.Fatal("ImagesAndBroken never called imagesHook (the test lost its hook)")
+			}
+			if err != nil || len(broken) != 0 {
+				t.Fatalf("ImagesAndBroken() broken = %+v, %v; want none (the image was removed, not damaged)", broken, err)
+			}
+		})
 	}
 }

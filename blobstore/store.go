@@ -219,5 +219,9 @@ var loadPlaceHook func(d digest.Digest)
 // a GC may run there, after the caller resolved the image.
 var tagHook func()
 
+// imagesHook, when set (by tests), runs in ImagesAndBroken between its read of
+// index.json and its reads of the images' blobs.
+var imagesHook func()
+
 // now is the clock used for created times; tests may replace it.
 var now = func() time.Time { return time.Now().UTC() }

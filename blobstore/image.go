@@ -240,7 +240,7 @@ func (s *Store) imagesOf(idx *ocispec.Index) ([]*Image, []BrokenImage) {
 			}
 			if err != nil {
 				bad[d.Digest] = err
-				broken = append(broken, BrokenImage{Digest: d.Digest, Tag: refName(d), Err: err, entry: entry})
+				broken = append(broken, BrokenImage{Digest: d.Digest, ID: s.brokenID(d.Digest), Tag: refName(d), Err: err, entry: entry})
 				continue
 			}
 			byDigest[d.Digest] = img

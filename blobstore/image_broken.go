@@ -16,6 +16,7 @@ import (
 // it out so that the other images stay usable; Remove removes it by tag or digest.
 type BrokenImage struct {
 	Digest digest.Digest // the entry's manifest digest
+	ID     digest.Digest // the image ID (config digest) if the manifest reads, else ""
 	Tag    string        // normalised tag of the entry, "" if untagged
 	Err    error         // why it cannot be read
 
@@ -107,9 +108,24 @@ func matchBroken(broken []BrokenImage, ref string) []BrokenImage {
 	return out
 }
 
+// brokenID is the config digest the manifest md names, "" if it does not read.
+func (s *Store) brokenID(md digest.Digest) digest.Digest {
+	b, err := s.readBlob(md, maxMetaSize)
+	if err != nil {
+		return ""
+	}
+	m, err := parseManifest(b, md)
+	if err != nil {
+		return ""
+	}
+	return m.Config.Digest
+}
+
 // removeBroken is Remove for broken entries (matchBroken of ref): a tag is
 // removed, and the entry's digest with it when no tag is left; a digest removes
-// all its entries. No conflict rules apply: the image cannot be used anyway.
+// all its entries. No conflict rules apply: the image cannot be used anyway. The
+// line for a deleted entry names the image ID when its manifest reads (only its
+// config is missing or damaged), else the manifest digest.
 func (s *Store) removeBroken(ctx context.Context, matched []BrokenImage) ([]RemoveLine, error) {
 	var lines []RemoveLine
 	err := s.updateIndex(ctx, func(idx *ocispec.Index) (bool, error) {
@@ -158,7 +174,13 @@ func (s *Store) removeBroken(ctx context.Context, matched []BrokenImage) ([]Remo
 				}
 			}
 			idx.Manifests = kept
-			lines = append(lines, RemoveLine{Deleted: d})
+			id := d
+			for _, b := range matched {
+				if b.Digest == d && b.ID != "" {
+					id = b.ID
+				}
+			}
+			lines = append(lines, RemoveLine{Deleted: id})
 		}
 		return true, nil
 	})

@@ -20,16 +20,23 @@ func TestBrokenEntry(t *testing.T) {
 		rmi     func(img *Image) string
 		opts    RemoveOptions
 		wantErr error // what Resolve of the broken tag wraps
+		// what rmi's Deleted line names: the image ID if the manifest reads
+		deleted func(img *Image) digest.Digest
 	}{
 		{"manifest-deleted", removeBlob(func(img *Image) digest.Digest { return img.ManifestDigest }),
-			func(*Image) string { return "keep:1" }, RemoveOptions{}, ErrNotFound},
+			func(*Image) string { return "keep:1" }, RemoveOptions{}, ErrNotFound, manifestDigest},
 		{"config-deleted", removeBlob(func(img *Image) digest.Digest { return img.ID }),
-			func(*Image) string { return "keep:1" }, RemoveOptions{Force: true}, ErrNotFound},
+			func(*Image) string { return "keep:1" }, RemoveOptions{Force: true}, ErrNotFound, imageID},
+		{"config-damaged", func(t *testing.T, s *Store, img *Image) {
+			if err := os.WriteFile(s.BlobPath(img.ID), []byte("{}"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}, func(*Image) string { return "keep:1" }, RemoveOptions{}, ErrDigestMismatch, imageID},
 		{"manifest-damaged", func(t *testing.T, s *Store, img *Image) {
 			if err := os.WriteFile(s.BlobPath(img.ManifestDigest), []byte("{}"), 0o644); err != nil {
 				t.Fatal(err)
 			}
-		}, func(img *Image) string { return img.ManifestDigest.String() }, RemoveOptions{}, ErrDigestMismatch},
+		}, func(img *Image) string { return img.ManifestDigest.String() }, RemoveOptions{}, ErrDigestMismatch, manifestDigest},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s := newStore(t)
@@ -52,7 +59,7 @@ func TestBrokenEntry(t *testing.T) {
 				t.Fatalf("Resolve(keep:1) = %v, want %v", err, tc.wantErr)
 			}
 			got, err := s.Remove(ctx, tc.rmi(img), tc.opts)
-			want := "Untagged: keep:1\nDeleted: " + img.ManifestDigest.String()
+			want := "Untagged: keep:1\nDeleted: " + tc.deleted(img).String()
 			if err != nil || lines(got) != want {
 				t.Fatalf("Remove(%s) = %q, %v; want %q", tc.rmi(img), lines(got), err, want)
 			}
@@ -81,6 +88,9 @@ func TestBrokenEntryTwoTags(t *testing.T) {
 		t.Fatalf("broken = %+v, want keep:1 left", broken)
 	}
 }
+
+func manifestDigest(img *Image) digest.Digest { return img.ManifestDigest }
+func imageID(img *Image) digest.Digest        { return img.ID }
 
 func removeBlob(which func(img *Image) digest.Digest) func(t *testing.T, s *Store, img *Image) {
 	return func(t *testing.T, s *Store, img *Image) {

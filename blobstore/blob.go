@@ -148,7 +148,7 @@ func (s *Store) Size(d digest.Digest) (int64, error) {
 	}
 	fi, err := os.Stat(s.BlobPath(d))
 	if errors.Is(err, os.ErrNotExist) {
-		return 0, fmt.Errorf("blob %s: %w", d, ErrNotFound)
+		return 0, fmt.Errorf("blob %s: %w", d, errBlobMissing)
 	}
 	if err != nil {
 		return 0, fmt.Errorf("blob %s: %w", d, err)
@@ -165,7 +165,7 @@ func (s *Store) Open(d digest.Digest) (io.ReadCloser, error) {
 	}
 	f, err := os.Open(s.BlobPath(d))
 	if errors.Is(err, os.ErrNotExist) {
-		return nil, fmt.Errorf("blob %s: %w", d, ErrNotFound)
+		return nil, fmt.Errorf("blob %s: %w", d, errBlobMissing)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("blob %s: %w", d, err)

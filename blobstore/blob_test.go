@@ -58,8 +58,8 @@ func TestPutOpenVerify(t *testing.T) {
 	if !errors.Is(err, ErrDigestMismatch) {
 		t.Fatalf("read damaged blob = %v, want ErrDigestMismatch", err)
 	}
-	if _, err := s.Open(sha([]byte("absent"))); !errors.Is(err, ErrNotFound) {
-		t.Fatalf("Open(absent) = %v, want ErrNotFound", err)
+	if _, err := s.Open(sha([]byte("absent"))); !errors.Is(err, ErrNotFound) || !errors.Is(err, ErrMissingBlob) {
+		t.Fatalf("Open(absent) = %v, want ErrNotFound and ErrMissingBlob", err)
 	}
 	if _, err := s.Open("sha256:../../etc"); !errors.Is(err, ErrInvalidDigest) {
 		t.Fatalf("Open(bad digest) = %v, want ErrInvalidDigest", err)

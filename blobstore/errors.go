@@ -18,3 +18,14 @@ var (
 	ErrAmbiguous        = errors.New("ambiguous image ID prefix")
 	ErrTruncated        = errors.New("truncated archive")
 )
+
+// errBlobMissing is the cause of every error about a blob the store does not have:
+// it is ErrNotFound (the blob is not there) and ErrMissingBlob, so that a caller can
+// tell an image that is listed but lacks a blob from one that is not listed at all.
+var errBlobMissing error = blobMissing{}
+
+type blobMissing struct{}
+
+func (blobMissing) Error() string { return "not found" }
+
+func (blobMissing) Is(target error) bool { return target == ErrNotFound || target == ErrMissingBlob }

@@ -330,7 +330,8 @@ func DisplayRef(s string) string {
 // or push recorded for it (a registry's index digest); a full ID ("sha256:<hex>" or
 // 64 hex, also a manifest or index digest); or a unique prefix of an ID's hex. Tags
 // win over ID prefixes, as in docker. Errors: ErrNotFound, ErrInvalidReference,
-// ErrAmbiguous.
+// ErrAmbiguous. An index.json entry ref names that cannot be read gives its reason
+// (a missing blob is ErrNotFound and ErrMissingBlob; see ImagesAndBroken).
 func (s *Store) Resolve(ref string) (*Image, error) {
 	imgs, broken, err := s.ImagesAndBroken()
 	if err != nil {

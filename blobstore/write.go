@@ -224,7 +224,8 @@ func setTags(idx *ocispec.Index, desc ocispec.Descriptor, refs []string) map[str
 //
 // img is re-checked under the lock: if index.json no longer lists it or its blobs
 // are gone (an rmi, and its GC, ran since img was resolved), nothing is written and
-// the error wraps ErrNotFound. Tag holds a Lease, so GC does not run meanwhile.
+// the error wraps ErrNotFound; a missing blob of an image index.json still lists
+// wraps ErrMissingBlob as well. Tag holds a Lease, so GC does not run meanwhile.
 func (s *Store) Tag(ctx context.Context, img *Image, ref string) error {
 	refs, err := parseTags([]string{ref})
 	if err != nil {
@@ -262,17 +263,17 @@ func indexes(idx *ocispec.Index, img *Image) bool {
 }
 
 // hasBlobs checks that img's manifest, config and layers are in the store; the
-// error wraps ErrNotFound.
+// error names the first blob missing and wraps ErrNotFound and ErrMissingBlob.
 func (s *Store) hasBlobs(img *Image) error {
 	if !s.Has(img.ManifestDigest) {
-		return fmt.Errorf("image %s: manifest %s: %w", ShortID(img.ID), img.ManifestDigest, ErrNotFound)
+		return fmt.Errorf("image %s: manifest blob %s: %w", ShortID(img.ID), img.ManifestDigest, errBlobMissing)
 	}
 	if !s.Has(img.ID) {
-		return fmt.Errorf("image %s: config: %w", ShortID(img.ID), ErrNotFound)
+		return fmt.Errorf("image %s: config blob %s: %w", ShortID(img.ID), img.ID, errBlobMissing)
 	}
 	for _, l := range img.Manifest.Layers {
 		if !s.Has(l.Digest) {
-			return fmt.Errorf("image %s: layer %s: %w", ShortID(img.ID), l.Digest, ErrNotFound)
+			return fmt.Errorf("image %s: layer blob %s: %w", ShortID(img.ID), l.Digest, errBlobMissing)
 		}
 	}
 	return nil

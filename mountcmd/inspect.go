@@ -191,9 +191,9 @@ func runInspect(cmd *cobra.Command, g *globalOptions, o *inspectOptions, args []
 	var found []inspectImage
 	var errs []string
 	for _, a := range args {
-		img, err := blobstore.ResolveIn(imgs, a)
+		img, err := resolveListed(s, imgs, a)
 		if err != nil {
-			if o.object && errors.Is(err, blobstore.ErrNotFound) {
+			if o.object && errors.Is(err, blobstore.ErrNotFound) && !errors.Is(err, blobstore.ErrMissingBlob) {
 				errs = append(errs, "No such object: "+a)
 			} else {
 				errs = append(errs, imageErr(a, err).Error())

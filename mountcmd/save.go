@@ -58,6 +58,11 @@ func runSave(cmd *cobra.Command, g *globalOptions, o *saveOptions, args []string
 	var items []blobstore.SaveItem
 	for _, a := range args {
 		it, err := blobstore.SaveItems(imgs, a)
+		if errors.Is(err, blobstore.ErrNotFound) {
+			if _, why := resolveListed(s, imgs, a); why != nil {
+				err = why // say why a listed image cannot be saved
+			}
+		}
 		if err != nil {
 			return daemonError(cmd, imageErr(a, err))
 		}
@@ -105,9 +110,12 @@ func saveToFile(cmd *cobra.Command, s *blobstore.Store, path string, items []blo
 	return nil
 }
 
-// imageErr turns a resolve error into docker's wording ("No such image: X").
+// imageErr turns a resolve error into docker's wording ("No such image: X") when
+// arg names nothing in index.json. An image that is listed but lacks a blob
+// (ErrMissingBlob) keeps the error, which names the blob: "No such image" would
+// hide why a listed image cannot be used.
 func imageErr(arg string, err error) error {
-	if errors.Is(err, blobstore.ErrNotFound) {
+	if errors.Is(err, blobstore.ErrNotFound) && !errors.Is(err, blobstore.ErrMissingBlob) {
 		return fmt.Errorf("No such image: %s", blobstore.DisplayRef(arg)) //nolint:staticcheck // docker's message
 	}
 	return err

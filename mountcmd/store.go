@@ -1,6 +1,7 @@
 package mountcmd
 
 import (
+	"errors"
 	"path/filepath"
 
 	"github.com/spf13/cobra"
@@ -37,6 +38,21 @@ func openAndResolve(cmd *cobra.Command, g *globalOptions, ref string) (*blobstor
 		return nil, nil, daemonError(cmd, imageErr(ref, err))
 	}
 	return s, img, nil
+}
+
+// resolveListed is blobstore.ResolveIn for verbs that resolve against one listing
+// (openImages); for a name it does not find there, the reason Resolve gives when
+// index.json does list it but the image cannot be read (Images leaves such entries
+// out), so that imageErr can say why instead of "No such image".
+func resolveListed(s *blobstore.Store, imgs []*blobstore.Image, ref string) (*blobstore.Image, error) {
+	img, err := blobstore.ResolveIn(imgs, ref)
+	if !errors.Is(err, blobstore.ErrNotFound) {
+		return img, err
+	}
+	if _, why := s.Resolve(ref); why != nil && (errors.Is(why, blobstore.ErrMissingBlob) || !errors.Is(why, blobstore.ErrNotFound)) {
+		return nil, why
+	}
+	return nil, err
 }
 
 // openImages opens the store and lists its images (one reading of index.json for

@@ -1,0 +1,109 @@
+package mountcmd
+
+import (
+	"archive/tar"
+	"bytes"
+	"context"
+	"os"
+	"strings"
+	"testing"
+
+	"github.com/layerfs/layerfs/blobstore"
+	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"github.com/spf13/cobra"
+)
+
+// storeWithImage makes a store under a new --root with one image of one
+// uncompressed layer, tagged a:1.
+func storeWithImage(t *testing.T) (*globalOptions, *blobstore.Store, *blobstore.Image) {
+	t.Helper()
+	ctx := context.Background()
+	g := &globalOptions{root: t.TempDir()}
+	s, err := openStore(g)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var layer bytes.Buffer
+	tw := tar.NewWriter(&layer)
+	if err := tw.WriteHeader(&tar.Header{Name: "f", Mode: 0o644, Size: 1, Typeflag: tar.TypeReg}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tw.Write([]byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	if err := tw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	d, n, err := s.Put(ctx, bytes.NewReader(layer.Bytes()), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := ocispec.Image{Platform: ocispec.Platform{OS: "linux", Architecture: "amd64"},
+		RootFS: ocispec.RootFS{Type: "layers", DiffIDs: []digest.Digest{d}}}
+	img, err := s.WriteImage(ctx, cfg, []ocispec.Descriptor{{MediaType: blobstore.LayerMediaType(blobstore.None), Digest: d, Size: n}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Tag(ctx, img, "a:1"); err != nil {
+		t.Fatal(err)
+	}
+	return g, s, img
+}
+
+// runVerb runs one verb's command with args and returns its stderr and error.
+func runVerb(t *testing.T, cmd *cobra.Command, args ...string) (string, error) {
+	t.Helper()
+	var out, errOut bytes.Buffer
+	cmd.SetArgs(args)
+	cmd.SetOut(&out)
+	cmd.SetErr(&errOut)
+	cmd.SilenceErrors = true
+	err := cmd.Execute()
+	return errOut.String(), err
+}
+
+// An image index.json lists but that lacks a blob is not "No such image": the
+// message names what is missing, on one line. A name index.json does not have
+// still gets docker's "No such image".
+func TestImageErrSaysWhatIsMissing(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		missing func(img *blobstore.Image) digest.Digest // blob deleted ("" none)
+		verb    func(g *globalOptions) *cobra.Command
+		args    []string
+		want    string // the stderr line, with %c for the missing blob's digest
+	}{
+		{"tag-config-missing", configOf, newTagCommand, []string{"a:1", "z:1"},
+			"Error response from daemon: image a:1: read config %c: blob %c: not found"},
+		{"tag-layer-missing", layerOf, newTagCommand, []string{"a:1", "z:1"},
+			"Error response from daemon: image %s: layer blob %c: not found"},
+		{"tag-not-listed", nil, newTagCommand, []string{"nosuch:1", "z:1"},
+			"Error response from daemon: No such image: nosuch:1"},
+		{"tag-not-listed-blob-missing", configOf, newTagCommand, []string{"nosuch:1", "z:1"},
+			"Error response from daemon: No such image: nosuch:1"},
+		{"image-inspect-config-missing", configOf, newImageInspectCommand, []string{"a:1"},
+			"Error: image a:1: read config %c: blob %c: not found"},
+		{"save-config-missing", configOf, newSaveCommand, []string{"-o", "/dev/null", "a:1"},
+			"Error response from daemon: image a:1: read config %c: blob %c: not found"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			g, s, img := storeWithImage(t)
+			var gone digest.Digest
+			if tc.missing != nil {
+				gone = tc.missing(img)
+				if err := os.Remove(s.BlobPath(gone)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			stderr, err := runVerb(t, tc.verb(g), tc.args...)
+			want := strings.NewReplacer("%c", gone.String(), "%s", blobstore.ShortID(img.ID)).Replace(tc.want) + "\n"
+			if err == nil || stderr != want {
+				t.Fatalf("%v: stderr %q, err %v; want %q and an error", tc.args, stderr, err, want)
+			}
+		})
+	}
+}
+
+func configOf(img *blobstore.Image) digest.Digest { return img.ID }
+func layerOf(img *blobstore.Image) digest.Digest  { return img.Manifest.Layers[0].Digest }

@@ -50,10 +50,13 @@ func (s *Store) newSpoolDir() (dir string, remove func(), err error) {
 		return "", nil, err
 	}
 	return dir, func() {
-		os.RemoveAll(dir)
+		removeSpoolDir(dir)
 		d.Close()
 	}, nil
 }
+
+// removeSpoolDir removes a spool dir; tests wrap it to look at the lock meanwhile.
+var removeSpoolDir = os.RemoveAll
 
 // removeStaleSpools removes the spool dirs of killed loads: older than
 // staleSpoolAge and not locked. Best effort: a spool it cannot judge stays.

@@ -134,3 +134,28 @@ func TestFailedLoadKeepsBlobPlacedByAnother(t *testing.T) {
 		t.Fatalf("config blob the failed load placed is still there, want it taken out")
 	}
 }
+
+// A load removes its spool while it still holds the spool's lock: unlocked, the
+// dir would look like a killed load's to another load's removeStaleSpools.
+func TestLoadRemovesSpoolWhileLocked(t *testing.T) {
+	s := newStore(t)
+	removed := 0
+	removeSpoolDir = func(dir string) error {
+		removed++
+		d, err := os.Open(dir)
+		if err != nil {
+			t.Errorf("open spool %s: %v", dir, err)
+		} else {
+			if err := flockRetry(d, unix.LOCK_EX|unix.LOCK_NB); !errors.Is(err, unix.EWOULDBLOCK) {
+				t.Errorf("flock(spool) while it is removed = %v, want %v (the load's lock held)", err, unix.EWOULDBLOCK)
+			}
+			d.Close()
+		}
+		return os.RemoveAll(dir)
+	}
+	t.Cleanup(func() { removeSpoolDir = os.RemoveAll })
+	load(t, s, ociArchive(t, newTestImage(t, "x", 1, Gzip, "x:1")))
+	if removed != 1 {
+		t.Fatalf("spool removed %d times, want 1", removed)
+	}
+}

@@ -22,6 +22,11 @@ const annotationContainerdName = "io.containerd.image.name"
 type LoadOptions struct {
 	Tag      string   // names images that the archive leaves untagged (--tag)
 	Progress Progress // nil: none
+	// CheckLayer, if set, reads a layer's uncompressed tar to its end and says
+	// whether it can be unpacked (mountcmd passes cow.CheckLayer): a load with a
+	// layer it refuses fails, as docker load fails on a layer it cannot extract.
+	// It runs on every file as it is spooled; only layers' verdicts count.
+	CheckLayer func(io.Reader) error
 }
 
 // Loaded is one image a load recorded.
@@ -78,7 +83,7 @@ func (s *Store) Load(ctx context.Context, r io.Reader, opts LoadOptions) ([]Load
 		return nil, fmt.Errorf("load: %w: %v", ErrInvalidArchive, err)
 	}
 	defer closeDec()
-	sp, err := readSpool(ctx, dr, dir, opts.Progress)
+	sp, err := readSpool(ctx, dr, dir, opts.Progress, opts.CheckLayer)
 	if err != nil {
 		return nil, fmt.Errorf("load: %w", err)
 	}
@@ -187,6 +192,9 @@ func checkConfigLayers(cb []byte, cd digest.Digest, layers []*spooled) (ocispec.
 	for i, l := range layers {
 		if l.diffID != c.RootFS.DiffIDs[i] {
 			return c, fmt.Errorf("layer %s: %w: uncompressed content is %s, config diff_id is %s", l.digest, ErrDigestMismatch, l.diffID, c.RootFS.DiffIDs[i])
+		}
+		if l.checkErr != nil {
+			return c, fmt.Errorf("layer %s: %w", l.digest, l.checkErr)
 		}
 	}
 	return c, nil

@@ -24,6 +24,8 @@ type spooled struct {
 	// content is the layer content size (tarSizeCounter) if the decompressed
 	// content parsed as a tar, else -1.
 	content int64
+	// checkErr is LoadOptions.CheckLayer's verdict on the decompressed content.
+	checkErr error
 }
 
 // spool is the content of one archive: every regular file by name, links resolved.
@@ -52,7 +54,7 @@ func cleanEntry(name string) (string, error) {
 
 // readSpool streams the tar r into dir: each regular file hashed (and, if it is
 // compressed, its decompressed content hashed too) while it is written.
-func readSpool(ctx context.Context, r io.Reader, dir string, p Progress) (*spool, error) {
+func readSpool(ctx context.Context, r io.Reader, dir string, p Progress, check func(io.Reader) error) (*spool, error) {
 	sp := &spool{dir: dir, files: map[string]*spooled{}, links: map[string]string{}}
 	tail := &tailReader{r: r}
 	tr := tar.NewReader(tail)
@@ -84,7 +86,7 @@ func readSpool(ctx context.Context, r io.Reader, dir string, p Progress) (*spool
 		}
 		switch hdr.Typeflag {
 		case tar.TypeReg, tar.TypeRegA: //nolint:staticcheck
-			f, err := spoolFile(ctx, tr, dir, hdr, p)
+			f, err := spoolFile(ctx, tr, dir, hdr, p, check)
 			if err != nil {
 				return nil, err
 			}
@@ -125,7 +127,7 @@ func archiveErr(err error) error {
 	return fmt.Errorf("read archive: %w", err)
 }
 
-func spoolFile(ctx context.Context, tr io.Reader, dir string, hdr *tar.Header, p Progress) (*spooled, error) {
+func spoolFile(ctx context.Context, tr io.Reader, dir string, hdr *tar.Header, p Progress, check func(io.Reader) error) (*spooled, error) {
 	f, err := os.CreateTemp(dir, "part-")
 	if err != nil {
 		return nil, fmt.Errorf("spool %s: %w", hdr.Name, err)
@@ -145,12 +147,18 @@ func spoolFile(ctx context.Context, tr io.Reader, dir string, hdr *tar.Header, p
 	comp := sniff(head)
 	var dr *diffHasher
 	sc := newTarSizeCounter()
+	var content io.Writer = sc
+	var cw *checkWriter
+	if check != nil {
+		cw = newCheckWriter(check)
+		content = io.MultiWriter(sc, cw)
+	}
 	ws := []io.Writer{f, h.Hash(), tk}
 	if comp != None {
-		dr = newDiffHasher(comp, sc)
+		dr = newDiffHasher(comp, content)
 		ws = append(ws, dr)
 	} else {
-		ws = append(ws, sc)
+		ws = append(ws, content)
 	}
 	w := io.MultiWriter(ws...)
 	_, err = w.Write(head)
@@ -160,6 +168,10 @@ func spoolFile(ctx context.Context, tr io.Reader, dir string, hdr *tar.Header, p
 	var diffID digest.Digest
 	if dr != nil {
 		diffID = dr.finish()
+	}
+	var checkErr error
+	if cw != nil {
+		checkErr = cw.finish()
 	}
 	tk.Done(err)
 	if err != nil {
@@ -182,11 +194,41 @@ func spoolFile(ctx context.Context, tr io.Reader, dir string, hdr *tar.Header, p
 	if err != nil {
 		return nil, fmt.Errorf("spool %s: %w", hdr.Name, err)
 	}
-	content := int64(-1)
+	size := int64(-1)
 	if diffID != "" && sc.ok() {
-		content = sc.size()
+		size = sc.size()
 	}
-	return &spooled{digest: d, size: fi.Size(), comp: comp, diffID: diffID, content: content}, nil
+	return &spooled{digest: d, size: fi.Size(), comp: comp, diffID: diffID, content: size, checkErr: checkErr}, nil
+}
+
+// checkWriter runs a layer check on what is written to it, in a goroutine; a check
+// that has given its verdict lets the rest pass unread.
+type checkWriter struct {
+	pw   *io.PipeWriter
+	done chan error
+}
+
+func newCheckWriter(check func(io.Reader) error) *checkWriter {
+	pr, pw := io.Pipe()
+	c := &checkWriter{pw: pw, done: make(chan error, 1)}
+	go func() {
+		err := check(pr)
+		pr.CloseWithError(errCheckDone)
+		c.done <- err
+	}()
+	return c
+}
+
+var errCheckDone = errors.New("check done")
+
+func (c *checkWriter) Write(p []byte) (int, error) {
+	c.pw.Write(p) // fails once the check is done: the rest is not needed
+	return len(p), nil
+}
+
+func (c *checkWriter) finish() error {
+	c.pw.Close()
+	return <-c.done
 }
 
 // diffHasher decompresses what is written to it in a goroutine and hashes the

@@ -513,6 +513,31 @@ func TestImagesBadInput(t *testing.T) {
 			m2.Layers[0].MediaType = "application/vnd.example.unknown"
 			return replaceManifest(cloneEntries(entries), mName, m2)
 		}()),
+		"hostile-layer": writeTarEntries(t, func() []tarFileEntry {
+			// Digests and diffIDs all right, but no mount could unpack it.
+			evil := writeTarEntries(t, []tarFileEntry{{hdr: &tar.Header{Name: "../evil", Mode: 0o644, Size: 1, Typeflag: tar.TypeReg}, body: []byte("x")}})
+			var cfg map[string]any
+			for _, e := range entries {
+				if e.hdr.Name == cName {
+					json.Unmarshal(e.body, &cfg)
+				}
+			}
+			cfg["rootfs"] = map[string]any{"type": "layers", "diff_ids": []string{"sha256:" + sha256Hex(evil)}}
+			cb, _ := json.Marshal(cfg)
+			out := cloneEntries(entries)
+			for i := range out {
+				switch out[i].hdr.Name {
+				case lName:
+					out[i].hdr.Name, out[i].body = "blobs/sha256/"+sha256Hex(evil), evil
+				case cName:
+					out[i].hdr.Name, out[i].body = "blobs/sha256/"+sha256Hex(cb), cb
+				}
+			}
+			m2 := m
+			m2.Config.Digest, m2.Config.Size = digestOf(cb), int64(len(cb))
+			m2.Layers = []ocispec.Descriptor{{MediaType: ocispec.MediaTypeImageLayer, Digest: digestOf(evil), Size: int64(len(evil))}}
+			return replaceManifest(out, mName, m2)
+		}()),
 		"layer-not-matching-diffid": writeTarEntries(t, func() []tarFileEntry {
 			other := append([]byte(nil), layerTar...)
 			other = append(other, make([]byte, 1024)...) // same files, different stream

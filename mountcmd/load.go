@@ -3,6 +3,7 @@ package mountcmd
 import (
 	"errors"
 	"fmt"
+	"github.com/layerfs/layerfs/cow"
 	"io"
 	"os"
 
@@ -56,7 +57,7 @@ func runLoad(cmd *cobra.Command, g *globalOptions, o *loadOptions) error {
 		return err
 	}
 	pr := newProgress("Loading", cmd.ErrOrStderr(), o.quiet)
-	loaded, err := s.Load(cmd.Context(), in, blobstore.LoadOptions{Tag: o.tag, Progress: pr.progress()})
+	loaded, err := s.Load(cmd.Context(), in, blobstore.LoadOptions{Tag: o.tag, Progress: pr.progress(), CheckLayer: checkLayer})
 	pr.Finish()
 	if err != nil {
 		return err
@@ -75,4 +76,10 @@ func runLoad(cmd *cobra.Command, g *globalOptions, o *loadOptions) error {
 		}
 	}
 	return nil
+}
+
+// checkLayer refuses a layer no mount could unpack (cow.CheckLayer).
+func checkLayer(r io.Reader) error {
+	_, err := cow.CheckLayer(r)
+	return err
 }

@@ -289,6 +289,18 @@ func (fsys *unionFS) copyUpTreeLocked(rel string) error {
 	if !e.isDir() || len(e.layers) == 1 {
 		return nil
 	}
+	// Listing the dir reads the upper copy too, which would move its atime: the
+	// copy-up puts it back with the rest below.
+	var st0 unix.Stat_t
+	if ufd, err := s.openDir(0, rel, unix.O_PATH); err != nil {
+		return err
+	} else {
+		err = unix.Fstat(ufd, &st0)
+		unix.Close(ufd)
+		if err != nil {
+			return err
+		}
+	}
 	ents, err := s.readDir(e.layers, rel)
 	if err != nil {
 		return err
@@ -332,5 +344,9 @@ func (fsys *unionFS) copyUpTreeLocked(rel string) error {
 		}
 	}
 	fsys.epoch.Add(1)
-	return restore()
+	if err := restore(); err != nil {
+		return err
+	}
+	ts := []unix.Timespec{st0.Atim, {Nsec: unix.UTIME_OMIT}}
+	return unix.UtimesNanoAt(dfd, "", ts, unix.AT_EMPTY_PATH)
 }

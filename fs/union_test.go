@@ -780,3 +780,19 @@ func TestLocksAcrossCopyUp(t *testing.T) {
 		})
 	}
 }
+
+// TestRenameLowerDirKeepsAtime: renaming a dir that lives in a lower layer copies
+// it up as a whole; that is no read of it, so its atime stays the layer's (kernel
+// overlayfs keeps it too).
+func TestRenameLowerDirKeepsAtime(t *testing.T) {
+	low := tree(t, map[string]string{"d/a": "1", "d/b": "2"})
+	old := time.Date(2020, 1, 2, 3, 4, 5, 0, time.UTC)
+	must(t, os.Chtimes(filepath.Join(low, "d"), old, old))
+	u := mountUnion(t, cow.FormatOverlay, low)
+	must(t, os.Rename(filepath.Join(u.mnt, "d"), filepath.Join(u.mnt, "e")))
+	var st unix.Stat_t
+	must(t, unix.Lstat(filepath.Join(u.upper, "e"), &st))
+	if got := time.Unix(st.Atim.Unix()); !got.Equal(old) {
+		t.Errorf("atime of the moved dir %v, want the layer's %v", got, old)
+	}
+}

@@ -51,8 +51,9 @@ type fileHandle struct {
 	s     *stack                 // the stack the fd belongs to
 	old   []*fusefs.LoopbackFile // files replaced after a Rebase, closed at Release
 	// rebased: a passthrough open that may write, whose stack a Rebase retired: how
-	// its file looked then (see landRebased).
-	rebased *fileStamp
+	// its file looked then, and its path (see landRebased).
+	rebased    *fileStamp
+	rebasedRel string
 }
 
 // ptMinSize is the size from which read-only opens of lower files pass through.

@@ -46,6 +46,7 @@ type unionFS struct {
 	listings  atomic.Uint64 // directory listings made, for tests
 	inflight  atomic.Int64  // changes begun and not ended (see changed)
 	rebases   atomic.Uint64 // Rebases so far (see dataChanged)
+	landings  atomic.Uint64 // bumped before and after each landRebased copy (odd: one runs)
 	// Moves of entries in the upper dir whose nodes go-fuse has not moved yet
 	// (see resolve): by request, the sequence number of the move.
 	moveMu    sync.Mutex
@@ -331,7 +332,7 @@ func (n *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fu
 	if len(name) > 255 {
 		return nil, syscall.ENAMETOOLONG
 	}
-	c0, ep := n.fs.changes.Load(), n.fs.epoch.Load()
+	c0, ep, l0 := n.fs.changes.Load(), n.fs.epoch.Load(), n.fs.landings.Load()
 	pe, s, err := n.resolve()
 	if err != nil {
 		return nil, errno("lookup", err)
@@ -348,6 +349,12 @@ func (n *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fu
 		return nil, errno("lookup "+name, err)
 	}
 	n.fs.fillEntry(e, out)
+	if l := n.fs.landings.Load(); (l != l0 || l%2 == 1) && !e.inUpper(s) {
+		// A write landing after a Rebase may have copied this name up meanwhile
+		// (landRebased): the layer's attributes must not stay cached for an hour.
+		out.SetEntryTimeout(1)
+		out.SetAttrTimeout(1)
+	}
 	return n.newChild(ctx, e, ep, c0, s), 0
 }
 

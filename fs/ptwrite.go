@@ -70,7 +70,7 @@ func (n *node) markRebased() {
 		h.mu.Lock()
 		if h.upper && h.rebased == nil {
 			if st, err := stampOf(h.fd); err == nil {
-				h.rebased = &st
+				h.rebased, h.rebasedRel = &st, n.rel()
 			}
 		}
 		h.mu.Unlock()
@@ -93,18 +93,23 @@ func (h *fileHandle) landRebased() error {
 	n := h.n
 	n.fs.barrier.RLock()
 	defer n.fs.barrier.RUnlock()
-	e, s, err := n.resolve()
+	n.fs.landings.Add(1) // lookups meanwhile answer uncached (node.Lookup)
+	defer n.fs.landings.Add(1)
+	// The Rebase dropped the kernel's entries: a lookup since may have made a new
+	// node for the name (the committed copy has another inode number) and go-fuse
+	// then took n out of its tree. Land by the path n had, in the current stack.
+	rel := n.rel()
+	if at := n.fs.nodesAt(rel); len(at) == 0 || at[len(at)-1] != n {
+		h.mu.Lock()
+		rel = h.rebasedRel
+		h.mu.Unlock()
+	}
+	e, s, err := n.fs.copyUpPath(rel, 0)
 	if errors.Is(err, unix.ESTALE) || errors.Is(err, unix.ENOENT) {
 		return nil // the name is gone: nothing to land
 	}
 	if err != nil {
 		return err
-	}
-	rel := n.rel()
-	if !e.inUpper(s) {
-		if e, s, err = n.fs.copyUpPath(rel, 0); err != nil {
-			return err
-		}
 	}
 	dst, err := n.openIn(s, e, unix.O_WRONLY|unix.O_TRUNC)
 	if err != nil {

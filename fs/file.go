@@ -225,7 +225,12 @@ func (h *fileHandle) upperFile() (*fusefs.LoopbackFile, int, bool) {
 
 // openIn opens the node's file in the top layer of e with flags.
 func (n *node) openIn(s *stack, e *entry, flags int) (int, error) {
-	dir, name := path.Split(n.rel())
+	return openAt(s, e, n.rel(), flags)
+}
+
+// openAt opens the file at rel whose resolution in stack s is e.
+func openAt(s *stack, e *entry, rel string, flags int) (int, error) {
+	dir, name := path.Split(rel)
 	dfd, err := s.openDir(e.layers[0], dir, unix.O_PATH)
 	if err != nil {
 		return -1, err

@@ -39,16 +39,18 @@ func (w *noOpendirFS) Rename(cancel <-chan struct{}, in *fuse.RenameIn, oldName 
 // component gone or replaced by a whiteout. Such a request that fails as if the
 // name were not there is run once more after the move ended (node.resolve).
 func (w *noOpendirFS) retryMoved(f func() fuse.Status) fuse.Status {
-	m0 := w.fs.moveSeq.Load()
-	st := f()
-	switch st {
-	case fuse.ENOENT, fuse.Status(syscall.ENOTDIR), fuse.Status(syscall.ESTALE), fuse.Status(syscall.ENXIO):
-		if w.fs.moveSeq.Load() != m0 {
-			w.fs.waitMoves()
-			st = f()
+	for attempt := 0; ; attempt++ {
+		m0 := w.fs.moveSeq.Load()
+		st := f()
+		switch st {
+		case fuse.ENOENT, fuse.Status(syscall.ENOTDIR), fuse.Status(syscall.ESTALE), fuse.Status(syscall.ENXIO):
+			if attempt < 4 && w.fs.moveSeq.Load() != m0 {
+				w.fs.waitMoves()
+				continue // a rename kept moving things under it: again
+			}
 		}
+		return st
 	}
-	return st
 }
 
 func (w *noOpendirFS) Lookup(cancel <-chan struct{}, h *fuse.InHeader, name string, out *fuse.EntryOut) fuse.Status {

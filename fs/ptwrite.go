@@ -111,7 +111,7 @@ func (h *fileHandle) landRebased() error {
 	if err != nil {
 		return err
 	}
-	dst, err := n.openIn(s, e, unix.O_WRONLY|unix.O_TRUNC)
+	dst, err := openAt(s, e, rel, unix.O_WRONLY|unix.O_TRUNC)
 	if err != nil {
 		return err
 	}

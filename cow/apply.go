@@ -223,10 +223,12 @@ func (a *applier) forget(p string, k entryKind) {
 
 // check refuses an entry that is unsafe or that this package cannot represent,
 // given what the tar created before it. It returns the entry's clean name ("." for
-// the root, which only a directory entry may name) and, for a hard link, its
-// target's.
+// the root, which only a directory entry may name; "" for an entry that creates
+// nothing) and, for a hard link, its target's.
 func (a *tarModel) check(hdr *tar.Header) (p, link string, err error) {
 	switch hdr.Typeflag {
+	case tar.TypeXGlobalHeader:
+		return "", "", nil // PAX global header (git archive writes one): no file
 	case tar.TypeReg, tar.TypeRegA, tar.TypeGNUSparse, tar.TypeDir, tar.TypeSymlink,
 		tar.TypeLink, tar.TypeChar, tar.TypeBlock, tar.TypeFifo:
 	default:
@@ -235,6 +237,11 @@ func (a *tarModel) check(hdr *tar.Header) (p, link string, err error) {
 	p, err = cleanName(hdr.Name)
 	if err != nil {
 		return "", "", err
+	}
+	for _, c := range strings.Split(p, "/") {
+		if len(c) > 255 {
+			return "", "", fmt.Errorf("%w: a name longer than 255 bytes", ErrUnsupported)
+		}
 	}
 	if p == "." {
 		if hdr.Typeflag != tar.TypeDir {
@@ -255,7 +262,8 @@ func (a *tarModel) check(hdr *tar.Header) (p, link string, err error) {
 		case k == kindDir:
 			return "", "", fmt.Errorf("%w: hard link to directory %s", ErrUnsafePath, link)
 		case link == p:
-			return "", "", fmt.Errorf("%w: hard link to itself", ErrUnsafePath)
+			// GNU tar's record of a file named twice: it is there already.
+			return "", "", nil
 		}
 		if err := a.checkParents(link); err != nil {
 			return "", "", fmt.Errorf("hard link target: %w", err)
@@ -331,7 +339,9 @@ func CheckLayer(r io.Reader) (int, error) {
 		if err != nil {
 			return n, &EntryError{"check", hdr.Name, err}
 		}
-		m.add(p, m.kindOf(hdr, link))
+		if p != "" {
+			m.add(p, m.kindOf(hdr, link))
+		}
 	}
 	_, err := io.Copy(io.Discard, r) // trailing padding after the end-of-archive marker
 	return n, err
@@ -339,7 +349,7 @@ func CheckLayer(r io.Reader) (int, error) {
 
 func (a *applier) entry(hdr *tar.Header, r io.Reader) error {
 	p, link, err := a.check(hdr)
-	if err != nil {
+	if err != nil || p == "" {
 		return err
 	}
 	if p == "." {

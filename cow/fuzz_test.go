@@ -25,6 +25,7 @@ func FuzzApply(f *testing.F) {
 		{symlink("d", "."), dir("d/d"), reg("d/d/f", "x")},
 		{reg(".wh.x", ""), dir("o"), reg("o/.wh..wh..opq", "")},
 		{{hdr: tar.Header{Typeflag: tar.TypeFifo, Name: "p"}}, symlink("q", "/"), hardlink("r", "q")},
+		{{hdr: tar.Header{Typeflag: tar.TypeXGlobalHeader, PAXRecords: map[string]string{"comment": "c"}}}, reg("f", "x"), hardlink("f", "f")},
 	} {
 		f.Add(buildTar(f, ents...))
 	}

@@ -178,13 +178,14 @@ func buildTar(t testing.TB, ents ...tarEntry) []byte {
 		if h.Typeflag == tar.TypeReg && h.Size == 0 {
 			h.Size = int64(len(e.data))
 		}
-		if h.Mode == 0 && h.Typeflag != tar.TypeLink {
+		global := h.Typeflag == tar.TypeXGlobalHeader // only its records may be set
+		if !global && h.Mode == 0 && h.Typeflag != tar.TypeLink {
 			h.Mode = 0o644
 			if h.Typeflag == tar.TypeDir {
 				h.Mode = 0o755
 			}
 		}
-		if h.ModTime.IsZero() {
+		if h.ModTime.IsZero() && !global {
 			h.ModTime = time.Unix(1700000000, 0)
 		}
 		if err := tw.WriteHeader(&h); err != nil {

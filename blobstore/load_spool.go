@@ -2,6 +2,7 @@ package blobstore
 
 import (
 	"archive/tar"
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -212,7 +213,9 @@ func newCheckWriter(check func(io.Reader) error) *checkWriter {
 	pr, pw := io.Pipe()
 	c := &checkWriter{pw: pw, done: make(chan error, 1)}
 	go func() {
-		err := check(pr)
+		// Buffered: a tar reader reads each 512-byte header on its own, and each
+		// read from the pipe is a hand-off between goroutines.
+		err := check(bufio.NewReaderSize(pr, 1<<20))
 		pr.CloseWithError(errCheckDone)
 		c.done <- err
 	}()

@@ -3,6 +3,8 @@ package fs
 import (
 	"fmt"
 	"os"
+	"strconv"
+	"strings"
 	"sync"
 
 	"github.com/hanwen/go-fuse/v2/fuse"
@@ -79,15 +81,17 @@ func (w *noOpendirFS) Writev(cancel <-chan struct{}, in *fuse.WriteIn, data [][]
 
 func (w *noOpendirFS) SetAttr(cancel <-chan struct{}, in *fuse.SetAttrIn, out *fuse.AttrOut) fuse.Status {
 	kill := in.Valid&fuse.FATTR_KILL_SUIDGID != 0 && in.Valid&fuse.FATTR_MODE == 0
-	if in.Valid&^(fuse.FATTR_FH|fuse.FATTR_LOCKOWNER) == 0 && !hasFsetid(in.Caller.Pid) {
-		kill = true // the kernel's request to clear them (see above)
-	}
-	if kill {
+	// An empty SETATTR is also what chown(f, -1, -1) sends, which anyone who can
+	// look the file up may do: it clears the bits only for a caller that may
+	// write the file, as a writer the kernel asks for must.
+	empty := in.Valid&^(fuse.FATTR_FH|fuse.FATTR_LOCKOWNER) == 0 && !hasFsetid(in.Caller.Pid)
+	if kill || empty {
 		var ao fuse.AttrOut
 		if st := w.RawFileSystem.GetAttr(cancel, &fuse.GetAttrIn{InHeader: in.InHeader}, &ao); !st.Ok() {
 			return st
 		}
-		if mode, kill := killMode(ao.Mode); kill && ao.Mode&unix.S_IFMT == unix.S_IFREG {
+		mode, setid := killMode(ao.Mode)
+		if setid && ao.Mode&unix.S_IFMT == unix.S_IFREG && (kill || mayWrite(&in.Caller, &ao.Attr)) {
 			in2 := *in
 			in2.Valid |= fuse.FATTR_MODE
 			in2.Mode = mode & 0o7777
@@ -95,6 +99,39 @@ func (w *noOpendirFS) SetAttr(cancel <-chan struct{}, in *fuse.SetAttrIn, out *f
 		}
 	}
 	return w.RawFileSystem.SetAttr(cancel, in, out)
+}
+
+// mayWrite reports whether caller c may write a file with attributes a, by its
+// mode bits (no ACLs: the mount has none), counting its supplementary groups.
+func mayWrite(c *fuse.Caller, a *fuse.Attr) bool {
+	switch {
+	case c.Uid == a.Uid:
+		return a.Mode&0o200 != 0
+	case c.Gid == a.Gid || inGroup(c.Pid, a.Gid):
+		return a.Mode&0o020 != 0
+	}
+	return a.Mode&0o002 != 0
+}
+
+// inGroup reports whether thread tid has gid among its supplementary groups.
+func inGroup(tid uint32, gid uint32) bool {
+	if tid == 0 {
+		return false
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", tid))
+	if err != nil {
+		return false
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if g, ok := strings.CutPrefix(line, "Groups:"); ok {
+			for _, f := range strings.Fields(g) {
+				if f == strconv.FormatUint(uint64(gid), 10) {
+					return true
+				}
+			}
+		}
+	}
+	return false
 }
 
 func (w *noOpendirFS) Open(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut) fuse.Status {

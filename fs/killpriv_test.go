@@ -137,6 +137,14 @@ func startUser(t *testing.T, uid, gid int) *userProc {
 // do runs one operation (see fileOps) and fails the test if it fails.
 func (u *userProc) do(op string, args ...any) {
 	u.t.Helper()
+	if reply := u.try(op, args...); reply != "ok\n" {
+		u.t.Errorf("as uid %d: %s %v: %q", u.cmd.SysProcAttr.Credential.Uid, op, args, reply)
+	}
+}
+
+// try runs one operation and returns its reply ("ok\n" or the error).
+func (u *userProc) try(op string, args ...any) string {
+	u.t.Helper()
 	line := op
 	for _, a := range args {
 		line += " " + fmt.Sprint(a)
@@ -145,9 +153,10 @@ func (u *userProc) do(op string, args ...any) {
 		u.t.Fatalf("%s: %v", line, err)
 	}
 	reply, err := u.out.ReadString('\n')
-	if err != nil || reply != "ok\n" {
-		u.t.Errorf("as uid %d: %s: %q %v", u.cmd.SysProcAttr.Credential.Uid, line, reply, err)
+	if err != nil {
+		u.t.Fatalf("%s: %v", line, err)
 	}
+	return reply
 }
 
 // fileOps serves userProc requests on stdin, one per line, answering "ok" or the
@@ -170,6 +179,8 @@ func fileOps() int {
 			_, err = files[f[1]].WriteAt([]byte("x"), num(2, 10))
 		case "close":
 			err = files[f[1]].Close()
+		case "fchown":
+			err = unix.Fchown(int(files[f[1]].Fd()), -1, -1)
 		case "fchmod":
 			err = unix.Fchmod(int(files[f[1]].Fd()), uint32(num(2, 8)))
 		case "fallocate":
@@ -201,7 +212,8 @@ func TestKillSetidWriters(t *testing.T) {
 		t.Helper()
 		for name, mode := range map[string]os.FileMode{"late": 0o666, "late-nowrite": 0o666, "late-before": 0o666,
 			"inst": 0o644, "falloc": 0o777 | os.ModeSetuid | os.ModeSetgid, "punch": 0o777 | os.ModeSetuid,
-			"cfr": 0o777 | os.ModeSetuid | os.ModeSetgid, "open-only": 0o777 | os.ModeSetuid, "src": 0o644} {
+			"cfr": 0o777 | os.ModeSetuid | os.ModeSetgid, "open-only": 0o777 | os.ModeSetuid, "src": 0o644,
+			"chown-reader": 0o755 | os.ModeSetuid | os.ModeSetgid} {
 			p := filepath.Join(d, name)
 			must(t, os.WriteFile(p, bytes.Repeat([]byte("d"), 8192), 0o644))
 			must(t, os.Chmod(p, mode))
@@ -242,6 +254,11 @@ func TestKillSetidWriters(t *testing.T) {
 		u.do("close", p("src"))
 		u.do("open", p("open-only"), os.O_WRONLY)
 		u.do("close", p("open-only"))
+		// chown(fd, -1, -1) by a mere reader: refused (EPERM) by ext4; the same
+		// empty SETATTR a writer's kill sends must not clear the bits here either.
+		u.do("open", p("chown-reader"), os.O_RDONLY)
+		u.try("fchown", p("chown-reader"))
+		u.do("close", p("chown-reader"))
 		modes := map[string]os.FileMode{}
 		ents, err := os.ReadDir(d)
 		must(t, err)

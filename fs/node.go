@@ -86,7 +86,8 @@ func (fsys *unionFS) waitMoves() {
 		return
 	}
 	s0 := fsys.moveSeq.Load()
-	for i := 0; i < 500; i++ {
+	// A deadline, not a count: a short sleep takes a millisecond here.
+	for deadline := time.Now().Add(10 * time.Millisecond); time.Now().Before(deadline); {
 		fsys.moveMu.Lock()
 		open := false
 		for _, s := range fsys.moves {

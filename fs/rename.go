@@ -111,6 +111,11 @@ func (n *node) Rename(ctx context.Context, name string, newParent fusefs.InodeEm
 			return errno("rename opaque", err)
 		}
 	}
+	if !exchange && s.format != cow.FormatOverlay && len(cow.WhiteoutName(name)) > 255 && s.lowerHas(pe.layers, rel, name) {
+		// The OCI whiteout the old name needs cannot be made: fail before the
+		// target's hidden entries are cleared below.
+		return syscall.ENAMETOOLONG
+	}
 	unlock := n.fs.entriesChange()
 	defer unlock()
 	if !exchange && de != nil && de.isDir() {

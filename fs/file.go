@@ -54,6 +54,9 @@ type fileHandle struct {
 	// its file looked then, and its path (see landRebased).
 	rebased    *fileStamp
 	rebasedRel string
+	// unpriv: a passthrough open that may write, by a caller without CAP_FSETID
+	// (landRebased clears set-id bits for it).
+	unpriv bool
 }
 
 // ptMinSize is the size from which read-only opens of lower files pass through.
@@ -387,7 +390,18 @@ func (n *node) Open(ctx context.Context, flags uint32) (fusefs.FileHandle, uint3
 		return nil, 0, syscall.ETXTBSY
 	}
 	h, fflags := n.newHandle(fd, s, int(flags), e.inUpper(s), e.st.Size)
+	markUnpriv(ctx, h)
 	return h, fflags, 0
+}
+
+// markUnpriv notes whether a passthrough open that may write was made by a caller
+// without CAP_FSETID (see landRebased); the handle is not in use yet.
+func markUnpriv(ctx context.Context, f fusefs.FileHandle) {
+	if h, ok := f.(*ptHandle); ok && h.acc != unix.O_RDONLY {
+		if c, ok := fuse.FromContext(ctx); ok {
+			h.unpriv = !hasFsetid(c.Pid)
+		}
+	}
 }
 
 // waitPtClosed waits briefly for the node's passthrough opens to go: the kernel

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/layerfs/layerfs/cow"
 	"github.com/layerfs/layerfs/internal/testenv"
@@ -359,6 +360,47 @@ func TestCreateKeepsSetidMode(t *testing.T) {
 				if got[name] != w {
 					t.Errorf("%s: mode, gid %s, want %s", name, got[name], w)
 				}
+			}
+		})
+	}
+}
+
+// TestKillSetidRebasedWriter: a writer without CAP_FSETID keeps its fd across a
+// commit --rebase; the file is made setuid through its path meanwhile (the new
+// inode), and the writer writes again. ext4 clears the bit at that write; here the
+// write goes through the old inode, whose cached mode never had the bit, so the
+// data must not land in a setuid file.
+func TestKillSetidRebasedWriter(t *testing.T) {
+	testenv.RequireRoot(t)
+	for _, pt := range []bool{false, true} {
+		t.Run(map[bool]string{false: "noopen", true: "passthrough"}[pt], func(t *testing.T) {
+			lower := t.TempDir()
+			must(t, os.WriteFile(filepath.Join(lower, "f"), []byte("0123456789"), 0o666))
+			must(t, os.Chmod(filepath.Join(lower, "f"), 0o666))
+			u := mountUnionMode(t, cow.FormatOCI, pt, lower)
+			walkable(t, u.mnt)
+			p := filepath.Join(u.mnt, "f")
+			nb := startUser(t, 65534, 65534)
+			nb.do("open", p, os.O_WRONLY)
+			nb.do("write", p, 1)
+			commitRebase(t, u, []string{lower})
+			must(t, os.Chmod(p, 0o777|os.ModeSetuid))
+			nb.do("write", p, 2)
+			nb.do("close", p)
+			deadline := time.Now().Add(5 * time.Second)
+			for {
+				b, _ := os.ReadFile(filepath.Join(u.upper, "f"))
+				fi, err := os.Stat(filepath.Join(u.upper, "f"))
+				if err == nil && len(b) > 2 && b[2] == 'x' { // the landed write
+					if fi.Mode()&os.ModeSetuid != 0 {
+						t.Errorf("the writer's data landed in a setuid file (mode %v); ext4 clears the bit", fi.Mode())
+					}
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("the write never landed: %q", b)
+				}
+				time.Sleep(10 * time.Millisecond)
 			}
 		})
 	}

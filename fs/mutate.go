@@ -161,6 +161,7 @@ func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint3
 	cn.mu.Lock()
 	h, fflags := cn.newHandle(fd, s, oflags, true, 0)
 	cn.mu.Unlock()
+	markUnpriv(ctx, h)
 	return in, h, fflags, 0
 }
 
@@ -511,5 +512,6 @@ func (n *node) Tmpfile(ctx context.Context, flags uint32, mode uint32, out *fuse
 	cn.mu.Lock()
 	h, fflags := cn.newHandle(fd, s, acc, true, 0)
 	cn.mu.Unlock()
+	markUnpriv(ctx, h)
 	return in, h, fflags, 0
 }

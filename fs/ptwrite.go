@@ -127,6 +127,16 @@ func (h *fileHandle) landRebased() error {
 	if _, err := io.Copy(df, sf); err != nil { // copy_file_range where it can
 		return err
 	}
+	if h.unpriv {
+		// Its writes went to the old inode, whose cached mode a chmod through
+		// the path since did not reach: the kernel asked for no clearing.
+		var st unix.Stat_t
+		if unix.Fstat(dst, &st) == nil {
+			if mode, kill := killMode(st.Mode); kill {
+				_ = unix.Fchmod(dst, mode&0o7777)
+			}
+		}
+	}
 	n.mu.Lock()
 	n.dropLowerFd()
 	n.mu.Unlock()

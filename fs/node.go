@@ -87,7 +87,7 @@ func (fsys *unionFS) waitMoves() {
 	}
 	s0 := fsys.moveSeq.Load()
 	// A deadline, not a count: a short sleep takes a millisecond here.
-	for deadline := time.Now().Add(10 * time.Millisecond); time.Now().Before(deadline); {
+	for deadline := time.Now().Add(100 * time.Millisecond); time.Now().Before(deadline); {
 		fsys.moveMu.Lock()
 		open := false
 		for _, s := range fsys.moves {

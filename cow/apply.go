@@ -208,15 +208,20 @@ func (a *applier) mkdirAll(dir string) error {
 
 // forget drops p, of kind k, and everything below it from the model.
 func (a *applier) forget(p string, k entryKind) {
-	a.forgetSeen(p, k)
-	delete(a.dirs, p)
-	if k != kindDir {
+	forgetIn(a.seen, p, k == kindDir)
+	forgetIn(a.dirs, p, k == kindDir)
+}
+
+// forgetIn deletes p from m, and the paths below it if dir.
+func forgetIn[V any](m map[string]V, p string, dir bool) {
+	delete(m, p)
+	if !dir {
 		return
 	}
 	pre := p + "/"
-	for k := range a.dirs {
+	for k := range m {
 		if strings.HasPrefix(k, pre) {
-			delete(a.dirs, k)
+			delete(m, k)
 		}
 	}
 }
@@ -299,23 +304,9 @@ func (a *tarModel) add(p string, k entryKind) {
 		}
 	}
 	if old, ok := a.seen[p]; ok && !(old == kindDir && k == kindDir) {
-		a.forgetSeen(p, old)
+		forgetIn(a.seen, p, old == kindDir)
 	}
 	a.seen[p] = k
-}
-
-// forgetSeen drops p, of kind k, and everything below it from the model.
-func (a *tarModel) forgetSeen(p string, k entryKind) {
-	delete(a.seen, p)
-	if k != kindDir {
-		return
-	}
-	pre := p + "/"
-	for k := range a.seen {
-		if strings.HasPrefix(k, pre) {
-			delete(a.seen, k)
-		}
-	}
 }
 
 // CheckLayer reads the uncompressed layer tar r to its end and reports the first

@@ -37,7 +37,8 @@ func (w *noOpendirFS) Rename(cancel <-chan struct{}, in *fuse.RenameIn, oldName 
 // Requests that only read go by the node's path more than once (resolve, then
 // the layer dirs on that path): one that a rename's move overlapped may find a
 // component gone or replaced by a whiteout. Such a request that fails as if the
-// name were not there is run once more after the move ended (node.resolve).
+// name were not there is run again once the move ended (node.resolve), up to
+// four more times while renames keep moving things under it.
 func (w *noOpendirFS) retryMoved(f func() fuse.Status) fuse.Status {
 	for attempt := 0; ; attempt++ {
 		m0 := w.fs.moveSeq.Load()

@@ -325,7 +325,12 @@ func (fsys *unionFS) copyUpTreeLocked(rel string) error {
 	if err := cow.MakeOpaque(dfd, s.format); err != nil {
 		return err
 	}
-	// The dir no longer merges: clear stale whiteouts inside it.
+	// The dir no longer merges: clear stale whiteouts inside it. Resolutions of
+	// the dir from before the marker still list its lower layers, and a lookup
+	// through one would find a deleted lower file once its whiteout is gone: the
+	// epoch moves first, and a lookup that overlapped it answers uncached
+	// (node.Lookup).
+	fsys.epoch.Add(1)
 	ents2, err := getdents(dfd)
 	if err != nil {
 		return err

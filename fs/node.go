@@ -350,9 +350,11 @@ func (n *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fu
 		return nil, errno("lookup "+name, err)
 	}
 	n.fs.fillEntry(e, out)
-	if l := n.fs.landings.Load(); (l != l0 || l%2 == 1) && !e.inUpper(s) {
+	if l := n.fs.landings.Load(); (l != l0 || l%2 == 1) && !e.inUpper(s) || n.fs.epoch.Load() != ep {
 		// A write landing after a Rebase may have copied this name up meanwhile
-		// (landRebased): the layer's attributes must not stay cached for an hour.
+		// (landRebased), or the resolution this lookup went by was retired under
+		// it (a rename, a whole-dir copy-up): what it found must not stay cached
+		// for an hour.
 		out.SetEntryTimeout(1)
 		out.SetAttrTimeout(1)
 	}

@@ -140,3 +140,57 @@ func TestFailedRenameKeepsWhiteouts(t *testing.T) {
 		t.Errorf("T lists %d entries after the failed rename, want none (deleted)", len(ents))
 	}
 }
+
+// TestFirstRenameMergedDirNoGhosts: the first rename of a merged dir whose lower
+// files were deleted copies it up whole and clears the whiteouts inside its opaque
+// copy. Lookups racing it that went by the dir's old layer list could find a
+// deleted lower file; none of those answers may stay in the kernel's cache: after
+// the renames, no deleted name stats.
+func TestFirstRenameMergedDirNoGhosts(t *testing.T) {
+	const dirs, files = 6, 200
+	spec := map[string]string{}
+	for i := 0; i < dirs; i++ {
+		for j := 0; j < files; j++ {
+			spec[fmt.Sprintf("d%d/g%d", i, j)] = "lower\n"
+		}
+	}
+	low := tree(t, spec)
+	for _, f := range []cow.Format{cow.FormatOverlay, cow.FormatOCI} {
+		u := mountUnion(t, f, low)
+		for i := 0; i < dirs; i++ {
+			for j := 0; j < files; j++ {
+				must(t, os.Remove(filepath.Join(u.mnt, fmt.Sprintf("d%d/g%d", i, j))))
+			}
+		}
+		u.remount(t, f) // no cached misses: every lookup asks the server
+		for i := 0; i < dirs; i++ {
+			d, e := filepath.Join(u.mnt, fmt.Sprintf("d%d", i)), filepath.Join(u.mnt, fmt.Sprintf("e%d", i))
+			must(t, unix.Stat(d, new(unix.Stat_t)))
+			var wg sync.WaitGroup
+			for r := 0; r < 3; r++ {
+				wg.Add(1)
+				go func(r int) {
+					defer wg.Done()
+					var st unix.Stat_t
+					for j := r; j < files; j += 3 {
+						unix.Lstat(filepath.Join(d, fmt.Sprintf("g%d", j)), &st)
+					}
+				}(r)
+			}
+			must(t, os.Rename(d, e))
+			wg.Wait()
+		}
+		ghosts := 0
+		for i := 0; i < dirs; i++ {
+			for j := 0; j < files; j++ {
+				if unix.Lstat(filepath.Join(u.mnt, fmt.Sprintf("e%d/g%d", i, j)), new(unix.Stat_t)) == nil {
+					ghosts++
+				}
+			}
+		}
+		if ghosts > 0 {
+			t.Errorf("format %v: %d deleted lower files still stat after the renames", f, ghosts)
+		}
+		u.unmount(t)
+	}
+}

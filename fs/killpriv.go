@@ -91,7 +91,7 @@ func (w *noOpendirFS) SetAttr(cancel <-chan struct{}, in *fuse.SetAttrIn, out *f
 			return st
 		}
 		mode, setid := killMode(ao.Mode)
-		if setid && ao.Mode&unix.S_IFMT == unix.S_IFREG && (kill || mayWrite(&in.Caller, &ao.Attr)) {
+		if setid && ao.Mode&unix.S_IFMT == unix.S_IFREG && (kill || mayWrite(&in.Caller, &ao.Attr) || holdsWriter(in.Caller.Pid, ao.Ino)) {
 			in2 := *in
 			in2.Valid |= fuse.FATTR_MODE
 			in2.Mode = mode & 0o7777
@@ -111,6 +111,37 @@ func mayWrite(c *fuse.Caller, a *fuse.Attr) bool {
 		return a.Mode&0o020 != 0
 	}
 	return a.Mode&0o002 != 0
+}
+
+// holdsWriter reports whether the process of thread tid has a file with inode
+// number ino open for writing: a writer that opened the file while its mode let
+// it, before a chmod took that away, still writes (the kernel checked at open). A
+// caller this process cannot see (tid 0) counts as one: clearing is the safe side.
+// Read from /proc, never by a stat through the mount (this process serves it).
+func holdsWriter(tid uint32, ino uint64) bool {
+	if tid == 0 {
+		return true
+	}
+	dir := fmt.Sprintf("/proc/%d/fdinfo", tid)
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return false
+	}
+	want := "ino:\t" + strconv.FormatUint(ino, 10) + "\n"
+	for _, e := range ents {
+		b, err := os.ReadFile(dir + "/" + e.Name())
+		if err != nil || !strings.Contains(string(b), want) {
+			continue
+		}
+		for _, line := range strings.Split(string(b), "\n") {
+			if f, ok := strings.CutPrefix(line, "flags:\t"); ok {
+				if fl, err := strconv.ParseUint(strings.TrimSpace(f), 8, 64); err == nil && fl&unix.O_ACCMODE != unix.O_RDONLY {
+					return true
+				}
+			}
+		}
+	}
+	return false
 }
 
 // inGroup reports whether thread tid has gid among its supplementary groups.

@@ -214,7 +214,7 @@ func TestKillSetidWriters(t *testing.T) {
 		for name, mode := range map[string]os.FileMode{"late": 0o666, "late-nowrite": 0o666, "late-before": 0o666,
 			"inst": 0o644, "falloc": 0o777 | os.ModeSetuid | os.ModeSetgid, "punch": 0o777 | os.ModeSetuid,
 			"cfr": 0o777 | os.ModeSetuid | os.ModeSetgid, "open-only": 0o777 | os.ModeSetuid, "src": 0o644,
-			"chown-reader": 0o755 | os.ModeSetuid | os.ModeSetgid} {
+			"chown-reader": 0o755 | os.ModeSetuid | os.ModeSetgid, "chmod-ro": 0o666, "chmod-ro-fa": 0o666} {
 			p := filepath.Join(d, name)
 			must(t, os.WriteFile(p, bytes.Repeat([]byte("d"), 8192), 0o644))
 			must(t, os.Chmod(p, mode))
@@ -255,6 +255,16 @@ func TestKillSetidWriters(t *testing.T) {
 		u.do("close", p("src"))
 		u.do("open", p("open-only"), os.O_WRONLY)
 		u.do("close", p("open-only"))
+		// Opened for writing while the mode let it, then made setuid and
+		// read-only for the writer: its writes still count (checked at open).
+		u.do("open", p("chmod-ro"), os.O_WRONLY)
+		u.do("open", p("chmod-ro-fa"), os.O_RDWR)
+		must(t, os.Chmod(p("chmod-ro"), 0o755|os.ModeSetuid))
+		must(t, os.Chmod(p("chmod-ro-fa"), 0o755|os.ModeSetuid))
+		u.do("write", p("chmod-ro"), 1)
+		u.do("fallocate", p("chmod-ro-fa"), 0, 0, 1<<16)
+		u.do("close", p("chmod-ro"))
+		u.do("close", p("chmod-ro-fa"))
 		// chown(fd, -1, -1) by a mere reader: refused (EPERM) by ext4; the same
 		// empty SETATTR a writer's kill sends must not clear the bits here either.
 		u.do("open", p("chown-reader"), os.O_RDONLY)

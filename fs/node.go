@@ -46,7 +46,8 @@ type unionFS struct {
 	listings  atomic.Uint64 // directory listings made, for tests
 	inflight  atomic.Int64  // changes begun and not ended (see changed)
 	rebases   atomic.Uint64 // Rebases so far (see dataChanged)
-	landings  atomic.Uint64 // bumped before and after each landRebased copy (odd: one runs)
+	landings  atomic.Uint64 // landRebased copies begun
+	landing   atomic.Int64  // landRebased copies running
 	// Moves of entries in the upper dir whose nodes go-fuse has not moved yet
 	// (see resolve): by request, the sequence number of the move.
 	moveMu    sync.Mutex
@@ -350,7 +351,7 @@ func (n *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fu
 		return nil, errno("lookup "+name, err)
 	}
 	n.fs.fillEntry(e, out)
-	if l := n.fs.landings.Load(); (l != l0 || l%2 == 1) && !e.inUpper(s) || n.fs.epoch.Load() != ep {
+	if (n.fs.landings.Load() != l0 || n.fs.landing.Load() > 0 || n.fs.epoch.Load() != ep) && !e.inUpper(s) {
 		// A write landing after a Rebase may have copied this name up meanwhile
 		// (landRebased), or the resolution this lookup went by was retired under
 		// it (a rename, a whole-dir copy-up): what it found must not stay cached

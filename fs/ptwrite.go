@@ -3,7 +3,9 @@ package fs
 import (
 	"errors"
 	"io"
+	"log"
 	"os"
+	"path"
 
 	"golang.org/x/sys/unix"
 )
@@ -94,7 +96,8 @@ func (h *fileHandle) landRebased() error {
 	n.fs.barrier.RLock()
 	defer n.fs.barrier.RUnlock()
 	n.fs.landings.Add(1) // lookups meanwhile answer uncached (node.Lookup)
-	defer n.fs.landings.Add(1)
+	n.fs.landing.Add(1)
+	defer n.fs.landing.Add(-1)
 	// The Rebase dropped the kernel's entries: a lookup since may have made a new
 	// node for the name (the committed copy has another inode number) and go-fuse
 	// then took n out of its tree. Land by the path n had, in the current stack.
@@ -103,6 +106,12 @@ func (h *fileHandle) landRebased() error {
 		h.mu.Lock()
 		rel = h.rebasedRel
 		h.mu.Unlock()
+	}
+	if replaced, err := n.fs.replacedSinceCommit(rel); err != nil || replaced {
+		if replaced {
+			log.Printf("layerfs: release %s: not landing the writes made after a commit: the name holds another file now", rel)
+		}
+		return nil // the name is gone or holds another file: nothing to land on
 	}
 	e, s, err := n.fs.copyUpPath(rel, 0)
 	if errors.Is(err, unix.ESTALE) || errors.Is(err, unix.ENOENT) {
@@ -153,6 +162,32 @@ func (h *fileHandle) landRebased() error {
 		go cur[len(cur)-1].NotifyContent(0, 0)
 	}
 	return nil
+}
+
+// replacedSinceCommit reports whether the name rel no longer holds the file the
+// last commit took (the new top lower layer's, or an upper copy of it): a file
+// renamed over it since must not get an old writer's data. An error: the name is
+// gone.
+func (fsys *unionFS) replacedSinceCommit(rel string) (bool, error) {
+	s := fsys.stack.Load()
+	if len(s.layers) < 2 || s.layers[1].upper {
+		return false, nil
+	}
+	cur, _, err := fsys.lookupPath(s, rel)
+	if err != nil {
+		return false, err
+	}
+	dir, name := path.Split(rel)
+	dfd, err := s.openDir(1, dir, unix.O_PATH)
+	if err != nil {
+		return true, nil // not in the committed layer: another file
+	}
+	defer unix.Close(dfd)
+	var st unix.Stat_t
+	if unix.Fstatat(dfd, name, &st, unix.AT_SYMLINK_NOFOLLOW) != nil {
+		return true, nil
+	}
+	return cur.ino != s.mapIno(st.Dev, st.Ino), nil
 }
 
 // nodesAt returns the nodes the kernel now knows along rel, from its first

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/layerfs/layerfs/cow"
+	"github.com/layerfs/layerfs/internal/testenv"
 )
 
 // TestRebaseOpenHandles writes through files opened before a Rebase that, as
@@ -234,4 +235,33 @@ func commitRebase(t *testing.T, u *union, lowers []string) string {
 	must(t, u.m.Rebase(u.lowers, newUpper))
 	u.upper = newUpper
 	return newUpper
+}
+
+// TestRebaseLandingSkipsReplacedName: a writer keeps its fd across commit
+// --rebase while root renames another file over the name (write a temp, rename
+// it into place). On a local filesystem the writer's later writes go to the
+// unlinked old file; here they must not land on root's new file at close.
+func TestRebaseLandingSkipsReplacedName(t *testing.T) {
+	testenv.RequireRoot(t)
+	lower := t.TempDir()
+	u := mountUnionMode(t, cow.FormatOCI, true, lower)
+	if !u.m.fs.passthrough.Load() {
+		t.Skip("the kernel refused FUSE passthrough")
+	}
+	walkable(t, u.mnt)
+	p := func(s string) string { return filepath.Join(u.mnt, s) }
+	must(t, os.WriteFile(p("a"), []byte("old-content"), 0o666))
+	must(t, os.Chmod(p("a"), 0o666))
+	nb := startUser(t, 65534, 65534)
+	nb.do("open", p("a"), os.O_WRONLY)
+	nb.do("write", p("a"), 0)
+	commitRebase(t, u, []string{lower})
+	must(t, os.WriteFile(p("a.tmp"), []byte("ROOT-ONLY"), 0o644))
+	must(t, os.Rename(p("a.tmp"), p("a")))
+	nb.do("write", p("a"), 1)
+	nb.do("close", p("a"))
+	time.Sleep(300 * time.Millisecond) // RELEASE, and a landing, come after close(2)
+	if b := readFile(t, p("a")); b != "ROOT-ONLY" {
+		t.Errorf("a, renamed over after the rebase, = %q: the old writer's data landed on it", b)
+	}
 }

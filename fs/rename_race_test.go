@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -116,28 +115,6 @@ func renameRace(t *testing.T, f cow.Format, pt bool) {
 	u.unmount(t)
 	if b, err := os.ReadFile(filepath.Join(low, "shared/sub/y")); err != nil || string(b) != "y\n" {
 		t.Errorf("LOWER LAYER CHANGED: %q, %v", b, err)
-	}
-}
-
-// TestFailedRenameKeepsWhiteouts: a rename over an empty merged dir clears the
-// target's hidden whiteouts before the move; a rename that cannot be done (here a
-// lower dir whose name leaves no room for an OCI whiteout) must fail before that,
-// and the deleted lower entries stay deleted. (This tree fails in the copy-up
-// already; Rename also checks the whiteout name before clearing anything.)
-func TestFailedRenameKeepsWhiteouts(t *testing.T) {
-	long := strings.Repeat("L", 253)
-	low := tree(t, map[string]string{"T/y": "1", "T/z": "2", long + "/f": "f"})
-	u := mountUnion(t, cow.FormatOCI, low)
-	must(t, os.Remove(filepath.Join(u.mnt, "T/y")))
-	must(t, os.Remove(filepath.Join(u.mnt, "T/z")))
-	if err := os.Rename(filepath.Join(u.mnt, long), filepath.Join(u.mnt, "T")); err == nil {
-		t.Fatal("rename succeeded; want ENAMETOOLONG (no whiteout for the old name)")
-	}
-	u.remount(t, cow.FormatOCI)
-	ents, err := os.ReadDir(filepath.Join(u.mnt, "T"))
-	must(t, err)
-	if len(ents) != 0 {
-		t.Errorf("T lists %d entries after the failed rename, want none (deleted)", len(ents))
 	}
 }
 

@@ -64,6 +64,7 @@ func (w *noOpendirFS) killSuidgid(cancel <-chan struct{}, h *fuse.InHeader) {
 }
 
 func (w *noOpendirFS) Write(cancel <-chan struct{}, in *fuse.WriteIn, data []byte) (uint32, fuse.Status) {
+	defer w.change()()
 	n, st := w.RawFileSystem.Write(cancel, in, data)
 	if st.Ok() && in.WriteFlags&fuse.WRITE_KILL_SUIDGID != 0 {
 		w.killSuidgid(cancel, &in.InHeader)
@@ -72,6 +73,7 @@ func (w *noOpendirFS) Write(cancel <-chan struct{}, in *fuse.WriteIn, data []byt
 }
 
 func (w *noOpendirFS) Writev(cancel <-chan struct{}, in *fuse.WriteIn, data [][]byte) (uint32, fuse.Status) {
+	defer w.change()()
 	n, st := w.RawFileSystem.Writev(cancel, in, data)
 	if st.Ok() && in.WriteFlags&fuse.WRITE_KILL_SUIDGID != 0 {
 		w.killSuidgid(cancel, &in.InHeader)
@@ -80,6 +82,7 @@ func (w *noOpendirFS) Writev(cancel <-chan struct{}, in *fuse.WriteIn, data [][]
 }
 
 func (w *noOpendirFS) SetAttr(cancel <-chan struct{}, in *fuse.SetAttrIn, out *fuse.AttrOut) fuse.Status {
+	defer w.change()()
 	kill := in.Valid&fuse.FATTR_KILL_SUIDGID != 0 && in.Valid&fuse.FATTR_MODE == 0
 	// An empty SETATTR is also what chown(f, -1, -1) sends, which anyone who can
 	// look the file up may do: it clears the bits only for a caller that may
@@ -166,6 +169,7 @@ func inGroup(tid uint32, gid uint32) bool {
 }
 
 func (w *noOpendirFS) Open(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut) fuse.Status {
+	defer w.change()()
 	st := w.retryMoved(func() fuse.Status { return w.RawFileSystem.Open(cancel, in, out) })
 	if st.Ok() && in.Mode&fuse.OPEN_KILL_SUIDGID != 0 {
 		w.killSuidgid(cancel, &in.InHeader)

@@ -48,6 +48,9 @@ type unionFS struct {
 	rebases   atomic.Uint64 // Rebases so far (see dataChanged)
 	landings  atomic.Uint64 // landRebased copies begun
 	landing   atomic.Int64  // landRebased copies running
+	// paths: renames hold it for writing, requests that change something for
+	// reading (pathlock.go).
+	paths sync.RWMutex
 	// Moves of entries in the upper dir whose nodes go-fuse has not moved yet
 	// (see resolve): by request, the sequence number of the move.
 	moveMu    sync.Mutex

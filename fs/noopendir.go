@@ -27,13 +27,6 @@ type noOpendirFS struct {
 	fs     *unionFS
 }
 
-// Rename ends the move node.Rename began once go-fuse moved the node in its tree,
-// for resolutions racing it (node.resolve).
-func (w *noOpendirFS) Rename(cancel <-chan struct{}, in *fuse.RenameIn, oldName string, newName string) fuse.Status {
-	defer w.fs.endMove(cancel)
-	return w.RawFileSystem.Rename(cancel, in, oldName, newName)
-}
-
 // Requests that only read go by the node's path more than once (resolve, then
 // the layer dirs on that path): one that a rename's move overlapped may find a
 // component gone or replaced by a whiteout. Such a request that fails as if the

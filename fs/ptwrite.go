@@ -93,6 +93,8 @@ func (h *fileHandle) landRebased() error {
 		return err
 	}
 	n := h.n
+	n.fs.paths.RLock() // it lands by path (pathlock.go)
+	defer n.fs.paths.RUnlock()
 	n.fs.barrier.RLock()
 	defer n.fs.barrier.RUnlock()
 	n.fs.landings.Add(1) // lookups meanwhile answer uncached (node.Lookup)

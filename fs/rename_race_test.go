@@ -171,3 +171,104 @@ func TestFirstRenameMergedDirNoGhosts(t *testing.T) {
 		u.unmount(t)
 	}
 }
+
+// TestRenameRaceFdCreates: a process works in a directory through an fd (a cwd, an
+// openat dirfd) while other processes rename that directory, or swap it with
+// another one (RENAME_EXCHANGE). On a local filesystem every create and unlink goes
+// to the directory the fd refers to, wherever it is now, and never fails for lack
+// of its name. A request that resolved the directory's path just before a move must
+// not act on the old path: its file would land in the other directory, or fail.
+func TestRenameRaceFdCreates(t *testing.T) {
+	for _, exchange := range []bool{true, false} {
+		for _, pt := range []bool{false, true} {
+			name := fmt.Sprintf("%s/%s", map[bool]string{true: "exchange", false: "rename"}[exchange],
+				map[bool]string{false: "noopen", true: "passthrough"}[pt])
+			t.Run(name, func(t *testing.T) { renameRaceFdCreates(t, exchange, pt) })
+		}
+	}
+}
+
+func renameRaceFdCreates(t *testing.T, exchange, pt bool) {
+	low := tree(t, map[string]string{"a/la": "a\n", "b/lb": "b\n"})
+	u := mountUnionMode(t, cow.FormatOverlay, pt, low)
+	stop := time.Now().Add(1200 * time.Millisecond)
+	var mu sync.Mutex
+	bad := map[string]int{}
+	note := func(k string) {
+		mu.Lock()
+		bad[k]++
+		mu.Unlock()
+	}
+	dirFd := func(name string) int {
+		fd, err := unix.Open(filepath.Join(u.mnt, name), unix.O_DIRECTORY|unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		must(t, err)
+		t.Cleanup(func() { unix.Close(fd) })
+		return fd
+	}
+	fds := map[string]int{"a": dirFd("a"), "b": dirFd("b")}
+	want := map[string]map[string]bool{"a": {"la": true}, "b": {"lb": true}}
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for time.Now().Before(stop) {
+			var err error
+			if exchange {
+				err = unix.Renameat2(unix.AT_FDCWD, filepath.Join(u.mnt, "a"), unix.AT_FDCWD, filepath.Join(u.mnt, "b"), unix.RENAME_EXCHANGE)
+			} else if err = os.Rename(filepath.Join(u.mnt, "a"), filepath.Join(u.mnt, "c")); err == nil {
+				err = os.Rename(filepath.Join(u.mnt, "c"), filepath.Join(u.mnt, "a"))
+			}
+			if err != nil {
+				note("rename: " + err.Error())
+			}
+		}
+	}()
+	for d, fd := range fds {
+		wg.Add(1)
+		go func(d string, fd int) {
+			defer wg.Done()
+			for i := 0; time.Now().Before(stop); i++ {
+				name := fmt.Sprintf("%s%d", d, i)
+				f, err := unix.Openat(fd, name, unix.O_CREAT|unix.O_EXCL|unix.O_WRONLY|unix.O_CLOEXEC, 0o644)
+				if err != nil {
+					note("create: " + err.Error())
+					continue
+				}
+				unix.Close(f)
+				want[d][name] = true
+				if i%2 == 1 {
+					prev := fmt.Sprintf("%s%d", d, i-1)
+					if err := unix.Unlinkat(fd, prev, 0); err != nil {
+						note("unlink: " + err.Error())
+						continue
+					}
+					delete(want[d], prev)
+				}
+			}
+		}(d, fd)
+	}
+	wg.Wait()
+	for k, n := range bad {
+		t.Errorf("%d x %s", n, k)
+	}
+	for d, fd := range fds {
+		dup, err := unix.Dup(fd)
+		must(t, err)
+		f := os.NewFile(uintptr(dup), d)
+		names, err := f.Readdirnames(-1)
+		f.Close()
+		must(t, err)
+		got := map[string]bool{}
+		for _, n := range names {
+			got[n] = true
+			if !want[d][n] {
+				t.Errorf("dir %s holds %s, which was not made there or was removed", d, n)
+			}
+		}
+		for n := range want[d] {
+			if !got[n] {
+				t.Errorf("dir %s lacks %s", d, n)
+			}
+		}
+	}
+}

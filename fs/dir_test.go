@@ -80,7 +80,7 @@ func TestListingAfterRebase(t *testing.T) {
 	}
 	next := tree(t, map[string]string{"d/c": "c", "d/.wh.a": ""})
 	must(t, u.m.Pause(context.Background()))
-	must(t, u.m.Rebase([]string{next, lower}, t.TempDir()))
+	must(t, u.m.Rebase([]string{next, lower}, t.TempDir(), nil))
 	u.m.Resume()
 	if got := listNames(t, d); fmt.Sprint(got) != "[b c]" {
 		t.Errorf("d after Rebase = %v, want [b c]", got)

@@ -55,6 +55,7 @@ func mmapWrite(p string) int {
 type union struct {
 	mnt, upper, work string
 	lowers           []string
+	inos             InodeMaps // of lowers made by commitRebase
 	passthrough      bool
 	m                *MountPoint
 }
@@ -99,7 +100,7 @@ func (u *union) unmount(t testing.TB) {
 func (u *union) remount(t testing.TB, f cow.Format) {
 	t.Helper()
 	u.unmount(t)
-	m, err := Mount(u.mnt, Options{Lowers: u.lowers, Upper: u.upper, Work: u.work, Format: f, Passthrough: u.passthrough})
+	m, err := Mount(u.mnt, Options{Lowers: u.lowers, Upper: u.upper, Work: u.work, Format: f, Passthrough: u.passthrough, InodeMaps: u.inos})
 	if err != nil {
 		t.Fatalf("Mount again: %v", err)
 	}

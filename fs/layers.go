@@ -19,6 +19,7 @@ type layer struct {
 	fd    int // O_PATH|O_DIRECTORY
 	upper bool
 	links map[uint64][]string // multiply-linked files by inode, built on demand under cuMu
+	inos  inoMap              // numbers kept across a commit --rebase (inomap.go), or nil
 }
 
 // stack is the ordered set of layers: the upper first (when writable), then the
@@ -345,11 +346,11 @@ func (s *stack) lookupOne(dfd, li int, name string, e **entry) (stop bool, err e
 const originXattr = "trusted.layerfs.origin"
 
 // identify fills e.ino and e.gen for the entry name in layer li. Lower entries take
-// their inode number from the layer (lowers never change); upper entries copied up
-// from a lower keep the origin's number, stored in an xattr at copy-up.
+// their inode number from the layer (lowers never change), or from its inode map
+// (inomap.go); upper entries copied up from a lower keep the origin's number,
+// stored in an xattr at copy-up.
 func (s *stack) identify(dfd, li int, name string, e *entry) error {
-	e.ino = s.mapIno(e.st.Dev, e.st.Ino)
-	e.gen = 1
+	e.ino, e.gen = s.lowerIno(li, &e.st)
 	if !s.layers[li].upper {
 		return nil
 	}
@@ -364,6 +365,15 @@ func (s *stack) identify(dfd, li int, name string, e *entry) error {
 		e.gen = uint64(sx.Btime.Sec)*1e9 + uint64(sx.Btime.Nsec) | 2
 	}
 	return nil
+}
+
+// lowerIno returns the inode number and generation of the file st of lower layer
+// li: its number in the layer, or the one its inode map keeps.
+func (s *stack) lowerIno(li int, st *unix.Stat_t) (uint64, uint64) {
+	if v, ok := s.layers[li].inos[st.Ino]; ok {
+		return v[0], v[1]
+	}
+	return s.mapIno(st.Dev, st.Ino), 1
 }
 
 func (s *stack) mapIno(dev, ino uint64) uint64 {

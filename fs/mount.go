@@ -36,6 +36,9 @@ type Options struct {
 	// default is nosuid,nodev, as fusermount's; suid and dev are for root only
 	// (others are dropped), noatime for a direct mount by root.
 	Flags []string
+	// InodeMaps keep the inode numbers of lower layers made by commit --rebase
+	// (KeepInodes); a map that cannot be used is logged and left out.
+	InodeMaps InodeMaps
 }
 
 // MountPoint is a live union mount. (The contract named both the type and the
@@ -65,6 +68,9 @@ func Mount(mountpoint string, opts Options) (*MountPoint, error) {
 	s, err := openStack(opts.Lowers, upper, work, opts.Format)
 	if err != nil {
 		return nil, fmt.Errorf("mount %s: %w", mountpoint, err)
+	}
+	for _, err := range s.loadInoMaps(opts.InodeMaps) {
+		log.Printf("layerfs: mount %s: %v (its layer's own inode numbers are used)", mountpoint, err)
 	}
 	fsys := &unionFS{debug: opts.Debug, noOpen: !opts.Passthrough}
 	fsys.relist.delay = relistDelay
@@ -246,29 +252,30 @@ func (m *MountPoint) Resume() {
 // current ones (typically after a commit made the old upper's content a new lower).
 // Cached resolutions are dropped and the kernel's caches of known entries
 // invalidated; negative entries stay cached, so the merged view should be the same
-// before and after (as after a commit). Files created since the last commit get new
-// inode numbers (their new lower copy has no origin). Files open across the
-// Rebase follow: the next write through them copies the file up into the new upper
-// (the old upper may be deleted), except passthrough opens, whose writes the kernel
-// sends to the old file itself. Called while
-// paused (the usual commit: Pause, diff, Rebase, Resume) it runs under that pause;
-// otherwise it takes the write barrier itself. Not concurrently with Pause/Resume.
-func (m *MountPoint) Rebase(lowers []string, upper string) error {
+// before and after (as after a commit). maps keeps the inode numbers of lowers made
+// from the old upper (KeepInodes); without one, the files of such a lower get the
+// layer's own numbers. Files open across the Rebase follow: the next write through
+// them copies the file up into the new upper (the old upper may be deleted), except
+// passthrough opens, whose writes the kernel sends to the old file itself. Called
+// while paused (the usual commit: Pause, diff, KeepInodes, Rebase, Resume) it runs
+// under that pause; otherwise it takes the write barrier itself. Not concurrently
+// with Pause/Resume.
+func (m *MountPoint) Rebase(lowers []string, upper string, maps InodeMaps) error {
 	if !m.paused.Load() {
 		m.fs.barrier.Lock()
 		defer m.fs.barrier.Unlock()
 	}
-	return m.rebase(lowers, upper)
+	return m.rebase(lowers, upper, maps)
 }
 
 // RebasePaused is Rebase for a caller that holds the write barrier (between Pause
 // and Resume), as commit --rebase does: pause, read the upper dir, store the layer,
 // swap the stack, resume. Writers held by the pause then land in the new upper.
-func (m *MountPoint) RebasePaused(lowers []string, upper string) error {
-	return m.rebase(lowers, upper)
+func (m *MountPoint) RebasePaused(lowers []string, upper string, maps InodeMaps) error {
+	return m.rebase(lowers, upper, maps)
 }
 
-func (m *MountPoint) rebase(lowers []string, upper string) error {
+func (m *MountPoint) rebase(lowers []string, upper string, maps InodeMaps) error {
 	old := m.fs.stack.Load()
 	work := ""
 	if old.work >= 0 {
@@ -281,6 +288,9 @@ func (m *MountPoint) rebase(lowers []string, upper string) error {
 	s, err := openStack(lowers, upper, work, old.format)
 	if err != nil {
 		return fmt.Errorf("rebase: %w", err)
+	}
+	for _, err := range s.loadInoMaps(maps) {
+		log.Printf("layerfs: rebase: %v (its layer's own inode numbers are used)", err)
 	}
 	m.fs.stack.Store(s)
 	m.fs.rebases.Add(1)

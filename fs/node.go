@@ -12,7 +12,6 @@ import (
 
 	fusefs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
-	"github.com/layerfs/layerfs/cow"
 	"golang.org/x/sys/unix"
 )
 
@@ -196,26 +195,10 @@ func (n *node) resolveOnce() (*entry, *stack, error) {
 	n.mu.Unlock()
 	var e *entry
 	if n == n.fs.root {
-		e = &entry{layers: nil}
-		for i := range s.layers {
-			e.layers = append(e.layers, i)
-			if i == len(s.layers)-1 {
-				break
-			}
-			fd, err := s.openDir(i, "", unix.O_RDONLY)
-			if err != nil {
-				return nil, nil, err
-			}
-			opq, _ := cow.IsOpaqueDir(fd)
-			unix.Close(fd)
-			if opq {
-				break
-			}
-		}
-		if err := unix.Fstat(s.layers[0].fd, &e.st); err != nil {
+		var err error
+		if e, err = s.root(); err != nil {
 			return nil, nil, err
 		}
-		e.ino = 1
 	} else {
 		name, parent := n.Parent()
 		if parent == nil {

@@ -189,7 +189,8 @@ func (fsys *unionFS) replacedSinceCommit(rel string) (bool, error) {
 	if unix.Fstatat(dfd, name, &st, unix.AT_SYMLINK_NOFOLLOW) != nil {
 		return true, nil
 	}
-	return cur.ino != s.mapIno(st.Dev, st.Ino), nil
+	ino, _ := s.lowerIno(1, &st)
+	return cur.ino != ino, nil
 }
 
 // nodesAt returns the nodes the kernel now knows along rel, from its first

@@ -5,11 +5,13 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/layerfs/layerfs/cow"
 	"github.com/layerfs/layerfs/internal/testenv"
+	"golang.org/x/sys/unix"
 )
 
 // TestRebaseOpenHandles writes through files opened before a Rebase that, as
@@ -221,7 +223,7 @@ func TestRebaseTwoInodesOneFile(t *testing.T) {
 // commitRebase does what commit --rebase does to the mount: while paused, the upper
 // dir's content becomes a new top lower layer over lowers (a copy, as the layer
 // cache unpacks it) and a fresh upper dir replaces it. It returns the new upper,
-// which u records, with the new lowers.
+// which u records, with the new lowers and the inode map that keeps the numbers.
 func commitRebase(t *testing.T, u *union, lowers []string) string {
 	t.Helper()
 	committed := filepath.Join(t.TempDir(), "layer")
@@ -232,7 +234,12 @@ func commitRebase(t *testing.T, u *union, lowers []string) string {
 	}
 	newUpper := t.TempDir()
 	u.lowers = append([]string{committed}, lowers...)
-	must(t, u.m.Rebase(u.lowers, newUpper))
+	if u.inos == nil {
+		u.inos = InodeMaps{}
+	}
+	u.inos[committed] = filepath.Join(t.TempDir(), "inodes")
+	must(t, u.m.KeepInodes(u.inos[committed], committed))
+	must(t, u.m.Rebase(u.lowers, newUpper, u.inos))
 	u.upper = newUpper
 	return newUpper
 }
@@ -263,5 +270,67 @@ func TestRebaseLandingSkipsReplacedName(t *testing.T) {
 	time.Sleep(300 * time.Millisecond) // RELEASE, and a landing, come after close(2)
 	if b := readFile(t, p("a")); b != "ROOT-ONLY" {
 		t.Errorf("a, renamed over after the rebase, = %q: the old writer's data landed on it", b)
+	}
+}
+
+// TestRebaseKeepsInodes: commit --rebase turns the upper dir into a new lower
+// layer, unpacked anew; files the container changed or made must keep the st_ino
+// (and readdir's d_ino) they had, across the rebase, a remount and a second
+// rebase, as files only in the image's layers do. Hard links stay one inode.
+func TestRebaseKeepsInodes(t *testing.T) {
+	lower := tree(t, map[string]string{"etc/conf": "a\n", "etc/keep": "k\n", "bin/tool": "t\n"})
+	u := mountUnion(t, cow.FormatOCI, lower)
+	p := func(s string) string { return filepath.Join(u.mnt, s) }
+	must(t, os.WriteFile(p("etc/conf"), []byte("changed\n"), 0o644)) // copied up
+	must(t, os.MkdirAll(p("new/sub"), 0o755))
+	must(t, os.WriteFile(p("new/sub/file"), []byte("new\n"), 0o644))
+	must(t, os.Link(p("new/sub/file"), p("new/link")))
+	must(t, os.Symlink("sub/file", p("new/sym")))
+	must(t, os.Remove(p("bin/tool")))
+	names := []string{"etc", "etc/conf", "etc/keep", "bin", "new", "new/sub", "new/sub/file", "new/link", "new/sym"}
+	inos := func() map[string]uint64 {
+		m := map[string]uint64{}
+		for _, n := range names {
+			var st unix.Stat_t
+			must(t, unix.Lstat(p(n), &st))
+			m[n] = st.Ino
+		}
+		for _, d := range []string{"", "etc", "new", "new/sub"} {
+			ents, err := os.ReadDir(p(d))
+			must(t, err)
+			for _, e := range ents {
+				info, err := e.Info()
+				must(t, err)
+				m["readdir:"+filepath.Join(d, e.Name())] = info.Sys().(*syscall.Stat_t).Ino
+			}
+		}
+		return m
+	}
+	before := inos()
+	if before["new/sub/file"] != before["new/link"] {
+		t.Fatalf("hard links differ before the commit")
+	}
+	same := func(when string) {
+		t.Helper()
+		after := inos()
+		for k, v := range before {
+			if after[k] != v {
+				t.Errorf("%s: st_ino of %s = %d, was %d", when, k, after[k], v)
+			}
+		}
+		if len(after) != len(before) {
+			t.Errorf("%s: %d names, were %d", when, len(after), len(before))
+		}
+	}
+	commitRebase(t, u, []string{lower})
+	same("after the rebase")
+	u.remount(t, cow.FormatOCI)
+	same("after a remount")
+	must(t, os.WriteFile(p("new/sub/file"), []byte("again\n"), 0o644)) // copy-up from the committed layer
+	must(t, os.Chmod(p("etc"), 0o750))
+	commitRebase(t, u, u.lowers)
+	same("after a second rebase")
+	if b := readFile(t, p("new/link")); b != "again\n" {
+		t.Errorf("new/link = %q after the second rebase", b)
 	}
 }

@@ -422,7 +422,7 @@ func TestRebase(t *testing.T) {
 	// "Commit": the old upper becomes a lower; a fresh upper takes its place.
 	newUpper := t.TempDir()
 	must(t, u.m.Pause(context.Background()))
-	must(t, u.m.Rebase([]string{u.upper, lower}, newUpper))
+	must(t, u.m.Rebase([]string{u.upper, lower}, newUpper, nil))
 	u.m.Resume()
 	_, err = open.WriteAt([]byte("B"), 0)
 	must(t, err)

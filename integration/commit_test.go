@@ -293,6 +293,56 @@ func TestCommitRebase(t *testing.T) {
 	treecmp.Equal(t, ref, check, treeOpts)
 }
 
+// TestCommitRebaseKeepsInodes: files the container changed or made keep their
+// inode numbers across commit --rebase and a remount, as on a local filesystem
+// (git's index and tail -F go by them); hard links stay one inode.
+func TestCommitRebaseKeepsInodes(t *testing.T) {
+	e := newCommitEnv(t)
+	mnt := e.mount("ino", "base:1")
+	ops := []op{write("one", "1\n"), appendTo("etc/passwd", "x:1:1::/:/bin/sh\n"), hardlink("one", "one-link")}
+	applyOps(t, mnt, ops, time.Now().Add(-time.Second))
+	names := []string{"one", "one-link", "etc", "etc/passwd", "etc/motd"}
+	inos := func(dir string) map[string]uint64 {
+		m := map[string]uint64{}
+		for _, n := range names {
+			var st unix.Stat_t
+			if err := unix.Lstat(filepath.Join(dir, n), &st); err != nil {
+				t.Fatal(err)
+			}
+			m[n] = st.Ino
+		}
+		return m
+	}
+	before := inos(mnt)
+	if before["one"] != before["one-link"] {
+		t.Fatalf("hard links have inodes %d and %d", before["one"], before["one-link"])
+	}
+	check := func(when string, dir string) {
+		t.Helper()
+		for n, ino := range inos(dir) {
+			if ino != before[n] {
+				t.Errorf("%s: st_ino of %s = %d, was %d", when, n, ino, before[n])
+			}
+		}
+	}
+	e.ok("commit", "--rebase", "ino", "ino:1")
+	check("after commit --rebase", mnt)
+	e.ok("umount", mnt)
+	mnt2 := e.mountpoint()
+	e.ok("mount", "--name", "ino", "ino:1", mnt2)
+	check("after a remount", mnt2)
+	applyOps(t, mnt2, []op{write("two", "2\n"), appendTo("one", "more\n")}, time.Now().Add(-time.Second))
+	names = append(names, "two")
+	before = inos(mnt2)
+	e.ok("umount", mnt2)
+	// Not mounted: commit --rebase rewrites the container's state only.
+	e.ok("commit", "--rebase", "ino", "ino:2")
+	mnt3 := e.mountpoint()
+	e.ok("mount", "--name", "ino", "ino:2", mnt3)
+	check("after a commit --rebase while unmounted", mnt3)
+	e.ok("umount", mnt3)
+}
+
 // TestCommitSquash: one layer holding the merged tree.
 func TestCommitSquash(t *testing.T) {
 	e := newCommitEnv(t)

@@ -25,6 +25,7 @@ import (
 	"github.com/layerfs/layerfs/blobstore"
 	"github.com/layerfs/layerfs/build"
 	"github.com/layerfs/layerfs/cow"
+	"github.com/layerfs/layerfs/fs"
 	dockerspec "github.com/moby/docker-image-spec/specs-go/v1"
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
@@ -293,9 +294,11 @@ func (c *committer) rebase(ctx context.Context, srv *controlClient, img *blobsto
 		return errors.New("a read-only mount cannot be rebased")
 	}
 	lowers := c.lowers
+	top := "" // the layer dir made from the upper dir
 	if c.diffID != "" {
 		cache := &cow.LayerCache{Dir: filepath.Join(c.g.root, "layers")}
-		top, err := cache.Ensure(ctx, c.diffID, func() (io.ReadCloser, error) { return c.store.OpenLayer(c.desc) })
+		var err error
+		top, err = cache.Ensure(ctx, c.diffID, func() (io.ReadCloser, error) { return c.store.OpenLayer(c.desc) })
 		if err != nil {
 			return err
 		}
@@ -315,12 +318,24 @@ func (c *committer) rebase(ctx context.Context, srv *controlClient, img *blobsto
 	if c.plan.ref != "" {
 		ref = blobstore.FamiliarString(c.plan.ref)
 	}
+	// The committed layer's files keep the inode numbers they had in the union.
+	mapFile := ""
+	if top != "" {
+		mapFile = filepath.Join("inodes", c.diffID.Encoded())
+	}
 	if srv != nil {
-		err = srv.Rebase(ctx, RebaseRequest{Lowers: lowers, Upper: name, ImageID: img.ID, ManifestDigest: img.ManifestDigest, ImageRef: ref})
+		err = srv.Rebase(ctx, RebaseRequest{Lowers: lowers, Upper: name, ImageID: img.ID, ManifestDigest: img.ManifestDigest, ImageRef: ref, Committed: top, InodeMap: mapFile})
 	} else {
+		if mapFile != "" {
+			if kerr := fs.KeepInodes(filepath.Join(c.w.Dir(), mapFile), top, c.lowers, oldUpper, c.w.inodeMaps(c.st), cow.FormatOCI); kerr != nil {
+				fmt.Fprintf(c.stderr, "WARNING: %v: the committed files get new inode numbers\n", kerr)
+				mapFile = ""
+			}
+		}
 		st := *c.st
 		st.Lowers, st.Upper = lowers, name
 		st.ImageID, st.ManifestDigest, st.ImageRef = img.ID, img.ManifestDigest, ref
+		st.InodeMaps = withInodeMap(c.st, lowers, top, mapFile)
 		err = c.w.save(&st)
 	}
 	if err != nil {

@@ -79,6 +79,10 @@ type RebaseRequest struct {
 	ImageID        digest.Digest `json:"imageID,omitempty"`
 	ManifestDigest digest.Digest `json:"manifestDigest,omitempty"`
 	ImageRef       string        `json:"imageRef,omitempty"`
+	// Committed is the lower dir made from the old upper dir; the server keeps the
+	// inode numbers its files had in InodeMap (relative to the container's dir).
+	Committed string `json:"committed,omitempty"`
+	InodeMap  string `json:"inodeMap,omitempty"`
 }
 
 // remoteError is a failure the server reported (as opposed to a broken connection).

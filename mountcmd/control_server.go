@@ -15,6 +15,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/layerfs/layerfs/fs"
 	"golang.org/x/sys/unix"
 )
 
@@ -188,11 +189,20 @@ func (s *controlServer) rebase(r *RebaseRequest) error {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if err := s.rebaseMount(r.Lowers, upper); err != nil {
-		return err
+	mapFile := r.InodeMap
+	if r.Committed != "" && mapFile != "" {
+		if err := s.m.KeepInodes(filepath.Join(s.w.Dir(), mapFile), r.Committed); err != nil {
+			s.log.Printf("rebase: %v: the committed files get new inode numbers", err)
+			mapFile = ""
+		}
 	}
+	maps := withInodeMap(s.state, r.Lowers, r.Committed, mapFile)
 	st := *s.state
 	st.Lowers = r.Lowers
+	st.InodeMaps = maps
+	if err := s.rebaseMount(r.Lowers, upper, s.w.inodeMaps(&st)); err != nil {
+		return err
+	}
 	st.Upper = r.Upper
 	if rel, err := filepath.Rel(s.w.Dir(), upper); err == nil && !strings.HasPrefix(rel, "..") {
 		st.Upper = rel
@@ -205,7 +215,7 @@ func (s *controlServer) rebase(r *RebaseRequest) error {
 	// Reread the state on disk (the pid was written after the server started) and
 	// apply the new stack to it.
 	if disk, err := s.w.load(); err == nil {
-		disk.Lowers, disk.Upper = st.Lowers, st.Upper
+		disk.Lowers, disk.Upper, disk.InodeMaps = st.Lowers, st.Upper, st.InodeMaps
 		disk.ImageID, disk.ManifestDigest, disk.ImageRef = st.ImageID, st.ManifestDigest, st.ImageRef
 		st = *disk
 	}
@@ -218,11 +228,11 @@ func (s *controlServer) rebase(r *RebaseRequest) error {
 
 // rebaseMount swaps the stack, keeping a pause in force (the writers it holds go
 // to the new upper). The caller holds s.mu.
-func (s *controlServer) rebaseMount(lowers []string, upper string) error {
+func (s *controlServer) rebaseMount(lowers []string, upper string, maps fs.InodeMaps) error {
 	if s.pausedBy != 0 {
-		return s.m.RebasePaused(lowers, upper)
+		return s.m.RebasePaused(lowers, upper, maps)
 	}
-	return s.m.Rebase(lowers, upper)
+	return s.m.Rebase(lowers, upper, maps)
 }
 
 func (s *controlServer) stop() error {

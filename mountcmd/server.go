@@ -124,6 +124,7 @@ func serve(ctx context.Context, g *globalOptions, w *workContainer, ready func(e
 		Passthrough: st.Passthrough,
 		Debug:       g.debug,
 		FsName:      w.fsName(),
+		InodeMaps:   w.inodeMaps(st),
 	}
 	lg.Printf("mounting %s at %s (lowers %d, upper %s, read-only %v, passthrough %v)", w.name, st.Mountpoint, len(opts.Lowers), opts.Upper, opts.ReadOnly, opts.Passthrough)
 	m, err := mountUnion(st.Mountpoint, opts) // its errors name the mountpoint

@@ -16,6 +16,7 @@ type unionOptions struct {
 	Passthrough bool // per-open FUSE passthrough (fs.Options.Passthrough)
 	Debug       bool
 	FsName      string // mount source in /proc/mounts: "layerfs:<name>"
+	InodeMaps   fs.InodeMaps
 }
 
 // unionMount is what the server needs of a live union mount (*fs.MountPoint).
@@ -24,8 +25,9 @@ type unionMount interface {
 	Unmount() error
 	Pause(ctx context.Context, skip ...int) error // skip: PIDs never stopped
 	Resume()
-	Rebase(lowers []string, upper string) error       // takes the barrier itself
-	RebasePaused(lowers []string, upper string) error // for the holder of a Pause
+	Rebase(lowers []string, upper string, maps fs.InodeMaps) error       // takes the barrier itself
+	RebasePaused(lowers []string, upper string, maps fs.InodeMaps) error // for the holder of a Pause
+	KeepInodes(file, committed string) error                             // before a Rebase
 }
 
 var _ unionMount = (*fs.MountPoint)(nil)
@@ -42,5 +44,6 @@ var mountUnion = func(mountpoint string, o unionOptions) (unionMount, error) {
 		Passthrough: o.Passthrough,
 		Debug:       o.Debug,
 		FsName:      o.FsName,
+		InodeMaps:   o.InodeMaps,
 	})
 }

@@ -30,6 +30,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/layerfs/layerfs/fs"
 	"github.com/opencontainers/go-digest"
 	"golang.org/x/sys/unix"
 
@@ -104,7 +105,10 @@ type workState struct {
 	PID            int           `json:"pid,omitempty"`         // server pid while mounted (informational)
 	ReadOnly       bool          `json:"readOnly,omitempty"`    // the current or last mount was read-only
 	Passthrough    bool          `json:"passthrough,omitempty"` // ... used per-open FUSE passthrough
-	Created        time.Time     `json:"created"`
+	// InodeMaps: for lowers made by commit --rebase, the file (in the container
+	// dir) that keeps the inode numbers their files had (fs.KeepInodes).
+	InodeMaps map[string]string `json:"inodeMaps,omitempty"`
+	Created   time.Time         `json:"created"`
 }
 
 // workContainer names one working container's directory.
@@ -141,6 +145,45 @@ func (w *workContainer) upperPath(s *workState) string {
 		return u
 	}
 	return filepath.Join(w.Dir(), u)
+}
+
+// inodeMaps returns the inode maps of the state's lowers, with absolute paths.
+func (w *workContainer) inodeMaps(s *workState) fs.InodeMaps {
+	var maps fs.InodeMaps
+	for _, l := range s.Lowers {
+		f, ok := s.InodeMaps[l]
+		if !ok {
+			continue
+		}
+		if !filepath.IsAbs(f) {
+			f = filepath.Join(w.Dir(), f)
+		}
+		if maps == nil {
+			maps = fs.InodeMaps{}
+		}
+		maps[l] = f
+	}
+	return maps
+}
+
+// withInodeMap returns the state's inode maps for the new lowers, plus file for
+// the lower committed when file is set.
+func withInodeMap(s *workState, lowers []string, committed, file string) map[string]string {
+	var maps map[string]string
+	for _, l := range lowers {
+		f, ok := s.InodeMaps[l]
+		if l == committed && file != "" {
+			f, ok = file, true
+		}
+		if !ok {
+			continue
+		}
+		if maps == nil {
+			maps = map[string]string{}
+		}
+		maps[l] = f
+	}
+	return maps
 }
 
 // exists reports whether the container has a state.json (a dir without one is the

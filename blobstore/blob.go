@@ -65,27 +65,79 @@ func (w *blobWriter) abort() {
 
 // commit checks the digest against want (if set) and moves the blob into place.
 func (w *blobWriter) commit(want digest.Digest) (digest.Digest, int64, error) {
+	b, err := w.stage(want)
+	if err != nil {
+		return "", 0, err
+	}
+	if err := b.Commit(); err != nil {
+		return "", 0, err
+	}
+	return b.d, b.size, nil
+}
+
+// stage checks the digest against want (if set) and makes the temp file durable
+// under its final mode, without placing it. The temp file is the returned Staged's
+// (or, on error, removed).
+func (w *blobWriter) stage(want digest.Digest) (*Staged, error) {
 	defer w.abort()
 	got := w.Digest()
 	if want != "" && got != want {
-		return "", 0, fmt.Errorf("blob %s: %w (got %s)", want, ErrDigestMismatch, got)
+		return nil, fmt.Errorf("blob %s: %w (got %s)", want, ErrDigestMismatch, got)
 	}
 	if err := w.f.Chmod(0o644); err != nil {
-		return "", 0, fmt.Errorf("blob %s: %w", got, err)
+		return nil, fmt.Errorf("blob %s: %w", got, err)
 	}
 	if err := w.f.Sync(); err != nil {
-		return "", 0, fmt.Errorf("blob %s: %w", got, err)
+		return nil, fmt.Errorf("blob %s: %w", got, err)
 	}
 	if err := w.f.Close(); err != nil {
-		return "", 0, fmt.Errorf("blob %s: %w", got, err)
+		return nil, fmt.Errorf("blob %s: %w", got, err)
 	}
-	name := w.f.Name()
+	b := &Staged{s: w.s, tmp: w.f.Name(), d: got, size: w.size}
 	w.f = nil
-	if _, err := w.s.placeBlob(name, got); err != nil {
-		os.Remove(name)
-		return "", 0, err
+	return b, nil
+}
+
+// Staged is a blob that Stage wrote and verified but did not make visible: it is
+// a temp file inside the store until Commit renames it into blobs/. Not safe for
+// concurrent use.
+type Staged struct {
+	s    *Store
+	tmp  string // "" once committed or discarded
+	d    digest.Digest
+	size int64
+}
+
+// Digest is the staged blob's digest.
+func (b *Staged) Digest() digest.Digest { return b.d }
+
+// Size is the staged blob's size in bytes.
+func (b *Staged) Size() int64 { return b.size }
+
+// Commit makes the blob visible, as the end of Put does (rename to its digest path,
+// directory fsync); a blob of that digest already there is kept and the staged copy
+// removed. The temp file is gone afterwards, also on error. Commit after Commit or
+// Discard does nothing.
+func (b *Staged) Commit() error {
+	if b.tmp == "" {
+		return nil
 	}
-	return got, w.size, nil
+	tmp := b.tmp
+	b.tmp = ""
+	if _, err := b.s.placeBlob(tmp, b.d); err != nil {
+		os.Remove(tmp)
+		return err
+	}
+	return nil
+}
+
+// Discard removes the staged temp file, leaving the store as it was before Stage.
+// Idempotent and a no-op after Commit, so `defer b.Discard()` is safe.
+func (b *Staged) Discard() {
+	if b.tmp != "" {
+		os.Remove(b.tmp)
+		b.tmp = ""
+	}
 }
 
 // placeBlob renames a finished, verified temp file to the blob path of d, unless the
@@ -130,6 +182,30 @@ func (s *Store) Put(ctx context.Context, r io.Reader, want digest.Digest) (diges
 		return "", 0, fmt.Errorf("put blob %s: %w", want, err)
 	}
 	return w.commit(want)
+}
+
+// Stage is Put without the last step: r is read to EOF into a temp file inside the
+// store, checked against want (if set; else ErrDigestMismatch and nothing is kept)
+// and fsynced, but the blob is not visible (Has is false, GC does not count it)
+// until the returned Staged's Commit. On error nothing is left behind; otherwise
+// the caller calls Commit or Discard. Stage takes no Lease: the caller holds one
+// from before Stage until the blob is named in index.json, as GC removes the temp
+// files of writers without one. Safe for concurrent use; r is not closed.
+func (s *Store) Stage(ctx context.Context, r io.Reader, want digest.Digest) (*Staged, error) {
+	if want != "" {
+		if err := checkDigest(want); err != nil {
+			return nil, err
+		}
+	}
+	w, err := s.newBlobWriter()
+	if err != nil {
+		return nil, err
+	}
+	defer w.abort()
+	if _, err := io.Copy(w, ctxReader{ctx, r}); err != nil {
+		return nil, fmt.Errorf("stage blob %s: %w", want, err)
+	}
+	return w.stage(want)
 }
 
 // Has reports whether blob d is in the store.

@@ -8,7 +8,10 @@
 // fsyncs it, renames it to blobs/sha256/<hex> and fsyncs the directory. Put is
 // idempotent and safe to call concurrently, from any number of processes, for the
 // same or different blobs. Open returns a reader that checks digest and size at EOF
-// and returns ErrDigestMismatch instead of io.EOF when they differ.
+// and returns ErrDigestMismatch instead of io.EOF when they differ. Stage is Put
+// split in two, for writers that must see several blobs through before any becomes
+// visible (pull): the verified temp file stays until Commit renames it or Discard
+// removes it.
 //
 // # Layers
 //

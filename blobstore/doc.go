@@ -20,6 +20,8 @@
 // stream in one pass (diffID and compressed blob together); OpenLayer gives the
 // uncompressed tar stream of any stored layer. Load never re-compresses a layer, so a
 // docker-archive layer keeps its digest.
+// LayerCheck runs a layer check on a blob's uncompressed content while the blob
+// streams by, decompressing as OpenLayer does.
 //
 // # Images and tags
 //

@@ -118,18 +118,55 @@ func (s *Store) OpenLayer(desc ocispec.Descriptor) (io.ReadCloser, error) {
 		return nil, fmt.Errorf("open layer %s: %w", desc.Digest, err)
 	}
 	br := bufio.NewReaderSize(rc, 64<<10)
-	c, known := LayerCompression(desc.MediaType)
-	if !known {
-		head, _ := br.Peek(4)
-		c = sniff(head)
-	}
-	dr, done, err := decompress(br, c)
+	dr, done, err := decompressLayer(br, desc.MediaType)
 	if err != nil {
 		rc.Close()
 		return nil, fmt.Errorf("open layer %s: %w", desc.Digest, err)
 	}
 	return &layerReader{r: dr, raw: br, rc: rc, done: done, d: desc.Digest}, nil
 }
+
+// decompressLayer decompresses a layer blob as its media type says, sniffing the
+// content when the media type is not a known layer type: the one way every layer
+// is read (OpenLayer, LayerCheck). done releases the decoder, not br.
+func decompressLayer(br *bufio.Reader, mediaType string) (_ io.Reader, done func(), _ error) {
+	c, known := LayerCompression(mediaType)
+	if !known {
+		head, _ := br.Peek(4)
+		c = sniff(head)
+	}
+	return decompress(br, c)
+}
+
+// LayerCheck runs a layer check (mountcmd passes cow.CheckLayer, as to
+// LoadOptions.CheckLayer) in a goroutine on the uncompressed content of a layer
+// blob whose bytes, as stored (compressed or not), are written to it: a layer is
+// checked while it streams into the store, without a second read. It decompresses
+// exactly as OpenLayer does, so the check sees what a mount will unpack.
+type LayerCheck struct{ cw *checkWriter }
+
+// NewLayerCheck starts check on the uncompressed content of a blob of mediaType.
+// The caller writes the blob's bytes to it and then calls Close, exactly once
+// (also when the blob was not read to its end), which ends the goroutine.
+func NewLayerCheck(mediaType string, check func(io.Reader) error) *LayerCheck {
+	return &LayerCheck{cw: newCheckWriter(func(r io.Reader) error {
+		dr, done, err := decompressLayer(bufio.NewReaderSize(r, 64<<10), mediaType)
+		if err != nil {
+			return fmt.Errorf("read layer: %w", err)
+		}
+		defer done()
+		return check(dr)
+	})}
+}
+
+// Write passes p on to the check. It never fails: once the check has given its
+// verdict the rest of the blob is not needed and is dropped.
+func (c *LayerCheck) Write(p []byte) (int, error) { return c.cw.Write(p) }
+
+// Close ends the blob and returns the check's verdict: nil if the content passed.
+// A blob cut short reads to the check as a truncated stream; its verdict then
+// says nothing about the blob.
+func (c *LayerCheck) Close() error { return c.cw.finish() }
 
 type layerReader struct {
 	r    io.Reader

@@ -5,8 +5,10 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -20,10 +22,16 @@ import (
 type Stalling struct {
 	Host    string
 	Started <-chan struct{}
+
+	hanging atomic.Int64
 }
 
-// StartStalling runs a Stalling registry on 127.0.0.1 until t ends.
-func StartStalling(t testing.TB, repo, tag string, img v1.Image) *Stalling {
+// Hanging is the number of half-sent layer blobs whose client is still connected.
+func (s *Stalling) Hanging() int { return int(s.hanging.Load()) }
+
+// StartStalling runs a Stalling registry on 127.0.0.1 until t ends. The layers
+// named in whole are sent whole, at once; the others stall.
+func StartStalling(t testing.TB, repo, tag string, img v1.Image, whole ...v1.Hash) *Stalling {
 	t.Helper()
 	rawManifest, err := img.RawManifest()
 	if err != nil {
@@ -52,6 +60,7 @@ func StartStalling(t testing.TB, repo, tag string, img v1.Image) *Stalling {
 	}
 	started := make(chan struct{})
 	var once sync.Once
+	s := &Stalling{Started: started}
 	prefix := "/v2/" + repo + "/"
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch {
@@ -68,7 +77,8 @@ func StartStalling(t testing.TB, repo, tag string, img v1.Image) *Stalling {
 			w.Header().Set("Content-Type", string(types.OCIConfigJSON))
 			w.Write(rawConfig)
 		case strings.HasPrefix(r.URL.Path, prefix+"blobs/") && layers[strings.TrimPrefix(r.URL.Path, prefix+"blobs/")] != nil:
-			l := layers[strings.TrimPrefix(r.URL.Path, prefix+"blobs/")]
+			d := strings.TrimPrefix(r.URL.Path, prefix+"blobs/")
+			l := layers[d]
 			size, _ := l.Size()
 			rc, err := l.Compressed()
 			if err != nil {
@@ -78,8 +88,14 @@ func StartStalling(t testing.TB, repo, tag string, img v1.Image) *Stalling {
 			defer rc.Close()
 			w.Header().Set("Content-Length", fmt.Sprint(size))
 			w.WriteHeader(http.StatusOK)
+			if slices.ContainsFunc(whole, func(h v1.Hash) bool { return h.String() == d }) {
+				io.Copy(w, rc)
+				return
+			}
 			io.CopyN(w, rc, size/2)
 			w.(http.Flusher).Flush()
+			s.hanging.Add(1)
+			defer s.hanging.Add(-1)
 			once.Do(func() { close(started) })
 			<-r.Context().Done()
 		default:
@@ -87,5 +103,6 @@ func StartStalling(t testing.TB, repo, tag string, img v1.Image) *Stalling {
 		}
 	}))
 	t.Cleanup(srv.Close)
-	return &Stalling{Host: strings.TrimPrefix(srv.URL, "http://"), Started: started}
+	s.Host = strings.TrimPrefix(srv.URL, "http://")
+	return s
 }

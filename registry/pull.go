@@ -1,10 +1,10 @@
 package registry
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"runtime"
 	"strings"
 
@@ -12,17 +12,23 @@ import (
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
-	"github.com/google/go-containerregistry/pkg/v1/types"
 	"github.com/layerfs/layerfs/blobstore"
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
-	"golang.org/x/sync/errgroup"
 )
 
 // PullOptions are the knobs of one pull.
 type PullOptions struct {
 	Platform string   // "os/arch[/variant]" picked from an index; "" is linux/<host arch>
 	Progress Progress // nil: silent
+	// CheckLayer, if set, reads a layer's uncompressed tar to its end and says
+	// whether it can be unpacked (mountcmd passes cow.CheckLayer, as to load): a
+	// pull with a layer it refuses fails and stores nothing, as docker pull fails
+	// on a layer it cannot extract. Downloaded layers are checked as they stream
+	// into the store; layers the store has already are read back from it and
+	// checked when the image is new to the store. It is called from several
+	// goroutines at once.
+	CheckLayer func(io.Reader) error
 }
 
 // PullResult says what a pull stored.
@@ -43,8 +49,14 @@ func DefaultPlatform() string { return "linux/" + runtime.GOARCH }
 
 // Pull fetches ref (docker normalisation: "busybox" is docker.io/library/busybox:latest)
 // into st. Blobs already in st are not fetched; every blob is verified against its
-// digest before it becomes visible; the manifest is recorded and the tag moved last.
+// digest (and every layer by opts.CheckLayer) before any layer becomes visible; the
+// manifest is recorded and the tag moved last. A pull that fails before its layers
+// are all in leaves no new blob and no temp file behind.
 func (c *Client) Pull(ctx context.Context, st Store, ref string, opts PullOptions) (*PullResult, error) {
+	// Every remote read of this pull is tied to ctx: a layer that fails cancels it
+	// with its error, which ends the downloads still running at once.
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
 	named, err := blobstore.ParseReference(ref)
 	if err != nil {
 		return nil, err
@@ -104,7 +116,8 @@ func (c *Client) Pull(ctx context.Context, st Store, ref string, opts PullOption
 	if had {
 		fetchProgress = noProgress{} // docker shows no layers for an image it has
 	}
-	if err := c.fetchImage(ctx, st, img, fetchProgress); err != nil {
+	f := &layerFetch{st: st, img: img, check: opts.CheckLayer, checkStored: !had, cancel: cancel, progress: fetchProgress}
+	if err := f.fetchImage(ctx); err != nil {
 		return nil, fmt.Errorf("pull %s: %w", reference.FamiliarString(named), err)
 	}
 	if err := record(ctx, st, img, named, had, res); err != nil {
@@ -140,89 +153,6 @@ func (c *Client) fetchDescriptor(ctx context.Context, named reference.Named) (*r
 		errs = append(errs, last.Error())
 	}
 	return nil, nil, fmt.Errorf("pull %s: no registry to pull from", reference.FamiliarString(named))
-}
-
-// fetchImage puts every missing blob of img into st: layers (in parallel), then the
-// config and the manifest. The caller holds a GC lease until the manifest is recorded.
-func (c *Client) fetchImage(ctx context.Context, st Store, img v1.Image, progress Progress) error {
-	m, err := img.Manifest()
-	if err != nil {
-		return fmt.Errorf("read manifest: %w", err)
-	}
-	var todo []v1.Descriptor
-	seen := map[v1.Hash]bool{}
-	for _, l := range m.Layers {
-		if seen[l.Digest] {
-			continue // the same blob twice in one image: fetched once
-		}
-		seen[l.Digest] = true
-		id := shortID(digest.Digest(l.Digest.String()))
-		if st.Has(digest.Digest(l.Digest.String())) {
-			progress.Layer(id, StatusAlreadyExists, 0, 0)
-			continue
-		}
-		if len(l.URLs) > 0 || l.MediaType == types.DockerForeignLayer {
-			return fmt.Errorf("layer %s: foreign layers are not supported", l.Digest)
-		}
-		progress.Layer(id, StatusPullingFSLayer, 0, l.Size)
-		todo = append(todo, l)
-	}
-	for _, l := range todo[min(len(todo), maxDownloads):] {
-		progress.Layer(shortID(digest.Digest(l.Digest.String())), StatusWaiting, 0, l.Size)
-	}
-	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(maxDownloads)
-	for _, l := range todo {
-		g.Go(func() error { return c.fetchLayer(gctx, st, img, l, progress) })
-	}
-	if err := g.Wait(); err != nil {
-		return err
-	}
-
-	rawCfg, err := img.RawConfigFile()
-	if err != nil {
-		return fmt.Errorf("read config %s: %w", m.Config.Digest, err)
-	}
-	if _, _, err := st.Put(ctx, bytes.NewReader(rawCfg), digest.Digest(m.Config.Digest.String())); err != nil {
-		return fmt.Errorf("store config %s: %w", m.Config.Digest, err)
-	}
-	rawManifest, err := img.RawManifest()
-	if err != nil {
-		return fmt.Errorf("read manifest: %w", err)
-	}
-	md, err := img.Digest()
-	if err != nil {
-		return err
-	}
-	if _, _, err := st.Put(ctx, bytes.NewReader(rawManifest), digest.Digest(md.String())); err != nil {
-		return fmt.Errorf("store manifest %s: %w", md, err)
-	}
-	return nil
-}
-
-func (c *Client) fetchLayer(ctx context.Context, st Store, img v1.Image, l v1.Descriptor, progress Progress) error {
-	d := digest.Digest(l.Digest.String())
-	id := shortID(d)
-	rl, err := img.LayerByDigest(l.Digest)
-	if err != nil {
-		return fmt.Errorf("layer %s: %w", d, err)
-	}
-	rc, err := rl.Compressed()
-	if err != nil {
-		return fmt.Errorf("download layer %s: %w", d, classify(err))
-	}
-	defer rc.Close()
-	cr := &countingReader{r: rc, fn: func(n int64) { progress.Layer(id, StatusDownloading, n, l.Size) }}
-	if _, _, err := st.Put(ctx, cr, d); err != nil {
-		if errors.Is(err, blobstore.ErrDigestMismatch) || strings.Contains(err.Error(), "verifying sha256 checksum") {
-			return fmt.Errorf("layer %s: %w", d, blobstore.ErrDigestMismatch)
-		}
-		return fmt.Errorf("download layer %s: %w", d, oneLine(err))
-	}
-	progress.Layer(id, StatusVerifying, 0, 0)
-	progress.Layer(id, StatusDownloaded, 0, 0)
-	progress.Layer(id, StatusPullComplete, 0, 0)
-	return nil
 }
 
 // record adds the fetched manifest to the store's index, tagged when the reference

@@ -416,7 +416,8 @@ func TestPullErrors(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			st := newStore(t)
-			_, err := c.Pull(ctx, st, tc.ref, registry.PullOptions{})
+			// with the layer check on, as the CLI pulls: a damaged blob is still a digest mismatch
+			_, err := c.Pull(ctx, st, tc.ref, registry.PullOptions{CheckLayer: checkLayer})
 			if err == nil {
 				t.Fatalf("Pull(%s) succeeded", tc.ref)
 			}

@@ -13,7 +13,9 @@ import (
 type Store interface {
 	Has(d digest.Digest) bool
 	Put(ctx context.Context, r io.Reader, want digest.Digest) (digest.Digest, int64, error)
+	Stage(ctx context.Context, r io.Reader, want digest.Digest) (*blobstore.Staged, error)
 	Open(d digest.Digest) (io.ReadCloser, error)
+	OpenLayer(desc ocispec.Descriptor) (io.ReadCloser, error)
 	Lease(ctx context.Context) (release func(), err error)
 	Resolve(ref string) (*blobstore.Image, error)
 	Tag(ctx context.Context, img *blobstore.Image, ref string) error
@@ -93,4 +95,17 @@ func (c *countingReader) Read(p []byte) (int, error) {
 		c.fn(c.n)
 	}
 	return n, err
+}
+
+// ctxReader makes a long read stop when ctx is done.
+type ctxReader struct {
+	ctx context.Context
+	r   io.Reader
+}
+
+func (c ctxReader) Read(p []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return c.r.Read(p)
 }

@@ -1,0 +1,218 @@
+package registry
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"sync"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/types"
+	"github.com/layerfs/layerfs/blobstore"
+	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"golang.org/x/sync/errgroup"
+)
+
+// layerFetch is one pull's transfer of an image's blobs into the store.
+//
+// Layers are downloaded up to maxDownloads at a time, each staged (a verified temp
+// file, not yet visible) while LayerCheck checks its uncompressed content in the
+// same pass. Only when every layer is in and passed are the staged layers
+// committed, then the config and the manifest put. The first layer to fail cancels
+// the pull's context, which ends the other downloads; every staged layer is then
+// discarded, so a failed pull leaves the store's blobs as they were.
+type layerFetch struct {
+	st          Store
+	img         v1.Image
+	check       func(io.Reader) error // nil: no layer check
+	checkStored bool                  // also check the layers the store has already
+	cancel      context.CancelCauseFunc
+	progress    Progress
+
+	mu     sync.Mutex
+	staged []*blobstore.Staged
+}
+
+// fetchImage puts every missing blob of img into st: layers (in parallel), then the
+// config and the manifest. The caller holds a GC lease until the manifest is
+// recorded. ctx is the one f.cancel cancels.
+func (f *layerFetch) fetchImage(ctx context.Context) error {
+	m, err := f.img.Manifest()
+	if err != nil {
+		return fmt.Errorf("read manifest: %w", err)
+	}
+	var todo, stored []v1.Descriptor
+	seen := map[v1.Hash]bool{}
+	for _, l := range m.Layers {
+		if seen[l.Digest] {
+			continue // the same blob twice in one image: fetched once
+		}
+		seen[l.Digest] = true
+		id := shortID(digest.Digest(l.Digest.String()))
+		if f.st.Has(digest.Digest(l.Digest.String())) {
+			f.progress.Layer(id, StatusAlreadyExists, 0, 0)
+			stored = append(stored, l)
+			continue
+		}
+		if len(l.URLs) > 0 || l.MediaType == types.DockerForeignLayer {
+			return fmt.Errorf("layer %s: foreign layers are not supported", l.Digest)
+		}
+		f.progress.Layer(id, StatusPullingFSLayer, 0, l.Size)
+		todo = append(todo, l)
+	}
+	for _, l := range todo[min(len(todo), maxDownloads):] {
+		f.progress.Layer(shortID(digest.Digest(l.Digest.String())), StatusWaiting, 0, l.Size)
+	}
+	if err := f.fetchLayers(ctx, todo, stored); err != nil {
+		return err
+	}
+
+	rawCfg, err := f.img.RawConfigFile()
+	if err != nil {
+		return fmt.Errorf("read config %s: %w", m.Config.Digest, err)
+	}
+	if _, _, err := f.st.Put(ctx, bytes.NewReader(rawCfg), digest.Digest(m.Config.Digest.String())); err != nil {
+		return fmt.Errorf("store config %s: %w", m.Config.Digest, err)
+	}
+	rawManifest, err := f.img.RawManifest()
+	if err != nil {
+		return fmt.Errorf("read manifest: %w", err)
+	}
+	md, err := f.img.Digest()
+	if err != nil {
+		return err
+	}
+	if _, _, err := f.st.Put(ctx, bytes.NewReader(rawManifest), digest.Digest(md.String())); err != nil {
+		return fmt.Errorf("store manifest %s: %w", md, err)
+	}
+	return nil
+}
+
+// fetchLayers downloads and checks todo and checks stored (when f.checkStored),
+// then commits the downloads; on any failure it discards them all and returns the
+// first failure.
+func (f *layerFetch) fetchLayers(ctx context.Context, todo, stored []v1.Descriptor) error {
+	var g errgroup.Group
+	g.SetLimit(maxDownloads)
+	run := func(fn func() error) {
+		g.Go(func() error {
+			err := fn()
+			if err != nil {
+				f.cancel(err) // the first cause wins; the others end with context.Canceled
+			}
+			return err
+		})
+	}
+	for _, l := range todo {
+		if ctx.Err() != nil {
+			break
+		}
+		run(func() error { return f.fetchLayer(ctx, l) })
+	}
+	if f.check != nil && f.checkStored {
+		// after the downloads, so that they never wait for a local read
+		for _, l := range stored {
+			if ctx.Err() != nil {
+				break
+			}
+			run(func() error { return f.checkStoredLayer(ctx, l) })
+		}
+	}
+	err := g.Wait()
+	if err == nil {
+		err = ctx.Err()
+	}
+	if err != nil {
+		f.discard()
+		if cause := context.Cause(ctx); cause != nil {
+			return cause // the first layer's error, not a cancelled neighbour's
+		}
+		return err
+	}
+	for i, b := range f.staged {
+		if err := b.Commit(); err != nil {
+			for _, rest := range f.staged[i+1:] {
+				rest.Discard()
+			}
+			return fmt.Errorf("store layer %s: %w", b.Digest(), err)
+		}
+	}
+	return nil
+}
+
+func (f *layerFetch) discard() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, b := range f.staged {
+		b.Discard()
+	}
+	f.staged = nil
+}
+
+// fetchLayer downloads layer l into a staged blob, checking it on the way.
+func (f *layerFetch) fetchLayer(ctx context.Context, l v1.Descriptor) error {
+	d := digest.Digest(l.Digest.String())
+	id := shortID(d)
+	rl, err := f.img.LayerByDigest(l.Digest)
+	if err != nil {
+		return fmt.Errorf("layer %s: %w", d, err)
+	}
+	rc, err := rl.Compressed()
+	if err != nil {
+		return fmt.Errorf("download layer %s: %w", d, classify(err))
+	}
+	defer rc.Close()
+	var r io.Reader = &countingReader{r: rc, fn: func(n int64) { f.progress.Layer(id, StatusDownloading, n, l.Size) }}
+	var lc *blobstore.LayerCheck
+	if f.check != nil {
+		lc = blobstore.NewLayerCheck(string(l.MediaType), f.check)
+		r = io.TeeReader(r, lc)
+	}
+	b, err := f.st.Stage(ctx, r, d)
+	var verdict error
+	if lc != nil {
+		verdict = lc.Close()
+	}
+	if err != nil {
+		// the digest first: a blob damaged on the way is not the image's fault
+		if errors.Is(err, blobstore.ErrDigestMismatch) || strings.Contains(err.Error(), "verifying sha256 checksum") {
+			return fmt.Errorf("layer %s: %w", d, blobstore.ErrDigestMismatch)
+		}
+		if ctx.Err() != nil {
+			return context.Cause(ctx)
+		}
+		return fmt.Errorf("download layer %s: %w", d, oneLine(err))
+	}
+	if verdict != nil {
+		b.Discard()
+		return fmt.Errorf("layer %s: %w", d, verdict)
+	}
+	f.mu.Lock()
+	f.staged = append(f.staged, b)
+	f.mu.Unlock()
+	f.progress.Layer(id, StatusVerifying, 0, 0)
+	f.progress.Layer(id, StatusDownloaded, 0, 0)
+	f.progress.Layer(id, StatusPullComplete, 0, 0)
+	return nil
+}
+
+// checkStoredLayer reads layer l back from the store and checks it.
+func (f *layerFetch) checkStoredLayer(ctx context.Context, l v1.Descriptor) error {
+	d := digest.Digest(l.Digest.String())
+	rc, err := f.st.OpenLayer(ocispec.Descriptor{MediaType: string(l.MediaType), Digest: d, Size: l.Size})
+	if err != nil {
+		return err
+	}
+	defer rc.Close()
+	if err := f.check(ctxReader{ctx, rc}); err != nil {
+		if ctx.Err() != nil {
+			return context.Cause(ctx)
+		}
+		return fmt.Errorf("layer %s: %w", d, err)
+	}
+	return nil
+}

@@ -78,7 +78,8 @@ func runLoad(cmd *cobra.Command, g *globalOptions, o *loadOptions) error {
 	return nil
 }
 
-// checkLayer refuses a layer no mount could unpack (cow.CheckLayer).
+// checkLayer refuses a layer no mount could unpack (cow.CheckLayer): load and pull
+// run it on every layer they store.
 func checkLayer(r io.Reader) error {
 	_, err := cow.CheckLayer(r)
 	return err

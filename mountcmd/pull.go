@@ -24,7 +24,9 @@ func newPullCommand(g *globalOptions) *cobra.Command {
 		Short: "Download an image from a registry",
 		Long: "Download an image from a registry into the store. An index (multi-platform image) " +
 			"gives the image for --platform (default linux on this machine's architecture). Layers " +
-			"already in the store are not downloaded again; every blob is verified against its digest.",
+			"already in the store are not downloaded again; every blob is verified against its digest, " +
+			"and every layer checked as it streams in: an image with a layer no mount could unpack " +
+			"(an entry escaping the root, say) is refused and nothing is stored.",
 		Args:         exactArgs(1),
 		SilenceUsage: true,
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -56,7 +58,7 @@ func runPull(cmd *cobra.Command, g *globalOptions, o *pullOptions, ref string) e
 		fmt.Fprintln(out, "Using default tag: latest")
 	}
 	progress, done := newTransferProgress(out, o.quiet)
-	res, err := c.Pull(cmd.Context(), st, ref, registry.PullOptions{Platform: o.platform, Progress: progress})
+	res, err := c.Pull(cmd.Context(), st, ref, registry.PullOptions{Platform: o.platform, Progress: progress, CheckLayer: checkLayer})
 	done()
 	if err != nil {
 		return err

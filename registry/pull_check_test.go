@@ -292,3 +292,48 @@ func TestPullRefusalCancels(t *testing.T) {
 	}
 	storeUnchanged(t, st, before)
 }
+
+// TestPullKeepsArrivedLayers: a pull that fails for another reason than a refused
+// layer (here the connection stalls until the caller gives up) keeps the layers
+// that arrived whole and passed, as docker does, so that a retry fetches only the
+// rest; the image itself is not recorded.
+func TestPullKeepsArrivedLayers(t *testing.T) {
+	layer := func(seed string) v1.Layer {
+		return remoteLayer(t, entriesTar(t, entry{name: seed, body: strings.Repeat(seed, 1<<20)}), compression.GZip)
+	}
+	whole, stalled := layer("a"), layer("b")
+	img := remoteImage(t, whole, stalled)
+	wholeHash, _ := whole.Digest()
+	stalledHash, _ := stalled.Digest()
+	stall := registrytest.StartStalling(t, "slow/app", "1", img, wholeHash)
+	st := newStore(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	checked := make(chan struct{}, 2)
+	check := func(r io.Reader) error {
+		err := checkLayer(r)
+		checked <- struct{}{} // only the whole layer's check ever returns by itself
+		return err
+	}
+	go func() {
+		<-stall.Started // the other layer is half sent
+		select {
+		case <-checked: // the whole layer is in and passed
+		case <-time.After(20 * time.Second):
+		}
+		cancel()
+	}()
+	_, err := (&registry.Client{}).Pull(ctx, st, stall.Host+"/slow/app:1", registry.PullOptions{CheckLayer: check})
+	if err == nil {
+		t.Fatal("Pull of a stalled image succeeded")
+	}
+	if !st.Has(digest.Digest(wholeHash.String())) {
+		t.Errorf("the layer that arrived whole was dropped (%v)", err)
+	}
+	if st.Has(digest.Digest(stalledHash.String())) {
+		t.Errorf("the half-sent layer was stored")
+	}
+	if imgs, _ := st.Images(); len(imgs) != 0 {
+		t.Errorf("a failed pull recorded %d images", len(imgs))
+	}
+}

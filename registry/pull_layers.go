@@ -23,8 +23,11 @@ import (
 // file, not yet visible) while LayerCheck checks its uncompressed content in the
 // same pass. Only when every layer is in and passed are the staged layers
 // committed, then the config and the manifest put. The first layer to fail cancels
-// the pull's context, which ends the other downloads; every staged layer is then
-// discarded, so a failed pull leaves the store's blobs as they were.
+// the pull's context, which ends the other downloads. If the check refused a layer,
+// every staged layer is discarded, so a hostile image leaves the store's blobs as
+// they were; after any other failure the layers that arrived whole and passed are
+// kept (unreferenced until a pull records them, gc's otherwise), as docker keeps
+// them, so that a retry fetches only the rest.
 type layerFetch struct {
 	st          Store
 	img         v1.Image
@@ -127,9 +130,16 @@ func (f *layerFetch) fetchLayers(ctx context.Context, todo, stored []v1.Descript
 		err = ctx.Err()
 	}
 	if err != nil {
-		f.discard()
 		if cause := context.Cause(ctx); cause != nil {
-			return cause // the first layer's error, not a cancelled neighbour's
+			err = cause // the first layer's error, not a cancelled neighbour's
+		}
+		var refused *refusedError
+		if errors.As(err, &refused) {
+			f.discard() // a hostile image leaves nothing behind
+		} else {
+			// A network error, a bad blob: the layers that arrived whole and
+			// passed are the image's own and stay, so that a retry skips them.
+			f.commitStaged()
 		}
 		return err
 	}
@@ -142,6 +152,27 @@ func (f *layerFetch) fetchLayers(ctx context.Context, todo, stored []v1.Descript
 		}
 	}
 	return nil
+}
+
+// refusedError is a layer the check refused.
+type refusedError struct {
+	layer digest.Digest
+	err   error
+}
+
+func (e *refusedError) Error() string { return fmt.Sprintf("layer %s: %v", e.layer, e.err) }
+func (e *refusedError) Unwrap() error { return e.err }
+
+// commitStaged makes the staged layers visible, best effort.
+func (f *layerFetch) commitStaged() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, b := range f.staged {
+		if b.Commit() != nil {
+			b.Discard()
+		}
+	}
+	f.staged = nil
 }
 
 func (f *layerFetch) discard() {
@@ -189,7 +220,7 @@ func (f *layerFetch) fetchLayer(ctx context.Context, l v1.Descriptor) error {
 	}
 	if verdict != nil {
 		b.Discard()
-		return fmt.Errorf("layer %s: %w", d, verdict)
+		return &refusedError{d, verdict}
 	}
 	f.mu.Lock()
 	f.staged = append(f.staged, b)
@@ -212,7 +243,7 @@ func (f *layerFetch) checkStoredLayer(ctx context.Context, l v1.Descriptor) erro
 		if ctx.Err() != nil {
 			return context.Cause(ctx)
 		}
-		return fmt.Errorf("layer %s: %w", d, err)
+		return &refusedError{d, err}
 	}
 	return nil
 }

@@ -138,7 +138,7 @@ func Build(ctx context.Context, o Options) (*Result, error) {
 	if len(stages) == 0 {
 		return nil, fmt.Errorf("%w: the Dockerfile has no FROM", ErrBuild)
 	}
-	if b.ctxDir, err = openContext(o.Context); err != nil {
+	if b.ctxDir, err = openContext(o.Context, o.Dockerfile); err != nil {
 		return nil, err
 	}
 	b.cache = &stepCache{dir: filepath.Join(o.StateDir, "build-cache"), store: o.Store}

@@ -17,16 +17,18 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// buildContext is the context dir with its .dockerignore.
+// buildContext is the context dir with its .dockerignore, or the root of an
+// image for COPY --from. Sources resolve inside dir, symlinks included (as
+// docker resolves them), never to the host.
 type buildContext struct {
-	dir string
+	dir string                         // absolute, symlink-free
 	pm  *patternmatcher.PatternMatcher // nil: nothing excluded
-	// inRoot: dir is an image's root (COPY --from): sources resolve inside it,
-	// symlinks included, never to the host.
-	inRoot bool
 }
 
-func openContext(dir string) (*buildContext, error) {
+// openContext opens the context dir and its ignore file: dockerfile's own
+// <Dockerfile>.dockerignore if there is one (as buildkit reads it), else the
+// context's .dockerignore.
+func openContext(dir, dockerfile string) (*buildContext, error) {
 	abs, err := filepath.Abs(dir)
 	if err != nil {
 		return nil, fmt.Errorf("build context %s: %w", dir, err)
@@ -36,8 +38,17 @@ func openContext(dir string) (*buildContext, error) {
 	} else if !fi.IsDir() {
 		return nil, fmt.Errorf("build context %s: not a directory", dir)
 	}
+	if real, err := filepath.EvalSymlinks(abs); err == nil {
+		abs = real // the prefix realPathInRoot checks against
+	}
 	c := &buildContext{dir: abs}
-	f, err := os.Open(filepath.Join(abs, ".dockerignore"))
+	var f *os.File
+	if dockerfile != "" {
+		f, err = os.Open(dockerfile + ".dockerignore")
+	}
+	if f == nil {
+		f, err = os.Open(filepath.Join(abs, ".dockerignore"))
+	}
 	if errors.Is(err, os.ErrNotExist) {
 		return c, nil
 	}
@@ -65,6 +76,36 @@ func (c *buildContext) excluded(rel string) bool {
 	}
 	ok, err := c.pm.MatchesOrParentMatches(rel)
 	return err == nil && ok
+}
+
+// mayReinclude reports whether an exception ("!pattern") of .dockerignore may
+// keep something below the excluded dir rel, so that the dir must be walked, as
+// docker walks it.
+func (c *buildContext) mayReinclude(rel string) bool {
+	if c.pm == nil || !c.pm.Exclusions() {
+		return false
+	}
+	dirs := strings.Split(rel, "/")
+next:
+	for _, p := range c.pm.Patterns() {
+		if !p.Exclusion() {
+			continue
+		}
+		pat := strings.Split(filepath.ToSlash(p.String()), "/")
+		for i, d := range dirs {
+			if i >= len(pat) {
+				continue next
+			}
+			if strings.Contains(pat[i], "**") {
+				return true
+			}
+			if ok, _ := path.Match(pat[i], d); !ok {
+				continue next
+			}
+		}
+		return true
+	}
+	return false
 }
 
 // source is one matched COPY/ADD source in the context.
@@ -99,20 +140,29 @@ func (c *buildContext) resolve(pattern string) ([]source, error) {
 	}
 	var out []source
 	for _, r := range rels {
-		if c.excluded(r) {
+		if c.excluded(r) && !c.mayReinclude(r) {
 			continue
 		}
-		abs := filepath.Join(c.dir, filepath.FromSlash(r))
-		if c.inRoot {
-			real, err := c.realPathInRoot(r)
-			if err != nil {
-				continue
-			}
-			abs = real
+		// Symlinks resolve inside the context (or the image root of COPY
+		// --from), as in docker: the context is all a build may read.
+		abs, err := c.realPathInRoot(r)
+		if err != nil {
+			continue
+		}
+		realRel := "."
+		if abs != c.dir {
+			realRel = filepath.ToSlash(strings.TrimPrefix(abs, c.dir+"/"))
 		}
 		fi, err := os.Stat(abs)
 		if err != nil {
 			continue
+		}
+		if c.excluded(realRel) || c.excluded(r) {
+			// Excluded, but a dir whose walk may keep entries that an
+			// exception re-includes: a source if it keeps any.
+			if !fi.IsDir() || !c.mayReinclude(realRel) || !c.keepsAny(source{rel: r, abs: abs, fi: fi}) {
+				continue
+			}
 		}
 		out = append(out, source{rel: r, abs: abs, fi: fi})
 	}
@@ -120,6 +170,18 @@ func (c *buildContext) resolve(pattern string) ([]source, error) {
 		return nil, fmt.Errorf("file not found in build context or excluded by .dockerignore: stat %s: file does not exist", pattern)
 	}
 	return out, nil
+}
+
+// keepsAny reports whether walking the dir src keeps any entry below it.
+func (c *buildContext) keepsAny(src source) bool {
+	errFound := errors.New("found")
+	err := c.walk(src, func(rel, _ string, _ fs.FileInfo) error {
+		if rel != "." {
+			return errFound
+		}
+		return nil
+	})
+	return errors.Is(err, errFound)
 }
 
 // realPathInRoot resolves rel inside the root dir and returns the host path of
@@ -141,30 +203,53 @@ func (c *buildContext) realPathInRoot(rel string) (string, error) {
 }
 
 // walk calls fn for src and, for a dir, every entry below it that .dockerignore
-// keeps, in lexical order; rel is relative to src ("." for src itself).
+// keeps, in lexical order; rel is relative to src ("." for src itself). An
+// excluded dir is walked when an exception may re-include entries below it, and
+// is passed to fn (before them) only if it does, as docker sends it.
 func (c *buildContext) walk(src source, fn func(rel, abs string, fi fs.FileInfo) error) error {
 	if !src.fi.IsDir() {
 		return fn(".", src.abs, src.fi)
 	}
+	type heldDir struct {
+		rel, abs string
+		fi       fs.FileInfo
+		sent     bool
+	}
+	var held []*heldDir // excluded ancestors of the current entry, outermost first
 	return filepath.WalkDir(src.abs, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
 		}
+		for len(held) > 0 && !strings.HasPrefix(p, held[len(held)-1].abs+"/") {
+			held = held[:len(held)-1]
+		}
 		r, _ := filepath.Rel(src.abs, p)
 		r = filepath.ToSlash(r)
 		ctxRel, _ := filepath.Rel(c.dir, p)
-		if r != "." && c.excluded(filepath.ToSlash(ctxRel)) {
-			if d.IsDir() {
-				return filepath.SkipDir
-			}
-			return nil
-		}
+		ctxRel = filepath.ToSlash(ctxRel)
 		fi, err := os.Lstat(p)
 		if err != nil {
 			return err
 		}
 		if r == "." {
 			fi = src.fi
+		} else if c.excluded(ctxRel) {
+			if !d.IsDir() {
+				return nil
+			}
+			if !c.mayReinclude(ctxRel) {
+				return filepath.SkipDir
+			}
+			held = append(held, &heldDir{rel: r, abs: p, fi: fi})
+			return nil
+		}
+		for _, h := range held {
+			if !h.sent {
+				h.sent = true
+				if err := fn(h.rel, h.abs, h.fi); err != nil {
+					return err
+				}
+			}
 		}
 		return fn(r, p, fi)
 	})

@@ -335,7 +335,7 @@ func (b *builder) mountFrom(ctx context.Context, from string) (*buildContext, di
 		dir = real // the prefix realPathInRoot checks against
 	}
 	if len(lowers) == 0 { // an empty (scratch) stage: an empty dir will do
-		return &buildContext{dir: dir, inRoot: true}, id, func() { os.RemoveAll(dir) }, nil
+		return &buildContext{dir: dir}, id, func() { os.RemoveAll(dir) }, nil
 	}
 	m, err := fs.Mount(dir, fs.Options{Lowers: lowers, ReadOnly: true, FsName: "layerfs:build"})
 	if err != nil {
@@ -347,5 +347,5 @@ func (b *builder) mountFrom(ctx context.Context, from string) (*buildContext, di
 			os.Remove(dir)
 		}
 	}
-	return &buildContext{dir: dir, inRoot: true}, id, unmount, nil
+	return &buildContext{dir: dir}, id, unmount, nil
 }

@@ -1,0 +1,86 @@
+package integration
+
+// Build behaviours found to differ from docker's in a bug hunt (each test is the
+// reproduction of one bug).
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// writeFiles writes name -> content under dir (parents made).
+func writeFiles(t *testing.T, dir string, files map[string]string) {
+	t.Helper()
+	for name, data := range files {
+		p := filepath.Join(dir, name)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte(data), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// TestBuildContextSymlinksStayInContext: a symlink in the build context is
+// resolved inside the context, as docker does (the context is all a build may
+// read), never to the host's file it names.
+func TestBuildContextSymlinksStayInContext(t *testing.T) {
+	requireRunner(t)
+	importRunner(t, "busybox", `CMD ["sh"]`)
+	host := t.TempDir()
+	writeFiles(t, host, map[string]string{"secret.txt": "host secret\n"})
+	ctx := t.TempDir()
+	writeFiles(t, ctx, map[string]string{"real.txt": "in context\n", "secret.txt": "context copy\n", "ignored/x": "ignored\n", ".dockerignore": "ignored\n", "sub/s": "s\n"})
+	os.Symlink(filepath.Join(host, "secret.txt"), filepath.Join(ctx, "abslink"))    // -> <ctx>/<host>/secret.txt: missing
+	os.Symlink(host, filepath.Join(ctx, "dirlink"))                                 // the same through a dir
+	os.Symlink("../../../../../../.."+host+"/secret.txt", filepath.Join(ctx, "up")) // .. stops at the context root
+	os.Symlink("/secret.txt", filepath.Join(ctx, "rooted"))                         // the context's own secret.txt
+	os.Symlink("real.txt", filepath.Join(ctx, "rel"))
+	os.Symlink("ignored/x", filepath.Join(ctx, "toignored"))
+	os.Symlink("/sub", filepath.Join(ctx, "sublink"))
+
+	for _, src := range []string{"abslink", "dirlink", "dirlink/secret.txt", "up", "toignored"} {
+		writeFiles(t, ctx, map[string]string{"Dockerfile": "FROM busybox\nCOPY " + src + " /got\nRUN cat /got\n"})
+		r := run(t, "build", "-t", "leak", ctx)
+		if r.Code == 0 || strings.Contains(r.Stdout, "host secret") || strings.Contains(r.Stdout, "ignored\n") {
+			t.Errorf("COPY %s: exit %d, want a failure (not found in the context)\n%s%s", src, r.Code, r.Stdout, r.Stderr)
+		}
+	}
+	writeFiles(t, ctx, map[string]string{"Dockerfile": "FROM busybox\nCOPY rooted /a\nCOPY rel /b\nCOPY sublink /c/\n"})
+	mustRun(t, "build", "-t", "ok", ctx)
+	if got := mustRun(t, "run", "--rm", "ok", "sh", "-c", "cat /a /b; ls -A /c"); got != "context copy\nin context\ns\n" {
+		t.Errorf("symlinks inside the context: got %q", got)
+	}
+}
+
+// TestBuildDockerignoreExceptions: a `!` exception re-includes a file under an
+// excluded dir, for COPY . and for COPY of the dir itself, as docker does.
+func TestBuildDockerignoreExceptions(t *testing.T) {
+	requireRunner(t)
+	importRunner(t, "busybox", `CMD ["sh"]`)
+	ctx := t.TempDir()
+	writeFiles(t, ctx, map[string]string{
+		"docs/README.md": "readme\n", "docs/x.md": "x\n", "docs/sub/y.md": "y\n",
+		"a/b/z.log": "log\n", "a/keep": "keep\n", "top.log": "log\n",
+		".dockerignore": "docs\n!docs/README.md\n**/*.log\n",
+		"Dockerfile":    "FROM busybox\nCOPY . /ctx/\nCOPY docs /docs/\n",
+	})
+	mustRun(t, "build", "-t", "ign", ctx)
+	got := mustRun(t, "run", "--rm", "ign", "sh", "-c", "cd /ctx && find . -type f | sort; echo --; cd /docs && find . | sort")
+	want := "./.dockerignore\n./Dockerfile\n./a/keep\n./docs/README.md\n--\n.\n./README.md\n"
+	if got != want {
+		t.Errorf("files copied = %q, want %q", got, want)
+	}
+	// -f app.Dockerfile reads app.Dockerfile.dockerignore beside it first (buildkit).
+	df := filepath.Join(t.TempDir(), "app.Dockerfile")
+	writeFiles(t, filepath.Dir(df), map[string]string{"app.Dockerfile": "FROM busybox\nCOPY . /ctx/\n", "app.Dockerfile.dockerignore": "a\ndocs/x.md\n*.log\n"})
+	mustRun(t, "build", "-f", df, "-t", "ign2", ctx)
+	got = mustRun(t, "run", "--rm", "ign2", "sh", "-c", "cd /ctx && find . -type f | sort")
+	want = "./.dockerignore\n./Dockerfile\n./docs/README.md\n./docs/sub/y.md\n"
+	if got != want {
+		t.Errorf("with app.Dockerfile.dockerignore: files copied = %q, want %q", got, want)
+	}
+}

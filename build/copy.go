@@ -185,7 +185,7 @@ func (cp *copier) parentDir(target string) (*os.File, string, error) {
 	if base == "" {
 		return nil, "", fmt.Errorf("copy to /: not a file")
 	}
-	d, err := mkdirAllInRoot(cp.rfd, dir)
+	d, err := mkdirAllInRootOwned(cp.rfd, dir, cp.uid, cp.gid)
 	if err != nil {
 		return nil, "", err
 	}

@@ -42,6 +42,12 @@ func openat2InRoot(rfd *os.File, name string, flags int) (*os.File, error) {
 // followed inside root, and a dangling one gets its target created, as docker's
 // copy does (an image's /var/run -> /run makes /run).
 func mkdirAllInRoot(rfd *os.File, name string) (*os.File, error) {
+	return mkdirAllInRootOwned(rfd, name, -1, -1)
+}
+
+// mkdirAllInRootOwned is mkdirAllInRoot with the dirs it creates owned by uid:gid
+// (-1: the caller), as docker gives COPY --chown's and WORKDIR's new dirs.
+func mkdirAllInRootOwned(rfd *os.File, name string, uid, gid int) (*os.File, error) {
 	todo := strings.Split(path.Clean("/"+name), "/")
 	cur := "/" // symlink-free, inside root
 	links := 0
@@ -68,6 +74,12 @@ func mkdirAllInRoot(rfd *os.File, name string) (*os.File, error) {
 			if err != nil && !errors.Is(err, unix.EEXIST) {
 				parent.Close()
 				return nil, &os.PathError{Op: "mkdir", Path: path.Join(cur, c), Err: err}
+			}
+			if err == nil && (uid >= 0 || gid >= 0) {
+				if err := unix.Fchownat(pfd, c, uid, gid, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+					parent.Close()
+					return nil, &os.PathError{Op: "chown", Path: path.Join(cur, c), Err: err}
+				}
 			}
 			cur = path.Join(cur, c)
 		case err != nil:

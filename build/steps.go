@@ -185,7 +185,16 @@ func (b *builder) workdirStep(ctx context.Context, c *instructions.WorkdirComman
 			f.Close()
 			return nil
 		}
-		f, err := mkdirAllInRoot(rfd, wd)
+		// The dirs it makes belong to the USER so far, as buildkit makes them.
+		uid, gid := -1, -1
+		if user := b.img.Config.User; user != "" {
+			u, err := LookupUserInRoot(user, rootfs)
+			if err != nil {
+				return err
+			}
+			uid, gid = int(u.UID), int(u.GID)
+		}
+		f, err := mkdirAllInRootOwned(rfd, wd, uid, gid)
 		if err != nil {
 			return fmt.Errorf("create WORKDIR %s: %w", wd, err)
 		}

@@ -84,3 +84,28 @@ func TestBuildDockerignoreExceptions(t *testing.T) {
 		t.Errorf("with app.Dockerfile.dockerignore: files copied = %q, want %q", got, want)
 	}
 }
+
+// TestBuildNewDirsOwnedByChownAndUser: dirs that COPY --chown creates for its
+// destination belong to the --chown owner, and a WORKDIR made after USER belongs
+// to that user (docker/buildkit), so the user can write in them.
+func TestBuildNewDirsOwnedByChownAndUser(t *testing.T) {
+	requireRunner(t)
+	importRunner(t, "busybox", `CMD ["sh"]`)
+	ctx := t.TempDir()
+	writeFiles(t, ctx, map[string]string{
+		"f": "f\n",
+		"Dockerfile": `FROM busybox
+COPY --chown=nobody:nogroup f /srv/a/b/f
+COPY --chown=65534 f /srv/num/
+USER nobody
+WORKDIR /work/here
+RUN touch /srv/a/new /work/here/new
+`,
+	})
+	mustRun(t, "build", "-t", "owned", ctx)
+	got := mustRun(t, "run", "--rm", "-u", "root", "owned", "stat", "-c", "%n %u:%g", "/srv", "/srv/a", "/srv/a/b", "/srv/a/b/f", "/srv/num", "/work", "/work/here")
+	want := "/srv 65534:65534\n/srv/a 65534:65534\n/srv/a/b 65534:65534\n/srv/a/b/f 65534:65534\n/srv/num 65534:65534\n/work 65534:65534\n/work/here 65534:65534\n"
+	if got != want {
+		t.Errorf("owners = %q, want %q", got, want)
+	}
+}

@@ -144,10 +144,21 @@ func (b *builder) runStep(ctx context.Context, c *instructions.RunCommand) (bool
 		if err != nil {
 			return err
 		}
-		code, err := RunProcess(ProcessSpec{
+		p, err := Start(ProcessSpec{
 			Rootfs: rootfs, Args: args, Env: env, Dir: b.img.Config.WorkingDir, User: b.img.Config.User,
 			Hostname: id, Binds: binds, Stdout: b.out, Stderr: b.out,
 		})
+		if err != nil {
+			return b.stepErr(c, err)
+		}
+		// A cancelled build (^C) kills the step's container at once (its pid 1
+		// may ignore SIGINT) and keeps nothing of it, as docker build does.
+		stop := context.AfterFunc(ctx, func() { p.Signal(os.Kill) })
+		code, err := p.Wait()
+		stop()
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
 		if err != nil {
 			return b.stepErr(c, err)
 		}

@@ -4,10 +4,15 @@ package integration
 // reproduction of one bug).
 
 import (
+	"bytes"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
+	"syscall"
 	"testing"
+	"time"
 )
 
 // writeFiles writes name -> content under dir (parents made).
@@ -108,4 +113,61 @@ RUN touch /srv/a/new /work/here/new
 	if got != want {
 		t.Errorf("owners = %q, want %q", got, want)
 	}
+}
+
+// TestBuildInterruptedRun: ^C (SIGINT) during a RUN stops the build at once, even
+// when the command (pid 1 of its container) ignores the signal, and the step is
+// neither committed nor cached.
+func TestBuildInterruptedRun(t *testing.T) {
+	requireRunner(t)
+	importRunner(t, "busybox", `CMD ["sh"]`)
+	ctx := t.TempDir()
+	writeFiles(t, ctx, map[string]string{"Dockerfile": "FROM busybox\nRUN sleep 6\n"})
+	cmd := exec.Command(layerfsBin, "--root", rootFor(t), "build", "-t", "intr", ctx)
+	var out syncBuffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for !strings.Contains(out.String(), "Running in") && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	time.Sleep(300 * time.Millisecond)
+	start := time.Now()
+	cmd.Process.Signal(syscall.SIGINT)
+	code := exitCodeOf(t, cmd)
+	if took := time.Since(start); took > 3*time.Second {
+		t.Errorf("build took %v to stop after SIGINT", took)
+	}
+	if code == 0 || strings.Contains(out.String(), "Successfully") || strings.Contains(out.String(), "Removing intermediate container") {
+		t.Errorf("interrupted build: exit %d\n%s", code, out.String())
+	}
+	if got := mustRun(t, "images", "-q", "intr"); strings.TrimSpace(got) != "" {
+		t.Errorf("an interrupted build tagged an image")
+	}
+	if strings.Contains(readMounts(t), "layerfs:build") {
+		t.Errorf("an interrupted build left its mount")
+	}
+	if out := mustRun(t, "build", "-t", "intr", ctx); strings.Contains(out, "Using cache") {
+		t.Errorf("the interrupted step was cached:\n%s", out)
+	}
+}
+
+// syncBuffer is a bytes.Buffer a child process writes while the test reads it.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }

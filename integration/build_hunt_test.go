@@ -4,6 +4,7 @@ package integration
 // reproduction of one bug).
 
 import (
+	"archive/tar"
 	"bytes"
 	"os"
 	"os/exec"
@@ -151,6 +152,48 @@ func TestBuildInterruptedRun(t *testing.T) {
 	}
 	if out := mustRun(t, "build", "-t", "intr", ctx); strings.Contains(out, "Using cache") {
 		t.Errorf("the interrupted step was cached:\n%s", out)
+	}
+}
+
+// TestBuildContextFromStdin: `build -` reads a Dockerfile (no context) or a tar
+// of the context from stdin, and `-f -` the Dockerfile, as docker build does.
+func TestBuildContextFromStdin(t *testing.T) {
+	requireRunner(t)
+	importRunner(t, "busybox", `CMD ["sh"]`)
+	r := runWith(t, cmdOpts{stdin: strings.NewReader("FROM busybox\nRUN echo built > /out\n")}, "build", "-t", "df", "-")
+	if r.Code != 0 {
+		t.Fatalf("build - < Dockerfile: exit %d\n%s%s", r.Code, r.Stdout, r.Stderr)
+	}
+	if got := mustRun(t, "run", "--rm", "df", "cat", "/out"); got != "built\n" {
+		t.Errorf("build from a stdin Dockerfile: %q", got)
+	}
+
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	for name, data := range map[string]string{"Dockerfile": "FROM busybox\nCOPY sub/f /f\n", "sub/f": "from tar\n"} {
+		tw.WriteHeader(&tar.Header{Name: name, Mode: 0o644, Size: int64(len(data)), Typeflag: tar.TypeReg})
+		tw.Write([]byte(data))
+	}
+	tw.Close()
+	r = runWith(t, cmdOpts{stdin: &buf}, "build", "-t", "tarctx", "-")
+	if r.Code != 0 {
+		t.Fatalf("build - < context.tar: exit %d\n%s%s", r.Code, r.Stdout, r.Stderr)
+	}
+	if got := mustRun(t, "run", "--rm", "tarctx", "cat", "/f"); got != "from tar\n" {
+		t.Errorf("build from a stdin tar: %q", got)
+	}
+
+	ctx := t.TempDir()
+	writeFiles(t, ctx, map[string]string{"g": "from dir\n"})
+	r = runWith(t, cmdOpts{stdin: strings.NewReader("FROM busybox\nCOPY g /g\n")}, "build", "-t", "dashf", "-f", "-", ctx)
+	if r.Code != 0 {
+		t.Fatalf("build -f - DIR: exit %d\n%s%s", r.Code, r.Stdout, r.Stderr)
+	}
+	if got := mustRun(t, "run", "--rm", "dashf", "cat", "/g"); got != "from dir\n" {
+		t.Errorf("build -f -: %q", got)
+	}
+	if entries, _ := os.ReadDir(filepath.Join(rootFor(t), "tmp")); len(entries) != 0 {
+		t.Errorf("stdin builds left temp files: %v", entries)
 	}
 }
 

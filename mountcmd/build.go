@@ -26,14 +26,16 @@ func init() { addVerb(newBuildCommand) }
 func newBuildCommand(g *globalOptions) *cobra.Command {
 	o := &buildOptions{}
 	cmd := &cobra.Command{
-		Use:   "build [OPTIONS] PATH",
+		Use:   "build [OPTIONS] PATH | -",
 		Short: "Build an image from a Dockerfile",
 		Long: `Build an image from the Dockerfile in PATH (the build context), as docker's
 classic builder does: one layer per RUN, COPY, ADD or WORKDIR that changes
 files, config-only history entries for the rest, and a cache that makes an
 unchanged rebuild reuse every step and give the same image ID. RUN steps run
 in containers as layerfs run does (host network). .dockerignore is honoured.
-Multi-stage Dockerfiles build every stage; the last one is the image.`,
+Multi-stage Dockerfiles build every stage; the last one is the image.
+PATH "-" reads the context from stdin: a tar archive (plain or compressed), or
+a Dockerfile alone (no context); -f - reads the Dockerfile from stdin.`,
 		Args: exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			for _, t := range o.tags {
@@ -55,7 +57,32 @@ Multi-stage Dockerfiles build every stage; the last one is the image.`,
 				}
 				bargs[k] = v
 			}
-			file := o.file
+			file, contextDir := o.file, args[0]
+			tmp := filepath.Join(g.root, "tmp")
+			switch {
+			case contextDir == "-" && file == "-":
+				return errors.New("invalid argument: can't use stdin for both build context and dockerfile")
+			case contextDir == "-":
+				// docker build - < Dockerfile, or < context.tar[.gz]
+				dir, df, cleanup, err := build.StdinContext(cmd.InOrStdin(), tmp)
+				if err != nil {
+					return err
+				}
+				defer cleanup()
+				contextDir = dir
+				if df != "" {
+					file = df
+				} else if file != "" {
+					file = filepath.Join(dir, filepath.Clean("/"+file)) // -f names a file in the tar
+				}
+			case file == "-":
+				df, cleanup, err := build.StdinDockerfile(cmd.InOrStdin(), tmp)
+				if err != nil {
+					return err
+				}
+				defer cleanup()
+				file = df
+			}
 			if file != "" && !filepath.IsAbs(file) {
 				if abs, err := filepath.Abs(file); err == nil {
 					file = abs
@@ -64,7 +91,7 @@ Multi-stage Dockerfiles build every stage; the last one is the image.`,
 			out := cmd.OutOrStdout()
 			bo := build.Options{
 				Store: s, LayersDir: filepath.Join(g.root, "layers"), StateDir: g.root,
-				Context: args[0], Dockerfile: file, Tags: o.tags, BuildArgs: bargs, NoCache: o.noCache, Out: out,
+				Context: contextDir, Dockerfile: file, Tags: o.tags, BuildArgs: bargs, NoCache: o.noCache, Out: out,
 			}
 			if o.quiet {
 				bo.Out = nil
@@ -86,7 +113,7 @@ Multi-stage Dockerfiles build every stage; the last one is the image.`,
 	}
 	f := cmd.Flags()
 	f.StringArrayVarP(&o.tags, "tag", "t", nil, "name and optionally a tag in the name:tag format")
-	f.StringVarP(&o.file, "file", "f", "", "name of the Dockerfile (default PATH/Dockerfile)")
+	f.StringVarP(&o.file, "file", "f", "", "name of the Dockerfile (default PATH/Dockerfile; - reads it from stdin)")
 	f.StringArrayVar(&o.buildArgs, "build-arg", nil, "set build-time variables (KEY=VALUE)")
 	f.BoolVar(&o.noCache, "no-cache", false, "do not use cache when building the image")
 	f.BoolVarP(&o.quiet, "quiet", "q", false, "suppress the build output and print the image ID on success")

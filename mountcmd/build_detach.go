@@ -75,7 +75,9 @@ func runDetached(cmd *cobra.Command, g *globalOptions, o *runOptions, ref string
 	}
 	value(o.workdir, "--workdir")
 	value(o.user, "--user")
-	value(o.entrypoint, "--entrypoint")
+	if o.entrypoint != "" || o.entrypointSet {
+		child = append(child, "--entrypoint="+o.entrypoint)
+	}
 	value(o.hostname, "--hostname")
 	child = append(append(child, ref), args...)
 

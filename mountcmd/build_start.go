@@ -28,17 +28,19 @@ type savedRun struct {
 	User        string   `json:"user,omitempty"`
 	Volumes     []string `json:"volumes,omitempty"`
 	Entrypoint  string   `json:"entrypoint,omitempty"`
-	Hostname    string   `json:"hostname"`
-	Init        bool     `json:"init,omitempty"`
-	Image       string   `json:"image"` // the image ID
-	Args        []string `json:"args,omitempty"`
+	// EntrypointSet: --entrypoint was given (an empty Entrypoint clears the image's).
+	EntrypointSet bool     `json:"entrypointSet,omitempty"`
+	Hostname      string   `json:"hostname"`
+	Init          bool     `json:"init,omitempty"`
+	Image         string   `json:"image"` // the image ID
+	Args          []string `json:"args,omitempty"`
 }
 
 func runConfigPath(w *workContainer) string { return filepath.Join(w.Dir(), "run-config.json") }
 
 func saveRunConfig(w *workContainer, o *runOptions, img *blobstore.Image, args []string, hostname string) error {
 	sr := savedRun{Interactive: o.interactive, Tty: o.tty, Workdir: o.workdir, User: o.user,
-		Entrypoint: o.entrypoint, Hostname: hostname, Init: o.init, Image: img.ID.String(), Args: args}
+		Entrypoint: o.entrypoint, EntrypointSet: o.entrypointSet, Hostname: hostname, Init: o.init, Image: img.ID.String(), Args: args}
 	for _, e := range o.env {
 		if !strings.Contains(e, "=") {
 			v, ok := os.LookupEnv(e)
@@ -137,7 +139,7 @@ func startContainer(cmd *cobra.Command, g *globalOptions, so *startOptions, name
 		return 0, fmt.Errorf("container %s: run-config.json: %w", name, err)
 	}
 	o := &runOptions{name: name, reuse: true, interactive: sr.Interactive, tty: sr.Tty, env: sr.Env,
-		workdir: sr.Workdir, user: sr.User, volumes: sr.Volumes, entrypoint: sr.Entrypoint,
+		workdir: sr.Workdir, user: sr.User, volumes: sr.Volumes, entrypoint: sr.Entrypoint, entrypointSet: sr.EntrypointSet,
 		hostname: sr.Hostname, init: sr.Init}
 	if !so.attach {
 		o.detach = true

@@ -30,21 +30,23 @@ import (
 )
 
 type runOptions struct {
-	name        string
-	rm          bool
-	interactive bool
-	tty         bool
-	env         []string
-	workdir     string
-	user        string
-	volumes     []string
-	entrypoint  string
-	hostname    string
-	init        bool
-	detach      bool
-	child       bool // internal: the detached monitor process of run -d
-	publish     []string
-	reuse       bool // internal: start an existing container (start)
+	name          string
+	rm            bool
+	interactive   bool
+	tty           bool
+	env           []string
+	workdir       string
+	user          string
+	volumes       []string
+	entrypoint    string
+	entrypointSet bool // --entrypoint given (--entrypoint "" clears the image's)
+	envFiles      []string
+	hostname      string
+	init          bool
+	detach        bool
+	child         bool // internal: the detached monitor process of run -d
+	publish       []string
+	reuse         bool // internal: start an existing container (start)
 }
 
 func init() {
@@ -69,6 +71,19 @@ committed: layerfs run --name busy1 -it busybox sh; ...; layerfs commit busy1 me
 --rm removes it when the command exits.`,
 		Args: minArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			o.entrypointSet = o.entrypointSet || cmd.Flags().Changed("entrypoint")
+			if len(o.envFiles) > 0 {
+				fileEnv, err := readEnvFiles(o.envFiles)
+				if err != nil {
+					fmt.Fprintf(cmd.ErrOrStderr(), "Error: %v\n", err)
+					return exitError{build.ExitSetup}
+				}
+				o.env, o.envFiles = append(fileEnv, o.env...), nil // -e wins
+			}
+			if o.tty && o.interactive && !o.detach && !o.child && !isTerminal(os.Stdin) {
+				// docker run -it with a pipe: a pty's input would never end.
+				return errors.New("the input device is not a TTY")
+			}
 			if len(o.publish) > 0 && !o.child {
 				// Containers share the host's network: a port is already published.
 				fmt.Fprintln(cmd.ErrOrStderr(), "WARNING: Published ports are discarded when using host network mode")
@@ -98,10 +113,11 @@ committed: layerfs run --name busy1 -it busybox sh; ...; layerfs commit busy1 me
 	f.BoolVarP(&o.interactive, "interactive", "i", false, "keep STDIN open")
 	f.BoolVarP(&o.tty, "tty", "t", false, "allocate a pseudo-TTY")
 	f.StringArrayVarP(&o.env, "env", "e", nil, "set environment variables (KEY=VALUE, or KEY to pass the host's)")
+	f.StringArrayVar(&o.envFiles, "env-file", nil, "read environment variables from a file (KEY=VALUE lines; -e wins)")
 	f.StringVarP(&o.workdir, "workdir", "w", "", "working directory inside the container")
 	f.StringVarP(&o.user, "user", "u", "", "username or UID (format: <name|uid>[:<group|gid>])")
 	f.StringArrayVarP(&o.volumes, "volume", "v", nil, "bind mount a host path: HOST:CONTAINER[:ro]")
-	f.StringVar(&o.entrypoint, "entrypoint", "", "overwrite the default ENTRYPOINT of the image")
+	f.StringVar(&o.entrypoint, "entrypoint", "", "overwrite the default ENTRYPOINT of the image (\"\" clears it)")
 	f.StringVarP(&o.hostname, "hostname", "h", "", "container host name")
 	f.BoolVar(&o.init, "init", false, "run an init inside the container that forwards signals and reaps processes")
 	f.BoolVarP(&o.detach, "detach", "d", false, "run the container in the background and print its name")
@@ -258,8 +274,11 @@ func processSpec(o *runOptions, img *blobstore.Image, args []string) (build.Proc
 	cfg := img.Config.Config
 	entrypoint := cfg.Entrypoint
 	cmdArgs := cfg.Cmd
-	if o.entrypoint != "" {
-		entrypoint = []string{o.entrypoint}
+	if o.entrypoint != "" || o.entrypointSet {
+		entrypoint = nil // --entrypoint "" clears it, as in docker
+		if o.entrypoint != "" {
+			entrypoint = []string{o.entrypoint}
+		}
 		cmdArgs = nil // docker drops the image's CMD with --entrypoint
 	}
 	if len(args) > 0 {
@@ -298,6 +317,42 @@ func processSpec(o *runOptions, img *blobstore.Image, args []string) (build.Proc
 	}
 	return build.ProcessSpec{Args: argv, Env: env, Dir: dir, User: user, Hostname: o.hostname,
 		Binds: binds, Tty: o.tty, Init: o.init}, nil
+}
+
+// readEnvFiles reads docker's --env-file format: one KEY=VALUE a line, the value
+// verbatim (no quotes removed); a bare KEY takes the host's value, if set;
+// leading whitespace, blank lines and # comments are skipped.
+func readEnvFiles(files []string) ([]string, error) {
+	var out []string
+	for _, name := range files {
+		b, err := os.ReadFile(name)
+		if err != nil {
+			return nil, fmt.Errorf("open %s: %w", name, err)
+		}
+		text := strings.TrimPrefix(string(b), "\ufeff")
+		for i, line := range strings.Split(text, "\n") {
+			line = strings.TrimLeft(strings.TrimSuffix(line, "\r"), " \t")
+			if line == "" || strings.HasPrefix(line, "#") {
+				continue
+			}
+			k, v, hasValue := strings.Cut(line, "=")
+			if k == "" {
+				return nil, fmt.Errorf("invalid environment variable: %s (%s line %d: no variable name)", line, name, i+1)
+			}
+			if strings.ContainsAny(k, " \t") {
+				return nil, fmt.Errorf("variable '%s' contains whitespaces (%s line %d)", k, name, i+1)
+			}
+			if !hasValue {
+				hv, ok := os.LookupEnv(k)
+				if !ok {
+					continue
+				}
+				v = hv
+			}
+			out = append(out, k+"="+v)
+		}
+	}
+	return out, nil
 }
 
 func setEnvVar(env []string, kv string) []string {

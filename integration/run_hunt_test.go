@@ -1,0 +1,82 @@
+package integration
+
+// Run behaviours found to differ from docker's in a bug hunt (each test is the
+// reproduction of one bug).
+
+import (
+	"bytes"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestRunEntrypointReset: --entrypoint "" clears the image's ENTRYPOINT (and, as
+// any --entrypoint, its CMD), as docker run does.
+func TestRunEntrypointReset(t *testing.T) {
+	requireRunner(t)
+	importRunner(t, "ep", `ENTRYPOINT ["echo", "from-entrypoint"]`, `CMD ["from-cmd"]`)
+	if got := mustRun(t, "run", "--rm", "ep"); got != "from-entrypoint from-cmd\n" {
+		t.Fatalf("run ep = %q", got)
+	}
+	for _, flag := range [][]string{{"--entrypoint", ""}, {"--entrypoint="}} {
+		args := append(append([]string{"run", "--rm"}, flag...), "ep", "echo", "plain")
+		if got := mustRun(t, args...); got != "plain\n" {
+			t.Errorf("run %q = %q, want %q", flag, got, "plain\n")
+		}
+	}
+	// Nothing left to run: docker's "no command specified".
+	if r := run(t, "run", "--rm", "--entrypoint=", "ep"); r.Code != 125 || !strings.Contains(r.Stderr, "no command") {
+		t.Errorf("run --entrypoint= with no command: exit %d, stderr %q", r.Code, r.Stderr)
+	}
+}
+
+// TestRunEnvFile: --env-file reads KEY=VALUE lines (comments and blank lines
+// skipped, a bare KEY passes the host's value, values kept verbatim); -e wins.
+func TestRunEnvFile(t *testing.T) {
+	requireRunner(t)
+	importRunner(t, "busybox", `CMD ["sh"]`, "ENV FROM_IMAGE=image")
+	f := filepath.Join(t.TempDir(), "env.list")
+	os.WriteFile(f, []byte("# a comment\nA=1\n\n  B=two words \nC=\"quoted\"\nHOSTVAR\nUNSETVAR\nFROM_IMAGE=file\nD=file\n"), 0o644)
+	r := runWith(t, cmdOpts{env: []string{"HOSTVAR=from-host"}}, "run", "--rm", "--env-file", f, "-e", "D=flag", "busybox",
+		"sh", "-c", `echo "[$A][$B][$C][$HOSTVAR][${UNSETVAR-unset}][$FROM_IMAGE][$D]"`)
+	if want := "[1][two words ][\"quoted\"][from-host][unset][file][flag]\n"; r.Code != 0 || r.Stdout != want {
+		t.Errorf("run --env-file: exit %d, stdout %q, want %q (stderr %q)", r.Code, r.Stdout, want, r.Stderr)
+	}
+	os.WriteFile(f, []byte("BAD KEY=1\n"), 0o644)
+	if r := run(t, "run", "--rm", "--env-file", f, "busybox", "true"); r.Code == 0 || !strings.Contains(r.Stderr, "whitespace") {
+		t.Errorf("a key with a space: exit %d, stderr %q", r.Code, r.Stderr)
+	}
+	if r := run(t, "run", "--rm", "--env-file", filepath.Join(t.TempDir(), "nosuch"), "busybox", "true"); r.Code == 0 {
+		t.Errorf("a missing env file was accepted")
+	}
+}
+
+// TestRunTTYWithoutTerminal: -it with a stdin that is not a terminal fails at
+// once, as docker's "the input device is not a TTY", instead of hanging with a
+// pty whose input never ends.
+func TestRunTTYWithoutTerminal(t *testing.T) {
+	requireRunner(t)
+	importRunner(t, "busybox", `CMD ["sh"]`)
+	cmd := exec.Command(layerfsBin, "--root", rootFor(t), "run", "--rm", "-it", "busybox", "cat")
+	cmd.Stdin = strings.NewReader("hi\n")
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	timer := time.AfterFunc(20*time.Second, func() { cmd.Process.Kill() })
+	cmd.Wait()
+	if !timer.Stop() {
+		t.Fatal("run -it with a pipe as stdin hangs")
+	}
+	if code := cmd.ProcessState.ExitCode(); code != 1 || !strings.Contains(stderr.String(), "the input device is not a TTY") {
+		t.Errorf("run -it without a terminal: exit %d, stderr %q", code, stderr.String())
+	}
+	// -t alone needs no terminal on stdin.
+	if got := mustRun(t, "run", "--rm", "-t", "busybox", "sh", "-c", "test -t 0 && echo tty"); strings.TrimSpace(got) != "tty" {
+		t.Errorf("run -t = %q", got)
+	}
+}

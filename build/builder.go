@@ -33,6 +33,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sort"
 	"strings"
 	"time"
@@ -158,14 +159,18 @@ func Build(ctx context.Context, o Options) (*Result, error) {
 		total += 1 + len(st.Commands)
 	}
 	step := 0
-	b.metaArgs = map[string]string{}
+	b.metaArgs = platformArgs()
+	lex := shell.NewLex(b.escape)
 	for i := range metaArgs {
 		step++
 		fmt.Fprintf(b.out, "Step %d/%d : %s\n", step, total, metaArgs[i].String())
 		for _, kv := range metaArgs[i].Args {
-			v := ""
+			v := b.metaArgs[kv.Key] // ARG TARGETARCH keeps its automatic value
 			if kv.Value != nil {
-				v = *kv.Value
+				// A default may use the ARGs before it, as in docker.
+				if v, _, err = lex.ProcessWord(*kv.Value, shell.EnvsFromSlice(envSlice(b.metaArgs, nil))); err != nil {
+					return nil, fmt.Errorf("%w: %s: %w", ErrBuild, metaArgs[i].String(), err)
+				}
 			}
 			if bv, ok := o.BuildArgs[kv.Key]; ok {
 				v = bv
@@ -224,6 +229,28 @@ func Build(ctx context.Context, o Options) (*Result, error) {
 		fmt.Fprintf(b.out, "Successfully tagged %s\n", blobstore.FamiliarString(t))
 	}
 	return &Result{Image: img, Steps: step, Cached: cached}, nil
+}
+
+// platformArgs are the ARGs buildkit defines in the global scope for the
+// platform built on and for (this host's: layerfs builds natively). A stage sees
+// one after declaring it (ARG TARGETARCH), as in docker.
+func platformArgs() map[string]string {
+	variant := ""
+	if runtime.GOARCH == "arm" {
+		variant = "v7"
+	}
+	platform := "linux/" + runtime.GOARCH
+	if variant != "" {
+		platform += "/" + variant
+	}
+	args := map[string]string{}
+	for _, p := range []string{"TARGET", "BUILD"} {
+		args[p+"PLATFORM"] = platform
+		args[p+"OS"] = "linux"
+		args[p+"ARCH"] = runtime.GOARCH
+		args[p+"VARIANT"] = variant
+	}
+	return args
 }
 
 func commandText(c instructions.Command) string {

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"syscall"
@@ -213,4 +214,35 @@ func (b *syncBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.String()
+}
+
+// TestBuildGlobalArgs: a global ARG's default may use the ARGs before it, and a
+// stage that declares TARGETARCH (or another platform ARG) gets buildkit's
+// automatic value, as docker build gives them.
+func TestBuildGlobalArgs(t *testing.T) {
+	requireRunner(t)
+	importRunner(t, "busybox", `CMD ["sh"]`)
+	mustRun(t, "tag", "busybox", "busybox:1.0")
+	ctx := t.TempDir()
+	writeFiles(t, ctx, map[string]string{"Dockerfile": `ARG VER=1.0
+ARG IMG=busybox:${VER}
+FROM ${IMG}
+ARG IMG
+ARG TARGETARCH
+ARG TARGETOS
+ARG TARGETPLATFORM
+RUN echo "$IMG $TARGETOS $TARGETARCH $TARGETPLATFORM" > /out
+`})
+	mustRun(t, "build", "-t", "args", ctx)
+	want := "busybox:1.0 linux " + runtime.GOARCH + " linux/" + runtime.GOARCH + "\n"
+	if runtime.GOARCH == "arm" {
+		want = "busybox:1.0 linux arm linux/arm/v7\n"
+	}
+	if got := mustRun(t, "run", "--rm", "args", "cat", "/out"); got != want {
+		t.Errorf("args = %q, want %q", got, want)
+	}
+	mustRun(t, "build", "--build-arg", "VER=latest", "-t", "args2", ctx)
+	if got := mustRun(t, "run", "--rm", "args2", "cat", "/out"); !strings.HasPrefix(got, "busybox:latest ") {
+		t.Errorf("with --build-arg VER=latest: %q", got)
+	}
 }

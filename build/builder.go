@@ -34,6 +34,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -76,6 +77,7 @@ type Options struct {
 	Tags       []string          // refs to tag the result with
 	BuildArgs  map[string]string // --build-arg
 	NoCache    bool              // run every step (the cache is still written)
+	Target     string            // --target: the stage (by name) that is the image; "" is the last
 
 	Out io.Writer // the classic builder's step lines and RUN output; nil discards
 }
@@ -138,6 +140,14 @@ func Build(ctx context.Context, o Options) (*Result, error) {
 	}
 	if len(stages) == 0 {
 		return nil, fmt.Errorf("%w: the Dockerfile has no FROM", ErrBuild)
+	}
+	if o.Target != "" {
+		// Build the stages up to the target, as docker does; it is the image.
+		i := slices.IndexFunc(stages, func(s instructions.Stage) bool { return strings.EqualFold(s.Name, o.Target) })
+		if i < 0 {
+			return nil, fmt.Errorf("%w: failed to reach build target %s in Dockerfile", ErrBuild, o.Target)
+		}
+		stages = stages[:i+1]
 	}
 	if b.ctxDir, err = openContext(o.Context, o.Dockerfile); err != nil {
 		return nil, err

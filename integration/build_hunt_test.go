@@ -246,3 +246,29 @@ RUN echo "$IMG $TARGETOS $TARGETARCH $TARGETPLATFORM" > /out
 		t.Errorf("with --build-arg VER=latest: %q", got)
 	}
 }
+
+// TestBuildTarget: --target builds the stages up to the named one, which is the
+// image (docker build --target); an unknown target is an error.
+func TestBuildTarget(t *testing.T) {
+	requireRunner(t)
+	importRunner(t, "busybox", `CMD ["sh"]`)
+	ctx := t.TempDir()
+	writeFiles(t, ctx, map[string]string{"Dockerfile": `FROM busybox AS base
+RUN echo base > /stage
+FROM base AS Dev
+RUN echo dev > /stage
+FROM base AS prod
+RUN echo prod > /stage
+RUN exit 1
+`})
+	out := mustRun(t, "build", "--target", "dev", "-t", "dev", ctx)
+	if strings.Contains(out, "prod") {
+		t.Errorf("--target dev built a later stage:\n%s", out)
+	}
+	if got := mustRun(t, "run", "--rm", "dev", "cat", "/stage"); got != "dev\n" {
+		t.Errorf("--target dev image has /stage %q", got)
+	}
+	if r := run(t, "build", "--target", "nosuch", ctx); r.Code == 0 || !strings.Contains(r.Stderr, "nosuch") {
+		t.Errorf("--target nosuch: exit %d, stderr %q", r.Code, r.Stderr)
+	}
+}

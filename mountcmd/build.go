@@ -18,6 +18,7 @@ type buildOptions struct {
 	file      string
 	buildArgs []string
 	noCache   bool
+	target    string
 	quiet     bool
 }
 
@@ -91,7 +92,7 @@ a Dockerfile alone (no context); -f - reads the Dockerfile from stdin.`,
 			out := cmd.OutOrStdout()
 			bo := build.Options{
 				Store: s, LayersDir: filepath.Join(g.root, "layers"), StateDir: g.root,
-				Context: contextDir, Dockerfile: file, Tags: o.tags, BuildArgs: bargs, NoCache: o.noCache, Out: out,
+				Context: contextDir, Dockerfile: file, Tags: o.tags, BuildArgs: bargs, NoCache: o.noCache, Target: o.target, Out: out,
 			}
 			if o.quiet {
 				bo.Out = nil
@@ -116,6 +117,7 @@ a Dockerfile alone (no context); -f - reads the Dockerfile from stdin.`,
 	f.StringVarP(&o.file, "file", "f", "", "name of the Dockerfile (default PATH/Dockerfile; - reads it from stdin)")
 	f.StringArrayVar(&o.buildArgs, "build-arg", nil, "set build-time variables (KEY=VALUE)")
 	f.BoolVar(&o.noCache, "no-cache", false, "do not use cache when building the image")
+	f.StringVar(&o.target, "target", "", "set the target build stage to build")
 	f.BoolVarP(&o.quiet, "quiet", "q", false, "suppress the build output and print the image ID on success")
 	return cmd
 }

@@ -357,6 +357,16 @@ func (b *builder) expand(word string) (string, error) {
 	return s, err
 }
 
+// expandRaw expands a COPY heredoc's content as buildkit does: variables only,
+// quotes left as they are.
+func (b *builder) expandRaw(word string) (string, error) {
+	lex := shell.NewLex('\\')
+	lex.SkipProcessQuotes = true
+	env := append(envSlice(b.args, b.img.Config.Env), b.img.Config.Env...)
+	s, _, err := lex.ProcessWord(word, shell.EnvsFromSlice(env))
+	return s, err
+}
+
 // argsKey is the build args in scope, for cache keys and RUN's created_by.
 func (b *builder) argsKey() []string {
 	var out []string

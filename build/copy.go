@@ -82,8 +82,8 @@ func parseChmod(s string) (*fs.FileMode, error) {
 // copyAll copies every source to dest with docker's rules: dest is a dir if it
 // ends in "/", if there are several sources, or if it is a dir in the image; a
 // source dir's contents (not the dir) are copied; ADD unpacks local tar archives.
-func (cp *copier) copyAll(bc *buildContext, srcs []source, urls []*download, dest string, isAdd bool) error {
-	destIsDir := strings.HasSuffix(dest, "/") || len(srcs)+len(urls) > 1
+func (cp *copier) copyAll(bc *buildContext, srcs []source, urls []*download, inline []inlineFile, dest string, isAdd bool) error {
+	destIsDir := strings.HasSuffix(dest, "/") || len(srcs)+len(urls)+len(inline) > 1
 	if !destIsDir {
 		if f, err := openat2InRoot(cp.rfd, dest, unix.O_PATH|unix.O_DIRECTORY); err == nil {
 			f.Close()
@@ -120,8 +120,20 @@ func (cp *copier) copyAll(bc *buildContext, srcs []source, urls []*download, des
 			return err
 		}
 	}
+	for _, f := range inline {
+		target := dest
+		if destIsDir {
+			target = path.Join(dest, f.name)
+		}
+		if err := cp.writeFile(target, strings.NewReader(f.data), 0o644, time.Now(), 0, 0); err != nil {
+			return err
+		}
+	}
 	return cp.finish()
 }
+
+// inlineFile is a COPY <<EOF source: a file named after the heredoc.
+type inlineFile struct{ name, data string }
 
 // copyTree copies the contents of a context dir into dest.
 func (cp *copier) copyTree(bc *buildContext, s source, dest string) error {

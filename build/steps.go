@@ -15,6 +15,7 @@ import (
 	"strings"
 
 	"github.com/moby/buildkit/frontend/dockerfile/instructions"
+	"github.com/moby/buildkit/frontend/dockerfile/parser"
 	dockerspec "github.com/moby/docker-image-spec/specs-go/v1"
 	digest "github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
@@ -110,19 +111,23 @@ func newContainerID() string {
 
 // runStep runs a RUN instruction in a container on the image so far.
 func (b *builder) runStep(ctx context.Context, c *instructions.RunCommand) (bool, error) {
-	if len(c.Files) > 0 {
-		return false, b.stepErr(c, errors.New("heredocs are not supported"))
-	}
 	if len(c.FlagsUsed) > 0 {
 		return false, b.stepErr(c, fmt.Errorf("RUN flags are not supported: %v", c.FlagsUsed))
 	}
 	args := append([]string(nil), c.CmdLine...)
+	var script *heredocScript
+	if len(c.Files) > 0 {
+		var err error
+		if args, script, err = runHeredoc(c); err != nil {
+			return false, b.stepErr(c, err)
+		}
+	}
 	if c.PrependShell {
 		sh := b.img.Config.Shell
 		if len(sh) == 0 {
 			sh = defaultShell
 		}
-		args = append(append([]string(nil), sh...), strings.Join(c.CmdLine, " "))
+		args = append(append([]string(nil), sh...), strings.Join(args, " "))
 	}
 	if len(args) == 0 {
 		return false, b.stepErr(c, errors.New("no command"))
@@ -143,6 +148,17 @@ func (b *builder) runStep(ctx context.Context, c *instructions.RunCommand) (bool
 		binds, err := EtcFiles(etcDir, id)
 		if err != nil {
 			return err
+		}
+		if script != nil {
+			// As buildkit: the script is a read-only file at /dev/pipes/<name>.
+			p := filepath.Join(filepath.Dir(rootfs), "pipes", script.name)
+			if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
+				return err
+			}
+			if err := os.WriteFile(p, []byte(script.data), 0o755); err != nil {
+				return err
+			}
+			binds = append(binds, Bind{Source: p, Target: "/dev/pipes/" + script.name, ReadOnly: true})
 		}
 		p, err := Start(ProcessSpec{
 			Rootfs: rootfs, Args: args, Env: env, Dir: b.img.Config.WorkingDir, User: b.img.Config.User,
@@ -173,6 +189,41 @@ func (b *builder) runStep(ctx context.Context, c *instructions.RunCommand) (bool
 	}
 	fmt.Fprintf(b.out, "Removing intermediate container %s\n", id)
 	return false, b.commitStep(key, createdBy, layer, diffID)
+}
+
+// heredocScript is a RUN heredoc that starts with #!: run as a file.
+type heredocScript struct{ name, data string }
+
+// runHeredoc turns RUN with heredocs into the command line buildkit makes of
+// it: a lone heredoc runs its content in the shell, or as a script when it
+// starts with #!; a command with heredocs gets them back as shell heredocs.
+func runHeredoc(c *instructions.RunCommand) ([]string, *heredocScript, error) {
+	args := c.CmdLine
+	if len(args) != 1 || !c.PrependShell {
+		return nil, nil, fmt.Errorf("parsing produced an invalid run command: %v", args)
+	}
+	if h := parser.MustParseHeredoc(args[0]); h != nil {
+		data := c.Files[0].Data
+		if c.Files[0].Chomp {
+			data = parser.ChompHeredocContent(data)
+		}
+		if strings.HasPrefix(data, "#!") {
+			name := path.Base("/" + c.Files[0].Name)
+			if name == "/" || name == "." || name == ".." {
+				name = "script"
+			}
+			return []string{"/dev/pipes/" + name}, &heredocScript{name: name, data: data}, nil
+		}
+		return []string{data}, nil, nil
+	}
+	var sb strings.Builder
+	sb.WriteString(args[0])
+	for _, f := range c.Files {
+		sb.WriteByte('\n')
+		sb.WriteString(f.Data)
+		sb.WriteString(f.Name)
+	}
+	return []string{sb.String()}, nil, nil
 }
 
 // workdirStep sets the working dir and creates it if the image lacks it.
@@ -220,11 +271,15 @@ func (b *builder) workdirStep(ctx context.Context, c *instructions.WorkdirComman
 // copyStep runs COPY or ADD: sources from the context (or URLs, for ADD) into
 // the image, through a union mount.
 func (b *builder) copyStep(ctx context.Context, text string, sd *instructions.SourcesAndDest, chown, chmod, from string, isAdd bool, c instructions.Command) (bool, error) {
-	if len(sd.SourceContents) > 0 {
-		return false, b.stepErr(c, errors.New("heredocs are not supported"))
-	}
 	if err := sd.Expand(b.expand); err != nil {
 		return false, b.stepErr(c, err)
+	}
+	if err := sd.ExpandRaw(b.expandRaw); err != nil { // COPY <<EOF content
+		return false, b.stepErr(c, err)
+	}
+	var inline []inlineFile
+	for _, sc := range sd.SourceContents {
+		inline = append(inline, inlineFile{name: path.Base("/" + sc.Path), data: sc.Data})
 	}
 	var err error
 	if chown, err = b.expand(chown); err != nil {
@@ -291,12 +346,15 @@ func (b *builder) copyStep(ctx context.Context, text string, sd *instructions.So
 	for _, d := range urls {
 		hash = digest.FromString(hash + " " + d.url + " " + d.sum).Encoded()
 	}
+	for _, f := range inline {
+		hash = digest.FromString(fmt.Sprintf("%s heredoc %q %q", hash, f.name, f.data)).Encoded()
+	}
 	key := b.cacheKey(text, hash)
 	if ok, err := b.useCache(key); err != nil || ok {
 		return ok, err
 	}
 	kind := "file"
-	if len(srcs)+len(urls) > 1 {
+	if len(srcs)+len(urls)+len(inline) > 1 {
 		kind = "multi"
 	} else if len(srcs) == 1 && srcs[0].fi.IsDir() {
 		kind = "dir"
@@ -312,7 +370,7 @@ func (b *builder) copyStep(ctx context.Context, text string, sd *instructions.So
 			return err
 		}
 		defer cp.close()
-		return cp.copyAll(bc, srcs, urls, dest, isAdd)
+		return cp.copyAll(bc, srcs, urls, inline, dest, isAdd)
 	})
 	if err != nil {
 		return false, b.stepErr(c, err)

@@ -272,3 +272,49 @@ RUN exit 1
 		t.Errorf("--target nosuch: exit %d, stderr %q", r.Code, r.Stderr)
 	}
 }
+
+// TestBuildHeredocs: RUN <<EOF (shell content, a #! script, heredocs of a
+// command) and COPY <<EOF (content expanded unless the delimiter is quoted), as
+// docker's Dockerfile syntax has them; they were refused.
+func TestBuildHeredocs(t *testing.T) {
+	requireRunner(t)
+	importRunner(t, "busybox", `CMD ["sh"]`)
+	ctx := t.TempDir()
+	writeFiles(t, ctx, map[string]string{"Dockerfile": `FROM busybox
+ARG WHO=world
+ENV GREET=hello
+RUN <<EOF
+echo "plain $GREET" > /h.txt
+echo two >> /h.txt
+EOF
+RUN <<-EOT
+	#!/bin/sh
+	echo "script $0 $GREET" > /s.txt
+	EOT
+RUN cat <<A > /a.txt && cat <<B > /b.txt
+from a $WHO
+A
+from b
+B
+COPY <<EOF /copied.txt
+content $GREET ${WHO} "quoted" \$NOT
+EOF
+COPY <<one <<two /multi/
+1
+one
+2
+two
+COPY --chmod=0755 <<"EOF" /noexpand.sh
+#!/bin/sh $GREET
+EOF
+`})
+	mustRun(t, "build", "-t", "heredoc", ctx)
+	got := mustRun(t, "run", "--rm", "heredoc", "sh", "-c", "cat /h.txt /s.txt /a.txt /b.txt /copied.txt /multi/one /multi/two /noexpand.sh; stat -c %a /noexpand.sh; ls /dev/pipes 2>&1; true")
+	want := "plain hello\ntwo\nscript /dev/pipes/EOT hello\nfrom a world\nfrom b\ncontent hello world \"quoted\" $NOT\n1\n2\n#!/bin/sh $GREET\n755\nls: /dev/pipes: No such file or directory\n"
+	if got != want {
+		t.Errorf("heredoc results = %q, want %q", got, want)
+	}
+	if out := mustRun(t, "build", "-t", "heredoc", ctx); strings.Count(out, "Using cache") != 8 {
+		t.Errorf("heredoc rebuild not fully cached:\n%s", out)
+	}
+}

@@ -327,9 +327,12 @@ func (b *builder) dispatch(ctx context.Context, c instructions.Command) (cached 
 	case *instructions.RunCommand:
 		return b.runStep(ctx, c)
 	case *instructions.CopyCommand:
-		return b.copyStep(ctx, c.String(), &c.SourcesAndDest, c.Chown, c.Chmod, c.From, false, c)
+		if c.Parents {
+			return false, b.stepErr(c, errors.New("--parents is not supported"))
+		}
+		return b.copyStep(ctx, c.String(), &c.SourcesAndDest, copyFlags{chown: c.Chown, chmod: c.Chmod, from: c.From, exclude: c.ExcludePatterns}, false, c)
 	case *instructions.AddCommand:
-		return b.copyStep(ctx, c.String(), &c.SourcesAndDest, c.Chown, c.Chmod, "", true, c)
+		return b.copyStep(ctx, c.String(), &c.SourcesAndDest, copyFlags{chown: c.Chown, chmod: c.Chmod, exclude: c.ExcludePatterns, checksum: c.Checksum, unpack: c.Unpack}, true, c)
 	case *instructions.WorkdirCommand:
 		return b.workdirStep(ctx, c)
 	case *instructions.OnbuildCommand, *instructions.EnvCommand, *instructions.LabelCommand,

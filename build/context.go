@@ -23,6 +23,30 @@ import (
 type buildContext struct {
 	dir string                         // absolute, symlink-free
 	pm  *patternmatcher.PatternMatcher // nil: nothing excluded
+	// copyExcl is COPY/ADD --exclude: patterns relative to each source dir
+	// (a file source is matched by its name).
+	copyExcl *patternmatcher.PatternMatcher
+}
+
+// withExcludes is c for one COPY/ADD with --exclude patterns.
+func (c *buildContext) withExcludes(patterns []string) (*buildContext, error) {
+	pm, err := patternmatcher.New(patterns)
+	if err != nil {
+		return nil, fmt.Errorf("--exclude: %w", err)
+	}
+	cc := *c
+	cc.copyExcl = pm
+	return &cc, nil
+}
+
+// copyExcluded reports whether rel (relative to a COPY source) is excluded by
+// the copy's --exclude patterns.
+func (c *buildContext) copyExcluded(rel string) bool {
+	if c.copyExcl == nil || rel == "." || rel == "" {
+		return false
+	}
+	ok, err := c.copyExcl.MatchesOrParentMatches(rel)
+	return err == nil && ok
 }
 
 // openContext opens the context dir and its ignore file: dockerfile's own
@@ -116,7 +140,8 @@ type source struct {
 }
 
 // resolve expands a COPY/ADD source (globs allowed) to the context entries it
-// names. A pattern that cleans to outside the context is held inside it.
+// names: none is an error for a plain path, not for a wildcard. A pattern that
+// cleans to outside the context is held inside it.
 func (c *buildContext) resolve(pattern string) ([]source, error) {
 	clean := strings.TrimPrefix(path.Clean("/"+filepath.ToSlash(pattern)), "/")
 	if clean == "" {
@@ -157,6 +182,9 @@ func (c *buildContext) resolve(pattern string) ([]source, error) {
 		if err != nil {
 			continue
 		}
+		if !fi.IsDir() && c.copyExcluded(path.Base(r)) {
+			continue
+		}
 		if c.excluded(realRel) || c.excluded(r) {
 			// Excluded, but a dir whose walk may keep entries that an
 			// exception re-includes: a source if it keeps any.
@@ -166,9 +194,11 @@ func (c *buildContext) resolve(pattern string) ([]source, error) {
 		}
 		out = append(out, source{rel: r, abs: abs, fi: fi})
 	}
-	if len(out) == 0 {
+	if len(out) == 0 && !strings.ContainsAny(clean, "*?[") {
 		return nil, fmt.Errorf("file not found in build context or excluded by .dockerignore: stat %s: file does not exist", pattern)
 	}
+	// A wildcard may match nothing (COPY package.json yarn.lock* ./), as docker
+	// (buildkit) allows.
 	return out, nil
 }
 
@@ -233,6 +263,11 @@ func (c *buildContext) walk(src source, fn func(rel, abs string, fi fs.FileInfo)
 		}
 		if r == "." {
 			fi = src.fi
+		} else if c.copyExcluded(r) {
+			if d.IsDir() {
+				return filepath.SkipDir
+			}
+			return nil
 		} else if c.excluded(ctxRel) {
 			if !d.IsDir() {
 				return nil

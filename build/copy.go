@@ -82,7 +82,7 @@ func parseChmod(s string) (*fs.FileMode, error) {
 // copyAll copies every source to dest with docker's rules: dest is a dir if it
 // ends in "/", if there are several sources, or if it is a dir in the image; a
 // source dir's contents (not the dir) are copied; ADD unpacks local tar archives.
-func (cp *copier) copyAll(bc *buildContext, srcs []source, urls []*download, inline []inlineFile, dest string, isAdd bool) error {
+func (cp *copier) copyAll(bc *buildContext, srcs []source, urls []*download, inline []inlineFile, dest string, unpack, unpackURLs bool) error {
 	destIsDir := strings.HasSuffix(dest, "/") || len(srcs)+len(urls)+len(inline) > 1
 	if !destIsDir {
 		if f, err := openat2InRoot(cp.rfd, dest, unix.O_PATH|unix.O_DIRECTORY); err == nil {
@@ -97,7 +97,7 @@ func (cp *copier) copyAll(bc *buildContext, srcs []source, urls []*download, inl
 			if err := cp.copyTree(bc, s, dest); err != nil {
 				return err
 			}
-		case isAdd && isArchive(s.abs):
+		case unpack && isArchive(s.abs):
 			if err := cp.extract(s.abs, dest); err != nil {
 				return fmt.Errorf("unpack %s: %w", s.rel, err)
 			}
@@ -112,6 +112,12 @@ func (cp *copier) copyAll(bc *buildContext, srcs []source, urls []*download, inl
 		}
 	}
 	for _, d := range urls {
+		if unpackURLs && isArchive(d.file) { // ADD --unpack=true URL
+			if err := cp.extract(d.file, dest); err != nil {
+				return fmt.Errorf("unpack %s: %w", d.url, err)
+			}
+			continue
+		}
 		target := dest
 		if destIsDir {
 			target = path.Join(dest, d.name)

@@ -268,9 +268,19 @@ func (b *builder) workdirStep(ctx context.Context, c *instructions.WorkdirComman
 	return false, b.commitStep(key, "/bin/sh -c #(nop) WORKDIR "+wd, layer, diffID)
 }
 
+// copyFlags are COPY's and ADD's flags.
+type copyFlags struct {
+	chown, chmod string
+	from         string   // COPY --from
+	exclude      []string // --exclude patterns, relative to each source
+	checksum     string   // ADD --checksum of a URL's content
+	unpack       *bool    // ADD --unpack (default: local archives, not URLs)
+}
+
 // copyStep runs COPY or ADD: sources from the context (or URLs, for ADD) into
 // the image, through a union mount.
-func (b *builder) copyStep(ctx context.Context, text string, sd *instructions.SourcesAndDest, chown, chmod, from string, isAdd bool, c instructions.Command) (bool, error) {
+func (b *builder) copyStep(ctx context.Context, text string, sd *instructions.SourcesAndDest, flags copyFlags, isAdd bool, c instructions.Command) (bool, error) {
+	chown, chmod, from := flags.chown, flags.chmod, flags.from
 	if err := sd.Expand(b.expand); err != nil {
 		return false, b.stepErr(c, err)
 	}
@@ -308,6 +318,18 @@ func (b *builder) copyStep(ctx context.Context, text string, sd *instructions.So
 			os.Remove(d.file)
 		}
 	}()
+	if flags.checksum != "" {
+		// As buildkit: a checksum verifies the one URL ADD downloads.
+		if len(sd.SourcePaths) != 1 || len(sd.SourceContents) != 0 {
+			return false, b.stepErr(c, errors.New("checksum can't be specified for multiple sources"))
+		}
+		if !isURL(sd.SourcePaths[0]) {
+			return false, b.stepErr(c, errors.New("checksum requires HTTP(S) or Git sources"))
+		}
+		if _, err := digest.Parse(flags.checksum); err != nil {
+			return false, b.stepErr(c, fmt.Errorf("invalid checksum %q: %w", flags.checksum, err))
+		}
+	}
 	bc := b.ctxDir
 	fromKey := ""
 	if from != "" {
@@ -321,6 +343,17 @@ func (b *builder) copyStep(ctx context.Context, text string, sd *instructions.So
 		defer unmount()
 		bc, fromKey = src, "from "+id.String()+" "
 	}
+	if len(flags.exclude) > 0 {
+		patterns := make([]string, len(flags.exclude))
+		for i, p := range flags.exclude {
+			if patterns[i], err = b.expand(p); err != nil {
+				return false, b.stepErr(c, err)
+			}
+		}
+		if bc, err = bc.withExcludes(patterns); err != nil {
+			return false, b.stepErr(c, err)
+		}
+	}
 	for _, p := range sd.SourcePaths {
 		if isAdd && isURL(p) {
 			d, err := fetchURL(ctx, p, b.tmpRoot)
@@ -328,6 +361,11 @@ func (b *builder) copyStep(ctx context.Context, text string, sd *instructions.So
 				return false, b.stepErr(c, err)
 			}
 			urls = append(urls, d)
+			if flags.checksum != "" {
+				if got := digest.NewDigestFromEncoded(digest.SHA256, d.sum); got.String() != flags.checksum {
+					return false, b.stepErr(c, fmt.Errorf("checksum mismatch for %s: got %s, want %s", p, got, flags.checksum))
+				}
+			}
 			continue
 		}
 		s, err := bc.resolve(p)
@@ -370,7 +408,11 @@ func (b *builder) copyStep(ctx context.Context, text string, sd *instructions.So
 			return err
 		}
 		defer cp.close()
-		return cp.copyAll(bc, srcs, urls, inline, dest, isAdd)
+		unpackLocal, unpackURLs := isAdd, false
+		if isAdd && flags.unpack != nil {
+			unpackLocal, unpackURLs = *flags.unpack, *flags.unpack
+		}
+		return cp.copyAll(bc, srcs, urls, inline, dest, unpackLocal, unpackURLs)
 	})
 	if err != nil {
 		return false, b.stepErr(c, err)

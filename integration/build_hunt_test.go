@@ -6,6 +6,11 @@ package integration
 import (
 	"archive/tar"
 	"bytes"
+	"compress/gzip"
+	"crypto/sha256"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -316,5 +321,73 @@ EOF
 	}
 	if out := mustRun(t, "build", "-t", "heredoc", ctx); strings.Count(out, "Using cache") != 8 {
 		t.Errorf("heredoc rebuild not fully cached:\n%s", out)
+	}
+}
+
+// TestBuildCopyFlags: COPY/ADD flags that were parsed and silently ignored:
+// --exclude copied the excluded files, ADD --checksum never checked, --unpack
+// was not honoured and --parents flattened the paths. They now work as in
+// docker, or (--parents) fail clearly.
+func TestBuildCopyFlags(t *testing.T) {
+	requireRunner(t)
+	importRunner(t, "busybox", `CMD ["sh"]`)
+	var tgz bytes.Buffer
+	zw := gzip.NewWriter(&tgz)
+	tw := tar.NewWriter(zw)
+	tw.WriteHeader(&tar.Header{Name: "inside.txt", Mode: 0o644, Size: 3, Typeflag: tar.TypeReg})
+	tw.Write([]byte("in\n"))
+	tw.Close()
+	zw.Close()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Write(tgz.Bytes())
+	}))
+	defer srv.Close()
+	sum := fmt.Sprintf("sha256:%x", sha256.Sum256(tgz.Bytes()))
+
+	ctx := t.TempDir()
+	writeFiles(t, ctx, map[string]string{
+		"dir1/a.txt": "a\n", "dir1/b.png": "b\n", "dir1/sub/c.png": "c\n", "dir2/d.txt": "d\n", "top.png": "t\n", "top.txt": "t\n",
+		"arch.tgz": string(tgz.Bytes()),
+		"Dockerfile": `FROM busybox
+COPY --exclude=*.png --exclude=sub dir* /e/
+COPY --exclude=*.png *.png *.txt /f/
+ADD --unpack=false arch.tgz /packed/
+ADD --checksum=` + sum + ` ` + srv.URL + `/arch.tgz /dl/
+ADD --unpack=true ` + srv.URL + `/arch.tgz /unpacked/
+`,
+	})
+	mustRun(t, "build", "-t", "flags", ctx)
+	got := mustRun(t, "run", "--rm", "flags", "sh", "-c", "cd / && find e f packed dl unpacked -type f | sort")
+	want := "dl/arch.tgz\ne/a.txt\ne/d.txt\nf/top.txt\npacked/arch.tgz\nunpacked/inside.txt\n"
+	if got != want {
+		t.Errorf("files = %q, want %q", got, want)
+	}
+	for _, tt := range []struct{ line, want string }{
+		{"ADD --checksum=sha256:" + strings.Repeat("0", 64) + " " + srv.URL + "/arch.tgz /dl/", "checksum mismatch"},
+		{"ADD --checksum=" + sum + " arch.tgz /x/", "checksum requires HTTP(S)"},
+		{"COPY --parents dir1/a.txt /p/", "--parents"},
+	} {
+		writeFiles(t, ctx, map[string]string{"Dockerfile": "FROM busybox\n" + tt.line + "\n"})
+		if r := run(t, "build", "-t", "bad", ctx); r.Code == 0 || !strings.Contains(r.Stderr, tt.want) {
+			t.Errorf("%s: exit %d, stderr %q, want an error with %q", tt.line, r.Code, r.Stderr, tt.want)
+		}
+	}
+}
+
+// TestBuildEmptyWildcard: a wildcard source that matches nothing is no error
+// (COPY package.json yarn.lock* ./, an optional file), as in docker; a plain
+// missing path still is.
+func TestBuildEmptyWildcard(t *testing.T) {
+	requireRunner(t)
+	importRunner(t, "busybox", `CMD ["sh"]`)
+	ctx := t.TempDir()
+	writeFiles(t, ctx, map[string]string{"package.json": "{}\n", "Dockerfile": "FROM busybox\nCOPY package.json yarn.lock* /app/\n"})
+	mustRun(t, "build", "-t", "wild", ctx)
+	if got := mustRun(t, "run", "--rm", "wild", "ls", "/app"); got != "package.json\n" {
+		t.Errorf("/app = %q", got)
+	}
+	writeFiles(t, ctx, map[string]string{"Dockerfile": "FROM busybox\nCOPY package.json yarn.lock /app/\n"})
+	if r := run(t, "build", ctx); r.Code == 0 || !strings.Contains(r.Stderr, "yarn.lock") {
+		t.Errorf("a missing plain path: exit %d, stderr %q", r.Code, r.Stderr)
 	}
 }

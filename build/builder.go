@@ -124,6 +124,12 @@ func Build(ctx context.Context, o Options) (*Result, error) {
 	dfPath := o.Dockerfile
 	if dfPath == "" {
 		dfPath = filepath.Join(o.Context, "Dockerfile")
+		if _, err := os.Lstat(dfPath); errors.Is(err, os.ErrNotExist) {
+			// docker reads a lowercase "dockerfile" too (moby/moby#10858)
+			if lower := filepath.Join(o.Context, "dockerfile"); fileExists(lower) {
+				dfPath = lower
+			}
+		}
 	}
 	df, err := os.ReadFile(dfPath)
 	if err != nil {
@@ -239,6 +245,11 @@ func Build(ctx context.Context, o Options) (*Result, error) {
 		fmt.Fprintf(b.out, "Successfully tagged %s\n", blobstore.FamiliarString(t))
 	}
 	return &Result{Image: img, Steps: step, Cached: cached}, nil
+}
+
+func fileExists(p string) bool {
+	_, err := os.Lstat(p)
+	return err == nil
 }
 
 // platformArgs are the ARGs buildkit defines in the global scope for the

@@ -391,3 +391,16 @@ func TestBuildEmptyWildcard(t *testing.T) {
 		t.Errorf("a missing plain path: exit %d, stderr %q", r.Code, r.Stderr)
 	}
 }
+
+// TestBuildLowercaseDockerfile: a context whose Dockerfile is named
+// "dockerfile" builds, as docker reads that name too.
+func TestBuildLowercaseDockerfile(t *testing.T) {
+	requireRunner(t)
+	importRunner(t, "busybox", `CMD ["sh"]`)
+	ctx := t.TempDir()
+	writeFiles(t, ctx, map[string]string{"dockerfile": "FROM busybox\nRUN echo lower > /x\n"})
+	mustRun(t, "build", "-t", "lower", ctx)
+	if got := mustRun(t, "run", "--rm", "lower", "cat", "/x"); got != "lower\n" {
+		t.Errorf("/x = %q", got)
+	}
+}

@@ -9,6 +9,7 @@ import (
 	"path"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -21,7 +22,10 @@ type copier struct {
 	rfd      *os.File
 	uid, gid int          // -1: from the source (0 for context files, the header's for tars)
 	mode     *fs.FileMode // --chmod
-	dirTimes []dirTime    // set last, deepest first, after their contents are written
+	// keepOwners: copied entries keep their source's owner (COPY --from, as
+	// buildkit copies); else they are root's (context files).
+	keepOwners bool
+	dirTimes   []dirTime // set last, deepest first, after their contents are written
 }
 
 type dirTime struct {
@@ -122,7 +126,7 @@ func (cp *copier) copyAll(bc *buildContext, srcs []source, urls []*download, inl
 		if destIsDir {
 			target = path.Join(dest, d.name)
 		}
-		if err := cp.copyFileMode(d.file, 0o600, d.mtime, target); err != nil {
+		if err := cp.copyFileMode(d.file, 0o600, d.mtime, target, 0, 0); err != nil {
 			return err
 		}
 	}
@@ -147,13 +151,18 @@ func (cp *copier) copyTree(bc *buildContext, s source, dest string) error {
 		target := path.Join(dest, rel)
 		switch {
 		case fi.IsDir():
-			return cp.mkdir(target, fi.Mode().Perm()|fi.Mode()&(fs.ModeSetgid|fs.ModeSticky), fi.ModTime(), 0, 0)
+			uid, gid := cp.srcOwner(fi)
+			if rel == "." {
+				uid, gid = 0, 0 // a new dest dir is root's, as in buildkit
+			}
+			return cp.mkdir(target, fi.Mode().Perm()|fi.Mode()&(fs.ModeSetgid|fs.ModeSticky), fi.ModTime(), uid, gid)
 		case fi.Mode()&fs.ModeSymlink != 0:
 			t, err := os.Readlink(abs)
 			if err != nil {
 				return err
 			}
-			return cp.symlink(t, target, fi.ModTime(), 0, 0)
+			uid, gid := cp.srcOwner(fi)
+			return cp.symlink(t, target, fi.ModTime(), uid, gid)
 		case fi.Mode().IsRegular():
 			return cp.copyFile(abs, fi, target)
 		}
@@ -162,16 +171,26 @@ func (cp *copier) copyTree(bc *buildContext, s source, dest string) error {
 }
 
 func (cp *copier) copyFile(abs string, fi fs.FileInfo, target string) error {
-	return cp.copyFileMode(abs, fi.Mode(), fi.ModTime(), target)
+	uid, gid := cp.srcOwner(fi)
+	return cp.copyFileMode(abs, fi.Mode(), fi.ModTime(), target, uid, gid)
 }
 
-func (cp *copier) copyFileMode(abs string, mode fs.FileMode, mtime time.Time, target string) error {
+func (cp *copier) copyFileMode(abs string, mode fs.FileMode, mtime time.Time, target string, uid, gid int) error {
 	f, err := os.Open(abs)
 	if err != nil {
 		return err
 	}
 	defer f.Close()
-	return cp.writeFile(target, f, unixMode(mode), mtime, 0, 0)
+	return cp.writeFile(target, f, unixMode(mode), mtime, uid, gid)
+}
+
+// srcOwner is the owner a copied entry gets (before --chown): its source's with
+// keepOwners, else root.
+func (cp *copier) srcOwner(fi fs.FileInfo) (int, int) {
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok && cp.keepOwners {
+		return int(st.Uid), int(st.Gid)
+	}
+	return 0, 0
 }
 
 // unixMode is fs.FileMode's permission and special bits as st_mode bits.

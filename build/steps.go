@@ -408,6 +408,7 @@ func (b *builder) copyStep(ctx context.Context, text string, sd *instructions.So
 			return err
 		}
 		defer cp.close()
+		cp.keepOwners = from != "" // COPY --from keeps owners; context files are root's
 		unpackLocal, unpackURLs := isAdd, false
 		if isAdd && flags.unpack != nil {
 			unpackLocal, unpackURLs = *flags.unpack, *flags.unpack

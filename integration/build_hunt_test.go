@@ -404,3 +404,26 @@ func TestBuildLowercaseDockerfile(t *testing.T) {
 		t.Errorf("/x = %q", got)
 	}
 }
+
+// TestBuildCopyFromKeepsOwners: COPY --from keeps the owners the files have in
+// the source stage (a new destination dir is root's), as buildkit copies them;
+// --chown still overrides. They all became root's.
+func TestBuildCopyFromKeepsOwners(t *testing.T) {
+	requireRunner(t)
+	importRunner(t, "busybox", `CMD ["sh"]`)
+	ctx := t.TempDir()
+	writeFiles(t, ctx, map[string]string{"Dockerfile": `FROM busybox AS source
+RUN touch /file && chown 100:200 /file && mkdir -p /dir/subdir && touch /dir/subdir/nested && \
+    chown 100:200 /dir && chown 101:201 /dir/subdir && chown 102:202 /dir/subdir/nested && ln -s nested /dir/subdir/l && chown -h 103:203 /dir/subdir/l
+FROM busybox
+COPY --from=source /file /
+COPY --from=source /dir /dir
+COPY --from=source --chown=300:400 /dir /chowned
+`})
+	mustRun(t, "build", "-t", "owners", ctx)
+	got := mustRun(t, "run", "--rm", "owners", "stat", "-c", "%n %u:%g", "/file", "/dir", "/dir/subdir", "/dir/subdir/nested", "/dir/subdir/l", "/chowned", "/chowned/subdir/nested")
+	want := "/file 100:200\n/dir 0:0\n/dir/subdir 101:201\n/dir/subdir/nested 102:202\n/dir/subdir/l 103:203\n/chowned 300:400\n/chowned/subdir/nested 300:400\n"
+	if got != want {
+		t.Errorf("owners = %q, want %q", got, want)
+	}
+}

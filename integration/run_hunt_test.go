@@ -80,3 +80,21 @@ func TestRunTTYWithoutTerminal(t *testing.T) {
 		t.Errorf("run -t = %q", got)
 	}
 }
+
+// TestRunBindCreatesHostDir: -v with a host path that does not exist creates
+// it (a dir, parents too) and binds it, as docker does for -v.
+func TestRunBindCreatesHostDir(t *testing.T) {
+	requireRunner(t)
+	importRunner(t, "busybox", `CMD ["sh"]`)
+	host := filepath.Join(t.TempDir(), "missing", "data")
+	r := run(t, "run", "--rm", "-v", host+":/data", "busybox", "sh", "-c", "echo hi > /data/f")
+	if r.Code != 0 {
+		t.Fatalf("run -v %s:/data: exit %d, stderr %q", host, r.Code, r.Stderr)
+	}
+	if b, err := os.ReadFile(filepath.Join(host, "f")); err != nil || string(b) != "hi\n" {
+		t.Errorf("host %s/f = %q, %v", host, b, err)
+	}
+	if fi, err := os.Stat(host); err != nil || fi.Mode().Perm() != 0o755 {
+		t.Errorf("host dir: %v, %v; want a 0755 dir", fi, err)
+	}
+}

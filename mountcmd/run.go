@@ -116,7 +116,7 @@ committed: layerfs run --name busy1 -it busybox sh; ...; layerfs commit busy1 me
 	f.StringArrayVar(&o.envFiles, "env-file", nil, "read environment variables from a file (KEY=VALUE lines; -e wins)")
 	f.StringVarP(&o.workdir, "workdir", "w", "", "working directory inside the container")
 	f.StringVarP(&o.user, "user", "u", "", "username or UID (format: <name|uid>[:<group|gid>])")
-	f.StringArrayVarP(&o.volumes, "volume", "v", nil, "bind mount a host path: HOST:CONTAINER[:ro]")
+	f.StringArrayVarP(&o.volumes, "volume", "v", nil, "bind mount a host path: HOST:CONTAINER[:ro] (a missing HOST dir is created)")
 	f.StringVar(&o.entrypoint, "entrypoint", "", "overwrite the default ENTRYPOINT of the image (\"\" clears it)")
 	f.StringVarP(&o.hostname, "hostname", "h", "", "container host name")
 	f.BoolVar(&o.init, "init", false, "run an init inside the container that forwards signals and reaps processes")
@@ -183,6 +183,9 @@ func runContainer(ctx context.Context, g *globalOptions, o *runOptions, ref stri
 		if w.exists() {
 			return 0, fmt.Errorf("Conflict. The container name %q is already in use. You have to remove (or rename) that container to be able to reuse that name", "/"+o.name) //nolint:staticcheck // docker's message
 		}
+	}
+	if err := makeBindSources(spec.Binds); err != nil {
+		return 0, err
 	}
 	w, err := mountForRun(ctx, g, s, img, ref, o.name)
 	if err != nil {
@@ -367,7 +370,8 @@ func setEnvVar(env []string, kv string) []string {
 }
 
 // parseVolumes parses -v HOST:CONTAINER[:ro|rw] (bind mounts only: named volumes
-// need a daemon).
+// need a daemon). A missing HOST dir is no error: makeBindSources creates it
+// when the container starts, as docker does for -v.
 func parseVolumes(vs []string) ([]build.Bind, error) {
 	var out []build.Bind
 	for _, v := range vs {
@@ -382,7 +386,7 @@ func parseVolumes(vs []string) ([]build.Bind, error) {
 		if err != nil {
 			return nil, err
 		}
-		if _, err := os.Stat(src); err != nil {
+		if _, err := os.Stat(src); err != nil && !errors.Is(err, os.ErrNotExist) {
 			return nil, fmt.Errorf("invalid volume specification: '%s': %w", v, err)
 		}
 		if !filepath.IsAbs(parts[1]) {
@@ -401,6 +405,21 @@ func parseVolumes(vs []string) ([]build.Bind, error) {
 		out = append(out, b)
 	}
 	return out, nil
+}
+
+// makeBindSources creates the host dirs of -v binds that do not exist (0755,
+// parents too), as docker does for -v at every start (not for --mount, which
+// layerfs does not have).
+func makeBindSources(binds []build.Bind) error {
+	for _, b := range binds {
+		if _, err := os.Lstat(b.Source); !errors.Is(err, os.ErrNotExist) {
+			continue
+		}
+		if err := os.MkdirAll(b.Source, 0o755); err != nil {
+			return fmt.Errorf("create bind source %s: %w", b.Source, err)
+		}
+	}
+	return nil
 }
 
 // runMountpoint is where run mounts a container: outside the store root, one dir

@@ -98,3 +98,34 @@ func TestRunBindCreatesHostDir(t *testing.T) {
 		t.Errorf("host dir: %v, %v; want a 0755 dir", fi, err)
 	}
 }
+
+// TestStartTTYWithoutTerminal: start -ai (and -i, which attaches as in docker)
+// of a container made with -it refuses a stdin that is not a terminal, as run -it
+// does, instead of hanging on a pty whose input never ends.
+func TestStartTTYWithoutTerminal(t *testing.T) {
+	requireRunner(t)
+	importRunner(t, "busybox", `CMD ["sh"]`)
+	mustRun(t, "run", "-d", "-it", "--name", "tty1", "busybox", "cat")
+	mustRun(t, "stop", "-t", "0", "tty1")
+	deadline := time.Now().Add(10 * time.Second)
+	for strings.TrimSpace(mustRun(t, "ps", "--format", "{{.Status}}")) != "unmounted" && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	for _, flags := range []string{"-ai", "-i"} {
+		cmd := exec.Command(layerfsBin, "--root", rootFor(t), "start", flags, "tty1")
+		cmd.Stdin = strings.NewReader("hi\n")
+		var stderr bytes.Buffer
+		cmd.Stderr = &stderr
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		timer := time.AfterFunc(20*time.Second, func() { run(t, "stop", "-t", "0", "tty1") })
+		cmd.Wait()
+		if !timer.Stop() {
+			t.Fatalf("start %s with a pipe as stdin hangs", flags)
+		}
+		if code := cmd.ProcessState.ExitCode(); code != 1 || !strings.Contains(stderr.String(), "the input device is not a TTY") {
+			t.Errorf("start %s without a terminal: exit %d, stderr %q", flags, code, stderr.String())
+		}
+	}
+}

@@ -79,10 +79,12 @@ func newStartCommand(g *globalOptions) *cobra.Command {
 		Use:   "start [-a] [-i] CONTAINER...",
 		Short: "Start stopped containers",
 		Long: `Run a container's command again, on the changes it has (containers made by
-run and kept after they exited). Detached unless -a, which waits and exits with
-the command's status; -i also connects stdin.`,
+run and kept after they exited). Detached unless -a or -i, which wait and exit
+with the command's status; -i also connects stdin (as docker start, -i attaches
+too). A container made with -it needs a terminal on stdin for -i.`,
 		Args: minArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			o.attach = o.attach || o.interactive // docker start -i attaches
 			if o.attach && len(args) > 1 {
 				return errors.New("you cannot start and attach multiple containers at once")
 			}
@@ -146,6 +148,9 @@ func startContainer(cmd *cobra.Command, g *globalOptions, so *startOptions, name
 		return 0, runDetached(cmd, g, o, sr.Image, sr.Args)
 	}
 	o.interactive = o.interactive && so.interactive
+	if err := checkTTYInput(o); err != nil {
+		return 0, err
+	}
 	code, err := runContainer(cmd.Context(), g, o, sr.Image, sr.Args)
 	return code, err
 }

@@ -80,9 +80,10 @@ committed: layerfs run --name busy1 -it busybox sh; ...; layerfs commit busy1 me
 				}
 				o.env, o.envFiles = append(fileEnv, o.env...), nil // -e wins
 			}
-			if o.tty && o.interactive && !o.detach && !o.child && !isTerminal(os.Stdin) {
-				// docker run -it with a pipe: a pty's input would never end.
-				return errors.New("the input device is not a TTY")
+			if !o.detach && !o.child {
+				if err := checkTTYInput(o); err != nil {
+					return err
+				}
 			}
 			if len(o.publish) > 0 && !o.child {
 				// Containers share the host's network: a port is already published.
@@ -128,6 +129,19 @@ committed: layerfs run --name busy1 -it busybox sh; ...; layerfs commit busy1 me
 	f.MarkHidden("reuse")
 	cmd.Flags().Bool("help", false, "help for run") // -h is --hostname, as in docker
 	return cmd
+}
+
+// errNotTTY is docker's refusal of -it with a stdin that is no terminal.
+var errNotTTY = errors.New("the input device is not a TTY")
+
+// checkTTYInput refuses a foreground container with a pty (-t) fed from our
+// stdin (-i) when stdin is no terminal: the pty's input would never end, so a
+// command reading it would hang (docker run -it, docker attach).
+func checkTTYInput(o *runOptions) error {
+	if o.tty && o.interactive && !isTerminal(os.Stdin) {
+		return errNotTTY
+	}
+	return nil
 }
 
 // newContainerInitCommand is the hidden entry point of build's re-executed init.

@@ -129,3 +129,17 @@ func TestStartTTYWithoutTerminal(t *testing.T) {
 		}
 	}
 }
+
+// TestUsageErrorExit125: a flag error (unknown flag, missing or bad value)
+// exits 125, docker's status for its own usage errors; a wrong argument count
+// stays 1, as in docker.
+func TestUsageErrorExit125(t *testing.T) {
+	for _, args := range [][]string{{"run", "--bogus", "busybox"}, {"run", "--name"}, {"run", "--rm=maybe", "busybox"}, {"ps", "-z"}, {"images", "--bogus"}} {
+		if r := run(t, args...); r.Code != 125 || !strings.Contains(r.Stderr, "flag") {
+			t.Errorf("layerfs %q: exit %d, stderr %q, want 125", args, r.Code, r.Stderr)
+		}
+	}
+	if r := run(t, "run"); r.Code != 1 || !strings.Contains(r.Stderr, "requires at least 1 argument") {
+		t.Errorf("run with no image: exit %d, stderr %q, want 1", r.Code, r.Stderr)
+	}
+}

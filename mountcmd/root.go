@@ -29,6 +29,22 @@ type exitError struct{ code int }
 
 func (e exitError) Error() string { return fmt.Sprintf("exit status %d", e.code) }
 
+// exitUsage is docker's exit status for its own usage errors (an unknown flag, a
+// flag without its value or with a bad one): 125, as `docker run --bogus`.
+const exitUsage = 125
+
+// flagError is a flag that cobra could not parse; Execute exits exitUsage on it.
+type flagError struct {
+	err     error
+	command string // the command's path, for the help hint
+}
+
+func (e flagError) Error() string {
+	return fmt.Sprintf("%v\nSee '%s --help'.", e.err, e.command)
+}
+
+func (e flagError) Unwrap() error { return e.err }
+
 // DefaultRoot is the store root used without --root or LAYERFS_ROOT:
 // /var/lib/layerfs for root, $XDG_DATA_HOME/layerfs (or ~/.local/share/layerfs) otherwise.
 func DefaultRoot() string {
@@ -69,6 +85,10 @@ func NewRootCommand() *cobra.Command {
 		Version:       Version,
 	}
 	root.SetVersionTemplate("layerfs version {{.Version}}\n")
+	// Inherited by every subcommand: flag errors exit 125, as docker's do.
+	root.SetFlagErrorFunc(func(cmd *cobra.Command, err error) error {
+		return flagError{err: err, command: cmd.CommandPath()}
+	})
 	root.PersistentFlags().StringVar(&g.root, "root", DefaultRoot(), "store root directory (env LAYERFS_ROOT)")
 	root.PersistentFlags().BoolVar(&g.debug, "debug", false, "print debug output")
 	root.AddCommand(newVersionCommand())
@@ -112,5 +132,8 @@ func Execute(ctx context.Context, args []string) int {
 		return ee.code
 	}
 	fmt.Fprintf(os.Stderr, "Error: %v\n", err)
+	if errors.As(err, new(flagError)) {
+		return exitUsage
+	}
 	return 1
 }

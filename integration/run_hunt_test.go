@@ -143,3 +143,23 @@ func TestUsageErrorExit125(t *testing.T) {
 		t.Errorf("run with no image: exit %d, stderr %q, want 1", r.Code, r.Stderr)
 	}
 }
+
+// TestPsAll: ps -a / --all are accepted (docker ps -a) and list what ps lists:
+// every container, the stopped (unmounted) ones too.
+func TestPsAll(t *testing.T) {
+	requireRunner(t)
+	importRunner(t, "busybox", `CMD ["sh"]`)
+	mustRun(t, "run", "--name", "stopped1", "busybox", "true")
+	want := mustRun(t, "ps")
+	if !strings.Contains(want, "stopped1") || !strings.Contains(want, "unmounted") {
+		t.Fatalf("ps = %q, want the stopped container", want)
+	}
+	for _, flag := range []string{"-a", "--all"} {
+		if got := mustRun(t, "ps", flag); got != want {
+			t.Errorf("ps %s = %q, want %q", flag, got, want)
+		}
+	}
+	if got := mustRun(t, "ps", "-aq"); got != "stopped1\n" {
+		t.Errorf("ps -aq = %q", got)
+	}
+}

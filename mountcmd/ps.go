@@ -13,6 +13,7 @@ import (
 type psOptions struct {
 	quiet  bool
 	format string
+	all    bool // docker's -a; ps lists every container anyway
 }
 
 // psRow is one working container as ps shows it; --format templates see its fields.
@@ -32,11 +33,13 @@ func init() { addVerb(newPsCommand) }
 func newPsCommand(g *globalOptions) *cobra.Command {
 	o := &psOptions{}
 	cmd := &cobra.Command{
-		Use:   "ps [-q] [--format TEMPLATE]",
+		Use:   "ps [-a] [-q] [--format TEMPLATE]",
 		Short: "List working containers",
 		Long: `List working containers: NAME, IMAGE, MOUNTPOINT, STATUS. STATUS is mounted,
 paused (held at commit's write barrier), dead (the server died and left a dead
 mount: umount clears it) or unmounted (changes kept until rm).
+Every container is listed, the unmounted (stopped) ones too, so -a (--all)
+changes nothing: it is accepted for docker ps -a's users (rm $(layerfs ps -aq)).
 --format takes a Go template over .Name .Image .ImageID .Mountpoint .Status .PID
 .ReadOnly .Created ("table TEMPLATE" adds a header and aligns columns), or "json"
 for one JSON object per line.`,
@@ -49,6 +52,7 @@ for one JSON object per line.`,
 			return writePs(cmd.OutOrStdout(), o, rows)
 		},
 	}
+	cmd.Flags().BoolVarP(&o.all, "all", "a", false, "show all containers (the default: ps lists the unmounted ones too)")
 	cmd.Flags().BoolVarP(&o.quiet, "quiet", "q", false, "only print names")
 	cmd.Flags().StringVar(&o.format, "format", "", `format output: table, table TEMPLATE, json, or a Go template`)
 	return cmd

@@ -106,9 +106,9 @@ type builder struct {
 	parent *blobstore.Image
 
 	editor   *ConfigEditor
-	args     map[string]string // ARGs in scope and their values
+	args     map[string]string // ARGs in scope with a value (one declared without stays out)
 	argOrder []string
-	metaArgs map[string]string
+	metaArgs map[string]string // global ARGs with a value, and the platform ARGs
 	escape   rune
 	usedArgs map[string]bool // --build-arg names some ARG declared
 
@@ -181,18 +181,23 @@ func Build(ctx context.Context, o Options) (*Result, error) {
 		step++
 		fmt.Fprintf(b.out, "Step %d/%d : %s\n", step, total, metaArgs[i].String())
 		for _, kv := range metaArgs[i].Args {
-			v := b.metaArgs[kv.Key] // ARG TARGETARCH keeps its automatic value
+			// ARG TARGETARCH keeps its automatic value; an ARG without a value
+			// (nor a --build-arg) stays unset, as in buildkit.
+			v, set := b.metaArgs[kv.Key]
 			if kv.Value != nil {
 				// A default may use the ARGs before it, as in docker.
 				if v, _, err = lex.ProcessWord(*kv.Value, shell.EnvsFromSlice(envSlice(b.metaArgs, nil))); err != nil {
 					return nil, fmt.Errorf("%w: %s: %w", ErrBuild, metaArgs[i].String(), err)
 				}
+				set = true
 			}
 			if bv, ok := o.BuildArgs[kv.Key]; ok {
-				v = bv
+				v, set = bv, true
 				b.usedArgs[kv.Key] = true
 			}
-			b.metaArgs[kv.Key] = v
+			if set {
+				b.metaArgs[kv.Key] = v
+			}
 		}
 	}
 	cached := 0
@@ -313,17 +318,23 @@ func (b *builder) dispatch(ctx context.Context, c instructions.Command) (cached 
 	switch c := c.(type) {
 	case *instructions.ArgCommand:
 		for _, kv := range c.Args {
-			v := ""
+			v, set := "", false
 			if kv.Value != nil {
 				if v, err = b.expand(*kv.Value); err != nil {
 					return false, b.stepErr(c, err)
 				}
+				set = true
 			} else if mv, ok := b.metaArgs[kv.Key]; ok {
-				v = mv
+				v, set = mv, true
 			}
 			if bv, ok := b.o.BuildArgs[kv.Key]; ok {
-				v = bv
+				v, set = bv, true
 				b.usedArgs[kv.Key] = true
+			}
+			if !set {
+				// Declared without a value: unset for RUN and expansions (not
+				// X=), as in buildkit; a value it had before is kept.
+				continue
 			}
 			if _, ok := b.args[kv.Key]; !ok {
 				b.argOrder = append(b.argOrder, kv.Key)

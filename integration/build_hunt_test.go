@@ -427,3 +427,31 @@ COPY --from=source --chown=300:400 /dir /chowned
 		t.Errorf("owners = %q, want %q", got, want)
 	}
 }
+
+// TestBuildArgWithoutValueUnset: an ARG declared without a value (global or in
+// the stage) and given no --build-arg is unset, as in buildkit: RUN's
+// environment has no X=, and ${X:-d} expands to d. ARG X= is set and empty; an
+// ARG declared again without a value keeps the value it had.
+func TestBuildArgWithoutValueUnset(t *testing.T) {
+	requireRunner(t)
+	importRunner(t, "busybox", `CMD ["sh"]`)
+	ctx := t.TempDir()
+	writeFiles(t, ctx, map[string]string{"Dockerfile": `ARG G
+FROM busybox
+ARG G
+ARG S
+ARG E=
+ARG K=kept
+ARG K
+ENV FROM_S=${S:-d}
+RUN env | grep -E '^(G|S|E|K)=' | sort > /env; echo "${G:-d} ${S-unset} [${E-unset}] $FROM_S" > /exp
+`})
+	mustRun(t, "build", "-t", "args", ctx)
+	if got := mustRun(t, "run", "--rm", "args", "cat", "/env", "/exp"); got != "E=\nK=kept\nd unset [] d\n" {
+		t.Errorf("without build args: %q, want G and S unset", got)
+	}
+	mustRun(t, "build", "--build-arg", "G=g", "--build-arg", "S=s", "-t", "args2", ctx)
+	if got := mustRun(t, "run", "--rm", "args2", "cat", "/env", "/exp"); got != "E=\nG=g\nK=kept\nS=s\ng s [] s\n" {
+		t.Errorf("with build args: %q", got)
+	}
+}

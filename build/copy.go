@@ -83,15 +83,36 @@ func parseChmod(s string) (*fs.FileMode, error) {
 	return &m, nil
 }
 
+// errSeveralToFile: COPY or ADD of several sources, files among them, to a
+// destination that is no dir and does not end in "/".
+var errSeveralToFile = errors.New("more than one source file to a destination that is not a directory")
+
 // copyAll copies every source to dest with docker's rules: dest is a dir if it
-// ends in "/", if there are several sources, or if it is a dir in the image; a
-// source dir's contents (not the dir) are copied; ADD unpacks local tar archives.
+// ends in "/" or if it is a dir in the image; a source dir's contents (not the
+// dir) are copied; ADD unpacks local tar archives. Several sources that are
+// not all dirs (or unpacked archives) need a dir dest (errSeveralToFile): the
+// Dockerfile reference says so and the classic builder refuses them; buildkit
+// copies each to the same path, keeping the last (moby/buildkit#1853, #4550).
+// Several dirs merge into dest, as buildkit does (the classic builder refuses
+// that too).
 func (cp *copier) copyAll(bc *buildContext, srcs []source, urls []*download, inline []inlineFile, dest string, unpack, unpackURLs bool) error {
-	destIsDir := strings.HasSuffix(dest, "/") || len(srcs)+len(urls)+len(inline) > 1
+	destIsDir := strings.HasSuffix(dest, "/")
 	if !destIsDir {
 		if f, err := openat2InRoot(cp.rfd, dest, unix.O_PATH|unix.O_DIRECTORY); err == nil {
 			f.Close()
 			destIsDir = true
+		}
+	}
+	if !destIsDir && len(srcs)+len(urls)+len(inline) > 1 {
+		files := len(inline) > 0
+		for _, s := range srcs {
+			files = files || !s.fi.IsDir() && !(unpack && isArchive(s.abs))
+		}
+		for _, d := range urls {
+			files = files || !(unpackURLs && isArchive(d.file))
+		}
+		if files {
+			return errSeveralToFile
 		}
 	}
 	dest = path.Clean(dest)

@@ -415,6 +415,9 @@ func (b *builder) copyStep(ctx context.Context, text string, sd *instructions.So
 		}
 		return cp.copyAll(bc, srcs, urls, inline, dest, unpackLocal, unpackURLs)
 	})
+	if errors.Is(err, errSeveralToFile) {
+		err = fmt.Errorf("When using %s with more than one source file, the destination must be a directory and end with a /", name) //nolint:staticcheck // docker's message
+	}
 	if err != nil {
 		return false, b.stepErr(c, err)
 	}

@@ -455,3 +455,38 @@ RUN env | grep -E '^(G|S|E|K)=' | sort > /env; echo "${G:-d} ${S-unset} [${E-uns
 		t.Errorf("with build args: %q", got)
 	}
 }
+
+// TestBuildCopySeveralSourcesToFile: COPY of several sources, files among
+// them, to a destination that is not a dir and has no trailing slash fails with
+// docker's message (the Dockerfile reference's rule; buildkit silently keeps
+// the last file). An existing dir, a trailing slash, or dirs only are fine.
+func TestBuildCopySeveralSourcesToFile(t *testing.T) {
+	requireRunner(t)
+	importRunner(t, "busybox", `CMD ["sh"]`)
+	ctx := t.TempDir()
+	writeFiles(t, ctx, map[string]string{"a": "a\n", "b": "b\n", "x.txt": "x\n", "y.txt": "y\n", "d1/f1": "1\n", "d2/f2": "2\n"})
+	for _, tt := range []struct{ line, want string }{
+		{"COPY a b /notdir", "When using COPY with more than one source file, the destination must be a directory and end with a /"},
+		{"COPY *.txt /notdir", "When using COPY with more than one source file"},
+		{"COPY d1 a /notdir", "When using COPY with more than one source file"},
+		{"ADD a b /notdir", "When using ADD with more than one source file"},
+	} {
+		writeFiles(t, ctx, map[string]string{"Dockerfile": "FROM busybox\n" + tt.line + "\n"})
+		if r := run(t, "build", "-t", "bad", ctx); r.Code == 0 || !strings.Contains(r.Stderr, tt.want) {
+			t.Errorf("%s: exit %d, stderr %q, want an error with %q", tt.line, r.Code, r.Stderr, tt.want)
+		}
+	}
+	writeFiles(t, ctx, map[string]string{"Dockerfile": `FROM busybox
+COPY a b /etc
+COPY a b /new/
+COPY d1 d2 /merged
+COPY a nomatch* /single
+WORKDIR /w
+COPY *.txt .
+`})
+	mustRun(t, "build", "-t", "ok", ctx)
+	got := mustRun(t, "run", "--rm", "ok", "sh", "-c", "cat /etc/a /etc/b /single; cd / && find new merged w -type f | sort")
+	if want := "a\nb\na\nmerged/f1\nmerged/f2\nnew/a\nnew/b\nw/x.txt\nw/y.txt\n"; got != want {
+		t.Errorf("files = %q, want %q", got, want)
+	}
+}

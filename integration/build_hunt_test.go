@@ -386,6 +386,9 @@ func TestBuildEmptyWildcard(t *testing.T) {
 	if got := mustRun(t, "run", "--rm", "wild", "ls", "/app"); got != "package.json\n" {
 		t.Errorf("/app = %q", got)
 	}
+	// Nothing matched, nothing copied: the dest dir is not made either (buildkit).
+	writeFiles(t, ctx, map[string]string{"Dockerfile": "FROM busybox\nCOPY nomatch* /x/\nRUN test ! -e /x\n"})
+	mustRun(t, "build", "-t", "wild2", ctx)
 	writeFiles(t, ctx, map[string]string{"Dockerfile": "FROM busybox\nCOPY package.json yarn.lock /app/\n"})
 	if r := run(t, "build", ctx); r.Code == 0 || !strings.Contains(r.Stderr, "yarn.lock") {
 		t.Errorf("a missing plain path: exit %d, stderr %q", r.Code, r.Stderr)

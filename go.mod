@@ -16,6 +16,7 @@ require (
 	github.com/opencontainers/image-spec v1.1.1
 	github.com/spf13/cobra v1.10.2
 	github.com/spf13/pflag v1.0.10
+	github.com/tonistiigi/dchapes-mode v0.0.0-20250318174251-73d941a28323
 	github.com/vbauerster/mpb/v8 v8.9.3
 	golang.org/x/sync v0.23.0
 	golang.org/x/sys v0.49.0

@@ -12,6 +12,7 @@ import (
 	"syscall"
 	"time"
 
+	symmode "github.com/tonistiigi/dchapes-mode"
 	"golang.org/x/sys/unix"
 )
 
@@ -20,8 +21,8 @@ import (
 // a write to the host; final components are never followed.
 type copier struct {
 	rfd      *os.File
-	uid, gid int          // -1: from the source (0 for context files, the header's for tars)
-	mode     *fs.FileMode // --chmod
+	uid, gid int        // -1: from the source (0 for context files, the header's for tars)
+	chmod    *chmodFlag // --chmod; nil: entries keep their source's mode
 	// keepOwners: copied entries keep their source's owner (COPY --from, as
 	// buildkit copies); else they are root's (context files).
 	keepOwners bool
@@ -33,12 +34,12 @@ type dirTime struct {
 	mtime time.Time
 }
 
-func newCopier(rootfs, chown string, mode *fs.FileMode) (*copier, error) {
+func newCopier(rootfs, chown string, chmod *chmodFlag) (*copier, error) {
 	rfd, err := openRootDir(rootfs)
 	if err != nil {
 		return nil, err
 	}
-	cp := &copier{rfd: rfd, uid: -1, gid: -1, mode: mode}
+	cp := &copier{rfd: rfd, uid: -1, gid: -1, chmod: chmod}
 	if chown != "" {
 		u, g, err := parseChown(chown, rootfs)
 		if err != nil {
@@ -71,16 +72,59 @@ func parseChown(spec, rootfs string) (int, int, error) {
 	return int(u.UID), int(gid), nil
 }
 
-func parseChmod(s string) (*fs.FileMode, error) {
+// chmodFlag is COPY/ADD --chmod: an octal mode that replaces each copied
+// entry's, or a symbolic one as chmod(1) takes it (u+x, go-w, a=rX) applied to
+// each entry's own mode, as buildkit does (Dockerfile syntax 1.14 and later,
+// docker 28's builtin frontend; its parser, with a umask of 0).
+type chmodFlag struct {
+	octal    *fs.FileMode
+	symbolic *symmode.Set
+}
+
+// apply is the mode an entry whose source mode is m gets (m's type bits tell
+// a dir, for X).
+func (c *chmodFlag) apply(m fs.FileMode) fs.FileMode {
+	if c.octal != nil {
+		return *c.octal
+	}
+	return c.symbolic.Apply(m) & (fs.ModePerm | fs.ModeSetuid | fs.ModeSetgid | fs.ModeSticky)
+}
+
+func parseChmod(s string) (*chmodFlag, error) {
 	if s == "" {
 		return nil, nil
 	}
-	n, err := strconv.ParseUint(s, 8, 32)
-	if err != nil || n > 0o7777 {
-		return nil, fmt.Errorf("invalid --chmod %q: want an octal mode", s)
+	octalErr := fmt.Errorf("invalid --chmod %q: want an octal mode from 0 to 07777 or a symbolic one (u+x)", s)
+	if n, err := strconv.ParseUint(s, 8, 32); err == nil {
+		if n > 0o7777 {
+			return nil, octalErr
+		}
+		m := fs.FileMode(n&0o777) | fileModeBits(uint32(n))
+		return &chmodFlag{octal: &m}, nil
 	}
-	m := fs.FileMode(n)
-	return &m, nil
+	set, err := symmode.ParseWithUmask(s, 0)
+	if err != nil {
+		if errors.As(err, new(*strconv.NumError)) {
+			return nil, octalErr // looks numeric
+		}
+		return nil, fmt.Errorf("invalid --chmod %q: %w", s, err)
+	}
+	return &chmodFlag{symbolic: &set}, nil
+}
+
+// fileModeBits is st_mode's set-id and sticky bits as fs.FileMode bits.
+func fileModeBits(u uint32) fs.FileMode {
+	var m fs.FileMode
+	if u&unix.S_ISUID != 0 {
+		m |= fs.ModeSetuid
+	}
+	if u&unix.S_ISGID != 0 {
+		m |= fs.ModeSetgid
+	}
+	if u&unix.S_ISVTX != 0 {
+		m |= fs.ModeSticky
+	}
+	return m
 }
 
 // errSeveralToFile: COPY or ADD of several sources, files among them, to a
@@ -274,8 +318,8 @@ func (cp *copier) writeFile(target string, r io.Reader, mode uint32, mtime time.
 	if err := replaceable(dfd, base); err != nil {
 		return fmt.Errorf("copy to %s: %w", target, err)
 	}
-	if cp.mode != nil {
-		mode = unixMode(*cp.mode)
+	if cp.chmod != nil {
+		mode = unixMode(cp.chmod.apply(fs.FileMode(mode&0o777) | fileModeBits(mode)))
 	}
 	fd, err := unix.Openat(dfd, base, unix.O_CREAT|unix.O_EXCL|unix.O_WRONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
 	if err != nil {
@@ -318,8 +362,8 @@ func (cp *copier) mkdir(target string, mode fs.FileMode, mtime time.Time, uid, g
 	defer d.Close()
 	dfd := int(d.Fd())
 	m := unixMode(mode)
-	if cp.mode != nil {
-		m = unixMode(*cp.mode)
+	if cp.chmod != nil {
+		m = unixMode(cp.chmod.apply(mode | fs.ModeDir))
 	}
 	err = unix.Mkdirat(dfd, base, 0o700)
 	if errors.Is(err, unix.EEXIST) {

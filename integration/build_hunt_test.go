@@ -493,3 +493,32 @@ COPY *.txt .
 		t.Errorf("files = %q, want %q", got, want)
 	}
 }
+
+// TestBuildCopyChmodSymbolic: --chmod takes a symbolic mode (u+x, go-w, a=rX)
+// applied to each copied entry's own mode, as buildkit does (Dockerfile 1.14+,
+// docker 28); octal modes keep their set-id bits; a bad mode is refused.
+func TestBuildCopyChmodSymbolic(t *testing.T) {
+	requireRunner(t)
+	importRunner(t, "busybox", `CMD ["sh"]`)
+	ctx := t.TempDir()
+	writeFiles(t, ctx, map[string]string{"f": "f\n", "d/g": "g\n", "d/sub/h": "h\n"})
+	os.Chmod(filepath.Join(ctx, "f"), 0o640)
+	writeFiles(t, ctx, map[string]string{"Dockerfile": `FROM busybox
+COPY --chmod=u+x f /ux
+COPY --chmod=go-rwx,u=rw f /private
+COPY --chmod=a=rX d /d/
+ADD --chmod=+x f /addx
+COPY --chmod=4755 f /suid
+`})
+	mustRun(t, "build", "-t", "modes", ctx)
+	got := mustRun(t, "run", "--rm", "modes", "stat", "-c", "%n %a", "/ux", "/private", "/d/g", "/d/sub", "/d/sub/h", "/addx", "/suid")
+	if want := "/ux 740\n/private 600\n/d/g 444\n/d/sub 555\n/d/sub/h 444\n/addx 751\n/suid 4755\n"; got != want {
+		t.Errorf("modes = %q, want %q", got, want)
+	}
+	for _, bad := range []string{"u+q", "0999", "77777"} {
+		writeFiles(t, ctx, map[string]string{"Dockerfile": "FROM busybox\nCOPY --chmod=" + bad + " f /x\n"})
+		if r := run(t, "build", ctx); r.Code == 0 || !strings.Contains(r.Stderr, "chmod") {
+			t.Errorf("--chmod=%s: exit %d, stderr %q, want a refusal", bad, r.Code, r.Stderr)
+		}
+	}
+}

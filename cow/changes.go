@@ -32,7 +32,9 @@ func (c Change) String() string { return string(rune(c.Kind)) + " " + c.Path }
 // diff` does, sorted by path: every entry of the upper dir is A (not in the merged
 // lowers) or C (in them; so is every dir with changes below it); every whiteout that
 // hides a lower path is D, and the children of a deleted dir are not listed. An
-// opaque dir also gives D for each lower child it hides and does not have itself.
+// opaque dir also gives D for each lower child it hides and does not have itself,
+// and so does every dir below it that the lowers have too (an opaque dir hides the
+// lowers' whole subtree, so a lower "a/b/c" is gone when "a" is opaque and "b" new).
 // Without lowers every entry is A.
 func Changes(upper string, opts DiffOptions) ([]Change, error) {
 	root, err := unix.Open(upper, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
@@ -50,11 +52,18 @@ func Changes(upper string, opts DiffOptions) ([]Change, error) {
 		lw.fds = append(lw.fds, fd)
 	}
 	c := &changer{format: opts.Format, lw: lw}
-	if err := c.walk(root, ".", len(lw.fds) > 0); err != nil {
+	if err := c.walk(root, ".", len(lw.fds) > 0, false); err != nil {
 		return nil, err
 	}
 	sort.Slice(c.out, func(i, j int) bool { return c.out[i].Path < c.out[j].Path })
-	return c.out, nil
+	// A whiteout inside a hiding dir names a path the dir's listing gives too.
+	out := c.out[:0]
+	for i, ch := range c.out {
+		if i == 0 || ch != c.out[i-1] {
+			out = append(out, ch)
+		}
+	}
+	return out, nil
 }
 
 type changer struct {
@@ -66,8 +75,10 @@ type changer struct {
 func (c *changer) add(k ChangeKind, p string) { c.out = append(c.out, Change{k, "/" + p}) }
 
 // walk lists the changes below rel. lowerHas says whether the lowers have rel as a
-// dir; when they do not, everything below is new and no lookup is needed.
-func (c *changer) walk(dirfd int, rel string, lowerHas bool) error {
+// dir; when they do not, everything below is new and no lookup is needed. hidden
+// says that an ancestor of rel is opaque (or replaced a whiteout), so the lowers'
+// entries below rel are hidden too.
+func (c *changer) walk(dirfd int, rel string, lowerHas, hidden bool) error {
 	names, err := readDirNames(dirfd)
 	if err != nil {
 		return &EntryError{"changes", rel, fmt.Errorf("readdir: %w", err)}
@@ -116,9 +127,15 @@ func (c *changer) walk(dirfd int, rel string, lowerHas bool) error {
 		if err != nil {
 			return &EntryError{"changes", p, err}
 		}
-		err = c.walk(fd, p, lowerDir)
-		if err == nil && lowerDir {
-			err = c.opaque(fd, p, present[WhiteoutName(name)])
+		hides := hidden || present[WhiteoutName(name)]
+		if !hides && lowerDir {
+			hides, err = IsOpaqueDir(fd)
+		}
+		if err == nil {
+			err = c.walk(fd, p, lowerDir, hides)
+		}
+		if err == nil && lowerDir && hides {
+			err = c.hidden(fd, p)
 		}
 		unix.Close(fd)
 		if err != nil {
@@ -140,13 +157,10 @@ func (c *changer) deleted(p string) error {
 	return nil
 }
 
-// opaque records D for every lower child of dir p that the upper dir (open as fd)
-// hides and does not have itself, if it is opaque (or has a whiteout beside it).
-func (c *changer) opaque(fd int, p string, whiteout bool) error {
-	opq, err := IsOpaqueDir(fd)
-	if err != nil || !(opq || whiteout) {
-		return err
-	}
+// hidden records D for every lower child of dir p that the upper dir (open as fd)
+// hides and does not have itself: p is opaque, replaced a whiteout, or lies below
+// such a dir.
+func (c *changer) hidden(fd int, p string) error {
 	names, err := c.lw.names(p)
 	if err != nil {
 		return &EntryError{"changes", p, err}

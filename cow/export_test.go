@@ -97,3 +97,30 @@ func TestChangesNoLowers(t *testing.T) {
 		t.Errorf("Changes(no lowers) = %v, want A /a, A /a/b", got)
 	}
 }
+
+// TestChangesBelowOpaqueDir: an opaque dir hides the lowers' whole subtree, so a
+// lower path below a dir the upper has again inside the opaque one is deleted too
+// (rm -rf a; mkdir -p a/b; touch a/b/g over a lower a/b/c and a/b/d).
+func TestChangesBelowOpaqueDir(t *testing.T) {
+	base := tempDir(t)
+	lower, upper := filepath.Join(base, "lower"), filepath.Join(base, "upper")
+	writeFile(t, filepath.Join(lower, "a/b/c/f"), "f", 0o644)
+	writeFile(t, filepath.Join(lower, "a/b/d"), "d", 0o644)
+	writeFile(t, filepath.Join(lower, "a/top"), "top", 0o644)
+	writeFile(t, filepath.Join(lower, "x/y/z"), "z", 0o644)
+	writeFile(t, filepath.Join(upper, "a/b/g"), "g", 0o644)
+	writeFile(t, filepath.Join(upper, "a", OpaqueMarker), "", 0o000)
+	writeFile(t, filepath.Join(upper, "a", WhiteoutName("top")), "", 0o000) // also hidden by the opaque dir
+	writeFile(t, filepath.Join(upper, "x/y/new"), "n", 0o644)
+	writeFile(t, filepath.Join(upper, WhiteoutName("x")), "", 0o000)
+	got, err := Changes(upper, DiffOptions{Lowers: []string{lower}})
+	must(t, err)
+	var lines []string
+	for _, c := range got {
+		lines = append(lines, c.String())
+	}
+	want := "C /a,C /a/b,D /a/b/c,D /a/b/d,A /a/b/g,D /a/top,C /x,C /x/y,A /x/y/new,D /x/y/z"
+	if s := strings.Join(lines, ","); s != want {
+		t.Errorf("Changes:\n got %s\nwant %s", s, want)
+	}
+}

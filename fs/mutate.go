@@ -388,6 +388,11 @@ func (n *node) remove(name string, dir bool) syscall.Errno {
 		}
 	}
 	whiteout := s.lowerHasIn(dirs, name)
+	if whiteout && s.format != cow.FormatOverlay && len(cow.WhiteoutName(name)) > 255 {
+		// The OCI whiteout this needs cannot be made: fail before the entry's
+		// upper copy (a changed file, a dir's whiteouts) is removed.
+		return syscall.ENAMETOOLONG
+	}
 	dfd := dirs.upperFd(s)
 	if dfd < 0 {
 		_, s, dfd, err = n.upperDir()

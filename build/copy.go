@@ -344,7 +344,7 @@ func (cp *copier) writeFile(target string, r io.Reader, mode uint32, mtime time.
 }
 
 func setTimes(dfd int, base string, mtime time.Time) error {
-	ts := unix.NsecToTimespec(mtime.UnixNano())
+	ts := unix.Timespec{Sec: mtime.Unix(), Nsec: int64(mtime.Nanosecond())} // not UnixNano: it wraps after 2262
 	return unix.UtimesNanoAt(dfd, base, []unix.Timespec{ts, ts}, unix.AT_SYMLINK_NOFOLLOW)
 }
 

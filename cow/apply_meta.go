@@ -83,7 +83,8 @@ func toTimespec(t time.Time) unix.Timespec {
 	if t.IsZero() {
 		return unix.Timespec{}
 	}
-	return unix.NsecToTimespec(t.UnixNano())
+	// Not through UnixNano, which wraps for times before 1678 or after 2262.
+	return unix.Timespec{Sec: t.Unix(), Nsec: int64(t.Nanosecond())}
 }
 
 // procPath names base in the dir open as dirfd for the path-only syscalls

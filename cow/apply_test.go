@@ -416,3 +416,31 @@ func TestApplyGNUTarOracle(t *testing.T) {
 		})
 	}
 }
+
+// TestApplyTimesPast2262: mtimes outside int64 nanoseconds (before 1678, after
+// 2262) are set as the tar says, within what the filesystem holds (ext4: 1901 to
+// 2446). They went through time.UnixNano, which wraps there: a layer's file of
+// 2286 came out dated 1901.
+func TestApplyTimesPast2262(t *testing.T) {
+	for _, sec := range []int64{10000000000, 13000000000} { // 2286, 2381
+		mt := time.Unix(sec, 500)
+		pax := tar.FormatPAX
+		root := applyBytes(t, buildTar(t,
+			tarEntry{hdr: tar.Header{Typeflag: tar.TypeDir, Name: "d/", ModTime: mt, Format: pax}},
+			tarEntry{hdr: tar.Header{Typeflag: tar.TypeReg, Name: "d/f", ModTime: mt, Format: pax}, data: "x"}))
+		// What this filesystem makes of that time, set directly.
+		probe := filepath.Join(tempDir(t), "probe")
+		must(t, os.WriteFile(probe, nil, 0o644))
+		ts := unix.Timespec{Sec: sec, Nsec: 500}
+		must(t, unix.UtimesNano(probe, []unix.Timespec{ts, ts}))
+		var want unix.Stat_t
+		must(t, unix.Lstat(probe, &want))
+		for _, p := range []string{"d", "d/f"} {
+			var st unix.Stat_t
+			must(t, unix.Lstat(filepath.Join(root, p), &st))
+			if st.Mtim != want.Mtim {
+				t.Errorf("%s: mtime %d.%09d, want %d.%09d (tar: %d.000000500)", p, st.Mtim.Sec, st.Mtim.Nsec, want.Mtim.Sec, want.Mtim.Nsec, sec)
+			}
+		}
+	}
+}

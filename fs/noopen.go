@@ -5,6 +5,7 @@ import (
 	"errors"
 	"path"
 	"syscall"
+	"time"
 
 	fusefs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
@@ -435,12 +436,18 @@ func setattrTimes(in *fuse.SetAttrIn) ([]unix.Timespec, bool) {
 	atime, aok := in.GetATime()
 	ts := []unix.Timespec{{Nsec: unix.UTIME_OMIT}, {Nsec: unix.UTIME_OMIT}}
 	if aok {
-		ts[0] = unix.NsecToTimespec(atime.UnixNano())
+		ts[0] = timespec(atime)
 	}
 	if mok {
-		ts[1] = unix.NsecToTimespec(mtime.UnixNano())
+		ts[1] = timespec(mtime)
 	}
 	return ts, mok || aok
+}
+
+// timespec converts t without going through UnixNano, which wraps for times before
+// 1678 or after 2262 (a `touch -d 2300-01-01` would date the file 1901).
+func timespec(t time.Time) unix.Timespec {
+	return unix.Timespec{Sec: t.Unix(), Nsec: int64(t.Nanosecond())}
 }
 
 func setattrOwner(in *fuse.SetAttrIn) (uid, gid int, ok bool) {

@@ -832,3 +832,28 @@ func TestRemoveLongLowerNameChangesNothing(t *testing.T) {
 		t.Errorf("listxattr of the dir after the failed rmdir: %v", err)
 	}
 }
+
+// TestUtimesPast2262: a time set through the mount outside int64 nanoseconds (after
+// 2262) reaches the upper dir as set (within what its filesystem holds), as on
+// overlayfs; it went through time.UnixNano, which wraps, and `touch -d @10000000000`
+// dated the file 1901.
+func TestUtimesPast2262(t *testing.T) {
+	u := mountUnion(t, cow.FormatOCI, tree(t, map[string]string{"lower": "l"}))
+	probe := filepath.Join(t.TempDir(), "probe")
+	must(t, os.WriteFile(probe, nil, 0o644))
+	ts := []unix.Timespec{{Sec: 10000000000, Nsec: 7}, {Sec: 10000000000, Nsec: 7}}
+	must(t, unix.UtimesNano(probe, ts))
+	var want unix.Stat_t
+	must(t, unix.Lstat(probe, &want))
+	must(t, os.WriteFile(filepath.Join(u.mnt, "new"), nil, 0o644))
+	for _, name := range []string{"lower", "new"} {
+		must(t, unix.UtimesNano(filepath.Join(u.mnt, name), ts))
+		for _, p := range []string{filepath.Join(u.mnt, name), filepath.Join(u.upper, name)} {
+			var st unix.Stat_t
+			must(t, unix.Lstat(p, &st))
+			if st.Mtim != want.Mtim || st.Atim != want.Atim {
+				t.Errorf("%s: mtime %d.%09d atime %d.%09d, want %d.%09d", p, st.Mtim.Sec, st.Mtim.Nsec, st.Atim.Sec, st.Atim.Nsec, want.Mtim.Sec, want.Mtim.Nsec)
+			}
+		}
+	}
+}

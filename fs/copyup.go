@@ -86,7 +86,7 @@ func (fsys *unionFS) copyUpPathLocked(rel string, dataLimit int64, links bool) (
 			if err != nil {
 				return nil, nil, err
 			}
-			if links && e.st.Mode&unix.S_IFMT == unix.S_IFREG && e.st.Nlink > 1 {
+			if links && !e.isDir() && e.st.Nlink > 1 {
 				if err := fsys.copyUpLinks(s, path.Join(prefix, c), e); err != nil {
 					return nil, nil, err
 				}
@@ -236,7 +236,7 @@ func (fsys *unionFS) lookupPath(s *stack, rel string) (*entry, *stack, error) {
 }
 
 // linksOf returns the paths of layer li whose inode is ino, from an index of
-// multiply-linked files built on first use (lowers never change).
+// multiply-linked non-directories built on first use (lowers never change).
 func (s *stack) linksOf(li int, ino uint64) ([]string, error) {
 	l := s.layers[li]
 	if l.links == nil {
@@ -249,8 +249,8 @@ func (s *stack) linksOf(li int, ino uint64) ([]string, error) {
 				}
 				return err
 			}
-			if !d.Type().IsRegular() {
-				return nil
+			if d.IsDir() {
+				return nil // any other type may be hard-linked (symlinks, fifos too)
 			}
 			info, err := d.Info()
 			if err != nil {

@@ -857,3 +857,43 @@ func TestUtimesPast2262(t *testing.T) {
 		}
 	}
 }
+
+// TestCopyUpKeepsLinkedSymlinksAndFifos: a metadata change of one name of a layer's
+// hard-linked symlink or fifo copies up the other names as links too, as it does for
+// regular files (and as overlayfs with index=on does). Only the changed name used to
+// be copied up: the mount still showed the change through the other name (one
+// inode), but the upper dir, and so the commit, kept the old owner there.
+func TestCopyUpKeepsLinkedSymlinksAndFifos(t *testing.T) {
+	testenv.RequireRoot(t)
+	lower := t.TempDir()
+	must(t, os.Symlink("target", filepath.Join(lower, "s1")))
+	must(t, unix.Mkfifo(filepath.Join(lower, "p1"), 0o644))
+	must(t, os.Mkdir(filepath.Join(lower, "d"), 0o755))
+	must(t, os.Link(filepath.Join(lower, "s1"), filepath.Join(lower, "d/s2")))
+	must(t, os.Link(filepath.Join(lower, "p1"), filepath.Join(lower, "d/p2")))
+	u := mountUnion(t, cow.FormatOCI, lower)
+	must(t, os.Lchown(filepath.Join(u.mnt, "s1"), 1000, 1000))
+	must(t, os.Chmod(filepath.Join(u.mnt, "p1"), 0o600))
+	for _, g := range [][2]string{{"s1", "d/s2"}, {"p1", "d/p2"}} {
+		var a, b unix.Stat_t
+		if err := unix.Lstat(filepath.Join(u.upper, g[0]), &a); err != nil {
+			t.Fatal(err)
+		}
+		if err := unix.Lstat(filepath.Join(u.upper, g[1]), &b); err != nil || a.Ino != b.Ino {
+			t.Errorf("upper %s: %v, inode %d; want a link to upper %s (inode %d)", g[1], err, b.Ino, g[0], a.Ino)
+		}
+		for _, n := range g {
+			st := lstat(t, filepath.Join(u.mnt, n))
+			if st.Nlink != 2 {
+				t.Errorf("%s: nlink %d through the mount, want 2", n, st.Nlink)
+			}
+		}
+	}
+	u.remount(t, cow.FormatOCI)
+	if st := lstat(t, filepath.Join(u.mnt, "d/s2")); st.Uid != 1000 {
+		t.Errorf("d/s2 after a remount: uid %d, want 1000 (lchown of its link s1)", st.Uid)
+	}
+	if st := lstat(t, filepath.Join(u.mnt, "d/p2")); st.Mode&0o777 != 0o600 {
+		t.Errorf("d/p2 after a remount: mode %o, want 600 (chmod of its link p1)", st.Mode&0o777)
+	}
+}

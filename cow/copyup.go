@@ -152,7 +152,7 @@ func CopyUnnamed(src, work int, xattrs map[string][]byte) (int, error) {
 	if err := unix.Fchmod(dst, st.Mode&0o7777); err != nil {
 		return fail(err)
 	}
-	if err := copyXattrs(dst, rfd); err != nil {
+	if err := copyXattrs(fdXattrs(dst), fdXattrs(rfd)); err != nil {
 		return fail(err)
 	}
 	for k, v := range xattrs {
@@ -191,6 +191,7 @@ func copyToTemp(srcDir int, name string, st *unix.Stat_t, opts CopyUpOptions, tm
 	mode := st.Mode & 0o7777
 	var xsrc int = -1 // fd to read xattrs from
 	var xdst int = -1 // fd to write xattrs to
+	special := false  // xsrc and xdst are O_PATH fds of special files
 	defer func() {
 		if xsrc >= 0 {
 			unix.Close(xsrc)
@@ -247,38 +248,47 @@ func copyToTemp(srcDir int, name string, st *unix.Stat_t, opts CopyUpOptions, tm
 		if err := unix.Symlinkat(target, opts.Work, tmp); err != nil {
 			return err
 		}
-	default: // fifo, socket, devices
+	default: // fifo, socket, devices: never opened; xattrs go through O_PATH fds
 		if err := unix.Mknodat(opts.Work, tmp, st.Mode, int(st.Rdev)); err != nil {
 			return err
 		}
+		src, err := unix.Openat(srcDir, name, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return err
+		}
+		xsrc = src
+		dst, err := unix.Openat(opts.Work, tmp, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return err
+		}
+		xdst = dst
+		special = true
 	}
 	if err := unix.Fchownat(opts.Work, tmp, int(st.Uid), int(st.Gid), unix.AT_SYMLINK_NOFOLLOW); err != nil && !errors.Is(err, unix.EPERM) {
 		return err
 	}
-	if xdst >= 0 {
+	switch {
+	case special:
+		if err := unix.Fchmodat(opts.Work, tmp, mode, 0); err != nil {
+			return err
+		}
+		if err := copyXattrs(procXattrs(xdst), procXattrs(xsrc)); err != nil {
+			return err
+		}
+		for k, v := range opts.Xattrs {
+			_ = unix.Setxattr(procFdPath(xdst), k, v, 0) // best effort (user.* is refused here)
+		}
+	case xdst >= 0:
 		if err := unix.Fchmod(xdst, mode); err != nil {
 			return err
 		}
-		if err := copyXattrs(xdst, xsrc); err != nil {
+		if err := copyXattrs(fdXattrs(xdst), fdXattrs(xsrc)); err != nil {
 			return err
 		}
 		for k, v := range opts.Xattrs {
 			if err := setPrivateXattr(xdst, k, v); err != nil {
 				return err
 			}
-		}
-	} else if st.Mode&unix.S_IFMT != unix.S_IFLNK {
-		if err := unix.Fchmodat(opts.Work, tmp, mode, 0); err != nil {
-			return err
-		}
-	}
-	if xdst < 0 && len(opts.Xattrs) > 0 && st.Mode&unix.S_IFMT != unix.S_IFLNK {
-		fd, err := unix.Openat(opts.Work, tmp, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
-		if err == nil {
-			for k, v := range opts.Xattrs {
-				_ = unix.Setxattr(fmt.Sprintf("/proc/self/fd/%d", fd), k, v, 0)
-			}
-			unix.Close(fd)
 		}
 	}
 	if len(opts.Xattrs) > 0 && st.Mode&unix.S_IFMT == unix.S_IFLNK {
@@ -393,10 +403,40 @@ func copyRangeSlow(dst, src int, off, n int64) error {
 	return nil
 }
 
+// xattrIO reads and writes the xattrs of one inode.
+type xattrIO struct {
+	list func(buf []byte) (int, error)
+	get  func(name string, buf []byte) (int, error)
+	set  func(name string, v []byte) error
+}
+
+// fdXattrs works through an fd opened for reading or writing.
+func fdXattrs(fd int) xattrIO {
+	return xattrIO{
+		list: func(buf []byte) (int, error) { return unix.Flistxattr(fd, buf) },
+		get:  func(k string, buf []byte) (int, error) { return unix.Fgetxattr(fd, k, buf) },
+		set:  func(k string, v []byte) error { return unix.Fsetxattr(fd, k, v, 0) },
+	}
+}
+
+// procXattrs works through the /proc/self/fd link of an O_PATH fd (the f*xattr
+// calls refuse those), for fifos and device nodes, which must not be opened. Not
+// for symlinks: the path calls would follow them.
+func procXattrs(fd int) xattrIO {
+	p := procFdPath(fd)
+	return xattrIO{
+		list: func(buf []byte) (int, error) { return unix.Listxattr(p, buf) },
+		get:  func(k string, buf []byte) (int, error) { return unix.Getxattr(p, k, buf) },
+		set:  func(k string, v []byte) error { return unix.Setxattr(p, k, v, 0) },
+	}
+}
+
+func procFdPath(fd int) string { return fmt.Sprintf("/proc/self/fd/%d", fd) }
+
 // copyXattrs copies every xattr of src to dst except private and overlay ones.
 // A source filesystem without xattrs copies nothing.
-func copyXattrs(dst, src int) error {
-	names, err := fdListXattrs(src)
+func copyXattrs(dst, src xattrIO) error {
+	names, err := listXattrsOf(src)
 	if err != nil {
 		if errors.Is(err, unix.ENOTSUP) {
 			return nil
@@ -407,14 +447,14 @@ func copyXattrs(dst, src int) error {
 		if IsPrivateXattr(k) {
 			continue
 		}
-		v, err := fdGetXattr(src, k)
+		v, err := getXattrOf(src, k)
 		if errors.Is(err, unix.ENODATA) {
 			continue
 		}
 		if err != nil {
 			return fmt.Errorf("getxattr %s: %w", k, err)
 		}
-		if err := unix.Fsetxattr(dst, k, v, 0); err != nil {
+		if err := dst.set(k, v); err != nil {
 			if errors.Is(err, unix.EPERM) && strings.HasPrefix(k, "trusted.") {
 				continue
 			}
@@ -424,9 +464,9 @@ func copyXattrs(dst, src int) error {
 	return nil
 }
 
-func fdListXattrs(fd int) ([]string, error) {
+func listXattrsOf(x xattrIO) ([]string, error) {
 	for {
-		n, err := unix.Flistxattr(fd, nil)
+		n, err := x.list(nil)
 		if err != nil {
 			return nil, err
 		}
@@ -434,7 +474,7 @@ func fdListXattrs(fd int) ([]string, error) {
 			return nil, nil
 		}
 		buf := make([]byte, n)
-		n, err = unix.Flistxattr(fd, buf)
+		n, err = x.list(buf)
 		if errors.Is(err, unix.ERANGE) {
 			continue
 		}
@@ -451,14 +491,14 @@ func fdListXattrs(fd int) ([]string, error) {
 	}
 }
 
-func fdGetXattr(fd int, k string) ([]byte, error) {
+func getXattrOf(x xattrIO, k string) ([]byte, error) {
 	for {
-		n, err := unix.Fgetxattr(fd, k, nil)
+		n, err := x.get(k, nil)
 		if err != nil {
 			return nil, err
 		}
 		buf := make([]byte, n)
-		n, err = unix.Fgetxattr(fd, k, buf)
+		n, err = x.get(k, buf)
 		if errors.Is(err, unix.ERANGE) {
 			continue
 		}

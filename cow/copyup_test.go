@@ -150,3 +150,34 @@ func TestCopyUpKeepDirTimes(t *testing.T) {
 		t.Errorf("PlaceLock still held after CopyUp")
 	}
 }
+
+// TestCopyUpSpecialFileXattrs: a fifo's or device node's xattrs (trusted.*,
+// security.* such as SELinux labels; Linux refuses user.* on them) are copied up
+// with it, as overlayfs does. Only regular files and dirs had theirs copied: a
+// chown of a layer's fifo through a mount dropped its xattrs, and so did commit.
+func TestCopyUpSpecialFileXattrs(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("trusted.* xattrs and mknod need root")
+	}
+	src, dst, work := t.TempDir(), t.TempDir(), t.TempDir()
+	cuMust(t, unix.Mkfifo(filepath.Join(src, "fifo"), 0o640))
+	cuMust(t, unix.Mknod(filepath.Join(src, "null"), unix.S_IFCHR|0o666, int(unix.Mkdev(1, 3))))
+	for _, n := range []string{"fifo", "null"} {
+		if err := unix.Setxattr(filepath.Join(src, n), "trusted.label", []byte("v-"+n), 0); err != nil {
+			t.Skipf("setxattr trusted.* on a %s: %v", n, err)
+		}
+	}
+	sfd, dfd, wfd := cuOpenDir(t, src), cuOpenDir(t, dst), cuOpenDir(t, work)
+	for _, n := range []string{"fifo", "null"} {
+		opts := CopyUpOptions{Work: wfd, DataLimit: -1, Xattrs: map[string][]byte{"trusted.layerfs.origin": []byte("o")}}
+		cuMust(t, CopyUp(sfd, dfd, n, opts))
+		buf := make([]byte, 64)
+		sz, err := unix.Getxattr(filepath.Join(dst, n), "trusted.label", buf)
+		if err != nil || string(buf[:sz]) != "v-"+n {
+			t.Errorf("%s: copy has trusted.label %q (%v), want %q", n, buf[:max(sz, 0)], err, "v-"+n)
+		}
+		if _, err := unix.Getxattr(filepath.Join(dst, n), "trusted.layerfs.origin", buf); err != nil {
+			t.Errorf("%s: copy has no private origin xattr: %v", n, err)
+		}
+	}
+}

@@ -257,6 +257,11 @@ func (a *tarModel) check(hdr *tar.Header) (p, link string, err error) {
 	if err := a.checkParents(p); err != nil {
 		return "", "", err
 	}
+	if hdr.Typeflag == tar.TypeSymlink && (hdr.Linkname == "" || len(hdr.Linkname) >= unix.PathMax) {
+		// symlink(2) refuses both (ENOENT, ENAMETOOLONG): refuse them here, where
+		// CheckLayer sees them too, not halfway through an unpack.
+		return "", "", fmt.Errorf("%w: symlink target of %d bytes", ErrUnsupported, len(hdr.Linkname))
+	}
 	if hdr.Typeflag == tar.TypeLink {
 		if link, err = cleanName(hdr.Linkname); err != nil {
 			return "", "", fmt.Errorf("hard link target: %w", err)

@@ -95,6 +95,12 @@ func TestApplyHostile(t *testing.T) {
 		{"under regular file", func(o string) []tarEntry { return []tarEntry{reg("f", "x"), reg("f/g", "y")} }, "f/g", nil},
 		{"root as file", func(o string) []tarEntry { return []tarEntry{reg(".", "x")} }, ".", nil},
 		{"root as symlink", func(o string) []tarEntry { return []tarEntry{symlink("./", o)} }, "./", nil},
+		// symlink(2) cannot make these: found by FuzzApply (75d8af1e4072d046), when
+		// Apply failed on them but CheckLayer accepted them.
+		{"symlink to nothing", func(o string) []tarEntry { return []tarEntry{symlink("s", "")} }, "s", nil},
+		{"symlink target over PATH_MAX", func(o string) []tarEntry {
+			return []tarEntry{symlink("s", strings.Repeat("t/", 2048))}
+		}, "s", nil},
 		{"unknown type", func(o string) []tarEntry {
 			return []tarEntry{{hdr: tar.Header{Typeflag: 'Z', Name: "z"}}}
 		}, "z", nil},

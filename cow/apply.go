@@ -319,9 +319,15 @@ func (a *tarModel) add(p string, k entryKind) {
 // ErrUnsupported), or a read error, without writing anything: for load and import,
 // which store a layer long before anything unpacks it. It returns the number of
 // entries.
+//
+// Like Apply, it reads each regular file's data through the tar reader: only then
+// does archive/tar check a sparse file's map against the data stored (Next skips
+// it unchecked), and it reads the holes as zeros, so a sparse file costs its
+// logical size, in CheckLayer as in Apply.
 func CheckLayer(r io.Reader) (int, error) {
 	m := newTarModel()
 	tr := tar.NewReader(r)
+	buf := make([]byte, 256<<10)
 	n := 0
 	for ; ; n++ {
 		hdr, err := tr.Next()
@@ -337,6 +343,13 @@ func CheckLayer(r io.Reader) (int, error) {
 		}
 		if p != "" {
 			m.add(p, m.kindOf(hdr, link))
+		}
+		switch hdr.Typeflag {
+		case tar.TypeReg, tar.TypeRegA, tar.TypeGNUSparse:
+			// struct{io.Writer} hides io.Discard's ReadFrom, which would use 8 KiB reads.
+			if _, err := io.CopyBuffer(struct{ io.Writer }{io.Discard}, tr, buf); err != nil {
+				return n, &EntryError{"check", hdr.Name, fmt.Errorf("read data: %w", err)}
+			}
 		}
 	}
 	_, err := io.Copy(io.Discard, r) // trailing padding after the end-of-archive marker

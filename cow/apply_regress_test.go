@@ -5,6 +5,8 @@ import (
 	"bytes"
 	"path/filepath"
 	"testing"
+
+	"github.com/layerfs/layerfs/internal/tartest"
 )
 
 // Regressions the fuzz targets found, each as a plain test. The fuzz corpus files
@@ -36,5 +38,31 @@ func TestApplyUserXattrOnSpecialFiles(t *testing.T) {
 	}
 	if _, err := CheckLayer(bytes.NewReader(b)); err != nil {
 		t.Errorf("CheckLayer: %v", err)
+	}
+}
+
+// TestApplySparseMapMismatch: archive/tar checks a sparse file's map against the
+// data stored only when the data is read, which Apply does and CheckLayer did not
+// (Next skips it). A layer whose map refers to less or more data than it holds
+// passed CheckLayer and failed in Apply (FuzzApply/c9daae20434c3242).
+func TestApplySparseMapMismatch(t *testing.T) {
+	sparse := func(data string) []byte {
+		return tartest.Cat(
+			tartest.PAX(map[string]string{"GNU.sparse.major": "1", "GNU.sparse.minor": "0", "GNU.sparse.name": "s", "GNU.sparse.realsize": "70000"}),
+			tartest.Entry(tartest.Header{Name: "GNUSparseFile.0/s", Typeflag: '0', Mode: 0o644},
+				append(tartest.Pad([]byte("1\n69997\n3\n")), data...)),
+			tartest.End())
+	}
+	for name, b := range map[string][]byte{
+		"exact":        sparse("abc"),
+		"unreferenced": sparse("abcdef"),
+		"missing":      sparse("ab"),
+	} {
+		t.Run(name, func(t *testing.T) {
+			err := checkApply(t, newSandbox(t), b)
+			if (err == nil) != (name == "exact") {
+				t.Errorf("Apply = %v, want an error: %v", err, name != "exact")
+			}
+		})
 	}
 }

@@ -106,9 +106,10 @@ const (
 
 var zeroBlock [holeBlock]byte
 
-// writeData copies size bytes from r into the new file fd. Files of sparseMin and
-// more get holes for every all-zero 4 KiB block, so a sparse file in the tar (GNU or
-// PAX sparse, or plain zeros) is sparse again on disk.
+// writeData copies size bytes from r into the new file fd, then checks that r
+// ends there. Files of sparseMin and more get holes for every all-zero 4 KiB
+// block, so a sparse file in the tar (GNU or PAX sparse, or plain zeros) is sparse
+// again on disk.
 func writeData(fd int, r io.Reader, size int64, buf []byte) error {
 	var off, end int64 // end: just past the last byte written
 	for off < size {
@@ -164,7 +165,11 @@ func writeData(fd int, r io.Reader, size int64, buf []byte) error {
 			return err
 		}
 	}
-	return nil
+	// Read on to the entry's end, which must come now: archive/tar reports a
+	// sparse map that leaves stored data unreferenced only there (CheckLayer reads
+	// every file to its end as well).
+	_, err := io.CopyBuffer(struct{ io.Writer }{io.Discard}, r, buf)
+	return err
 }
 
 func pwriteAll(fd int, b []byte, off int64) error {

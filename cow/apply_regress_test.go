@@ -44,7 +44,9 @@ func TestApplyUserXattrOnSpecialFiles(t *testing.T) {
 // TestApplySparseMapMismatch: archive/tar checks a sparse file's map against the
 // data stored only when the data is read, which Apply does and CheckLayer did not
 // (Next skips it). A layer whose map refers to less or more data than it holds
-// passed CheckLayer and failed in Apply (FuzzApply/c9daae20434c3242).
+// passed CheckLayer and failed in Apply (FuzzApply/c9daae20434c3242); once
+// CheckLayer read it, an empty sparse file with stored data failed CheckLayer but
+// not Apply, which read none of it (FuzzApply/7c8df3f7410b3eef).
 func TestApplySparseMapMismatch(t *testing.T) {
 	sparse := func(data string) []byte {
 		return tartest.Cat(
@@ -57,6 +59,9 @@ func TestApplySparseMapMismatch(t *testing.T) {
 		"exact":        sparse("abc"),
 		"unreferenced": sparse("abcdef"),
 		"missing":      sparse("ab"),
+		"empty, unreferenced": tartest.Cat(
+			tartest.Entry(tartest.Header{Name: "s", Typeflag: 'S', Mode: 0o644, Magic: tartest.GNUMagic}, []byte("abc")),
+			tartest.End()),
 	} {
 		t.Run(name, func(t *testing.T) {
 			err := checkApply(t, newSandbox(t), b)

@@ -16,7 +16,7 @@ import (
 // fake instead of the real one, and blobs/sha256/<fake> a link of type typ to the
 // real manifest blob. With docker set they also carry docker's manifest.json, as
 // docker save's newer layout does (the OCI layout then is the embedded one).
-func aliasEntries(t *testing.T, ti *testImage, typ byte, docker bool) []tarEntry {
+func aliasEntries(t testing.TB, ti *testImage, typ byte, docker bool) []tarEntry {
 	t.Helper()
 	mb := ti.manifest()
 	fake := hexOf([]byte("not the manifest"))

@@ -274,6 +274,10 @@ func (a *tarModel) check(hdr *tar.Header) (p, link string, err error) {
 		case link == p:
 			// GNU tar's record of a file named twice: it is there already.
 			return "", "", nil
+		case strings.HasPrefix(link, p+"/"):
+			// Replacing the dir p removes the target first (docker's unpack fails
+			// the same way): refuse it here, where CheckLayer sees it too.
+			return "", "", fmt.Errorf("%w: hard link to %s, inside the dir it replaces", ErrUnsupported, link)
 		}
 		if err := a.checkParents(link); err != nil {
 			return "", "", fmt.Errorf("hard link target: %w", err)

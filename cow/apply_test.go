@@ -101,6 +101,11 @@ func TestApplyHostile(t *testing.T) {
 		{"symlink target over PATH_MAX", func(o string) []tarEntry {
 			return []tarEntry{symlink("s", strings.Repeat("t/", 2048))}
 		}, "s", nil},
+		// Replacing a removes a/b first: found by FuzzApply (73ab813c0a424402),
+		// when Apply failed on it but CheckLayer accepted it.
+		{"hardlink into the dir it replaces", func(o string) []tarEntry {
+			return []tarEntry{dir("a"), reg("a/b", "x"), hardlink("a", "a/b")}
+		}, "a", nil},
 		{"unknown type", func(o string) []tarEntry {
 			return []tarEntry{{hdr: tar.Header{Typeflag: 'Z', Name: "z"}}}
 		}, "z", nil},

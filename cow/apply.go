@@ -252,10 +252,15 @@ func (a *tarModel) check(hdr *tar.Header) (p, link string, err error) {
 		if hdr.Typeflag != tar.TypeDir {
 			return "", "", fmt.Errorf("%w: entry replaces the root dir", ErrUnsafePath)
 		}
-		return p, "", nil
+		return p, "", checkXattrs(hdr)
 	}
 	if err := a.checkParents(p); err != nil {
 		return "", "", err
+	}
+	if hdr.Typeflag != tar.TypeLink { // a hard link's records are not applied
+		if err := checkXattrs(hdr); err != nil {
+			return "", "", err
+		}
 	}
 	if hdr.Typeflag == tar.TypeSymlink && (hdr.Linkname == "" || len(hdr.Linkname) >= unix.PathMax) {
 		// symlink(2) refuses both (ENOENT, ENAMETOOLONG): refuse them here, where

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -80,6 +81,41 @@ func (a *applier) setMeta(pfd int, base string, fd int, hdr *tar.Header, symlink
 		return fmt.Errorf("set times: %w", err)
 	}
 	return nil
+}
+
+// Limits setxattr(2) applies whatever the filesystem (XATTR_NAME_MAX,
+// XATTR_SIZE_MAX).
+const (
+	xattrNameMax = 255
+	xattrSizeMax = 64 << 10
+)
+
+// checkXattrs refuses an entry whose xattr records setxattr(2) refuses on any
+// filesystem: a name empty, longer than 255 bytes or a bare namespace ("user."),
+// a value over 64 KiB. Private ones are not checked: Apply drops them.
+func checkXattrs(hdr *tar.Header) error {
+	var bad []string
+	for k, v := range hdr.PAXRecords {
+		name, ok := strings.CutPrefix(k, paxXattrPrefix)
+		if !ok || IsPrivateXattr(name) {
+			continue
+		}
+		switch name {
+		case "", "user.", "trusted.", "security.":
+			bad = append(bad, fmt.Sprintf("xattr name %q", name))
+		}
+		if len(name) > xattrNameMax {
+			bad = append(bad, fmt.Sprintf("xattr name of %d bytes", len(name)))
+		}
+		if len(v) > xattrSizeMax {
+			bad = append(bad, fmt.Sprintf("xattr %s of %d bytes", name, len(v)))
+		}
+	}
+	if len(bad) == 0 {
+		return nil
+	}
+	sort.Strings(bad) // the same tar always gives the same error
+	return fmt.Errorf("%w: %s", ErrUnsupported, bad[0])
 }
 
 func toTimespec(t time.Time) unix.Timespec {

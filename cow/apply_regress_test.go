@@ -3,7 +3,10 @@ package cow
 import (
 	"archive/tar"
 	"bytes"
+	"errors"
+	"fmt"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/layerfs/layerfs/internal/tartest"
@@ -69,5 +72,37 @@ func TestApplySparseMapMismatch(t *testing.T) {
 				t.Errorf("Apply = %v, want an error: %v", err, name != "exact")
 			}
 		})
+	}
+}
+
+// TestApplyXattrLimits: setxattr(2) refuses some records on every filesystem
+// (E2BIG, ERANGE, EINVAL); Apply failed on them after CheckLayer had accepted the
+// layer. Found while widening FuzzApplyEntries' xattr table; check refuses them now.
+func TestApplyXattrLimits(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		recs map[string]string
+		ok   bool
+	}{
+		{"value of 64 KiB", map[string]string{"SCHILY.xattr.user.k": strings.Repeat("v", 64<<10)}, true},
+		{"value over 64 KiB", map[string]string{"SCHILY.xattr.user.k": strings.Repeat("v", 64<<10+1)}, false},
+		{"name of 255 bytes", map[string]string{"SCHILY.xattr.user." + strings.Repeat("k", 250): "v"}, true},
+		{"name over 255 bytes", map[string]string{"SCHILY.xattr.user." + strings.Repeat("k", 251): "v"}, false},
+		{"empty name", map[string]string{"SCHILY.xattr.": "v"}, false},
+		{"bare namespace", map[string]string{"SCHILY.xattr.trusted.": "v"}, false},
+		{"private, dropped", map[string]string{"SCHILY.xattr.trusted.overlay.x": strings.Repeat("v", 70000)}, true},
+	} {
+		for _, typ := range []byte{tar.TypeReg, tar.TypeDir, tar.TypeSymlink} {
+			t.Run(fmt.Sprintf("%s/%c", tc.name, typ), func(t *testing.T) {
+				h := tar.Header{Typeflag: typ, Name: "e", Linkname: "x", PAXRecords: tc.recs, Format: tar.FormatPAX}
+				if typ != tar.TypeSymlink {
+					h.Linkname = ""
+				}
+				err := checkApply(t, newSandbox(t), buildTar(t, tarEntry{hdr: h}))
+				if tc.ok && err != nil || !tc.ok && !errors.Is(err, ErrUnsupported) {
+					t.Errorf("Apply = %v, want ok: %v, else ErrUnsupported", err, tc.ok)
+				}
+			})
+		}
 	}
 }

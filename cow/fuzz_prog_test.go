@@ -74,6 +74,9 @@ var progXattrs = []map[string]string{
 	{"SCHILY.xattr.security.capability": capNetBindService},
 	{"SCHILY.xattr.user.layerfs.origin": "1", "SCHILY.xattr.trusted.k": ""},
 	{"SCHILY.xattr.system.posix_acl_access": "garbage"},
+	{"SCHILY.xattr.user.big": strings.Repeat("v", 64<<10+1)},
+	{"SCHILY.xattr.user." + strings.Repeat("k", 251): "v", "SCHILY.xattr.trusted.": "v"},
+	{"SCHILY.xattr.": "v", "SCHILY.xattr.foo": "v"},
 }
 
 var progFormats = []tar.Format{tar.FormatUnknown, tar.FormatUSTAR, tar.FormatPAX, tar.FormatGNU}

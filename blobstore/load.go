@@ -254,7 +254,7 @@ func (s *Store) dockerItems(sp *spool) ([]*loadItem, error) {
 		}
 		// The newer layout also carries the original manifest: keep its digest.
 		for _, em := range embedded {
-			if sameImage(em.m, cf.digest, layers) {
+			if sameImage(em.m, cf, layers) {
 				it.manifest, it.mdesc, it.m = em.b, em.desc, em.m
 				break
 			}
@@ -331,16 +331,33 @@ func mediaTypeOr(a, b string) string {
 	return ocispec.MediaTypeImageManifest
 }
 
-func sameImage(m ocispec.Manifest, cd digest.Digest, layers []*spooled) bool {
-	if m.Config.Digest != cd || len(m.Layers) != len(layers) {
+// sameImage reports whether the embedded manifest m describes the image
+// manifest.json names (config cf, layers): same blobs, and descriptors true to
+// them (sizes, layer compression), or the store would keep a manifest that
+// misdescribes its blobs.
+func sameImage(m ocispec.Manifest, cf *spooled, layers []*spooled) bool {
+	if m.Config.Digest != cf.digest || m.Config.Size != cf.size || len(m.Layers) != len(layers) {
 		return false
 	}
 	for i, l := range layers {
-		if m.Layers[i].Digest != l.digest {
+		if m.Layers[i].Digest != l.digest || checkLayerDesc(m.Layers[i], l) != nil {
 			return false
 		}
 	}
 	return true
+}
+
+// checkLayerDesc refuses a manifest's layer descriptor that misdescribes the
+// blob: its size, or a compression other than the content's (a mount
+// decompresses a layer by its media type; load hashed it by its content).
+func checkLayerDesc(l ocispec.Descriptor, f *spooled) error {
+	if f.size != l.Size {
+		return fmt.Errorf("layer %s: %w: size %d, manifest says %d", l.Digest, ErrDigestMismatch, f.size, l.Size)
+	}
+	if c, _ := LayerCompression(l.MediaType); c != f.comp {
+		return fmt.Errorf("layer %s: %w: media type %s, content compressed with %s", l.Digest, ErrInvalidManifest, l.MediaType, f.comp)
+	}
+	return nil
 }
 
 // commitLoad moves the blobs the items need into the store and records the items

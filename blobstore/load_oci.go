@@ -127,6 +127,9 @@ func (s *Store) ociItem(sp *spool, md ocispec.Descriptor) (*loadItem, error) {
 	if err != nil {
 		return nil, fmt.Errorf("config: %w", err)
 	}
+	if cf.size != m.Config.Size {
+		return nil, fmt.Errorf("config %s: %w: size %d, manifest says %d", m.Config.Digest, ErrDigestMismatch, cf.size, m.Config.Size)
+	}
 	cb, err := sp.read(cf)
 	if err != nil {
 		return nil, err
@@ -137,8 +140,8 @@ func (s *Store) ociItem(sp *spool, md ocispec.Descriptor) (*loadItem, error) {
 		if err != nil {
 			return nil, fmt.Errorf("layer: %w", err)
 		}
-		if lf.size != l.Size {
-			return nil, fmt.Errorf("layer %s: %w: size %d, manifest says %d", l.Digest, ErrDigestMismatch, lf.size, l.Size)
+		if err := checkLayerDesc(l, lf); err != nil {
+			return nil, err
 		}
 		layers = append(layers, lf)
 	}

@@ -29,7 +29,8 @@ import (
 // oci-layout; bit 2 stores the layers under classic docker names
 // (<hex>/layer.tar); bit 3 stores the manifest as a symlink to the extra blob;
 // bit 4 passes a CheckLayer that refuses layers with an "evil" entry; bit 5
-// compresses the archive.
+// compresses the archive; bit 6 adds an index.json naming the manifest beside a
+// manifest.json (docker save's newer layout).
 func FuzzLoadMeta(f *testing.F) {
 	fx := metaFixture(f)
 	oci := `{"schemaVersion":2,"manifests":[{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"@M","size":@MS,"annotations":{"org.opencontainers.image.ref.name":"docker.io/library/fz:meta"}}]}`
@@ -38,6 +39,7 @@ func FuzzLoadMeta(f *testing.F) {
 	f.Add(uint8(0), oci, fx.manifest, fx.config, "")
 	f.Add(uint8(2), strings.Replace(oci, `"@M","size":@MS`, `"@X","size":@XS`, 1), fx.manifest, fx.config, fx.manifest)
 	f.Add(uint8(1), docker, fx.manifest, fx.config, "")
+	f.Add(uint8(1|64), docker, fx.manifest, fx.config, "")
 	f.Add(uint8(5), `[{"Config":"@CH.json","RepoTags":["fz:meta","other/x:1"],"Layers":["@L0H/layer.tar","@L1H/layer.tar"]}]`, fx.manifest, fx.config, "")
 	f.Add(uint8(0), strings.Replace(strings.Replace(oci, "manifest.v1", "index.v1", 1), `"@M","size":@MS`, `"@X","size":@XS`, 1), fx.manifest, fx.config, nested)
 	f.Add(uint8(8), oci, fx.manifest, fx.config, fx.manifest)
@@ -51,6 +53,9 @@ func FuzzLoadMeta(f *testing.F) {
 		checkLoad(t, archive, opts)
 	})
 }
+
+// embeddedIndex is the index.json beside manifest.json (layout bit 6).
+const embeddedIndex = `{"schemaVersion":2,"manifests":[{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"@M","size":@MS}]}`
 
 type metaFix struct {
 	layers   [][]byte // as stored: gzip, then plain
@@ -141,6 +146,9 @@ func (fx *metaFix) archive(t testing.TB, layout uint8, meta, manifest, config, e
 	metaName := "index.json"
 	if layout&1 != 0 {
 		metaName = "manifest.json"
+		if layout&64 != 0 { // docker save's newer layout: the OCI index beside it
+			ents = append(ents, tarEntry{Name: "index.json", Body: fill(embeddedIndex, vars)})
+		}
 	}
 	ents = append(ents, tarEntry{Name: metaName, Body: fill(meta, vars)})
 	archive := makeTar(t, sortedEntries(ents)...)

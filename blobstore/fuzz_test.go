@@ -11,6 +11,7 @@ import (
 
 	"github.com/layerfs/layerfs/internal/tartest"
 	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"golang.org/x/sys/unix"
 )
 
@@ -92,11 +93,36 @@ func checkLoad(t *testing.T, archive []byte, opts LoadOptions) ([]Loaded, error)
 				t.Errorf("image %s: blob %s missing after the load", l.Image.ManifestDigest, d)
 			}
 		}
+		checkLayersOpen(t, s, l.Image)
 	}
 	if _, err := s.Resolve("fz:latest"); err != nil {
 		t.Errorf("a load lost the store's tag: %v", err)
 	}
 	return loaded, nil
+}
+
+// checkLayersOpen: the descriptors of a loaded image say the sizes of the blobs
+// stored, and every layer opens as a mount opens it (by its media type) and
+// decompresses to the diffID its config names.
+func checkLayersOpen(t *testing.T, s *Store, img *Image) {
+	t.Helper()
+	for _, d := range append([]ocispec.Descriptor{img.Manifest.Config}, img.Manifest.Layers...) {
+		if n, err := s.Size(d.Digest); err != nil || n != d.Size {
+			t.Errorf("image %s: blob %s has %d bytes (%v), its descriptor says %d", img.ManifestDigest, d.Digest, n, err, d.Size)
+		}
+	}
+	for i, l := range img.Manifest.Layers {
+		rc, err := s.OpenLayer(l)
+		if err != nil {
+			t.Errorf("image %s: layer %d: %v", img.ManifestDigest, i, err)
+			continue
+		}
+		d, err := digest.SHA256.FromReader(rc)
+		rc.Close()
+		if want := img.Config.RootFS.DiffIDs[i]; err != nil || d != want {
+			t.Errorf("image %s: layer %d (%s) reads as %s (%v), config diff_id %s", img.ManifestDigest, i, l.MediaType, d, err, want)
+		}
+	}
 }
 
 func layerDigests(img *Image) []digest.Digest {

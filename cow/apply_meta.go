@@ -3,6 +3,7 @@ package cow
 import (
 	"archive/tar"
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -92,7 +93,8 @@ const (
 
 // checkXattrs refuses an entry whose xattr records setxattr(2) refuses on any
 // filesystem: a name empty, longer than 255 bytes or a bare namespace ("user."),
-// a value over 64 KiB. Private ones are not checked: Apply drops them.
+// a value over 64 KiB, a security.capability value the kernel cannot parse.
+// Private ones are not checked: Apply drops them.
 func checkXattrs(hdr *tar.Header) error {
 	var bad []string
 	for k, v := range hdr.PAXRecords {
@@ -110,12 +112,35 @@ func checkXattrs(hdr *tar.Header) error {
 		if len(v) > xattrSizeMax {
 			bad = append(bad, fmt.Sprintf("xattr %s of %d bytes", name, len(v)))
 		}
+		if name == capabilityXattr && !validCapability(v) {
+			bad = append(bad, fmt.Sprintf("xattr %s of %d bytes the kernel refuses", name, len(v)))
+		}
 	}
 	if len(bad) == 0 {
 		return nil
 	}
 	sort.Strings(bad) // the same tar always gives the same error
 	return fmt.Errorf("%w: %s", ErrUnsupported, bad[0])
+}
+
+const capabilityXattr = "security.capability"
+
+// validCapability reports whether setxattr(2) takes v as security.capability
+// (security/commoncap.c: cap_convert_nscap): empty, a VFS_CAP_REVISION_2 value of
+// 20 bytes, or a VFS_CAP_REVISION_3 one of 24 bytes whose root uid is not -1.
+// Revision 1 values and any other size fail with EINVAL.
+func validCapability(v string) bool {
+	if v == "" {
+		return true
+	}
+	if len(v) != 20 && len(v) != 24 {
+		return false
+	}
+	rev := binary.LittleEndian.Uint32([]byte(v[:4])) &^ 1 // bit 0: VFS_CAP_FLAGS_EFFECTIVE
+	if len(v) == 20 {
+		return rev == 0x02000000
+	}
+	return rev == 0x03000000 && binary.LittleEndian.Uint32([]byte(v[20:])) != 0xffffffff
 }
 
 func toTimespec(t time.Time) unix.Timespec {

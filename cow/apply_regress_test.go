@@ -3,6 +3,7 @@ package cow
 import (
 	"archive/tar"
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"path/filepath"
@@ -77,7 +78,8 @@ func TestApplySparseMapMismatch(t *testing.T) {
 
 // TestApplyXattrLimits: setxattr(2) refuses some records on every filesystem
 // (E2BIG, ERANGE, EINVAL); Apply failed on them after CheckLayer had accepted the
-// layer. Found while widening FuzzApplyEntries' xattr table; check refuses them now.
+// layer. Found while widening FuzzApplyEntries' xattr table, and for malformed
+// security.capability values by FuzzApply; check refuses them now.
 func TestApplyXattrLimits(t *testing.T) {
 	for _, tc := range []struct {
 		name string
@@ -91,6 +93,12 @@ func TestApplyXattrLimits(t *testing.T) {
 		{"empty name", map[string]string{"SCHILY.xattr.": "v"}, false},
 		{"bare namespace", map[string]string{"SCHILY.xattr.trusted.": "v"}, false},
 		{"private, dropped", map[string]string{"SCHILY.xattr.trusted.overlay.x": strings.Repeat("v", 70000)}, true},
+		// EINVAL from the kernel's capability parser: FuzzApply/315b9f3ff721b064.
+		{"capability v2", map[string]string{"SCHILY.xattr.security.capability": capNetBindService}, true},
+		{"capability v3", map[string]string{"SCHILY.xattr.security.capability": capV3(1000)}, true},
+		{"capability v3, root -1", map[string]string{"SCHILY.xattr.security.capability": capV3(0xffffffff)}, false},
+		{"capability v1", map[string]string{"SCHILY.xattr.security.capability": "\x00\x00\x00\x01" + strings.Repeat("\x00", 8)}, false},
+		{"capability garbage", map[string]string{"SCHILY.xattr.security.capability": "garbage"}, false},
 	} {
 		for _, typ := range []byte{tar.TypeReg, tar.TypeDir, tar.TypeSymlink} {
 			t.Run(fmt.Sprintf("%s/%c", tc.name, typ), func(t *testing.T) {
@@ -105,4 +113,12 @@ func TestApplyXattrLimits(t *testing.T) {
 			})
 		}
 	}
+}
+
+// capV3 is a VFS_CAP_REVISION_3 security.capability value with root uid root.
+func capV3(root uint32) string {
+	b := make([]byte, 24)
+	binary.LittleEndian.PutUint32(b, 0x03000000)
+	binary.LittleEndian.PutUint32(b[20:], root)
+	return string(b)
 }

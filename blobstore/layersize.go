@@ -100,8 +100,12 @@ func (c *tarSizeCounter) header(b []byte) {
 	switch flag {
 	case 'x':
 		c.inPAX, c.pax = true, []byte{}
-	case 'g', 'L', 'K':
-		// global PAX header, GNU long name/link: consumed by readers, size 0
+	case 'g':
+		// a global PAX header: archive/tar returns it as an entry of size 0, and
+		// the records of a local one before it apply to nothing
+		c.paxSize, c.paxReal = -1, -1
+	case 'L', 'K':
+		// GNU long name/link: consumed by readers, size 0
 	case 'S':
 		c.bad = true // old GNU sparse: let archive/tar count it (see layerContentSize)
 		return
@@ -170,10 +174,14 @@ func tarChecksumOK(b []byte) bool {
 	return want == unsigned || want == signed
 }
 
-// paxSizes finds the sizes a PAX extended header sets: the data size ("size") and
-// the real size of a GNU sparse file; -1 for each it does not set.
+// paxSizes finds the sizes a PAX extended header sets, as archive/tar reads
+// them: the data size ("size") and the real size of a GNU sparse file; -1 for
+// each it does not set. archive/tar takes a real size only from a sparse header
+// it knows (versions 0.0, 0.1 and 1.0, or a map without a version), and
+// GNU.sparse.size before GNU.sparse.realsize.
 func paxSizes(recs []byte) (size, real int64) {
-	size, sparse := int64(-1), int64(-1)
+	size, real = -1, -1
+	var major, minor, smap, ssize, sreal string
 	for len(recs) > 0 {
 		sp := bytes.IndexByte(recs, ' ')
 		if sp <= 0 {
@@ -189,18 +197,37 @@ func paxSizes(recs []byte) (size, real int64) {
 		if !ok {
 			continue
 		}
-		x, err := strconv.ParseInt(string(v), 10, 64)
-		if err != nil || x < 0 {
-			continue
-		}
 		switch string(k) {
 		case "size":
-			size = x
-		case "GNU.sparse.realsize", "GNU.sparse.size":
-			sparse = x
+			if x, err := strconv.ParseInt(string(v), 10, 64); err == nil && x >= 0 {
+				size = x
+			}
+		case "GNU.sparse.major":
+			major = string(v)
+		case "GNU.sparse.minor":
+			minor = string(v)
+		case "GNU.sparse.map":
+			smap = string(v)
+		case "GNU.sparse.offset", "GNU.sparse.numbytes":
+			smap = "0.0" // archive/tar makes a map of them
+		case "GNU.sparse.size":
+			ssize = string(v)
+		case "GNU.sparse.realsize":
+			sreal = string(v)
 		}
 	}
-	return size, sparse
+	sparse := major == "0" && (minor == "0" || minor == "1") || major == "1" && minor == "0" ||
+		major == "" && minor == "" && smap != ""
+	if !sparse {
+		return size, -1
+	}
+	if ssize == "" {
+		ssize = sreal
+	}
+	if x, err := strconv.ParseInt(ssize, 10, 64); err == nil && x >= 0 {
+		real = x
+	}
+	return size, real
 }
 
 // Recorded sizes live in one small JSON file beside registry.json (diffID -> content

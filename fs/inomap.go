@@ -107,8 +107,34 @@ func (s *stack) loadInoMaps(maps InodeMaps) []error {
 		if err != nil {
 			errs = append(errs, err)
 		}
+		for _, v := range l.inos {
+			if s.kept == nil {
+				s.kept = map[uint64]bool{}
+			}
+			s.kept[v[0]] = true
+		}
 	}
 	return errs
+}
+
+// freeIno returns ino, a number made from a file's own inode number (mapIno), or,
+// if an inode map keeps that number for another file, a number no map keeps. The
+// numbers maps keep are mostly those of the old upper dir's files, which commit
+// --rebase removes: the upper dir's filesystem hands their inode numbers out again,
+// to the next files made in the new upper dir, which must not show the number of a
+// committed file (cp, diff and tar take two files with one st_ino for one file).
+func (s *stack) freeIno(ino uint64) uint64 {
+	for s.kept[ino] || ino <= 1 {
+		// splitmix64's finaliser; the top bit keeps it clear of the numbers
+		// mapIno makes of the usual devices' files.
+		ino ^= ino >> 30
+		ino *= 0xbf58476d1ce4e5b9
+		ino ^= ino >> 27
+		ino *= 0x94d049bb133111eb
+		ino ^= ino >> 31
+		ino |= 1 << 63
+	}
+	return ino
 }
 
 // root returns the union root's entry in s: every layer down to the first opaque one.

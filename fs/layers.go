@@ -28,7 +28,8 @@ type stack struct {
 	layers []*layer
 	work   int // O_PATH dir fd of the work dir, -1 when read-only
 	format cow.Format
-	dev    uint64 // st_dev of the first layer, the base of inode numbers
+	dev    uint64          // st_dev of the first layer, the base of inode numbers
+	kept   map[uint64]bool // the numbers the layers' inode maps keep (freeIno)
 }
 
 func openStack(lowers []string, upper, work string, f cow.Format) (*stack, error) {
@@ -373,7 +374,7 @@ func (s *stack) lowerIno(li int, st *unix.Stat_t) (uint64, uint64) {
 	if v, ok := s.layers[li].inos[st.Ino]; ok {
 		return v[0], v[1]
 	}
-	return s.mapIno(st.Dev, st.Ino), 1
+	return s.freeIno(s.mapIno(st.Dev, st.Ino)), 1
 }
 
 func (s *stack) mapIno(dev, ino uint64) uint64 {

@@ -504,7 +504,7 @@ func (n *node) Tmpfile(ctx context.Context, flags uint32, mode uint32, out *fuse
 		unix.Close(fd)
 		return nil, nil, 0, errno("tmpfile", err)
 	}
-	e.ino = s.mapIno(e.st.Dev, e.st.Ino)
+	e.ino = s.freeIno(s.mapIno(e.st.Dev, e.st.Ino))
 	var sx unix.Statx_t
 	if unix.Statx(fd, "", unix.AT_EMPTY_PATH, unix.STATX_BTIME, &sx) == nil && sx.Mask&unix.STATX_BTIME != 0 {
 		e.gen = uint64(sx.Btime.Sec)*1e9 + uint64(sx.Btime.Nsec) | 2

@@ -2,6 +2,7 @@ package fs
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -333,4 +334,42 @@ func TestRebaseKeepsInodes(t *testing.T) {
 	if b := readFile(t, p("new/link")); b != "again\n" {
 		t.Errorf("new/link = %q after the second rebase", b)
 	}
+}
+
+// TestRebaseNewFilesOwnInodes: commit --rebase removes the old upper dir, whose
+// files' inode numbers the inode map keeps for the committed layer; the upper dir's
+// filesystem hands those numbers out again to the next files made in the new upper
+// dir. A new file must not show the st_ino of a committed file (cp then refuses to
+// copy one onto the other as "the same file", diff calls them equal unread).
+func TestRebaseNewFilesOwnInodes(t *testing.T) {
+	lower := tree(t, map[string]string{"etc/motd": "hi\n"})
+	u := mountUnion(t, cow.FormatOCI, lower)
+	p := func(s string) string { return filepath.Join(u.mnt, s) }
+	for i := 0; i < 20; i++ {
+		must(t, os.WriteFile(p(fmt.Sprintf("old%d", i)), []byte("old\n"), 0o644))
+		must(t, os.Mkdir(p(fmt.Sprintf("olddir%d", i)), 0o755))
+	}
+	oldUpper := u.upper
+	commitRebase(t, u, []string{lower})
+	must(t, os.RemoveAll(oldUpper)) // as commit --rebase does
+	for i := 0; i < 60; i++ {
+		must(t, os.WriteFile(p(fmt.Sprintf("new%d", i)), []byte("new\n"), 0o644))
+		must(t, os.Mkdir(p(fmt.Sprintf("newdir%d", i)), 0o755))
+	}
+	check := func(when string) {
+		t.Helper()
+		seen := map[uint64]string{}
+		ents, err := os.ReadDir(u.mnt)
+		must(t, err)
+		for _, e := range ents {
+			st := lstat(t, p(e.Name()))
+			if o, ok := seen[st.Ino]; ok {
+				t.Errorf("%s: %s and %s share st_ino %d", when, o, e.Name(), st.Ino)
+			}
+			seen[st.Ino] = e.Name()
+		}
+	}
+	check("after the rebase")
+	u.remount(t, cow.FormatOCI)
+	check("after a remount")
 }

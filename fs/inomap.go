@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"syscall"
 
+	fusefs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/layerfs/layerfs/cow"
 	"golang.org/x/sys/unix"
 )
@@ -162,8 +163,9 @@ func (s *stack) root() (*entry, error) {
 }
 
 // keepInodes writes to file the inode map of the layer dir committed against s:
-// each entry of committed gets the number and generation its path has in s.
-func (s *stack) keepInodes(file, committed string) error {
+// each entry of committed gets the number and generation its path has in s, but
+// those in skip.
+func (s *stack) keepInodes(file, committed string, skip map[[2]uint64]bool) error {
 	fd, err := unix.Open(committed, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return err
@@ -210,7 +212,9 @@ func (s *stack) keepInodes(file, committed string) error {
 		if st.Mode&unix.S_IFMT != e.st.Mode&unix.S_IFMT {
 			return nil
 		}
-		m[st.Ino] = [2]uint64{e.ino, e.gen}
+		if !skip[[2]uint64{e.ino, e.gen}] {
+			m[st.Ino] = [2]uint64{e.ino, e.gen}
+		}
 		if e.isDir() {
 			dirs[rel] = e
 		}
@@ -234,11 +238,34 @@ func KeepInodes(file, committed string, lowers []string, upper string, maps Inod
 	defer s.close()
 	s.layers[0].upper = true // its entries carry their origin (identify); never written
 	s.loadInoMaps(maps)
-	return s.keepInodes(file, committed)
+	return s.keepInodes(file, committed, nil)
 }
 
 // KeepInodes is KeepInodes for the live mount's stack. Call it between Pause and
 // Rebase, with the layer dir the upper dir was committed to.
+//
+// Files with live passthrough opens keep no number: the Rebase pins their nodes
+// to the old upper's files, the kernel's backing files of those opens (taintOpen),
+// and a pinned node refuses every other open (ETXTBSY) until they end. Under a
+// new number a lookup after the Rebase makes a new node that opens, as before
+// inode maps; the writes through the old opens land at their release
+// (landRebased).
 func (m *MountPoint) KeepInodes(file, committed string) error {
-	return m.fs.stack.Load().keepInodes(file, committed)
+	skip := map[[2]uint64]bool{}
+	m.fs.ptOpenIDs(m.fs.root.EmbeddedInode(), skip)
+	return m.fs.stack.Load().keepInodes(file, committed, skip)
+}
+
+// ptOpenIDs adds to ids the number and generation of every node below in with
+// live passthrough opens.
+func (fsys *unionFS) ptOpenIDs(in *fusefs.Inode, ids map[[2]uint64]bool) {
+	n := in.Operations().(*node)
+	n.mu.Lock()
+	if n.ptOpens > 0 {
+		ids[[2]uint64{in.StableAttr().Ino, in.StableAttr().Gen}] = true
+	}
+	n.mu.Unlock()
+	for _, ch := range in.Children() {
+		fsys.ptOpenIDs(ch, ids)
+	}
 }

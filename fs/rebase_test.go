@@ -373,3 +373,53 @@ func TestRebaseNewFilesOwnInodes(t *testing.T) {
 	u.remount(t, cow.FormatOCI)
 	check("after a remount")
 }
+
+// TestRebasePassthroughOpenStaysOpenable: in passthrough mode a file held open
+// across commit --rebase (a log a daemon appends to) must stay openable by others:
+// the Rebase pins the node to the old upper's file (the kernel's backing file of
+// the open), and a pinned node refuses other opens (ETXTBSY) while the open lives.
+// Keeping the file's inode number made every lookup after the Rebase find that
+// pinned node again, so cat, or a second writer, failed until the daemon closed.
+func TestRebasePassthroughOpenStaysOpenable(t *testing.T) {
+	lower := tree(t, map[string]string{"etc/motd": "hi\n"})
+	u := mountUnionMode(t, cow.FormatOCI, true, lower)
+	if !u.m.fs.passthrough.Load() {
+		t.Skip("the kernel refused FUSE passthrough")
+	}
+	p := func(s string) string { return filepath.Join(u.mnt, s) }
+	w, err := os.OpenFile(p("log"), os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
+	must(t, err)
+	defer w.Close()
+	_, err = w.WriteString("one\n")
+	must(t, err)
+	oldUpper := u.upper
+	commitRebase(t, u, []string{lower})
+	must(t, os.RemoveAll(oldUpper))
+	// The kernel's entries are dropped by a goroutine: the first opens may still
+	// reach the pinned node.
+	var b []byte
+	for deadline := time.Now().Add(2 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if b, err = os.ReadFile(p("log")); err == nil || time.Now().After(deadline) {
+			break
+		}
+	}
+	if err != nil || string(b) != "one\n" {
+		t.Fatalf("log, while open for writing across the rebase, reads %q, %v", b, err)
+	}
+	f, err := os.OpenFile(p("log"), os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		t.Fatalf("a second writer of log: %v", err)
+	}
+	f.Close()
+	_, err = w.WriteString("two\n")
+	must(t, err)
+	must(t, w.Close())
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if b, _ = os.ReadFile(p("log")); string(b) == "one\ntwo\n" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("log after its writer closed = %q, want the write made after the rebase too", b)
+		}
+	}
+}

@@ -169,7 +169,9 @@ func inGroup(tid uint32, gid uint32) bool {
 }
 
 func (w *noOpendirFS) Open(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut) fuse.Status {
-	defer w.change()()
+	if in.Flags&(unix.O_ACCMODE|unix.O_TRUNC) != unix.O_RDONLY {
+		defer w.change()() // it may copy up (pathlock.go); a read-only open is a read
+	}
 	st := w.retryMoved(func() fuse.Status { return w.RawFileSystem.Open(cancel, in, out) })
 	if st.Ok() && in.Mode&fuse.OPEN_KILL_SUIDGID != 0 {
 		w.killSuidgid(cancel, &in.InHeader)

@@ -15,9 +15,12 @@ import (
 // end, and a rename holds it for writing until go-fuse moved the node too.
 //
 // Requests that only read are left out: they are retried when a move overlapped
-// them (retryMoved), and a rename does not wait for them. Lock requests are left
-// out too: SETLKW may block for as long as another process holds the lock. So is
-// RELEASE, which a passthrough open may wait for (waitPtClosed): the rare release
+// them (retryMoved), and a rename does not wait for them. Read-only opens and
+// FSYNC are such requests too: a Pause lets them run (it holds the barrier, which
+// a rename waits for holding paths), and Pause stops the processes that write
+// through passthrough opens, which cannot stop inside a request. Lock requests are
+// left out too: SETLKW may block for as long as another process holds the lock. So
+// is RELEASE, which a passthrough open may wait for (waitPtClosed): the rare release
 // that changes something (landRebased) holds paths itself.
 //
 // A rename waits for the changes in flight, a copy-up among them, and holds off new
@@ -97,9 +100,4 @@ func (w *noOpendirFS) CopyFileRange(cancel <-chan struct{}, in *fuse.CopyFileRan
 func (w *noOpendirFS) Fallocate(cancel <-chan struct{}, in *fuse.FallocateIn) fuse.Status {
 	defer w.change()()
 	return w.RawFileSystem.Fallocate(cancel, in)
-}
-
-func (w *noOpendirFS) Fsync(cancel <-chan struct{}, in *fuse.FsyncIn) fuse.Status {
-	defer w.change()()
-	return w.RawFileSystem.Fsync(cancel, in)
 }

@@ -57,3 +57,85 @@ func TestPausePassthroughWriters(t *testing.T) {
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+// TestPauseWithRenames: a Pause holds the barrier, and a rename that arrives then
+// waits for it holding the rename lock (pathlock.go); requests that only read must
+// still go on, among them read-only opens and fsync. In passthrough mode Pause
+// also stops the processes that hold files open for writing, and a process cannot
+// stop inside a request: one that opened files read-only while another renamed
+// made every Pause (and so commit) fail after its timeout, all writes held meanwhile.
+func TestPauseWithRenames(t *testing.T) {
+	lower := tree(t, map[string]string{"etc/motd": "hi\n", "a/x": "x\n"})
+	u := mountUnionMode(t, cow.FormatOCI, true, lower)
+	if !u.m.fs.passthrough.Load() {
+		t.Skip("the kernel refused FUSE passthrough")
+	}
+	p := func(s string) string { return filepath.Join(u.mnt, s) }
+	must(t, os.WriteFile(p("log"), []byte("0\n"), 0o644))
+
+	// A read-only open and an fsync while a rename waits for the Pause.
+	// (Looked up before: a lookup waits for the kernel's lock of the rename's dir.)
+	synced, err := os.Open(p("log"))
+	must(t, err)
+	defer synced.Close()
+	lstat(t, p("etc/motd"))
+	must(t, u.m.Pause(context.Background()))
+	renamed := make(chan error, 1)
+	go func() { renamed <- os.Rename(p("a"), p("b")) }()
+	time.Sleep(50 * time.Millisecond) // the rename waits for the barrier
+	read := make(chan error, 1)
+	go func() {
+		_, err := os.ReadFile(p("etc/motd"))
+		if err == nil {
+			err = synced.Sync()
+		}
+		read <- err
+	}()
+	select {
+	case err := <-read:
+		must(t, err)
+	case <-time.After(3 * time.Second):
+		t.Errorf("a read-only open or fsync waited for the Pause (a rename was waiting)")
+	}
+	u.m.Resume()
+	must(t, <-renamed)
+	must(t, os.Rename(p("b"), p("a")))
+
+	// A process holding log open for writing opens a file read-only in a loop
+	// (openLoop); another renames a dir back and forth.
+	reader := exec.Command(os.Args[0])
+	reader.Env = append(os.Environ(), "LAYERFS_TEST_OPEN_LOOP="+p("log"), "LAYERFS_TEST_OPEN_READ="+p("etc/motd"))
+	must(t, reader.Start())
+	defer func() { reader.Process.Kill(); reader.Wait() }()
+	mover := exec.Command("sh", "-c", `while :; do mv "$1/a" "$1/b" && mv "$1/b" "$1/a"; done`, "sh", u.mnt)
+	must(t, mover.Start())
+	defer func() { mover.Process.Kill(); mover.Wait() }()
+	time.Sleep(200 * time.Millisecond)
+	for i := 0; i < 5; i++ {
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		err := u.m.Pause(ctx)
+		cancel()
+		if err != nil {
+			t.Fatalf("pause %d with a passthrough writer opening files while renames run: %v", i, err)
+		}
+		time.Sleep(10 * time.Millisecond)
+		u.m.Resume()
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// openLoop holds w open for writing and opens r read-only, again and again (a
+// child of TestPauseWithRenames; no shell, whose vfork children Pause would stop
+// before their parents).
+func openLoop(w, r string) int {
+	f, err := os.OpenFile(w, os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		return 1
+	}
+	defer f.Close()
+	for {
+		if g, err := os.Open(r); err == nil {
+			g.Close()
+		}
+	}
+}

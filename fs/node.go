@@ -56,6 +56,7 @@ type unionFS struct {
 	moveSeq   atomic.Uint64
 	movesOpen atomic.Int64
 	moves     map[<-chan struct{}]uint64
+	preparing map[<-chan struct{}]bool // renames in prepareRename (pathlock.go)
 }
 
 // beginMove marks that the rename request ctx is about to move entries in the

@@ -1,6 +1,9 @@
 package fs
 
 import (
+	"context"
+	"syscall"
+
 	"github.com/hanwen/go-fuse/v2/fuse"
 )
 
@@ -24,16 +27,59 @@ import (
 // that changes something (landRebased) holds paths itself.
 //
 // A rename waits for the changes in flight, a copy-up among them, and holds off new
-// ones meanwhile; the requests themselves never touch the mount, so none of them
+// ones meanwhile (its own copy-ups run before, holding paths for reading:
+// prepareRename); the requests themselves never touch the mount, so none of them
 // waits for the directory locks the kernel holds for the rename.
 
 func (w *noOpendirFS) Rename(cancel <-chan struct{}, in *fuse.RenameIn, oldName string, newName string) fuse.Status {
+	if st, done := w.prepareRename(cancel, in, oldName, newName); done {
+		return st
+	}
 	w.fs.paths.Lock()
 	defer w.fs.paths.Unlock()
 	// After go-fuse moved the node: ends the move node.Rename began, for
 	// resolutions racing it (node.resolve).
 	defer w.fs.endMove(cancel)
 	return w.RawFileSystem.Rename(cancel, in, oldName, newName)
+}
+
+// errPrepared is what node.Rename answers a prepareRename with once it copied up
+// what the move needs.
+const errPrepared = syscall.EINPROGRESS
+
+// prepareRename runs the rename's copy-ups (copyUpForMove: a dir of a lower layer
+// is copied up whole, data and all) holding paths for reading only, so that other
+// changes go on meanwhile; the rename proper then finds them done. It reports
+// whether the rename is over (it failed before the move, or had nothing to move).
+func (w *noOpendirFS) prepareRename(cancel <-chan struct{}, in *fuse.RenameIn, oldName string, newName string) (fuse.Status, bool) {
+	defer w.change()()
+	w.fs.moveMu.Lock()
+	if w.fs.preparing == nil {
+		w.fs.preparing = map[<-chan struct{}]bool{}
+	}
+	w.fs.preparing[cancel] = true
+	w.fs.moveMu.Unlock()
+	defer func() {
+		w.fs.moveMu.Lock()
+		delete(w.fs.preparing, cancel)
+		w.fs.moveMu.Unlock()
+	}()
+	st := w.RawFileSystem.Rename(cancel, in, oldName, newName)
+	if st == fuse.Status(errPrepared) {
+		return fuse.OK, false
+	}
+	return st, true
+}
+
+// renamePrepared reports whether the rename request ctx is a prepareRename.
+func (fsys *unionFS) renamePrepared(ctx context.Context) bool {
+	c, ok := ctx.(*fuse.Context)
+	if !ok {
+		return false
+	}
+	fsys.moveMu.Lock()
+	defer fsys.moveMu.Unlock()
+	return fsys.preparing[c.Cancel]
 }
 
 // change holds paths for reading for one request; call the result at its end.

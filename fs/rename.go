@@ -87,6 +87,9 @@ func (n *node) Rename(ctx context.Context, name string, newParent fusefs.InodeEm
 			return errno("rename copy-up", err)
 		}
 	}
+	if n.fs.renamePrepared(ctx) {
+		return errPrepared // the move comes with the rename lock (pathlock.go)
+	}
 	_, _, sdfd, err := n.upperDir()
 	if err != nil {
 		return errno("rename", err)

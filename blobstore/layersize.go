@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"sync"
 
+	"github.com/layerfs/layerfs/internal/tarhdr"
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"golang.org/x/sync/errgroup"
@@ -91,7 +92,7 @@ func (c *tarSizeCounter) header(b []byte) {
 		c.ended = true
 		return
 	}
-	size, ok := tarNumber(b[124:136])
+	size, ok := tarhdr.Number(b[124:136])
 	if !ok || size < 0 || !tarChecksumOK(b) {
 		c.bad = true
 		return
@@ -131,35 +132,8 @@ func (c *tarSizeCounter) header(b []byte) {
 	}
 }
 
-// tarNumber parses a numeric header field: octal text, or base-256 when the high
-// bit of the first byte is set (GNU, for sizes of 8 GiB and more).
-func tarNumber(f []byte) (int64, bool) {
-	if len(f) > 0 && f[0]&0x80 != 0 {
-		if f[0]&0x40 != 0 {
-			return 0, false // negative
-		}
-		var v int64
-		for i, x := range f {
-			if i == 0 {
-				x &= 0x7f
-			}
-			if v > (1<<55)-1 {
-				return 0, false
-			}
-			v = v<<8 | int64(x)
-		}
-		return v, true
-	}
-	s := string(bytes.Trim(f, " \x00"))
-	if s == "" {
-		return 0, true
-	}
-	v, err := strconv.ParseInt(s, 8, 64)
-	return v, err == nil
-}
-
 func tarChecksumOK(b []byte) bool {
-	want, ok := tarNumber(b[148:156])
+	want, ok := tarhdr.Number(b[148:156])
 	if !ok {
 		return false
 	}

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/layerfs/layerfs/internal/tarhdr"
 	"github.com/layerfs/layerfs/internal/tartest"
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
@@ -112,9 +113,9 @@ func TestTarNumber(t *testing.T) {
 		{[]byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff}, 0, false},
 		{[]byte("12x"), 0, false},
 	} {
-		got, ok := tarNumber(tc.f)
+		got, ok := tarhdr.Number(tc.f)
 		if got != tc.want || ok != tc.ok {
-			t.Errorf("tarNumber(%q) = %d, %v, want %d, %v", tc.f, got, ok, tc.want, tc.ok)
+			t.Errorf("tarhdr.Number(%q) = %d, %v, want %d, %v", tc.f, got, ok, tc.want, tc.ok)
 		}
 	}
 	for _, tc := range []struct {

@@ -13,6 +13,8 @@ import (
 	"fmt"
 	"sort"
 	"strconv"
+
+	"github.com/layerfs/layerfs/internal/tarhdr"
 )
 
 // Block is the tar block size.
@@ -37,7 +39,7 @@ func FixChecksums(b []byte) []byte {
 			sum += int64(c)
 		}
 		copy(blk[148:156], fmt.Sprintf("%06o\x00 ", sum))
-		size, ok := Number(blk[124:136])
+		size, ok := tarhdr.Number(blk[124:136])
 		if !ok || size < 0 {
 			return out
 		}
@@ -81,33 +83,6 @@ func isZero(b []byte) bool {
 		}
 	}
 	return true
-}
-
-// Number parses a numeric header field: octal text, or base-256 when the high bit
-// of the first byte is set.
-func Number(f []byte) (int64, bool) {
-	if len(f) > 0 && f[0]&0x80 != 0 {
-		if f[0]&0x40 != 0 {
-			return 0, false // negative
-		}
-		var v int64
-		for i, c := range f {
-			if i == 0 {
-				c &= 0x7f
-			}
-			if v > (1<<55)-1 {
-				return 0, false
-			}
-			v = v<<8 | int64(c)
-		}
-		return v, true
-	}
-	s := string(bytes.Trim(f, " \x00"))
-	if s == "" {
-		return 0, true
-	}
-	v, err := strconv.ParseInt(s, 8, 64)
-	return v, err == nil
 }
 
 // paxRecordSize is the "size" record of PAX extended header data, or -1.

@@ -27,10 +27,16 @@ func openat2InRoot(rfd *os.File, name string, flags int) (*os.File, error) {
 	if rel == "" {
 		rel = "."
 	}
-	fd, err := unix.Openat2(int(rfd.Fd()), rel, &unix.OpenHow{
+	how := &unix.OpenHow{
 		Flags:   uint64(flags | unix.O_CLOEXEC),
 		Resolve: unix.RESOLVE_IN_ROOT | unix.RESOLVE_NO_MAGICLINKS,
-	})
+	}
+	fd, err := unix.Openat2(int(rfd.Fd()), rel, how)
+	for i := 0; i < 100 && (errors.Is(err, unix.EAGAIN) || errors.Is(err, unix.EINTR)); i++ {
+		// A rename anywhere on the system during a ".." lookup makes the
+		// kernel ask for a retry (openat2(2)).
+		fd, err = unix.Openat2(int(rfd.Fd()), rel, how)
+	}
 	if err != nil {
 		return nil, &os.PathError{Op: "open", Path: name, Err: err}
 	}

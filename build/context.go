@@ -178,7 +178,7 @@ func (c *buildContext) resolve(pattern string) ([]source, error) {
 		if abs != c.dir {
 			realRel = filepath.ToSlash(strings.TrimPrefix(abs, c.dir+"/"))
 		}
-		fi, err := os.Stat(abs)
+		fi, err := c.lstat(abs) // abs has no symlink: a stat, done race-free
 		if err != nil {
 			continue
 		}
@@ -232,6 +232,92 @@ func (c *buildContext) realPathInRoot(rel string) (string, error) {
 	return real, nil
 }
 
+// openBeneath opens abs, a path under c.dir that resolve or walk found
+// symlink-free, relative to c.dir with openat2 RESOLVE_BENEATH and
+// RESOLVE_NO_SYMLINKS: a component swapped for a symlink (or a ".." into the
+// host) after it was checked fails the open instead of leaving the root. A
+// final symlink is opened itself with O_PATH|O_NOFOLLOW.
+func (c *buildContext) openBeneath(abs string, flags int) (*os.File, error) {
+	rel := "."
+	if abs != c.dir {
+		if !strings.HasPrefix(abs, c.dir+"/") {
+			return nil, fmt.Errorf("%s: outside the source root", abs)
+		}
+		rel = strings.TrimPrefix(abs, c.dir+"/")
+	}
+	rfd, err := openRootDir(c.dir)
+	if err != nil {
+		return nil, err
+	}
+	defer rfd.Close()
+	how := &unix.OpenHow{
+		Flags:   uint64(flags | unix.O_CLOEXEC),
+		Resolve: unix.RESOLVE_BENEATH | unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_NO_MAGICLINKS,
+	}
+	fd, err := unix.Openat2(int(rfd.Fd()), rel, how)
+	for i := 0; i < 100 && (errors.Is(err, unix.EAGAIN) || errors.Is(err, unix.EINTR)); i++ {
+		fd, err = unix.Openat2(int(rfd.Fd()), rel, how) // a rename raced the lookup: retry
+	}
+	if err != nil {
+		return nil, &os.PathError{Op: "open", Path: abs, Err: err}
+	}
+	return os.NewFile(uintptr(fd), abs), nil
+}
+
+// lstat is os.Lstat of abs, looked up as openBeneath does.
+func (c *buildContext) lstat(abs string) (fs.FileInfo, error) {
+	f, err := c.openBeneath(abs, unix.O_PATH|unix.O_NOFOLLOW)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return f.Stat()
+}
+
+// readlink is os.Readlink of abs, looked up as openBeneath does.
+func (c *buildContext) readlink(abs string) (string, error) {
+	f, err := c.openBeneath(filepath.Dir(abs), unix.O_PATH|unix.O_DIRECTORY)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	buf := make([]byte, unix.PathMax)
+	n, err := unix.Readlinkat(int(f.Fd()), filepath.Base(abs), buf)
+	if err != nil {
+		return "", &os.PathError{Op: "readlink", Path: abs, Err: err}
+	}
+	return string(buf[:n]), nil
+}
+
+// openFile opens the regular file abs for reading, looked up as openBeneath
+// does; anything else (a device, a FIFO, a symlink swapped in) is an error, so
+// a source is never a host device's content nor a hang.
+func (c *buildContext) openFile(abs string) (*os.File, error) {
+	f, err := c.openBeneath(abs, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_NOCTTY)
+	if err != nil {
+		return nil, err
+	}
+	fi, err := f.Stat()
+	if err == nil && !fi.Mode().IsRegular() {
+		err = &os.PathError{Op: "open", Path: abs, Err: errors.New("not a regular file")}
+	}
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	return f, nil
+}
+
+// isArchive is isArchive of the source file abs, opened as openFile does.
+func (c *buildContext) isArchive(abs string) bool {
+	f, err := c.openFile(abs)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	return isArchiveFile(f)
+}
+
 // walk calls fn for src and, for a dir, every entry below it that .dockerignore
 // keeps, in lexical order; rel is relative to src ("." for src itself). An
 // excluded dir is walked when an exception may re-include entries below it, and
@@ -257,7 +343,7 @@ func (c *buildContext) walk(src source, fn func(rel, abs string, fi fs.FileInfo)
 		r = filepath.ToSlash(r)
 		ctxRel, _ := filepath.Rel(c.dir, p)
 		ctxRel = filepath.ToSlash(ctxRel)
-		fi, err := os.Lstat(p)
+		fi, err := c.lstat(p)
 		if err != nil {
 			return err
 		}
@@ -300,13 +386,13 @@ func (c *buildContext) hashSources(srcs []source) (string, error) {
 			fmt.Fprintf(h, "%q %o", rel, fi.Mode())
 			switch {
 			case fi.Mode()&fs.ModeSymlink != 0:
-				t, err := os.Readlink(abs)
+				t, err := c.readlink(abs)
 				if err != nil {
 					return err
 				}
 				fmt.Fprintf(h, " -> %q", t)
 			case fi.Mode().IsRegular():
-				f, err := os.Open(abs)
+				f, err := c.openFile(abs)
 				if err != nil {
 					return err
 				}

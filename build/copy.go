@@ -26,7 +26,9 @@ type copier struct {
 	// keepOwners: copied entries keep their source's owner (COPY --from, as
 	// buildkit copies); else they are root's (context files).
 	keepOwners bool
-	dirTimes   []dirTime // set last, deepest first, after their contents are written
+	// noNodes: extract skips device nodes and FIFOs (a context from stdin).
+	noNodes  bool
+	dirTimes []dirTime // set last, deepest first, after their contents are written
 }
 
 type dirTime struct {
@@ -150,7 +152,7 @@ func (cp *copier) copyAll(bc *buildContext, srcs []source, urls []*download, inl
 	if !destIsDir && len(srcs)+len(urls)+len(inline) > 1 {
 		files := len(inline) > 0
 		for _, s := range srcs {
-			files = files || !s.fi.IsDir() && !(unpack && isArchive(s.abs))
+			files = files || !s.fi.IsDir() && !(unpack && bc.isArchive(s.abs))
 		}
 		for _, d := range urls {
 			files = files || !(unpackURLs && isArchive(d.file))
@@ -166,16 +168,12 @@ func (cp *copier) copyAll(bc *buildContext, srcs []source, urls []*download, inl
 			if err := cp.copyTree(bc, s, dest); err != nil {
 				return err
 			}
-		case unpack && isArchive(s.abs):
-			if err := cp.extract(s.abs, dest); err != nil {
-				return fmt.Errorf("unpack %s: %w", s.rel, err)
-			}
 		default:
 			target := dest
 			if destIsDir {
 				target = path.Join(dest, path.Base(s.rel))
 			}
-			if err := cp.copyFile(s.abs, s.fi, target); err != nil {
+			if err := cp.copySource(bc, s, target, dest, unpack); err != nil {
 				return err
 			}
 		}
@@ -222,22 +220,43 @@ func (cp *copier) copyTree(bc *buildContext, s source, dest string) error {
 			}
 			return cp.mkdir(target, fi.Mode().Perm()|fi.Mode()&(fs.ModeSetgid|fs.ModeSticky), fi.ModTime(), uid, gid)
 		case fi.Mode()&fs.ModeSymlink != 0:
-			t, err := os.Readlink(abs)
+			t, err := bc.readlink(abs)
 			if err != nil {
 				return err
 			}
 			uid, gid := cp.srcOwner(fi)
 			return cp.symlink(t, target, fi.ModTime(), uid, gid)
 		case fi.Mode().IsRegular():
-			return cp.copyFile(abs, fi, target)
+			f, err := bc.openFile(abs)
+			if err != nil {
+				return err
+			}
+			defer f.Close()
+			uid, gid := cp.srcOwner(fi)
+			return cp.writeFile(target, f, unixMode(fi.Mode()), fi.ModTime(), uid, gid)
 		}
 		return nil // sockets, devices in a context are skipped, as docker does
 	})
 }
 
-func (cp *copier) copyFile(abs string, fi fs.FileInfo, target string) error {
-	uid, gid := cp.srcOwner(fi)
-	return cp.copyFileMode(abs, fi.Mode(), fi.ModTime(), target, uid, gid)
+// copySource copies the file source s to target, or with unpack, if it is a tar
+// archive, unpacks it into dest. The file is opened beneath the source root
+// with no symlink on the way (what resolve found), so swapping a path
+// component for a symlink during the build cannot make it read a host file.
+func (cp *copier) copySource(bc *buildContext, s source, target, dest string, unpack bool) error {
+	f, err := bc.openFile(s.abs)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if unpack && isArchiveFile(f) {
+		if err := cp.extractFrom(f, dest); err != nil {
+			return fmt.Errorf("unpack %s: %w", s.rel, err)
+		}
+		return nil
+	}
+	uid, gid := cp.srcOwner(s.fi)
+	return cp.writeFile(target, f, unixMode(s.fi.Mode()), s.fi.ModTime(), uid, gid)
 }
 
 func (cp *copier) copyFileMode(abs string, mode fs.FileMode, mtime time.Time, target string, uid, gid int) error {

@@ -69,13 +69,19 @@ func isArchive(p string) bool {
 		return false
 	}
 	defer f.Close()
+	return isArchiveFile(f)
+}
+
+// isArchiveFile is isArchive of an open file, left at its start.
+func isArchiveFile(f *os.File) bool {
 	r, err := decompress(f)
 	if err != nil {
 		return false
 	}
 	_, err = tar.NewReader(r).Next()
 	r.Close()
-	return err == nil
+	_, serr := f.Seek(0, io.SeekStart)
+	return err == nil && serr == nil
 }
 
 // extract unpacks a tar archive into dest, keeping the archive's owners (unless
@@ -86,6 +92,11 @@ func (cp *copier) extract(p, dest string) error {
 		return err
 	}
 	defer f.Close()
+	return cp.extractFrom(f, dest)
+}
+
+// extractFrom is extract of an open archive.
+func (cp *copier) extractFrom(f *os.File, dest string) error {
 	r, err := decompress(f)
 	if err != nil {
 		return err
@@ -131,6 +142,9 @@ func (cp *copier) extract(p, dest string) error {
 		case tar.TypeLink:
 			err = cp.hardlink(path.Join(dest, path.Clean("/"+h.Linkname)), target)
 		case tar.TypeChar, tar.TypeBlock, tar.TypeFifo:
+			if cp.noNodes {
+				continue
+			}
 			err = cp.mknod(target, h)
 		default:
 			continue

@@ -23,12 +23,14 @@ func StdinContext(r io.Reader, tmpDir string) (ctxDir, dockerfile string, cleanu
 	if err != nil {
 		return "", "", nil, err
 	}
-	cleanup = func() { os.RemoveAll(dir) }
+	remove := func() { os.RemoveAll(dir) }
+	// Not cleanup: a failing return sets that named result to nil first.
 	defer func() {
 		if err != nil {
-			cleanup()
+			remove()
 		}
 	}()
+	cleanup = remove
 	in := filepath.Join(dir, "stdin")
 	if err := writeAll(in, r); err != nil {
 		return "", "", nil, fmt.Errorf("read build context from stdin: %w", err)
@@ -45,6 +47,9 @@ func StdinContext(r io.Reader, tmpDir string) (ctxDir, dockerfile string, cleanu
 		return "", "", nil, err
 	}
 	defer cp.close()
+	// A context has no business holding device nodes: made on the host, a
+	// named one would be read by COPY (a disk, /dev/mem), a FIFO would hang it.
+	cp.noNodes = true
 	if err := cp.extract(in, "/"); err != nil {
 		return "", "", nil, fmt.Errorf("unpack build context from stdin: %w", err)
 	}

@@ -78,6 +78,10 @@ type Options struct {
 	BuildArgs  map[string]string // --build-arg
 	NoCache    bool              // run every step (the cache is still written)
 	Target     string            // --target: the stage (by name) that is the image; "" is the last
+	// ContextInRoot: Context is untrusted (a tar from stdin): its Dockerfile and
+	// .dockerignore resolve inside it, so that a symlink cannot make them a
+	// host file (whose lines parse errors would print).
+	ContextInRoot bool
 
 	Out io.Writer // the classic builder's step lines and RUN output; nil discards
 }
@@ -131,7 +135,7 @@ func Build(ctx context.Context, o Options) (*Result, error) {
 			}
 		}
 	}
-	df, err := os.ReadFile(dfPath)
+	df, err := readContextFile(o.Context, dfPath, o.ContextInRoot)
 	if err != nil {
 		return nil, fmt.Errorf("read Dockerfile: %w", err)
 	}
@@ -155,7 +159,7 @@ func Build(ctx context.Context, o Options) (*Result, error) {
 		}
 		stages = stages[:i+1]
 	}
-	if b.ctxDir, err = openContext(o.Context, o.Dockerfile); err != nil {
+	if b.ctxDir, err = openContext(o.Context, o.Dockerfile, o.ContextInRoot); err != nil {
 		return nil, err
 	}
 	b.cache = &stepCache{dir: filepath.Join(o.StateDir, "build-cache"), store: o.Store}

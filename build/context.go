@@ -52,7 +52,7 @@ func (c *buildContext) copyExcluded(rel string) bool {
 // openContext opens the context dir and its ignore file: dockerfile's own
 // <Dockerfile>.dockerignore if there is one (as buildkit reads it), else the
 // context's .dockerignore.
-func openContext(dir, dockerfile string) (*buildContext, error) {
+func openContext(dir, dockerfile string, inRoot bool) (*buildContext, error) {
 	abs, err := filepath.Abs(dir)
 	if err != nil {
 		return nil, fmt.Errorf("build context %s: %w", dir, err)
@@ -68,10 +68,10 @@ func openContext(dir, dockerfile string) (*buildContext, error) {
 	c := &buildContext{dir: abs}
 	var f *os.File
 	if dockerfile != "" {
-		f, err = os.Open(dockerfile + ".dockerignore")
+		f, err = openContextFile(dir, dockerfile+".dockerignore", inRoot)
 	}
 	if f == nil {
-		f, err = os.Open(filepath.Join(abs, ".dockerignore"))
+		f, err = openContextFile(dir, filepath.Join(dir, ".dockerignore"), inRoot)
 	}
 	if errors.Is(err, os.ErrNotExist) {
 		return c, nil
@@ -90,6 +90,27 @@ func openContext(dir, dockerfile string) (*buildContext, error) {
 		}
 	}
 	return c, nil
+}
+
+// openContextFile opens the file p for reading; with inRoot, p under the
+// context dir is resolved inside it (openat2 RESOLVE_IN_ROOT).
+func openContextFile(dir, p string, inRoot bool) (*os.File, error) {
+	if inRoot {
+		if rel, err := filepath.Rel(dir, p); err == nil && rel != ".." && !strings.HasPrefix(rel, "../") {
+			return OpenInRoot(dir, rel, unix.O_RDONLY)
+		}
+	}
+	return os.Open(p)
+}
+
+// readContextFile is os.ReadFile with openContextFile's resolution.
+func readContextFile(dir, p string, inRoot bool) ([]byte, error) {
+	f, err := openContextFile(dir, p, inRoot)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return io.ReadAll(f)
 }
 
 // excluded reports whether rel (slash-separated, relative to the context) is

@@ -140,6 +140,20 @@ func TestBuildStdinContextHostile(t *testing.T) {
 	}
 	noTemp()
 
+	// A Dockerfile (or .dockerignore) that is a symlink to a host file is not
+	// read: its lines came back in parse errors.
+	hostDF := filepath.Join(t.TempDir(), "Dockerfile")
+	os.WriteFile(hostDF, []byte("FROM busybox\nHOST_SECRET_LINE x\n"), 0o600)
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	tw.WriteHeader(&tar.Header{Name: "Dockerfile", Typeflag: tar.TypeSymlink, Linkname: hostDF})
+	tw.WriteHeader(&tar.Header{Name: ".dockerignore", Typeflag: tar.TypeSymlink, Linkname: hostDF})
+	tw.Close()
+	if r := build(buf.Bytes(), "dflink"); r.Code == 0 || strings.Contains(r.Stdout+r.Stderr, "HOST_SECRET") {
+		t.Errorf("a stdin context's Dockerfile symlink read the host file: exit %d\n%s%s", r.Code, r.Stdout, r.Stderr)
+	}
+	noTemp()
+
 	// A hard link to a missing file fails the unpack.
 	r = build(mktar("FROM busybox\n", &tar.Header{Name: "h", Typeflag: tar.TypeLink, Linkname: "missing"}), "bad")
 	if r.Code == 0 || strings.Contains(r.Stderr, "panic") {

@@ -59,6 +59,7 @@ a Dockerfile alone (no context); -f - reads the Dockerfile from stdin.`,
 				bargs[k] = v
 			}
 			file, contextDir := o.file, args[0]
+			inRoot := false
 			tmp := filepath.Join(g.root, "tmp")
 			switch {
 			case contextDir == "-" && file == "-":
@@ -71,6 +72,7 @@ a Dockerfile alone (no context); -f - reads the Dockerfile from stdin.`,
 				}
 				defer cleanup()
 				contextDir = dir
+				inRoot = df == "" // a tar: its symlinks stay in it
 				if df != "" {
 					file = df
 				} else if file != "" {
@@ -93,6 +95,7 @@ a Dockerfile alone (no context); -f - reads the Dockerfile from stdin.`,
 			bo := build.Options{
 				Store: s, LayersDir: filepath.Join(g.root, "layers"), StateDir: g.root,
 				Context: contextDir, Dockerfile: file, Tags: o.tags, BuildArgs: bargs, NoCache: o.noCache, Target: o.target, Out: out,
+				ContextInRoot: inRoot,
 			}
 			if o.quiet {
 				bo.Out = nil

@@ -31,6 +31,9 @@ const stopPollInterval = time.Millisecond
 // "flags:" octal field), except the PIDs in skip and this process itself. It returns
 // once every thread of each such process is stopped (state 'T' or 't' in
 // /proc/PID/task/TID/stat), or with ctx's error after continuing what it stopped.
+// Then it looks again, until a look finds no new writer (a child forked while the last
+// look listed /proc holds its parent's fds). A process the kernel holds in vfork(2)
+// for a stopped child counts as stopped (vforkedStopped).
 // cont sends SIGCONT to exactly the processes it stopped, and only those that were not
 // already stopped before (state T) when it found them. Processes that exit meanwhile are
 // ignored. With inos empty it does nothing and returns a no-op cont.
@@ -44,23 +47,86 @@ func stopWriters(ctx context.Context, dev uint64, inos map[uint64]bool, skip map
 	if len(inos) == 0 {
 		return noop, nil
 	}
-	if err := ctx.Err(); err != nil {
-		return noop, fmt.Errorf("stop writers: %w", err)
-	}
-	pids, err := openWriters(ctx, dev, inos, skip)
-	if err != nil {
-		return noop, fmt.Errorf("stop writers: %w", err)
-	}
-	stopped, wait, err := sendStop(pids)
-	if err == nil {
-		err = waitStopped(ctx, wait)
-	}
-	if err != nil {
-		continueAll(stopped)
+	fr := newFreezer(dev, skip)
+	if err := fr.stop(ctx, inos); err != nil {
+		fr.cont()
 		return noop, fmt.Errorf("stop writers: %w", err)
 	}
 	var once sync.Once
-	return func() { once.Do(func() { continueAll(stopped) }) }, nil
+	return func() { once.Do(fr.cont) }, nil
+}
+
+// freezer stops writers in rounds (MountPoint.Pause stops them before and again
+// after taking the write barrier) and continues, at the end, exactly those it
+// stopped.
+type freezer struct {
+	dev     uint64
+	skip    map[int]bool
+	stopped []int        // sent SIGSTOP by this freezer: cont continues them
+	seen    map[int]bool // stopped, by this freezer or before it found them
+}
+
+func newFreezer(dev uint64, skip map[int]bool) *freezer {
+	return &freezer{dev: dev, skip: skip, seen: map[int]bool{}}
+}
+
+// stop stops every process not yet seen that has a file of the freezer's device
+// with an inode number in inos open for writing, and waits until it has stopped;
+// then it looks again, until a look finds no new writer: a process forked while
+// the last look listed /proc (its parent stopped only after the fork) holds the
+// parent's fds, a writer too. On error, what it stopped stays stopped (cont).
+func (fr *freezer) stop(ctx context.Context, inos map[uint64]bool) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if len(inos) == 0 {
+		return nil
+	}
+	for {
+		pids, err := openWriters(ctx, fr.dev, inos, fr.skip)
+		if err != nil {
+			return err
+		}
+		pids = slices.DeleteFunc(pids, func(pid int) bool { return fr.seen[pid] })
+		if len(pids) == 0 {
+			return nil
+		}
+		stopped, wait, err := sendStop(pids)
+		fr.stopped = append(fr.stopped, stopped...)
+		for _, pid := range wait {
+			fr.seen[pid] = true
+		}
+		if err != nil {
+			return err
+		}
+		if err := fr.waitStopped(ctx, wait); err != nil {
+			return err
+		}
+	}
+}
+
+// cont continues what the freezer stopped (once: it then forgets it), children
+// before their parents: a parent that waits for its children reporting stops (a
+// shell with job control) and ran first would see a child stopped by the freezer
+// as a job stopped by its user; a child continued first has nothing to report.
+func (fr *freezer) cont() {
+	parent := make(map[int]int, len(fr.stopped))
+	for _, pid := range fr.stopped {
+		if ppid, _, err := procPPIDState(pid); err == nil {
+			parent[pid] = ppid
+		}
+	}
+	depth := func(pid int) int {
+		d := 0
+		for p, ok := parent[pid]; ok && d < len(parent); p, ok = parent[p] {
+			d++
+		}
+		return d
+	}
+	slices.SortStableFunc(fr.stopped, func(a, b int) int { return depth(b) - depth(a) })
+	continueAll(fr.stopped)
+	fr.stopped = nil
+	clear(fr.seen)
 }
 
 // sendStop sends SIGSTOP to each of pids not already stopped (state T) and returns
@@ -105,14 +171,15 @@ func continueAll(pids []int) {
 }
 
 // waitStopped polls until every thread of each of pids is stopped or the process is
-// gone, or until ctx ends (returning ctx's error).
-func waitStopped(ctx context.Context, pids []int) error {
+// gone, or until ctx ends (returning ctx's error). A process blocked in vfork(2)
+// until a child the freezer stopped goes on counts as stopped (vforkedStopped).
+func (fr *freezer) waitStopped(ctx context.Context, pids []int) error {
 	pending := slices.Clone(pids)
 	tick := time.NewTicker(stopPollInterval)
 	defer tick.Stop()
 	for {
 		var err error
-		pending, err = stillRunning(pending)
+		pending, err = fr.stillRunning(pending)
 		if err != nil {
 			return err
 		}
@@ -128,12 +195,15 @@ func waitStopped(ctx context.Context, pids []int) error {
 }
 
 // stillRunning returns, in place of pids, those with a thread not yet stopped.
-func stillRunning(pids []int) ([]int, error) {
+func (fr *freezer) stillRunning(pids []int) ([]int, error) {
 	n := 0
 	for _, pid := range pids {
 		ok, err := threadsStopped(pid)
 		if err != nil {
 			return nil, err
+		}
+		if !ok && fr.vforkedStopped(pid) {
+			ok = true
 		}
 		if !ok {
 			pids[n] = pid
@@ -141,6 +211,52 @@ func stillRunning(pids []int) ([]int, error) {
 		}
 	}
 	return pids[:n], nil
+}
+
+// vforkedStopped reports whether pid has a stopped child, among the processes the
+// freezer has seen stopped, that shares its memory (kcmp KCMP_VM): a shell's
+// vfork(2) child inherits its writable fds, and a stopped vfork child keeps its
+// parent waiting in the kernel (which a SIGSTOP does not interrupt) until it goes
+// on. Such a parent cannot return to user space, so it writes nothing; its
+// pending SIGSTOP is dropped by the SIGCONT that continues it.
+func (fr *freezer) vforkedStopped(pid int) bool {
+	for c := range fr.seen {
+		if c == pid {
+			continue
+		}
+		ppid, state, err := procPPIDState(c)
+		if err != nil || ppid != pid || (state != 'T' && state != 't') {
+			continue
+		}
+		const kcmpVM = 1 // KCMP_VM
+		r, _, errno := unix.Syscall6(unix.SYS_KCMP, uintptr(pid), uintptr(c), kcmpVM, 0, 0, 0)
+		if errno == 0 && r == 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// procPPIDState returns the parent PID and state letter of process pid.
+func procPPIDState(pid int) (int, byte, error) {
+	p := filepath.Join(procRoot, strconv.Itoa(pid), "stat")
+	data, err := os.ReadFile(p)
+	if err != nil {
+		return 0, 0, err
+	}
+	i := bytes.LastIndexByte(data, ')')
+	if i < 0 {
+		return 0, 0, fmt.Errorf("parse %s: no comm", p)
+	}
+	f := bytes.Fields(data[i+1:])
+	if len(f) < 2 || len(f[0]) != 1 {
+		return 0, 0, fmt.Errorf("parse %s: no state and ppid after comm", p)
+	}
+	ppid, err := strconv.Atoi(string(f[1]))
+	if err != nil {
+		return 0, 0, fmt.Errorf("parse %s: %w", p, err)
+	}
+	return ppid, f[0][0], nil
 }
 
 // threadsStopped reports whether every thread of pid is stopped ('T' or 't'), dead

@@ -284,3 +284,76 @@ func TestFreezeReadState(t *testing.T) {
 		})
 	}
 }
+
+// vforkStop is a C program: it opens argv[1] for appending and vforks a child
+// that prints its PID and stops itself before it would exec; the parent, which
+// the kernel holds in vfork(2) until the child goes on, then appends forever.
+const vforkStop = `#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+int main(int argc, char **argv) {
+	int fd = open(argv[1], O_WRONLY | O_APPEND);
+	if (fd < 0)
+		return 1;
+	if (vfork() == 0) {
+		char buf[32];
+		int n = snprintf(buf, sizeof buf, "%d\n", (int)getpid());
+		write(1, buf, n);
+		kill(getpid(), SIGSTOP);
+		_exit(0);
+	}
+	for (;;)
+		write(fd, "x\n", 2);
+}
+`
+
+// TestFreezeVforkParent: a shell runs commands in vfork(2) children, which hold
+// its writable fds; the kernel holds the parent until the child execs or exits,
+// and SIGSTOP does not stop it there. With the child stopped, the parent cannot
+// stop, nor write: stopWriters must count it as stopped rather than time out.
+func TestFreezeVforkParent(t *testing.T) {
+	cc, err := exec.LookPath("cc")
+	if err != nil {
+		t.Skip("no C compiler")
+	}
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "vfork-stop")
+	must(t, os.WriteFile(bin+".c", []byte(vforkStop), 0o644))
+	if out, err := exec.Command(cc, "-o", bin, bin+".c").CombinedOutput(); err != nil {
+		t.Skipf("cc: %v: %s", err, out)
+	}
+	p, dev, ino := freezeFile(t)
+	cmd := exec.Command(bin, p)
+	stdout, err := cmd.StdoutPipe()
+	must(t, err)
+	must(t, cmd.Start())
+	var child int
+	t.Cleanup(func() {
+		if child > 0 {
+			_ = unix.Kill(child, unix.SIGKILL)
+		}
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+	})
+	var line [32]byte
+	n, _ := stdout.Read(line[:])
+	child, err = strconv.Atoi(strings.TrimSpace(string(line[:n])))
+	if err != nil {
+		t.Fatalf("child PID %q: %v", line[:n], err)
+	}
+	waitFor(t, "vfork child to stop", func() bool { return mustState(t, child) == 'T' })
+	cont := stopFor(t, dev, ino, nil)
+	if got := mustState(t, child); got != 'T' {
+		t.Errorf("vfork child %d in state %c, want T", child, got)
+	}
+	cont()
+	// The child stopped itself: it is not the freezer's to continue.
+	if got := mustState(t, child); got != 'T' {
+		t.Errorf("vfork child %d continued by the freezer that did not stop it", child)
+	}
+	// Let the child exit: the parent goes on, not left stopped.
+	must(t, unix.Kill(child, unix.SIGCONT))
+	waitGrow(t, p)
+}

@@ -2,6 +2,7 @@ package fs
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log"
 	"os"
@@ -208,8 +209,63 @@ func (m *MountPoint) Unmount() error {
 // already open file never reach this process: Pause stops (SIGSTOP) the processes
 // that hold such files open for writing, except this one and the PIDs in skip (the
 // caller that asked for the pause), and Resume continues them, as docker pause
-// freezes a container (ptwrite.go). Pause fails if ctx ends first.
+// freezes a container (ptwrite.go); it stops them before it takes the barrier, as
+// one that waits at the barrier cannot stop, and tries again a few times if one
+// appeared meanwhile that does not stop (pause). Pause fails if ctx ends first.
 func (m *MountPoint) Pause(ctx context.Context, skip ...int) error {
+	sk := map[int]bool{}
+	for _, p := range skip {
+		sk[p] = true
+	}
+	var err error
+	for attempt := 0; attempt < pauseAttempts; attempt++ {
+		if attempt > 0 {
+			select {
+			case <-ctx.Done():
+				return fmt.Errorf("%w (after %d attempts)", err, attempt)
+			case <-time.After(time.Duration(attempt) * pauseSettle / 4):
+			}
+		}
+		var retry bool
+		if retry, err = m.pause(ctx, sk, attempt); err == nil {
+			m.paused.Store(true)
+			return nil
+		} else if !retry {
+			return err
+		}
+	}
+	return fmt.Errorf("%w (after %d attempts)", err, pauseAttempts)
+}
+
+// pauseAttempts bounds the tries of Pause; pauseSettle bounds the wait, under the
+// barrier, for writers that appeared since the writers were first stopped.
+const (
+	pauseAttempts = 5
+	pauseSettle   = 200 * time.Millisecond
+)
+
+// pauseHook, when set (tests), runs in each try of Pause between stopping the
+// writers and taking the barrier, with the number of the try.
+var pauseHook atomic.Pointer[func(attempt int)]
+
+// pause is one try of Pause. A process cannot stop inside a FUSE request (the
+// kernel waits for the answer in a sleep SIGSTOP does not interrupt), and under
+// the barrier a request that changes something waits for Resume: a writer that
+// sends one then can never stop. So the writers are stopped first, without the
+// barrier (one inside a request finishes it and stops), then the barrier is
+// taken, then writers that appeared meanwhile (a process forked or that opened a
+// file for writing before the barrier) are stopped, for at most pauseSettle. If
+// one does not stop (it may wait at the barrier), everything is undone and retry
+// says to try again.
+func (m *MountPoint) pause(ctx context.Context, skip map[int]bool, attempt int) (retry bool, err error) {
+	fr := newFreezer(m.dev, skip)
+	if err := fr.stop(ctx, m.fs.ptWriterInos()); err != nil {
+		fr.cont()
+		return false, fmt.Errorf("stop writers: %w", err)
+	}
+	if h := pauseHook.Load(); h != nil {
+		(*h)(attempt)
+	}
 	done := make(chan struct{})
 	go func() {
 		m.fs.barrier.Lock()
@@ -217,25 +273,21 @@ func (m *MountPoint) Pause(ctx context.Context, skip ...int) error {
 	}()
 	select {
 	case <-done:
-		inos := m.fs.ptWriterInos()
-		if len(inos) > 0 {
-			sk := map[int]bool{}
-			for _, p := range skip {
-				sk[p] = true
-			}
-			cont, err := stopWriters(ctx, m.dev, inos, sk)
-			if err != nil {
-				m.fs.barrier.Unlock()
-				return err
-			}
-			m.cont = cont
-		}
-		m.paused.Store(true)
-		return nil
 	case <-ctx.Done():
 		go func() { <-done; m.fs.barrier.Unlock() }()
-		return ctx.Err()
+		fr.cont()
+		return false, ctx.Err()
 	}
+	settle, cancel := context.WithTimeout(ctx, pauseSettle)
+	err = fr.stop(settle, m.fs.ptWriterInos())
+	cancel()
+	if err != nil {
+		m.fs.barrier.Unlock()
+		fr.cont()
+		return ctx.Err() == nil && errors.Is(err, context.DeadlineExceeded), fmt.Errorf("stop writers: %w", err)
+	}
+	m.cont = fr.cont
+	return false, nil
 }
 
 // Resume ends a Pause. It must follow exactly one successful Pause.

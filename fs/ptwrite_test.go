@@ -5,6 +5,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -137,5 +139,121 @@ func openLoop(w, r string) int {
 		if g, err := os.Open(r); err == nil {
 			g.Close()
 		}
+	}
+}
+
+// TestPauseShellWriter: a shell holding a passthrough file open for writing runs
+// commands that write into the mount (creates, truncating opens) and forks children
+// that inherit the writable fd, as a container's shell with its output redirected
+// into the mount does. A process inside a FUSE request cannot stop, and a request
+// that changes something waits for the barrier: a Pause that took the barrier
+// first and then waited for the writers to stop timed out, holding every write
+// of the container meanwhile. Pauses must succeed, and hold the writes.
+func TestPauseShellWriter(t *testing.T) {
+	u := mountUnionMode(t, cow.FormatOCI, true, t.TempDir())
+	if !u.m.fs.passthrough.Load() {
+		t.Skip("the kernel refused FUSE passthrough")
+	}
+	script := `exec 3>>"$1/log"; i=0; while :; do i=$((i+1)); echo "$i" >&3; : >"$1/tmp"; echo "$i" >"$1/out"; true | cat >&3; /bin/echo child >&3; done`
+	sh := exec.Command("sh", "-c", script, "sh", u.mnt)
+	must(t, sh.Start())
+	defer func() { _ = sh.Process.Kill(); _ = sh.Wait() }()
+	size := func() int64 {
+		fi, err := os.Stat(filepath.Join(u.upper, "log"))
+		if err != nil {
+			return -1
+		}
+		return fi.Size()
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for size() < 4096 {
+		if time.Now().After(deadline) {
+			t.Fatal("the shell did not start writing")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	for i := 0; i < 20; i++ {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		start := time.Now()
+		err := u.m.Pause(ctx, os.Getpid())
+		cancel()
+		if err != nil {
+			t.Fatalf("pause %d with a shell writing into the mount: %v (after %v)", i, err, time.Since(start))
+		}
+		before := size()
+		out := readFile(t, filepath.Join(u.upper, "out"))
+		time.Sleep(20 * time.Millisecond)
+		after, outAfter := size(), readFile(t, filepath.Join(u.upper, "out"))
+		u.m.Resume()
+		if after != before || out != outAfter {
+			t.Fatalf("pause %d: writes went on: log %d -> %d bytes, out %q -> %q", i, before, after, out, outAfter)
+		}
+		grown := size()
+		deadline := time.Now().Add(5 * time.Second)
+		for size() == grown {
+			if time.Now().After(deadline) {
+				t.Fatalf("the shell did not go on after Resume %d", i)
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+}
+
+// TestPauseRetry: a writer that opened its file after Pause stopped the writers
+// and sits in a request that changes something when the barrier is taken cannot
+// stop; Pause must undo, try again and succeed, leaving nothing stopped.
+func TestPauseRetry(t *testing.T) {
+	u := mountUnionMode(t, cow.FormatOCI, true, t.TempDir())
+	if !u.m.fs.passthrough.Load() {
+		t.Skip("the kernel refused FUSE passthrough")
+	}
+	var sh *exec.Cmd
+	defer func() {
+		if sh != nil && sh.Process != nil {
+			_ = sh.Process.Kill()
+			_ = sh.Wait()
+		}
+	}()
+	var tries []int
+	hook := func(attempt int) {
+		tries = append(tries, attempt)
+		if attempt > 0 {
+			return
+		}
+		sh = exec.Command("sh", "-c", `exec 3>>"$1/log"; while :; do : >"$1/tmp"; done`, "sh", u.mnt)
+		if err := sh.Start(); err != nil {
+			t.Error(err)
+			return
+		}
+		fd3 := filepath.Join("/proc", strconv.Itoa(sh.Process.Pid), "fd", "3")
+		deadline := time.Now().Add(5 * time.Second)
+		for time.Now().Before(deadline) {
+			if l, err := os.Readlink(fd3); err == nil && strings.HasSuffix(l, "/log") {
+				break
+			}
+			time.Sleep(time.Millisecond)
+		}
+		time.Sleep(20 * time.Millisecond) // truncating tmp again and again
+	}
+	pauseHook.Store(&hook)
+	defer pauseHook.Store(nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	must(t, u.m.Pause(ctx, os.Getpid()))
+	if sh == nil || sh.Process == nil {
+		u.m.Resume()
+		t.Fatal("the writer did not start")
+	}
+	state, err := procState(sh.Process.Pid)
+	u.m.Resume()
+	must(t, err)
+	if state != 'T' {
+		t.Errorf("the writer is in state %c during the pause, want T", state)
+	}
+	t.Logf("tries: %v", tries)
+	pauseHook.Store(nil)
+	time.Sleep(20 * time.Millisecond)
+	if state := mustState(t, sh.Process.Pid); state == 'T' {
+		t.Errorf("the writer was left stopped after Resume")
 	}
 }

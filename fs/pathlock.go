@@ -50,7 +50,7 @@ const errPrepared = syscall.EINPROGRESS
 // prepareRename runs the rename's copy-ups (copyUpForMove: a dir of a lower layer
 // is copied up whole, data and all) holding paths for reading only, so that other
 // changes go on meanwhile; the rename proper then finds them done. It reports
-// whether the rename is over (it failed before the move, or had nothing to move).
+// whether the rename is over (it had nothing to move).
 func (w *noOpendirFS) prepareRename(cancel <-chan struct{}, in *fuse.RenameIn, oldName string, newName string) (fuse.Status, bool) {
 	defer w.change()()
 	w.fs.moveMu.Lock()
@@ -65,10 +65,10 @@ func (w *noOpendirFS) prepareRename(cancel <-chan struct{}, in *fuse.RenameIn, o
 		w.fs.moveMu.Unlock()
 	}()
 	st := w.RawFileSystem.Rename(cancel, in, oldName, newName)
-	if st == fuse.Status(errPrepared) {
-		return fuse.OK, false
-	}
-	return st, true
+	// A failure is not the rename's answer: the first pass runs beside other
+	// changes (a create copying up the source's dir may make it miss the source
+	// for a moment), so the rename proper runs again, alone, and answers.
+	return st, st.Ok()
 }
 
 // renamePrepared reports whether the rename request ctx is a prepareRename.

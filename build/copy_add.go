@@ -122,16 +122,7 @@ func (cp *copier) extractFrom(f *os.File, dest string) error {
 			continue // whiteouts mean nothing outside a layer
 		}
 		target := path.Join(dest, name)
-		mode := fs.FileMode(h.Mode & 0o777)
-		if h.Mode&0o4000 != 0 {
-			mode |= fs.ModeSetuid
-		}
-		if h.Mode&0o2000 != 0 {
-			mode |= fs.ModeSetgid
-		}
-		if h.Mode&0o1000 != 0 {
-			mode |= fs.ModeSticky
-		}
+		mode := fs.FileMode(h.Mode&0o777) | fileModeBits(uint32(h.Mode))
 		switch h.Typeflag {
 		case tar.TypeDir:
 			err = cp.mkdir(target, mode, h.ModTime, h.Uid, h.Gid)

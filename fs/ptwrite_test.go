@@ -27,20 +27,8 @@ func TestPausePassthroughWriters(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
-	size := func() int64 {
-		fi, err := os.Stat(filepath.Join(u.upper, "log"))
-		if err != nil {
-			return -1
-		}
-		return fi.Size()
-	}
-	deadline := time.Now().Add(5 * time.Second)
-	for size() < 4096 {
-		if time.Now().After(deadline) {
-			t.Fatal("the writer did not start")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	size := upperSize(u, "log")
+	waitGrown(t, size, "the writer did not start")
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	must(t, u.m.Pause(ctx))
@@ -51,7 +39,7 @@ func TestPausePassthroughWriters(t *testing.T) {
 	if after != before {
 		t.Errorf("the file grew from %d to %d bytes during the pause", before, after)
 	}
-	deadline = time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(5 * time.Second)
 	for size() == after {
 		if time.Now().After(deadline) {
 			t.Fatal("the writer did not go on after Resume")
@@ -158,20 +146,8 @@ func TestPauseShellWriter(t *testing.T) {
 	sh := exec.Command("sh", "-c", script, "sh", u.mnt)
 	must(t, sh.Start())
 	defer func() { _ = sh.Process.Kill(); _ = sh.Wait() }()
-	size := func() int64 {
-		fi, err := os.Stat(filepath.Join(u.upper, "log"))
-		if err != nil {
-			return -1
-		}
-		return fi.Size()
-	}
-	deadline := time.Now().Add(5 * time.Second)
-	for size() < 4096 {
-		if time.Now().After(deadline) {
-			t.Fatal("the shell did not start writing")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	size := upperSize(u, "log")
+	waitGrown(t, size, "the shell did not start writing")
 	for i := 0; i < 20; i++ {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		start := time.Now()
@@ -255,5 +231,29 @@ func TestPauseRetry(t *testing.T) {
 	time.Sleep(20 * time.Millisecond)
 	if state := mustState(t, sh.Process.Pid); state == 'T' {
 		t.Errorf("the writer was left stopped after Resume")
+	}
+}
+
+// upperSize returns a function that gives the size of name in u's upper dir (-1:
+// not there).
+func upperSize(u *union, name string) func() int64 {
+	return func() int64 {
+		fi, err := os.Stat(filepath.Join(u.upper, name))
+		if err != nil {
+			return -1
+		}
+		return fi.Size()
+	}
+}
+
+// waitGrown waits up to 5 s for size to reach 4 KiB, else fails with msg.
+func waitGrown(t *testing.T, size func() int64, msg string) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for size() < 4096 {
+		if time.Now().After(deadline) {
+			t.Fatal(msg)
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 }

@@ -140,6 +140,9 @@ func (d *dirHandle) Readdirent(ctx context.Context) (*fuse.DirEntry, syscall.Err
 		}
 	}
 	if d.idx >= len(d.list) {
+		if c, ok := ctx.(*fuse.Context); ok {
+			d.n.fs.relist.listedEnd(d.n, c.Caller.Pid)
+		}
 		return nil, 0
 	}
 	e := d.list[d.idx]

@@ -148,6 +148,8 @@ func Mount(mountpoint string, opts Options) (*MountPoint, error) {
 				}
 				fsys.relist.mu.Lock()
 				fsys.relist.refill = rf.refresh
+				fsys.relist.restat = rf.restat
+				fsys.relist.own = rf.own
 				fsys.relist.mu.Unlock()
 			}
 		}

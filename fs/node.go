@@ -152,6 +152,9 @@ type node struct {
 	staleGen  uint64
 	staleAt   time.Time // the last read of a child
 	dropped   bool      // its cached listing was dropped since it was listed
+	// atimeStale: a reader listed the directory, so the kernel holds its atime
+	// stale; in fs.relist.ends.
+	atimeStale bool
 
 	// born is fs.rebases when the node was made, or when it was last found to be the
 	// kernel's only inode for its file: an older node may have a twin (dataChanged).

@@ -32,9 +32,11 @@ type refresher struct {
 	dev uint64 // the mount's st_dev
 
 	mu      sync.Mutex
-	pending []*node // dropped directories not listed yet
-	running bool    // a worker lists them
-	off     bool    // open_tree is not allowed here
+	pending []*node      // dropped directories not listed yet
+	stats   []*node      // directories to stat (relist.go's gotAttr), not to list
+	running bool         // a worker lists them
+	off     bool         // open_tree is not allowed here
+	tid     atomic.Int32 // the worker's thread, while it runs
 }
 
 // refillHook, when set (tests), runs while a refill holds a directory open.
@@ -45,13 +47,23 @@ var refillHook atomic.Pointer[func()]
 // on an otherwise idle CPU (SCHED_IDLE): a walk still going on (a single grep -r
 // reads on while its first directories are dropped) keeps the CPUs. The thread
 // ends with the worker.
-func (r *refresher) refresh(dirs []*node) {
+func (r *refresher) refresh(dirs []*node) { r.queue(&r.pending, dirs) }
+
+// restat queues the directories dirs to be stated through the mount, which makes
+// the kernel fetch the attributes it marked stale (relist.go's gotAttr).
+func (r *refresher) restat(dirs []*node) { r.queue(&r.stats, dirs) }
+
+// own reports whether pid, a request's caller (a thread ID, as the kernel sends
+// it), is the worker's thread.
+func (r *refresher) own(pid uint32) bool { t := r.tid.Load(); return t != 0 && uint32(t) == pid }
+
+func (r *refresher) queue(q *[]*node, dirs []*node) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.off {
 		return
 	}
-	r.pending = append(r.pending, dirs...)
+	*q = append(*q, dirs...)
 	if r.running {
 		return
 	}
@@ -59,17 +71,19 @@ func (r *refresher) refresh(dirs []*node) {
 	go func() {
 		runtime.LockOSThread() // never unlocked: the thread ends with this goroutine
 		_ = unix.SchedSetAttr(0, &unix.SchedAttr{Size: unix.SizeofSchedAttr, Policy: unix.SCHED_IDLE}, 0)
+		r.tid.Store(int32(unix.Gettid()))
 		for {
 			r.mu.Lock()
-			dirs := r.pending
-			r.pending = nil
-			if len(dirs) == 0 || r.off {
+			dirs, stats := r.pending, r.stats
+			r.pending, r.stats = nil, nil
+			if len(dirs)+len(stats) == 0 || r.off {
 				r.running = false
+				r.tid.Store(0)
 				r.mu.Unlock()
 				return
 			}
 			r.mu.Unlock()
-			r.list(dirs)
+			r.list(dirs, stats)
 		}
 	}()
 }
@@ -79,7 +93,9 @@ func (r *refresher) refresh(dirs []*node) {
 // and so this process, alive.
 const refillChunk = 32
 
-func (r *refresher) list(dirs []*node) {
+// list lists each of dirs and then stats it, and stats each of stats, through a
+// clone of the mount.
+func (r *refresher) list(dirs, stats []*node) {
 	var sx unix.Statx_t
 	if unix.Statx(unix.AT_FDCWD, r.dir, unix.AT_SYMLINK_NOFOLLOW|unix.AT_NO_AUTOMOUNT, unix.STATX_MNT_ID, &sx) != nil ||
 		sx.Mask&unix.STATX_MNT_ID == 0 {
@@ -105,7 +121,9 @@ func (r *refresher) list(dirs []*node) {
 		Flags:   unix.O_RDONLY | unix.O_DIRECTORY | unix.O_CLOEXEC,
 		Resolve: unix.RESOLVE_BENEATH | unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_NO_MAGICLINKS | unix.RESOLVE_NO_XDEV,
 	}
-	for i, d := range dirs {
+	statHow := how
+	statHow.Flags = unix.O_PATH | unix.O_DIRECTORY | unix.O_CLOEXEC
+	for i, d := range append(dirs, stats...) {
 		if i > 0 && i%refillChunk == 0 && !mounted(mntID) {
 			return
 		}
@@ -113,19 +131,24 @@ func (r *refresher) list(dirs []*node) {
 		if rel == "" {
 			rel = "."
 		}
-		fd, err := unix.Openat2(cfd, rel, &how)
+		listIt := i < len(dirs)
+		h := &how
+		if !listIt {
+			h = &statHow
+		}
+		fd, err := unix.Openat2(cfd, rel, h)
 		if err != nil {
 			continue
 		}
-		if h := refillHook.Load(); h != nil {
+		if h := refillHook.Load(); h != nil && listIt {
 			(*h)()
 		}
-		for {
+		for listIt {
 			if n, err := unix.Getdents(fd, buf); n <= 0 || err != nil {
 				break
 			}
 		}
-		_ = unix.Fstat(fd, &st) // the listing made the kernel drop the directory's atime
+		_ = unix.Fstat(fd, &st) // a listing makes the kernel drop the directory's atime
 		unix.Close(fd)
 	}
 }

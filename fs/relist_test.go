@@ -350,3 +350,77 @@ func noRefill(u *union) {
 	r.refill = nil
 	r.mu.Unlock()
 }
+
+// TestRestatListedDirs: a listing read from this process makes the kernel mark the
+// directory's own atime stale, so the next stat of the directory costs a GETATTR
+// (the "off" case checks that kernel behaviour). Once two listed directories are
+// stated within restatBurst (a second walk), the server stats the other listed
+// directories itself, through a clone of the mount (relist.go), so the walk's next
+// stats send none; stats further apart (a first walk's) leave them alone.
+func TestRestatListedDirs(t *testing.T) {
+	testenv.RequireRoot(t) // open_tree(OPEN_TREE_CLONE)
+	const dirs = 10
+	spec := map[string]string{}
+	for i := 0; i < dirs; i++ {
+		spec[fmt.Sprintf("d%d/f", i)] = "x\n"
+	}
+	lower := tree(t, spec)
+	defer func(d time.Duration) { restatBurst = d }(restatBurst)
+	restatBurst = 200 * time.Millisecond // two lstats in a row, however slow the machine
+	for _, tc := range []string{"off", "apart", "burst"} {
+		t.Run(tc, func(t *testing.T) {
+			u := mountUnion(t, cow.FormatOverlay, lower)
+			if tc == "off" {
+				r := &u.m.fs.relist
+				r.mu.Lock()
+				r.restat = nil
+				r.mu.Unlock()
+			}
+			stat := func(from, to int) {
+				for i := from; i < to; i++ {
+					if _, err := os.Lstat(filepath.Join(u.mnt, fmt.Sprintf("d%d", i))); err != nil {
+						t.Fatal(err)
+					}
+				}
+			}
+			stat(0, dirs) // looked up: attributes fresh
+			for i := 0; i < dirs; i++ {
+				if _, err := os.ReadDir(filepath.Join(u.mnt, fmt.Sprintf("d%d", i))); err != nil {
+					t.Fatal(err)
+				}
+			}
+			g0 := u.m.fs.getattrs.Load()
+			switch tc {
+			case "off":
+				stat(0, dirs)
+				if got := u.m.fs.getattrs.Load() - g0; got != dirs {
+					t.Errorf("stats of %d listed directories sent %d GETATTRs, want %d", dirs, got, dirs)
+				}
+				return
+			case "apart":
+				stat(0, 1)
+				time.Sleep(2 * restatBurst)
+				stat(1, 2)
+				time.Sleep(restatBurst)
+				if got := u.m.fs.getattrs.Load() - g0; got != 2 {
+					t.Errorf("two stats of listed directories, %v apart, were followed by %d GETATTRs, want just theirs", 2*restatBurst, got)
+				}
+				return
+			}
+			stat(0, 2)
+			deadline := time.Now().Add(5 * time.Second)
+			for u.m.fs.getattrs.Load()-g0 < dirs {
+				if time.Now().After(deadline) {
+					t.Fatalf("the server stated %d of the %d other listed directories", u.m.fs.getattrs.Load()-g0-2, dirs-2)
+				}
+				time.Sleep(time.Millisecond)
+			}
+			time.Sleep(10 * time.Millisecond)
+			g1 := u.m.fs.getattrs.Load()
+			stat(0, dirs)
+			if got := u.m.fs.getattrs.Load() - g1; got != 0 {
+				t.Errorf("stats of %d listed directories, after the server stated them, sent %d GETATTRs, want none", dirs, got)
+			}
+		})
+	}
+}

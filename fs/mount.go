@@ -162,8 +162,10 @@ func Mount(mountpoint string, opts Options) (*MountPoint, error) {
 // 128 KiB of a file read through this process (no-open mode) was a READ. 512 KiB
 // made the first read of a 1 GiB file whose layer pages were cached (a new mount
 // over layers just read) 1.3x faster, and measured neutral on cold and small-file
-// reads (bench/FINDINGS.md 5). Larger is no better, and a READ reply must stay
-// within one pipe of the default fs.pipe-max-size, 1 MiB, for go-fuse to splice it.
+// reads (bench/FINDINGS.md 5). Larger is no better. A read(2) of 1 MiB is still
+// read ahead in one READ of 1 MiB, whose reply does not fit go-fuse's 1 MiB pipe,
+// so go-fuse copies it instead of splicing; capping max_read to make it fit gained
+// nothing measurable (FINDINGS 5).
 const readaheadKB = 512
 
 // raiseReadahead raises the readahead of the bdi of the mount's device dev to

@@ -15,6 +15,14 @@
 // ".wh." are hidden, and creating them is refused (EINVAL). Deletes write
 // whiteouts in Options.Format.
 //
+// # New entries
+//
+// Creates, mkdirs, mknods and O_TMPFILE opens make the entry in the upper copy of
+// its directory, owned by the caller when the mount runs as root. The kernel leaves
+// the caller's umask to this process (DONT_MASK), which ignores it in a directory
+// with a default ACL, as a local filesystem does: the ACL gives the entry its
+// permissions (umask.go).
+//
 // # Copy-up
 //
 // The first change to a lower entry copies it up (cow.CopyUp), parents first.
@@ -67,5 +75,7 @@
 // encoding a name longer than 251 bytes cannot be whited out (".wh." + name exceeds
 // NAME_MAX): deleting such a lower entry fails. Directory renames copy the whole
 // lower tree up (no redirect xattrs are written or read). xattrs of symlinks are
-// not supported (reads find none, writes fail with EPERM).
+// not supported (reads find none, writes fail with EPERM). POSIX ACLs are kept as
+// xattrs, but the kernel's permission checks through the mount use the mode bits
+// only (FUSE's POSIX_ACL is not negotiated).
 package fs

@@ -24,6 +24,9 @@ func TestMain(m *testing.M) {
 	if os.Getenv("LAYERFS_TEST_FILEOPS") != "" {
 		os.Exit(fileOps()) // killpriv_test.go
 	}
+	if m := os.Getenv("LAYERFS_TEST_UMASK"); m != "" {
+		os.Exit(umaskOps(m, os.Args[1:])) // acl_test.go
+	}
 	if p := os.Getenv("LAYERFS_TEST_OPEN_LOOP"); p != "" {
 		os.Exit(openLoop(p, os.Getenv("LAYERFS_TEST_OPEN_READ"))) // ptwrite_test.go
 	}

@@ -106,6 +106,8 @@ func Mount(mountpoint string, opts Options) (*MountPoint, error) {
 	mo.Options, mo.DirectMountFlags = mountFlags(mo.Options, opts.Flags, os.Geteuid() == 0)
 	// This process clears set-id bits for the kernel (killpriv.go).
 	mo.ExtraCapabilities |= fuse.CAP_HANDLE_KILLPRIV_V2
+	// And applies the umask of new entries, which a default ACL overrides (umask.go).
+	mo.ExtraCapabilities |= fuse.CAP_DONT_MASK
 	if !opts.Passthrough {
 		// Every change of file data passes through the kernel's page cache
 		// here (writes, truncates, hole punches, copy_file_range) or is

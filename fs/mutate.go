@@ -142,15 +142,19 @@ func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint3
 		return nil, nil, 0, errno("create", err)
 	}
 	oflags := int(flags)&^(unix.O_APPEND|fuse.FMODE_EXEC) | unix.O_CREAT | unix.O_NOFOLLOW | unix.O_CLOEXEC
-	fd, err := unix.Openat(dfd, name, oflags, mode&0o7777)
+	perm, acl := n.fs.newMode(ctx, dfd, mode)
+	fd, err := unix.Openat(dfd, name, oflags, perm)
 	if err != nil {
 		return nil, nil, 0, errno("create", err)
 	}
+	m, setMode := modeAfterChown(fd, perm, acl)
 	if err := chownCaller(ctx, dfd, name); err != nil {
 		unix.Close(fd)
 		return nil, nil, 0, errno("create chown", err)
 	}
-	_ = unix.Fchmod(fd, mode&0o7777) // after the chown, which clears set-id bits
+	if setMode {
+		_ = unix.Fchmod(fd, m) // after the chown, which clears set-id bits
+	}
 
 	in, _, err := n.finishNew(ctx, s, dfd, name, out)
 	if err != nil {
@@ -205,10 +209,14 @@ var _ = (fusefs.NodeMkdirer)((*node)(nil))
 
 func (n *node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.EntryOut) (*fusefs.Inode, syscall.Errno) {
 	return n.newEntry(ctx, "mkdir", name, out, func(dfd int) error {
-		if err := unix.Mkdirat(dfd, name, mode&0o7777); err != nil {
+		perm, acl := n.fs.newMode(ctx, dfd, mode)
+		if err := unix.Mkdirat(dfd, name, perm); err != nil {
 			return err
 		}
-		m := mode & 0o7777 // past the umask, as the caller asked
+		if acl {
+			return nil // the upper filesystem set it, a setgid parent's bit too
+		}
+		m := perm // past this process's umask
 		var pst unix.Stat_t
 		if unix.Fstat(dfd, &pst) == nil && pst.Mode&unix.S_ISGID != 0 {
 			m |= unix.S_ISGID // a setgid parent's subdirs are setgid too
@@ -233,10 +241,13 @@ func (n *node) Mknod(ctx context.Context, name string, mode uint32, dev uint32, 
 		return nil, syscall.EPERM // would read back as a whiteout
 	}
 	return n.newEntry(ctx, "mknod", name, out, func(dfd int) error {
-		if err := unix.Mknodat(dfd, name, mode, int(dev)); err != nil {
+		perm, acl := n.fs.newMode(ctx, dfd, mode)
+		if err := unix.Mknodat(dfd, name, mode&unix.S_IFMT|perm, int(dev)); err != nil {
 			return err
 		}
-		_ = unix.Fchmodat(dfd, name, mode&0o7777, 0)
+		if !acl {
+			_ = unix.Fchmodat(dfd, name, perm, 0) // past this process's umask
+		}
 		return nil
 	}, nil)
 }
@@ -486,10 +497,12 @@ func (n *node) Tmpfile(ctx context.Context, flags uint32, mode uint32, out *fuse
 	if acc == unix.O_RDONLY {
 		acc = unix.O_RDWR
 	}
-	fd, err := unix.Openat(dfd, ".", acc|unix.O_TMPFILE|unix.O_CLOEXEC, mode&0o7777)
+	perm, acl := n.fs.newMode(ctx, dfd, mode)
+	fd, err := unix.Openat(dfd, ".", acc|unix.O_TMPFILE|unix.O_CLOEXEC, perm)
 	if err != nil {
 		return nil, nil, 0, errno("tmpfile", err)
 	}
+	m, setMode := modeAfterChown(fd, perm, acl)
 	if caller, ok := fuse.FromContext(ctx); ok && os.Geteuid() == 0 {
 		gid := int(caller.Gid)
 		var pst unix.Stat_t
@@ -498,7 +511,9 @@ func (n *node) Tmpfile(ctx context.Context, flags uint32, mode uint32, out *fuse
 		}
 		_ = unix.Fchown(fd, int(caller.Uid), gid)
 	}
-	_ = unix.Fchmod(fd, mode&0o7777) // after the chown, which clears set-id bits
+	if setMode {
+		_ = unix.Fchmod(fd, m) // after the chown, which clears set-id bits
+	}
 	e := &entry{layers: []int{0}, gen: 1}
 	if err := unix.Fstat(fd, &e.st); err != nil {
 		unix.Close(fd)

@@ -57,6 +57,8 @@ type unionFS struct {
 	movesOpen atomic.Int64
 	moves     map[<-chan struct{}]uint64
 	preparing map[<-chan struct{}]bool // renames in prepareRename (pathlock.go)
+	// umasks: by request, the caller's umask of a create (umask.go).
+	umasks sync.Map
 }
 
 // beginMove marks that the rename request ctx is about to move entries in the

@@ -90,21 +90,25 @@ func (w *noOpendirFS) change() func() {
 
 func (w *noOpendirFS) Create(cancel <-chan struct{}, in *fuse.CreateIn, name string, out *fuse.CreateOut) fuse.Status {
 	defer w.change()()
+	defer w.fs.withUmask(cancel, in.Umask)() // umask.go
 	return w.RawFileSystem.Create(cancel, in, name, out)
 }
 
 func (w *noOpendirFS) Tmpfile(cancel <-chan struct{}, in *fuse.CreateIn, out *fuse.CreateOut) fuse.Status {
 	defer w.change()()
+	defer w.fs.withUmask(cancel, in.Umask)() // umask.go
 	return w.RawFileSystem.Tmpfile(cancel, in, out)
 }
 
 func (w *noOpendirFS) Mknod(cancel <-chan struct{}, in *fuse.MknodIn, name string, out *fuse.EntryOut) fuse.Status {
 	defer w.change()()
+	defer w.fs.withUmask(cancel, in.Umask)() // umask.go
 	return w.RawFileSystem.Mknod(cancel, in, name, out)
 }
 
 func (w *noOpendirFS) Mkdir(cancel <-chan struct{}, in *fuse.MkdirIn, name string, out *fuse.EntryOut) fuse.Status {
 	defer w.change()()
+	defer w.fs.withUmask(cancel, in.Umask)() // umask.go
 	return w.RawFileSystem.Mkdir(cancel, in, name, out)
 }
 

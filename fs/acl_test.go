@@ -1,0 +1,286 @@
+package fs
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/layerfs/layerfs/cow"
+	"github.com/layerfs/layerfs/internal/testenv"
+	"golang.org/x/sys/unix"
+)
+
+// POSIX ACL xattrs in the kernel's binary format (include/uapi/linux/posix_acl_xattr.h):
+// a version, then (tag, perm, id) entries sorted by tag and id.
+const (
+	aclAccess  = "system.posix_acl_access"
+	aclVersion = 2
+	aclNoID    = 0xffffffff
+)
+
+var aclTags = []struct {
+	tag  uint16
+	name string
+}{{0x01, "u"}, {0x02, "u"}, {0x04, "g"}, {0x08, "g"}, {0x10, "m"}, {0x20, "o"}}
+
+// encodeACL encodes a short-form ACL text ("u::rwx,u:1234:rwx,g::r-x,m::rwx,o::r-x"),
+// entries given in the kernel's order.
+func encodeACL(t testing.TB, text string) []byte {
+	t.Helper()
+	b := binary.LittleEndian.AppendUint32(nil, aclVersion)
+	for _, e := range strings.Split(text, ",") {
+		f := strings.Split(e, ":")
+		if len(f) != 3 || len(f[2]) != 3 {
+			t.Fatalf("bad ACL entry %q", e)
+		}
+		var tag uint16
+		id := uint32(aclNoID)
+		switch f[0] {
+		case "u", "g":
+			tag = map[string]uint16{"u": 0x01, "g": 0x04}[f[0]]
+			if f[1] != "" {
+				tag <<= 1 // ACL_USER, ACL_GROUP
+				n, err := strconv.ParseUint(f[1], 10, 32)
+				must(t, err)
+				id = uint32(n)
+			}
+		case "m":
+			tag = 0x10
+		case "o":
+			tag = 0x20
+		default:
+			t.Fatalf("bad ACL entry %q", e)
+		}
+		perm := uint16(0)
+		for i, c := range f[2] {
+			if c != '-' {
+				perm |= 4 >> i
+			}
+		}
+		b = binary.LittleEndian.AppendUint16(b, tag)
+		b = binary.LittleEndian.AppendUint16(b, perm)
+		b = binary.LittleEndian.AppendUint32(b, id)
+	}
+	return b
+}
+
+// decodeACL is encodeACL's inverse, for messages; "-" for no ACL.
+func decodeACL(b []byte) string {
+	if len(b) == 0 {
+		return "-"
+	}
+	if len(b) < 4 || (len(b)-4)%8 != 0 || binary.LittleEndian.Uint32(b) != aclVersion {
+		return fmt.Sprintf("bad(%x)", b)
+	}
+	var out []string
+	for b = b[4:]; len(b) > 0; b = b[8:] {
+		tag, perm, id := binary.LittleEndian.Uint16(b), binary.LittleEndian.Uint16(b[2:]), binary.LittleEndian.Uint32(b[4:])
+		name := fmt.Sprintf("tag%#x", tag)
+		for _, tg := range aclTags {
+			if tg.tag == tag {
+				name = tg.name
+			}
+		}
+		who := ""
+		if tag == 0x02 || tag == 0x08 {
+			who = strconv.FormatUint(uint64(id), 10)
+		}
+		rwx := []byte("---")
+		for i, c := range "rwx" {
+			if perm&(4>>i) != 0 {
+				rwx[i] = byte(c)
+			}
+		}
+		out = append(out, name+":"+who+":"+string(rwx))
+	}
+	return strings.Join(out, ",")
+}
+
+// getACL reads an ACL xattr of p; "-" when it has none.
+func getACL(t testing.TB, p, name string) string {
+	t.Helper()
+	buf := make([]byte, 1024)
+	n, err := unix.Lgetxattr(p, name, buf)
+	if errors.Is(err, unix.ENODATA) {
+		return "-"
+	}
+	if err != nil {
+		t.Fatalf("getxattr %s %s: %v", p, name, err)
+	}
+	return decodeACL(buf[:n])
+}
+
+// The dirs of aclLower and the default ACLs they get ("" for none). sgid is setgid
+// too; nest/sub has an ACL below a dir without one (both copied up by a create).
+var aclDirs = []struct{ dir, acl string }{
+	{"plain", ""},
+	{"min", "u::rwx,g::rwx,o::rwx"},
+	{"ext", "u::rwx,u:1234:rwx,g::r-x,m::rwx,o::r-x"},
+	{"nest/sub", "u::rw-,g::r--,m::r-x,o::---"},
+	{"sgid", "u::rwx,g::rwx,g:99:r-x,m::rwx,o::--x"},
+}
+
+// aclLower writes a layer with aclDirs.
+func aclLower(t *testing.T) string {
+	t.Helper()
+	d := t.TempDir()
+	for _, a := range aclDirs {
+		p := filepath.Join(d, a.dir)
+		must(t, os.MkdirAll(p, 0o755))
+		if a.acl != "" {
+			must(t, unix.Setxattr(p, aclDefaultXattr, encodeACL(t, a.acl), 0))
+		}
+	}
+	must(t, unix.Chmod(filepath.Join(d, "sgid"), 0o2775))
+	return d
+}
+
+// aclNames are the entries umaskOps makes in each dir.
+var aclNames = []string{"f", "s", "d", "p", "c", "t"}
+
+// umaskOps (the child's side of TestNewEntryModes) sets the umask mask (octal) and
+// makes, in each dir: a file f (open O_CREAT, 0666), a set-id file s (06777), a dir
+// d (0777), a fifo p and a char device c (mknod, 0666), and a file t made by
+// O_TMPFILE (0666) and linked in. The umask is per process, so it runs in a child.
+func umaskOps(mask string, dirs []string) int {
+	m, err := strconv.ParseUint(mask, 8, 32)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	unix.Umask(int(m))
+	for _, d := range dirs {
+		p := func(name string) string { return filepath.Join(d, name) }
+		for _, f := range []struct {
+			name string
+			mode uint32
+		}{{"f", 0o666}, {"s", 0o6777}} {
+			fd, err := unix.Open(p(f.name), unix.O_CREAT|unix.O_EXCL|unix.O_WRONLY|unix.O_CLOEXEC, f.mode)
+			if err != nil {
+				fmt.Fprintf(os.Stderr, "create %s: %v\n", p(f.name), err)
+				return 1
+			}
+			unix.Close(fd)
+		}
+		if err := unix.Mkdir(p("d"), 0o777); err != nil {
+			fmt.Fprintf(os.Stderr, "mkdir %s: %v\n", p("d"), err)
+			return 1
+		}
+		if err := unix.Mkfifo(p("p"), 0o666); err != nil {
+			fmt.Fprintf(os.Stderr, "mkfifo %s: %v\n", p("p"), err)
+			return 1
+		}
+		if err := unix.Mknod(p("c"), unix.S_IFCHR|0o666, int(unix.Mkdev(1, 3))); err != nil {
+			fmt.Fprintf(os.Stderr, "mknod %s: %v\n", p("c"), err)
+			return 1
+		}
+		fd, err := unix.Open(d, unix.O_TMPFILE|unix.O_WRONLY|unix.O_CLOEXEC, 0o666)
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "open O_TMPFILE %s: %v\n", d, err)
+			return 1
+		}
+		err = unix.Linkat(unix.AT_FDCWD, fmt.Sprintf("/proc/self/fd/%d", fd), unix.AT_FDCWD, p("t"), unix.AT_SYMLINK_FOLLOW)
+		unix.Close(fd)
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "link O_TMPFILE %s: %v\n", p("t"), err)
+			return 1
+		}
+	}
+	return 0
+}
+
+// aclTestDirs are the dirs newEntryModes makes entries in: aclDirs, and "new",
+// made through the mount first.
+func aclTestDirs() []string {
+	dirs := []string{"new"}
+	for _, a := range aclDirs {
+		dirs = append(dirs, a.dir)
+	}
+	return dirs
+}
+
+// newEntryModes makes a dir "new" in root and sets a default ACL on it, runs
+// umaskOps with umask mask in aclTestDirs of root, and returns entryModes.
+func newEntryModes(t *testing.T, root, mask string) []string {
+	t.Helper()
+	must(t, os.Mkdir(filepath.Join(root, "new"), 0o750))
+	must(t, unix.Setxattr(filepath.Join(root, "new"), aclDefaultXattr, encodeACL(t, "u::rwx,u:4321:r-x,g::---,m::rwx,o::r--"), 0))
+	var args []string
+	for _, d := range aclTestDirs() {
+		args = append(args, filepath.Join(root, d))
+	}
+	cmd := exec.Command(os.Args[0], args...)
+	cmd.Env = append(os.Environ(), "LAYERFS_TEST_UMASK="+mask)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("umask %s: %v: %s", mask, err, out)
+	}
+	return entryModes(t, root)
+}
+
+// entryModes describes the entries umaskOps made in root: type, mode and ACLs.
+func entryModes(t *testing.T, root string) []string {
+	t.Helper()
+	var lines []string
+	for _, d := range aclTestDirs() {
+		for _, name := range aclNames {
+			p := filepath.Join(root, d, name)
+			var st unix.Stat_t
+			must(t, unix.Lstat(p, &st))
+			lines = append(lines, fmt.Sprintf("%s/%s type=%o mode=%04o access=%s default=%s",
+				d, name, st.Mode&unix.S_IFMT, st.Mode&0o7777, getACL(t, p, aclAccess), getACL(t, p, aclDefaultXattr)))
+		}
+	}
+	return lines
+}
+
+// TestNewEntryModes: a new entry in a dir with a default ACL takes its permissions
+// from the ACL and not the caller's umask; elsewhere the umask applies, and never
+// this process's own. Oracles: the same steps in a plain dir of the test's
+// filesystem and through kernel overlayfs over the same lower; layerfs must match
+// both for creates, mkdirs, mknods and O_TMPFILE, in dirs copied up from the lower
+// (their ACLs with them) and in one made through the mount.
+func TestNewEntryModes(t *testing.T) {
+	testenv.RequireRoot(t)
+	testenv.RequireFUSE(t)
+	probe := t.TempDir()
+	if err := unix.Setxattr(probe, aclDefaultXattr, encodeACL(t, "u::rwx,g::rwx,o::rwx"), 0); err != nil {
+		t.Skipf("the test's filesystem takes no POSIX ACLs: %v", err)
+	}
+	// This process's umask must not reach the entries (the child sets its own).
+	old := unix.Umask(0o027)
+	t.Cleanup(func() { unix.Umask(old) })
+	for _, mask := range []string{"022", "077", "000"} {
+		t.Run("umask"+mask, func(t *testing.T) {
+			native := aclLower(t)
+			want := newEntryModes(t, native, mask)
+
+			kd := t.TempDir()
+			kmnt, kup, kwork := filepath.Join(kd, "mnt"), filepath.Join(kd, "upper"), filepath.Join(kd, "work")
+			for _, d := range []string{kmnt, kup, kwork} {
+				must(t, os.Mkdir(d, 0o755))
+			}
+			opts := fmt.Sprintf("lowerdir=%s,upperdir=%s,workdir=%s", aclLower(t), kup, kwork)
+			if err := unix.Mount("overlay", kmnt, "overlay", 0, opts); err != nil {
+				t.Skipf("kernel overlayfs unavailable: %v", err)
+			}
+			t.Cleanup(func() { _ = unix.Unmount(kmnt, unix.MNT_DETACH) })
+			diffLines(t, "overlay vs native", newEntryModes(t, kmnt, mask), want)
+
+			for _, pt := range []bool{false, true} {
+				t.Run(map[bool]string{false: "noopen", true: "passthrough"}[pt], func(t *testing.T) {
+					u := mountUnionMode(t, cow.FormatOverlay, pt, aclLower(t))
+					got := newEntryModes(t, u.mnt, mask)
+					diffLines(t, "layerfs vs native", got, want)
+					u.remount(t, cow.FormatOverlay)
+					diffLines(t, "after remount", entryModes(t, u.mnt), want)
+				})
+			}
+		})
+	}
+}

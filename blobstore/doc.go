@@ -21,7 +21,8 @@
 // uncompressed tar stream of any stored layer. Load never re-compresses a layer, so a
 // docker-archive layer keeps its digest.
 // LayerCheck runs a layer check on a blob's uncompressed content while the blob
-// streams by, decompressing as OpenLayer does.
+// streams by, decompressing as OpenLayer does, and hashes that content: the
+// layer's diffID, which pull matches against the config's diff_ids.
 //
 // # Images and tags
 //

@@ -140,33 +140,58 @@ func decompressLayer(br *bufio.Reader, mediaType string) (_ io.Reader, done func
 
 // LayerCheck runs a layer check (mountcmd passes cow.CheckLayer, as to
 // LoadOptions.CheckLayer) in a goroutine on the uncompressed content of a layer
-// blob whose bytes, as stored (compressed or not), are written to it: a layer is
-// checked while it streams into the store, without a second read. It decompresses
-// exactly as OpenLayer does, so the check sees what a mount will unpack.
-type LayerCheck struct{ cw *checkWriter }
+// blob whose bytes, as stored (compressed or not), are written to it, and hashes
+// that content on the way: a layer is checked, and its diffID learnt, while it
+// streams into the store, without a second read. It decompresses exactly as
+// OpenLayer does, so the check sees, and DiffID is the digest of, what a mount will
+// unpack.
+type LayerCheck struct {
+	cw     *checkWriter
+	diffID digest.Digest // set by the goroutine before its verdict
+}
 
-// NewLayerCheck starts check on the uncompressed content of a blob of mediaType.
-// The caller writes the blob's bytes to it and then calls Close, exactly once
-// (also when the blob was not read to its end), which ends the goroutine.
+// NewLayerCheck starts check (nil: no check, only the diffID) on the uncompressed
+// content of a blob of mediaType. The caller writes the blob's bytes to it and then
+// calls Close, exactly once (also when the blob was not read to its end), which
+// ends the goroutine.
 func NewLayerCheck(mediaType string, check func(io.Reader) error) *LayerCheck {
-	return &LayerCheck{cw: newCheckWriter(func(r io.Reader) error {
+	c := &LayerCheck{}
+	c.cw = newCheckWriter(func(r io.Reader) error {
 		dr, done, err := decompressLayer(bufio.NewReaderSize(r, 64<<10), mediaType)
 		if err != nil {
 			return fmt.Errorf("read layer: %w", err)
 		}
 		defer done()
-		return check(dr)
-	})}
+		h := digest.SHA256.Digester()
+		content := io.TeeReader(dr, h.Hash())
+		if check != nil {
+			if err := check(content); err != nil {
+				return err
+			}
+		}
+		// what the check left unread (a tar's end padding) is content too
+		if _, err := io.Copy(io.Discard, content); err != nil {
+			return fmt.Errorf("read layer: %w", err)
+		}
+		c.diffID = h.Digest()
+		return nil
+	})
+	return c
 }
 
 // Write passes p on to the check. It never fails: once the check has given its
 // verdict the rest of the blob is not needed and is dropped.
 func (c *LayerCheck) Write(p []byte) (int, error) { return c.cw.Write(p) }
 
-// Close ends the blob and returns the check's verdict: nil if the content passed.
-// A blob cut short reads to the check as a truncated stream; its verdict then
-// says nothing about the blob.
+// Close ends the blob and returns the check's verdict: nil if the content passed
+// and decompressed to its end. A blob cut short reads to the check as a truncated
+// stream; its verdict (and its DiffID) then says nothing about the blob.
 func (c *LayerCheck) Close() error { return c.cw.finish() }
+
+// DiffID is the sha256 of the uncompressed content, the layer's diffID as an
+// image config's rootfs.diff_ids lists it. It is set once Close has returned nil,
+// and "" otherwise.
+func (c *LayerCheck) DiffID() digest.Digest { return c.diffID }
 
 type layerReader struct {
 	r    io.Reader

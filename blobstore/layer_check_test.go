@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 )
 
@@ -88,5 +89,41 @@ func TestLayerCheck(t *testing.T) {
 	lc.Write(gz[:len(gz)/2])
 	if err := lc.Close(); err == nil {
 		t.Errorf("Close of half a gzip blob = nil, want an error")
+	}
+}
+
+// TestLayerCheckDiffID: DiffID is the sha256 of the whole uncompressed content,
+// with or without a check, also when the check stops reading at the tar's end
+// marker and leaves the padding after it; a failed check gives none.
+func TestLayerCheckDiffID(t *testing.T) {
+	raw := makeTar(t, tarEntry{Name: "etc/hostname", Body: strings.Repeat("layerfs\n", 1000)})
+	raw = append(raw, make([]byte, 10240)...) // record padding a tar reader never reads
+	want := digest.FromBytes(raw)
+	firstEntry := func(r io.Reader) error {
+		_, err := tar.NewReader(r).Next()
+		return err
+	}
+	for _, c := range []Compression{Gzip, Zstd, None} {
+		for _, check := range []struct {
+			name string
+			fn   func(io.Reader) error
+		}{{"no check", nil}, {"check stops early", firstEntry}} {
+			t.Run(string(c)+" "+check.name, func(t *testing.T) {
+				lc := NewLayerCheck(LayerMediaType(c), check.fn)
+				lc.Write(compressBytes(t, raw, c))
+				if err := lc.Close(); err != nil {
+					t.Fatalf("Close = %v", err)
+				}
+				if got := lc.DiffID(); got != want {
+					t.Errorf("DiffID() = %s, want %s", got, want)
+				}
+			})
+		}
+	}
+
+	lc := NewLayerCheck(ocispec.MediaTypeImageLayer, func(io.Reader) error { return errors.New("refused") })
+	lc.Write(raw)
+	if err := lc.Close(); err == nil || lc.DiffID() != "" {
+		t.Errorf("refused layer: Close = %v, DiffID() = %q, want an error and no diffID", err, lc.DiffID())
 	}
 }

@@ -134,8 +134,11 @@ func parseManifest(b []byte, d digest.Digest) (ocispec.Manifest, error) {
 	return m, nil
 }
 
-// parseConfig decodes and checks a config blob against its manifest's layers.
-func parseConfig(b []byte, d digest.Digest, nLayers int) (ocispec.Image, error) {
+// ParseConfig decodes a config blob (d is its digest, for errors) and checks it
+// as the store does before it records an image: rootfs type "layers" and one valid
+// diff_id for each of the manifest's nLayers layers. Errors wrap ErrInvalidConfig
+// and name the config. Pull uses it to refuse an image before fetching its layers.
+func ParseConfig(b []byte, d digest.Digest, nLayers int) (ocispec.Image, error) {
 	var c ocispec.Image
 	if err := json.Unmarshal(b, &c); err != nil {
 		return c, fmt.Errorf("config %s: %w: not JSON: %v", d, ErrInvalidConfig, err)
@@ -168,7 +171,7 @@ func (s *Store) loadImage(desc ocispec.Descriptor) (*Image, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read config %s: %w", m.Config.Digest, err)
 	}
-	c, err := parseConfig(cb, m.Config.Digest, len(m.Layers))
+	c, err := ParseConfig(cb, m.Config.Digest, len(m.Layers))
 	if err != nil {
 		return nil, err
 	}

@@ -185,7 +185,7 @@ func (s *Store) blobIn(sp *spool, d digest.Digest) (f *spooled, inStore bool, er
 
 // checkConfigLayers reads and checks a config and its layers' diffIDs.
 func checkConfigLayers(cb []byte, cd digest.Digest, layers []*spooled) (ocispec.Image, error) {
-	c, err := parseConfig(cb, cd, len(layers))
+	c, err := ParseConfig(cb, cd, len(layers))
 	if err != nil {
 		return c, err
 	}

@@ -64,7 +64,7 @@ func (s *Store) WriteImage(ctx context.Context, cfg ocispec.Image, layers []ocis
 // ocispec.Image lacks, such as docker's "comment"). The bytes must parse as an
 // image config whose diff_ids match layers.
 func (s *Store) WriteImageRaw(ctx context.Context, rawConfig []byte, layers []ocispec.Descriptor, opts ...WriteOption) (*Image, error) {
-	if _, err := parseConfig(rawConfig, digest.FromBytes(rawConfig), len(layers)); err != nil {
+	if _, err := ParseConfig(rawConfig, digest.FromBytes(rawConfig), len(layers)); err != nil {
 		return nil, fmt.Errorf("write image: %w", err)
 	}
 	for _, l := range layers {

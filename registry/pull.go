@@ -26,8 +26,8 @@ type PullOptions struct {
 	// pull with a layer it refuses fails and stores nothing, as docker pull fails
 	// on a layer it cannot extract. Downloaded layers are checked as they stream
 	// into the store; layers the store has already are read back from it and
-	// checked when the image is new to the store. It is called from several
-	// goroutines at once.
+	// checked (their diffIDs matched in the same read) when the image is new to
+	// the store. It is called from several goroutines at once.
 	CheckLayer func(io.Reader) error
 }
 
@@ -49,9 +49,14 @@ func DefaultPlatform() string { return "linux/" + runtime.GOARCH }
 
 // Pull fetches ref (docker normalisation: "busybox" is docker.io/library/busybox:latest)
 // into st. Blobs already in st are not fetched; every blob is verified against its
-// digest (and every layer by opts.CheckLayer) before any layer becomes visible; the
-// manifest is recorded and the tag moved last. A pull that fails before its layers
-// are all in leaves no new blob and no temp file behind.
+// digest, every downloaded layer's uncompressed content against the config's
+// diff_ids (as docker does; an image whose config lists another number of diff_ids
+// than it has layers is refused before any download), and every layer by
+// opts.CheckLayer, before any layer becomes visible; the manifest is recorded and
+// the tag moved last. A refused layer (blobstore.ErrDigestMismatch for a diffID, or
+// the check's error) fails the pull and leaves no new blob and no temp file behind;
+// after another failure the layers that arrived whole and passed are kept for a
+// retry.
 func (c *Client) Pull(ctx context.Context, st Store, ref string, opts PullOptions) (*PullResult, error) {
 	// Every remote read of this pull is tied to ctx: a layer that fails cancels it
 	// with its error, which ends the downloads still running at once.

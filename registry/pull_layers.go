@@ -13,26 +13,33 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/types"
 	"github.com/layerfs/layerfs/blobstore"
 	"github.com/opencontainers/go-digest"
-	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"golang.org/x/sync/errgroup"
 )
 
 // layerFetch is one pull's transfer of an image's blobs into the store.
 //
-// Layers are downloaded up to maxDownloads at a time, each staged (a verified temp
-// file, not yet visible) while LayerCheck checks its uncompressed content in the
-// same pass. Only when every layer is in and passed are the staged layers
-// committed, then the config and the manifest put. The first layer to fail cancels
-// the pull's context, which ends the other downloads. If the check refused a layer,
-// every staged layer is discarded, so a hostile image leaves the store's blobs as
-// they were; after any other failure the layers that arrived whole and passed are
-// kept (unreferenced until a pull records them, gc's otherwise), as docker keeps
-// them, so that a retry fetches only the rest.
+// The config comes first: an image whose config does not give one diff_id per
+// manifest layer is refused before any layer is fetched. Layers are downloaded up
+// to maxDownloads at a time, each staged (a verified temp file, not yet visible)
+// while LayerCheck checks its uncompressed content and hashes it, in the same pass.
+// A layer whose uncompressed digest is not the config's diff_id at each of its
+// places in the image (one blob may be listed twice, and is fetched once) is
+// refused as a failed check is. Layers the store has already are read back,
+// checked and matched in the same way when the image is new to the store and
+// there is a check to run; without a check they are not read just to be hashed.
+// Only when every layer is in and passed are the staged layers committed, then the
+// config and the manifest put. The first layer to fail cancels the pull's context,
+// which ends the other downloads. If a layer was refused (its check, or its
+// diffID), every staged layer is discarded, so a hostile image leaves the store's
+// blobs as they were; after any other failure the layers that arrived whole and
+// passed are kept (unreferenced until a pull records them, gc's otherwise), as
+// docker keeps them, so that a retry fetches only the rest.
 type layerFetch struct {
 	st          Store
 	img         v1.Image
-	check       func(io.Reader) error // nil: no layer check
-	checkStored bool                  // also check the layers the store has already
+	check       func(io.Reader) error             // nil: no layer check (diff_ids are still matched)
+	checkStored bool                              // also check the layers the store has already
+	diffIDs     map[digest.Digest][]digest.Digest // by layer blob: the config's diff_id at each of its places
 	cancel      context.CancelCauseFunc
 	progress    Progress
 
@@ -47,6 +54,20 @@ func (f *layerFetch) fetchImage(ctx context.Context) error {
 	m, err := f.img.Manifest()
 	if err != nil {
 		return fmt.Errorf("read manifest: %w", err)
+	}
+	cd := digest.Digest(m.Config.Digest.String())
+	rawCfg, err := f.img.RawConfigFile()
+	if err != nil {
+		return fmt.Errorf("read config %s: %w", cd, err)
+	}
+	cfg, err := blobstore.ParseConfig(rawCfg, cd, len(m.Layers))
+	if err != nil {
+		return err
+	}
+	f.diffIDs = map[digest.Digest][]digest.Digest{}
+	for i, l := range m.Layers {
+		d := digest.Digest(l.Digest.String())
+		f.diffIDs[d] = append(f.diffIDs[d], cfg.RootFS.DiffIDs[i])
 	}
 	var todo, stored []v1.Descriptor
 	seen := map[v1.Hash]bool{}
@@ -74,11 +95,7 @@ func (f *layerFetch) fetchImage(ctx context.Context) error {
 		return err
 	}
 
-	rawCfg, err := f.img.RawConfigFile()
-	if err != nil {
-		return fmt.Errorf("read config %s: %w", m.Config.Digest, err)
-	}
-	if _, _, err := f.st.Put(ctx, bytes.NewReader(rawCfg), digest.Digest(m.Config.Digest.String())); err != nil {
+	if _, _, err := f.st.Put(ctx, bytes.NewReader(rawCfg), cd); err != nil {
 		return fmt.Errorf("store config %s: %w", m.Config.Digest, err)
 	}
 	rawManifest, err := f.img.RawManifest()
@@ -154,7 +171,8 @@ func (f *layerFetch) fetchLayers(ctx context.Context, todo, stored []v1.Descript
 	return nil
 }
 
-// refusedError is a layer the check refused.
+// refusedError is a layer the check refused, or whose content is not what the
+// config's diff_ids say.
 type refusedError struct {
 	layer digest.Digest
 	err   error
@@ -184,7 +202,19 @@ func (f *layerFetch) discard() {
 	f.staged = nil
 }
 
-// fetchLayer downloads layer l into a staged blob, checking it on the way.
+// matchDiffID refuses layer d unless got, its uncompressed digest, is the config's
+// diff_id at each of its places in the image.
+func (f *layerFetch) matchDiffID(d, got digest.Digest) error {
+	for _, want := range f.diffIDs[d] {
+		if got != want {
+			return &refusedError{d, fmt.Errorf("%w: uncompressed content is %s, config diff_id is %s", blobstore.ErrDigestMismatch, got, want)}
+		}
+	}
+	return nil
+}
+
+// fetchLayer downloads layer l into a staged blob, checking it and learning its
+// diffID on the way.
 func (f *layerFetch) fetchLayer(ctx context.Context, l v1.Descriptor) error {
 	d := digest.Digest(l.Digest.String())
 	id := shortID(d)
@@ -198,16 +228,9 @@ func (f *layerFetch) fetchLayer(ctx context.Context, l v1.Descriptor) error {
 	}
 	defer rc.Close()
 	var r io.Reader = &countingReader{r: rc, fn: func(n int64) { f.progress.Layer(id, StatusDownloading, n, l.Size) }}
-	var lc *blobstore.LayerCheck
-	if f.check != nil {
-		lc = blobstore.NewLayerCheck(string(l.MediaType), f.check)
-		r = io.TeeReader(r, lc)
-	}
-	b, err := f.st.Stage(ctx, r, d)
-	var verdict error
-	if lc != nil {
-		verdict = lc.Close()
-	}
+	lc := blobstore.NewLayerCheck(string(l.MediaType), f.check)
+	b, err := f.st.Stage(ctx, io.TeeReader(r, lc), d)
+	verdict := lc.Close()
 	if err != nil {
 		// the digest first: a blob damaged on the way is not the image's fault
 		if errors.Is(err, blobstore.ErrDigestMismatch) || strings.Contains(err.Error(), "verifying sha256 checksum") {
@@ -222,6 +245,10 @@ func (f *layerFetch) fetchLayer(ctx context.Context, l v1.Descriptor) error {
 		b.Discard()
 		return &refusedError{d, verdict}
 	}
+	if err := f.matchDiffID(d, lc.DiffID()); err != nil {
+		b.Discard()
+		return err
+	}
 	f.mu.Lock()
 	f.staged = append(f.staged, b)
 	f.mu.Unlock()
@@ -231,19 +258,27 @@ func (f *layerFetch) fetchLayer(ctx context.Context, l v1.Descriptor) error {
 	return nil
 }
 
-// checkStoredLayer reads layer l back from the store and checks it.
+// checkStoredLayer reads layer l back from the store, checks it and matches its
+// diffID.
 func (f *layerFetch) checkStoredLayer(ctx context.Context, l v1.Descriptor) error {
 	d := digest.Digest(l.Digest.String())
-	rc, err := f.st.OpenLayer(ocispec.Descriptor{MediaType: string(l.MediaType), Digest: d, Size: l.Size})
+	rc, err := f.st.Open(d)
 	if err != nil {
-		return err
+		return fmt.Errorf("open layer %s: %w", d, err)
 	}
 	defer rc.Close()
-	if err := f.check(ctxReader{ctx, rc}); err != nil {
-		if ctx.Err() != nil {
-			return context.Cause(ctx)
-		}
+	lc := blobstore.NewLayerCheck(string(l.MediaType), f.check)
+	_, err = io.Copy(lc, ctxReader{ctx, rc})
+	verdict := lc.Close()
+	if ctx.Err() != nil {
+		return context.Cause(ctx)
+	}
+	if err != nil {
+		// a stored blob that does not read back whole is no layer to vouch for
 		return &refusedError{d, err}
 	}
-	return nil
+	if verdict != nil {
+		return &refusedError{d, verdict}
+	}
+	return f.matchDiffID(d, lc.DiffID())
 }

@@ -15,7 +15,6 @@ type Store interface {
 	Put(ctx context.Context, r io.Reader, want digest.Digest) (digest.Digest, int64, error)
 	Stage(ctx context.Context, r io.Reader, want digest.Digest) (*blobstore.Staged, error)
 	Open(d digest.Digest) (io.ReadCloser, error)
-	OpenLayer(desc ocispec.Descriptor) (io.ReadCloser, error)
 	Lease(ctx context.Context) (release func(), err error)
 	Resolve(ref string) (*blobstore.Image, error)
 	Tag(ctx context.Context, img *blobstore.Image, ref string) error

@@ -1,9 +1,7 @@
 package registry_test
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -12,79 +10,11 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/compression"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
-	"github.com/google/go-containerregistry/pkg/v1/partial"
-	"github.com/google/go-containerregistry/pkg/v1/types"
 	"github.com/layerfs/layerfs/blobstore"
 	"github.com/layerfs/layerfs/registry"
 	"github.com/layerfs/layerfs/registry/registrytest"
 	"github.com/opencontainers/go-digest"
 )
-
-// rawImage is an image served exactly as given: a manifest, a config and the layer
-// blobs the manifest names. It makes the configs go-containerregistry's mutate
-// would not (mutate finds an image's layers by the config's diff_ids).
-type rawImage struct {
-	manifest, config []byte
-	layers           map[v1.Hash]v1.Layer
-}
-
-var _ partial.CompressedImageCore = (*rawImage)(nil)
-
-func (r *rawImage) MediaType() (types.MediaType, error) { return types.OCIManifestSchema1, nil }
-func (r *rawImage) RawManifest() ([]byte, error)        { return r.manifest, nil }
-func (r *rawImage) RawConfigFile() ([]byte, error)      { return r.config, nil }
-
-func (r *rawImage) LayerByDigest(h v1.Hash) (partial.CompressedLayer, error) {
-	if l, ok := r.layers[h]; ok {
-		return l, nil
-	}
-	return nil, fmt.Errorf("no layer %s", h)
-}
-
-// withDiffIDs is img with its config's rootfs.diff_ids replaced by ids, as many as
-// given: the same layer blobs, under a manifest naming the changed config.
-func withDiffIDs(t *testing.T, img v1.Image, ids ...v1.Hash) v1.Image {
-	t.Helper()
-	cf, err := img.ConfigFile()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cf = cf.DeepCopy()
-	cf.RootFS.DiffIDs = ids
-	cb, err := json.Marshal(cf)
-	if err != nil {
-		t.Fatal(err)
-	}
-	m, err := img.Manifest()
-	if err != nil {
-		t.Fatal(err)
-	}
-	m = m.DeepCopy()
-	if m.Config.Digest, m.Config.Size, err = v1.SHA256(bytes.NewReader(cb)); err != nil {
-		t.Fatal(err)
-	}
-	mb, err := json.Marshal(m)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ls, err := img.Layers()
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := &rawImage{manifest: mb, config: cb, layers: map[v1.Hash]v1.Layer{}}
-	for _, l := range ls {
-		h, err := l.Digest()
-		if err != nil {
-			t.Fatal(err)
-		}
-		r.layers[h] = l
-	}
-	out, err := partial.CompressedToImage(r)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return out
-}
 
 func diffIDOf(t *testing.T, l v1.Layer) v1.Hash {
 	t.Helper()
@@ -141,7 +71,7 @@ func TestPullChecksDiffIDs(t *testing.T) {
 			ids = append(ids, diffIDOf(t, ls[i]))
 		}
 		ids[tc.bad] = other
-		img := withDiffIDs(t, remoteImage(t, layers...), ids...)
+		img := registrytest.WithDiffIDs(t, remoteImage(t, layers...), ids...)
 		ref := reg.Host + "/diffid/" + strings.ReplaceAll(strings.ReplaceAll(tc.name, " ", "-"), ",", "") + ":1"
 		pushRemote(t, ref, img)
 		bad := layers[tc.bad]
@@ -185,7 +115,7 @@ func TestPullChecksDiffIDCount(t *testing.T) {
 		{"more", []v1.Hash{diffIDOf(t, a), diffIDOf(t, b), diffIDOf(t, b)}},
 		{"none", nil},
 	} {
-		img := withDiffIDs(t, remoteImage(t, a, b), tc.ids...)
+		img := registrytest.WithDiffIDs(t, remoteImage(t, a, b), tc.ids...)
 		ref := reg.Host + "/count/" + tc.name + ":1"
 		pushRemote(t, ref, img)
 		cfgDigest, err := img.ConfigName()
@@ -224,7 +154,7 @@ func TestPullChecksStoredDiffID(t *testing.T) {
 	fresh := remoteLayer(t, entriesTar(t, entry{name: "a", body: "a"}), compression.GZip)
 	stored := remoteLayer(t, entriesTar(t, entry{name: "b", body: "b"}), compression.GZip)
 	other := diffIDOf(t, fresh)
-	img := withDiffIDs(t, remoteImage(t, fresh, stored), diffIDOf(t, fresh), other)
+	img := registrytest.WithDiffIDs(t, remoteImage(t, fresh, stored), diffIDOf(t, fresh), other)
 	ref := reg.Host + "/stored-diffid/app:1"
 	pushRemote(t, ref, img)
 

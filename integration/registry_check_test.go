@@ -106,3 +106,51 @@ func TestRegistryPullHostileLayer(t *testing.T) {
 		t.Errorf("good image after pull: %v", err)
 	}
 }
+
+// TestRegistryPullDiffIDMismatch: pull refuses an image whose layer blobs match the
+// manifest but whose config's diff_id for one of them is not its uncompressed
+// content, as docker does and load does: one error line naming the layer and both
+// digests, a non-zero exit, and the root as it was.
+func TestRegistryPullDiffIDMismatch(t *testing.T) {
+	reg := registrytest.Start(t, registrytest.Options{})
+	file := func(name, body string) tarFileEntry {
+		return tarFileEntry{hdr: &tar.Header{Name: name, Mode: 0o644, Typeflag: tar.TypeReg}, body: []byte(body)}
+	}
+	a := regLayer(t, compression.GZip, file("etc/hostname", "good\n"))
+	b := regLayer(t, compression.ZStd, file("usr/bin/app", "app"))
+	img := ggcrmutate.MediaType(empty.Image, types.OCIManifestSchema1)
+	img = ggcrmutate.ConfigMediaType(img, types.OCIConfigJSON)
+	img, err := ggcrmutate.AppendLayers(img, a, b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cf, _ := img.ConfigFile()
+	cf.OS, cf.Architecture = "linux", "amd64"
+	if img, err = ggcrmutate.ConfigFile(img, cf); err != nil {
+		t.Fatal(err)
+	}
+	aID, _ := a.DiffID()
+	bID, _ := b.DiffID()
+	bDigest, _ := b.Digest()
+	img = registrytest.WithDiffIDs(t, img, aID, aID) // b's place claims a's content
+	ref := reg.Host + "/hostile/diffid:1"
+	r, err := name.ParseReference(ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := remote.Write(r, img); err != nil {
+		t.Fatalf("push %s: %v", ref, err)
+	}
+
+	e := newRegEnv(t)
+	e.addImage("base:1", map[string]string{"etc/a": "one"})
+	imagesBefore := e.ok("images", "--no-trunc")
+	before := treeSnapshot(t, e.root)
+	e.fails("pull "+ref+": layer "+bDigest.String()+": content does not match digest: uncompressed content is "+bID.String()+", config diff_id is "+aID.String(), "pull", ref)
+	if diff := diffTrees(before, treeSnapshot(t, e.root)); diff != "" {
+		t.Errorf("root changed by a refused pull:\n%s", diff)
+	}
+	if out := e.ok("images", "--no-trunc"); out != imagesBefore {
+		t.Errorf("images after a refused pull =\n%s\nwant\n%s", out, imagesBefore)
+	}
+}

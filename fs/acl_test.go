@@ -284,3 +284,77 @@ func TestNewEntryModes(t *testing.T) {
 		})
 	}
 }
+
+// TestCopyUpIgnoresWorkDirACL: the work dir may inherit a default ACL from the dir
+// it was made in (a store dir shared through ACLs); copies are built there, so a
+// copied-up dir would inherit that ACL too, as an access and a default ACL its
+// lower dir never had, and new entries in it would then take their permissions
+// from that ACL instead of the caller's umask. Kernel overlayfs drops the ACLs of
+// its work dir for this reason. Oracle: overlayfs with the same upper and work
+// parent.
+func TestCopyUpIgnoresWorkDirACL(t *testing.T) {
+	testenv.RequireRoot(t)
+	testenv.RequireFUSE(t)
+	const acl = "u::rwx,u:1234:rwx,g::rwx,m::rwx,o::rwx"
+	// parent makes a dir whose default ACL its upper and work dirs inherit.
+	parent := func(t *testing.T) string {
+		p := t.TempDir()
+		if err := unix.Setxattr(p, aclDefaultXattr, encodeACL(t, acl), 0); err != nil {
+			t.Skipf("the test's filesystem takes no POSIX ACLs: %v", err)
+		}
+		return p
+	}
+	lower := func(t *testing.T) string {
+		d := t.TempDir()
+		must(t, os.Mkdir(filepath.Join(d, "sub"), 0o755))
+		return d
+	}
+	run := func(t *testing.T, root string) []string {
+		sub := filepath.Join(root, "sub")
+		cmd := exec.Command(os.Args[0], sub)
+		cmd.Env = append(os.Environ(), "LAYERFS_TEST_UMASK=022")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("umask 022: %v: %s", err, out)
+		}
+		lines := []string{fmt.Sprintf("sub access=%s default=%s", getACL(t, sub, aclAccess), getACL(t, sub, aclDefaultXattr))}
+		for _, name := range aclNames {
+			p := filepath.Join(sub, name)
+			var st unix.Stat_t
+			must(t, unix.Lstat(p, &st))
+			lines = append(lines, fmt.Sprintf("sub/%s mode=%04o access=%s", name, st.Mode&0o7777, getACL(t, p, aclAccess)))
+		}
+		return lines
+	}
+
+	kd := parent(t)
+	kmnt, kup, kwork := filepath.Join(kd, "mnt"), filepath.Join(kd, "upper"), filepath.Join(kd, "work")
+	for _, d := range []string{kmnt, kup, kwork} {
+		must(t, os.Mkdir(d, 0o755))
+	}
+	if err := unix.Mount("overlay", kmnt, "overlay", 0, fmt.Sprintf("lowerdir=%s,upperdir=%s,workdir=%s", lower(t), kup, kwork)); err != nil {
+		t.Skipf("kernel overlayfs unavailable: %v", err)
+	}
+	t.Cleanup(func() { _ = unix.Unmount(kmnt, unix.MNT_DETACH) })
+	want := run(t, kmnt)
+
+	for _, pt := range []bool{false, true} {
+		t.Run(map[bool]string{false: "noopen", true: "passthrough"}[pt], func(t *testing.T) {
+			d := parent(t)
+			mnt, up, work := filepath.Join(d, "mnt"), filepath.Join(d, "upper"), filepath.Join(d, "work")
+			for _, p := range []string{mnt, up, work} {
+				must(t, os.Mkdir(p, 0o755))
+			}
+			m, err := Mount(mnt, Options{Lowers: []string{lower(t)}, Upper: up, Work: work, Format: cow.FormatOverlay, FsName: "layerfs-test", Passthrough: pt})
+			if err != nil {
+				t.Fatalf("Mount: %v", err)
+			}
+			t.Cleanup(func() {
+				if err := m.Unmount(); err != nil {
+					t.Errorf("Unmount: %v", err)
+				}
+				m.Wait()
+			})
+			diffLines(t, "layerfs vs overlay", run(t, mnt), want)
+		})
+	}
+}

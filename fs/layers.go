@@ -69,6 +69,16 @@ func openStack(lowers []string, upper, work string, f cow.Format) (*stack, error
 			s.close()
 			return nil, fmt.Errorf("open stack: work dir %s is not on the filesystem of upper dir %s", work, upper)
 		}
+		// Copies are built in the work dir, so they would inherit a default ACL
+		// it got from the dir it was made in: ACLs their lower entries never had
+		// (and, in a copied-up dir, umask ignored for new entries). Kernel
+		// overlayfs drops its work dir's ACLs too.
+		for _, x := range []string{aclDefaultXattr, aclAccessXattr} {
+			if err := unix.Fremovexattr(fd, x); err != nil && !errors.Is(err, unix.ENODATA) && !errors.Is(err, unix.EOPNOTSUPP) {
+				s.close()
+				return nil, &os.PathError{Op: "remove ACL of work dir", Path: work, Err: err}
+			}
+		}
 		// Copy-ups interrupted by a crash leave temp entries behind.
 		if ents, err := os.ReadDir(work); err == nil {
 			for _, e := range ents {

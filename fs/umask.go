@@ -26,8 +26,12 @@ import (
 // records it by the request's cancel channel (the same in the raw request and in
 // the node method's context, as for renames) for the request's duration.
 
-// aclDefaultXattr is the xattr of a directory's default ACL.
-const aclDefaultXattr = "system.posix_acl_default"
+// aclDefaultXattr is the xattr of a directory's default ACL; aclAccessXattr
+// that of an entry's access ACL.
+const (
+	aclDefaultXattr = "system.posix_acl_default"
+	aclAccessXattr  = "system.posix_acl_access"
+)
 
 // withUmask records umask for the request cancel; call the result at its end.
 func (fsys *unionFS) withUmask(cancel <-chan struct{}, umask uint32) func() {

@@ -101,6 +101,11 @@ func (fsys *unionFS) copyUpPathLocked(rel string, dataLimit int64, links bool) (
 				cn.dropLowerFd()
 				cn.mu.Unlock()
 				cn.setEntry(e)
+				// The copy is a new inode (its ctime, and a dir's size and
+				// blocks, are the upper copy's): attributes the kernel holds
+				// from the lower entry must not stand for an hour. Attributes
+				// only (offset -1): no page locks, so not in the background.
+				child.NotifyContent(-1, 0)
 				if !fsys.noOpen && e.st.Mode&unix.S_IFMT == unix.S_IFREG {
 					// Pages cached from the lower file (FOPEN_KEEP_CACHE) must not
 					// outlive it: passthrough writes to the copy bypass them.

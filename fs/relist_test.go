@@ -424,3 +424,59 @@ func TestRestatListedDirs(t *testing.T) {
 		})
 	}
 }
+
+// TestCopiedUpDirCtime: a dir copied up as the parent of a new entry is a new
+// inode in the upper dir, and stat shows its ctime from then on (as kernel
+// overlayfs shows the upper dir's), however the kernel came by the attributes it
+// held: a lookup, or the server's restat of listed dirs (relist.go), which used to
+// leave the lower dir's ctime cached for an hour where a stat would have asked.
+func TestCopiedUpDirCtime(t *testing.T) {
+	testenv.RequireRoot(t) // open_tree(OPEN_TREE_CLONE)
+	const dirs = 6
+	spec := map[string]string{}
+	for i := 0; i < dirs; i++ {
+		spec[fmt.Sprintf("d%d/sub/f", i)] = "x\n"
+	}
+	lower := tree(t, spec)
+	defer func(d time.Duration) { restatBurst = d }(restatBurst)
+	restatBurst = 200 * time.Millisecond
+	for _, tc := range []string{"lookup", "restat"} {
+		t.Run(tc, func(t *testing.T) {
+			u := mountUnion(t, cow.FormatOverlay, lower)
+			dir := func(i int) string { return filepath.Join(u.mnt, fmt.Sprintf("d%d", i)) }
+			for i := 0; i < dirs; i++ {
+				if _, err := os.Lstat(dir(i)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if tc == "restat" {
+				g0 := u.m.fs.getattrs.Load()
+				for i := 0; i < dirs; i++ {
+					if _, err := os.ReadDir(dir(i)); err != nil {
+						t.Fatal(err)
+					}
+				}
+				os.Lstat(dir(0))
+				os.Lstat(dir(1)) // a second walk: the server stats the others
+				deadline := time.Now().Add(5 * time.Second)
+				for u.m.fs.getattrs.Load()-g0 < dirs {
+					if time.Now().After(deadline) {
+						t.Fatal("no restat")
+					}
+					time.Sleep(time.Millisecond)
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+			time.Sleep(50 * time.Millisecond)
+			before := time.Now()
+			last := dirs - 1
+			must(t, os.WriteFile(filepath.Join(dir(last), "sub", "new"), nil, 0o644))
+			var st, ust unix.Stat_t
+			must(t, unix.Lstat(dir(last), &st))
+			must(t, unix.Lstat(filepath.Join(u.upper, fmt.Sprintf("d%d", last)), &ust))
+			if st.Ctim != ust.Ctim || time.Unix(st.Ctim.Unix()).Before(before.Add(-10*time.Millisecond)) {
+				t.Errorf("ctime of d%d after its copy-up = %v, want its upper copy's %v", last, time.Unix(st.Ctim.Unix()), time.Unix(ust.Ctim.Unix()))
+			}
+		})
+	}
+}

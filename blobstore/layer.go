@@ -141,21 +141,23 @@ func decompressLayer(br *bufio.Reader, mediaType string) (_ io.Reader, done func
 // LayerCheck runs a layer check (mountcmd passes cow.CheckLayer, as to
 // LoadOptions.CheckLayer) in a goroutine on the uncompressed content of a layer
 // blob whose bytes, as stored (compressed or not), are written to it, and hashes
-// that content on the way: a layer is checked, and its diffID learnt, while it
-// streams into the store, without a second read. It decompresses exactly as
-// OpenLayer does, so the check sees, and DiffID is the digest of, what a mount will
-// unpack.
+// and sizes that content on the way: a layer is checked, and its diffID and
+// content size learnt, while it streams into the store, without a second read. It
+// decompresses exactly as OpenLayer does, so the check sees, and DiffID is the
+// digest of, what a mount will unpack.
 type LayerCheck struct {
-	cw     *checkWriter
-	diffID digest.Digest // set by the goroutine before its verdict
+	cw *checkWriter
+	// set by the goroutine before its verdict
+	diffID digest.Digest
+	size   int64 // -1: unknown
 }
 
-// NewLayerCheck starts check (nil: no check, only the diffID) on the uncompressed
-// content of a blob of mediaType. The caller writes the blob's bytes to it and then
-// calls Close, exactly once (also when the blob was not read to its end), which
-// ends the goroutine.
+// NewLayerCheck starts check (nil: no check, only the diffID and size) on the
+// uncompressed content of a blob of mediaType. The caller writes the blob's bytes
+// to it and then calls Close, exactly once (also when the blob was not read to its
+// end), which ends the goroutine.
 func NewLayerCheck(mediaType string, check func(io.Reader) error) *LayerCheck {
-	c := &LayerCheck{}
+	c := &LayerCheck{size: -1}
 	c.cw = newCheckWriter(func(r io.Reader) error {
 		dr, done, err := decompressLayer(bufio.NewReaderSize(r, 64<<10), mediaType)
 		if err != nil {
@@ -163,17 +165,25 @@ func NewLayerCheck(mediaType string, check func(io.Reader) error) *LayerCheck {
 		}
 		defer done()
 		h := digest.SHA256.Digester()
-		content := io.TeeReader(dr, h.Hash())
+		sc := newTarSizeCounter()
+		content := io.TeeReader(dr, io.MultiWriter(h.Hash(), sc))
+		size := int64(-1)
 		if check != nil {
 			if err := check(content); err != nil {
 				return err
 			}
+		} else if n, err := sumTarHeaders(content); err == nil {
+			// no check to read the tar: archive/tar reads it, as LayerSizes would
+			size = n
 		}
 		// what the check left unread (a tar's end padding) is content too
 		if _, err := io.Copy(io.Discard, content); err != nil {
 			return fmt.Errorf("read layer: %w", err)
 		}
-		c.diffID = h.Digest()
+		if check != nil && sc.ok() {
+			size = sc.size()
+		}
+		c.diffID, c.size = h.Digest(), size
 		return nil
 	})
 	return c
@@ -192,6 +202,17 @@ func (c *LayerCheck) Close() error { return c.cw.finish() }
 // image config's rootfs.diff_ids lists it. It is set once Close has returned nil,
 // and "" otherwise.
 func (c *LayerCheck) DiffID() digest.Digest { return c.diffID }
+
+// ContentSize is the layer's content size, docker's (see tarSizeCounter), the
+// number LayerSizes would count from the stored blob, and whether it is known:
+// only once Close has returned nil, and only for content that reads as a tar to
+// its end. With no check, archive/tar reads the content and adds it up, as
+// LayerSizes does; with one, which reads the tar with archive/tar and refuses what
+// it cannot read (cow.CheckLayer), the header counter sums it beside the check and
+// gives up on what it does not know (an old GNU sparse entry). An unknown size is
+// left to LayerSizes, which counts it from the blob. Record a known one with
+// Store.RecordLayerSizes under DiffID.
+func (c *LayerCheck) ContentSize() (int64, bool) { return c.size, c.size >= 0 }
 
 type layerReader struct {
 	r    io.Reader

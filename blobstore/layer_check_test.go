@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/layerfs/layerfs/internal/tartest"
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 )
@@ -125,5 +126,81 @@ func TestLayerCheckDiffID(t *testing.T) {
 	lc.Write(raw)
 	if err := lc.Close(); err == nil || lc.DiffID() != "" {
 		t.Errorf("refused layer: Close = %v, DiffID() = %q, want an error and no diffID", err, lc.DiffID())
+	}
+}
+
+// TestLayerCheckContentSize: ContentSize is the size LayerSizes counts from the
+// stored blob (archive/tar's sum of header sizes), learnt in the one pass, in every
+// compression, with and without a check; unknown (left to LayerSizes) for content
+// the counter beside a check gives up on, for what archive/tar cannot read, and
+// for a refused layer.
+func TestLayerCheckContentSize(t *testing.T) {
+	files := writeTar(t,
+		&tar.Header{Name: "bin/", Typeflag: tar.TypeDir, Mode: 0o755},
+		&tar.Header{Name: "bin/busybox", Size: 70001, Typeflag: tar.TypeReg, Mode: 0o755},
+		&tar.Header{Name: "bin/sh", Linkname: "bin/busybox", Typeflag: tar.TypeLink},
+		&tar.Header{Name: "bin/ls", Linkname: "busybox", Typeflag: tar.TypeSymlink},
+		&tar.Header{Name: strings.Repeat("d/", 80) + "f", Size: 513, Typeflag: tar.TypeReg, Format: tar.FormatPAX},
+		&tar.Header{Name: "etc/.wh.passwd", Typeflag: tar.TypeReg},
+	)
+	// an old GNU sparse file: archive/tar reads its real size, the counter gives up
+	sparse := tartest.Cat(tartest.Entry(tartest.Header{Name: "s", Typeflag: 'S', Mode: 0o644, Size: 3, Magic: tartest.GNUMagic,
+		Sparse: [][2]int64{{0, 3}}, RealSize: 9000}, []byte("abc")), tartest.End())
+	// one zero block, then a header: the counter stops at the zero block,
+	// archive/tar refuses what follows
+	afterEnd := tartest.Cat(writeTar(t, &tar.Header{Name: "a", Size: 5, Typeflag: tar.TypeReg})[:2*tarBlock],
+		make([]byte, tarBlock), tartest.Entry(tartest.Header{Name: "b", Typeflag: '0', Mode: 0o644}, nil))
+	sc := newTarSizeCounter()
+	sc.Write(afterEnd)
+	if _, err := tarHeaderSizes(afterEnd); !sc.ok() || err == nil {
+		t.Fatalf("header after the end: counter ok %v, archive/tar %v; want the counter to sum it and archive/tar to refuse it", sc.ok(), err)
+	}
+	// readTar checks as cow.CheckLayer does: archive/tar to its end
+	readTar := func(r io.Reader) error { _, err := sumTarHeaders(r); return err }
+	for _, tc := range []struct {
+		name  string
+		raw   []byte
+		check func(io.Reader) error
+		known bool // else unknown
+	}{
+		{"files, no check", files, nil, true},
+		{"files, check", files, readTar, true},
+		{"old GNU sparse, no check", sparse, nil, true},
+		{"old GNU sparse, check", sparse, readTar, false},
+		{"header after the end, no check", afterEnd, nil, false},
+		{"not a tar, no check", []byte(`{"architecture":"amd64"}`), nil, false},
+	} {
+		for _, c := range []Compression{Gzip, Zstd, None} {
+			t.Run(tc.name+" "+string(c), func(t *testing.T) {
+				lc := NewLayerCheck(LayerMediaType(c), tc.check)
+				lc.Write(compressBytes(t, tc.raw, c))
+				if err := lc.Close(); err != nil {
+					t.Fatalf("Close = %v", err)
+				}
+				got, ok := lc.ContentSize()
+				want, err := tarHeaderSizes(tc.raw)
+				if !tc.known {
+					if ok {
+						t.Errorf("ContentSize() = %d, true, want it unknown (archive/tar: %d, %v)", got, want, err)
+					}
+					return
+				}
+				if err != nil {
+					t.Fatal(err)
+				}
+				if !ok || got != want {
+					t.Errorf("ContentSize() = %d, %v, want %d, true", got, ok, want)
+				}
+			})
+		}
+	}
+
+	lc := NewLayerCheck(ocispec.MediaTypeImageLayer, func(io.Reader) error { return errors.New("refused") })
+	lc.Write(files)
+	if err := lc.Close(); err == nil {
+		t.Fatal("Close = nil, want the refusal")
+	}
+	if n, ok := lc.ContentSize(); ok {
+		t.Errorf("refused layer: ContentSize() = %d, true, want it unknown", n)
 	}
 }

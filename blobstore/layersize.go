@@ -205,9 +205,11 @@ func paxSizes(recs []byte) (size, real int64) {
 }
 
 // Recorded sizes live in one small JSON file beside registry.json (diffID -> content
-// size), written when a layer passes through the store anyway (AppendLayer, Load)
-// and, for layers that arrived another way (pull, another tool writing the layout),
-// counted once from the blob the first time they are asked for.
+// size), written when a layer passes through the store anyway (AppendLayer, Load,
+// and a pull, which learns them in its LayerCheck pass and hands them to
+// RecordLayerSizes) and, for layers that arrived another way (another tool writing
+// the layout, a stored layer a pull did not read back, a tar only archive/tar can
+// sum), counted once from the blob the first time they are asked for.
 const (
 	layerSizesFile = "layersizes.json" // in the store's private dir
 	layerSizesLock = "layersizes.lock"
@@ -219,6 +221,32 @@ func (s *Store) recordLayerSizes(ctx context.Context, add map[digest.Digest]int6
 	}
 	m := map[digest.Digest]int64{}
 	return s.updateMeta(ctx, layerSizesLock, layerSizesFile, &m, func() { maps.Copy(m, add) })
+}
+
+// RecordLayerSizes records content sizes (diffID -> size) learnt as the layers
+// passed through the caller, as LayerCheck.ContentSize gives them, so that
+// LayerSizes need not read those layers again. Sizes the store has recorded
+// already are left as they are, and when nothing is new the record file is not
+// written. It is idempotent and safe for concurrent use; a failure leaves the
+// layers to be counted by LayerSizes.
+func (s *Store) RecordLayerSizes(ctx context.Context, sizes map[digest.Digest]int64) error {
+	have := map[digest.Digest]int64{}
+	if err := s.readMeta(layerSizesFile, &have); err != nil {
+		return err
+	}
+	add := maps.Clone(sizes)
+	maps.DeleteFunc(add, func(id digest.Digest, _ int64) bool { _, ok := have[id]; return ok })
+	if len(add) == 0 {
+		return nil
+	}
+	m := map[digest.Digest]int64{}
+	return s.updateMeta(ctx, layerSizesLock, layerSizesFile, &m, func() {
+		for id, n := range add {
+			if _, ok := m[id]; !ok {
+				m[id] = n
+			}
+		}
+	})
 }
 
 // pruneLayerSizes forgets the sizes of layers no reachable image has (GC, under the
@@ -235,9 +263,9 @@ func (s *Store) pruneLayerSizes(ctx context.Context, roots []digest.Digest) erro
 }
 
 // LayerSizes returns docker's content size (see tarSizeCounter) of every layer of
-// imgs, by diffID. Sizes are recorded when a layer is appended or loaded; a layer
-// without a record is read once here (decompressed, headers summed) and its size
-// recorded, so later calls only read the record file. A layer whose blob is missing
+// imgs, by diffID. Sizes are recorded when a layer is appended, loaded or pulled
+// (RecordLayerSizes); a layer without a record is read once here (decompressed,
+// headers summed) and its size recorded, so later calls only read the record file. A layer whose blob is missing
 // or unreadable is left out (and not recorded); a record that cannot be written
 // (read-only store) is not an error. Safe for concurrent use.
 func (s *Store) LayerSizes(ctx context.Context, imgs ...*Image) (map[digest.Digest]int64, error) {

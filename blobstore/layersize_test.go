@@ -302,3 +302,39 @@ func TestGCPrunesLayerSizes(t *testing.T) {
 		t.Errorf("sizes after gc = %v, want only %s (not %s)", rec, k, g)
 	}
 }
+
+// TestRecordLayerSizes: sizes learnt elsewhere (a pull's LayerCheck pass) are
+// recorded, a size recorded already is left as it is, and a call with nothing new
+// does not rewrite the record.
+func TestRecordLayerSizes(t *testing.T) {
+	ctx := context.Background()
+	s := newStore(t)
+	x, y := digest.FromString("x"), digest.FromString("y")
+	if err := s.RecordLayerSizes(ctx, nil); err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(s.Dir(), privDir, layerSizesFile)
+	if _, err := os.Stat(p); !os.IsNotExist(err) {
+		t.Errorf("RecordLayerSizes(nil) wrote %s (%v)", layerSizesFile, err)
+	}
+	if err := s.RecordLayerSizes(ctx, map[digest.Digest]int64{x: 1}); err != nil {
+		t.Fatal(err)
+	}
+	before, err := os.Stat(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.RecordLayerSizes(ctx, map[digest.Digest]int64{x: 2}); err != nil {
+		t.Fatal(err)
+	}
+	if after, err := os.Stat(p); err != nil || !os.SameFile(before, after) {
+		t.Errorf("RecordLayerSizes with nothing new replaced the record (%v)", err)
+	}
+	if err := s.RecordLayerSizes(ctx, map[digest.Digest]int64{x: 3, y: 4}); err != nil {
+		t.Fatal(err)
+	}
+	rec := map[digest.Digest]int64{}
+	if err := s.readMeta(layerSizesFile, &rec); err != nil || len(rec) != 2 || rec[x] != 1 || rec[y] != 4 {
+		t.Errorf("record = %v (%v), want %s: 1, %s: 4", rec, err, x, y)
+	}
+}

@@ -53,10 +53,11 @@ func DefaultPlatform() string { return "linux/" + runtime.GOARCH }
 // diff_ids (as docker does; an image whose config lists another number of diff_ids
 // than it has layers is refused before any download), and every layer by
 // opts.CheckLayer, before any layer becomes visible; the manifest is recorded and
-// the tag moved last. A refused layer (blobstore.ErrDigestMismatch for a diffID, or
-// the check's error) fails the pull and leaves no new blob and no temp file behind;
-// after another failure the layers that arrived whole and passed are kept for a
-// retry.
+// the tag moved last, with the layers' content sizes (docker's SIZE) counted in the
+// same pass as the check, so that no layer is read again to size it. A refused
+// layer (blobstore.ErrDigestMismatch for a diffID, or the check's error) fails the
+// pull and leaves no new blob and no temp file behind; after another failure the
+// layers that arrived whole and passed are kept for a retry.
 func (c *Client) Pull(ctx context.Context, st Store, ref string, opts PullOptions) (*PullResult, error) {
 	// Every remote read of this pull is tied to ctx: a layer that fails cancels it
 	// with its error, which ends the downloads still running at once.
@@ -125,7 +126,7 @@ func (c *Client) Pull(ctx context.Context, st Store, ref string, opts PullOption
 	if err := f.fetchImage(ctx); err != nil {
 		return nil, fmt.Errorf("pull %s: %w", reference.FamiliarString(named), err)
 	}
-	if err := record(ctx, st, img, named, had, res); err != nil {
+	if err := record(ctx, st, img, named, had, f.sizes, res); err != nil {
 		return nil, fmt.Errorf("pull %s: %w", reference.FamiliarString(named), err)
 	}
 	return res, nil
@@ -161,8 +162,9 @@ func (c *Client) fetchDescriptor(ctx context.Context, named reference.Named) (*r
 }
 
 // record adds the fetched manifest to the store's index, tagged when the reference
-// has a tag, and remembers the repo digest and where the blobs came from.
-func record(ctx context.Context, st Store, img v1.Image, named reference.Named, had bool, res *PullResult) error {
+// has a tag, and remembers the repo digest, the layers' content sizes (sizes, by
+// diffID, as the fetch learnt them) and where the blobs came from.
+func record(ctx context.Context, st Store, img v1.Image, named reference.Named, had bool, sizes map[digest.Digest]int64, res *PullResult) error {
 	md, err := img.Digest()
 	if err != nil {
 		return err
@@ -192,8 +194,12 @@ func record(ctx context.Context, st Store, img v1.Image, named reference.Named, 
 	if err := st.AddRepoDigest(ctx, mdig, res.RepoDigest); err != nil {
 		return err
 	}
-	// docker's image size is the uncompressed content: count the new layers now,
-	// while the blobs are hot, rather than on the first `images`
+	// docker's image size is the uncompressed content: record the sizes the fetch
+	// counted as the layers streamed in, and have the store count now (rather than
+	// on the first `images`) only what it learnt nothing about: a stored layer not
+	// read back, a tar the counter leaves to archive/tar. A record that cannot be
+	// written is only a cost: LayerSizes counts those layers again, as it would have.
+	_ = st.RecordLayerSizes(ctx, sizes)
 	if _, err := st.LayerSizes(ctx, stored); err != nil {
 		return err
 	}

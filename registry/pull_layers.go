@@ -27,9 +27,11 @@ import (
 // refused as a failed check is. Layers the store has already are read back,
 // checked and matched in the same way when the image is new to the store and
 // there is a check to run; without a check they are not read just to be hashed.
-// Only when every layer is in and passed are the staged layers committed, then the
-// config and the manifest put. The first layer to fail cancels the pull's context,
-// which ends the other downloads. If a layer was refused (its check, or its
+// The same pass counts each layer's content size (docker's SIZE), kept in sizes
+// for the pull to record with the image, so that no layer is read again to size
+// it. Only when every layer is in and passed are the staged layers committed, then
+// the config and the manifest put. The first layer to fail cancels the pull's
+// context, which ends the other downloads. If a layer was refused (its check, or its
 // diffID), every staged layer is discarded, so a hostile image leaves the store's
 // blobs as they were; after any other failure the layers that arrived whole and
 // passed are kept (unreferenced until a pull records them, gc's otherwise), as
@@ -45,6 +47,7 @@ type layerFetch struct {
 
 	mu     sync.Mutex
 	staged []*blobstore.Staged
+	sizes  map[digest.Digest]int64 // by diffID: content sizes learnt (LayerCheck.ContentSize)
 }
 
 // fetchImage puts every missing blob of img into st: layers (in parallel), then the
@@ -202,6 +205,20 @@ func (f *layerFetch) discard() {
 	f.staged = nil
 }
 
+// learnSize keeps the content size lc counted, if it knows one, under its diffID.
+func (f *layerFetch) learnSize(lc *blobstore.LayerCheck) {
+	n, ok := lc.ContentSize()
+	if !ok {
+		return // LayerSizes counts it from the blob
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.sizes == nil {
+		f.sizes = map[digest.Digest]int64{}
+	}
+	f.sizes[lc.DiffID()] = n
+}
+
 // matchDiffID refuses layer d unless got, its uncompressed digest, is the config's
 // diff_id at each of its places in the image.
 func (f *layerFetch) matchDiffID(d, got digest.Digest) error {
@@ -252,14 +269,15 @@ func (f *layerFetch) fetchLayer(ctx context.Context, l v1.Descriptor) error {
 	f.mu.Lock()
 	f.staged = append(f.staged, b)
 	f.mu.Unlock()
+	f.learnSize(lc)
 	f.progress.Layer(id, StatusVerifying, 0, 0)
 	f.progress.Layer(id, StatusDownloaded, 0, 0)
 	f.progress.Layer(id, StatusPullComplete, 0, 0)
 	return nil
 }
 
-// checkStoredLayer reads layer l back from the store, checks it and matches its
-// diffID.
+// checkStoredLayer reads layer l back from the store, checks it, matches its
+// diffID and learns its size.
 func (f *layerFetch) checkStoredLayer(ctx context.Context, l v1.Descriptor) error {
 	d := digest.Digest(l.Digest.String())
 	rc, err := f.st.Open(d)
@@ -280,5 +298,9 @@ func (f *layerFetch) checkStoredLayer(ctx context.Context, l v1.Descriptor) erro
 	if verdict != nil {
 		return &refusedError{d, verdict}
 	}
-	return f.matchDiffID(d, lc.DiffID())
+	if err := f.matchDiffID(d, lc.DiffID()); err != nil {
+		return err
+	}
+	f.learnSize(lc)
+	return nil
 }

@@ -23,6 +23,7 @@ type Store interface {
 	BlobSources(d digest.Digest) ([]string, error)
 	AddBlobSources(ctx context.Context, repository string, blobs ...digest.Digest) error
 	LayerSizes(ctx context.Context, imgs ...*blobstore.Image) (map[digest.Digest]int64, error)
+	RecordLayerSizes(ctx context.Context, sizes map[digest.Digest]int64) error
 }
 
 var _ Store = (*blobstore.Store)(nil)

@@ -44,9 +44,9 @@ var refillHook atomic.Pointer[func()]
 
 // refresh queues the directories dirs to be listed again. One worker lists what
 // is queued, through a clone of the mount, on a thread of its own that runs only
-// on an otherwise idle CPU (SCHED_IDLE): a walk still going on (a single grep -r
-// reads on while its first directories are dropped) keeps the CPUs. The thread
-// ends with the worker.
+// on an otherwise idle CPU (SCHED_IDLE) once it has the clone: a walk still going
+// on (a single grep -r reads on while its first directories are dropped) keeps the
+// CPUs. The thread ends with the worker.
 func (r *refresher) refresh(dirs []*node) { r.queue(&r.pending, dirs) }
 
 // restat queues the directories dirs to be stated through the mount, which makes
@@ -70,7 +70,6 @@ func (r *refresher) queue(q *[]*node, dirs []*node) {
 	r.running = true
 	go func() {
 		runtime.LockOSThread() // never unlocked: the thread ends with this goroutine
-		_ = unix.SchedSetAttr(0, &unix.SchedAttr{Size: unix.SizeofSchedAttr, Policy: unix.SCHED_IDLE}, 0)
 		r.tid.Store(int32(unix.Gettid()))
 		for {
 			r.mu.Lock()
@@ -83,9 +82,23 @@ func (r *refresher) queue(q *[]*node, dirs []*node) {
 				return
 			}
 			r.mu.Unlock()
-			r.list(dirs, stats)
+			// The clone is made at normal priority: the walk to the mountpoint
+			// holds the mount for a moment, in which a umount fails with EBUSY,
+			// and an idle thread may wait long for a CPU in the middle of it.
+			schedPolicy(unix.SCHED_NORMAL)
+			cfd, mntID, ok := r.clone()
+			schedPolicy(unix.SCHED_IDLE)
+			if ok {
+				r.list(cfd, mntID, dirs, stats)
+				unix.Close(cfd)
+			}
 		}
 	}()
+}
+
+// schedPolicy sets the calling thread's scheduling policy.
+func schedPolicy(p uint32) {
+	_ = unix.SchedSetAttr(0, &unix.SchedAttr{Size: unix.SizeofSchedAttr, Policy: p}, 0)
 }
 
 // refillChunk is how many directories a refill lists between checks that the
@@ -93,15 +106,14 @@ func (r *refresher) queue(q *[]*node, dirs []*node) {
 // and so this process, alive.
 const refillChunk = 32
 
-// list lists each of dirs and then stats it, and stats each of stats, through a
-// clone of the mount.
-func (r *refresher) list(dirs, stats []*node) {
+// clone returns a clone of the mount (see refresher) and the mount's ID, if the
+// mountpoint still shows it.
+func (r *refresher) clone() (cfd int, mntID uint64, ok bool) {
 	var sx unix.Statx_t
 	if unix.Statx(unix.AT_FDCWD, r.dir, unix.AT_SYMLINK_NOFOLLOW|unix.AT_NO_AUTOMOUNT, unix.STATX_MNT_ID, &sx) != nil ||
 		sx.Mask&unix.STATX_MNT_ID == 0 {
-		return
+		return -1, 0, false
 	}
-	mntID := sx.Mnt_id
 	cfd, err := unix.OpenTree(unix.AT_FDCWD, r.dir, unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC|unix.AT_NO_AUTOMOUNT|unix.AT_SYMLINK_NOFOLLOW)
 	if err != nil {
 		if err == unix.EPERM || err == unix.ENOSYS {
@@ -109,13 +121,20 @@ func (r *refresher) list(dirs, stats []*node) {
 			r.off = true
 			r.mu.Unlock()
 		}
-		return
+		return -1, 0, false
 	}
-	defer unix.Close(cfd)
 	var st unix.Stat_t
 	if unix.Fstat(cfd, &st) != nil || st.Dev != r.dev || st.Ino != 1 {
-		return // the mountpoint shows something else now
+		unix.Close(cfd)
+		return -1, 0, false // the mountpoint shows something else now
 	}
+	return cfd, sx.Mnt_id, true
+}
+
+// list lists each of dirs and then stats it, and stats each of stats, through
+// cfd, a clone of the mount whose ID is mntID.
+func (r *refresher) list(cfd int, mntID uint64, dirs, stats []*node) {
+	var st unix.Stat_t
 	buf := make([]byte, 32<<10)
 	how := unix.OpenHow{
 		Flags:   unix.O_RDONLY | unix.O_DIRECTORY | unix.O_CLOEXEC,

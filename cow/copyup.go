@@ -63,6 +63,13 @@ type CopyUpOptions struct {
 	// put back (not while data is copied), so that the caller can keep its users'
 	// own changes of dstDir, which must move its mtime, out of that window.
 	PlaceLock sync.Locker
+	// Build, if set, is called with the step that builds the copy under its temp
+	// name (data, metadata: nothing a reader of dstDir sees) and must run it and
+	// return its error, or another to abandon the copy-up (the temp is removed
+	// and the error returned): so that a caller can let go of its own locks for
+	// the data copy of a big file, and check on getting them back that the copy
+	// is still wanted.
+	Build func(build func() error) error
 }
 
 var tmpSeq atomic.Uint64
@@ -78,7 +85,14 @@ func CopyUp(srcDir, dstDir int, name string, opts CopyUpOptions) error {
 		return &os.PathError{Op: "copy-up stat", Path: name, Err: err}
 	}
 	tmp := fmt.Sprintf("copyup-%d-%d", os.Getpid(), tmpSeq.Add(1))
-	if err := copyToTemp(srcDir, name, &st, opts, tmp); err != nil {
+	build := func() error { return copyToTemp(srcDir, name, &st, opts, tmp) }
+	var err error
+	if opts.Build != nil {
+		err = opts.Build(build)
+	} else {
+		err = build()
+	}
+	if err != nil {
 		cleanupTemp(opts.Work, tmp)
 		return fmt.Errorf("copy-up %s: %w", name, err)
 	}

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 
 	fusefs "github.com/hanwen/go-fuse/v2/fs"
@@ -37,7 +38,7 @@ func (fsys *unionFS) copyUpPath(rel string, dataLimit int64) (*entry, *stack, er
 	fsys.cuMu.Lock()
 	defer fsys.cuMu.Unlock()
 	defer fsys.changed()()
-	return fsys.copyUpPathLocked(rel, dataLimit, true)
+	return fsys.copyUpPathOpts(rel, dataLimit, true, true)
 }
 
 // knownUpper returns the resolution of rel if it is a known node already in the
@@ -58,6 +59,29 @@ func (fsys *unionFS) knownUpper(rel string) (*entry, *stack, bool) {
 }
 
 func (fsys *unionFS) copyUpPathLocked(rel string, dataLimit int64, links bool) (*entry, *stack, error) {
+	return fsys.copyUpPathOpts(rel, dataLimit, links, false)
+}
+
+// bigCopy is the least data whose copy-up lets go of cuMu while it copies (see
+// copyUpPathOpts).
+const bigCopy = 1 << 20
+
+// copyUpHook, when set (tests), runs in a copy-up that let go of cuMu, before it
+// copies.
+var copyUpHook atomic.Pointer[func()]
+
+// errCopyStale is a copy-up abandoned because its entry changed while cuMu was let
+// go for its data copy.
+var errCopyStale = errors.New("entry changed during its copy-up")
+
+// copyUpPathOpts is copyUpPathLocked; with release, the copy-up of rel itself, a
+// regular file with bigCopy or more bytes to copy, lets go of cuMu while it copies
+// the data into the work dir (nothing visible), so that other copy-ups go on
+// meanwhile instead of waiting, for seconds, for a big file's. Having cuMu back, it
+// looks the name up again before it places the copy: copied up meanwhile by
+// another, the copy is dropped for that one; deleted or replaced, the copy-up
+// starts over. Copy-ups of one file wait for each other (fsys.copying).
+func (fsys *unionFS) copyUpPathOpts(rel string, dataLimit int64, links, release bool) (*entry, *stack, error) {
 	cur, s, err := fsys.rootEntry()
 	if err != nil {
 		return nil, nil, err
@@ -69,6 +93,8 @@ func (fsys *unionFS) copyUpPathLocked(rel string, dataLimit int64, links bool) (
 	prefix := ""
 	comps := splitRel(rel)
 	for i, c := range comps {
+		stale := 0 // copies abandoned: after a few, it copies holding cuMu
+	again:
 		e, err := s.lookupIn(cur.layers, prefix, c)
 		if err != nil {
 			return nil, nil, err
@@ -82,7 +108,34 @@ func (fsys *unionFS) copyUpPathLocked(rel string, dataLimit int64, links bool) (
 			if i == len(comps)-1 {
 				limit = dataLimit
 			}
-			ne, err := fsys.copyUpOne(s, prefix, c, e, limit)
+			size := e.st.Size
+			if limit >= 0 && limit < size {
+				size = limit
+			}
+			p := path.Join(prefix, c)
+			var done chan struct{}
+			if release && stale < 3 && i == len(comps)-1 && e.st.Mode&unix.S_IFMT == unix.S_IFREG && size >= bigCopy {
+				if ch := fsys.copying[p]; ch != nil {
+					fsys.cuMu.Unlock() // another copies it: wait, and look again
+					<-ch
+					fsys.cuMu.Lock()
+					goto again
+				}
+				done = make(chan struct{})
+				if fsys.copying == nil {
+					fsys.copying = map[string]chan struct{}{}
+				}
+				fsys.copying[p] = done
+			}
+			ne, err := fsys.copyUpOne(s, prefix, c, e, limit, done != nil)
+			if done != nil {
+				delete(fsys.copying, p)
+				close(done)
+			}
+			if errors.Is(err, errCopyStale) {
+				stale++
+				goto again
+			}
 			if err != nil {
 				return nil, nil, err
 			}
@@ -120,8 +173,10 @@ func (fsys *unionFS) copyUpPathLocked(rel string, dataLimit int64, links bool) (
 	return cur, s, nil
 }
 
-// copyUpOne copies the entry name of dir (already in the upper) up from its top layer.
-func (fsys *unionFS) copyUpOne(s *stack, dir, name string, e *entry, limit int64) (*entry, error) {
+// copyUpOne copies the entry name of dir (already in the upper) up from its top
+// layer. With release, it lets go of cuMu while it copies the data, and fails with
+// errCopyStale if the name no longer is e when it has cuMu back.
+func (fsys *unionFS) copyUpOne(s *stack, dir, name string, e *entry, limit int64, release bool) (*entry, error) {
 	src, err := s.openDir(e.layers[0], dir, unix.O_PATH)
 	if err != nil {
 		return nil, err
@@ -134,14 +189,40 @@ func (fsys *unionFS) copyUpOne(s *stack, dir, name string, e *entry, limit int64
 	defer unix.Close(dst)
 	// A stale whiteout cannot sit beside a visible entry, but an OCI one of an
 	// earlier generation might: clear the name.
-	err = cow.CopyUp(src, dst, name, cow.CopyUpOptions{
+	opts := cow.CopyUpOptions{
 		Work:      s.work,
 		DataLimit: limit,
 		Xattrs:    map[string][]byte{originXattr: originValue(e.ino, e.gen)},
 		// Copy-up does not change the parent as the user sees it.
 		KeepDirTimes: true,
 		PlaceLock:    &fsys.dirMu,
-	})
+	}
+	if release {
+		opts.Build = func(build func() error) error {
+			fsys.cuMu.Unlock()
+			if h := copyUpHook.Load(); h != nil {
+				(*h)()
+			}
+			err := build()
+			fsys.cuMu.Lock()
+			if err != nil {
+				return err
+			}
+			// Renames wait for this request (pathlock.go), so the path still
+			// names the same place; what is there may have changed.
+			pe, _, err := fsys.lookupPath(s, dir)
+			if err != nil {
+				return errCopyStale
+			}
+			now, err := s.lookupIn(pe.layers, dir, name)
+			if err != nil || now.inUpper(s) || now.ino != e.ino || now.layers[0] != e.layers[0] ||
+				now.st.Ino != e.st.Ino || now.st.Dev != e.st.Dev {
+				return errCopyStale
+			}
+			return nil
+		}
+	}
+	err = cow.CopyUp(src, dst, name, opts)
 	if err != nil {
 		return nil, err
 	}

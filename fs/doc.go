@@ -63,7 +63,9 @@
 //
 // # Concurrency
 //
-// Operations may run concurrently; copy-ups are serialised. A node caches which
+// Operations may run concurrently; copy-ups are serialised, except for the data
+// copy of a big file (1 MiB or more), which runs beside other copy-ups and is
+// checked to be still wanted before it is placed. A node caches which
 // layers hold it; a resolution that overlapped a change of any directory is not
 // trusted, and renames of directories and Rebase invalidate all of them.
 // MountPoint.Pause is a write barrier for commit; MountPoint.Rebase swaps the layer

@@ -18,10 +18,11 @@ import (
 // unionFS is the state shared by every node of one mount.
 type unionFS struct {
 	stack   atomic.Pointer[stack]
-	epoch   atomic.Uint64 // bumped when cached resolutions may be stale
-	changes atomic.Uint64 // bumped by every change of any directory's entries
-	barrier sync.RWMutex  // mutating ops hold it shared; Pause holds it exclusively
-	cuMu    sync.Mutex    // serialises copy-ups
+	epoch   atomic.Uint64            // bumped when cached resolutions may be stale
+	changes atomic.Uint64            // bumped by every change of any directory's entries
+	barrier sync.RWMutex             // mutating ops hold it shared; Pause holds it exclusively
+	cuMu    sync.Mutex               // serialises copy-ups
+	copying map[string]chan struct{} // big files copying with cuMu let go, by path; closed when done (guarded by cuMu)
 	// dirMu: user changes of directory entries hold it shared; placing a copy-up
 	// or a marker and then putting the directory's times back holds it
 	// exclusively, so that no user change's mtime is undone (see entriesChange).

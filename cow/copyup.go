@@ -70,6 +70,11 @@ type CopyUpOptions struct {
 	// the data copy of a big file, and check on getting them back that the copy
 	// is still wanted.
 	Build func(build func() error) error
+	// Place, if set, is called once the copy is built, with PlaceLock held, right
+	// before the copy is placed; an error abandons the copy-up (the temp is
+	// removed and the error returned): the caller's last look at dstDir, which no
+	// change holding PlaceLock shared can overtake.
+	Place func() error
 }
 
 var tmpSeq atomic.Uint64
@@ -99,6 +104,12 @@ func CopyUp(srcDir, dstDir int, name string, opts CopyUpOptions) error {
 	if opts.PlaceLock != nil {
 		opts.PlaceLock.Lock()
 		defer opts.PlaceLock.Unlock()
+	}
+	if opts.Place != nil {
+		if err := opts.Place(); err != nil {
+			cleanupTemp(opts.Work, tmp)
+			return fmt.Errorf("copy-up %s: %w", name, err)
+		}
 	}
 	restore := func() error { return nil }
 	if opts.KeepDirTimes {

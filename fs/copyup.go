@@ -127,7 +127,7 @@ func (fsys *unionFS) copyUpPathOpts(rel string, dataLimit int64, links, release 
 				}
 				fsys.copying[p] = done
 			}
-			ne, err := fsys.copyUpOne(s, prefix, c, e, limit, done != nil)
+			ne, err := fsys.copyUpOne(s, prefix, c, e, cur.layers, limit, done != nil)
 			if done != nil {
 				delete(fsys.copying, p)
 				close(done)
@@ -173,10 +173,13 @@ func (fsys *unionFS) copyUpPathOpts(rel string, dataLimit int64, links, release 
 	return cur, s, nil
 }
 
-// copyUpOne copies the entry name of dir (already in the upper) up from its top
-// layer. With release, it lets go of cuMu while it copies the data, and fails with
-// errCopyStale if the name no longer is e when it has cuMu back.
-func (fsys *unionFS) copyUpOne(s *stack, dir, name string, e *entry, limit int64, release bool) (*entry, error) {
+// copyUpOne copies the entry name of dir (already in the upper; its layers are
+// dirLayers) up from its top layer. It fails with errCopyStale if, when the copy
+// is to be placed, the name no longer is e: an unlink takes no copy-up lock once
+// the directory is in the upper dir, so without this look a file deleted during
+// its copy-up came back (OCI whiteouts) or the copy-up failed with EEXIST (overlay
+// whiteouts). With release, it lets go of cuMu while it copies the data.
+func (fsys *unionFS) copyUpOne(s *stack, dir, name string, e *entry, dirLayers []int, limit int64, release bool) (*entry, error) {
 	src, err := s.openDir(e.layers[0], dir, unix.O_PATH)
 	if err != nil {
 		return nil, err
@@ -200,27 +203,23 @@ func (fsys *unionFS) copyUpOne(s *stack, dir, name string, e *entry, limit int64
 	if release {
 		opts.Build = func(build func() error) error {
 			fsys.cuMu.Unlock()
+			defer fsys.cuMu.Lock()
 			if h := copyUpHook.Load(); h != nil {
 				(*h)()
 			}
-			err := build()
-			fsys.cuMu.Lock()
-			if err != nil {
-				return err
-			}
-			// Renames wait for this request (pathlock.go), so the path still
-			// names the same place; what is there may have changed.
-			pe, _, err := fsys.lookupPath(s, dir)
-			if err != nil {
-				return errCopyStale
-			}
-			now, err := s.lookupIn(pe.layers, dir, name)
-			if err != nil || now.inUpper(s) || now.ino != e.ino || now.layers[0] != e.layers[0] ||
-				now.st.Ino != e.st.Ino || now.st.Dev != e.st.Dev {
-				return errCopyStale
-			}
-			return nil
+			return build()
 		}
+	}
+	// With the directory's entries held still (PlaceLock): renames wait for this
+	// request (pathlock.go), so dir still names the same place, but what is there
+	// under name may have changed.
+	opts.Place = func() error {
+		now, err := s.lookupIn(dirLayers, dir, name)
+		if err != nil || now.inUpper(s) || now.ino != e.ino || now.layers[0] != e.layers[0] ||
+			now.st.Ino != e.st.Ino || now.st.Dev != e.st.Dev {
+			return errCopyStale
+		}
+		return nil
 	}
 	err = cow.CopyUp(src, dst, name, opts)
 	if err != nil {

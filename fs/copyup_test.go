@@ -231,3 +231,69 @@ func TestBigCopyUpRacesUnlink(t *testing.T) {
 		})
 	}
 }
+
+// TestRemoveRacesCopyUp: a copy-up places a lower file's copy after an unlink of it
+// looked the name up (in passthrough mode an OPEN for writing copies up without
+// the file's lock, which the unlink holds): the unlink must remove the copy too,
+// not only whiteout the lower file (which left the file visible with OCI
+// whiteouts and failed with EEXIST with overlay ones).
+func TestRemoveRacesCopyUp(t *testing.T) {
+	for _, f := range []cow.Format{cow.FormatOverlay, cow.FormatOCI} {
+		t.Run(fmt.Sprint(f), func(t *testing.T) {
+			lower := tree(t, map[string]string{"d/f": "lower\n", "d/g": "g\n"})
+			u := mountUnionMode(t, f, true, lower)
+			if !u.m.fs.passthrough.Load() {
+				t.Skip("no FUSE passthrough here")
+			}
+			if err := os.WriteFile(filepath.Join(u.mnt, "d/g"), []byte("G\n"), 0o644); err != nil {
+				t.Fatal(err) // d in the upper dir: an unlink in it takes no copy-up lock
+			}
+			p := filepath.Join(u.mnt, "d/f")
+			if _, err := os.Lstat(p); err != nil {
+				t.Fatal(err)
+			}
+			reached, gate := make(chan struct{}, 1), make(chan struct{})
+			hook := func() {
+				removeHook.Store(nil)
+				reached <- struct{}{}
+				<-gate
+			}
+			removeHook.Store(&hook)
+			t.Cleanup(func() { removeHook.Store(nil) })
+			removed := make(chan error, 1)
+			go func() { removed <- os.Remove(p) }()
+			waitCopyUp(t, reached, "unlink's lookup")
+			opened := make(chan error, 1)
+			var fh *os.File
+			go func() {
+				var err error
+				fh, err = os.OpenFile(p, os.O_WRONLY, 0)
+				opened <- err
+			}()
+			select {
+			case err := <-opened:
+				if err != nil {
+					close(gate)
+					t.Fatal(err)
+				}
+				defer fh.Close()
+			case <-time.After(10 * time.Second):
+				close(gate)
+				t.Fatal("the open for writing waited for the unlink")
+			}
+			close(gate)
+			if err := <-removed; err != nil {
+				t.Fatalf("unlink racing a copy-up: %v", err)
+			}
+			if _, err := os.Lstat(p); !os.IsNotExist(err) {
+				t.Errorf("removed file still there: %v", err)
+			}
+			if st, err := os.Lstat(filepath.Join(u.upper, "d/f")); err == nil && st.Mode().IsRegular() {
+				t.Error("the copy is still in the upper dir")
+			}
+			if _, err := fh.WriteString("x"); err != nil {
+				t.Errorf("write through the fd opened before the unlink: %v", err)
+			}
+		})
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"path"
+	"sync/atomic"
 	"syscall"
 
 	fusefs "github.com/hanwen/go-fuse/v2/fs"
@@ -360,78 +361,105 @@ func (n *node) remove(name string, dir bool) syscall.Errno {
 	if len(name) > 255 {
 		return syscall.ENAMETOOLONG
 	}
+	for attempt := 0; attempt < 4; attempt++ {
+		if en, again := n.removeOnce(name, dir); !again {
+			return en
+		}
+	}
+	return syscall.EAGAIN // a name copied up again and again: cannot happen
+}
+
+// removeHook, when set (tests), runs in a remove between its lookup of the name and
+// taking the directory's entries (entriesChange).
+var removeHook atomic.Pointer[func()]
+
+// removeOnce is one try of remove; again reports that a copy-up placed the entry in
+// the upper dir after the lookup, so that the remove must look again.
+func (n *node) removeOnce(name string, dir bool) (en syscall.Errno, again bool) {
 	n.fs.barrier.RLock()
 	defer n.fs.barrier.RUnlock()
 	defer n.fs.changed()()
 	pe, s, err := n.resolve()
 	if err != nil {
-		return errno("remove", err)
+		return errno("remove", err), false
 	}
 	if !s.writable() {
-		return syscall.EROFS
+		return syscall.EROFS, false
 	}
 	rel := n.rel()
 	// The parent open once in each of its layers, for the lookup, the whiteout
 	// question and, when the parent is in the upper dir already, the removal.
 	dirs, err := s.openDirFds(pe.layers, rel)
 	if err != nil {
-		return errno("remove", err)
+		return errno("remove", err), false
 	}
 	defer dirs.close()
 	ce, err := s.lookup(dirs, name)
 	if err != nil {
-		return errno("remove", err)
+		return errno("remove", err), false
 	}
 	if dir && !ce.isDir() {
-		return syscall.ENOTDIR
+		return syscall.ENOTDIR, false
 	}
 	if !dir && ce.isDir() {
-		return syscall.EISDIR
+		return syscall.EISDIR, false
 	}
 	crel := path.Join(rel, name)
 	if dir {
 		ents, err := s.readDir(ce.layers, crel)
 		if err != nil {
-			return errno("rmdir", err)
+			return errno("rmdir", err), false
 		}
 		if len(ents) > 0 {
-			return syscall.ENOTEMPTY
+			return syscall.ENOTEMPTY, false
 		}
 	}
 	whiteout := s.lowerHasIn(dirs, name)
 	if whiteout && s.format != cow.FormatOverlay && len(cow.WhiteoutName(name)) > 255 {
 		// The OCI whiteout this needs cannot be made: fail before the entry's
 		// upper copy (a changed file, a dir's whiteouts) is removed.
-		return syscall.ENAMETOOLONG
+		return syscall.ENAMETOOLONG, false
 	}
 	dfd := dirs.upperFd(s)
 	if dfd < 0 {
 		_, s, dfd, err = n.upperDir()
 		if err != nil {
-			return errno("remove", err)
+			return errno("remove", err), false
 		}
 		defer unix.Close(dfd)
 	}
+	if h := removeHook.Load(); h != nil {
+		(*h)()
+	}
 	defer n.fs.entriesChange()()
+	if !ce.inUpper(s) {
+		// A copy-up may have placed the entry since the lookup (it places holding
+		// entriesChange's lock exclusively, so not from here on): a whiteout alone
+		// would then leave it visible (OCI) or fail (overlay). Look again.
+		var st unix.Stat_t
+		if unix.Fstatat(dfd, name, &st, unix.AT_SYMLINK_NOFOLLOW) == nil {
+			return 0, true
+		}
+	}
 	if ch := n.GetChild(name); ch != nil {
 		ch.Operations().(*node).pinForRemovalIn(dirs, ce, s, name)
 	}
 	if ce.inUpper(s) {
 		if dir {
 			if err := emptyHidden(dfd, name); err != nil {
-				return errno("rmdir", err)
+				return errno("rmdir", err), false
 			}
 			err = unix.Unlinkat(dfd, name, unix.AT_REMOVEDIR)
 		} else {
 			err = unix.Unlinkat(dfd, name, 0)
 		}
 		if err != nil {
-			return errno("remove", err)
+			return errno("remove", err), false
 		}
 	}
 	if whiteout {
 		if err := cow.MakeWhiteout(dfd, name, s.format); err != nil {
-			return errno("whiteout", err)
+			return errno("whiteout", err), false
 		}
 	}
 	if ch := n.GetChild(name); ch != nil {
@@ -440,7 +468,7 @@ func (n *node) remove(name string, dir bool) syscall.Errno {
 	if dir {
 		n.fs.epoch.Add(1)
 	}
-	return 0
+	return 0, false
 }
 
 // emptyHidden removes the markers and whiteouts left in an upper dir whose merged

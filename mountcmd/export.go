@@ -5,8 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
-	"path/filepath"
 
 	"github.com/layerfs/layerfs/blobstore"
 	"github.com/layerfs/layerfs/cow"
@@ -53,20 +51,14 @@ func runExport(ctx context.Context, g *globalOptions, o *exportOptions, arg stri
 	defer cleanup()
 
 	out := stdout
-	var f *os.File
+	var f *outputFile
 	if o.output != "" {
-		// Write beside the target and rename at the end: a failed export leaves no
-		// truncated archive under the name asked for.
-		f, err = os.CreateTemp(filepath.Dir(o.output), "."+filepath.Base(o.output)+".tmp-")
+		// a failed export leaves no truncated archive under the name asked for
+		f, err = createOutput("export", o.output)
 		if err != nil {
-			return fmt.Errorf("export: %w", err)
+			return err
 		}
-		defer func() {
-			if f != nil {
-				f.Close()
-				os.Remove(f.Name())
-			}
-		}()
+		defer f.Abort()
 		out = f
 	}
 	rc := cow.Export(ctx, lowers, upper, cow.FormatOCI)
@@ -78,18 +70,7 @@ func runExport(ctx context.Context, g *globalOptions, o *exportOptions, arg stri
 		return fmt.Errorf("export %s: %w", arg, err)
 	}
 	if f != nil {
-		if err := f.Chmod(0o644); err != nil {
-			return fmt.Errorf("export: %w", err)
-		}
-		if err := f.Close(); err != nil {
-			return fmt.Errorf("export: %w", err)
-		}
-		if err := os.Rename(f.Name(), o.output); err != nil {
-			os.Remove(f.Name())
-			f = nil
-			return fmt.Errorf("export: %w", err)
-		}
-		f = nil
+		return f.Commit()
 	}
 	return nil
 }

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 
 	"github.com/layerfs/layerfs/blobstore"
 	"github.com/spf13/cobra"
@@ -84,30 +83,22 @@ func runSave(cmd *cobra.Command, g *globalOptions, o *saveOptions, args []string
 	return err
 }
 
-// saveToFile writes the archive to a temp file beside path and renames it into
-// place, so a failed save leaves no partial archive.
+// saveToFile writes the archive to path through createOutput: a failed save leaves
+// no partial archive, and a device or FIFO there is written, not replaced.
 func saveToFile(cmd *cobra.Command, s *blobstore.Store, path string, items []blobstore.SaveItem, opts blobstore.SaveOptions) error {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-")
+	f, err := createOutput("save", path)
 	if err != nil {
-		return fmt.Errorf("save: %w", err)
-	}
-	tmp := f.Name()
-	defer os.Remove(tmp)
-	bw := bufio.NewWriterSize(f, 1<<20)
-	if err := s.Save(cmd.Context(), bw, items, opts); err != nil {
-		f.Close()
 		return err
 	}
-	for _, step := range []func() error{bw.Flush, func() error { return f.Chmod(0o644) }, f.Sync, f.Close} {
-		if err := step(); err != nil {
-			f.Close()
-			return fmt.Errorf("save %s: %w", path, err)
-		}
+	defer f.Abort()
+	bw := bufio.NewWriterSize(f, 1<<20)
+	if err := s.Save(cmd.Context(), bw, items, opts); err != nil {
+		return err
 	}
-	if err := os.Rename(tmp, path); err != nil {
+	if err := bw.Flush(); err != nil {
 		return fmt.Errorf("save %s: %w", path, err)
 	}
-	return nil
+	return f.Commit()
 }
 
 // imageErr turns a resolve error into docker's wording ("No such image: X") when

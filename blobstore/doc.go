@@ -37,9 +37,10 @@
 // # Load and save
 //
 // Load reads docker-archive (classic <id>/layer.tar and docker 25+'s embedded OCI
-// layout) and OCI archives, each possibly gzip- or zstd-compressed as a whole, in
-// one streamed pass: each file is spooled by content hash into tmp/ (compressed
-// files are also decompressed on the fly to learn their diffID), then the manifests
+// layout) and OCI archives, each possibly gzip-, zstd-, bzip2- or xz-compressed
+// (xz through xz(1), as docker does) as a whole, in one streamed pass: each file
+// is spooled by content hash into tmp/ (compressed files are also decompressed on
+// the fly to learn their diffID), then the manifests
 // are checked, and only then are the named blobs renamed into blobs/ and index.json
 // replaced once. Decisions:
 //   - layers are never re-compressed: a docker-archive layer.tar stays an

@@ -3,8 +3,11 @@ package blobstore
 import (
 	"bufio"
 	"bytes"
+	"compress/bzip2"
 	"fmt"
 	"io"
+	"os/exec"
+	"time"
 
 	"github.com/klauspost/compress/gzip"
 	"github.com/klauspost/compress/zstd"
@@ -95,13 +98,75 @@ func decompress(r io.Reader, c Compression) (io.Reader, func(), error) {
 	return r, func() {}, nil
 }
 
-// autoDecompress sniffs r and returns the decompressed stream.
+// autoDecompress sniffs r and returns the decompressed stream. Besides the layer
+// compressions it reads the whole-archive ones docker load and import take:
+// bzip2 and xz (through xz(1), as docker does); those report None, as no layer
+// media type names them.
 func autoDecompress(r io.Reader) (io.Reader, Compression, func(), error) {
 	br := bufio.NewReaderSize(r, 64<<10)
-	head, _ := br.Peek(4)
+	head, _ := br.Peek(len(xzMagic))
+	switch {
+	case bytes.HasPrefix(head, bzip2Magic):
+		return bzip2.NewReader(br), None, func() {}, nil
+	case bytes.HasPrefix(head, xzMagic):
+		xr, err := newXZReader(br)
+		if err != nil {
+			return nil, None, nil, err
+		}
+		return xr, None, xr.close, nil
+	}
 	c := sniff(head)
 	dr, done, err := decompress(br, c)
 	return dr, c, done, err
+}
+
+var (
+	bzip2Magic = []byte("BZh")
+	xzMagic    = []byte("\xfd7zXZ\x00")
+)
+
+// xzReader is the output of `xz -dc` reading r; xz's failure (a damaged stream)
+// is the error at its end.
+type xzReader struct {
+	cmd    *exec.Cmd
+	out    io.ReadCloser
+	stderr bytes.Buffer
+	waited bool
+}
+
+func newXZReader(r io.Reader) (*xzReader, error) {
+	x := &xzReader{cmd: exec.Command("xz", "-dc")}
+	x.cmd.Stdin, x.cmd.Stderr = r, &x.stderr
+	x.cmd.WaitDelay = time.Second // Wait must not hang on a stdin left unread
+	out, err := x.cmd.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	x.out = out
+	if err := x.cmd.Start(); err != nil {
+		return nil, fmt.Errorf("xz-compressed stream (needs xz(1)): %w", err)
+	}
+	return x, nil
+}
+
+func (x *xzReader) Read(p []byte) (int, error) {
+	n, err := x.out.Read(p)
+	if err == io.EOF && !x.waited {
+		x.waited = true
+		if werr := x.cmd.Wait(); werr != nil {
+			return n, fmt.Errorf("xz: %v: %s", werr, bytes.TrimSpace(x.stderr.Bytes()))
+		}
+	}
+	return n, err
+}
+
+// close stops xz if its output was not read to the end.
+func (x *xzReader) close() {
+	if !x.waited {
+		x.waited = true
+		x.cmd.Process.Kill()
+		x.cmd.Wait()
+	}
 }
 
 type nopWriteCloser struct{ io.Writer }
@@ -240,8 +305,8 @@ func (l *layerReader) Close() error {
 	return l.rc.Close()
 }
 
-// Decompress sniffs r for gzip or zstd and returns the decompressed stream (r itself
-// when it is neither). Closing it releases the decoder, not r.
+// Decompress sniffs r for gzip, zstd, bzip2 or xz and returns the decompressed
+// stream (r itself when it is none of them). Closing it releases the decoder, not r.
 func Decompress(r io.Reader) (io.ReadCloser, error) {
 	dr, _, done, err := autoDecompress(r)
 	if err != nil {

@@ -5,11 +5,14 @@ package integration
 
 import (
 	"archive/tar"
+	"bytes"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/layerfs/layerfs/internal/testenv"
 	"golang.org/x/sys/unix"
 )
 
@@ -106,4 +109,73 @@ func TestArchiveOutputToFIFOAndDevice(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestArchiveImportLoadXZBzip2: import and load take bzip2- and xz-compressed
+// tars, as docker's do (docker import documents .bzip, .tar.xz and .txz; docker
+// load gzip, bzip2, xz and zstd). Both used to say "invalid tar header". A
+// damaged xz stream is refused with xz's own error and stores nothing.
+func TestArchiveImportLoadXZBzip2(t *testing.T) {
+	rootfs := busyboxRootfs(t)
+	plain := strings.TrimSpace(mustRun(t, "import", "-q", rootfs, "plain:1"))
+	saved := filepath.Join(t.TempDir(), "bb.tar")
+	mustRun(t, "save", "-q", "-o", saved, "plain:1")
+	diffID := func(root, ref string) string {
+		t.Helper()
+		out := mustRunIn(t, root, "inspect", "--format", "{{json .RootFS.Layers}}", ref)
+		return strings.TrimSpace(out)
+	}
+	want := diffID(rootFor(t), "plain:1")
+	for _, tool := range []string{"bzip2", "xz"} {
+		t.Run(tool, func(t *testing.T) {
+			testenv.RequireTool(t, tool)
+			compress := func(path string) []byte {
+				t.Helper()
+				b, err := exec.Command(tool, "-c", path).Output()
+				if err != nil {
+					t.Fatalf("%s -c %s: %v", tool, path, err)
+				}
+				return b
+			}
+			root := filepath.Join(t.TempDir(), "r")
+			zrootfs := filepath.Join(t.TempDir(), "rootfs.tar."+tool)
+			if err := os.WriteFile(zrootfs, compress(rootfs), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			mustRunIn(t, root, "import", "-q", zrootfs, "file:1")
+			r := runWith(t, cmdOpts{root: root, stdin: bytes.NewReader(compress(rootfs))}, "import", "-q", "-", "stdin:1")
+			if r.Code != 0 {
+				t.Fatalf("import - of a %s stream: %+v", tool, r)
+			}
+			for _, ref := range []string{"file:1", "stdin:1"} {
+				if got := diffID(root, ref); got != want {
+					t.Errorf("import of a %s tar as %s: layers %s, want %s", tool, ref, got, want)
+				}
+			}
+			r = runWith(t, cmdOpts{root: root, stdin: bytes.NewReader(compress(saved))}, "load", "-q")
+			if r.Code != 0 || r.Stdout != "Loaded image: plain:1\n" {
+				t.Fatalf("load of a %s archive: %+v", tool, r)
+			}
+			if got := strings.TrimSpace(mustRunIn(t, root, "images", "-q", "--no-trunc", "plain:1")); got != plain {
+				t.Errorf("loaded ID = %s, want %s", got, plain)
+			}
+		})
+	}
+	t.Run("damaged xz", func(t *testing.T) {
+		testenv.RequireTool(t, "xz")
+		z, err := exec.Command("xz", "-c", saved).Output()
+		if err != nil {
+			t.Fatal(err)
+		}
+		root := filepath.Join(t.TempDir(), "r")
+		for _, args := range [][]string{{"load", "-q"}, {"import", "-q", "-", "x:1"}} {
+			r := runWith(t, cmdOpts{root: root, stdin: bytes.NewReader(z[:len(z)/2])}, args...)
+			if r.Code != 1 || !strings.Contains(r.Stderr, "xz: ") {
+				t.Errorf("%s of a cut xz stream = %+v, want exit 1 naming xz's error", args[0], r)
+			}
+		}
+		if blobs := blobFiles(t, root); len(blobs) != 0 {
+			t.Errorf("failed loads left blobs %v", blobs)
+		}
+	})
 }

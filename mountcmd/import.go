@@ -31,8 +31,8 @@ func newImportCommand(g *globalOptions) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "import FILE|- [REPOSITORY[:TAG]]",
 		Short: "Make a one-layer image from a rootfs tarball",
-		Long: `Import the contents of a tarball (plain, gzip or zstd; "-" reads stdin) as a
-one-layer image, print its ID and tag it if a reference is given. -c applies
+		Long: `Import the contents of a tarball (plain, gzip, zstd, bzip2 or xz; "-" reads
+stdin) as a one-layer image, print its ID and tag it if a reference is given. -c applies
 Dockerfile instructions (CMD, ENTRYPOINT, ENV, EXPOSE, LABEL, USER, VOLUME, WORKDIR,
 STOPSIGNAL) to the image config.`,
 		Args:         rangeArgs(1, 2),

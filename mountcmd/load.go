@@ -26,8 +26,8 @@ func newLoadCommand(g *globalOptions) *cobra.Command {
 		Short: "Load images from a docker-archive or OCI archive (stdin by default)",
 		Long: `Load images from a tar archive written by docker save, podman save, skopeo or
 layerfs save: docker-archive (classic or with an embedded OCI layout) or an OCI
-archive, either possibly gzip- or zstd-compressed. Nothing is recorded unless the
-whole archive checks out.`,
+archive, either possibly gzip-, zstd-, bzip2- or xz-compressed (xz through xz(1),
+as docker does). Nothing is recorded unless the whole archive checks out.`,
 		Args:         noArgs,
 		SilenceUsage: true,
 		RunE: func(cmd *cobra.Command, _ []string) error {

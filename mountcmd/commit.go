@@ -206,6 +206,12 @@ func (c *committer) commit(ctx context.Context) (*blobstore.Image, error) {
 	if err := decodeImageConfig(c.parent, &pcfg); err != nil {
 		return nil, err
 	}
+	// As docker, the changes are applied before anything is written: one that parses
+	// but does not apply (a bad signal, a port out of range) leaves the store alone.
+	probe := pcfg.Config
+	if err := build.ApplyChanges(&probe, c.o.changes); err != nil {
+		return nil, err
+	}
 	lowers, err := containerLowers(ctx, c.g, c.store, c.st, c.parent)
 	if err != nil {
 		return nil, err

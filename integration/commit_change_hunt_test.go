@@ -37,3 +37,21 @@ func TestCommitBadChangeWritesNothing(t *testing.T) {
 		}
 	}
 }
+
+// TestInspectCommentFromHistory: docker inspect's Comment is the config's comment
+// or, when it has none (OCI configs never do), the last history entry's: the -m of
+// a commit. It was empty.
+func TestInspectCommentFromHistory(t *testing.T) {
+	e := newCommitEnv(t)
+	mnt := e.mount("cm", "base:1")
+	if err := os.WriteFile(filepath.Join(mnt, "new-file"), []byte("new\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	e.ok("commit", "-m", "added new-file", "cm", "cm:1")
+	if got := e.inspect("cm:1")["Comment"]; got != "added new-file" {
+		t.Errorf("inspect cm:1 Comment = %q, want %q", got, "added new-file")
+	}
+	if got := strings.TrimSpace(e.ok("inspect", "-f", "{{.Comment}}", "cm:1")); got != "added new-file" {
+		t.Errorf("inspect -f {{.Comment}} cm:1 = %q", got)
+	}
+}

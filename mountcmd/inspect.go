@@ -132,6 +132,11 @@ func newInspectImage(ctx context.Context, g *globalOptions, s *blobstore.Store, 
 		Comment: raw.Comment, DockerVersion: raw.DockerVersion, Author: c.Author,
 		Architecture: c.Architecture, Variant: c.Variant, Os: c.OS,
 	}
+	// As docker inspect: a config without a comment of its own (OCI configs have no
+	// place for one) shows its last history entry's, a commit's -m.
+	if h := c.History; out.Comment == "" && len(h) > 0 {
+		out.Comment = h[len(h)-1].Comment
+	}
 	sizes, err := s.LayerSizes(ctx, img)
 	if err != nil {
 		return out, err

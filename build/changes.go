@@ -187,17 +187,21 @@ func (e *ConfigEditor) Dispatch(c instructions.Command) error {
 }
 
 func (e *ConfigEditor) expander() instructions.SingleWordExpander {
-	esc := e.Escape
-	if esc == 0 {
-		esc = parser.DefaultEscapeToken
-	}
-	lex := shell.NewLex(esc)
-	env := append(append([]string(nil), e.BuildArgs...), e.Config.Env...)
-	getter := shell.EnvsFromSlice(env)
+	lex, getter := e.lex()
 	return func(word string) (string, error) {
 		s, _, err := lex.ProcessWord(word, getter)
 		return s, err
 	}
+}
+
+// lex returns the shell lexer and the variables $VAR references expand against.
+func (e *ConfigEditor) lex() (*shell.Lex, shell.EnvGetter) {
+	esc := e.Escape
+	if esc == 0 {
+		esc = parser.DefaultEscapeToken
+	}
+	env := append(append([]string(nil), e.BuildArgs...), e.Config.Env...)
+	return shell.NewLex(esc), shell.EnvsFromSlice(env)
 }
 
 // cmdLine resolves the exec or shell form of CMD/ENTRYPOINT as docker does: an empty
@@ -217,15 +221,21 @@ func (e *ConfigEditor) cmdLine(c instructions.ShellDependantCmdLine) []string {
 }
 
 // exposedPorts turns EXPOSE arguments (80, 80/udp, 8000-8010/tcp, $PORT) into the
-// config's "port/proto" keys, one per port of a range.
-func (e *ConfigEditor) exposedPorts(specs []string) ([]string, error) {
-	exp := e.expander()
-	var out []string
-	for _, spec := range specs {
-		spec, err := exp(spec)
+// config's "port/proto" keys, one per port of a range. As in docker, EXPOSE is the one
+// instruction whose variables expand to several words: with PORTS="80 443",
+// EXPOSE $PORTS exposes two ports.
+func (e *ConfigEditor) exposedPorts(args []string) ([]string, error) {
+	lex, getter := e.lex()
+	var specs []string
+	for _, a := range args {
+		words, err := lex.ProcessWords(a, getter)
 		if err != nil {
 			return nil, err
 		}
+		specs = append(specs, words...)
+	}
+	var out []string
+	for _, spec := range specs {
 		ports, proto, ok := strings.Cut(spec, "/")
 		if !ok || proto == "" {
 			proto = "tcp"

@@ -61,6 +61,10 @@ func TestApplyChanges(t *testing.T) {
 		{"expose", []string{`EXPOSE 80 53/udp`, `EXPOSE 8000-8002/TCP 9/sctp`}, func(c *dockerspec.DockerOCIImageConfig) {
 			c.ExposedPorts = map[string]struct{}{"80/tcp": {}, "53/udp": {}, "8000/tcp": {}, "8001/tcp": {}, "8002/tcp": {}, "9/sctp": {}}
 		}},
+		{"expose a variable of several ports", []string{`ENV PORTS="80 443/udp"`, `EXPOSE $PORTS 8080`}, func(c *dockerspec.DockerOCIImageConfig) {
+			c.Env = append(c.Env, "PORTS=80 443/udp")
+			c.ExposedPorts = map[string]struct{}{"80/tcp": {}, "443/udp": {}, "8080/tcp": {}}
+		}},
 		{"user", []string{`USER nobody:nogroup`}, func(c *dockerspec.DockerOCIImageConfig) { c.User = "nobody:nogroup" }},
 		{"volume json and shell", []string{`VOLUME ["/data", "/logs"]`, `VOLUME /a /b`}, func(c *dockerspec.DockerOCIImageConfig) {
 			c.Volumes = map[string]struct{}{"/data": {}, "/logs": {}, "/a": {}, "/b": {}}

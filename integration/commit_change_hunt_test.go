@@ -4,6 +4,7 @@ package integration
 // documented behaviour (docker commit, moby's BuildFromConfig and image inspect).
 
 import (
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"slices"
@@ -53,5 +54,38 @@ func TestInspectCommentFromHistory(t *testing.T) {
 	}
 	if got := strings.TrimSpace(e.ok("inspect", "-f", "{{.Comment}}", "cm:1")); got != "added new-file" {
 		t.Errorf("inspect -f {{.Comment}} cm:1 = %q", got)
+	}
+}
+
+// TestCommitRunContainerConfig: docker commit starts from the container's config,
+// not its image's (moby's CreateImageFromContainer: Config = container.Config), so
+// the command run gave becomes the image's Cmd and history created_by, and -e, -w
+// and -u are kept; -c applies on top. Commit used the image's config.
+func TestCommitRunContainerConfig(t *testing.T) {
+	requireRunner(t)
+	importRunner(t, "busybox", `CMD ["sh"]`, `ENV PATH=/bin KEEP=1`)
+	mustRun(t, "run", "--name", "rc1", "-e", "FOO=bar", "-e", "KEEP=2", "-w", "/tmp", "-u", "0:0",
+		"busybox", "sh", "-c", "echo hi > /tmp/x")
+	mustRun(t, "commit", "-c", "ENV LAST=1", "rc1", "rc:1")
+	var cfg struct {
+		Cmd, Env   []string
+		WorkingDir string
+		User       string
+	}
+	if err := json.Unmarshal([]byte(mustRun(t, "inspect", "--format", "{{json .Config}}", "rc:1")), &cfg); err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"sh", "-c", "echo hi > /tmp/x"}; !slices.Equal(cfg.Cmd, want) {
+		t.Errorf("committed Cmd = %q, want %q", cfg.Cmd, want)
+	}
+	if want := []string{"PATH=/bin", "KEEP=2", "FOO=bar", "LAST=1"}; !slices.Equal(cfg.Env, want) {
+		t.Errorf("committed Env = %q, want %q", cfg.Env, want)
+	}
+	if cfg.WorkingDir != "/tmp" || cfg.User != "0:0" {
+		t.Errorf("committed WorkingDir, User = %q, %q, want /tmp, 0:0", cfg.WorkingDir, cfg.User)
+	}
+	hist := mustRun(t, "history", "--no-trunc", "--format", "{{.CreatedBy}}", "rc:1")
+	if first, _, _ := strings.Cut(hist, "\n"); first != "sh -c echo hi > /tmp/x" {
+		t.Errorf("history created_by = %q, want the run's command", first)
 	}
 }

@@ -4,7 +4,7 @@ package mountcmd
 //
 //	pause (mounted, --pause) -> cow.Changes (empty? no layer) -> cow.Diff or, with
 //	--squash, cow.Export -> AppendLayer (diffID + compression in one pass)
-//	-> config = parent + -c changes + history -> manifest -> tag -> [--rebase:
+//	-> config = container's (parent's + run's) + -c changes + history -> manifest -> tag -> [--rebase:
 //	unpack the new layer, swap the mount onto it with an empty upper] -> resume
 //
 // The container lock is held throughout, so no mount, umount, rm or other commit of
@@ -52,8 +52,8 @@ func newCommitCommand(g *globalOptions) *cobra.Command {
 		Short: "Create a new image from a working container's changes",
 		Long: `Create a new image from a working container's changes: its upper dir becomes one
 new layer on top of the container's image (nothing changed: no layer, only a history
-entry), with the image's config plus the --change instructions. Prints the new image
-ID. The container goes on as it was; with --rebase it moves onto the new image with
+entry), with the container's config (its image's, plus the command, -e, -w and -u of
+run) and the --change instructions. Prints the new image ID. The container goes on as it was; with --rebase it moves onto the new image with
 an empty upper dir, without unmounting.`,
 		Example: `  layerfs commit -a "Chenwj<cwj@cwj.com>" -c 'CMD ["/bin/httpd","-f","-h","/data/html"]' -p busy1 chenwenj/httpd:v2`,
 		Args:    rangeArgs(1, 2),
@@ -206,6 +206,11 @@ func (c *committer) commit(ctx context.Context) (*blobstore.Image, error) {
 	if err := decodeImageConfig(c.parent, &pcfg); err != nil {
 		return nil, err
 	}
+	ccfg, err := containerConfig(c.w, pcfg.Config)
+	if err != nil {
+		return nil, err
+	}
+	pcfg.Config = ccfg
 	// As docker, the changes are applied before anything is written: one that parses
 	// but does not apply (a bad signal, a port out of range) leaves the store alone.
 	probe := pcfg.Config

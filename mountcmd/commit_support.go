@@ -6,6 +6,7 @@ package mountcmd
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -14,6 +15,7 @@ import (
 	"time"
 
 	"github.com/layerfs/layerfs/blobstore"
+	"github.com/layerfs/layerfs/build"
 	dockerspec "github.com/moby/docker-image-spec/specs-go/v1"
 	"golang.org/x/sys/unix"
 )
@@ -183,4 +185,43 @@ func humanBytes(n float64) string {
 		return fmt.Sprintf("%.0f %s", n, units[i])
 	}
 	return fmt.Sprintf("%.1f %s", n, units[i])
+}
+
+// containerConfig is the config a commit of w starts from. docker commits from the
+// container's config, not its image's: for a container made by run that is the
+// image config with run's command, --entrypoint, -e, -w and -u (run-config.json),
+// so the command becomes the new image's Cmd and history created_by. A container
+// made by mount starts from its image's config.
+func containerConfig(w *workContainer, img dockerspec.DockerOCIImageConfig) (dockerspec.DockerOCIImageConfig, error) {
+	b, err := os.ReadFile(runConfigPath(w))
+	if errors.Is(err, os.ErrNotExist) {
+		return img, nil
+	}
+	if err != nil {
+		return img, fmt.Errorf("container %s: %w", w.name, err)
+	}
+	var sr savedRun
+	if err := json.Unmarshal(b, &sr); err != nil {
+		return img, fmt.Errorf("container %s: run-config.json: %w", w.name, err)
+	}
+	cfg := build.CopyConfig(img)
+	if sr.EntrypointSet || sr.Entrypoint != "" { // as processSpec: the image's CMD goes too
+		cfg.Entrypoint, cfg.Cmd = nil, nil
+		if sr.Entrypoint != "" {
+			cfg.Entrypoint = []string{sr.Entrypoint}
+		}
+	}
+	if len(sr.Args) > 0 {
+		cfg.Cmd = append([]string(nil), sr.Args...)
+	}
+	for _, e := range sr.Env {
+		cfg.Env = setEnvVar(cfg.Env, e)
+	}
+	if sr.Workdir != "" {
+		cfg.WorkingDir = sr.Workdir
+	}
+	if sr.User != "" {
+		cfg.User = sr.User
+	}
+	return cfg, nil
 }

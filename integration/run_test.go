@@ -110,6 +110,20 @@ func readMounts(t testing.TB) string {
 	return string(b)
 }
 
+// buildMounts returns the build mounts (fs.Options.FsName "layerfs:build") under the
+// store root root: not those of other tests' stores, which may build meanwhile (go
+// test runs packages in parallel).
+func buildMounts(t testing.TB, root string) []string {
+	var ms []string
+	for _, line := range strings.Split(readMounts(t), "\n") {
+		f := strings.Fields(line)
+		if len(f) > 1 && f[0] == "layerfs:build" && strings.HasPrefix(f[1], root+"/") {
+			ms = append(ms, f[1])
+		}
+	}
+	return ms
+}
+
 // startRun starts `layerfs run` in the background and waits until its container
 // runs (work/<name>/run.json names its pid 1).
 func startRun(t *testing.T, name string, args ...string) (*exec.Cmd, *bytes.Buffer, int) {

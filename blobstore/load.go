@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/distribution/reference"
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 )
@@ -246,6 +247,13 @@ func (s *Store) dockerItems(sp *spool) ([]*loadItem, error) {
 		}
 		it := &loadItem{}
 		for _, t := range e.RepoTags {
+			// docker load takes only name:tag here ("invalid tag" otherwise),
+			// where a tag given by a user defaults to latest
+			if n, err := reference.ParseNormalizedNamed(t); err == nil {
+				if _, ok := n.(reference.NamedTagged); !ok {
+					return nil, fmt.Errorf("%w %q: invalid tag in manifest.json", ErrInvalidReference, t)
+				}
+			}
 			n, err := ParseTag(t)
 			if err != nil {
 				return nil, err

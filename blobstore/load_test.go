@@ -175,6 +175,7 @@ func TestLoadBadInput(t *testing.T) {
 		{"unknown-media-type", ociArchive(t, badMT), LoadOptions{}, ErrUnknownMediaType},
 		{"diffid-mismatch", classicDockerArchive(t, badDiff), LoadOptions{}, ErrDigestMismatch},
 		{"invalid-reference-repotag", classicDockerArchive(t, newTestImage(t, "up", 1, None, "BusyBox:latest")), LoadOptions{}, ErrInvalidReference},
+		{"repotag-without-tag", classicDockerArchive(t, newTestImage(t, "nt", 1, None, "busybox")), LoadOptions{}, ErrInvalidReference},
 		{"invalid-reference-64hex", classicDockerArchive(t, newTestImage(t, "hx", 1, None, strings.Repeat("ab", 32))), LoadOptions{}, ErrInvalidReference},
 		{"invalid-reference-tag-flag", ociArchive(t, newTestImage(t, "tf", 1, None)), LoadOptions{Tag: "Upper:case"}, ErrInvalidReference},
 		{"no-manifest", makeTar(t, tarEntry{Name: "hello", Body: "x"}), LoadOptions{}, ErrInvalidArchive},

@@ -4,7 +4,6 @@ package build
 
 import (
 	"archive/tar"
-	"compress/bzip2"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -14,7 +13,6 @@ import (
 	"net/http"
 	"net/url"
 	"os"
-	"os/exec"
 	"path"
 	"strings"
 	"time"
@@ -24,42 +22,9 @@ import (
 	"github.com/layerfs/layerfs/blobstore"
 )
 
-// decompress returns f's content decompressed: gzip and zstd (blobstore),
-// bzip2 (stdlib), xz (through xz(1)), or as it is.
-func decompress(f *os.File) (io.ReadCloser, error) {
-	var magic [6]byte
-	n, _ := io.ReadFull(f, magic[:])
-	if _, err := f.Seek(0, io.SeekStart); err != nil {
-		return nil, err
-	}
-	switch {
-	case n >= 3 && string(magic[:3]) == "BZh":
-		return io.NopCloser(bzip2.NewReader(f)), nil
-	case n == 6 && string(magic[:]) == "\xfd7zXZ\x00":
-		cmd := exec.Command("xz", "-dc")
-		cmd.Stdin = f
-		out, err := cmd.StdoutPipe()
-		if err != nil {
-			return nil, err
-		}
-		if err := cmd.Start(); err != nil {
-			return nil, fmt.Errorf("unpack xz (needs xz(1)): %w", err)
-		}
-		return &cmdReader{ReadCloser: out, cmd: cmd}, nil
-	}
-	return blobstore.Decompress(f)
-}
-
-// cmdReader is a decompressor's output; Close waits for it and reports its failure.
-type cmdReader struct {
-	io.ReadCloser
-	cmd *exec.Cmd
-}
-
-func (c *cmdReader) Close() error {
-	io.Copy(io.Discard, c.ReadCloser)
-	return c.cmd.Wait()
-}
+// decompress returns f's content decompressed: gzip, zstd, bzip2 or xz (through
+// xz(1), whose failure is a read error at the end), or as it is.
+func decompress(f *os.File) (io.ReadCloser, error) { return blobstore.Decompress(f) }
 
 // isArchive reports whether a file is a tar archive (plain, gzip, bzip2, xz or
 // zstd), which ADD unpacks instead of copying.

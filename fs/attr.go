@@ -98,7 +98,7 @@ func (n *node) Setattr(ctx context.Context, f fusefs.FileHandle, in *fuse.SetAtt
 	ne := *e
 	ne.st = st
 	n.setEntry(&ne)
-	out.FromStat(toSyscallStat(&st))
+	out.FromStat(toSyscallStat(ne.stat(&st)))
 	out.Ino = n.StableAttr().Ino
 	out.SetTimeout(longTimeout * 1e9)
 	return 0

@@ -282,10 +282,24 @@ func (fsys *unionFS) entriesChange() func() {
 const longTimeout = 3600 // seconds
 
 func (fsys *unionFS) fillEntry(e *entry, out *fuse.EntryOut) {
-	out.Attr.FromStat(toSyscallStat(&e.st))
+	out.Attr.FromStat(toSyscallStat(e.stat(&e.st)))
 	out.Attr.Ino = e.ino
 	out.SetEntryTimeout(longTimeout * 1e9)
 	out.SetAttrTimeout(longTimeout * 1e9)
+}
+
+// stat returns st, a stat of e's top layer, as the union shows it: a directory
+// merged from more than one layer has a link count of 1, as through kernel
+// overlayfs (btrfs's convention for "not counted"), since its subdirectories are
+// spread over the layers: the top layer's count could say "no subdirectories"
+// (2) of a directory that has some below, wrong for a tool that counts on it.
+func (e *entry) stat(st *unix.Stat_t) *unix.Stat_t {
+	if len(e.layers) > 1 && st.Mode&unix.S_IFMT == unix.S_IFDIR && st.Nlink != 1 {
+		c := *st
+		c.Nlink = 1
+		return &c
+	}
+	return st
 }
 
 func toSyscallStat(st *unix.Stat_t) *syscall.Stat_t {
@@ -378,7 +392,7 @@ func (n *node) Getattr(ctx context.Context, f fusefs.FileHandle, out *fuse.AttrO
 	}
 	if !e.inUpper(s) {
 		// Read-only layers never change: the resolution's stat is current.
-		out.FromStat(toSyscallStat(&e.st))
+		out.FromStat(toSyscallStat(e.stat(&e.st)))
 		out.Ino = n.StableAttr().Ino
 		out.SetTimeout(longTimeout * 1e9)
 		return 0
@@ -391,7 +405,7 @@ func (n *node) Getattr(ctx context.Context, f fusefs.FileHandle, out *fuse.AttrO
 		}
 		return errno("getattr", err)
 	}
-	out.FromStat(toSyscallStat(&st))
+	out.FromStat(toSyscallStat(e.stat(&st)))
 	out.Ino = n.StableAttr().Ino
 	out.SetTimeout(longTimeout * 1e9)
 	return 0

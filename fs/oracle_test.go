@@ -184,6 +184,9 @@ func snapshot(t *testing.T, root string, start time.Time) []string {
 			line += " -> " + tgt
 		case unix.S_IFCHR, unix.S_IFBLK:
 			line += fmt.Sprintf(" rdev=%d:%d", unix.Major(st.Rdev), unix.Minor(st.Rdev))
+		case unix.S_IFDIR:
+			// 1 for a dir merged from several layers, else its subdirs + 2
+			line += fmt.Sprintf(" nlink=%d", st.Nlink)
 		}
 		// An mtime older than the script is one the script must not have moved:
 		// copy-up is not a change of the parent dirs.

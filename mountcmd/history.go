@@ -1,10 +1,15 @@
 package mountcmd
 
 import (
+	"encoding/json"
 	"fmt"
+	"io"
+	"slices"
 	"strconv"
+	"strings"
 	"time"
 
+	units "github.com/docker/go-units"
 	"github.com/layerfs/layerfs/blobstore"
 	"github.com/opencontainers/go-digest"
 	"github.com/spf13/cobra"
@@ -50,6 +55,12 @@ type historyRow struct {
 
 var historyHeader = historyRow{ID: "IMAGE", CreatedSince: "CREATED", CreatedAt: "CREATED AT", CreatedBy: "CREATED BY", Size: "SIZE", Comment: "COMMENT"}
 
+// docker's default formats; --human=false shows the date instead of the age.
+const (
+	historyTable      = "table {{.ID}}\t{{.CreatedSince}}\t{{.CreatedBy}}\t{{.Size}}\t{{.Comment}}"
+	historyTableExact = "table {{.ID}}\t{{.CreatedAt}}\t{{.CreatedBy}}\t{{.Size}}\t{{.Comment}}"
+)
+
 // ellipsis is docker's truncation of CREATED BY.
 func ellipsis(s string, n int) string {
 	r := []rune(s)
@@ -59,17 +70,29 @@ func ellipsis(s string, n int) string {
 	return string(r[:n-1]) + "…"
 }
 
+// historyEpoch: docker shows no age for a time before 2000 (a missing created, or
+// SOURCE_DATE_EPOCH=0).
+var historyEpoch = time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC)
+
 // historyRows are history's lines, newest first; a layer's SIZE is its content
-// size (sizes from LayerSizes), as docker shows it.
-func historyRows(img *blobstore.Image, sizes map[digest.Digest]int64, noTrunc bool) []historyRow {
+// size (sizes from LayerSizes), as docker shows it. The top row is img's; rows
+// made by one of its local ancestors (imgs, see ancestorRows) carry that image's
+// ID; the rest are <missing>.
+func historyRows(img *blobstore.Image, imgs []*blobstore.Image, sizes map[digest.Digest]int64, noTrunc bool) []historyRow {
 	var rows []historyRow
 	layer := 0
 	layers := img.Manifest.Layers
 	add := func(created *time.Time, by, comment string, size int64) {
-		r := historyRow{ID: "<missing>", CreatedBy: by, Comment: comment, Size: humanSize(size), CreatedSince: "N/A", bytes: strconv.FormatInt(size, 10)}
-		if created != nil && !created.IsZero() {
-			r.CreatedSince = createdSince(*created)
-			r.CreatedAt = created.Format(time.RFC3339)
+		// As docker: times in whole seconds and the local zone, the epoch when
+		// unknown; tabs in CREATED BY become spaces.
+		t := time.Unix(0, 0)
+		if created != nil {
+			t = time.Unix(created.Unix(), 0)
+		}
+		r := historyRow{ID: "<missing>", CreatedBy: strings.ReplaceAll(by, "\t", " "), Comment: comment,
+			Size: humanSize(size), CreatedAt: t.Format(time.RFC3339), bytes: strconv.FormatInt(size, 10)}
+		if t.After(historyEpoch) {
+			r.CreatedSince = units.HumanDuration(time.Since(t)) + " ago"
 		}
 		rows = append(rows, r)
 	}
@@ -88,10 +111,14 @@ func historyRows(img *blobstore.Image, sizes map[digest.Digest]int64, noTrunc bo
 	for i, j := 0, len(rows)-1; i < j; i, j = i+1, j-1 {
 		rows[i], rows[j] = rows[j], rows[i]
 	}
+	ids := ancestorRows(img, imgs, len(rows))
 	if len(rows) > 0 {
-		rows[0].ID = blobstore.ShortID(img.ID)
+		ids[0] = img.ID
+	}
+	for i, id := range ids {
+		rows[i].ID = blobstore.ShortID(id)
 		if noTrunc {
-			rows[0].ID = img.ID.String()
+			rows[i].ID = id.String()
 		}
 	}
 	if !noTrunc {
@@ -102,8 +129,71 @@ func historyRows(img *blobstore.Image, sizes map[digest.Digest]int64, noTrunc bo
 	return rows
 }
 
+// ancestorRows maps rows of img's history (n rows, newest first) to the local
+// images that made them, as docker's classic store shows a commit's or build's
+// parent on its row. It walks the parent links commit and build record (the
+// base-image annotation, Image.Parent) through imgs; a parent's ID goes on the row
+// of its own newest history entry. The walk ends at a parent that is not local,
+// has no history, or whose history and layers are not where its child's begin
+// (a squash keeps the history but not the layers): those rows stay <missing>,
+// rather than name an image that did not make them. Row 0 is left to the caller.
+//
+// Docker's classic store puts the parent on the next row down, which is the same
+// row while every image adds one entry; a build here makes no intermediate images,
+// so its FROM image's row is found by history length instead.
+func ancestorRows(img *blobstore.Image, imgs []*blobstore.Image, n int) map[int]digest.Digest {
+	ids := map[int]digest.Digest{}
+	seen := map[digest.Digest]bool{img.ManifestDigest: true}
+	for child := img; child.Parent != "" && !seen[child.Parent]; {
+		seen[child.Parent] = true
+		i := slices.IndexFunc(imgs, func(p *blobstore.Image) bool { return p.ManifestDigest == child.Parent })
+		if i < 0 {
+			break
+		}
+		p := imgs[i]
+		if len(p.Config.History) == 0 || !historyPrefix(p, img) {
+			break
+		}
+		if row := n - len(p.Config.History); row > 0 {
+			if _, ok := ids[row]; !ok {
+				ids[row] = p.ID
+			}
+		}
+		child = p
+	}
+	return ids
+}
+
+// historyPrefix reports whether img begins with all of p's history entries and
+// layers, and p's history describes all its layers (so that its newest entry is
+// its newest row).
+func historyPrefix(p, img *blobstore.Image) bool {
+	ph, h := p.Config.History, img.Config.History
+	pd, d := p.Config.RootFS.DiffIDs, img.Config.RootFS.DiffIDs
+	if len(ph) > len(h) || len(pd) > len(d) || !slices.Equal(pd, d[:len(pd)]) {
+		return false
+	}
+	nonEmpty := 0
+	for i, e := range ph {
+		f := h[i]
+		if e.CreatedBy != f.CreatedBy || e.Comment != f.Comment || e.Author != f.Author ||
+			e.EmptyLayer != f.EmptyLayer || (e.Created == nil) != (f.Created == nil) ||
+			(e.Created != nil && !e.Created.Equal(*f.Created)) {
+			return false
+		}
+		if !e.EmptyLayer {
+			nonEmpty++
+		}
+	}
+	return nonEmpty == len(pd)
+}
+
 func runHistory(cmd *cobra.Command, g *globalOptions, o *historyOptions, ref string) error {
 	s, img, err := openAndResolve(cmd, g, ref)
+	if err != nil {
+		return err
+	}
+	imgs, err := s.Images()
 	if err != nil {
 		return err
 	}
@@ -111,28 +201,41 @@ func runHistory(cmd *cobra.Command, g *globalOptions, o *historyOptions, ref str
 	if err != nil {
 		return err
 	}
-	rows := historyRows(img, sizes, o.noTrunc)
+	rows := historyRows(img, imgs, sizes, o.noTrunc)
 	if !o.human { // docker: exact sizes, and the date instead of the age
 		for i := range rows {
 			rows[i].CreatedSince, rows[i].Size = rows[i].CreatedAt, rows[i].bytes
 		}
 	}
 	out := cmd.OutOrStdout()
-	if o.quiet {
-		for _, r := range rows {
-			if r.ID != "<missing>" {
-				fmt.Fprintln(out, r.ID)
-			}
-		}
-		return nil
-	}
 	f := o.format
-	if f == "" || f == "table" {
-		f = "table {{.ID}}\t{{.CreatedSince}}\t{{.CreatedBy}}\t{{.Size}}\t{{.Comment}}"
+	switch {
+	case f == "json":
+		return writeHistoryJSON(out, rows)
+	case (f == "" || f == "table") && o.quiet:
+		// docker's quiet format is {{.ID}} over every row, <missing> too; a
+		// --format of its own wins over -q.
+		f = "{{.ID}}"
+	case (f == "" || f == "table") && !o.human:
+		f = historyTableExact
+	case f == "" || f == "table":
+		f = historyTable
 	}
-	header := historyHeader
-	if !o.human {
-		header.CreatedSince = "CREATED AT"
+	return renderRows(out, f, rows, historyHeader)
+}
+
+// writeHistoryJSON is --format json: one object a line, with docker's keys
+// (sorted, as docker marshals them from a map).
+func writeHistoryJSON(w io.Writer, rows []historyRow) error {
+	for _, r := range rows {
+		b, err := json.Marshal(map[string]string{"ID": r.ID, "CreatedSince": r.CreatedSince, "CreatedAt": r.CreatedAt,
+			"CreatedBy": r.CreatedBy, "Size": r.Size, "Comment": r.Comment})
+		if err != nil {
+			return err
+		}
+		if _, err := fmt.Fprintf(w, "%s\n", b); err != nil {
+			return err
+		}
 	}
-	return renderRows(cmd.OutOrStdout(), f, rows, header)
+	return nil
 }

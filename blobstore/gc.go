@@ -32,6 +32,19 @@ type GCResult struct {
 // runs; metadata writers (index.json and the like) hold no Lease, so their temp
 // files are left alone until they are metaTempGrace old. Blobs a reachable manifest names but that are missing are ignored.
 func (s *Store) GC(ctx context.Context, dryRun bool, extraRoots []digest.Digest) (GCResult, error) {
+	return s.GCWith(ctx, dryRun, func() ([]digest.Digest, error) { return extraRoots, nil }, nil)
+}
+
+// GCWith is GC for extra roots kept outside the store (working containers'
+// state.json, written under a Lease): roots is called once the GC lock is held,
+// when no Lease is, so it sees every root recorded by then and none can be added
+// until GC returns. Roots read before the lock could miss a writer that recorded
+// its root while GC waited, and GC would then collect what that root names. after,
+// if not nil, runs under the lock too, once the blobs are collected, with the
+// diffIDs those roots and index.json keep (see DiffIDs): the caller's own pruning
+// of what is derived from layers (unpacked layer dirs) belongs there, for the same
+// reason; with dryRun it is called too and must only measure.
+func (s *Store) GCWith(ctx context.Context, dryRun bool, roots func() ([]digest.Digest, error), after func(keepDiffIDs map[digest.Digest]bool) error) (GCResult, error) {
 	var res GCResult
 	if err := ctx.Err(); err != nil {
 		return res, err
@@ -41,6 +54,24 @@ func (s *Store) GC(ctx context.Context, dryRun bool, extraRoots []digest.Digest)
 		return res, err
 	}
 	defer unlock()
+	extraRoots, err := roots()
+	if err != nil {
+		return res, err
+	}
+	res, err = s.gc(ctx, dryRun, extraRoots)
+	if err != nil || after == nil {
+		return res, err
+	}
+	keepIDs, err := s.DiffIDs(extraRoots)
+	if err != nil {
+		return res, err
+	}
+	return res, after(keepIDs)
+}
+
+// gc is GC's work; the caller holds the GC lock exclusively.
+func (s *Store) gc(ctx context.Context, dryRun bool, extraRoots []digest.Digest) (GCResult, error) {
+	var res GCResult
 	keep, err := s.Reachable(extraRoots)
 	if err != nil {
 		return res, err

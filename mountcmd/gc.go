@@ -110,21 +110,23 @@ what went and how much space it freed.`,
 }
 
 // reclaim runs the store's GC with the working containers as extra roots, then
-// prunes unpacked layers no image or container uses.
+// prunes unpacked layers no image or container uses. Both, and the reading of the
+// containers' roots, run under the store's GC lock: a mount holds a Lease from
+// before it resolves its image until its state.json names it and its layers are
+// unpacked, so no container is half made while they run.
 func reclaim(cmd *cobra.Command, g *globalOptions, s *blobstore.Store, dryRun bool) (blobstore.GCResult, error) {
-	roots, err := workingContainerRoots(g)
-	if err != nil {
-		return blobstore.GCResult{}, fmt.Errorf("gc: working containers: %w", err)
+	roots := func() ([]digest.Digest, error) {
+		r, err := workingContainerRoots(g)
+		if err != nil {
+			return nil, fmt.Errorf("gc: working containers: %w", err)
+		}
+		return r, nil
 	}
-	res, err := s.GC(cmd.Context(), dryRun, roots)
-	if err != nil {
-		return res, err
-	}
-	keep, err := s.DiffIDs(roots)
-	if err != nil {
-		return res, err
-	}
-	freed, err := pruneLayerDirs(g, keep, dryRun)
+	var freed int64
+	res, err := s.GCWith(cmd.Context(), dryRun, roots, func(keep map[digest.Digest]bool) (err error) {
+		freed, err = pruneLayerDirs(g, keep, dryRun)
+		return err
+	})
 	res.Freed += freed
 	return res, err
 }

@@ -162,11 +162,12 @@ func stopServer(ctx context.Context, w *workContainer, st *workState) error {
 	}
 	if err != nil && !errors.Is(err, errServerGone) {
 		// The answer may be lost if the server exits at once; what counts is
-		// that it is gone and took its mount along.
+		// that it is gone. A mount it left (it was killed, not stopped) is a dead
+		// mount, which the caller clears.
 		ctx2, cancel := context.WithTimeout(ctx, time.Second)
 		werr := waitServerExit(ctx2, w)
 		cancel()
-		if werr != nil || isOurMount(st.Mountpoint, w.fsName()) {
+		if werr != nil {
 			return fmt.Errorf("umount %s: %w", w.name, err)
 		}
 	}

@@ -162,7 +162,19 @@ func runCommit(ctx context.Context, g *globalOptions, o *commitOptions, args []s
 				// Always resume, also after an error or a cancelled ctx.
 				rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 				defer cancel()
-				if rerr := srv.Resume(rctx); rerr != nil && err == nil {
+				rerr := srv.Resume(rctx)
+				var remote *remoteError
+				if rerr != nil && !errors.As(rerr, &remote) {
+					// A server that died (killed) took its pause along:
+					// nothing is left to resume.
+					wctx, wcancel := context.WithTimeout(rctx, time.Second)
+					if waitServerExit(wctx, w) == nil {
+						fmt.Fprintf(stderr, "WARNING: the mount server of %s died during the commit; umount %s clears its mount\n", w.name, w.name)
+						rerr = nil
+					}
+					wcancel()
+				}
+				if rerr != nil && err == nil {
 					err = fmt.Errorf("resume %s: %w", w.name, rerr)
 				}
 			}()

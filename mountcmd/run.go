@@ -457,9 +457,10 @@ func mountForRun(ctx context.Context, g *globalOptions, s *blobstore.Store, img 
 		return nil, err
 	}
 	defer unlock()
+	claimed := w // the error returns below set w to nil
 	defer func() {
-		if err != nil && created && !w.serverAlive() {
-			w.remove()
+		if err != nil && created && !claimed.serverAlive() {
+			claimed.remove()
 		}
 	}()
 	mp, err := prepareMountpoint(g.root, runMountpoint(g.root, w.name))

@@ -50,7 +50,7 @@ func (n *node) Setattr(ctx context.Context, f fusefs.FileHandle, in *fuse.SetAtt
 			if uerr != nil {
 				return errno("setattr", uerr)
 			}
-			return setattrFd(fd, in, out)
+			return setattrFd(fd, in, out, n.fs.ids)
 		}
 		return errno("setattr", err)
 	}
@@ -76,6 +76,7 @@ func (n *node) Setattr(ctx context.Context, f fusefs.FileHandle, in *fuse.SetAtt
 		}
 	}
 	if su, sg, ok := setattrOwner(in); ok {
+		su, sg = n.fs.ids.stored(su, sg)
 		if err := unix.Fchownat(fd, "", su, sg, unix.AT_EMPTY_PATH); err != nil {
 			return errno("chown", err)
 		}
@@ -98,7 +99,7 @@ func (n *node) Setattr(ctx context.Context, f fusefs.FileHandle, in *fuse.SetAtt
 	ne := *e
 	ne.st = st
 	n.setEntry(&ne)
-	out.FromStat(toSyscallStat(ne.stat(&st)))
+	out.FromStat(toSyscallStat(n.fs.ids.shown(ne.stat(&st))))
 	out.Ino = n.StableAttr().Ino
 	out.SetTimeout(longTimeout * 1e9)
 	return 0

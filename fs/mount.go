@@ -40,6 +40,9 @@ type Options struct {
 	// InodeMaps keep the inode numbers of lower layers made by commit --rebase
 	// (KeepInodes); a map that cannot be used is logged and left out.
 	InodeMaps InodeMaps
+	// IDs shifts owners between the dirs and the mount (fuse-overlayfs's
+	// uidmapping= and squash_*); nil shows them as stored.
+	IDs *IDMapping
 }
 
 // MountPoint is a live union mount. (The contract named both the type and the
@@ -73,7 +76,7 @@ func Mount(mountpoint string, opts Options) (*MountPoint, error) {
 	for _, err := range s.loadInoMaps(opts.InodeMaps) {
 		log.Printf("layerfs: mount %s: %v (its layer's own inode numbers are used)", mountpoint, err)
 	}
-	fsys := &unionFS{debug: opts.Debug, noOpen: !opts.Passthrough}
+	fsys := &unionFS{debug: opts.Debug, noOpen: !opts.Passthrough, ids: opts.IDs}
 	fsys.relist.delay = relistDelay
 	fsys.stack.Store(s)
 	fsys.root = fsys.newNode()

@@ -78,8 +78,8 @@ func clearWhiteout(dfd int, name string) (bool, error) {
 }
 
 // chownCaller gives a new upper entry to the calling user, like a local filesystem
-// does; the group follows a setgid parent.
-func chownCaller(ctx context.Context, dfd int, name string) error {
+// does; the group follows a setgid parent. ids shifts the caller's ids (nil: none).
+func chownCaller(ctx context.Context, dfd int, name string, ids *IDMapping) error {
 	if os.Geteuid() != 0 {
 		return nil
 	}
@@ -92,17 +92,18 @@ func chownCaller(ctx context.Context, dfd int, name string) error {
 	if unix.Fstat(dfd, &pst) == nil && pst.Mode&unix.S_ISGID != 0 {
 		gid = -1
 	}
-	return unix.Fchownat(dfd, name, int(caller.Uid), gid, unix.AT_SYMLINK_NOFOLLOW)
+	uid, gid := ids.stored(int(caller.Uid), gid)
+	return unix.Fchownat(dfd, name, uid, gid, unix.AT_SYMLINK_NOFOLLOW)
 }
 
 // chownKeepMode is chownCaller for an entry whose mode is already set: the chown
 // clears a non-directory's set-id bits, which the caller asked for.
-func chownKeepMode(ctx context.Context, dfd int, name string) error {
+func chownKeepMode(ctx context.Context, dfd int, name string, ids *IDMapping) error {
 	var st unix.Stat_t
 	if err := unix.Fstatat(dfd, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
 		return err
 	}
-	if err := chownCaller(ctx, dfd, name); err != nil {
+	if err := chownCaller(ctx, dfd, name, ids); err != nil {
 		return err
 	}
 	if st.Mode&(unix.S_ISUID|unix.S_ISGID) != 0 && st.Mode&unix.S_IFMT != unix.S_IFLNK && st.Mode&unix.S_IFMT != unix.S_IFDIR {
@@ -149,7 +150,7 @@ func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint3
 		return nil, nil, 0, errno("create", err)
 	}
 	m, setMode := modeAfterChown(fd, perm, acl)
-	if err := chownCaller(ctx, dfd, name); err != nil {
+	if err := chownCaller(ctx, dfd, name, n.fs.ids); err != nil {
 		unix.Close(fd)
 		return nil, nil, 0, errno("create chown", err)
 	}
@@ -194,7 +195,7 @@ func (n *node) newEntry(ctx context.Context, op, name string, out *fuse.EntryOut
 	if err := create(dfd); err != nil {
 		return nil, errno(op, err)
 	}
-	if err := chownKeepMode(ctx, dfd, name); err != nil {
+	if err := chownKeepMode(ctx, dfd, name, n.fs.ids); err != nil {
 		return nil, errno(op+" chown", err)
 	}
 	if after != nil {
@@ -537,7 +538,8 @@ func (n *node) Tmpfile(ctx context.Context, flags uint32, mode uint32, out *fuse
 		if unix.Fstat(dfd, &pst) == nil && pst.Mode&unix.S_ISGID != 0 {
 			gid = -1 // a setgid dir's group, which the file got
 		}
-		_ = unix.Fchown(fd, int(caller.Uid), gid)
+		uid, gid := n.fs.ids.stored(int(caller.Uid), gid)
+		_ = unix.Fchown(fd, uid, gid)
 	}
 	if setMode {
 		_ = unix.Fchmod(fd, m) // after the chown, which clears set-id bits

@@ -42,6 +42,7 @@ type unionFS struct {
 	retiredMu sync.Mutex
 	relist    relister
 	getattrs  atomic.Uint64 // GETATTR requests served, for tests
+	ids       *IDMapping    // owners shown shifted (Options.IDs); nil: as stored
 	lookups   atomic.Uint64 // LOOKUP requests served, for tests
 	listings  atomic.Uint64 // directory listings made, for tests
 	inflight  atomic.Int64  // changes begun and not ended (see changed)
@@ -282,7 +283,7 @@ func (fsys *unionFS) entriesChange() func() {
 const longTimeout = 3600 // seconds
 
 func (fsys *unionFS) fillEntry(e *entry, out *fuse.EntryOut) {
-	out.Attr.FromStat(toSyscallStat(e.stat(&e.st)))
+	out.Attr.FromStat(toSyscallStat(fsys.ids.shown(e.stat(&e.st))))
 	out.Attr.Ino = e.ino
 	out.SetEntryTimeout(longTimeout * 1e9)
 	out.SetAttrTimeout(longTimeout * 1e9)
@@ -377,7 +378,7 @@ func (n *node) Getattr(ctx context.Context, f fusefs.FileHandle, out *fuse.AttrO
 	if h := asHandle(f); h != nil {
 		var st unix.Stat_t
 		if _, fd, ok := h.upperFile(); ok && unix.Fstat(fd, &st) == nil {
-			out.FromStat(toSyscallStat(&st))
+			out.FromStat(toSyscallStat(n.fs.ids.shown(&st)))
 			out.Ino = n.StableAttr().Ino
 			out.SetTimeout(longTimeout * 1e9)
 			return 0
@@ -392,7 +393,7 @@ func (n *node) Getattr(ctx context.Context, f fusefs.FileHandle, out *fuse.AttrO
 	}
 	if !e.inUpper(s) {
 		// Read-only layers never change: the resolution's stat is current.
-		out.FromStat(toSyscallStat(e.stat(&e.st)))
+		out.FromStat(toSyscallStat(n.fs.ids.shown(e.stat(&e.st))))
 		out.Ino = n.StableAttr().Ino
 		out.SetTimeout(longTimeout * 1e9)
 		return 0
@@ -405,7 +406,7 @@ func (n *node) Getattr(ctx context.Context, f fusefs.FileHandle, out *fuse.AttrO
 		}
 		return errno("getattr", err)
 	}
-	out.FromStat(toSyscallStat(e.stat(&st)))
+	out.FromStat(toSyscallStat(n.fs.ids.shown(e.stat(&st))))
 	out.Ino = n.StableAttr().Ino
 	out.SetTimeout(longTimeout * 1e9)
 	return 0
@@ -425,7 +426,7 @@ func (n *node) getattrUnlinked(f fusefs.FileHandle, out *fuse.AttrOut) syscall.E
 		}
 		st := e.st
 		st.Nlink = 0
-		out.FromStat(toSyscallStat(&st))
+		out.FromStat(toSyscallStat(n.fs.ids.shown(&st)))
 		out.Ino = n.StableAttr().Ino
 		return 0
 	}
@@ -436,7 +437,7 @@ func (n *node) getattrUnlinked(f fusefs.FileHandle, out *fuse.AttrOut) syscall.E
 	if !upper {
 		st.Nlink = 0 // a layer's file, whose name the merged view no longer has
 	}
-	out.FromStat(toSyscallStat(&st))
+	out.FromStat(toSyscallStat(n.fs.ids.shown(&st)))
 	out.Ino = n.StableAttr().Ino
 	return 0
 }

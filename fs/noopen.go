@@ -392,14 +392,15 @@ func (n *node) fsyncData() syscall.Errno {
 }
 
 // setattrFd applies a SETATTR to an open fd (of a file whose name is gone), O_PATH
-// or not.
-func setattrFd(fd int, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
+// or not; ids shifts owners (nil: none).
+func setattrFd(fd int, in *fuse.SetAttrIn, out *fuse.AttrOut, ids *IDMapping) syscall.Errno {
 	if m, ok := in.GetMode(); ok {
 		if err := unix.Chmod(procFd(fd), m&0o7777); err != nil {
 			return errno("fchmod", err)
 		}
 	}
 	if su, sg, ok := setattrOwner(in); ok {
+		su, sg = ids.stored(su, sg)
 		if err := unix.Fchownat(fd, "", su, sg, unix.AT_EMPTY_PATH); err != nil {
 			return errno("fchown", err)
 		}
@@ -423,7 +424,7 @@ func setattrFd(fd int, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
 	if err := unix.Fstat(fd, &st); err != nil {
 		return errno("fstat", err)
 	}
-	out.FromStat(toSyscallStat(&st))
+	out.FromStat(toSyscallStat(ids.shown(&st)))
 	return 0
 }
 

@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 
@@ -39,8 +40,9 @@ type overlayArgs struct {
 	work        string
 	mountpoint  string
 	readOnly    bool
-	passthrough bool     // -o passthrough: fs.Options.Passthrough
-	flags       []string // kernel mount flags (fs.Options.Flags), fuse-overlayfs's defaults first
+	passthrough bool           // -o passthrough: fs.Options.Passthrough
+	flags       []string       // kernel mount flags (fs.Options.Flags), fuse-overlayfs's defaults first
+	ids         *lfs.IDMapping // uidmapping=, gidmapping=, squash_*: nil if none
 	foreground  bool
 	debug       bool
 	version     bool
@@ -155,13 +157,18 @@ func parseOverlayArgs(args []string) (*overlayArgs, error) {
 			o.passthrough = true
 		case "debug":
 			o.debug, o.foreground = true, true
+		case "uidmapping", "gidmapping", "squash_to_uid", "squash_to_gid", "squash_to_root":
+			// podman and buildah hand a container's user namespace mapping to
+			// their mount_program instead of chowning the image's layers.
+			if err := o.parseIDOption(k, v); err != nil {
+				return nil, err
+			}
 		case "suid", "nosuid", "dev", "nodev", "exec", "noexec", "noatime", "atime", "relatime", "strictatime":
 			// The kernel's flags for the mount, honoured (a later one wins).
 			o.flags = append(o.flags, k)
 		default:
-			// volatile, fsync=, uidmapping=, gidmapping=, context=, squash_*,
-			// xattr_permissions=, ...: accepted and ignored (layerfs serves
-			// ownership as stored).
+			// volatile, fsync=, context=, xattr_permissions=, ...: accepted
+			// and ignored.
 		}
 	}
 	if o.version || o.help {
@@ -180,6 +187,62 @@ func parseOverlayArgs(args []string) (*overlayArgs, error) {
 		return nil, errors.New("workdir not specified")
 	}
 	return o, nil
+}
+
+// parseIDOption adds an owner option to o.ids: "uidmapping=0:100000:65536" (stored
+// id, shown id, count; more triples after further colons), "squash_to_uid=N",
+// "squash_to_gid=N", "squash_to_root" (both 0), as fuse-overlayfs reads them.
+func (o *overlayArgs) parseIDOption(k, v string) error {
+	if o.ids == nil {
+		o.ids = &lfs.IDMapping{}
+	}
+	num := func(s string) (uint32, error) {
+		n, err := strconv.ParseUint(s, 10, 32)
+		if err != nil {
+			return 0, fmt.Errorf("invalid %s specified: %s", k, v)
+		}
+		return uint32(n), nil
+	}
+	switch k {
+	case "squash_to_root":
+		var zero uint32
+		o.ids.SquashUID, o.ids.SquashGID = &zero, &zero
+	case "squash_to_uid", "squash_to_gid":
+		n, err := num(v)
+		if err != nil {
+			return err
+		}
+		if k == "squash_to_uid" {
+			o.ids.SquashUID = &n
+		} else {
+			o.ids.SquashGID = &n
+		}
+	default:
+		// Empty fields are skipped: containers/storage writes
+		// "uidmapping=:0:100000:65536", with a leading colon.
+		f := strings.FieldsFunc(v, func(r rune) bool { return r == ':' })
+		if len(f)%3 != 0 {
+			return fmt.Errorf("invalid mapping specified: %s", v)
+		}
+		var ranges []lfs.IDRange
+		for i := 0; i < len(f); i += 3 {
+			var r [3]uint32
+			for j := range r {
+				n, err := strconv.ParseUint(f[i+j], 10, 32)
+				if err != nil {
+					return fmt.Errorf("invalid mapping specified: %s", v)
+				}
+				r[j] = uint32(n)
+			}
+			ranges = append(ranges, lfs.IDRange{Stored: r[0], Shown: r[1], Size: r[2]})
+		}
+		if k == "uidmapping" {
+			o.ids.UIDs = ranges
+		} else {
+			o.ids.GIDs = ranges
+		}
+	}
+	return nil
 }
 
 func overlayCompatHook(ctx context.Context, args []string, stdout, stderr io.Writer) (int, bool) {
@@ -280,6 +343,7 @@ func serveOverlay(ctx context.Context, o *overlayArgs, ready *os.File, stderr io
 		Format:      cow.FormatOverlay,
 		ReadOnly:    o.readOnly,
 		Passthrough: o.passthrough,
+		IDs:         o.ids,
 		Debug:       o.debug,
 		FsName:      "fuse-overlayfs",
 		// fuse-overlayfs's defaults (suid, nodev, noatime: a container's setuid

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	lfs "github.com/layerfs/layerfs/fs"
 	"github.com/layerfs/layerfs/internal/testenv"
 	"golang.org/x/sys/unix"
 )
@@ -23,7 +24,17 @@ func TestParseOverlayArgs(t *testing.T) {
 		err  bool
 	}{
 		{"podman", []string{"-o", `lowerdir=/l1:/l2,upperdir=/u,workdir=/w,context="system_u:object_r:container_file_t:s0:c1,c2",uidmapping=0:1000:1,gidmapping=0:1000:1,volatile,noatime,nodev,nosuid`, "/mnt"},
-			overlayArgs{lowers: []string{"/l1", "/l2"}, upper: "/u", work: "/w", mountpoint: "/mnt", flags: []string{"noatime", "nodev", "nosuid"}}, false},
+			overlayArgs{lowers: []string{"/l1", "/l2"}, upper: "/u", work: "/w", mountpoint: "/mnt", flags: []string{"noatime", "nodev", "nosuid"},
+				ids: &lfs.IDMapping{UIDs: []lfs.IDRange{{Stored: 0, Shown: 1000, Size: 1}}, GIDs: []lfs.IDRange{{Stored: 0, Shown: 1000, Size: 1}}}}, false},
+		// containers/storage's optsAppendMappings writes a colon after "uidmapping=".
+		{"podman mappings", []string{"-o", "lowerdir=/l,uidmapping=:0:100000:65536:65536:5:1,gidmapping=:0:200000:65536,squash_to_gid=7", "/m"},
+			overlayArgs{lowers: []string{"/l"}, mountpoint: "/m", readOnly: true,
+				ids: &lfs.IDMapping{UIDs: []lfs.IDRange{{Stored: 0, Shown: 100000, Size: 65536}, {Stored: 65536, Shown: 5, Size: 1}},
+					GIDs: []lfs.IDRange{{Stored: 0, Shown: 200000, Size: 65536}}, SquashGID: ptr(uint32(7))}}, false},
+		{"squash_to_root", []string{"-o", "lowerdir=/l,squash_to_root", "/m"},
+			overlayArgs{lowers: []string{"/l"}, mountpoint: "/m", readOnly: true, ids: &lfs.IDMapping{SquashUID: ptr(uint32(0)), SquashGID: ptr(uint32(0))}}, false},
+		{"bad mapping", []string{"-o", "lowerdir=/l,uidmapping=0:1:2:3", "/m"}, overlayArgs{}, true},
+		{"bad squash", []string{"-o", "lowerdir=/l,squash_to_uid=x", "/m"}, overlayArgs{}, true},
 		{"lowerdir only", []string{"-olowerdir=/a\\:b:/c", "/mnt"}, overlayArgs{lowers: []string{"/a:b", "/c"}, mountpoint: "/mnt", readOnly: true}, false},
 		{"ro and -f", []string{"-f", "-o", "lowerdir=/l,upperdir=/u,workdir=/w", "-o", "ro,dev,suid,rw,ro", "/m"},
 			overlayArgs{lowers: []string{"/l"}, upper: "/u", work: "/w", mountpoint: "/m", readOnly: true, foreground: true, flags: []string{"dev", "suid"}}, false},
@@ -53,6 +64,8 @@ func TestParseOverlayArgs(t *testing.T) {
 		t.Errorf("looksLikeOverlayArgs misclassifies")
 	}
 }
+
+func ptr[T any](v T) *T { return &v }
 
 // buildLayerfs builds the layerfs binary into a temp dir.
 func buildLayerfs(t *testing.T) string {
@@ -181,5 +194,64 @@ func TestOverlayCompatMount(t *testing.T) {
 	out, err = exec.Command(bin, "-o", "lowerdir="+filepath.Join(d, "missing")+",upperdir="+up+",workdir="+work, mnt).CombinedOutput()
 	if err == nil || !strings.Contains(string(out), "missing") {
 		t.Errorf("mount of a missing lower: %v %q", err, out)
+	}
+}
+
+// TestOverlayCompatIDMapping mounts with the owner options podman and buildah pass
+// for a container in a user namespace (they shift owners through the
+// mount_program instead of chowning the layers): owners show shifted, as through
+// fuse-overlayfs, and chowns and new entries are stored shifted back.
+func TestOverlayCompatIDMapping(t *testing.T) {
+	testenv.RequireFUSE(t)
+	testenv.RequireRoot(t)
+	bin := buildLayerfs(t)
+	d := t.TempDir()
+	l, up, work, mnt := filepath.Join(d, "l"), filepath.Join(d, "upper"), filepath.Join(d, "work"), filepath.Join(d, "mnt")
+	for _, p := range []string{l, up, work, mnt} {
+		if err := os.Mkdir(p, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for name, owner := range map[string][2]int{"root": {0, 0}, "user": {5, 7}, "unmapped": {70000, 70000}} {
+		p := filepath.Join(l, name)
+		if err := os.WriteFile(p, []byte(name), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chown(p, owner[0], owner[1]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Cleanup(func() { unmountAndWait(t, mnt) })
+	out, err := exec.Command(bin, "-o", "lowerdir="+l+",upperdir="+up+",workdir="+work+
+		",uidmapping=:0:100000:65536,gidmapping=:0:200000:65536", mnt).CombinedOutput()
+	if err != nil {
+		t.Fatalf("layerfs -o ...,uidmapping=...: %v\n%s", err, out)
+	}
+	owner := func(p string) [2]int {
+		t.Helper()
+		var st unix.Stat_t
+		if err := unix.Lstat(p, &st); err != nil {
+			t.Fatal(err)
+		}
+		return [2]int{int(st.Uid), int(st.Gid)}
+	}
+	for name, want := range map[string][2]int{".": {100000, 200000}, "root": {100000, 200000}, "user": {100005, 200007}, "unmapped": {65534, 65534}} {
+		if got := owner(filepath.Join(mnt, name)); got != want {
+			t.Errorf("owner of %s through the mount = %v, want %v", name, got, want)
+		}
+	}
+	if err := os.Chown(filepath.Join(mnt, "user"), 100003, 200004); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(mnt, "new"), nil, 0o644); err != nil { // by host root: unmapped
+		t.Fatal(err)
+	}
+	for name, want := range map[string][2]int{"user": {3, 4}, "new": {65534, 65534}} {
+		if got := owner(filepath.Join(up, name)); got != want {
+			t.Errorf("owner of %s in the upper dir = %v, want %v", name, got, want)
+		}
+	}
+	if got, want := owner(filepath.Join(mnt, "user")), [2]int{100003, 200004}; got != want {
+		t.Errorf("owner of user through the mount after chown = %v, want %v", got, want)
 	}
 }

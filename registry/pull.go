@@ -67,6 +67,13 @@ func (c *Client) Pull(ctx context.Context, st Store, ref string, opts PullOption
 	if err != nil {
 		return nil, err
 	}
+	if d, ok := named.(reference.Digested); ok {
+		// name:tag@digest is pulled by the digest alone and sets no tag, as docker
+		// does (its client sends the daemon only the digest).
+		if named, err = reference.WithDigest(reference.TrimNamed(named), d.Digest()); err != nil {
+			return nil, fmt.Errorf("%w: %s: %v", blobstore.ErrInvalidReference, ref, err)
+		}
+	}
 	named = reference.TagNameOnly(named)
 	res := &PullResult{Ref: named.String()}
 	progress := opts.Progress

@@ -186,23 +186,41 @@ func (c *Client) checkLogin(ctx context.Context, reg name.Registry, auth authn.A
 }
 
 // Logout removes the credentials for registry from the auth file at path (and from
-// its credential helper). It reports false when there were none.
+// its credential helper), those under legacy keys ("https://host:port") included.
+// It reports false when there were none.
 func Logout(path, registry string) (key string, removed bool, err error) {
 	key = authKey(registry)
 	cf, err := loadAuthFile(path)
 	if err != nil {
 		return key, false, err
 	}
+	// The file's entries for this registry: its key and, as docker's logout
+	// erases them too, legacy keys with a scheme or path ("https://host:port"),
+	// which the keychain still finds.
+	keys := []string{key}
+	if key != HubAuthKey {
+		for k := range cf.AuthConfigs {
+			if k != key && authKey(k) == key {
+				keys = append(keys, k)
+			}
+		}
+	}
+	inFile := false
+	for _, k := range keys {
+		_, ok := cf.AuthConfigs[k]
+		inFile = inFile || ok
+	}
 	store := cf.GetCredentialsStore(key)
 	cur, err := store.Get(key)
-	_, inFile := cf.AuthConfigs[key]
 	if (err != nil || cur.Username == "" && cur.Password == "" && cur.IdentityToken == "") && !inFile {
 		return key, false, nil
 	}
 	if err := store.Erase(key); err != nil && !inFile {
 		return key, false, fmt.Errorf("erase credentials for %s: %w", key, err)
 	}
-	delete(cf.AuthConfigs, key)
+	for _, k := range keys {
+		delete(cf.AuthConfigs, k)
+	}
 	if err := cf.Save(); err != nil {
 		return key, false, fmt.Errorf("save auth file: %w", err)
 	}

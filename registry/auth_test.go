@@ -157,3 +157,34 @@ func TestCredentialHelper(t *testing.T) {
 		t.Errorf("auth file holds the password with a helper configured: %s", f)
 	}
 }
+
+// Logout removes credentials stored under a legacy key (older docker logins kept
+// the scheme, "https://host:port"), which the keychain still finds, as docker's
+// logout does; before, it said it removed them and left them in use.
+func TestLogoutLegacyKeys(t *testing.T) {
+	for _, key := range []string{"https://r.example.com:5000", "http://r.example.com:5000", "https://r.example.com:5000/v2/"} {
+		t.Run(key, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "config.json")
+			os.WriteFile(path, []byte(`{"auths":{"`+key+`":{"auth":"YWxpY2U6czNjcmV0"},"other.example.com":{"auth":"eDp5"}}}`), 0o600)
+			got, removed, err := Logout(path, "r.example.com:5000")
+			if err != nil || !removed || got != "r.example.com:5000" {
+				t.Fatalf("Logout = %q, %v, %v; want r.example.com:5000, true, nil", got, removed, err)
+			}
+			a, err := Keychain(path).Resolve(name.MustParseReference("r.example.com:5000/x").Context())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if a != authn.Anonymous {
+				cfg, _ := a.Authorization()
+				t.Errorf("after Logout the keychain still has %+v", cfg)
+			}
+			b, _ := os.ReadFile(path)
+			if !strings.Contains(string(b), "other.example.com") {
+				t.Errorf("Logout removed another registry's credentials: %s", b)
+			}
+			if _, removed, _ := Logout(path, "r.example.com:5000"); removed {
+				t.Errorf("second Logout removed something")
+			}
+		})
+	}
+}

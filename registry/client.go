@@ -126,7 +126,46 @@ func (c *Client) httpTransport(host string) http.RoundTripper {
 		}
 	}
 	t.TLSClientConfig = cfg
+	if !c.plainHTTP(host) {
+		return httpsOnly{t}
+	}
 	return t
+}
+
+// plainHTTP reports whether host may be reached over plain HTTP: an insecure
+// registry, an http:// mirror, or the loopback (docker's default insecure
+// 127.0.0.0/8, and localhost). go-containerregistry also falls back to HTTP for
+// private (RFC 1918) addresses, which docker does not do.
+func (c *Client) plainHTTP(host string) bool {
+	if c.insecure(host) {
+		return true
+	}
+	for _, m := range c.Config.Mirrors {
+		if mm, err := parseMirror(m); err == nil && mm.http && mm.host == host {
+			return true
+		}
+	}
+	h := host
+	if hh, _, err := net.SplitHostPort(host); err == nil {
+		h = hh
+	}
+	h = strings.Trim(h, "[]")
+	if h == "localhost" || strings.HasSuffix(h, ".localhost") {
+		return true
+	}
+	ip := net.ParseIP(h)
+	return ip != nil && ip.IsLoopback()
+}
+
+// httpsOnly refuses plain-HTTP requests to a registry that must be reached over
+// HTTPS, so no fallback sends a request (and its credentials) in the clear.
+type httpsOnly struct{ http.RoundTripper }
+
+func (t httpsOnly) RoundTrip(req *http.Request) (*http.Response, error) {
+	if req.URL.Scheme == "http" {
+		return nil, fmt.Errorf("registry %s: plain HTTP refused: not an insecure registry (list it in insecure-registries)", req.URL.Host)
+	}
+	return t.RoundTripper.RoundTrip(req)
 }
 
 // Sentinels for failures a user can act on; check them with errors.Is.

@@ -127,7 +127,7 @@ func (c *Client) httpTransport(host string) http.RoundTripper {
 	}
 	t.TLSClientConfig = cfg
 	if !c.plainHTTP(host) {
-		return httpsOnly{t}
+		return httpsOnly{t, host}
 	}
 	return t
 }
@@ -157,12 +157,16 @@ func (c *Client) plainHTTP(host string) bool {
 	return ip != nil && ip.IsLoopback()
 }
 
-// httpsOnly refuses plain-HTTP requests to a registry that must be reached over
-// HTTPS, so no fallback sends a request (and its credentials) in the clear.
-type httpsOnly struct{ http.RoundTripper }
+// httpsOnly refuses plain-HTTP requests to the registry host (go-containerregistry
+// falls back to HTTP for private addresses); a blob download it redirects to
+// another host (a storage backend) goes as that redirect says, as with docker.
+type httpsOnly struct {
+	http.RoundTripper
+	host string
+}
 
 func (t httpsOnly) RoundTrip(req *http.Request) (*http.Response, error) {
-	if req.URL.Scheme == "http" {
+	if req.URL.Scheme == "http" && req.URL.Host == t.host {
 		return nil, fmt.Errorf("registry %s: plain HTTP refused: not an insecure registry (list it in insecure-registries)", req.URL.Host)
 	}
 	return t.RoundTripper.RoundTrip(req)

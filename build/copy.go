@@ -101,7 +101,7 @@ func parseChmod(s string) (*chmodFlag, error) {
 		if n > 0o7777 {
 			return nil, octalErr
 		}
-		m := fs.FileMode(n&0o777) | fileModeBits(uint32(n))
+		m := fs.FileMode(n&0o777) | FileModeBits(uint32(n))
 		return &chmodFlag{octal: &m}, nil
 	}
 	set, err := symmode.ParseWithUmask(s, 0)
@@ -114,8 +114,8 @@ func parseChmod(s string) (*chmodFlag, error) {
 	return &chmodFlag{symbolic: &set}, nil
 }
 
-// fileModeBits is st_mode's set-id and sticky bits as fs.FileMode bits.
-func fileModeBits(u uint32) fs.FileMode {
+// FileModeBits is st_mode's set-id and sticky bits as fs.FileMode bits.
+func FileModeBits(u uint32) fs.FileMode {
 	var m fs.FileMode
 	if u&unix.S_ISUID != 0 {
 		m |= fs.ModeSetuid
@@ -338,7 +338,7 @@ func (cp *copier) writeFile(target string, r io.Reader, mode uint32, mtime time.
 		return fmt.Errorf("copy to %s: %w", target, err)
 	}
 	if cp.chmod != nil {
-		mode = unixMode(cp.chmod.apply(fs.FileMode(mode&0o777) | fileModeBits(mode)))
+		mode = unixMode(cp.chmod.apply(fs.FileMode(mode&0o777) | FileModeBits(mode)))
 	}
 	fd, err := unix.Openat(dfd, base, unix.O_CREAT|unix.O_EXCL|unix.O_WRONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
 	if err != nil {

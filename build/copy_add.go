@@ -87,7 +87,7 @@ func (cp *copier) extractFrom(f *os.File, dest string) error {
 			continue // whiteouts mean nothing outside a layer
 		}
 		target := path.Join(dest, name)
-		mode := fs.FileMode(h.Mode&0o777) | fileModeBits(uint32(h.Mode))
+		mode := fs.FileMode(h.Mode&0o777) | FileModeBits(uint32(h.Mode))
 		switch h.Typeflag {
 		case tar.TypeDir:
 			err = cp.mkdir(target, mode, h.ModTime, h.Uid, h.Gid)

@@ -63,7 +63,7 @@ func freshUpper(dir, old string) (string, error) {
 	if err := unix.Stat(old, &st); err == nil {
 		err = os.Lchown(p, int(st.Uid), int(st.Gid))
 		if err == nil { // after chown, which clears set-id bits
-			err = os.Chmod(p, os.FileMode(st.Mode&0o777)|modeBits(st.Mode))
+			err = os.Chmod(p, os.FileMode(st.Mode&0o777)|build.FileModeBits(st.Mode))
 		}
 		if err == nil {
 			err = unix.UtimesNanoAt(unix.AT_FDCWD, p, []unix.Timespec{st.Atim, st.Mtim}, 0)
@@ -77,20 +77,6 @@ func freshUpper(dir, old string) (string, error) {
 		return "", fmt.Errorf("new upper dir: %w", err)
 	}
 	return p, nil
-}
-
-func modeBits(m uint32) os.FileMode {
-	var out os.FileMode
-	if m&unix.S_ISUID != 0 {
-		out |= os.ModeSetuid
-	}
-	if m&unix.S_ISGID != 0 {
-		out |= os.ModeSetgid
-	}
-	if m&unix.S_ISVTX != 0 {
-		out |= os.ModeSticky
-	}
-	return out
 }
 
 // writerIsTerminal reports whether w is a terminal.

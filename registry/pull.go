@@ -119,7 +119,14 @@ func (c *Client) Pull(ctx context.Context, st Store, ref string, opts PullOption
 	if err != nil {
 		return nil, fmt.Errorf("pull %s: %w", reference.FamiliarString(named), err)
 	}
+	// Up to date only if the image is recorded: a manifest blob alone (an image
+	// removed before gc, or a pull that failed to record it) is not an image.
 	had := st.Has(digest.Digest(md.String()))
+	if had {
+		if _, err := st.Resolve(md.String()); err != nil {
+			had = false
+		}
+	}
 	release, err := st.Lease(ctx)
 	if err != nil {
 		return nil, err

@@ -212,6 +212,21 @@ func TestPushPullRoundTrip(t *testing.T) {
 		t.Errorf("second Pull = updated %v, %v; want up to date", pr != nil && pr.Updated, err)
 	}
 
+	// An image removed from index.json whose blobs are still there (before gc, or
+	// left by a pull that failed to record it) is not up to date: it is recorded
+	// again, and said to be new.
+	if err := dst.DeleteImage(ctx, img.ManifestDigest); err != nil {
+		t.Fatal(err)
+	}
+	byDigest := reg.Host + "/team/app@" + img.ManifestDigest.String()
+	pr, err = c.Pull(ctx, dst, byDigest, registry.PullOptions{})
+	if err != nil || !pr.Updated {
+		t.Errorf("Pull by digest of a removed image whose blobs remain = updated %v, %v; want updated", pr != nil && pr.Updated, err)
+	}
+	if got, err := dst.Resolve(byDigest); err != nil || got.ManifestDigest != img.ManifestDigest {
+		t.Errorf("Resolve(%s) after the pull = %v, %v", byDigest, got, err)
+	}
+
 	// Pushing the same image to another repository mounts its blobs.
 	var mounted recorder
 	if _, err := c.Push(ctx, src, "example.com/app:1", reg.Host+"/other/app:v1", registry.PushOptions{Progress: &mounted}); err != nil {

@@ -132,9 +132,9 @@ func (fsys *unionFS) copyUpPathOpts(rel string, dataLimit int64, links, release 
 				delete(fsys.copying, p)
 				close(done)
 			}
-			if errors.Is(err, errCopyStale) {
+			if errors.Is(err, errCopyStale) && stale < 8 {
 				stale++
-				goto again
+				goto again // (a name changed eight times over: give up, EIO)
 			}
 			if err != nil {
 				return nil, nil, err

@@ -2,6 +2,7 @@ package fs
 
 import (
 	"errors"
+	"fmt"
 	"io/fs"
 	"os"
 	"path"
@@ -72,7 +73,7 @@ var copyUpHook atomic.Pointer[func()]
 
 // errCopyStale is a copy-up abandoned because its entry changed while cuMu was let
 // go for its data copy.
-var errCopyStale = errors.New("entry changed during its copy-up")
+var errCopyStale = fmt.Errorf("entry changed during its copy-up: %w", unix.EIO)
 
 // copyUpPathOpts is copyUpPathLocked; with release, the copy-up of rel itself, a
 // regular file with bigCopy or more bytes to copy, lets go of cuMu while it copies

@@ -5,14 +5,16 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/layerfs/layerfs/blobstore"
 	"github.com/spf13/cobra"
 )
 
 type imagePruneOptions struct {
-	all   bool
-	force bool
+	all     bool
+	force   bool
+	filters []string
 }
 
 // newImagePruneCommand is docker's `image prune`: remove dangling images (with -a,
@@ -31,10 +33,15 @@ func newImagePruneCommand(g *globalOptions) *cobra.Command {
 	}
 	cmd.Flags().BoolVarP(&o.all, "all", "a", false, "remove all images no working container uses, not just dangling ones")
 	cmd.Flags().BoolVarP(&o.force, "force", "f", false, "do not prompt for confirmation")
+	cmd.Flags().StringArrayVar(&o.filters, "filter", nil, "provide filter values (until=TIMESTAMP|DURATION, label=KEY[=VALUE], label!=KEY[=VALUE])")
 	return cmd
 }
 
 func runImagePrune(cmd *cobra.Command, g *globalOptions, o *imagePruneOptions) error {
+	f, err := parsePruneFilters(o.filters, time.Now())
+	if err != nil {
+		return err
+	}
 	if !o.force {
 		warning := "WARNING! This will remove all dangling images."
 		if o.all {
@@ -56,7 +63,7 @@ func runImagePrune(cmd *cobra.Command, g *globalOptions, o *imagePruneOptions) e
 	}
 	var lines []blobstore.RemoveLine
 	for _, img := range imgs { // newest first: children go before their parents
-		if len(img.Tags) > 0 && !o.all {
+		if (len(img.Tags) > 0 && !o.all) || !f.keep(img) {
 			continue
 		}
 		if users, err := workingContainersUsing(g, img); err != nil || len(users) > 0 {

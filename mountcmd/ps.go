@@ -7,6 +7,8 @@ import (
 	"io"
 	"time"
 
+	"github.com/layerfs/layerfs/blobstore"
+	"github.com/opencontainers/go-digest"
 	"github.com/spf13/cobra"
 )
 
@@ -63,6 +65,17 @@ func psRows(ctx context.Context, g *globalOptions) ([]psRow, error) {
 	if err != nil {
 		return nil, err
 	}
+	// docker ps shows the ref a container was made from only while it still names
+	// the container's image; once untagged or moved to another image, the ID.
+	// (An unreadable store leaves the refs as they were.)
+	var imgs []*blobstore.Image
+	checkRefs := false
+	if len(ws) > 0 {
+		if s, err := openStore(g); err == nil {
+			imgs, err = s.Images()
+			checkRefs = err == nil
+		}
+	}
 	var rows []psRow
 	for _, w := range ws {
 		st, err := w.load()
@@ -78,7 +91,7 @@ func psRows(ctx context.Context, g *globalOptions) ([]psRow, error) {
 			ReadOnly:   st.ReadOnly,
 			Created:    st.Created,
 		}
-		if r.Image == "" {
+		if r.Image == "" || (checkRefs && !refNames(imgs, r.Image, st.ImageID)) {
 			r.Image = shortID(st.ImageID.Encoded())
 		}
 		switch r.Status {
@@ -147,6 +160,13 @@ func writePs(out io.Writer, o *psOptions, rows []psRow) error {
 		anyRows[i] = r
 	}
 	return renderRows[any](out, format, anyRows, psHeader)
+}
+
+// refNames tells whether ref resolves among imgs to the image with config
+// digest id.
+func refNames(imgs []*blobstore.Image, ref string, id digest.Digest) bool {
+	img, err := blobstore.ResolveIn(imgs, ref)
+	return err == nil && img.ID == id
 }
 
 // shortID is docker's 12-hex-digit image ID.

@@ -120,6 +120,9 @@ func (fsys *unionFS) copyUpPathOpts(rel string, dataLimit int64, links, release 
 					fsys.cuMu.Unlock() // another copies it: wait, and look again
 					<-ch
 					fsys.cuMu.Lock()
+					if cur, err = fsys.relookDir(s, prefix); err != nil {
+						return nil, nil, err
+					}
 					goto again
 				}
 				done = make(chan struct{})
@@ -135,6 +138,9 @@ func (fsys *unionFS) copyUpPathOpts(rel string, dataLimit int64, links, release 
 			}
 			if errors.Is(err, errCopyStale) && stale < 8 {
 				stale++
+				if cur, err = fsys.relookDir(s, prefix); err != nil {
+					return nil, nil, err
+				}
 				goto again // (a name changed eight times over: give up, EIO)
 			}
 			if err != nil {
@@ -175,7 +181,7 @@ func (fsys *unionFS) copyUpPathOpts(rel string, dataLimit int64, links, release 
 }
 
 // copyUpOne copies the entry name of dir (already in the upper; its layers are
-// dirLayers) up from its top layer. It fails with errCopyStale if, when the copy
+// dirLayers, as resolved before any let-go of cuMu) up from its top layer. It fails with errCopyStale if, when the copy
 // is to be placed, the name no longer is e: an unlink takes no copy-up lock once
 // the directory is in the upper dir, so without this look a file deleted during
 // its copy-up came back (OCI whiteouts) or the copy-up failed with EEXIST (overlay
@@ -214,8 +220,15 @@ func (fsys *unionFS) copyUpOne(s *stack, dir, name string, e *entry, dirLayers [
 	// With the directory's entries held still (PlaceLock): renames wait for this
 	// request (pathlock.go), so dir still names the same place, but what is there
 	// under name may have changed.
+	// The directory's layers are looked up again too: while cuMu was let go, a
+	// rename's whole-tree copy-up may have made it opaque and cleared the
+	// whiteouts in it, and dirLayers would then find a deleted lower file again.
 	opts.Place = func() error {
-		now, err := s.lookupIn(dirLayers, dir, name)
+		pe, _, err := fsys.lookupPath(s, dir)
+		if err != nil || !pe.inUpper(s) || !sameDir(dst, &pe.st) {
+			return errCopyStale
+		}
+		now, err := s.lookupIn(pe.layers, dir, name)
 		if err != nil || now.inUpper(s) || now.ino != e.ino || now.layers[0] != e.layers[0] ||
 			now.st.Ino != e.st.Ino || now.st.Dev != e.st.Dev {
 			return errCopyStale
@@ -236,6 +249,25 @@ func (fsys *unionFS) copyUpOne(s *stack, dir, name string, e *entry, dirLayers [
 		return nil, err
 	}
 	return ne, nil
+}
+
+// relookDir resolves the directory rel again, for a copy-up that starts over: the
+// resolution it had may be stale (see copyUpOne).
+func (fsys *unionFS) relookDir(s *stack, rel string) (*entry, error) {
+	e, _, err := fsys.lookupPath(s, rel)
+	if err != nil {
+		return nil, err
+	}
+	if !e.inUpper(s) {
+		return nil, unix.ENOENT // removed, or replaced by a lower entry's name
+	}
+	return e, nil
+}
+
+// sameDir reports whether the open dir fd is the file st describes.
+func sameDir(fd int, st *unix.Stat_t) bool {
+	var fst unix.Stat_t
+	return unix.Fstat(fd, &fst) == nil && fst.Dev == st.Dev && fst.Ino == st.Ino
 }
 
 // copyUpLinks links every other visible name of the lower inode of e (just copied

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/layerfs/layerfs/cow"
+	"golang.org/x/sys/unix"
 )
 
 // bigLower is a lower dir with a file of 2*bigCopy bytes of data (big) and small
@@ -293,6 +294,67 @@ func TestRemoveRacesCopyUp(t *testing.T) {
 			}
 			if _, err := fh.WriteString("x"); err != nil {
 				t.Errorf("write through the fd opened before the unlink: %v", err)
+			}
+		})
+	}
+}
+
+// TestBigCopyRacesDirCopyUp: a big file deleted while its copy-up copies, and
+// its directory then made opaque by a rename's whole-tree copy-up (which clears
+// the whiteouts in it), must stay deleted: the copy-up's last look before it
+// places the copy went through the directory's layers as they were when it
+// started, found the lower file again through the no longer merged directory,
+// and brought the deleted file back.
+func TestBigCopyRacesDirCopyUp(t *testing.T) {
+	for _, f := range []cow.Format{cow.FormatOverlay, cow.FormatOCI} {
+		t.Run(fmt.Sprint(f), func(t *testing.T) {
+			lower, _ := bigLower(t)
+			u := mountUnionMode(t, f, true, lower)
+			if !u.m.fs.passthrough.Load() {
+				t.Skip("no FUSE passthrough here") // the unlink must not wait for the copy-up's WRITE
+			}
+			if err := os.Chmod(filepath.Join(u.mnt, "d/a"), 0o600); err != nil {
+				t.Fatal(err) // d merged: in the upper dir and a lower one
+			}
+			reached, release := blockCopyUps(t)
+			done := appendAsync(filepath.Join(u.mnt, "d/big"), "x")
+			waitCopyUp(t, reached, "big copy-up")
+			if err := os.Remove(filepath.Join(u.mnt, "d/big")); err != nil {
+				t.Fatal(err)
+			}
+			moved := make(chan error, 1)
+			go func() { moved <- os.Rename(filepath.Join(u.mnt, "d"), filepath.Join(u.mnt, "d2")) }()
+			// Wait for the rename's copy-up of d: opaque, the whiteout of big gone.
+			deadline := time.Now().Add(10 * time.Second)
+			for {
+				fd, err := unix.Open(filepath.Join(u.upper, "d"), unix.O_RDONLY|unix.O_DIRECTORY, 0)
+				if err != nil {
+					release()
+					t.Fatal(err)
+				}
+				opaque, _ := cow.IsOpaqueDir(fd)
+				unix.Close(fd)
+				_, err1 := os.Lstat(filepath.Join(u.upper, "d/big"))
+				_, err2 := os.Lstat(filepath.Join(u.upper, "d", cow.WhiteoutName("big")))
+				if opaque && os.IsNotExist(err1) && os.IsNotExist(err2) {
+					break
+				}
+				if time.Now().After(deadline) {
+					release()
+					t.Fatal("the rename did not copy d up within 10s")
+				}
+				time.Sleep(5 * time.Millisecond)
+			}
+			release()
+			err := <-done
+			t.Logf("append racing the unlink: %v", err)
+			if err := <-moved; err != nil {
+				t.Fatal(err)
+			}
+			for _, p := range []string{"d/big", "d2/big"} {
+				if _, err := os.Lstat(filepath.Join(u.mnt, p)); !os.IsNotExist(err) {
+					t.Errorf("Lstat(%s) after its unlink = %v, want ENOENT", p, err)
+				}
 			}
 		})
 	}

@@ -181,11 +181,12 @@ func (fsys *unionFS) copyUpPathOpts(rel string, dataLimit int64, links, release 
 }
 
 // copyUpOne copies the entry name of dir (already in the upper; its layers are
-// dirLayers, as resolved before any let-go of cuMu) up from its top layer. It fails with errCopyStale if, when the copy
-// is to be placed, the name no longer is e: an unlink takes no copy-up lock once
-// the directory is in the upper dir, so without this look a file deleted during
-// its copy-up came back (OCI whiteouts) or the copy-up failed with EEXIST (overlay
-// whiteouts). With release, it lets go of cuMu while it copies the data.
+// dirLayers, as resolved before any let-go of cuMu) up from its top layer. It
+// fails with errCopyStale if, when the copy is to be placed, the name no longer
+// is e: an unlink takes no copy-up lock once the directory is in the upper dir,
+// so without this look a file deleted during its copy-up came back (OCI
+// whiteouts) or the copy-up failed with EEXIST (overlay whiteouts). With
+// release, it lets go of cuMu while it copies the data.
 func (fsys *unionFS) copyUpOne(s *stack, dir, name string, e *entry, dirLayers []int, limit int64, release bool) (*entry, error) {
 	src, err := s.openDir(e.layers[0], dir, unix.O_PATH)
 	if err != nil {
@@ -223,12 +224,18 @@ func (fsys *unionFS) copyUpOne(s *stack, dir, name string, e *entry, dirLayers [
 	// The directory's layers are looked up again too: while cuMu was let go, a
 	// rename's whole-tree copy-up may have made it opaque and cleared the
 	// whiteouts in it, and dirLayers would then find a deleted lower file again.
+	// (Only after a let-go: holding cuMu throughout, no whole-tree copy-up can
+	// have run, and a walk from the root for every small copy-up is not free.)
 	opts.Place = func() error {
-		pe, _, err := fsys.lookupPath(s, dir)
-		if err != nil || !pe.inUpper(s) || !sameDir(dst, &pe.st) {
-			return errCopyStale
+		layers := dirLayers
+		if release {
+			pe, _, err := fsys.lookupPath(s, dir)
+			if err != nil || !pe.inUpper(s) || !sameDir(dst, &pe.st) {
+				return errCopyStale
+			}
+			layers = pe.layers
 		}
-		now, err := s.lookupIn(pe.layers, dir, name)
+		now, err := s.lookupIn(layers, dir, name)
 		if err != nil || now.inUpper(s) || now.ino != e.ino || now.layers[0] != e.layers[0] ||
 			now.st.Ino != e.st.Ino || now.st.Dev != e.st.Dev {
 			return errCopyStale

@@ -302,17 +302,35 @@ func (fsys *unionFS) copyUpLinks(s *stack, rel string, e *entry) error {
 		if _, _, err := fsys.copyUpPathLocked(dir, -1, false); err != nil {
 			return err
 		}
-		if err := linkUpper(s, rel, p, &fsys.dirMu); err != nil {
+		if h := linkUpHook.Load(); h != nil {
+			(*h)()
+		}
+		// An unlink takes no copy-up lock: look again, under dirMu, that the
+		// name still shows this lower file, or the link would bring a deleted
+		// name back (OCI whiteouts) or fail on its whiteout (overlay).
+		still := func() bool {
+			pe, _, err := fsys.lookupPath(s, dir)
+			if err != nil {
+				return false
+			}
+			ce, err := s.lookupIn(pe.layers, dir, name)
+			return err == nil && !ce.inUpper(s) && ce.layers[0] == li && ce.st.Ino == e.st.Ino
+		}
+		if err := linkUpper(s, rel, p, &fsys.dirMu, still); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
+// linkUpHook, when set (tests), runs in copyUpLinks before each link is made.
+var linkUpHook atomic.Pointer[func()]
+
 // linkUpper hard-links the upper entry from to the upper name to. With keep set
 // (a link made by copy-up, not by the user), it is held while the link is made
-// and the times of to's directory are put back.
-func linkUpper(s *stack, from, to string, keep sync.Locker) error {
+// and the times of to's directory are put back, and the link is made only if
+// still (if set) says so, asked holding keep.
+func linkUpper(s *stack, from, to string, keep sync.Locker, still func() bool) error {
 	fdir, fname := path.Split(from)
 	tdir, tname := path.Split(to)
 	fd, err := s.openDir(0, fdir, unix.O_PATH)
@@ -330,6 +348,9 @@ func linkUpper(s *stack, from, to string, keep sync.Locker) error {
 	}
 	keep.Lock()
 	defer keep.Unlock()
+	if still != nil && !still() {
+		return nil
+	}
 	restore, err := cow.KeepTimes(td)
 	if err != nil {
 		return err

@@ -359,3 +359,65 @@ func TestBigCopyRacesDirCopyUp(t *testing.T) {
 		})
 	}
 }
+
+// TestCopyUpLinksRacesUnlink: a copy-up of one name of a hard-linked lower file
+// links the file's other names to the copy; an unlink of such a name between the
+// copy-up's look at it and the link (in passthrough mode the copy-up runs in the
+// OPEN, without the file's lock) must win: the name stays deleted (it came back
+// with OCI whiteouts, and the open failed with EEXIST with overlay ones).
+func TestCopyUpLinksRacesUnlink(t *testing.T) {
+	for _, f := range []cow.Format{cow.FormatOverlay, cow.FormatOCI} {
+		t.Run(fmt.Sprint(f), func(t *testing.T) {
+			lower := tree(t, map[string]string{"d/f": "linked\n", "d/other": "o\n"})
+			if err := os.Link(filepath.Join(lower, "d/f"), filepath.Join(lower, "d/g")); err != nil {
+				t.Fatal(err)
+			}
+			u := mountUnionMode(t, f, true, lower)
+			if !u.m.fs.passthrough.Load() {
+				t.Skip("no FUSE passthrough here")
+			}
+			if err := os.WriteFile(filepath.Join(u.mnt, "d/other"), []byte("O\n"), 0o644); err != nil {
+				t.Fatal(err) // d in the upper dir: an unlink in it takes no copy-up lock
+			}
+			// Only d/f is looked up before: the node's path is d/f, so the
+			// copy-up is of d/f and links d/g.
+			if _, err := os.Lstat(filepath.Join(u.mnt, "d/f")); err != nil {
+				t.Fatal(err)
+			}
+			reached, gate := make(chan struct{}, 1), make(chan struct{})
+			hook := func() {
+				linkUpHook.Store(nil)
+				reached <- struct{}{}
+				<-gate
+			}
+			linkUpHook.Store(&hook)
+			t.Cleanup(func() { linkUpHook.Store(nil) })
+			opened := make(chan error, 1)
+			var fh *os.File
+			go func() {
+				var err error
+				fh, err = os.OpenFile(filepath.Join(u.mnt, "d/f"), os.O_WRONLY|os.O_APPEND, 0)
+				opened <- err
+			}()
+			waitCopyUp(t, reached, "the link of d/g")
+			if err := os.Remove(filepath.Join(u.mnt, "d/g")); err != nil {
+				close(gate)
+				t.Fatal(err)
+			}
+			close(gate)
+			if err := <-opened; err != nil {
+				t.Fatalf("open of d/f racing the unlink of its link d/g: %v", err)
+			}
+			defer fh.Close()
+			if _, err := os.Lstat(filepath.Join(u.mnt, "d/g")); !os.IsNotExist(err) {
+				t.Errorf("d/g, deleted, is back: %v", err)
+			}
+			if st, err := os.Lstat(filepath.Join(u.upper, "d/g")); err == nil && st.Mode().IsRegular() {
+				t.Error("the copy was linked as d/g in the upper dir")
+			}
+			if got := readFile(t, filepath.Join(u.mnt, "d/f")); got != "linked\n" {
+				t.Errorf("d/f = %q", got)
+			}
+		})
+	}
+}

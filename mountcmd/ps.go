@@ -43,8 +43,9 @@ mount: umount clears it) or unmounted (changes kept until rm).
 Every container is listed, the unmounted (stopped) ones too, so -a (--all)
 changes nothing: it is accepted for docker ps -a's users (rm $(layerfs ps -aq)).
 --format takes a Go template over .Name .Image .ImageID .Mountpoint .Status .PID
-.ReadOnly .Created ("table TEMPLATE" adds a header and aligns columns), or "json"
-for one JSON object per line.`,
+.ReadOnly .Created, and docker's .Names .State .Mounts .RunningFor .CreatedAt
+("table TEMPLATE" adds a header and aligns columns), or "json" for one JSON
+object per line.`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			rows, err := psRows(cmd.Context(), g)
@@ -127,10 +128,28 @@ func queryStatus(ctx context.Context, w *workContainer) *serverStatus {
 	return ss
 }
 
+// docker ps's names for the fields a docker user's --format uses.
+
+// Names is docker's .Names: the container's name.
+func (r psRow) Names() string { return r.Name }
+
+// State is docker's .State: mounted, paused, dead or unmounted.
+func (r psRow) State() string { return r.Status }
+
+// Mounts is docker's .Mounts: here the mountpoint.
+func (r psRow) Mounts() string { return r.Mountpoint }
+
+// RunningFor is docker's .RunningFor: how long ago the container was made.
+func (r psRow) RunningFor() string { return createdSince(r.Created) }
+
+// CreatedAt is docker's .CreatedAt.
+func (r psRow) CreatedAt() string { return r.Created.Format("2006-01-02 15:04:05 -0700 MST") }
+
 // psHeader is the header row a "table" format prints.
 var psHeader = map[string]string{
 	"Name": "NAME", "Image": "IMAGE", "ImageID": "IMAGE ID", "Mountpoint": "MOUNTPOINT",
 	"Status": "STATUS", "PID": "PID", "ReadOnly": "READ ONLY", "Created": "CREATED",
+	"Names": "NAMES", "State": "STATE", "Mounts": "MOUNTS", "RunningFor": "CREATED", "CreatedAt": "CREATED AT",
 }
 
 func writePs(out io.Writer, o *psOptions, rows []psRow) error {

@@ -7,8 +7,10 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/layerfs/layerfs/cow"
@@ -356,5 +358,166 @@ func TestCopyUpIgnoresWorkDirACL(t *testing.T) {
 			})
 			diffLines(t, "layerfs vs overlay", run(t, mnt), want)
 		})
+	}
+}
+
+// TestACLPermissions: the kernel checks access ACLs for every caller (FUSE
+// POSIX_ACL), as on a local filesystem: named users and groups in a layer's ACLs
+// get what the ACL grants them, also where the mode bits alone would refuse, and
+// lose what it denies; an ACL set through the mount, and a chmod that narrows an
+// ACL's mask, take effect at once (the kernel's cached ACLs are dropped). Oracle:
+// kernel overlayfs over the same lower, as uid/gid 65534.
+func TestACLPermissions(t *testing.T) {
+	testenv.RequireRoot(t)
+	testenv.RequireFUSE(t)
+	probe := t.TempDir()
+	if err := unix.Setxattr(probe, aclAccess, encodeACL(t, "u::rwx,g::rwx,o::rwx"), 0); err != nil {
+		t.Skipf("the test's filesystem takes no POSIX ACLs: %v", err)
+	}
+	files := []struct {
+		name string
+		mode uint32
+		acl  string
+	}{
+		{"grant", 0o640, "u::rw-,u:65534:rw-,g::r--,m::rw-,o::---"},
+		{"deny", 0o644, "u::rw-,u:65534:---,g::r--,m::r--,o::r--"},
+		{"group", 0o640, "u::rw-,g::r--,g:65534:r--,m::r--,o::---"},
+		{"later", 0o600, ""},
+		{"narrow", 0o660, "u::rw-,u:65534:rw-,g::rw-,m::rw-,o::---"},
+		{"dir/x", 0o644, ""},
+	}
+	lower := func(t *testing.T) string {
+		d := t.TempDir()
+		must(t, os.Chmod(d, 0o755))
+		must(t, os.Mkdir(filepath.Join(d, "dir"), 0o750))
+		must(t, unix.Setxattr(filepath.Join(d, "dir"), aclAccess, encodeACL(t, "u::rwx,u:65534:r-x,g::r-x,m::r-x,o::---"), 0))
+		for _, f := range files {
+			p := filepath.Join(d, f.name)
+			must(t, os.WriteFile(p, []byte(f.name+"\n"), 0o600))
+			must(t, os.Chmod(p, os.FileMode(f.mode)))
+			if f.acl != "" {
+				must(t, unix.Setxattr(p, aclAccess, encodeACL(t, f.acl), 0))
+			}
+		}
+		return d
+	}
+	// probe runs each access as nobody and reports it, with the ACLs seen.
+	probeAll := func(t *testing.T, mnt string) []string {
+		for d := filepath.Dir(mnt); d != "/" && d != os.TempDir(); d = filepath.Dir(d) {
+			must(t, os.Chmod(d, 0o755)) // nobody walks to the mount
+		}
+		script := `for op in "cat grant" "cat deny" "cat group" "cat later" "cat narrow" "ls dir" "cat dir/x"; do
+	if $op >/dev/null 2>&1; then echo "$op: ok"; else echo "$op: denied"; fi
+done
+for f in grant group narrow; do
+	if (echo more >> $f) 2>/dev/null; then echo "append $f: ok"; else echo "append $f: denied"; fi
+done`
+		cmd := inMount(mnt, script)
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("as nobody: %v: %s", err, out)
+		}
+		lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+		for _, f := range append([]string{"dir"}, "grant", "later", "narrow") {
+			var st unix.Stat_t
+			must(t, unix.Lstat(filepath.Join(mnt, f), &st))
+			lines = append(lines, fmt.Sprintf("%s mode=%04o access=%s", f, st.Mode&0o7777, getACL(t, filepath.Join(mnt, f), aclAccess)))
+		}
+		return lines
+	}
+	// steps: nobody's accesses; then root grants nobody "later" through the
+	// mount and narrows "narrow" by a chmod; then nobody's accesses again.
+	steps := func(t *testing.T, mnt string) []string {
+		before := probeAll(t, mnt)
+		must(t, unix.Setxattr(filepath.Join(mnt, "later"), aclAccess, encodeACL(t, "u::rw-,u:65534:r--,g::---,m::r--,o::---"), 0))
+		must(t, os.Chmod(filepath.Join(mnt, "narrow"), 0o600))
+		return append(append(before, "--"), probeAll(t, mnt)...)
+	}
+
+	kd := t.TempDir()
+	kmnt, kup, kwork := filepath.Join(kd, "mnt"), filepath.Join(kd, "upper"), filepath.Join(kd, "work")
+	for _, d := range []string{kmnt, kup, kwork} {
+		must(t, os.Mkdir(d, 0o755))
+	}
+	if err := unix.Mount("overlay", kmnt, "overlay", 0, fmt.Sprintf("lowerdir=%s,upperdir=%s,workdir=%s", lower(t), kup, kwork)); err != nil {
+		t.Skipf("kernel overlayfs unavailable: %v", err)
+	}
+	t.Cleanup(func() { _ = unix.Unmount(kmnt, unix.MNT_DETACH) })
+	want := steps(t, kmnt)
+	if !slices.Contains(want, "cat grant: ok") || !slices.Contains(want, "cat deny: denied") {
+		t.Fatalf("the oracle does not check ACLs here:\n%s", strings.Join(want, "\n"))
+	}
+
+	for _, pt := range []bool{false, true} {
+		t.Run(map[bool]string{false: "noopen", true: "passthrough"}[pt], func(t *testing.T) {
+			u := mountUnionMode(t, cow.FormatOverlay, pt, lower(t))
+			diffLines(t, "layerfs vs overlayfs", steps(t, u.mnt), want)
+			u.remount(t, cow.FormatOverlay)
+			got := probeAll(t, u.mnt)
+			diffLines(t, "after remount", got, want[len(want)-len(got):])
+		})
+	}
+}
+
+// TestIDMappingACL: with uid/gid mapping (the fuse-overlayfs mode's uidmapping=),
+// the named users and groups of ACLs are shown shifted as owners are, and stored
+// shifted back when set through the mount, so the kernel's ACL checks see the ids
+// the container's processes have.
+func TestIDMappingACL(t *testing.T) {
+	testenv.RequireRoot(t)
+	testenv.RequireFUSE(t)
+	lower := t.TempDir()
+	must(t, os.Chmod(lower, 0o755))
+	if err := unix.Setxattr(lower, aclAccess, encodeACL(t, "u::rwx,g::r-x,o::r-x"), 0); err != nil {
+		t.Skipf("the test's filesystem takes no POSIX ACLs: %v", err)
+	}
+	for _, name := range []string{"f", "g"} {
+		p := filepath.Join(lower, name)
+		must(t, os.WriteFile(p, []byte(name+"\n"), 0o640))
+	}
+	must(t, unix.Setxattr(filepath.Join(lower, "f"), aclAccess, encodeACL(t, "u::rw-,u:1000:rw-,g::r--,g:1000:r--,m::rw-,o::---"), 0))
+
+	d := t.TempDir()
+	u := &union{mnt: filepath.Join(d, "mnt"), upper: filepath.Join(d, "upper"), work: filepath.Join(d, "work"), lowers: []string{lower}}
+	for _, p := range []string{u.mnt, u.upper, u.work} {
+		must(t, os.Mkdir(p, 0o755))
+	}
+	for p := d; p != "/" && p != os.TempDir(); p = filepath.Dir(p) {
+		must(t, os.Chmod(p, 0o755)) // the container's users walk to the mount
+	}
+	ids := &IDMapping{UIDs: []IDRange{{Stored: 0, Shown: 100000, Size: 65536}}, GIDs: []IDRange{{Stored: 0, Shown: 100000, Size: 65536}}}
+	m, err := Mount(u.mnt, Options{Lowers: u.lowers, Upper: u.upper, Work: u.work, Format: cow.FormatOverlay, FsName: "layerfs-test", IDs: ids})
+	must(t, err)
+	u.m = m
+	t.Cleanup(func() { u.unmount(t) })
+	p := func(name string) string { return filepath.Join(u.mnt, name) }
+
+	if got, want := getACL(t, p("f"), aclAccess), "u::rw-,u:101000:rw-,g::r--,g:101000:r--,m::rw-,o::---"; got != want {
+		t.Errorf("ACL of f through the mount = %s, want %s", got, want)
+	}
+	as := func(uid uint32, script string) string {
+		cmd := inMount(u.mnt, script)
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uid, Gid: uid}}
+		out, _ := cmd.CombinedOutput()
+		return strings.TrimSpace(string(out))
+	}
+	const tryF = `if (cat f && echo more >> f) >/dev/null 2>&1; then echo ok; else echo denied; fi`
+	if got := as(101000, tryF); got != "ok" {
+		t.Errorf("uid 101000, named in f's ACL as shown: %s, want ok", got)
+	}
+	if got := as(1000, tryF); got != "denied" {
+		t.Errorf("uid 1000, named in f's ACL as stored: %s, want denied", got)
+	}
+
+	must(t, unix.Setxattr(p("g"), aclAccess, encodeACL(t, "u::rw-,u:101005:r--,g::---,m::r--,o::---"), 0))
+	if got, want := getACL(t, filepath.Join(u.upper, "g"), aclAccess), "u::rw-,u:1005:r--,g::---,m::r--,o::---"; got != want {
+		t.Errorf("ACL of g set through the mount, stored = %s, want %s", got, want)
+	}
+	if got, want := getACL(t, p("g"), aclAccess), "u::rw-,u:101005:r--,g::---,m::r--,o::---"; got != want {
+		t.Errorf("ACL of g through the mount = %s, want %s", got, want)
+	}
+	if got := as(101005, `cat g >/dev/null 2>&1 && echo ok || echo denied`); got != "ok" {
+		t.Errorf("uid 101005 reading g: %s, want ok", got)
 	}
 }

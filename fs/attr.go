@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"path"
+	"slices"
 	"syscall"
 
 	fusefs "github.com/hanwen/go-fuse/v2/fs"
@@ -116,6 +117,10 @@ func (n *node) Setxattr(ctx context.Context, attr string, data []byte, flags uin
 	if err := n.copyUpSelf(); err != nil {
 		return errno("setxattr", err)
 	}
+	if n.fs.ids != nil {
+		data = slices.Clone(data)
+		n.fs.ids.mapACL(attr, data, false)
+	}
 	err := n.withPathFd(func(p string) error { return unix.Setxattr(p, attr, data, int(flags)) })
 	if errors.Is(err, errSymlinkXattr) {
 		err = unix.EPERM
@@ -160,6 +165,9 @@ func (n *node) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, 
 	})
 	if errors.Is(err, errSymlinkXattr) {
 		return 0, syscall.ENODATA
+	}
+	if err == nil && sz <= len(dest) {
+		n.fs.ids.mapACL(attr, dest[:sz], true)
 	}
 	return uint32(sz), errno("getxattr", err)
 }

@@ -1,6 +1,7 @@
 package fs
 
 import (
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -43,12 +44,15 @@ func TestBusyboxChroot(t *testing.T) {
 	testenv.RequireRoot(t)
 	u := mountUnion(t, cow.FormatOCI, busyboxLayer(t))
 	sh := func(cred *syscall.Credential, script string) (string, error) {
-		cmd := exec.Command("/usr/sbin/chroot", u.mnt, "/bin/sh", "-c", script)
+		// chroot(8) chroots and execs the mount's sh: a Go child does that
+		// before its exec, while this process, the mount's server, waits for
+		// the exec with a P held (vfork), so a request it sends there can
+		// wait forever on a stop-the-world (see inMount).
+		args := []string{u.mnt, "/bin/sh", "-c", script}
 		if cred != nil {
-			cmd = exec.Command("/bin/sh", "-c", script)
-			cmd.SysProcAttr = &syscall.SysProcAttr{Chroot: u.mnt, Credential: cred}
-			cmd.Dir = "/"
+			args = append([]string{fmt.Sprintf("--userspec=%d:%d", cred.Uid, cred.Gid)}, args...)
 		}
+		cmd := exec.Command("/usr/sbin/chroot", args...)
 		cmd.Env = []string{"PATH=/bin"}
 		out, err := cmd.CombinedOutput()
 		return string(out), err

@@ -3,6 +3,7 @@ package fs
 import (
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"testing"
 
@@ -163,4 +164,14 @@ func tryLocks(p string) int {
 	fmt.Println("fcntl:", unix.FcntlFlock(f.Fd(), unix.F_SETLK, &lk))
 	fmt.Println("flock:", unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB))
 	return 0
+}
+
+// inMount returns a command that runs script with sh in dir, a mount this process
+// serves. It must not be made with cmd.Dir = dir (or Chroot): Go's child changes
+// dir before its exec while the forking thread waits for the exec, vfork-style,
+// holding its P, so a FUSE request the child sends then is served only if no
+// stop-the-world comes first: a garbage collection deadlocks the test. sh
+// changes dir after the exec.
+func inMount(dir, script string) *exec.Cmd {
+	return exec.Command("/bin/sh", "-c", `cd "$1" && shift && eval "$1"`, "sh", dir, script)
 }

@@ -1,6 +1,10 @@
 package fs
 
-import "golang.org/x/sys/unix"
+import (
+	"encoding/binary"
+
+	"golang.org/x/sys/unix"
+)
 
 // IDRange maps Size ids from Stored (as the layers and the upper dir hold them) to
 // Shown (as the mount shows them): fuse-overlayfs's "uidmapping=Stored:Shown:Size".
@@ -68,4 +72,37 @@ func (m *IDMapping) stored(uid, gid int) (int, int) {
 		gid = int(mapID(m.GIDs, uint32(gid), false))
 	}
 	return uid, gid
+}
+
+// POSIX ACL xattr values (include/uapi/linux/posix_acl_xattr.h): a version, then
+// entries of a tag, permissions and an id, little-endian.
+const (
+	aclHeaderSize = 4
+	aclEntrySize  = 8
+	aclTagUser    = 0x02 // ACL_USER: a named user
+	aclTagGroup   = 0x08 // ACL_GROUP: a named group
+)
+
+// mapACL shifts, in place, the ids of the named users and groups in the value b of
+// the xattr attr if it is an ACL: to those the mount shows (toShown) or back to
+// those stored. The kernel checks access against these ACLs with the ids it sees,
+// so they are shifted as the owners are. A value of another shape is left alone
+// (the upper filesystem refuses it).
+func (m *IDMapping) mapACL(attr string, b []byte, toShown bool) {
+	if m == nil || (attr != aclAccessXattr && attr != aclDefaultXattr) ||
+		len(b) < aclHeaderSize || (len(b)-aclHeaderSize)%aclEntrySize != 0 {
+		return
+	}
+	for e := b[aclHeaderSize:]; len(e) >= aclEntrySize; e = e[aclEntrySize:] {
+		var ranges []IDRange
+		switch binary.LittleEndian.Uint16(e) {
+		case aclTagUser:
+			ranges = m.UIDs
+		case aclTagGroup:
+			ranges = m.GIDs
+		default:
+			continue
+		}
+		binary.LittleEndian.PutUint32(e[4:], mapID(ranges, binary.LittleEndian.Uint32(e[4:]), toShown))
+	}
 }

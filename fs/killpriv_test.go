@@ -59,8 +59,7 @@ func TestKillSuidgid(t *testing.T) {
 			}
 			nobody := func(script string) {
 				t.Helper()
-				cmd := exec.Command("sh", "-c", script)
-				cmd.Dir = u.mnt
+				cmd := inMount(u.mnt, script)
 				cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
 				if out, err := cmd.CombinedOutput(); err != nil {
 					t.Fatalf("%s as nobody: %v: %s", script, err, out)

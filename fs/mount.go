@@ -111,6 +111,7 @@ func Mount(mountpoint string, opts Options) (*MountPoint, error) {
 	mo.ExtraCapabilities |= fuse.CAP_HANDLE_KILLPRIV_V2
 	// And applies the umask of new entries, which a default ACL overrides (umask.go).
 	mo.ExtraCapabilities |= fuse.CAP_DONT_MASK
+	mo.EnableAcl = true
 	if !opts.Passthrough {
 		// Every change of file data passes through the kernel's page cache
 		// here (writes, truncates, hole punches, copy_file_range) or is

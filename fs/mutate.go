@@ -144,6 +144,10 @@ func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint3
 		return nil, nil, 0, errno("create", err)
 	}
 	oflags := int(flags)&^(unix.O_APPEND|fuse.FMODE_EXEC) | unix.O_CREAT | unix.O_NOFOLLOW | unix.O_CLOEXEC
+	if n.fs.noOpen {
+		// The fd becomes the node's data fd, which serves every open of it.
+		oflags = int(flags)&(unix.O_EXCL|unix.O_TRUNC) | unix.O_RDWR | unix.O_CREAT | unix.O_NOFOLLOW | unix.O_CLOEXEC
+	}
 	perm, acl := n.fs.newMode(ctx, dfd, mode)
 	fd, err := unix.Openat(dfd, name, oflags, perm)
 	if err != nil {
@@ -164,6 +168,11 @@ func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint3
 		return nil, nil, 0, errno("create", err)
 	}
 	cn := in.Operations().(*node)
+	if n.fs.noOpen {
+		cn.adoptDataFd(fd, true, true)
+		cn.putFd()
+		return in, nil, 0, 0
+	}
 	cn.mu.Lock()
 	h, fflags := cn.newHandle(fd, s, oflags, true, 0)
 	cn.mu.Unlock()
@@ -523,8 +532,8 @@ func (n *node) Tmpfile(ctx context.Context, flags uint32, mode uint32, out *fuse
 	}
 	defer unix.Close(dfd)
 	acc := int(flags) & unix.O_ACCMODE
-	if acc == unix.O_RDONLY {
-		acc = unix.O_RDWR
+	if acc == unix.O_RDONLY || n.fs.noOpen {
+		acc = unix.O_RDWR // no-open: the node's data fd, for every access
 	}
 	perm, acl := n.fs.newMode(ctx, dfd, mode)
 	fd, err := unix.Openat(dfd, ".", acc|unix.O_TMPFILE|unix.O_CLOEXEC, perm)
@@ -559,6 +568,10 @@ func (n *node) Tmpfile(ctx context.Context, flags uint32, mode uint32, out *fuse
 	ch.storeEntry(e, n.fs.epoch.Load(), authoritative, n.fs.stack.Load())
 	in := n.NewInode(ctx, ch, fusefs.StableAttr{Mode: unix.S_IFREG, Ino: e.ino, Gen: e.gen})
 	cn := in.Operations().(*node)
+	if n.fs.noOpen {
+		cn.keepAdopted(fd, true, true) // it has no name
+		return in, nil, 0, 0
+	}
 	cn.mu.Lock()
 	h, fflags := cn.newHandle(fd, s, acc, true, 0)
 	cn.mu.Unlock()

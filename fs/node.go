@@ -1,6 +1,7 @@
 package fs
 
 import (
+	"container/list"
 	"context"
 	"errors"
 	"log"
@@ -130,10 +131,15 @@ type node struct {
 	ptPinned     bool                 // the kernel's backing file is no longer the node's file
 	handles      map[*fileHandle]bool // live opens, for fstat/ftruncate after unlink
 
-	// No-open mode: the node's data fd (-1: none yet), and fds it replaced.
+	// No-open mode: the node's data fd (-1: none yet), and fds it replaced; the
+	// requests using them (see dataFd), and whether they are all the file has
+	// left, so that they are kept until the kernel forgets the node (fdcache.go).
 	dfd      int
 	dfdUpper bool
 	oldFds   []int
+	fdRefs   int
+	keepFd   bool
+	fdcElem  *list.Element // in dataFds, guarded by its mu
 
 	// Passthrough mode: an O_PATH fd to the file after its name went away, so
 	// opens racing with the removal still reach the inode (-1: none).

@@ -25,24 +25,37 @@ import (
 //     so files still open in the kernel keep working through it (nlink 0);
 //   - locks are left to the kernel (it keeps POSIX and flock locks itself when the
 //     server does not take them), which is right for a single mount.
-// Files created here still come with a handle (CREATE always opens), without
-// passthrough: the kernel then refuses (EIO) every other open of the file while
-// that handle lives (Linux 6.18; no-open files cannot join a passthrough inode).
+// Files created here (CREATE, O_TMPFILE) come without a handle too: their fd
+// becomes the node's data fd. The kernel sends no RELEASE for any file once
+// no_open is set, created ones included, so a handle's fd would stay open until
+// the unmount, and the space of a file removed after it with it. (A passthrough
+// handle is refused as well: Linux 6.18 then fails every other open of the file
+// with EIO while it lives; no-open files cannot join a passthrough inode.)
 
 // dataFd returns an fd for the node's data. write copies the node up first and
-// returns a read-write fd of the upper copy. The fd stays owned by the node.
+// returns a read-write fd of the upper copy. The fd stays owned by the node; the
+// caller uses it until it calls n.putFd, which it must.
 func (n *node) dataFd(write bool) (int, error) {
 	n.mu.Lock()
 	if n.dfd >= 0 && (!write || n.dfdUpper) {
 		fd := n.dfd
+		n.fdRefs++
 		n.mu.Unlock()
+		dataFds.touch(n)
 		return fd, nil
 	}
 	n.mu.Unlock()
 	e, s, err := n.resolve()
 	if err != nil {
 		if write && (errors.Is(err, unix.ESTALE) || errors.Is(err, unix.ENOENT)) {
-			return n.unlinkedUpperFd(nil) // its name is gone
+			// Its name is gone: the fd is kept, but counted as in use.
+			fd, err := n.unlinkedUpperFd(nil)
+			if err == nil {
+				n.mu.Lock()
+				n.fdRefs++
+				n.mu.Unlock()
+			}
+			return fd, err
 		}
 		return -1, err
 	}
@@ -69,10 +82,13 @@ func (n *node) dataFd(write bool) (int, error) {
 }
 
 // adoptDataFd makes fd, a file of the node's opened in the upper dir or not, its
-// data fd, unless a request that opened one too won; it returns the node's fd.
+// data fd, unless a request that opened one too won; it returns the node's fd,
+// for a use that ends with n.putFd.
 func (n *node) adoptDataFd(fd int, upper, write bool) int {
+	defer dataFds.touch(n)
 	n.mu.Lock()
 	defer n.mu.Unlock()
+	n.fdRefs++
 	if n.dfd >= 0 && (!write || n.dfdUpper) {
 		unix.Close(fd) // another request won
 		return n.dfd
@@ -81,6 +97,17 @@ func (n *node) adoptDataFd(fd int, upper, write bool) int {
 		n.oldFds = append(n.oldFds, n.dfd) // may still be in use by a read
 	}
 	n.dfd, n.dfdUpper = fd, upper
+	return fd
+}
+
+// keepAdopted is adoptDataFd for an fd that is all the file has left (an
+// O_TMPFILE file, an unnamed copy): kept until the kernel forgets the node.
+func (n *node) keepAdopted(fd int, upper, write bool) int {
+	fd = n.adoptDataFd(fd, upper, write)
+	n.mu.Lock()
+	n.keepDataFd()
+	n.fdRefs--
+	n.mu.Unlock()
 	return fd
 }
 
@@ -95,6 +122,9 @@ func (n *node) pinForRemovalIn(dirs *dirFds, e *entry, s *stack, name string) {
 	upper := e.inUpper(s)
 	n.mu.Lock()
 	has := n.dfd >= 0 && (!upper || n.dfdUpper)
+	if has {
+		n.keepDataFd() // the name is going
+	}
 	n.mu.Unlock()
 	if has {
 		return
@@ -112,7 +142,7 @@ func (n *node) pinForRemovalIn(dirs *dirFds, e *entry, s *stack, name string) {
 	if err != nil {
 		return
 	}
-	n.adoptDataFd(fd, upper, upper)
+	n.keepAdopted(fd, upper, upper)
 }
 
 // dropLowerFd forgets a read fd of the lower file after copy-up; n.mu is held.
@@ -145,7 +175,12 @@ func (n *node) pinForRemoval() {
 		return
 	}
 	if n.fs.noOpen && typ == unix.S_IFREG {
-		_, _ = n.dataFd(e.inUpper(s))
+		if _, err := n.dataFd(e.inUpper(s)); err == nil {
+			n.mu.Lock()
+			n.keepDataFd() // the name is going
+			n.mu.Unlock()
+			n.putFd()
+		}
 		return
 	}
 	dir, name := path.Split(n.rel())
@@ -205,6 +240,9 @@ func (n *node) OnForget() {
 		unix.Close(n.pin)
 		n.pin = -1
 	}
+	if n.fdcElem != nil {
+		go dataFds.remove(n) // not under n.mu: touch takes them the other way round
+	}
 }
 
 var _ = (fusefs.NodeReader)((*node)(nil))
@@ -218,8 +256,9 @@ func (n *node) Read(ctx context.Context, f fusefs.FileHandle, dest []byte, off i
 	if err != nil {
 		return nil, errno("read", err)
 	}
-	// Spliced from the fd when the kernel allows; the fd lives until OnForget.
-	return fuse.ReadResultFd(uintptr(fd), off, len(dest)), 0
+	// Spliced from the fd when the kernel allows; its use ends when go-fuse is
+	// done with it.
+	return &fdRead{ReadResult: fuse.ReadResultFd(uintptr(fd), off, len(dest)), n: n}, 0
 }
 
 var _ = (fusefs.NodeWriter)((*node)(nil))
@@ -234,6 +273,7 @@ func (n *node) Write(ctx context.Context, f fusefs.FileHandle, data []byte, off 
 	if err != nil {
 		return 0, errno("write", err)
 	}
+	defer n.putFd()
 	nw, err := unix.Pwrite(fd, data, off)
 	if err != nil {
 		return 0, errno("write", err)
@@ -281,6 +321,7 @@ func (n *node) Lseek(ctx context.Context, f fusefs.FileHandle, off uint64, whenc
 	if err != nil {
 		return 0, errno("lseek", err)
 	}
+	defer n.putFd()
 	r, err := unix.Seek(fd, int64(off), int(whence))
 	return uint64(r), errno("lseek", err)
 }
@@ -297,6 +338,7 @@ func (n *node) Allocate(ctx context.Context, f fusefs.FileHandle, off uint64, si
 	if err != nil {
 		return errno("fallocate", err)
 	}
+	defer n.putFd()
 	if err := unix.Fallocate(fd, mode, int64(off), int64(size)); err != nil {
 		return errno("fallocate", err)
 	}
@@ -311,6 +353,7 @@ func (n *node) unlinkedFd(f fusefs.FileHandle) (int, bool) {
 	n.mu.Lock()
 	if n.dfd >= 0 && n.dfdUpper {
 		fd := n.dfd
+		n.keepDataFd() // the file's last fd
 		n.mu.Unlock()
 		return fd, true
 	}
@@ -325,6 +368,7 @@ func (n *node) unlinkedFd(f fusefs.FileHandle) (int, bool) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if n.dfd >= 0 {
+		n.keepDataFd() // the file's last fd
 		return n.dfd, n.dfdUpper
 	}
 	return n.pin, n.pinUpper
@@ -349,6 +393,7 @@ func (n *node) unlinkedUpperFd(f fusefs.FileHandle) (int, error) {
 	n.mu.Lock()
 	if n.dfd >= 0 && n.dfdUpper {
 		fd := n.dfd
+		n.keepDataFd() // the file's last fd
 		n.mu.Unlock()
 		return fd, nil
 	}
@@ -377,15 +422,22 @@ func (n *node) unlinkedUpperFd(f fusefs.FileHandle) (int, error) {
 	if err != nil {
 		return -1, err
 	}
-	return n.adoptDataFd(fd, true, true), nil
+	return n.keepAdopted(fd, true, true), nil
 }
 
 // fsyncData syncs the node's upper fd in no-open mode.
 func (n *node) fsyncData() syscall.Errno {
 	n.mu.Lock()
 	fd, up := n.dfd, n.dfdUpper
+	if fd >= 0 {
+		n.fdRefs++
+	}
 	n.mu.Unlock()
-	if fd >= 0 && up {
+	if fd < 0 {
+		return 0
+	}
+	defer n.putFd()
+	if up {
 		return errno("fsync", unix.Fsync(fd))
 	}
 	return 0

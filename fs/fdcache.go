@@ -1,0 +1,149 @@
+package fs
+
+import (
+	"container/list"
+	"sync"
+
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"golang.org/x/sys/unix"
+)
+
+// In no-open mode a node keeps its file open as its data fd (noopen.go), and the
+// kernel keeps its inodes, so without a bound every file read through a mount
+// held an fd until the kernel forgot its inode: a grep -r of a tree of more files
+// than RLIMIT_NOFILE allows failed with EMFILE, and then so did every request.
+// dataFds bounds them, for every mount of the process: past its budget, the
+// least recently used data fds that no request is using are closed. A node whose
+// fd is closed opens its file again by name on its next use. Fds that are all a
+// file has left are kept (node.keepFd): a file whose name is going or gone
+// (unlinked or renamed over while open), an O_TMPFILE file, an unnamed copy.
+var dataFds = &fdCache{}
+
+// fdCache is a least-recently-used list of nodes with a data fd.
+type fdCache struct {
+	mu  sync.Mutex
+	lru list.List // *node, most recently used at the front
+	max int       // 0: set from RLIMIT_NOFILE on first use
+}
+
+// fdBudget is the share of the open-file limit data fds may take.
+func fdBudget() int {
+	var rl unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &rl); err != nil {
+		return 256
+	}
+	return int(min(max(rl.Cur/4, 256), 1<<16))
+}
+
+// touch marks n's data fd as just used, and closes the least recently used ones
+// past the budget.
+func (c *fdCache) touch(n *node) {
+	c.mu.Lock()
+	if c.max == 0 {
+		c.max = fdBudget()
+	}
+	if n.fdcElem != nil {
+		c.lru.MoveToFront(n.fdcElem)
+	} else {
+		n.fdcElem = c.lru.PushFront(n)
+	}
+	var victims []*node
+	for c.lru.Len() > c.max {
+		e := c.lru.Back()
+		v := e.Value.(*node)
+		c.lru.Remove(e)
+		v.fdcElem = nil
+		victims = append(victims, v)
+	}
+	c.mu.Unlock()
+	for _, v := range victims {
+		if v.closeDataFd() {
+			c.readd(v) // in use right now: closed on a later round
+		}
+	}
+}
+
+// readd puts n back at the front of the list, closing nothing.
+func (c *fdCache) readd(n *node) {
+	c.mu.Lock()
+	if n.fdcElem == nil {
+		n.fdcElem = c.lru.PushFront(n)
+	}
+	c.mu.Unlock()
+}
+
+// remove drops n from the list.
+func (c *fdCache) remove(n *node) {
+	c.mu.Lock()
+	if n.fdcElem != nil {
+		c.lru.Remove(n.fdcElem)
+		n.fdcElem = nil
+	}
+	c.mu.Unlock()
+}
+
+// closeDataFd closes n's data fd, and the fds it replaced, unless a request is
+// using them or the node must keep them; it reports whether the node is busy.
+func (n *node) closeDataFd() (busy bool) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.keepFd || n.dfd < 0 {
+		return false
+	}
+	if n.fdRefs > 0 {
+		return true
+	}
+	unix.Close(n.dfd)
+	n.dfd, n.dfdUpper = -1, false
+	n.closeOldFds()
+	return false
+}
+
+// closeOldFds closes the fds the data fd replaced once no request uses them;
+// n.mu is held.
+func (n *node) closeOldFds() {
+	if n.fdRefs > 0 || n.keepFd {
+		return
+	}
+	for _, fd := range n.oldFds {
+		unix.Close(fd)
+	}
+	n.oldFds = nil
+}
+
+// putFd ends a use of the data fd that dataFd began.
+func (n *node) putFd() {
+	n.mu.Lock()
+	n.fdRefs--
+	if len(n.oldFds) > 0 {
+		n.closeOldFds()
+	}
+	n.mu.Unlock()
+}
+
+// keepDataFd makes n keep its data fds until the kernel forgets it; n.mu is held.
+func (n *node) keepDataFd() {
+	n.keepFd = true
+}
+
+// fdRead is a read spliced or copied from a node's data fd after Read returned:
+// the use of the fd ends when go-fuse is done with it.
+type fdRead struct {
+	fuse.ReadResult
+	n    *node
+	once sync.Once
+}
+
+// seekable is go-fuse's interface of results it can splice from an fd.
+type seekable interface {
+	Seekable() (fd uintptr, off int64, sz int)
+}
+
+func (r *fdRead) Seekable() (uintptr, int64, int) {
+	return r.ReadResult.(seekable).Seekable()
+}
+
+func (r *fdRead) Done() {
+	r.ReadResult.Done()
+	r.once.Do(r.n.putFd)
+}

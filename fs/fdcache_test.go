@@ -1,0 +1,164 @@
+package fs
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/layerfs/layerfs/cow"
+	"golang.org/x/sys/unix"
+)
+
+// setFdBudget sets the data fd budget for the test.
+func setFdBudget(t *testing.T, n int) {
+	dataFds.mu.Lock()
+	old := dataFds.max
+	dataFds.max = n
+	dataFds.mu.Unlock()
+	t.Cleanup(func() {
+		dataFds.mu.Lock()
+		dataFds.max = old
+		dataFds.mu.Unlock()
+	})
+}
+
+// fdsUnder counts this process's fds open on files under dir.
+func fdsUnder(t *testing.T, dir string) (n int, names []string) {
+	t.Helper()
+	ents, err := os.ReadDir("/proc/self/fd")
+	must(t, err)
+	for _, e := range ents {
+		l, err := os.Readlink(filepath.Join("/proc/self/fd", e.Name()))
+		if err == nil && strings.HasPrefix(l, dir+"/") {
+			n++
+			names = append(names, l)
+		}
+	}
+	return n, names
+}
+
+// readUncached reads p through the server: its cached pages are dropped first.
+func readUncached(t *testing.T, p string) string {
+	t.Helper()
+	f, err := os.Open(p)
+	must(t, err)
+	defer f.Close()
+	must(t, unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_DONTNEED))
+	b := make([]byte, 4096)
+	n, err := f.ReadAt(b, 0)
+	if err != nil && n == 0 {
+		t.Fatalf("read %s: %v", p, err)
+	}
+	return string(b[:n])
+}
+
+// TestNoOpenFdBudget: in no-open mode the files read through a mount do not keep
+// an fd each (a tree of more files than RLIMIT_NOFILE allows made every request
+// fail with EMFILE): past the budget the least recently used are closed and
+// opened again on their next read. A file removed while open keeps its fd (it
+// is all that is left of it), and a file created through the mount and removed
+// gives its space back once the kernel forgets it (no RELEASE ever comes in this
+// mode, so a handle would have held its fd until the unmount).
+func TestNoOpenFdBudget(t *testing.T) {
+	setFdBudget(t, 8)
+	spec := map[string]string{"keep": "kept data\n"}
+	for i := range 120 {
+		spec[fmt.Sprintf("d%d/f%03d", i%4, i)] = fmt.Sprintf("content %d\n", i)
+	}
+	lower := tree(t, spec)
+	u := mountUnion(t, cow.FormatOverlay, lower)
+	p := func(s string) string { return filepath.Join(u.mnt, s) }
+
+	keep, err := os.Open(p("keep"))
+	must(t, err)
+	defer keep.Close()
+	if got := readUncached(t, p("keep")); got != "kept data\n" {
+		t.Fatalf("keep = %q", got)
+	}
+	must(t, os.Remove(p("keep")))
+
+	for pass := range 2 {
+		for i := range 120 {
+			name := fmt.Sprintf("d%d/f%03d", i%4, i)
+			if got, want := readUncached(t, p(name)), fmt.Sprintf("content %d\n", i); got != want {
+				t.Fatalf("pass %d: %s = %q, want %q", pass, name, got, want)
+			}
+		}
+		// The budget, and the removed file's own fd, which is kept.
+		if n, names := fdsUnder(t, lower); n > 8+1 {
+			t.Errorf("pass %d: %d fds open on the layer's files, want at most 9:\n%s", pass, n, strings.Join(names, "\n"))
+		}
+	}
+	must(t, unix.Fadvise(int(keep.Fd()), 0, 0, unix.FADV_DONTNEED))
+	b := make([]byte, 64)
+	if n, err := keep.ReadAt(b, 0); string(b[:n]) != "kept data\n" {
+		t.Errorf("read of the removed file through its fd: %q, %v", b[:n], err)
+	}
+
+	// Created, written, closed and removed: the server lets go of it.
+	must(t, os.WriteFile(p("new"), make([]byte, 1<<20), 0o644))
+	if got := readUncached(t, p("new")); len(got) != 4096 {
+		t.Errorf("read of a created file: %d bytes", len(got))
+	}
+	must(t, os.Remove(p("new")))
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		n, names := fdsUnder(t, u.upper)
+		if n == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("fds still open on the upper dir's files after the removal:\n%s", strings.Join(names, "\n"))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestNoOpenFdBudgetRace: reads of many files at once through a tiny budget close
+// fds while other reads use theirs; every read gets its own file's data (an fd
+// closed under a read, and reused by another open, would give another file's).
+func TestNoOpenFdBudgetRace(t *testing.T) {
+	setFdBudget(t, 3)
+	spec := map[string]string{}
+	for i := range 48 {
+		spec[fmt.Sprintf("f%02d", i)] = strings.Repeat(fmt.Sprintf("%02d", i), 1000)
+	}
+	lower := tree(t, spec)
+	u := mountUnion(t, cow.FormatOverlay, lower)
+	var wg sync.WaitGroup
+	errs := make(chan string, 64)
+	for w := range 6 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for round := range 5 {
+				for i := range 48 {
+					i := (i + w*7 + round) % 48
+					p := filepath.Join(u.mnt, fmt.Sprintf("f%02d", i))
+					f, err := os.Open(p)
+					if err != nil {
+						errs <- err.Error()
+						return
+					}
+					_ = unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_DONTNEED)
+					b := make([]byte, 2000)
+					n, err := f.ReadAt(b, 0)
+					f.Close()
+					if want := spec[fmt.Sprintf("f%02d", i)]; string(b[:n]) != want {
+						errs <- fmt.Sprintf("f%02d: read %q (%v), want %.8q...", i, b[:min(n, 8)], err, want)
+						return
+					}
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for e := range errs {
+		t.Error(e)
+	}
+}

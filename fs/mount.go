@@ -112,6 +112,14 @@ func Mount(mountpoint string, opts Options) (*MountPoint, error) {
 	// And applies the umask of new entries, which a default ACL overrides (umask.go).
 	mo.ExtraCapabilities |= fuse.CAP_DONT_MASK
 	mo.EnableAcl = true
+	if opts.Passthrough {
+		// O_TRUNC comes with the OPEN, whose copy-up then takes no data; without
+		// it the kernel sends the OPEN without O_TRUNC and a truncate after it,
+		// so a file too big for the upper's free space could not be emptied.
+		// Not in no-open mode: no OPEN is sent there, and the kernel would take
+		// the truncate as done (O_TRUNC arrives as a SETATTR instead).
+		mo.ExtraCapabilities |= fuse.CAP_ATOMIC_O_TRUNC
+	}
 	if !opts.Passthrough {
 		// Every change of file data passes through the kernel's page cache
 		// here (writes, truncates, hole punches, copy_file_range) or is

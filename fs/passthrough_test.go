@@ -1,6 +1,7 @@
 package fs
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"os"
@@ -10,6 +11,8 @@ import (
 	"testing"
 
 	"github.com/layerfs/layerfs/cow"
+	"github.com/layerfs/layerfs/internal/testenv"
+	"golang.org/x/sys/unix"
 )
 
 // TestPassthroughBackingHazard: a read-only open of a lower file that stays open
@@ -163,6 +166,55 @@ func TestOlderReadOpenSeesCopyUpWrites(t *testing.T) {
 			must(t, err)
 			check(r2, "XYZ content")
 			w2.Close()
+		})
+	}
+}
+
+// TestTruncOpenCopiesNoData: an open with O_TRUNC of a layer's file copies it up
+// without its data, in both modes, so it works on an upper filesystem without the
+// room for the data (as on kernel overlayfs); so does truncate(2) to 0.
+func TestTruncOpenCopiesNoData(t *testing.T) {
+	testenv.RequireRoot(t)
+	lower := t.TempDir()
+	for _, name := range []string{"a", "b"} {
+		f, err := os.Create(filepath.Join(lower, name))
+		must(t, err)
+		_, err = f.Write(bytes.Repeat([]byte{'x'}, 6<<20))
+		must(t, err)
+		must(t, f.Close())
+	}
+	for _, pt := range []bool{false, true} {
+		t.Run(map[bool]string{false: "noopen", true: "passthrough"}[pt], func(t *testing.T) {
+			// The upper and work dirs on a filesystem with 4 MiB of room.
+			small := t.TempDir()
+			must(t, unix.Mount("tmpfs", small, "tmpfs", 0, "size=4m"))
+			t.Cleanup(func() { _ = unix.Unmount(small, unix.MNT_DETACH) })
+			d := filepath.Join(small, "u")
+			u := &union{mnt: filepath.Join(t.TempDir(), "mnt"), upper: filepath.Join(d, "upper"), work: filepath.Join(d, "work"), lowers: []string{lower}, passthrough: pt}
+			for _, p := range []string{u.mnt, u.upper, u.work} {
+				must(t, os.MkdirAll(p, 0o755))
+			}
+			m, err := Mount(u.mnt, Options{Lowers: u.lowers, Upper: u.upper, Work: u.work, Format: cow.FormatOverlay, FsName: "layerfs-test", Passthrough: pt})
+			must(t, err)
+			u.m = m
+			t.Cleanup(func() { u.unmount(t) })
+
+			f, err := os.OpenFile(filepath.Join(u.mnt, "a"), os.O_WRONLY|os.O_TRUNC, 0)
+			if err != nil {
+				t.Fatalf("open O_TRUNC of a 6 MiB layer file, 4 MiB free: %v", err)
+			}
+			_, err = f.WriteString("new\n")
+			must(t, err)
+			must(t, f.Close())
+			must(t, os.Truncate(filepath.Join(u.mnt, "b"), 0))
+			for name, want := range map[string]string{"a": "new\n", "b": ""} {
+				if b, err := os.ReadFile(filepath.Join(u.mnt, name)); err != nil || string(b) != want {
+					t.Errorf("%s: %q, %v; want %q", name, b, err, want)
+				}
+				if b, err := os.ReadFile(filepath.Join(u.upper, name)); err != nil || string(b) != want {
+					t.Errorf("upper %s: %q, %v; want %q", name, b, err, want)
+				}
+			}
 		})
 	}
 }

@@ -179,7 +179,7 @@ func (s *Store) Put(ctx context.Context, r io.Reader, want digest.Digest) (diges
 	}
 	defer w.abort()
 	if _, err := io.Copy(w, ctxReader{ctx, r}); err != nil {
-		return "", 0, fmt.Errorf("put blob %s: %w", want, err)
+		return "", 0, blobWriteErr("put", want, err)
 	}
 	return w.commit(want)
 }
@@ -203,9 +203,17 @@ func (s *Store) Stage(ctx context.Context, r io.Reader, want digest.Digest) (*St
 	}
 	defer w.abort()
 	if _, err := io.Copy(w, ctxReader{ctx, r}); err != nil {
-		return nil, fmt.Errorf("stage blob %s: %w", want, err)
+		return nil, blobWriteErr("stage", want, err)
 	}
 	return w.stage(want)
+}
+
+// blobWriteErr wraps err of a blob write with the digest wanted, if one was.
+func blobWriteErr(verb string, want digest.Digest, err error) error {
+	if want == "" {
+		return fmt.Errorf("%s blob: %w", verb, err)
+	}
+	return fmt.Errorf("%s blob %s: %w", verb, want, err)
 }
 
 // Has reports whether blob d is in the store.

@@ -13,16 +13,22 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 )
 
-// WriteOption sets optional fields of a manifest that WriteImage writes.
-type WriteOption func(*ocispec.Manifest)
+// WriteOption sets optional parts of what WriteImage writes: manifest fields, tags.
+type WriteOption func(*writeSettings)
+
+type writeSettings struct {
+	manifest *ocispec.Manifest
+	tags     []string
+}
 
 // WithParent records parent's manifest digest as the base image (docker's Parent,
 // used by rmi's child-image rule).
 func WithParent(parent *Image) WriteOption {
-	return func(m *ocispec.Manifest) {
+	return func(w *writeSettings) {
 		if parent == nil {
 			return
 		}
+		m := w.manifest
 		if m.Annotations == nil {
 			m.Annotations = map[string]string{}
 		}
@@ -32,10 +38,11 @@ func WithParent(parent *Image) WriteOption {
 
 // WithAnnotations adds manifest annotations.
 func WithAnnotations(a map[string]string) WriteOption {
-	return func(m *ocispec.Manifest) {
+	return func(w *writeSettings) {
 		if len(a) == 0 {
 			return
 		}
+		m := w.manifest
 		if m.Annotations == nil {
 			m.Annotations = map[string]string{}
 		}
@@ -45,9 +52,17 @@ func WithAnnotations(a map[string]string) WriteOption {
 	}
 }
 
+// WithTags tags the image with refs (as Tag does) in the same index.json update
+// that records it, so a write that fails (a full disk) leaves neither the image nor
+// a tag behind; without it the image is recorded untagged. A ref that does not
+// parse fails the write before anything is stored.
+func WithTags(refs ...string) WriteOption {
+	return func(w *writeSettings) { w.tags = append(w.tags, refs...) }
+}
+
 // WriteImage writes cfg (JSON-encoded as given) and an OCI manifest naming it and
 // layers (already in the store), and records the manifest in index.json, untagged
-// unless it is there already. cfg.RootFS.DiffIDs must match layers one to one.
+// unless it is there already or WithTags gives it tags. cfg.RootFS.DiffIDs must match layers one to one.
 // Idempotent: the same input gives the same digests and one index entry.
 func (s *Store) WriteImage(ctx context.Context, cfg ocispec.Image, layers []ocispec.Descriptor, opts ...WriteOption) (*Image, error) {
 	if cfg.RootFS.Type == "" {
@@ -72,6 +87,14 @@ func (s *Store) WriteImageRaw(ctx context.Context, rawConfig []byte, layers []oc
 			return nil, fmt.Errorf("write image: layer %s: %w", l.Digest, ErrMissingBlob)
 		}
 	}
+	var m ocispec.Manifest
+	ws := writeSettings{manifest: &m}
+	for _, o := range opts {
+		o(&ws)
+	}
+	if _, err := parseTags(ws.tags); err != nil {
+		return nil, err
+	}
 	release, err := s.Lease(ctx)
 	if err != nil {
 		return nil, err
@@ -81,17 +104,12 @@ func (s *Store) WriteImageRaw(ctx context.Context, rawConfig []byte, layers []oc
 	if err != nil {
 		return nil, fmt.Errorf("write image config: %w", err)
 	}
-	m := ocispec.Manifest{
-		MediaType: ocispec.MediaTypeImageManifest,
-		Config:    ocispec.Descriptor{MediaType: ocispec.MediaTypeImageConfig, Digest: cd, Size: cs},
-		Layers:    layers,
-	}
+	m.MediaType = ocispec.MediaTypeImageManifest
+	m.Config = ocispec.Descriptor{MediaType: ocispec.MediaTypeImageConfig, Digest: cd, Size: cs}
+	m.Layers = layers
 	m.SchemaVersion = 2
 	if m.Layers == nil {
 		m.Layers = []ocispec.Descriptor{}
-	}
-	for _, o := range opts {
-		o(&m)
 	}
 	mb, err := json.Marshal(m)
 	if err != nil {
@@ -101,7 +119,7 @@ func (s *Store) WriteImageRaw(ctx context.Context, rawConfig []byte, layers []oc
 	if err != nil {
 		return nil, fmt.Errorf("write image manifest: %w", err)
 	}
-	return s.AddManifest(ctx, ocispec.Descriptor{MediaType: ocispec.MediaTypeImageManifest, Digest: md, Size: ms})
+	return s.AddManifest(ctx, ocispec.Descriptor{MediaType: ocispec.MediaTypeImageManifest, Digest: md, Size: ms}, ws.tags...)
 }
 
 // AddManifest records a manifest already in the store (with its config and layers)

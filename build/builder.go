@@ -242,15 +242,14 @@ func Build(ctx context.Context, o Options) (*Result, error) {
 		sort.Strings(unused)
 		fmt.Fprintf(b.out, "[Warning] One or more build-args %v were not consumed\n", unused)
 	}
-	img, err := o.Store.WriteImageRaw(ctx, b.raw, b.descs, blobstore.WithParent(b.parent))
+	// The tags go in with the image, in one index.json update: a failure (a full
+	// disk) leaves no untagged image behind.
+	img, err := o.Store.WriteImageRaw(ctx, b.raw, b.descs, blobstore.WithParent(b.parent), blobstore.WithTags(o.Tags...))
 	if err != nil {
 		return nil, err
 	}
 	fmt.Fprintf(b.out, "Successfully built %s\n", shortDigest(img.ID))
 	for _, t := range o.Tags {
-		if err := o.Store.Tag(ctx, img, t); err != nil {
-			return nil, err
-		}
 		fmt.Fprintf(b.out, "Successfully tagged %s\n", blobstore.FamiliarString(t))
 	}
 	return &Result{Image: img, Steps: step, Cached: cached}, nil

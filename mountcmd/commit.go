@@ -290,14 +290,13 @@ func (c *committer) commit(ctx context.Context) (*blobstore.Image, error) {
 	if err != nil {
 		return nil, err
 	}
-	img, err := c.store.WriteImageConfig(ctx, cfg, len(cfg.RootFS.DiffIDs), layers, blobstore.WithParent(c.parent))
-	if err != nil {
-		return nil, err
-	}
+	var tags []string
 	if c.plan.ref != "" {
-		if err := c.store.Tag(ctx, img, c.plan.ref); err != nil {
-			return nil, err
-		}
+		tags = append(tags, c.plan.ref)
+	}
+	img, err := c.store.WriteImageConfig(ctx, cfg, len(cfg.RootFS.DiffIDs), layers, blobstore.WithParent(c.parent), blobstore.WithTags(tags...))
+	if err != nil {
+		return nil, fmt.Errorf("commit %s: %w", c.w.name, err)
 	}
 	return img, nil
 }

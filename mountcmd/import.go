@@ -130,14 +130,13 @@ func runImport(cmd *cobra.Command, g *globalOptions, o *importOptions, args []st
 	if err != nil {
 		return err
 	}
-	img, err := s.WriteImageRaw(cmd.Context(), raw, []ocispec.Descriptor{desc})
-	if err != nil {
-		return err
-	}
+	var tags []string
 	if tag != "" {
-		if err := s.Tag(cmd.Context(), img, tag); err != nil {
-			return err
-		}
+		tags = append(tags, tag)
+	}
+	img, err := s.WriteImageRaw(cmd.Context(), raw, []ocispec.Descriptor{desc}, blobstore.WithTags(tags...))
+	if err != nil {
+		return fmt.Errorf("import: %w", err)
 	}
 	fmt.Fprintln(cmd.OutOrStdout(), img.ID)
 	return nil

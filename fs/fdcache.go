@@ -87,15 +87,17 @@ func (c *fdCache) remove(n *node) {
 func (n *node) closeDataFd() (busy bool) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	if n.keepFd || n.dfd < 0 {
+	if n.keepFd {
 		return false
 	}
 	if n.fdRefs > 0 {
 		return true
 	}
-	unix.Close(n.dfd)
-	n.dfd, n.dfdUpper = -1, false
-	n.closeOldFds()
+	if n.dfd >= 0 {
+		unix.Close(n.dfd)
+		n.dfd, n.dfdUpper = -1, false
+	}
+	n.closeOldFds() // a Rebase parks the data fd there
 	return false
 }
 

@@ -226,6 +226,11 @@ var _ = (fusefs.NodeOnForgetter)((*node)(nil))
 
 // OnForget closes the node's data fds.
 func (n *node) OnForget() {
+	n.forgetFds()
+	dataFds.remove(n) // not under n.mu: touch takes the locks the other way round
+}
+
+func (n *node) forgetFds() {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if n.dfd >= 0 {
@@ -239,9 +244,6 @@ func (n *node) OnForget() {
 	if n.pin >= 0 {
 		unix.Close(n.pin)
 		n.pin = -1
-	}
-	if n.fdcElem != nil {
-		go dataFds.remove(n) // not under n.mu: touch takes them the other way round
 	}
 }
 

@@ -99,7 +99,7 @@ func Mount(mountpoint string, opts Options) (*MountPoint, error) {
 		EnableLocks:          false,
 		EnableSymlinkCaching: true,
 		DirectMount:          true,
-		MaxWrite:             1 << 20,
+		MaxWrite:             maxIO,
 		MaxReadAhead:         1 << 20,
 		Debug:                opts.Debug,
 	}
@@ -171,15 +171,21 @@ func Mount(mountpoint string, opts Options) (*MountPoint, error) {
 	return m, nil
 }
 
+// maxIO is the largest READ (max_read, which go-fuse sets to MaxWrite) and WRITE.
+// A READ reply is spliced from the file through a pipe that must hold it, its
+// header and a page (go-fuse), and pipes grow to 1 MiB (pipe-max-size): READs of
+// 1 MiB (cat(1) and cp(1) advise sequential reads, which doubles the readahead to
+// 1 MiB) were copied instead, and go-fuse logged each ("trySplice: ... max pipe
+// size"), a line per MiB read in the server's log. The time was the same either
+// way (FINDINGS 5).
+const maxIO = 1<<20 - 8<<10
+
 // readaheadKB is the readahead set on the mount's bdi. The kernel takes the smaller
 // of the server's max_readahead and the bdi's, which starts at 128 KiB, so every
 // 128 KiB of a file read through this process (no-open mode) was a READ. 512 KiB
 // made the first read of a 1 GiB file whose layer pages were cached (a new mount
 // over layers just read) 1.3x faster, and measured neutral on cold and small-file
-// reads (bench/FINDINGS.md 5). Larger is no better. A read(2) of 1 MiB is still
-// read ahead in one READ of 1 MiB, whose reply does not fit go-fuse's 1 MiB pipe,
-// so go-fuse copies it instead of splicing; capping max_read to make it fit gained
-// nothing measurable (FINDINGS 5).
+// reads (bench/FINDINGS.md 5). Larger is no better.
 const readaheadKB = 512
 
 // raiseReadahead raises the readahead of the bdi of the mount's device dev to

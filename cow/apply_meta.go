@@ -33,22 +33,10 @@ func (a *applier) setMeta(pfd int, base string, fd int, hdr *tar.Header, symlink
 			return fmt.Errorf("chown: %w", err)
 		}
 	}
-	if !symlink {
-		mode := uint32(hdr.Mode) & 0o7777
-		var err error
-		if fd >= 0 {
-			err = unix.Fchmod(fd, mode)
-		} else {
-			err = unix.Fchmodat(pfd, base, mode, 0)
-		}
-		if err != nil {
-			return fmt.Errorf("chmod: %w", err)
-		}
-	}
 	for k, v := range hdr.PAXRecords {
 		name, ok := strings.CutPrefix(k, paxXattrPrefix)
-		if !ok || IsPrivateXattr(name) {
-			continue
+		if !ok || IsPrivateXattr(name) || (a.euid != 0 && name == RootlessXattr) {
+			continue // unprivileged, the owner below is the one that counts
 		}
 		var err error
 		if fd >= 0 {
@@ -64,6 +52,29 @@ func (a *applier) setMeta(pfd int, base string, fd int, hdr *tar.Header, symlink
 		if err != nil && !errors.Is(err, unix.ENOTSUP) && !(a.euid != 0 && errors.Is(err, unix.EPERM)) &&
 			!(fd < 0 && strings.HasPrefix(name, "user.") && errors.Is(err, unix.EPERM)) {
 			return fmt.Errorf("setxattr %s: %w", name, err)
+		}
+	}
+	if a.euid != 0 {
+		if v := encodeRootless(hdr.Uid, hdr.Gid); v != nil && fd >= 0 {
+			// Unprivileged: the entry is the user's, the image's owner is kept
+			// here (rootless.go). Only regular files and dirs take user xattrs.
+			if err := unix.Fsetxattr(fd, RootlessXattr, v, 0); err != nil && !errors.Is(err, unix.ENOTSUP) {
+				return fmt.Errorf("setxattr %s: %w", RootlessXattr, err)
+			}
+		}
+	}
+	// The mode after the xattrs: unprivileged, setting a user xattr needs write
+	// permission, which the entry's mode may not give (a 0555 dir).
+	if !symlink {
+		mode := uint32(hdr.Mode) & 0o7777
+		var err error
+		if fd >= 0 {
+			err = unix.Fchmod(fd, mode)
+		} else {
+			err = unix.Fchmodat(pfd, base, mode, 0)
+		}
+		if err != nil {
+			return fmt.Errorf("chmod: %w", err)
 		}
 	}
 	mt := hdr.ModTime

@@ -174,9 +174,7 @@ func CopyUnnamed(src, work int, xattrs map[string][]byte) (int, error) {
 	if err := unix.Fchown(dst, int(st.Uid), int(st.Gid)); err != nil && !errors.Is(err, unix.EPERM) {
 		return fail(err)
 	}
-	if err := unix.Fchmod(dst, st.Mode&0o7777); err != nil {
-		return fail(err)
-	}
+	// xattrs before the mode: unprivileged, a user xattr needs write permission.
 	if err := copyXattrs(fdXattrs(dst), fdXattrs(rfd)); err != nil {
 		return fail(err)
 	}
@@ -184,6 +182,9 @@ func CopyUnnamed(src, work int, xattrs map[string][]byte) (int, error) {
 		if err := setPrivateXattr(dst, k, v); err != nil {
 			return fail(err)
 		}
+	}
+	if err := unix.Fchmod(dst, st.Mode&0o7777); err != nil {
+		return fail(err)
 	}
 	ts := []unix.Timespec{st.Atim, st.Mtim}
 	if err := unix.UtimesNanoAt(unix.AT_FDCWD, fmt.Sprintf("/proc/self/fd/%d", dst), ts, 0); err != nil {
@@ -292,21 +293,20 @@ func copyToTemp(srcDir int, name string, st *unix.Stat_t, opts CopyUpOptions, tm
 	if err := unix.Fchownat(opts.Work, tmp, int(st.Uid), int(st.Gid), unix.AT_SYMLINK_NOFOLLOW); err != nil && !errors.Is(err, unix.EPERM) {
 		return err
 	}
+	// xattrs before the mode: unprivileged, a user xattr needs write permission
+	// (a 0555 dir, a 0444 file).
 	switch {
 	case special:
-		if err := unix.Fchmodat(opts.Work, tmp, mode, 0); err != nil {
-			return err
-		}
 		if err := copyXattrs(procXattrs(xdst), procXattrs(xsrc)); err != nil {
 			return err
 		}
 		for k, v := range opts.Xattrs {
 			_ = unix.Setxattr(procFdPath(xdst), k, v, 0) // best effort (user.* is refused here)
 		}
-	case xdst >= 0:
-		if err := unix.Fchmod(xdst, mode); err != nil {
+		if err := unix.Fchmodat(opts.Work, tmp, mode, 0); err != nil {
 			return err
 		}
+	case xdst >= 0:
 		if err := copyXattrs(fdXattrs(xdst), fdXattrs(xsrc)); err != nil {
 			return err
 		}
@@ -314,6 +314,9 @@ func copyToTemp(srcDir int, name string, st *unix.Stat_t, opts CopyUpOptions, tm
 			if err := setPrivateXattr(xdst, k, v); err != nil {
 				return err
 			}
+		}
+		if err := unix.Fchmod(xdst, mode); err != nil {
+			return err
 		}
 	}
 	if len(opts.Xattrs) > 0 && st.Mode&unix.S_IFMT == unix.S_IFLNK {

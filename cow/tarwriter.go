@@ -43,6 +43,9 @@ type tarEmitter struct {
 	buf   []byte
 	epoch *time.Time
 	xbuf  []byte
+	// rootless: the store is unprivileged, its files the user's; owners come
+	// from RootlessXattr, root's where there is none (rootless.go).
+	rootless bool
 }
 
 func newTarEmitter(w io.Writer, epoch *time.Time) *tarEmitter {
@@ -50,6 +53,7 @@ func newTarEmitter(w io.Writer, epoch *time.Time) *tarEmitter {
 	return &tarEmitter{
 		tw: tar.NewWriter(bw), bw: bw, links: map[devIno]string{},
 		buf: make([]byte, 1<<20), epoch: epoch, xbuf: make([]byte, 4096),
+		rootless: os.Geteuid() != 0,
 	}
 }
 
@@ -113,6 +117,9 @@ func (e *tarEmitter) entry1(dirfd int, base, p string, st *unix.Stat_t) error {
 		ModTime: e.mtime(st.Mtim.Sec, st.Mtim.Nsec),
 		Format:  tar.FormatPAX,
 	}
+	if e.rootless {
+		hdr.Uid, hdr.Gid = 0, 0
+	}
 	ft := st.Mode & unix.S_IFMT
 	if ft == unix.S_IFSOCK {
 		return nil
@@ -129,6 +136,12 @@ func (e *tarEmitter) entry1(dirfd int, base, p string, st *unix.Stat_t) error {
 	xattrs, err := e.readXattrs(dirfd, base)
 	if err != nil {
 		return vanished(err)
+	}
+	if v, ok := xattrs[paxXattrPrefix+RootlessXattr]; ok && e.rootless {
+		delete(xattrs, paxXattrPrefix+RootlessXattr)
+		if uid, gid, err := decodeRootless([]byte(v)); err == nil {
+			hdr.Uid, hdr.Gid = uid, gid
+		}
 	}
 	if len(xattrs) > 0 {
 		hdr.PAXRecords = xattrs

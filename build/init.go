@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/signal"
 	"path"
+	"strconv"
 	"strings"
 	"syscall"
 
@@ -63,6 +64,16 @@ func InitMain() int {
 		}
 		return initFail(code, err)
 	}
+	// The command dies with the layerfs that started it (a build killed during
+	// a RUN): the parent-death signal set at clone is lost on the way here
+	// (seen: a RUN's command outlived a SIGKILLed build, reparented to init).
+	unix.Prctl(unix.PR_SET_PDEATHSIG, uintptr(unix.SIGKILL), 0, 0, 0)
+	// The command gets its stdio and nothing else: the starter's fds that lack
+	// close-on-exec (a build's own /dev/fuse, whose mount is the command's root,
+	// or what layerfs itself inherited) would otherwise stay open in it. A
+	// command holding the /dev/fuse of its own root keeps the connection alive
+	// after the server died, and then waits on it for good (unkillable).
+	closeExtraFilesOnExec()
 	if spec.Init {
 		return runInit(argv0, spec.Args, env, u)
 	}
@@ -222,6 +233,22 @@ func runInit(argv0 string, args, env []string, u ExecUser) int {
 			if got == pid {
 				return exitCode(st)
 			}
+		}
+	}
+}
+
+// closeExtraFilesOnExec marks every fd above stderr close-on-exec.
+func closeExtraFilesOnExec() {
+	if unix.CloseRange(3, ^uint(0), unix.CLOSE_RANGE_CLOEXEC) == nil {
+		return
+	}
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		return
+	}
+	for _, e := range ents {
+		if fd, err := strconv.Atoi(e.Name()); err == nil && fd > 2 {
+			unix.CloseOnExec(fd)
 		}
 	}
 }

@@ -165,6 +165,10 @@ func Build(ctx context.Context, o Options) (*Result, error) {
 	b.cache = &stepCache{dir: filepath.Join(o.StateDir, "build-cache"), store: o.Store}
 	b.layers = &cow.LayerCache{Dir: o.LayersDir}
 	b.tmpRoot = filepath.Join(o.StateDir, "tmp")
+	// What builds killed before left (dead mounts and their dirs) goes first.
+	if _, err := RemoveStaleScratch(o.StateDir, false); err != nil {
+		fmt.Fprintf(b.out, "WARNING: %v\n", err)
+	}
 	b.usedArgs = map[string]bool{}
 	b.stages = map[string]*stageResult{}
 

@@ -56,13 +56,11 @@ func (b *builder) withMount(ctx context.Context, fn func(rootfs string) error) (
 	if err != nil {
 		return nil, "", err
 	}
-	if err := os.MkdirAll(b.tmpRoot, 0o700); err != nil {
-		return nil, "", err
-	}
-	dir, err := os.MkdirTemp(b.tmpRoot, "step-")
+	dir, release, err := newScratchDir(b.tmpRoot, "step-")
 	if err != nil {
 		return nil, "", err
 	}
+	defer release()
 	upper, work, mnt := filepath.Join(dir, "upper"), filepath.Join(dir, "work"), filepath.Join(dir, "rootfs")
 	for _, d := range []string{upper, work, mnt} {
 		if err := os.Mkdir(d, 0o755); err != nil {
@@ -448,27 +446,35 @@ func (b *builder) mountFrom(ctx context.Context, from string) (*buildContext, di
 	if err != nil {
 		return nil, "", nil, err
 	}
-	if err := os.MkdirAll(b.tmpRoot, 0o700); err != nil {
+	top, release, err := newScratchDir(b.tmpRoot, "from-")
+	if err != nil {
 		return nil, "", nil, err
 	}
-	dir, err := os.MkdirTemp(b.tmpRoot, "from-")
-	if err != nil {
+	remove := func() {
+		os.RemoveAll(top)
+		release()
+	}
+	dir := filepath.Join(top, "rootfs")
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		remove()
 		return nil, "", nil, err
 	}
 	if real, err := filepath.EvalSymlinks(dir); err == nil {
 		dir = real // the prefix realPathInRoot checks against
 	}
 	if len(lowers) == 0 { // an empty (scratch) stage: an empty dir will do
-		return &buildContext{dir: dir}, id, func() { os.RemoveAll(dir) }, nil
+		return &buildContext{dir: dir}, id, remove, nil
 	}
 	m, err := fs.Mount(dir, fs.Options{Lowers: lowers, ReadOnly: true, FsName: "layerfs:build"})
 	if err != nil {
-		os.Remove(dir)
+		remove()
 		return nil, "", nil, err
 	}
 	unmount := func() {
 		if m.Unmount() == nil {
-			os.Remove(dir)
+			remove()
+		} else {
+			release() // a later build or gc clears it
 		}
 	}
 	return &buildContext{dir: dir}, id, unmount, nil

@@ -9,6 +9,7 @@ import (
 
 	units "github.com/docker/go-units"
 	"github.com/layerfs/layerfs/blobstore"
+	"github.com/layerfs/layerfs/build"
 	"github.com/layerfs/layerfs/cow"
 	"github.com/opencontainers/go-digest"
 	"github.com/spf13/cobra"
@@ -128,5 +129,16 @@ func reclaim(cmd *cobra.Command, g *globalOptions, s *blobstore.Store, dryRun bo
 		return err
 	})
 	res.Freed += freed
+	if err != nil {
+		return res, err
+	}
+	// Leftovers of killed builds and container commands, outside the store.
+	n, err := removeContainerLeftovers(g.root, dryRun)
+	res.TempFiles += n
+	if err != nil {
+		return res, err
+	}
+	n, err = build.RemoveStaleScratch(g.root, dryRun)
+	res.TempFiles += n
 	return res, err
 }

@@ -1,0 +1,219 @@
+package integration
+
+// Killed-process hunt: what a SIGKILLed command left behind. Each test is the
+// reproduction of one bug found by killing commands part-way (strace's syscall
+// fault injection, or a signal at a chosen moment).
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// TestKillBuildDuringRun: a build killed (SIGKILL) during a RUN takes the RUN's
+// command with it, and the dead mount and step dir it leaves are cleared by gc and
+// by the next build. Before, the command ran on (reparented to init) and the dead
+// FUSE mount stayed at <root>/tmp/step-*/rootfs for good.
+func TestKillBuildDuringRun(t *testing.T) {
+	requireRunner(t)
+	importRunner(t, "busybox", `CMD ["sh"]`)
+	root := rootFor(t)
+	ctx := t.TempDir()
+	writeFiles(t, ctx, map[string]string{"Dockerfile": "FROM busybox\nRUN echo hi > /hi; sleep 30\n"})
+	t.Cleanup(func() {
+		for _, m := range buildMounts(t, root) {
+			exec.Command("umount", "-l", m).Run()
+		}
+	})
+
+	cmd := exec.Command(layerfsBin, "--root", root, "build", "-t", "k", ctx)
+	out := outputFile(t)
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the RUN step", func() bool { return strings.Contains(fileText(out), "Running in") })
+	var child int
+	waitFor(t, "the RUN's process", func() bool {
+		child = childOf(cmd.Process.Pid)
+		return child > 0
+	})
+	for _, fd := range openFiles(child) {
+		if fd == "/dev/fuse" {
+			t.Errorf("the RUN's command holds %s open", fd)
+		}
+	}
+	cmd.Process.Kill()
+	cmd.Wait()
+	t.Cleanup(func() { syscall.Kill(child, syscall.SIGKILL) })
+
+	deadline := time.Now().Add(5 * time.Second)
+	for processAlive(child) && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if processAlive(child) {
+		t.Errorf("the RUN's command (pid %d) outlived the killed build", child)
+	}
+	if len(buildMounts(t, root)) == 0 {
+		t.Fatalf("the killed build left no mount: nothing to check")
+	}
+	if got := mustRun(t, "gc"); !strings.Contains(got, "leftover temporary file") {
+		t.Errorf("gc after a killed build = %q, want it to clear the step", got)
+	}
+	if ms := buildMounts(t, root); len(ms) > 0 {
+		t.Errorf("after gc the killed build's mounts are still there: %v", ms)
+	}
+	if ents, _ := filepath.Glob(filepath.Join(root, "tmp", "step-*")); len(ents) > 0 {
+		t.Errorf("after gc the killed build's step dirs are still there: %v", ents)
+	}
+}
+
+// TestKillBuildNextBuildClears: the next build clears what a killed build left.
+func TestKillBuildNextBuildClears(t *testing.T) {
+	requireRunner(t)
+	importRunner(t, "busybox", `CMD ["sh"]`)
+	root := rootFor(t)
+	ctx := t.TempDir()
+	writeFiles(t, ctx, map[string]string{"Dockerfile": "FROM busybox\nRUN sleep 30\n", "Dockerfile.ok": "FROM busybox\nRUN echo ok > /ok\n"})
+	t.Cleanup(func() {
+		for _, m := range buildMounts(t, root) {
+			exec.Command("umount", "-l", m).Run()
+		}
+	})
+	cmd := exec.Command(layerfsBin, "--root", root, "build", "-t", "k", ctx)
+	out := outputFile(t)
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the RUN step", func() bool { return strings.Contains(fileText(out), "Running in") })
+	waitFor(t, "the RUN's process", func() bool { return childOf(cmd.Process.Pid) > 0 })
+	cmd.Process.Kill()
+	cmd.Wait()
+	if len(buildMounts(t, root)) == 0 {
+		t.Fatalf("the killed build left no mount: nothing to check")
+	}
+	mustRun(t, "build", "-q", "-f", filepath.Join(ctx, "Dockerfile.ok"), ctx)
+	if ms := buildMounts(t, root); len(ms) > 0 {
+		t.Errorf("after the next build the killed build's mounts are still there: %v", ms)
+	}
+	if ents, _ := filepath.Glob(filepath.Join(root, "tmp", "step-*")); len(ents) > 0 {
+		t.Errorf("after the next build the killed build's step dirs are still there: %v", ents)
+	}
+}
+
+// TestKillContainerLeftovers: what killed container commands leave in work/ goes
+// with gc. An rm killed after it removed state.json (its first step) leaves a dir
+// no command sees (ps skips it, rm says "No such container") holding the whole
+// upper dir; a commit --rebase killed after the swap leaves the old upper dir,
+// one killed before it the new one; a state.json write killed before its rename
+// leaves the temp file. Before, gc kept them all, for good.
+func TestKillContainerLeftovers(t *testing.T) {
+	e := newMountEnv(t)
+	root := rootFor(t)
+	dir := e.dir()
+	for _, name := range []string{"gone", "kept"} {
+		e.ok("mount", "--name", name, e.image, dir)
+		if err := os.WriteFile(filepath.Join(dir, "blob"), make([]byte, 1<<20), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		e.ok("umount", dir)
+	}
+	// The rm of "gone" killed after its first step.
+	if err := os.Remove(filepath.Join(root, "work", "gone", "state.json")); err != nil {
+		t.Fatal(err)
+	}
+	e.fails("No such container", "rm", "gone")
+	// "kept", mounted again, with a rebase's and a state write's leftovers.
+	e.ok("mount", "--name", "kept", dir)
+	kept := filepath.Join(root, "work", "kept")
+	for _, d := range []string{"upper-123", "upper-456/etc"} {
+		if err := os.MkdirAll(filepath.Join(kept, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(filepath.Join(kept, ".state.json.tmp789"), []byte("{"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	if got := mustRun(t, "gc"); !strings.Contains(got, "Deleted: 4 leftover temporary file(s)") {
+		t.Errorf("gc = %q, want 4 leftovers deleted", got)
+	}
+	if _, err := os.Lstat(filepath.Join(root, "work", "gone")); !os.IsNotExist(err) {
+		t.Errorf("after gc the half-removed container's dir: %v, want it gone", err)
+	}
+	ents, _ := os.ReadDir(kept)
+	var names []string
+	for _, e := range ents {
+		names = append(names, e.Name())
+	}
+	if got := strings.Join(names, " "); strings.Contains(got, "upper-") || strings.Contains(got, ".tmp") || !strings.Contains(got, "upper") {
+		t.Errorf("after gc the container dir holds %q, want its upper dir and no leftovers", got)
+	}
+	if b, err := os.ReadFile(filepath.Join(dir, "blob")); err != nil || len(b) != 1<<20 {
+		t.Errorf("after gc the mounted container's file: %d bytes, %v", len(b), err)
+	}
+	if got := e.psField("kept", "Status"); got != "mounted" {
+		t.Errorf("after gc kept is %q, want mounted", got)
+	}
+}
+
+// childOf is the first child of pid, forked by any of its threads (0 if none).
+func childOf(pid int) int {
+	tasks, _ := filepath.Glob("/proc/" + strconv.Itoa(pid) + "/task/*/children")
+	for _, p := range tasks {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			continue
+		}
+		if f := strings.Fields(string(b)); len(f) > 0 {
+			n, _ := strconv.Atoi(f[0])
+			return n
+		}
+	}
+	return 0
+}
+
+// openFiles lists what pid's fds point at.
+func openFiles(pid int) []string {
+	ents, _ := os.ReadDir("/proc/" + strconv.Itoa(pid) + "/fd")
+	var out []string
+	for _, e := range ents {
+		if p, err := os.Readlink("/proc/" + strconv.Itoa(pid) + "/fd/" + e.Name()); err == nil {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// processAlive reports whether pid runs (a zombie is dead).
+func processAlive(pid int) bool {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return false
+	}
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	return i > 0 && len(s) > i+2 && s[i+2] != 'Z'
+}
+
+// outputFile is a file for a child's output: unlike a pipe, one its orphans keep
+// open does not hold up Wait.
+func outputFile(t *testing.T) *os.File {
+	f, err := os.Create(filepath.Join(t.TempDir(), "out"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	return f
+}
+
+func fileText(f *os.File) string {
+	b, _ := os.ReadFile(f.Name())
+	return string(b)
+}

@@ -1,0 +1,100 @@
+package mountcmd
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+)
+
+// removeContainerLeftovers removes what killed commands left in the working
+// containers' dirs, and returns how many things it removed (with dryRun, would
+// remove):
+//
+//   - a container dir without state.json: an rm killed after it removed state.json,
+//     or a create killed before it wrote it (listContainers already skips it, and
+//     nothing else would ever remove it);
+//   - an upper dir state.json does not name: the old one of a commit --rebase
+//     killed after the swap, or the new one of a rebase killed before it;
+//   - state.json's temp files (writeFileAtomic killed before its rename).
+//
+// Each container is judged under its lock, skipped if busy: every writer of a
+// container's dir holds it (create, rm, commit --rebase), so what is found there
+// unnamed then is nobody's.
+func removeContainerLeftovers(root string, dryRun bool) (int, error) {
+	ents, err := os.ReadDir(workDir(root))
+	if errors.Is(err, os.ErrNotExist) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("working containers: %w", err)
+	}
+	n := 0
+	for _, e := range ents {
+		if !e.IsDir() {
+			continue
+		}
+		w, err := newWorkContainer(root, e.Name())
+		if err != nil {
+			continue
+		}
+		unlock, ok, err := tryLockContainer(w)
+		if err != nil {
+			return n, err
+		}
+		if !ok {
+			continue
+		}
+		k, err := w.removeLeftovers(dryRun)
+		unlock()
+		n += k
+		if err != nil {
+			return n, err
+		}
+	}
+	return n, nil
+}
+
+// removeLeftovers is removeContainerLeftovers for one container; the caller holds
+// its lock.
+func (w *workContainer) removeLeftovers(dryRun bool) (int, error) {
+	st, err := w.load()
+	if errors.Is(err, errNoSuchContainer) {
+		if w.exists() { // made meanwhile (cannot be: we hold the lock)
+			return 0, nil
+		}
+		if !dryRun {
+			if err := os.RemoveAll(w.Dir()); err != nil {
+				return 0, fmt.Errorf("remove leftover container dir %s: %w", w.Dir(), err)
+			}
+			os.Remove(w.lockPath())
+		}
+		return 1, nil
+	}
+	if err != nil {
+		return 0, nil // unreadable state: not ours to judge
+	}
+	ents, err := os.ReadDir(w.Dir())
+	if err != nil {
+		return 0, fmt.Errorf("container %s: %w", w.name, err)
+	}
+	current := filepath.Base(w.upperPath(st))
+	judgeUppers := !filepath.IsAbs(st.Upper) // an upper elsewhere: leave the dir's alone
+	n := 0
+	for _, e := range ents {
+		name := e.Name()
+		stale := strings.HasPrefix(name, ".state.json.tmp") ||
+			judgeUppers && e.IsDir() && (name == "upper" || strings.HasPrefix(name, "upper-")) && name != current
+		if !stale {
+			continue
+		}
+		if !dryRun {
+			if err := os.RemoveAll(filepath.Join(w.Dir(), name)); err != nil {
+				return n, fmt.Errorf("container %s: remove leftover %s: %w", w.name, name, err)
+			}
+		}
+		n++
+	}
+	return n, nil
+}

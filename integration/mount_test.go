@@ -4,6 +4,7 @@ package integration
 // binary, real FUSE mounts, a busybox image built in code.
 
 import (
+	"archive/tar"
 	"bytes"
 	"encoding/json"
 	"errors"
@@ -468,4 +469,48 @@ func TestUmountBusy(t *testing.T) {
 	if mountedAt(dir) {
 		t.Errorf("%s still mounted after rm -f", dir)
 	}
+}
+
+// TestRelativeRoot: a relative --root works for mount as for the other verbs (the
+// server runs from "/", so it used to fail to find its lock: "server lock: open
+// st/work/c/server.lock: no such file or directory").
+func TestRelativeRoot(t *testing.T) {
+	testenv.RequireFUSE(t)
+	testenv.RequireRoot(t)
+	dir := t.TempDir()
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	for _, h := range []*tar.Header{
+		{Name: "etc/", Typeflag: tar.TypeDir, Mode: 0o755},
+		{Name: "etc/x", Typeflag: tar.TypeReg, Mode: 0o644, Size: 3},
+	} {
+		if err := tw.WriteHeader(h); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tw.Write([]byte("hi\n"))
+	tw.Close()
+	if err := os.WriteFile(filepath.Join(dir, "x.tar"), buf.Bytes(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(filepath.Join(dir, "mnt"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	lfs := func(args ...string) string {
+		t.Helper()
+		cmd := exec.Command(layerfsBin, append([]string{"--root", "st"}, args...)...)
+		cmd.Dir = dir
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("layerfs --root st %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+		return string(out)
+	}
+	lfs("import", "-q", "x.tar", "x:1")
+	lfs("mount", "--name", "c", "x:1", "mnt")
+	t.Cleanup(func() { exec.Command("fusermount3", "-u", filepath.Join(dir, "mnt")).Run() })
+	if b, err := os.ReadFile(filepath.Join(dir, "mnt/etc/x")); err != nil || string(b) != "hi\n" {
+		t.Errorf("mnt/etc/x = %q, %v", b, err)
+	}
+	lfs("umount", "mnt")
 }

@@ -91,6 +91,16 @@ func NewRootCommand() *cobra.Command {
 	})
 	root.PersistentFlags().StringVar(&g.root, "root", DefaultRoot(), "store root directory (env LAYERFS_ROOT)")
 	root.PersistentFlags().BoolVar(&g.debug, "debug", false, "print debug output")
+	// A relative root is made absolute once: the mount server runs from "/", and
+	// paths recorded in state.json must not depend on the caller's directory.
+	root.PersistentPreRunE = func(*cobra.Command, []string) error {
+		abs, err := filepath.Abs(g.root)
+		if err != nil {
+			return fmt.Errorf("--root %s: %w", g.root, err)
+		}
+		g.root = abs
+		return nil
+	}
 	root.AddCommand(newVersionCommand())
 	for _, add := range commandAdders {
 		add(root, g)

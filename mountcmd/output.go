@@ -6,18 +6,22 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+
+	"golang.org/x/sys/unix"
 )
 
 // outputFile is the archive file save -o and export -o write. A new name or a
-// regular file is written to a temp file beside it and renamed over it by Commit,
-// so a failed run leaves no partial archive under the name asked for. Anything
+// regular file is written to a temp file beside it, unnamed (O_TMPFILE) where the
+// filesystem allows, and renamed over it by Commit, so a failed or killed run
+// leaves no partial archive under the name asked for, nor a temp file. Anything
 // else that exists there (a device such as /dev/null, a FIFO) is opened and
 // written in place: renaming over it would replace the device node or pipe with
 // a regular file. A directory is refused before any work is done.
 type outputFile struct {
 	*os.File
-	path   string
-	viaTmp bool
+	path    string
+	viaTmp  bool
+	unnamed bool // an O_TMPFILE file: linked in by Commit
 }
 
 // createOutput opens path for verb ("save", "export"); the caller ends with
@@ -33,6 +37,11 @@ func createOutput(verb, path string) (*outputFile, error) {
 			return nil, fmt.Errorf("%s: %w", verb, err)
 		}
 		return &outputFile{File: f, path: path}, nil
+	}
+	// Unnamed until Commit (O_TMPFILE), so a run killed meanwhile leaves nothing
+	// behind; a filesystem without O_TMPFILE gets a named temp file.
+	if fd, err := unix.Open(filepath.Dir(path), unix.O_TMPFILE|unix.O_WRONLY|unix.O_CLOEXEC, 0o600); err == nil {
+		return &outputFile{File: os.NewFile(uintptr(fd), path), path: path, viaTmp: true, unnamed: true}, nil
 	}
 	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-")
 	if err != nil {
@@ -54,12 +63,26 @@ func (o *outputFile) Commit() error {
 		}
 		return nil
 	}
-	for _, step := range []func() error{func() error { return o.Chmod(0o644) }, o.Sync, o.Close} {
+	steps := []func() error{func() error { return o.Chmod(0o644) }, o.Sync}
+	tmp := o.Name()
+	if o.unnamed {
+		// linkat through /proc: AT_EMPTY_PATH would need CAP_DAC_READ_SEARCH.
+		steps = append(steps, func() error {
+			tmp = filepath.Join(filepath.Dir(o.path), fmt.Sprintf(".%s.tmp-%d", filepath.Base(o.path), os.Getpid()))
+			os.Remove(tmp) // a killed run's, of the same pid
+			return unix.Linkat(unix.AT_FDCWD, fmt.Sprintf("/proc/self/fd/%d", o.Fd()), unix.AT_FDCWD, tmp, unix.AT_SYMLINK_FOLLOW)
+		})
+	}
+	for _, step := range append(steps, o.Close) {
 		if err := step(); err != nil {
+			if o.unnamed && tmp != o.Name() {
+				os.Remove(tmp)
+			}
 			return fmt.Errorf("write %s: %w", o.path, err)
 		}
 	}
-	if err := os.Rename(o.Name(), o.path); err != nil {
+	if err := os.Rename(tmp, o.path); err != nil {
+		os.Remove(tmp)
 		return fmt.Errorf("write %s: %w", o.path, err)
 	}
 	o.viaTmp = false
@@ -69,7 +92,7 @@ func (o *outputFile) Commit() error {
 // Abort closes the file and removes a temp file Commit has not renamed.
 func (o *outputFile) Abort() {
 	o.Close()
-	if o.viaTmp {
+	if o.viaTmp && !o.unnamed {
 		os.Remove(o.Name())
 	}
 }

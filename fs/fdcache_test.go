@@ -99,6 +99,20 @@ func TestNoOpenFdBudget(t *testing.T) {
 		t.Errorf("read of the removed file through its fd: %q, %v", b[:n], err)
 	}
 
+	// Written, its fd closed by the budget, then synced: the file is synced
+	// through an fd opened again (fsync must not succeed without a sync).
+	sf, err := os.Create(p("synced"))
+	must(t, err)
+	defer sf.Close()
+	_, err = sf.WriteString("synced data\n")
+	must(t, err)
+	for i := range 20 {
+		readUncached(t, p(fmt.Sprintf("d%d/f%03d", i%4, i)))
+	}
+	if err := sf.Sync(); err != nil {
+		t.Errorf("fsync of a file whose data fd was closed: %v", err)
+	}
+
 	// Created, written, closed and removed: the server lets go of it.
 	must(t, os.WriteFile(p("new"), make([]byte, 1<<20), 0o644))
 	if got := readUncached(t, p("new")); len(got) != 4096 {
@@ -107,8 +121,14 @@ func TestNoOpenFdBudget(t *testing.T) {
 	must(t, os.Remove(p("new")))
 	deadline := time.Now().Add(5 * time.Second)
 	for {
-		n, names := fdsUnder(t, u.upper)
-		if n == 0 {
+		_, all := fdsUnder(t, u.upper)
+		var names []string
+		for _, l := range all {
+			if strings.HasPrefix(l, filepath.Join(u.upper, "new")) {
+				names = append(names, l)
+			}
+		}
+		if len(names) == 0 {
 			break
 		}
 		if time.Now().After(deadline) {

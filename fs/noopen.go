@@ -427,18 +427,17 @@ func (n *node) unlinkedUpperFd(f fusefs.FileHandle) (int, error) {
 	return n.keepAdopted(fd, true, true), nil
 }
 
-// fsyncData syncs the node's upper fd in no-open mode.
+// fsyncData syncs the node's upper file in no-open mode. Its data fd may have been
+// closed since the writes (fdcache.go): the file is opened again then.
 func (n *node) fsyncData() syscall.Errno {
-	n.mu.Lock()
-	fd, up := n.dfd, n.dfdUpper
-	if fd >= 0 {
-		n.fdRefs++
-	}
-	n.mu.Unlock()
-	if fd < 0 {
-		return 0
+	fd, err := n.dataFd(false)
+	if err != nil {
+		return errno("fsync", err)
 	}
 	defer n.putFd()
+	n.mu.Lock()
+	up := n.dfdUpper && n.dfd == fd
+	n.mu.Unlock()
 	if up {
 		return errno("fsync", unix.Fsync(fd))
 	}

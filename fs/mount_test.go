@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -76,5 +77,30 @@ func TestMountFlags(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestFuseFdCloseOnExec: the mount's /dev/fuse fd is not inherited by programs
+// this process starts (go-fuse leaves it open across exec for a direct mount): a
+// child holding it keeps the connection alive after the server dies, and then
+// waits on it for good.
+func TestFuseFdCloseOnExec(t *testing.T) {
+	mountUnion(t, cow.FormatOverlay, t.TempDir())
+	ents, err := os.ReadDir("/proc/self/fd")
+	must(t, err)
+	n := 0
+	for _, e := range ents {
+		if l, _ := os.Readlink("/proc/self/fd/" + e.Name()); l != "/dev/fuse" {
+			continue
+		}
+		n++
+		fd, _ := strconv.Atoi(e.Name())
+		flags, err := unix.FcntlInt(uintptr(fd), unix.F_GETFD, 0)
+		if err != nil || flags&unix.FD_CLOEXEC == 0 {
+			t.Errorf("/dev/fuse fd %d: flags %#x, %v; want FD_CLOEXEC", fd, flags, err)
+		}
+	}
+	if n == 0 {
+		t.Fatal("no /dev/fuse fd found")
 	}
 }

@@ -2,10 +2,13 @@ package fs
 
 import (
 	"context"
+	"os"
+	"strconv"
 	"syscall"
 
 	fusefs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
+	"golang.org/x/sys/unix"
 )
 
 // No-opendir: OPENDIR answers ENOSYS once, after which the kernel never sends
@@ -105,11 +108,33 @@ func mountNoOpendir(dir string, root fusefs.InodeEmbedder, o *fusefs.Options) (*
 		return nil, err
 	}
 	w.server = server
+	cloexecFuseFds()
 	go server.Serve()
 	if err := server.WaitMount(); err != nil {
 		return nil, err
 	}
 	return server, nil
+}
+
+// cloexecFuseFds marks this process's /dev/fuse fds close-on-exec. go-fuse
+// v2.12.1 does so for a mount made through fusermount but not for a direct one
+// (root), so every program this process started inherited the connection: a
+// build's RUN command, or a container's init, kept a dead server's connection
+// alive, and then waited on it for good (unkillable).
+func cloexecFuseFds() {
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		return
+	}
+	for _, e := range ents {
+		fd, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		if l, err := os.Readlink("/proc/self/fd/" + e.Name()); err == nil && l == "/dev/fuse" {
+			unix.CloseOnExec(fd)
+		}
+	}
 }
 
 var _ = (fusefs.NodeFlusher)((*node)(nil))

@@ -111,7 +111,8 @@ func stateOf(t *testing.T, root string) storeState {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return storeState{string(idx), mustRunIn(t, root, "images", "--no-trunc", "-a")}
+	// Not the CREATED column: "Less than a second ago" turns into "1 second ago".
+	return storeState{string(idx), mustRunIn(t, root, "images", "--no-trunc", "-a", "--format", "{{.Repository}}:{{.Tag}} {{.ID}} {{.Size}}")}
 }
 
 // sameStore fails t if the store's state moved from before during what.

@@ -249,7 +249,9 @@ func upperSize(u *union, name string) func() int64 {
 // waitGrown waits up to 5 s for size to reach 4 KiB, else fails with msg.
 func waitGrown(t *testing.T, size func() int64, msg string) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
+	// Generous: the writers fork and exec per line, and a loaded CI machine ran
+	// them 3x slower than an idle one (4 KiB took over 5 s).
+	deadline := time.Now().Add(30 * time.Second)
 	for size() < 4096 {
 		if time.Now().After(deadline) {
 			t.Fatal(msg)

@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -176,6 +177,73 @@ func TestNoOpenFdBudgetRace(t *testing.T) {
 			}
 		}()
 	}
+	wg.Wait()
+	close(errs)
+	for e := range errs {
+		t.Error(e)
+	}
+}
+
+// TestNoOpenReopenRacesExchange: a node whose data fd the budget closed opens its
+// file again by name; a RENAME_EXCHANGE of it with another file racing that open
+// must not give it the other file (found by a review: reads through an fd of one
+// file returned the other's data within 0.1 s).
+func TestNoOpenReopenRacesExchange(t *testing.T) {
+	setFdBudget(t, 2)
+	spec := map[string]string{"a": strings.Repeat("A", 4096), "b": strings.Repeat("B", 4096)}
+	for i := range 16 {
+		spec[fmt.Sprintf("fill%02d", i)] = "x"
+	}
+	lower := tree(t, spec)
+	u := mountUnion(t, cow.FormatOverlay, lower)
+	fa, err := os.Open(filepath.Join(u.mnt, "a"))
+	must(t, err)
+	defer fa.Close()
+	fb, err := os.Open(filepath.Join(u.mnt, "b"))
+	must(t, err)
+	defer fb.Close()
+	var stop atomic.Bool
+	var wg sync.WaitGroup
+	errs := make(chan string, 3)
+	wg.Add(3)
+	go func() { // exchange the names
+		defer wg.Done()
+		for !stop.Load() {
+			if err := unix.Renameat2(unix.AT_FDCWD, filepath.Join(u.mnt, "a"), unix.AT_FDCWD, filepath.Join(u.mnt, "b"), unix.RENAME_EXCHANGE); err != nil {
+				errs <- "exchange: " + err.Error()
+				return
+			}
+		}
+	}()
+	go func() { // read other files, so the budget closes a's and b's fds
+		defer wg.Done()
+		for i := 0; !stop.Load(); i++ {
+			if f, err := os.Open(filepath.Join(u.mnt, fmt.Sprintf("fill%02d", i%16))); err == nil {
+				_ = unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_DONTNEED)
+				f.ReadAt(make([]byte, 8), 0)
+				f.Close()
+			}
+		}
+	}()
+	go func() { // read a and b through the fds opened before any exchange
+		defer wg.Done()
+		b := make([]byte, 4096)
+		for !stop.Load() {
+			for _, c := range []struct {
+				f    *os.File
+				want byte
+			}{{fa, 'A'}, {fb, 'B'}} {
+				_ = unix.Fadvise(int(c.f.Fd()), 0, 0, unix.FADV_DONTNEED)
+				n, err := c.f.ReadAt(b, 0)
+				if n == 0 || b[0] != c.want {
+					errs <- fmt.Sprintf("the fd opened as %c read %q (%v)", c.want, b[:min(n, 8)], err)
+					return
+				}
+			}
+		}
+	}()
+	time.Sleep(3 * time.Second)
+	stop.Store(true)
 	wg.Wait()
 	close(errs)
 	for e := range errs {

@@ -45,6 +45,22 @@ func (n *node) dataFd(write bool) (int, error) {
 		return fd, nil
 	}
 	n.mu.Unlock()
+	for attempt := 0; ; attempt++ {
+		fd, raced, err := n.openDataFd(write)
+		if !raced || attempt == 4 {
+			return fd, err
+		}
+		n.invalidateEntry()
+	}
+}
+
+// openDataFd opens the node's file by its path and makes it the data fd, for a
+// use that ends with n.putFd. raced reports that the path named another file by
+// the time it was opened: a rename moves entries on disk before go-fuse moves its
+// nodes, and reads do not wait for renames, so a RENAME_EXCHANGE in between gave
+// a node the other file's fd, and its reads and writes went there. The fd budget
+// (fdcache.go) reopens files often, so this is checked on every open.
+func (n *node) openDataFd(write bool) (fd int, raced bool, err error) {
 	e, s, err := n.resolve()
 	if err != nil {
 		if write && (errors.Is(err, unix.ESTALE) || errors.Is(err, unix.ENOENT)) {
@@ -55,30 +71,35 @@ func (n *node) dataFd(write bool) (int, error) {
 				n.fdRefs++
 				n.mu.Unlock()
 			}
-			return fd, err
+			return fd, false, err
 		}
-		return -1, err
+		return -1, false, err
 	}
 	if write && !e.inUpper(s) {
 		if e, s, err = n.fs.copyUpPath(n.rel(), -1); err != nil {
-			return -1, err
+			return -1, false, err
 		}
 	}
 	dir, name := path.Split(n.rel())
 	dfd, err := s.openDir(e.layers[0], dir, unix.O_PATH)
 	if err != nil {
-		return -1, err
+		return -1, false, err
 	}
 	defer unix.Close(dfd)
 	flags := unix.O_RDONLY
 	if e.inUpper(s) {
 		flags = unix.O_RDWR
 	}
-	fd, err := openFile(dfd, name, flags, e.inUpper(s))
+	fd, err = openFile(dfd, name, flags, e.inUpper(s))
 	if err != nil {
-		return -1, err
+		return -1, false, err
 	}
-	return n.adoptDataFd(fd, e.inUpper(s), write), nil
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil || st.Dev != e.st.Dev || st.Ino != e.st.Ino {
+		unix.Close(fd)
+		return -1, true, unix.ESTALE
+	}
+	return n.adoptDataFd(fd, e.inUpper(s), write), false, nil
 }
 
 // adoptDataFd makes fd, a file of the node's opened in the upper dir or not, its
@@ -253,6 +274,11 @@ func (n *node) Read(ctx context.Context, f fusefs.FileHandle, dest []byte, off i
 	n.fs.relist.dataRead(n)
 	if h := asHandle(f); h != nil {
 		return h.Read(ctx, dest, off)
+	}
+	if len(dest) == 0 {
+		// go-fuse sends an empty result without calling Done, which would
+		// leave the fd's use counted for good.
+		return fuse.ReadResultData(nil), 0
 	}
 	fd, err := n.dataFd(false)
 	if err != nil {

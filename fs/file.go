@@ -375,7 +375,9 @@ func (n *node) Open(ctx context.Context, flags uint32) (fusefs.FileHandle, uint3
 		return nil, 0, errno("open", err)
 	}
 	defer unix.Close(dfd)
-	fd, err := openFile(dfd, name, int(flags), e.inUpper(s))
+	// O_TRUNC (ATOMIC_O_TRUNC) is applied once the open cannot fail any more: an
+	// open refused with ETXTBSY must leave the data alone.
+	fd, err := openFile(dfd, name, int(flags&^unix.O_TRUNC), e.inUpper(s))
 	if err != nil {
 		return nil, 0, errno("open", err)
 	}
@@ -384,14 +386,31 @@ func (n *node) Open(ctx context.Context, flags uint32) (fusefs.FileHandle, uint3
 		return nil, 0, syscall.ETXTBSY
 	}
 	n.mu.Lock()
-	defer n.mu.Unlock()
 	if n.ptPinned && n.ptOpens > 0 {
+		n.mu.Unlock()
 		unix.Close(fd)
 		return nil, 0, syscall.ETXTBSY
 	}
+	if err := truncOnOpen(fd, flags); err != nil {
+		n.mu.Unlock()
+		unix.Close(fd)
+		return nil, 0, errno("open truncate", err)
+	}
 	h, fflags := n.newHandle(fd, s, int(flags), e.inUpper(s), e.st.Size)
+	n.mu.Unlock()
+	if flags&unix.O_TRUNC != 0 {
+		n.dataChanged(0, 0)
+	}
 	markUnpriv(ctx, h)
 	return h, fflags, 0
+}
+
+// truncOnOpen empties fd if the open asked for O_TRUNC.
+func truncOnOpen(fd int, flags uint32) error {
+	if flags&unix.O_TRUNC == 0 {
+		return nil
+	}
+	return unix.Ftruncate(fd, 0)
 }
 
 // markUnpriv notes whether a passthrough open that may write was made by a caller

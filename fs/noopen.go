@@ -229,13 +229,17 @@ func (n *node) openPinned(flags uint32, write bool) (fusefs.FileHandle, uint32, 
 	if n.pin < 0 || (write && !n.pinUpper) {
 		return nil, 0, syscall.ESTALE
 	}
-	fd, err := unix.Open(procFd(n.pin), int(flags)|unix.O_CLOEXEC, 0)
+	fd, err := unix.Open(procFd(n.pin), int(flags&^unix.O_TRUNC)|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return nil, 0, errno("open", err)
 	}
 	if n.ptPinned && n.ptOpens > 0 {
 		unix.Close(fd)
 		return nil, 0, syscall.ETXTBSY
+	}
+	if err := truncOnOpen(fd, flags); err != nil {
+		unix.Close(fd)
+		return nil, 0, errno("open truncate", err)
 	}
 	var st unix.Stat_t
 	_ = unix.Fstat(fd, &st)

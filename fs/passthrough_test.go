@@ -218,3 +218,29 @@ func TestTruncOpenCopiesNoData(t *testing.T) {
 		})
 	}
 }
+
+// TestTruncOpenRefusedKeepsData: an open with O_TRUNC that passthrough mode
+// refuses (ETXTBSY: a passthrough open of the file's layer copy is alive after
+// its copy-up) leaves the data alone: with ATOMIC_O_TRUNC the truncation comes
+// with the OPEN, and it emptied the file before the refusal (found by a review).
+func TestTruncOpenRefusedKeepsData(t *testing.T) {
+	lower := t.TempDir()
+	must(t, os.WriteFile(filepath.Join(lower, "big"), bytes.Repeat([]byte{'x'}, 2<<20), 0o644))
+	u := mountUnionMode(t, cow.FormatOverlay, true, lower)
+	if !u.m.fs.passthrough.Load() {
+		t.Skip("the kernel refused FUSE passthrough")
+	}
+	p := filepath.Join(u.mnt, "big")
+	r, err := os.Open(p) // passed through to the layer's file
+	must(t, err)
+	defer r.Close()
+	must(t, os.Chmod(p, 0o600)) // copy-up: r's backing file is no longer the node's
+	f, err := os.OpenFile(p, os.O_WRONLY|os.O_TRUNC, 0)
+	if err == nil {
+		f.Close()
+		t.Skip("the open was not refused: nothing to check")
+	}
+	if st, err := os.Stat(filepath.Join(u.upper, "big")); err != nil || st.Size() != 2<<20 {
+		t.Errorf("a refused open(O_TRUNC) left the file at %d bytes (%v), want %d", st.Size(), err, 2<<20)
+	}
+}

@@ -1,6 +1,7 @@
 package fs
 
 import (
+	"encoding/binary"
 	"fmt"
 	"os"
 	"strconv"
@@ -94,7 +95,7 @@ func (w *noOpendirFS) SetAttr(cancel <-chan struct{}, in *fuse.SetAttrIn, out *f
 			return st
 		}
 		mode, setid := killMode(ao.Mode)
-		if setid && ao.Mode&unix.S_IFMT == unix.S_IFREG && (kill || mayWrite(&in.Caller, &ao.Attr) || holdsWriter(in.Caller.Pid, ao.Ino)) {
+		if setid && ao.Mode&unix.S_IFMT == unix.S_IFREG && (kill || w.mayWrite(cancel, in, &ao.Attr) || holdsWriter(in.Caller.Pid, ao.Ino)) {
 			in2 := *in
 			in2.Valid |= fuse.FATTR_MODE
 			in2.Mode = mode & 0o7777
@@ -104,16 +105,79 @@ func (w *noOpendirFS) SetAttr(cancel <-chan struct{}, in *fuse.SetAttrIn, out *f
 	return w.RawFileSystem.SetAttr(cancel, in, out)
 }
 
-// mayWrite reports whether caller c may write a file with attributes a, by its
-// mode bits (no ACLs: the mount has none), counting its supplementary groups.
-func mayWrite(c *fuse.Caller, a *fuse.Attr) bool {
+// mayWrite reports whether the caller of in may write the file with attributes a,
+// as the kernel would check it: by its access ACL if it has one, else by its mode
+// bits, counting the caller's supplementary groups.
+func (w *noOpendirFS) mayWrite(cancel <-chan struct{}, in *fuse.SetAttrIn, a *fuse.Attr) bool {
+	c := &in.Caller
+	inGroupOf := func(gid uint32) bool { return c.Gid == gid || inGroup(c.Pid, gid) }
+	buf := make([]byte, 1024)
+	if n, st := w.RawFileSystem.GetXAttr(cancel, &in.InHeader, aclAccessXattr, buf); st.Ok() && int(n) <= len(buf) {
+		if ok, valid := aclMayWrite(buf[:n], c.Uid, a.Uid, a.Gid, inGroupOf); valid {
+			return ok
+		}
+	}
 	switch {
 	case c.Uid == a.Uid:
 		return a.Mode&0o200 != 0
-	case c.Gid == a.Gid || inGroup(c.Pid, a.Gid):
+	case inGroupOf(a.Gid):
 		return a.Mode&0o020 != 0
 	}
 	return a.Mode&0o002 != 0
+}
+
+// aclMayWrite evaluates the access ACL acl (its xattr value) for a write by uid,
+// of a file owned by owner and group, as POSIX.1e does: the owner entry for the
+// owner; a named user entry, within the mask; else the group entries the caller is
+// in (inGroup), any of them granting within the mask; else the other entry. valid
+// is false for a value that is not an ACL.
+func aclMayWrite(acl []byte, uid, owner, group uint32, inGroup func(gid uint32) bool) (ok, valid bool) {
+	const write = 2
+	if len(acl) < aclHeaderSize || (len(acl)-aclHeaderSize)%aclEntrySize != 0 || binary.LittleEndian.Uint32(acl) != 2 {
+		return false, false
+	}
+	type ent struct {
+		tag, perm uint16
+		id        uint32
+	}
+	var ents []ent
+	mask := uint16(7)
+	for e := acl[aclHeaderSize:]; len(e) >= aclEntrySize; e = e[aclEntrySize:] {
+		x := ent{binary.LittleEndian.Uint16(e), binary.LittleEndian.Uint16(e[2:]), binary.LittleEndian.Uint32(e[4:])}
+		if x.tag == 0x10 { // ACL_MASK
+			mask = x.perm
+		}
+		ents = append(ents, x)
+	}
+	find := func(match func(ent) bool) (ent, bool) {
+		for _, x := range ents {
+			if match(x) {
+				return x, true
+			}
+		}
+		return ent{}, false
+	}
+	if uid == owner {
+		x, _ := find(func(x ent) bool { return x.tag == 0x01 }) // ACL_USER_OBJ
+		return x.perm&write != 0, true
+	}
+	if x, ok := find(func(x ent) bool { return x.tag == aclTagUser && x.id == uid }); ok {
+		return x.perm&mask&write != 0, true
+	}
+	matched := false
+	for _, x := range ents {
+		if (x.tag == 0x04 && inGroup(group)) || (x.tag == aclTagGroup && inGroup(x.id)) { // ACL_GROUP_OBJ, ACL_GROUP
+			matched = true
+			if x.perm&mask&write != 0 {
+				return true, true
+			}
+		}
+	}
+	if matched {
+		return false, true
+	}
+	x, _ := find(func(x ent) bool { return x.tag == 0x20 }) // ACL_OTHER
+	return x.perm&write != 0, true
 }
 
 // holdsWriter reports whether the process of thread tid has a file with inode

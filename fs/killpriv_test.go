@@ -414,3 +414,34 @@ func TestKillSetidRebasedWriter(t *testing.T) {
 		})
 	}
 }
+
+// aclMayWrite follows POSIX.1e: owner entry, then named users within the mask,
+// then any matching group entry within the mask, then other.
+func TestACLMayWrite(t *testing.T) {
+	groups := map[uint32]bool{100: true, 7: true} // the caller's groups
+	in := func(g uint32) bool { return groups[g] }
+	for _, c := range []struct {
+		acl        string
+		uid, owner uint32
+		group      uint32
+		want       bool
+	}{
+		{"u::rw-,g::r--,o::---", 5, 5, 0, true},                         // owner
+		{"u::r--,u:5:rw-,g::r--,m::rw-,o::rw-", 5, 5, 0, false},         // the owner entry wins
+		{"u::rw-,u:5:rw-,g::r--,m::rw-,o::---", 5, 1, 0, true},          // named user
+		{"u::rw-,u:5:rw-,g::r--,m::r--,o::---", 5, 1, 0, false},         // masked
+		{"u::rw-,g::r--,g:7:rw-,m::rw-,o::rw-", 5, 1, 100, true},        // a named group grants
+		{"u::rw-,g::r--,m::rw-,o::rw-", 5, 1, 100, false},               // the owning group (r) matches: not other
+		{"u::rw-,g::rw-,m::r--,o::rw-", 5, 1, 100, false},               // owning group masked
+		{"u::rw-,g::r--,g:9:rw-,m::rw-,o::rw-", 5, 1, 0, true},          // no group matches: other
+		{"u::rw-,u:6:rw-,g::r--,g:8:rw-,m::rw-,o::r--", 5, 1, 0, false}, // other, read only
+	} {
+		got, valid := aclMayWrite(encodeACL(t, c.acl), c.uid, c.owner, c.group, in)
+		if !valid || got != c.want {
+			t.Errorf("uid %d, owner %d:%d, %s: may write %v (valid %v), want %v", c.uid, c.owner, c.group, c.acl, got, valid, c.want)
+		}
+	}
+	if _, valid := aclMayWrite([]byte{1, 2, 3}, 0, 0, 0, in); valid {
+		t.Error("a value that is no ACL was taken for one")
+	}
+}

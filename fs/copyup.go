@@ -383,11 +383,13 @@ func (fsys *unionFS) lookupPath(s *stack, rel string) (*entry, *stack, error) {
 
 // linksOf returns the paths of layer li whose inode is ino, from an index of
 // multiply-linked non-directories built on first use (lowers never change).
+// It walks the directory held open, not l.path: containers/storage names its
+// lowers by symlinks (lowerdir=l/ID), which a walk from the name would not enter.
 func (s *stack) linksOf(li int, ino uint64) ([]string, error) {
 	l := s.layers[li]
 	if l.links == nil {
 		idx := map[uint64][]string{}
-		root := l.path
+		root := procFd(l.fd) + "/"
 		err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
 			if err != nil {
 				if errors.Is(err, os.ErrPermission) {

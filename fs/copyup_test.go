@@ -421,3 +421,33 @@ func TestCopyUpLinksRacesUnlink(t *testing.T) {
 		})
 	}
 }
+
+// TestCopyUpLinksThroughSymlinkedLower: containers/storage names its lower layers
+// by symlinks (lowerdir=l/ID:...). A link(2) to one name of a hard-linked lower
+// file must copy up the other names as links as well, as with a lower named by
+// its real path; the walk that finds them did not descend through the symlink, so
+// the other name stayed in the layer under the same inode number as the copy:
+// the kernel took two files for one, and getxattr/listxattr of each name failed
+// with ENOENT (buildah's commit of `RUN ln /hl /hl2` failed there).
+func TestCopyUpLinksThroughSymlinkedLower(t *testing.T) {
+	layer := tree(t, map[string]string{"hl": "link\n", "d/": ""})
+	must(t, os.Link(filepath.Join(layer, "hl"), filepath.Join(layer, "d/hl-lower")))
+	link := filepath.Join(t.TempDir(), "l")
+	must(t, os.Symlink(layer, link))
+	u := mountUnion(t, cow.FormatOverlay, link)
+	must(t, os.Link(filepath.Join(u.mnt, "hl"), filepath.Join(u.mnt, "hl2")))
+	var a, b unix.Stat_t
+	must(t, unix.Lstat(filepath.Join(u.upper, "hl"), &a))
+	if err := unix.Lstat(filepath.Join(u.upper, "d/hl-lower"), &b); err != nil || a.Ino != b.Ino {
+		t.Errorf("upper d/hl-lower: %v, inode %d; want a link to upper hl (inode %d)", err, b.Ino, a.Ino)
+	}
+	for _, n := range []string{"hl", "hl2", "d/hl-lower"} {
+		p := filepath.Join(u.mnt, n)
+		if st := lstat(t, p); st.Nlink != 3 {
+			t.Errorf("%s: nlink %d, want 3", n, st.Nlink)
+		}
+		if _, err := unix.Listxattr(p, nil); err != nil {
+			t.Errorf("listxattr %s: %v", n, err)
+		}
+	}
+}

@@ -132,7 +132,9 @@ func (b *buildahEnv) cleanup() {
 }
 
 // buildahDockerfile: each RUN is a layer (bud --layers), so every step works over
-// the lower layers the steps before it made.
+// the lower layers the steps before it made. /vol is a host dir mounted as an
+// overlay (bud -v DIR:/vol:O, which the mount_program mounts too): its changes
+// must not reach the host dir.
 const buildahDockerfile = `FROM busybox:test AS tools
 RUN ["/bin/busybox", "--install", "-s", "/bin"]
 
@@ -178,7 +180,8 @@ ADD files.tar /w/
 COPY --from=first /out/ /got/
 COPY --from=first --chown=7:8 /out/s /got2/s
 RUN set -e; rm -rf /c/dir/sub; ln -s /got /c/dir/sub; echo after-copy >> /c/a.txt; \
-    mv /w/keep /w/kept; rm -rf /got/sub && mkdir /got/sub
+    mv /w/keep /w/kept; rm -rf /got/sub && mkdir /got/sub; \
+    cat /vol/sub/h > /w/from-vol; echo changed >> /vol/sub/h; rm -rf /vol/sub; mkdir /vol/new; ls -A /vol > /w/vol-list
 `
 
 // buildahChanges is what `buildah run` does in a working container made from the
@@ -242,11 +245,16 @@ type buildahResult struct {
 // ok=false: the runtime was refused (env names why).
 func buildahScenario(t *testing.T, b *buildahEnv, archive, ctx string) (res buildahResult, refusal string) {
 	b.ok("pull", "-q", "docker-archive:"+archive)
-	if out, errOut, err := b.run("bud", "--layers", "--isolation", "oci", "-t", "out:1", ctx); err != nil {
+	vol := t.TempDir()
+	writeFiles(t, vol, map[string]string{"sub/h": "host\n"})
+	if out, errOut, err := b.run("bud", "--layers", "--isolation", "oci", "-v", vol+":/vol:O", "-t", "out:1", ctx); err != nil {
 		if why := environmentRefusal(errOut); why != "" {
 			return res, why
 		}
 		t.Fatalf("buildah bud: %v: %s%s", err, out, errOut)
+	}
+	if got := readFileOr(filepath.Join(vol, "sub/h")); got != "host\n" {
+		t.Errorf("host dir of the :O volume: sub/h = %q, want \"host\\n\"", got)
 	}
 	res.built = b.snapshotImage("out:1")
 	c := b.ok("from", "-q", "out:1")
@@ -257,6 +265,14 @@ func buildahScenario(t *testing.T, b *buildahEnv, archive, ctx string) (res buil
 	b.ok("unmount", c)
 	res.committed = b.snapshotImage("out:2")
 	return res, ""
+}
+
+func readFileOr(p string) string {
+	b, err := os.ReadFile(p)
+	if err != nil {
+		return err.Error()
+	}
+	return string(b)
 }
 
 // snapshotImage snapshots the tree of a new working container of image.
@@ -364,7 +380,7 @@ func checkBuildahOracle(t *testing.T, tr treecmp.Tree) {
 	for p, want := range map[string]bool{
 		"w/opq/c": false, "w/opq": true, "w/opq/a": false, "w/opq-moved/c": true,
 		"w/inner2/deeper/g": true, "w/mvsrc/inner": false, "w/gone": false,
-		"w/kept/lnk": true, "got/s-link": true, "w/newdir/n2": true,
+		"w/kept/lnk": true, "got/s-link": true, "w/newdir/n2": true, "w/from-vol": true,
 	} {
 		if _, ok := tr[p]; ok != want {
 			t.Errorf("vfs build: %s present = %v, want %v", p, ok, want)

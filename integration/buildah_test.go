@@ -21,6 +21,7 @@ import (
 
 	"github.com/layerfs/layerfs/internal/testenv"
 	"github.com/layerfs/layerfs/internal/treecmp"
+	"golang.org/x/sys/unix"
 )
 
 // buildahEnv is a buildah with its own storage (graphroot, runroot, tmpdir in a
@@ -226,6 +227,12 @@ func buildahContext(t *testing.T) string {
 	if err := os.Link(filepath.Join(ctx, "tarsrc/newdir/n"), filepath.Join(ctx, "tarsrc/newdir/n2")); err != nil {
 		t.Fatal(err)
 	}
+	// user.* xattrs, which COPY and ADD's unpacking keep (busybox cannot set any).
+	for _, p := range []string{"ctx/a.txt", "ctx/dir", "tarsrc/newdir/n", "tarsrc/opq"} {
+		if err := unix.Setxattr(filepath.Join(ctx, p), "user.buildah", []byte(p), 0); err != nil {
+			t.Skipf("setxattr in the build context: %v", err)
+		}
+	}
 	tarTree(t, filepath.Join(ctx, "tarsrc"), filepath.Join(ctx, "files.tar"))
 	if err := os.RemoveAll(filepath.Join(ctx, "tarsrc")); err != nil {
 		t.Fatal(err)
@@ -400,6 +407,9 @@ func checkBuildahOracle(t *testing.T, tr treecmp.Tree) {
 	}
 	if e := tr["w/hl"]; e == nil || len(e.Group) != 3 {
 		t.Errorf("vfs build: w/hl = %+v, want 3 hard links (hl2 is no link: the layer diff of `ln hl hl2` holds hl2 alone)", e)
+	}
+	if e := tr["w/newdir/n"]; e == nil || e.Xattrs["user.buildah"] != "tarsrc/newdir/n" {
+		t.Errorf("vfs build: w/newdir/n = %+v, want xattr user.buildah from the ADDed tar", e)
 	}
 	if e := tr["w/big"]; e == nil || e.Size < 3<<20 {
 		t.Errorf("vfs build: w/big = %+v, want 3 MiB or more", e)

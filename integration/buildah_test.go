@@ -192,7 +192,7 @@ const buildahUserChanges = `set -e; echo user >> /w/perm/private/s; mkdir /w/per
 echo u > /w/perm/u; mv /w/perm/private/s /w/perm/private/s-moved`
 
 const buildahChanges = `set -e; echo run >> /w/big; rm -rf /w/kept/sub; mv /w/inner2 /w/inner3; \
-rm /w/hl; echo changed > /w/hl3; mkdir /w/opq/new; chmod 0700 /w/opq-moved; \
+rm /w/hl; echo changed > /w/hl3; mkdir /w/opq-host/new; chmod 0700 /w/opq-moved; \
 rm -rf /w/many && mkdir /w/many && echo one > /w/many/one`
 
 // buildahContext writes the build context: plain files with their modes, a dir
@@ -246,10 +246,10 @@ type buildahResult struct {
 	built, ran, committed treecmp.Tree
 }
 
-// buildahScenario builds buildahDockerfile with b, runs buildahChanges in a
-// container of the result and commits it. It returns the trees as the setup's
-// own mounts show them; start is when the test began (for the mtime check).
-// ok=false: the runtime was refused (env names why).
+// buildahScenario builds buildahDockerfile with b, changes a container of the
+// result from the host (buildahHostChanges) and with buildah run, and commits
+// it. It returns the trees as the setup's own mounts show them, or why the
+// runtime was refused.
 func buildahScenario(t *testing.T, b *buildahEnv, archive, ctx string) (res buildahResult, refusal string) {
 	b.ok("pull", "-q", "docker-archive:"+archive)
 	vol := t.TempDir()
@@ -265,6 +265,7 @@ func buildahScenario(t *testing.T, b *buildahEnv, archive, ctx string) (res buil
 	}
 	res.built = b.snapshotImage("out:1")
 	c := b.ok("from", "-q", "out:1")
+	buildahHostChanges(t, b.ok("mount", c), ctx)
 	b.ok("run", c, "--", "/bin/sh", "-c", buildahChanges)
 	b.ok("run", "--user", "1000:1000", c, "--", "/bin/sh", "-c", buildahUserChanges)
 	res.ran = b.snapshot(b.ok("mount", c))
@@ -272,6 +273,31 @@ func buildahScenario(t *testing.T, b *buildahEnv, archive, ctx string) (res buil
 	b.ok("unmount", c)
 	res.committed = b.snapshotImage("out:2")
 	return res, ""
+}
+
+// buildahHostChanges changes the working container mounted at mnt from the host,
+// with GNU tools (cp -a, tar -x over lower dirs, sed -i, mv) and xattr calls.
+func buildahHostChanges(t *testing.T, mnt, ctx string) {
+	t.Helper()
+	w := filepath.Join(mnt, "w")
+	for _, args := range [][]string{
+		{"cp", "-a", filepath.Join(ctx, "ctx"), filepath.Join(w, "hostcopy")},
+		{"tar", "--xattrs", "--xattrs-include=*", "-C", filepath.Join(w, "mvsrc"), "-xpf", filepath.Join(ctx, "files.tar")},
+		{"sed", "-i", "s/a/A/", filepath.Join(mnt, "c/a.txt")},
+		{"mv", filepath.Join(w, "opq"), filepath.Join(w, "opq-host")},
+		{"ln", filepath.Join(w, "own"), filepath.Join(w, "own-link")},
+		{"chmod", "-R", "g+w", filepath.Join(w, "d2f")},
+	} {
+		if out, err := exec.Command(args[0], args[1:]...).CombinedOutput(); err != nil {
+			t.Fatalf("%s: %v: %s", strings.Join(args, " "), err, out)
+		}
+	}
+	if err := unix.Setxattr(filepath.Join(w, "mode"), "user.host", []byte("1"), 0); err != nil {
+		t.Errorf("setxattr w/mode: %v", err)
+	}
+	if err := unix.Removexattr(filepath.Join(w, "newdir/n"), "user.buildah"); err != nil {
+		t.Errorf("removexattr w/newdir/n: %v", err)
+	}
 }
 
 func readFileOr(p string) string {
@@ -378,7 +404,7 @@ func TestBuildahBud(t *testing.T) {
 	if t.Failed() || want.committed == nil {
 		return
 	}
-	checkBuildahOracle(t, want.built)
+	checkBuildahOracle(t, want)
 	for i, s := range setups {
 		if got[i].committed == nil {
 			t.Fatalf("%s: no result", s.name)
@@ -391,8 +417,9 @@ func TestBuildahBud(t *testing.T) {
 
 // checkBuildahOracle fails t if the vfs build did not do what the Dockerfile says
 // in a few places: a comparison with a build that went wrong proves nothing.
-func checkBuildahOracle(t *testing.T, tr treecmp.Tree) {
+func checkBuildahOracle(t *testing.T, res buildahResult) {
 	t.Helper()
+	tr := res.built
 	for p, want := range map[string]bool{
 		"w/opq/c": false, "w/opq": true, "w/opq/a": false, "w/opq-moved/c": true,
 		"w/inner2/deeper/g": true, "w/mvsrc/inner": false, "w/gone": false,
@@ -410,6 +437,14 @@ func checkBuildahOracle(t *testing.T, tr treecmp.Tree) {
 	}
 	if e := tr["w/newdir/n"]; e == nil || e.Xattrs["user.buildah"] != "tarsrc/newdir/n" {
 		t.Errorf("vfs build: w/newdir/n = %+v, want xattr user.buildah from the ADDed tar", e)
+	}
+	if e := res.ran["w/mode"]; e == nil || e.Xattrs["user.host"] != "1" {
+		t.Errorf("vfs container after the host's changes: w/mode = %+v, want xattr user.host", e)
+	}
+	for _, p := range []string{"w/hostcopy/dir/lnk", "w/opq-host/new", "w/perm/private/s-moved", "w/mvsrc/newdir/n2"} {
+		if res.committed[p] == nil {
+			t.Errorf("vfs committed image: %s missing", p)
+		}
 	}
 	if e := tr["w/big"]; e == nil || e.Size < 3<<20 {
 		t.Errorf("vfs build: w/big = %+v, want 3 MiB or more", e)

@@ -188,12 +188,12 @@ RUN set -e; rm -rf /c/dir/sub; ln -s /got /c/dir/sub; echo after-copy >> /c/a.tx
 // buildahChanges is what `buildah run` does in a working container made from the
 // built image, before `buildah commit`; buildahUserChanges runs as user 1000 in
 // the dirs it owns (lower, one private to it, one sticky).
-const buildahUserChanges = `set -e; echo user >> /w/perm/private/s; mkdir /w/perm/private/new; \
-echo u > /w/perm/u; mv /w/perm/private/s /w/perm/private/s-moved`
-
 const buildahChanges = `set -e; echo run >> /w/big; rm -rf /w/kept/sub; mv /w/inner2 /w/inner3; \
 rm /w/hl; echo changed > /w/hl3; mkdir /w/opq-host/new; chmod 0700 /w/opq-moved; \
 rm -rf /w/many && mkdir /w/many && echo one > /w/many/one`
+
+const buildahUserChanges = `set -e; echo user >> /w/perm/private/s; mkdir /w/perm/private/new; \
+echo u > /w/perm/u; mv /w/perm/private/s /w/perm/private/s-moved`
 
 // buildahContext writes the build context: plain files with their modes, a dir
 // with a symlink and hard links, a 2 MiB file, and a tar that ADD unpacks over

@@ -290,7 +290,24 @@ func (n *node) Read(ctx context.Context, f fusefs.FileHandle, dest []byte, off i
 	}
 	// Spliced from the fd when the kernel allows; its use ends when go-fuse is
 	// done with it.
-	return &fdRead{ReadResult: fuse.ReadResultFd(uintptr(fd), off, len(dest)), n: n}, 0
+	return &fdRead{ReadResult: readAt(fd, off, len(dest)), n: n}, 0
+}
+
+// readAt is fuse.ReadResultFd(fd, off, size) with size cut to the end of the file.
+// The kernel asks for whole readahead windows (512 KiB) whatever the file's size,
+// and go-fuse, splicing a read that comes up short, drains the header it has put
+// in the pipe and splices the data again through a second pipe: five more system
+// calls for every small file read. A size the file no longer has by the time it is
+// read still comes up short, and is handled so.
+func readAt(fd int, off int64, size int) fuse.ReadResult {
+	var st unix.Stat_t
+	if unix.Fstat(fd, &st) == nil && st.Mode&unix.S_IFMT == unix.S_IFREG {
+		if off >= st.Size {
+			return fuse.ReadResultData(nil)
+		}
+		size = int(min(int64(size), st.Size-off))
+	}
+	return fuse.ReadResultFd(uintptr(fd), off, size)
 }
 
 var _ = (fusefs.NodeWriter)((*node)(nil))

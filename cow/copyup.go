@@ -120,7 +120,8 @@ func CopyUp(srcDir, dstDir int, name string, opts CopyUpOptions) error {
 		}
 		restore = r
 	}
-	if err := unix.Renameat2(opts.Work, tmp, dstDir, name, unix.RENAME_NOREPLACE); err != nil {
+	err = renameAsOwner(opts.Work, tmp, dstDir, name)
+	if err != nil {
 		cleanupTemp(opts.Work, tmp)
 		return &os.PathError{Op: "copy-up rename", Path: name, Err: err}
 	}

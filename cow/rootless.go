@@ -3,6 +3,10 @@ package cow
 import (
 	"encoding/binary"
 	"errors"
+	"fmt"
+	"os"
+
+	"golang.org/x/sys/unix"
 )
 
 // Unprivileged, the layer and upper dirs cannot hold the owners of an image's files:
@@ -86,3 +90,41 @@ func decodeRootless(b []byte) (uid, gid int, err error) {
 }
 
 var errBadRootless = errors.New("bad " + RootlessXattr + " value")
+
+// renameAsOwner renames the built copy tmp in the work dir open as work to name in
+// the directory open as dir (RENAME_NOREPLACE). Unprivileged, the copy of an
+// image's 0555 dir (moving a dir needs write permission on it, for its "..") or
+// a parent of that mode refuses it with EACCES; the user stands for the image's
+// root, whom the modes would not stop, and the kernel has already allowed the
+// user's own request (a chmod of a file in such a dir copies the dir and the file
+// up). So the directories of ours in the way are made u+wx for the rename and
+// given their modes back after.
+func renameAsOwner(work int, tmp string, dir int, name string) error {
+	rename := func() error { return unix.Renameat2(work, tmp, dir, name, unix.RENAME_NOREPLACE) }
+	err := rename()
+	if !errors.Is(err, unix.EACCES) || os.Geteuid() == 0 {
+		return err
+	}
+	// widen makes the directory p (stat st) of ours u+wx; it reports whether it did.
+	widen := func(p string, st *unix.Stat_t) bool {
+		return st.Mode&unix.S_IFMT == unix.S_IFDIR && int(st.Uid) == os.Geteuid() &&
+			st.Mode&0o300 != 0o300 && unix.Chmod(p, st.Mode&0o7777|0o300) == nil
+	}
+	dirPath := fmt.Sprintf("/proc/self/fd/%d", dir)
+	tmpPath := fmt.Sprintf("/proc/self/fd/%d/%s", work, tmp)
+	var dst, src unix.Stat_t
+	dstWide := unix.Fstat(dir, &dst) == nil && widen(dirPath, &dst)
+	srcWide := unix.Fstatat(work, tmp, &src, unix.AT_SYMLINK_NOFOLLOW) == nil && widen(tmpPath, &src)
+	err = rename()
+	if srcWide {
+		if err == nil {
+			_ = unix.Fchmodat(dir, name, src.Mode&0o7777, 0)
+		} else {
+			_ = unix.Chmod(tmpPath, src.Mode&0o7777)
+		}
+	}
+	if dstWide {
+		_ = unix.Chmod(dirPath, dst.Mode&0o7777)
+	}
+	return err
+}

@@ -103,7 +103,8 @@ func tarOwners(t *testing.T, p string) []string {
 // every owner (it used to come out as nobody's), none of the xattrs reach the tar,
 // and read-only files and dirs of other owners unpack. The same holds for a
 // commit through a mount nobody serves: a copied-up file keeps its owner (a
-// read-only one too: its xattrs are copied before its mode), a new one is root's.
+// read-only one too: its xattrs are copied before its mode; one in a read-only
+// dir too), a new one is root's.
 func TestRootlessOwners(t *testing.T) {
 	r := newRootlessEnv(t)
 	var buf bytes.Buffer
@@ -180,14 +181,15 @@ func TestRootlessOwners(t *testing.T) {
 			t.Fatalf("%s as nobody: %v: %s", script, err, out)
 		}
 	}
-	as("chmod u+w mnt/etc/ro && echo more >> mnt/etc/ro && chmod 0640 mnt/home/u/f && echo new > mnt/home/u/new")
+	as("chmod u+w mnt/etc/ro && echo more >> mnt/etc/ro && chmod 0640 mnt/home/u/f && echo new > mnt/home/u/new" +
+		" && chmod u+w mnt/var/www/index.html && echo more >> mnt/var/www/index.html")
 	r.run("commit", "c", "img:2")
 	r.run("umount", mnt)
 	r.run("export", "-o", "out2.tar", "img:2")
 	want2 := []string{
 		"app 0:50 0644", "etc 0:0 0755", "etc/passwd 0:0 0644", "etc/ro 33:33 0644", "home 0:0 0755",
 		"home/u 1000:1000 0700", "home/u/f 1000:100 0640", "home/u/new 0:0 0644", "var 0:0 0755",
-		"var/www 33:33 0555", "var/www/index.html 33:33 0444",
+		"var/www 33:33 0555", "var/www/index.html 33:33 0644",
 	}
 	if got := tarOwners(t, filepath.Join(r.dir, "out2.tar")); strings.Join(got, "\n") != strings.Join(want2, "\n") {
 		t.Errorf("export of the committed image as nobody:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want2, "\n"))

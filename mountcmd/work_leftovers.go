@@ -59,6 +59,13 @@ func removeContainerLeftovers(root string, dryRun bool) (int, error) {
 // removeLeftovers is removeContainerLeftovers for one container; the caller holds
 // its lock.
 func (w *workContainer) removeLeftovers(dryRun bool) (int, error) {
+	// A live server writes here without the lock: its Rebase switches to a new
+	// upper and then saves state.json, for a commit that holds the lock but may
+	// have died meanwhile. Nothing of a container with a live server is judged
+	// (a server cannot start without the lock, so this holds while we hold it).
+	if w.serverAlive() {
+		return 0, nil
+	}
 	st, err := w.load()
 	if errors.Is(err, errNoSuchContainer) {
 		if w.exists() { // made meanwhile (cannot be: we hold the lock)
@@ -80,7 +87,10 @@ func (w *workContainer) removeLeftovers(dryRun bool) (int, error) {
 		return 0, fmt.Errorf("container %s: %w", w.name, err)
 	}
 	current := filepath.Base(w.upperPath(st))
-	judgeUppers := !filepath.IsAbs(st.Upper) // an upper elsewhere: leave the dir's alone
+	// An upper elsewhere, or one state.json names but that is gone: leave the
+	// dir's uppers alone.
+	_, cerr := os.Stat(w.upperPath(st))
+	judgeUppers := !filepath.IsAbs(st.Upper) && cerr == nil
 	n := 0
 	for _, e := range ents {
 		name := e.Name()

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/signal"
 	"path"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -77,8 +78,16 @@ func InitMain() int {
 	if spec.Init {
 		return runInit(argv0, spec.Args, env, u)
 	}
+	// The thread that sets the parent-death signal again must be the one that
+	// execs: changing credentials clears it (found by a review: a RUN as USER
+	// 1000 outlived a killed build).
+	runtime.LockOSThread()
 	if err := setCredentials(u); err != nil {
 		return initFail(ExitSetup, err)
+	}
+	unix.Prctl(unix.PR_SET_PDEATHSIG, uintptr(unix.SIGKILL), 0, 0, 0)
+	if starterGone() {
+		return initFail(ExitSetup, errors.New("the layerfs that started the container is gone"))
 	}
 	err = syscall.Exec(argv0, spec.Args, env)
 	return initFail(execErrCode(err), fmt.Errorf("exec %s: %w", spec.Args[0], err))
@@ -251,4 +260,13 @@ func closeExtraFilesOnExec() {
 			unix.CloseOnExec(fd)
 		}
 	}
+}
+
+// starterGone reports whether the process that started the container has died
+// (before the parent-death signal was set): its end of the ready pipe (fd 4) is
+// closed then. getppid cannot tell: it is 0 inside the pid namespace.
+func starterGone() bool {
+	fds := []unix.PollFd{{Fd: 4}}
+	n, err := unix.Poll(fds, 0)
+	return err == nil && n > 0 && fds[0].Revents&(unix.POLLERR|unix.POLLHUP) != 0
 }

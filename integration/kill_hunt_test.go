@@ -20,56 +20,63 @@ import (
 // by the next build. Before, the command ran on (reparented to init) and the dead
 // FUSE mount stayed at <root>/tmp/step-*/rootfs for good.
 func TestKillBuildDuringRun(t *testing.T) {
-	requireRunner(t)
-	importRunner(t, "busybox", `CMD ["sh"]`)
-	root := rootFor(t)
-	ctx := t.TempDir()
-	writeFiles(t, ctx, map[string]string{"Dockerfile": "FROM busybox\nRUN echo hi > /hi; sleep 30\n"})
-	t.Cleanup(func() {
-		for _, m := range buildMounts(t, root) {
-			exec.Command("umount", "-l", m).Run()
-		}
-	})
+	// As root and as another user: changing credentials clears the parent-death
+	// signal, so the init sets it again after (a RUN as USER 1000 outlived the
+	// killed build; found by a review).
+	for _, user := range []string{"", "USER 1000\n"} {
+		t.Run(map[string]string{"": "root", "USER 1000\n": "user"}[user], func(t *testing.T) {
+			requireRunner(t)
+			importRunner(t, "busybox", `CMD ["sh"]`)
+			root := rootFor(t)
+			ctx := t.TempDir()
+			writeFiles(t, ctx, map[string]string{"Dockerfile": "FROM busybox\n" + user + "RUN sleep 30\n"})
+			t.Cleanup(func() {
+				for _, m := range buildMounts(t, root) {
+					exec.Command("umount", "-l", m).Run()
+				}
+			})
 
-	cmd := exec.Command(layerfsBin, "--root", root, "build", "-t", "k", ctx)
-	out := outputFile(t)
-	cmd.Stdout, cmd.Stderr = out, out
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	waitFor(t, "the RUN step", func() bool { return strings.Contains(fileText(out), "Running in") })
-	var child int
-	waitFor(t, "the RUN's process", func() bool {
-		child = childOf(cmd.Process.Pid)
-		return child > 0
-	})
-	for _, fd := range openFiles(child) {
-		if fd == "/dev/fuse" {
-			t.Errorf("the RUN's command holds %s open", fd)
-		}
-	}
-	cmd.Process.Kill()
-	cmd.Wait()
-	t.Cleanup(func() { syscall.Kill(child, syscall.SIGKILL) })
+			cmd := exec.Command(layerfsBin, "--root", root, "build", "-t", "k", ctx)
+			out := outputFile(t)
+			cmd.Stdout, cmd.Stderr = out, out
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			waitFor(t, "the RUN step", func() bool { return strings.Contains(fileText(out), "Running in") })
+			var child int
+			waitFor(t, "the RUN's process", func() bool {
+				child = childOf(cmd.Process.Pid)
+				return child > 0
+			})
+			for _, fd := range openFiles(child) {
+				if fd == "/dev/fuse" {
+					t.Errorf("the RUN's command holds %s open", fd)
+				}
+			}
+			cmd.Process.Kill()
+			cmd.Wait()
+			t.Cleanup(func() { syscall.Kill(child, syscall.SIGKILL) })
 
-	deadline := time.Now().Add(5 * time.Second)
-	for processAlive(child) && time.Now().Before(deadline) {
-		time.Sleep(20 * time.Millisecond)
-	}
-	if processAlive(child) {
-		t.Errorf("the RUN's command (pid %d) outlived the killed build", child)
-	}
-	if len(buildMounts(t, root)) == 0 {
-		t.Fatalf("the killed build left no mount: nothing to check")
-	}
-	if got := mustRun(t, "gc"); !strings.Contains(got, "leftover temporary file") {
-		t.Errorf("gc after a killed build = %q, want it to clear the step", got)
-	}
-	if ms := buildMounts(t, root); len(ms) > 0 {
-		t.Errorf("after gc the killed build's mounts are still there: %v", ms)
-	}
-	if ents, _ := filepath.Glob(filepath.Join(root, "tmp", "step-*")); len(ents) > 0 {
-		t.Errorf("after gc the killed build's step dirs are still there: %v", ents)
+			deadline := time.Now().Add(5 * time.Second)
+			for processAlive(child) && time.Now().Before(deadline) {
+				time.Sleep(20 * time.Millisecond)
+			}
+			if processAlive(child) {
+				t.Errorf("the RUN's command (pid %d) outlived the killed build", child)
+			}
+			if len(buildMounts(t, root)) == 0 {
+				t.Fatalf("the killed build left no mount: nothing to check")
+			}
+			if got := mustRun(t, "gc"); !strings.Contains(got, "leftover temporary file") {
+				t.Errorf("gc after a killed build = %q, want it to clear the step", got)
+			}
+			if ms := buildMounts(t, root); len(ms) > 0 {
+				t.Errorf("after gc the killed build's mounts are still there: %v", ms)
+			}
+			if ents, _ := filepath.Glob(filepath.Join(root, "tmp", "step-*")); len(ents) > 0 {
+				t.Errorf("after gc the killed build's step dirs are still there: %v", ents)
+			}
+		})
 	}
 }
 

@@ -5,6 +5,8 @@ package integration
 // fault injection, or a signal at a chosen moment).
 
 import (
+	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -13,6 +15,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/layerfs/layerfs/internal/testenv"
 )
 
 // TestKillBuildDuringRun: a build killed (SIGKILL) during a RUN takes the RUN's
@@ -244,4 +248,62 @@ func outputFile(t *testing.T) *os.File {
 func fileText(f *os.File) string {
 	b, _ := os.ReadFile(f.Name())
 	return string(b)
+}
+
+// TestCommitRebaseSaveFails: a commit --rebase whose server cannot save
+// state.json after switching the mount (a full disk, injected with strace) goes
+// back to the old stack: the commit says so and fails, the image stays committed,
+// and the writes made after it land where state.json says, so a remount shows
+// them. Before, the server ran on the new upper with state.json naming the old,
+// and the commit removed the new upper under it (found by a review): every later
+// write failed with ENOENT.
+func TestCommitRebaseSaveFails(t *testing.T) {
+	strace := testenv.RequireTool(t, "strace")
+	e := newMountEnv(t)
+	root := rootFor(t)
+	dir := e.dir()
+	e.ok("mount", "--name", "c1", e.image, dir)
+	if err := os.WriteFile(filepath.Join(dir, "a"), []byte("a\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var st struct {
+		PID int `json:"pid"`
+	}
+	b, err := os.ReadFile(filepath.Join(root, "work", "c1", "state.json"))
+	if err != nil || json.Unmarshal(b, &st) != nil || st.PID == 0 {
+		t.Fatalf("state.json: %v %s", err, b)
+	}
+	tr := exec.Command(strace, "-f", "-qq", "-o", "/dev/null", "-p", strconv.Itoa(st.PID),
+		"-P", filepath.Join(root, "work", "c1", "state.json"),
+		"-e", "trace=rename,renameat,renameat2", "-e", "inject=rename,renameat,renameat2:error=ENOSPC")
+	if err := tr.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { tr.Process.Kill(); tr.Wait() })
+	waitFor(t, "strace to attach", func() bool {
+		s, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", st.PID))
+		return strings.Contains(string(s), "TracerPid:\t"+strconv.Itoa(tr.Process.Pid))
+	})
+	out := e.fails("not rebased", "commit", "--rebase", "c1", "img:2")
+	if !strings.Contains(out, "committed sha256:") {
+		t.Errorf("commit's error %q does not say the image was committed", out)
+	}
+	tr.Process.Kill()
+	tr.Wait()
+
+	if err := os.WriteFile(filepath.Join(dir, "b"), []byte("b\n"), 0o644); err != nil {
+		t.Fatalf("write after the failed rebase: %v", err)
+	}
+	e.ok("umount", dir)
+	e.ok("mount", "--name", "c1", dir)
+	for _, f := range []string{"a", "b"} {
+		if _, err := os.Stat(filepath.Join(dir, f)); err != nil {
+			t.Errorf("after a remount: %v", err)
+		}
+	}
+	e.ok("umount", dir)
+	ents, _ := filepath.Glob(filepath.Join(root, "work", "c1", "upper-*"))
+	if len(ents) > 0 {
+		t.Errorf("the new upper of the failed rebase is left: %v", ents)
+	}
 }

@@ -346,7 +346,18 @@ func (c *committer) rebase(ctx context.Context, srv *controlClient, img *blobsto
 		mapFile = filepath.Join("inodes", c.diffID.Encoded())
 	}
 	if srv != nil {
-		err = srv.Rebase(ctx, RebaseRequest{Lowers: lowers, Upper: name, ImageID: img.ID, ManifestDigest: img.ManifestDigest, ImageRef: ref, Committed: top, InodeMap: mapFile})
+		// Not cancelled by a ^C: the server goes on with a rebase it has begun, and
+		// the answer must be read to know which upper it runs on.
+		nctx := context.WithoutCancel(ctx)
+		err = srv.Rebase(nctx, RebaseRequest{Lowers: lowers, Upper: name, ImageID: img.ID, ManifestDigest: img.ManifestDigest, ImageRef: ref, Committed: top, InodeMap: mapFile})
+		if err != nil {
+			if st, serr := srv.Status(nctx); serr != nil || filepath.Clean(st.Upper) == filepath.Clean(newUpper) {
+				// The mount runs on the new upper (or may: the server did not
+				// say), though its state.json may not say so: keep both
+				// uppers, gc judges them once the server is gone.
+				return fmt.Errorf("commit --rebase: %w (the mount runs on %s; the old upper %s is kept)", err, newUpper, oldUpper)
+			}
+		}
 	} else {
 		if mapFile != "" {
 			if kerr := fs.KeepInodes(filepath.Join(c.w.Dir(), mapFile), top, c.lowers, oldUpper, c.w.inodeMaps(c.st), cow.FormatOCI); kerr != nil {

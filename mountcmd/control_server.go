@@ -197,6 +197,7 @@ func (s *controlServer) rebase(r *RebaseRequest) error {
 		}
 	}
 	maps := withInodeMap(s.state, r.Lowers, r.Committed, mapFile)
+	old := s.state
 	st := *s.state
 	st.Lowers = r.Lowers
 	st.InodeMaps = maps
@@ -220,7 +221,16 @@ func (s *controlServer) rebase(r *RebaseRequest) error {
 		st = *disk
 	}
 	if err := s.w.save(&st); err != nil {
-		return fmt.Errorf("rebased, but %w", err)
+		// state.json still names the old stack (a full disk): go back to it,
+		// so the mount and its state agree. The commit holds a pause, so no
+		// write reached the new upper.
+		if rerr := s.rebaseMount(old.Lowers, s.w.upperPath(old), s.w.inodeMaps(old)); rerr != nil {
+			// It runs on the new stack, unsaved: Status must say so, or the
+			// commit would take the new upper for unused and remove it.
+			s.state = &st
+			return fmt.Errorf("rebased, but %w (going back failed: %v)", err, rerr)
+		}
+		return fmt.Errorf("not rebased: %w", err)
 	}
 	s.state = &st
 	return nil

@@ -128,6 +128,18 @@ func (h *fileHandle) landRebased() error {
 	}
 	df := os.NewFile(uintptr(dst), "")
 	defer df.Close()
+	if h.unpriv {
+		// Its writes went to the old inode, whose cached mode a chmod through
+		// the path since did not reach: the kernel asked for no clearing. As
+		// a local filesystem does, the bits go before the data lands (after,
+		// a reader could meet the new data in a set-id file).
+		var st unix.Stat_t
+		if unix.Fstat(dst, &st) == nil {
+			if mode, kill := killMode(st.Mode); kill {
+				_ = unix.Fchmod(dst, mode&0o7777)
+			}
+		}
+	}
 	// A private fd: the handle's offset is the kernel's business, not ours.
 	src, err := unix.Open(procFd(fd), unix.O_RDONLY|unix.O_CLOEXEC, 0)
 	if err != nil {
@@ -137,16 +149,6 @@ func (h *fileHandle) landRebased() error {
 	defer sf.Close()
 	if _, err := io.Copy(df, sf); err != nil { // copy_file_range where it can
 		return err
-	}
-	if h.unpriv {
-		// Its writes went to the old inode, whose cached mode a chmod through
-		// the path since did not reach: the kernel asked for no clearing.
-		var st unix.Stat_t
-		if unix.Fstat(dst, &st) == nil {
-			if mode, kill := killMode(st.Mode); kill {
-				_ = unix.Fchmod(dst, mode&0o7777)
-			}
-		}
 	}
 	n.mu.Lock()
 	n.dropLowerFd()

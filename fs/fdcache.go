@@ -4,6 +4,7 @@ import (
 	"container/list"
 	"sync"
 
+	fusefs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"golang.org/x/sys/unix"
 )
@@ -70,6 +71,38 @@ func (c *fdCache) readd(n *node) {
 		n.fdcElem = c.lru.PushFront(n)
 	}
 	c.mu.Unlock()
+}
+
+// dropFS closes the data fds of every node of fsys, an unmounted filesystem:
+// those in its tree, and those in the list (a removed file's node has left the
+// tree). The kernel sends no FORGET at an unmount, so without this a process that
+// mounts again and again (a build's steps) kept every data fd of every mount.
+func (c *fdCache) dropFS(fsys *unionFS) {
+	var walk func(in *fusefs.Inode)
+	walk = func(in *fusefs.Inode) {
+		n := in.Operations().(*node)
+		n.forgetFds()
+		c.remove(n)
+		for _, ch := range in.Children() {
+			walk(ch)
+		}
+	}
+	walk(fsys.root.EmbeddedInode())
+	c.mu.Lock()
+	var left []*node
+	for e := c.lru.Front(); e != nil; {
+		next := e.Next()
+		if n := e.Value.(*node); n.fs == fsys {
+			c.lru.Remove(e)
+			n.fdcElem = nil
+			left = append(left, n)
+		}
+		e = next
+	}
+	c.mu.Unlock()
+	for _, n := range left {
+		n.forgetFds()
+	}
 }
 
 // remove drops n from the list.

@@ -250,3 +250,29 @@ func TestNoOpenReopenRacesExchange(t *testing.T) {
 		t.Error(e)
 	}
 }
+
+// TestUnmountClosesDataFds: the kernel sends no FORGET at an unmount, so the data
+// fds of a mount's nodes are closed when it ends; a process that mounts again and
+// again (a build's steps) kept every one of them.
+func TestUnmountClosesDataFds(t *testing.T) {
+	spec := map[string]string{}
+	for i := range 20 {
+		spec[fmt.Sprintf("f%02d", i)] = "data"
+	}
+	lower := tree(t, spec)
+	u := mountUnion(t, cow.FormatOverlay, lower)
+	for i := range 20 {
+		readUncached(t, filepath.Join(u.mnt, fmt.Sprintf("f%02d", i)))
+	}
+	must(t, os.WriteFile(filepath.Join(u.mnt, "new"), []byte("x"), 0o644))
+	if n, _ := fdsUnder(t, lower); n == 0 {
+		t.Fatal("no data fd open on the layer's files: nothing to check")
+	}
+	u.unmount(t)
+	if n, names := fdsUnder(t, lower); n != 0 {
+		t.Errorf("after the unmount %d fds are open on the layer's files:\n%s", n, strings.Join(names, "\n"))
+	}
+	if n, names := fdsUnder(t, u.upper); n != 0 {
+		t.Errorf("after the unmount %d fds are open on the upper's files:\n%s", n, strings.Join(names, "\n"))
+	}
+}

@@ -208,6 +208,7 @@ func raiseReadahead(dev uint64) {
 func (m *MountPoint) Wait() {
 	m.server.Wait()
 	m.closed.Do(func() {
+		dataFds.dropFS(m.fs)
 		m.fs.stack.Load().close()
 		m.fs.retiredMu.Lock()
 		for _, s := range m.fs.retired {

@@ -95,13 +95,13 @@ func (c *Client) Pull(ctx context.Context, st Store, ref string, opts PullOption
 
 	img, err := c.resolvePlatform(ctx, desc, ep, plat)
 	if err != nil {
-		return nil, fmt.Errorf("pull %s: %w", reference.FamiliarString(named), err)
+		return nil, pullFailed(named, err)
 	}
 	if opts.Platform != "" && !desc.MediaType.IsIndex() {
 		// A single-platform image must be the one asked for, as docker checks.
 		cf, err := img.ConfigFile()
 		if err != nil {
-			return nil, fmt.Errorf("pull %s: read config: %w", reference.FamiliarString(named), classify(err))
+			return nil, pullFailed(named, fmt.Errorf("read config: %w", classify(err)))
 		}
 		have := v1.Platform{OS: cf.OS, Architecture: cf.Architecture, Variant: cf.Variant}
 		if !platformMatches(have, plat) {
@@ -117,7 +117,7 @@ func (c *Client) Pull(ctx context.Context, st Store, ref string, opts PullOption
 
 	md, err := img.Digest()
 	if err != nil {
-		return nil, fmt.Errorf("pull %s: %w", reference.FamiliarString(named), err)
+		return nil, pullFailed(named, err)
 	}
 	// Up to date only if the image is recorded: a manifest blob alone (an image
 	// removed before gc, or a pull that failed to record it) is not an image.
@@ -138,12 +138,18 @@ func (c *Client) Pull(ctx context.Context, st Store, ref string, opts PullOption
 	}
 	f := &layerFetch{st: st, img: img, check: opts.CheckLayer, checkStored: !had, cancel: cancel, progress: fetchProgress}
 	if err := f.fetchImage(ctx); err != nil {
-		return nil, fmt.Errorf("pull %s: %w", reference.FamiliarString(named), err)
+		return nil, pullFailed(named, err)
 	}
 	if err := record(ctx, st, img, named, had, f.sizes, res); err != nil {
-		return nil, fmt.Errorf("pull %s: %w", reference.FamiliarString(named), err)
+		return nil, pullFailed(named, err)
 	}
 	return res, nil
+}
+
+// pullFailed words a failure after the manifest was found, on one line: a
+// registry's error body (an HTML page from a proxy, say) is kept, its lines joined.
+func pullFailed(named reference.Named, err error) error {
+	return fmt.Errorf("pull %s: %w", reference.FamiliarString(named), oneLine(err))
 }
 
 // fetchDescriptor gets what named points at from the first endpoint that has it

@@ -282,15 +282,22 @@ func readBlob(st Store, d digest.Digest) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	b, err := io.ReadAll(io.LimitReader(rc, 4<<20))
+	b, err := io.ReadAll(io.LimitReader(rc, maxManifest+1))
 	if cerr := rc.Close(); err == nil {
 		err = cerr
 	}
 	if err != nil {
 		return nil, fmt.Errorf("read %s: %w", d, err)
 	}
+	if len(b) > maxManifest {
+		// Cut short it would have been pushed under the wrong content.
+		return nil, fmt.Errorf("read %s: larger than %d MiB, more than registries take for a manifest", d, maxManifest>>20)
+	}
 	return b, nil
 }
+
+// maxManifest is the largest manifest push reads (registries refuse larger ones).
+const maxManifest = 4 << 20
 
 func pushError(named reference.Named, err error) error {
 	c := classify(err)

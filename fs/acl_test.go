@@ -262,16 +262,7 @@ func TestNewEntryModes(t *testing.T) {
 			native := aclLower(t)
 			want := newEntryModes(t, native, mask)
 
-			kd := t.TempDir()
-			kmnt, kup, kwork := filepath.Join(kd, "mnt"), filepath.Join(kd, "upper"), filepath.Join(kd, "work")
-			for _, d := range []string{kmnt, kup, kwork} {
-				must(t, os.Mkdir(d, 0o755))
-			}
-			opts := fmt.Sprintf("lowerdir=%s,upperdir=%s,workdir=%s", aclLower(t), kup, kwork)
-			if err := unix.Mount("overlay", kmnt, "overlay", 0, opts); err != nil {
-				t.Skipf("kernel overlayfs unavailable: %v", err)
-			}
-			t.Cleanup(func() { _ = unix.Unmount(kmnt, unix.MNT_DETACH) })
+			kmnt := mountOverlay(t, "", "", aclLower(t))
 			diffLines(t, "overlay vs native", newEntryModes(t, kmnt, mask), want)
 
 			for _, pt := range []bool{false, true} {
@@ -328,15 +319,7 @@ func TestCopyUpIgnoresWorkDirACL(t *testing.T) {
 		return lines
 	}
 
-	kd := parent(t)
-	kmnt, kup, kwork := filepath.Join(kd, "mnt"), filepath.Join(kd, "upper"), filepath.Join(kd, "work")
-	for _, d := range []string{kmnt, kup, kwork} {
-		must(t, os.Mkdir(d, 0o755))
-	}
-	if err := unix.Mount("overlay", kmnt, "overlay", 0, fmt.Sprintf("lowerdir=%s,upperdir=%s,workdir=%s", lower(t), kup, kwork)); err != nil {
-		t.Skipf("kernel overlayfs unavailable: %v", err)
-	}
-	t.Cleanup(func() { _ = unix.Unmount(kmnt, unix.MNT_DETACH) })
+	kmnt := mountOverlay(t, parent(t), "", lower(t))
 	want := run(t, kmnt)
 
 	for _, pt := range []bool{false, true} {
@@ -435,15 +418,7 @@ done`
 		return append(append(before, "--"), probeAll(t, mnt)...)
 	}
 
-	kd := t.TempDir()
-	kmnt, kup, kwork := filepath.Join(kd, "mnt"), filepath.Join(kd, "upper"), filepath.Join(kd, "work")
-	for _, d := range []string{kmnt, kup, kwork} {
-		must(t, os.Mkdir(d, 0o755))
-	}
-	if err := unix.Mount("overlay", kmnt, "overlay", 0, fmt.Sprintf("lowerdir=%s,upperdir=%s,workdir=%s", lower(t), kup, kwork)); err != nil {
-		t.Skipf("kernel overlayfs unavailable: %v", err)
-	}
-	t.Cleanup(func() { _ = unix.Unmount(kmnt, unix.MNT_DETACH) })
+	kmnt := mountOverlay(t, "", "", lower(t))
 	want := steps(t, kmnt)
 	if !slices.Contains(want, "cat grant: ok") || !slices.Contains(want, "cat deny: denied") {
 		t.Fatalf("the oracle does not check ACLs here:\n%s", strings.Join(want, "\n"))

@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/layerfs/layerfs/cow"
@@ -174,4 +175,26 @@ func tryLocks(p string) int {
 // changes dir after the exec.
 func inMount(dir, script string) *exec.Cmd {
 	return exec.Command("/bin/sh", "-c", `cd "$1" && shift && eval "$1"`, "sh", dir, script)
+}
+
+// mountOverlay mounts kernel overlayfs, the oracle, over lowers (top first) with
+// a fresh upper and work dir in parent (a temp dir if ""), with extra options
+// (",index=on"); it unmounts in Cleanup and skips t where overlayfs is missing.
+func mountOverlay(t *testing.T, parent, extra string, lowers ...string) string {
+	t.Helper()
+	if parent == "" {
+		parent = t.TempDir()
+	}
+	mnt, up, work := filepath.Join(parent, "mnt"), filepath.Join(parent, "upper"), filepath.Join(parent, "work")
+	for _, d := range []string{mnt, up, work} {
+		if err := os.Mkdir(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	opts := fmt.Sprintf("lowerdir=%s,upperdir=%s,workdir=%s%s", strings.Join(lowers, ":"), up, work, extra)
+	if err := unix.Mount("overlay", mnt, "overlay", 0, opts); err != nil {
+		t.Skipf("kernel overlayfs unavailable: %v", err)
+	}
+	t.Cleanup(func() { _ = unix.Unmount(mnt, unix.MNT_DETACH) })
+	return mnt
 }

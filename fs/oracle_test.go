@@ -236,16 +236,7 @@ func TestUnionMatchesKernelOverlay(t *testing.T) {
 
 	// Oracle: kernel overlayfs with index=on, which keeps hard links across copy-up.
 	klowers := buildOracleLowers(t)
-	kd := t.TempDir()
-	kmnt, kup, kwork := filepath.Join(kd, "mnt"), filepath.Join(kd, "upper"), filepath.Join(kd, "work")
-	for _, d := range []string{kmnt, kup, kwork} {
-		must(t, os.Mkdir(d, 0o755))
-	}
-	opts := fmt.Sprintf("lowerdir=%s,upperdir=%s,workdir=%s,index=on", strings.Join(klowers, ":"), kup, kwork)
-	if err := unix.Mount("overlay", kmnt, "overlay", 0, opts); err != nil {
-		t.Skipf("kernel overlayfs unavailable: %v", err)
-	}
-	t.Cleanup(func() { _ = unix.Unmount(kmnt, unix.MNT_DETACH) })
+	kmnt := mountOverlay(t, "", ",index=on", klowers...)
 	unionScript(t, kmnt, false)
 	want := snapshot(t, kmnt, start)
 

@@ -91,14 +91,7 @@ runtime = "runc"
 
 func (b *buildahEnv) run(args ...string) (string, string, error) {
 	b.t.Helper()
-	cmd := exec.Command("buildah", args...)
-	cmd.Env = b.env
-	var o, e bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &o, &e
-	start := time.Now()
-	err := cmd.Run()
-	b.t.Logf("buildah %s: %v (%v)", strings.Join(args, " "), err, time.Since(start).Round(time.Millisecond))
-	return o.String(), e.String(), err
+	return runLogged(b.t, b.env, "buildah", args, args)
 }
 
 func (b *buildahEnv) ok(args ...string) string {

@@ -34,19 +34,7 @@ func TestKillBuildDuringRun(t *testing.T) {
 			root := rootFor(t)
 			ctx := t.TempDir()
 			writeFiles(t, ctx, map[string]string{"Dockerfile": "FROM busybox\n" + user + "RUN sleep 30\n"})
-			t.Cleanup(func() {
-				for _, m := range buildMounts(t, root) {
-					exec.Command("umount", "-l", m).Run()
-				}
-			})
-
-			cmd := exec.Command(layerfsBin, "--root", root, "build", "-t", "k", ctx)
-			out := outputFile(t)
-			cmd.Stdout, cmd.Stderr = out, out
-			if err := cmd.Start(); err != nil {
-				t.Fatal(err)
-			}
-			waitFor(t, "the RUN step", func() bool { return strings.Contains(fileText(out), "Running in") })
+			cmd := startBuildToRun(t, root, ctx)
 			var child int
 			waitFor(t, "the RUN's process", func() bool {
 				child = childOf(cmd.Process.Pid)
@@ -91,18 +79,7 @@ func TestKillBuildNextBuildClears(t *testing.T) {
 	root := rootFor(t)
 	ctx := t.TempDir()
 	writeFiles(t, ctx, map[string]string{"Dockerfile": "FROM busybox\nRUN sleep 30\n", "Dockerfile.ok": "FROM busybox\nRUN echo ok > /ok\n"})
-	t.Cleanup(func() {
-		for _, m := range buildMounts(t, root) {
-			exec.Command("umount", "-l", m).Run()
-		}
-	})
-	cmd := exec.Command(layerfsBin, "--root", root, "build", "-t", "k", ctx)
-	out := outputFile(t)
-	cmd.Stdout, cmd.Stderr = out, out
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	waitFor(t, "the RUN step", func() bool { return strings.Contains(fileText(out), "Running in") })
+	cmd := startBuildToRun(t, root, ctx)
 	waitFor(t, "the RUN's process", func() bool { return childOf(cmd.Process.Pid) > 0 })
 	cmd.Process.Kill()
 	cmd.Wait()
@@ -306,4 +283,23 @@ func TestCommitRebaseSaveFails(t *testing.T) {
 	if len(ents) > 0 {
 		t.Errorf("the new upper of the failed rebase is left: %v", ents)
 	}
+}
+
+// startBuildToRun starts `build -t k ctx` in root and returns once its RUN step
+// runs; the mounts a killed build leaves are detached in Cleanup.
+func startBuildToRun(t *testing.T, root, ctx string) *exec.Cmd {
+	t.Helper()
+	t.Cleanup(func() {
+		for _, m := range buildMounts(t, root) {
+			exec.Command("umount", "-l", m).Run()
+		}
+	})
+	cmd := exec.Command(layerfsBin, "--root", root, "build", "-t", "k", ctx)
+	out := outputFile(t)
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the RUN step", func() bool { return strings.Contains(fileText(out), "Running in") })
+	return cmd
 }

@@ -77,13 +77,20 @@ runtime = "runc"
 
 func (p *podmanEnv) run(args ...string) (string, string, error) {
 	p.t.Helper()
-	cmd := exec.Command("podman", append(append([]string{}, p.args...), args...)...)
-	cmd.Env = p.env
+	return runLogged(p.t, p.env, "podman", append(append([]string{}, p.args...), args...), args)
+}
+
+// runLogged runs name with args and env, logs shown (the arguments worth
+// naming), its result and time, and returns its stdout and stderr.
+func runLogged(t *testing.T, env []string, name string, args, shown []string) (string, string, error) {
+	t.Helper()
+	cmd := exec.Command(name, args...)
+	cmd.Env = env
 	var o, e bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &o, &e
 	start := time.Now()
 	err := cmd.Run()
-	p.t.Logf("podman %s: %v (%v)", strings.Join(args, " "), err, time.Since(start).Round(time.Millisecond))
+	t.Logf("%s %s: %v (%v)", name, strings.Join(shown, " "), err, time.Since(start).Round(time.Millisecond))
 	return o.String(), e.String(), err
 }
 

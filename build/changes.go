@@ -36,26 +36,35 @@ var defaultShell = []string{"/bin/sh", "-c"}
 
 // ParseChanges parses docker `--change` values in Dockerfile syntax (JSON and shell
 // forms, line continuations, several instructions in one value separated by newlines)
-// and checks that each is a config change. It applies nothing; use it to reject bad
-// input before doing expensive work. Errors wrap ErrInvalidChange.
+// and checks that each is a config change. As docker does, the values are joined with
+// newlines and parsed as one Dockerfile, so a value ending in a backslash continues
+// into the next. It applies nothing; use it to reject bad input before doing
+// expensive work. Errors wrap ErrInvalidChange.
 func ParseChanges(changes []string) ([]instructions.Command, error) {
+	if len(changes) == 0 {
+		return nil, nil
+	}
+	res, err := parser.Parse(strings.NewReader(strings.Join(changes, "\n")))
+	if err != nil {
+		// Name the value at fault where one alone fails.
+		for _, ch := range changes {
+			if _, err1 := parser.Parse(strings.NewReader(ch)); err1 != nil {
+				return nil, fmt.Errorf("%w %q: %w", ErrInvalidChange, ch, err1)
+			}
+		}
+		return nil, fmt.Errorf("%w %q: %w", ErrInvalidChange, strings.Join(changes, "\n"), err)
+	}
 	var cmds []instructions.Command
-	for _, ch := range changes {
-		res, err := parser.Parse(strings.NewReader(ch))
+	for _, n := range res.AST.Children {
+		name := strings.ToUpper(n.Value)
+		if !isChangeInstruction(name) {
+			return nil, fmt.Errorf("%w %q: %s is not a valid change command", ErrInvalidChange, n.Original, name)
+		}
+		cmd, err := instructions.ParseCommand(n)
 		if err != nil {
-			return nil, fmt.Errorf("%w %q: %w", ErrInvalidChange, ch, err)
+			return nil, fmt.Errorf("%w %q: %w", ErrInvalidChange, n.Original, err)
 		}
-		for _, n := range res.AST.Children {
-			name := strings.ToUpper(n.Value)
-			if !isChangeInstruction(name) {
-				return nil, fmt.Errorf("%w %q: %s is not a valid change command", ErrInvalidChange, ch, name)
-			}
-			cmd, err := instructions.ParseCommand(n)
-			if err != nil {
-				return nil, fmt.Errorf("%w %q: %w", ErrInvalidChange, ch, err)
-			}
-			cmds = append(cmds, cmd)
-		}
+		cmds = append(cmds, cmd)
 	}
 	return cmds, nil
 }

@@ -52,6 +52,10 @@ func TestApplyChanges(t *testing.T) {
 		{"env forms and expansion", []string{`ENV A=1 B="two words"`, `ENV C $A-${B}`, `ENV PATH=/opt/bin:$PATH`}, func(c *dockerspec.DockerOCIImageConfig) {
 			c.Env = []string{"PATH=/opt/bin:/usr/bin:/bin", "HOME=/root", "A=1", "B=two words", "C=1-two words"}
 		}},
+		{"values joined with newlines, as docker does", []string{`ENV A=1 \`, `B=2`, "LABEL x=1\nLABEL y=2"}, func(c *dockerspec.DockerOCIImageConfig) {
+			c.Env = append(c.Env, "A=1", "B=2")
+			c.Labels["x"], c.Labels["y"] = "1", "2"
+		}},
 		{"env in one instruction sees old values", []string{`ENV HOME=/x OLD=$HOME`}, func(c *dockerspec.DockerOCIImageConfig) {
 			c.Env = []string{"PATH=/usr/bin:/bin", "HOME=/x", "OLD=/root"}
 		}},

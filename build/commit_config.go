@@ -51,7 +51,7 @@ func (o CommitOptions) created() time.Time {
 // ErrTooManyLayers when the result would exceed MaxLayers.
 func ChildImage(parent dockerspec.DockerOCIImage, diffID digest.Digest, o CommitOptions) (dockerspec.DockerOCIImage, error) {
 	img := copyImage(parent)
-	if err := ApplyChanges(&img.Config, o.Changes); err != nil {
+	if err := applyCommitChanges(&img.Config, parent.Config, o.Changes); err != nil {
 		return dockerspec.DockerOCIImage{}, err
 	}
 	if diffID != "" {
@@ -82,7 +82,7 @@ func SquashImage(parent dockerspec.DockerOCIImage, diffID digest.Digest, o Commi
 		return dockerspec.DockerOCIImage{}, errors.New("squash needs a layer")
 	}
 	img := copyImage(parent)
-	if err := ApplyChanges(&img.Config, o.Changes); err != nil {
+	if err := applyCommitChanges(&img.Config, parent.Config, o.Changes); err != nil {
 		return dockerspec.DockerOCIImage{}, err
 	}
 	for i := range img.History {
@@ -103,6 +103,52 @@ func SquashImage(parent dockerspec.DockerOCIImage, diffID digest.Digest, o Commi
 		Comment:   comment,
 	})
 	return img, nil
+}
+
+// applyCommitChanges applies a commit's changes as docker commit does: the changes
+// (ApplyChanges), then docker's merge of the result with the container's config
+// (moby daemon/commit.go), which fills what the changes left empty. Two cases show:
+// `ENTRYPOINT []` (or `CMD []`) leaves CMD empty, and the merge puts the container's
+// CMD back, so `-c 'ENTRYPOINT []'` clears the entrypoint and keeps CMD; and a
+// HEALTHCHECK without an option keeps the old healthcheck's interval, timeout,
+// start period and retries. Every other field the merge fills is one the changes can
+// only add to or set. Import and build do no such merge.
+func applyCommitChanges(cfg *dockerspec.DockerOCIImageConfig, base dockerspec.DockerOCIImageConfig, changes []string) error {
+	if err := ApplyChanges(cfg, changes); err != nil {
+		return err
+	}
+	if len(changes) == 0 {
+		return nil
+	}
+	if len(cfg.Entrypoint) == 0 {
+		if len(cfg.Cmd) == 0 {
+			cfg.Cmd = cloneSlice(base.Cmd)
+		}
+		if cfg.Entrypoint == nil {
+			cfg.Entrypoint = cloneSlice(base.Entrypoint)
+		}
+	}
+	if h, old := cfg.Healthcheck, base.Healthcheck; h != nil && old != nil {
+		if len(h.Test) == 0 {
+			h.Test = cloneSlice(old.Test)
+		}
+		if h.Interval == 0 {
+			h.Interval = old.Interval
+		}
+		if h.Timeout == 0 {
+			h.Timeout = old.Timeout
+		}
+		if h.StartPeriod == 0 {
+			h.StartPeriod = old.StartPeriod
+		}
+		if h.StartInterval == 0 {
+			h.StartInterval = old.StartInterval
+		}
+		if h.Retries == 0 {
+			h.Retries = old.Retries
+		}
+	}
+	return nil
 }
 
 func (o CommitOptions) createdBy(parent dockerspec.DockerOCIImage) string {

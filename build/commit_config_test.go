@@ -130,3 +130,48 @@ func TestSquashImage(t *testing.T) {
 		t.Errorf("parent history modified")
 	}
 }
+
+// TestChildImageDockerMerge: docker commit merges the changed config with the
+// container's (moby daemon/commit.go merge), which refills an empty CMD and a
+// healthcheck's unset options.
+func TestChildImageDockerMerge(t *testing.T) {
+	parent := parentImage(1)
+	parent.Config.Entrypoint = []string{"/entry"}
+	parent.Config.Healthcheck = &dockerspec.HealthcheckConfig{Test: []string{"CMD", "old"}, Interval: time.Minute, Retries: 7}
+	tests := []struct {
+		change string
+		check  func(c dockerspec.DockerOCIImageConfig) bool
+	}{
+		{`ENTRYPOINT []`, func(c dockerspec.DockerOCIImageConfig) bool {
+			return c.Entrypoint != nil && len(c.Entrypoint) == 0 && reflect.DeepEqual(c.Cmd, []string{"sh"})
+		}},
+		{`ENTRYPOINT ["/app"]`, func(c dockerspec.DockerOCIImageConfig) bool {
+			return reflect.DeepEqual(c.Entrypoint, []string{"/app"}) && c.Cmd == nil
+		}},
+		{`CMD []`, func(c dockerspec.DockerOCIImageConfig) bool {
+			return reflect.DeepEqual(c.Entrypoint, []string{"/entry"}) && len(c.Cmd) == 0
+		}},
+		{`HEALTHCHECK --timeout=3s CMD ["new"]`, func(c dockerspec.DockerOCIImageConfig) bool {
+			h := c.Healthcheck
+			return reflect.DeepEqual(h.Test, []string{"CMD", "new"}) && h.Interval == time.Minute && h.Timeout == 3*time.Second && h.Retries == 7
+		}},
+	}
+	for _, tt := range tests {
+		img, err := ChildImage(parent, "", CommitOptions{Changes: []string{tt.change}})
+		if err != nil {
+			t.Fatalf("%s: %v", tt.change, err)
+		}
+		if !tt.check(img.Config) {
+			t.Errorf("-c %q: Entrypoint %q, Cmd %q, Healthcheck %+v", tt.change, img.Config.Entrypoint, img.Config.Cmd, img.Config.Healthcheck)
+		}
+	}
+	// With no entrypoint, CMD [] is refilled from the container's config, as in docker.
+	plain := parentImage(1)
+	img, err := SquashImage(plain, digest.FromString("l"), CommitOptions{Changes: []string{`CMD []`}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(img.Config.Cmd, []string{"sh"}) {
+		t.Errorf("-c 'CMD []' without entrypoint: Cmd %q, want the container's [sh]", img.Config.Cmd)
+	}
+}

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/layerfs/layerfs/internal/testenv"
+	"golang.org/x/sys/unix"
 )
 
 // TestKillBuildDuringRun: a build killed (SIGKILL) during a RUN takes the RUN's
@@ -170,6 +171,76 @@ func TestKillContainerLeftovers(t *testing.T) {
 		t.Errorf("after gc and a mount the container's file: %d bytes, %v", len(b), err)
 	}
 	e.ok("umount", dir)
+}
+
+// TestKillMountBeforeMounted: a mount without --name killed while it unpacks
+// layers (held here at the layer's fill lock) leaves a container that never
+// mounted and holds no change. The next mount takes its name over, and gc removes
+// one that is left. Before, every later mount of the image was named ...-1, and
+// the empty container stayed in ps for good.
+func TestKillMountBeforeMounted(t *testing.T) {
+	e := newMountEnv(t)
+	root := rootFor(t)
+	var cfg struct{ RootFS struct{ Layers []string } }
+	if err := json.Unmarshal([]byte(e.ok("inspect", "--format", "{{json .}}", e.image)), &cfg); err != nil || len(cfg.RootFS.Layers) != 1 {
+		t.Fatalf("inspect: %v (%+v)", err, cfg)
+	}
+	hex := strings.TrimPrefix(cfg.RootFS.Layers[0], "sha256:")
+	const name = "busybox-working-container"
+
+	killedMount := func() {
+		t.Helper()
+		locks := filepath.Join(root, "layers", ".locks")
+		if err := os.MkdirAll(locks, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		f, err := os.OpenFile(filepath.Join(locks, hex+".lock"), os.O_RDWR|os.O_CREATE, 0o600)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		if err := unix.Flock(int(f.Fd()), unix.LOCK_EX); err != nil {
+			t.Fatal(err)
+		}
+		cmd := exec.Command(layerfsBin, "--root", root, "mount", e.image, e.dir())
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, "the mount to create its container", func() bool {
+			_, err := os.Stat(filepath.Join(root, "work", name, "state.json"))
+			return err == nil
+		})
+		time.Sleep(50 * time.Millisecond) // let it reach the lock
+		cmd.Process.Kill()
+		cmd.Wait()
+	}
+
+	killedMount()
+	if got := e.psField(name, "Status"); got == "" {
+		t.Fatalf("the killed mount left no container %s: nothing to check", name)
+	}
+	dir := e.dir()
+	if got := strings.TrimSpace(e.ok("mount", e.image, dir)); got != name {
+		t.Errorf("the mount after a killed one made %q, want %q taken over", got, name)
+	}
+	e.ok("umount", dir)
+	if got := e.psField(name, "Status"); got != "unmounted" {
+		t.Errorf("after mount and umount %s is %q, want unmounted", name, got)
+	}
+	e.ok("rm", name)
+	if err := os.RemoveAll(filepath.Join(root, "layers", hex)); err != nil { // unpacked again
+		t.Fatal(err)
+	}
+	killedMount()
+	if got := mustRun(t, "gc"); !strings.Contains(got, "leftover temporary file") {
+		t.Errorf("gc after a killed mount = %q, want the container removed", got)
+	}
+	if got := e.psField(name, "Status"); got != "" {
+		t.Errorf("after gc the killed mount's container is %q, want it gone", got)
+	}
+	if _, err := os.Lstat(filepath.Join(root, "work", name)); !os.IsNotExist(err) {
+		t.Errorf("after gc the killed mount's container dir: %v, want it gone", err)
+	}
 }
 
 // childOf is the first child of pid, forked by any of its threads (0 if none).

@@ -147,6 +147,7 @@ func runMount(ctx context.Context, g *globalOptions, o *mountOptions, ref, dir s
 		return err
 	}
 	st.Mountpoint, st.PID, st.ReadOnly, st.Passthrough, st.Lowers = mp, 0, o.readOnly, o.passthrough, lowers
+	st.Incomplete = false
 	if err := w.save(st); err != nil {
 		return err
 	}
@@ -244,7 +245,7 @@ func checkOutsideStore(root, dir, p string) error {
 // a derived name. The container is not mounted: a dead mount a killed server left
 // is cleared here. The caller holds the returned lock until the server is ready.
 func claimContainer(ctx context.Context, g *globalOptions, name string, img *blobstore.Image, ref string) (w *workContainer, st *workState, created bool, unlock func(), err error) {
-	fresh := &workState{ImageID: img.ID, ManifestDigest: img.ManifestDigest, ImageRef: imageRefFor(img, ref)}
+	fresh := &workState{ImageID: img.ID, ManifestDigest: img.ManifestDigest, ImageRef: imageRefFor(img, ref), Incomplete: true}
 	if name == "" {
 		w, unlock, err := createDerived(ctx, g, img, fresh)
 		return w, fresh, err == nil, unlock, err
@@ -263,6 +264,14 @@ func claimContainer(ctx context.Context, g *globalOptions, name string, img *blo
 		return w, fresh, true, unlock, nil
 	}
 	st, err = w.load()
+	if err == nil && w.abandoned(st) {
+		// Left by a create killed before its first mount: start it over.
+		if err := w.create(fresh); err != nil {
+			unlock()
+			return nil, nil, false, nil, err
+		}
+		return w, fresh, true, unlock, nil
+	}
 	if err == nil {
 		err = checkReusable(w, st, img, ref)
 	}
@@ -304,16 +313,33 @@ func createDerived(ctx context.Context, g *globalOptions, img *blobstore.Image, 
 		if err != nil {
 			return nil, nil, err
 		}
+		var unlock func()
 		if w.exists() {
-			continue
-		}
-		unlock, err := lockContainer(ctx, w)
-		if err != nil {
-			return nil, nil, err
-		}
-		if w.exists() { // lost a race for this name
-			unlock()
-			continue
+			// Taken, unless a create killed before its first mount left it. One
+			// whose lock is held is in use (maybe still being created): skip it.
+			if !w.mayBeAbandoned() {
+				continue
+			}
+			u, ok, err := tryLockContainer(w)
+			if err != nil {
+				return nil, nil, err
+			}
+			if !ok {
+				continue
+			}
+			if cur, err := w.load(); err != nil || !w.abandoned(cur) {
+				u()
+				continue
+			}
+			unlock = u
+		} else {
+			if unlock, err = lockContainer(ctx, w); err != nil {
+				return nil, nil, err
+			}
+			if w.exists() { // lost a race for this name
+				unlock()
+				continue
+			}
 		}
 		if err := w.create(st); err != nil {
 			unlock()

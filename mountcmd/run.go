@@ -474,7 +474,7 @@ func mountForRun(ctx context.Context, g *globalOptions, s *blobstore.Store, img 
 	if err := w.resetScratch(); err != nil {
 		return nil, err
 	}
-	st.Mountpoint, st.PID, st.Lowers = mp, 0, lowers
+	st.Mountpoint, st.PID, st.Lowers, st.Incomplete = mp, 0, lowers, false
 	if err := w.save(st); err != nil {
 		return nil, err
 	}

@@ -23,6 +23,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -109,6 +110,11 @@ type workState struct {
 	// dir) that keeps the inode numbers their files had (fs.KeepInodes).
 	InodeMaps map[string]string `json:"inodeMaps,omitempty"`
 	Created   time.Time         `json:"created"`
+	// Incomplete marks a container a mount or run created and has not yet brought
+	// up to its first mount (it unpacks layers meanwhile). One left so by a killed
+	// command is taken over by the next create of its name, and removed by gc
+	// (abandoned).
+	Incomplete bool `json:"incomplete,omitempty"`
 }
 
 // workContainer names one working container's directory.
@@ -223,7 +229,8 @@ func (w *workContainer) save(s *workState) error {
 }
 
 // create makes the container's directories and its first state.json. The caller
-// holds the container lock and has checked that it does not exist.
+// holds the container lock and has checked that it does not exist, or that it is
+// abandoned.
 func (w *workContainer) create(s *workState) error {
 	// A dir without state.json is a create that died half way: start over.
 	if err := os.RemoveAll(w.Dir()); err != nil {
@@ -272,6 +279,32 @@ func (w *workContainer) remove() error {
 	}
 	os.Remove(w.lockPath()) // best effort; a racing locker recreates it harmlessly
 	return nil
+}
+
+// abandoned reports whether st is what a create killed before its first mount
+// left: marked incomplete, no server, no mount, and nothing in the upper dir. The
+// caller holds the container lock, which the creating command holds throughout.
+func (w *workContainer) abandoned(st *workState) bool {
+	if !st.Incomplete || w.serverAlive() || w.status(st) == statusDead {
+		return false
+	}
+	d, err := os.Open(w.upperPath(st))
+	if errors.Is(err, os.ErrNotExist) {
+		return true
+	}
+	if err != nil {
+		return false
+	}
+	defer d.Close()
+	names, err := d.Readdirnames(1)
+	return len(names) == 0 && errors.Is(err, io.EOF)
+}
+
+// mayBeAbandoned is abandoned's cheap test, without the lock: whether state.json
+// says incomplete.
+func (w *workContainer) mayBeAbandoned() bool {
+	st, err := w.load()
+	return err == nil && st.Incomplete
 }
 
 // serverAlive reports whether a server holds server.lock.

@@ -17,7 +17,9 @@ import (
 //     nothing else would ever remove it);
 //   - an upper dir state.json does not name: the old one of a commit --rebase
 //     killed after the swap, or the new one of a rebase killed before it;
-//   - state.json's temp files (writeFileAtomic killed before its rename).
+//   - state.json's temp files (writeFileAtomic killed before its rename);
+//   - a container a mount or run created and was killed before mounting, holding
+//     no change (workContainer.abandoned).
 //
 // Each container is judged under its lock, skipped if busy: every writer of a
 // container's dir holds it (create, rm, commit --rebase), so what is found there
@@ -81,6 +83,14 @@ func (w *workContainer) removeLeftovers(dryRun bool) (int, error) {
 	}
 	if err != nil {
 		return 0, nil // unreadable state: not ours to judge
+	}
+	if w.abandoned(st) {
+		if !dryRun {
+			if err := w.remove(); err != nil {
+				return 0, err
+			}
+		}
+		return 1, nil
 	}
 	ents, err := os.ReadDir(w.Dir())
 	if err != nil {

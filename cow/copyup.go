@@ -21,8 +21,9 @@ import (
 // or a complete one in the upper dir, never a half-written file.
 //
 // Data is cloned with FICLONE where the filesystem can share extents (btrfs, xfs),
-// else copied in the kernel with copy_file_range segment by segment (holes stay
-// holes), else read and written. There is no metadata-only copy-up: an upper entry
+// else copied segment by segment (holes stay holes): with copy_file_range where the
+// kernel may offload it, else read and written here, large segments in two halves
+// at once (ext4 and tmpfs, where copy_file_range is slower; see offloads). There is no metadata-only copy-up: an upper entry
 // that only pointed at its lower data would need every reader of the upper dir (diff,
 // export) to know about it. chmod/chown of a big file therefore copies its data; on a
 // reflink filesystem that costs no data blocks.
@@ -395,12 +396,21 @@ func copyData(dst, src int, limit int64) error {
 }
 
 func copyRange(dst, src int, off, n int64) error {
+	if !offloads(dst) {
+		return copyRangeUser(dst, src, off, n)
+	}
+	return copyRangeKernel(dst, src, off, n)
+}
+
+// copyRangeKernel copies with copy_file_range, falling back to copyRangeUser where
+// the kernel refuses (another filesystem, no support).
+func copyRangeKernel(dst, src int, off, n int64) error {
 	for n > 0 {
 		in, out := off, off
 		w, err := unix.CopyFileRange(src, &in, dst, &out, int(min(n, 1<<30)), 0)
 		if err != nil {
 			if errors.Is(err, unix.EXDEV) || errors.Is(err, unix.ENOSYS) || errors.Is(err, unix.EOPNOTSUPP) || errors.Is(err, unix.EINVAL) {
-				return copyRangeSlow(dst, src, off, n)
+				return copyRangeUser(dst, src, off, n)
 			}
 			return err
 		}
@@ -413,8 +423,50 @@ func copyRange(dst, src int, off, n int64) error {
 	return nil
 }
 
+// offloads reports whether copy_file_range into fd may do better than a copy
+// through this process: everywhere but on ext2/3/4 and tmpfs, where it copies the
+// data through a pipe a page at a time (FICLONE has already failed there). Measured
+// on Linux 6.18 for a cached 256 MiB file: ext4 to ext4 69 ms with
+// copy_file_range, 58 ms with pread/pwrite of 1 MiB, 52 ms with two of those
+// running at once; to tmpfs (EXDEV) 100 and 92 ms.
+func offloads(fd int) bool {
+	var st unix.Statfs_t
+	if unix.Fstatfs(fd, &st) != nil {
+		return true
+	}
+	switch uint32(st.Type) {
+	case unix.EXT4_SUPER_MAGIC, unix.TMPFS_MAGIC:
+		return false
+	}
+	return true
+}
+
+// parallelCopyMin is the size from which copyRangeUser splits a range in two
+// halves copied at once: one copies from the source's page cache while the other
+// writes into the destination's.
+const parallelCopyMin = 16 << 20
+
+// copyRangeUser copies n bytes at off from src to dst through this process's
+// memory, in two halves at once for large ranges.
+func copyRangeUser(dst, src int, off, n int64) error {
+	if n < parallelCopyMin {
+		return copyRangeSlow(dst, src, off, n)
+	}
+	half := n / 2
+	var wg sync.WaitGroup
+	var errA error
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		errA = copyRangeSlow(dst, src, off, half)
+	}()
+	errB := copyRangeSlow(dst, src, off+half, n-half)
+	wg.Wait()
+	return errors.Join(errA, errB)
+}
+
 func copyRangeSlow(dst, src int, off, n int64) error {
-	buf := make([]byte, 1<<20)
+	buf := make([]byte, min(n, 1<<20))
 	for n > 0 {
 		r, err := unix.Pread(src, buf[:min(n, int64(len(buf)))], off)
 		if err != nil {

@@ -2,6 +2,7 @@ package cow
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"os"
 	"path/filepath"
@@ -179,5 +180,62 @@ func TestCopyUpSpecialFileXattrs(t *testing.T) {
 		if _, err := unix.Getxattr(filepath.Join(dst, n), "trusted.layerfs.origin", buf); err != nil {
 			t.Errorf("%s: copy has no private origin xattr: %v", n, err)
 		}
+	}
+}
+
+// TestCopyRangeLarge: the data copies (kernel and user, one range split in two
+// halves copied at once) give the source's bytes, each at its offset, for a range
+// not at the file's start and of an odd size, and keep a hole of a large sparse
+// file through CopyUp.
+func TestCopyRangeLarge(t *testing.T) {
+	dir := t.TempDir()
+	const size = parallelCopyMin*2 + 12345
+	data := make([]byte, size)
+	for i := 0; i+8 <= size; i += 8 {
+		binary.LittleEndian.PutUint64(data[i:], uint64(i))
+	}
+	cuMust(t, os.WriteFile(filepath.Join(dir, "src"), data, 0o644))
+	src, err := unix.Open(filepath.Join(dir, "src"), unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	cuMust(t, err)
+	defer unix.Close(src)
+	const off = 4097
+	for name, copyFn := range map[string]func(dst, src int, off, n int64) error{
+		"kernel": copyRangeKernel, "user": copyRangeUser, "auto": copyRange,
+	} {
+		p := filepath.Join(dir, name)
+		dst, err := unix.Open(p, unix.O_RDWR|unix.O_CREAT|unix.O_CLOEXEC, 0o644)
+		cuMust(t, err)
+		err = copyFn(dst, src, off, size-off)
+		unix.Close(dst)
+		if err != nil {
+			t.Fatalf("%s copy: %v", name, err)
+		}
+		got, _ := os.ReadFile(p)
+		if len(got) != size || !bytes.Equal(got[off:], data[off:]) || !bytes.Equal(got[:off], make([]byte, off)) {
+			t.Errorf("%s copy of [%d, %d): %d bytes, not the source's", name, off, size, len(got))
+		}
+	}
+
+	// Through CopyUp: data, a 24 MiB hole, data, with DataLimit cutting the tail.
+	sdir, ddir, work := t.TempDir(), t.TempDir(), t.TempDir()
+	f, err := os.Create(filepath.Join(sdir, "sparse"))
+	cuMust(t, err)
+	_, err = f.WriteAt(data[:parallelCopyMin+3], 0)
+	cuMust(t, err)
+	_, err = f.WriteAt(data[:parallelCopyMin+5], parallelCopyMin+24<<20)
+	cuMust(t, err)
+	cuMust(t, f.Close())
+	limit := int64(2*parallelCopyMin + 24<<20 + 1)
+	sfd, dfd, wfd := cuOpenDir(t, sdir), cuOpenDir(t, ddir), cuOpenDir(t, work)
+	cuMust(t, CopyUp(sfd, dfd, "sparse", CopyUpOptions{Work: wfd, DataLimit: limit}))
+	want, _ := os.ReadFile(filepath.Join(sdir, "sparse"))
+	got, _ := os.ReadFile(filepath.Join(ddir, "sparse"))
+	if int64(len(got)) != limit || !bytes.Equal(got, want[:limit]) {
+		t.Errorf("sparse copy-up: %d bytes, want the source's first %d", len(got), limit)
+	}
+	var st unix.Stat_t
+	cuMust(t, unix.Stat(filepath.Join(ddir, "sparse"), &st))
+	if st.Blocks*512 > limit-16<<20 {
+		t.Errorf("sparse copy-up uses %d bytes of %d: hole not kept", st.Blocks*512, limit)
 	}
 }

@@ -211,10 +211,12 @@ func isUnauthorized(err error) bool {
 }
 
 // unreachable words a connection failure once (the https and http attempts of a
-// ping fail alike), or returns nil if err is not one.
+// ping fail alike), or returns nil if err is not one. Only a failed dial is: a
+// connection that breaks later was reached, and an upload's "readfrom" error may
+// be the local file's.
 func unreachable(host string, err error) error {
 	var op *net.OpError
-	if errors.As(err, &op) {
+	if errors.As(err, &op) && op.Op == "dial" {
 		return fmt.Errorf("registry %s is unreachable: %w", host, op)
 	}
 	return nil

@@ -8,7 +8,9 @@ import (
 	"io"
 	"maps"
 	"net/http"
+	"net/url"
 	"slices"
+	"strings"
 	"sync/atomic"
 
 	"github.com/distribution/reference"
@@ -157,7 +159,7 @@ func (c *Client) Push(ctx context.Context, st Store, src, dest string, opts Push
 	}
 	mt := manifestMediaType(raw)
 	if err := remote.Put(repo.Tag(tag), rawManifest{raw: raw, mediaType: mt}, ropts...); err != nil {
-		return nil, pushError(named, err)
+		return nil, pushError(named, fmt.Errorf("manifest %s: %w", img.ManifestDigest, plainURL(err)))
 	}
 	res := &PushResult{Repository: named.Name(), Tag: tag, Digest: img.ManifestDigest, Size: int64(len(raw))}
 	if err := st.AddRepoDigest(ctx, img.ManifestDigest, named.Name()+"@"+img.ManifestDigest.String()); err != nil {
@@ -193,7 +195,10 @@ func (c *Client) pushBlob(ctx context.Context, st Store, client *http.Client, re
 		}
 	}
 	if err := remote.WriteLayer(repo, l, ropts...); err != nil {
-		return "", fmt.Errorf("blob %s: %w", desc.Digest, err)
+		if le := (*localError)(nil); errors.As(err, &le) {
+			return "", le // names the blob already
+		}
+		return "", fmt.Errorf("blob %s: %w", desc.Digest, plainURL(err))
 	}
 	if !sl.opened.Load() && from != "" {
 		return StatusMountedPrefix + Status(from), nil
@@ -250,12 +255,47 @@ func (l *storeLayer) Compressed() (io.ReadCloser, error) {
 	l.opened.Store(true)
 	rc, err := l.st.Open(l.desc.Digest)
 	if err != nil {
-		return nil, err
+		return nil, &localError{err}
 	}
 	return struct {
 		io.Reader
 		io.Closer
-	}{&countingReader{r: rc, fn: l.onBytes}, rc}, nil
+	}{&countingReader{r: localReader{rc}, fn: l.onBytes}, rc}, nil
+}
+
+// localError is a failure to read a blob from the local store while uploading it
+// (missing, damaged): the store's fault, not the registry's, though the HTTP client
+// reports it as a failed request (a "readfrom" network error).
+type localError struct{ err error }
+
+func (e *localError) Error() string { return "local store: " + e.err.Error() }
+func (e *localError) Unwrap() error { return e.err }
+
+// localReader marks its reader's errors but EOF as localErrors.
+type localReader struct{ r io.Reader }
+
+func (l localReader) Read(p []byte) (int, error) {
+	n, err := l.r.Read(p)
+	if err != nil && err != io.EOF {
+		err = &localError{err}
+	}
+	return n, err
+}
+
+// plainURL words an HTTP client error as "METHOD URL: cause" without the URL's
+// query: an upload URL's query is a long opaque state token, which
+// go-containerregistry redacts in its own errors but not in the client's.
+func plainURL(err error) error {
+	var ue *url.Error
+	if !errors.As(err, &ue) {
+		return err
+	}
+	u := ue.URL
+	if pu, perr := url.Parse(u); perr == nil {
+		pu.RawQuery, pu.Fragment = "", ""
+		u = pu.String()
+	}
+	return fmt.Errorf("%s %s: %w", strings.ToUpper(ue.Op), u, ue.Err)
 }
 
 // rawManifest pushes the stored manifest bytes unchanged.
@@ -300,6 +340,9 @@ func readBlob(st Store, d digest.Digest) ([]byte, error) {
 const maxManifest = 4 << 20
 
 func pushError(named reference.Named, err error) error {
+	if le := (*localError)(nil); errors.As(err, &le) {
+		return fmt.Errorf("push %s: %w", reference.FamiliarString(named), le)
+	}
 	c := classify(err)
 	if errors.Is(c, ErrDenied) {
 		return fmt.Errorf("push access denied for %s: %w (try 'layerfs login %s')", reference.FamiliarName(named), c, reference.Domain(named))

@@ -168,6 +168,7 @@ func answer(code int, ctype, body string) func(w http.ResponseWriter) {
 func TestPushHuntRegistryFails(t *testing.T) {
 	f := startFaultReg(t, registrytest.Options{})
 	e := newRegEnv(t)
+	wrong := "sha256:" + strings.Repeat("0", 64)
 	cases := []struct {
 		name string
 		hit  func(r *http.Request) bool
@@ -190,6 +191,18 @@ func TestPushHuntRegistryFails(t *testing.T) {
 			c, _, _ := w.(http.Hijacker).Hijack()
 			c.Close()
 		}, []string{"BLOB", "EOF"}},
+		{"blobdigest", upload("PUT"), func(w http.ResponseWriter, r *http.Request) {
+			f.forward(w, r, func(resp *http.Response) error {
+				resp.Header.Set("Docker-Content-Digest", wrong)
+				return nil
+			})
+		}, []string{"BLOB", wrong}},
+		{"manifestdigest", isManifestPut, func(w http.ResponseWriter, r *http.Request) {
+			f.forward(w, r, func(resp *http.Response) error {
+				resp.Header.Set("Docker-Content-Digest", wrong)
+				return nil
+			})
+		}, []string{"manifest", wrong}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

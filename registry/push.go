@@ -122,7 +122,8 @@ func (c *Client) Push(ctx context.Context, st Store, src, dest string, opts Push
 	if err != nil {
 		return nil, fmt.Errorf("push %s: %w", fam, err)
 	}
-	rt, err := transport.NewWithContext(ctx, repo.Registry, auth, transport.NewRetry(c.httpTransport(host)), scopes)
+	base := digestCheck{RoundTripper: c.httpTransport(host), manifest: img.ManifestDigest}
+	rt, err := transport.NewWithContext(ctx, repo.Registry, auth, transport.NewRetry(base), scopes)
 	if err != nil {
 		return nil, pushError(named, err)
 	}
@@ -296,6 +297,33 @@ func plainURL(err error) error {
 		u = pu.String()
 	}
 	return fmt.Errorf("%s %s: %w", strings.ToUpper(ue.Op), u, ue.Err)
+}
+
+// digestCheck fails a PUT the registry accepted but answered with another
+// Docker-Content-Digest than the one sent (a blob upload's ?digest=, or the
+// manifest's): it holds other content than what was pushed, and the push must not
+// record a repository digest the registry does not serve. An answer without the
+// header, or in another algorithm, is taken as it is.
+type digestCheck struct {
+	http.RoundTripper
+	manifest digest.Digest
+}
+
+func (t digestCheck) RoundTrip(req *http.Request) (*http.Response, error) {
+	resp, err := t.RoundTripper.RoundTrip(req)
+	if err != nil || req.Method != http.MethodPut || resp.StatusCode/100 != 2 {
+		return resp, err
+	}
+	want := digest.Digest(req.URL.Query().Get("digest"))
+	if want == "" && strings.Contains(req.URL.Path, "/manifests/") {
+		want = t.manifest
+	}
+	got, perr := digest.Parse(resp.Header.Get("Docker-Content-Digest"))
+	if want == "" || perr != nil || got.Algorithm() != want.Algorithm() || got == want {
+		return resp, nil
+	}
+	resp.Body.Close()
+	return nil, fmt.Errorf("registry answered with digest %s for %s", got, want)
 }
 
 // rawManifest pushes the stored manifest bytes unchanged.

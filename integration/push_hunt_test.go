@@ -338,19 +338,24 @@ func TestPushHuntAuth(t *testing.T) {
 	}
 }
 
-// TestPushHuntInterrupted: a push stalled in an upload stops at SIGINT promptly
-// with one line, and a SIGKILLed one leaves nothing; the store is as it was
-// either way and the push then works.
+// TestPushHuntInterrupted: a push stalled in a blob upload or the manifest PUT
+// stops at SIGINT promptly with one line, and a SIGKILLed one leaves nothing; the
+// store is as it was either way and the push then works.
 func TestPushHuntInterrupted(t *testing.T) {
 	f := startFaultReg(t, registrytest.Options{})
 	e := newRegEnv(t)
 	img := e.addImage("app:1", map[string]string{"etc/a": strings.Repeat("stall", 1<<18)}, map[string]string{"etc/b": "b"})
 	ref := f.host + "/slow/app:1"
-	for _, sig := range []syscall.Signal{syscall.SIGINT, syscall.SIGKILL} {
-		t.Run(sig.String(), func(t *testing.T) {
+	// Blob uploads first: once the manifest stalls, the blobs are on the registry.
+	for _, c := range []struct {
+		at  string
+		sig syscall.Signal
+	}{{"upload", syscall.SIGINT}, {"upload", syscall.SIGKILL}, {"manifest", syscall.SIGINT}, {"manifest", syscall.SIGKILL}} {
+		sig := c.sig
+		t.Run(c.at+"-"+sig.String(), func(t *testing.T) {
 			started := make(chan struct{}, 8)
 			f.setHook(func(w http.ResponseWriter, r *http.Request) bool {
-				if !isBlobUpload(r, "PATCH") {
+				if c.at == "upload" && !isBlobUpload(r, "PATCH") || c.at == "manifest" && !isManifestPut(r) {
 					return false
 				}
 				started <- struct{}{}

@@ -267,6 +267,12 @@ func (a *tarModel) check(hdr *tar.Header) (p, link string, err error) {
 		// CheckLayer sees them too, not halfway through an unpack.
 		return "", "", fmt.Errorf("%w: symlink target of %d bytes", ErrUnsupported, len(hdr.Linkname))
 	}
+	if (hdr.Typeflag == tar.TypeChar || hdr.Typeflag == tar.TypeBlock) &&
+		(hdr.Devmajor < 0 || hdr.Devmajor > maxDevMajor || hdr.Devminor < 0 || hdr.Devminor > maxDevMinor) {
+		// mknod(2) takes a 32-bit dev_t: larger numbers would make another device
+		// (1048576:1073741824 became 0:0, an overlay whiteout that hid the entry).
+		return "", "", fmt.Errorf("%w: device number %d:%d", ErrUnsupported, hdr.Devmajor, hdr.Devminor)
+	}
 	if hdr.Typeflag == tar.TypeLink {
 		if link, err = cleanName(hdr.Linkname); err != nil {
 			return "", "", fmt.Errorf("hard link target: %w", err)
@@ -290,6 +296,13 @@ func (a *tarModel) check(hdr *tar.Header) (p, link string, err error) {
 	}
 	return p, link, nil
 }
+
+// The largest device numbers Linux represents (12 bits of major, 20 of minor:
+// include/linux/kdev_t.h, new_decode_dev).
+const (
+	maxDevMajor = 1<<12 - 1
+	maxDevMinor = 1<<20 - 1
+)
 
 // kindOf is what an entry that check accepted creates at p.
 func (a *tarModel) kindOf(hdr *tar.Header, link string) entryKind {

@@ -11,9 +11,9 @@ var (
 	// asked for. Nothing is left behind.
 	ErrDigestMismatch = errors.New("layer digest mismatch")
 	// ErrUnsupported is returned for input cow cannot represent faithfully: unknown tar
-	// entry types, names over 255 bytes, symlinks to "" or past PATH_MAX, a hard link
-	// into the dir its entry replaces, or kernel overlayfs redirect/metacopy entries
-	// in an upper dir.
+	// entry types, names over 255 bytes, symlinks to "" or past PATH_MAX, device
+	// numbers past Linux's 12:20 bits, a hard link into the dir its entry replaces,
+	// or kernel overlayfs redirect/metacopy entries in an upper dir.
 	ErrUnsupported = errors.New("unsupported layer content")
 )
 

@@ -346,14 +346,23 @@ func (a *tarModel) add(p string, k entryKind) {
 // does archive/tar check a sparse file's map against the data stored (Next skips
 // it unchecked), and it reads the holes as zeros, so a sparse file costs its
 // logical size, in CheckLayer as in Apply.
-func CheckLayer(r io.Reader) (int, error) {
+func CheckLayer(r io.Reader, opts ...CheckOption) (int, error) {
+	var cfg checkConfig
+	for _, o := range opts {
+		o(&cfg)
+	}
 	m := newTarModel()
-	tr := tar.NewReader(r)
+	mr := &markerReader{r: r}
+	tr := tar.NewReader(mr)
 	buf := make([]byte, 256<<10)
+	var end int64 // bytes read up to the end of the last entry
 	n := 0
 	for ; ; n++ {
 		hdr, err := tr.Next()
 		if err == io.EOF {
+			if cfg.endMarker && !mr.endsWithMarker(end) {
+				return n, fmt.Errorf("read layer tar: %w", ErrTruncated)
+			}
 			break
 		}
 		if err != nil {
@@ -373,9 +382,59 @@ func CheckLayer(r io.Reader) (int, error) {
 				return n, &EntryError{"check", hdr.Name, fmt.Errorf("read data: %w", err)}
 			}
 		}
+		end = mr.n
 	}
 	_, err := io.Copy(io.Discard, r) // trailing padding after the end-of-archive marker
 	return n, err
+}
+
+// CheckOption sets an optional knob of CheckLayer.
+type CheckOption func(*checkConfig)
+
+type checkConfig struct {
+	endMarker bool
+}
+
+// RequireEndMarker makes CheckLayer refuse, with ErrTruncated, a tar that ends
+// without its end-of-archive marker (two zero blocks). archive/tar takes a stream
+// that stops right after an entry, within the padding after its data, or after one
+// zero block, for a whole archive, so a tar cut short there passes for a smaller
+// one. For import, whose input may be a pipe or a file cut short; layers whose
+// digest proves them whole do without it (a few writers omit the marker).
+func RequireEndMarker() CheckOption {
+	return func(c *checkConfig) { c.endMarker = true }
+}
+
+// markerReader counts the bytes the tar reader takes and how many of the last of
+// them are zeros.
+type markerReader struct {
+	r     io.Reader
+	n     int64
+	zeros int64
+}
+
+func (m *markerReader) Read(p []byte) (int, error) {
+	k, err := m.r.Read(p)
+	i := k - 1
+	for i >= 0 && p[i] == 0 {
+		i--
+	}
+	if i < 0 {
+		m.zeros += int64(k)
+	} else {
+		m.zeros = int64(k - 1 - i)
+	}
+	m.n += int64(k)
+	return k, err
+}
+
+// endsWithMarker reports whether, when archive/tar reported the end of the
+// archive, the bytes read since the last entry (read to its end at offset end)
+// end in two whole zero blocks: its padding is less than a block, and a PAX or
+// GNU record read since is never zeros.
+func (m *markerReader) endsWithMarker(end int64) bool {
+	const marker = 2 * 512
+	return m.n%512 == 0 && m.n-end >= marker && m.zeros >= marker
 }
 
 func (a *applier) entry(hdr *tar.Header, r io.Reader) error {

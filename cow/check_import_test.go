@@ -5,8 +5,41 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 )
+
+// TestCheckLayerRequireEndMarker: archive/tar ends a stream that stops right after
+// an entry, within the padding after its data, or after one zero block as if it
+// were whole, so an import of a tar cut short there stored a smaller image. With
+// RequireEndMarker every cut short of the two zero blocks is refused with
+// ErrTruncated; cuts after them (the record padding tar writes) are not.
+func TestCheckLayerRequireEndMarker(t *testing.T) {
+	whole := buildTar(t, dir("etc"), reg("etc/hostname", "box\n"), reg("zeros", strings.Repeat("\x00", 3000)),
+		symlink("l", "etc"), tarEntry{hdr: tar.Header{Typeflag: tar.TypeReg, Name: "pax-" + strings.Repeat("n", 120)}, data: "x"})
+	marker := len(whole) - 1024
+	padded := append(append([]byte(nil), whole...), make([]byte, 9*1024)...) // GNU tar's 10 KiB record
+	for cut := 0; cut <= len(padded); cut++ {
+		b := padded[:cut]
+		_, err := CheckLayer(bytes.NewReader(b), RequireEndMarker())
+		_, lax := CheckLayer(bytes.NewReader(b))
+		switch {
+		case cut >= len(whole):
+			if err != nil {
+				t.Fatalf("CheckLayer(tar of %d bytes, marker at %d, cut at %d, RequireEndMarker) = %v, want nil", len(whole), marker, cut, err)
+			}
+		case err == nil:
+			t.Fatalf("CheckLayer(tar cut at %d of %d, RequireEndMarker) = nil, want an error", cut, len(whole))
+		case lax == nil && !errors.Is(err, ErrTruncated):
+			t.Fatalf("CheckLayer(tar cut at %d, RequireEndMarker) = %v, want ErrTruncated", cut, err)
+		}
+	}
+	// A tar of no entries has the marker too: docker's scratch idiom
+	// (tar c -T /dev/null | docker import -) passes.
+	if n, err := CheckLayer(bytes.NewReader(buildTar(t)), RequireEndMarker()); n != 0 || err != nil {
+		t.Errorf("CheckLayer(empty tar, RequireEndMarker) = %d, %v; want 0, nil", n, err)
+	}
+}
 
 // TestCheckDeviceNumbers: mknod(2) takes a 32-bit dev_t, so Apply made another
 // device of numbers past Linux's 12:20 bits (1048576:1073741824 became 0:0, a

@@ -15,6 +15,9 @@ var (
 	// numbers past Linux's 12:20 bits, a hard link into the dir its entry replaces,
 	// or kernel overlayfs redirect/metacopy entries in an upper dir.
 	ErrUnsupported = errors.New("unsupported layer content")
+	// ErrTruncated is returned by CheckLayer with RequireEndMarker for a tar that
+	// ends without its end-of-archive marker: cut short, most likely.
+	ErrTruncated = errors.New("tar archive cut short: no end-of-archive marker")
 )
 
 // EntryError is the error Apply, CheckLayer, Diff, Export and Changes return for one entry:

@@ -839,7 +839,7 @@ func TestImportChanges(t *testing.T) {
 
 // TestImportBadInput: a rootfs tar that could never be unpacked (an entry Apply
 // refuses) or that is no tar at all fails the import with one error line naming the
-// entry, and the store is left as it was, as docker import fails on a tar it cannot
+// input and the entry, and the store is left as it was, as docker import fails on a tar it cannot
 // extract.
 func TestImportBadInput(t *testing.T) {
 	reg := func(name string) tarFileEntry {
@@ -868,7 +868,7 @@ func TestImportBadInput(t *testing.T) {
 			}
 			before := treeSnapshot(t, root)
 			r := runWith(t, cmdOpts{root: root}, "import", "-q", path, "bad:1")
-			if r.Code == 0 || r.Stdout != "" || !strings.HasPrefix(r.Stderr, "Error: import: ") ||
+			if r.Code == 0 || r.Stdout != "" || !strings.HasPrefix(r.Stderr, "Error: import "+path+": ") ||
 				strings.Count(r.Stderr, "\n") != 1 || !strings.Contains(r.Stderr, c.want) {
 				t.Errorf("import = exit %d, stdout %q, stderr %q; want one error line with %q", r.Code, r.Stdout, r.Stderr, c.want)
 			}

@@ -1,6 +1,7 @@
 package mountcmd
 
 import (
+	"archive/tar"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -78,15 +79,23 @@ func runImport(cmd *cobra.Command, g *globalOptions, o *importOptions, args []st
 	}
 	var in io.Reader = cmd.InOrStdin()
 	var total int64 = -1
+	src := "stdin"
 	if args[0] != "-" {
+		src = args[0]
 		f, err := os.Open(args[0])
 		if err != nil {
 			return fmt.Errorf("import: %w", err)
 		}
 		defer f.Close()
-		if fi, err := f.Stat(); err == nil {
-			total = fi.Size()
+		fi, err := f.Stat()
+		if err != nil {
+			return fmt.Errorf("import: %w", err)
 		}
+		if fi.IsDir() {
+			// refused before the store is touched (a read would fail after it is opened)
+			return fmt.Errorf("import %s: is a directory, not a tarball", src)
+		}
+		total = fi.Size()
 		in = f
 	}
 	s, err := openStore(g)
@@ -106,7 +115,7 @@ func runImport(cmd *cobra.Command, g *globalOptions, o *importOptions, args []st
 	}
 	dec, err := blobstore.Decompress(in)
 	if err != nil {
-		return fmt.Errorf("import: %w", err)
+		return fmt.Errorf("import %s: %w", src, err)
 	}
 	defer dec.Close()
 	desc, diffID, err := s.AppendLayer(cmd.Context(), checkTar(dec), blobstore.Gzip)
@@ -114,6 +123,10 @@ func runImport(cmd *cobra.Command, g *globalOptions, o *importOptions, args []st
 		tk.Done(err)
 	}
 	pr.Finish()
+	var bad *badInputError
+	if errors.As(err, &bad) {
+		return fmt.Errorf("import %s: %w", src, bad.err) // the input, not the store
+	}
 	if err != nil {
 		return fmt.Errorf("import: %w", err)
 	}
@@ -142,24 +155,38 @@ func runImport(cmd *cobra.Command, g *globalOptions, o *importOptions, args []st
 	return nil
 }
 
-// checkTar passes r through while checking that it is a tar stream a layer can be
-// made of (cow.CheckLayer: well formed, no entry Apply would refuse), as docker
-// import fails on a tar it cannot unpack; a stream that is not ends the copy with
-// the error, before anything is stored.
+// checkTar passes r through while checking that it is a whole tar stream a layer
+// can be made of (cow.CheckLayer with its end-of-archive marker: well formed, not
+// cut short, no entry Apply would refuse), as docker import fails on a tar it
+// cannot unpack; a stream that is not ends the copy with a *badInputError, before
+// anything is stored. A tar of no entries is an empty layer, as in docker's
+// scratch idiom (tar c -T /dev/null | docker import -).
 func checkTar(r io.Reader) io.Reader {
 	pr, pw := io.Pipe()
 	go func() {
-		n, err := cow.CheckLayer(io.TeeReader(r, pw))
+		n, err := cow.CheckLayer(io.TeeReader(r, pw), cow.RequireEndMarker())
 		var ee *cow.EntryError
 		switch {
+		case err == nil:
+		case n == 0 && errors.Is(err, cow.ErrTruncated):
+			// nothing but zeros, or nothing at all
+			err = &badInputError{errors.New("not a tar archive: no entries")}
+		case errors.Is(err, io.ErrUnexpectedEOF):
+			err = &badInputError{fmt.Errorf("cut short: %w", err)}
 		case errors.As(err, &ee):
-			err = fmt.Errorf("not a usable rootfs tar: %w", err)
-		case err != nil:
-			err = fmt.Errorf("not a tar archive: %w", err)
-		case n == 0:
-			err = errors.New("not a tar archive: no entries")
+			err = &badInputError{fmt.Errorf("not a usable rootfs tar: %w", err)}
+		case errors.Is(err, tar.ErrHeader) || errors.Is(err, tar.ErrFieldTooLong):
+			err = &badInputError{fmt.Errorf("not a tar archive: %w", err)}
+		default: // a read or decompression error
+			err = &badInputError{err}
 		}
 		pw.CloseWithError(err) // nil: a normal end
 	}()
 	return pr
 }
+
+// badInputError is what checkTar ends a stream with when the input is at fault.
+type badInputError struct{ err error }
+
+func (e *badInputError) Error() string { return e.err.Error() }
+func (e *badInputError) Unwrap() error { return e.err }

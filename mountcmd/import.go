@@ -2,6 +2,7 @@ package mountcmd
 
 import (
 	"archive/tar"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -118,7 +119,7 @@ func runImport(cmd *cobra.Command, g *globalOptions, o *importOptions, args []st
 		return fmt.Errorf("import %s: %w", src, err)
 	}
 	defer dec.Close()
-	desc, diffID, err := s.AppendLayer(cmd.Context(), checkTar(dec), blobstore.Gzip)
+	desc, diffID, err := s.AppendLayer(cmd.Context(), checkTar(cmd.Context(), dec), blobstore.Gzip)
 	if tk != nil {
 		tk.Done(err)
 	}
@@ -161,9 +162,15 @@ func runImport(cmd *cobra.Command, g *globalOptions, o *importOptions, args []st
 // cannot unpack; a stream that is not ends the copy with a *badInputError, before
 // anything is stored. A tar of no entries is an empty layer, as in docker's
 // scratch idiom (tar c -T /dev/null | docker import -).
-func checkTar(r io.Reader) io.Reader {
+//
+// A cancelled ctx (SIGTERM, ^C) ends the stream at once, even while the check
+// works on input that yields no bytes for a long time (the holes of a huge sparse
+// file), which used to keep a terminated import running.
+func checkTar(ctx context.Context, r io.Reader) io.Reader {
 	pr, pw := io.Pipe()
+	stop := context.AfterFunc(ctx, func() { pw.CloseWithError(ctx.Err()) })
 	go func() {
+		defer stop()
 		n, err := cow.CheckLayer(io.TeeReader(r, pw), cow.RequireEndMarker())
 		var ee *cow.EntryError
 		switch {

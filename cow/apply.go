@@ -53,7 +53,9 @@ func Apply(ctx context.Context, dir string, r io.Reader) (digest.Digest, error) 
 		return "", err
 	}
 	defer a.close()
-	tr := tar.NewReader(tee)
+	cr := &countingReader{r: tee}
+	tr := tar.NewReader(cr)
+	data := &holeGuard{tr: tr, in: &cr.n}
 	for {
 		if err := ctx.Err(); err != nil {
 			return "", err
@@ -65,7 +67,7 @@ func Apply(ctx context.Context, dir string, r io.Reader) (digest.Digest, error) 
 		if err != nil {
 			return "", fmt.Errorf("apply: read layer tar: %w", err)
 		}
-		if err := a.entry(hdr, tr); err != nil {
+		if err := a.entry(hdr, data); err != nil {
 			return "", &EntryError{"apply", hdr.Name, err}
 		}
 	}
@@ -345,7 +347,8 @@ func (a *tarModel) add(p string, k entryKind) {
 // Like Apply, it reads each regular file's data through the tar reader: only then
 // does archive/tar check a sparse file's map against the data stored (Next skips
 // it unchecked), and it reads the holes as zeros, so a sparse file costs its
-// logical size, in CheckLayer as in Apply.
+// logical size, in CheckLayer as in Apply; both refuse a layer with more than
+// maxHoleBytes of holes.
 func CheckLayer(r io.Reader, opts ...CheckOption) (int, error) {
 	var cfg checkConfig
 	for _, o := range opts {
@@ -354,6 +357,7 @@ func CheckLayer(r io.Reader, opts ...CheckOption) (int, error) {
 	m := newTarModel()
 	mr := &markerReader{r: r}
 	tr := tar.NewReader(mr)
+	data := &holeGuard{tr: tr, in: &mr.n}
 	buf := make([]byte, 256<<10)
 	var end int64 // bytes read up to the end of the last entry
 	n := 0
@@ -378,13 +382,74 @@ func CheckLayer(r io.Reader, opts ...CheckOption) (int, error) {
 		switch hdr.Typeflag {
 		case tar.TypeReg, tar.TypeRegA, tar.TypeGNUSparse:
 			// struct{io.Writer} hides io.Discard's ReadFrom, which would use 8 KiB reads.
-			if _, err := io.CopyBuffer(struct{ io.Writer }{io.Discard}, tr, buf); err != nil {
+			if _, err := io.CopyBuffer(struct{ io.Writer }{io.Discard}, data, buf); err != nil {
 				return n, &EntryError{"check", hdr.Name, fmt.Errorf("read data: %w", err)}
 			}
 		}
 		end = mr.n
 	}
 	_, err := io.Copy(io.Discard, r) // trailing padding after the end-of-archive marker
+	return n, err
+}
+
+// maxHoleBytes bounds the holes of a layer's sparse files (their logical size
+// beyond the data the tar holds). archive/tar does not say where the holes are,
+// so CheckLayer and Apply read them as zeros: without a bound, a 3.5 KiB tar
+// declaring a file of 2^62 bytes kept an import, load or pull reading zeros for
+// years. Reading 256 GiB of holes takes about 2 s here; files that sparse in a
+// layer (a huge /var/log/lastlog from `tar -S`) are refused as unsupported. A
+// var for tests.
+var maxHoleBytes int64 = 256 << 30
+
+// holeGuard reads entry data from the tar reader, counting as holes the bytes it
+// returns that its input did not supply (in: the count of bytes the tar reader
+// took), and fails once they pass maxHoleBytes. archive/tar reads a file's data
+// straight from its input, so those bytes are exactly a sparse file's holes.
+type holeGuard struct {
+	tr    io.Reader
+	in    *int64
+	holes int64
+	err   error // once past the bound, for every later read
+}
+
+func (g *holeGuard) Read(p []byte) (int, error) {
+	if g.err != nil {
+		return 0, g.err
+	}
+	before := *g.in
+	n, err := g.tr.Read(p)
+	if d := int64(n) - (*g.in - before); d > 0 {
+		g.holes += d
+		if g.holes > maxHoleBytes {
+			// No bytes with the error: io.ReadFull drops an error that comes
+			// with a full buffer.
+			g.err = fmt.Errorf("%w: sparse files with more than %s of holes", ErrUnsupported, sizeText(maxHoleBytes))
+			return 0, g.err
+		}
+	}
+	return n, err
+}
+
+// sizeText words a byte count in GiB or MiB when it is a whole number of them.
+func sizeText(n int64) string {
+	switch {
+	case n >= 1<<30 && n%(1<<30) == 0:
+		return fmt.Sprintf("%d GiB", n>>30)
+	case n >= 1<<20 && n%(1<<20) == 0:
+		return fmt.Sprintf("%d MiB", n>>20)
+	}
+	return fmt.Sprintf("%d bytes", n)
+}
+
+// countingReader counts the bytes read through it.
+type countingReader struct {
+	r io.Reader
+	n int64
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n += int64(n)
 	return n, err
 }
 

@@ -3,10 +3,16 @@ package cow
 import (
 	"archive/tar"
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/layerfs/layerfs/internal/tartest"
+	"golang.org/x/sys/unix"
 )
 
 // TestCheckLayerRequireEndMarker: archive/tar ends a stream that stops right after
@@ -70,5 +76,51 @@ func TestCheckDeviceNumbers(t *testing.T) {
 				checkApply(t, sb, b.Bytes()) // Apply agrees with CheckLayer
 			})
 		}
+	}
+}
+
+// sparseTar is a PAX 1.0 sparse file of logical size real holding one byte
+// ('x') at its end: all but that byte is a hole.
+func sparseTar(real int64) []byte {
+	return tartest.Cat(
+		tartest.PAX(map[string]string{"GNU.sparse.major": "1", "GNU.sparse.minor": "0", "GNU.sparse.name": "s", "GNU.sparse.realsize": fmt.Sprint(real)}),
+		tartest.Entry(tartest.Header{Name: "GNUSparseFile.0/s", Typeflag: '0', Mode: 0o644},
+			append(tartest.Pad([]byte(fmt.Sprintf("1\n%d\n1\n", real-1))), 'x')),
+		tartest.End())
+}
+
+// TestSparseHoleBound: CheckLayer and Apply refuse a layer whose sparse files
+// hold more than maxHoleBytes of holes, which they would read as zeros (a 3.5
+// KiB tar declaring a file of 2^62 bytes kept both reading for years), and take
+// one within the bound, holes kept.
+func TestSparseHoleBound(t *testing.T) {
+	old := maxHoleBytes
+	maxHoleBytes = 8 << 20
+	t.Cleanup(func() { maxHoleBytes = old })
+
+	for _, real := range []int64{1 << 62, 8<<20 + 2} {
+		b := sparseTar(real)
+		if _, err := CheckLayer(bytes.NewReader(b)); !errors.Is(err, ErrUnsupported) || !strings.Contains(err.Error(), "holes") {
+			t.Errorf("CheckLayer of a sparse file of %d bytes: %v, want ErrUnsupported (holes)", real, err)
+		}
+		if _, err := Apply(context.Background(), t.TempDir(), bytes.NewReader(b)); !errors.Is(err, ErrUnsupported) {
+			t.Errorf("Apply of a sparse file of %d bytes: %v, want ErrUnsupported", real, err)
+		}
+	}
+	b := sparseTar(8 << 20)
+	if _, err := CheckLayer(bytes.NewReader(b)); err != nil {
+		t.Fatalf("CheckLayer within the bound: %v", err)
+	}
+	dir := t.TempDir()
+	if _, err := Apply(context.Background(), dir, bytes.NewReader(b)); err != nil {
+		t.Fatalf("Apply within the bound: %v", err)
+	}
+	got, err := os.ReadFile(filepath.Join(dir, "s"))
+	if err != nil || len(got) != 8<<20 || got[len(got)-1] != 'x' || !bytes.Equal(got[:len(got)-1], make([]byte, len(got)-1)) {
+		t.Errorf("unpacked sparse file: %d bytes, %v", len(got), err)
+	}
+	var st unix.Stat_t
+	if err := unix.Stat(filepath.Join(dir, "s"), &st); err == nil && st.Blocks*512 > 1<<20 {
+		t.Errorf("unpacked sparse file uses %d bytes: holes not kept", st.Blocks*512)
 	}
 }

@@ -475,11 +475,28 @@ func copyRangeSlow(dst, src int, off, n int64) error {
 		if r == 0 {
 			return io.ErrUnexpectedEOF
 		}
-		if _, err := unix.Pwrite(dst, buf[:r], off); err != nil {
+		if err := pwriteFull(dst, buf[:r], off); err != nil {
 			return err
 		}
 		off += int64(r)
 		n -= int64(r)
+	}
+	return nil
+}
+
+// pwriteFull writes all of b at off: pwrite may write less than asked (a
+// filesystem that fills up part way), and the rest must not be taken for written.
+func pwriteFull(fd int, b []byte, off int64) error {
+	for len(b) > 0 {
+		w, err := unix.Pwrite(fd, b, off)
+		if err != nil {
+			return err
+		}
+		if w == 0 {
+			return io.ErrShortWrite
+		}
+		b = b[w:]
+		off += int64(w)
 	}
 	return nil
 }

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/layerfs/layerfs/internal/testenv"
 )
 
 func cuOpenDir(t *testing.T, p string) int {
@@ -237,5 +239,35 @@ func TestCopyRangeLarge(t *testing.T) {
 	cuMust(t, unix.Stat(filepath.Join(ddir, "sparse"), &st))
 	if st.Blocks*512 > limit-16<<20 {
 		t.Errorf("sparse copy-up uses %d bytes of %d: hole not kept", st.Blocks*512, limit)
+	}
+}
+
+// TestCopyUpFullUpper: a copy-up into an upper dir that fills up part way fails
+// with ENOSPC and leaves no file. pwrite may write less than asked when the
+// filesystem fills during the call; the copy took the short write for a whole one
+// and made a file whose tail was a hole of zeros.
+func TestCopyUpFullUpper(t *testing.T) {
+	testenv.RequireRoot(t)
+	upper := t.TempDir()
+	if err := unix.Mount("tmpfs", upper, "tmpfs", 0, "size=4m"); err != nil {
+		t.Skipf("mount a small tmpfs: %v", err)
+	}
+	t.Cleanup(func() { unix.Unmount(upper, unix.MNT_DETACH) })
+	dst, work := filepath.Join(upper, "dst"), filepath.Join(upper, "work")
+	cuMust(t, os.Mkdir(dst, 0o755))
+	cuMust(t, os.Mkdir(work, 0o700))
+	// Leave 512 KiB: the last pwrite of a 1 MiB chunk writes half.
+	cuMust(t, os.WriteFile(filepath.Join(upper, "fill"), make([]byte, 4<<20-512<<10), 0o644))
+	src := t.TempDir()
+	data := bytes.Repeat([]byte{0x5a}, 1<<20)
+	cuMust(t, os.WriteFile(filepath.Join(src, "f"), data, 0o644))
+	sfd, dfd, wfd := cuOpenDir(t, src), cuOpenDir(t, dst), cuOpenDir(t, work)
+	err := CopyUp(sfd, dfd, "f", CopyUpOptions{Work: wfd, DataLimit: -1})
+	if !errors.Is(err, unix.ENOSPC) {
+		got, _ := os.ReadFile(filepath.Join(dst, "f"))
+		t.Fatalf("CopyUp into a full upper = %v (copy equal to the source: %v), want ENOSPC", err, bytes.Equal(got, data))
+	}
+	if _, err := os.Lstat(filepath.Join(dst, "f")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("Lstat(dst/f) after a failed copy-up = %v, want not exist", err)
 	}
 }

@@ -111,14 +111,19 @@ func SquashImage(parent dockerspec.DockerOCIImage, diffID digest.Digest, o Commi
 // `ENTRYPOINT []` (or `CMD []`) leaves CMD empty, and the merge puts the container's
 // CMD back, so `-c 'ENTRYPOINT []'` clears the entrypoint and keeps CMD; and a
 // HEALTHCHECK without an option keeps the old healthcheck's interval, timeout,
-// start period and retries. Every other field the merge fills is one the changes can
-// only add to or set. Import and build do no such merge.
+// start period and retries. So does a USER that expands to nothing (`USER ""`,
+// `USER $UNSET`): the container's user stays. Every other field the merge fills is
+// one the changes can only add to or set (an empty WORKDIR or STOPSIGNAL is refused).
+// Import and build do no such merge.
 func applyCommitChanges(cfg *dockerspec.DockerOCIImageConfig, base dockerspec.DockerOCIImageConfig, changes []string) error {
 	if err := ApplyChanges(cfg, changes); err != nil {
 		return err
 	}
 	if len(changes) == 0 {
 		return nil
+	}
+	if cfg.User == "" {
+		cfg.User = base.User
 	}
 	if len(cfg.Entrypoint) == 0 {
 		if len(cfg.Cmd) == 0 {

@@ -175,3 +175,27 @@ func TestChildImageDockerMerge(t *testing.T) {
 		t.Errorf("-c 'CMD []' without entrypoint: Cmd %q, want the container's [sh]", img.Config.Cmd)
 	}
 }
+
+// TestChildImageMergeKeepsUser: a USER change that expands to nothing keeps the
+// container's user after docker's merge, as docker commit does; it does not make an
+// image that runs as root.
+func TestChildImageMergeKeepsUser(t *testing.T) {
+	parent := parentImage(1)
+	parent.Config.User = "app"
+	for _, change := range []string{`USER ""`, `USER $UNSET`} {
+		img, err := ChildImage(parent, "", CommitOptions{Changes: []string{change}})
+		if err != nil {
+			t.Fatalf("ChildImage(-c %q): %v", change, err)
+		}
+		if img.Config.User != "app" {
+			t.Errorf("ChildImage(-c %q).Config.User = %q, want the container's %q", change, img.Config.User, "app")
+		}
+	}
+	img, err := ChildImage(parent, "", CommitOptions{Changes: []string{`USER 1000`}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if img.Config.User != "1000" {
+		t.Errorf("ChildImage(-c 'USER 1000').Config.User = %q, want 1000", img.Config.User)
+	}
+}

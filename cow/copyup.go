@@ -371,6 +371,10 @@ func copyData(dst, src int, limit int64) error {
 			return nil
 		}
 	}
+	copyFn := copyRangeKernel
+	if !offloads(dst) {
+		copyFn = copyRangeUser
+	}
 	off := int64(0)
 	for off < limit {
 		data, err := unix.Seek(src, off, unix.SEEK_DATA)
@@ -387,19 +391,12 @@ func copyData(dst, src int, limit int64) error {
 		if err != nil || hole > limit {
 			hole = limit
 		}
-		if err := copyRange(dst, src, data, hole-data); err != nil {
+		if err := copyFn(dst, src, data, hole-data); err != nil {
 			return err
 		}
 		off = hole
 	}
 	return nil
-}
-
-func copyRange(dst, src int, off, n int64) error {
-	if !offloads(dst) {
-		return copyRangeUser(dst, src, off, n)
-	}
-	return copyRangeKernel(dst, src, off, n)
 }
 
 // copyRangeKernel copies with copy_file_range, falling back to copyRangeUser where

@@ -202,7 +202,7 @@ func TestCopyRangeLarge(t *testing.T) {
 	defer unix.Close(src)
 	const off = 4097
 	for name, copyFn := range map[string]func(dst, src int, off, n int64) error{
-		"kernel": copyRangeKernel, "user": copyRangeUser, "auto": copyRange,
+		"kernel": copyRangeKernel, "user": copyRangeUser,
 	} {
 		p := filepath.Join(dir, name)
 		dst, err := unix.Open(p, unix.O_RDWR|unix.O_CREAT|unix.O_CLOEXEC, 0o644)

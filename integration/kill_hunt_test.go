@@ -241,6 +241,14 @@ func TestKillMountBeforeMounted(t *testing.T) {
 	if _, err := os.Lstat(filepath.Join(root, "work", name)); !os.IsNotExist(err) {
 		t.Errorf("after gc the killed mount's container dir: %v, want it gone", err)
 	}
+
+	// run --name takes the name over too, where a container in use is a conflict
+	// (found by a review: run's conflict check came first).
+	requireRunner(t)
+	killedMount()
+	if res := run(t, "run", "--rm", "--name", name, e.image, "sh", "-c", ":"); res.Code != 0 {
+		t.Errorf("run --name %s after a killed mount: exit %d: %s", name, res.Code, res.Stderr)
+	}
 }
 
 // childOf is the first child of pid, forked by any of its threads (0 if none).

@@ -194,7 +194,7 @@ func runContainer(ctx context.Context, g *globalOptions, o *runOptions, ref stri
 		if err != nil {
 			return 0, err
 		}
-		if w.exists() {
+		if w.exists() && !w.removeIfAbandoned() {
 			return 0, fmt.Errorf("Conflict. The container name %q is already in use. You have to remove (or rename) that container to be able to reuse that name", "/"+o.name) //nolint:staticcheck // docker's message
 		}
 	}

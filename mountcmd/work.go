@@ -300,6 +300,21 @@ func (w *workContainer) abandoned(st *workState) bool {
 	return len(names) == 0 && errors.Is(err, io.EOF)
 }
 
+// removeIfAbandoned removes the container if it is abandoned (see abandoned) and
+// nobody holds its lock; it reports whether it did.
+func (w *workContainer) removeIfAbandoned() bool {
+	if !w.mayBeAbandoned() {
+		return false
+	}
+	unlock, ok, err := tryLockContainer(w)
+	if err != nil || !ok {
+		return false
+	}
+	defer unlock()
+	st, err := w.load()
+	return err == nil && w.abandoned(st) && w.remove() == nil
+}
+
 // mayBeAbandoned is abandoned's cheap test, without the lock: whether state.json
 // says incomplete.
 func (w *workContainer) mayBeAbandoned() bool {

@@ -48,6 +48,9 @@ func ParseChanges(changes []string) ([]instructions.Command, error) {
 	if err != nil {
 		// Name the value at fault where one alone fails.
 		for _, ch := range changes {
+			if blankChange(ch) {
+				continue // fails alone ("no instructions"), not in the whole
+			}
 			if _, err1 := parser.Parse(strings.NewReader(ch)); err1 != nil {
 				return nil, fmt.Errorf("%w %q: %w", ErrInvalidChange, ch, err1)
 			}
@@ -67,6 +70,17 @@ func ParseChanges(changes []string) ([]instructions.Command, error) {
 		cmds = append(cmds, cmd)
 	}
 	return cmds, nil
+}
+
+// blankChange reports whether a --change value holds no instruction: only blank
+// lines and comments.
+func blankChange(ch string) bool {
+	for _, l := range strings.Split(ch, "\n") {
+		if l = strings.TrimSpace(l); l != "" && !strings.HasPrefix(l, "#") {
+			return false
+		}
+	}
+	return true
 }
 
 // ApplyChanges applies docker `--change` instructions to cfg in order, with docker's

@@ -166,6 +166,11 @@ func TestApplyChangesErrorMessage(t *testing.T) {
 	if got, want := err.Error(), `invalid change "RUN echo": RUN is not a valid change command`; got != want {
 		t.Errorf("ApplyChanges(RUN) = %q, want %q", got, want)
 	}
+	// The values are parsed joined; a blank one is not blamed for another's error.
+	err = ApplyChanges(&c, []string{"", "# note", "ENV A"})
+	if err == nil || !strings.Contains(err.Error(), `"ENV A"`) {
+		t.Errorf("ApplyChanges(\"\", \"# note\", \"ENV A\") = %v, want the error to name \"ENV A\"", err)
+	}
 }
 
 func TestApplyChangesDoesNotAlias(t *testing.T) {

@@ -155,16 +155,24 @@ func unionScript(t *testing.T, root string, strict bool) {
 // snapshot describes a merged tree, one line per entry, plus hard-link groups.
 func snapshot(t *testing.T, root string, start time.Time) []string {
 	t.Helper()
+	lines, err := snapshotErr(root, start)
+	must(t, err)
+	return lines
+}
+
+// snapshotErr is snapshot returning its error, for callers that must go on (the
+// randomized test shrinks a program that failed this way).
+func snapshotErr(root string, start time.Time) ([]string, error) {
 	var lines []string
 	groups := map[uint64][]string{}
-	must(t, filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
 		}
 		rel, _ := filepath.Rel(root, p)
 		var st unix.Stat_t
 		if err := unix.Lstat(p, &st); err != nil {
-			return err
+			return fmt.Errorf("lstat %s: %w", rel, err)
 		}
 		typ := st.Mode & unix.S_IFMT
 		line := fmt.Sprintf("%s type=%o mode=%o uid=%d gid=%d", rel, typ, st.Mode&0o7777, st.Uid, st.Gid)
@@ -194,24 +202,32 @@ func snapshot(t *testing.T, root string, start time.Time) []string {
 			line += " mtime=" + mt.UTC().Format(time.RFC3339Nano)
 		}
 		if typ == unix.S_IFREG || typ == unix.S_IFDIR {
-			line += " xattrs=" + strings.Join(userXattrs(t, p), ",")
+			x, err := userXattrs(p)
+			if err != nil {
+				return err
+			}
+			line += " xattrs=" + strings.Join(x, ",")
 		}
 		lines = append(lines, line)
 		return nil
-	}))
+	})
+	if err != nil {
+		return nil, err
+	}
 	for _, g := range groups {
 		sort.Strings(g)
 		lines = append(lines, "link group: "+strings.Join(g, " "))
 	}
 	sort.Strings(lines)
-	return lines
+	return lines, nil
 }
 
-func userXattrs(t *testing.T, p string) []string {
+// userXattrs lists p's user.* xattrs as name=value, sorted.
+func userXattrs(p string) ([]string, error) {
 	buf := make([]byte, 4096)
 	n, err := unix.Llistxattr(p, buf)
 	if err != nil {
-		t.Fatalf("listxattr %s: %v", p, err)
+		return nil, fmt.Errorf("listxattr %s: %w", p, err)
 	}
 	var out []string
 	for _, k := range splitNul(buf[:n]) {
@@ -221,12 +237,12 @@ func userXattrs(t *testing.T, p string) []string {
 		v := make([]byte, 256)
 		m, err := unix.Lgetxattr(p, k, v)
 		if err != nil {
-			t.Fatalf("getxattr %s %s: %v", p, k, err)
+			return nil, fmt.Errorf("getxattr %s %s: %w", p, k, err)
 		}
 		out = append(out, k+"="+string(v[:m]))
 	}
 	sort.Strings(out)
-	return out
+	return out, nil
 }
 
 func TestUnionMatchesKernelOverlay(t *testing.T) {

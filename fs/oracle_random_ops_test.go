@@ -150,8 +150,8 @@ func buildRandomLowers(seed uint64, l1, l2 string) error {
 type rndKind int
 
 const (
-	opWrite    rndKind = iota // O_CREAT|O_TRUNC write of data, mode n for a new file
-	opCreatExcl               // O_CREAT|O_EXCL
+	opWrite     rndKind = iota // O_CREAT|O_TRUNC write of data, mode n for a new file
+	opCreatExcl                // O_CREAT|O_EXCL
 	opAppend
 	opPwrite // write data at offset n, no truncation
 	opTruncate
@@ -506,7 +506,7 @@ func relinkOutside(root, a, b string) error {
 			return filepath.SkipDir
 		}
 		st := fi.Sys().(*syscall.Stat_t)
-		if fi.Mode().IsRegular() && st.Nlink > 1 {
+		if !fi.IsDir() && st.Nlink > 1 {
 			outside[st.Ino] = p
 		}
 		return nil
@@ -520,7 +520,7 @@ func relinkOutside(root, a, b string) error {
 		}
 		st := fi.Sys().(*syscall.Stat_t)
 		o, ok := outside[st.Ino]
-		if !fi.Mode().IsRegular() || !ok {
+		if fi.IsDir() || !ok {
 			return nil
 		}
 		rel, _ := filepath.Rel(a, p)

@@ -31,19 +31,23 @@ import (
 // The seeds cycle through the data modes and upper formats. A failing seed is
 // shrunk to a minimal program, which the failure prints with the lowers.
 //
-// Knobs (environment): LAYERFS_ORACLE_SEEDS, the number of seeds (default 6, 2
-// with -short); LAYERFS_ORACLE_SEED, the first seed (default 1; set it and
+// Knobs (environment): LAYERFS_ORACLE_SEEDS, the number of seeds (default 16, 4
+// with -short; 16 take about a second); LAYERFS_ORACLE_SEED, the first seed (default 1; set it and
 // SEEDS=1 to rerun one); LAYERFS_ORACLE_OPS, operations per seed (default 150).
 //
 // Intentional differences: overlayfs (without redirect_dir) refuses to rename a
 // directory that has lower entries (EXDEV) where layerfs moves it; the oracle side
-// then moves it as mv(1) does, copy and delete (moveAsMv).
+// then moves it as mv(1) does, copy and delete (moveAsMv). Link counts of dirs
+// are compared only where both count (normalize). Known failing seeds among 1-300
+// (150 ops): 52, layerfs's bug kept as TestUnlinkedWriteReachesOtherLinks; 70,
+// overlayfs moves a dir's mtime in a rename that fails with ENOTEMPTY (c/b onto
+// a non-empty d, both made by the program), layerfs rightly does not.
 func TestRandomOracle(t *testing.T) {
 	testenv.RequireRoot(t)
 	testenv.RequireFUSE(t)
-	seeds := envInt(t, "LAYERFS_ORACLE_SEEDS", 6)
+	seeds := envInt(t, "LAYERFS_ORACLE_SEEDS", 16)
 	if testing.Short() && os.Getenv("LAYERFS_ORACLE_SEEDS") == "" {
-		seeds = 2
+		seeds = 4
 	}
 	first := envInt(t, "LAYERFS_ORACLE_SEED", 1)
 	nops := envInt(t, "LAYERFS_ORACLE_OPS", 150)
@@ -59,8 +63,11 @@ func TestRandomOracle(t *testing.T) {
 			}
 			t.Logf("seed %d: %d ops, first mismatch: %s; shrinking", seed, len(ops), msg)
 			ops, msg = shrinkRandom(t, cfg, ops, msg)
+			var trace []string
+			cfg.trace = &trace
+			runRandom(t, cfg, ops, 0)
 			var b strings.Builder
-			for i, o := range ops {
+			for i, o := range trace {
 				fmt.Fprintf(&b, "\n  %d: %s", i, o)
 			}
 			t.Errorf("seed %d (LAYERFS_ORACLE_SEED=%d LAYERFS_ORACLE_SEEDS=1): %s\nlowers:%s\nminimal program:%s",
@@ -85,6 +92,7 @@ type rndConfig struct {
 	seed   uint64
 	format cow.Format
 	pt     bool
+	trace  *[]string // each op's outcome, when set
 }
 
 // rndMounts is one run's pair of mounts; close unmounts both.
@@ -160,7 +168,12 @@ func runRandom(t *testing.T, cfg rndConfig, ops []rndOp, gen int) ([]rndOp, stri
 		want := applyOp(r.kmnt, o, true)
 		before := inosOf(r.umnt, o.A, o.B)
 		got := applyOp(r.umnt, o, false)
-		if got != want && o.Kind == opStat && r.uncounted(o.A) {
+		if cfg.trace != nil {
+			*cfg.trace = append(*cfg.trace, fmt.Sprintf("%s: %s", o, got))
+		}
+		// A merged dir's count is 1 in overlayfs; layerfs may still show the count
+		// the kernel cached before a copy-up merged the dir (the right count).
+		if got != want && o.Kind == opStat && (r.uncounted(o.A) || strings.Contains(want, " nlink=1 ")) {
 			got, want = nlinkRe.ReplaceAllString(got, ""), nlinkRe.ReplaceAllString(want, "")
 		}
 		if got != want {
@@ -460,4 +473,29 @@ func describeLowers(t *testing.T, seed uint64) string {
 		}
 	}
 	return b.String()
+}
+
+// TestUnlinkedWriteReachesOtherLinks is seed 52's minimal program: a file of a layer
+// with two names is opened for writing, one name is unlinked, and a write goes
+// through the fd; the other name must show it (overlayfs with index=on does). In
+// the no-open mode the write's copy-up happens after the unlink and goes to an
+// unnamed copy (cow.CopyUnnamed), so b/c/a keeps the layer's data. Not fixed yet.
+func TestUnlinkedWriteReachesOtherLinks(t *testing.T) {
+	testenv.RequireRoot(t)
+	if os.Getenv("LAYERFS_TEST_KNOWN_BUGS") == "" {
+		t.Skip("known bug (docs/NOTES.md); LAYERFS_TEST_KNOWN_BUGS=1 runs it")
+	}
+	lower := tree(t, map[string]string{"b/a/d": "layer data", "b/c/": ""})
+	must(t, os.Link(filepath.Join(lower, "b/a/d"), filepath.Join(lower, "b/c/a")))
+	for _, pt := range []bool{false, true} {
+		t.Run(fmt.Sprintf("pt=%v", pt), func(t *testing.T) {
+			u := mountUnionMode(t, cow.FormatOCI, pt, lower)
+			if got := fdWrite(filepath.Join(u.mnt, "b/a/d"), "+w"); !strings.HasPrefix(got, "ok 12 bytes") {
+				t.Fatalf("fdWrite = %s, want 12 bytes", got)
+			}
+			if got := readFile(t, filepath.Join(u.mnt, "b/c/a")); got != "layer data+w" {
+				t.Errorf("b/c/a = %q, want %q", got, "layer data+w")
+			}
+		})
+	}
 }

@@ -38,10 +38,10 @@ import (
 // Intentional differences: overlayfs (without redirect_dir) refuses to rename a
 // directory that has lower entries (EXDEV) where layerfs moves it; the oracle side
 // then moves it as mv(1) does, copy and delete (moveAsMv). Link counts of dirs
-// are compared only where both count (normalize). Known failing seeds among 1-300
-// (150 ops): 52, layerfs's bug kept as TestUnlinkedWriteReachesOtherLinks; 70,
-// overlayfs moves a dir's mtime in a rename that fails with ENOTEMPTY (c/b onto
-// a non-empty d, both made by the program), layerfs rightly does not.
+// are compared only where both count (normalize). The one failing seed among
+// 1-300 (150 ops) is 70: overlayfs moves a dir's mtime in a rename that fails with
+// ENOTEMPTY (c/b onto a non-empty d, both made by the program), layerfs rightly
+// does not. Seed 52 found a layerfs bug, fixed (TestUnlinkedWriteReachesOtherLinks).
 func TestRandomOracle(t *testing.T) {
 	testenv.RequireRoot(t)
 	testenv.RequireFUSE(t)
@@ -478,13 +478,11 @@ func describeLowers(t *testing.T, seed uint64) string {
 // TestUnlinkedWriteReachesOtherLinks is seed 52's minimal program: a file of a layer
 // with two names is opened for writing, one name is unlinked, and a write goes
 // through the fd; the other name must show it (overlayfs with index=on does). In
-// the no-open mode the write's copy-up happens after the unlink and goes to an
-// unnamed copy (cow.CopyUnnamed), so b/c/a keeps the layer's data. Not fixed yet.
+// the no-open mode the write's copy-up happens after the unlink; it went to an
+// unnamed copy (cow.CopyUnnamed), so b/c/a kept the layer's data. It now copies
+// up through b/c/a (node.linkedUpperFd).
 func TestUnlinkedWriteReachesOtherLinks(t *testing.T) {
 	testenv.RequireRoot(t)
-	if os.Getenv("LAYERFS_TEST_KNOWN_BUGS") == "" {
-		t.Skip("known bug (docs/NOTES.md); LAYERFS_TEST_KNOWN_BUGS=1 runs it")
-	}
 	lower := tree(t, map[string]string{"b/a/d": "layer data", "b/c/": ""})
 	must(t, os.Link(filepath.Join(lower, "b/a/d"), filepath.Join(lower, "b/c/a")))
 	for _, pt := range []bool{false, true} {

@@ -79,16 +79,6 @@ func TestCheckDeviceNumbers(t *testing.T) {
 	}
 }
 
-// sparseTar is a PAX 1.0 sparse file of logical size real holding one byte
-// ('x') at its end: all but that byte is a hole.
-func sparseTar(real int64) []byte {
-	return tartest.Cat(
-		tartest.PAX(map[string]string{"GNU.sparse.major": "1", "GNU.sparse.minor": "0", "GNU.sparse.name": "s", "GNU.sparse.realsize": fmt.Sprint(real)}),
-		tartest.Entry(tartest.Header{Name: "GNUSparseFile.0/s", Typeflag: '0', Mode: 0o644},
-			append(tartest.Pad([]byte(fmt.Sprintf("1\n%d\n1\n", real-1))), 'x')),
-		tartest.End())
-}
-
 // TestSparseHoleBound: CheckLayer and Apply refuse a layer whose sparse files
 // hold more than maxHoleBytes of holes, which they would read as zeros (a 3.5
 // KiB tar declaring a file of 2^62 bytes kept both reading for years), and take
@@ -99,7 +89,7 @@ func TestSparseHoleBound(t *testing.T) {
 	t.Cleanup(func() { maxHoleBytes = old })
 
 	for _, real := range []int64{1 << 62, 8<<20 + 2} {
-		b := sparseTar(real)
+		b := tartest.SparseTail("s", real)
 		if _, err := CheckLayer(bytes.NewReader(b)); !errors.Is(err, ErrUnsupported) || !strings.Contains(err.Error(), "holes") {
 			t.Errorf("CheckLayer of a sparse file of %d bytes: %v, want ErrUnsupported (holes)", real, err)
 		}
@@ -107,7 +97,7 @@ func TestSparseHoleBound(t *testing.T) {
 			t.Errorf("Apply of a sparse file of %d bytes: %v, want ErrUnsupported", real, err)
 		}
 	}
-	b := sparseTar(8 << 20)
+	b := tartest.SparseTail("s", 8<<20)
 	if _, err := CheckLayer(bytes.NewReader(b)); err != nil {
 		t.Fatalf("CheckLayer within the bound: %v", err)
 	}

@@ -7,7 +7,6 @@ package integration
 import (
 	"archive/tar"
 	"bytes"
-	"crypto/rand"
 	"fmt"
 	"os"
 	"os/exec"
@@ -241,16 +240,7 @@ func TestImportHuntAccepted(t *testing.T) {
 func TestImportHuntKilled(t *testing.T) {
 	root := rootFor(t)
 	mustRun(t, "import", "-q", busyboxRootfs(t), "base:1")
-	dir := t.TempDir()
-	data := make([]byte, 48<<20)
-	rand.Read(data)
-	if err := os.WriteFile(filepath.Join(dir, "random"), data, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	big := filepath.Join(t.TempDir(), "big.tar")
-	if out, err := exec.Command("tar", "-C", dir, "-cf", big, "random").CombinedOutput(); err != nil {
-		t.Fatalf("tar: %v: %s", err, out)
-	}
+	big := randomTar(t, 48<<20)
 	blobs := blobFiles(t, root)
 	images := mustRun(t, "images", "-q", "--no-trunc")
 	start := time.Now()
@@ -281,16 +271,6 @@ func TestImportHuntKilled(t *testing.T) {
 	mustRun(t, "import", "-q", big, "big:1")
 }
 
-// hugeSparseTar is a 3.5 KiB tar declaring a sparse file of 2^62 bytes.
-func hugeSparseTar() []byte {
-	real := int64(1) << 62
-	return tartest.Cat(
-		tartest.PAX(map[string]string{"GNU.sparse.major": "1", "GNU.sparse.minor": "0", "GNU.sparse.name": "s", "GNU.sparse.realsize": fmt.Sprint(real)}),
-		tartest.Entry(tartest.Header{Name: "GNUSparseFile.0/s", Typeflag: '0', Mode: 0o644},
-			append(tartest.Pad([]byte(fmt.Sprintf("1\n%d\n1\n", real-1))), 'x')),
-		tartest.End())
-}
-
 // TestImportHuntHugeSparse: a sparse file of 2^62 logical bytes kept the check
 // reading its hole as zeros, without a byte of input, for years. Holes past
 // 256 GiB in a layer are now refused (about 2 s of reading here), the store as
@@ -298,7 +278,7 @@ func hugeSparseTar() []byte {
 func TestImportHuntHugeSparse(t *testing.T) {
 	root := rootFor(t)
 	mustRun(t, "import", "-q", busyboxRootfs(t), "base:1")
-	p := writeInput(t, "sparse.tar", hugeSparseTar())
+	p := writeInput(t, "sparse.tar", tartest.SparseTail("s", 1<<62))
 	before := treeSnapshot(t, root)
 	res := run(t, "import", "-q", p, "sparse:1")
 	if res.Code == 0 || !strings.Contains(res.Stderr, "GiB of holes") || strings.Count(strings.TrimSpace(res.Stderr), "\n") > 0 {
@@ -315,7 +295,7 @@ func TestImportHuntHugeSparse(t *testing.T) {
 func TestImportHuntTerminatedDuringHugeSparse(t *testing.T) {
 	root := rootFor(t)
 	mustRun(t, "import", "-q", busyboxRootfs(t), "base:1")
-	p := writeInput(t, "sparse.tar", hugeSparseTar())
+	p := writeInput(t, "sparse.tar", tartest.SparseTail("s", 1<<62))
 	before := treeSnapshot(t, root)
 	cmd := exec.Command(layerfsBin, "--root", root, "import", "-q", p, "sparse:1")
 	var stderr bytes.Buffer

@@ -222,5 +222,16 @@ func Pad(data []byte) []byte {
 // End is the end-of-archive marker: two zero blocks.
 func End() []byte { return make([]byte, 2*Block) }
 
+// SparseTail is a tar (end marker included) of one PAX 1.0 sparse file, name,
+// of logical size real, whose only data is its last byte, 'x': all but that byte
+// is a hole.
+func SparseTail(name string, real int64) []byte {
+	return Cat(
+		PAX(map[string]string{"GNU.sparse.major": "1", "GNU.sparse.minor": "0", "GNU.sparse.name": name, "GNU.sparse.realsize": strconv.FormatInt(real, 10)}),
+		Entry(Header{Name: "GNUSparseFile.0/" + name, Typeflag: '0', Mode: 0o644},
+			append(Pad([]byte("1\n"+strconv.FormatInt(real-1, 10)+"\n1\n")), 'x')),
+		End())
+}
+
 // Cat concatenates parts into one tar.
 func Cat(parts ...[]byte) []byte { return bytes.Join(parts, nil) }

@@ -167,6 +167,7 @@ const (
 	opRemovexattr
 	opMkfifo
 	opFdWrite // open a read-write, unlink it, write data through the fd, read back
+	opFdMove  // open a read-write, rename it to b (n: flags), write through the fd, read b
 	opStat
 	opReaddir
 	opRead
@@ -174,7 +175,7 @@ const (
 )
 
 var rndKindNames = [...]string{"write", "creat-excl", "append", "pwrite", "truncate", "mkdir", "rmdir", "unlink",
-	"rename", "link", "symlink", "chmod", "chown", "utimes", "setxattr", "removexattr", "mkfifo", "fd-write",
+	"rename", "link", "symlink", "chmod", "chown", "utimes", "setxattr", "removexattr", "mkfifo", "fd-write", "fd-move",
 	"stat", "readdir", "read"}
 
 // rndOp is one concrete operation; a and b are paths relative to the merged root.
@@ -191,7 +192,7 @@ func (o rndOp) String() string {
 		s += " " + o.B
 	}
 	switch o.Kind {
-	case opRename:
+	case opRename, opFdMove:
 		s += fmt.Sprintf(" flags=%d", o.N)
 	case opChmod, opMkdir, opMkfifo, opWrite, opCreatExcl:
 		s += fmt.Sprintf(" mode=%o", o.N)
@@ -229,6 +230,10 @@ func genOp(r *rand.Rand, i int, all []string) rndOp {
 		o.N = int64(rndModes[r.IntN(len(rndModes))])
 		o.Data = rndData(r, tag)
 	case opAppend, opFdWrite:
+		o.Data = rndData(r, tag)
+	case opFdMove:
+		o.B = pick()
+		o.N = int64([]int{0, 0, unix.RENAME_EXCHANGE}[r.IntN(3)])
 		o.Data = rndData(r, tag)
 	case opPwrite:
 		o.N = int64([]int{0, 1, 3, 5000}[r.IntN(4)])
@@ -345,6 +350,8 @@ func applyOp(root string, o rndOp, oracle bool) string {
 		return errStr(unix.Mkfifo(a, uint32(o.N)))
 	case opFdWrite:
 		return fdWrite(a, o.Data)
+	case opFdMove:
+		return fdMove(root, a, b, uint(o.N), o.Data, oracle)
 	case opStat:
 		return statLine(a)
 	case opReaddir:
@@ -389,6 +396,55 @@ func fdWrite(p, data string) string {
 		return "read " + errStr(err)
 	}
 	return fmt.Sprintf("ok %d bytes %x", n, sha8(b[:n]))
+}
+
+// fdMove opens a read-write, renames it to b (flags: 0 or RENAME_EXCHANGE; the
+// oracle moves a dir overlayfs refuses as mv does), writes data through the fd at
+// its end, and reads back through the fd and by b's name: writes through an fd
+// follow the file, not its old name (the no-open mode reopens files by path).
+func fdMove(root, a, b string, flags uint, data string, oracle bool) string {
+	fd, err := unix.Open(a, unix.O_RDWR|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return "open " + errStr(err)
+	}
+	f := os.NewFile(uintptr(fd), a)
+	defer f.Close()
+	err = unix.Renameat2(unix.AT_FDCWD, a, unix.AT_FDCWD, b, flags)
+	if oracle && errors.Is(err, unix.EXDEV) {
+		if r := moveAsMv(root, a, b, flags); r != "ok" {
+			return "rename " + r
+		}
+	} else if err != nil {
+		return "rename " + errStr(err)
+	}
+	if _, err := f.Seek(0, 2); err != nil {
+		return "seek " + errStr(err)
+	}
+	if _, err := f.WriteString(data); err != nil {
+		return "write " + errStr(err)
+	}
+	buf := make([]byte, 2<<20)
+	n, err := f.ReadAt(buf, 0)
+	if err != nil && !errors.Is(err, io.EOF) {
+		return "read " + errStr(err)
+	}
+	byName, err := readNonblock(b) // b may be a fifo now (an exchange)
+	if err != nil {
+		return fmt.Sprintf("ok fd %d bytes %x, %s: %s", n, sha8(buf[:n]), filepath.Base(b), errStr(err))
+	}
+	return fmt.Sprintf("ok fd %d bytes %x, by name %d bytes %x", n, sha8(buf[:n]), len(byName), sha8(byName))
+}
+
+// readNonblock reads p whole, opening it with O_NONBLOCK so that a fifo fails or
+// reads empty instead of waiting for a writer.
+func readNonblock(p string) ([]byte, error) {
+	fd, err := unix.Open(p, unix.O_RDONLY|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, err
+	}
+	f := os.NewFile(uintptr(fd), p)
+	defer f.Close()
+	return io.ReadAll(f)
 }
 
 // statLine describes what lstat says of p that both mounts must agree on. A

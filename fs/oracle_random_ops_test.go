@@ -384,18 +384,28 @@ func fdWrite(p, data string) string {
 	if err := unix.Unlink(p); err != nil {
 		return "unlink " + errStr(err)
 	}
+	b, fail := appendReadBack(f, data)
+	if fail != "" {
+		return fail
+	}
+	return fmt.Sprintf("ok %d bytes %x", len(b), sha8(b))
+}
+
+// appendReadBack writes data at f's end and reads f back from 0 (2 MiB at most);
+// fail says what failed, if anything did.
+func appendReadBack(f *os.File, data string) (b []byte, fail string) {
 	if _, err := f.Seek(0, 2); err != nil {
-		return "seek " + errStr(err)
+		return nil, "seek " + errStr(err)
 	}
 	if _, err := f.WriteString(data); err != nil {
-		return "write " + errStr(err)
+		return nil, "write " + errStr(err)
 	}
-	b := make([]byte, 2<<20)
+	b = make([]byte, 2<<20)
 	n, err := f.ReadAt(b, 0)
 	if err != nil && !errors.Is(err, io.EOF) {
-		return "read " + errStr(err)
+		return nil, "read " + errStr(err)
 	}
-	return fmt.Sprintf("ok %d bytes %x", n, sha8(b[:n]))
+	return b[:n], ""
 }
 
 // fdMove opens a read-write, renames it to b (flags: 0 or RENAME_EXCHANGE; the
@@ -417,22 +427,15 @@ func fdMove(root, a, b string, flags uint, data string, oracle bool) string {
 	} else if err != nil {
 		return "rename " + errStr(err)
 	}
-	if _, err := f.Seek(0, 2); err != nil {
-		return "seek " + errStr(err)
-	}
-	if _, err := f.WriteString(data); err != nil {
-		return "write " + errStr(err)
-	}
-	buf := make([]byte, 2<<20)
-	n, err := f.ReadAt(buf, 0)
-	if err != nil && !errors.Is(err, io.EOF) {
-		return "read " + errStr(err)
+	buf, fail := appendReadBack(f, data)
+	if fail != "" {
+		return fail
 	}
 	byName, err := readNonblock(b) // b may be a fifo now (an exchange)
 	if err != nil {
-		return fmt.Sprintf("ok fd %d bytes %x, %s: %s", n, sha8(buf[:n]), filepath.Base(b), errStr(err))
+		return fmt.Sprintf("ok fd %d bytes %x, %s: %s", len(buf), sha8(buf), filepath.Base(b), errStr(err))
 	}
-	return fmt.Sprintf("ok fd %d bytes %x, by name %d bytes %x", n, sha8(buf[:n]), len(byName), sha8(byName))
+	return fmt.Sprintf("ok fd %d bytes %x, by name %d bytes %x", len(buf), sha8(buf), len(byName), sha8(byName))
 }
 
 // readNonblock reads p whole, opening it with O_NONBLOCK so that a fifo fails or

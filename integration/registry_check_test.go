@@ -10,8 +10,6 @@ import (
 	"github.com/google/go-containerregistry/pkg/compression"
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
-	"github.com/google/go-containerregistry/pkg/v1/empty"
-	ggcrmutate "github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"github.com/google/go-containerregistry/pkg/v1/types"
@@ -37,17 +35,7 @@ func regLayer(t *testing.T, c compression.Compression, entries ...tarFileEntry) 
 // regPushLayers pushes a linux/amd64 OCI image of layers to ref.
 func regPushLayers(t *testing.T, ref string, layers ...v1.Layer) {
 	t.Helper()
-	img := ggcrmutate.MediaType(empty.Image, types.OCIManifestSchema1)
-	img = ggcrmutate.ConfigMediaType(img, types.OCIConfigJSON)
-	img, err := ggcrmutate.AppendLayers(img, layers...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cf, _ := img.ConfigFile()
-	cf.OS, cf.Architecture = "linux", "amd64"
-	if img, err = ggcrmutate.ConfigFile(img, cf); err != nil {
-		t.Fatal(err)
-	}
+	img := huntImage(t, layers...)
 	r, err := name.ParseReference(ref)
 	if err != nil {
 		t.Fatal(err)
@@ -118,17 +106,7 @@ func TestRegistryPullDiffIDMismatch(t *testing.T) {
 	}
 	a := regLayer(t, compression.GZip, file("etc/hostname", "good\n"))
 	b := regLayer(t, compression.ZStd, file("usr/bin/app", "app"))
-	img := ggcrmutate.MediaType(empty.Image, types.OCIManifestSchema1)
-	img = ggcrmutate.ConfigMediaType(img, types.OCIConfigJSON)
-	img, err := ggcrmutate.AppendLayers(img, a, b)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cf, _ := img.ConfigFile()
-	cf.OS, cf.Architecture = "linux", "amd64"
-	if img, err = ggcrmutate.ConfigFile(img, cf); err != nil {
-		t.Fatal(err)
-	}
+	img := huntImage(t, a, b)
 	aID, _ := a.DiffID()
 	bID, _ := b.DiffID()
 	bDigest, _ := b.Digest()

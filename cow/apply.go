@@ -245,6 +245,9 @@ func (a *tarModel) check(hdr *tar.Header) (p, link string, err error) {
 	if err != nil {
 		return "", "", err
 	}
+	if err := checkOwner(hdr); err != nil {
+		return "", "", err
+	}
 	for _, c := range strings.Split(p, "/") {
 		if len(c) > 255 {
 			return "", "", fmt.Errorf("%w: a name longer than 255 bytes", ErrUnsupported)
@@ -305,6 +308,20 @@ const (
 	maxDevMajor = 1<<12 - 1
 	maxDevMinor = 1<<20 - 1
 )
+
+// maxID is the largest uid or gid an entry may carry: Linux ids are 32 bits and
+// (uid_t)-1 means "leave unchanged" to chown(2).
+const maxID = 1<<32 - 2
+
+// checkOwner refuses an owner chown(2) cannot set. A PAX record or a GNU base-256
+// field holds any int64, and the conversion to the kernel's 32-bit uid_t wrapped:
+// uid 4294967296 became root, and -1 left the unpacker's own owner.
+func checkOwner(hdr *tar.Header) error {
+	if hdr.Uid < 0 || int64(hdr.Uid) > maxID || hdr.Gid < 0 || int64(hdr.Gid) > maxID {
+		return fmt.Errorf("%w: owner %d:%d", ErrUnsupported, hdr.Uid, hdr.Gid)
+	}
+	return nil
+}
 
 // kindOf is what an entry that check accepted creates at p.
 func (a *tarModel) kindOf(hdr *tar.Header, link string) entryKind {

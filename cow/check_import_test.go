@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -112,5 +113,78 @@ func TestSparseHoleBound(t *testing.T) {
 	var st unix.Stat_t
 	if err := unix.Stat(filepath.Join(dir, "s"), &st); err == nil && st.Blocks*512 > 1<<20 {
 		t.Errorf("unpacked sparse file uses %d bytes: holes not kept", st.Blocks*512)
+	}
+}
+
+// TestCheckOwnerIDs: a PAX record or a GNU base-256 field carries any uid or gid,
+// and chown(2) took it as a 32-bit uid_t: uid 4294967296 made a root-owned file,
+// and -1 (or 4294967295) left the unpacker's owner. CheckLayer and Apply refuse
+// them, naming the entry, before anything is created.
+func TestCheckOwnerIDs(t *testing.T) {
+	for _, tc := range []struct {
+		uid, gid int
+		ok       bool
+	}{
+		{0, 0, true}, {1000, 1000, true}, {maxID, maxID, true},
+		{1 << 32, 0, false}, {0, 1 << 32, false}, {1<<32 + 1000, 1000, false},
+		{maxID + 1, 0, false}, {0, maxID + 1, false}, {1 << 62, 0, false},
+		{-1, 0, false}, {0, -1, false}, {-1 << 32, 0, false},
+	} {
+		for _, format := range []tar.Format{tar.FormatPAX, tar.FormatGNU} {
+			t.Run(fmt.Sprintf("%v-%d:%d", format, tc.uid, tc.gid), func(t *testing.T) {
+				var b bytes.Buffer
+				tw := tar.NewWriter(&b)
+				if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeDir, Name: "d/", Mode: 0o755, Format: format}); err != nil {
+					t.Fatal(err)
+				}
+				h := &tar.Header{Typeflag: tar.TypeReg, Name: "d/f", Mode: 0o644, Size: 1, Uid: tc.uid, Gid: tc.gid, Format: format}
+				if err := tw.WriteHeader(h); err != nil {
+					t.Skipf("tar cannot write owner %d:%d as %v: %v", tc.uid, tc.gid, format, err)
+				}
+				tw.Write([]byte("x"))
+				tw.Close()
+				hdrs := readHeaders(t, b.Bytes())
+				if got := hdrs[1]; got.Uid != tc.uid || got.Gid != tc.gid {
+					t.Skipf("tar reads owner %d:%d back as %d:%d", tc.uid, tc.gid, got.Uid, got.Gid)
+				}
+				_, err := CheckLayer(bytes.NewReader(b.Bytes()))
+				if tc.ok != (err == nil) || err != nil && !errors.Is(err, ErrUnsupported) {
+					t.Errorf("CheckLayer(owner %d:%d) = %v, want ok: %v, else ErrUnsupported", tc.uid, tc.gid, err, tc.ok)
+				}
+				if err != nil && !strings.HasPrefix(err.Error(), "check d/f: ") {
+					t.Errorf("CheckLayer(owner %d:%d) = %q, want it to name d/f", tc.uid, tc.gid, err)
+				}
+				sb := newSandbox(t)
+				aerr := checkApply(t, sb, b.Bytes()) // Apply agrees with CheckLayer
+				if aerr != nil && !strings.HasPrefix(aerr.Error(), "apply d/f: ") {
+					t.Errorf("Apply(owner %d:%d) = %q, want it to name d/f", tc.uid, tc.gid, aerr)
+				}
+				if _, err := os.Lstat(filepath.Join(sb.root, "d/f")); aerr != nil && err == nil {
+					t.Errorf("Apply(owner %d:%d) refused the entry but created it", tc.uid, tc.gid)
+				}
+				if aerr == nil && os.Geteuid() == 0 {
+					var st unix.Stat_t
+					must(t, unix.Lstat(filepath.Join(sb.root, "d/f"), &st))
+					if int(st.Uid) != tc.uid || int(st.Gid) != tc.gid {
+						t.Errorf("Apply(owner %d:%d) made d/f owned by %d:%d", tc.uid, tc.gid, st.Uid, st.Gid)
+					}
+				}
+			})
+		}
+	}
+}
+
+// readHeaders is every header of the tar b.
+func readHeaders(t *testing.T, b []byte) []*tar.Header {
+	t.Helper()
+	var hdrs []*tar.Header
+	tr := tar.NewReader(bytes.NewReader(b))
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			return hdrs
+		}
+		must(t, err)
+		hdrs = append(hdrs, h)
 	}
 }

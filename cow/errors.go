@@ -12,8 +12,9 @@ var (
 	ErrDigestMismatch = errors.New("layer digest mismatch")
 	// ErrUnsupported is returned for input cow cannot represent faithfully: unknown tar
 	// entry types, names over 255 bytes, symlinks to "" or past PATH_MAX, device
-	// numbers past Linux's 12:20 bits, a hard link into the dir its entry replaces,
-	// or kernel overlayfs redirect/metacopy entries in an upper dir.
+	// numbers past Linux's 12:20 bits, owners outside Linux's 32-bit ids (negative,
+	// or 2^32-1 and up), a hard link into the dir its entry replaces, or kernel
+	// overlayfs redirect/metacopy entries in an upper dir.
 	ErrUnsupported = errors.New("unsupported layer content")
 	// ErrTruncated is returned by CheckLayer with RequireEndMarker for a tar that
 	// ends without its end-of-archive marker: cut short, most likely.

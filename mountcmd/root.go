@@ -105,6 +105,7 @@ func NewRootCommand() *cobra.Command {
 	for _, add := range commandAdders {
 		add(root, g)
 	}
+	guardFreshRoot(root, g)
 	return root
 }
 

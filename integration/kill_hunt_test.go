@@ -232,8 +232,13 @@ func TestKillMountBeforeMounted(t *testing.T) {
 		t.Fatal(err)
 	}
 	killedMount()
-	if got := mustRun(t, "gc"); !strings.Contains(got, "leftover temporary file") {
-		t.Errorf("gc after a killed mount = %q, want the container removed", got)
+	if got := mustRun(t, "gc", "--dry-run"); !strings.Contains(got, "Would delete: 1 abandoned working container(s)\n") ||
+		strings.Contains(got, "temporary file") {
+		t.Errorf("gc --dry-run after a killed mount = %q, want 1 abandoned working container and no temporary files", got)
+	}
+	if got := mustRun(t, "gc"); !strings.Contains(got, "Deleted: 1 abandoned working container(s)\n") ||
+		strings.Contains(got, "temporary file") {
+		t.Errorf("gc after a killed mount = %q, want 1 abandoned working container removed and no temporary files", got)
 	}
 	if got := e.psField(name, "Status"); got != "" {
 		t.Errorf("after gc the killed mount's container is %q, want it gone", got)

@@ -74,8 +74,9 @@ func newGCCommand(g *globalOptions) *cobra.Command {
 		Use:   "gc [--dry-run]",
 		Short: "Remove blobs and layer directories nothing references",
 		Long: `Remove every blob that no image in the store and no working container
-references, leftovers of interrupted loads, and unpacked layers no image uses; print
-what went and how much space it freed.`,
+references, leftovers of interrupted loads, working containers that a killed mount or
+run left before mounting, and unpacked layers no image uses; print what went and how
+much space it freed.`,
 		Args:         noArgs,
 		SilenceUsage: true,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -98,6 +99,9 @@ what went and how much space it freed.`,
 			if res.TempFiles > 0 {
 				fmt.Fprintf(out, "%s: %d leftover temporary file(s)\n", verb, res.TempFiles)
 			}
+			if res.Abandoned > 0 {
+				fmt.Fprintf(out, "%s: %d abandoned working container(s)\n", verb, res.Abandoned)
+			}
 			if o.dryRun {
 				fmt.Fprintf(out, "Total reclaimable space: %s\n", units.HumanSizeWithPrecision(float64(res.Freed), 3))
 			} else {
@@ -110,12 +114,21 @@ what went and how much space it freed.`,
 	return cmd
 }
 
+// reclaimResult is what reclaim removed (with dryRun, would remove).
+type reclaimResult struct {
+	blobstore.GCResult
+	// Abandoned counts working containers a mount or run created and was killed
+	// before mounting (workContainer.abandoned); TempFiles counts the other
+	// leftovers of killed commands.
+	Abandoned int
+}
+
 // reclaim runs the store's GC with the working containers as extra roots, then
 // prunes unpacked layers no image or container uses. Both, and the reading of the
 // containers' roots, run under the store's GC lock: a mount holds a Lease from
 // before it resolves its image until its state.json names it and its layers are
 // unpacked, so no container is half made while they run.
-func reclaim(cmd *cobra.Command, g *globalOptions, s *blobstore.Store, dryRun bool) (blobstore.GCResult, error) {
+func reclaim(cmd *cobra.Command, g *globalOptions, s *blobstore.Store, dryRun bool) (reclaimResult, error) {
 	roots := func() ([]digest.Digest, error) {
 		r, err := workingContainerRoots(g)
 		if err != nil {
@@ -124,21 +137,23 @@ func reclaim(cmd *cobra.Command, g *globalOptions, s *blobstore.Store, dryRun bo
 		return r, nil
 	}
 	var freed int64
-	res, err := s.GCWith(cmd.Context(), dryRun, roots, func(keep map[digest.Digest]bool) (err error) {
+	gres, err := s.GCWith(cmd.Context(), dryRun, roots, func(keep map[digest.Digest]bool) (err error) {
 		freed, err = pruneLayerDirs(g, keep, dryRun)
 		return err
 	})
+	res := reclaimResult{GCResult: gres}
 	res.Freed += freed
 	if err != nil {
 		return res, err
 	}
 	// Leftovers of killed builds and container commands, outside the store.
-	n, err := removeContainerLeftovers(g.root, dryRun)
-	res.TempFiles += n
+	lo, err := removeContainerLeftovers(g.root, dryRun)
+	res.TempFiles += lo.files
+	res.Abandoned += lo.abandoned
 	if err != nil {
 		return res, err
 	}
-	n, err = build.RemoveStaleScratch(g.root, dryRun)
+	n, err := build.RemoveStaleScratch(g.root, dryRun)
 	res.TempFiles += n
 	return res, err
 }

@@ -8,6 +8,13 @@ import (
 	"strings"
 )
 
+// leftovers counts what removeContainerLeftovers removed (with dryRun, would
+// remove).
+type leftovers struct {
+	files     int // container dirs without state.json, stray uppers, temp files
+	abandoned int // whole containers that a killed mount or run left
+}
+
 // removeContainerLeftovers removes what killed commands left in the working
 // containers' dirs, and returns how many things it removed (with dryRun, would
 // remove):
@@ -24,15 +31,15 @@ import (
 // Each container is judged under its lock, skipped if busy: every writer of a
 // container's dir holds it (create, rm, commit --rebase), so what is found there
 // unnamed then is nobody's.
-func removeContainerLeftovers(root string, dryRun bool) (int, error) {
+func removeContainerLeftovers(root string, dryRun bool) (leftovers, error) {
+	var n leftovers
 	ents, err := os.ReadDir(workDir(root))
 	if errors.Is(err, os.ErrNotExist) {
-		return 0, nil
+		return n, nil
 	}
 	if err != nil {
-		return 0, fmt.Errorf("working containers: %w", err)
+		return n, fmt.Errorf("working containers: %w", err)
 	}
-	n := 0
 	for _, e := range ents {
 		if !e.IsDir() {
 			continue
@@ -50,7 +57,8 @@ func removeContainerLeftovers(root string, dryRun bool) (int, error) {
 		}
 		k, err := w.removeLeftovers(dryRun)
 		unlock()
-		n += k
+		n.files += k.files
+		n.abandoned += k.abandoned
 		if err != nil {
 			return n, err
 		}
@@ -60,41 +68,41 @@ func removeContainerLeftovers(root string, dryRun bool) (int, error) {
 
 // removeLeftovers is removeContainerLeftovers for one container; the caller holds
 // its lock.
-func (w *workContainer) removeLeftovers(dryRun bool) (int, error) {
+func (w *workContainer) removeLeftovers(dryRun bool) (leftovers, error) {
 	// A live server writes here without the lock: its Rebase switches to a new
 	// upper and then saves state.json, for a commit that holds the lock but may
 	// have died meanwhile. Nothing of a container with a live server is judged
 	// (a server cannot start without the lock, so this holds while we hold it).
 	if w.serverAlive() {
-		return 0, nil
+		return leftovers{}, nil
 	}
 	st, err := w.load()
 	if errors.Is(err, errNoSuchContainer) {
 		if w.exists() { // made meanwhile (cannot be: we hold the lock)
-			return 0, nil
+			return leftovers{}, nil
 		}
 		if !dryRun {
 			if err := os.RemoveAll(w.Dir()); err != nil {
-				return 0, fmt.Errorf("remove leftover container dir %s: %w", w.Dir(), err)
+				return leftovers{}, fmt.Errorf("remove leftover container dir %s: %w", w.Dir(), err)
 			}
 			os.Remove(w.lockPath())
 		}
-		return 1, nil
+		return leftovers{files: 1}, nil
 	}
 	if err != nil {
-		return 0, nil // unreadable state: not ours to judge
+		return leftovers{}, nil // unreadable state: not ours to judge
 	}
 	if w.abandoned(st) {
 		if !dryRun {
 			if err := w.remove(); err != nil {
-				return 0, err
+				return leftovers{}, err
 			}
 		}
-		return 1, nil
+		return leftovers{abandoned: 1}, nil
 	}
 	ents, err := os.ReadDir(w.Dir())
 	if err != nil {
-		return 0, fmt.Errorf("container %s: %w", w.name, err)
+		return leftovers{}, fmt.Errorf("container %s: %w", w.name, err)
 	}
 	current := filepath.Base(w.upperPath(st))
 	// An upper elsewhere, or one state.json names but that is gone: leave the
@@ -111,10 +119,10 @@ func (w *workContainer) removeLeftovers(dryRun bool) (int, error) {
 		}
 		if !dryRun {
 			if err := os.RemoveAll(filepath.Join(w.Dir(), name)); err != nil {
-				return n, fmt.Errorf("container %s: remove leftover %s: %w", w.name, name, err)
+				return leftovers{files: n}, fmt.Errorf("container %s: remove leftover %s: %w", w.name, name, err)
 			}
 		}
 		n++
 	}
-	return n, nil
+	return leftovers{files: n}, nil
 }

@@ -20,6 +20,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/layerfs/layerfs/blobstore"
+	"github.com/layerfs/layerfs/cow"
 )
 
 // decompress returns f's content decompressed: gzip, zstd, bzip2 or xz (through
@@ -87,6 +88,11 @@ func (cp *copier) extractFrom(f *os.File, dest string) error {
 			continue // whiteouts mean nothing outside a layer
 		}
 		target := path.Join(dest, name)
+		if cp.uid < 0 { // the entry's owner is kept: refuse one chown would wrap
+			if err := cow.CheckOwner(h); err != nil {
+				return fmt.Errorf("extract %s: %w", h.Name, err)
+			}
+		}
 		mode := fs.FileMode(h.Mode&0o777) | FileModeBits(uint32(h.Mode))
 		switch h.Typeflag {
 		case tar.TypeDir:

@@ -245,7 +245,7 @@ func (a *tarModel) check(hdr *tar.Header) (p, link string, err error) {
 	if err != nil {
 		return "", "", err
 	}
-	if err := checkOwner(hdr); err != nil {
+	if err := CheckOwner(hdr); err != nil {
 		return "", "", err
 	}
 	for _, c := range strings.Split(p, "/") {
@@ -313,10 +313,12 @@ const (
 // (uid_t)-1 means "leave unchanged" to chown(2).
 const maxID = 1<<32 - 2
 
-// checkOwner refuses an owner chown(2) cannot set. A PAX record or a GNU base-256
-// field holds any int64, and the conversion to the kernel's 32-bit uid_t wrapped:
-// uid 4294967296 became root, and -1 left the unpacker's own owner.
-func checkOwner(hdr *tar.Header) error {
+// CheckOwner refuses, as ErrUnsupported, an entry whose owner chown(2) cannot
+// set. A PAX record or a GNU base-256 field holds any int64, and the conversion
+// to the kernel's 32-bit uid_t wrapped: uid 4294967296 became root, and -1 left
+// the unpacker's own owner. Apply and CheckLayer check every entry with it; build's
+// ADD of a tar, which also chowns from headers, uses it too.
+func CheckOwner(hdr *tar.Header) error {
 	if hdr.Uid < 0 || int64(hdr.Uid) > maxID || hdr.Gid < 0 || int64(hdr.Gid) > maxID {
 		return fmt.Errorf("%w: owner %d:%d", ErrUnsupported, hdr.Uid, hdr.Gid)
 	}

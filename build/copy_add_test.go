@@ -1,0 +1,89 @@
+package build
+
+import (
+	"archive/tar"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/layerfs/layerfs/cow"
+	"golang.org/x/sys/unix"
+)
+
+// TestExtractOwnerBounds: ADD of a tar keeps the entries' owners, and chown(2)
+// took a uid or gid past 32 bits modulo 2^32 (4294967296 made a root-owned file,
+// -1 left root's). Such an entry is refused, naming it, before it is written;
+// with --chown the header's owner is not used and nothing is refused.
+func TestExtractOwnerBounds(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: extract chowns to the tar's owners")
+	}
+	for _, tc := range []struct {
+		name     string
+		uid, gid int
+		chown    string
+		ok       bool
+	}{
+		{"in range", 1000, 1001, "", true},
+		{"largest", 1<<32 - 2, 1<<32 - 2, "", true},
+		{"uid past 32 bits", 1 << 32, 0, "", false},
+		{"gid past 32 bits", 0, 1<<32 + 5, "", false},
+		{"uid -1 as uint32", 1<<32 - 1, 0, "", false},
+		{"negative gid", 0, -1, "", false},
+		{"chown overrides", 1 << 32, 0, "7:8", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			rootfs := t.TempDir()
+			p := filepath.Join(t.TempDir(), "in.tar")
+			f, err := os.Create(p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			tw := tar.NewWriter(f)
+			for _, h := range []*tar.Header{
+				{Typeflag: tar.TypeDir, Name: "d/", Mode: 0o755},
+				{Typeflag: tar.TypeReg, Name: "d/f", Mode: 0o644, Uid: tc.uid, Gid: tc.gid, Format: tar.FormatPAX},
+			} {
+				if err := tw.WriteHeader(h); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := tw.Close(); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := f.Seek(0, 0); err != nil {
+				t.Fatal(err)
+			}
+			defer f.Close()
+			cp, err := newCopier(rootfs, tc.chown, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer cp.close()
+			err = cp.extractFrom(f, "/dest")
+			var st unix.Stat_t
+			serr := unix.Lstat(filepath.Join(rootfs, "dest/d/f"), &st)
+			if !tc.ok {
+				if err == nil || !errors.Is(err, cow.ErrUnsupported) || !strings.Contains(err.Error(), "d/f") {
+					t.Errorf("extract(owner %d:%d) = %v, want ErrUnsupported naming d/f", tc.uid, tc.gid, err)
+				}
+				if serr == nil {
+					t.Errorf("extract(owner %d:%d) refused d/f but wrote it, owned by %d:%d", tc.uid, tc.gid, st.Uid, st.Gid)
+				}
+				return
+			}
+			if err != nil || serr != nil {
+				t.Fatalf("extract(owner %d:%d) = %v; lstat d/f: %v", tc.uid, tc.gid, err, serr)
+			}
+			wu, wg := uint32(tc.uid), uint32(tc.gid)
+			if tc.chown != "" {
+				wu, wg = 7, 8
+			}
+			if st.Uid != wu || st.Gid != wg {
+				t.Errorf("extract(owner %d:%d, chown %q) made d/f owned by %d:%d, want %d:%d", tc.uid, tc.gid, tc.chown, st.Uid, st.Gid, wu, wg)
+			}
+		})
+	}
+}

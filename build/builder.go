@@ -82,6 +82,8 @@ type Options struct {
 	// .dockerignore resolve inside it, so that a symlink cannot make them a
 	// host file (whose lines parse errors would print).
 	ContextInRoot bool
+	// Secrets are --secret values by id, for RUN --mount=type=secret.
+	Secrets map[string][]byte
 
 	Out io.Writer // the classic builder's step lines and RUN output; nil discards
 }

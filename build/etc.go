@@ -6,6 +6,8 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"slices"
+	"strings"
 
 	"golang.org/x/sys/unix"
 )
@@ -50,20 +52,40 @@ var runtimePaths = []string{"proc", "dev", "sys", "etc", "etc/hosts", "etc/resol
 // init layer, they are not the container's changes.
 type RuntimePaths struct {
 	upper   string
+	paths   []string // runtimePaths and the extra mountpoints with their parents
 	missing []string // in the merged rootfs
 	noUpper []string // absent from the upper dir (not copied up yet)
 	before  map[string]unix.Stat_t
 }
 
 // NoteRuntimePaths looks at the mounted rootfs and its upper dir before a run.
-func NoteRuntimePaths(rootfs, upper string) *RuntimePaths {
+// extra are more mountpoints the run adds (absolute paths in the container, as
+// RUN --mount targets): they and the parents made for them are taken out too,
+// when still empty, as buildkit removes its mount stubs.
+func NoteRuntimePaths(rootfs, upper string, extra ...string) *RuntimePaths {
 	r := &RuntimePaths{upper: upper, before: map[string]unix.Stat_t{}}
+	r.paths = append(r.paths, runtimePaths...)
+	for _, e := range extra {
+		rel := strings.TrimPrefix(path.Clean("/"+e), "/")
+		if rel == "" {
+			continue
+		}
+		var chain []string
+		for p := rel; p != "."; p = path.Dir(p) {
+			chain = append(chain, p)
+		}
+		for i := len(chain) - 1; i >= 0; i-- { // parents first
+			if !slices.Contains(r.paths, chain[i]) {
+				r.paths = append(r.paths, chain[i])
+			}
+		}
+	}
 	rfd, err := openRootDir(rootfs)
 	if err != nil {
 		return r
 	}
 	defer rfd.Close()
-	for _, p := range runtimePaths {
+	for _, p := range r.paths {
 		if st, ok := statInRoot(rfd, p); ok {
 			r.before[p] = st
 		} else {
@@ -91,16 +113,9 @@ func statInRoot(rfd *os.File, p string) (unix.Stat_t, bool) {
 // mountpoints that are still empty: files and dirs the rootfs lacked, and dirs
 // that were only copied up to hold them. Children go before parents.
 func (r *RuntimePaths) Undo() {
-	in := func(list []string, p string) bool {
-		for _, q := range list {
-			if q == p {
-				return true
-			}
-		}
-		return false
-	}
-	for i := len(runtimePaths) - 1; i >= 0; i-- {
-		p := runtimePaths[i]
+	in := func(list []string, p string) bool { return slices.Contains(list, p) }
+	for i := len(r.paths) - 1; i >= 0; i-- {
+		p := r.paths[i]
 		if !in(r.missing, p) && !in(r.noUpper, p) {
 			continue
 		}

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
+	"strconv"
 
 	"golang.org/x/sys/unix"
 )
@@ -50,11 +52,88 @@ func setupRootfs(spec *ProcessSpec) error {
 		}
 	}
 	for _, b := range spec.Binds {
+		if b.Tmpfs {
+			if err := tmpfsIn(rfd, b); err != nil {
+				return err
+			}
+			continue
+		}
 		if err := bindIn(rfd, b); err != nil {
 			return err
 		}
 	}
+	if err := mountSecrets(rfd, spec); err != nil {
+		return err
+	}
+	if spec.NoNetwork {
+		if err := loopbackUp(); err != nil {
+			return err
+		}
+	}
 	return pivotRoot(root)
+}
+
+// tmpfsIn mounts a fresh tmpfs on b.Target (created if missing) inside the root,
+// as buildkit mounts RUN --mount=type=tmpfs: nosuid, size if given.
+func tmpfsIn(rfd *os.File, b Bind) error {
+	var flags uintptr = unix.MS_NOSUID
+	if b.ReadOnly {
+		flags |= unix.MS_RDONLY
+	}
+	data := ""
+	if b.Size > 0 {
+		data = fmt.Sprintf("size=%d", b.Size)
+	}
+	return mountIn(rfd, b.Target, "tmpfs", "tmpfs", flags, data)
+}
+
+// mountSecrets writes the spec's secrets into a tmpfs on spec.SecretsDir (this
+// mount namespace's only) and binds each onto its target, read-only.
+func mountSecrets(rfd *os.File, spec *ProcessSpec) error {
+	if len(spec.Secrets) == 0 {
+		return nil
+	}
+	if err := unix.Mount("tmpfs", spec.SecretsDir, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, "mode=0700,size=16m"); err != nil {
+		return fmt.Errorf("mount secrets tmpfs: %w", err)
+	}
+	for i, s := range spec.Secrets {
+		p := filepath.Join(spec.SecretsDir, strconv.Itoa(i))
+		if err := os.WriteFile(p, s.Data, 0o600); err != nil {
+			return fmt.Errorf("secret %s: %w", s.Target, err)
+		}
+		if err := os.Chown(p, s.UID, s.GID); err != nil {
+			return fmt.Errorf("secret %s: %w", s.Target, err)
+		}
+		if err := os.Chmod(p, os.FileMode(s.Mode&0o7777)); err != nil {
+			return fmt.Errorf("secret %s: %w", s.Target, err)
+		}
+		if err := bindIn(rfd, Bind{Source: p, Target: s.Target, ReadOnly: true}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// loopbackUp brings up lo in a new network namespace (RUN --network=none has
+// loopback, as in docker).
+func loopbackUp() error {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("bring up loopback: %w", err)
+	}
+	defer unix.Close(fd)
+	ifr, err := unix.NewIfreq("lo")
+	if err != nil {
+		return fmt.Errorf("bring up loopback: %w", err)
+	}
+	if err := unix.IoctlIfreq(fd, unix.SIOCGIFFLAGS, ifr); err != nil {
+		return fmt.Errorf("bring up loopback: %w", err)
+	}
+	ifr.SetUint16(ifr.Uint16() | unix.IFF_UP)
+	if err := unix.IoctlIfreq(fd, unix.SIOCSIFFLAGS, ifr); err != nil {
+		return fmt.Errorf("bring up loopback: %w", err)
+	}
+	return nil
 }
 
 // mountIn mounts a filesystem on dir (created if missing) inside the root.

@@ -46,11 +46,25 @@ const (
 // DefaultPath is the PATH a container gets when its image sets none (docker's).
 const DefaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
-// Bind is one host path bind-mounted into a container (docker's -v HOST:CTR[:ro]).
+// Bind is one host path bind-mounted into a container (docker's -v HOST:CTR[:ro]),
+// or with Tmpfs a fresh tmpfs (Source unused) of at most Size bytes (0: the
+// kernel's default).
 type Bind struct {
 	Source   string `json:"source"` // absolute host path
 	Target   string `json:"target"` // absolute path in the container
 	ReadOnly bool   `json:"readOnly,omitempty"`
+	Tmpfs    bool   `json:"tmpfs,omitempty"`
+	Size     int64  `json:"size,omitempty"`
+}
+
+// Secret is a file the container sees read-only at Target, whose content never
+// touches a disk: the init writes it into a tmpfs of its own mount namespace.
+type Secret struct {
+	Target string `json:"target"`
+	Data   []byte `json:"data"`
+	Mode   uint32 `json:"mode"`
+	UID    int    `json:"uid"`
+	GID    int    `json:"gid"`
 }
 
 // ProcessSpec describes one container process.
@@ -64,6 +78,13 @@ type ProcessSpec struct {
 	Binds    []Bind   `json:"binds,omitempty"`
 	Tty      bool     `json:"tty,omitempty"`  // stdio is a new pseudo-terminal
 	Init     bool     `json:"init,omitempty"` // layerfs's init stays pid 1 (reaps, forwards signals)
+	// NoNetwork: a network namespace of its own with only loopback (RUN
+	// --network=none); otherwise the host's network.
+	NoNetwork bool `json:"noNetwork,omitempty"`
+	// Secrets are mounted after Binds; SecretsDir is an empty host dir the init
+	// mounts their tmpfs on (in its own mount namespace, so nothing else sees it).
+	Secrets    []Secret `json:"secrets,omitempty"`
+	SecretsDir string   `json:"secretsDir,omitempty"`
 
 	Console string `json:"console,omitempty"` // set by Start: the pty slave, bound on /dev/console
 
@@ -111,6 +132,12 @@ func Start(spec ProcessSpec) (*Process, error) {
 			Cloneflags: unix.CLONE_NEWNS | unix.CLONE_NEWPID | unix.CLONE_NEWUTS | unix.CLONE_NEWIPC,
 			Pdeathsig:  syscall.SIGKILL,
 		},
+	}
+	if spec.NoNetwork {
+		cmd.SysProcAttr.Cloneflags |= unix.CLONE_NEWNET
+	}
+	if len(spec.Secrets) > 0 && spec.SecretsDir == "" {
+		return nil, errors.New("start container: secrets without a SecretsDir")
 	}
 	var slave *os.File
 	if spec.Tty {

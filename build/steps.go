@@ -52,6 +52,12 @@ func (b *builder) layerDirs(ctx context.Context, ids []digest.Digest, descs []oc
 // mountpoint, unmounts, and turns the upper dir into a layer: nil if fn changed
 // nothing.
 func (b *builder) withMount(ctx context.Context, fn func(rootfs string) error) (*ocispec.Descriptor, digest.Digest, error) {
+	return b.withMountPaths(ctx, nil, fn)
+}
+
+// withMountPaths is withMount for a RUN that mounts more on the rootfs:
+// mountpoints the rootfs lacked are not part of the layer (NoteRuntimePaths).
+func (b *builder) withMountPaths(ctx context.Context, mountpoints []string, fn func(rootfs string) error) (*ocispec.Descriptor, digest.Digest, error) {
 	lowers, err := b.lowerDirs(ctx)
 	if err != nil {
 		return nil, "", err
@@ -74,7 +80,7 @@ func (b *builder) withMount(ctx context.Context, fn func(rootfs string) error) (
 		return nil, "", err
 	}
 	// What a RUN's runtime makes to mount over is not the step's change.
-	rp := NoteRuntimePaths(mnt, upper)
+	rp := NoteRuntimePaths(mnt, upper, mountpoints...)
 	ferr := fn(mnt)
 	if err := m.Unmount(); err != nil {
 		// Never remove a dir that may still be mounted: leave it for the user.
@@ -109,8 +115,10 @@ func newContainerID() string {
 
 // runStep runs a RUN instruction in a container on the image so far.
 func (b *builder) runStep(ctx context.Context, c *instructions.RunCommand) (bool, error) {
-	if len(c.FlagsUsed) > 0 {
-		return false, b.stepErr(c, fmt.Errorf("RUN flags are not supported: %v", c.FlagsUsed))
+	mounts, err := b.prepareRunMounts(ctx, c)
+	defer mounts.close()
+	if err != nil {
+		return false, b.stepErr(c, err)
 	}
 	args := append([]string(nil), c.CmdLine...)
 	var script *heredocScript
@@ -134,14 +142,15 @@ func (b *builder) runStep(ctx context.Context, c *instructions.RunCommand) (bool
 	if ak := b.argsKey(); len(ak) > 0 {
 		createdBy = fmt.Sprintf("|%d %s %s", len(ak), strings.Join(ak, " "), createdBy)
 	}
-	key := b.cacheKey("RUN "+createdBy, "")
+	key := b.cacheKey("RUN "+createdBy, mounts.key)
 	if ok, err := b.useCache(key); err != nil || ok {
 		return ok, err
 	}
 	env := append(append([]string(nil), b.img.Config.Env...), envSlice(b.args, b.img.Config.Env)...)
+	env = append(env, mounts.env...)
 	id := newContainerID()[:12]
 	fmt.Fprintf(b.out, " ---> Running in %s\n", id)
-	layer, diffID, err := b.withMount(ctx, func(rootfs string) error {
+	layer, diffID, err := b.withMountPaths(ctx, mounts.targets, func(rootfs string) error {
 		etcDir := filepath.Join(filepath.Dir(rootfs), "etc")
 		binds, err := EtcFiles(etcDir, id)
 		if err != nil {
@@ -158,9 +167,18 @@ func (b *builder) runStep(ctx context.Context, c *instructions.RunCommand) (bool
 			}
 			binds = append(binds, Bind{Source: p, Target: "/dev/pipes/" + script.name, ReadOnly: true})
 		}
+		binds = append(binds, mounts.binds...)
+		secretsDir := ""
+		if len(mounts.secrets) > 0 {
+			secretsDir = filepath.Join(filepath.Dir(rootfs), "secrets")
+			if err := os.Mkdir(secretsDir, 0o700); err != nil {
+				return err
+			}
+		}
 		p, err := Start(ProcessSpec{
 			Rootfs: rootfs, Args: args, Env: env, Dir: b.img.Config.WorkingDir, User: b.img.Config.User,
 			Hostname: id, Binds: binds, Stdout: b.out, Stderr: b.out,
+			NoNetwork: mounts.noNet, Secrets: mounts.secrets, SecretsDir: secretsDir,
 		})
 		if err != nil {
 			return b.stepErr(c, err)

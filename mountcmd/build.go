@@ -20,6 +20,7 @@ type buildOptions struct {
 	noCache   bool
 	target    string
 	quiet     bool
+	secrets   []string
 }
 
 func init() { addVerb(newBuildCommand) }
@@ -34,6 +35,8 @@ classic builder does: one layer per RUN, COPY, ADD or WORKDIR that changes
 files, config-only history entries for the rest, and a cache that makes an
 unchanged rebuild reuse every step and give the same image ID. RUN steps run
 in containers as layerfs run does (host network). .dockerignore is honoured.
+RUN takes buildkit's flags: --mount=type=cache|bind|tmpfs|secret (secrets
+come from --secret), --network=none|host|default and --security.
 Multi-stage Dockerfiles build every stage; the last one is the image.
 PATH "-" reads the context from stdin: a tar archive (plain or compressed), or
 a Dockerfile alone (no context); -f - reads the Dockerfile from stdin.`,
@@ -91,9 +94,14 @@ a Dockerfile alone (no context); -f - reads the Dockerfile from stdin.`,
 					file = abs
 				}
 			}
+			secrets, err := readSecrets(o.secrets)
+			if err != nil {
+				return err
+			}
 			out := cmd.OutOrStdout()
 			bo := build.Options{
-				Store: s, LayersDir: filepath.Join(g.root, "layers"), StateDir: g.root,
+				Secrets: secrets,
+				Store:   s, LayersDir: filepath.Join(g.root, "layers"), StateDir: g.root,
 				Context: contextDir, Dockerfile: file, Tags: o.tags, BuildArgs: bargs, NoCache: o.noCache, Target: o.target, Out: out,
 				ContextInRoot: inRoot,
 			}
@@ -122,5 +130,72 @@ a Dockerfile alone (no context); -f - reads the Dockerfile from stdin.`,
 	f.BoolVar(&o.noCache, "no-cache", false, "do not use cache when building the image")
 	f.StringVar(&o.target, "target", "", "set the target build stage to build")
 	f.BoolVarP(&o.quiet, "quiet", "q", false, "suppress the build output and print the image ID on success")
+	f.StringArrayVar(&o.secrets, "secret", nil, "secret for RUN --mount=type=secret (id=ID[,src=FILE|,env=VAR])")
 	return cmd
+}
+
+// readSecrets reads build --secret values as buildx does: id=ID with src=FILE
+// (or source=) or env=VAR; with neither, the variable named ID.
+func readSecrets(specs []string) (map[string][]byte, error) {
+	out := map[string][]byte{}
+	for _, spec := range specs {
+		var id, src, env, typ string
+		for _, field := range strings.Split(spec, ",") {
+			k, v, ok := strings.Cut(field, "=")
+			if !ok {
+				return nil, fmt.Errorf("invalid secret %q: %q is not key=value", spec, field)
+			}
+			switch strings.ToLower(strings.TrimSpace(k)) {
+			case "id":
+				id = v
+			case "src", "source":
+				src = v
+			case "env":
+				env = v
+			case "type":
+				typ = v
+			default:
+				return nil, fmt.Errorf("invalid secret %q: unexpected key %q", spec, k)
+			}
+		}
+		if id == "" {
+			switch {
+			case src != "":
+				id = filepath.Base(src)
+			case env != "":
+				id = env
+			default:
+				return nil, fmt.Errorf("invalid secret %q: no id", spec)
+			}
+		}
+		switch {
+		case typ != "" && typ != "file" && typ != "env":
+			return nil, fmt.Errorf("invalid secret %q: unsupported type %q", spec, typ)
+		case typ == "env" && env == "":
+			env = id
+		case typ == "file" && src == "":
+			src = id
+		}
+		switch {
+		case src != "":
+			b, err := os.ReadFile(src)
+			if err != nil {
+				return nil, fmt.Errorf("secret %s: %w", id, err)
+			}
+			out[id] = b
+		case env != "":
+			v, ok := os.LookupEnv(env)
+			if !ok {
+				return nil, fmt.Errorf("secret %s: environment variable %s is not set", id, env)
+			}
+			out[id] = []byte(v)
+		default:
+			v, ok := os.LookupEnv(id)
+			if !ok {
+				return nil, fmt.Errorf("secret %s: no src or env, and no environment variable %s", id, id)
+			}
+			out[id] = []byte(v)
+		}
+	}
+	return out, nil
 }

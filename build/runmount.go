@@ -1,0 +1,369 @@
+package build
+
+// RUN's flags: --mount (bind, cache, tmpfs, secret), --network and --security,
+// as buildkit (docker's default builder) gives them. What they add to the step's
+// container is not the step's change: the mountpoints the container lacked are
+// taken out of its layer afterwards (RuntimePaths, as buildkit removes its mount
+// stubs), and what is written to a cache, tmpfs or bind mount stays out of it.
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"path"
+	"path/filepath"
+	"sort"
+	"strings"
+
+	"github.com/moby/buildkit/frontend/dockerfile/instructions"
+	"golang.org/x/sys/unix"
+)
+
+// runMounts is what a RUN's flags add to its container.
+type runMounts struct {
+	binds    []Bind   // bind, cache and tmpfs mounts, parents before children
+	secrets  []Secret // secret files
+	env      []string // secrets given as environment variables (env=)
+	noNet    bool     // --network=none
+	targets  []string // every mountpoint, for RuntimePaths
+	key      string   // what the step's cache key adds
+	cleanups []func()
+}
+
+// close releases what prepareRunMounts took: cache locks, copies, mounts.
+func (m *runMounts) close() {
+	for i := len(m.cleanups) - 1; i >= 0; i-- {
+		m.cleanups[i]()
+	}
+	m.cleanups = nil
+}
+
+// prepareRunMounts reads a RUN's flags and makes what they mount ready. The
+// caller must close the result.
+func (b *builder) prepareRunMounts(ctx context.Context, c *instructions.RunCommand) (*runMounts, error) {
+	m := &runMounts{}
+	for _, f := range c.FlagsUsed {
+		switch f {
+		case "mount", "network", "security":
+		default:
+			return m, fmt.Errorf("RUN --%s is not supported", f)
+		}
+	}
+	var key strings.Builder
+	switch n := instructions.GetNetwork(c); n {
+	case instructions.NetworkNone:
+		m.noNet = true
+		key.WriteString("network none\n")
+	case instructions.NetworkDefault, instructions.NetworkHost, "":
+		// The host's network, as every RUN has here.
+	default:
+		return m, fmt.Errorf("invalid network mode %q", n)
+	}
+	// --security=insecure or sandbox: RUN drops no capabilities here either way.
+	if err := c.Expand(b.expand); err != nil { // parses --mount with ARGs expanded
+		return m, err
+	}
+	mounts := instructions.GetMounts(c)
+	wd := b.img.Config.WorkingDir
+	if wd == "" {
+		wd = "/"
+	}
+	for _, mt := range mounts {
+		target := mt.Target
+		if target != "" && !path.IsAbs(target) {
+			target = path.Join(wd, target) // as buildkit: relative to WORKDIR
+		}
+		if target != "" {
+			target = path.Clean(target)
+		}
+		var err error
+		switch mt.Type {
+		case instructions.MountTypeBind:
+			err = b.bindMount(ctx, m, mt, target, &key)
+		case instructions.MountTypeCache:
+			err = b.cacheMount(m, mt, target, &key)
+		case instructions.MountTypeTmpfs:
+			if target == "" {
+				err = errors.New("tmpfs mount: target is required")
+				break
+			}
+			m.binds = append(m.binds, Bind{Target: target, Tmpfs: true, Size: mt.SizeLimit, ReadOnly: mt.ReadOnly})
+			fmt.Fprintf(&key, "tmpfs %q %d %v\n", target, mt.SizeLimit, mt.ReadOnly)
+		case instructions.MountTypeSecret:
+			err = b.secretMount(m, mt, target, &key)
+		case instructions.MountTypeSSH:
+			err = errors.New("--mount=type=ssh is not supported (no SSH agent forwarding)")
+		default:
+			err = fmt.Errorf("unsupported mount type %q", mt.Type)
+		}
+		if err != nil {
+			return m, err
+		}
+	}
+	if target := clashingTargets(m); target != "" {
+		return m, fmt.Errorf("mount target %s is used twice", target)
+	}
+	// Parents before children, so a mount inside another one lands in it.
+	sort.SliceStable(m.binds, func(i, j int) bool { return depth(m.binds[i].Target) < depth(m.binds[j].Target) })
+	for _, bd := range m.binds {
+		m.targets = append(m.targets, bd.Target)
+	}
+	for _, s := range m.secrets {
+		m.targets = append(m.targets, s.Target)
+	}
+	m.key = key.String()
+	return m, nil
+}
+
+func depth(p string) int { return strings.Count(path.Clean(p), "/") }
+
+// clashingTargets returns a target two mounts share, or "".
+func clashingTargets(m *runMounts) string {
+	seen := map[string]bool{}
+	for _, bd := range m.binds {
+		if seen[bd.Target] {
+			return bd.Target
+		}
+		seen[bd.Target] = true
+	}
+	for _, s := range m.secrets {
+		if seen[s.Target] {
+			return s.Target
+		}
+		seen[s.Target] = true
+	}
+	return ""
+}
+
+// bindMount is --mount=type=bind: a path of the context, or of a stage or
+// image (from=), read-only unless rw (then writes go to a copy, thrown away).
+// The step's cache key covers the source's content, as COPY's does.
+func (b *builder) bindMount(ctx context.Context, m *runMounts, mt *instructions.Mount, target string, key *strings.Builder) error {
+	if target == "" {
+		return errors.New("bind mount: target is required")
+	}
+	if target == "/" {
+		return errors.New("bind mount: cannot mount over /")
+	}
+	bc, fromKey := b.ctxDir, ""
+	if mt.From != "" {
+		src, id, unmount, err := b.mountFrom(ctx, mt.From)
+		if err != nil {
+			return err
+		}
+		m.cleanups = append(m.cleanups, unmount)
+		bc, fromKey = src, "from "+id.String()
+	}
+	source := mt.Source
+	if source == "" {
+		source = "/"
+	}
+	if strings.ContainsAny(source, "*?[") {
+		return fmt.Errorf("bind mount: source %q: wildcards are not allowed", source)
+	}
+	srcs, err := bc.resolve(source)
+	if err != nil {
+		return fmt.Errorf("bind mount %s: %w", source, err)
+	}
+	if len(srcs) != 1 {
+		return fmt.Errorf("bind mount %s: not found", source)
+	}
+	hash, err := bc.hashSources(srcs)
+	if err != nil {
+		return fmt.Errorf("bind mount %s: %w", source, err)
+	}
+	fmt.Fprintf(key, "bind %s %q %q %s %v\n", fromKey, source, target, hash, mt.ReadOnly)
+	src := srcs[0]
+	if mt.ReadOnly && bc.pm == nil {
+		// Nothing of it is excluded: the path itself, read-only.
+		m.binds = append(m.binds, Bind{Source: src.abs, Target: target, ReadOnly: true})
+		return nil
+	}
+	// A copy: writable ones must not reach the context, and .dockerignore'd
+	// files must not be seen.
+	dir, release, err := newScratchDir(b.tmpRoot, "bind-")
+	if err != nil {
+		return err
+	}
+	m.cleanups = append(m.cleanups, func() { os.RemoveAll(dir); release() })
+	cp, err := newCopier(dir, "", nil)
+	if err != nil {
+		return err
+	}
+	defer cp.close()
+	cp.keepOwners = mt.From != ""
+	dest := "/"
+	if !src.fi.IsDir() {
+		dest = "/" + path.Base(src.rel)
+		if src.rel == "." {
+			dest = "/file"
+		}
+	}
+	if err := cp.copyAll(bc, srcs, nil, nil, dest, false, false); err != nil {
+		return fmt.Errorf("bind mount %s: %w", source, err)
+	}
+	host := filepath.Join(dir, filepath.FromSlash(dest))
+	m.binds = append(m.binds, Bind{Source: host, Target: target, ReadOnly: mt.ReadOnly})
+	return nil
+}
+
+// cacheMountsDir holds RUN --mount=type=cache dirs: <StateDir>/build-mounts/<id
+// hash>/data, kept across builds as buildkit keeps them (`layerfs gc` leaves
+// them; remove the dir to empty them).
+func (b *builder) cacheMountsDir() string { return filepath.Join(b.o.StateDir, "build-mounts") }
+
+// cacheMount is --mount=type=cache: a dir kept across builds, named by id
+// (default: the target), made with mode/uid/gid (0755, root) the first time.
+// sharing=locked lets one RUN at a time use it; private gives a RUN that finds
+// it in use a fresh dir of its own, dropped afterwards.
+func (b *builder) cacheMount(m *runMounts, mt *instructions.Mount, target string, key *strings.Builder) error {
+	if target == "" {
+		return errors.New("cache mount: target is required")
+	}
+	if mt.From != "" || mt.Source != "" {
+		return errors.New("cache mount: from= and source= are not supported")
+	}
+	id := mt.CacheID
+	if id == "" {
+		id = target
+	}
+	mode, uid, gid := os.FileMode(0o755), 0, 0
+	if mt.Mode != nil {
+		mode = os.FileMode(*mt.Mode & 0o7777)
+	}
+	if mt.UID != nil {
+		uid = int(*mt.UID)
+	}
+	if mt.GID != nil {
+		gid = int(*mt.GID)
+	}
+	sharing := mt.CacheSharing
+	if sharing == "" {
+		sharing = instructions.MountSharingShared
+	}
+	fmt.Fprintf(key, "cache %q %q %o %d %d %s %v\n", id, target, mode, uid, gid, sharing, mt.ReadOnly)
+	sum := sha256.Sum256([]byte(id))
+	top := filepath.Join(b.cacheMountsDir(), hex.EncodeToString(sum[:16]))
+	if err := os.MkdirAll(top, 0o700); err != nil {
+		return fmt.Errorf("cache mount %s: %w", id, err)
+	}
+	// The id, for whoever looks in there.
+	if _, err := os.Stat(filepath.Join(top, "id")); err != nil {
+		os.WriteFile(filepath.Join(top, "id"), []byte(id+"\n"), 0o600)
+	}
+	data := filepath.Join(top, "data")
+	if sharing != instructions.MountSharingShared {
+		lock, err := os.OpenFile(filepath.Join(top, "lock"), os.O_RDWR|os.O_CREATE, 0o600)
+		if err != nil {
+			return fmt.Errorf("cache mount %s: %w", id, err)
+		}
+		how := unix.LOCK_EX
+		if sharing == instructions.MountSharingPrivate {
+			how |= unix.LOCK_NB
+		}
+		err = flockRetry(lock, how)
+		switch {
+		case err == nil:
+			m.cleanups = append(m.cleanups, func() { lock.Close() })
+		case sharing == instructions.MountSharingPrivate && errors.Is(err, unix.EWOULDBLOCK):
+			lock.Close()
+			dir, release, err := newScratchDir(b.tmpRoot, "cache-")
+			if err != nil {
+				return fmt.Errorf("cache mount %s: %w", id, err)
+			}
+			m.cleanups = append(m.cleanups, func() { os.RemoveAll(dir); release() })
+			data = filepath.Join(dir, "data")
+		default:
+			lock.Close()
+			return fmt.Errorf("cache mount %s: lock: %w", id, err)
+		}
+	}
+	if err := makeCacheDir(data, mode, uid, gid); err != nil {
+		return fmt.Errorf("cache mount %s: %w", id, err)
+	}
+	m.binds = append(m.binds, Bind{Source: data, Target: target, ReadOnly: mt.ReadOnly})
+	return nil
+}
+
+// makeCacheDir creates a cache mount's dir, owned and moded as asked, unless it
+// exists: then it is left as the RUNs before left it.
+func makeCacheDir(dir string, mode os.FileMode, uid, gid int) error {
+	if _, err := os.Lstat(dir); err == nil {
+		return nil
+	}
+	tmp, err := os.MkdirTemp(filepath.Dir(dir), ".new-")
+	if err != nil {
+		return err
+	}
+	if err := os.Chown(tmp, uid, gid); err != nil {
+		os.Remove(tmp)
+		return err
+	}
+	if err := os.Chmod(tmp, mode); err != nil {
+		os.Remove(tmp)
+		return err
+	}
+	if err := os.Rename(tmp, dir); err != nil {
+		os.Remove(tmp)
+		if _, serr := os.Lstat(dir); serr == nil {
+			return nil // another build made it first
+		}
+		return err
+	}
+	return nil
+}
+
+// secretMount is --mount=type=secret: a --secret given to the build, as a file
+// (default /run/secrets/<id>, mode 0400, root's) or an environment variable
+// (env=). A missing secret is an error if required, else the mount is skipped.
+// Secrets are not in the cache key (buildkit's neither): a changed secret does
+// not rerun a step.
+func (b *builder) secretMount(m *runMounts, mt *instructions.Mount, target string, key *strings.Builder) error {
+	id := mt.CacheID
+	if id == "" {
+		if mt.Source != "" {
+			id = mt.Source
+		} else if mt.Target != "" {
+			id = path.Base(mt.Target)
+		}
+	}
+	if id == "" {
+		return errors.New("secret mount: id or target is required")
+	}
+	fmt.Fprintf(key, "secret %q %q\n", id, target)
+	data, ok := b.o.Secrets[id]
+	if !ok {
+		if mt.Required {
+			return fmt.Errorf("secret %s: not provided (build --secret id=%s,src=FILE)", id, id)
+		}
+		return nil
+	}
+	if mt.Env != nil {
+		name := *mt.Env
+		if name == "" {
+			name = id
+		}
+		m.env = append(m.env, name+"="+string(data))
+		if mt.Target == "" {
+			return nil // only the variable
+		}
+	}
+	if target == "" {
+		target = "/run/secrets/" + id
+	}
+	s := Secret{Target: target, Data: data, Mode: 0o400}
+	if mt.Mode != nil {
+		s.Mode = uint32(*mt.Mode & 0o7777)
+	}
+	if mt.UID != nil {
+		s.UID = int(*mt.UID)
+	}
+	if mt.GID != nil {
+		s.GID = int(*mt.GID)
+	}
+	m.secrets = append(m.secrets, s)
+	return nil
+}

@@ -1,0 +1,179 @@
+package build
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/layerfs/layerfs/blobstore"
+	"github.com/layerfs/layerfs/internal/testenv"
+)
+
+// buildWith is buildIn with secrets.
+func buildWith(t *testing.T, root string, s *blobstore.Store, ctxDir, dockerfile string, secrets map[string][]byte) (*Result, string, error) {
+	t.Helper()
+	if err := os.WriteFile(filepath.Join(ctxDir, "Dockerfile"), []byte(dockerfile), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	res, err := Build(context.Background(), Options{
+		Store: s, LayersDir: filepath.Join(root, "layers"), StateDir: root,
+		Context: ctxDir, Tags: []string{"out:latest"}, Out: &out, Secrets: secrets,
+	})
+	t.Cleanup(func() {
+		if m, _ := os.ReadFile("/proc/self/mountinfo"); strings.Contains(string(m), root) {
+			t.Errorf("build left a mount under %s", root)
+		}
+	})
+	return res, out.String(), err
+}
+
+// layerHolds reports whether any layer of the image has needle in its
+// (uncompressed) tar.
+func layerHolds(t *testing.T, s *blobstore.Store, img *blobstore.Image, needle string) bool {
+	t.Helper()
+	for _, d := range img.Manifest.Layers {
+		rc, err := s.OpenLayer(d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := io.ReadAll(rc) // OpenLayer gives the tar, uncompressed
+		rc.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i := bytes.Index(b, []byte(needle)); i >= 0 {
+			t.Logf("%s found in layer %s: ...%q...", needle, d.Digest, b[max(0, i-200):min(len(b), i+100)])
+			return true
+		}
+	}
+	return false
+}
+
+// TestBuildRunMountCache: a cache mount keeps its content across builds, is
+// made with the mode and owner asked for, and neither it nor its mountpoint is
+// in the image.
+func TestBuildRunMountCache(t *testing.T) {
+	testenv.RequireFUSE(t)
+	testenv.RequireRoot(t)
+	root, s := testStore(t, nil)
+	ctxDir := t.TempDir()
+	for i, want := range []string{"1", "2"} {
+		df := `FROM base
+RUN --mount=type=cache,target=/var/cache/thing,uid=1000,mode=0750 \
+    echo run` + want + ` >> /var/cache/thing/log && wc -l < /var/cache/thing/log > /count && \
+    test "$(stat -c '%u %a' /var/cache/thing)" = "1000 750"
+RUN test "$(cat /count)" = ` + want + ` && test ! -e /var/cache
+RUN --mount=type=cache,id=other,target=cache test ! -e cache/log && touch cache/mine
+`
+		res, out, err := buildWith(t, root, s, ctxDir, df, nil)
+		if err != nil {
+			t.Fatalf("build %d: %v\n%s", i, err, out)
+		}
+		if layerHolds(t, s, res.Image, "var/cache") || layerHolds(t, s, res.Image, "cache/mine") {
+			t.Errorf("build %d: a cache mount or its mountpoint is in a layer", i)
+		}
+	}
+}
+
+// TestBuildRunMountBind: bind mounts of the context (read-only by default, rw
+// writes to a throwaway copy, .dockerignore'd files unseen) and of a stage; the
+// source's content is in the step's cache key.
+func TestBuildRunMountBind(t *testing.T) {
+	testenv.RequireFUSE(t)
+	testenv.RequireRoot(t)
+	root, s := testStore(t, nil)
+	ctxDir := t.TempDir()
+	os.MkdirAll(filepath.Join(ctxDir, "src"), 0o755)
+	os.WriteFile(filepath.Join(ctxDir, "src/a.txt"), []byte("one\n"), 0o644)
+	os.WriteFile(filepath.Join(ctxDir, "src/hidden.txt"), []byte("zq-ignored\n"), 0o644)
+	os.WriteFile(filepath.Join(ctxDir, "top.txt"), []byte("top\n"), 0o644)
+	df := `FROM base AS s1
+RUN echo from-stage > /hello
+FROM base
+RUN --mount=type=bind,source=src,target=/mnt/src \
+    cat /mnt/src/a.txt > /got-a && ! touch /mnt/src/new 2>/dev/null
+RUN --mount=type=bind,source=src,target=/mnt/src,rw \
+    touch /mnt/src/new && test ! -e /mnt/src/hidden.txt
+RUN --mount=type=bind,source=top.txt,target=/etc/top.txt cp /etc/top.txt /got-top
+RUN --mount=type=bind,from=s1,source=/hello,target=/h cat /h > /got-h
+RUN --mount=target=/ctx ls -aR /ctx > /got-ls && ! grep hidden /got-ls && grep -q a.txt /got-ls && \
+    cat /ctx/src/* > /got-all
+RUN test ! -e /mnt && test ! -e /h && test ! -e /etc/top.txt && test ! -e /ctx && \
+    test "$(cat /got-a /got-top /got-h)" = "$(printf 'one\ntop\nfrom-stage')"
+`
+	os.WriteFile(filepath.Join(ctxDir, ".dockerignore"), []byte("src/hidden.txt\n"), 0o644)
+	res, out, err := buildWith(t, root, s, ctxDir, df, nil)
+	if err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
+	if _, err := os.Stat(filepath.Join(ctxDir, "src/new")); err == nil {
+		t.Error("a rw bind mount's write reached the context")
+	}
+	if layerHolds(t, s, res.Image, "zq-ignored") {
+		t.Error("a .dockerignore'd file was seen through a bind mount")
+	}
+	// The same build is all cached; a changed source reruns its steps.
+	res2, out, err := buildWith(t, root, s, ctxDir, df, nil)
+	if err != nil {
+		t.Fatalf("rebuild: %v\n%s", err, out)
+	}
+	if res2.Image.ID != res.Image.ID {
+		t.Errorf("unchanged rebuild gave %s, want %s", res2.Image.ID, res.Image.ID)
+	}
+	os.WriteFile(filepath.Join(ctxDir, "src/a.txt"), []byte("two\n"), 0o644)
+	df2 := strings.Replace(df, "printf 'one", "printf 'two", 1)
+	res3, out, err := buildWith(t, root, s, ctxDir, df2, nil)
+	if err != nil {
+		t.Fatalf("build after a source change: %v\n%s", err, out)
+	}
+	if res3.Image.ID == res.Image.ID {
+		t.Error("a changed bind source did not change the image")
+	}
+}
+
+// TestBuildRunMountTmpfsSecretNetwork: tmpfs mounts, secrets (file and
+// variable, never in a layer), --network=none, and clear refusals.
+func TestBuildRunMountTmpfsSecretNetwork(t *testing.T) {
+	testenv.RequireFUSE(t)
+	testenv.RequireRoot(t)
+	root, s := testStore(t, nil)
+	ctxDir := t.TempDir()
+	secrets := map[string][]byte{"tok": []byte("s3cr3t-value")}
+	df := `FROM base
+RUN --mount=type=tmpfs,target=/scratch/t,size=1m \
+    grep -q ' /scratch/t tmpfs ' /proc/mounts && echo x > /scratch/t/f
+RUN --mount=type=secret,id=tok \
+    test "$(cat /run/secrets/tok)" = s3cr3t-value && test "$(stat -c '%a %u' /run/secrets/tok)" = "400 0" && \
+    ! sh -c 'echo x > /run/secrets/tok' 2>/dev/null
+RUN --mount=type=secret,id=tok,env=TOK,target=/s,mode=0444,uid=1000 \
+    test "$TOK" = s3cr3t-value && test "$(stat -c '%a %u' /s)" = "444 1000"
+RUN --mount=type=secret,id=absent true
+RUN --network=none test "$(grep -c : /proc/net/dev)" = 1 && grep -q lo: /proc/net/dev && \
+    test "$(cat /sys/class/net/lo/flags)" = 0x9
+RUN test ! -e /scratch && test ! -e /run/secrets && test ! -e /s && test ! -e /run
+`
+	res, out, err := buildWith(t, root, s, ctxDir, df, secrets)
+	if err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
+	if layerHolds(t, s, res.Image, "s3cr3t-value") {
+		t.Error("a secret is in a layer")
+	}
+	for _, tc := range []struct{ df, want string }{
+		{"FROM base\nRUN --mount=type=secret,id=absent,required true\n", "secret absent: not provided"},
+		{"FROM base\nRUN --mount=type=ssh true\n", "type=ssh is not supported"},
+		{"FROM base\nRUN --device=/dev/kvm true\n", "RUN --device is not supported"},
+		{"FROM base\nRUN --mount=type=bind,source=nope,target=/x true\n", "bind mount nope"},
+		{"FROM base\nRUN --mount=type=cache,target=/x --mount=type=tmpfs,target=/x true\n", "/x is used twice"},
+	} {
+		_, out, err := buildWith(t, root, s, ctxDir, tc.df, secrets)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%q: err = %v, want %q\n%s", tc.df, err, tc.want, out)
+		}
+	}
+}

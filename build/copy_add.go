@@ -93,6 +93,9 @@ func (cp *copier) extractFrom(f *os.File, dest string) error {
 				return fmt.Errorf("extract %s: %w", h.Name, err)
 			}
 		}
+		if err := cow.CheckDevice(h); err != nil {
+			return fmt.Errorf("extract %s: %w", h.Name, err)
+		}
 		mode := fs.FileMode(h.Mode&0o777) | FileModeBits(uint32(h.Mode))
 		switch h.Typeflag {
 		case tar.TypeDir:

@@ -87,3 +87,61 @@ func TestExtractOwnerBounds(t *testing.T) {
 		})
 	}
 }
+
+// TestExtractDeviceBounds: ADD of a tar refuses a device node whose numbers
+// mknod(2) would wrap into another device, as layer unpacking does.
+func TestExtractDeviceBounds(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: mknod")
+	}
+	for _, tc := range []struct {
+		name         string
+		major, minor int64
+		ok           bool
+	}{
+		{"null", 1, 3, true},
+		{"largest", 1<<12 - 1, 1<<20 - 1, true},
+		{"minor past 20 bits", 0, 1 << 30, false},
+		{"major past 12 bits", 1 << 20, 0, false},
+		{"negative", -1, 3, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			rootfs := t.TempDir()
+			f, err := os.Create(filepath.Join(t.TempDir(), "in.tar"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer f.Close()
+			tw := tar.NewWriter(f)
+			h := &tar.Header{Typeflag: tar.TypeChar, Name: "dev", Mode: 0o600, Devmajor: tc.major, Devminor: tc.minor, Format: tar.FormatGNU}
+			if err := tw.WriteHeader(h); err != nil {
+				t.Fatal(err)
+			}
+			if err := tw.Close(); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := f.Seek(0, 0); err != nil {
+				t.Fatal(err)
+			}
+			cp, err := newCopier(rootfs, "", nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer cp.close()
+			err = cp.extractFrom(f, "/dest")
+			_, serr := os.Lstat(filepath.Join(rootfs, "dest/dev"))
+			if tc.ok {
+				if err != nil || serr != nil {
+					t.Fatalf("extract(%d:%d) = %v; lstat: %v", tc.major, tc.minor, err, serr)
+				}
+				return
+			}
+			if err == nil || !errors.Is(err, cow.ErrUnsupported) || !strings.Contains(err.Error(), "dev") {
+				t.Errorf("extract(%d:%d) = %v, want ErrUnsupported naming the entry", tc.major, tc.minor, err)
+			}
+			if serr == nil {
+				t.Errorf("extract(%d:%d) refused the entry but made it", tc.major, tc.minor)
+			}
+		})
+	}
+}

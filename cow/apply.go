@@ -272,11 +272,8 @@ func (a *tarModel) check(hdr *tar.Header) (p, link string, err error) {
 		// CheckLayer sees them too, not halfway through an unpack.
 		return "", "", fmt.Errorf("%w: symlink target of %d bytes", ErrUnsupported, len(hdr.Linkname))
 	}
-	if (hdr.Typeflag == tar.TypeChar || hdr.Typeflag == tar.TypeBlock) &&
-		(hdr.Devmajor < 0 || hdr.Devmajor > maxDevMajor || hdr.Devminor < 0 || hdr.Devminor > maxDevMinor) {
-		// mknod(2) takes a 32-bit dev_t: larger numbers would make another device
-		// (1048576:1073741824 became 0:0, an overlay whiteout that hid the entry).
-		return "", "", fmt.Errorf("%w: device number %d:%d", ErrUnsupported, hdr.Devmajor, hdr.Devminor)
+	if err := CheckDevice(hdr); err != nil {
+		return "", "", err
 	}
 	if hdr.Typeflag == tar.TypeLink {
 		if link, err = cleanName(hdr.Linkname); err != nil {
@@ -321,6 +318,18 @@ const maxID = 1<<32 - 2
 func CheckOwner(hdr *tar.Header) error {
 	if hdr.Uid < 0 || int64(hdr.Uid) > maxID || hdr.Gid < 0 || int64(hdr.Gid) > maxID {
 		return fmt.Errorf("%w: owner %d:%d", ErrUnsupported, hdr.Uid, hdr.Gid)
+	}
+	return nil
+}
+
+// CheckDevice refuses, as ErrUnsupported, a device entry whose numbers Linux
+// cannot represent: mknod(2) takes a 32-bit dev_t, and larger numbers made another
+// device (1048576:1073741824 became 0:0, an overlay whiteout that hid the entry).
+// Apply and CheckLayer check every entry with it, and build's ADD of a tar.
+func CheckDevice(hdr *tar.Header) error {
+	if (hdr.Typeflag == tar.TypeChar || hdr.Typeflag == tar.TypeBlock) &&
+		(hdr.Devmajor < 0 || hdr.Devmajor > maxDevMajor || hdr.Devminor < 0 || hdr.Devminor > maxDevMinor) {
+		return fmt.Errorf("%w: device number %d:%d", ErrUnsupported, hdr.Devmajor, hdr.Devminor)
 	}
 	return nil
 }

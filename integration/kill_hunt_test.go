@@ -37,9 +37,13 @@ func TestKillBuildDuringRun(t *testing.T) {
 			writeFiles(t, ctx, map[string]string{"Dockerfile": "FROM busybox\n" + user + "RUN sleep 30\n"})
 			cmd := startBuildToRun(t, root, ctx)
 			var child int
+			// The command itself, not the container's init before its exec (which
+			// still holds the build's fds until then).
 			waitFor(t, "the RUN's process", func() bool {
 				child = childOf(cmd.Process.Pid)
-				return child > 0
+				comm, _ := os.ReadFile("/proc/" + strconv.Itoa(child) + "/comm")
+				c := strings.TrimSpace(string(comm))
+				return child > 0 && c != "" && c != "exe" // the init is /proc/self/exe
 			})
 			for _, fd := range openFiles(child) {
 				if fd == "/dev/fuse" {

@@ -358,10 +358,7 @@ func (b *builder) dispatch(ctx context.Context, c instructions.Command) (cached 
 	case *instructions.RunCommand:
 		return b.runStep(ctx, c)
 	case *instructions.CopyCommand:
-		if c.Parents {
-			return false, b.stepErr(c, errors.New("--parents is not supported"))
-		}
-		return b.copyStep(ctx, c.String(), &c.SourcesAndDest, copyFlags{chown: c.Chown, chmod: c.Chmod, from: c.From, exclude: c.ExcludePatterns}, false, c)
+		return b.copyStep(ctx, c.String(), &c.SourcesAndDest, copyFlags{chown: c.Chown, chmod: c.Chmod, from: c.From, exclude: c.ExcludePatterns, parents: c.Parents}, false, c)
 	case *instructions.AddCommand:
 		return b.copyStep(ctx, c.String(), &c.SourcesAndDest, copyFlags{chown: c.Chown, chmod: c.Chmod, exclude: c.ExcludePatterns, checksum: c.Checksum, unpack: c.Unpack}, true, c)
 	case *instructions.WorkdirCommand:

@@ -291,6 +291,7 @@ type copyFlags struct {
 	exclude      []string // --exclude patterns, relative to each source
 	checksum     string   // ADD --checksum of a URL's content
 	unpack       *bool    // ADD --unpack (default: local archives, not URLs)
+	parents      bool     // COPY --parents
 }
 
 // copyStep runs COPY or ADD: sources from the context (or URLs, for ADD) into
@@ -328,6 +329,7 @@ func (b *builder) copyStep(ctx context.Context, text string, sd *instructions.So
 		}
 	}
 	var srcs []source
+	var psrcs []parentSource // with --parents
 	var urls []*download
 	defer func() {
 		for _, d := range urls {
@@ -384,6 +386,14 @@ func (b *builder) copyStep(ctx context.Context, text string, sd *instructions.So
 			}
 			continue
 		}
+		if flags.parents {
+			ps, err := bc.resolveParents(p)
+			if err != nil {
+				return false, b.stepErr(c, err)
+			}
+			psrcs = append(psrcs, ps...)
+			continue
+		}
 		s, err := bc.resolve(p)
 		if err != nil {
 			return false, b.stepErr(c, err)
@@ -393,6 +403,11 @@ func (b *builder) copyStep(ctx context.Context, text string, sd *instructions.So
 	hash, err := bc.hashSources(srcs)
 	if err != nil {
 		return false, b.stepErr(c, err)
+	}
+	if flags.parents {
+		if hash, err = bc.hashParents(psrcs); err != nil {
+			return false, b.stepErr(c, err)
+		}
 	}
 	if fromKey != "" {
 		hash = digest.FromString(fromKey + hash).Encoded()
@@ -408,7 +423,7 @@ func (b *builder) copyStep(ctx context.Context, text string, sd *instructions.So
 		return ok, err
 	}
 	kind := "file"
-	if len(srcs)+len(urls)+len(inline) > 1 {
+	if len(srcs)+len(psrcs)+len(urls)+len(inline) > 1 {
 		kind = "multi"
 	} else if len(srcs) == 1 && srcs[0].fi.IsDir() {
 		kind = "dir"
@@ -428,6 +443,15 @@ func (b *builder) copyStep(ctx context.Context, text string, sd *instructions.So
 		unpackLocal, unpackURLs := isAdd, false
 		if isAdd && flags.unpack != nil {
 			unpackLocal, unpackURLs = *flags.unpack, *flags.unpack
+		}
+		if flags.parents {
+			if err := cp.copyParents(bc, psrcs, dest); err != nil {
+				return err
+			}
+			if len(inline) == 0 {
+				return nil
+			}
+			dest = strings.TrimSuffix(dest, "/") + "/"
 		}
 		return cp.copyAll(bc, srcs, urls, inline, dest, unpackLocal, unpackURLs)
 	})

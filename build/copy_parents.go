@@ -1,0 +1,147 @@
+package build
+
+// COPY --parents (Dockerfile 1.20): each source keeps its path, from the context
+// root or from a "/./" pivot in it, under the destination; a pattern may use **
+// (any number of dirs). As buildkit: the part after the pivot is an include
+// pattern over the pivot dir, a dir it matches is copied whole, and the dirs on
+// the way are made with their own mode, owner and times.
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"path"
+	"path/filepath"
+	"strings"
+
+	"github.com/moby/patternmatcher"
+	digest "github.com/opencontainers/go-digest"
+)
+
+// parentSource is one entry a --parents pattern matched.
+type parentSource struct {
+	src     source      // rel is relative to the context
+	destRel string      // its path under the destination (relative to the pivot)
+	parents []parentDir // the dirs between the pivot and it, outermost first
+}
+
+// parentDir is a dir --parents recreates on the way to a source.
+type parentDir struct {
+	destRel string
+	fi      fs.FileInfo
+}
+
+// resolveParents matches a --parents source pattern ("a/./b/**/*.go").
+func (c *buildContext) resolveParents(pattern string) ([]parentSource, error) {
+	p := filepath.ToSlash(pattern)
+	pivot, pat, ok := strings.Cut(p, "/./")
+	if !ok {
+		pivot, pat = ".", p
+	}
+	if strings.ContainsAny(pivot, "*?[") {
+		return nil, fmt.Errorf("--parents: wildcards before the /./ of %q are not supported", pattern)
+	}
+	pat = strings.TrimPrefix(path.Clean("/"+pat), "/")
+	if pat == "" {
+		pat = "**"
+	}
+	roots, err := c.resolve(pivot)
+	if err != nil {
+		return nil, err
+	}
+	if len(roots) != 1 || !roots[0].fi.IsDir() {
+		return nil, fmt.Errorf("--parents: %s is not a directory", pivot)
+	}
+	root := roots[0]
+	pm, err := patternmatcher.New([]string{pat})
+	if err != nil {
+		return nil, fmt.Errorf("bad source pattern %q: %w", pattern, err)
+	}
+	dirs := map[string]fs.FileInfo{}
+	var out []parentSource
+	err = c.walk(root, func(rel, abs string, fi fs.FileInfo) error {
+		if rel == "." {
+			return nil
+		}
+		if fi.IsDir() {
+			dirs[rel] = fi
+		}
+		m, err := pm.MatchesOrParentMatches(rel)
+		if err != nil || !m {
+			return nil
+		}
+		ps := parentSource{src: source{rel: path.Join(root.rel, rel), abs: abs, fi: fi}, destRel: rel}
+		for d := path.Dir(rel); d != "."; d = path.Dir(d) {
+			ps.parents = append([]parentDir{{destRel: d, fi: dirs[d]}}, ps.parents...)
+		}
+		out = append(out, ps)
+		if fi.IsDir() {
+			return filepath.SkipDir // copied whole
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	if len(out) == 0 && !strings.ContainsAny(pat, "*?[") {
+		return nil, fmt.Errorf("file not found in build context or excluded by .dockerignore: stat %s: file does not exist", pattern)
+	}
+	return out, nil
+}
+
+// hashParents is hashSources for --parents sources: where each goes, too.
+func (c *buildContext) hashParents(srcs []parentSource) (string, error) {
+	var b strings.Builder
+	for _, ps := range srcs {
+		h, err := c.hashSources([]source{ps.src})
+		if err != nil {
+			return "", err
+		}
+		fmt.Fprintf(&b, "%q %s", ps.destRel, h)
+		for _, d := range ps.parents {
+			if d.fi != nil {
+				fmt.Fprintf(&b, " %q %o", d.destRel, d.fi.Mode())
+			}
+		}
+		b.WriteString("\n")
+	}
+	return digest.FromString(b.String()).Encoded(), nil
+}
+
+// copyParents copies --parents sources under dest (a dir).
+func (cp *copier) copyParents(bc *buildContext, srcs []parentSource, dest string) error {
+	dest = path.Clean("/" + dest)
+	for _, ps := range srcs {
+		for _, d := range ps.parents {
+			if d.fi == nil {
+				return errors.New("--parents: a parent dir was not walked")
+			}
+			uid, gid := cp.srcOwner(d.fi)
+			mode := d.fi.Mode().Perm() | d.fi.Mode()&(fs.ModeSetgid|fs.ModeSticky)
+			if err := cp.mkdir(path.Join(dest, d.destRel), mode, d.fi.ModTime(), uid, gid); err != nil {
+				return err
+			}
+		}
+		target := path.Join(dest, ps.destRel)
+		switch fi := ps.src.fi; {
+		case fi.IsDir():
+			if err := cp.copyTree(bc, ps.src, target); err != nil {
+				return err
+			}
+		case fi.Mode()&fs.ModeSymlink != 0:
+			t, err := bc.readlink(ps.src.abs)
+			if err != nil {
+				return err
+			}
+			uid, gid := cp.srcOwner(fi)
+			if err := cp.symlink(t, target, fi.ModTime(), uid, gid); err != nil {
+				return err
+			}
+		case fi.Mode().IsRegular():
+			if err := cp.copySource(bc, ps.src, target, dest, false); err != nil {
+				return err
+			}
+		}
+	}
+	return cp.finish()
+}

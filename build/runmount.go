@@ -84,7 +84,7 @@ func (b *builder) prepareRunMounts(ctx context.Context, c *instructions.RunComma
 		case instructions.MountTypeBind:
 			err = b.bindMount(ctx, m, mt, target, &key)
 		case instructions.MountTypeCache:
-			err = b.cacheMount(m, mt, target, &key)
+			err = b.cacheMount(ctx, m, mt, target, &key)
 		case instructions.MountTypeTmpfs:
 			if target == "" {
 				err = errors.New("tmpfs mount: target is required")
@@ -219,16 +219,36 @@ func (b *builder) cacheMountsDir() string { return filepath.Join(b.o.StateDir, "
 // (default: the target), made with mode/uid/gid (0755, root) the first time.
 // sharing=locked lets one RUN at a time use it; private gives a RUN that finds
 // it in use a fresh dir of its own, dropped afterwards.
-func (b *builder) cacheMount(m *runMounts, mt *instructions.Mount, target string, key *strings.Builder) error {
+func (b *builder) cacheMount(ctx context.Context, m *runMounts, mt *instructions.Mount, target string, key *strings.Builder) error {
 	if target == "" {
 		return errors.New("cache mount: target is required")
-	}
-	if mt.From != "" || mt.Source != "" {
-		return errors.New("cache mount: from= and source= are not supported")
 	}
 	id := mt.CacheID
 	if id == "" {
 		id = target
+	}
+	// from= (and source=, a dir in it) seeds a new cache, which is then one of
+	// its own for that stage's content, as buildkit bases the cache on it.
+	var seed *buildContext
+	var seedSrcs []source
+	dirID := id
+	if mt.From != "" {
+		bc, fid, unmount, err := b.mountFrom(ctx, mt.From)
+		if err != nil {
+			return fmt.Errorf("cache mount %s: %w", id, err)
+		}
+		m.cleanups = append(m.cleanups, unmount)
+		source := mt.Source
+		if source == "" {
+			source = "/"
+		}
+		if seedSrcs, err = bc.resolve(source); err != nil || len(seedSrcs) != 1 || !seedSrcs[0].fi.IsDir() {
+			return fmt.Errorf("cache mount %s: source %s is not a directory in %s", id, source, mt.From)
+		}
+		seed = bc
+		dirID = id + "\x00from " + fid.String() + " " + path.Clean("/"+source)
+	} else if mt.Source != "" {
+		return errors.New("cache mount: source= needs from=")
 	}
 	mode, uid, gid := os.FileMode(0o755), 0, 0
 	if mt.Mode != nil {
@@ -244,8 +264,8 @@ func (b *builder) cacheMount(m *runMounts, mt *instructions.Mount, target string
 	if sharing == "" {
 		sharing = instructions.MountSharingShared
 	}
-	fmt.Fprintf(key, "cache %q %q %o %d %d %s %v\n", id, target, mode, uid, gid, sharing, mt.ReadOnly)
-	sum := sha256.Sum256([]byte(id))
+	fmt.Fprintf(key, "cache %q %q %o %d %d %s %v\n", dirID, target, mode, uid, gid, sharing, mt.ReadOnly)
+	sum := sha256.Sum256([]byte(dirID))
 	top := filepath.Join(b.cacheMountsDir(), hex.EncodeToString(sum[:16]))
 	if err := os.MkdirAll(top, 0o700); err != nil {
 		return fmt.Errorf("cache mount %s: %w", id, err)
@@ -281,16 +301,17 @@ func (b *builder) cacheMount(m *runMounts, mt *instructions.Mount, target string
 			return fmt.Errorf("cache mount %s: lock: %w", id, err)
 		}
 	}
-	if err := makeCacheDir(data, mode, uid, gid); err != nil {
+	if err := makeCacheDir(data, mode, uid, gid, seed, seedSrcs); err != nil {
 		return fmt.Errorf("cache mount %s: %w", id, err)
 	}
 	m.binds = append(m.binds, Bind{Source: data, Target: target, ReadOnly: mt.ReadOnly})
 	return nil
 }
 
-// makeCacheDir creates a cache mount's dir, owned and moded as asked, unless it
-// exists: then it is left as the RUNs before left it.
-func makeCacheDir(dir string, mode os.FileMode, uid, gid int) error {
+// makeCacheDir creates a cache mount's dir, owned and moded as asked and holding
+// a copy of seedSrcs (a dir of seed) if given, unless it exists: then it is left
+// as the RUNs before left it.
+func makeCacheDir(dir string, mode os.FileMode, uid, gid int, seed *buildContext, seedSrcs []source) error {
 	if _, err := os.Lstat(dir); err == nil {
 		return nil
 	}
@@ -298,16 +319,30 @@ func makeCacheDir(dir string, mode os.FileMode, uid, gid int) error {
 	if err != nil {
 		return err
 	}
+	if seed != nil {
+		cp, err := newCopier(tmp, "", nil)
+		if err != nil {
+			os.RemoveAll(tmp)
+			return err
+		}
+		cp.keepOwners = true
+		err = cp.copyAll(seed, seedSrcs, nil, nil, "/", false, false)
+		cp.close()
+		if err != nil {
+			os.RemoveAll(tmp)
+			return err
+		}
+	}
 	if err := os.Chown(tmp, uid, gid); err != nil {
-		os.Remove(tmp)
+		os.RemoveAll(tmp)
 		return err
 	}
 	if err := os.Chmod(tmp, mode); err != nil {
-		os.Remove(tmp)
+		os.RemoveAll(tmp)
 		return err
 	}
-	if err := os.Rename(tmp, dir); err != nil {
-		os.Remove(tmp)
+	if err := unix.Renameat2(unix.AT_FDCWD, tmp, unix.AT_FDCWD, dir, unix.RENAME_NOREPLACE); err != nil {
+		os.RemoveAll(tmp)
 		if _, serr := os.Lstat(dir); serr == nil {
 			return nil // another build made it first
 		}

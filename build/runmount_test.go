@@ -69,6 +69,8 @@ RUN --mount=type=cache,target=/var/cache/thing,uid=1000,mode=0750 \
     test "$(stat -c '%u %a' /var/cache/thing)" = "1000 750"
 RUN test "$(cat /count)" = ` + want + ` && test ! -e /var/cache
 RUN --mount=type=cache,id=other,target=cache test ! -e cache/log && touch cache/mine
+RUN --mount=type=cache,target=/seeded,from=base,source=/etc \
+    test -f /seeded/passwd && echo run` + want + ` >> /seeded/log && test "$(wc -l < /seeded/log)" = ` + want + `
 `
 		res, out, err := buildWith(t, root, s, ctxDir, df, nil)
 		if err != nil {
@@ -170,6 +172,8 @@ RUN test ! -e /scratch && test ! -e /run/secrets && test ! -e /s && test ! -e /r
 		{"FROM base\nRUN --device=/dev/kvm true\n", "RUN --device is not supported"},
 		{"FROM base\nRUN --mount=type=bind,source=nope,target=/x true\n", "bind mount nope"},
 		{"FROM base\nRUN --mount=type=cache,target=/x --mount=type=tmpfs,target=/x true\n", "/x is used twice"},
+		{"FROM base\nRUN --mount=type=cache,target=/x,from=base,source=/bin/sh true\n", "source /bin/sh is not a directory in base"},
+		{"FROM base\nRUN --mount=type=cache,target=/x,source=/etc true\n", "source= needs from="},
 	} {
 		_, out, err := buildWith(t, root, s, ctxDir, tc.df, secrets)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {

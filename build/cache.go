@@ -31,7 +31,12 @@ func (c *stepCache) path(key digest.Digest) string {
 // get returns the entry for key if there is one whose layer blob is still in the
 // store (gc may have taken it with the last image that used it).
 func (c *stepCache) get(key digest.Digest) (cacheEntry, bool) {
-	b, err := os.ReadFile(c.path(key))
+	return c.getPath(c.path(key))
+}
+
+// getPath is get of the entry file p.
+func (c *stepCache) getPath(p string) (cacheEntry, bool) {
+	b, err := os.ReadFile(p)
 	if err != nil {
 		return cacheEntry{}, false
 	}

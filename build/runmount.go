@@ -213,7 +213,7 @@ func (b *builder) bindMount(ctx context.Context, m *runMounts, mt *instructions.
 // cacheMountsDir holds RUN --mount=type=cache dirs: <StateDir>/build-mounts/<id
 // hash>/data, kept across builds as buildkit keeps them (`layerfs gc` leaves
 // them; remove the dir to empty them).
-func (b *builder) cacheMountsDir() string { return filepath.Join(b.o.StateDir, "build-mounts") }
+func (b *builder) cacheMountsDir() string { return CacheMountsDir(b.o.StateDir) }
 
 // cacheMount is --mount=type=cache: a dir kept across builds, named by id
 // (default: the target), made with mode/uid/gid (0755, root) the first time.
@@ -267,39 +267,33 @@ func (b *builder) cacheMount(ctx context.Context, m *runMounts, mt *instructions
 	fmt.Fprintf(key, "cache %q %q %o %d %d %s %v\n", dirID, target, mode, uid, gid, sharing, mt.ReadOnly)
 	sum := sha256.Sum256([]byte(dirID))
 	top := filepath.Join(b.cacheMountsDir(), hex.EncodeToString(sum[:16]))
-	if err := os.MkdirAll(top, 0o700); err != nil {
-		return fmt.Errorf("cache mount %s: %w", id, err)
-	}
-	// The id, for whoever looks in there.
-	if _, err := os.Stat(filepath.Join(top, "id")); err != nil {
-		os.WriteFile(filepath.Join(top, "id"), []byte(id+"\n"), 0o600)
-	}
 	data := filepath.Join(top, "data")
-	if sharing != instructions.MountSharingShared {
-		lock, err := os.OpenFile(filepath.Join(top, "lock"), os.O_RDWR|os.O_CREATE, 0o600)
+	// Every user holds the cache's lock (shared: shared; locked and private:
+	// exclusive), so that builder prune removes only caches nobody uses.
+	how := unix.LOCK_SH
+	switch sharing {
+	case instructions.MountSharingLocked:
+		how = unix.LOCK_EX
+	case instructions.MountSharingPrivate:
+		how = unix.LOCK_EX | unix.LOCK_NB
+	}
+	lock, err := lockCacheMount(top, how)
+	switch {
+	case err == nil:
+		m.cleanups = append(m.cleanups, func() { lock.Close() })
+		if _, err := os.Stat(filepath.Join(top, "id")); err != nil { // for builder prune's list
+			os.WriteFile(filepath.Join(top, "id"), []byte(id+"\n"), 0o600)
+		}
+	case sharing == instructions.MountSharingPrivate && errors.Is(err, unix.EWOULDBLOCK):
+		// In use: a fresh dir of this RUN's own, dropped afterwards.
+		dir, release, err := newScratchDir(b.tmpRoot, "cache-")
 		if err != nil {
 			return fmt.Errorf("cache mount %s: %w", id, err)
 		}
-		how := unix.LOCK_EX
-		if sharing == instructions.MountSharingPrivate {
-			how |= unix.LOCK_NB
-		}
-		err = flockRetry(lock, how)
-		switch {
-		case err == nil:
-			m.cleanups = append(m.cleanups, func() { lock.Close() })
-		case sharing == instructions.MountSharingPrivate && errors.Is(err, unix.EWOULDBLOCK):
-			lock.Close()
-			dir, release, err := newScratchDir(b.tmpRoot, "cache-")
-			if err != nil {
-				return fmt.Errorf("cache mount %s: %w", id, err)
-			}
-			m.cleanups = append(m.cleanups, func() { os.RemoveAll(dir); release() })
-			data = filepath.Join(dir, "data")
-		default:
-			lock.Close()
-			return fmt.Errorf("cache mount %s: lock: %w", id, err)
-		}
+		m.cleanups = append(m.cleanups, func() { os.RemoveAll(dir); release() })
+		data = filepath.Join(dir, "data")
+	default:
+		return fmt.Errorf("cache mount %s: %w", id, err)
 	}
 	if err := makeCacheDir(data, mode, uid, gid, seed, seedSrcs); err != nil {
 		return fmt.Errorf("cache mount %s: %w", id, err)
@@ -307,6 +301,36 @@ func (b *builder) cacheMount(ctx context.Context, m *runMounts, mt *instructions
 	m.binds = append(m.binds, Bind{Source: data, Target: target, ReadOnly: mt.ReadOnly})
 	return nil
 }
+
+// lockCacheMount creates the cache dir top if needed and returns its lock file,
+// flocked as how asks. A lock taken on a cache that builder prune removed
+// meanwhile (the file no longer at its path) is taken again on a new one.
+func lockCacheMount(top string, how int) (*os.File, error) {
+	for {
+		if err := os.MkdirAll(top, 0o700); err != nil {
+			return nil, err
+		}
+		p := filepath.Join(top, "lock")
+		f, err := os.OpenFile(p, os.O_RDWR|os.O_CREATE, 0o600)
+		if err != nil {
+			return nil, err
+		}
+		if err := flockRetry(f, how); err != nil {
+			f.Close()
+			return nil, err
+		}
+		a, err1 := f.Stat()
+		b, err2 := os.Stat(p)
+		if err1 == nil && err2 == nil && os.SameFile(a, b) {
+			return f, nil
+		}
+		f.Close()
+	}
+}
+
+// CacheMountsDir is where RUN --mount=type=cache dirs live under a store's
+// state dir.
+func CacheMountsDir(stateDir string) string { return filepath.Join(stateDir, "build-mounts") }
 
 // makeCacheDir creates a cache mount's dir, owned and moded as asked and holding
 // a copy of seedSrcs (a dir of seed) if given, unless it exists: then it is left

@@ -84,6 +84,14 @@ type Options struct {
 	ContextInRoot bool
 	// Secrets are --secret values by id, for RUN --mount=type=secret.
 	Secrets map[string][]byte
+	// Pull downloads an image into Store (a base, or COPY --from's); nil: only
+	// local images. It is called for an image the store lacks, or, with
+	// PullAlways (--pull), once per image the build names.
+	Pull       func(ctx context.Context, ref string) error
+	PullAlways bool
+	Labels     map[string]string // --label: set on the image built
+	NoNetwork  bool              // --network=none: every RUN without network
+	AddHosts   []string          // --add-host HOST:IP lines for RUN's /etc/hosts
 
 	Out io.Writer // the classic builder's step lines and RUN output; nil discards
 }
@@ -119,6 +127,7 @@ type builder struct {
 	usedArgs map[string]bool // --build-arg names some ARG declared
 
 	stages map[string]*stageResult // finished stages by name and by index
+	pulled map[string]bool // images pulled in this build
 }
 
 // Build builds the Dockerfile in o.Context and tags the result.
@@ -172,6 +181,7 @@ func Build(ctx context.Context, o Options) (*Result, error) {
 		fmt.Fprintf(b.out, "WARNING: %v\n", err)
 	}
 	b.usedArgs = map[string]bool{}
+	b.pulled = map[string]bool{}
 	b.stages = map[string]*stageResult{}
 
 	release, err := o.Store.Lease(ctx)
@@ -247,6 +257,11 @@ func Build(ctx context.Context, o Options) (*Result, error) {
 	if len(unused) > 0 {
 		sort.Strings(unused)
 		fmt.Fprintf(b.out, "[Warning] One or more build-args %v were not consumed\n", unused)
+	}
+	if len(o.Labels) > 0 {
+		if err := b.setLabels(o.Labels); err != nil {
+			return nil, err
+		}
 	}
 	// The tags go in with the image, in one index.json update: a failure (a full
 	// disk) leaves no untagged image behind.
@@ -489,4 +504,51 @@ func (b *builder) commitStep(key digest.Digest, createdBy string, layer *ocispec
 	b.raw = raw
 	b.id = digest.FromBytes(raw)
 	return b.cache.put(key, cacheEntry{Config: raw, Layer: layer})
+}
+
+// resolveImage finds an image the build names (FROM, COPY --from, a mount's
+// from=) in the store, pulling it first with --pull, or when it is missing, as
+// docker build does.
+func (b *builder) resolveImage(ctx context.Context, ref string) (*blobstore.Image, error) {
+	pull := func() error {
+		b.pulled[ref] = true
+		if err := b.o.Pull(ctx, ref); err != nil {
+			return fmt.Errorf("pull %s: %w", ref, err)
+		}
+		return nil
+	}
+	if b.o.Pull != nil && b.o.PullAlways && !b.pulled[ref] {
+		if err := pull(); err != nil {
+			return nil, err
+		}
+	}
+	img, err := b.o.Store.Resolve(ref)
+	if errors.Is(err, blobstore.ErrNotFound) && b.o.Pull != nil && !b.pulled[ref] {
+		if err := pull(); err != nil {
+			return nil, err
+		}
+		img, err = b.o.Store.Resolve(ref)
+	}
+	return img, err
+}
+
+// setLabels sets build --label labels on the image built (no history entry, as
+// buildkit).
+func (b *builder) setLabels(labels map[string]string) error {
+	var img dockerspec.DockerOCIImage
+	if err := json.Unmarshal(b.raw, &img); err != nil {
+		return err
+	}
+	if img.Config.Labels == nil {
+		img.Config.Labels = map[string]string{}
+	}
+	for k, v := range labels {
+		img.Config.Labels[k] = v
+	}
+	raw, err := json.Marshal(img)
+	if err != nil {
+		return err
+	}
+	b.raw, b.img, b.id = raw, img, digest.FromBytes(raw)
+	return nil
 }

@@ -16,13 +16,20 @@ import (
 // host's, as docker gives a container on the host network) and /etc/hostname
 // into dir, and returns the binds that put them in place. What the container
 // writes to them stays in dir, out of its upper dir, as in docker.
-func EtcFiles(dir, hostname string) ([]Bind, error) {
+func EtcFiles(dir, hostname string, extraHosts ...string) ([]Bind, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("container etc files: %w", err)
 	}
 	hosts, err := os.ReadFile("/etc/hosts")
 	if err != nil {
 		hosts = []byte("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n")
+	}
+	for _, h := range extraHosts { // docker's --add-host HOST:IP (or HOST=IP)
+		name, ip, ok := strings.Cut(h, "=")
+		if !ok {
+			name, ip, _ = strings.Cut(h, ":")
+		}
+		hosts = append(hosts, []byte(ip+"\t"+name+"\n")...)
 	}
 	resolv, err := os.ReadFile("/etc/resolv.conf")
 	if err != nil {

@@ -3,6 +3,7 @@ package build
 import (
 	"bytes"
 	"context"
+	"errors"
 	"io"
 	"os"
 	"path/filepath"
@@ -179,5 +180,57 @@ RUN test ! -e /scratch && test ! -e /run/secrets && test ! -e /s && test ! -e /r
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%q: err = %v, want %q\n%s", tc.df, err, tc.want, out)
 		}
+	}
+}
+
+// TestBuildPullHostsLabels: a missing base (and COPY --from image) is pulled
+// through Options.Pull, --pull pulls present ones too (once each), --label sets
+// labels, --add-host reaches RUN's /etc/hosts and --network=none every RUN.
+func TestBuildPullHostsLabels(t *testing.T) {
+	testenv.RequireFUSE(t)
+	testenv.RequireRoot(t)
+	root, s := testStore(t, nil)
+	ctxDir := t.TempDir()
+	var pulls []string
+	pull := func(ctx context.Context, ref string) error {
+		pulls = append(pulls, ref)
+		img, err := s.Resolve("base")
+		if err != nil {
+			return err
+		}
+		return s.Tag(ctx, img, ref) // "pulled": the base under the name asked for
+	}
+	df := `FROM remote/app:1
+COPY --from=remote/other:2 /etc/passwd /p
+RUN grep -q '1.2.3.4	gw.example' /etc/hosts && test "$(grep -c : /proc/net/dev)" = 1
+`
+	os.WriteFile(filepath.Join(ctxDir, "Dockerfile"), []byte(df), 0o644)
+	opts := Options{
+		Store: s, LayersDir: filepath.Join(root, "layers"), StateDir: root, Context: ctxDir,
+		Pull: pull, Labels: map[string]string{"org.example": "yes"}, AddHosts: []string{"gw.example:1.2.3.4"}, NoNetwork: true,
+	}
+	res, err := Build(context.Background(), opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(pulls, " ") != "remote/app:1 remote/other:2" {
+		t.Errorf("pulled %v, want the two missing images once each", pulls)
+	}
+	if res.Image.Config.Config.Labels["org.example"] != "yes" {
+		t.Errorf("labels = %v", res.Image.Config.Config.Labels)
+	}
+	pulls = nil
+	opts.PullAlways = true
+	if _, err := Build(context.Background(), opts); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(pulls, " ") != "remote/app:1 remote/other:2" {
+		t.Errorf("with --pull pulled %v, want both, once each", pulls)
+	}
+	opts.Pull = func(context.Context, string) error { return errors.New("registry down") }
+	opts.PullAlways = false
+	os.WriteFile(filepath.Join(ctxDir, "Dockerfile"), []byte("FROM remote/missing:3\n"), 0o644)
+	if _, err := Build(context.Background(), opts); err == nil || !strings.Contains(err.Error(), "pull remote/missing:3: registry down") {
+		t.Errorf("build from an image that cannot be pulled: %v", err)
 	}
 }

@@ -64,7 +64,7 @@ func (b *builder) from(ctx context.Context, st instructions.Stage) error {
 		}
 		b.id = digest.FromBytes(b.raw)
 	} else {
-		img, err := b.o.Store.Resolve(base)
+		img, err := b.resolveImage(ctx, base)
 		if err != nil {
 			return fmt.Errorf("%w: FROM %s: %w", ErrBuild, base, err)
 		}

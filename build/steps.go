@@ -152,7 +152,7 @@ func (b *builder) runStep(ctx context.Context, c *instructions.RunCommand) (bool
 	fmt.Fprintf(b.out, " ---> Running in %s\n", id)
 	layer, diffID, err := b.withMountPaths(ctx, mounts.targets, func(rootfs string) error {
 		etcDir := filepath.Join(filepath.Dir(rootfs), "etc")
-		binds, err := EtcFiles(etcDir, id)
+		binds, err := EtcFiles(etcDir, id, b.o.AddHosts...)
 		if err != nil {
 			return err
 		}
@@ -178,7 +178,7 @@ func (b *builder) runStep(ctx context.Context, c *instructions.RunCommand) (bool
 		p, err := Start(ProcessSpec{
 			Rootfs: rootfs, Args: args, Env: env, Dir: b.img.Config.WorkingDir, User: b.img.Config.User,
 			Hostname: id, Binds: binds, Stdout: b.out, Stderr: b.out,
-			NoNetwork: mounts.noNet, Secrets: mounts.secrets, SecretsDir: secretsDir,
+			NoNetwork: mounts.noNet || b.o.NoNetwork, Secrets: mounts.secrets, SecretsDir: secretsDir,
 		})
 		if err != nil {
 			return b.stepErr(c, err)
@@ -478,7 +478,7 @@ func (b *builder) mountFrom(ctx context.Context, from string) (*buildContext, di
 		}
 		ids, descs, id = img.RootFS.DiffIDs, st.descs, st.id
 	} else {
-		img, err := b.o.Store.Resolve(from)
+		img, err := b.resolveImage(ctx, from)
 		if err != nil {
 			return nil, "", nil, fmt.Errorf("--from=%s: no such stage or image: %w", from, err)
 		}

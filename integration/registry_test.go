@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"strings"
 	"sync"
 	"syscall"
@@ -460,4 +461,46 @@ func TestRegistryInterruptedPull(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.ok("pull", "-q", reg.Host+"/slow/app:1")
+}
+
+// TestBuildPullsBase: build pulls a base image the store lacks (and with --pull
+// one it has), as docker build does; its docker flags (--progress, --label,
+// --iidfile) work, and the ones it cannot honour fail naming the flag.
+func TestBuildPullsBase(t *testing.T) {
+	reg := registrytest.Start(t, registrytest.Options{})
+	a := newRegEnv(t)
+	a.addImage("app:1", map[string]string{"etc/a": "one"})
+	dest := reg.Host + "/team/app:1"
+	a.ok("push", "app:1", dest)
+
+	b := newRegEnv(t)
+	ctx := t.TempDir()
+	os.WriteFile(filepath.Join(ctx, "Dockerfile"), []byte("FROM "+dest+"\nCOPY f /f\n"), 0o644)
+	os.WriteFile(filepath.Join(ctx, "f"), []byte("x\n"), 0o644)
+	iid := filepath.Join(t.TempDir(), "iid")
+	out := b.ok("build", "--progress=plain", "--label", "k=v", "--iidfile", iid, "--rm", "--platform", "linux/"+runtime.GOARCH, "-t", "out:1", ctx)
+	if !strings.Contains(out, "1: Pulling from team/app") || !strings.Contains(out, "Successfully tagged out:1") {
+		t.Errorf("build output:\n%s", out)
+	}
+	img, err := b.store().Resolve("out:1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := os.ReadFile(iid); string(got) != img.ID.String() {
+		t.Errorf("--iidfile wrote %q, want %s", got, img.ID)
+	}
+	if img.Config.Config.Labels["k"] != "v" {
+		t.Errorf("labels = %v", img.Config.Config.Labels)
+	}
+	if _, err := b.store().Resolve(dest); err != nil {
+		t.Errorf("the base was not pulled into the store: %v", err)
+	}
+	if out := b.ok("build", "--pull", "-t", "out:1", ctx); !strings.Contains(out, "1: Pulling from team/app") {
+		t.Errorf("build --pull did not pull:\n%s", out)
+	}
+	b.fails("--platform linux/s390x: only linux/", "build", "--platform", "linux/s390x", ctx)
+	b.fails(`invalid argument "nohost" for "--add-host"`, "build", "--add-host", "nohost", ctx)
+	b.fails(`invalid argument "fancy" for "--progress"`, "build", "--progress", "fancy", ctx)
+	os.WriteFile(filepath.Join(ctx, "Dockerfile"), []byte("FROM "+reg.Host+"/team/nosuch:1\n"), 0o644)
+	b.fails("pull "+reg.Host+"/team/nosuch:1", "build", ctx)
 }

@@ -1,8 +1,11 @@
 package mountcmd
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -11,6 +14,7 @@ import (
 
 	"github.com/layerfs/layerfs/blobstore"
 	"github.com/layerfs/layerfs/build"
+	"github.com/layerfs/layerfs/registry"
 )
 
 type buildOptions struct {
@@ -21,6 +25,14 @@ type buildOptions struct {
 	target    string
 	quiet     bool
 	secrets   []string
+	pull      bool
+	progress  string
+	labels    []string
+	iidfile   string
+	network   string
+	platform  string
+	addHosts  []string
+	accepted  bool // --rm, --force-rm, --load: what layerfs always does
 }
 
 func init() { addVerb(newBuildCommand) }
@@ -98,10 +110,28 @@ a Dockerfile alone (no context); -f - reads the Dockerfile from stdin.`,
 			if err != nil {
 				return err
 			}
+			if err := o.check(); err != nil {
+				return err
+			}
 			out := cmd.OutOrStdout()
 			bo := build.Options{
-				Secrets: secrets,
-				Store:   s, LayersDir: filepath.Join(g.root, "layers"), StateDir: g.root,
+				Secrets: secrets, PullAlways: o.pull, Labels: parseLabels(o.labels),
+				NoNetwork: o.network == "none", AddHosts: o.addHosts,
+				Pull: func(ctx context.Context, ref string) error {
+					c, err := (&registryFlags{}).client(g, cmd.ErrOrStderr())
+					if err != nil {
+						return err
+					}
+					pout := out
+					if o.quiet {
+						pout = io.Discard
+					}
+					progress, done := newTransferProgress(pout, o.quiet)
+					_, err = c.Pull(ctx, s, ref, registry.PullOptions{Progress: progress, CheckLayer: checkLayer})
+					done()
+					return err
+				},
+				Store: s, LayersDir: filepath.Join(g.root, "layers"), StateDir: g.root,
 				Context: contextDir, Dockerfile: file, Tags: o.tags, BuildArgs: bargs, NoCache: o.noCache, Target: o.target, Out: out,
 				ContextInRoot: inRoot,
 			}
@@ -117,6 +147,11 @@ a Dockerfile alone (no context); -f - reads the Dockerfile from stdin.`,
 			if err != nil {
 				return err
 			}
+			if o.iidfile != "" {
+				if err := os.WriteFile(o.iidfile, []byte(res.Image.ID.String()), 0o644); err != nil {
+					return fmt.Errorf("write image ID file: %w", err)
+				}
+			}
 			if o.quiet {
 				fmt.Fprintln(out, res.Image.ID)
 			}
@@ -131,6 +166,16 @@ a Dockerfile alone (no context); -f - reads the Dockerfile from stdin.`,
 	f.StringVar(&o.target, "target", "", "set the target build stage to build")
 	f.BoolVarP(&o.quiet, "quiet", "q", false, "suppress the build output and print the image ID on success")
 	f.StringArrayVar(&o.secrets, "secret", nil, "secret for RUN --mount=type=secret (id=ID[,src=FILE|,env=VAR])")
+	f.BoolVar(&o.pull, "pull", false, "always attempt to pull a newer version of the images the build names")
+	f.StringVar(&o.progress, "progress", "auto", "type of progress output (auto, plain, tty, quiet, rawjson): the output is the classic builder's; quiet is -q")
+	f.StringArrayVar(&o.labels, "label", nil, "set metadata for the image (KEY=VALUE)")
+	f.StringVar(&o.iidfile, "iidfile", "", "write the image ID to the file")
+	f.StringVar(&o.network, "network", "default", "networking mode for RUN instructions (default, host, none)")
+	f.StringVar(&o.platform, "platform", "", "target platform: only this machine's ("+registry.DefaultPlatform()+"), as RUN steps run natively")
+	f.StringArrayVar(&o.addHosts, "add-host", nil, "add a custom host-to-IP mapping for RUN (HOST:IP)")
+	for _, name := range []string{"rm", "force-rm", "load"} {
+		f.BoolVar(&o.accepted, name, true, "accepted for docker compatibility (layerfs always does this)")
+	}
 	return cmd
 }
 
@@ -198,4 +243,48 @@ func readSecrets(specs []string) (map[string][]byte, error) {
 		}
 	}
 	return out, nil
+}
+
+// check refuses build flags whose values layerfs cannot honour, naming them.
+func (o *buildOptions) check() error {
+	switch o.progress {
+	case "auto", "plain", "tty", "rawjson":
+	case "quiet":
+		o.quiet = true
+	default:
+		return fmt.Errorf("invalid argument %q for \"--progress\" flag: want auto, plain, tty, quiet or rawjson", o.progress)
+	}
+	switch o.network {
+	case "default", "host", "none":
+	default:
+		return fmt.Errorf("invalid argument %q for \"--network\" flag: want default, host or none", o.network)
+	}
+	if o.platform != "" {
+		if p := strings.TrimSuffix(o.platform, "/"); p != registry.DefaultPlatform() && !strings.HasPrefix(registry.DefaultPlatform(), p+"/") {
+			return fmt.Errorf("--platform %s: only %s can be built here (RUN steps run natively)", o.platform, registry.DefaultPlatform())
+		}
+	}
+	for _, h := range o.addHosts {
+		name, ip, ok := strings.Cut(h, "=")
+		if !ok {
+			name, ip, ok = strings.Cut(h, ":")
+		}
+		if !ok || name == "" || net.ParseIP(ip) == nil {
+			return fmt.Errorf("invalid argument %q for \"--add-host\" flag: want HOST:IP", h)
+		}
+	}
+	return nil
+}
+
+// parseLabels is --label KEY=VALUE (KEY alone: an empty value, as docker).
+func parseLabels(list []string) map[string]string {
+	if len(list) == 0 {
+		return nil
+	}
+	m := map[string]string{}
+	for _, l := range list {
+		k, v, _ := strings.Cut(l, "=")
+		m[k] = v
+	}
+	return m
 }

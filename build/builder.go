@@ -127,7 +127,7 @@ type builder struct {
 	usedArgs map[string]bool // --build-arg names some ARG declared
 
 	stages map[string]*stageResult // finished stages by name and by index
-	pulled map[string]bool // images pulled in this build
+	pulled map[string]bool         // images pulled in this build
 }
 
 // Build builds the Dockerfile in o.Context and tags the result.

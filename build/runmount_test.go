@@ -234,3 +234,36 @@ RUN grep -q '1.2.3.4	gw.example' /etc/hosts && test "$(grep -c : /proc/net/dev)"
 		t.Errorf("build from an image that cannot be pulled: %v", err)
 	}
 }
+
+// TestBuildNamedContexts: --build-context NAME=DIR serves COPY --from and mount
+// from= (with its own .dockerignore), NAME=docker-image://REF serves FROM too,
+// and a named context wins over a stage of the same name, as in buildx.
+func TestBuildNamedContexts(t *testing.T) {
+	testenv.RequireFUSE(t)
+	testenv.RequireRoot(t)
+	root, s := testStore(t, nil)
+	ctxDir, extra := t.TempDir(), t.TempDir()
+	os.WriteFile(filepath.Join(extra, "data.txt"), []byte("extra-data\n"), 0o644)
+	os.WriteFile(filepath.Join(extra, "ignored.txt"), []byte("no\n"), 0o644)
+	os.WriteFile(filepath.Join(extra, ".dockerignore"), []byte("ignored.txt\n"), 0o644)
+	df := `FROM base AS s1
+RUN echo stage > /stage
+FROM img
+COPY --from=extra data.txt /data.txt
+RUN --mount=type=bind,from=extra,target=/x cat /x/data.txt > /via-mount && test ! -e /x/ignored.txt
+RUN --mount=type=bind,from=s1,target=/s test ! -e /s/stage && test -f /s/etc/passwd
+RUN test "$(cat /data.txt /via-mount)" = "$(printf 'extra-data\nextra-data')"
+`
+	os.WriteFile(filepath.Join(ctxDir, "Dockerfile"), []byte(df), 0o644)
+	opts := Options{
+		Store: s, LayersDir: filepath.Join(root, "layers"), StateDir: root, Context: ctxDir,
+		NamedContexts: map[string]string{"extra": extra, "img": "docker-image://base", "s1": "docker-image://base"},
+	}
+	if _, err := Build(context.Background(), opts); err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(ctxDir, "Dockerfile"), []byte("FROM extra\n"), 0o644)
+	if _, err := Build(context.Background(), opts); err == nil || !strings.Contains(err.Error(), "cannot be a base") {
+		t.Errorf("FROM a dir context: %v", err)
+	}
+}

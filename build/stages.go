@@ -45,7 +45,15 @@ func (b *builder) from(ctx context.Context, st instructions.Stage) error {
 		return fmt.Errorf("%w: FROM %s: %w", ErrBuild, st.BaseName, err)
 	}
 	b.descs, b.parent = nil, nil
-	if prev, ok := b.stages[strings.ToLower(base)]; ok {
+	named := false
+	if v, ok := b.o.NamedContexts[base]; ok {
+		ref, isImage := strings.CutPrefix(v, "docker-image://")
+		if !isImage {
+			return fmt.Errorf("%w: FROM %s: a build context that is a directory cannot be a base (use docker-image://)", ErrBuild, base)
+		}
+		base, named = ref, true
+	}
+	if prev, ok := b.stages[strings.ToLower(base)]; ok && !named {
 		// FROM an earlier stage: go on from its result.
 		b.raw, b.id, b.parent = prev.raw, prev.id, prev.parent
 		b.descs = append([]ocispec.Descriptor(nil), prev.descs...)

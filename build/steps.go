@@ -471,7 +471,21 @@ func (b *builder) mountFrom(ctx context.Context, from string) (*buildContext, di
 	var ids []digest.Digest
 	var descs []ocispec.Descriptor
 	var id digest.Digest
-	if st, ok := b.stages[strings.ToLower(from)]; ok {
+	named := false
+	if v, ok := b.o.NamedContexts[from]; ok {
+		if ref, isImage := strings.CutPrefix(v, "docker-image://"); isImage {
+			from, named = ref, true
+		} else {
+			// A local dir, with its own .dockerignore; its content is in the
+			// cache keys of what reads it (hashSources).
+			bc, err := openContext(v, "", false)
+			if err != nil {
+				return nil, "", nil, fmt.Errorf("build context %s: %w", from, err)
+			}
+			return bc, digest.FromString("context " + bc.dir), func() {}, nil
+		}
+	}
+	if st, ok := b.stages[strings.ToLower(from)]; ok && !named {
 		var img dockerspec.DockerOCIImage
 		if err := json.Unmarshal(st.raw, &img); err != nil {
 			return nil, "", nil, err

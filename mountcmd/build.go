@@ -32,6 +32,7 @@ type buildOptions struct {
 	network   string
 	platform  string
 	addHosts  []string
+	contexts  []string
 	accepted  bool // --rm, --force-rm, --load: what layerfs always does
 }
 
@@ -113,10 +114,14 @@ a Dockerfile alone (no context); -f - reads the Dockerfile from stdin.`,
 			if err := o.check(); err != nil {
 				return err
 			}
+			named, err := parseBuildContexts(o.contexts)
+			if err != nil {
+				return err
+			}
 			out := cmd.OutOrStdout()
 			bo := build.Options{
 				Secrets: secrets, PullAlways: o.pull, Labels: parseLabels(o.labels),
-				NoNetwork: o.network == "none", AddHosts: o.addHosts,
+				NoNetwork: o.network == "none", AddHosts: o.addHosts, NamedContexts: named,
 				Pull: func(ctx context.Context, ref string) error {
 					c, err := (&registryFlags{}).client(g, cmd.ErrOrStderr())
 					if err != nil {
@@ -173,6 +178,7 @@ a Dockerfile alone (no context); -f - reads the Dockerfile from stdin.`,
 	f.StringVar(&o.network, "network", "default", "networking mode for RUN instructions (default, host, none)")
 	f.StringVar(&o.platform, "platform", "", "target platform: only this machine's ("+registry.DefaultPlatform()+"), as RUN steps run natively")
 	f.StringArrayVar(&o.addHosts, "add-host", nil, "add a custom host-to-IP mapping for RUN (HOST:IP)")
+	f.StringArrayVar(&o.contexts, "build-context", nil, "additional build context (NAME=DIR or NAME=docker-image://REF) for FROM, COPY --from and RUN --mount from=")
 	for _, name := range []string{"rm", "force-rm", "load"} {
 		f.BoolVar(&o.accepted, name, true, "accepted for docker compatibility (layerfs always does this)")
 	}
@@ -287,4 +293,38 @@ func parseLabels(list []string) map[string]string {
 		m[k] = v
 	}
 	return m
+}
+
+// parseBuildContexts reads buildx's --build-context NAME=VALUE: a local dir
+// (made absolute) or docker-image://REF.
+func parseBuildContexts(list []string) (map[string]string, error) {
+	if len(list) == 0 {
+		return nil, nil
+	}
+	m := map[string]string{}
+	for _, c := range list {
+		name, v, ok := strings.Cut(c, "=")
+		if !ok || name == "" || v == "" {
+			return nil, fmt.Errorf("invalid argument %q for \"--build-context\" flag: want NAME=DIR or NAME=docker-image://REF", c)
+		}
+		switch {
+		case strings.HasPrefix(v, "docker-image://"):
+			if _, err := blobstore.ParseReference(strings.TrimPrefix(v, "docker-image://")); err != nil {
+				return nil, fmt.Errorf("--build-context %s: %w", name, err)
+			}
+		case strings.Contains(v, "://"):
+			return nil, fmt.Errorf("--build-context %s: only a local dir or docker-image://REF is supported, not %s", name, v)
+		default:
+			abs, err := filepath.Abs(v)
+			if err != nil {
+				return nil, fmt.Errorf("--build-context %s: %w", name, err)
+			}
+			if fi, err := os.Stat(abs); err != nil || !fi.IsDir() {
+				return nil, fmt.Errorf("--build-context %s: %s is not a directory", name, v)
+			}
+			v = abs
+		}
+		m[name] = v
+	}
+	return m, nil
 }

@@ -5,11 +5,14 @@
 package integration
 
 import (
+	"net"
+
 	"archive/tar"
 	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"github.com/layerfs/layerfs/registry"
 	"io"
 	"os"
 	"os/exec"
@@ -40,6 +43,17 @@ func runMain(m *testing.M) int {
 	}
 	defer os.RemoveAll(dir)
 	workDir = dir
+	// Nothing here may reach Docker Hub (run and build pull what they lack): its
+	// origin is a loopback port nobody listens on.
+	if os.Getenv(registry.HubOriginEnv) == "" {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		os.Setenv(registry.HubOriginEnv, l.Addr().String())
+		l.Close()
+	}
 	layerfsBin = filepath.Join(dir, "layerfs")
 	_, file, _, _ := runtime.Caller(0)
 	repo := filepath.Dir(filepath.Dir(file))

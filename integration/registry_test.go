@@ -509,3 +509,30 @@ func TestBuildPullsBase(t *testing.T) {
 	os.WriteFile(filepath.Join(ctx, "Dockerfile"), []byte("FROM "+reg.Host+"/team/nosuch:1\n"), 0o644)
 	b.fails("pull "+reg.Host+"/team/nosuch:1", "build", ctx)
 }
+
+// TestRunPullsMissing: run pulls an image the store lacks, as docker run does,
+// its progress on stderr; --pull never does not.
+func TestRunPullsMissing(t *testing.T) {
+	reg := registrytest.Start(t, registrytest.Options{})
+	a := newRegEnv(t)
+	a.addImage("app:1", map[string]string{"etc/a": "one"})
+	dest := reg.Host + "/team/app:1"
+	a.ok("push", "app:1", dest)
+
+	b := newRegEnv(t)
+	_, errs, code := b.run("", "run", "--rm", "--pull", "never", dest, "/nosuch")
+	if code != 125 || !strings.Contains(errs, "No such image") {
+		t.Errorf("run --pull never: exit %d, stderr %q", code, errs)
+	}
+	// The image has no command to run: 127, but only after it was pulled.
+	_, errs, code = b.run("", "run", "--rm", dest, "/nosuch")
+	if code != 127 || !strings.Contains(errs, "Unable to find image '"+dest+"' locally\n") || !strings.Contains(errs, "1: Pulling from team/app") {
+		t.Errorf("run of a missing image: exit %d, stderr %q", code, errs)
+	}
+	if _, err := b.store().Resolve(dest); err != nil {
+		t.Errorf("run did not pull %s: %v", dest, err)
+	}
+	if _, errs, _ = b.run("", "run", "--rm", dest, "/nosuch"); strings.Contains(errs, "Pulling") {
+		t.Errorf("run pulled an image the store has: %q", errs)
+	}
+}

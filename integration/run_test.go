@@ -377,8 +377,13 @@ func TestRunDetached(t *testing.T) {
 	if r := run(t, "exec", "d1", "true"); r.Code == 0 {
 		t.Errorf("exec into a stopped container succeeded")
 	}
-	if r := run(t, "run", "-d", "--name", "d3", "nosuch"); r.Code != 125 || !strings.Contains(r.Stderr, "No such image") {
+	// A missing image is pulled first, as docker run does (Docker Hub is a
+	// dead loopback port here); with --pull never it is just missing.
+	if r := run(t, "run", "-d", "--name", "d3", "nosuch"); r.Code != 125 || !strings.Contains(r.Stderr, "Unable to find image 'nosuch:latest' locally\nError: pull nosuch:latest: registry ") {
 		t.Errorf("run -d of a missing image: exit %d, stderr %q", r.Code, r.Stderr)
+	}
+	if r := run(t, "run", "-d", "--pull", "never", "--name", "d3", "nosuch"); r.Code != 125 || !strings.Contains(r.Stderr, "No such image") {
+		t.Errorf("run -d --pull never of a missing image: exit %d, stderr %q", r.Code, r.Stderr)
 	}
 	mustRun(t, "rm", "d1", "d2")
 

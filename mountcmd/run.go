@@ -27,6 +27,7 @@ import (
 
 	"github.com/layerfs/layerfs/blobstore"
 	"github.com/layerfs/layerfs/build"
+	"github.com/layerfs/layerfs/registry"
 )
 
 type runOptions struct {
@@ -47,6 +48,7 @@ type runOptions struct {
 	child         bool // internal: the detached monitor process of run -d
 	publish       []string
 	reuse         bool // internal: start an existing container (start)
+	pull          string
 }
 
 func init() {
@@ -89,6 +91,12 @@ committed: layerfs run --name busy1 -it busybox sh; ...; layerfs commit busy1 me
 				// Containers share the host's network: a port is already published.
 				fmt.Fprintln(cmd.ErrOrStderr(), "WARNING: Published ports are discarded when using host network mode")
 			}
+			if !o.child && !o.reuse {
+				if err := pullForRun(cmd, g, o.pull, args[0]); err != nil {
+					fmt.Fprintf(cmd.ErrOrStderr(), "Error: %v\n", err)
+					return exitError{build.ExitSetup}
+				}
+			}
 			if o.detach && !o.child {
 				return runDetached(cmd, g, o, args[0], args[1:])
 			}
@@ -123,6 +131,7 @@ committed: layerfs run --name busy1 -it busybox sh; ...; layerfs commit busy1 me
 	f.BoolVar(&o.init, "init", false, "run an init inside the container that forwards signals and reaps processes")
 	f.BoolVarP(&o.detach, "detach", "d", false, "run the container in the background and print its name")
 	f.StringArrayVarP(&o.publish, "publish", "p", nil, "accepted for docker compatibility; ignored: containers use the host's network")
+	f.StringVar(&o.pull, "pull", "missing", `pull image before running ("always", "missing", "never")`)
 	f.BoolVar(&o.child, "detached-child", false, "internal: the monitor process of run -d")
 	f.MarkHidden("detached-child")
 	f.BoolVar(&o.reuse, "reuse", false, "internal: start the existing container NAME (start)")
@@ -544,4 +553,48 @@ func procStartTime(pid int) uint64 {
 	var n uint64
 	fmt.Sscan(f[19], &n)
 	return n
+}
+
+// pullForRun is docker run's --pull: with "missing" (the default) an image the
+// store lacks is pulled first ("Unable to find image ... locally", progress on
+// stderr, as docker), with "always" every time, with "never" not at all.
+func pullForRun(cmd *cobra.Command, g *globalOptions, policy, ref string) error {
+	switch policy {
+	case "never":
+		return nil
+	case "missing", "always":
+	default:
+		return fmt.Errorf("invalid pull option: %q: must be one of \"always\", \"missing\" or \"never\"", policy)
+	}
+	named, err := blobstore.ParseReference(ref)
+	if err != nil {
+		return nil // not a name (an ID): resolving it says what is wrong
+	}
+	s, err := openStore(g)
+	if err != nil {
+		return err
+	}
+	errOut := cmd.ErrOrStderr()
+	if policy == "missing" {
+		_, err := s.Resolve(ref)
+		if err == nil || !errors.Is(err, blobstore.ErrNotFound) || errors.Is(err, blobstore.ErrMissingBlob) {
+			return nil // there, or broken: resolving it again says how
+		}
+		fmt.Fprintf(errOut, "Unable to find image '%s' locally\n", blobstore.FamiliarString(named.String()))
+	}
+	c, err := (&registryFlags{}).client(g, errOut)
+	if err != nil {
+		return err
+	}
+	progress, done := newTransferProgress(errOut, false)
+	res, err := c.Pull(cmd.Context(), s, ref, registry.PullOptions{Progress: progress, CheckLayer: checkLayer})
+	done()
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(errOut, "Digest: %s\n", res.Digest)
+	if res.Updated {
+		fmt.Fprintf(errOut, "Status: Downloaded newer image for %s\n", blobstore.FamiliarString(res.Ref))
+	}
+	return nil
 }

@@ -365,7 +365,7 @@ ADD --unpack=true ` + srv.URL + `/arch.tgz /unpacked/
 	for _, tt := range []struct{ line, want string }{
 		{"ADD --checksum=sha256:" + strings.Repeat("0", 64) + " " + srv.URL + "/arch.tgz /dl/", "checksum mismatch"},
 		{"ADD --checksum=" + sum + " arch.tgz /x/", "checksum requires HTTP(S)"},
-		{"COPY --parents dir1/a.txt /p/", "--parents"},
+		{"COPY --parents ./*/./a.txt /p/", "--parents: wildcards before the /./"},
 	} {
 		writeFiles(t, ctx, map[string]string{"Dockerfile": "FROM busybox\n" + tt.line + "\n"})
 		if r := run(t, "build", "-t", "bad", ctx); r.Code == 0 || !strings.Contains(r.Stderr, tt.want) {

@@ -68,12 +68,18 @@ type RuntimePaths struct {
 // NoteRuntimePaths looks at the mounted rootfs and its upper dir before a run.
 // extra are more mountpoints the run adds (absolute paths in the container, as
 // RUN --mount targets): they and the parents made for them are taken out too,
-// when still empty, as buildkit removes its mount stubs.
+// when still empty, as buildkit removes its mount stubs. Every path is followed
+// through the image's symlinks first, inside the rootfs, as the runtime follows
+// them to make its mountpoints (a target under /var/run makes /run/...).
 func NoteRuntimePaths(rootfs, upper string, extra ...string) *RuntimePaths {
 	r := &RuntimePaths{upper: upper, before: map[string]unix.Stat_t{}}
-	r.paths = append(r.paths, runtimePaths...)
-	for _, e := range extra {
-		rel := strings.TrimPrefix(path.Clean("/"+e), "/")
+	rfd, err := openRootDir(rootfs)
+	if err != nil {
+		return r
+	}
+	defer rfd.Close()
+	for _, e := range append(append([]string(nil), runtimePaths...), extra...) {
+		rel := resolveInRoot(rfd, e)
 		if rel == "" {
 			continue
 		}
@@ -87,22 +93,91 @@ func NoteRuntimePaths(rootfs, upper string, extra ...string) *RuntimePaths {
 			}
 		}
 	}
-	rfd, err := openRootDir(rootfs)
+	ufd, err := openRootDir(upper)
 	if err != nil {
 		return r
 	}
-	defer rfd.Close()
+	defer ufd.Close()
 	for _, p := range r.paths {
 		if st, ok := statInRoot(rfd, p); ok {
 			r.before[p] = st
 		} else {
 			r.missing = append(r.missing, p)
 		}
-		if _, err := os.Lstat(filepath.Join(upper, p)); errors.Is(err, os.ErrNotExist) {
+		if _, _, err := lstatBeneath(ufd, p); errors.Is(err, unix.ENOENT) {
 			r.noUpper = append(r.noUpper, p)
 		}
 	}
 	return r
+}
+
+// resolveInRoot is p (absolute in the root) with the symlinks on its way
+// followed inside the root, as openat2 RESOLVE_IN_ROOT follows them; components
+// that do not exist are kept as they are. The result is relative ("" for /).
+func resolveInRoot(rfd *os.File, p string) string {
+	todo := strings.Split(strings.Trim(path.Clean("/"+p), "/"), "/")
+	var done []string
+	for links := 0; len(todo) > 0; {
+		c := todo[0]
+		todo = todo[1:]
+		switch c {
+		case "", ".":
+			continue
+		case "..":
+			if len(done) > 0 {
+				done = done[:len(done)-1]
+			}
+			continue
+		}
+		cur := strings.Join(append(done[:len(done):len(done)], c), "/")
+		if st, ok := statInRoot(rfd, cur); ok && st.Mode&unix.S_IFMT == unix.S_IFLNK && links < 40 {
+			links++
+			if t, err := readlinkInRoot(rfd, cur); err == nil {
+				if strings.HasPrefix(t, "/") {
+					done = nil
+				}
+				todo = append(strings.Split(t, "/"), todo...)
+				continue
+			}
+		}
+		done = append(done, c)
+	}
+	return strings.Join(done, "/")
+}
+
+// readlinkInRoot reads the symlink p (relative) in the root.
+func readlinkInRoot(rfd *os.File, p string) (string, error) {
+	d, err := openat2InRoot(rfd, path.Dir("/"+p), unix.O_PATH|unix.O_DIRECTORY)
+	if err != nil {
+		return "", err
+	}
+	defer d.Close()
+	buf := make([]byte, unix.PathMax)
+	n, err := unix.Readlinkat(int(d.Fd()), path.Base(p), buf)
+	if err != nil {
+		return "", err
+	}
+	return string(buf[:n]), nil
+}
+
+// lstatBeneath lstats p (relative) under the dir dfd without following any
+// symlink on the way, and returns its parent dir, open, for acting on it.
+func lstatBeneath(dfd *os.File, p string) (*os.File, unix.Stat_t, error) {
+	var st unix.Stat_t
+	how := &unix.OpenHow{
+		Flags:   unix.O_PATH | unix.O_DIRECTORY | unix.O_CLOEXEC,
+		Resolve: unix.RESOLVE_BENEATH | unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_NO_MAGICLINKS,
+	}
+	fd, err := unix.Openat2(int(dfd.Fd()), path.Dir(p), how)
+	if err != nil {
+		return nil, st, err
+	}
+	d := os.NewFile(uintptr(fd), p)
+	if err := unix.Fstatat(fd, path.Base(p), &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		d.Close()
+		return nil, st, err
+	}
+	return d, st, nil
 }
 
 // statInRoot lstats p in root (its last component not followed).
@@ -121,31 +196,36 @@ func statInRoot(rfd *os.File, p string) (unix.Stat_t, bool) {
 // that were only copied up to hold them. Children go before parents.
 func (r *RuntimePaths) Undo() {
 	in := func(list []string, p string) bool { return slices.Contains(list, p) }
+	// Through fds, no symlink followed: the container may have made any path
+	// of the upper dir a symlink to a host path.
+	ufd, err := openRootDir(r.upper)
+	if err != nil {
+		return
+	}
+	defer ufd.Close()
 	for i := len(r.paths) - 1; i >= 0; i-- {
 		p := r.paths[i]
 		if !in(r.missing, p) && !in(r.noUpper, p) {
 			continue
 		}
-		full := filepath.Join(r.upper, p)
-		fi, err := os.Lstat(full)
+		d, st, err := lstatBeneath(ufd, p)
 		if err != nil {
 			continue
 		}
-		var st unix.Stat_t
-		if unix.Lstat(full, &st) != nil {
-			continue
-		}
+		dfd, base := int(d.Fd()), path.Base(p)
+		isDir := st.Mode&unix.S_IFMT == unix.S_IFDIR
 		switch {
-		case fi.Mode().IsRegular() && fi.Size() == 0 && in(r.missing, p):
-			os.Remove(full)
-		case fi.IsDir() && in(r.missing, p):
-			os.Remove(full) // only if empty
-		case fi.IsDir():
+		case st.Mode&unix.S_IFMT == unix.S_IFREG && st.Size == 0 && in(r.missing, p):
+			unix.Unlinkat(dfd, base, 0)
+		case isDir && in(r.missing, p):
+			unix.Unlinkat(dfd, base, unix.AT_REMOVEDIR) // only if empty
+		case isDir:
 			// A dir copied up only to hold our files: drop it if the container did
 			// not change its owner or mode.
 			if b, ok := r.before[p]; ok && b.Mode == st.Mode && b.Uid == st.Uid && b.Gid == st.Gid {
-				os.Remove(full) // only if empty
+				unix.Unlinkat(dfd, base, unix.AT_REMOVEDIR) // only if empty
 			}
 		}
+		d.Close()
 	}
 }

@@ -1,6 +1,7 @@
 package build
 
 import (
+	"context"
 	"os"
 	"path/filepath"
 	"slices"
@@ -28,7 +29,7 @@ func TestPruneCache(t *testing.T) {
 	}
 	// "b" is in use: a build holds its lock.
 	sum := cacheTop(t, root, "b")
-	held, err := lockCacheMount(sum, unix.LOCK_SH)
+	held, err := lockCacheMount(context.Background(), sum, unix.LOCK_SH)
 	if err != nil {
 		t.Fatal(err)
 	}

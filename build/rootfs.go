@@ -179,7 +179,13 @@ func bindIn(rfd *os.File, b Bind) error {
 		return fmt.Errorf("bind mount %s: %w", b.Target, err)
 	}
 	defer t.Close()
-	if err := unix.Mount("", fdPath(t), "", unix.MS_REMOUNT|unix.MS_BIND|unix.MS_RDONLY, ""); err != nil {
+	// Read-only all the way down, as docker's :ro is since 25.0: the source's
+	// own submounts (a tmpfs in a build context) must not stay writable.
+	err = unix.MountSetattr(int(t.Fd()), "", unix.AT_EMPTY_PATH|unix.AT_RECURSIVE, &unix.MountAttr{Attr_set: unix.MOUNT_ATTR_RDONLY})
+	if errors.Is(err, unix.ENOSYS) { // before Linux 5.12: the top mount only
+		err = unix.Mount("", fdPath(t), "", unix.MS_REMOUNT|unix.MS_BIND|unix.MS_RDONLY, "")
+	}
+	if err != nil {
 		return fmt.Errorf("remount %s read-only: %w", b.Target, err)
 	}
 	return nil

@@ -17,6 +17,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/moby/buildkit/frontend/dockerfile/instructions"
 	"golang.org/x/sys/unix"
@@ -31,6 +32,24 @@ type runMounts struct {
 	targets  []string // every mountpoint, for RuntimePaths
 	key      string   // what the step's cache key adds
 	cleanups []func()
+	// setups make ready what the mounts need (copies, cache dirs and their
+	// locks): run by setup once the step is not a cache hit.
+	setups []func() error
+	locked map[string]string // cache dir -> data dir, for caches this RUN holds
+}
+
+// setup runs the work that only a step that really runs needs.
+func (m *runMounts) setup() error {
+	for _, f := range m.setups {
+		if err := f(); err != nil {
+			return err
+		}
+	}
+	m.setups = nil
+	// Parents before children, so a mount inside another one lands in it (the
+	// setups fill m.binds by index: sorted only now).
+	sort.SliceStable(m.binds, func(i, j int) bool { return depth(m.binds[i].Target) < depth(m.binds[j].Target) })
+	return nil
 }
 
 // close releases what prepareRunMounts took: cache locks, copies, mounts.
@@ -41,8 +60,8 @@ func (m *runMounts) close() {
 	m.cleanups = nil
 }
 
-// prepareRunMounts reads a RUN's flags and makes what they mount ready. The
-// caller must close the result.
+// prepareRunMounts reads a RUN's flags and works out the cache key they add;
+// setup then makes what they mount ready. The caller must close the result.
 func (b *builder) prepareRunMounts(ctx context.Context, c *instructions.RunCommand) (*runMounts, error) {
 	m := &runMounts{}
 	for _, f := range c.FlagsUsed {
@@ -79,6 +98,9 @@ func (b *builder) prepareRunMounts(ctx context.Context, c *instructions.RunComma
 		if target != "" {
 			target = path.Clean(target)
 		}
+		if target == "/" {
+			return m, errors.New(`invalid mount target "/"`)
+		}
 		var err error
 		switch mt.Type {
 		case instructions.MountTypeBind:
@@ -106,8 +128,6 @@ func (b *builder) prepareRunMounts(ctx context.Context, c *instructions.RunComma
 	if target := clashingTargets(m); target != "" {
 		return m, fmt.Errorf("mount target %s is used twice", target)
 	}
-	// Parents before children, so a mount inside another one lands in it.
-	sort.SliceStable(m.binds, func(i, j int) bool { return depth(m.binds[i].Target) < depth(m.binds[j].Target) })
 	for _, bd := range m.binds {
 		m.targets = append(m.targets, bd.Target)
 	}
@@ -152,7 +172,7 @@ func (b *builder) bindMount(ctx context.Context, m *runMounts, mt *instructions.
 	if mt.From != "" {
 		src, id, unmount, err := b.mountFrom(ctx, mt.From)
 		if err != nil {
-			return err
+			return fmt.Errorf("bind mount from=%s: %w", mt.From, err)
 		}
 		m.cleanups = append(m.cleanups, unmount)
 		bc, fromKey = src, "from "+id.String()
@@ -184,17 +204,6 @@ func (b *builder) bindMount(ctx context.Context, m *runMounts, mt *instructions.
 	}
 	// A copy: writable ones must not reach the context, and .dockerignore'd
 	// files must not be seen.
-	dir, release, err := newScratchDir(b.tmpRoot, "bind-")
-	if err != nil {
-		return err
-	}
-	m.cleanups = append(m.cleanups, func() { os.RemoveAll(dir); release() })
-	cp, err := newCopier(dir, "", nil)
-	if err != nil {
-		return err
-	}
-	defer cp.close()
-	cp.keepOwners = mt.From != ""
 	dest := "/"
 	if !src.fi.IsDir() {
 		dest = "/" + path.Base(src.rel)
@@ -202,11 +211,26 @@ func (b *builder) bindMount(ctx context.Context, m *runMounts, mt *instructions.
 			dest = "/file"
 		}
 	}
-	if err := cp.copyAll(bc, srcs, nil, nil, dest, false, false); err != nil {
-		return fmt.Errorf("bind mount %s: %w", source, err)
-	}
-	host := filepath.Join(dir, filepath.FromSlash(dest))
-	m.binds = append(m.binds, Bind{Source: host, Target: target, ReadOnly: mt.ReadOnly})
+	i := len(m.binds)
+	m.binds = append(m.binds, Bind{Target: target, ReadOnly: mt.ReadOnly}) // Source: below
+	m.setups = append(m.setups, func() error {
+		dir, release, err := newScratchDir(b.tmpRoot, "bind-")
+		if err != nil {
+			return err
+		}
+		m.cleanups = append(m.cleanups, func() { os.RemoveAll(dir); release() })
+		cp, err := newCopier(dir, "", nil)
+		if err != nil {
+			return err
+		}
+		defer cp.close()
+		cp.keepOwners = mt.From != ""
+		if err := cp.copyAll(bc, srcs, nil, nil, dest, false, false); err != nil {
+			return fmt.Errorf("bind mount %s: %w", source, err)
+		}
+		m.binds[i].Source = filepath.Join(dir, filepath.FromSlash(dest))
+		return nil
+	})
 	return nil
 }
 
@@ -267,9 +291,31 @@ func (b *builder) cacheMount(ctx context.Context, m *runMounts, mt *instructions
 	fmt.Fprintf(key, "cache %q %q %o %d %d %s %v\n", dirID, target, mode, uid, gid, sharing, mt.ReadOnly)
 	sum := sha256.Sum256([]byte(dirID))
 	top := filepath.Join(b.cacheMountsDir(), hex.EncodeToString(sum[:16]))
+	i := len(m.binds)
+	m.binds = append(m.binds, Bind{Target: target, ReadOnly: mt.ReadOnly}) // Source: below
+	m.setups = append(m.setups, func() error {
+		data, err := b.cacheData(ctx, m, top, id, sharing)
+		if err != nil {
+			return fmt.Errorf("cache mount %s: %w", id, err)
+		}
+		if err := makeCacheDir(data, mode, uid, gid, seed, seedSrcs); err != nil {
+			return fmt.Errorf("cache mount %s: %w", id, err)
+		}
+		m.binds[i].Source = data
+		return nil
+	})
+	return nil
+}
+
+// cacheData locks the cache dir top for this RUN and returns the dir to mount.
+// Every user holds the cache's lock (shared: shared; locked and private:
+// exclusive), so that builder prune removes only caches nobody uses; a RUN
+// that mounts one cache twice takes it once.
+func (b *builder) cacheData(ctx context.Context, m *runMounts, top, id string, sharing instructions.ShareMode) (string, error) {
+	if data, ok := m.locked[top]; ok {
+		return data, nil
+	}
 	data := filepath.Join(top, "data")
-	// Every user holds the cache's lock (shared: shared; locked and private:
-	// exclusive), so that builder prune removes only caches nobody uses.
 	how := unix.LOCK_SH
 	switch sharing {
 	case instructions.MountSharingLocked:
@@ -277,7 +323,7 @@ func (b *builder) cacheMount(ctx context.Context, m *runMounts, mt *instructions
 	case instructions.MountSharingPrivate:
 		how = unix.LOCK_EX | unix.LOCK_NB
 	}
-	lock, err := lockCacheMount(top, how)
+	lock, err := lockCacheMount(ctx, top, how)
 	switch {
 	case err == nil:
 		m.cleanups = append(m.cleanups, func() { lock.Close() })
@@ -288,24 +334,24 @@ func (b *builder) cacheMount(ctx context.Context, m *runMounts, mt *instructions
 		// In use: a fresh dir of this RUN's own, dropped afterwards.
 		dir, release, err := newScratchDir(b.tmpRoot, "cache-")
 		if err != nil {
-			return fmt.Errorf("cache mount %s: %w", id, err)
+			return "", err
 		}
 		m.cleanups = append(m.cleanups, func() { os.RemoveAll(dir); release() })
 		data = filepath.Join(dir, "data")
 	default:
-		return fmt.Errorf("cache mount %s: %w", id, err)
+		return "", err
 	}
-	if err := makeCacheDir(data, mode, uid, gid, seed, seedSrcs); err != nil {
-		return fmt.Errorf("cache mount %s: %w", id, err)
+	if m.locked == nil {
+		m.locked = map[string]string{}
 	}
-	m.binds = append(m.binds, Bind{Source: data, Target: target, ReadOnly: mt.ReadOnly})
-	return nil
+	m.locked[top] = data
+	return data, nil
 }
 
 // lockCacheMount creates the cache dir top if needed and returns its lock file,
 // flocked as how asks. A lock taken on a cache that builder prune removed
 // meanwhile (the file no longer at its path) is taken again on a new one.
-func lockCacheMount(top string, how int) (*os.File, error) {
+func lockCacheMount(ctx context.Context, top string, how int) (*os.File, error) {
 	for {
 		if err := os.MkdirAll(top, 0o700); err != nil {
 			return nil, err
@@ -315,7 +361,7 @@ func lockCacheMount(top string, how int) (*os.File, error) {
 		if err != nil {
 			return nil, err
 		}
-		if err := flockRetry(f, how); err != nil {
+		if err := flockCtx(ctx, f, how); err != nil {
 			f.Close()
 			return nil, err
 		}
@@ -325,6 +371,25 @@ func lockCacheMount(top string, how int) (*os.File, error) {
 			return f, nil
 		}
 		f.Close()
+	}
+}
+
+// flockCtx is flock(2) that a cancelled build stops waiting on (^C while
+// another build holds a sharing=locked cache).
+func flockCtx(ctx context.Context, f *os.File, how int) error {
+	if how&unix.LOCK_NB != 0 {
+		return flockRetry(f, how)
+	}
+	for {
+		err := flockRetry(f, how|unix.LOCK_NB)
+		if !errors.Is(err, unix.EWOULDBLOCK) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
 	}
 }
 
@@ -411,7 +476,7 @@ func (b *builder) secretMount(m *runMounts, mt *instructions.Mount, target strin
 		}
 	}
 	if target == "" {
-		target = "/run/secrets/" + id
+		target = "/run/secrets/" + path.Base(id) // as buildkit
 	}
 	s := Secret{Target: target, Data: data, Mode: 0o400}
 	if mt.Mode != nil {

@@ -3,12 +3,17 @@ package build
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"io"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/layerfs/layerfs/blobstore"
 	"github.com/layerfs/layerfs/internal/testenv"
@@ -265,5 +270,70 @@ RUN test "$(cat /data.txt /via-mount)" = "$(printf 'extra-data\nextra-data')"
 	os.WriteFile(filepath.Join(ctxDir, "Dockerfile"), []byte("FROM extra\n"), 0o644)
 	if _, err := Build(context.Background(), opts); err == nil || !strings.Contains(err.Error(), "cannot be a base") {
 		t.Errorf("FROM a dir context: %v", err)
+	}
+}
+
+// TestBuildRunMountEdges: mountpoints reached through the image's symlinks are
+// not left in the layer; a read-only bind is read-only all the way down (a
+// mount inside the context too); a RUN naming one locked cache twice does not
+// wait on itself; a build waiting on another's locked cache stops when
+// cancelled; target=/ is refused; a secret's default path is its id's base.
+func TestBuildRunMountEdges(t *testing.T) {
+	testenv.RequireFUSE(t)
+	testenv.RequireRoot(t)
+	root, s := testStore(t, func(rootfs string) {
+		os.Symlink("/real", filepath.Join(rootfs, "dangling"))
+		os.Symlink("tmp", filepath.Join(rootfs, "tmplink"))
+	})
+	ctxDir := t.TempDir()
+	sub := filepath.Join(ctxDir, "sub")
+	os.Mkdir(sub, 0o755)
+	if err := unix.Mount("tmpfs", sub, "tmpfs", 0, "size=1m"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { unix.Unmount(sub, unix.MNT_DETACH) })
+	os.WriteFile(filepath.Join(sub, "g"), []byte("orig\n"), 0o644)
+	df := `FROM base
+RUN --mount=type=cache,target=/dangling/c --mount=type=tmpfs,target=/tmplink/t true
+RUN test ! -e /real && test ! -e /tmp/t
+RUN --mount=type=bind,target=/ctx sh -c '! echo pwned > /ctx/sub/g' 2>/dev/null
+RUN --mount=type=cache,id=twice,target=/a,sharing=locked --mount=type=cache,id=twice,target=/b,sharing=locked \
+    sh -c 'echo 1 > /a/f && test "$(cat /b/f)" = 1'
+RUN --mount=type=secret,id=dir/tok test "$(cat /run/secrets/tok)" = v
+`
+	os.WriteFile(filepath.Join(ctxDir, "Dockerfile"), []byte(df), 0o644)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	opts := Options{Store: s, LayersDir: filepath.Join(root, "layers"), StateDir: root, Context: ctxDir,
+		Secrets: map[string][]byte{"dir/tok": []byte("v")}}
+	if _, err := Build(ctx, opts); err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := os.ReadFile(filepath.Join(sub, "g")); string(b) != "orig\n" {
+		t.Errorf("a RUN wrote %q through a read-only bind into a mount inside the context", b)
+	}
+
+	// Another build holds cache "held" locked: a build waiting for it stops
+	// when its context ends.
+	sum := sha256.Sum256([]byte("held"))
+	lock, err := lockCacheMount(context.Background(), filepath.Join(CacheMountsDir(root), hex.EncodeToString(sum[:16])), unix.LOCK_EX)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lock.Close()
+	os.WriteFile(filepath.Join(ctxDir, "Dockerfile"), []byte("FROM base\nRUN --mount=type=cache,id=held,target=/h,sharing=locked true\n"), 0o644)
+	short, cancel2 := context.WithTimeout(context.Background(), 500*time.Millisecond)
+	defer cancel2()
+	start := time.Now()
+	if _, err := Build(short, opts); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("build waiting on a held cache: %v, want it to stop at its deadline", err)
+	}
+	if d := time.Since(start); d > 30*time.Second {
+		t.Errorf("the cancelled build took %v", d)
+	}
+
+	os.WriteFile(filepath.Join(ctxDir, "Dockerfile"), []byte("FROM base\nRUN --mount=type=tmpfs,target=/ true\n"), 0o644)
+	if _, err := Build(context.Background(), opts); err == nil || !strings.Contains(err.Error(), `invalid mount target "/"`) {
+		t.Errorf("target=/: %v", err)
 	}
 }

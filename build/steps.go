@@ -146,6 +146,9 @@ func (b *builder) runStep(ctx context.Context, c *instructions.RunCommand) (bool
 	if ok, err := b.useCache(key); err != nil || ok {
 		return ok, err
 	}
+	if err := mounts.setup(); err != nil {
+		return false, b.stepErr(c, err)
+	}
 	env := append(append([]string(nil), b.img.Config.Env...), envSlice(b.args, b.img.Config.Env)...)
 	env = append(env, mounts.env...)
 	id := newContainerID()[:12]

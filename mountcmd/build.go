@@ -1,7 +1,9 @@
 package mountcmd
 
 import (
+	"cmp"
 	"context"
+	"encoding/csv"
 	"errors"
 	"fmt"
 	"io"
@@ -191,7 +193,11 @@ func readSecrets(specs []string) (map[string][]byte, error) {
 	out := map[string][]byte{}
 	for _, spec := range specs {
 		var id, src, env, typ string
-		for _, field := range strings.Split(spec, ",") {
+		fields, err := csv.NewReader(strings.NewReader(spec)).Read() // buildx reads it as CSV
+		if err != nil {
+			return nil, fmt.Errorf("invalid secret %q: %w", spec, err)
+		}
+		for _, field := range fields {
 			k, v, ok := strings.Cut(field, "=")
 			if !ok {
 				return nil, fmt.Errorf("invalid secret %q: %q is not key=value", spec, field)
@@ -223,7 +229,7 @@ func readSecrets(specs []string) (map[string][]byte, error) {
 		case typ != "" && typ != "file" && typ != "env":
 			return nil, fmt.Errorf("invalid secret %q: unsupported type %q", spec, typ)
 		case typ == "env" && env == "":
-			env = id
+			env, src = cmp.Or(src, id), "" // with type=env, src names the variable
 		case typ == "file" && src == "":
 			src = id
 		}
@@ -241,11 +247,16 @@ func readSecrets(specs []string) (map[string][]byte, error) {
 			}
 			out[id] = []byte(v)
 		default:
-			v, ok := os.LookupEnv(id)
-			if !ok {
-				return nil, fmt.Errorf("secret %s: no src or env, and no environment variable %s", id, id)
+			// Neither: the variable named ID, else the file named ID (buildx).
+			if v, ok := os.LookupEnv(id); ok {
+				out[id] = []byte(v)
+				break
 			}
-			out[id] = []byte(v)
+			b, err := os.ReadFile(id)
+			if err != nil {
+				return nil, fmt.Errorf("secret %s: no src or env, no environment variable %s, and %w", id, id, err)
+			}
+			out[id] = b
 		}
 	}
 	return out, nil

@@ -14,11 +14,12 @@ func TestReadSecrets(t *testing.T) {
 	t.Setenv("MYID", "by-id")
 	got, err := readSecrets([]string{
 		"id=a,src=" + f, "id=b,env=LAYERFS_TEST_SECRET", "id=MYID", "src=" + f, "id=c,type=env,env=MYID",
+		"id=d,type=env,src=LAYERFS_TEST_SECRET", `"id=e","src=` + f + `"`,
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := map[string]string{"a": "from-file", "b": "from-env", "MYID": "by-id", "tok.txt": "from-file", "c": "by-id"}
+	want := map[string]string{"a": "from-file", "b": "from-env", "MYID": "by-id", "tok.txt": "from-file", "c": "by-id", "d": "from-env", "e": "from-file"}
 	for k, v := range want {
 		if string(got[k]) != v {
 			t.Errorf("secret %s = %q, want %q", k, got[k], v)
@@ -27,7 +28,7 @@ func TestReadSecrets(t *testing.T) {
 	for _, tc := range []struct{ spec, want string }{
 		{"id=x,src=/nonexistent/file", "secret x: open /nonexistent/file"},
 		{"id=x,env=LAYERFS_TEST_UNSET_VAR", "environment variable LAYERFS_TEST_UNSET_VAR is not set"},
-		{"id=LAYERFS_TEST_UNSET_VAR", "no src or env"},
+		{"id=LAYERFS_TEST_UNSET_VAR", "no src or env, no environment variable LAYERFS_TEST_UNSET_VAR, and open LAYERFS_TEST_UNSET_VAR"},
 		{"id=x,bogus=1", `unexpected key "bogus"`},
 		{"id=x,type=ssh", `unsupported type "ssh"`},
 		{"justtext", "is not key=value"},

@@ -39,6 +39,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/distribution/reference"
 	"github.com/moby/buildkit/frontend/dockerfile/instructions"
 	"github.com/moby/buildkit/frontend/dockerfile/parser"
 	"github.com/moby/buildkit/frontend/dockerfile/shell"
@@ -516,10 +517,11 @@ func (b *builder) commitStep(key digest.Digest, createdBy string, layer *ocispec
 func (b *builder) resolveImage(ctx context.Context, ref string) (*blobstore.Image, error) {
 	pull := func() error {
 		b.pulled[ref] = true
-		if err := b.o.Pull(ctx, ref); err != nil {
-			return fmt.Errorf("pull %s: %w", ref, err)
+		err := b.o.Pull(ctx, ref)
+		if err != nil && !strings.HasPrefix(err.Error(), "pull ") { // some name it already
+			err = fmt.Errorf("pull %s: %w", ref, err)
 		}
-		return nil
+		return err
 	}
 	if b.o.Pull != nil && b.o.PullAlways && !b.pulled[ref] {
 		if err := pull(); err != nil {
@@ -527,7 +529,8 @@ func (b *builder) resolveImage(ctx context.Context, ref string) (*blobstore.Imag
 		}
 	}
 	img, err := b.o.Store.Resolve(ref)
-	if errors.Is(err, blobstore.ErrNotFound) && b.o.Pull != nil && !b.pulled[ref] {
+	// Missing, not broken: a stored image with a missing blob says so.
+	if errors.Is(err, blobstore.ErrNotFound) && !errors.Is(err, blobstore.ErrMissingBlob) && b.o.Pull != nil && !b.pulled[ref] {
 		if err := pull(); err != nil {
 			return nil, err
 		}
@@ -555,4 +558,25 @@ func (b *builder) setLabels(labels map[string]string) error {
 	}
 	b.raw, b.img, b.id = raw, img, digest.FromBytes(raw)
 	return nil
+}
+
+// namedContext is the --build-context value for name: by the name as written,
+// else as buildkit matches it, by its familiar form without :latest
+// ("docker.io/library/alpine:latest" is "alpine").
+func (b *builder) namedContext(name string) (string, bool) {
+	if v, ok := b.o.NamedContexts[name]; ok {
+		return v, true
+	}
+	n, err := reference.ParseNormalizedNamed(name)
+	if err != nil {
+		return "", false
+	}
+	short := strings.TrimSuffix(reference.FamiliarString(reference.TagNameOnly(n)), ":latest")
+	for k, v := range b.o.NamedContexts {
+		kn, err := reference.ParseNormalizedNamed(k)
+		if err == nil && strings.TrimSuffix(reference.FamiliarString(reference.TagNameOnly(kn)), ":latest") == short {
+			return v, true
+		}
+	}
+	return "", false
 }

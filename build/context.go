@@ -26,6 +26,9 @@ type buildContext struct {
 	// copyExcl is COPY/ADD --exclude: patterns relative to each source dir
 	// (a file source is matched by its name).
 	copyExcl *patternmatcher.PatternMatcher
+	// copyExclAt is where a COPY --parents source sits under its pivot: its
+	// --exclude patterns are relative to the pivot, not to the source.
+	copyExclAt string
 }
 
 // withExcludes is c for one COPY/ADD with --exclude patterns.
@@ -44,6 +47,9 @@ func (c *buildContext) withExcludes(patterns []string) (*buildContext, error) {
 func (c *buildContext) copyExcluded(rel string) bool {
 	if c.copyExcl == nil || rel == "." || rel == "" {
 		return false
+	}
+	if c.copyExclAt != "" {
+		rel = path.Join(c.copyExclAt, rel)
 	}
 	ok, err := c.copyExcl.MatchesOrParentMatches(rel)
 	return err == nil && ok

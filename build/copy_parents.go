@@ -20,9 +20,10 @@ import (
 
 // parentSource is one entry a --parents pattern matched.
 type parentSource struct {
-	src     source      // rel is relative to the context
-	destRel string      // its path under the destination (relative to the pivot)
-	parents []parentDir // the dirs between the pivot and it, outermost first
+	bc      *buildContext // the source tree, its --exclude relative to the pivot
+	src     source        // rel is relative to the context
+	destRel string        // its path under the destination (relative to the pivot)
+	parents []parentDir   // the dirs between the pivot and it, outermost first
 }
 
 // parentDir is a dir --parents recreates on the way to a source.
@@ -70,7 +71,9 @@ func (c *buildContext) resolveParents(pattern string) ([]parentSource, error) {
 		if err != nil || !m {
 			return nil
 		}
-		ps := parentSource{src: source{rel: path.Join(root.rel, rel), abs: abs, fi: fi}, destRel: rel}
+		at := *c
+		at.copyExclAt = rel
+		ps := parentSource{bc: &at, src: source{rel: path.Join(root.rel, rel), abs: abs, fi: fi}, destRel: rel}
 		for d := path.Dir(rel); d != "."; d = path.Dir(d) {
 			ps.parents = append([]parentDir{{destRel: d, fi: dirs[d]}}, ps.parents...)
 		}
@@ -93,7 +96,7 @@ func (c *buildContext) resolveParents(pattern string) ([]parentSource, error) {
 func (c *buildContext) hashParents(srcs []parentSource) (string, error) {
 	var b strings.Builder
 	for _, ps := range srcs {
-		h, err := c.hashSources([]source{ps.src})
+		h, err := ps.bc.hashSources([]source{ps.src})
 		if err != nil {
 			return "", err
 		}
@@ -109,7 +112,7 @@ func (c *buildContext) hashParents(srcs []parentSource) (string, error) {
 }
 
 // copyParents copies --parents sources under dest (a dir).
-func (cp *copier) copyParents(bc *buildContext, srcs []parentSource, dest string) error {
+func (cp *copier) copyParents(srcs []parentSource, dest string) error {
 	dest = path.Clean("/" + dest)
 	for _, ps := range srcs {
 		for _, d := range ps.parents {
@@ -125,11 +128,11 @@ func (cp *copier) copyParents(bc *buildContext, srcs []parentSource, dest string
 		target := path.Join(dest, ps.destRel)
 		switch fi := ps.src.fi; {
 		case fi.IsDir():
-			if err := cp.copyTree(bc, ps.src, target); err != nil {
+			if err := cp.copyTree(ps.bc, ps.src, target); err != nil {
 				return err
 			}
 		case fi.Mode()&fs.ModeSymlink != 0:
-			t, err := bc.readlink(ps.src.abs)
+			t, err := ps.bc.readlink(ps.src.abs)
 			if err != nil {
 				return err
 			}
@@ -138,7 +141,7 @@ func (cp *copier) copyParents(bc *buildContext, srcs []parentSource, dest string
 				return err
 			}
 		case fi.Mode().IsRegular():
-			if err := cp.copySource(bc, ps.src, target, dest, false); err != nil {
+			if err := cp.copySource(ps.bc, ps.src, target, dest, false); err != nil {
 				return err
 			}
 		}

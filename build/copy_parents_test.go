@@ -35,13 +35,17 @@ COPY --parents ./src/**/*.txt /glob/
 COPY --parents ./deep/./x/y/*.txt /pivot/
 COPY --parents src/x /dir/
 COPY --from=s1 --parents /app/./bin/tool /from/
+COPY --parents --exclude=src/x/y src /excl/
+COPY --parents --exclude=*.txt src /excl2/
 RUN test "$(cat /parents/x/a.txt /parents/y/a.txt)" = "$(printf 'x/a.txt\ny/a.txt')" && \
     test -f /glob/src/a.txt && test -f /glob/src/x/b.txt && test -f /glob/src/x/y/c.txt && \
     test ! -e /glob/src/x/y/d.md && test ! -e /glob/src/skip && \
     test "$(stat -c %a /glob/src/x)" = 750 && \
     test -f /pivot/x/y/e.txt && test ! -e /pivot/deep && \
     test -f /dir/src/x/y/d.md && test -f /dir/src/x/b.txt && \
-    test "$(cat /from/bin/tool)" = tool
+    test "$(cat /from/bin/tool)" = tool && \
+    test -f /excl/src/a.txt && test -f /excl/src/x/b.txt && test ! -e /excl/src/x/y && \
+    test -f /excl2/src/a.txt && test -f /excl2/src/x/y/d.md
 `
 	res, out, err := buildIn(t, root, s, ctxDir, df)
 	if err != nil {

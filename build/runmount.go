@@ -12,6 +12,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path"
 	"path/filepath"
@@ -358,6 +359,9 @@ func lockCacheMount(ctx context.Context, top string, how int) (*os.File, error) 
 		}
 		p := filepath.Join(top, "lock")
 		f, err := os.OpenFile(p, os.O_RDWR|os.O_CREATE, 0o600)
+		if errors.Is(err, fs.ErrNotExist) {
+			continue // builder prune removed top after our MkdirAll
+		}
 		if err != nil {
 			return nil, err
 		}

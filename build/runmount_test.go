@@ -232,11 +232,30 @@ RUN grep -q '1.2.3.4	gw.example' /etc/hosts && test "$(grep -c : /proc/net/dev)"
 	if strings.Join(pulls, " ") != "remote/app:1 remote/other:2" {
 		t.Errorf("with --pull pulled %v, want both, once each", pulls)
 	}
+	// The same build without --add-host and --network=none is no cache hit:
+	// its RUN (which checks them) runs again, and fails.
+	plain := opts
+	plain.AddHosts, plain.NoNetwork, plain.PullAlways = nil, false, false
+	if _, err := Build(context.Background(), plain); err == nil || !strings.Contains(err.Error(), "returned a non-zero code") {
+		t.Errorf("build without --add-host/--network=none reused their RUN: %v", err)
+	}
 	opts.Pull = func(context.Context, string) error { return errors.New("registry down") }
 	opts.PullAlways = false
 	os.WriteFile(filepath.Join(ctxDir, "Dockerfile"), []byte("FROM remote/missing:3\n"), 0o644)
-	if _, err := Build(context.Background(), opts); err == nil || !strings.Contains(err.Error(), "pull remote/missing:3: registry down") {
+	if _, err := Build(context.Background(), opts); err == nil || !strings.Contains(err.Error(), "FROM remote/missing:3: pull remote/missing:3: registry down") {
 		t.Errorf("build from an image that cannot be pulled: %v", err)
+	}
+	// A stored image that lacks a blob is broken, not missing: no pull, and
+	// the error says what is wrong.
+	base, _ := s.Resolve("base")
+	if err := os.Remove(filepath.Join(root, "store", "blobs", "sha256", base.Manifest.Config.Digest.Encoded())); err != nil {
+		t.Fatal(err)
+	}
+	pulls = nil
+	opts.Pull = pull
+	os.WriteFile(filepath.Join(ctxDir, "Dockerfile"), []byte("FROM base\n"), 0o644)
+	if _, err := Build(context.Background(), opts); err == nil || len(pulls) != 0 || !strings.Contains(err.Error(), "not found") {
+		t.Errorf("build from a base missing its config blob: %v (pulled %v)", err, pulls)
 	}
 }
 
@@ -258,6 +277,7 @@ COPY --from=extra data.txt /data.txt
 RUN --mount=type=bind,from=extra,target=/x cat /x/data.txt > /via-mount && test ! -e /x/ignored.txt
 RUN --mount=type=bind,from=s1,target=/s test ! -e /s/stage && test -f /s/etc/passwd
 RUN test "$(cat /data.txt /via-mount)" = "$(printf 'extra-data\nextra-data')"
+COPY --from=docker.io/library/img:latest /etc/passwd /p2
 `
 	os.WriteFile(filepath.Join(ctxDir, "Dockerfile"), []byte(df), 0o644)
 	opts := Options{

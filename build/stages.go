@@ -46,7 +46,7 @@ func (b *builder) from(ctx context.Context, st instructions.Stage) error {
 	}
 	b.descs, b.parent = nil, nil
 	named := false
-	if v, ok := b.o.NamedContexts[base]; ok {
+	if v, ok := b.namedContext(base); ok {
 		ref, isImage := strings.CutPrefix(v, "docker-image://")
 		if !isImage {
 			return fmt.Errorf("%w: FROM %s: a build context that is a directory cannot be a base (use docker-image://)", ErrBuild, base)

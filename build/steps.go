@@ -142,7 +142,14 @@ func (b *builder) runStep(ctx context.Context, c *instructions.RunCommand) (bool
 	if ak := b.argsKey(); len(ak) > 0 {
 		createdBy = fmt.Sprintf("|%d %s %s", len(ak), strings.Join(ak, " "), createdBy)
 	}
-	key := b.cacheKey("RUN "+createdBy, mounts.key)
+	extra := mounts.key
+	if b.o.NoNetwork {
+		extra += "network none\n" // build --network=none, as RUN --network=none
+	}
+	for _, h := range b.o.AddHosts {
+		extra += "add-host " + h + "\n"
+	}
+	key := b.cacheKey("RUN "+createdBy, extra)
 	if ok, err := b.useCache(key); err != nil || ok {
 		return ok, err
 	}
@@ -448,7 +455,7 @@ func (b *builder) copyStep(ctx context.Context, text string, sd *instructions.So
 			unpackLocal, unpackURLs = *flags.unpack, *flags.unpack
 		}
 		if flags.parents {
-			if err := cp.copyParents(bc, psrcs, dest); err != nil {
+			if err := cp.copyParents(psrcs, dest); err != nil {
 				return err
 			}
 			if len(inline) == 0 {
@@ -475,7 +482,7 @@ func (b *builder) mountFrom(ctx context.Context, from string) (*buildContext, di
 	var descs []ocispec.Descriptor
 	var id digest.Digest
 	named := false
-	if v, ok := b.o.NamedContexts[from]; ok {
+	if v, ok := b.namedContext(from); ok {
 		if ref, isImage := strings.CutPrefix(v, "docker-image://"); isImage {
 			from, named = ref, true
 		} else {

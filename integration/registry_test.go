@@ -501,13 +501,17 @@ func TestBuildPullsBase(t *testing.T) {
 	b.fails("--platform linux/s390x: only linux/", "build", "--platform", "linux/s390x", ctx)
 	b.fails(`invalid argument "nohost" for "--add-host"`, "build", "--add-host", "nohost", ctx)
 	b.fails(`invalid argument "fancy" for "--progress"`, "build", "--progress", "fancy", ctx)
+	b.fails(`invalid argument "=x" for "--label" flag: no key`, "build", "--label", "=x", ctx)
 	b.fails("--build-context x: only a local dir or docker-image://REF", "build", "--build-context", "x=https://example.com/r.git", ctx)
 	b.fails("--build-context x: /nonexistent is not a directory", "build", "--build-context", "x=/nonexistent", ctx)
 	// A named context that is an image is pulled like a base.
 	os.WriteFile(filepath.Join(ctx, "Dockerfile"), []byte("FROM base\nCOPY --from=other /etc/a /a\n"), 0o644)
 	b.ok("build", "--build-context", "base=docker-image://"+dest, "--build-context", "other=docker-image://"+dest, "-t", "named:1", ctx)
 	os.WriteFile(filepath.Join(ctx, "Dockerfile"), []byte("FROM "+reg.Host+"/team/nosuch:1\n"), 0o644)
-	b.fails("pull "+reg.Host+"/team/nosuch:1", "build", ctx)
+	b.fails("pull "+reg.Host+"/team/nosuch:1", "build", "--iidfile", iid, ctx)
+	if _, err := os.Stat(iid); err == nil {
+		t.Error("a failed build left the last build's --iidfile")
+	}
 }
 
 // TestRunPullsMissing: run pulls an image the store lacks, as docker run does,

@@ -120,6 +120,12 @@ a Dockerfile alone (no context); -f - reads the Dockerfile from stdin.`,
 			if err != nil {
 				return err
 			}
+			if o.iidfile != "" {
+				// As docker: a failed build leaves no ID of an older one behind.
+				if err := os.Remove(o.iidfile); err != nil && !errors.Is(err, os.ErrNotExist) {
+					return fmt.Errorf("remove image ID file: %w", err)
+				}
+			}
 			out := cmd.OutOrStdout()
 			bo := build.Options{
 				Secrets: secrets, PullAlways: o.pull, Labels: parseLabels(o.labels),
@@ -277,7 +283,7 @@ func (o *buildOptions) check() error {
 		return fmt.Errorf("invalid argument %q for \"--network\" flag: want default, host or none", o.network)
 	}
 	if o.platform != "" {
-		if p := strings.TrimSuffix(o.platform, "/"); p != registry.DefaultPlatform() && !strings.HasPrefix(registry.DefaultPlatform(), p+"/") {
+		if p := strings.TrimSuffix(o.platform, "/"); p != registry.DefaultPlatform() && !strings.HasPrefix(registry.DefaultPlatform(), p+"/") && "linux/"+p != registry.DefaultPlatform() {
 			return fmt.Errorf("--platform %s: only %s can be built here (RUN steps run natively)", o.platform, registry.DefaultPlatform())
 		}
 	}
@@ -286,8 +292,21 @@ func (o *buildOptions) check() error {
 		if !ok {
 			name, ip, ok = strings.Cut(h, ":")
 		}
-		if !ok || name == "" || net.ParseIP(ip) == nil {
+		if !ok || name == "" || (net.ParseIP(ip) == nil && ip != "host-gateway") {
 			return fmt.Errorf("invalid argument %q for \"--add-host\" flag: want HOST:IP", h)
+		}
+	}
+	for i, h := range o.addHosts {
+		// RUN shares the host's network: the host is the loopback address.
+		if name, ok := strings.CutSuffix(h, ":host-gateway"); ok {
+			o.addHosts[i] = name + ":127.0.0.1"
+		} else if name, ok := strings.CutSuffix(h, "=host-gateway"); ok {
+			o.addHosts[i] = name + "=127.0.0.1"
+		}
+	}
+	for _, l := range o.labels {
+		if k, _, _ := strings.Cut(l, "="); k == "" {
+			return fmt.Errorf("invalid argument %q for \"--label\" flag: no key", l)
 		}
 	}
 	return nil

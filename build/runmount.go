@@ -272,6 +272,15 @@ func (b *builder) cacheMount(ctx context.Context, m *runMounts, mt *instructions
 		}
 		seed = bc
 		dirID = id + "\x00from " + fid.String() + " " + path.Clean("/"+source)
+		if v, ok := b.namedContext(mt.From); ok && !strings.HasPrefix(v, "docker-image://") {
+			// A dir named by --build-context: its content, not its path, picks
+			// the cache (an image's ID already stands for its content).
+			h, err := bc.hashSources(seedSrcs)
+			if err != nil {
+				return fmt.Errorf("cache mount %s: %w", id, err)
+			}
+			dirID += " " + h
+		}
 	} else if mt.Source != "" {
 		return errors.New("cache mount: source= needs from=")
 	}

@@ -278,14 +278,22 @@ RUN --mount=type=bind,from=extra,target=/x cat /x/data.txt > /via-mount && test 
 RUN --mount=type=bind,from=s1,target=/s test ! -e /s/stage && test -f /s/etc/passwd
 RUN test "$(cat /data.txt /via-mount)" = "$(printf 'extra-data\nextra-data')"
 COPY --from=docker.io/library/img:latest /etc/passwd /p2
+RUN --mount=type=cache,id=seeded,target=/c,from=extra cat /c/data.txt > /seed
 `
 	os.WriteFile(filepath.Join(ctxDir, "Dockerfile"), []byte(df), 0o644)
 	opts := Options{
 		Store: s, LayersDir: filepath.Join(root, "layers"), StateDir: root, Context: ctxDir,
 		NamedContexts: map[string]string{"extra": extra, "img": "docker-image://base", "s1": "docker-image://base"},
 	}
-	if _, err := Build(context.Background(), opts); err != nil {
+	res, err := Build(context.Background(), opts)
+	if err != nil {
 		t.Fatal(err)
+	}
+	// A changed dir context seeds a new cache (and reruns what read it).
+	os.WriteFile(filepath.Join(extra, "data.txt"), []byte("changed\n"), 0o644)
+	os.WriteFile(filepath.Join(ctxDir, "Dockerfile"), []byte(strings.ReplaceAll(df, "extra-data", "changed")+"RUN test \"$(cat /seed)\" = changed\n"), 0o644)
+	if res2, err := Build(context.Background(), opts); err != nil || res2.Image.ID == res.Image.ID {
+		t.Fatalf("build after the dir context changed: %v", err)
 	}
 	os.WriteFile(filepath.Join(ctxDir, "Dockerfile"), []byte("FROM extra\n"), 0o644)
 	if _, err := Build(context.Background(), opts); err == nil || !strings.Contains(err.Error(), "cannot be a base") {

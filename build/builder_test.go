@@ -1,7 +1,6 @@
 package build
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -113,20 +112,7 @@ func testStore(t *testing.T, extra func(rootfs string)) (string, *blobstore.Stor
 
 func buildIn(t *testing.T, root string, s *blobstore.Store, ctxDir, dockerfile string) (*Result, string, error) {
 	t.Helper()
-	if err := os.WriteFile(filepath.Join(ctxDir, "Dockerfile"), []byte(dockerfile), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	var out bytes.Buffer
-	res, err := Build(context.Background(), Options{
-		Store: s, LayersDir: filepath.Join(root, "layers"), StateDir: root,
-		Context: ctxDir, Tags: []string{"out:latest"}, Out: &out,
-	})
-	t.Cleanup(func() {
-		if m, _ := os.ReadFile("/proc/self/mountinfo"); strings.Contains(string(m), root) {
-			t.Errorf("build left a mount under %s", root)
-		}
-	})
-	return res, out.String(), err
+	return buildWith(t, root, s, ctxDir, dockerfile, nil)
 }
 
 // TestBuildCopySemantics checks COPY's and ADD's docker rules through RUN steps

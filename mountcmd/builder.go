@@ -1,9 +1,7 @@
 package mountcmd
 
 import (
-	"bufio"
 	"fmt"
-	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -38,9 +36,7 @@ build reruns every step).`,
 				if all {
 					warning = "WARNING! This will remove all build cache."
 				}
-				fmt.Fprintf(out, "%s\nAre you sure you want to continue? [y/N] ", warning)
-				answer, _ := bufio.NewReader(cmd.InOrStdin()).ReadString('\n')
-				if a := strings.ToLower(strings.TrimSpace(answer)); a != "y" && a != "yes" {
+				if !confirm(cmd, warning) {
 					return nil
 				}
 			}

@@ -47,9 +47,7 @@ func runImagePrune(cmd *cobra.Command, g *globalOptions, o *imagePruneOptions) e
 		if o.all {
 			warning = "WARNING! This will remove all images without at least one container associated to them."
 		}
-		fmt.Fprintf(cmd.OutOrStdout(), "%s\nAre you sure you want to continue? [y/N] ", warning)
-		answer, _ := bufio.NewReader(cmd.InOrStdin()).ReadString('\n')
-		if a := strings.ToLower(strings.TrimSpace(answer)); a != "y" && a != "yes" {
+		if !confirm(cmd, warning) {
 			return nil
 		}
 	}
@@ -103,4 +101,13 @@ func runImagePrune(cmd *cobra.Command, g *globalOptions, o *imagePruneOptions) e
 	}
 	fmt.Fprintf(out, "Total reclaimed space: %s\n", humanSize(res.Freed))
 	return nil
+}
+
+// confirm is docker's prune prompt: warning, then a y/N question read from
+// stdin; anything but y or yes (EOF too) is no.
+func confirm(cmd *cobra.Command, warning string) bool {
+	fmt.Fprintf(cmd.OutOrStdout(), "%s\nAre you sure you want to continue? [y/N] ", warning)
+	answer, _ := bufio.NewReader(cmd.InOrStdin()).ReadString('\n')
+	a := strings.ToLower(strings.TrimSpace(answer))
+	return a == "y" || a == "yes"
 }

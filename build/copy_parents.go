@@ -54,6 +54,9 @@ func (c *buildContext) resolveParents(pattern string) ([]parentSource, error) {
 		return nil, fmt.Errorf("--parents: %s is not a directory", pivot)
 	}
 	root := roots[0]
+	if ps, ok := c.plainParent(root, pat); ok {
+		return ps, nil
+	}
 	pm, err := patternmatcher.New([]string{pat})
 	if err != nil {
 		return nil, fmt.Errorf("bad source pattern %q: %w", pattern, err)
@@ -90,6 +93,37 @@ func (c *buildContext) resolveParents(pattern string) ([]parentSource, error) {
 		return nil, fmt.Errorf("file not found in build context or excluded by .dockerignore: stat %s: file does not exist", pattern)
 	}
 	return out, nil
+}
+
+// plainParent is resolveParents' walk done by lookups, for a path without
+// wildcards in a context with nothing excluded (COPY --parents a/go.mod): it
+// reports false when the walk has to decide (a symlink or a non-dir on the way,
+// or nothing there), which then does.
+func (c *buildContext) plainParent(root source, pat string) ([]parentSource, bool) {
+	if strings.ContainsAny(pat, "*?[\\") || c.pm != nil || c.copyExcl != nil {
+		return nil, false
+	}
+	ps := parentSource{destRel: pat}
+	parts := strings.Split(pat, "/")
+	for i := range parts {
+		rel := strings.Join(parts[:i+1], "/")
+		fi, err := c.lstat(filepath.Join(root.abs, filepath.FromSlash(rel)))
+		if err != nil {
+			return nil, false
+		}
+		if i < len(parts)-1 {
+			if !fi.IsDir() {
+				return nil, false
+			}
+			ps.parents = append(ps.parents, parentDir{destRel: rel, fi: fi})
+			continue
+		}
+		at := *c
+		at.copyExclAt = rel
+		ps.bc = &at
+		ps.src = source{rel: path.Join(root.rel, rel), abs: filepath.Join(root.abs, filepath.FromSlash(rel)), fi: fi}
+	}
+	return []parentSource{ps}, true
 }
 
 // hashParents is hashSources for --parents sources: where each goes, too.

@@ -1,6 +1,7 @@
 package build
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -72,6 +73,44 @@ RUN test "$(cat /parents/x/a.txt /parents/y/a.txt)" = "$(printf 'x/a.txt\ny/a.tx
 		_, out, err := buildIn(t, root, s, ctxDir, tc.df)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%q: err = %v, want %q\n%s", tc.df, err, tc.want, out)
+		}
+	}
+}
+
+// TestPlainParentMatchesWalk: the lookup path of --parents for a plain path
+// finds what the walk finds (an --exclude that matches nothing forces the walk).
+func TestPlainParentMatchesWalk(t *testing.T) {
+	dir := t.TempDir()
+	for _, f := range []string{"x/y/z.txt", "x/y/w/v.txt", "b/f"} {
+		p := filepath.Join(dir, f)
+		os.MkdirAll(filepath.Dir(p), 0o755)
+		os.WriteFile(p, []byte(f), 0o644)
+	}
+	os.Chmod(filepath.Join(dir, "x/y"), 0o750)
+	os.Symlink("b", filepath.Join(dir, "a"))
+	c, err := openContext(dir, "", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	walk, err := c.withExcludes([]string{"no-such-name-zz"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	show := func(ps []parentSource) string {
+		var b strings.Builder
+		for _, p := range ps {
+			fmt.Fprintf(&b, "%s %s %s %v;", p.destRel, p.src.rel, p.src.abs, p.src.fi.Mode())
+			for _, d := range p.parents {
+				fmt.Fprintf(&b, " %s %v", d.destRel, d.fi.Mode())
+			}
+		}
+		return b.String()
+	}
+	for _, pat := range []string{"x/y/z.txt", "./x/./y/z.txt", "x/y", "x/./y/w", "a/f", "x/nope", "x/y/z.txt/q"} {
+		got, gerr := c.resolveParents(pat)
+		want, werr := walk.resolveParents(pat)
+		if show(got) != show(want) || (gerr == nil) != (werr == nil) {
+			t.Errorf("%s: lookups %q (%v), walk %q (%v)", pat, show(got), gerr, show(want), werr)
 		}
 	}
 }

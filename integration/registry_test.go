@@ -539,4 +539,17 @@ func TestRunPullsMissing(t *testing.T) {
 	if _, errs, _ = b.run("", "run", "--rm", dest, "/nosuch"); strings.Contains(errs, "Pulling") {
 		t.Errorf("run pulled an image the store has: %q", errs)
 	}
+
+	// mount pulls too, as buildah from does.
+	c := newRegEnv(t)
+	dir := t.TempDir()
+	_, errs, code = c.run("", "mount", dest, dir)
+	if code != 0 || !strings.Contains(errs, "Unable to find image '"+dest+"' locally\n") {
+		t.Fatalf("mount of a missing image: exit %d, stderr %q", code, errs)
+	}
+	t.Cleanup(func() { c.run("", "umount", dir) })
+	if b, err := os.ReadFile(filepath.Join(dir, "etc/a")); err != nil || string(b) != "one" {
+		t.Errorf("the pulled image's file through the mount: %q, %v", b, err)
+	}
+	c.ok("umount", dir)
 }

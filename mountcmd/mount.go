@@ -22,6 +22,7 @@ type mountOptions struct {
 	readOnly    bool
 	passthrough bool
 	foreground  bool
+	pull        string
 }
 
 func init() { addVerb(newMountCommand) }
@@ -65,6 +66,13 @@ does.`,
 			ref, dir := "", args[0]
 			if len(args) == 2 {
 				ref, dir = args[0], args[1]
+				// A missing image is pulled first, as buildah from does; not
+				// for a --name container that exists (it names its image).
+				if w, err := newWorkContainer(g.root, o.name); o.name == "" || err != nil || !w.exists() {
+					if err := pullForRun(cmd, g, o.pull, ref); err != nil {
+						return err
+					}
+				}
 			}
 			err := runMount(cmd.Context(), g, o, ref, dir, cmd.OutOrStdout())
 			if errors.Is(err, errNoSuchContainer) {
@@ -79,6 +87,7 @@ does.`,
 	f.BoolVar(&o.readOnly, "read-only", false, "mount read-only (writes fail with EROFS)")
 	f.BoolVar(&o.passthrough, "passthrough", false, "per-open FUSE passthrough: large files at disk speed, a round trip per open (see docs/NOTES.md)")
 	f.BoolVarP(&o.foreground, "foreground", "f", false, "serve in the foreground")
+	f.StringVar(&o.pull, "pull", "missing", `pull IMAGE first ("always", "missing", "never")`)
 	return cmd
 }
 

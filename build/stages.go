@@ -6,6 +6,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"os"
+	"path/filepath"
 	"runtime"
 	"strconv"
 	"strings"
@@ -18,6 +20,7 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/layerfs/layerfs/blobstore"
+	"github.com/layerfs/layerfs/cow"
 )
 
 // stageResult is a finished build stage, for FROM <stage> and COPY --from.
@@ -45,15 +48,23 @@ func (b *builder) from(ctx context.Context, st instructions.Stage) error {
 		return fmt.Errorf("%w: FROM %s: %w", ErrBuild, st.BaseName, err)
 	}
 	b.descs, b.parent = nil, nil
-	named := false
+	named, dirBase := false, ""
 	if v, ok := b.namedContext(base); ok {
 		ref, isImage := strings.CutPrefix(v, "docker-image://")
-		if !isImage {
-			return fmt.Errorf("%w: FROM %s: a build context that is a directory cannot be a base (use docker-image://)", ErrBuild, base)
+		if isImage {
+			base = ref
+		} else {
+			dirBase = v
 		}
-		base, named = ref, true
+		named = true
 	}
-	if prev, ok := b.stages[strings.ToLower(base)]; ok && !named {
+	if dirBase != "" {
+		// A --build-context dir as the base, as buildkit allows: an image of
+		// one layer, the dir's files (its .dockerignore honoured, root's).
+		if err := b.fromDir(ctx, dirBase); err != nil {
+			return fmt.Errorf("%w: FROM %s: %w", ErrBuild, base, err)
+		}
+	} else if prev, ok := b.stages[strings.ToLower(base)]; ok && !named {
 		// FROM an earlier stage: go on from its result.
 		b.raw, b.id, b.parent = prev.raw, prev.id, prev.parent
 		b.descs = append([]ocispec.Descriptor(nil), prev.descs...)
@@ -62,15 +73,9 @@ func (b *builder) from(ctx context.Context, st instructions.Stage) error {
 			return err
 		}
 	} else if base == "scratch" {
-		b.img = dockerspec.DockerOCIImage{Image: ocispec.Image{
-			Platform: ocispec.Platform{OS: "linux", Architecture: runtime.GOARCH},
-			RootFS:   ocispec.RootFS{Type: "layers", DiffIDs: []digest.Digest{}},
-		}}
-		b.raw, err = json.Marshal(b.img)
-		if err != nil {
+		if err := b.fromLayers(nil, nil); err != nil {
 			return err
 		}
-		b.id = digest.FromBytes(b.raw)
 	} else {
 		img, err := b.resolveImage(ctx, base)
 		if err != nil {
@@ -135,4 +140,57 @@ func (b *builder) onBuildTriggers(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// fromLayers starts from an image with no config but these layers (none:
+// scratch).
+func (b *builder) fromLayers(diffIDs []digest.Digest, descs []ocispec.Descriptor) error {
+	b.img = dockerspec.DockerOCIImage{Image: ocispec.Image{
+		Platform: ocispec.Platform{OS: "linux", Architecture: runtime.GOARCH},
+		RootFS:   ocispec.RootFS{Type: "layers", DiffIDs: append([]digest.Digest{}, diffIDs...)},
+	}}
+	raw, err := json.Marshal(b.img)
+	if err != nil {
+		return err
+	}
+	b.raw, b.id, b.descs = raw, digest.FromBytes(raw), descs
+	return nil
+}
+
+// fromDir starts from the files of a dir (a --build-context): copied as COPY
+// copies a context, then stored as one layer.
+func (b *builder) fromDir(ctx context.Context, dir string) error {
+	bc, err := openContext(dir, "", false)
+	if err != nil {
+		return err
+	}
+	srcs, err := bc.resolve(".")
+	if err != nil {
+		return err
+	}
+	top, release, err := newScratchDir(b.tmpRoot, "base-")
+	if err != nil {
+		return err
+	}
+	defer func() { os.RemoveAll(top); release() }()
+	rootfs := filepath.Join(top, "rootfs")
+	if err := os.Mkdir(rootfs, 0o755); err != nil {
+		return err
+	}
+	cp, err := newCopier(rootfs, "", nil)
+	if err != nil {
+		return err
+	}
+	err = cp.copyAll(bc, srcs, nil, nil, "/", false, false)
+	cp.close()
+	if err != nil {
+		return err
+	}
+	rc := cow.Diff(ctx, rootfs, cow.DiffOptions{})
+	desc, diffID, err := b.o.Store.AppendLayer(ctx, rc, blobstore.Gzip)
+	rc.Close()
+	if err != nil {
+		return err
+	}
+	return b.fromLayers([]digest.Digest{diffID}, []ocispec.Descriptor{desc})
 }

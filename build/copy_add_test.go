@@ -37,26 +37,9 @@ func TestExtractOwnerBounds(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			rootfs := t.TempDir()
 			p := filepath.Join(t.TempDir(), "in.tar")
-			f, err := os.Create(p)
-			if err != nil {
-				t.Fatal(err)
-			}
-			tw := tar.NewWriter(f)
-			for _, h := range []*tar.Header{
-				{Typeflag: tar.TypeDir, Name: "d/", Mode: 0o755},
-				{Typeflag: tar.TypeReg, Name: "d/f", Mode: 0o644, Uid: tc.uid, Gid: tc.gid, Format: tar.FormatPAX},
-			} {
-				if err := tw.WriteHeader(h); err != nil {
-					t.Fatal(err)
-				}
-			}
-			if err := tw.Close(); err != nil {
-				t.Fatal(err)
-			}
-			if _, err := f.Seek(0, 0); err != nil {
-				t.Fatal(err)
-			}
-			defer f.Close()
+			f := headerTar(t, p,
+				&tar.Header{Typeflag: tar.TypeDir, Name: "d/", Mode: 0o755},
+				&tar.Header{Typeflag: tar.TypeReg, Name: "d/f", Mode: 0o644, Uid: tc.uid, Gid: tc.gid, Format: tar.FormatPAX})
 			cp, err := newCopier(rootfs, tc.chown, nil)
 			if err != nil {
 				t.Fatal(err)
@@ -107,22 +90,8 @@ func TestExtractDeviceBounds(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			rootfs := t.TempDir()
-			f, err := os.Create(filepath.Join(t.TempDir(), "in.tar"))
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer f.Close()
-			tw := tar.NewWriter(f)
-			h := &tar.Header{Typeflag: tar.TypeChar, Name: "dev", Mode: 0o600, Devmajor: tc.major, Devminor: tc.minor, Format: tar.FormatGNU}
-			if err := tw.WriteHeader(h); err != nil {
-				t.Fatal(err)
-			}
-			if err := tw.Close(); err != nil {
-				t.Fatal(err)
-			}
-			if _, err := f.Seek(0, 0); err != nil {
-				t.Fatal(err)
-			}
+			f := headerTar(t, filepath.Join(t.TempDir(), "in.tar"),
+				&tar.Header{Typeflag: tar.TypeChar, Name: "dev", Mode: 0o600, Devmajor: tc.major, Devminor: tc.minor, Format: tar.FormatGNU})
 			cp, err := newCopier(rootfs, "", nil)
 			if err != nil {
 				t.Fatal(err)
@@ -144,4 +113,28 @@ func TestExtractDeviceBounds(t *testing.T) {
 			}
 		})
 	}
+}
+
+// headerTar writes a tar of data-less entries to p and returns it open at its
+// start (closed when the test ends).
+func headerTar(t *testing.T, p string, hdrs ...*tar.Header) *os.File {
+	t.Helper()
+	f, err := os.Create(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	tw := tar.NewWriter(f)
+	for _, h := range hdrs {
+		if err := tw.WriteHeader(h); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := tw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.Seek(0, 0); err != nil {
+		t.Fatal(err)
+	}
+	return f
 }

@@ -467,11 +467,7 @@ func TestRegistryInterruptedPull(t *testing.T) {
 // one it has), as docker build does; its docker flags (--progress, --label,
 // --iidfile) work, and the ones it cannot honour fail naming the flag.
 func TestBuildPullsBase(t *testing.T) {
-	reg := registrytest.Start(t, registrytest.Options{})
-	a := newRegEnv(t)
-	a.addImage("app:1", map[string]string{"etc/a": "one"})
-	dest := reg.Host + "/team/app:1"
-	a.ok("push", "app:1", dest)
+	reg, dest := pushedApp(t)
 
 	b := newRegEnv(t)
 	ctx := t.TempDir()
@@ -517,11 +513,7 @@ func TestBuildPullsBase(t *testing.T) {
 // TestRunPullsMissing: run pulls an image the store lacks, as docker run does,
 // its progress on stderr; --pull never does not.
 func TestRunPullsMissing(t *testing.T) {
-	reg := registrytest.Start(t, registrytest.Options{})
-	a := newRegEnv(t)
-	a.addImage("app:1", map[string]string{"etc/a": "one"})
-	dest := reg.Host + "/team/app:1"
-	a.ok("push", "app:1", dest)
+	_, dest := pushedApp(t)
 
 	b := newRegEnv(t)
 	_, errs, code := b.run("", "run", "--rm", "--pull", "never", dest, "/nosuch")
@@ -552,4 +544,16 @@ func TestRunPullsMissing(t *testing.T) {
 		t.Errorf("the pulled image's file through the mount: %q, %v", b, err)
 	}
 	c.ok("umount", dir)
+}
+
+// pushedApp starts a registry holding team/app:1 (one layer: etc/a "one"),
+// pushed from a store of its own, and returns it and that reference.
+func pushedApp(t *testing.T) (*registrytest.Server, string) {
+	t.Helper()
+	reg := registrytest.Start(t, registrytest.Options{})
+	a := newRegEnv(t)
+	a.addImage("app:1", map[string]string{"etc/a": "one"})
+	dest := reg.Host + "/team/app:1"
+	a.ok("push", "app:1", dest)
+	return reg, dest
 }

@@ -37,8 +37,7 @@ next:
 				continue next
 			}
 		}
-		h := sha256.Sum256([]byte(p))
-		dir := filepath.Join(w.Dir(), "volumes", hex.EncodeToString(h[:8]))
+		dir := volumeDir(w, p)
 		if _, err := os.Stat(dir); err != nil {
 			if err := fillVolume(dir, rootfs, p); err != nil {
 				return nil, fmt.Errorf("volume %s: %w", p, err)
@@ -47,6 +46,12 @@ next:
 		out = append(out, build.Bind{Source: dir, Target: p})
 	}
 	return out, nil
+}
+
+// volumeDir is where the container keeps the image's VOLUME p.
+func volumeDir(w *workContainer, p string) string {
+	h := sha256.Sum256([]byte(p))
+	return filepath.Join(w.Dir(), "volumes", hex.EncodeToString(h[:8]))
 }
 
 // fillVolume makes dir a copy of the image's path (resolved inside rootfs; empty if

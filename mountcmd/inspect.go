@@ -20,26 +20,39 @@ func init() { addVerb(newInspectCommand) }
 
 type inspectOptions struct {
 	format string
-	typ    string // --type of the top-level verb: "" (any) or "image"
+	typ    string // --type: "" (any), "container" or "image"
+	size   bool   // -s: containers' SizeRw and SizeRootFs
 	// object: the top-level verb, docker inspect, which names what it misses an
-	// object ("No such object: X"); `image inspect` says "No such image".
+	// object ("No such object: X"); `image inspect` says "No such image",
+	// `container inspect` "No such container".
 	object bool
 }
 
-// newInspectCommand is the top-level `inspect` (docker inspect; images are the only
-// objects it knows, working containers are shown by ps).
+// newInspectCommand is the top-level `inspect` (docker inspect): working
+// containers first, then images, as docker looks a name up.
 func newInspectCommand(g *globalOptions) *cobra.Command {
 	o := &inspectOptions{object: true}
 	cmd := inspectCommand(g, o)
-	cmd.Use = "inspect [--format TEMPLATE] [--type image] NAME|ID..."
-	cmd.Short = "Show detailed information on images, as docker inspect does"
-	cmd.Flags().StringVar(&o.typ, "type", "", "only inspect objects of the given type (image)")
+	cmd.Use = "inspect [--format TEMPLATE] [--type container|image] [-s] NAME|ID..."
+	cmd.Short = "Show detailed information on containers and images, as docker inspect does"
+	cmd.Flags().StringVar(&o.typ, "type", "", "only inspect objects of the given type (container or image)")
+	cmd.Flags().BoolVarP(&o.size, "size", "s", false, "display total file sizes if the type is container")
 	return cmd
 }
 
 // newImageInspectCommand is `image inspect` (docker image inspect).
 func newImageInspectCommand(g *globalOptions) *cobra.Command {
-	return inspectCommand(g, &inspectOptions{})
+	return inspectCommand(g, &inspectOptions{typ: "image"})
+}
+
+// newContainerInspectCommand is `container inspect` (docker container inspect).
+func newContainerInspectCommand(g *globalOptions) *cobra.Command {
+	o := &inspectOptions{typ: "container"}
+	cmd := inspectCommand(g, o)
+	cmd.Use = "inspect [--format TEMPLATE] [-s] CONTAINER..."
+	cmd.Short = "Show detailed information on working containers, as docker container inspect does"
+	cmd.Flags().BoolVarP(&o.size, "size", "s", false, "display total file sizes")
+	return cmd
 }
 
 func inspectCommand(g *globalOptions, o *inspectOptions) *cobra.Command {
@@ -50,12 +63,12 @@ func inspectCommand(g *globalOptions, o *inspectOptions) *cobra.Command {
 		SilenceUsage: true,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			switch o.typ {
-			case "", "image":
+			case "", "image", "container":
 			default:
-				return fmt.Errorf("%q is not a valid value for --type (layerfs inspects images)", o.typ)
+				return fmt.Errorf("%q is not a valid value for --type (container or image)", o.typ)
 			}
-			if o.typ == "image" {
-				o.object = false // docker inspect --type image words misses as image inspect
+			if o.typ != "" {
+				o.object = false // docker inspect --type T words misses as T inspect
 			}
 			return runInspect(cmd, g, o, args)
 		},
@@ -193,9 +206,32 @@ func runInspect(cmd *cobra.Command, g *globalOptions, o *inspectOptions, args []
 	if err != nil {
 		return err
 	}
-	var found []inspectImage
+	var found []any
 	var errs []string
 	for _, a := range args {
+		if o.typ != "image" {
+			w, err := findContainer(g.root, a)
+			if err == nil {
+				st, lerr := w.load()
+				if lerr == nil {
+					ic, err := newInspectContainer(cmd.Context(), g, s, imgs, w, st, o.size)
+					if err != nil {
+						return err
+					}
+					found = append(found, ic)
+					continue
+				}
+				err = lerr
+			}
+			if !errors.Is(err, errNoSuchContainer) {
+				errs = append(errs, err.Error())
+				continue
+			}
+			if o.typ == "container" {
+				errs = append(errs, "No such container: "+a)
+				continue
+			}
+		}
 		img, err := resolveListed(s, imgs, a)
 		if err != nil {
 			if o.object && errors.Is(err, blobstore.ErrNotFound) && !errors.Is(err, blobstore.ErrMissingBlob) {
@@ -226,8 +262,8 @@ func runInspect(cmd *cobra.Command, g *globalOptions, o *inspectOptions, args []
 		if err != nil {
 			return fmt.Errorf("template parsing error: %w", err)
 		}
-		for _, img := range found {
-			if err := tmpl.Execute(out, img); err != nil {
+		for _, obj := range found {
+			if err := tmpl.Execute(out, obj); err != nil {
 				return fmt.Errorf("template: %w", err)
 			}
 			fmt.Fprintln(out)

@@ -232,7 +232,7 @@ func runContainer(ctx context.Context, g *globalOptions, o *runOptions, ref stri
 		return 0, err
 	}
 	spec.Binds = append(spec.Binds, vols...)
-	id := randomID()
+	id := containerID(st)
 	spec.Rootfs = st.Mountpoint
 	if spec.Hostname == "" {
 		spec.Hostname = id[:12]
@@ -274,6 +274,11 @@ func runContainer(ctx context.Context, g *globalOptions, o *runOptions, ref stri
 	go killWithoutMount(w, p, exited)
 	code, err = p.Wait()
 	close(exited)
+	rec := exitRecord{ExitCode: code, Started: rs.Started, Finished: time.Now().UTC()}
+	if err != nil {
+		rec.Error = err.Error()
+	}
+	saveExit(w, rec) // before unmountAfterRun drops run.json: wait looks here then
 	return code, err
 }
 

@@ -92,10 +92,11 @@ func umountOne(ctx context.Context, g *globalOptions, arg string, force bool) er
 	return unmountContainer(ctx, w, st, force)
 }
 
-// findContainer names the working container arg designates: a container name, or
-// the mountpoint (or a path that resolves to it) of a mounted one.
+// findContainer names the working container arg designates: a container name
+// (with or without docker's leading "/"), the mountpoint (or a path that resolves
+// to it) of a mounted one, or a unique prefix of a container's ID.
 func findContainer(root, arg string) (*workContainer, error) {
-	if w, err := newWorkContainer(root, arg); err == nil && w.exists() {
+	if w, err := newWorkContainer(root, strings.TrimPrefix(arg, "/")); err == nil && w.exists() {
 		return w, nil
 	}
 	abs, err := filepath.Abs(arg)
@@ -121,7 +122,30 @@ func findContainer(root, arg string) (*workContainer, error) {
 			}
 		}
 	}
+	if w, err := containerByID(ws, arg); w != nil || err != nil {
+		return w, err
+	}
 	return nil, fmt.Errorf("%w: %s (neither a working container nor the mountpoint of one)", errNoSuchContainer, arg)
+}
+
+// containerByID finds the one container among ws whose ID starts with prefix;
+// nil if none does (or prefix is no hex string).
+func containerByID(ws []*workContainer, prefix string) (*workContainer, error) {
+	if prefix == "" || !isHexString(prefix) {
+		return nil, nil
+	}
+	var hit *workContainer
+	for _, w := range ws {
+		st, err := w.load()
+		if err != nil || !strings.HasPrefix(containerID(st), prefix) {
+			continue
+		}
+		if hit != nil {
+			return nil, fmt.Errorf("multiple containers found with provided prefix: %s", prefix)
+		}
+		hit = w
+	}
+	return hit, nil
 }
 
 // unmountContainer stops w's server (or clears the dead mount it left) and records

@@ -97,6 +97,7 @@ var validName = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.-]*$`)
 // workState is state.json: what a working container is made of.
 type workState struct {
 	Name           string        `json:"name"`
+	ID             string        `json:"id,omitempty"`          // 64 hex digits, set at create (containerID)
 	ImageID        digest.Digest `json:"imageID"`               // config digest
 	ManifestDigest digest.Digest `json:"manifestDigest"`        // the manifest that gc keeps
 	ImageRef       string        `json:"imageRef,omitempty"`    // familiar ref the user named, "" for an ID
@@ -249,6 +250,9 @@ func (w *workContainer) create(s *workState) error {
 		return fmt.Errorf("create container %s: %w", w.name, err)
 	}
 	s.Name = w.name
+	if s.ID == "" {
+		s.ID = randomID()
+	}
 	if s.Created.IsZero() {
 		s.Created = time.Now().UTC()
 	}

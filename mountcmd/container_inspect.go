@@ -1,0 +1,328 @@
+package mountcmd
+
+// inspect of working containers, in docker container inspect's shape: what a
+// docker user's scripts read (.State.Running, .State.ExitCode, .Config.Cmd,
+// .Mounts, .GraphDriver.Data.UpperDir ...), with layerfs's own facts where
+// docker has none (the mount's status, its data mode).
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	dockerspec "github.com/moby/docker-image-spec/specs-go/v1"
+
+	"github.com/layerfs/layerfs/blobstore"
+)
+
+// inspectContainerState is docker's .State.
+type inspectContainerState struct {
+	// Status is docker's word where one fits: running (run's command runs),
+	// paused, dead, exited (a run ended), created (never run, not mounted),
+	// and layerfs's mounted (mounted, no command running).
+	Status     string
+	Running    bool
+	Paused     bool
+	Restarting bool
+	OOMKilled  bool
+	Dead       bool
+	Pid        int // the command's pid 1 as the host sees it, while it runs
+	ExitCode   int
+	Error      string
+	StartedAt  string
+	FinishedAt string
+	// Mount is the union mount's status, as ps shows it: mounted, paused, dead
+	// or unmounted; ServerPid its server's pid while mounted.
+	Mount     string
+	ServerPid int `json:",omitempty"`
+}
+
+// inspectMount is one element of docker's .Mounts.
+type inspectMount struct {
+	Type        string
+	Source      string
+	Destination string
+	Mode        string
+	RW          bool
+	Propagation string
+}
+
+// inspectContainer is one working container in docker container inspect's shape.
+type inspectContainer struct {
+	Id              string //nolint:revive // docker's field name
+	Created         string
+	Path            string
+	Args            []string
+	State           inspectContainerState
+	Image           string
+	ResolvConfPath  string
+	HostnamePath    string
+	HostsPath       string
+	LogPath         string
+	Name            string
+	RestartCount    int
+	Driver          string
+	Platform        string
+	MountLabel      string
+	ProcessLabel    string
+	AppArmorProfile string
+	HostConfig      struct {
+		Binds          []string
+		NetworkMode    string
+		ReadonlyRootfs bool
+		Init           *bool `json:",omitempty"`
+	}
+	GraphDriver struct {
+		Data map[string]string
+		Name string
+	}
+	SizeRw     *int64 `json:",omitempty"`
+	SizeRootFs *int64 `json:",omitempty"`
+	Mounts     []inspectMount
+	Config     inspectConfig
+}
+
+// containerState derives docker's .State from the mount, run.json and exit.json.
+func containerState(ctx context.Context, w *workContainer, st *workState) inspectContainerState {
+	out := inspectContainerState{StartedAt: zeroTime, FinishedAt: zeroTime}
+	out.Mount = w.status(st)
+	if out.Mount == statusMounted {
+		out.ServerPid = st.PID
+		if ss := queryStatus(ctx, w); ss != nil {
+			out.ServerPid = ss.PID
+			if ss.Paused {
+				out.Mount = statusPaused
+			}
+		}
+	}
+	rec := loadExit(w)
+	if rec != nil {
+		out.ExitCode, out.Error = rec.ExitCode, rec.Error
+		out.StartedAt, out.FinishedAt = rfc3339(rec.Started), rfc3339(rec.Finished)
+	}
+	rs := loadRunState(w)
+	running := rs.alive() && out.Mount != statusUnmounted
+	switch {
+	case out.Mount == statusPaused:
+		out.Status, out.Paused = "paused", true
+	case out.Mount == statusDead:
+		out.Status, out.Dead = "dead", true
+	case running:
+		out.Status, out.Running, out.Pid = "running", true, rs.Pid
+		out.StartedAt, out.ExitCode, out.Error = rfc3339(rs.Started), 0, ""
+		if rec != nil && !rec.Finished.Before(rs.Started) {
+			out.FinishedAt = zeroTime
+		}
+	case out.Mount == statusMounted:
+		out.Status = statusMounted
+	case rec != nil:
+		out.Status = "exited"
+	default:
+		out.Status = "created"
+	}
+	if out.Paused && rs.alive() {
+		out.Running, out.Pid = true, rs.Pid
+	}
+	return out
+}
+
+const zeroTime = "0001-01-01T00:00:00Z"
+
+func rfc3339(t time.Time) string {
+	if t.IsZero() {
+		return zeroTime
+	}
+	return t.UTC().Format(time.RFC3339Nano)
+}
+
+// newInspectContainer builds what inspect shows of one container; imgs are the
+// store's images (for the container's image config), size asks for SizeRw and
+// SizeRootFs as docker inspect -s.
+func newInspectContainer(ctx context.Context, g *globalOptions, s *blobstore.Store, imgs []*blobstore.Image, w *workContainer, st *workState, size bool) (inspectContainer, error) {
+	out := inspectContainer{
+		Id: containerID(st), Created: rfc3339(st.Created), Args: []string{},
+		Image: st.ImageID.String(), Name: "/" + w.name, Driver: "layerfs", Platform: "linux",
+		Mounts: []inspectMount{},
+	}
+	out.State = containerState(ctx, w, st)
+	out.HostConfig.NetworkMode = "host"
+	out.HostConfig.ReadonlyRootfs = st.ReadOnly
+	var img *blobstore.Image
+	for _, i := range imgs {
+		if i.ID == st.ImageID {
+			img = i
+			break
+		}
+	}
+	var raw struct {
+		Config dockerspec.DockerOCIImageConfig `json:"config"`
+	}
+	if img != nil {
+		json.Unmarshal(img.RawConfig, &raw)
+	}
+	out.Config = dockerConfig(raw.Config)
+	out.Config.Image = st.ImageRef
+	if out.Config.Image == "" {
+		out.Config.Image = st.ImageID.String()
+	}
+	if out.Config.Env == nil {
+		out.Config.Env = []string{}
+	}
+	if sr := loadSavedRun(w); sr != nil {
+		out.Config.Hostname = sr.Hostname
+		out.Config.Tty, out.Config.OpenStdin = sr.Tty, sr.Interactive
+		out.Config.AttachStdin = sr.Interactive
+		if img != nil {
+			o := &runOptions{env: sr.Env, workdir: sr.Workdir, user: sr.User, entrypoint: sr.Entrypoint,
+				entrypointSet: sr.EntrypointSet, volumes: sr.Volumes}
+			if spec, err := processSpec(o, img, sr.Args); err == nil && len(spec.Args) > 0 {
+				out.Path, out.Args = spec.Args[0], append([]string{}, spec.Args[1:]...)
+				out.Config.Env, out.Config.WorkingDir, out.Config.User = spec.Env, spec.Dir, spec.User
+				if len(sr.Args) > 0 {
+					out.Config.Cmd = sr.Args
+				}
+				if sr.EntrypointSet {
+					out.Config.Entrypoint = nil
+					if sr.Entrypoint != "" {
+						out.Config.Entrypoint = []string{sr.Entrypoint}
+					}
+				}
+			}
+		}
+		if sr.Init {
+			out.HostConfig.Init = &sr.Init
+		}
+		out.HostConfig.Binds = append([]string{}, sr.Volumes...)
+		if binds, err := parseVolumes(sr.Volumes); err == nil {
+			for _, b := range binds {
+				m := inspectMount{Type: "bind", Source: b.Source, Destination: b.Target, RW: !b.ReadOnly, Propagation: "rprivate"}
+				if b.ReadOnly {
+					m.Mode = "ro"
+				}
+				out.Mounts = append(out.Mounts, m)
+			}
+		}
+		etc := filepath.Join(w.Dir(), "etc")
+		out.HostnamePath = filepath.Join(etc, "hostname")
+		out.HostsPath = filepath.Join(etc, "hosts")
+		out.ResolvConfPath = filepath.Join(etc, "resolv.conf")
+		if _, err := os.Stat(containerLogPath(w)); err == nil {
+			out.LogPath = containerLogPath(w)
+		}
+	}
+	out.Mounts = append(out.Mounts, imageVolumeMounts(w, img, out.Mounts)...)
+	if out.HostConfig.Binds == nil {
+		out.HostConfig.Binds = []string{}
+	}
+	lowers := st.Lowers
+	if len(lowers) == 0 && img != nil {
+		for i := len(img.Config.RootFS.DiffIDs) - 1; i >= 0; i-- {
+			lowers = append(lowers, filepath.Join(g.root, "layers", img.Config.RootFS.DiffIDs[i].Encoded()))
+		}
+	}
+	out.GraphDriver.Name = "layerfs"
+	out.GraphDriver.Data = map[string]string{
+		"LowerDir": strings.Join(lowers, ":"),
+		"UpperDir": w.upperPath(st),
+		"WorkDir":  w.ScratchDir(),
+	}
+	if out.State.Mount != statusUnmounted && st.Mountpoint != "" {
+		out.GraphDriver.Data["MergedDir"] = st.Mountpoint
+	}
+	if st.Passthrough {
+		out.GraphDriver.Data["DataMode"] = "passthrough"
+	}
+	if size {
+		rw, err := treeSize(w.upperPath(st))
+		if err != nil {
+			return out, fmt.Errorf("container %s: size: %w", w.name, err)
+		}
+		rootfs := rw
+		if img != nil {
+			sizes, err := s.LayerSizes(ctx, img)
+			if err != nil {
+				return out, err
+			}
+			rootfs += img.ContentSize(sizes)
+		}
+		out.SizeRw, out.SizeRootFs = &rw, &rootfs
+	}
+	return out, nil
+}
+
+// loadSavedRun reads run-config.json; nil for a container run never ran.
+func loadSavedRun(w *workContainer) *savedRun {
+	b, err := os.ReadFile(runConfigPath(w))
+	if err != nil {
+		return nil
+	}
+	var sr savedRun
+	if json.Unmarshal(b, &sr) != nil {
+		return nil
+	}
+	return &sr
+}
+
+// imageVolumeMounts are the image's VOLUMEs a run gave the container (its
+// volumes/ dirs, see imageVolumes), as docker lists anonymous volumes.
+func imageVolumeMounts(w *workContainer, img *blobstore.Image, binds []inspectMount) []inspectMount {
+	if img == nil {
+		return nil
+	}
+	var out []inspectMount
+next:
+	for v := range img.Config.Config.Volumes {
+		p := filepath.Clean("/" + v)
+		for _, b := range binds {
+			if filepath.Clean(b.Destination) == p {
+				continue next
+			}
+		}
+		dir := volumeDir(w, p)
+		if _, err := os.Stat(dir); err != nil {
+			continue
+		}
+		out = append(out, inspectMount{Type: "volume", Source: dir, Destination: p, RW: true})
+	}
+	return out
+}
+
+// treeSize is the size of the files under dir as docker counts a container's
+// SizeRw: regular files' sizes, each inode once.
+func treeSize(dir string) (int64, error) {
+	type key struct{ dev, ino uint64 }
+	seen := map[key]bool{}
+	var total int64
+	err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			if errors.Is(err, fs.ErrNotExist) {
+				return nil
+			}
+			return err
+		}
+		if !d.Type().IsRegular() {
+			return nil
+		}
+		fi, err := d.Info()
+		if err != nil {
+			return nil // gone meanwhile
+		}
+		if st, ok := fi.Sys().(*syscall.Stat_t); ok && st.Nlink > 1 {
+			k := key{st.Dev, st.Ino}
+			if seen[k] {
+				return nil
+			}
+			seen[k] = true
+		}
+		total += fi.Size()
+		return nil
+	})
+	return total, err
+}

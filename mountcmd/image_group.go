@@ -19,11 +19,7 @@ func newImageGroupCommand(g *globalOptions) *cobra.Command {
 		SilenceUsage: true,
 		RunE:         func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
 	}
-	for _, sub := range []struct {
-		name    string
-		aliases []string
-		make    func(*globalOptions) *cobra.Command
-	}{
+	addSubVerbs(group, g, []subVerb{
 		{"ls", []string{"list"}, newImagesCommand},
 		{"rm", []string{"remove"}, newRmiCommand},
 		{"inspect", nil, newImageInspectCommand},
@@ -34,7 +30,23 @@ func newImageGroupCommand(g *globalOptions) *cobra.Command {
 		{"import", nil, newImportCommand},
 		{"pull", nil, newPullCommand},
 		{"push", nil, newPushCommand},
-	} {
+	})
+	group.AddCommand(newImagePruneCommand(g))
+	return group
+}
+
+// subVerb is a verb of a management command (image, container): a top-level
+// verb's constructor under docker's sub-command name.
+type subVerb struct {
+	name    string
+	aliases []string
+	make    func(*globalOptions) *cobra.Command
+}
+
+// addSubVerbs adds each verb to group under its name, keeping its usage's
+// arguments.
+func addSubVerbs(group *cobra.Command, g *globalOptions, verbs []subVerb) {
+	for _, sub := range verbs {
 		c := sub.make(g)
 		if _, rest, ok := strings.Cut(c.Use, " "); ok {
 			c.Use = sub.name + " " + rest
@@ -44,6 +56,4 @@ func newImageGroupCommand(g *globalOptions) *cobra.Command {
 		c.Aliases = sub.aliases
 		group.AddCommand(c)
 	}
-	group.AddCommand(newImagePruneCommand(g))
-	return group
 }

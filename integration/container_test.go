@@ -1,0 +1,222 @@
+package integration
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestContainerInspect: docker inspect of a container shows what scripts read
+// (.State, .Path/.Args, .Config, .Mounts, .GraphDriver's dirs), and names,
+// "/names" and ID prefixes all find it; images are found after containers.
+func TestContainerInspect(t *testing.T) {
+	requireRunner(t)
+	importRunner(t, "busybox", `CMD ["sh"]`, "ENV A=1", "WORKDIR /srv")
+	vol := filepath.Join(t.TempDir(), "vol")
+	if r := run(t, "run", "--name", "i1", "-e", "B=2", "-v", vol+":/data:ro", "busybox", "sh", "-c", "echo x > /tmp/f; exit 3"); r.Code != 3 {
+		t.Fatalf("run exit %d: %s", r.Code, r.Stderr)
+	}
+	var got []struct {
+		Id    string
+		Name  string
+		Path  string
+		Args  []string
+		Image string
+		State struct {
+			Status   string
+			Running  bool
+			ExitCode int
+			Mount    string
+		}
+		Config struct {
+			Hostname   string
+			Env        []string
+			Cmd        []string
+			WorkingDir string
+			Image      string
+		}
+		Mounts []struct {
+			Type, Source, Destination string
+			RW                        bool
+		}
+		GraphDriver struct {
+			Name string
+			Data map[string]string
+		}
+		SizeRw *int64
+	}
+	if err := json.Unmarshal([]byte(mustRun(t, "inspect", "-s", "i1")), &got); err != nil || len(got) != 1 {
+		t.Fatalf("inspect i1: %v (%d objects)", err, len(got))
+	}
+	c := got[0]
+	if c.Name != "/i1" || len(c.Id) != 64 || c.Path != "sh" || strings.Join(c.Args, " ") != "-c echo x > /tmp/f; exit 3" {
+		t.Errorf("inspect i1: name %q id %q path %q args %q", c.Name, c.Id, c.Path, c.Args)
+	}
+	if c.State.Status != "exited" || c.State.Running || c.State.ExitCode != 3 || c.State.Mount != "unmounted" {
+		t.Errorf("inspect i1 state = %+v", c.State)
+	}
+	if c.Config.Hostname != c.Id[:12] || c.Config.WorkingDir != "/srv" || c.Config.Image != "busybox:latest" ||
+		!strings.Contains(strings.Join(c.Config.Env, " "), "A=1") || !strings.Contains(strings.Join(c.Config.Env, " "), "B=2") {
+		t.Errorf("inspect i1 config = %+v", c.Config)
+	}
+	if len(c.Mounts) != 1 || c.Mounts[0].Source != vol || c.Mounts[0].Destination != "/data" || c.Mounts[0].RW {
+		t.Errorf("inspect i1 mounts = %+v", c.Mounts)
+	}
+	upper := c.GraphDriver.Data["UpperDir"]
+	if c.GraphDriver.Name != "layerfs" || c.GraphDriver.Data["LowerDir"] == "" || c.GraphDriver.Data["MergedDir"] != "" {
+		t.Errorf("inspect i1 graph driver = %+v", c.GraphDriver)
+	}
+	if b, err := os.ReadFile(filepath.Join(upper, "tmp", "f")); err != nil || string(b) != "x\n" {
+		t.Errorf("UpperDir %s does not hold the run's change: %q %v", upper, b, err)
+	}
+	if c.SizeRw == nil || *c.SizeRw != 2 {
+		t.Errorf("inspect -s SizeRw = %v, want 2 (one file of 2 bytes)", c.SizeRw)
+	}
+	for _, arg := range []string{"/i1", c.Id[:7], c.Id} {
+		if got := mustRun(t, "container", "inspect", "-f", "{{.Name}}", arg); got != "/i1\n" {
+			t.Errorf("container inspect %s = %q", arg, got)
+		}
+	}
+	// An image after the containers; --type picks one kind; both in one call.
+	if got := mustRun(t, "inspect", "-f", "{{.Os}}", "busybox"); got != "linux\n" {
+		t.Errorf("inspect busybox = %q", got)
+	}
+	if r := run(t, "inspect", "--type", "container", "busybox"); r.Code != 1 || !strings.Contains(r.Stderr, "No such container: busybox") {
+		t.Errorf("inspect --type container busybox: exit %d, %q", r.Code, r.Stderr)
+	}
+	if r := run(t, "inspect", "--type", "image", "i1"); r.Code != 1 || !strings.Contains(r.Stderr, "No such image: i1") {
+		t.Errorf("inspect --type image i1: exit %d, %q", r.Code, r.Stderr)
+	}
+	if got := mustRun(t, "inspect", "-f", "{{.Id}}", "i1", "busybox"); len(strings.Fields(got)) != 2 || !strings.HasPrefix(strings.Fields(got)[1], "sha256:") {
+		t.Errorf("inspect i1 busybox = %q", got)
+	}
+
+	// A mounted container made by mount: its MergedDir, status mounted, never run.
+	mnt := filepath.Join(t.TempDir(), "mnt")
+	mustRun(t, "mount", "--name", "m1", "busybox", mnt)
+	t.Cleanup(func() { run(t, "umount", mnt) })
+	if got := mustRun(t, "inspect", "-f", "{{.State.Status}} {{.State.Mount}} {{.GraphDriver.Data.MergedDir}} {{.Path}}", "m1"); got != "mounted mounted "+mnt+" \n" {
+		t.Errorf("inspect m1 = %q", got)
+	}
+	// The mountpoint names the container too, as umount takes it.
+	if got := mustRun(t, "inspect", "-f", "{{.Name}}", mnt); got != "/m1\n" {
+		t.Errorf("inspect %s = %q", mnt, got)
+	}
+	mustRun(t, "umount", "m1")
+	if got := mustRun(t, "inspect", "-f", "{{.State.Status}}", "m1"); got != "created\n" {
+		t.Errorf("inspect m1 after umount = %q", got)
+	}
+}
+
+// TestContainerKillWait: kill signals a running container's pid 1, wait prints
+// the exit status (at once for one that ended), restart runs it again, and the
+// container group reaches the same verbs.
+func TestContainerKillWait(t *testing.T) {
+	requireRunner(t)
+	importRunner(t, "busybox", `CMD ["sh"]`)
+	mustRun(t, "run", "-d", "--name", "k1", "busybox", "sleep", "600")
+	if got := mustRun(t, "inspect", "-f", "{{.State.Status}} {{.State.Running}}", "k1"); got != "running true\n" {
+		t.Errorf("inspect k1 while it runs = %q", got)
+	}
+	waited := make(chan result, 1)
+	go func() { waited <- run(t, "wait", "k1") }()
+	time.Sleep(100 * time.Millisecond)
+	if got := mustRun(t, "kill", "-s", "TERM", "k1"); got != "k1\n" {
+		t.Errorf("kill printed %q", got)
+	}
+	// SIGTERM is ignored by a pid 1 without a handler, as in docker: still running.
+	time.Sleep(200 * time.Millisecond)
+	if got := mustRun(t, "inspect", "-f", "{{.State.Running}}", "k1"); got != "true\n" {
+		t.Errorf("k1 after SIGTERM: running %q", got)
+	}
+	mustRun(t, "container", "kill", "k1")
+	select {
+	case r := <-waited:
+		if r.Code != 0 || r.Stdout != "137\n" {
+			t.Errorf("wait k1: exit %d, %q %q", r.Code, r.Stdout, r.Stderr)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("wait k1 did not return after kill")
+	}
+	if got := mustRun(t, "wait", "k1"); got != "137\n" {
+		t.Errorf("wait of an exited container = %q", got)
+	}
+	if r := run(t, "kill", "k1"); r.Code != 1 || !strings.Contains(r.Stderr, "is not running") {
+		t.Errorf("kill of a stopped container: exit %d, %q", r.Code, r.Stderr)
+	}
+	if r := run(t, "kill", "-s", "NOPE", "k1"); r.Code == 0 || !strings.Contains(r.Stderr, "invalid signal: NOPE") {
+		t.Errorf("kill -s NOPE: exit %d, %q", r.Code, r.Stderr)
+	}
+	if r := run(t, "wait", "nope"); r.Code != 1 || !strings.Contains(r.Stderr, "No such container: nope") {
+		t.Errorf("wait nope: exit %d, %q", r.Code, r.Stderr)
+	}
+
+	// restart runs the command again; wait then sees that run's status.
+	if r := run(t, "run", "--name", "k2", "busybox", "sh", "-c", "echo run >> /root/log; sleep 0.3; exit $(wc -l < /root/log)"); r.Code != 1 {
+		t.Fatalf("run k2: exit %d, %q", r.Code, r.Stderr)
+	}
+	if got := mustRun(t, "wait", "k2"); got != "1\n" {
+		t.Errorf("wait k2 = %q", got)
+	}
+	if got := mustRun(t, "container", "restart", "k2"); got != "k2\n" {
+		t.Errorf("restart printed %q", got)
+	}
+	if got := mustRun(t, "wait", "k2"); got != "2\n" {
+		t.Errorf("wait k2 after restart = %q", got)
+	}
+	if got := mustRun(t, "container", "ls", "-q"); got != "k1\nk2\n" {
+		t.Errorf("container ls -q = %q", got)
+	}
+	mnt := filepath.Join(t.TempDir(), "mnt")
+	mustRun(t, "container", "mount", "--name", "m", "busybox", mnt)
+	t.Cleanup(func() { run(t, "umount", mnt) })
+	if r := run(t, "wait", "m"); r.Code != 1 || !strings.Contains(r.Stderr, "not made by run") {
+		t.Errorf("wait of a mount's container: exit %d, %q", r.Code, r.Stderr)
+	}
+	mustRun(t, "container", "umount", "m")
+}
+
+// TestContainerRename: a renamed container keeps its changes and its ID, and
+// mounts, commits and removes under the new name; names in use, bad names and
+// mounted containers are refused, leaving both as they were.
+func TestContainerRename(t *testing.T) {
+	requireRunner(t)
+	importRunner(t, "busybox", `CMD ["sh"]`)
+	mustRun(t, "run", "--name", "old", "busybox", "sh", "-c", "echo kept > /root/f")
+	id := mustRun(t, "inspect", "-f", "{{.Id}}", "old")
+	mustRun(t, "run", "--name", "other", "busybox", "true")
+	if r := run(t, "rename", "old", "other"); r.Code == 0 || !strings.Contains(r.Stderr, `The container name "/other" is already in use`) {
+		t.Errorf("rename onto a used name: exit %d, %q", r.Code, r.Stderr)
+	}
+	if r := run(t, "rename", "old", "bad/name"); r.Code == 0 || !strings.Contains(r.Stderr, "invalid container name") {
+		t.Errorf("rename to a bad name: exit %d, %q", r.Code, r.Stderr)
+	}
+	mustRun(t, "container", "rename", "old", "new")
+	if got := mustRun(t, "container", "ls", "-q"); got != "new\nother\n" {
+		t.Errorf("ls after rename = %q", got)
+	}
+	if got := mustRun(t, "inspect", "-f", "{{.Id}}", "new"); got != id {
+		t.Errorf("ID after rename = %q, want %q", got, id)
+	}
+	if got := mustRun(t, "diff", "new"); !strings.Contains(got, "A /root/f") {
+		t.Errorf("diff new = %q", got)
+	}
+	if got := mustRun(t, "start", "-a", "new"); got != "" {
+		t.Errorf("start -a new printed %q", got)
+	}
+	mnt := filepath.Join(t.TempDir(), "mnt")
+	mustRun(t, "mount", "--name", "new", "busybox", mnt)
+	t.Cleanup(func() { run(t, "umount", mnt) })
+	if b, err := os.ReadFile(filepath.Join(mnt, "root", "f")); err != nil || string(b) != "kept\n" {
+		t.Errorf("renamed container's file: %q %v", b, err)
+	}
+	if r := run(t, "rename", "new", "newer"); r.Code == 0 || !strings.Contains(r.Stderr, "umount (or stop) it first") {
+		t.Errorf("rename of a mounted container: exit %d, %q", r.Code, r.Stderr)
+	}
+	mustRun(t, "umount", "new")
+	mustRun(t, "commit", "new", "renamed:1")
+	mustRun(t, "rm", "new", "other")
+}

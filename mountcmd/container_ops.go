@@ -1,0 +1,285 @@
+package mountcmd
+
+// kill, wait, restart and rename: the container verbs docker users reach for
+// after run -d, on the containers run made (rename on any working container).
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/spf13/cobra"
+	"golang.org/x/sys/unix"
+)
+
+func init() {
+	addVerb(newKillCommand)
+	addVerb(newWaitCommand)
+	addVerb(newRestartCommand)
+	addVerb(newRenameCommand)
+}
+
+func newKillCommand(g *globalOptions) *cobra.Command {
+	var signal string
+	cmd := &cobra.Command{
+		Use:   "kill [-s SIGNAL] CONTAINER...",
+		Short: "Kill one or more running containers",
+		Long: `Send a signal (SIGKILL unless -s) to the pid 1 of containers that run (started
+by run or run -d), as docker kill does. The container's monitor unmounts it once
+the command is gone; its exit status is kept for inspect and wait.`,
+		Args: minArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			sig, err := parseSignal(signal)
+			if err != nil || sig <= 0 || sig > 64 {
+				return fmt.Errorf("invalid signal: %s", signal)
+			}
+			return forEachName(cmd, args, true, func(arg string) error {
+				return killContainer(g, arg, sig)
+			})
+		},
+	}
+	cmd.Flags().StringVarP(&signal, "signal", "s", "KILL", "signal to send to the container")
+	return cmd
+}
+
+// killContainer signals arg's pid 1 through a pidfd opened while run.json still
+// names that process, so a pid reused meanwhile is never signalled.
+func killContainer(g *globalOptions, arg string, sig unix.Signal) error {
+	w, err := findContainer(g.root, arg)
+	if err != nil {
+		return err
+	}
+	rs := loadRunState(w)
+	if !rs.alive() {
+		return fmt.Errorf("cannot kill container: %s: container %s %w", arg, w.name, errNotRunning)
+	}
+	fd, err := unix.PidfdOpen(rs.Pid, 0)
+	if err != nil {
+		if errors.Is(err, unix.ESRCH) {
+			return fmt.Errorf("cannot kill container: %s: container %s %w", arg, w.name, errNotRunning)
+		}
+		return fmt.Errorf("cannot kill container: %s: %w", arg, err)
+	}
+	defer unix.Close(fd)
+	if !rs.alive() { // the pidfd may be another process's that took the pid
+		return fmt.Errorf("cannot kill container: %s: container %s %w", arg, w.name, errNotRunning)
+	}
+	if err := unix.PidfdSendSignal(fd, sig, nil, 0); err != nil && !errors.Is(err, unix.ESRCH) {
+		return fmt.Errorf("cannot kill container: %s: %w", arg, err)
+	}
+	return nil
+}
+
+func newWaitCommand(g *globalOptions) *cobra.Command {
+	return &cobra.Command{
+		Use:   "wait CONTAINER...",
+		Short: "Block until containers stop, then print their exit codes",
+		Long: `Wait for the command run started in each container to end and print its exit
+status, one line each, as docker wait does. A container that is not running prints
+the status of its last run at once.`,
+		Args: minArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			failed := false
+			for _, arg := range args {
+				code, err := waitContainer(cmd.Context(), g, arg)
+				if err != nil {
+					fmt.Fprintf(cmd.ErrOrStderr(), "Error: %s\n", userError(err))
+					failed = true
+					continue
+				}
+				fmt.Fprintln(cmd.OutOrStdout(), code)
+			}
+			if failed {
+				return exitError{1}
+			}
+			return nil
+		},
+	}
+}
+
+// exitGrace is how long wait gives a container's monitor to record the exit
+// after the command is gone (it writes exit.json, then unmounts).
+const exitGrace = 10 * time.Second
+
+func waitContainer(ctx context.Context, g *globalOptions, arg string) (int, error) {
+	w, err := findContainer(g.root, arg)
+	if err != nil {
+		return 0, err
+	}
+	var since time.Time // the start of the run waited for
+	var ended time.Time // when its command was first seen gone
+	for {
+		rs := loadRunState(w)
+		if rs.alive() {
+			since, ended = rs.Started, time.Time{}
+			if err := waitPid(ctx, rs); err != nil {
+				return 0, err
+			}
+			continue
+		}
+		if rs != nil && since.IsZero() {
+			since = rs.Started
+		}
+		if rec := loadExit(w); rec != nil && !rec.Started.Before(since) {
+			return rec.ExitCode, nil
+		}
+		if !w.exists() {
+			if since.IsZero() {
+				return 0, fmt.Errorf("%w: %s", errNoSuchContainer, arg)
+			}
+			return 0, fmt.Errorf("container %s was removed (run --rm?) before its exit status could be read", w.name)
+		}
+		if rs == nil && since.IsZero() {
+			if _, err := os.Stat(runConfigPath(w)); err != nil {
+				return 0, fmt.Errorf("container %s was not made by run: nothing runs in it to wait for", w.name)
+			}
+			return 0, fmt.Errorf("container %s has no recorded exit status", w.name)
+		}
+		now := time.Now()
+		if ended.IsZero() {
+			ended = now
+		} else if now.Sub(ended) > exitGrace {
+			return 0, fmt.Errorf("container %s: its run ended without recording an exit status (was its monitor killed?)", w.name)
+		}
+		select {
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+}
+
+// waitPid blocks until rs's process is gone (a pidfd turns readable), or ctx ends.
+func waitPid(ctx context.Context, rs *runState) error {
+	fd, err := unix.PidfdOpen(rs.Pid, 0)
+	if err != nil {
+		if errors.Is(err, unix.ESRCH) {
+			return nil
+		}
+		return err
+	}
+	defer unix.Close(fd)
+	if !rs.alive() {
+		return nil
+	}
+	for ctx.Err() == nil {
+		fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+		n, err := unix.Poll(fds, 200)
+		if err != nil && !errors.Is(err, unix.EINTR) {
+			return err
+		}
+		if n > 0 {
+			return nil
+		}
+	}
+	return ctx.Err()
+}
+
+func newRestartCommand(g *globalOptions) *cobra.Command {
+	var timeout int
+	cmd := &cobra.Command{
+		Use:   "restart [-t SECONDS] CONTAINER...",
+		Short: "Restart one or more containers",
+		Long: `Stop each container if it runs (as stop, with -t), then start it again detached
+(as start): its command runs again on the changes it has.`,
+		Args: minArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			// start prints each name once it runs.
+			return forEachName(cmd, args, false, func(arg string) error {
+				w, err := findContainer(g.root, arg)
+				if err != nil {
+					return err
+				}
+				if _, err := os.Stat(runConfigPath(w)); err != nil {
+					return fmt.Errorf("container %s was not made by run: mount it instead", w.name)
+				}
+				if loadRunState(w).alive() {
+					if err := stopContainer(g, w.name, time.Duration(timeout)*time.Second); err != nil {
+						return err
+					}
+				}
+				_, err = startContainer(cmd, g, &startOptions{}, w.name)
+				return err
+			})
+		},
+	}
+	cmd.Flags().IntVarP(&timeout, "time", "t", 10, "seconds to wait for stop before killing the container")
+	return cmd
+}
+
+func newRenameCommand(g *globalOptions) *cobra.Command {
+	return &cobra.Command{
+		Use:   "rename CONTAINER NEW_NAME",
+		Short: "Rename a working container",
+		Long: `Give a working container a new name, keeping its changes, image and history.
+A mounted container is refused: umount (or stop) it first.`,
+		Args: exactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return renameContainer(cmd.Context(), g, args[0], args[1])
+		},
+	}
+}
+
+func renameContainer(ctx context.Context, g *globalOptions, arg, newName string) error {
+	w, err := findContainer(g.root, arg)
+	if err != nil {
+		return errors.New(userError(err))
+	}
+	newName = stripSlash(newName)
+	to, err := newWorkContainer(g.root, newName)
+	if err != nil {
+		return fmt.Errorf("Error when allocating new name: %w", err) //nolint:staticcheck // docker's words
+	}
+	if to.name == w.name {
+		return fmt.Errorf("Renaming a container with the same name as its current name") //nolint:staticcheck // docker's message
+	}
+	// Both locks, in name order (two crossed renames must not deadlock).
+	first, second := w, to
+	if second.name < first.name {
+		first, second = second, first
+	}
+	unlock1, err := lockContainer(ctx, first)
+	if err != nil {
+		return err
+	}
+	defer unlock1()
+	unlock2, err := lockContainer(ctx, second)
+	if err != nil {
+		return err
+	}
+	defer unlock2()
+	st, err := w.load()
+	if err != nil {
+		return errors.New(userError(err))
+	}
+	if to.exists() {
+		return fmt.Errorf("Conflict. The container name %q is already in use. You have to remove (or rename) that container to be able to reuse that name", "/"+to.name) //nolint:staticcheck // docker's message
+	}
+	if status := w.status(st); status != statusUnmounted || loadRunState(w).alive() {
+		return fmt.Errorf("cannot rename container %s: it is %s at %s: umount (or stop) it first", w.name, status, st.Mountpoint)
+	}
+	// A leftover dir of a create that died half way (no state.json) is no
+	// container: it goes.
+	if err := os.RemoveAll(to.Dir()); err != nil {
+		return fmt.Errorf("rename container %s: %w", w.name, err)
+	}
+	if err := os.Rename(w.Dir(), to.Dir()); err != nil {
+		return fmt.Errorf("rename container %s: %w", w.name, err)
+	}
+	st.Name = to.name
+	st.Mountpoint, st.PID = "", 0
+	if err := to.save(st); err != nil {
+		return err
+	}
+	os.Remove(w.lockPath()) // as remove does: a racing locker recreates it harmlessly
+	return nil
+}
+
+func stripSlash(name string) string {
+	if len(name) > 1 && name[0] == '/' {
+		return name[1:]
+	}
+	return name
+}

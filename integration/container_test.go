@@ -220,3 +220,46 @@ func TestContainerRename(t *testing.T) {
 	mustRun(t, "commit", "new", "renamed:1")
 	mustRun(t, "rm", "new", "other")
 }
+
+// TestContainerCreate: create records what run would run and stops there (not
+// mounted, status created); start runs it on whatever the container holds
+// meanwhile; create --rm containers go after their run; a taken name is refused.
+func TestContainerCreate(t *testing.T) {
+	requireRunner(t)
+	importRunner(t, "busybox", `CMD ["sh"]`)
+	if got := mustRun(t, "create", "--name", "c1", "-e", "X=1", "busybox", "sh", "-c", "echo $X; cat /root/f; exit 5"); got != "c1\n" {
+		t.Errorf("create printed %q", got)
+	}
+	if got := mustRun(t, "inspect", "-f", "{{.State.Status}} {{.State.Mount}} {{.Path}}", "c1"); got != "created unmounted sh\n" {
+		t.Errorf("inspect c1 after create = %q", got)
+	}
+	if r := run(t, "create", "--name", "c1", "busybox"); r.Code != 125 || !strings.Contains(r.Stderr, `The container name "/c1" is already in use`) {
+		t.Errorf("create of a taken name: exit %d, %q", r.Code, r.Stderr)
+	}
+	// A change made before the first start (by a mount here) is there when it runs.
+	mnt := filepath.Join(t.TempDir(), "mnt")
+	mustRun(t, "mount", "--name", "c1", "busybox", mnt)
+	if err := os.WriteFile(filepath.Join(mnt, "root", "f"), []byte("put\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	mustRun(t, "umount", mnt)
+	if r := run(t, "start", "-a", "c1"); r.Code != 5 || r.Stdout != "1\nput\n" {
+		t.Errorf("start -a c1: exit %d, %q %q", r.Code, r.Stdout, r.Stderr)
+	}
+	if got := mustRun(t, "wait", "c1"); got != "5\n" {
+		t.Errorf("wait c1 = %q", got)
+	}
+	mustRun(t, "create", "--rm", "--name", "c2", "busybox", "true")
+	if r := run(t, "start", "-a", "c2"); r.Code != 0 {
+		t.Errorf("start -a c2: exit %d, %q", r.Code, r.Stderr)
+	}
+	if got := mustRun(t, "ps", "-q"); got != "c1\n" {
+		t.Errorf("ps after c2's run = %q, want c2 removed (create --rm)", got)
+	}
+	if r := run(t, "create", "--pull", "never", "nosuch"); r.Code != 125 || !strings.Contains(r.Stderr, "No such image") {
+		t.Errorf("create of a missing image: exit %d, %q", r.Code, r.Stderr)
+	}
+	if got := mustRun(t, "ps", "-q"); got != "c1\n" {
+		t.Errorf("ps after a failed create = %q", got)
+	}
+}

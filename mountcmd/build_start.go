@@ -32,6 +32,7 @@ type savedRun struct {
 	EntrypointSet bool     `json:"entrypointSet,omitempty"`
 	Hostname      string   `json:"hostname"`
 	Init          bool     `json:"init,omitempty"`
+	Rm            bool     `json:"rm,omitempty"` // create --rm: start removes it after its run
 	Image         string   `json:"image"` // the image ID
 	Args          []string `json:"args,omitempty"`
 }
@@ -40,7 +41,7 @@ func runConfigPath(w *workContainer) string { return filepath.Join(w.Dir(), "run
 
 func saveRunConfig(w *workContainer, o *runOptions, img *blobstore.Image, args []string, hostname string) error {
 	sr := savedRun{Interactive: o.interactive, Tty: o.tty, Workdir: o.workdir, User: o.user,
-		Entrypoint: o.entrypoint, EntrypointSet: o.entrypointSet, Hostname: hostname, Init: o.init, Image: img.ID.String(), Args: args}
+		Entrypoint: o.entrypoint, EntrypointSet: o.entrypointSet, Hostname: hostname, Init: o.init, Rm: o.rm, Image: img.ID.String(), Args: args}
 	for _, e := range o.env {
 		if !strings.Contains(e, "=") {
 			v, ok := os.LookupEnv(e)
@@ -142,7 +143,7 @@ func startContainer(cmd *cobra.Command, g *globalOptions, so *startOptions, name
 	}
 	o := &runOptions{name: name, reuse: true, interactive: sr.Interactive, tty: sr.Tty, env: sr.Env,
 		workdir: sr.Workdir, user: sr.User, volumes: sr.Volumes, entrypoint: sr.Entrypoint, entrypointSet: sr.EntrypointSet,
-		hostname: sr.Hostname, init: sr.Init}
+		hostname: sr.Hostname, init: sr.Init, rm: sr.Rm}
 	if !so.attach {
 		o.detach = true
 		return 0, runDetached(cmd, g, o, sr.Image, sr.Args)

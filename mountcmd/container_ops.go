@@ -255,7 +255,7 @@ func renameContainer(ctx context.Context, g *globalOptions, arg, newName string)
 		return errors.New(userError(err))
 	}
 	if to.exists() {
-		return fmt.Errorf("Conflict. The container name %q is already in use. You have to remove (or rename) that container to be able to reuse that name", "/"+to.name) //nolint:staticcheck // docker's message
+		return errNameInUse(to.name)
 	}
 	if status := w.status(st); status != statusUnmounted || loadRunState(w).alive() {
 		return fmt.Errorf("cannot rename container %s: it is %s at %s: umount (or stop) it first", w.name, status, st.Mountpoint)

@@ -24,6 +24,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/layerfs/layerfs/blobstore"
 	"github.com/layerfs/layerfs/build"
@@ -116,6 +117,18 @@ committed: layerfs run --name busy1 -it busybox sh; ...; layerfs commit busy1 me
 		},
 	}
 	f := cmd.Flags()
+	addRunFlags(f, o)
+	f.BoolVarP(&o.detach, "detach", "d", false, "run the container in the background and print its name")
+	f.BoolVar(&o.child, "detached-child", false, "internal: the monitor process of run -d")
+	f.MarkHidden("detached-child")
+	f.BoolVar(&o.reuse, "reuse", false, "internal: start the existing container NAME (start)")
+	f.MarkHidden("reuse")
+	cmd.Flags().Bool("help", false, "help for run") // -h is --hostname, as in docker
+	return cmd
+}
+
+// addRunFlags registers the flags run and create share.
+func addRunFlags(f *pflag.FlagSet, o *runOptions) {
 	f.SetInterspersed(false) // flags after IMAGE belong to the command
 	f.StringVar(&o.name, "name", "", "assign a name to the container")
 	f.BoolVar(&o.rm, "rm", false, "remove the container when it exits")
@@ -129,15 +142,8 @@ committed: layerfs run --name busy1 -it busybox sh; ...; layerfs commit busy1 me
 	f.StringVar(&o.entrypoint, "entrypoint", "", "overwrite the default ENTRYPOINT of the image (\"\" clears it)")
 	f.StringVarP(&o.hostname, "hostname", "h", "", "container host name")
 	f.BoolVar(&o.init, "init", false, "run an init inside the container that forwards signals and reaps processes")
-	f.BoolVarP(&o.detach, "detach", "d", false, "run the container in the background and print its name")
 	f.StringArrayVarP(&o.publish, "publish", "p", nil, "accepted for docker compatibility; ignored: containers use the host's network")
 	f.StringVar(&o.pull, "pull", "missing", `pull image before running ("always", "missing", "never")`)
-	f.BoolVar(&o.child, "detached-child", false, "internal: the monitor process of run -d")
-	f.MarkHidden("detached-child")
-	f.BoolVar(&o.reuse, "reuse", false, "internal: start the existing container NAME (start)")
-	f.MarkHidden("reuse")
-	cmd.Flags().Bool("help", false, "help for run") // -h is --hostname, as in docker
-	return cmd
 }
 
 // errNotTTY is docker's refusal of -it with a stdin that is no terminal.
@@ -204,7 +210,7 @@ func runContainer(ctx context.Context, g *globalOptions, o *runOptions, ref stri
 			return 0, err
 		}
 		if w.exists() && !w.removeIfAbandoned() {
-			return 0, fmt.Errorf("Conflict. The container name %q is already in use. You have to remove (or rename) that container to be able to reuse that name", "/"+o.name) //nolint:staticcheck // docker's message
+			return 0, errNameInUse(o.name)
 		}
 	}
 	if err := makeBindSources(spec.Binds); err != nil {

@@ -33,7 +33,7 @@ type savedRun struct {
 	Hostname      string   `json:"hostname"`
 	Init          bool     `json:"init,omitempty"`
 	Rm            bool     `json:"rm,omitempty"` // create --rm: start removes it after its run
-	Image         string   `json:"image"` // the image ID
+	Image         string   `json:"image"`        // the image ID
 	Args          []string `json:"args,omitempty"`
 }
 

@@ -121,6 +121,9 @@ func TestContainerKillWait(t *testing.T) {
 	if got := mustRun(t, "inspect", "-f", "{{.State.Status}} {{.State.Running}}", "k1"); got != "running true\n" {
 		t.Errorf("inspect k1 while it runs = %q", got)
 	}
+	if got := mustRun(t, "ps", "-f", "status=running", "-q"); got != "k1\n" {
+		t.Errorf("ps -f status=running = %q", got)
+	}
 	waited := make(chan result, 1)
 	go func() { waited <- run(t, "wait", "k1") }()
 	time.Sleep(100 * time.Millisecond)
@@ -233,6 +236,9 @@ func TestContainerCreate(t *testing.T) {
 	if got := mustRun(t, "inspect", "-f", "{{.State.Status}} {{.State.Mount}} {{.Path}}", "c1"); got != "created unmounted sh\n" {
 		t.Errorf("inspect c1 after create = %q", got)
 	}
+	if got := mustRun(t, "ps", "-f", "status=created", "-q"); got != "c1\n" {
+		t.Errorf("ps -f status=created = %q", got)
+	}
 	if r := run(t, "create", "--name", "c1", "busybox"); r.Code != 125 || !strings.Contains(r.Stderr, `The container name "/c1" is already in use`) {
 		t.Errorf("create of a taken name: exit %d, %q", r.Code, r.Stderr)
 	}
@@ -248,6 +254,9 @@ func TestContainerCreate(t *testing.T) {
 	}
 	if got := mustRun(t, "wait", "c1"); got != "5\n" {
 		t.Errorf("wait c1 = %q", got)
+	}
+	if got := mustRun(t, "ps", "-f", "status=exited", "--format", "{{.Names}} {{.Command}}"); got != "c1 \"sh -c echo $X; cat …\"\n" {
+		t.Errorf("ps -f status=exited = %q", got)
 	}
 	mustRun(t, "create", "--rm", "--name", "c2", "busybox", "true")
 	if r := run(t, "start", "-a", "c2"); r.Code != 0 {

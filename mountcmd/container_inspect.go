@@ -20,6 +20,7 @@ import (
 	dockerspec "github.com/moby/docker-image-spec/specs-go/v1"
 
 	"github.com/layerfs/layerfs/blobstore"
+	"github.com/layerfs/layerfs/build"
 )
 
 // inspectContainerState is docker's .State.
@@ -109,28 +110,50 @@ func containerState(ctx context.Context, w *workContainer, st *workState) inspec
 	}
 	rs := loadRunState(w)
 	running := rs.alive() && out.Mount != statusUnmounted
-	switch {
-	case out.Mount == statusPaused:
-		out.Status, out.Paused = "paused", true
-	case out.Mount == statusDead:
-		out.Status, out.Dead = "dead", true
-	case running:
-		out.Status, out.Running, out.Pid = "running", true, rs.Pid
+	out.Status = dockerStatus(out.Mount, running, rec != nil)
+	switch out.Status {
+	case "paused":
+		out.Paused = true
+	case "dead":
+		out.Dead = true
+	}
+	if running {
+		out.Running, out.Pid = true, rs.Pid
 		out.StartedAt, out.ExitCode, out.Error = rfc3339(rs.Started), 0, ""
 		if rec != nil && !rec.Finished.Before(rs.Started) {
 			out.FinishedAt = zeroTime
 		}
-	case out.Mount == statusMounted:
-		out.Status = statusMounted
-	case rec != nil:
-		out.Status = "exited"
-	default:
-		out.Status = "created"
-	}
-	if out.Paused && rs.alive() {
-		out.Running, out.Pid = true, rs.Pid
 	}
 	return out
+}
+
+// dockerStatus is docker's word for a container's state, from its mount's
+// status, whether run's command runs in it, and whether a run of it ended.
+func dockerStatus(mount string, running, exited bool) string {
+	switch {
+	case mount == statusPaused || mount == statusDead:
+		return mount
+	case running:
+		return "running"
+	case mount == statusMounted:
+		return statusMounted
+	case exited:
+		return "exited"
+	}
+	return "created"
+}
+
+// savedCommand is the process a container made by run (or create) runs: its
+// saved options over its image's config; ok=false for one run never made.
+func savedCommand(w *workContainer, img *blobstore.Image) (sr *savedRun, spec build.ProcessSpec, ok bool) {
+	sr = loadSavedRun(w)
+	if sr == nil || img == nil {
+		return sr, spec, false
+	}
+	o := &runOptions{env: sr.Env, workdir: sr.Workdir, user: sr.User, entrypoint: sr.Entrypoint,
+		entrypointSet: sr.EntrypointSet, volumes: sr.Volumes}
+	spec, err := processSpec(o, img, sr.Args)
+	return sr, spec, err == nil && len(spec.Args) > 0
 }
 
 const zeroTime = "0001-01-01T00:00:00Z"
@@ -175,24 +198,20 @@ func newInspectContainer(ctx context.Context, g *globalOptions, s *blobstore.Sto
 	if out.Config.Env == nil {
 		out.Config.Env = []string{}
 	}
-	if sr := loadSavedRun(w); sr != nil {
+	if sr, spec, ok := savedCommand(w, img); sr != nil {
 		out.Config.Hostname = sr.Hostname
 		out.Config.Tty, out.Config.OpenStdin = sr.Tty, sr.Interactive
 		out.Config.AttachStdin = sr.Interactive
-		if img != nil {
-			o := &runOptions{env: sr.Env, workdir: sr.Workdir, user: sr.User, entrypoint: sr.Entrypoint,
-				entrypointSet: sr.EntrypointSet, volumes: sr.Volumes}
-			if spec, err := processSpec(o, img, sr.Args); err == nil && len(spec.Args) > 0 {
-				out.Path, out.Args = spec.Args[0], append([]string{}, spec.Args[1:]...)
-				out.Config.Env, out.Config.WorkingDir, out.Config.User = spec.Env, spec.Dir, spec.User
-				if len(sr.Args) > 0 {
-					out.Config.Cmd = sr.Args
-				}
-				if sr.EntrypointSet {
-					out.Config.Entrypoint = nil
-					if sr.Entrypoint != "" {
-						out.Config.Entrypoint = []string{sr.Entrypoint}
-					}
+		if ok {
+			out.Path, out.Args = spec.Args[0], append([]string{}, spec.Args[1:]...)
+			out.Config.Env, out.Config.WorkingDir, out.Config.User = spec.Env, spec.Dir, spec.User
+			if len(sr.Args) > 0 {
+				out.Config.Cmd = sr.Args
+			}
+			if sr.EntrypointSet {
+				out.Config.Entrypoint = nil
+				if sr.Entrypoint != "" {
+					out.Config.Entrypoint = []string{sr.Entrypoint}
 				}
 			}
 		}

@@ -5,7 +5,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"strings"
 	"time"
+
+	units "github.com/docker/go-units"
 
 	"github.com/layerfs/layerfs/blobstore"
 	"github.com/opencontainers/go-digest"
@@ -13,9 +16,14 @@ import (
 )
 
 type psOptions struct {
-	quiet  bool
-	format string
-	all    bool // docker's -a; ps lists every container anyway
+	quiet   bool
+	format  string
+	all     bool // docker's -a; ps lists every container anyway
+	filters []string
+	last    int  // -n: the last N created, newest first
+	latest  bool // -l: -n 1
+	size    bool // -s: the SIZE column
+	noTrunc bool // full IDs and commands
 }
 
 // psRow is one working container as ps shows it; --format templates see its fields.
@@ -28,6 +36,11 @@ type psRow struct {
 	PID        int       `json:"PID"`    // the server's, while mounted
 	ReadOnly   bool      `json:"ReadOnly"`
 	Created    time.Time `json:"Created"`
+	ID         string    `json:"ID"`                // the container's 64-hex-digit ID
+	Command    string    `json:"Command,omitempty"` // what run runs in it, quoted as docker ps shows it
+	Size       string    `json:"Size,omitempty"`    // with -s: the upper dir's size
+	// dockerState is docker's word (running, exited, created ...), for status=.
+	dockerState string
 }
 
 func init() { addVerb(newPsCommand) }
@@ -43,14 +56,36 @@ mount: umount clears it) or unmounted (changes kept until rm).
 Every container is listed, the unmounted (stopped) ones too, so -a (--all)
 changes nothing: it is accepted for docker ps -a's users (rm $(layerfs ps -aq)).
 --format takes a Go template over .Name .Image .ImageID .Mountpoint .Status .PID
-.ReadOnly .Created, and docker's .Names .State .Mounts .RunningFor .CreatedAt
-("table TEMPLATE" adds a header and aligns columns), or "json" for one JSON
-object per line.`,
+.ReadOnly .Created .ID .Command .Size, and docker's .Names .State .Mounts
+.RunningFor .CreatedAt ("table TEMPLATE" adds a header and aligns columns), or
+"json" for one JSON object per line.
+--filter takes docker's name= (a regular expression), id= (a prefix), status=
+(mounted, paused, dead, unmounted, or docker's running, exited, created),
+ancestor= (an image: its containers), before= and since= (a container);
+-n N and -l show the N (1) created last, newest first.`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			rows, err := psRows(cmd.Context(), g)
+			filter, err := parsePsFilters(o.filters)
 			if err != nil {
 				return err
+			}
+			rows, imgs, err := psRows(cmd.Context(), g, o.size)
+			if err != nil {
+				return err
+			}
+			if rows, err = filter.apply(rows, imgs); err != nil {
+				return err
+			}
+			if o.latest {
+				o.last = 1
+			}
+			if o.last > 0 {
+				rows = lastCreated(rows, o.last)
+			}
+			if !o.noTrunc {
+				for i := range rows {
+					rows[i].truncate()
+				}
 			}
 			return writePs(cmd.OutOrStdout(), o, rows)
 		},
@@ -58,13 +93,18 @@ object per line.`,
 	cmd.Flags().BoolVarP(&o.all, "all", "a", false, "show all containers (the default: ps lists the unmounted ones too)")
 	cmd.Flags().BoolVarP(&o.quiet, "quiet", "q", false, "only print names")
 	cmd.Flags().StringVar(&o.format, "format", "", `format output: table, table TEMPLATE, json, or a Go template`)
+	cmd.Flags().StringArrayVarP(&o.filters, "filter", "f", nil, "filter output (name=, id=, status=, ancestor=, before=, since=)")
+	cmd.Flags().IntVarP(&o.last, "last", "n", 0, "show the n containers created last")
+	cmd.Flags().BoolVarP(&o.latest, "latest", "l", false, "show the container created last")
+	cmd.Flags().BoolVarP(&o.size, "size", "s", false, "show the size of each container's changes")
+	cmd.Flags().BoolVar(&o.noTrunc, "no-trunc", false, "don't truncate IDs and commands")
 	return cmd
 }
 
-func psRows(ctx context.Context, g *globalOptions) ([]psRow, error) {
+func psRows(ctx context.Context, g *globalOptions, size bool) ([]psRow, []*blobstore.Image, error) {
 	ws, err := listContainers(g.root)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	// docker ps shows the ref a container was made from only while it still names
 	// the container's image; once untagged or moved to another image, the ID.
@@ -91,6 +131,7 @@ func psRows(ctx context.Context, g *globalOptions) ([]psRow, error) {
 			Status:     w.status(st),
 			ReadOnly:   st.ReadOnly,
 			Created:    st.Created,
+			ID:         containerID(st),
 		}
 		if r.Image == "" || (checkRefs && !refNames(imgs, r.Image, st.ImageID)) {
 			r.Image = shortID(st.ImageID.Encoded())
@@ -107,9 +148,27 @@ func psRows(ctx context.Context, g *globalOptions) ([]psRow, error) {
 		case statusUnmounted:
 			r.Mountpoint = ""
 		}
+		var img *blobstore.Image
+		for _, i := range imgs {
+			if i.ID == st.ImageID {
+				img = i
+			}
+		}
+		if _, spec, ok := savedCommand(w, img); ok {
+			r.Command = `"` + strings.Join(spec.Args, " ") + `"`
+		}
+		running := r.Status != statusUnmounted && loadRunState(w).alive()
+		r.dockerState = dockerStatus(r.Status, running, loadExit(w) != nil)
+		if size {
+			n, err := treeSize(w.upperPath(st))
+			if err != nil {
+				return nil, nil, fmt.Errorf("container %s: size: %w", w.name, err)
+			}
+			r.Size = units.HumanSizeWithPrecision(float64(n), 3)
+		}
 		rows = append(rows, r)
 	}
-	return rows, nil
+	return rows, imgs, nil
 }
 
 // queryStatus asks a live server for its status, briefly; nil if it does not answer.
@@ -145,10 +204,20 @@ func (r psRow) RunningFor() string { return createdSince(r.Created) }
 // CreatedAt is docker's .CreatedAt.
 func (r psRow) CreatedAt() string { return r.Created.Format("2006-01-02 15:04:05 -0700 MST") }
 
+// truncate shortens the ID to docker's 12 digits and the command to docker's
+// 20 characters.
+func (r *psRow) truncate() {
+	r.ID = shortID(r.ID)
+	if c := []rune(strings.Trim(r.Command, `"`)); len(c) > 20 {
+		r.Command = `"` + string(c[:19]) + "…" + `"`
+	}
+}
+
 // psHeader is the header row a "table" format prints.
 var psHeader = map[string]string{
 	"Name": "NAME", "Image": "IMAGE", "ImageID": "IMAGE ID", "Mountpoint": "MOUNTPOINT",
 	"Status": "STATUS", "PID": "PID", "ReadOnly": "READ ONLY", "Created": "CREATED",
+	"ID": "CONTAINER ID", "Command": "COMMAND", "Size": "SIZE",
 	"Names": "NAMES", "State": "STATE", "Mounts": "MOUNTS", "RunningFor": "CREATED", "CreatedAt": "CREATED AT",
 }
 
@@ -173,6 +242,9 @@ func writePs(out io.Writer, o *psOptions, rows []psRow) error {
 	format := o.format
 	if format == "" || format == "table" {
 		format = "table {{.Name}}\t{{.Image}}\t{{.Mountpoint}}\t{{.Status}}"
+		if o.size {
+			format += "\t{{.Size}}"
+		}
 	}
 	anyRows := make([]any, len(rows))
 	for i, r := range rows {

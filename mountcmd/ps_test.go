@@ -27,3 +27,60 @@ func TestPsDockerFields(t *testing.T) {
 		t.Errorf("ps --format table:\n%s", out.String())
 	}
 }
+
+// TestPsFilters: docker ps's filters, alone and together; -n's order.
+func TestPsFilters(t *testing.T) {
+	now := time.Now()
+	rows := []psRow{
+		{Name: "web1", ID: "aaaa1111", ImageID: "sha256:i1", Status: statusMounted, dockerState: "running", Created: now.Add(-3 * time.Hour)},
+		{Name: "web2", ID: "aaaa2222", ImageID: "sha256:i2", Status: statusUnmounted, dockerState: "exited", Created: now.Add(-2 * time.Hour)},
+		{Name: "db", ID: "bbbb3333", ImageID: "sha256:i1", Status: statusUnmounted, dockerState: "created", Created: now.Add(-1 * time.Hour)},
+	}
+	names := func(rs []psRow) string {
+		var out []string
+		for _, r := range rs {
+			out = append(out, r.Name)
+		}
+		return strings.Join(out, ",")
+	}
+	for _, tc := range []struct {
+		filters []string
+		want    string
+	}{
+		{nil, "web1,web2,db"},
+		{[]string{"name=web"}, "web1,web2"},
+		{[]string{"name=^db$", "name=1"}, "web1,db"},
+		{[]string{"id=aaaa"}, "web1,web2"},
+		{[]string{"status=running"}, "web1"},
+		{[]string{"status=unmounted"}, "web2,db"},
+		{[]string{"status=exited", "status=created"}, "web2,db"},
+		{[]string{"status=unmounted", "name=web"}, "web2"},
+		{[]string{"before=db"}, "web1,web2"},
+		{[]string{"since=web1", "before=db"}, "web2"},
+		{[]string{"since=aaaa2"}, "db"},
+	} {
+		f, err := parsePsFilters(tc.filters)
+		if err != nil {
+			t.Fatalf("%v: %v", tc.filters, err)
+		}
+		got, err := f.apply(append([]psRow(nil), rows...), nil)
+		if err != nil {
+			t.Fatalf("%v: %v", tc.filters, err)
+		}
+		if names(got) != tc.want {
+			t.Errorf("ps --filter %v = %s, want %s", tc.filters, names(got), tc.want)
+		}
+	}
+	for _, bad := range []string{"status=up", "color=red", "name", "name=("} {
+		if _, err := parsePsFilters([]string{bad}); err == nil {
+			t.Errorf("filter %q accepted", bad)
+		}
+	}
+	f, _ := parsePsFilters([]string{"before=nope"})
+	if _, err := f.apply(rows, nil); err == nil {
+		t.Errorf("before= a missing container accepted")
+	}
+	if got := names(lastCreated(append([]psRow(nil), rows...), 2)); got != "db,web2" {
+		t.Errorf("ps -n 2 = %s, want db,web2", got)
+	}
+}

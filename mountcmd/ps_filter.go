@@ -1,0 +1,145 @@
+package mountcmd
+
+// ps's --filter, -n and -l, as docker ps has them.
+
+import (
+	"fmt"
+	"regexp"
+	"sort"
+	"strings"
+
+	"github.com/layerfs/layerfs/blobstore"
+)
+
+// psFilter is ps's --filter: docker's name=, id=, status=, ancestor=, before=
+// and since=. Filters of one key are alternatives; different keys must all hold.
+type psFilter struct {
+	names, ids, statuses, ancestors, before, since []string
+}
+
+// psStatuses are the values status= takes: ps's own and docker's state words.
+var psStatuses = []string{statusMounted, statusPaused, statusDead, statusUnmounted, "running", "exited", "created"}
+
+func parsePsFilters(args []string) (*psFilter, error) {
+	f := &psFilter{}
+	for _, a := range args {
+		k, v, ok := strings.Cut(a, "=")
+		if !ok {
+			return nil, fmt.Errorf("bad format of filter (expected name=value): %s", a)
+		}
+		switch strings.ToLower(k) {
+		case "name":
+			if _, err := regexp.Compile(v); err != nil {
+				return nil, fmt.Errorf("invalid filter 'name=%s': %w", v, err)
+			}
+			f.names = append(f.names, v)
+		case "id":
+			f.ids = append(f.ids, v)
+		case "status":
+			if !contains(psStatuses, v) {
+				return nil, fmt.Errorf("invalid filter 'status=%s': want one of %s", v, strings.Join(psStatuses, ", "))
+			}
+			f.statuses = append(f.statuses, v)
+		case "ancestor":
+			f.ancestors = append(f.ancestors, v)
+		case "before":
+			f.before = append(f.before, v)
+		case "since":
+			f.since = append(f.since, v)
+		default:
+			return nil, fmt.Errorf("invalid filter '%s'", k)
+		}
+	}
+	return f, nil
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+// apply keeps the rows every filter lets through; imgs resolve ancestor= (an
+// image ref or ID: the containers made from that image).
+func (f *psFilter) apply(rows []psRow, imgs []*blobstore.Image) ([]psRow, error) {
+	if f == nil {
+		return rows, nil
+	}
+	var ancestorIDs []string
+	for _, a := range f.ancestors {
+		if img, err := blobstore.ResolveIn(imgs, a); err == nil {
+			ancestorIDs = append(ancestorIDs, img.ID.String())
+		}
+	}
+	created := func(names []string) ([]psRow, error) {
+		var out []psRow
+		for _, n := range names {
+			found := false
+			for _, r := range rows {
+				if r.Name == n || (isHexString(n) && strings.HasPrefix(r.ID, n)) {
+					out, found = append(out, r), true
+					break
+				}
+			}
+			if !found {
+				return nil, fmt.Errorf("%w: %s", errNoSuchContainer, n)
+			}
+		}
+		return out, nil
+	}
+	before, err := created(f.before)
+	if err != nil {
+		return nil, err
+	}
+	since, err := created(f.since)
+	if err != nil {
+		return nil, err
+	}
+	var out []psRow
+	for _, r := range rows {
+		ok := anyOf(f.names, func(v string) bool { return regexp.MustCompile(v).MatchString(r.Name) }) &&
+			anyOf(f.ids, func(v string) bool { return strings.HasPrefix(r.ID, v) }) &&
+			anyOf(f.statuses, func(v string) bool { return v == r.Status || v == r.dockerState }) &&
+			(len(f.ancestors) == 0 || contains(ancestorIDs, r.ImageID)) &&
+			allOf(before, func(b psRow) bool { return r.Created.Before(b.Created) }) &&
+			allOf(since, func(s psRow) bool { return r.Created.After(s.Created) })
+		if ok {
+			out = append(out, r)
+		}
+	}
+	return out, nil
+}
+
+// anyOf: no values, or one of them matches.
+func anyOf(values []string, match func(string) bool) bool {
+	if len(values) == 0 {
+		return true
+	}
+	for _, v := range values {
+		if match(v) {
+			return true
+		}
+	}
+	return false
+}
+
+func allOf(rows []psRow, match func(psRow) bool) bool {
+	for _, r := range rows {
+		if !match(r) {
+			return false
+		}
+	}
+	return true
+}
+
+// lastCreated keeps the n containers created last, newest first (docker ps -n).
+func lastCreated(rows []psRow, n int) []psRow {
+	sort.SliceStable(rows, func(i, j int) bool { return rows[i].Created.After(rows[j].Created) })
+	if n < len(rows) {
+		rows = rows[:n]
+	}
+	return rows
+}

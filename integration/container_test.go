@@ -272,3 +272,33 @@ func TestContainerCreate(t *testing.T) {
 		t.Errorf("ps after a failed create = %q", got)
 	}
 }
+
+// TestContainerLogsFollow: logs -f prints what a detached container writes as
+// it writes it and returns once it stops; --tail starts at the last lines.
+func TestContainerLogsFollow(t *testing.T) {
+	requireRunner(t)
+	importRunner(t, "busybox", `CMD ["sh"]`)
+	mustRun(t, "run", "-d", "--name", "l1", "busybox", "sh", "-c", "for i in 1 2 3 4 5; do echo line $i; sleep 0.2; done")
+	done := make(chan result, 1)
+	go func() { done <- run(t, "logs", "-f", "l1") }()
+	select {
+	case r := <-done:
+		if r.Code != 0 || r.Stdout != "line 1\nline 2\nline 3\nline 4\nline 5\n" {
+			t.Errorf("logs -f: exit %d, %q %q", r.Code, r.Stdout, r.Stderr)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("logs -f did not return after the container stopped")
+	}
+	if got := mustRun(t, "logs", "--tail", "2", "l1"); got != "line 4\nline 5\n" {
+		t.Errorf("logs --tail 2 = %q", got)
+	}
+	if got := mustRun(t, "container", "logs", "-n", "0", "l1"); got != "" {
+		t.Errorf("logs -n 0 = %q", got)
+	}
+	if r := run(t, "logs", "--tail", "x", "l1"); r.Code == 0 {
+		t.Errorf("logs --tail x accepted")
+	}
+	if r := run(t, "logs", "nope"); r.Code == 0 || !strings.Contains(r.Stderr, "No such container: nope") {
+		t.Errorf("logs nope: exit %d, %q", r.Code, r.Stderr)
+	}
+}

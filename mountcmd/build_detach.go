@@ -11,6 +11,7 @@ package mountcmd
 // container's name and exits. Anything the child wrote before is its error.
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -218,31 +219,113 @@ func parseSignal(s string) (unix.Signal, error) {
 	return 0, fmt.Errorf("invalid signal: %s", s)
 }
 
+type logsOptions struct {
+	follow bool
+	tail   string
+}
+
 func newLogsCommand(g *globalOptions) *cobra.Command {
-	return &cobra.Command{
-		Use:   "logs CONTAINER",
+	o := &logsOptions{}
+	cmd := &cobra.Command{
+		Use:   "logs [-f] [-n N] CONTAINER",
 		Short: "Show the output of a container started with run -d",
-		Args:  exactArgs(1),
+		Long: `Print what a detached container (run -d, start) wrote to stdout and stderr.
+-f keeps printing what it writes until it stops; -n (--tail) N prints only the
+last N lines first. A container run in the foreground wrote to the terminal:
+nothing was kept.`,
+		Args: exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			w, err := newWorkContainer(g.root, args[0])
+			w, err := findContainer(g.root, args[0])
 			if err != nil {
-				return err
+				return errors.New(userError(err))
 			}
-			if !w.exists() {
-				return fmt.Errorf("No such container: %s", args[0]) //nolint:staticcheck // docker's message
+			tail := -1
+			if o.tail != "all" {
+				if tail, err = strconv.Atoi(o.tail); err != nil || tail < 0 {
+					return fmt.Errorf("invalid value for --tail: %q (a number of lines, or all)", o.tail)
+				}
 			}
-			f, err := os.Open(containerLogPath(w))
-			if errors.Is(err, os.ErrNotExist) {
-				return nil // never detached: its output went to the terminal
-			}
-			if err != nil {
-				return err
-			}
-			defer f.Close()
-			_, err = io.Copy(cmd.OutOrStdout(), f)
-			return err
+			return showLogs(cmd.Context(), cmd.OutOrStdout(), w, tail, o.follow)
 		},
 	}
+	cmd.Flags().BoolVarP(&o.follow, "follow", "f", false, "follow log output")
+	cmd.Flags().StringVarP(&o.tail, "tail", "n", "all", "number of lines to show from the end of the logs")
+	return cmd
+}
+
+// showLogs copies w's log to out: the last tail lines (all if tail < 0), then
+// with follow whatever the container writes until its command is gone.
+func showLogs(ctx context.Context, out io.Writer, w *workContainer, tail int, follow bool) error {
+	f, err := os.Open(containerLogPath(w))
+	if errors.Is(err, os.ErrNotExist) && !follow {
+		return nil // never detached: its output went to the terminal
+	}
+	for errors.Is(err, os.ErrNotExist) && loadRunState(w).alive() {
+		time.Sleep(50 * time.Millisecond) // a run -d about to open it
+		f, err = os.Open(containerLogPath(w))
+	}
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if tail >= 0 {
+		if err := seekTail(f, tail); err != nil {
+			return err
+		}
+	}
+	for {
+		if _, err := io.Copy(out, f); err != nil {
+			return err
+		}
+		if !follow || ctx.Err() != nil {
+			return nil
+		}
+		if !loadRunState(w).alive() {
+			_, err := io.Copy(out, f) // what it wrote last
+			return err
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// seekTail positions f at the start of its last n lines.
+func seekTail(f *os.File, n int) error {
+	fi, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	end := fi.Size()
+	if n == 0 {
+		_, err := f.Seek(end, io.SeekStart)
+		return err
+	}
+	buf := make([]byte, 64<<10)
+	pos, lines := end, 0
+	for pos > 0 {
+		size := int64(len(buf))
+		if pos < size {
+			size = pos
+		}
+		pos -= size
+		if _, err := f.ReadAt(buf[:size], pos); err != nil && !errors.Is(err, io.EOF) {
+			return err
+		}
+		for i := size - 1; i >= 0; i-- {
+			if buf[i] != '\n' || pos+i == end-1 {
+				continue // a final newline ends the last line, it starts none
+			}
+			lines++
+			if lines == n {
+				_, err := f.Seek(pos+i+1, io.SeekStart)
+				return err
+			}
+		}
+	}
+	_, err = f.Seek(0, io.SeekStart)
+	return err
 }
 
 // stopIfRunning stops name's container at once (SIGKILL) if run is running it,

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 
 	"golang.org/x/sys/unix"
 )
@@ -70,6 +71,12 @@ func setupRootfs(spec *ProcessSpec) error {
 			return err
 		}
 	}
+	if spec.ReadOnlyRootfs {
+		// The root's own bind only: what is mounted on it keeps its mode.
+		if err := unix.MountSetattr(int(rfd.Fd()), "", unix.AT_EMPTY_PATH, &unix.MountAttr{Attr_set: unix.MOUNT_ATTR_RDONLY}); err != nil {
+			return fmt.Errorf("remount the root read-only: %w", err)
+		}
+	}
 	return pivotRoot(root)
 }
 
@@ -80,11 +87,14 @@ func tmpfsIn(rfd *os.File, b Bind) error {
 	if b.ReadOnly {
 		flags |= unix.MS_RDONLY
 	}
-	data := ""
+	var data []string
 	if b.Size > 0 {
-		data = fmt.Sprintf("size=%d", b.Size)
+		data = append(data, fmt.Sprintf("size=%d", b.Size))
 	}
-	return mountIn(rfd, b.Target, "tmpfs", "tmpfs", flags, data)
+	if b.Mode != 0 {
+		data = append(data, fmt.Sprintf("mode=%o", b.Mode))
+	}
+	return mountIn(rfd, b.Target, "tmpfs", "tmpfs", flags, strings.Join(data, ","))
 }
 
 // mountSecrets writes the spec's secrets into a tmpfs on spec.SecretsDir (this

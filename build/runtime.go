@@ -55,6 +55,7 @@ type Bind struct {
 	ReadOnly bool   `json:"readOnly,omitempty"`
 	Tmpfs    bool   `json:"tmpfs,omitempty"`
 	Size     int64  `json:"size,omitempty"`
+	Mode     uint32 `json:"mode,omitempty"` // a tmpfs's root mode (0: tmpfs's 1777)
 }
 
 // Secret is a file the container sees read-only at Target, whose content never
@@ -81,6 +82,9 @@ type ProcessSpec struct {
 	// NoNetwork: a network namespace of its own with only loopback (RUN
 	// --network=none); otherwise the host's network.
 	NoNetwork bool `json:"noNetwork,omitempty"`
+	// ReadOnlyRootfs: the root is remounted read-only once every mount is on it
+	// (run --read-only); binds and tmpfs mounts keep their own modes.
+	ReadOnlyRootfs bool `json:"readOnlyRootfs,omitempty"`
 	// Secrets are mounted after Binds; SecretsDir is an empty host dir the init
 	// mounts their tmpfs on (in its own mount namespace, so nothing else sees it).
 	Secrets    []Secret `json:"secrets,omitempty"`

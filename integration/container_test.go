@@ -302,3 +302,80 @@ func TestContainerLogsFollow(t *testing.T) {
 		t.Errorf("logs nope: exit %d, %q", r.Code, r.Stderr)
 	}
 }
+
+// TestRunOptions: docker run's --read-only, --tmpfs, --mount, --network none,
+// --add-host, --label, --stop-signal and --stop-timeout, in the foreground and
+// through run -d's monitor and start (which get them handed over, not on a
+// command line every user's ps shows).
+func TestRunOptions(t *testing.T) {
+	requireRunner(t)
+	importRunner(t, "busybox", `CMD ["sh"]`)
+	src := t.TempDir()
+	if err := os.WriteFile(filepath.Join(src, "f"), []byte("data\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	script := `cat /in/f; echo no > /in/g || echo in-ro; echo no > /root/x || echo root-ro; ` +
+		`echo yes > /scratch/ok && stat -c %a /scratch; grep -c . /etc/hosts >/dev/null; grep foo /etc/hosts; ls /sys/class/net`
+	r := run(t, "run", "--name", "o1", "--read-only", "--tmpfs", "/scratch:size=1m,mode=700",
+		"--mount", "type=bind,source="+src+",target=/in,readonly", "--network", "none", "--add-host", "foo:1.2.3.4",
+		"-l", "team=x", "busybox", "sh", "-c", script)
+	if want := "data\nin-ro\nroot-ro\n700\n1.2.3.4\tfoo\nlo\n"; r.Code != 0 || r.Stdout != want {
+		t.Errorf("run with options: exit %d, stdout %q (want %q), stderr %q", r.Code, r.Stdout, want, r.Stderr)
+	}
+	if _, err := os.Stat(filepath.Join(src, "g")); err == nil {
+		t.Errorf("a write through a readonly --mount reached the host")
+	}
+	if got := mustRun(t, "inspect", "-f", "{{.HostConfig.ReadonlyRootfs}} {{.HostConfig.NetworkMode}} {{index .Config.Labels \"team\"}} {{len .Mounts}}", "o1"); got != "true none x 2\n" {
+		t.Errorf("inspect o1 = %q", got)
+	}
+	// The mountpoints the run made stay, as docker's do; nothing else.
+	if got := mustRun(t, "diff", "o1"); got != "A /in\nA /scratch\n" {
+		t.Errorf("diff of a --read-only container = %q, want its two mountpoints only", got)
+	}
+	for _, bad := range [][]string{
+		{"--mount", "type=volume,target=/v"},
+		{"--tmpfs", "relative"},
+		{"--network", "mynet"},
+		{"--stop-signal", "NOPE"},
+		{"--mount", "type=bind,source=" + filepath.Join(src, "missing") + ",target=/x"},
+	} {
+		if r := run(t, append(append([]string{"run", "--rm"}, bad...), "busybox", "true")...); r.Code != 125 || !strings.Contains(r.Stderr, bad[1]) {
+			t.Errorf("run %v: exit %d, %q", bad, r.Code, r.Stderr)
+		}
+	}
+	if got := mustRun(t, "ps", "-q"); got != "o1\n" {
+		t.Errorf("ps after refused runs = %q", got)
+	}
+
+	// run -d: the options reach the monitor; stop honours --stop-signal (a
+	// trapped USR1 ends the command at once) and --stop-timeout.
+	mustRun(t, "run", "-d", "--name", "o2", "-e", "SECRET=s3", "--tmpfs", "/t", "--stop-signal", "USR1", "--stop-timeout", "30",
+		"busybox", "sh", "-c", `trap "echo got-usr1; exit 7" USR1; echo $SECRET; grep -c " /t " /proc/mounts; while :; do sleep 0.1; done`)
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(mustRun(t, "logs", "o2"), "\n1\n") && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	start := time.Now()
+	mustRun(t, "stop", "o2")
+	if took := time.Since(start); took > 20*time.Second {
+		t.Errorf("stop took %v: USR1 was not sent first", took)
+	}
+	if got := mustRun(t, "wait", "o2"); got != "7\n" {
+		t.Errorf("wait o2 = %q, want 7 (the USR1 trap's)", got)
+	}
+	if got := mustRun(t, "logs", "o2"); got != "s3\n1\ngot-usr1\n" {
+		t.Errorf("logs o2 = %q", got)
+	}
+	mustRun(t, "start", "o2")
+	deadline = time.Now().Add(10 * time.Second)
+	for strings.Count(mustRun(t, "logs", "o2"), "s3") < 2 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	mustRun(t, "kill", "-s", "USR1", "o2")
+	if got := mustRun(t, "wait", "o2"); got != "7\n" {
+		t.Errorf("wait o2 after start = %q", got)
+	}
+	if got := mustRun(t, "logs", "o2"); got != "s3\n1\ngot-usr1\ns3\n1\ngot-usr1\n" {
+		t.Errorf("logs o2 after start = %q", got)
+	}
+}

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -282,28 +281,14 @@ func (o *buildOptions) check() error {
 	default:
 		return fmt.Errorf("invalid argument %q for \"--network\" flag: want default, host or none", o.network)
 	}
-	if o.platform != "" {
-		if p := strings.TrimSuffix(o.platform, "/"); p != registry.DefaultPlatform() && !strings.HasPrefix(registry.DefaultPlatform(), p+"/") && "linux/"+p != registry.DefaultPlatform() {
-			return fmt.Errorf("--platform %s: only %s can be built here (RUN steps run natively)", o.platform, registry.DefaultPlatform())
-		}
+	if err := checkPlatform(o.platform, "RUN steps run natively"); err != nil {
+		return err
 	}
-	for _, h := range o.addHosts {
-		name, ip, ok := strings.Cut(h, "=")
-		if !ok {
-			name, ip, ok = strings.Cut(h, ":")
-		}
-		if !ok || name == "" || (net.ParseIP(ip) == nil && ip != "host-gateway") {
-			return fmt.Errorf("invalid argument %q for \"--add-host\" flag: want HOST:IP", h)
-		}
+	hosts, err := checkAddHosts(o.addHosts)
+	if err != nil {
+		return err
 	}
-	for i, h := range o.addHosts {
-		// RUN shares the host's network: the host is the loopback address.
-		if name, ok := strings.CutSuffix(h, ":host-gateway"); ok {
-			o.addHosts[i] = name + ":127.0.0.1"
-		} else if name, ok := strings.CutSuffix(h, "=host-gateway"); ok {
-			o.addHosts[i] = name + "=127.0.0.1"
-		}
-	}
+	o.addHosts = hosts
 	for _, l := range o.labels {
 		if k, _, _ := strings.Cut(l, "="); k == "" {
 			return fmt.Errorf("invalid argument %q for \"--label\" flag: no key", l)

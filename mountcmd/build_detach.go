@@ -12,6 +12,7 @@ package mountcmd
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -39,47 +40,16 @@ func runDetached(cmd *cobra.Command, g *globalOptions, o *runOptions, ref string
 	if err != nil {
 		return err
 	}
+	// The options go in the environment, not on the command line, where every
+	// user's ps would show the -e values.
+	opts, err := json.Marshal(o.saved())
+	if err != nil {
+		return err
+	}
 	child := []string{"--root", g.root, "run", "--detached-child", "--name", name}
-	flag := func(set bool, f string) {
-		if set {
-			child = append(child, f)
-		}
+	if o.reuse {
+		child = append(child, "--reuse")
 	}
-	value := func(v, f string) {
-		if v != "" {
-			child = append(child, f+"="+v)
-		}
-	}
-	flag(o.rm, "--rm")
-	flag(o.interactive, "--interactive")
-	flag(o.tty, "--tty")
-	flag(o.init, "--init")
-	flag(o.reuse, "--reuse")
-	for _, e := range o.env {
-		if !strings.Contains(e, "=") { // pass the host's value now: the child has no env of ours
-			v, ok := os.LookupEnv(e)
-			if !ok {
-				continue
-			}
-			e += "=" + v
-		}
-		child = append(child, "--env="+e)
-	}
-	for _, v := range o.volumes {
-		abs := v
-		if host, rest, ok := strings.Cut(v, ":"); ok {
-			if a, err := filepath.Abs(host); err == nil && strings.HasPrefix(host, ".") {
-				abs = a + ":" + rest
-			}
-		}
-		child = append(child, "--volume="+abs)
-	}
-	value(o.workdir, "--workdir")
-	value(o.user, "--user")
-	if o.entrypoint != "" || o.entrypointSet {
-		child = append(child, "--entrypoint="+o.entrypoint)
-	}
-	value(o.hostname, "--hostname")
 	child = append(append(child, ref), args...)
 
 	pr, pw, err := os.Pipe()
@@ -87,6 +57,7 @@ func runDetached(cmd *cobra.Command, g *globalOptions, o *runOptions, ref string
 		return err
 	}
 	c := exec.Command(exe, child...)
+	c.Env = append(os.Environ(), runOptionsEnv+"="+string(opts))
 	c.Stdout, c.Stderr = pw, pw
 	c.Dir = "/"
 	c.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
@@ -162,24 +133,37 @@ func newStopCommand(g *globalOptions) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "stop [-t SECONDS] CONTAINER...",
 		Short: "Stop running containers",
-		Long: `Stop containers that run (started by run, or run -d): send the image's STOPSIGNAL
-(SIGTERM by default) to the container's pid 1, and SIGKILL after the timeout, as
-docker stop does. Returns once the container is unmounted (ready for commit or rm).`,
+		Long: `Stop containers that run (started by run, or run -d): send run's --stop-signal,
+else the image's STOPSIGNAL (SIGTERM by default) to the container's pid 1, and
+SIGKILL after the timeout (-t, else run's --stop-timeout, else 10 s), as docker
+stop does. Returns once the container is unmounted (ready for commit or rm).`,
 		Args: minArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			timeout := time.Duration(o.timeout) * time.Second
+			if !cmd.Flags().Changed("time") {
+				timeout = -1 // the container's own
+			}
 			return forEachName(cmd, args, true, func(name string) error {
-				return stopContainer(g, name, time.Duration(o.timeout)*time.Second)
+				return stopContainer(g, name, timeout)
 			})
 		},
 	}
-	cmd.Flags().IntVarP(&o.timeout, "time", "t", 10, "seconds to wait before killing the container")
+	cmd.Flags().IntVarP(&o.timeout, "time", "t", 10, "seconds to wait before killing the container (default: run's --stop-timeout, else 10)")
 	return cmd
 }
 
+// stopContainer stops name's command: its stop signal, then SIGKILL after
+// timeout (negative: the container's --stop-timeout, else 10 s).
 func stopContainer(g *globalOptions, name string, timeout time.Duration) error {
 	rs, err := runningContainer(g, name)
 	if err != nil {
 		return err
+	}
+	if timeout < 0 {
+		timeout = 10 * time.Second
+		if rs.StopTimeout != nil {
+			timeout = time.Duration(*rs.StopTimeout) * time.Second
+		}
 	}
 	alive := func() bool { return procStartTime(rs.Pid) == rs.StartTime }
 	sig := unix.SIGTERM

@@ -18,8 +18,9 @@ import (
 	"github.com/layerfs/layerfs/blobstore"
 )
 
-// savedRun is run-config.json: run's options (volumes made absolute, the
-// hostname it got) and what it ran.
+// savedRun is run-config.json: run's options (volumes made absolute, -e KEY
+// with the host's value, the hostname it got) and what it ran. It is also how
+// run -d hands its options to its monitor (runDetached).
 type savedRun struct {
 	Interactive bool     `json:"interactive,omitempty"`
 	Tty         bool     `json:"tty,omitempty"`
@@ -33,15 +34,29 @@ type savedRun struct {
 	Hostname      string   `json:"hostname"`
 	Init          bool     `json:"init,omitempty"`
 	Rm            bool     `json:"rm,omitempty"` // create --rm: start removes it after its run
-	Image         string   `json:"image"`        // the image ID
+	Network       string   `json:"network,omitempty"`
+	Tmpfs         []string `json:"tmpfs,omitempty"`
+	Mounts        []string `json:"mounts,omitempty"`
+	AddHosts      []string `json:"addHosts,omitempty"`
+	Labels        []string `json:"labels,omitempty"`
+	StopSignal    string   `json:"stopSignal,omitempty"`
+	StopTimeout   *int     `json:"stopTimeout,omitempty"`
+	ReadOnly      bool     `json:"readOnly,omitempty"`
+	Image         string   `json:"image"` // the image ID
 	Args          []string `json:"args,omitempty"`
 }
 
-func runConfigPath(w *workContainer) string { return filepath.Join(w.Dir(), "run-config.json") }
-
-func saveRunConfig(w *workContainer, o *runOptions, img *blobstore.Image, args []string, hostname string) error {
+// saved is what of o a later start (or run -d's monitor) needs, with the
+// caller's environment and working dir resolved.
+func (o *runOptions) saved() savedRun {
 	sr := savedRun{Interactive: o.interactive, Tty: o.tty, Workdir: o.workdir, User: o.user,
-		Entrypoint: o.entrypoint, EntrypointSet: o.entrypointSet, Hostname: hostname, Init: o.init, Rm: o.rm, Image: img.ID.String(), Args: args}
+		Entrypoint: o.entrypoint, EntrypointSet: o.entrypointSet, Hostname: o.hostname, Init: o.init, Rm: o.rm,
+		Network: o.network, Tmpfs: o.tmpfs, Mounts: o.mounts, AddHosts: o.addHosts, Labels: o.labels,
+		StopSignal: o.stopSignal, ReadOnly: o.readOnly}
+	if o.stopTimeout >= 0 {
+		t := o.stopTimeout
+		sr.StopTimeout = &t
+	}
 	for _, e := range o.env {
 		if !strings.Contains(e, "=") {
 			v, ok := os.LookupEnv(e)
@@ -60,6 +75,26 @@ func saveRunConfig(w *workContainer, o *runOptions, img *blobstore.Image, args [
 		}
 		sr.Volumes = append(sr.Volumes, v)
 	}
+	return sr
+}
+
+// options are run's options for name that sr recorded.
+func (sr *savedRun) options(name string) *runOptions {
+	o := &runOptions{name: name, interactive: sr.Interactive, tty: sr.Tty, env: sr.Env,
+		workdir: sr.Workdir, user: sr.User, volumes: sr.Volumes, entrypoint: sr.Entrypoint, entrypointSet: sr.EntrypointSet,
+		hostname: sr.Hostname, init: sr.Init, rm: sr.Rm, network: sr.Network, tmpfs: sr.Tmpfs, mounts: sr.Mounts,
+		addHosts: sr.AddHosts, labels: sr.Labels, stopSignal: sr.StopSignal, stopTimeout: -1, readOnly: sr.ReadOnly}
+	if sr.StopTimeout != nil {
+		o.stopTimeout = *sr.StopTimeout
+	}
+	return o
+}
+
+func runConfigPath(w *workContainer) string { return filepath.Join(w.Dir(), "run-config.json") }
+
+func saveRunConfig(w *workContainer, o *runOptions, img *blobstore.Image, args []string, hostname string) error {
+	sr := o.saved()
+	sr.Hostname, sr.Image, sr.Args = hostname, img.ID.String(), args
 	b, err := json.MarshalIndent(sr, "", "  ")
 	if err != nil {
 		return err
@@ -141,9 +176,8 @@ func startContainer(cmd *cobra.Command, g *globalOptions, so *startOptions, name
 	if err := json.Unmarshal(b, &sr); err != nil {
 		return 0, fmt.Errorf("container %s: run-config.json: %w", name, err)
 	}
-	o := &runOptions{name: name, reuse: true, interactive: sr.Interactive, tty: sr.Tty, env: sr.Env,
-		workdir: sr.Workdir, user: sr.User, volumes: sr.Volumes, entrypoint: sr.Entrypoint, entrypointSet: sr.EntrypointSet,
-		hostname: sr.Hostname, init: sr.Init, rm: sr.Rm}
+	o := sr.options(name)
+	o.reuse = true
 	if !so.attach {
 		o.detach = true
 		return 0, runDetached(cmd, g, o, sr.Image, sr.Args)

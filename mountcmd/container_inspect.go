@@ -78,6 +78,7 @@ type inspectContainer struct {
 		Binds          []string
 		NetworkMode    string
 		ReadonlyRootfs bool
+		ExtraHosts     []string
 		Init           *bool `json:",omitempty"`
 	}
 	GraphDriver struct {
@@ -218,15 +219,38 @@ func newInspectContainer(ctx context.Context, g *globalOptions, s *blobstore.Sto
 		if sr.Init {
 			out.HostConfig.Init = &sr.Init
 		}
-		out.HostConfig.Binds = append([]string{}, sr.Volumes...)
-		if binds, err := parseVolumes(sr.Volumes); err == nil {
-			for _, b := range binds {
-				m := inspectMount{Type: "bind", Source: b.Source, Destination: b.Target, RW: !b.ReadOnly, Propagation: "rprivate"}
-				if b.ReadOnly {
-					m.Mode = "ro"
-				}
-				out.Mounts = append(out.Mounts, m)
+		if sr.Network == "none" {
+			out.HostConfig.NetworkMode = "none"
+		}
+		out.HostConfig.ReadonlyRootfs = out.HostConfig.ReadonlyRootfs || sr.ReadOnly
+		out.HostConfig.ExtraHosts = sr.AddHosts
+		if len(sr.Labels) > 0 {
+			labels := map[string]string{}
+			for k, v := range out.Config.Labels {
+				labels[k] = v
 			}
+			for k, v := range parseLabels(sr.Labels) {
+				labels[k] = v
+			}
+			out.Config.Labels = labels
+		}
+		if sr.StopSignal != "" {
+			out.Config.StopSignal = sr.StopSignal
+		}
+		out.Config.StopTimeout = sr.StopTimeout
+		out.HostConfig.Binds = append([]string{}, sr.Volumes...)
+		binds, _ := parseVolumes(sr.Volumes)
+		more, _ := parseMounts(sr.Mounts)
+		tmpfs, _ := parseTmpfs(sr.Tmpfs)
+		for _, b := range append(append(binds, more...), tmpfs...) {
+			m := inspectMount{Type: "bind", Source: b.Source, Destination: b.Target, RW: !b.ReadOnly, Propagation: "rprivate"}
+			if b.Tmpfs {
+				m.Type, m.Propagation = "tmpfs", ""
+			}
+			if b.ReadOnly {
+				m.Mode = "ro"
+			}
+			out.Mounts = append(out.Mounts, m)
 		}
 		etc := filepath.Join(w.Dir(), "etc")
 		out.HostnamePath = filepath.Join(etc, "hostname")

@@ -196,7 +196,11 @@ func newRestartCommand(g *globalOptions) *cobra.Command {
 					return fmt.Errorf("container %s was not made by run: mount it instead", w.name)
 				}
 				if loadRunState(w).alive() {
-					if err := stopContainer(g, w.name, time.Duration(timeout)*time.Second); err != nil {
+					t := time.Duration(timeout) * time.Second
+					if !cmd.Flags().Changed("time") {
+						t = -1 // the container's own
+					}
+					if err := stopContainer(g, w.name, t); err != nil {
 						return err
 					}
 				}

@@ -98,6 +98,7 @@ type inspectConfig struct {
 	OnBuild      []string
 	Labels       map[string]string
 	StopSignal   string                        `json:",omitempty"`
+	StopTimeout  *int                          `json:",omitempty"`
 	Healthcheck  *dockerspec.HealthcheckConfig `json:",omitempty"`
 	Shell        []string                      `json:",omitempty"`
 }

@@ -50,6 +50,15 @@ type runOptions struct {
 	publish       []string
 	reuse         bool // internal: start an existing container (start)
 	pull          string
+	network       string   // none: loopback only; host, default, bridge: the host's
+	tmpfs         []string // --tmpfs PATH[:OPTIONS]
+	mounts        []string // --mount type=bind|tmpfs,...
+	addHosts      []string // --add-host HOST:IP
+	labels        []string // --label KEY=VALUE
+	stopSignal    string
+	stopTimeout   int // seconds stop waits by default; -1: 10
+	readOnly      bool
+	platform      string
 }
 
 func init() {
@@ -74,14 +83,16 @@ committed: layerfs run --name busy1 -it busybox sh; ...; layerfs commit busy1 me
 --rm removes it when the command exits.`,
 		Args: minArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			o.entrypointSet = o.entrypointSet || cmd.Flags().Changed("entrypoint")
-			if len(o.envFiles) > 0 {
-				fileEnv, err := readEnvFiles(o.envFiles)
-				if err != nil {
+			if o.child {
+				if err := o.fromParent(); err != nil {
 					fmt.Fprintf(cmd.ErrOrStderr(), "Error: %v\n", err)
 					return exitError{build.ExitSetup}
 				}
-				o.env, o.envFiles = append(fileEnv, o.env...), nil // -e wins
+			}
+			o.entrypointSet = o.entrypointSet || cmd.Flags().Changed("entrypoint")
+			if err := o.check(); err != nil {
+				fmt.Fprintf(cmd.ErrOrStderr(), "Error: %v\n", err)
+				return exitError{build.ExitSetup}
 			}
 			if !o.detach && !o.child {
 				if err := checkTTYInput(o); err != nil {
@@ -144,6 +155,17 @@ func addRunFlags(f *pflag.FlagSet, o *runOptions) {
 	f.BoolVar(&o.init, "init", false, "run an init inside the container that forwards signals and reaps processes")
 	f.StringArrayVarP(&o.publish, "publish", "p", nil, "accepted for docker compatibility; ignored: containers use the host's network")
 	f.StringVar(&o.pull, "pull", "missing", `pull image before running ("always", "missing", "never")`)
+	f.StringVar(&o.network, "network", "default", "network mode: host (default, bridge: the same) or none (loopback only)")
+	f.StringVar(&o.network, "net", "default", "network mode (--network)")
+	f.MarkHidden("net")
+	f.StringArrayVar(&o.tmpfs, "tmpfs", nil, "mount a tmpfs: PATH[:size=64m,ro,mode=1777]")
+	f.StringArrayVar(&o.mounts, "mount", nil, "attach a mount: type=bind,source=HOST,target=PATH[,readonly] or type=tmpfs,target=PATH[,tmpfs-size=N]")
+	f.StringArrayVar(&o.addHosts, "add-host", nil, "add a custom host-to-IP mapping (HOST:IP)")
+	f.StringArrayVarP(&o.labels, "label", "l", nil, "set metadata on the container (KEY=VALUE)")
+	f.StringVar(&o.stopSignal, "stop-signal", "", "signal stop sends first (default: the image's STOPSIGNAL, else SIGTERM)")
+	f.IntVar(&o.stopTimeout, "stop-timeout", -1, "seconds stop waits before it kills the container (default 10)")
+	f.BoolVar(&o.readOnly, "read-only", false, "mount the container's root filesystem as read only")
+	f.StringVar(&o.platform, "platform", "", "the platform (only this host's: containers run natively)")
 }
 
 // errNotTTY is docker's refusal of -it with a stdin that is no terminal.
@@ -178,8 +200,12 @@ type runState struct {
 	StartTime uint64    `json:"startTime"` // of that pid (from /proc/<pid>/stat), against pid reuse
 	Config    runConfig `json:"config"`
 	Started   time.Time `json:"started"`
-	// StopSignal is the image's STOPSIGNAL, what stop sends first ("" = SIGTERM).
+	// StopSignal is what stop sends first: run's --stop-signal, else the image's
+	// STOPSIGNAL ("" = SIGTERM).
 	StopSignal string `json:"stopSignal,omitempty"`
+	// StopTimeout is run's --stop-timeout: how long stop waits unless -t says;
+	// nil is the default.
+	StopTimeout *int `json:"stopTimeout,omitempty"`
 }
 
 // runConfig is what exec needs of the run's process config.
@@ -246,7 +272,7 @@ func runContainer(ctx context.Context, g *globalOptions, o *runOptions, ref stri
 	if err := saveRunConfig(w, o, img, args, spec.Hostname); err != nil {
 		return 0, err
 	}
-	etc, err := build.EtcFiles(filepath.Join(w.Dir(), "etc"), spec.Hostname)
+	etc, err := build.EtcFiles(filepath.Join(w.Dir(), "etc"), spec.Hostname, o.addHosts...)
 	if err != nil {
 		return 0, err
 	}
@@ -267,9 +293,16 @@ func runContainer(ctx context.Context, g *globalOptions, o *runOptions, ref stri
 	if err != nil {
 		return 0, err
 	}
+	stopSignal := img.Config.Config.StopSignal
+	if o.stopSignal != "" {
+		stopSignal = o.stopSignal
+	}
 	rs := runState{ID: id, Pid: p.Pid(), StartTime: procStartTime(p.Pid()), Started: time.Now().UTC(),
-		StopSignal: img.Config.Config.StopSignal,
+		StopSignal: stopSignal,
 		Config:     runConfig{Env: spec.Env, Dir: spec.Dir, User: spec.User}}
+	if o.stopTimeout >= 0 {
+		rs.StopTimeout = &o.stopTimeout
+	}
 	if b, err := json.Marshal(rs); err == nil {
 		writeFileAtomic(runStatePath(w), b, 0o600)
 	}
@@ -352,8 +385,17 @@ func processSpec(o *runOptions, img *blobstore.Image, args []string) (build.Proc
 	if err != nil {
 		return build.ProcessSpec{}, err
 	}
+	tmpfs, err := parseTmpfs(o.tmpfs)
+	if err != nil {
+		return build.ProcessSpec{}, err
+	}
+	mounts, err := parseMounts(o.mounts)
+	if err != nil {
+		return build.ProcessSpec{}, err
+	}
+	binds = append(append(binds, mounts...), tmpfs...)
 	return build.ProcessSpec{Args: argv, Env: env, Dir: dir, User: user, Hostname: o.hostname,
-		Binds: binds, Tty: o.tty, Init: o.init}, nil
+		Binds: binds, Tty: o.tty, Init: o.init, NoNetwork: o.network == "none", ReadOnlyRootfs: o.readOnly}, nil
 }
 
 // readEnvFiles reads docker's --env-file format: one KEY=VALUE a line, the value
@@ -446,6 +488,9 @@ func parseVolumes(vs []string) ([]build.Bind, error) {
 // layerfs does not have).
 func makeBindSources(binds []build.Bind) error {
 	for _, b := range binds {
+		if b.Tmpfs {
+			continue
+		}
 		if _, err := os.Lstat(b.Source); !errors.Is(err, os.ErrNotExist) {
 			continue
 		}

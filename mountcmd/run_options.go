@@ -1,0 +1,233 @@
+package mountcmd
+
+// run's (and create's) options past the basics: checks, the hand-off to run -d's
+// monitor, and docker's --tmpfs and --mount syntaxes.
+
+import (
+	"encoding/csv"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	units "github.com/docker/go-units"
+
+	"github.com/layerfs/layerfs/build"
+	"github.com/layerfs/layerfs/registry"
+)
+
+// runOptionsEnv carries run -d's options (a savedRun) to its monitor.
+const runOptionsEnv = "LAYERFS_RUN_OPTIONS"
+
+// fromParent takes the options run -d handed over in the environment, and drops
+// them from it (nothing started later needs them, -e values among them).
+func (o *runOptions) fromParent() error {
+	v, ok := os.LookupEnv(runOptionsEnv)
+	if !ok {
+		return nil
+	}
+	os.Unsetenv(runOptionsEnv)
+	var sr savedRun
+	if err := json.Unmarshal([]byte(v), &sr); err != nil {
+		return fmt.Errorf("run options: %w", err)
+	}
+	n := sr.options(o.name)
+	n.child, n.reuse, n.pull = o.child, o.reuse, "never"
+	*o = *n
+	return nil
+}
+
+// check reads --env-file and refuses values layerfs cannot honour, naming the
+// flag; it normalises --add-host's host-gateway.
+func (o *runOptions) check() error {
+	if len(o.envFiles) > 0 {
+		fileEnv, err := readEnvFiles(o.envFiles)
+		if err != nil {
+			return err
+		}
+		o.env, o.envFiles = append(fileEnv, o.env...), nil // -e wins
+	}
+	switch o.network {
+	case "", "default", "host", "bridge", "none":
+	default:
+		return fmt.Errorf("invalid argument %q for \"--network\" flag: want host or none (containers use the host's network or none)", o.network)
+	}
+	if err := checkPlatform(o.platform, "containers run natively"); err != nil {
+		return err
+	}
+	hosts, err := checkAddHosts(o.addHosts)
+	if err != nil {
+		return err
+	}
+	o.addHosts = hosts
+	for _, l := range o.labels {
+		if k, _, _ := strings.Cut(l, "="); k == "" {
+			return fmt.Errorf("invalid argument %q for \"--label\" flag: no key", l)
+		}
+	}
+	if o.stopSignal != "" {
+		if sig, err := parseSignal(o.stopSignal); err != nil || sig <= 0 || sig > 64 {
+			return fmt.Errorf("invalid argument %q for \"--stop-signal\" flag: not a signal", o.stopSignal)
+		}
+	}
+	if o.stopTimeout < -1 {
+		return fmt.Errorf("invalid argument %d for \"--stop-timeout\" flag: want seconds, 0 or more", o.stopTimeout)
+	}
+	return nil
+}
+
+// checkPlatform refuses a --platform other than this host's (why says why).
+func checkPlatform(platform, why string) error {
+	if platform == "" {
+		return nil
+	}
+	native := registry.DefaultPlatform()
+	if p := strings.TrimSuffix(platform, "/"); p != native && !strings.HasPrefix(native, p+"/") && "linux/"+p != native {
+		return fmt.Errorf("--platform %s: only %s here (%s)", platform, native, why)
+	}
+	return nil
+}
+
+// checkAddHosts checks --add-host HOST:IP (or HOST=IP) values and returns them
+// with host-gateway made the loopback address: containers share the host's
+// network, so the host is 127.0.0.1.
+func checkAddHosts(hosts []string) ([]string, error) {
+	var out []string
+	for _, h := range hosts {
+		sep := "="
+		name, ip, ok := strings.Cut(h, sep)
+		if !ok {
+			sep = ":"
+			name, ip, ok = strings.Cut(h, sep)
+		}
+		if !ok || name == "" || (net.ParseIP(ip) == nil && ip != "host-gateway") {
+			return nil, fmt.Errorf("invalid argument %q for \"--add-host\" flag: want HOST:IP", h)
+		}
+		if ip == "host-gateway" {
+			h = name + sep + "127.0.0.1"
+		}
+		out = append(out, h)
+	}
+	return out, nil
+}
+
+// parseTmpfs parses docker's --tmpfs PATH[:OPTIONS]: size= and ro are honoured,
+// mode= too; the other mount options docker passes on are accepted.
+func parseTmpfs(specs []string) ([]build.Bind, error) {
+	var out []build.Bind
+	for _, spec := range specs {
+		target, opts, _ := strings.Cut(spec, ":")
+		if !filepath.IsAbs(target) {
+			return nil, fmt.Errorf("invalid tmpfs %q: the mount path must be absolute", spec)
+		}
+		b := build.Bind{Target: filepath.Clean(target), Tmpfs: true}
+		for _, opt := range strings.Split(opts, ",") {
+			k, v, _ := strings.Cut(opt, "=")
+			switch k {
+			case "", "rw", "exec", "noexec", "suid", "nosuid", "dev", "nodev", "atime", "noatime", "relatime", "strictatime", "uid", "gid", "nr_inodes":
+			case "ro":
+				b.ReadOnly = true
+			case "size":
+				n, err := units.RAMInBytes(v)
+				if err != nil || n <= 0 {
+					return nil, fmt.Errorf("invalid tmpfs %q: size %q", spec, v)
+				}
+				b.Size = n
+			case "mode":
+				m, err := strconv.ParseUint(v, 8, 32)
+				if err != nil || m > 0o7777 {
+					return nil, fmt.Errorf("invalid tmpfs %q: mode %q", spec, v)
+				}
+				b.Mode = uint32(m)
+			default:
+				return nil, fmt.Errorf("invalid tmpfs %q: unknown option %q", spec, k)
+			}
+		}
+		out = append(out, b)
+	}
+	return out, nil
+}
+
+// parseMounts parses docker's --mount (CSV of key=value): type=bind (the source
+// must exist, as docker wants) and type=tmpfs. Volumes need a daemon.
+func parseMounts(specs []string) ([]build.Bind, error) {
+	var out []build.Bind
+	for _, spec := range specs {
+		fields, err := csv.NewReader(strings.NewReader(spec)).Read()
+		if err != nil {
+			return nil, fmt.Errorf("invalid --mount %q: %w", spec, err)
+		}
+		typ := "volume"
+		var b build.Bind
+		for _, f := range fields {
+			k, v, hasValue := strings.Cut(f, "=")
+			switch strings.ToLower(k) {
+			case "type":
+				typ = v
+			case "source", "src":
+				b.Source = v
+			case "target", "destination", "dst":
+				b.Target = v
+			case "readonly", "ro":
+				ro := true
+				if hasValue {
+					if ro, err = strconv.ParseBool(v); err != nil {
+						return nil, fmt.Errorf("invalid --mount %q: %s=%s", spec, k, v)
+					}
+				}
+				b.ReadOnly = ro
+			case "tmpfs-size":
+				n, err := units.RAMInBytes(v)
+				if err != nil || n <= 0 {
+					return nil, fmt.Errorf("invalid --mount %q: tmpfs-size %q", spec, v)
+				}
+				b.Size = n
+			case "tmpfs-mode":
+				m, err := strconv.ParseUint(v, 8, 32)
+				if err != nil || m > 0o7777 {
+					return nil, fmt.Errorf("invalid --mount %q: tmpfs-mode %q", spec, v)
+				}
+				b.Mode = uint32(m)
+			case "bind-propagation", "consistency", "bind-recursive":
+			default:
+				return nil, fmt.Errorf("invalid --mount %q: unknown field %q", spec, k)
+			}
+		}
+		if !filepath.IsAbs(b.Target) {
+			return nil, fmt.Errorf("invalid --mount %q: the target must be an absolute path", spec)
+		}
+		b.Target = filepath.Clean(b.Target)
+		switch typ {
+		case "bind":
+			if b.Size != 0 || b.Mode != 0 {
+				return nil, fmt.Errorf("invalid --mount %q: tmpfs options on a bind mount", spec)
+			}
+			if b.Source == "" {
+				return nil, fmt.Errorf("invalid --mount %q: a bind mount needs a source", spec)
+			}
+			abs, err := filepath.Abs(b.Source)
+			if err != nil {
+				return nil, err
+			}
+			if _, err := os.Stat(abs); errors.Is(err, os.ErrNotExist) {
+				return nil, fmt.Errorf("invalid --mount %q: bind source path does not exist: %s", spec, abs)
+			} else if err != nil {
+				return nil, fmt.Errorf("invalid --mount %q: %w", spec, err)
+			}
+			b.Source = abs
+		case "tmpfs":
+			if b.Source != "" {
+				return nil, fmt.Errorf("invalid --mount %q: a tmpfs takes no source", spec)
+			}
+			b.Tmpfs = true
+		default:
+			return nil, fmt.Errorf("invalid --mount %q: type %q: bind and tmpfs only (named volumes need a daemon)", spec, typ)
+		}
+		out = append(out, b)
+	}
+	return out, nil
+}

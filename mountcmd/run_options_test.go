@@ -1,0 +1,95 @@
+package mountcmd
+
+import (
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+
+	"github.com/layerfs/layerfs/build"
+)
+
+// TestParseTmpfsAndMounts: docker's --tmpfs and --mount syntaxes, and what each
+// refuses with the flag's value named.
+func TestParseTmpfsAndMounts(t *testing.T) {
+	dir := t.TempDir()
+	tm, err := parseTmpfs([]string{"/a", "/b/:size=1m,ro,mode=700,noexec"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []build.Bind{{Target: "/a", Tmpfs: true}, {Target: "/b", Tmpfs: true, ReadOnly: true, Size: 1 << 20, Mode: 0o700}}
+	if len(tm) != 2 || tm[0] != want[0] || tm[1] != want[1] {
+		t.Errorf("parseTmpfs = %+v, want %+v", tm, want)
+	}
+	ms, err := parseMounts([]string{
+		"type=bind,source=" + dir + ",target=/in,readonly",
+		"type=bind,src=" + dir + ",dst=/rw,ro=false",
+		`"type=tmpfs","destination=/t","tmpfs-size=64k"`,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantM := []build.Bind{{Source: dir, Target: "/in", ReadOnly: true}, {Source: dir, Target: "/rw"}, {Target: "/t", Tmpfs: true, Size: 64 << 10}}
+	if len(ms) != 3 || ms[0] != wantM[0] || ms[1] != wantM[1] || ms[2] != wantM[2] {
+		t.Errorf("parseMounts = %+v, want %+v", ms, wantM)
+	}
+	for _, bad := range []string{"rel", "/x:size=lots", "/x:mode=999", "/x:colour=red"} {
+		if _, err := parseTmpfs([]string{bad}); err == nil || !strings.Contains(err.Error(), bad) {
+			t.Errorf("parseTmpfs(%q) = %v", bad, err)
+		}
+	}
+	for _, bad := range []string{
+		"type=bind,source=" + filepath.Join(dir, "missing") + ",target=/x",
+		"type=bind,target=/x",
+		"type=volume,source=v,target=/x",
+		"target=/x",
+		"type=tmpfs,source=/s,target=/x",
+		"type=tmpfs,target=rel",
+		"type=bind,source=" + dir + ",target=/x,tmpfs-size=1m",
+		"type=bind,source=" + dir + ",target=/x,readonly=maybe",
+		"type=bind,source=" + dir + ",target=/x,colour=red",
+	} {
+		if _, err := parseMounts([]string{bad}); err == nil || !strings.Contains(err.Error(), bad) {
+			t.Errorf("parseMounts(%q) = %v", bad, err)
+		}
+	}
+}
+
+// TestRunOptionsCheck: --add-host's host-gateway is the loopback address (the
+// host's network), bad values of run's other flags are refused.
+func TestRunOptionsCheck(t *testing.T) {
+	o := &runOptions{addHosts: []string{"gw:host-gateway", "a=1.2.3.4", "v6:::1"}, stopTimeout: -1}
+	if err := o.check(); err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(o.addHosts, " "); got != "gw:127.0.0.1 a=1.2.3.4 v6:::1" {
+		t.Errorf("add-hosts after check = %q", got)
+	}
+	for _, bad := range []*runOptions{
+		{network: "mynet", stopTimeout: -1},
+		{addHosts: []string{"nohost"}, stopTimeout: -1},
+		{addHosts: []string{"h:notanip"}, stopTimeout: -1},
+		{labels: []string{"=v"}, stopTimeout: -1},
+		{stopSignal: "SIGNOPE", stopTimeout: -1},
+		{stopTimeout: -5},
+		{platform: "linux/s390x-nope", stopTimeout: -1},
+	} {
+		if err := bad.check(); err == nil {
+			t.Errorf("check(%+v) accepted", *bad)
+		}
+	}
+}
+
+// TestSavedRunRoundTrip: every option run -d hands its monitor (and start
+// replays) comes back as it went.
+func TestSavedRunRoundTrip(t *testing.T) {
+	o := &runOptions{interactive: true, tty: true, env: []string{"A=1"}, workdir: "/w", user: "u", volumes: []string{"/h:/c:ro"},
+		entrypoint: "e", entrypointSet: true, hostname: "h", init: true, rm: true, network: "none", tmpfs: []string{"/t"},
+		mounts: []string{"type=tmpfs,target=/m"}, addHosts: []string{"a:1.2.3.4"}, labels: []string{"k=v"},
+		stopSignal: "USR1", stopTimeout: 0, readOnly: true}
+	sr := o.saved()
+	back := sr.options("")
+	if !reflect.DeepEqual(back, o) {
+		t.Errorf("round trip:\n got %+v\nwant %+v", *back, *o)
+	}
+}

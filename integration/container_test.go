@@ -328,6 +328,9 @@ func TestRunOptions(t *testing.T) {
 	if got := mustRun(t, "inspect", "-f", "{{.HostConfig.ReadonlyRootfs}} {{.HostConfig.NetworkMode}} {{index .Config.Labels \"team\"}} {{len .Mounts}}", "o1"); got != "true none x 2\n" {
 		t.Errorf("inspect o1 = %q", got)
 	}
+	if got := mustRun(t, "ps", "-f", "label=team=x", "-q"); got != "o1\n" {
+		t.Errorf("ps -f label=team=x = %q", got)
+	}
 	// The mountpoints the run made stay, as docker's do; nothing else.
 	if got := mustRun(t, "diff", "o1"); got != "A /in\nA /scratch\n" {
 		t.Errorf("diff of a --read-only container = %q, want its two mountpoints only", got)

@@ -224,16 +224,7 @@ func newInspectContainer(ctx context.Context, g *globalOptions, s *blobstore.Sto
 		}
 		out.HostConfig.ReadonlyRootfs = out.HostConfig.ReadonlyRootfs || sr.ReadOnly
 		out.HostConfig.ExtraHosts = sr.AddHosts
-		if len(sr.Labels) > 0 {
-			labels := map[string]string{}
-			for k, v := range out.Config.Labels {
-				labels[k] = v
-			}
-			for k, v := range parseLabels(sr.Labels) {
-				labels[k] = v
-			}
-			out.Config.Labels = labels
-		}
+		out.Config.Labels = containerLabels(img, sr)
 		if sr.StopSignal != "" {
 			out.Config.StopSignal = sr.StopSignal
 		}
@@ -298,6 +289,22 @@ func newInspectContainer(ctx context.Context, g *globalOptions, s *blobstore.Sto
 		out.SizeRw, out.SizeRootFs = &rw, &rootfs
 	}
 	return out, nil
+}
+
+// containerLabels are the container's labels: its image's, then run's --label.
+func containerLabels(img *blobstore.Image, sr *savedRun) map[string]string {
+	labels := map[string]string{}
+	if img != nil {
+		for k, v := range img.Config.Config.Labels {
+			labels[k] = v
+		}
+	}
+	if sr != nil {
+		for k, v := range parseLabels(sr.Labels) {
+			labels[k] = v
+		}
+	}
+	return labels
 }
 
 // loadSavedRun reads run-config.json; nil for a container run never ran.

@@ -41,6 +41,7 @@ type psRow struct {
 	Size       string    `json:"Size,omitempty"`    // with -s: the upper dir's size
 	// dockerState is docker's word (running, exited, created ...), for status=.
 	dockerState string
+	labels      map[string]string // the image's and run's, for label=
 }
 
 func init() { addVerb(newPsCommand) }
@@ -61,7 +62,8 @@ changes nothing: it is accepted for docker ps -a's users (rm $(layerfs ps -aq)).
 "json" for one JSON object per line.
 --filter takes docker's name= (a regular expression), id= (a prefix), status=
 (mounted, paused, dead, unmounted, or docker's running, exited, created),
-ancestor= (an image: its containers), before= and since= (a container);
+ancestor= (an image: its containers), before= and since= (a container), and
+label=KEY[=VALUE] (the image's labels and run's --label);
 -n N and -l show the N (1) created last, newest first.`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -93,7 +95,7 @@ ancestor= (an image: its containers), before= and since= (a container);
 	cmd.Flags().BoolVarP(&o.all, "all", "a", false, "show all containers (the default: ps lists the unmounted ones too)")
 	cmd.Flags().BoolVarP(&o.quiet, "quiet", "q", false, "only print names")
 	cmd.Flags().StringVar(&o.format, "format", "", `format output: table, table TEMPLATE, json, or a Go template`)
-	cmd.Flags().StringArrayVarP(&o.filters, "filter", "f", nil, "filter output (name=, id=, status=, ancestor=, before=, since=)")
+	cmd.Flags().StringArrayVarP(&o.filters, "filter", "f", nil, "filter output (name=, id=, status=, ancestor=, before=, since=, label=)")
 	cmd.Flags().IntVarP(&o.last, "last", "n", 0, "show the n containers created last")
 	cmd.Flags().BoolVarP(&o.latest, "latest", "l", false, "show the container created last")
 	cmd.Flags().BoolVarP(&o.size, "size", "s", false, "show the size of each container's changes")
@@ -154,9 +156,11 @@ func psRows(ctx context.Context, g *globalOptions, size bool) ([]psRow, []*blobs
 				img = i
 			}
 		}
-		if _, spec, ok := savedCommand(w, img); ok {
+		sr, spec, ok := savedCommand(w, img)
+		if ok {
 			r.Command = `"` + strings.Join(spec.Args, " ") + `"`
 		}
+		r.labels = containerLabels(img, sr)
 		running := r.Status != statusUnmounted && loadRunState(w).alive()
 		r.dockerState = dockerStatus(r.Status, running, loadExit(w) != nil)
 		if size {

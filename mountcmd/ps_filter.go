@@ -11,10 +11,11 @@ import (
 	"github.com/layerfs/layerfs/blobstore"
 )
 
-// psFilter is ps's --filter: docker's name=, id=, status=, ancestor=, before=
-// and since=. Filters of one key are alternatives; different keys must all hold.
+// psFilter is ps's --filter: docker's name=, id=, status=, ancestor=, before=,
+// since= and label=. Filters of one key are alternatives, but every label= must
+// hold (as docker's); different keys must all hold.
 type psFilter struct {
-	names, ids, statuses, ancestors, before, since []string
+	names, ids, statuses, ancestors, before, since, labels []string
 }
 
 // psStatuses are the values status= takes: ps's own and docker's state words.
@@ -46,6 +47,8 @@ func parsePsFilters(args []string) (*psFilter, error) {
 			f.before = append(f.before, v)
 		case "since":
 			f.since = append(f.since, v)
+		case "label":
+			f.labels = append(f.labels, v)
 		default:
 			return nil, fmt.Errorf("invalid filter '%s'", k)
 		}
@@ -105,7 +108,8 @@ func (f *psFilter) apply(rows []psRow, imgs []*blobstore.Image) ([]psRow, error)
 			anyOf(f.statuses, func(v string) bool { return v == r.Status || v == r.dockerState }) &&
 			(len(f.ancestors) == 0 || contains(ancestorIDs, r.ImageID)) &&
 			allOf(before, func(b psRow) bool { return r.Created.Before(b.Created) }) &&
-			allOf(since, func(s psRow) bool { return r.Created.After(s.Created) })
+			allOf(since, func(s psRow) bool { return r.Created.After(s.Created) }) &&
+			hasLabels(r.labels, f.labels)
 		if ok {
 			out = append(out, r)
 		}
@@ -142,4 +146,16 @@ func lastCreated(rows []psRow, n int) []psRow {
 		rows = rows[:n]
 	}
 	return rows
+}
+
+// hasLabels: every filter, KEY or KEY=VALUE, holds for labels.
+func hasLabels(labels map[string]string, filters []string) bool {
+	for _, f := range filters {
+		k, v, withValue := strings.Cut(f, "=")
+		got, ok := labels[k]
+		if !ok || (withValue && got != v) {
+			return false
+		}
+	}
+	return true
 }

@@ -32,7 +32,7 @@ func TestPsDockerFields(t *testing.T) {
 func TestPsFilters(t *testing.T) {
 	now := time.Now()
 	rows := []psRow{
-		{Name: "web1", ID: "aaaa1111", ImageID: "sha256:i1", Status: statusMounted, dockerState: "running", Created: now.Add(-3 * time.Hour)},
+		{Name: "web1", ID: "aaaa1111", ImageID: "sha256:i1", Status: statusMounted, dockerState: "running", Created: now.Add(-3 * time.Hour), labels: map[string]string{"tier": "web", "x": ""}},
 		{Name: "web2", ID: "aaaa2222", ImageID: "sha256:i2", Status: statusUnmounted, dockerState: "exited", Created: now.Add(-2 * time.Hour)},
 		{Name: "db", ID: "bbbb3333", ImageID: "sha256:i1", Status: statusUnmounted, dockerState: "created", Created: now.Add(-1 * time.Hour)},
 	}
@@ -58,6 +58,9 @@ func TestPsFilters(t *testing.T) {
 		{[]string{"before=db"}, "web1,web2"},
 		{[]string{"since=web1", "before=db"}, "web2"},
 		{[]string{"since=aaaa2"}, "db"},
+		{[]string{"label=tier"}, "web1"},
+		{[]string{"label=tier=web", "label=x"}, "web1"},
+		{[]string{"label=tier=db"}, ""},
 	} {
 		f, err := parsePsFilters(tc.filters)
 		if err != nil {

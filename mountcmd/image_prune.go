@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"errors"
 	"fmt"
+	"io"
 	"strings"
 	"time"
 
@@ -51,9 +52,28 @@ func runImagePrune(cmd *cobra.Command, g *globalOptions, o *imagePruneOptions) e
 			return nil
 		}
 	}
-	s, imgs, err := openImages(g)
+	s, lines, err := pruneImages(cmd, g, o.all, f)
 	if err != nil {
 		return err
+	}
+	out := cmd.OutOrStdout()
+	printDeletedImages(out, lines)
+	res, err := reclaim(cmd, g, s, false)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "Total reclaimed space: %s\n", humanSize(res.Freed))
+	return nil
+}
+
+// pruneImages removes the dangling images (with all, every image no working
+// container uses) that f keeps, as image prune does, and returns the store and
+// rmi's lines for what went; the blobs they held stay until reclaim. Shared by
+// image prune and system prune.
+func pruneImages(cmd *cobra.Command, g *globalOptions, all bool, f *pruneFilter) (*blobstore.Store, []blobstore.RemoveLine, error) {
+	s, imgs, err := openImages(g)
+	if err != nil {
+		return nil, nil, err
 	}
 	opts := blobstore.RemoveOptions{
 		InUse:   func(img *blobstore.Image) ([]string, error) { return workingContainersUsing(g, img) },
@@ -61,7 +81,7 @@ func runImagePrune(cmd *cobra.Command, g *globalOptions, o *imagePruneOptions) e
 	}
 	var lines []blobstore.RemoveLine
 	for _, img := range imgs { // newest first: children go before their parents
-		if (len(img.Tags) > 0 && !o.all) || !f.keep(img) {
+		if (len(img.Tags) > 0 && !all) || !f.keep(img) {
 			continue
 		}
 		if users, err := workingContainersUsing(g, img); err != nil || len(users) > 0 {
@@ -79,28 +99,28 @@ func runImagePrune(cmd *cobra.Command, g *globalOptions, o *imagePruneOptions) e
 				break // kept (children, a container), or gone with a child already
 			}
 			if err != nil {
-				return err
+				return s, lines, err
 			}
 		}
 	}
-	out := cmd.OutOrStdout()
-	if len(lines) > 0 {
-		fmt.Fprintln(out, "Deleted Images:")
-		for _, l := range lines {
-			if l.Untagged != "" {
-				fmt.Fprintf(out, "untagged: %s\n", l.Untagged)
-			} else {
-				fmt.Fprintf(out, "deleted: %s\n", l.Deleted)
-			}
+	return s, lines, nil
+}
+
+// printDeletedImages prints docker's "Deleted Images:" block (nothing when
+// nothing went).
+func printDeletedImages(out io.Writer, lines []blobstore.RemoveLine) {
+	if len(lines) == 0 {
+		return
+	}
+	fmt.Fprintln(out, "Deleted Images:")
+	for _, l := range lines {
+		if l.Untagged != "" {
+			fmt.Fprintf(out, "untagged: %s\n", l.Untagged)
+		} else {
+			fmt.Fprintf(out, "deleted: %s\n", l.Deleted)
 		}
-		fmt.Fprintln(out)
 	}
-	res, err := reclaim(cmd, g, s, false)
-	if err != nil {
-		return err
-	}
-	fmt.Fprintf(out, "Total reclaimed space: %s\n", humanSize(res.Freed))
-	return nil
+	fmt.Fprintln(out)
 }
 
 // confirm is docker's prune prompt: warning, then a y/N question read from

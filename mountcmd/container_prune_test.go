@@ -1,0 +1,144 @@
+package mountcmd
+
+import (
+	"bytes"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+)
+
+// makeContainer creates an unmounted working container named name under root,
+// with upperBytes bytes in its upper dir.
+func makeContainer(t *testing.T, root, name string, upperBytes int, edit func(*workState)) *workContainer {
+	t.Helper()
+	w, err := newWorkContainer(root, name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := &workState{ImageID: digest.Digest("sha256:" + strings.Repeat("a", 64)), Created: time.Now().Add(-time.Hour).UTC()}
+	if edit != nil {
+		edit(st)
+	}
+	if err := w.create(st); err != nil {
+		t.Fatal(err)
+	}
+	if upperBytes > 0 {
+		if err := os.WriteFile(filepath.Join(w.upperPath(st), "f"), make([]byte, upperBytes), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return w
+}
+
+// runPrune runs container prune's command with stdin and args.
+func runPrune(t *testing.T, g *globalOptions, stdin string, args ...string) (string, error) {
+	t.Helper()
+	cmd := newContainerPruneCommand(g)
+	var out bytes.Buffer
+	cmd.SetIn(strings.NewReader(stdin))
+	cmd.SetOut(&out)
+	cmd.SetErr(&out)
+	cmd.SetArgs(args)
+	err := cmd.Execute()
+	return out.String(), err
+}
+
+// TestContainerPrune: only unmounted containers go, through rm's path; one whose
+// command runs (run.json naming a live process) and one still being created stay;
+// "n", an empty stdin and a newer-than-until container keep theirs.
+func TestContainerPrune(t *testing.T) {
+	root := t.TempDir()
+	g := &globalOptions{root: root}
+	makeContainer(t, root, "old", 1000, nil)
+	makeContainer(t, root, "fresh", 10, func(s *workState) { s.Created = time.Now().UTC() })
+	makeContainer(t, root, "creating", 0, func(s *workState) { s.Incomplete = true })
+	running := makeContainer(t, root, "running", 5, nil)
+	self := os.Getpid()
+	b, _ := json.Marshal(runState{Pid: self, StartTime: procStartTime(self)})
+	if err := os.WriteFile(runStatePath(running), b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	names := func() []string {
+		ws, err := listContainers(root)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []string
+		for _, w := range ws {
+			out = append(out, w.name)
+		}
+		return out
+	}
+	all := []string{"creating", "fresh", "old", "running"}
+
+	for _, stdin := range []string{"n\n", ""} {
+		out, err := runPrune(t, g, stdin)
+		if err != nil || !strings.Contains(out, "WARNING! This will remove all stopped containers.\nAre you sure you want to continue? [y/N] ") {
+			t.Errorf("prune with stdin %q = %q, %v; want the prompt", stdin, out, err)
+		}
+		if got := names(); !slices.Equal(got, all) {
+			t.Errorf("after prune answered %q: containers %v, want %v", stdin, got, all)
+		}
+	}
+
+	out, err := runPrune(t, g, "y\n", "--filter", "until=30m")
+	if err != nil {
+		t.Fatalf("prune --filter until=30m: %v\n%s", err, out)
+	}
+	if !strings.Contains(out, "Deleted Containers:\nold\n\nTotal reclaimed space: 1kB\n") {
+		t.Errorf("prune --filter until=30m printed %q, want old deleted and 1kB", out)
+	}
+	if got, want := names(), []string{"creating", "fresh", "running"}; !slices.Equal(got, want) {
+		t.Errorf("after prune --filter until=30m: containers %v, want %v", got, want)
+	}
+
+	out, err = runPrune(t, g, "", "-f")
+	if err != nil || strings.Contains(out, "WARNING") || !strings.Contains(out, "Deleted Containers:\nfresh\n") {
+		t.Errorf("prune -f = %q, %v; want fresh deleted without a prompt", out, err)
+	}
+	if got, want := names(), []string{"creating", "running"}; !slices.Equal(got, want) {
+		t.Errorf("after prune -f: containers %v, want %v", got, want)
+	}
+	if _, err := os.Stat(filepath.Join(root, "locks", "work-fresh.lock")); !os.IsNotExist(err) {
+		t.Errorf("lock of a pruned container: stat = %v, want it removed as rm does", err)
+	}
+
+	out, err = runPrune(t, g, "", "-f")
+	if err != nil || out != "Total reclaimed space: 0B\n" {
+		t.Errorf("prune -f with nothing to do = %q, %v", out, err)
+	}
+}
+
+func TestContainerPruneFilter(t *testing.T) {
+	now := time.Now()
+	for _, tc := range []struct {
+		filters []string
+		created time.Time
+		want    bool
+	}{
+		{nil, now, true},
+		{nil, time.Time{}, true},
+		{[]string{"until=1h"}, now.Add(-2 * time.Hour), true},
+		{[]string{"until=1h"}, now, false},
+		{[]string{"until=1h"}, time.Time{}, false},
+		{[]string{"label=a"}, now, false},
+		{[]string{"label!=a"}, now, true},
+	} {
+		f, err := parsePruneFilters(tc.filters, now)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := f.keepContainer(tc.created); got != tc.want {
+			t.Errorf("keepContainer(%v) with %v = %v, want %v", tc.created, tc.filters, got, tc.want)
+		}
+	}
+	if _, err := runPrune(t, &globalOptions{root: t.TempDir()}, "", "-f", "--filter", "bogus=1"); err == nil || err.Error() != "invalid filter 'bogus'" {
+		t.Errorf("prune --filter bogus=1 = %v, want invalid filter 'bogus'", err)
+	}
+}

@@ -1,0 +1,116 @@
+package mountcmd
+
+import (
+	"bytes"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/layerfs/layerfs/build"
+)
+
+// TestDfSummary: shared layers count once, reclaimable is what inactive images
+// hold alone, containers' reclaimable is the unmounted ones' (not the dead
+// ones'), and build cache in use is not reclaimable.
+func TestDfSummary(t *testing.T) {
+	a, b, c := digest.FromString("a"), digest.FromString("b"), digest.FromString("c")
+	du := &diskUsage{
+		images:     []dfImage{{containers: 1}, {}, {}},
+		layers:     map[digest.Digest]int64{a: 1000, b: 3000, c: 6000},
+		activeLyrs: map[digest.Digest]bool{a: true},
+		containers: []dfContainer{
+			{row: psRow{Status: statusMounted}, size: 100, volumes: []containerVolume{{size: 7}}},
+			{row: psRow{Status: statusPaused}, size: 50},
+			{row: psRow{Status: statusDead}, size: 250},
+			{row: psRow{Status: statusUnmounted}, size: 600, volumes: []containerVolume{{size: 3}}},
+		},
+		cache: []build.CacheRecord{{Size: 2000, InUse: true}, {Size: 500}},
+	}
+	got := du.summary()
+	want := []dfRow{
+		{"Images", "3", "1", "10kB", "9kB (90%)"},
+		{"Containers", "4", "2", "1kB", "600B (60%)"},
+		{"Local Volumes", "2", "1", "10B", "3B (30%)"},
+		{"Build Cache", "2", "1", "2.5kB", "500B"},
+	}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Errorf("summary()[%d] = %+v, want %+v", i, got[i], want[i])
+		}
+	}
+	var out bytes.Buffer
+	if err := du.writeSummary(&out, ""); err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(out.String(), "\n")
+	if len(lines) != 6 || strings.Join(strings.Fields(lines[0]), " ") != "TYPE TOTAL ACTIVE SIZE RECLAIMABLE" ||
+		strings.Join(strings.Fields(lines[1]), " ") != "Images 3 1 10kB 9kB (90%)" {
+		t.Errorf("system df =\n%s", out.String())
+	}
+	out.Reset()
+	if err := du.writeSummary(&out, "json"); err != nil {
+		t.Fatal(err)
+	}
+	var row map[string]string
+	if err := json.Unmarshal([]byte(strings.SplitN(out.String(), "\n", 2)[0]), &row); err != nil || row["Type"] != "Images" || row["TotalCount"] != "3" || row["Reclaimable"] != "9kB (90%)" {
+		t.Errorf("system df --format json = %q (%v)", out.String(), err)
+	}
+	out.Reset()
+	if err := du.writeSummary(&out, "{{.Type}}={{.Active}}"); err != nil || out.String() != "Images=1\nContainers=2\nLocal Volumes=1\nBuild Cache=1\n" {
+		t.Errorf("system df --format template = %q, %v", out.String(), err)
+	}
+}
+
+func TestSystemPruneWarning(t *testing.T) {
+	want := "WARNING! This will remove:\n  - all stopped containers\n  - all dangling images\n  - unused build cache\n"
+	if got := systemPruneWarning(false); got != want {
+		t.Errorf("systemPruneWarning(false) = %q, want %q", got, want)
+	}
+	if got := systemPruneWarning(true); !strings.Contains(got, "  - all images without at least one container associated to them\n  - all build cache\n") {
+		t.Errorf("systemPruneWarning(true) = %q", got)
+	}
+}
+
+// TestSystemPruneNoFUSE: an unmounted container and an unused cache mount go,
+// "n" keeps everything, and the output has docker's sections.
+func TestSystemPruneNoFUSE(t *testing.T) {
+	root := t.TempDir()
+	g := &globalOptions{root: root}
+	makeContainer(t, root, "gone", 2000, nil)
+	top := filepath.Join(build.CacheMountsDir(root), "x")
+	os.MkdirAll(filepath.Join(top, "data"), 0o755)
+	os.WriteFile(filepath.Join(top, "id"), []byte("mycache\n"), 0o644)
+	os.WriteFile(filepath.Join(top, "data", "f"), make([]byte, 8192), 0o644)
+	run := func(stdin string, args ...string) string {
+		cmd := newSystemPruneCommand(g)
+		var out bytes.Buffer
+		cmd.SetIn(strings.NewReader(stdin))
+		cmd.SetOut(&out)
+		cmd.SetErr(&out)
+		cmd.SetArgs(args)
+		if err := cmd.Execute(); err != nil {
+			t.Fatalf("system prune %v: %v\n%s", args, err, out.String())
+		}
+		return out.String()
+	}
+	if out := run("n\n"); strings.Contains(out, "Deleted") {
+		t.Errorf("system prune answered n = %q", out)
+	}
+	if _, err := os.Stat(top); err != nil {
+		t.Fatalf("cache mount after n: %v", err)
+	}
+	out := run("y\n")
+	if !strings.Contains(out, "Deleted Containers:\ngone\n\nDeleted build cache objects:\ncache mount mycache\n\nTotal reclaimed space: ") {
+		t.Errorf("system prune = %q", out)
+	}
+	if ws, _ := listContainers(root); len(ws) != 0 {
+		t.Errorf("containers after system prune: %d, want 0", len(ws))
+	}
+	if _, err := os.Stat(top); !os.IsNotExist(err) {
+		t.Errorf("cache mount after system prune: stat = %v, want gone", err)
+	}
+}

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/opencontainers/go-digest"
+	"golang.org/x/sys/unix"
 )
 
 // makeContainer creates an unmounted working container named name under root,
@@ -49,8 +50,9 @@ func runPrune(t *testing.T, g *globalOptions, stdin string, args ...string) (str
 	return out.String(), err
 }
 
-// TestContainerPrune: only unmounted containers go, through rm's path; one whose
-// command runs (run.json naming a live process) and one still being created stay;
+// TestContainerPrune: only unmounted containers go, through rm's path; a mounted
+// one, one whose command runs (run.json naming a live process) and one still
+// being created stay;
 // "n", an empty stdin and a newer-than-until container keep theirs.
 func TestContainerPrune(t *testing.T) {
 	root := t.TempDir()
@@ -64,6 +66,16 @@ func TestContainerPrune(t *testing.T) {
 	if err := os.WriteFile(runStatePath(running), b, 0o600); err != nil {
 		t.Fatal(err)
 	}
+	// "mounted": a live server holds its server lock (what status reads).
+	mounted := makeContainer(t, root, "mounted", 5, nil)
+	lock, err := os.OpenFile(mounted.serverLock(), os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lock.Close()
+	if err := unix.Flock(int(lock.Fd()), unix.LOCK_EX); err != nil {
+		t.Fatal(err)
+	}
 	names := func() []string {
 		ws, err := listContainers(root)
 		if err != nil {
@@ -75,7 +87,7 @@ func TestContainerPrune(t *testing.T) {
 		}
 		return out
 	}
-	all := []string{"creating", "fresh", "old", "running"}
+	all := []string{"creating", "fresh", "mounted", "old", "running"}
 
 	for _, stdin := range []string{"n\n", ""} {
 		out, err := runPrune(t, g, stdin)
@@ -94,7 +106,7 @@ func TestContainerPrune(t *testing.T) {
 	if !strings.Contains(out, "Deleted Containers:\nold\n\nTotal reclaimed space: 1kB\n") {
 		t.Errorf("prune --filter until=30m printed %q, want old deleted and 1kB", out)
 	}
-	if got, want := names(), []string{"creating", "fresh", "running"}; !slices.Equal(got, want) {
+	if got, want := names(), []string{"creating", "fresh", "mounted", "running"}; !slices.Equal(got, want) {
 		t.Errorf("after prune --filter until=30m: containers %v, want %v", got, want)
 	}
 
@@ -102,7 +114,7 @@ func TestContainerPrune(t *testing.T) {
 	if err != nil || strings.Contains(out, "WARNING") || !strings.Contains(out, "Deleted Containers:\nfresh\n") {
 		t.Errorf("prune -f = %q, %v; want fresh deleted without a prompt", out, err)
 	}
-	if got, want := names(), []string{"creating", "running"}; !slices.Equal(got, want) {
+	if got, want := names(), []string{"creating", "mounted", "running"}; !slices.Equal(got, want) {
 		t.Errorf("after prune -f: containers %v, want %v", got, want)
 	}
 	if _, err := os.Stat(filepath.Join(root, "locks", "work-fresh.lock")); !os.IsNotExist(err) {

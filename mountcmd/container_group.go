@@ -35,6 +35,7 @@ func newContainerGroupCommand(g *globalOptions) *cobra.Command {
 		{"export", nil, newExportCommand},
 		{"mount", nil, newMountCommand},
 		{"umount", []string{"unmount"}, newUmountCommand},
+		{"prune", nil, newContainerPruneCommand},
 	})
 	return group
 }

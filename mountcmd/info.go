@@ -133,7 +133,7 @@ func gatherInfo(ctx context.Context, g *globalOptions) (*systemInfo, error) {
 		return nil, err
 	}
 	i.Images = len(imgs)
-	rows, err := psRows(ctx, g)
+	rows, _, err := psRows(ctx, g, false)
 	if err != nil {
 		return nil, err
 	}

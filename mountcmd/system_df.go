@@ -117,7 +117,7 @@ func diskUsageOf(ctx context.Context, g *globalOptions) (*diskUsage, error) {
 		}
 		du.images = append(du.images, di)
 	}
-	rows, err := psRows(ctx, g)
+	rows, _, err := psRows(ctx, g, false)
 	if err != nil {
 		return nil, err
 	}

@@ -92,7 +92,10 @@ type Options struct {
 	PullAlways bool
 	Labels     map[string]string // --label: set on the image built
 	NoNetwork  bool              // --network=none: every RUN without network
-	AddHosts   []string          // --add-host HOST:IP lines for RUN's /etc/hosts
+	// AllowInsecure is --allow security.insecure: RUN --security=insecure gets
+	// every capability (without it, such a RUN is refused).
+	AllowInsecure bool
+	AddHosts      []string // --add-host HOST:IP lines for RUN's /etc/hosts
 	// NamedContexts are buildx's --build-context NAME=VALUE: a local dir, or
 	// docker-image://REF, that FROM NAME, COPY --from=NAME and a RUN mount's
 	// from=NAME mean instead of a stage or image of that name.

@@ -22,6 +22,9 @@ type ExecSpec struct {
 	Env  []string
 	Dir  string // "" is /
 	User string // docker's USER syntax
+	// Caps the process may have (nil: DefaultCaps; [AllCaps]: every one), as
+	// ProcessSpec.Caps.
+	Caps []string
 
 	Stdin          io.Reader
 	Stdout, Stderr io.Writer
@@ -87,6 +90,10 @@ func Exec(ctx context.Context, spec ExecSpec) (int, error) {
 				done <- result{err: fmt.Errorf("exec: join %s namespace: %w", ns.name, err)}
 				return
 			}
+		}
+		if err := limitCaps(spec.Caps); err != nil {
+			done <- result{err: fmt.Errorf("exec: %w", err)}
+			return
 		}
 		groups := append([]uint32(nil), u.Groups...)
 		cmd := &exec.Cmd{

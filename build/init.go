@@ -75,13 +75,17 @@ func InitMain() int {
 	// command holding the /dev/fuse of its own root keeps the connection alive
 	// after the server died, and then waits on it for good (unkillable).
 	closeExtraFilesOnExec()
+	// The thread that sets the parent-death signal again must be the one that
+	// execs: changing credentials clears it (found by a review: a RUN as USER
+	// 1000 outlived a killed build). The bounding set is per thread too: the one
+	// that execs (or, with Init, forks) the command is the one limited.
+	runtime.LockOSThread()
+	if err := limitCaps(spec.Caps); err != nil {
+		return initFail(ExitSetup, err)
+	}
 	if spec.Init {
 		return runInit(argv0, spec.Args, env, u)
 	}
-	// The thread that sets the parent-death signal again must be the one that
-	// execs: changing credentials clears it (found by a review: a RUN as USER
-	// 1000 outlived a killed build).
-	runtime.LockOSThread()
 	if err := setCredentials(u); err != nil {
 		return initFail(ExitSetup, err)
 	}

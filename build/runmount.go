@@ -30,6 +30,7 @@ type runMounts struct {
 	secrets  []Secret // secret files
 	env      []string // secrets given as environment variables (env=)
 	noNet    bool     // --network=none
+	insecure bool     // --security=insecure: every capability
 	targets  []string // every mountpoint, for RuntimePaths
 	key      string   // what the step's cache key adds
 	cleanups []func()
@@ -82,7 +83,16 @@ func (b *builder) prepareRunMounts(ctx context.Context, c *instructions.RunComma
 	default:
 		return m, fmt.Errorf("invalid network mode %q", n)
 	}
-	// --security=insecure or sandbox: RUN drops no capabilities here either way.
+	// --security=insecure: every capability, as buildkit, which wants the
+	// build to allow it (docker build --allow security.insecure); sandbox is
+	// the default set.
+	if instructions.GetSecurity(c) == instructions.SecurityInsecure {
+		if !b.o.AllowInsecure {
+			return m, errors.New("RUN --security=insecure needs the build to allow it: --allow security.insecure")
+		}
+		m.insecure = true
+		key.WriteString("security insecure\n")
+	}
 	if err := c.Expand(b.expand); err != nil { // parses --mount with ARGs expanded
 		return m, err
 	}

@@ -82,6 +82,9 @@ type ProcessSpec struct {
 	// NoNetwork: a network namespace of its own with only loopback (RUN
 	// --network=none); otherwise the host's network.
 	NoNetwork bool `json:"noNetwork,omitempty"`
+	// Caps are the capabilities the command may have: nil is DefaultCaps
+	// (docker's), [AllCaps] every one (see RunCaps and limitCaps).
+	Caps []string `json:"caps"` // null: the default set; [] none
 	// ReadOnlyRootfs: the root is remounted read-only once every mount is on it
 	// (run --read-only); binds and tmpfs mounts keep their own modes.
 	ReadOnlyRootfs bool `json:"readOnlyRootfs,omitempty"`

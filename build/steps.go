@@ -189,6 +189,7 @@ func (b *builder) runStep(ctx context.Context, c *instructions.RunCommand) (bool
 			Rootfs: rootfs, Args: args, Env: env, Dir: b.img.Config.WorkingDir, User: b.img.Config.User,
 			Hostname: id, Binds: binds, Stdout: b.out, Stderr: b.out,
 			NoNetwork: mounts.noNet || b.o.NoNetwork, Secrets: mounts.secrets, SecretsDir: secretsDir,
+			Caps: runCaps(mounts.insecure),
 		})
 		if err != nil {
 			return b.stepErr(c, err)
@@ -544,4 +545,13 @@ func (b *builder) mountFrom(ctx context.Context, from string) (*buildContext, di
 		}
 	}
 	return &buildContext{dir: dir}, id, unmount, nil
+}
+
+// runCaps is a RUN step's capabilities: buildkit's default set, every one with
+// --security=insecure.
+func runCaps(insecure bool) []string {
+	if insecure {
+		return []string{AllCaps}
+	}
+	return nil
 }

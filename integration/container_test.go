@@ -382,3 +382,82 @@ func TestRunOptions(t *testing.T) {
 		t.Errorf("logs o2 after start = %q", got)
 	}
 }
+
+// capBnd is the CapBnd line of /proc/self/status in output.
+func capBnd(t *testing.T, out string) string {
+	t.Helper()
+	for _, line := range strings.Split(out, "\n") {
+		if v, ok := strings.CutPrefix(line, "CapBnd:"); ok {
+			return strings.TrimSpace(v)
+		}
+	}
+	t.Fatalf("no CapBnd in %q", out)
+	return ""
+}
+
+// TestRunCapabilities: a container gets docker's default capabilities less
+// MKNOD (no device cgroup here), so it cannot mount or make device nodes;
+// --privileged, --cap-add and --cap-drop change that; exec's processes get the
+// container's; RUN gets buildkit's default set and every capability only with
+// --security=insecure under build --allow security.insecure.
+func TestRunCapabilities(t *testing.T) {
+	requireRunner(t)
+	importRunner(t, "busybox", `CMD ["sh"]`)
+	host, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	all := capBnd(t, string(host))
+	status := "grep CapBnd /proc/self/status"
+	const dockerDefault = "00000000a80425fb" // docker's 14 capabilities
+	const runDefault = "00000000a00425fb"    // the same less CAP_MKNOD
+	if got := capBnd(t, mustRun(t, "run", "--rm", "busybox", "sh", "-c", status)); got != runDefault {
+		t.Errorf("default CapBnd = %s, want %s", got, runDefault)
+	}
+	if r := run(t, "run", "--rm", "busybox", "sh", "-c", "mount -t tmpfs none /mnt || exit 3; mknod /tmp/sda b 8 0 || exit 4"); r.Code != 3 {
+		t.Errorf("mount in a default container: exit %d (want 3: refused), %q", r.Code, r.Stderr)
+	}
+	if r := run(t, "run", "--rm", "busybox", "sh", "-c", "mknod /tmp/sda b 8 0 || exit 4"); r.Code != 4 {
+		t.Errorf("mknod in a default container: exit %d (want 4: refused), %q", r.Code, r.Stderr)
+	}
+	if r := run(t, "run", "--rm", "--cap-add", "MKNOD", "busybox", "sh", "-c", "mknod /tmp/null c 1 3"); r.Code != 0 {
+		t.Errorf("mknod with --cap-add MKNOD: exit %d, %q", r.Code, r.Stderr)
+	}
+	if got := capBnd(t, mustRun(t, "run", "--rm", "--privileged", "busybox", "sh", "-c", status)); got != all {
+		t.Errorf("--privileged CapBnd = %s, want the host's %s", got, all)
+	}
+	if got := capBnd(t, mustRun(t, "run", "--rm", "--cap-drop", "ALL", "--cap-add", "NET_BIND_SERVICE", "busybox", "sh", "-c", status)); got != "0000000000000400" {
+		t.Errorf("--cap-drop ALL --cap-add NET_BIND_SERVICE CapBnd = %s", got)
+	}
+	if got := capBnd(t, mustRun(t, "run", "--rm", "--cap-drop", "ALL", "busybox", "sh", "-c", status)); got != "0000000000000000" {
+		t.Errorf("--cap-drop ALL CapBnd = %s", got)
+	}
+	if r := run(t, "run", "--rm", "--cap-add", "NOPE", "busybox", "true"); r.Code != 125 || !strings.Contains(r.Stderr, `unknown capability: "NOPE"`) {
+		t.Errorf("--cap-add NOPE: exit %d, %q", r.Code, r.Stderr)
+	}
+	// A non-root user gets none, as in docker.
+	if got := capBnd(t, mustRun(t, "run", "--rm", "-u", "nobody", "busybox", "sh", "-c", "grep CapEff /proc/self/status; "+status)); got != runDefault {
+		t.Errorf("CapBnd as nobody = %s", got)
+	}
+
+	mustRun(t, "run", "-d", "--name", "ex", "--cap-drop", "ALL", "busybox", "sleep", "600")
+	if got := capBnd(t, mustRun(t, "exec", "ex", "sh", "-c", status)); got != "0000000000000000" {
+		t.Errorf("exec CapBnd in a --cap-drop ALL container = %s", got)
+	}
+	if got := capBnd(t, mustRun(t, "exec", "--privileged", "ex", "sh", "-c", status)); got != all {
+		t.Errorf("exec --privileged CapBnd = %s, want %s", got, all)
+	}
+	mustRun(t, "rm", "-f", "ex")
+
+	ctx := t.TempDir()
+	if err := os.WriteFile(filepath.Join(ctx, "Dockerfile"), []byte("FROM busybox\nRUN "+status+"\nRUN --security=insecure "+status+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if r := run(t, "build", "--no-cache", ctx); r.Code == 0 || !strings.Contains(r.Stdout+r.Stderr, "--allow security.insecure") {
+		t.Errorf("RUN --security=insecure without --allow: exit %d, %q %q", r.Code, r.Stdout, r.Stderr)
+	}
+	out := mustRun(t, "build", "--no-cache", "--allow", "security.insecure", ctx)
+	if i := strings.Index(out, "--security=insecure"); i < 0 || capBnd(t, out[:i]) != dockerDefault || capBnd(t, out[i:]) != all {
+		t.Errorf("build output: %q, want RUN with %s and RUN --security=insecure with %s", out, dockerDefault, all)
+	}
+}

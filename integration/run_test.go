@@ -250,7 +250,7 @@ func TestRunHostUntouched(t *testing.T) {
 	importRunner(t, "busybox", `CMD ["sh"]`)
 	mustRun(t, "run", "--rm", "busybox", "true") // unpacks the layer
 	layersBefore := snapshotDir(t, filepath.Join(rootFor(t), "layers"))
-	mustRun(t, "run", "--name", "wreck", "busybox", "sh", "-c", "rm -rf /bin/cat /etc/passwd; echo root > /root/mark; mkdir /mnt; mount -t tmpfs none /mnt")
+	mustRun(t, "run", "--name", "wreck", "--privileged", "busybox", "sh", "-c", "rm -rf /bin/cat /etc/passwd; echo root > /root/mark; mkdir /mnt; mount -t tmpfs none /mnt")
 	if got := mustRun(t, "run", "--rm", "busybox", "sh", "-c", "cat /etc/passwd | head -1; ls /root"); got != "root:x:0:0:root:/root:/bin/sh\n" {
 		t.Errorf("a new container sees the old one's changes: %q", got)
 	}

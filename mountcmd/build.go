@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -33,6 +34,7 @@ type buildOptions struct {
 	network   string
 	platform  string
 	addHosts  []string
+	allow     []string // --allow entitlements
 	contexts  []string
 	accepted  bool // --rm, --force-rm, --load: what layerfs always does
 }
@@ -129,6 +131,7 @@ a Dockerfile alone (no context); -f - reads the Dockerfile from stdin.`,
 			bo := build.Options{
 				Secrets: secrets, PullAlways: o.pull, Labels: parseLabels(o.labels),
 				NoNetwork: o.network == "none", AddHosts: o.addHosts, NamedContexts: named,
+				AllowInsecure: slices.Contains(o.allow, "security.insecure"),
 				Pull: func(ctx context.Context, ref string) error {
 					c, err := (&registryFlags{}).client(g, cmd.ErrOrStderr())
 					if err != nil {
@@ -185,6 +188,7 @@ a Dockerfile alone (no context); -f - reads the Dockerfile from stdin.`,
 	f.StringVar(&o.network, "network", "default", "networking mode for RUN instructions (default, host, none)")
 	f.StringVar(&o.platform, "platform", "", "target platform: only this machine's ("+registry.DefaultPlatform()+"), as RUN steps run natively")
 	f.StringArrayVar(&o.addHosts, "add-host", nil, "add a custom host-to-IP mapping for RUN (HOST:IP)")
+	f.StringSliceVar(&o.allow, "allow", nil, "allow extra privileged entitlements: security.insecure (RUN --security=insecure gets every capability), network.host (RUN's network is the host's anyway)")
 	f.StringArrayVar(&o.contexts, "build-context", nil, "additional build context (NAME=DIR or NAME=docker-image://REF) for FROM, COPY --from and RUN --mount from=")
 	for _, name := range []string{"rm", "force-rm", "load"} {
 		f.BoolVar(&o.accepted, name, true, "accepted for docker compatibility (layerfs always does this)")
@@ -292,6 +296,11 @@ func (o *buildOptions) check() error {
 	for _, l := range o.labels {
 		if k, _, _ := strings.Cut(l, "="); k == "" {
 			return fmt.Errorf("invalid argument %q for \"--label\" flag: no key", l)
+		}
+	}
+	for _, a := range o.allow {
+		if a != "security.insecure" && a != "network.host" {
+			return fmt.Errorf("invalid argument %q for \"--allow\" flag: want security.insecure or network.host", a)
 		}
 	}
 	return nil

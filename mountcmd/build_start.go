@@ -42,6 +42,9 @@ type savedRun struct {
 	StopSignal    string   `json:"stopSignal,omitempty"`
 	StopTimeout   *int     `json:"stopTimeout,omitempty"`
 	ReadOnly      bool     `json:"readOnly,omitempty"`
+	Privileged    bool     `json:"privileged,omitempty"`
+	CapAdd        []string `json:"capAdd,omitempty"`
+	CapDrop       []string `json:"capDrop,omitempty"`
 	Image         string   `json:"image"` // the image ID
 	Args          []string `json:"args,omitempty"`
 }
@@ -52,7 +55,7 @@ func (o *runOptions) saved() savedRun {
 	sr := savedRun{Interactive: o.interactive, Tty: o.tty, Workdir: o.workdir, User: o.user,
 		Entrypoint: o.entrypoint, EntrypointSet: o.entrypointSet, Hostname: o.hostname, Init: o.init, Rm: o.rm,
 		Network: o.network, Tmpfs: o.tmpfs, Mounts: o.mounts, AddHosts: o.addHosts, Labels: o.labels,
-		StopSignal: o.stopSignal, ReadOnly: o.readOnly}
+		StopSignal: o.stopSignal, ReadOnly: o.readOnly, Privileged: o.privileged, CapAdd: o.capAdd, CapDrop: o.capDrop}
 	if o.stopTimeout >= 0 {
 		t := o.stopTimeout
 		sr.StopTimeout = &t
@@ -83,7 +86,8 @@ func (sr *savedRun) options(name string) *runOptions {
 	o := &runOptions{name: name, interactive: sr.Interactive, tty: sr.Tty, env: sr.Env,
 		workdir: sr.Workdir, user: sr.User, volumes: sr.Volumes, entrypoint: sr.Entrypoint, entrypointSet: sr.EntrypointSet,
 		hostname: sr.Hostname, init: sr.Init, rm: sr.Rm, network: sr.Network, tmpfs: sr.Tmpfs, mounts: sr.Mounts,
-		addHosts: sr.AddHosts, labels: sr.Labels, stopSignal: sr.StopSignal, stopTimeout: -1, readOnly: sr.ReadOnly}
+		addHosts: sr.AddHosts, labels: sr.Labels, stopSignal: sr.StopSignal, stopTimeout: -1, readOnly: sr.ReadOnly,
+		privileged: sr.Privileged, capAdd: sr.CapAdd, capDrop: sr.CapDrop}
 	if sr.StopTimeout != nil {
 		o.stopTimeout = *sr.StopTimeout
 	}

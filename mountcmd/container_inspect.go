@@ -79,6 +79,9 @@ type inspectContainer struct {
 		NetworkMode    string
 		ReadonlyRootfs bool
 		ExtraHosts     []string
+		Privileged     bool
+		CapAdd         []string
+		CapDrop        []string
 		Init           *bool `json:",omitempty"`
 	}
 	GraphDriver struct {
@@ -224,6 +227,7 @@ func newInspectContainer(ctx context.Context, g *globalOptions, s *blobstore.Sto
 		}
 		out.HostConfig.ReadonlyRootfs = out.HostConfig.ReadonlyRootfs || sr.ReadOnly
 		out.HostConfig.ExtraHosts = sr.AddHosts
+		out.HostConfig.Privileged, out.HostConfig.CapAdd, out.HostConfig.CapDrop = sr.Privileged, sr.CapAdd, sr.CapDrop
 		out.Config.Labels = containerLabels(img, sr)
 		if sr.StopSignal != "" {
 			out.Config.StopSignal = sr.StopSignal

@@ -22,6 +22,7 @@ type execOptions struct {
 	env         []string
 	workdir     string
 	user        string
+	privileged  bool
 }
 
 func init() { addVerb(newExecCommand) }
@@ -57,6 +58,7 @@ The exit status is the command's.`,
 	f.StringArrayVarP(&o.env, "env", "e", nil, "set environment variables")
 	f.StringVarP(&o.workdir, "workdir", "w", "", "working directory inside the container")
 	f.StringVarP(&o.user, "user", "u", "", "username or UID (format: <name|uid>[:<group|gid>])")
+	f.BoolVar(&o.privileged, "privileged", false, "give the command every capability")
 	return cmd
 }
 
@@ -110,7 +112,11 @@ func execInContainer(ctx context.Context, g *globalOptions, o *execOptions, name
 	if o.workdir != "" {
 		dir = o.workdir
 	}
-	spec := build.ExecSpec{Pid: rs.Pid, Args: args, Env: env, Dir: dir, User: user, Stdout: os.Stdout, Stderr: os.Stderr}
+	spec := build.ExecSpec{Pid: rs.Pid, Args: args, Env: env, Dir: dir, User: user, Caps: rs.Config.Caps,
+		Stdout: os.Stdout, Stderr: os.Stderr}
+	if o.privileged {
+		spec.Caps = []string{build.AllCaps}
+	}
 	if o.interactive || o.tty {
 		spec.Stdin = os.Stdin
 	}

@@ -59,6 +59,9 @@ type runOptions struct {
 	stopTimeout   int // seconds stop waits by default; -1: 10
 	readOnly      bool
 	platform      string
+	privileged    bool
+	capAdd        []string
+	capDrop       []string
 }
 
 func init() {
@@ -166,6 +169,9 @@ func addRunFlags(f *pflag.FlagSet, o *runOptions) {
 	f.IntVar(&o.stopTimeout, "stop-timeout", -1, "seconds stop waits before it kills the container (default 10)")
 	f.BoolVar(&o.readOnly, "read-only", false, "mount the container's root filesystem as read only")
 	f.StringVar(&o.platform, "platform", "", "the platform (only this host's: containers run natively)")
+	f.BoolVar(&o.privileged, "privileged", false, "give every capability to the container (default: docker's set, less MKNOD)")
+	f.StringSliceVar(&o.capAdd, "cap-add", nil, "add Linux capabilities (NAME, CAP_NAME or ALL)")
+	f.StringSliceVar(&o.capDrop, "cap-drop", nil, "drop Linux capabilities (NAME, CAP_NAME or ALL)")
 }
 
 // errNotTTY is docker's refusal of -it with a stdin that is no terminal.
@@ -213,6 +219,9 @@ type runConfig struct {
 	Env  []string `json:"env"`
 	Dir  string   `json:"dir"`
 	User string   `json:"user"`
+	// Caps are the container's capabilities, which exec's processes get too
+	// (none recorded: build's default set).
+	Caps []string `json:"caps"` // null: the default set; [] none
 }
 
 func runStatePath(w *workContainer) string { return filepath.Join(w.Dir(), "run.json") }
@@ -299,7 +308,7 @@ func runContainer(ctx context.Context, g *globalOptions, o *runOptions, ref stri
 	}
 	rs := runState{ID: id, Pid: p.Pid(), StartTime: procStartTime(p.Pid()), Started: time.Now().UTC(),
 		StopSignal: stopSignal,
-		Config:     runConfig{Env: spec.Env, Dir: spec.Dir, User: spec.User}}
+		Config:     runConfig{Env: spec.Env, Dir: spec.Dir, User: spec.User, Caps: spec.Caps}}
 	if o.stopTimeout >= 0 {
 		rs.StopTimeout = &o.stopTimeout
 	}
@@ -394,8 +403,13 @@ func processSpec(o *runOptions, img *blobstore.Image, args []string) (build.Proc
 		return build.ProcessSpec{}, err
 	}
 	binds = append(append(binds, mounts...), tmpfs...)
+	caps, err := build.RunCaps(o.privileged, o.capAdd, o.capDrop)
+	if err != nil {
+		return build.ProcessSpec{}, err
+	}
 	return build.ProcessSpec{Args: argv, Env: env, Dir: dir, User: user, Hostname: o.hostname,
-		Binds: binds, Tty: o.tty, Init: o.init, NoNetwork: o.network == "none", ReadOnlyRootfs: o.readOnly}, nil
+		Binds: binds, Tty: o.tty, Init: o.init, NoNetwork: o.network == "none", ReadOnlyRootfs: o.readOnly,
+		Caps: caps}, nil
 }
 
 // readEnvFiles reads docker's --env-file format: one KEY=VALUE a line, the value

@@ -74,6 +74,9 @@ func (o *runOptions) check() error {
 			return fmt.Errorf("invalid argument %q for \"--stop-signal\" flag: not a signal", o.stopSignal)
 		}
 	}
+	if _, err := build.RunCaps(o.privileged, o.capAdd, o.capDrop); err != nil {
+		return fmt.Errorf("invalid --cap-add or --cap-drop: %w", err)
+	}
 	if o.stopTimeout < -1 {
 		return fmt.Errorf("invalid argument %d for \"--stop-timeout\" flag: want seconds, 0 or more", o.stopTimeout)
 	}

@@ -56,7 +56,8 @@ Files copied into the container are root's (0:0), files copied out the
 caller's; with -a both keep their source's owners. An unmounted container is
 mounted for the copy and unmounted again; a container mounted --read-only
 refuses writes.`,
-		Args: exactArgs(2),
+		Args:         exactArgs(2),
+		SilenceUsage: true,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if !cmd.Flags().Changed("quiet") {
 				// docker's rule: no progress unless STDOUT is a terminal

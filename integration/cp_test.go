@@ -6,14 +6,17 @@ package integration
 import (
 	"archive/tar"
 	"bytes"
+	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"golang.org/x/sys/unix"
 
+	"github.com/layerfs/layerfs/internal/testenv"
 	"github.com/layerfs/layerfs/internal/treecmp"
 )
 
@@ -351,5 +354,34 @@ func TestCpErrors(t *testing.T) {
 		if code != 1 || stderr != tc.want {
 			t.Errorf("layerfs %s: exit %d, stderr %q; want 1, %q", strings.Join(tc.args, " "), code, stderr, tc.want)
 		}
+	}
+}
+
+// On a terminal cp says what it copied, as docker does (and nothing when STDOUT
+// is not one, unless --quiet=false), and refuses to write a tar there.
+func TestCpTerminal(t *testing.T) {
+	e := newMountEnv(t)
+	script := testenv.RequireTool(t, "script")
+	e.ok("mount", "--name", "cptty", e.image, e.dir())
+	f := filepath.Join(cpHost(t), "f")
+	if _, stderr, _ := e.run("cp", f, "cptty:/tmp/"); stderr != "" {
+		t.Errorf("cp, STDOUT no terminal: stderr %q, want nothing", stderr)
+	}
+	if _, stderr, _ := e.run("cp", "--quiet=false", f, "cptty:/tmp/"); stderr != "Successfully copied 2.05kB to cptty:/tmp/\n" {
+		t.Errorf("cp --quiet=false: stderr %q", stderr)
+	}
+	tty := func(args string) string {
+		line := fmt.Sprintf("%s --root %s %s", layerfsBin, e.root, args)
+		out, _ := exec.Command(script, "-qec", line, "/dev/null").CombinedOutput()
+		return strings.ReplaceAll(string(out), "\r", "")
+	}
+	if out := tty("cp " + f + " cptty:/tmp/g"); out != "Successfully copied 2.05kB to cptty:/tmp/g\n" {
+		t.Errorf("cp on a terminal printed %q", out)
+	}
+	if out := tty("cp -q " + f + " cptty:/tmp/g"); out != "" {
+		t.Errorf("cp -q on a terminal printed %q", out)
+	}
+	if out := tty("cp cptty:/tmp -"); !strings.Contains(out, "refusing to write a tar archive to a terminal") {
+		t.Errorf("cp cptty:/tmp - on a terminal printed %q", out)
 	}
 }

@@ -2,7 +2,7 @@ package mountcmd
 
 // cp: docker cp between a working container and the host. The container side is
 // always its live merged tree: the mountpoint of a mounted container, else a
-// mount cp makes for itself (cp_mount.go), so a write lands in the upper dir
+// mount cp makes for itself (cpRoot), so a write lands in the upper dir
 // exactly as any write through the union does (copy-up, whiteouts). Both sides
 // move as a tar stream (build.WriteTree into build.ExtractInRoot), as docker's
 // client and daemon do, and every container path is resolved inside the
@@ -132,67 +132,62 @@ func splitCpArg(arg string) (container, p string) {
 
 func cpFromContainer(cmd *cobra.Command, g *globalOptions, o *cpOptions, name, src, dst string) error {
 	out := cmd.OutOrStdout()
-	var hostDst *cpDest
+	var d *cpDest // nil: a tar to STDOUT
 	if dst == "-" {
 		if writerIsTerminal(out) {
 			return errCpTerminal
 		}
 	} else {
-		d, err := hostDest(dst)
-		if err != nil {
+		var err error
+		if d, err = hostDest(dst); err != nil {
 			return err
 		}
-		hostDst = d
 	}
-	w, err := cpContainer(g, name)
-	if err != nil {
-		return err
+	n, err := withContainerRoot(cmd, g, name, false, func(root *os.File, _ *workContainer) (int64, error) {
+		return copyOut(root, name, src, d, out, o)
+	})
+	if err == nil && !o.quiet && d != nil {
+		fmt.Fprintf(cmd.ErrOrStderr(), "Successfully copied %s to %s\n", humanSize(n), d.shown)
 	}
-	root, release, err := cpRoot(cmd.Context(), g, w, false)
-	if err != nil {
-		return err
-	}
-	n, err := copyOut(root, name, src, hostDst, out, o)
-	root.Close()
-	if rerr := release(); err == nil {
-		err = rerr
-	}
-	if err != nil {
-		return err
-	}
-	if !o.quiet && hostDst != nil {
-		fmt.Fprintf(cmd.ErrOrStderr(), "Successfully copied %s to %s\n", humanSize(n), hostDst.shown)
-	}
-	return nil
+	return err
 }
 
 func cpToContainer(cmd *cobra.Command, g *globalOptions, o *cpOptions, name, src, dst string) error {
-	w, err := cpContainer(g, name)
-	if err != nil {
-		return err
-	}
 	var in io.Reader
 	if src == "-" {
 		in = cmd.InOrStdin()
-	} else if src, err = localPath(src); err != nil {
-		return err
+	} else {
+		var err error
+		if src, err = localPath(src); err != nil {
+			return err
+		}
 	}
-	root, release, err := cpRoot(cmd.Context(), g, w, true)
+	n, err := withContainerRoot(cmd, g, name, true, func(root *os.File, w *workContainer) (int64, error) {
+		return copyIn(root, name, src, dst, in, w.Dir(), o)
+	})
+	if err == nil && !o.quiet {
+		fmt.Fprintf(cmd.ErrOrStderr(), "Successfully copied %s to %s:%s\n", humanSize(n), name, dst)
+	}
+	return err
+}
+
+// withContainerRoot runs fn on the merged tree of container name (cpRoot, for
+// writing or not) and releases it; it returns fn's byte count.
+func withContainerRoot(cmd *cobra.Command, g *globalOptions, name string, write bool, fn func(root *os.File, w *workContainer) (int64, error)) (int64, error) {
+	w, err := cpContainer(g, name)
 	if err != nil {
-		return err
+		return 0, err
 	}
-	n, err := copyIn(root, name, src, dst, in, w.Dir(), o)
+	root, release, err := cpRoot(cmd.Context(), g, w, write)
+	if err != nil {
+		return 0, err
+	}
+	n, err := fn(root, w)
 	root.Close()
 	if rerr := release(); err == nil {
 		err = rerr
 	}
-	if err != nil {
-		return err
-	}
-	if !o.quiet {
-		fmt.Fprintf(cmd.ErrOrStderr(), "Successfully copied %s to %s:%s\n", humanSize(n), name, dst)
-	}
-	return nil
+	return n, err
 }
 
 // cpContainer is the working container NAME names, docker's "No such container"

@@ -36,6 +36,7 @@ func newContainerGroupCommand(g *globalOptions) *cobra.Command {
 		{"mount", nil, newMountCommand},
 		{"umount", []string{"unmount"}, newUmountCommand},
 		{"prune", nil, newContainerPruneCommand},
+		{"cp", nil, newCpCommand},
 	})
 	return group
 }

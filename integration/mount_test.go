@@ -309,6 +309,39 @@ func TestMountReadOnly(t *testing.T) {
 	if out, err := chroot(t, dir, "echo > /z"); err == nil {
 		t.Errorf("shell write in a read-only mount succeeded: %s", out)
 	}
+	e.ok("umount", dir)
+
+	// A container with changes, mounted read-only again, shows them (its upper
+	// dir is the top layer then), and the upper dir stays as it was.
+	e.ok("mount", "--name", "ro", e.image, dir)
+	if err := os.WriteFile(filepath.Join(dir, "etc", "added"), []byte("mine\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(filepath.Join(dir, "etc", "passwd")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(filepath.Join(dir, "newdir", "sub"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	e.ok("umount", dir)
+	diff := e.ok("diff", "ro")
+	e.ok("mount", "--read-only", "--name", "ro", e.image, dir)
+	if b, err := os.ReadFile(filepath.Join(dir, "etc", "added")); err != nil || string(b) != "mine\n" {
+		t.Errorf("a change read through a read-only remount: %q, %v", b, err)
+	}
+	if _, err := os.Lstat(filepath.Join(dir, "etc", "passwd")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("a file the container deleted is back in its read-only mount: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "newdir", "sub")); err != nil {
+		t.Errorf("a dir the container made: %v", err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "etc", "added"), []byte("x"), 0o644); !errors.Is(err, syscall.EROFS) {
+		t.Errorf("write in a read-only remount = %v, want EROFS", err)
+	}
+	e.ok("umount", dir)
+	if got := e.ok("diff", "ro"); got != diff {
+		t.Errorf("diff after a read-only mount = %q, want %q as before it", got, diff)
+	}
 }
 
 func TestRmiRefusedWhileContainerUsesImage(t *testing.T) {

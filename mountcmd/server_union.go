@@ -35,8 +35,15 @@ var _ unionMount = (*fs.MountPoint)(nil)
 // mountUnion mounts the union at mountpoint and returns once it is live. Working
 // containers write OCI whiteouts in their upper dir (commit walks it as a layer).
 var mountUnion = func(mountpoint string, o unionOptions) (unionMount, error) {
+	lowers := o.Lowers
+	if o.ReadOnly && o.Upper != "" {
+		// A read-only mount has no upper dir (fs.Options): the container's
+		// changes are shown as its top layer instead (found by the cp work: a
+		// container mounted read-only showed its image without them).
+		lowers = append([]string{o.Upper}, lowers...)
+	}
 	return fs.Mount(mountpoint, fs.Options{
-		Lowers:      o.Lowers,
+		Lowers:      lowers,
 		Upper:       o.Upper,
 		Work:        o.Work,
 		Format:      cow.FormatOCI,

@@ -71,21 +71,27 @@ func (cp *copier) extractFrom(f *os.File, dest string) error {
 	if err := cp.mkdir(dest, 0o755, time.Now(), 0, 0); err != nil {
 		return err
 	}
-	tr := tar.NewReader(r)
+	return cp.extractTar(tar.NewReader(r), dest)
+}
+
+// extractTar writes tr's entries under dest, every path resolved inside the
+// root: what ADD unpacks and what cp copies into a container. Whiteouts mean
+// nothing outside a layer and are skipped, as are nodes with noNodes.
+func (cp *copier) extractTar(tr *tar.Reader, dest string) error {
 	for {
 		h, err := tr.Next()
 		if err == io.EOF {
 			return nil
 		}
 		if err != nil {
-			return err
+			return fmt.Errorf("read tar: %w", err)
 		}
 		name := path.Clean("/" + h.Name)
 		if name == "/" {
 			continue
 		}
 		if strings.HasPrefix(path.Base(name), ".wh.") {
-			continue // whiteouts mean nothing outside a layer
+			continue
 		}
 		target := path.Join(dest, name)
 		if cp.uid < 0 { // the entry's owner is kept: refuse one chown would wrap
@@ -105,7 +111,11 @@ func (cp *copier) extractFrom(f *os.File, dest string) error {
 		case tar.TypeSymlink:
 			err = cp.symlink(h.Linkname, target, h.ModTime, h.Uid, h.Gid)
 		case tar.TypeLink:
-			err = cp.hardlink(path.Join(dest, path.Clean("/"+h.Linkname)), target)
+			old := path.Join(dest, path.Clean("/"+h.Linkname))
+			if old == target {
+				continue // GNU tar's record of a file named twice: it is there
+			}
+			err = cp.hardlink(old, target)
 		case tar.TypeChar, tar.TypeBlock, tar.TypeFifo:
 			if cp.noNodes {
 				continue

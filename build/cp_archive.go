@@ -11,7 +11,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"os"
 	"path"
 	"sort"
@@ -170,38 +169,10 @@ func (t *treeWriter) regular(fd int, hdr *tar.Header, st *unix.Stat_t) error {
 // stays the caller's.
 func ExtractInRoot(root *os.File, dir string, r io.Reader, uid, gid int) error {
 	cp := &copier{rfd: root, uid: uid, gid: gid}
-	tr := tar.NewReader(r)
-	for {
-		h, err := tr.Next()
-		if err == io.EOF {
-			return cp.finish()
-		}
-		if err != nil {
-			return fmt.Errorf("read tar: %w", err)
-		}
-		name := path.Clean("/" + h.Name)
-		target := path.Join(dir, name)
-		mode := fs.FileMode(h.Mode&0o777) | FileModeBits(uint32(h.Mode))
-		switch h.Typeflag {
-		case tar.TypeDir:
-			err = cp.mkdir(target, mode, h.ModTime, h.Uid, h.Gid)
-		case tar.TypeReg, tar.TypeRegA, tar.TypeGNUSparse:
-			err = cp.writeFile(target, tr, unixMode(mode), h.ModTime, h.Uid, h.Gid)
-		case tar.TypeSymlink:
-			err = cp.symlink(h.Linkname, target, h.ModTime, h.Uid, h.Gid)
-		case tar.TypeLink:
-			old := path.Join(dir, path.Clean("/"+h.Linkname))
-			if old == target {
-				continue // GNU tar's record of a file named twice: it is there
-			}
-			err = cp.hardlink(old, target)
-		case tar.TypeChar, tar.TypeBlock, tar.TypeFifo:
-			err = cp.mknod(target, h)
-		}
-		if err != nil {
-			return err
-		}
+	if err := cp.extractTar(tar.NewReader(r), dir); err != nil {
+		return err
 	}
+	return cp.finish()
 }
 
 // WriteTreeTar writes obj as a whole tar archive (WriteTree, then the end

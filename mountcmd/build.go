@@ -293,10 +293,8 @@ func (o *buildOptions) check() error {
 		return err
 	}
 	o.addHosts = hosts
-	for _, l := range o.labels {
-		if k, _, _ := strings.Cut(l, "="); k == "" {
-			return fmt.Errorf("invalid argument %q for \"--label\" flag: no key", l)
-		}
+	if err := checkLabels(o.labels); err != nil {
+		return err
 	}
 	for _, a := range o.allow {
 		if a != "security.insecure" && a != "network.host" {

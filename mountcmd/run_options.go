@@ -64,10 +64,8 @@ func (o *runOptions) check() error {
 		return err
 	}
 	o.addHosts = hosts
-	for _, l := range o.labels {
-		if k, _, _ := strings.Cut(l, "="); k == "" {
-			return fmt.Errorf("invalid argument %q for \"--label\" flag: no key", l)
-		}
+	if err := checkLabels(o.labels); err != nil {
+		return err
 	}
 	if o.stopSignal != "" {
 		if sig, err := parseSignal(o.stopSignal); err != nil || sig <= 0 || sig > 64 {
@@ -233,4 +231,14 @@ func parseMounts(specs []string) ([]build.Bind, error) {
 		out = append(out, b)
 	}
 	return out, nil
+}
+
+// checkLabels refuses a --label without a key.
+func checkLabels(labels []string) error {
+	for _, l := range labels {
+		if k, _, _ := strings.Cut(l, "="); k == "" {
+			return fmt.Errorf("invalid argument %q for \"--label\" flag: no key", l)
+		}
+	}
+	return nil
 }

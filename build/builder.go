@@ -96,6 +96,8 @@ type Options struct {
 	// every capability (without it, such a RUN is refused).
 	AllowInsecure bool
 	AddHosts      []string // --add-host HOST:IP lines for RUN's /etc/hosts
+	Ulimits       []Ulimit // --ulimit for every RUN
+	ShmSize       int64    // --shm-size: RUN's /dev/shm (0: 64 MiB)
 	// NamedContexts are buildx's --build-context NAME=VALUE: a local dir, or
 	// docker-image://REF, that FROM NAME, COPY --from=NAME and a RUN mount's
 	// from=NAME mean instead of a stage or image of that name.

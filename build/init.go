@@ -83,6 +83,9 @@ func InitMain() int {
 	if err := limitCaps(spec.Caps); err != nil {
 		return initFail(ExitSetup, err)
 	}
+	if err := setUlimits(spec.Ulimits); err != nil {
+		return initFail(ExitSetup, err)
+	}
 	if spec.Init {
 		return runInit(argv0, spec.Args, env, u)
 	}

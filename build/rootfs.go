@@ -231,7 +231,11 @@ func setupDev(rfd *os.File, spec *ProcessSpec) error {
 	if err := unix.Mkdirat(dfd, "shm", 0o1777); err != nil {
 		return fmt.Errorf("mkdir /dev/shm: %w", err)
 	}
-	if err := mountIn(rfd, "/dev/shm", "shm", "tmpfs", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, "mode=1777,size=65536k"); err != nil {
+	shm := spec.ShmSize
+	if shm <= 0 {
+		shm = 64 << 20
+	}
+	if err := mountIn(rfd, "/dev/shm", "shm", "tmpfs", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, fmt.Sprintf("mode=1777,size=%d", shm)); err != nil {
 		return err
 	}
 	links := [][2]string{

@@ -68,6 +68,13 @@ type Secret struct {
 	GID    int    `json:"gid"`
 }
 
+// Ulimit is one resource limit (docker's --ulimit NAME=SOFT[:HARD]).
+type Ulimit struct {
+	Name string `json:"name"` // docker's name: nofile, nproc, core, memlock ...
+	Soft int64  `json:"soft"` // -1: unlimited
+	Hard int64  `json:"hard"`
+}
+
 // ProcessSpec describes one container process.
 type ProcessSpec struct {
 	Rootfs   string   `json:"rootfs"`   // the container's root dir (a mount, or a plain dir)
@@ -82,6 +89,10 @@ type ProcessSpec struct {
 	// NoNetwork: a network namespace of its own with only loopback (RUN
 	// --network=none); otherwise the host's network.
 	NoNetwork bool `json:"noNetwork,omitempty"`
+	// ShmSize is /dev/shm's size in bytes (0: docker's 64 MiB).
+	ShmSize int64 `json:"shmSize,omitempty"`
+	// Ulimits are set on the command before it runs (docker's --ulimit).
+	Ulimits []Ulimit `json:"ulimits,omitempty"`
 	// Caps are the capabilities the command may have: nil is DefaultCaps
 	// (docker's), [AllCaps] every one (see RunCaps and limitCaps).
 	Caps []string `json:"caps"` // null: the default set; [] none

@@ -189,7 +189,7 @@ func (b *builder) runStep(ctx context.Context, c *instructions.RunCommand) (bool
 			Rootfs: rootfs, Args: args, Env: env, Dir: b.img.Config.WorkingDir, User: b.img.Config.User,
 			Hostname: id, Binds: binds, Stdout: b.out, Stderr: b.out,
 			NoNetwork: mounts.noNet || b.o.NoNetwork, Secrets: mounts.secrets, SecretsDir: secretsDir,
-			Caps: runCaps(mounts.insecure),
+			Caps: runCaps(mounts.insecure), Ulimits: b.o.Ulimits, ShmSize: b.o.ShmSize,
 		})
 		if err != nil {
 			return b.stepErr(c, err)

@@ -557,3 +557,74 @@ func pushedApp(t *testing.T) (*registrytest.Server, string) {
 	a.ok("push", "app:1", dest)
 	return reg, dest
 }
+
+// TestBuildOutputs: buildx's -o (the image's files in a dir or a tar, on
+// stdout too), --push of each tag, --ulimit and --shm-size for RUN, and the CI
+// flags that mean nothing here accepted with a warning.
+func TestBuildOutputs(t *testing.T) {
+	reg, dest := pushedApp(t)
+	b := newRegEnv(t)
+	ctx := t.TempDir()
+	os.WriteFile(filepath.Join(ctx, "Dockerfile"), []byte("FROM "+dest+"\nCOPY f /out/f\n"), 0o644)
+	os.WriteFile(filepath.Join(ctx, "f"), []byte("x\n"), 0o644)
+	dir := filepath.Join(t.TempDir(), "out")
+	tarFile := filepath.Join(t.TempDir(), "out.tar")
+	pushed := reg.Host + "/team/built:2"
+	out, errOut, code := b.run("", "build", "-o", dir, "-o", "type=tar,dest="+tarFile, "--push", "-t", pushed,
+		"--cache-from", "type=registry,ref=x", "--provenance=false", ctx)
+	if code != 0 {
+		t.Fatalf("build: exit %d: %s %s", code, out, errOut)
+	}
+	if !strings.Contains(errOut, "WARNING: --cache-from is ignored") || !strings.Contains(errOut, "WARNING: --provenance is ignored") {
+		t.Errorf("no warnings for the ignored flags: %q", errOut)
+	}
+	for _, f := range []struct{ path, want string }{{"out/f", "x\n"}, {"etc/a", "one"}} {
+		if b, err := os.ReadFile(filepath.Join(dir, f.path)); err != nil || string(b) != f.want {
+			t.Errorf("-o dir: %s = %q, %v", f.path, b, err)
+		}
+	}
+	names := map[string]bool{}
+	for _, e := range readTarFile(t, tarFile) {
+		names[strings.TrimSuffix(e.hdr.Name, "/")] = true
+	}
+	if !names["out/f"] || !names["etc/a"] {
+		t.Errorf("-o type=tar: entries %v", names)
+	}
+	if !strings.Contains(out, "The push refers to repository ["+reg.Host+"/team/built]") || !strings.Contains(out, "\n2: digest: sha256:") {
+		t.Errorf("--push output: %q", out)
+	}
+	c := newRegEnv(t)
+	c.ok("pull", pushed)
+
+	// -o -: the tar is stdout, the build's lines go to stderr.
+	out, errOut, code = b.run("", "build", "-o", "-", ctx)
+	if code != 0 || !strings.Contains(errOut, "Step 2/2") {
+		t.Fatalf("build -o -: exit %d, stderr %q", code, errOut)
+	}
+	tr := tar.NewReader(strings.NewReader(out))
+	found := false
+	for {
+		h, err := tr.Next()
+		if err != nil {
+			break
+		}
+		found = found || h.Name == "out/f"
+	}
+	if !found {
+		t.Errorf("build -o - wrote no tar with out/f to stdout (%d bytes)", len(out))
+	}
+
+	b.ok("import", "-q", runnerTar(t), "runner:1")
+	os.WriteFile(filepath.Join(ctx, "Dockerfile"), []byte("FROM runner:1\nRUN ulimit -n > /n; df -k /dev/shm | tail -1 > /shm\n"), 0o644)
+	limited := filepath.Join(t.TempDir(), "limited")
+	b.ok("build", "--ulimit", "nofile=123:456", "--shm-size", "2m", "-o", limited, ctx)
+	if n, _ := os.ReadFile(filepath.Join(limited, "n")); string(n) != "123\n" {
+		t.Errorf("RUN under --ulimit nofile=123: ulimit -n = %q", n)
+	}
+	if shm, _ := os.ReadFile(filepath.Join(limited, "shm")); !strings.Contains(string(shm), " 2048 ") {
+		t.Errorf("RUN under --shm-size 2m: df /dev/shm = %q", shm)
+	}
+	b.fails("--push: the build has no tag", "build", "--push", ctx)
+	b.fails(`invalid --output "type=weird"`, "build", "-o", "type=weird", ctx)
+	b.fails(`invalid --ulimit "bogus=1"`, "build", "--ulimit", "bogus=1", ctx)
+}

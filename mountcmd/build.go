@@ -37,6 +37,13 @@ type buildOptions struct {
 	allow     []string // --allow entitlements
 	contexts  []string
 	accepted  bool // --rm, --force-rm, --load: what layerfs always does
+	outputs   []string
+	push      bool
+	ulimits   []string
+	shmSize   string
+	// ignored and ignoredValue take buildx flags that mean nothing here.
+	ignored      []string
+	ignoredValue string
 }
 
 func init() { addVerb(newBuildCommand) }
@@ -117,6 +124,15 @@ a Dockerfile alone (no context); -f - reads the Dockerfile from stdin.`,
 			if err := o.check(); err != nil {
 				return err
 			}
+			outputs, err := parseOutputs(o.outputs)
+			if err != nil {
+				return err
+			}
+			limits, shm, err := parseLimits(o.ulimits, o.shmSize)
+			if err != nil {
+				return err
+			}
+			warnIgnoredBuildFlags(cmd)
 			named, err := parseBuildContexts(o.contexts)
 			if err != nil {
 				return err
@@ -128,7 +144,13 @@ a Dockerfile alone (no context); -f - reads the Dockerfile from stdin.`,
 				}
 			}
 			out := cmd.OutOrStdout()
+			for _, op := range outputs {
+				if op.typ == "tar" && op.dest == "-" {
+					out = cmd.ErrOrStderr() // stdout is the tar
+				}
+			}
 			bo := build.Options{
+				Ulimits: limits, ShmSize: shm,
 				Secrets: secrets, PullAlways: o.pull, Labels: parseLabels(o.labels),
 				NoNetwork: o.network == "none", AddHosts: o.addHosts, NamedContexts: named,
 				AllowInsecure: slices.Contains(o.allow, "security.insecure"),
@@ -167,6 +189,9 @@ a Dockerfile alone (no context); -f - reads the Dockerfile from stdin.`,
 					return fmt.Errorf("write image ID file: %w", err)
 				}
 			}
+			if err := writeBuildOutputs(cmd, g, s, res.Image, outputs, o.push, o.tags); err != nil {
+				return err
+			}
 			if o.quiet {
 				fmt.Fprintln(out, res.Image.ID)
 			}
@@ -190,6 +215,11 @@ a Dockerfile alone (no context); -f - reads the Dockerfile from stdin.`,
 	f.StringArrayVar(&o.addHosts, "add-host", nil, "add a custom host-to-IP mapping for RUN (HOST:IP)")
 	f.StringSliceVar(&o.allow, "allow", nil, "allow extra privileged entitlements: security.insecure (RUN --security=insecure gets every capability), network.host (RUN's network is the host's anyway)")
 	f.StringArrayVar(&o.contexts, "build-context", nil, "additional build context (NAME=DIR or NAME=docker-image://REF) for FROM, COPY --from and RUN --mount from=")
+	f.StringArrayVarP(&o.outputs, "output", "o", nil, "also write the image's files: PATH or type=local,dest=DIR (a dir), type=tar,dest=FILE|- (a tar)")
+	f.BoolVar(&o.push, "push", false, "push each tag (-t) to its registry after the build")
+	f.StringArrayVar(&o.ulimits, "ulimit", nil, "ulimit options for RUN (NAME=SOFT[:HARD])")
+	f.StringVar(&o.shmSize, "shm-size", "", "size of /dev/shm for RUN (default 64m)")
+	addIgnoredBuildFlags(cmd, o)
 	for _, name := range []string{"rm", "force-rm", "load"} {
 		f.BoolVar(&o.accepted, name, true, "accepted for docker compatibility (layerfs always does this)")
 	}

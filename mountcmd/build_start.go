@@ -45,6 +45,8 @@ type savedRun struct {
 	Privileged    bool     `json:"privileged,omitempty"`
 	CapAdd        []string `json:"capAdd,omitempty"`
 	CapDrop       []string `json:"capDrop,omitempty"`
+	Ulimits       []string `json:"ulimits,omitempty"`
+	ShmSize       string   `json:"shmSize,omitempty"`
 	Image         string   `json:"image"` // the image ID
 	Args          []string `json:"args,omitempty"`
 }
@@ -55,7 +57,8 @@ func (o *runOptions) saved() savedRun {
 	sr := savedRun{Interactive: o.interactive, Tty: o.tty, Workdir: o.workdir, User: o.user,
 		Entrypoint: o.entrypoint, EntrypointSet: o.entrypointSet, Hostname: o.hostname, Init: o.init, Rm: o.rm,
 		Network: o.network, Tmpfs: o.tmpfs, Mounts: o.mounts, AddHosts: o.addHosts, Labels: o.labels,
-		StopSignal: o.stopSignal, ReadOnly: o.readOnly, Privileged: o.privileged, CapAdd: o.capAdd, CapDrop: o.capDrop}
+		StopSignal: o.stopSignal, ReadOnly: o.readOnly, Privileged: o.privileged, CapAdd: o.capAdd, CapDrop: o.capDrop,
+		Ulimits: o.ulimits, ShmSize: o.shmSize}
 	if o.stopTimeout >= 0 {
 		t := o.stopTimeout
 		sr.StopTimeout = &t
@@ -87,7 +90,7 @@ func (sr *savedRun) options(name string) *runOptions {
 		workdir: sr.Workdir, user: sr.User, volumes: sr.Volumes, entrypoint: sr.Entrypoint, entrypointSet: sr.EntrypointSet,
 		hostname: sr.Hostname, init: sr.Init, rm: sr.Rm, network: sr.Network, tmpfs: sr.Tmpfs, mounts: sr.Mounts,
 		addHosts: sr.AddHosts, labels: sr.Labels, stopSignal: sr.StopSignal, stopTimeout: -1, readOnly: sr.ReadOnly,
-		privileged: sr.Privileged, capAdd: sr.CapAdd, capDrop: sr.CapDrop}
+		privileged: sr.Privileged, capAdd: sr.CapAdd, capDrop: sr.CapDrop, ulimits: sr.Ulimits, shmSize: sr.ShmSize}
 	if sr.StopTimeout != nil {
 		o.stopTimeout = *sr.StopTimeout
 	}

@@ -62,6 +62,8 @@ type runOptions struct {
 	privileged    bool
 	capAdd        []string
 	capDrop       []string
+	ulimits       []string
+	shmSize       string
 }
 
 func init() {
@@ -172,6 +174,8 @@ func addRunFlags(f *pflag.FlagSet, o *runOptions) {
 	f.BoolVar(&o.privileged, "privileged", false, "give every capability to the container (default: docker's set, less MKNOD)")
 	f.StringSliceVar(&o.capAdd, "cap-add", nil, "add Linux capabilities (NAME, CAP_NAME or ALL)")
 	f.StringSliceVar(&o.capDrop, "cap-drop", nil, "drop Linux capabilities (NAME, CAP_NAME or ALL)")
+	f.StringArrayVar(&o.ulimits, "ulimit", nil, "ulimit options (NAME=SOFT[:HARD], e.g. nofile=1024:2048)")
+	f.StringVar(&o.shmSize, "shm-size", "", "size of /dev/shm (default 64m)")
 }
 
 // errNotTTY is docker's refusal of -it with a stdin that is no terminal.
@@ -407,9 +411,13 @@ func processSpec(o *runOptions, img *blobstore.Image, args []string) (build.Proc
 	if err != nil {
 		return build.ProcessSpec{}, err
 	}
+	limits, shm, err := parseLimits(o.ulimits, o.shmSize)
+	if err != nil {
+		return build.ProcessSpec{}, err
+	}
 	return build.ProcessSpec{Args: argv, Env: env, Dir: dir, User: user, Hostname: o.hostname,
 		Binds: binds, Tty: o.tty, Init: o.init, NoNetwork: o.network == "none", ReadOnlyRootfs: o.readOnly,
-		Caps: caps}, nil
+		Caps: caps, Ulimits: limits, ShmSize: shm}, nil
 }
 
 // readEnvFiles reads docker's --env-file format: one KEY=VALUE a line, the value

@@ -75,6 +75,9 @@ func (o *runOptions) check() error {
 	if _, err := build.RunCaps(o.privileged, o.capAdd, o.capDrop); err != nil {
 		return fmt.Errorf("invalid --cap-add or --cap-drop: %w", err)
 	}
+	if _, _, err := parseLimits(o.ulimits, o.shmSize); err != nil {
+		return err
+	}
 	if o.stopTimeout < -1 {
 		return fmt.Errorf("invalid argument %d for \"--stop-timeout\" flag: want seconds, 0 or more", o.stopTimeout)
 	}
@@ -241,4 +244,26 @@ func checkLabels(labels []string) error {
 		}
 	}
 	return nil
+}
+
+// parseLimits parses --ulimit values and --shm-size (docker's units; "" is the
+// default size).
+func parseLimits(ulimits []string, shmSize string) ([]build.Ulimit, int64, error) {
+	var out []build.Ulimit
+	for _, u := range ulimits {
+		l, err := build.ParseUlimit(u)
+		if err != nil {
+			return nil, 0, err
+		}
+		out = append(out, l)
+	}
+	var shm int64
+	if shmSize != "" {
+		n, err := units.RAMInBytes(shmSize)
+		if err != nil || n <= 0 {
+			return nil, 0, fmt.Errorf("invalid argument %q for \"--shm-size\" flag: want a size (64m, 1g)", shmSize)
+		}
+		shm = n
+	}
+	return out, shm, nil
 }

@@ -39,6 +39,13 @@ func setupRootfs(spec *ProcessSpec) error {
 		return err
 	}
 	defer rfd.Close()
+	// The image's setuid programs work in the container as in docker's: the
+	// union mount is nosuid for the host (fs.Options.Flags), this bind of it in
+	// the container's own mount namespace is not. Capabilities still bound what
+	// they get (caps.go); nodev stays.
+	if err := unix.MountSetattr(int(rfd.Fd()), "", unix.AT_EMPTY_PATH, &unix.MountAttr{Attr_clr: unix.MOUNT_ATTR_NOSUID}); err != nil && !errors.Is(err, unix.ENOSYS) {
+		return fmt.Errorf("allow setuid in the container: %w", err)
+	}
 
 	if err := mountIn(rfd, "/proc", "proc", "proc", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, ""); err != nil {
 		return err

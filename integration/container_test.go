@@ -3,6 +3,7 @@ package integration
 import (
 	"encoding/json"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -459,5 +460,63 @@ func TestRunCapabilities(t *testing.T) {
 	out := mustRun(t, "build", "--no-cache", "--allow", "security.insecure", ctx)
 	if i := strings.Index(out, "--security=insecure"); i < 0 || capBnd(t, out[:i]) != dockerDefault || capBnd(t, out[i:]) != all {
 		t.Errorf("build output: %q, want RUN with %s and RUN --security=insecure with %s", out, dockerDefault, all)
+	}
+}
+
+// TestRunSetuid: an image's setuid-root program works in its container, as in
+// docker's (the mount is nosuid for the host only), still within the
+// container's capabilities; the host's view of the mount stays nosuid.
+func TestRunSetuid(t *testing.T) {
+	requireRunner(t)
+	src := filepath.Join(t.TempDir(), "whoami")
+	os.MkdirAll(src, 0o755)
+	os.WriteFile(filepath.Join(src, "go.mod"), []byte("module whoami\n"), 0o644)
+	os.WriteFile(filepath.Join(src, "main.go"), []byte(`package main
+
+import (
+	"fmt"
+	"os"
+	"strings"
+)
+
+func main() {
+	b, _ := os.ReadFile("/proc/self/status")
+	capEff := ""
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, "CapEff:"); ok {
+			capEff = strings.TrimSpace(v)
+		}
+	}
+	fmt.Println(os.Getuid(), os.Geteuid(), capEff)
+}
+`), 0o644)
+	rootfs := filepath.Join(t.TempDir(), "rootfs")
+	os.MkdirAll(filepath.Join(rootfs, "bin"), 0o755)
+	build := exec.Command("go", "build", "-o", filepath.Join(rootfs, "bin", "whoami"), ".")
+	build.Dir, build.Env = src, append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v: %s", err, out)
+	}
+	os.Chmod(filepath.Join(rootfs, "bin", "whoami"), 0o755|os.ModeSetuid)
+	os.MkdirAll(filepath.Join(rootfs, "etc"), 0o755)
+	os.WriteFile(filepath.Join(rootfs, "etc", "passwd"), []byte("root:x:0:0::/:/bin/sh\nnobody:x:65534:65534::/:/bin/sh\n"), 0o644)
+	tarPath := filepath.Join(t.TempDir(), "suid.tar")
+	if out, err := exec.Command("tar", "--numeric-owner", "--owner=0", "--group=0", "-C", rootfs, "-cf", tarPath, ".").CombinedOutput(); err != nil {
+		t.Fatalf("tar: %v: %s", err, out)
+	}
+	mustRun(t, "import", "-q", tarPath, "suid:1")
+	if got := mustRun(t, "run", "--rm", "-u", "nobody", "suid:1", "/bin/whoami"); got != "65534 0 00000000a00425fb\n" {
+		t.Errorf("a setuid-root program run as nobody: uid euid CapEff = %q, want 65534 0 and the default set", got)
+	}
+	if got := mustRun(t, "run", "--rm", "-u", "nobody", "--cap-drop", "ALL", "suid:1", "/bin/whoami"); got != "65534 0 0000000000000000\n" {
+		t.Errorf("the same under --cap-drop ALL = %q", got)
+	}
+	mnt := filepath.Join(t.TempDir(), "mnt")
+	mustRun(t, "mount", "--name", "suidm", "suid:1", mnt)
+	t.Cleanup(func() { run(t, "umount", mnt) })
+	for _, line := range strings.Split(readMounts(t), "\n") {
+		if f := strings.Fields(line); len(f) > 3 && f[1] == mnt && !strings.Contains(f[3], "nosuid") {
+			t.Errorf("the host's mount lost nosuid: %s", line)
+		}
 	}
 }

@@ -37,6 +37,8 @@ func newContainerGroupCommand(g *globalOptions) *cobra.Command {
 		{"umount", []string{"unmount"}, newUmountCommand},
 		{"prune", nil, newContainerPruneCommand},
 		{"cp", nil, newCpCommand},
+		{"top", nil, newTopCommand},
+		{"create", nil, newCreateCommand},
 	})
 	return group
 }

@@ -87,3 +87,16 @@ func TestPsFilters(t *testing.T) {
 		t.Errorf("ps -n 2 = %s, want db,web2", got)
 	}
 }
+
+// TestFilterPsRows: top keeps ps's header and the rows of the container's
+// processes, wherever ps puts its PID column.
+func TestFilterPsRows(t *testing.T) {
+	out := []byte("UID PID PPID CMD\nroot 1 0 init\nroot 42 1 sleep\nroot 43 42 sh\n")
+	got, err := filterPsRows(out, map[int]bool{42: true, 43: true})
+	if err != nil || string(got) != "UID PID PPID CMD\nroot 42 1 sleep\nroot 43 42 sh\n" {
+		t.Errorf("filterPsRows = %q, %v", got, err)
+	}
+	if _, err := filterPsRows([]byte("USER COMMAND\nroot x\n"), nil); err == nil {
+		t.Errorf("ps output without a PID column accepted")
+	}
+}

@@ -80,7 +80,11 @@ func setupRootfs(spec *ProcessSpec) error {
 	}
 	if spec.ReadOnlyRootfs {
 		// The root's own bind only: what is mounted on it keeps its mode.
-		if err := unix.MountSetattr(int(rfd.Fd()), "", unix.AT_EMPTY_PATH, &unix.MountAttr{Attr_set: unix.MOUNT_ATTR_RDONLY}); err != nil {
+		err := unix.MountSetattr(int(rfd.Fd()), "", unix.AT_EMPTY_PATH, &unix.MountAttr{Attr_set: unix.MOUNT_ATTR_RDONLY})
+		if errors.Is(err, unix.ENOSYS) { // before Linux 5.12
+			err = unix.Mount("", root, "", unix.MS_REMOUNT|unix.MS_BIND|unix.MS_RDONLY|unix.MS_NODEV, "")
+		}
+		if err != nil {
 			return fmt.Errorf("remount the root read-only: %w", err)
 		}
 	}
@@ -88,8 +92,19 @@ func setupRootfs(spec *ProcessSpec) error {
 }
 
 // tmpfsIn mounts a fresh tmpfs on b.Target (created if missing) inside the root,
-// as buildkit mounts RUN --mount=type=tmpfs: nosuid, size if given.
+// as buildkit mounts RUN --mount=type=tmpfs: nosuid, size if given; then b's
+// options (run --tmpfs's).
 func tmpfsIn(rfd *os.File, b Bind) error {
+	flags, data, err := TmpfsOptions(b)
+	if err != nil {
+		return fmt.Errorf("tmpfs %s: %w", b.Target, err)
+	}
+	return mountIn(rfd, b.Target, "tmpfs", "tmpfs", flags, data)
+}
+
+// TmpfsOptions are the mount flags and data of b's tmpfs; an error names an
+// option it does not know.
+func TmpfsOptions(b Bind) (uintptr, string, error) {
 	var flags uintptr = unix.MS_NOSUID
 	if b.ReadOnly {
 		flags |= unix.MS_RDONLY
@@ -101,7 +116,27 @@ func tmpfsIn(rfd *os.File, b Bind) error {
 	if b.Mode != 0 {
 		data = append(data, fmt.Sprintf("mode=%o", b.Mode))
 	}
-	return mountIn(rfd, b.Target, "tmpfs", "tmpfs", flags, strings.Join(data, ","))
+	set := map[string]uintptr{"noexec": unix.MS_NOEXEC, "nodev": unix.MS_NODEV, "nosuid": unix.MS_NOSUID,
+		"noatime": unix.MS_NOATIME, "strictatime": unix.MS_STRICTATIME, "relatime": unix.MS_RELATIME, "ro": unix.MS_RDONLY}
+	clear := map[string]uintptr{"exec": unix.MS_NOEXEC, "dev": unix.MS_NODEV, "suid": unix.MS_NOSUID,
+		"atime": unix.MS_NOATIME, "rw": unix.MS_RDONLY}
+	for _, o := range b.Options {
+		k, v, hasValue := strings.Cut(o, "=")
+		switch {
+		case set[o] != 0:
+			flags |= set[o]
+		case clear[o] != 0:
+			flags &^= clear[o]
+		case hasValue && (k == "uid" || k == "gid" || k == "nr_inodes"):
+			if _, err := strconv.ParseUint(v, 10, 64); err != nil {
+				return 0, "", fmt.Errorf("option %s: not a number", o)
+			}
+			data = append(data, o)
+		default:
+			return 0, "", fmt.Errorf("unknown option %q", o)
+		}
+	}
+	return flags, strings.Join(data, ","), nil
 }
 
 // mountSecrets writes the spec's secrets into a tmpfs on spec.SecretsDir (this

@@ -56,6 +56,10 @@ type Bind struct {
 	Tmpfs    bool   `json:"tmpfs,omitempty"`
 	Size     int64  `json:"size,omitempty"`
 	Mode     uint32 `json:"mode,omitempty"` // a tmpfs's root mode (0: tmpfs's 1777)
+	// Options are a tmpfs's further mount options, applied in order after
+	// nosuid: noexec/exec, nodev/dev, nosuid/suid, noatime/atime/relatime/
+	// strictatime, and uid=, gid=, nr_inodes= for its data.
+	Options []string `json:"options,omitempty"`
 }
 
 // Secret is a file the container sees read-only at Target, whose content never

@@ -520,3 +520,110 @@ func main() {
 		}
 	}
 }
+
+// TestContainerReviewFixes: what a review of the container verbs found.
+func TestContainerReviewFixes(t *testing.T) {
+	requireRunner(t)
+	importRunner(t, "busybox", `CMD ["sh"]`)
+
+	// A relative --mount source is the caller's, at create as at start from
+	// elsewhere (it was resolved again in start's dir, binding another one).
+	a := t.TempDir()
+	os.MkdirAll(filepath.Join(a, "data"), 0o755)
+	os.WriteFile(filepath.Join(a, "data", "f"), []byte("mine\n"), 0o644)
+	if r := runWith(t, cmdOpts{dir: a}, "create", "--name", "rel", "--mount", "type=bind,source=./data,target=/d", "busybox", "cat", "/d/f"); r.Code != 0 {
+		t.Fatalf("create: %d %s", r.Code, r.Stderr)
+	}
+	if r := runWith(t, cmdOpts{dir: "/"}, "start", "-a", "rel"); r.Code != 0 || r.Stdout != "mine\n" {
+		t.Errorf("start from / of a relative --mount: exit %d, %q %q", r.Code, r.Stdout, r.Stderr)
+	}
+	if r := runWith(t, cmdOpts{dir: a}, "run", "-d", "--name", "reld", "--mount", "type=bind,src=data,dst=/d", "busybox", "cat", "/d/f"); r.Code != 0 {
+		t.Errorf("run -d with a relative --mount: %d %s", r.Code, r.Stderr)
+	}
+	if got := mustRun(t, "wait", "reld"); got != "0\n" {
+		t.Errorf("wait reld = %q", got)
+	}
+
+	// restart of a --rm container keeps it, as docker's does.
+	mustRun(t, "run", "-d", "--rm", "--name", "rr", "busybox", "sleep", "600")
+	if got := mustRun(t, "restart", "-t", "0", "rr"); got != "rr\n" {
+		t.Errorf("restart rr printed %q", got)
+	}
+	if got := mustRun(t, "inspect", "-f", "{{.State.Status}}", "rr"); got != "running\n" {
+		t.Errorf("rr after restart: %q", got)
+	}
+	// kill returns once the container is stopped and unmounted: rm right after.
+	mustRun(t, "kill", "rr")
+	if r := run(t, "inspect", "rr"); r.Code == 0 {
+		t.Errorf("a --rm container is still there after kill returned")
+	}
+
+	// IDs work for every verb; ps's .State and name= are docker's.
+	mustRun(t, "run", "-d", "--name", "byid", "busybox", "sleep", "600")
+	id := strings.TrimSpace(mustRun(t, "inspect", "-f", "{{.Id}}", "byid"))[:12]
+	if got := mustRun(t, "exec", id, "echo", "in"); got != "in\n" {
+		t.Errorf("exec by ID = %q", got)
+	}
+	if got := mustRun(t, "ps", "-f", "name=^/byid$", "--format", "{{.Names}} {{.State}}"); got != "byid running\n" {
+		t.Errorf("ps -f name=^/byid$ = %q", got)
+	}
+	mustRun(t, "stop", "-t", "0", id)
+	if got := mustRun(t, "ps", "-f", "name=byid", "--format", "{{.State}}"); got != "exited\n" {
+		t.Errorf("ps .State after stop = %q", got)
+	}
+	mustRun(t, "start", id)
+	mustRun(t, "rm", "-f", id)
+	if r := run(t, "inspect", "byid"); r.Code == 0 {
+		t.Errorf("rm -f by ID left the container")
+	}
+
+	// --tmpfs is nosuid,nodev,noexec unless told; mounts go parents first;
+	// a doubled mount point is refused.
+	host := t.TempDir()
+	os.WriteFile(filepath.Join(host, "f"), []byte("sub\n"), 0o644)
+	out := mustRun(t, "run", "--rm", "-v", host+":/mnt/x/sub", "--tmpfs", "/mnt/x", "--tmpfs", "/e:exec", "busybox", "sh", "-c",
+		"cat /mnt/x/sub/f; grep ' /mnt/x ' /proc/mounts; grep ' /e ' /proc/mounts")
+	lines := strings.Split(out, "\n")
+	if len(lines) < 3 || lines[0] != "sub" || !strings.Contains(lines[1], "nosuid,nodev,noexec") || strings.Contains(lines[2], "noexec") {
+		t.Errorf("tmpfs and mount order: %q", out)
+	}
+	if r := run(t, "run", "--rm", "-v", host+":/m", "--tmpfs", "/m", "busybox", "true"); r.Code != 125 || !strings.Contains(r.Stderr, "duplicate mount point: /m") {
+		t.Errorf("a doubled mount point: exit %d, %q", r.Code, r.Stderr)
+	}
+
+	// create checks its options as run does.
+	if r := run(t, "create", "--network", "bogus", "busybox"); r.Code != 125 || !strings.Contains(r.Stderr, `"bogus" for "--network"`) {
+		t.Errorf("create --network bogus: exit %d, %q", r.Code, r.Stderr)
+	}
+
+	// wait on a created container waits for its start.
+	mustRun(t, "create", "--name", "later", "busybox", "sh", "-c", "exit 4")
+	waited := make(chan result, 1)
+	go func() { waited <- run(t, "wait", "later") }()
+	time.Sleep(300 * time.Millisecond)
+	mustRun(t, "start", "later")
+	select {
+	case r := <-waited:
+		if r.Stdout != "4\n" {
+			t.Errorf("wait of a created container: exit %d, %q %q", r.Code, r.Stdout, r.Stderr)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("wait of a created container did not return after its start")
+	}
+
+	// A container from before IDs (none in state.json) keeps its derived ID
+	// through a rename.
+	mustRun(t, "create", "--name", "old", "busybox", "true")
+	statePath := filepath.Join(rootFor(t), "work", "old", "state.json")
+	var st map[string]any
+	b, _ := os.ReadFile(statePath)
+	json.Unmarshal(b, &st)
+	delete(st, "id")
+	b, _ = json.Marshal(st)
+	os.WriteFile(statePath, b, 0o600)
+	before := mustRun(t, "inspect", "-f", "{{.Id}}", "old")
+	mustRun(t, "rename", "old", "older")
+	if after := mustRun(t, "inspect", "-f", "{{.Id}}", "older"); after != before {
+		t.Errorf("a derived ID changed with a rename: %q, then %q", before, after)
+	}
+}

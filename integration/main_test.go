@@ -92,6 +92,7 @@ type cmdOpts struct {
 	stdin io.Reader
 	env   []string
 	root  string // "" = rootFor(t)
+	dir   string // the working dir ("" = the test's)
 }
 
 // runWith runs `layerfs --root R args...` and returns its output and exit code;
@@ -106,6 +107,7 @@ func runWith(t testing.TB, o cmdOpts, args ...string) result {
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr, cmd.Stdin = &stdout, &stderr, o.stdin
 	cmd.Env = append(os.Environ(), o.env...)
+	cmd.Dir = o.dir
 	err := cmd.Run()
 	res := result{Stdout: stdout.String(), Stderr: stderr.String()}
 	if err != nil {

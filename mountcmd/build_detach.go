@@ -40,8 +40,9 @@ func runDetached(cmd *cobra.Command, g *globalOptions, o *runOptions, ref string
 	if err != nil {
 		return err
 	}
-	// The options go in the environment, not on the command line, where every
-	// user's ps would show the -e values.
+	// The options go through a pipe (the monitor's fd 3), not on the command
+	// line, where every user's ps would show the -e values, nor in the
+	// environment, which holds 128 KiB a string.
 	opts, err := json.Marshal(o.saved())
 	if err != nil {
 		return err
@@ -56,17 +57,29 @@ func runDetached(cmd *cobra.Command, g *globalOptions, o *runOptions, ref string
 	if err != nil {
 		return err
 	}
+	optR, optW, err := os.Pipe()
+	if err != nil {
+		pr.Close()
+		pw.Close()
+		return err
+	}
 	c := exec.Command(exe, child...)
-	c.Env = append(os.Environ(), runOptionsEnv+"="+string(opts))
 	c.Stdout, c.Stderr = pw, pw
+	c.ExtraFiles = []*os.File{optR} // fd 3: runOptionsFD
 	c.Dir = "/"
 	c.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	err = c.Start()
 	pw.Close()
+	optR.Close()
 	if err != nil {
+		optW.Close()
 		pr.Close()
 		return fmt.Errorf("start container: %w", err)
 	}
+	go func() { // the pipe holds 64 KiB: the monitor reads while we write
+		optW.Write(opts)
+		optW.Close()
+	}()
 	msg, _ := io.ReadAll(pr) // EOF: the container runs, or the child is gone
 	pr.Close()
 	if len(msg) == 0 {
@@ -152,10 +165,11 @@ stop does. Returns once the container is unmounted (ready for commit or rm).`,
 	return cmd
 }
 
-// stopContainer stops name's command: its stop signal, then SIGKILL after
-// timeout (negative: the container's --stop-timeout, else 10 s).
-func stopContainer(g *globalOptions, name string, timeout time.Duration) error {
-	rs, err := runningContainer(g, name)
+// stopContainer stops arg's command: its stop signal, then SIGKILL after
+// timeout (negative: the container's --stop-timeout, else 10 s), and returns
+// once its monitor has unmounted it.
+func stopContainer(g *globalOptions, arg string, timeout time.Duration) error {
+	w, rs, err := runningContainer(g, arg)
 	if err != nil {
 		return err
 	}
@@ -165,40 +179,97 @@ func stopContainer(g *globalOptions, name string, timeout time.Duration) error {
 			timeout = time.Duration(*rs.StopTimeout) * time.Second
 		}
 	}
-	alive := func() bool { return procStartTime(rs.Pid) == rs.StartTime }
 	sig := unix.SIGTERM
 	if rs.StopSignal != "" {
 		if s, err := parseSignal(rs.StopSignal); err == nil {
 			sig = s
 		}
 	}
-	unix.Kill(rs.Pid, sig)
+	if err := signalRun(rs, sig); err != nil {
+		return fmt.Errorf("stop container %s: %w", w.name, err)
+	}
 	deadline := time.Now().Add(timeout)
-	for alive() && time.Now().Before(deadline) {
+	for rs.alive() && time.Now().Before(deadline) {
 		time.Sleep(20 * time.Millisecond)
 	}
-	if alive() {
-		unix.Kill(rs.Pid, unix.SIGKILL)
+	if rs.alive() {
+		if err := signalRun(rs, unix.SIGKILL); err != nil {
+			return fmt.Errorf("stop container %s: %w", w.name, err)
+		}
 	}
-	// The monitor unmounts and drops run.json once the container is gone.
-	w, _ := newWorkContainer(g.root, name)
-	deadline = time.Now().Add(time.Minute)
+	return waitUnmounted(w)
+}
+
+// waitUnmounted returns once w's monitor has recorded the exit and unmounted
+// it: it drops run.json last.
+func waitUnmounted(w *workContainer) error {
+	deadline := time.Now().Add(time.Minute)
 	for time.Now().Before(deadline) {
 		if _, err := os.Stat(runStatePath(w)); errors.Is(err, os.ErrNotExist) {
 			return nil
 		}
+		if !w.exists() {
+			return nil // removed meanwhile (run --rm)
+		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	return fmt.Errorf("container %s: still unmounting after a minute", name)
+	return fmt.Errorf("container %s: still unmounting after a minute", w.name)
 }
 
-// parseSignal takes a signal name (with or without SIG) or number.
+// signalRun signals rs's pid 1 through a pidfd opened while it still is the
+// process run started: a pid reused meanwhile is never signalled. Gone is no
+// error.
+func signalRun(rs *runState, sig unix.Signal) error {
+	fd, err := unix.PidfdOpen(rs.Pid, 0)
+	if errors.Is(err, unix.ESRCH) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	if !rs.alive() {
+		return nil
+	}
+	if err := unix.PidfdSendSignal(fd, sig, nil, 0); err != nil && !errors.Is(err, unix.ESRCH) {
+		return err
+	}
+	return nil
+}
+
+// parseSignal takes a signal name (with or without SIG, RTMIN+N and RTMAX-N
+// too, as docker's: systemd images stop on SIGRTMIN+3) or number.
 func parseSignal(s string) (unix.Signal, error) {
 	if n, err := strconv.Atoi(s); err == nil {
 		return unix.Signal(n), nil
 	}
-	if n := unix.SignalNum("SIG" + strings.TrimPrefix(strings.ToUpper(s), "SIG")); n != 0 {
+	name := strings.TrimPrefix(strings.ToUpper(s), "SIG")
+	if n := unix.SignalNum("SIG" + name); n != 0 {
 		return n, nil
+	}
+	const rtmin, rtmax = 34, 64 // as the C library shows them (glibc keeps 32, 33)
+	n, off := 0, ""
+	switch {
+	case strings.HasPrefix(name, "RTMIN"):
+		n, off = rtmin, strings.TrimPrefix(name, "RTMIN")
+		if off != "" && off[0] != '+' {
+			n = 0
+		}
+	case strings.HasPrefix(name, "RTMAX"):
+		n, off = rtmax, strings.TrimPrefix(name, "RTMAX")
+		if off != "" && off[0] != '-' {
+			n = 0
+		}
+	}
+	if n != 0 && off != "" {
+		k, err := strconv.Atoi(off) // "+3" or "-2"
+		if err != nil {
+			n = 0
+		}
+		n += k
+	}
+	if n >= rtmin && n <= rtmax {
+		return unix.Signal(n), nil
 	}
 	return 0, fmt.Errorf("invalid signal: %s", s)
 }
@@ -316,7 +387,7 @@ func seekTail(f *os.File, n int) error {
 // and waits until its run has unmounted it. For rm -f, before it takes the
 // container lock (the run needs that lock to finish). Not running is no error.
 func stopIfRunning(g *globalOptions, name string) {
-	if _, err := runningContainer(g, name); err == nil {
+	if _, _, err := runningContainer(g, name); err == nil {
 		stopContainer(g, name, 0)
 	}
 }

@@ -158,14 +158,12 @@ too). A container made with -it needs a terminal on stdin for -i.`,
 }
 
 func startContainer(cmd *cobra.Command, g *globalOptions, so *startOptions, name string) (int, error) {
-	w, err := newWorkContainer(g.root, name)
+	w, err := findContainer(g.root, name)
 	if err != nil {
-		return 0, err
+		return 0, errors.New(userError(err))
 	}
-	if !w.exists() {
-		return 0, fmt.Errorf("No such container: %s", name) //nolint:staticcheck // docker's message
-	}
-	if _, err := runningContainer(g, name); err == nil {
+	name = w.name
+	if _, _, err := runningContainer(g, name); err == nil {
 		if so.attach {
 			return 0, fmt.Errorf("container %s is already running (exec and logs reach it)", name)
 		}

@@ -114,7 +114,7 @@ func containerState(ctx context.Context, w *workContainer, st *workState) inspec
 	}
 	rs := loadRunState(w)
 	running := rs.alive() && out.Mount != statusUnmounted
-	out.Status = dockerStatus(out.Mount, running, rec != nil)
+	out.Status = dockerStatus(out.Mount, running, rec != nil || ranBefore(w))
 	switch out.Status {
 	case "paused":
 		out.Paused = true
@@ -211,6 +211,8 @@ func newInspectContainer(ctx context.Context, g *globalOptions, s *blobstore.Sto
 			out.Config.Env, out.Config.WorkingDir, out.Config.User = spec.Env, spec.Dir, spec.User
 			if len(sr.Args) > 0 {
 				out.Config.Cmd = sr.Args
+			} else if sr.EntrypointSet {
+				out.Config.Cmd = nil // --entrypoint drops the image's CMD
 			}
 			if sr.EntrypointSet {
 				out.Config.Entrypoint = nil

@@ -44,32 +44,23 @@ the command is gone; its exit status is kept for inspect and wait.`,
 	return cmd
 }
 
-// killContainer signals arg's pid 1 through a pidfd opened while run.json still
-// names that process, so a pid reused meanwhile is never signalled.
+// killContainer signals arg's pid 1 (signalRun); with SIGKILL it returns once
+// the container is stopped and unmounted, as docker kill does.
 func killContainer(g *globalOptions, arg string, sig unix.Signal) error {
-	w, err := findContainer(g.root, arg)
+	w, rs, err := runningContainer(g, arg)
 	if err != nil {
-		return err
-	}
-	rs := loadRunState(w)
-	if !rs.alive() {
-		return fmt.Errorf("cannot kill container: %s: container %s %w", arg, w.name, errNotRunning)
-	}
-	fd, err := unix.PidfdOpen(rs.Pid, 0)
-	if err != nil {
-		if errors.Is(err, unix.ESRCH) {
+		if w != nil && errors.Is(err, errNotRunning) {
 			return fmt.Errorf("cannot kill container: %s: container %s %w", arg, w.name, errNotRunning)
 		}
+		return err
+	}
+	if err := signalRun(rs, sig); err != nil {
 		return fmt.Errorf("cannot kill container: %s: %w", arg, err)
 	}
-	defer unix.Close(fd)
-	if !rs.alive() { // the pidfd may be another process's that took the pid
-		return fmt.Errorf("cannot kill container: %s: container %s %w", arg, w.name, errNotRunning)
+	if sig != unix.SIGKILL {
+		return nil
 	}
-	if err := unix.PidfdSendSignal(fd, sig, nil, 0); err != nil && !errors.Is(err, unix.ESRCH) {
-		return fmt.Errorf("cannot kill container: %s: %w", arg, err)
-	}
-	return nil
+	return waitUnmounted(w)
 }
 
 func newWaitCommand(g *globalOptions) *cobra.Command {
@@ -123,6 +114,10 @@ func waitContainer(ctx context.Context, g *globalOptions, arg string) (int, erro
 			since = rs.Started
 		}
 		if rec := loadExit(w); rec != nil && !rec.Started.Before(since) {
+			// As docker wait: once the container is stopped, unmounted here.
+			if err := waitUnmounted(w); err != nil {
+				return 0, err
+			}
 			return rec.ExitCode, nil
 		}
 		if !w.exists() {
@@ -135,7 +130,16 @@ func waitContainer(ctx context.Context, g *globalOptions, arg string) (int, erro
 			if _, err := os.Stat(runConfigPath(w)); err != nil {
 				return 0, fmt.Errorf("container %s was not made by run: nothing runs in it to wait for", w.name)
 			}
-			return 0, fmt.Errorf("container %s has no recorded exit status", w.name)
+			if ranBefore(w) {
+				return 0, fmt.Errorf("container %s has no recorded exit status (it ran before layerfs kept them)", w.name)
+			}
+			// Created, never started: wait for a start, as docker wait does.
+			select {
+			case <-ctx.Done():
+				return 0, ctx.Err()
+			case <-time.After(50 * time.Millisecond):
+			}
+			continue
 		}
 		now := time.Now()
 		if ended.IsZero() {
@@ -200,11 +204,18 @@ func newRestartCommand(g *globalOptions) *cobra.Command {
 					if !cmd.Flags().Changed("time") {
 						t = -1 // the container's own
 					}
+					// Its run --rm must not remove it on the way.
+					if err := os.WriteFile(restartingPath(w), nil, 0o600); err != nil {
+						return err
+					}
 					if err := stopContainer(g, w.name, t); err != nil {
+						os.Remove(restartingPath(w))
 						return err
 					}
 				}
-				_, err = startContainer(cmd, g, &startOptions{}, w.name)
+				if _, err = startContainer(cmd, g, &startOptions{}, w.name); err != nil {
+					os.Remove(restartingPath(w))
+				}
 				return err
 			})
 		},
@@ -272,6 +283,7 @@ func renameContainer(ctx context.Context, g *globalOptions, arg, newName string)
 	if err := os.Rename(w.Dir(), to.Dir()); err != nil {
 		return fmt.Errorf("rename container %s: %w", w.name, err)
 	}
+	st.ID = containerID(st) // one derived from the old name stays the ID
 	st.Name = to.name
 	st.Mountpoint, st.PID = "", 0
 	if err := to.save(st); err != nil {

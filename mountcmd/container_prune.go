@@ -110,7 +110,7 @@ func stoppedContainer(g *globalOptions, w *workContainer, st *workState) bool {
 	if st.Incomplete || w.status(st) != statusUnmounted {
 		return false
 	}
-	_, err := runningContainer(g, w.name)
+	_, _, err := runningContainer(g, w.name)
 	return err != nil
 }
 

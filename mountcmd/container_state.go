@@ -79,3 +79,13 @@ func (rs *runState) alive() bool {
 
 // errNotRunning is a container whose command does not run (kill, wait).
 var errNotRunning = errors.New("is not running")
+
+// ranBefore reports whether run ever ran w: an exit recorded, or the etc files
+// a run makes (a container that ran before exits were kept has those only).
+func ranBefore(w *workContainer) bool {
+	if loadExit(w) != nil {
+		return true
+	}
+	_, err := os.Stat(filepath.Join(w.Dir(), "etc"))
+	return err == nil
+}

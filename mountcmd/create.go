@@ -31,12 +31,8 @@ cp copies files into it first, mount mounts it. A missing image is pulled first
 				fmt.Fprintf(cmd.ErrOrStderr(), "Error: %v\n", err)
 				return exitError{build.ExitSetup} // docker create's 125
 			}
-			if len(o.envFiles) > 0 {
-				fileEnv, err := readEnvFiles(o.envFiles)
-				if err != nil {
-					return fail(err)
-				}
-				o.env, o.envFiles = append(fileEnv, o.env...), nil // -e wins
+			if err := o.check(); err != nil {
+				return fail(err)
 			}
 			if err := pullForRun(cmd, g, o.pull, args[0]); err != nil {
 				return fail(err)

@@ -62,34 +62,32 @@ The exit status is the command's.`,
 	return cmd
 }
 
-// runningContainer returns the run state of a container whose command runs.
-func runningContainer(g *globalOptions, name string) (*runState, error) {
-	w, err := newWorkContainer(g.root, name)
+// runningContainer finds arg's container (name, mountpoint or ID prefix) and
+// the run state of its command, which must be running.
+func runningContainer(g *globalOptions, arg string) (*workContainer, *runState, error) {
+	w, err := findContainer(g.root, arg)
 	if err != nil {
-		return nil, err
-	}
-	if !w.exists() {
-		return nil, fmt.Errorf("No such container: %s", name) //nolint:staticcheck // docker's message
+		return nil, nil, errors.New(userError(err))
 	}
 	b, err := os.ReadFile(runStatePath(w))
 	if errors.Is(err, os.ErrNotExist) {
-		return nil, fmt.Errorf("container %s is not running", name)
+		return w, nil, fmt.Errorf("container %s %w", w.name, errNotRunning)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("container %s: %w", name, err)
+		return w, nil, fmt.Errorf("container %s: %w", w.name, err)
 	}
 	var rs runState
 	if err := json.Unmarshal(b, &rs); err != nil {
-		return nil, fmt.Errorf("container %s: run.json: %w", name, err)
+		return w, nil, fmt.Errorf("container %s: run.json: %w", w.name, err)
 	}
-	if rs.Pid <= 0 || procStartTime(rs.Pid) != rs.StartTime {
-		return nil, fmt.Errorf("container %s is not running", name)
+	if !rs.alive() {
+		return w, nil, fmt.Errorf("container %s %w", w.name, errNotRunning)
 	}
-	return &rs, nil
+	return w, &rs, nil
 }
 
 func execInContainer(ctx context.Context, g *globalOptions, o *execOptions, name string, args []string) (int, error) {
-	rs, err := runningContainer(g, name)
+	_, rs, err := runningContainer(g, name)
 	if err != nil {
 		return 0, err
 	}

@@ -44,3 +44,19 @@ func TestSeekTail(t *testing.T) {
 		}
 	}
 }
+
+// TestParseSignal: names with and without SIG, numbers, and docker's
+// real-time names (RTMIN+N, RTMAX-N).
+func TestParseSignal(t *testing.T) {
+	for in, want := range map[string]int{"TERM": 15, "sigkill": 9, "SIGUSR1": 10, "2": 2,
+		"RTMIN": 34, "SIGRTMIN+3": 37, "RTMAX": 64, "RTMAX-1": 63} {
+		if got, err := parseSignal(in); err != nil || int(got) != want {
+			t.Errorf("parseSignal(%q) = %d, %v, want %d", in, got, err, want)
+		}
+	}
+	for _, bad := range []string{"NOPE", "RTMIN-1", "RTMAX+1", "RTMIN+31", "RTMINX"} {
+		if got, err := parseSignal(bad); err == nil {
+			t.Errorf("parseSignal(%q) = %d, want an error", bad, got)
+		}
+	}
+}

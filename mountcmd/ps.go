@@ -57,8 +57,8 @@ mount: umount clears it) or unmounted (changes kept until rm).
 Every container is listed, the unmounted (stopped) ones too, so -a (--all)
 changes nothing: it is accepted for docker ps -a's users (rm $(layerfs ps -aq)).
 --format takes a Go template over .Name .Image .ImageID .Mountpoint .Status .PID
-.ReadOnly .Created .ID .Command .Size, and docker's .Names .State .Mounts
-.RunningFor .CreatedAt ("table TEMPLATE" adds a header and aligns columns), or
+.ReadOnly .Created .ID .Command .Size, and docker's .Names .State (running,
+exited, created, paused, dead, or mounted) .Mounts .RunningFor .CreatedAt ("table TEMPLATE" adds a header and aligns columns), or
 "json" for one JSON object per line.
 --filter takes docker's name= (a regular expression), id= (a prefix), status=
 (mounted, paused, dead, unmounted, or docker's running, exited, created),
@@ -162,7 +162,7 @@ func psRows(ctx context.Context, g *globalOptions, size bool) ([]psRow, []*blobs
 		}
 		r.labels = containerLabels(img, sr)
 		running := r.Status != statusUnmounted && loadRunState(w).alive()
-		r.dockerState = dockerStatus(r.Status, running, loadExit(w) != nil)
+		r.dockerState = dockerStatus(r.Status, running, ranBefore(w))
 		if size {
 			n, err := treeSize(w.upperPath(st))
 			if err != nil {
@@ -196,8 +196,9 @@ func queryStatus(ctx context.Context, w *workContainer) *serverStatus {
 // Names is docker's .Names: the container's name.
 func (r psRow) Names() string { return r.Name }
 
-// State is docker's .State: mounted, paused, dead or unmounted.
-func (r psRow) State() string { return r.Status }
+// State is docker's .State: running, exited, created, paused, dead, or
+// mounted (a mount no command runs in).
+func (r psRow) State() string { return r.dockerState }
 
 // Mounts is docker's .Mounts: here the mountpoint.
 func (r psRow) Mounts() string { return r.Mountpoint }

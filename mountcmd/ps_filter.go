@@ -103,7 +103,10 @@ func (f *psFilter) apply(rows []psRow, imgs []*blobstore.Image) ([]psRow, error)
 	}
 	var out []psRow
 	for _, r := range rows {
-		ok := anyOf(f.names, func(v string) bool { return regexp.MustCompile(v).MatchString(r.Name) }) &&
+		ok := anyOf(f.names, func(v string) bool {
+			re := regexp.MustCompile(v) // docker's names start with "/"
+			return re.MatchString(r.Name) || re.MatchString("/"+r.Name)
+		}) &&
 			anyOf(f.ids, func(v string) bool { return strings.HasPrefix(r.ID, v) }) &&
 			anyOf(f.statuses, func(v string) bool { return v == r.Status || v == r.dockerState }) &&
 			(len(f.ancestors) == 0 || contains(ancestorIDs, r.ImageID)) &&

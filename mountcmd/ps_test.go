@@ -10,12 +10,12 @@ import (
 // TestPsDockerFields: a docker user's ps --format templates (.Names, .State,
 // .Mounts, .RunningFor, .CreatedAt) work, with docker's table headers.
 func TestPsDockerFields(t *testing.T) {
-	rows := []psRow{{Name: "w1", Image: "busybox:latest", Mountpoint: "/mnt/w1", Status: "mounted", Created: time.Now().Add(-3 * time.Hour)}}
+	rows := []psRow{{Name: "w1", Image: "busybox:latest", Mountpoint: "/mnt/w1", Status: "mounted", dockerState: "running", Created: time.Now().Add(-3 * time.Hour)}}
 	var out bytes.Buffer
 	if err := writePs(&out, &psOptions{format: "{{.Names}} {{.State}} {{.Mounts}} {{.RunningFor}}"}, rows); err != nil {
 		t.Fatal(err)
 	}
-	if got, want := strings.TrimSpace(out.String()), "w1 mounted /mnt/w1 3 hours ago"; got != want {
+	if got, want := strings.TrimSpace(out.String()), "w1 running /mnt/w1 3 hours ago"; got != want {
 		t.Errorf("ps --format = %q, want %q", got, want)
 	}
 	out.Reset()
@@ -59,6 +59,7 @@ func TestPsFilters(t *testing.T) {
 		{[]string{"since=web1", "before=db"}, "web2"},
 		{[]string{"since=aaaa2"}, "db"},
 		{[]string{"label=tier"}, "web1"},
+		{[]string{"name=^/db$"}, "db"},
 		{[]string{"label=tier=web", "label=x"}, "web1"},
 		{[]string{"label=tier=db"}, ""},
 	} {

@@ -40,13 +40,11 @@ an error (as docker rm -f).`,
 }
 
 func rmOne(ctx context.Context, g *globalOptions, o *rmOptions, name string) error {
-	w, err := newWorkContainer(g.root, name)
+	w, err := findContainer(g.root, name)
 	if err != nil {
 		return err
 	}
-	if !w.exists() {
-		return fmt.Errorf("%w: %s", errNoSuchContainer, name)
-	}
+	name = w.name
 	if o.force {
 		// A process running in it (layerfs run -d) keeps the mount busy: stop it
 		// first, as docker rm -f kills the container, instead of waiting out the

@@ -20,6 +20,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sort"
 	"strings"
 	"time"
 
@@ -255,7 +256,7 @@ func runContainer(ctx context.Context, g *globalOptions, o *runOptions, ref stri
 	if err := makeBindSources(spec.Binds); err != nil {
 		return 0, err
 	}
-	w, err := mountForRun(ctx, g, s, img, ref, o.name)
+	w, err := mountForRun(ctx, g, s, img, ref, o.name, o.reuse)
 	if err != nil {
 		return 0, err
 	}
@@ -282,6 +283,7 @@ func runContainer(ctx context.Context, g *globalOptions, o *runOptions, ref stri
 	if spec.Hostname == "" {
 		spec.Hostname = id[:12]
 	}
+	os.Remove(restartingPath(w)) // this is the run a restart waited for
 	if err := saveRunConfig(w, o, img, args, spec.Hostname); err != nil {
 		return 0, err
 	}
@@ -290,6 +292,11 @@ func runContainer(ctx context.Context, g *globalOptions, o *runOptions, ref stri
 		return 0, err
 	}
 	spec.Binds = append(etc, spec.Binds...)
+	// Parents before what is mounted inside them, whatever the flags' order
+	// (docker sorts its mounts so too); among equals, the given order.
+	sort.SliceStable(spec.Binds, func(i, j int) bool {
+		return mountDepth(spec.Binds[i].Target) < mountDepth(spec.Binds[j].Target)
+	})
 	if o.interactive {
 		spec.Stdin = os.Stdin
 	}
@@ -407,6 +414,14 @@ func processSpec(o *runOptions, img *blobstore.Image, args []string) (build.Proc
 		return build.ProcessSpec{}, err
 	}
 	binds = append(append(binds, mounts...), tmpfs...)
+	seen := map[string]bool{}
+	for _, b := range binds {
+		t := filepath.Clean(b.Target)
+		if seen[t] {
+			return build.ProcessSpec{}, fmt.Errorf("duplicate mount point: %s", t)
+		}
+		seen[t] = true
+	}
 	caps, err := build.RunCaps(o.privileged, o.capAdd, o.capDrop)
 	if err != nil {
 		return build.ProcessSpec{}, err
@@ -533,7 +548,11 @@ func runMountpoint(root, name string) string {
 
 // mountForRun creates a new working container for img (named name, or derived)
 // and mounts it with a detached server, as mount does.
-func mountForRun(ctx context.Context, g *globalOptions, s *blobstore.Store, img *blobstore.Image, ref, name string) (w *workContainer, err error) {
+// With reuse (start) the container must exist; without, a name must be new:
+// both are checked under the container's lock, as a rename or rm racing the
+// check before it could otherwise start a fresh container under an old name,
+// or hand a run another container's changes.
+func mountForRun(ctx context.Context, g *globalOptions, s *blobstore.Store, img *blobstore.Image, ref, name string, reuse bool) (w *workContainer, err error) {
 	release, err := s.Lease(ctx)
 	if err != nil {
 		return nil, err
@@ -550,6 +569,12 @@ func mountForRun(ctx context.Context, g *globalOptions, s *blobstore.Store, img 
 			claimed.remove()
 		}
 	}()
+	switch {
+	case reuse && created:
+		return nil, fmt.Errorf("%w: %s", errNoSuchContainer, name)
+	case !reuse && name != "" && !created:
+		return nil, errNameInUse(name)
+	}
 	mp, err := prepareMountpoint(g.root, runMountpoint(g.root, w.name))
 	if err != nil {
 		return nil, err
@@ -602,10 +627,26 @@ func unmountAfterRun(w *workContainer, rm bool, made *build.RuntimePaths, server
 		}
 	}
 	if rm {
+		if _, err := os.Stat(restartingPath(w)); err == nil {
+			return nil // restart stopped it to start it again: docker keeps it too
+		}
 		return w.remove()
 	}
 	return nil
 }
+
+// mountDepth is how deep target is: "/" 0, "/a" 1, "/a/b" 2.
+func mountDepth(target string) int {
+	t := filepath.Clean("/" + target)
+	if t == "/" {
+		return 0
+	}
+	return strings.Count(t, "/")
+}
+
+// restartingPath marks a container restart stops and starts again: its run's
+// --rm does not remove it on the way (the next run drops the mark).
+func restartingPath(w *workContainer) string { return filepath.Join(w.Dir(), "restarting") }
 
 func randomID() string {
 	b := make([]byte, 32)

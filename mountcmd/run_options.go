@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -20,19 +21,20 @@ import (
 	"github.com/layerfs/layerfs/registry"
 )
 
-// runOptionsEnv carries run -d's options (a savedRun) to its monitor.
-const runOptionsEnv = "LAYERFS_RUN_OPTIONS"
+// runOptionsFD is the monitor's fd on which run -d hands over its options (a
+// savedRun in JSON).
+const runOptionsFD = 3
 
-// fromParent takes the options run -d handed over in the environment, and drops
-// them from it (nothing started later needs them, -e values among them).
+// fromParent reads the options run -d handed over on runOptionsFD.
 func (o *runOptions) fromParent() error {
-	v, ok := os.LookupEnv(runOptionsEnv)
-	if !ok {
-		return nil
+	f := os.NewFile(runOptionsFD, "run options")
+	b, err := io.ReadAll(f)
+	f.Close()
+	if err != nil {
+		return fmt.Errorf("run options: %w", err)
 	}
-	os.Unsetenv(runOptionsEnv)
 	var sr savedRun
-	if err := json.Unmarshal([]byte(v), &sr); err != nil {
+	if err := json.Unmarshal(b, &sr); err != nil {
 		return fmt.Errorf("run options: %w", err)
 	}
 	n := sr.options(o.name)
@@ -64,6 +66,9 @@ func (o *runOptions) check() error {
 		return err
 	}
 	o.addHosts = hosts
+	if o.mounts, err = absMountSources(o.mounts); err != nil {
+		return err
+	}
 	if err := checkLabels(o.labels); err != nil {
 		return err
 	}
@@ -119,8 +124,13 @@ func checkAddHosts(hosts []string) ([]string, error) {
 	return out, nil
 }
 
-// parseTmpfs parses docker's --tmpfs PATH[:OPTIONS]: size= and ro are honoured,
-// mode= too; the other mount options docker passes on are accepted.
+// tmpfsDefaults are docker's flags for a container's tmpfs mounts, before the
+// user's own.
+var tmpfsDefaults = []string{"nosuid", "nodev", "noexec"}
+
+// parseTmpfs parses docker's --tmpfs PATH[:OPTIONS]: docker's defaults
+// (nosuid,nodev,noexec), then size=, mode=, ro/rw and the mount options
+// build.TmpfsOptions knows, in order.
 func parseTmpfs(specs []string) ([]build.Bind, error) {
 	var out []build.Bind
 	for _, spec := range specs {
@@ -128,13 +138,11 @@ func parseTmpfs(specs []string) ([]build.Bind, error) {
 		if !filepath.IsAbs(target) {
 			return nil, fmt.Errorf("invalid tmpfs %q: the mount path must be absolute", spec)
 		}
-		b := build.Bind{Target: filepath.Clean(target), Tmpfs: true}
+		b := build.Bind{Target: filepath.Clean(target), Tmpfs: true, Options: append([]string(nil), tmpfsDefaults...)}
 		for _, opt := range strings.Split(opts, ",") {
 			k, v, _ := strings.Cut(opt, "=")
 			switch k {
-			case "", "rw", "exec", "noexec", "suid", "nosuid", "dev", "nodev", "atime", "noatime", "relatime", "strictatime", "uid", "gid", "nr_inodes":
-			case "ro":
-				b.ReadOnly = true
+			case "":
 			case "size":
 				n, err := units.RAMInBytes(v)
 				if err != nil || n <= 0 {
@@ -147,9 +155,14 @@ func parseTmpfs(specs []string) ([]build.Bind, error) {
 					return nil, fmt.Errorf("invalid tmpfs %q: mode %q", spec, v)
 				}
 				b.Mode = uint32(m)
+			case "ro", "rw":
+				b.ReadOnly = opt == "ro"
 			default:
-				return nil, fmt.Errorf("invalid tmpfs %q: unknown option %q", spec, k)
+				b.Options = append(b.Options, opt)
 			}
+		}
+		if _, _, err := build.TmpfsOptions(b); err != nil {
+			return nil, fmt.Errorf("invalid tmpfs %q: %w", spec, err)
 		}
 		out = append(out, b)
 	}
@@ -227,7 +240,7 @@ func parseMounts(specs []string) ([]build.Bind, error) {
 			if b.Source != "" {
 				return nil, fmt.Errorf("invalid --mount %q: a tmpfs takes no source", spec)
 			}
-			b.Tmpfs = true
+			b.Tmpfs, b.Options = true, append([]string(nil), tmpfsDefaults...)
 		default:
 			return nil, fmt.Errorf("invalid --mount %q: type %q: bind and tmpfs only (named volumes need a daemon)", spec, typ)
 		}
@@ -266,4 +279,36 @@ func parseLimits(ulimits []string, shmSize string) ([]build.Ulimit, int64, error
 		shm = n
 	}
 	return out, shm, nil
+}
+
+// absMountSources makes the bind sources of --mount values absolute, in the
+// caller's working dir: run -d's monitor runs in /, and start anywhere.
+func absMountSources(specs []string) ([]string, error) {
+	var out []string
+	for _, spec := range specs {
+		fields, err := csv.NewReader(strings.NewReader(spec)).Read()
+		if err != nil {
+			return nil, fmt.Errorf("invalid --mount %q: %w", spec, err)
+		}
+		changed := false
+		for i, f := range fields {
+			k, v, _ := strings.Cut(f, "=")
+			if k := strings.ToLower(k); (k == "source" || k == "src") && v != "" && !filepath.IsAbs(v) {
+				abs, err := filepath.Abs(v)
+				if err != nil {
+					return nil, err
+				}
+				fields[i], changed = k+"="+abs, true
+			}
+		}
+		if changed {
+			var b strings.Builder
+			w := csv.NewWriter(&b)
+			w.Write(fields)
+			w.Flush()
+			spec = strings.TrimSuffix(b.String(), "\n")
+		}
+		out = append(out, spec)
+	}
+	return out, nil
 }

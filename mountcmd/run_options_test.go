@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/layerfs/layerfs/build"
 )
 
@@ -13,13 +15,24 @@ import (
 // refuses with the flag's value named.
 func TestParseTmpfsAndMounts(t *testing.T) {
 	dir := t.TempDir()
-	tm, err := parseTmpfs([]string{"/a", "/b/:size=1m,ro,mode=700,noexec"})
+	tm, err := parseTmpfs([]string{"/a", "/b/:size=1m,ro,mode=700,exec,uid=1000"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []build.Bind{{Target: "/a", Tmpfs: true}, {Target: "/b", Tmpfs: true, ReadOnly: true, Size: 1 << 20, Mode: 0o700}}
-	if len(tm) != 2 || tm[0] != want[0] || tm[1] != want[1] {
+	def := []string{"nosuid", "nodev", "noexec"}
+	want := []build.Bind{{Target: "/a", Tmpfs: true, Options: def},
+		{Target: "/b", Tmpfs: true, ReadOnly: true, Size: 1 << 20, Mode: 0o700, Options: append(def, "exec", "uid=1000")}}
+	if !reflect.DeepEqual(tm, want) {
 		t.Errorf("parseTmpfs = %+v, want %+v", tm, want)
+	}
+	for i, wantFlags := range []uintptr{unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC, unix.MS_NOSUID | unix.MS_NODEV | unix.MS_RDONLY} {
+		flags, data, err := build.TmpfsOptions(tm[i])
+		if err != nil || flags != wantFlags {
+			t.Errorf("TmpfsOptions(%s) = %#x %q %v, want flags %#x", tm[i].Target, flags, data, err, wantFlags)
+		}
+		if i == 1 && data != "size=1048576,mode=700,uid=1000" {
+			t.Errorf("TmpfsOptions(/b) data = %q", data)
+		}
 	}
 	ms, err := parseMounts([]string{
 		"type=bind,source=" + dir + ",target=/in,readonly",
@@ -29,11 +42,12 @@ func TestParseTmpfsAndMounts(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	wantM := []build.Bind{{Source: dir, Target: "/in", ReadOnly: true}, {Source: dir, Target: "/rw"}, {Target: "/t", Tmpfs: true, Size: 64 << 10}}
-	if len(ms) != 3 || ms[0] != wantM[0] || ms[1] != wantM[1] || ms[2] != wantM[2] {
+	wantM := []build.Bind{{Source: dir, Target: "/in", ReadOnly: true}, {Source: dir, Target: "/rw"},
+		{Target: "/t", Tmpfs: true, Size: 64 << 10, Options: []string{"nosuid", "nodev", "noexec"}}}
+	if !reflect.DeepEqual(ms, wantM) {
 		t.Errorf("parseMounts = %+v, want %+v", ms, wantM)
 	}
-	for _, bad := range []string{"rel", "/x:size=lots", "/x:mode=999", "/x:colour=red"} {
+	for _, bad := range []string{"rel", "/x:size=lots", "/x:mode=999", "/x:colour=red", "/x:uid=me"} {
 		if _, err := parseTmpfs([]string{bad}); err == nil || !strings.Contains(err.Error(), bad) {
 			t.Errorf("parseTmpfs(%q) = %v", bad, err)
 		}

@@ -219,6 +219,10 @@ func (w *workContainer) load() (*workState, error) {
 
 // save replaces state.json atomically. The caller holds the container lock.
 func (w *workContainer) save(s *workState) error {
+	if s.ID == "" { // a container of before IDs: its derived one, kept from now on
+		s.Name = w.name
+		s.ID = containerID(s)
+	}
 	b, err := json.MarshalIndent(s, "", "  ")
 	if err != nil {
 		return fmt.Errorf("save container %s: %w", w.name, err)

@@ -628,3 +628,30 @@ func TestBuildOutputs(t *testing.T) {
 	b.fails(`invalid --output "type=weird"`, "build", "-o", "type=weird", ctx)
 	b.fails(`invalid --ulimit "bogus=1"`, "build", "--ulimit", "bogus=1", ctx)
 }
+
+// TestRegistryAllTags: push -a sends every tag the store has of a name, pull -a
+// fetches every tag the repository has.
+func TestRegistryAllTags(t *testing.T) {
+	reg := registrytest.Start(t, registrytest.Options{})
+	a := newRegEnv(t)
+	a.addImage("app:1", map[string]string{"etc/a": "one"})
+	a.addImage("app:2", map[string]string{"etc/a": "two"})
+	repo := reg.Host + "/team/app"
+	a.ok("tag", "app:1", repo+":1")
+	a.ok("tag", "app:2", repo+":2")
+	out := a.ok("push", "-a", repo)
+	if strings.Count(out, ": digest: sha256:") != 2 {
+		t.Errorf("push -a output:\n%s", out)
+	}
+	a.fails("tag can't be used with --all-tags", "push", "-a", repo+":1")
+	a.fails("An image does not exist locally with the tag: "+reg.Host+"/team/none", "push", "-a", reg.Host+"/team/none")
+
+	b := newRegEnv(t)
+	b.ok("pull", "-a", repo)
+	for _, tag := range []string{"1", "2"} {
+		if _, err := b.store().Resolve(repo + ":" + tag); err != nil {
+			t.Errorf("pull -a: %s:%s not in the store: %v", repo, tag, err)
+		}
+	}
+	b.fails("tag can't be used with --all-tags", "pull", "-a", repo+":1")
+}

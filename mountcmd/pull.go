@@ -15,6 +15,7 @@ type pullOptions struct {
 	registryFlags
 	platform string
 	quiet    bool
+	allTags  bool
 }
 
 func newPullCommand(g *globalOptions) *cobra.Command {
@@ -31,10 +32,14 @@ func newPullCommand(g *globalOptions) *cobra.Command {
 		Args:         exactArgs(1),
 		SilenceUsage: true,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if o.allTags {
+				return runPullAllTags(cmd, g, o, args[0])
+			}
 			return runPull(cmd, g, o, args[0])
 		},
 	}
 	o.registryFlags.add(cmd.Flags())
+	cmd.Flags().BoolVarP(&o.allTags, "all-tags", "a", false, "download every tagged image in the repository")
 	cmd.Flags().StringVar(&o.platform, "platform", "", "os/arch[/variant] to pull from a multi-platform image (default "+registry.DefaultPlatform()+")")
 	cmd.Flags().BoolVarP(&o.quiet, "quiet", "q", false, "suppress progress output")
 	return cmd
@@ -75,4 +80,26 @@ func runPull(cmd *cobra.Command, g *globalOptions, o *pullOptions, ref string) e
 	}
 	_, err = fmt.Fprintln(out, res.Ref)
 	return err
+}
+
+// runPullAllTags is docker pull --all-tags: every tag of repo, one after the
+// other, as pull does each.
+func runPullAllTags(cmd *cobra.Command, g *globalOptions, o *pullOptions, repo string) error {
+	c, err := o.client(g, cmd.ErrOrStderr())
+	if err != nil {
+		return err
+	}
+	tags, err := c.Tags(cmd.Context(), repo)
+	if err != nil {
+		return err
+	}
+	if len(tags) == 0 {
+		return fmt.Errorf("repository %s has no tags", repo)
+	}
+	for _, t := range tags {
+		if err := runPull(cmd, g, o, repo+":"+t); err != nil {
+			return err
+		}
+	}
+	return nil
 }

@@ -2,6 +2,7 @@ package mountcmd
 
 import (
 	"fmt"
+	"sort"
 
 	"github.com/distribution/reference"
 	"github.com/layerfs/layerfs/registry"
@@ -12,7 +13,8 @@ func init() { addVerb(newPushCommand) }
 
 type pushOptions struct {
 	registryFlags
-	quiet bool
+	quiet   bool
+	allTags bool
 }
 
 func newPushCommand(g *globalOptions) *cobra.Command {
@@ -30,10 +32,17 @@ func newPushCommand(g *globalOptions) *cobra.Command {
 			if len(args) == 2 {
 				dest = args[1]
 			}
+			if o.allTags {
+				if dest != "" {
+					return fmt.Errorf("--all-tags pushes NAME's own tags: no DESTINATION")
+				}
+				return runPushAllTags(cmd, g, o, args[0])
+			}
 			return runPush(cmd, g, o, args[0], dest)
 		},
 	}
 	o.registryFlags.add(cmd.Flags())
+	cmd.Flags().BoolVarP(&o.allTags, "all-tags", "a", false, "push every tag of NAME in the store")
 	cmd.Flags().BoolVarP(&o.quiet, "quiet", "q", false, "suppress progress output")
 	return cmd
 }
@@ -67,4 +76,41 @@ func runPush(cmd *cobra.Command, g *globalOptions, o *pushOptions, src, dest str
 	}
 	_, err = fmt.Fprintf(out, "%s: digest: %s size: %d\n", res.Tag, res.Digest, res.Size)
 	return err
+}
+
+// runPushAllTags is docker push --all-tags: each tag the store has of repo.
+func runPushAllTags(cmd *cobra.Command, g *globalOptions, o *pushOptions, repo string) error {
+	named, err := reference.ParseNormalizedNamed(repo)
+	if err != nil {
+		return err
+	}
+	if !reference.IsNameOnly(named) {
+		return fmt.Errorf("tag can't be used with --all-tags/-a")
+	}
+	s, err := openStore(g)
+	if err != nil {
+		return err
+	}
+	imgs, err := s.Images()
+	if err != nil {
+		return err
+	}
+	var tags []string
+	for _, img := range imgs {
+		for _, t := range img.Tags {
+			if n, err := reference.ParseNormalizedNamed(t); err == nil && n.Name() == named.Name() {
+				tags = append(tags, t)
+			}
+		}
+	}
+	if len(tags) == 0 {
+		return fmt.Errorf("An image does not exist locally with the tag: %s", reference.FamiliarString(named)) //nolint:staticcheck // docker's message
+	}
+	sort.Strings(tags)
+	for _, t := range tags {
+		if err := runPush(cmd, g, o, t, ""); err != nil {
+			return err
+		}
+	}
+	return nil
 }

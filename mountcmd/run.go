@@ -65,6 +65,7 @@ type runOptions struct {
 	capDrop       []string
 	ulimits       []string
 	shmSize       string
+	restart       string // only "no": policies need a daemon that outlives the command
 }
 
 func init() {
@@ -177,6 +178,7 @@ func addRunFlags(f *pflag.FlagSet, o *runOptions) {
 	f.StringSliceVar(&o.capDrop, "cap-drop", nil, "drop Linux capabilities (NAME, CAP_NAME or ALL)")
 	f.StringArrayVar(&o.ulimits, "ulimit", nil, "ulimit options (NAME=SOFT[:HARD], e.g. nofile=1024:2048)")
 	f.StringVar(&o.shmSize, "shm-size", "", "size of /dev/shm (default 64m)")
+	f.StringVar(&o.restart, "restart", "no", `restart policy: only "no" (no daemon here restarts containers)`)
 }
 
 // errNotTTY is docker's refusal of -it with a stdin that is no terminal.

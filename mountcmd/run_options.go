@@ -83,6 +83,9 @@ func (o *runOptions) check() error {
 	if _, _, err := parseLimits(o.ulimits, o.shmSize); err != nil {
 		return err
 	}
+	if o.restart != "" && o.restart != "no" {
+		return fmt.Errorf("--restart %s: layerfs has no daemon to restart containers: only \"no\" (restart them with layerfs start, or a service manager)", o.restart)
+	}
 	if o.stopTimeout < -1 {
 		return fmt.Errorf("invalid argument %d for \"--stop-timeout\" flag: want seconds, 0 or more", o.stopTimeout)
 	}

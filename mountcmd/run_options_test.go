@@ -86,6 +86,9 @@ func TestRunOptionsCheck(t *testing.T) {
 		{labels: []string{"=v"}, stopTimeout: -1},
 		{stopSignal: "SIGNOPE", stopTimeout: -1},
 		{stopTimeout: -5},
+		{restart: "always", stopTimeout: -1},
+		{ulimits: []string{"nofile=x"}, stopTimeout: -1},
+		{shmSize: "lots", stopTimeout: -1},
 		{platform: "linux/s390x-nope", stopTimeout: -1},
 	} {
 		if err := bad.check(); err == nil {

@@ -56,6 +56,8 @@ step ./layerfs run --rm layerfs/web:1
 step ./layerfs build -t layerfs/web:1 hack/demo-build
 step ./layerfs run --name web1 layerfs/web:1 sh -c 'echo "<p>edited in a container</p>" >> /home/www/notes.html'
 step ./layerfs diff web1
+step ./layerfs inspect --format '{{.State.Status}} {{.State.ExitCode}} {{json .GraphDriver.Data}}' web1
+step ./layerfs ps -a
 step ./layerfs commit -c 'CMD ["cat","/home/www/notes.html"]' web1 layerfs/web:2
 step ./layerfs run --rm layerfs/web:2
 step ./layerfs rm web1

@@ -384,6 +384,28 @@ func (b *builder) copyStep(ctx context.Context, text string, sd *instructions.So
 		}
 	}
 	for _, p := range sd.SourcePaths {
+		if isAdd && IsGitURL(p) {
+			// ADD of a git repository (buildkit's): its files, alone.
+			if len(sd.SourcePaths) != 1 || len(sd.SourceContents) != 0 || from != "" || flags.parents || flags.checksum != "" {
+				return false, b.stepErr(c, errors.New("ADD of a git repository takes it as its only source, without --from, --parents or --checksum"))
+			}
+			tmp, err := os.MkdirTemp(b.tmpRoot, "git-add-")
+			if err != nil {
+				return false, b.stepErr(c, err)
+			}
+			defer os.RemoveAll(tmp)
+			dir, err := CloneGit(ctx, p, filepath.Join(tmp, "repo"))
+			if err != nil {
+				return false, b.stepErr(c, err)
+			}
+			bc = &buildContext{dir: dir, copyExcl: bc.copyExcl}
+			s, err := bc.resolve(".")
+			if err != nil {
+				return false, b.stepErr(c, err)
+			}
+			srcs = append(srcs, s...)
+			continue
+		}
 		if isAdd && isURL(p) {
 			d, err := fetchURL(ctx, p, b.tmpRoot)
 			if err != nil {

@@ -62,7 +62,9 @@ RUN takes buildkit's flags: --mount=type=cache|bind|tmpfs|secret (secrets
 come from --secret), --network=none|host|default and --security.
 Multi-stage Dockerfiles build every stage; the last one is the image.
 PATH "-" reads the context from stdin: a tar archive (plain or compressed), or
-a Dockerfile alone (no context); -f - reads the Dockerfile from stdin.`,
+a Dockerfile alone (no context); -f - reads the Dockerfile from stdin. A git URL
+(https://host/repo.git, git://, git@host:repo, github.com/...) with an optional
+#REF:SUBDIR is cloned (with the git command) and its SUBDIR is the context.`,
 		Args: exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			for _, t := range o.tags {
@@ -103,6 +105,26 @@ a Dockerfile alone (no context); -f - reads the Dockerfile from stdin.`,
 					file = df
 				} else if file != "" {
 					file = filepath.Join(dir, filepath.Clean("/"+file)) // -f names a file in the tar
+				}
+			case build.IsGitURL(contextDir):
+				// docker build URL#REF:SUBDIR: a clone is the context.
+				dir, cleanup, err := gitContext(cmd.Context(), contextDir, tmp)
+				if err != nil {
+					return err
+				}
+				defer cleanup()
+				contextDir = dir
+				inRoot = true // a repository's symlinks stay in it
+				if file != "" && file != "-" {
+					file = filepath.Join(dir, filepath.Clean("/"+file)) // -f names a file in the repository
+				}
+				if file == "-" {
+					df, cleanup, err := build.StdinDockerfile(cmd.InOrStdin(), tmp)
+					if err != nil {
+						return err
+					}
+					defer cleanup()
+					file = df
 				}
 			case file == "-":
 				df, cleanup, err := build.StdinDockerfile(cmd.InOrStdin(), tmp)
@@ -224,6 +246,24 @@ a Dockerfile alone (no context); -f - reads the Dockerfile from stdin.`,
 		f.BoolVar(&o.accepted, name, true, "accepted for docker compatibility (layerfs always does this)")
 	}
 	return cmd
+}
+
+// gitContext clones a git build context under tmp; cleanup removes it.
+func gitContext(ctx context.Context, url, tmp string) (string, func(), error) {
+	if err := os.MkdirAll(tmp, 0o700); err != nil {
+		return "", nil, err
+	}
+	parent, err := os.MkdirTemp(tmp, "git-context-")
+	if err != nil {
+		return "", nil, err
+	}
+	cleanup := func() { os.RemoveAll(parent) }
+	dir, err := build.CloneGit(ctx, url, filepath.Join(parent, "repo"))
+	if err != nil {
+		cleanup()
+		return "", nil, err
+	}
+	return dir, cleanup, nil
 }
 
 // readSecrets reads build --secret values as buildx does: id=ID with src=FILE

@@ -33,10 +33,12 @@ var capNames = map[string]int{
 	"BPF": unix.CAP_BPF, "CHECKPOINT_RESTORE": unix.CAP_CHECKPOINT_RESTORE,
 }
 
-// DefaultCaps is docker's (and buildkit's) default capability set, what a RUN
-// step and, less CAP_MKNOD, a run container get (see RunCaps).
+// DefaultCaps is docker's (and buildkit's) default capability set less
+// CAP_MKNOD, what a RUN step and a run container get: layerfs has no device
+// cgroup (docker's real guard), so a device node a container made (on its /dev
+// tmpfs, a tmpfs or a host bind) would open the host's device.
 var DefaultCaps = []string{
-	"CAP_AUDIT_WRITE", "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FOWNER", "CAP_FSETID", "CAP_KILL", "CAP_MKNOD",
+	"CAP_AUDIT_WRITE", "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FOWNER", "CAP_FSETID", "CAP_KILL",
 	"CAP_NET_BIND_SERVICE", "CAP_NET_RAW", "CAP_SETFCAP", "CAP_SETGID", "CAP_SETPCAP", "CAP_SETUID", "CAP_SYS_CHROOT",
 }
 
@@ -58,19 +60,16 @@ func normCap(name string) (string, error) {
 }
 
 // RunCaps is the set docker run's --privileged, --cap-add and --cap-drop make
-// of the default one: DefaultCaps less CAP_MKNOD (layerfs has no device
-// cgroup, so a node a container made would reach the host's device), then the
-// drops, then the adds ("ALL" in either means every capability), as docker
-// applies them. The result is sorted; [AllCaps] for every capability.
+// of DefaultCaps: the drops, then the adds ("ALL" in either means every
+// capability), as docker applies them. The result is sorted; [AllCaps] for
+// every capability.
 func RunCaps(privileged bool, add, drop []string) ([]string, error) {
 	if privileged {
 		return []string{AllCaps}, nil
 	}
 	set := map[string]bool{}
 	for _, c := range DefaultCaps {
-		if c != "CAP_MKNOD" {
-			set[c] = true
-		}
+		set[c] = true
 	}
 	for _, d := range drop {
 		c, err := normCap(d)
@@ -82,15 +81,30 @@ func RunCaps(privileged bool, add, drop []string) ([]string, error) {
 		}
 		delete(set, c)
 	}
+	addAll := false
 	for _, a := range add {
 		c, err := normCap(a)
 		if err != nil {
 			return nil, err
 		}
 		if c == AllCaps {
-			return []string{AllCaps}, nil
+			addAll = true
+			continue
 		}
 		set[c] = true
+	}
+	if addAll { // docker: every capability but the dropped ones
+		set = map[string]bool{}
+		for n := range capNames {
+			set["CAP_"+n] = true
+		}
+		for _, d := range drop {
+			c, _ := normCap(d)
+			delete(set, c)
+		}
+		if len(set) == len(capNames) {
+			return []string{AllCaps}, nil
+		}
 	}
 	out := []string{}
 	for c := range set {

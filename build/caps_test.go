@@ -12,7 +12,7 @@ func TestRunCaps(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(def) != len(DefaultCaps)-1 || strings.Contains(strings.Join(def, " "), "MKNOD") {
+	if len(def) != len(DefaultCaps) || strings.Contains(strings.Join(def, " "), "MKNOD") {
 		t.Errorf("default run caps = %v", def)
 	}
 	for _, tc := range []struct {
@@ -23,6 +23,7 @@ func TestRunCaps(t *testing.T) {
 		{true, nil, []string{"ALL"}, "ALL"},
 		{false, []string{"net_bind_service"}, []string{"all"}, "CAP_NET_BIND_SERVICE"},
 		{false, []string{"ALL"}, nil, "ALL"},
+		{false, []string{"ALL"}, []string{"ALL"}, "ALL"},
 		{false, []string{"CAP_MKNOD"}, []string{"ALL"}, "CAP_MKNOD"},
 		{false, nil, []string{"ALL"}, ""},
 		{false, []string{"SYS_ADMIN"}, []string{"CHOWN", "KILL", "DAC_OVERRIDE", "FOWNER", "FSETID", "SETGID", "SETUID", "SETPCAP", "NET_BIND_SERVICE", "NET_RAW", "SYS_CHROOT", "SETFCAP"},
@@ -43,5 +44,18 @@ func TestRunCaps(t *testing.T) {
 		if n < 0 || n > 63 || name != strings.ToUpper(name) {
 			t.Errorf("capNames[%s] = %d", name, n)
 		}
+	}
+}
+
+// TestRunCapsAddAllMinusDrops: --cap-add ALL --cap-drop X is every capability
+// but X, as docker's.
+func TestRunCapsAddAllMinusDrops(t *testing.T) {
+	got, err := RunCaps(false, []string{"ALL"}, []string{"SYS_ADMIN", "sys_module"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := strings.Join(got, " ")
+	if len(got) != len(capNames)-2 || strings.Contains(s, "SYS_ADMIN") || strings.Contains(s, "SYS_MODULE") || !strings.Contains(s, "CAP_NET_ADMIN") {
+		t.Errorf("--cap-add ALL --cap-drop SYS_ADMIN,SYS_MODULE = %v", got)
 	}
 }

@@ -395,15 +395,42 @@ func (cp *copier) mkdir(target string, mode fs.FileMode, mtime time.Time, uid, g
 	if err != nil {
 		return fmt.Errorf("mkdir %s: %w", target, err)
 	}
+	// Owner and mode through an fd of the dir just made, never by name: a
+	// process in a running container (cp) could swap the name for a symlink
+	// to a host file in between, and fchmodat follows symlinks.
+	fd, err := unix.Openat(dfd, base, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("mkdir %s: %w", target, err)
+	}
+	defer unix.Close(fd)
 	u, g := cp.owner(uid, gid)
-	if err := unix.Fchownat(dfd, base, u, g, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+	if err := unix.Fchown(fd, u, g); err != nil {
 		return fmt.Errorf("chown %s: %w", target, err)
 	}
-	if err := unix.Fchmodat(dfd, base, m, 0); err != nil {
+	if err := unix.Fchmod(fd, m); err != nil {
 		return fmt.Errorf("chmod %s: %w", target, err)
 	}
 	cp.dirTimes = append(cp.dirTimes, dirTime{target, mtime})
 	return nil
+}
+
+// chmodNoFollow sets the mode of dfd/base, which must not be a symlink,
+// through an O_PATH fd of it (fchmodat follows symlinks; a device node or
+// fifo cannot be opened for a plain fchmod).
+func chmodNoFollow(dfd int, base string, mode uint32) error {
+	fd, err := unix.Openat(dfd, base, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return err
+	}
+	if st.Mode&unix.S_IFMT == unix.S_IFLNK {
+		return unix.ELOOP
+	}
+	return unix.Chmod(fmt.Sprintf("/proc/self/fd/%d", fd), mode)
 }
 
 func (cp *copier) symlink(linkTarget, target string, mtime time.Time, uid, gid int) error {

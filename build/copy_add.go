@@ -174,6 +174,11 @@ func (cp *copier) mknod(target string, h *tar.Header) error {
 	if err := unix.Fchownat(dfd, base, u, g, unix.AT_SYMLINK_NOFOLLOW); err != nil {
 		return fmt.Errorf("chown %s: %w", target, err)
 	}
+	// The mode the tar says, not what the umask left (and after the chown,
+	// which clears set-id bits).
+	if err := chmodNoFollow(dfd, base, uint32(h.Mode&0o7777)); err != nil {
+		return fmt.Errorf("chmod %s: %w", target, err)
+	}
 	return setTimes(dfd, base, h.ModTime)
 }
 

@@ -34,7 +34,7 @@ type ExecSpec struct {
 // returns its exit code (128+N for a signal N). A command that cannot be found or
 // run is an error with docker's exit code (127, 126) beside it.
 //
-// The process joins the container's pid, uts and ipc namespaces (setns on a
+// The process joins the container's pid, uts, ipc and network namespaces (setns on a
 // locked thread, which the fork inherits) and is chrooted into /proc/<pid>/root,
 // the container's root with every mount under it. It does not join the mount
 // namespace: a multi-threaded Go process cannot, and the root gives the same view.
@@ -66,6 +66,10 @@ func Exec(ctx context.Context, spec ExecSpec) (int, error) {
 		return ExitNotFound, err
 	}
 
+	// Only stdio reaches the process: fds the caller left open without
+	// close-on-exec (a shell's 9</work) would hand the container host files
+	// and dirs (runc's CVE-2024-21626 pattern).
+	closeExtraFilesOnExec()
 	type result struct {
 		code int
 		err  error
@@ -78,7 +82,7 @@ func Exec(ctx context.Context, spec ExecSpec) (int, error) {
 		for _, ns := range []struct {
 			name string
 			flag int
-		}{{"pid", unix.CLONE_NEWPID}, {"uts", unix.CLONE_NEWUTS}, {"ipc", unix.CLONE_NEWIPC}} {
+		}{{"pid", unix.CLONE_NEWPID}, {"uts", unix.CLONE_NEWUTS}, {"ipc", unix.CLONE_NEWIPC}, {"net", unix.CLONE_NEWNET}} {
 			fd, err := unix.Open(fmt.Sprintf("/proc/%d/ns/%s", spec.Pid, ns.name), unix.O_RDONLY|unix.O_CLOEXEC, 0)
 			if err != nil {
 				done <- result{err: fmt.Errorf("exec: join %s namespace: %w", ns.name, err)}

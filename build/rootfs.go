@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -78,6 +79,11 @@ func setupRootfs(spec *ProcessSpec) error {
 			return err
 		}
 	}
+	if !slices.Equal(spec.Caps, []string{AllCaps}) { // as docker's, but for --privileged
+		if err := maskProc(rfd); err != nil {
+			return err
+		}
+	}
 	if spec.ReadOnlyRootfs {
 		// The root's own bind only: what is mounted on it keeps its mode.
 		err := unix.MountSetattr(int(rfd.Fd()), "", unix.AT_EMPTY_PATH, &unix.MountAttr{Attr_set: unix.MOUNT_ATTR_RDONLY})
@@ -89,6 +95,65 @@ func setupRootfs(spec *ProcessSpec) error {
 		}
 	}
 	return pivotRoot(root)
+}
+
+// docker's read-only and masked paths: what a container must not write (a
+// core_pattern pipe runs a program as root on the host) or read.
+var (
+	readonlyPaths = []string{"/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"}
+	maskedPaths   = []string{"/proc/asound", "/proc/acpi", "/proc/interrupts", "/proc/kcore", "/proc/keys",
+		"/proc/latency_stats", "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi",
+		"/sys/firmware", "/sys/devices/virtual/powercap"}
+)
+
+// maskProc makes readonlyPaths read-only (a bind of each on itself) and hides
+// maskedPaths (/dev/null over a file, an empty read-only tmpfs over a dir),
+// those that exist.
+func maskProc(rfd *os.File) error {
+	for _, p := range readonlyPaths {
+		t, err := openat2InRoot(rfd, p, unix.O_PATH)
+		if errors.Is(err, unix.ENOENT) {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("read-only %s: %w", p, err)
+		}
+		err = unix.Mount(fdPath(t), fdPath(t), "", unix.MS_BIND|unix.MS_REC, "")
+		t.Close()
+		if err != nil {
+			return fmt.Errorf("read-only %s: %w", p, err)
+		}
+		if t, err = openat2InRoot(rfd, p, unix.O_PATH); err != nil {
+			return fmt.Errorf("read-only %s: %w", p, err)
+		}
+		err = unix.Mount("", fdPath(t), "", unix.MS_REMOUNT|unix.MS_BIND|unix.MS_RDONLY|unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, "")
+		t.Close()
+		if err != nil {
+			return fmt.Errorf("read-only %s: %w", p, err)
+		}
+	}
+	for _, p := range maskedPaths {
+		t, err := openat2InRoot(rfd, p, unix.O_PATH)
+		if errors.Is(err, unix.ENOENT) {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("mask %s: %w", p, err)
+		}
+		var st unix.Stat_t
+		if err = unix.Fstat(int(t.Fd()), &st); err == nil {
+			if st.Mode&unix.S_IFMT == unix.S_IFDIR {
+				err = unix.Mount("tmpfs", fdPath(t), "tmpfs", unix.MS_RDONLY|unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, "size=0")
+			} else {
+				err = unix.Mount("/dev/null", fdPath(t), "", unix.MS_BIND, "")
+			}
+		}
+		t.Close()
+		if err != nil {
+			return fmt.Errorf("mask %s: %w", p, err)
+		}
+	}
+	return nil
 }
 
 // tmpfsIn mounts a fresh tmpfs on b.Target (created if missing) inside the root,
@@ -222,7 +287,7 @@ func bindIn(rfd *os.File, b Bind) error {
 	if err != nil {
 		return fmt.Errorf("bind mount %s on %s: %w", b.Source, b.Target, err)
 	}
-	if !b.ReadOnly {
+	if !b.ReadOnly && !b.NoDev {
 		return nil
 	}
 	// Reopen: the path now leads to the new mount, which is what we remount.
@@ -231,14 +296,23 @@ func bindIn(rfd *os.File, b Bind) error {
 		return fmt.Errorf("bind mount %s: %w", b.Target, err)
 	}
 	defer t.Close()
-	// Read-only all the way down, as docker's :ro is since 25.0: the source's
-	// own submounts (a tmpfs in a build context) must not stay writable.
-	err = unix.MountSetattr(int(t.Fd()), "", unix.AT_EMPTY_PATH|unix.AT_RECURSIVE, &unix.MountAttr{Attr_set: unix.MOUNT_ATTR_RDONLY})
+	// Read-only (nodev) all the way down, as docker's :ro is since 25.0: the
+	// source's own submounts (a tmpfs in a build context) must not stay
+	// writable.
+	var attr uint64
+	var flags uintptr = unix.MS_REMOUNT | unix.MS_BIND
+	if b.ReadOnly {
+		attr, flags = attr|unix.MOUNT_ATTR_RDONLY, flags|unix.MS_RDONLY
+	}
+	if b.NoDev {
+		attr, flags = attr|unix.MOUNT_ATTR_NODEV, flags|unix.MS_NODEV
+	}
+	err = unix.MountSetattr(int(t.Fd()), "", unix.AT_EMPTY_PATH|unix.AT_RECURSIVE, &unix.MountAttr{Attr_set: attr})
 	if errors.Is(err, unix.ENOSYS) { // before Linux 5.12: the top mount only
-		err = unix.Mount("", fdPath(t), "", unix.MS_REMOUNT|unix.MS_BIND|unix.MS_RDONLY, "")
+		err = unix.Mount("", fdPath(t), "", flags, "")
 	}
 	if err != nil {
-		return fmt.Errorf("remount %s read-only: %w", b.Target, err)
+		return fmt.Errorf("remount %s read-only or nodev: %w", b.Target, err)
 	}
 	return nil
 }

@@ -53,9 +53,13 @@ type Bind struct {
 	Source   string `json:"source"` // absolute host path
 	Target   string `json:"target"` // absolute path in the container
 	ReadOnly bool   `json:"readOnly,omitempty"`
-	Tmpfs    bool   `json:"tmpfs,omitempty"`
-	Size     int64  `json:"size,omitempty"`
-	Mode     uint32 `json:"mode,omitempty"` // a tmpfs's root mode (0: tmpfs's 1777)
+	// NoDev: device nodes under the bind do not open (all the way down). A
+	// container could otherwise open an image's or a host dir's device node
+	// there: no device cgroup guards it here.
+	NoDev bool   `json:"noDev,omitempty"`
+	Tmpfs bool   `json:"tmpfs,omitempty"`
+	Size  int64  `json:"size,omitempty"`
+	Mode  uint32 `json:"mode,omitempty"` // a tmpfs's root mode (0: tmpfs's 1777)
 	// Options are a tmpfs's further mount options, applied in order after
 	// nosuid: noexec/exec, nodev/dev, nosuid/suid, noatime/atime/relatime/
 	// strictatime, and uid=, gid=, nr_inodes= for its data.

@@ -224,8 +224,14 @@ func isDir(p string) bool {
 }
 
 func (c *LayerCache) lockFile(hex string) (*os.File, error) {
-	if err := os.MkdirAll(c.Dir, 0o755); err != nil {
+	// The unpacked layers hold the images' device nodes and set-id files as
+	// they are: no other user may reach them (mounts serve them to others
+	// with the server's checks).
+	if err := os.MkdirAll(c.Dir, 0o700); err != nil {
 		return nil, err
+	}
+	if fi, err := os.Stat(c.Dir); err == nil && fi.Mode().Perm()&0o077 != 0 {
+		os.Chmod(c.Dir, 0o700) // made wider by a version before
 	}
 	dir := filepath.Join(c.Dir, locksDir)
 	if err := os.MkdirAll(dir, 0o700); err != nil {

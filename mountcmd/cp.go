@@ -462,6 +462,14 @@ func cpRoot(ctx context.Context, g *globalOptions, w *workContainer, write bool)
 		if write && st.ReadOnly {
 			return nil, noop, fmt.Errorf("container %s is mounted read-only", w.name)
 		}
+		if rs := loadRunState(w); rs.alive() {
+			// A running container: its own mount tree, so its binds, volumes
+			// and tmpfs mounts are where docker cp finds them too.
+			root, err := openProcRoot(rs)
+			if err == nil || !errors.Is(err, errNotRunning) {
+				return root, noop, err
+			}
+		}
 		mp := st.Mountpoint
 		if ss := queryStatus(ctx, w); ss != nil && ss.Mountpoint != "" {
 			mp = ss.Mountpoint
@@ -489,6 +497,20 @@ func cpRoot(ctx context.Context, g *globalOptions, w *workContainer, write bool)
 		return nil, noop, err
 	}
 	return root, release, nil
+}
+
+// openProcRoot opens the root of rs's container as its processes see it
+// (/proc/<pid>/root), checking afterwards that the pid still is its.
+func openProcRoot(rs *runState) (*os.File, error) {
+	p := fmt.Sprintf("/proc/%d/root", rs.Pid)
+	fd, err := unix.Open(p, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil || !rs.alive() {
+		if err == nil {
+			unix.Close(fd)
+		}
+		return nil, errNotRunning
+	}
+	return os.NewFile(uintptr(fd), p), nil
 }
 
 // openMountRoot opens the root dir of the FUSE mount at mp, and refuses a plain
@@ -529,7 +551,7 @@ func mountForCp(ctx context.Context, g *globalOptions, w *workContainer, st *wor
 	if err != nil {
 		return "", nil, err
 	}
-	mp, err := prepareMountpoint(g.root, runMountpoint(g.root, w.name))
+	mp, err := prepareRunMountpoint(g.root, w.name)
 	if err != nil {
 		return "", nil, err
 	}

@@ -26,6 +26,7 @@ import (
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
+	"golang.org/x/sys/unix"
 
 	"github.com/layerfs/layerfs/blobstore"
 	"github.com/layerfs/layerfs/build"
@@ -105,6 +106,9 @@ committed: layerfs run --name busy1 -it busybox sh; ...; layerfs commit busy1 me
 				if err := checkTTYInput(o); err != nil {
 					return err
 				}
+			}
+			if !o.child && !o.privileged && addsMknod(o.capAdd) {
+				fmt.Fprintln(cmd.ErrOrStderr(), "WARNING: CAP_MKNOD lets the container make and open host devices: layerfs has no device cgroup")
 			}
 			if len(o.publish) > 0 && !o.child {
 				// Containers share the host's network: a port is already published.
@@ -279,6 +283,9 @@ func runContainer(ctx context.Context, g *globalOptions, o *runOptions, ref stri
 	if err != nil {
 		return 0, err
 	}
+	for i := range vols {
+		vols[i].NoDev = !o.privileged // an image's device nodes copied into its VOLUMEs
+	}
 	spec.Binds = append(spec.Binds, vols...)
 	id := containerID(st)
 	spec.Rootfs = st.Mountpoint
@@ -416,6 +423,15 @@ func processSpec(o *runOptions, img *blobstore.Image, args []string) (build.Proc
 		return build.ProcessSpec{}, err
 	}
 	binds = append(append(binds, mounts...), tmpfs...)
+	if !o.privileged {
+		// Device nodes in bound host dirs do not open (no device cgroup here):
+		// but a bind of /dev/... itself is for its devices.
+		for i := range binds {
+			if !binds[i].Tmpfs && !isUnder(binds[i].Source, "/dev") {
+				binds[i].NoDev = true
+			}
+		}
+	}
 	seen := map[string]bool{}
 	for _, b := range binds {
 		t := filepath.Clean(b.Target)
@@ -548,6 +564,26 @@ func runMountpoint(root, name string) string {
 	return filepath.Join(os.TempDir(), "layerfs-run-"+hex.EncodeToString(h[:4]), name)
 }
 
+// prepareRunMountpoint makes runMountpoint's dir for name, in a parent dir
+// that is this user's and nobody else's to write: in a shared TMPDIR, another
+// user who made it first could move a live mount's dir and put a symlink in its
+// place (found by a review).
+func prepareRunMountpoint(root, name string) (string, error) {
+	mp := runMountpoint(root, name)
+	dir := filepath.Dir(mp)
+	if err := os.Mkdir(dir, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
+		return "", fmt.Errorf("mountpoint dir %s: %w", dir, err)
+	}
+	var st unix.Stat_t
+	if err := unix.Lstat(dir, &st); err != nil {
+		return "", fmt.Errorf("mountpoint dir %s: %w", dir, err)
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFDIR || int(st.Uid) != os.Geteuid() || st.Mode&0o022 != 0 {
+		return "", fmt.Errorf("mountpoint dir %s is not a private dir of this user (another made it?): remove it", dir)
+	}
+	return prepareMountpoint(root, mp)
+}
+
 // mountForRun creates a new working container for img (named name, or derived)
 // and mounts it with a detached server, as mount does.
 // With reuse (start) the container must exist; without, a name must be new:
@@ -577,7 +613,7 @@ func mountForRun(ctx context.Context, g *globalOptions, s *blobstore.Store, img 
 	case !reuse && name != "" && !created:
 		return nil, errNameInUse(name)
 	}
-	mp, err := prepareMountpoint(g.root, runMountpoint(g.root, w.name))
+	mp, err := prepareRunMountpoint(g.root, w.name)
 	if err != nil {
 		return nil, err
 	}
@@ -635,6 +671,12 @@ func unmountAfterRun(w *workContainer, rm bool, made *build.RuntimePaths, server
 		return w.remove()
 	}
 	return nil
+}
+
+// isUnder reports whether p is dir or below it.
+func isUnder(p, dir string) bool {
+	p = filepath.Clean(p)
+	return p == dir || strings.HasPrefix(p, dir+"/")
 }
 
 // mountDepth is how deep target is: "/" 0, "/a" 1, "/a/b" 2.

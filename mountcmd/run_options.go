@@ -12,6 +12,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -77,8 +78,14 @@ func (o *runOptions) check() error {
 			return fmt.Errorf("invalid argument %q for \"--stop-signal\" flag: not a signal", o.stopSignal)
 		}
 	}
-	if _, err := build.RunCaps(o.privileged, o.capAdd, o.capDrop); err != nil {
+	caps, err := build.RunCaps(o.privileged, o.capAdd, o.capDrop)
+	if err != nil {
 		return fmt.Errorf("invalid --cap-add or --cap-drop: %w", err)
+	}
+	if o.init && !slices.Equal(caps, []string{build.AllCaps}) && slices.Contains(caps, "CAP_SYS_PTRACE") {
+		// layerfs's init keeps every capability: a container that may ptrace
+		// could take it over and have them all.
+		return errors.New("--init with CAP_SYS_PTRACE is refused: the container could take over the init, which keeps every capability (--privileged if that is meant)")
 	}
 	if _, _, err := parseLimits(o.ulimits, o.shmSize); err != nil {
 		return err
@@ -314,4 +321,15 @@ func absMountSources(specs []string) ([]string, error) {
 		out = append(out, spec)
 	}
 	return out, nil
+}
+
+// addsMknod reports whether --cap-add gives CAP_MKNOD (or ALL).
+func addsMknod(add []string) bool {
+	for _, a := range add {
+		switch strings.ToUpper(strings.TrimPrefix(strings.ToUpper(a), "CAP_")) {
+		case "MKNOD", "ALL":
+			return true
+		}
+	}
+	return false
 }

@@ -76,6 +76,11 @@ func TestRunOptionsCheck(t *testing.T) {
 	if err := o.check(); err != nil {
 		t.Fatal(err)
 	}
+	for _, ok := range []*runOptions{{init: true, privileged: true, stopTimeout: -1}, {init: true, capAdd: []string{"ALL"}, stopTimeout: -1}} {
+		if err := ok.check(); err != nil {
+			t.Errorf("check(%+v) = %v", *ok, err)
+		}
+	}
 	if got := strings.Join(o.addHosts, " "); got != "gw:127.0.0.1 a=1.2.3.4 v6:::1" {
 		t.Errorf("add-hosts after check = %q", got)
 	}
@@ -87,6 +92,8 @@ func TestRunOptionsCheck(t *testing.T) {
 		{stopSignal: "SIGNOPE", stopTimeout: -1},
 		{stopTimeout: -5},
 		{restart: "always", stopTimeout: -1},
+		{init: true, capAdd: []string{"SYS_PTRACE"}, stopTimeout: -1},
+		{init: true, capAdd: []string{"ALL"}, capDrop: []string{"SYS_ADMIN"}, stopTimeout: -1},
 		{ulimits: []string{"nofile=x"}, stopTimeout: -1},
 		{shmSize: "lots", stopTimeout: -1},
 		{platform: "linux/s390x-nope", stopTimeout: -1},

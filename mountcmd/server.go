@@ -161,7 +161,7 @@ func serve(ctx context.Context, g *globalOptions, w *workContainer, ready func(e
 		if err := m.Unmount(); err != nil {
 			// Busy: detach it rather than leave a dead mount at the path.
 			lg.Printf("%v; detaching", err)
-			if err := unix.Unmount(st.Mountpoint, unix.MNT_DETACH); err != nil {
+			if err := unix.Unmount(st.Mountpoint, unix.MNT_DETACH|unix.UMOUNT_NOFOLLOW); err != nil {
 				lg.Printf("detach %s: %v", st.Mountpoint, err)
 			}
 		}

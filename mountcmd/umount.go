@@ -238,11 +238,11 @@ func clearDeadMount(mountpoint, source string) error {
 			first = err
 		}
 	}
-	note(unix.Unmount(mountpoint, 0))
+	note(unix.Unmount(mountpoint, unix.UMOUNT_NOFOLLOW))
 	if gone() {
 		return nil
 	}
-	note(unix.Unmount(mountpoint, unix.MNT_DETACH))
+	note(unix.Unmount(mountpoint, unix.MNT_DETACH|unix.UMOUNT_NOFOLLOW))
 	if gone() {
 		return nil
 	}

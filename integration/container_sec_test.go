@@ -1,0 +1,122 @@
+package integration
+
+import (
+	"archive/tar"
+	"crypto/sha256"
+	"encoding/hex"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"golang.org/x/sys/unix"
+)
+
+// TestContainerSecurityFixes: what a security review of the runtime found.
+func TestContainerSecurityFixes(t *testing.T) {
+	requireRunner(t)
+	importRunner(t, "busybox", `CMD ["sh"]`)
+
+	// --init keeps every capability (a Go process cannot drop them on all its
+	// threads): not dumpable, and refused with CAP_SYS_PTRACE.
+	if r := run(t, "run", "--rm", "--init", "--cap-add", "SYS_PTRACE", "busybox", "true"); r.Code != 125 || !strings.Contains(r.Stderr, "--init with CAP_SYS_PTRACE is refused") {
+		t.Errorf("--init --cap-add SYS_PTRACE: exit %d, %q", r.Code, r.Stderr)
+	}
+	if got := mustRun(t, "run", "--rm", "--init", "busybox", "sh", "-c", "cat /proc/1/environ >/dev/null 2>&1 && echo readable || echo refused"); got != "refused\n" {
+		t.Errorf("the init's /proc/1/environ from the container: %q", got)
+	}
+
+	// /proc/sys is read-only, the masked paths hidden.
+	out := mustRun(t, "run", "--rm", "busybox", "sh", "-c", "echo core > /proc/sys/kernel/core_pattern && echo wrote; grep ' /proc/sys ' /proc/mounts")
+	if strings.Contains(out, "wrote") || !strings.Contains(out, " ro,") {
+		t.Errorf("/proc/sys in a container: %q", out)
+	}
+
+	// Device nodes neither in an image's VOLUME (copied to a host dir) nor in
+	// a bound host dir open; --privileged's do.
+	dev := filepath.Join(t.TempDir(), "dev")
+	os.MkdirAll(dev, 0o755)
+	if err := unix.Mknod(filepath.Join(dev, "null"), unix.S_IFCHR|0o666, int(unix.Mkdev(1, 3))); err != nil {
+		t.Skipf("mknod: %v", err)
+	}
+	if r := run(t, "run", "--rm", "-v", dev+":/d", "busybox", "sh", "-c", "echo x > /d/null"); r.Code == 0 {
+		t.Errorf("a host dir's device node opened in a container")
+	}
+	if r := run(t, "run", "--rm", "--privileged", "-v", dev+":/d", "busybox", "sh", "-c", "echo x > /d/null"); r.Code != 0 {
+		t.Errorf("--privileged: the bind's device node: exit %d, %q", r.Code, r.Stderr)
+	}
+	entries := append(readTarFile(t, runnerTar(t)),
+		tarFileEntry{hdr: &tar.Header{Name: "data/", Typeflag: tar.TypeDir, Mode: 0o755}},
+		tarFileEntry{hdr: &tar.Header{Name: "data/null", Typeflag: tar.TypeChar, Mode: 0o666, Devmajor: 1, Devminor: 3}})
+	tarPath := filepath.Join(t.TempDir(), "vol.tar")
+	os.WriteFile(tarPath, writeTarEntries(t, entries), 0o644)
+	mustRun(t, "import", "-q", "-c", "VOLUME /data", tarPath, "volimg:1")
+	if r := run(t, "run", "--rm", "volimg:1", "sh", "-c", "test -c /data/null || exit 9; echo x > /data/null"); r.Code != 1 && r.Code != 2 {
+		t.Errorf("an image's device node in its VOLUME: exit %d (want the write refused), %q", r.Code, r.Stderr)
+	}
+
+	// RUN cannot make device nodes either.
+	ctx := t.TempDir()
+	os.WriteFile(filepath.Join(ctx, "Dockerfile"), []byte("FROM busybox\nRUN mknod /tmp/sda b 8 0\n"), 0o644)
+	if r := run(t, "build", ctx); r.Code == 0 {
+		t.Errorf("RUN mknod of a block device succeeded")
+	}
+
+	// exec passes no fd but stdio, and joins the network namespace.
+	mustRun(t, "run", "-d", "--name", "sec", "--network", "none", "busybox", "sleep", "600")
+	t.Cleanup(func() { run(t, "rm", "-f", "sec") })
+	f, err := os.Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	cmd := exec.Command(layerfsBin, "--root", rootFor(t), "exec", "sec", "ls", "/proc/self/fd")
+	cmd.ExtraFiles = []*os.File{f} // fd 3 of layerfs exec, without close-on-exec
+	b, err := cmd.Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fds := strings.Fields(string(b)); len(fds) > 4 { // 0 1 2, and ls's own dir fd
+		t.Errorf("exec'd process fds: %v, want stdio only", fds)
+	}
+	if got := mustRun(t, "exec", "sec", "sh", "-c", "tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' '"); got != "lo\n" {
+		t.Errorf("exec in a --network none container sees interfaces %q", got)
+	}
+
+	// cp into a running container reaches its binds, as docker cp does.
+	vol := t.TempDir()
+	mustRun(t, "run", "-d", "--name", "cpb", "-v", vol+":/x", "busybox", "sleep", "600")
+	t.Cleanup(func() { run(t, "rm", "-f", "cpb") })
+	src := filepath.Join(t.TempDir(), "hello")
+	os.WriteFile(src, []byte("hi\n"), 0o644)
+	mustRun(t, "cp", src, "cpb:/x/")
+	if b, err := os.ReadFile(filepath.Join(vol, "hello")); err != nil || string(b) != "hi\n" {
+		t.Errorf("cp into a running container's bind: %q, %v", b, err)
+	}
+
+	// The unpacked layers are the store user's alone.
+	if fi, err := os.Stat(filepath.Join(rootFor(t), "layers")); err != nil || fi.Mode().Perm()&0o077 != 0 {
+		t.Errorf("layers dir: %v, %v", fi.Mode(), err)
+	}
+}
+
+// TestRunMountpointDirMustBePrivate: run refuses a mountpoint parent dir in
+// TMPDIR that another user made (they could move a live mount's dir).
+func TestRunMountpointDirMustBePrivate(t *testing.T) {
+	requireRunner(t)
+	importRunner(t, "busybox", `CMD ["sh"]`)
+	tmp := t.TempDir()
+	abs, _ := filepath.Abs(rootFor(t))
+	h := sha256.Sum256([]byte(abs))
+	dir := filepath.Join(tmp, "layerfs-run-"+hex.EncodeToString(h[:4]))
+	os.Mkdir(dir, 0o777)
+	os.Chmod(dir, 0o777)
+	if err := os.Chown(dir, 65534, 65534); err != nil {
+		t.Skipf("chown: %v", err)
+	}
+	r := runWith(t, cmdOpts{env: []string{"TMPDIR=" + tmp}}, "run", "--rm", "busybox", "true")
+	if r.Code != 125 || !strings.Contains(r.Stderr, "is not a private dir of this user") {
+		t.Errorf("run with another user's mountpoint dir: exit %d, %q", r.Code, r.Stderr)
+	}
+}

@@ -315,15 +315,7 @@ func containerLabels(img *blobstore.Image, sr *savedRun) map[string]string {
 
 // loadSavedRun reads run-config.json; nil for a container run never ran.
 func loadSavedRun(w *workContainer) *savedRun {
-	b, err := os.ReadFile(runConfigPath(w))
-	if err != nil {
-		return nil
-	}
-	var sr savedRun
-	if json.Unmarshal(b, &sr) != nil {
-		return nil
-	}
-	return &sr
+	return readJSONFile[savedRun](runConfigPath(w))
 }
 
 // imageVolumeMounts are the image's VOLUMEs a run gave the container (its

@@ -47,29 +47,26 @@ func saveExit(w *workContainer, rec exitRecord) {
 
 // loadExit reads exit.json; nil if the container never finished a run.
 func loadExit(w *workContainer) *exitRecord {
-	b, err := os.ReadFile(exitRecordPath(w))
+	return readJSONFile[exitRecord](exitRecordPath(w))
+}
+
+// readJSONFile reads a JSON file into a new T; nil if it is missing or bad.
+func readJSONFile[T any](path string) *T {
+	b, err := os.ReadFile(path)
 	if err != nil {
 		return nil
 	}
-	var rec exitRecord
-	if json.Unmarshal(b, &rec) != nil {
+	v := new(T)
+	if json.Unmarshal(b, v) != nil {
 		return nil
 	}
-	return &rec
+	return v
 }
 
 // loadRunState reads run.json whether or not its pid still lives; nil if there is
 // none (runningContainer is the check that the command runs).
 func loadRunState(w *workContainer) *runState {
-	b, err := os.ReadFile(runStatePath(w))
-	if err != nil {
-		return nil
-	}
-	var rs runState
-	if json.Unmarshal(b, &rs) != nil {
-		return nil
-	}
-	return &rs
+	return readJSONFile[runState](runStatePath(w))
 }
 
 // alive reports whether rs's pid 1 is still the process run started.

@@ -1,7 +1,6 @@
 package mountcmd
 
 import (
-	"encoding/json"
 	"fmt"
 	"io"
 	"path"
@@ -291,13 +290,7 @@ func printImageRows(w io.Writer, rows []imageRow, o *imagesOptions) error {
 	}
 	switch o.format {
 	case "json":
-		enc := json.NewEncoder(w)
-		for _, r := range rows {
-			if err := enc.Encode(r); err != nil {
-				return err
-			}
-		}
-		return nil
+		return writeJSONLines(w, rows)
 	case "", "table":
 		f := "table {{.Repository}}\t{{.Tag}}\t{{.ID}}\t{{.CreatedSince}}\t{{.Size}}"
 		if o.digests {

@@ -1,8 +1,10 @@
 package mountcmd
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -95,4 +97,15 @@ func (o *outputFile) Abort() {
 	if o.viaTmp && !o.unnamed {
 		os.Remove(o.Name())
 	}
+}
+
+// writeJSONLines writes each row as one JSON object a line (--format json).
+func writeJSONLines[T any](w io.Writer, rows []T) error {
+	enc := json.NewEncoder(w)
+	for _, r := range rows {
+		if err := enc.Encode(r); err != nil {
+			return err
+		}
+	}
+	return nil
 }

@@ -2,7 +2,6 @@ package mountcmd
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"strings"
@@ -236,13 +235,7 @@ func writePs(out io.Writer, o *psOptions, rows []psRow) error {
 		}
 		return nil
 	case o.format == "json":
-		enc := json.NewEncoder(out)
-		for _, r := range rows {
-			if err := enc.Encode(r); err != nil {
-				return err
-			}
-		}
-		return nil
+		return writeJSONLines(out, rows)
 	}
 	format := o.format
 	if format == "" || format == "table" {

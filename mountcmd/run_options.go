@@ -151,20 +151,17 @@ func parseTmpfs(specs []string) ([]build.Bind, error) {
 		b := build.Bind{Target: filepath.Clean(target), Tmpfs: true, Options: append([]string(nil), tmpfsDefaults...)}
 		for _, opt := range strings.Split(opts, ",") {
 			k, v, _ := strings.Cut(opt, "=")
+			var err error
 			switch k {
 			case "":
 			case "size":
-				n, err := units.RAMInBytes(v)
-				if err != nil || n <= 0 {
-					return nil, fmt.Errorf("invalid tmpfs %q: size %q", spec, v)
+				if b.Size, err = tmpfsSize(v); err != nil {
+					return nil, fmt.Errorf("invalid tmpfs %q: %w", spec, err)
 				}
-				b.Size = n
 			case "mode":
-				m, err := strconv.ParseUint(v, 8, 32)
-				if err != nil || m > 0o7777 {
-					return nil, fmt.Errorf("invalid tmpfs %q: mode %q", spec, v)
+				if b.Mode, err = tmpfsMode(v); err != nil {
+					return nil, fmt.Errorf("invalid tmpfs %q: %w", spec, err)
 				}
-				b.Mode = uint32(m)
 			case "ro", "rw":
 				b.ReadOnly = opt == "ro"
 			default:
@@ -208,17 +205,13 @@ func parseMounts(specs []string) ([]build.Bind, error) {
 				}
 				b.ReadOnly = ro
 			case "tmpfs-size":
-				n, err := units.RAMInBytes(v)
-				if err != nil || n <= 0 {
-					return nil, fmt.Errorf("invalid --mount %q: tmpfs-size %q", spec, v)
+				if b.Size, err = tmpfsSize(v); err != nil {
+					return nil, fmt.Errorf("invalid --mount %q: tmpfs-%w", spec, err)
 				}
-				b.Size = n
 			case "tmpfs-mode":
-				m, err := strconv.ParseUint(v, 8, 32)
-				if err != nil || m > 0o7777 {
-					return nil, fmt.Errorf("invalid --mount %q: tmpfs-mode %q", spec, v)
+				if b.Mode, err = tmpfsMode(v); err != nil {
+					return nil, fmt.Errorf("invalid --mount %q: tmpfs-%w", spec, err)
 				}
-				b.Mode = uint32(m)
 			case "bind-propagation", "consistency", "bind-recursive":
 			default:
 				return nil, fmt.Errorf("invalid --mount %q: unknown field %q", spec, k)
@@ -332,4 +325,22 @@ func addsMknod(add []string) bool {
 		}
 	}
 	return false
+}
+
+// tmpfsSize is a tmpfs size in docker's units (64m, 1g).
+func tmpfsSize(v string) (int64, error) {
+	n, err := units.RAMInBytes(v)
+	if err != nil || n <= 0 {
+		return 0, fmt.Errorf("size %q", v)
+	}
+	return n, nil
+}
+
+// tmpfsMode is a tmpfs root mode in octal.
+func tmpfsMode(v string) (uint32, error) {
+	m, err := strconv.ParseUint(v, 8, 32)
+	if err != nil || m > 0o7777 {
+		return 0, fmt.Errorf("mode %q", v)
+	}
+	return uint32(m), nil
 }

@@ -238,13 +238,7 @@ func (du *diskUsage) writeSummary(w io.Writer, format string) error {
 	rows := du.summary()
 	switch format {
 	case "json":
-		enc := json.NewEncoder(w)
-		for _, r := range rows {
-			if err := enc.Encode(r); err != nil {
-				return err
-			}
-		}
-		return nil
+		return writeJSONLines(w, rows)
 	case "", "table":
 		format = "table {{.Type}}\t{{.TotalCount}}\t{{.Active}}\t{{.Size}}\t{{.Reclaimable}}"
 	}

@@ -385,7 +385,8 @@ func (b *builder) dispatch(ctx context.Context, c instructions.Command) (cached 
 	case *instructions.CopyCommand:
 		return b.copyStep(ctx, c.String(), &c.SourcesAndDest, copyFlags{chown: c.Chown, chmod: c.Chmod, from: c.From, exclude: c.ExcludePatterns, parents: c.Parents}, false, c)
 	case *instructions.AddCommand:
-		return b.copyStep(ctx, c.String(), &c.SourcesAndDest, copyFlags{chown: c.Chown, chmod: c.Chmod, exclude: c.ExcludePatterns, checksum: c.Checksum, unpack: c.Unpack}, true, c)
+		return b.copyStep(ctx, c.String(), &c.SourcesAndDest, copyFlags{chown: c.Chown, chmod: c.Chmod, exclude: c.ExcludePatterns, checksum: c.Checksum, unpack: c.Unpack,
+			keepGitDir: c.KeepGitDir != nil && *c.KeepGitDir}, true, c)
 	case *instructions.WorkdirCommand:
 		return b.workdirStep(ctx, c)
 	case *instructions.OnbuildCommand, *instructions.EnvCommand, *instructions.LabelCommand,

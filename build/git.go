@@ -73,62 +73,79 @@ func parseGitURL(s string) (gitURL, error) {
 }
 
 // CloneGit clones the repository s names (URL#REF:SUBDIR) into dir, which must
-// not exist, and returns the dir the source means (dir itself, or its subdir).
+// not exist, and returns the dir the source means (dir itself, or its subdir),
+// symlink-free. REF is anything the server's refs match (a branch, a tag,
+// pull/42/head, refs/...) or a commit hash; "" is the remote's HEAD.
 func CloneGit(ctx context.Context, s, dir string) (string, error) {
 	g, err := parseGitURL(s)
 	if err != nil {
 		return "", err
 	}
+	// The user's and the system's git config and GIT_* variables stay out, and
+	// no submodule comes from a local path (a repository's relative submodule
+	// URL must not reach the host's repositories).
+	env := []string{"GIT_TERMINAL_PROMPT=0", "GIT_ASKPASS=/bin/false", "LC_ALL=C",
+		"GIT_CONFIG_NOSYSTEM=1", "GIT_CONFIG_GLOBAL=/dev/null"}
+	for _, e := range os.Environ() {
+		if !strings.HasPrefix(e, "GIT_") && !strings.HasPrefix(e, "LC_ALL=") {
+			env = append(env, e)
+		}
+	}
 	git := func(args ...string) error {
-		cmd := exec.CommandContext(ctx, "git", args...)
-		cmd.Env = append(os.Environ(), "GIT_TERMINAL_PROMPT=0", "GIT_ASKPASS=/bin/false", "LC_ALL=C")
+		cmd := exec.CommandContext(ctx, "git", append([]string{"-c", "protocol.file.allow=never", "-C", dir}, args...)...)
+		cmd.Env = env
 		if out, err := cmd.CombinedOutput(); err != nil {
+			if errors.Is(err, exec.ErrNotFound) {
+				return errors.New("git is not installed: a git source needs it")
+			}
 			msg := strings.TrimSpace(string(out))
 			if i := strings.LastIndexByte(msg, '\n'); i >= 0 {
 				msg = msg[i+1:]
-			}
-			if errors.Is(err, exec.ErrNotFound) {
-				return errors.New("git is not installed: a git source needs it")
 			}
 			return fmt.Errorf("git %s: %s", args[0], msg)
 		}
 		return nil
 	}
-	switch {
-	case g.ref == "":
-		err = git("clone", "--depth=1", "--recurse-submodules", "--shallow-submodules", "--", g.remote, dir)
-	case commitRef.MatchString(g.ref):
-		// A commit: fetched by hash where the server allows it, else the
-		// whole history to check it out.
-		if err = git("init", "-q", dir); err == nil {
-			err = git("-C", dir, "fetch", "-q", "--depth=1", "--", g.remote, g.ref)
-			if err != nil {
-				err = git("-C", dir, "fetch", "-q", "--", g.remote)
-			}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", err
+	}
+	ref := g.ref
+	if ref == "" {
+		ref = "HEAD"
+	}
+	err = git("init", "-q")
+	if err == nil {
+		err = git("remote", "add", "origin", "--", g.remote)
+	}
+	if err == nil {
+		if err = git("fetch", "-q", "--depth=1", "--no-tags", "origin", ref); err == nil {
+			err = git("checkout", "-q", "FETCH_HEAD")
+		} else if commitRef.MatchString(ref) {
+			// A commit a server will not serve by (abbreviated) hash: its
+			// branches and tags, then the commit among them.
+			err = git("fetch", "-q", "origin", "+refs/heads/*:refs/remotes/origin/*", "+refs/tags/*:refs/tags/*")
 			if err == nil {
-				err = git("-C", dir, "checkout", "-q", g.ref)
-			}
-			if err == nil {
-				err = git("-C", dir, "submodule", "update", "-q", "--init", "--recursive")
+				err = git("checkout", "-q", ref)
 			}
 		}
-	default:
-		err = git("clone", "--depth=1", "--recurse-submodules", "--shallow-submodules", "--branch", g.ref, "--", g.remote, dir)
+	}
+	if err == nil {
+		err = git("submodule", "update", "-q", "--init", "--recursive")
 	}
 	if err != nil {
 		return "", fmt.Errorf("git source %s: %w", s, err)
 	}
-	if err := os.RemoveAll(filepath.Join(dir, ".git")); err != nil {
+	if err := removeGitDirs(dir); err != nil {
 		return "", err
 	}
-	if g.subdir == "" {
-		return dir, nil
-	}
-	// The subdir must be a dir inside the clone, not a symlink out of it.
 	base, err := filepath.EvalSymlinks(dir)
 	if err != nil {
 		return "", err
 	}
+	if g.subdir == "" {
+		return base, nil
+	}
+	// The subdir must be a dir inside the clone, not a symlink out of it.
 	real, err := filepath.EvalSymlinks(filepath.Join(base, g.subdir))
 	if err != nil {
 		return "", fmt.Errorf("git source %s: subdir %s: %w", s, g.subdir, err)
@@ -140,4 +157,31 @@ func CloneGit(ctx context.Context, s, dir string) (string, error) {
 		return "", fmt.Errorf("git source %s: subdir %s is not a directory", s, g.subdir)
 	}
 	return real, nil
+}
+
+// removeGitDirs removes the clone's .git dir and its submodules' .git files,
+// as buildkit leaves them out (a repository cannot track a .git of its own).
+func removeGitDirs(dir string) error {
+	var gits []string
+	err := filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.Name() == ".git" {
+			gits = append(gits, p)
+			if d.IsDir() {
+				return filepath.SkipDir
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	for _, p := range gits {
+		if err := os.RemoveAll(p); err != nil {
+			return err
+		}
+	}
+	return nil
 }

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
 
@@ -79,7 +78,7 @@ func setupRootfs(spec *ProcessSpec) error {
 			return err
 		}
 	}
-	if !slices.Equal(spec.Caps, []string{AllCaps}) { // as docker's, but for --privileged
+	if !spec.Privileged { // as docker's
 		if err := maskProc(rfd); err != nil {
 			return err
 		}
@@ -132,6 +131,13 @@ func maskProc(rfd *os.File) error {
 			return fmt.Errorf("read-only %s: %w", p, err)
 		}
 	}
+	// The container's own /dev/null (setupDev made it), never the host's: a
+	// bind of that would let the container chmod and chown the host's node.
+	null, err := openat2InRoot(rfd, "/dev/null", unix.O_PATH)
+	if err != nil {
+		return fmt.Errorf("mask: /dev/null: %w", err)
+	}
+	defer null.Close()
 	for _, p := range maskedPaths {
 		t, err := openat2InRoot(rfd, p, unix.O_PATH)
 		if errors.Is(err, unix.ENOENT) {
@@ -144,11 +150,18 @@ func maskProc(rfd *os.File) error {
 		if err = unix.Fstat(int(t.Fd()), &st); err == nil {
 			if st.Mode&unix.S_IFMT == unix.S_IFDIR {
 				err = unix.Mount("tmpfs", fdPath(t), "tmpfs", unix.MS_RDONLY|unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, "size=0")
-			} else {
-				err = unix.Mount("/dev/null", fdPath(t), "", unix.MS_BIND, "")
+			} else if err = unix.Mount(fdPath(null), fdPath(t), "", unix.MS_BIND, ""); err == nil {
+				// Read-only too: where /dev/null is the host's node bound in
+				// (no mknod), a chmod through the mask must not reach it.
+				t.Close()
+				if t, err = openat2InRoot(rfd, p, unix.O_PATH); err == nil {
+					err = unix.Mount("", fdPath(t), "", unix.MS_REMOUNT|unix.MS_BIND|unix.MS_RDONLY|unix.MS_NOSUID|unix.MS_NOEXEC, "")
+				}
 			}
 		}
-		t.Close()
+		if t != nil {
+			t.Close()
+		}
 		if err != nil {
 			return fmt.Errorf("mask %s: %w", p, err)
 		}

@@ -214,12 +214,13 @@ func (b *builder) bindMount(ctx context.Context, m *runMounts, mt *instructions.
 		return nil
 	}
 	// A copy: writable ones must not reach the context, and .dockerignore'd
-	// files must not be seen.
-	dest := "/"
+	// files must not be seen. It goes below the scratch dir's top, where its
+	// lock file is.
+	dest := "/data"
 	if !src.fi.IsDir() {
-		dest = "/" + path.Base(src.rel)
+		dest = "/data/" + path.Base(src.rel)
 		if src.rel == "." {
-			dest = "/file"
+			dest = "/data/file"
 		}
 	}
 	i := len(m.binds)

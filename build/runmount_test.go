@@ -106,10 +106,10 @@ FROM base
 RUN --mount=type=bind,source=src,target=/mnt/src \
     cat /mnt/src/a.txt > /got-a && ! touch /mnt/src/new 2>/dev/null
 RUN --mount=type=bind,source=src,target=/mnt/src,rw \
-    touch /mnt/src/new && test ! -e /mnt/src/hidden.txt
+    touch /mnt/src/new && test ! -e /mnt/src/hidden.txt && test ! -e /mnt/src/lock
 RUN --mount=type=bind,source=top.txt,target=/etc/top.txt cp /etc/top.txt /got-top
 RUN --mount=type=bind,from=s1,source=/hello,target=/h cat /h > /got-h
-RUN --mount=target=/ctx ls -aR /ctx > /got-ls && ! grep hidden /got-ls && grep -q a.txt /got-ls && \
+RUN --mount=target=/ctx ls -aR /ctx > /got-ls && ! grep hidden /got-ls && ! grep -qx lock /got-ls && grep -q a.txt /got-ls && \
     cat /ctx/src/* > /got-all
 RUN test ! -e /mnt && test ! -e /h && test ! -e /etc/top.txt && test ! -e /ctx && \
     test "$(cat /got-a /got-top /got-h)" = "$(printf 'one\ntop\nfrom-stage')"

@@ -101,6 +101,9 @@ type ProcessSpec struct {
 	ShmSize int64 `json:"shmSize,omitempty"`
 	// Ulimits are set on the command before it runs (docker's --ulimit).
 	Ulimits []Ulimit `json:"ulimits,omitempty"`
+	// Privileged: docker's --privileged (RUN --security=insecure): /proc's
+	// read-only and masked paths are left as they are.
+	Privileged bool `json:"privileged,omitempty"`
 	// Caps are the capabilities the command may have: nil is DefaultCaps
 	// (docker's), [AllCaps] every one (see RunCaps and limitCaps).
 	Caps []string `json:"caps"` // null: the default set; [] none

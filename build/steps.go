@@ -189,7 +189,7 @@ func (b *builder) runStep(ctx context.Context, c *instructions.RunCommand) (bool
 			Rootfs: rootfs, Args: args, Env: env, Dir: b.img.Config.WorkingDir, User: b.img.Config.User,
 			Hostname: id, Binds: binds, Stdout: b.out, Stderr: b.out,
 			NoNetwork: mounts.noNet || b.o.NoNetwork, Secrets: mounts.secrets, SecretsDir: secretsDir,
-			Caps: runCaps(mounts.insecure), Ulimits: b.o.Ulimits, ShmSize: b.o.ShmSize,
+			Caps: runCaps(mounts.insecure), Privileged: mounts.insecure, Ulimits: b.o.Ulimits, ShmSize: b.o.ShmSize,
 		})
 		if err != nil {
 			return b.stepErr(c, err)
@@ -303,6 +303,7 @@ type copyFlags struct {
 	checksum     string   // ADD --checksum of a URL's content
 	unpack       *bool    // ADD --unpack (default: local archives, not URLs)
 	parents      bool     // COPY --parents
+	keepGitDir   bool     // ADD --keep-git-dir=true (refused)
 }
 
 // copyStep runs COPY or ADD: sources from the context (or URLs, for ADD) into
@@ -384,10 +385,15 @@ func (b *builder) copyStep(ctx context.Context, text string, sd *instructions.So
 		}
 	}
 	for _, p := range sd.SourcePaths {
-		if isAdd && IsGitURL(p) {
+		// A scheme or git@ makes a git source: a bare github.com/... is a
+		// path in the context, as buildkit takes it.
+		if isAdd && IsGitURL(p) && !strings.HasPrefix(p, "github.com/") {
 			// ADD of a git repository (buildkit's): its files, alone.
 			if len(sd.SourcePaths) != 1 || len(sd.SourceContents) != 0 || from != "" || flags.parents || flags.checksum != "" {
 				return false, b.stepErr(c, errors.New("ADD of a git repository takes it as its only source, without --from, --parents or --checksum"))
+			}
+			if flags.keepGitDir {
+				return false, b.stepErr(c, errors.New("ADD --keep-git-dir=true is not supported: the .git dir is left out"))
 			}
 			tmp, err := os.MkdirTemp(b.tmpRoot, "git-add-")
 			if err != nil {

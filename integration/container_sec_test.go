@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -31,6 +32,22 @@ func TestContainerSecurityFixes(t *testing.T) {
 	out := mustRun(t, "run", "--rm", "busybox", "sh", "-c", "echo core > /proc/sys/kernel/core_pattern && echo wrote; grep ' /proc/sys ' /proc/mounts")
 	if strings.Contains(out, "wrote") || !strings.Contains(out, " ro,") {
 		t.Errorf("/proc/sys in a container: %q", out)
+	}
+
+	// The masks are the container's own /dev/null, read-only: not the host's
+	// node, which the container could chmod through them.
+	var hostNull unix.Stat_t
+	unix.Stat("/dev/null", &hostNull)
+	out = mustRun(t, "run", "--rm", "busybox", "sh", "-c", "chmod 666 /proc/keys 2>/dev/null && echo changed; stat -c '%d %i' /proc/keys")
+	if strings.Contains(out, "changed") || strings.TrimSpace(out) == strconv.FormatUint(hostNull.Dev, 10)+" "+strconv.FormatUint(hostNull.Ino, 10) {
+		t.Errorf("/proc/keys in a container: %q (the host's /dev/null is %d %d)", out, hostNull.Dev, hostNull.Ino)
+	}
+	// A bound device is usable (-v /dev/null), a bound dir's devices are not.
+	if r := run(t, "run", "--rm", "-v", "/dev/null:/n", "busybox", "sh", "-c", "echo x > /n"); r.Code != 0 {
+		t.Errorf("-v /dev/null: exit %d, %q", r.Code, r.Stderr)
+	}
+	if r := run(t, "run", "--rm", "-v", "/dev:/hd", "busybox", "sh", "-c", "echo x > /hd/null"); r.Code == 0 {
+		t.Errorf("-v /dev:/hd: a device of the bound dir opened")
 	}
 
 	// Device nodes neither in an image's VOLUME (copied to a host dir) nor in

@@ -59,7 +59,10 @@ files, config-only history entries for the rest, and a cache that makes an
 unchanged rebuild reuse every step and give the same image ID. RUN steps run
 in containers as layerfs run does (host network). .dockerignore is honoured.
 RUN takes buildkit's flags: --mount=type=cache|bind|tmpfs|secret (secrets
-come from --secret), --network=none|host|default and --security.
+come from --secret), --network=none|host|default and --security. RUN gets
+docker's default capabilities less MKNOD (no device cgroup here): a step that
+makes device nodes fails; RUN --security=insecure (with --allow
+security.insecure) gets every capability.
 Multi-stage Dockerfiles build every stage; the last one is the image.
 PATH "-" reads the context from stdin: a tar archive (plain or compressed), or
 a Dockerfile alone (no context); -f - reads the Dockerfile from stdin. A git URL
@@ -106,7 +109,7 @@ a Dockerfile alone (no context); -f - reads the Dockerfile from stdin. A git URL
 				} else if file != "" {
 					file = filepath.Join(dir, filepath.Clean("/"+file)) // -f names a file in the tar
 				}
-			case build.IsGitURL(contextDir):
+			case build.IsGitURL(contextDir) && !isLocalPath(contextDir):
 				// docker build URL#REF:SUBDIR: a clone is the context.
 				dir, cleanup, err := gitContext(cmd.Context(), contextDir, tmp)
 				if err != nil {
@@ -246,6 +249,13 @@ a Dockerfile alone (no context); -f - reads the Dockerfile from stdin. A git URL
 		f.BoolVar(&o.accepted, name, true, "accepted for docker compatibility (layerfs always does this)")
 	}
 	return cmd
+}
+
+// isLocalPath reports whether p names something on this machine (docker build
+// takes a local dir before a git URL of the same spelling: github.com/x/y).
+func isLocalPath(p string) bool {
+	_, err := os.Lstat(p)
+	return err == nil
 }
 
 // gitContext clones a git build context under tmp; cleanup removes it.

@@ -424,10 +424,10 @@ func processSpec(o *runOptions, img *blobstore.Image, args []string) (build.Proc
 	}
 	binds = append(append(binds, mounts...), tmpfs...)
 	if !o.privileged {
-		// Device nodes in bound host dirs do not open (no device cgroup here):
-		// but a bind of /dev/... itself is for its devices.
+		// Device nodes in bound host dirs do not open (no device cgroup here),
+		// but a character device bound itself does (-v /dev/fuse:/dev/fuse).
 		for i := range binds {
-			if !binds[i].Tmpfs && !isUnder(binds[i].Source, "/dev") {
+			if !binds[i].Tmpfs && !isCharDevice(binds[i].Source) {
 				binds[i].NoDev = true
 			}
 		}
@@ -450,7 +450,7 @@ func processSpec(o *runOptions, img *blobstore.Image, args []string) (build.Proc
 	}
 	return build.ProcessSpec{Args: argv, Env: env, Dir: dir, User: user, Hostname: o.hostname,
 		Binds: binds, Tty: o.tty, Init: o.init, NoNetwork: o.network == "none", ReadOnlyRootfs: o.readOnly,
-		Caps: caps, Ulimits: limits, ShmSize: shm}, nil
+		Caps: caps, Privileged: o.privileged, Ulimits: limits, ShmSize: shm}, nil
 }
 
 // readEnvFiles reads docker's --env-file format: one KEY=VALUE a line, the value
@@ -673,10 +673,11 @@ func unmountAfterRun(w *workContainer, rm bool, made *build.RuntimePaths, server
 	return nil
 }
 
-// isUnder reports whether p is dir or below it.
-func isUnder(p, dir string) bool {
-	p = filepath.Clean(p)
-	return p == dir || strings.HasPrefix(p, dir+"/")
+// isCharDevice reports whether p, its symlinks followed, is a character
+// device.
+func isCharDevice(p string) bool {
+	fi, err := os.Stat(p)
+	return err == nil && fi.Mode()&os.ModeCharDevice != 0
 }
 
 // mountDepth is how deep target is: "/" 0, "/a" 1, "/a/b" 2.

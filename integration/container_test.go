@@ -626,3 +626,28 @@ func TestContainerReviewFixes(t *testing.T) {
 		t.Errorf("a derived ID changed with a rename: %q, then %q", before, after)
 	}
 }
+
+// TestExecDetachedAndEnvFile: exec -d leaves the command running and returns;
+// exec --env-file reads docker's env file format, -e wins.
+func TestExecDetachedAndEnvFile(t *testing.T) {
+	requireRunner(t)
+	importRunner(t, "busybox", `CMD ["sh"]`)
+	mustRun(t, "run", "-d", "--name", "ex", "busybox", "sleep", "600")
+	t.Cleanup(func() { run(t, "rm", "-f", "ex") })
+	envFile := filepath.Join(t.TempDir(), "env")
+	os.WriteFile(envFile, []byte("A=file\nB=file\n"), 0o644)
+	if got := mustRun(t, "exec", "-d", "--env-file", envFile, "-e", "B=flag", "ex", "sh", "-c", "sleep 0.3; echo $A $B > /tmp/out"); got != "" {
+		t.Errorf("exec -d printed %q", got)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		if r := run(t, "exec", "ex", "cat", "/tmp/out"); r.Code == 0 {
+			if r.Stdout != "file flag\n" {
+				t.Errorf("exec -d's output = %q", r.Stdout)
+			}
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Error("exec -d's command never ran")
+}

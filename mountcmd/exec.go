@@ -9,7 +9,9 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"strings"
+	"syscall"
 
 	"github.com/spf13/cobra"
 
@@ -23,6 +25,8 @@ type execOptions struct {
 	workdir     string
 	user        string
 	privileged  bool
+	detach      bool
+	envFiles    []string
 }
 
 func init() { addVerb(newExecCommand) }
@@ -37,6 +41,24 @@ and root, with its environment (plus -e), working dir (or -w) and user (or -u).
 The exit status is the command's.`,
 		Args: minArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if v, ok := os.LookupEnv(execEnvVar); ok { // exec -d's child
+				os.Unsetenv(execEnvVar)
+				var env []string
+				if err := json.Unmarshal([]byte(v), &env); err != nil {
+					return err
+				}
+				o.env = append(env, o.env...)
+			}
+			if len(o.envFiles) > 0 {
+				fileEnv, err := readEnvFiles(o.envFiles)
+				if err != nil {
+					return err
+				}
+				o.env = append(fileEnv, o.env...) // -e wins
+			}
+			if o.detach {
+				return execDetached(g, o, args[0], args[1:])
+			}
 			code, err := execInContainer(cmd.Context(), g, o, args[0], args[1:])
 			if err != nil && code != 0 {
 				fmt.Fprintf(cmd.ErrOrStderr(), "Error: %v\n", err)
@@ -58,6 +80,8 @@ The exit status is the command's.`,
 	f.StringArrayVarP(&o.env, "env", "e", nil, "set environment variables")
 	f.StringVarP(&o.workdir, "workdir", "w", "", "working directory inside the container")
 	f.StringVarP(&o.user, "user", "u", "", "username or UID (format: <name|uid>[:<group|gid>])")
+	f.BoolVarP(&o.detach, "detach", "d", false, "run the command in the background")
+	f.StringArrayVar(&o.envFiles, "env-file", nil, "read environment variables from a file")
 	f.BoolVar(&o.privileged, "privileged", false, "give the command every capability")
 	return cmd
 }
@@ -119,4 +143,56 @@ func execInContainer(ctx context.Context, g *globalOptions, o *execOptions, name
 		spec.Stdin = os.Stdin
 	}
 	return build.Exec(ctx, spec)
+}
+
+// execEnvVar hands exec -d's -e values to its child.
+const execEnvVar = "LAYERFS_EXEC_ENV"
+
+// execDetached is exec -d: the same exec, re-run in a new session with its
+// stdio on /dev/null, left running; this returns once it has started (docker
+// prints nothing either).
+func execDetached(g *globalOptions, o *execOptions, name string, args []string) error {
+	if _, _, err := runningContainer(g, name); err != nil {
+		return err
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	// -e values go in the child's environment, not on its command line (every
+	// user's ps shows that).
+	var env []string
+	for _, e := range o.env {
+		if !strings.Contains(e, "=") {
+			v, ok := os.LookupEnv(e)
+			if !ok {
+				continue
+			}
+			e += "=" + v
+		}
+		env = append(env, e)
+	}
+	envJSON, err := json.Marshal(env)
+	if err != nil {
+		return err
+	}
+	child := []string{"--root", g.root, "exec"}
+	if o.workdir != "" {
+		child = append(child, "--workdir="+o.workdir)
+	}
+	if o.user != "" {
+		child = append(child, "--user="+o.user)
+	}
+	if o.privileged {
+		child = append(child, "--privileged")
+	}
+	child = append(append(child, name), args...)
+	c := exec.Command(exe, child...)
+	c.Env = append(os.Environ(), execEnvVar+"="+string(envJSON))
+	c.Dir = "/"
+	c.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := c.Start(); err != nil { // stdio nil: /dev/null
+		return fmt.Errorf("exec -d: %w", err)
+	}
+	return c.Process.Release()
 }

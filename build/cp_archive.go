@@ -229,6 +229,27 @@ func ExtractChecked(root *os.File, dir string, in io.Reader, spool string, uid, 
 	if err != nil {
 		return n, fmt.Errorf("read tar: %w", err)
 	}
+	// gzip, bzip2, xz or zstd too, as docker's API takes them: the plain tar
+	// goes to a second spool, which is checked and extracted.
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		return n, err
+	}
+	r, err := decompress(f)
+	if err != nil {
+		return n, fmt.Errorf("refusing the tar archive: %w", err)
+	}
+	plain, err := unnamedFile(spool)
+	if err != nil {
+		r.Close()
+		return n, err
+	}
+	defer plain.Close()
+	_, err = io.Copy(plain, r)
+	r.Close()
+	if err != nil {
+		return n, fmt.Errorf("refusing the tar archive: %w", err)
+	}
+	f = plain
 	if err := checkTar(f); err != nil {
 		return n, fmt.Errorf("refusing the tar archive: %w", err)
 	}

@@ -130,7 +130,9 @@ func waitContainer(ctx context.Context, g *globalOptions, arg string) (int, erro
 			if _, err := os.Stat(runConfigPath(w)); err != nil {
 				return 0, fmt.Errorf("container %s was not made by run: nothing runs in it to wait for", w.name)
 			}
-			if ranBefore(w) {
+			// Ran before exits were kept, and not starting now (a start mounts
+			// it and makes its etc files before run.json is there).
+			if st, err := w.load(); err == nil && ranBefore(w) && w.status(st) == statusUnmounted {
 				return 0, fmt.Errorf("container %s has no recorded exit status (it ran before layerfs kept them)", w.name)
 			}
 			// Created, never started: wait for a start, as docker wait does.

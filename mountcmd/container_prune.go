@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+
+	"github.com/layerfs/layerfs/blobstore"
 )
 
 type containerPruneOptions struct {
@@ -23,13 +25,14 @@ type containerPruneOptions struct {
 func newContainerPruneCommand(g *globalOptions) *cobra.Command {
 	o := &containerPruneOptions{}
 	cmd := &cobra.Command{
-		Use:   "prune [-f] [--filter until=TIMESTAMP]",
+		Use:   "prune [-f] [--filter until=TIMESTAMP|label=KEY[=VALUE]|label!=KEY[=VALUE]]",
 		Short: "Remove all unmounted working containers",
 		Long: `Remove every unmounted working container (docker's stopped ones): its upper
 dir with every change, its anonymous volumes and its state, as rm does. Mounted,
 paused and dead containers (umount clears a dead one first) and containers whose
-command runs are kept. --filter until= keeps containers created after the time;
-containers carry no labels, so label= keeps them all and label!= none.`,
+command runs are kept. --filter until= spares containers created after the
+time; label=KEY[=VALUE] removes only containers with the label (the image's or
+run's --label), label!= only those without.`,
 		Args:         noArgs,
 		SilenceUsage: true,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -82,26 +85,52 @@ func pruneContainers(ctx context.Context, g *globalOptions, f *pruneFilter) cont
 		res.Failed = append(res.Failed, err)
 		return res
 	}
+	var imgs []*blobstore.Image
+	if s, err := openStore(g); err == nil {
+		imgs, _ = s.Images()
+	}
 	for _, w := range ws {
-		st, err := w.load()
-		if err != nil || !stoppedContainer(g, w, st) || !f.keepContainer(st.Created) {
-			continue
+		if ctx.Err() != nil {
+			res.Failed = append(res.Failed, ctx.Err())
+			return res // ^C: what is removed stays removed, the rest stays
 		}
-		size := containerSize(w, st)
-		if err := rmOne(ctx, g, &rmOptions{}, w.name); err != nil {
-			if st, lerr := w.load(); lerr == nil && !stoppedContainer(g, w, st) {
-				continue // mounted or being made again meanwhile: not stopped any more
-			}
-			if errors.Is(err, errNoSuchContainer) {
-				continue // removed meanwhile
-			}
+		size, removed, err := pruneOne(ctx, g, w, f, imgs)
+		if err != nil {
 			res.Failed = append(res.Failed, err)
 			continue
 		}
-		res.Removed = append(res.Removed, w.name)
-		res.Freed += size
+		if removed {
+			res.Removed = append(res.Removed, w.name)
+			res.Freed += size
+		}
 	}
 	return res
+}
+
+// pruneOne removes w if it is stopped and f keeps it, both decided under its
+// lock on the state read then (a container mounted, restarted or made again
+// meanwhile is not stopped any more); the exact container, never another by
+// the same name.
+func pruneOne(ctx context.Context, g *globalOptions, w *workContainer, f *pruneFilter, imgs []*blobstore.Image) (int64, bool, error) {
+	if st, err := w.load(); err != nil || !stoppedContainer(g, w, st) {
+		return 0, false, nil // cheap test first, without the lock
+	}
+	st, unlock, err := lockAndLoad(ctx, w)
+	if err != nil {
+		if errors.Is(err, errNoSuchContainer) {
+			return 0, false, nil // removed meanwhile
+		}
+		return 0, false, err
+	}
+	defer unlock()
+	if !stoppedContainer(g, w, st) || !f.keepObject(st.Created, containerLabelsOf(w, st, imgs)) {
+		return 0, false, nil
+	}
+	size := containerSize(w, st)
+	if err := w.remove(); err != nil {
+		return 0, false, err
+	}
+	return size, true, nil
 }
 
 // stoppedContainer is docker's "stopped" for a working container: unmounted, not
@@ -110,18 +139,25 @@ func stoppedContainer(g *globalOptions, w *workContainer, st *workState) bool {
 	if st.Incomplete || w.status(st) != statusUnmounted {
 		return false
 	}
+	// A restart in progress (stopped, about to start again): not stopped, for
+	// a while; a mark a killed restart left goes stale.
+	if fi, err := os.Stat(restartingPath(w)); err == nil && time.Since(fi.ModTime()) < 2*time.Minute {
+		return false
+	}
 	_, _, err := runningContainer(g, w.name)
 	return err != nil
 }
 
-// keepContainer is pruneFilter.keep for a working container: created before
-// until (a container with no creation time never is, as images); containers
-// carry no labels, so any label= filter keeps none, label!= keeps them all.
-func (f *pruneFilter) keepContainer(created time.Time) bool {
-	if !f.until.IsZero() && (created.IsZero() || created.After(f.until)) {
-		return false
+// containerLabelsOf are w's labels (its image's and run's --label), for
+// prune's label= and label!= filters; imgs are the store's images.
+func containerLabelsOf(w *workContainer, st *workState, imgs []*blobstore.Image) map[string]string {
+	var img *blobstore.Image
+	for _, i := range imgs {
+		if i.ID == st.ImageID {
+			img = i
+		}
 	}
-	return len(f.labels) == 0
+	return containerLabels(img, loadSavedRun(w))
 }
 
 // containerSize is the bytes removing the container frees: its upper dir (docker's

@@ -129,25 +129,30 @@ func TestContainerPrune(t *testing.T) {
 
 func TestContainerPruneFilter(t *testing.T) {
 	now := time.Now()
+	keep := map[string]string{"keep": "1"}
 	for _, tc := range []struct {
 		filters []string
 		created time.Time
+		labels  map[string]string
 		want    bool
 	}{
-		{nil, now, true},
-		{nil, time.Time{}, true},
-		{[]string{"until=1h"}, now.Add(-2 * time.Hour), true},
-		{[]string{"until=1h"}, now, false},
-		{[]string{"until=1h"}, time.Time{}, false},
-		{[]string{"label=a"}, now, false},
-		{[]string{"label!=a"}, now, true},
+		{nil, now, nil, true},
+		{nil, time.Time{}, nil, true},
+		{[]string{"until=1h"}, now.Add(-2 * time.Hour), nil, true},
+		{[]string{"until=1h"}, now, nil, false},
+		{[]string{"until=1h"}, time.Time{}, nil, false},
+		{[]string{"label=keep"}, now, nil, false},
+		{[]string{"label=keep"}, now, keep, true},
+		{[]string{"label!=keep"}, now, nil, true},
+		{[]string{"label!=keep"}, now, keep, false},
+		{[]string{"label!=keep=2"}, now, keep, true},
 	} {
 		f, err := parsePruneFilters(tc.filters, now)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if got := f.keepContainer(tc.created); got != tc.want {
-			t.Errorf("keepContainer(%v) with %v = %v, want %v", tc.created, tc.filters, got, tc.want)
+		if got := f.keepObject(tc.created, tc.labels); got != tc.want {
+			t.Errorf("keepObject(%v, %v) with %v = %v, want %v", tc.created, tc.labels, tc.filters, got, tc.want)
 		}
 	}
 	if _, err := runPrune(t, &globalOptions{root: t.TempDir()}, "", "-f", "--filter", "bogus=1"); err == nil || err.Error() != "invalid filter 'bogus'" {

@@ -15,9 +15,11 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/signal"
 	"path"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -59,6 +61,9 @@ refuses writes.`,
 		Args:         exactArgs(2),
 		SilenceUsage: true,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			// A closed pipe on stdout (cp c:/ - | head) is a write error, not
+			// death by SIGPIPE: a temporary mount is taken down on the way out.
+			signal.Ignore(syscall.SIGPIPE)
 			if !cmd.Flags().Changed("quiet") {
 				// docker's rule: no progress unless STDOUT is a terminal
 				o.quiet = !writerIsTerminal(cmd.OutOrStdout())
@@ -412,6 +417,9 @@ func containerDest(root *os.File, name, dst string) (*cpDest, error) {
 		case unix.S_IFDIR:
 			d.isDir = true
 		case unix.S_IFREG:
+			if d.assertsDir { // "/tmp/file/": docker's "no such directory"
+				return nil, errNoSuchDir
+			}
 		default:
 			return nil, fmt.Errorf("destination \"%s:%s\" must be a directory or a regular file", name, dst)
 		}

@@ -81,6 +81,9 @@ func pruneImages(cmd *cobra.Command, g *globalOptions, all bool, f *pruneFilter)
 	}
 	var lines []blobstore.RemoveLine
 	for _, img := range imgs { // newest first: children go before their parents
+		if err := cmd.Context().Err(); err != nil {
+			return s, lines, err // ^C: what went stays gone, the rest stays
+		}
 		if (len(img.Tags) > 0 && !all) || !f.keep(img) {
 			continue
 		}
@@ -127,7 +130,17 @@ func printDeletedImages(out io.Writer, lines []blobstore.RemoveLine) {
 // stdin; anything but y or yes (EOF too) is no.
 func confirm(cmd *cobra.Command, warning string) bool {
 	fmt.Fprintf(cmd.OutOrStdout(), "%s\nAre you sure you want to continue? [y/N] ", warning)
-	answer, _ := bufio.NewReader(cmd.InOrStdin()).ReadString('\n')
-	a := strings.ToLower(strings.TrimSpace(answer))
-	return a == "y" || a == "yes"
+	answers := make(chan string, 1)
+	go func() {
+		answer, _ := bufio.NewReader(cmd.InOrStdin()).ReadString('\n')
+		answers <- answer
+	}()
+	select {
+	case answer := <-answers:
+		a := strings.ToLower(strings.TrimSpace(answer))
+		return a == "y" || a == "yes"
+	case <-cmd.Context().Done(): // ^C at the prompt: no
+		fmt.Fprintln(cmd.OutOrStdout())
+		return false
+	}
 }

@@ -46,14 +46,18 @@ func parsePruneFilters(fs []string, now time.Time) (*pruneFilter, error) {
 // before until (an image with no creation time never is, as in docker), with
 // every label= and none of the label!= labels.
 func (f *pruneFilter) keep(img *blobstore.Image) bool {
-	if !f.until.IsZero() {
-		if c := img.Created(); c.IsZero() || c.After(f.until) {
-			return false
-		}
+	return f.keepObject(img.Created(), img.Config.Config.Labels)
+}
+
+// keepObject is keep for anything with a creation time and labels (an image,
+// a working container).
+func (f *pruneFilter) keepObject(created time.Time, labels map[string]string) bool {
+	if !f.until.IsZero() && (created.IsZero() || created.After(f.until)) {
+		return false
 	}
 	has := func(l string) bool {
 		k, v, hasV := strings.Cut(l, "=")
-		got, ok := img.Config.Config.Labels[k]
+		got, ok := labels[k]
 		return ok && (!hasV || got == v)
 	}
 	for _, l := range f.labels {

@@ -1,6 +1,7 @@
 package mountcmd
 
 import (
+	"errors"
 	"github.com/layerfs/layerfs/blobstore"
 	"github.com/opencontainers/go-digest"
 )
@@ -24,8 +25,12 @@ func containersUsing(g *globalOptions, img *blobstore.Image) ([]string, error) {
 	var names []string
 	for _, w := range ws {
 		st, err := w.load()
-		if err != nil {
+		if errors.Is(err, errNoSuchContainer) {
 			continue // removed meanwhile
+		}
+		if err != nil {
+			// Unreadable: it may use img. Fail closed, or its image goes.
+			return nil, err
 		}
 		if st.ManifestDigest == img.ManifestDigest || st.ManifestDigest == "" && st.ImageID == img.ID {
 			names = append(names, w.name)
@@ -44,7 +49,13 @@ func containerRoots(g *globalOptions) ([]digest.Digest, error) {
 	seen := map[digest.Digest]bool{}
 	for _, w := range ws {
 		st, err := w.load()
-		if err != nil || st.ManifestDigest == "" || seen[st.ManifestDigest] {
+		if errors.Is(err, errNoSuchContainer) {
+			continue // removed meanwhile
+		}
+		if err != nil {
+			return nil, err // unreadable: gc must not take its image's blobs
+		}
+		if st.ManifestDigest == "" || seen[st.ManifestDigest] {
 			continue
 		}
 		seen[st.ManifestDigest] = true

@@ -1,0 +1,76 @@
+package integration
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// TestPruneAndCpReviewFixes: what a review of prune and cp found.
+func TestPruneAndCpReviewFixes(t *testing.T) {
+	requireRunner(t)
+	importRunner(t, "busybox", `CMD ["sh"]`)
+
+	// container prune's label filters see containers' labels.
+	mustRun(t, "create", "--name", "lab1", "--label", "keep=1", "busybox", "true")
+	mustRun(t, "create", "--name", "lab2", "busybox", "true")
+	out := mustRun(t, "container", "prune", "-f", "--filter", "label!=keep")
+	if !strings.Contains(out, "lab2") || strings.Contains(out, "lab1") {
+		t.Errorf("container prune --filter label!=keep: %q", out)
+	}
+	out = mustRun(t, "container", "prune", "-f", "--filter", "label=keep")
+	if !strings.Contains(out, "lab1") {
+		t.Errorf("container prune --filter label=keep: %q", out)
+	}
+
+	// A restart in progress is no stopped container.
+	mustRun(t, "create", "--name", "rs", "busybox", "true")
+	os.WriteFile(filepath.Join(rootFor(t), "work", "rs", "restarting"), nil, 0o600)
+	if out := mustRun(t, "container", "prune", "-f"); strings.Contains(out, "rs") {
+		t.Errorf("prune removed a container being restarted: %q", out)
+	}
+	mustRun(t, "rm", "rs")
+
+	// A container whose state cannot be read keeps its image: prunes and gc
+	// fail closed.
+	mustRun(t, "create", "--name", "broken", "busybox", "true")
+	statePath := filepath.Join(rootFor(t), "work", "broken", "state.json")
+	good, _ := os.ReadFile(statePath)
+	os.WriteFile(statePath, []byte("{trunc"), 0o600)
+	run(t, "image", "prune", "-a", "-f")
+	if r := run(t, "gc"); r.Code == 0 {
+		t.Errorf("gc with an unreadable container state succeeded: %q", r.Stdout)
+	}
+	os.WriteFile(statePath, good, 0o600)
+	if got := mustRun(t, "images", "-q", "busybox"); got == "" {
+		t.Errorf("image prune -a removed the image of a container whose state was unreadable")
+	}
+	mustRun(t, "diff", "broken")
+
+	// cp - takes a compressed tar; a dest file with a trailing / is no dir.
+	src := t.TempDir()
+	os.MkdirAll(filepath.Join(src, "d"), 0o755)
+	os.WriteFile(filepath.Join(src, "d", "f"), []byte("z\n"), 0o644)
+	tgz, err := exec.Command("tar", "-C", src, "-czf", "-", "d").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := runWith(t, cmdOpts{stdin: strings.NewReader(string(tgz))}, "cp", "-", "broken:/tmp"); r.Code != 0 {
+		t.Errorf("cp - of a gzip tar: exit %d, %q", r.Code, r.Stderr)
+	}
+	mustRun(t, "cp", filepath.Join(src, "d", "f"), "broken:/tmp/file")
+	if r := run(t, "cp", filepath.Join(src, "d", "f"), "broken:/tmp/file/"); r.Code == 0 || !strings.Contains(r.Stderr, "no such directory") {
+		t.Errorf("cp onto file/: exit %d, %q", r.Code, r.Stderr)
+	}
+	if got := mustRun(t, "diff", "broken"); !strings.Contains(got, "A /tmp/d/f") {
+		t.Errorf("diff after cp - of a gzip tar: %q", got)
+	}
+	// A reader that goes away (cp c:/ - | head) leaves no mount behind.
+	sh := exec.Command("sh", "-c", layerfsBin+" --root "+rootFor(t)+" cp broken:/ - | head -c 10 >/dev/null")
+	sh.Run()
+	if got := mustRun(t, "ps", "-f", "name=broken", "--format", "{{.Status}}"); got != "unmounted\n" {
+		t.Errorf("after cp to a closed pipe: %q", got)
+	}
+}

@@ -74,3 +74,28 @@ func TestPruneAndCpReviewFixes(t *testing.T) {
 		t.Errorf("after cp to a closed pipe: %q", got)
 	}
 }
+
+// TestCpKilledTakesItsMountDown: the temporary mount of a cp killed with
+// SIGKILL goes away with it (its server watches the cp).
+func TestCpKilledTakesItsMountDown(t *testing.T) {
+	requireRunner(t)
+	importRunner(t, "busybox", `CMD ["sh"]`)
+	mustRun(t, "create", "--name", "kc", "busybox", "true")
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pw.Close()
+	cmd := exec.Command(layerfsBin, "--root", rootFor(t), "cp", "-", "kc:/tmp")
+	cmd.Stdin = pr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	pr.Close()
+	status := func() string { return strings.TrimSpace(mustRun(t, "ps", "-f", "name=kc", "--format", "{{.Status}}")) }
+	waitFor(t, "cp's temporary mount", func() bool { return status() == "mounted" })
+	cmd.Process.Kill()
+	cmd.Wait()
+	waitFor(t, "the temporary mount to go with the killed cp", func() bool { return status() == "unmounted" })
+	mustRun(t, "rm", "kc")
+}

@@ -576,7 +576,7 @@ func mountForCp(ctx context.Context, g *globalOptions, w *workContainer, st *wor
 	if err := w.save(st); err != nil {
 		return "", nil, err
 	}
-	pid, err := startServer(ctx, g, w)
+	pid, err := startServer(ctx, g, w, true) // gone with this cp, however it ends
 	if err != nil {
 		st.Mountpoint = ""
 		restore()

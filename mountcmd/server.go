@@ -147,7 +147,16 @@ func serve(ctx context.Context, g *globalOptions, w *workContainer, ready func(e
 	ready(nil)
 	lg.Printf("serving %s (pid %d)", st.Mountpoint, os.Getpid())
 
+	ownerGone := watchOwner(lg)
 	select {
+	case <-ownerGone:
+		// A temporary mount's owner (cp) died without taking it down.
+		lg.Printf("its owner is gone: unmounting")
+		if err := m.Unmount(); err != nil {
+			lg.Printf("%v; detaching", err)
+			unix.Unmount(st.Mountpoint, unix.MNT_DETACH|unix.UMOUNT_NOFOLLOW)
+		}
+		defer os.Remove(st.Mountpoint) // its temporary dir, once empty
 	case <-cs.stopped:
 		lg.Printf("stopped by request")
 	case <-unmounted:
@@ -194,6 +203,34 @@ func serve(ctx context.Context, g *globalOptions, w *workContainer, ready func(e
 	return nil
 }
 
+// serverOwnerEnv names, as PID:STARTTIME, the process whose temporary mount
+// this is (cp's): the server takes the mount down when that process dies.
+const serverOwnerEnv = "LAYERFS_SERVER_OWNER"
+
+// watchOwner returns a channel closed when the process serverOwnerEnv names
+// ends; nil (never ready) without one.
+func watchOwner(lg *log.Logger) <-chan struct{} {
+	v, ok := os.LookupEnv(serverOwnerEnv)
+	if !ok {
+		return nil
+	}
+	os.Unsetenv(serverOwnerEnv)
+	var rs runState
+	if _, err := fmt.Sscanf(v, "%d:%d", &rs.Pid, &rs.StartTime); err != nil || rs.Pid <= 0 {
+		lg.Printf("bad %s %q", serverOwnerEnv, v)
+		return nil
+	}
+	gone := make(chan struct{})
+	go func() {
+		if err := waitPid(context.Background(), &rs); err != nil {
+			lg.Printf("watch owner %d: %v", rs.Pid, err)
+			return
+		}
+		close(gone)
+	}()
+	return gone
+}
+
 // listenControl listens on the container's control socket, mode 0600.
 func listenControl(w *workContainer) (net.Listener, error) {
 	os.Remove(w.socketPath()) // a dead server's socket; we hold server.lock
@@ -218,7 +255,8 @@ func listenControl(w *workContainer) (net.Listener, error) {
 
 // startServer starts the detached server for w and waits until it is ready.
 // It returns the server's pid; on failure, the server's own one-line error.
-func startServer(ctx context.Context, g *globalOptions, w *workContainer) (int, error) {
+// With temporary, the mount goes away when this process dies (cp's).
+func startServer(ctx context.Context, g *globalOptions, w *workContainer, temporary ...bool) (int, error) {
 	exe, err := os.Executable()
 	if err != nil {
 		return 0, fmt.Errorf("start server: %w", err)
@@ -242,6 +280,9 @@ func startServer(ctx context.Context, g *globalOptions, w *workContainer) (int, 
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.ExtraFiles = []*os.File{pw} // fd 3
 	cmd.Env = append(os.Environ(), readyFDEnv+"=3")
+	if len(temporary) > 0 && temporary[0] {
+		cmd.Env = append(cmd.Env, fmt.Sprintf("%s=%d:%d", serverOwnerEnv, os.Getpid(), procStartTime(os.Getpid())))
+	}
 	cmd.Dir = "/"
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	err = cmd.Start()

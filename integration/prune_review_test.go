@@ -99,3 +99,20 @@ func TestCpKilledTakesItsMountDown(t *testing.T) {
 	waitFor(t, "the temporary mount to go with the killed cp", func() bool { return status() == "unmounted" })
 	mustRun(t, "rm", "kc")
 }
+
+// TestRunKilledTakesItsMountDown: a foreground run killed with SIGKILL takes
+// its container's command (the parent-death signal) and its mount (the server
+// watches the run) with it; the container stays, unmounted.
+func TestRunKilledTakesItsMountDown(t *testing.T) {
+	requireRunner(t)
+	importRunner(t, "busybox", `CMD ["sh"]`)
+	cmd, _, _ := startRun(t, "kr", "busybox", "sleep", "600")
+	status := func() string { return strings.TrimSpace(mustRun(t, "ps", "-f", "name=kr", "--format", "{{.Status}}")) }
+	if got := status(); got != "mounted" {
+		t.Fatalf("kr while it runs: %q", got)
+	}
+	cmd.Process.Kill()
+	cmd.Wait()
+	waitFor(t, "the killed run's mount to go", func() bool { return status() == "unmounted" })
+	mustRun(t, "rm", "kr")
+}

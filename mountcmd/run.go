@@ -628,7 +628,7 @@ func mountForRun(ctx context.Context, g *globalOptions, s *blobstore.Store, img 
 	if err := w.save(st); err != nil {
 		return nil, err
 	}
-	pid, err := startServer(ctx, g, w)
+	pid, err := startServer(ctx, g, w, true) // down with the run (or its monitor) if it is killed
 	if err != nil {
 		return nil, err
 	}

@@ -315,6 +315,16 @@ func Decompress(r io.Reader) (io.ReadCloser, error) {
 	return readCloser{dr, done}, nil
 }
 
+// DecompressDetect is Decompress that also says which compression it found
+// (None: r's bytes as they are).
+func DecompressDetect(r io.Reader) (io.ReadCloser, Compression, error) {
+	dr, c, done, err := autoDecompress(r)
+	if err != nil {
+		return nil, c, fmt.Errorf("decompress: %w", err)
+	}
+	return readCloser{dr, done}, c, nil
+}
+
 type readCloser struct {
 	io.Reader
 	done func()

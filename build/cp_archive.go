@@ -19,6 +19,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/layerfs/layerfs/blobstore"
 	"github.com/layerfs/layerfs/cow"
 )
 
@@ -230,26 +231,32 @@ func ExtractChecked(root *os.File, dir string, in io.Reader, spool string, uid, 
 		return n, fmt.Errorf("read tar: %w", err)
 	}
 	// gzip, bzip2, xz or zstd too, as docker's API takes them: the plain tar
-	// goes to a second spool, which is checked and extracted.
+	// goes to a second spool (a plain one is used as it is), checked and
+	// extracted from there.
 	if _, err := f.Seek(0, io.SeekStart); err != nil {
 		return n, err
 	}
-	r, err := decompress(f)
+	r, c, err := blobstore.DecompressDetect(f)
 	if err != nil {
 		return n, fmt.Errorf("refusing the tar archive: %w", err)
 	}
-	plain, err := unnamedFile(spool)
-	if err != nil {
+	if c != blobstore.None {
+		plain, err := unnamedFile(spool)
+		if err != nil {
+			r.Close()
+			return n, err
+		}
+		defer plain.Close()
+		_, err = io.Copy(plain, r)
 		r.Close()
-		return n, err
+		if err != nil {
+			return n, fmt.Errorf("refusing the tar archive: %w", err)
+		}
+		f.Close() // the compressed spool's space goes now
+		f = plain
+	} else {
+		r.Close()
 	}
-	defer plain.Close()
-	_, err = io.Copy(plain, r)
-	r.Close()
-	if err != nil {
-		return n, fmt.Errorf("refusing the tar archive: %w", err)
-	}
-	f = plain
 	if err := checkTar(f); err != nil {
 		return n, fmt.Errorf("refusing the tar archive: %w", err)
 	}

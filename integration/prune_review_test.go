@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestPruneAndCpReviewFixes: what a review of prune and cp found.
@@ -25,13 +26,27 @@ func TestPruneAndCpReviewFixes(t *testing.T) {
 		t.Errorf("container prune --filter label=keep: %q", out)
 	}
 
+	// An image's label counts after the image is untagged (its blobs stay).
+	importRunner(t, "labelled:1", `CMD ["sh"]`, "LABEL keep=1")
+	mustRun(t, "create", "--name", "lab3", "labelled:1", "true")
+	mustRun(t, "rmi", "-f", "labelled:1")
+	if out := mustRun(t, "container", "prune", "-f", "--filter", "label!=keep"); strings.Contains(out, "lab3") {
+		t.Errorf("container prune label!=keep removed a container whose untagged image has keep: %q", out)
+	}
+	mustRun(t, "rm", "lab3")
+
 	// A restart in progress is no stopped container.
 	mustRun(t, "create", "--name", "rs", "busybox", "true")
-	os.WriteFile(filepath.Join(rootFor(t), "work", "rs", "restarting"), nil, 0o600)
+	mark := filepath.Join(rootFor(t), "work", "rs", "restarting")
+	os.WriteFile(mark, nil, 0o600)
 	if out := mustRun(t, "container", "prune", "-f"); strings.Contains(out, "rs") {
 		t.Errorf("prune removed a container being restarted: %q", out)
 	}
-	mustRun(t, "rm", "rs")
+	old := time.Now().Add(-time.Hour) // a mark a killed restart left
+	os.Chtimes(mark, old, old)
+	if out := mustRun(t, "container", "prune", "-f"); !strings.Contains(out, "rs") {
+		t.Errorf("prune kept a container for a stale restart mark: %q", out)
+	}
 
 	// A container whose state cannot be read keeps its image: prunes and gc
 	// fail closed.
@@ -43,11 +58,13 @@ func TestPruneAndCpReviewFixes(t *testing.T) {
 	if r := run(t, "gc"); r.Code == 0 {
 		t.Errorf("gc with an unreadable container state succeeded: %q", r.Stdout)
 	}
-	os.WriteFile(statePath, good, 0o600)
-	if got := mustRun(t, "images", "-q", "busybox"); got == "" {
-		t.Errorf("image prune -a removed the image of a container whose state was unreadable")
+	if got := mustRun(t, "ps", "-f", "name=broken", "--format", "{{.Status}}"); got != "broken\n" {
+		t.Errorf("ps of a container with an unreadable state: %q", got)
 	}
+	os.WriteFile(statePath, good, 0o600)
+	// Its image may have been untagged, but its blobs are kept: it works.
 	mustRun(t, "diff", "broken")
+	importRunner(t, "busybox", `CMD ["sh"]`) // for what follows: prune took the tag
 
 	// cp - takes a compressed tar; a dest file with a trailing / is no dir.
 	src := t.TempDir()
@@ -67,9 +84,36 @@ func TestPruneAndCpReviewFixes(t *testing.T) {
 	if got := mustRun(t, "diff", "broken"); !strings.Contains(got, "A /tmp/d/f") {
 		t.Errorf("diff after cp - of a gzip tar: %q", got)
 	}
-	// A reader that goes away (cp c:/ - | head) leaves no mount behind.
-	sh := exec.Command("sh", "-c", layerfsBin+" --root "+rootFor(t)+" cp broken:/ - | head -c 10 >/dev/null")
-	sh.Run()
+	// rm -f removes a container whose state cannot be read.
+	mustRun(t, "create", "--name", "broken2", "busybox", "true")
+	os.WriteFile(filepath.Join(rootFor(t), "work", "broken2", "state.json"), nil, 0o600)
+	if r := run(t, "rm", "broken2"); r.Code == 0 {
+		t.Errorf("rm of a broken container without -f succeeded")
+	}
+	mustRun(t, "rm", "-f", "broken2")
+	if _, err := os.Stat(filepath.Join(rootFor(t), "work", "broken2")); err == nil {
+		t.Errorf("rm -f left the broken container's dir")
+	}
+
+	// A reader that goes away (cp c:/ - | head) is a write error, not a
+	// SIGPIPE death, and leaves no mount behind.
+	cp := exec.Command(layerfsBin, "--root", rootFor(t), "cp", "broken:/", "-")
+	stdout, err := cp.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stderr strings.Builder
+	cp.Stderr = &stderr
+	if err := cp.Start(); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 10)
+	stdout.Read(buf)
+	stdout.Close()
+	err = cp.Wait()
+	if code := cp.ProcessState.ExitCode(); code != 1 || !strings.Contains(stderr.String(), "broken pipe") {
+		t.Errorf("cp to a closed pipe: exit %d (%v), %q; want 1, broken pipe", code, err, stderr.String())
+	}
 	if got := mustRun(t, "ps", "-f", "name=broken", "--format", "{{.Status}}"); got != "unmounted\n" {
 		t.Errorf("after cp to a closed pipe: %q", got)
 	}

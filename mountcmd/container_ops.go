@@ -214,6 +214,8 @@ func newRestartCommand(g *globalOptions) *cobra.Command {
 						os.Remove(restartingPath(w))
 						return err
 					}
+					now := time.Now() // the mark's age counts from here: prune spares it a while
+					os.Chtimes(restartingPath(w), now, now)
 				}
 				if _, err = startContainer(cmd, g, &startOptions{}, w.name); err != nil {
 					os.Remove(restartingPath(w))

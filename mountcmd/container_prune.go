@@ -85,16 +85,13 @@ func pruneContainers(ctx context.Context, g *globalOptions, f *pruneFilter) cont
 		res.Failed = append(res.Failed, err)
 		return res
 	}
-	var imgs []*blobstore.Image
-	if s, err := openStore(g); err == nil {
-		imgs, _ = s.Images()
-	}
+	s, _ := openStore(g) // nil: label filters keep every container
 	for _, w := range ws {
 		if ctx.Err() != nil {
 			res.Failed = append(res.Failed, ctx.Err())
 			return res // ^C: what is removed stays removed, the rest stays
 		}
-		size, removed, err := pruneOne(ctx, g, w, f, imgs)
+		size, removed, err := pruneOne(ctx, g, w, f, s)
 		if err != nil {
 			res.Failed = append(res.Failed, err)
 			continue
@@ -111,7 +108,7 @@ func pruneContainers(ctx context.Context, g *globalOptions, f *pruneFilter) cont
 // lock on the state read then (a container mounted, restarted or made again
 // meanwhile is not stopped any more); the exact container, never another by
 // the same name.
-func pruneOne(ctx context.Context, g *globalOptions, w *workContainer, f *pruneFilter, imgs []*blobstore.Image) (int64, bool, error) {
+func pruneOne(ctx context.Context, g *globalOptions, w *workContainer, f *pruneFilter, s *blobstore.Store) (int64, bool, error) {
 	if st, err := w.load(); err != nil || !stoppedContainer(g, w, st) {
 		return 0, false, nil // cheap test first, without the lock
 	}
@@ -123,7 +120,14 @@ func pruneOne(ctx context.Context, g *globalOptions, w *workContainer, f *pruneF
 		return 0, false, err
 	}
 	defer unlock()
-	if !stoppedContainer(g, w, st) || !f.keepObject(st.Created, containerLabelsOf(w, st, imgs)) {
+	if !stoppedContainer(g, w, st) {
+		return 0, false, nil
+	}
+	labels, ok := containerLabelsOf(s, w, st)
+	if !ok && (len(f.labels) > 0 || len(f.notLabels) > 0) {
+		return 0, false, nil // labels unknown: a label filter removes nothing
+	}
+	if !f.keepObject(st.Created, labels) {
 		return 0, false, nil
 	}
 	size := containerSize(w, st)
@@ -148,16 +152,18 @@ func stoppedContainer(g *globalOptions, w *workContainer, st *workState) bool {
 	return err != nil
 }
 
-// containerLabelsOf are w's labels (its image's and run's --label), for
-// prune's label= and label!= filters; imgs are the store's images.
-func containerLabelsOf(w *workContainer, st *workState, imgs []*blobstore.Image) map[string]string {
-	var img *blobstore.Image
-	for _, i := range imgs {
-		if i.ID == st.ImageID {
-			img = i
-		}
+// containerLabelsOf are w's labels (its image's, read from the store's blobs
+// even once untagged, and run's --label), for prune's label= and label!=
+// filters; ok=false if its image cannot be read.
+func containerLabelsOf(s *blobstore.Store, w *workContainer, st *workState) (labels map[string]string, ok bool) {
+	if s == nil {
+		return nil, false
 	}
-	return containerLabels(img, loadSavedRun(w))
+	img, err := imageOfContainer(s, w, st)
+	if err != nil {
+		return nil, false
+	}
+	return containerLabels(img, loadSavedRun(w)), true
 }
 
 // containerSize is the bytes removing the container frees: its upper dir (docker's

@@ -177,6 +177,9 @@ func execDetached(g *globalOptions, o *execOptions, name string, args []string) 
 		return err
 	}
 	child := []string{"--root", g.root, "exec"}
+	if g.debug {
+		child = append(child, "--debug")
+	}
 	if o.workdir != "" {
 		child = append(child, "--workdir="+o.workdir)
 	}

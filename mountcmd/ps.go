@@ -2,6 +2,7 @@ package mountcmd
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"strings"
@@ -121,8 +122,12 @@ func psRows(ctx context.Context, g *globalOptions, size bool) ([]psRow, []*blobs
 	var rows []psRow
 	for _, w := range ws {
 		st, err := w.load()
-		if err != nil {
+		if errors.Is(err, errNoSuchContainer) {
 			continue // removed meanwhile
+		}
+		if err != nil { // shown, so that rm -f can be found for it
+			rows = append(rows, psRow{Name: w.name, Status: statusBroken, dockerState: statusBroken})
+			continue
 		}
 		r := psRow{
 			Name:       w.name,

@@ -4,6 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/spf13/cobra"
 )
@@ -52,6 +55,9 @@ func rmOne(ctx context.Context, g *globalOptions, o *rmOptions, name string) err
 		stopIfRunning(g, name)
 	}
 	st, unlock, err := lockAndLoad(ctx, w)
+	if err != nil && o.force && !errors.Is(err, errNoSuchContainer) && w.exists() {
+		return removeBroken(ctx, w, err)
+	}
 	if err != nil {
 		return err
 	}
@@ -66,6 +72,25 @@ func rmOne(ctx context.Context, g *globalOptions, o *rmOptions, name string) err
 		}
 		if err := unmountContainer(ctx, w, st, true); err != nil {
 			return fmt.Errorf("remove container %s: %w", name, err)
+		}
+	}
+	return w.remove()
+}
+
+// removeBroken is rm -f of a container whose state.json cannot be read (why):
+// its mounts, found by their source in the mount table, are detached (its
+// server then exits), and its dir goes.
+func removeBroken(ctx context.Context, w *workContainer, why error) error {
+	unlock, err := lockContainer(ctx, w)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	for _, m := range readMounts() {
+		if m.Source == w.fsName() && strings.HasPrefix(m.FSType, "fuse") {
+			if err := unix.Unmount(m.Mountpoint, unix.MNT_DETACH|unix.UMOUNT_NOFOLLOW); err != nil {
+				return fmt.Errorf("remove container %s (%v): unmount %s: %w", w.name, why, m.Mountpoint, err)
+			}
 		}
 	}
 	return w.remove()

@@ -222,13 +222,39 @@ func watchOwner(lg *log.Logger) <-chan struct{} {
 	}
 	gone := make(chan struct{})
 	go func() {
-		if err := waitPid(context.Background(), &rs); err != nil {
+		if err := waitPidBlocking(&rs); err != nil {
 			lg.Printf("watch owner %d: %v", rs.Pid, err)
 			return
 		}
 		close(gone)
 	}()
 	return gone
+}
+
+// waitPidBlocking waits for rs's process to end without waking up meanwhile
+// (the server watches its owner for its whole life).
+func waitPidBlocking(rs *runState) error {
+	fd, err := unix.PidfdOpen(rs.Pid, 0)
+	if errors.Is(err, unix.ESRCH) {
+		return nil // gone already
+	}
+	if err != nil {
+		return err // no pidfds: the watch never fires
+	}
+	defer unix.Close(fd)
+	if !rs.alive() {
+		return nil // gone, its pid taken by another
+	}
+	for {
+		fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+		n, err := unix.Poll(fds, -1)
+		if n > 0 {
+			return nil
+		}
+		if err != nil && !errors.Is(err, unix.EINTR) {
+			return err
+		}
+	}
 }
 
 // listenControl listens on the container's control socket, mode 0600.

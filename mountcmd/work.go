@@ -89,6 +89,7 @@ const (
 	statusPaused    = "paused"    // mounted, writers held at the commit barrier
 	statusDead      = "dead"      // the server died and left its mount behind: umount clears it
 	statusUnmounted = "unmounted" // not mounted; the upper dir is kept until rm
+	statusBroken    = "broken"    // state.json cannot be read: rm -f removes it
 )
 
 // validName is docker's container name rule.

@@ -2,6 +2,7 @@ package mountcmd
 
 import (
 	"errors"
+	"fmt"
 	"github.com/layerfs/layerfs/blobstore"
 	"github.com/opencontainers/go-digest"
 )
@@ -25,12 +26,11 @@ func containersUsing(g *globalOptions, img *blobstore.Image) ([]string, error) {
 	var names []string
 	for _, w := range ws {
 		st, err := w.load()
-		if errors.Is(err, errNoSuchContainer) {
-			continue // removed meanwhile
-		}
 		if err != nil {
-			// Unreadable: it may use img. Fail closed, or its image goes.
-			return nil, err
+			// Removed meanwhile, or unreadable: an image it may use can be
+			// untagged (rmi, prune), its blobs stay, as gc keeps them while
+			// any container's state cannot be read (containerRoots).
+			continue
 		}
 		if st.ManifestDigest == img.ManifestDigest || st.ManifestDigest == "" && st.ImageID == img.ID {
 			names = append(names, w.name)
@@ -53,7 +53,8 @@ func containerRoots(g *globalOptions) ([]digest.Digest, error) {
 			continue // removed meanwhile
 		}
 		if err != nil {
-			return nil, err // unreadable: gc must not take its image's blobs
+			// Unreadable: gc must not take its image's blobs.
+			return nil, fmt.Errorf("%w (remove it with layerfs rm -f %s, or mend its state.json)", err, w.name)
 		}
 		if st.ManifestDigest == "" || seen[st.ManifestDigest] {
 			continue

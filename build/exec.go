@@ -25,6 +25,8 @@ type ExecSpec struct {
 	// Caps the process may have (nil: DefaultCaps; [AllCaps]: every one), as
 	// ProcessSpec.Caps.
 	Caps []string
+	// Started, if set, is called once the process runs (exec -d returns then).
+	Started func()
 
 	Stdin          io.Reader
 	Stdout, Stderr io.Writer
@@ -111,6 +113,9 @@ func Exec(ctx context.Context, spec ExecSpec) (int, error) {
 		if err := cmd.Start(); err != nil {
 			done <- result{err: fmt.Errorf("exec %s: %w", spec.Args[0], err)}
 			return
+		}
+		if spec.Started != nil {
+			spec.Started()
 		}
 		cmd.Wait()
 		st, _ := cmd.ProcessState.Sys().(syscall.WaitStatus)

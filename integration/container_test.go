@@ -654,4 +654,9 @@ func TestExecDetachedAndEnvFile(t *testing.T) {
 			t.Errorf("an -e value is on a command line: pid %s: %q", e.Name(), b)
 		}
 	}
+	// A command that cannot start is exec's error and exit code, as in the
+	// foreground.
+	if r := run(t, "exec", "-d", "ex", "nosuchcmd"); r.Code != 127 || !strings.Contains(r.Stderr, "nosuchcmd") {
+		t.Errorf("exec -d nosuchcmd: exit %d, %q", r.Code, r.Stderr)
+	}
 }

@@ -8,8 +8,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"syscall"
 
@@ -27,6 +29,7 @@ type execOptions struct {
 	privileged  bool
 	detach      bool
 	envFiles    []string
+	started     func() // exec -d's child: the command runs
 }
 
 func init() { addVerb(newExecCommand) }
@@ -57,7 +60,22 @@ The exit status is the command's.`,
 				o.env = append(fileEnv, o.env...) // -e wins
 			}
 			if o.detach {
-				return execDetached(g, o, args[0], args[1:])
+				err := execDetached(g, o, args[0], args[1:])
+				var se execStartError
+				if errors.As(err, &se) { // exec's own code: 126, 127 ...
+					fmt.Fprintf(cmd.ErrOrStderr(), "Error: %s\n", se.msg)
+					return exitError{se.code}
+				}
+				return err
+			}
+			if ready := execReadyPipe(); ready != nil { // exec -d's child
+				o.started = func() { ready.Close() }
+				code, err := execInContainer(cmd.Context(), g, o, args[0], args[1:])
+				if err != nil {
+					fmt.Fprintf(ready, "%d %s", code, err)
+					ready.Close()
+				}
+				return exitError{code}
 			}
 			code, err := execInContainer(cmd.Context(), g, o, args[0], args[1:])
 			if err != nil && code != 0 {
@@ -135,7 +153,7 @@ func execInContainer(ctx context.Context, g *globalOptions, o *execOptions, name
 		dir = o.workdir
 	}
 	spec := build.ExecSpec{Pid: rs.Pid, Args: args, Env: env, Dir: dir, User: user, Caps: rs.Config.Caps,
-		Stdout: os.Stdout, Stderr: os.Stderr}
+		Stdout: os.Stdout, Stderr: os.Stderr, Started: o.started}
 	if o.privileged {
 		spec.Caps = []string{build.AllCaps}
 	}
@@ -190,12 +208,59 @@ func execDetached(g *globalOptions, o *execOptions, name string, args []string) 
 		child = append(child, "--privileged")
 	}
 	child = append(append(child, name), args...)
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		return err
+	}
 	c := exec.Command(exe, child...)
-	c.Env = append(os.Environ(), execEnvVar+"="+string(envJSON))
+	c.Env = append(os.Environ(), execEnvVar+"="+string(envJSON), execReadyEnv+"=3")
+	c.ExtraFiles = []*os.File{pw} // fd 3: closed once the command runs, or why not
 	c.Dir = "/"
 	c.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-	if err := c.Start(); err != nil { // stdio nil: /dev/null
+	err = c.Start() // stdio nil: /dev/null
+	pw.Close()
+	if err != nil {
+		pr.Close()
 		return fmt.Errorf("exec -d: %w", err)
 	}
-	return c.Process.Release()
+	msg, _ := io.ReadAll(pr)
+	pr.Close()
+	if len(msg) == 0 {
+		return c.Process.Release()
+	}
+	c.Wait()
+	var code int
+	var why string
+	if _, err := fmt.Sscanf(string(msg), "%d", &code); err != nil || code == 0 {
+		code = 1
+	}
+	if _, after, ok := strings.Cut(string(msg), " "); ok {
+		why = after
+	}
+	return fmt.Errorf("%w", execStartError{code: code, msg: why})
 }
+
+// execReadyEnv names exec -d's child's ready fd.
+const execReadyEnv = "LAYERFS_EXEC_READY"
+
+// execReadyPipe is exec -d's child's end of the ready pipe, nil elsewhere.
+func execReadyPipe() *os.File {
+	v, ok := os.LookupEnv(execReadyEnv)
+	if !ok {
+		return nil
+	}
+	os.Unsetenv(execReadyEnv)
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 3 {
+		return nil
+	}
+	return os.NewFile(uintptr(n), "exec ready")
+}
+
+// execStartError is why exec -d's command did not start, with exec's exit code.
+type execStartError struct {
+	code int
+	msg  string
+}
+
+func (e execStartError) Error() string { return e.msg }

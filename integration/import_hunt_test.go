@@ -265,8 +265,15 @@ func TestImportHuntKilled(t *testing.T) {
 	if got := blobFiles(t, root); fmt.Sprint(got) != fmt.Sprint(blobs) {
 		t.Errorf("after killed imports and gc (%q): blobs %v, want %v", gc, got, blobs)
 	}
-	if ents, err := os.ReadDir(filepath.Join(root, "store", ".layerfs", "tmp")); err == nil && len(ents) != 0 {
-		t.Errorf("after gc the store's temp dir holds %d files", len(ents))
+	// A metadata temp file (index.json's, "file-*") a kill left just now is
+	// spared by gc for a while by design (its writers take no lease): only
+	// data temps must be gone.
+	if ents, err := os.ReadDir(filepath.Join(root, "store", ".layerfs", "tmp")); err == nil {
+		for _, e := range ents {
+			if !strings.HasPrefix(e.Name(), "file-") {
+				t.Errorf("after gc the store's temp dir holds %s", e.Name())
+			}
+		}
 	}
 	mustRun(t, "import", "-q", big, "big:1")
 }

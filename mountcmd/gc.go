@@ -3,7 +3,6 @@ package mountcmd
 import (
 	"errors"
 	"fmt"
-	"io/fs"
 	"os"
 	"path/filepath"
 
@@ -50,17 +49,9 @@ var pruneLayerDirs = func(g *globalOptions, keep map[digest.Digest]bool, dryRun 
 	return freed, nil
 }
 
-// dirSize is the bytes of the regular files under p.
+// dirSize is the bytes of the regular files under p, each inode once (treeSize).
 func dirSize(p string) int64 {
-	var n int64
-	filepath.WalkDir(p, func(_ string, d fs.DirEntry, err error) error {
-		if err == nil && d.Type().IsRegular() {
-			if fi, err := d.Info(); err == nil {
-				n += fi.Size()
-			}
-		}
-		return nil
-	})
+	n, _ := treeSize(p) // what it could read
 	return n
 }
 

@@ -160,3 +160,25 @@ func TestRunKilledTakesItsMountDown(t *testing.T) {
 	waitFor(t, "the killed run's mount to go", func() bool { return status() == "unmounted" })
 	mustRun(t, "rm", "kr")
 }
+
+// TestSystemPruneFilter: system prune --filter selects containers and images
+// as their own prunes do (CI scripts pass until= and label=).
+func TestSystemPruneFilter(t *testing.T) {
+	requireRunner(t)
+	importRunner(t, "busybox", `CMD ["sh"]`)
+	mustRun(t, "create", "--name", "keepme", "--label", "keep=1", "busybox", "true")
+	mustRun(t, "create", "--name", "dropme", "busybox", "true")
+	out := mustRun(t, "system", "prune", "-f", "--filter", "label!=keep")
+	if !strings.Contains(out, "dropme") || strings.Contains(out, "keepme") {
+		t.Errorf("system prune --filter label!=keep: %q", out)
+	}
+	if out := mustRun(t, "system", "prune", "-f", "--filter", "until=24h"); strings.Contains(out, "keepme") {
+		t.Errorf("system prune --filter until=24h removed a container made just now: %q", out)
+	}
+	if got := mustRun(t, "ps", "-q"); got != "keepme\n" {
+		t.Errorf("ps after the filtered prunes = %q", got)
+	}
+	if r := run(t, "system", "prune", "-f", "--filter", "bogus=1"); r.Code == 0 {
+		t.Errorf("system prune --filter bogus=1 succeeded")
+	}
+}

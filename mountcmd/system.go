@@ -3,6 +3,7 @@ package mountcmd
 import (
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -28,19 +29,22 @@ type systemPruneOptions struct {
 	all     bool
 	force   bool
 	volumes bool
+	filters []string
 }
 
 func newSystemPruneCommand(g *globalOptions) *cobra.Command {
 	o := &systemPruneOptions{}
 	cmd := &cobra.Command{
-		Use:   "prune [-a] [-f] [--volumes]",
+		Use:   "prune [-a] [-f] [--volumes] [--filter until=TIMESTAMP|label=KEY[=VALUE]|label!=...]",
 		Short: "Remove unmounted containers, unused images and build cache",
 		Long: `Remove, as docker system prune does: every unmounted working container (as
 container prune), dangling images (with -a, every image no remaining container
 uses; as image prune), unused build cache (with -a, all of it; as builder prune),
 then the blobs and layer dirs nothing references any more (as gc). Mounted,
 paused and dead containers and the images they use stay. Anonymous volumes live
-in their container and go with it, so --volumes is accepted and changes nothing.`,
+in their container and go with it, so --volumes is accepted and changes nothing.
+--filter (until=, label=, label!=) selects the containers and images as their own
+prunes do; build cache cannot be selected so, and is kept when a filter is given.`,
 		Args:         noArgs,
 		SilenceUsage: true,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -50,6 +54,7 @@ in their container and go with it, so --volumes is accepted and changes nothing.
 	cmd.Flags().BoolVarP(&o.all, "all", "a", false, "remove all unused images and build cache, not just dangling ones")
 	cmd.Flags().BoolVarP(&o.force, "force", "f", false, "do not prompt for confirmation")
 	cmd.Flags().BoolVar(&o.volumes, "volumes", false, "prune anonymous volumes (they go with their container anyway)")
+	cmd.Flags().StringArrayVar(&o.filters, "filter", nil, "provide filter values (until=, label=, label!=)")
 	return cmd
 }
 
@@ -72,17 +77,24 @@ func systemPruneWarning(all bool) string {
 // images, build cache and last the store's gc. A step that fails does not stop
 // the later ones; its error is reported at the end.
 func runSystemPrune(cmd *cobra.Command, g *globalOptions, o *systemPruneOptions) error {
-	if !o.force && !confirm(cmd, systemPruneWarning(o.all)) {
+	f, err := parsePruneFilters(o.filters, time.Now())
+	if err != nil {
+		return err
+	}
+	warning := systemPruneWarning(o.all)
+	if len(o.filters) > 0 {
+		warning += "\nItems to be pruned will be filtered with:\n  - " + strings.Join(o.filters, "\n  - ") + "\n"
+	}
+	if !o.force && !confirm(cmd, warning) {
 		return nil
 	}
 	out := cmd.OutOrStdout()
-	none := &pruneFilter{}
-	cres := pruneContainers(cmd.Context(), g, none)
+	cres := pruneContainers(cmd.Context(), g, f)
 	printDeletedContainers(out, cres.Removed)
 	freed := cres.Freed
 
 	var errs []error
-	s, lines, err := pruneImages(cmd, g, o.all, none)
+	s, lines, err := pruneImages(cmd, g, o.all, f)
 	printDeletedImages(out, lines)
 	if err != nil {
 		errs = append(errs, err)
@@ -92,7 +104,10 @@ func runSystemPrune(cmd *cobra.Command, g *globalOptions, o *systemPruneOptions)
 			return err
 		}
 	}
-	bres, err := build.PruneCache(g.root, s, o.all)
+	var bres build.PruneResult
+	if len(o.filters) == 0 { // build cache cannot be filtered: kept then
+		bres, err = build.PruneCache(g.root, s, o.all)
+	}
 	if len(bres.Removed) > 0 {
 		fmt.Fprintln(out, "Deleted build cache objects:")
 		for _, r := range bres.Removed {

@@ -570,10 +570,17 @@ func TestBuildOutputs(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "out")
 	tarFile := filepath.Join(t.TempDir(), "out.tar")
 	pushed := reg.Host + "/team/built:2"
+	meta := filepath.Join(t.TempDir(), "meta.json")
 	out, errOut, code := b.run("", "build", "-o", dir, "-o", "type=tar,dest="+tarFile, "--push", "-t", pushed,
-		"--cache-from", "type=registry,ref=x", "--provenance=false", ctx)
+		"--cache-from", "type=registry,ref=x", "--provenance=false", "--metadata-file", meta, ctx)
 	if code != 0 {
 		t.Fatalf("build: exit %d: %s %s", code, out, errOut)
+	}
+	var md map[string]any
+	if raw, err := os.ReadFile(meta); err != nil || json.Unmarshal(raw, &md) != nil {
+		t.Errorf("--metadata-file: %v", err)
+	} else if img, err := b.store().Resolve(pushed); err != nil || md["containerimage.digest"] != img.ManifestDigest.String() || md["image.name"] != pushed {
+		t.Errorf("--metadata-file holds %v (image %v)", md, err)
 	}
 	if !strings.Contains(errOut, "WARNING: --cache-from is ignored") || !strings.Contains(errOut, "WARNING: --provenance is ignored") {
 		t.Errorf("no warnings for the ignored flags: %q", errOut)

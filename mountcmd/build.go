@@ -31,6 +31,7 @@ type buildOptions struct {
 	progress  string
 	labels    []string
 	iidfile   string
+	metadata  string // --metadata-file
 	network   string
 	platform  string
 	addHosts  []string
@@ -168,6 +169,11 @@ a Dockerfile alone (no context); -f - reads the Dockerfile from stdin. A git URL
 					return fmt.Errorf("remove image ID file: %w", err)
 				}
 			}
+			if o.metadata != "" {
+				if err := os.Remove(o.metadata); err != nil && !errors.Is(err, os.ErrNotExist) {
+					return fmt.Errorf("remove metadata file: %w", err)
+				}
+			}
 			out := cmd.OutOrStdout()
 			for _, op := range outputs {
 				if op.typ == "tar" && op.dest == "-" {
@@ -209,6 +215,11 @@ a Dockerfile alone (no context); -f - reads the Dockerfile from stdin. A git URL
 			if err != nil {
 				return err
 			}
+			if o.metadata != "" {
+				if err := writeBuildMetadata(o.metadata, res.Image, o.tags); err != nil {
+					return err
+				}
+			}
 			if o.iidfile != "" {
 				if err := os.WriteFile(o.iidfile, []byte(res.Image.ID.String()), 0o644); err != nil {
 					return fmt.Errorf("write image ID file: %w", err)
@@ -235,6 +246,7 @@ a Dockerfile alone (no context); -f - reads the Dockerfile from stdin. A git URL
 	f.StringVar(&o.progress, "progress", "auto", "type of progress output (auto, plain, tty, quiet, rawjson): the output is the classic builder's; quiet is -q")
 	f.StringArrayVar(&o.labels, "label", nil, "set metadata for the image (KEY=VALUE)")
 	f.StringVar(&o.iidfile, "iidfile", "", "write the image ID to the file")
+	f.StringVar(&o.metadata, "metadata-file", "", "write the build result metadata (buildx's keys) to the file")
 	f.StringVar(&o.network, "network", "default", "networking mode for RUN instructions (default, host, none)")
 	f.StringVar(&o.platform, "platform", "", "target platform: only this machine's ("+registry.DefaultPlatform()+"), as RUN steps run natively")
 	f.StringArrayVar(&o.addHosts, "add-host", nil, "add a custom host-to-IP mapping for RUN (HOST:IP)")

@@ -8,6 +8,7 @@ package mountcmd
 import (
 	"context"
 	"encoding/csv"
+	"encoding/json"
 	"fmt"
 	"io"
 	"os"
@@ -190,6 +191,34 @@ func exportToTar(ctx context.Context, g *globalOptions, s *blobstore.Store, img 
 	}
 	if f != nil {
 		return f.Commit()
+	}
+	return nil
+}
+
+// writeBuildMetadata is buildx's --metadata-file: the image's digests and names
+// under buildx's keys, which CI actions read.
+func writeBuildMetadata(file string, img *blobstore.Image, tags []string) error {
+	m := map[string]any{
+		"containerimage.digest":        img.ManifestDigest.String(),
+		"containerimage.config.digest": img.ID.String(),
+		"containerimage.descriptor":    img.Descriptor,
+	}
+	if len(tags) > 0 {
+		names := make([]string, len(tags))
+		for i, t := range tags {
+			names[i] = blobstore.FamiliarString(t)
+			if n, err := blobstore.ParseTag(t); err == nil {
+				names[i] = n.String()
+			}
+		}
+		m["image.name"] = strings.Join(names, ",")
+	}
+	b, err := json.MarshalIndent(m, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(file, append(b, '\n'), 0o644); err != nil {
+		return fmt.Errorf("write metadata file: %w", err)
 	}
 	return nil
 }

@@ -71,7 +71,7 @@ func Exec(ctx context.Context, spec ExecSpec) (int, error) {
 	// Only stdio reaches the process: fds the caller left open without
 	// close-on-exec (a shell's 9</work) would hand the container host files
 	// and dirs (runc's CVE-2024-21626 pattern).
-	closeExtraFilesOnExec()
+	CloseExtraFilesOnExec()
 	type result struct {
 		code int
 		err  error

@@ -74,7 +74,7 @@ func InitMain() int {
 	// or what layerfs itself inherited) would otherwise stay open in it. A
 	// command holding the /dev/fuse of its own root keeps the connection alive
 	// after the server died, and then waits on it for good (unkillable).
-	closeExtraFilesOnExec()
+	CloseExtraFilesOnExec()
 	// The thread that sets the parent-death signal again must be the one that
 	// execs: changing credentials clears it (found by a review: a RUN as USER
 	// 1000 outlived a killed build). The bounding set is per thread too: the one
@@ -260,8 +260,8 @@ func runInit(argv0 string, args, env []string, u ExecUser) int {
 	}
 }
 
-// closeExtraFilesOnExec marks every fd above stderr close-on-exec.
-func closeExtraFilesOnExec() {
+// CloseExtraFilesOnExec marks every fd above stderr close-on-exec.
+func CloseExtraFilesOnExec() {
 	if unix.CloseRange(3, ^uint(0), unix.CLOSE_RANGE_CLOEXEC) == nil {
 		return
 	}

@@ -2,6 +2,7 @@ package integration
 
 import (
 	"encoding/json"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -654,6 +655,27 @@ func TestExecDetachedAndEnvFile(t *testing.T) {
 			t.Errorf("an -e value is on a command line: pid %s: %q", e.Name(), b)
 		}
 	}
+	// An fd the caller leaves open does not stay open in the detached child:
+	// a reader of it sees its end now, not when the command ends.
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := exec.Command(layerfsBin, "--root", rootFor(t), "exec", "-d", "ex", "sleep", "600")
+	c.ExtraFiles = []*os.File{pw}
+	if err := c.Run(); err != nil {
+		t.Fatal(err)
+	}
+	pw.Close()
+	eof := make(chan struct{})
+	go func() { io.ReadAll(pr); close(eof) }()
+	select {
+	case <-eof:
+	case <-time.After(10 * time.Second):
+		t.Errorf("an fd the caller left open stays open in exec -d's child")
+	}
+	pr.Close()
+
 	// A command that cannot start is exec's error and exit code, as in the
 	// foreground.
 	if r := run(t, "exec", "-d", "ex", "nosuchcmd"); r.Code != 127 || !strings.Contains(r.Stderr, "nosuchcmd") {

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/layerfs/layerfs/internal/testenv"
 )
 
 // TestPruneAndCpReviewFixes: what a review of prune and cp found.
@@ -181,4 +183,31 @@ func TestSystemPruneFilter(t *testing.T) {
 	if r := run(t, "system", "prune", "-f", "--filter", "bogus=1"); r.Code == 0 {
 		t.Errorf("system prune --filter bogus=1 succeeded")
 	}
+}
+
+// TestRunKilledWaitsForContainerLock: the mount of a killed run goes only once
+// whoever holds the container (a commit pausing its server) lets go.
+func TestRunKilledWaitsForContainerLock(t *testing.T) {
+	requireRunner(t)
+	flock := testenv.RequireTool(t, "flock")
+	importRunner(t, "busybox", `CMD ["sh"]`)
+	cmd, _, _ := startRun(t, "kl", "busybox", "sleep", "600")
+	holder := exec.Command(flock, filepath.Join(rootFor(t), "locks", "work-kl.lock"), "sleep", "3")
+	if err := holder.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer holder.Wait()
+	time.Sleep(300 * time.Millisecond) // the lock is held
+	cmd.Process.Kill()
+	cmd.Wait()
+	time.Sleep(1500 * time.Millisecond)
+	status := func() string { return strings.TrimSpace(mustRun(t, "ps", "-f", "name=kl", "--format", "{{.Status}}")) }
+	if got := status(); got != "mounted" {
+		t.Errorf("while the container is held, the killed run's mount is %q, want still mounted", got)
+	}
+	waitFor(t, "the mount to go once the lock is free", func() bool { return status() == "unmounted" })
+	if got := mustRun(t, "inspect", "-f", "{{.State.Mount}} {{.GraphDriver.Data.MergedDir}}", "kl"); got != "unmounted <no value>\n" {
+		t.Errorf("state after the owner-gone unmount still names a mountpoint: %q", got)
+	}
+	mustRun(t, "rm", "kl")
 }

@@ -215,6 +215,9 @@ a Dockerfile alone (no context); -f - reads the Dockerfile from stdin. A git URL
 			if err != nil {
 				return err
 			}
+			if err := writeBuildOutputs(cmd, g, s, res.Image, outputs, o.push, o.tags); err != nil {
+				return err
+			}
 			if o.metadata != "" {
 				if err := writeBuildMetadata(o.metadata, res.Image, o.tags); err != nil {
 					return err
@@ -224,9 +227,6 @@ a Dockerfile alone (no context); -f - reads the Dockerfile from stdin. A git URL
 				if err := os.WriteFile(o.iidfile, []byte(res.Image.ID.String()), 0o644); err != nil {
 					return fmt.Errorf("write image ID file: %w", err)
 				}
-			}
-			if err := writeBuildOutputs(cmd, g, s, res.Image, outputs, o.push, o.tags); err != nil {
-				return err
 			}
 			if o.quiet {
 				fmt.Fprintln(out, res.Image.ID)

@@ -25,6 +25,8 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+
+	"github.com/layerfs/layerfs/build"
 	"golang.org/x/sys/unix"
 )
 
@@ -68,6 +70,7 @@ func runDetached(cmd *cobra.Command, g *globalOptions, o *runOptions, ref string
 	c.ExtraFiles = []*os.File{optR} // fd 3: runOptionsFD
 	c.Dir = "/"
 	c.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	build.CloseExtraFilesOnExec() // the caller's other fds stay out of the monitor
 	err = c.Start()
 	pw.Close()
 	optR.Close()

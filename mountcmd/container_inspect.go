@@ -344,13 +344,20 @@ next:
 
 // treeSize is the size of the files under dir as docker counts a container's
 // SizeRw: regular files' sizes, each inode once.
-func treeSize(dir string) (int64, error) {
+func treeSize(dir string) (int64, error) { return sizeOfTree(dir, true) }
+
+// sizeOfTree is treeSize; not strict, it counts what it can read and goes on
+// past what it cannot.
+func sizeOfTree(dir string, strict bool) (int64, error) {
 	type key struct{ dev, ino uint64 }
 	seen := map[key]bool{}
 	var total int64
 	err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
 		if err != nil {
-			if errors.Is(err, fs.ErrNotExist) {
+			if errors.Is(err, fs.ErrNotExist) || !strict {
+				if d != nil && d.IsDir() && path != dir {
+					return fs.SkipDir
+				}
 				return nil
 			}
 			return err

@@ -69,7 +69,7 @@ The exit status is the command's.`,
 				return err
 			}
 			if ready := execReadyPipe(); ready != nil { // exec -d's child
-				o.started = func() { ready.Close() }
+				o.started = func() { ready.Write([]byte("0")); ready.Close() }
 				code, err := execInContainer(cmd.Context(), g, o, args[0], args[1:])
 				if err != nil {
 					fmt.Fprintf(ready, "%d %s", code, err)
@@ -217,6 +217,9 @@ func execDetached(g *globalOptions, o *execOptions, name string, args []string) 
 	c.ExtraFiles = []*os.File{pw} // fd 3: closed once the command runs, or why not
 	c.Dir = "/"
 	c.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	// Fds the caller left open (5>&1) stay out of the child: a reader of them
+	// would wait for the whole command.
+	build.CloseExtraFilesOnExec()
 	err = c.Start() // stdio nil: /dev/null
 	pw.Close()
 	if err != nil {
@@ -225,10 +228,13 @@ func execDetached(g *globalOptions, o *execOptions, name string, args []string) 
 	}
 	msg, _ := io.ReadAll(pr)
 	pr.Close()
-	if len(msg) == 0 {
+	if string(msg) == "0" { // the command runs
 		return c.Process.Release()
 	}
 	c.Wait()
+	if len(msg) == 0 { // the child died before it could say
+		return fmt.Errorf("exec -d: %v", c.ProcessState)
+	}
 	var code int
 	var why string
 	if _, err := fmt.Sscanf(string(msg), "%d", &code); err != nil || code == 0 {

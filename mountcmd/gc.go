@@ -51,7 +51,7 @@ var pruneLayerDirs = func(g *globalOptions, keep map[digest.Digest]bool, dryRun 
 
 // dirSize is the bytes of the regular files under p, each inode once (treeSize).
 func dirSize(p string) int64 {
-	n, _ := treeSize(p) // what it could read
+	n, _ := sizeOfTree(p, false) // what it could read
 	return n
 }
 

@@ -26,6 +26,9 @@ func parsePruneFilters(fs []string, now time.Time) (*pruneFilter, error) {
 		}
 		switch strings.ToLower(k) {
 		case "until":
+			if !f.until.IsZero() {
+				return nil, fmt.Errorf("more than one until filter specified")
+			}
 			t, err := parseTimestamp(v, now)
 			if err != nil {
 				return nil, fmt.Errorf("invalid filter 'until=%s': %w", v, err)

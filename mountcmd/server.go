@@ -22,6 +22,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/layerfs/layerfs/build"
 	"io"
 	"log"
 	"net"
@@ -148,10 +149,14 @@ func serve(ctx context.Context, g *globalOptions, w *workContainer, ready func(e
 	lg.Printf("serving %s (pid %d)", st.Mountpoint, os.Getpid())
 
 	ownerGone := watchOwner(lg)
+	var held func() // the container lock the owner-gone path takes
 	select {
 	case <-ownerGone:
-		// A temporary mount's owner (cp) died without taking it down.
-		lg.Printf("its owner is gone: unmounting")
+		// A temporary mount's owner (cp, run) died without taking it down.
+		// Whoever holds the container (a commit pausing this server) finishes
+		// first: the mount goes once the lock is ours.
+		lg.Printf("its owner is gone: unmounting once the container is free")
+		held = lockOrStop(w, cs.stopped, unmounted)
 		if err := m.Unmount(); err != nil {
 			lg.Printf("%v; detaching", err)
 			unix.Unmount(st.Mountpoint, unix.MNT_DETACH|unix.UMOUNT_NOFOLLOW)
@@ -190,7 +195,11 @@ func serve(ctx context.Context, g *globalOptions, w *workContainer, ready func(e
 		lg.Printf("mount did not go away in 10s; exiting anyway")
 	}
 	// Tidy state.json unless someone holds the container (umount does it then).
-	if unlock, ok, _ := tryLockContainer(w); ok {
+	unlock, ok := held, held != nil
+	if !ok {
+		unlock, ok, _ = tryLockContainer(w)
+	}
+	if ok {
 		if cur, err := w.load(); err == nil && cur.Mountpoint == st.Mountpoint && !isMountpoint(cur.Mountpoint) {
 			cur.Mountpoint, cur.PID = "", 0
 			if err := w.save(cur); err != nil {
@@ -200,6 +209,33 @@ func serve(ctx context.Context, g *globalOptions, w *workContainer, ready func(e
 		unlock()
 	}
 	lg.Printf("exit")
+	return nil
+}
+
+// lockOrStop takes w's lock, unless the server is stopped or unmounted first
+// (then whoever holds the lock is taking the mount down itself): the unlock
+// func, or nil.
+func lockOrStop(w *workContainer, stopped, unmounted <-chan struct{}) func() {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	got := make(chan func(), 1)
+	go func() {
+		unlock, err := lockContainer(ctx, w)
+		if err != nil {
+			unlock = nil
+		}
+		got <- unlock
+	}()
+	select {
+	case unlock := <-got:
+		return unlock
+	case <-stopped:
+	case <-unmounted:
+	}
+	cancel()
+	if unlock := <-got; unlock != nil {
+		unlock() // taken just as the stop came: not needed
+	}
 	return nil
 }
 
@@ -311,6 +347,7 @@ func startServer(ctx context.Context, g *globalOptions, w *workContainer, tempor
 	}
 	cmd.Dir = "/"
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	build.CloseExtraFilesOnExec() // the caller's other fds stay out of the server
 	err = cmd.Start()
 	pw.Close()
 	if err != nil {

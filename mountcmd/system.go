@@ -59,10 +59,13 @@ prunes do; build cache cannot be selected so, and is kept when a filter is given
 }
 
 // systemPruneWarning is docker's prompt, less what layerfs has none of (networks).
-func systemPruneWarning(all bool) string {
+func systemPruneWarning(all, filtered bool) string {
 	items := []string{"all stopped containers", "all dangling images", "unused build cache"}
 	if all {
 		items = []string{"all stopped containers", "all images without at least one container associated to them", "all build cache"}
+	}
+	if filtered { // a filter keeps the build cache
+		items = items[:2]
 	}
 	var b strings.Builder
 	b.WriteString("WARNING! This will remove:\n")
@@ -81,7 +84,7 @@ func runSystemPrune(cmd *cobra.Command, g *globalOptions, o *systemPruneOptions)
 	if err != nil {
 		return err
 	}
-	warning := systemPruneWarning(o.all)
+	warning := systemPruneWarning(o.all, len(o.filters) > 0)
 	if len(o.filters) > 0 {
 		warning += "\nItems to be pruned will be filtered with:\n  - " + strings.Join(o.filters, "\n  - ") + "\n"
 	}

@@ -67,11 +67,14 @@ func TestDfSummary(t *testing.T) {
 
 func TestSystemPruneWarning(t *testing.T) {
 	want := "WARNING! This will remove:\n  - all stopped containers\n  - all dangling images\n  - unused build cache\n"
-	if got := systemPruneWarning(false); got != want {
+	if got := systemPruneWarning(false, false); got != want {
 		t.Errorf("systemPruneWarning(false) = %q, want %q", got, want)
 	}
-	if got := systemPruneWarning(true); !strings.Contains(got, "  - all images without at least one container associated to them\n  - all build cache\n") {
+	if got := systemPruneWarning(true, false); !strings.Contains(got, "  - all images without at least one container associated to them\n  - all build cache\n") {
 		t.Errorf("systemPruneWarning(true) = %q", got)
+	}
+	if got := systemPruneWarning(true, true); strings.Contains(got, "build cache") {
+		t.Errorf("systemPruneWarning with a filter names the build cache it keeps: %q", got)
 	}
 }
 

@@ -62,7 +62,14 @@ func gitServerWith(t *testing.T, files map[string]string, more func(git func(arg
 	}
 	port := l.Addr().(*net.TCPAddr).Port
 	l.Close()
-	d := exec.Command(git, "daemon", "--export-all", "--base-path="+base, "--reuseaddr", "--listen=127.0.0.1", "--port="+strconv.Itoa(port), base)
+	// git-daemon itself, not `git daemon` (which runs it as a child that a
+	// kill of git leaves running): killed and reaped here.
+	execPath, err := exec.Command(git, "--exec-path").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := exec.Command(filepath.Join(strings.TrimSpace(string(execPath)), "git-daemon"), "--export-all", "--base-path="+base,
+		"--reuseaddr", "--listen=127.0.0.1", "--port="+strconv.Itoa(port), base)
 	if err := d.Start(); err != nil {
 		t.Fatal(err)
 	}

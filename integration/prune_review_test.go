@@ -138,7 +138,7 @@ func TestCpKilledTakesItsMountDown(t *testing.T) {
 		t.Fatal(err)
 	}
 	pr.Close()
-	status := func() string { return strings.TrimSpace(mustRun(t, "ps", "-f", "name=kc", "--format", "{{.Status}}")) }
+	status := func() string { return psStatus(t, "kc") }
 	waitFor(t, "cp's temporary mount", func() bool { return status() == "mounted" })
 	cmd.Process.Kill()
 	cmd.Wait()
@@ -153,7 +153,7 @@ func TestRunKilledTakesItsMountDown(t *testing.T) {
 	requireRunner(t)
 	importRunner(t, "busybox", `CMD ["sh"]`)
 	cmd, _, _ := startRun(t, "kr", "busybox", "sleep", "600")
-	status := func() string { return strings.TrimSpace(mustRun(t, "ps", "-f", "name=kr", "--format", "{{.Status}}")) }
+	status := func() string { return psStatus(t, "kr") }
 	if got := status(); got != "mounted" {
 		t.Fatalf("kr while it runs: %q", got)
 	}
@@ -201,7 +201,7 @@ func TestRunKilledWaitsForContainerLock(t *testing.T) {
 	cmd.Process.Kill()
 	cmd.Wait()
 	time.Sleep(1500 * time.Millisecond)
-	status := func() string { return strings.TrimSpace(mustRun(t, "ps", "-f", "name=kl", "--format", "{{.Status}}")) }
+	status := func() string { return psStatus(t, "kl") }
 	if got := status(); got != "mounted" {
 		t.Errorf("while the container is held, the killed run's mount is %q, want still mounted", got)
 	}
@@ -210,4 +210,10 @@ func TestRunKilledWaitsForContainerLock(t *testing.T) {
 		t.Errorf("state after the owner-gone unmount still names a mountpoint: %q", got)
 	}
 	mustRun(t, "rm", "kl")
+}
+
+// psStatus is ps's STATUS of container name.
+func psStatus(t *testing.T, name string) string {
+	t.Helper()
+	return strings.TrimSpace(mustRun(t, "ps", "-f", "name=^"+name+"$", "--format", "{{.Status}}"))
 }

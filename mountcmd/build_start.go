@@ -63,16 +63,7 @@ func (o *runOptions) saved() savedRun {
 		t := o.stopTimeout
 		sr.StopTimeout = &t
 	}
-	for _, e := range o.env {
-		if !strings.Contains(e, "=") {
-			v, ok := os.LookupEnv(e)
-			if !ok {
-				continue
-			}
-			e += "=" + v
-		}
-		sr.Env = append(sr.Env, e)
-	}
+	sr.Env = append(sr.Env, hostEnv(o.env)...)
 	for _, v := range o.volumes {
 		if host, rest, ok := strings.Cut(v, ":"); ok {
 			if abs, err := filepath.Abs(host); err == nil {

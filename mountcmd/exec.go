@@ -138,14 +138,7 @@ func execInContainer(ctx context.Context, g *globalOptions, o *execOptions, name
 		user = o.user
 	}
 	env := append([]string(nil), rs.Config.Env...)
-	for _, e := range o.env {
-		if !strings.Contains(e, "=") {
-			v, ok := os.LookupEnv(e)
-			if !ok {
-				continue
-			}
-			e += "=" + v
-		}
+	for _, e := range hostEnv(o.env) {
 		env = setEnvVar(env, e)
 	}
 	dir := rs.Config.Dir
@@ -179,18 +172,7 @@ func execDetached(g *globalOptions, o *execOptions, name string, args []string) 
 	}
 	// -e values go in the child's environment, not on its command line (every
 	// user's ps shows that).
-	var env []string
-	for _, e := range o.env {
-		if !strings.Contains(e, "=") {
-			v, ok := os.LookupEnv(e)
-			if !ok {
-				continue
-			}
-			e += "=" + v
-		}
-		env = append(env, e)
-	}
-	envJSON, err := json.Marshal(env)
+	envJSON, err := json.Marshal(hostEnv(o.env))
 	if err != nil {
 		return err
 	}

@@ -388,15 +388,7 @@ func processSpec(o *runOptions, img *blobstore.Image, args []string) (build.Proc
 		return build.ProcessSpec{}, errors.New("no command specified")
 	}
 	env := append([]string(nil), cfg.Env...)
-	for _, e := range o.env {
-		k, _, ok := strings.Cut(e, "=")
-		if !ok {
-			v, set := os.LookupEnv(k)
-			if !set {
-				continue
-			}
-			e = k + "=" + v
-		}
+	for _, e := range hostEnv(o.env) {
 		env = setEnvVar(env, e)
 	}
 	dir := cfg.WorkingDir
@@ -487,6 +479,23 @@ func readEnvFiles(files []string) ([]string, error) {
 		}
 	}
 	return out, nil
+}
+
+// hostEnv is -e values as docker takes them: KEY=VALUE as given, a bare KEY
+// with the caller's value (left out if the caller has none).
+func hostEnv(list []string) []string {
+	var out []string
+	for _, e := range list {
+		if !strings.Contains(e, "=") {
+			v, ok := os.LookupEnv(e)
+			if !ok {
+				continue
+			}
+			e += "=" + v
+		}
+		out = append(out, e)
+	}
+	return out
 }
 
 func setEnvVar(env []string, kv string) []string {

@@ -38,12 +38,20 @@ func TestKillBuildDuringRun(t *testing.T) {
 			cmd := startBuildToRun(t, root, ctx)
 			var child int
 			// The command itself, not the container's init before its exec (which
-			// still holds the build's fds until then).
+			// still holds the build's fds until then) nor the build's forked child
+			// before it execs the init: both run the layerfs binary (the second
+			// with the build's own comm, which the comm check passed: a CI flake).
+			self, err := filepath.EvalSymlinks(layerfsBin)
+			if err != nil {
+				t.Fatal(err)
+			}
 			waitFor(t, "the RUN's process", func() bool {
 				child = childOf(cmd.Process.Pid)
-				comm, _ := os.ReadFile("/proc/" + strconv.Itoa(child) + "/comm")
-				c := strings.TrimSpace(string(comm))
-				return child > 0 && c != "" && c != "exe" // the init is /proc/self/exe
+				if child <= 0 {
+					return false
+				}
+				exe, err := os.Readlink("/proc/" + strconv.Itoa(child) + "/exe")
+				return err == nil && exe != self && !strings.HasPrefix(exe, self+" ")
 			})
 			for _, fd := range openFiles(child) {
 				if fd == "/dev/fuse" {

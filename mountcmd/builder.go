@@ -36,8 +36,8 @@ build reruns every step).`,
 				if all {
 					warning = "WARNING! This will remove all build cache."
 				}
-				if !confirm(cmd, warning) {
-					return nil
+				if ok, err := confirm(cmd, warning); !ok {
+					return err
 				}
 			}
 			s, err := openStore(g)

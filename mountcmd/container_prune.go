@@ -40,8 +40,10 @@ run's --label), label!= only those without.`,
 			if err != nil {
 				return err
 			}
-			if !o.force && !confirm(cmd, "WARNING! This will remove all stopped containers.") {
-				return nil
+			if !o.force {
+				if ok, err := confirm(cmd, "WARNING! This will remove all stopped containers."); !ok {
+					return err
+				}
 			}
 			res := pruneContainers(cmd.Context(), g, f)
 			out := cmd.OutOrStdout()

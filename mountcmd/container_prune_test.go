@@ -2,7 +2,10 @@ package mountcmd
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
+	"errors"
+	"io"
 	"os"
 	"path/filepath"
 	"slices"
@@ -11,6 +14,7 @@ import (
 	"time"
 
 	"github.com/opencontainers/go-digest"
+	"github.com/spf13/cobra"
 	"golang.org/x/sys/unix"
 )
 
@@ -146,6 +150,10 @@ func TestContainerPruneFilter(t *testing.T) {
 		{[]string{"label!=keep"}, now, nil, true},
 		{[]string{"label!=keep"}, now, keep, false},
 		{[]string{"label!=keep=2"}, now, keep, true},
+		// Several label!=: docker keeps only what has all of them.
+		{[]string{"label!=keep", "label!=other"}, now, keep, true},
+		{[]string{"label!=keep", "label!=other"}, now, map[string]string{"keep": "1", "other": ""}, false},
+		{[]string{"label!=keep", "label!=other"}, now, nil, true},
 	} {
 		f, err := parsePruneFilters(tc.filters, now)
 		if err != nil {
@@ -158,4 +166,34 @@ func TestContainerPruneFilter(t *testing.T) {
 	if _, err := runPrune(t, &globalOptions{root: t.TempDir()}, "", "-f", "--filter", "bogus=1"); err == nil || err.Error() != "invalid filter 'bogus'" {
 		t.Errorf("prune --filter bogus=1 = %v, want invalid filter 'bogus'", err)
 	}
+}
+
+// TestConfirmInterrupted: ^C at a prune's prompt answers no and exits 130 (it
+// exited 0, as a typed "n" does, so a script could not tell them apart).
+func TestConfirmInterrupted(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	pr, pw := io.Pipe() // a prompt nobody answers
+	defer pw.Close()
+	cmd := &cobra.Command{}
+	cmd.SetContext(ctx)
+	cmd.SetIn(pr)
+	var out bytes.Buffer
+	cmd.SetOut(&out)
+	ok, err := confirm(cmd, "WARNING!")
+	var ee exitError
+	if ok || !errors.As(err, &ee) || ee.code != 130 {
+		t.Errorf("confirm after ^C = %v, %v; want false, exit 130", ok, err)
+	}
+	if ok, err := confirm(cmdWithInput("y\n"), "WARNING!"); !ok || err != nil {
+		t.Errorf("confirm answered y = %v, %v", ok, err)
+	}
+}
+
+func cmdWithInput(in string) *cobra.Command {
+	cmd := &cobra.Command{}
+	cmd.SetContext(context.Background())
+	cmd.SetIn(strings.NewReader(in))
+	cmd.SetOut(io.Discard)
+	return cmd
 }

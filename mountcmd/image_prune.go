@@ -48,8 +48,8 @@ func runImagePrune(cmd *cobra.Command, g *globalOptions, o *imagePruneOptions) e
 		if o.all {
 			warning = "WARNING! This will remove all images without at least one container associated to them."
 		}
-		if !confirm(cmd, warning) {
-			return nil
+		if ok, err := confirm(cmd, warning); !ok {
+			return err
 		}
 	}
 	s, lines, err := pruneImages(cmd, g, o.all, f)
@@ -127,8 +127,10 @@ func printDeletedImages(out io.Writer, lines []blobstore.RemoveLine) {
 }
 
 // confirm is docker's prune prompt: warning, then a y/N question read from
-// stdin; anything but y or yes (EOF too) is no.
-func confirm(cmd *cobra.Command, warning string) bool {
+// stdin; anything but y or yes (EOF too) is no. ^C at the prompt is no too, and
+// an error (exit 130, as the shell reports a command SIGINT ended), so a script
+// can tell it from an answer.
+func confirm(cmd *cobra.Command, warning string) (bool, error) {
 	fmt.Fprintf(cmd.OutOrStdout(), "%s\nAre you sure you want to continue? [y/N] ", warning)
 	answers := make(chan string, 1)
 	go func() {
@@ -138,9 +140,9 @@ func confirm(cmd *cobra.Command, warning string) bool {
 	select {
 	case answer := <-answers:
 		a := strings.ToLower(strings.TrimSpace(answer))
-		return a == "y" || a == "yes"
+		return a == "y" || a == "yes", nil
 	case <-cmd.Context().Done(): // ^C at the prompt: no
 		fmt.Fprintln(cmd.OutOrStdout())
-		return false
+		return false, exitError{130}
 	}
 }

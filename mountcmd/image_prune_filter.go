@@ -47,7 +47,8 @@ func parsePruneFilters(fs []string, now time.Time) (*pruneFilter, error) {
 
 // keep tells whether prune may remove img as far as the filters go: created
 // before until (an image with no creation time never is, as in docker), with
-// every label= and none of the label!= labels.
+// every label= label, and not with every label!= label (docker's MatchKVList:
+// label!=a with label!=b keeps only what has both a and b).
 func (f *pruneFilter) keep(img *blobstore.Image) bool {
 	return f.keepObject(img.Created(), img.Config.Config.Labels)
 }
@@ -68,12 +69,15 @@ func (f *pruneFilter) keepObject(created time.Time, labels map[string]string) bo
 			return false
 		}
 	}
+	if len(f.notLabels) == 0 {
+		return true
+	}
 	for _, l := range f.notLabels {
-		if has(l) {
-			return false
+		if !has(l) {
+			return true
 		}
 	}
-	return true
+	return false
 }
 
 // parseTimestamp is docker's until= value: a Go duration before now ("24h"), a

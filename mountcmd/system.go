@@ -88,8 +88,10 @@ func runSystemPrune(cmd *cobra.Command, g *globalOptions, o *systemPruneOptions)
 	if len(o.filters) > 0 {
 		warning += "\nItems to be pruned will be filtered with:\n  - " + strings.Join(o.filters, "\n  - ") + "\n"
 	}
-	if !o.force && !confirm(cmd, warning) {
-		return nil
+	if !o.force {
+		if ok, err := confirm(cmd, warning); !ok {
+			return err
+		}
 	}
 	out := cmd.OutOrStdout()
 	cres := pruneContainers(cmd.Context(), g, f)

@@ -11,6 +11,8 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"syscall"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -156,6 +158,67 @@ func limitCaps(caps []string) error {
 	data[1].Inheritable &= mask[1]
 	if err := unix.Capset(&hdr, &data[0]); err != nil {
 		return fmt.Errorf("capset: %w", err)
+	}
+	return nil
+}
+
+// CanCapAllThreads reports whether this binary can change the capabilities of
+// all of its threads (syscall.AllThreadsSyscall), which a cgo-linked Go binary
+// cannot: build it with CGO_ENABLED=0 for that.
+func CanCapAllThreads() bool {
+	_, _, errno := syscall.AllThreadsSyscall(syscall.SYS_GETPID, 0, 0, 0)
+	return errno != syscall.ENOTSUP
+}
+
+// capAllThreads gives every thread of this process at most caps (nil:
+// DefaultCaps): the bounding, permitted, effective and inheritable sets, as the
+// container's command has them, but for extra, kept permitted and effective
+// (not in the bounding set: an exec does not keep them). It is for --init's
+// init: before it forks the command (with the setuid and setgid caps the fork
+// needs to take the user's credentials) and once more after, so it never holds
+// what the container lacks. ENOTSUP in a cgo-linked binary.
+func capAllThreads(caps []string, extra ...int) error {
+	if caps == nil {
+		caps = DefaultCaps
+	}
+	var mask [2]uint32
+	for _, c := range caps {
+		n, err := normCap(c)
+		if err != nil {
+			return err
+		}
+		if n == AllCaps {
+			return nil
+		}
+		c := capNames[strings.TrimPrefix(n, "CAP_")]
+		mask[c/32] |= 1 << (c % 32)
+	}
+	for c := 0; c <= lastCap(); c++ {
+		if mask[c/32]&(1<<(c%32)) != 0 {
+			continue
+		}
+		_, _, errno := syscall.AllThreadsSyscall(syscall.SYS_PRCTL, unix.PR_CAPBSET_DROP, uintptr(c), 0)
+		if errno != 0 && errno != syscall.EINVAL {
+			return fmt.Errorf("drop capability %d on all threads: %w", c, errno)
+		}
+	}
+	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
+	var data [2]unix.CapUserData
+	if err := unix.Capget(&hdr, &data[0]); err != nil {
+		return fmt.Errorf("capget: %w", err)
+	}
+	pe := mask
+	for _, c := range extra {
+		pe[c/32] |= 1 << (c % 32)
+	}
+	for i := range data {
+		data[i].Permitted &= pe[i]
+		data[i].Effective &= pe[i]
+		data[i].Inheritable &= mask[i]
+	}
+	_, _, errno := syscall.AllThreadsSyscall(syscall.SYS_CAPSET, uintptr(unsafe.Pointer(&hdr)), uintptr(unsafe.Pointer(&data[0])), 0)
+	if errno != 0 {
+		return fmt.Errorf("capset on all threads: %w", errno)
 	}
 	return nil
 }

@@ -87,7 +87,7 @@ func InitMain() int {
 		return initFail(ExitSetup, err)
 	}
 	if spec.Init {
-		return runInit(argv0, spec.Args, env, u)
+		return runInit(argv0, spec.Args, env, u, spec.Caps)
 	}
 	if err := setCredentials(u); err != nil {
 		return initFail(ExitSetup, err)
@@ -211,18 +211,24 @@ func setCredentials(u ExecUser) error {
 // runInit is docker's --init: fork the command, forward every signal we get to
 // it, reap every child that ends up with us, and exit with the command's status.
 //
-// It keeps every capability (a Go process cannot drop them on all of its
-// threads), so it is not dumpable: no process of the container reads or
+// Once the command is forked, the init cuts every thread's capabilities to the
+// container's (caps). A cgo-linked binary cannot (a Go process changes all of
+// its threads only through AllThreadsSyscall), and its init keeps every
+// capability: it is not dumpable, so no process of the container reads or
 // opens anything of it through /proc, nor ptraces it, without CAP_SYS_PTRACE;
-// run refuses --init with that capability unless --privileged (found by a
+// run refuses --init with that capability then, unless --privileged (found by a
 // review: with it, the container could take the init over).
-func runInit(argv0 string, args, env []string, u ExecUser) int {
+func runInit(argv0 string, args, env []string, u ExecUser, caps []string) int {
 	unix.Prctl(unix.PR_SET_DUMPABLE, 0, 0, 0, 0)
 	sigs := make(chan os.Signal, 32)
 	signal.Notify(sigs)
 	cwd, _ := os.Getwd()
 	groups := make([]uint32, len(u.Groups))
 	copy(groups, u.Groups)
+	capped := capAllThreads(caps, unix.CAP_SETUID, unix.CAP_SETGID)
+	if capped != nil && !errors.Is(capped, syscall.ENOTSUP) {
+		return initFail(ExitSetup, capped)
+	}
 	pid, err := syscall.ForkExec(argv0, args, &syscall.ProcAttr{
 		Dir:   cwd,
 		Env:   env,
@@ -233,6 +239,12 @@ func runInit(argv0 string, args, env []string, u ExecUser) int {
 	})
 	if err != nil {
 		return initFail(execErrCode(err), fmt.Errorf("exec %s: %w", args[0], err))
+	}
+	if capped == nil {
+		if err := capAllThreads(caps); err != nil {
+			syscall.Kill(pid, syscall.SIGKILL)
+			return initFail(ExitSetup, err)
+		}
 	}
 	unix.Close(4) // ready
 	for {

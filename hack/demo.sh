@@ -23,7 +23,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-step go build -o layerfs .
+step env CGO_ENABLED=0 go build -o layerfs .
 
 # The sample image: busybox-static and its applet links, plus hack/sample's files.
 rootfs="$work/rootfs"

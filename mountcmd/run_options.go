@@ -82,10 +82,10 @@ func (o *runOptions) check() error {
 	if err != nil {
 		return fmt.Errorf("invalid --cap-add or --cap-drop: %w", err)
 	}
-	if o.init && !slices.Equal(caps, []string{build.AllCaps}) && slices.Contains(caps, "CAP_SYS_PTRACE") {
-		// layerfs's init keeps every capability: a container that may ptrace
-		// could take it over and have them all.
-		return errors.New("--init with CAP_SYS_PTRACE is refused: the container could take over the init, which keeps every capability (--privileged if that is meant)")
+	if o.init && !slices.Equal(caps, []string{build.AllCaps}) && slices.Contains(caps, "CAP_SYS_PTRACE") && !build.CanCapAllThreads() {
+		// A cgo-linked layerfs's init keeps every capability: a container
+		// that may ptrace could take it over and have them all.
+		return errors.New("--init with CAP_SYS_PTRACE is refused: the container could take over the init, which keeps every capability in a cgo-linked layerfs (build it with CGO_ENABLED=0, or --privileged if that is meant)")
 	}
 	if _, _, err := parseLimits(o.ulimits, o.shmSize); err != nil {
 		return err

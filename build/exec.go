@@ -36,10 +36,13 @@ type ExecSpec struct {
 // returns its exit code (128+N for a signal N). A command that cannot be found or
 // run is an error with docker's exit code (127, 126) beside it.
 //
-// The process joins the container's pid, uts, ipc and network namespaces (setns on a
-// locked thread, which the fork inherits) and is chrooted into /proc/<pid>/root,
-// the container's root with every mount under it. It does not join the mount
-// namespace: a multi-threaded Go process cannot, and the root gives the same view.
+// The process joins the container's pid, uts, ipc, network and mount namespaces
+// (setns on a locked thread, which the fork inherits; the thread first stops
+// sharing its root and cwd with the others, which a mount namespace change
+// needs) and has the container's root. In the container's own mount namespace
+// its setuid programs and file capabilities work (the kernel's mnt_may_suid)
+// and /proc/self/mountinfo lists its mounts; chrooted into /proc/<pid>/root
+// from the host's, as before, they did not.
 func Exec(ctx context.Context, spec ExecSpec) (int, error) {
 	if len(spec.Args) == 0 {
 		return 0, errors.New("exec: no command")
@@ -97,6 +100,10 @@ func Exec(ctx context.Context, spec ExecSpec) (int, error) {
 				return
 			}
 		}
+		if err := enterMountNamespace(spec.Pid); err != nil {
+			done <- result{err: fmt.Errorf("exec: join mnt namespace: %w", err)}
+			return
+		}
 		if err := limitCaps(spec.Caps); err != nil {
 			done <- result{err: fmt.Errorf("exec: %w", err)}
 			return
@@ -106,7 +113,6 @@ func Exec(ctx context.Context, spec ExecSpec) (int, error) {
 			Path: argv0, Args: spec.Args, Env: env, Dir: dir,
 			Stdin: spec.Stdin, Stdout: spec.Stdout, Stderr: spec.Stderr,
 			SysProcAttr: &syscall.SysProcAttr{
-				Chroot:     root,
 				Credential: &syscall.Credential{Uid: u.UID, Gid: u.GID, Groups: groups},
 			},
 		}
@@ -123,6 +129,38 @@ func Exec(ctx context.Context, spec ExecSpec) (int, error) {
 	}()
 	r := <-done
 	return r.code, r.err
+}
+
+// enterMountNamespace moves the calling thread, locked and never to run
+// anything else, into the mount namespace of pid and under its root: it stops
+// sharing root and cwd with the process's other threads (setns refuses a mount
+// namespace change to a thread that shares them), joins the namespace (which
+// sets its root to the namespace's), then chroots to pid's own root, opened
+// before the change (a container that chrooted rather than pivoted).
+func enterMountNamespace(pid int) error {
+	rootFd, err := unix.Open(fmt.Sprintf("/proc/%d/root", pid), unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(rootFd)
+	nsFd, err := unix.Open(fmt.Sprintf("/proc/%d/ns/mnt", pid), unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(nsFd)
+	if err := unix.Unshare(unix.CLONE_FS); err != nil {
+		return fmt.Errorf("unshare: %w", err)
+	}
+	if err := unix.Setns(nsFd, unix.CLONE_NEWNS); err != nil {
+		return err
+	}
+	if err := unix.Fchdir(rootFd); err != nil {
+		return err
+	}
+	if err := unix.Chroot("."); err != nil {
+		return err
+	}
+	return unix.Chdir("/")
 }
 
 // lookPathInRoot finds file in PATH inside root, resolving in it.

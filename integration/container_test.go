@@ -477,9 +477,13 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"time"
 )
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == "sleep" {
+		time.Sleep(time.Hour)
+	}
 	b, _ := os.ReadFile("/proc/self/status")
 	capEff := ""
 	for _, l := range strings.Split(string(b), "\n") {
@@ -510,6 +514,14 @@ func main() {
 	}
 	if got := mustRun(t, "run", "--rm", "-u", "nobody", "--cap-drop", "ALL", "suid:1", "/bin/whoami"); got != "65534 0 0000000000000000\n" {
 		t.Errorf("the same under --cap-drop ALL = %q", got)
+	}
+	// exec too: it joins the container's mount namespace (chrooted from the
+	// host's into /proc/<pid>/root, the mount was not the process's own, and
+	// the kernel ignored the set-id bit).
+	mustRun(t, "run", "-d", "--name", "suidx", "suid:1", "/bin/whoami", "sleep")
+	t.Cleanup(func() { run(t, "rm", "-f", "suidx") })
+	if got := mustRun(t, "exec", "-u", "nobody", "suidx", "/bin/whoami"); got != "65534 0 00000000a00425fb\n" {
+		t.Errorf("a setuid-root program exec'd as nobody: uid euid CapEff = %q, want 65534 0 and the default set", got)
 	}
 	mnt := filepath.Join(t.TempDir(), "mnt")
 	mustRun(t, "mount", "--name", "suidm", "suid:1", mnt)

@@ -35,12 +35,13 @@ var capNames = map[string]int{
 	"BPF": unix.CAP_BPF, "CHECKPOINT_RESTORE": unix.CAP_CHECKPOINT_RESTORE,
 }
 
-// DefaultCaps is docker's (and buildkit's) default capability set less
-// CAP_MKNOD, what a RUN step and a run container get: layerfs has no device
-// cgroup (docker's real guard), so a device node a container made (on its /dev
-// tmpfs, a tmpfs or a host bind) would open the host's device.
+// DefaultCaps is docker's (and buildkit's) default capability set, what a RUN
+// step and a run container get. It has CAP_MKNOD, as docker's: layerfs has no
+// device cgroup (docker's guard on what a node opens), so instead every mount a
+// container can write to is nodev unless it is privileged (setupRootfs): a node
+// it makes is kept (a package's /dev nodes land in the layer) but opens nothing.
 var DefaultCaps = []string{
-	"CAP_AUDIT_WRITE", "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FOWNER", "CAP_FSETID", "CAP_KILL",
+	"CAP_AUDIT_WRITE", "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FOWNER", "CAP_FSETID", "CAP_KILL", "CAP_MKNOD",
 	"CAP_NET_BIND_SERVICE", "CAP_NET_RAW", "CAP_SETFCAP", "CAP_SETGID", "CAP_SETPCAP", "CAP_SETUID", "CAP_SYS_CHROOT",
 }
 

@@ -13,8 +13,8 @@
 // ProcessSpec.Init, layerfs's init stays pid 1, forwards signals and reaps (docker
 // --init). Exit codes are docker's: the command's, 128+N for signal N, 125 setup,
 // 126 not executable, 127 not found. Exec enters a running container.
-// The command gets docker's default capabilities less MKNOD (caps.go; all with
-// --privileged), docker's read-only and masked /proc paths, nodev binds; but
+// The command gets docker's default capabilities (caps.go; all with
+// --privileged), docker's read-only and masked /proc paths, nodev mounts; but
 // there are no cgroups, seccomp or user namespace, and the host's network
 // unless NoNetwork: isolation is for builds and workflows, not for hostile code.
 //

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -42,8 +43,19 @@ func setupRootfs(spec *ProcessSpec) error {
 	// The image's setuid programs work in the container as in docker's: the
 	// union mount is nosuid for the host (fs.Options.Flags), this bind of it in
 	// the container's own mount namespace is not. Capabilities still bound what
-	// they get (caps.go); nodev stays.
-	if err := unix.MountSetattr(int(rfd.Fd()), "", unix.AT_EMPTY_PATH, &unix.MountAttr{Attr_clr: unix.MOUNT_ATTR_NOSUID}); err != nil && !errors.Is(err, unix.ENOSYS) {
+	// they get (caps.go); nodev stays, all the way down: a container may make
+	// device nodes (CAP_MKNOD, as docker's), and with no device cgroup here
+	// none of its writable mounts may open one (nodevUnlessPrivileged).
+	if !spec.Privileged {
+		if err := unix.MountSetattr(int(rfd.Fd()), "", unix.AT_EMPTY_PATH|unix.AT_RECURSIVE, &unix.MountAttr{Attr_set: unix.MOUNT_ATTR_NODEV}); err != nil && !errors.Is(err, unix.ENOSYS) {
+			return fmt.Errorf("make the container's root nodev: %w", err)
+		}
+	}
+	clr := uint64(unix.MOUNT_ATTR_NOSUID)
+	if spec.Privileged { // as docker's: its device nodes open
+		clr |= unix.MOUNT_ATTR_NODEV
+	}
+	if err := unix.MountSetattr(int(rfd.Fd()), "", unix.AT_EMPTY_PATH, &unix.MountAttr{Attr_clr: clr}); err != nil && !errors.Is(err, unix.ENOSYS) {
 		return fmt.Errorf("allow setuid in the container: %w", err)
 	}
 
@@ -60,6 +72,7 @@ func setupRootfs(spec *ProcessSpec) error {
 		}
 	}
 	for _, b := range spec.Binds {
+		b = nodevUnlessPrivileged(b, spec.Privileged)
 		if b.Tmpfs {
 			if err := tmpfsIn(rfd, b); err != nil {
 				return err
@@ -167,6 +180,25 @@ func maskProc(rfd *os.File) error {
 		}
 	}
 	return nil
+}
+
+// nodevUnlessPrivileged makes b nodev unless the container is privileged: a
+// tmpfs always (its "dev" option too), a bind unless its source is a character
+// device (-v /dev/fuse:/dev/fuse opens; no node can be made in a file). The
+// container may mknod (CAP_MKNOD, docker's default) and there is no device
+// cgroup to stop a node it made from opening the host's device.
+func nodevUnlessPrivileged(b Bind, privileged bool) Bind {
+	if privileged {
+		return b
+	}
+	if b.Tmpfs {
+		b.Options = append(slices.DeleteFunc(slices.Clone(b.Options), func(o string) bool { return o == "dev" }), "nodev")
+		return b
+	}
+	if fi, err := os.Stat(b.Source); err != nil || fi.Mode()&os.ModeCharDevice == 0 {
+		b.NoDev = true
+	}
+	return b
 }
 
 // tmpfsIn mounts a fresh tmpfs on b.Target (created if missing) inside the root,
@@ -344,11 +376,26 @@ func setupDev(rfd *os.File, spec *ProcessSpec) error {
 	dfd := int(dev.Fd())
 	for _, d := range devices {
 		err := unix.Mknodat(dfd, d.name, unix.S_IFCHR|0o666, int(unix.Mkdev(d.major, d.minor)))
-		if err != nil {
+		if err == nil && !spec.Privileged {
+			// Each node is a bind of itself, which opens: the tmpfs under it
+			// becomes nodev below, so a node the container makes there
+			// does not (no device cgroup here).
+			err = bindIn(rfd, Bind{Source: fdPath(dev) + "/" + d.name, Target: "/dev/" + d.name})
+		} else if err != nil {
 			// No mknod (a user namespace): bind the host's node instead.
-			if err := bindIn(rfd, Bind{Source: "/dev/" + d.name, Target: "/dev/" + d.name}); err != nil {
-				return err
-			}
+			err = bindIn(rfd, Bind{Source: "/dev/" + d.name, Target: "/dev/" + d.name})
+		}
+		if err != nil {
+			return err
+		}
+	}
+	if !spec.Privileged {
+		err := unix.MountSetattr(dfd, "", unix.AT_EMPTY_PATH, &unix.MountAttr{Attr_set: unix.MOUNT_ATTR_NODEV})
+		if errors.Is(err, unix.ENOSYS) { // before Linux 5.12
+			err = unix.Mount("", fdPath(dev), "", unix.MS_REMOUNT|unix.MS_BIND|unix.MS_NOSUID|unix.MS_NODEV|unix.MS_STRICTATIME, "")
+		}
+		if err != nil {
+			return fmt.Errorf("make /dev nodev: %w", err)
 		}
 	}
 	if err := unix.Mkdirat(dfd, "pts", 0o755); err != nil {

@@ -61,9 +61,10 @@ unchanged rebuild reuse every step and give the same image ID. RUN steps run
 in containers as layerfs run does (host network). .dockerignore is honoured.
 RUN takes buildkit's flags: --mount=type=cache|bind|tmpfs|secret (secrets
 come from --secret), --network=none|host|default and --security. RUN gets
-docker's default capabilities less MKNOD (no device cgroup here): a step that
-makes device nodes fails; RUN --security=insecure (with --allow
-security.insecure) gets every capability.
+docker's default capabilities: a step may make device nodes (they land in the
+layer), which open nothing (no device cgroup here: every writable mount is
+nodev); RUN --security=insecure (with --allow security.insecure) gets every
+capability.
 Multi-stage Dockerfiles build every stage; the last one is the image.
 PATH "-" reads the context from stdin: a tar archive (plain or compressed), or
 a Dockerfile alone (no context); -f - reads the Dockerfile from stdin. A git URL

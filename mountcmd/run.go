@@ -107,8 +107,8 @@ committed: layerfs run --name busy1 -it busybox sh; ...; layerfs commit busy1 me
 					return err
 				}
 			}
-			if !o.child && !o.privileged && addsMknod(o.capAdd) {
-				fmt.Fprintln(cmd.ErrOrStderr(), "WARNING: CAP_MKNOD lets the container make and open host devices: layerfs has no device cgroup")
+			if !o.child && !o.privileged && addsCap(o.capAdd, "SYS_ADMIN") {
+				fmt.Fprintln(cmd.ErrOrStderr(), "WARNING: CAP_SYS_ADMIN lets the container mount devices and open them: layerfs has no device cgroup")
 			}
 			if len(o.publish) > 0 && !o.child {
 				// Containers share the host's network: a port is already published.
@@ -177,7 +177,7 @@ func addRunFlags(f *pflag.FlagSet, o *runOptions) {
 	f.IntVar(&o.stopTimeout, "stop-timeout", -1, "seconds stop waits before it kills the container (default 10)")
 	f.BoolVar(&o.readOnly, "read-only", false, "mount the container's root filesystem as read only")
 	f.StringVar(&o.platform, "platform", "", "the platform (only this host's: containers run natively)")
-	f.BoolVar(&o.privileged, "privileged", false, "give every capability to the container (default: docker's set, less MKNOD)")
+	f.BoolVar(&o.privileged, "privileged", false, "give every capability to the container (default: docker's set)")
 	f.StringSliceVar(&o.capAdd, "cap-add", nil, "add Linux capabilities (NAME, CAP_NAME or ALL)")
 	f.StringSliceVar(&o.capDrop, "cap-drop", nil, "drop Linux capabilities (NAME, CAP_NAME or ALL)")
 	f.StringArrayVar(&o.ulimits, "ulimit", nil, "ulimit options (NAME=SOFT[:HARD], e.g. nofile=1024:2048)")
@@ -415,15 +415,6 @@ func processSpec(o *runOptions, img *blobstore.Image, args []string) (build.Proc
 		return build.ProcessSpec{}, err
 	}
 	binds = append(append(binds, mounts...), tmpfs...)
-	if !o.privileged {
-		// Device nodes in bound host dirs do not open (no device cgroup here),
-		// but a character device bound itself does (-v /dev/fuse:/dev/fuse).
-		for i := range binds {
-			if !binds[i].Tmpfs && !isCharDevice(binds[i].Source) {
-				binds[i].NoDev = true
-			}
-		}
-	}
 	seen := map[string]bool{}
 	for _, b := range binds {
 		t := filepath.Clean(b.Target)
@@ -680,13 +671,6 @@ func unmountAfterRun(w *workContainer, rm bool, made *build.RuntimePaths, server
 		return w.remove()
 	}
 	return nil
-}
-
-// isCharDevice reports whether p, its symlinks followed, is a character
-// device.
-func isCharDevice(p string) bool {
-	fi, err := os.Stat(p)
-	return err == nil && fi.Mode()&os.ModeCharDevice != 0
 }
 
 // mountDepth is how deep target is: "/" 0, "/a" 1, "/a/b" 2.

@@ -316,11 +316,12 @@ func absMountSources(specs []string) ([]string, error) {
 	return out, nil
 }
 
-// addsMknod reports whether --cap-add gives CAP_MKNOD (or ALL).
-func addsMknod(add []string) bool {
+// addsCap reports whether --cap-add gives the capability name (without CAP_),
+// or ALL.
+func addsCap(add []string, name string) bool {
 	for _, a := range add {
-		switch strings.ToUpper(strings.TrimPrefix(strings.ToUpper(a), "CAP_")) {
-		case "MKNOD", "ALL":
+		switch strings.TrimPrefix(strings.ToUpper(a), "CAP_") {
+		case name, "ALL":
 			return true
 		}
 	}

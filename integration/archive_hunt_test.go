@@ -6,11 +6,14 @@ package integration
 import (
 	"archive/tar"
 	"bytes"
+	"io"
+	"math/rand"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/layerfs/layerfs/internal/testenv"
 	"golang.org/x/sys/unix"
@@ -179,4 +182,82 @@ func TestArchiveImportLoadXZBzip2(t *testing.T) {
 			t.Errorf("failed loads left the new root %s behind", root)
 		}
 	})
+}
+
+// TestSaveHoldsItsBlobs: an rmi while a save (or an image's export) streams
+// waits for it: the save writes the whole archive. Before, the rmi's collection
+// deleted the blobs under the save, which wrote a truncated archive and failed
+// (found by a review); an export's layer dirs went the same way.
+func TestSaveHoldsItsBlobs(t *testing.T) {
+	for _, verb := range []string{"save", "export"} {
+		t.Run(verb, func(t *testing.T) { testStreamHoldsItsBlobs(t, verb) })
+	}
+}
+
+func testStreamHoldsItsBlobs(t *testing.T, verb string) {
+	root := rootFor(t)
+	src := filepath.Join(t.TempDir(), "src")
+	os.MkdirAll(src, 0o755)
+	big := make([]byte, 24<<20)
+	rand.New(rand.NewSource(1)).Read(big)
+	os.WriteFile(filepath.Join(src, "blob"), big, 0o644)
+	tarPath := filepath.Join(t.TempDir(), "big.tar")
+	if out, err := exec.Command("tar", "-C", src, "-cf", tarPath, ".").CombinedOutput(); err != nil {
+		t.Fatalf("tar: %v: %s", err, out)
+	}
+	mustRun(t, "import", "-q", tarPath, "big:1")
+
+	args := []string{"--root", root, verb, "big:1"}
+	if verb == "save" {
+		args = append(args, "-q")
+	}
+	save := exec.Command(layerfsBin, args...)
+	stdout, err := save.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stderr bytes.Buffer
+	save.Stderr = &stderr
+	if err := save.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { save.Process.Kill(); save.Wait() })
+	// The save has begun (and stalls on the full pipe) before the rmi.
+	head := make([]byte, 64<<10)
+	if _, err := io.ReadFull(stdout, head); err != nil {
+		t.Fatal(err)
+	}
+	rmi := make(chan result, 1)
+	go func() { rmi <- run(t, "rmi", "big:1") }()
+	select {
+	case r := <-rmi:
+		t.Fatalf("the rmi returned while the %s was stalled: exit %d, %q", verb, r.Code, r.Stdout)
+	case <-time.After(500 * time.Millisecond):
+	}
+	tr := tar.NewReader(io.MultiReader(bytes.NewReader(head), stdout))
+	var n int
+	for {
+		_, err := tr.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatalf("the archive after %d entries: %v", n, err)
+		}
+		if _, err := io.Copy(io.Discard, tr); err != nil {
+			t.Fatalf("the archive's entry %d: %v", n, err)
+		}
+		n++
+	}
+	if err := save.Wait(); err != nil {
+		t.Errorf("%s with an rmi meanwhile: %v, %s", verb, err, stderr.String())
+	}
+	select {
+	case r := <-rmi:
+		if r.Code != 0 {
+			t.Errorf("rmi during a save: exit %d, %s", r.Code, r.Stderr)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("rmi did not return after the save")
+	}
 }

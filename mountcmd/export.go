@@ -44,6 +44,13 @@ func runExport(ctx context.Context, g *globalOptions, o *exportOptions, arg stri
 	if err != nil {
 		return err
 	}
+	// An image's blobs and layer dirs stay until the tar is written (an rmi
+	// meanwhile waits to collect them), as save's.
+	release, err := store.Lease(ctx)
+	if err != nil {
+		return err
+	}
+	defer release()
 	lowers, upper, cleanup, err := exportSource(ctx, g, store, arg)
 	if err != nil {
 		return err

@@ -64,6 +64,13 @@ func runPush(cmd *cobra.Command, g *globalOptions, o *pushOptions, src, dest str
 	if err != nil {
 		return err
 	}
+	// The blobs stay until they are uploaded (an rmi meanwhile waits to
+	// collect them), as save's.
+	release, err := st.Lease(cmd.Context())
+	if err != nil {
+		return err
+	}
+	defer release()
 	progress, done := newTransferProgress(out, o.quiet)
 	res, err := c.Push(cmd.Context(), st, src, dest, registry.PushOptions{Progress: progress})
 	done()

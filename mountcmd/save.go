@@ -50,7 +50,19 @@ func runSave(cmd *cobra.Command, g *globalOptions, o *saveOptions, args []string
 			return errors.New("cowardly refusing to save to a terminal. Use the -o flag or redirect")
 		}
 	}
-	s, imgs, err := openImages(g)
+	s, err := openStore(g)
+	if err != nil {
+		return err
+	}
+	// The blobs stay until the archive is written: an rmi or prune meanwhile
+	// untags, and its collection waits (it deleted blobs under a save, which
+	// then wrote a truncated archive; found by a review).
+	release, err := s.Lease(cmd.Context())
+	if err != nil {
+		return err
+	}
+	defer release()
+	imgs, err := s.Images()
 	if err != nil {
 		return err
 	}

@@ -191,6 +191,9 @@ func checkConfigLayers(cb []byte, cd digest.Digest, layers []*spooled) (ocispec.
 		return c, err
 	}
 	for i, l := range layers {
+		if l.diffID == "" {
+			return c, fmt.Errorf("layer %s: %w: its %s stream does not decompress", l.digest, ErrDigestMismatch, l.comp)
+		}
 		if l.diffID != c.RootFS.DiffIDs[i] {
 			return c, fmt.Errorf("layer %s: %w: uncompressed content is %s, config diff_id is %s", l.digest, ErrDigestMismatch, l.diffID, c.RootFS.DiffIDs[i])
 		}

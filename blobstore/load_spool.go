@@ -3,6 +3,7 @@ package blobstore
 import (
 	"archive/tar"
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -138,7 +139,7 @@ func spoolFile(ctx context.Context, tr io.Reader, dir string, hdr *tar.Header, p
 	defer f.Close()
 	tk := orNop(p).Track(hdr.Name, hdr.Size)
 	h := digest.SHA256.Digester()
-	head := make([]byte, 4)
+	head := make([]byte, len(xzMagic))
 	hn, err := io.ReadFull(tr, head)
 	if err != nil && err != io.ErrUnexpectedEOF && err != io.EOF {
 		tk.Done(err)
@@ -146,6 +147,10 @@ func spoolFile(ctx context.Context, tr io.Reader, dir string, hdr *tar.Header, p
 	}
 	head = head[:hn]
 	comp := sniff(head)
+	// A bzip2 or xz layer (docker load takes them: its layers go through
+	// DecompressStream) is kept decompressed, as a plain tar: no layer media
+	// type names those compressions.
+	legacy := bytes.HasPrefix(head, bzip2Magic) || bytes.HasPrefix(head, xzMagic)
 	var dr *diffHasher
 	sc := newTarSizeCounter()
 	var content io.Writer = sc
@@ -154,8 +159,18 @@ func spoolFile(ctx context.Context, tr io.Reader, dir string, hdr *tar.Header, p
 		cw = newCheckWriter(check)
 		content = io.MultiWriter(sc, cw)
 	}
+	var plain *os.File
+	if legacy {
+		if plain, err = os.CreateTemp(dir, "part-"); err != nil {
+			tk.Done(err)
+			return nil, fmt.Errorf("spool %s: %w", hdr.Name, err)
+		}
+		defer os.Remove(plain.Name()) // a no-op once renamed
+		defer plain.Close()
+		content = io.MultiWriter(content, plain)
+	}
 	ws := []io.Writer{f, h.Hash(), tk}
-	if comp != None {
+	if comp != None || legacy {
 		dr = newDiffHasher(comp, content)
 		ws = append(ws, dr)
 	} else {
@@ -181,6 +196,9 @@ func spoolFile(ctx context.Context, tr io.Reader, dir string, hdr *tar.Header, p
 	if err := f.Sync(); err != nil {
 		return nil, fmt.Errorf("spool %s: %w", hdr.Name, err)
 	}
+	if legacy && diffID != "" {
+		return spoolPlain(dir, hdr.Name, plain, diffID, sc, checkErr)
+	}
 	d := h.Digest()
 	if comp == None {
 		diffID = d
@@ -200,6 +218,29 @@ func spoolFile(ctx context.Context, tr io.Reader, dir string, hdr *tar.Header, p
 		size = sc.size()
 	}
 	return &spooled{digest: d, size: fi.Size(), comp: comp, diffID: diffID, content: size, checkErr: checkErr}, nil
+}
+
+// spoolPlain keeps the decompressed content of a bzip2 or xz file, plain (its
+// digest is its diffID), in place of the file.
+func spoolPlain(dir, name string, plain *os.File, diffID digest.Digest, sc *tarSizeCounter, checkErr error) (*spooled, error) {
+	if err := plain.Sync(); err != nil {
+		return nil, fmt.Errorf("spool %s: %w", name, err)
+	}
+	dst := filepath.Join(dir, diffID.Encoded())
+	if _, err := os.Stat(dst); err != nil {
+		if err := os.Rename(plain.Name(), dst); err != nil {
+			return nil, fmt.Errorf("spool %s: %w", name, err)
+		}
+	}
+	fi, err := os.Stat(dst)
+	if err != nil {
+		return nil, fmt.Errorf("spool %s: %w", name, err)
+	}
+	size := int64(-1)
+	if sc.ok() {
+		size = sc.size()
+	}
+	return &spooled{digest: diffID, size: fi.Size(), comp: None, diffID: diffID, content: size, checkErr: checkErr}, nil
 }
 
 // checkWriter runs a layer check on what is written to it, in a goroutine; a check
@@ -242,12 +283,20 @@ type diffHasher struct {
 	done chan digest.Digest
 }
 
+// c None: bzip2 or xz, which autoDecompress reads.
 func newDiffHasher(c Compression, sc io.Writer) *diffHasher {
 	pr, pw := io.Pipe()
 	d := &diffHasher{pw: pw, done: make(chan digest.Digest, 1)}
 	go func() {
 		h := digest.SHA256.Digester()
-		dr, closeDec, err := decompress(pr, c)
+		var dr io.Reader
+		var closeDec func()
+		var err error
+		if c == None {
+			dr, _, closeDec, err = autoDecompress(pr)
+		} else {
+			dr, closeDec, err = decompress(pr, c)
+		}
 		if err == nil {
 			_, err = io.Copy(io.MultiWriter(h.Hash(), sc), dr)
 			closeDec()

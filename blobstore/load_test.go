@@ -5,10 +5,12 @@ import (
 	"context"
 	"errors"
 	"os"
+	"os/exec"
 	"strings"
 	"testing"
 
 	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 )
 
 type digests struct{ manifest, config digest.Digest }
@@ -224,4 +226,52 @@ func TestLoadBlobMode(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestLoadLegacyCompressedLayers: a docker-archive's layer tars may be bzip2 or
+// xz (docker load decompresses each with DecompressStream); they are stored
+// plain. Before, their compressed bytes were taken for the content and the load
+// failed on a diff_id "mismatch". A gzip layer that does not decompress says so.
+func TestLoadLegacyCompressedLayers(t *testing.T) {
+	for _, tool := range []string{"bzip2", "xz"} {
+		t.Run(tool, func(t *testing.T) {
+			if _, err := exec.LookPath(tool); err != nil {
+				t.Skipf("no %s", tool)
+			}
+			s := newStore(t)
+			ti := newTestImage(t, tool, 2, None, tool+":1")
+			plain := append([][]byte(nil), ti.layers...)
+			for i, l := range ti.layers {
+				c := exec.Command(tool, "-c")
+				c.Stdin = bytes.NewReader(l)
+				out, err := c.Output()
+				if err != nil {
+					t.Fatal(err)
+				}
+				ti.layers[i] = out
+			}
+			load(t, s, classicDockerArchive(t, ti))
+			img, err := s.Resolve(tool + ":1")
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i, l := range img.Manifest.Layers {
+				if l.Digest != sha(plain[i]) || l.MediaType != ocispec.MediaTypeImageLayer {
+					t.Errorf("layer %d = %s %s, want the plain tar %s", i, l.MediaType, l.Digest, sha(plain[i]))
+				}
+				if !s.Has(l.Digest) {
+					t.Errorf("layer %d's blob is not stored", i)
+				}
+			}
+		})
+	}
+	t.Run("gzip-trailing-garbage", func(t *testing.T) {
+		s := newStore(t)
+		ti := newTestImage(t, "gt", 1, Gzip, "gt:1")
+		ti.layers[0] = append(ti.layers[0][:len(ti.layers[0])-4], "GARBAGE"...)
+		_, err := s.Load(context.Background(), bytes.NewReader(classicDockerArchive(t, ti)), LoadOptions{})
+		if err == nil || !strings.Contains(err.Error(), "gzip stream does not decompress") {
+			t.Errorf("Load of a broken gzip layer = %v", err)
+		}
+	})
 }

@@ -122,23 +122,12 @@ func RunCaps(privileged bool, add, drop []string) ([]string, error) {
 // only caps, and its ambient set is emptied. The caller holds its OS thread
 // (the bounding set is per thread) and execs, or forks, from it.
 func limitCaps(caps []string) error {
-	if caps == nil {
-		caps = DefaultCaps
+	mask, all, err := capMask(caps)
+	if err != nil || all {
+		return err
 	}
-	keep := map[int]bool{}
-	for _, c := range caps {
-		n, err := normCap(c)
-		if err != nil {
-			return err
-		}
-		if n == AllCaps {
-			return nil
-		}
-		keep[capNames[strings.TrimPrefix(n, "CAP_")]] = true
-	}
-	last := lastCap()
-	for c := 0; c <= last; c++ {
-		if keep[c] {
+	for c := 0; c <= lastCap(); c++ {
+		if mask.has(c) {
 			continue
 		}
 		if err := unix.Prctl(unix.PR_CAPBSET_DROP, uintptr(c), 0, 0, 0); err != nil && err != unix.EINVAL {
@@ -151,16 +140,36 @@ func limitCaps(caps []string) error {
 	if err := unix.Capget(&hdr, &data[0]); err != nil {
 		return fmt.Errorf("capget: %w", err)
 	}
-	var mask [2]uint32
-	for c := range keep {
-		mask[c/32] |= 1 << (c % 32)
-	}
 	data[0].Inheritable &= mask[0]
 	data[1].Inheritable &= mask[1]
 	if err := unix.Capset(&hdr, &data[0]); err != nil {
 		return fmt.Errorf("capset: %w", err)
 	}
 	return nil
+}
+
+// capSet is a capability bit set, as capget(2)'s two 32-bit words.
+type capSet [2]uint32
+
+func (m *capSet) add(c int)     { m[c/32] |= 1 << (c % 32) }
+func (m capSet) has(c int) bool { return m[c/32]&(1<<(c%32)) != 0 }
+
+// capMask is caps (nil: DefaultCaps) as a set; all when caps is [AllCaps].
+func capMask(caps []string) (mask capSet, all bool, err error) {
+	if caps == nil {
+		caps = DefaultCaps
+	}
+	for _, c := range caps {
+		n, err := normCap(c)
+		if err != nil {
+			return mask, false, err
+		}
+		if n == AllCaps {
+			return mask, true, nil
+		}
+		mask.add(capNames[strings.TrimPrefix(n, "CAP_")])
+	}
+	return mask, false, nil
 }
 
 // CanCapAllThreads reports whether this binary can change the capabilities of
@@ -179,23 +188,12 @@ func CanCapAllThreads() bool {
 // needs to take the user's credentials) and once more after, so it never holds
 // what the container lacks. ENOTSUP in a cgo-linked binary.
 func capAllThreads(caps []string, extra ...int) error {
-	if caps == nil {
-		caps = DefaultCaps
-	}
-	var mask [2]uint32
-	for _, c := range caps {
-		n, err := normCap(c)
-		if err != nil {
-			return err
-		}
-		if n == AllCaps {
-			return nil
-		}
-		c := capNames[strings.TrimPrefix(n, "CAP_")]
-		mask[c/32] |= 1 << (c % 32)
+	mask, all, err := capMask(caps)
+	if err != nil || all {
+		return err
 	}
 	for c := 0; c <= lastCap(); c++ {
-		if mask[c/32]&(1<<(c%32)) != 0 {
+		if mask.has(c) {
 			continue
 		}
 		_, _, errno := syscall.AllThreadsSyscall(syscall.SYS_PRCTL, unix.PR_CAPBSET_DROP, uintptr(c), 0)
@@ -210,7 +208,7 @@ func capAllThreads(caps []string, extra ...int) error {
 	}
 	pe := mask
 	for _, c := range extra {
-		pe[c/32] |= 1 << (c % 32)
+		pe.add(c)
 	}
 	for i := range data {
 		data[i].Permitted &= pe[i]

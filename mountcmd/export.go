@@ -40,13 +40,9 @@ func runExport(ctx context.Context, g *globalOptions, o *exportOptions, arg stri
 	if o.output == "" && writerIsTerminal(stdout) {
 		return errExportTerminal
 	}
-	store, err := openStore(g)
-	if err != nil {
-		return err
-	}
 	// An image's blobs and layer dirs stay until the tar is written (an rmi
 	// meanwhile waits to collect them), as save's.
-	release, err := store.Lease(ctx)
+	store, release, err := openLeased(ctx, g)
 	if err != nil {
 		return err
 	}

@@ -99,11 +99,7 @@ func runImport(cmd *cobra.Command, g *globalOptions, o *importOptions, args []st
 		total = fi.Size()
 		in = f
 	}
-	s, err := openStore(g)
-	if err != nil {
-		return err
-	}
-	release, err := s.Lease(cmd.Context())
+	s, release, err := openLeased(cmd.Context(), g)
 	if err != nil {
 		return err
 	}

@@ -60,13 +60,9 @@ func runPush(cmd *cobra.Command, g *globalOptions, o *pushOptions, src, dest str
 	if err != nil {
 		return err
 	}
-	st, err := openStore(g)
-	if err != nil {
-		return err
-	}
 	// The blobs stay until they are uploaded (an rmi meanwhile waits to
 	// collect them), as save's.
-	release, err := st.Lease(cmd.Context())
+	st, release, err := openLeased(cmd.Context(), g)
 	if err != nil {
 		return err
 	}

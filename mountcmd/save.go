@@ -50,14 +50,10 @@ func runSave(cmd *cobra.Command, g *globalOptions, o *saveOptions, args []string
 			return errors.New("cowardly refusing to save to a terminal. Use the -o flag or redirect")
 		}
 	}
-	s, err := openStore(g)
-	if err != nil {
-		return err
-	}
 	// The blobs stay until the archive is written: an rmi or prune meanwhile
 	// untags, and its collection waits (it deleted blobs under a save, which
 	// then wrote a truncated archive; found by a review).
-	release, err := s.Lease(cmd.Context())
+	s, release, err := openLeased(cmd.Context(), g)
 	if err != nil {
 		return err
 	}

@@ -1,6 +1,7 @@
 package mountcmd
 
 import (
+	"context"
 	"errors"
 	"path/filepath"
 
@@ -24,6 +25,19 @@ func storeDir(g *globalOptions) string { return filepath.Join(g.root, "store") }
 // openStore opens (creating if needed) the image store under --root.
 func openStore(g *globalOptions) (*blobstore.Store, error) {
 	return blobstore.Open(storeDir(g))
+}
+
+// openLeased opens the store under a lease (blobstore.Store.Lease): no blob it
+// holds or writes is collected until release, though an rmi may untag
+// meanwhile (its collection waits).
+func openLeased(ctx context.Context, g *globalOptions) (s *blobstore.Store, release func(), err error) {
+	if s, err = openStore(g); err != nil {
+		return nil, nil, err
+	}
+	if release, err = s.Lease(ctx); err != nil {
+		return nil, nil, err
+	}
+	return s, release, nil
 }
 
 // openAndResolve opens the store and resolves the image argument ref; a miss is

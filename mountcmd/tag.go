@@ -17,14 +17,10 @@ func newTagCommand(g *globalOptions) *cobra.Command {
 			if _, err := blobstore.ParseTag(args[1]); err != nil {
 				return err
 			}
-			s, err := openStore(g)
-			if err != nil {
-				return err
-			}
 			// Hold a lease from resolve to tag, so no GC removes the image's blobs
 			// in between; Tag re-checks under the index lock that an rmi did not
 			// drop the image meanwhile.
-			release, err := s.Lease(cmd.Context())
+			s, release, err := openLeased(cmd.Context(), g)
 			if err != nil {
 				return err
 			}

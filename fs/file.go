@@ -111,9 +111,6 @@ func (n *node) newHandle(fd int, s *stack, flags int, upper bool, size int64) (f
 	if usePT {
 		h.pt = true
 		n.ptOpens++
-		if h.acc != unix.O_RDONLY {
-			n.fs.ptWriterAdd(n, 1)
-		}
 		return &ptHandle{h}, 0
 	}
 	n.cachedOpens++
@@ -282,9 +279,6 @@ func (h *fileHandle) Release(ctx context.Context) syscall.Errno {
 	delete(n.handles, h)
 	if h.pt {
 		n.ptOpens--
-		if h.acc != unix.O_RDONLY {
-			n.fs.ptWriterAdd(n, -1)
-		}
 	} else {
 		n.cachedOpens--
 		n.cachedClosed = time.Now()

@@ -1,9 +1,11 @@
 package fs
 
 // Freezing writers. Writes through a FUSE passthrough file handle go from the kernel
-// straight to the backing file and never reach this process, so the write barrier
-// (MountPoint.Pause) cannot hold them. Stopping the processes that have such files
-// open for writing, as `docker pause` freezes a container, holds them too.
+// straight to the backing file and never reach this process, and a write(2) past
+// max_write reaches it as several requests, so the write barrier alone
+// (MountPoint.Pause) cannot hold writes whole. Stopping the processes that have
+// files of the mount open for writing, as `docker pause` freezes a container,
+// holds them at system call boundaries.
 
 import (
 	"bytes"
@@ -75,11 +77,13 @@ func newFreezer(dev uint64, skip map[int]bool) *freezer {
 // then it looks again, until a look finds no new writer: a process forked while
 // the last look listed /proc (its parent stopped only after the fork) holds the
 // parent's fds, a writer too. On error, what it stopped stays stopped (cont).
+//
+// inos nil stands for every inode of the device.
 func (fr *freezer) stop(ctx context.Context, inos map[uint64]bool) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	if len(inos) == 0 {
+	if inos != nil && len(inos) == 0 {
 		return nil
 	}
 	for {
@@ -317,8 +321,9 @@ func openWriters(ctx context.Context, dev uint64, inos map[uint64]bool, skip map
 	return pids, nil
 }
 
-// writesInode reports whether pid has a file of dev with an inode number in inos open
-// for writing. A process that has gone or is not ours to inspect does not.
+// writesInode reports whether pid has a file of dev with an inode number in inos
+// (nil: any) open for writing. A process that has gone or is not ours to inspect
+// does not.
 func writesInode(pid int, dev uint64, inos map[uint64]bool) (bool, error) {
 	dir := filepath.Join(procRoot, strconv.Itoa(pid))
 	fds, err := os.ReadDir(filepath.Join(dir, "fd"))
@@ -350,7 +355,7 @@ func writesInode(pid int, dev uint64, inos map[uint64]bool) (bool, error) {
 			}
 			return false, fmt.Errorf("stat %s: %w", link, err)
 		}
-		if uint64(st.Dev) == dev && inos[uint64(st.Ino)] {
+		if uint64(st.Dev) == dev && (inos == nil || inos[uint64(st.Ino)]) {
 			return true, nil
 		}
 	}

@@ -218,7 +218,8 @@ func TestFreezeTimeoutContinues(t *testing.T) {
 	pid := startShell(t, "exec 3>>"+p+"; while :; do echo x >&3; done")
 	waitGrow(t, backing)
 
-	must(t, u.m.Pause(context.Background()))
+	// Pause itself stops writers: this one is left to block at its barrier.
+	must(t, u.m.Pause(context.Background(), pid))
 	resumed := false
 	resume := func() {
 		if !resumed {

@@ -29,6 +29,12 @@ func TestMain(m *testing.M) {
 	if m := os.Getenv("LAYERFS_TEST_UMASK"); m != "" {
 		os.Exit(umaskOps(m, os.Args[1:])) // acl_test.go
 	}
+	if p := os.Getenv("LAYERFS_TEST_BIG_WRITES"); p != "" {
+		os.Exit(bigWrites(p)) // pause_test.go
+	}
+	if p := os.Getenv("LAYERFS_TEST_MMAP_HOLD"); p != "" {
+		os.Exit(mmapHold(p)) // pause_test.go
+	}
 	if p := os.Getenv("LAYERFS_TEST_OPEN_LOOP"); p != "" {
 		os.Exit(openLoop(p, os.Getenv("LAYERFS_TEST_OPEN_READ"))) // ptwrite_test.go
 	}

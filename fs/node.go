@@ -32,11 +32,6 @@ type unionFS struct {
 	debug bool
 	// passthrough is set when the kernel accepted FUSE passthrough.
 	passthrough atomic.Bool
-	// ptWriters counts, per node, the live passthrough opens that may write: the
-	// kernel writes through them without asking this process, so Pause stops
-	// their processes instead (see MountPoint.Pause).
-	ptWritersMu sync.Mutex
-	ptWriters   map[*node]int
 	// noOpen: opens of regular files stay in the kernel (see noopen.go).
 	noOpen    bool
 	retired   []*stack // stacks replaced by Rebase, closed at the end

@@ -14,38 +14,13 @@ import (
 //
 // The kernel writes through such opens without asking this process, so the two
 // things that hold or redirect writes do more for them:
-//   - Pause stops the processes that hold them (ptWriterInos, stopWriters), as
-//     docker pause freezes a container;
+//   - Pause stops the processes that hold them (as every process with a file of
+//     the mount open for writing: MountPoint.pause), as docker pause freezes a
+//     container;
 //   - after a Rebase their writes go to the old upper's file, which commit already
 //     took: at the open's release, a file changed since the Rebase is copied into
 //     the current stack (landRebased), so no write is lost.
 // (In no-open mode no open passes through: see the note at the top of noopen.go.)
-
-// ptWriterAdd counts a passthrough open of n that may write (d = 1) or its
-// release (d = -1).
-func (fsys *unionFS) ptWriterAdd(n *node, d int) {
-	fsys.ptWritersMu.Lock()
-	defer fsys.ptWritersMu.Unlock()
-	if fsys.ptWriters == nil {
-		fsys.ptWriters = map[*node]int{}
-	}
-	fsys.ptWriters[n] += d
-	if fsys.ptWriters[n] <= 0 {
-		delete(fsys.ptWriters, n)
-	}
-}
-
-// ptWriterInos returns the inode numbers (as the mount shows them) of the nodes
-// with live passthrough opens that may write.
-func (fsys *unionFS) ptWriterInos() map[uint64]bool {
-	fsys.ptWritersMu.Lock()
-	defer fsys.ptWritersMu.Unlock()
-	inos := make(map[uint64]bool, len(fsys.ptWriters))
-	for n := range fsys.ptWriters {
-		inos[n.StableAttr().Ino] = true
-	}
-	return inos
-}
 
 // fileStamp is what tells whether a file's data changed: size and mtime (not
 // ctime: removing the old upper changes that).

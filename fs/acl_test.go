@@ -496,3 +496,44 @@ func TestIDMappingACL(t *testing.T) {
 		t.Errorf("uid 101005 reading g: %s, want ok", got)
 	}
 }
+
+// TestNoACL: Options.NoACL (fuse-overlayfs's noacl) turns the kernel's ACL
+// checks off: a file whose ACL grants nobody read, but whose mode does not, is
+// refused to nobody, as under fuse-overlayfs -o noacl (noacl was accepted and
+// ignored).
+func TestNoACL(t *testing.T) {
+	testenv.RequireRoot(t)
+	testenv.RequireFUSE(t)
+	lower := t.TempDir()
+	must(t, os.Chmod(lower, 0o755))
+	p := filepath.Join(lower, "grant")
+	must(t, os.WriteFile(p, []byte("x\n"), 0o600))
+	if err := unix.Setxattr(p, aclAccess, encodeACL(t, "u::rw-,u:65534:r--,g::---,m::r--,o::---"), 0); err != nil {
+		t.Skipf("the test's filesystem takes no POSIX ACLs: %v", err)
+	}
+	for _, noACL := range []bool{false, true} {
+		d := t.TempDir()
+		mnt, upper, work := filepath.Join(d, "mnt"), filepath.Join(d, "upper"), filepath.Join(d, "work")
+		for _, dir := range []string{mnt, upper, work} {
+			must(t, os.Mkdir(dir, 0o755))
+		}
+		for x := filepath.Dir(mnt); x != "/" && x != os.TempDir(); x = filepath.Dir(x) {
+			must(t, os.Chmod(x, 0o755)) // nobody walks to the mount
+		}
+		m, err := Mount(mnt, Options{Lowers: []string{lower}, Upper: upper, Work: work, Format: cow.FormatOverlay, FsName: "layerfs-test", NoACL: noACL})
+		if err != nil {
+			t.Fatalf("Mount: %v", err)
+		}
+		cmd := inMount(mnt, `cat grant >/dev/null 2>&1 && echo ok || echo denied`)
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+		out, err := cmd.CombinedOutput()
+		must(t, m.Unmount())
+		if err != nil {
+			t.Fatalf("as nobody: %v: %s", err, out)
+		}
+		want := map[bool]string{false: "ok\n", true: "denied\n"}[noACL]
+		if string(out) != want {
+			t.Errorf("NoACL %v: nobody's read of a file its ACL grants = %q, want %q", noACL, out, want)
+		}
+	}
+}

@@ -43,6 +43,10 @@ type Options struct {
 	// IDs shifts owners between the dirs and the mount (fuse-overlayfs's
 	// uidmapping= and squash_*); nil shows them as stored.
 	IDs *IDMapping
+	// NoACL turns POSIX ACLs off (fuse-overlayfs's noacl): the kernel checks
+	// the mode bits alone, and a new entry takes the umask even under a
+	// directory's default ACL.
+	NoACL bool
 }
 
 // MountPoint is a live union mount. (The contract named both the type and the
@@ -76,7 +80,7 @@ func Mount(mountpoint string, opts Options) (*MountPoint, error) {
 	for _, err := range s.loadInoMaps(opts.InodeMaps) {
 		log.Printf("layerfs: mount %s: %v (its layer's own inode numbers are used)", mountpoint, err)
 	}
-	fsys := &unionFS{debug: opts.Debug, noOpen: !opts.Passthrough, ids: opts.IDs}
+	fsys := &unionFS{debug: opts.Debug, noOpen: !opts.Passthrough, ids: opts.IDs, noACL: opts.NoACL}
 	fsys.relist.delay = relistDelay
 	fsys.stack.Store(s)
 	fsys.root = fsys.newNode()
@@ -111,7 +115,7 @@ func Mount(mountpoint string, opts Options) (*MountPoint, error) {
 	mo.ExtraCapabilities |= fuse.CAP_HANDLE_KILLPRIV_V2
 	// And applies the umask of new entries, which a default ACL overrides (umask.go).
 	mo.ExtraCapabilities |= fuse.CAP_DONT_MASK
-	mo.EnableAcl = true
+	mo.EnableAcl = !opts.NoACL
 	if opts.Passthrough {
 		// O_TRUNC comes with the OPEN, whose copy-up then takes no data; without
 		// it the kernel sends the OPEN without O_TRUNC and a truncate after it,

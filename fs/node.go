@@ -32,6 +32,8 @@ type unionFS struct {
 	debug bool
 	// passthrough is set when the kernel accepted FUSE passthrough.
 	passthrough atomic.Bool
+	// noACL: Options.NoACL.
+	noACL bool
 	// noOpen: opens of regular files stay in the kernel (see noopen.go).
 	noOpen    bool
 	retired   []*stack // stacks replaced by Rebase, closed at the end

@@ -57,7 +57,7 @@ func (fsys *unionFS) umask(ctx context.Context) uint32 {
 // to set).
 func (fsys *unionFS) newMode(ctx context.Context, dfd int, mode uint32) (perm uint32, acl bool) {
 	perm = mode & 0o7777
-	if _, err := unix.Fgetxattr(dfd, aclDefaultXattr, nil); err == nil {
+	if _, err := unix.Fgetxattr(dfd, aclDefaultXattr, nil); err == nil && !fsys.noACL {
 		return perm, true
 	}
 	return perm &^ fsys.umask(ctx), false

@@ -41,6 +41,7 @@ type overlayArgs struct {
 	mountpoint  string
 	readOnly    bool
 	passthrough bool           // -o passthrough: fs.Options.Passthrough
+	noACL       bool           // -o noacl: fs.Options.NoACL
 	flags       []string       // kernel mount flags (fs.Options.Flags), fuse-overlayfs's defaults first
 	ids         *lfs.IDMapping // uidmapping=, gidmapping=, squash_*: nil if none
 	foreground  bool
@@ -50,27 +51,43 @@ type overlayArgs struct {
 }
 
 // looksLikeOverlayArgs reports whether args (without argv[0]) are fuse-overlayfs
-// style: some -o option list holding lowerdir=.
+// style: a -o option list holding lowerdir= before any other argument that is
+// no option (the mountpoint comes last), as containers/storage calls its
+// mount_program. A verb's own -o (`save -o lowerdir=x.tar IMAGE`, `--root R
+// save ...`) is not.
 func looksLikeOverlayArgs(args []string) bool {
-	for i, a := range args {
+	for i := 0; i < len(args); i++ {
+		a := args[i]
 		switch {
-		case a == "-o" && i+1 < len(args) && strings.Contains(args[i+1], "lowerdir="):
-			return true
+		case a == "-o":
+			if i+1 < len(args) && strings.Contains(args[i+1], "lowerdir=") {
+				return true
+			}
+			i++
 		case strings.HasPrefix(a, "-o") && strings.Contains(a, "lowerdir="):
 			return true
+		case !strings.HasPrefix(a, "-"):
+			return false
 		}
 	}
 	return false
 }
 
 // splitOptions splits a -o list at commas outside double quotes (SELinux contexts
-// such as context="a:b:c1,c2" hold commas).
+// such as context="a:b:c1,c2" hold commas) and not escaped as "\," (a comma in
+// a path, as libfuse and kernel overlayfs take it; other escapes, such as
+// lowerdir's "\:", are left for the option's own parser).
 func splitOptions(s string) []string {
 	var out []string
 	var cur strings.Builder
-	quoted := false
-	for _, r := range s {
+	quoted, escaped := false, false
+	for i, r := range s {
 		switch {
+		case escaped:
+			escaped = false
+			cur.WriteRune(r)
+		case r == '\\' && strings.HasPrefix(s[i+1:], ","):
+			escaped = true
 		case r == '"':
 			quoted = !quoted
 			cur.WriteRune(r)
@@ -157,6 +174,8 @@ func parseOverlayArgs(args []string) (*overlayArgs, error) {
 			o.passthrough = true
 		case "debug":
 			o.debug, o.foreground = true, true
+		case "noacl":
+			o.noACL = true
 		case "uidmapping", "gidmapping", "squash_to_uid", "squash_to_gid", "squash_to_root":
 			// podman and buildah hand a container's user namespace mapping to
 			// their mount_program instead of chowning the image's layers.
@@ -344,6 +363,7 @@ func serveOverlay(ctx context.Context, o *overlayArgs, ready *os.File, stderr io
 		ReadOnly:    o.readOnly,
 		Passthrough: o.passthrough,
 		IDs:         o.ids,
+		NoACL:       o.noACL,
 		Debug:       o.debug,
 		FsName:      "fuse-overlayfs",
 		// fuse-overlayfs's defaults (suid, nodev, noatime: a container's setuid

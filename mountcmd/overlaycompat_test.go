@@ -40,6 +40,10 @@ func TestParseOverlayArgs(t *testing.T) {
 			overlayArgs{lowers: []string{"/l"}, upper: "/u", work: "/w", mountpoint: "/m", readOnly: true, foreground: true, flags: []string{"dev", "suid"}}, false},
 		{"passthrough", []string{"-o", "passthrough,lowerdir=/l,upperdir=/u,workdir=/w", "/m"},
 			overlayArgs{lowers: []string{"/l"}, upper: "/u", work: "/w", mountpoint: "/m", passthrough: true}, false},
+		// A comma in a path, escaped as libfuse and kernel overlayfs take it
+		// (the first dir was "/l\\" before); noacl honoured (it was ignored).
+		{"escaped comma, noacl", []string{"-o", `lowerdir=/l\,b:/c\:d,upperdir=/u\,v,workdir=/w,noacl`, "/m"},
+			overlayArgs{lowers: []string{"/l,b", "/c:d"}, upper: "/u,v", work: "/w", mountpoint: "/m", noACL: true}, false},
 		{"version", []string{"--version"}, overlayArgs{version: true}, false},
 		{"no mountpoint", []string{"-o", "lowerdir=/l"}, overlayArgs{}, true},
 		{"no workdir", []string{"-o", "lowerdir=/l,upperdir=/u", "/m"}, overlayArgs{}, true},
@@ -62,6 +66,16 @@ func TestParseOverlayArgs(t *testing.T) {
 	}
 	if !looksLikeOverlayArgs([]string{"-o", "lowerdir=/x", "/m"}) || looksLikeOverlayArgs([]string{"mount", "busybox", "/m"}) {
 		t.Errorf("looksLikeOverlayArgs misclassifies")
+	}
+	// A verb's own -o is the verb's, whatever its value (save -o lowerdir=x.tar
+	// was taken for a fuse-overlayfs call).
+	for _, args := range [][]string{{"save", "-o", "lowerdir=x.tar", "busybox"}, {"--root", "/r", "export", "-olowerdir=x", "c"}} {
+		if looksLikeOverlayArgs(args) {
+			t.Errorf("looksLikeOverlayArgs(%q) = true", args)
+		}
+	}
+	if !looksLikeOverlayArgs([]string{"-f", "-o", "ro", "-o", "lowerdir=/x", "/m"}) {
+		t.Errorf("looksLikeOverlayArgs with options first = false")
 	}
 }
 

@@ -192,7 +192,10 @@ func (fr *freezer) waitStopped(ctx context.Context, pids []int) error {
 		}
 		select {
 		case <-ctx.Done():
-			return ctx.Err()
+			// Name one: a writer that never stops (in a sleep SIGSTOP does
+			// not end) is what the user has to look at.
+			comm, _ := os.ReadFile(filepath.Join(procRoot, strconv.Itoa(pending[0]), "comm"))
+			return fmt.Errorf("process %d (%s) writing into the mount did not stop: %w", pending[0], bytes.TrimSpace(comm), ctx.Err())
 		case <-tick.C:
 		}
 	}

@@ -220,6 +220,7 @@ func copyToTemp(srcDir int, name string, st *unix.Stat_t, opts CopyUpOptions, tm
 	var xsrc int = -1 // fd to read xattrs from
 	var xdst int = -1 // fd to write xattrs to
 	special := false  // xsrc and xdst are O_PATH fds of special files
+	link := false     // a symlink: its xattrs go through its name, never an fd
 	defer func() {
 		if xsrc >= 0 {
 			unix.Close(xsrc)
@@ -276,6 +277,7 @@ func copyToTemp(srcDir int, name string, st *unix.Stat_t, opts CopyUpOptions, tm
 		if err := unix.Symlinkat(target, opts.Work, tmp); err != nil {
 			return err
 		}
+		link = true
 	default: // fifo, socket, devices: never opened; xattrs go through O_PATH fds
 		if err := unix.Mknodat(opts.Work, tmp, st.Mode, int(st.Rdev)); err != nil {
 			return err
@@ -308,6 +310,16 @@ func copyToTemp(srcDir int, name string, st *unix.Stat_t, opts CopyUpOptions, tm
 		if err := unix.Fchmodat(opts.Work, tmp, mode, 0); err != nil {
 			return err
 		}
+	case link:
+		// A symlink's own xattrs (trusted.*, security.* such as SELinux labels;
+		// Linux refuses user.* on symlinks), as overlayfs copies them up. The
+		// private ones are set best effort, as for special files.
+		if err := copyXattrs(linkXattrs(opts.Work, tmp), linkXattrs(srcDir, name)); err != nil {
+			return err
+		}
+		for k, v := range opts.Xattrs {
+			_ = unix.Lsetxattr(procPath(opts.Work, tmp), k, v, 0)
+		}
 	case xdst >= 0:
 		if err := copyXattrs(fdXattrs(xdst), fdXattrs(xsrc)); err != nil {
 			return err
@@ -319,14 +331,6 @@ func copyToTemp(srcDir int, name string, st *unix.Stat_t, opts CopyUpOptions, tm
 		}
 		if err := unix.Fchmod(xdst, mode); err != nil {
 			return err
-		}
-	}
-	if len(opts.Xattrs) > 0 && st.Mode&unix.S_IFMT == unix.S_IFLNK {
-		// A symlink takes trusted.* xattrs itself (not user.* ones): lsetxattr
-		// through the work dir's fd, best effort as for special files.
-		p := fmt.Sprintf("/proc/self/fd/%d/%s", opts.Work, tmp)
-		for k, v := range opts.Xattrs {
-			_ = unix.Lsetxattr(p, k, v, 0)
 		}
 	}
 	ts := []unix.Timespec{st.Atim, st.Mtim}
@@ -527,6 +531,21 @@ func procXattrs(fd int) xattrIO {
 }
 
 func procFdPath(fd int) string { return fmt.Sprintf("/proc/self/fd/%d", fd) }
+
+// linkXattrs works on the entry name of the directory open as dir (any fd of it,
+// O_PATH too) without following it, for symlinks: the l*xattr calls on name below
+// the dir's /proc/self/fd link, so that only the last component is looked up, in
+// that dir and that the call, by its definition, does not follow. (The f*xattr
+// calls refuse a symlink's O_PATH fd, and the plain calls on its /proc link rest on
+// how procfs ends a magic link at a symlink.)
+func linkXattrs(dir int, name string) xattrIO {
+	p := procPath(dir, name)
+	return xattrIO{
+		list: func(buf []byte) (int, error) { return unix.Llistxattr(p, buf) },
+		get:  func(k string, buf []byte) (int, error) { return unix.Lgetxattr(p, k, buf) },
+		set:  func(k string, v []byte) error { return unix.Lsetxattr(p, k, v, 0) },
+	}
+}
 
 // copyXattrs copies every xattr of src to dst except private and overlay ones.
 // A source filesystem without xattrs copies nothing.

@@ -2,6 +2,7 @@ package cow
 
 import (
 	"bytes"
+	"context"
 	"encoding/binary"
 	"errors"
 	"os"
@@ -269,5 +270,48 @@ func TestCopyUpFullUpper(t *testing.T) {
 	}
 	if _, err := os.Lstat(filepath.Join(dst, "f")); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("Lstat(dst/f) after a failed copy-up = %v, want not exist", err)
+	}
+}
+
+// TestCopyUpSymlinkXattrs: a symlink's own xattrs (trusted.*, security.* such as
+// SELinux labels; Linux refuses user.* on symlinks) are copied up with it, as
+// overlayfs does, private ones left out, and never those of its target; Diff and
+// Apply keep them, so a commit does. The copy-up made the link and set its owner
+// and times only: a chown -h, a touch -h or a mv of its parent dir through a mount
+// dropped them, and so did the commit.
+func TestCopyUpSymlinkXattrs(t *testing.T) {
+	testenv.RequireRoot(t)
+	src, dst, work := t.TempDir(), t.TempDir(), t.TempDir()
+	cuMust(t, os.WriteFile(filepath.Join(src, "target"), []byte("t"), 0o644))
+	cuMust(t, os.Symlink("target", filepath.Join(src, "link")))
+	want := map[string]string{"trusted.sym": "v", "security.selinux": "system_u:object_r:bin_t:s0"}
+	for k, v := range want {
+		if err := unix.Lsetxattr(filepath.Join(src, "link"), k, []byte(v), 0); err != nil {
+			t.Skipf("lsetxattr %s on a symlink: %v", k, err)
+		}
+	}
+	cuMust(t, unix.Lsetxattr(filepath.Join(src, "link"), "trusted.overlay.origin", []byte("x"), 0))
+	cuMust(t, unix.Lsetxattr(filepath.Join(src, "link"), "trusted.layerfs.other", []byte("x"), 0))
+	cuMust(t, unix.Setxattr(filepath.Join(src, "target"), "trusted.target", []byte("t"), 0))
+	sfd, dfd, wfd := cuOpenDir(t, src), cuOpenDir(t, dst), cuOpenDir(t, work)
+	opts := CopyUpOptions{Work: wfd, DataLimit: -1, Xattrs: map[string][]byte{"trusted.layerfs.origin": []byte("o")}}
+	cuMust(t, CopyUp(sfd, dfd, "link", opts))
+	link := filepath.Join(dst, "link")
+	if got, w := xattrString(t, link), `security.selinux="system_u:object_r:bin_t:s0",trusted.sym="v"`; got != w {
+		t.Errorf("copied-up symlink has xattrs %s, want %s", got, w)
+	}
+	buf := make([]byte, 64)
+	if n, err := unix.Lgetxattr(link, "trusted.layerfs.origin", buf); err != nil || string(buf[:n]) != "o" {
+		t.Errorf("copied-up symlink's origin xattr = %q, %v; want \"o\"", buf[:max(n, 0)], err)
+	}
+	for _, k := range []string{"trusted.overlay.origin", "trusted.layerfs.other"} {
+		if _, err := unix.Lgetxattr(link, k, buf); !errors.Is(err, unix.ENODATA) {
+			t.Errorf("copied-up symlink has private xattr %s: %v", k, err)
+		}
+	}
+	// The round trip of a commit: Diff of the upper, Apply of the layer.
+	layer := readAll(t, Diff(context.Background(), dst, DiffOptions{}))
+	if got, w := xattrString(t, filepath.Join(applyBytes(t, layer), "link")), `security.selinux="system_u:object_r:bin_t:s0",trusted.sym="v"`; got != w {
+		t.Errorf("symlink after Diff and Apply has xattrs %s, want %s", got, w)
 	}
 }

@@ -121,10 +121,7 @@ func (n *node) Setxattr(ctx context.Context, attr string, data []byte, flags uin
 		data = slices.Clone(data)
 		n.fs.ids.mapACL(attr, data, false)
 	}
-	err := n.withPathFd(func(p string) error { return unix.Setxattr(p, attr, data, int(flags)) })
-	if errors.Is(err, errSymlinkXattr) {
-		err = unix.EPERM
-	}
+	err := n.withXattrs(func(x xattrPath) error { return x.set(attr, data, int(flags)) })
 	return errno("setxattr", err)
 }
 
@@ -144,10 +141,7 @@ func (n *node) Removexattr(ctx context.Context, attr string) syscall.Errno {
 	if err := n.copyUpSelf(); err != nil {
 		return errno("removexattr", err)
 	}
-	err := n.withPathFd(func(p string) error { return unix.Removexattr(p, attr) })
-	if errors.Is(err, errSymlinkXattr) {
-		err = unix.ENODATA
-	}
+	err := n.withXattrs(func(x xattrPath) error { return x.remove(attr) })
 	return errno("removexattr", err)
 }
 
@@ -158,14 +152,11 @@ func (n *node) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, 
 		return 0, syscall.ENODATA
 	}
 	var sz int
-	err := n.withPathFd(func(p string) error {
+	err := n.withXattrs(func(x xattrPath) error {
 		var err error
-		sz, err = unix.Getxattr(p, attr, dest)
+		sz, err = x.get(attr, dest)
 		return err
 	})
-	if errors.Is(err, errSymlinkXattr) {
-		return 0, syscall.ENODATA
-	}
 	if err == nil && sz <= len(dest) {
 		n.fs.ids.mapACL(attr, dest[:sz], true)
 	}
@@ -176,13 +167,13 @@ var _ = (fusefs.NodeListxattrer)((*node)(nil))
 
 func (n *node) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errno) {
 	var names []byte
-	err := n.withPathFd(func(p string) error {
-		sz, err := unix.Listxattr(p, nil)
+	err := n.withXattrs(func(x xattrPath) error {
+		sz, err := x.list(nil)
 		if err != nil {
 			return err
 		}
 		buf := make([]byte, sz)
-		sz, err = unix.Listxattr(p, buf)
+		sz, err = x.list(buf)
 		if err != nil {
 			return err
 		}
@@ -194,9 +185,6 @@ func (n *node) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errn
 		}
 		return nil
 	})
-	if errors.Is(err, errSymlinkXattr) {
-		return 0, 0
-	}
 	if err != nil {
 		return 0, errno("listxattr", err)
 	}
@@ -223,36 +211,84 @@ func splitNul(b []byte) []string {
 	return out
 }
 
-var errSymlinkXattr = errors.New("xattrs of symlinks are not supported")
+// xattrPath reaches the xattrs of one inode of a layer or the upper dir by a
+// /proc/self/fd path that follows no symlink of the layers.
+type xattrPath struct {
+	p string
+	// link: p is the symlink's name below its dir's /proc/self/fd link, for the
+	// l*xattr calls, which look up that one name in that dir and do not follow
+	// it. Else p is the /proc/self/fd link of an O_PATH fd of a file or dir,
+	// for the plain calls (the f*xattr ones refuse O_PATH fds): they go to that
+	// inode through the magic link, which the l* calls would not follow.
+	link bool
+}
 
-// withPathFd runs fn with a /proc/self/fd path to the node's top-layer inode, opened
-// without following symlinks.
-func (n *node) withPathFd(fn func(p string) error) error {
+func (x xattrPath) get(k string, dest []byte) (int, error) {
+	if x.link {
+		return unix.Lgetxattr(x.p, k, dest)
+	}
+	return unix.Getxattr(x.p, k, dest)
+}
+
+func (x xattrPath) list(dest []byte) (int, error) {
+	if x.link {
+		return unix.Llistxattr(x.p, dest)
+	}
+	return unix.Listxattr(x.p, dest)
+}
+
+func (x xattrPath) set(k string, v []byte, flags int) error {
+	if x.link {
+		return unix.Lsetxattr(x.p, k, v, flags)
+	}
+	return unix.Setxattr(x.p, k, v, flags)
+}
+
+func (x xattrPath) remove(k string) error {
+	if x.link {
+		return unix.Lremovexattr(x.p, k)
+	}
+	return unix.Removexattr(x.p, k)
+}
+
+// withXattrs runs fn with the xattrs of the node's top-layer inode, a symlink's
+// own (trusted.* and security.* ones; Linux refuses user.* on symlinks before
+// asking us), never its target's: the calls follow no symlink, so they stay in the
+// layers and the upper dir.
+func (n *node) withXattrs(fn func(x xattrPath) error) error {
 	e, s, err := n.resolve()
 	if err != nil {
 		return err
 	}
-	var fd int
 	if n == n.fs.root {
-		fd, err = s.openDir(e.layers[0], "", unix.O_PATH)
-	} else {
-		dir, name := path.Split(n.rel())
-		var dfd int
-		dfd, err = s.openDir(e.layers[0], dir, unix.O_PATH)
+		fd, err := s.openDir(e.layers[0], "", unix.O_PATH)
 		if err != nil {
 			return err
 		}
-		fd, err = unix.Openat(dfd, name, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
-		unix.Close(dfd)
+		defer unix.Close(fd)
+		return fn(xattrPath{p: procFd(fd)})
 	}
+	dir, name := path.Split(n.rel())
+	dfd, err := s.openDir(e.layers[0], dir, unix.O_PATH)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(dfd)
+	fd, err := unix.Openat(dfd, name, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return err
 	}
 	defer unix.Close(fd)
-	if e.st.Mode&unix.S_IFMT == unix.S_IFLNK {
-		// xattrs of symlinks are rare and user.* ones impossible; through the
-		// magic link we would reach the link's target, so refuse.
-		return errSymlinkXattr
+	// The inode's own type, not the cached entry's: the name may have been
+	// replaced meanwhile. A symlink goes by its name with the l* calls, which do
+	// not follow it by definition (the plain calls on its fd's /proc link rest on
+	// how procfs ends a magic link at a symlink).
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return err
 	}
-	return fn(procFd(fd))
+	if st.Mode&unix.S_IFMT == unix.S_IFLNK {
+		return fn(xattrPath{p: procFd(dfd) + "/" + name, link: true})
+	}
+	return fn(xattrPath{p: procFd(fd)})
 }

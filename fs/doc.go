@@ -76,8 +76,9 @@
 // Names longer than NAME_MAX are refused; paths of any depth work. In the OCI
 // encoding a name longer than 251 bytes cannot be whited out (".wh." + name exceeds
 // NAME_MAX): deleting such a lower entry fails. Directory renames copy the whole
-// lower tree up (no redirect xattrs are written or read). xattrs of symlinks are
-// not supported (reads find none, writes fail with EPERM). POSIX ACLs are kept as
+// lower tree up (no redirect xattrs are written or read). A symlink's own xattrs
+// (trusted.*, security.*; Linux refuses user.* on symlinks) are shown, set and
+// copied up as by overlayfs, never its target's. POSIX ACLs are kept as
 // xattrs, but the kernel's permission checks through the mount use the mode bits
 // only (FUSE's POSIX_ACL is not negotiated).
 package fs

@@ -329,7 +329,7 @@ func shortDigest(d digest.Digest) string {
 }
 
 // envSlice is the build args as KEY=VALUE, in a stable order, minus keys the
-// config's env sets (they win).
+// config's env sets (they win, even set to "": ENV X="" overrides ARG X).
 func envSlice(args map[string]string, env []string) []string {
 	keys := make([]string, 0, len(args))
 	for k := range args {
@@ -338,12 +338,17 @@ func envSlice(args map[string]string, env []string) []string {
 	sort.Strings(keys)
 	var out []string
 	for _, k := range keys {
-		if getenv(env, k) != "" {
+		if hasEnv(env, k) {
 			continue
 		}
 		out = append(out, k+"="+args[k])
 	}
 	return out
+}
+
+// hasEnv reports whether env sets k, to any value.
+func hasEnv(env []string, k string) bool {
+	return slices.ContainsFunc(env, func(e string) bool { kk, _, ok := strings.Cut(e, "="); return ok && kk == k })
 }
 
 // dispatch runs one instruction (or takes it from the cache) and moves the image on.

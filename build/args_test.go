@@ -38,3 +38,35 @@ func TestBuildEmptyEnvOverridesArg(t *testing.T) {
 		t.Errorf("RUN saw the ARG's value, want X empty and set once:\n%s", out)
 	}
 }
+
+// TestBuildProxyArgs: the predefined proxy args given with --build-arg reach
+// RUN without an ARG line (both cases, as buildkit sets them), are not
+// reported unused, and stay out of the image's config and history; an ARG
+// that declares one puts it in RUN's history line, as in docker.
+func TestBuildProxyArgs(t *testing.T) {
+	testenv.RequireFUSE(t)
+	testenv.RequireRoot(t)
+	root, s := testStore(t, nil)
+	o := Options{Store: s, BuildArgs: map[string]string{"HTTP_PROXY": "http://proxy:3128", "no_proxy": "localhost", "OTHER": "x"}}
+	df := "FROM base\nRUN echo \"proxy=[$HTTP_PROXY][$http_proxy][$no_proxy][$NO_PROXY][$OTHER]\"\nARG no_proxy\nRUN true\n"
+	res, out, err := buildArgs(t, root, o, t.TempDir(), df)
+	if err != nil {
+		t.Fatalf("Build: %v\n%s", err, out)
+	}
+	if !strings.Contains(out, "proxy=[http://proxy:3128][http://proxy:3128][localhost][localhost][]\n") {
+		t.Errorf("RUN's proxy environment is wrong:\n%s", out)
+	}
+	if !strings.Contains(out, "build-args [OTHER] were not consumed") {
+		t.Errorf("want OTHER alone reported unused:\n%s", out)
+	}
+	if env := strings.Join(res.Image.Config.Config.Env, " "); strings.Contains(strings.ToLower(env), "proxy") {
+		t.Errorf("image Env = %s, want no proxy", env)
+	}
+	h := res.Image.Config.History
+	if got := h[len(h)-3].CreatedBy; strings.HasPrefix(got, "|") {
+		t.Errorf("first RUN created_by = %q, want no args in it", got)
+	}
+	if got, want := h[len(h)-1].CreatedBy, "|1 no_proxy=localhost /bin/sh -c true"; got != want {
+		t.Errorf("RUN after ARG no_proxy: created_by = %q, want %q", got, want)
+	}
+}

@@ -31,6 +31,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -260,7 +261,7 @@ func Build(ctx context.Context, o Options) (*Result, error) {
 	}
 	var unused []string
 	for k := range o.BuildArgs {
-		if !b.usedArgs[k] {
+		if !b.usedArgs[k] && !isProxyArg(k) {
 			unused = append(unused, k)
 		}
 	}
@@ -342,6 +343,42 @@ func envSlice(args map[string]string, env []string) []string {
 			continue
 		}
 		out = append(out, k+"="+args[k])
+	}
+	return out
+}
+
+// proxyArgs are docker's predefined ARGs (upper and lower case): a
+// --build-arg of one reaches RUN's environment without an ARG line, and stays
+// out of the cache key, the history and the image unless an ARG declares it.
+var proxyArgs = []string{"HTTP_PROXY", "HTTPS_PROXY", "FTP_PROXY", "NO_PROXY", "ALL_PROXY"}
+
+func isProxyArg(k string) bool {
+	u := strings.ToUpper(k)
+	return slices.Contains(proxyArgs, u) && (k == u || k == strings.ToLower(k))
+}
+
+// proxyEnv is RUN's environment from the proxy build args, as buildkit gives
+// it (llb.WithProxy): each in both cases, the lower-case arg winning when both
+// are given; keys env already sets (ENV, a declared ARG) are left out.
+func (b *builder) proxyEnv(env []string) []string {
+	vals := map[string]string{}
+	keys := slices.Sorted(maps.Keys(b.o.BuildArgs))
+	for _, k := range keys {
+		if v := b.o.BuildArgs[k]; isProxyArg(k) && v != "" {
+			vals[strings.ToUpper(k)] = v
+		}
+	}
+	var out []string
+	for _, k := range proxyArgs {
+		v, ok := vals[k]
+		if !ok {
+			continue
+		}
+		for _, kk := range []string{k, strings.ToLower(k)} {
+			if !hasEnv(env, kk) {
+				out = append(out, kk+"="+v)
+			}
+		}
 	}
 	return out
 }

@@ -157,6 +157,7 @@ func (b *builder) runStep(ctx context.Context, c *instructions.RunCommand) (bool
 		return false, b.stepErr(c, err)
 	}
 	env := append(append([]string(nil), b.img.Config.Env...), envSlice(b.args, b.img.Config.Env)...)
+	env = append(env, b.proxyEnv(env)...)
 	env = append(env, mounts.env...)
 	id := newContainerID()[:12]
 	fmt.Fprintf(b.out, " ---> Running in %s\n", id)

@@ -3,10 +3,15 @@ package build
 import (
 	"bytes"
 	"context"
+	"io"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	digest "github.com/opencontainers/go-digest"
 
 	"github.com/layerfs/layerfs/internal/testenv"
 )
@@ -68,5 +73,28 @@ func TestBuildProxyArgs(t *testing.T) {
 	}
 	if got, want := h[len(h)-1].CreatedBy, "|1 no_proxy=localhost /bin/sh -c true"; got != want {
 		t.Errorf("RUN after ARG no_proxy: created_by = %q, want %q", got, want)
+	}
+}
+
+// TestBuildCopyFlagsExpand: --chmod (COPY and ADD) and ADD --checksum take
+// $VARs, as --chown does and buildkit expands them; they were taken as written.
+func TestBuildCopyFlagsExpand(t *testing.T) {
+	testenv.RequireFUSE(t)
+	testenv.RequireRoot(t)
+	const body = "remote\n"
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, body) }))
+	defer srv.Close()
+	root, s := testStore(t, nil)
+	ctxDir := t.TempDir()
+	os.WriteFile(filepath.Join(ctxDir, "a.txt"), []byte("a\n"), 0o644)
+	df := "FROM base\nARG CH=755\nARG SUM=" + digest.FromString(body).String() + "\n" +
+		"COPY --chmod=${CH} a.txt /a\nADD --chmod=$CH a.txt /b\nADD --checksum=${SUM} " + srv.URL + "/r.txt /r\n" +
+		"RUN stat -c '%n %a' /a /b && cat /r\n"
+	_, out, err := buildArgs(t, root, Options{Store: s}, ctxDir, df)
+	if err != nil {
+		t.Fatalf("Build: %v\n%s", err, out)
+	}
+	if !strings.Contains(out, "/a 755\n/b 755\nremote\n") {
+		t.Errorf("modes or download wrong:\n%s", out)
 	}
 }

@@ -322,8 +322,11 @@ func (b *builder) copyStep(ctx context.Context, text string, sd *instructions.So
 		inline = append(inline, inlineFile{name: path.Base("/" + sc.Path), data: sc.Data})
 	}
 	var err error
-	if chown, err = b.expand(chown); err != nil {
-		return false, b.stepErr(c, err)
+	// --chown, --chmod and --checksum take $VARs, as buildkit expands them.
+	for _, f := range []*string{&chown, &chmod, &flags.checksum} {
+		if *f, err = b.expand(*f); err != nil {
+			return false, b.stepErr(c, err)
+		}
 	}
 	mode, err := parseChmod(chmod)
 	if err != nil {

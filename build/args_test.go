@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -96,5 +97,32 @@ func TestBuildCopyFlagsExpand(t *testing.T) {
 	}
 	if !strings.Contains(out, "/a 755\n/b 755\nremote\n") {
 		t.Errorf("modes or download wrong:\n%s", out)
+	}
+}
+
+// TestBuildAddChmodArchive: ADD --chmod of a local tar that is unpacked keeps
+// the archive's modes, and the dest dir it makes is 0755, as buildkit unpacks;
+// every entry got the --chmod mode (dirs 0600 nobody could enter). A file
+// that is not an archive still gets it.
+func TestBuildAddChmodArchive(t *testing.T) {
+	testenv.RequireFUSE(t)
+	testenv.RequireRoot(t)
+	root, s := testStore(t, nil)
+	ctxDir := t.TempDir()
+	src := filepath.Join(t.TempDir(), "p")
+	os.MkdirAll(filepath.Join(src, "in"), 0o755)
+	os.Chmod(filepath.Join(src, "in"), 0o750)
+	os.WriteFile(filepath.Join(src, "in", "t"), []byte("t\n"), 0o644)
+	os.WriteFile(filepath.Join(ctxDir, "f"), []byte("f\n"), 0o644)
+	if out, err := exec.Command("tar", "-cf", filepath.Join(ctxDir, "p.tar"), "-C", src, "in").CombinedOutput(); err != nil {
+		t.Fatalf("tar: %v: %s", err, out)
+	}
+	df := "FROM base\nADD --chmod=600 p.tar /x/\nADD --chmod=600 f /f\nRUN stat -c '%n %a' /x /x/in /x/in/t /f\n"
+	_, out, err := buildArgs(t, root, Options{Store: s}, ctxDir, df)
+	if err != nil {
+		t.Fatalf("Build: %v\n%s", err, out)
+	}
+	if want := "/x 755\n/x/in 750\n/x/in/t 644\n/f 600\n"; !strings.Contains(out, want) {
+		t.Errorf("modes wrong, want %q:\n%s", want, out)
 	}
 }

@@ -61,8 +61,12 @@ func (cp *copier) extract(p, dest string) error {
 	return cp.extractFrom(f, dest)
 }
 
-// extractFrom is extract of an open archive.
+// extractFrom is extract of an open archive. --chmod is not applied, to the
+// entries nor to dest: as buildkit unpacks (dest made 0755, --chown's), the
+// archive's modes are kept.
 func (cp *copier) extractFrom(f *os.File, dest string) error {
+	defer func(m *chmodFlag) { cp.chmod = m }(cp.chmod)
+	cp.chmod = nil
 	r, err := decompress(f)
 	if err != nil {
 		return err

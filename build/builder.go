@@ -497,11 +497,12 @@ func (b *builder) configStep(c instructions.Command, apply func() error) (bool, 
 
 // cacheKey is a step's key in the build cache. The version changes when what a
 // step makes changes (v3: COPY --from owners, --chown's parent dirs, context
-// symlinks; v4: ADD --chmod keeps an unpacked archive's modes), so an upgrade
-// never reuses a result the new code would not make.
+// symlinks; v4: ADD --chmod keeps an unpacked archive's modes; v5: --chown
+// with a user name alone takes its primary group), so an upgrade never reuses
+// a result the new code would not make.
 func (b *builder) cacheKey(text, content string) digest.Digest {
 	var sb strings.Builder
-	fmt.Fprintf(&sb, "layerfs build cache v4\nparent %s\n", b.id)
+	fmt.Fprintf(&sb, "layerfs build cache v5\nparent %s\n", b.id)
 	fmt.Fprintf(&sb, "instruction %q\n", text)
 	for _, a := range b.argsKey() {
 		fmt.Fprintf(&sb, "arg %q\n", a)

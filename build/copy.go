@@ -56,15 +56,22 @@ func newCopier(rootfs, chown string, chmod *chmodFlag) (*copier, error) {
 func (cp *copier) close() { cp.rfd.Close() }
 
 // parseChown resolves --chown=user[:group] in the image: names through its
-// /etc/passwd and /etc/group; a user alone means gid = uid, as docker documents.
+// /etc/passwd and /etc/group. Without a group (or with an empty one), a user
+// name gets its primary group from /etc/passwd and a numeric uid gets gid =
+// uid, as buildkit's readUser and buildah do; the Dockerfile reference's
+// "gid = uid" for a name is not what docker build makes. An unknown name is an
+// error (buildkit quietly takes root).
 func parseChown(spec, rootfs string) (int, int, error) {
-	user, group, hasGroup := strings.Cut(spec, ":")
+	user, group, _ := strings.Cut(spec, ":")
 	u, err := LookupUserInRoot(user, rootfs)
 	if err != nil {
 		return 0, 0, err
 	}
-	gid := u.UID
-	if hasGroup {
+	gid := u.GID
+	if _, err := strconv.ParseUint(user, 10, 32); err == nil {
+		gid = u.UID
+	}
+	if group != "" {
 		g, err := LookupUserInRoot("0:"+group, rootfs)
 		if err != nil {
 			return 0, 0, err

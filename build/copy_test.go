@@ -2,6 +2,8 @@ package build
 
 import (
 	"io/fs"
+	"os"
+	"path/filepath"
 	"testing"
 )
 
@@ -40,6 +42,39 @@ func TestParseChmod(t *testing.T) {
 	for _, bad := range []string{"u+q", "0999", "8", "77777", "x+u", "rwx"} {
 		if _, err := parseChmod(bad); err == nil {
 			t.Errorf("parseChmod(%q) succeeded, want an error", bad)
+		}
+	}
+}
+
+// TestParseChown: a user name alone takes its primary group from /etc/passwd
+// (buildkit, buildah: what docker build makes), a numeric uid alone gid = uid.
+func TestParseChown(t *testing.T) {
+	rootfs := t.TempDir()
+	os.MkdirAll(filepath.Join(rootfs, "etc"), 0o755)
+	os.WriteFile(filepath.Join(rootfs, "etc/passwd"), []byte("root:x:0:0:root:/root:/bin/sh\nbob:x:1001:1002::/home/bob:/bin/sh\n"), 0o644)
+	os.WriteFile(filepath.Join(rootfs, "etc/group"), []byte("root:x:0:\nbobgrp:x:1002:\nstaff:x:50:\n"), 0o644)
+	tests := []struct {
+		spec     string
+		uid, gid int
+	}{
+		{"bob", 1001, 1002},
+		{"bob:", 1001, 1002},
+		{"1001", 1001, 1001},
+		{"1234", 1234, 1234},
+		{"bob:staff", 1001, 50},
+		{"bob:77", 1001, 77},
+		{"1234:staff", 1234, 50},
+		{"root", 0, 0},
+	}
+	for _, tt := range tests {
+		uid, gid, err := parseChown(tt.spec, rootfs)
+		if err != nil || uid != tt.uid || gid != tt.gid {
+			t.Errorf("parseChown(%q) = %d, %d, %v, want %d, %d", tt.spec, uid, gid, err, tt.uid, tt.gid)
+		}
+	}
+	for _, bad := range []string{"ghost", "bob:ghosts"} {
+		if _, _, err := parseChown(bad, rootfs); err == nil {
+			t.Errorf("parseChown(%q) succeeded, want an error", bad)
 		}
 	}
 }

@@ -126,3 +126,98 @@ func TestBuildAddChmodArchive(t *testing.T) {
 		t.Errorf("modes wrong, want %q:\n%s", want, out)
 	}
 }
+
+// TestBuildHistoryCreatedBy: config steps' history lines are the classic
+// builder's: expanded values, exec forms with %q, the shell form as the
+// command run, VOLUME and SHELL with %v, the SHELL in effect as the prefix.
+// They were the Dockerfile's text.
+func TestBuildHistoryCreatedBy(t *testing.T) {
+	testenv.RequireFUSE(t)
+	testenv.RequireRoot(t)
+	root, s := testStore(t, nil)
+	df := `FROM base
+ARG V2=d2
+ARG V3=$V2/x
+ENV A=hello
+ENV I=$A J=${A}x
+LABEL l1="$V2" l2=$A
+CMD ["a", "b"]
+CMD echo shell form
+ENTRYPOINT ["/bin/sh","-c"]
+VOLUME ["/a","/b"]
+VOLUME /$A
+EXPOSE 80/tcp $A_PORT 8080
+USER ${A:+app}
+STOPSIGNAL SIGTERM
+HEALTHCHECK --interval=1m --retries=3 CMD ["true"]
+ONBUILD RUN echo $A
+MAINTAINER Me <me@example.com>
+SHELL ["/bin/sh","-ec"]
+CMD echo under ec
+WORKDIR /w
+`
+	res, out, err := buildArgs(t, root, Options{Store: s, BuildArgs: map[string]string{"V2": "given"}}, t.TempDir(), df)
+	if err != nil {
+		t.Fatalf("Build: %v\n%s", err, out)
+	}
+	want := []string{
+		`/bin/sh -c #(nop)  ARG V2=d2`,
+		`/bin/sh -c #(nop)  ARG V3=given/x`,
+		`/bin/sh -c #(nop)  ENV A=hello`,
+		`/bin/sh -c #(nop)  ENV I=hello J=hellox`,
+		`/bin/sh -c #(nop)  LABEL l1=given l2=hello`,
+		`/bin/sh -c #(nop)  CMD ["a" "b"]`,
+		`/bin/sh -c #(nop)  CMD ["/bin/sh" "-c" "echo shell form"]`,
+		`/bin/sh -c #(nop)  ENTRYPOINT ["/bin/sh" "-c"]`,
+		`/bin/sh -c #(nop)  VOLUME [/a /b]`,
+		`/bin/sh -c #(nop)  VOLUME [/hello]`,
+		`/bin/sh -c #(nop)  EXPOSE 80/tcp 8080`,
+		`/bin/sh -c #(nop)  USER app`,
+		`/bin/sh -c #(nop)  STOPSIGNAL SIGTERM`,
+		`/bin/sh -c #(nop)  HEALTHCHECK &{["CMD" "true"] "1m0s" "0s" "0s" "0s" '\x03'}`,
+		`/bin/sh -c #(nop)  ONBUILD RUN echo $A`,
+		`/bin/sh -c #(nop)  MAINTAINER Me <me@example.com>`,
+		`/bin/sh -ec #(nop)  SHELL [/bin/sh -ec]`,
+		`/bin/sh -ec #(nop)  CMD ["/bin/sh" "-ec" "echo under ec"]`,
+		`/bin/sh -ec #(nop) WORKDIR /w`,
+	}
+	h := res.Image.Config.History
+	if len(h) < len(want) {
+		t.Fatalf("%d history entries, want at least %d", len(h), len(want))
+	}
+	for i, e := range h[len(h)-len(want):] {
+		if e.CreatedBy != want[i] {
+			t.Errorf("history %d created_by = %q, want %q", i, e.CreatedBy, want[i])
+		}
+	}
+}
+
+// TestBuildArgOverriddenByEnvCached: a --build-arg an ENV overrides changes
+// nothing a step makes, so a rebuild with another value is all cached, and RUN
+// records no args (the classic builder's FilterAllowed); the args RUN records
+// are sorted. The ARG, ENV and RUN steps all ran again.
+func TestBuildArgOverriddenByEnvCached(t *testing.T) {
+	testenv.RequireFUSE(t)
+	testenv.RequireRoot(t)
+	root, s := testStore(t, nil)
+	ctxDir := t.TempDir()
+	df := "FROM base\nARG P=a\nENV P=fixed\nRUN echo \"P=$P\"\nARG Z=z\nARG B=b\nRUN true\n"
+	res1, out, err := buildArgs(t, root, Options{Store: s}, ctxDir, df)
+	if err != nil {
+		t.Fatalf("Build: %v\n%s", err, out)
+	}
+	res2, out, err := buildArgs(t, root, Options{Store: s, BuildArgs: map[string]string{"P": "other"}}, ctxDir, df)
+	if err != nil {
+		t.Fatalf("Build: %v\n%s", err, out)
+	}
+	if res2.Cached != 6 || res2.Image.ID != res1.Image.ID {
+		t.Errorf("rebuild with --build-arg P=other: %d steps cached, want 6 and the same image\n%s", res2.Cached, out)
+	}
+	h := res2.Image.Config.History
+	if got, want := h[len(h)-4].CreatedBy, `/bin/sh -c echo "P=$P"`; got != want {
+		t.Errorf("RUN created_by = %q, want %q", got, want)
+	}
+	if got, want := h[len(h)-1].CreatedBy, "|2 B=b Z=z /bin/sh -c true"; got != want {
+		t.Errorf("RUN created_by = %q, want %q", got, want)
+	}
+}

@@ -132,7 +132,6 @@ type builder struct {
 
 	editor   *ConfigEditor
 	args     map[string]string // ARGs in scope with a value (one declared without stays out)
-	argOrder []string
 	metaArgs map[string]string // global ARGs with a value, and the platform ARGs
 	escape   rune
 	usedArgs map[string]bool // --build-arg names some ARG declared
@@ -393,13 +392,15 @@ func (b *builder) dispatch(ctx context.Context, c instructions.Command) (cached 
 	b.editor.BuildArgs = envSlice(b.args, nil)
 	switch c := c.(type) {
 	case *instructions.ArgCommand:
-		for _, kv := range c.Args {
+		for i := range c.Args {
+			kv := &c.Args[i]
 			v, set := "", false
 			if kv.Value != nil {
 				if v, err = b.expand(*kv.Value); err != nil {
 					return false, b.stepErr(c, err)
 				}
-				set = true
+				dv := v
+				kv.Value, set = &dv, true // expanded, for the history line
 			} else if mv, ok := b.metaArgs[kv.Key]; ok {
 				v, set = mv, true
 			}
@@ -411,9 +412,6 @@ func (b *builder) dispatch(ctx context.Context, c instructions.Command) (cached 
 				// Declared without a value: unset for RUN and expansions (not
 				// X=), as in buildkit; a value it had before is kept.
 				continue
-			}
-			if _, ok := b.args[kv.Key]; !ok {
-				b.argOrder = append(b.argOrder, kv.Key)
 			}
 			b.args[kv.Key] = v
 		}
@@ -466,49 +464,135 @@ func (b *builder) expandRaw(word string) (string, error) {
 	return s, err
 }
 
-// argsKey is the build args in scope, for cache keys and RUN's created_by.
+// argsKey is the build args RUN sees, for cache keys and RUN's created_by: as
+// the classic builder's (BuildArgs.FilterAllowed), those the config's Env does
+// not set, sorted. An arg an ENV overrides changes nothing a step makes.
 func (b *builder) argsKey() []string {
-	var out []string
-	for _, k := range b.argOrder {
-		out = append(out, k+"="+b.args[k])
-	}
-	return out
+	return envSlice(b.args, b.img.Config.Env)
 }
 
-// configStep applies a config-only instruction: from the cache, or by apply
-// (nil: nothing to change, as for ARG), with an empty_layer history entry.
+// configStep applies a config-only instruction by apply (nil: nothing to
+// change, as for ARG), with an empty_layer history entry, or takes it from
+// the cache. Its key is what it makes, the config and the history line, not
+// the build args: as in the classic builder, ARG P=a and ENV P=x are cached
+// whatever --build-arg P is.
 func (b *builder) configStep(c instructions.Command, apply func() error) (bool, error) {
-	text := commandText(c)
-	key := b.cacheKey(text, "")
-	if ok, err := b.useCache(key); err != nil || ok {
-		return ok, err
-	}
 	if apply != nil {
 		if err := apply(); err != nil {
 			return false, b.stepErr(c, err)
 		}
 	}
-	createdBy := "/bin/sh -c #(nop)  " + text
-	if err := b.commitStep(key, createdBy, nil, ""); err != nil {
+	createdBy := b.nopCreatedBy(b.nopMessage(c))
+	cfg, err := json.Marshal(b.img.Config)
+	if err != nil {
 		return false, err
 	}
-	return false, nil
+	key := b.resultKey(createdBy, fmt.Sprintf("config %s\nauthor %q", cfg, b.img.Author))
+	if ok, err := b.useCache(key); err != nil || ok {
+		return ok, err
+	}
+	return false, b.commitStep(key, createdBy, nil, "")
+}
+
+// shell is the SHELL in effect: the config's, or /bin/sh -c.
+func (b *builder) shell() []string {
+	if sh := b.img.Config.Shell; len(sh) > 0 {
+		return sh
+	}
+	return defaultShell
+}
+
+// nopCreatedBy is a config-only step's created_by as docker's classic builder
+// writes it: the SHELL in effect, "#(nop) " and msg joined by spaces (so two
+// spaces before msg).
+func (b *builder) nopCreatedBy(msg string) string {
+	return strings.Join(append(slices.Clone(b.shell()), "#(nop) ", msg), " ")
+}
+
+// nopMessage is the message the classic builder commits a config-only step
+// with, from the instruction as expanded by its dispatch and the config it
+// made: ENV and LABEL as KEY=VALUE, CMD and ENTRYPOINT as the final command
+// line with %q (["/bin/sh" "-c" "x"] for the shell form), VOLUME and SHELL
+// with %v, HEALTHCHECK with %q of the config.
+func (b *builder) nopMessage(c instructions.Command) string {
+	cfg := &b.img.Config
+	kvs := func(name string, kvs instructions.KeyValuePairs) string {
+		msg := name
+		for _, kv := range kvs {
+			msg += " " + kv.String()
+		}
+		return msg
+	}
+	switch c := c.(type) {
+	case *instructions.EnvCommand:
+		return kvs("ENV", c.Env)
+	case *instructions.LabelCommand:
+		return kvs("LABEL", c.Labels)
+	case *instructions.CmdCommand:
+		return fmt.Sprintf("CMD %q", cfg.Cmd)
+	case *instructions.EntrypointCommand:
+		return fmt.Sprintf("ENTRYPOINT %q", cfg.Entrypoint)
+	case *instructions.ExposeCommand:
+		lex, env := b.editor.lex()
+		var ports []string
+		for _, p := range c.Ports {
+			words, err := lex.ProcessWords(p, env)
+			if err != nil {
+				return commandText(c)
+			}
+			ports = append(ports, words...)
+		}
+		return "EXPOSE " + strings.Join(ports, " ")
+	case *instructions.UserCommand:
+		return "USER " + c.User
+	case *instructions.VolumeCommand:
+		return fmt.Sprintf("VOLUME %v", c.Volumes)
+	case *instructions.StopSignalCommand:
+		return "STOPSIGNAL " + c.Signal
+	case *instructions.HealthCheckCommand:
+		// docker's %q of *HealthConfig, field by field (Retries as a rune).
+		h := cfg.Healthcheck
+		return fmt.Sprintf("HEALTHCHECK &{%q %q %q %q %q %q}", h.Test, h.Interval, h.Timeout, h.StartPeriod, h.StartInterval, rune(h.Retries))
+	case *instructions.OnbuildCommand:
+		return "ONBUILD " + c.Expression
+	case *instructions.MaintainerCommand:
+		return "MAINTAINER " + c.Maintainer
+	case *instructions.ShellCommand:
+		return fmt.Sprintf("SHELL %v", cfg.Shell)
+	case *instructions.ArgCommand:
+		var parts []string
+		for _, kv := range c.Args {
+			if kv.Value != nil {
+				parts = append(parts, kv.Key+"="+*kv.Value)
+			} else {
+				parts = append(parts, kv.Key)
+			}
+		}
+		return "ARG " + strings.Join(parts, " ")
+	}
+	return commandText(c)
 }
 
 // cacheKey is a step's key in the build cache. The version changes when what a
 // step makes changes (v3: COPY --from owners, --chown's parent dirs, context
 // symlinks; v4: ADD --chmod keeps an unpacked archive's modes; v5: --chown
-// with a user name alone takes its primary group), so an upgrade never reuses
-// a result the new code would not make.
+// with a user name alone takes its primary group; v6: docker's created_by for
+// config steps, RUN's args sorted and without those ENV overrides), so an
+// upgrade never reuses a result the new code would not make.
 func (b *builder) cacheKey(text, content string) digest.Digest {
 	var sb strings.Builder
-	fmt.Fprintf(&sb, "layerfs build cache v5\nparent %s\n", b.id)
 	fmt.Fprintf(&sb, "instruction %q\n", text)
 	for _, a := range b.argsKey() {
 		fmt.Fprintf(&sb, "arg %q\n", a)
 	}
 	fmt.Fprintf(&sb, "content %s\n", content)
-	return digest.FromString(sb.String())
+	return b.resultKey("", sb.String())
+}
+
+// resultKey is a cache key of the parent, a step's created_by and what else
+// decides its result.
+func (b *builder) resultKey(createdBy, rest string) digest.Digest {
+	return digest.FromString(fmt.Sprintf("layerfs build cache v6\nparent %s\ncreated_by %q\n%s", b.id, createdBy, rest))
 }
 
 // useCache moves the image on to a cached step's result if there is one.

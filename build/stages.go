@@ -102,7 +102,7 @@ func (b *builder) from(ctx context.Context, st instructions.Stage) error {
 		// As buildkit does: steps see (and the image records) the default PATH.
 		b.img.Config.Env = append([]string{"PATH=" + DefaultPath}, b.img.Config.Env...)
 	}
-	b.args, b.argOrder = map[string]string{}, nil
+	b.args = map[string]string{}
 	b.editor = &ConfigEditor{Config: &b.img.Config, Escape: b.escape}
 	return nil
 }

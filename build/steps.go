@@ -293,7 +293,9 @@ func (b *builder) workdirStep(ctx context.Context, c *instructions.WorkdirComman
 	if err != nil {
 		return false, b.stepErr(c, err)
 	}
-	return false, b.commitStep(key, "/bin/sh -c #(nop) WORKDIR "+wd, layer, diffID)
+	// As the classic builder: the SHELL in effect, "#(nop) WORKDIR" one word.
+	createdBy := strings.Join(append(slices.Clone(b.shell()), "#(nop) WORKDIR "+wd), " ")
+	return false, b.commitStep(key, createdBy, layer, diffID)
 }
 
 // copyFlags are COPY's and ADD's flags.
@@ -475,7 +477,7 @@ func (b *builder) copyStep(ctx context.Context, text string, sd *instructions.So
 	if isAdd {
 		name = "ADD"
 	}
-	createdBy := fmt.Sprintf("/bin/sh -c #(nop) %s %s:%s in %s ", name, kind, hash, dest)
+	createdBy := strings.Join(append(slices.Clone(b.shell()), fmt.Sprintf("#(nop) %s %s:%s in %s ", name, kind, hash, dest)), " ")
 	layer, diffID, err := b.withMount(ctx, func(rootfs string) error {
 		cp, err := newCopier(rootfs, chown, mode)
 		if err != nil {

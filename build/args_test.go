@@ -221,3 +221,24 @@ func TestBuildArgOverriddenByEnvCached(t *testing.T) {
 		t.Errorf("RUN created_by = %q, want %q", got, want)
 	}
 }
+
+// TestBuildErrorWording: a parse error says "dockerfile parse error" once (it
+// was doubled), and a COPY --from source that is missing names the stage or
+// image, not the build context.
+func TestBuildErrorWording(t *testing.T) {
+	testenv.RequireFUSE(t)
+	testenv.RequireRoot(t)
+	root, s := testStore(t, nil)
+	tests := []struct{ df, want, not string }{
+		{"FROM base\nFOO bar\n", "build failed: dockerfile parse error on line 2: unknown instruction: FOO", "parse error: dockerfile parse error"},
+		{"FROM base\nCOPY --from=base /nonexist /x\n", "COPY failed: file not found in image base: stat /nonexist", "build context"},
+		{"FROM base AS src\nFROM base\nCOPY --from=src /nonexist /x\n", "COPY failed: file not found in stage src: stat /nonexist", "build context"},
+		{"FROM base\nCOPY nonexist /x\n", "COPY failed: file not found in build context or excluded by .dockerignore: stat nonexist", "stage"},
+	}
+	for _, tt := range tests {
+		_, out, err := buildArgs(t, root, Options{Store: s}, t.TempDir(), tt.df)
+		if err == nil || !strings.Contains(err.Error(), tt.want) || strings.Contains(err.Error(), tt.not) {
+			t.Errorf("Build(%q) = %v, want an error with %q, without %q\n%s", tt.df, err, tt.want, tt.not, out)
+		}
+	}
+}

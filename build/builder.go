@@ -162,12 +162,12 @@ func Build(ctx context.Context, o Options) (*Result, error) {
 	}
 	ast, err := parser.Parse(strings.NewReader(string(df)))
 	if err != nil {
-		return nil, fmt.Errorf("%w: dockerfile parse error: %w", ErrBuild, err)
+		return nil, parseError(err)
 	}
 	b.escape = ast.EscapeToken
 	stages, metaArgs, err := instructions.Parse(ast.AST, nil)
 	if err != nil {
-		return nil, fmt.Errorf("%w: dockerfile parse error: %w", ErrBuild, err)
+		return nil, parseError(err)
 	}
 	if len(stages) == 0 {
 		return nil, fmt.Errorf("%w: the Dockerfile has no FROM", ErrBuild)
@@ -284,6 +284,15 @@ func Build(ctx context.Context, o Options) (*Result, error) {
 		fmt.Fprintf(b.out, "Successfully tagged %s\n", blobstore.FamiliarString(t))
 	}
 	return &Result{Image: img, Steps: step, Cached: cached}, nil
+}
+
+// parseError is a Dockerfile parse error as ErrBuild, said once: buildkit's
+// errors with a line already start "dockerfile parse error on line N".
+func parseError(err error) error {
+	if strings.Contains(err.Error(), "dockerfile parse error") {
+		return fmt.Errorf("%w: %w", ErrBuild, err)
+	}
+	return fmt.Errorf("%w: dockerfile parse error: %w", ErrBuild, err)
 }
 
 func fileExists(p string) bool {

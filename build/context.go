@@ -29,6 +29,19 @@ type buildContext struct {
 	// copyExclAt is where a COPY --parents source sits under its pivot: its
 	// --exclude patterns are relative to the pivot, not to the source.
 	copyExclAt string
+	// from names a source that is not the build context, for errors: "stage
+	// builder", "image busybox"; "" is the build context.
+	from string
+}
+
+// errNotFound is the error for a source path that is not in c (or that c's
+// .dockerignore hides).
+func (c *buildContext) errNotFound(pattern string) error {
+	where := "build context or excluded by .dockerignore"
+	if c.from != "" {
+		where = c.from
+	}
+	return fmt.Errorf("file not found in %s: stat %s: file does not exist", where, pattern)
 }
 
 // withExcludes is c for one COPY/ADD with --exclude patterns.
@@ -222,7 +235,7 @@ func (c *buildContext) resolve(pattern string) ([]source, error) {
 		out = append(out, source{rel: r, abs: abs, fi: fi})
 	}
 	if len(out) == 0 && !strings.ContainsAny(clean, "*?[") {
-		return nil, fmt.Errorf("file not found in build context or excluded by .dockerignore: stat %s: file does not exist", pattern)
+		return nil, c.errNotFound(pattern)
 	}
 	// A wildcard may match nothing (COPY package.json yarn.lock* ./), as docker
 	// (buildkit) allows.

@@ -90,7 +90,7 @@ func (c *buildContext) resolveParents(pattern string) ([]parentSource, error) {
 		return nil, err
 	}
 	if len(out) == 0 && !strings.ContainsAny(pat, "*?[") {
-		return nil, fmt.Errorf("file not found in build context or excluded by .dockerignore: stat %s: file does not exist", pattern)
+		return nil, c.errNotFound(pattern)
 	}
 	return out, nil
 }

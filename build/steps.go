@@ -516,7 +516,7 @@ func (b *builder) mountFrom(ctx context.Context, from string) (*buildContext, di
 	var ids []digest.Digest
 	var descs []ocispec.Descriptor
 	var id digest.Digest
-	named := false
+	named, name := false, ""
 	if v, ok := b.namedContext(from); ok {
 		if ref, isImage := strings.CutPrefix(v, "docker-image://"); isImage {
 			from, named = ref, true
@@ -527,6 +527,7 @@ func (b *builder) mountFrom(ctx context.Context, from string) (*buildContext, di
 			if err != nil {
 				return nil, "", nil, fmt.Errorf("build context %s: %w", from, err)
 			}
+			bc.from = "build context " + from + " or excluded by its .dockerignore"
 			return bc, digest.FromString("context " + bc.dir), func() {}, nil
 		}
 	}
@@ -536,12 +537,14 @@ func (b *builder) mountFrom(ctx context.Context, from string) (*buildContext, di
 			return nil, "", nil, err
 		}
 		ids, descs, id = img.RootFS.DiffIDs, st.descs, st.id
+		name = "stage " + from
 	} else {
 		img, err := b.resolveImage(ctx, from)
 		if err != nil {
 			return nil, "", nil, fmt.Errorf("--from=%s: no such stage or image: %w", from, err)
 		}
 		ids, descs, id = img.Config.RootFS.DiffIDs, img.Manifest.Layers, img.ID
+		name = "image " + from
 	}
 	lowers, err := b.layerDirs(ctx, ids, descs)
 	if err != nil {
@@ -564,7 +567,7 @@ func (b *builder) mountFrom(ctx context.Context, from string) (*buildContext, di
 		dir = real // the prefix realPathInRoot checks against
 	}
 	if len(lowers) == 0 { // an empty (scratch) stage: an empty dir will do
-		return &buildContext{dir: dir}, id, remove, nil
+		return &buildContext{dir: dir, from: name}, id, remove, nil
 	}
 	m, err := fs.Mount(dir, fs.Options{Lowers: lowers, ReadOnly: true, FsName: "layerfs:build"})
 	if err != nil {
@@ -578,7 +581,7 @@ func (b *builder) mountFrom(ctx context.Context, from string) (*buildContext, di
 			release() // a later build or gc clears it
 		}
 	}
-	return &buildContext{dir: dir}, id, unmount, nil
+	return &buildContext{dir: dir, from: name}, id, unmount, nil
 }
 
 // runCaps is a RUN step's capabilities: buildkit's default set, every one with

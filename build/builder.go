@@ -17,8 +17,9 @@ package build
 //
 // Caching: each step's result (its image config bytes and its layer, if any) is
 // recorded in <state>/build-cache/<key>.json, where key hashes the parent config's
-// digest, the instruction after expansion, the build args in scope and, for COPY
-// and ADD, the content of every file the step reads. A step whose key is cached
+// digest, the instruction, the build args RUN would see (those no ENV overrides)
+// and, for COPY and ADD, the content of every file the step reads; a config-only
+// step's key is what it makes (its config and history line). A step whose key is cached
 // (and whose layer blob is still in the store) is not run: its recorded config
 // is reused byte for byte, so an unchanged rebuild gives the same image ID.
 //

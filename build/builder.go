@@ -32,7 +32,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"maps"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -338,65 +337,6 @@ func shortDigest(d digest.Digest) string {
 	return h
 }
 
-// envSlice is the build args as KEY=VALUE, in a stable order, minus keys the
-// config's env sets (they win, even set to "": ENV X="" overrides ARG X).
-func envSlice(args map[string]string, env []string) []string {
-	keys := make([]string, 0, len(args))
-	for k := range args {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	var out []string
-	for _, k := range keys {
-		if hasEnv(env, k) {
-			continue
-		}
-		out = append(out, k+"="+args[k])
-	}
-	return out
-}
-
-// proxyArgs are docker's predefined ARGs (upper and lower case): a
-// --build-arg of one reaches RUN's environment without an ARG line, and stays
-// out of the cache key, the history and the image unless an ARG declares it.
-var proxyArgs = []string{"HTTP_PROXY", "HTTPS_PROXY", "FTP_PROXY", "NO_PROXY", "ALL_PROXY"}
-
-func isProxyArg(k string) bool {
-	u := strings.ToUpper(k)
-	return slices.Contains(proxyArgs, u) && (k == u || k == strings.ToLower(k))
-}
-
-// proxyEnv is RUN's environment from the proxy build args, as buildkit gives
-// it (llb.WithProxy): each in both cases, the lower-case arg winning when both
-// are given; keys env already sets (ENV, a declared ARG) are left out.
-func (b *builder) proxyEnv(env []string) []string {
-	vals := map[string]string{}
-	keys := slices.Sorted(maps.Keys(b.o.BuildArgs))
-	for _, k := range keys {
-		if v := b.o.BuildArgs[k]; isProxyArg(k) && v != "" {
-			vals[strings.ToUpper(k)] = v
-		}
-	}
-	var out []string
-	for _, k := range proxyArgs {
-		v, ok := vals[k]
-		if !ok {
-			continue
-		}
-		for _, kk := range []string{k, strings.ToLower(k)} {
-			if !hasEnv(env, kk) {
-				out = append(out, kk+"="+v)
-			}
-		}
-	}
-	return out
-}
-
-// hasEnv reports whether env sets k, to any value.
-func hasEnv(env []string, k string) bool {
-	return slices.ContainsFunc(env, func(e string) bool { kk, _, ok := strings.Cut(e, "="); return ok && kk == k })
-}
-
 // dispatch runs one instruction (or takes it from the cache) and moves the image on.
 func (b *builder) dispatch(ctx context.Context, c instructions.Command) (cached bool, err error) {
 	b.editor.BuildArgs = envSlice(b.args, nil)
@@ -474,13 +414,6 @@ func (b *builder) expandRaw(word string) (string, error) {
 	return s, err
 }
 
-// argsKey is the build args RUN sees, for cache keys and RUN's created_by: as
-// the classic builder's (BuildArgs.FilterAllowed), those the config's Env does
-// not set, sorted. An arg an ENV overrides changes nothing a step makes.
-func (b *builder) argsKey() []string {
-	return envSlice(b.args, b.img.Config.Env)
-}
-
 // configStep applies a config-only instruction by apply (nil: nothing to
 // change, as for ARG), with an empty_layer history entry, or takes it from
 // the cache. Its key is what it makes, the config and the history line, not
@@ -502,85 +435,6 @@ func (b *builder) configStep(c instructions.Command, apply func() error) (bool, 
 		return ok, err
 	}
 	return false, b.commitStep(key, createdBy, nil, "")
-}
-
-// shell is the SHELL in effect: the config's, or /bin/sh -c.
-func (b *builder) shell() []string {
-	if sh := b.img.Config.Shell; len(sh) > 0 {
-		return sh
-	}
-	return defaultShell
-}
-
-// nopCreatedBy is a config-only step's created_by as docker's classic builder
-// writes it: the SHELL in effect, "#(nop) " and msg joined by spaces (so two
-// spaces before msg).
-func (b *builder) nopCreatedBy(msg string) string {
-	return strings.Join(append(slices.Clone(b.shell()), "#(nop) ", msg), " ")
-}
-
-// nopMessage is the message the classic builder commits a config-only step
-// with, from the instruction as expanded by its dispatch and the config it
-// made: ENV and LABEL as KEY=VALUE, CMD and ENTRYPOINT as the final command
-// line with %q (["/bin/sh" "-c" "x"] for the shell form), VOLUME and SHELL
-// with %v, HEALTHCHECK with %q of the config.
-func (b *builder) nopMessage(c instructions.Command) string {
-	cfg := &b.img.Config
-	kvs := func(name string, kvs instructions.KeyValuePairs) string {
-		msg := name
-		for _, kv := range kvs {
-			msg += " " + kv.String()
-		}
-		return msg
-	}
-	switch c := c.(type) {
-	case *instructions.EnvCommand:
-		return kvs("ENV", c.Env)
-	case *instructions.LabelCommand:
-		return kvs("LABEL", c.Labels)
-	case *instructions.CmdCommand:
-		return fmt.Sprintf("CMD %q", cfg.Cmd)
-	case *instructions.EntrypointCommand:
-		return fmt.Sprintf("ENTRYPOINT %q", cfg.Entrypoint)
-	case *instructions.ExposeCommand:
-		lex, env := b.editor.lex()
-		var ports []string
-		for _, p := range c.Ports {
-			words, err := lex.ProcessWords(p, env)
-			if err != nil {
-				return commandText(c)
-			}
-			ports = append(ports, words...)
-		}
-		return "EXPOSE " + strings.Join(ports, " ")
-	case *instructions.UserCommand:
-		return "USER " + c.User
-	case *instructions.VolumeCommand:
-		return fmt.Sprintf("VOLUME %v", c.Volumes)
-	case *instructions.StopSignalCommand:
-		return "STOPSIGNAL " + c.Signal
-	case *instructions.HealthCheckCommand:
-		// docker's %q of *HealthConfig, field by field (Retries as a rune).
-		h := cfg.Healthcheck
-		return fmt.Sprintf("HEALTHCHECK &{%q %q %q %q %q %q}", h.Test, h.Interval, h.Timeout, h.StartPeriod, h.StartInterval, rune(h.Retries))
-	case *instructions.OnbuildCommand:
-		return "ONBUILD " + c.Expression
-	case *instructions.MaintainerCommand:
-		return "MAINTAINER " + c.Maintainer
-	case *instructions.ShellCommand:
-		return fmt.Sprintf("SHELL %v", cfg.Shell)
-	case *instructions.ArgCommand:
-		var parts []string
-		for _, kv := range c.Args {
-			if kv.Value != nil {
-				parts = append(parts, kv.Key+"="+*kv.Value)
-			} else {
-				parts = append(parts, kv.Key)
-			}
-		}
-		return "ARG " + strings.Join(parts, " ")
-	}
-	return commandText(c)
 }
 
 // cacheKey is a step's key in the build cache. The version changes when what a

@@ -9,7 +9,8 @@ import (
 	units "github.com/docker/go-units"
 )
 
-// imagesTemplateFuncs are the template functions docker's --format offers.
+// imagesTemplateFuncs are the template functions docker's --format offers
+// (docker/cli's templates package), Go's builtins (println, printf, ...) kept.
 var imagesTemplateFuncs = template.FuncMap{
 	"json": func(v any) (string, error) {
 		b, err := json.Marshal(v)
@@ -19,12 +20,8 @@ var imagesTemplateFuncs = template.FuncMap{
 	"split": strings.Split,
 	"lower": strings.ToLower,
 	"upper": strings.ToUpper,
-	"title": func(s string) string {
-		if s == "" {
-			return s
-		}
-		return strings.ToUpper(s[:1]) + s[1:]
-	},
+	// docker/cli's templates use strings.Title: every word capitalised.
+	"title": strings.Title, //nolint:staticcheck // deprecated for Unicode; docker's choice
 	"truncate": func(s string, n int) string {
 		if len(s) > n {
 			return s[:n]
@@ -34,7 +31,6 @@ var imagesTemplateFuncs = template.FuncMap{
 	"pad": func(s string, l, r int) string {
 		return strings.Repeat(" ", l) + s + strings.Repeat(" ", r)
 	},
-	"println": func(v ...any) string { return "" },
 }
 
 // parseFormat compiles a --format template; "table X" prints a header (the template

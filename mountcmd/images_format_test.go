@@ -1,6 +1,7 @@
 package mountcmd
 
 import (
+	"strings"
 	"testing"
 )
 
@@ -12,5 +13,28 @@ func TestCreatedSinceAndSize(t *testing.T) {
 	}
 	if got := createdSince(nowUTC().Add(-3 * 3600e9)); got != "3 hours ago" {
 		t.Errorf("createdSince(3h) = %q", got)
+	}
+}
+
+// TestFormatFuncs: --format templates keep Go's println and use docker's title
+// (strings.Title, every word).
+func TestFormatFuncs(t *testing.T) {
+	for _, tc := range []struct{ format, want string }{
+		{`{{range .}}{{println .}}{{end}}`, "a\nb\n"},
+		{`{{println "x" 1}}`, "x 1\n"},
+		{`{{title "hello world"}}`, "Hello World"},
+		{`{{upper "ab"}}-{{lower "AB"}}`, "AB-ab"},
+	} {
+		tmpl, _, err := parseFormat(tc.format)
+		if err != nil {
+			t.Fatalf("parseFormat(%q) = %v", tc.format, err)
+		}
+		var b strings.Builder
+		if err := tmpl.Execute(&b, []string{"a", "b"}); err != nil {
+			t.Fatalf("Execute(%q) = %v", tc.format, err)
+		}
+		if b.String() != tc.want {
+			t.Errorf("Execute(%q) = %q, want %q", tc.format, b.String(), tc.want)
+		}
 	}
 }

@@ -51,12 +51,33 @@ func (s *Store) AddRepoDigest(ctx context.Context, manifest digest.Digest, repoD
 	})
 }
 
-// dropRepoDigests forgets the repo digests of manifest (rmi deleted its image).
-func (s *Store) dropRepoDigests(ctx context.Context, manifest digest.Digest) error {
+// dropAllRepoDigests forgets the repo digests of manifest (rmi deleted its image).
+func (s *Store) dropAllRepoDigests(ctx context.Context, manifest digest.Digest) error {
 	if rds, err := s.RepoDigests(manifest); err != nil || len(rds) == 0 {
 		return err
 	}
 	return s.updateRegistryMeta(ctx, func(m *registryMeta) { delete(m.RepoDigests, manifest) })
+}
+
+// dropRepoDigest forgets one repo digest of manifest (rmi of repo@digest, or of
+// the repository's last tag); true if it was recorded. Safe against concurrent
+// writers in other processes.
+func (s *Store) dropRepoDigest(ctx context.Context, manifest digest.Digest, repoDigest string) (bool, error) {
+	found := false
+	err := s.updateRegistryMeta(ctx, func(m *registryMeta) {
+		rds := m.RepoDigests[manifest]
+		i := slices.Index(rds, repoDigest)
+		if i < 0 {
+			return
+		}
+		found = true
+		if rds = slices.Delete(rds, i, i+1); len(rds) == 0 {
+			delete(m.RepoDigests, manifest)
+		} else {
+			m.RepoDigests[manifest] = rds
+		}
+	})
+	return found, err
 }
 
 // BlobSources returns the repositories ("registry/repository") known to hold blob d.

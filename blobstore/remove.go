@@ -54,8 +54,11 @@ func ShortID(d digest.Digest) string {
 }
 
 // Remove is docker's image removal for one argument of rmi: untag a named
-// reference, delete an image given by ID, delete an image whose last tag goes, then
-// prune its untagged parents (unless NoPrune). Children make a hard conflict, more
+// reference, delete an image given by ID, delete an image whose last reference
+// goes, then prune its untagged parents (unless NoPrune). An image's references
+// are its tags and the repo digests pulls and pushes recorded (AddRepoDigest):
+// name@digest removes that repo digest only (ErrNotFound if none is recorded),
+// and a repository's last tag takes the repository's repo digests along. Children make a hard conflict, more
 // than one tag (by ID, without Force) and working containers a soft one. Returns the
 // lines to print, also those done before an error. Blobs stay until GC. An entry
 // that cannot be read (see ImagesAndBroken) is removed by its tag or digest without
@@ -99,7 +102,7 @@ func (s *Store) remove(ctx context.Context, ref string, opts RemoveOptions) ([]R
 	named, tagRef := s.namedRef(imgs, img, ref)
 	removedRepoRef := false
 	if named != nil {
-		if !opts.Force && len(img.Tags) <= 1 {
+		if !opts.Force && isSingleReference(img) {
 			users, err := s.inUse(img, opts)
 			if err != nil {
 				return nil, err
@@ -108,45 +111,113 @@ func (s *Store) remove(ctx context.Context, ref string, opts RemoveOptions) ([]R
 				return nil, &ConflictError{Msg: fmt.Sprintf("conflict: unable to remove repository reference %q (must force) - container %s is using its referenced image %s", ref, users[0], ShortID(img.ID))}
 			}
 		}
-		var untag []string
 		if tagRef != "" {
-			untag = []string{tagRef}
-		} else { // name@digest: every tag of that repository on this image
-			for _, t := range img.Tags {
-				if n, err := reference.ParseNormalizedNamed(t); err == nil && n.Name() == named.Name() {
-					untag = append(untag, t)
-				}
-			}
-		}
-		for _, t := range untag {
-			if err := s.Untag(ctx, t); err != nil {
+			if err := s.Untag(ctx, tagRef); err != nil {
 				return lines, err
 			}
+			lines = append(lines, RemoveLine{Untagged: reference.FamiliarString(named)})
+			if img, err = s.reload(img.ManifestDigest); err != nil {
+				return lines, err
+			}
+			// docker: the repository's last tag takes its repo digests along
+			if !hasRepo(img.Tags, named.Name()) {
+				more, err := s.dropRepoDigests(ctx, img, named.Name())
+				if lines = append(lines, more...); err != nil {
+					return lines, err
+				}
+			}
+		} else { // name@digest: that repo digest only, as docker
+			found, err := s.dropRepoDigest(ctx, img.ManifestDigest, named.String())
+			if err != nil {
+				return lines, err
+			}
+			if !found { // resolved through a tag's repository: nothing records it
+				return lines, fmt.Errorf("image %s: %w", reference.FamiliarString(named), ErrNotFound)
+			}
+			lines = append(lines, RemoveLine{Untagged: reference.FamiliarString(named)})
 		}
-		lines = append(lines, RemoveLine{Untagged: reference.FamiliarString(named)})
 		if img, err = s.reload(img.ManifestDigest); err != nil {
 			return lines, err
 		}
-		if len(img.Tags) > 0 {
+		if len(img.Tags) > 0 || len(img.PulledDigests) > 0 {
 			return lines, nil
 		}
 		removedRepoRef = true
-	} else if len(img.Tags) == 1 {
+	} else if isSingleReference(img) {
+		// docker: an ID whose references are all in one repository (one tag at
+		// most) drops them first, then deletes the image
 		if c, err := s.conflict(img, opts, !opts.Force, false); err != nil || c != nil {
 			if err != nil {
 				return nil, err
 			}
 			return nil, c
 		}
-		if err := s.Untag(ctx, img.Tags[0]); err != nil {
+		for _, t := range img.Tags {
+			if err := s.Untag(ctx, t); err != nil {
+				return lines, err
+			}
+			lines = append(lines, RemoveLine{Untagged: FamiliarString(t)})
+		}
+		more, err := s.dropRepoDigests(ctx, img, "")
+		if lines = append(lines, more...); err != nil {
 			return lines, err
 		}
-		lines = append(lines, RemoveLine{Untagged: FamiliarString(img.Tags[0])})
 		if img, err = s.reload(img.ManifestDigest); err != nil {
 			return lines, err
 		}
 	}
 	return s.deleteHelper(ctx, img, opts, opts.Force, !opts.NoPrune, removedRepoRef, lines)
+}
+
+// isSingleReference is docker's: img has references (tags and repo digests), all
+// of one repository, and one tag at most.
+func isSingleReference(img *Image) bool {
+	if len(img.Tags) > 1 {
+		return false
+	}
+	refs := append(slices.Clone(img.Tags), img.PulledDigests...)
+	if len(refs) == 0 {
+		return false
+	}
+	repo := ""
+	for _, r := range refs {
+		n, err := reference.ParseNormalizedNamed(r)
+		if err != nil {
+			return false
+		}
+		if repo != "" && n.Name() != repo {
+			return false
+		}
+		repo = n.Name()
+	}
+	return true
+}
+
+// hasRepo reports whether one of refs (normalised tags) is in repository repo.
+func hasRepo(refs []string, repo string) bool {
+	return slices.ContainsFunc(refs, func(r string) bool {
+		n, err := reference.ParseNormalizedNamed(r)
+		return err == nil && n.Name() == repo
+	})
+}
+
+// dropRepoDigests forgets img's recorded repo digests of repository repo (all of
+// them for ""), returning an Untagged line for each.
+func (s *Store) dropRepoDigests(ctx context.Context, img *Image, repo string) ([]RemoveLine, error) {
+	var lines []RemoveLine
+	for _, rd := range img.PulledDigests {
+		if repo != "" && !hasRepo([]string{rd}, repo) {
+			continue
+		}
+		found, err := s.dropRepoDigest(ctx, img.ManifestDigest, rd)
+		if err != nil {
+			return lines, err
+		}
+		if found {
+			lines = append(lines, RemoveLine{Untagged: FamiliarString(rd)})
+		}
+	}
+	return lines, nil
 }
 
 // namedRef tells whether ref named img by a reference (not by ID): the parsed name
@@ -209,7 +280,7 @@ func (s *Store) conflict(img *Image, opts RemoveOptions, soft, checkRefs bool) (
 	if !soft {
 		return nil, nil
 	}
-	if checkRefs && len(img.Tags) > 0 {
+	if checkRefs && (len(img.Tags) > 0 || len(img.PulledDigests) > 0) {
 		return mk(false, "image is referenced in multiple repositories"), nil
 	}
 	users, err := s.inUse(img, opts)
@@ -239,7 +310,7 @@ func (s *Store) deleteHelper(ctx context.Context, img *Image, opts RemoveOptions
 			if err != nil {
 				return lines, err
 			}
-			dangling := len(img.Tags) == 0 && len(Children(imgs, img)) == 0
+			dangling := len(img.Tags) == 0 && len(img.PulledDigests) == 0 && len(Children(imgs, img)) == 0
 			if !dangling || strings.Contains(c.Msg, "container") {
 				return lines, nil
 			}
@@ -264,7 +335,7 @@ func (s *Store) deleteHelper(ctx context.Context, img *Image, opts RemoveOptions
 			lines = append(lines, l)
 		}
 	}
-	if err := s.dropRepoDigests(ctx, img.ManifestDigest); err != nil {
+	if err := s.dropAllRepoDigests(ctx, img.ManifestDigest); err != nil {
 		return lines, err
 	}
 	lines = append(lines, RemoveLine{Deleted: img.ID})
@@ -277,7 +348,7 @@ func (s *Store) deleteHelper(ctx context.Context, img *Image, opts RemoveOptions
 	}
 	for _, p := range imgs {
 		if p.ManifestDigest == img.Parent {
-			if len(p.Tags) > 0 {
+			if len(p.Tags) > 0 || len(p.PulledDigests) > 0 {
 				return lines, nil
 			}
 			return s.deleteHelper(ctx, p, RemoveOptions{InUse: opts.InUse}, false, true, true, lines)

@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"slices"
 	"strings"
 	"testing"
 
@@ -60,7 +61,70 @@ func TestParityPulledDigest(t *testing.T) {
 	if out := e.ok("images", "--digests", "--format", "{{.Tag}} {{.Digest}}"); out != "1 "+idxDigest.String()+"\n" {
 		t.Errorf("images --digests = %q, want the index digest", out)
 	}
-	if out := e.ok("rmi", byDigest); out != "Untagged: "+byDigest+"\nDeleted: "+img.ID.String()+"\n" {
+	// docker: the digest goes, the tag (and so the image) stays
+	if out := e.ok("rmi", byDigest); out != "Untagged: "+byDigest+"\n" {
 		t.Errorf("rmi %s =\n%s", byDigest, out)
 	}
+	if out := e.ok("images", "--digests", "--format", "{{.Tag}} {{.Digest}}"); out != "1 <none>\n" {
+		t.Errorf("images --digests after rmi %s = %q, want the tag without digest", byDigest, out)
+	}
+	if out := e.ok("rmi", ref); out != "Untagged: "+ref+"\nDeleted: "+img.ID.String()+"\n" {
+		t.Errorf("rmi %s =\n%s", ref, out)
+	}
+}
+
+// TestParityRmiRepoDigest: rmi REPO@digest removes exactly that repo digest and
+// keeps the image's tags; removing a repository's last tag takes its digest
+// along (docker's ImageDelete, both).
+func TestParityRmiRepoDigest(t *testing.T) {
+	reg := registrytest.Start(t, registrytest.Options{})
+	e := newRegEnv(t)
+	img := e.addImage("busybox:latest", map[string]string{"f": "x"})
+	repo := reg.Host + "/bb"
+	e.ok("tag", "busybox", repo+":latest")
+	e.ok("push", "-q", repo+":latest")
+	e.ok("tag", "busybox", repo+":v2")
+	rd := strings.TrimSpace(e.ok("inspect", "-f", "{{index .RepoDigests 0}}", "busybox"))
+	if !strings.HasPrefix(rd, repo+"@sha256:") {
+		t.Fatalf("RepoDigests[0] = %q, want %s@sha256:...", rd, repo)
+	}
+	if out := e.ok("rmi", rd); out != "Untagged: "+rd+"\n" {
+		t.Errorf("rmi %s =\n%s", rd, out)
+	}
+	tags := "{{.Repository}}:{{.Tag}} {{.Digest}}"
+	want := repo + ":latest <none>\n" + repo + ":v2 <none>\nbusybox:latest <none>\n"
+	if out := e.ok("images", "--digests", "--format", tags); sortLines(out) != want {
+		t.Errorf("images after rmi %s =\n%s\nwant\n%s", rd, out, want)
+	}
+
+	// push again: the digest is back; then the repository's tags go one by one
+	e.ok("push", "-q", repo+":latest")
+	if out := e.ok("rmi", repo+":v2"); out != "Untagged: "+repo+":v2\n" {
+		t.Errorf("rmi %s:v2 =\n%s", repo, out)
+	}
+	if out := e.ok("rmi", repo+":latest"); out != "Untagged: "+repo+":latest\nUntagged: "+rd+"\n" {
+		t.Errorf("rmi %s:latest (the repository's last tag) =\n%s", repo, out)
+	}
+	if out := e.ok("images", "--digests", "--format", tags); out != "busybox:latest <none>\n" {
+		t.Errorf("images after the repository's last tag went =\n%s", out)
+	}
+	if out := e.ok("inspect", "-f", "{{.RepoDigests}}", "busybox"); out != "[]\n" {
+		t.Errorf("RepoDigests after the repository's last tag went = %q, want []", out)
+	}
+
+	// the digest as the only reference: rmi by it deletes the image
+	e.ok("pull", "-q", rd)
+	if out := e.ok("rmi", "busybox"); out != "Untagged: busybox:latest\n" {
+		t.Errorf("rmi busybox (a digest of %s left) =\n%s", repo, out)
+	}
+	if out := e.ok("rmi", rd); out != "Untagged: "+rd+"\nDeleted: "+img.ID.String()+"\n" {
+		t.Errorf("rmi %s (its only reference) =\n%s", rd, out)
+	}
+}
+
+// sortLines sorts out's lines (each ending in a newline).
+func sortLines(out string) string {
+	l := strings.SplitAfter(out, "\n")
+	slices.Sort(l)
+	return strings.Join(l, "")
 }

@@ -237,14 +237,28 @@ type runConfig struct {
 
 func runStatePath(w *workContainer) string { return filepath.Join(w.Dir(), "run.json") }
 
+// runImage is the image a run uses: ref's, or for a start (reuse) the one the
+// container has, read from its state as mount does, so that a container whose
+// image rmi -f removed (or commit --rebase replaced) still starts, as docker's.
+func runImage(s *blobstore.Store, g *globalOptions, o *runOptions, ref string) (*blobstore.Image, error) {
+	if o.reuse {
+		return containerImage(s, g, o.name)
+	}
+	img, err := s.Resolve(ref)
+	if err != nil {
+		return nil, imageErr(ref, err)
+	}
+	return img, nil
+}
+
 func runContainer(ctx context.Context, g *globalOptions, o *runOptions, ref string, args []string) (code int, err error) {
 	s, err := openStore(g)
 	if err != nil {
 		return 0, err
 	}
-	img, err := s.Resolve(ref)
+	img, err := runImage(s, g, o, ref)
 	if err != nil {
-		return 0, imageErr(ref, err)
+		return 0, err
 	}
 	spec, err := processSpec(o, img, args)
 	if err != nil {

@@ -1,6 +1,8 @@
 package integration
 
 import (
+	"archive/tar"
+	"context"
 	"slices"
 	"strings"
 	"testing"
@@ -11,6 +13,7 @@ import (
 	ggcrmutate "github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/layerfs/layerfs/blobstore"
 	"github.com/layerfs/layerfs/registry/registrytest"
 )
 
@@ -88,6 +91,19 @@ func TestParityRmiRepoDigest(t *testing.T) {
 	if !strings.HasPrefix(rd, repo+"@sha256:") {
 		t.Fatalf("RepoDigests[0] = %q, want %s@sha256:...", rd, repo)
 	}
+	// images REPO@digest and reference=REPO@digest: the REPO <none> row of that
+	// digest (docker matches each reference on its own)
+	row := "{{.Repository}} {{.Tag}} {{.Digest}}"
+	wantRow := repo + " <none> " + strings.TrimPrefix(rd, repo+"@") + "\n"
+	if out := e.ok("images", "--digests", "--format", row, rd); out != wantRow {
+		t.Errorf("images %s = %q, want %q", rd, out, wantRow)
+	}
+	if out := e.ok("images", "--format", row, "-f", "reference="+rd); out != wantRow {
+		t.Errorf("images -f reference=%s = %q, want %q", rd, out, wantRow)
+	}
+	if out := e.ok("images", "--format", row, repo+":v2"); out != repo+" v2 <none>\n" {
+		t.Errorf("images %s:v2 = %q, want the tag alone", repo, out)
+	}
 	if out := e.ok("rmi", rd); out != "Untagged: "+rd+"\n" {
 		t.Errorf("rmi %s =\n%s", rd, out)
 	}
@@ -127,4 +143,57 @@ func sortLines(out string) string {
 	l := strings.SplitAfter(out, "\n")
 	slices.Sort(l)
 	return strings.Join(l, "")
+}
+
+// TestParityImagesDanglingHeads: images -a -f dangling=true lists only untagged
+// images without children (docker's imageStore.Heads()), so that the cleanup
+// idiom rmi $(images -qa -f dangling=true) never meets a parent.
+func TestParityImagesDanglingHeads(t *testing.T) {
+	e := newRegEnv(t)
+	ctx := context.Background()
+	base := e.addImage("base:1", map[string]string{"a": "1"})
+	st := e.store()
+	d, diffID, err := st.AppendLayer(ctx, strings.NewReader(tarOf(t, "b", "2")), "gzip")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := base.Config
+	cfg.RootFS.DiffIDs = append(slices.Clone(cfg.RootFS.DiffIDs), diffID)
+	top, err := st.WriteImage(ctx, cfg, append(slices.Clone(base.Manifest.Layers), d), blobstore.WithParent(base))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Tag(ctx, top, "top:1"); err != nil {
+		t.Fatal(err)
+	}
+	lone := e.addImage("lone:1", map[string]string{"l": "1"})
+	e.addImage("lone:1", map[string]string{"l": "2"}) // takes the tag: lone dangles
+	e.ok("rmi", "base:1")                             // untagged, kept: top's parent
+	if out := e.ok("images", "-qa", "--no-trunc"); strings.Count(out, "\n") != 4 {
+		t.Errorf("images -qa =\n%s\nwant 4 images", out)
+	}
+	for _, args := range [][]string{{"-qa"}, {"-q"}} {
+		args = append(args, "--no-trunc", "-f", "dangling=true")
+		if out := e.ok(append([]string{"images"}, args...)...); out != lone.ID.String()+"\n" {
+			t.Errorf("images %s = %q, want only %s (not the parent %s)", strings.Join(args, " "), out, lone.ID, base.ID)
+		}
+	}
+	if out := e.ok("rmi", lone.ID.String()); out != "Deleted: "+lone.ID.String()+"\n" {
+		t.Errorf("rmi of the dangling image = %q", out)
+	}
+}
+
+// tarOf is a tar holding one file name with content c.
+func tarOf(t *testing.T, name, c string) string {
+	t.Helper()
+	var b strings.Builder
+	tw := tar.NewWriter(&b)
+	if err := tw.WriteHeader(&tar.Header{Name: name, Mode: 0o644, Size: int64(len(c)), Typeflag: tar.TypeReg}); err != nil {
+		t.Fatal(err)
+	}
+	tw.Write([]byte(c))
+	if err := tw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return b.String()
 }

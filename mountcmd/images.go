@@ -119,8 +119,8 @@ func parseImageFilters(imgs []*blobstore.Image, fs []string) (*imageFilter, erro
 	return f, nil
 }
 
-// matchReference is docker's reference filter: the pattern matches the familiar
-// name or the familiar name:tag.
+// matchReference is docker's reference filter (reference.FamiliarMatch): the
+// pattern matches the familiar name, or the familiar name:tag or name@digest.
 func matchReference(pattern, full string) bool {
 	n, err := reference.ParseNormalizedNamed(full)
 	if err != nil {
@@ -133,18 +133,24 @@ func matchReference(pattern, full string) bool {
 	return ok
 }
 
-// keepReference applies the reference filters to one row's full reference ("" for
-// an image with neither tag nor repo digest, which no pattern matches).
-func (f *imageFilter) keepReference(full string) bool {
+// keepReferences are those of refs (tags or repo digests, full references) the
+// reference filters match. As docker, each reference is matched on its own and the
+// rows are made of those that match: `images REPO@sha256:...` shows the REPO
+// <none> row of that digest, `images REPO:TAG` the tag without its digest.
+func (f *imageFilter) keepReferences(refs []string) []string {
 	if len(f.references) == 0 {
-		return true
+		return refs
 	}
-	for _, p := range f.references {
-		if full != "" && matchReference(p, full) {
-			return true
+	var out []string
+	for _, r := range refs {
+		for _, p := range f.references {
+			if matchReference(p, r) {
+				out = append(out, r)
+				break
+			}
 		}
 	}
-	return false
+	return out
 }
 
 // refRow is one row of `images` with the reference it shows.
@@ -205,8 +211,14 @@ func imageRefRows(base imageRow, tags, repoDigests []string) []refRow {
 	return rows
 }
 
-func (f *imageFilter) keepImage(img *blobstore.Image) bool {
+// keepImage applies the filters on the image itself. dangling=true keeps only
+// images without children (docker lists imageStore.Heads() then, -a or not), so
+// that `rmi $(images -qa -f dangling=true)` never meets a parent.
+func (f *imageFilter) keepImage(imgs []*blobstore.Image, img *blobstore.Image) bool {
 	if f.dangling != nil && *f.dangling != (len(img.Tags) == 0) {
+		return false
+	}
+	if f.dangling != nil && *f.dangling && len(blobstore.Children(imgs, img)) > 0 {
 		return false
 	}
 	if f.before != nil && !img.Created().Before(f.before.Created()) {
@@ -253,11 +265,15 @@ func runImages(cmd *cobra.Command, g *globalOptions, o *imagesOptions, args []st
 	}
 	var rows []imageRow
 	for _, img := range imgs {
-		if !f.keepImage(img) {
+		if !f.keepImage(imgs, img) {
 			continue
 		}
 		if len(img.Tags) == 0 && !o.all && len(blobstore.Children(imgs, img)) > 0 {
 			continue // intermediate image
+		}
+		tags, digests := f.keepReferences(img.Tags), f.keepReferences(img.PulledDigests)
+		if len(f.references) > 0 && len(tags) == 0 && len(digests) == 0 {
+			continue
 		}
 		base := imageRow{
 			Containers: "N/A", SharedSize: "N/A", UniqueSize: "N/A",
@@ -272,10 +288,8 @@ func runImages(cmd *cobra.Command, g *globalOptions, o *imagesOptions, args []st
 		if o.noTrunc {
 			base.ID = img.ID.String()
 		}
-		for _, r := range imageRefRows(base, img.Tags, img.PulledDigests) {
-			if f.keepReference(r.full) {
-				rows = append(rows, r.imageRow)
-			}
+		for _, r := range imageRefRows(base, tags, digests) {
+			rows = append(rows, r.imageRow)
 		}
 	}
 	return printImageRows(cmd.OutOrStdout(), rows, o)

@@ -17,6 +17,9 @@ var (
 	ErrUnsafeEntry      = errors.New("unsafe archive entry")
 	ErrAmbiguous        = errors.New("ambiguous image ID prefix")
 	ErrTruncated        = errors.New("truncated archive")
+	// ErrAmbiguousTag is docker's refusal of a tag whose repository is the digest
+	// algorithm's name ("sha256:abc"); the message is docker's.
+	ErrAmbiguousTag = errors.New("refusing to create an ambiguous tag using digest algorithm as name")
 )
 
 // errBlobMissing is the cause of every error about a blob the store does not have:

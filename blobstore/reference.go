@@ -5,6 +5,7 @@ import (
 	"regexp"
 
 	"github.com/distribution/reference"
+	"github.com/opencontainers/go-digest"
 )
 
 // ParseReference parses s with docker's rules: "busybox" is
@@ -44,6 +45,21 @@ func ParseTag(s string) (reference.NamedTagged, error) {
 	t, ok := n.(reference.NamedTagged)
 	if !ok {
 		return nil, fmt.Errorf("%w %q", ErrInvalidReference, s)
+	}
+	return t, nil
+}
+
+// ParseNewTag is ParseTag for a tag about to be created (tag, commit, import,
+// build -t, pull): as docker's reference store, it refuses a repository named
+// after the digest algorithm ("sha256:abc", which would read as an image ID) with
+// ErrAmbiguousTag.
+func ParseNewTag(s string) (reference.NamedTagged, error) {
+	t, err := ParseTag(s)
+	if err != nil {
+		return nil, err
+	}
+	if reference.FamiliarName(t) == string(digest.Canonical) {
+		return nil, ErrAmbiguousTag
 	}
 	return t, nil
 }

@@ -170,7 +170,7 @@ func (s *Store) reload(md digest.Digest) (*Image, error) {
 func parseTags(tags []string) ([]string, error) {
 	var refs []string
 	for _, t := range tags {
-		n, err := ParseTag(t)
+		n, err := ParseNewTag(t)
 		if err != nil {
 			return nil, err
 		}

@@ -61,3 +61,18 @@ func TestWriteImageWithTags(t *testing.T) {
 		t.Errorf("WriteImage(WithTags(app:1, app:2)) tags = %q", got)
 	}
 }
+
+// TestTagRefusesDigestAlgorithmName: as docker's reference store, no tag of a
+// repository named "sha256" (it would read as an image ID), however it is spelt.
+func TestTagRefusesDigestAlgorithmName(t *testing.T) {
+	s := newStore(t)
+	img := writeTestImage(t, s, newTestImage(t, "r", 1, Gzip, "busybox"))
+	for _, ref := range []string{"sha256:abc", "sha256", "docker.io/library/sha256:1"} {
+		if err := s.Tag(context.Background(), img, ref); !errors.Is(err, ErrAmbiguousTag) {
+			t.Errorf("Tag(%s) = %v, want ErrAmbiguousTag", ref, err)
+		}
+	}
+	if err := s.Tag(context.Background(), img, "me/sha256:abc"); err != nil {
+		t.Errorf("Tag(me/sha256:abc) = %v, want nil", err)
+	}
+}

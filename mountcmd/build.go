@@ -73,7 +73,7 @@ a Dockerfile alone (no context); -f - reads the Dockerfile from stdin. A git URL
 		Args: exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			for _, t := range o.tags {
-				if _, err := blobstore.ParseTag(t); err != nil {
+				if _, err := blobstore.ParseNewTag(t); err != nil {
 					return fmt.Errorf("invalid argument %q for \"-t, --tag\" flag: %w", t, err)
 				}
 			}

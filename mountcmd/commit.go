@@ -93,7 +93,7 @@ func (o *commitOptions) plan(args []string) (*commitPlan, error) {
 		return nil, fmt.Errorf("unknown compression %q: use gzip, zstd or none", o.compression)
 	}
 	if len(args) == 2 {
-		r, err := blobstore.ParseTag(args[1])
+		r, err := blobstore.ParseNewTag(args[1])
 		if err != nil {
 			return nil, err
 		}

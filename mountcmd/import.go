@@ -60,7 +60,7 @@ type importConfig struct {
 func runImport(cmd *cobra.Command, g *globalOptions, o *importOptions, args []string) error {
 	var tag string
 	if len(args) == 2 {
-		n, err := blobstore.ParseTag(args[1])
+		n, err := blobstore.ParseNewTag(args[1])
 		if err != nil {
 			return err
 		}

@@ -1,6 +1,8 @@
 package mountcmd
 
 import (
+	"errors"
+
 	"github.com/layerfs/layerfs/blobstore"
 	"github.com/spf13/cobra"
 )
@@ -14,7 +16,9 @@ func newTagCommand(g *globalOptions) *cobra.Command {
 		Args:         exactArgs(2),
 		SilenceUsage: true,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if _, err := blobstore.ParseTag(args[1]); err != nil {
+			if _, err := blobstore.ParseNewTag(args[1]); errors.Is(err, blobstore.ErrAmbiguousTag) {
+				return daemonError(cmd, err) // docker's daemon refuses it
+			} else if err != nil {
 				return err
 			}
 			// Hold a lease from resolve to tag, so no GC removes the image's blobs

@@ -156,7 +156,7 @@ func TestImagesInspectHistory(t *testing.T) {
 	}
 	for _, args := range [][]string{{"image", "inspect", "nosuch"}, {"inspect", "--type", "image", "nosuch"}} {
 		r = run(t, args...)
-		if r.Code != 1 || strings.TrimSpace(r.Stdout) != "[]" || r.Stderr != "Error: No such image: nosuch:latest\n" {
+		if r.Code != 1 || strings.TrimSpace(r.Stdout) != "[]" || r.Stderr != "Error: No such image: nosuch\n" {
 			t.Errorf("%v = %+v", args, r)
 		}
 	}

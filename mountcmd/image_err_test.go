@@ -107,3 +107,35 @@ func TestImageErrSaysWhatIsMissing(t *testing.T) {
 
 func configOf(img *blobstore.Image) digest.Digest { return img.ID }
 func layerOf(img *blobstore.Image) digest.Digest  { return img.Manifest.Layers[0].Digest }
+
+// Docker's messages and exit for a few refusals: rmi -f of a missing image says
+// so on stderr and exits 0; image inspect names the argument as given; a tag
+// whose repository is "sha256" is refused by the daemon.
+func TestImageVerbMessages(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		verb    func(g *globalOptions) *cobra.Command
+		args    []string
+		want    string // stderr
+		wantErr bool
+	}{
+		{"rmi-f-missing", newRmiCommand, []string{"-f", "nosuch"},
+			"Error response from daemon: No such image: nosuch:latest\n", false},
+		{"rmi-missing", newRmiCommand, []string{"nosuch"},
+			"Error response from daemon: No such image: nosuch:latest\n", true},
+		{"image-inspect-missing", newImageInspectCommand, []string{"nosuch"},
+			"Error: No such image: nosuch\n", true},
+		{"tag-sha256", newTagCommand, []string{"a:1", "sha256:abc"},
+			"Error response from daemon: refusing to create an ambiguous tag using digest algorithm as name\n", true},
+		{"tag-sha256-full", newTagCommand, []string{"a:1", "docker.io/library/sha256:abc"},
+			"Error response from daemon: refusing to create an ambiguous tag using digest algorithm as name\n", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			g, _, _ := storeWithImage(t)
+			stderr, err := runVerb(t, tc.verb(g), tc.args...)
+			if stderr != tc.want || (err != nil) != tc.wantErr {
+				t.Errorf("%v: stderr %q, err %v; want %q, error %v", tc.args, stderr, err, tc.want, tc.wantErr)
+			}
+		})
+	}
+}

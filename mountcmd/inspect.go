@@ -235,8 +235,14 @@ func runInspect(cmd *cobra.Command, g *globalOptions, o *inspectOptions, args []
 		}
 		img, err := resolveListed(s, imgs, a)
 		if err != nil {
-			if o.object && errors.Is(err, blobstore.ErrNotFound) && !errors.Is(err, blobstore.ErrMissingBlob) {
-				errs = append(errs, "No such object: "+a)
+			if errors.Is(err, blobstore.ErrNotFound) && !errors.Is(err, blobstore.ErrMissingBlob) {
+				// docker's client names the argument as given ("nosuch", not
+				// "nosuch:latest")
+				what := "image"
+				if o.object {
+					what = "object"
+				}
+				errs = append(errs, "No such "+what+": "+a)
 			} else {
 				errs = append(errs, imageErr(a, err).Error())
 			}

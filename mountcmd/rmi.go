@@ -55,10 +55,10 @@ func runRmi(cmd *cobra.Command, g *globalOptions, o *rmiOptions, args []string) 
 			}
 		}
 		if err != nil {
-			if o.force && errors.Is(err, blobstore.ErrNotFound) {
-				continue
+			// docker's CLI prints a missing image under -f but does not fail on it
+			if !o.force || !errors.Is(err, blobstore.ErrNotFound) {
+				failed = true
 			}
-			failed = true
 			fmt.Fprintf(cmd.ErrOrStderr(), "Error response from daemon: %v\n", imageErr(a, err))
 		}
 	}

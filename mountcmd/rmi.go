@@ -20,9 +20,11 @@ func newRmiCommand(g *globalOptions) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "rmi [-f] [--no-prune] IMAGE...",
 		Short: "Remove one or more images",
-		Long: `Remove images as docker does: a tag only untags while other tags remain; an ID
-with several tags needs -f; an image with child images or one a working container
-uses is refused. Blobs nothing references any more are removed afterwards.`,
+		Long: `Remove images as docker does: a tag, or a repo digest a pull or push recorded
+(NAME@sha256:...), only untags while other tags or digests remain, and a
+repository's last tag takes its digests along; an ID with several tags needs -f;
+an image with child images or one a working container uses is refused. Blobs
+nothing references any more are removed afterwards.`,
 		Args:         minArgs(1),
 		SilenceUsage: true,
 		RunE: func(cmd *cobra.Command, args []string) error {

@@ -188,7 +188,7 @@ func maskProc(rfd *os.File) error {
 // container may mknod (CAP_MKNOD, docker's default) and there is no device
 // cgroup to stop a node it made from opening the host's device.
 func nodevUnlessPrivileged(b Bind, privileged bool) Bind {
-	if privileged {
+	if privileged || b.Device {
 		return b
 	}
 	if b.Tmpfs {

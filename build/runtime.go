@@ -56,10 +56,13 @@ type Bind struct {
 	// NoDev: device nodes under the bind do not open (all the way down). A
 	// container could otherwise open an image's or a host dir's device node
 	// there: no device cgroup guards it here.
-	NoDev bool   `json:"noDev,omitempty"`
-	Tmpfs bool   `json:"tmpfs,omitempty"`
-	Size  int64  `json:"size,omitempty"`
-	Mode  uint32 `json:"mode,omitempty"` // a tmpfs's root mode (0: tmpfs's 1777)
+	NoDev bool `json:"noDev,omitempty"`
+	// Device: Source is a host device node the container is given (run
+	// --device): its bind opens, a block device's too.
+	Device bool   `json:"device,omitempty"`
+	Tmpfs  bool   `json:"tmpfs,omitempty"`
+	Size   int64  `json:"size,omitempty"`
+	Mode   uint32 `json:"mode,omitempty"` // a tmpfs's root mode (0: tmpfs's 1777)
 	// Options are a tmpfs's further mount options, applied in order after
 	// nosuid: noexec/exec, nodev/dev, nosuid/suid, noatime/atime/relatime/
 	// strictatime, and uid=, gid=, nr_inodes= for its data.

@@ -426,6 +426,23 @@ func TestRunCapabilities(t *testing.T) {
 	if got := mustRun(t, "run", "--rm", "--tmpfs", "/t:dev", "-v", made+":/h", "busybox", "sh", "-c", opens); got != "devs\n" {
 		t.Errorf("device nodes a container made: %q, want them made and not opening, /dev's own opening", got)
 	}
+	// --device gives one host node, which opens (a block device's too).
+	if got := mustRun(t, "run", "--rm", "--device", "/dev/null:/dev/mynull", "--device", "/dev/zero", "busybox", "sh", "-c", "echo x > /dev/mynull && head -c1 /dev/zero | wc -c"); got != "1\n" {
+		t.Errorf("--device: %q", got)
+	}
+	if blk, _ := filepath.Glob("/dev/loop[0-9]*"); len(blk) > 0 {
+		if got := mustRun(t, "run", "--rm", "--device", blk[0]+":/dev/blk", "busybox", "sh", "-c", "test -b /dev/blk && cat /dev/blk >/dev/null && echo opened"); got != "opened\n" {
+			t.Errorf("--device of a block device: %q", got)
+		}
+	}
+	if r := run(t, "run", "--rm", "--device", "/etc/passwd", "busybox", "true"); r.Code != 125 || !strings.Contains(r.Stderr, "not a device node") {
+		t.Errorf("--device of a file: exit %d, %q", r.Code, r.Stderr)
+	}
+	mustRun(t, "create", "--name", "devc", "--device", "/dev/null:/dev/n2", "busybox", "sh", "-c", "echo x > /dev/n2 && echo started")
+	t.Cleanup(func() { run(t, "rm", "-f", "devc") })
+	if got := mustRun(t, "start", "-a", "devc"); got != "started\n" {
+		t.Errorf("start of a container created with --device: %q", got)
+	}
 	if got := mustRun(t, "run", "--rm", "--privileged", "--tmpfs", "/t:dev", "-v", made+":/h", "busybox", "sh", "-c", "rm -f /h/nul; "+opens); got != "opened in /tmp\nopened in /dev\nopened in /t\nopened in /h\ndevs\n" {
 		t.Errorf("device nodes a --privileged container made: %q, want all opening but on /dev/shm", got)
 	}

@@ -36,6 +36,7 @@ type savedRun struct {
 	Rm            bool     `json:"rm,omitempty"` // create --rm: start removes it after its run
 	Network       string   `json:"network,omitempty"`
 	Tmpfs         []string `json:"tmpfs,omitempty"`
+	Devices       []string `json:"devices,omitempty"`
 	Mounts        []string `json:"mounts,omitempty"`
 	AddHosts      []string `json:"addHosts,omitempty"`
 	Labels        []string `json:"labels,omitempty"`
@@ -56,7 +57,7 @@ type savedRun struct {
 func (o *runOptions) saved() savedRun {
 	sr := savedRun{Interactive: o.interactive, Tty: o.tty, Workdir: o.workdir, User: o.user,
 		Entrypoint: o.entrypoint, EntrypointSet: o.entrypointSet, Hostname: o.hostname, Init: o.init, Rm: o.rm,
-		Network: o.network, Tmpfs: o.tmpfs, Mounts: o.mounts, AddHosts: o.addHosts, Labels: o.labels,
+		Network: o.network, Tmpfs: o.tmpfs, Devices: o.devices, Mounts: o.mounts, AddHosts: o.addHosts, Labels: o.labels,
 		StopSignal: o.stopSignal, ReadOnly: o.readOnly, Privileged: o.privileged, CapAdd: o.capAdd, CapDrop: o.capDrop,
 		Ulimits: o.ulimits, ShmSize: o.shmSize}
 	if o.stopTimeout >= 0 {
@@ -64,6 +65,15 @@ func (o *runOptions) saved() savedRun {
 		sr.StopTimeout = &t
 	}
 	sr.Env = append(sr.Env, hostEnv(o.env)...)
+	sr.Devices = nil // a relative HOST is the caller's, as a -v one
+	for _, d := range o.devices {
+		if host, rest, _ := strings.Cut(d, ":"); host != "" && !filepath.IsAbs(host) {
+			if abs, err := filepath.Abs(host); err == nil {
+				d = strings.TrimSuffix(abs+":"+rest, ":")
+			}
+		}
+		sr.Devices = append(sr.Devices, d)
+	}
 	for _, v := range o.volumes {
 		if host, rest, ok := strings.Cut(v, ":"); ok {
 			if abs, err := filepath.Abs(host); err == nil {
@@ -79,7 +89,7 @@ func (o *runOptions) saved() savedRun {
 func (sr *savedRun) options(name string) *runOptions {
 	o := &runOptions{name: name, interactive: sr.Interactive, tty: sr.Tty, env: sr.Env,
 		workdir: sr.Workdir, user: sr.User, volumes: sr.Volumes, entrypoint: sr.Entrypoint, entrypointSet: sr.EntrypointSet,
-		hostname: sr.Hostname, init: sr.Init, rm: sr.Rm, network: sr.Network, tmpfs: sr.Tmpfs, mounts: sr.Mounts,
+		hostname: sr.Hostname, init: sr.Init, rm: sr.Rm, network: sr.Network, tmpfs: sr.Tmpfs, devices: sr.Devices, mounts: sr.Mounts,
 		addHosts: sr.AddHosts, labels: sr.Labels, stopSignal: sr.StopSignal, stopTimeout: -1, readOnly: sr.ReadOnly,
 		privileged: sr.Privileged, capAdd: sr.CapAdd, capDrop: sr.CapDrop, ulimits: sr.Ulimits, shmSize: sr.ShmSize}
 	if sr.StopTimeout != nil {

@@ -54,6 +54,7 @@ type runOptions struct {
 	pull          string
 	network       string   // none: loopback only; host, default, bridge: the host's
 	tmpfs         []string // --tmpfs PATH[:OPTIONS]
+	devices       []string // --device HOST[:CONTAINER[:PERMISSIONS]]
 	mounts        []string // --mount type=bind|tmpfs,...
 	addHosts      []string // --add-host HOST:IP
 	labels        []string // --label KEY=VALUE
@@ -170,6 +171,7 @@ func addRunFlags(f *pflag.FlagSet, o *runOptions) {
 	f.StringVar(&o.network, "net", "default", "network mode (--network)")
 	f.MarkHidden("net")
 	f.StringArrayVar(&o.tmpfs, "tmpfs", nil, "mount a tmpfs: PATH[:size=64m,ro,mode=1777]")
+	f.StringArrayVar(&o.devices, "device", nil, "add a host device to the container: HOST[:CONTAINER[:PERMISSIONS]] (no device cgroup here: PERMISSIONS is checked, not enforced)")
 	f.StringArrayVar(&o.mounts, "mount", nil, "attach a mount: type=bind,source=HOST,target=PATH[,readonly] or type=tmpfs,target=PATH[,tmpfs-size=N]")
 	f.StringArrayVar(&o.addHosts, "add-host", nil, "add a custom host-to-IP mapping (HOST:IP)")
 	f.StringArrayVarP(&o.labels, "label", "l", nil, "set metadata on the container (KEY=VALUE)")
@@ -420,6 +422,11 @@ func processSpec(o *runOptions, img *blobstore.Image, args []string) (build.Proc
 	if err != nil {
 		return build.ProcessSpec{}, err
 	}
+	devices, err := parseDevices(o.devices)
+	if err != nil {
+		return build.ProcessSpec{}, err
+	}
+	binds = append(binds, devices...)
 	tmpfs, err := parseTmpfs(o.tmpfs)
 	if err != nil {
 		return build.ProcessSpec{}, err
@@ -548,6 +555,44 @@ func parseVolumes(vs []string) ([]build.Bind, error) {
 			}
 		}
 		out = append(out, b)
+	}
+	return out, nil
+}
+
+// parseDevices parses --device HOST[:CONTAINER[:PERMISSIONS]] as docker: HOST a
+// character or block device node, CONTAINER (default HOST) an absolute path,
+// PERMISSIONS of r, w and m. Each is a bind of the node, which opens in the
+// container (every other device node there does not: build.Bind.Device).
+// PERMISSIONS is only checked: there is no device cgroup to enforce it.
+func parseDevices(ds []string) ([]build.Bind, error) {
+	var out []build.Bind
+	for _, d := range ds {
+		parts := strings.Split(d, ":")
+		if len(parts) > 3 || parts[0] == "" {
+			return nil, fmt.Errorf("invalid device specification: %s", d)
+		}
+		host, ctr := parts[0], parts[0]
+		if len(parts) > 1 && parts[1] != "" {
+			ctr = parts[1]
+		}
+		if len(parts) == 3 && (parts[2] == "" || strings.Trim(parts[2], "rwm") != "") {
+			return nil, fmt.Errorf("invalid device mode: %s", parts[2])
+		}
+		if !filepath.IsAbs(ctr) {
+			return nil, fmt.Errorf("invalid device specification: %s: the container path must be absolute", d)
+		}
+		src, err := filepath.Abs(host)
+		if err != nil {
+			return nil, err
+		}
+		fi, err := os.Stat(src)
+		if err != nil {
+			return nil, fmt.Errorf("error gathering device information while adding custom device %q: %w", host, err)
+		}
+		if fi.Mode()&os.ModeDevice == 0 {
+			return nil, fmt.Errorf("error gathering device information while adding custom device %q: not a device node", host)
+		}
+		out = append(out, build.Bind{Source: src, Target: filepath.Clean(ctr), Device: true})
 	}
 	return out, nil
 }

@@ -113,7 +113,7 @@ func TestRunOptionsCheck(t *testing.T) {
 // replays) comes back as it went.
 func TestSavedRunRoundTrip(t *testing.T) {
 	o := &runOptions{interactive: true, tty: true, env: []string{"A=1"}, workdir: "/w", user: "u", volumes: []string{"/h:/c:ro"},
-		entrypoint: "e", entrypointSet: true, hostname: "h", init: true, rm: true, network: "none", tmpfs: []string{"/t"},
+		entrypoint: "e", entrypointSet: true, hostname: "h", init: true, rm: true, network: "none", tmpfs: []string{"/t"}, devices: []string{"/dev/null:/dev/n:rw"},
 		mounts: []string{"type=tmpfs,target=/m"}, addHosts: []string{"a:1.2.3.4"}, labels: []string{"k=v"},
 		stopSignal: "USR1", stopTimeout: 0, readOnly: true}
 	sr := o.saved()

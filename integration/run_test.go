@@ -377,6 +377,14 @@ func TestRunDetached(t *testing.T) {
 	if r := run(t, "exec", "d1", "true"); r.Code == 0 {
 		t.Errorf("exec into a stopped container succeeded")
 	}
+	// Stopping a stopped container is no error, as in docker (stop $(ps -q)
+	// failed on every stopped one); a missing one still is.
+	if got := mustRun(t, "stop", "d1"); got != "d1\n" {
+		t.Errorf("stop of a stopped container printed %q", got)
+	}
+	if r := run(t, "stop", "nosuchcontainer"); r.Code == 0 {
+		t.Errorf("stop of a missing container succeeded")
+	}
 	// A missing image is pulled first, as docker run does (Docker Hub is a
 	// dead loopback port here); with --pull never it is just missing.
 	if r := run(t, "run", "-d", "--name", "d3", "nosuch"); r.Code != 125 || !strings.Contains(r.Stderr, "Unable to find image 'nosuch:latest' locally\nError: pull nosuch:latest: registry ") {

@@ -152,7 +152,9 @@ func newStopCommand(g *globalOptions) *cobra.Command {
 		Long: `Stop containers that run (started by run, or run -d): send run's --stop-signal,
 else the image's STOPSIGNAL (SIGTERM by default) to the container's pid 1, and
 SIGKILL after the timeout (-t, else run's --stop-timeout, else 10 s), as docker
-stop does. Returns once the container is unmounted (ready for commit or rm).`,
+stop does. Returns once the container is unmounted (ready for commit or rm).
+A container that runs nothing is left as it is, no error (docker's stop of a
+stopped container): layerfs stop $(layerfs ps -q) stops what runs.`,
 		Args: minArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			timeout := time.Duration(o.timeout) * time.Second
@@ -160,7 +162,10 @@ stop does. Returns once the container is unmounted (ready for commit or rm).`,
 				timeout = -1 // the container's own
 			}
 			return forEachName(cmd, args, true, func(name string) error {
-				return stopContainer(g, name, timeout)
+				if err := stopContainer(g, name, timeout); !errors.Is(err, errNotRunning) {
+					return err
+				}
+				return nil
 			})
 		},
 	}

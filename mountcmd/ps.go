@@ -2,9 +2,11 @@ package mountcmd
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"time"
 
@@ -58,7 +60,8 @@ Every container is listed, the unmounted (stopped) ones too, so -a (--all)
 changes nothing: it is accepted for docker ps -a's users (rm $(layerfs ps -aq)).
 --format takes a Go template over .Name .Image .ImageID .Mountpoint .Status .PID
 .ReadOnly .Created .ID .Command .Size, and docker's .Names .State (running,
-exited, created, paused, dead, or mounted) .Mounts .RunningFor .CreatedAt ("table TEMPLATE" adds a header and aligns columns), or
+exited, created, paused, dead, or mounted) .Mounts .RunningFor .CreatedAt
+.Labels .Label "KEY" .Ports (none) .Networks (host) ("table TEMPLATE" adds a header and aligns columns), or
 "json" for one JSON object per line.
 --filter takes docker's name= (a regular expression), id= (a prefix), status=
 (mounted, paused, dead, unmounted, or docker's running, exited, created),
@@ -213,6 +216,43 @@ func (r psRow) RunningFor() string { return createdSince(r.Created) }
 // CreatedAt is docker's .CreatedAt.
 func (r psRow) CreatedAt() string { return r.Created.Format("2006-01-02 15:04:05 -0700 MST") }
 
+// Ports is docker's .Ports: none are published (containers share the host's
+// network).
+func (r psRow) Ports() string { return "" }
+
+// Networks is docker's .Networks: the host's.
+func (r psRow) Networks() string { return "host" }
+
+// Labels is docker's .Labels: KEY=VALUE pairs, comma-separated, sorted.
+func (r psRow) Labels() string {
+	var out []string
+	for k, v := range r.labels {
+		out = append(out, k+"="+v)
+	}
+	slices.Sort(out)
+	return strings.Join(out, ",")
+}
+
+// Label is docker's .Label "KEY": that label's value.
+func (r psRow) Label(k string) string { return r.labels[k] }
+
+// MarshalJSON is ps --format json's line: the fields, and docker's names for
+// them (Names, State, CreatedAt, RunningFor, Labels, Ports, Networks) that
+// scripts read.
+func (r psRow) MarshalJSON() ([]byte, error) {
+	type plain psRow
+	return json.Marshal(struct {
+		plain
+		Names      string `json:"Names"`
+		State      string `json:"State"`
+		CreatedAt  string `json:"CreatedAt"`
+		RunningFor string `json:"RunningFor"`
+		Labels     string `json:"Labels"`
+		Ports      string `json:"Ports"`
+		Networks   string `json:"Networks"`
+	}{plain(r), r.Names(), r.State(), r.CreatedAt(), r.RunningFor(), r.Labels(), r.Ports(), r.Networks()})
+}
+
 // truncate shortens the ID to docker's 12 digits and the command to docker's
 // 20 characters.
 func (r *psRow) truncate() {
@@ -228,6 +268,7 @@ var psHeader = map[string]string{
 	"Status": "STATUS", "PID": "PID", "ReadOnly": "READ ONLY", "Created": "CREATED",
 	"ID": "CONTAINER ID", "Command": "COMMAND", "Size": "SIZE",
 	"Names": "NAMES", "State": "STATE", "Mounts": "MOUNTS", "RunningFor": "CREATED", "CreatedAt": "CREATED AT",
+	"Ports": "PORTS", "Networks": "NETWORKS", "Labels": "LABELS",
 }
 
 func writePs(out io.Writer, o *psOptions, rows []psRow) error {

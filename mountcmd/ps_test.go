@@ -28,6 +28,30 @@ func TestPsDockerFields(t *testing.T) {
 	}
 }
 
+// TestPsDockerScriptFields: the rest of docker ps's fields a script reads
+// (.Ports, .Labels, .Label, .Networks) work, and --format json has docker's
+// keys (they failed with a template error naming an internal type, and json
+// had no Names or State).
+func TestPsDockerScriptFields(t *testing.T) {
+	rows := []psRow{{Name: "w1", Status: "mounted", dockerState: "running", Created: time.Now(), labels: map[string]string{"b": "2", "a": "1"}}}
+	var out bytes.Buffer
+	if err := writePs(&out, &psOptions{format: `[{{.Ports}}] {{.Labels}} {{.Label "b"}} {{.Networks}}`}, rows); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := strings.TrimSpace(out.String()), "[] a=1,b=2 2 host"; got != want {
+		t.Errorf("ps --format = %q, want %q", got, want)
+	}
+	out.Reset()
+	if err := writePs(&out, &psOptions{format: "json"}, rows); err != nil {
+		t.Fatal(err)
+	}
+	for _, key := range []string{`"Name":"w1"`, `"Names":"w1"`, `"State":"running"`, `"Labels":"a=1,b=2"`, `"RunningFor":`, `"CreatedAt":`, `"Status":"mounted"`} {
+		if !strings.Contains(out.String(), key) {
+			t.Errorf("ps --format json lacks %s: %s", key, out.String())
+		}
+	}
+}
+
 // TestPsFilters: docker ps's filters, alone and together; -n's order.
 func TestPsFilters(t *testing.T) {
 	now := time.Now()

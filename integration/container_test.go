@@ -82,6 +82,15 @@ func TestContainerInspect(t *testing.T) {
 			t.Errorf("container inspect %s = %q", arg, got)
 		}
 	}
+	// The network and restart fields docker's scripts read are there (the
+	// tutorials' {{.NetworkSettings.IPAddress}} failed), and a template error
+	// says "template:" once.
+	if got := mustRun(t, "inspect", "-f", "[{{.NetworkSettings.IPAddress}}] {{.HostConfig.RestartPolicy.Name}} {{range $k, $v := .NetworkSettings.Networks}}{{$k}}{{end}}", "i1"); got != "[] no host\n" {
+		t.Errorf("inspect network and restart fields = %q", got)
+	}
+	if r := run(t, "inspect", "-f", "{{.Nope.X}}", "i1"); r.Code == 0 || strings.Contains(r.Stderr, "template: template:") {
+		t.Errorf("inspect with a bad field: exit %d, %q", r.Code, r.Stderr)
+	}
 	// An image after the containers; --type picks one kind; both in one call.
 	if got := mustRun(t, "inspect", "-f", "{{.Os}}", "busybox"); got != "linux\n" {
 		t.Errorf("inspect busybox = %q", got)

@@ -55,6 +55,16 @@ type inspectMount struct {
 	Propagation string
 }
 
+// inspectEndpoint is one of NetworkSettings.Networks.
+type inspectEndpoint struct {
+	NetworkID   string
+	EndpointID  string
+	Gateway     string
+	IPAddress   string
+	IPPrefixLen int
+	MacAddress  string
+}
+
 // inspectContainer is one working container in docker container inspect's shape.
 type inspectContainer struct {
 	Id              string //nolint:revive // docker's field name
@@ -83,6 +93,21 @@ type inspectContainer struct {
 		CapAdd         []string
 		CapDrop        []string
 		Init           *bool `json:",omitempty"`
+		RestartPolicy  struct {
+			Name              string
+			MaximumRetryCount int
+		}
+	}
+	// NetworkSettings: the host's network (or none), so no address of the
+	// container's own; the fields docker's scripts read are there, empty.
+	NetworkSettings struct {
+		Bridge     string
+		SandboxKey string
+		Ports      map[string]any
+		IPAddress  string
+		Gateway    string
+		MacAddress string
+		Networks   map[string]inspectEndpoint
 	}
 	GraphDriver struct {
 		Data map[string]string
@@ -180,7 +205,9 @@ func newInspectContainer(ctx context.Context, g *globalOptions, s *blobstore.Sto
 	}
 	out.State = containerState(ctx, w, st)
 	out.HostConfig.NetworkMode = "host"
+	out.HostConfig.RestartPolicy.Name = "no"
 	out.HostConfig.ReadonlyRootfs = st.ReadOnly
+	out.NetworkSettings.Ports = map[string]any{}
 	var img *blobstore.Image
 	for _, i := range imgs {
 		if i.ID == st.ImageID {
@@ -294,6 +321,7 @@ func newInspectContainer(ctx context.Context, g *globalOptions, s *blobstore.Sto
 		}
 		out.SizeRw, out.SizeRootFs = &rw, &rootfs
 	}
+	out.NetworkSettings.Networks = map[string]inspectEndpoint{out.HostConfig.NetworkMode: {}}
 	return out, nil
 }
 

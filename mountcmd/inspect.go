@@ -271,7 +271,7 @@ func runInspect(cmd *cobra.Command, g *globalOptions, o *inspectOptions, args []
 		}
 		for _, obj := range found {
 			if err := tmpl.Execute(out, obj); err != nil {
-				return fmt.Errorf("template: %w", err)
+				return err // "template: ...", as docker's
 			}
 			fmt.Fprintln(out)
 		}

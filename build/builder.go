@@ -281,6 +281,9 @@ func Build(ctx context.Context, o Options) (*Result, error) {
 	}
 	fmt.Fprintf(b.out, "Successfully built %s\n", shortDigest(img.ID))
 	for _, t := range o.Tags {
+		if n, err := reference.ParseNormalizedNamed(t); err == nil {
+			t = reference.TagNameOnly(n).String() // docker's "t2:latest" for -t t2
+		}
 		fmt.Fprintf(b.out, "Successfully tagged %s\n", blobstore.FamiliarString(t))
 	}
 	return &Result{Image: img, Steps: step, Cached: cached}, nil

@@ -248,7 +248,9 @@ func TestBuildErrors(t *testing.T) {
 	// A build from scratch with -f and build args.
 	os.WriteFile(filepath.Join(dir, "hello.txt"), []byte("hi\n"), 0o644)
 	os.WriteFile(filepath.Join(dir, "Other.dockerfile"), []byte("FROM scratch\nARG NAME=x\nCOPY hello.txt /$NAME.txt\nCMD [\"/bin/none\"]\n"), 0o644)
-	mustRun(t, "build", "-f", filepath.Join(dir, "Other.dockerfile"), "--build-arg", "NAME=greeting", "-t", "scratchy", dir)
+	if out := mustRun(t, "build", "-f", filepath.Join(dir, "Other.dockerfile"), "--build-arg", "NAME=greeting", "-t", "scratchy", dir); !strings.Contains(out, "Successfully tagged scratchy:latest\n") {
+		t.Errorf("build -t scratchy said %q, want docker's Successfully tagged scratchy:latest", out)
+	}
 	if out := mustRun(t, "export", "scratchy"); !strings.Contains(out, "greeting.txt") {
 		t.Errorf("export of the scratch build lacks greeting.txt")
 	}

@@ -176,7 +176,8 @@ func addRunFlags(f *pflag.FlagSet, o *runOptions) {
 	f.StringArrayVar(&o.addHosts, "add-host", nil, "add a custom host-to-IP mapping (HOST:IP)")
 	f.StringArrayVarP(&o.labels, "label", "l", nil, "set metadata on the container (KEY=VALUE)")
 	f.StringVar(&o.stopSignal, "stop-signal", "", "signal stop sends first (default: the image's STOPSIGNAL, else SIGTERM)")
-	f.IntVar(&o.stopTimeout, "stop-timeout", -1, "seconds stop waits before it kills the container (default 10)")
+	f.IntVar(&o.stopTimeout, "stop-timeout", -1, "seconds stop waits before it kills the container")
+	f.Lookup("stop-timeout").DefValue = "10" // -1 stands for "not given": the help shows what that means
 	f.BoolVar(&o.readOnly, "read-only", false, "mount the container's root filesystem as read only")
 	f.StringVar(&o.platform, "platform", "", "the platform (only this host's: containers run natively)")
 	f.BoolVar(&o.privileged, "privileged", false, "give every capability to the container (default: docker's set)")

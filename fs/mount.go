@@ -332,6 +332,12 @@ func (m *MountPoint) pause(ctx context.Context, skip map[int]bool, attempt int) 
 	return false, nil
 }
 
+// Sync writes back the mount's dirty pages through the server (syncfs, then
+// the wait for the WRITEs to be answered), so the upper dir holds what was
+// stored into shared writable mappings; Pause does it itself. For a commit
+// that does not pause. Not while this process holds a Pause.
+func (m *MountPoint) Sync(ctx context.Context) error { return m.syncfs(ctx) }
+
 // syncfs writes back the mount's dirty pages (a shared writable mapping's
 // stores wait in the kernel's page cache until writeback) through the server,
 // as WRITE requests, so the upper dir has them. Not under the barrier: those

@@ -3,6 +3,7 @@ package integration
 import (
 	"bytes"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -13,16 +14,12 @@ import (
 	"time"
 )
 
-// Records are 512 bytes, each written with one write(2); 512 divides the page size,
-// so no record straddles a page and the kernel hands each write to the fs as one
-// WRITE request, which the pause barrier holds whole: no committed file may end in
-// a partial record. (A write(2) that crosses a page boundary of a page not in the
-// cache, or that is larger than max_write, reaches a FUSE fs as several WRITE
-// requests; a barrier between them cuts the record, and no filesystem-level barrier
-// can see syscall boundaries: that needs the writers frozen, as docker's cgroup
-// freezer does. With 10000-byte records this test fails at page-aligned sizes.)
-// A one-page pwrite is also whole to a reader without the pause, so the test pins
-// the prefix property under --pause more than the barrier's necessity.
+// Records are 512 bytes, each written with one write(2): no committed file may
+// end in a partial record. (A write(2) that crosses a page boundary of a page not
+// in the cache, or that is larger than max_write, reaches a FUSE fs as several
+// WRITE requests, and no filesystem-level barrier sees syscall boundaries: the
+// pause stops the writers too, as docker's cgroup freezer does, and they stop
+// only between system calls; fs's TestPauseHoldsWholeWrites has 4 MiB writes.)
 const (
 	recordSize = 512
 	recordHead = 12 // "%010d\n"
@@ -48,6 +45,71 @@ func checkRecords(data []byte) (int, error) {
 		}
 	}
 	return len(data) / recordSize, nil
+}
+
+// TestCommitWithoutPauseHasMappedStores: commit --pause=false has what a running
+// process stored into a shared writable mapping (the server writes the mount's
+// dirty pages back first, as a pause does): such stores sat in the kernel's page
+// cache for up to 30 s and the commit left them out.
+func TestCommitWithoutPauseHasMappedStores(t *testing.T) {
+	e := newCommitEnv(t)
+	src := filepath.Join(t.TempDir(), "mmapper")
+	os.MkdirAll(src, 0o755)
+	os.WriteFile(filepath.Join(src, "go.mod"), []byte("module mmapper\n"), 0o644)
+	os.WriteFile(filepath.Join(src, "main.go"), []byte(`package main
+
+import (
+	"fmt"
+	"os"
+	"syscall"
+	"time"
+)
+
+func main() {
+	f, err := os.OpenFile(os.Args[1], os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		panic(err)
+	}
+	f.Truncate(4096)
+	m, err := syscall.Mmap(int(f.Fd()), 0, 4096, syscall.PROT_READ|syscall.PROT_WRITE, syscall.MAP_SHARED)
+	if err != nil {
+		panic(err)
+	}
+	f.Close()
+	copy(m, "MMAPWRITTEN")
+	fmt.Println("written")
+	time.Sleep(time.Hour)
+}
+`), 0o644)
+	bin := filepath.Join(t.TempDir(), "mmapper")
+	build := exec.Command("go", "build", "-o", bin, ".")
+	build.Dir, build.Env = src, append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v: %s", err, out)
+	}
+	mnt := e.mount("mm", "base:1")
+	c := exec.Command(bin, filepath.Join(mnt, "mapped"))
+	out, err := c.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { c.Process.Kill(); c.Wait() }()
+	line := make([]byte, 8)
+	if _, err := io.ReadFull(out, line); err != nil || string(line) != "written\n" {
+		t.Fatalf("the mapping process: %q, %v", line, err)
+	}
+	e.ok("commit", "--pause=false", "mm", "mm:1")
+	check := e.mount("mm-check", "mm:1")
+	data, err := os.ReadFile(filepath.Join(check, "mapped"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.HasPrefix(data, []byte("MMAPWRITTEN")) {
+		t.Errorf("the committed file starts %q, want the mapped store", data[:11])
+	}
 }
 
 // TestCommitPauseConsistentCut: writers keep appending numbered records to files

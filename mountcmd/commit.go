@@ -154,6 +154,13 @@ func runCommit(ctx context.Context, g *globalOptions, o *commitOptions, args []s
 		defer srv.Close() // also lifts a pause this client still holds
 		// --rebase always pauses: a write between the read of the upper and the swap
 		// would land in the old upper, which the rebase discards.
+		if !o.pause && !o.rebase {
+			// No pause, no stopped writers; but what was stored into shared
+			// mappings still reaches the upper dir first, as a pause's does.
+			if err := srv.Sync(ctx); err != nil {
+				return fmt.Errorf("sync %s: %w", w.name, err)
+			}
+		}
 		if o.pause || o.rebase {
 			if err := srv.Pause(ctx); err != nil {
 				return fmt.Errorf("pause %s: %w", w.name, err)

@@ -26,6 +26,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/opencontainers/go-digest"
@@ -39,6 +40,7 @@ const (
 	opResume = "resume"
 	opRebase = "rebase"
 	opStop   = "stop"
+	opSync   = "sync"
 )
 
 // errServerGone: no live server answers for the container.
@@ -145,6 +147,19 @@ func (c *controlClient) Status(ctx context.Context) (*serverStatus, error) {
 // the upper dir is consistent until Resume or Close.
 func (c *controlClient) Pause(ctx context.Context) error {
 	_, err := c.call(ctx, controlRequest{Op: opPause})
+	return err
+}
+
+// Sync has the server write the mount's dirty pages back into the upper dir
+// (commit --pause=false: stores into shared mappings are then in the commit).
+// A server from before the op (a mount an older layerfs serves) has nothing to
+// sync: that is no error.
+func (c *controlClient) Sync(ctx context.Context) error {
+	_, err := c.call(ctx, controlRequest{Op: opSync})
+	var remote *remoteError
+	if errors.As(err, &remote) && strings.HasPrefix(remote.msg, "unknown operation") {
+		return nil
+	}
 	return err
 }
 

@@ -103,6 +103,15 @@ func (s *controlServer) handle(req controlRequest, id, pid int) controlResponse 
 		err = s.rebase(req.Rebase)
 	case opStop:
 		err = s.stop()
+	case opSync:
+		s.mu.Lock()
+		paused := s.pausedBy != 0 || s.pausing
+		s.mu.Unlock()
+		if !paused { // under a pause the WRITEs would wait for it: nothing to do
+			ctx, cancel := context.WithTimeout(context.Background(), pauseTimeout)
+			err = s.m.Sync(ctx)
+			cancel()
+		}
 	default:
 		err = fmt.Errorf("unknown operation %q", req.Op)
 	}

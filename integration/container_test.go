@@ -312,6 +312,12 @@ func TestContainerLogsFollow(t *testing.T) {
 	if r := run(t, "logs", "nope"); r.Code == 0 || !strings.Contains(r.Stderr, "No such container: nope") {
 		t.Errorf("logs nope: exit %d, %q", r.Code, r.Stderr)
 	}
+	// A foreground run kept no logs: said on stderr, not a silent nothing.
+	mustRun(t, "run", "--name", "fg1", "busybox", "echo", "hi")
+	t.Cleanup(func() { run(t, "rm", "-f", "fg1") })
+	if r := run(t, "logs", "fg1"); r.Code != 0 || r.Stdout != "" || !strings.Contains(r.Stderr, "fg1 has no logs") {
+		t.Errorf("logs of a foreground run: exit %d, %q %q", r.Code, r.Stdout, r.Stderr)
+	}
 }
 
 // TestRunOptions: docker run's --read-only, --tmpfs, --mount, --network none,

@@ -308,6 +308,10 @@ nothing was kept.`,
 					return fmt.Errorf("invalid value for --tail: %q (a number of lines, or all)", o.tail)
 				}
 			}
+			if _, err := os.Stat(containerLogPath(w)); errors.Is(err, os.ErrNotExist) && !loadRunState(w).alive() {
+				// Said, not silent: docker's logs would show its output.
+				fmt.Fprintf(cmd.ErrOrStderr(), "layerfs: %s has no logs: only a detached run (run -d, start) keeps its output\n", w.name)
+			}
 			return showLogs(cmd.Context(), cmd.OutOrStdout(), w, tail, o.follow)
 		},
 	}

@@ -27,9 +27,13 @@ var devices = []device{
 // and pivots into it. Every path inside the rootfs is resolved in it, so an image
 // whose /proc or /dev is a symlink to a host path mounts nothing outside.
 func setupRootfs(spec *ProcessSpec) error {
-	// Nothing we mount may propagate back to the host.
-	if err := unix.Mount("", "/", "", unix.MS_SLAVE|unix.MS_REC, ""); err != nil {
-		return fmt.Errorf("make / a slave mount: %w", err)
+	// Nothing we mount may propagate back to the host, nor what the host
+	// mounts later into the container (docker's binds are rprivate): a mount
+	// that appeared under a bind's source after this setup would lack the nodev
+	// and read-only flags given below, and with CAP_MKNOD a node made there
+	// would open a host device (found by a review, as a slave tree).
+	if err := unix.Mount("", "/", "", unix.MS_PRIVATE|unix.MS_REC, ""); err != nil {
+		return fmt.Errorf("make / a private mount: %w", err)
 	}
 	root := spec.Rootfs
 	if err := unix.Mount(root, root, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {

@@ -14,6 +14,36 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// TestHostMountsStayOutOfBinds: a mount the host makes under a bind's source
+// after the container started does not appear in it (docker's binds are
+// rprivate). It did with the tree a slave of the host's: a shared source's new
+// submount came in without nodev or ro, where a node the container made (it may
+// mknod) opened a host device (found by a review).
+func TestHostMountsStayOutOfBinds(t *testing.T) {
+	requireRunner(t)
+	importRunner(t, "busybox", `CMD ["sh"]`)
+	shared := t.TempDir()
+	if err := unix.Mount(shared, shared, "", unix.MS_BIND, ""); err != nil {
+		t.Skipf("bind: %v", err)
+	}
+	t.Cleanup(func() { unix.Unmount(shared, unix.MNT_DETACH) })
+	if err := unix.Mount("", shared, "", unix.MS_SHARED, ""); err != nil {
+		t.Fatal(err)
+	}
+	vol := filepath.Join(shared, "vol")
+	os.MkdirAll(filepath.Join(vol, "sub"), 0o755)
+	mustRun(t, "run", "-d", "--name", "prop", "-v", vol+":/v", "-v", vol+":/r:ro", "busybox", "sleep", "600")
+	t.Cleanup(func() { run(t, "rm", "-f", "prop") })
+	if err := unix.Mount("tmpfs", filepath.Join(vol, "sub"), "tmpfs", 0, "size=1m"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { unix.Unmount(filepath.Join(vol, "sub"), unix.MNT_DETACH) })
+	os.WriteFile(filepath.Join(vol, "sub", "marker"), []byte("host\n"), 0o644)
+	if got := mustRun(t, "exec", "prop", "sh", "-c", "cat /v/sub/marker /r/sub/marker 2>/dev/null; grep -c ' /v/sub \\| /r/sub ' /proc/self/mountinfo; true"); got != "0\n" {
+		t.Errorf("a host mount made after the start shows in the container's binds: %q", got)
+	}
+}
+
 // TestContainerSecurityFixes: what a security review of the runtime found.
 func TestContainerSecurityFixes(t *testing.T) {
 	requireRunner(t)

@@ -239,16 +239,36 @@ func openAt(s *stack, e *entry, rel string, flags int) (int, error) {
 	return openFile(dfd, name, flags, e.inUpper(s))
 }
 
-// openFile opens name in dfd (no symlinks followed). Files of read-only layers are
-// opened O_NOATIME where the caller may (their owner, or CAP_FOWNER): reading an
-// image through a mount must not write to its layers, and their atimes are what
-// GETATTR reports from the cached resolution.
+// openFile opens name in dfd (no symlinks followed), a regular file. Files of
+// read-only layers are opened O_NOATIME where the caller may (their owner, or
+// CAP_FOWNER): reading an image through a mount must not write to its layers,
+// and their atimes are what GETATTR reports from the cached resolution.
+//
+// In the upper dir a name can change under a request (a container renames over
+// it), and what replaced it may be a device node the container made: opening
+// that here, as root, would open the host's device (a read returns its data,
+// and some opens act: a watchdog arms). So an upper name is opened O_PATH first,
+// and reopened through /proc only if it is a regular file (a review's race).
+// Layers do not change.
 func openFile(dfd int, name string, flags int, upper bool) (int, error) {
 	flags |= unix.O_NOFOLLOW | unix.O_CLOEXEC
 	if !upper {
 		return cow.OpenNoatime(dfd, name, flags)
 	}
-	return unix.Openat(dfd, name, flags, 0)
+	pfd, err := unix.Openat(dfd, name, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return -1, err
+	}
+	defer unix.Close(pfd)
+	var st unix.Stat_t
+	if err := unix.Fstat(pfd, &st); err != nil {
+		return -1, err
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFREG {
+		return -1, unix.ESTALE // not the file the request is for
+	}
+	// The magic link is the one symlink this open follows: to that inode.
+	return unix.Open(procFd(pfd), flags&^unix.O_NOFOLLOW, 0)
 }
 
 func (h *fileHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {

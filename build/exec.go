@@ -17,11 +17,16 @@ import (
 
 // ExecSpec describes a process to start in a running container.
 type ExecSpec struct {
-	Pid  int      // the container's pid 1, as the host sees it
-	Args []string // argv; argv[0] is looked up in the container's PATH
-	Env  []string
-	Dir  string // "" is /
-	User string // docker's USER syntax
+	Pid int // the container's pid 1, as the host sees it
+	// Pidfd, if not negative, is a pidfd of Pid the caller opened and checked
+	// is the container's: the namespaces are joined through it, so a pid
+	// reused after pid 1 exited is never joined. (0 is no pidfd: a zero
+	// value means none.)
+	Pidfd int
+	Args  []string // argv; argv[0] is looked up in the container's PATH
+	Env   []string
+	Dir   string // "" is /
+	User  string // docker's USER syntax
 	// Caps the process may have (nil: DefaultCaps; [AllCaps]: every one), as
 	// ProcessSpec.Caps.
 	Caps []string
@@ -84,25 +89,32 @@ func Exec(ctx context.Context, spec ExecSpec) (int, error) {
 		// The thread keeps the container's namespaces: never unlocked, so it exits
 		// with this goroutine instead of going back to the scheduler.
 		runtime.LockOSThread()
-		for _, ns := range []struct {
-			name string
-			flag int
-		}{{"pid", unix.CLONE_NEWPID}, {"uts", unix.CLONE_NEWUTS}, {"ipc", unix.CLONE_NEWIPC}, {"net", unix.CLONE_NEWNET}} {
-			fd, err := unix.Open(fmt.Sprintf("/proc/%d/ns/%s", spec.Pid, ns.name), unix.O_RDONLY|unix.O_CLOEXEC, 0)
-			if err != nil {
-				done <- result{err: fmt.Errorf("exec: join %s namespace: %w", ns.name, err)}
+		if spec.Pidfd > 0 {
+			if err := enterByPidfd(spec.Pid, spec.Pidfd); err != nil {
+				done <- result{err: fmt.Errorf("exec: join the container: %w", err)}
 				return
 			}
-			err = unix.Setns(fd, ns.flag)
-			unix.Close(fd)
-			if err != nil {
-				done <- result{err: fmt.Errorf("exec: join %s namespace: %w", ns.name, err)}
+		} else {
+			for _, ns := range []struct {
+				name string
+				flag int
+			}{{"pid", unix.CLONE_NEWPID}, {"uts", unix.CLONE_NEWUTS}, {"ipc", unix.CLONE_NEWIPC}, {"net", unix.CLONE_NEWNET}} {
+				fd, err := unix.Open(fmt.Sprintf("/proc/%d/ns/%s", spec.Pid, ns.name), unix.O_RDONLY|unix.O_CLOEXEC, 0)
+				if err != nil {
+					done <- result{err: fmt.Errorf("exec: join %s namespace: %w", ns.name, err)}
+					return
+				}
+				err = unix.Setns(fd, ns.flag)
+				unix.Close(fd)
+				if err != nil {
+					done <- result{err: fmt.Errorf("exec: join %s namespace: %w", ns.name, err)}
+					return
+				}
+			}
+			if err := enterMountNamespace(spec.Pid); err != nil {
+				done <- result{err: fmt.Errorf("exec: join mnt namespace: %w", err)}
 				return
 			}
-		}
-		if err := enterMountNamespace(spec.Pid); err != nil {
-			done <- result{err: fmt.Errorf("exec: join mnt namespace: %w", err)}
-			return
 		}
 		if err := limitCaps(spec.Caps); err != nil {
 			done <- result{err: fmt.Errorf("exec: %w", err)}
@@ -129,6 +141,38 @@ func Exec(ctx context.Context, spec ExecSpec) (int, error) {
 	}()
 	r := <-done
 	return r.code, r.err
+}
+
+// enterByPidfd moves the calling thread, locked and never to run anything else,
+// into the namespaces of pidfd's process (pid, uts, ipc, network and mount, in
+// one setns) and under its root, as enterMountNamespace does by path: the root
+// is opened by pid, then the process is checked to be still alive, so that pid
+// was still it.
+func enterByPidfd(pid, pidfd int) error {
+	rootFd, err := unix.Open(fmt.Sprintf("/proc/%d/root", pid), unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(rootFd)
+	// A pidfd turns readable when its process exits: until then its pid is
+	// not reused, so the root opened above is the container's.
+	fds := []unix.PollFd{{Fd: int32(pidfd), Events: unix.POLLIN}}
+	if n, err := unix.Poll(fds, 0); err != nil || n > 0 {
+		return fmt.Errorf("the container's process %d exited", pid)
+	}
+	if err := unix.Unshare(unix.CLONE_FS); err != nil {
+		return fmt.Errorf("unshare: %w", err)
+	}
+	if err := unix.Setns(pidfd, unix.CLONE_NEWPID|unix.CLONE_NEWUTS|unix.CLONE_NEWIPC|unix.CLONE_NEWNET|unix.CLONE_NEWNS); err != nil {
+		return fmt.Errorf("setns: %w", err)
+	}
+	if err := unix.Fchdir(rootFd); err != nil {
+		return err
+	}
+	if err := unix.Chroot("."); err != nil {
+		return err
+	}
+	return unix.Chdir("/")
 }
 
 // enterMountNamespace moves the calling thread, locked and never to run

@@ -18,6 +18,8 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/layerfs/layerfs/build"
+
+	"golang.org/x/sys/unix"
 )
 
 type execOptions struct {
@@ -145,7 +147,17 @@ func execInContainer(ctx context.Context, g *globalOptions, o *execOptions, name
 	if o.workdir != "" {
 		dir = o.workdir
 	}
-	spec := build.ExecSpec{Pid: rs.Pid, Args: args, Env: env, Dir: dir, User: user, Caps: rs.Config.Caps,
+	// The container's pid 1 by a pidfd, checked after it is opened: the pid is
+	// then never a process that reused it.
+	pidfd, err := unix.PidfdOpen(rs.Pid, 0)
+	if err != nil || !rs.alive() {
+		if err == nil {
+			unix.Close(pidfd)
+		}
+		return 0, fmt.Errorf("container %s %w", name, errNotRunning)
+	}
+	defer unix.Close(pidfd)
+	spec := build.ExecSpec{Pid: rs.Pid, Pidfd: pidfd, Args: args, Env: env, Dir: dir, User: user, Caps: rs.Config.Caps,
 		Stdout: os.Stdout, Stderr: os.Stderr, Started: o.started}
 	if o.privileged {
 		spec.Caps = []string{build.AllCaps}

@@ -16,10 +16,9 @@ import (
 	"syscall"
 
 	"github.com/spf13/cobra"
+	"golang.org/x/sys/unix"
 
 	"github.com/layerfs/layerfs/build"
-
-	"golang.org/x/sys/unix"
 )
 
 type execOptions struct {

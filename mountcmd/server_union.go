@@ -25,7 +25,7 @@ type unionMount interface {
 	Unmount() error
 	Pause(ctx context.Context, skip ...int) error // skip: PIDs never stopped
 	Resume()
-	Sync(ctx context.Context) error // dirty pages to the upper dir, for a commit without a pause
+	Sync(ctx context.Context) error                                      // dirty pages to the upper dir, for a commit without a pause
 	Rebase(lowers []string, upper string, maps fs.InodeMaps) error       // takes the barrier itself
 	RebasePaused(lowers []string, upper string, maps fs.InodeMaps) error // for the holder of a Pause
 	KeepInodes(file, committed string) error                             // before a Rebase

@@ -2,6 +2,7 @@ package integration
 
 import (
 	"encoding/json"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
@@ -729,5 +730,26 @@ func TestExecDetachedAndEnvFile(t *testing.T) {
 	// foreground.
 	if r := run(t, "exec", "-d", "ex", "nosuchcmd"); r.Code != 127 || !strings.Contains(r.Stderr, "nosuchcmd") {
 		t.Errorf("exec -d nosuchcmd: exit %d, %q", r.Code, r.Stderr)
+	}
+}
+
+// TestRmRunningAndJustEnded: rm of a container whose command runs says so, as
+// docker's (it said "mounted at ...: umount it first"); rm right after a
+// detached short command ended waits for its unmount instead of refusing.
+func TestRmRunningAndJustEnded(t *testing.T) {
+	requireRunner(t)
+	importRunner(t, "busybox", `CMD ["sh"]`)
+	mustRun(t, "run", "-d", "--name", "rr1", "busybox", "sleep", "600")
+	t.Cleanup(func() { run(t, "rm", "-f", "rr1") })
+	if r := run(t, "rm", "rr1"); r.Code == 0 || !strings.Contains(r.Stderr, "container is running: stop the container before removing or force remove") {
+		t.Errorf("rm of a running container: exit %d, %q", r.Code, r.Stderr)
+	}
+	for i := 0; i < 5; i++ {
+		name := fmt.Sprintf("rr-short%d", i)
+		mustRun(t, "run", "-d", "--name", name, "busybox", "true")
+		if r := run(t, "rm", name); r.Code != 0 {
+			t.Errorf("rm right after a short detached run: exit %d, %q", r.Code, r.Stderr)
+			run(t, "rm", "-f", name)
+		}
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -53,6 +54,16 @@ func rmOne(ctx context.Context, g *globalOptions, o *rmOptions, name string) err
 		// first, as docker rm -f kills the container, instead of waiting out the
 		// server's stop timeout.
 		stopIfRunning(g, name)
+	} else if rs := loadRunState(w); rs != nil {
+		if rs.alive() {
+			return fmt.Errorf("cannot remove container %q: container is running: stop the container before removing or force remove (-f)", name)
+		}
+		// Its command just ended: the run unmounts it in a moment (an rm
+		// right after a restart of a short command said "umount it first").
+		// Not under the container lock, which that unmount takes.
+		for deadline := time.Now().Add(5 * time.Second); loadRunState(w) != nil && w.serverAlive() && time.Now().Before(deadline); {
+			time.Sleep(20 * time.Millisecond)
+		}
 	}
 	st, unlock, err := lockAndLoad(ctx, w)
 	if err != nil && o.force && !errors.Is(err, errNoSuchContainer) && w.exists() {

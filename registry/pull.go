@@ -8,6 +8,7 @@ import (
 	"runtime"
 	"strings"
 
+	"github.com/containerd/platforms"
 	"github.com/distribution/reference"
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -251,7 +252,12 @@ func (c *Client) resolvePlatform(ctx context.Context, desc *remote.Descriptor, e
 	if err != nil {
 		return nil, fmt.Errorf("read index: %w", err)
 	}
-	for _, m := range im.Manifests {
+	// docker's choice (containerd's platforms.Only): the platform itself, else
+	// what it runs (arm/v7 takes v6, amd64 takes 386), the best match first.
+	match := platforms.Only(ociPlatform(plat))
+	var best *v1.Descriptor
+	var bestP ocispec.Platform
+	for i, m := range im.Manifests {
 		if !m.MediaType.IsImage() {
 			continue
 		}
@@ -259,42 +265,44 @@ func (c *Client) resolvePlatform(ctx context.Context, desc *remote.Descriptor, e
 		if m.Platform != nil {
 			p = *m.Platform
 		}
-		if platformMatches(p, plat) {
-			img, err := remote.Image(ep.Context().Digest(m.Digest.String()), c.remoteOptions(ctx, ep.Context().RegistryStr())...)
-			if err != nil {
-				return nil, classify(err)
-			}
-			return img, nil
+		op := ociPlatform(p)
+		if match.Match(op) && (best == nil || match.Less(op, bestP)) {
+			best, bestP = &im.Manifests[i], op
 		}
 	}
-	return nil, fmt.Errorf("%w for %s in the manifest list entries", ErrNoPlatform, platformString(plat))
+	if best == nil {
+		return nil, fmt.Errorf("%w for %s in the manifest list entries", ErrNoPlatform, platformString(plat))
+	}
+	img, err := remote.Image(ep.Context().Digest(best.Digest.String()), c.remoteOptions(ctx, ep.Context().RegistryStr())...)
+	if err != nil {
+		return nil, classify(err)
+	}
+	return img, nil
 }
 
+func ociPlatform(p v1.Platform) ocispec.Platform {
+	return ocispec.Platform{OS: p.OS, Architecture: p.Architecture, Variant: p.Variant}
+}
+
+// parsePlatform reads --platform as docker does (containerd's platforms.Parse,
+// normalised): "linux/x86_64", "Linux/AMD64", "linux/aarch64", "linux/armhf" and
+// a bare "amd64" are all taken.
 func parsePlatform(s string) (v1.Platform, error) {
 	if s == "" {
 		s = DefaultPlatform()
 	}
-	p, err := v1.ParsePlatform(s)
+	p, err := platforms.Parse(s)
 	if err != nil || p.OS == "" || p.Architecture == "" {
 		return v1.Platform{}, fmt.Errorf("invalid platform %q: want os/arch[/variant]", s)
 	}
-	if p.Architecture == "arm64" && p.Variant == "" {
-		p.Variant = "v8"
-	}
-	return *p, nil
+	p = platforms.Normalize(p)
+	return v1.Platform{OS: p.OS, Architecture: p.Architecture, Variant: p.Variant}, nil
 }
 
-// platformMatches: same OS and architecture; a wanted variant must match (arm64's
-// v8 is the default when an entry leaves it out).
+// platformMatches: have runs where want is asked for, as docker's pull checks a
+// single-platform image (platforms.Only: arm/v7 takes v6, amd64 takes 386).
 func platformMatches(have, want v1.Platform) bool {
-	if have.OS != want.OS || have.Architecture != want.Architecture {
-		return false
-	}
-	hv := have.Variant
-	if hv == "" && have.Architecture == "arm64" {
-		hv = "v8"
-	}
-	return want.Variant == "" || hv == want.Variant
+	return platforms.Only(ociPlatform(want)).Match(ociPlatform(have))
 }
 
 func platformString(p v1.Platform) string {

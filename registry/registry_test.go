@@ -242,7 +242,9 @@ func TestPullPlatform(t *testing.T) {
 	ctx := context.Background()
 	idx := mutate.IndexMediaType(empty.Index, "application/vnd.oci.image.index.v1+json")
 	want := map[string]v1.Hash{}
-	for _, p := range []v1.Platform{{OS: "linux", Architecture: "amd64"}, {OS: "linux", Architecture: "arm64", Variant: "v8"}} {
+	key := func(p v1.Platform) string { return p.Architecture + p.Variant }
+	for _, p := range []v1.Platform{{OS: "linux", Architecture: "amd64"}, {OS: "linux", Architecture: "arm64", Variant: "v8"},
+		{OS: "linux", Architecture: "arm", Variant: "v6"}, {OS: "linux", Architecture: "arm", Variant: "v7"}} {
 		img, err := random.Image(256, 1)
 		if err != nil {
 			t.Fatal(err)
@@ -257,7 +259,7 @@ func TestPullPlatform(t *testing.T) {
 			t.Fatal(err)
 		}
 		d, _ := img.Digest()
-		want[p.Architecture] = d
+		want[key(p)] = d
 		idx = mutate.AppendManifests(idx, mutate.IndexAddendum{Add: img, Descriptor: v1.Descriptor{Platform: &p}})
 	}
 	ref, err := name.ParseReference(reg.Host + "/multi/app:1")
@@ -269,14 +271,19 @@ func TestPullPlatform(t *testing.T) {
 	}
 	idxDigest, _ := idx.Digest()
 	c := &registry.Client{}
-	for _, tc := range []struct{ platform, arch string }{{"linux/arm64", "arm64"}, {"linux/amd64", "amd64"}} {
+	// docker's spellings and choices (containerd's platforms): linux/arm is
+	// arm/v7, the best of v7 and v6; x86_64, aarch64, armhf, upper case and a
+	// bare arch are normalised (they were refused, and linux/arm took v6).
+	for _, tc := range []struct{ platform, arch string }{{"linux/arm64", "arm64v8"}, {"linux/amd64", "amd64"},
+		{"linux/arm", "armv7"}, {"linux/arm/v7", "armv7"}, {"linux/arm/v6", "armv6"}, {"linux/armhf", "armv7"},
+		{"linux/x86_64", "amd64"}, {"Linux/AMD64", "amd64"}, {"linux/aarch64", "arm64v8"}, {"amd64", "amd64"}} {
 		st := newStore(t)
 		res, err := c.Pull(ctx, st, ref.String(), registry.PullOptions{Platform: tc.platform})
 		if err != nil {
 			t.Fatalf("Pull --platform %s: %v", tc.platform, err)
 		}
-		if string(res.Image.ManifestDigest) != want[tc.arch].String() || res.Image.Config.Architecture != tc.arch {
-			t.Errorf("Pull --platform %s = %s (%s), want %s", tc.platform, res.Image.ManifestDigest, res.Image.Config.Architecture, want[tc.arch])
+		if string(res.Image.ManifestDigest) != want[tc.arch].String() {
+			t.Errorf("Pull --platform %s = %s (%s), want %s's %s", tc.platform, res.Image.ManifestDigest, res.Image.Config.Architecture, tc.arch, want[tc.arch])
 		}
 		if res.Digest.String() != idxDigest.String() {
 			t.Errorf("Pull --platform %s digest = %s, want the index's %s", tc.platform, res.Digest, idxDigest)
@@ -285,6 +292,25 @@ func TestPullPlatform(t *testing.T) {
 	_, err = c.Pull(ctx, newStore(t), ref.String(), registry.PullOptions{Platform: "linux/s390x"})
 	if !errors.Is(err, registry.ErrNoPlatform) {
 		t.Errorf("Pull --platform linux/s390x = %v, want ErrNoPlatform", err)
+	}
+
+	// An index of linux/386 alone serves an amd64 pull, as docker's (amd64
+	// runs 386); arm/v7 falls back to v6.
+	img386, err := random.Image(256, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	only := mutate.AppendManifests(mutate.IndexMediaType(empty.Index, "application/vnd.oci.image.index.v1+json"),
+		mutate.IndexAddendum{Add: img386, Descriptor: v1.Descriptor{Platform: &v1.Platform{OS: "linux", Architecture: "386"}}})
+	ref386, _ := name.ParseReference(reg.Host + "/multi/i386:1")
+	if err := remote.WriteIndex(ref386, only); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Pull(ctx, newStore(t), ref386.String(), registry.PullOptions{Platform: "linux/amd64"}); err != nil {
+		t.Errorf("Pull --platform linux/amd64 of a 386-only index: %v", err)
+	}
+	if _, err := c.Pull(ctx, newStore(t), ref386.String(), registry.PullOptions{Platform: "linux/arm64"}); !errors.Is(err, registry.ErrNoPlatform) {
+		t.Errorf("Pull --platform linux/arm64 of a 386-only index = %v, want ErrNoPlatform", err)
 	}
 }
 

@@ -320,7 +320,7 @@ func TestRegistryLogin(t *testing.T) {
 }
 
 func TestRegistryTLS(t *testing.T) {
-	reg := registrytest.Start(t, registrytest.Options{TLS: true})
+	reg := registrytest.Start(t, registrytest.Options{TLS: true, NonLoopback: true})
 	e := newRegEnv(t)
 	img := e.addImage("tls:1", map[string]string{"f": "tls"})
 	dest := reg.Host + "/tls/app:1"

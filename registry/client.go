@@ -103,7 +103,9 @@ func (c *Client) registry(host string) (name.Registry, error) {
 func (c *Client) httpTransport(host string) http.RoundTripper {
 	t := http.DefaultTransport.(*http.Transport).Clone()
 	cfg := &tls.Config{MinVersion: tls.VersionTLS12}
-	if c.insecure(host) {
+	if c.insecure(host) || loopbackHost(host) {
+		// docker's insecure registries, 127.0.0.0/8 among them by default:
+		// HTTPS without certificate checks, then plain HTTP.
 		cfg.InsecureSkipVerify = true
 	} else {
 		var files []string
@@ -147,6 +149,13 @@ func (c *Client) plainHTTP(host string) bool {
 			return true
 		}
 	}
+	return loopbackHost(host)
+}
+
+// loopbackHost reports whether host (with its port, if any) is the loopback:
+// 127.0.0.0/8, ::1, localhost and *.localhost (which resolve there), docker's
+// default insecure registry.
+func loopbackHost(host string) bool {
 	h := host
 	if hh, _, err := net.SplitHostPort(host); err == nil {
 		h = hh

@@ -362,7 +362,16 @@ func TestLoginAndPrivatePull(t *testing.T) {
 }
 
 func TestTLS(t *testing.T) {
-	reg := registrytest.Start(t, registrytest.Options{TLS: true})
+	// On a loopback address a registry's certificate is not checked, as
+	// docker's default insecure 127.0.0.0/8 (a self-signed one failed).
+	local := registrytest.Start(t, registrytest.Options{TLS: true})
+	lsrc := newStore(t)
+	makeImage(t, lsrc, "tls:1", map[string]string{"f": "tls"})
+	if _, err := (&registry.Client{}).Push(context.Background(), lsrc, "tls:1", local.Host+"/tls/app:1", registry.PushOptions{}); err != nil {
+		t.Errorf("Push to a self-signed loopback registry: %v", err)
+	}
+
+	reg := registrytest.Start(t, registrytest.Options{TLS: true, NonLoopback: true})
 	ctx := context.Background()
 	src := newStore(t)
 	makeImage(t, src, "tls:1", map[string]string{"f": "tls"})
@@ -377,7 +386,8 @@ func TestTLS(t *testing.T) {
 	if _, err := (&registry.Client{SkipTLSVerify: true}).Pull(ctx, newStore(t), dest, registry.PullOptions{}); err != nil {
 		t.Fatalf("Pull with --tls-verify=false: %v", err)
 	}
-	cfg := registry.Config{Insecure: []string{"127.0.0.0/8"}}
+	host, _, _ := strings.Cut(reg.Host, ":")
+	cfg := registry.Config{Insecure: []string{host + "/32"}}
 	if _, err := (&registry.Client{Config: cfg}).Pull(ctx, newStore(t), dest, registry.PullOptions{}); err != nil {
 		t.Fatalf("Pull from an insecure-registries network: %v", err)
 	}

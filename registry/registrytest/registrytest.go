@@ -31,8 +31,14 @@ import (
 type Options struct {
 	// Users, when non-empty, turns on htpasswd basic auth with these user -> password pairs.
 	Users map[string]string
-	// TLS serves https with a self-signed certificate for 127.0.0.1 and localhost.
+	// TLS serves https with a self-signed certificate for 127.0.0.1 and localhost
+	// (and the address it listens on).
 	TLS bool
+	// NonLoopback listens on this machine's first non-loopback IPv4 address,
+	// not 127.0.0.1 (skips the test if there is none): a client checks the
+	// certificate of such a registry, while docker (and layerfs) take the
+	// loopback for an insecure registry and do not.
+	NonLoopback bool
 }
 
 // Server is one running registry.
@@ -69,15 +75,19 @@ func Start(t testing.TB, opts Options) *Server {
 	bin := Require(t)
 	dir := t.TempDir()
 	s := &Server{Dir: filepath.Join(dir, "storage"), LogFile: filepath.Join(dir, "registry.log")}
-	port := FreePort(t)
-	s.Host = "127.0.0.1:" + strconv.Itoa(port)
+	ip := "127.0.0.1"
+	if opts.NonLoopback {
+		ip = nonLoopbackIPv4(t)
+	}
+	port := freePortOn(t, ip)
+	s.Host = ip + ":" + strconv.Itoa(port)
 
 	var cfg strings.Builder
 	fmt.Fprintf(&cfg, "version: 0.1\nlog:\n  level: info\n  formatter: text\n")
 	fmt.Fprintf(&cfg, "storage:\n  filesystem:\n    rootdirectory: %s\n  delete:\n    enabled: true\n", s.Dir)
 	fmt.Fprintf(&cfg, "http:\n  addr: %s\n  secret: registrytest\n", s.Host)
 	if opts.TLS {
-		certFile, keyFile := writeCert(t, dir)
+		certFile, keyFile := writeCert(t, dir, ip)
 		s.CAFile = certFile
 		s.CertDir = filepath.Join(dir, "certs.d")
 		if err := os.MkdirAll(s.CertDir, 0o755); err != nil {
@@ -190,12 +200,37 @@ func (s *Server) BlobPath(d string) string {
 // FreePort returns a TCP port on 127.0.0.1 that was free a moment ago.
 func FreePort(t testing.TB) int {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	return freePortOn(t, "127.0.0.1")
+}
+
+func freePortOn(t testing.TB, ip string) int {
+	t.Helper()
+	l, err := net.Listen("tcp", net.JoinHostPort(ip, "0"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port
+}
+
+// nonLoopbackIPv4 is the first IPv4 address of an interface that is up and not
+// the loopback; the test is skipped if there is none.
+func nonLoopbackIPv4(t testing.TB) string {
+	t.Helper()
+	ifs, _ := net.Interfaces()
+	for _, i := range ifs {
+		if i.Flags&net.FlagUp == 0 || i.Flags&net.FlagLoopback != 0 {
+			continue
+		}
+		addrs, _ := i.Addrs()
+		for _, a := range addrs {
+			if n, ok := a.(*net.IPNet); ok && n.IP.To4() != nil && !n.IP.IsLoopback() {
+				return n.IP.String()
+			}
+		}
+	}
+	t.Skip("no non-loopback IPv4 address to serve a registry on")
+	return ""
 }
 
 func writeHtpasswd(t testing.TB, path string, users map[string]string) {
@@ -221,8 +256,8 @@ func writeHtpasswd(t testing.TB, path string, users map[string]string) {
 	}
 }
 
-// writeCert makes a self-signed ECDSA certificate for 127.0.0.1 and localhost.
-func writeCert(t testing.TB, dir string) (certFile, keyFile string) {
+// writeCert makes a self-signed ECDSA certificate for 127.0.0.1, localhost and ip.
+func writeCert(t testing.TB, dir, ip string) (certFile, keyFile string) {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -237,7 +272,7 @@ func writeCert(t testing.TB, dir string) (certFile, keyFile string) {
 		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
 		BasicConstraintsValid: true,
 		IsCA:                  true,
-		IPAddresses:           []net.IP{net.ParseIP("127.0.0.1")},
+		IPAddresses:           []net.IP{net.ParseIP("127.0.0.1"), net.ParseIP(ip)},
 		DNSNames:              []string{"localhost"},
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)

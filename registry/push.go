@@ -127,7 +127,10 @@ func (c *Client) Push(ctx context.Context, st Store, src, dest string, opts Push
 	if err != nil {
 		return nil, pushError(named, err)
 	}
-	ropts := []remote.Option{remote.WithContext(ctx), remote.WithTransport(rt)}
+	// A non-distributable layer is uploaded like any other, as docker's push
+	// does (go-containerregistry skips it silently otherwise, and the manifest
+	// then names a blob the registry lacks); one with URLs is skipped (pushBlob).
+	ropts := []remote.Option{remote.WithContext(ctx), remote.WithTransport(rt), remote.WithNondistributable}
 	client := &http.Client{Transport: rt}
 
 	for _, b := range blobs {
@@ -179,6 +182,10 @@ func (c *Client) Push(ctx context.Context, st Store, src, dest string, opts Push
 // pushBlob makes blob d present in repo and says how: already there, mounted from
 // source, or uploaded.
 func (c *Client) pushBlob(ctx context.Context, st Store, client *http.Client, repo name.Repository, desc ocispec.Descriptor, source string, nopts []name.Option, ropts []remote.Option, onBytes func(int64)) (Status, error) {
+	if len(desc.URLs) > 0 {
+		// A foreign layer: its URLs serve it, docker's push skips it too.
+		return StatusSkippedForeign, nil
+	}
 	exists, err := blobExists(ctx, client, repo, desc.Digest)
 	if err != nil {
 		return "", err

@@ -19,6 +19,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/types"
 	"github.com/layerfs/layerfs/blobstore"
 	"github.com/layerfs/layerfs/registry"
 	"github.com/layerfs/layerfs/registry/registrytest"
@@ -493,4 +494,37 @@ func contains(l []string, s string) bool {
 		}
 	}
 	return false
+}
+
+// TestPushNondistributable: an image with a non-distributable layer (no URLs)
+// is pushed whole, as docker and skopeo push it: go-containerregistry skipped
+// the layer silently, printed it as pushed, and the manifest then failed on a
+// blob the registry lacked (found by a review).
+func TestPushNondistributable(t *testing.T) {
+	reg := registrytest.Start(t, registrytest.Options{})
+	ctx := context.Background()
+	layer, err := random.Layer(512, types.OCIRestrictedLayer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, err := mutate.AppendLayers(mutate.MediaType(mutate.ConfigMediaType(empty.Image, types.OCIConfigJSON), types.OCIManifestSchema1), layer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	src, _ := name.ParseReference(reg.Host + "/nd/src:1")
+	if err := remote.Write(src, img, remote.WithNondistributable); err != nil {
+		t.Fatalf("Write: %v", err)
+	}
+	c := &registry.Client{}
+	st := newStore(t)
+	if _, err := c.Pull(ctx, st, src.String(), registry.PullOptions{}); err != nil {
+		t.Fatalf("Pull: %v", err)
+	}
+	dest := reg.Host + "/nd/copy:1"
+	if _, err := c.Push(ctx, st, src.String(), dest, registry.PushOptions{}); err != nil {
+		t.Fatalf("Push of a non-distributable layer: %v", err)
+	}
+	if _, err := c.Pull(ctx, newStore(t), dest, registry.PullOptions{}); err != nil {
+		t.Errorf("Pull of the pushed copy: %v", err)
+	}
 }

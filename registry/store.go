@@ -51,17 +51,18 @@ const (
 	StatusPullComplete   Status = "Pull complete"
 	StatusAlreadyExists  Status = "Already exists"
 
-	StatusPreparing     Status = "Preparing"
-	StatusPushing       Status = "Pushing"
-	StatusPushed        Status = "Pushed"
-	StatusLayerExists   Status = "Layer already exists"
-	StatusMountedPrefix Status = "Mounted from " // followed by the source repository
+	StatusPreparing      Status = "Preparing"
+	StatusPushing        Status = "Pushing"
+	StatusPushed         Status = "Pushed"
+	StatusLayerExists    Status = "Layer already exists"
+	StatusMountedPrefix  Status = "Mounted from " // followed by the source repository
+	StatusSkippedForeign Status = "Skipped foreign layer"
 )
 
 // Final reports whether s ends a layer's progress.
 func (s Status) Final() bool {
 	switch s {
-	case StatusPullComplete, StatusAlreadyExists, StatusPushed, StatusLayerExists:
+	case StatusPullComplete, StatusAlreadyExists, StatusPushed, StatusLayerExists, StatusSkippedForeign:
 		return true
 	}
 	return len(s) > len(StatusMountedPrefix) && s[:len(StatusMountedPrefix)] == StatusMountedPrefix

@@ -306,8 +306,15 @@ func TestRegistryLogin(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(e.home, ".docker", "config.json")); err != nil {
 		t.Errorf("login without --authfile: %v", err)
 	}
+	// Saved credentials are tried first, as docker's (it prompted, and with no
+	// terminal failed on "username required").
+	out, errs, code = e.run("", "login", "--authfile", authfile, reg.Host)
+	if code != 0 || out != "Authenticating with existing credentials... [Username: alice]\nLogin Succeeded\n" {
+		t.Errorf("login with saved credentials: exit %d, stdout %q, stderr %q", code, out, errs)
+	}
 	// Prompts read the username and password from stdin.
-	out, errs, code = e.run("alice\ns3cret\n", "login", "--authfile", authfile, reg.Host)
+	fresh := filepath.Join(t.TempDir(), "fresh.json")
+	out, errs, code = e.run("alice\ns3cret\n", "login", "--authfile", fresh, reg.Host)
 	if code != 0 || out != "Username: Password: \nLogin Succeeded\n" {
 		t.Errorf("login with prompts: exit %d, stdout %q, stderr %q", code, out, errs)
 	}

@@ -77,6 +77,23 @@ func runLogin(cmd *cobra.Command, g *globalOptions, o *loginOptions, server stri
 		}
 		o.password = strings.TrimRight(string(b), "\r\n")
 	}
+	if o.username == "" && o.password == "" {
+		// docker's: saved credentials are tried first, and are enough when
+		// the registry takes them.
+		c, err := o.client(g, errOut)
+		if err != nil {
+			return err
+		}
+		user, err := c.LoginSaved(cmd.Context(), o.authFile(), server)
+		if err != nil {
+			return err
+		}
+		if user != "" {
+			fmt.Fprintf(out, "Authenticating with existing credentials... [Username: %s]\n", user)
+			_, err = fmt.Fprintln(out, "Login Succeeded")
+			return err
+		}
+	}
 	r := bufio.NewReader(in)
 	if o.username == "" && registry.IsHub(server) {
 		fmt.Fprintln(out, hubLoginHint)

@@ -156,6 +156,41 @@ func (c *Client) Login(ctx context.Context, path, registry, user, password strin
 	return key, helper == "", nil
 }
 
+// LoginSaved checks the credentials the auth file at path holds for registry,
+// as docker login without a username does first: the user they name when the
+// registry accepts them, "" when there are none or it refuses them.
+func (c *Client) LoginSaved(ctx context.Context, path, registry string) (user string, err error) {
+	key := authKey(registry)
+	host := key
+	if key == HubAuthKey {
+		host = c.hubOrigin()
+	}
+	cf, err := loadAuthFile(path)
+	if err != nil {
+		return "", err
+	}
+	cfg, err := cf.GetAuthConfig(key)
+	if err != nil {
+		return "", fmt.Errorf("credentials for %s: %w", key, err)
+	}
+	if cfg.Username == "" && cfg.IdentityToken == "" && cfg.RegistryToken == "" {
+		return "", nil
+	}
+	reg, err := c.registry(host)
+	if err != nil {
+		return "", err
+	}
+	auth := authn.FromConfig(authn.AuthConfig{Username: cfg.Username, Password: cfg.Password, Auth: cfg.Auth,
+		IdentityToken: cfg.IdentityToken, RegistryToken: cfg.RegistryToken})
+	if err := c.checkLogin(ctx, reg, auth); err != nil {
+		if errors.Is(err, ErrUnauthorized) {
+			return "", nil
+		}
+		return "", err
+	}
+	return cfg.Username, nil
+}
+
 // checkLogin asks the registry's /v2/ endpoint (after any token exchange) whether
 // auth is accepted.
 func (c *Client) checkLogin(ctx context.Context, reg name.Registry, auth authn.Authenticator) error {

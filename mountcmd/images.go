@@ -163,8 +163,10 @@ type refRow struct {
 // that has a recorded repo digest (a pull or push) but no tag on the image, with
 // TAG <none>; "<none> <none>" when it has neither. DIGEST is the repository's
 // recorded digest, <none> when there is none (a local build, import or load).
-func imageRefRows(base imageRow, tags, repoDigests []string) []refRow {
-	digestOf := map[string]string{} // repository name -> digest
+// With allDigests (images --digests) a repository with several recorded digests
+// gets a row for each, as docker's (its first digest otherwise).
+func imageRefRows(base imageRow, tags, repoDigests []string, allDigests bool) []refRow {
+	digestsOf := map[string][]string{} // repository name -> digests
 	var digestRepos []string
 	for _, rd := range repoDigests {
 		n, err := reference.ParseNormalizedNamed(rd)
@@ -172,9 +174,11 @@ func imageRefRows(base imageRow, tags, repoDigests []string) []refRow {
 			continue
 		}
 		if c, ok := n.(reference.Canonical); ok {
-			if _, seen := digestOf[n.Name()]; !seen {
-				digestOf[n.Name()] = c.Digest().String()
+			if _, seen := digestsOf[n.Name()]; !seen {
 				digestRepos = append(digestRepos, n.Name())
+			}
+			if allDigests || len(digestsOf[n.Name()]) == 0 {
+				digestsOf[n.Name()] = append(digestsOf[n.Name()], c.Digest().String())
 			}
 		}
 	}
@@ -190,20 +194,25 @@ func imageRefRows(base imageRow, tags, repoDigests []string) []refRow {
 		if tg, ok := n.(reference.Tagged); ok {
 			r.Tag = tg.Tag()
 		}
-		if d, ok := digestOf[n.Name()]; ok {
-			r.Digest = d
-		}
 		tagged[n.Name()] = true
-		rows = append(rows, r)
+		if len(digestsOf[n.Name()]) == 0 {
+			rows = append(rows, r)
+		}
+		for _, d := range digestsOf[n.Name()] {
+			r.Digest = d
+			rows = append(rows, r)
+		}
 	}
 	for _, name := range digestRepos {
 		if tagged[name] {
 			continue
 		}
 		n, _ := reference.ParseNormalizedNamed(name)
-		r := refRow{imageRow: base, full: name}
-		r.Repository, r.Digest = reference.FamiliarName(n), digestOf[name]
-		rows = append(rows, r)
+		for _, d := range digestsOf[name] {
+			r := refRow{imageRow: base, full: name}
+			r.Repository, r.Digest = reference.FamiliarName(n), d
+			rows = append(rows, r)
+		}
 	}
 	if len(rows) == 0 {
 		rows = append(rows, refRow{imageRow: base})
@@ -288,7 +297,7 @@ func runImages(cmd *cobra.Command, g *globalOptions, o *imagesOptions, args []st
 		if o.noTrunc {
 			base.ID = img.ID.String()
 		}
-		for _, r := range imageRefRows(base, tags, digests) {
+		for _, r := range imageRefRows(base, tags, digests, o.digests) {
 			rows = append(rows, r.imageRow)
 		}
 	}

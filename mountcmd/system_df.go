@@ -292,7 +292,7 @@ func (du *diskUsage) verbose() dfVerbose {
 		if c := di.img.Created(); !c.IsZero() {
 			base.CreatedAt = c.Local().Format("2006-01-02 15:04:05 -0700 MST")
 		}
-		for _, r := range imageRefRows(base, di.img.Tags, nil) {
+		for _, r := range imageRefRows(base, di.img.Tags, nil, false) {
 			v.Images = append(v.Images, r.imageRow)
 		}
 	}

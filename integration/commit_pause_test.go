@@ -53,10 +53,8 @@ func checkRecords(data []byte) (int, error) {
 // cache for up to 30 s and the commit left them out.
 func TestCommitWithoutPauseHasMappedStores(t *testing.T) {
 	e := newCommitEnv(t)
-	src := filepath.Join(t.TempDir(), "mmapper")
-	os.MkdirAll(src, 0o755)
-	os.WriteFile(filepath.Join(src, "go.mod"), []byte("module mmapper\n"), 0o644)
-	os.WriteFile(filepath.Join(src, "main.go"), []byte(`package main
+	bin := filepath.Join(t.TempDir(), "mmapper")
+	buildGoProgram(t, bin, `package main
 
 import (
 	"fmt"
@@ -80,13 +78,7 @@ func main() {
 	fmt.Println("written")
 	time.Sleep(time.Hour)
 }
-`), 0o644)
-	bin := filepath.Join(t.TempDir(), "mmapper")
-	build := exec.Command("go", "build", "-o", bin, ".")
-	build.Dir, build.Env = src, append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v: %s", err, out)
-	}
+`)
 	mnt := e.mount("mm", "base:1")
 	c := exec.Command(bin, filepath.Join(mnt, "mapped"))
 	out, err := c.StdoutPipe()

@@ -506,10 +506,9 @@ func TestRunCapabilities(t *testing.T) {
 // container's capabilities; the host's view of the mount stays nosuid.
 func TestRunSetuid(t *testing.T) {
 	requireRunner(t)
-	src := filepath.Join(t.TempDir(), "whoami")
-	os.MkdirAll(src, 0o755)
-	os.WriteFile(filepath.Join(src, "go.mod"), []byte("module whoami\n"), 0o644)
-	os.WriteFile(filepath.Join(src, "main.go"), []byte(`package main
+	rootfs := filepath.Join(t.TempDir(), "rootfs")
+	os.MkdirAll(filepath.Join(rootfs, "bin"), 0o755)
+	buildGoProgram(t, filepath.Join(rootfs, "bin", "whoami"), `package main
 
 import (
 	"fmt"
@@ -531,14 +530,7 @@ func main() {
 	}
 	fmt.Println(os.Getuid(), os.Geteuid(), capEff)
 }
-`), 0o644)
-	rootfs := filepath.Join(t.TempDir(), "rootfs")
-	os.MkdirAll(filepath.Join(rootfs, "bin"), 0o755)
-	build := exec.Command("go", "build", "-o", filepath.Join(rootfs, "bin", "whoami"), ".")
-	build.Dir, build.Env = src, append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v: %s", err, out)
-	}
+`)
 	os.Chmod(filepath.Join(rootfs, "bin", "whoami"), 0o755|os.ModeSetuid)
 	os.MkdirAll(filepath.Join(rootfs, "etc"), 0o755)
 	os.WriteFile(filepath.Join(rootfs, "etc", "passwd"), []byte("root:x:0:0::/:/bin/sh\nnobody:x:65534:65534::/:/bin/sh\n"), 0o644)

@@ -311,3 +311,21 @@ func blobFiles(t testing.TB, root string) []string {
 
 // digestT is go-digest's Digest.
 type digestT = godigest.Digest
+
+// buildGoProgram builds the one-file Go program src, static, into bin (a test's
+// helper process or a program for an image).
+func buildGoProgram(t *testing.T, bin, src string) {
+	t.Helper()
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "go.mod"), []byte("module helper\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "main.go"), []byte(src), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	build := exec.Command("go", "build", "-o", bin, ".")
+	build.Dir, build.Env = dir, append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v: %s", err, out)
+	}
+}

@@ -274,7 +274,7 @@ func (n *node) withXattrs(fn func(x xattrPath) error) error {
 		return err
 	}
 	defer unix.Close(dfd)
-	fd, err := unix.Openat(dfd, name, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	fd, st, err := openPath(dfd, name)
 	if err != nil {
 		return err
 	}
@@ -283,10 +283,6 @@ func (n *node) withXattrs(fn func(x xattrPath) error) error {
 	// replaced meanwhile. A symlink goes by its name with the l* calls, which do
 	// not follow it by definition (the plain calls on its fd's /proc link rest on
 	// how procfs ends a magic link at a symlink).
-	var st unix.Stat_t
-	if err := unix.Fstat(fd, &st); err != nil {
-		return err
-	}
 	if st.Mode&unix.S_IFMT == unix.S_IFLNK {
 		return fn(xattrPath{p: procFd(dfd) + "/" + name, link: true})
 	}

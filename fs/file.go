@@ -255,20 +255,31 @@ func openFile(dfd int, name string, flags int, upper bool) (int, error) {
 	if !upper {
 		return cow.OpenNoatime(dfd, name, flags)
 	}
-	pfd, err := unix.Openat(dfd, name, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	pfd, st, err := openPath(dfd, name)
 	if err != nil {
 		return -1, err
 	}
 	defer unix.Close(pfd)
-	var st unix.Stat_t
-	if err := unix.Fstat(pfd, &st); err != nil {
-		return -1, err
-	}
 	if st.Mode&unix.S_IFMT != unix.S_IFREG {
 		return -1, unix.ESTALE // not the file the request is for
 	}
 	// The magic link is the one symlink this open follows: to that inode.
 	return unix.Open(procFd(pfd), flags&^unix.O_NOFOLLOW, 0)
+}
+
+// openPath opens name in dfd O_PATH, not following it, and stats what it got:
+// the inode's own type, which the name's cached entry may no longer have.
+func openPath(dfd int, name string) (int, unix.Stat_t, error) {
+	var st unix.Stat_t
+	fd, err := unix.Openat(dfd, name, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return -1, st, err
+	}
+	if err := unix.Fstat(fd, &st); err != nil {
+		unix.Close(fd)
+		return -1, st, err
+	}
+	return fd, st, nil
 }
 
 func (h *fileHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {

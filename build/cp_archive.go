@@ -202,7 +202,7 @@ func CopyTree(obj *os.File, name string, extract func(io.Reader) error) (int64, 
 		pw.CloseWithError(err)
 		done <- err
 	}()
-	cr := &countingReader{r: pr}
+	cr := &cow.CountingReader{R: pr}
 	err := extract(cr)
 	if err == nil {
 		_, err = io.Copy(io.Discard, cr) // to the writer's end, and its error
@@ -211,7 +211,7 @@ func CopyTree(obj *os.File, name string, extract func(io.Reader) error) (int64, 
 	if werr := <-done; werr != nil && err == nil {
 		err = werr
 	}
-	return cr.n, err
+	return cr.N, err
 }
 
 // ExtractChecked is ExtractInRoot of a tar from outside (docker cp's STDIN): in
@@ -303,17 +303,6 @@ func unnamedFile(dir string) (*os.File, error) {
 	}
 	os.Remove(f.Name())
 	return f, nil
-}
-
-type countingReader struct {
-	r io.Reader
-	n int64
-}
-
-func (c *countingReader) Read(p []byte) (int, error) {
-	n, err := c.r.Read(p)
-	c.n += int64(n)
-	return n, err
 }
 
 type countingWriter struct {

@@ -53,9 +53,9 @@ func Apply(ctx context.Context, dir string, r io.Reader) (digest.Digest, error) 
 		return "", err
 	}
 	defer a.close()
-	cr := &countingReader{r: tee}
+	cr := &CountingReader{R: tee}
 	tr := tar.NewReader(cr)
-	data := &holeGuard{tr: tr, in: &cr.n}
+	data := &holeGuard{tr: tr, in: &cr.N}
 	for {
 		if err := ctx.Err(); err != nil {
 			return "", err
@@ -469,15 +469,15 @@ func sizeText(n int64) string {
 	return fmt.Sprintf("%d bytes", n)
 }
 
-// countingReader counts the bytes read through it.
-type countingReader struct {
-	r io.Reader
-	n int64
+// CountingReader counts in N the bytes read through it from R.
+type CountingReader struct {
+	R io.Reader
+	N int64
 }
 
-func (c *countingReader) Read(p []byte) (int, error) {
-	n, err := c.r.Read(p)
-	c.n += int64(n)
+func (c *CountingReader) Read(p []byte) (int, error) {
+	n, err := c.R.Read(p)
+	c.N += int64(n)
 	return n, err
 }
 

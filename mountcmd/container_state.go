@@ -69,9 +69,15 @@ func loadRunState(w *workContainer) *runState {
 	return readJSONFile[runState](runStatePath(w))
 }
 
-// alive reports whether rs's pid 1 is still the process run started.
+// alive reports whether rs's pid 1 is still the process run started, and not
+// a zombie (one a killed run left is reaped a moment later: rm took it for a
+// running container).
 func (rs *runState) alive() bool {
-	return rs != nil && rs.Pid > 0 && procStartTime(rs.Pid) == rs.StartTime
+	if rs == nil || rs.Pid <= 0 {
+		return false
+	}
+	state, start := procStat(rs.Pid)
+	return start == rs.StartTime && state != 'Z' && state != 'X'
 }
 
 // errNotRunning is a container whose command does not run (kill, wait).

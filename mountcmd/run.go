@@ -754,22 +754,27 @@ func randomID() string {
 
 // procStartTime is field 22 of /proc/<pid>/stat (0 if unreadable).
 func procStartTime(pid int) uint64 {
+	_, n := procStat(pid)
+	return n
+}
+
+// procStat is pid's state letter and start time (0, 0 if it is gone).
+func procStat(pid int) (state byte, start uint64) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
-		return 0
+		return 0, 0
 	}
 	s := string(b)
 	i := strings.LastIndexByte(s, ')')
 	if i < 0 {
-		return 0
+		return 0, 0
 	}
 	f := strings.Fields(s[i+1:])
-	if len(f) < 20 {
-		return 0
+	if len(f) < 20 || f[0] == "" {
+		return 0, 0
 	}
-	var n uint64
-	fmt.Sscan(f[19], &n)
-	return n
+	fmt.Sscan(f[19], &start)
+	return f[0][0], start
 }
 
 // pullForRun is docker run's --pull: with "missing" (the default) an image the

@@ -136,6 +136,18 @@ func TestParityRmiRepoDigest(t *testing.T) {
 	if out := e.ok("rmi", rd); out != "Untagged: "+rd+"\nDeleted: "+img.ID.String()+"\n" {
 		t.Errorf("rmi %s (its only reference) =\n%s", rd, out)
 	}
+
+	// image prune: an image a repo digest names is not dangling; -a removes
+	// it, digest and all (it kept it as a REPO <none> row)
+	e.ok("pull", "-q", rd)
+	e.ok("image", "prune", "-f")
+	if out := e.ok("images", "-q"); out == "" {
+		t.Errorf("image prune removed an image a repo digest names")
+	}
+	e.ok("image", "prune", "-a", "-f")
+	if out := e.ok("images", "-qa"); out != "" {
+		t.Errorf("images after image prune -a =\n%s", out)
+	}
 }
 
 // sortLines sorts out's lines (each ending in a newline).

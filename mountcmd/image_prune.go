@@ -84,13 +84,15 @@ func pruneImages(cmd *cobra.Command, g *globalOptions, all bool, f *pruneFilter)
 		if err := cmd.Context().Err(); err != nil {
 			return s, lines, err // ^C: what went stays gone, the rest stays
 		}
-		if (len(img.Tags) > 0 && !all) || !f.keep(img) {
+		// A repo digest is a reference too, as in docker: an image with one
+		// is not dangling, and -a removes it with its tags.
+		if (!all && (len(img.Tags) > 0 || len(img.PulledDigests) > 0)) || !f.keep(img) {
 			continue
 		}
 		if users, err := workingContainersUsing(g, img); err != nil || len(users) > 0 {
 			continue
 		}
-		refs := img.Tags
+		refs := append(append([]string(nil), img.Tags...), img.PulledDigests...)
 		if len(refs) == 0 {
 			refs = []string{img.ID.String()}
 		}

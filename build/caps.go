@@ -186,13 +186,15 @@ func CanCapAllThreads() bool {
 // (not in the bounding set: an exec does not keep them). It is for --init's
 // init: before it forks the command (with the setuid and setgid caps the fork
 // needs to take the user's credentials) and once more after, so it never holds
-// what the container lacks. ENOTSUP in a cgo-linked binary.
-func capAllThreads(caps []string, extra ...int) error {
+// what the container lacks. The bounding set is cut only with bounding: it needs
+// CAP_SETPCAP, which the second pass may no longer have (the kernel refuses even
+// the drop of a capability already gone). ENOTSUP in a cgo-linked binary.
+func capAllThreads(caps []string, bounding bool, extra ...int) error {
 	mask, all, err := capMask(caps)
 	if err != nil || all {
 		return err
 	}
-	for c := 0; c <= lastCap(); c++ {
+	for c := 0; bounding && c <= lastCap(); c++ {
 		if mask.has(c) {
 			continue
 		}

@@ -225,7 +225,9 @@ func runInit(argv0 string, args, env []string, u ExecUser, caps []string) int {
 	cwd, _ := os.Getwd()
 	groups := make([]uint32, len(u.Groups))
 	copy(groups, u.Groups)
-	capped := capAllThreads(caps, unix.CAP_SETUID, unix.CAP_SETGID)
+	// CAP_KILL stays for the forwarding of signals to a command of another
+	// user (its pid namespace is all the init sees).
+	capped := capAllThreads(caps, true, unix.CAP_SETUID, unix.CAP_SETGID, unix.CAP_KILL)
 	if capped != nil && !errors.Is(capped, syscall.ENOTSUP) {
 		return initFail(ExitSetup, capped)
 	}
@@ -241,7 +243,7 @@ func runInit(argv0 string, args, env []string, u ExecUser, caps []string) int {
 		return initFail(execErrCode(err), fmt.Errorf("exec %s: %w", args[0], err))
 	}
 	if capped == nil {
-		if err := capAllThreads(caps); err != nil {
+		if err := capAllThreads(caps, false, unix.CAP_KILL); err != nil {
 			syscall.Kill(pid, syscall.SIGKILL)
 			return initFail(ExitSetup, err)
 		}

@@ -350,8 +350,13 @@ func writesInode(pid int, dev uint64, inos map[uint64]bool) (bool, error) {
 			continue
 		}
 		link := filepath.Join(dir, "fd", fd.Name())
-		var st unix.Stat_t
-		if err := unix.Stat(link, &st); err != nil {
+		// Cached attributes only (AT_STATX_DONT_SYNC): a writable fd on a hung
+		// network filesystem or a stopped FUSE server must not hang a Pause,
+		// which now looks at every writer of the system.
+		var stx unix.Statx_t
+		err = unix.Statx(unix.AT_FDCWD, link, unix.AT_STATX_DONT_SYNC, unix.STATX_INO, &stx)
+		st := unix.Stat_t{Dev: unix.Mkdev(stx.Dev_major, stx.Dev_minor), Ino: stx.Ino}
+		if err != nil {
 			// ENOTCONN: the fd is on an aborted FUSE mount, not on the live one.
 			if procGone(err) || errors.Is(err, unix.ENOTCONN) {
 				continue

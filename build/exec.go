@@ -89,12 +89,16 @@ func Exec(ctx context.Context, spec ExecSpec) (int, error) {
 		// The thread keeps the container's namespaces: never unlocked, so it exits
 		// with this goroutine instead of going back to the scheduler.
 		runtime.LockOSThread()
+		joined := false
 		if spec.Pidfd > 0 {
-			if err := enterByPidfd(spec.Pid, spec.Pidfd); err != nil {
+			err := enterByPidfd(spec.Pid, spec.Pidfd)
+			if err != nil && !errors.Is(err, errNoPidfdSetns) {
 				done <- result{err: fmt.Errorf("exec: join the container: %w", err)}
 				return
 			}
-		} else {
+			joined = err == nil
+		}
+		if !joined { // by path: no pidfd, or a kernel before 5.8
 			for _, ns := range []struct {
 				name string
 				flag int
@@ -143,6 +147,9 @@ func Exec(ctx context.Context, spec ExecSpec) (int, error) {
 	return r.code, r.err
 }
 
+// errNoPidfdSetns: the kernel's setns takes no pidfd (before Linux 5.8).
+var errNoPidfdSetns = errors.New("setns takes no pidfd")
+
 // enterByPidfd moves the calling thread, locked and never to run anything else,
 // into the namespaces of pidfd's process (pid, uts, ipc, network and mount, in
 // one setns) and under its root, as enterMountNamespace does by path: the root
@@ -164,6 +171,9 @@ func enterByPidfd(pid, pidfd int) error {
 		return fmt.Errorf("unshare: %w", err)
 	}
 	if err := unix.Setns(pidfd, unix.CLONE_NEWPID|unix.CLONE_NEWUTS|unix.CLONE_NEWIPC|unix.CLONE_NEWNET|unix.CLONE_NEWNS); err != nil {
+		if errors.Is(err, unix.EINVAL) {
+			return errNoPidfdSetns // Linux before 5.8: setns takes no pidfd
+		}
 		return fmt.Errorf("setns: %w", err)
 	}
 	if err := unix.Fchdir(rootFd); err != nil {

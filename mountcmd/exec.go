@@ -149,13 +149,17 @@ func execInContainer(ctx context.Context, g *globalOptions, o *execOptions, name
 	// The container's pid 1 by a pidfd, checked after it is opened: the pid is
 	// then never a process that reused it.
 	pidfd, err := unix.PidfdOpen(rs.Pid, 0)
-	if err != nil || !rs.alive() {
+	switch {
+	case errors.Is(err, unix.ENOSYS): // before Linux 5.3: joined by pid
+		pidfd = 0
+	case err != nil || !rs.alive():
 		if err == nil {
 			unix.Close(pidfd)
 		}
 		return 0, fmt.Errorf("container %s %w", name, errNotRunning)
+	default:
+		defer unix.Close(pidfd)
 	}
-	defer unix.Close(pidfd)
 	spec := build.ExecSpec{Pid: rs.Pid, Pidfd: pidfd, Args: args, Env: env, Dir: dir, User: user, Caps: rs.Config.Caps,
 		Stdout: os.Stdout, Stderr: os.Stderr, Started: o.started}
 	if o.privileged {

@@ -68,8 +68,10 @@
 // checked to be still wanted before it is placed. A node caches which
 // layers hold it; a resolution that overlapped a change of any directory is not
 // trusted, and renames of directories and Rebase invalidate all of them.
-// MountPoint.Pause is a write barrier for commit; MountPoint.Rebase swaps the layer
-// stack in place.
+// MountPoint.Pause is a write barrier for commit (it also stops the processes
+// writing into the mount, as docker pause freezes a container, and writes the
+// mount's dirty pages back first); MountPoint.Rebase swaps the layer stack in
+// place.
 //
 // # Limits
 //

@@ -65,7 +65,7 @@ an empty upper dir, without unmounting.`,
 	f.StringVarP(&o.author, "author", "a", "", `author (e.g., "John Hannibal Smith <hannibal@a-team.com>")`)
 	f.StringVarP(&o.message, "message", "m", "", "commit message")
 	f.StringArrayVarP(&o.changes, "change", "c", nil, "apply Dockerfile instruction to the created image (CMD, ENTRYPOINT, ENV, EXPOSE, HEALTHCHECK, LABEL, ONBUILD, STOPSIGNAL, USER, VOLUME, WORKDIR)")
-	f.BoolVarP(&o.pause, "pause", "p", true, "hold writers of a mounted container while its changes are read")
+	f.BoolVarP(&o.pause, "pause", "p", true, "stop the processes writing into a mounted container, and hold its writes, while its changes are read (docker: pause the container)")
 	f.StringVar(&o.compression, "compression", "gzip", "layer compression: gzip, zstd or none")
 	f.BoolVar(&o.squash, "squash", false, "make a one-layer image of the whole merged tree")
 	f.BoolVar(&o.rebase, "rebase", false, "afterwards, move the container onto the new image with an empty upper dir")

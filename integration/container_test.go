@@ -2,7 +2,6 @@ package integration
 
 import (
 	"encoding/json"
-	"fmt"
 	"io"
 	"os"
 	"os/exec"
@@ -736,12 +735,26 @@ func TestRmRunningAndJustEnded(t *testing.T) {
 	if r := run(t, "rm", "rr1"); r.Code == 0 || !strings.Contains(r.Stderr, "container is running: stop the container before removing or force remove") {
 		t.Errorf("rm of a running container: exit %d, %q", r.Code, r.Stderr)
 	}
-	for i := 0; i < 5; i++ {
-		name := fmt.Sprintf("rr-short%d", i)
-		mustRun(t, "run", "-d", "--name", name, "busybox", "true")
-		if r := run(t, "rm", name); r.Code != 0 {
-			t.Errorf("rm right after a short detached run: exit %d, %q", r.Code, r.Stderr)
-			run(t, "rm", "-f", name)
-		}
+	// A command that just ended: run.json still names it (dead) while its run
+	// unmounts; rm waits for that instead of refusing a mounted container.
+	mnt := filepath.Join(t.TempDir(), "mnt")
+	mustRun(t, "mount", "--name", "rr-ending", "busybox", mnt)
+	t.Cleanup(func() { run(t, "rm", "-f", "rr-ending") })
+	runJSON := filepath.Join(rootFor(t), "work", "rr-ending", "run.json")
+	if err := os.WriteFile(runJSON, []byte(`{"id":"x","pid":999999999,"startTime":1}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	unmounted := make(chan result, 1)
+	go func() {
+		time.Sleep(300 * time.Millisecond) // the run's unmount, a moment later
+		r := run(t, "umount", mnt)
+		os.Remove(runJSON)
+		unmounted <- r
+	}()
+	if r := run(t, "rm", "rr-ending"); r.Code != 0 {
+		t.Errorf("rm while a just-ended run unmounts: exit %d, %q", r.Code, r.Stderr)
+	}
+	if r := <-unmounted; r.Code != 0 {
+		t.Errorf("umount: exit %d, %q", r.Code, r.Stderr)
 	}
 }

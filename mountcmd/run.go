@@ -300,9 +300,8 @@ func runContainer(ctx context.Context, g *globalOptions, o *runOptions, ref stri
 	if err != nil {
 		return 0, err
 	}
-	for i := range vols {
-		vols[i].NoDev = !o.privileged // an image's device nodes copied into its VOLUMEs
-	}
+	// nodev as every bind (build's nodevUnlessPrivileged): an image's device
+	// nodes are copied into its VOLUMEs
 	spec.Binds = append(spec.Binds, vols...)
 	id := containerID(st)
 	spec.Rootfs = st.Mountpoint

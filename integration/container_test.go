@@ -1,12 +1,14 @@
 package integration
 
 import (
+	"bufio"
 	"encoding/json"
 	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -312,11 +314,72 @@ func TestContainerLogsFollow(t *testing.T) {
 	if r := run(t, "logs", "nope"); r.Code == 0 || !strings.Contains(r.Stderr, "No such container: nope") {
 		t.Errorf("logs nope: exit %d, %q", r.Code, r.Stderr)
 	}
-	// A foreground run kept no logs: said on stderr, not a silent nothing.
-	mustRun(t, "run", "--name", "fg1", "busybox", "echo", "hi")
-	t.Cleanup(func() { run(t, "rm", "-f", "fg1") })
-	if r := run(t, "logs", "fg1"); r.Code != 0 || r.Stdout != "" || !strings.Contains(r.Stderr, "fg1 has no logs") {
-		t.Errorf("logs of a foreground run: exit %d, %q %q", r.Code, r.Stdout, r.Stderr)
+}
+
+// TestForegroundRunLogs: a foreground run's output reaches the user (stdout and
+// stderr apart) and is kept for logs, as docker keeps every container's; the
+// container's stdout is a pipe, not the user's terminal, without -t (docker's);
+// a reader of run's output that goes away ends the container, not run before
+// it unmounts.
+func TestForegroundRunLogs(t *testing.T) {
+	requireRunner(t)
+	importRunner(t, "busybox", `CMD ["sh"]`)
+	t.Cleanup(func() { run(t, "rm", "-f", "fg1", "fg2", "fg3") })
+	r := run(t, "run", "--name", "fg1", "busybox", "sh", "-c", "echo out; echo err >&2")
+	if r.Code != 0 || r.Stdout != "out\n" || r.Stderr != "err\n" {
+		t.Fatalf("run: exit %d, stdout %q, stderr %q", r.Code, r.Stdout, r.Stderr)
+	}
+	mustRun(t, "start", "-a", "fg1") // a second run of it adds to its logs
+	if got := mustRun(t, "logs", "fg1"); strings.Count(got, "out\n") != 2 || strings.Count(got, "err\n") != 2 || len(got) != 16 {
+		t.Errorf("logs of a foreground run run twice = %q", got)
+	}
+
+	// A terminal as run's stdout is not the container's without -t.
+	ptm, pts, err := openPty()
+	if err != nil {
+		t.Skipf("no pty: %v", err)
+	}
+	defer ptm.Close()
+	cmd := exec.Command(layerfsBin, "--root", rootFor(t), "run", "--name", "fg2", "busybox", "sh", "-c", "if [ -t 1 ]; then echo tty; else echo pipe; fi")
+	cmd.Stdout, cmd.Stderr = pts, pts
+	err = cmd.Run()
+	pts.Close()
+	if err != nil {
+		t.Fatalf("run with a terminal as stdout: %v", err)
+	}
+	if got := mustRun(t, "logs", "fg2"); got != "pipe\n" {
+		t.Errorf("container's stdout without -t: %q, want a pipe as in docker", got)
+	}
+
+	// run ... | head -1
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd = exec.Command(layerfsBin, "--root", rootFor(t), "run", "--name", "fg3", "busybox", "yes")
+	cmd.Stdout = pw
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	pw.Close()
+	line, err := bufio.NewReader(pr).ReadString('\n')
+	pr.Close()
+	if line != "y\n" {
+		t.Errorf("run yes: first line %q, %v", line, err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		cmd.Process.Kill()
+		t.Fatal("run yes went on after its reader was gone")
+	}
+	if st := cmd.ProcessState.Sys().(syscall.WaitStatus); st.Signaled() {
+		t.Errorf("run was killed by %v when its reader went away: it must end the container and unmount", st.Signal())
+	}
+	if got := mustRun(t, "inspect", "-f", "{{.State.Status}}", "fg3"); got != "exited\n" {
+		t.Errorf("fg3 after its reader went away: %q", got)
 	}
 }
 

@@ -291,11 +291,10 @@ func newLogsCommand(g *globalOptions) *cobra.Command {
 	o := &logsOptions{}
 	cmd := &cobra.Command{
 		Use:   "logs [-f] [-n N] CONTAINER",
-		Short: "Show the output of a container started with run -d",
-		Long: `Print what a detached container (run -d, start) wrote to stdout and stderr.
--f keeps printing what it writes until it stops; -n (--tail) N prints only the
-last N lines first. A container run in the foreground wrote to the terminal:
-nothing was kept.`,
+		Short: "Show the output of a container",
+		Long: `Print what a container wrote to stdout and stderr, in every run of it (in the
+foreground, with run -d, start), as docker's logs does. -f keeps printing what
+it writes until it stops; -n (--tail) N prints only the last N lines first.`,
 		Args: exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			w, err := findContainer(g.root, args[0])
@@ -307,10 +306,6 @@ nothing was kept.`,
 				if tail, err = strconv.Atoi(o.tail); err != nil || tail < 0 {
 					return fmt.Errorf("invalid value for --tail: %q (a number of lines, or all)", o.tail)
 				}
-			}
-			if _, err := os.Stat(containerLogPath(w)); errors.Is(err, os.ErrNotExist) && !loadRunState(w).alive() {
-				// Said, not silent: docker's logs would show its output.
-				fmt.Fprintf(cmd.ErrOrStderr(), "layerfs: %s has no logs: only a detached run (run -d, start) keeps its output\n", w.name)
 			}
 			return showLogs(cmd.Context(), cmd.OutOrStdout(), w, tail, o.follow)
 		},
@@ -325,7 +320,7 @@ nothing was kept.`,
 func showLogs(ctx context.Context, out io.Writer, w *workContainer, tail int, follow bool) error {
 	f, err := os.Open(containerLogPath(w))
 	if errors.Is(err, os.ErrNotExist) && !follow {
-		return nil // never detached: its output went to the terminal
+		return nil // never run (or run in the foreground before logs were kept)
 	}
 	for errors.Is(err, os.ErrNotExist) && loadRunState(w).alive() {
 		time.Sleep(50 * time.Millisecond) // a run -d about to open it

@@ -325,16 +325,29 @@ func runContainer(ctx context.Context, g *globalOptions, o *runOptions, ref stri
 	if o.interactive {
 		spec.Stdin = os.Stdin
 	}
-	spec.Stdout, spec.Stderr = os.Stdout, os.Stderr
 	var detached *detachedIO
+	var fg *foregroundIO
 	if o.child {
 		if detached, err = openDetachedIO(w, o); err != nil {
 			return 0, err
 		}
 		defer detached.Close()
 		spec.Stdin, spec.Stdout, spec.Stderr = detached.stdin, detached.log, detached.log
+	} else {
+		var stdout, stderr *os.File
+		if fg, stdout, stderr, err = openForegroundIO(w, o.tty); err != nil {
+			return 0, err
+		}
+		defer fg.Close() // after Wait: what the container wrote last is copied
+		spec.Stdout, spec.Stderr = stdout, stderr
+		if o.tty {
+			spec.Stdout, spec.Stderr = fg.Tee(os.Stdout), os.Stderr
+		}
 	}
 	p, err := build.Start(spec)
+	if fg != nil {
+		fg.started()
+	}
 	if err != nil {
 		return 0, err
 	}

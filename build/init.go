@@ -100,8 +100,15 @@ func InitMain() int {
 	return initFail(execErrCode(err), fmt.Errorf("exec %s: %w", spec.Args[0], err))
 }
 
+// readyFD is the ready pipe while it is open: Start reads a failure's message
+// from it, to tell a command that never started from one that ran.
+var readyFD = 4
+
 func initFail(code int, err error) int {
 	fmt.Fprintf(os.Stderr, "layerfs: %v\n", err)
+	if readyFD >= 0 {
+		unix.Write(readyFD, []byte(err.Error()))
+	}
 	return code
 }
 
@@ -248,7 +255,8 @@ func runInit(argv0 string, args, env []string, u ExecUser, caps []string) int {
 			return initFail(ExitSetup, err)
 		}
 	}
-	unix.Close(4) // ready
+	unix.Close(readyFD) // ready: the command runs
+	readyFD = -1
 	for {
 		select {
 		case s := <-sigs:

@@ -25,6 +25,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"strings"
 	"sync"
 	"syscall"
 
@@ -132,6 +133,9 @@ type Process struct {
 	restore func() // the user's terminal mode
 	sigs    chan os.Signal
 	done    chan struct{}
+	// startErr is why the command never started (the init failed before it
+	// could exec it: no such command, user or working dir): "" if it runs.
+	startErr string
 }
 
 // Start starts the container process described by spec and returns once it runs.
@@ -214,9 +218,15 @@ func Start(spec ProcessSpec) (*Process, error) {
 		p.attachPty(spec)
 	}
 	p.forwardSignals()
-	io.Copy(io.Discard, readyR)
+	msg, _ := io.ReadAll(io.LimitReader(readyR, 64<<10))
+	p.startErr = strings.TrimSpace(string(msg))
 	return p, nil
 }
+
+// StartError is why the command never started ("" if it runs, or ran): the
+// init then ends (Wait gives its exit code, 125-127) having printed the same on
+// the container's stderr.
+func (p *Process) StartError() string { return p.startErr }
 
 // Pid is the container's pid 1 as the host sees it.
 func (p *Process) Pid() int { return p.cmd.Process.Pid }

@@ -7,6 +7,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -330,8 +332,29 @@ func TestForegroundRunLogs(t *testing.T) {
 		t.Fatalf("run: exit %d, stdout %q, stderr %q", r.Code, r.Stdout, r.Stderr)
 	}
 	mustRun(t, "start", "-a", "fg1") // a second run of it adds to its logs
-	if got := mustRun(t, "logs", "fg1"); strings.Count(got, "out\n") != 2 || strings.Count(got, "err\n") != 2 || len(got) != 16 {
-		t.Errorf("logs of a foreground run run twice = %q", got)
+	// docker's logs: the container's stdout on stdout, its stderr on stderr
+	if r := run(t, "logs", "fg1"); r.Code != 0 || r.Stdout != "out\nout\n" || r.Stderr != "err\nerr\n" {
+		t.Errorf("logs of a foreground run run twice: exit %d, stdout %q, stderr %q", r.Code, r.Stdout, r.Stderr)
+	}
+	// -t: docker's RFC 3339 time with nanoseconds before each line
+	ts := regexp.MustCompile(`^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{9}Z out\n){2}$`)
+	if got := mustRun(t, "logs", "-t", "fg1"); !ts.MatchString(got) {
+		t.Errorf("logs -t = %q", got)
+	}
+	if r := run(t, "logs", "-n", "1", "fg1"); r.Code != 0 || len(r.Stdout+r.Stderr) != 4 {
+		t.Errorf("logs -n 1: exit %d, stdout %q, stderr %q", r.Code, r.Stdout, r.Stderr)
+	}
+	if got := mustRun(t, "logs", "--since", "1h", "fg1"); got != "out\nout\n" {
+		t.Errorf("logs --since 1h = %q", got)
+	}
+	if got := mustRun(t, "logs", "--until", "1h", "fg1"); got != "" {
+		t.Errorf("logs --until 1h = %q", got)
+	}
+	if got := mustRun(t, "logs", "--since", strconv.FormatInt(time.Now().Add(time.Hour).Unix(), 10), "fg1"); got != "" {
+		t.Errorf("logs --since (an hour ahead, unix seconds) = %q", got)
+	}
+	if r := run(t, "logs", "--since", "yesterday", "fg1"); r.Code == 0 || !strings.Contains(r.Stderr, "--since") {
+		t.Errorf("logs --since yesterday: exit %d, %q", r.Code, r.Stderr)
 	}
 
 	// A terminal as run's stdout is not the container's without -t.
@@ -819,5 +842,32 @@ func TestRmRunningAndJustEnded(t *testing.T) {
 	}
 	if r := <-unmounted; r.Code != 0 {
 		t.Errorf("umount: exit %d, %q", r.Code, r.Stderr)
+	}
+}
+
+// TestDetachedStartFailure: run -d and start of a command that cannot start
+// fail as docker's do (127 no such command, 125 no such user; start exits 1),
+// with the error on stderr, not only in the log; the container stays created
+// with docker's State.Error (found by a review: exit 0 and the name printed).
+func TestDetachedStartFailure(t *testing.T) {
+	requireRunner(t)
+	importRunner(t, "busybox", `CMD ["sh"]`)
+	t.Cleanup(func() { run(t, "rm", "-f", "df1", "df2", "df3") })
+	r := run(t, "run", "-d", "--name", "df1", "busybox", "/nope")
+	if r.Code != 127 || r.Stdout != "" || !strings.Contains(r.Stderr, `"/nope"`) || strings.Count(r.Stderr, "\n") != 1 {
+		t.Errorf("run -d /nope: exit %d, stdout %q, stderr %q; want 127 and the error", r.Code, r.Stdout, r.Stderr)
+	}
+	if got := mustRun(t, "inspect", "-f", "{{.State.Status}} {{.State.ExitCode}} {{.State.Error}}", "df1"); !strings.HasPrefix(got, "created 127 ") || !strings.Contains(got, "/nope") {
+		t.Errorf("the container of a failed run -d: %q, want created 127 and the error", got)
+	}
+	if r := run(t, "run", "-d", "--name", "df2", "-u", "nosuch", "busybox", "true"); r.Code != 125 || !strings.Contains(r.Stderr, "nosuch") {
+		t.Errorf("run -d -u nosuch: exit %d, stderr %q; want 125", r.Code, r.Stderr)
+	}
+	mustRun(t, "create", "--name", "df3", "busybox", "/nope")
+	if r := run(t, "start", "df3"); r.Code != 1 || r.Stdout != "" || !strings.Contains(r.Stderr, `"/nope"`) || strings.Contains(r.Stderr, "exit status") {
+		t.Errorf("start of /nope: exit %d, stdout %q, stderr %q; want 1 and the error", r.Code, r.Stdout, r.Stderr)
+	}
+	if got := mustRun(t, "ps", "-a", "--filter", "status=created", "--format", "{{.Names}}"); !strings.Contains(got, "df3") || !strings.Contains(got, "df1") {
+		t.Errorf("ps --filter status=created = %q", got)
 	}
 }

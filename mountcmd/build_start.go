@@ -135,6 +135,11 @@ too). A container made with -it needs a terminal on stdin for -i.`,
 			failed := false
 			for _, name := range args {
 				code, err := startContainer(cmd, g, o, name)
+				var reported exitError // the command could not start: said already
+				if errors.As(err, &reported) {
+					failed = true
+					continue
+				}
 				if err != nil {
 					fmt.Fprintf(cmd.ErrOrStderr(), "Error: %v\n", err)
 					failed = true

@@ -139,7 +139,7 @@ func containerState(ctx context.Context, w *workContainer, st *workState) inspec
 	}
 	rs := loadRunState(w)
 	running := rs.alive() && out.Mount != statusUnmounted
-	out.Status = dockerStatus(out.Mount, running, rec != nil || ranBefore(w))
+	out.Status = dockerStatus(out.Mount, running, ranBefore(w))
 	switch out.Status {
 	case "paused":
 		out.Paused = true
@@ -280,8 +280,8 @@ func newInspectContainer(ctx context.Context, g *globalOptions, s *blobstore.Sto
 		out.HostnamePath = filepath.Join(etc, "hostname")
 		out.HostsPath = filepath.Join(etc, "hosts")
 		out.ResolvConfPath = filepath.Join(etc, "resolv.conf")
-		if _, err := os.Stat(containerLogPath(w)); err == nil {
-			out.LogPath = containerLogPath(w)
+		if _, err := os.Stat(containerJSONLogPath(w)); err == nil {
+			out.LogPath = containerJSONLogPath(w)
 		}
 	}
 	out.Mounts = append(out.Mounts, imageVolumeMounts(w, img, out.Mounts)...)

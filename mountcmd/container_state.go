@@ -33,6 +33,9 @@ type exitRecord struct {
 	Finished time.Time `json:"finished"`
 	// Error is why the command could not run or be waited for ("" if it ran).
 	Error string `json:"error,omitempty"`
+	// NeverStarted: the command could not start, in this run and every one
+	// before (docker's state stays created).
+	NeverStarted bool `json:"neverStarted,omitempty"`
 }
 
 func exitRecordPath(w *workContainer) string { return filepath.Join(w.Dir(), "exit.json") }
@@ -86,8 +89,8 @@ var errNotRunning = errors.New("is not running")
 // ranBefore reports whether run ever ran w: an exit recorded, or the etc files
 // a run makes (a container that ran before exits were kept has those only).
 func ranBefore(w *workContainer) bool {
-	if loadExit(w) != nil {
-		return true
+	if rec := loadExit(w); rec != nil {
+		return !rec.NeverStarted
 	}
 	_, err := os.Stat(filepath.Join(w.Dir(), "etc"))
 	return err == nil

@@ -325,29 +325,23 @@ func runContainer(ctx context.Context, g *globalOptions, o *runOptions, ref stri
 	if o.interactive {
 		spec.Stdin = os.Stdin
 	}
+	// The container's output goes to the log, and in the foreground to ours.
 	var detached *detachedIO
-	var fg *foregroundIO
+	var cio *containerIO
 	if o.child {
-		if detached, err = openDetachedIO(w, o); err != nil {
+		if detached, spec.Stdout, spec.Stderr, err = openDetachedIO(w, o); err != nil {
 			return 0, err
 		}
-		defer detached.Close()
-		spec.Stdin, spec.Stdout, spec.Stderr = detached.stdin, detached.log, detached.log
+		defer detached.Close() // after Wait: what the container wrote last is copied
+		cio, spec.Stdin = detached.out, detached.stdin
 	} else {
-		var stdout, stderr *os.File
-		if fg, stdout, stderr, err = openForegroundIO(w, o.tty); err != nil {
+		if cio, spec.Stdout, spec.Stderr, err = openContainerIO(w, o.tty, os.Stdout, os.Stderr); err != nil {
 			return 0, err
 		}
-		defer fg.Close() // after Wait: what the container wrote last is copied
-		spec.Stdout, spec.Stderr = stdout, stderr
-		if o.tty {
-			spec.Stdout, spec.Stderr = fg.Tee(os.Stdout), os.Stderr
-		}
+		defer cio.Close()
 	}
 	p, err := build.Start(spec)
-	if fg != nil {
-		fg.started()
-	}
+	cio.started()
 	if err != nil {
 		return 0, err
 	}
@@ -364,16 +358,27 @@ func runContainer(ctx context.Context, g *globalOptions, o *runOptions, ref stri
 	if b, err := json.Marshal(rs); err == nil {
 		writeFileAtomic(runStatePath(w), b, 0o600)
 	}
+	startErr := p.StartError()
 	if detached != nil {
-		detached.started() // run -d returns now
+		if startErr != "" {
+			// run -d's caller prints it and exits with the code, as docker's
+			fmt.Fprintf(os.Stderr, "layerfs: %s\n", startErr)
+		} else {
+			detached.started() // run -d returns now
+		}
 	}
 	exited := make(chan struct{})
 	go killWithoutMount(w, p, exited)
 	code, err = p.Wait()
 	close(exited)
-	rec := exitRecord{ExitCode: code, Started: rs.Started, Finished: time.Now().UTC()}
+	rec := exitRecord{ExitCode: code, Started: rs.Started, Finished: time.Now().UTC(), Error: startErr}
 	if err != nil {
 		rec.Error = err.Error()
+	}
+	if startErr != "" {
+		// docker's container whose start failed stays created (if it never ran)
+		prev := loadExit(w)
+		rec.NeverStarted = prev == nil || prev.NeverStarted
 	}
 	saveExit(w, rec) // before unmountAfterRun drops run.json: wait looks here then
 	return code, err

@@ -11,6 +11,7 @@ package mountcmd
 // container's name and exits. Anything the child wrote before is its error.
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -101,37 +102,45 @@ func runDetached(cmd *cobra.Command, g *globalOptions, o *runOptions, ref string
 
 // detachedIO is the monitor's side of a detached container's stdio.
 type detachedIO struct {
-	log   *os.File
+	out   *containerIO
+	raw   *os.File  // the log, for the monitor's own messages once the container runs
 	stdin io.Reader // nil: /dev/null, or with -t the terminal nobody types in
 	hold  *os.File  // the write end of stdin with -i: kept open, never written
 }
 
-func openDetachedIO(w *workContainer, o *runOptions) (*detachedIO, error) {
-	log, err := os.OpenFile(containerLogPath(w), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+func openDetachedIO(w *workContainer, o *runOptions) (d *detachedIO, stdout, stderr io.Writer, err error) {
+	raw, err := os.OpenFile(containerJSONLogPath(w), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
 	if err != nil {
-		return nil, fmt.Errorf("container log: %w", err)
+		return nil, nil, nil, fmt.Errorf("container log: %w", err)
 	}
-	d := &detachedIO{log: log}
+	d = &detachedIO{raw: raw}
+	if d.out, stdout, stderr, err = openContainerIO(w, o.tty, nil, nil); err != nil {
+		raw.Close()
+		return nil, nil, nil, err
+	}
 	if o.interactive && !o.tty {
 		r, wr, err := os.Pipe()
 		if err != nil {
-			log.Close()
-			return nil, err
+			d.Close()
+			return nil, nil, nil, err
 		}
 		d.stdin, d.hold = r, wr
 	}
-	return d, nil
+	return d, stdout, stderr, nil
 }
 
-// started points the monitor's stdout and stderr at the log: the parent's pipe
-// closes and run -d returns.
+// started points the monitor's stdout and stderr at the log (lines that are
+// not JSON records: logs shows them on stderr): the parent's pipe closes and
+// run -d returns.
 func (d *detachedIO) started() {
-	unix.Dup2(int(d.log.Fd()), 1)
-	unix.Dup2(int(d.log.Fd()), 2)
+	unix.Dup2(int(d.raw.Fd()), 1)
+	unix.Dup2(int(d.raw.Fd()), 2)
 }
 
+// Close waits for the container's output to be in the log.
 func (d *detachedIO) Close() {
-	d.log.Close()
+	d.out.Close()
+	d.raw.Close()
 	if d.hold != nil {
 		d.hold.Close()
 	}
@@ -283,74 +292,178 @@ func parseSignal(s string) (unix.Signal, error) {
 }
 
 type logsOptions struct {
-	follow bool
-	tail   string
+	follow     bool
+	tail       string
+	timestamps bool
+	since      string
+	until      string
 }
 
 func newLogsCommand(g *globalOptions) *cobra.Command {
 	o := &logsOptions{}
 	cmd := &cobra.Command{
-		Use:   "logs [-f] [-n N] CONTAINER",
+		Use:   "logs [-f] [-t] [-n N] [--since T] [--until T] CONTAINER",
 		Short: "Show the output of a container",
-		Long: `Print what a container wrote to stdout and stderr, in every run of it (in the
-foreground, with run -d, start), as docker's logs does. -f keeps printing what
-it writes until it stops; -n (--tail) N prints only the last N lines first.`,
+		Long: `Print what a container wrote in every run of it (in the foreground, with run -d,
+start), as docker's logs does: its stdout on stdout, its stderr on stderr (a -t
+container's terminal output is all stdout). -f keeps printing what it writes
+until it stops; -n (--tail) N prints only the last N lines first; -t puts each
+line's time in front of it; --since and --until keep the lines written from or
+before a time: RFC 3339 (2026-01-02T15:04:05Z), a date, unix seconds, or a
+duration back from now (10m, 1h30m). The log is work/<name>/container-json.log,
+in docker's json-file format.`,
 		Args: exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			w, err := findContainer(g.root, args[0])
 			if err != nil {
 				return errors.New(userError(err))
 			}
-			tail := -1
+			lo := logShow{stdout: cmd.OutOrStdout(), stderr: cmd.ErrOrStderr(), tail: -1,
+				follow: o.follow, timestamps: o.timestamps}
 			if o.tail != "all" {
-				if tail, err = strconv.Atoi(o.tail); err != nil || tail < 0 {
+				if lo.tail, err = strconv.Atoi(o.tail); err != nil || lo.tail < 0 {
 					return fmt.Errorf("invalid value for --tail: %q (a number of lines, or all)", o.tail)
 				}
 			}
-			return showLogs(cmd.Context(), cmd.OutOrStdout(), w, tail, o.follow)
+			now := time.Now()
+			if o.since != "" {
+				if lo.since, err = parseLogTime(o.since, now); err != nil {
+					return fmt.Errorf("invalid value for --since: %w", err)
+				}
+			}
+			if o.until != "" {
+				if lo.until, err = parseLogTime(o.until, now); err != nil {
+					return fmt.Errorf("invalid value for --until: %w", err)
+				}
+			}
+			return showLogs(cmd.Context(), w, lo)
 		},
 	}
 	cmd.Flags().BoolVarP(&o.follow, "follow", "f", false, "follow log output")
 	cmd.Flags().StringVarP(&o.tail, "tail", "n", "all", "number of lines to show from the end of the logs")
+	cmd.Flags().BoolVarP(&o.timestamps, "timestamps", "t", false, "show timestamps")
+	cmd.Flags().StringVar(&o.since, "since", "", "show logs since a time (e.g. 2026-01-02T13:23:37Z) or a duration back (e.g. 42m)")
+	cmd.Flags().StringVar(&o.until, "until", "", "show logs before a time (e.g. 2026-01-02T13:23:37Z) or a duration back (e.g. 42m)")
 	return cmd
 }
 
-// showLogs copies w's log to out: the last tail lines (all if tail < 0), then
-// with follow whatever the container writes until its command is gone.
-func showLogs(ctx context.Context, out io.Writer, w *workContainer, tail int, follow bool) error {
-	f, err := os.Open(containerLogPath(w))
-	if errors.Is(err, os.ErrNotExist) && !follow {
-		return nil // never run (or run in the foreground before logs were kept)
+// parseLogTime reads docker's --since/--until values: a duration back from
+// now, RFC 3339 with or without zone or fraction, a date, or unix seconds.
+func parseLogTime(v string, now time.Time) (time.Time, error) {
+	if d, err := time.ParseDuration(v); err == nil {
+		return now.Add(-d), nil
 	}
-	for errors.Is(err, os.ErrNotExist) && loadRunState(w).alive() {
-		time.Sleep(50 * time.Millisecond) // a run -d about to open it
-		f, err = os.Open(containerLogPath(w))
+	for _, layout := range []string{time.RFC3339Nano, "2006-01-02T15:04:05.999999999", "2006-01-02T15:04", "2006-01-02"} {
+		loc := time.Local
+		if t, err := time.ParseInLocation(layout, v, loc); err == nil {
+			return t, nil
+		}
+	}
+	if f, err := strconv.ParseFloat(v, 64); err == nil && f >= 0 {
+		sec := int64(f)
+		return time.Unix(sec, int64((f-float64(sec))*1e9)), nil
+	}
+	return time.Time{}, fmt.Errorf("%q is not a time (RFC 3339, a date, unix seconds) or a duration", v)
+}
+
+// logShow is what logs prints and where.
+type logShow struct {
+	stdout, stderr io.Writer
+	tail           int // the last tail lines; < 0: all
+	follow         bool
+	timestamps     bool
+	since, until   time.Time // zero: no bound
+}
+
+// showLogs prints w's log: the last tail lines (all if tail < 0), then with
+// follow whatever the container writes until its command is gone.
+func showLogs(ctx context.Context, w *workContainer, lo logShow) error {
+	path, legacy := containerJSONLogPath(w), false
+	if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
+		if _, err := os.Stat(containerLogPath(w)); err == nil {
+			path, legacy = containerLogPath(w), true // written by an earlier layerfs: raw
+		}
+	}
+	f, err := os.Open(path)
+	for errors.Is(err, os.ErrNotExist) && lo.follow && loadRunState(w).alive() {
+		time.Sleep(50 * time.Millisecond) // a run about to open it
+		f, err = os.Open(path)
 	}
 	if errors.Is(err, os.ErrNotExist) {
-		return nil
+		return nil // never run
 	}
 	if err != nil {
 		return err
 	}
 	defer f.Close()
-	if tail >= 0 {
-		if err := seekTail(f, tail); err != nil {
+	if lo.tail >= 0 {
+		if err := seekTail(f, lo.tail); err != nil {
 			return err
+		}
+	}
+	r := bufio.NewReader(f)
+	var partial []byte      // a line the writer has not finished yet
+	drain := func() error { // prints the lines there are
+		for {
+			line, err := r.ReadBytes('\n')
+			partial = append(partial, line...)
+			if err != nil {
+				return nil
+			}
+			if err := lo.print(partial, legacy); err != nil {
+				return err
+			}
+			partial = partial[:0]
 		}
 	}
 	for {
-		if _, err := io.Copy(out, f); err != nil {
+		if err := drain(); err != nil {
 			return err
 		}
-		if !follow || ctx.Err() != nil {
-			return nil
+		if !lo.follow || ctx.Err() != nil {
+			break
 		}
 		if !loadRunState(w).alive() {
-			_, err := io.Copy(out, f) // what it wrote last
-			return err
+			if err := drain(); err != nil { // what it wrote last
+				return err
+			}
+			break
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+	if len(partial) > 0 && legacy { // a record is whole only with its newline
+		return lo.print(partial, legacy)
+	}
+	return nil
+}
+
+// print prints one line of the log: a record's text on its stream (after its
+// time with -t), if within --since and --until; a line that is no record (the
+// monitor's own messages, or a legacy raw log's line) as it is, on stderr
+// (stdout for the raw log).
+func (lo logShow) print(line []byte, legacy bool) error {
+	if legacy {
+		_, err := lo.stdout.Write(line)
+		return err
+	}
+	var rec logRecord
+	if json.Unmarshal(line, &rec) != nil {
+		_, err := lo.stderr.Write(line)
+		return err
+	}
+	if (!lo.since.IsZero() && rec.Time.Before(lo.since)) || (!lo.until.IsZero() && !rec.Time.Before(lo.until)) {
+		return nil
+	}
+	out := lo.stdout
+	if rec.Stream == "stderr" {
+		out = lo.stderr
+	}
+	text := rec.Log
+	if lo.timestamps {
+		text = rec.Time.Format("2006-01-02T15:04:05.000000000Z07:00") + " " + text
+	}
+	_, err := io.WriteString(out, text)
+	return err
 }
 
 // seekTail positions f at the start of its last n lines.

@@ -1,16 +1,19 @@
 package mountcmd
 
-// A foreground run's output: docker keeps every container's output for `logs`,
-// not only a detached one's, and gives a container without -t pipes, not the
-// user's terminal, as stdout and stderr. foregroundIO does both: the
-// container writes into pipes, and run copies what comes out to its own stdout
-// and stderr and appends it to work/<name>/container.log, where a run -d's
-// monitor writes too.
+// A container's output: docker keeps every container's output for `logs`,
+// foreground or detached, with each line's stream and time (its json-file
+// log driver: `logs` keeps stdout and stderr apart, -t and --since read the
+// times), and gives a container without -t pipes, not the user's terminal.
+// containerIO does both: the container writes into pipes; run copies what
+// comes out to the user (in the foreground) and appends it, a JSON record
+// per line, to work/<name>/container-json.log.
 
 import (
+	"encoding/json"
 	"io"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -18,10 +21,114 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// foregroundIO tees a foreground container's output to the user and its log.
-type foregroundIO struct {
-	log     *os.File // nil: the log could not be opened; the output still reaches the user
+// containerJSONLogPath is the container's log in docker's json-file format.
+// containerLogPath (container.log), raw, is what earlier layerfs versions wrote.
+func containerJSONLogPath(w *workContainer) string {
+	return filepath.Join(w.Dir(), "container-json.log")
+}
+
+// logRecord is one line of the log, as docker's json-file driver writes it.
+type logRecord struct {
+	Log    string    `json:"log"`
+	Stream string    `json:"stream"`
+	Time   time.Time `json:"time"`
+}
+
+// containerLog appends records to the log; a log that fails (a full disk) is
+// given up, the run goes on.
+type containerLog struct {
+	mu sync.Mutex
+	f  *os.File // nil: closed or failed
+}
+
+func openContainerLog(w *workContainer) *containerLog {
+	f, err := os.OpenFile(containerJSONLogPath(w), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+	if err != nil {
+		return &containerLog{}
+	}
+	return &containerLog{f: f}
+}
+
+func (l *containerLog) write(stream string, line []byte) {
+	b, err := json.Marshal(logRecord{Log: string(line), Stream: stream, Time: time.Now().UTC()})
+	if err != nil {
+		return
+	}
+	b = append(b, '\n')
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.f == nil {
+		return
+	}
+	if _, err := l.f.Write(b); err != nil {
+		l.f.Close()
+		l.f = nil
+	}
+}
+
+func (l *containerLog) close() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.f != nil {
+		l.f.Close()
+		l.f = nil
+	}
+}
+
+// maxLogLine is the longest record: a longer line is split, as docker's 16 KiB.
+const maxLogLine = 16 << 10
+
+// logStream writes one stream into the log, a record per line; a line without
+// its newline yet waits for it (or for flush).
+type logStream struct {
+	log     *containerLog
+	name    string // stdout or stderr
 	mu      sync.Mutex
+	partial []byte
+}
+
+// Write never fails: the log is a copy of the output, not its destination.
+func (s *logStream) Write(b []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := len(b)
+	for len(b) > 0 {
+		i := 0
+		for i < len(b) && b[i] != '\n' {
+			i++
+		}
+		if i == len(b) { // no newline: kept, unless it grows too long
+			s.partial = append(s.partial, b...)
+			for len(s.partial) >= maxLogLine {
+				s.log.write(s.name, s.partial[:maxLogLine])
+				s.partial = append(s.partial[:0], s.partial[maxLogLine:]...)
+			}
+			break
+		}
+		line := b[:i+1]
+		if len(s.partial) > 0 {
+			line = append(s.partial, line...)
+			s.partial = s.partial[:0]
+		}
+		s.log.write(s.name, line)
+		b = b[i+1:]
+	}
+	return n, nil
+}
+
+func (s *logStream) flush() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.partial) > 0 {
+		s.log.write(s.name, s.partial)
+		s.partial = nil
+	}
+}
+
+// containerIO is a run's side of its container's stdout and stderr.
+type containerIO struct {
+	log     *containerLog
+	streams [2]*logStream // stdout, stderr
 	copying sync.WaitGroup
 	readers []*os.File
 	writers []*os.File // the container's ends: closed in run once it has them
@@ -32,41 +139,44 @@ type foregroundIO struct {
 	active  atomic.Int64 // unix nanoseconds of the last read
 }
 
-// openForegroundIO opens w's log and, without a terminal (tty false), the pipes
-// the container writes its stdout and stderr into. The pipes' write ends are
-// the returned stdout and stderr, to hand to the container; with tty they are
-// nil and Tee wraps the terminal's output instead. A stdout and stderr that
-// are one file (2>&1) get one pipe, so their order is kept.
-func openForegroundIO(w *workContainer, tty bool) (f *foregroundIO, stdout, stderr *os.File, err error) {
-	f = &foregroundIO{sigpipe: make(chan os.Signal, 1)}
+// openContainerIO opens w's log and, without a terminal (tty false), the pipes
+// the container writes its stdout and stderr into, copied to the log and to
+// stdout and stderr (nil: to the log only, for a detached run). It returns
+// what to give the container as its stdout and stderr: the pipes; with tty,
+// the writer for the terminal's output (stdout, and the log). A stdout and
+// stderr that are one file (2>&1) get one pipe, so their order is kept.
+func openContainerIO(w *workContainer, tty bool, stdout, stderr *os.File) (c *containerIO, cout, cerr io.Writer, err error) {
+	c = &containerIO{log: openContainerLog(w), sigpipe: make(chan os.Signal, 1)}
+	c.streams = [2]*logStream{{log: c.log, name: "stdout"}, {log: c.log, name: "stderr"}}
 	// A reader of our output that goes away (run ... | head) must be an EPIPE
 	// for the copy, not SIGPIPE killing run before it unmounts; the copy then
 	// closes the pipe and the container gets the EPIPE (or SIGPIPE) itself.
-	signal.Notify(f.sigpipe, unix.SIGPIPE)
-	if log, err := os.OpenFile(containerLogPath(w), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600); err == nil {
-		f.log = log
-	}
+	signal.Notify(c.sigpipe, unix.SIGPIPE)
 	if tty {
-		return f, nil, nil, nil
+		var out io.Writer = c.streams[0]
+		if stdout != nil {
+			out = io.MultiWriter(c.streams[0], stdout)
+		}
+		return c, out, nil, nil
 	}
 	outR, outW, err := os.Pipe()
 	if err != nil {
-		f.Close()
+		c.Close()
 		return nil, nil, nil, err
 	}
-	f.readers, f.writers = append(f.readers, outR), append(f.writers, outW)
-	f.copy(outR, os.Stdout)
-	if sameOpenFile(os.Stdout, os.Stderr) {
-		return f, outW, outW, nil
+	c.readers, c.writers = append(c.readers, outR), append(c.writers, outW)
+	c.copy(outR, c.streams[0], stdout)
+	if stdout != nil && stderr != nil && sameOpenFile(stdout, stderr) {
+		return c, outW, outW, nil
 	}
 	errR, errW, err := os.Pipe()
 	if err != nil {
-		f.Close()
+		c.Close()
 		return nil, nil, nil, err
 	}
-	f.readers, f.writers = append(f.readers, errR), append(f.writers, errW)
-	f.copy(errR, os.Stderr)
-	return f, outW, errW, nil
+	c.readers, c.writers = append(c.readers, errR), append(c.writers, errW)
+	c.copy(errR, c.streams[1], stderr)
+	return c, outW, errW, nil
 }
 
 // sameOpenFile reports whether a and b are one file (dup'd fds, as for 2>&1).
@@ -81,31 +191,34 @@ func sameOpenFile(a, b *os.File) bool {
 
 // started closes run's copies of the container's ends of the pipes: the
 // copies then end when the container's last process has closed them.
-func (f *foregroundIO) started() {
-	for _, w := range f.writers {
+func (c *containerIO) started() {
+	for _, w := range c.writers {
 		w.Close()
 	}
-	f.writers = nil
+	c.writers = nil
 }
 
-// copy copies r to out and the log until r ends or out fails; on a failure of
-// out it closes r, so the container's next write fails as it would have on out.
-func (f *foregroundIO) copy(r *os.File, out io.Writer) {
-	f.copying.Add(1)
+// copy copies r to the log and to out (nil: none) until r ends or out fails;
+// on a failure of out it closes r, so that the container's next write fails
+// as it would have on out.
+func (c *containerIO) copy(r *os.File, log *logStream, out *os.File) {
+	c.copying.Add(1)
 	go func() {
-		defer f.copying.Done()
+		defer c.copying.Done()
 		buf := make([]byte, 32<<10)
 		for {
 			n, err := r.Read(buf)
-			f.active.Store(time.Now().UnixNano())
+			c.active.Store(time.Now().UnixNano())
 			if n > 0 {
-				f.writeLog(buf[:n])
-				f.writing.Add(1)
-				_, werr := out.Write(buf[:n])
-				f.writing.Add(-1)
-				if werr != nil {
-					r.Close()
-					return
+				log.Write(buf[:n])
+				if out != nil {
+					c.writing.Add(1)
+					_, werr := out.Write(buf[:n])
+					c.writing.Add(-1)
+					if werr != nil {
+						r.Close()
+						return
+					}
 				}
 			}
 			if err != nil {
@@ -115,55 +228,28 @@ func (f *foregroundIO) copy(r *os.File, out io.Writer) {
 	}()
 }
 
-// writeLog appends b to the log; a log that fails (a full disk) is given up,
-// the run goes on.
-func (f *foregroundIO) writeLog(b []byte) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if f.log == nil {
-		return
-	}
-	if _, err := f.log.Write(b); err != nil {
-		f.log.Close()
-		f.log = nil
-	}
-}
-
-// Tee is out, with everything written to it also appended to the log: a -t
-// container's terminal output.
-func (f *foregroundIO) Tee(out io.Writer) io.Writer {
-	return writerFunc(func(b []byte) (int, error) {
-		f.writeLog(b)
-		return out.Write(b)
-	})
-}
-
-type writerFunc func([]byte) (int, error)
-
-func (fn writerFunc) Write(b []byte) (int, error) { return fn(b) }
-
 // Close waits for the copies to drain what the container wrote, then closes
 // the log. Every process of the container's pid namespace is gone once its
 // pid 1 is, so the pipes end at once; one held open some other way is cut
 // once nothing came through it for a few seconds (a slow reader of run's
 // output is waited for).
-func (f *foregroundIO) Close() {
-	f.started()
+func (c *containerIO) Close() {
+	c.started()
 	done := make(chan struct{})
 	go func() {
-		f.copying.Wait()
+		c.copying.Wait()
 		close(done)
 	}()
-	f.active.Store(time.Now().UnixNano())
+	c.active.Store(time.Now().UnixNano())
 	tick := time.NewTicker(500 * time.Millisecond)
 	defer tick.Stop()
 	for cut := false; ; {
 		select {
 		case <-done:
 		case <-tick.C:
-			idle := time.Since(time.Unix(0, f.active.Load()))
-			if !cut && f.writing.Load() == 0 && idle > 5*time.Second {
-				for _, r := range f.readers {
+			idle := time.Since(time.Unix(0, c.active.Load()))
+			if !cut && c.writing.Load() == 0 && idle > 5*time.Second {
+				for _, r := range c.readers {
 					r.Close()
 				}
 				cut = true
@@ -172,11 +258,9 @@ func (f *foregroundIO) Close() {
 		}
 		break
 	}
-	signal.Stop(f.sigpipe)
-	f.mu.Lock()
-	if f.log != nil {
-		f.log.Close()
-		f.log = nil
+	signal.Stop(c.sigpipe)
+	for _, s := range c.streams {
+		s.flush()
 	}
-	f.mu.Unlock()
+	c.log.close()
 }

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 
@@ -23,12 +24,13 @@ import (
 // filled on creation with what the image has at that path, bound there. What the
 // container writes in it is not in its upper dir, so diff and commit leave it out;
 // rm (and --rm) delete it with the container.
-func imageVolumes(w *workContainer, img *blobstore.Image, rootfs string, binds []build.Bind) ([]build.Bind, error) {
-	var paths []string
+func imageVolumes(w *workContainer, img *blobstore.Image, rootfs string, binds []build.Bind, anon ...string) ([]build.Bind, error) {
+	paths := append([]string(nil), anon...) // run's -v CONTAINER: made as a VOLUME
 	for v := range img.Config.Config.Volumes {
 		paths = append(paths, filepath.Clean("/"+v))
 	}
 	sort.Strings(paths)
+	paths = slices.Compact(paths)
 	var out []build.Bind
 next:
 	for _, p := range paths {

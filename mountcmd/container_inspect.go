@@ -270,6 +270,8 @@ func newInspectContainer(ctx context.Context, g *globalOptions, s *blobstore.Sto
 			m := inspectMount{Type: "bind", Source: b.Source, Destination: b.Target, RW: !b.ReadOnly, Propagation: "rprivate"}
 			if b.Tmpfs {
 				m.Type, m.Propagation = "tmpfs", ""
+			} else if b.Source == "" { // -v CONTAINER: an anonymous volume
+				m.Type, m.Source, m.Propagation = "volume", volumeDir(w, b.Target), ""
 			}
 			if b.ReadOnly {
 				m.Mode = "ro"

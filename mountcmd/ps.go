@@ -43,6 +43,7 @@ type psRow struct {
 	Size       string    `json:"Size,omitempty"`    // with -s: the upper dir's size
 	// dockerState is docker's word (running, exited, created ...), for status=.
 	dockerState string
+	exitCode    int               // of its last run, for exited=
 	labels      map[string]string // the image's and run's, for label=
 }
 
@@ -65,6 +66,7 @@ exited, created, paused, dead, or mounted) .Mounts .RunningFor .CreatedAt
 "json" for one JSON object per line.
 --filter takes docker's name= (a regular expression), id= (a prefix), status=
 (mounted, paused, dead, unmounted, or docker's running, exited, created),
+exited= (an exit code: the exited containers whose last run ended with it),
 ancestor= (an image: its containers), before= and since= (a container), and
 label=KEY[=VALUE] (the image's labels and run's --label);
 -n N and -l show the N (1) created last, newest first.`,
@@ -98,7 +100,7 @@ label=KEY[=VALUE] (the image's labels and run's --label);
 	cmd.Flags().BoolVarP(&o.all, "all", "a", false, "show all containers (the default: ps lists the unmounted ones too)")
 	cmd.Flags().BoolVarP(&o.quiet, "quiet", "q", false, "only print names")
 	cmd.Flags().StringVar(&o.format, "format", "", `format output: table, table TEMPLATE, json, or a Go template`)
-	cmd.Flags().StringArrayVarP(&o.filters, "filter", "f", nil, "filter output (name=, id=, status=, ancestor=, before=, since=, label=)")
+	cmd.Flags().StringArrayVarP(&o.filters, "filter", "f", nil, "filter output (name=, id=, status=, exited=, ancestor=, before=, since=, label=)")
 	cmd.Flags().IntVarP(&o.last, "last", "n", 0, "show the n containers created last")
 	cmd.Flags().BoolVarP(&o.latest, "latest", "l", false, "show the container created last")
 	cmd.Flags().BoolVarP(&o.size, "size", "s", false, "show the size of each container's changes")
@@ -170,6 +172,9 @@ func psRows(ctx context.Context, g *globalOptions, size bool) ([]psRow, []*blobs
 		r.labels = containerLabels(img, sr)
 		running := r.Status != statusUnmounted && loadRunState(w).alive()
 		r.dockerState = dockerStatus(r.Status, running, ranBefore(w))
+		if rec := loadExit(w); rec != nil {
+			r.exitCode = rec.ExitCode
+		}
 		if size {
 			n, err := treeSize(w.upperPath(st))
 			if err != nil {

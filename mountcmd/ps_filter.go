@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"regexp"
 	"sort"
+	"strconv"
 	"strings"
 
 	"github.com/layerfs/layerfs/blobstore"
@@ -16,6 +17,7 @@ import (
 // hold (as docker's); different keys must all hold.
 type psFilter struct {
 	names, ids, statuses, ancestors, before, since, labels []string
+	exited                                                 []int // exit codes
 }
 
 // psStatuses are the values status= takes: ps's own and docker's state words.
@@ -41,6 +43,12 @@ func parsePsFilters(args []string) (*psFilter, error) {
 				return nil, fmt.Errorf("invalid filter 'status=%s': want one of %s", v, strings.Join(psStatuses, ", "))
 			}
 			f.statuses = append(f.statuses, v)
+		case "exited":
+			code, err := strconv.Atoi(v)
+			if err != nil {
+				return nil, fmt.Errorf("invalid filter 'exited=%s': want an exit code", v)
+			}
+			f.exited = append(f.exited, code)
 		case "ancestor":
 			f.ancestors = append(f.ancestors, v)
 		case "before":
@@ -109,6 +117,7 @@ func (f *psFilter) apply(rows []psRow, imgs []*blobstore.Image) ([]psRow, error)
 		}) &&
 			anyOf(f.ids, func(v string) bool { return strings.HasPrefix(r.ID, v) }) &&
 			anyOf(f.statuses, func(v string) bool { return v == r.Status || v == r.dockerState }) &&
+			anyOf(f.exited, func(c int) bool { return r.dockerState == "exited" && r.exitCode == c }) &&
 			(len(f.ancestors) == 0 || contains(ancestorIDs, r.ImageID)) &&
 			allOf(before, func(b psRow) bool { return r.Created.Before(b.Created) }) &&
 			allOf(since, func(s psRow) bool { return r.Created.After(s.Created) }) &&
@@ -121,7 +130,7 @@ func (f *psFilter) apply(rows []psRow, imgs []*blobstore.Image) ([]psRow, error)
 }
 
 // anyOf: no values, or one of them matches.
-func anyOf(values []string, match func(string) bool) bool {
+func anyOf[T any](values []T, match func(T) bool) bool {
 	if len(values) == 0 {
 		return true
 	}

@@ -27,7 +27,9 @@ func newRmCommand(g *globalOptions) *cobra.Command {
 A mounted container is refused unless -f, which unmounts it first (killing its
 server if the mount is busy, as docker rm -f kills a running container). Each name
 is handled on its own and printed once removed; with -f a missing one is not
-an error (as docker rm -f).`,
+an error (as docker rm -f). A container's anonymous volumes (the image's VOLUMEs,
+run -v CONTAINER) are in its dir and go with it: -v is accepted for docker rm -v's
+users and changes nothing.`,
 		Args: minArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return forEachName(cmd, args, true, func(name string) error {
@@ -40,6 +42,7 @@ an error (as docker rm -f).`,
 		},
 	}
 	cmd.Flags().BoolVarP(&o.force, "force", "f", false, "unmount a mounted container first, killing a busy server")
+	cmd.Flags().BoolP("volumes", "v", false, "remove anonymous volumes (they always go with the container)")
 	return cmd
 }
 

@@ -276,6 +276,8 @@ func runContainer(ctx context.Context, g *globalOptions, o *runOptions, ref stri
 			return 0, errNameInUse(o.name)
 		}
 	}
+	var anonVols []string
+	spec.Binds, anonVols = anonymousVolumes(spec.Binds)
 	if err := makeBindSources(spec.Binds); err != nil {
 		return 0, err
 	}
@@ -296,7 +298,7 @@ func runContainer(ctx context.Context, g *globalOptions, o *runOptions, ref stri
 	}
 	server = st.PID
 	made = build.NoteRuntimePaths(st.Mountpoint, w.upperPath(st))
-	vols, err := imageVolumes(w, img, st.Mountpoint, spec.Binds)
+	vols, err := imageVolumes(w, img, st.Mountpoint, spec.Binds, anonVols...)
 	if err != nil {
 		return 0, err
 	}
@@ -539,15 +541,23 @@ func setEnvVar(env []string, kv string) []string {
 	return append(env, kv)
 }
 
-// parseVolumes parses -v HOST:CONTAINER[:ro|rw] (bind mounts only: named volumes
-// need a daemon). A missing HOST dir is no error: makeBindSources creates it
-// when the container starts, as docker does for -v.
+// parseVolumes parses -v HOST:CONTAINER[:OPTIONS] (bind mounts: named volumes
+// need a daemon) and -v CONTAINER, an anonymous volume: a Bind without Source,
+// made as an image's VOLUME is (anonymousVolumes). A missing HOST dir is no
+// error: makeBindSources creates it when the container starts, as docker does
+// for -v. OPTIONS are docker's, comma-separated: ro or rw; z, Z (SELinux
+// labels: none here), consistent, cached, delegated (macOS) are accepted and
+// change nothing; private and rprivate are what every bind is.
 func parseVolumes(vs []string) ([]build.Bind, error) {
 	var out []build.Bind
 	for _, v := range vs {
 		parts := strings.Split(v, ":")
+		if len(parts) == 1 && filepath.IsAbs(v) {
+			out = append(out, build.Bind{Target: filepath.Clean(v)})
+			continue
+		}
 		if len(parts) < 2 || len(parts) > 3 || parts[0] == "" || parts[1] == "" {
-			return nil, fmt.Errorf("invalid volume specification: '%s' (want HOST:CONTAINER[:ro])", v)
+			return nil, fmt.Errorf("invalid volume specification: '%s' (want HOST:CONTAINER[:ro], or CONTAINER)", v)
 		}
 		if !filepath.IsAbs(parts[0]) && !strings.HasPrefix(parts[0], ".") {
 			return nil, fmt.Errorf("invalid volume specification: '%s': named volumes are not supported, give a host path", v)
@@ -564,17 +574,43 @@ func parseVolumes(vs []string) ([]build.Bind, error) {
 		}
 		b := build.Bind{Source: src, Target: parts[1]}
 		if len(parts) == 3 {
-			switch parts[2] {
-			case "ro":
-				b.ReadOnly = true
-			case "rw":
-			default:
+			rw := 0
+			for _, m := range strings.Split(parts[2], ",") {
+				switch m {
+				case "ro":
+					b.ReadOnly = true
+					rw++
+				case "rw":
+					rw++
+				case "z", "Z", "consistent", "cached", "delegated", "private", "rprivate":
+				case "shared", "rshared", "slave", "rslave":
+					return nil, fmt.Errorf("invalid volume specification: '%s': %s propagation is not supported (every bind is rprivate)", v, m)
+				case "nocopy":
+					return nil, fmt.Errorf("invalid volume specification: '%s': nocopy is for named volumes", v)
+				default:
+					return nil, fmt.Errorf("invalid mode: %s", parts[2])
+				}
+			}
+			if rw > 1 {
 				return nil, fmt.Errorf("invalid mode: %s", parts[2])
 			}
 		}
 		out = append(out, b)
 	}
 	return out, nil
+}
+
+// anonymousVolumes takes the anonymous volumes (-v CONTAINER) out of binds:
+// their paths, made like the image's VOLUMEs.
+func anonymousVolumes(binds []build.Bind) (rest []build.Bind, anon []string) {
+	for _, b := range binds {
+		if b.Source == "" && !b.Tmpfs && !b.Device {
+			anon = append(anon, b.Target)
+			continue
+		}
+		rest = append(rest, b)
+	}
+	return rest, anon
 }
 
 // parseDevices parses --device HOST[:CONTAINER[:PERMISSIONS]] as docker: HOST a

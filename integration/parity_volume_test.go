@@ -41,3 +41,20 @@ func TestRunVolumeForms(t *testing.T) {
 		t.Errorf("rm -v = %q", got)
 	}
 }
+
+// TestInspectHostConfigRunFlags: inspect -f on docker's HostConfig fields that
+// run's flags set (a review found them missing: inspect failed on the field).
+func TestInspectHostConfigRunFlags(t *testing.T) {
+	requireRunner(t)
+	importRunner(t, "busybox", `CMD ["sh"]`)
+	t.Cleanup(func() { run(t, "rm", "-f", "hc1", "hc2") })
+	mustRun(t, "run", "--name", "hc1", "--ulimit", "nofile=1024:2048", "--shm-size", "128m", "--tmpfs", "/t:size=1m", "busybox", "true")
+	const f = `{{.HostConfig.AutoRemove}} {{.HostConfig.ShmSize}} {{json .HostConfig.Ulimits}} {{json .HostConfig.Tmpfs}} {{json .HostConfig.PortBindings}} {{json .HostConfig.Devices}}`
+	if got, want := mustRun(t, "inspect", "-f", f, "hc1"), `false 134217728 [{"Name":"nofile","Hard":2048,"Soft":1024}] {"/t":"size=1m"} {} []`+"\n"; got != want {
+		t.Errorf("inspect of run's flags = %q, want %q", got, want)
+	}
+	mustRun(t, "create", "--rm", "--name", "hc2", "busybox")
+	if got, want := mustRun(t, "inspect", "-f", `{{.HostConfig.AutoRemove}} {{.HostConfig.ShmSize}} {{json .HostConfig.Ulimits}}`, "hc2"), "true 67108864 []\n"; got != want {
+		t.Errorf("inspect of create --rm = %q, want %q", got, want)
+	}
+}

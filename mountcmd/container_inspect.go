@@ -97,6 +97,14 @@ type inspectContainer struct {
 			Name              string
 			MaximumRetryCount int
 		}
+		// What run's flags set, in docker's shapes (null or empty as docker's
+		// when not given): scripts read these with inspect -f.
+		AutoRemove   bool
+		ShmSize      int64
+		Ulimits      []inspectUlimit
+		Tmpfs        map[string]string `json:",omitempty"`
+		Devices      []inspectDevice
+		PortBindings map[string]any
 	}
 	// NetworkSettings: the host's network (or none), so no address of the
 	// container's own; the fields docker's scripts read are there, empty.
@@ -117,6 +125,17 @@ type inspectContainer struct {
 	SizeRootFs *int64 `json:",omitempty"`
 	Mounts     []inspectMount
 	Config     inspectConfig
+}
+
+// inspectUlimit is docker's HostConfig.Ulimits entry.
+type inspectUlimit struct {
+	Name       string
+	Hard, Soft int64
+}
+
+// inspectDevice is docker's HostConfig.Devices entry.
+type inspectDevice struct {
+	PathOnHost, PathInContainer, CgroupPermissions string
 }
 
 // containerState derives docker's .State from the mount, run.json and exit.json.
@@ -257,6 +276,31 @@ func newInspectContainer(ctx context.Context, g *globalOptions, s *blobstore.Sto
 		out.HostConfig.ReadonlyRootfs = out.HostConfig.ReadonlyRootfs || sr.ReadOnly
 		out.HostConfig.ExtraHosts = sr.AddHosts
 		out.HostConfig.Privileged, out.HostConfig.CapAdd, out.HostConfig.CapDrop = sr.Privileged, sr.CapAdd, sr.CapDrop
+		out.HostConfig.AutoRemove = sr.Rm
+		if limits, shm, err := parseLimits(sr.Ulimits, sr.ShmSize); err == nil {
+			if shm > 0 {
+				out.HostConfig.ShmSize = shm
+			}
+			for _, u := range limits {
+				out.HostConfig.Ulimits = append(out.HostConfig.Ulimits, inspectUlimit{Name: u.Name, Hard: u.Hard, Soft: u.Soft})
+			}
+		}
+		for _, t := range sr.Tmpfs {
+			if out.HostConfig.Tmpfs == nil {
+				out.HostConfig.Tmpfs = map[string]string{}
+			}
+			target, opts, _ := strings.Cut(t, ":")
+			out.HostConfig.Tmpfs[target] = opts
+		}
+		if devs, err := parseDevices(sr.Devices); err == nil {
+			for i, d := range devs {
+				perms := "rwm"
+				if parts := strings.Split(sr.Devices[i], ":"); len(parts) == 3 {
+					perms = parts[2]
+				}
+				out.HostConfig.Devices = append(out.HostConfig.Devices, inspectDevice{PathOnHost: d.Source, PathInContainer: d.Target, CgroupPermissions: perms})
+			}
+		}
 		out.Config.Labels = containerLabels(img, sr)
 		if sr.StopSignal != "" {
 			out.Config.StopSignal = sr.StopSignal
@@ -290,6 +334,16 @@ func newInspectContainer(ctx context.Context, g *globalOptions, s *blobstore.Sto
 	if out.HostConfig.Binds == nil {
 		out.HostConfig.Binds = []string{}
 	}
+	if out.HostConfig.ShmSize == 0 {
+		out.HostConfig.ShmSize = 64 << 20 // docker's default, as /dev/shm gets
+	}
+	if out.HostConfig.Ulimits == nil {
+		out.HostConfig.Ulimits = []inspectUlimit{}
+	}
+	if out.HostConfig.Devices == nil {
+		out.HostConfig.Devices = []inspectDevice{}
+	}
+	out.HostConfig.PortBindings = map[string]any{} // no published ports: host network
 	lowers := st.Lowers
 	if len(lowers) == 0 && img != nil {
 		for i := len(img.Config.RootFS.DiffIDs) - 1; i >= 0; i-- {

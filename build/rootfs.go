@@ -3,6 +3,7 @@ package build
 import (
 	"errors"
 	"fmt"
+	iofs "io/fs"
 	"os"
 	"path/filepath"
 	"slices"
@@ -69,7 +70,11 @@ func setupRootfs(spec *ProcessSpec) error {
 	if err := setupDev(rfd, spec); err != nil {
 		return err
 	}
-	if err := mountIn(rfd, "/sys", "sysfs", "sysfs", unix.MS_RDONLY|unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, ""); err != nil {
+	sysFlags := uintptr(unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC)
+	if !spec.Privileged { // docker's privileged container has a writable /sys
+		sysFlags |= unix.MS_RDONLY
+	}
+	if err := mountIn(rfd, "/sys", "sysfs", "sysfs", sysFlags, ""); err != nil {
 		// sysfs may be refused (e.g. in a user namespace): a read-only bind of the host's.
 		if err := bindIn(rfd, Bind{Source: "/sys", Target: "/sys", ReadOnly: true}); err != nil {
 			return err
@@ -393,6 +398,9 @@ func setupDev(rfd *os.File, spec *ProcessSpec) error {
 			return err
 		}
 	}
+	if spec.Privileged {
+		copyHostDevices(dfd)
+	}
 	if !spec.Privileged {
 		err := unix.MountSetattr(dfd, "", unix.AT_EMPTY_PATH, &unix.MountAttr{Attr_set: unix.MOUNT_ATTR_NODEV})
 		if errors.Is(err, unix.ENOSYS) { // before Linux 5.12
@@ -433,6 +441,42 @@ func setupDev(rfd *os.File, spec *ProcessSpec) error {
 		}
 	}
 	return nil
+}
+
+// copyHostDevices makes the host's device nodes in the container's /dev (dfd),
+// with their modes and owners, as docker's --privileged does (runc's
+// HostDevices: /dev but pts, shm, mqueue, fd and the console). A node that
+// cannot be made (no CAP_MKNOD in a user namespace) is left out.
+func copyHostDevices(dfd int) {
+	skip := map[string]bool{"pts": true, "shm": true, "mqueue": true, "fd": true, "console": true,
+		".lxc": true, ".lxd-mounts": true, ".udev": true}
+	filepath.WalkDir("/dev", func(p string, d iofs.DirEntry, err error) error {
+		if err != nil || p == "/dev" {
+			return nil
+		}
+		rel := strings.TrimPrefix(p, "/dev/")
+		if skip[rel] {
+			if d.IsDir() {
+				return filepath.SkipDir
+			}
+			return nil
+		}
+		var st unix.Stat_t
+		if d.Type()&(iofs.ModeDevice|iofs.ModeCharDevice) == 0 || unix.Lstat(p, &st) != nil {
+			return nil
+		}
+		if dir := filepath.Dir(rel); dir != "." {
+			for i := 1; i <= len(dir); i++ {
+				if i == len(dir) || dir[i] == '/' {
+					unix.Mkdirat(dfd, dir[:i], 0o755)
+				}
+			}
+		}
+		if unix.Mknodat(dfd, rel, st.Mode, int(st.Rdev)) == nil {
+			unix.Fchownat(dfd, rel, int(st.Uid), int(st.Gid), unix.AT_SYMLINK_NOFOLLOW)
+		}
+		return nil
+	})
 }
 
 // pivotRoot makes root the process's / and detaches the old root (runc's way,

@@ -180,7 +180,7 @@ func addRunFlags(f *pflag.FlagSet, o *runOptions) {
 	f.Lookup("stop-timeout").DefValue = "10" // -1 stands for "not given": the help shows what that means
 	f.BoolVar(&o.readOnly, "read-only", false, "mount the container's root filesystem as read only")
 	f.StringVar(&o.platform, "platform", "", "the platform (only this host's: containers run natively)")
-	f.BoolVar(&o.privileged, "privileged", false, "give every capability to the container (default: docker's set)")
+	f.BoolVar(&o.privileged, "privileged", false, "give every capability, the host's devices and a writable /sys to the container (default: docker's set)")
 	f.StringSliceVar(&o.capAdd, "cap-add", nil, "add Linux capabilities (NAME, CAP_NAME or ALL)")
 	f.StringSliceVar(&o.capDrop, "cap-drop", nil, "drop Linux capabilities (NAME, CAP_NAME or ALL)")
 	f.StringArrayVar(&o.ulimits, "ulimit", nil, "ulimit options (NAME=SOFT[:HARD], e.g. nofile=1024:2048)")

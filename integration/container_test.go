@@ -390,14 +390,7 @@ func TestForegroundRunLogs(t *testing.T) {
 	if line != "y\n" {
 		t.Errorf("run yes: first line %q, %v", line, err)
 	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	select {
-	case <-done:
-	case <-time.After(30 * time.Second):
-		cmd.Process.Kill()
-		t.Fatal("run yes went on after its reader was gone")
-	}
+	exitCodeOf(t, cmd) // fails t if run goes on after its reader is gone
 	if st := cmd.ProcessState.Sys().(syscall.WaitStatus); st.Signaled() {
 		t.Errorf("run was killed by %v when its reader went away: it must end the container and unmount", st.Signal())
 	}

@@ -32,7 +32,15 @@ type ExecSpec struct {
 	Caps []string
 	// Started, if set, is called once the process runs (exec -d returns then).
 	Started func()
+	// Tty: the process's stdio is a new pty of the container's devpts, and
+	// its controlling terminal; Stdin (if any) is copied into it and its
+	// output to Stdout. A Stdin that is a terminal is raw meanwhile.
+	Tty bool
 
+	// Stdin is copied to the process through a pipe (nil: /dev/null); what it
+	// writes is copied to Stdout and Stderr (nil: discarded), from two
+	// goroutines unless they are one open *os.File. The process never gets
+	// these files themselves.
 	Stdin          io.Reader
 	Stdout, Stderr io.Writer
 }
@@ -40,6 +48,10 @@ type ExecSpec struct {
 // Exec runs a process in the running container whose pid 1 is spec.Pid and
 // returns its exit code (128+N for a signal N). A command that cannot be found or
 // run is an error with docker's exit code (127, 126) beside it.
+//
+// The process is in a session of its own, so no terminal of the caller's is
+// its controlling one, and its stdio is pipes or a pty (see ExecSpec.Tty and
+// execStdio); the signals the caller gets are passed on to it, as run does.
 //
 // The process joins the container's pid, uts, ipc, network and mount namespaces
 // (setns on a locked thread, which the fork inherits; the thread first stops
@@ -80,71 +92,104 @@ func Exec(ctx context.Context, spec ExecSpec) (int, error) {
 	// close-on-exec (a shell's 9</work) would hand the container host files
 	// and dirs (runc's CVE-2024-21626 pattern).
 	CloseExtraFilesOnExec()
+	var stdio execStdio
+	defer stdio.close()
+	cmd := &exec.Cmd{
+		Path: argv0, Args: spec.Args, Env: env,
+		SysProcAttr: &syscall.SysProcAttr{
+			Credential: &syscall.Credential{Uid: u.UID, Gid: u.GID, Groups: append([]uint32(nil), u.Groups...)},
+			Setsid:     true,
+		},
+	}
+	if !spec.Tty {
+		if cmd.Stdin, cmd.Stdout, cmd.Stderr, err = stdio.pipes(spec); err != nil {
+			return 0, fmt.Errorf("exec: %w", err)
+		}
+	}
+	// Every signal is passed on, SIGINT with a pty too (docker's sig-proxy):
+	// with the caller's terminal raw, one is only what someone sent exec.
+	signals := notifySignals(true)
+	defer signals.stop()
 	type result struct {
 		code int
 		err  error
 	}
-	done := make(chan result, 1)
+	started := make(chan result, 1)
 	go func() {
 		// The thread keeps the container's namespaces: never unlocked, so it exits
-		// with this goroutine instead of going back to the scheduler.
+		// with this goroutine instead of going back to the scheduler. The
+		// process outlives it (a child of the thread group, not of the thread).
 		runtime.LockOSThread()
-		joined := false
-		if spec.Pidfd > 0 {
-			err := enterByPidfd(spec.Pid, spec.Pidfd)
-			if err != nil && !errors.Is(err, errNoPidfdSetns) {
-				done <- result{err: fmt.Errorf("exec: join the container: %w", err)}
-				return
-			}
-			joined = err == nil
-		}
-		if !joined { // by path: no pidfd, or a kernel before 5.8
-			for _, ns := range []struct {
-				name string
-				flag int
-			}{{"pid", unix.CLONE_NEWPID}, {"uts", unix.CLONE_NEWUTS}, {"ipc", unix.CLONE_NEWIPC}, {"net", unix.CLONE_NEWNET}} {
-				fd, err := unix.Open(fmt.Sprintf("/proc/%d/ns/%s", spec.Pid, ns.name), unix.O_RDONLY|unix.O_CLOEXEC, 0)
-				if err != nil {
-					done <- result{err: fmt.Errorf("exec: join %s namespace: %w", ns.name, err)}
-					return
-				}
-				err = unix.Setns(fd, ns.flag)
-				unix.Close(fd)
-				if err != nil {
-					done <- result{err: fmt.Errorf("exec: join %s namespace: %w", ns.name, err)}
-					return
-				}
-			}
-			if err := enterMountNamespace(spec.Pid); err != nil {
-				done <- result{err: fmt.Errorf("exec: join mnt namespace: %w", err)}
-				return
-			}
-		}
-		if err := limitCaps(spec.Caps); err != nil {
-			done <- result{err: fmt.Errorf("exec: %w", err)}
-			return
-		}
-		groups := append([]uint32(nil), u.Groups...)
-		cmd := &exec.Cmd{
-			Path: argv0, Args: spec.Args, Env: env, Dir: dir,
-			Stdin: spec.Stdin, Stdout: spec.Stdout, Stderr: spec.Stderr,
-			SysProcAttr: &syscall.SysProcAttr{
-				Credential: &syscall.Credential{Uid: u.UID, Gid: u.GID, Groups: groups},
-			},
-		}
-		if err := cmd.Start(); err != nil {
-			done <- result{err: fmt.Errorf("exec %s: %w", spec.Args[0], err)}
-			return
-		}
-		if spec.Started != nil {
-			spec.Started()
-		}
-		cmd.Wait()
-		st, _ := cmd.ProcessState.Sys().(syscall.WaitStatus)
-		done <- result{code: exitCode(st)}
+		code, err := startInContainer(spec, dir, cmd, &stdio)
+		started <- result{code, err}
 	}()
-	r := <-done
-	return r.code, r.err
+	if r := <-started; r.err != nil {
+		return r.code, r.err
+	}
+	stdio.started()
+	signals.forward(cmd.Process, &stdio.ttyRelay)
+	if spec.Tty {
+		stdio.attachPty(spec.Stdin, spec.Stdout)
+	}
+	if spec.Started != nil {
+		spec.Started()
+	}
+	cmd.Wait()
+	st, _ := cmd.ProcessState.Sys().(syscall.WaitStatus)
+	return exitCode(st), nil
+}
+
+// startInContainer starts cmd from the calling thread, locked and never to run
+// anything else, once it is in spec's container: in its namespaces and root,
+// in dir, with the pty (spec.Tty) opened there and spec.Caps at most.
+func startInContainer(spec ExecSpec, dir string, cmd *exec.Cmd, stdio *execStdio) (int, error) {
+	joined := false
+	if spec.Pidfd > 0 {
+		err := enterByPidfd(spec.Pid, spec.Pidfd)
+		if err != nil && !errors.Is(err, errNoPidfdSetns) {
+			return 0, fmt.Errorf("exec: join the container: %w", err)
+		}
+		joined = err == nil
+	}
+	if !joined { // by path: no pidfd, or a kernel before 5.8
+		for _, ns := range []struct {
+			name string
+			flag int
+		}{{"pid", unix.CLONE_NEWPID}, {"uts", unix.CLONE_NEWUTS}, {"ipc", unix.CLONE_NEWIPC}, {"net", unix.CLONE_NEWNET}} {
+			fd, err := unix.Open(fmt.Sprintf("/proc/%d/ns/%s", spec.Pid, ns.name), unix.O_RDONLY|unix.O_CLOEXEC, 0)
+			if err != nil {
+				return 0, fmt.Errorf("exec: join %s namespace: %w", ns.name, err)
+			}
+			err = unix.Setns(fd, ns.flag)
+			unix.Close(fd)
+			if err != nil {
+				return 0, fmt.Errorf("exec: join %s namespace: %w", ns.name, err)
+			}
+		}
+		if err := enterMountNamespace(spec.Pid); err != nil {
+			return 0, fmt.Errorf("exec: join mnt namespace: %w", err)
+		}
+	}
+	if spec.Tty {
+		// The container's /dev/ptmx: the process's terminal is one of the
+		// container's /dev/pts, as docker's exec -t gives (the host's is not
+		// there, so ttyname failed on it).
+		master, slave, _, err := openPty()
+		if err != nil {
+			return ExitSetup, fmt.Errorf("exec: %w", err)
+		}
+		stdio.pty, stdio.child = master, append(stdio.child, slave)
+		cmd.Stdin, cmd.Stdout, cmd.Stderr = slave, slave, slave
+		cmd.SysProcAttr.Setctty = true // Ctty 0: the slave
+	}
+	cmd.Dir = dir
+	if err := limitCaps(spec.Caps); err != nil {
+		return 0, fmt.Errorf("exec: %w", err)
+	}
+	if err := cmd.Start(); err != nil {
+		return 0, fmt.Errorf("exec %s: %w", spec.Args[0], err)
+	}
+	return 0, nil
 }
 
 // errNoPidfdSetns: the kernel's setns takes no pidfd (before Linux 5.8).

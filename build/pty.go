@@ -4,12 +4,17 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"sync"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
 
-// openPty opens a new pseudo-terminal pair on the host's devpts and returns the
-// master, the slave and the slave's path.
+// openPty opens a new pseudo-terminal pair on the devpts that /dev/ptmx of the
+// calling thread's root leads to (the host's for run -t; the container's own
+// for exec -t, which calls it from a thread inside the container, so that the
+// process's terminal is a /dev/pts/N there as in docker) and returns the
+// master, the slave and the slave's path under that root.
 func openPty() (master, slave *os.File, name string, err error) {
 	m, err := os.OpenFile("/dev/ptmx", os.O_RDWR|unix.O_NOCTTY, 0)
 	if err != nil {
@@ -25,6 +30,12 @@ func openPty() (master, slave *os.File, name string, err error) {
 		return nil, nil, "", fmt.Errorf("pty number: %w", err)
 	}
 	name = fmt.Sprintf("/dev/pts/%d", n)
+	// The slave through the master (Linux 4.13): no path is looked up, so
+	// whatever a container mounted on its /dev/pts is never opened.
+	fd, _, errno := unix.Syscall(unix.SYS_IOCTL, m.Fd(), unix.TIOCGPTPEER, unix.O_RDWR|unix.O_NOCTTY|unix.O_CLOEXEC)
+	if errno == 0 {
+		return m, os.NewFile(fd, name), name, nil
+	}
 	s, err := os.OpenFile(name, os.O_RDWR|unix.O_NOCTTY, 0)
 	if err != nil {
 		m.Close()
@@ -59,39 +70,64 @@ func makeRaw(f *os.File) (func(), error) {
 	return func() { unix.IoctlSetTermios(fd, unix.TCSETS, old) }, nil
 }
 
+// ttyRelay is a container process's terminal seen from the user's side: the
+// master, the copies between it and the user's stdio, and how to put the
+// user's terminal back. run -t and exec -t share it.
+type ttyRelay struct {
+	pty     *os.File // the master side; nil without a terminal
+	copying sync.WaitGroup
+	restore func() // the user's terminal mode
+}
+
 // attachPty connects the user's stdio to the container's terminal: the user's
-// terminal (if stdin is one) goes raw, input is copied in (only with a Stdin),
+// terminal (if stdin is one) goes raw, input is copied in (only with a stdin),
 // output out, and the window size follows.
-func (p *Process) attachPty(spec ProcessSpec) {
-	if f, ok := spec.Stdin.(*os.File); ok && isTerminal(f) {
+func (t *ttyRelay) attachPty(stdin io.Reader, stdout io.Writer) {
+	if f, ok := stdin.(*os.File); ok && isTerminal(f) {
 		if restore, err := makeRaw(f); err == nil {
-			p.restore = restore
+			t.restore = restore
 		}
 	}
-	p.resizePty()
-	if spec.Stdin != nil {
-		go io.Copy(p.pty, spec.Stdin) // ends with the process: the pty is closed then
+	t.resizePty()
+	if stdin != nil {
+		go io.Copy(t.pty, stdin) // ends with the process: the pty is closed then
 	}
-	out := spec.Stdout
-	if out == nil {
-		out = io.Discard
+	if stdout == nil {
+		stdout = io.Discard
 	}
-	p.copying.Add(1)
+	t.copying.Add(1)
 	go func() {
-		defer p.copying.Done()
-		io.Copy(out, p.pty) // EIO once every slave fd is closed
+		defer t.copying.Done()
+		io.Copy(stdout, t.pty) // EIO once every slave fd is closed
 	}()
 }
 
 // resizePty copies the user's window size (from stdout or stdin) to the container's terminal.
-func (p *Process) resizePty() {
-	if p.pty == nil {
+func (t *ttyRelay) resizePty() {
+	if t.pty == nil {
 		return
 	}
 	for _, f := range []*os.File{os.Stdout, os.Stdin} {
 		if ws, err := unix.IoctlGetWinsize(int(f.Fd()), unix.TIOCGWINSZ); err == nil {
-			unix.IoctlSetWinsize(int(p.pty.Fd()), unix.TIOCSWINSZ, ws)
+			unix.IoctlSetWinsize(int(t.pty.Fd()), unix.TIOCSWINSZ, ws)
 			return
 		}
+	}
+}
+
+// detachPty waits for the output copy, closes the master and gives the user's
+// terminal its mode back. With a grace above 0 the copy is cut that long after
+// the call: a process left in the background may hold the slave open forever.
+func (t *ttyRelay) detachPty(grace time.Duration) {
+	if t.pty == nil {
+		return
+	}
+	if grace > 0 {
+		t.pty.SetReadDeadline(time.Now().Add(grace))
+	}
+	t.copying.Wait()
+	t.pty.Close()
+	if t.restore != nil {
+		t.restore()
 	}
 }

@@ -26,7 +26,6 @@ import (
 	"os/exec"
 	"os/signal"
 	"strings"
-	"sync"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -127,12 +126,9 @@ type ProcessSpec struct {
 
 // Process is a started container.
 type Process struct {
-	cmd     *exec.Cmd
-	pty     *os.File // the master side with Tty
-	copying sync.WaitGroup
-	restore func() // the user's terminal mode
-	sigs    chan os.Signal
-	done    chan struct{}
+	cmd *exec.Cmd
+	ttyRelay
+	stopSignals func()
 	// startErr is why the command never started (the init failed before it
 	// could exec it: no such command, user or working dir): "" if it runs.
 	startErr string
@@ -157,7 +153,7 @@ func Start(spec ProcessSpec) (*Process, error) {
 		return nil, fmt.Errorf("start container: %w", err)
 	}
 	defer readyR.Close()
-	p := &Process{done: make(chan struct{})}
+	p := &Process{}
 	cmd := &exec.Cmd{
 		Path:       "/proc/self/exe",
 		Args:       []string{"layerfs", InitCommand},
@@ -215,9 +211,9 @@ func Start(spec ProcessSpec) (*Process, error) {
 	}
 	if slave != nil {
 		slave.Close()
-		p.attachPty(spec)
+		p.attachPty(spec.Stdin, spec.Stdout)
 	}
-	p.forwardSignals()
+	p.stopSignals = forwardSignals(p.cmd.Process, &p.ttyRelay)
 	msg, _ := io.ReadAll(io.LimitReader(readyR, 64<<10))
 	p.startErr = strings.TrimSpace(string(msg))
 	return p, nil
@@ -238,15 +234,8 @@ func (p *Process) Signal(sig os.Signal) error { return p.cmd.Process.Signal(sig)
 // signal N). The error is for failures to wait, not for non-zero exits.
 func (p *Process) Wait() (int, error) {
 	err := p.cmd.Wait()
-	close(p.done)
-	signal.Stop(p.sigs)
-	if p.pty != nil {
-		p.copying.Wait()
-		p.pty.Close()
-		if p.restore != nil {
-			p.restore()
-		}
-	}
+	p.stopSignals()
+	p.detachPty(0)
 	st, ok := p.cmd.ProcessState.Sys().(syscall.WaitStatus)
 	if !ok {
 		return 0, fmt.Errorf("wait container: %w", err)
@@ -262,28 +251,58 @@ func exitCode(st syscall.WaitStatus) int {
 }
 
 // forwardSignals passes the signals a user sends to `layerfs run` on to the
-// container's pid 1 (which, as pid 1 of its namespace, only gets those it handles).
-func (p *Process) forwardSignals() {
-	p.sigs = make(chan os.Signal, 16)
-	signal.Notify(p.sigs, unix.SIGTERM, unix.SIGHUP, unix.SIGQUIT, unix.SIGUSR1, unix.SIGUSR2, unix.SIGWINCH)
-	if p.pty == nil {
-		// Without a terminal, ^C reaches us, not the container: pass it on.
-		signal.Notify(p.sigs, unix.SIGINT)
+// container's pid 1 (which, as pid 1 of its namespace, only gets those it
+// handles), until the returned stop.
+func forwardSignals(target *os.Process, tty *ttyRelay) (stop func()) {
+	// Without a terminal, ^C reaches us, not the container: pass it on.
+	f := notifySignals(tty.pty == nil)
+	f.forward(target, tty)
+	return f.stop
+}
+
+// signalForwarder catches the signals layerfs passes on to a container process.
+type signalForwarder struct {
+	sigs chan os.Signal
+	done chan struct{}
+}
+
+// notifySignals starts catching the signals to pass on (SIGINT too with
+// interrupt); until forward they wait in a buffer. Caught before a process
+// is started, none is ignored by it because our caller ignored it (a
+// shell's background job ignores SIGINT and SIGQUIT): a caught signal has
+// its default action again after execve.
+func notifySignals(interrupt bool) *signalForwarder {
+	f := &signalForwarder{sigs: make(chan os.Signal, 16), done: make(chan struct{})}
+	signal.Notify(f.sigs, unix.SIGTERM, unix.SIGHUP, unix.SIGQUIT, unix.SIGUSR1, unix.SIGUSR2, unix.SIGWINCH)
+	if interrupt {
+		signal.Notify(f.sigs, unix.SIGINT)
 	}
+	return f
+}
+
+// forward passes the caught signals on to target until stop; SIGWINCH
+// resizes tty's pty instead.
+func (f *signalForwarder) forward(target *os.Process, tty *ttyRelay) {
 	go func() {
 		for {
 			select {
-			case s := <-p.sigs:
+			case s := <-f.sigs:
 				if s == unix.SIGWINCH {
-					p.resizePty()
+					tty.resizePty()
 					continue
 				}
-				p.cmd.Process.Signal(s)
-			case <-p.done:
+				target.Signal(s)
+			case <-f.done:
 				return
 			}
 		}
 	}()
+}
+
+// stop ends the catching and the forwarding. Call it once.
+func (f *signalForwarder) stop() {
+	signal.Stop(f.sigs)
+	close(f.done)
 }
 
 // RunProcess starts spec and waits for it: the container's exit code.

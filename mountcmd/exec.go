@@ -11,6 +11,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -78,6 +79,9 @@ The exit status is the command's.`,
 				}
 				return exitError{code}
 			}
+			if o.tty && o.interactive && !isTerminal(os.Stdin) {
+				return errNotTTY // the pty's input would never end (docker exec -it too)
+			}
 			code, err := execInContainer(cmd.Context(), g, o, args[0], args[1:])
 			if err != nil && code != 0 {
 				fmt.Fprintf(cmd.ErrOrStderr(), "Error: %v\n", err)
@@ -95,7 +99,7 @@ The exit status is the command's.`,
 	f := cmd.Flags()
 	f.SetInterspersed(false)
 	f.BoolVarP(&o.interactive, "interactive", "i", false, "keep STDIN open")
-	f.BoolVarP(&o.tty, "tty", "t", false, "use the caller's terminal (the command shares it)")
+	f.BoolVarP(&o.tty, "tty", "t", false, "allocate a pseudo-TTY")
 	f.StringArrayVarP(&o.env, "env", "e", nil, "set environment variables")
 	f.StringVarP(&o.workdir, "workdir", "w", "", "working directory inside the container")
 	f.StringVarP(&o.user, "user", "u", "", "username or UID (format: <name|uid>[:<group|gid>])")
@@ -160,12 +164,15 @@ func execInContainer(ctx context.Context, g *globalOptions, o *execOptions, name
 	default:
 		defer unix.Close(pidfd)
 	}
+	if o.tty && !slices.ContainsFunc(env, func(e string) bool { return strings.HasPrefix(e, "TERM=") }) {
+		env = append(env, "TERM=xterm") // docker's default with a pty; the container's and -e win
+	}
 	spec := build.ExecSpec{Pid: rs.Pid, Pidfd: pidfd, Args: args, Env: env, Dir: dir, User: user, Caps: rs.Config.Caps,
-		Stdout: os.Stdout, Stderr: os.Stderr, Started: o.started}
+		Tty: o.tty, Stdout: os.Stdout, Stderr: os.Stderr, Started: o.started}
 	if o.privileged {
 		spec.Caps = []string{build.AllCaps}
 	}
-	if o.interactive || o.tty {
+	if o.interactive {
 		spec.Stdin = os.Stdin
 	}
 	return build.Exec(ctx, spec)

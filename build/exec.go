@@ -182,7 +182,19 @@ func startInContainer(spec ExecSpec, dir string, cmd *exec.Cmd, stdio *execStdio
 		cmd.Stdin, cmd.Stdout, cmd.Stderr = slave, slave, slave
 		cmd.SysProcAttr.Setctty = true // Ctty 0: the slave
 	}
-	cmd.Dir = dir
+	// The working dir is entered here, as root, before the fork, as runc
+	// does first: a missing one is then its own error, not the exec's (the
+	// fork's chdir failure looked like a missing command). Refused to root,
+	// it is tried again as the user, in the child.
+	if err := unix.Chdir(dir); errors.Is(err, unix.EACCES) || errors.Is(err, unix.EPERM) {
+		cmd.Dir = dir
+	} else if err != nil {
+		code := ExitCannotExec
+		if errors.Is(err, unix.ENOENT) {
+			code = ExitNotFound
+		}
+		return code, fmt.Errorf("exec: chdir to cwd (%q): %w", dir, err)
+	}
 	if err := limitCaps(spec.Caps); err != nil {
 		return 0, fmt.Errorf("exec: %w", err)
 	}

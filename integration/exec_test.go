@@ -173,3 +173,20 @@ func TestExecSignals(t *testing.T) {
 		}
 	}
 }
+
+// TestExecWorkdirMissing: a missing -w dir is named, with runc's exit code
+// 127 (podman's and docker's); it was "fork/exec /bin/pwd: no such file or
+// directory", exit 1, as if the command were missing.
+func TestExecWorkdirMissing(t *testing.T) {
+	requireRunner(t)
+	importRunner(t, "busybox", `CMD ["sh"]`)
+	mustRun(t, "run", "-d", "--name", "xw", "busybox", "sleep", "600")
+	t.Cleanup(func() { run(t, "rm", "-f", "xw") })
+	r := run(t, "exec", "-w", "/missing", "xw", "pwd")
+	if r.Code != 127 || r.Stderr != "Error: exec: chdir to cwd (\"/missing\"): no such file or directory\n" {
+		t.Errorf("exec -w /missing: exit %d, %q", r.Code, r.Stderr)
+	}
+	if got := mustRun(t, "exec", "-w", "/tmp", "-u", "nobody", "xw", "pwd"); got != "/tmp\n" {
+		t.Errorf("exec -w /tmp -u nobody pwd = %q", got)
+	}
+}

@@ -13,8 +13,10 @@ import (
 )
 
 // EtcFiles writes a container's /etc/hosts and /etc/resolv.conf (copies of the
-// host's, as docker gives a container on the host network) and /etc/hostname
-// into dir, and returns the binds that put them in place. What the container
+// host's, as docker gives a container on the host network; hosts with the
+// extra hosts and a line for hostname) and /etc/hostname into dir, and returns
+// the binds that put them in place, writable (run --read-only makes them
+// read-only, as docker does). What the container
 // writes to them stays in dir, out of its upper dir, as in docker.
 func EtcFiles(dir, hostname string, extraHosts ...string) ([]Bind, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
@@ -24,12 +26,27 @@ func EtcFiles(dir, hostname string, extraHosts ...string) ([]Bind, error) {
 	if err != nil {
 		hosts = []byte("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n")
 	}
+	if len(hosts) > 0 && hosts[len(hosts)-1] != '\n' {
+		hosts = append(hosts, '\n')
+	}
 	for _, h := range extraHosts { // docker's --add-host HOST:IP (or HOST=IP)
 		name, ip, ok := strings.Cut(h, "=")
 		if !ok {
 			name, ip, _ = strings.Cut(h, ":")
 		}
 		hosts = append(hosts, []byte(ip+"\t"+name+"\n")...)
+	}
+	// The hostname resolves, as in docker, where /etc/hosts has the
+	// container's address for it on a bridge network and the host network
+	// means the host's own name, which the host's copy has. Here the network
+	// is the host's but the name the container's: loopback stands for it, as
+	// in buildkit's RUN (hostname -i, Java's getLocalHost, sudo need it).
+	if hostname != "" && !hostsNames(hosts, hostname) {
+		names := hostname
+		if short, _, ok := strings.Cut(hostname, "."); ok && short != "" {
+			names += " " + short // docker's: the FQDN, then the bare name
+		}
+		hosts = append(hosts, []byte("127.0.0.1\t"+names+"\n")...)
 	}
 	resolv, err := os.ReadFile("/etc/resolv.conf")
 	if err != nil {
@@ -48,6 +65,18 @@ func EtcFiles(dir, hostname string, extraHosts ...string) ([]Bind, error) {
 		binds = append(binds, Bind{Source: p, Target: "/etc/" + f.name})
 	}
 	return binds, nil
+}
+
+// hostsNames reports whether the hosts file data has an entry for name.
+func hostsNames(data []byte, name string) bool {
+	for _, line := range strings.Split(string(data), "\n") {
+		line, _, _ = strings.Cut(line, "#")
+		f := strings.Fields(line)
+		if len(f) > 1 && slices.Contains(f[1:], name) {
+			return true
+		}
+	}
+	return false
 }
 
 // runtimePaths are what the runtime may create in a rootfs that lacks them, to

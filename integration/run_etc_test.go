@@ -18,3 +18,18 @@ func TestRunHostnameResolves(t *testing.T) {
 		t.Errorf("-h web.example.org: /etc/hosts has %q, want the FQDN and the bare name (docker's)", got)
 	}
 }
+
+// TestRunReadOnlyEtcFiles: with --read-only, /etc/hosts, /etc/resolv.conf and
+// /etc/hostname are read-only too, as docker's (they were writable binds);
+// without it they stay writable.
+func TestRunReadOnlyEtcFiles(t *testing.T) {
+	requireRunner(t)
+	importRunner(t, "busybox", `CMD ["sh"]`)
+	script := "for f in hosts resolv.conf hostname; do echo x 2>/dev/null >> /etc/$f && echo $f; done; true"
+	if got := mustRun(t, "run", "--rm", "--read-only", "busybox", "sh", "-c", script); got != "" {
+		t.Errorf("run --read-only: wrote to %q", got)
+	}
+	if got := mustRun(t, "run", "--rm", "busybox", "sh", "-c", script); got != "hosts\nresolv.conf\nhostname\n" {
+		t.Errorf("run: wrote to %q, want all three", got)
+	}
+}

@@ -318,6 +318,9 @@ func runContainer(ctx context.Context, g *globalOptions, o *runOptions, ref stri
 	if err != nil {
 		return 0, err
 	}
+	for i := range etc { // docker's: writable only with the rootfs (moby's NetworkMounts)
+		etc[i].ReadOnly = o.readOnly
+	}
 	spec.Binds = append(etc, spec.Binds...)
 	// Parents before what is mounted inside them, whatever the flags' order
 	// (docker sorts its mounts so too); among equals, the given order.

@@ -1,7 +1,8 @@
 package build
 
-// Dockerfile builds, the way docker's classic builder does them (every stage of a
-// multi-stage Dockerfile is built, in order; the last one is the image).
+// Dockerfile builds, the way docker's classic builder does them, except that of a
+// multi-stage Dockerfile only the stages the target needs are built, in order, as
+// buildkit does (reach.go); the target, or else the last stage, is the image.
 //
 // The Dockerfile is parsed with buildkit's parser and instructions packages. Each
 // instruction after FROM is a step on the image so far:
@@ -137,6 +138,9 @@ type builder struct {
 	usedArgs map[string]bool // --build-arg names some ARG declared
 
 	stages map[string]*stageResult // finished stages by name and by index
+	df     []instructions.Stage    // every stage of the Dockerfile
+	needed []bool                  // by index: the stages the target needs
+	cur    int                     // the index of the stage being built
 	pulled map[string]bool         // images pulled in this build
 }
 
@@ -172,13 +176,13 @@ func Build(ctx context.Context, o Options) (*Result, error) {
 	if len(stages) == 0 {
 		return nil, fmt.Errorf("%w: the Dockerfile has no FROM", ErrBuild)
 	}
+	target := len(stages) - 1
 	if o.Target != "" {
-		// Build the stages up to the target, as docker does; it is the image.
-		i := slices.IndexFunc(stages, func(s instructions.Stage) bool { return strings.EqualFold(s.Name, o.Target) })
-		if i < 0 {
+		// The target is the image; later stages are not built, as in docker.
+		target = slices.IndexFunc(stages, func(s instructions.Stage) bool { return strings.EqualFold(s.Name, o.Target) })
+		if target < 0 {
 			return nil, fmt.Errorf("%w: failed to reach build target %s in Dockerfile", ErrBuild, o.Target)
 		}
-		stages = stages[:i+1]
 	}
 	if b.ctxDir, err = openContext(o.Context, o.Dockerfile, o.ContextInRoot); err != nil {
 		return nil, err
@@ -193,6 +197,7 @@ func Build(ctx context.Context, o Options) (*Result, error) {
 	b.usedArgs = map[string]bool{}
 	b.pulled = map[string]bool{}
 	b.stages = map[string]*stageResult{}
+	b.df = stages
 
 	release, err := o.Store.Lease(ctx)
 	if err != nil {
@@ -200,16 +205,9 @@ func Build(ctx context.Context, o Options) (*Result, error) {
 	}
 	defer release()
 
-	total := len(metaArgs)
-	for _, st := range stages {
-		total += 1 + len(st.Commands)
-	}
-	step := 0
 	b.metaArgs = platformArgs()
 	lex := shell.NewLex(b.escape)
 	for i := range metaArgs {
-		step++
-		fmt.Fprintf(b.out, "Step %d/%d : %s\n", step, total, metaArgs[i].String())
 		for _, kv := range metaArgs[i].Args {
 			// ARG TARGETARCH keeps its automatic value; an ARG without a value
 			// (nor a --build-arg) stays unset, as in buildkit.
@@ -230,8 +228,26 @@ func Build(ctx context.Context, o Options) (*Result, error) {
 			}
 		}
 	}
+	// Only the stages the target needs are built (FROM bases can name global
+	// ARGs, hence after them).
+	b.needed = b.neededStages(stages, target)
+	total := len(metaArgs)
+	for i, st := range stages {
+		if b.needed[i] {
+			total += 1 + len(st.Commands)
+		}
+	}
+	step := 0
+	for i := range metaArgs {
+		step++
+		fmt.Fprintf(b.out, "Step %d/%d : %s\n", step, total, metaArgs[i].String())
+	}
 	cached := 0
 	for i, stage := range stages {
+		if !b.needed[i] {
+			continue
+		}
+		b.cur = i
 		step++
 		fmt.Fprintf(b.out, "Step %d/%d : %s\n", step, total, stage.SourceCode)
 		if err := b.from(ctx, stage); err != nil {

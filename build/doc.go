@@ -24,8 +24,9 @@
 // COPY, ADD or WORKDIR that changes files, an empty_layer history entry for every
 // other instruction, docker's output, and a cache that gives an unchanged rebuild
 // the same image ID. Config instructions go through ConfigEditor (changes.go), the
-// code behind commit -c. Multi-stage Dockerfiles build every stage in order;
-// FROM <stage> continues one, COPY --from=<stage, index or image> mounts its
+// code behind commit -c. Of a multi-stage Dockerfile, the stages the target
+// needs are built in order (reach.go, as buildkit); FROM <stage> continues one,
+// COPY --from=<stage, index or image> mounts its
 // layers read-only and copies from them with paths resolved inside that root.
 //
 // # Paths inside images

@@ -252,8 +252,8 @@ RUN echo "$IMG $TARGETOS $TARGETARCH $TARGETPLATFORM" > /out
 	}
 }
 
-// TestBuildTarget: --target builds the stages up to the named one, which is the
-// image (docker build --target); an unknown target is an error.
+// TestBuildTarget: --target builds the named stage and the stages it needs, and
+// it is the image (docker build --target); an unknown target is an error.
 func TestBuildTarget(t *testing.T) {
 	requireRunner(t)
 	importRunner(t, "busybox", `CMD ["sh"]`)

@@ -65,7 +65,9 @@ docker's default capabilities: a step may make device nodes (they land in the
 layer), which open nothing (no device cgroup here: every writable mount is
 nodev); RUN --security=insecure (with --allow security.insecure) gets every
 capability.
-Multi-stage Dockerfiles build every stage; the last one is the image.
+Of a multi-stage Dockerfile only the stages the image needs are built, as
+buildkit does: the target (--target, else the last stage) and, transitively, the
+stages it names in FROM, COPY --from and RUN --mount from=.
 PATH "-" reads the context from stdin: a tar archive (plain or compressed), or
 a Dockerfile alone (no context); -f - reads the Dockerfile from stdin. A git URL
 (https://host/repo.git, git://, git@host:repo, github.com/...) with an optional

@@ -1,0 +1,117 @@
+package build
+
+// Which stages a build runs: as buildkit (dockerfile2llb's
+// resolveReachableStages), only the target and the stages it depends on, so
+// that an unused stage that fails, or whose base cannot be pulled, does not
+// fail the build (the common "test" stage next to "docker build --target app").
+
+import (
+	"strconv"
+	"strings"
+
+	"github.com/moby/buildkit/frontend/dockerfile/instructions"
+	"github.com/moby/buildkit/frontend/dockerfile/parser"
+	"github.com/moby/buildkit/frontend/dockerfile/shell"
+)
+
+// neededStages reports, by index, the stages the stage target needs: itself, and
+// transitively its FROM <stage> base and the stages COPY --from and RUN --mount
+// from= name, its own and those of the ONBUILD triggers of a base stage (they run
+// in the stage). Only a stage defined before the reference counts, as for FROM
+// in buildkit; a reference to a later one is an error when it runs (copyStep).
+func (b *builder) neededStages(stages []instructions.Stage, target int) []bool {
+	lex := shell.NewLex(b.escape)
+	global := shell.EnvsFromSlice(envSlice(b.metaArgs, nil))
+	// stageBefore is the stage named ref (a name or an index) defined before
+	// stage i, as the build will resolve it then; -1: an image or a context.
+	stageBefore := func(ref string, i int) int {
+		if strings.Contains(ref, "$") {
+			// layerfs expands --from; the global ARGs are the best guess here.
+			if v, _, err := lex.ProcessWord(ref, global); err == nil {
+				ref = v
+			}
+		}
+		if _, ok := b.namedContext(ref); ok {
+			return -1
+		}
+		if n, err := strconv.Atoi(ref); err == nil { // FROM 1 too, as from() reads b.stages
+			if n >= 0 && n < i {
+				return n
+			}
+			return -1
+		}
+		for j := i - 1; j >= 0; j-- { // the latest of a name wins, as b.stages
+			if stages[j].Name != "" && strings.EqualFold(stages[j].Name, ref) {
+				return j
+			}
+		}
+		return -1
+	}
+	base := func(i int) int {
+		name, _, err := lex.ProcessWord(stages[i].BaseName, global)
+		if err != nil {
+			return -1
+		}
+		return stageBefore(name, i)
+	}
+	deps := func(i int, cmds []instructions.Command) []int {
+		var out []int
+		for _, c := range cmds {
+			switch c := c.(type) {
+			case *instructions.CopyCommand:
+				if c.From != "" {
+					out = append(out, stageBefore(c.From, i))
+				}
+			case *instructions.RunCommand:
+				for _, m := range instructions.GetMounts(c) {
+					if m.From != "" {
+						out = append(out, stageBefore(m.From, i))
+					}
+				}
+			}
+		}
+		return out
+	}
+	need := make([]bool, len(stages))
+	var visit func(i int)
+	visit = func(i int) {
+		if i < 0 || need[i] {
+			return
+		}
+		need[i] = true
+		p := base(i)
+		visit(p)
+		for _, d := range deps(i, stages[i].Commands) {
+			visit(d)
+		}
+		if p >= 0 {
+			for _, d := range deps(i, onBuildCommands(stages[p])) {
+				visit(d)
+			}
+		}
+	}
+	visit(target)
+	return need
+}
+
+// onBuildCommands are a stage's ONBUILD triggers as commands (those that do
+// not parse are left for the stage that runs them to report).
+func onBuildCommands(st instructions.Stage) []instructions.Command {
+	var out []instructions.Command
+	for _, c := range st.Commands {
+		ob, ok := c.(*instructions.OnbuildCommand)
+		if !ok {
+			continue
+		}
+		res, err := parser.Parse(strings.NewReader(ob.Expression))
+		if err != nil {
+			continue
+		}
+		for _, n := range res.AST.Children {
+			if tc, err := instructions.ParseCommand(n); err == nil {
+				out = append(out, tc)
+			}
+		}
+	}
+	return out
+}

@@ -1,0 +1,61 @@
+package integration
+
+// Build behaviours a review found to differ from docker's (BuildKit); each test
+// is the reproduction of one finding.
+
+import (
+	"strings"
+	"testing"
+)
+
+// TestBuildOnlyNeededStages: only the stages the target needs are built, as
+// BuildKit does: through FROM <stage>, COPY --from (name and index), RUN
+// --mount from= and a base stage's ONBUILD COPY --from. A failing stage or
+// one on an image nobody can pull that the target does not need does not fail
+// the build, with --target or without.
+func TestBuildOnlyNeededStages(t *testing.T) {
+	requireRunner(t)
+	importRunner(t, "busybox", `CMD ["sh"]`)
+	ctx := t.TempDir()
+	writeFiles(t, ctx, map[string]string{
+		"Dockerfile": `FROM busybox AS test
+RUN echo running-tests; exit 1
+FROM busybox AS app
+RUN echo app > /app
+`,
+		"Dockerfile.graph": `FROM nosuch-image:1 AS tools
+RUN false
+FROM busybox AS a
+RUN echo a > /a
+FROM busybox AS b
+RUN echo b > /b
+FROM busybox AS c
+RUN echo c > /c
+FROM busybox AS onb
+ONBUILD COPY --from=b /b /b
+FROM onb AS mid
+RUN --mount=from=a,target=/m cp /m/a /a
+COPY --from=3 /c /c
+FROM busybox AS unused
+RUN exit 7
+FROM mid
+RUN echo final
+`,
+	})
+	out := mustRun(t, "build", "--target", "app", "-t", "app", ctx)
+	if strings.Contains(out, "running-tests") {
+		t.Errorf("--target app ran the test stage:\n%s", out)
+	}
+	if got := mustRun(t, "run", "--rm", "app", "cat", "/app"); got != "app\n" {
+		t.Errorf("/app = %q, want app", got)
+	}
+	out = mustRun(t, "build", "-f", ctx+"/Dockerfile.graph", "-t", "graph", ctx)
+	for _, skipped := range []string{"nosuch-image", "exit 7"} {
+		if strings.Contains(out, skipped) {
+			t.Errorf("built a stage the target does not need (%s):\n%s", skipped, out)
+		}
+	}
+	if got := mustRun(t, "run", "--rm", "graph", "cat", "/a", "/b", "/c"); got != "a\nb\nc\n" {
+		t.Errorf("stages the target needs: /a /b /c = %q", got)
+	}
+}

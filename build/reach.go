@@ -6,6 +6,7 @@ package build
 // fail the build (the common "test" stage next to "docker build --target app").
 
 import (
+	"fmt"
 	"strconv"
 	"strings"
 
@@ -114,4 +115,47 @@ func onBuildCommands(st instructions.Stage) []instructions.Command {
 		}
 	}
 	return out
+}
+
+// unbuiltStage is an error if ref names a stage of the Dockerfile that has not
+// been built by now, rather than an image of that name to pull (a registry
+// round trip, or a Docker Hub image nobody meant): one defined at or after the
+// current stage, as buildkit refuses it, or one the target does not need.
+func (b *builder) unbuiltStage(ref string) error {
+	if _, ok := b.stages[strings.ToLower(ref)]; ok {
+		return nil
+	}
+	j := -1
+	if n, err := strconv.Atoi(ref); err == nil {
+		if n >= 0 && n < len(b.df) {
+			j = n
+		}
+	} else {
+		// A stage of the name after the current one (an earlier one would
+		// be in b.stages) is what the ref means in buildkit.
+		for i := range b.df {
+			if b.df[i].Name != "" && strings.EqualFold(b.df[i].Name, ref) {
+				j = i
+				break
+			}
+		}
+	}
+	switch {
+	case j < 0:
+		return nil
+	case j >= b.cur:
+		return fmt.Errorf("cannot copy from stage %q, it needs to be defined before current stage %q", ref, b.stageName(b.cur))
+	default:
+		// Only a reference layerfs cannot see before the build (an ONBUILD
+		// trigger of a base image, a --from with a stage ARG) gets here.
+		return fmt.Errorf("stage %q was not built: the stages the target needs do not name it", ref)
+	}
+}
+
+// stageName is a stage's name as buildkit's messages give it.
+func (b *builder) stageName(i int) string {
+	if b.df[i].Name != "" {
+		return b.df[i].Name
+	}
+	return "stage-" + strconv.Itoa(i)
 }

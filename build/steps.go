@@ -531,6 +531,11 @@ func (b *builder) mountFrom(ctx context.Context, from string) (*buildContext, di
 			return bc, digest.FromString("context " + bc.dir), func() {}, nil
 		}
 	}
+	if !named {
+		if err := b.unbuiltStage(from); err != nil {
+			return nil, "", nil, err
+		}
+	}
 	if st, ok := b.stages[strings.ToLower(from)]; ok && !named {
 		var img dockerspec.DockerOCIImage
 		if err := json.Unmarshal(st.raw, &img); err != nil {

@@ -59,3 +59,23 @@ RUN echo final
 		t.Errorf("stages the target needs: /a /b /c = %q", got)
 	}
 }
+
+// TestBuildCopyFromLaterStage: COPY --from naming a stage defined after the
+// current one is an error naming both stages (BuildKit's), not a pull of an
+// image of that name.
+func TestBuildCopyFromLaterStage(t *testing.T) {
+	requireRunner(t)
+	importRunner(t, "busybox", `CMD ["sh"]`)
+	ctx := t.TempDir()
+	writeFiles(t, ctx, map[string]string{"Dockerfile": `FROM busybox AS first
+COPY --from=later /x /x
+FROM busybox AS later
+RUN touch /x
+FROM first
+`})
+	r := run(t, "build", ctx)
+	want := `cannot copy from stage "later", it needs to be defined before current stage "first"`
+	if r.Code == 0 || !strings.Contains(r.Stderr, want) || strings.Contains(r.Stderr, "pull") {
+		t.Errorf("COPY --from a later stage: exit %d, stderr %q, want %q", r.Code, r.Stderr, want)
+	}
+}

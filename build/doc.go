@@ -26,7 +26,7 @@
 // the same image ID. Config instructions go through ConfigEditor (changes.go), the
 // code behind commit -c. Of a multi-stage Dockerfile, the stages the target
 // needs are built in order (reach.go, as buildkit); FROM <stage> continues one,
-// COPY --from=<stage, index or image> mounts its
+// with its ARGs, COPY --from=<stage, index or image> mounts its
 // layers read-only and copies from them with paths resolved inside that root.
 //
 // # Paths inside images

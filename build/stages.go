@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -29,11 +30,14 @@ type stageResult struct {
 	id     digest.Digest
 	descs  []ocispec.Descriptor
 	parent *blobstore.Image
+	// args are the stage's build args at its end: a stage FROM it starts with
+	// them (buildkit's dispatchState.init; docker's "inherited by child stages").
+	args map[string]string
 }
 
 // endStage records the stage just built under its index and its name.
 func (b *builder) endStage(i int, name string) {
-	r := &stageResult{raw: b.raw, id: b.id, descs: append([]ocispec.Descriptor(nil), b.descs...), parent: b.parent}
+	r := &stageResult{raw: b.raw, id: b.id, descs: append([]ocispec.Descriptor(nil), b.descs...), parent: b.parent, args: maps.Clone(b.args)}
 	b.stages[strconv.Itoa(i)] = r
 	if name != "" {
 		b.stages[strings.ToLower(name)] = r
@@ -48,6 +52,7 @@ func (b *builder) from(ctx context.Context, st instructions.Stage) error {
 		return fmt.Errorf("%w: FROM %s: %w", ErrBuild, st.BaseName, err)
 	}
 	b.descs, b.parent = nil, nil
+	b.args = map[string]string{}
 	named, dirBase := false, ""
 	if v, ok := b.namedContext(base); ok {
 		ref, isImage := strings.CutPrefix(v, "docker-image://")
@@ -68,6 +73,7 @@ func (b *builder) from(ctx context.Context, st instructions.Stage) error {
 		// FROM an earlier stage: go on from its result.
 		b.raw, b.id, b.parent = prev.raw, prev.id, prev.parent
 		b.descs = append([]ocispec.Descriptor(nil), prev.descs...)
+		b.args = maps.Clone(prev.args)
 		b.img = dockerspec.DockerOCIImage{}
 		if err := json.Unmarshal(b.raw, &b.img); err != nil {
 			return err
@@ -102,7 +108,6 @@ func (b *builder) from(ctx context.Context, st instructions.Stage) error {
 		// As buildkit does: steps see (and the image records) the default PATH.
 		b.img.Config.Env = append([]string{"PATH=" + DefaultPath}, b.img.Config.Env...)
 	}
-	b.args = map[string]string{}
 	b.editor = &ConfigEditor{Config: &b.img.Config, Escape: b.escape}
 	return nil
 }

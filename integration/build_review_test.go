@@ -79,3 +79,32 @@ FROM first
 		t.Errorf("COPY --from a later stage: exit %d, stderr %q, want %q", r.Code, r.Stderr, want)
 	}
 }
+
+// TestBuildStageInheritsArgs: a stage FROM another stage starts with that
+// stage's ARGs, --build-arg values included (docker docs: "automatically
+// inherited by child stages"; BuildKit's dispatchState.init); a stage FROM an
+// image does not get them.
+func TestBuildStageInheritsArgs(t *testing.T) {
+	requireRunner(t)
+	importRunner(t, "busybox", `CMD ["sh"]`)
+	ctx := t.TempDir()
+	writeFiles(t, ctx, map[string]string{"Dockerfile": `FROM busybox AS parent
+ARG FOO=123
+ARG BAR
+FROM parent AS child
+ENV E=$FOO
+RUN echo "FOO=$FOO BAR=${BAR-unset} E=$E" > /child
+FROM busybox AS other
+RUN echo "FOO=${FOO-unset}" > /other
+FROM child
+COPY --from=other /other /other
+`})
+	mustRun(t, "build", "-t", "inh", ctx)
+	if got := mustRun(t, "run", "--rm", "inh", "cat", "/child", "/other"); got != "FOO=123 BAR=unset E=123\nFOO=unset\n" {
+		t.Errorf("without build args: %q", got)
+	}
+	mustRun(t, "build", "--build-arg", "FOO=7", "--build-arg", "BAR=b", "-t", "inh2", ctx)
+	if got := mustRun(t, "run", "--rm", "inh2", "cat", "/child", "/other"); got != "FOO=7 BAR=b E=7\nFOO=unset\n" {
+		t.Errorf("with --build-arg FOO=7 BAR=b: %q", got)
+	}
+}

@@ -67,7 +67,8 @@ nodev); RUN --security=insecure (with --allow security.insecure) gets every
 capability.
 Of a multi-stage Dockerfile only the stages the image needs are built, as
 buildkit does: the target (--target, else the last stage) and, transitively, the
-stages it names in FROM, COPY --from and RUN --mount from=.
+stages it names in FROM, COPY --from and RUN --mount from=. A stage FROM
+another starts with that stage's ARGs.
 PATH "-" reads the context from stdin: a tar archive (plain or compressed), or
 a Dockerfile alone (no context); -f - reads the Dockerfile from stdin. A git URL
 (https://host/repo.git, git://, git@host:repo, github.com/...) with an optional

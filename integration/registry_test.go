@@ -643,6 +643,61 @@ func TestBuildOutputs(t *testing.T) {
 	b.fails(`invalid --ulimit "bogus=1"`, "build", "--ulimit", "bogus=1", ctx)
 }
 
+// TestBuildOutputImageArchivesAndNames: -o type=docker,dest= writes a
+// docker-archive of the image (it exited 0 and wrote nothing), type=oci,dest=
+// an OCI archive, name= of the image outputs tags the image as -t does (it was
+// dropped), and type=registry,name= pushes to that name (it wanted a -t).
+func TestBuildOutputImageArchivesAndNames(t *testing.T) {
+	reg, dest := pushedApp(t)
+	b := newRegEnv(t)
+	ctx := t.TempDir()
+	os.WriteFile(filepath.Join(ctx, "Dockerfile"), []byte("FROM "+dest+"\nCOPY f /out/f\n"), 0o644)
+	os.WriteFile(filepath.Join(ctx, "f"), []byte("x\n"), 0o644)
+	dk := filepath.Join(t.TempDir(), "dk.tar")
+	oci := filepath.Join(t.TempDir(), "oci.tar")
+	b.ok("build", "-q", "-t", "t:1", "-o", `type=docker,"name=n1:1,n2:2",dest=`+dk, "-o", "type=oci,dest="+oci, ctx)
+	var manifest []struct{ RepoTags []string }
+	for _, e := range readTarFile(t, dk) {
+		if e.hdr.Name == "manifest.json" {
+			if err := json.Unmarshal(e.body, &manifest); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if len(manifest) != 1 || strings.Join(manifest[0].RepoTags, " ") != "n1:1 n2:2 t:1" {
+		t.Errorf("type=docker,dest=: manifest.json = %+v, want one image tagged n1:1 n2:2 t:1", manifest)
+	}
+	hasIndex := false
+	for _, e := range readTarFile(t, oci) {
+		hasIndex = hasIndex || e.hdr.Name == "index.json"
+	}
+	if !hasIndex {
+		t.Errorf("type=oci,dest=: no index.json in %s", oci)
+	}
+	built, err := b.store().Resolve("t:1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := newRegEnv(t)
+	c.ok("load", "-i", dk)
+	if img, err := c.store().Resolve("n2:2"); err != nil || img.ID != built.ID {
+		t.Errorf("load of the type=docker archive: n2:2 = %v, %v, want image %s", img, err, built.ID)
+	}
+
+	b.ok("build", "-q", "-o", "type=image,name=named:1", ctx)
+	if _, err := b.store().Resolve("named:1"); err != nil {
+		t.Errorf("type=image,name=named:1 did not tag: %v", err)
+	}
+	pushed := reg.Host + "/team/byname:3"
+	out := b.ok("build", "-o", "type=registry,name="+pushed, ctx)
+	if !strings.Contains(out, "The push refers to repository ["+reg.Host+"/team/byname]") {
+		t.Errorf("type=registry,name= push output: %q", out)
+	}
+	newRegEnv(t).ok("pull", pushed)
+	b.fails("name= is for type=image", "build", "-o", "type=tar,dest=x.tar,name=a:1", ctx)
+	b.fails(`name "Bad:x"`, "build", "-o", "type=image,name=Bad:x", ctx)
+}
+
 // TestRegistryAllTags: push -a sends every tag the store has of a name, pull -a
 // fetches every tag the repository has.
 func TestRegistryAllTags(t *testing.T) {

@@ -178,11 +178,10 @@ a Dockerfile alone (no context); -f - reads the Dockerfile from stdin. A git URL
 					return fmt.Errorf("remove metadata file: %w", err)
 				}
 			}
+			o.tags = outputTags(o.tags, outputs) // tagged with the image, at once
 			out := cmd.OutOrStdout()
-			for _, op := range outputs {
-				if op.typ == "tar" && op.dest == "-" {
-					out = cmd.ErrOrStderr() // stdout is the tar
-				}
+			if writesStdout(outputs) {
+				out = cmd.ErrOrStderr() // stdout is the tar
 			}
 			bo := build.Options{
 				Ulimits: limits, ShmSize: shm,
@@ -256,8 +255,8 @@ a Dockerfile alone (no context); -f - reads the Dockerfile from stdin. A git URL
 	f.StringArrayVar(&o.addHosts, "add-host", nil, "add a custom host-to-IP mapping for RUN (HOST:IP)")
 	f.StringSliceVar(&o.allow, "allow", nil, "allow extra privileged entitlements: security.insecure (RUN --security=insecure gets every capability), network.host (RUN's network is the host's anyway)")
 	f.StringArrayVar(&o.contexts, "build-context", nil, "additional build context (NAME=DIR or NAME=docker-image://REF) for FROM, COPY --from and RUN --mount from=")
-	f.StringArrayVarP(&o.outputs, "output", "o", nil, "also write the image's files: PATH or type=local,dest=DIR (a dir), type=tar,dest=FILE|- (a tar)")
-	f.BoolVar(&o.push, "push", false, "push each tag (-t) to its registry after the build")
+	f.StringArrayVarP(&o.outputs, "output", "o", nil, "also write the image's files: PATH or type=local,dest=DIR (a dir), type=tar,dest=FILE|- (a tar); or the image: type=docker|oci,dest=FILE|- (an archive, as save); name=REF of type=image|registry|docker|oci tags it, as -t; type=registry pushes")
+	f.BoolVar(&o.push, "push", false, "push each tag (-t, or an output's name=) to its registry after the build")
 	f.StringArrayVar(&o.ulimits, "ulimit", nil, "ulimit options for RUN (NAME=SOFT[:HARD])")
 	f.StringVar(&o.shmSize, "shm-size", "", "size of /dev/shm for RUN (default 64m)")
 	addIgnoredBuildFlags(cmd, o)

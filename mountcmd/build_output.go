@@ -1,11 +1,14 @@
 package mountcmd
 
 // build's outputs, as buildx has them: -o/--output type=local|tar (the built
-// image's files in a dir or a tar), --push (each tag to its registry), and the
+// image's files in a dir or a tar), type=docker|oci,dest= (the image as a
+// docker-archive or OCI archive, as layerfs save writes them), name= of the image
+// outputs (more tags, as -t), --push (each tag to its registry), and the
 // flags CI scripts pass that have no meaning here (--cache-from, --cache-to,
 // --provenance, --sbom), accepted with a warning rather than failing the build.
 
 import (
+	"bufio"
 	"context"
 	"encoding/csv"
 	"encoding/json"
@@ -13,6 +16,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -24,13 +28,15 @@ import (
 
 // buildOutput is one --output.
 type buildOutput struct {
-	typ  string // local, tar, image (the store: what every build does anyway)
-	dest string // a dir (local), a file or "-" (tar)
-	push bool   // type=image,push=true
+	typ   string   // local, tar, image (the store: what every build does anyway), docker or oci (an archive)
+	dest  string   // a dir (local), a file or "-" (tar, docker, oci)
+	push  bool     // type=image,push=true
+	names []string // name=: tags for the image, as -t
 }
 
 // parseOutputs parses buildx's --output values: PATH (type=local, "-" is a tar
-// on stdout) or type=local|tar|image|docker|registry with dest=, push=.
+// on stdout) or type=local|tar|image|docker|oci|registry with dest=, push=,
+// name=.
 func parseOutputs(specs []string) ([]buildOutput, error) {
 	var out []buildOutput
 	for _, spec := range specs {
@@ -56,7 +62,15 @@ func parseOutputs(specs []string) ([]buildOutput, error) {
 				o.dest = v
 			case "push":
 				o.push = v == "true" || v == "1"
-			case "name", "compression", "oci-mediatypes", "unpack", "store":
+			case "name":
+				// buildx's list: "name=a:1,b:2" (quoted, for the comma)
+				for _, n := range strings.Split(v, ",") {
+					if _, err := blobstore.ParseNewTag(n); err != nil {
+						return nil, fmt.Errorf("invalid --output %q: name %q: %w", spec, n, err)
+					}
+					o.names = append(o.names, n)
+				}
+			case "compression", "oci-mediatypes", "unpack", "store":
 				// what the store does anyway, or nothing here
 			default:
 				return nil, fmt.Errorf("invalid --output %q: unknown attribute %q", spec, k)
@@ -67,17 +81,22 @@ func parseOutputs(specs []string) ([]buildOutput, error) {
 			if o.dest == "" {
 				return nil, fmt.Errorf("invalid --output %q: type=%s needs dest=", spec, o.typ)
 			}
+			if len(o.names) > 0 {
+				// The files have no name to take: dropping it would leave a
+				// build that counts on it untagged.
+				return nil, fmt.Errorf("invalid --output %q: name= is for type=image, registry, docker or oci", spec)
+			}
 		case "registry":
 			o.typ, o.push = "image", true
-		case "image", "docker", "oci":
-			if o.typ == "oci" && o.dest != "" {
-				return nil, fmt.Errorf("invalid --output %q: type=oci,dest=: save the image with layerfs save instead", spec)
+		case "docker", "oci":
+			if o.dest == "" {
+				o.typ = "image" // buildx loads it into the image store: here, the store
 			}
-			o.typ = "image"
+		case "image":
 		case "":
 			return nil, fmt.Errorf("invalid --output %q: no type=", spec)
 		default:
-			return nil, fmt.Errorf("invalid --output %q: type %q (local, tar, image or registry)", spec, o.typ)
+			return nil, fmt.Errorf("invalid --output %q: type %q (local, tar, image, registry, docker or oci)", spec, o.typ)
 		}
 		out = append(out, o)
 	}
@@ -103,13 +122,37 @@ func warnIgnoredBuildFlags(cmd *cobra.Command) {
 	}
 }
 
-// writeBuildOutputs writes the built image's files where the outputs ask, and
-// pushes it with --push (or an output's push=true).
+// outputTags are the tags a build gives its image: -t, then each output's name=.
+func outputTags(tags []string, outputs []buildOutput) []string {
+	out := append([]string(nil), tags...)
+	for _, o := range outputs {
+		for _, n := range o.names {
+			if !slices.Contains(out, n) {
+				out = append(out, n)
+			}
+		}
+	}
+	return out
+}
+
+// writesStdout reports whether an output is written to stdout (dest=-), which
+// the build log then leaves for stderr.
+func writesStdout(outputs []buildOutput) bool {
+	return slices.ContainsFunc(outputs, func(o buildOutput) bool { return o.dest == "-" && o.typ != "local" })
+}
+
+// writeBuildOutputs writes the built image's files or archive where the outputs
+// ask, and pushes it with --push (or an output's push=true). tags are all the
+// image's (outputTags).
 func writeBuildOutputs(cmd *cobra.Command, g *globalOptions, s *blobstore.Store, img *blobstore.Image, outputs []buildOutput, push bool, tags []string) error {
 	ctx := cmd.Context()
 	for _, o := range outputs {
 		push = push || o.push
 		switch o.typ {
+		case "docker", "oci":
+			if err := saveBuildArchive(cmd, s, img, o.typ, o.dest, tags); err != nil {
+				return fmt.Errorf("output to %s: %w", o.dest, err)
+			}
 		case "local":
 			if err := exportToDir(ctx, g, s, img, o.dest); err != nil {
 				return fmt.Errorf("output to %s: %w", o.dest, err)
@@ -124,7 +167,7 @@ func writeBuildOutputs(cmd *cobra.Command, g *globalOptions, s *blobstore.Store,
 		return nil
 	}
 	if len(tags) == 0 {
-		return fmt.Errorf("--push: the build has no tag (-t) to push to")
+		return fmt.Errorf("--push: the build has no tag (-t or an output's name=) to push to")
 	}
 	for _, t := range tags {
 		if err := runPush(cmd, g, &pushOptions{}, t, ""); err != nil {
@@ -132,6 +175,43 @@ func writeBuildOutputs(cmd *cobra.Command, g *globalOptions, s *blobstore.Store,
 		}
 	}
 	return nil
+}
+
+// saveBuildArchive writes img, named by tags, as layerfs save does: a
+// docker-archive (type=docker) or an OCI archive (type=oci), to dest ("-":
+// stdout, never a terminal).
+func saveBuildArchive(cmd *cobra.Command, s *blobstore.Store, img *blobstore.Image, typ, dest string, tags []string) error {
+	ctx := cmd.Context()
+	// An untagged image's blobs stay until the archive is written.
+	release, err := s.Lease(ctx)
+	if err != nil {
+		return err
+	}
+	defer release()
+	item := blobstore.SaveItem{Image: img}
+	for _, t := range tags {
+		n, err := blobstore.ParseTag(t)
+		if err != nil {
+			return err
+		}
+		item.Tags = append(item.Tags, n.String())
+	}
+	opts := blobstore.SaveOptions{Format: blobstore.FormatDocker}
+	if typ == "oci" {
+		opts.Format = blobstore.FormatOCI
+	}
+	if dest != "-" {
+		return saveToFile(cmd, s, filepath.Clean(dest), []blobstore.SaveItem{item}, opts)
+	}
+	out := cmd.OutOrStdout()
+	if writerIsTerminal(out) {
+		return errExportTerminal
+	}
+	bw := bufio.NewWriterSize(out, 1<<20)
+	if err := s.Save(ctx, bw, []blobstore.SaveItem{item}, opts); err != nil {
+		return err
+	}
+	return bw.Flush()
 }
 
 // imageTree is the flat tree of img as a tar stream (export's).

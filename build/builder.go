@@ -460,7 +460,8 @@ func (b *builder) configStep(c instructions.Command, apply func() error) (bool, 
 // step makes changes (v3: COPY --from owners, --chown's parent dirs, context
 // symlinks; v4: ADD --chmod keeps an unpacked archive's modes; v5: --chown
 // with a user name alone takes its primary group; v6: docker's created_by for
-// config steps, RUN's args sorted and without those ENV overrides), so an
+// config steps, RUN's args sorted and without those ENV overrides; v7: WORKDIR
+// after USER <uid> makes the dir uid:uid, after an unknown name root's), so an
 // upgrade never reuses a result the new code would not make.
 func (b *builder) cacheKey(text, content string) digest.Digest {
 	var sb strings.Builder
@@ -475,7 +476,7 @@ func (b *builder) cacheKey(text, content string) digest.Digest {
 // resultKey is a cache key of the parent, a step's created_by and what else
 // decides its result.
 func (b *builder) resultKey(createdBy, rest string) digest.Digest {
-	return digest.FromString(fmt.Sprintf("layerfs build cache v6\nparent %s\ncreated_by %q\n%s", b.id, createdBy, rest))
+	return digest.FromString(fmt.Sprintf("layerfs build cache v7\nparent %s\ncreated_by %q\n%s", b.id, createdBy, rest))
 }
 
 // useCache moves the image on to a cached step's result if there is one.

@@ -378,3 +378,35 @@ func mergeForTest(t *testing.T, lowers []string) string {
 	t.Cleanup(func() { m.Unmount() })
 	return mnt
 }
+
+// TestWorkdirOwner: the owner of the dirs WORKDIR makes after USER is
+// buildkit's readUser's: a numeric uid alone gives gid = uid (it gave the
+// passwd gid, or 0), a name its passwd entry, an unknown name root.
+func TestWorkdirOwner(t *testing.T) {
+	rootfs := t.TempDir()
+	os.Mkdir(filepath.Join(rootfs, "etc"), 0o755)
+	os.WriteFile(filepath.Join(rootfs, "etc/passwd"), []byte("root:x:0:0::/root:/bin/sh\napp:x:1001:1002::/:/bin/sh\n"), 0o644)
+	os.WriteFile(filepath.Join(rootfs, "etc/group"), []byte("root:x:0:\nstaff:x:50:\n"), 0o644)
+	tests := []struct {
+		spec     string
+		uid, gid int
+	}{
+		{"1000", 1000, 1000},
+		{"1001", 1001, 1001},
+		{"app", 1001, 1002},
+		{"app:staff", 1001, 50},
+		{"app:77", 1001, 77},
+		{"1000:staff", 1000, 50},
+		{"1000:nosuch", 1000, 1000},
+		{"nosuch", 0, 0},
+		{"nosuch:7", 0, 7},
+		{"root", 0, 0},
+		{"app:root", 1001, 0},
+	}
+	for _, tt := range tests {
+		uid, gid, err := workdirOwner(tt.spec, rootfs)
+		if err != nil || uid != tt.uid || gid != tt.gid {
+			t.Errorf("workdirOwner(%q) = %d, %d, %v, want %d, %d", tt.spec, uid, gid, err, tt.uid, tt.gid)
+		}
+	}
+}

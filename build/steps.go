@@ -12,6 +12,7 @@ import (
 	"path"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/moby/buildkit/frontend/dockerfile/instructions"
@@ -278,11 +279,9 @@ func (b *builder) workdirStep(ctx context.Context, c *instructions.WorkdirComman
 		// The dirs it makes belong to the USER so far, as buildkit makes them.
 		uid, gid := -1, -1
 		if user := b.img.Config.User; user != "" {
-			u, err := LookupUserInRoot(user, rootfs)
-			if err != nil {
+			if uid, gid, err = workdirOwner(user, rootfs); err != nil {
 				return err
 			}
-			uid, gid = int(u.UID), int(u.GID)
 		}
 		f, err := mkdirAllInRootOwned(rfd, wd, uid, gid)
 		if err != nil {
@@ -296,6 +295,41 @@ func (b *builder) workdirStep(ctx context.Context, c *instructions.WorkdirComman
 	// As the classic builder: the SHELL in effect, "#(nop) WORKDIR" one word.
 	createdBy := strings.Join(append(slices.Clone(b.shell()), "#(nop) WORKDIR "+wd), " ")
 	return false, b.commitStep(key, createdBy, layer, diffID)
+}
+
+// workdirOwner is the owner of the dirs WORKDIR makes after USER spec, as
+// buildkit's readUser gives it (llb.WithUser): a numeric uid alone gets gid =
+// uid, as --chown=<uid> does (parseChown); a name its passwd uid and gid; a
+// group its gid. Unlike --chown, a name the image does not know is root
+// (group: left as it was), not an error: buildkit builds such a Dockerfile.
+func workdirOwner(spec, rootfs string) (int, int, error) {
+	user, group, _ := strings.Cut(spec, ":")
+	uid, gid := 0, 0
+	if n, err := strconv.ParseUint(user, 10, 32); err == nil {
+		uid, gid = int(n), int(n)
+	} else if user != "root" {
+		u, err := LookupUserInRoot(user, rootfs)
+		if err != nil && !errors.Is(err, ErrNoSuchUser) {
+			return 0, 0, err
+		}
+		if err == nil {
+			uid, gid = int(u.UID), int(u.GID)
+		}
+	}
+	if n, err := strconv.ParseUint(group, 10, 32); err == nil {
+		gid = int(n)
+	} else if group == "root" {
+		gid = 0
+	} else if group != "" {
+		g, err := LookupUserInRoot("0:"+group, rootfs)
+		if err != nil && !errors.Is(err, ErrNoSuchUser) {
+			return 0, 0, err
+		}
+		if err == nil {
+			gid = int(g.GID)
+		}
+	}
+	return uid, gid, nil
 }
 
 // copyFlags are COPY's and ADD's flags.

@@ -108,3 +108,32 @@ COPY --from=other /other /other
 		t.Errorf("with --build-arg FOO=7 BAR=b: %q", got)
 	}
 }
+
+// TestBuildWorkdirOwnerAfterNumericUser: WORKDIR after USER <uid> makes the dir
+// uid:uid, as BuildKit and layerfs's own COPY --chown=<uid> do (it made it
+// uid:0, or uid:<passwd gid>); after USER <unknown name> it is root's and the
+// build goes on, as in BuildKit (it failed).
+func TestBuildWorkdirOwnerAfterNumericUser(t *testing.T) {
+	requireRunner(t)
+	importRunner(t, "busybox", `CMD ["sh"]`)
+	ctx := t.TempDir()
+	writeFiles(t, ctx, map[string]string{"Dockerfile": `FROM busybox
+RUN mkdir -p /etc && echo "app:x:1001:1002::/:/bin/sh" > /etc/passwd
+USER 1000
+WORKDIR /w1000
+USER 1001
+WORKDIR /w1001
+USER app
+WORKDIR /wapp
+USER nosuch
+WORKDIR /wnosuch
+USER 0
+COPY --chown=1000 Dockerfile /c1000
+`})
+	mustRun(t, "build", "-t", "wd", ctx)
+	got := mustRun(t, "run", "--rm", "wd", "stat", "-c", "%n %u:%g", "/w1000", "/w1001", "/wapp", "/wnosuch", "/c1000")
+	want := "/w1000 1000:1000\n/w1001 1001:1001\n/wapp 1001:1002\n/wnosuch 0:0\n/c1000 1000:1000\n"
+	if got != want {
+		t.Errorf("owners = %q, want %q", got, want)
+	}
+}

@@ -4,6 +4,7 @@ package build
 // build takes them.
 
 import (
+	"bytes"
 	"fmt"
 	"io"
 	"os"
@@ -39,7 +40,7 @@ func StdinContext(r io.Reader, tmpDir string) (ctxDir, dockerfile string, cleanu
 	if err := os.Mkdir(ctxDir, 0o755); err != nil {
 		return "", "", nil, err
 	}
-	if !isArchive(in) {
+	if !isArchive(in) && !isCompressed(in) {
 		return ctxDir, in, cleanup, nil
 	}
 	cp, err := newCopier(ctxDir, "", nil)
@@ -58,6 +59,27 @@ func StdinContext(r io.Reader, tmpDir string) (ctxDir, dockerfile string, cleanu
 	}
 	os.Remove(in)
 	return ctxDir, "", cleanup, nil
+}
+
+// isCompressed reports whether a file starts with a compression magic (gzip,
+// bzip2, xz, zstd: docker's DetectCompression's). Such stdin is a context, as for docker's IsArchive, even if
+// what it holds is not a whole tar: a truncated one then fails with the
+// decompression error, not as a Dockerfile whose "instruction" is binary.
+func isCompressed(p string) bool {
+	f, err := os.Open(p)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	head := make([]byte, 6)
+	n, _ := io.ReadFull(f, head)
+	head = head[:n]
+	for _, magic := range [][]byte{{0x1f, 0x8b}, []byte("BZh"), []byte("\xfd7zXZ\x00"), {0x28, 0xb5, 0x2f, 0xfd}} {
+		if bytes.HasPrefix(head, magic) {
+			return true
+		}
+	}
+	return false
 }
 
 // StdinDockerfile reads a Dockerfile (`build -f -`) from r into a new dir under

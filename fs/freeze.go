@@ -50,7 +50,7 @@ func stopWriters(ctx context.Context, dev uint64, inos map[uint64]bool, skip map
 		return noop, nil
 	}
 	fr := newFreezer(dev, skip)
-	if err := fr.stop(ctx, inos); err != nil {
+	if err := fr.stop(ctx, inos, 0); err != nil {
 		fr.cont()
 		return noop, fmt.Errorf("stop writers: %w", err)
 	}
@@ -78,8 +78,11 @@ func newFreezer(dev uint64, skip map[int]bool) *freezer {
 // the last look listed /proc (its parent stopped only after the fork) holds the
 // parent's fds, a writer too. On error, what it stopped stays stopped (cont).
 //
-// inos nil stands for every inode of the device.
-func (fr *freezer) stop(ctx context.Context, inos map[uint64]bool) error {
+// inos nil stands for every inode of the device. settle, if not 0, bounds each
+// wait for writers to stop (not the look through /proc, which takes what it
+// takes on a loaded machine): under the barrier, a writer that waits there
+// never stops.
+func (fr *freezer) stop(ctx context.Context, inos map[uint64]bool, settle time.Duration) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
@@ -103,7 +106,13 @@ func (fr *freezer) stop(ctx context.Context, inos map[uint64]bool) error {
 		if err != nil {
 			return err
 		}
-		if err := fr.waitStopped(ctx, wait); err != nil {
+		wctx, cancel := ctx, context.CancelFunc(func() {})
+		if settle > 0 {
+			wctx, cancel = context.WithTimeout(ctx, settle)
+		}
+		err = fr.waitStopped(wctx, wait)
+		cancel()
+		if err != nil {
 			return err
 		}
 	}

@@ -297,7 +297,7 @@ var pauseHook atomic.Pointer[func(attempt int)]
 // says to try again.
 func (m *MountPoint) pause(ctx context.Context, skip map[int]bool, attempt int) (retry bool, err error) {
 	fr := newFreezer(m.dev, skip)
-	if err := fr.stop(ctx, nil); err != nil {
+	if err := fr.stop(ctx, nil, 0); err != nil {
 		fr.cont()
 		return false, fmt.Errorf("stop writers: %w", err)
 	}
@@ -320,9 +320,7 @@ func (m *MountPoint) pause(ctx context.Context, skip map[int]bool, attempt int) 
 		fr.cont()
 		return false, ctx.Err()
 	}
-	settle, cancel := context.WithTimeout(ctx, pauseSettle)
-	err = fr.stop(settle, nil)
-	cancel()
+	err = fr.stop(ctx, nil, pauseSettle)
 	if err != nil {
 		m.fs.barrier.Unlock()
 		fr.cont()

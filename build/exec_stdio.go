@@ -59,7 +59,7 @@ func (s *execStdio) pipes(spec ExecSpec) (stdin, stdout, stderr *os.File, err er
 	if stdout, err = s.output(spec.Stdout); err != nil {
 		return nil, nil, nil, err
 	}
-	if sameOpenFile(spec.Stdout, spec.Stderr) {
+	if SameOpenFile(spec.Stdout, spec.Stderr) {
 		return stdin, stdout, stdout, nil
 	}
 	if stderr, err = s.output(spec.Stderr); err != nil {
@@ -99,8 +99,9 @@ func (s *execStdio) output(out io.Writer) (*os.File, error) {
 	return w, nil
 }
 
-// sameOpenFile reports whether a and b are one open file (dup'd fds).
-func sameOpenFile(a, b io.Writer) bool {
+// SameOpenFile reports whether a and b are one open file (dup'd fds, as for
+// 2>&1): then one pipe serves both, and their order is kept.
+func SameOpenFile(a, b io.Writer) bool {
 	fa, ok := a.(*os.File)
 	fb, ok2 := b.(*os.File)
 	if !ok || !ok2 {

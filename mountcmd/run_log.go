@@ -19,6 +19,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/layerfs/layerfs/build"
 )
 
 // containerJSONLogPath is the container's log in docker's json-file format.
@@ -166,7 +168,7 @@ func openContainerIO(w *workContainer, tty bool, stdout, stderr *os.File) (c *co
 	}
 	c.readers, c.writers = append(c.readers, outR), append(c.writers, outW)
 	c.copy(outR, c.streams[0], stdout)
-	if stdout != nil && stderr != nil && sameOpenFile(stdout, stderr) {
+	if stdout != nil && stderr != nil && build.SameOpenFile(stdout, stderr) {
 		return c, outW, outW, nil
 	}
 	errR, errW, err := os.Pipe()
@@ -177,16 +179,6 @@ func openContainerIO(w *workContainer, tty bool, stdout, stderr *os.File) (c *co
 	c.readers, c.writers = append(c.readers, errR), append(c.writers, errW)
 	c.copy(errR, c.streams[1], stderr)
 	return c, outW, errW, nil
-}
-
-// sameOpenFile reports whether a and b are one file (dup'd fds, as for 2>&1).
-func sameOpenFile(a, b *os.File) bool {
-	sa, err := a.Stat()
-	if err != nil {
-		return false
-	}
-	sb, err := b.Stat()
-	return err == nil && os.SameFile(sa, sb)
 }
 
 // started closes run's copies of the container's ends of the pipes: the

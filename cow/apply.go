@@ -23,6 +23,9 @@ import (
 //
 // Whiteouts stay what they are in a layer tar: ".wh.<name>" files and ".wh..wh..opq"
 // markers are created as plain (empty) files, the OCI encoding the union fs reads.
+// A whiteout longer than NAME_MAX (of a 252-255-byte name) cannot be a file: it
+// becomes a 0/0 device named <name> (whiteout.go, Long names), unless this tar has
+// an entry of that name, which hides the lower one by itself.
 //
 // Every tar is hostile. Each entry is checked before anything is written for it:
 // absolute names, ".." escapes, entries below a symlink or a non-directory, and hard
@@ -86,6 +89,10 @@ const (
 	kindDir entryKind = iota + 1
 	kindSymlink
 	kindOther
+	// kindWhiteout is a long whiteout's device (HasLongWhiteout): not an entry of
+	// the tar, so a later entry of its name or below it replaces it, and no hard
+	// link may point at it.
+	kindWhiteout
 )
 
 // tarModel is what a layer tar has created so far, by clean name: enough to refuse
@@ -155,7 +162,7 @@ func (a *tarModel) checkParents(p string) error {
 		if p[i] != '/' {
 			continue
 		}
-		switch a.seen[p[:i]] {
+		switch a.seen[p[:i]] { // kindWhiteout: replaced by a dir
 		case kindSymlink:
 			return fmt.Errorf("%w: %s is a symlink", ErrUnsafePath, p[:i])
 		case kindOther:
@@ -173,7 +180,7 @@ func (a *applier) parent(p string) (int, error) {
 		return a.cacheFd, nil
 	}
 	a.dropCache()
-	if _, ok := a.seen[dir]; !ok {
+	if k, ok := a.seen[dir]; !ok || k == kindWhiteout {
 		if err := a.mkdirAll(dir); err != nil {
 			return -1, err
 		}
@@ -191,12 +198,17 @@ func (a *applier) mkdirAll(dir string) error {
 	cur := "."
 	for _, c := range comps {
 		next := joinPath(cur, c)
-		if _, ok := a.seen[next]; !ok {
+		if k, ok := a.seen[next]; !ok || k == kindWhiteout {
 			fd, err := openDirIn(a.root, cur, unix.O_PATH)
 			if err != nil {
 				return fmt.Errorf("open parent %s: %w", cur, err)
 			}
-			err = unix.Mkdirat(fd, c, 0o755)
+			if ok {
+				err = unix.Unlinkat(fd, c, 0)
+			}
+			if err == nil {
+				err = unix.Mkdirat(fd, c, 0o755)
+			}
 			unix.Close(fd)
 			if err != nil {
 				return fmt.Errorf("mkdir %s: %w", next, err)
@@ -248,8 +260,9 @@ func (a *tarModel) check(hdr *tar.Header) (p, link string, err error) {
 	if err := CheckOwner(hdr); err != nil {
 		return "", "", err
 	}
-	for _, c := range strings.Split(p, "/") {
-		if len(c) > 255 {
+	comps := strings.Split(p, "/")
+	for i, c := range comps {
+		if len(c) > nameMax && !(i == len(comps)-1 && isLongWhiteout(c)) {
 			return "", "", fmt.Errorf("%w: a name longer than 255 bytes", ErrUnsupported)
 		}
 	}
@@ -280,7 +293,7 @@ func (a *tarModel) check(hdr *tar.Header) (p, link string, err error) {
 			return "", "", fmt.Errorf("hard link target: %w", err)
 		}
 		switch k, ok := a.seen[link]; {
-		case !ok:
+		case !ok || k == kindWhiteout:
 			return "", "", fmt.Errorf("%w: hard link target %s is not in this layer", ErrUnsafePath, link)
 		case k == kindDir:
 			return "", "", fmt.Errorf("%w: hard link to directory %s", ErrUnsafePath, link)
@@ -355,7 +368,7 @@ func (a *tarModel) add(p string, k entryKind) {
 	}
 	for i := 0; i < len(p); i++ {
 		if p[i] == '/' {
-			if _, ok := a.seen[p[:i]]; !ok {
+			if k, ok := a.seen[p[:i]]; !ok || k == kindWhiteout {
 				a.seen[p[:i]] = kindDir
 			}
 		}
@@ -364,6 +377,28 @@ func (a *tarModel) add(p string, k entryKind) {
 		forgetIn(a.seen, p, old == kindDir)
 	}
 	a.seen[p] = k
+}
+
+// isLongWhiteout reports whether name (one component) is an OCI whiteout longer than
+// NAME_MAX of a name that is not.
+func isLongWhiteout(name string) bool {
+	t, ok := WhiteoutTarget(name)
+	return ok && len(t) <= nameMax && HasLongWhiteout(t)
+}
+
+// longWhiteout returns the path that the entry p, which check accepted, deletes
+// when p is a long whiteout, and whether it is one and makes a device: not when
+// this tar has an entry at that path (or made the device already).
+func (a *tarModel) longWhiteout(p string) (string, bool) {
+	dir, base := splitPath(p)
+	if !isLongWhiteout(base) {
+		return "", false
+	}
+	q := joinPath(dir, base[len(WhiteoutPrefix):])
+	if _, ok := a.seen[q]; ok {
+		return "", false
+	}
+	return q, true
 }
 
 // CheckLayer reads the uncompressed layer tar r to its end and reports the first
@@ -404,7 +439,9 @@ func CheckLayer(r io.Reader, opts ...CheckOption) (int, error) {
 		if err != nil {
 			return n, &EntryError{"check", hdr.Name, err}
 		}
-		if p != "" {
+		if q, ok := m.longWhiteout(p); ok {
+			m.add(q, kindWhiteout)
+		} else if p != "" && !isLongWhiteout(path.Base(p)) {
 			m.add(p, m.kindOf(hdr, link))
 		}
 		switch hdr.Typeflag {
@@ -539,6 +576,9 @@ func (a *applier) entry(hdr *tar.Header, r io.Reader) error {
 		a.dirs["."] = hdr
 		return nil
 	}
+	if isLongWhiteout(path.Base(p)) {
+		return a.longWhiteoutEntry(p)
+	}
 
 	// Checked: from here on the entry touches disk.
 	pfd, err := a.parent(p)
@@ -617,6 +657,28 @@ func (a *applier) entry(hdr *tar.Header, r io.Reader) error {
 		err = fmt.Errorf("close: %w", cerr)
 	}
 	return err
+}
+
+// longWhiteoutEntry applies the long whiteout p (isLongWhiteout) as a 0/0 device.
+func (a *applier) longWhiteoutEntry(p string) error {
+	q, ok := a.longWhiteout(p)
+	if !ok {
+		return nil
+	}
+	pfd, err := a.parent(q)
+	if err != nil {
+		return err
+	}
+	_, base := splitPath(q)
+	if err := MakeWhiteout(pfd, base, FormatOCI); err != nil {
+		if errors.Is(err, unix.EPERM) {
+			// Linux before 5.8 lets only CAP_MKNOD make whiteout devices.
+			return fmt.Errorf("whiteout of a %d-byte name: a 0/0 device is needed, and mknod was refused: %w", len(base), unix.EPERM)
+		}
+		return err
+	}
+	a.seen[q] = kindWhiteout
+	return nil
 }
 
 // openParentOf opens the parent dir of a path the tar created (a new fd).

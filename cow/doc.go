@@ -11,7 +11,8 @@
 // # Layers
 //
 // An unpacked layer is a plain directory holding one layer tar's entries, whiteouts
-// included as the OCI ".wh." files they are in the tar. Apply treats every tar as
+// included as the OCI ".wh." files they are in the tar, except one too long for a
+// file name, which is held as an overlay 0/0 device (whiteout.go). Apply treats every tar as
 // hostile: names are cleaned, escapes and writes through links are refused before
 // anything is written for the entry, and all writes are resolved inside the target
 // with openat2(RESOLVE_IN_ROOT|RESOLVE_NO_SYMLINKS) (an O_NOFOLLOW walk on old

@@ -22,6 +22,15 @@ import (
 //
 // Names beginning with ".wh." are reserved in both: the union filesystem hides them
 // from lookup and readdir and refuses to create them.
+//
+// Long names: the OCI whiteout of a name of 252-255 bytes is longer than NAME_MAX. It
+// is a valid tar name (a PAX path record) that docker, containerd and umoci apply,
+// but no directory can hold it as a file, so an OCI dir (an unpacked layer, an upper
+// dir) holds such a whiteout in the overlay encoding, a 0/0 device named <name>, and
+// readers of OCI dirs take a 0/0 device as a whiteout for such names only
+// (IsWhiteoutDevice). Layer tars still carry ".wh.<name>": Apply reads it, Diff
+// writes it. Since Linux 5.8 anyone may make a 0/0 device (mknod allows whiteouts
+// without CAP_MKNOD); before, only root.
 
 const (
 	// WhiteoutPrefix starts the name of an OCI whiteout file: ".wh.<name>".
@@ -79,6 +88,20 @@ func WhiteoutTarget(name string) (string, bool) {
 	return t, t != "" && t != "." && t != ".."
 }
 
+// nameMax is NAME_MAX, the longest name a directory entry may have.
+const nameMax = 255
+
+// HasLongWhiteout reports whether name's OCI whiteout ".wh.<name>" is longer than
+// NAME_MAX, so that an OCI dir holds it as a 0/0 device (see Long names above).
+func HasLongWhiteout(name string) bool { return len(WhiteoutPrefix)+len(name) > nameMax }
+
+// IsWhiteoutDevice reports whether the entry name, of stat st, in a dir whose
+// whiteouts are in format f, is a whiteout device: any 0/0 device in the overlay
+// format, one whose name has a long whiteout in the OCI format.
+func IsWhiteoutDevice(f Format, name string, st *unix.Stat_t) bool {
+	return IsOverlayWhiteout(st) && (f == FormatOverlay || HasLongWhiteout(name))
+}
+
 // IsOverlayWhiteout reports whether st describes an overlay whiteout: a character
 // device with device number 0/0.
 func IsOverlayWhiteout(st *unix.Stat_t) bool {
@@ -119,10 +142,11 @@ func IsOpaqueDir(dirfd int) (bool, error) {
 	return false, nil
 }
 
-// MakeWhiteout records in the directory open as dirfd that name is deleted, in format f.
+// MakeWhiteout records in the directory open as dirfd that name is deleted, in format f
+// (a 0/0 device in FormatOCI too for a name whose whiteout is long: HasLongWhiteout).
 // It replaces nothing: the caller removes any existing entry first.
 func MakeWhiteout(dirfd int, name string, f Format) error {
-	if f == FormatOverlay {
+	if f == FormatOverlay || HasLongWhiteout(name) {
 		if err := unix.Mknodat(dirfd, name, unix.S_IFCHR|0o000, 0); err != nil {
 			return &os.PathError{Op: "mknod whiteout", Path: name, Err: err}
 		}

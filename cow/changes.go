@@ -101,7 +101,7 @@ func (c *changer) walk(dirfd int, rel string, lowerHas, hidden bool) error {
 		if err := unix.Fstatat(dirfd, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
 			return &EntryError{"changes", p, fmt.Errorf("lstat: %w", err)}
 		}
-		if c.format == FormatOverlay && IsOverlayWhiteout(&st) {
+		if IsWhiteoutDevice(c.format, name, &st) {
 			if lowerHas {
 				if err := c.deleted(p); err != nil {
 					return err
@@ -168,7 +168,7 @@ func (c *changer) hidden(fd int, p string) error {
 	for _, n := range names {
 		var st unix.Stat_t
 		err := unix.Fstatat(fd, n, &st, unix.AT_SYMLINK_NOFOLLOW)
-		if err == nil && !(c.format == FormatOverlay && IsOverlayWhiteout(&st)) {
+		if err == nil && !IsWhiteoutDevice(c.format, n, &st) {
 			continue // still there (A/C listed by the walk)
 		}
 		if err := c.deleted(joinPath(p, n)); err != nil {

@@ -15,7 +15,8 @@ import (
 type DiffOptions struct {
 	// Format is the whiteout encoding used in the upper dir. OCI ".wh." files and
 	// opaque markers are read in either format; 0/0 character devices are whiteouts
-	// only with FormatOverlay. Overlay opaque xattrs are read in either format.
+	// with FormatOverlay, and with FormatOCI for names whose ".wh." name would be
+	// too long (IsWhiteoutDevice). Overlay opaque xattrs are read in either format.
 	Format Format
 	// Lowers are the lower dirs, top first. Diff does not need them; Changes does, to
 	// tell an added path from a changed one and to list what an opaque dir hides.
@@ -27,7 +28,7 @@ type DiffOptions struct {
 // Diff streams the upper dir as a reproducible OCI layer tar (see tarwriter.go for
 // the exact encoding): a depth-first walk of the upper dir only, each dir's entries
 // sorted bytewise by their names in the tar; whiteouts as ".wh.<name>" (translated
-// from overlay 0/0 devices with FormatOverlay); an opaque dir (OCI marker or overlay
+// from 0/0 devices: IsWhiteoutDevice); an opaque dir (OCI marker or overlay
 // xattr) as its dir entry directly followed by "<dir>/.wh..wh..opq". The root dir
 // itself is not an entry. The same upper dir gives the same bytes every time, and
 // the same changes give the same bytes in either whiteout encoding.
@@ -114,7 +115,7 @@ func (d *differ) walk(dirfd int, rel string) error {
 			}
 			return &EntryError{"diff", joinPath(rel, name), fmt.Errorf("lstat: %w", err)}
 		}
-		if d.format == FormatOverlay && IsOverlayWhiteout(&it.st) {
+		if IsWhiteoutDevice(d.format, name, &it.st) {
 			it.tarName, it.whiteout = WhiteoutName(name), true
 		}
 		items = append(items, it)

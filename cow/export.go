@@ -52,7 +52,7 @@ func writeExport(ctx context.Context, lowers []string, upper string, f Format, w
 // mergeLayer is one layer's copy of a directory in a merged walk.
 type mergeLayer struct {
 	fd      int
-	overlay bool // 0/0 character devices are whiteouts here
+	overlay bool // 0/0 character devices are whiteouts here (else only for long names)
 }
 
 type mergedEntry struct {
@@ -92,7 +92,7 @@ func mergeDir(layers []mergeLayer) ([]*mergedEntry, error) {
 			if err := unix.Fstatat(l.fd, n, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
 				return nil, fmt.Errorf("lstat %s: %w", n, err)
 			}
-			if l.overlay && IsOverlayWhiteout(&st) {
+			if (l.overlay || HasLongWhiteout(n)) && IsOverlayWhiteout(&st) {
 				whiteouts = append(whiteouts, n)
 				continue
 			}

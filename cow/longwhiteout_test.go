@@ -91,4 +91,23 @@ func TestExportLongWhiteout(t *testing.T) {
 	if got := strings.Join(tarNames(t, b), " "); got != "d/ keep" {
 		t.Errorf("Export(layer with long whiteouts over base) = %s, want d/ keep", got)
 	}
+	// An upper dir in the OCI format holds them the same way (the union fs's
+	// deletes).
+	upper := tempDir(t)
+	must(t, MakeWhiteout(unixOpen(t, upper), n, FormatOCI))
+	rc = Export(context.Background(), []string{base}, upper, FormatOCI)
+	b, err = io.ReadAll(rc)
+	must(t, err)
+	must(t, rc.Close())
+	if got, want := strings.Join(tarNames(t, b), " "), "d/ d/"+n+" keep"; got != want {
+		t.Errorf("Export(OCI upper with a long whiteout over base) = %.40s..., want %.40s...", got, want)
+	}
+}
+
+func unixOpen(t *testing.T, dir string) int {
+	t.Helper()
+	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	must(t, err)
+	t.Cleanup(func() { unix.Close(fd) })
+	return fd
 }

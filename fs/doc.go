@@ -76,8 +76,9 @@
 // # Limits
 //
 // Names longer than NAME_MAX are refused; paths of any depth work. In the OCI
-// encoding a name longer than 251 bytes cannot be whited out (".wh." + name exceeds
-// NAME_MAX): deleting such a lower entry fails. Directory renames copy the whole
+// encoding the whiteout of a name longer than 251 bytes (".wh." + name exceeds
+// NAME_MAX) is a 0/0 device, as in lower layers (cow, whiteout.go); commit writes it
+// as ".wh.<name>". Directory renames copy the whole
 // lower tree up (no redirect xattrs are written or read). A symlink's own xattrs
 // (trusted.*, security.*; Linux refuses user.* on symlinks) are shown, set and
 // copied up as by overlayfs, never its target's. POSIX ACLs are kept as

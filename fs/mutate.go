@@ -52,7 +52,7 @@ func (n *node) upperDir() (*entry, *stack, int, error) {
 // clearWhiteout removes a whiteout for name in the upper dir dfd, in either encoding,
 // and reports whether there was one.
 func clearWhiteout(dfd int, name string) (bool, error) {
-	if len(cow.WhiteoutName(name)) > 255 {
+	if cow.HasLongWhiteout(name) {
 		// No OCI whiteout can exist for such a name; check the overlay one only.
 		var st unix.Stat_t
 		if unix.Fstatat(dfd, name, &st, unix.AT_SYMLINK_NOFOLLOW) == nil && cow.IsOverlayWhiteout(&st) {
@@ -425,11 +425,6 @@ func (n *node) removeOnce(name string, dir bool) (en syscall.Errno, again bool) 
 		}
 	}
 	whiteout := s.lowerHasIn(dirs, name)
-	if whiteout && s.format != cow.FormatOverlay && len(cow.WhiteoutName(name)) > 255 {
-		// The OCI whiteout this needs cannot be made: fail before the entry's
-		// upper copy (a changed file, a dir's whiteouts) is removed.
-		return syscall.ENAMETOOLONG, false
-	}
 	dfd := dirs.upperFd(s)
 	if dfd < 0 {
 		_, s, dfd, err = n.upperDir()

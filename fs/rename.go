@@ -114,11 +114,6 @@ func (n *node) Rename(ctx context.Context, name string, newParent fusefs.InodeEm
 			return errno("rename opaque", err)
 		}
 	}
-	if !exchange && s.format != cow.FormatOverlay && len(cow.WhiteoutName(name)) > 255 && s.lowerHas(pe.layers, rel, name) {
-		// The OCI whiteout the old name needs cannot be made: fail before the
-		// target's hidden entries are cleared below.
-		return syscall.ENAMETOOLONG
-	}
 	unlock := n.fs.entriesChange()
 	defer unlock()
 	if !exchange && de != nil && de.isDir() {
@@ -167,6 +162,9 @@ func cancelOf(ctx context.Context) <-chan struct{} {
 // lower layer holds it). Whiteouts at newName go once the entry is there (an entry
 // wins over a whiteout of its own name in the same layer, see lookupOne).
 func moveEntry(sdfd int, name string, ddfd int, newName string, flags uint, wh bool, f cow.Format) error {
+	if cow.HasLongWhiteout(name) {
+		f = cow.FormatOverlay // name's whiteout is a 0/0 device in either format
+	}
 	var st unix.Stat_t
 	if unix.Fstatat(ddfd, newName, &st, unix.AT_SYMLINK_NOFOLLOW) == nil && cow.IsOverlayWhiteout(&st) {
 		// Swap the entry with the whiteout: newName shows the entry, name the
@@ -217,7 +215,7 @@ func moveEntry(sdfd int, name string, ddfd int, newName string, flags uint, wh b
 
 // removeOCIWhiteout removes the OCI whiteout of name in dfd, if there is one.
 func removeOCIWhiteout(dfd int, name string) error {
-	if len(cow.WhiteoutName(name)) > 255 {
+	if cow.HasLongWhiteout(name) {
 		return nil
 	}
 	if err := unix.Unlinkat(dfd, cow.WhiteoutName(name), 0); err != nil && !errors.Is(err, unix.ENOENT) {

@@ -797,42 +797,6 @@ func TestRenameLowerDirKeepsAtime(t *testing.T) {
 	}
 }
 
-// TestRemoveLongLowerNameChangesNothing: a lower entry whose name leaves no room for
-// ".wh." cannot be deleted in the OCI encoding (see doc.go), and the failed unlink or
-// rmdir must leave the tree as it was: before, it removed the entry's upper copy
-// first, so a modified file went back to the layer's content, and an emptied dir
-// got back the lower children rm had already deleted (with its node left stale).
-func TestRemoveLongLowerNameChangesNothing(t *testing.T) {
-	file, dir := strings.Repeat("f", 253), strings.Repeat("d", 255)
-	u := mountUnion(t, cow.FormatOCI, tree(t, map[string]string{file: "lower", dir + "/a": "a", dir + "/b": "b"}))
-	p := func(rel string) string { return filepath.Join(u.mnt, rel) }
-	must(t, os.WriteFile(p(file), []byte("changed"), 0o644))
-	if err := os.Remove(p(file)); !errors.Is(err, syscall.ENAMETOOLONG) {
-		t.Errorf("unlink of a 253-byte lower name: %v, want ENAMETOOLONG", err)
-	}
-	check := func(when string) {
-		if got := readFile(t, p(file)); got != "changed" {
-			t.Errorf("%s: the file holds %q, want %q", when, got, "changed")
-		}
-	}
-	check("after the failed unlink")
-	u.remount(t, cow.FormatOCI) // past the kernel's caches
-	check("after the failed unlink and a remount")
-	must(t, os.Remove(p(dir+"/a")))
-	must(t, os.Remove(p(dir+"/b")))
-	if err := unix.Rmdir(p(dir)); !errors.Is(err, syscall.ENAMETOOLONG) {
-		t.Errorf("rmdir of a 255-byte lower name: %v, want ENAMETOOLONG", err)
-	}
-	ents, err := os.ReadDir(p(dir))
-	if err != nil || len(ents) != 0 {
-		t.Errorf("after the failed rmdir the dir lists %v (%v), want it empty", ents, err)
-	}
-	var sz [64]byte
-	if _, err := unix.Listxattr(p(dir), sz[:]); err != nil {
-		t.Errorf("listxattr of the dir after the failed rmdir: %v", err)
-	}
-}
-
 // TestUtimesPast2262: a time set through the mount outside int64 nanoseconds (after
 // 2262) reaches the upper dir as set (within what its filesystem holds), as on
 // overlayfs; it went through time.UnixNano, which wraps, and `touch -d @10000000000`

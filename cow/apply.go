@@ -105,9 +105,12 @@ func newTarModel() tarModel { return tarModel{seen: map[string]entryKind{".": ki
 
 type applier struct {
 	tarModel
-	root     int                    // O_PATH fd of the target dir
-	dirs     map[string]*tar.Header // directories whose metadata is set at the end
-	cacheDir string                 // the last parent dir resolved, and its fd
+	root int                    // O_PATH fd of the target dir
+	dirs map[string]*tar.Header // directories whose metadata is set at the end
+	// whited are the paths this tar whites out; one that is a directory of the
+	// tar too is opaque (finish).
+	whited   map[string]bool
+	cacheDir string // the last parent dir resolved, and its fd
 	cacheFd  int
 	euid     int
 	egid     int
@@ -120,7 +123,7 @@ func newApplier(dir string) (*applier, error) {
 		return nil, fmt.Errorf("apply: open %s: %w", dir, err)
 	}
 	return &applier{
-		tarModel: newTarModel(), root: root, dirs: map[string]*tar.Header{},
+		tarModel: newTarModel(), root: root, dirs: map[string]*tar.Header{}, whited: map[string]bool{},
 		cacheFd: -1, euid: os.Geteuid(), egid: os.Getegid(), buf: make([]byte, 1<<20),
 	}, nil
 }
@@ -576,6 +579,11 @@ func (a *applier) entry(hdr *tar.Header, r io.Reader) error {
 		a.dirs["."] = hdr
 		return nil
 	}
+	if dir, base := splitPath(p); base != "" {
+		if t, ok := WhiteoutTarget(base); ok {
+			a.whited[joinPath(dir, t)] = true
+		}
+	}
 	if isLongWhiteout(path.Base(p)) {
 		return a.longWhiteoutEntry(p)
 	}
@@ -695,6 +703,9 @@ func (a *applier) openParentOf(p string) (int, error) {
 // read-only mode nor a child's creation undoes it.
 func (a *applier) finish() error {
 	a.dropCache()
+	if err := a.markWhitedDirsOpaque(); err != nil {
+		return err
+	}
 	paths := make([]string, 0, len(a.dirs))
 	for p := range a.dirs {
 		paths = append(paths, p)
@@ -720,6 +731,32 @@ func (a *applier) finish() error {
 		unix.Close(fd)
 		if err != nil {
 			return &EntryError{"apply", a.dirs[p].Name, err}
+		}
+	}
+	return nil
+}
+
+// markWhitedDirsOpaque makes each directory of the tar that the tar also whites
+// out opaque. A whiteout applies to the layers below only (OCI): ".wh.d" with
+// "d/x" in one layer is the lower d replaced by this layer's, which holds just
+// x; the union would otherwise merge the lower d's entries back in (as
+// containerd's unpack into overlayfs does, which makes a dir created over a
+// whiteout opaque).
+func (a *applier) markWhitedDirsOpaque() error {
+	for p := range a.whited {
+		if a.seen[p] != kindDir {
+			continue
+		}
+		fd, err := openDirIn(a.root, p, unix.O_RDONLY)
+		if err != nil {
+			return &EntryError{"apply", p, fmt.Errorf("open: %w", err)}
+		}
+		mfd, err := unix.Openat(fd, OpaqueMarker, unix.O_CREAT|unix.O_EXCL|unix.O_WRONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o644)
+		unix.Close(fd)
+		if err == nil {
+			unix.Close(mfd)
+		} else if !errors.Is(err, unix.EEXIST) {
+			return &EntryError{"apply", p, fmt.Errorf("make it opaque: %w", err)}
 		}
 	}
 	return nil

@@ -111,3 +111,23 @@ func unixOpen(t *testing.T, dir string) int {
 	t.Cleanup(func() { unix.Close(fd) })
 	return fd
 }
+
+// A layer that whites out a dir and has it too replaces the lower dir: Apply
+// makes the layer's dir opaque, and Export (as the union) gives only its own
+// entries there.
+func TestApplyWhiteoutAndDirOpaque(t *testing.T) {
+	base, top := tempDir(t), tempDir(t)
+	if _, err := Apply(context.Background(), base, bytes.NewReader(buildTar(t, dir("d"), reg("d/old", "o")))); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Apply(context.Background(), top, bytes.NewReader(buildTar(t, reg(WhiteoutPrefix+"d", ""), dir("d"), reg("d/new", "n")))); err != nil {
+		t.Fatal(err)
+	}
+	rc := Export(context.Background(), []string{top, base}, "", FormatOCI)
+	b, err := io.ReadAll(rc)
+	must(t, err)
+	must(t, rc.Close())
+	if got := strings.Join(tarNames(t, b), " "); got != "d/ d/new" {
+		t.Errorf("Export(a layer with .wh.d and d/new over d/old) = %s, want d/ d/new", got)
+	}
+}

@@ -128,3 +128,46 @@ func tarHeaders(t *testing.T, rc io.ReadCloser) []string {
 		names = append(names, h.Name)
 	}
 }
+
+// A layer that whites out a dir and has that dir too (".wh.d" and "d/x", in
+// either order, a long name's too) replaces the lower dir: the mount lists only
+// the layer's entries in it (OCI: a whiteout applies to the layers below). The
+// lower dir's entries came back (found by a review).
+func TestWhiteoutAndDirInOneLayer(t *testing.T) {
+	long := strings.Repeat("D", 253)
+	for _, tc := range []struct {
+		name    string
+		entries []string // "dir/" entries are dirs
+	}{
+		{"whiteout first", []string{cow.WhiteoutName("d"), "d/", "d/new"}},
+		{"dir first", []string{"d/", "d/new", cow.WhiteoutName("d")}},
+		{"no dir entry", []string{cow.WhiteoutName("d"), "d/new"}},
+		{"long name", []string{cow.WhiteoutName(long), long + "/", long + "/new"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			base := tree(t, map[string]string{"d/old": "o", long + "/old": "o"})
+			top := t.TempDir()
+			var b bytes.Buffer
+			tw := tar.NewWriter(&b)
+			for _, n := range tc.entries {
+				h := &tar.Header{Typeflag: tar.TypeReg, Name: n, Mode: 0o644}
+				if strings.HasSuffix(n, "/") {
+					h.Typeflag, h.Mode = tar.TypeDir, 0o755
+				}
+				must(t, tw.WriteHeader(h))
+			}
+			must(t, tw.Close())
+			if _, err := cow.Apply(context.Background(), top, &b); err != nil {
+				t.Fatalf("Apply: %v", err)
+			}
+			u := mountUnion(t, cow.FormatOCI, top, base)
+			dir := strings.TrimSuffix(tc.entries[len(tc.entries)-1], "/new")
+			if tc.name == "dir first" {
+				dir = "d"
+			}
+			if got := listDir(t, filepath.Join(u.mnt, dir)); got != "new" {
+				t.Errorf("readdir of the replaced dir = %q, want new", got)
+			}
+		})
+	}
+}

@@ -44,7 +44,7 @@ func (n *node) Setattr(ctx context.Context, f fusefs.FileHandle, in *fuse.SetAtt
 		e, s, err = n.fs.copyUpPath(n.rel(), limit)
 	}
 	if err != nil {
-		if errors.Is(err, unix.ESTALE) || errors.Is(err, unix.ENOENT) {
+		if nameGone(err) {
 			// Its name is gone: change the file through an fd, never one of a
 			// read-only layer's files.
 			fd, uerr := n.unlinkedUpperFd(f)
@@ -114,14 +114,14 @@ func (n *node) Setxattr(ctx context.Context, attr string, data []byte, flags uin
 	}
 	n.fs.barrier.RLock()
 	defer n.fs.barrier.RUnlock()
-	if err := n.copyUpSelf(); err != nil {
+	if err := n.copyUpSelf(); err != nil && !nameGone(err) {
 		return errno("setxattr", err)
 	}
 	if n.fs.ids != nil {
 		data = slices.Clone(data)
 		n.fs.ids.mapACL(attr, data, false)
 	}
-	err := n.withXattrs(func(x xattrPath) error { return x.set(attr, data, int(flags)) })
+	err := n.withXattrs(true, func(x xattrPath) error { return x.set(attr, data, int(flags)) })
 	return errno("setxattr", err)
 }
 
@@ -138,10 +138,10 @@ func (n *node) Removexattr(ctx context.Context, attr string) syscall.Errno {
 	if _, en := n.Getxattr(ctx, attr, buf[:0]); en != 0 {
 		return en
 	}
-	if err := n.copyUpSelf(); err != nil {
+	if err := n.copyUpSelf(); err != nil && !nameGone(err) {
 		return errno("removexattr", err)
 	}
-	err := n.withXattrs(func(x xattrPath) error { return x.remove(attr) })
+	err := n.withXattrs(true, func(x xattrPath) error { return x.remove(attr) })
 	return errno("removexattr", err)
 }
 
@@ -152,7 +152,7 @@ func (n *node) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, 
 		return 0, syscall.ENODATA
 	}
 	var sz int
-	err := n.withXattrs(func(x xattrPath) error {
+	err := n.withXattrs(false, func(x xattrPath) error {
 		var err error
 		sz, err = x.get(attr, dest)
 		return err
@@ -167,7 +167,7 @@ var _ = (fusefs.NodeListxattrer)((*node)(nil))
 
 func (n *node) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errno) {
 	var names []byte
-	err := n.withXattrs(func(x xattrPath) error {
+	err := n.withXattrs(false, func(x xattrPath) error {
 		sz, err := x.list(nil)
 		if err != nil {
 			return err
@@ -209,6 +209,12 @@ func splitNul(b []byte) []string {
 		}
 	}
 	return out
+}
+
+// nameGone reports whether err is a resolution's for a node without a name
+// (ESTALE, ENOENT): one unlinked while open, or made by O_TMPFILE.
+func nameGone(err error) bool {
+	return errors.Is(err, unix.ESTALE) || errors.Is(err, unix.ENOENT)
 }
 
 // xattrPath reaches the xattrs of one inode of a layer or the upper dir by a
@@ -254,9 +260,24 @@ func (x xattrPath) remove(k string) error {
 // withXattrs runs fn with the xattrs of the node's top-layer inode, a symlink's
 // own (trusted.* and security.* ones; Linux refuses user.* on symlinks before
 // asking us), never its target's: the calls follow no symlink, so they stay in the
-// layers and the upper dir.
-func (n *node) withXattrs(fn func(x xattrPath) error) error {
+// layers and the upper dir. A node whose name is gone (unlinked while open,
+// O_TMPFILE) goes by its fd: for a change (write), its upper file's.
+func (n *node) withXattrs(write bool, fn func(x xattrPath) error) error {
 	e, s, err := n.resolve()
+	if nameGone(err) {
+		var fd int
+		if write {
+			fd, err = n.unlinkedUpperFd(nil)
+		} else if fd, _ = n.unlinkedFd(nil); fd < 0 {
+			err = unix.ENOENT
+		} else {
+			err = nil
+		}
+		if err != nil {
+			return err
+		}
+		return fn(xattrPath{p: procFd(fd)})
+	}
 	if err != nil {
 		return err
 	}

@@ -563,6 +563,7 @@ func (n *node) Tmpfile(ctx context.Context, flags uint32, mode uint32, out *fuse
 	ch.storeEntry(e, n.fs.epoch.Load(), authoritative, n.fs.stack.Load())
 	in := n.NewInode(ctx, ch, fusefs.StableAttr{Mode: unix.S_IFREG, Ino: e.ino, Gen: e.gen})
 	cn := in.Operations().(*node)
+	cn.unnamed.Store(true)
 	if n.fs.noOpen {
 		cn.keepAdopted(fd, true, true) // it has no name
 		return in, nil, 0, 0

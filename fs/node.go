@@ -121,6 +121,9 @@ type node struct {
 	ent   *entry
 	entS  *stack // the stack ent was resolved in (layer numbers are per stack)
 	entOK bool   // ent is usable (no change raced with its resolution)
+	// unnamed: made by O_TMPFILE and maybe not linked in yet; while it has no
+	// parent, its entry (kept for Link) must not send a call to a path.
+	unnamed atomic.Bool
 	// Open-mode bookkeeping, see fileHandle.
 	ptOpens      int                  // live opens the kernel passes through
 	cachedOpens  int                  // live opens served by this process
@@ -194,6 +197,12 @@ func (n *node) resolve() (*entry, *stack, error) {
 }
 
 func (n *node) resolveOnce() (*entry, *stack, error) {
+	if n.unnamed.Load() {
+		if _, p := n.Parent(); p == nil {
+			return nil, nil, unix.ESTALE
+		}
+		n.unnamed.Store(false) // linked in: its name resolves from now on
+	}
 	c0 := n.fs.changes.Load()
 	s := n.fs.stack.Load()
 	ep := n.fs.epoch.Load()

@@ -861,3 +861,41 @@ func TestCopyUpKeepsLinkedSymlinksAndFifos(t *testing.T) {
 		t.Errorf("d/p2 after a remount: mode %o, want 600 (chmod of its link p1)", st.Mode&0o777)
 	}
 }
+
+// TestTmpfileMetadata: an O_TMPFILE file's mode, owner, size, times and xattrs
+// are set through its fd before linkat, as on ext4 and kernel overlayfs (the
+// atomic-create way of systemd, package managers, editors); each failed with
+// ENOENT, the changes went to a path the unnamed file does not have (found by
+// a review). Both open modes.
+func TestTmpfileMetadata(t *testing.T) {
+	for _, pt := range []bool{false, true} {
+		t.Run(fmt.Sprintf("passthrough=%v", pt), func(t *testing.T) {
+			u := mountUnionMode(t, cow.FormatOCI, pt, tree(t, map[string]string{"keep": "k"}))
+			fd, err := unix.Open(u.mnt, unix.O_TMPFILE|unix.O_RDWR, 0o640)
+			must(t, err)
+			defer unix.Close(fd)
+			_, err = unix.Write(fd, []byte("hello"))
+			must(t, err)
+			must(t, unix.Fchmod(fd, 0o604))
+			must(t, unix.Fchown(fd, 7, 8))
+			must(t, unix.Ftruncate(fd, 10))
+			proc := fmt.Sprintf("/proc/self/fd/%d", fd)
+			must(t, unix.UtimesNanoAt(unix.AT_FDCWD, proc, []unix.Timespec{{Sec: 1}, {Sec: 2}}, 0))
+			must(t, unix.Fsetxattr(fd, "user.t", []byte("v"), 0))
+			buf := make([]byte, 16)
+			if n, err := unix.Fgetxattr(fd, "user.t", buf); err != nil || string(buf[:n]) != "v" {
+				t.Errorf("fgetxattr before the link: %q, %v", buf[:max(n, 0)], err)
+			}
+			must(t, unix.Linkat(unix.AT_FDCWD, proc, unix.AT_FDCWD, filepath.Join(u.mnt, "linked"), unix.AT_SYMLINK_FOLLOW))
+			must(t, unix.Fchmod(fd, 0o600)) // through the fd after the link: the named file
+			for _, dir := range []string{u.mnt, u.upper} {
+				st := lstat(t, filepath.Join(dir, "linked"))
+				n, err := unix.Lgetxattr(filepath.Join(dir, "linked"), "user.t", buf)
+				if st.Mode&0o7777 != 0o600 || st.Uid != 7 || st.Gid != 8 || st.Size != 10 || st.Mtim.Sec != 2 || err != nil || string(buf[:n]) != "v" {
+					t.Errorf("%s/linked: mode %o owner %d:%d size %d mtime %d xattr %q %v; want 600 7:8 10 2 v",
+						dir, st.Mode&0o7777, st.Uid, st.Gid, st.Size, st.Mtim.Sec, buf[:max(n, 0)], err)
+				}
+			}
+		})
+	}
+}

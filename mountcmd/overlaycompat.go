@@ -349,6 +349,7 @@ func daemonise(args []string, stderr io.Writer) int {
 // serveOverlay mounts and serves until unmounted. ready, if set, receives "ready"
 // or the error, then is closed.
 func serveOverlay(ctx context.Context, o *overlayArgs, ready *os.File, stderr io.Writer) int {
+	ignoreSIGPIPE()
 	report := func(msg string) {
 		if ready != nil {
 			fmt.Fprintln(ready, msg)

@@ -22,12 +22,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/layerfs/layerfs/build"
 	"io"
 	"log"
 	"net"
 	"os"
 	"os/exec"
+	"os/signal"
 	"strconv"
 	"strings"
 	"syscall"
@@ -35,6 +35,8 @@ import (
 
 	"github.com/spf13/cobra"
 	"golang.org/x/sys/unix"
+
+	"github.com/layerfs/layerfs/build"
 )
 
 // readyFDEnv names the fd of the readiness pipe in a detached server.
@@ -90,6 +92,7 @@ func readyPipe() *os.File {
 // unmounted. ready is called exactly once: with nil once the mount is live and the
 // control socket listens, or with the error that kept it from getting there.
 func serve(ctx context.Context, g *globalOptions, w *workContainer, ready func(error)) (err error) {
+	ignoreSIGPIPE()
 	readyCalled := false
 	defer func() {
 		if !readyCalled {
@@ -394,4 +397,14 @@ func lastLogLine(path string) string {
 	}
 	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
 	return lines[len(lines)-1]
+}
+
+// ignoreSIGPIPE keeps a mount server alive when its output goes nowhere (a
+// --debug log piped into head): SIGPIPE killed it, and a server that dies while
+// one of its threads waits on a request to its own mount (go-fuse opens the
+// mount once at its start) can never exit, its mount hanging every access
+// (found by a review). Its writes then fail with EPIPE instead. A handler, not
+// SIG_IGN, which the programs it runs would inherit.
+func ignoreSIGPIPE() {
+	signal.Notify(make(chan os.Signal, 1), syscall.SIGPIPE)
 }

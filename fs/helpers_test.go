@@ -38,6 +38,9 @@ func TestMain(m *testing.M) {
 	if p := os.Getenv("LAYERFS_TEST_OPEN_LOOP"); p != "" {
 		os.Exit(openLoop(p, os.Getenv("LAYERFS_TEST_OPEN_READ"))) // ptwrite_test.go
 	}
+	if d := os.Getenv("LAYERFS_TEST_SELF_WAIT"); d != "" {
+		os.Exit(selfWait(d)) // abort_test.go
+	}
 	os.Exit(m.Run())
 }
 

@@ -420,6 +420,27 @@ func openFusectl() (int, error) {
 	return unix.Fsmount(fsfd, unix.FSMOUNT_CLOEXEC, unix.MOUNT_ATTR_NOSUID|unix.MOUNT_ATTR_NODEV|unix.MOUNT_ATTR_NOEXEC)
 }
 
+// AbortConnection aborts the FUSE connection of the mount on dev (fusectl's
+// abort): every request waiting on it fails with ENOTCONN. For a server that
+// died with one of its threads waiting on a request to its own mount: such a
+// process keeps /dev/fuse open, and so itself and the mount hung, for ever.
+func AbortConnection(dev uint64) error {
+	dir, err := openFusectl()
+	if err != nil {
+		return fmt.Errorf("abort the FUSE connection: fusectl: %w", err)
+	}
+	defer unix.Close(dir)
+	fd, err := unix.Openat(dir, fmt.Sprintf("%d/abort", unix.Major(dev)<<20|unix.Minor(dev)), unix.O_WRONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("abort the FUSE connection: %w", err)
+	}
+	defer unix.Close(fd)
+	if _, err := unix.Write(fd, []byte("1")); err != nil {
+		return fmt.Errorf("abort the FUSE connection: %w", err)
+	}
+	return nil
+}
+
 // fusectlMagic is fusectl's statfs f_type (FUSE_CTL_SUPER_MAGIC).
 const fusectlMagic = 0x65735543
 

@@ -13,6 +13,8 @@ import (
 
 	"github.com/spf13/cobra"
 	"golang.org/x/sys/unix"
+
+	lfs "github.com/layerfs/layerfs/fs"
 )
 
 // serverExitTimeout bounds how long umount waits for a stopped server to exit.
@@ -173,6 +175,9 @@ func unmountContainer(ctx context.Context, w *workContainer, st *workState, forc
 
 // stopServer asks w's server to unmount and waits until it has exited.
 func stopServer(ctx context.Context, w *workContainer, st *workState) error {
+	if abortIfDying(w) {
+		return waitServerExit(ctx, w) // no one answers on its control socket
+	}
 	sctx, cancel := context.WithTimeout(ctx, stopTimeout)
 	defer cancel()
 	c, err := dialControl(sctx, w)
@@ -215,7 +220,11 @@ func killServer(ctx context.Context, w *workContainer, st *workState) error {
 
 func waitServerExit(ctx context.Context, w *workContainer) error {
 	deadline := time.Now().Add(serverExitTimeout)
+	aborted := false
 	for w.serverAlive() {
+		if !aborted {
+			aborted = abortIfDying(w)
+		}
 		if time.Now().After(deadline) {
 			return fmt.Errorf("umount %s: server still running after %v (see %s)", w.name, serverExitTimeout, w.logPath())
 		}
@@ -258,4 +267,54 @@ func clearDeadMount(mountpoint, source string) error {
 		first = errors.New("still mounted")
 	}
 	return fmt.Errorf("clear dead mount %s: %w", mountpoint, first)
+}
+
+// abortIfDying aborts the FUSE connection of w's server if the server is
+// dying but cannot end (killed while one of its threads waited on a request to
+// its own mount: while it listed its own directories, or in go-fuse's start),
+// and reports whether it did. Such a server holds its lock, its
+// control socket and /dev/fuse for ever, and every use of its mount hangs
+// (found by a review); the abort fails that request, and the process ends.
+func abortIfDying(w *workContainer) bool {
+	st, err := w.load()
+	if err != nil || st.PID <= 0 || st.Mountpoint == "" {
+		return false
+	}
+	if !procDying(st.PID) {
+		return false
+	}
+	m, ok := findMount(st.Mountpoint)
+	if !ok || m.Source != w.fsName() {
+		return false
+	}
+	var major, minor uint32
+	if _, err := fmt.Sscanf(m.Dev, "%d:%d", &major, &minor); err != nil {
+		return false
+	}
+	return lfs.AbortConnection(unix.Mkdev(major, minor)) == nil
+}
+
+// procDying reports whether pid was killed and has not ended: its main thread
+// a zombie (another one still there), or SIGKILL pending for it.
+func procDying(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return false
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		k, v, _ := strings.Cut(line, ":")
+		v = strings.TrimSpace(v)
+		switch k {
+		case "State":
+			if strings.HasPrefix(v, "Z") || strings.HasPrefix(v, "X") {
+				return true
+			}
+		case "SigPnd", "ShdPnd":
+			var mask uint64
+			if _, err := fmt.Sscanf(v, "%x", &mask); err == nil && mask&(1<<(unix.SIGKILL-1)) != 0 {
+				return true
+			}
+		}
+	}
+	return false
 }

@@ -11,6 +11,7 @@ type mountEntry struct {
 	Mountpoint string
 	FSType     string
 	Source     string
+	Dev        string // MAJOR:MINOR, the mount's st_dev (statting a dead FUSE mount hangs)
 }
 
 // readMounts parses /proc/self/mountinfo (proc(5)); an unreadable table is empty.
@@ -29,7 +30,7 @@ func readMounts() []mountEntry {
 		if len(fields) < 5 {
 			continue
 		}
-		e := mountEntry{Mountpoint: unescapeMount(fields[4])}
+		e := mountEntry{Mountpoint: unescapeMount(fields[4]), Dev: fields[2]}
 		for i := 5; i < len(fields); i++ {
 			if fields[i] == "-" && i+2 < len(fields) {
 				e.FSType = fields[i+1]

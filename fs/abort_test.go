@@ -1,0 +1,85 @@
+package fs
+
+import (
+	"bufio"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/layerfs/layerfs/cow"
+	"github.com/layerfs/layerfs/internal/testenv"
+)
+
+// TestAbortDyingServer: a server killed while one of its own threads waits on
+// a request to its own mount cannot end (the kernel waits for the answer; the
+// dying process keeps /dev/fuse open), and its mount hangs every access: a
+// review found it after kills of servers that list their own directories
+// (refresh.go) and in go-fuse's start. AbortConnection (what umount does for
+// such a server) fails the request, and the process ends.
+func TestAbortDyingServer(t *testing.T) {
+	testenv.RequireFUSE(t)
+	testenv.RequireRoot(t) // fusectl
+	d := t.TempDir()
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), "LAYERFS_TEST_SELF_WAIT="+d)
+	cmd.Stderr = os.Stderr
+	out, err := cmd.StdoutPipe()
+	must(t, err)
+	must(t, cmd.Start())
+	mnt := filepath.Join(d, "mnt")
+	t.Cleanup(func() { unix.Unmount(mnt, unix.MNT_DETACH) })
+	var dev uint64
+	line, err := bufio.NewReader(out).ReadString('\n')
+	if _, serr := fmt.Sscanf(line, "waiting %d", &dev); err != nil || serr != nil {
+		cmd.Process.Kill()
+		t.Fatalf("the serving child: %q, %v", line, err)
+	}
+	must(t, cmd.Process.Signal(syscall.SIGKILL))
+	exited := make(chan struct{})
+	go func() { cmd.Wait(); close(exited) }()
+	select {
+	case <-exited:
+		t.Skip("the killed server ended by itself: nothing waited on its own mount")
+	case <-time.After(time.Second):
+	}
+	if b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", cmd.Process.Pid)); !strings.Contains(string(b), "State:\tZ") && !strings.Contains(string(b), "State:\tD") {
+		t.Fatalf("the killed server is not hung: %s", b)
+	}
+	must(t, AbortConnection(dev))
+	select {
+	case <-exited:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the killed server did not end after its connection was aborted")
+	}
+}
+
+// selfWait mounts a union under d, holds its write barrier, creates a file
+// through it from one of its own goroutines (which waits on the barrier, in a
+// request the server has read), reports the mount's st_dev, and waits to be
+// killed.
+func selfWait(d string) int {
+	for _, s := range []string{"lower", "upper", "work", "mnt"} {
+		if err := os.Mkdir(filepath.Join(d, s), 0o755); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+	}
+	m, err := Mount(filepath.Join(d, "mnt"), Options{Lowers: []string{filepath.Join(d, "lower")},
+		Upper: filepath.Join(d, "upper"), Work: filepath.Join(d, "work"), Format: cow.FormatOCI})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	m.fs.barrier.Lock()
+	go os.WriteFile(filepath.Join(d, "mnt", "f"), []byte("x"), 0o644)
+	time.Sleep(300 * time.Millisecond) // the CREATE is read and waits on the barrier
+	fmt.Printf("waiting %d\n", m.dev)
+	select {}
+}

@@ -4,11 +4,13 @@ package mountcmd
 //
 // run -d re-executes `layerfs run --detached-child ...` in a new session: that
 // child is the container's monitor (docker's conmon): it mounts, starts the
-// container with its output going to work/<name>/container.log, waits for it, and
-// unmounts (and removes it with --rm) afterwards, as a foreground run does. The
-// child's own stdout and stderr are a pipe to the parent until the container
-// runs; then it points them at the log, the parent reads EOF, prints the
-// container's name and exits. Anything the child wrote before is its error.
+// container with its output copied to work/<name>/container-json.log
+// (run_log.go), waits for it, and unmounts (and removes it with --rm)
+// afterwards, as a foreground run does. The child's own stdout and stderr are a
+// pipe to the parent until the container runs; then it points them at the log,
+// the parent reads EOF, prints the container's name and exits. Anything the
+// child wrote before is its error (a command that could not start: its message
+// and exit code).
 
 import (
 	"bufio"

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/signal"
 	"sync"
 	"time"
 
@@ -77,6 +78,7 @@ type ttyRelay struct {
 	pty     *os.File // the master side; nil without a terminal
 	copying sync.WaitGroup
 	restore func() // the user's terminal mode
+	sigpipe chan os.Signal
 }
 
 // attachPty connects the user's stdio to the container's terminal: the user's
@@ -95,11 +97,36 @@ func (t *ttyRelay) attachPty(stdin io.Reader, stdout io.Writer) {
 	if stdout == nil {
 		stdout = io.Discard
 	}
+	// A reader of the output that goes away (run -t ... | head) is an EPIPE
+	// for the copy, not SIGPIPE killing run or exec before they clean up.
+	t.sigpipe = make(chan os.Signal, 1)
+	signal.Notify(t.sigpipe, unix.SIGPIPE)
 	t.copying.Add(1)
 	go func() {
 		defer t.copying.Done()
-		io.Copy(stdout, t.pty) // EIO once every slave fd is closed
+		out := &failedWriter{w: stdout}
+		io.Copy(out, t.pty) // EIO once every slave fd is closed
+		if out.err != nil {
+			// The user's side is gone: hang the terminal up, as a closed
+			// terminal does (the process's writes fail, its session gets
+			// SIGHUP). Undrained, it would block in a write for good.
+			t.pty.Close()
+		}
 	}()
+}
+
+// failedWriter is w, remembering the error of a write that failed.
+type failedWriter struct {
+	w   io.Writer
+	err error
+}
+
+func (f *failedWriter) Write(b []byte) (int, error) {
+	n, err := f.w.Write(b)
+	if err != nil {
+		f.err = err
+	}
+	return n, err
 }
 
 // resizePty copies the user's window size (from stdout or stdin) to the container's terminal.
@@ -127,6 +154,9 @@ func (t *ttyRelay) detachPty(grace time.Duration) {
 	}
 	t.copying.Wait()
 	t.pty.Close()
+	if t.sigpipe != nil {
+		signal.Stop(t.sigpipe)
+	}
 	if t.restore != nil {
 		t.restore()
 	}

@@ -363,15 +363,16 @@ func TestForegroundRunLogs(t *testing.T) {
 		t.Skipf("no pty: %v", err)
 	}
 	defer ptm.Close()
-	cmd := exec.Command(layerfsBin, "--root", rootFor(t), "run", "--name", "fg2", "busybox", "sh", "-c", "if [ -t 1 ]; then echo tty; else echo pipe; fi")
+	cmd := exec.Command(layerfsBin, "--root", rootFor(t), "run", "--name", "fg2", "busybox", "sh", "-c", "if [ -t 1 ]; then echo tty; else echo pipe; fi; echo err >&2")
 	cmd.Stdout, cmd.Stderr = pts, pts
 	err = cmd.Run()
 	pts.Close()
 	if err != nil {
 		t.Fatalf("run with a terminal as stdout: %v", err)
 	}
-	if got := mustRun(t, "logs", "fg2"); got != "pipe\n" {
-		t.Errorf("container's stdout without -t: %q, want a pipe as in docker", got)
+	// ... and its stdout and stderr, one terminal, are two streams in the log
+	if r := run(t, "logs", "fg2"); r.Stdout != "pipe\n" || r.Stderr != "err\n" {
+		t.Errorf("logs of a run on a terminal: stdout %q, stderr %q; want a pipe as in docker, and err on stderr", r.Stdout, r.Stderr)
 	}
 
 	// run ... | head -1
@@ -396,6 +397,43 @@ func TestForegroundRunLogs(t *testing.T) {
 	}
 	if got := mustRun(t, "inspect", "-f", "{{.State.Status}}", "fg3"); got != "exited\n" {
 		t.Errorf("fg3 after its reader went away: %q", got)
+	}
+}
+
+// TestTtyOutputReaderGone: run -t ... | head and exec -t ... | head end: the
+// terminal is hung up once nobody reads its output (run -t hung for good, the
+// container blocked in a write; exec -t died of SIGPIPE), found by a review.
+func TestTtyOutputReaderGone(t *testing.T) {
+	requireRunner(t)
+	importRunner(t, "busybox", `CMD ["sh"]`)
+	t.Cleanup(func() { run(t, "rm", "-f", "tt1", "tt2") })
+	mustRun(t, "run", "-d", "--name", "tt2", "busybox", "sleep", "300")
+	for _, args := range [][]string{
+		{"run", "-t", "--name", "tt1", "busybox", "yes"},
+		{"exec", "-t", "tt2", "yes"},
+	} {
+		pr, pw, err := os.Pipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		cmd := exec.Command(layerfsBin, append([]string{"--root", rootFor(t)}, args...)...)
+		cmd.Stdout = pw
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		pw.Close()
+		line, err := bufio.NewReader(pr).ReadString('\n')
+		pr.Close()
+		if !strings.HasPrefix(line, "y") {
+			t.Errorf("%s: first line %q, %v", args[0], line, err)
+		}
+		exitCodeOf(t, cmd) // fails t if it goes on
+		if st := cmd.ProcessState.Sys().(syscall.WaitStatus); st.Signaled() {
+			t.Errorf("%s -t was killed by %v when its reader went away", args[0], st.Signal())
+		}
+	}
+	if got := mustRun(t, "inspect", "-f", "{{.State.Status}}", "tt1"); got != "exited\n" {
+		t.Errorf("tt1 after its reader went away: %q", got)
 	}
 }
 

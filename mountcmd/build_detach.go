@@ -352,12 +352,17 @@ in docker's json-file format.`,
 // parseLogTime reads docker's --since/--until values: a duration back from
 // now, RFC 3339 with or without zone or fraction, a date, or unix seconds.
 func parseLogTime(v string, now time.Time) (time.Time, error) {
-	if d, err := time.ParseDuration(v); err == nil {
+	if d, err := time.ParseDuration(v); err == nil && v != "0" { // "0" is the epoch, as docker's
 		return now.Add(-d), nil
 	}
-	for _, layout := range []string{time.RFC3339Nano, "2006-01-02T15:04:05.999999999", "2006-01-02T15:04", "2006-01-02"} {
-		loc := time.Local
-		if t, err := time.ParseInLocation(layout, v, loc); err == nil {
+	// docker's forms (api/types/time.GetTimestamp): with a zone, or local
+	for _, layout := range []string{time.RFC3339Nano, "2006-01-02T15:04Z07:00", "2006-01-02T15Z07:00", "2006-01-02Z07:00"} {
+		if t, err := time.Parse(layout, v); err == nil {
+			return t, nil
+		}
+	}
+	for _, layout := range []string{"2006-01-02T15:04:05.999999999", "2006-01-02T15:04", "2006-01-02T15", "2006-01-02"} {
+		if t, err := time.ParseInLocation(layout, v, time.Local); err == nil {
 			return t, nil
 		}
 	}
@@ -453,7 +458,7 @@ func (lo logShow) print(line []byte, legacy bool) error {
 		_, err := lo.stderr.Write(line)
 		return err
 	}
-	if (!lo.since.IsZero() && rec.Time.Before(lo.since)) || (!lo.until.IsZero() && !rec.Time.Before(lo.until)) {
+	if (!lo.since.IsZero() && rec.Time.Before(lo.since)) || (!lo.until.IsZero() && rec.Time.After(lo.until)) {
 		return nil
 	}
 	out := lo.stdout

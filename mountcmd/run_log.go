@@ -9,6 +9,7 @@ package mountcmd
 // per line, to work/<name>/container-json.log.
 
 import (
+	"bytes"
 	"encoding/json"
 	"io"
 	"os"
@@ -93,29 +94,24 @@ type logStream struct {
 func (s *logStream) Write(b []byte) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	n := len(b)
-	for len(b) > 0 {
-		i := 0
-		for i < len(b) && b[i] != '\n' {
-			i++
+	s.partial = append(s.partial, b...)
+	rest := s.partial
+	for len(rest) > 0 {
+		i := bytes.IndexByte(rest, '\n')
+		switch {
+		case i >= 0 && i < maxLogLine:
+			s.log.write(s.name, rest[:i+1])
+			rest = rest[i+1:]
+		case len(rest) >= maxLogLine: // too long a line: split
+			s.log.write(s.name, rest[:maxLogLine])
+			rest = rest[maxLogLine:]
+		default: // the start of a line: kept for its newline (or flush)
+			s.partial = append(s.partial[:0], rest...)
+			return len(b), nil
 		}
-		if i == len(b) { // no newline: kept, unless it grows too long
-			s.partial = append(s.partial, b...)
-			for len(s.partial) >= maxLogLine {
-				s.log.write(s.name, s.partial[:maxLogLine])
-				s.partial = append(s.partial[:0], s.partial[maxLogLine:]...)
-			}
-			break
-		}
-		line := b[:i+1]
-		if len(s.partial) > 0 {
-			line = append(s.partial, line...)
-			s.partial = s.partial[:0]
-		}
-		s.log.write(s.name, line)
-		b = b[i+1:]
 	}
-	return n, nil
+	s.partial = s.partial[:0]
+	return len(b), nil
 }
 
 func (s *logStream) flush() {
@@ -168,8 +164,8 @@ func openContainerIO(w *workContainer, tty bool, stdout, stderr *os.File) (c *co
 	}
 	c.readers, c.writers = append(c.readers, outR), append(c.writers, outW)
 	c.copy(outR, c.streams[0], stdout)
-	if stdout != nil && stderr != nil && build.SameOpenFile(stdout, stderr) {
-		return c, outW, outW, nil
+	if stdout != nil && stderr != nil && build.SameOpenFile(stdout, stderr) && !isTerminal(stdout) {
+		return c, outW, outW, nil // 2>&1 into a file or pipe: kept in order, logged as stdout
 	}
 	errR, errW, err := os.Pipe()
 	if err != nil {

@@ -32,7 +32,7 @@ func TestRunVolumeForms(t *testing.T) {
 	if got := mustRun(t, "ps", "-a", "--filter", "exited=0", "--format", "{{.Names}}"); got != "" {
 		t.Errorf("ps --filter exited=0 = %q", got)
 	}
-	for _, v := range []string{host + ":/h:rslave", host + ":/h:nocopy", host + ":/h:ro,rw", "data:/h"} {
+	for _, v := range []string{host + ":/h:rslave", host + ":/h:nocopy", host + ":/h:ro,rw", host + ":/h:z,Z", "data:/h"} {
 		if r := run(t, "run", "--rm", "-v", v, "busybox", "true"); r.Code != 125 || !strings.Contains(r.Stderr, v) && !strings.Contains(r.Stderr, "invalid mode") {
 			t.Errorf("-v %s: exit %d, %q; want a refusal naming it", v, r.Code, r.Stderr)
 		}

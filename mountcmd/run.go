@@ -577,15 +577,18 @@ func parseVolumes(vs []string) ([]build.Bind, error) {
 		}
 		b := build.Bind{Source: src, Target: parts[1]}
 		if len(parts) == 3 {
-			rw := 0
+			classes := map[string]int{} // at most one option of each, as docker's
 			for _, m := range strings.Split(parts[2], ",") {
 				switch m {
-				case "ro":
-					b.ReadOnly = true
-					rw++
-				case "rw":
-					rw++
-				case "z", "Z", "consistent", "cached", "delegated", "private", "rprivate":
+				case "ro", "rw":
+					b.ReadOnly = m == "ro"
+					classes["rw"]++
+				case "z", "Z":
+					classes["label"]++
+				case "consistent", "cached", "delegated":
+					classes["consistency"]++
+				case "private", "rprivate":
+					classes["propagation"]++
 				case "shared", "rshared", "slave", "rslave":
 					return nil, fmt.Errorf("invalid volume specification: '%s': %s propagation is not supported (every bind is rprivate)", v, m)
 				case "nocopy":
@@ -594,8 +597,10 @@ func parseVolumes(vs []string) ([]build.Bind, error) {
 					return nil, fmt.Errorf("invalid mode: %s", parts[2])
 				}
 			}
-			if rw > 1 {
-				return nil, fmt.Errorf("invalid mode: %s", parts[2])
+			for _, n := range classes {
+				if n > 1 {
+					return nil, fmt.Errorf("invalid mode: %s", parts[2])
+				}
 			}
 		}
 		out = append(out, b)

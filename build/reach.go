@@ -27,10 +27,9 @@ func (b *builder) neededStages(stages []instructions.Stage, target int) []bool {
 	// stage i, as the build will resolve it then; -1: an image or a context.
 	stageBefore := func(ref string, i int) int {
 		if strings.Contains(ref, "$") {
-			// layerfs expands --from; the global ARGs are the best guess here.
-			if v, _, err := lex.ProcessWord(ref, global); err == nil {
-				ref = v
-			}
+			// layerfs expands --from with the stage's ARGs too, which are known
+			// only as it runs: every stage before may be the one (anyBefore).
+			return anyBefore
 		}
 		if _, ok := b.namedContext(ref); ok {
 			return -1
@@ -75,6 +74,15 @@ func (b *builder) neededStages(stages []instructions.Stage, target int) []bool {
 	}
 	need := make([]bool, len(stages))
 	var visit func(i int)
+	visitDep := func(d, i int) {
+		if d != anyBefore {
+			visit(d)
+			return
+		}
+		for j := range i {
+			visit(j)
+		}
+	}
 	visit = func(i int) {
 		if i < 0 || need[i] {
 			return
@@ -83,17 +91,21 @@ func (b *builder) neededStages(stages []instructions.Stage, target int) []bool {
 		p := base(i)
 		visit(p)
 		for _, d := range deps(i, stages[i].Commands) {
-			visit(d)
+			visitDep(d, i)
 		}
 		if p >= 0 {
 			for _, d := range deps(i, onBuildCommands(stages[p])) {
-				visit(d)
+				visitDep(d, i)
 			}
 		}
 	}
 	visit(target)
 	return need
 }
+
+// anyBefore is a stage reference that only the build can resolve (a --from
+// with a variable): any stage before the referring one.
+const anyBefore = -2
 
 // onBuildCommands are a stage's ONBUILD triggers as commands (those that do
 // not parse are left for the stage that runs them to report).

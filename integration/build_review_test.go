@@ -58,6 +58,18 @@ RUN echo final
 	if got := mustRun(t, "run", "--rm", "graph", "cat", "/a", "/b", "/c"); got != "a\nb\nc\n" {
 		t.Errorf("stages the target needs: /a /b /c = %q", got)
 	}
+	// A --from with a stage's own ARG is known only as the stage runs: the
+	// stages before it are built (a review found "stage builder was not built").
+	writeFiles(t, ctx, map[string]string{"Dockerfile.arg": `FROM busybox AS builder
+RUN echo built > /f
+FROM busybox
+ARG X=builder
+COPY --from=$X /f /f
+`})
+	mustRun(t, "build", "-f", ctx+"/Dockerfile.arg", "-t", "argfrom", ctx)
+	if got := mustRun(t, "run", "--rm", "argfrom", "cat", "/f"); got != "built\n" {
+		t.Errorf("COPY --from=$X with a stage ARG: /f = %q", got)
+	}
 }
 
 // TestBuildCopyFromLaterStage: COPY --from naming a stage defined after the

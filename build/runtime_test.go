@@ -2,6 +2,7 @@ package build
 
 import (
 	"bytes"
+	"context"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -16,6 +17,9 @@ import (
 func TestMain(m *testing.M) {
 	if len(os.Args) > 1 && os.Args[1] == InitCommand {
 		os.Exit(InitMain())
+	}
+	if len(os.Args) > 1 && os.Args[1] == StepMountCommand {
+		os.Exit(StepMountMain(context.Background()))
 	}
 	os.Exit(m.Run())
 }

@@ -24,7 +24,6 @@ import (
 
 	"github.com/layerfs/layerfs/blobstore"
 	"github.com/layerfs/layerfs/cow"
-	"github.com/layerfs/layerfs/fs"
 )
 
 // lowerDirs unpacks the image's layers (if needed) and returns their dirs, top first.
@@ -75,7 +74,7 @@ func (b *builder) withMountPaths(ctx context.Context, mountpoints []string, fn f
 			return nil, "", err
 		}
 	}
-	m, err := fs.Mount(mnt, fs.Options{Lowers: lowers, Upper: upper, Work: work, Format: cow.FormatOCI, FsName: "layerfs:build"})
+	m, err := mountStep(stepMountSpec{Dir: mnt, Lowers: lowers, Upper: upper, Work: work, Format: cow.FormatOCI, FsName: "layerfs:build"})
 	if err != nil {
 		os.RemoveAll(dir)
 		return nil, "", err
@@ -608,7 +607,7 @@ func (b *builder) mountFrom(ctx context.Context, from string) (*buildContext, di
 	if len(lowers) == 0 { // an empty (scratch) stage: an empty dir will do
 		return &buildContext{dir: dir, from: name}, id, remove, nil
 	}
-	m, err := fs.Mount(dir, fs.Options{Lowers: lowers, ReadOnly: true, FsName: "layerfs:build"})
+	m, err := mountStep(stepMountSpec{Dir: dir, Lowers: lowers, ReadOnly: true, FsName: "layerfs:build"})
 	if err != nil {
 		remove()
 		return nil, "", nil, err

@@ -21,9 +21,9 @@ import (
 )
 
 // TestKillBuildDuringRun: a build killed (SIGKILL) during a RUN takes the RUN's
-// command with it, and the dead mount and step dir it leaves are cleared by gc and
-// by the next build. Before, the command ran on (reparented to init) and the dead
-// FUSE mount stayed at <root>/tmp/step-*/rootfs for good.
+// command with it, its step mount goes, and the step dir it leaves is cleared by
+// gc and by the next build. Before, the command ran on (reparented to init) and
+// the dead FUSE mount stayed at <root>/tmp/step-*/rootfs for good.
 func TestKillBuildDuringRun(t *testing.T) {
 	// As root and as another user: changing credentials clears the parent-death
 	// signal, so the init sets it again after (a RUN as USER 1000 outlived the
@@ -69,9 +69,9 @@ func TestKillBuildDuringRun(t *testing.T) {
 			if processAlive(child) {
 				t.Errorf("the RUN's command (pid %d) outlived the killed build", child)
 			}
-			if len(buildMounts(t, root)) == 0 {
-				t.Fatalf("the killed build left no mount: nothing to check")
-			}
+			// The step mount's server (a process of its own) sees the build
+			// gone and takes the mount down; the step dir is gc's.
+			waitFor(t, "the killed build's mounts to go", func() bool { return len(buildMounts(t, root)) == 0 })
 			if got := mustRun(t, "gc"); !strings.Contains(got, "leftover temporary file") {
 				t.Errorf("gc after a killed build = %q, want it to clear the step", got)
 			}
@@ -82,6 +82,73 @@ func TestKillBuildDuringRun(t *testing.T) {
 				t.Errorf("after gc the killed build's step dirs are still there: %v", ents)
 			}
 		})
+	}
+}
+
+// TestKillBuildDuringCopy: a build killed while its COPY writes through the step
+// mount ends, and leaves nothing in the way: the mount's server, a process of
+// its own, sees the build gone and takes the mount down, and gc runs. Served by
+// the build itself, a kill that came while one of its threads waited on its own
+// mount left a process that could never end (the kernel waits for the answer,
+// and the /dev/fuse fd that would abort it was that process's): it kept its
+// store lease, so gc waited for good, and its mount hung every access (found by
+// the crash review: 1 kill in 3).
+func TestKillBuildDuringCopy(t *testing.T) {
+	testenv.RequireFUSE(t)
+	testenv.RequireRoot(t)
+	importRunner(t, "busybox")
+	root := rootFor(t)
+	t.Cleanup(func() {
+		for _, m := range buildMounts(t, root) {
+			exec.Command("umount", "-f", m).Run() // aborts a hung connection
+			exec.Command("umount", "-l", m).Run()
+		}
+	})
+	ctx := t.TempDir()
+	files := map[string]string{"Dockerfile": "FROM busybox\nCOPY many /many\n"}
+	for i := range 3000 {
+		files[fmt.Sprintf("many/%d", i)] = strconv.Itoa(i)
+	}
+	writeFiles(t, ctx, files)
+	for try := range 4 {
+		cmd := exec.Command(layerfsBin, "--root", root, "build", "-q", "--no-cache", ctx)
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		// Kill it once the COPY is well under way (and at a different point
+		// in each try).
+		waitFor(t, "the COPY", func() bool {
+			ents, _ := filepath.Glob(filepath.Join(root, "tmp", "step-*", "upper", "many", "*"))
+			return len(ents) > 200+400*try
+		})
+		cmd.Process.Kill()
+		done := make(chan struct{})
+		go func() { cmd.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(20 * time.Second):
+			t.Fatalf("try %d: the killed build (pid %d) did not end in 20s", try, cmd.Process.Pid)
+		}
+		waitFor(t, "the killed build's mounts to go", func() bool { return len(buildMounts(t, root)) == 0 })
+	}
+	gc := exec.Command(layerfsBin, "--root", root, "gc")
+	gc.WaitDelay = time.Second
+	done := make(chan error, 1)
+	if err := gc.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { done <- gc.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("gc after killed builds: %v", err)
+		}
+	case <-time.After(30 * time.Second):
+		gc.Process.Kill()
+		t.Errorf("gc after killed builds waited 30s")
+	}
+	if ents, _ := filepath.Glob(filepath.Join(root, "tmp", "step-*")); len(ents) > 0 {
+		t.Errorf("after gc the killed builds' step dirs are still there: %v", ents)
 	}
 }
 
@@ -96,8 +163,8 @@ func TestKillBuildNextBuildClears(t *testing.T) {
 	waitFor(t, "the RUN's process", func() bool { return childOf(cmd.Process.Pid) > 0 })
 	cmd.Process.Kill()
 	cmd.Wait()
-	if len(buildMounts(t, root)) == 0 {
-		t.Fatalf("the killed build left no mount: nothing to check")
+	if ents, _ := filepath.Glob(filepath.Join(root, "tmp", "step-*")); len(ents) == 0 {
+		t.Fatalf("the killed build left no step dir: nothing to check")
 	}
 	mustRun(t, "build", "-q", "-f", filepath.Join(ctx, "Dockerfile.ok"), ctx)
 	if ms := buildMounts(t, root); len(ms) > 0 {
@@ -268,7 +335,8 @@ func TestKillMountBeforeMounted(t *testing.T) {
 	}
 }
 
-// childOf is the first child of pid, forked by any of its threads (0 if none).
+// childOf is the first child of pid, forked by any of its threads, other than
+// a build's step mount server (0 if none).
 func childOf(pid int) int {
 	tasks, _ := filepath.Glob("/proc/" + strconv.Itoa(pid) + "/task/*/children")
 	for _, p := range tasks {
@@ -276,9 +344,12 @@ func childOf(pid int) int {
 		if err != nil {
 			continue
 		}
-		if f := strings.Fields(string(b)); len(f) > 0 {
-			n, _ := strconv.Atoi(f[0])
-			return n
+		for _, f := range strings.Fields(string(b)) {
+			n, _ := strconv.Atoi(f)
+			// Not the server of the build's step mount (build.StepMountCommand).
+			if cmdline, _ := os.ReadFile("/proc/" + f + "/cmdline"); n > 0 && !strings.Contains(string(cmdline), "\x00__build-mount") {
+				return n
+			}
 		}
 	}
 	return 0

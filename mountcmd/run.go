@@ -72,7 +72,7 @@ type runOptions struct {
 
 func init() {
 	commandAdders = append(commandAdders, func(root *cobra.Command, g *globalOptions) {
-		root.AddCommand(newRunCommand(g), newContainerInitCommand())
+		root.AddCommand(newRunCommand(g), newContainerInitCommand(), newStepMountCommand())
 	})
 }
 
@@ -209,6 +209,19 @@ func newContainerInitCommand() *cobra.Command {
 		DisableFlagParsing: true,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return exitError{build.InitMain()}
+		},
+	}
+}
+
+// newStepMountCommand is the hidden entry point of the server of a build
+// step's mount (build.StepMountMain).
+func newStepMountCommand() *cobra.Command {
+	return &cobra.Command{
+		Use:                build.StepMountCommand,
+		Hidden:             true,
+		DisableFlagParsing: true,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return exitError{build.StepMountMain(cmd.Context())}
 		},
 	}
 }

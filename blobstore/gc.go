@@ -28,8 +28,8 @@ type GCResult struct {
 // manifests in index.json and extraRoots (manifest or index digests that working
 // containers use), and what they name (config, layers, nested manifests). It also
 // removes leftover temp files of killed writers. GC waits for every Lease (and so
-// every load, Put and WriteImage in progress) to end and blocks new ones while it
-// runs; metadata writers (index.json and the like) hold no Lease, so their temp
+// every load, Put and WriteImage in progress) to end, or ctx (it then fails
+// having collected nothing), and blocks new ones while it runs; metadata writers (index.json and the like) hold no Lease, so their temp
 // files are left alone until they are metaTempGrace old. Blobs a reachable manifest names but that are missing are ignored.
 func (s *Store) GC(ctx context.Context, dryRun bool, extraRoots []digest.Digest) (GCResult, error) {
 	return s.GCWith(ctx, dryRun, func() ([]digest.Digest, error) { return extraRoots, nil }, nil)
@@ -49,7 +49,7 @@ func (s *Store) GCWith(ctx context.Context, dryRun bool, roots func() ([]digest.
 	if err := ctx.Err(); err != nil {
 		return res, err
 	}
-	unlock, err := s.lock(gcLockName, unix.LOCK_EX)
+	unlock, err := s.lockCtx(ctx, gcLockName, unix.LOCK_EX, s.OnGCWait)
 	if err != nil {
 		return res, err
 	}

@@ -2,8 +2,10 @@ package blobstore
 
 import (
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 	"time"
 )
@@ -37,5 +39,48 @@ func TestGCSparesInFlightMetaTemp(t *testing.T) {
 	}
 	if res.TempFiles != 1 {
 		t.Errorf("GC TempFiles = %d, want 1", res.TempFiles)
+	}
+}
+
+// A GC that waits for a Lease says so once, with the holders' PIDs, and gives
+// up when its context ends: the blocked flock(2) was restarted after every
+// signal, so a `layerfs gc` or `rmi` waiting for a long build ignored ^C and
+// SIGTERM (found by the crash review).
+func TestGCWaitForLeaseEndsWithContext(t *testing.T) {
+	s := newStore(t)
+	release, err := s.Lease(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer release()
+	waited := make(chan []int, 1)
+	s.OnGCWait = func(pids []int) { waited <- pids }
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { _, err := s.GC(ctx, false, nil); done <- err }()
+	select {
+	case pids := <-waited:
+		if !slices.Contains(pids, os.Getpid()) {
+			t.Errorf("GC waits for %v, want this process (%d), which holds the lease", pids, os.Getpid())
+		}
+	case err := <-done:
+		t.Fatalf("GC under a lease did not wait: %v", err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("GC under a lease did not tell that it waits")
+	}
+	cancel()
+	select {
+	case err := <-done:
+		if !errors.Is(err, context.Canceled) {
+			t.Errorf("GC cancelled while it waited: %v, want context.Canceled", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("GC went on waiting for the lease after its context ended")
+	}
+	// The lease still works, and a GC once it is gone runs.
+	release()
+	s.OnGCWait = nil
+	if _, err := s.GC(context.Background(), false, nil); err != nil {
+		t.Errorf("GC after the lease: %v", err)
 	}
 }

@@ -7,6 +7,9 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/opencontainers/go-digest"
@@ -27,6 +30,9 @@ const (
 // goroutines and by other processes opening the same directory.
 type Store struct {
 	dir string
+	// OnGCWait, if set, is called once when GC has to wait for the leases other
+	// processes hold, with their PIDs (as far as /proc/locks tells).
+	OnGCWait func(pids []int)
 }
 
 // Open opens the OCI image layout at dir (<root>/store), creating an empty one
@@ -83,15 +89,30 @@ func (s *Store) tmpDir() string    { return filepath.Join(s.dir, privDir, tmpNam
 // lock takes an flock (how = LOCK_EX or LOCK_SH) on one of the store's lock files,
 // blocking until it is granted. The returned func releases it.
 func (s *Store) lock(name string, how int) (func(), error) {
+	return s.lockCtx(context.Background(), name, how, nil)
+}
+
+// lockCtx is lock for a wait that may be long (gc.lock): it gives up when ctx
+// ends (a blocked flock(2) is restarted after a signal, so ^C could not stop
+// it), and calls waiting, if not nil, once before it waits.
+func (s *Store) lockCtx(ctx context.Context, name string, how int, waiting func(holders []int)) (func(), error) {
 	p := filepath.Join(s.dir, privDir, name)
 	f, err := os.OpenFile(p, os.O_CREATE|os.O_RDONLY, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("lock %s: %w", p, err)
 	}
-	for {
-		err = unix.Flock(int(f.Fd()), how)
-		if !errors.Is(err, unix.EINTR) {
-			break
+	err = flock(f, how|unix.LOCK_NB)
+	if errors.Is(err, unix.EWOULDBLOCK) {
+		if waiting != nil {
+			waiting(lockHolders(f))
+		}
+		done := make(chan error, 1)
+		go func() { done <- flock(f, how) }()
+		select {
+		case err = <-done:
+		case <-ctx.Done():
+			go func() { <-done; f.Close() }() // a lock taken after all goes with it
+			return nil, fmt.Errorf("wait for %s: %w", p, ctx.Err())
 		}
 	}
 	if err != nil {
@@ -99,6 +120,42 @@ func (s *Store) lock(name string, how int) (func(), error) {
 		return nil, fmt.Errorf("lock %s: %w", p, err)
 	}
 	return func() { f.Close() }, nil
+}
+
+func flock(f *os.File, how int) error {
+	for {
+		err := unix.Flock(int(f.Fd()), how)
+		if !errors.Is(err, unix.EINTR) {
+			return err
+		}
+	}
+}
+
+// lockHolders lists the processes that hold a flock on f's file (/proc/locks),
+// for a message; nil where that cannot be read.
+func lockHolders(f *os.File) []int {
+	var st unix.Stat_t
+	if unix.Fstat(int(f.Fd()), &st) != nil {
+		return nil
+	}
+	b, err := os.ReadFile("/proc/locks")
+	if err != nil {
+		return nil
+	}
+	// "1: FLOCK  ADVISORY  READ 1234 00:2a:5678 0 EOF"; waiters have "->" after the id.
+	suffix := ":" + strconv.FormatUint(st.Ino, 10)
+	dev := fmt.Sprintf("%02x:%02x", unix.Major(st.Dev), unix.Minor(st.Dev))
+	var pids []int
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 8 || f[1] != "FLOCK" || f[5] != dev+suffix {
+			continue
+		}
+		if pid, err := strconv.Atoi(f[4]); err == nil && pid > 0 && !slices.Contains(pids, pid) {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
 }
 
 // Lease keeps GC from running until release is called: blobs written under a lease
@@ -109,7 +166,7 @@ func (s *Store) Lease(ctx context.Context) (release func(), err error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	return s.lock(gcLockName, unix.LOCK_SH)
+	return s.lockCtx(ctx, gcLockName, unix.LOCK_SH, nil)
 }
 
 // readIndex reads index.json. Readers need no lock: it is only ever replaced whole.

@@ -470,3 +470,54 @@ func startBuildToRun(t *testing.T, root, ctx string) *exec.Cmd {
 	waitFor(t, "the RUN step", func() bool { return strings.Contains(fileText(out), "Running in") })
 	return cmd
 }
+
+// TestGCWaitingForLeaseStopsOnInterrupt: an rmi whose collection waits for a
+// command holding the store (here flock(1) in a lease's place) says who it waits
+// for, and ^C ends it (exit 130) with the image removed and its space left to
+// the next gc. Its blocked flock(2) restarted after every signal: it waited for
+// good, deaf to ^C and SIGTERM (found by the crash review).
+func TestGCWaitingForLeaseStopsOnInterrupt(t *testing.T) {
+	root := rootFor(t)
+	mustRun(t, "import", "-q", busyboxRootfs(t), "victim:1")
+	// -o: flock itself holds the lock (not its sleep), its group goes at the end.
+	lease := exec.Command("flock", "-s", "-o", filepath.Join(root, "store", ".layerfs", "gc.lock"), "sleep", "60")
+	lease.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := lease.Start(); err != nil {
+		t.Fatal(err)
+	}
+	endLease := func() { syscall.Kill(-lease.Process.Pid, syscall.SIGKILL); lease.Wait() }
+	t.Cleanup(endLease)
+	waitFor(t, "flock to hold the lease", func() bool {
+		b, _ := os.ReadFile("/proc/locks")
+		return strings.Contains(string(b), " "+strconv.Itoa(lease.Process.Pid)+" ")
+	})
+	rmi := exec.Command(layerfsBin, "--root", root, "rmi", "victim:1")
+	out := outputFile(t)
+	rmi.Stdout, rmi.Stderr = out, out
+	if err := rmi.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { rmi.Wait(); close(done) }()
+	t.Cleanup(func() { rmi.Process.Kill(); <-done })
+	waitFor(t, "rmi to say it waits", func() bool { return strings.Contains(fileText(out), "Waiting for") })
+	if got := fileText(out); !strings.Contains(got, "pid "+strconv.Itoa(lease.Process.Pid)+": flock") {
+		t.Errorf("rmi's notice does not name the holder (pid %d): %q", lease.Process.Pid, got)
+	}
+	rmi.Process.Signal(syscall.SIGINT)
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatalf("rmi went on waiting after SIGINT: %q", fileText(out))
+	}
+	if code := rmi.ProcessState.ExitCode(); code != 130 {
+		t.Errorf("rmi interrupted while it waited: exit %d, want 130: %q", code, fileText(out))
+	}
+	if r := run(t, "image", "inspect", "victim:1"); r.Code == 0 {
+		t.Errorf("victim:1 is still there after its rmi")
+	}
+	endLease()
+	if got := mustRun(t, "gc"); !strings.Contains(got, "Deleted") {
+		t.Errorf("gc after the interrupted rmi collected nothing: %q", got)
+	}
+}

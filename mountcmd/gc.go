@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 
 	units "github.com/docker/go-units"
 	"github.com/layerfs/layerfs/blobstore"
@@ -128,12 +129,20 @@ func reclaim(cmd *cobra.Command, g *globalOptions, s *blobstore.Store, dryRun bo
 		return r, nil
 	}
 	var freed int64
+	errOut := cmd.ErrOrStderr()
+	s.OnGCWait = func(pids []int) { fmt.Fprintln(errOut, gcWaitNotice(pids)) }
 	gres, err := s.GCWith(cmd.Context(), dryRun, roots, func(keep map[digest.Digest]bool) (err error) {
 		freed, err = pruneLayerDirs(g, keep, dryRun)
 		return err
 	})
 	res := reclaimResult{GCResult: gres}
 	res.Freed += freed
+	if err != nil && cmd.Context().Err() != nil && errors.Is(err, cmd.Context().Err()) {
+		// ^C while it waited for the store (the blocked wait restarted
+		// after signals, so nothing stopped it before).
+		fmt.Fprintln(errOut, "Interrupted while waiting for the store: nothing was collected (layerfs gc does it later)")
+		return res, exitError{130}
+	}
 	if err != nil {
 		return res, err
 	}
@@ -147,4 +156,34 @@ func reclaim(cmd *cobra.Command, g *globalOptions, s *blobstore.Store, dryRun bo
 	n, err := build.RemoveStaleScratch(g.root, dryRun)
 	res.TempFiles += n
 	return res, err
+}
+
+// gcWaitNotice tells a user why a command that collects garbage waits: the
+// commands using the store (a build, a save, a push) hold leases on it that the
+// collection must wait out.
+func gcWaitNotice(pids []int) string {
+	var who []string
+	for _, pid := range pids {
+		if pid == os.Getpid() {
+			continue
+		}
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+		if err != nil || len(b) == 0 {
+			continue
+		}
+		args := strings.Split(strings.TrimRight(string(b), "\x00"), "\x00")
+		if len(args) > 0 {
+			args[0] = filepath.Base(args[0])
+		}
+		c := strings.Join(args, " ")
+		if len(c) > 60 {
+			c = c[:57] + "..."
+		}
+		who = append(who, fmt.Sprintf("pid %d: %s", pid, c))
+	}
+	msg := "Waiting for other commands using the store to finish before collecting garbage"
+	if len(who) > 0 {
+		msg += " (" + strings.Join(who, "; ") + ")"
+	}
+	return msg + "; ^C stops waiting"
 }

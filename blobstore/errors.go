@@ -17,6 +17,9 @@ var (
 	ErrUnsafeEntry      = errors.New("unsafe archive entry")
 	ErrAmbiguous        = errors.New("ambiguous image ID prefix")
 	ErrTruncated        = errors.New("truncated archive")
+	// ErrUnsupportedOS is an image made for another operating system than Linux
+	// (a Windows image): load, pull and import refuse it, as docker does.
+	ErrUnsupportedOS = errors.New("operating system is not supported")
 	// ErrAmbiguousTag is docker's refusal of a tag whose repository is the digest
 	// algorithm's name ("sha256:abc"); the message is docker's.
 	ErrAmbiguousTag = errors.New("refusing to create an ambiguous tag using digest algorithm as name")

@@ -184,11 +184,17 @@ func (s *Store) blobIn(sp *spool, d digest.Digest) (f *spooled, inStore bool, er
 	return nil, false, fmt.Errorf("%w %s: not in the archive", ErrMissingBlob, d)
 }
 
-// checkConfigLayers reads and checks a config and its layers' diffIDs.
-func checkConfigLayers(cb []byte, cd digest.Digest, layers []*spooled) (ocispec.Image, error) {
+// checkConfigLayers reads and checks a config, its os, and its layers' diffIDs.
+// name is what the archive calls the image (a tag, else the config digest), for
+// the error of an image made for another OS, which is checked first as docker
+// does (a Windows layer may well pass the layer check).
+func checkConfigLayers(cb []byte, cd digest.Digest, layers []*spooled, name string) (ocispec.Image, error) {
 	c, err := ParseConfig(cb, cd, len(layers))
 	if err != nil {
 		return c, err
+	}
+	if err := CheckOS(c.OS); err != nil {
+		return c, fmt.Errorf("image %s: %w", name, err)
 	}
 	for i, l := range layers {
 		if l.diffID == "" {
@@ -245,7 +251,11 @@ func (s *Store) dockerItems(sp *spool) ([]*loadItem, error) {
 			}
 			layers = append(layers, lf)
 		}
-		if _, err := checkConfigLayers(cb, cf.digest, layers); err != nil {
+		name := cf.digest.String()
+		if len(e.RepoTags) > 0 {
+			name = e.RepoTags[0]
+		}
+		if _, err := checkConfigLayers(cb, cf.digest, layers, name); err != nil {
 			return nil, err
 		}
 		it := &loadItem{}

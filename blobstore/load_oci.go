@@ -36,7 +36,11 @@ func (s *Store) ociItems(sp *spool) ([]*loadItem, error) {
 		}
 		it := byDigest[md.Digest]
 		if it == nil {
-			it, err = s.ociItem(sp, md)
+			name := DisplayRef(tag)
+			if name == "" {
+				name = md.Digest.String()
+			}
+			it, err = s.ociItem(sp, md, name)
 			if err != nil {
 				return nil, err
 			}
@@ -110,7 +114,9 @@ func (s *Store) pickManifest(sp *spool, d ocispec.Descriptor, depth int) (ocispe
 	return s.pickManifest(sp, *pick, depth+1)
 }
 
-func (s *Store) ociItem(sp *spool, md ocispec.Descriptor) (*loadItem, error) {
+// ociItem reads and checks the image of manifest md; name is what the archive
+// calls it, for errors.
+func (s *Store) ociItem(sp *spool, md ocispec.Descriptor, name string) (*loadItem, error) {
 	f, _, err := s.blobIn(sp, md.Digest)
 	if err != nil {
 		return nil, fmt.Errorf("manifest: %w", err)
@@ -145,7 +151,7 @@ func (s *Store) ociItem(sp *spool, md ocispec.Descriptor) (*loadItem, error) {
 		}
 		layers = append(layers, lf)
 	}
-	if _, err := checkConfigLayers(cb, m.Config.Digest, layers); err != nil {
+	if _, err := checkConfigLayers(cb, m.Config.Digest, layers, name); err != nil {
 		return nil, err
 	}
 	return &loadItem{manifest: mb, mdesc: ocispec.Descriptor{MediaType: mediaTypeOr(md.MediaType, m.MediaType), Digest: md.Digest, Size: int64(len(mb))}, m: m}, nil

@@ -204,6 +204,7 @@ func TestImportHuntBadArguments(t *testing.T) {
 		{[]string{"-c", "HEALTHCHECK --interval=soon CMD true", good}, "invalid duration"},
 		{[]string{"-c", "LABEL a=1", "-c", "BOGUS x", good}, `invalid change "BOGUS x"`},
 		{[]string{"--platform", "linux", good}, `invalid platform "linux"`},
+		{[]string{"--platform", "windows/amd64", good}, `import --platform windows/amd64: image operating system "windows" cannot be used on this platform`},
 	} {
 		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
 			root := filepath.Join(t.TempDir(), "root")

@@ -76,6 +76,11 @@ func runImport(cmd *cobra.Command, g *globalOptions, o *importOptions, args []st
 		if err != nil {
 			return err
 		}
+		// docker import refuses another OS than the daemon's (image.CheckOS):
+		// a rootfs recorded as Windows could never be used here
+		if err := blobstore.CheckOS(p.OS); err != nil {
+			return fmt.Errorf("import --platform %s: %w", o.platform, err)
+		}
 		cfg.Platform = p
 	}
 	var in io.Reader = cmd.InOrStdin()

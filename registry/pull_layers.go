@@ -67,6 +67,12 @@ func (f *layerFetch) fetchImage(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	// An image for another OS (a single Windows manifest; an index is
+	// resolved by platform already) is refused before any download, as
+	// docker's pull refuses it.
+	if err := blobstore.CheckOS(cfg.OS); err != nil {
+		return err
+	}
 	f.diffIDs = map[digest.Digest][]digest.Digest{}
 	for i, l := range m.Layers {
 		d := digest.Digest(l.Digest.String())

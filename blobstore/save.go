@@ -32,13 +32,21 @@ type SaveOptions struct {
 	Progress Progress
 }
 
+// legacyRepositoriesFile is the docker-archive's pre-manifest.json index of tags,
+// {"familiar/name":{"tag":"<id>"}}, which docker save still writes for tagged
+// images. Docker 25+ (whose layout Save follows: no legacy <id>/ dirs) gives
+// each tag its image's top layer's diffID, hex only; docker load reads the file
+// only from an archive without manifest.json, and skopeo and podman ignore it.
+const legacyRepositoriesFile = "repositories"
+
 // epoch is the fixed mtime of every entry Save writes.
 var epoch = time.Unix(0, 0).UTC()
 
 // Save streams items into w as one archive. Blobs are copied unchanged from the store
 // (each verified as it is read). The docker format has manifest.json (RepoTags in
-// familiar form, Config and Layers as blobs/sha256/<hex> paths) beside oci-layout and
-// index.json, as docker 25+ writes it, so docker load, podman load and skopeo
+// familiar form, Config and Layers as blobs/sha256/<hex> paths) and, when an image
+// is tagged, the legacy repositories file, beside oci-layout and index.json, as
+// docker 25+ writes it, so docker load, podman load and skopeo
 // (docker-archive:) read it and layerfs load keeps the manifest digest; the OCI format
 // has index.json entries whose org.opencontainers.image.ref.name is the full
 // reference. Entries are sorted with fixed headers: the same items give the same
@@ -70,6 +78,7 @@ func (s *Store) Save(ctx context.Context, w io.Writer, items []SaveItem, opts Sa
 	idx := ocispec.Index{MediaType: ocispec.MediaTypeImageIndex, Manifests: []ocispec.Descriptor{}}
 	idx.SchemaVersion = 2
 	var dm []dockerManifestEntry
+	repos := map[string]map[string]string{} // the legacy "repositories" file
 	for _, it := range merged {
 		img := it.Image
 		sort.Strings(it.Tags)
@@ -90,6 +99,13 @@ func (s *Store) Save(ctx context.Context, w io.Writer, items []SaveItem, opts Sa
 				return err
 			}
 			e.RepoTags = append(e.RepoTags, reference.FamiliarString(n))
+			if ids := img.Config.RootFS.DiffIDs; len(ids) > 0 {
+				fam := reference.FamiliarName(n)
+				if repos[fam] == nil {
+					repos[fam] = map[string]string{}
+				}
+				repos[fam][n.Tag()] = ids[len(ids)-1].Encoded()
+			}
 			d := desc
 			refName := n.String()
 			if format == FormatDocker {
@@ -145,6 +161,16 @@ func (s *Store) Save(ctx context.Context, w io.Writer, items []SaveItem, opts Sa
 		name string
 		b    []byte
 	}{ocispec.ImageLayoutFile, lb})
+	if format == FormatDocker && len(repos) > 0 {
+		rb, err := json.Marshal(repos)
+		if err != nil {
+			return err
+		}
+		files = append(files, struct {
+			name string
+			b    []byte
+		}{legacyRepositoriesFile, append(rb, '\n')})
+	}
 	for _, f := range files {
 		if err := tw.WriteHeader(saveHeader(f.name, tar.TypeReg, int64(len(f.b)))); err != nil {
 			return fmt.Errorf("save: %w", err)

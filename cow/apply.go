@@ -40,8 +40,9 @@ import (
 // Restored: data (zero runs of 4 KiB and more become holes, so sparse files stay
 // sparse whatever the tar's encoding), mode including setuid/setgid/sticky, owner
 // (as root; unprivileged, a chown that fails with EPERM is skipped), xattrs from PAX
-// SCHILY.xattr.* records (security.capability included), mtime and atime (directories
-// last, deepest first), devices, fifos, symlinks, hard links. Like Docker, an xattr
+// SCHILY.xattr.* records (security.capability included; an empty value is an empty
+// xattr, as GNU tar and containerd restore it, but no capability), mtime and atime
+// (directories last, deepest first), devices, fifos, symlinks, hard links. Like Docker, an xattr
 // the filesystem does not support (ENOTSUP) is skipped. Unprivileged, device nodes
 // and xattrs that need privilege are skipped, as umoci and rootless tools do.
 //

@@ -38,6 +38,14 @@ func (a *applier) setMeta(pfd int, base string, fd int, hdr *tar.Header, symlink
 		if !ok || IsPrivateXattr(name) || (a.euid != 0 && name == RootlessXattr) {
 			continue // unprivileged, the owner below is the one that counts
 		}
+		if name == capabilityXattr && v == "" {
+			// An empty record is no capability (POSIX pax reads an empty
+			// value as "unset", as Go's Header.Xattrs and umoci do). Set, the
+			// kernel keeps it but then refuses the file: exec, getxattr and so
+			// copy-up and commit fail with EINVAL. Any other empty value is
+			// kept, as GNU tar and containerd restore it.
+			continue
+		}
 		var err error
 		if fd >= 0 {
 			err = unix.Fsetxattr(fd, name, []byte(v), 0)

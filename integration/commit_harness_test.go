@@ -278,8 +278,11 @@ func copyTree(t *testing.T, src, dst string) {
 // mtimes are compared: copy-up keeps the parent dirs' times, as kernel overlayfs does.
 var treeOpts = treecmp.Options{NoRootMeta: true}
 
-// umociOpts also skips xattrs umoci cannot carry: an empty value (Go's tar reader
-// takes an empty PAX record as "unset").
+// umociOpts also skips xattrs umoci cannot carry: an empty value. The layer has
+// it as GNU tar writes it (SCHILY.xattr.user.empty=), which GNU tar, containerd
+// and Apply restore; umoci reads Go's Header.Xattrs, which leaves out every
+// empty PAX value (POSIX: an empty value unsets the keyword), so no encoding
+// reaches it (its own writer drops one: "disallowed by PAX standard").
 var umociOpts = treecmp.Options{NoRootMeta: true, SkipXattr: func(name string) bool {
 	return name == "user.empty"
 }}

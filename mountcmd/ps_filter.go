@@ -88,16 +88,11 @@ func (f *psFilter) apply(rows []psRow, imgs []*blobstore.Image) ([]psRow, error)
 	created := func(names []string) ([]psRow, error) {
 		var out []psRow
 		for _, n := range names {
-			found := false
-			for _, r := range rows {
-				if r.Name == n || (isHexString(n) && strings.HasPrefix(r.ID, n)) {
-					out, found = append(out, r), true
-					break
-				}
+			r, err := psRowNamed(rows, n)
+			if err != nil {
+				return nil, err
 			}
-			if !found {
-				return nil, fmt.Errorf("%w: %s", errNoSuchContainer, n)
-			}
+			out = append(out, r)
 		}
 		return out, nil
 	}
@@ -170,4 +165,28 @@ func hasLabels(labels map[string]string, filters []string) bool {
 		}
 	}
 	return true
+}
+
+// psRowNamed is the row n names, as findContainer looks up: the name first
+// (with or without docker's "/"), else the one ID n is a prefix of; a prefix
+// several IDs share is refused.
+func psRowNamed(rows []psRow, n string) (psRow, error) {
+	for _, r := range rows {
+		if r.Name == strings.TrimPrefix(n, "/") {
+			return r, nil
+		}
+	}
+	var hit *psRow
+	for i, r := range rows {
+		if isHexString(n) && strings.HasPrefix(r.ID, n) {
+			if hit != nil {
+				return psRow{}, fmt.Errorf("%w: %s", errAmbiguousID, n)
+			}
+			hit = &rows[i]
+		}
+	}
+	if hit == nil {
+		return psRow{}, fmt.Errorf("%w: %s", errNoSuchContainer, n)
+	}
+	return *hit, nil
 }

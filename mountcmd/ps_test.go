@@ -2,6 +2,7 @@ package mountcmd
 
 import (
 	"bytes"
+	"errors"
 	"strings"
 	"testing"
 	"time"
@@ -107,6 +108,10 @@ func TestPsFilters(t *testing.T) {
 	f, _ := parsePsFilters([]string{"before=nope"})
 	if _, err := f.apply(rows, nil); err == nil {
 		t.Errorf("before= a missing container accepted")
+	}
+	f, _ = parsePsFilters([]string{"since=aaaa"})
+	if _, err := f.apply(rows, nil); !errors.Is(err, errAmbiguousID) {
+		t.Errorf("since= an ID prefix two containers share: %v, want %v", err, errAmbiguousID)
 	}
 	if got := names(lastCreated(append([]psRow(nil), rows...), 2)); got != "db,web2" {
 		t.Errorf("ps -n 2 = %s, want db,web2", got)

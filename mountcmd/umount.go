@@ -131,7 +131,8 @@ func findContainer(root, arg string) (*workContainer, error) {
 }
 
 // containerByID finds the one container among ws whose ID starts with prefix;
-// nil if none does (or prefix is no hex string).
+// nil if none does (or prefix is no hex string). A prefix several IDs share is
+// refused in docker's words.
 func containerByID(ws []*workContainer, prefix string) (*workContainer, error) {
 	if prefix == "" || !isHexString(prefix) {
 		return nil, nil
@@ -143,7 +144,7 @@ func containerByID(ws []*workContainer, prefix string) (*workContainer, error) {
 			continue
 		}
 		if hit != nil {
-			return nil, fmt.Errorf("multiple containers found with provided prefix: %s", prefix)
+			return nil, fmt.Errorf("%w: %s", errAmbiguousID, prefix)
 		}
 		hit = w
 	}

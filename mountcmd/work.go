@@ -43,6 +43,7 @@ import (
 var (
 	errNoSuchContainer = errors.New("no such container")
 	errInvalidName     = errors.New("invalid container name")
+	errAmbiguousID     = errors.New("multiple IDs found with provided prefix") // docker's words
 )
 
 // userError is how the container verbs print err: a missing container in

@@ -245,9 +245,9 @@ func (du *diskUsage) writeSummary(w io.Writer, format string) error {
 	return renderRows(w, format, rows, dfHeader)
 }
 
-// dfContainerRow is one container of df -v, docker's columns less the ID and
-// COMMAND a working container has none of.
+// dfContainerRow is one container of df -v, docker's columns less COMMAND.
 type dfContainerRow struct {
+	ID           string // docker's 12 hex digits
 	Names        string
 	Image        string
 	LocalVolumes string
@@ -297,7 +297,7 @@ func (du *diskUsage) verbose() dfVerbose {
 		}
 	}
 	for _, c := range du.containers {
-		v.Containers = append(v.Containers, dfContainerRow{Names: c.row.Name, Image: c.row.Image,
+		v.Containers = append(v.Containers, dfContainerRow{ID: shortID(c.row.ID), Names: c.row.Name, Image: c.row.Image,
 			LocalVolumes: strconv.Itoa(len(c.volumes)), Size: humanSize(c.size),
 			RunningFor: createdSince(c.row.Created), Status: c.row.Status})
 		for _, vol := range c.volumes {
@@ -343,8 +343,8 @@ func (du *diskUsage) writeVerbose(w io.Writer, format string) error {
 		},
 		func() error {
 			fmt.Fprint(w, "\nContainers space usage:\n\n")
-			return renderRows(w, "table {{.Image}}\t{{.LocalVolumes}}\t{{.Size}}\t{{.RunningFor}}\t{{.Status}}\t{{.Names}}", v.Containers,
-				dfContainerRow{Names: "NAMES", Image: "IMAGE", LocalVolumes: "LOCAL VOLUMES", Size: "SIZE", RunningFor: "CREATED", Status: "STATUS"})
+			return renderRows(w, "table {{.ID}}\t{{.Image}}\t{{.LocalVolumes}}\t{{.Size}}\t{{.RunningFor}}\t{{.Status}}\t{{.Names}}", v.Containers,
+				dfContainerRow{ID: "CONTAINER ID", Names: "NAMES", Image: "IMAGE", LocalVolumes: "LOCAL VOLUMES", Size: "SIZE", RunningFor: "CREATED", Status: "STATUS"})
 		},
 		func() error {
 			fmt.Fprint(w, "\nLocal Volumes space usage:\n\n")

@@ -132,11 +132,14 @@ func TestContainerInspect(t *testing.T) {
 func TestContainerKillWait(t *testing.T) {
 	requireRunner(t)
 	importRunner(t, "busybox", `CMD ["sh"]`)
-	mustRun(t, "run", "-d", "--name", "k1", "busybox", "sleep", "600")
+	// run -d prints the container's full ID, as docker's.
+	if got, want := strings.TrimSpace(mustRun(t, "run", "-d", "--name", "k1", "busybox", "sleep", "600")), containerIDIn(t, "", "k1"); got != want {
+		t.Errorf("run -d printed %q, want its ID %s", got, want)
+	}
 	if got := mustRun(t, "inspect", "-f", "{{.State.Status}} {{.State.Running}}", "k1"); got != "running true\n" {
 		t.Errorf("inspect k1 while it runs = %q", got)
 	}
-	if got := mustRun(t, "ps", "-f", "status=running", "-q"); got != "k1\n" {
+	if got := mustRun(t, "ps", "-f", "status=running", "-q"); got != psQuietIn(t, "", "k1") {
 		t.Errorf("ps -f status=running = %q", got)
 	}
 	waited := make(chan result, 1)
@@ -185,7 +188,7 @@ func TestContainerKillWait(t *testing.T) {
 	if got := mustRun(t, "wait", "k2"); got != "2\n" {
 		t.Errorf("wait k2 after restart = %q", got)
 	}
-	if got := mustRun(t, "container", "ls", "-q"); got != "k1\nk2\n" {
+	if got := mustRun(t, "container", "ls", "-q"); got != psQuietIn(t, "", "k1", "k2") {
 		t.Errorf("container ls -q = %q", got)
 	}
 	mnt := filepath.Join(t.TempDir(), "mnt")
@@ -213,7 +216,7 @@ func TestContainerRename(t *testing.T) {
 		t.Errorf("rename to a bad name: exit %d, %q", r.Code, r.Stderr)
 	}
 	mustRun(t, "container", "rename", "old", "new")
-	if got := mustRun(t, "container", "ls", "-q"); got != "new\nother\n" {
+	if got := mustRun(t, "container", "ls", "-q"); got != psQuietIn(t, "", "new", "other") {
 		t.Errorf("ls after rename = %q", got)
 	}
 	if got := mustRun(t, "inspect", "-f", "{{.Id}}", "new"); got != id {
@@ -245,13 +248,13 @@ func TestContainerRename(t *testing.T) {
 func TestContainerCreate(t *testing.T) {
 	requireRunner(t)
 	importRunner(t, "busybox", `CMD ["sh"]`)
-	if got := mustRun(t, "create", "--name", "c1", "-e", "X=1", "busybox", "sh", "-c", "echo $X; cat /root/f; exit 5"); got != "c1\n" {
-		t.Errorf("create printed %q", got)
+	if got := mustRun(t, "create", "--name", "c1", "-e", "X=1", "busybox", "sh", "-c", "echo $X; cat /root/f; exit 5"); got != containerIDIn(t, "", "c1")+"\n" {
+		t.Errorf("create printed %q, want c1's ID", got)
 	}
 	if got := mustRun(t, "inspect", "-f", "{{.State.Status}} {{.State.Mount}} {{.Path}}", "c1"); got != "created unmounted sh\n" {
 		t.Errorf("inspect c1 after create = %q", got)
 	}
-	if got := mustRun(t, "ps", "-f", "status=created", "-q"); got != "c1\n" {
+	if got := mustRun(t, "ps", "-f", "status=created", "-q"); got != psQuietIn(t, "", "c1") {
 		t.Errorf("ps -f status=created = %q", got)
 	}
 	if r := run(t, "create", "--name", "c1", "busybox"); r.Code != 125 || !strings.Contains(r.Stderr, `The container name "/c1" is already in use`) {
@@ -277,13 +280,13 @@ func TestContainerCreate(t *testing.T) {
 	if r := run(t, "start", "-a", "c2"); r.Code != 0 {
 		t.Errorf("start -a c2: exit %d, %q", r.Code, r.Stderr)
 	}
-	if got := mustRun(t, "ps", "-q"); got != "c1\n" {
+	if got := mustRun(t, "ps", "-q"); got != psQuietIn(t, "", "c1") {
 		t.Errorf("ps after c2's run = %q, want c2 removed (create --rm)", got)
 	}
 	if r := run(t, "create", "--pull", "never", "nosuch"); r.Code != 125 || !strings.Contains(r.Stderr, "No such image") {
 		t.Errorf("create of a missing image: exit %d, %q", r.Code, r.Stderr)
 	}
-	if got := mustRun(t, "ps", "-q"); got != "c1\n" {
+	if got := mustRun(t, "ps", "-q"); got != psQuietIn(t, "", "c1") {
 		t.Errorf("ps after a failed create = %q", got)
 	}
 }
@@ -462,7 +465,7 @@ func TestRunOptions(t *testing.T) {
 	if got := mustRun(t, "inspect", "-f", "{{.HostConfig.ReadonlyRootfs}} {{.HostConfig.NetworkMode}} {{index .Config.Labels \"team\"}} {{len .Mounts}}", "o1"); got != "true none x 2\n" {
 		t.Errorf("inspect o1 = %q", got)
 	}
-	if got := mustRun(t, "ps", "-f", "label=team=x", "-q"); got != "o1\n" {
+	if got := mustRun(t, "ps", "-f", "label=team=x", "-q"); got != psQuietIn(t, "", "o1") {
 		t.Errorf("ps -f label=team=x = %q", got)
 	}
 	// The mountpoints the run made stay, as docker's do; nothing else.
@@ -480,7 +483,7 @@ func TestRunOptions(t *testing.T) {
 			t.Errorf("run %v: exit %d, %q", bad, r.Code, r.Stderr)
 		}
 	}
-	if got := mustRun(t, "ps", "-q"); got != "o1\n" {
+	if got := mustRun(t, "ps", "-q"); got != psQuietIn(t, "", "o1") {
 		t.Errorf("ps after refused runs = %q", got)
 	}
 
@@ -716,21 +719,40 @@ func TestContainerReviewFixes(t *testing.T) {
 		t.Errorf("a --rm container is still there after kill returned")
 	}
 
-	// IDs work for every verb; ps's .State and name= are docker's.
-	mustRun(t, "run", "-d", "--name", "byid", "busybox", "sleep", "600")
-	id := strings.TrimSpace(mustRun(t, "inspect", "-f", "{{.Id}}", "byid"))[:12]
+	// IDs work for every verb, which print them as typed; ps shows them (short,
+	// or full with --no-trunc); ps's .State and name= are docker's.
+	full := strings.TrimSpace(mustRun(t, "run", "-d", "--name", "byid", "busybox", "sleep", "600"))
+	id := full[:12]
 	if got := mustRun(t, "exec", id, "echo", "in"); got != "in\n" {
 		t.Errorf("exec by ID = %q", got)
+	}
+	if got := mustRun(t, "ps", "--no-trunc", "-q", "-f", "name=byid"); got != full+"\n" {
+		t.Errorf("ps --no-trunc -q = %q, want %s", got, full)
+	}
+	if got := mustRun(t, "ps", "--format", "{{.ID}}", "-f", "name=byid"); got != id+"\n" {
+		t.Errorf("ps --format {{.ID}} = %q, want %s", got, id)
+	}
+	if got := strings.Split(mustRun(t, "ps", "-f", "name=byid"), "\n"); len(got) < 2 || !strings.HasPrefix(got[0], "CONTAINER ID ") || !strings.HasPrefix(got[1], id+" ") {
+		t.Errorf("ps = %q, want docker's CONTAINER ID column first", got)
 	}
 	if got := mustRun(t, "ps", "-f", "name=^/byid$", "--format", "{{.Names}} {{.State}}"); got != "byid running\n" {
 		t.Errorf("ps -f name=^/byid$ = %q", got)
 	}
-	mustRun(t, "stop", "-t", "0", id)
+	if got := mustRun(t, "stop", "-t", "0", id); got != id+"\n" {
+		t.Errorf("stop by ID printed %q", got)
+	}
 	if got := mustRun(t, "ps", "-f", "name=byid", "--format", "{{.State}}"); got != "exited\n" {
 		t.Errorf("ps .State after stop = %q", got)
 	}
-	mustRun(t, "start", id)
-	mustRun(t, "rm", "-f", id)
+	if got := mustRun(t, "start", id); got != id+"\n" {
+		t.Errorf("start by ID printed %q, want the ID as typed", got)
+	}
+	if got := mustRun(t, "restart", "-t", "0", full[:8]); got != full[:8]+"\n" {
+		t.Errorf("restart by ID prefix printed %q, want the prefix as typed", got)
+	}
+	if got := mustRun(t, "rm", "-f", id); got != id+"\n" {
+		t.Errorf("rm -f by ID printed %q", got)
+	}
 	if r := run(t, "inspect", "byid"); r.Code == 0 {
 		t.Errorf("rm -f by ID left the container")
 	}
@@ -884,9 +906,10 @@ func TestDetachedStartFailure(t *testing.T) {
 	requireRunner(t)
 	importRunner(t, "busybox", `CMD ["sh"]`)
 	t.Cleanup(func() { run(t, "rm", "-f", "df1", "df2", "df3") })
+	// As docker's, run -d prints the ID of the container it made, then the error.
 	r := run(t, "run", "-d", "--name", "df1", "busybox", "/nope")
-	if r.Code != 127 || r.Stdout != "" || !strings.Contains(r.Stderr, `"/nope"`) || strings.Count(r.Stderr, "\n") != 1 {
-		t.Errorf("run -d /nope: exit %d, stdout %q, stderr %q; want 127 and the error", r.Code, r.Stdout, r.Stderr)
+	if r.Code != 127 || r.Stdout != containerIDIn(t, "", "df1")+"\n" || !strings.Contains(r.Stderr, `"/nope"`) || strings.Count(r.Stderr, "\n") != 1 {
+		t.Errorf("run -d /nope: exit %d, stdout %q, stderr %q; want 127, the ID and the error", r.Code, r.Stdout, r.Stderr)
 	}
 	if got := mustRun(t, "inspect", "-f", "{{.State.Status}} {{.State.ExitCode}} {{.State.Error}}", "df1"); !strings.HasPrefix(got, "created 127 ") || !strings.Contains(got, "/nope") {
 		t.Errorf("the container of a failed run -d: %q, want created 127 and the error", got)

@@ -149,6 +149,44 @@ func mustRunIn(t testing.TB, root string, args ...string) string {
 	return r.Stdout
 }
 
+// containerIDIn is the full ID (docker's 64 hex digits) of the container name
+// in root ("" for the test's own), as inspect shows it.
+func containerIDIn(t testing.TB, root, name string) string {
+	t.Helper()
+	if root == "" {
+		root = rootFor(t)
+	}
+	id := strings.TrimSpace(mustRunIn(t, root, "inspect", "-f", "{{.Id}}", name))
+	if !isContainerID(id) {
+		t.Fatalf("inspect -f {{.Id}} %s = %q, want 64 hex digits", name, id)
+	}
+	return id
+}
+
+// psQuietIn is what ps -q prints for the containers names in root ("" for the
+// test's own): their 12-hex-digit IDs, a line each.
+func psQuietIn(t testing.TB, root string, names ...string) string {
+	t.Helper()
+	var b strings.Builder
+	for _, n := range names {
+		b.WriteString(containerIDIn(t, root, n)[:12] + "\n")
+	}
+	return b.String()
+}
+
+// isContainerID tells whether s is a full container ID: 64 lowercase hex digits.
+func isContainerID(s string) bool {
+	if len(s) != 64 {
+		return false
+	}
+	for _, c := range s {
+		if !strings.ContainsRune("0123456789abcdef", c) {
+			return false
+		}
+	}
+	return true
+}
+
 // busyboxRootfs is a small rootfs tar (busybox from /bin/busybox plus a few applet
 // links and files), made once per test binary run.
 func busyboxRootfs(t testing.TB) string {

@@ -156,8 +156,8 @@ func TestMountChangeUmountRemount(t *testing.T) {
 	if got := e.psField("c1", "Mountpoint"); got != dir {
 		t.Errorf("ps mountpoint = %q, want %s", got, dir)
 	}
-	if out := e.ok("ps"); !strings.HasPrefix(out, "NAME") || !strings.Contains(out, "busybox:test") {
-		t.Errorf("ps =\n%s\nwant a header and the image busybox:test", out)
+	if out := e.ok("ps"); !strings.HasPrefix(out, "CONTAINER ID   NAME ") || !strings.Contains(out, "\n"+containerIDIn(t, e.root, "c1")[:12]+"   c1 ") || !strings.Contains(out, "busybox:test") {
+		t.Errorf("ps =\n%s\nwant a header and c1's short ID, name and image busybox:test", out)
 	}
 
 	// Refusals: the same container twice, a dir that is already a mount point.
@@ -287,8 +287,14 @@ func TestMountDerivedNames(t *testing.T) {
 	if got := strings.Fields(e.ok("ps", "--format", "{{.Status}}")); len(got) != 2 || got[0] != "unmounted" || got[1] != "unmounted" {
 		t.Errorf("ps statuses after umount --all = %v", got)
 	}
-	if got := strings.Fields(e.ok("ps", "-q")); len(got) != 2 || got[0] != a || got[1] != b {
-		t.Errorf("ps -q = %v, want [%s %s]", got, a, b)
+	// A mount's containers have IDs too: ps -q prints them, and they name the
+	// containers as the names do.
+	if got, want := e.ok("ps", "-q"), psQuietIn(t, e.root, a, b); got != want {
+		t.Errorf("ps -q = %q, want %q (the IDs of %s and %s)", got, want, a, b)
+	}
+	prefix := containerIDIn(t, e.root, b)[:5]
+	if got := e.ok("rm", prefix); got != prefix+"\n" {
+		t.Errorf("rm by ID prefix printed %q, want %q", got, prefix)
 	}
 }
 

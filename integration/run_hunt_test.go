@@ -159,7 +159,7 @@ func TestPsAll(t *testing.T) {
 			t.Errorf("ps %s = %q, want %q", flag, got, want)
 		}
 	}
-	if got := mustRun(t, "ps", "-aq"); got != "stopped1\n" {
+	if got := mustRun(t, "ps", "-aq"); got != psQuietIn(t, "", "stopped1") {
 		t.Errorf("ps -aq = %q", got)
 	}
 }

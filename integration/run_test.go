@@ -354,10 +354,13 @@ func TestRunMountpointsNotInDiff(t *testing.T) {
 func TestRunDetached(t *testing.T) {
 	requireRunner(t)
 	importRunner(t, "busybox", `CMD ["sh"]`)
-	if got := mustRun(t, "run", "-itd", "--name", "d1", "-p", "8080:8080", "busybox"); got != "d1\n" {
-		t.Fatalf("run -itd printed %q", got)
+	// run -d prints the container's ID, the one it has (its hostname is its
+	// first 12 digits, as docker's).
+	id := mustRun(t, "run", "-itd", "--name", "d1", "-p", "8080:8080", "busybox")
+	if want := containerIDIn(t, "", "d1"); id != want+"\n" {
+		t.Fatalf("run -itd printed %q, want d1's ID %s", id, want)
 	}
-	if got := mustRun(t, "exec", "d1", "sh", "-c", "cat /proc/1/comm; id -u"); got != "sh\n0\n" {
+	if got := mustRun(t, "exec", "d1", "sh", "-c", "cat /proc/1/comm; id -u; hostname"); got != "sh\n0\n"+id[:12]+"\n" {
 		t.Errorf("exec in d1 = %q", got)
 	}
 	mustRun(t, "run", "-d", "--name", "d2", "busybox", "sh", "-c", "echo hello from d2; sleep 60")
@@ -402,7 +405,7 @@ func TestRunDetached(t *testing.T) {
 		t.Errorf("rm of a running container succeeded without -f")
 	}
 	mustRun(t, "rm", "-f", "d4")
-	if ps := mustRun(t, "ps", "-q"); strings.Contains(ps, "d4") {
+	if ps := mustRun(t, "ps", "--format", "{{.Names}}"); strings.Contains(ps, "d4") {
 		t.Errorf("ps after rm -f d4 = %q", ps)
 	}
 }

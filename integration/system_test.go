@@ -202,9 +202,13 @@ func TestContainerPrune(t *testing.T) {
 	e := newMountEnv(t)
 	mdir := e.dir()
 	e.ok("mount", "--name", "m", e.image, mdir)
-	for _, n := range []string{"u1", "u2"} {
-		e.ok("mount", "--name", n, e.image, e.dir())
-		e.ok("umount", n)
+	ids := map[string]string{}
+	for _, n := range []string{"m", "u1", "u2"} {
+		if n != "m" {
+			e.ok("mount", "--name", n, e.image, e.dir())
+			e.ok("umount", n)
+		}
+		ids[n] = containerIDIn(t, e.root, n)
 	}
 	for _, stdin := range []string{"n\n", ""} {
 		r := runWith(t, cmdOpts{root: e.root, stdin: strings.NewReader(stdin)}, "container", "prune")
@@ -216,14 +220,14 @@ func TestContainerPrune(t *testing.T) {
 		t.Errorf("after a refused container prune: ps = %v", got)
 	}
 	r := runWith(t, cmdOpts{root: e.root, stdin: strings.NewReader("y\n")}, "container", "prune")
-	if r.Code != 0 || !strings.Contains(r.Stdout, "Deleted Containers:\nu1\nu2\n\nTotal reclaimed space: ") {
+	if r.Code != 0 || !strings.Contains(r.Stdout, "Deleted Containers:\n"+ids["u1"]+"\n"+ids["u2"]+"\n\nTotal reclaimed space: ") {
 		t.Errorf("container prune answered y: exit %d, %q %q", r.Code, r.Stdout, r.Stderr)
 	}
 	if got := e.ps(); len(got) != 1 || got["m"] != "mounted" {
 		t.Errorf("after container prune: ps = %v, want only m, mounted", got)
 	}
 	e.ok("umount", "m")
-	if out := e.ok("container", "prune", "-f"); out != "Deleted Containers:\nm\n\nTotal reclaimed space: 0B\n" {
+	if out := e.ok("container", "prune", "-f"); out != "Deleted Containers:\n"+ids["m"]+"\n\nTotal reclaimed space: 0B\n" {
 		t.Errorf("container prune -f = %q", out)
 	}
 }

@@ -8,9 +8,12 @@ package mountcmd
 // (run_log.go), waits for it, and unmounts (and removes it with --rm)
 // afterwards, as a foreground run does. The child's own stdout and stderr are a
 // pipe to the parent until the container runs; then it points them at the log,
-// the parent reads EOF, prints the container's name and exits. Anything the
-// child wrote before is its error (a command that could not start: its message
-// and exit code).
+// the parent reads EOF, prints the container's ID (start: the name it was given)
+// and exits. Anything the child wrote before is its error (a command that could
+// not start: its message and exit code). The parent picks the new container's ID
+// and hands it to the child (--detached-id), so it can print it even once a --rm
+// container is gone, and, as docker run -d, also when the container was made but
+// its command could not start.
 
 import (
 	"bufio"
@@ -35,11 +38,17 @@ import (
 
 func containerLogPath(w *workContainer) string { return filepath.Join(w.Dir(), "container.log") }
 
-// runDetached starts the monitor and returns once the container runs.
-func runDetached(cmd *cobra.Command, g *globalOptions, o *runOptions, ref string, args []string) error {
+// runDetached starts the monitor and returns once the container runs, printing
+// echo then (start's argument); for a new container (not o.reuse) it prints the
+// ID it chose for it, as docker run -d.
+func runDetached(cmd *cobra.Command, g *globalOptions, o *runOptions, ref string, args []string, echo string) error {
 	name := o.name
 	if name == "" {
 		name = "run-" + randomID()[:10]
+	}
+	if !o.reuse {
+		o.id = randomID()
+		echo = o.id
 	}
 	exe, err := os.Executable()
 	if err != nil {
@@ -55,6 +64,8 @@ func runDetached(cmd *cobra.Command, g *globalOptions, o *runOptions, ref string
 	child := []string{"--root", g.root, "run", "--detached-child", "--name", name}
 	if o.reuse {
 		child = append(child, "--reuse")
+	} else {
+		child = append(child, "--detached-id", o.id)
 	}
 	child = append(append(child, ref), args...)
 
@@ -90,16 +101,30 @@ func runDetached(cmd *cobra.Command, g *globalOptions, o *runOptions, ref string
 	pr.Close()
 	if len(msg) == 0 {
 		c.Process.Release()
-		_, err := fmt.Fprintln(cmd.OutOrStdout(), name)
+		_, err := fmt.Fprintln(cmd.OutOrStdout(), echo)
 		return err
 	}
 	c.Wait()
+	if !o.reuse && madeContainer(g, name, o.id) {
+		fmt.Fprintln(cmd.OutOrStdout(), echo) // docker run -d prints the ID once created
+	}
 	cmd.ErrOrStderr().Write(msg)
 	code := c.ProcessState.ExitCode()
 	if code <= 0 {
 		code = 125
 	}
 	return exitError{code}
+}
+
+// madeContainer reports whether the container name exists with ID id: the one
+// a failed run -d made (and left created), not one of that name made before.
+func madeContainer(g *globalOptions, name, id string) bool {
+	w, err := newWorkContainer(g.root, name)
+	if err != nil {
+		return false
+	}
+	st, err := w.load()
+	return err == nil && st.ID == id
 }
 
 // detachedIO is the monitor's side of a detached container's stdio.

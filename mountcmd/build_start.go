@@ -123,8 +123,8 @@ func newStartCommand(g *globalOptions) *cobra.Command {
 		Use:   "start [-a] [-i] CONTAINER...",
 		Short: "Start stopped containers",
 		Long: `Run a container's command again, on the changes it has (containers made by
-run and kept after they exited). Detached unless -a or -i, which wait and exit
-with the command's status; -i also connects stdin (as docker start, -i attaches
+run and kept after they exited). Detached unless -a or -i (each CONTAINER printed,
+as given, once its command runs); -a and -i wait and exit with the command's status; -i also connects stdin (as docker start, -i attaches
 too). A container made with -it needs a terminal on stdin for -i.`,
 		Args: minArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -133,8 +133,8 @@ too). A container made with -it needs a terminal on stdin for -i.`,
 				return errors.New("you cannot start and attach multiple containers at once")
 			}
 			failed := false
-			for _, name := range args {
-				code, err := startContainer(cmd, g, o, name)
+			for _, arg := range args {
+				code, err := startContainer(cmd, g, o, arg, arg)
 				var reported exitError // the command could not start: said already
 				if errors.As(err, &reported) {
 					failed = true
@@ -163,17 +163,19 @@ too). A container made with -it needs a terminal on stdin for -i.`,
 	return cmd
 }
 
-func startContainer(cmd *cobra.Command, g *globalOptions, so *startOptions, name string) (int, error) {
-	w, err := findContainer(g.root, name)
+// startContainer starts the container arg names; detached, it prints echo once
+// the command runs (docker start prints each argument as it was typed).
+func startContainer(cmd *cobra.Command, g *globalOptions, so *startOptions, arg, echo string) (int, error) {
+	w, err := findContainer(g.root, arg)
 	if err != nil {
 		return 0, errors.New(userError(err))
 	}
-	name = w.name
+	name := w.name
 	if _, _, err := runningContainer(g, name); err == nil {
 		if so.attach {
 			return 0, fmt.Errorf("container %s is already running (exec and logs reach it)", name)
 		}
-		fmt.Fprintln(cmd.OutOrStdout(), name) // docker: starting a running container is a no-op
+		fmt.Fprintln(cmd.OutOrStdout(), echo) // docker: starting a running container is a no-op
 		return 0, nil
 	}
 	b, err := os.ReadFile(runConfigPath(w))
@@ -191,7 +193,7 @@ func startContainer(cmd *cobra.Command, g *globalOptions, so *startOptions, name
 	o.reuse = true
 	if !so.attach {
 		o.detach = true
-		return 0, runDetached(cmd, g, o, sr.Image, sr.Args)
+		return 0, runDetached(cmd, g, o, sr.Image, sr.Args, echo)
 	}
 	o.interactive = o.interactive && so.interactive
 	if err := checkTTYInput(o); err != nil {

@@ -192,7 +192,7 @@ func newRestartCommand(g *globalOptions) *cobra.Command {
 (as start): its command runs again on the changes it has.`,
 		Args: minArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			// start prints each name once it runs.
+			// start prints each argument, as typed, once it runs.
 			return forEachName(cmd, args, false, func(arg string) error {
 				w, err := findContainer(g.root, arg)
 				if err != nil {
@@ -217,7 +217,7 @@ func newRestartCommand(g *globalOptions) *cobra.Command {
 					now := time.Now() // the mark's age counts from here: prune spares it a while
 					os.Chtimes(restartingPath(w), now, now)
 				}
-				if _, err = startContainer(cmd, g, &startOptions{}, w.name); err != nil {
+				if _, err = startContainer(cmd, g, &startOptions{}, w.name, arg); err != nil {
 					os.Remove(restartingPath(w))
 				}
 				return err

@@ -59,7 +59,7 @@ run's --label), label!= only those without.`,
 
 // containerPruneResult is what pruneContainers removed, and what it could not.
 type containerPruneResult struct {
-	Removed []string // names, sorted
+	Removed []string // their IDs (docker prints those), in name order
 	Freed   int64    // bytes of their upper dirs and volumes
 	Failed  []error  // one per container rm refused or failed to remove
 }
@@ -93,13 +93,13 @@ func pruneContainers(ctx context.Context, g *globalOptions, f *pruneFilter) cont
 			res.Failed = append(res.Failed, ctx.Err())
 			return res // ^C: what is removed stays removed, the rest stays
 		}
-		size, removed, err := pruneOne(ctx, g, w, f, s)
+		id, size, err := pruneOne(ctx, g, w, f, s)
 		if err != nil {
 			res.Failed = append(res.Failed, err)
 			continue
 		}
-		if removed {
-			res.Removed = append(res.Removed, w.name)
+		if id != "" {
+			res.Removed = append(res.Removed, id)
 			res.Freed += size
 		}
 	}
@@ -109,34 +109,35 @@ func pruneContainers(ctx context.Context, g *globalOptions, f *pruneFilter) cont
 // pruneOne removes w if it is stopped and f keeps it, both decided under its
 // lock on the state read then (a container mounted, restarted or made again
 // meanwhile is not stopped any more); the exact container, never another by
-// the same name.
-func pruneOne(ctx context.Context, g *globalOptions, w *workContainer, f *pruneFilter, s *blobstore.Store) (int64, bool, error) {
+// the same name. It returns the ID of the container removed ("" if it was kept)
+// and the bytes that freed.
+func pruneOne(ctx context.Context, g *globalOptions, w *workContainer, f *pruneFilter, s *blobstore.Store) (string, int64, error) {
 	if st, err := w.load(); err != nil || !stoppedContainer(g, w, st) {
-		return 0, false, nil // cheap test first, without the lock
+		return "", 0, nil // cheap test first, without the lock
 	}
 	st, unlock, err := lockAndLoad(ctx, w)
 	if err != nil {
 		if errors.Is(err, errNoSuchContainer) {
-			return 0, false, nil // removed meanwhile
+			return "", 0, nil // removed meanwhile
 		}
-		return 0, false, err
+		return "", 0, err
 	}
 	defer unlock()
 	if !stoppedContainer(g, w, st) {
-		return 0, false, nil
+		return "", 0, nil
 	}
 	labels, ok := containerLabelsOf(s, w, st)
 	if !ok && (len(f.labels) > 0 || len(f.notLabels) > 0) {
-		return 0, false, nil // labels unknown: a label filter removes nothing
+		return "", 0, nil // labels unknown: a label filter removes nothing
 	}
 	if !f.keepObject(st.Created, labels) {
-		return 0, false, nil
+		return "", 0, nil
 	}
 	size := containerSize(w, st)
 	if err := w.remove(); err != nil {
-		return 0, false, err
+		return "", 0, err
 	}
-	return size, true, nil
+	return containerID(st), size, nil
 }
 
 // stoppedContainer is docker's "stopped" for a working container: unmounted, not
@@ -200,15 +201,15 @@ func containerVolumes(w *workContainer) []containerVolume {
 	return out
 }
 
-// printDeletedContainers prints docker's "Deleted Containers:" block (nothing
-// when nothing went).
-func printDeletedContainers(out io.Writer, names []string) {
-	if len(names) == 0 {
+// printDeletedContainers prints docker's "Deleted Containers:" block of IDs
+// (nothing when nothing went).
+func printDeletedContainers(out io.Writer, ids []string) {
+	if len(ids) == 0 {
 		return
 	}
 	fmt.Fprintln(out, "Deleted Containers:")
-	for _, n := range names {
-		fmt.Fprintln(out, n)
+	for _, id := range ids {
+		fmt.Fprintln(out, id)
 	}
 	fmt.Fprintln(out)
 }

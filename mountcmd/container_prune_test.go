@@ -41,6 +41,19 @@ func makeContainer(t *testing.T, root, name string, upperBytes int, edit func(*w
 	return w
 }
 
+// idOf is w's container ID (docker's 64 hex digits), which prune prints.
+func idOf(t *testing.T, w *workContainer) string {
+	t.Helper()
+	st, err := w.load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if id := containerID(st); len(id) != 64 || !isHexString(id) {
+		t.Fatalf("containerID(%s) = %q, want 64 hex digits", w.name, id)
+	}
+	return containerID(st)
+}
+
 // runPrune runs container prune's command with stdin and args.
 func runPrune(t *testing.T, g *globalOptions, stdin string, args ...string) (string, error) {
 	t.Helper()
@@ -61,8 +74,8 @@ func runPrune(t *testing.T, g *globalOptions, stdin string, args ...string) (str
 func TestContainerPrune(t *testing.T) {
 	root := t.TempDir()
 	g := &globalOptions{root: root}
-	makeContainer(t, root, "old", 1000, nil)
-	makeContainer(t, root, "fresh", 10, func(s *workState) { s.Created = time.Now().UTC() })
+	oldID := idOf(t, makeContainer(t, root, "old", 1000, nil))
+	freshID := idOf(t, makeContainer(t, root, "fresh", 10, func(s *workState) { s.Created = time.Now().UTC() }))
 	makeContainer(t, root, "creating", 0, func(s *workState) { s.Incomplete = true })
 	running := makeContainer(t, root, "running", 5, nil)
 	self := os.Getpid()
@@ -107,16 +120,16 @@ func TestContainerPrune(t *testing.T) {
 	if err != nil {
 		t.Fatalf("prune --filter until=30m: %v\n%s", err, out)
 	}
-	if !strings.Contains(out, "Deleted Containers:\nold\n\nTotal reclaimed space: 1kB\n") {
-		t.Errorf("prune --filter until=30m printed %q, want old deleted and 1kB", out)
+	if !strings.Contains(out, "Deleted Containers:\n"+oldID+"\n\nTotal reclaimed space: 1kB\n") {
+		t.Errorf("prune --filter until=30m printed %q, want old's ID %s deleted and 1kB", out, oldID)
 	}
 	if got, want := names(), []string{"creating", "fresh", "mounted", "running"}; !slices.Equal(got, want) {
 		t.Errorf("after prune --filter until=30m: containers %v, want %v", got, want)
 	}
 
 	out, err = runPrune(t, g, "", "-f")
-	if err != nil || strings.Contains(out, "WARNING") || !strings.Contains(out, "Deleted Containers:\nfresh\n") {
-		t.Errorf("prune -f = %q, %v; want fresh deleted without a prompt", out, err)
+	if err != nil || strings.Contains(out, "WARNING") || !strings.Contains(out, "Deleted Containers:\n"+freshID+"\n") {
+		t.Errorf("prune -f = %q, %v; want fresh's ID %s deleted without a prompt", out, err, freshID)
 	}
 	if got, want := names(), []string{"creating", "mounted", "running"}; !slices.Equal(got, want) {
 		t.Errorf("after prune -f: containers %v, want %v", got, want)

@@ -21,7 +21,7 @@ func newCreateCommand(g *globalOptions) *cobra.Command {
 		Use:   "create [OPTIONS] IMAGE [COMMAND] [ARG...]",
 		Short: "Create a new container without starting it",
 		Long: `Make a working container from IMAGE with what run would run in it (run's
-options), print its name, and stop there: start runs it (start -a waits for it),
+options), print its ID (docker's 64 hex digits), and stop there: start runs it (start -a waits for it),
 cp copies files into it first, mount mounts it. A missing image is pulled first
 (--pull).`,
 		Args: minArgs(1),
@@ -37,11 +37,11 @@ cp copies files into it first, mount mounts it. A missing image is pulled first
 			if err := pullForRun(cmd, g, o.pull, args[0]); err != nil {
 				return fail(err)
 			}
-			name, err := createContainer(cmd.Context(), g, o, args[0], args[1:])
+			id, err := createContainer(cmd.Context(), g, o, args[0], args[1:])
 			if err != nil {
 				return fail(err)
 			}
-			_, err = fmt.Fprintln(cmd.OutOrStdout(), name)
+			_, err = fmt.Fprintln(cmd.OutOrStdout(), id)
 			return err
 		},
 	}
@@ -50,8 +50,8 @@ cp copies files into it first, mount mounts it. A missing image is pulled first
 	return cmd
 }
 
-// createContainer makes the container and records its run configuration; the
-// container is complete (not abandoned) once that is saved.
+// createContainer makes the container and records its run configuration, and
+// returns its ID; the container is complete (not abandoned) once that is saved.
 func createContainer(ctx context.Context, g *globalOptions, o *runOptions, ref string, args []string) (string, error) {
 	s, err := openStore(g)
 	if err != nil {
@@ -73,7 +73,7 @@ func createContainer(ctx context.Context, g *globalOptions, o *runOptions, ref s
 			return "", errNameInUse(o.name)
 		}
 	}
-	w, st, created, unlock, err := claimContainer(ctx, g, o.name, img, ref)
+	w, st, created, unlock, err := claimContainer(ctx, g, o.name, "", img, ref)
 	if err != nil {
 		return "", err
 	}
@@ -94,7 +94,7 @@ func createContainer(ctx context.Context, g *globalOptions, o *runOptions, ref s
 		w.remove()
 		return "", err
 	}
-	return w.name, nil
+	return containerID(st), nil
 }
 
 // errNameInUse is docker's refusal of a container name that is taken.

@@ -127,7 +127,7 @@ func runMount(ctx context.Context, g *globalOptions, o *mountOptions, ref, dir s
 	if err != nil {
 		return err
 	}
-	w, st, created, unlock, err := claimContainer(ctx, g, o.name, img, ref)
+	w, st, created, unlock, err := claimContainer(ctx, g, o.name, "", img, ref)
 	if err != nil {
 		return err
 	}
@@ -251,10 +251,12 @@ func checkOutsideStore(root, dir, p string) error {
 
 // claimContainer locks and returns the working container to mount: name's if
 // given (created, or reused if it exists and is made from img), else a new one with
-// a derived name. The container is not mounted: a dead mount a killed server left
-// is cleared here. The caller holds the returned lock until the server is ready.
-func claimContainer(ctx context.Context, g *globalOptions, name string, img *blobstore.Image, ref string) (w *workContainer, st *workState, created bool, unlock func(), err error) {
-	fresh := &workState{ImageID: img.ID, ManifestDigest: img.ManifestDigest, ImageRef: imageRefFor(img, ref), Incomplete: true}
+// a derived name. A container it creates gets id as its ID ("" for a new random
+// one: run -d's parent picks it, to print it whatever becomes of the container).
+// The container is not mounted: a dead mount a killed server left is cleared
+// here. The caller holds the returned lock until the server is ready.
+func claimContainer(ctx context.Context, g *globalOptions, name, id string, img *blobstore.Image, ref string) (w *workContainer, st *workState, created bool, unlock func(), err error) {
+	fresh := &workState{ID: id, ImageID: img.ID, ManifestDigest: img.ManifestDigest, ImageRef: imageRefFor(img, ref), Incomplete: true}
 	if name == "" {
 		w, unlock, err := createDerived(ctx, g, img, fresh)
 		return w, fresh, err == nil, unlock, err

@@ -54,11 +54,13 @@ func newPsCommand(g *globalOptions) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "ps [-a] [-q] [--format TEMPLATE]",
 		Short: "List working containers",
-		Long: `List working containers: NAME, IMAGE, MOUNTPOINT, STATUS. STATUS is mounted,
+		Long: `List working containers: CONTAINER ID (docker's 12 hex digits; all 64 with
+--no-trunc), NAME, IMAGE, MOUNTPOINT, STATUS. STATUS is mounted,
 paused (held at commit's write barrier), dead (the server died and left a dead
 mount: umount clears it) or unmounted (changes kept until rm).
 Every container is listed, the unmounted (stopped) ones too, so -a (--all)
 changes nothing: it is accepted for docker ps -a's users (rm $(layerfs ps -aq)).
+-q prints the IDs alone (a container whose state cannot be read: its name).
 --format takes a Go template over .Name .Image .ImageID .Mountpoint .Status .PID
 .ReadOnly .Created .ID .Command .Size, and docker's .Names .State (running,
 exited, created, paused, dead, or mounted) .Mounts .RunningFor .CreatedAt
@@ -98,7 +100,7 @@ label=KEY[=VALUE] (the image's labels and run's --label);
 		},
 	}
 	cmd.Flags().BoolVarP(&o.all, "all", "a", false, "show all containers (the default: ps lists the unmounted ones too)")
-	cmd.Flags().BoolVarP(&o.quiet, "quiet", "q", false, "only print names")
+	cmd.Flags().BoolVarP(&o.quiet, "quiet", "q", false, "only print container IDs")
 	cmd.Flags().StringVar(&o.format, "format", "", `format output: table, table TEMPLATE, json, or a Go template`)
 	cmd.Flags().StringArrayVarP(&o.filters, "filter", "f", nil, "filter output (name=, id=, status=, exited=, ancestor=, before=, since=, label=)")
 	cmd.Flags().IntVarP(&o.last, "last", "n", 0, "show the n containers created last")
@@ -280,7 +282,11 @@ func writePs(out io.Writer, o *psOptions, rows []psRow) error {
 	switch {
 	case o.quiet:
 		for _, r := range rows {
-			if _, err := fmt.Fprintln(out, r.Name); err != nil {
+			id := r.ID
+			if id == "" { // broken: no state to read the ID from, and rm finds it by name
+				id = r.Name
+			}
+			if _, err := fmt.Fprintln(out, id); err != nil {
 				return err
 			}
 		}
@@ -290,7 +296,7 @@ func writePs(out io.Writer, o *psOptions, rows []psRow) error {
 	}
 	format := o.format
 	if format == "" || format == "table" {
-		format = "table {{.Name}}\t{{.Image}}\t{{.Mountpoint}}\t{{.Status}}"
+		format = "table {{.ID}}\t{{.Name}}\t{{.Image}}\t{{.Mountpoint}}\t{{.Status}}"
 		if o.size {
 			format += "\t{{.Size}}"
 		}

@@ -130,3 +130,47 @@ func TestFilterPsRows(t *testing.T) {
 		t.Errorf("ps output without a PID column accepted")
 	}
 }
+
+// TestPsIDs: ps shows docker's CONTAINER ID column first and -q prints the IDs
+// (as the rows carry them: 12 digits unless --no-trunc); a broken container,
+// whose ID cannot be read, is printed by name so that rm still finds it.
+func TestPsIDs(t *testing.T) {
+	full := strings.Repeat("0123456789abcdef", 4)
+	rows := []psRow{
+		{Name: "w1", ID: full, Image: "busybox:latest", Mountpoint: "/mnt/w1", Status: statusMounted},
+		{Name: "bad", Status: statusBroken},
+	}
+	short := append([]psRow(nil), rows...)
+	short[0].truncate()
+	for _, tc := range []struct {
+		name string
+		o    psOptions
+		rows []psRow
+		want string
+	}{
+		{"quiet", psOptions{quiet: true}, short, "0123456789ab\nbad\n"},
+		{"quiet no-trunc", psOptions{quiet: true, noTrunc: true}, rows, full + "\nbad\n"},
+		{"format ID", psOptions{format: "{{.ID}} {{.Name}}"}, short, "0123456789ab w1\n bad\n"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var out bytes.Buffer
+			if err := writePs(&out, &tc.o, tc.rows); err != nil {
+				t.Fatal(err)
+			}
+			if out.String() != tc.want {
+				t.Errorf("writePs(%+v) = %q, want %q", tc.o, out.String(), tc.want)
+			}
+		})
+	}
+	var out bytes.Buffer
+	if err := writePs(&out, &psOptions{}, short); err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(out.String(), "\n")
+	if fields := strings.Fields(lines[0]); len(fields) < 3 || fields[0] != "CONTAINER" || fields[1] != "ID" || fields[2] != "NAME" {
+		t.Errorf("ps header = %q, want CONTAINER ID, NAME, ...", lines[0])
+	}
+	if !strings.HasPrefix(lines[1], "0123456789ab   w1 ") {
+		t.Errorf("ps row = %q, want the short ID, then the name", lines[1])
+	}
+}

@@ -48,7 +48,8 @@ type runOptions struct {
 	hostname      string
 	init          bool
 	detach        bool
-	child         bool // internal: the detached monitor process of run -d
+	child         bool   // internal: the detached monitor process of run -d
+	id            string // internal: the ID run -d's parent chose (and printed) for the container
 	publish       []string
 	reuse         bool // internal: start an existing container (start)
 	pull          string
@@ -122,7 +123,7 @@ committed: layerfs run --name busy1 -it busybox sh; ...; layerfs commit busy1 me
 				}
 			}
 			if o.detach && !o.child {
-				return runDetached(cmd, g, o, args[0], args[1:])
+				return runDetached(cmd, g, o, args[0], args[1:], "")
 			}
 			code, err := runContainer(cmd.Context(), g, o, args[0], args[1:])
 			if err != nil {
@@ -141,9 +142,11 @@ committed: layerfs run --name busy1 -it busybox sh; ...; layerfs commit busy1 me
 	}
 	f := cmd.Flags()
 	addRunFlags(f, o)
-	f.BoolVarP(&o.detach, "detach", "d", false, "run the container in the background and print its name")
+	f.BoolVarP(&o.detach, "detach", "d", false, "run the container in the background and print its ID")
 	f.BoolVar(&o.child, "detached-child", false, "internal: the monitor process of run -d")
 	f.MarkHidden("detached-child")
+	f.StringVar(&o.id, "detached-id", "", "internal: the container's ID (run -d)")
+	f.MarkHidden("detached-id")
 	f.BoolVar(&o.reuse, "reuse", false, "internal: start the existing container NAME (start)")
 	f.MarkHidden("reuse")
 	cmd.Flags().Bool("help", false, "help for run") // -h is --hostname, as in docker
@@ -294,7 +297,7 @@ func runContainer(ctx context.Context, g *globalOptions, o *runOptions, ref stri
 	if err := makeBindSources(spec.Binds); err != nil {
 		return 0, err
 	}
-	w, err := mountForRun(ctx, g, s, img, ref, o.name, o.reuse)
+	w, err := mountForRun(ctx, g, s, img, ref, o.name, o.id, o.reuse)
 	if err != nil {
 		return 0, err
 	}
@@ -719,18 +722,19 @@ func prepareRunMountpoint(root, name string) (string, error) {
 }
 
 // mountForRun creates a new working container for img (named name, or derived)
-// and mounts it with a detached server, as mount does.
+// (with ID id, "" for a random one) and mounts it with a detached server, as mount
+// does.
 // With reuse (start) the container must exist; without, a name must be new:
 // both are checked under the container's lock, as a rename or rm racing the
 // check before it could otherwise start a fresh container under an old name,
 // or hand a run another container's changes.
-func mountForRun(ctx context.Context, g *globalOptions, s *blobstore.Store, img *blobstore.Image, ref, name string, reuse bool) (w *workContainer, err error) {
+func mountForRun(ctx context.Context, g *globalOptions, s *blobstore.Store, img *blobstore.Image, ref, name, id string, reuse bool) (w *workContainer, err error) {
 	release, err := s.Lease(ctx)
 	if err != nil {
 		return nil, err
 	}
 	defer release()
-	w, st, created, unlock, err := claimContainer(ctx, g, name, img, ref)
+	w, st, created, unlock, err := claimContainer(ctx, g, name, id, img, ref)
 	if err != nil {
 		return nil, err
 	}

@@ -22,7 +22,7 @@ func TestMountForRunFailureRemovesContainer(t *testing.T) {
 	if err := os.WriteFile(mp, nil, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := mountForRun(context.Background(), g, s, img, "a:1", "r1", false); err == nil {
+	if _, err := mountForRun(context.Background(), g, s, img, "a:1", "r1", "", false); err == nil {
 		t.Fatal("mountForRun() with its mountpoint a file = nil, want an error")
 	}
 	w, err := newWorkContainer(g.root, "r1")
@@ -41,7 +41,7 @@ func TestMountForRunFailureRemovesContainer(t *testing.T) {
 func TestMountForRunChecksUnderLock(t *testing.T) {
 	t.Setenv("TMPDIR", t.TempDir())
 	g, s, img := storeWithImage(t)
-	_, err := mountForRun(context.Background(), g, s, img, "a:1", "gone", true)
+	_, err := mountForRun(context.Background(), g, s, img, "a:1", "gone", "", true)
 	if !errors.Is(err, errNoSuchContainer) {
 		t.Errorf("start of a missing container: %v, want no such container", err)
 	}
@@ -52,7 +52,7 @@ func TestMountForRunChecksUnderLock(t *testing.T) {
 	if _, err := createContainer(context.Background(), g, o, "a:1", []string{"true"}); err != nil {
 		t.Fatal(err)
 	}
-	_, err = mountForRun(context.Background(), g, s, img, "a:1", "taken", false)
+	_, err = mountForRun(context.Background(), g, s, img, "a:1", "taken", "", false)
 	if err == nil || !strings.Contains(err.Error(), `The container name "/taken" is already in use`) {
 		t.Errorf("run --name of a taken name: %v", err)
 	}

@@ -39,8 +39,11 @@ func (o *runOptions) fromParent() error {
 		return fmt.Errorf("run options: %w", err)
 	}
 	n := sr.options(o.name)
-	n.child, n.reuse, n.pull = o.child, o.reuse, "never"
+	n.child, n.reuse, n.pull, n.id = o.child, o.reuse, "never", o.id
 	*o = *n
+	if o.id != "" && (len(o.id) != 64 || !isHexString(o.id)) {
+		return fmt.Errorf("--detached-id %q: want 64 hex digits", o.id)
+	}
 	return nil
 }
 

@@ -83,7 +83,7 @@ func TestSystemPruneWarning(t *testing.T) {
 func TestSystemPruneNoFUSE(t *testing.T) {
 	root := t.TempDir()
 	g := &globalOptions{root: root}
-	makeContainer(t, root, "gone", 2000, nil)
+	goneID := idOf(t, makeContainer(t, root, "gone", 2000, nil))
 	top := filepath.Join(build.CacheMountsDir(root), "x")
 	os.MkdirAll(filepath.Join(top, "data"), 0o755)
 	os.WriteFile(filepath.Join(top, "id"), []byte("mycache\n"), 0o644)
@@ -107,7 +107,7 @@ func TestSystemPruneNoFUSE(t *testing.T) {
 		t.Fatalf("cache mount after n: %v", err)
 	}
 	out := run("y\n")
-	if !strings.Contains(out, "Deleted Containers:\ngone\n\nDeleted build cache objects:\ncache mount mycache\n\nTotal reclaimed space: ") {
+	if !strings.Contains(out, "Deleted Containers:\n"+goneID+"\n\nDeleted build cache objects:\ncache mount mycache\n\nTotal reclaimed space: ") {
 		t.Errorf("system prune = %q", out)
 	}
 	if ws, _ := listContainers(root); len(ws) != 0 {

@@ -8,7 +8,7 @@ package mountcmd
 // (run_log.go), waits for it, and unmounts (and removes it with --rm)
 // afterwards, as a foreground run does. The child's own stdout and stderr are a
 // pipe to the parent until the container runs; then it points them at the log,
-// the parent reads EOF, prints the container's ID (start: the name it was given)
+// the parent reads EOF, prints the container's ID (start: its argument as typed)
 // and exits. Anything the child wrote before is its error (a command that could
 // not start: its message and exit code). The parent picks the new container's ID
 // and hands it to the child (--detached-id), so it can print it even once a --rm

@@ -156,8 +156,9 @@ func TestSystemDfAndPrune(t *testing.T) {
 		t.Errorf("after a refused prune: ps = %v, want m and u", got)
 	}
 
+	uID := containerIDIn(t, e.root, "u")
 	out := e.ok("system", "prune", "-f")
-	for _, want := range []string{"Deleted Containers:\nu\n\n", "Deleted Images:\n", "deleted: " + dangling + "\n", "Deleted build cache objects:\ncache mount sys\n", "Total reclaimed space: "} {
+	for _, want := range []string{"Deleted Containers:\n" + uID + "\n\n", "Deleted Images:\n", "deleted: " + dangling + "\n", "Deleted build cache objects:\ncache mount sys\n", "Total reclaimed space: "} {
 		if !strings.Contains(out, want) {
 			t.Errorf("system prune -f lacks %q:\n%s", want, out)
 		}

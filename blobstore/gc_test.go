@@ -71,8 +71,8 @@ func TestGCWaitForLeaseEndsWithContext(t *testing.T) {
 	cancel()
 	select {
 	case err := <-done:
-		if !errors.Is(err, context.Canceled) {
-			t.Errorf("GC cancelled while it waited: %v, want context.Canceled", err)
+		if !errors.Is(err, context.Canceled) || !errors.Is(err, ErrLockWaitEnded) {
+			t.Errorf("GC cancelled while it waited: %v, want ErrLockWaitEnded and context.Canceled", err)
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("GC went on waiting for the lease after its context ended")

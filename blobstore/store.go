@@ -92,6 +92,10 @@ func (s *Store) lock(name string, how int) (func(), error) {
 	return s.lockCtx(context.Background(), name, how, nil)
 }
 
+// ErrLockWaitEnded is a wait for a lock that its context ended: nothing was
+// done under the lock.
+var ErrLockWaitEnded = errors.New("stopped waiting for")
+
 // lockCtx is lock for a wait that may be long (gc.lock): it gives up when ctx
 // ends (a blocked flock(2) is restarted after a signal, so ^C could not stop
 // it), and calls waiting, if not nil, once before it waits.
@@ -112,7 +116,7 @@ func (s *Store) lockCtx(ctx context.Context, name string, how int, waiting func(
 		case err = <-done:
 		case <-ctx.Done():
 			go func() { <-done; f.Close() }() // a lock taken after all goes with it
-			return nil, fmt.Errorf("wait for %s: %w", p, ctx.Err())
+			return nil, fmt.Errorf("%w %s: %w", ErrLockWaitEnded, p, ctx.Err())
 		}
 	}
 	if err != nil {

@@ -80,6 +80,8 @@ func mountStep(spec stepMountSpec) (*stepMount, error) {
 		Env:        []string{"PATH=" + os.Getenv("PATH")}, // fusermount3, for a user
 		Dir:        "/",
 		ExtraFiles: []*os.File{ctlR, resW},
+		// What the filesystem logs (the cause of an EIO) is the build's to show.
+		Stderr: os.Stderr,
 		// Its own process group: a ^C at the terminal is the build's to act
 		// on (it unmounts), not a way to pull the mount from under it.
 		SysProcAttr: &syscall.SysProcAttr{Setpgid: true},

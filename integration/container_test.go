@@ -911,6 +911,10 @@ func TestDetachedStartFailure(t *testing.T) {
 	if r.Code != 127 || r.Stdout != containerIDIn(t, "", "df1")+"\n" || !strings.Contains(r.Stderr, `"/nope"`) || strings.Count(r.Stderr, "\n") != 1 {
 		t.Errorf("run -d /nope: exit %d, stdout %q, stderr %q; want 127, the ID and the error", r.Code, r.Stdout, r.Stderr)
 	}
+	// With --rm too, though the container is gone by the time the error comes.
+	if r := run(t, "run", "-d", "--rm", "busybox", "/nope"); r.Code != 127 || !regexp.MustCompile(`^[0-9a-f]{64}\n$`).MatchString(r.Stdout) || !strings.Contains(r.Stderr, `"/nope"`) {
+		t.Errorf("run -d --rm /nope: exit %d, stdout %q, stderr %q; want 127, an ID and the error", r.Code, r.Stdout, r.Stderr)
+	}
 	if got := mustRun(t, "inspect", "-f", "{{.State.Status}} {{.State.ExitCode}} {{.State.Error}}", "df1"); !strings.HasPrefix(got, "created 127 ") || !strings.Contains(got, "/nope") {
 		t.Errorf("the container of a failed run -d: %q, want created 127 and the error", got)
 	}

@@ -105,14 +105,17 @@ func runDetached(cmd *cobra.Command, g *globalOptions, o *runOptions, ref string
 		return err
 	}
 	c.Wait()
-	if !o.reuse && madeContainer(g, name, o.id) {
-		fmt.Fprintln(cmd.OutOrStdout(), echo) // docker run -d prints the ID once created
-	}
-	cmd.ErrOrStderr().Write(msg)
 	code := c.ProcessState.ExitCode()
 	if code <= 0 {
 		code = 125
 	}
+	// docker run -d prints the ID once the container is made, before it
+	// starts it. A --rm container whose command could not start (126, 127:
+	// only a made container's command can fail so) is gone already.
+	if !o.reuse && (madeContainer(g, name, o.id) || o.rm && (code == 126 || code == 127)) {
+		fmt.Fprintln(cmd.OutOrStdout(), echo)
+	}
+	cmd.ErrOrStderr().Write(msg)
 	return exitError{code}
 }
 

@@ -137,7 +137,7 @@ func reclaim(cmd *cobra.Command, g *globalOptions, s *blobstore.Store, dryRun bo
 	})
 	res := reclaimResult{GCResult: gres}
 	res.Freed += freed
-	if err != nil && cmd.Context().Err() != nil && errors.Is(err, cmd.Context().Err()) {
+	if errors.Is(err, blobstore.ErrLockWaitEnded) {
 		// ^C while it waited for the store (the blocked wait restarted
 		// after signals, so nothing stopped it before).
 		fmt.Fprintln(errOut, "Interrupted while waiting for the store: nothing was collected (layerfs gc does it later)")

@@ -139,7 +139,7 @@ func TestContainerKillWait(t *testing.T) {
 	if got := mustRun(t, "inspect", "-f", "{{.State.Status}} {{.State.Running}}", "k1"); got != "running true\n" {
 		t.Errorf("inspect k1 while it runs = %q", got)
 	}
-	if got := mustRun(t, "ps", "-f", "status=running", "-q"); got != psQuietIn(t, "", "k1") {
+	if got := mustRun(t, "ps", "-a", "-f", "status=running", "-q"); got != psQuietIn(t, "", "k1") {
 		t.Errorf("ps -f status=running = %q", got)
 	}
 	waited := make(chan result, 1)
@@ -188,7 +188,7 @@ func TestContainerKillWait(t *testing.T) {
 	if got := mustRun(t, "wait", "k2"); got != "2\n" {
 		t.Errorf("wait k2 after restart = %q", got)
 	}
-	if got := mustRun(t, "container", "ls", "-q"); got != psQuietIn(t, "", "k1", "k2") {
+	if got := mustRun(t, "container", "ls", "-a", "-q"); got != psQuietIn(t, "", "k1", "k2") {
 		t.Errorf("container ls -q = %q", got)
 	}
 	mnt := filepath.Join(t.TempDir(), "mnt")
@@ -216,7 +216,7 @@ func TestContainerRename(t *testing.T) {
 		t.Errorf("rename to a bad name: exit %d, %q", r.Code, r.Stderr)
 	}
 	mustRun(t, "container", "rename", "old", "new")
-	if got := mustRun(t, "container", "ls", "-q"); got != psQuietIn(t, "", "new", "other") {
+	if got := mustRun(t, "container", "ls", "-a", "-q"); got != psQuietIn(t, "", "new", "other") {
 		t.Errorf("ls after rename = %q", got)
 	}
 	if got := mustRun(t, "inspect", "-f", "{{.Id}}", "new"); got != id {
@@ -254,7 +254,7 @@ func TestContainerCreate(t *testing.T) {
 	if got := mustRun(t, "inspect", "-f", "{{.State.Status}} {{.State.Mount}} {{.Path}}", "c1"); got != "created unmounted sh\n" {
 		t.Errorf("inspect c1 after create = %q", got)
 	}
-	if got := mustRun(t, "ps", "-f", "status=created", "-q"); got != psQuietIn(t, "", "c1") {
+	if got := mustRun(t, "ps", "-a", "-f", "status=created", "-q"); got != psQuietIn(t, "", "c1") {
 		t.Errorf("ps -f status=created = %q", got)
 	}
 	if r := run(t, "create", "--name", "c1", "busybox"); r.Code != 125 || !strings.Contains(r.Stderr, `The container name "/c1" is already in use`) {
@@ -273,20 +273,20 @@ func TestContainerCreate(t *testing.T) {
 	if got := mustRun(t, "wait", "c1"); got != "5\n" {
 		t.Errorf("wait c1 = %q", got)
 	}
-	if got := mustRun(t, "ps", "-f", "status=exited", "--format", "{{.Names}} {{.Command}}"); got != "c1 \"sh -c echo $X; cat …\"\n" {
+	if got := mustRun(t, "ps", "-a", "-f", "status=exited", "--format", "{{.Names}} {{.Command}}"); got != "c1 \"sh -c echo $X; cat …\"\n" {
 		t.Errorf("ps -f status=exited = %q", got)
 	}
 	mustRun(t, "create", "--rm", "--name", "c2", "busybox", "true")
 	if r := run(t, "start", "-a", "c2"); r.Code != 0 {
 		t.Errorf("start -a c2: exit %d, %q", r.Code, r.Stderr)
 	}
-	if got := mustRun(t, "ps", "-q"); got != psQuietIn(t, "", "c1") {
+	if got := mustRun(t, "ps", "-a", "-q"); got != psQuietIn(t, "", "c1") {
 		t.Errorf("ps after c2's run = %q, want c2 removed (create --rm)", got)
 	}
 	if r := run(t, "create", "--pull", "never", "nosuch"); r.Code != 125 || !strings.Contains(r.Stderr, "No such image") {
 		t.Errorf("create of a missing image: exit %d, %q", r.Code, r.Stderr)
 	}
-	if got := mustRun(t, "ps", "-q"); got != psQuietIn(t, "", "c1") {
+	if got := mustRun(t, "ps", "-a", "-q"); got != psQuietIn(t, "", "c1") {
 		t.Errorf("ps after a failed create = %q", got)
 	}
 }
@@ -465,7 +465,7 @@ func TestRunOptions(t *testing.T) {
 	if got := mustRun(t, "inspect", "-f", "{{.HostConfig.ReadonlyRootfs}} {{.HostConfig.NetworkMode}} {{index .Config.Labels \"team\"}} {{len .Mounts}}", "o1"); got != "true none x 2\n" {
 		t.Errorf("inspect o1 = %q", got)
 	}
-	if got := mustRun(t, "ps", "-f", "label=team=x", "-q"); got != psQuietIn(t, "", "o1") {
+	if got := mustRun(t, "ps", "-a", "-f", "label=team=x", "-q"); got != psQuietIn(t, "", "o1") {
 		t.Errorf("ps -f label=team=x = %q", got)
 	}
 	// The mountpoints the run made stay, as docker's do; nothing else.
@@ -483,7 +483,7 @@ func TestRunOptions(t *testing.T) {
 			t.Errorf("run %v: exit %d, %q", bad, r.Code, r.Stderr)
 		}
 	}
-	if got := mustRun(t, "ps", "-q"); got != psQuietIn(t, "", "o1") {
+	if got := mustRun(t, "ps", "-a", "-q"); got != psQuietIn(t, "", "o1") {
 		t.Errorf("ps after refused runs = %q", got)
 	}
 
@@ -726,22 +726,22 @@ func TestContainerReviewFixes(t *testing.T) {
 	if got := mustRun(t, "exec", id, "echo", "in"); got != "in\n" {
 		t.Errorf("exec by ID = %q", got)
 	}
-	if got := mustRun(t, "ps", "--no-trunc", "-q", "-f", "name=byid"); got != full+"\n" {
+	if got := mustRun(t, "ps", "-a", "--no-trunc", "-q", "-f", "name=byid"); got != full+"\n" {
 		t.Errorf("ps --no-trunc -q = %q, want %s", got, full)
 	}
-	if got := mustRun(t, "ps", "--format", "{{.ID}}", "-f", "name=byid"); got != id+"\n" {
+	if got := mustRun(t, "ps", "-a", "--format", "{{.ID}}", "-f", "name=byid"); got != id+"\n" {
 		t.Errorf("ps --format {{.ID}} = %q, want %s", got, id)
 	}
-	if got := strings.Split(mustRun(t, "ps", "-f", "name=byid"), "\n"); len(got) < 2 || !strings.HasPrefix(got[0], "CONTAINER ID ") || !strings.HasPrefix(got[1], id+" ") {
+	if got := strings.Split(mustRun(t, "ps", "-a", "-f", "name=byid"), "\n"); len(got) < 2 || !strings.HasPrefix(got[0], "CONTAINER ID ") || !strings.HasPrefix(got[1], id+" ") {
 		t.Errorf("ps = %q, want docker's CONTAINER ID column first", got)
 	}
-	if got := mustRun(t, "ps", "-f", "name=^/byid$", "--format", "{{.Names}} {{.State}}"); got != "byid running\n" {
+	if got := mustRun(t, "ps", "-a", "-f", "name=^/byid$", "--format", "{{.Names}} {{.State}}"); got != "byid running\n" {
 		t.Errorf("ps -f name=^/byid$ = %q", got)
 	}
 	if got := mustRun(t, "stop", "-t", "0", id); got != id+"\n" {
 		t.Errorf("stop by ID printed %q", got)
 	}
-	if got := mustRun(t, "ps", "-f", "name=byid", "--format", "{{.State}}"); got != "exited\n" {
+	if got := mustRun(t, "ps", "-a", "-f", "name=byid", "--format", "{{.State}}"); got != "exited\n" {
 		t.Errorf("ps .State after stop = %q", got)
 	}
 	if got := mustRun(t, "start", id); got != id+"\n" {

@@ -46,7 +46,7 @@ func TestPsImageAfterRetag(t *testing.T) {
 	mnt := filepath.Join(t.TempDir(), "mnt")
 	mustRun(t, "mount", "--name", "c1", "app:1", mnt)
 	mustRun(t, "umount", mnt)
-	image := func() string { return strings.TrimSpace(mustRun(t, "ps", "--format", "{{.Image}}")) }
+	image := func() string { return strings.TrimSpace(mustRun(t, "ps", "-a", "--format", "{{.Image}}")) }
 	if got := image(); got != "app:1" {
 		t.Errorf("ps image = %q, want app:1", got)
 	}

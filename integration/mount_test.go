@@ -103,7 +103,7 @@ func (e *mountEnv) fails(want string, args ...string) string {
 // psField returns ps's template field for container name ("" if absent).
 func (e *mountEnv) psField(name, field string) string {
 	e.t.Helper()
-	for _, line := range strings.Split(e.ok("ps", "--format", "{{.Name}} {{."+field+"}}"), "\n") {
+	for _, line := range strings.Split(e.ok("ps", "-a", "--format", "{{.Name}} {{."+field+"}}"), "\n") {
 		if n, v, ok := strings.Cut(line, " "); ok && n == name {
 			return v
 		}
@@ -156,7 +156,7 @@ func TestMountChangeUmountRemount(t *testing.T) {
 	if got := e.psField("c1", "Mountpoint"); got != dir {
 		t.Errorf("ps mountpoint = %q, want %s", got, dir)
 	}
-	if out := e.ok("ps"); !strings.HasPrefix(out, "CONTAINER ID   NAME ") || !strings.Contains(out, "\n"+containerIDIn(t, e.root, "c1")[:12]+"   c1 ") || !strings.Contains(out, "busybox:test") {
+	if out := e.ok("ps", "-a"); !strings.HasPrefix(out, "CONTAINER ID   NAME ") || !strings.Contains(out, "\n"+containerIDIn(t, e.root, "c1")[:12]+"   c1 ") || !strings.Contains(out, "busybox:test") {
 		t.Errorf("ps =\n%s\nwant a header and c1's short ID, name and image busybox:test", out)
 	}
 
@@ -186,7 +186,7 @@ func TestMountChangeUmountRemount(t *testing.T) {
 	if got := strings.TrimSpace(e.ok("rm", "c1")); got != "c1" {
 		t.Errorf("rm printed %q, want c1", got)
 	}
-	if out := strings.TrimSpace(e.ok("ps", "-q")); out != "" {
+	if out := strings.TrimSpace(e.ok("ps", "-a", "-q")); out != "" {
 		t.Errorf("ps -q after rm = %q, want nothing", out)
 	}
 	e.fails("No such container", "rm", "c1")
@@ -274,22 +274,22 @@ func TestMountDerivedNames(t *testing.T) {
 	if a != "busybox-working-container" || b != "busybox-working-container-1" {
 		t.Errorf("derived names = %q, %q; want busybox-working-container, busybox-working-container-1", a, b)
 	}
-	if got := e.ok("ps", "--format", "table {{.Name}}\t{{.Status}}"); !strings.HasPrefix(got, "NAME") || strings.Count(got, "mounted") != 2 {
+	if got := e.ok("ps", "-a", "--format", "table {{.Name}}\t{{.Status}}"); !strings.HasPrefix(got, "NAME") || strings.Count(got, "mounted") != 2 {
 		t.Errorf("ps --format table =\n%s\nwant a NAME header and two mounted rows", got)
 	}
 	var row struct{ Name, Image, ImageID, Mountpoint, Status string }
-	if err := json.Unmarshal([]byte(strings.SplitN(e.ok("ps", "--format", "json"), "\n", 2)[0]), &row); err != nil {
+	if err := json.Unmarshal([]byte(strings.SplitN(e.ok("ps", "-a", "--format", "json"), "\n", 2)[0]), &row); err != nil {
 		t.Errorf("ps --format json: %v", err)
 	} else if row.Name != a || row.Image != e.image || !strings.HasPrefix(row.ImageID, "sha256:") || row.Status != "mounted" || row.Mountpoint == "" {
 		t.Errorf("ps --format json first row = %+v", row)
 	}
 	e.ok("umount", "--all")
-	if got := strings.Fields(e.ok("ps", "--format", "{{.Status}}")); len(got) != 2 || got[0] != "unmounted" || got[1] != "unmounted" {
+	if got := strings.Fields(e.ok("ps", "-a", "--format", "{{.Status}}")); len(got) != 2 || got[0] != "unmounted" || got[1] != "unmounted" {
 		t.Errorf("ps statuses after umount --all = %v", got)
 	}
 	// A mount's containers have IDs too: ps -q prints them, and they name the
 	// containers as the names do.
-	if got, want := e.ok("ps", "-q"), psQuietIn(t, e.root, a, b); got != want {
+	if got, want := e.ok("ps", "-a", "-q"), psQuietIn(t, e.root, a, b); got != want {
 		t.Errorf("ps -q = %q, want %q (the IDs of %s and %s)", got, want, a, b)
 	}
 	prefix := containerIDIn(t, e.root, b)[:5]

@@ -61,7 +61,7 @@ func TestPruneAndCpReviewFixes(t *testing.T) {
 	if r := run(t, "gc"); r.Code == 0 {
 		t.Errorf("gc with an unreadable container state succeeded: %q", r.Stdout)
 	}
-	if got := mustRun(t, "ps", "-f", "name=broken", "--format", "{{.Status}}"); got != "broken\n" {
+	if got := mustRun(t, "ps", "-a", "-f", "name=broken", "--format", "{{.Status}}"); got != "broken\n" {
 		t.Errorf("ps of a container with an unreadable state: %q", got)
 	}
 	os.WriteFile(statePath, good, 0o600)
@@ -117,7 +117,7 @@ func TestPruneAndCpReviewFixes(t *testing.T) {
 	if code := cp.ProcessState.ExitCode(); code != 1 || !strings.Contains(stderr.String(), "broken pipe") {
 		t.Errorf("cp to a closed pipe: exit %d (%v), %q; want 1, broken pipe", code, err, stderr.String())
 	}
-	if got := mustRun(t, "ps", "-f", "name=broken", "--format", "{{.Status}}"); got != "unmounted\n" {
+	if got := mustRun(t, "ps", "-a", "-f", "name=broken", "--format", "{{.Status}}"); got != "unmounted\n" {
 		t.Errorf("after cp to a closed pipe: %q", got)
 	}
 }
@@ -178,7 +178,7 @@ func TestSystemPruneFilter(t *testing.T) {
 	if out := mustRun(t, "system", "prune", "-f", "--filter", "until=24h"); strings.Contains(out, keep) {
 		t.Errorf("system prune --filter until=24h removed a container made just now: %q", out)
 	}
-	if got := mustRun(t, "ps", "-q"); got != keep[:12]+"\n" {
+	if got := mustRun(t, "ps", "-a", "-q"); got != keep[:12]+"\n" {
 		t.Errorf("ps after the filtered prunes = %q", got)
 	}
 	if r := run(t, "system", "prune", "-f", "--filter", "bogus=1"); r.Code == 0 {
@@ -216,5 +216,5 @@ func TestRunKilledWaitsForContainerLock(t *testing.T) {
 // psStatus is ps's STATUS of container name.
 func psStatus(t *testing.T, name string) string {
 	t.Helper()
-	return strings.TrimSpace(mustRun(t, "ps", "-f", "name=^"+name+"$", "--format", "{{.Status}}"))
+	return strings.TrimSpace(mustRun(t, "ps", "-a", "-f", "name=^"+name+"$", "--format", "{{.Status}}"))
 }

@@ -108,7 +108,7 @@ func TestStartTTYWithoutTerminal(t *testing.T) {
 	mustRun(t, "run", "-d", "-it", "--name", "tty1", "busybox", "cat")
 	mustRun(t, "stop", "-t", "0", "tty1")
 	deadline := time.Now().Add(10 * time.Second)
-	for strings.TrimSpace(mustRun(t, "ps", "--format", "{{.Status}}")) != "unmounted" && time.Now().Before(deadline) {
+	for strings.TrimSpace(mustRun(t, "ps", "-a", "--format", "{{.Status}}")) != "unmounted" && time.Now().Before(deadline) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	for _, flags := range []string{"-ai", "-i"} {
@@ -134,7 +134,7 @@ func TestStartTTYWithoutTerminal(t *testing.T) {
 // exits 125, docker's status for its own usage errors; a wrong argument count
 // stays 1, as in docker.
 func TestUsageErrorExit125(t *testing.T) {
-	for _, args := range [][]string{{"run", "--bogus", "busybox"}, {"run", "--name"}, {"run", "--rm=maybe", "busybox"}, {"ps", "-z"}, {"images", "--bogus"}} {
+	for _, args := range [][]string{{"run", "--bogus", "busybox"}, {"run", "--name"}, {"run", "--rm=maybe", "busybox"}, {"ps", "-a", "-z"}, {"images", "--bogus"}} {
 		if r := run(t, args...); r.Code != 125 || !strings.Contains(r.Stderr, "flag") {
 			t.Errorf("layerfs %q: exit %d, stderr %q, want 125", args, r.Code, r.Stderr)
 		}
@@ -144,22 +144,40 @@ func TestUsageErrorExit125(t *testing.T) {
 	}
 }
 
-// TestPsAll: ps -a / --all are accepted (docker ps -a) and list what ps lists:
-// every container, the stopped (unmounted) ones too.
+// TestPsAll: as docker ps, ps lists the containers in use (mounted or running),
+// and -a / --all every one, the stopped (unmounted) ones too; -n, -l and a
+// status= filter list stopped ones too. ps listed every one: docker's habit
+// `rm -f $(ps -q)` then removed stopped containers with their changes too
+// (found by a review).
 func TestPsAll(t *testing.T) {
 	requireRunner(t)
 	importRunner(t, "busybox", `CMD ["sh"]`)
 	mustRun(t, "run", "--name", "stopped1", "busybox", "true")
-	want := mustRun(t, "ps")
-	if !strings.Contains(want, "stopped1") || !strings.Contains(want, "unmounted") {
-		t.Fatalf("ps = %q, want the stopped container", want)
+	mustRun(t, "run", "-d", "--name", "up1", "busybox", "sleep", "60")
+	t.Cleanup(func() { run(t, "rm", "-f", "up1") })
+	if got := mustRun(t, "ps", "-q"); got != psQuietIn(t, "", "up1") {
+		t.Errorf("ps -q = %q, want the running container alone", got)
 	}
-	for _, flag := range []string{"-a", "--all"} {
-		if got := mustRun(t, "ps", flag); got != want {
-			t.Errorf("ps %s = %q, want %q", flag, got, want)
+	want := mustRun(t, "ps", "-a")
+	if !strings.Contains(want, "stopped1") || !strings.Contains(want, "unmounted") || !strings.Contains(want, "up1") {
+		t.Fatalf("ps -a = %q, want the stopped container and the running one", want)
+	}
+	if got := mustRun(t, "ps", "--all"); got != want {
+		t.Errorf("ps --all = %q, want %q", got, want)
+	}
+	if got := mustRun(t, "ps", "-aq"); got != psQuietIn(t, "", "stopped1", "up1") && got != psQuietIn(t, "", "up1", "stopped1") {
+		t.Errorf("ps -aq = %q", got)
+	}
+	for _, args := range [][]string{{"-f", "status=exited"}, {"-n", "2"}, {"-n", "1", "-f", "name=stopped1"}} {
+		if got := mustRun(t, append([]string{"ps", "--format", "{{.Names}}"}, args...)...); !strings.Contains(got, "stopped1") {
+			t.Errorf("ps %v = %q, want the stopped container", args, got)
 		}
 	}
+	if got := mustRun(t, "ps", "-f", "exited=0", "-q"); got != "" {
+		t.Errorf("ps -f exited=0 (without -a, as docker's) = %q, want nothing", got)
+	}
+	mustRun(t, "rm", "-f", "up1")
 	if got := mustRun(t, "ps", "-aq"); got != psQuietIn(t, "", "stopped1") {
-		t.Errorf("ps -aq = %q", got)
+		t.Errorf("ps -aq after rm -f of the running one = %q, want the stopped one", got)
 	}
 }

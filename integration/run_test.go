@@ -207,7 +207,7 @@ func TestRunContainer(t *testing.T) {
 		})
 	}
 	// --rm left nothing: no container, no mount.
-	if out := mustRun(t, "ps", "-q"); strings.TrimSpace(out) != "" {
+	if out := mustRun(t, "ps", "-a", "-q"); strings.TrimSpace(out) != "" {
 		t.Errorf("after run --rm, ps -q = %q, want nothing", out)
 	}
 	// Run mounts of this store's root only: other stores may be running containers.
@@ -298,7 +298,7 @@ func TestRunKilledAndExec(t *testing.T) {
 	if r := run(t, "exec", "sleeper", "sh", "-c", "exit 9"); r.Code != 9 {
 		t.Errorf("exec exit code = %d, want 9", r.Code)
 	}
-	if ps := mustRun(t, "ps"); !strings.Contains(ps, "sleeper") || !strings.Contains(ps, "mounted") {
+	if ps := mustRun(t, "ps", "-a"); !strings.Contains(ps, "sleeper") || !strings.Contains(ps, "mounted") {
 		t.Errorf("ps while running = %q", ps)
 	}
 	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
@@ -374,7 +374,7 @@ func TestRunDetached(t *testing.T) {
 	if got := mustRun(t, "stop", "-t", "1", "d1", "d2"); got != "d1\nd2\n" {
 		t.Errorf("stop printed %q", got)
 	}
-	if ps := mustRun(t, "ps"); strings.Contains(ps, "mounted ") || strings.Count(ps, "unmounted") != 2 {
+	if ps := mustRun(t, "ps", "-a"); strings.Contains(ps, "mounted ") || strings.Count(ps, "unmounted") != 2 {
 		t.Errorf("ps after stop = %q", ps)
 	}
 	if r := run(t, "exec", "d1", "true"); r.Code == 0 {
@@ -405,7 +405,7 @@ func TestRunDetached(t *testing.T) {
 		t.Errorf("rm of a running container succeeded without -f")
 	}
 	mustRun(t, "rm", "-f", "d4")
-	if ps := mustRun(t, "ps", "--format", "{{.Names}}"); strings.Contains(ps, "d4") {
+	if ps := mustRun(t, "ps", "-a", "--format", "{{.Names}}"); strings.Contains(ps, "d4") {
 		t.Errorf("ps after rm -f d4 = %q", ps)
 	}
 }

@@ -52,7 +52,7 @@ func (e *mountEnv) wantDf(when, typ, total, active string) map[string]string {
 func (e *mountEnv) ps() map[string]string {
 	e.t.Helper()
 	out := map[string]string{}
-	for _, line := range strings.Split(strings.TrimSpace(e.ok("ps", "--format", "{{.Name}} {{.Status}}")), "\n") {
+	for _, line := range strings.Split(strings.TrimSpace(e.ok("ps", "-a", "--format", "{{.Name}} {{.Status}}")), "\n") {
 		if n, s, ok := strings.Cut(line, " "); ok {
 			out[n] = s
 		}

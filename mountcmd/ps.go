@@ -20,7 +20,7 @@ import (
 type psOptions struct {
 	quiet   bool
 	format  string
-	all     bool // docker's -a; ps lists every container anyway
+	all     bool // docker's -a: the unmounted ones too
 	filters []string
 	last    int  // -n: the last N created, newest first
 	latest  bool // -l: -n 1
@@ -58,8 +58,10 @@ func newPsCommand(g *globalOptions) *cobra.Command {
 --no-trunc), NAME, IMAGE, MOUNTPOINT, STATUS. STATUS is mounted,
 paused (held at commit's write barrier), dead (the server died and left a dead
 mount: umount clears it) or unmounted (changes kept until rm).
-Every container is listed, the unmounted (stopped) ones too, so -a (--all)
-changes nothing: it is accepted for docker ps -a's users (rm $(layerfs ps -aq)).
+As docker ps, it lists the containers in use: mounted, or running a command
+(paused too); -a (--all) lists every one, the unmounted (stopped) ones with
+their kept changes too, as do -n, -l and a status= filter (exited= needs -a,
+as docker's). So rm -f $(layerfs ps -q) leaves the stopped ones, as docker's.
 -q prints the IDs alone (a container whose state cannot be read: its name).
 --format takes a Go template over .Name .Image .ImageID .Mountpoint .Status .PID
 .ReadOnly .Created .ID .Command .Size, and docker's .Names .State (running,
@@ -88,6 +90,9 @@ label=KEY[=VALUE] (the image's labels and run's --label);
 			if o.latest {
 				o.last = 1
 			}
+			if !o.all && o.last <= 0 && !filter.asksState() {
+				rows = slices.DeleteFunc(rows, func(r psRow) bool { return !r.active() })
+			}
 			if o.last > 0 {
 				rows = lastCreated(rows, o.last)
 			}
@@ -99,7 +104,7 @@ label=KEY[=VALUE] (the image's labels and run's --label);
 			return writePs(cmd.OutOrStdout(), o, rows)
 		},
 	}
-	cmd.Flags().BoolVarP(&o.all, "all", "a", false, "show all containers (the default: ps lists the unmounted ones too)")
+	cmd.Flags().BoolVarP(&o.all, "all", "a", false, "show all containers (default shows just the mounted and running)")
 	cmd.Flags().BoolVarP(&o.quiet, "quiet", "q", false, "only print container IDs")
 	cmd.Flags().StringVar(&o.format, "format", "", `format output: table, table TEMPLATE, json, or a Go template`)
 	cmd.Flags().StringArrayVarP(&o.filters, "filter", "f", nil, "filter output (name=, id=, status=, exited=, ancestor=, before=, since=, label=)")
@@ -321,4 +326,16 @@ func shortID(hex string) string {
 		return hex[:12]
 	}
 	return hex
+}
+
+// active reports whether docker ps would list r without -a: its container is
+// in use, mounted (by mount, or for a run's command) or running, paused too.
+// Not a dead mount (the server died: docker lists dead containers with -a
+// only), nor one whose state cannot be read.
+func (r psRow) active() bool {
+	switch r.dockerState {
+	case "running", statusMounted, statusPaused:
+		return true
+	}
+	return false
 }

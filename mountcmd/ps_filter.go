@@ -190,3 +190,9 @@ func psRowNamed(rows []psRow, n string) (psRow, error) {
 	}
 	return *hit, nil
 }
+
+// asksState reports whether f selects by status=: docker ps then lists
+// stopped containers without -a (moby's foldFilter; exited= does not).
+func (f *psFilter) asksState() bool {
+	return f != nil && len(f.statuses) > 0
+}

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"syscall"
 	"sync/atomic"
 	"time"
 
@@ -148,7 +149,7 @@ func Mount(mountpoint string, opts Options) (*MountPoint, error) {
 	server, err := mountNoOpendir(mountpoint, fsys.root, fo)
 	if err != nil {
 		s.close()
-		return nil, fmt.Errorf("mount %s: %w", mountpoint, err)
+		return nil, fmt.Errorf("mount %s: %w", mountpoint, fusermountError(err))
 	}
 	fsys.passthrough.Store(opts.Passthrough && os.Geteuid() == 0 && server.KernelSettings().Flags64()&fuse.CAP_PASSTHROUGH != 0)
 	m := &MountPoint{dir: mountpoint, server: server, fs: fsys}
@@ -173,6 +174,21 @@ func Mount(mountpoint string, opts Options) (*MountPoint, error) {
 		}
 	}
 	return m, nil
+}
+
+// fusermountError rewords go-fuse's "fusermount exited with code 256\n" (a
+// wait status, and a newline) as fusermount3's exit status. Why it failed is
+// what it printed on this process's stderr (a user's mount goes through it).
+func fusermountError(err error) error {
+	var code int
+	if _, serr := fmt.Sscanf(err.Error(), "fusermount exited with code %d", &code); serr != nil {
+		return err
+	}
+	st := syscall.WaitStatus(code)
+	if st.Signaled() {
+		return fmt.Errorf("fusermount3: %v", st.Signal())
+	}
+	return fmt.Errorf("fusermount3: exit status %d", st.ExitStatus())
 }
 
 // maxIO is the largest READ (max_read, which go-fuse sets to MaxWrite) and WRITE.

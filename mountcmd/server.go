@@ -384,6 +384,13 @@ func startServer(ctx context.Context, g *globalOptions, w *workContainer, tempor
 		cmd.Process.Kill()
 	}
 	if m, ok := strings.CutPrefix(msg, "error: "); ok {
+		// A user's mount goes through fusermount3, which says why it failed
+		// on the server's stderr, the log: that is the error to show.
+		if i := strings.Index(m, "fusermount3: "); i >= 0 {
+			if why := fusermountSays(w.logPath()); why != "" {
+				m = m[:i] + "fusermount3: " + why
+			}
+		}
 		return 0, errors.New(m)
 	}
 	return 0, fmt.Errorf("mount server exited: %s", lastLogLine(w.logPath()))
@@ -397,6 +404,23 @@ func lastLogLine(path string) string {
 	}
 	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
 	return lines[len(lines)-1]
+}
+
+// fusermountSays returns what fusermount last printed into a server log (its
+// "/usr/bin/fusermount3: " prefix cut), or "".
+func fusermountSays(path string) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return ""
+	}
+	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	for i := len(lines) - 1; i >= 0; i-- {
+		prog, rest, ok := strings.Cut(lines[i], ": ")
+		if ok && (strings.HasSuffix(prog, "fusermount3") || strings.HasSuffix(prog, "fusermount")) {
+			return rest
+		}
+	}
+	return ""
 }
 
 // ignoreSIGPIPE keeps a mount server alive when its output goes nowhere (a

@@ -125,11 +125,11 @@ func runCommit(ctx context.Context, g *globalOptions, o *commitOptions, args []s
 	}
 	w, err := findContainer(g.root, args[0])
 	if err != nil {
-		return err
+		return errors.New(userError(err))
 	}
 	st, unlock, err := lockAndLoad(ctx, w)
 	if err != nil {
-		return err
+		return errors.New(userError(err))
 	}
 	defer unlock()
 	parent, err := imageOfContainer(store, w, st)

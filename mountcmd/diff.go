@@ -1,6 +1,7 @@
 package mountcmd
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"strings"
@@ -31,11 +32,11 @@ from its image, one per line, sorted, as docker diff does:
 func runDiff(cmd *cobra.Command, g *globalOptions, arg string, out io.Writer) error {
 	w, err := findContainer(g.root, arg)
 	if err != nil {
-		return err
+		return errors.New(userError(err))
 	}
 	st, err := w.load()
 	if err != nil {
-		return err
+		return errors.New(userError(err))
 	}
 	store, err := openStore(g)
 	if err != nil {

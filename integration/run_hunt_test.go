@@ -54,6 +54,38 @@ func TestRunEnvFile(t *testing.T) {
 	}
 }
 
+// TestEnvEmptyNameRefused: an empty variable name is refused as docker refuses
+// it: -e "=x" as a flag error (exit 125) by run, create and exec; an env file
+// line "=x" by run (125) and exec (1), naming the file. A missing env file is
+// named once.
+func TestEnvEmptyNameRefused(t *testing.T) {
+	const flagErr = `Error: invalid argument "=x" for "-e, --env" flag: invalid environment variable: =x`
+	for _, args := range [][]string{
+		{"run", "--rm", "-e", "=x", "busybox", "true"},
+		{"create", "-e", "=x", "busybox"},
+		{"exec", "-e", "=x", "nosuchc", "true"},
+		{"container", "run", "--env==x", "busybox", "true"},
+	} {
+		if r := run(t, args...); r.Code != 125 || !strings.HasPrefix(r.Stderr, flagErr+"\n") {
+			t.Errorf("layerfs %q: exit %d, stderr %q; want 125 and %q", args, r.Code, r.Stderr, flagErr)
+		}
+	}
+	f := filepath.Join(t.TempDir(), "env.list")
+	os.WriteFile(f, []byte("A=1\n=x\n"), 0o644)
+	want := "Error: invalid env file (" + f + "): no variable name on line '=x'\n"
+	if r := run(t, "run", "--rm", "--env-file", f, "busybox", "true"); r.Code != 125 || r.Stderr != want {
+		t.Errorf("run --env-file with =x: exit %d, stderr %q; want 125 and %q", r.Code, r.Stderr, want)
+	}
+	if r := run(t, "exec", "--env-file", f, "nosuchc", "true"); r.Code != 1 || r.Stderr != want {
+		t.Errorf("exec --env-file with =x: exit %d, stderr %q; want 1 and %q", r.Code, r.Stderr, want)
+	}
+	missing := filepath.Join(t.TempDir(), "nosuch")
+	want = "Error: open " + missing + ": no such file or directory\n"
+	if r := run(t, "run", "--rm", "--env-file", missing, "busybox", "true"); r.Code != 125 || r.Stderr != want {
+		t.Errorf("run --env-file %s: exit %d, stderr %q; want 125 and %q", missing, r.Code, r.Stderr, want)
+	}
+}
+
 // TestRunTTYWithoutTerminal: -it with a stdin that is not a terminal fails at
 // once, as docker's "the input device is not a TTY", instead of hanging with a
 // pty whose input never ends.

@@ -100,7 +100,7 @@ The exit status is the command's.`,
 	f.SetInterspersed(false)
 	f.BoolVarP(&o.interactive, "interactive", "i", false, "keep STDIN open")
 	f.BoolVarP(&o.tty, "tty", "t", false, "allocate a pseudo-TTY")
-	f.StringArrayVarP(&o.env, "env", "e", nil, "set environment variables")
+	f.VarP(envValue{&o.env}, "env", "e", "set environment variables")
 	f.StringVarP(&o.workdir, "workdir", "w", "", "working directory inside the container")
 	f.StringVarP(&o.user, "user", "u", "", "username or UID (format: <name|uid>[:<group|gid>])")
 	f.BoolVarP(&o.detach, "detach", "d", false, "run the command in the background")

@@ -160,7 +160,7 @@ func addRunFlags(f *pflag.FlagSet, o *runOptions) {
 	f.BoolVar(&o.rm, "rm", false, "remove the container when it exits")
 	f.BoolVarP(&o.interactive, "interactive", "i", false, "keep STDIN open")
 	f.BoolVarP(&o.tty, "tty", "t", false, "allocate a pseudo-TTY")
-	f.StringArrayVarP(&o.env, "env", "e", nil, "set environment variables (KEY=VALUE, or KEY to pass the host's)")
+	f.VarP(envValue{&o.env}, "env", "e", "set environment variables (KEY=VALUE, or KEY to pass the host's)")
 	f.StringArrayVar(&o.envFiles, "env-file", nil, "read environment variables from a file (KEY=VALUE lines; -e wins)")
 	f.StringVarP(&o.workdir, "workdir", "w", "", "working directory inside the container")
 	f.StringVarP(&o.user, "user", "u", "", "username or UID (format: <name|uid>[:<group|gid>])")

@@ -176,6 +176,28 @@ func TestUsageErrorExit125(t *testing.T) {
 	}
 }
 
+// TestGroupUnknownCommand: a mistyped command of a group (image, container,
+// system, builder) is docker's "unknown command", exit 1, also with a flag the
+// group lacks after it; not "accepts no arguments" nor a flag error.
+func TestGroupUnknownCommand(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"image", "bogus"}, "layerfs image bogus"},
+		{[]string{"image", "export", "-o", "/dev/null", "busybox"}, "layerfs image export"},
+		{[]string{"image", "gc"}, "layerfs image gc"},
+		{[]string{"container", "rmi", "x"}, "layerfs container rmi"},
+		{[]string{"system", "bogus"}, "layerfs system bogus"},
+		{[]string{"builder", "bogus"}, "layerfs builder bogus"},
+	} {
+		want := "Error: unknown command: " + tc.want + "\nSee '" + strings.Join(strings.Fields(tc.want)[:2], " ") + " --help'.\n"
+		if r := run(t, tc.args...); r.Code != 1 || r.Stderr != want {
+			t.Errorf("layerfs %q: exit %d, stderr %q; want 1 and %q", tc.args, r.Code, r.Stderr, want)
+		}
+	}
+}
+
 // TestPsAll: as docker ps, ps lists the containers in use (mounted or running),
 // and -a / --all every one, the stopped (unmounted) ones too; -n, -l and a
 // status= filter list stopped ones too. ps listed every one: docker's habit

@@ -15,6 +15,23 @@ func minArgs(n int) cobra.PositionalArgs { return rangeArgs(n, -1) }
 
 func maxArgs(n int) cobra.PositionalArgs { return rangeArgs(0, n) }
 
+// groupArgs is the Args of a command group (image, container, system ...):
+// alone it prints its help; a first word that names none of its commands is
+// an unknown command, as docker's cli.NoArgs says it for a command with
+// subcommands (exit 1), not "accepts no arguments".
+func groupArgs(cmd *cobra.Command, args []string) error {
+	if len(args) == 0 {
+		return nil
+	}
+	return errUnknownCommand(cmd, args[0])
+}
+
+// errUnknownCommand is docker's error for a word that names no command of the
+// group cmd: `unknown command: layerfs image bogus`, with the help hint.
+func errUnknownCommand(cmd *cobra.Command, name string) error {
+	return fmt.Errorf("unknown command: %s %s\nSee '%s --help'.", cmd.CommandPath(), name, cmd.CommandPath())
+}
+
 // noArgs refuses any argument.
 func noArgs(cmd *cobra.Command, args []string) error { return rangeArgs(0, 0)(cmd, args) }
 

@@ -16,7 +16,7 @@ func newBuilderCommand(g *globalOptions) *cobra.Command {
 	group := &cobra.Command{
 		Use:          "builder",
 		Short:        "Manage builds (docker builder ...)",
-		Args:         noArgs,
+		Args:         groupArgs,
 		SilenceUsage: true,
 		RunE:         func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
 	}

@@ -13,7 +13,7 @@ func newContainerGroupCommand(g *globalOptions) *cobra.Command {
 	group := &cobra.Command{
 		Use:          "container",
 		Short:        "Manage working containers (docker container ...)",
-		Args:         noArgs,
+		Args:         groupArgs,
 		SilenceUsage: true,
 		RunE:         func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
 	}

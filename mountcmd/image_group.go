@@ -15,7 +15,7 @@ func newImageGroupCommand(g *globalOptions) *cobra.Command {
 	group := &cobra.Command{
 		Use:          "image",
 		Short:        "Manage images (docker image ...)",
-		Args:         noArgs,
+		Args:         groupArgs,
 		SilenceUsage: true,
 		RunE:         func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
 	}

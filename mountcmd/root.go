@@ -85,8 +85,15 @@ func NewRootCommand() *cobra.Command {
 		Version:       Version,
 	}
 	root.SetVersionTemplate("layerfs version {{.Version}}\n")
-	// Inherited by every subcommand: flag errors exit 125, as docker's do.
+	// Inherited by every subcommand: flag errors exit 125, as docker's do. In a
+	// group, a word before the bad flag is a mistyped command ("image export
+	// -o f"): that is the error, not a flag the group lacks.
 	root.SetFlagErrorFunc(func(cmd *cobra.Command, err error) error {
+		if cmd.HasParent() && cmd.HasSubCommands() {
+			if args := cmd.Flags().Args(); len(args) > 0 {
+				return errUnknownCommand(cmd, args[0])
+			}
+		}
 		return flagError{err: err, command: cmd.CommandPath()}
 	})
 	root.PersistentFlags().StringVar(&g.root, "root", DefaultRoot(), "store root directory (env LAYERFS_ROOT)")
@@ -104,6 +111,15 @@ func NewRootCommand() *cobra.Command {
 	root.AddCommand(newVersionCommand())
 	for _, add := range commandAdders {
 		add(root, g)
+	}
+	// cobra's completion group, made now rather than at Execute so that it
+	// refuses an unknown shell as the other groups refuse an unknown command.
+	root.InitDefaultCompletionCmd()
+	for _, c := range root.Commands() {
+		if c.Name() == "completion" {
+			c.Args = groupArgs
+			c.RunE = func(cmd *cobra.Command, _ []string) error { return cmd.Help() }
+		}
 	}
 	guardFreshRoot(root, g)
 	return root

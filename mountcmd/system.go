@@ -17,7 +17,7 @@ func newSystemCommand(g *globalOptions) *cobra.Command {
 	group := &cobra.Command{
 		Use:          "system",
 		Short:        "Manage the store (docker system ...)",
-		Args:         noArgs,
+		Args:         groupArgs,
 		SilenceUsage: true,
 		RunE:         func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
 	}

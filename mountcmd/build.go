@@ -240,7 +240,7 @@ a Dockerfile alone (no context); -f - reads the Dockerfile from stdin. A git URL
 	f := cmd.Flags()
 	f.StringArrayVarP(&o.tags, "tag", "t", nil, "name and optionally a tag in the name:tag format")
 	f.StringVarP(&o.file, "file", "f", "", "name of the Dockerfile (default PATH/Dockerfile; - reads it from stdin)")
-	f.StringArrayVar(&o.buildArgs, "build-arg", nil, "set build-time variables (KEY=VALUE)")
+	f.Var(envValue{&o.buildArgs}, "build-arg", "set build-time variables (KEY=VALUE)")
 	f.BoolVar(&o.noCache, "no-cache", false, "do not use cache when building the image")
 	f.StringVar(&o.target, "target", "", "set the target build stage to build")
 	f.BoolVarP(&o.quiet, "quiet", "q", false, "suppress the build output and print the image ID on success")

@@ -208,7 +208,7 @@ stopped container): layerfs stop $(layerfs ps -q) stops what runs.`,
 			})
 		},
 	}
-	cmd.Flags().IntVarP(&o.timeout, "time", "t", 10, "seconds to wait before killing the container (default: run's --stop-timeout, else 10)")
+	cmd.Flags().IntVarP(&o.timeout, "time", "t", 0, "seconds to wait before killing the container (default: run's --stop-timeout, else 10)")
 	return cmd
 }
 

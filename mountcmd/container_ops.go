@@ -224,7 +224,7 @@ func newRestartCommand(g *globalOptions) *cobra.Command {
 			})
 		},
 	}
-	cmd.Flags().IntVarP(&timeout, "time", "t", 10, "seconds to wait for stop before killing the container")
+	cmd.Flags().IntVarP(&timeout, "time", "t", 0, "seconds to wait for stop before killing the container (default: run's --stop-timeout, else 10)")
 	return cmd
 }
 

@@ -83,3 +83,20 @@ func TestEnvFlagRefusesEmptyName(t *testing.T) {
 		})
 	}
 }
+
+// build --build-arg takes docker's check too (opts.ValidateEnv): "=x" was
+// accepted (found by a review).
+func TestBuildArgRefusesEmptyName(t *testing.T) {
+	cmd := newBuildCommand(&globalOptions{root: t.TempDir()})
+	if err := cmd.ParseFlags([]string{"--build-arg", "A=1", "--build-arg", "B"}); err != nil {
+		t.Fatalf("--build-arg A=1 --build-arg B: %v", err)
+	}
+	if got, _ := cmd.Flags().GetStringArray("build-arg"); !slices.Equal(got, []string{"A=1", "B"}) {
+		t.Errorf("--build-arg values = %q", got)
+	}
+	const want = `invalid argument "=x" for "--build-arg" flag: invalid environment variable: =x`
+	cmd = newBuildCommand(&globalOptions{root: t.TempDir()})
+	if err := cmd.ParseFlags([]string{"--build-arg", "=x"}); err == nil || err.Error() != want {
+		t.Errorf("--build-arg =x: %v, want %q", err, want)
+	}
+}

@@ -129,6 +129,19 @@ func archiveErr(err error) error {
 	return fmt.Errorf("read archive: %w", err)
 }
 
+// archiveMetadata reports whether an archive entry is by its name one of the
+// layout's metadata files (index.json, manifest.json, repositories, oci-layout,
+// a config's <hex>.json, a legacy layer dir's json and VERSION), not a blob
+// whose load a progress line is worth.
+func archiveMetadata(name string) bool {
+	switch base := path.Base(name); base {
+	case "index.json", "manifest.json", "repositories", "oci-layout", "json", "VERSION":
+		return true
+	default:
+		return strings.HasSuffix(base, ".json")
+	}
+}
+
 func spoolFile(ctx context.Context, tr io.Reader, dir string, hdr *tar.Header, p Progress, check func(io.Reader) error) (*spooled, error) {
 	f, err := os.CreateTemp(dir, "part-")
 	if err != nil {
@@ -137,7 +150,10 @@ func spoolFile(ctx context.Context, tr io.Reader, dir string, hdr *tar.Header, p
 	tmp := f.Name()
 	defer os.Remove(tmp) // a no-op once renamed
 	defer f.Close()
-	tk := orNop(p).Track(hdr.Name, hdr.Size)
+	var tk ProgressTracker = nopTracker{}
+	if !archiveMetadata(hdr.Name) { // docker's load shows layers alone
+		tk = orNop(p).Track(hdr.Name, hdr.Size)
+	}
 	h := digest.SHA256.Digester()
 	head := make([]byte, len(xzMagic))
 	hn, err := io.ReadFull(tr, head)

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/opencontainers/go-digest"
@@ -274,4 +275,36 @@ func TestLoadLegacyCompressedLayers(t *testing.T) {
 			t.Errorf("Load of a broken gzip layer = %v", err)
 		}
 	})
+}
+
+// recordProgress keeps the names Load tracks.
+type recordProgress struct {
+	mu    sync.Mutex
+	names []string
+}
+
+func (p *recordProgress) Track(name string, _ int64) ProgressTracker {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.names = append(p.names, name)
+	return nopTracker{}
+}
+
+// Load's progress shows the layers, as docker's "Loading layer" lines, not the
+// archive's metadata files: it showed "Loading index.json", "Loading
+// oci-layout" and a config's json as if they were layers (found by a review).
+func TestLoadProgressShowsLayers(t *testing.T) {
+	a := newTestImage(t, "alpha", 2, Gzip, "docker.io/library/alpha:1")
+	p := &recordProgress{}
+	if _, err := newStore(t).Load(context.Background(), bytes.NewReader(classicDockerArchive(t, a)), LoadOptions{Progress: p}); err != nil {
+		t.Fatal(err)
+	}
+	if len(p.names) != 2 {
+		t.Errorf("Load tracked %q, want the 2 layers alone", p.names)
+	}
+	for _, n := range p.names {
+		if archiveMetadata(n) {
+			t.Errorf("Load tracked metadata file %s", n)
+		}
+	}
 }

@@ -356,7 +356,7 @@ func TestRunDetached(t *testing.T) {
 	importRunner(t, "busybox", `CMD ["sh"]`)
 	// run -d prints the container's ID, the one it has (its hostname is its
 	// first 12 digits, as docker's).
-	id := mustRun(t, "run", "-itd", "--name", "d1", "-p", "8080:8080", "busybox")
+	id := mustRun(t, "run", "-itd", "--name", "d1", "-p", "8080:8080", "-P", "busybox") // -P: accepted, as -p
 	if want := containerIDIn(t, "", "d1"); id != want+"\n" {
 		t.Fatalf("run -itd printed %q, want d1's ID %s", id, want)
 	}

@@ -169,6 +169,7 @@ func addRunFlags(f *pflag.FlagSet, o *runOptions) {
 	f.StringVarP(&o.hostname, "hostname", "h", "", "container host name")
 	f.BoolVar(&o.init, "init", false, "run an init inside the container that forwards signals and reaps processes")
 	f.StringArrayVarP(&o.publish, "publish", "p", nil, "accepted for docker compatibility; ignored: containers use the host's network")
+	f.BoolP("publish-all", "P", false, "accepted for docker compatibility; ignored: containers use the host's network")
 	f.StringVar(&o.pull, "pull", "missing", `pull image before running ("always", "missing", "never")`)
 	f.StringVar(&o.network, "network", "default", "network mode: host (default, bridge: the same) or none (loopback only)")
 	f.StringVar(&o.network, "net", "default", "network mode (--network)")

@@ -221,40 +221,6 @@ func statInRoot(rfd *os.File, p string) (unix.Stat_t, bool) {
 }
 
 // Undo removes from the upper dir (not mounted any more) the runtime's
-// mountpoints that are still empty: files and dirs the rootfs lacked, and dirs
-// that were only copied up to hold them. Children go before parents.
-func (r *RuntimePaths) Undo() {
-	in := func(list []string, p string) bool { return slices.Contains(list, p) }
-	// Through fds, no symlink followed: the container may have made any path
-	// of the upper dir a symlink to a host path.
-	ufd, err := openRootDir(r.upper)
-	if err != nil {
-		return
-	}
-	defer ufd.Close()
-	for i := len(r.paths) - 1; i >= 0; i-- {
-		p := r.paths[i]
-		if !in(r.missing, p) && !in(r.noUpper, p) {
-			continue
-		}
-		d, st, err := lstatBeneath(ufd, p)
-		if err != nil {
-			continue
-		}
-		dfd, base := int(d.Fd()), path.Base(p)
-		isDir := st.Mode&unix.S_IFMT == unix.S_IFDIR
-		switch {
-		case st.Mode&unix.S_IFMT == unix.S_IFREG && st.Size == 0 && in(r.missing, p):
-			unix.Unlinkat(dfd, base, 0)
-		case isDir && in(r.missing, p):
-			unix.Unlinkat(dfd, base, unix.AT_REMOVEDIR) // only if empty
-		case isDir:
-			// A dir copied up only to hold our files: drop it if the container did
-			// not change its owner or mode.
-			if b, ok := r.before[p]; ok && b.Mode == st.Mode && b.Uid == st.Uid && b.Gid == st.Gid {
-				unix.Unlinkat(dfd, base, unix.AT_REMOVEDIR) // only if empty
-			}
-		}
-		d.Close()
-	}
-}
+// mountpoints that are still empty: what Stubs gives, children before parents.
+// Best effort: what it cannot remove stays.
+func (r *RuntimePaths) Undo() { r.UndoIn(r.upper) }

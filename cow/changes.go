@@ -51,7 +51,7 @@ func Changes(upper string, opts DiffOptions) ([]Change, error) {
 		}
 		lw.fds = append(lw.fds, fd)
 	}
-	c := &changer{format: opts.Format, lw: lw}
+	c := &changer{format: opts.Format, lw: lw, opts: &opts}
 	if err := c.walk(root, ".", len(lw.fds) > 0, false); err != nil {
 		return nil, err
 	}
@@ -69,6 +69,7 @@ func Changes(upper string, opts DiffOptions) ([]Change, error) {
 type changer struct {
 	format Format
 	lw     *lowerView
+	opts   *DiffOptions
 	out    []Change
 }
 
@@ -95,6 +96,9 @@ func (c *changer) walk(dirfd int, rel string, lowerHas, hidden bool) error {
 					return err
 				}
 			}
+			continue
+		}
+		if c.opts.excluded(p) {
 			continue
 		}
 		var st unix.Stat_t
@@ -168,7 +172,7 @@ func (c *changer) hidden(fd int, p string) error {
 	for _, n := range names {
 		var st unix.Stat_t
 		err := unix.Fstatat(fd, n, &st, unix.AT_SYMLINK_NOFOLLOW)
-		if err == nil && !IsWhiteoutDevice(c.format, n, &st) {
+		if err == nil && !IsWhiteoutDevice(c.format, n, &st) && !c.opts.excluded(joinPath(p, n)) {
 			continue // still there (A/C listed by the walk)
 		}
 		if err := c.deleted(joinPath(p, n)); err != nil {

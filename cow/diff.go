@@ -23,6 +23,18 @@ type DiffOptions struct {
 	Lowers []string
 	// SourceDateEpoch, when set, clamps every mtime in the tar to at most this time.
 	SourceDateEpoch *time.Time
+	// Exclude, when set, names entries of the upper dir (relative, slash-separated:
+	// "etc/hosts") that Diff and Changes leave out, with everything below them, as
+	// if the upper dir did not have them; their parent dirs are still written.
+	// Whiteouts and opaque markers are never asked about. For a running
+	// container's mountpoint stubs (build.RuntimePaths.Stubs), which are not its
+	// changes. Called from one goroutine at a time.
+	Exclude func(rel string) bool
+}
+
+// excluded reports whether opts leave the upper dir's entry rel out.
+func (opts *DiffOptions) excluded(rel string) bool {
+	return opts.Exclude != nil && opts.Exclude(rel)
 }
 
 // Diff streams the upper dir as a reproducible OCI layer tar (see tarwriter.go for
@@ -55,7 +67,7 @@ func writeDiff(ctx context.Context, upper string, opts DiffOptions, w io.Writer)
 	}
 	defer unix.Close(root)
 	e := newTarEmitter(w, opts.SourceDateEpoch)
-	d := &differ{ctx: ctx, e: e, format: opts.Format}
+	d := &differ{ctx: ctx, e: e, format: opts.Format, opts: &opts}
 	if opq, err := IsOpaqueDir(root); err != nil {
 		return fmt.Errorf("diff .: %w", err)
 	} else if opq {
@@ -73,6 +85,7 @@ type differ struct {
 	ctx    context.Context
 	e      *tarEmitter
 	format Format
+	opts   *DiffOptions
 }
 
 // item is one entry of a dir to write: tarName is its base name in the tar (a
@@ -106,6 +119,9 @@ func (d *differ) walk(dirfd int, rel string) error {
 			if t, ok := WhiteoutTarget(name); ok && !present[t] {
 				items = append(items, item{name: name, tarName: name, whiteout: true})
 			}
+			continue
+		}
+		if d.opts.excluded(joinPath(rel, name)) {
 			continue
 		}
 		it := item{name: name, tarName: name}

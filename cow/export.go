@@ -15,15 +15,33 @@ import (
 // Diff. upper may be "" (just the lowers). f is the whiteout encoding of upper;
 // lower dirs are read in both encodings, like the union fs does. The caller reads
 // the stream to EOF and closes it; errors end it via CloseWithError.
-func Export(ctx context.Context, lowers []string, upper string, f Format) io.ReadCloser {
+func Export(ctx context.Context, lowers []string, upper string, f Format, opts ...ExportOption) io.ReadCloser {
+	var o exportOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
 	pr, pw := io.Pipe()
 	go func() {
-		pw.CloseWithError(writeExport(ctx, lowers, upper, f, pw))
+		pw.CloseWithError(writeExport(ctx, lowers, upper, f, o, pw))
 	}()
 	return pr
 }
 
-func writeExport(ctx context.Context, lowers []string, upper string, f Format, w io.Writer) error {
+// ExportOption tunes Export.
+type ExportOption func(*exportOptions)
+
+type exportOptions struct {
+	exclude func(rel string) bool
+}
+
+// ExportExcludeUpper leaves the upper dir's entries for which exclude is true
+// (relative, slash-separated paths, as DiffOptions.Exclude) out of the merge,
+// with everything below them: the lowers' copies of them show instead, if any.
+func ExportExcludeUpper(exclude func(rel string) bool) ExportOption {
+	return func(o *exportOptions) { o.exclude = exclude }
+}
+
+func writeExport(ctx context.Context, lowers []string, upper string, f Format, o exportOptions, w io.Writer) error {
 	var layers []mergeLayer
 	defer func() {
 		for _, l := range layers {
@@ -39,7 +57,11 @@ func writeExport(ctx context.Context, lowers []string, upper string, f Format, w
 		if err != nil {
 			return fmt.Errorf("export %s: %w", d, err)
 		}
-		layers = append(layers, mergeLayer{fd: fd, overlay: upper == "" || i > 0 || f == FormatOverlay})
+		l := mergeLayer{fd: fd, overlay: upper == "" || i > 0 || f == FormatOverlay}
+		if upper != "" && i == 0 {
+			l.exclude = o.exclude
+		}
+		layers = append(layers, l)
 	}
 	e := newTarEmitter(w, nil)
 	x := &exporter{ctx: ctx, e: e}
@@ -52,7 +74,8 @@ func writeExport(ctx context.Context, lowers []string, upper string, f Format, w
 // mergeLayer is one layer's copy of a directory in a merged walk.
 type mergeLayer struct {
 	fd      int
-	overlay bool // 0/0 character devices are whiteouts here (else only for long names)
+	overlay bool                  // 0/0 character devices are whiteouts here (else only for long names)
+	exclude func(rel string) bool // entries of this layer to leave out (ExportExcludeUpper)
 }
 
 type mergedEntry struct {
@@ -68,11 +91,12 @@ type exporter struct {
 	e   *tarEmitter
 }
 
-// mergeDir lists the merged entries of one directory given its copies in layers
-// (top first): a layer's whiteouts hide names in the layers below it, a non-dir hides
-// everything below it, an opaque copy ends the merge. Entries come back sorted; the
-// dir fds in them are borrowed from layers.
-func mergeDir(layers []mergeLayer) ([]*mergedEntry, error) {
+// mergeDir lists the merged entries of one directory (path rel) given its copies in
+// layers (top first): a layer's whiteouts hide names in the layers below it, a
+// non-dir hides everything below it, an opaque copy ends the merge, a layer's
+// excluded entries are not there. Entries come back sorted; the dir fds in them are
+// borrowed from layers.
+func mergeDir(layers []mergeLayer, rel string) ([]*mergedEntry, error) {
 	byName := map[string]*mergedEntry{}
 	hidden := map[string]bool{}
 	for _, l := range layers {
@@ -86,6 +110,9 @@ func mergeDir(layers []mergeLayer) ([]*mergedEntry, error) {
 				if t, ok := WhiteoutTarget(n); ok {
 					whiteouts = append(whiteouts, t)
 				}
+				continue
+			}
+			if l.exclude != nil && l.exclude(joinPath(rel, n)) {
 				continue
 			}
 			var st unix.Stat_t
@@ -144,7 +171,7 @@ func openChildren(parents []mergeLayer, name string) ([]mergeLayer, error) {
 			closeLayers(out)
 			return nil, fmt.Errorf("open %s: %w", name, err)
 		}
-		out = append(out, mergeLayer{fd: fd, overlay: p.overlay})
+		out = append(out, mergeLayer{fd: fd, overlay: p.overlay, exclude: p.exclude})
 	}
 	return out, nil
 }
@@ -156,7 +183,7 @@ func closeLayers(ls []mergeLayer) {
 }
 
 func (x *exporter) walk(layers []mergeLayer, rel string) error {
-	ents, err := mergeDir(layers)
+	ents, err := mergeDir(layers, rel)
 	if err != nil {
 		return &EntryError{"export", rel, err}
 	}

@@ -216,6 +216,7 @@ type committer struct {
 	stderr io.Writer
 
 	lowers []string           // the container's lower dirs, top first
+	stubs  []string           // the upper dir's runtime mountpoints, left out (children first)
 	desc   ocispec.Descriptor // the new layer ("" digest: none)
 	diffID digest.Digest
 }
@@ -242,7 +243,11 @@ func (c *committer) commit(ctx context.Context) (*blobstore.Image, error) {
 	}
 	c.lowers = lowers
 	upper := c.w.upperPath(c.st)
-	dopts := cow.DiffOptions{Format: cow.FormatOCI, Lowers: lowers, SourceDateEpoch: c.plan.epoch}
+	// A running container's mountpoint stubs are not its changes (run_stubs.go);
+	// read while paused, as the layer.
+	c.stubs = runtimeStubs(c.w, upper)
+	exclude := excludeStubs(c.stubs)
+	dopts := cow.DiffOptions{Format: cow.FormatOCI, Lowers: lowers, SourceDateEpoch: c.plan.epoch, Exclude: exclude}
 
 	empty := false
 	if !c.o.squash {
@@ -269,7 +274,7 @@ func (c *committer) commit(ctx context.Context) (*blobstore.Image, error) {
 	if !empty {
 		var rc io.ReadCloser
 		if c.o.squash {
-			rc = cow.Export(ctx, lowers, upper, cow.FormatOCI)
+			rc = cow.Export(ctx, lowers, upper, cow.FormatOCI, cow.ExportExcludeUpper(exclude))
 		} else {
 			rc = cow.Diff(ctx, upper, dopts)
 		}
@@ -340,6 +345,10 @@ func (c *committer) rebase(ctx context.Context, srv *controlClient, img *blobsto
 	oldUpper := c.w.upperPath(c.st)
 	newUpper, err := freshUpper(c.w.Dir(), oldUpper)
 	if err != nil {
+		return err
+	}
+	if err := carryStubs(oldUpper, newUpper, c.stubs); err != nil {
+		os.RemoveAll(newUpper)
 		return err
 	}
 	name := filepath.Base(newUpper)

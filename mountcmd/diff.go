@@ -50,7 +50,10 @@ func runDiff(cmd *cobra.Command, g *globalOptions, arg string, out io.Writer) er
 	if err != nil {
 		return err
 	}
-	changes, err := cow.Changes(w.upperPath(st), cow.DiffOptions{Format: cow.FormatOCI, Lowers: lowers})
+	upper := w.upperPath(st)
+	// Not the runtime's mountpoints of a running container (run_stubs.go).
+	exclude := excludeStubs(runtimeStubs(w, upper))
+	changes, err := cow.Changes(upper, cow.DiffOptions{Format: cow.FormatOCI, Lowers: lowers, Exclude: exclude})
 	if err != nil {
 		return fmt.Errorf("diff %s: %w", w.name, err)
 	}

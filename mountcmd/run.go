@@ -315,6 +315,11 @@ func runContainer(ctx context.Context, g *globalOptions, o *runOptions, ref stri
 	}
 	server = st.PID
 	made = build.NoteRuntimePaths(st.Mountpoint, w.upperPath(st))
+	// For commit and diff meanwhile; a killed run's stubs are still the runtime's.
+	made.Keep(loadRuntimePaths(w))
+	if err := saveRuntimePaths(w, made); err != nil {
+		return 0, err
+	}
 	vols, err := imageVolumes(w, img, st.Mountpoint, spec.Binds, anonVols...)
 	if err != nil {
 		return 0, err
@@ -713,9 +718,10 @@ func mountForRun(ctx context.Context, g *globalOptions, s *blobstore.Store, img 
 
 // unmountAfterRun stops the container's mount server (if it still is ours,
 // server) and removes the mountpoint dir, and the container too with rm. The
-// mountpoints the runtime made (made) go from the upper dir again: like docker's
-// init layer, they are not the container's changes. run.json goes last, so that
-// whoever waits for it (stop) finds the container unmounted.
+// mountpoints the runtime made (made) go from the upper dir again, and their
+// record (run_stubs.go): like docker's init layer, they are not the container's
+// changes. run.json goes last, so that whoever waits for it (stop) finds the
+// container unmounted.
 func unmountAfterRun(w *workContainer, rm bool, made *build.RuntimePaths, server int) error {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -736,7 +742,9 @@ func unmountAfterRun(w *workContainer, rm bool, made *build.RuntimePaths, server
 		os.Remove(mp)
 		os.Remove(filepath.Dir(mp)) // the root's run dir, once no run uses it
 		if made != nil {
-			made.Undo()
+			// The upper dir the container ends on (commit --rebase changes it).
+			made.UndoIn(w.upperPath(st))
+			removeRuntimePaths(w)
 		}
 	}
 	if rm {

@@ -511,16 +511,23 @@ func (m *MountPoint) rebase(lowers []string, upper string, maps InodeMaps) error
 	if err != nil {
 		return fmt.Errorf("rebase: %w", err)
 	}
-	for _, err := range s.loadInoMaps(maps) {
+	mapErrs := s.loadInoMaps(maps)
+	for _, err := range mapErrs {
 		log.Printf("layerfs: rebase: %v (its layer's own inode numbers are used)", err)
 	}
+	// With the inode numbers kept, every known name stays the node it was: the
+	// kernel's entries stay (attributes and pages are dropped). Invalidating
+	// them d_invalidates each dentry, which detaches whatever is mounted on it:
+	// a commit --rebase of a running container took its /proc, /dev, /sys, the
+	// etc binds and volumes away (found by a review).
+	keepEntries := len(maps) > 0 && len(mapErrs) == 0
 	m.fs.stack.Store(s)
 	m.fs.rebases.Add(1)
 	m.fs.epoch.Add(1)
 	m.fs.changes.Add(1)
 	m.fs.taintOpen(m.fs.root.EmbeddedInode())
 	m.fs.invalidateDirs(m.fs.root.EmbeddedInode())
-	go m.fs.invalidate(m.fs.root.EmbeddedInode())
+	go m.fs.invalidate(m.fs.root.EmbeddedInode(), keepEntries)
 	// old is not closed: operations that loaded it may still run; its few fds
 	// are released when the mount ends.
 	m.fs.retiredMu.Lock()
@@ -564,11 +571,15 @@ func (fsys *unionFS) invalidateDirs(in *fusefs.Inode) {
 	}
 }
 
-// invalidate drops the kernel's cached entries, attributes and pages below in.
-func (fsys *unionFS) invalidate(in *fusefs.Inode) {
+// invalidate drops the kernel's cached entries, attributes and pages below
+// in. With keepEntries it keeps the entries but those of pinned nodes (a
+// passthrough open across the Rebase), which the next lookup must replace.
+func (fsys *unionFS) invalidate(in *fusefs.Inode, keepEntries bool) {
 	for name, ch := range in.Children() {
-		fsys.invalidate(ch)
-		in.NotifyEntry(name)
+		fsys.invalidate(ch, keepEntries)
+		if !keepEntries || ch.Operations().(*node).ptPinnedBusy() {
+			in.NotifyEntry(name)
+		}
 	}
 	in.NotifyContent(0, 0)
 }

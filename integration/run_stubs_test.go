@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestCommitRunningLeavesRuntimeStubsOut: the empty /etc/hosts, /etc/resolv.conf
@@ -53,9 +54,20 @@ func TestCommitRunningLeavesRuntimeStubsOut(t *testing.T) {
 	}
 
 	// --rebase: the stubs stay in the running container (its mounts sit on
-	// them), out of the layer it now runs on, and go when it stops.
+	// them), out of the layer it now runs on, and go when it stops. Its mounts
+	// stay too: the rebase's entry invalidation detached every one of them
+	// (/proc, /dev, /sys, the etc binds), /etc/hostname was the empty stub.
 	mustRun(t, "exec", "c1", "sh", "-c", "echo y > /tmp/y")
+	mountsBefore := mustRun(t, "exec", "c1", "sh", "-c", "cut -d' ' -f5 /proc/self/mountinfo | sort")
+	hostname := mustRun(t, "exec", "c1", "cat", "/etc/hostname")
 	mustRun(t, "commit", "--rebase", "c1", "snap-rebased")
+	time.Sleep(200 * time.Millisecond) // the kernel's caches are dropped in the background
+	if got := mustRun(t, "exec", "c1", "sh", "-c", "cut -d' ' -f5 /proc/self/mountinfo | sort"); got != mountsBefore {
+		t.Errorf("c1's mounts after commit --rebase:\n%s\nbefore:\n%s", got, mountsBefore)
+	}
+	if got := mustRun(t, "exec", "c1", "cat", "/etc/hostname"); got != hostname || got == "" {
+		t.Errorf("c1's /etc/hostname after commit --rebase = %q, want %q", got, hostname)
+	}
 	if got, want := strings.Join(topLayerNames(t, "snap-rebased"), " "), "etc/ etc/motd tmp/ tmp/y"; got != want {
 		t.Errorf("layer of commit --rebase = %q, want %q", got, want)
 	}

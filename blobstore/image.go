@@ -4,9 +4,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"runtime"
-	"slices"
-	"sort"
 	"strings"
 	"time"
 
@@ -213,97 +210,6 @@ func (s *Store) LoadManifest(md digest.Digest) (*Image, error) {
 func (s *Store) Images() ([]*Image, error) {
 	imgs, _, err := s.ImagesAndBroken()
 	return imgs, err
-}
-
-func (s *Store) imagesOf(idx *ocispec.Index) ([]*Image, []BrokenImage) {
-	byDigest := map[digest.Digest]*Image{}
-	var out []*Image
-	var broken []BrokenImage
-	bad := map[digest.Digest]error{}
-	for _, d := range idx.Manifests {
-		var via digest.Digest
-		entry := d.Digest
-		if isIndexType(d.MediaType) {
-			child, ok := s.indexChild(d)
-			if !ok {
-				continue
-			}
-			d, via = ocispec.Descriptor{MediaType: child.MediaType, Digest: child.Digest, Size: child.Size, Annotations: d.Annotations}, d.Digest
-		} else if d.MediaType != "" && !isManifestType(d.MediaType) {
-			continue
-		}
-		img := byDigest[d.Digest]
-		if img == nil {
-			err, seen := bad[d.Digest]
-			if !seen {
-				img, err = s.loadImage(d)
-			}
-			if errors.Is(err, ErrUnknownMediaType) {
-				continue // an artifact another tool indexed (signature, SBOM...), not an image
-			}
-			if err != nil {
-				bad[d.Digest] = err
-				broken = append(broken, BrokenImage{Digest: d.Digest, ID: s.brokenID(d.Digest), Tag: refName(d), Err: err, entry: entry})
-				continue
-			}
-			byDigest[d.Digest] = img
-			out = append(out, img)
-		}
-		if via != "" && img.Index == "" {
-			img.Index = via
-		}
-		if r := refName(d); r != "" && !contains(img.Tags, r) {
-			img.Tags = append(img.Tags, r)
-		}
-	}
-	// Recorded repo digests: a damaged registry.json hides them, not the images.
-	meta, _ := s.readRegistryMeta()
-	for _, img := range out {
-		sort.Strings(img.Tags)
-		if meta != nil {
-			img.PulledDigests = slices.Clone(meta.RepoDigests[img.ManifestDigest])
-		}
-	}
-	sort.SliceStable(out, func(i, j int) bool {
-		ci, cj := out[i].Created(), out[j].Created()
-		if !ci.Equal(cj) {
-			return ci.After(cj)
-		}
-		return out[i].ID < out[j].ID
-	})
-	return out, broken
-}
-
-// indexChild picks the manifest of the image index d that Images lists (see
-// there): false if the store has none of them.
-func (s *Store) indexChild(d ocispec.Descriptor) (ocispec.Descriptor, bool) {
-	b, err := s.readBlob(d.Digest, maxMetaSize)
-	if err != nil {
-		return ocispec.Descriptor{}, false
-	}
-	var ix ocispec.Index
-	if json.Unmarshal(b, &ix) != nil {
-		return ocispec.Descriptor{}, false
-	}
-	var first *ocispec.Descriptor
-	for i, m := range ix.Manifests {
-		if !isManifestType(m.MediaType) || !s.Has(m.Digest) {
-			continue
-		}
-		if _, err := s.loadImage(m); err != nil {
-			continue
-		}
-		if p := m.Platform; p != nil && p.OS == "linux" && p.Architecture == runtime.GOARCH {
-			return m, true
-		}
-		if first == nil {
-			first = &ix.Manifests[i]
-		}
-	}
-	if first == nil {
-		return ocispec.Descriptor{}, false
-	}
-	return *first, true
 }
 
 func contains(l []string, s string) bool {

@@ -40,18 +40,7 @@ func (b BrokenImage) Name() string {
 // therefore checked against index.json read again, and left out of both lists if
 // it is no longer there: it was removed, not broken.
 func (s *Store) ImagesAndBroken() ([]*Image, []BrokenImage, error) {
-	idx, err := s.readIndex()
-	if err != nil {
-		return nil, nil, err
-	}
-	if imagesHook != nil {
-		imagesHook()
-	}
-	imgs, broken := s.imagesOf(idx)
-	if len(broken) > 0 {
-		broken = s.stillListed(broken)
-	}
-	return imgs, broken, nil
+	return s.imagesAndBroken(nil, s.loadImage)
 }
 
 // stillListed are the entries of broken that index.json, read again, still has

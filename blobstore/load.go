@@ -466,9 +466,24 @@ func (s *Store) commitLoad(ctx context.Context, sp *spool, items []*loadItem) (_
 	}
 	// best effort: LayerSizes counts a layer without a record from its blob
 	_ = s.recordLayerSizes(ctx, sizes)
+	// one read of index.json for all the items, and of only their blobs: a reload
+	// per item would read every image of the store per item
+	want := make(map[digest.Digest]bool, len(items))
+	for _, it := range items {
+		want[it.mdesc.Digest] = true
+	}
+	imgs, broken, err := s.imagesAndBroken(func(d digest.Digest) bool { return want[d] }, s.loadImage)
+	if err != nil {
+		return nil, placed, fmt.Errorf("load: %w", err)
+	}
+	byDigest := make(map[digest.Digest]*Image, len(imgs))
+	for _, img := range imgs {
+		byDigest[img.ManifestDigest] = img
+	}
 	for i, it := range items {
-		img, err := s.reload(it.mdesc.Digest)
-		if err != nil {
+		img := byDigest[it.mdesc.Digest]
+		if img == nil {
+			_, err := pick(nil, broken, it.mdesc.Digest) // why it is not there
 			return nil, placed, fmt.Errorf("load: %w", err)
 		}
 		out[i].Image = img

@@ -149,24 +149,6 @@ func (s *Store) AddManifest(ctx context.Context, desc ocispec.Descriptor, tags .
 	return s.reload(img.ManifestDigest)
 }
 
-func (s *Store) reload(md digest.Digest) (*Image, error) {
-	imgs, broken, err := s.ImagesAndBroken()
-	if err != nil {
-		return nil, err
-	}
-	for _, img := range imgs {
-		if img.ManifestDigest == md {
-			return img, nil
-		}
-	}
-	for _, b := range broken {
-		if b.Digest == md {
-			return nil, b.Err
-		}
-	}
-	return nil, fmt.Errorf("image %s: %w", md, ErrNotFound)
-}
-
 func parseTags(tags []string) ([]string, error) {
 	var refs []string
 	for _, t := range tags {

@@ -1,0 +1,163 @@
+package blobstore
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"runtime"
+	"slices"
+	"sort"
+
+	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+)
+
+// Reading the images of a store costs one read, hash and parse of each manifest and
+// config. Commands that need one image (load's result, rmi after an untag) build
+// only that one from a fresh read of index.json (reload).
+
+// imageLoader reads the image of a manifest descriptor.
+type imageLoader func(ocispec.Descriptor) (*Image, error)
+
+// imagesAndBroken is ImagesAndBroken restricted to the images whose manifest digest
+// want accepts (nil: all), each read with load. Only index.json is read for the
+// others (and the image indexes it lists, to find their manifest).
+func (s *Store) imagesAndBroken(want func(digest.Digest) bool, load imageLoader) ([]*Image, []BrokenImage, error) {
+	idx, err := s.readIndex()
+	if err != nil {
+		return nil, nil, err
+	}
+	if imagesHook != nil {
+		imagesHook()
+	}
+	imgs, broken := s.imagesOf(idx, want, load)
+	if len(broken) > 0 {
+		broken = s.stillListed(broken)
+	}
+	return imgs, broken, nil
+}
+
+// imagesOf builds the images idx lists (see Images) whose manifest digest want
+// accepts (nil: all), read with load.
+func (s *Store) imagesOf(idx *ocispec.Index, want func(digest.Digest) bool, load imageLoader) ([]*Image, []BrokenImage) {
+	byDigest := map[digest.Digest]*Image{}
+	var out []*Image
+	var broken []BrokenImage
+	bad := map[digest.Digest]error{}
+	for _, d := range idx.Manifests {
+		var via digest.Digest
+		entry := d.Digest
+		if isIndexType(d.MediaType) {
+			child, ok := s.indexChild(d, load)
+			if !ok {
+				continue
+			}
+			d, via = ocispec.Descriptor{MediaType: child.MediaType, Digest: child.Digest, Size: child.Size, Annotations: d.Annotations}, d.Digest
+		} else if d.MediaType != "" && !isManifestType(d.MediaType) {
+			continue
+		}
+		if want != nil && !want(d.Digest) {
+			continue
+		}
+		img := byDigest[d.Digest]
+		if img == nil {
+			err, seen := bad[d.Digest]
+			if !seen {
+				img, err = load(d)
+			}
+			if errors.Is(err, ErrUnknownMediaType) {
+				continue // an artifact another tool indexed (signature, SBOM...), not an image
+			}
+			if err != nil {
+				bad[d.Digest] = err
+				broken = append(broken, BrokenImage{Digest: d.Digest, ID: s.brokenID(d.Digest), Tag: refName(d), Err: err, entry: entry})
+				continue
+			}
+			byDigest[d.Digest] = img
+			out = append(out, img)
+		}
+		if via != "" && img.Index == "" {
+			img.Index = via
+		}
+		if r := refName(d); r != "" && !contains(img.Tags, r) {
+			img.Tags = append(img.Tags, r)
+		}
+	}
+	if len(out) == 0 {
+		return out, broken
+	}
+	// Recorded repo digests: a damaged registry.json hides them, not the images.
+	meta, _ := s.readRegistryMeta()
+	for _, img := range out {
+		sort.Strings(img.Tags)
+		if meta != nil {
+			img.PulledDigests = slices.Clone(meta.RepoDigests[img.ManifestDigest])
+		}
+	}
+	sort.SliceStable(out, func(i, j int) bool {
+		ci, cj := out[i].Created(), out[j].Created()
+		if !ci.Equal(cj) {
+			return ci.After(cj)
+		}
+		return out[i].ID < out[j].ID
+	})
+	return out, broken
+}
+
+// indexChild picks the manifest of the image index d that Images lists (see
+// there), checking candidates with load: false if the store has none of them.
+func (s *Store) indexChild(d ocispec.Descriptor, load imageLoader) (ocispec.Descriptor, bool) {
+	b, err := s.readBlob(d.Digest, maxMetaSize)
+	if err != nil {
+		return ocispec.Descriptor{}, false
+	}
+	var ix ocispec.Index
+	if json.Unmarshal(b, &ix) != nil {
+		return ocispec.Descriptor{}, false
+	}
+	var first *ocispec.Descriptor
+	for i, m := range ix.Manifests {
+		if !isManifestType(m.MediaType) || !s.Has(m.Digest) {
+			continue
+		}
+		if _, err := load(m); err != nil {
+			continue
+		}
+		if p := m.Platform; p != nil && p.OS == "linux" && p.Architecture == runtime.GOARCH {
+			return m, true
+		}
+		if first == nil {
+			first = &ix.Manifests[i]
+		}
+	}
+	if first == nil {
+		return ocispec.Descriptor{}, false
+	}
+	return *first, true
+}
+
+// reload is the image whose manifest is md as index.json lists it now (its tags,
+// Index, repo digests), reading no other image's blobs. ErrNotFound if index.json
+// does not list it; an entry that cannot be read gives its reason.
+func (s *Store) reload(md digest.Digest) (*Image, error) {
+	imgs, broken, err := s.imagesAndBroken(func(d digest.Digest) bool { return d == md }, s.loadImage)
+	if err != nil {
+		return nil, err
+	}
+	return pick(imgs, broken, md)
+}
+
+// pick finds md among what imagesAndBroken returned, as reload reports it.
+func pick(imgs []*Image, broken []BrokenImage, md digest.Digest) (*Image, error) {
+	for _, img := range imgs {
+		if img.ManifestDigest == md {
+			return img, nil
+		}
+	}
+	for _, b := range broken {
+		if b.Digest == md {
+			return nil, b.Err
+		}
+	}
+	return nil, fmt.Errorf("image %s: %w", md, ErrNotFound)
+}

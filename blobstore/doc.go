@@ -89,6 +89,14 @@
 //	            Both files are metadata: replaced whole under their flock; losing
 //	            one loses nothing an image needs.
 //
+// A Store remembers, per manifest digest, the ID, parent and creation time of each
+// image it has read (they follow from the digest, whatever happens to the blobs
+// later). Remove resolves its argument and looks for child images through these
+// and a fresh read of index.json, and reads the blobs only of the images it acts
+// on and of the children it finds, so an rmi or image prune of many images reads
+// each manifest and config about once. Each write still decides from index.json
+// as read under index.lock.
+//
 // No method holds index.lock while it waits for gc.lock, so the two never deadlock.
 // A Lease (shared gc.lock) may be held across any store calls except GC, which
 // would wait for it forever.

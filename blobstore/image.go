@@ -154,7 +154,8 @@ func ParseConfig(b []byte, d digest.Digest, nLayers int) (ocispec.Image, error) 
 	return c, nil
 }
 
-// loadImage reads manifest and config of desc from the store.
+// loadImage reads manifest and config of desc from the store, and keeps a summary
+// of the image for skeleton.
 func (s *Store) loadImage(desc ocispec.Descriptor) (*Image, error) {
 	mb, err := s.readBlob(desc.Digest, maxMetaSize)
 	if err != nil {
@@ -180,6 +181,12 @@ func (s *Store) loadImage(desc ocispec.Descriptor) (*Image, error) {
 	if p := m.Annotations[AnnotationBaseDigest]; p != "" {
 		img.Parent = digest.Digest(p)
 	}
+	sum := imageSummary{id: img.ID, parent: img.Parent, mediaType: m.MediaType}
+	if c.Created != nil {
+		created := *c.Created // a copy: the caller owns img
+		sum.created = &created
+	}
+	s.summaries.Store(desc.Digest, sum)
 	return img, nil
 }
 

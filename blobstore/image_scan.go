@@ -7,6 +7,7 @@ import (
 	"runtime"
 	"slices"
 	"sort"
+	"time"
 
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
@@ -14,9 +15,14 @@ import (
 
 // Reading the images of a store costs one read, hash and parse of each manifest and
 // config. Commands that need one image (load's result, rmi after an untag) build
-// only that one from a fresh read of index.json (reload).
+// only that one from a fresh read of index.json (reload); rmi's looks at the whole
+// store (resolving its argument, the child-image rule) read index.json afresh each
+// time but take each image's ID, parent and creation time from a summary the Store
+// keeps of every image it has read (skeleton), so a command that removes many
+// images reads each manifest and config about once.
 
-// imageLoader reads the image of a manifest descriptor.
+// imageLoader reads the image of a manifest descriptor: loadImage, or skeleton for
+// rmi's scans.
 type imageLoader func(ocispec.Descriptor) (*Image, error)
 
 // imagesAndBroken is ImagesAndBroken restricted to the images whose manifest digest
@@ -160,4 +166,74 @@ func pick(imgs []*Image, broken []BrokenImage, md digest.Digest) (*Image, error)
 		}
 	}
 	return nil, fmt.Errorf("image %s: %w", md, ErrNotFound)
+}
+
+// scanImages is ImagesAndBroken for rmi's looks at the whole store: the images are
+// skeletons (see skeleton), to resolve a reference against and to find children
+// by, never handed out; fill makes a whole image of one.
+func (s *Store) scanImages() ([]*Image, []BrokenImage, error) {
+	return s.imagesAndBroken(nil, s.skeleton)
+}
+
+// fill reads the whole image of a skeleton from its blobs, keeping its tags, Index
+// and repo digests (as index.json listed them when the skeleton was made).
+func (s *Store) fill(sk *Image) (*Image, error) {
+	img, err := s.loadImage(sk.Descriptor)
+	if err != nil {
+		return nil, err
+	}
+	img.Tags, img.Index, img.PulledDigests = sk.Tags, sk.Index, sk.PulledDigests
+	return img, nil
+}
+
+// imageSummary is what a skeleton holds of an image: all of it follows from the
+// manifest's digest (the manifest names the config by digest), so it stays true
+// while the Store lives, whatever happens to the blobs.
+type imageSummary struct {
+	id, parent digest.Digest
+	mediaType  string // the manifest's own
+	created    *time.Time
+}
+
+// skeleton is loadImage for rmi's scans, from the summary of an earlier read when
+// there is one (loadImage keeps one of each image it reads). Only ID,
+// ManifestDigest, Descriptor, Parent and Config.Created are set: enough to resolve
+// references, order images and find children. It does not look at the blobs
+// again: an image whose blobs were deleted or damaged since (by hand; GC takes
+// only unlisted images) still lists as a skeleton, so whoever acts on one reads
+// it first (fill, readableChildren).
+func (s *Store) skeleton(desc ocispec.Descriptor) (*Image, error) {
+	if v, ok := s.summaries.Load(desc.Digest); ok {
+		return v.(imageSummary).image(desc), nil
+	}
+	if _, err := s.loadImage(desc); err != nil {
+		return nil, err
+	}
+	v, _ := s.summaries.Load(desc.Digest)
+	return v.(imageSummary).image(desc), nil
+}
+
+func (sum imageSummary) image(desc ocispec.Descriptor) *Image {
+	plain := ocispec.Descriptor{MediaType: desc.MediaType, Digest: desc.Digest, Size: desc.Size}
+	if plain.MediaType == "" {
+		plain.MediaType = sum.mediaType
+	}
+	img := &Image{ID: sum.id, ManifestDigest: desc.Digest, Descriptor: plain, Parent: sum.parent}
+	if sum.created != nil {
+		c := *sum.created
+		img.Config.Created = &c
+	}
+	return img
+}
+
+// readableChildren is Children of img among skeletons, but only those whose blobs
+// still read: the children Images would list.
+func (s *Store) readableChildren(skeletons []*Image, img *Image) []*Image {
+	var out []*Image
+	for _, c := range Children(skeletons, img) {
+		if _, err := s.loadImage(c.Descriptor); err == nil {
+			out = append(out, c)
+		}
+	}
+	return out
 }

@@ -87,16 +87,28 @@ const removeTries = 3
 // remove is one try of Remove; errRetagged when an image given by ID got a tag it
 // did not see before it could delete it (and Force is not set).
 func (s *Store) remove(ctx context.Context, ref string, opts RemoveOptions) ([]RemoveLine, error) {
-	imgs, broken, err := s.ImagesAndBroken()
+	imgs, _, err := s.scanImages()
 	if err != nil {
 		return nil, err
 	}
 	img, err := resolveIn(imgs, ref)
+	if err == nil {
+		img, err = s.fill(img)
+	}
 	if err != nil {
-		if m := matchBroken(broken, ref); len(m) > 0 && errors.Is(err, ErrNotFound) {
-			return s.removeBroken(ctx, m)
+		// Not found, ambiguous, or blobs that no longer read: the skeletons may
+		// list an image Images would not (see skeleton), so decide again from
+		// whole images, as Images lists them.
+		var broken []BrokenImage
+		if imgs, broken, err = s.ImagesAndBroken(); err != nil {
+			return nil, err
 		}
-		return nil, err
+		if img, err = resolveIn(imgs, ref); err != nil {
+			if m := matchBroken(broken, ref); len(m) > 0 && errors.Is(err, ErrNotFound) {
+				return s.removeBroken(ctx, m)
+			}
+			return nil, err
+		}
 	}
 	var lines []RemoveLine
 	named, tagRef := s.namedRef(imgs, img, ref)
@@ -111,6 +123,7 @@ func (s *Store) remove(ctx context.Context, ref string, opts RemoveOptions) ([]R
 				return nil, &ConflictError{Msg: fmt.Sprintf("conflict: unable to remove repository reference %q (must force) - container %s is using its referenced image %s", ref, users[0], ShortID(img.ID))}
 			}
 		}
+		dropped := false // repo digests went
 		if tagRef != "" {
 			if err := s.Untag(ctx, tagRef); err != nil {
 				return lines, err
@@ -125,6 +138,7 @@ func (s *Store) remove(ctx context.Context, ref string, opts RemoveOptions) ([]R
 				if lines = append(lines, more...); err != nil {
 					return lines, err
 				}
+				dropped = len(more) > 0
 			}
 		} else { // name@digest: that repo digest only, as docker
 			found, err := s.dropRepoDigest(ctx, img.ManifestDigest, named.String())
@@ -135,9 +149,13 @@ func (s *Store) remove(ctx context.Context, ref string, opts RemoveOptions) ([]R
 				return lines, fmt.Errorf("image %s: %w", reference.FamiliarString(named), ErrNotFound)
 			}
 			lines = append(lines, RemoveLine{Untagged: reference.FamiliarString(named)})
+			dropped = true
 		}
-		if img, err = s.reload(img.ManifestDigest); err != nil {
-			return lines, err
+		// what is left: the look after the untag tells, unless repo digests went since
+		if dropped {
+			if img, err = s.reload(img.ManifestDigest); err != nil {
+				return lines, err
+			}
 		}
 		if len(img.Tags) > 0 || len(img.PulledDigests) > 0 {
 			return lines, nil
@@ -254,7 +272,7 @@ func (s *Store) inUse(img *Image, opts RemoveOptions) ([]string, error) {
 // set: tags left ("referenced in multiple repositories", unless skipRefs), then
 // working containers. used reports a container conflict.
 func (s *Store) conflict(img *Image, opts RemoveOptions, soft, checkRefs bool) (*ConflictError, error) {
-	imgs, err := s.Images()
+	imgs, _, err := s.scanImages()
 	if err != nil {
 		return nil, err
 	}
@@ -265,7 +283,7 @@ func (s *Store) conflict(img *Image, opts RemoveOptions, soft, checkRefs bool) (
 		}
 		return &ConflictError{Hard: hard, Msg: fmt.Sprintf("conflict: unable to delete %s (%s) - %s", ShortID(img.ID), force, msg)}
 	}
-	if len(Children(imgs, img)) > 0 {
+	if len(s.readableChildren(imgs, img)) > 0 {
 		return mk(true, "image has dependent child images"), nil
 	}
 	if opts.Running != nil {
@@ -306,11 +324,11 @@ func (s *Store) deleteHelper(ctx context.Context, img *Image, opts RemoveOptions
 	}
 	if c != nil {
 		if quiet {
-			imgs, err := s.Images()
+			imgs, _, err := s.scanImages()
 			if err != nil {
 				return lines, err
 			}
-			dangling := len(img.Tags) == 0 && len(img.PulledDigests) == 0 && len(Children(imgs, img)) == 0
+			dangling := len(img.Tags) == 0 && len(img.PulledDigests) == 0 && len(s.readableChildren(imgs, img)) == 0
 			if !dangling || strings.Contains(c.Msg, "container") {
 				return lines, nil
 			}
@@ -342,17 +360,16 @@ func (s *Store) deleteHelper(ctx context.Context, img *Image, opts RemoveOptions
 	if !prune || img.Parent == "" {
 		return lines, nil
 	}
-	imgs, err := s.Images()
+	imgs, broken, err := s.imagesAndBroken(func(d digest.Digest) bool { return d == img.Parent }, s.loadImage)
 	if err != nil {
 		return lines, err
 	}
-	for _, p := range imgs {
-		if p.ManifestDigest == img.Parent {
-			if len(p.Tags) > 0 || len(p.PulledDigests) > 0 {
-				return lines, nil
-			}
-			return s.deleteHelper(ctx, p, RemoveOptions{InUse: opts.InUse}, false, true, true, lines)
-		}
+	p, err := pick(imgs, broken, img.Parent)
+	if err != nil { // not listed, or cannot be read
+		return lines, nil
 	}
-	return lines, nil
+	if len(p.Tags) > 0 || len(p.PulledDigests) > 0 {
+		return lines, nil
+	}
+	return s.deleteHelper(ctx, p, RemoveOptions{InUse: opts.InUse}, false, true, true, lines)
 }

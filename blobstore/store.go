@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/opencontainers/go-digest"
@@ -33,6 +34,8 @@ type Store struct {
 	// OnGCWait, if set, is called once when GC has to wait for the leases other
 	// processes hold, with their PIDs (as far as /proc/locks tells).
 	OnGCWait func(pids []int)
+
+	summaries sync.Map // manifest digest -> imageSummary, for skeleton
 }
 
 // Open opens the OCI image layout at dir (<root>/store), creating an empty one

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/distribution/reference"
@@ -92,15 +93,35 @@ func refName(d ocispec.Descriptor) string {
 	if v == "" {
 		return ""
 	}
-	n, err := ParseReference(v)
-	if err != nil {
-		return ""
+	refNames.Lock()
+	r, ok := refNames.m[v]
+	refNames.Unlock()
+	if ok {
+		return r
 	}
-	if _, ok := n.(reference.NamedTagged); !ok {
-		return ""
+	if n, err := ParseReference(v); err == nil {
+		if _, ok := n.(reference.NamedTagged); ok {
+			r = n.String()
+		}
 	}
-	return n.String()
+	refNames.Lock()
+	if len(refNames.m) >= maxRefNames {
+		clear(refNames.m)
+	}
+	refNames.m[v] = r
+	refNames.Unlock()
+	return r
 }
+
+// refNames remembers refName's parses: a command reads index.json several times
+// (each index.json update too) and looks at every entry's tag each time, and
+// load's setTags once per tag it sets. Cleared when full.
+var refNames = struct {
+	sync.Mutex
+	m map[string]string
+}{m: map[string]string{}}
+
+const maxRefNames = 1 << 16
 
 // parseManifest decodes and checks a manifest blob.
 func parseManifest(b []byte, d digest.Digest) (ocispec.Manifest, error) {

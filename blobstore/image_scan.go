@@ -201,7 +201,7 @@ type imageSummary struct {
 // references, order images and find children. It does not look at the blobs
 // again: an image whose blobs were deleted or damaged since (by hand; GC takes
 // only unlisted images) still lists as a skeleton, so whoever acts on one reads
-// it first (fill, readableChildren).
+// it first (fill, hasChildren).
 func (s *Store) skeleton(desc ocispec.Descriptor) (*Image, error) {
 	if v, ok := s.summaries.Load(desc.Digest); ok {
 		return v.(imageSummary).image(desc), nil
@@ -226,14 +226,13 @@ func (sum imageSummary) image(desc ocispec.Descriptor) *Image {
 	return img
 }
 
-// readableChildren is Children of img among skeletons, but only those whose blobs
-// still read: the children Images would list.
-func (s *Store) readableChildren(skeletons []*Image, img *Image) []*Image {
-	var out []*Image
+// hasChildren reports whether img has a child among skeletons whose blobs still
+// read: a child Images would list.
+func (s *Store) hasChildren(skeletons []*Image, img *Image) bool {
 	for _, c := range Children(skeletons, img) {
 		if _, err := s.loadImage(c.Descriptor); err == nil {
-			out = append(out, c)
+			return true
 		}
 	}
-	return out
+	return false
 }

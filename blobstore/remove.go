@@ -283,7 +283,7 @@ func (s *Store) conflict(img *Image, opts RemoveOptions, soft, checkRefs bool) (
 		}
 		return &ConflictError{Hard: hard, Msg: fmt.Sprintf("conflict: unable to delete %s (%s) - %s", ShortID(img.ID), force, msg)}
 	}
-	if len(s.readableChildren(imgs, img)) > 0 {
+	if s.hasChildren(imgs, img) {
 		return mk(true, "image has dependent child images"), nil
 	}
 	if opts.Running != nil {
@@ -328,7 +328,7 @@ func (s *Store) deleteHelper(ctx context.Context, img *Image, opts RemoveOptions
 			if err != nil {
 				return lines, err
 			}
-			dangling := len(img.Tags) == 0 && len(img.PulledDigests) == 0 && len(s.readableChildren(imgs, img)) == 0
+			dangling := len(img.Tags) == 0 && len(img.PulledDigests) == 0 && !s.hasChildren(imgs, img)
 			if !dangling || strings.Contains(c.Msg, "container") {
 				return lines, nil
 			}

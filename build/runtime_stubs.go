@@ -50,10 +50,12 @@ func (r *RuntimePaths) Stubs(upper string) []string {
 		case unix.S_IFREG:
 			ok = missing && st.Size == 0
 		case unix.S_IFDIR:
-			// A dir copied up only to hold our files counts if the container
-			// did not change its owner or mode.
+			// A dir the runtime made (0755, root's: mkdirAllInRoot), or one
+			// copied up only to hold our files, counts if the container did
+			// not change its owner or mode (a chmod of a made /etc was lost).
 			b, had := r.before[p]
-			ok = (missing || had && b.Mode == st.Mode && b.Uid == st.Uid && b.Gid == st.Gid) &&
+			made := missing && st.Mode&0o7777 == 0o755 && st.Uid == 0 && st.Gid == 0
+			ok = (made || had && b.Mode == st.Mode && b.Uid == st.Uid && b.Gid == st.Gid) &&
 				holdsOnly(d, p, stub)
 		}
 		d.Close()

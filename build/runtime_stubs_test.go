@@ -53,6 +53,10 @@ func TestRuntimeStubs(t *testing.T) {
 			[]string{"dev", "etc/hostname", "etc/resolv.conf", "proc", "sys"}},
 		{"etc chmod", func(u string) error { return os.Chmod(filepath.Join(u, "etc"), 0o700) },
 			[]string{"dev", "etc/hostname", "etc/hosts", "etc/resolv.conf", "proc", "sys"}},
+		{"made dir chmod", func(u string) error { return os.Chmod(filepath.Join(u, "proc"), 0o700) },
+			[]string{"dev", "etc", "etc/hostname", "etc/hosts", "etc/resolv.conf", "sys"}},
+		{"made dir chown", func(u string) error { return os.Lchown(filepath.Join(u, "dev"), 5, 5) },
+			[]string{"etc", "etc/hostname", "etc/hosts", "etc/resolv.conf", "proc", "sys"}},
 		{"file in new dir", func(u string) error { return os.WriteFile(filepath.Join(u, "dev/x"), nil, 0o644) },
 			[]string{"etc", "etc/hostname", "etc/hosts", "etc/resolv.conf", "proc", "sys"}},
 		{"stub made a dir with a file", func(u string) error {

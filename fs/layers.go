@@ -369,13 +369,37 @@ func (s *stack) identify(dfd, li int, name string, e *entry) error {
 		e.ino, e.gen = v[0], v[1]
 		return nil
 	}
-	// Native upper entries: the generation tells apart files that reuse a freed
-	// inode number.
+	e.gen = nativeGen(dfd, name, e.gen)
+	return nil
+}
+
+// nativeGen is the generation of an entry made in the upper dir (no origin):
+// its birth time tells apart files that reuse a freed inode number; def where
+// the filesystem keeps none.
+func nativeGen(dfd int, name string, def uint64) uint64 {
 	var sx unix.Statx_t
 	if unix.Statx(dfd, name, unix.AT_SYMLINK_NOFOLLOW, unix.STATX_BTIME, &sx) == nil && sx.Mask&unix.STATX_BTIME != 0 {
-		e.gen = uint64(sx.Btime.Sec)*1e9 + uint64(sx.Btime.Nsec) | 2
+		return uint64(sx.Btime.Sec)*1e9 + uint64(sx.Btime.Nsec) | 2
 	}
-	return nil
+	return def
+}
+
+// CarryOrigin returns the xattr (name and value) that makes a copy of the
+// upper dir entry name (in the upper dir open as dfd) keep, in another upper
+// dir, the identity a mount gives it now: ino is its inode number as the
+// mount shows it (lstat through the mount). An entry copied up keeps the
+// origin it has; one made in the upper dir gets ino and its generation. For
+// what commit --rebase carries into the new upper dir: a name that stays the
+// node it was keeps the kernel's entry, and what is mounted on it.
+func CarryOrigin(dfd int, name string, ino uint64) (string, []byte, error) {
+	var st unix.Stat_t
+	if err := unix.Fstatat(dfd, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		return "", nil, err
+	}
+	if v, ok := getOrigin(dfd, name, &st); ok {
+		return originXattr, originValue(v[0], v[1]), nil
+	}
+	return originXattr, originValue(ino, nativeGen(dfd, name, 1)), nil
 }
 
 // lowerIno returns the inode number and generation of the file st of lower layer

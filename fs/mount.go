@@ -472,9 +472,10 @@ func (m *MountPoint) Resume() {
 
 // Rebase swaps the layer stack in place: lowers (top first) and upper replace the
 // current ones (typically after a commit made the old upper's content a new lower).
-// Cached resolutions are dropped and the kernel's caches of known entries
-// invalidated; negative entries stay cached, so the merged view should be the same
-// before and after (as after a commit). maps keeps the inode numbers of lowers made
+// Cached resolutions are dropped, the kernel's attributes and pages too, and its
+// entries of names that are not the node they were (see invalidate); negative
+// entries stay cached, so the merged view should be the same before and after (as
+// after a commit). maps keeps the inode numbers of lowers made
 // from the old upper (KeepInodes); without one, the files of such a lower get the
 // layer's own numbers. Files open across the Rebase follow: the next write through
 // them copies the file up into the new upper (the old upper may be deleted), except
@@ -511,23 +512,16 @@ func (m *MountPoint) rebase(lowers []string, upper string, maps InodeMaps) error
 	if err != nil {
 		return fmt.Errorf("rebase: %w", err)
 	}
-	mapErrs := s.loadInoMaps(maps)
-	for _, err := range mapErrs {
+	for _, err := range s.loadInoMaps(maps) {
 		log.Printf("layerfs: rebase: %v (its layer's own inode numbers are used)", err)
 	}
-	// With the inode numbers kept, every known name stays the node it was: the
-	// kernel's entries stay (attributes and pages are dropped). Invalidating
-	// them d_invalidates each dentry, which detaches whatever is mounted on it:
-	// a commit --rebase of a running container took its /proc, /dev, /sys, the
-	// etc binds and volumes away (found by a review).
-	keepEntries := len(maps) > 0 && len(mapErrs) == 0
 	m.fs.stack.Store(s)
 	m.fs.rebases.Add(1)
 	m.fs.epoch.Add(1)
 	m.fs.changes.Add(1)
 	m.fs.taintOpen(m.fs.root.EmbeddedInode())
 	m.fs.invalidateDirs(m.fs.root.EmbeddedInode())
-	go m.fs.invalidate(m.fs.root.EmbeddedInode(), keepEntries)
+	go m.fs.invalidate(m.fs.root.EmbeddedInode())
 	// old is not closed: operations that loaded it may still run; its few fds
 	// are released when the mount ends.
 	m.fs.retiredMu.Lock()
@@ -571,17 +565,38 @@ func (fsys *unionFS) invalidateDirs(in *fusefs.Inode) {
 	}
 }
 
-// invalidate drops the kernel's cached entries, attributes and pages below
-// in. With keepEntries it keeps the entries but those of pinned nodes (a
-// passthrough open across the Rebase), which the next lookup must replace.
-func (fsys *unionFS) invalidate(in *fusefs.Inode, keepEntries bool) {
+// invalidate drops the kernel's cached attributes and pages below in, and the
+// entries whose name is not the node it was in the new stack (gone, or another
+// inode number or generation: a layer without an inode map, a name the commit
+// left out), or whose node is pinned by a passthrough open (the next lookup must
+// replace it). Invalidating an entry d_invalidates the dentry, which detaches
+// whatever is mounted on it: every entry dropped after a commit --rebase of a
+// running container took its /proc, /dev, /sys, etc binds and volumes away
+// (found by a review). A name that stays the same node needs nothing.
+func (fsys *unionFS) invalidate(in *fusefs.Inode) {
 	for name, ch := range in.Children() {
-		fsys.invalidate(ch, keepEntries)
-		if !keepEntries || ch.Operations().(*node).ptPinnedBusy() {
+		fsys.invalidate(ch)
+		if !fsys.sameNode(in, name, ch) {
 			in.NotifyEntry(name)
 		}
 	}
 	in.NotifyContent(0, 0)
+}
+
+// sameNode reports whether name in the directory in resolves, in the current
+// stack, to the node ch is, which no passthrough open pins.
+func (fsys *unionFS) sameNode(in *fusefs.Inode, name string, ch *fusefs.Inode) bool {
+	if ch.Operations().(*node).ptPinnedBusy() {
+		return false
+	}
+	pn := in.Operations().(*node)
+	pe, s, err := pn.resolve()
+	if err != nil {
+		return false
+	}
+	e, err := s.lookupIn(pe.layers, pn.rel(), name)
+	sa := ch.StableAttr()
+	return err == nil && e.ino == sa.Ino && e.gen == sa.Gen && e.st.Mode&unix.S_IFMT == sa.Mode
 }
 
 // mountFlags adds the mount flags in flags to the fuse mount options opts and

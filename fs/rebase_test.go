@@ -2,6 +2,7 @@ package fs
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -421,5 +422,50 @@ func TestRebasePassthroughOpenStaysOpenable(t *testing.T) {
 		if time.Now().After(deadline) {
 			t.Fatalf("log after its writer closed = %q, want the write made after the rebase too", b)
 		}
+	}
+}
+
+// TestRebaseDropsNamesTheLayerLacks: a name the committed layer lacks (a
+// socket: commit's tar leaves them out) is gone after the Rebase, while a name
+// that stays the node it was keeps the kernel's entry. Keeping every entry (to
+// keep what is mounted on them) left the socket stat-able with nlink 0 though
+// no listing showed it (found by a review).
+func TestRebaseDropsNamesTheLayerLacks(t *testing.T) {
+	lower := tree(t, map[string]string{"etc/motd": "hi\n"})
+	u := mountUnion(t, cow.FormatOCI, lower)
+	p := func(s string) string { return filepath.Join(u.mnt, s) }
+	must(t, os.WriteFile(p("kept"), []byte("k"), 0o644))
+	sfd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM, 0)
+	must(t, err)
+	defer unix.Close(sfd)
+	must(t, unix.Bind(sfd, &unix.SockaddrUnix{Name: p("gone")}))
+	var before, st unix.Stat_t
+	must(t, unix.Lstat(p("kept"), &before))
+	must(t, unix.Lstat(p("gone"), &st))
+
+	committed := filepath.Join(t.TempDir(), "layer")
+	must(t, u.m.Pause(context.Background()))
+	if out, err := exec.Command("cp", "-a", u.upper, committed).CombinedOutput(); err != nil {
+		u.m.Resume()
+		t.Fatalf("cp -a: %v: %s", err, out)
+	}
+	must(t, os.Remove(filepath.Join(committed, "gone"))) // as commit's tar drops a socket
+	maps := InodeMaps{committed: filepath.Join(t.TempDir(), "inodes")}
+	must(t, u.m.KeepInodes(maps[committed], committed))
+	must(t, u.m.Rebase([]string{committed, lower}, t.TempDir(), maps))
+	u.m.Resume()
+
+	for deadline := time.Now().Add(2 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if err = unix.Lstat(p("gone"), &st); errors.Is(err, unix.ENOENT) || time.Now().After(deadline) {
+			break
+		}
+	}
+	if !errors.Is(err, unix.ENOENT) {
+		t.Errorf("lstat of a name the committed layer lacks, after the rebase: %v (nlink %d), want ENOENT", err, st.Nlink)
+	}
+	var after unix.Stat_t
+	must(t, unix.Lstat(p("kept"), &after))
+	if after.Ino != before.Ino {
+		t.Errorf("kept's inode number went from %d to %d", before.Ino, after.Ino)
 	}
 }

@@ -68,6 +68,20 @@ func TestCommitRunningLeavesRuntimeStubsOut(t *testing.T) {
 	if got := mustRun(t, "exec", "c1", "cat", "/etc/hostname"); got != hostname || got == "" {
 		t.Errorf("c1's /etc/hostname after commit --rebase = %q, want %q", got, hostname)
 	}
+	// Nor at the next listing: the carried stubs are the nodes they were (a
+	// first fix kept the entries, and the next ls / replaced them, mounts gone).
+	mustRun(t, "exec", "c1", "ls", "-la", "/", "/etc", "/tmp")
+	if got := mustRun(t, "exec", "c1", "sh", "-c", "cut -d' ' -f5 /proc/self/mountinfo | sort"); got != mountsBefore {
+		t.Errorf("c1's mounts after commit --rebase and ls:\n%s\nbefore:\n%s", got, mountsBefore)
+	}
+	// c2 has nothing to commit but the stubs: no layer, and still its mounts.
+	mounts2 := mustRun(t, "exec", "c2", "/busybox", "sh", "-c", "/busybox cut -d' ' -f5 /proc/self/mountinfo | /busybox sort")
+	mustRun(t, "commit", "--rebase", "c2", "snap-c2-rebased")
+	time.Sleep(200 * time.Millisecond)
+	mustRun(t, "exec", "c2", "/busybox", "ls", "-la", "/", "/etc")
+	if got := mustRun(t, "exec", "c2", "/busybox", "sh", "-c", "/busybox cut -d' ' -f5 /proc/self/mountinfo | /busybox sort"); got != mounts2 {
+		t.Errorf("c2's mounts after commit --rebase of no change:\n%s\nbefore:\n%s", got, mounts2)
+	}
 	if got, want := strings.Join(topLayerNames(t, "snap-rebased"), " "), "etc/ etc/motd tmp/ tmp/y"; got != want {
 		t.Errorf("layer of commit --rebase = %q, want %q", got, want)
 	}

@@ -347,7 +347,11 @@ func (c *committer) rebase(ctx context.Context, srv *controlClient, img *blobsto
 	if err != nil {
 		return err
 	}
-	if err := carryStubs(oldUpper, newUpper, c.stubs); err != nil {
+	mnt := ""
+	if srv != nil {
+		mnt = c.st.Mountpoint
+	}
+	if err := carryStubs(oldUpper, newUpper, mnt, c.stubs); err != nil {
 		os.RemoveAll(newUpper)
 		return err
 	}

@@ -16,13 +16,17 @@ func TestFusermountSays(t *testing.T) {
 	if err := os.WriteFile(p, []byte(log), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if got, want := fusermountSays(p), "failed to open /dev/fuse: Permission denied"; got != want {
+	if got, want := fusermountSays(p, 0), "failed to open /dev/fuse: Permission denied"; got != want {
 		t.Errorf("fusermountSays = %q, want %q", got, want)
+	}
+	// Not an earlier mount's reason: only what this one wrote counts.
+	if got := fusermountSays(p, int64(len(log))); got != "" {
+		t.Errorf("fusermountSays of what comes after an earlier failure = %q, want nothing", got)
 	}
 	if err := os.WriteFile(p, []byte("mounting c at /m\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if got := fusermountSays(p); got != "" {
+	if got := fusermountSays(p, 0); got != "" {
 		t.Errorf("fusermountSays of a log without fusermount's line = %q, want nothing", got)
 	}
 }

@@ -20,6 +20,7 @@ import (
 
 	"github.com/layerfs/layerfs/build"
 	"github.com/layerfs/layerfs/cow"
+	"github.com/layerfs/layerfs/fs"
 	"golang.org/x/sys/unix"
 )
 
@@ -71,8 +72,11 @@ func excludeStubs(stubs []string) func(rel string) bool {
 // fresh upper dir to, with the dirs they are in, each with its mode, owner,
 // xattrs and times: commit --rebase leaves them out of the layer that becomes
 // the container's lower, but its mounts sit on them until its run's Undo takes
-// them out of the upper dir it then has.
-func carryStubs(from, to string, stubs []string) error {
+// them out of the upper dir it then has. With the container mounted at mnt
+// ("" if not), each copy keeps the identity the mount gives it
+// (fs.CarryOrigin): a name that stays the node it was keeps the kernel's
+// entry, so the rebase leaves what is mounted on it alone.
+func carryStubs(from, to, mnt string, stubs []string) error {
 	src, err := unix.Open(from, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return fmt.Errorf("carry the runtime's mountpoints: %w", err)
@@ -83,6 +87,12 @@ func carryStubs(from, to string, stubs []string) error {
 		return fmt.Errorf("carry the runtime's mountpoints: %w", err)
 	}
 	defer unix.Close(dst)
+	mfd := -1
+	if mnt != "" {
+		if mfd, err = unix.Open(mnt, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0); err == nil {
+			defer unix.Close(mfd)
+		}
+	}
 	done := map[string]bool{}
 	for i := len(stubs) - 1; i >= 0; i-- { // parents first
 		comps := strings.Split(stubs[i], "/")
@@ -91,7 +101,7 @@ func carryStubs(from, to string, stubs []string) error {
 			if done[p] {
 				continue
 			}
-			if err := carryEntry(src, dst, p); err != nil {
+			if err := carryEntry(src, dst, mfd, p); err != nil {
 				return fmt.Errorf("carry %s: %w", p, err)
 			}
 			done[p] = true
@@ -100,20 +110,25 @@ func carryStubs(from, to string, stubs []string) error {
 	return nil
 }
 
-// carryEntry copies the entry p (relative) of the dir src to the same place in
-// dst, whose parent dir it already has; one dst has too stays.
-func carryEntry(src, dst int, p string) error {
-	how := &unix.OpenHow{
+// beneath opens the dir rel under dirfd, no symlink followed.
+func beneath(dirfd int, rel string) (int, error) {
+	return unix.Openat2(dirfd, rel, &unix.OpenHow{
 		Flags:   unix.O_RDONLY | unix.O_DIRECTORY | unix.O_CLOEXEC,
 		Resolve: unix.RESOLVE_BENEATH | unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_NO_MAGICLINKS,
-	}
+	})
+}
+
+// carryEntry copies the entry p (relative) of the dir src to the same place in
+// dst, whose parent dir it already has; one dst has too stays. mnt is the
+// container's mount (-1: none), for the entry's identity.
+func carryEntry(src, dst, mnt int, p string) error {
 	dir, base := path.Dir(p), path.Base(p)
-	sd, err := unix.Openat2(src, dir, how)
+	sd, err := beneath(src, dir)
 	if err != nil {
 		return err
 	}
 	defer unix.Close(sd)
-	dd, err := unix.Openat2(dst, dir, how)
+	dd, err := beneath(dst, dir)
 	if err != nil {
 		return err
 	}
@@ -124,7 +139,19 @@ func carryEntry(src, dst int, p string) error {
 	} else if !errors.Is(err, unix.ENOENT) {
 		return err
 	}
-	return cow.CopyUp(sd, dd, base, cow.CopyUpOptions{Work: dst, DataLimit: -1, KeepDirTimes: true})
+	o := cow.CopyUpOptions{Work: dst, DataLimit: -1, KeepDirTimes: true}
+	if mnt >= 0 {
+		if md, err := beneath(mnt, dir); err == nil {
+			var ms unix.Stat_t
+			if unix.Fstatat(md, base, &ms, unix.AT_SYMLINK_NOFOLLOW) == nil {
+				if name, v, err := fs.CarryOrigin(sd, base, ms.Ino); err == nil {
+					o.Xattrs = map[string][]byte{name: v}
+				}
+			}
+			unix.Close(md)
+		}
+	}
+	return cow.CopyUp(sd, dd, base, o)
 }
 
 // removeRuntimePaths drops the record once its run's Undo ran.

@@ -331,6 +331,10 @@ func startServer(ctx context.Context, g *globalOptions, w *workContainer, tempor
 		return 0, fmt.Errorf("start server: %w", err)
 	}
 	defer logf.Close()
+	var logStart int64 // what this server writes comes after
+	if fi, err := logf.Stat(); err == nil {
+		logStart = fi.Size()
+	}
 	pr, pw, err := os.Pipe()
 	if err != nil {
 		return 0, fmt.Errorf("start server: %w", err)
@@ -387,7 +391,7 @@ func startServer(ctx context.Context, g *globalOptions, w *workContainer, tempor
 		// A user's mount goes through fusermount3, which says why it failed
 		// on the server's stderr, the log: that is the error to show.
 		if i := strings.Index(m, "fusermount3: "); i >= 0 {
-			if why := fusermountSays(w.logPath()); why != "" {
+			if why := fusermountSays(w.logPath(), logStart); why != "" {
 				m = m[:i] + "fusermount3: " + why
 			}
 		}
@@ -406,13 +410,14 @@ func lastLogLine(path string) string {
 	return lines[len(lines)-1]
 }
 
-// fusermountSays returns what fusermount last printed into a server log (its
-// "/usr/bin/fusermount3: " prefix cut), or "".
-func fusermountSays(path string) string {
+// fusermountSays returns what fusermount last printed into a server log after
+// its first start bytes (its "/usr/bin/fusermount3: " prefix cut), or "".
+func fusermountSays(path string, start int64) string {
 	b, err := os.ReadFile(path)
-	if err != nil {
+	if err != nil || int64(len(b)) < start {
 		return ""
 	}
+	b = b[start:]
 	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
 	for i := len(lines) - 1; i >= 0; i-- {
 		prog, rest, ok := strings.Cut(lines[i], ": ")

@@ -466,6 +466,14 @@ func (n *node) waitPtClosed() bool {
 	}
 }
 
+// wasPinned reports whether n is pinned to an earlier file (a passthrough
+// open across a Rebase or copy-up), though the open may be gone since.
+func (n *node) wasPinned() bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.ptPinned
+}
+
 func (n *node) ptPinnedBusy() bool {
 	n.mu.Lock()
 	defer n.mu.Unlock()

@@ -586,7 +586,7 @@ func (fsys *unionFS) invalidate(in *fusefs.Inode) {
 // sameNode reports whether name in the directory in resolves, in the current
 // stack, to the node ch is, which no passthrough open pins.
 func (fsys *unionFS) sameNode(in *fusefs.Inode, name string, ch *fusefs.Inode) bool {
-	if ch.Operations().(*node).ptPinnedBusy() {
+	if ch.Operations().(*node).wasPinned() {
 		return false
 	}
 	pn := in.Operations().(*node)

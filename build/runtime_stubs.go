@@ -148,6 +148,24 @@ func (r *RuntimePaths) Keep(prev *RuntimePaths) {
 	}
 }
 
+// Rebased records that a commit --rebase made the dirs in dirs part of the
+// container's layers (a change in them was committed: a file added, a chmod)
+// and carried them into the new upper dir only to hold the stubs in them,
+// with the mode and owner given: from then on they count as stubs while they
+// keep those (as a dir copied up to hold the stubs does), and Undo takes them
+// out with the stubs. Without this a chmod'ed /etc the runtime made showed as
+// changed after every rebase (found by a review).
+func (r *RuntimePaths) Rebased(dirs map[string]unix.Stat_t) {
+	for p, st := range dirs {
+		if !slices.Contains(r.paths, p) {
+			continue
+		}
+		r.missing = slices.DeleteFunc(r.missing, func(q string) bool { return q == p })
+		r.noUpper = appendNew(r.noUpper, p)
+		r.before[p] = st
+	}
+}
+
 func appendNew(list []string, p string) []string {
 	if slices.Contains(list, p) {
 		return list

@@ -351,9 +351,17 @@ func (c *committer) rebase(ctx context.Context, srv *controlClient, img *blobsto
 	if srv != nil {
 		mnt = c.st.Mountpoint
 	}
-	if err := carryStubs(oldUpper, newUpper, mnt, c.stubs); err != nil {
+	carried, err := carryStubs(oldUpper, newUpper, mnt, c.stubs)
+	if err != nil {
 		os.RemoveAll(newUpper)
 		return err
+	}
+	if r := loadRuntimePaths(c.w); r != nil && len(carried) > 0 {
+		r.Rebased(carried)
+		if err := saveRuntimePaths(c.w, r); err != nil {
+			os.RemoveAll(newUpper)
+			return err
+		}
 	}
 	name := filepath.Base(newUpper)
 	ref := ""

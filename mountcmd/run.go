@@ -742,7 +742,11 @@ func unmountAfterRun(w *workContainer, rm bool, made *build.RuntimePaths, server
 		os.Remove(mp)
 		os.Remove(filepath.Dir(mp)) // the root's run dir, once no run uses it
 		if made != nil {
-			// The upper dir the container ends on (commit --rebase changes it).
+			// The upper dir the container ends on, and the record as a commit
+			// --rebase left it (it changes both).
+			if saved := loadRuntimePaths(w); saved != nil {
+				made = saved
+			}
 			made.UndoIn(w.upperPath(st))
 			removeRuntimePaths(w)
 		}

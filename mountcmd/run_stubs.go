@@ -76,17 +76,22 @@ func excludeStubs(stubs []string) func(rel string) bool {
 // ("" if not), each copy keeps the identity the mount gives it
 // (fs.CarryOrigin): a name that stays the node it was keeps the kernel's
 // entry, so the rebase leaves what is mounted on it alone.
-func carryStubs(from, to, mnt string, stubs []string) error {
+func carryStubs(from, to, mnt string, stubs []string) (carried map[string]unix.Stat_t, err error) {
 	src, err := unix.Open(from, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
-		return fmt.Errorf("carry the runtime's mountpoints: %w", err)
+		return nil, fmt.Errorf("carry the runtime's mountpoints: %w", err)
 	}
 	defer unix.Close(src)
 	dst, err := unix.Open(to, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
-		return fmt.Errorf("carry the runtime's mountpoints: %w", err)
+		return nil, fmt.Errorf("carry the runtime's mountpoints: %w", err)
 	}
 	defer unix.Close(dst)
+	stub := make(map[string]bool, len(stubs))
+	for _, p := range stubs {
+		stub[p] = true
+	}
+	carried = map[string]unix.Stat_t{}
 	mfd := -1
 	if mnt != "" {
 		if mfd, err = unix.Open(mnt, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0); err == nil {
@@ -102,12 +107,21 @@ func carryStubs(from, to, mnt string, stubs []string) error {
 				continue
 			}
 			if err := carryEntry(src, dst, mfd, p); err != nil {
-				return fmt.Errorf("carry %s: %w", p, err)
+				return nil, fmt.Errorf("carry %s: %w", p, err)
 			}
 			done[p] = true
+			if !stub[p] { // a dir committed with a change, carried to hold stubs
+				if d, err := beneath(dst, path.Dir(p)); err == nil {
+					var st unix.Stat_t
+					if unix.Fstatat(d, path.Base(p), &st, unix.AT_SYMLINK_NOFOLLOW) == nil && st.Mode&unix.S_IFMT == unix.S_IFDIR {
+						carried[p] = st
+					}
+					unix.Close(d)
+				}
+			}
 		}
 	}
-	return nil
+	return carried, nil
 }
 
 // beneath opens the dir rel under dirfd, no symlink followed.

@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"regexp"
 	"strings"
 	"testing"
 )
@@ -22,6 +23,10 @@ func TestRunVolumeForms(t *testing.T) {
 	}
 	if got := mustRun(t, "inspect", "-f", `{{range .Mounts}}{{.Type}} {{.Destination}} {{.RW}};{{end}}`, "vf1"); got != "volume /data true;bind /h false;bind /h2 true;\n" {
 		t.Errorf("inspect .Mounts = %q", got)
+	}
+	// A volume has docker's Name (its dir's) and Driver; a bind has neither.
+	if got := mustRun(t, "inspect", "-f", `{{range .Mounts}}{{.Type}} {{.Name}} {{.Driver}} {{.Source}};{{end}}`, "vf1"); !regexp.MustCompile(`^volume ([0-9a-f]{16}) local \S+/volumes/([0-9a-f]{16});bind  `).MatchString(got) {
+		t.Errorf("inspect .Mounts' Name and Driver = %q", got)
 	}
 	if got := mustRun(t, "diff", "vf1"); strings.Contains(got, "/data/f") {
 		t.Errorf("an anonymous volume's files are in the container's diff:\n%s", got)

@@ -48,11 +48,18 @@ type inspectContainerState struct {
 // inspectMount is one element of docker's .Mounts.
 type inspectMount struct {
 	Type        string
+	Name        string `json:",omitempty"` // a volume's (its dir's name)
 	Source      string
 	Destination string
+	Driver      string `json:",omitempty"` // a volume's: local
 	Mode        string
 	RW          bool
 	Propagation string
+}
+
+// volumeMount is the .Mounts element of an anonymous volume kept in dir.
+func volumeMount(dir, dest string) inspectMount {
+	return inspectMount{Type: "volume", Name: filepath.Base(dir), Source: dir, Destination: dest, Driver: "local", RW: true}
 }
 
 // inspectEndpoint is one of NetworkSettings.Networks.
@@ -315,7 +322,8 @@ func newInspectContainer(ctx context.Context, g *globalOptions, s *blobstore.Sto
 			if b.Tmpfs {
 				m.Type, m.Propagation = "tmpfs", ""
 			} else if b.Source == "" { // -v CONTAINER: an anonymous volume
-				m.Type, m.Source, m.Propagation = "volume", volumeDir(w, b.Target), ""
+				m = volumeMount(volumeDir(w, b.Target), b.Target)
+				m.RW = !b.ReadOnly
 			}
 			if b.ReadOnly {
 				m.Mode = "ro"
@@ -421,7 +429,7 @@ next:
 		if _, err := os.Stat(dir); err != nil {
 			continue
 		}
-		out = append(out, inspectMount{Type: "volume", Source: dir, Destination: p, RW: true})
+		out = append(out, volumeMount(dir, p))
 	}
 	return out
 }

@@ -27,23 +27,7 @@ func TestAbortDyingServer(t *testing.T) {
 	testenv.RequireFUSE(t)
 	testenv.RequireRoot(t) // fusectl
 	d := t.TempDir()
-	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), "LAYERFS_TEST_SELF_WAIT="+d)
-	cmd.Stderr = os.Stderr
-	out, err := cmd.StdoutPipe()
-	must(t, err)
-	must(t, cmd.Start())
-	mnt := filepath.Join(d, "mnt")
-	t.Cleanup(func() { unix.Unmount(mnt, unix.MNT_DETACH) })
-	var dev uint64
-	line, err := bufio.NewReader(out).ReadString('\n')
-	if _, serr := fmt.Sscanf(line, "waiting %d", &dev); err != nil || serr != nil {
-		cmd.Process.Kill()
-		t.Fatalf("the serving child: %q, %v", line, err)
-	}
-	must(t, cmd.Process.Signal(syscall.SIGKILL))
-	exited := make(chan struct{})
-	go func() { cmd.Wait(); close(exited) }()
+	cmd, dev, exited := killSelfWaiting(t, d, "")
 	select {
 	case <-exited:
 		t.Skip("the killed server ended by itself: nothing waited on its own mount")
@@ -66,12 +50,62 @@ func TestAbortDyingServer(t *testing.T) {
 	}
 }
 
+// TestKilledServerRefilling: a server killed while its refresher (refresh.go)
+// waits on a request to the server's own mount ends by itself, and its mount
+// then fails accesses (ENOTCONN) rather than hang them: the refresher's thread
+// has a file table without /dev/fuse (ownFiles), so the other threads' exit
+// ends the connection. (Before, it hung as in TestAbortDyingServer until a
+// umount aborted the connection.)
+func TestKilledServerRefilling(t *testing.T) {
+	testenv.RequireFUSE(t)
+	testenv.RequireRoot(t) // open_tree for the refresher, fusectl for the cleanup
+	d := t.TempDir()
+	_, dev, exited := killSelfWaiting(t, d, "refill")
+	select {
+	case <-exited:
+	case <-time.After(10 * time.Second):
+		AbortConnection(dev)
+		<-exited
+		t.Fatal("the killed server did not end by itself: its refresher's request kept it")
+	}
+	var st unix.Stat_t
+	if err := unix.Stat(filepath.Join(d, "mnt", "sub"), &st); err != unix.ENOTCONN {
+		t.Errorf("stat in the dead mount: %v, want ENOTCONN", err)
+	}
+}
+
+// killSelfWaiting starts a selfWait child serving a mount under d (how: "", or
+// "refill" for a request from its refresher's thread), kills it (SIGKILL) once
+// the request waits, and returns it, its mount's st_dev and a channel closed
+// when it has ended.
+func killSelfWaiting(t *testing.T, d, how string) (*exec.Cmd, uint64, chan struct{}) {
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), "LAYERFS_TEST_SELF_WAIT="+d, "LAYERFS_TEST_SELF_WAIT_HOW="+how)
+	cmd.Stderr = os.Stderr
+	out, err := cmd.StdoutPipe()
+	must(t, err)
+	must(t, cmd.Start())
+	mnt := filepath.Join(d, "mnt")
+	t.Cleanup(func() { unix.Unmount(mnt, unix.MNT_DETACH) })
+	var dev uint64
+	line, err := bufio.NewReader(out).ReadString('\n')
+	if _, serr := fmt.Sscanf(line, "waiting %d", &dev); err != nil || serr != nil {
+		cmd.Process.Kill()
+		t.Fatalf("the serving child: %q, %v", line, err)
+	}
+	must(t, cmd.Process.Signal(syscall.SIGKILL))
+	exited := make(chan struct{})
+	go func() { cmd.Wait(); close(exited) }()
+	return cmd, dev, exited
+}
+
 // selfWait mounts a union under d, holds its write barrier, creates a file
 // through it from one of its own goroutines (which waits on the barrier, in a
 // request the server has read), reports the mount's st_dev, and waits to be
-// killed.
-func selfWait(d string) int {
-	for _, s := range []string{"lower", "upper", "work", "mnt"} {
+// killed. With how "refill", the refresher's thread creates the file, from a
+// refill of the mount's root.
+func selfWait(d, how string) int {
+	for _, s := range []string{"lower", "lower/sub", "upper", "work", "mnt"} {
 		if err := os.Mkdir(filepath.Join(d, s), 0o755); err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			return 1
@@ -84,7 +118,24 @@ func selfWait(d string) int {
 		return 1
 	}
 	m.fs.barrier.Lock()
-	go os.WriteFile(filepath.Join(d, "mnt", "f"), []byte("x"), 0o644)
+	f := filepath.Join(d, "mnt", "f")
+	if how == "refill" {
+		m.fs.relist.mu.Lock()
+		refill := m.fs.relist.refill
+		m.fs.relist.mu.Unlock()
+		if refill == nil {
+			fmt.Fprintln(os.Stderr, "no refresher on the mount")
+			return 1
+		}
+		hook := func() {
+			refillHook.Store(nil)
+			unix.Open(f, unix.O_CREAT|unix.O_WRONLY|unix.O_CLOEXEC, 0o644)
+		}
+		refillHook.Store(&hook)
+		refill([]*node{m.fs.root})
+	} else {
+		go os.WriteFile(f, []byte("x"), 0o644)
+	}
 	time.Sleep(300 * time.Millisecond) // the CREATE is read and waits on the barrier
 	fmt.Printf("waiting %d\n", m.dev)
 	select {}

@@ -39,7 +39,7 @@ func TestMain(m *testing.M) {
 		os.Exit(openLoop(p, os.Getenv("LAYERFS_TEST_OPEN_READ"))) // ptwrite_test.go
 	}
 	if d := os.Getenv("LAYERFS_TEST_SELF_WAIT"); d != "" {
-		os.Exit(selfWait(d)) // abort_test.go
+		os.Exit(selfWait(d, os.Getenv("LAYERFS_TEST_SELF_WAIT_HOW"))) // abort_test.go
 	}
 	os.Exit(m.Run())
 }

@@ -2,7 +2,6 @@ package fs
 
 import (
 	"bytes"
-	"os"
 	"runtime"
 	"strconv"
 	"sync"
@@ -68,32 +67,99 @@ func (r *refresher) queue(q *[]*node, dirs []*node) {
 		return
 	}
 	r.running = true
-	go func() {
-		runtime.LockOSThread() // never unlocked: the thread ends with this goroutine
-		r.tid.Store(int32(unix.Gettid()))
-		for {
-			r.mu.Lock()
-			dirs, stats := r.pending, r.stats
-			r.pending, r.stats = nil, nil
-			if len(dirs)+len(stats) == 0 || r.off {
-				r.running = false
-				r.tid.Store(0)
-				r.mu.Unlock()
-				return
-			}
+	go r.work()
+}
+
+// work lists what is queued, on a thread of its own that ends with it.
+func (r *refresher) work() {
+	runtime.LockOSThread() // never unlocked: the thread ends with this goroutine
+	if unix.Gettid() == unix.Getpid() {
+		// The main thread, which the runtime parks instead of ending: its file
+		// table of its own (ownFiles) would keep every file open then, the
+		// mount's too, and make unmounts fail (EBUSY). Another thread takes
+		// over; it cannot be this one, which stays locked to this goroutine
+		// until the other has locked its own.
+		locked := make(chan struct{})
+		go func() {
+			runtime.LockOSThread()
+			close(locked)
+			r.work()
+		}()
+		<-locked
+		runtime.UnlockOSThread()
+		return
+	}
+	ownFiles()
+	r.tid.Store(int32(unix.Gettid()))
+	for {
+		r.mu.Lock()
+		dirs, stats := r.pending, r.stats
+		r.pending, r.stats = nil, nil
+		if len(dirs)+len(stats) == 0 || r.off {
+			r.running = false
+			r.tid.Store(0)
 			r.mu.Unlock()
-			// The clone is made at normal priority: the walk to the mountpoint
-			// holds the mount for a moment, in which a umount fails with EBUSY,
-			// and an idle thread may wait long for a CPU in the middle of it.
-			schedPolicy(unix.SCHED_NORMAL)
-			cfd, mntID, ok := r.clone()
-			schedPolicy(unix.SCHED_IDLE)
-			if ok {
-				r.list(cfd, mntID, dirs, stats)
-				unix.Close(cfd)
+			return
+		}
+		r.mu.Unlock()
+		// The clone is made at normal priority: the walk to the mountpoint
+		// holds the mount for a moment, in which a umount fails with EBUSY,
+		// and an idle thread may wait long for a CPU in the middle of it.
+		schedPolicy(unix.SCHED_NORMAL)
+		cfd, mntID, ok := r.clone()
+		schedPolicy(unix.SCHED_IDLE)
+		if ok {
+			r.list(cfd, mntID, dirs, stats)
+			unix.Close(cfd)
+		}
+	}
+}
+
+// ownFiles gives the calling thread a file table of its own without this
+// process's /dev/fuse files. A thread of a server that waits on a request to the
+// server's own mount cannot end if the server is killed (SIGKILL): the kernel
+// waits for the answer once the request was read, and the dying process keeps
+// /dev/fuse open in the file table the waiting thread shares, so nothing aborts
+// the connection, and every access to the mount hangs with it. With a table of
+// its own, the other threads' exit closes the process's /dev/fuse files, the
+// kernel ends the connection and the request, and the thread ends too
+// (TestKilledServerRefilling). If the kernel refuses, the thread lists as before
+// (umount recovers such a server: AbortConnection).
+//
+// The other files stay open in the copy of the table until the thread ends;
+// the thread uses only files it opens itself, through unix (os would register
+// them with the runtime's poller, whose descriptor numbers are the process's).
+func ownFiles() {
+	if unix.Unshare(unix.CLONE_FILES) != nil {
+		return
+	}
+	dir, err := unix.Open("/proc/thread-self/fd", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return
+	}
+	var fds []int
+	buf := make([]byte, 8<<10)
+	link := make([]byte, 64)
+	for {
+		n, err := unix.ReadDirent(dir, buf)
+		if n <= 0 || err != nil {
+			break
+		}
+		_, _, names := unix.ParseDirent(buf[:n], -1, nil)
+		for _, name := range names {
+			fd, err := strconv.Atoi(name)
+			if err != nil || fd == dir {
+				continue
+			}
+			if k, err := unix.Readlinkat(dir, name, link); err == nil && string(link[:k]) == "/dev/fuse" {
+				fds = append(fds, fd)
 			}
 		}
-	}()
+	}
+	unix.Close(dir)
+	for _, fd := range fds {
+		unix.Close(fd)
+	}
 }
 
 // schedPolicy sets the calling thread's scheduling policy.
@@ -176,7 +242,7 @@ func (r *refresher) list(cfd int, mntID uint64, dirs, stats []*node) {
 // table. (Not by stat of the mountpoint: a path walk into the mount at the moment
 // of a umount would make it fail with EBUSY.)
 func mounted(id uint64) bool {
-	b, err := os.ReadFile("/proc/self/mountinfo")
+	b, err := readProcFile("/proc/self/mountinfo")
 	if err != nil {
 		return true
 	}
@@ -187,4 +253,28 @@ func mounted(id uint64) bool {
 		}
 	}
 	return false
+}
+
+// readProcFile reads the file at path with unix calls (see ownFiles).
+func readProcFile(path string) ([]byte, error) {
+	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer unix.Close(fd)
+	var b []byte
+	buf := make([]byte, 64<<10)
+	for {
+		n, err := unix.Read(fd, buf)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		if n == 0 {
+			return b, nil
+		}
+		b = append(b, buf[:n]...)
+	}
 }

@@ -7,6 +7,7 @@ import (
 	"log"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -73,6 +74,13 @@ func Mount(mountpoint string, opts Options) (*MountPoint, error) {
 		upper, work = "", ""
 	} else if upper == "" {
 		return nil, fmt.Errorf("mount %s: an upper dir is needed unless read-only", mountpoint)
+	}
+	// (The kernel and fusermount3 mount on a file too, but the mount then
+	// fails go-fuse's check, and was left behind, dead.)
+	if !strings.HasPrefix(mountpoint, "/dev/fd/") {
+		if fi, err := os.Stat(mountpoint); err == nil && !fi.IsDir() {
+			return nil, fmt.Errorf("mount %s: not a directory", mountpoint)
+		}
 	}
 	s, err := openStack(opts.Lowers, upper, work, opts.Format)
 	if err != nil {

@@ -104,3 +104,33 @@ func TestFuseFdCloseOnExec(t *testing.T) {
 		t.Fatal("no /dev/fuse fd found")
 	}
 }
+
+// TestMountOnFile: a mount on a regular file fails and leaves no mount: the
+// kernel (and fusermount3) mount on a file, go-fuse's check then failed, and
+// the mount stayed behind, dead, every access to the file ENOTCONN.
+func TestMountOnFile(t *testing.T) {
+	testenv.RequireFUSE(t)
+	d := t.TempDir()
+	f, lower, upper, work := filepath.Join(d, "file"), filepath.Join(d, "lower"), filepath.Join(d, "upper"), filepath.Join(d, "work")
+	for _, p := range []string{lower, upper, work} {
+		must(t, os.Mkdir(p, 0o755))
+	}
+	must(t, os.WriteFile(f, []byte("x"), 0o644))
+	m, err := Mount(f, Options{Lowers: []string{lower}, Upper: upper, Work: work, Format: cow.FormatOverlay})
+	if err == nil {
+		t.Cleanup(func() { m.Unmount(); m.Wait() })
+		t.Fatal("mounted on a regular file")
+	}
+	if !strings.Contains(err.Error(), "not a directory") {
+		t.Errorf("error %q does not say the mountpoint is not a directory", err)
+	}
+	b, rerr := os.ReadFile("/proc/self/mountinfo")
+	must(t, rerr)
+	if strings.Contains(string(b), " "+f+" ") {
+		unix.Unmount(f, unix.MNT_DETACH)
+		t.Errorf("the failed mount stayed behind on %s", f)
+	}
+	if b, err := os.ReadFile(f); err != nil || string(b) != "x" {
+		t.Errorf("the file after the failed mount: %q, %v", b, err)
+	}
+}

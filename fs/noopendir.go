@@ -111,6 +111,9 @@ func mountNoOpendir(dir string, root fusefs.InodeEmbedder, o *fusefs.Options) (*
 	cloexecFuseFds()
 	go server.Serve()
 	if err := server.WaitMount(); err != nil {
+		// Mounted, but not answering as a mount should: take it down, or it
+		// stays behind, dead (every access ENOTCONN).
+		_ = server.Unmount()
 		return nil, err
 	}
 	return server, nil

@@ -50,6 +50,25 @@ type overlayArgs struct {
 	help        bool
 }
 
+// absolute makes o's paths absolute, from the working directory.
+func (o *overlayArgs) absolute() error {
+	paths := []*string{&o.upper, &o.work, &o.mountpoint}
+	for i := range o.lowers {
+		paths = append(paths, &o.lowers[i])
+	}
+	for _, p := range paths {
+		if *p == "" {
+			continue
+		}
+		abs, err := filepath.Abs(*p)
+		if err != nil {
+			return fmt.Errorf("%s: %w", *p, err)
+		}
+		*p = abs
+	}
+	return nil
+}
+
 // looksLikeOverlayArgs reports whether args (without argv[0]) are fuse-overlayfs
 // style: a -o option list holding lowerdir= before any other argument that is
 // no option (the mountpoint comes last), as containers/storage calls its
@@ -355,6 +374,16 @@ func serveOverlay(ctx context.Context, o *overlayArgs, ready *os.File, stderr io
 			fmt.Fprintln(ready, msg)
 			ready.Close()
 		}
+	}
+	if ready != nil {
+		// A daemon leaves the caller's working directory, as fuse-overlayfs's
+		// (libfuse's fuse_daemonize): kept, it made that filesystem busy for
+		// as long as the mount lived. Relative paths are the caller's.
+		if err := o.absolute(); err != nil {
+			report(err.Error())
+			return 1
+		}
+		_ = os.Chdir("/")
 	}
 	m, err := lfs.Mount(o.mountpoint, lfs.Options{
 		Lowers:      o.lowers,

@@ -191,10 +191,16 @@ func TestOverlayCompatMount(t *testing.T) {
 	}
 	unmountAndWait(t, mnt)
 
-	// lowerdir only: read-only.
-	cmd = exec.Command(bin, "-o", "lowerdir="+l1+":"+l2, mnt)
+	// lowerdir only: read-only. With paths relative to the caller's working
+	// directory, which the daemon leaves (as fuse-overlayfs's): kept, it made
+	// that filesystem busy for as long as the mount lived.
+	cmd = exec.Command(bin, "-o", "lowerdir=l1:l2", "mnt")
+	cmd.Dir = d
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("lowerdir-only mount: %v\n%s", err, out)
+	}
+	if pids := cwdIn(d); len(pids) > 0 {
+		t.Errorf("processes %v keep the caller's working directory %s", pids, d)
 	}
 	if got, err := os.ReadFile(filepath.Join(mnt, "top")); err != nil || string(got) != "top" {
 		t.Errorf("read-only mount: top = %q, %v", got, err)
@@ -268,4 +274,16 @@ func TestOverlayCompatIDMapping(t *testing.T) {
 	if got, want := owner(filepath.Join(mnt, "user")), [2]int{100003, 200004}; got != want {
 		t.Errorf("owner of user through the mount after chown = %v, want %v", got, want)
 	}
+}
+
+// cwdIn returns the processes whose working directory is dir.
+func cwdIn(dir string) []string {
+	procs, _ := os.ReadDir("/proc")
+	var pids []string
+	for _, p := range procs {
+		if cwd, err := os.Readlink(filepath.Join("/proc", p.Name(), "cwd")); err == nil && cwd == dir {
+			pids = append(pids, p.Name())
+		}
+	}
+	return pids
 }

@@ -3,7 +3,9 @@ package fs
 import (
 	"context"
 	"os"
+	"slices"
 	"strconv"
+	"sync"
 	"syscall"
 
 	fusefs "github.com/hanwen/go-fuse/v2/fs"
@@ -123,7 +125,7 @@ func mountNoOpendir(dir string, root fusefs.InodeEmbedder, o *fusefs.Options) (*
 // v2.12.1 does so for a mount made through fusermount but not for a direct one
 // (root), so every program this process started inherited the connection: a
 // build's RUN command, or a container's init, kept a dead server's connection
-// alive, and then waited on it for good (unkillable).
+// alive, and then waited on it for good (unkillable). It notes them in fuseFds.
 func cloexecFuseFds() {
 	ents, err := os.ReadDir("/proc/self/fd")
 	if err != nil {
@@ -136,8 +138,33 @@ func cloexecFuseFds() {
 		}
 		if l, err := os.Readlink("/proc/self/fd/" + e.Name()); err == nil && l == "/dev/fuse" {
 			unix.CloseOnExec(fd)
+			fuseFds.add(fd)
 		}
 	}
+}
+
+// fuseFds holds the numbers of the /dev/fuse fds this process's mounts were
+// served on (a number may have been closed and reused since: ownFiles closes
+// them only in a thread's copy of the file table).
+var fuseFds fdSet
+
+type fdSet struct {
+	mu  sync.Mutex
+	fds []int
+}
+
+func (s *fdSet) add(fd int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !slices.Contains(s.fds, fd) {
+		s.fds = append(s.fds, fd)
+	}
+}
+
+func (s *fdSet) list() []int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.fds)
 }
 
 var _ = (fusefs.NodeFlusher)((*node)(nil))

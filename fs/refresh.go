@@ -133,31 +133,7 @@ func ownFiles() {
 	if unix.Unshare(unix.CLONE_FILES) != nil {
 		return
 	}
-	dir, err := unix.Open("/proc/thread-self/fd", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return
-	}
-	var fds []int
-	buf := make([]byte, 8<<10)
-	link := make([]byte, 64)
-	for {
-		n, err := unix.ReadDirent(dir, buf)
-		if n <= 0 || err != nil {
-			break
-		}
-		_, _, names := unix.ParseDirent(buf[:n], -1, nil)
-		for _, name := range names {
-			fd, err := strconv.Atoi(name)
-			if err != nil || fd == dir {
-				continue
-			}
-			if k, err := unix.Readlinkat(dir, name, link); err == nil && string(link[:k]) == "/dev/fuse" {
-				fds = append(fds, fd)
-			}
-		}
-	}
-	unix.Close(dir)
-	for _, fd := range fds {
+	for _, fd := range fuseFds.list() {
 		unix.Close(fd)
 	}
 }

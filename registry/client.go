@@ -22,8 +22,9 @@
 // # Mirrors, TLS, credentials
 //
 // Docker Hub references try Config.Mirrors first, then the origin. Registries listed
-// in Config.Insecure, and every registry with SkipTLSVerify, are reached without
-// certificate checks and may fall back to plain HTTP. Credentials come from a
+// in Config.Insecure, the loopback (127.0.0.0/8, ::1, localhost, *.localhost: docker's
+// default insecure registries), and every registry with SkipTLSVerify, are reached
+// without certificate checks and fall back to plain HTTP. Credentials come from a
 // docker config.json (see AuthFile and Keychain), credential helpers included.
 //
 // # Concurrency
@@ -40,6 +41,8 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"reflect"
+	"slices"
 	"strings"
 
 	"github.com/google/go-containerregistry/pkg/authn"
@@ -81,17 +84,31 @@ func (c *Client) hubOrigin() string {
 	return name.DefaultRegistry
 }
 
+// insecure reports whether host is an insecure registry, as docker's: one
+// listed in insecure-registries, the loopback (docker's default insecure
+// 127.0.0.0/8; localhost and ::1 too), or every registry with SkipTLSVerify.
+// Such a registry is reached over HTTPS without certificate checks, then
+// plain HTTP.
 func (c *Client) insecure(host string) bool {
-	return c.SkipTLSVerify || c.Config.IsInsecure(host)
+	return c.SkipTLSVerify || c.Config.IsInsecure(host) || loopbackHost(host)
+}
+
+// nameOptions are the go-containerregistry name options for host: name.Insecure
+// for a host that may be reached over plain HTTP (plainHTTP), so that its ping
+// tries HTTPS and then HTTP. Without it go-containerregistry falls back to HTTP
+// only for the names its own patterns take for local (127.0.0.1, localhost:PORT,
+// *.localhost, ::1, RFC 1918 addresses): 127.0.0.2 or a port-less localhost got
+// HTTPS alone.
+func (c *Client) nameOptions(host string) []name.Option {
+	if c.plainHTTP(host) {
+		return []name.Option{name.Insecure}
+	}
+	return nil
 }
 
 // registry names host with the options its insecurity calls for.
 func (c *Client) registry(host string) (name.Registry, error) {
-	var opts []name.Option
-	if c.insecure(host) {
-		opts = append(opts, name.Insecure)
-	}
-	r, err := name.NewRegistry(host, opts...)
+	r, err := name.NewRegistry(host, c.nameOptions(host)...)
 	if err != nil {
 		return r, fmt.Errorf("registry %q: %w", host, err)
 	}
@@ -103,9 +120,7 @@ func (c *Client) registry(host string) (name.Registry, error) {
 func (c *Client) httpTransport(host string) http.RoundTripper {
 	t := http.DefaultTransport.(*http.Transport).Clone()
 	cfg := &tls.Config{MinVersion: tls.VersionTLS12}
-	if c.insecure(host) || loopbackHost(host) {
-		// docker's insecure registries, 127.0.0.0/8 among them by default:
-		// HTTPS without certificate checks, then plain HTTP.
+	if c.insecure(host) {
 		cfg.InsecureSkipVerify = true
 	} else {
 		var files []string
@@ -137,9 +152,9 @@ func (c *Client) httpTransport(host string) http.RoundTripper {
 }
 
 // plainHTTP reports whether host may be reached over plain HTTP: an insecure
-// registry, an http:// mirror, or the loopback (docker's default insecure
-// 127.0.0.0/8, and localhost). go-containerregistry also falls back to HTTP for
-// private (RFC 1918) addresses, which docker does not do.
+// registry (the loopback among them) or an http:// mirror. go-containerregistry
+// also falls back to HTTP for private (RFC 1918) addresses, which docker does
+// not do: httpTransport refuses that.
 func (c *Client) plainHTTP(host string) bool {
 	if c.insecure(host) {
 		return true
@@ -149,7 +164,7 @@ func (c *Client) plainHTTP(host string) bool {
 			return true
 		}
 	}
-	return loopbackHost(host)
+	return false
 }
 
 // loopbackHost reports whether host (with its port, if any) is the loopback:
@@ -221,16 +236,59 @@ func isUnauthorized(err error) bool {
 	return false
 }
 
-// unreachable words a connection failure once (the https and http attempts of a
-// ping fail alike), or returns nil if err is not one. Only a failed dial is: a
-// connection that breaks later was reached, and an upload's "readfrom" error may
-// be the local file's.
+// unreachable words a connection failure, or returns nil if err is not one. Only
+// a failed dial is: a connection that breaks later was reached, and an upload's
+// "readfrom" error may be the local file's. Each address that failed is named
+// once: the https and http attempts of a ping fail alike on a host:port, while a
+// host without a port is tried on 443 and then 80.
 func unreachable(host string, err error) error {
 	var op *net.OpError
-	if errors.As(err, &op) && op.Op == "dial" {
+	if !errors.As(err, &op) || op.Op != "dial" {
+		return nil
+	}
+	var more []string
+	for _, o := range dialErrors(err) {
+		if s := o.Error(); s != op.Error() && !slices.Contains(more, s) {
+			more = append(more, s)
+		}
+	}
+	if len(more) == 0 {
 		return fmt.Errorf("registry %s is unreachable: %w", host, op)
 	}
-	return nil
+	return fmt.Errorf("registry %s is unreachable: %w; %s", host, op, strings.Join(more, "; "))
+}
+
+// dialErrors lists the failed dials inside err, through errors.Join's branches
+// and go-containerregistry's ping error, whose HTTPS and HTTP attempts are a
+// []error with no Unwrap method (it answers errors.As with the first match only).
+func dialErrors(err error) []*net.OpError {
+	var out []*net.OpError
+	for err != nil {
+		if op, ok := err.(*net.OpError); ok {
+			if op.Op == "dial" {
+				out = append(out, op)
+			}
+			return out
+		}
+		var branches []error
+		if j, ok := err.(interface{ Unwrap() []error }); ok {
+			branches = j.Unwrap()
+		} else if v := reflect.ValueOf(err); v.Kind() == reflect.Slice {
+			for i := range v.Len() {
+				if e, ok := v.Index(i).Interface().(error); ok {
+					branches = append(branches, e)
+				}
+			}
+		}
+		if branches != nil {
+			for _, b := range branches {
+				out = append(out, dialErrors(b)...)
+			}
+			return out
+		}
+		err = errors.Unwrap(err)
+	}
+	return out
 }
 
 // oneLine joins a multi-line error (errors.Join of parallel attempts) with "; ".

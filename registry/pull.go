@@ -330,12 +330,8 @@ func (c *Client) endpoints(named reference.Named) ([]name.Reference, error) {
 	}
 	hosts = append(hosts, host)
 	var refs []name.Reference
-	for i, h := range hosts {
-		var opts []name.Option
-		if c.insecure(h) || (i < len(c.Config.Mirrors) && strings.HasPrefix(c.Config.Mirrors[i], "http://") && reference.Domain(named) == "docker.io") {
-			opts = append(opts, name.Insecure)
-		}
-		repo, err := name.NewRepository(h+"/"+reference.Path(named), opts...)
+	for _, h := range hosts {
+		repo, err := name.NewRepository(h+"/"+reference.Path(named), c.nameOptions(h)...)
 		if err != nil {
 			return nil, fmt.Errorf("%w: %s: %v", blobstore.ErrInvalidReference, named, err)
 		}

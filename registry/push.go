@@ -75,10 +75,7 @@ func (c *Client) Push(ctx context.Context, st Store, src, dest string, opts Push
 	if host == "docker.io" {
 		host = c.hubOrigin()
 	}
-	var nopts []name.Option
-	if c.insecure(host) {
-		nopts = append(nopts, name.Insecure)
-	}
+	nopts := c.nameOptions(host)
 	repo, err := name.NewRepository(host+"/"+reference.Path(named), nopts...)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %s: %v", blobstore.ErrInvalidReference, named, err)

@@ -1,8 +1,9 @@
 // Package registrytest starts throwaway instances of the CNCF distribution registry
 // (Debian's docker-registry package, /usr/bin/docker-registry) for tests: plain HTTP,
 // htpasswd basic auth, or TLS with a self-signed certificate made in Go. Every
-// instance listens on 127.0.0.1 with a free port, keeps its storage in t.TempDir and
-// is killed in t.Cleanup. Nothing here touches any network but the loopback.
+// instance listens on 127.0.0.1 (or the address Options name) with a free port,
+// keeps its storage in t.TempDir and is killed in t.Cleanup. Nothing here touches
+// any network but the loopback, unless Options.NonLoopback asks for it.
 package registrytest
 
 import (
@@ -39,11 +40,16 @@ type Options struct {
 	// certificate of such a registry, while docker (and layerfs) take the
 	// loopback for an insecure registry and do not.
 	NonLoopback bool
+	// IP, when set, is the address to listen on instead of 127.0.0.1: another
+	// loopback address such as 127.0.0.2, which go-containerregistry does not
+	// take for a local registry as it takes 127.0.0.1. The test is skipped if
+	// the address cannot be bound.
+	IP string
 }
 
 // Server is one running registry.
 type Server struct {
-	Host    string // "127.0.0.1:PORT", the registry part of image references
+	Host    string // "127.0.0.1:PORT" (or Options.IP's), the registry part of image references
 	Dir     string // storage root (the filesystem driver's rootdirectory)
 	CertDir string // with TLS: a directory holding ca.crt (podman's --cert-dir layout)
 	CAFile  string // with TLS: the PEM certificate clients must trust
@@ -76,8 +82,16 @@ func Start(t testing.TB, opts Options) *Server {
 	dir := t.TempDir()
 	s := &Server{Dir: filepath.Join(dir, "storage"), LogFile: filepath.Join(dir, "registry.log")}
 	ip := "127.0.0.1"
-	if opts.NonLoopback {
+	switch {
+	case opts.NonLoopback:
 		ip = nonLoopbackIPv4(t)
+	case opts.IP != "":
+		ip = opts.IP
+		l, err := net.Listen("tcp", net.JoinHostPort(ip, "0"))
+		if err != nil {
+			t.Skipf("cannot serve a registry on %s: %v", ip, err)
+		}
+		l.Close()
 	}
 	port := freePortOn(t, ip)
 	s.Host = ip + ":" + strconv.Itoa(port)

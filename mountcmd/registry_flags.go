@@ -9,14 +9,17 @@ import (
 )
 
 // registryFlags are the options every registry verb (pull, push, login, logout) shares.
+// The zero value, which run and build pull with, stands for the defaults.
 type registryFlags struct {
 	authfile  string
 	config    string
 	certDir   string
 	tlsVerify bool
+	flags     *pflag.FlagSet // what add registered them on; nil: no command line
 }
 
 func (f *registryFlags) add(fs *pflag.FlagSet) {
+	f.flags = fs
 	fs.StringVar(&f.authfile, "authfile", "", "credentials file in docker's config.json format (default $REGISTRY_AUTH_FILE, falling back to $DOCKER_CONFIG/config.json or ~/.docker/config.json)")
 	fs.StringVar(&f.config, "config", "", "config file with registry-mirrors and insecure-registries (default "+registry.DefaultConfigFile+")")
 	fs.StringVar(&f.certDir, "cert-dir", "", "directory of extra CA certificates (*.crt) to trust")
@@ -41,7 +44,7 @@ func (f *registryFlags) client(g *globalOptions, errOut io.Writer) (*registry.Cl
 	return &registry.Client{
 		Keychain:      registry.Keychain(registry.AuthFiles(f.authfile)...),
 		Config:        cfg,
-		SkipTLSVerify: !f.tlsVerify,
+		SkipTLSVerify: f.flags != nil && !f.tlsVerify, // tlsVerify is false in the zero value
 		CertDir:       f.certDir,
 		UserAgent:     "layerfs/" + Version,
 	}, nil

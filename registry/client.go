@@ -24,7 +24,7 @@
 // Docker Hub references try Config.Mirrors first, then the origin. Registries listed
 // in Config.Insecure, the loopback (127.0.0.0/8, ::1, localhost, *.localhost: docker's
 // default insecure registries), and every registry with SkipTLSVerify, are reached
-// without certificate checks and fall back to plain HTTP. Credentials come from a
+// without certificate checks and fall back to plain HTTP; with RequireTLS none is. Credentials come from a
 // docker config.json (see AuthFile and Keychain), credential helpers included.
 //
 // # Concurrency
@@ -58,10 +58,15 @@ const HubOriginEnv = "LAYERFS_DOCKER_HUB_ORIGIN"
 type Client struct {
 	Keychain      authn.Keychain // nil: anonymous
 	Config        Config         // mirrors and insecure registries
-	SkipTLSVerify bool           // --tls-verify=false: no certificate checks, HTTP fallback
-	CertDir       string         // extra CA certificates (*.crt) trusted for every registry
-	HubOrigin     string         // Docker Hub's host; "" is index.docker.io (or $LAYERFS_DOCKER_HUB_ORIGIN)
-	UserAgent     string
+	SkipTLSVerify bool           // --tls-verify=false: no certificate checks, HTTP fallback, for every registry
+	// RequireTLS is an explicit --tls-verify=true, as podman means it: HTTPS with
+	// certificates checked (CertDir's and certs.d's CAs trusted) for every
+	// registry, the loopback and Config.Insecure's included; http:// mirrors are
+	// still reached as their URL says. SkipTLSVerify wins over it.
+	RequireTLS bool
+	CertDir    string // extra CA certificates (*.crt) trusted for every registry
+	HubOrigin  string // Docker Hub's host; "" is index.docker.io (or $LAYERFS_DOCKER_HUB_ORIGIN)
+	UserAgent  string
 }
 
 // certDirs are searched for <host>/*.crt CA certificates, as docker's certs.d.
@@ -86,11 +91,17 @@ func (c *Client) hubOrigin() string {
 
 // insecure reports whether host is an insecure registry, as docker's: one
 // listed in insecure-registries, the loopback (docker's default insecure
-// 127.0.0.0/8; localhost and ::1 too), or every registry with SkipTLSVerify.
-// Such a registry is reached over HTTPS without certificate checks, then
-// plain HTTP.
+// 127.0.0.0/8; localhost and ::1 too), or every registry with SkipTLSVerify;
+// none with RequireTLS. Such a registry is reached over HTTPS without
+// certificate checks, then plain HTTP.
 func (c *Client) insecure(host string) bool {
-	return c.SkipTLSVerify || c.Config.IsInsecure(host) || loopbackHost(host)
+	switch {
+	case c.SkipTLSVerify:
+		return true
+	case c.RequireTLS:
+		return false
+	}
+	return c.Config.IsInsecure(host) || loopbackHost(host)
 }
 
 // nameOptions are the go-containerregistry name options for host: name.Insecure
@@ -146,7 +157,11 @@ func (c *Client) httpTransport(host string) http.RoundTripper {
 	}
 	t.TLSClientConfig = cfg
 	if !c.plainHTTP(host) {
-		return httpsOnly{t, host}
+		why := "not an insecure registry (list it in insecure-registries)"
+		if c.RequireTLS {
+			why = "TLS verification required (--tls-verify=true)"
+		}
+		return httpsOnly{t, host, why}
 	}
 	return t
 }
@@ -189,11 +204,12 @@ func loopbackHost(host string) bool {
 type httpsOnly struct {
 	http.RoundTripper
 	host string
+	why  string // the refusal's reason
 }
 
 func (t httpsOnly) RoundTrip(req *http.Request) (*http.Response, error) {
 	if req.URL.Scheme == "http" && req.URL.Host == t.host {
-		return nil, fmt.Errorf("registry %s: plain HTTP refused: not an insecure registry (list it in insecure-registries)", req.URL.Host)
+		return nil, fmt.Errorf("registry %s: plain HTTP refused: %s", req.URL.Host, t.why)
 	}
 	return t.RoundTripper.RoundTrip(req)
 }

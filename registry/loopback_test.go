@@ -72,3 +72,54 @@ func TestLoopbackNoPortUnreachable(t *testing.T) {
 		t.Errorf("Pull(%s) = %q, want one line saying it is unreachable on %s:443 and %s:80", ref, msg, host, host)
 	}
 }
+
+// TestRequireTLS: an explicit --tls-verify=true (RequireTLS) verifies, as
+// podman's does, where the loopback and insecure-registries are otherwise
+// exempt: a plain-HTTP registry is refused (push, pull, login) with the
+// store unchanged, a self-signed one fails its certificate check until
+// --cert-dir trusts it. It was ignored on the loopback: a pull went over
+// plain HTTP (rev15-registry finding 4).
+func TestRequireTLS(t *testing.T) {
+	plain := registrytest.Start(t, registrytest.Options{})
+	ctx := context.Background()
+	src := newStore(t)
+	makeImage(t, src, "req:1", map[string]string{"f": "tls"})
+	dest := plain.Host + "/req/app:1"
+	if _, err := (&registry.Client{}).Push(ctx, src, "req:1", dest, registry.PushOptions{}); err != nil {
+		t.Fatalf("Push(%s) = %v", dest, err)
+	}
+	for _, c := range []*registry.Client{
+		{RequireTLS: true},
+		{RequireTLS: true, Config: registry.Config{Insecure: []string{plain.Host}}},
+	} {
+		st := newStore(t)
+		_, err := c.Pull(ctx, st, dest, registry.PullOptions{})
+		if err == nil || !strings.Contains(err.Error(), "HTTP response to HTTPS client") || strings.Contains(err.Error(), "\n") {
+			t.Errorf("Pull(%s) with RequireTLS, insecure-registries %v = %v, want one line refusing plain HTTP", dest, c.Config.Insecure, err)
+		}
+		if imgs, _ := st.Images(); len(imgs) != 0 {
+			t.Errorf("refused pull stored %d images", len(imgs))
+		}
+		if _, err := c.Push(ctx, src, "req:1", plain.Host+"/req/other:1", registry.PushOptions{}); err == nil {
+			t.Errorf("Push to plain HTTP %s with RequireTLS succeeded", plain.Host)
+		}
+		if _, _, err := c.Login(ctx, filepath.Join(t.TempDir(), "auth.json"), plain.Host, "a", "b"); err == nil {
+			t.Errorf("Login to plain HTTP %s with RequireTLS succeeded", plain.Host)
+		}
+	}
+	if _, err := (&registry.Client{RequireTLS: true, SkipTLSVerify: true}).Pull(ctx, newStore(t), dest, registry.PullOptions{}); err != nil {
+		t.Errorf("Pull(%s) with SkipTLSVerify and RequireTLS = %v, want SkipTLSVerify to win", dest, err)
+	}
+
+	tlsReg := registrytest.Start(t, registrytest.Options{TLS: true})
+	for _, host := range []string{tlsReg.Host, strings.Replace(tlsReg.Host, "127.0.0.1", "localhost", 1)} {
+		tdest := host + "/req/app:1"
+		_, err := (&registry.Client{RequireTLS: true}).Push(ctx, src, "req:1", tdest, registry.PushOptions{})
+		if err == nil || !strings.Contains(err.Error(), "certificate") {
+			t.Errorf("Push(%s) to a self-signed registry with RequireTLS = %v, want a certificate error", tdest, err)
+		}
+		if _, err := (&registry.Client{RequireTLS: true, CertDir: tlsReg.CertDir}).Push(ctx, src, "req:1", tdest, registry.PushOptions{}); err != nil {
+			t.Errorf("Push(%s) with RequireTLS and its CA in CertDir = %v", tdest, err)
+		}
+	}
+}

@@ -199,7 +199,7 @@ func (c *Client) checkLogin(ctx context.Context, reg name.Registry, auth authn.A
 		if isUnauthorized(err) {
 			return fmt.Errorf("login %s: %w", reg.RegistryStr(), ErrUnauthorized)
 		}
-		return fmt.Errorf("login %s: %w", reg.RegistryStr(), oneLine(err))
+		return fmt.Errorf("login %s: %w", reg.RegistryStr(), explainRefusal(oneLine(err)))
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, reg.Scheme()+"://"+reg.RegistryStr()+"/v2/", nil)
 	if err != nil {
@@ -207,7 +207,7 @@ func (c *Client) checkLogin(ctx context.Context, reg name.Registry, auth authn.A
 	}
 	resp, err := (&http.Client{Transport: rt}).Do(req)
 	if err != nil {
-		return fmt.Errorf("login %s: %w", reg.RegistryStr(), oneLine(err))
+		return fmt.Errorf("login %s: %w", reg.RegistryStr(), explainRefusal(oneLine(err)))
 	}
 	defer resp.Body.Close()
 	io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<20))

@@ -24,8 +24,16 @@
 // Docker Hub references try Config.Mirrors first, then the origin. Registries listed
 // in Config.Insecure, the loopback (127.0.0.0/8, ::1, localhost, *.localhost: docker's
 // default insecure registries), and every registry with SkipTLSVerify, are reached
-// without certificate checks and fall back to plain HTTP; with RequireTLS none is. Credentials come from a
-// docker config.json (see AuthFile and Keychain), credential helpers included.
+// without certificate checks and fall back to plain HTTP; with RequireTLS none is.
+// Credentials come from a docker config.json (see AuthFile and Keychain), credential
+// helpers included.
+//
+// # Refused addresses
+//
+// go-containerregistry's SSRF checks, which layerfs keeps, refuse a token realm,
+// a download redirect or an upload location that a registry gives as a private,
+// loopback or link-local IP literal of another host (docker follows them all);
+// the errors say so and how to get around it (refused.go).
 //
 // # Concurrency
 //
@@ -200,7 +208,9 @@ func loopbackHost(host string) bool {
 
 // httpsOnly refuses plain-HTTP requests to the registry host (go-containerregistry
 // falls back to HTTP for private addresses); a blob download it redirects to
-// another host (a storage backend) goes as that redirect says, as with docker.
+// another host (a storage backend) is not its business. go-containerregistry
+// itself refuses such a redirect to a private or loopback IP literal, which
+// docker follows (refused.go).
 type httpsOnly struct {
 	http.RoundTripper
 	host string

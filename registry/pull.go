@@ -150,7 +150,7 @@ func (c *Client) Pull(ctx context.Context, st Store, ref string, opts PullOption
 // pullFailed words a failure after the manifest was found, on one line: a
 // registry's error body (an HTML page from a proxy, say) is kept, its lines joined.
 func pullFailed(named reference.Named, err error) error {
-	return fmt.Errorf("pull %s: %w", reference.FamiliarString(named), oneLine(err))
+	return fmt.Errorf("pull %s: %w", reference.FamiliarString(named), explainRefusal(oneLine(err)))
 }
 
 // fetchDescriptor gets what named points at from the first endpoint that has it
@@ -371,5 +371,5 @@ func pullError(named reference.Named, ep name.Reference, err error) error {
 	if u := unreachable(ep.Context().RegistryStr(), err); u != nil {
 		return fmt.Errorf("pull %s: %w", fam, u)
 	}
-	return fmt.Errorf("pull %s from %s: %w", fam, ep.Context().RegistryStr(), oneLine(err))
+	return fmt.Errorf("pull %s from %s: %w", fam, ep.Context().RegistryStr(), explainRefusal(oneLine(err)))
 }

@@ -382,5 +382,5 @@ func pushError(named reference.Named, err error) error {
 	if u := unreachable(reference.Domain(named), err); u != nil {
 		return fmt.Errorf("push %s: %w", reference.FamiliarString(named), u)
 	}
-	return fmt.Errorf("push %s: %w", reference.FamiliarString(named), oneLine(err))
+	return fmt.Errorf("push %s: %w", reference.FamiliarString(named), explainRefusal(oneLine(err)))
 }

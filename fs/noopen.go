@@ -174,8 +174,10 @@ func (n *node) dropLowerFd() {
 	}
 }
 
-// pinForRemoval gives the node of a regular file about to lose its name an fd to the
-// file, for opens the kernel may still hold.
+// pinForRemoval gives the node of an entry about to lose its name an fd to it, for
+// opens the kernel may still hold: a regular file's data fd in no-open mode, else an
+// O_PATH pin (a fifo, socket or device node too: its attributes can still change
+// through an open fd, see unlinkedUpperFd); a symlink keeps its target.
 func (n *node) pinForRemoval() {
 	typ := n.StableAttr().Mode & unix.S_IFMT
 	if typ == unix.S_IFLNK {
@@ -186,9 +188,6 @@ func (n *node) pinForRemoval() {
 				n.mu.Unlock()
 			}
 		}
-		return
-	}
-	if typ != unix.S_IFREG && typ != unix.S_IFDIR {
 		return
 	}
 	e, s, err := n.resolve()
@@ -427,8 +426,11 @@ func (n *node) unlinkedFd(f fusefs.FileHandle) (int, bool) {
 // node whose name is gone, for a change to it: the upper file it has, or, if its
 // file lives in a read-only layer, an unnamed copy (cow.CopyUnnamed) that the node
 // keeps as its data fd from then on, as a copy-up would. A change through a
-// deleted name must never reach a layer. Anything but a regular file that has no
-// upper file gets ENOENT.
+// deleted name must never reach a layer. A fifo, socket or device node is kept
+// the same way by its pin (pinForRemoval), an O_PATH fd: its upper inode, or an
+// unnamed copy of a layer's (cow.CopyUnnamedSpecial), for its attributes only
+// (its data, a fifo's, lives in the kernel's inode). A directory or symlink that
+// has no upper file gets ENOENT.
 func (n *node) unlinkedUpperFd(f fusefs.FileHandle) (int, error) {
 	if _, p := n.Parent(); p != nil {
 		// A name that failed to resolve (a rename racing): not for a copy.
@@ -453,14 +455,19 @@ func (n *node) unlinkedUpperFd(f fusefs.FileHandle) (int, error) {
 	}
 	n.mu.Unlock()
 	src, _ := n.unlinkedFd(f)
-	if src < 0 || n.StableAttr().Mode&unix.S_IFMT != unix.S_IFREG {
+	typ := n.StableAttr().Mode & unix.S_IFMT
+	if src < 0 || typ == unix.S_IFDIR || typ == unix.S_IFLNK {
 		return -1, unix.ENOENT
 	}
 	s := n.fs.stack.Load()
 	if !s.writable() {
 		return -1, unix.EROFS
 	}
+	reg := typ == unix.S_IFREG
 	if fd := n.linkedUpperFd(s); fd >= 0 {
+		if !reg {
+			return n.adoptUpperPin(fd), nil
+		}
 		return n.keepAdopted(fd, true, true), nil
 	}
 	var xattrs map[string][]byte
@@ -470,6 +477,13 @@ func (n *node) unlinkedUpperFd(f fusefs.FileHandle) (int, error) {
 		xattrs = map[string][]byte{originXattr: originValue(e.ino, e.gen)}
 	}
 	n.mu.Unlock()
+	if !reg {
+		fd, err := cow.CopyUnnamedSpecial(src, s.work, xattrs)
+		if err != nil {
+			return -1, err
+		}
+		return n.adoptUpperPin(fd), nil
+	}
 	fd, err := cow.CopyUnnamed(src, s.work, xattrs)
 	if err != nil {
 		return -1, err
@@ -477,9 +491,29 @@ func (n *node) unlinkedUpperFd(f fusefs.FileHandle) (int, error) {
 	return n.keepAdopted(fd, true, true), nil
 }
 
+// adoptUpperPin makes fd, an O_PATH fd of the upper inode that a special file whose
+// name is gone has from now on, its pin, unless a request that made one too won;
+// it returns the node's pin. The layer's pin it replaces may still be in use (by a
+// getattr): it is closed when the kernel forgets the node.
+func (n *node) adoptUpperPin(fd int) int {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.pin >= 0 && n.pinUpper {
+		unix.Close(fd) // another request won
+		return n.pin
+	}
+	if n.pin >= 0 {
+		n.oldFds = append(n.oldFds, n.pin)
+		n.keepDataFd()
+	}
+	n.pin, n.pinUpper = fd, true
+	return fd
+}
+
 // linkedUpperFd copies up, through another of its names, a layer file whose name
 // is gone but that other names still show (a hard link in the layer), and returns
-// its upper file opened for reading and writing, or -1 if there is no such name.
+// its upper file opened for reading and writing (O_PATH for a fifo, socket or
+// device node), or -1 if there is no such name.
 // Writes through the deleted name then reach the other names, as on a local
 // filesystem and through overlayfs with index=on; an unnamed copy kept them to
 // itself (found by the randomized oracle test). The caller holds the barrier.
@@ -487,7 +521,7 @@ func (n *node) linkedUpperFd(s *stack) int {
 	n.mu.Lock()
 	e := n.ent
 	n.mu.Unlock()
-	if e == nil || e.inUpper(s) || !e.isReg() || e.st.Nlink < 2 {
+	if e == nil || e.inUpper(s) || e.isDir() || e.st.Nlink < 2 {
 		return -1
 	}
 	paths, err := s.linksOf(e.layers[0], e.st.Ino)
@@ -506,7 +540,12 @@ func (n *node) linkedUpperFd(s *stack) int {
 		if err != nil {
 			continue
 		}
-		fd, err := openFile(dfd, name, unix.O_RDWR, true)
+		var fd int
+		if e.isReg() {
+			fd, err = openFile(dfd, name, unix.O_RDWR, true)
+		} else {
+			fd, err = unix.Openat(dfd, name, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+		}
 		unix.Close(dfd)
 		if err != nil {
 			continue

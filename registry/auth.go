@@ -194,7 +194,7 @@ func (c *Client) LoginSaved(ctx context.Context, path, registry string) (user st
 // checkLogin asks the registry's /v2/ endpoint (after any token exchange) whether
 // auth is accepted.
 func (c *Client) checkLogin(ctx context.Context, reg name.Registry, auth authn.Authenticator) error {
-	rt, err := transport.NewWithContext(ctx, reg, auth, c.httpTransport(reg.RegistryStr()), nil)
+	rt, err := transport.NewWithContext(ctx, reg, auth, c.httpTransport(reg.RegistryStr(), false), nil)
 	if err != nil {
 		if isUnauthorized(err) {
 			return fmt.Errorf("login %s: %w", reg.RegistryStr(), ErrUnauthorized)

@@ -69,8 +69,8 @@ type Client struct {
 	SkipTLSVerify bool           // --tls-verify=false: no certificate checks, HTTP fallback, for every registry
 	// RequireTLS is an explicit --tls-verify=true, as podman means it: HTTPS with
 	// certificates checked (CertDir's and certs.d's CAs trusted) for every
-	// registry, the loopback and Config.Insecure's included; http:// mirrors are
-	// still reached as their URL says. SkipTLSVerify wins over it.
+	// registry, the loopback, Config.Insecure's and http:// mirrors included.
+	// SkipTLSVerify wins over it.
 	RequireTLS bool
 	CertDir    string // extra CA certificates (*.crt) trusted for every registry
 	HubOrigin  string // Docker Hub's host; "" is index.docker.io (or $LAYERFS_DOCKER_HUB_ORIGIN)
@@ -119,7 +119,13 @@ func (c *Client) insecure(host string) bool {
 // *.localhost, ::1, RFC 1918 addresses): 127.0.0.2 or a port-less localhost got
 // HTTPS alone.
 func (c *Client) nameOptions(host string) []name.Option {
-	if c.plainHTTP(host) {
+	return c.endpointNameOptions(host, false)
+}
+
+// endpointNameOptions are nameOptions for host as a Docker Hub mirror (mirror)
+// or as itself: an http:// mirror is reached over plain HTTP only as a mirror.
+func (c *Client) endpointNameOptions(host string, mirror bool) []name.Option {
+	if c.plainHTTP(host, mirror) {
 		return []name.Option{name.Insecure}
 	}
 	return nil
@@ -136,7 +142,7 @@ func (c *Client) registry(host string) (name.Registry, error) {
 
 // httpTransport is the base transport for host: proxy from the environment, the
 // system CAs plus CertDir's and certs.d's, no verification for insecure hosts.
-func (c *Client) httpTransport(host string) http.RoundTripper {
+func (c *Client) httpTransport(host string, mirror bool) http.RoundTripper {
 	t := http.DefaultTransport.(*http.Transport).Clone()
 	cfg := &tls.Config{MinVersion: tls.VersionTLS12}
 	if c.insecure(host) {
@@ -164,7 +170,7 @@ func (c *Client) httpTransport(host string) http.RoundTripper {
 		}
 	}
 	t.TLSClientConfig = cfg
-	if !c.plainHTTP(host) {
+	if !c.plainHTTP(host, mirror) {
 		why := "not an insecure registry (list it in insecure-registries)"
 		if c.RequireTLS {
 			why = "TLS verification required (--tls-verify=true)"
@@ -175,12 +181,18 @@ func (c *Client) httpTransport(host string) http.RoundTripper {
 }
 
 // plainHTTP reports whether host may be reached over plain HTTP: an insecure
-// registry (the loopback among them) or an http:// mirror. go-containerregistry
+// registry (the loopback among them), or an http:// mirror reached as a Docker Hub
+// mirror (mirror), unless RequireTLS. go-containerregistry
 // also falls back to HTTP for private (RFC 1918) addresses, which docker does
 // not do: httpTransport refuses that.
-func (c *Client) plainHTTP(host string) bool {
+func (c *Client) plainHTTP(host string, mirror bool) bool {
 	if c.insecure(host) {
 		return true
+	}
+	if !mirror || c.RequireTLS {
+		// The host of an http:// mirror is a registry like any other when a
+		// reference names it: docker attaches mirrors to docker.io alone.
+		return false
 	}
 	for _, m := range c.Config.Mirrors {
 		if mm, err := parseMirror(m); err == nil && mm.http && mm.host == host {

@@ -156,30 +156,30 @@ func pullFailed(named reference.Named, err error) error {
 // fetchDescriptor gets what named points at from the first endpoint that has it
 // (mirrors, then the origin). If every endpoint fails, the origin's error is
 // returned with the mirrors' appended, on one line.
-func (c *Client) fetchDescriptor(ctx context.Context, named reference.Named) (*remote.Descriptor, name.Reference, error) {
+func (c *Client) fetchDescriptor(ctx context.Context, named reference.Named) (*remote.Descriptor, endpoint, error) {
 	endpoints, err := c.endpoints(named)
 	if err != nil {
-		return nil, nil, err
+		return nil, endpoint{}, err
 	}
 	var errs []string
 	for i, e := range endpoints {
-		d, err := remote.Get(e, c.remoteOptions(ctx, e.Context().RegistryStr())...)
+		d, err := remote.Get(e, c.remoteOptions(ctx, e)...)
 		if err == nil {
 			return d, e, nil
 		}
 		if ctx.Err() != nil {
-			return nil, nil, ctx.Err()
+			return nil, endpoint{}, ctx.Err()
 		}
 		last := pullError(named, e, err)
 		if i == len(endpoints)-1 {
 			if len(errs) == 0 {
-				return nil, nil, last
+				return nil, endpoint{}, last
 			}
-			return nil, nil, fmt.Errorf("%w (mirrors failed too: %s)", last, strings.Join(errs, "; "))
+			return nil, endpoint{}, fmt.Errorf("%w (mirrors failed too: %s)", last, strings.Join(errs, "; "))
 		}
 		errs = append(errs, last.Error())
 	}
-	return nil, nil, fmt.Errorf("pull %s: no registry to pull from", reference.FamiliarString(named))
+	return nil, endpoint{}, fmt.Errorf("pull %s: no registry to pull from", reference.FamiliarString(named))
 }
 
 // record adds the fetched manifest to the store's index, tagged when the reference
@@ -237,7 +237,7 @@ func sourceRepo(host string, named reference.Named) string {
 }
 
 // resolvePlatform turns desc into one image: itself, or the index entry for plat.
-func (c *Client) resolvePlatform(ctx context.Context, desc *remote.Descriptor, ep name.Reference, plat v1.Platform) (v1.Image, error) {
+func (c *Client) resolvePlatform(ctx context.Context, desc *remote.Descriptor, ep endpoint, plat v1.Platform) (v1.Image, error) {
 	if !desc.MediaType.IsIndex() {
 		if desc.MediaType.IsSchema1() {
 			return nil, fmt.Errorf("%s: schema 1 manifests are not supported", desc.MediaType)
@@ -273,7 +273,7 @@ func (c *Client) resolvePlatform(ctx context.Context, desc *remote.Descriptor, e
 	if best == nil {
 		return nil, fmt.Errorf("%w for %s in the manifest list entries", ErrNoPlatform, platformString(plat))
 	}
-	img, err := remote.Image(ep.Context().Digest(best.Digest.String()), c.remoteOptions(ctx, ep.Context().RegistryStr())...)
+	img, err := remote.Image(ep.Context().Digest(best.Digest.String()), c.remoteOptions(ctx, ep)...)
 	if err != nil {
 		return nil, classify(err)
 	}
@@ -313,11 +313,19 @@ func platformString(p v1.Platform) string {
 	return s
 }
 
+// endpoint is a place to fetch an image from: a reference in a registry, which
+// is a Docker Hub mirror (Config.Mirrors) or the reference's own registry.
+type endpoint struct {
+	name.Reference
+	mirror bool
+}
+
 // endpoints lists where to fetch named from: for Docker Hub, the mirrors in order
 // and then the origin; otherwise the registry itself.
-func (c *Client) endpoints(named reference.Named) ([]name.Reference, error) {
+func (c *Client) endpoints(named reference.Named) ([]endpoint, error) {
 	host := reference.Domain(named)
 	var hosts []string
+	mirrors := 0
 	if host == "docker.io" {
 		for _, m := range c.Config.Mirrors {
 			mm, err := parseMirror(m)
@@ -326,30 +334,32 @@ func (c *Client) endpoints(named reference.Named) ([]name.Reference, error) {
 			}
 			hosts = append(hosts, mm.host)
 		}
+		mirrors = len(hosts)
 		host = c.hubOrigin()
 	}
 	hosts = append(hosts, host)
-	var refs []name.Reference
-	for _, h := range hosts {
-		repo, err := name.NewRepository(h+"/"+reference.Path(named), c.nameOptions(h)...)
+	var refs []endpoint
+	for i, h := range hosts {
+		mirror := i < mirrors
+		repo, err := name.NewRepository(h+"/"+reference.Path(named), c.endpointNameOptions(h, mirror)...)
 		if err != nil {
 			return nil, fmt.Errorf("%w: %s: %v", blobstore.ErrInvalidReference, named, err)
 		}
 		if d, ok := named.(reference.Digested); ok {
-			refs = append(refs, repo.Digest(d.Digest().String()))
+			refs = append(refs, endpoint{repo.Digest(d.Digest().String()), mirror})
 		} else {
-			refs = append(refs, repo.Tag(named.(reference.Tagged).Tag()))
+			refs = append(refs, endpoint{repo.Tag(named.(reference.Tagged).Tag()), mirror})
 		}
 	}
 	return refs, nil
 }
 
-// remoteOptions are the go-containerregistry options for talking to host.
-func (c *Client) remoteOptions(ctx context.Context, host string) []remote.Option {
+// remoteOptions are the go-containerregistry options for talking to ep's registry.
+func (c *Client) remoteOptions(ctx context.Context, ep endpoint) []remote.Option {
 	opts := []remote.Option{
 		remote.WithContext(ctx),
 		remote.WithAuthFromKeychain(c.keychain()),
-		remote.WithTransport(c.httpTransport(host)),
+		remote.WithTransport(c.httpTransport(ep.Context().RegistryStr(), ep.mirror)),
 		remote.WithJobs(maxDownloads),
 	}
 	if c.UserAgent != "" {

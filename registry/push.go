@@ -119,7 +119,7 @@ func (c *Client) Push(ctx context.Context, st Store, src, dest string, opts Push
 	if err != nil {
 		return nil, fmt.Errorf("push %s: %w", fam, err)
 	}
-	base := digestCheck{RoundTripper: c.httpTransport(host), manifest: img.ManifestDigest}
+	base := digestCheck{RoundTripper: c.httpTransport(host, false), manifest: img.ManifestDigest}
 	rt, err := transport.NewWithContext(ctx, repo.Registry, auth, transport.NewRetry(base), scopes)
 	if err != nil {
 		return nil, pushError(named, err)

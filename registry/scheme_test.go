@@ -59,3 +59,54 @@ func TestLoopbackTriesHTTP(t *testing.T) {
 		})
 	}
 }
+
+// TestHTTPMirrorOnlyAsMirror: an http:// registry mirror is reached over plain
+// HTTP as a Docker Hub mirror only. A reference that names its host directly
+// gets HTTPS alone, as any registry not in insecure-registries (docker
+// attaches mirrors to docker.io alone): it got go-containerregistry's HTTP
+// fallback and no HTTPS-only guard, so whoever could block port 443 on the way
+// made a push or login send credentials in clear text. An explicit
+// --tls-verify=true (RequireTLS) takes the mirror's plain HTTP away too, as
+// podman's.
+func TestHTTPMirrorOnlyAsMirror(t *testing.T) {
+	const host = "192.0.2.2:5055" // TEST-NET-1: neither loopback nor RFC 1918
+	for _, requireTLS := range []bool{false, true} {
+		c := &Client{Config: Config{Mirrors: []string{"http://" + host}}, RequireTLS: requireTLS}
+		hub, err := reference.ParseNormalizedNamed("busybox:1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		eps, err := c.endpoints(hub)
+		if err != nil || len(eps) != 2 || eps[0].Context().RegistryStr() != host || !eps[0].mirror {
+			t.Fatalf("endpoints(%s) = %v, %v; want the mirror first", hub, eps, err)
+		}
+		wantMirror := "http"
+		if requireTLS {
+			wantMirror = "https"
+		}
+		if got := eps[0].Context().Scheme(); got != wantMirror {
+			t.Errorf("RequireTLS %v: the mirror endpoint's scheme = %s, want %s", requireTLS, got, wantMirror)
+		}
+		if _, guarded := c.httpTransport(host, true).(httpsOnly); guarded != requireTLS {
+			t.Errorf("RequireTLS %v: the mirror endpoint's transport refuses plain HTTP: %v", requireTLS, guarded)
+		}
+
+		direct, err := reference.ParseNormalizedNamed(host + "/app:1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		eps, err = c.endpoints(direct)
+		if err != nil || len(eps) != 1 || eps[0].mirror {
+			t.Fatalf("endpoints(%s) = %v, %v", direct, eps, err)
+		}
+		if got := eps[0].Context().Scheme(); got != "https" {
+			t.Errorf("RequireTLS %v: %s named directly: scheme %s, want https", requireTLS, host, got)
+		}
+		if len(c.nameOptions(host)) != 0 {
+			t.Errorf("RequireTLS %v: nameOptions(%s) marks the mirror's host insecure", requireTLS, host)
+		}
+		if _, guarded := c.httpTransport(host, false).(httpsOnly); !guarded {
+			t.Errorf("RequireTLS %v: the transport to %s named directly allows plain HTTP", requireTLS, host)
+		}
+	}
+}

@@ -27,7 +27,7 @@ func (c *Client) Tags(ctx context.Context, repo string) ([]string, error) {
 	}
 	var last error
 	for _, ep := range eps {
-		tags, err := remote.List(ep.Context(), c.remoteOptions(ctx, ep.Context().RegistryStr())...)
+		tags, err := remote.List(ep.Context(), c.remoteOptions(ctx, ep)...)
 		if err == nil {
 			sort.Strings(tags)
 			return tags, nil

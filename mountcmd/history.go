@@ -1,8 +1,6 @@
 package mountcmd
 
 import (
-	"encoding/json"
-	"fmt"
 	"io"
 	"slices"
 	"strconv"
@@ -228,12 +226,8 @@ func runHistory(cmd *cobra.Command, g *globalOptions, o *historyOptions, ref str
 // (sorted, as docker marshals them from a map).
 func writeHistoryJSON(w io.Writer, rows []historyRow) error {
 	for _, r := range rows {
-		b, err := json.Marshal(map[string]string{"ID": r.ID, "CreatedSince": r.CreatedSince, "CreatedAt": r.CreatedAt,
-			"CreatedBy": r.CreatedBy, "Size": r.Size, "Comment": r.Comment})
-		if err != nil {
-			return err
-		}
-		if _, err := fmt.Fprintf(w, "%s\n", b); err != nil {
+		if err := writeJSON(w, map[string]string{"ID": r.ID, "CreatedSince": r.CreatedSince, "CreatedAt": r.CreatedAt,
+			"CreatedBy": r.CreatedBy, "Size": r.Size, "Comment": r.Comment}, ""); err != nil {
 			return err
 		}
 	}

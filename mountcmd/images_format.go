@@ -1,7 +1,6 @@
 package mountcmd
 
 import (
-	"encoding/json"
 	"strings"
 	"text/template"
 	"time"
@@ -13,7 +12,7 @@ import (
 // (docker/cli's templates package), Go's builtins (println, printf, ...) kept.
 var imagesTemplateFuncs = template.FuncMap{
 	"json": func(v any) (string, error) {
-		b, err := json.Marshal(v)
+		b, err := marshalJSON(v, "")
 		return string(b), err
 	},
 	"join":  strings.Join,

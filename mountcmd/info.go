@@ -3,7 +3,6 @@ package mountcmd
 import (
 	"bufio"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -298,7 +297,7 @@ func writeInfo(out, errOut io.Writer, i *systemInfo, format string) error {
 	switch format {
 	case "":
 	case "json":
-		return json.NewEncoder(out).Encode(i)
+		return writeJSON(out, i, "")
 	default:
 		tmpl, _, err := parseFormat(format)
 		if err != nil {

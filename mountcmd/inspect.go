@@ -256,7 +256,7 @@ func runInspect(cmd *cobra.Command, g *globalOptions, o *inspectOptions, args []
 	}
 	out := cmd.OutOrStdout()
 	if o.format == "" || o.format == "json" {
-		b, err := json.MarshalIndent(found, "", "    ")
+		b, err := marshalJSON(found, "    ")
 		if err != nil {
 			return err
 		}

@@ -1,6 +1,7 @@
 package mountcmd
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -99,11 +100,36 @@ func (o *outputFile) Abort() {
 	}
 }
 
+// marshalJSON is json.Marshal as docker prints JSON to users: '<', '>' and '&'
+// as they are, not \u003c, \u003e and \u0026 (docker/cli's template json
+// function and the daemon's responses both turn SetEscapeHTML off), so grep and
+// sed find "<none>" or a URL's '&'. indent, if not "", indents as MarshalIndent
+// does. No trailing newline.
+func marshalJSON(v any, indent string) ([]byte, error) {
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	enc.SetIndent("", indent)
+	if err := enc.Encode(v); err != nil {
+		return nil, err
+	}
+	return bytes.TrimSuffix(b.Bytes(), []byte("\n")), nil
+}
+
+// writeJSON writes v as JSON (marshalJSON) and a newline.
+func writeJSON(w io.Writer, v any, indent string) error {
+	b, err := marshalJSON(v, indent)
+	if err != nil {
+		return err
+	}
+	_, err = w.Write(append(b, '\n'))
+	return err
+}
+
 // writeJSONLines writes each row as one JSON object a line (--format json).
 func writeJSONLines[T any](w io.Writer, rows []T) error {
-	enc := json.NewEncoder(w)
 	for _, r := range rows {
-		if err := enc.Encode(r); err != nil {
+		if err := writeJSON(w, r, ""); err != nil {
 			return err
 		}
 	}

@@ -2,7 +2,6 @@ package mountcmd
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -253,7 +252,7 @@ func (r psRow) Label(k string) string { return r.labels[k] }
 // scripts read.
 func (r psRow) MarshalJSON() ([]byte, error) {
 	type plain psRow
-	return json.Marshal(struct {
+	return marshalJSON(struct {
 		plain
 		Names      string `json:"Names"`
 		State      string `json:"State"`
@@ -262,7 +261,7 @@ func (r psRow) MarshalJSON() ([]byte, error) {
 		Labels     string `json:"Labels"`
 		Ports      string `json:"Ports"`
 		Networks   string `json:"Networks"`
-	}{plain(r), r.Names(), r.State(), r.CreatedAt(), r.RunningFor(), r.Labels(), r.Ports(), r.Networks()})
+	}{plain(r), r.Names(), r.State(), r.CreatedAt(), r.RunningFor(), r.Labels(), r.Ports(), r.Networks()}, "")
 }
 
 // truncate shortens the ID to docker's 12 digits and the command to docker's

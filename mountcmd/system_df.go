@@ -2,7 +2,6 @@ package mountcmd
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"strconv"
@@ -319,7 +318,7 @@ func (du *diskUsage) writeVerbose(w io.Writer, format string) error {
 	v := du.verbose()
 	switch format {
 	case "json":
-		return json.NewEncoder(w).Encode(v)
+		return writeJSON(w, v, "")
 	case "", "table":
 	default:
 		tmpl, _, err := parseFormat(format)

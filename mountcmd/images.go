@@ -221,10 +221,16 @@ func imageRefRows(base imageRow, tags, repoDigests []string, allDigests bool) []
 }
 
 // keepImage applies the filters on the image itself. dangling=true keeps only
-// images without children (docker lists imageStore.Heads() then, -a or not), so
-// that `rmi $(images -qa -f dangling=true)` never meets a parent.
+// untagged images without children (docker lists imageStore.Heads() then, -a or
+// not), so that `rmi $(images -qa -f dangling=true)` never meets a parent; an
+// image pulled by digest (a repo digest, no tag) is among them, as in moby's
+// graphdriver store. dangling=false drops only images with neither a tag nor a
+// repo digest, as moby's image_list.go.
 func (f *imageFilter) keepImage(imgs []*blobstore.Image, img *blobstore.Image) bool {
-	if f.dangling != nil && *f.dangling != (len(img.Tags) == 0) {
+	if f.dangling != nil && *f.dangling && len(img.Tags) > 0 {
+		return false
+	}
+	if f.dangling != nil && !*f.dangling && len(img.Tags) == 0 && len(img.PulledDigests) == 0 {
 		return false
 	}
 	if f.dangling != nil && *f.dangling && len(blobstore.Children(imgs, img)) > 0 {

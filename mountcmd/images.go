@@ -75,8 +75,8 @@ var imageRowHeader = imageRow{Containers: "CONTAINERS", CreatedAt: "CREATED AT",
 type imageFilter struct {
 	dangling   *bool
 	references []string
-	before     *blobstore.Image
-	since      *blobstore.Image
+	before     []*blobstore.Image // all must hold, as docker's (its oldest before=)
+	since      []*blobstore.Image // all must hold (docker's newest since=)
 	labels     []string
 }
 
@@ -106,9 +106,9 @@ func parseImageFilters(imgs []*blobstore.Image, fs []string) (*imageFilter, erro
 				return nil, imageErr(v, err)
 			}
 			if strings.EqualFold(k, "before") {
-				f.before = img
+				f.before = append(f.before, img)
 			} else {
-				f.since = img
+				f.since = append(f.since, img)
 			}
 		case "label":
 			f.labels = append(f.labels, v)
@@ -236,11 +236,15 @@ func (f *imageFilter) keepImage(imgs []*blobstore.Image, img *blobstore.Image) b
 	if f.dangling != nil && *f.dangling && len(blobstore.Children(imgs, img)) > 0 {
 		return false
 	}
-	if f.before != nil && !img.Created().Before(f.before.Created()) {
-		return false
+	for _, b := range f.before {
+		if !img.Created().Before(b.Created()) {
+			return false
+		}
 	}
-	if f.since != nil && !img.Created().After(f.since.Created()) {
-		return false
+	for _, s := range f.since {
+		if !img.Created().After(s.Created()) {
+			return false
+		}
 	}
 	for _, l := range f.labels {
 		k, v, hasV := strings.Cut(l, "=")

@@ -291,9 +291,9 @@ func (du *diskUsage) verbose() dfVerbose {
 		if c := di.img.Created(); !c.IsZero() {
 			base.CreatedAt = c.Local().Format("2006-01-02 15:04:05 -0700 MST")
 		}
-		for _, r := range imageRefRows(base, di.img.Tags, nil, false) {
-			v.Images = append(v.Images, r.imageRow)
-		}
+		// One row an image, as docker's ("Only show the first tag"), so that
+		// sums over the rows count each image once.
+		v.Images = append(v.Images, imageRefRows(base, di.img.Tags[:min(1, len(di.img.Tags))], nil, false)[0].imageRow)
 	}
 	for _, c := range du.containers {
 		v.Containers = append(v.Containers, dfContainerRow{ID: shortID(c.row.ID), Names: c.row.Name, Image: c.row.Image,

@@ -117,3 +117,24 @@ func TestSystemPruneNoFUSE(t *testing.T) {
 		t.Errorf("cache mount after system prune: stat = %v, want gone", err)
 	}
 }
+
+// TestDfVerboseImageOnce: df -v lists an image once, under its first tag, as
+// docker's ("Only show the first tag"), so sums over its rows count each image
+// once and the row count is the summary's TOTAL. It had a row per tag.
+func TestDfVerboseImageOnce(t *testing.T) {
+	root := t.TempDir()
+	importImage(t, root, "bb:1")
+	if out, err := layerfs(t, root, "tag", "bb:1", "bb:2"); err != nil {
+		t.Fatalf("tag: %v\n%s", err, out)
+	}
+	importImage(t, root, "other:1", "-m", "another image")
+	out, err := layerfs(t, root, "system", "df", "-v", "--format", "{{range .Images}}{{.Repository}}:{{.Tag}} {{end}}")
+	if err != nil || out != "other:1 bb:1 \n" {
+		t.Errorf("system df -v images = %q, %v; want %q", out, err, "other:1 bb:1 \n")
+	}
+	out, err = layerfs(t, root, "system", "df", "-v")
+	section, _, _ := strings.Cut(out, "\nContainers space usage:")
+	if rows := strings.Split(strings.TrimSpace(section), "\n"); err != nil || len(rows) != 5 {
+		t.Errorf("system df -v images section = %q, %v; want a title, a blank line, a header and a row per image", section, err)
+	}
+}

@@ -41,7 +41,8 @@ func parseFormat(format string) (tmpl *template.Template, table bool, err error)
 		f = strings.TrimSpace(rest)
 	}
 	f = strings.NewReplacer(`\t`, "\t", `\n`, "\n").Replace(f)
-	tmpl, err = template.New("format").Funcs(imagesTemplateFuncs).Parse(f)
+	// anonymous, as docker's templates.Parse: errors read "template: :1:2: ..."
+	tmpl, err = template.New("").Funcs(imagesTemplateFuncs).Parse(f)
 	return tmpl, table, err
 }
 

@@ -1,6 +1,7 @@
 package mountcmd
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -203,84 +204,100 @@ func dockerConfig(c dockerspec.DockerOCIImageConfig) inspectConfig {
 }
 
 func runInspect(cmd *cobra.Command, g *globalOptions, o *inspectOptions, args []string) error {
+	// As docker: a bad template is refused before any lookup.
+	var tmpl *inspectTemplate
+	if o.format != "" && o.format != "json" {
+		var err error
+		if tmpl, err = parseInspectFormat(o.format); err != nil {
+			return err
+		}
+	}
 	s, imgs, err := openImages(g)
 	if err != nil {
 		return err
 	}
 	var found []any
-	var errs []string
+	var out bytes.Buffer // the template's lines, written once all names are done
+	var errs []string    // stderr's lines, in the names' order
 	for _, a := range args {
-		if o.typ != "image" {
-			w, err := findContainer(g.root, a)
-			if err == nil {
-				st, lerr := w.load()
-				if lerr == nil {
-					ic, err := newInspectContainer(cmd.Context(), g, s, imgs, w, st, o.size)
-					if err != nil {
-						return err
-					}
-					found = append(found, ic)
-					continue
-				}
-				err = lerr
-			}
-			if !errors.Is(err, errNoSuchContainer) {
+		obj, miss, err := inspectObject(cmd, g, o, s, imgs, a)
+		switch {
+		case err != nil:
+			return err
+		case miss != "":
+			errs = append(errs, "Error: "+miss)
+		case tmpl == nil:
+			found = append(found, obj)
+		default:
+			// docker goes on with the next name after a template error
+			if err := tmpl.execute(&out, obj); err != nil {
 				errs = append(errs, err.Error())
-				continue
-			}
-			if o.typ == "container" {
-				errs = append(errs, "No such container: "+a)
-				continue
 			}
 		}
-		img, err := resolveListed(s, imgs, a)
-		if err != nil {
-			if errors.Is(err, blobstore.ErrNotFound) && !errors.Is(err, blobstore.ErrMissingBlob) {
-				// docker's client names the argument as given ("nosuch", not
-				// "nosuch:latest")
-				what := "image"
-				if o.object {
-					what = "object"
-				}
-				errs = append(errs, "No such "+what+": "+a)
-			} else {
-				errs = append(errs, imageErr(a, err).Error())
-			}
-			continue
-		}
-		ii, err := newInspectImage(cmd.Context(), g, s, imgs, img)
-		if err != nil {
-			return err
-		}
-		found = append(found, ii)
 	}
-	out := cmd.OutOrStdout()
-	if o.format == "" || o.format == "json" {
-		b, err := marshalJSON(found, "    ")
-		if err != nil {
-			return err
+	w := cmd.OutOrStdout()
+	switch {
+	case tmpl != nil && out.Len() == 0:
+		fmt.Fprintln(w) // docker's TemplateInspector prints an empty line then
+	case tmpl != nil:
+		w.Write(out.Bytes())
+	default:
+		// docker: indented by default, one compact line with --format json
+		indent := "    "
+		if o.format == "json" {
+			indent = ""
 		}
 		if found == nil {
-			b = []byte("[]")
+			found = []any{}
 		}
-		fmt.Fprintln(out, string(b))
-	} else {
-		tmpl, _, err := parseFormat(o.format)
-		if err != nil {
-			return fmt.Errorf("template parsing error: %w", err)
-		}
-		for _, obj := range found {
-			if err := tmpl.Execute(out, obj); err != nil {
-				return err // "template: ...", as docker's
-			}
-			fmt.Fprintln(out)
+		if err := writeJSON(w, found, indent); err != nil {
+			return err
 		}
 	}
 	if len(errs) > 0 {
 		for _, e := range errs {
-			fmt.Fprintf(cmd.ErrOrStderr(), "Error: %s\n", e)
+			fmt.Fprintln(cmd.ErrOrStderr(), e)
 		}
 		return exitError{1}
 	}
 	return nil
+}
+
+// inspectObject looks a name up as inspect does: a working container first
+// (unless --type image), then an image. miss is the name's own error line (a
+// name not found, an image that cannot be read), which does not stop the names
+// after it; err is one that ends the command.
+func inspectObject(cmd *cobra.Command, g *globalOptions, o *inspectOptions, s *blobstore.Store, imgs []*blobstore.Image, a string) (obj any, miss string, err error) {
+	if o.typ != "image" {
+		w, err := findContainer(g.root, a)
+		if err == nil {
+			st, lerr := w.load()
+			if lerr == nil {
+				ic, err := newInspectContainer(cmd.Context(), g, s, imgs, w, st, o.size)
+				return ic, "", err
+			}
+			err = lerr
+		}
+		if !errors.Is(err, errNoSuchContainer) {
+			return nil, err.Error(), nil
+		}
+		if o.typ == "container" {
+			return nil, "No such container: " + a, nil
+		}
+	}
+	img, err := resolveListed(s, imgs, a)
+	if err != nil {
+		if errors.Is(err, blobstore.ErrNotFound) && !errors.Is(err, blobstore.ErrMissingBlob) {
+			// docker's client names the argument as given ("nosuch", not
+			// "nosuch:latest")
+			what := "image"
+			if o.object {
+				what = "object"
+			}
+			return nil, "No such " + what + ": " + a, nil
+		}
+		return nil, imageErr(a, err).Error(), nil
+	}
+	ii, err := newInspectImage(cmd.Context(), g, s, imgs, img)
+	return ii, "", err
 }

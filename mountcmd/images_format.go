@@ -47,8 +47,10 @@ func parseFormat(format string) (tmpl *template.Template, table bool, err error)
 }
 
 // createdSince is docker's CREATED column ("3 hours ago", "N/A" when unknown).
+// Only a missing time is unknown: an image made at the Unix epoch
+// (SOURCE_DATE_EPOCH=0, distroless) is "56 years ago" in docker too.
 func createdSince(t time.Time) string {
-	if t.IsZero() || t.Unix() <= 0 {
+	if t.IsZero() {
 		return "N/A"
 	}
 	return units.HumanDuration(time.Since(t)) + " ago"

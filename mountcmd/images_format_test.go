@@ -3,6 +3,9 @@ package mountcmd
 import (
 	"strings"
 	"testing"
+	"time"
+
+	units "github.com/docker/go-units"
 )
 
 func TestCreatedSinceAndSize(t *testing.T) {
@@ -35,6 +38,27 @@ func TestFormatFuncs(t *testing.T) {
 		}
 		if b.String() != tc.want {
 			t.Errorf("Execute(%q) = %q, want %q", tc.format, b.String(), tc.want)
+		}
+	}
+}
+
+// TestCreatedAtEpoch: an image created at the Unix epoch (SOURCE_DATE_EPOCH=0,
+// distroless) is "56 years ago", as docker's CreatedSince, which says N/A only
+// for a missing time; it showed N/A.
+func TestCreatedAtEpoch(t *testing.T) {
+	g, _, _ := storeWithImage(t) // a:1, no created time
+	imageCreatedAt(t, g.root, "e:1", time.Unix(0, 0))
+	age := units.HumanDuration(time.Since(time.Unix(0, 0))) + " ago"
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"images", "--format", "{{.Repository}} {{.CreatedSince}}"}, "e " + age + "\na N/A\n"},
+		{[]string{"system", "df", "-v", "--format", "{{range .Images}}{{.Repository}} {{.CreatedSince}};{{end}}"}, "e " + age + ";a N/A;\n"},
+	} {
+		out, err := layerfs(t, g.root, tc.args...)
+		if err != nil || out != tc.want {
+			t.Errorf("layerfs %s = %q, %v; want %q", strings.Join(tc.args, " "), out, err, tc.want)
 		}
 	}
 }

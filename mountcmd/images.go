@@ -297,7 +297,7 @@ func runImages(cmd *cobra.Command, g *globalOptions, o *imagesOptions, args []st
 		base := imageRow{
 			Containers: "N/A", SharedSize: "N/A", UniqueSize: "N/A",
 			CreatedSince: createdSince(img.Created()),
-			Size:         humanSize(img.ContentSize(sizes)), VirtualSize: humanSize(img.ContentSize(sizes)),
+			Size:         humanSize(img.ContentSize(sizes)), VirtualSize: humanSize4(img.ContentSize(sizes)),
 			ID: blobstore.ShortID(img.ID), Digest: "<none>",
 			Repository: "<none>", Tag: "<none>",
 		}

@@ -58,3 +58,8 @@ func createdSince(t time.Time) string {
 
 // humanSize is docker's SIZE column (3 significant digits, decimal units).
 func humanSize(n int64) string { return units.HumanSizeWithPrecision(float64(n), 3) }
+
+// humanSize4 is docker's units.HumanSize (4 significant digits), which the
+// system df summary, the SHARED SIZE and UNIQUE SIZE columns, volumes' sizes
+// and the deprecated VirtualSize field show.
+func humanSize4(n int64) string { return units.HumanSize(float64(n)) }

@@ -170,9 +170,9 @@ var dfHeader = dfRow{Type: "TYPE", TotalCount: "TOTAL", Active: "ACTIVE", Size: 
 // withPercent is docker's RECLAIMABLE: the size, and its share of total.
 func withPercent(reclaimable, total int64) string {
 	if total <= 0 {
-		return humanSize(reclaimable)
+		return humanSize4(reclaimable)
 	}
-	return fmt.Sprintf("%s (%d%%)", humanSize(reclaimable), reclaimable*100/total)
+	return fmt.Sprintf("%s (%d%%)", humanSize4(reclaimable), reclaimable*100/total)
 }
 
 // summary is df's four rows.
@@ -191,7 +191,7 @@ func (du *diskUsage) summary() []dfRow {
 		}
 	}
 	images := dfRow{Type: "Images", TotalCount: strconv.Itoa(len(du.images)), Active: strconv.Itoa(activeImgs),
-		Size: humanSize(total), Reclaimable: withPercent(total-used, total)}
+		Size: humanSize4(total), Reclaimable: withPercent(total-used, total)}
 
 	var cSize, cFree, vSize, vFree int64
 	cActive, nVols, vActive := 0, 0, 0
@@ -214,9 +214,9 @@ func (du *diskUsage) summary() []dfRow {
 		}
 	}
 	containers := dfRow{Type: "Containers", TotalCount: strconv.Itoa(len(du.containers)), Active: strconv.Itoa(cActive),
-		Size: humanSize(cSize), Reclaimable: withPercent(cFree, cSize)}
+		Size: humanSize4(cSize), Reclaimable: withPercent(cFree, cSize)}
 	volumes := dfRow{Type: "Local Volumes", TotalCount: strconv.Itoa(nVols), Active: strconv.Itoa(vActive),
-		Size: humanSize(vSize), Reclaimable: withPercent(vFree, vSize)}
+		Size: humanSize4(vSize), Reclaimable: withPercent(vFree, vSize)}
 
 	var bSize, bFree int64
 	bActive := 0
@@ -229,7 +229,7 @@ func (du *diskUsage) summary() []dfRow {
 		}
 	}
 	cache := dfRow{Type: "Build Cache", TotalCount: strconv.Itoa(len(du.cache)), Active: strconv.Itoa(bActive),
-		Size: humanSize(bSize), Reclaimable: humanSize(bFree)}
+		Size: humanSize4(bSize), Reclaimable: humanSize4(bFree)}
 	return []dfRow{images, containers, volumes, cache}
 }
 
@@ -284,8 +284,8 @@ func (du *diskUsage) verbose() dfVerbose {
 	for _, di := range du.images {
 		base := imageRow{
 			ID: blobstore.ShortID(di.img.ID), CreatedSince: createdSince(di.img.Created()),
-			Size: humanSize(di.size), VirtualSize: humanSize(di.size),
-			SharedSize: humanSize(di.shared), UniqueSize: humanSize(di.size - di.shared),
+			Size: humanSize(di.size), VirtualSize: humanSize4(di.size),
+			SharedSize: humanSize4(di.shared), UniqueSize: humanSize4(di.size - di.shared),
 			Containers: strconv.Itoa(di.containers), Repository: "<none>", Tag: "<none>", Digest: "<none>",
 		}
 		if c := di.img.Created(); !c.IsZero() {
@@ -300,7 +300,7 @@ func (du *diskUsage) verbose() dfVerbose {
 			LocalVolumes: strconv.Itoa(len(c.volumes)), Size: humanSize(c.size),
 			RunningFor: createdSince(c.row.Created), Status: c.row.Status})
 		for _, vol := range c.volumes {
-			v.Volumes = append(v.Volumes, dfVolumeRow{Name: vol.name, Links: "1", Size: humanSize(vol.size)})
+			v.Volumes = append(v.Volumes, dfVolumeRow{Name: vol.name, Links: "1", Size: humanSize4(vol.size)})
 		}
 	}
 	for _, r := range du.cache {
@@ -351,7 +351,7 @@ func (du *diskUsage) writeVerbose(w io.Writer, format string) error {
 				dfVolumeRow{Name: "VOLUME NAME", Links: "LINKS", Size: "SIZE"})
 		},
 		func() error {
-			fmt.Fprintf(w, "\nBuild cache usage: %s\n\n", humanSize(cacheSize))
+			fmt.Fprintf(w, "\nBuild cache usage: %s\n\n", humanSize4(cacheSize))
 			return renderRows(w, "table {{.ID}}\t{{.CacheType}}\t{{.Size}}\t{{.LastUsed}}\t{{.InUse}}", v.BuildCache,
 				dfCacheRow{ID: "CACHE ID", CacheType: "CACHE TYPE", Size: "SIZE", LastUsed: "LAST USED", InUse: "IN USE"})
 		},

@@ -1,6 +1,7 @@
 package mountcmd
 
 import (
+	"archive/tar"
 	"bytes"
 	"encoding/json"
 	"os"
@@ -136,5 +137,39 @@ func TestDfVerboseImageOnce(t *testing.T) {
 	section, _, _ := strings.Cut(out, "\nContainers space usage:")
 	if rows := strings.Split(strings.TrimSpace(section), "\n"); err != nil || len(rows) != 5 {
 		t.Errorf("system df -v images section = %q, %v; want a title, a blank line, a header and a row per image", section, err)
+	}
+}
+
+// TestDfSizeDigits: system df's summary, SHARED SIZE, UNIQUE SIZE and
+// VirtualSize have docker's units.HumanSize, 4 significant digits (1.235MB),
+// where SIZE columns have 3 (1.23MB); all had 3.
+func TestDfSizeDigits(t *testing.T) {
+	var b bytes.Buffer
+	tw := tar.NewWriter(&b)
+	tarFile(t, tw, "big", strings.Repeat("x", 1234567))
+	if err := tw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(t.TempDir(), "big.tar")
+	if err := os.WriteFile(p, b.Bytes(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	root := t.TempDir()
+	if out, err := layerfs(t, root, "import", "-q", p, "big:1"); err != nil {
+		t.Fatalf("import: %v\n%s", err, out)
+	}
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"system", "df", "--format", "{{.Type}} {{.Size}} {{.Reclaimable}}"},
+			"Images 1.235MB 1.235MB (100%)\nContainers 0B 0B\nLocal Volumes 0B 0B\nBuild Cache 0B 0B\n"},
+		{[]string{"system", "df", "-v", "--format", "{{range .Images}}{{.Size}} {{.SharedSize}} {{.UniqueSize}} {{.VirtualSize}}{{end}}"},
+			"1.23MB 0B 1.235MB 1.235MB\n"},
+		{[]string{"images", "--format", "{{.Size}} {{.VirtualSize}}"}, "1.23MB 1.235MB\n"},
+	} {
+		if out, err := layerfs(t, root, tc.args...); err != nil || out != tc.want {
+			t.Errorf("layerfs %s = %q, %v; want %q", strings.Join(tc.args, " "), out, err, tc.want)
+		}
 	}
 }

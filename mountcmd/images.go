@@ -349,7 +349,11 @@ func renderRows[T any](w io.Writer, format string, rows []T, header ...T) error 
 		if len(header) > 0 {
 			h = header[0]
 		}
-		if err := tmpl.Execute(out, h); err != nil {
+		htmpl, err := parseHeader(format)
+		if err != nil {
+			return fmt.Errorf("template parsing error: %w", err)
+		}
+		if err := htmpl.Execute(out, h); err != nil {
 			return err
 		}
 		fmt.Fprintln(out)

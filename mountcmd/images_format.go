@@ -27,23 +27,53 @@ var imagesTemplateFuncs = template.FuncMap{
 		}
 		return s
 	},
+	// docker's padWithSpace: an empty string stays empty
 	"pad": func(s string, l, r int) string {
+		if s == "" {
+			return ""
+		}
 		return strings.Repeat(" ", l) + s + strings.Repeat(" ", r)
 	},
 }
 
+// headerTemplateFuncs replace imagesTemplateFuncs in a "table" header, as
+// docker/cli's HeaderFunctions: the header names stay as they are (no "IMAGE
+// ID" in quotes, no lowercased REPOSITORY); pad is kept, for the alignment.
+var headerTemplateFuncs = template.FuncMap{
+	"json":     func(v string) string { return v },
+	"split":    func(v, _ string) string { return v },
+	"join":     func(v, _ string) string { return v },
+	"title":    func(v string) string { return v },
+	"lower":    func(v string) string { return v },
+	"upper":    func(v string) string { return v },
+	"truncate": func(v string, _ int) string { return v },
+}
+
 // parseFormat compiles a --format template; "table X" prints a header (the template
-// run on header) and aligns columns.
+// run on header, see parseHeader) and aligns columns.
 func parseFormat(format string) (tmpl *template.Template, table bool, err error) {
+	f, table := formatBody(format)
+	// anonymous, as docker's templates.Parse: errors read "template: :1:2: ..."
+	tmpl, err = template.New("").Funcs(imagesTemplateFuncs).Parse(f)
+	return tmpl, table, err
+}
+
+// parseHeader compiles a "table" --format for its header line, with
+// headerTemplateFuncs.
+func parseHeader(format string) (*template.Template, error) {
+	f, _ := formatBody(format)
+	return template.New("").Funcs(imagesTemplateFuncs).Funcs(headerTemplateFuncs).Parse(f)
+}
+
+// formatBody is format less its "table" prefix, with \t and \n escapes made
+// tabs and newlines.
+func formatBody(format string) (body string, table bool) {
 	f := format
 	if rest, ok := strings.CutPrefix(f, "table"); ok {
 		table = true
 		f = strings.TrimSpace(rest)
 	}
-	f = strings.NewReplacer(`\t`, "\t", `\n`, "\n").Replace(f)
-	// anonymous, as docker's templates.Parse: errors read "template: :1:2: ..."
-	tmpl, err = template.New("").Funcs(imagesTemplateFuncs).Parse(f)
-	return tmpl, table, err
+	return strings.NewReplacer(`\t`, "\t", `\n`, "\n").Replace(f), table
 }
 
 // createdSince is docker's CREATED column ("3 hours ago", "N/A" when unknown).

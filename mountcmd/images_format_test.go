@@ -27,6 +27,8 @@ func TestFormatFuncs(t *testing.T) {
 		{`{{println "x" 1}}`, "x 1\n"},
 		{`{{title "hello world"}}`, "Hello World"},
 		{`{{upper "ab"}}-{{lower "AB"}}`, "AB-ab"},
+		// docker's pad leaves an empty string empty
+		{`[{{pad "" 1 2}}][{{pad "a" 1 2}}]`, "[][ a  ]"},
 	} {
 		tmpl, _, err := parseFormat(tc.format)
 		if err != nil {
@@ -60,5 +62,19 @@ func TestCreatedAtEpoch(t *testing.T) {
 		if err != nil || out != tc.want {
 			t.Errorf("layerfs %s = %q, %v; want %q", strings.Join(tc.args, " "), out, err, tc.want)
 		}
+	}
+}
+
+// TestTableHeaderAsIs: a "table" header keeps the column names as they are,
+// as docker's HeaderFunctions do; lower, json and friends worked on the names
+// ("repository", "\"IMAGE ID\"").
+func TestTableHeaderAsIs(t *testing.T) {
+	root := t.TempDir()
+	importImage(t, root, "bb:1")
+	id := strings.TrimSpace(lines(t, root, "images", "-q")[0])
+	out, err := layerfs(t, root, "images", "--format", `table {{lower .Repository}}|{{json .ID}}|{{upper .Tag}}|{{truncate .Digest 3}}|{{join (split .Repository "b") "x"}}|{{title .Size}}`)
+	want := "REPOSITORY|IMAGE ID|TAG|DIGEST|REPOSITORY|SIZE\nbb|\"" + id + "\"|1|<no|xx|6B\n"
+	if err != nil || out != want {
+		t.Errorf("images --format table ... = %q, %v; want %q", out, err, want)
 	}
 }

@@ -125,6 +125,11 @@ func TestImageVerbMessages(t *testing.T) {
 			"Error response from daemon: No such image: nosuch:latest\n", true},
 		{"image-inspect-missing", newImageInspectCommand, []string{"nosuch"},
 			"Error: No such image: nosuch\n", true},
+		// a name that could be an ID prefix is still a name, with its tag
+		{"tag-hex-name-missing", newTagCommand, []string{"a", "z:1"},
+			"Error response from daemon: No such image: a:latest\n", true},
+		{"rmi-hex-name-missing", newRmiCommand, []string{"bb"},
+			"Error response from daemon: No such image: bb:latest\n", true},
 		{"tag-sha256", newTagCommand, []string{"a:1", "sha256:abc"},
 			"Error response from daemon: refusing to create an ambiguous tag using digest algorithm as name\n", true},
 		{"tag-sha256-full", newTagCommand, []string{"a:1", "docker.io/library/sha256:abc"},

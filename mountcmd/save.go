@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 
+	"github.com/distribution/reference"
 	"github.com/layerfs/layerfs/blobstore"
 	"github.com/spf13/cobra"
 )
@@ -115,9 +116,22 @@ func saveToFile(cmd *cobra.Command, s *blobstore.Store, path string, items []blo
 // hide why a listed image cannot be used.
 func imageErr(arg string, err error) error {
 	if errors.Is(err, blobstore.ErrNotFound) && !errors.Is(err, blobstore.ErrMissingBlob) {
-		return fmt.Errorf("No such image: %s", blobstore.DisplayRef(arg)) //nolint:staticcheck // docker's message
+		return fmt.Errorf("No such image: %s", missingImageName(arg)) //nolint:staticcheck // docker's message
 	}
 	return err
+}
+
+// missingImageName is arg as docker's daemon names an image it did not find
+// (ErrImageDoesNotExist): a name with its tag, ":latest" if none, even when it
+// could be an ID prefix too ("a", "bb" are a:latest, bb:latest); a full ID or
+// sha256: form as given.
+func missingImageName(arg string) string {
+	if isHexString(arg) {
+		if n, err := blobstore.ParseReference(arg); err == nil { // not 64 hex
+			return reference.FamiliarString(n)
+		}
+	}
+	return blobstore.DisplayRef(arg)
 }
 
 // daemonError prints err as docker prints an API error and exits 1.

@@ -50,8 +50,12 @@ type overlayArgs struct {
 	help        bool
 }
 
-// absolute makes o's paths absolute, from the working directory.
-func (o *overlayArgs) absolute() error {
+// absolute makes o's paths absolute and resolves their symlinks, as the kernel
+// resolves them from the working directory ("link/.." is the link target's
+// parent): go-fuse cleans a mountpoint as text (filepath.Clean), which made
+// "link/../mnt" ./mnt. A path that does not resolve is only made absolute, for
+// the mount to name in its error.
+func (o *overlayArgs) absolute() {
 	paths := []*string{&o.upper, &o.work, &o.mountpoint}
 	for i := range o.lowers {
 		paths = append(paths, &o.lowers[i])
@@ -60,13 +64,14 @@ func (o *overlayArgs) absolute() error {
 		if *p == "" {
 			continue
 		}
-		abs, err := filepath.Abs(*p)
+		r, err := filepath.EvalSymlinks(*p)
 		if err != nil {
-			return fmt.Errorf("%s: %w", *p, err)
+			r = *p // (relative, it still names the caller's, not /'s)
 		}
-		*p = abs
+		if abs, err := filepath.Abs(r); err == nil {
+			*p = abs
+		}
 	}
-	return nil
 }
 
 // looksLikeOverlayArgs reports whether args (without argv[0]) are fuse-overlayfs
@@ -375,14 +380,11 @@ func serveOverlay(ctx context.Context, o *overlayArgs, ready *os.File, stderr io
 			ready.Close()
 		}
 	}
+	o.absolute()
 	if ready != nil {
 		// A daemon leaves the caller's working directory, as fuse-overlayfs's
 		// (libfuse's fuse_daemonize): kept, it made that filesystem busy for
-		// as long as the mount lived. Relative paths are the caller's.
-		if err := o.absolute(); err != nil {
-			report(err.Error())
-			return 1
-		}
+		// as long as the mount lived. (Its paths are absolute by now.)
 		_ = os.Chdir("/")
 	}
 	m, err := lfs.Mount(o.mountpoint, lfs.Options{

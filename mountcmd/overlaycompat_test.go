@@ -210,6 +210,30 @@ func TestOverlayCompatMount(t *testing.T) {
 	}
 	unmountAndWait(t, mnt)
 
+	// A relative path through a symlink and "..": resolved by the kernel, from
+	// the caller's directory, as fuse-overlayfs's (not cleaned as text, which
+	// would make sym/../mnt d/mnt).
+	deep := filepath.Join(d, "deep")
+	for _, p := range []string{filepath.Join(deep, "real"), filepath.Join(deep, "mnt")} {
+		if err := os.MkdirAll(p, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Symlink("deep/real", filepath.Join(d, "sym")); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { unmountAndWait(t, filepath.Join(deep, "mnt")) })
+	cmd = exec.Command(bin, "-o", "lowerdir=l1", "sym/../mnt")
+	cmd.Dir = d
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("mount through sym/..: %v\n%s", err, out)
+	}
+	if isMounted(t, mnt) || !isMounted(t, filepath.Join(deep, "mnt")) {
+		t.Errorf("sym/../mnt: mounted on %s (%v) rather than %s", mnt, isMounted(t, mnt), filepath.Join(deep, "mnt"))
+	}
+	unmountAndWait(t, filepath.Join(deep, "mnt"))
+	unmountAndWait(t, mnt)
+
 	// A failing mount reports the error and exits non-zero.
 	out, err = exec.Command(bin, "-o", "lowerdir="+filepath.Join(d, "missing")+",upperdir="+up+",workdir="+work, mnt).CombinedOutput()
 	if err == nil || !strings.Contains(string(out), "missing") {

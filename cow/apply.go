@@ -28,12 +28,13 @@ import (
 // an entry of that name, which hides the lower one by itself.
 //
 // Every tar is hostile. Each entry is checked before anything is written for it:
-// absolute names, ".." escapes, entries below a symlink or a non-directory, and hard
-// links to anything but a non-directory the same tar created are refused with an
-// error wrapping ErrUnsafePath ("apply etc/passwd: ..."). All writes go through
-// directory fds resolved inside dir with openat2(RESOLVE_IN_ROOT|RESOLVE_NO_SYMLINKS)
-// (an O_NOFOLLOW walk on old kernels); an entry replacing a symlink replaces the link
-// and never writes through it. Private xattrs (trusted/user.overlay.*,
+// ".." escapes, entries below a symlink or a non-directory, and hard links to
+// anything but a non-directory the same tar created are refused with an error
+// wrapping ErrUnsafePath ("apply etc/passwd: ..."); an absolute name is taken
+// relative to dir (cleanName). All writes go through directory fds resolved
+// inside dir with openat2(RESOLVE_IN_ROOT|RESOLVE_NO_SYMLINKS) (an O_NOFOLLOW walk
+// on old kernels); an entry replacing a symlink replaces the link and never
+// writes through it. Private xattrs (trusted/user.overlay.*,
 // trusted/user.layerfs.*: IsPrivateXattr) in the tar are dropped so a layer cannot
 // forge overlay or layerfs metadata.
 //
@@ -142,18 +143,23 @@ func (a *applier) dropCache() {
 }
 
 // cleanName turns a tar name into a clean relative path ("." for the root), or
-// refuses it.
+// refuses it. An absolute name ("/etc/x", as tar -P writes) is taken relative to
+// the root, as docker, podman and umoci unpack it and GNU tar extracts it: only its
+// leading slashes go, so a name that climbs above the root ("/../etc/x") is refused
+// like "../etc/x". Hard-link targets go through here too: an absolute one names a
+// path of the layer, as in docker's unpack.
 func cleanName(name string) (string, error) {
 	if name == "" {
 		return "", fmt.Errorf("%w: empty name", ErrUnsafePath)
 	}
-	if strings.HasPrefix(name, "/") {
-		return "", fmt.Errorf("%w: absolute name", ErrUnsafePath)
-	}
 	if strings.IndexByte(name, 0) >= 0 {
 		return "", fmt.Errorf("%w: NUL in name", ErrUnsafePath)
 	}
-	p := path.Clean(name)
+	rel := strings.TrimLeft(name, "/")
+	if rel == "" {
+		rel = "." // "/" is the root
+	}
+	p := path.Clean(rel)
 	if p == ".." || strings.HasPrefix(p, "../") {
 		return "", fmt.Errorf("%w: name escapes the root", ErrUnsafePath)
 	}

@@ -42,8 +42,31 @@ func TestApplyHostile(t *testing.T) {
 		wantErr string // the entry named in the error; "" means success
 		check   check
 	}{
-		{"absolute", func(o string) []tarEntry { return []tarEntry{reg("/etc/passwd", "x")} }, "/etc/passwd", nil},
-		{"absolute outside", func(o string) []tarEntry { return []tarEntry{reg(o+"/file", "pwned")} }, "/outside/file", nil},
+		// Absolute names count from the root, as in docker's unpack (cleanName).
+		{"absolute", func(o string) []tarEntry { return []tarEntry{reg("/etc/passwd", "x")} }, "", isFile("etc/passwd", "x")},
+		{"absolute outside", func(o string) []tarEntry { return []tarEntry{reg(o+"/file", "pwned")} }, "", func(t *testing.T, root, o string) {
+			isFile(strings.TrimPrefix(o, "/")+"/file", "pwned")(t, root, o)
+		}},
+		{"absolute dotdot", func(o string) []tarEntry { return []tarEntry{reg("/../../etc/passwd", "pwned")} }, "/../../etc/passwd", nil},
+		{"absolute dotdot outside", func(o string) []tarEntry {
+			return []tarEntry{reg("/"+strings.Repeat("../", 20)+o+"/file", "pwned")}
+		}, "/outside/file", nil},
+		{"absolute inner dotdot", func(o string) []tarEntry { return []tarEntry{reg("/a/../../outside/file", "pwned")} }, "/a/../../outside/file", nil},
+		{"root dir, absolute", func(o string) []tarEntry { return []tarEntry{dir("/"), reg("/f", "x")} }, "", isFile("f", "x")},
+		{"root as file, absolute", func(o string) []tarEntry { return []tarEntry{reg("/.", "x")} }, "/.", nil},
+		{"hardlink absolute to inside", func(o string) []tarEntry {
+			return []tarEntry{reg("/etc/f", "x"), hardlink("hl", "/etc/f")}
+		}, "", func(t *testing.T, root, o string) {
+			isFile("hl", "x")(t, root, o)
+			a, _ := os.Stat(filepath.Join(root, "hl"))
+			b, _ := os.Stat(filepath.Join(root, "etc/f"))
+			if a == nil || b == nil || !os.SameFile(a, b) {
+				t.Errorf("hl and etc/f are not one file")
+			}
+		}},
+		{"hardlink absolute dotdot", func(o string) []tarEntry {
+			return []tarEntry{reg("f", "x"), hardlink("hl", "/../"+o+"/file")}
+		}, "hl", nil},
 		{"dotdot", func(o string) []tarEntry { return []tarEntry{reg("../outside/file", "pwned")} }, "../outside/file", nil},
 		{"dotdot inner", func(o string) []tarEntry { return []tarEntry{reg("a/../../outside/file", "pwned")} }, "a/../../outside/file", nil},
 		{"dotdot deep", func(o string) []tarEntry {

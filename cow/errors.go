@@ -4,8 +4,9 @@ import "errors"
 
 var (
 	// ErrUnsafePath is returned by Apply for a tar entry that could lead a write
-	// outside the target dir: an absolute name or link, a ".." escape, an entry below
-	// a symlink or a non-directory, a hard link to something the tar did not create.
+	// outside the target dir: a ".." escape (absolute names and hard-link targets
+	// count from the target dir, as in docker), an entry below a symlink or a
+	// non-directory, a hard link to something the tar did not create.
 	ErrUnsafePath = errors.New("unsafe path in layer tar")
 	// ErrDigestMismatch is returned when an unpacked layer's diffID is not the one
 	// asked for. Nothing is left behind.

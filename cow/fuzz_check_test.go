@@ -159,6 +159,15 @@ type mnode struct {
 	data []byte
 }
 
+// modelName is where an accepted tar name lands: absolute names count from the
+// root, as docker's unpack takes them (filepath.Clean, then a join below the root).
+func modelName(name string) string {
+	if p := strings.TrimPrefix(path.Clean("/"+name), "/"); p != "" {
+		return p
+	}
+	return "."
+}
+
 // modelApply is what Apply must make of a tar it accepted, worked out without
 // touching disk: later entries replace earlier ones (a dir over a dir merges),
 // missing parents become 0755 dirs, hard links share the inode they name.
@@ -185,7 +194,7 @@ func modelApply(t testing.TB, b []byte) map[string]node {
 		if h.Typeflag == tar.TypeXGlobalHeader {
 			continue
 		}
-		p := path.Clean(h.Name)
+		p := modelName(h.Name)
 		if p == "." {
 			continue
 		}
@@ -197,7 +206,7 @@ func modelApply(t testing.TB, b []byte) map[string]node {
 		mode := uint32(h.Mode) & 0o7777
 		switch h.Typeflag {
 		case tar.TypeLink:
-			l := path.Clean(h.Linkname)
+			l := modelName(h.Linkname)
 			if l != p {
 				remove(p)
 				m[p] = m[l]

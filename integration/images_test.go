@@ -853,7 +853,7 @@ func TestImportBadInput(t *testing.T) {
 		want    string
 	}{
 		"dotdot":          {writeTarEntries(t, []tarFileEntry{reg("ok"), reg("../escape")}), "../escape: unsafe path"},
-		"absolute":        {writeTarEntries(t, []tarFileEntry{reg("/etc/evil")}), "/etc/evil: unsafe path"},
+		"absolute-dotdot": {writeTarEntries(t, []tarFileEntry{reg("/../etc/evil")}), "/../etc/evil: unsafe path"},
 		"through-symlink": {writeTarEntries(t, []tarFileEntry{link("evil", "/etc", tar.TypeSymlink), reg("evil/owned")}), "evil/owned: unsafe path"},
 		"hardlink-out":    {writeTarEntries(t, []tarFileEntry{link("hl", "../../etc/shadow", tar.TypeLink)}), "hl: hard link target"},
 		"not-a-tar":       {bytes.Repeat([]byte("not a tar "), 200), "not a tar archive"},

@@ -8,6 +8,7 @@ import (
 	"archive/tar"
 	"bytes"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -83,12 +84,13 @@ func TestImportHuntHostileTars(t *testing.T) {
 		want string
 	}{
 		{"dotdot", importTar(t, file("../x", "x")), "check ../x: unsafe path in layer tar: name escapes the root"},
-		{"absolute", importTar(t, file("/abs", "x")), "check /abs: unsafe path in layer tar: absolute name"},
+		{"absolute above the root", importTar(t, file("/../abs", "x")), "check /../abs: unsafe path in layer tar: name escapes the root"},
 		{"dotdot inside", importTar(t, file("a/../../x", "x")), "name escapes the root"},
 		{"file through symlink", importTar(t, entry(tar.TypeSymlink, "etc", "/etc"), file("etc/passwd", "x")), "check etc/passwd: unsafe path in layer tar: etc is a symlink"},
 		{"dir through symlink", importTar(t, entry(tar.TypeSymlink, "etc", "../.."), entry(tar.TypeDir, "etc/x", "")), "etc is a symlink"},
 		{"file below a file", importTar(t, file("f", "x"), file("f/g", "y")), "f is not a directory"},
-		{"hard link absolute", importTar(t, entry(tar.TypeLink, "x", "/etc/passwd")), "hard link target: unsafe path in layer tar: absolute name"},
+		{"hard link absolute", importTar(t, entry(tar.TypeLink, "x", "/etc/passwd")), "hard link target etc/passwd is not in this layer"},
+		{"hard link absolute above the root", importTar(t, entry(tar.TypeLink, "x", "/../etc/passwd")), "hard link target: unsafe path in layer tar: name escapes the root"},
 		{"hard link dotdot", importTar(t, entry(tar.TypeLink, "x", "../etc/passwd")), "hard link target: unsafe path in layer tar: name escapes the root"},
 		{"hard link to a later entry", importTar(t, entry(tar.TypeLink, "x", "y"), file("y", "y")), "hard link target y is not in this layer"},
 		{"hard link to nothing", importTar(t, entry(tar.TypeLink, "x", "nope")), "hard link target nope is not in this layer"},
@@ -328,5 +330,45 @@ func TestImportHuntTerminatedDuringHugeSparse(t *testing.T) {
 	}
 	if d := diffTrees(before, treeSnapshot(t, root)); d != "" {
 		t.Errorf("terminated import changed the store:\n%s", d)
+	}
+}
+
+// TestImportAbsoluteNames: a rootfs tar with absolute names (tar -P) imports
+// with its names taken from the root, as docker, podman and umoci take them: the
+// layer is stored as given (its diffID is the hash of the input), and export
+// writes relative names, an absolute hard-link target included.
+func TestImportAbsoluteNames(t *testing.T) {
+	in := importTar(t, entry(tar.TypeDir, "/etc", ""), file("/etc/abs", "abs\n"), file("/bin/../etc/x", "x\n"),
+		entry(tar.TypeLink, "/etc/hl", "/etc/abs"), entry(tar.TypeSymlink, "/etc/sl", "/etc/abs"))
+	mustRun(t, "import", "-q", writeInput(t, "abs.tar", in), "abs:1")
+	if got, want := strings.TrimSpace(mustRun(t, "inspect", "-f", "{{range .RootFS.Layers}}{{.}}{{end}}", "abs:1")), "sha256:"+sha256Hex(in); got != want {
+		t.Errorf("diffID = %s, want %s (the input's hash)", got, want)
+	}
+	out := filepath.Join(t.TempDir(), "export.tar")
+	mustRun(t, "export", "-o", out, "abs:1")
+	f, err := os.Open(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	got := map[string]string{}
+	tr := tar.NewReader(f)
+	for {
+		h, err := tr.Next()
+		if err != nil {
+			break
+		}
+		b, _ := io.ReadAll(tr)
+		got[h.Name] = string(b) + h.Linkname
+	}
+	for name, want := range map[string]string{"etc/": "", "etc/abs": "abs\n", "etc/x": "x\n", "etc/hl": "etc/abs", "etc/sl": "/etc/abs"} {
+		if g, ok := got[name]; !ok || g != want {
+			t.Errorf("export: %s = %q (present %v), want %q; all: %q", name, g, ok, want, got)
+		}
+	}
+	for name := range got {
+		if strings.HasPrefix(name, "/") || strings.Contains(name, "..") {
+			t.Errorf("export has entry %q, want relative clean names", name)
+		}
 	}
 }

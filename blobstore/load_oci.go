@@ -30,8 +30,11 @@ func (s *Store) ociItems(sp *spool) ([]*loadItem, error) {
 		if err != nil {
 			return nil, err
 		}
-		md, err := s.pickManifest(sp, d, 0)
+		md, from, err := s.pickManifest(sp, d, "index.json", 0)
 		if err != nil {
+			return nil, err
+		}
+		if err := checkDescSize(sp, md, "manifest", from); err != nil {
 			return nil, err
 		}
 		it := byDigest[md.Digest]
@@ -74,28 +77,48 @@ func ociTag(d ocispec.Descriptor) (string, error) {
 	return n.String(), nil
 }
 
-// pickManifest follows image indexes down to the manifest for this platform.
-func (s *Store) pickManifest(sp *spool, d ocispec.Descriptor, depth int) (ocispec.Descriptor, error) {
+// checkDescSize refuses a descriptor, found in from ("index.json", "index
+// sha256:..."), whose size is not that of the blob it names (what is "manifest"
+// or "index"), as the sizes of configs and layers are checked against their
+// manifest: the store records the blob's own size, but an archive that
+// misdescribes its blobs is refused, as umoci refuses it.
+func checkDescSize(sp *spool, d ocispec.Descriptor, what, from string) error {
+	f, err := sp.lookup("blobs/sha256/" + d.Digest.Encoded())
+	if err != nil || checkDigest(d.Digest) != nil {
+		return nil // blobIn says what is wrong with it
+	}
+	if f.size != d.Size {
+		return fmt.Errorf("%s %s: %w: size %d, %s says %d", what, d.Digest, ErrDigestMismatch, f.size, from, d.Size)
+	}
+	return nil
+}
+
+// pickManifest follows image indexes down to the manifest for this platform; from
+// is where d was found, and the manifest's from is returned with it.
+func (s *Store) pickManifest(sp *spool, d ocispec.Descriptor, from string, depth int) (ocispec.Descriptor, string, error) {
 	if isManifestType(d.MediaType) {
-		return d, nil
+		return d, from, nil
 	}
 	if !isIndexType(d.MediaType) {
-		return d, fmt.Errorf("%s: %w %q", d.Digest, ErrUnknownMediaType, d.MediaType)
+		return d, from, fmt.Errorf("%s: %w %q", d.Digest, ErrUnknownMediaType, d.MediaType)
 	}
 	if depth > 4 {
-		return d, fmt.Errorf("%s: %w: nested too deep", d.Digest, ErrInvalidManifest)
+		return d, from, fmt.Errorf("%s: %w: nested too deep", d.Digest, ErrInvalidManifest)
 	}
 	f, _, err := s.blobIn(sp, d.Digest)
 	if err != nil {
-		return d, fmt.Errorf("index: %w", err)
+		return d, from, fmt.Errorf("index: %w", err)
+	}
+	if err := checkDescSize(sp, d, "index", from); err != nil {
+		return d, from, err
 	}
 	b, err := sp.read(f)
 	if err != nil {
-		return d, err
+		return d, from, err
 	}
 	var idx ocispec.Index
 	if err := json.Unmarshal(b, &idx); err != nil {
-		return d, fmt.Errorf("index %s: %w: %v", d.Digest, ErrInvalidManifest, err)
+		return d, from, fmt.Errorf("index %s: %w: %v", d.Digest, ErrInvalidManifest, err)
 	}
 	var pick *ocispec.Descriptor
 	for i, m := range idx.Manifests {
@@ -109,9 +132,9 @@ func (s *Store) pickManifest(sp *spool, d ocispec.Descriptor, depth int) (ocispe
 		pick = &idx.Manifests[0]
 	}
 	if pick == nil {
-		return d, fmt.Errorf("index %s: %w: no manifest for linux/%s", d.Digest, ErrNotFound, runtime.GOARCH)
+		return d, from, fmt.Errorf("index %s: %w: no manifest for linux/%s", d.Digest, ErrNotFound, runtime.GOARCH)
 	}
-	return s.pickManifest(sp, *pick, depth+1)
+	return s.pickManifest(sp, *pick, "index "+d.Digest.String(), depth+1)
 }
 
 // ociItem reads and checks the image of manifest md; name is what the archive

@@ -30,7 +30,9 @@
 // org.opencontainers.image.ref.name annotation holds the full normalised reference
 // (docker.io/library/busybox:latest); an image without tags stays in index.json as
 // one descriptor without the annotation (docker's <none>). An image's ID is its
-// config digest, as in docker. A manifest's org.opencontainers.image.base.digest
+// config digest, as in docker, and there is one image per ID: Images lists the
+// manifests index.json has of one ID as one image, and rmi removes them together
+// (image_id.go). A manifest's org.opencontainers.image.base.digest
 // annotation names its parent image (set by commit), which gives docker's child
 // image rules in rmi.
 //

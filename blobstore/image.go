@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -40,6 +41,11 @@ type Image struct {
 	// pushes ("docker.io/library/busybox@sha256:...", sorted); for a multi-platform
 	// pull the digest is the index's. See AddRepoDigest.
 	PulledDigests []string
+
+	// others are the other index.json entries of this image's ID that Images
+	// leaves out behind this one, or (in rmi) every other entry of the ID: see
+	// One image per ID (image_id.go).
+	others []*Image
 }
 
 // Size is the stored size of the image's layers (compressed as stored).
@@ -222,7 +228,9 @@ func (s *Store) LoadManifest(md digest.Digest) (*Image, error) {
 }
 
 // Images lists the images in index.json, one per manifest, with their tags, newest
-// first (then by ID).
+// first (then by ID). Entries of an ID another entry lists already are left out
+// when they carry no reference (see One image per ID in image_id.go): an ID shows
+// as one untagged image, or as its tagged ones.
 //
 // An image index (multi-platform, as `skopeo copy --all` or another tool may put in
 // index.json) lists as one image: the manifest for linux on the host's
@@ -374,11 +382,14 @@ func byPrefix(imgs []*Image, p string, notFound error) (*Image, error) {
 	return found, nil
 }
 
-// Children are the images whose parent (base digest annotation) is img.
+// Children are the images whose parent (base digest annotation) is img: its
+// manifest, or another manifest of its ID that Images lists as img (see One image
+// per ID in image_id.go).
 func Children(imgs []*Image, img *Image) []*Image {
 	var out []*Image
+	mds := img.sameIDManifests()
 	for _, c := range imgs {
-		if c.Parent != "" && c.Parent == img.ManifestDigest && c.ManifestDigest != img.ManifestDigest {
+		if c.Parent != "" && slices.Contains(mds, c.Parent) && !slices.Contains(mds, c.ManifestDigest) {
 			out = append(out, c)
 		}
 	}

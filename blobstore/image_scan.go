@@ -44,7 +44,8 @@ func (s *Store) imagesAndBroken(want func(digest.Digest) bool, load imageLoader)
 }
 
 // imagesOf builds the images idx lists (see Images) whose manifest digest want
-// accepts (nil: all), read with load.
+// accepts (nil: all, one per ID as Images lists them; else one per manifest),
+// read with load.
 func (s *Store) imagesOf(idx *ocispec.Index, want func(digest.Digest) bool, load imageLoader) ([]*Image, []BrokenImage) {
 	byDigest := map[digest.Digest]*Image{}
 	var out []*Image
@@ -99,6 +100,9 @@ func (s *Store) imagesOf(idx *ocispec.Index, want func(digest.Digest) bool, load
 		if meta != nil {
 			img.PulledDigests = slices.Clone(meta.RepoDigests[img.ManifestDigest])
 		}
+	}
+	if want == nil {
+		out = foldSameID(out) // a filtered read lists what it asks for
 	}
 	sort.SliceStable(out, func(i, j int) bool {
 		ci, cj := out[i].Created(), out[j].Created()
@@ -175,14 +179,14 @@ func (s *Store) scanImages() ([]*Image, []BrokenImage, error) {
 	return s.imagesAndBroken(nil, s.skeleton)
 }
 
-// fill reads the whole image of a skeleton from its blobs, keeping its tags, Index
-// and repo digests (as index.json listed them when the skeleton was made).
+// fill reads the whole image of a skeleton from its blobs, keeping its tags, Index,
+// repo digests and others (as index.json listed them when the skeleton was made).
 func (s *Store) fill(sk *Image) (*Image, error) {
 	img, err := s.loadImage(sk.Descriptor)
 	if err != nil {
 		return nil, err
 	}
-	img.Tags, img.Index, img.PulledDigests = sk.Tags, sk.Index, sk.PulledDigests
+	img.Tags, img.Index, img.PulledDigests, img.others = sk.Tags, sk.Index, sk.PulledDigests, sk.others
 	return img, nil
 }
 

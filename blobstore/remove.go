@@ -60,7 +60,9 @@ func ShortID(d digest.Digest) string {
 // name@digest removes that repo digest only (ErrNotFound if none is recorded),
 // and a repository's last tag takes the repository's repo digests along. Children make a hard conflict, more
 // than one tag (by ID, without Force) and working containers a soft one. Returns the
-// lines to print, also those done before an error. Blobs stay until GC. An entry
+// lines to print, also those done before an error. Blobs stay until GC. The image
+// is every index.json entry of its ID (see One image per ID in image_id.go): the
+// tags and repo digests of all count, and deleting it removes them all. An entry
 // that cannot be read (see ImagesAndBroken) is removed by its tag or digest without
 // the conflict rules.
 //
@@ -110,6 +112,8 @@ func (s *Store) remove(ctx context.Context, ref string, opts RemoveOptions) ([]R
 			return nil, err
 		}
 	}
+	// the image is every entry of its ID (see One image per ID in image_id.go)
+	img = withSameID(imgs, img)
 	var lines []RemoveLine
 	named, tagRef := s.namedRef(imgs, img, ref)
 	removedRepoRef := false
@@ -129,7 +133,7 @@ func (s *Store) remove(ctx context.Context, ref string, opts RemoveOptions) ([]R
 				return lines, err
 			}
 			lines = append(lines, RemoveLine{Untagged: reference.FamiliarString(named)})
-			if img, err = s.reload(img.ManifestDigest); err != nil {
+			if img, err = s.reloadSameID(img); err != nil {
 				return lines, err
 			}
 			// docker: the repository's last tag takes its repo digests along
@@ -141,7 +145,7 @@ func (s *Store) remove(ctx context.Context, ref string, opts RemoveOptions) ([]R
 				dropped = len(more) > 0
 			}
 		} else { // name@digest: that repo digest only, as docker
-			found, err := s.dropRepoDigest(ctx, img.ManifestDigest, named.String())
+			found, err := s.dropRepoDigestOf(ctx, img, named.String())
 			if err != nil {
 				return lines, err
 			}
@@ -153,7 +157,7 @@ func (s *Store) remove(ctx context.Context, ref string, opts RemoveOptions) ([]R
 		}
 		// what is left: the look after the untag tells, unless repo digests went since
 		if dropped {
-			if img, err = s.reload(img.ManifestDigest); err != nil {
+			if img, err = s.reloadSameID(img); err != nil {
 				return lines, err
 			}
 		}
@@ -180,7 +184,7 @@ func (s *Store) remove(ctx context.Context, ref string, opts RemoveOptions) ([]R
 		if lines = append(lines, more...); err != nil {
 			return lines, err
 		}
-		if img, err = s.reload(img.ManifestDigest); err != nil {
+		if img, err = s.reloadSameID(img); err != nil {
 			return lines, err
 		}
 	}
@@ -227,7 +231,7 @@ func (s *Store) dropRepoDigests(ctx context.Context, img *Image, repo string) ([
 		if repo != "" && !hasRepo([]string{rd}, repo) {
 			continue
 		}
-		found, err := s.dropRepoDigest(ctx, img.ManifestDigest, rd)
+		found, err := s.dropRepoDigestOf(ctx, img, rd)
 		if err != nil {
 			return lines, err
 		}
@@ -236,6 +240,20 @@ func (s *Store) dropRepoDigests(ctx context.Context, img *Image, repo string) ([
 		}
 	}
 	return lines, nil
+}
+
+// dropRepoDigestOf is dropRepoDigest for whichever manifests of img's ID record
+// repoDigest.
+func (s *Store) dropRepoDigestOf(ctx context.Context, img *Image, repoDigest string) (bool, error) {
+	found := false
+	for _, md := range img.sameIDManifests() {
+		ok, err := s.dropRepoDigest(ctx, md, repoDigest)
+		if err != nil {
+			return found, err
+		}
+		found = found || ok
+	}
+	return found, nil
 }
 
 // namedRef tells whether ref named img by a reference (not by ID): the parsed name
@@ -258,14 +276,28 @@ func (s *Store) namedRef(imgs []*Image, img *Image, ref string) (reference.Named
 }
 
 func (s *Store) inUse(img *Image, opts RemoveOptions) ([]string, error) {
-	if opts.InUse == nil {
-		return nil, nil
-	}
-	users, err := opts.InUse(img)
+	users, err := usersOf(img, opts.InUse)
 	if err != nil {
 		return nil, fmt.Errorf("image %s: working containers: %w", ShortID(img.ID), err)
 	}
 	return users, nil
+}
+
+// usersOf asks fn (nil: none) for the containers of img as each entry of its ID
+// lists it (sameIDViews).
+func usersOf(img *Image, fn func(*Image) ([]string, error)) ([]string, error) {
+	if fn == nil {
+		return nil, nil
+	}
+	var out []string
+	for _, v := range img.sameIDViews() {
+		users, err := fn(v)
+		if err != nil {
+			return nil, err
+		}
+		out = appendNew(out, users...)
+	}
+	return out, nil
 }
 
 // conflict is docker's checkImageDeleteConflict: children (hard), then with soft
@@ -286,14 +318,12 @@ func (s *Store) conflict(img *Image, opts RemoveOptions, soft, checkRefs bool) (
 	if s.hasChildren(imgs, img) {
 		return mk(true, "image has dependent child images"), nil
 	}
-	if opts.Running != nil {
-		running, err := opts.Running(img)
-		if err != nil {
-			return nil, fmt.Errorf("image %s: mounted containers: %w", ShortID(img.ID), err)
-		}
-		if len(running) > 0 {
-			return mk(true, "image is being used by running container "+running[0]), nil
-		}
+	running, err := usersOf(img, opts.Running)
+	if err != nil {
+		return nil, fmt.Errorf("image %s: mounted containers: %w", ShortID(img.ID), err)
+	}
+	if len(running) > 0 {
+		return mk(true, "image is being used by running container "+running[0]), nil
 	}
 	if !soft {
 		return nil, nil
@@ -353,8 +383,10 @@ func (s *Store) deleteHelper(ctx context.Context, img *Image, opts RemoveOptions
 			lines = append(lines, l)
 		}
 	}
-	if err := s.dropAllRepoDigests(ctx, img.ManifestDigest); err != nil {
-		return lines, err
+	for _, md := range img.sameIDManifests() {
+		if err := s.dropAllRepoDigests(ctx, md); err != nil {
+			return lines, err
+		}
 	}
 	lines = append(lines, RemoveLine{Deleted: img.ID})
 	if !prune || img.Parent == "" {
@@ -368,7 +400,11 @@ func (s *Store) deleteHelper(ctx context.Context, img *Image, opts RemoveOptions
 	if err != nil { // not listed, or cannot be read
 		return lines, nil
 	}
-	if len(p.Tags) > 0 || len(p.PulledDigests) > 0 {
+	skeletons, _, err := s.scanImages()
+	if err != nil {
+		return lines, err
+	}
+	if p = withSameID(skeletons, p); len(p.Tags) > 0 || len(p.PulledDigests) > 0 {
 		return lines, nil
 	}
 	return s.deleteHelper(ctx, p, RemoveOptions{InUse: opts.InUse}, false, true, true, lines)

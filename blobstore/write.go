@@ -347,6 +347,9 @@ var errRetagged = errors.New("image was tagged meanwhile")
 // too, else nothing is written and the error wraps errRetagged.
 func (s *Store) deleteImageEntries(ctx context.Context, img *Image, all bool) ([]string, error) {
 	mds := []digest.Digest{img.ManifestDigest, img.Index}
+	for _, o := range img.others { // every entry of its ID (image_id.go)
+		mds = append(mds, o.ManifestDigest, o.Index)
+	}
 	var tags []string
 	err := s.updateIndex(ctx, func(idx *ocispec.Index) (bool, error) {
 		tags = tags[:0]

@@ -1,0 +1,149 @@
+package blobstore
+
+import (
+	"slices"
+
+	"github.com/opencontainers/go-digest"
+)
+
+// One image per ID.
+//
+// docker keys its images by config digest (the image ID): the same image loaded
+// again with other layer compression (skopeo rewrites it, a save/load through
+// another tool may) only moves tags. index.json is keyed by manifest, and a store
+// may list several manifests of one ID (a load of such an image, a pull of an
+// image loaded before: pull keeps the registry's manifest, see AddManifest). They
+// show as one image: Images leaves out the entries of an ID that carry no
+// reference (tag or repo digest) when another entry of it does, or after the
+// first when none does, and keeps them with the one listed (Image.others); rmi
+// looks at every entry of the ID (withSameID) and removes them all when it
+// deletes the image.
+
+// hasReference reports whether img has a tag or a recorded repo digest.
+func hasReference(img *Image) bool { return len(img.Tags) > 0 || len(img.PulledDigests) > 0 }
+
+// foldSameID leaves out of imgs (one per index.json manifest, in index.json
+// order) the entries of an ID that Images does not list (see One image per ID),
+// keeping them in the others of the first entry of that ID it lists.
+func foldSameID(imgs []*Image) []*Image {
+	byID := make(map[digest.Digest][]*Image, len(imgs))
+	dup := false
+	for _, img := range imgs {
+		byID[img.ID] = append(byID[img.ID], img)
+		dup = dup || len(byID[img.ID]) > 1
+	}
+	if !dup {
+		return imgs
+	}
+	hidden := map[*Image]bool{}
+	for _, same := range byID {
+		if len(same) < 2 {
+			continue
+		}
+		var listed, left []*Image
+		for _, img := range same {
+			if hasReference(img) {
+				listed = append(listed, img)
+			} else {
+				left = append(left, img)
+			}
+		}
+		if len(listed) == 0 {
+			listed, left = same[:1], same[1:]
+		}
+		for _, img := range left {
+			hidden[img] = true
+		}
+		listed[0].others = append(listed[0].others, left...)
+	}
+	out := imgs[:0]
+	for _, img := range imgs {
+		if !hidden[img] {
+			out = append(out, img)
+		}
+	}
+	return out
+}
+
+// withSameID returns img with every other entry of its ID that imgs lists, or
+// keeps behind one it lists, as its others, and their tags and repo digests
+// added to its own: the image rmi judges and deletes.
+func withSameID(imgs []*Image, img *Image) *Image {
+	out := *img
+	out.others = nil
+	seen := map[digest.Digest]bool{img.ManifestDigest: true}
+	add := func(o *Image) {
+		if seen[o.ManifestDigest] {
+			return
+		}
+		seen[o.ManifestDigest] = true
+		out.others = append(out.others, o)
+		out.Tags = appendNew(out.Tags, o.Tags...)
+		out.PulledDigests = appendNew(out.PulledDigests, o.PulledDigests...)
+	}
+	out.Tags, out.PulledDigests = slices.Clone(img.Tags), slices.Clone(img.PulledDigests)
+	for _, o := range img.others {
+		add(o)
+	}
+	for _, x := range imgs {
+		if x.ID != img.ID {
+			continue
+		}
+		add(x)
+		for _, o := range x.others {
+			add(o)
+		}
+	}
+	slices.Sort(out.Tags)
+	slices.Sort(out.PulledDigests)
+	return &out
+}
+
+func appendNew(l []string, more ...string) []string {
+	for _, s := range more {
+		if !slices.Contains(l, s) {
+			l = append(l, s)
+		}
+	}
+	return l
+}
+
+// sameIDManifests are the manifest digests of img and of its others.
+func (img *Image) sameIDManifests() []digest.Digest {
+	out := []digest.Digest{img.ManifestDigest}
+	for _, o := range img.others {
+		out = append(out, o.ManifestDigest)
+	}
+	return out
+}
+
+// sameIDViews are img and, for each of its others, img as listed through that
+// entry (its manifest digest and index): what a working container may have
+// recorded of the image.
+func (img *Image) sameIDViews() []*Image {
+	out := []*Image{img}
+	for _, o := range img.others {
+		v := *img
+		v.ManifestDigest, v.Descriptor, v.Index = o.ManifestDigest, o.Descriptor, o.Index
+		out = append(out, &v)
+	}
+	return out
+}
+
+// reloadSameID is reload of img together with the entries of its ID it was
+// judged with (img.others): a new withSameID of them as index.json lists them now.
+func (s *Store) reloadSameID(img *Image) (*Image, error) {
+	want := map[digest.Digest]bool{}
+	for _, d := range img.sameIDManifests() {
+		want[d] = true
+	}
+	imgs, broken, err := s.imagesAndBroken(func(d digest.Digest) bool { return want[d] }, s.loadImage)
+	if err != nil {
+		return nil, err
+	}
+	p, err := pick(imgs, broken, img.ManifestDigest)
+	if err != nil {
+		return nil, err
+	}
+	return withSameID(imgs, p), nil
+}

@@ -1,0 +1,191 @@
+package blobstore
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+)
+
+// indexEntries lists index.json as "manifest tag" lines (tag "-" when untagged),
+// sorted.
+func indexEntries(t *testing.T, s *Store) []string {
+	t.Helper()
+	idx, err := s.readIndex()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, e := range idx.Manifests {
+		tag := refName(e)
+		if tag == "" {
+			tag = "-"
+		}
+		out = append(out, e.Digest.Encoded()[:12]+" "+FamiliarString(tag))
+	}
+	slices.Sort(out)
+	return out
+}
+
+func entriesOf(md digest.Digest, tags ...string) []string {
+	var out []string
+	for _, t := range tags {
+		out = append(out, md.Encoded()[:12]+" "+t)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// listed is what Images lists: "ID tag,tag" per image.
+func listed(t *testing.T, s *Store) []string {
+	t.Helper()
+	imgs, err := s.Images()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, img := range imgs {
+		var tags []string
+		for _, tg := range img.Tags {
+			tags = append(tags, FamiliarString(tg))
+		}
+		out = append(out, ShortID(img.ID)+" "+strings.Join(tags, ","))
+	}
+	return out
+}
+
+// bbImage builds the same image (one config, one ID) with its layers
+// compressed with c, tagged tags.
+func bbImage(t *testing.T, c Compression, tags ...string) *testImage {
+	return newTestImage(t, "bb", 2, c, tags...)
+}
+
+// duplicateStore is a store that lists one image (bb) under two manifests, as a
+// store written before load kept one image per ID (or by pull, which records the
+// registry's manifest) does: gzip tagged tags1, plain tagged tags2.
+func duplicateStore(t *testing.T, tags1, tags2 []string) (s *Store, id, m1, m2 digest.Digest) {
+	t.Helper()
+	ctx := context.Background()
+	s = newStore(t)
+	gz, plain := bbImage(t, Gzip, tags1...), bbImage(t, None)
+	load(t, s, ociArchive(t, gz))
+	for _, b := range append([][]byte{plain.manifest()}, plain.layers...) {
+		if _, _, err := s.Put(ctx, bytes.NewReader(b), ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mb := plain.manifest()
+	if _, err := s.AddManifest(ctx, ocispec.Descriptor{MediaType: ocispec.MediaTypeImageManifest, Digest: sha(mb), Size: int64(len(mb))}, tags2...); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(indexEntries(t, s)); n != max(len(tags1), 1)+max(len(tags2), 1) {
+		t.Fatalf("index.json has %d entries: %q", n, indexEntries(t, s))
+	}
+	return s, sha(gz.config), sha(gz.manifest()), sha(mb)
+}
+
+// TestImagesSameIDDuplicates: Images lists an ID that index.json has under two
+// manifests once, unless both are tagged (then as one image with several tags
+// would show: a row per tag).
+func TestImagesSameIDDuplicates(t *testing.T) {
+	for _, tc := range []struct {
+		name         string
+		tags1, tags2 []string
+		want         []string
+	}{
+		{"tagged and untagged", []string{"bb:1"}, nil, []string{"bb:1"}},
+		{"untagged and tagged", nil, []string{"bb:2"}, []string{"bb:2"}},
+		{"both untagged", nil, nil, []string{""}},
+		{"both tagged", []string{"bb:1"}, []string{"bb:2"}, []string{"bb:1", "bb:2"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s, id, _, _ := duplicateStore(t, tc.tags1, tc.tags2)
+			var want []string
+			for _, w := range tc.want {
+				want = append(want, ShortID(id)+" "+w)
+			}
+			if got := listed(t, s); !slices.Equal(got, want) {
+				t.Errorf("Images = %q, want %q", got, want)
+			}
+		})
+	}
+}
+
+// TestRemoveSameIDDuplicates: rmi of an ID index.json has under two manifests,
+// or of its last reference, removes both entries, and says Deleted only then.
+func TestRemoveSameIDDuplicates(t *testing.T) {
+	ctx := context.Background()
+	type step struct {
+		ref     string // %s: the ID's first 12 hex digits
+		force   bool
+		want    string // the lines, joined by "|"; %s: the ID
+		wantErr string // in the error; "" for none
+	}
+	const conflict = "image is referenced in multiple repositories"
+	for _, tc := range []struct {
+		name         string
+		tags1, tags2 []string
+		steps        []step
+	}{
+		{"last tag", []string{"bb:1"}, nil, []step{{"bb:1", false, "Untagged: bb:1|Deleted: %s", ""}}},
+		{"last tag on the second", nil, []string{"bb:2"}, []step{{"bb:2", false, "Untagged: bb:2|Deleted: %s", ""}}},
+		{"by ID", []string{"bb:1"}, nil, []step{{"%s", false, "Untagged: bb:1|Deleted: %s", ""}}},
+		{"by ID, untagged", nil, nil, []step{{"%s", false, "Deleted: %s", ""}}},
+		{"tag of two", []string{"bb:1"}, []string{"bb:2"}, []step{
+			{"bb:1", false, "Untagged: bb:1", ""},
+			{"bb:2", false, "Untagged: bb:2|Deleted: %s", ""},
+		}},
+		{"by ID of two tags", []string{"bb:1"}, []string{"bb:2"}, []step{
+			{"%s", false, "", conflict},
+			{"%s", true, "Untagged: bb:1|Untagged: bb:2|Deleted: %s", ""},
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s, id, _, _ := duplicateStore(t, tc.tags1, tc.tags2)
+			for _, st := range tc.steps {
+				ref := strings.ReplaceAll(st.ref, "%s", id.Encoded()[:12])
+				lines, err := s.Remove(ctx, ref, RemoveOptions{Force: st.force})
+				var got []string
+				for _, l := range lines {
+					got = append(got, l.String())
+				}
+				want := strings.ReplaceAll(st.want, "%s", id.String())
+				if g := strings.Join(got, "|"); g != want || (err == nil) != (st.wantErr == "") || err != nil && !strings.Contains(err.Error(), st.wantErr) {
+					t.Fatalf("Remove(%s, force %v) = %q, %v; want %q, error %q", ref, st.force, g, err, want, st.wantErr)
+				}
+			}
+			if got := indexEntries(t, s); len(got) != 0 {
+				t.Errorf("index.json after the last rmi = %q, want no entry", got)
+			}
+		})
+	}
+}
+
+// TestRemoveSameIDInUse: a container using the image through the manifest
+// Images does not list is a user of the image all the same.
+func TestRemoveSameIDInUse(t *testing.T) {
+	ctx := context.Background()
+	s, _, _, m2 := duplicateStore(t, []string{"bb:1"}, nil)
+	before := indexEntries(t, s)
+	inUse := func(img *Image) ([]string, error) {
+		if img.ManifestDigest == m2 {
+			return []string{"c1"}, nil
+		}
+		return nil, nil
+	}
+	for _, ref := range []string{"bb:1", ShortID(sha(bbImage(t, Gzip).config))} {
+		_, err := s.Remove(ctx, ref, RemoveOptions{InUse: inUse})
+		var c *ConflictError
+		if !errors.As(err, &c) || !strings.Contains(c.Msg, "c1") {
+			t.Errorf("Remove(%s) = %v, want a conflict naming container c1", ref, err)
+		}
+		if got := indexEntries(t, s); !slices.Equal(got, before) {
+			t.Errorf("index.json after a refused rmi = %q, want %q", got, before)
+		}
+	}
+}

@@ -1,0 +1,169 @@
+package mountcmd
+
+import (
+	"archive/tar"
+	"bytes"
+	"compress/gzip"
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/layerfs/layerfs/blobstore"
+	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"github.com/spf13/cobra"
+)
+
+// runOut runs one verb's command with args and returns its stdout, stderr and
+// error.
+func runOut(t *testing.T, cmd *cobra.Command, args ...string) (string, string, error) {
+	t.Helper()
+	var out, errOut bytes.Buffer
+	cmd.SetArgs(args)
+	cmd.SetOut(&out)
+	cmd.SetErr(&errOut)
+	cmd.SilenceErrors = true
+	err := cmd.Execute()
+	return out.String(), errOut.String(), err
+}
+
+// sameIDLayer is a one-file layer tar, and the same gzip-compressed.
+func sameIDLayer(t *testing.T) (plain, gz []byte) {
+	t.Helper()
+	var b bytes.Buffer
+	tw := tar.NewWriter(&b)
+	must := func(err error) {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	must(tw.WriteHeader(&tar.Header{Name: "etc/hi", Mode: 0o644, Size: 3, Typeflag: tar.TypeReg}))
+	_, err := tw.Write([]byte("hi\n"))
+	must(err)
+	must(tw.Close())
+	var z bytes.Buffer
+	zw := gzip.NewWriter(&z)
+	_, err = zw.Write(b.Bytes())
+	must(err)
+	must(zw.Close())
+	return b.Bytes(), z.Bytes()
+}
+
+// writeSameID writes, in store s, the image every call makes (one config), with
+// its layer stored as blob under media type c, and returns it.
+func writeSameID(t *testing.T, s *blobstore.Store, blob []byte, c blobstore.Compression) *blobstore.Image {
+	t.Helper()
+	ctx := context.Background()
+	plain, _ := sameIDLayer(t)
+	d, n, err := s.Put(ctx, bytes.NewReader(blob), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := ocispec.Image{Platform: ocispec.Platform{OS: "linux", Architecture: "amd64"},
+		RootFS: ocispec.RootFS{Type: "layers", DiffIDs: []digest.Digest{digest.FromBytes(plain)}}}
+	img, err := s.WriteImage(ctx, cfg, []ocispec.Descriptor{{MediaType: blobstore.LayerMediaType(c), Digest: d, Size: n}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return img
+}
+
+// sameIDArchive is docker save of that image, its layer stored as blob (c),
+// tagged tag, and the store it was saved from.
+func sameIDArchive(t *testing.T, blob []byte, c blobstore.Compression, tag string) (string, *blobstore.Store) {
+	t.Helper()
+	ctx := context.Background()
+	s, err := blobstore.Open(filepath.Join(t.TempDir(), "store"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	img := writeSameID(t, s, blob, c)
+	if err := s.Tag(ctx, img, tag); err != nil {
+		t.Fatal(err)
+	}
+	imgs, err := s.Images()
+	if err != nil {
+		t.Fatal(err)
+	}
+	items, err := blobstore.SaveItems(imgs, tag)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(t.TempDir(), "image.tar")
+	f, err := os.Create(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := s.Save(ctx, f, items, blobstore.SaveOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	return p, s
+}
+
+// imagesRows is `images -a` without its header, a row per line.
+func imagesRows(t *testing.T, g *globalOptions) string {
+	t.Helper()
+	out, _, err := runOut(t, newImagesCommand(g), "-a", "--format", "{{.Repository}}:{{.Tag}} {{.ID}}")
+	if err != nil {
+		t.Fatalf("images: %v", err)
+	}
+	return out
+}
+
+// TestStoreWithSameIDTwice: a store that lists one image under two manifests (as
+// one written before load kept an image per ID does, or a pull of an image
+// loaded before) shows it once, image prune leaves it, and rmi of its last tag
+// removes it whole.
+func TestStoreWithSameIDTwice(t *testing.T) {
+	ctx := context.Background()
+	plain, gz := sameIDLayer(t)
+	g := &globalOptions{root: t.TempDir()}
+	s, err := openStore(g)
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := writeSameID(t, s, gz, blobstore.Gzip)
+	if err := s.Tag(ctx, first, "bb:1"); err != nil {
+		t.Fatal(err)
+	}
+	// pull's way in: AddManifest records a manifest as it is
+	_, src := sameIDArchive(t, plain, blobstore.None, "x:1")
+	img, err := src.Resolve("x:1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range []digest.Digest{img.ManifestDigest, img.ID, img.Manifest.Layers[0].Digest} {
+		rc, err := src.Open(d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _, err = s.Put(ctx, rc, d)
+		rc.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := s.AddManifest(ctx, img.Descriptor); err != nil {
+		t.Fatal(err)
+	}
+	want := "bb:1 " + blobstore.ShortID(first.ID) + "\n"
+	if rows := imagesRows(t, g); rows != want {
+		t.Errorf("images -a:\n%s\nwant:\n%s", rows, want)
+	}
+	if out, _, err := runOut(t, newImagePruneCommand(g), "-f"); err != nil || strings.Contains(out, "deleted") {
+		t.Errorf("image prune -f = %q, %v; want nothing deleted", out, err)
+	}
+	if rows := imagesRows(t, g); rows != want {
+		t.Errorf("images -a after image prune:\n%s\nwant:\n%s", rows, want)
+	}
+	out, _, err := runOut(t, newRmiCommand(g), "bb:1")
+	if want := "Untagged: bb:1\nDeleted: " + first.ID.String() + "\n"; err != nil || out != want {
+		t.Errorf("rmi bb:1 = %q, %v; want %q", out, err, want)
+	}
+	if rows := imagesRows(t, g); rows != "" {
+		t.Errorf("images -a after rmi bb:1:\n%s\nwant none", rows)
+	}
+}

@@ -30,9 +30,11 @@
 // org.opencontainers.image.ref.name annotation holds the full normalised reference
 // (docker.io/library/busybox:latest); an image without tags stays in index.json as
 // one descriptor without the annotation (docker's <none>). An image's ID is its
-// config digest, as in docker, and there is one image per ID: Images lists the
-// manifests index.json has of one ID as one image, and rmi removes them together
-// (image_id.go). A manifest's org.opencontainers.image.base.digest
+// config digest, as in docker, and there is one image per ID: load and WriteImage
+// put the tags of an image the store has under another manifest (other layer
+// compression) on that one, Images lists an ID's extra manifests (pull's, or an
+// older store's) as one image, and rmi removes them together (image_id.go). A
+// manifest's org.opencontainers.image.base.digest
 // annotation names its parent image (set by commit), which gives docker's child
 // image rules in rmi.
 //
@@ -53,6 +55,9 @@
 //     with an embedded OCI layout keeps its manifest as is;
 //   - archives must be self-contained: a manifest naming a blob that is not in the
 //     archive is refused even if the store has it (ErrMissingBlob);
+//   - an image whose ID the store has (whole) under another manifest keeps that
+//     manifest: the load only moves tags, and the blobs only the new manifest
+//     named are taken out again;
 //   - every blobs/sha256/<hex> entry is checked against its name whatever its
 //     type (a symlink or hard link must lead to content of that digest), every
 //     blob taken by digest is checked again, every layer's

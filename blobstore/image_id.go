@@ -1,23 +1,106 @@
 package blobstore
 
 import (
+	"encoding/json"
 	"slices"
 
 	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 )
 
 // One image per ID.
 //
 // docker keys its images by config digest (the image ID): the same image loaded
 // again with other layer compression (skopeo rewrites it, a save/load through
-// another tool may) only moves tags. index.json is keyed by manifest, and a store
-// may list several manifests of one ID (a load of such an image, a pull of an
-// image loaded before: pull keeps the registry's manifest, see AddManifest). They
-// show as one image: Images leaves out the entries of an ID that carry no
-// reference (tag or repo digest) when another entry of it does, or after the
-// first when none does, and keeps them with the one listed (Image.others); rmi
-// looks at every entry of the ID (withSameID) and removes them all when it
-// deletes the image.
+// another tool may) only moves tags. index.json is keyed by manifest, so:
+//
+//   - load and WriteImage record the tags of an image whose ID the store lists
+//     already, under another manifest whose blobs are all there, on that manifest
+//     (sameIDEntries); the new manifest is not recorded, and load takes the blobs
+//     only it brought out again;
+//   - a store that lists several manifests of one ID (written before this rule, or
+//     by pull, which keeps the registry's manifest: see AddManifest) shows them as
+//     one image: Images leaves out the entries of an ID that carry no reference
+//     (tag or repo digest) when another entry of it does, or after the first when
+//     none does, and keeps them with the one listed (Image.others); rmi looks at
+//     every entry of the ID (withSameID) and removes them all when it deletes the
+//     image.
+
+// sameIDEntry is where the tags of an image go that index.json lists under another
+// manifest: desc is the index.json entry to record them on (a manifest's, or the
+// image index's it is listed through), manifest the digest of the image it lists.
+type sameIDEntry struct {
+	desc     ocispec.Descriptor
+	manifest digest.Digest
+}
+
+// sameIDEntries finds, for each ID in ids, the entry of idx that lists a whole
+// image (manifest, config and layers in the store) of that ID: a tagged one
+// before an untagged one, then the first in index.json. An ID without one is
+// left out. It reads each manifest idx lists (see idOf), and the images of
+// those IDs whole: its callers ask only about an image whose config the store
+// had before and whose own manifest idx does not list.
+func (s *Store) sameIDEntries(idx *ocispec.Index, ids map[digest.Digest]bool) map[digest.Digest]sameIDEntry {
+	out := map[digest.Digest]sameIDEntry{}
+	tagged := map[digest.Digest]bool{}
+	for _, e := range idx.Manifests {
+		d := e
+		if isIndexType(e.MediaType) {
+			child, ok := s.indexChild(e, s.idOnly)
+			if !ok {
+				continue
+			}
+			d = child
+		} else if e.MediaType != "" && !isManifestType(e.MediaType) {
+			continue
+		}
+		id, err := s.idOf(d.Digest)
+		if err != nil || !ids[id] || tagged[id] {
+			continue
+		}
+		hasTag := refName(e) != ""
+		if _, ok := out[id]; ok && !hasTag {
+			continue
+		}
+		img, err := s.loadImage(d)
+		if err != nil || img.ID != id || s.hasBlobs(img) != nil {
+			continue
+		}
+		out[id] = sameIDEntry{desc: ocispec.Descriptor{MediaType: e.MediaType, Digest: e.Digest, Size: e.Size}, manifest: d.Digest}
+		tagged[id] = hasTag
+	}
+	return out
+}
+
+// idOf is the image ID (config digest) manifest md names: from the summary of an
+// earlier read (skeleton), else from the manifest blob alone.
+func (s *Store) idOf(md digest.Digest) (digest.Digest, error) {
+	if v, ok := s.summaries.Load(md); ok {
+		return v.(imageSummary).id, nil
+	}
+	b, err := s.readBlob(md, maxMetaSize)
+	if err != nil {
+		return "", err
+	}
+	var m struct {
+		Config struct {
+			Digest digest.Digest `json:"digest"`
+		} `json:"config"`
+	}
+	if err := json.Unmarshal(b, &m); err != nil {
+		return "", err
+	}
+	return m.Config.Digest, nil
+}
+
+// idOnly is an imageLoader for indexChild that reads only the image's ID (idOf).
+func (s *Store) idOnly(d ocispec.Descriptor) (*Image, error) {
+	id, err := s.idOf(d.Digest)
+	if err != nil {
+		return nil, err
+	}
+	return &Image{ID: id, ManifestDigest: d.Digest}, nil
+}
 
 // hasReference reports whether img has a tag or a recorded repo digest.
 func hasReference(img *Image) bool { return len(img.Tags) > 0 || len(img.PulledDigests) > 0 }

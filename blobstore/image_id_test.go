@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
+	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -63,6 +65,123 @@ func listed(t *testing.T, s *Store) []string {
 // compressed with c, tagged tags.
 func bbImage(t *testing.T, c Compression, tags ...string) *testImage {
 	return newTestImage(t, "bb", 2, c, tags...)
+}
+
+// TestLoadSameIDOtherManifest: an image the store has, loaded again with other
+// layer compression (another manifest, the same config: skopeo rewrites it),
+// is one image, as in docker and podman: its tags go to the manifest the store
+// has, the new manifest is not recorded, and the blobs only it brought are not
+// kept (rev15-archive #1: a second entry listed as <none> with the same ID, and
+// rmi of the tag said Deleted while it stayed).
+func TestLoadSameIDOtherManifest(t *testing.T) {
+	ctx := context.Background()
+	first := bbImage(t, Gzip, "bb:1")
+	md := sha(first.manifest())
+	for _, tc := range []struct {
+		name    string
+		archive func(t *testing.T) []byte
+		second  *testImage
+		entries []string // tags on md, "-" for untagged
+		tags    string   // what Images lists for the ID
+	}{
+		{"oci plain, other tag", nil, bbImage(t, None, "bb:2"), []string{"bb:1", "bb:2"}, "bb:1,bb:2"},
+		{"oci zstd, untagged", nil, bbImage(t, Zstd), []string{"bb:1"}, "bb:1"},
+		{"oci plain, same tag", nil, bbImage(t, None, "bb:1"), []string{"bb:1"}, "bb:1"},
+		{"docker classic plain, other tag", func(t *testing.T) []byte {
+			return classicDockerArchive(t, bbImage(t, None, "bb:3"))
+		}, bbImage(t, None), []string{"bb:1", "bb:3"}, "bb:1,bb:3"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := newStore(t)
+			load(t, s, ociArchive(t, first))
+			a := ociArchive(t, tc.second)
+			if tc.archive != nil {
+				a = tc.archive(t)
+			}
+			l := load(t, s, a)
+			if len(l) != 1 || l[0].Image.ManifestDigest != md || l[0].Image.ID != sha(first.config) {
+				t.Fatalf("Load = %+v, want the image stored already (manifest %s)", l, md)
+			}
+			if got, want := indexEntries(t, s), entriesOf(md, tc.entries...); !slices.Equal(got, want) {
+				t.Errorf("index.json = %q, want %q", got, want)
+			}
+			if got, want := listed(t, s), []string{ShortID(sha(first.config)) + " " + tc.tags}; !slices.Equal(got, want) {
+				t.Errorf("Images = %q, want %q", got, want)
+			}
+			for _, b := range append([][]byte{tc.second.manifest()}, tc.second.layers...) {
+				if d := sha(b); s.Has(d) && !slices.ContainsFunc(first.layers, func(l []byte) bool { return bytes.Equal(l, b) }) {
+					t.Errorf("blob %s of the second manifest was kept", d)
+				}
+			}
+			if res, err := s.GC(ctx, true, nil); err != nil || len(res.Removed) != 0 {
+				t.Errorf("GC dry run = %v, %v; want nothing to collect", res.Removed, err)
+			}
+		})
+	}
+}
+
+// TestLoadSameIDOneArchive: two manifests of one image in one archive are one
+// image too.
+func TestLoadSameIDOneArchive(t *testing.T) {
+	s := newStore(t)
+	gz, plain := bbImage(t, Gzip, "bb:1"), bbImage(t, None, "bb:2")
+	l := load(t, s, ociArchive(t, gz, plain))
+	md := sha(gz.manifest())
+	if len(l) != 2 || l[0].Image.ManifestDigest != md || l[1].Image.ManifestDigest != md {
+		t.Fatalf("Load = %+v, want both as manifest %s", l, md)
+	}
+	if got, want := indexEntries(t, s), entriesOf(md, "bb:1", "bb:2"); !slices.Equal(got, want) {
+		t.Errorf("index.json = %q, want %q", got, want)
+	}
+	if s.Has(sha(plain.manifest())) || s.Has(sha(plain.layers[0])) {
+		t.Errorf("the second manifest's own blobs were kept")
+	}
+}
+
+// TestLoadSameIDDamagedImage: an image whose blobs are not all there is not one
+// to record a reload's tags on: the load records its own manifest.
+func TestLoadSameIDDamagedImage(t *testing.T) {
+	s := newStore(t)
+	gz, plain := bbImage(t, Gzip, "bb:1"), bbImage(t, None, "bb:2")
+	load(t, s, ociArchive(t, gz))
+	if err := os.Remove(s.BlobPath(sha(gz.layers[1]))); err != nil {
+		t.Fatal(err)
+	}
+	l := load(t, s, ociArchive(t, plain))
+	if md := sha(plain.manifest()); l[0].Image.ManifestDigest != md {
+		t.Errorf("Load recorded %s, want its own manifest %s", l[0].Image.ManifestDigest, md)
+	}
+}
+
+// TestWriteImageSameID: WriteImage of a config the store lists under another
+// manifest tags that image.
+func TestWriteImageSameID(t *testing.T) {
+	ctx := context.Background()
+	s := newStore(t)
+	ti := bbImage(t, Gzip)
+	raw := makeTar(t, tarEntry{Name: "bb/file0", Body: strings.Repeat("bb", 100)})
+	descs := func(b []byte, c Compression) []ocispec.Descriptor {
+		d, n, err := s.Put(ctx, bytes.NewReader(b), "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return []ocispec.Descriptor{{MediaType: LayerMediaType(c), Digest: d, Size: n}}
+	}
+	cfg := []byte(fmt.Sprintf(`{"os":"linux","architecture":"amd64","rootfs":{"type":"layers","diff_ids":[%q]}}`, sha(raw)))
+	a, err := s.WriteImageRaw(ctx, cfg, descs(ti.layers[0], Gzip), WithTags("w:1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := s.WriteImageRaw(ctx, cfg, descs(raw, None), WithTags("w:2"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b.ManifestDigest != a.ManifestDigest || !slices.Equal(b.Tags, []string{"docker.io/library/w:1", "docker.io/library/w:2"}) {
+		t.Errorf("WriteImage again = %s %q, want %s with both tags", b.ManifestDigest, b.Tags, a.ManifestDigest)
+	}
+	if got, want := indexEntries(t, s), entriesOf(a.ManifestDigest, "w:1", "w:2"); !slices.Equal(got, want) {
+		t.Errorf("index.json = %q, want %q", got, want)
+	}
 }
 
 // duplicateStore is a store that lists one image (bb) under two manifests, as a

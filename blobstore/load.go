@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -120,10 +121,13 @@ func (s *Store) Load(ctx context.Context, r io.Reader, opts LoadOptions) ([]Load
 		}
 		untagged[0].tags = []string{extraTag}
 	}
-	loaded, placed, err := s.commitLoad(ctx, sp, items)
-	if err != nil && len(placed) > 0 {
+	loaded, placed, unused, err := s.commitLoad(ctx, sp, items)
+	if err != nil {
+		unused = placed
+	}
+	if len(unused) > 0 {
 		release() // dropPlaced needs gc.lock to itself
-		s.dropPlaced(placed)
+		s.dropPlaced(unused)
 	}
 	return loaded, err
 }
@@ -384,14 +388,17 @@ func checkLayerDesc(l ocispec.Descriptor, f *spooled) error {
 // commitLoad moves the blobs the items need into the store and records the items
 // in index.json in one replace. placed are the blobs it renamed into blobs/ itself
 // (also on error): not those the store had, nor those another writer placed first.
-func (s *Store) commitLoad(ctx context.Context, sp *spool, items []*loadItem) (_ []Loaded, placed []digest.Digest, _ error) {
+// An item whose image ID index.json lists already under another manifest gets its
+// tags there (see One image per ID in image_id.go); unused are the placed blobs
+// that only such items named, for the caller to take out again.
+func (s *Store) commitLoad(ctx context.Context, sp *spool, items []*loadItem) (_ []Loaded, placed, unused []digest.Digest, _ error) {
 	// Check everything before the first write: each manifest's bytes hash to the
 	// digest it is recorded under, and each blob it names is in the spool (whose
 	// files are named by their content hash) or in the store already.
 	need := map[digest.Digest]bool{}
 	for _, it := range items {
 		if got := digest.FromBytes(it.manifest); got != it.mdesc.Digest {
-			return nil, placed, fmt.Errorf("load: manifest %s: %w (got %s)", it.mdesc.Digest, ErrDigestMismatch, got)
+			return nil, placed, nil, fmt.Errorf("load: manifest %s: %w (got %s)", it.mdesc.Digest, ErrDigestMismatch, got)
 		}
 		need[it.mdesc.Digest] = true
 		need[it.m.Config.Digest] = true
@@ -401,12 +408,12 @@ func (s *Store) commitLoad(ctx context.Context, sp *spool, items []*loadItem) (_
 	}
 	for _, it := range items {
 		if err := os.WriteFile(sp.path(it.mdesc.Digest), it.manifest, 0o644); err != nil {
-			return nil, placed, fmt.Errorf("load: %w", err)
+			return nil, placed, nil, fmt.Errorf("load: %w", err)
 		}
 	}
 	for d := range need {
 		if _, err := os.Stat(sp.path(d)); err != nil && !s.Has(d) {
-			return nil, placed, fmt.Errorf("load: %w %s: not in the archive", ErrMissingBlob, d)
+			return nil, placed, nil, fmt.Errorf("load: %w %s: not in the archive", ErrMissingBlob, d)
 		}
 	}
 	for d := range need {
@@ -416,7 +423,7 @@ func (s *Store) commitLoad(ctx context.Context, sp *spool, items []*loadItem) (_
 		p := sp.path(d)
 		f, err := os.Open(p)
 		if err != nil {
-			return nil, placed, fmt.Errorf("load: blob %s: %w", d, err)
+			return nil, placed, nil, fmt.Errorf("load: blob %s: %w", d, err)
 		}
 		// spool files are 0600 (CreateTemp) and manifests follow the umask;
 		// blobs are 0644 like those Put writes
@@ -426,7 +433,7 @@ func (s *Store) commitLoad(ctx context.Context, sp *spool, items []*loadItem) (_
 		}
 		f.Close()
 		if err != nil {
-			return nil, placed, fmt.Errorf("load: blob %s: %w", d, err)
+			return nil, placed, nil, fmt.Errorf("load: blob %s: %w", d, err)
 		}
 		if loadPlaceHook != nil {
 			loadPlaceHook(d)
@@ -438,13 +445,37 @@ func (s *Store) commitLoad(ctx context.Context, sp *spool, items []*loadItem) (_
 			placed = append(placed, d)
 		}
 		if err != nil {
-			return nil, placed, fmt.Errorf("load: %w", err)
+			return nil, placed, nil, fmt.Errorf("load: %w", err)
 		}
 	}
 	out := make([]Loaded, len(items))
+	target := make([]digest.Digest, len(items)) // the manifest each item is recorded as
 	err := s.updateIndex(ctx, func(idx *ocispec.Index) (bool, error) {
+		// Only an image whose config the store had, and whose manifest index.json
+		// does not list, may be listed under another manifest: look for those only
+		// (each look reads every manifest of the store).
+		listed := map[digest.Digest]bool{}
+		for _, e := range idx.Manifests {
+			listed[e.Digest] = true
+		}
+		ids := map[digest.Digest]bool{}
+		for _, it := range items {
+			if !listed[it.mdesc.Digest] && !slices.Contains(placed, it.m.Config.Digest) {
+				ids[it.m.Config.Digest] = true
+			}
+		}
+		have := map[digest.Digest]sameIDEntry{}
+		if len(ids) > 0 {
+			have = s.sameIDEntries(idx, ids)
+		}
 		for i, it := range items {
 			desc := ocispec.Descriptor{MediaType: it.mdesc.MediaType, Digest: it.mdesc.Digest, Size: it.mdesc.Size}
+			target[i] = it.mdesc.Digest
+			if e, ok := have[it.m.Config.Digest]; ok {
+				desc, target[i] = e.desc, e.manifest
+			} else { // a later item of this ID joins this one
+				have[it.m.Config.Digest] = sameIDEntry{desc: desc, manifest: it.mdesc.Digest}
+			}
 			moved := setTags(idx, desc, it.tags)
 			out[i] = Loaded{Tags: it.tags, Moved: map[string]digest.Digest{}}
 			for t, prev := range moved {
@@ -456,8 +487,9 @@ func (s *Store) commitLoad(ctx context.Context, sp *spool, items []*loadItem) (_
 		return true, nil
 	})
 	if err != nil {
-		return nil, placed, fmt.Errorf("load: %w", err)
+		return nil, placed, nil, fmt.Errorf("load: %w", err)
 	}
+	unused = unusedBlobs(items, target, placed)
 	sizes := map[digest.Digest]int64{}
 	for _, f := range sp.files {
 		if f.content >= 0 {
@@ -469,24 +501,51 @@ func (s *Store) commitLoad(ctx context.Context, sp *spool, items []*loadItem) (_
 	// one read of index.json for all the items, and of only their blobs: a reload
 	// per item would read every image of the store per item
 	want := make(map[digest.Digest]bool, len(items))
-	for _, it := range items {
-		want[it.mdesc.Digest] = true
+	for _, d := range target {
+		want[d] = true
 	}
 	imgs, broken, err := s.imagesAndBroken(func(d digest.Digest) bool { return want[d] }, s.loadImage)
 	if err != nil {
-		return nil, placed, fmt.Errorf("load: %w", err)
+		return nil, placed, nil, fmt.Errorf("load: %w", err)
 	}
 	byDigest := make(map[digest.Digest]*Image, len(imgs))
 	for _, img := range imgs {
 		byDigest[img.ManifestDigest] = img
 	}
-	for i, it := range items {
-		img := byDigest[it.mdesc.Digest]
+	for i := range items {
+		img := byDigest[target[i]]
 		if img == nil {
-			_, err := pick(nil, broken, it.mdesc.Digest) // why it is not there
-			return nil, placed, fmt.Errorf("load: %w", err)
+			_, err := pick(nil, broken, target[i]) // why it is not there
+			return nil, placed, nil, fmt.Errorf("load: %w", err)
 		}
 		out[i].Image = img
 	}
-	return out, placed, nil
+	return out, placed, unused, nil
+}
+
+// unusedBlobs are the blobs of placed that only items recorded under another
+// manifest (target[i] is not their own) name.
+func unusedBlobs(items []*loadItem, target, placed []digest.Digest) []digest.Digest {
+	used := map[digest.Digest]bool{}
+	folded := false
+	for i, it := range items {
+		if target[i] != it.mdesc.Digest {
+			folded = true
+			continue
+		}
+		used[it.mdesc.Digest], used[it.m.Config.Digest] = true, true
+		for _, l := range it.m.Layers {
+			used[l.Digest] = true
+		}
+	}
+	if !folded {
+		return nil
+	}
+	var out []digest.Digest
+	for _, d := range placed {
+		if !used[d] {
+			out = append(out, d)
+		}
+	}
+	return out
 }

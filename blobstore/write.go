@@ -63,7 +63,10 @@ func WithTags(refs ...string) WriteOption {
 // WriteImage writes cfg (JSON-encoded as given) and an OCI manifest naming it and
 // layers (already in the store), and records the manifest in index.json, untagged
 // unless it is there already or WithTags gives it tags. cfg.RootFS.DiffIDs must match layers one to one.
-// Idempotent: the same input gives the same digests and one index entry.
+// Idempotent: the same input gives the same digests and one index entry. A config
+// the store lists already under another manifest (other layer compression, other
+// annotations) is not recorded again: the tags go to that image, which is
+// returned (see One image per ID in image_id.go).
 func (s *Store) WriteImage(ctx context.Context, cfg ocispec.Image, layers []ocispec.Descriptor, opts ...WriteOption) (*Image, error) {
 	if cfg.RootFS.Type == "" {
 		cfg.RootFS.Type = "layers"
@@ -100,6 +103,8 @@ func (s *Store) WriteImageRaw(ctx context.Context, rawConfig []byte, layers []oc
 		return nil, err
 	}
 	defer release()
+	// a config new to the store is no image's yet: no other manifest to look for
+	known := s.Has(digest.FromBytes(rawConfig))
 	cd, cs, err := s.Put(ctx, bytes.NewReader(rawConfig), "")
 	if err != nil {
 		return nil, fmt.Errorf("write image config: %w", err)
@@ -119,14 +124,26 @@ func (s *Store) WriteImageRaw(ctx context.Context, rawConfig []byte, layers []oc
 	if err != nil {
 		return nil, fmt.Errorf("write image manifest: %w", err)
 	}
-	return s.AddManifest(ctx, ocispec.Descriptor{MediaType: ocispec.MediaTypeImageManifest, Digest: md, Size: ms}, ws.tags...)
+	return s.addManifest(ctx, ocispec.Descriptor{MediaType: ocispec.MediaTypeImageManifest, Digest: md, Size: ms}, known, ws.tags...)
 }
 
 // AddManifest records a manifest already in the store (with its config and layers)
 // in index.json with the given tags, or untagged if tags is empty and it is not
 // there yet. A tag that named another image moves (that image keeps an untagged
 // entry if it has no tag left). Returns the image as recorded.
+//
+// Unlike load and WriteImage, it records the manifest even when the store lists
+// its image ID under another one (see One image per ID in image_id.go): pull
+// records the registry's manifest, tells "up to date" by it and files the repo
+// digest under it.
 func (s *Store) AddManifest(ctx context.Context, desc ocispec.Descriptor, tags ...string) (*Image, error) {
+	return s.addManifest(ctx, desc, false, tags...)
+}
+
+// addManifest is AddManifest; with sameID, the tags of a manifest index.json does
+// not list go to the entry that lists the image's ID under another manifest, if
+// there is one (WriteImage, for a config the store had).
+func (s *Store) addManifest(ctx context.Context, desc ocispec.Descriptor, sameID bool, tags ...string) (*Image, error) {
 	img, err := s.loadImage(desc)
 	if err != nil {
 		return nil, err
@@ -140,13 +157,21 @@ func (s *Store) AddManifest(ctx context.Context, desc ocispec.Descriptor, tags .
 	if err != nil {
 		return nil, err
 	}
+	target := img.ManifestDigest
 	if err := s.updateIndex(ctx, func(idx *ocispec.Index) (bool, error) {
-		setTags(idx, img.Descriptor, refs)
+		desc := img.Descriptor
+		target = img.ManifestDigest
+		if sameID && !indexes(idx, img) {
+			if e, ok := s.sameIDEntries(idx, map[digest.Digest]bool{img.ID: true})[img.ID]; ok {
+				desc, target = e.desc, e.manifest
+			}
+		}
+		setTags(idx, desc, refs)
 		return true, nil
 	}); err != nil {
 		return nil, err
 	}
-	return s.reload(img.ManifestDigest)
+	return s.reload(target)
 }
 
 func parseTags(tags []string) ([]string, error) {

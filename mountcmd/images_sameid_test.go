@@ -103,6 +103,15 @@ func sameIDArchive(t *testing.T, blob []byte, c blobstore.Compression, tag strin
 	return p, s
 }
 
+func readFile(t *testing.T, p string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
 // imagesRows is `images -a` without its header, a row per line.
 func imagesRows(t *testing.T, g *globalOptions) string {
 	t.Helper()
@@ -111,6 +120,45 @@ func imagesRows(t *testing.T, g *globalOptions) string {
 		t.Fatalf("images: %v", err)
 	}
 	return out
+}
+
+// TestLoadSameImageOtherCompression is rev15-archive #1 through the verbs: the
+// same image saved with gzip and with plain layers (as skopeo rewrites it) and
+// loaded from both is one image, and rmi of its tag deletes it.
+func TestLoadSameImageOtherCompression(t *testing.T) {
+	plain, gz := sameIDLayer(t)
+	a, _ := sameIDArchive(t, gz, blobstore.Gzip, "bb:1")
+	b, _ := sameIDArchive(t, plain, blobstore.None, "bb:1")
+	g := &globalOptions{root: t.TempDir()}
+	var id string
+	for i, p := range []string{a, b} {
+		out, _, err := runOut(t, newLoadCommand(g), "-q", "-i", p)
+		if err != nil || out != "Loaded image: bb:1\n" {
+			t.Fatalf("load %s = %q, %v; want %q", p, out, err, "Loaded image: bb:1\n")
+		}
+		rows := imagesRows(t, g)
+		if id == "" {
+			id = strings.Fields(rows)[1]
+		}
+		if want := "bb:1 " + id + "\n"; rows != want {
+			t.Errorf("images -a after load %d:\n%s\nwant:\n%s", i+1, rows, want)
+		}
+	}
+	// the image is the one loaded first: it saves as that archive, byte for byte
+	saved := filepath.Join(t.TempDir(), "saved.tar")
+	if _, _, err := runOut(t, newSaveCommand(g), "-o", saved, "bb:1"); err != nil {
+		t.Fatalf("save: %v", err)
+	}
+	if got, want := readFile(t, saved), readFile(t, a); !bytes.Equal(got, want) {
+		t.Errorf("save bb:1 after both loads is not the first archive (%d bytes, want %d): the tag moved to the second manifest", len(got), len(want))
+	}
+	out, _, err := runOut(t, newRmiCommand(g), "bb:1")
+	if err != nil || !strings.HasPrefix(out, "Untagged: bb:1\nDeleted: sha256:"+id) {
+		t.Errorf("rmi bb:1 = %q, %v; want Untagged and Deleted", out, err)
+	}
+	if rows := imagesRows(t, g); rows != "" {
+		t.Errorf("images -a after rmi bb:1:\n%s\nwant none", rows)
+	}
 }
 
 // TestStoreWithSameIDTwice: a store that lists one image under two manifests (as

@@ -216,10 +216,11 @@ func CopyTree(obj *os.File, name string, extract func(io.Reader) error) (int64, 
 
 // ExtractChecked is ExtractInRoot of a tar from outside (docker cp's STDIN): in
 // is copied to an unnamed file in spool, refused whole if any entry is unsafe
-// (cow.CheckLayer: absolute names, ".." escapes, entries below a symlink it
-// made, hard links to outside it; and whiteout names, which mean nothing
-// outside a layer and which the union refuses to create), and only then
-// extracted, so a refused tar changes nothing. It returns the tar's size.
+// (cow.CheckLayer: ".." escapes, entries below a symlink it made, hard links to
+// outside it; and whiteout names, which mean nothing outside a layer and which
+// the union refuses to create), and only then extracted, so a refused tar
+// changes nothing. Absolute names count from dir, as in docker cp. It returns
+// the tar's size.
 func ExtractChecked(root *os.File, dir string, in io.Reader, spool string, uid, gid int) (int64, error) {
 	f, err := unnamedFile(spool)
 	if err != nil {

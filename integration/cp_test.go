@@ -306,8 +306,8 @@ func TestCpHostileTar(t *testing.T) {
 	e.ok("umount", "cpbad")
 	diff := e.ok("diff", "cpbad")
 	for name, hdrs := range map[string][]tar.Header{
-		"dotdot":   {{Name: "ok", Typeflag: tar.TypeReg}, {Name: "../../../../escape", Typeflag: tar.TypeReg}},
-		"absolute": {{Name: "/etc/escape", Typeflag: tar.TypeReg}},
+		"dotdot":                  {{Name: "ok", Typeflag: tar.TypeReg}, {Name: "../../../../escape", Typeflag: tar.TypeReg}},
+		"absolute above the root": {{Name: "/../../etc/escape", Typeflag: tar.TypeReg}},
 		"through a symlink": {
 			{Name: "l", Typeflag: tar.TypeSymlink, Linkname: "/"},
 			{Name: "l/escape", Typeflag: tar.TypeReg}},

@@ -257,7 +257,7 @@ func TestCpHostileTar(t *testing.T) {
 		name    string
 		entries []tar.Header
 	}{
-		{"absolute name", []tar.Header{{Name: "/etc/evil", Typeflag: tar.TypeReg}}},
+		{"absolute name above the root", []tar.Header{{Name: "/../evil", Typeflag: tar.TypeReg}}},
 		{"dotdot", []tar.Header{{Name: "../evil", Typeflag: tar.TypeReg}}},
 		{"dotdot inside", []tar.Header{{Name: "a/../../evil", Typeflag: tar.TypeReg}}},
 		{"through its own absolute symlink", []tar.Header{
@@ -303,6 +303,21 @@ func TestCpHostileTar(t *testing.T) {
 			}
 		})
 	}
+}
+
+// Absolute names in a tar on STDIN count from the destination dir, as docker cp
+// (moby's Untar) takes them, a hard link's target too.
+func TestCpTarAbsoluteNames(t *testing.T) {
+	dir, root := cpRootDir(t)
+	var b bytes.Buffer
+	tw := tar.NewWriter(&b)
+	tarFile(t, tw, "/x/abs", "abs\n")
+	tw.WriteHeader(&tar.Header{Name: "/x/hard", Typeflag: tar.TypeLink, Linkname: "/x/abs"})
+	tw.Close()
+	if _, err := copyIn(root, "c1", "-", "existing-dir", &b, t.TempDir(), &cpOptions{}); err != nil {
+		t.Fatalf("copyIn(-) of absolute names = %v", err)
+	}
+	wantTree(t, dir, map[string]string{"existing-dir/x/abs": "abs\n", "existing-dir/x/hard": "abs\n"})
 }
 
 // A tar on STDIN goes into a dir; one from a container source holds it under its

@@ -142,6 +142,14 @@ func archiveMetadata(name string) bool {
 	}
 }
 
+// jsonBlob reports whether a blob that starts with head and is size bytes long
+// is a manifest, index or config rather than a layer: an OCI layout's blobs and
+// layerfs's docker-archives keep them all under blobs/sha256/<hex>. A layer is
+// a tar (its first entry's name) or compressed; a JSON document starts with "{".
+func jsonBlob(head []byte, size int64) bool {
+	return len(head) > 0 && head[0] == '{' && size < 4<<20
+}
+
 func spoolFile(ctx context.Context, tr io.Reader, dir string, hdr *tar.Header, p Progress, check func(io.Reader) error) (*spooled, error) {
 	f, err := os.CreateTemp(dir, "part-")
 	if err != nil {
@@ -150,18 +158,17 @@ func spoolFile(ctx context.Context, tr io.Reader, dir string, hdr *tar.Header, p
 	tmp := f.Name()
 	defer os.Remove(tmp) // a no-op once renamed
 	defer f.Close()
-	var tk ProgressTracker = nopTracker{}
-	if !archiveMetadata(hdr.Name) { // docker's load shows layers alone
-		tk = orNop(p).Track(hdr.Name, hdr.Size)
-	}
 	h := digest.SHA256.Digester()
 	head := make([]byte, len(xzMagic))
 	hn, err := io.ReadFull(tr, head)
 	if err != nil && err != io.ErrUnexpectedEOF && err != io.EOF {
-		tk.Done(err)
 		return nil, archiveErr(err)
 	}
 	head = head[:hn]
+	var tk ProgressTracker = nopTracker{}
+	if !archiveMetadata(hdr.Name) && !jsonBlob(head, hdr.Size) { // docker's load shows layers alone
+		tk = orNop(p).Track(hdr.Name, hdr.Size)
+	}
 	comp := sniff(head)
 	// A bzip2 or xz layer (docker load takes them: its layers go through
 	// DecompressStream) is kept decompressed, as a plain tar: no layer media

@@ -295,16 +295,20 @@ func (p *recordProgress) Track(name string, _ int64) ProgressTracker {
 // oci-layout" and a config's json as if they were layers (found by a review).
 func TestLoadProgressShowsLayers(t *testing.T) {
 	a := newTestImage(t, "alpha", 2, Gzip, "docker.io/library/alpha:1")
-	p := &recordProgress{}
-	if _, err := newStore(t).Load(context.Background(), bytes.NewReader(classicDockerArchive(t, a)), LoadOptions{Progress: p}); err != nil {
-		t.Fatal(err)
-	}
-	if len(p.names) != 2 {
-		t.Errorf("Load tracked %q, want the 2 layers alone", p.names)
-	}
-	for _, n := range p.names {
-		if archiveMetadata(n) {
-			t.Errorf("Load tracked metadata file %s", n)
+	// An OCI archive (and layerfs's own docker-archive) keeps the manifest and
+	// config under blobs/sha256/ too, with no .json to tell them.
+	for kind, archive := range map[string][]byte{"docker": classicDockerArchive(t, a), "oci": ociArchive(t, a)} {
+		p := &recordProgress{}
+		if _, err := newStore(t).Load(context.Background(), bytes.NewReader(archive), LoadOptions{Progress: p}); err != nil {
+			t.Fatal(err)
+		}
+		if len(p.names) != 2 {
+			t.Errorf("%s: Load tracked %q, want the 2 layers alone", kind, p.names)
+		}
+		for _, n := range p.names {
+			if archiveMetadata(n) {
+				t.Errorf("%s: Load tracked metadata file %s", kind, n)
+			}
 		}
 	}
 }

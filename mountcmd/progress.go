@@ -89,6 +89,7 @@ func (p *progressReporter) Finish() {
 
 // shortBlobName shortens "sha256:<hex>" and blobs/sha256/<hex> paths to 12 hex digits.
 func shortBlobName(name string) string {
+	name = strings.TrimPrefix(name, "./") // a tar of an OCI layout made with "tar -C dir ."
 	name = strings.TrimPrefix(name, "blobs/sha256/")
 	name = strings.TrimPrefix(name, "sha256:")
 	if i := strings.Index(name, "/"); i == 64 || (i < 0 && len(name) >= 64) {

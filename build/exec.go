@@ -195,6 +195,9 @@ func startInContainer(spec ExecSpec, dir string, cmd *exec.Cmd, stdio *execStdio
 		}
 		return code, fmt.Errorf("exec: chdir to cwd (%q): %w", dir, err)
 	}
+	if err := newSessionKeyring(); err != nil {
+		return ExitSetup, fmt.Errorf("exec: %w", err)
+	}
 	if err := limitCaps(spec.Caps); err != nil {
 		return 0, fmt.Errorf("exec: %w", err)
 	}

@@ -80,6 +80,9 @@ func InitMain() int {
 	// 1000 outlived a killed build). The bounding set is per thread too: the one
 	// that execs (or, with Init, forks) the command is the one limited.
 	runtime.LockOSThread()
+	if err := newSessionKeyring(); err != nil {
+		return initFail(ExitSetup, err)
+	}
 	if err := limitCaps(spec.Caps); err != nil {
 		return initFail(ExitSetup, err)
 	}

@@ -180,12 +180,19 @@ func Start(spec ProcessSpec) (*Process, error) {
 		}
 		p.pty, slave, spec.Console = master, sl, name
 		cmd.Stdin, cmd.Stdout, cmd.Stderr = sl, sl, sl
-		cmd.SysProcAttr.Setsid = true
 		cmd.SysProcAttr.Setctty = true
 		cmd.SysProcAttr.Ctty = 0
 	} else {
 		cmd.Stdin, cmd.Stdout, cmd.Stderr = spec.Stdin, spec.Stdout, spec.Stderr
 	}
+	// A session of its own, with a terminal or without, as runc's: left in the
+	// caller's, a container without -t could open /dev/tty, the caller's
+	// terminal, and push input into it (TIOCSTI, typed into the caller's shell
+	// once the run ended; found by a security review). Without a controlling
+	// terminal it gets ENXIO there, and TIOCSTI on the terminal its stdio may
+	// be gets EPERM (no CAP_SYS_ADMIN). ^C then reaches layerfs alone, which
+	// passes it on (forwardSignals).
+	cmd.SysProcAttr.Setsid = true
 	b, err := json.Marshal(spec)
 	if err != nil {
 		pw.Close()

@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 export PATH="$PATH:/usr/local/go/bin:/usr/sbin:/sbin"
 
 # tool:package pairs the tests use as oracles or fixtures.
-wanted="fusermount3:fuse3 skopeo:skopeo umoci:umoci busybox:busybox-static fuse-overlayfs:fuse-overlayfs pigz:pigz zstd:zstd getfattr:attr docker-registry:docker-registry htpasswd:apache2-utils podman:podman runc:runc xz:xz-utils bzip2:bzip2 buildah:buildah strace:strace git:git"
+wanted="fusermount3:fuse3 skopeo:skopeo umoci:umoci busybox:busybox-static fuse-overlayfs:fuse-overlayfs pigz:pigz zstd:zstd getfattr:attr docker-registry:docker-registry htpasswd:apache2-utils podman:podman runc:runc xz:xz-utils bzip2:bzip2 buildah:buildah strace:strace git:git keyctl:keyutils"
 missing=()
 for pair in $wanted; do
   command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair#*:}")

@@ -191,6 +191,12 @@ func appendNew(l []string, more ...string) []string {
 	return l
 }
 
+// SameIDManifests are the manifest digests of img and of the other index.json
+// entries of its ID that Images keeps with it (see One image per ID): each is a
+// manifest a container made from this image may have recorded, so whoever asks
+// "does a container use this image" asks about all of them.
+func (img *Image) SameIDManifests() []digest.Digest { return img.sameIDManifests() }
+
 // sameIDManifests are the manifest digests of img and of its others.
 func (img *Image) sameIDManifests() []digest.Digest {
 	out := []digest.Digest{img.ManifestDigest}

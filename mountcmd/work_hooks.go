@@ -3,6 +3,8 @@ package mountcmd
 import (
 	"errors"
 	"fmt"
+	"slices"
+
 	"github.com/layerfs/layerfs/blobstore"
 	"github.com/opencontainers/go-digest"
 )
@@ -16,13 +18,16 @@ func init() {
 	workingContainerRoots = containerRoots
 }
 
-// containersUsing names the working containers made from img (by manifest, or by
-// image ID for a state that has no manifest digest).
+// containersUsing names the working containers made from img (by manifest, any of
+// the manifests the store lists of its ID, or by image ID for a state that has no
+// manifest digest): a container made from a same-ID manifest Images does not list
+// uses the image all the same.
 func containersUsing(g *globalOptions, img *blobstore.Image) ([]string, error) {
 	ws, err := listContainers(g.root)
 	if err != nil {
 		return nil, err
 	}
+	mds := img.SameIDManifests()
 	var names []string
 	for _, w := range ws {
 		st, err := w.load()
@@ -32,7 +37,7 @@ func containersUsing(g *globalOptions, img *blobstore.Image) ([]string, error) {
 			// any container's state cannot be read (containerRoots).
 			continue
 		}
-		if st.ManifestDigest == img.ManifestDigest || st.ManifestDigest == "" && st.ImageID == img.ID {
+		if slices.Contains(mds, st.ManifestDigest) || st.ManifestDigest == "" && st.ImageID == img.ID {
 			names = append(names, w.name)
 		}
 	}

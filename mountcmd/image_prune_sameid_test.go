@@ -1,0 +1,92 @@
+package mountcmd
+
+import (
+	"context"
+	"strings"
+	"testing"
+
+	"github.com/layerfs/layerfs/blobstore"
+	"github.com/opencontainers/go-digest"
+)
+
+// pulledSameID records in s, as pull does, the image writeSameID makes with
+// plain layers, tagged tag, and returns it: a second manifest of the ID of a
+// gzip copy s has.
+func pulledSameID(t *testing.T, s *blobstore.Store, tag string) *blobstore.Image {
+	t.Helper()
+	ctx := context.Background()
+	plain, _ := sameIDLayer(t)
+	_, src := sameIDArchive(t, plain, blobstore.None, "x:1")
+	img, err := src.Resolve("x:1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range []digest.Digest{img.ManifestDigest, img.ID, img.Manifest.Layers[0].Digest} {
+		rc, err := src.Open(d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _, err = s.Put(ctx, rc, d)
+		rc.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, err := s.AddManifest(ctx, img.Descriptor, tag)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return got
+}
+
+// TestPruneSameIDContainer is rev15-sameid #1: a stopped container made from a
+// manifest of an image that Images does not list (pulled, then its tag removed)
+// uses the image: image prune -a leaves it, tags and all, and system df counts
+// the container.
+func TestPruneSameIDContainer(t *testing.T) {
+	ctx := context.Background()
+	_, gz := sameIDLayer(t)
+	g := &globalOptions{root: t.TempDir()}
+	s, err := openStore(g)
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := writeSameID(t, s, gz, blobstore.Gzip)
+	for _, tag := range []string{"bb:1", "bb:2"} {
+		if err := s.Tag(ctx, first, tag); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pulled := pulledSameID(t, s, "reg/bbz:zstd")
+	claimFor(t, g, "c1", pulled, nil)
+	if out, _, err := runOut(t, newRmiCommand(g), "reg/bbz:zstd"); err != nil || out != "Untagged: reg/bbz:zstd\n" {
+		t.Fatalf("rmi reg/bbz:zstd = %q, %v; want only Untagged", out, err)
+	}
+	want := "bb:1 " + blobstore.ShortID(first.ID) + "\nbb:2 " + blobstore.ShortID(first.ID) + "\n"
+	if rows := imagesRows(t, g); rows != want {
+		t.Fatalf("images -a:\n%s\nwant:\n%s", rows, want)
+	}
+
+	du, err := diskUsageOf(ctx, g)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(du.images) != 1 || du.images[0].containers != 1 {
+		n := -1
+		if len(du.images) == 1 {
+			n = du.images[0].containers
+		}
+		t.Errorf("system df: %d images, containers %d; want 1 image that 1 container uses", len(du.images), n)
+	}
+	if act := du.summary()[0].Active; act != "1" {
+		t.Errorf("system df Images ACTIVE = %s, want 1", act)
+	}
+
+	out, _, err := runOut(t, newImagePruneCommand(g), "-a", "-f")
+	if err != nil || strings.Contains(out, "untagged") || strings.Contains(out, "deleted") {
+		t.Errorf("image prune -a -f = %q, %v; want nothing untagged or deleted", out, err)
+	}
+	if rows := imagesRows(t, g); rows != want {
+		t.Errorf("images -a after image prune -a:\n%s\nwant:\n%s", rows, want)
+	}
+}

@@ -35,7 +35,7 @@ type sameIDEntry struct {
 }
 
 // sameIDEntries finds, for each ID in ids, the entry of idx that lists a whole
-// image (manifest, config and layers in the store) of that ID: a tagged one
+// image (manifest, config and layers in the store at their sizes: sizedBlobs) of that ID: a tagged one
 // before an untagged one, then the first in index.json. An ID without one is
 // left out. It reads each manifest idx lists (see idOf), and the images of
 // those IDs whole: its callers ask only about an image whose config the store
@@ -63,13 +63,34 @@ func (s *Store) sameIDEntries(idx *ocispec.Index, ids map[digest.Digest]bool) ma
 			continue
 		}
 		img, err := s.loadImage(d)
-		if err != nil || img.ID != id || s.hasBlobs(img) != nil {
+		if err != nil || img.ID != id || !s.sizedBlobs(img, d.Size) {
 			continue
 		}
 		out[id] = sameIDEntry{desc: ocispec.Descriptor{MediaType: e.MediaType, Digest: e.Digest, Size: e.Size}, manifest: d.Digest}
 		tagged[id] = hasTag
 	}
 	return out
+}
+
+// sizedBlobs reports whether the store has the blobs of img (its manifest,
+// manifestSize bytes, config and layers) at the sizes their descriptors give: one
+// stat each, which tells a missing or truncated blob, not one damaged in place. A
+// reload's tags go to an existing manifest only if it passes: else the load
+// records its own, as before one image per ID.
+func (s *Store) sizedBlobs(img *Image, manifestSize int64) bool {
+	sized := func(d digest.Digest, want int64) bool {
+		n, err := s.Size(d)
+		return err == nil && n == want
+	}
+	if !sized(img.ManifestDigest, manifestSize) || !sized(img.Manifest.Config.Digest, img.Manifest.Config.Size) {
+		return false
+	}
+	for _, l := range img.Manifest.Layers {
+		if !sized(l.Digest, l.Size) {
+			return false
+		}
+	}
+	return true
 }
 
 // idOf is the image ID (config digest) manifest md names: from the summary of an

@@ -138,18 +138,29 @@ func TestLoadSameIDOneArchive(t *testing.T) {
 	}
 }
 
-// TestLoadSameIDDamagedImage: an image whose blobs are not all there is not one
-// to record a reload's tags on: the load records its own manifest.
+// TestLoadSameIDDamagedImage: an image whose blobs are not all there, or not
+// whole (a truncated layer: rev15-sameid #4), is not one to record a reload's
+// tags on: the load records its own manifest.
 func TestLoadSameIDDamagedImage(t *testing.T) {
-	s := newStore(t)
-	gz, plain := bbImage(t, Gzip, "bb:1"), bbImage(t, None, "bb:2")
-	load(t, s, ociArchive(t, gz))
-	if err := os.Remove(s.BlobPath(sha(gz.layers[1]))); err != nil {
-		t.Fatal(err)
-	}
-	l := load(t, s, ociArchive(t, plain))
-	if md := sha(plain.manifest()); l[0].Image.ManifestDigest != md {
-		t.Errorf("Load recorded %s, want its own manifest %s", l[0].Image.ManifestDigest, md)
+	for _, tc := range []struct {
+		name   string
+		damage func(p string) error
+	}{
+		{"layer removed", os.Remove},
+		{"layer truncated", func(p string) error { return os.Truncate(p, 10) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := newStore(t)
+			gz, plain := bbImage(t, Gzip, "bb:1"), bbImage(t, None, "bb:2")
+			load(t, s, ociArchive(t, gz))
+			if err := tc.damage(s.BlobPath(sha(gz.layers[1]))); err != nil {
+				t.Fatal(err)
+			}
+			l := load(t, s, ociArchive(t, plain))
+			if md := sha(plain.manifest()); l[0].Image.ManifestDigest != md {
+				t.Errorf("Load recorded %s, want its own manifest %s", l[0].Image.ManifestDigest, md)
+			}
+		})
 	}
 }
 

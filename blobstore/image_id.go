@@ -93,6 +93,47 @@ func (s *Store) sizedBlobs(img *Image, manifestSize int64) bool {
 	return true
 }
 
+// indexDigests are the digests of the entries index.json lists now; nil if it
+// cannot be read (every entry then counts as recorded since).
+func (s *Store) indexDigests() map[digest.Digest]bool {
+	idx, err := s.readIndex()
+	if err != nil {
+		return nil
+	}
+	out := make(map[digest.Digest]bool, len(idx.Manifests))
+	for _, e := range idx.Manifests {
+		out[e.Digest] = true
+	}
+	return out
+}
+
+// newEntryIDs are the image IDs of the entries of idx that before (indexDigests
+// read earlier) does not list: those recorded since. A writer that placed an
+// image's config itself knows that no entry named it before (GC takes no blob
+// while a Lease is held), so only these can list that ID under another manifest:
+// another writer that found the config there and committed first. Reading their
+// manifests (usually none) keeps the look-up off every load of a new image.
+func (s *Store) newEntryIDs(idx *ocispec.Index, before map[digest.Digest]bool) map[digest.Digest]bool {
+	out := map[digest.Digest]bool{}
+	for _, e := range idx.Manifests {
+		if before[e.Digest] {
+			continue
+		}
+		d := e
+		if isIndexType(e.MediaType) {
+			child, ok := s.indexChild(e, s.idOnly)
+			if !ok {
+				continue
+			}
+			d = child
+		}
+		if id, err := s.idOf(d.Digest); err == nil {
+			out[id] = true
+		}
+	}
+	return out
+}
+
 // idOf is the image ID (config digest) manifest md names: from the summary of an
 // earlier read (skeleton), else from the manifest blob alone.
 func (s *Store) idOf(md digest.Digest) (digest.Digest, error) {

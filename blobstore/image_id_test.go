@@ -319,3 +319,82 @@ func TestRemoveSameIDInUse(t *testing.T) {
 		}
 	}
 }
+
+// TestSameIDConcurrentWriters is rev15-sameid #3: a load (or WriteImage) that
+// placed an image's config itself, while another writer of the same ID found
+// the config there and recorded its manifest first, records its tags on that
+// manifest too: one manifest per ID, whoever wrote the config.
+func TestSameIDConcurrentWriters(t *testing.T) {
+	ctx := context.Background()
+	raw := makeTar(t, tarEntry{Name: "bb/file0", Body: strings.Repeat("bb", 100)})
+	cfg := []byte(fmt.Sprintf(`{"os":"linux","architecture":"amd64","rootfs":{"type":"layers","diff_ids":[%q]}}`, sha(raw)))
+	for _, tc := range []struct {
+		name string
+		// first runs second inside it, once its blobs are in the store
+		first, second func(t *testing.T, s *Store) digest.Digest // the manifest it recorded
+	}{
+		{"load", func(t *testing.T, s *Store) digest.Digest {
+			return load(t, s, ociArchive(t, bbImage(t, Gzip, "bb:1")))[0].Image.ManifestDigest
+		}, func(t *testing.T, s *Store) digest.Digest {
+			return load(t, s, ociArchive(t, bbImage(t, None, "bb:2")))[0].Image.ManifestDigest
+		}},
+		{"WriteImage", func(t *testing.T, s *Store) digest.Digest {
+			gz := bbImage(t, Gzip)
+			d, n, err := s.Put(ctx, bytes.NewReader(gz.layers[0]), "")
+			if err != nil {
+				t.Fatal(err)
+			}
+			img, err := s.WriteImageRaw(ctx, cfg, []ocispec.Descriptor{{MediaType: LayerMediaType(Gzip), Digest: d, Size: n}}, WithTags("bb:1"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			return img.ManifestDigest
+		}, func(t *testing.T, s *Store) digest.Digest {
+			d, n, err := s.Put(ctx, bytes.NewReader(raw), "")
+			if err != nil {
+				t.Fatal(err)
+			}
+			img, err := s.WriteImageRaw(ctx, cfg, []ocispec.Descriptor{{MediaType: LayerMediaType(None), Digest: d, Size: n}}, WithTags("bb:2"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			return img.ManifestDigest
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := newStore(t)
+			var second digest.Digest
+			sameIDCommitHook = func() {
+				if second == "" {
+					second = "running"
+					second = tc.second(t, s)
+				}
+			}
+			t.Cleanup(func() { sameIDCommitHook = nil })
+			first := tc.first(t, s)
+			if second == "" || second == "running" {
+				t.Fatal("the second writer did not run")
+			}
+			if first != second {
+				t.Errorf("the first writer recorded %s, want the second's %s", first, second)
+			}
+			if got, want := indexEntries(t, s), entriesOf(second, "bb:1", "bb:2"); !slices.Equal(got, want) {
+				t.Errorf("index.json = %q, want %q", got, want)
+			}
+			for _, img := range mustImages(t, s) {
+				if err := s.hasBlobs(img); err != nil {
+					t.Errorf("after both writers: %v", err)
+				}
+			}
+		})
+	}
+}
+
+func mustImages(t *testing.T, s *Store) []*Image {
+	t.Helper()
+	imgs, err := s.Images()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return imgs
+}

@@ -416,6 +416,9 @@ func (s *Store) commitLoad(ctx context.Context, sp *spool, items []*loadItem) (_
 			return nil, placed, nil, fmt.Errorf("load: %w %s: not in the archive", ErrMissingBlob, d)
 		}
 	}
+	// read before any blob is placed: an entry it does not list was recorded
+	// while this load placed its blobs (see newEntryIDs)
+	before := s.indexDigests()
 	for d := range need {
 		if s.Has(d) {
 			continue
@@ -450,19 +453,35 @@ func (s *Store) commitLoad(ctx context.Context, sp *spool, items []*loadItem) (_
 	}
 	out := make([]Loaded, len(items))
 	target := make([]digest.Digest, len(items)) // the manifest each item is recorded as
+	if sameIDCommitHook != nil {
+		sameIDCommitHook()
+	}
 	err := s.updateIndex(ctx, func(idx *ocispec.Index) (bool, error) {
-		// Only an image whose config the store had, and whose manifest index.json
-		// does not list, may be listed under another manifest: look for those only
-		// (each look reads every manifest of the store).
+		// Only an image whose manifest index.json does not list, and whose config
+		// the store had or another writer recorded meanwhile (newEntryIDs), may be
+		// listed under another manifest: look for those only (each look reads
+		// every manifest of the store). Judged on the index.json read under the
+		// lock, so two loads of one ID record one manifest.
 		listed := map[digest.Digest]bool{}
 		for _, e := range idx.Manifests {
 			listed[e.Digest] = true
 		}
 		ids := map[digest.Digest]bool{}
+		var recent map[digest.Digest]bool
 		for _, it := range items {
-			if !listed[it.mdesc.Digest] && !slices.Contains(placed, it.m.Config.Digest) {
-				ids[it.m.Config.Digest] = true
+			c := it.m.Config.Digest
+			if listed[it.mdesc.Digest] {
+				continue
 			}
+			if slices.Contains(placed, c) {
+				if recent == nil {
+					recent = s.newEntryIDs(idx, before)
+				}
+				if !recent[c] {
+					continue
+				}
+			}
+			ids[c] = true
 		}
 		have := map[digest.Digest]sameIDEntry{}
 		if len(ids) > 0 {

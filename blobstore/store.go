@@ -279,6 +279,11 @@ var writeIndexFault func() error
 // it saw that the store does not have d: another writer may place d there.
 var loadPlaceHook func(d digest.Digest)
 
+// sameIDCommitHook, when set (by tests), runs in load and WriteImage once the
+// image's blobs are in the store, before index.json is updated: another writer may
+// record the same image ID there.
+var sameIDCommitHook func()
+
 // tagHook, when set (by tests), runs in Tag before it takes its Lease: an rmi and
 // a GC may run there, after the caller resolved the image.
 var tagHook func()

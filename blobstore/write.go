@@ -103,8 +103,11 @@ func (s *Store) WriteImageRaw(ctx context.Context, rawConfig []byte, layers []oc
 		return nil, err
 	}
 	defer release()
-	// a config new to the store is no image's yet: no other manifest to look for
-	known := s.Has(digest.FromBytes(rawConfig))
+	// A config new to the store is no image's yet: only an entry recorded since
+	// (by a writer of the same config) can list its ID. before is read first, so
+	// that such an entry is not in it.
+	check := &sameIDCheck{before: s.indexDigests()}
+	check.known = s.Has(digest.FromBytes(rawConfig))
 	cd, cs, err := s.Put(ctx, bytes.NewReader(rawConfig), "")
 	if err != nil {
 		return nil, fmt.Errorf("write image config: %w", err)
@@ -124,7 +127,7 @@ func (s *Store) WriteImageRaw(ctx context.Context, rawConfig []byte, layers []oc
 	if err != nil {
 		return nil, fmt.Errorf("write image manifest: %w", err)
 	}
-	return s.addManifest(ctx, ocispec.Descriptor{MediaType: ocispec.MediaTypeImageManifest, Digest: md, Size: ms}, known, ws.tags...)
+	return s.addManifest(ctx, ocispec.Descriptor{MediaType: ocispec.MediaTypeImageManifest, Digest: md, Size: ms}, check, ws.tags...)
 }
 
 // AddManifest records a manifest already in the store (with its config and layers)
@@ -137,13 +140,21 @@ func (s *Store) WriteImageRaw(ctx context.Context, rawConfig []byte, layers []oc
 // records the registry's manifest, tells "up to date" by it and files the repo
 // digest under it.
 func (s *Store) AddManifest(ctx context.Context, desc ocispec.Descriptor, tags ...string) (*Image, error) {
-	return s.addManifest(ctx, desc, false, tags...)
+	return s.addManifest(ctx, desc, nil, tags...)
 }
 
-// addManifest is AddManifest; with sameID, the tags of a manifest index.json does
-// not list go to the entry that lists the image's ID under another manifest, if
-// there is one (WriteImage, for a config the store had).
-func (s *Store) addManifest(ctx context.Context, desc ocispec.Descriptor, sameID bool, tags ...string) (*Image, error) {
+// sameIDCheck is when WriteImage looks for another manifest of its image's ID:
+// always if the config was in the store before it wrote it (known), else only if
+// an entry recorded since before (indexDigests) lists the ID (newEntryIDs).
+type sameIDCheck struct {
+	known  bool
+	before map[digest.Digest]bool
+}
+
+// addManifest is AddManifest; with sameID (WriteImage), the tags of a manifest
+// index.json does not list go to the entry that lists the image's ID under
+// another manifest, if there is one, as index.json says under its lock.
+func (s *Store) addManifest(ctx context.Context, desc ocispec.Descriptor, sameID *sameIDCheck, tags ...string) (*Image, error) {
 	img, err := s.loadImage(desc)
 	if err != nil {
 		return nil, err
@@ -158,10 +169,13 @@ func (s *Store) addManifest(ctx context.Context, desc ocispec.Descriptor, sameID
 		return nil, err
 	}
 	target := img.ManifestDigest
+	if sameID != nil && sameIDCommitHook != nil {
+		sameIDCommitHook()
+	}
 	if err := s.updateIndex(ctx, func(idx *ocispec.Index) (bool, error) {
 		desc := img.Descriptor
 		target = img.ManifestDigest
-		if sameID && !indexes(idx, img) {
+		if sameID != nil && !indexes(idx, img) && (sameID.known || s.newEntryIDs(idx, sameID.before)[img.ID]) {
 			if e, ok := s.sameIDEntries(idx, map[digest.Digest]bool{img.ID: true})[img.ID]; ok {
 				desc, target = e.desc, e.manifest
 			}

@@ -26,7 +26,10 @@ type GCResult struct {
 
 // GC removes every blob that nothing reachable references: reachable are the
 // manifests in index.json and extraRoots (manifest or index digests that working
-// containers use), and what they name (config, layers, nested manifests). It also
+// containers use), and what they name (config, layers, nested manifests). First
+// it drops from index.json the entries of an image ID that Images hides for good
+// (no tag, no repo digest, no working container, another entry of the ID stays:
+// see sameIDLeftovers), so that their blobs go too. It also
 // removes leftover temp files of killed writers. GC waits for every Lease (and so
 // every load, Put and WriteImage in progress) to end, or ctx (it then fails
 // having collected nothing), and blocks new ones while it runs; metadata writers (index.json and the like) hold no Lease, so their temp
@@ -72,7 +75,19 @@ func (s *Store) GCWith(ctx context.Context, dryRun bool, roots func() ([]digest.
 // gc is GC's work; the caller holds the GC lock exclusively.
 func (s *Store) gc(ctx context.Context, dryRun bool, extraRoots []digest.Digest) (GCResult, error) {
 	var res GCResult
-	keep, err := s.Reachable(extraRoots)
+	idx, err := s.readIndex()
+	if err != nil {
+		return res, err
+	}
+	if _, err := s.dropSameIDLeftovers(ctx, dryRun, idx, extraRoots); err != nil {
+		return res, fmt.Errorf("gc: %w", err)
+	}
+	if !dryRun {
+		if idx, err = s.readIndex(); err != nil {
+			return res, err
+		}
+	}
+	keep, err := s.reachableIn(idx, extraRoots)
 	if err != nil {
 		return res, err
 	}
@@ -168,6 +183,11 @@ func (s *Store) Reachable(roots []digest.Digest) (map[digest.Digest]bool, error)
 	if err != nil {
 		return nil, err
 	}
+	return s.reachableIn(idx, roots)
+}
+
+// reachableIn is Reachable from the entries of idx and roots.
+func (s *Store) reachableIn(idx *ocispec.Index, roots []digest.Digest) (map[digest.Digest]bool, error) {
 	keep := map[digest.Digest]bool{}
 	var walk func(d digest.Digest, depth int) error
 	walk = func(d digest.Digest, depth int) error {

@@ -24,7 +24,11 @@ import (
 //     (tag or repo digest) when another entry of it does, or after the first when
 //     none does, and keeps them with the one listed (Image.others); rmi looks at
 //     every entry of the ID (withSameID) and removes them all when it deletes the
-//     image.
+//     image, and so does every "does a container use it" (SameIDManifests);
+//   - an entry Images hides (no reference, another entry of the ID stays) that no
+//     working container was made from is garbage: GC takes it out of index.json
+//     and collects its blobs (sameIDLeftovers), as docker keeps nothing extra
+//     once the pulled tag of a same-ID image is removed.
 
 // sameIDEntry is where the tags of an image go that index.json lists under another
 // manifest: desc is the index.json entry to record them on (a manifest's, or the

@@ -398,3 +398,72 @@ func mustImages(t *testing.T, s *Store) []*Image {
 	}
 	return imgs
 }
+
+// TestGCSameIDLeftovers is rev15-sameid #2: an entry of an ID that Images hides
+// for good (no tag, no repo digest, another entry of the ID stays) goes with
+// GC, and the blobs only it named with it; one a working container uses stays,
+// as does one whose sibling is damaged.
+func TestGCSameIDLeftovers(t *testing.T) {
+	ctx := context.Background()
+	for _, tc := range []struct {
+		name         string
+		tags1, tags2 []string
+		root2        bool // a container uses the second manifest
+		damage1      bool // a layer of the first is truncated
+		wantGone     bool // the second manifest's entry and blobs go
+	}{
+		{"untagged beside tagged", []string{"bb:1"}, nil, false, false, true},
+		{"tagged beside untagged", nil, []string{"bb:2"}, false, false, false}, // the first goes: checked below
+		{"both untagged", nil, nil, false, false, true},
+		{"both tagged", []string{"bb:1"}, []string{"bb:2"}, false, false, false},
+		{"container on it", []string{"bb:1"}, nil, true, false, false},
+		{"sibling damaged", []string{"bb:1"}, nil, false, true, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s, _, m1, m2 := duplicateStore(t, tc.tags1, tc.tags2)
+			if tc.damage1 {
+				if err := os.Truncate(s.BlobPath(sha(bbImage(t, Gzip).layers[1])), 10); err != nil {
+					t.Fatal(err)
+				}
+			}
+			var roots []digest.Digest
+			if tc.root2 {
+				roots = []digest.Digest{m2}
+			}
+			before := listed(t, s)
+			dry, err := s.GC(ctx, true, roots)
+			if err != nil {
+				t.Fatal(err)
+			}
+			res, err := s.GC(ctx, false, roots)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !slices.Equal(dry.Removed, res.Removed) {
+				t.Errorf("GC dry run would remove %q, GC removed %q", dry.Removed, res.Removed)
+			}
+			gone, stays := m2, m1
+			if len(tc.tags1) == 0 && len(tc.tags2) > 0 {
+				gone, stays = m1, m2
+			}
+			wantGone := tc.wantGone || len(tc.tags1) == 0 && len(tc.tags2) > 0
+			idx := strings.Join(indexEntries(t, s), " ")
+			if strings.Contains(idx, gone.Encoded()[:12]) == wantGone || s.Has(gone) == wantGone {
+				t.Errorf("after GC: index.json %q, blob %s there %v; want gone %v", idx, gone.Encoded()[:12], s.Has(gone), wantGone)
+			}
+			if !strings.Contains(idx, stays.Encoded()[:12]) {
+				t.Errorf("after GC: index.json %q lost %s", idx, stays.Encoded()[:12])
+			}
+			if got := listed(t, s); !slices.Equal(got, before) {
+				t.Errorf("Images after GC = %q, want %q as before", got, before)
+			}
+			if !tc.damage1 {
+				for _, img := range mustImages(t, s) {
+					if err := s.hasBlobs(img); err != nil {
+						t.Errorf("after GC: %v", err)
+					}
+				}
+			}
+		})
+	}
+}

@@ -90,3 +90,36 @@ func TestPruneSameIDContainer(t *testing.T) {
 		t.Errorf("images -a after image prune -a:\n%s\nwant:\n%s", rows, want)
 	}
 }
+
+// TestPruneSameIDLeftover is rev15-sameid #2 through the verbs: once the pulled
+// tag of an image loaded before is removed, image prune takes the pulled
+// manifest's entry and the blobs only it named; the image stays.
+func TestPruneSameIDLeftover(t *testing.T) {
+	ctx := context.Background()
+	_, gz := sameIDLayer(t)
+	g := &globalOptions{root: t.TempDir()}
+	s, err := openStore(g)
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := writeSameID(t, s, gz, blobstore.Gzip)
+	if err := s.Tag(ctx, first, "bb:1"); err != nil {
+		t.Fatal(err)
+	}
+	pulled := pulledSameID(t, s, "reg/bbz:zstd")
+	if _, _, err := runOut(t, newRmiCommand(g), "reg/bbz:zstd"); err != nil {
+		t.Fatal(err)
+	}
+	out, _, err := runOut(t, newImagePruneCommand(g), "-f")
+	if err != nil || strings.Contains(out, "Total reclaimed space: 0B") {
+		t.Errorf("image prune -f = %q, %v; want the pulled manifest's blobs reclaimed", out, err)
+	}
+	for _, d := range []digest.Digest{pulled.ManifestDigest, pulled.Manifest.Layers[0].Digest} {
+		if s.Has(d) {
+			t.Errorf("after image prune: blob %s of the untagged pulled manifest is still stored", d)
+		}
+	}
+	if rows, want := imagesRows(t, g), "bb:1 "+blobstore.ShortID(first.ID)+"\n"; rows != want {
+		t.Errorf("images -a after image prune:\n%s\nwant:\n%s", rows, want)
+	}
+}

@@ -215,3 +215,48 @@ func TestStoreWithSameIDTwice(t *testing.T) {
 		t.Errorf("images -a after rmi bb:1:\n%s\nwant none", rows)
 	}
 }
+
+// TestInspectSameIDTags: inspect of an image the store lists under two
+// manifests, each tagged (a pull of an image loaded before), shows the tags of
+// both, as docker shows its one image's tags; it showed the first manifest's.
+func TestInspectSameIDTags(t *testing.T) {
+	ctx := context.Background()
+	plain, gz := sameIDLayer(t)
+	g := &globalOptions{root: t.TempDir()}
+	s, err := openStore(g)
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := writeSameID(t, s, gz, blobstore.Gzip)
+	if err := s.Tag(ctx, first, "bb:1"); err != nil {
+		t.Fatal(err)
+	}
+	_, src := sameIDArchive(t, plain, blobstore.None, "x:1")
+	img, err := src.Resolve("x:1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range []digest.Digest{img.ManifestDigest, img.ID, img.Manifest.Layers[0].Digest} {
+		rc, err := src.Open(d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _, err = s.Put(ctx, rc, d)
+		rc.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := s.AddManifest(ctx, img.Descriptor); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Tag(ctx, img, "x:2"); err != nil { // the second manifest's tag
+		t.Fatal(err)
+	}
+	for _, ref := range []string{"bb:1", "x:2"} {
+		out, _, err := runOut(t, newInspectCommand(g), "-f", "{{json .RepoTags}}", ref)
+		if want := `["bb:1","x:2"]` + "\n"; err != nil || (out != want && out != `["x:2","bb:1"]`+"\n") {
+			t.Errorf("inspect %s RepoTags = %q, %v; want bb:1 and x:2", ref, out, err)
+		}
+	}
+}

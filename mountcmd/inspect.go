@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -157,13 +158,24 @@ func newInspectImage(ctx context.Context, g *globalOptions, s *blobstore.Store, 
 		return out, err
 	}
 	out.Size = img.ContentSize(sizes)
-	for _, t := range img.Tags {
-		out.RepoTags = append(out.RepoTags, blobstore.FamiliarString(t))
-	}
-	// As docker (and images --digests): only digests a registry gave, none for an
-	// image built, imported or loaded here.
-	for _, d := range img.PulledDigests {
-		out.RepoDigests = append(out.RepoDigests, blobstore.FamiliarString(d))
+	// The tags and digests of every manifest the store lists of the ID: one image
+	// (blobstore's "One image per ID"), as docker shows it.
+	for _, x := range append([]*blobstore.Image{img}, imgs...) {
+		if x != img && x.ID != img.ID {
+			continue
+		}
+		for _, t := range x.Tags {
+			if f := blobstore.FamiliarString(t); !slices.Contains(out.RepoTags, f) {
+				out.RepoTags = append(out.RepoTags, f)
+			}
+		}
+		// As docker (and images --digests): only digests a registry gave, none for
+		// an image built, imported or loaded here.
+		for _, d := range x.PulledDigests {
+			if f := blobstore.FamiliarString(d); !slices.Contains(out.RepoDigests, f) {
+				out.RepoDigests = append(out.RepoDigests, f)
+			}
+		}
 	}
 	if img.Parent != "" {
 		for _, p := range imgs {

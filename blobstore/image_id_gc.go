@@ -26,7 +26,7 @@ func (s *Store) sameIDLeftovers(idx *ocispec.Index, roots []digest.Digest) map[d
 	var ids []digest.Digest
 	for _, e := range idx.Manifests {
 		if x := byDigest[e.Digest]; x != nil {
-			x.ref = x.ref || refName(e) != ""
+			x.ref = x.ref || named(e)
 			continue
 		}
 		d := e
@@ -43,7 +43,7 @@ func (s *Store) sameIDLeftovers(idx *ocispec.Index, roots []digest.Digest) map[d
 		if err != nil {
 			continue
 		}
-		x := &entry{desc: ocispec.Descriptor{MediaType: d.MediaType, Digest: d.Digest, Size: d.Size}, digest: e.Digest, ref: refName(e) != ""}
+		x := &entry{desc: ocispec.Descriptor{MediaType: d.MediaType, Digest: d.Digest, Size: d.Size}, digest: e.Digest, ref: named(e)}
 		byDigest[e.Digest] = x
 		if byID[id] == nil {
 			ids = append(ids, id)
@@ -125,4 +125,12 @@ func (s *Store) dropSameIDLeftovers(ctx context.Context, dryRun bool, idx *ocisp
 		return n, err
 	}
 	return n, s.updateIndex(ctx, drop)
+}
+
+// named reports whether index.json entry e has a name: any ref.name annotation,
+// also one that is no docker reference (an OCI tag such as "Stable" or
+// "v1.0+build", which skopeo and umoci write, and Images does not show), or a
+// containerd image name. GC drops no named entry: it is another tool's tag.
+func named(e ocispec.Descriptor) bool {
+	return e.Annotations[ocispec.AnnotationRefName] != "" || e.Annotations["io.containerd.image.name"] != ""
 }

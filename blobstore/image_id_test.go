@@ -467,3 +467,41 @@ func TestGCSameIDLeftovers(t *testing.T) {
 		})
 	}
 }
+
+// TestGCKeepsOtherToolsTags: an entry named by a ref.name that is an OCI tag
+// but no docker reference ("Stable", "v1.0+build": skopeo and umoci write
+// them; Images does not show them) is another tool's tag, not a leftover: GC
+// dropped it, and umoci lost the tag (a code review).
+func TestGCKeepsOtherToolsTags(t *testing.T) {
+	for _, name := range []string{"Stable", "v1.0+build"} {
+		t.Run(name, func(t *testing.T) {
+			s, _, _, m2 := duplicateStore(t, []string{"bb:1"}, nil)
+			idx, err := s.readIndex()
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i, e := range idx.Manifests {
+				if e.Digest == m2 {
+					idx.Manifests[i].Annotations = map[string]string{ocispec.AnnotationRefName: name}
+				}
+			}
+			if err := s.writeIndex(idx); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := s.GC(context.Background(), false, nil); err != nil {
+				t.Fatal(err)
+			}
+			idx, err = s.readIndex()
+			if err != nil {
+				t.Fatal(err)
+			}
+			kept := false
+			for _, e := range idx.Manifests {
+				kept = kept || e.Digest == m2 && e.Annotations[ocispec.AnnotationRefName] == name
+			}
+			if !kept || !s.Has(m2) {
+				t.Errorf("GC dropped the entry another tool named %q (blob there: %v)", name, s.Has(m2))
+			}
+		})
+	}
+}

@@ -259,4 +259,9 @@ func TestInspectSameIDTags(t *testing.T) {
 			t.Errorf("inspect %s RepoTags = %q, %v; want bb:1 and x:2", ref, out, err)
 		}
 	}
+	// system df counts it once (it counted an image per tagged manifest).
+	out, _, err := runOut(t, newSystemDfCommand(g), "--format", "{{.Type}} {{.TotalCount}}")
+	if err != nil || !strings.Contains(out, "Images 1\n") {
+		t.Errorf("system df = %q, %v; want Images 1", out, err)
+	}
 }

@@ -80,9 +80,19 @@ type dfContainer struct {
 
 // diskUsageOf measures the store under g.root.
 func diskUsageOf(ctx context.Context, g *globalOptions) (*diskUsage, error) {
-	s, imgs, err := openImages(g)
+	s, listed, err := openImages(g)
 	if err != nil {
 		return nil, err
+	}
+	// One image per ID: the store may list an ID under several tagged
+	// manifests (a pull of an image loaded before), docker's one image.
+	var imgs []*blobstore.Image
+	seenID := map[digest.Digest]bool{}
+	for _, img := range listed {
+		if !seenID[img.ID] {
+			seenID[img.ID] = true
+			imgs = append(imgs, img)
+		}
 	}
 	sizes, err := s.LayerSizes(ctx, imgs...)
 	if err != nil {

@@ -7,7 +7,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"io"
 	"io/fs"
 	"math/rand"
 	"os"
@@ -25,7 +24,6 @@ import (
 	"github.com/layerfs/layerfs/internal/testenv"
 	godigest "github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
-	"golang.org/x/sys/unix"
 )
 
 var idRE = regexp.MustCompile(`^sha256:[0-9a-f]{64}$`)
@@ -647,28 +645,11 @@ func hasPartialFile(dir string) bool {
 
 func TestImagesSaveRefusesTerminal(t *testing.T) {
 	importBusybox(t, "busybox")
-	ptmx, err := os.OpenFile("/dev/ptmx", os.O_RDWR|unix.O_NOCTTY, 0)
-	if err != nil {
-		t.Skipf("no pty: %v", err)
-	}
-	defer ptmx.Close()
-	if err := unix.IoctlSetPointerInt(int(ptmx.Fd()), unix.TIOCSPTLCK, 0); err != nil {
-		t.Skipf("unlockpt: %v", err)
-	}
-	n, err := unix.IoctlGetInt(int(ptmx.Fd()), unix.TIOCGPTN)
-	if err != nil {
-		t.Skipf("ptsname: %v", err)
-	}
-	pts, err := os.OpenFile(fmt.Sprintf("/dev/pts/%d", n), os.O_RDWR|unix.O_NOCTTY, 0)
-	if err != nil {
-		t.Skipf("open pts: %v", err)
-	}
-	defer pts.Close()
-	go io.Copy(io.Discard, ptmx)
+	pts := openTestPty(t)
 	cmd := exec.Command(layerfsBin, "--root", rootFor(t), "save", "busybox")
 	var stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = pts, &stderr
-	err = cmd.Run()
+	err := cmd.Run()
 	if err == nil || stderr.String() != "Error: cowardly refusing to save to a terminal. Use the -o flag or redirect\n" {
 		t.Errorf("save to a terminal = %v, %q", err, stderr.String())
 	}

@@ -21,24 +21,7 @@ import (
 func TestRunOwnSession(t *testing.T) {
 	requireRunner(t)
 	importRunner(t, "busybox", `CMD ["sh"]`)
-	ptmx, err := os.OpenFile("/dev/ptmx", os.O_RDWR|unix.O_NOCTTY, 0)
-	if err != nil {
-		t.Skipf("no pty: %v", err)
-	}
-	defer ptmx.Close()
-	if err := unix.IoctlSetPointerInt(int(ptmx.Fd()), unix.TIOCSPTLCK, 0); err != nil {
-		t.Skipf("unlockpt: %v", err)
-	}
-	n, err := unix.IoctlGetInt(int(ptmx.Fd()), unix.TIOCGPTN)
-	if err != nil {
-		t.Skipf("ptsname: %v", err)
-	}
-	pts, err := os.OpenFile(fmt.Sprintf("/dev/pts/%d", n), os.O_RDWR|unix.O_NOCTTY, 0)
-	if err != nil {
-		t.Skipf("open pts: %v", err)
-	}
-	defer pts.Close()
-	go io.Copy(io.Discard, ptmx)
+	pts := openTestPty(t)
 	// layerfs runs in a session whose controlling terminal is the pty, its
 	// stdin on it, as from an interactive shell.
 	cmd := exec.Command(layerfsBin, "--root", rootFor(t), "run", "--rm", "busybox", "sh", "-c",
@@ -58,6 +41,31 @@ func TestRunOwnSession(t *testing.T) {
 	if f := strings.Fields(lines[len(lines)-1]); len(f) != 2 || f[1] != "0" {
 		t.Errorf("the container's session and tty_nr: %q, want no controlling terminal", lines[len(lines)-1])
 	}
+}
+
+// openTestPty opens a pseudo-terminal whose output is drained, closed with t,
+// and returns its slave side (skipping t where there is none).
+func openTestPty(t *testing.T) *os.File {
+	t.Helper()
+	ptmx, err := os.OpenFile("/dev/ptmx", os.O_RDWR|unix.O_NOCTTY, 0)
+	if err != nil {
+		t.Skipf("no pty: %v", err)
+	}
+	t.Cleanup(func() { ptmx.Close() })
+	if err := unix.IoctlSetPointerInt(int(ptmx.Fd()), unix.TIOCSPTLCK, 0); err != nil {
+		t.Skipf("unlockpt: %v", err)
+	}
+	n, err := unix.IoctlGetInt(int(ptmx.Fd()), unix.TIOCGPTN)
+	if err != nil {
+		t.Skipf("ptsname: %v", err)
+	}
+	pts, err := os.OpenFile(fmt.Sprintf("/dev/pts/%d", n), os.O_RDWR|unix.O_NOCTTY, 0)
+	if err != nil {
+		t.Skipf("open pts: %v", err)
+	}
+	t.Cleanup(func() { pts.Close() })
+	go io.Copy(io.Discard, ptmx)
+	return pts
 }
 
 // TestRunOwnSessionKeyring: a container process (run, and exec) has a session

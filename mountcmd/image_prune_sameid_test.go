@@ -10,9 +10,9 @@ import (
 )
 
 // pulledSameID records in s, as pull does, the image writeSameID makes with
-// plain layers, tagged tag, and returns it: a second manifest of the ID of a
+// plain layers, tagged tags, and returns it: a second manifest of the ID of a
 // gzip copy s has.
-func pulledSameID(t *testing.T, s *blobstore.Store, tag string) *blobstore.Image {
+func pulledSameID(t *testing.T, s *blobstore.Store, tags ...string) *blobstore.Image {
 	t.Helper()
 	ctx := context.Background()
 	plain, _ := sameIDLayer(t)
@@ -32,7 +32,7 @@ func pulledSameID(t *testing.T, s *blobstore.Store, tag string) *blobstore.Image
 			t.Fatal(err)
 		}
 	}
-	got, err := s.AddManifest(ctx, img.Descriptor, tag)
+	got, err := s.AddManifest(ctx, img.Descriptor, tags...)
 	if err != nil {
 		t.Fatal(err)
 	}

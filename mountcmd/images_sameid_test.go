@@ -167,7 +167,7 @@ func TestLoadSameImageOtherCompression(t *testing.T) {
 // removes it whole.
 func TestStoreWithSameIDTwice(t *testing.T) {
 	ctx := context.Background()
-	plain, gz := sameIDLayer(t)
+	_, gz := sameIDLayer(t)
 	g := &globalOptions{root: t.TempDir()}
 	s, err := openStore(g)
 	if err != nil {
@@ -177,26 +177,7 @@ func TestStoreWithSameIDTwice(t *testing.T) {
 	if err := s.Tag(ctx, first, "bb:1"); err != nil {
 		t.Fatal(err)
 	}
-	// pull's way in: AddManifest records a manifest as it is
-	_, src := sameIDArchive(t, plain, blobstore.None, "x:1")
-	img, err := src.Resolve("x:1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, d := range []digest.Digest{img.ManifestDigest, img.ID, img.Manifest.Layers[0].Digest} {
-		rc, err := src.Open(d)
-		if err != nil {
-			t.Fatal(err)
-		}
-		_, _, err = s.Put(ctx, rc, d)
-		rc.Close()
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
-	if _, err := s.AddManifest(ctx, img.Descriptor); err != nil {
-		t.Fatal(err)
-	}
+	pulledSameID(t, s) // pull's way in: AddManifest records a manifest as it is
 	want := "bb:1 " + blobstore.ShortID(first.ID) + "\n"
 	if rows := imagesRows(t, g); rows != want {
 		t.Errorf("images -a:\n%s\nwant:\n%s", rows, want)
@@ -221,7 +202,7 @@ func TestStoreWithSameIDTwice(t *testing.T) {
 // both, as docker shows its one image's tags; it showed the first manifest's.
 func TestInspectSameIDTags(t *testing.T) {
 	ctx := context.Background()
-	plain, gz := sameIDLayer(t)
+	_, gz := sameIDLayer(t)
 	g := &globalOptions{root: t.TempDir()}
 	s, err := openStore(g)
 	if err != nil {
@@ -231,28 +212,7 @@ func TestInspectSameIDTags(t *testing.T) {
 	if err := s.Tag(ctx, first, "bb:1"); err != nil {
 		t.Fatal(err)
 	}
-	_, src := sameIDArchive(t, plain, blobstore.None, "x:1")
-	img, err := src.Resolve("x:1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, d := range []digest.Digest{img.ManifestDigest, img.ID, img.Manifest.Layers[0].Digest} {
-		rc, err := src.Open(d)
-		if err != nil {
-			t.Fatal(err)
-		}
-		_, _, err = s.Put(ctx, rc, d)
-		rc.Close()
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
-	if _, err := s.AddManifest(ctx, img.Descriptor); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Tag(ctx, img, "x:2"); err != nil { // the second manifest's tag
-		t.Fatal(err)
-	}
+	pulledSameID(t, s, "x:2")
 	for _, ref := range []string{"bb:1", "x:2"} {
 		out, _, err := runOut(t, newInspectCommand(g), "-f", "{{json .RepoTags}}", ref)
 		if want := `["bb:1","x:2"]` + "\n"; err != nil || (out != want && out != `["x:2","bb:1"]`+"\n") {

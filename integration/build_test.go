@@ -239,6 +239,13 @@ func TestBuildErrors(t *testing.T) {
 			t.Errorf("%s: build exit %d, output %q %q; want an error with %q", tt.name, r.Code, r.Stdout, r.Stderr, tt.want)
 		}
 	}
+	// -q keeps the output and shows it on stderr when the build fails, as
+	// docker's client: the failing step's own output is what a CI log needs.
+	writeDF("FROM busybox\nRUN x=compiler; echo the $x said no; exit 4\n")
+	if r := runWith(t, cmdOpts{root: root}, "build", "-q", "-t", "bad:1", dir); r.Code != 4 || r.Stdout != "" ||
+		!strings.Contains(r.Stderr, "the compiler said no") || !strings.Contains(r.Stderr, "returned a non-zero code: 4") {
+		t.Errorf("a failing build -q: exit %d, stdout %q, stderr %q; want the step's output and the error on stderr", r.Code, r.Stdout, r.Stderr)
+	}
 	if out := mustRun(t, "images", "-q", "bad"); strings.TrimSpace(out) != "" {
 		t.Errorf("a failed build tagged an image: %q", out)
 	}

@@ -1,6 +1,7 @@
 package mountcmd
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"encoding/csv"
@@ -11,6 +12,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 
 	"github.com/spf13/cobra"
 
@@ -206,10 +208,18 @@ a Dockerfile alone (no context); -f - reads the Dockerfile from stdin. A git URL
 				Context: contextDir, Dockerfile: file, Tags: o.tags, BuildArgs: bargs, NoCache: o.noCache, Target: o.target, Out: out,
 				ContextInRoot: inRoot,
 			}
+			var quietOut *lockedBuffer
 			if o.quiet {
-				bo.Out = nil
+				// Kept, and shown on stderr if the build fails, as docker's
+				// client does: the failing step's output is what a CI log
+				// needs (it was dropped).
+				quietOut = &lockedBuffer{}
+				bo.Out = quietOut
 			}
 			res, err := build.Build(cmd.Context(), bo)
+			if err != nil && quietOut != nil {
+				cmd.ErrOrStderr().Write(quietOut.Bytes())
+			}
 			var se *build.StepError
 			if errors.As(err, &se) {
 				fmt.Fprintln(cmd.ErrOrStderr(), se.Error())
@@ -444,4 +454,23 @@ func parseBuildContexts(list []string) (map[string]string, error) {
 		m[name] = v
 	}
 	return m, nil
+}
+
+// lockedBuffer is a bytes.Buffer for writers in several goroutines.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+// Bytes returns what was written so far.
+func (b *lockedBuffer) Bytes() []byte {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return bytes.Clone(b.buf.Bytes())
 }

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -47,6 +48,15 @@ func TestRunOwnSession(t *testing.T) {
 // and returns its slave side (skipping t where there is none).
 func openTestPty(t *testing.T) *os.File {
 	t.Helper()
+	ptmx, pts := openTestPtyPair(t)
+	go io.Copy(io.Discard, ptmx)
+	return pts
+}
+
+// openTestPtyPair opens a pseudo-terminal, closed with t, and returns its master
+// and slave sides (skipping t where there is none).
+func openTestPtyPair(t *testing.T) (ptmx, pts *os.File) {
+	t.Helper()
 	ptmx, err := os.OpenFile("/dev/ptmx", os.O_RDWR|unix.O_NOCTTY, 0)
 	if err != nil {
 		t.Skipf("no pty: %v", err)
@@ -59,13 +69,12 @@ func openTestPty(t *testing.T) *os.File {
 	if err != nil {
 		t.Skipf("ptsname: %v", err)
 	}
-	pts, err := os.OpenFile(fmt.Sprintf("/dev/pts/%d", n), os.O_RDWR|unix.O_NOCTTY, 0)
+	pts, err = os.OpenFile(fmt.Sprintf("/dev/pts/%d", n), os.O_RDWR|unix.O_NOCTTY, 0)
 	if err != nil {
 		t.Skipf("open pts: %v", err)
 	}
 	t.Cleanup(func() { pts.Close() })
-	go io.Copy(io.Discard, ptmx)
-	return pts
+	return ptmx, pts
 }
 
 // TestRunOwnSessionKeyring: a container process (run, and exec) has a session
@@ -135,3 +144,43 @@ func main() {
 	fmt.Println("found")
 }
 `
+
+// TestRunInteractiveFromTerminal: run -i without -t from a terminal gives the
+// container a pipe that layerfs fills, as docker's client does: it was the
+// caller's terminal itself (`[ -t 0 ]` true), which the container read on
+// while layerfs was stopped (^Z), taking what was typed to the shell. What is
+// typed still reaches it, and ^D ends its input.
+func TestRunInteractiveFromTerminal(t *testing.T) {
+	requireRunner(t)
+	importRunner(t, "busybox", `CMD ["sh"]`)
+	ptmx, pts := openTestPtyPair(t)
+	cmd := exec.Command(layerfsBin, "--root", rootFor(t), "run", "--rm", "-i", "busybox", "sh", "-c",
+		"if [ -t 0 ]; then echo tty; else echo pipe; fi; read line; echo got $line")
+	var stdout, stderr bytes.Buffer
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = pts, &stdout, &stderr
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true, Ctty: 0}
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	must(cmd.Start())
+	_, err := ptmx.Write([]byte("hello\n"))
+	must(err)
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("run -i: %v; %q %q", err, stdout.String(), stderr.String())
+		}
+	case <-time.After(30 * time.Second):
+		cmd.Process.Kill()
+		<-done
+		t.Fatalf("run -i did not end: %q %q", stdout.String(), stderr.String())
+	}
+	if got := stdout.String(); got != "pipe\ngot hello\n" {
+		t.Errorf("run -i from a terminal: %q, want the input through a pipe", got)
+	}
+}

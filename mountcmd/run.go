@@ -18,6 +18,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"sort"
@@ -351,6 +352,22 @@ func runContainer(ctx context.Context, g *globalOptions, o *runOptions, ref stri
 	})
 	if o.interactive {
 		spec.Stdin = os.Stdin
+		if !o.tty && !o.child && isTerminal(os.Stdin) {
+			// -i without -t from a terminal: the container reads a pipe that
+			// layerfs fills, as docker's client attaches it, not the caller's
+			// terminal itself: it read on while layerfs was stopped (^Z),
+			// taking what was typed to the shell, and `[ -t 0 ]` was true.
+			pr, pw, err := os.Pipe()
+			if err != nil {
+				return 0, err
+			}
+			defer pr.Close()
+			spec.Stdin = pr
+			go func() {
+				io.Copy(pw, os.Stdin)
+				pw.Close()
+			}()
+		}
 	}
 	// The container's output goes to the log, and in the foreground to ours.
 	var detached *detachedIO

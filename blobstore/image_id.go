@@ -48,18 +48,8 @@ func (s *Store) sameIDEntries(idx *ocispec.Index, ids map[digest.Digest]bool) ma
 	out := map[digest.Digest]sameIDEntry{}
 	tagged := map[digest.Digest]bool{}
 	for _, e := range idx.Manifests {
-		d := e
-		if isIndexType(e.MediaType) {
-			child, ok := s.indexChild(e, s.idOnly)
-			if !ok {
-				continue
-			}
-			d = child
-		} else if e.MediaType != "" && !isManifestType(e.MediaType) {
-			continue
-		}
-		id, err := s.idOf(d.Digest)
-		if err != nil || !ids[id] || tagged[id] {
+		d, id, ok := s.entryImage(e)
+		if !ok || !ids[id] || tagged[id] {
 			continue
 		}
 		hasTag := refName(e) != ""
@@ -123,19 +113,27 @@ func (s *Store) newEntryIDs(idx *ocispec.Index, before map[digest.Digest]bool) m
 		if before[e.Digest] {
 			continue
 		}
-		d := e
-		if isIndexType(e.MediaType) {
-			child, ok := s.indexChild(e, s.idOnly)
-			if !ok {
-				continue
-			}
-			d = child
-		}
-		if id, err := s.idOf(d.Digest); err == nil {
+		if _, id, ok := s.entryImage(e); ok {
 			out[id] = true
 		}
 	}
 	return out
+}
+
+// entryImage is the image manifest index.json entry e lists (itself, or an image
+// index's child for this platform) and its image ID; not ok for an entry that
+// lists no image (another tool's artifact) or one that does not read.
+func (s *Store) entryImage(e ocispec.Descriptor) (d ocispec.Descriptor, id digest.Digest, ok bool) {
+	d = e
+	if isIndexType(e.MediaType) {
+		if d, ok = s.indexChild(e, s.idOnly); !ok {
+			return d, "", false
+		}
+	} else if e.MediaType != "" && !isManifestType(e.MediaType) {
+		return d, "", false
+	}
+	id, err := s.idOf(d.Digest)
+	return d, id, err == nil
 }
 
 // idOf is the image ID (config digest) manifest md names: from the summary of an

@@ -29,18 +29,8 @@ func (s *Store) sameIDLeftovers(idx *ocispec.Index, roots []digest.Digest) map[d
 			x.ref = x.ref || named(e)
 			continue
 		}
-		d := e
-		if isIndexType(e.MediaType) {
-			child, ok := s.indexChild(e, s.idOnly)
-			if !ok {
-				continue
-			}
-			d = child
-		} else if e.MediaType != "" && !isManifestType(e.MediaType) {
-			continue
-		}
-		id, err := s.idOf(d.Digest)
-		if err != nil {
+		d, id, ok := s.entryImage(e)
+		if !ok {
 			continue
 		}
 		x := &entry{desc: ocispec.Descriptor{MediaType: d.MediaType, Digest: d.Digest, Size: d.Size}, digest: e.Digest, ref: named(e)}

@@ -9,6 +9,25 @@ import (
 	"github.com/opencontainers/go-digest"
 )
 
+// sameIDStore makes a store under a new root holding the image writeSameID makes
+// with gzip layers, tagged tags, and returns its options, the store and the image.
+func sameIDStore(t *testing.T, tags ...string) (*globalOptions, *blobstore.Store, *blobstore.Image) {
+	t.Helper()
+	_, gz := sameIDLayer(t)
+	g := &globalOptions{root: t.TempDir()}
+	s, err := openStore(g)
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := writeSameID(t, s, gz, blobstore.Gzip)
+	for _, tag := range tags {
+		if err := s.Tag(context.Background(), first, tag); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return g, s, first
+}
+
 // pulledSameID records in s, as pull does, the image writeSameID makes with
 // plain layers, tagged tags, and returns it: a second manifest of the ID of a
 // gzip copy s has.
@@ -45,18 +64,7 @@ func pulledSameID(t *testing.T, s *blobstore.Store, tags ...string) *blobstore.I
 // the container.
 func TestPruneSameIDContainer(t *testing.T) {
 	ctx := context.Background()
-	_, gz := sameIDLayer(t)
-	g := &globalOptions{root: t.TempDir()}
-	s, err := openStore(g)
-	if err != nil {
-		t.Fatal(err)
-	}
-	first := writeSameID(t, s, gz, blobstore.Gzip)
-	for _, tag := range []string{"bb:1", "bb:2"} {
-		if err := s.Tag(ctx, first, tag); err != nil {
-			t.Fatal(err)
-		}
-	}
+	g, s, first := sameIDStore(t, "bb:1", "bb:2")
 	pulled := pulledSameID(t, s, "reg/bbz:zstd")
 	claimFor(t, g, "c1", pulled, nil)
 	if out, _, err := runOut(t, newRmiCommand(g), "reg/bbz:zstd"); err != nil || out != "Untagged: reg/bbz:zstd\n" {
@@ -95,17 +103,7 @@ func TestPruneSameIDContainer(t *testing.T) {
 // tag of an image loaded before is removed, image prune takes the pulled
 // manifest's entry and the blobs only it named; the image stays.
 func TestPruneSameIDLeftover(t *testing.T) {
-	ctx := context.Background()
-	_, gz := sameIDLayer(t)
-	g := &globalOptions{root: t.TempDir()}
-	s, err := openStore(g)
-	if err != nil {
-		t.Fatal(err)
-	}
-	first := writeSameID(t, s, gz, blobstore.Gzip)
-	if err := s.Tag(ctx, first, "bb:1"); err != nil {
-		t.Fatal(err)
-	}
+	g, s, first := sameIDStore(t, "bb:1")
 	pulled := pulledSameID(t, s, "reg/bbz:zstd")
 	if _, _, err := runOut(t, newRmiCommand(g), "reg/bbz:zstd"); err != nil {
 		t.Fatal(err)

@@ -166,17 +166,7 @@ func TestLoadSameImageOtherCompression(t *testing.T) {
 // loaded before) shows it once, image prune leaves it, and rmi of its last tag
 // removes it whole.
 func TestStoreWithSameIDTwice(t *testing.T) {
-	ctx := context.Background()
-	_, gz := sameIDLayer(t)
-	g := &globalOptions{root: t.TempDir()}
-	s, err := openStore(g)
-	if err != nil {
-		t.Fatal(err)
-	}
-	first := writeSameID(t, s, gz, blobstore.Gzip)
-	if err := s.Tag(ctx, first, "bb:1"); err != nil {
-		t.Fatal(err)
-	}
+	g, s, first := sameIDStore(t, "bb:1")
 	pulledSameID(t, s) // pull's way in: AddManifest records a manifest as it is
 	want := "bb:1 " + blobstore.ShortID(first.ID) + "\n"
 	if rows := imagesRows(t, g); rows != want {
@@ -201,17 +191,7 @@ func TestStoreWithSameIDTwice(t *testing.T) {
 // manifests, each tagged (a pull of an image loaded before), shows the tags of
 // both, as docker shows its one image's tags; it showed the first manifest's.
 func TestInspectSameIDTags(t *testing.T) {
-	ctx := context.Background()
-	_, gz := sameIDLayer(t)
-	g := &globalOptions{root: t.TempDir()}
-	s, err := openStore(g)
-	if err != nil {
-		t.Fatal(err)
-	}
-	first := writeSameID(t, s, gz, blobstore.Gzip)
-	if err := s.Tag(ctx, first, "bb:1"); err != nil {
-		t.Fatal(err)
-	}
+	g, s, _ := sameIDStore(t, "bb:1")
 	pulledSameID(t, s, "x:2")
 	for _, ref := range []string{"bb:1", "x:2"} {
 		out, _, err := runOut(t, newInspectCommand(g), "-f", "{{json .RepoTags}}", ref)

@@ -76,7 +76,7 @@ func (c *LayerCache) fill(ctx context.Context, diffID digest.Digest, open func()
 	// We hold the layer's lock: any temp dir of it is left from a crashed fill.
 	stale, _ := filepath.Glob(filepath.Join(c.Dir, tmpPrefix+diffID.Encoded()+"-*"))
 	for _, s := range stale {
-		if err := removeAll(s); err != nil {
+		if err := RemoveAll(s); err != nil {
 			return err
 		}
 	}
@@ -86,7 +86,7 @@ func (c *LayerCache) fill(ctx context.Context, diffID digest.Digest, open func()
 	}
 	defer func() {
 		if err != nil {
-			removeAll(tmp)
+			RemoveAll(tmp)
 		}
 	}()
 	if err := os.Chmod(tmp, 0o755); err != nil {
@@ -197,7 +197,7 @@ func (c *LayerCache) Prune(keep map[digest.Digest]bool) error {
 				victim = gone
 			}
 		}
-		err = removeAll(victim)
+		err = RemoveAll(victim)
 		unlock()
 		if err != nil {
 			return fmt.Errorf("prune layer %s: %w", name, err)

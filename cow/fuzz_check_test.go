@@ -59,7 +59,7 @@ func fastTempDir(t testing.TB) string {
 	t.Helper()
 	d, err := os.MkdirTemp(shmDir, "layerfs-fuzz-")
 	must(t, err)
-	t.Cleanup(func() { removeAll(d) })
+	t.Cleanup(func() { RemoveAll(d) })
 	return d
 }
 

@@ -132,9 +132,9 @@ func removeAllAt(dirfd int, name string) error {
 	return err
 }
 
-// removeAll removes path and everything below it, also unprivileged directories
+// RemoveAll removes path and everything below it, also unprivileged directories
 // that were made read-only (mode 0555 dirs in unpacked layers).
-func removeAll(path string) error {
+func RemoveAll(path string) error {
 	dir, name := splitPath(strings.TrimRight(path, "/"))
 	if strings.HasPrefix(path, "/") && dir == "" {
 		dir = "/"

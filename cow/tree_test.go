@@ -281,6 +281,6 @@ func dirHdr(name string, mode int64) tar.Header {
 // read-only dirs in it (unpacked layers).
 func tempDir(t testing.TB) string {
 	d := t.TempDir()
-	t.Cleanup(func() { removeAll(d) })
+	t.Cleanup(func() { RemoveAll(d) })
 	return d
 }

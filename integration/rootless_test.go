@@ -3,6 +3,7 @@ package integration
 import (
 	"archive/tar"
 	"bytes"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -194,4 +195,12 @@ func TestRootlessOwners(t *testing.T) {
 	if got := tarOwners(t, filepath.Join(r.dir, "out2.tar")); strings.Join(got, "\n") != strings.Join(want2, "\n") {
 		t.Errorf("export of the committed image as nobody:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want2, "\n"))
 	}
+	// The upper holds a copy of the image's 0555 var/www: the container still
+	// goes, whole, and gc (which would find a half-removed one) has nothing to
+	// complain of.
+	r.run("rm", "c")
+	if _, err := os.Stat(filepath.Join(r.dir, "root", "work", "c")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("container dir after rm as nobody: %v, want it gone", err)
+	}
+	r.run("gc")
 }

@@ -353,13 +353,13 @@ func (c *committer) rebase(ctx context.Context, srv *controlClient, img *blobsto
 	}
 	carried, err := carryStubs(oldUpper, newUpper, mnt, c.stubs)
 	if err != nil {
-		os.RemoveAll(newUpper)
+		cow.RemoveAll(newUpper)
 		return err
 	}
 	if r := loadRuntimePaths(c.w); r != nil && len(carried) > 0 {
 		r.Rebased(carried)
 		if err := saveRuntimePaths(c.w, r); err != nil {
-			os.RemoveAll(newUpper)
+			cow.RemoveAll(newUpper)
 			return err
 		}
 	}
@@ -400,10 +400,10 @@ func (c *committer) rebase(ctx context.Context, srv *controlClient, img *blobsto
 		err = c.w.save(&st)
 	}
 	if err != nil {
-		os.RemoveAll(newUpper)
+		cow.RemoveAll(newUpper)
 		return err
 	}
-	if err := os.RemoveAll(oldUpper); err != nil {
+	if err := cow.RemoveAll(oldUpper); err != nil {
 		fmt.Fprintf(c.stderr, "WARNING: remove old upper dir %s: %v\n", oldUpper, err)
 	}
 	return nil

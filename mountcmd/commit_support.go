@@ -16,6 +16,7 @@ import (
 
 	"github.com/layerfs/layerfs/blobstore"
 	"github.com/layerfs/layerfs/build"
+	"github.com/layerfs/layerfs/cow"
 	dockerspec "github.com/moby/docker-image-spec/specs-go/v1"
 	"golang.org/x/sys/unix"
 )
@@ -69,11 +70,11 @@ func freshUpper(dir, old string) (string, error) {
 			err = unix.UtimesNanoAt(unix.AT_FDCWD, p, []unix.Timespec{st.Atim, st.Mtim}, 0)
 		}
 		if err != nil {
-			os.RemoveAll(p)
+			cow.RemoveAll(p)
 			return "", fmt.Errorf("new upper dir: %w", err)
 		}
 	} else if err := os.Chmod(p, 0o755); err != nil {
-		os.RemoveAll(p)
+		cow.RemoveAll(p)
 		return "", fmt.Errorf("new upper dir: %w", err)
 	}
 	return p, nil

@@ -12,6 +12,8 @@ import (
 
 	"github.com/spf13/cobra"
 	"golang.org/x/sys/unix"
+
+	"github.com/layerfs/layerfs/cow"
 )
 
 func init() {
@@ -281,7 +283,7 @@ func renameContainer(ctx context.Context, g *globalOptions, arg, newName string)
 	}
 	// A leftover dir of a create that died half way (no state.json) is no
 	// container: it goes.
-	if err := os.RemoveAll(to.Dir()); err != nil {
+	if err := cow.RemoveAll(to.Dir()); err != nil {
 		return fmt.Errorf("rename container %s: %w", w.name, err)
 	}
 	if err := os.Rename(w.Dir(), to.Dir()); err != nil {

@@ -31,6 +31,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/layerfs/layerfs/cow"
 	"github.com/layerfs/layerfs/fs"
 	"github.com/opencontainers/go-digest"
 	"golang.org/x/sys/unix"
@@ -240,7 +241,7 @@ func (w *workContainer) save(s *workState) error {
 // abandoned.
 func (w *workContainer) create(s *workState) error {
 	// A dir without state.json is a create that died half way: start over.
-	if err := os.RemoveAll(w.Dir()); err != nil {
+	if err := cow.RemoveAll(w.Dir()); err != nil {
 		return fmt.Errorf("create container %s: %w", w.name, err)
 	}
 	if s.Upper == "" {
@@ -268,7 +269,7 @@ func (w *workContainer) create(s *workState) error {
 // resetScratch empties the work dir before a mount: what a dead server left there
 // (half-done copy-ups) is garbage by construction.
 func (w *workContainer) resetScratch() error {
-	if err := os.RemoveAll(w.ScratchDir()); err != nil {
+	if err := cow.RemoveAll(w.ScratchDir()); err != nil {
 		return fmt.Errorf("reset work dir of %s: %w", w.name, err)
 	}
 	if err := os.MkdirAll(w.ScratchDir(), 0o700); err != nil {
@@ -284,7 +285,7 @@ func (w *workContainer) remove() error {
 	if err := os.Remove(w.statePath()); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("remove container %s: %w", w.name, err)
 	}
-	if err := os.RemoveAll(w.Dir()); err != nil {
+	if err := cow.RemoveAll(w.Dir()); err != nil {
 		return fmt.Errorf("remove container %s: %w", w.name, err)
 	}
 	os.Remove(w.lockPath()) // best effort; a racing locker recreates it harmlessly

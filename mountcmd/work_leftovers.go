@@ -6,6 +6,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+
+	"github.com/layerfs/layerfs/cow"
 )
 
 // leftovers counts what removeContainerLeftovers removed (with dryRun, would
@@ -82,7 +84,7 @@ func (w *workContainer) removeLeftovers(dryRun bool) (leftovers, error) {
 			return leftovers{}, nil
 		}
 		if !dryRun {
-			if err := os.RemoveAll(w.Dir()); err != nil {
+			if err := cow.RemoveAll(w.Dir()); err != nil {
 				return leftovers{}, fmt.Errorf("remove leftover container dir %s: %w", w.Dir(), err)
 			}
 			os.Remove(w.lockPath())
@@ -118,7 +120,7 @@ func (w *workContainer) removeLeftovers(dryRun bool) (leftovers, error) {
 			continue
 		}
 		if !dryRun {
-			if err := os.RemoveAll(filepath.Join(w.Dir(), name)); err != nil {
+			if err := cow.RemoveAll(filepath.Join(w.Dir(), name)); err != nil {
 				return leftovers{files: n}, fmt.Errorf("container %s: remove leftover %s: %w", w.name, name, err)
 			}
 		}

@@ -2,7 +2,7 @@ package fs
 
 import (
 	"context"
-	"hash/fnv"
+	"hash/maphash"
 	"sort"
 	"sync"
 	"syscall"
@@ -31,8 +31,14 @@ func (n *node) OpendirHandle(ctx context.Context, flags uint32) (fusefs.FileHand
 // load lists the directory; d.mu is held. A read of a directory starts with a
 // fresh listing; without OPENDIR (see noopendir.go) each of its later READDIR
 // requests opens a handle of its own and seeks into the listing, and cont (a seek
-// to a non-zero offset) then reuses the node's last listing if no directory changed
-// since. Its attributes are as old as that read, as with a handle's own listing.
+// to a non-zero offset) then reuses the node's newest listing, made at the start
+// of that read or later, whatever changed since in the stack it was made in: as a
+// handle's own snapshot, it may or may not show what was created or removed during
+// the read (POSIX leaves that open), and offsets are name hashes, so a name present
+// throughout is listed once even if the read moves to a newer listing. Listing
+// again for every continuation after any change in the mount made a read of N
+// entries cost N²/batch. READDIRPLUS attributes are never older than the reply:
+// Lookup resolves afresh when anything changed since the listing.
 // A listing of entries that all live in read-only layers is reused by new reads
 // too while nothing changed: neither names nor attributes can have moved.
 func (d *dirHandle) load(cont bool) syscall.Errno {
@@ -43,16 +49,20 @@ func (d *dirHandle) load(cont bool) syscall.Errno {
 	n.mu.Lock()
 	l := n.listing
 	n.mu.Unlock()
-	if l != nil && !cont && !l.lowerOnly {
+	if l != nil && !cont && (!l.lowerOnly || l.changes != changes) {
 		l = nil
 	}
-	if l == nil || l.changes != changes || l.epoch != ep || l.stack != n.fs.stack.Load() {
+	if l == nil || l.epoch != ep || l.stack != n.fs.stack.Load() {
 		var en syscall.Errno
 		if l, en = n.list(changes, ep); en != 0 {
 			return en
 		}
 		n.mu.Lock()
-		n.listing = l
+		// Keep the newest: a continuation must not go back to a listing older
+		// than the one its read started with (a slow listing finishing last).
+		if cur := n.listing; cur == nil || cur.epoch < l.epoch || cur.epoch == l.epoch && cur.changes <= l.changes {
+			n.listing = l
+		}
 		n.mu.Unlock()
 	}
 	d.dirListing, d.idx, d.loaded = l, 0, true
@@ -83,6 +93,7 @@ func (n *node) list(changes, ep uint64) (*dirListing, syscall.Errno) {
 	if err != nil {
 		return nil, errno("readdir", err)
 	}
+	n.fs.lists.Add(1)
 	l := &dirListing{changes: changes, epoch: ep, lowerOnly: true, stack: s}
 	l.resolved = make(map[string]*entry, len(ents))
 	l.list = make([]fuse.DirEntry, 0, len(ents)+2)
@@ -163,12 +174,15 @@ func (d *dirHandle) Seekdir(ctx context.Context, off uint64) syscall.Errno {
 	return 0
 }
 
-// nameOffset is a directory offset for name: a 63-bit hash above the offsets of
-// "." and "..".
+// offsetSeed keys nameOffset's hash, per server: two names of one directory with
+// the same offset would list as one (a seek skips past both), and an unkeyed
+// hash's collisions can be made, so a hostile image could hide a file from ls.
+var offsetSeed = maphash.MakeSeed()
+
+// nameOffset is a directory offset for name: a 63-bit keyed hash above the
+// offsets of "." and "..". Offsets need only hold for the server's lifetime.
 func nameOffset(name string) uint64 {
-	h := fnv.New64a()
-	h.Write([]byte(name))
-	o := h.Sum64() >> 1
+	o := maphash.String(offsetSeed, name) >> 1
 	if o < 3 {
 		o += 3
 	}

@@ -69,6 +69,52 @@ func TestLargeDirListing(t *testing.T) {
 	}
 }
 
+// TestListingUnderChanges: one read of a big directory lists it once, also while
+// the mount changes elsewhere meanwhile. Every continuation listed the directory
+// again after any change anywhere, so a read of N entries under a busy build cost
+// N²/batch (20000 entries: 15 s against 0.3 s quiet).
+func TestListingUnderChanges(t *testing.T) {
+	spec := map[string]string{"other/keep": "k"}
+	const n = 3000
+	for i := 0; i < n; i++ {
+		spec[fmt.Sprintf("big/lower-%05d-with-a-longish-name", i)] = "x"
+	}
+	u := mountUnion(t, cow.FormatOCI, tree(t, spec))
+	stop := make(chan struct{})
+	done := make(chan int)
+	go func() {
+		churned := 0
+		p := filepath.Join(u.mnt, "other", "c")
+		for {
+			select {
+			case <-stop:
+				done <- churned
+				return
+			default:
+			}
+			if os.WriteFile(p, nil, 0o644) == nil && os.Remove(p) == nil {
+				churned++
+			}
+		}
+	}()
+	time.Sleep(20 * time.Millisecond)
+	before := u.m.fs.lists.Load()
+	got := listNames(t, filepath.Join(u.mnt, "big"))
+	lists := u.m.fs.lists.Load() - before
+	close(stop)
+	churned := <-done
+	if len(got) != n {
+		t.Errorf("listed %d names, want %d", len(got), n)
+	}
+	if churned == 0 {
+		t.Fatal("nothing changed during the listing: the test proves nothing")
+	}
+	// One listing for the read; a refill may add one.
+	if lists > 2 {
+		t.Errorf("one read of %d entries listed the directory %d times while the mount changed %d times, want once", n, lists, churned)
+	}
+}
+
 // TestListingAfterRebase: a listing cached by the kernel (directories are cached
 // across opens) must show the new stack after Rebase.
 func TestListingAfterRebase(t *testing.T) {

@@ -42,7 +42,8 @@ type unionFS struct {
 	getattrs  atomic.Uint64 // GETATTR requests served, for tests
 	ids       *IDMapping    // owners shown shifted (Options.IDs); nil: as stored
 	lookups   atomic.Uint64 // LOOKUP requests served, for tests
-	listings  atomic.Uint64 // directory listings made, for tests
+	listings  atomic.Uint64 // directory listings asked for (loads), for tests
+	lists     atomic.Uint64 // directory listings made afresh (node.list), for tests
 	inflight  atomic.Int64  // changes begun and not ended (see changed)
 	rebases   atomic.Uint64 // Rebases so far (see dataChanged)
 	landings  atomic.Uint64 // landRebased copies begun

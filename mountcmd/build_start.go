@@ -120,8 +120,9 @@ func init() { addVerb(newStartCommand) }
 func newStartCommand(g *globalOptions) *cobra.Command {
 	o := &startOptions{}
 	cmd := &cobra.Command{
-		Use:   "start [-a] [-i] CONTAINER...",
-		Short: "Start stopped containers",
+		Annotations: map[string]string{rootOnly: "1"},
+		Use:         "start [-a] [-i] CONTAINER...",
+		Short:       "Start stopped containers",
 		Long: `Run a container's command again, on the changes it has (containers made by
 run and kept after they exited). Detached unless -a or -i (each CONTAINER printed,
 as given, once its command runs); -a and -i wait and exit with the command's status; -i also connects stdin (as docker start, -i attaches

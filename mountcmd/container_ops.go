@@ -188,8 +188,9 @@ func waitPid(ctx context.Context, rs *runState) error {
 func newRestartCommand(g *globalOptions) *cobra.Command {
 	var timeout int
 	cmd := &cobra.Command{
-		Use:   "restart [-t SECONDS] CONTAINER...",
-		Short: "Restart one or more containers",
+		Annotations: map[string]string{rootOnly: "1"},
+		Use:         "restart [-t SECONDS] CONTAINER...",
+		Short:       "Restart one or more containers",
 		Long: `Stop each container if it runs (as stop, with -t), then start it again detached
 (as start): its command runs again on the changes it has.`,
 		Args: minArgs(1),

@@ -39,8 +39,9 @@ func init() { addVerb(newExecCommand) }
 func newExecCommand(g *globalOptions) *cobra.Command {
 	o := &execOptions{}
 	cmd := &cobra.Command{
-		Use:   "exec [OPTIONS] CONTAINER COMMAND [ARG...]",
-		Short: "Run a command in a running container",
+		Annotations: map[string]string{rootOnly: "1"},
+		Use:         "exec [OPTIONS] CONTAINER COMMAND [ARG...]",
+		Short:       "Run a command in a running container",
 		Long: `Run a command in a container that layerfs run is running: in its namespaces
 and root, with its environment (plus -e), working dir (or -w) and user (or -u).
 The exit status is the command's.`,

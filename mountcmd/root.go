@@ -9,7 +9,9 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/user"
 	"path/filepath"
+	"strconv"
 
 	"github.com/spf13/cobra"
 )
@@ -47,6 +49,10 @@ func (e flagError) Unwrap() error { return e.err }
 
 // DefaultRoot is the store root used without --root or LAYERFS_ROOT:
 // /var/lib/layerfs for root, $XDG_DATA_HOME/layerfs (or ~/.local/share/layerfs) otherwise.
+// A relative XDG_DATA_HOME is ignored, as the XDG base directory spec says, and
+// without $HOME the home of the user's passwd entry stands in: a store found
+// relative to the caller's directory would be a new, empty one in every other
+// directory. "" when there is no home at all (the command then refuses).
 func DefaultRoot() string {
 	if v := os.Getenv("LAYERFS_ROOT"); v != "" {
 		return v
@@ -54,11 +60,40 @@ func DefaultRoot() string {
 	if os.Geteuid() == 0 {
 		return "/var/lib/layerfs"
 	}
-	if x := os.Getenv("XDG_DATA_HOME"); x != "" {
+	if x := os.Getenv("XDG_DATA_HOME"); filepath.IsAbs(x) {
 		return filepath.Join(x, "layerfs")
 	}
-	home, _ := os.UserHomeDir()
+	home := os.Getenv("HOME")
+	if !filepath.IsAbs(home) {
+		u, err := user.Current()
+		if err != nil || !filepath.IsAbs(u.HomeDir) {
+			return ""
+		}
+		home = u.HomeDir
+	}
 	return filepath.Join(home, ".local", "share", "layerfs")
+}
+
+// rootOnly annotates the verbs that make containers (run, create, start, restart,
+// exec, and build, whose RUN steps are containers): their namespaces, mounts and
+// chroot need root. Without it they say so before doing anything, instead of
+// failing midway on an EPERM from clone(2) or chown(2), or making a container
+// that can never start. The value is the exit status (docker run's 125 for run
+// and create).
+const rootOnly = "layerfs/root-only"
+
+// checkRootOnly refuses a rootOnly verb to a caller that is not root.
+func checkRootOnly(cmd *cobra.Command) error {
+	code, ok := cmd.Annotations[rootOnly]
+	if !ok || os.Geteuid() == 0 {
+		return nil
+	}
+	fmt.Fprintf(cmd.ErrOrStderr(), "Error: layerfs %s needs root: containers are made with namespaces, mounts and a chroot only root may make (without root, import, load, pull, mount, commit, save and export work)\n", cmd.Name())
+	n, err := strconv.Atoi(code)
+	if err != nil {
+		n = 1
+	}
+	return exitError{n}
 }
 
 // commandAdders register verb groups on the root command; each verb file appends
@@ -100,7 +135,13 @@ func NewRootCommand() *cobra.Command {
 	root.PersistentFlags().BoolVar(&g.debug, "debug", false, "print debug output")
 	// A relative root is made absolute once: the mount server runs from "/", and
 	// paths recorded in state.json must not depend on the caller's directory.
-	root.PersistentPreRunE = func(*cobra.Command, []string) error {
+	root.PersistentPreRunE = func(cmd *cobra.Command, _ []string) error {
+		if g.root == "" {
+			return fmt.Errorf("no store root: neither $XDG_DATA_HOME nor $HOME is set, and user %d has no home; give --root or LAYERFS_ROOT", os.Geteuid())
+		}
+		if err := checkRootOnly(cmd); err != nil {
+			return err
+		}
 		abs, err := filepath.Abs(g.root)
 		if err != nil {
 			return fmt.Errorf("--root %s: %w", g.root, err)

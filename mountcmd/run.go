@@ -81,8 +81,9 @@ func init() {
 func newRunCommand(g *globalOptions) *cobra.Command {
 	o := &runOptions{}
 	cmd := &cobra.Command{
-		Use:   "run [OPTIONS] IMAGE [COMMAND] [ARG...]",
-		Short: "Run a command in a new container made from an image",
+		Annotations: map[string]string{rootOnly: "125"},
+		Use:         "run [OPTIONS] IMAGE [COMMAND] [ARG...]",
+		Short:       "Run a command in a new container made from an image",
 		Long: `Run a command in a new working container made from IMAGE, in new mount, pid,
 uts and ipc namespaces (the host's network), with a fresh /proc, a minimal /dev
 and a read-only /sys. The image's Env, WorkingDir, User, Entrypoint and Cmd

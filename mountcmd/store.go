@@ -3,12 +3,15 @@ package mountcmd
 import (
 	"context"
 	"errors"
+	"fmt"
+	"os"
 	"path/filepath"
 
 	"github.com/spf13/cobra"
 
 	"github.com/layerfs/layerfs/blobstore"
 	"github.com/opencontainers/go-digest"
+	"golang.org/x/sys/unix"
 )
 
 // workingContainersUsing names the working containers that use img; rmi refuses
@@ -24,7 +27,25 @@ func storeDir(g *globalOptions) string { return filepath.Join(g.root, "store") }
 
 // openStore opens (creating if needed) the image store under --root.
 func openStore(g *globalOptions) (*blobstore.Store, error) {
+	if err := checkStoreOwner(storeDir(g)); err != nil {
+		return nil, err
+	}
 	return blobstore.Open(storeDir(g))
+}
+
+// checkStoreOwner refuses root a store that a user made without root: its
+// unpacked files are that user's, the image's owners kept in
+// user.rootlesscontainers xattrs that only an unprivileged run reads, so root
+// would show, commit and export every file as that user's.
+func checkStoreOwner(dir string) error {
+	if os.Geteuid() != 0 {
+		return nil
+	}
+	var st unix.Stat_t
+	if err := unix.Stat(dir, &st); err != nil || st.Uid == 0 {
+		return nil
+	}
+	return fmt.Errorf("store %s belongs to uid %d, who made it without root (its files carry that uid, the images' owners kept in xattrs only an unprivileged layerfs reads): run layerfs as that user, or give root a store of its own with --root", dir, st.Uid)
 }
 
 // openLeased opens the store under a lease (blobstore.Store.Lease): no blob it

@@ -249,10 +249,59 @@ func (m *MountPoint) Wait() {
 // Unmount unmounts; it fails (EBUSY) while the mount is in use, and may then be
 // retried. After it succeeds, Wait returns.
 func (m *MountPoint) Unmount() error {
-	if err := m.server.Unmount(); err != nil {
-		return fmt.Errorf("unmount %s: %w", m.dir, err)
+	done := make(chan error, 1)
+	go func() { done <- m.server.Unmount() }()
+	// go-fuse's Unmount returns when the kernel ends the connection, at the
+	// unmount, unless another mount namespace holds a copy of the mount (a
+	// process that ran unshare -m, a systemd unit with PrivateTmp): then it waits
+	// for that namespace to end, and `layerfs umount` failed after 30 s with the
+	// container still marked mounted. Once the mount is gone from this namespace,
+	// the connection is aborted (the copies fail with ENOTCONN): a second server
+	// must never serve the same upper dir.
+	start := time.Now()
+	tick := time.NewTicker(heldUnmountPoll)
+	defer tick.Stop()
+	for aborted := false; ; {
+		select {
+		case err := <-done:
+			if err != nil {
+				return fmt.Errorf("unmount %s: %w", m.dir, err)
+			}
+			return nil
+		case <-tick.C:
+			if aborted || time.Since(start) < heldUnmountGrace || m.mountedHere() {
+				continue
+			}
+			aborted = true
+			if err := AbortConnection(m.dev); err != nil {
+				log.Printf("unmount %s: another mount namespace holds the mount, and %v", m.dir, err)
+			}
+		}
 	}
-	return nil
+}
+
+// heldUnmountGrace is how long Unmount waits for the connection to end after the
+// unmount before it takes the mount to be held by another namespace.
+const (
+	heldUnmountGrace = time.Second
+	heldUnmountPoll  = 100 * time.Millisecond
+)
+
+// mountedHere reports whether this process's mount namespace still has a mount of
+// m's device (read from mountinfo: a stat of the mountpoint would be a request to
+// this very server).
+func (m *MountPoint) mountedHere() bool {
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil || m.dev == 0 || strings.HasPrefix(m.dir, "/dev/fd/") {
+		return true
+	}
+	id := fmt.Sprintf(" %d:%d ", unix.Major(m.dev), unix.Minor(m.dev))
+	for _, line := range strings.Split(string(b), "\n") {
+		if strings.Contains(line, id) {
+			return true
+		}
+	}
+	return false
 }
 
 // Pause is a write barrier: it returns once every in-flight mutating operation has

@@ -1,0 +1,57 @@
+package fs
+
+import (
+	"bufio"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/layerfs/layerfs/cow"
+	"github.com/layerfs/layerfs/internal/testenv"
+)
+
+// TestUnmountHeldByOtherNamespace: a process that unshared its mount namespace
+// while the mount existed (unshare -m, a systemd unit with PrivateTmp) holds a
+// copy of it. Unmount waited for that namespace to end, so `layerfs umount`
+// failed after 30 s with the container still marked mounted (found by an upgrade
+// review; fusermount3 -u of fuse-overlayfs returns at once). It now returns,
+// the copy's connection aborted.
+func TestUnmountHeldByOtherNamespace(t *testing.T) {
+	testenv.RequireRoot(t)
+	u := mountUnion(t, cow.FormatOCI, tree(t, map[string]string{"f": "x"}))
+	holder := exec.Command("unshare", "-m", "--propagation", "private", "sh", "-c", "echo ready; exec sleep 60")
+	out, err := holder.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := holder.Start(); err != nil {
+		t.Skipf("unshare: %v", err)
+	}
+	t.Cleanup(func() { holder.Process.Kill(); holder.Wait() })
+	if line, err := bufio.NewReader(out).ReadString('\n'); err != nil || line != "ready\n" {
+		t.Fatalf("holder: %q, %v", line, err)
+	}
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(holder.Process.Pid) + "/mountinfo")
+	if err != nil || !strings.Contains(string(b), " "+u.mnt+" ") {
+		t.Fatalf("the holder's namespace has no copy of %s (%v)", u.mnt, err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- u.m.Unmount() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("Unmount: %v", err)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("Unmount still waiting after 15 s for the namespace that holds a copy")
+	}
+	u.m.Wait()
+	u.m = nil
+	// The copy is dead, not served by a server that no longer owns the upper.
+	if err := exec.Command("nsenter", "-t", strconv.Itoa(holder.Process.Pid), "-m", "cat", u.mnt+"/f").Run(); err == nil {
+		t.Error("the other namespace's copy still reads after the unmount")
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -34,9 +35,20 @@ type LayerSource struct {
 }
 
 const (
-	tmpPrefix = ".tmp-"
-	locksDir  = ".locks"
+	tmpPrefix   = ".tmp-"
+	stalePrefix = ".stale-"
+	locksDir    = ".locks"
+	formatsDir  = ".formats"
 )
+
+// UnpackFormat is the version of what Apply makes of a layer tar on disk. Bump it
+// whenever a fix changes that for some tar (a time, a marker, an xattr): layer
+// dirs are reused for ever, so without it a store keeps serving, exporting and
+// committing what an older, wrong unpack made of the same blob (an upgrade
+// review: mtimes after 2262 read back as 1901 on a store an older version had
+// unpacked). Each filled layer records its format in .formats/<hex>; a layer dir
+// without a record, or with an older one, is unpacked again (see Ensure).
+const UnpackFormat = 2
 
 // Path returns where the layer diffID is (or will be) unpacked. It does not check
 // that it is there.
@@ -49,13 +61,16 @@ func (c *LayerCache) Path(diffID digest.Digest) string {
 // Apply, checks that the stream's sha256 is diffID, and renames the dir into place;
 // on a mismatch (ErrDigestMismatch) or any other error nothing is left behind.
 // Idempotent; concurrent calls for the same layer, in this or other processes, all
-// succeed and only one of them unpacks.
+// succeed and only one of them unpacks. A dir an older format unpacked is
+// unpacked again and swapped in at the same path (RENAME_EXCHANGE); the old one
+// is kept as .stale-<hex>-N for the mounts that hold it open, until Prune finds
+// no process using it.
 func (c *LayerCache) Ensure(ctx context.Context, diffID digest.Digest, open func() (io.ReadCloser, error)) (string, error) {
 	if err := diffID.Validate(); err != nil {
 		return "", fmt.Errorf("ensure layer %s: %w", diffID, err)
 	}
 	final := c.Path(diffID)
-	if isDir(final) {
+	if isDir(final) && c.current(diffID.Encoded()) {
 		return final, nil
 	}
 	unlock, err := c.lock(ctx, diffID.Encoded())
@@ -63,13 +78,50 @@ func (c *LayerCache) Ensure(ctx context.Context, diffID digest.Digest, open func
 		return "", fmt.Errorf("ensure layer %s: %w", diffID, err)
 	}
 	defer unlock()
-	if isDir(final) { // another process filled it while we waited
+	if isDir(final) && c.current(diffID.Encoded()) { // another process filled it while we waited
 		return final, nil
 	}
 	if err := c.fill(ctx, diffID, open); err != nil {
 		return "", fmt.Errorf("ensure layer %s: %w", diffID, err)
 	}
 	return final, nil
+}
+
+// current reports whether the layer dir hex was unpacked in UnpackFormat (or a
+// later one, by a newer binary).
+func (c *LayerCache) current(hex string) bool {
+	b, err := os.ReadFile(filepath.Join(c.Dir, formatsDir, hex))
+	if err != nil {
+		return false
+	}
+	n, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	return err == nil && n >= UnpackFormat
+}
+
+// stamp records that the layer dir hex holds an UnpackFormat unpack; it is
+// written after the dir is in place, so a crash between the two costs an unpack,
+// never a stale dir taken for current.
+func (c *LayerCache) stamp(hex string) error {
+	dir := filepath.Join(c.Dir, formatsDir)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	tmp, err := os.CreateTemp(dir, tmpPrefix)
+	if err != nil {
+		return err
+	}
+	_, err = fmt.Fprintf(tmp, "%d\n", UnpackFormat)
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp.Name(), filepath.Join(dir, hex))
+	}
+	if err != nil {
+		os.Remove(tmp.Name())
+		return err
+	}
+	return syncDir(dir, false)
 }
 
 func (c *LayerCache) fill(ctx context.Context, diffID digest.Digest, open func() (io.ReadCloser, error)) (err error) {
@@ -109,10 +161,24 @@ func (c *LayerCache) fill(ctx context.Context, diffID digest.Digest, open func()
 	if err := syncDir(tmp, true); err != nil {
 		return err
 	}
-	if err := os.Rename(tmp, c.Path(diffID)); err != nil {
+	final := c.Path(diffID)
+	if isDir(final) {
+		// An older format's unpack: swap the new one in at once (a mount made
+		// from now on finds it whole), and move the old one out of the way.
+		if err := unix.Renameat2(unix.AT_FDCWD, tmp, unix.AT_FDCWD, final, unix.RENAME_EXCHANGE); err != nil {
+			return fmt.Errorf("replace the unpack of an older version: %w", err)
+		}
+		stale := filepath.Join(c.Dir, fmt.Sprintf("%s%s-%d", stalePrefix, diffID.Encoded(), time.Now().UnixNano()))
+		if err := os.Rename(tmp, stale); err != nil {
+			RemoveAll(tmp) // tmp is the old dir now: better gone than taken for a fill
+		}
+	} else if err := os.Rename(tmp, final); err != nil {
 		return err
 	}
-	return syncDir(c.Dir, false)
+	if err := syncDir(c.Dir, false); err != nil {
+		return err
+	}
+	return c.stamp(diffID.Encoded())
 }
 
 // EnsureAll runs Ensure for every layer, a few at a time, and returns their dirs in
@@ -171,11 +237,22 @@ func (c *LayerCache) Prune(keep map[digest.Digest]bool) error {
 	for d := range keep {
 		keepHex[d.Encoded()] = true
 	}
+	var inUse map[string]bool // entries of c.Dir that processes use, read once
 	for _, e := range ents {
 		name := e.Name()
 		hex := name
 		if rest, ok := strings.CutPrefix(name, tmpPrefix); ok {
 			hex, _, _ = strings.Cut(rest, "-")
+		} else if rest, ok := strings.CutPrefix(name, stalePrefix); ok {
+			// An older format's unpack, swapped out by Ensure: a mount made
+			// before holds it open (by fd) until it ends.
+			hex, _, _ = strings.Cut(rest, "-")
+			if inUse == nil {
+				inUse = entriesInUse(c.Dir)
+			}
+			if inUse[name] {
+				continue
+			}
 		} else if strings.HasPrefix(name, ".") || keepHex[name] {
 			continue
 		}
@@ -198,12 +275,54 @@ func (c *LayerCache) Prune(keep map[digest.Digest]bool) error {
 			}
 		}
 		err = RemoveAll(victim)
+		if err == nil && hex == name {
+			os.Remove(filepath.Join(c.Dir, formatsDir, hex))
+		}
 		unlock()
 		if err != nil {
 			return fmt.Errorf("prune layer %s: %w", name, err)
 		}
 	}
 	return nil
+}
+
+// entriesInUse returns the entries of dir that some process has a file, working
+// dir or root in (from /proc/*/fd, cwd and root: a mount's server holds its layer
+// dirs as O_PATH fds). Processes it cannot read are taken to use nothing, so an
+// unprivileged gc may remove a stale dir a root-owned process holds: it cannot
+// be the user's store's mount.
+func entriesInUse(dir string) map[string]bool {
+	out := map[string]bool{}
+	prefix := filepath.Clean(dir) + "/"
+	procs, _ := os.ReadDir("/proc")
+	for _, p := range procs {
+		if !isDigits(p.Name()) {
+			continue
+		}
+		links := []string{filepath.Join("/proc", p.Name(), "cwd"), filepath.Join("/proc", p.Name(), "root")}
+		if fds, err := os.ReadDir(filepath.Join("/proc", p.Name(), "fd")); err == nil {
+			for _, fd := range fds {
+				links = append(links, filepath.Join("/proc", p.Name(), "fd", fd.Name()))
+			}
+		}
+		for _, l := range links {
+			t, err := os.Readlink(l)
+			if rest, ok := strings.CutPrefix(t, prefix); err == nil && ok {
+				name, _, _ := strings.Cut(rest, "/")
+				out[name] = true
+			}
+		}
+	}
+	return out
+}
+
+func isDigits(s string) bool {
+	for _, r := range s {
+		if r < '0' || r > '9' {
+			return false
+		}
+	}
+	return s != ""
 }
 
 func isHex(s string) bool {

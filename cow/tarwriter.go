@@ -36,10 +36,18 @@ import (
 
 type devIno struct{ dev, ino uint64 }
 
+// linkFirst is the first name of a hard-linked inode met in a walk, and the owner
+// its header got: rootless, that comes from the inode's RootlessXattr, which the
+// later names' link headers (written without reading xattrs) share.
+type linkFirst struct {
+	name     string
+	uid, gid int
+}
+
 type tarEmitter struct {
 	tw    *tar.Writer
 	bw    *bufio.Writer
-	links map[devIno]string
+	links map[devIno]*linkFirst
 	buf   []byte
 	epoch *time.Time
 	xbuf  []byte
@@ -51,7 +59,7 @@ type tarEmitter struct {
 func newTarEmitter(w io.Writer, epoch *time.Time) *tarEmitter {
 	bw := bufio.NewWriterSize(w, 1<<20)
 	return &tarEmitter{
-		tw: tar.NewWriter(bw), bw: bw, links: map[devIno]string{},
+		tw: tar.NewWriter(bw), bw: bw, links: map[devIno]*linkFirst{},
 		buf: make([]byte, 1<<20), epoch: epoch, xbuf: make([]byte, 4096),
 		rootless: os.Geteuid() != 0,
 	}
@@ -90,7 +98,7 @@ func (e *tarEmitter) marker(name string) error {
 func (e *tarEmitter) entry(dirfd int, base, p string, st *unix.Stat_t) error {
 	err := e.entry1(dirfd, base, p, st)
 	if errors.Is(err, errVanished) {
-		if k := (devIno{uint64(st.Dev), st.Ino}); e.links[k] == p {
+		if k := (devIno{uint64(st.Dev), st.Ino}); e.links[k] != nil && e.links[k].name == p {
 			delete(e.links, k)
 		}
 		return nil
@@ -124,14 +132,17 @@ func (e *tarEmitter) entry1(dirfd int, base, p string, st *unix.Stat_t) error {
 	if ft == unix.S_IFSOCK {
 		return nil
 	}
+	var first *linkFirst
 	if ft != unix.S_IFDIR && st.Nlink > 1 {
 		k := devIno{uint64(st.Dev), st.Ino}
-		if first, ok := e.links[k]; ok {
+		if l, ok := e.links[k]; ok {
 			hdr.Typeflag = tar.TypeLink
-			hdr.Linkname = first
+			hdr.Linkname = l.name
+			hdr.Uid, hdr.Gid = l.uid, l.gid
 			return e.tw.WriteHeader(hdr)
 		}
-		e.links[k] = p
+		first = &linkFirst{name: p}
+		e.links[k] = first
 	}
 	xattrs, err := e.readXattrs(dirfd, base)
 	if err != nil {
@@ -142,6 +153,9 @@ func (e *tarEmitter) entry1(dirfd int, base, p string, st *unix.Stat_t) error {
 		if uid, gid, err := decodeRootless([]byte(v)); err == nil {
 			hdr.Uid, hdr.Gid = uid, gid
 		}
+	}
+	if first != nil {
+		first.uid, first.gid = hdr.Uid, hdr.Gid
 	}
 	if len(xattrs) > 0 {
 		hdr.PAXRecords = xattrs

@@ -102,7 +102,7 @@ func (c *changer) walk(dirfd int, rel string, lowerHas, hidden bool) error {
 			continue
 		}
 		var st unix.Stat_t
-		if err := unix.Fstatat(dirfd, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		if err := lstatAt(dirfd, name, &st); err != nil {
 			return &EntryError{"changes", p, fmt.Errorf("lstat: %w", err)}
 		}
 		if IsWhiteoutDevice(c.format, name, &st) {
@@ -127,7 +127,7 @@ func (c *changer) walk(dirfd int, rel string, lowerHas, hidden bool) error {
 		if st.Mode&unix.S_IFMT != unix.S_IFDIR {
 			continue
 		}
-		fd, err := unix.Openat(dirfd, name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+		fd, err := openAsOwner(dirfd, name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC)
 		if err != nil {
 			return &EntryError{"changes", p, err}
 		}
@@ -171,7 +171,7 @@ func (c *changer) hidden(fd int, p string) error {
 	}
 	for _, n := range names {
 		var st unix.Stat_t
-		err := unix.Fstatat(fd, n, &st, unix.AT_SYMLINK_NOFOLLOW)
+		err := lstatAt(fd, n, &st)
 		if err == nil && !IsWhiteoutDevice(c.format, n, &st) && !c.opts.excluded(joinPath(p, n)) {
 			continue // still there (A/C listed by the walk)
 		}
@@ -215,7 +215,7 @@ func lookupIn(root int, comps []string) (found, isDir, stop bool, err error) {
 	opaque := false
 	for i, c := range comps {
 		var st unix.Stat_t
-		err := unix.Fstatat(cur, c, &st, unix.AT_SYMLINK_NOFOLLOW)
+		err := lstatAt(cur, c, &st)
 		if err == nil && IsOverlayWhiteout(&st) {
 			return false, false, true, nil
 		}
@@ -236,7 +236,7 @@ func lookupIn(root int, comps []string) (found, isDir, stop bool, err error) {
 		if !dir {
 			return false, false, true, nil
 		}
-		next, err := unix.Openat(cur, c, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+		next, err := openAsOwner(cur, c, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC)
 		if err != nil {
 			return false, false, false, err
 		}

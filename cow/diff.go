@@ -125,7 +125,7 @@ func (d *differ) walk(dirfd int, rel string) error {
 			continue
 		}
 		it := item{name: name, tarName: name}
-		if err := unix.Fstatat(dirfd, name, &it.st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		if err := lstatAt(dirfd, name, &it.st); err != nil {
 			if errors.Is(err, unix.ENOENT) {
 				continue // deleted since the readdir: see tarEmitter.entry
 			}
@@ -169,7 +169,7 @@ func (d *differ) one(dirfd int, it *item, p string, whiteout bool) error {
 	if it.st.Mode&unix.S_IFMT != unix.S_IFDIR {
 		return nil
 	}
-	fd, err := unix.Openat(dirfd, it.name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	fd, err := openAsOwner(dirfd, it.name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC)
 	if errors.Is(err, unix.ENOENT) {
 		return nil // removed since its header was written: an empty dir is a valid cut
 	}

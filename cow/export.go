@@ -116,7 +116,7 @@ func mergeDir(layers []mergeLayer, rel string) ([]*mergedEntry, error) {
 				continue
 			}
 			var st unix.Stat_t
-			if err := unix.Fstatat(l.fd, n, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+			if err := lstatAt(l.fd, n, &st); err != nil {
 				return nil, fmt.Errorf("lstat %s: %w", n, err)
 			}
 			if (l.overlay || HasLongWhiteout(n)) && IsOverlayWhiteout(&st) {
@@ -166,7 +166,7 @@ func mergeDir(layers []mergeLayer, rel string) ([]*mergedEntry, error) {
 func openChildren(parents []mergeLayer, name string) ([]mergeLayer, error) {
 	out := make([]mergeLayer, 0, len(parents))
 	for _, p := range parents {
-		fd, err := unix.Openat(p.fd, name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+		fd, err := openAsOwner(p.fd, name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC)
 		if err != nil {
 			closeLayers(out)
 			return nil, fmt.Errorf("open %s: %w", name, err)

@@ -95,15 +95,33 @@ func (e *tarEmitter) marker(name string) error {
 // (ENOENT) before its header was written: without a write barrier the walk is not a
 // consistent cut anyway, and leaving out a file deleted meanwhile is what a later
 // walk would do. Every other error is returned.
+//
+// Unprivileged, an entry whose mode denies its owner read (a 0000 /etc/shadow, a
+// 4111 sudo; a 0000 or 0300 dir, whose user.* xattrs cannot be read either), or one
+// in a dir its owner may not search, is read as umoci's rootless mode does: the
+// first try fails with EACCES before anything is written, and the second runs with
+// the entry made u+r (and the dir u+x), its modes put back as soon as its xattrs
+// are read and it is open (unpriv.go).
 func (e *tarEmitter) entry(dirfd int, base, p string, st *unix.Stat_t) error {
-	err := e.entry1(dirfd, base, p, st)
+	err := e.entry1(dirfd, base, p, st, nop)
+	if errors.Is(err, unix.EACCES) && unprivileged {
+		e.forget(st, p)
+		undo := widenAt(dirfd, base, 0o400)
+		err = e.entry1(dirfd, base, p, st, undo)
+		undo()
+	}
 	if errors.Is(err, errVanished) {
-		if k := (devIno{uint64(st.Dev), st.Ino}); e.links[k] != nil && e.links[k].name == p {
-			delete(e.links, k)
-		}
+		e.forget(st, p)
 		return nil
 	}
 	return err
+}
+
+// forget drops p as the first name of its inode when its entry was not written.
+func (e *tarEmitter) forget(st *unix.Stat_t, p string) {
+	if k := (devIno{uint64(st.Dev), st.Ino}); e.links[k] != nil && e.links[k].name == p {
+		delete(e.links, k)
+	}
 }
 
 // errVanished marks an entry that disappeared before anything of it was written.
@@ -116,7 +134,9 @@ func vanished(err error) error {
 	return err
 }
 
-func (e *tarEmitter) entry1(dirfd int, base, p string, st *unix.Stat_t) error {
+// entry1 writes one entry; opened is called once the entry's xattrs are read and,
+// for a regular file, it is open: the rest needs no access to it by name.
+func (e *tarEmitter) entry1(dirfd int, base, p string, st *unix.Stat_t, opened func()) error {
 	hdr := &tar.Header{
 		Name:    p,
 		Mode:    int64(st.Mode & 0o7777),
@@ -160,6 +180,9 @@ func (e *tarEmitter) entry1(dirfd int, base, p string, st *unix.Stat_t) error {
 	if len(xattrs) > 0 {
 		hdr.PAXRecords = xattrs
 	}
+	if ft != unix.S_IFREG {
+		opened()
+	}
 	switch ft {
 	case unix.S_IFDIR:
 		hdr.Typeflag = tar.TypeDir
@@ -181,18 +204,19 @@ func (e *tarEmitter) entry1(dirfd int, base, p string, st *unix.Stat_t) error {
 	case unix.S_IFREG:
 		hdr.Typeflag = tar.TypeReg
 		hdr.Size = st.Size
-		return e.regular(dirfd, base, hdr, st)
+		return e.regular(dirfd, base, hdr, st, opened)
 	default:
 		return fmt.Errorf("%w: file type %#o", ErrUnsupported, ft)
 	}
 	return e.tw.WriteHeader(hdr)
 }
 
-func (e *tarEmitter) regular(dirfd int, base string, hdr *tar.Header, st *unix.Stat_t) error {
+func (e *tarEmitter) regular(dirfd int, base string, hdr *tar.Header, st *unix.Stat_t, opened func()) error {
 	fd, err := unix.Openat(dirfd, base, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC|unix.O_NOATIME, 0)
 	if errors.Is(err, unix.EPERM) { // O_NOATIME needs ownership
 		fd, err = unix.Openat(dirfd, base, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 	}
+	opened()
 	if err != nil {
 		return vanished(fmt.Errorf("open: %w", err))
 	}
@@ -375,8 +399,16 @@ func readlinkat(dirfd int, base string, size int) (string, error) {
 
 // readDirNames returns the names in the dir open as fd, sorted bytewise. It reads
 // through a dup so fd stays usable.
+//
+// Unprivileged, a dir of the user's whose mode denies its owner read or search
+// (0000, 0300) is made u+rx for the reopen (withDirAccess): the listing reads
+// through the new fd.
 func readDirNames(fd int) ([]string, error) {
-	dup, err := unix.Openat(fd, ".", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	var dup int
+	err := withDirAccess(fd, func() (err error) {
+		dup, err = unix.Openat(fd, ".", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+		return err
+	})
 	if err != nil {
 		return nil, err
 	}

@@ -120,10 +120,34 @@ func IsOverlayXattr(name string) bool {
 		strings.HasPrefix(name, "user.fuseoverlayfs.")
 }
 
-// IsOpaqueDir reports whether the directory open as dirfd is opaque in either encoding.
-// It checks for the OCI marker first, then the overlay xattrs (both kernel ones and
-// fuse-overlayfs's).
+// IsOpaqueDir reports whether the directory open as dirfd (O_PATH is fine) is
+// opaque in either encoding. It checks for the OCI marker first, then the overlay
+// xattrs (both kernel ones and fuse-overlayfs's). Unprivileged, a dir of the
+// user's whose mode denies its owner search (for the marker) or read (for a
+// user.* xattr), 0000 or 0300, is made u+rx for the check and given its mode back
+// at once (unpriv.go): "not opaque" from a check it could not make would let a
+// union show the lower entries the dir hides.
 func IsOpaqueDir(dirfd int) (bool, error) {
+	opq, err := isOpaqueDir(dirfd)
+	if errors.Is(err, unix.EACCES) && unprivileged {
+		undo := widenFd(dirfd, 0o500)
+		opq, err = isOpaqueDir(dirfd)
+		undo()
+	}
+	var denied *xattrDenied
+	if errors.As(err, &denied) {
+		return false, nil // as before: an xattr nobody may read marks nothing
+	}
+	return opq, err
+}
+
+// xattrDenied is an overlay opaque xattr that could not be read (EACCES).
+type xattrDenied struct{ name string }
+
+func (e *xattrDenied) Error() string { return "getxattr " + e.name + ": permission denied" }
+func (e *xattrDenied) Unwrap() error { return unix.EACCES }
+
+func isOpaqueDir(dirfd int) (bool, error) {
 	var st unix.Stat_t
 	err := unix.Fstatat(dirfd, OpaqueMarker, &st, unix.AT_SYMLINK_NOFOLLOW)
 	if err == nil {
@@ -135,8 +159,14 @@ func IsOpaqueDir(dirfd int) (bool, error) {
 	buf := make([]byte, 8)
 	for _, x := range []string{OverlayOpaqueXattr, UserOverlayOpaqueXattr, FuseOverlayfsOpaqueXattr} {
 		n, err := unix.Fgetxattr(dirfd, x, buf)
+		if errors.Is(err, unix.EBADF) { // an O_PATH fd
+			n, err = unix.Getxattr(fdPath(dirfd), x, buf)
+		}
 		if err == nil && IsOverlayOpaqueValue(buf[:n]) {
 			return true, nil
+		}
+		if errors.Is(err, unix.EACCES) {
+			return false, &xattrDenied{x}
 		}
 	}
 	return false, nil

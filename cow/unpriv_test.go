@@ -1,0 +1,132 @@
+package cow
+
+import (
+	"archive/tar"
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"syscall"
+	"testing"
+
+	"golang.org/x/sys/unix"
+)
+
+// ownerDeniedTree makes, under d, entries whose modes deny their owner: a 0000
+// file holding an owner xattr (/etc/shadow), a 4111 binary, a 0200 file, a 0000
+// dir and a 0300 dir with files inside. It returns each path's mode.
+func ownerDeniedTree(t *testing.T, d string) map[string]uint32 {
+	t.Helper()
+	files := map[string]string{
+		"etc/shadow": "root:*:1::::::\n", "usr/bin/sudo": "#!sudo\n", "wo": "write only\n",
+		"d0/in/z": "z\n", "d3/f": "f\n", "d3/g": "",
+	}
+	for p, data := range files {
+		must(t, os.MkdirAll(filepath.Join(d, filepath.Dir(p)), 0o755))
+		must(t, os.WriteFile(filepath.Join(d, p), []byte(data), 0o644))
+	}
+	must(t, syscall.Setxattr(filepath.Join(d, "etc/shadow"), RootlessXattr, encodeRootless(0, 42), 0))
+	must(t, syscall.Setxattr(filepath.Join(d, "d0"), RootlessXattr, encodeRootless(7, 7), 0))
+	modes := map[string]uint32{
+		"etc/shadow": 0, "usr/bin/sudo": 0o4111, "wo": 0o200, "d0/in/z": 0, "d0/in": 0, "d0": 0, "d3/f": 0o400, "d3": 0o300,
+	}
+	// Deepest first: a dir's mode after its children's.
+	var ps []string
+	for p := range modes {
+		ps = append(ps, p)
+	}
+	sort.Slice(ps, func(i, j int) bool { return len(ps[i]) > len(ps[j]) })
+	for _, p := range ps {
+		must(t, unix.Chmod(filepath.Join(d, p), modes[p]))
+	}
+	return modes
+}
+
+// checkModes fails t unless every path has the mode it was given: the readers put
+// back what they widened.
+func checkModes(t *testing.T, d string, modes map[string]uint32) {
+	t.Helper()
+	for _, p := range []string{"d0", "d3", "etc/shadow", "usr/bin/sudo", "wo"} {
+		var st unix.Stat_t
+		must(t, unix.Lstat(filepath.Join(d, p), &st))
+		if st.Mode&0o7777 != modes[p] {
+			t.Errorf("%s: mode %04o after the read, want %04o", p, st.Mode&0o7777, modes[p])
+		}
+	}
+}
+
+// tarContents lists a tar as "name mode uid:gid data" lines.
+func tarContents(t *testing.T, r io.ReadCloser) []string {
+	t.Helper()
+	defer r.Close()
+	var out []string
+	tr := tar.NewReader(r)
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatalf("read tar: %v", err)
+		}
+		b, err := io.ReadAll(tr)
+		must(t, err)
+		out = append(out, fmt.Sprintf("%s %04o %d:%d %s", strings.TrimSuffix(h.Name, "/"), h.Mode, h.Uid, h.Gid, strings.TrimSpace(string(b))))
+	}
+	sort.Strings(out)
+	return out
+}
+
+// TestUnprivReadOwnerDenied: unprivileged, Diff, Changes and Export read files and
+// dirs of the user's whose modes deny their owner (0000 /etc/shadow, 4111 sudo,
+// 0200 file, 0000 and 0300 dirs) as umoci's rootless mode does, and give every
+// mode back; they failed with "open: permission denied".
+func TestUnprivReadOwnerDenied(t *testing.T) {
+	dir, ok := asNobody(t)
+	if !ok {
+		return
+	}
+	up := filepath.Join(dir, "up")
+	modes := ownerDeniedTree(t, up)
+	t.Cleanup(func() { RemoveAll(up) })
+	want := []string{
+		"d0 0000 7:7 ", "d0/in 0000 0:0 ", "d0/in/z 0000 0:0 z", "d3 0300 0:0 ", "d3/f 0400 0:0 f", "d3/g 0644 0:0 ",
+		"etc 0755 0:0 ", "etc/shadow 0000 0:42 root:*:1::::::", "usr 0755 0:0 ", "usr/bin 0755 0:0 ",
+		"usr/bin/sudo 4111 0:0 #!sudo", "wo 0200 0:0 write only",
+	}
+	for _, c := range []struct {
+		name string
+		r    func() io.ReadCloser
+	}{
+		{"diff", func() io.ReadCloser { return Diff(context.Background(), up, DiffOptions{Format: FormatOCI}) }},
+		{"export", func() io.ReadCloser { return Export(context.Background(), []string{up}, "", FormatOCI) }},
+		{"export upper", func() io.ReadCloser { return Export(context.Background(), nil, up, FormatOCI) }},
+	} {
+		got := tarContents(t, c.r())
+		if strings.Join(got, "\n") != strings.Join(want, "\n") {
+			t.Errorf("%s:\n%s\nwant:\n%s", c.name, strings.Join(got, "\n"), strings.Join(want, "\n"))
+		}
+		checkModes(t, up, modes)
+	}
+	low := filepath.Join(dir, "low")
+	must(t, os.MkdirAll(filepath.Join(low, "d0", "old"), 0o755))
+	must(t, os.MkdirAll(filepath.Join(low, "etc"), 0o755))
+	must(t, os.WriteFile(filepath.Join(up, "d3", OpaqueMarker), nil, 0)) // d3 is 0300: -wx is enough
+	must(t, os.MkdirAll(filepath.Join(low, "d3", "hidden"), 0o755))
+	changes, err := Changes(up, DiffOptions{Format: FormatOCI, Lowers: []string{low}})
+	if err != nil {
+		t.Fatalf("changes: %v", err)
+	}
+	var got []string
+	for _, c := range changes {
+		got = append(got, c.String())
+	}
+	wantC := "C /d0 A /d0/in A /d0/in/z C /d3 A /d3/f A /d3/g D /d3/hidden C /etc A /etc/shadow A /usr A /usr/bin A /usr/bin/sudo A /wo"
+	if strings.Join(got, " ") != wantC {
+		t.Errorf("changes: %s\nwant:     %s", strings.Join(got, " "), wantC)
+	}
+	checkModes(t, up, modes)
+}

@@ -1,0 +1,173 @@
+package integration
+
+import (
+	"archive/tar"
+	"bytes"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// modesImage is a tiny image as the rootless review's (rev16-rootless): a 0000
+// /etc/shadow (Fedora, RHEL), a 4111 sudo, a 0555 dir, a 0000 dir with a file
+// in it, a hard-link pair of uid 1000, /dev/null and a file with a
+// security.capability xattr.
+func modesImage(t *testing.T, r *rootlessEnv) string {
+	t.Helper()
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	mtime := time.Unix(1700000000, 0)
+	add := func(h tar.Header, data string) {
+		t.Helper()
+		h.ModTime, h.Format, h.Size = mtime, tar.FormatPAX, int64(len(data))
+		if h.Typeflag == 0 {
+			h.Typeflag = tar.TypeReg
+		}
+		if err := tw.WriteHeader(&h); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := tw.Write([]byte(data)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	dir := func(name string, mode int64) { add(tar.Header{Name: name, Typeflag: tar.TypeDir, Mode: mode}, "") }
+	dir("etc/", 0o755)
+	add(tar.Header{Name: "etc/shadow", Mode: 0, Gid: 42}, "root:*:1::::::\n")
+	dir("usr/", 0o755)
+	dir("usr/bin/", 0o555)
+	add(tar.Header{Name: "usr/bin/sudo", Mode: 0o4111}, "#!sudo\n")
+	dir("priv/", 0o755)
+	dir("priv/sec/", 0)
+	add(tar.Header{Name: "priv/sec/key", Mode: 0o400}, "key\n")
+	dir("hl/", 0o755)
+	add(tar.Header{Name: "hl/a", Mode: 0o644, Uid: 1000, Gid: 1000}, "a\n")
+	add(tar.Header{Name: "hl/b", Typeflag: tar.TypeLink, Linkname: "hl/a", Uid: 1000, Gid: 1000}, "")
+	dir("dev/", 0o755)
+	add(tar.Header{Name: "dev/null", Typeflag: tar.TypeChar, Mode: 0o666, Devmajor: 1, Devminor: 3}, "")
+	add(tar.Header{Name: "ping", Mode: 0o755, PAXRecords: map[string]string{
+		"SCHILY.xattr.security.capability": "\x01\x00\x00\x02\x00\x20\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00",
+	}}, "p\n")
+	if err := tw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	in := filepath.Join(r.dir, "modes.tar")
+	if err := os.WriteFile(in, buf.Bytes(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r.run("import", in, "modes:1")
+	return "modes:1"
+}
+
+// mountAsNobody mounts image as container name on a new dir of nobody's and
+// returns it; it is unmounted at the end of the test if the test has not.
+func (r *rootlessEnv) mountAsNobody(name, image string) string {
+	t := r.t
+	t.Helper()
+	// Debian's udev makes /dev/fuse 0666; where it is not, let nobody use it for
+	// the test.
+	if fi, err := os.Stat("/dev/fuse"); err == nil && fi.Mode().Perm()&0o006 != 0o006 {
+		if err := os.Chmod("/dev/fuse", fi.Mode().Perm()|0o006); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { os.Chmod("/dev/fuse", fi.Mode().Perm()) })
+	}
+	mnt := filepath.Join(r.dir, "mnt-"+name)
+	if err := os.Mkdir(mnt, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(mnt, nobodyID, nobodyID); err != nil {
+		t.Fatal(err)
+	}
+	r.run("mount", "--name", name, image, mnt)
+	t.Cleanup(func() { exec.Command("fusermount3", "-u", mnt).Run() })
+	return mnt
+}
+
+// sh runs a shell script as nobody in r.dir and returns its output; it fails the
+// test if the script fails.
+func (r *rootlessEnv) sh(script string) string {
+	r.t.Helper()
+	out, err := r.trySh(script)
+	if err != nil {
+		r.t.Fatalf("%s as nobody: %v: %s", script, err, out)
+	}
+	return out
+}
+
+func (r *rootlessEnv) trySh(script string) (string, error) {
+	cmd := exec.Command("/bin/sh", "-c", script)
+	cmd.Dir = r.dir
+	cmd.Env = []string{"PATH=/usr/bin:/bin", "HOME=" + r.dir}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: nobodyID, Gid: nobodyID}}
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}
+
+// tarListing lists a tar as "name mode uid:gid data" lines (data of regular files
+// only), sorted.
+func tarListing(t *testing.T, p string) []string {
+	t.Helper()
+	var out []string
+	for _, e := range readTarFile(t, p) {
+		h := e.hdr
+		name := strings.TrimSuffix(h.Name, "/")
+		line := fmt.Sprintf("%s %04o %c", name, h.Mode&0o7777, h.Typeflag)
+		if h.Typeflag == tar.TypeReg {
+			line += " " + strings.TrimSpace(string(e.body))
+		}
+		out = append(out, line)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// has fails t unless every line of want is in got.
+func has(t *testing.T, what string, got []string, want ...string) {
+	t.Helper()
+	set := map[string]bool{}
+	for _, g := range got {
+		set[g] = true
+	}
+	for _, w := range want {
+		if !set[w] {
+			t.Errorf("%s: no %q in\n%s", what, w, strings.Join(got, "\n"))
+		}
+	}
+}
+
+// TestRootlessOwnerDeniedModes: unprivileged export, diff and commit read files
+// and dirs whose modes deny their owner (the image's 0000 /etc/shadow, 4111 sudo
+// and 0000 dir; a user's chmod 0, 0200, 0000 and 0300 through the mount), as
+// umoci's rootless mode does; each failed with "permission denied"
+// (rev16-rootless items 2 and 3).
+func TestRootlessOwnerDeniedModes(t *testing.T) {
+	r := newRootlessEnv(t)
+	img := modesImage(t, r)
+	r.run("export", "-o", "img.tar", img)
+	has(t, "export of the image", tarListing(t, filepath.Join(r.dir, "img.tar")),
+		"etc/shadow 0000 0 root:*:1::::::", "usr/bin/sudo 4111 0 #!sudo", "priv/sec 0000 5",
+		"priv/sec/key 0400 0 key")
+	mnt := r.mountAsNobody("c", img)
+	r.sh("cd " + mnt + " && echo x > f0 && chmod 0 f0 && echo w > w && chmod 0200 w" +
+		" && mkdir -p d/in && echo z > d/in/z && chmod 0 d/in/z d/in d && mkdir e && echo e > e/f && chmod 0300 e")
+	diff := r.run("diff", "c")
+	for _, w := range []string{"A /f0", "A /w", "A /d", "A /d/in/z", "A /e", "A /e/f"} {
+		if !strings.Contains(diff, w+"\n") {
+			t.Errorf("diff as nobody: no %q in\n%s", w, diff)
+		}
+	}
+	r.run("export", "-o", "c.tar", "c")
+	mine := []string{"f0 0000 0 x", "w 0200 0 w", "d 0000 5", "d/in/z 0000 0 z", "e 0300 5", "e/f 0644 0 e"}
+	has(t, "export of the container", tarListing(t, filepath.Join(r.dir, "c.tar")), append(mine, "etc/shadow 0000 0 root:*:1::::::")...)
+	r.run("commit", "c", "modes:2")
+	r.run("umount", mnt)
+	r.run("export", "-o", "img2.tar", "modes:2")
+	has(t, "export of the commit", tarListing(t, filepath.Join(r.dir, "img2.tar")), append(mine, "usr/bin/sudo 4111 0 #!sudo")...)
+	r.run("rm", "c")
+}

@@ -87,7 +87,7 @@ var tmpSeq atomic.Uint64
 // different names; the caller serialises copy-ups of one name.
 func CopyUp(srcDir, dstDir int, name string, opts CopyUpOptions) error {
 	var st unix.Stat_t
-	if err := unix.Fstatat(srcDir, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+	if err := lstatAt(srcDir, name, &st); err != nil {
 		return &os.PathError{Op: "copy-up stat", Path: name, Err: err}
 	}
 	tmp := fmt.Sprintf("copyup-%d-%d", os.Getpid(), tmpSeq.Add(1))
@@ -221,6 +221,7 @@ func copyToTemp(srcDir int, name string, st *unix.Stat_t, opts CopyUpOptions, tm
 	var xdst int = -1 // fd to write xattrs to
 	special := false  // xsrc and xdst are O_PATH fds of special files
 	link := false     // a symlink: its xattrs go through its name, never an fd
+	var srcX *xattrIO // xsrc's xattrs, read while it was open to its owner (openSource)
 	defer func() {
 		if xsrc >= 0 {
 			unix.Close(xsrc)
@@ -231,11 +232,11 @@ func copyToTemp(srcDir int, name string, st *unix.Stat_t, opts CopyUpOptions, tm
 	}()
 	switch st.Mode & unix.S_IFMT {
 	case unix.S_IFREG:
-		src, err := OpenNoatime(srcDir, name, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC)
+		src, x, err := openSource(srcDir, name, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC)
 		if err != nil {
 			return err
 		}
-		xsrc = src
+		xsrc, srcX = src, x
 		dst, err := unix.Openat(opts.Work, tmp, unix.O_RDWR|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
 		if err != nil {
 			return err
@@ -259,18 +260,22 @@ func copyToTemp(srcDir int, name string, st *unix.Stat_t, opts CopyUpOptions, tm
 		if err := unix.Mkdirat(opts.Work, tmp, 0o700); err != nil {
 			return err
 		}
-		src, err := OpenNoatime(srcDir, name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC)
+		src, x, err := openSource(srcDir, name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC)
 		if err != nil {
 			return err
 		}
-		xsrc = src
+		xsrc, srcX = src, x
 		dst, err := unix.Openat(opts.Work, tmp, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 		if err != nil {
 			return err
 		}
 		xdst = dst
 	case unix.S_IFLNK:
-		target, err := fdReadlinkat(srcDir, name)
+		var target string
+		err := withDirAccess(srcDir, func() (err error) {
+			target, err = fdReadlinkat(srcDir, name)
+			return err
+		})
 		if err != nil {
 			return err
 		}
@@ -282,7 +287,11 @@ func copyToTemp(srcDir int, name string, st *unix.Stat_t, opts CopyUpOptions, tm
 		if err := unix.Mknodat(opts.Work, tmp, st.Mode, int(st.Rdev)); err != nil {
 			return err
 		}
-		src, err := unix.Openat(srcDir, name, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+		var src int
+		err := withDirAccess(srcDir, func() (err error) {
+			src, err = unix.Openat(srcDir, name, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+			return err
+		})
 		if err != nil {
 			return err
 		}
@@ -314,14 +323,20 @@ func copyToTemp(srcDir int, name string, st *unix.Stat_t, opts CopyUpOptions, tm
 		// A symlink's own xattrs (trusted.*, security.* such as SELinux labels;
 		// Linux refuses user.* on symlinks), as overlayfs copies them up. The
 		// private ones are set best effort, as for special files.
-		if err := copyXattrs(linkXattrs(opts.Work, tmp), linkXattrs(srcDir, name)); err != nil {
+		if err := withDirAccess(srcDir, func() error {
+			return copyXattrs(linkXattrs(opts.Work, tmp), linkXattrs(srcDir, name))
+		}); err != nil {
 			return err
 		}
 		for k, v := range opts.Xattrs {
 			_ = unix.Lsetxattr(procPath(opts.Work, tmp), k, v, 0)
 		}
 	case xdst >= 0:
-		if err := copyXattrs(fdXattrs(xdst), fdXattrs(xsrc)); err != nil {
+		from := fdXattrs(xsrc)
+		if srcX != nil {
+			from = *srcX
+		}
+		if err := copyXattrs(fdXattrs(xdst), from); err != nil {
 			return err
 		}
 		for k, v := range opts.Xattrs {
@@ -621,6 +636,84 @@ func getXattrOf(x xattrIO, k string) ([]byte, error) {
 		}
 		return buf[:n], nil
 	}
+}
+
+// openSource opens the regular file or dir name of the lower dir open as srcDir
+// for a copy-up (OpenNoatime). Unprivileged, one of the user's whose mode denies
+// its owner read (a 0000 /etc/shadow, a 4111 sudo, a 0000 or 0300 dir; in a dir
+// its owner may not search, too) is made u+r (u+rx) for the open and the read of
+// its xattrs (user.* ones need read permission), which are returned (x, else nil),
+// and given its mode back at once: lower layers are shared with other mounts and
+// readers (docs/NOTES.md says what a racing one may see).
+func openSource(srcDir int, name string, flags int) (fd int, x *xattrIO, err error) {
+	fd, err = OpenNoatime(srcDir, name, flags)
+	if !errors.Is(err, unix.EACCES) || !unprivileged {
+		return fd, nil, err
+	}
+	undo := widenAt(srcDir, name)
+	defer undo()
+	if fd, err = OpenNoatime(srcDir, name, flags); err != nil {
+		return -1, nil, err
+	}
+	snap, err := snapshotXattrs(fdXattrs(fd))
+	if err != nil {
+		unix.Close(fd)
+		return -1, nil, err
+	}
+	return fd, &snap, nil
+}
+
+// snapshotXattrs reads every xattr of src but private ones (as copyXattrs
+// copies them) and returns them as a read-only xattrIO.
+func snapshotXattrs(src xattrIO) (xattrIO, error) {
+	vals := map[string][]byte{}
+	var names []string
+	list, err := listXattrsOf(src)
+	if err != nil && !errors.Is(err, unix.ENOTSUP) {
+		return xattrIO{}, err
+	}
+	for _, k := range list {
+		if IsPrivateXattr(k) {
+			continue
+		}
+		v, err := getXattrOf(src, k)
+		if errors.Is(err, unix.ENODATA) {
+			continue
+		}
+		if err != nil {
+			return xattrIO{}, fmt.Errorf("getxattr %s: %w", k, err)
+		}
+		vals[k] = v
+		names = append(names, k)
+	}
+	packed := []byte(strings.Join(names, "\x00") + "\x00")
+	if len(names) == 0 {
+		packed = nil
+	}
+	return xattrIO{
+		list: func(buf []byte) (int, error) {
+			if buf == nil {
+				return len(packed), nil
+			}
+			if len(buf) < len(packed) {
+				return 0, unix.ERANGE
+			}
+			return copy(buf, packed), nil
+		},
+		get: func(k string, buf []byte) (int, error) {
+			v, ok := vals[k]
+			switch {
+			case !ok:
+				return 0, unix.ENODATA
+			case buf == nil:
+				return len(v), nil
+			case len(buf) < len(v):
+				return 0, unix.ERANGE
+			}
+			return copy(buf, v), nil
+		},
+		set: func(string, []byte) error { return unix.EPERM },
+	}, nil
 }
 
 // openNoatime opens a file of a lower layer for reading without touching its atime

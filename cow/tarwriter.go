@@ -106,7 +106,7 @@ func (e *tarEmitter) entry(dirfd int, base, p string, st *unix.Stat_t) error {
 	err := e.entry1(dirfd, base, p, st, nop)
 	if errors.Is(err, unix.EACCES) && unprivileged {
 		e.forget(st, p)
-		undo := widenAt(dirfd, base, 0o400)
+		undo := widenAt(dirfd, base)
 		err = e.entry1(dirfd, base, p, st, undo)
 		undo()
 	}

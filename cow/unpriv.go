@@ -27,11 +27,13 @@ func nop() {}
 // fdPath names the file open as fd (O_PATH is fine) for path-only syscalls.
 func fdPath(fd int) string { return "/proc/self/fd/" + strconv.Itoa(fd) }
 
-// widenFd makes the regular file or dir open as fd (any fd of it, O_PATH too)
-// u+bits if the process is unprivileged, owns it and it lacks some of them. The
-// returned func puts its mode back (once, however often it is called); it is a
-// no-op when nothing was changed.
-func widenFd(fd int, bits uint32) func() {
+// widenFd makes the regular file (dir) open as fd (any fd of it, O_PATH too) u+r
+// (u+rx) if the process is unprivileged, owns it and it lacks that. The returned
+// func puts its mode back (once, however often it is called); it is a no-op when
+// nothing was changed. Every widening of one type adds the same bits, so that two
+// readers racing on one entry never take the other's widened mode for its own
+// (the worst a race gives is one reader's EACCES).
+func widenFd(fd int) func() {
 	if !unprivileged {
 		return nop
 	}
@@ -39,8 +41,16 @@ func widenFd(fd int, bits uint32) func() {
 	if unix.Fstat(fd, &st) != nil {
 		return nop
 	}
-	t := st.Mode & unix.S_IFMT
-	if (t != unix.S_IFDIR && t != unix.S_IFREG) || int(st.Uid) != os.Geteuid() || st.Mode&bits == bits {
+	var bits uint32
+	switch st.Mode & unix.S_IFMT {
+	case unix.S_IFREG:
+		bits = 0o400
+	case unix.S_IFDIR:
+		bits = 0o500
+	default:
+		return nop
+	}
+	if int(st.Uid) != os.Geteuid() || st.Mode&bits == bits {
 		return nop
 	}
 	p, mode := fdPath(fd), st.Mode&0o7777
@@ -57,22 +67,22 @@ func widenFd(fd int, bits uint32) func() {
 }
 
 // widenAt is widenFd for the entry name of the dir open as dirfd (never followed);
-// the dir itself is made u+x first if the lookup needs it.
-func widenAt(dirfd int, name string, bits uint32) func() {
+// the dir itself is widened first if the lookup needs it.
+func widenAt(dirfd int, name string) func() {
 	if !unprivileged {
 		return nop
 	}
 	fd, err := unix.Openat(dirfd, name, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 	undoDir := nop
 	if errors.Is(err, unix.EACCES) {
-		undoDir = widenFd(dirfd, 0o100)
+		undoDir = widenFd(dirfd)
 		fd, err = unix.Openat(dirfd, name, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 	}
 	if err != nil {
 		undoDir()
 		return nop
 	}
-	undo := widenFd(fd, bits)
+	undo := widenFd(fd)
 	return func() {
 		undo()
 		undoDir()
@@ -91,7 +101,7 @@ func withDirAccess(dirfd int, fn func() error) error {
 	if !errors.Is(err, unix.EACCES) || !unprivileged {
 		return err
 	}
-	undo := widenFd(dirfd, 0o500)
+	undo := widenFd(dirfd)
 	defer undo()
 	return fn()
 }
@@ -111,11 +121,57 @@ func openAsOwner(dirfd int, name string, flags int) (int, error) {
 	if !errors.Is(err, unix.EACCES) || !unprivileged {
 		return fd, err
 	}
-	bits := uint32(0o400)
-	if flags&unix.O_DIRECTORY != 0 {
-		bits = 0o500
-	}
-	undo := widenAt(dirfd, name, bits)
+	undo := widenAt(dirfd, name)
 	defer undo()
 	return unix.Openat(dirfd, name, flags, 0)
+}
+
+// WithDirAccess runs fn, an access to the dir open as dirfd (O_PATH is fine) or
+// to names in it. Unprivileged, if fn fails with EACCES and the dir is the
+// user's own but its mode denies its owner read or search (0000, 0300), fn runs
+// again with the dir made u+rx for that call alone. For the union fs's lookups
+// and listings in its layer dirs: the kernel has already checked the merged
+// dir's mode, which may differ from a layer's copy.
+func WithDirAccess(dirfd int, fn func() error) error { return withDirAccess(dirfd, fn) }
+
+// ReopenAsOwner opens the file or dir open as fd (O_PATH is fine) again with
+// flags (no write access), through one whose mode denies its owner read as
+// openAsOwner does.
+func ReopenAsOwner(fd int, flags int) (int, error) {
+	p := fdPath(fd)
+	nfd, err := unix.Open(p, flags|unix.O_CLOEXEC, 0)
+	if !errors.Is(err, unix.EACCES) || !unprivileged {
+		return nfd, err
+	}
+	undo := widenFd(fd)
+	defer undo()
+	return unix.Open(p, flags|unix.O_CLOEXEC, 0)
+}
+
+// OwnDirRWX makes the dir open as fd (O_PATH is fine) u+rwx if the process is
+// unprivileged, owns it and its mode denies that, and returns the func that puts
+// its mode back (a no-op if nothing changed). For the union fs's whole-tree
+// copy-up (a rename of a dir) into an upper copy the user made 0000 or 0500:
+// the kernel has allowed the rename, and the copies of the entries below must be
+// placed in it, and it be made opaque.
+func OwnDirRWX(fd int) func() {
+	if !unprivileged {
+		return nop
+	}
+	var st unix.Stat_t
+	if unix.Fstat(fd, &st) != nil || st.Mode&unix.S_IFMT != unix.S_IFDIR ||
+		int(st.Uid) != os.Geteuid() || st.Mode&0o700 == 0o700 {
+		return nop
+	}
+	p, mode := fdPath(fd), st.Mode&0o7777
+	if unix.Chmod(p, mode|0o700) != nil {
+		return nop
+	}
+	done := false
+	return func() {
+		if !done {
+			done = true
+			_ = unix.Chmod(p, mode)
+		}
+	}
 }

@@ -130,3 +130,87 @@ func TestUnprivReadOwnerDenied(t *testing.T) {
 	}
 	checkModes(t, up, modes)
 }
+
+// TestUnprivCopyUpOwnerDenied: unprivileged, copy-up of a lower file or dir of the
+// user's whose mode denies its owner read (0000 /etc/shadow, 4111 sudo, 0200
+// file, 0000 and 0300 dirs) works, carries its data, mode and owner xattr, and
+// gives the lower entry its mode back; it failed with EACCES (rev16-rootless
+// item 5).
+func TestUnprivCopyUpOwnerDenied(t *testing.T) {
+	dir, ok := asNobody(t)
+	if !ok {
+		return
+	}
+	low, up, work := filepath.Join(dir, "low"), filepath.Join(dir, "up"), filepath.Join(dir, "work")
+	modes := ownerDeniedTree(t, low)
+	t.Cleanup(func() { RemoveAll(low); RemoveAll(up) })
+	must(t, os.MkdirAll(filepath.Join(up, "etc"), 0o755))
+	must(t, os.MkdirAll(filepath.Join(up, "usr/bin"), 0o755))
+	must(t, os.Mkdir(work, 0o700))
+	opts := CopyUpOptions{Work: cuOpenDir(t, work), DataLimit: -1}
+	for _, p := range []string{"etc/shadow", "usr/bin/sudo", "wo", "d0", "d3"} {
+		src, err := unix.Open(filepath.Join(low, filepath.Dir(p)), unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+		must(t, err)
+		dst := cuOpenDir(t, filepath.Join(up, filepath.Dir(p)))
+		if err := CopyUp(src, dst, filepath.Base(p), opts); err != nil {
+			t.Errorf("copy-up %s: %v", p, err)
+		}
+		unix.Close(src)
+		var st unix.Stat_t
+		if err := unix.Lstat(filepath.Join(up, p), &st); err != nil {
+			t.Errorf("copy of %s: %v", p, err)
+		} else if st.Mode&0o7777 != modes[p] {
+			t.Errorf("copy of %s: mode %04o, want %04o", p, st.Mode&0o7777, modes[p])
+		}
+	}
+	checkModes(t, low, modes)
+	// What the copies hold, read as Diff does (which opens them up the same way).
+	got := tarContents(t, Diff(context.Background(), up, DiffOptions{Format: FormatOCI}))
+	want := []string{
+		"d0 0000 7:7 ", "d3 0300 0:0 ", "etc 0755 0:0 ", "etc/shadow 0000 0:42 root:*:1::::::",
+		"usr 0755 0:0 ", "usr/bin 0755 0:0 ", "usr/bin/sudo 4111 0:0 #!sudo", "wo 0200 0:0 write only",
+	}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("the copies:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+}
+
+// TestUnprivOpaqueCheck: unprivileged, IsOpaqueDir sees the OCI marker and the
+// user.overlay.opaque xattr of a dir of the user's made 0000 or 0300, through an
+// O_PATH fd too, and gives the dir its mode back; a check it could not make
+// said "not opaque" (or failed), and the union fs showed the lower entries the
+// dir hides (rev16-rootless item 4).
+func TestUnprivOpaqueCheck(t *testing.T) {
+	dir, ok := asNobody(t)
+	if !ok {
+		return
+	}
+	for _, mode := range []uint32{0, 0o300, 0o100} {
+		for _, f := range []Format{FormatOCI, FormatOverlay} {
+			d := filepath.Join(dir, fmt.Sprintf("%s-%o", f, mode))
+			must(t, os.Mkdir(d, 0o755))
+			must(t, MakeOpaque(cuOpenDir(t, d), f))
+			must(t, unix.Chmod(d, mode))
+			for _, fl := range []int{unix.O_PATH, unix.O_RDONLY} {
+				fd, err := unix.Open(d, fl|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+				if err != nil {
+					if fl == unix.O_RDONLY {
+						continue // a 0000 or 0300 dir: only O_PATH opens it
+					}
+					t.Fatal(err)
+				}
+				opq, err := IsOpaqueDir(fd)
+				unix.Close(fd)
+				if err != nil || !opq {
+					t.Errorf("%s dir %04o (open %#x): opaque %v, %v; want true", f, mode, fl, opq, err)
+				}
+			}
+			var st unix.Stat_t
+			must(t, unix.Stat(d, &st))
+			if st.Mode&0o7777 != mode {
+				t.Errorf("%s dir: mode %04o after the check, want %04o", f, st.Mode&0o7777, mode)
+			}
+			must(t, unix.Chmod(d, 0o755))
+		}
+	}
+}

@@ -130,7 +130,7 @@ func IsOverlayXattr(name string) bool {
 func IsOpaqueDir(dirfd int) (bool, error) {
 	opq, err := isOpaqueDir(dirfd)
 	if errors.Is(err, unix.EACCES) && unprivileged {
-		undo := widenFd(dirfd, 0o500)
+		undo := widenFd(dirfd)
 		opq, err = isOpaqueDir(dirfd)
 		undo()
 	}

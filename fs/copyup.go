@@ -252,7 +252,9 @@ func (fsys *unionFS) copyUpOne(s *stack, dir, name string, e *entry, dirLayers [
 	} else {
 		ne.layers = []int{0}
 	}
-	if err := unix.Fstatat(dst, name, &ne.st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+	if err := cow.WithDirAccess(dst, func() error {
+		return unix.Fstatat(dst, name, &ne.st, unix.AT_SYMLINK_NOFOLLOW)
+	}); err != nil {
 		return nil, err
 	}
 	return ne, nil
@@ -440,15 +442,17 @@ func (fsys *unionFS) copyUpTreeLocked(rel string) error {
 	// Listing the dir reads the upper copy too, which would move its atime: the
 	// copy-up puts it back with the rest below.
 	var st0 unix.Stat_t
-	if ufd, err := s.openDir(0, rel, unix.O_PATH); err != nil {
+	ufd, err := s.openDir(0, rel, unix.O_PATH)
+	if err != nil {
 		return err
-	} else {
-		err = unix.Fstat(ufd, &st0)
-		unix.Close(ufd)
-		if err != nil {
-			return err
-		}
 	}
+	defer unix.Close(ufd)
+	if err := unix.Fstat(ufd, &st0); err != nil {
+		return err
+	}
+	// Unprivileged, an upper copy the user made 0000 or 0500 is opened up to
+	// them for the copies and the marker to go in, and its mode put back after.
+	defer cow.OwnDirRWX(ufd)()
 	ents, err := s.readDir(e.layers, rel)
 	if err != nil {
 		return err

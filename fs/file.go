@@ -253,7 +253,14 @@ func openAt(s *stack, e *entry, rel string, flags int) (int, error) {
 func openFile(dfd int, name string, flags int, upper bool) (int, error) {
 	flags |= unix.O_NOFOLLOW | unix.O_CLOEXEC
 	if !upper {
-		return cow.OpenNoatime(dfd, name, flags)
+		// Unprivileged, the layer's copy of the dir may deny its owner search
+		// where the merged dir allows it (see lookupOne).
+		fd := -1
+		err := cow.WithDirAccess(dfd, func() (err error) {
+			fd, err = cow.OpenNoatime(dfd, name, flags)
+			return err
+		})
+		return fd, err
 	}
 	pfd, st, err := openPath(dfd, name)
 	if err != nil {

@@ -309,12 +309,22 @@ func (s *stack) lookup(d *dirFds, name string) (*entry, error) {
 
 // lookupOne looks name up in one layer's directory dfd, extending *e. It reports
 // whether the lower layers are hidden from here on.
+//
+// Unprivileged, a layer's copy of a dir may deny its owner, the user, search or
+// read (0000, 0300: a user's chmod through the mount, an image's 0000 dir) while
+// the kernel has allowed the lookup by the merged dir's mode (that of the top
+// copy): the stat, and the open for the opaque check (O_PATH, then
+// cow.IsOpaqueDir), go through cow.WithDirAccess. The opaque check is never
+// skipped: "not opaque" from a check it could not make would show the lower
+// entries an opaque dir hides once its mode lets them be listed.
 func (s *stack) lookupOne(dfd, li int, name string, e **entry) (stop bool, err error) {
 	var st unix.Stat_t
-	err = unix.Fstatat(dfd, name, &st, unix.AT_SYMLINK_NOFOLLOW)
+	err = cow.WithDirAccess(dfd, func() error { return unix.Fstatat(dfd, name, &st, unix.AT_SYMLINK_NOFOLLOW) })
 	if errors.Is(err, unix.ENOENT) {
 		var wst unix.Stat_t
-		if unix.Fstatat(dfd, cow.WhiteoutName(name), &wst, unix.AT_SYMLINK_NOFOLLOW) == nil {
+		if cow.WithDirAccess(dfd, func() error {
+			return unix.Fstatat(dfd, cow.WhiteoutName(name), &wst, unix.AT_SYMLINK_NOFOLLOW)
+		}) == nil {
 			return true, nil
 		}
 		return false, nil
@@ -344,7 +354,11 @@ func (s *stack) lookupOne(dfd, li int, name string, e **entry) (stop bool, err e
 	if li == len(s.layers)-1 {
 		return true, nil
 	}
-	cfd, err := unix.Openat(dfd, name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	var cfd int
+	err = cow.WithDirAccess(dfd, func() (err error) {
+		cfd, err = unix.Openat(dfd, name, unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+		return err
+	})
 	if err != nil {
 		return false, err
 	}
@@ -479,6 +493,15 @@ func (s *stack) readDir(dirLayers []int, rel string) ([]dirent, error) {
 		}
 		if s.layers[li].upper || errors.Is(err, unix.EPERM) {
 			dfd, err = s.openDir(li, rel, unix.O_RDONLY)
+		}
+		if errors.Is(err, unix.EACCES) {
+			// Unprivileged: this layer's copy denies its owner read (see lookupOne).
+			dfd, err = s.openDir(li, rel, unix.O_PATH)
+			if err == nil {
+				pfd := dfd
+				dfd, err = cow.ReopenAsOwner(pfd, unix.O_RDONLY|unix.O_DIRECTORY)
+				unix.Close(pfd)
+			}
 		}
 		if err != nil {
 			if notInLayer(err) {

@@ -171,3 +171,59 @@ func TestRootlessOwnerDeniedModes(t *testing.T) {
 	has(t, "export of the commit", tarListing(t, filepath.Join(r.dir, "img2.tar")), append(mine, "usr/bin/sudo 4111 0 #!sudo")...)
 	r.run("rm", "c")
 }
+
+// TestRootlessCopyUpOwnerDenied: as nobody, chmod, touch and mv through the mount
+// of image entries whose modes deny their owner read (0000 /etc/shadow, 4111
+// sudo, a 0000 dir, a dir holding them) copy them up, as a root mount does; each
+// failed with "Permission denied" (rev16-rootless item 5). The image's layer
+// keeps its modes.
+func TestRootlessCopyUpOwnerDenied(t *testing.T) {
+	r := newRootlessEnv(t)
+	img := modesImage(t, r)
+	mnt := r.mountAsNobody("c", img)
+	r.sh("cd " + mnt + " && chmod 600 etc/shadow && touch etc/shadow && cat etc/shadow && mv etc etc2" +
+		" && chmod 4755 usr/bin/sudo && chmod 700 priv/sec && cat priv/sec/key && chmod 0 priv/sec && mv priv priv2")
+	out := r.sh("cd " + mnt + " && stat -c '%n %a' etc2/shadow usr/bin/sudo priv2/sec && ls priv2 etc2")
+	if want := "etc2/shadow 600\nusr/bin/sudo 4755\npriv2/sec 0\netc2:\nshadow\n\npriv2:\nsec\n"; out != want {
+		t.Errorf("after the edits:\n%s\nwant:\n%s", out, want)
+	}
+	r.run("commit", "c", "modes:2")
+	r.run("umount", mnt)
+	r.run("export", "-o", "img2.tar", "modes:2")
+	has(t, "export of the commit", tarListing(t, filepath.Join(r.dir, "img2.tar")),
+		"etc2/shadow 0600 0 root:*:1::::::", "usr/bin/sudo 4755 0 #!sudo", "priv2/sec 0000 5", "priv2/sec/key 0400 0 key")
+	r.run("export", "-o", "img1.tar", img)
+	has(t, "export of the image", tarListing(t, filepath.Join(r.dir, "img1.tar")),
+		"etc/shadow 0000 0 root:*:1::::::", "usr/bin/sudo 4111 0 #!sudo", "priv/sec 0000 5")
+	r.run("rm", "c")
+}
+
+// TestRootlessDirNoOwnerAccess: a dir nobody makes 0000 or 0300 through the mount
+// is listed, stat-able and chmod-able there, as with fuse-overlayfs and a plain
+// dir; it vanished (EACCES from the fs's opaque check, rev16-rootless item 4).
+// An opaque dir (made over a lower one) stays opaque through such modes: after
+// chmod 700 it shows its own entries, not the lower ones.
+func TestRootlessDirNoOwnerAccess(t *testing.T) {
+	r := newRootlessEnv(t)
+	img := modesImage(t, r)
+	mnt := r.mountAsNobody("c", img)
+	r.sh("cd " + mnt + " && mkdir d e && echo in > d/f && chmod 0 d && chmod 0300 e" +
+		" && rm -rf hl && mkdir hl && echo new > hl/n && chmod 0 hl")
+	out := r.sh("cd " + mnt + " && ls && stat -c '%n %a' d e hl && chmod 700 d e hl && ls d e hl && cat d/f")
+	want := "d\ndev\ne\netc\nhl\nping\npriv\nusr\nd 0\ne 300\nhl 0\nd:\nf\n\ne:\n\nhl:\nn\nin\n"
+	if out != want {
+		t.Errorf("through the mount:\n%s\nwant:\n%s", out, want)
+	}
+	// The same, looked up for the first time while 0000 (a fresh mount).
+	r.run("umount", mnt)
+	r.run("mount", "--name", "c", img, mnt)
+	r.sh("cd " + mnt + " && chmod 0 hl d")
+	r.run("umount", mnt)
+	r.run("mount", "--name", "c", img, mnt)
+	out = r.sh("cd " + mnt + " && stat -c '%n %a' d hl && chmod 700 hl d && ls hl d")
+	if want := "d 0\nhl 0\nd:\nf\n\nhl:\nn\n"; out != want {
+		t.Errorf("after a remount:\n%s\nwant:\n%s", out, want)
+	}
+	r.run("umount", mnt)
+	r.run("rm", "c")
+}

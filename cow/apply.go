@@ -82,7 +82,29 @@ func Apply(ctx context.Context, dir string, r io.Reader) (digest.Digest, error) 
 	if _, err := io.CopyBuffer(io.Discard, tee, a.buf); err != nil {
 		return "", fmt.Errorf("apply: read layer tar: %w", err)
 	}
-	return digest.NewDigestFromBytes(digest.SHA256, h.Sum(nil)), nil
+	d := digest.NewDigestFromBytes(digest.SHA256, h.Sum(nil))
+	if len(a.dropped) > 0 {
+		warnDropped(d, a.dropped)
+	}
+	return d, nil
+}
+
+// Warn prints a warning line of the package (stderr by default).
+var Warn = func(msg string) { fmt.Fprintln(os.Stderr, "WARNING: "+msg) }
+
+// warnDropped says, in one line, which entries and xattrs of the layer diffID an
+// unprivileged unpack could not make. They are left out of the layer dir, so
+// mounts, export and commit (a rename of their dir too) lack them, as umoci's
+// rootless mode warns at unpack; root keeps them. The rest of the layer is
+// unpacked.
+func warnDropped(diffID digest.Digest, dropped []string) {
+	const max = 8
+	list := strings.Join(dropped[:min(len(dropped), max)], ", ")
+	if len(dropped) > max {
+		list += fmt.Sprintf(" and %d more", len(dropped)-max)
+	}
+	Warn(fmt.Sprintf("unprivileged unpack of layer %s leaves out what only root can make (mounts, export and commit lack it): %s",
+		diffID.Encoded()[:12], list))
 }
 
 type entryKind uint8
@@ -117,6 +139,9 @@ type applier struct {
 	euid     int
 	egid     int
 	buf      []byte
+	// dropped are the entries and xattrs an unprivileged unpack cannot make
+	// (device nodes, security.capability, trusted.*), for Warn.
+	dropped []string
 }
 
 func newApplier(dir string) (*applier, error) {
@@ -649,7 +674,13 @@ func (a *applier) entry(hdr *tar.Header, r io.Reader) error {
 		dev := int(unix.Mkdev(uint32(hdr.Devmajor), uint32(hdr.Devminor)))
 		if err := unix.Mknodat(pfd, base, mode|0o600, dev); err != nil {
 			if a.euid != 0 && errors.Is(err, unix.EPERM) && mode != unix.S_IFIFO {
-				return nil // unprivileged: no device nodes
+				// Unprivileged: no device nodes (Warn names them).
+				kind := "char"
+				if mode == unix.S_IFBLK {
+					kind = "block"
+				}
+				a.dropped = append(a.dropped, fmt.Sprintf("%s (%s device %d:%d)", p, kind, hdr.Devmajor, hdr.Devminor))
+				return nil
 			}
 			return fmt.Errorf("mknod: %w", err)
 		}

@@ -61,6 +61,10 @@ func (a *applier) setMeta(pfd int, base string, fd int, hdr *tar.Header, symlink
 			!(fd < 0 && strings.HasPrefix(name, "user.") && errors.Is(err, unix.EPERM)) {
 			return fmt.Errorf("setxattr %s: %w", name, err)
 		}
+		if a.euid != 0 && errors.Is(err, unix.EPERM) && !strings.HasPrefix(name, "user.") {
+			p, _ := cleanName(hdr.Name)
+			a.dropped = append(a.dropped, fmt.Sprintf("%s (xattr %s)", p, name))
+		}
 	}
 	if a.euid != 0 {
 		if v := encodeRootless(hdr.Uid, hdr.Gid); v != nil && fd >= 0 {

@@ -2,6 +2,7 @@ package cow
 
 import (
 	"archive/tar"
+	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -211,6 +212,52 @@ func TestUnprivOpaqueCheck(t *testing.T) {
 				t.Errorf("%s dir: mode %04o after the check, want %04o", f, st.Mode&0o7777, mode)
 			}
 			must(t, unix.Chmod(d, 0o755))
+		}
+	}
+}
+
+// TestUnprivApplyWarnsDropped: an unprivileged unpack names, in one warning, the
+// device nodes and the security.capability and trusted.* xattrs it cannot make;
+// it left them out without a word (rev16-rootless item 6).
+func TestUnprivApplyWarnsDropped(t *testing.T) {
+	dir, ok := asNobody(t)
+	if !ok {
+		return
+	}
+	var warned []string
+	old := Warn
+	Warn = func(msg string) { warned = append(warned, msg) }
+	defer func() { Warn = old }()
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	for _, h := range []*tar.Header{
+		{Name: "dev/", Typeflag: tar.TypeDir, Mode: 0o755},
+		{Name: "dev/null", Typeflag: tar.TypeChar, Mode: 0o666, Devmajor: 1, Devminor: 3},
+		{Name: "dev/sda", Typeflag: tar.TypeBlock, Mode: 0o660, Devmajor: 8},
+		{Name: "dev/fifo", Typeflag: tar.TypeFifo, Mode: 0o644},
+		{Name: "./ping", Typeflag: tar.TypeReg, Mode: 0o755, PAXRecords: map[string]string{
+			paxXattrPrefix + "security.capability": "\x01\x00\x00\x02\x00\x20\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00",
+			paxXattrPrefix + "trusted.x":           "y", paxXattrPrefix + "user.ok": "1",
+		}},
+	} {
+		h.Format = tar.FormatPAX
+		must(t, tw.WriteHeader(h))
+	}
+	must(t, tw.Close())
+	_, err := Apply(context.Background(), filepath.Join(dir), &buf)
+	must(t, err)
+	want := "unprivileged unpack of layer"
+	if len(warned) != 1 || !strings.Contains(warned[0], want) {
+		t.Fatalf("warnings: %q, want one %q", warned, want)
+	}
+	for _, w := range []string{"dev/null (char device 1:3)", "dev/sda (block device 8:0)", "ping (xattr security.capability)", "ping (xattr trusted.x)"} {
+		if !strings.Contains(warned[0], w) {
+			t.Errorf("warning %q does not name %q", warned[0], w)
+		}
+	}
+	for _, w := range []string{"fifo", "user.ok"} {
+		if strings.Contains(warned[0], w) {
+			t.Errorf("warning %q names %q, which was made", warned[0], w)
 		}
 	}
 }

@@ -227,3 +227,36 @@ func TestRootlessDirNoOwnerAccess(t *testing.T) {
 	r.run("umount", mnt)
 	r.run("rm", "c")
 }
+
+// TestRootlessUnpackWarns: as nobody, the first unpack of a layer (here by an
+// export) names the device nodes and xattrs it cannot make in one WARNING line
+// on stderr; they went without a word (rev16-rootless item 6). A second export
+// does not unpack again and says nothing.
+func TestRootlessUnpackWarns(t *testing.T) {
+	r := newRootlessEnv(t)
+	img := modesImage(t, r)
+	export := func() string {
+		cmd := exec.Command(r.bin, "--root", filepath.Join(r.dir, "root"), "export", "-o", "x.tar", img)
+		cmd.Dir = r.dir
+		cmd.Env = []string{"PATH=/usr/bin:/bin", "HOME=" + r.dir}
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: nobodyID, Gid: nobodyID}}
+		var errOut bytes.Buffer
+		cmd.Stderr = &errOut
+		if err := cmd.Run(); err != nil {
+			t.Fatalf("export as nobody: %v\n%s", err, errOut.String())
+		}
+		return errOut.String()
+	}
+	out := export()
+	for _, w := range []string{"WARNING: unprivileged unpack of layer", "dev/null (char device 1:3)", "ping (xattr security.capability)"} {
+		if !strings.Contains(out, w) {
+			t.Errorf("export's stderr does not say %q:\n%s", w, out)
+		}
+	}
+	if n := strings.Count(out, "WARNING"); n != 1 {
+		t.Errorf("export's stderr has %d warnings, want 1:\n%s", n, out)
+	}
+	if out := export(); strings.Contains(out, "WARNING") {
+		t.Errorf("second export's stderr: %s", out)
+	}
+}

@@ -255,11 +255,13 @@ func openFile(dfd int, name string, flags int, upper bool) (int, error) {
 	if !upper {
 		// Unprivileged, the layer's copy of the dir may deny its owner search
 		// where the merged dir allows it (see lookupOne).
-		fd := -1
-		err := cow.WithDirAccess(dfd, func() (err error) {
-			fd, err = cow.OpenNoatime(dfd, name, flags)
-			return err
-		})
+		fd, err := cow.OpenNoatime(dfd, name, flags)
+		if errors.Is(err, unix.EACCES) {
+			err = cow.WithDirAccess(dfd, func() (err error) {
+				fd, err = cow.OpenNoatime(dfd, name, flags)
+				return err
+			})
+		}
 		return fd, err
 	}
 	pfd, st, err := openPath(dfd, name)

@@ -319,12 +319,20 @@ func (s *stack) lookup(d *dirFds, name string) (*entry, error) {
 // entries an opaque dir hides once its mode lets them be listed.
 func (s *stack) lookupOne(dfd, li int, name string, e **entry) (stop bool, err error) {
 	var st unix.Stat_t
-	err = cow.WithDirAccess(dfd, func() error { return unix.Fstatat(dfd, name, &st, unix.AT_SYMLINK_NOFOLLOW) })
+	// (The fallbacks run only on EACCES: this is every LOOKUP's path.)
+	err = unix.Fstatat(dfd, name, &st, unix.AT_SYMLINK_NOFOLLOW)
+	if errors.Is(err, unix.EACCES) {
+		err = cow.WithDirAccess(dfd, func() error { return unix.Fstatat(dfd, name, &st, unix.AT_SYMLINK_NOFOLLOW) })
+	}
 	if errors.Is(err, unix.ENOENT) {
 		var wst unix.Stat_t
-		if cow.WithDirAccess(dfd, func() error {
-			return unix.Fstatat(dfd, cow.WhiteoutName(name), &wst, unix.AT_SYMLINK_NOFOLLOW)
-		}) == nil {
+		werr := unix.Fstatat(dfd, cow.WhiteoutName(name), &wst, unix.AT_SYMLINK_NOFOLLOW)
+		if errors.Is(werr, unix.EACCES) {
+			werr = cow.WithDirAccess(dfd, func() error {
+				return unix.Fstatat(dfd, cow.WhiteoutName(name), &wst, unix.AT_SYMLINK_NOFOLLOW)
+			})
+		}
+		if werr == nil {
 			return true, nil
 		}
 		return false, nil
@@ -354,11 +362,13 @@ func (s *stack) lookupOne(dfd, li int, name string, e **entry) (stop bool, err e
 	if li == len(s.layers)-1 {
 		return true, nil
 	}
-	var cfd int
-	err = cow.WithDirAccess(dfd, func() (err error) {
-		cfd, err = unix.Openat(dfd, name, unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
-		return err
-	})
+	cfd, err := unix.Openat(dfd, name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if errors.Is(err, unix.EACCES) {
+		err = cow.WithDirAccess(dfd, func() (err error) {
+			cfd, err = unix.Openat(dfd, name, unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+			return err
+		})
+	}
 	if err != nil {
 		return false, err
 	}

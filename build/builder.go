@@ -73,7 +73,10 @@ func (e *StepError) Is(target error) bool { return target == ErrBuild }
 type Options struct {
 	Store     *blobstore.Store
 	LayersDir string // <root>/layers: unpacked layers (cow.LayerCache)
-	StateDir  string // <root>: build-cache/ and tmp/ are made under it
+	// LayerPinned names layers whose dir must not be unpacked again though an
+	// older format made it (cow.LayerCache.Pinned); nil: none.
+	LayerPinned func(digest.Digest) bool
+	StateDir    string // <root>: build-cache/ and tmp/ are made under it
 
 	Context    string            // the build context dir
 	Dockerfile string            // "" is <Context>/Dockerfile
@@ -188,7 +191,7 @@ func Build(ctx context.Context, o Options) (*Result, error) {
 		return nil, err
 	}
 	b.cache = &stepCache{dir: filepath.Join(o.StateDir, "build-cache"), store: o.Store}
-	b.layers = &cow.LayerCache{Dir: o.LayersDir}
+	b.layers = &cow.LayerCache{Dir: o.LayersDir, Pinned: o.LayerPinned}
 	b.tmpRoot = filepath.Join(o.StateDir, "tmp")
 	// What builds killed before left (dead mounts and their dirs) goes first.
 	if _, err := RemoveStaleScratch(o.StateDir, false); err != nil {

@@ -301,7 +301,18 @@ func unixMode(m fs.FileMode) uint32 {
 
 func (cp *copier) owner(uid, gid int) (int, int) {
 	if cp.uid >= 0 {
-		return cp.uid, cp.gid
+		uid, gid = cp.uid, cp.gid
+	}
+	// Without root the user stands for the image's root: the step mount shows
+	// root's files as the user's and stores the user's as root's. A chown to 0
+	// there is refused by the kernel (it made rootless COPY fail with EPERM).
+	if os.Geteuid() != 0 {
+		if uid == 0 {
+			uid = os.Geteuid()
+		}
+		if gid == 0 {
+			gid = os.Getegid()
+		}
 	}
 	return uid, gid
 }

@@ -153,6 +153,11 @@ func (b *builder) runStep(ctx context.Context, c *instructions.RunCommand) (bool
 	if ok, err := b.useCache(key); err != nil || ok {
 		return ok, err
 	}
+	if os.Geteuid() != 0 {
+		// The step's container needs namespaces, mounts and a chroot; the
+		// rest of a build (COPY, ENV, WORKDIR, a cached RUN) does not.
+		return false, b.stepErr(c, errors.New("RUN needs root: its container is made with namespaces, mounts and a chroot only root may make"))
+	}
 	if err := mounts.setup(); err != nil {
 		return false, b.stepErr(c, err)
 	}

@@ -25,7 +25,15 @@ import (
 // processes at once; a per-layer flock makes sure one of them unpacks while the
 // others wait and then use the result. Prune takes the same locks and skips a layer
 // being filled.
-type LayerCache struct{ Dir string }
+type LayerCache struct {
+	Dir string
+	// Pinned, if set, names layers whose dir must stay as it is although an
+	// older format unpacked it (see UnpackFormat): a working container's upper
+	// records inode numbers of the dir's files (copy-up origins, inode maps), and
+	// a new unpack would give those numbers to other files, so that two names in
+	// the container would read one file's data. Asked only for such a dir.
+	Pinned func(diffID digest.Digest) bool
+}
 
 // LayerSource names one layer and how to read its uncompressed tar stream.
 type LayerSource struct {
@@ -62,15 +70,15 @@ func (c *LayerCache) Path(diffID digest.Digest) string {
 // on a mismatch (ErrDigestMismatch) or any other error nothing is left behind.
 // Idempotent; concurrent calls for the same layer, in this or other processes, all
 // succeed and only one of them unpacks. A dir an older format unpacked is
-// unpacked again and swapped in at the same path (RENAME_EXCHANGE); the old one
-// is kept as .stale-<hex>-N for the mounts that hold it open, until Prune finds
-// no process using it.
+// unpacked again, unless Pinned, and swapped in at the same path
+// (RENAME_EXCHANGE); the old one is kept as .stale-<hex>-N for any mount that
+// holds it open, until Prune finds no process using it.
 func (c *LayerCache) Ensure(ctx context.Context, diffID digest.Digest, open func() (io.ReadCloser, error)) (string, error) {
 	if err := diffID.Validate(); err != nil {
 		return "", fmt.Errorf("ensure layer %s: %w", diffID, err)
 	}
 	final := c.Path(diffID)
-	if isDir(final) && c.current(diffID.Encoded()) {
+	if isDir(final) && c.usable(diffID) {
 		return final, nil
 	}
 	unlock, err := c.lock(ctx, diffID.Encoded())
@@ -78,13 +86,18 @@ func (c *LayerCache) Ensure(ctx context.Context, diffID digest.Digest, open func
 		return "", fmt.Errorf("ensure layer %s: %w", diffID, err)
 	}
 	defer unlock()
-	if isDir(final) && c.current(diffID.Encoded()) { // another process filled it while we waited
+	if isDir(final) && c.usable(diffID) { // another process filled it while we waited
 		return final, nil
 	}
 	if err := c.fill(ctx, diffID, open); err != nil {
 		return "", fmt.Errorf("ensure layer %s: %w", diffID, err)
 	}
 	return final, nil
+}
+
+// usable reports whether the existing dir of diffID may be used as it is.
+func (c *LayerCache) usable(diffID digest.Digest) bool {
+	return c.current(diffID.Encoded()) || c.Pinned != nil && c.Pinned(diffID)
 }
 
 // current reports whether the layer dir hex was unpacked in UnpackFormat (or a
@@ -136,8 +149,9 @@ func (c *LayerCache) fill(ctx context.Context, diffID digest.Digest, open func()
 	if err != nil {
 		return err
 	}
+	swapped := false // tmp holds the old dir, which a mount may serve
 	defer func() {
-		if err != nil {
+		if err != nil && !swapped {
 			RemoveAll(tmp)
 		}
 	}()
@@ -168,9 +182,10 @@ func (c *LayerCache) fill(ctx context.Context, diffID digest.Digest, open func()
 		if err := unix.Renameat2(unix.AT_FDCWD, tmp, unix.AT_FDCWD, final, unix.RENAME_EXCHANGE); err != nil {
 			return fmt.Errorf("replace the unpack of an older version: %w", err)
 		}
+		swapped = true
 		stale := filepath.Join(c.Dir, fmt.Sprintf("%s%s-%d", stalePrefix, diffID.Encoded(), time.Now().UnixNano()))
 		if err := os.Rename(tmp, stale); err != nil {
-			RemoveAll(tmp) // tmp is the old dir now: better gone than taken for a fill
+			return fmt.Errorf("move the unpack of an older version aside: %w", err)
 		}
 	} else if err := os.Rename(tmp, final); err != nil {
 		return err
@@ -286,6 +301,14 @@ func (c *LayerCache) Prune(keep map[digest.Digest]bool) error {
 	return nil
 }
 
+// IsStaleLayerDir reports whether name, an entry of a LayerCache's Dir, is an
+// older format's unpack that Ensure replaced (Prune removes it once unused).
+func IsStaleLayerDir(name string) bool { return strings.HasPrefix(name, stalePrefix) }
+
+// LayerDirsInUse returns the entries of the LayerCache dir dir that some process
+// holds (see entriesInUse).
+func LayerDirsInUse(dir string) map[string]bool { return entriesInUse(dir) }
+
 // entriesInUse returns the entries of dir that some process has a file, working
 // dir or root in (from /proc/*/fd, cwd and root: a mount's server holds its layer
 // dirs as O_PATH fds). Processes it cannot read are taken to use nothing, so an
@@ -293,6 +316,11 @@ func (c *LayerCache) Prune(keep map[digest.Digest]bool) error {
 // be the user's store's mount.
 func entriesInUse(dir string) map[string]bool {
 	out := map[string]bool{}
+	// /proc's links name resolved paths: so must the prefix (a store reached
+	// through a symlink found no holder, and gc removed a dir a mount served).
+	if real, err := filepath.EvalSymlinks(dir); err == nil {
+		dir = real
+	}
 	prefix := filepath.Clean(dir) + "/"
 	procs, _ := os.ReadDir("/proc")
 	for _, p := range procs {

@@ -87,6 +87,14 @@ func TestEnsureRefillsOlderFormat(t *testing.T) {
 	if len(stale()) != 1 {
 		t.Errorf("Prune while the old dir is held: stale dirs %v, want it kept", stale())
 	}
+	// /proc names resolved paths: a store reached through a symlink must find
+	// the holder too.
+	link := filepath.Join(tempDir(t), "layers-link")
+	must(t, os.Symlink(c.Dir, link))
+	must(t, (&LayerCache{Dir: link}).Prune(keep))
+	if len(stale()) != 1 {
+		t.Errorf("Prune through a symlink while the old dir is held: stale dirs %v, want it kept", stale())
+	}
 	unix.Close(held)
 	held = -1
 	must(t, c.Prune(keep))
@@ -99,5 +107,38 @@ func TestEnsureRefillsOlderFormat(t *testing.T) {
 	must(t, c.Prune(nil))
 	if _, err := os.Stat(filepath.Join(c.Dir, formatsDir, d.Encoded())); !os.IsNotExist(err) {
 		t.Errorf("the format record of a pruned layer: %v, want it gone", err)
+	}
+}
+
+// TestEnsureKeepsPinnedOlderFormat: a layer dir a working container was mounted
+// on stays as an older format made it: the container's upper holds inode numbers
+// of its files (copy-up origins), which a new unpack would give to other files.
+func TestEnsureKeepsPinnedOlderFormat(t *testing.T) {
+	b := buildTar(t, reg("f", "x"))
+	d := digest.FromBytes(b)
+	var opens atomic.Int32
+	open := func() (io.ReadCloser, error) {
+		opens.Add(1)
+		return io.NopCloser(bytes.NewReader(b)), nil
+	}
+	dir := filepath.Join(tempDir(t), "layers")
+	asked := 0
+	c := &LayerCache{Dir: dir, Pinned: func(got digest.Digest) bool { asked++; return got == d }}
+	if _, err := c.Ensure(context.Background(), d, open); err != nil {
+		t.Fatal(err)
+	}
+	if asked != 0 {
+		t.Errorf("Pinned asked %d times for a layer that was missing, want 0", asked)
+	}
+	must(t, os.Remove(filepath.Join(dir, formatsDir, d.Encoded())))
+	if _, err := c.Ensure(context.Background(), d, open); err != nil {
+		t.Fatal(err)
+	}
+	if opens.Load() != 1 {
+		t.Errorf("a pinned layer of an older format was unpacked again (%d reads)", opens.Load())
+	}
+	c.Pinned = nil
+	if _, err := c.Ensure(context.Background(), d, open); err != nil || opens.Load() != 2 {
+		t.Errorf("an unpinned layer of an older format: %d reads, %v; want it unpacked again", opens.Load(), err)
 	}
 }

@@ -54,7 +54,6 @@ func init() { addVerb(newBuildCommand) }
 func newBuildCommand(g *globalOptions) *cobra.Command {
 	o := &buildOptions{}
 	cmd := &cobra.Command{
-		Annotations: map[string]string{rootOnly: "1"},
 		Use:         "build [OPTIONS] PATH | -",
 		Short:       "Build an image from a Dockerfile",
 		Long: `Build an image from the Dockerfile in PATH (the build context), as docker's
@@ -205,7 +204,7 @@ a Dockerfile alone (no context); -f - reads the Dockerfile from stdin. A git URL
 					done()
 					return err
 				},
-				Store: s, LayersDir: filepath.Join(g.root, "layers"), StateDir: g.root,
+				Store: s, LayersDir: filepath.Join(g.root, "layers"), LayerPinned: pinnedLayers(g), StateDir: g.root,
 				Context: contextDir, Dockerfile: file, Tags: o.tags, BuildArgs: bargs, NoCache: o.noCache, Target: o.target, Out: out,
 				ContextInRoot: inRoot,
 			}

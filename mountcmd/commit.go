@@ -330,9 +330,8 @@ func (c *committer) rebase(ctx context.Context, srv *controlClient, img *blobsto
 	lowers := c.lowers
 	top := "" // the layer dir made from the upper dir
 	if c.diffID != "" {
-		cache := &cow.LayerCache{Dir: filepath.Join(c.g.root, "layers")}
 		var err error
-		top, err = cache.Ensure(ctx, c.diffID, func() (io.ReadCloser, error) { return c.store.OpenLayer(c.desc) })
+		top, err = layerCache(c.g).Ensure(ctx, c.diffID, func() (io.ReadCloser, error) { return c.store.OpenLayer(c.desc) })
 		if err != nil {
 			return err
 		}

@@ -18,7 +18,6 @@ func init() { addVerb(newCreateCommand) }
 func newCreateCommand(g *globalOptions) *cobra.Command {
 	o := &runOptions{}
 	cmd := &cobra.Command{
-		Annotations: map[string]string{rootOnly: "125"},
 		Use:         "create [OPTIONS] IMAGE [COMMAND] [ARG...]",
 		Short:       "Create a new container without starting it",
 		Long: `Make a working container from IMAGE with what run would run in it (run's

@@ -30,7 +30,18 @@ var pruneLayerDirs = func(g *globalOptions, keep map[digest.Digest]bool, dryRun 
 		return 0, fmt.Errorf("prune layers: %w", err)
 	}
 	sizes := map[string]int64{}
+	var inUse map[string]bool
 	for _, e := range ents {
+		if cow.IsStaleLayerDir(e.Name()) {
+			// An older format's unpack, replaced: gone once no mount holds it.
+			if inUse == nil {
+				inUse = cow.LayerDirsInUse(dir)
+			}
+			if !inUse[e.Name()] {
+				sizes[e.Name()] = dirSize(filepath.Join(dir, e.Name()))
+			}
+			continue
+		}
 		d := digest.NewDigestFromEncoded(digest.SHA256, e.Name())
 		if d.Validate() != nil || keep[d] {
 			continue

@@ -15,6 +15,7 @@ import (
 
 	"github.com/layerfs/layerfs/blobstore"
 	"github.com/layerfs/layerfs/cow"
+	"github.com/opencontainers/go-digest"
 )
 
 type mountOptions struct {
@@ -415,13 +416,51 @@ func ensureLayers(ctx context.Context, g *globalOptions, s *blobstore.Store, img
 	for i, desc := range layers {
 		srcs[i] = cow.LayerSource{DiffID: diffIDs[i], Open: func() (io.ReadCloser, error) { return s.OpenLayer(desc) }}
 	}
-	cache := &cow.LayerCache{Dir: filepath.Join(g.root, "layers")}
-	paths, err := cache.EnsureAll(ctx, srcs)
+	paths, err := layerCache(g).EnsureAll(ctx, srcs)
 	if err != nil {
 		return nil, err
 	}
 	slices.Reverse(paths)
 	return paths, nil
+}
+
+// layerCache is the store root's cache of unpacked layers.
+func layerCache(g *globalOptions) *cow.LayerCache {
+	return &cow.LayerCache{Dir: filepath.Join(g.root, "layers"), Pinned: pinnedLayers(g)}
+}
+
+// pinnedLayers reports the layers some working container was mounted on (its
+// state.json's lowers): their dirs stay as they are even if an older format
+// unpacked them, as the container's upper holds inode numbers of their files
+// (cow.LayerCache.Pinned). Read once, and only when a cache asks. A container
+// whose state cannot be read pins every layer.
+func pinnedLayers(g *globalOptions) func(digest.Digest) bool {
+	var once sync.Once
+	var all bool
+	pinned := map[string]bool{}
+	return func(d digest.Digest) bool {
+		once.Do(func() {
+			ws, err := listContainers(g.root)
+			if err != nil {
+				all = true
+				return
+			}
+			for _, w := range ws {
+				st, err := w.load()
+				if errors.Is(err, errNoSuchContainer) {
+					continue
+				}
+				if err != nil {
+					all = true
+					return
+				}
+				for _, l := range st.Lowers {
+					pinned[filepath.Base(l)] = true
+				}
+			}
+		})
+		return all || pinned[d.Encoded()]
+	}
 }
 
 // containerImage reads the image container name was made from out of the store's

@@ -74,6 +74,18 @@ func DefaultRoot() string {
 	return filepath.Join(home, ".local", "share", "layerfs")
 }
 
+// usesStore reports whether cmd may touch the store root: not version, help or
+// the shell completion scripts, which work without a home.
+func usesStore(cmd *cobra.Command) bool {
+	for c := cmd; c != nil; c = c.Parent() {
+		switch c.Name() {
+		case "version", "help", "completion", cobra.ShellCompRequestCmd, cobra.ShellCompNoDescRequestCmd:
+			return false
+		}
+	}
+	return true
+}
+
 // rootOnly annotates the verbs that make containers (run, create, start, restart,
 // exec, and build, whose RUN steps are containers): their namespaces, mounts and
 // chroot need root. Without it they say so before doing anything, instead of
@@ -137,7 +149,10 @@ func NewRootCommand() *cobra.Command {
 	// paths recorded in state.json must not depend on the caller's directory.
 	root.PersistentPreRunE = func(cmd *cobra.Command, _ []string) error {
 		if g.root == "" {
-			return fmt.Errorf("no store root: neither $XDG_DATA_HOME nor $HOME is set, and user %d has no home; give --root or LAYERFS_ROOT", os.Geteuid())
+			if !usesStore(cmd) {
+				return nil
+			}
+			return fmt.Errorf("no store root: $XDG_DATA_HOME and $HOME are unset or relative, and user %d has no home in the passwd database; give --root or LAYERFS_ROOT", os.Geteuid())
 		}
 		if err := checkRootOnly(cmd); err != nil {
 			return err

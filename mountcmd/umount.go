@@ -68,7 +68,9 @@ func runUmount(cmd *cobra.Command, g *globalOptions, o *umountOptions, args []st
 			return err
 		}
 		for _, w := range ws {
-			if st, err := w.load(); err == nil && st.Mountpoint != "" {
+			// A running container's root is not ours to take away: -a
+			// leaves it (stop does), as a name given alone is refused.
+			if st, err := w.load(); err == nil && st.Mountpoint != "" && (o.force || !loadRunState(w).alive()) {
 				args = append(args, w.name)
 			}
 		}
@@ -90,6 +92,12 @@ func umountOne(ctx context.Context, g *globalOptions, arg string, force bool) er
 	defer unlock()
 	if st.Mountpoint == "" && !w.serverAlive() {
 		return fmt.Errorf("container %s is not mounted", w.name)
+	}
+	// The mount is the running container's root, held by its mount namespace:
+	// the server would wait for that namespace (it failed after 30 s), or
+	// abort the connection under the container.
+	if !force && loadRunState(w).alive() {
+		return fmt.Errorf("cannot unmount container %s: it is running (stop it first, or umount -f to take the mount from under it)", w.name)
 	}
 	return unmountContainer(ctx, w, st, force)
 }

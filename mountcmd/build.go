@@ -54,8 +54,8 @@ func init() { addVerb(newBuildCommand) }
 func newBuildCommand(g *globalOptions) *cobra.Command {
 	o := &buildOptions{}
 	cmd := &cobra.Command{
-		Use:         "build [OPTIONS] PATH | -",
-		Short:       "Build an image from a Dockerfile",
+		Use:   "build [OPTIONS] PATH | -",
+		Short: "Build an image from a Dockerfile",
 		Long: `Build an image from the Dockerfile in PATH (the build context), as docker's
 classic builder does: one layer per RUN, COPY, ADD or WORKDIR that changes
 files, config-only history entries for the rest, and a cache that makes an

@@ -18,8 +18,8 @@ func init() { addVerb(newCreateCommand) }
 func newCreateCommand(g *globalOptions) *cobra.Command {
 	o := &runOptions{}
 	cmd := &cobra.Command{
-		Use:         "create [OPTIONS] IMAGE [COMMAND] [ARG...]",
-		Short:       "Create a new container without starting it",
+		Use:   "create [OPTIONS] IMAGE [COMMAND] [ARG...]",
+		Short: "Create a new container without starting it",
 		Long: `Make a working container from IMAGE with what run would run in it (run's
 options), print its ID (docker's 64 hex digits), and stop there: start runs it (start -a waits for it),
 cp copies files into it first, mount mounts it. A missing image is pulled first

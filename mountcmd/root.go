@@ -100,7 +100,7 @@ func checkRootOnly(cmd *cobra.Command) error {
 	if !ok || os.Geteuid() == 0 {
 		return nil
 	}
-	fmt.Fprintf(cmd.ErrOrStderr(), "Error: layerfs %s needs root: containers are made with namespaces, mounts and a chroot only root may make (without root, import, load, pull, mount, commit, save and export work)\n", cmd.Name())
+	fmt.Fprintf(cmd.ErrOrStderr(), "Error: layerfs %s needs root: containers are made with namespaces, mounts and a chroot only root may make (without root, import, load, pull, mount, create, commit, save, export and a build without RUN work)\n", cmd.Name())
 	n, err := strconv.Atoi(code)
 	if err != nil {
 		n = 1

@@ -156,14 +156,7 @@ func TestRootlessOwners(t *testing.T) {
 		t.Errorf("export of the imported image as nobody:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
 
-	// Debian's udev makes /dev/fuse 0666; where it is not, let nobody use it for
-	// the test.
-	if fi, err := os.Stat("/dev/fuse"); err == nil && fi.Mode().Perm()&0o006 != 0o006 {
-		if err := os.Chmod("/dev/fuse", fi.Mode().Perm()|0o006); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { os.Chmod("/dev/fuse", fi.Mode().Perm()) })
-	}
+	r.allowFuse()
 	mnt := filepath.Join(r.dir, "mnt")
 	if err := os.Mkdir(mnt, 0o755); err != nil {
 		t.Fatal(err)

@@ -93,7 +93,8 @@ func TestRootlessContainerVerbsRefused(t *testing.T) {
 	}
 }
 
-// allowFuse lets nobody open /dev/fuse for the test, where it is not 0666.
+// allowFuse lets nobody open /dev/fuse for the test where it is not 0666 (as
+// Debian's udev makes it).
 func (r *rootlessEnv) allowFuse() {
 	if fi, err := os.Stat("/dev/fuse"); err == nil && fi.Mode().Perm()&0o006 != 0o006 {
 		noErr(r.t, os.Chmod("/dev/fuse", fi.Mode().Perm()|0o006))

@@ -176,7 +176,37 @@ func (d *detachedIO) Close() {
 	}
 }
 
-type stopOptions struct{ timeout int }
+type stopOptions struct {
+	timeout int
+	signal  string
+}
+
+// addStopFlags gives stop and restart docker's -s/--signal and -t/--timeout
+// (with --time, its older name, as an alias).
+func addStopFlags(cmd *cobra.Command, o *stopOptions, what string) {
+	cmd.Flags().StringVarP(&o.signal, "signal", "s", "", "signal to send to the container (default: run's --stop-signal, else the image's STOPSIGNAL, else SIGTERM)")
+	cmd.Flags().IntVarP(&o.timeout, "timeout", "t", 0, "seconds to wait "+what+" (default: run's --stop-timeout, else 10)")
+	cmd.Flags().IntVar(&o.timeout, "time", 0, "seconds to wait (an alias of --timeout)")
+	cmd.Flags().MarkHidden("time")
+}
+
+// stopArgs reads the flags addStopFlags made: the timeout (negative: the
+// container's own) and the signal (0: the container's own).
+func (o *stopOptions) stopArgs(cmd *cobra.Command) (time.Duration, unix.Signal, error) {
+	timeout := time.Duration(o.timeout) * time.Second
+	if !cmd.Flags().Changed("timeout") && !cmd.Flags().Changed("time") {
+		timeout = -1 // the container's own
+	}
+	var sig unix.Signal
+	if o.signal != "" {
+		s, err := parseSignal(o.signal)
+		if err != nil || s <= 0 || s > 64 {
+			return 0, 0, fmt.Errorf("invalid signal: %s", o.signal)
+		}
+		sig = s
+	}
+	return timeout, sig, nil
+}
 
 func init() {
 	addVerb(newStopCommand)
@@ -186,36 +216,36 @@ func init() {
 func newStopCommand(g *globalOptions) *cobra.Command {
 	o := &stopOptions{}
 	cmd := &cobra.Command{
-		Use:   "stop [-t SECONDS] CONTAINER...",
+		Use:   "stop [-s SIGNAL] [-t SECONDS] CONTAINER...",
 		Short: "Stop running containers",
-		Long: `Stop containers that run (started by run, or run -d): send run's --stop-signal,
-else the image's STOPSIGNAL (SIGTERM by default) to the container's pid 1, and
+		Long: `Stop containers that run (started by run, or run -d): send -s, else run's
+--stop-signal, else the image's STOPSIGNAL (SIGTERM by default) to the container's pid 1, and
 SIGKILL after the timeout (-t, else run's --stop-timeout, else 10 s), as docker
 stop does. Returns once the container is unmounted (ready for commit or rm).
 A container that runs nothing is left as it is, no error (docker's stop of a
 stopped container): layerfs stop $(layerfs ps -q) stops what runs.`,
 		Args: minArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			timeout := time.Duration(o.timeout) * time.Second
-			if !cmd.Flags().Changed("time") {
-				timeout = -1 // the container's own
+			timeout, sig, err := o.stopArgs(cmd)
+			if err != nil {
+				return err
 			}
 			return forEachName(cmd, args, true, func(name string) error {
-				if err := stopContainer(g, name, timeout); !errors.Is(err, errNotRunning) {
+				if err := stopContainer(g, name, timeout, sig); !errors.Is(err, errNotRunning) {
 					return err
 				}
 				return nil
 			})
 		},
 	}
-	cmd.Flags().IntVarP(&o.timeout, "time", "t", 0, "seconds to wait before killing the container (default: run's --stop-timeout, else 10)")
+	addStopFlags(cmd, o, "before killing the container")
 	return cmd
 }
 
-// stopContainer stops arg's command: its stop signal, then SIGKILL after
-// timeout (negative: the container's --stop-timeout, else 10 s), and returns
-// once its monitor has unmounted it.
-func stopContainer(g *globalOptions, arg string, timeout time.Duration) error {
+// stopContainer stops arg's command: sig (0: its stop signal), then SIGKILL
+// after timeout (negative: the container's --stop-timeout, else 10 s), and
+// returns once its monitor has unmounted it.
+func stopContainer(g *globalOptions, arg string, timeout time.Duration, sig unix.Signal) error {
 	w, rs, err := runningContainer(g, arg)
 	if err != nil {
 		return err
@@ -226,10 +256,12 @@ func stopContainer(g *globalOptions, arg string, timeout time.Duration) error {
 			timeout = time.Duration(*rs.StopTimeout) * time.Second
 		}
 	}
-	sig := unix.SIGTERM
-	if rs.StopSignal != "" {
-		if s, err := parseSignal(rs.StopSignal); err == nil {
-			sig = s
+	if sig == 0 {
+		sig = unix.SIGTERM
+		if rs.StopSignal != "" {
+			if s, err := parseSignal(rs.StopSignal); err == nil {
+				sig = s
+			}
 		}
 	}
 	if err := signalRun(rs, sig); err != nil {
@@ -337,9 +369,9 @@ func newLogsCommand(g *globalOptions) *cobra.Command {
 		Long: `Print what a container wrote in every run of it (in the foreground, with run -d,
 start), as docker's logs does: its stdout on stdout, its stderr on stderr (a -t
 container's terminal output is all stdout). -f keeps printing what it writes
-until it stops; -n (--tail) N prints only the last N lines first; -t puts each
-line's time in front of it; --since and --until keep the lines written from or
-before a time: RFC 3339 (2026-01-02T15:04:05Z), a date, unix seconds, or a
+until it stops; -n (--tail) N prints only the last N lines first (a negative N:
+all); -t puts each line's time in front of it; --since and --until keep the
+lines written from or before a time: RFC 3339 (2026-01-02T15:04:05Z), a date, unix seconds, or a
 duration back from now (10m, 1h30m). The log is work/<name>/container-json.log,
 in docker's json-file format.`,
 		Args: exactArgs(1),
@@ -351,8 +383,12 @@ in docker's json-file format.`,
 			lo := logShow{stdout: cmd.OutOrStdout(), stderr: cmd.ErrOrStderr(), tail: -1,
 				follow: o.follow, timestamps: o.timestamps}
 			if o.tail != "all" {
-				if lo.tail, err = strconv.Atoi(o.tail); err != nil || lo.tail < 0 {
+				// A negative number is all, as docker's daemon takes it.
+				if lo.tail, err = strconv.Atoi(o.tail); err != nil {
 					return fmt.Errorf("invalid value for --tail: %q (a number of lines, or all)", o.tail)
+				}
+				if lo.tail < 0 {
+					lo.tail = -1
 				}
 			}
 			now := time.Now()
@@ -543,6 +579,6 @@ func seekTail(f *os.File, n int) error {
 // container lock (the run needs that lock to finish). Not running is no error.
 func stopIfRunning(g *globalOptions, name string) {
 	if _, _, err := runningContainer(g, name); err == nil {
-		stopContainer(g, name, 0)
+		stopContainer(g, name, 0, 0)
 	}
 }

@@ -186,15 +186,19 @@ func waitPid(ctx context.Context, rs *runState) error {
 }
 
 func newRestartCommand(g *globalOptions) *cobra.Command {
-	var timeout int
+	o := &stopOptions{}
 	cmd := &cobra.Command{
 		Annotations: map[string]string{rootOnly: "1"},
-		Use:         "restart [-t SECONDS] CONTAINER...",
+		Use:         "restart [-s SIGNAL] [-t SECONDS] CONTAINER...",
 		Short:       "Restart one or more containers",
-		Long: `Stop each container if it runs (as stop, with -t), then start it again detached
+		Long: `Stop each container if it runs (as stop, with -s and -t), then start it again detached
 (as start): its command runs again on the changes it has.`,
 		Args: minArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			t, sig, err := o.stopArgs(cmd)
+			if err != nil {
+				return err
+			}
 			// start prints each argument, as typed, once it runs.
 			return forEachName(cmd, args, false, func(arg string) error {
 				w, err := findContainer(g.root, arg)
@@ -205,15 +209,11 @@ func newRestartCommand(g *globalOptions) *cobra.Command {
 					return fmt.Errorf("container %s was not made by run: mount it instead", w.name)
 				}
 				if loadRunState(w).alive() {
-					t := time.Duration(timeout) * time.Second
-					if !cmd.Flags().Changed("time") {
-						t = -1 // the container's own
-					}
 					// Its run --rm must not remove it on the way.
 					if err := os.WriteFile(restartingPath(w), nil, 0o600); err != nil {
 						return err
 					}
-					if err := stopContainer(g, w.name, t); err != nil {
+					if err := stopContainer(g, w.name, t, sig); err != nil {
 						os.Remove(restartingPath(w))
 						return err
 					}
@@ -227,7 +227,7 @@ func newRestartCommand(g *globalOptions) *cobra.Command {
 			})
 		},
 	}
-	cmd.Flags().IntVarP(&timeout, "time", "t", 0, "seconds to wait for stop before killing the container (default: run's --stop-timeout, else 10)")
+	addStopFlags(cmd, o, "for stop before killing the container")
 	return cmd
 }
 

@@ -1,0 +1,83 @@
+package integration
+
+// Fixes from the rev16 container review (stop/restart signals, exec's
+// HOSTNAME, commit's merge of the container's config, killed runs, cp and
+// volumes of stopped containers): docker's behaviour is the target.
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+// waitLogs waits until name's logs hold want.
+func waitLogs(t *testing.T, name, want string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(mustRun(t, "logs", name), want) {
+		if time.Now().After(deadline) {
+			t.Fatalf("logs %s never showed %q: %q", name, want, mustRun(t, "logs", name))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestStopSignalFlags: stop and restart take docker's -s/--signal and
+// -t/--timeout (--time, the older name, still works); logs --tail -1 is all,
+// as docker's daemon takes a negative number.
+func TestStopSignalFlags(t *testing.T) {
+	requireRunner(t)
+	importRunner(t, "busybox", `CMD ["sh"]`)
+	t.Cleanup(func() { run(t, "rm", "-f", "ss", "st") })
+	// pid 1 ends with 42 on SIGUSR1 and ignores SIGTERM.
+	script := `trap "exit 42" USR1; trap "" TERM; echo ready; while :; do sleep 0.1; done`
+	mustRun(t, "run", "-d", "--name", "ss", "busybox", "sh", "-c", script)
+	waitLogs(t, "ss", "ready")
+	if r := run(t, "stop", "-s", "USR1", "ss"); r.Code != 0 || r.Stdout != "ss\n" {
+		t.Fatalf("stop -s USR1: exit %d, %q %q", r.Code, r.Stdout, r.Stderr)
+	}
+	if got := mustRun(t, "inspect", "-f", "{{.State.Status}} {{.State.ExitCode}}", "ss"); got != "exited 42\n" {
+		t.Errorf("after stop -s USR1: %q, want exited 42 (the trap ran)", got)
+	}
+	// restart -s: the same signal for its stop
+	mustRun(t, "restart", "ss")
+	waitLogs(t, "ss", "ready\nready")
+	start := time.Now()
+	if r := run(t, "restart", "--signal", "SIGUSR1", "-t", "20", "ss"); r.Code != 0 {
+		t.Fatalf("restart --signal SIGUSR1: exit %d, %q", r.Code, r.Stderr)
+	}
+	if d := time.Since(start); d > 10*time.Second {
+		t.Errorf("restart --signal SIGUSR1 took %v: the signal was not sent", d)
+	}
+	waitLogs(t, "ss", "ready\nready\nready")
+	// --timeout: SIGTERM is ignored, so SIGKILL after 1 s (137)
+	start = time.Now()
+	if r := run(t, "stop", "--timeout", "1", "ss"); r.Code != 0 {
+		t.Fatalf("stop --timeout 1: exit %d, %q", r.Code, r.Stderr)
+	}
+	if d := time.Since(start); d > 8*time.Second {
+		t.Errorf("stop --timeout 1 took %v", d)
+	}
+	if got := mustRun(t, "inspect", "-f", "{{.State.ExitCode}}", "ss"); got != "137\n" {
+		t.Errorf("exit code after stop --timeout 1 = %q, want 137", got)
+	}
+	if r := run(t, "stop", "-s", "NOSUCH", "ss"); r.Code == 0 || !strings.Contains(r.Stderr, "invalid signal") {
+		t.Errorf("stop -s NOSUCH: exit %d, %q", r.Code, r.Stderr)
+	}
+	// --time, the older name
+	mustRun(t, "start", "ss")
+	waitLogs(t, "ss", "ready\nready\nready\nready")
+	if r := run(t, "stop", "--time", "0", "ss"); r.Code != 0 {
+		t.Errorf("stop --time 0: exit %d, %q", r.Code, r.Stderr)
+	}
+
+	mustRun(t, "run", "--name", "st", "busybox", "sh", "-c", "echo 1; echo 2; echo 3")
+	for _, n := range []string{"-1", "-5"} {
+		if r := run(t, "logs", "--tail", n, "st"); r.Code != 0 || r.Stdout != "1\n2\n3\n" {
+			t.Errorf("logs --tail %s: exit %d, %q %q", n, r.Code, r.Stdout, r.Stderr)
+		}
+	}
+	if got := mustRun(t, "logs", "-n", "1", "st"); got != "3\n" {
+		t.Errorf("logs -n 1 = %q", got)
+	}
+}

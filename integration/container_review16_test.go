@@ -5,6 +5,9 @@ package integration
 // volumes of stopped containers): docker's behaviour is the target.
 
 import (
+	"encoding/json"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -79,5 +82,60 @@ func TestStopSignalFlags(t *testing.T) {
 	}
 	if got := mustRun(t, "logs", "-n", "1", "st"); got != "3\n" {
 		t.Errorf("logs -n 1 = %q", got)
+	}
+}
+
+// TestExecHostname: exec's process has HOSTNAME as run's has (docker's exec
+// environment: the daemon's PATH and HOSTNAME, the container's env, -e), also
+// for a container whose run.json does not record it (an older version's).
+func TestExecHostname(t *testing.T) {
+	requireRunner(t)
+	importRunner(t, "busybox", `CMD ["sh"]`)
+	t.Cleanup(func() { run(t, "rm", "-f", "eh", "eh2", "eh3") })
+	mustRun(t, "run", "-d", "--name", "eh", "-h", "myhost", "busybox", "sleep", "300")
+	envOf := func(args ...string) string {
+		t.Helper()
+		// env, not the shell's $HOSTNAME (busybox sh sets it itself)
+		out := mustRun(t, append(append([]string{"exec"}, args...), "env")...)
+		for _, l := range strings.Split(out, "\n") {
+			if v, ok := strings.CutPrefix(l, "HOSTNAME="); ok {
+				return v
+			}
+		}
+		return ""
+	}
+	if got := envOf("eh"); got != "myhost" {
+		t.Errorf("exec: HOSTNAME=%q, want myhost", got)
+	}
+	if got := envOf("-e", "HOSTNAME=other", "eh"); got != "other" {
+		t.Errorf("exec -e HOSTNAME=other: HOSTNAME=%q", got)
+	}
+	id := mustRun(t, "run", "-d", "--name", "eh2", "busybox", "sleep", "300")
+	if got := envOf("eh2"); got != id[:12] {
+		t.Errorf("exec without -h: HOSTNAME=%q, want the ID's first 12 digits %q", got, id[:12])
+	}
+	mustRun(t, "run", "-d", "--name", "eh3", "-h", "h3", "-e", "HOSTNAME=fromenv", "busybox", "sleep", "300")
+	if got := envOf("eh3"); got != "fromenv" {
+		t.Errorf("exec in a container run with -e HOSTNAME: HOSTNAME=%q", got)
+	}
+	// run.json of an older version: no hostname in it
+	p := filepath.Join(rootFor(t), "work", "eh", "run.json")
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rs map[string]any
+	if err := json.Unmarshal(b, &rs); err != nil {
+		t.Fatal(err)
+	}
+	delete(rs["config"].(map[string]any), "hostname")
+	if b, err = json.Marshal(rs); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(p, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if got := envOf("eh"); got != "myhost" {
+		t.Errorf("exec with an older run.json: HOSTNAME=%q, want myhost", got)
 	}
 }

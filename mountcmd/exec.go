@@ -135,7 +135,7 @@ func runningContainer(g *globalOptions, arg string) (*workContainer, *runState, 
 }
 
 func execInContainer(ctx context.Context, g *globalOptions, o *execOptions, name string, args []string) (int, error) {
-	_, rs, err := runningContainer(g, name)
+	w, rs, err := runningContainer(g, name)
 	if err != nil {
 		return 0, err
 	}
@@ -144,6 +144,17 @@ func execInContainer(ctx context.Context, g *globalOptions, o *execOptions, name
 		user = o.user
 	}
 	env := append([]string(nil), rs.Config.Env...)
+	// HOSTNAME as run's process has it (docker's exec: the daemon's defaults,
+	// then the container's env, then -e); build.Exec adds PATH.
+	hostname := rs.Config.Hostname
+	if hostname == "" {
+		if sr := loadSavedRun(w); sr != nil {
+			hostname = sr.Hostname
+		}
+	}
+	if hostname != "" && !slices.ContainsFunc(env, func(e string) bool { return strings.HasPrefix(e, "HOSTNAME=") }) {
+		env = append([]string{"HOSTNAME=" + hostname}, env...)
+	}
 	for _, e := range hostEnv(o.env) {
 		env = setEnvVar(env, e)
 	}

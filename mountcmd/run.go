@@ -255,6 +255,9 @@ type runConfig struct {
 	// Caps are the container's capabilities, which exec's processes get too
 	// (none recorded: build's default set).
 	Caps []string `json:"caps"` // null: the default set; [] none
+	// Hostname is the container's, for exec's HOSTNAME ("" in run.json of
+	// older versions: run-config.json's then).
+	Hostname string `json:"hostname,omitempty"`
 }
 
 func runStatePath(w *workContainer) string { return filepath.Join(w.Dir(), "run.json") }
@@ -396,7 +399,7 @@ func runContainer(ctx context.Context, g *globalOptions, o *runOptions, ref stri
 	}
 	rs := runState{ID: id, Pid: p.Pid(), StartTime: procStartTime(p.Pid()), Started: time.Now().UTC(),
 		StopSignal: stopSignal,
-		Config:     runConfig{Env: spec.Env, Dir: spec.Dir, User: spec.User, Caps: spec.Caps}}
+		Config:     runConfig{Env: spec.Env, Dir: spec.Dir, User: spec.User, Caps: spec.Caps, Hostname: spec.Hostname}}
 	if o.stopTimeout >= 0 {
 		rs.StopTimeout = &o.stopTimeout
 	}

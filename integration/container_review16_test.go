@@ -119,23 +119,48 @@ func TestExecHostname(t *testing.T) {
 		t.Errorf("exec in a container run with -e HOSTNAME: HOSTNAME=%q", got)
 	}
 	// run.json of an older version: no hostname in it
-	p := filepath.Join(rootFor(t), "work", "eh", "run.json")
+	editJSON(t, "eh", "run.json", func(m map[string]any) { delete(m["config"].(map[string]any), "hostname") })
+	if got := envOf("eh"); got != "myhost" {
+		t.Errorf("exec with an older run.json: HOSTNAME=%q, want myhost", got)
+	}
+}
+
+// editJSON rewrites the JSON object in name's work/<name>/<file> with edit:
+// how a file an older version wrote looks.
+func editJSON(t *testing.T, name, file string, edit func(map[string]any)) {
+	t.Helper()
+	p := filepath.Join(rootFor(t), "work", name, file)
 	b, err := os.ReadFile(p)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var rs map[string]any
-	if err := json.Unmarshal(b, &rs); err != nil {
+	var m map[string]any
+	if err := json.Unmarshal(b, &m); err != nil {
 		t.Fatal(err)
 	}
-	delete(rs["config"].(map[string]any), "hostname")
-	if b, err = json.Marshal(rs); err != nil {
+	edit(m)
+	if b, err = json.Marshal(m); err != nil {
 		t.Fatal(err)
 	}
 	if err := os.WriteFile(p, b, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if got := envOf("eh"); got != "myhost" {
-		t.Errorf("exec with an older run.json: HOSTNAME=%q, want myhost", got)
+}
+
+// TestInspectOldEntrypoint: a run-config.json from before entrypointSet
+// (e66fbc5) with an entrypoint shows it as Config.Entrypoint, as commit and
+// start already take it.
+func TestInspectOldEntrypoint(t *testing.T) {
+	requireRunner(t)
+	importRunner(t, "busybox", `CMD ["sh"]`)
+	mustRun(t, "run", "--name", "e", "--entrypoint", "/bin/sh", "busybox", "-c", "true")
+	const f = `{{json .Config.Entrypoint}} {{json .Config.Cmd}} {{.Path}} {{json .Args}}`
+	want := mustRun(t, "inspect", "-f", f, "e")
+	if want != `["/bin/sh"] ["-c","true"] /bin/sh ["-c","true"]`+"\n" {
+		t.Fatalf("inspect e = %q", want)
+	}
+	editJSON(t, "e", "run-config.json", func(m map[string]any) { delete(m, "entrypointSet") })
+	if got := mustRun(t, "inspect", "-f", f, "e"); got != want {
+		t.Errorf("inspect of a run-config.json without entrypointSet = %q, want %q", got, want)
 	}
 }

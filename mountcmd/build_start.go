@@ -52,6 +52,10 @@ type savedRun struct {
 	Args          []string `json:"args,omitempty"`
 }
 
+// entrypointSet: run had --entrypoint. A run-config.json from before
+// entrypointSet (e66fbc5) has the entrypoint alone.
+func (sr *savedRun) entrypointSet() bool { return sr.EntrypointSet || sr.Entrypoint != "" }
+
 // saved is what of o a later start (or run -d's monitor) needs, with the
 // caller's environment and working dir resolved.
 func (o *runOptions) saved() savedRun {
@@ -88,7 +92,7 @@ func (o *runOptions) saved() savedRun {
 // options are run's options for name that sr recorded.
 func (sr *savedRun) options(name string) *runOptions {
 	o := &runOptions{name: name, interactive: sr.Interactive, tty: sr.Tty, env: sr.Env,
-		workdir: sr.Workdir, user: sr.User, volumes: sr.Volumes, entrypoint: sr.Entrypoint, entrypointSet: sr.EntrypointSet,
+		workdir: sr.Workdir, user: sr.User, volumes: sr.Volumes, entrypoint: sr.Entrypoint, entrypointSet: sr.entrypointSet(),
 		hostname: sr.Hostname, init: sr.Init, rm: sr.Rm, network: sr.Network, tmpfs: sr.Tmpfs, devices: sr.Devices, mounts: sr.Mounts,
 		addHosts: sr.AddHosts, labels: sr.Labels, stopSignal: sr.StopSignal, stopTimeout: -1, readOnly: sr.ReadOnly,
 		privileged: sr.Privileged, capAdd: sr.CapAdd, capDrop: sr.CapDrop, ulimits: sr.Ulimits, shmSize: sr.ShmSize}

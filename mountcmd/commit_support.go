@@ -192,7 +192,7 @@ func containerConfig(w *workContainer, img dockerspec.DockerOCIImageConfig) (doc
 		return img, fmt.Errorf("container %s: run-config.json: %w", w.name, err)
 	}
 	cfg := build.CopyConfig(img)
-	if sr.EntrypointSet || sr.Entrypoint != "" { // as processSpec: the image's CMD goes too
+	if sr.entrypointSet() { // as processSpec: the image's CMD goes too
 		cfg.Entrypoint, cfg.Cmd = nil, nil
 		if sr.Entrypoint != "" {
 			cfg.Entrypoint = []string{sr.Entrypoint}

@@ -206,7 +206,7 @@ func savedCommand(w *workContainer, img *blobstore.Image) (sr *savedRun, spec bu
 		return sr, spec, false
 	}
 	o := &runOptions{env: sr.Env, workdir: sr.Workdir, user: sr.User, entrypoint: sr.Entrypoint,
-		entrypointSet: sr.EntrypointSet, volumes: sr.Volumes}
+		entrypointSet: sr.entrypointSet(), volumes: sr.Volumes}
 	spec, err := processSpec(o, img, sr.Args)
 	return sr, spec, err == nil && len(spec.Args) > 0
 }
@@ -264,10 +264,10 @@ func newInspectContainer(ctx context.Context, g *globalOptions, s *blobstore.Sto
 			out.Config.Env, out.Config.WorkingDir, out.Config.User = spec.Env, spec.Dir, spec.User
 			if len(sr.Args) > 0 {
 				out.Config.Cmd = sr.Args
-			} else if sr.EntrypointSet {
+			} else if sr.entrypointSet() {
 				out.Config.Cmd = nil // --entrypoint drops the image's CMD
 			}
-			if sr.EntrypointSet {
+			if sr.entrypointSet() {
 				out.Config.Entrypoint = nil
 				if sr.Entrypoint != "" {
 					out.Config.Entrypoint = []string{sr.Entrypoint}

@@ -164,3 +164,35 @@ func TestInspectOldEntrypoint(t *testing.T) {
 		t.Errorf("inspect of a run-config.json without entrypointSet = %q, want %q", got, want)
 	}
 }
+
+// TestCommitMergesContainerConfig: commit's image config has the container's
+// run --label (over the image's), anonymous -v volumes (beside the image's
+// VOLUMEs) and --stop-signal, as moby's commit merges the container's Config;
+// a bind mount is no VOLUME of the image, and -c still wins.
+func TestCommitMergesContainerConfig(t *testing.T) {
+	requireRunner(t)
+	importRunner(t, "busybox", `CMD ["sh"]`, `LABEL keep=img over=img`, `VOLUME /imgvol`)
+	host := t.TempDir()
+	mustRun(t, "run", "--name", "cm", "-l", "lab=v", "--label", "over=run", "-v", "/anon", "-v", host+":/bound",
+		"--stop-signal", "SIGUSR1", "busybox", "true")
+	const f = `{{json .Config.Labels}} {{json .Config.Volumes}} {{json .Config.StopSignal}}`
+	want := `{"keep":"img","lab":"v","over":"run"} {"/anon":{},"/imgvol":{}} "SIGUSR1"` + "\n"
+	if got := mustRun(t, "container", "inspect", "-f", f, "cm"); got != want {
+		t.Errorf("inspect cm = %q, want %q", got, want)
+	}
+	mustRun(t, "commit", "cm", "img:cm")
+	if got := mustRun(t, "image", "inspect", "-f", f, "img:cm"); got != want {
+		t.Errorf("inspect of the commit = %q, want %q", got, want)
+	}
+	mustRun(t, "commit", "-c", "STOPSIGNAL SIGHUP", "-c", "LABEL lab=c", "cm", "img:cm2")
+	want2 := `{"keep":"img","lab":"c","over":"run"} {"/anon":{},"/imgvol":{}} "SIGHUP"` + "\n"
+	if got := mustRun(t, "image", "inspect", "-f", f, "img:cm2"); got != want2 {
+		t.Errorf("inspect of a commit with -c = %q, want %q", got, want2)
+	}
+	// a container without any of them: the image's config as it was
+	mustRun(t, "run", "--name", "plain", "busybox", "true")
+	mustRun(t, "commit", "plain", "img:plain")
+	if got, want := mustRun(t, "image", "inspect", "-f", f, "img:plain"), `{"keep":"img","over":"img"} {"/imgvol":{}} ""`+"\n"; got != want {
+		t.Errorf("inspect of a plain commit = %q, want %q", got, want)
+	}
+}

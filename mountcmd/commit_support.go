@@ -210,5 +210,37 @@ func containerConfig(w *workContainer, img dockerspec.DockerOCIImageConfig) (doc
 	if sr.User != "" {
 		cfg.User = sr.User
 	}
+	// As moby's commit merge: the container's labels (the image's, then
+	// run's --label), anonymous -v volumes and --stop-signal are its config.
+	if labels := parseLabels(sr.Labels); len(labels) > 0 {
+		if cfg.Labels == nil {
+			cfg.Labels = map[string]string{}
+		}
+		for k, v := range labels {
+			cfg.Labels[k] = v
+		}
+	}
+	if anon := anonymousVolumePaths(sr.Volumes); len(anon) > 0 {
+		if cfg.Volumes == nil {
+			cfg.Volumes = map[string]struct{}{}
+		}
+		for _, v := range anon {
+			cfg.Volumes[v] = struct{}{}
+		}
+	}
+	if sr.StopSignal != "" {
+		cfg.StopSignal = sr.StopSignal
+	}
 	return cfg, nil
+}
+
+// anonymousVolumePaths are the paths of run's -v CONTAINER (anonymous
+// volumes), which docker keeps in the container's Config.Volumes.
+func anonymousVolumePaths(vs []string) []string {
+	binds, err := parseVolumes(vs)
+	if err != nil {
+		return nil
+	}
+	_, anon := anonymousVolumes(binds)
+	return anon
 }

@@ -313,6 +313,16 @@ func newInspectContainer(ctx context.Context, g *globalOptions, s *blobstore.Sto
 			out.Config.StopSignal = sr.StopSignal
 		}
 		out.Config.StopTimeout = sr.StopTimeout
+		if anon := anonymousVolumePaths(sr.Volumes); len(anon) > 0 { // docker's Config.Volumes has run's -v CONTAINER
+			vols := map[string]struct{}{}
+			for k := range out.Config.Volumes {
+				vols[k] = struct{}{}
+			}
+			for _, v := range anon {
+				vols[v] = struct{}{}
+			}
+			out.Config.Volumes = vols
+		}
 		out.HostConfig.Binds = append([]string{}, sr.Volumes...)
 		binds, _ := parseVolumes(sr.Volumes)
 		more, _ := parseMounts(sr.Mounts)

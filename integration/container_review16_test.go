@@ -7,17 +7,20 @@ package integration
 import (
 	"encoding/json"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
 
-// waitLogs waits until name's logs hold want.
+// waitLogs waits until name's logs hold want (the container may not be
+// there yet).
 func waitLogs(t *testing.T, name, want string) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
-	for !strings.Contains(mustRun(t, "logs", name), want) {
+	for r := run(t, "logs", name); !strings.Contains(r.Stdout, want); r = run(t, "logs", name) {
 		if time.Now().After(deadline) {
 			t.Fatalf("logs %s never showed %q: %q", name, want, mustRun(t, "logs", name))
 		}
@@ -194,5 +197,118 @@ func TestCommitMergesContainerConfig(t *testing.T) {
 	mustRun(t, "commit", "plain", "img:plain")
 	if got, want := mustRun(t, "image", "inspect", "-f", f, "img:plain"), `{"keep":"img","over":"img"} {"/imgvol":{}} ""`+"\n"; got != want {
 		t.Errorf("inspect of a plain commit = %q, want %q", got, want)
+	}
+}
+
+// TestKilledRunState: a run killed with SIGKILL (its command dies with it)
+// is exited with 137 and State.Error saying so, not a clean exited 0: ps
+// --filter exited=0 leaves it out, wait prints 137; the same when run -d's
+// monitor is killed, also with a run.json of a version that did not name the
+// monitor; run --rm's container goes at the next ps. A container that ran
+// before exits were kept (no exit.json) has no code (-1), which no exited=N
+// filter takes.
+func TestKilledRunState(t *testing.T) {
+	requireRunner(t)
+	importRunner(t, "busybox", `CMD ["sh"]`)
+	t.Cleanup(func() { run(t, "rm", "-f", "fg", "bg", "bgold", "bgrm", "old", "ok") })
+	mustRun(t, "run", "--name", "ok", "busybox", "true")
+	psNames := func(filter string) string {
+		t.Helper()
+		return mustRun(t, "ps", "-a", "--filter", filter, "--format", "{{.Names}}")
+	}
+	const state = `{{.State.Status}} {{.State.ExitCode}} {{.State.Error}}`
+	check := func(name string) {
+		t.Helper()
+		if got, want := mustRun(t, "inspect", "-f", state, name), "exited 137 the run was killed before it recorded its exit status: its command was killed with it (SIGKILL)\n"; got != want {
+			t.Errorf("inspect %s = %q, want %q", name, got, want)
+		}
+		if got := mustRun(t, "inspect", "-f", "{{.State.StartedAt}}", name); strings.HasPrefix(got, "0001-") {
+			t.Errorf("inspect %s: StartedAt %q, want run.json's", name, got)
+		}
+	}
+
+	// A foreground run, killed.
+	fg := exec.Command(layerfsBin, "--root", rootFor(t), "run", "--name", "fg", "busybox", "sh", "-c", "echo start; sleep 60")
+	if err := fg.Start(); err != nil {
+		t.Fatal(err)
+	}
+	waitLogs(t, "fg", "start")
+	fg.Process.Kill()
+	fg.Wait()
+	// The command went with it; the mount goes once its server sees that.
+	deadline := time.Now().Add(10 * time.Second)
+	for strings.Contains(mustRun(t, "ps", "--format", "{{.Names}}"), "fg") && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if got := psNames("exited=0"); got != "ok\n" {
+		t.Errorf("ps --filter exited=0 = %q, want ok alone", got)
+	}
+	if got := psNames("exited=137"); got != "fg\n" {
+		t.Errorf("ps --filter exited=137 = %q, want fg", got)
+	}
+	check("fg")
+	if r := run(t, "wait", "fg"); r.Code != 0 || r.Stdout != "137\n" {
+		t.Errorf("wait fg: exit %d, %q %q", r.Code, r.Stdout, r.Stderr)
+	}
+
+	// run -d's monitor, killed (by its pid, which run.json names).
+	killMonitor := func(name string, oldRunJSON bool) {
+		t.Helper()
+		b, err := os.ReadFile(filepath.Join(rootFor(t), "work", name, "run.json"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var rs struct{ Monitor int }
+		if err := json.Unmarshal(b, &rs); err != nil || rs.Monitor <= 0 {
+			t.Fatalf("run.json of %s names no monitor: %s", name, b)
+		}
+		if oldRunJSON {
+			editJSON(t, name, "run.json", func(m map[string]any) { delete(m, "monitor"); delete(m, "monitorStart") })
+		}
+		if err := syscall.Kill(rs.Monitor, syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+		deadline := time.Now().Add(10 * time.Second)
+		for strings.Contains(mustRun(t, "ps", "--format", "{{.Names}}"), name) && time.Now().Before(deadline) {
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	for _, c := range []struct {
+		name string
+		old  bool
+	}{{"bg", false}, {"bgold", true}} {
+		mustRun(t, "run", "-d", "--name", c.name, "busybox", "sleep", "60")
+		killMonitor(c.name, c.old)
+		check(c.name)
+		if got := psNames("exited=0"); got != "ok\n" {
+			t.Errorf("ps --filter exited=0 after %s = %q", c.name, got)
+		}
+	}
+
+	// run --rm: removed by the next command that sees it.
+	mustRun(t, "run", "-d", "--rm", "--name", "bgrm", "busybox", "sleep", "60")
+	killMonitor("bgrm", false)
+	if got := mustRun(t, "ps", "-a", "--format", "{{.Names}}"); strings.Contains(got, "bgrm") {
+		t.Errorf("ps -a after run --rm's monitor was killed = %q, want bgrm removed", got)
+	}
+	if r := run(t, "inspect", "bgrm"); r.Code == 0 {
+		t.Errorf("inspect bgrm found it")
+	}
+
+	// Ran before exits were kept (e66fbc5, 339c05e): no exit.json.
+	run(t, "run", "--name", "old", "busybox", "sh", "-c", "exit 3")
+	if err := os.Remove(filepath.Join(rootFor(t), "work", "old", "exit.json")); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := mustRun(t, "inspect", "-f", state, "old"), "exited -1 no exit status recorded: the container ran before layerfs kept them\n"; got != want {
+		t.Errorf("inspect old = %q, want %q", got, want)
+	}
+	for _, f := range []string{"exited=0", "exited=3"} {
+		if got := psNames(f); strings.Contains(got, "old") {
+			t.Errorf("ps --filter %s = %q, want old left out", f, got)
+		}
+	}
+	if got := psNames("status=exited"); !strings.Contains(got, "old") {
+		t.Errorf("ps --filter status=exited = %q, want old in it", got)
 	}
 }

@@ -175,6 +175,9 @@ func startContainer(cmd *cobra.Command, g *globalOptions, so *startOptions, arg,
 	if err != nil {
 		return 0, errors.New(userError(err))
 	}
+	if settleLostRun(w) { // a run --rm whose run was killed: gone, as docker's
+		return 0, errors.New(userError(fmt.Errorf("%w: %s", errNoSuchContainer, arg)))
+	}
 	name := w.name
 	if _, _, err := runningContainer(g, name); err == nil {
 		if so.attach {

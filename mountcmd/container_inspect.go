@@ -159,13 +159,19 @@ func containerState(ctx context.Context, w *workContainer, st *workState) inspec
 		}
 	}
 	rec := loadExit(w)
+	rs := loadRunState(w)
+	if lost := lostRun(w, rs, rec); lost != nil { // killed with its monitor, not settled yet
+		rec = lost
+	}
 	if rec != nil {
 		out.ExitCode, out.Error = rec.ExitCode, rec.Error
 		out.StartedAt, out.FinishedAt = rfc3339(rec.Started), rfc3339(rec.Finished)
 	}
-	rs := loadRunState(w)
 	running := rs.alive() && out.Mount != statusUnmounted
 	out.Status = dockerStatus(out.Mount, running, ranBefore(w))
+	if out.Status == "exited" && noExitRecorded(w, rs, rec) {
+		out.ExitCode, out.Error = unknownExitCode, unknownExitError
+	}
 	switch out.Status {
 	case "paused":
 		out.Paused = true

@@ -115,6 +115,7 @@ func waitContainer(ctx context.Context, g *globalOptions, arg string) (int, erro
 		if rs != nil && since.IsZero() {
 			since = rs.Started
 		}
+		settleLostRun(w) // killed with its monitor: 137 recorded now
 		if rec := loadExit(w); rec != nil && !rec.Started.Before(since) {
 			// As docker wait: once the container is stopped, unmounted here.
 			if err := waitUnmounted(w); err != nil {

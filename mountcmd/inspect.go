@@ -283,6 +283,7 @@ func inspectObject(cmd *cobra.Command, g *globalOptions, o *inspectOptions, s *b
 	if o.typ != "image" {
 		w, err := findContainer(g.root, a)
 		if err == nil {
+			settleLostRun(w) // a run --rm's container goes: then no such container
 			st, lerr := w.load()
 			if lerr == nil {
 				ic, err := newInspectContainer(cmd.Context(), g, s, imgs, w, st, o.size)

@@ -132,6 +132,9 @@ func psRows(ctx context.Context, g *globalOptions, size bool) ([]psRow, []*blobs
 	}
 	var rows []psRow
 	for _, w := range ws {
+		if settleLostRun(w) {
+			continue // a run --rm whose run was killed: removed now
+		}
 		st, err := w.load()
 		if errors.Is(err, errNoSuchContainer) {
 			continue // removed meanwhile
@@ -176,10 +179,17 @@ func psRows(ctx context.Context, g *globalOptions, size bool) ([]psRow, []*blobs
 			r.Command = `"` + strings.Join(spec.Args, " ") + `"`
 		}
 		r.labels = containerLabels(img, sr)
-		running := r.Status != statusUnmounted && loadRunState(w).alive()
+		rs, rec := loadRunState(w), loadExit(w)
+		running := r.Status != statusUnmounted && rs.alive()
 		r.dockerState = dockerStatus(r.Status, running, ranBefore(w))
-		if rec := loadExit(w); rec != nil {
+		if lost := lostRun(w, rs, rec); lost != nil { // killed with its monitor, not settled yet
+			rec = lost
+		}
+		switch {
+		case rec != nil:
 			r.exitCode = rec.ExitCode
+		case r.dockerState == "exited" && noExitRecorded(w, rs, rec):
+			r.exitCode = unknownExitCode // no exited=N takes it
 		}
 		if size {
 			n, err := treeSize(w.upperPath(st))

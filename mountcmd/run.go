@@ -245,6 +245,11 @@ type runState struct {
 	// StopTimeout is run's --stop-timeout: how long stop waits unless -t says;
 	// nil is the default.
 	StopTimeout *int `json:"stopTimeout,omitempty"`
+	// Monitor is the process that waits for the command and records its exit
+	// (run, or run -d's monitor), with its start time: once it is gone with
+	// no exit recorded, the run was killed (lostRun).
+	Monitor      int    `json:"monitor,omitempty"`
+	MonitorStart uint64 `json:"monitorStart,omitempty"`
 }
 
 // runConfig is what exec needs of the run's process config.
@@ -398,8 +403,8 @@ func runContainer(ctx context.Context, g *globalOptions, o *runOptions, ref stri
 		stopSignal = o.stopSignal
 	}
 	rs := runState{ID: id, Pid: p.Pid(), StartTime: procStartTime(p.Pid()), Started: time.Now().UTC(),
-		StopSignal: stopSignal,
-		Config:     runConfig{Env: spec.Env, Dir: spec.Dir, User: spec.User, Caps: spec.Caps, Hostname: spec.Hostname}}
+		StopSignal: stopSignal, Monitor: os.Getpid(), MonitorStart: procStartTime(os.Getpid()),
+		Config: runConfig{Env: spec.Env, Dir: spec.Dir, User: spec.User, Caps: spec.Caps, Hostname: spec.Hostname}}
 	if o.stopTimeout >= 0 {
 		rs.StopTimeout = &o.stopTimeout
 	}

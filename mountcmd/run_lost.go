@@ -1,0 +1,89 @@
+package mountcmd
+
+// Runs whose exit was never recorded. A run (or run -d's monitor) killed
+// with SIGKILL takes its command with it (the runtime's PDEATHSIG is
+// SIGKILL) but leaves no exit.json, only a run.json whose processes are
+// gone; a container that ran under a version before exit.json (e66fbc5,
+// 339c05e) has neither. Neither is a clean "exited 0": the first is exited
+// with 137 (docker's code for a command killed by SIGKILL), recorded by the
+// next ps, inspect, wait or start that sees it, which also removes a --rm
+// container, as docker's daemon would have once the command ended; the
+// second has no known code (-1, with State.Error saying so).
+
+import (
+	"os"
+)
+
+// lostRunError is State.Error of a run whose monitor was killed.
+const lostRunError = "the run was killed before it recorded its exit status: its command was killed with it (SIGKILL)"
+
+// unknownExitError is State.Error of a container that ran before exits were kept.
+const unknownExitError = "no exit status recorded: the container ran before layerfs kept them"
+
+// unknownExitCode is the ExitCode shown when none is known (never a
+// command's: exit statuses are 0-255), so that no exited=N filter takes it.
+const unknownExitCode = -1
+
+// monitorGone reports whether the process that ran rs (run, or run -d's
+// monitor) is gone. A run.json of an older version does not name it: then
+// its mount server, which ends with it (and is up until the monitor has
+// recorded the exit).
+func (rs *runState) monitorGone(w *workContainer) bool {
+	if rs.Monitor > 0 {
+		state, start := procStat(rs.Monitor)
+		return start != rs.MonitorStart || state == 'Z' || state == 'X'
+	}
+	return !w.serverAlive()
+}
+
+// lostRun is the exit of rs's run if its monitor died without recording it
+// (rec is exit.json): nil if the command runs, the monitor still lives, or
+// the exit is recorded.
+func lostRun(w *workContainer, rs *runState, rec *exitRecord) *exitRecord {
+	if rs == nil || rs.alive() || !rs.monitorGone(w) {
+		return nil
+	}
+	if rec != nil && !rec.Started.Before(rs.Started) {
+		return nil // recorded; run.json goes next
+	}
+	return &exitRecord{ExitCode: 137, Started: rs.Started, Error: lostRunError}
+}
+
+// noExitRecorded reports whether w ran (its etc files are there) before
+// exit.json was kept: no exit.json and no run.json.
+func noExitRecorded(w *workContainer, rs *runState, rec *exitRecord) bool {
+	return rec == nil && rs == nil && ranBefore(w)
+}
+
+// settleLostRun records the exit of w's run whose monitor died (lostRun),
+// drops its run.json and removes the container if run had --rm (unless a
+// restart is under way). Under the container's lock, and skipped while
+// another command holds it; only for an unmounted container (a start mounts
+// it before it writes its own run.json). It reports whether w was removed.
+func settleLostRun(w *workContainer) (removed bool) {
+	if lostRun(w, loadRunState(w), loadExit(w)) == nil {
+		return false
+	}
+	unlock, ok, err := tryLockContainer(w)
+	if err != nil || !ok {
+		return false
+	}
+	defer unlock()
+	st, err := w.load()
+	if err != nil || w.status(st) != statusUnmounted {
+		return false
+	}
+	rec := lostRun(w, loadRunState(w), loadExit(w))
+	if rec == nil {
+		return false
+	}
+	saveExit(w, *rec)
+	os.Remove(runStatePath(w))
+	if sr := loadSavedRun(w); sr != nil && sr.Rm {
+		if _, err := os.Stat(restartingPath(w)); err == nil {
+			return false
+		}
+		return w.remove() == nil
+	}
+	return false
+}

@@ -31,6 +31,12 @@ func OpenIn(root *os.File, name string, flags int) (*os.File, error) {
 	return openat2InRoot(root, name, flags)
 }
 
+// BindIn bind-mounts b.Source on b.Target inside root (made if missing, as
+// run makes a bind's mountpoint), read-only all the way down with
+// b.ReadOnly: cp's view of a stopped container's volumes. The caller is in a
+// mount namespace of its own.
+func BindIn(root *os.File, b Bind) error { return bindIn(root, b) }
+
 // WriteTree writes obj (an fd of a file, dir, symlink, device or fifo, O_PATH
 // will do) to tw as entries named name, and for a dir name/... for everything
 // below it, sorted. Below obj each name is opened relative to its parent's fd

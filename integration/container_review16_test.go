@@ -312,3 +312,81 @@ func TestKilledRunState(t *testing.T) {
 		t.Errorf("ps --filter status=exited = %q, want old in it", got)
 	}
 }
+
+// TestCpStoppedContainerVolumes: cp to and from a container that does not
+// run sees its volumes, as docker's (moby mounts a stopped container's
+// volumes for every archive call): a copy into a -v bind, an anonymous -v or
+// an image VOLUME lands there, not in the container's changes (diff, commit);
+// a :ro volume refuses it with docker's words, running or not; what is only
+// in a volume copies out, also inside a copy of a dir above it. No mount is
+// left on the host.
+func TestCpStoppedContainerVolumes(t *testing.T) {
+	requireRunner(t)
+	importRunner(t, "busybox", `CMD ["sh"]`, `VOLUME /imgvol`)
+	t.Cleanup(func() { run(t, "rm", "-f", "cv", "cro") })
+	dir := t.TempDir()
+	vol, rovol := filepath.Join(dir, "vol"), filepath.Join(dir, "rovol")
+	for _, d := range []string{vol, rovol} {
+		if err := os.Mkdir(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(filepath.Join(vol, "fromhost"), []byte("hostside\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	file1 := filepath.Join(dir, "file1")
+	if err := os.WriteFile(file1, []byte("file\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	mountsBefore := strings.Count(readMounts(t), rootFor(t))
+	mustRun(t, "run", "--name", "cv", "-v", vol+":/vol", "-v", "/anon", "-v", rovol+":/ro:ro", "busybox",
+		"sh", "-c", "echo inanon > /anon/a; echo inimg > /imgvol/i")
+	diff0 := mustRun(t, "diff", "cv")
+
+	for _, dst := range []string{"cv:/vol/", "cv:/anon/", "cv:/imgvol/"} {
+		if r := run(t, "cp", file1, dst); r.Code != 0 {
+			t.Errorf("cp file1 %s: exit %d, %q", dst, r.Code, r.Stderr)
+		}
+	}
+	if b, err := os.ReadFile(filepath.Join(vol, "file1")); err != nil || string(b) != "file\n" {
+		t.Errorf("file1 in the -v bind's host dir: %q, %v", b, err)
+	}
+	if got := mustRun(t, "diff", "cv"); got != diff0 {
+		t.Errorf("diff after cp into volumes = %q, want it unchanged: %q", got, diff0)
+	}
+	// what is only in a volume copies out, file by file and inside a dir above
+	for src, want := range map[string]string{"/vol/fromhost": "hostside\n", "/anon/a": "inanon\n", "/anon/file1": "file\n", "/imgvol/i": "inimg\n"} {
+		r := run(t, "cp", "cv:"+src, filepath.Join(dir, "out"))
+		b, err := os.ReadFile(filepath.Join(dir, "out"))
+		if r.Code != 0 || err != nil || string(b) != want {
+			t.Errorf("cp cv:%s out: exit %d, %q; got %q, %v", src, r.Code, r.Stderr, b, err)
+		}
+		os.Remove(filepath.Join(dir, "out"))
+	}
+	if r := run(t, "cp", "cv:/", filepath.Join(dir, "all")); r.Code != 0 {
+		t.Errorf("cp cv:/: exit %d, %q", r.Code, r.Stderr)
+	} else if b, err := os.ReadFile(filepath.Join(dir, "all", "vol", "fromhost")); err != nil || string(b) != "hostside\n" {
+		t.Errorf("cp cv:/: vol/fromhost %q, %v", b, err)
+	}
+	// :ro refuses, stopped and running
+	if r := run(t, "cp", file1, "cv:/ro/"); r.Code == 0 || r.Stderr != "Error: mounted volume is marked read-only\n" {
+		t.Errorf("cp into a :ro volume of a stopped container: exit %d, %q", r.Code, r.Stderr)
+	}
+	if ents, _ := os.ReadDir(rovol); len(ents) != 0 {
+		t.Errorf("the :ro volume's dir has %v", ents)
+	}
+	mustRun(t, "run", "-d", "--name", "cro", "-v", rovol+":/ro:ro", "busybox", "sleep", "60")
+	if r := run(t, "cp", file1, "cro:/ro/x"); r.Code == 0 || r.Stderr != "Error: mounted volume is marked read-only\n" {
+		t.Errorf("cp into a :ro volume of a running container: exit %d, %q", r.Code, r.Stderr)
+	}
+	mustRun(t, "rm", "-f", "cro")
+	// commit leaves the volumes out (the image's VOLUME and -v /anon stay
+	// volumes of the new image)
+	mustRun(t, "commit", "cv", "img:cv")
+	if got := mustRun(t, "run", "--rm", "img:cv", "sh", "-c", "ls /vol /anon /imgvol 2>&1; true"); strings.Contains(got, "file1") {
+		t.Errorf("the commit has the copied files: %q", got)
+	}
+	if n := strings.Count(readMounts(t), rootFor(t)); n != mountsBefore {
+		t.Errorf("%d mounts of the test's root left on the host, want %d:\n%s", n, mountsBefore, readMounts(t))
+	}
+}

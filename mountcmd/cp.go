@@ -168,6 +168,12 @@ func cpToContainer(cmd *cobra.Command, g *globalOptions, o *cpOptions, name, src
 		}
 	}
 	n, err := withContainerRoot(cmd, g, name, true, func(root *os.File, w *workContainer) (int64, error) {
+		// docker's check, before anything is copied: not into a :ro volume
+		if st, err := w.load(); err == nil {
+			if err := checkVolumeWrite(cpVolumes(w, cpImage(g, w, st)), dst); err != nil {
+				return 0, err
+			}
+		}
 		return copyIn(root, name, src, dst, in, w.Dir(), o)
 	})
 	if err == nil && !o.quiet {
@@ -482,6 +488,13 @@ func cpRoot(ctx context.Context, g *globalOptions, w *workContainer, write bool)
 		if ss := queryStatus(ctx, w); ss != nil && ss.Mountpoint != "" {
 			mp = ss.Mountpoint
 		}
+		if vols := cpVolumes(w, cpImage(g, w, st)); len(vols) > 0 {
+			root, done, err := openRootWithVolumes(mp, vols)
+			if err != nil {
+				return nil, noop, err
+			}
+			return root, func() error { done(); return nil }, nil
+		}
 		root, err := openMountRoot(mp)
 		return root, noop, err
 	case statusDead: // mount would clear it too
@@ -495,12 +508,22 @@ func cpRoot(ctx context.Context, g *globalOptions, w *workContainer, write bool)
 		unlock()
 		return nil, noop, err
 	}
+	done := func() {}
 	release = func() error {
+		done() // the volumes' namespace first: nothing else holds the mount then
 		err := umount()
 		unlock()
 		return err
 	}
-	if root, err = openMountRoot(mp); err != nil {
+	if vols := cpVolumes(w, cpImage(g, w, st)); len(vols) > 0 {
+		root, done, err = openRootWithVolumes(mp, vols)
+		if err != nil {
+			done = func() {}
+		}
+	} else {
+		root, err = openMountRoot(mp)
+	}
+	if err != nil {
 		release()
 		return nil, noop, err
 	}

@@ -1,0 +1,155 @@
+package mountcmd
+
+// cp and a container that does not run: its volumes (run's -v and --mount
+// binds, anonymous -v volumes, the image's VOLUMEs) are bound on the union
+// for the copy, as moby's archive code mounts a stopped container's volumes
+// (daemon.mountVolumes): a copy into a volume path lands in the volume, not
+// in the container's changes, a :ro volume refuses it, and what is only in a
+// volume can be copied out. The binds live in a mount namespace of the
+// copy's own, held by one thread: nothing reaches the host's mounts, and they
+// go when that thread ends (or with cp, killed).
+
+import (
+	"errors"
+	"os"
+	"path"
+	"path/filepath"
+	"runtime"
+	"sort"
+	"strings"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/layerfs/layerfs/blobstore"
+	"github.com/layerfs/layerfs/build"
+)
+
+// errReadOnlyVolume is docker's refusal of a copy into a :ro volume.
+var errReadOnlyVolume = errors.New("mounted volume is marked read-only")
+
+// cpVolumes are w's volumes as its run binds them, parents first:
+// -v HOST:CONTAINER and --mount binds (not tmpfs or devices, whose content a
+// stopped container does not have), -v CONTAINER and the image's VOLUMEs
+// (img; nil if it is gone) from the container's volumes/ dirs. A bind whose
+// host dir is gone is left out. None for a container run did not make.
+func cpVolumes(w *workContainer, img *blobstore.Image) []build.Bind {
+	sr := loadSavedRun(w)
+	if sr == nil {
+		return nil
+	}
+	binds, _ := parseVolumes(sr.Volumes)
+	more, _ := parseMounts(sr.Mounts)
+	var out []build.Bind
+	var anon []string
+	for _, b := range append(binds, more...) {
+		switch {
+		case b.Tmpfs || b.Device:
+		case b.Source == "":
+			anon = append(anon, filepath.Clean(b.Target))
+		default:
+			if _, err := os.Stat(b.Source); err == nil {
+				out = append(out, build.Bind{Source: b.Source, Target: filepath.Clean(b.Target), ReadOnly: b.ReadOnly})
+			}
+		}
+	}
+	if img != nil {
+		for v := range img.Config.Config.Volumes {
+			anon = append(anon, filepath.Clean("/"+v))
+		}
+	}
+next:
+	for _, p := range anon {
+		for _, b := range out {
+			if b.Target == p {
+				continue next // a -v over the VOLUME, or a repeat
+			}
+		}
+		if dir := volumeDir(w, p); isDir(dir) {
+			out = append(out, build.Bind{Source: dir, Target: p})
+		}
+	}
+	sort.SliceStable(out, func(i, j int) bool { return mountDepth(out[i].Target) < mountDepth(out[j].Target) })
+	return out
+}
+
+// cpImage is w's image, for its VOLUMEs; nil if it cannot be read (gone).
+func cpImage(g *globalOptions, w *workContainer, st *workState) *blobstore.Image {
+	s, err := openStore(g)
+	if err != nil {
+		return nil
+	}
+	img, err := imageOfContainer(s, w, st)
+	if err != nil {
+		return nil
+	}
+	return img
+}
+
+func isDir(p string) bool {
+	fi, err := os.Stat(p)
+	return err == nil && fi.IsDir()
+}
+
+// checkVolumeWrite refuses a copy to dst (a path in the container) inside a
+// read-only volume, as docker checks the path before it extracts
+// (checkIfPathIsInAVolume: the innermost volume holding it decides).
+func checkVolumeWrite(vols []build.Bind, dst string) error {
+	p := path.Clean("/" + dst)
+	var in *build.Bind
+	for i, b := range vols { // parents first: the last match is the innermost
+		if p == b.Target || strings.HasPrefix(p, strings.TrimSuffix(b.Target, "/")+"/") {
+			in = &vols[i]
+		}
+	}
+	if in != nil && in.ReadOnly {
+		return errReadOnlyVolume
+	}
+	return nil
+}
+
+// openRootWithVolumes opens the root of the container mount at mp with vols
+// bound in it, in a new mount namespace (see the file's comment). done ends
+// it; the caller closes root first.
+func openRootWithVolumes(mp string, vols []build.Bind) (root *os.File, done func(), err error) {
+	type result struct {
+		root *os.File
+		err  error
+	}
+	opened := make(chan result)
+	quit, exited := make(chan struct{}), make(chan struct{})
+	go func() {
+		// Never unlocked: the thread, and with it the namespace, ends with
+		// this goroutine. Go starts new threads from a clean one, never this.
+		runtime.LockOSThread()
+		defer close(exited)
+		root, err := func() (*os.File, error) {
+			if err := unix.Unshare(unix.CLONE_NEWNS); err != nil {
+				return nil, err
+			}
+			if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
+				return nil, err
+			}
+			root, err := openMountRoot(mp)
+			if err != nil {
+				return nil, err
+			}
+			for _, b := range vols {
+				if err := build.BindIn(root, b); err != nil {
+					root.Close()
+					return nil, err
+				}
+			}
+			return root, nil
+		}()
+		opened <- result{root, err}
+		if err == nil {
+			<-quit
+		}
+	}()
+	r := <-opened
+	if r.err != nil {
+		<-exited
+		return nil, nil, r.err
+	}
+	return r.root, func() { close(quit); <-exited }, nil
+}

@@ -57,7 +57,9 @@ destination to write a tar archive of a container source to STDOUT.
 Files copied into the container are root's (0:0), files copied out the
 caller's; with -a both keep their source's owners. An unmounted container is
 mounted for the copy and unmounted again; a container mounted --read-only
-refuses writes.`,
+refuses writes. A container that does not run has its volumes (run's -v and
+--mount binds, anonymous and image volumes) in place for the copy, as docker's;
+a :ro volume refuses writes.`,
 		Args:         exactArgs(2),
 		SilenceUsage: true,
 		RunE: func(cmd *cobra.Command, args []string) error {

@@ -11,12 +11,14 @@ package mountcmd
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"path"
 	"path/filepath"
 	"runtime"
 	"sort"
 	"strings"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -117,11 +119,23 @@ func openRootWithVolumes(mp string, vols []build.Bind) (root *os.File, done func
 	}
 	opened := make(chan result)
 	quit, exited := make(chan struct{}), make(chan struct{})
-	go func() {
+	tid := 0
+	var work func()
+	work = func() {
 		// Never unlocked: the thread, and with it the namespace, ends with
 		// this goroutine. Go starts new threads from a clean one, never this.
 		runtime.LockOSThread()
+		if unix.Gettid() == unix.Getpid() {
+			// Not the main thread: Go never ends it (it would stay in the
+			// namespace, and /proc/self/mountinfo with it). Held meanwhile,
+			// so the work runs on another.
+			go work()
+			<-exited
+			runtime.UnlockOSThread()
+			return
+		}
 		defer close(exited)
+		tid = unix.Gettid()
 		root, err := func() (*os.File, error) {
 			if err := unix.Unshare(unix.CLONE_NEWNS); err != nil {
 				return nil, err
@@ -145,11 +159,22 @@ func openRootWithVolumes(mp string, vols []build.Bind) (root *os.File, done func
 		if err == nil {
 			<-quit
 		}
-	}()
+	}
+	go work()
+	// until the thread is gone, and the namespace's copy of the mount with it
+	end := func() {
+		<-exited
+		task := fmt.Sprintf("/proc/self/task/%d", tid)
+		for deadline := time.Now().Add(2 * time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+			if _, err := os.Stat(task); err != nil {
+				return
+			}
+		}
+	}
 	r := <-opened
 	if r.err != nil {
-		<-exited
+		end()
 		return nil, nil, r.err
 	}
-	return r.root, func() { close(quit); <-exited }, nil
+	return r.root, func() { close(quit); end() }, nil
 }

@@ -134,8 +134,9 @@ func vanished(err error) error {
 	return err
 }
 
-// entry1 writes one entry; opened is called once the entry's xattrs are read and,
-// for a regular file, it is open: the rest needs no access to it by name.
+// entry1 writes one entry; opened is called once everything read by name is read
+// (its xattrs, a symlink's target) and, for a regular file, it is open: the rest
+// needs no access to it by name.
 func (e *tarEmitter) entry1(dirfd int, base, p string, st *unix.Stat_t, opened func()) error {
 	hdr := &tar.Header{
 		Name:    p,
@@ -180,9 +181,6 @@ func (e *tarEmitter) entry1(dirfd int, base, p string, st *unix.Stat_t, opened f
 	if len(xattrs) > 0 {
 		hdr.PAXRecords = xattrs
 	}
-	if ft != unix.S_IFREG {
-		opened()
-	}
 	switch ft {
 	case unix.S_IFDIR:
 		hdr.Typeflag = tar.TypeDir
@@ -206,8 +204,10 @@ func (e *tarEmitter) entry1(dirfd int, base, p string, st *unix.Stat_t, opened f
 		hdr.Size = st.Size
 		return e.regular(dirfd, base, hdr, st, opened)
 	default:
+		opened()
 		return fmt.Errorf("%w: file type %#o", ErrUnsupported, ft)
 	}
+	opened() // after the readlink: it needs search on the dir
 	return e.tw.WriteHeader(hdr)
 }
 

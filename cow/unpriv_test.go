@@ -261,3 +261,44 @@ func TestUnprivApplyWarnsDropped(t *testing.T) {
 		}
 	}
 }
+
+// TestUnprivSymlinkInDeniedDir: unprivileged, Diff and Export write a symlink in
+// a dir whose mode denies its owner (0000, 0300) with its target, and give the
+// dir its mode back; they failed with "readlink: permission denied", as the dir's
+// mode was put back before the link was read (rev16-diff2 item 1).
+func TestUnprivSymlinkInDeniedDir(t *testing.T) {
+	dir, ok := asNobody(t)
+	if !ok {
+		return
+	}
+	up := filepath.Join(dir, "up")
+	for _, d := range []string{"q", "r"} {
+		must(t, os.MkdirAll(filepath.Join(up, d), 0o755))
+		must(t, os.Symlink("target", filepath.Join(up, d, "l")))
+		must(t, os.WriteFile(filepath.Join(up, d, "f"), []byte("hi\n"), 0o644))
+	}
+	must(t, unix.Chmod(filepath.Join(up, "q"), 0))
+	must(t, unix.Chmod(filepath.Join(up, "r"), 0o300))
+	t.Cleanup(func() { RemoveAll(up) })
+	for _, c := range []struct {
+		name string
+		r    func() io.ReadCloser
+	}{
+		{"diff", func() io.ReadCloser { return Diff(context.Background(), up, DiffOptions{Format: FormatOCI}) }},
+		{"export", func() io.ReadCloser { return Export(context.Background(), []string{up}, "", FormatOCI) }},
+	} {
+		hdrs := tarHeaders(t, c.r())
+		for _, p := range []string{"q/l", "r/l"} {
+			if h := hdrs[p]; h == nil || h.Typeflag != tar.TypeSymlink || h.Linkname != "target" {
+				t.Errorf("%s: %s = %+v, want a symlink to target", c.name, p, h)
+			}
+		}
+		for d, m := range map[string]uint32{"q": 0, "r": 0o300} {
+			var st unix.Stat_t
+			must(t, unix.Lstat(filepath.Join(up, d), &st))
+			if st.Mode&0o7777 != m {
+				t.Errorf("%s: %s mode %04o after the read, want %04o", c.name, d, st.Mode&0o7777, m)
+			}
+		}
+	}
+}

@@ -22,6 +22,10 @@ import (
 // unprivileged: the process has no DAC override (it is not root).
 var unprivileged = os.Geteuid() != 0
 
+// Unprivileged reports whether the process has no DAC override (it is not
+// root): the only case in which the chmod-arounds of this file do anything.
+func Unprivileged() bool { return unprivileged }
+
 func nop() {}
 
 // fdPath names the file open as fd (O_PATH is fine) for path-only syscalls.

@@ -296,6 +296,14 @@ func (n *node) withXattrs(write bool, fn func(x xattrPath) error) error {
 	}
 	defer unix.Close(dfd)
 	fd, st, err := openPath(dfd, name)
+	if errors.Is(err, unix.EACCES) {
+		// Unprivileged: the layer's copy of the dir may deny its owner
+		// search (see lookupOne).
+		err = cow.WithDirAccess(dfd, func() (err error) {
+			fd, st, err = openPath(dfd, name)
+			return err
+		})
+	}
 	if err != nil {
 		return err
 	}
@@ -303,9 +311,14 @@ func (n *node) withXattrs(write bool, fn func(x xattrPath) error) error {
 	// The inode's own type, not the cached entry's: the name may have been
 	// replaced meanwhile. A symlink goes by its name with the l* calls, which do
 	// not follow it by definition (the plain calls on its fd's /proc link rest on
-	// how procfs ends a magic link at a symlink).
+	// how procfs ends a magic link at a symlink), so they search the dir too.
 	if st.Mode&unix.S_IFMT == unix.S_IFLNK {
-		return fn(xattrPath{p: procFd(dfd) + "/" + name, link: true})
+		x := xattrPath{p: procFd(dfd) + "/" + name, link: true}
+		err := fn(x)
+		if errors.Is(err, unix.EACCES) && !write {
+			err = cow.WithDirAccess(dfd, func() error { return fn(x) })
+		}
+		return err
 	}
 	return fn(xattrPath{p: procFd(fd)})
 }

@@ -120,7 +120,57 @@ func (s *stack) writable() bool { return len(s.layers) > 0 && s.layers[0].upper 
 // openDir opens the directory rel (slash separated, "" for the root) in layer li
 // without following any symlink and without leaving the layer. The caller closes it.
 // Paths longer than the kernel takes in one call are walked in pieces.
+//
+// Unprivileged, a layer's copy of a dir on the way may deny its owner search
+// (an image's 0000 dir the user made 0700 through the mount: the kernel allowed
+// the request by the merged mode): on EACCES, and only then, the path is walked
+// again one name at a time, each dir made u+x for the open of the next name
+// (openDirAsOwner). The last dir's own mode still binds the open's flags.
 func (s *stack) openDir(li int, rel string, flags uint64) (int, error) {
+	fd, err := s.openDir1(li, rel, flags)
+	if errors.Is(err, unix.EACCES) && cow.Unprivileged() {
+		return openDirAsOwner(s.layers[li].fd, rel, flags)
+	}
+	return fd, err
+}
+
+// openDirAsOwner is openDir's walk for a path through dirs whose modes deny
+// their owner search: each name is opened beneath the dir before it, through
+// cow.WithDirAccess.
+func openDirAsOwner(base int, rel string, flags uint64) (int, error) {
+	var names []string
+	for _, c := range strings.Split(rel, "/") {
+		if c != "" && c != "." {
+			names = append(names, c)
+		}
+	}
+	if len(names) == 0 {
+		return openBeneath(base, ".", flags)
+	}
+	cur, own := base, -1
+	for i, c := range names {
+		fl := uint64(unix.O_PATH)
+		if i == len(names)-1 {
+			fl = flags
+		}
+		var fd int
+		dir := cur
+		err := cow.WithDirAccess(dir, func() (err error) {
+			fd, err = openBeneath(dir, c, fl)
+			return err
+		})
+		if own >= 0 {
+			unix.Close(own)
+		}
+		if err != nil {
+			return -1, err
+		}
+		cur, own = fd, fd
+	}
+	return cur, nil
+}
+
+func (s *stack) openDir1(li int, rel string, flags uint64) (int, error) {
 	if rel == "" {
 		rel = "."
 	}

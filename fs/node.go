@@ -13,6 +13,7 @@ import (
 
 	fusefs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
+	"github.com/layerfs/layerfs/cow"
 	"golang.org/x/sys/unix"
 )
 
@@ -519,6 +520,14 @@ func (n *node) readLink() ([]byte, error) {
 	for l := 256; ; l *= 2 {
 		buf := make([]byte, l)
 		sz, err := unix.Readlinkat(dfd, name, buf)
+		if errors.Is(err, unix.EACCES) {
+			// Unprivileged: the layer's copy of the dir may deny its owner
+			// search (see lookupOne).
+			err = cow.WithDirAccess(dfd, func() (err error) {
+				sz, err = unix.Readlinkat(dfd, name, buf)
+				return err
+			})
+		}
 		if err != nil {
 			return nil, err
 		}

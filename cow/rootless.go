@@ -3,7 +3,6 @@ package cow
 import (
 	"encoding/binary"
 	"errors"
-	"fmt"
 	"os"
 
 	"golang.org/x/sys/unix"
@@ -105,26 +104,13 @@ func renameAsOwner(work int, tmp string, dir int, name string) error {
 	if !errors.Is(err, unix.EACCES) || os.Geteuid() == 0 {
 		return err
 	}
-	// widen makes the directory p (stat st) of ours u+wx; it reports whether it did.
-	widen := func(p string, st *unix.Stat_t) bool {
-		return st.Mode&unix.S_IFMT == unix.S_IFDIR && int(st.Uid) == os.Geteuid() &&
-			st.Mode&0o300 != 0o300 && unix.Chmod(p, st.Mode&0o7777|0o300) == nil
+	// The dirs of ours in the way are made u+wx (widen: through this process's
+	// map of widenings, so a chmod through the mount meanwhile is kept).
+	undoDst := widen(dir, 0o300, 0)
+	defer undoDst()
+	if fd, err := unix.Openat(work, tmp, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0); err == nil {
+		defer unix.Close(fd)
+		defer widen(fd, 0o300, 0)() // by fd: it holds the inode wherever the rename puts it
 	}
-	dirPath := fmt.Sprintf("/proc/self/fd/%d", dir)
-	tmpPath := fmt.Sprintf("/proc/self/fd/%d/%s", work, tmp)
-	var dst, src unix.Stat_t
-	dstWide := unix.Fstat(dir, &dst) == nil && widen(dirPath, &dst)
-	srcWide := unix.Fstatat(work, tmp, &src, unix.AT_SYMLINK_NOFOLLOW) == nil && widen(tmpPath, &src)
-	err = rename()
-	if srcWide {
-		if err == nil {
-			_ = unix.Fchmodat(dir, name, src.Mode&0o7777, 0)
-		} else {
-			_ = unix.Chmod(tmpPath, src.Mode&0o7777)
-		}
-	}
-	if dstWide {
-		_ = unix.Chmod(dirPath, dst.Mode&0o7777)
-	}
-	return err
+	return rename()
 }

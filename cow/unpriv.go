@@ -4,6 +4,8 @@ import (
 	"errors"
 	"os"
 	"strconv"
+	"sync"
+	"sync/atomic"
 
 	"golang.org/x/sys/unix"
 )
@@ -34,13 +36,40 @@ func fdPath(fd int) string { return "/proc/self/fd/" + strconv.Itoa(fd) }
 // widenFd makes the regular file (dir) open as fd (any fd of it, O_PATH too) u+r
 // (u+rx) if the process is unprivileged, owns it and it lacks that. The returned
 // func puts its mode back (once, however often it is called); it is a no-op when
-// nothing was changed. Every widening of one type adds the same bits, so that two
-// readers racing on one entry never take the other's widened mode for its own
-// (the worst a race gives is one reader's EACCES).
-func widenFd(fd int) func() {
+// nothing was changed. fd must stay open until then.
+func widenFd(fd int) func() { return widen(fd, 0o500, 0o400) }
+
+// The widenings in flight in this process, by inode. Every chmod-around of the
+// process, and the union fs's chmods of the entries it serves (Chmod), change
+// modes under wideMu, so that within one process a widening never undoes a
+// chmod made meanwhile and two readers of one entry share one widening: the
+// first saves the mode, the last puts it back, and a Chmod meanwhile changes the
+// mode to put back. Other processes (another mount, a diff) only see the
+// widened mode for the moment; a widening puts the mode back only if it is
+// still the one it set, so their chmods meanwhile stay too.
+type wideKey struct{ dev, ino uint64 }
+
+type widening struct {
+	refs  int
+	saved uint32 // the mode to put back
+	set   uint32 // the mode the widenings set
+}
+
+var (
+	wideMu sync.Mutex
+	wide   = map[wideKey]*widening{}
+	wideN  atomic.Int32 // len(wide), read without wideMu
+)
+
+// widen adds dirBits to the mode of the dir open as fd, or regBits to that of
+// the regular file (0: none for that type), if the process is unprivileged and
+// owns it; see widenFd.
+func widen(fd int, dirBits, regBits uint32) func() {
 	if !unprivileged {
 		return nop
 	}
+	wideMu.Lock()
+	defer wideMu.Unlock()
 	var st unix.Stat_t
 	if unix.Fstat(fd, &st) != nil {
 		return nop
@@ -48,40 +77,106 @@ func widenFd(fd int) func() {
 	var bits uint32
 	switch st.Mode & unix.S_IFMT {
 	case unix.S_IFREG:
-		bits = 0o400
+		bits = regBits
 	case unix.S_IFDIR:
-		bits = 0o500
-	default:
+		bits = dirBits
+	}
+	if bits == 0 || int(st.Uid) != os.Geteuid() {
 		return nop
 	}
-	if int(st.Uid) != os.Geteuid() || st.Mode&bits == bits {
+	k, mode := wideKey{uint64(st.Dev), st.Ino}, st.Mode&0o7777
+	w := wide[k]
+	if w == nil && mode&bits == bits {
 		return nop
 	}
-	p, mode := fdPath(fd), st.Mode&0o7777
-	if unix.Chmod(p, mode|bits) != nil {
-		return nop
+	if mode&bits != bits {
+		if unix.Chmod(fdPath(fd), mode|bits) != nil {
+			if w == nil {
+				return nop
+			}
+		} else {
+			if w == nil {
+				w = &widening{saved: mode}
+				wide[k] = w
+				wideN.Add(1)
+			}
+			w.set = mode | bits
+		}
 	}
+	w.refs++
 	done := false
 	return func() {
-		if !done {
-			done = true
-			_ = unix.Chmod(p, mode)
+		if done {
+			return
+		}
+		done = true
+		wideMu.Lock()
+		defer wideMu.Unlock()
+		if w.refs--; w.refs > 0 {
+			return
+		}
+		delete(wide, k)
+		wideN.Add(-1)
+		var now unix.Stat_t
+		if unix.Fstat(fd, &now) == nil && now.Mode&0o7777 == w.set {
+			_ = unix.Chmod(fdPath(fd), w.saved)
 		}
 	}
 }
 
+// Chmod sets the mode of the file open as fd (O_PATH is fine) to mode, as
+// chmod(2). For the union fs's SETATTR: unprivileged, if a chmod-around of this
+// process has the file opened up at the moment (a LOOKUP's opaque check of a dir
+// the user made 0000), the mode it puts back becomes mode, so it does not undo
+// this chmod. Root makes one chmod, as before.
+func Chmod(fd int, mode uint32) error {
+	if !unprivileged {
+		return unix.Chmod(fdPath(fd), mode)
+	}
+	wideMu.Lock()
+	defer wideMu.Unlock()
+	if err := unix.Chmod(fdPath(fd), mode); err != nil || len(wide) == 0 {
+		return err
+	}
+	var st unix.Stat_t
+	if unix.Fstat(fd, &st) == nil {
+		if w := wide[wideKey{uint64(st.Dev), st.Ino}]; w != nil {
+			w.saved, w.set = mode, mode
+		}
+	}
+	return nil
+}
+
+// ShownMode sets the permission bits of st (an lstat of a file of this process's
+// stores) to the mode a chmod-around of this process has opened it up from, if
+// one has it open at the moment: what the union fs reports (and the kernel
+// caches) must be the user's mode, never the moment's widened one. A no-op for
+// root, and a load of a counter while nothing is widened.
+func ShownMode(st *unix.Stat_t) {
+	if unprivileged && wideN.Load() != 0 {
+		shownMode(st)
+	}
+}
+
+func shownMode(st *unix.Stat_t) {
+	wideMu.Lock()
+	defer wideMu.Unlock()
+	if w := wide[wideKey{uint64(st.Dev), st.Ino}]; w != nil {
+		st.Mode = st.Mode&^0o7777 | w.saved
+	}
+}
+
 // widenAt is widenFd for the entry name of the dir open as dirfd (never followed);
-// the dir itself is widened first if the lookup needs it.
+// the dir itself is made u+x first if it lacks that.
 func widenAt(dirfd int, name string) func() {
 	if !unprivileged {
 		return nop
 	}
+	// The dir is made u+x if it lacks it, and a widening of it by another
+	// reader of this process, which may be what lets the name be found, is
+	// joined: either stays until the caller is done.
+	undoDir := widen(dirfd, 0o100, 0)
 	fd, err := unix.Openat(dirfd, name, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
-	undoDir := nop
-	if errors.Is(err, unix.EACCES) {
-		undoDir = widenFd(dirfd)
-		fd, err = unix.Openat(dirfd, name, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
-	}
 	if err != nil {
 		undoDir()
 		return nop
@@ -158,24 +253,4 @@ func ReopenAsOwner(fd int, flags int) (int, error) {
 // copy-up (a rename of a dir) into an upper copy the user made 0000 or 0500:
 // the kernel has allowed the rename, and the copies of the entries below must be
 // placed in it, and it be made opaque.
-func OwnDirRWX(fd int) func() {
-	if !unprivileged {
-		return nop
-	}
-	var st unix.Stat_t
-	if unix.Fstat(fd, &st) != nil || st.Mode&unix.S_IFMT != unix.S_IFDIR ||
-		int(st.Uid) != os.Geteuid() || st.Mode&0o700 == 0o700 {
-		return nop
-	}
-	p, mode := fdPath(fd), st.Mode&0o7777
-	if unix.Chmod(p, mode|0o700) != nil {
-		return nop
-	}
-	done := false
-	return func() {
-		if !done {
-			done = true
-			_ = unix.Chmod(p, mode)
-		}
-	}
-}
+func OwnDirRWX(fd int) func() { return widen(fd, 0o700, 0) }

@@ -72,7 +72,8 @@ func (n *node) Setattr(ctx context.Context, f fusefs.FileHandle, in *fuse.SetAtt
 	p := procFd(fd)
 	isLink := e.st.Mode&unix.S_IFMT == unix.S_IFLNK
 	if m, ok := in.GetMode(); ok && !isLink {
-		if err := unix.Chmod(p, m&0o7777); err != nil {
+		// cow.Chmod: no chmod-around of this mount's own lookups may undo it.
+		if err := cow.Chmod(fd, m&0o7777); err != nil {
 			return errno("chmod", err)
 		}
 	}
@@ -97,6 +98,7 @@ func (n *node) Setattr(ctx context.Context, f fusefs.FileHandle, in *fuse.SetAtt
 	if err := unix.Fstat(fd, &st); err != nil {
 		return errno("setattr", err)
 	}
+	cow.ShownMode(&st)
 	ne := *e
 	ne.st = st
 	n.setEntry(&ne)

@@ -390,6 +390,7 @@ func (s *stack) lookupOne(dfd, li int, name string, e **entry) (stop bool, err e
 	if err != nil {
 		return false, err
 	}
+	cow.ShownMode(&st) // not a mode this process has widened for the moment
 	if cow.IsOverlayWhiteout(&st) {
 		return true, nil
 	}

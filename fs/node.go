@@ -470,6 +470,7 @@ func (n *node) statLayer(s *stack, e *entry) (unix.Stat_t, error) {
 	}
 	defer unix.Close(dfd)
 	err = unix.Fstatat(dfd, name, &st, unix.AT_SYMLINK_NOFOLLOW)
+	cow.ShownMode(&st)
 	return st, err
 }
 

@@ -581,7 +581,7 @@ func (n *node) fsyncData() syscall.Errno {
 // or not; ids shifts owners (nil: none).
 func setattrFd(fd int, in *fuse.SetAttrIn, out *fuse.AttrOut, ids *IDMapping) syscall.Errno {
 	if m, ok := in.GetMode(); ok {
-		if err := unix.Chmod(procFd(fd), m&0o7777); err != nil {
+		if err := cow.Chmod(fd, m&0o7777); err != nil {
 			return errno("fchmod", err)
 		}
 	}

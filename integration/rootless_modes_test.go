@@ -313,3 +313,30 @@ func TestRootlessBelowOwnerDeniedDir(t *testing.T) {
 	}
 	r.run("rm", "c")
 }
+
+// TestRootlessChmodDuringLookups: as nobody, a chmod through the mount of a dir
+// the user made 0000 is kept while the mount looks the dir up meanwhile (ls -l
+// of its parent in a loop): the lookup's opaque check opens the dir up for a
+// moment, and put back the mode it had read over the chmod, in the upper dir,
+// for good (rev16-diff2 item 3: within a few hundred rounds).
+func TestRootlessChmodDuringLookups(t *testing.T) {
+	r := newRootlessEnv(t)
+	img := modesImage(t, r)
+	mnt := r.mountAsNobody("c", img)
+	// The upper dir may show the lookup's widened 0700 for a moment, never 0.
+	up := filepath.Join(r.dir, "root", "work", "c", "upper", "d")
+	out := r.sh("set -e; cd " + mnt + "; mkdir d; chmod 0 d; stat -c %a " + up + "; stop=" + r.dir + "/stop\n" +
+		"( while [ ! -e $stop ]; do ls -l >/dev/null 2>&1; done ) &\n" +
+		"for i in $(seq 1500); do chmod 0 d; chmod 300 d; [ $(stat -c %a " + up + ") != 0 ] || { echo undone at $i; break; }; done\n" +
+		"touch $stop; wait; stat -c %a d " + up)
+	if want := "0\n300\n300\n"; out != want {
+		t.Errorf("through the mount:\n%s\nwant:\n%s", out, want)
+	}
+	r.run("umount", mnt)
+	r.run("mount", "--name", "c", img, mnt)
+	if out := r.sh("stat -c %a " + mnt + "/d"); out != "300\n" {
+		t.Errorf("after a remount: %s, want 300", out)
+	}
+	r.run("umount", mnt)
+	r.run("rm", "c")
+}

@@ -69,14 +69,7 @@ func modesImage(t *testing.T, r *rootlessEnv) string {
 func (r *rootlessEnv) mountAsNobody(name, image string) string {
 	t := r.t
 	t.Helper()
-	// Debian's udev makes /dev/fuse 0666; where it is not, let nobody use it for
-	// the test.
-	if fi, err := os.Stat("/dev/fuse"); err == nil && fi.Mode().Perm()&0o006 != 0o006 {
-		if err := os.Chmod("/dev/fuse", fi.Mode().Perm()|0o006); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { os.Chmod("/dev/fuse", fi.Mode().Perm()) })
-	}
+	r.allowFuse()
 	mnt := filepath.Join(r.dir, "mnt-"+name)
 	if err := os.Mkdir(mnt, 0o755); err != nil {
 		t.Fatal(err)

@@ -565,6 +565,20 @@ func linkXattrs(dir int, name string) xattrIO {
 // copyXattrs copies every xattr of src to dst except private and overlay ones.
 // A source filesystem without xattrs copies nothing.
 func copyXattrs(dst, src xattrIO) error {
+	return eachXattr(src, func(k string, v []byte) error {
+		if err := dst.set(k, v); err != nil {
+			if errors.Is(err, unix.EPERM) && strings.HasPrefix(k, "trusted.") {
+				return nil
+			}
+			return fmt.Errorf("setxattr %s: %w", k, err)
+		}
+		return nil
+	})
+}
+
+// eachXattr calls fn with every xattr of src but private ones; a source
+// filesystem without xattrs has none.
+func eachXattr(src xattrIO, fn func(k string, v []byte) error) error {
 	names, err := listXattrsOf(src)
 	if err != nil {
 		if errors.Is(err, unix.ENOTSUP) {
@@ -583,11 +597,8 @@ func copyXattrs(dst, src xattrIO) error {
 		if err != nil {
 			return fmt.Errorf("getxattr %s: %w", k, err)
 		}
-		if err := dst.set(k, v); err != nil {
-			if errors.Is(err, unix.EPERM) && strings.HasPrefix(k, "trusted.") {
-				continue
-			}
-			return fmt.Errorf("setxattr %s: %w", k, err)
+		if err := fn(k, v); err != nil {
+			return err
 		}
 	}
 	return nil
@@ -668,23 +679,12 @@ func openSource(srcDir int, name string, flags int) (fd int, x *xattrIO, err err
 func snapshotXattrs(src xattrIO) (xattrIO, error) {
 	vals := map[string][]byte{}
 	var names []string
-	list, err := listXattrsOf(src)
-	if err != nil && !errors.Is(err, unix.ENOTSUP) {
-		return xattrIO{}, err
-	}
-	for _, k := range list {
-		if IsPrivateXattr(k) {
-			continue
-		}
-		v, err := getXattrOf(src, k)
-		if errors.Is(err, unix.ENODATA) {
-			continue
-		}
-		if err != nil {
-			return xattrIO{}, fmt.Errorf("getxattr %s: %w", k, err)
-		}
+	if err := eachXattr(src, func(k string, v []byte) error {
 		vals[k] = v
 		names = append(names, k)
+		return nil
+	}); err != nil {
+		return xattrIO{}, err
 	}
 	packed := []byte(strings.Join(names, "\x00") + "\x00")
 	if len(names) == 0 {

@@ -6,6 +6,7 @@ package integration
 
 import (
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -389,4 +390,87 @@ func TestCpStoppedContainerVolumes(t *testing.T) {
 	if n := strings.Count(readMounts(t), rootFor(t)); n != mountsBefore {
 		t.Errorf("%d mounts of the test's root left on the host, want %d:\n%s", n, mountsBefore, readMounts(t))
 	}
+}
+
+// runMonitor is the pid of name's run (run -d's monitor, or the foreground
+// run) that its run.json names.
+func runMonitor(t *testing.T, name string) int {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(rootFor(t), "work", name, "run.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rs struct{ Monitor int }
+	if err := json.Unmarshal(b, &rs); err != nil || rs.Monitor <= 0 {
+		t.Fatalf("run.json of %s names no monitor: %s", name, b)
+	}
+	return rs.Monitor
+}
+
+// waitServerGone waits until no mount server of name holds its server.lock
+// (without a layerfs command, which would settle a lost run itself).
+func waitServerGone(t *testing.T, name string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		f, err := os.OpenFile(filepath.Join(rootFor(t), "work", name, "server.lock"), os.O_RDWR, 0)
+		if err != nil {
+			return
+		}
+		err = syscall.Flock(int(f.Fd()), syscall.LOCK_SH|syscall.LOCK_NB)
+		f.Close()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the mount server of %s is still up 10 s after its run was killed", name)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestKilledRmRun: a run --rm killed with its monitor (SIGKILL) is what a
+// --rm run that ended is in docker: wait prints 137 (two waits at once too).
+func TestKilledRmRun(t *testing.T) {
+	requireRunner(t)
+	importRunner(t, "busybox", `CMD ["sh"]`)
+	t.Cleanup(func() { run(t, "rm", "-f", "kw") })
+
+	// wait, twice at once, on run -d --rm whose monitor is killed.
+	mustRun(t, "run", "-d", "--rm", "--name", "kw", "busybox", "sleep", "60")
+	type out struct {
+		stdout string
+		err    error
+	}
+	outs := make(chan out, 2)
+	for i := 0; i < 2; i++ {
+		go func() {
+			cmd := exec.Command(layerfsBin, "--root", rootFor(t), "wait", "kw")
+			var stderr strings.Builder
+			cmd.Stderr = &stderr
+			b, err := cmd.Output()
+			if err != nil {
+				err = fmt.Errorf("%w: %s", err, stderr.String())
+			}
+			outs <- out{string(b), err}
+		}()
+	}
+	time.Sleep(500 * time.Millisecond) // both waits are in their loops
+	if err := syscall.Kill(runMonitor(t, "kw"), syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 2; i++ {
+		select {
+		case o := <-outs:
+			if o.err != nil || o.stdout != "137\n" {
+				t.Errorf("wait kw: %q, %v; want 137, exit 0", o.stdout, o.err)
+			}
+		case <-time.After(30 * time.Second):
+			t.Fatal("wait kw did not return")
+		}
+	}
+	if r := run(t, "inspect", "kw"); r.Code == 0 {
+		t.Errorf("inspect kw found it after wait: --rm did not remove it")
+	}
+
 }

@@ -175,7 +175,7 @@ func startContainer(cmd *cobra.Command, g *globalOptions, so *startOptions, arg,
 	if err != nil {
 		return 0, errors.New(userError(err))
 	}
-	if settleLostRun(w) { // a run --rm whose run was killed: gone, as docker's
+	if _, removed := settleLostRun(w); removed { // a run --rm whose run was killed: gone, as docker's
 		return 0, errors.New(userError(fmt.Errorf("%w: %s", errNoSuchContainer, arg)))
 	}
 	name := w.name

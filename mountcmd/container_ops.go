@@ -103,6 +103,20 @@ func waitContainer(ctx context.Context, g *globalOptions, arg string) (int, erro
 	}
 	var since time.Time // the start of the run waited for
 	var ended time.Time // when its command was first seen gone
+	// seen is the exit last seen: a run --rm killed with its monitor is
+	// settled by the first command that sees it (another wait, ps), which
+	// removes the container, exit.json with it, at once. Looked at as soon as
+	// the command is gone, and kept.
+	var seen *exitRecord
+	look := func(rs *runState) {
+		rec := loadExit(w)
+		if lost := lostRun(w, rs, rec); lost != nil {
+			rec = lost
+		}
+		if rec != nil {
+			seen = rec
+		}
+	}
 	for {
 		rs := loadRunState(w)
 		if rs.alive() {
@@ -110,13 +124,26 @@ func waitContainer(ctx context.Context, g *globalOptions, arg string) (int, erro
 			if err := waitPid(ctx, rs); err != nil {
 				return 0, err
 			}
+			look(rs)
 			continue
 		}
 		if rs != nil && since.IsZero() {
 			since = rs.Started
 		}
-		settleLostRun(w) // killed with its monitor: 137 recorded now
-		if rec := loadExit(w); rec != nil && !rec.Started.Before(since) {
+		// Killed with its monitor: 137 recorded now. A run --rm's container
+		// goes with its exit.json then, so the record settling returns is
+		// all there is to read; and if another command settled and removed
+		// it meanwhile, what was seen before (the lost run, or the exit.json
+		// it wrote) is the same record.
+		look(rs)
+		rec, _ := settleLostRun(w)
+		if rec == nil {
+			rec = loadExit(w)
+		}
+		if rec == nil && !w.exists() {
+			rec = seen
+		}
+		if rec != nil && !rec.Started.Before(since) {
 			// As docker wait: once the container is stopped, unmounted here.
 			if err := waitUnmounted(w); err != nil {
 				return 0, err

@@ -132,7 +132,7 @@ func psRows(ctx context.Context, g *globalOptions, size bool) ([]psRow, []*blobs
 	}
 	var rows []psRow
 	for _, w := range ws {
-		if settleLostRun(w) {
+		if _, removed := settleLostRun(w); removed {
 			continue // a run --rm whose run was killed: removed now
 		}
 		st, err := w.load()

@@ -59,31 +59,33 @@ func noExitRecorded(w *workContainer, rs *runState, rec *exitRecord) bool {
 // drops its run.json and removes the container if run had --rm (unless a
 // restart is under way). Under the container's lock, and skipped while
 // another command holds it; only for an unmounted container (a start mounts
-// it before it writes its own run.json). It reports whether w was removed.
-func settleLostRun(w *workContainer) (removed bool) {
+// it before it writes its own run.json). It returns the exit it recorded
+// (nil if none: the one who reads it, as wait, needs it when the container
+// is gone with its exit.json) and whether w was removed.
+func settleLostRun(w *workContainer) (rec *exitRecord, removed bool) {
 	if lostRun(w, loadRunState(w), loadExit(w)) == nil {
-		return false
+		return nil, false
 	}
 	unlock, ok, err := tryLockContainer(w)
 	if err != nil || !ok {
-		return false
+		return nil, false
 	}
 	defer unlock()
 	st, err := w.load()
 	if err != nil || w.status(st) != statusUnmounted {
-		return false
+		return nil, false
 	}
-	rec := lostRun(w, loadRunState(w), loadExit(w))
+	rec = lostRun(w, loadRunState(w), loadExit(w))
 	if rec == nil {
-		return false
+		return nil, false
 	}
 	saveExit(w, *rec)
 	os.Remove(runStatePath(w))
 	if sr := loadSavedRun(w); sr != nil && sr.Rm {
 		if _, err := os.Stat(restartingPath(w)); err == nil {
-			return false
+			return rec, false
 		}
-		return w.remove() == nil
+		return rec, w.remove() == nil
 	}
-	return false
+	return rec, false
 }

@@ -430,11 +430,13 @@ func waitServerGone(t *testing.T, name string) {
 }
 
 // TestKilledRmRun: a run --rm killed with its monitor (SIGKILL) is what a
-// --rm run that ended is in docker: wait prints 137 (two waits at once too).
+// --rm run that ended is in docker: wait prints 137 (two waits at once too),
+// and its name is free for the next run --rm --name, create --name and
+// rename, with no ps in between; rename of it finds no such container.
 func TestKilledRmRun(t *testing.T) {
 	requireRunner(t)
 	importRunner(t, "busybox", `CMD ["sh"]`)
-	t.Cleanup(func() { run(t, "rm", "-f", "kw") })
+	t.Cleanup(func() { run(t, "rm", "-f", "kw", "rr", "other") })
 
 	// wait, twice at once, on run -d --rm whose monitor is killed.
 	mustRun(t, "run", "-d", "--rm", "--name", "kw", "busybox", "sleep", "60")
@@ -473,4 +475,37 @@ func TestKilledRmRun(t *testing.T) {
 		t.Errorf("inspect kw found it after wait: --rm did not remove it")
 	}
 
+	// A foreground run --rm, killed: the next command that wants its name
+	// gets it (each kill leaves a lost run --rm named rr).
+	killRr := func() {
+		t.Helper()
+		fg := exec.Command(layerfsBin, "--root", rootFor(t), "run", "--rm", "--name", "rr", "busybox", "sh", "-c", "echo start; sleep 60")
+		if err := fg.Start(); err != nil {
+			t.Fatal(err)
+		}
+		waitLogs(t, "rr", "start")
+		fg.Process.Kill()
+		fg.Wait()
+		waitServerGone(t, "rr")
+	}
+	killRr()
+	if r := run(t, "run", "--rm", "--name", "rr", "busybox", "echo", "second"); r.Code != 0 || r.Stdout != "second\n" {
+		t.Errorf("run --rm --name rr after a killed one: exit %d, %q %q", r.Code, r.Stdout, r.Stderr)
+	}
+	killRr()
+	if r := run(t, "create", "--name", "rr", "busybox", "true"); r.Code != 0 {
+		t.Errorf("create --name rr after a killed run --rm: exit %d, %q", r.Code, r.Stderr)
+	}
+	mustRun(t, "rm", "rr")
+	killRr()
+	mustRun(t, "create", "--name", "other", "busybox", "true")
+	if r := run(t, "rename", "other", "rr"); r.Code != 0 {
+		t.Errorf("rename other rr after a killed run --rm: exit %d, %q", r.Code, r.Stderr)
+	}
+	// ... and is no container to rename.
+	mustRun(t, "rm", "rr")
+	killRr()
+	if r := run(t, "rename", "rr", "other"); r.Code == 0 || !strings.Contains(r.Stderr, "No such container") {
+		t.Errorf("rename of a killed run --rm: exit %d, %q; want No such container", r.Code, r.Stderr)
+	}
 }

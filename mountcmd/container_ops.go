@@ -285,6 +285,10 @@ func renameContainer(ctx context.Context, g *globalOptions, arg, newName string)
 	if to.name == w.name {
 		return fmt.Errorf("Renaming a container with the same name as its current name") //nolint:staticcheck // docker's message
 	}
+	// A run --rm of either name killed with its monitor is gone, as in
+	// docker: settled now, as the locks below would keep it from that.
+	settleLostRun(w)
+	settleLostRun(to)
 	// Both locks, in name order (two crossed renames must not deadlock).
 	first, second := w, to
 	if second.name < first.name {

@@ -69,7 +69,7 @@ func createContainer(ctx context.Context, g *globalOptions, o *runOptions, ref s
 		if err != nil {
 			return "", err
 		}
-		if w.exists() && !w.removeIfAbandoned() {
+		if w.nameTaken() {
 			return "", errNameInUse(o.name)
 		}
 	}

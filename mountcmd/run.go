@@ -299,7 +299,7 @@ func runContainer(ctx context.Context, g *globalOptions, o *runOptions, ref stri
 		if err != nil {
 			return 0, err
 		}
-		if w.exists() && !w.removeIfAbandoned() {
+		if w.nameTaken() {
 			return 0, errNameInUse(o.name)
 		}
 	}

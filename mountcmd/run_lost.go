@@ -89,3 +89,17 @@ func settleLostRun(w *workContainer) (rec *exitRecord, removed bool) {
 	}
 	return rec, false
 }
+
+// nameTaken reports whether w's name is taken: w is there and is neither a
+// run --rm killed with its monitor (settled now, which removes it, as
+// docker's daemon would have once its command died) nor what a create killed
+// early left (removeIfAbandoned).
+func (w *workContainer) nameTaken() bool {
+	if !w.exists() {
+		return false
+	}
+	if _, removed := settleLostRun(w); removed {
+		return false
+	}
+	return !w.removeIfAbandoned()
+}

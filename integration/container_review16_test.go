@@ -509,3 +509,52 @@ func TestKilledRmRun(t *testing.T) {
 		t.Errorf("rename of a killed run --rm: exit %d, %q; want No such container", r.Code, r.Stderr)
 	}
 }
+
+// TestStopNoTimeout: stop -t -1 and restart -t -1 wait for the container to
+// exit with no limit, as docker's docs say (no SIGKILL after the container's
+// --stop-timeout or 10 s); a negative -t is not "the container's own".
+func TestStopNoTimeout(t *testing.T) {
+	requireRunner(t)
+	importRunner(t, "busybox", `CMD ["sh"]`)
+	t.Cleanup(func() { run(t, "rm", "-f", "nt") })
+	// pid 1 ignores SIGTERM and ends with 42 on SIGUSR1; its own stop
+	// timeout is 1 s, so a stop that took that would kill it at once.
+	script := `trap "exit 42" USR1; trap "" TERM; echo ready; while :; do sleep 0.1; done`
+	mustRun(t, "run", "-d", "--stop-timeout", "1", "--name", "nt", "busybox", "sh", "-c", script)
+	waitLogs(t, "nt", "ready")
+	for i, verb := range []string{"stop", "restart"} {
+		cmd := exec.Command(layerfsBin, "--root", rootFor(t), verb, "-t", "-1", "nt")
+		var stderr strings.Builder
+		cmd.Stderr = &stderr
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		done := make(chan error, 1)
+		go func() { done <- cmd.Wait() }()
+		select {
+		case err := <-done:
+			t.Fatalf("%s -t -1 returned within 4 s (%v, %q): it did not wait", verb, err, stderr.String())
+		case <-time.After(4 * time.Second):
+		}
+		if got := mustRun(t, "inspect", "-f", "{{.State.Status}}", "nt"); got != "running\n" {
+			t.Errorf("after 4 s of %s -t -1: %q, want running", verb, got)
+		}
+		mustRun(t, "kill", "-s", "USR1", "nt")
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("%s -t -1: %v, %q", verb, err, stderr.String())
+			}
+		case <-time.After(20 * time.Second):
+			cmd.Process.Kill()
+			t.Fatalf("%s -t -1 did not return once the container exited", verb)
+		}
+		if verb == "stop" {
+			if got := mustRun(t, "inspect", "-f", "{{.State.ExitCode}}", "nt"); got != "42\n" {
+				t.Errorf("exit code after stop -t -1 = %q, want 42 (no SIGKILL)", got)
+			}
+			mustRun(t, "start", "nt")
+		}
+		waitLogs(t, "nt", strings.Repeat("ready\n", i+2))
+	}
+}

@@ -22,6 +22,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -185,17 +186,26 @@ type stopOptions struct {
 // (with --time, its older name, as an alias).
 func addStopFlags(cmd *cobra.Command, o *stopOptions, what string) {
 	cmd.Flags().StringVarP(&o.signal, "signal", "s", "", "signal to send to the container (default: run's --stop-signal, else the image's STOPSIGNAL, else SIGTERM)")
-	cmd.Flags().IntVarP(&o.timeout, "timeout", "t", 0, "seconds to wait "+what+" (default: run's --stop-timeout, else 10)")
+	cmd.Flags().IntVarP(&o.timeout, "timeout", "t", 0, "seconds to wait "+what+" (default: run's --stop-timeout, else 10; -1: no limit)")
 	cmd.Flags().IntVar(&o.timeout, "time", 0, "seconds to wait (an alias of --timeout)")
 	cmd.Flags().MarkHidden("time")
 }
 
+// noStopTimeout is stop's timeout for -t -1 (any negative -t): no SIGKILL,
+// it waits for the container to exit however long it takes, as docker's
+// daemon does.
+const noStopTimeout = time.Duration(math.MaxInt64)
+
 // stopArgs reads the flags addStopFlags made: the timeout (negative: the
-// container's own) and the signal (0: the container's own).
+// container's own, not given; noStopTimeout: -t -1) and the signal (0: the
+// container's own).
 func (o *stopOptions) stopArgs(cmd *cobra.Command) (time.Duration, unix.Signal, error) {
 	timeout := time.Duration(o.timeout) * time.Second
-	if !cmd.Flags().Changed("timeout") && !cmd.Flags().Changed("time") {
+	switch {
+	case !cmd.Flags().Changed("timeout") && !cmd.Flags().Changed("time"):
 		timeout = -1 // the container's own
+	case o.timeout < 0:
+		timeout = noStopTimeout
 	}
 	var sig unix.Signal
 	if o.signal != "" {
@@ -220,8 +230,8 @@ func newStopCommand(g *globalOptions) *cobra.Command {
 		Short: "Stop running containers",
 		Long: `Stop containers that run (started by run, or run -d): send -s, else run's
 --stop-signal, else the image's STOPSIGNAL (SIGTERM by default) to the container's pid 1, and
-SIGKILL after the timeout (-t, else run's --stop-timeout, else 10 s), as docker
-stop does. Returns once the container is unmounted (ready for commit or rm).
+SIGKILL after the timeout (-t, else run's --stop-timeout, else 10 s; -t -1 waits
+without limit), as docker stop does. Returns once the container is unmounted (ready for commit or rm).
 A container that runs nothing is left as it is, no error (docker's stop of a
 stopped container): layerfs stop $(layerfs ps -q) stops what runs.`,
 		Args: minArgs(1),
@@ -243,8 +253,8 @@ stopped container): layerfs stop $(layerfs ps -q) stops what runs.`,
 }
 
 // stopContainer stops arg's command: sig (0: its stop signal), then SIGKILL
-// after timeout (negative: the container's --stop-timeout, else 10 s), and
-// returns once its monitor has unmounted it.
+// after timeout (negative: the container's --stop-timeout, else 10 s;
+// noStopTimeout: never), and returns once its monitor has unmounted it.
 func stopContainer(g *globalOptions, arg string, timeout time.Duration, sig unix.Signal) error {
 	w, rs, err := runningContainer(g, arg)
 	if err != nil {
@@ -268,7 +278,7 @@ func stopContainer(g *globalOptions, arg string, timeout time.Duration, sig unix
 		return fmt.Errorf("stop container %s: %w", w.name, err)
 	}
 	deadline := time.Now().Add(timeout)
-	for rs.alive() && time.Now().Before(deadline) {
+	for rs.alive() && (timeout == noStopTimeout || time.Now().Before(deadline)) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	if rs.alive() {

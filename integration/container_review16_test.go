@@ -558,3 +558,37 @@ func TestStopNoTimeout(t *testing.T) {
 		waitLogs(t, "nt", strings.Repeat("ready\n", i+2))
 	}
 }
+
+// TestCpReadOnlyRootfs: cp into a run --read-only container outside its
+// volumes is refused with docker's words, stopped or running, and nothing
+// lands in its changes; into its volume it still copies.
+func TestCpReadOnlyRootfs(t *testing.T) {
+	requireRunner(t)
+	importRunner(t, "busybox", `CMD ["sh"]`)
+	t.Cleanup(func() { run(t, "rm", "-f", "rs", "rr") })
+	dir := t.TempDir()
+	vol, file1 := filepath.Join(dir, "vol"), filepath.Join(dir, "file1")
+	if err := os.Mkdir(vol, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(file1, []byte("file\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	mustRun(t, "run", "--name", "rs", "--read-only", "-v", vol+":/v", "busybox", "true")
+	mustRun(t, "run", "-d", "--name", "rr", "--read-only", "-v", vol+":/v", "busybox", "sleep", "60")
+	for _, name := range []string{"rs", "rr"} {
+		for _, dst := range []string{":/", ":/tmp/x"} {
+			if r := run(t, "cp", file1, name+dst); r.Code == 0 || r.Stderr != "Error: container rootfs is marked read-only\n" {
+				t.Errorf("cp file1 %s%s: exit %d, %q; want docker's refusal", name, dst, r.Code, r.Stderr)
+			}
+		}
+	}
+	if got := mustRun(t, "diff", "rs"); strings.Contains(got, "file1") || strings.Contains(got, "/tmp/x") {
+		t.Errorf("diff rs after the refused copies = %q", got)
+	}
+	if r := run(t, "cp", file1, "rs:/v/"); r.Code != 0 {
+		t.Errorf("cp file1 rs:/v/ (its volume): exit %d, %q", r.Code, r.Stderr)
+	} else if b, err := os.ReadFile(filepath.Join(vol, "file1")); err != nil || string(b) != "file\n" {
+		t.Errorf("file1 in the volume: %q, %v", b, err)
+	}
+}

@@ -170,13 +170,18 @@ func cpToContainer(cmd *cobra.Command, g *globalOptions, o *cpOptions, name, src
 		}
 	}
 	n, err := withContainerRoot(cmd, g, name, true, func(root *os.File, w *workContainer) (int64, error) {
-		// docker's check, before anything is copied: not into a :ro volume
+		// docker's check, before anything is copied: not into a :ro
+		// volume, nor outside the volumes of a run --read-only container.
+		check := func(string) error { return nil }
 		if st, err := w.load(); err == nil {
-			if err := checkVolumeWrite(cpVolumes(w, cpImage(g, w, st)), dst); err != nil {
-				return 0, err
+			vols := cpVolumes(w, cpImage(g, w, st))
+			readOnly := false
+			if sr := loadSavedRun(w); sr != nil {
+				readOnly = sr.ReadOnly
 			}
+			check = func(p string) error { return checkVolumeWrite(vols, p, readOnly) }
 		}
-		return copyIn(root, name, src, dst, in, w.Dir(), o)
+		return copyInChecked(root, name, src, dst, in, w.Dir(), o, check)
 	})
 	if err == nil && !o.quiet {
 		fmt.Fprintf(cmd.ErrOrStderr(), "Successfully copied %s to %s:%s\n", humanSize(n), name, dst)
@@ -370,8 +375,17 @@ func copyOut(root *os.File, name, src string, d *cpDest, out io.Writer, o *cpOpt
 // dst inside root, the tree of container name; spool is a dir for a copy of the
 // tar while it is checked. It returns the size of the tar that moved.
 func copyIn(root *os.File, name, src, dst string, in io.Reader, spool string, o *cpOptions) (int64, error) {
+	return copyInChecked(root, name, src, dst, in, spool, o, func(string) error { return nil })
+}
+
+// copyInChecked is copyIn with check, which may refuse the destination
+// before anything is copied.
+func copyInChecked(root *os.File, name, src, dst string, in io.Reader, spool string, o *cpOptions, check func(path string) error) (int64, error) {
 	d, err := containerDest(root, name, dst)
 	if err != nil {
+		return 0, err
+	}
+	if err := check(dst); err != nil {
 		return 0, err
 	}
 	uid, gid := 0, 0 // root's, as docker documents

@@ -92,10 +92,15 @@ func isDir(p string) bool {
 	return err == nil && fi.IsDir()
 }
 
-// checkVolumeWrite refuses a copy to dst (a path in the container) inside a
-// read-only volume, as docker checks the path before it extracts
-// (checkIfPathIsInAVolume: the innermost volume holding it decides).
-func checkVolumeWrite(vols []build.Bind, dst string) error {
+// errReadOnlyRootfs is docker's refusal of a copy into a --read-only
+// container outside its volumes.
+var errReadOnlyRootfs = errors.New("container rootfs is marked read-only")
+
+// checkVolumeWrite refuses a copy to dst (a path in the container) inside a read-only volume, or in no volume of a
+// container whose root is read-only (run --read-only), as docker checks the
+// path before it extracts (checkIfPathIsInAVolume: the innermost volume
+// holding it decides; then ReadonlyRootfs).
+func checkVolumeWrite(vols []build.Bind, dst string, readOnlyRoot bool) error {
 	p := path.Clean("/" + dst)
 	var in *build.Bind
 	for i, b := range vols { // parents first: the last match is the innermost
@@ -105,6 +110,9 @@ func checkVolumeWrite(vols []build.Bind, dst string) error {
 	}
 	if in != nil && in.ReadOnly {
 		return errReadOnlyVolume
+	}
+	if in == nil && readOnlyRoot {
+		return errReadOnlyRootfs
 	}
 	return nil
 }

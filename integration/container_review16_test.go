@@ -592,3 +592,45 @@ func TestCpReadOnlyRootfs(t *testing.T) {
 		t.Errorf("file1 in the volume: %q, %v", b, err)
 	}
 }
+
+// TestCpVolumeSymlinks: cp's read-only-volume check is of the destination
+// with its symlinks followed in the container, as docker's: a link in a :ro
+// volume to a dir outside it is written through, and one in a rw volume to
+// the :ro volume is refused with docker's words (not the kernel's).
+func TestCpVolumeSymlinks(t *testing.T) {
+	requireRunner(t)
+	importRunner(t, "busybox", `CMD ["sh"]`)
+	t.Cleanup(func() { run(t, "rm", "-f", "cs") })
+	dir := t.TempDir()
+	vol, rovol, file1 := filepath.Join(dir, "vol"), filepath.Join(dir, "rovol"), filepath.Join(dir, "file1")
+	for _, d := range []string{vol, rovol} {
+		if err := os.Mkdir(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(file1, []byte("file\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("/tmp", filepath.Join(rovol, "out")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("/ro", filepath.Join(vol, "esc")); err != nil {
+		t.Fatal(err)
+	}
+	mustRun(t, "run", "--name", "cs", "-v", rovol+":/ro:ro", "-v", vol+":/v", "busybox", "true")
+	for dst, at := range map[string]string{"/ro/out/": "/tmp/file1", "/ro/out/new": "/tmp/new"} {
+		if r := run(t, "cp", file1, "cs:"+dst); r.Code != 0 {
+			t.Errorf("cp file1 cs:%s (a link out of the :ro volume): exit %d, %q", dst, r.Code, r.Stderr)
+		} else if got := mustRun(t, "cp", "cs:"+at, "-"); !strings.Contains(got, "file\n") {
+			t.Errorf("cp file1 cs:%s: %s is not the file", dst, at)
+		}
+	}
+	for _, dst := range []string{"/v/esc/", "/v/esc/new"} {
+		if r := run(t, "cp", file1, "cs:"+dst); r.Code == 0 || r.Stderr != "Error: mounted volume is marked read-only\n" {
+			t.Errorf("cp file1 cs:%s (a link into the :ro volume): exit %d, %q", dst, r.Code, r.Stderr)
+		}
+	}
+	if ents, _ := os.ReadDir(rovol); len(ents) != 1 {
+		t.Errorf("the :ro volume's dir has %v", ents)
+	}
+}

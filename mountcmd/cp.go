@@ -170,7 +170,8 @@ func cpToContainer(cmd *cobra.Command, g *globalOptions, o *cpOptions, name, src
 		}
 	}
 	n, err := withContainerRoot(cmd, g, name, true, func(root *os.File, w *workContainer) (int64, error) {
-		// docker's check, before anything is copied: not into a :ro
+		// docker's check, before anything is copied, of the destination
+		// with its symlinks followed in the container: not into a :ro
 		// volume, nor outside the volumes of a run --read-only container.
 		check := func(string) error { return nil }
 		if st, err := w.load(); err == nil {
@@ -378,14 +379,14 @@ func copyIn(root *os.File, name, src, dst string, in io.Reader, spool string, o 
 	return copyInChecked(root, name, src, dst, in, spool, o, func(string) error { return nil })
 }
 
-// copyInChecked is copyIn with check, which may refuse the destination
-// before anything is copied.
+// copyInChecked is copyIn with check, which may refuse the destination's
+// path in the container (its symlinks followed) before anything is copied.
 func copyInChecked(root *os.File, name, src, dst string, in io.Reader, spool string, o *cpOptions, check func(path string) error) (int64, error) {
 	d, err := containerDest(root, name, dst)
 	if err != nil {
 		return 0, err
 	}
-	if err := check(dst); err != nil {
+	if err := check(d.path); err != nil {
 		return 0, err
 	}
 	uid, gid := 0, 0 // root's, as docker documents
@@ -423,7 +424,8 @@ func copyInChecked(root *os.File, name, src, dst string, in io.Reader, spool str
 
 // containerDest reads DEST_PATH dst inside root, the tree of container name. A
 // final symlink is followed inside root, as docker evaluates a dest symlink in
-// the container. One that does not exist needs its parent dir.
+// the container. One that does not exist needs its parent dir; its path is
+// then the parent's, symlinks followed, and its name.
 func containerDest(root *os.File, name, dst string) (*cpDest, error) {
 	p := path.Clean("/" + dst)
 	d := &cpDest{path: p, assertsDir: assertsDir(dst)}
@@ -453,6 +455,9 @@ func containerDest(root *os.File, name, dst string) (*cpDest, error) {
 		pf, err := build.OpenIn(root, path.Dir(p), unix.O_PATH|unix.O_DIRECTORY)
 		if err != nil {
 			return nil, &noPathError{name, path.Dir(p)}
+		}
+		if rp, ok := pathInRoot(root, pf); ok {
+			d.path = path.Join(rp, path.Base(p))
 		}
 		pf.Close()
 	default:

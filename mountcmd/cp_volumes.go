@@ -96,7 +96,8 @@ func isDir(p string) bool {
 // container outside its volumes.
 var errReadOnlyRootfs = errors.New("container rootfs is marked read-only")
 
-// checkVolumeWrite refuses a copy to dst (a path in the container) inside a read-only volume, or in no volume of a
+// checkVolumeWrite refuses a copy to dst (a path in the container, its
+// symlinks followed) inside a read-only volume, or in no volume of a
 // container whose root is read-only (run --read-only), as docker checks the
 // path before it extracts (checkIfPathIsInAVolume: the innermost volume
 // holding it decides; then ReadonlyRootfs).

@@ -634,3 +634,31 @@ func TestCpVolumeSymlinks(t *testing.T) {
 		t.Errorf("the :ro volume's dir has %v", ents)
 	}
 }
+
+// TestCpCreatedContainerVolumes: cp into a container created and never
+// started finds its anonymous -v and image VOLUMEs, as docker's (it makes
+// them at create): the copy lands in the volume, next to what the image has
+// there, and the first run sees both; not in the container's changes.
+func TestCpCreatedContainerVolumes(t *testing.T) {
+	requireRunner(t)
+	importRunner(t, "busybox", `CMD ["sh"]`, `VOLUME /etc`)
+	t.Cleanup(func() { run(t, "rm", "-f", "cc") })
+	file1 := filepath.Join(t.TempDir(), "file1")
+	if err := os.WriteFile(file1, []byte("file\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	mustRun(t, "create", "--name", "cc", "-v", "/anon", "busybox", "sh", "-c", "cat /anon/file1 /etc/file1; ls /etc")
+	for _, dst := range []string{"cc:/anon/", "cc:/etc/file1"} {
+		if r := run(t, "cp", file1, dst); r.Code != 0 {
+			t.Errorf("cp file1 %s: exit %d, %q", dst, r.Code, r.Stderr)
+		}
+	}
+	if got := mustRun(t, "diff", "cc"); strings.Contains(got, "file1") {
+		t.Errorf("diff cc = %q: the copies are in the container's changes", got)
+	}
+	mustRun(t, "start", "-a", "cc")
+	got := mustRun(t, "logs", "cc")
+	if !strings.HasPrefix(got, "file\nfile\n") || !strings.Contains(got, "passwd") {
+		t.Errorf("the first run saw %q, want both copies and the image's /etc", got)
+	}
+}

@@ -175,7 +175,7 @@ func cpToContainer(cmd *cobra.Command, g *globalOptions, o *cpOptions, name, src
 		// volume, nor outside the volumes of a run --read-only container.
 		check := func(string) error { return nil }
 		if st, err := w.load(); err == nil {
-			vols := cpVolumes(w, cpImage(g, w, st))
+			vols := cpVolumes(w, cpImage(g, w, st), "")
 			readOnly := false
 			if sr := loadSavedRun(w); sr != nil {
 				readOnly = sr.ReadOnly
@@ -509,7 +509,7 @@ func cpRoot(ctx context.Context, g *globalOptions, w *workContainer, write bool)
 		if ss := queryStatus(ctx, w); ss != nil && ss.Mountpoint != "" {
 			mp = ss.Mountpoint
 		}
-		if vols := cpVolumes(w, cpImage(g, w, st)); len(vols) > 0 {
+		if vols := cpVolumes(w, cpImage(g, w, st), ""); len(vols) > 0 {
 			root, done, err := openRootWithVolumes(mp, vols)
 			if err != nil {
 				return nil, noop, err
@@ -536,7 +536,7 @@ func cpRoot(ctx context.Context, g *globalOptions, w *workContainer, write bool)
 		unlock()
 		return err
 	}
-	if vols := cpVolumes(w, cpImage(g, w, st)); len(vols) > 0 {
+	if vols := cpVolumes(w, cpImage(g, w, st), mp); len(vols) > 0 {
 		root, done, err = openRootWithVolumes(mp, vols)
 		if err != nil {
 			done = func() {}

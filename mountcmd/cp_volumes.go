@@ -34,7 +34,13 @@ var errReadOnlyVolume = errors.New("mounted volume is marked read-only")
 // stopped container does not have), -v CONTAINER and the image's VOLUMEs
 // (img; nil if it is gone) from the container's volumes/ dirs. A bind whose
 // host dir is gone is left out. None for a container run did not make.
-func cpVolumes(w *workContainer, img *blobstore.Image) []build.Bind {
+//
+// An anonymous or image volume whose dir is not there yet (a container
+// created, never started: docker makes its volumes at create) is made now
+// when fillFrom, the container's merged tree, is given (the caller holds the
+// container's lock): filled with what the container has at its path, as its
+// first run would, which then takes it as it is. Otherwise it is left out.
+func cpVolumes(w *workContainer, img *blobstore.Image, fillFrom string) []build.Bind {
 	sr := loadSavedRun(w)
 	if sr == nil {
 		return nil
@@ -66,7 +72,11 @@ next:
 				continue next // a -v over the VOLUME, or a repeat
 			}
 		}
-		if dir := volumeDir(w, p); isDir(dir) {
+		dir := volumeDir(w, p)
+		if !isDir(dir) && fillFrom != "" {
+			fillVolume(dir, fillFrom, p) // failed: left out, as before
+		}
+		if isDir(dir) {
 			out = append(out, build.Bind{Source: dir, Target: p})
 		}
 	}

@@ -504,6 +504,21 @@ func TestKilledRmRun(t *testing.T) {
 	if r := run(t, "rename", "rr", "other"); r.Code == 0 || !strings.Contains(r.Stderr, "No such container") {
 		t.Errorf("rename of a killed run --rm: exit %d, %q; want No such container", r.Code, r.Stderr)
 	}
+	// A wait settling the killed run --rm at the very moment the retried run
+	// wants its name: the run waits for it instead of a Conflict (a code
+	// review saw one in 4 of 6 tries).
+	for i := 0; i < 3; i++ {
+		killRr()
+		w := exec.Command(layerfsBin, "--root", rootFor(t), "wait", "rr")
+		if err := w.Start(); err != nil {
+			t.Fatal(err)
+		}
+		r := run(t, "run", "--rm", "--name", "rr", "busybox", "echo", "retried")
+		w.Wait()
+		if r.Code != 0 || r.Stdout != "retried\n" {
+			t.Errorf("try %d: run --rm --name rr while a wait settles the killed one: exit %d, %q %q", i, r.Code, r.Stdout, r.Stderr)
+		}
+	}
 }
 
 // TestStopNoTimeout: stop -t -1 and restart -t -1 wait for the container to

@@ -12,6 +12,7 @@ package mountcmd
 
 import (
 	"os"
+	"time"
 )
 
 // lostRunError is State.Error of a run whose monitor was killed.
@@ -95,11 +96,42 @@ func settleLostRun(w *workContainer) (rec *exitRecord, removed bool) {
 // docker's daemon would have once its command died) nor what a create killed
 // early left (removeIfAbandoned).
 func (w *workContainer) nameTaken() bool {
-	if !w.exists() {
-		return false
-	}
-	if _, removed := settleLostRun(w); removed {
-		return false
+	for deadline := time.Now().Add(settleWait); ; time.Sleep(20 * time.Millisecond) {
+		if !w.exists() {
+			return false
+		}
+		if _, removed := settleLostRun(w); removed {
+			return false
+		}
+		// Another command (a wait, a ps) may be settling it right now, and
+		// hold its lock: the retried run of a CI job killed with its
+		// monitor got Conflict for a container gone a moment later.
+		if time.Now().After(deadline) || !w.deadRmLocked() {
+			break
+		}
 	}
 	return !w.removeIfAbandoned()
+}
+
+// settleWait bounds how long nameTaken waits for another command to finish
+// removing a dead run --rm container.
+const settleWait = 5 * time.Second
+
+// deadRmLocked reports whether w is a run --rm container whose command is not
+// running while another command holds its lock: one that will be gone once
+// that command has settled it.
+func (w *workContainer) deadRmLocked() bool {
+	sr := loadSavedRun(w)
+	if sr == nil || !sr.Rm || loadRunState(w).alive() {
+		return false
+	}
+	unlock, ok, err := tryLockContainer(w)
+	if err != nil {
+		return false
+	}
+	if ok {
+		unlock()
+		return false
+	}
+	return true
 }

@@ -673,3 +673,39 @@ func TestCpCreatedContainerVolumes(t *testing.T) {
 		t.Errorf("the first run saw %q, want both copies and the image's /etc", got)
 	}
 }
+
+// TestRunStopTimeoutNoLimit: run --stop-timeout -1 means no limit, as docker's
+// (a negative stop timeout waits for the container); it was taken as not given,
+// so stop killed after 10 s.
+func TestRunStopTimeoutNoLimit(t *testing.T) {
+	requireRunner(t)
+	importRunner(t, "busybox", `CMD ["sh"]`)
+	t.Cleanup(func() { run(t, "rm", "-f", "nl") })
+	script := `trap "exit 42" USR1; trap "" TERM; echo ready; while :; do sleep 0.1; done`
+	mustRun(t, "run", "-d", "--stop-timeout", "-1", "--name", "nl", "busybox", "sh", "-c", script)
+	waitLogs(t, "nl", "ready")
+	if got := mustRun(t, "inspect", "-f", "{{.Config.StopTimeout}}", "nl"); got != "-1\n" {
+		t.Errorf("Config.StopTimeout = %q, want -1", got)
+	}
+	cmd := exec.Command(layerfsBin, "--root", rootFor(t), "stop", "nl")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		t.Fatalf("stop returned within 11 s (%v): it did not wait", err)
+	case <-time.After(11 * time.Second): // past the 10 s default
+	}
+	mustRun(t, "kill", "-s", "USR1", "nl")
+	select {
+	case <-done:
+	case <-time.After(20 * time.Second):
+		cmd.Process.Kill()
+		t.Fatal("stop did not return once the container exited")
+	}
+	if got := mustRun(t, "inspect", "-f", "{{.State.ExitCode}}", "nl"); got != "42\n" {
+		t.Errorf("exit code = %q, want 42 (no SIGKILL)", got)
+	}
+}

@@ -264,6 +264,9 @@ func stopContainer(g *globalOptions, arg string, timeout time.Duration, sig unix
 		timeout = 10 * time.Second
 		if rs.StopTimeout != nil {
 			timeout = time.Duration(*rs.StopTimeout) * time.Second
+			if *rs.StopTimeout < 0 { // run --stop-timeout -1: no limit, as docker's
+				timeout = noStopTimeout
+			}
 		}
 	}
 	if sig == 0 {

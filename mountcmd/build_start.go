@@ -64,10 +64,7 @@ func (o *runOptions) saved() savedRun {
 		Network: o.network, Tmpfs: o.tmpfs, Devices: o.devices, Mounts: o.mounts, AddHosts: o.addHosts, Labels: o.labels,
 		StopSignal: o.stopSignal, ReadOnly: o.readOnly, Privileged: o.privileged, CapAdd: o.capAdd, CapDrop: o.capDrop,
 		Ulimits: o.ulimits, ShmSize: o.shmSize}
-	if o.stopTimeout >= 0 {
-		t := o.stopTimeout
-		sr.StopTimeout = &t
-	}
+	sr.StopTimeout = o.stopTimeout.ptr()
 	sr.Env = append(sr.Env, hostEnv(o.env)...)
 	sr.Devices = nil // a relative HOST is the caller's, as a -v one
 	for _, d := range o.devices {
@@ -94,10 +91,10 @@ func (sr *savedRun) options(name string) *runOptions {
 	o := &runOptions{name: name, interactive: sr.Interactive, tty: sr.Tty, env: sr.Env,
 		workdir: sr.Workdir, user: sr.User, volumes: sr.Volumes, entrypoint: sr.Entrypoint, entrypointSet: sr.entrypointSet(),
 		hostname: sr.Hostname, init: sr.Init, rm: sr.Rm, network: sr.Network, tmpfs: sr.Tmpfs, devices: sr.Devices, mounts: sr.Mounts,
-		addHosts: sr.AddHosts, labels: sr.Labels, stopSignal: sr.StopSignal, stopTimeout: -1, readOnly: sr.ReadOnly,
+		addHosts: sr.AddHosts, labels: sr.Labels, stopSignal: sr.StopSignal, readOnly: sr.ReadOnly,
 		privileged: sr.Privileged, capAdd: sr.CapAdd, capDrop: sr.CapDrop, ulimits: sr.Ulimits, shmSize: sr.ShmSize}
 	if sr.StopTimeout != nil {
-		o.stopTimeout = *sr.StopTimeout
+		o.stopTimeout = optionalInt{v: *sr.StopTimeout, set: true}
 	}
 	return o
 }

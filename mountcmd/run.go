@@ -61,7 +61,7 @@ type runOptions struct {
 	addHosts      []string // --add-host HOST:IP
 	labels        []string // --label KEY=VALUE
 	stopSignal    string
-	stopTimeout   int // seconds stop waits by default; -1: 10
+	stopTimeout   optionalInt // --stop-timeout: seconds stop waits by default (negative: no limit); unset: 10
 	readOnly      bool
 	platform      string
 	privileged    bool
@@ -182,7 +182,7 @@ func addRunFlags(f *pflag.FlagSet, o *runOptions) {
 	f.StringArrayVar(&o.addHosts, "add-host", nil, "add a custom host-to-IP mapping (HOST:IP)")
 	f.StringArrayVarP(&o.labels, "label", "l", nil, "set metadata on the container (KEY=VALUE)")
 	f.StringVar(&o.stopSignal, "stop-signal", "", "signal stop sends first (default: the image's STOPSIGNAL, else SIGTERM)")
-	f.IntVar(&o.stopTimeout, "stop-timeout", -1, "seconds stop waits before it kills the container")
+	f.Var(&o.stopTimeout, "stop-timeout", "seconds stop waits before it kills the container (default 10; -1: no limit)")
 	f.Lookup("stop-timeout").DefValue = "10" // -1 stands for "not given": the help shows what that means
 	f.BoolVar(&o.readOnly, "read-only", false, "mount the container's root filesystem as read only")
 	f.StringVar(&o.platform, "platform", "", "the platform (only this host's: containers run natively)")
@@ -405,9 +405,7 @@ func runContainer(ctx context.Context, g *globalOptions, o *runOptions, ref stri
 	rs := runState{ID: id, Pid: p.Pid(), StartTime: procStartTime(p.Pid()), Started: time.Now().UTC(),
 		StopSignal: stopSignal, Monitor: os.Getpid(), MonitorStart: procStartTime(os.Getpid()),
 		Config: runConfig{Env: spec.Env, Dir: spec.Dir, User: spec.User, Caps: spec.Caps, Hostname: spec.Hostname}}
-	if o.stopTimeout >= 0 {
-		rs.StopTimeout = &o.stopTimeout
-	}
+	rs.StopTimeout = o.stopTimeout.ptr()
 	if b, err := json.Marshal(rs); err == nil {
 		writeFileAtomic(runStatePath(w), b, 0o600)
 	}

@@ -48,7 +48,7 @@ func TestMountForRunChecksUnderLock(t *testing.T) {
 	if w, _ := newWorkContainer(g.root, "gone"); w.exists() {
 		t.Errorf("start of a missing container made one")
 	}
-	o := &runOptions{name: "taken", stopTimeout: -1}
+	o := &runOptions{name: "taken"}
 	if _, err := createContainer(context.Background(), g, o, "a:1", []string{"true"}); err != nil {
 		t.Fatal(err)
 	}

@@ -96,8 +96,8 @@ func (o *runOptions) check() error {
 	if o.restart != "" && o.restart != "no" {
 		return fmt.Errorf("--restart %s: layerfs has no daemon to restart containers: only \"no\" (restart them with layerfs start, or a service manager)", o.restart)
 	}
-	if o.stopTimeout < -1 {
-		return fmt.Errorf("invalid argument %d for \"--stop-timeout\" flag: want seconds, 0 or more", o.stopTimeout)
+	if o.stopTimeout.set && o.stopTimeout.v < -1 {
+		return fmt.Errorf("invalid argument %d for \"--stop-timeout\" flag: want seconds, 0 or more, or -1 for no limit", o.stopTimeout.v)
 	}
 	return nil
 }
@@ -347,4 +347,38 @@ func tmpfsMode(v string) (uint32, error) {
 		return 0, fmt.Errorf("mode %q", v)
 	}
 	return uint32(m), nil
+}
+
+// optionalInt is an int flag that knows whether it was given (run's
+// --stop-timeout: -1 is docker's "no limit", apart from not given).
+type optionalInt struct {
+	v   int
+	set bool
+}
+
+func (o *optionalInt) String() string {
+	if !o.set {
+		return ""
+	}
+	return strconv.Itoa(o.v)
+}
+
+func (o *optionalInt) Set(s string) error {
+	v, err := strconv.Atoi(s)
+	if err != nil {
+		return err
+	}
+	o.v, o.set = v, true
+	return nil
+}
+
+func (o *optionalInt) Type() string { return "int" }
+
+// ptr is the value to record (nil: not given).
+func (o optionalInt) ptr() *int {
+	if !o.set {
+		return nil
+	}
+	v := o.v
+	return &v
 }

@@ -72,11 +72,11 @@ func TestParseTmpfsAndMounts(t *testing.T) {
 // TestRunOptionsCheck: --add-host's host-gateway is the loopback address (the
 // host's network), bad values of run's other flags are refused.
 func TestRunOptionsCheck(t *testing.T) {
-	o := &runOptions{addHosts: []string{"gw:host-gateway", "a=1.2.3.4", "v6:::1"}, stopTimeout: -1}
+	o := &runOptions{addHosts: []string{"gw:host-gateway", "a=1.2.3.4", "v6:::1"}}
 	if err := o.check(); err != nil {
 		t.Fatal(err)
 	}
-	for _, ok := range []*runOptions{{init: true, privileged: true, stopTimeout: -1}, {init: true, capAdd: []string{"ALL"}, stopTimeout: -1}} {
+	for _, ok := range []*runOptions{{init: true, privileged: true}, {init: true, capAdd: []string{"ALL"}}} {
 		if err := ok.check(); err != nil {
 			t.Errorf("check(%+v) = %v", *ok, err)
 		}
@@ -85,17 +85,17 @@ func TestRunOptionsCheck(t *testing.T) {
 		t.Errorf("add-hosts after check = %q", got)
 	}
 	for _, bad := range []*runOptions{
-		{network: "mynet", stopTimeout: -1},
-		{addHosts: []string{"nohost"}, stopTimeout: -1},
-		{addHosts: []string{"h:notanip"}, stopTimeout: -1},
-		{labels: []string{"=v"}, stopTimeout: -1},
-		{stopSignal: "SIGNOPE", stopTimeout: -1},
-		{stopTimeout: -5},
-		{restart: "always", stopTimeout: -1},
-		{init: true, capAdd: []string{"ALL"}, capDrop: []string{"SYS_ADMIN"}, stopTimeout: -1},
-		{ulimits: []string{"nofile=x"}, stopTimeout: -1},
-		{shmSize: "lots", stopTimeout: -1},
-		{platform: "linux/s390x-nope", stopTimeout: -1},
+		{network: "mynet"},
+		{addHosts: []string{"nohost"}},
+		{addHosts: []string{"h:notanip"}},
+		{labels: []string{"=v"}},
+		{stopSignal: "SIGNOPE"},
+		{stopTimeout: optionalInt{v: -5, set: true}},
+		{restart: "always"},
+		{init: true, capAdd: []string{"ALL"}, capDrop: []string{"SYS_ADMIN"}},
+		{ulimits: []string{"nofile=x"}},
+		{shmSize: "lots"},
+		{platform: "linux/s390x-nope"},
 	} {
 		if err := bad.check(); err == nil {
 			t.Errorf("check(%+v) accepted", *bad)
@@ -103,7 +103,7 @@ func TestRunOptionsCheck(t *testing.T) {
 	}
 	// --init with CAP_SYS_PTRACE: refused only where the init cannot cut its
 	// capabilities to the container's (a cgo-linked binary, as this test's may be).
-	ptrace := &runOptions{init: true, capAdd: []string{"SYS_PTRACE"}, stopTimeout: -1}
+	ptrace := &runOptions{init: true, capAdd: []string{"SYS_PTRACE"}}
 	if err := ptrace.check(); (err == nil) != build.CanCapAllThreads() {
 		t.Errorf("check(--init --cap-add SYS_PTRACE) = %v with CanCapAllThreads %v", err, build.CanCapAllThreads())
 	}
@@ -115,7 +115,7 @@ func TestSavedRunRoundTrip(t *testing.T) {
 	o := &runOptions{interactive: true, tty: true, env: []string{"A=1"}, workdir: "/w", user: "u", volumes: []string{"/h:/c:ro"},
 		entrypoint: "e", entrypointSet: true, hostname: "h", init: true, rm: true, network: "none", tmpfs: []string{"/t"}, devices: []string{"/dev/null:/dev/n:rw"},
 		mounts: []string{"type=tmpfs,target=/m"}, addHosts: []string{"a:1.2.3.4"}, labels: []string{"k=v"},
-		stopSignal: "USR1", stopTimeout: 0, readOnly: true}
+		stopSignal: "USR1", stopTimeout: optionalInt{v: -1, set: true}, readOnly: true}
 	sr := o.saved()
 	back := sr.options("")
 	if !reflect.DeepEqual(back, o) {

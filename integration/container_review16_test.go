@@ -534,32 +534,7 @@ func TestStopNoTimeout(t *testing.T) {
 	mustRun(t, "run", "-d", "--stop-timeout", "1", "--name", "nt", "busybox", "sh", "-c", script)
 	waitLogs(t, "nt", "ready")
 	for i, verb := range []string{"stop", "restart"} {
-		cmd := exec.Command(layerfsBin, "--root", rootFor(t), verb, "-t", "-1", "nt")
-		var stderr strings.Builder
-		cmd.Stderr = &stderr
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		done := make(chan error, 1)
-		go func() { done <- cmd.Wait() }()
-		select {
-		case err := <-done:
-			t.Fatalf("%s -t -1 returned within 4 s (%v, %q): it did not wait", verb, err, stderr.String())
-		case <-time.After(4 * time.Second):
-		}
-		if got := mustRun(t, "inspect", "-f", "{{.State.Status}}", "nt"); got != "running\n" {
-			t.Errorf("after 4 s of %s -t -1: %q, want running", verb, got)
-		}
-		mustRun(t, "kill", "-s", "USR1", "nt")
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("%s -t -1: %v, %q", verb, err, stderr.String())
-			}
-		case <-time.After(20 * time.Second):
-			cmd.Process.Kill()
-			t.Fatalf("%s -t -1 did not return once the container exited", verb)
-		}
+		stopWaitsForExit(t, "nt", 4*time.Second, verb, "-t", "-1", "nt")
 		if verb == "stop" {
 			if got := mustRun(t, "inspect", "-f", "{{.State.ExitCode}}", "nt"); got != "42\n" {
 				t.Errorf("exit code after stop -t -1 = %q, want 42 (no SIGKILL)", got)
@@ -687,25 +662,43 @@ func TestRunStopTimeoutNoLimit(t *testing.T) {
 	if got := mustRun(t, "inspect", "-f", "{{.Config.StopTimeout}}", "nl"); got != "-1\n" {
 		t.Errorf("Config.StopTimeout = %q, want -1", got)
 	}
-	cmd := exec.Command(layerfsBin, "--root", rootFor(t), "stop", "nl")
+	stopWaitsForExit(t, "nl", 11*time.Second, "stop", "nl") // past the 10 s default
+	if got := mustRun(t, "inspect", "-f", "{{.State.ExitCode}}", "nl"); got != "42\n" {
+		t.Errorf("exit code = %q, want 42 (no SIGKILL)", got)
+	}
+}
+
+// stopWaitsForExit runs layerfs args (a stop or restart of name, whose pid 1
+// ignores SIGTERM and exits on SIGUSR1) and checks that it still waits after
+// d with name running, then that it returns, without error, once SIGUSR1 has
+// ended the container.
+func stopWaitsForExit(t *testing.T, name string, d time.Duration, args ...string) {
+	t.Helper()
+	cmd := exec.Command(layerfsBin, append([]string{"--root", rootFor(t)}, args...)...)
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
 	done := make(chan error, 1)
 	go func() { done <- cmd.Wait() }()
+	what := strings.Join(args, " ")
 	select {
 	case err := <-done:
-		t.Fatalf("stop returned within 11 s (%v): it did not wait", err)
-	case <-time.After(11 * time.Second): // past the 10 s default
+		t.Fatalf("%s returned within %v (%v, %q): it did not wait", what, d, err, stderr.String())
+	case <-time.After(d):
 	}
-	mustRun(t, "kill", "-s", "USR1", "nl")
+	if got := mustRun(t, "inspect", "-f", "{{.State.Status}}", name); got != "running\n" {
+		t.Errorf("after %v of %s: %q, want running", d, what, got)
+	}
+	mustRun(t, "kill", "-s", "USR1", name)
 	select {
-	case <-done:
+	case err := <-done:
+		if err != nil {
+			t.Errorf("%s: %v, %q", what, err, stderr.String())
+		}
 	case <-time.After(20 * time.Second):
 		cmd.Process.Kill()
-		t.Fatal("stop did not return once the container exited")
-	}
-	if got := mustRun(t, "inspect", "-f", "{{.State.ExitCode}}", "nl"); got != "42\n" {
-		t.Errorf("exit code = %q, want 42 (no SIGKILL)", got)
+		t.Fatalf("%s did not return once the container exited", what)
 	}
 }

@@ -101,6 +101,16 @@ func waitContainer(ctx context.Context, g *globalOptions, arg string) (int, erro
 	if err != nil {
 		return 0, err
 	}
+	// The container waited for is the one found now, as docker's wait follows
+	// an ID: once its name names another (removed, and made again), it is gone.
+	id := ""
+	if st, err := w.load(); err == nil {
+		id = st.ID
+	}
+	replaced := func() bool {
+		st, err := w.load()
+		return err == nil && id != "" && st.ID != id
+	}
 	var since time.Time // the start of the run waited for
 	var ended time.Time // when its command was first seen gone
 	// seen is the exit last seen: a run --rm killed with its monitor is
@@ -118,6 +128,12 @@ func waitContainer(ctx context.Context, g *globalOptions, arg string) (int, erro
 		}
 	}
 	for {
+		if replaced() {
+			if seen != nil {
+				return seen.ExitCode, nil
+			}
+			return 0, fmt.Errorf("container %s was removed (run --rm?) before its exit status could be read", w.name)
+		}
 		rs := loadRunState(w)
 		if rs.alive() {
 			since, ended = rs.Started, time.Time{}
@@ -157,12 +173,13 @@ func waitContainer(ctx context.Context, g *globalOptions, arg string) (int, erro
 			return 0, fmt.Errorf("container %s was removed (run --rm?) before its exit status could be read", w.name)
 		}
 		if rs == nil && since.IsZero() {
-			if _, err := os.Stat(runConfigPath(w)); err != nil {
+			st, err := w.load()
+			if _, cerr := os.Stat(runConfigPath(w)); cerr != nil && (err != nil || !(st.Run || st.Incomplete)) {
 				return 0, fmt.Errorf("container %s was not made by run: nothing runs in it to wait for", w.name)
 			}
 			// Ran before exits were kept, and not starting now (a start mounts
 			// it and makes its etc files before run.json is there).
-			if st, err := w.load(); err == nil && ranBefore(w) && w.status(st) == statusUnmounted {
+			if err == nil && ranBefore(w) && w.status(st) == statusUnmounted {
 				return 0, fmt.Errorf("container %s has no recorded exit status (it ran before layerfs kept them)", w.name)
 			}
 			// Created, never started: wait for a start, as docker wait does.

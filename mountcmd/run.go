@@ -729,6 +729,7 @@ func mountForRun(ctx context.Context, g *globalOptions, s *blobstore.Store, img 
 		return nil, err
 	}
 	st.Mountpoint, st.PID, st.Lowers, st.Incomplete = mp, 0, lowers, false
+	st.Run = st.Run || created
 	if err := w.save(st); err != nil {
 		return nil, err
 	}

@@ -119,6 +119,9 @@ type workState struct {
 	// command is taken over by the next create of its name, and removed by gc
 	// (abandoned).
 	Incomplete bool `json:"incomplete,omitempty"`
+	// Run marks a container run made: its run config is written once it is
+	// mounted, so wait meanwhile waits for it rather than refuse it.
+	Run bool `json:"run,omitempty"`
 }
 
 // workContainer names one working container's directory.

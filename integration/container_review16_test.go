@@ -222,6 +222,10 @@ func TestKilledRunState(t *testing.T) {
 		if got := mustRun(t, "inspect", "-f", "{{.State.StartedAt}}", name); strings.HasPrefix(got, "0001-") {
 			t.Errorf("inspect %s: StartedAt %q, want run.json's", name, got)
 		}
+		started := mustRun(t, "inspect", "-f", "{{.State.StartedAt}}", name)
+		if got := mustRun(t, "inspect", "-f", "{{.State.FinishedAt}}", name); strings.HasPrefix(got, "0001-") || got < started {
+			t.Errorf("inspect %s: FinishedAt %q, want when the kill was seen (after %q)", name, got, started)
+		}
 	}
 
 	// A foreground run, killed.

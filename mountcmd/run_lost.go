@@ -47,7 +47,9 @@ func lostRun(w *workContainer, rs *runState, rec *exitRecord) *exitRecord {
 	if rec != nil && !rec.Started.Before(rs.Started) {
 		return nil // recorded; run.json goes next
 	}
-	return &exitRecord{ExitCode: 137, Started: rs.Started, Error: lostRunError}
+	// Finished when seen, as docker's daemon stamps the containers it finds
+	// dead when it starts again; settling keeps the first stamp.
+	return &exitRecord{ExitCode: 137, Started: rs.Started, Finished: time.Now().UTC(), Error: lostRunError}
 }
 
 // noExitRecorded reports whether w ran (its etc files are there) before

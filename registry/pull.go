@@ -163,7 +163,14 @@ func (c *Client) fetchDescriptor(ctx context.Context, named reference.Named) (*r
 	}
 	var errs []string
 	for i, e := range endpoints {
-		d, err := remote.Get(e, c.remoteOptions(ctx, e)...)
+		// The bare reference: go-containerregistry checks a manifest fetched by
+		// digest against the digest only when it is given a name.Digest.
+		d, err := remote.Get(e.Reference, c.remoteOptions(ctx, e)...)
+		if err == nil {
+			if dg, ok := named.(reference.Digested); ok && d.Digest.String() != dg.Digest().String() {
+				err = fmt.Errorf("manifest digest %s does not match the requested %s", d.Digest, dg.Digest())
+			}
+		}
 		if err == nil {
 			return d, e, nil
 		}

@@ -28,6 +28,10 @@ type ProxyOptions struct {
 	// to this one, as a registry whose configured external address (http.host)
 	// is another host's.
 	UploadLocation string
+	// ManifestFrom, when set ("repo/manifests/ref"), answers every manifest
+	// request with that manifest instead, as a broken or hostile registry (or
+	// a proxy rewriting bodies) would.
+	ManifestFrom string
 }
 
 // Proxy is a plain-HTTP server on 127.0.0.1 in front of a registry.
@@ -76,6 +80,9 @@ func StartProxy(t testing.TB, backend *Server, opts ProxyOptions) *Proxy {
 			w.Header().Set("WWW-Authenticate", challenge)
 			http.Error(w, `{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}`, http.StatusUnauthorized)
 			return
+		}
+		if opts.ManifestFrom != "" && strings.Contains(r.URL.Path, "/manifests/") {
+			r.URL.Path, r.URL.RawPath = "/v2/"+opts.ManifestFrom, ""
 		}
 		if opts.BlobRedirect != "" && r.Method == http.MethodGet && strings.Contains(r.URL.Path, "/blobs/sha256:") {
 			http.Redirect(w, r, "http://"+opts.BlobRedirect+r.URL.RequestURI(), http.StatusTemporaryRedirect)

@@ -15,7 +15,7 @@ fi
 
 step() { printf '\n\033[1m$ %s\033[0m\n' "$*"; "$@"; }
 
-work=$(mktemp -d /tmp/layerfs-demo.XXXXXX)
+work=$(mktemp -d "${TMPDIR:-/tmp}/layerfs-demo.XXXXXX")
 export LAYERFS_ROOT="${LAYERFS_ROOT:-$work/root}"
 mnt="$work/mnt"
 cleanup() {
@@ -62,4 +62,4 @@ step ./layerfs commit -c 'CMD ["cat","/home/www/notes.html"]' web1 layerfs/web:2
 step ./layerfs run --rm layerfs/web:2
 step ./layerfs rm web1
 step ./layerfs images
-printf '\nDone. Store: %s, saved image: %s\n' "$LAYERFS_ROOT" "$work/sample-2.tar"
+printf '\nDone. Store: %s, saved image: %s (rm -rf %s when done with them)\n' "$LAYERFS_ROOT" "$work/sample-2.tar" "$work"

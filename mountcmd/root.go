@@ -11,6 +11,8 @@ import (
 	"os"
 	"os/user"
 	"path/filepath"
+	"runtime"
+	"runtime/debug"
 	"strconv"
 
 	"github.com/spf13/cobra"
@@ -181,16 +183,74 @@ func NewRootCommand() *cobra.Command {
 	return root
 }
 
+// versionInfo is docker version's shape: a Client, and no Server (there is no
+// daemon), so scripts' --format '{{.Client.Version}}' work.
+type versionInfo struct {
+	Client clientVersion
+	Server *struct{} // always null
+}
+
+type clientVersion struct {
+	Platform  struct{ Name string }
+	Version   string
+	GoVersion string
+	GitCommit string
+	BuildTime string `json:",omitempty"`
+	Os        string
+	Arch      string
+}
+
+func currentVersion() versionInfo {
+	c := clientVersion{Version: Version, GoVersion: runtime.Version(), Os: runtime.GOOS, Arch: runtime.GOARCH}
+	c.Platform.Name = "layerfs"
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		for _, s := range bi.Settings {
+			switch s.Key {
+			case "vcs.revision":
+				c.GitCommit = s.Value
+				if len(c.GitCommit) > 7 {
+					c.GitCommit = c.GitCommit[:7] // docker's short commit
+				}
+			case "vcs.time":
+				c.BuildTime = s.Value
+			}
+		}
+	}
+	return versionInfo{Client: c}
+}
+
 func newVersionCommand() *cobra.Command {
-	return &cobra.Command{
-		Use:   "version",
+	var format string
+	cmd := &cobra.Command{
+		Use:   "version [--format TEMPLATE]",
 		Short: "Show the layerfs version",
-		Args:  noArgs,
+		Long: `Show the layerfs version. --format takes "json" or a Go template over docker
+version's names: .Client.Version .Client.GoVersion .Client.GitCommit
+.Client.BuildTime .Client.Os .Client.Arch .Client.Platform.Name; .Server is
+always empty (there is no daemon).`,
+		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			_, err := fmt.Fprintf(cmd.OutOrStdout(), "layerfs version %s\n", Version)
+			out := cmd.OutOrStdout()
+			switch format {
+			case "":
+				_, err := fmt.Fprintf(out, "layerfs version %s\n", Version)
+				return err
+			case "json":
+				return writeJSON(out, currentVersion(), "")
+			}
+			tmpl, _, err := parseFormat(format)
+			if err != nil {
+				return fmt.Errorf("template parsing error: %w", err)
+			}
+			if err := tmpl.Execute(out, currentVersion()); err != nil {
+				return err
+			}
+			_, err = fmt.Fprintln(out)
 			return err
 		},
 	}
+	cmd.Flags().StringVarP(&format, "format", "f", "", "format output: json or a Go template")
+	return cmd
 }
 
 // preRunHooks run before cobra sees the arguments; one may take over the whole

@@ -358,7 +358,10 @@ func TestRmiRefusedWhileContainerUsesImage(t *testing.T) {
 	// A mounted container is docker's running container: even -f cannot delete its
 	// image by ID, and -f by name only untags it.
 	id := strings.TrimSpace(e.ok("images", "-q", "--no-trunc", e.image))
-	e.fails("(cannot be forced) - image is being used by running container user", "rmi", "-f", id)
+	// named by its ID, as docker's
+	cid := strings.TrimSpace(e.ok("inspect", "-f", "{{.Id}}", "user"))[:12]
+	e.fails("(cannot be forced) - image is being used by running container "+cid, "rmi", "-f", id)
+	e.fails("container "+cid+" is using its referenced image", "rmi", e.image)
 	if out := e.ok("rmi", "-f", e.image); strings.Contains(out, "Deleted:") || !strings.Contains(out, "Untagged:") {
 		t.Errorf("rmi -f %s of a running container's image = %q, want Untagged only", e.image, out)
 	}
@@ -368,7 +371,7 @@ func TestRmiRefusedWhileContainerUsesImage(t *testing.T) {
 	e.ok("tag", id, e.image)
 	e.ok("umount", dir)
 	// An unmounted container still uses its image (as a stopped docker container).
-	e.fails("user", "rmi", e.image)
+	e.fails("container "+cid+" is using", "rmi", e.image)
 	e.ok("rm", "user")
 	e.ok("rmi", e.image)
 }

@@ -75,10 +75,7 @@ func pruneImages(cmd *cobra.Command, g *globalOptions, all bool, f *pruneFilter)
 	if err != nil {
 		return nil, nil, err
 	}
-	opts := blobstore.RemoveOptions{
-		InUse:   func(img *blobstore.Image) ([]string, error) { return workingContainersUsing(g, img) },
-		Running: func(img *blobstore.Image) ([]string, error) { return mountedContainersUsing(g, img) },
-	}
+	opts := imageRemoveOptions(g)
 	var lines []blobstore.RemoveLine
 	for _, img := range imgs { // newest first: children go before their parents
 		if err := cmd.Context().Err(); err != nil {

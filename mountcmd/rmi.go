@@ -41,12 +41,8 @@ func runRmi(cmd *cobra.Command, g *globalOptions, o *rmiOptions, args []string) 
 	if err != nil {
 		return err
 	}
-	opts := blobstore.RemoveOptions{
-		Force:   o.force,
-		NoPrune: o.noPrune,
-		InUse:   func(img *blobstore.Image) ([]string, error) { return workingContainersUsing(g, img) },
-		Running: func(img *blobstore.Image) ([]string, error) { return mountedContainersUsing(g, img) },
-	}
+	opts := imageRemoveOptions(g)
+	opts.Force, opts.NoPrune = o.force, o.noPrune
 	out, failed, deleted := cmd.OutOrStdout(), false, false
 	for _, a := range args {
 		lines, err := s.Remove(cmd.Context(), a, opts)

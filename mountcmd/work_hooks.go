@@ -91,3 +91,34 @@ func mountedContainersUsing(g *globalOptions, img *blobstore.Image) ([]string, e
 	}
 	return mounted, nil
 }
+
+// containerIDsOf gives the named containers' short IDs, as docker's conflict
+// messages name a container ("... used by stopped container 0a1b2c3d4e5f"); a
+// container removed meanwhile keeps its name.
+func containerIDsOf(g *globalOptions, names []string) []string {
+	ids := make([]string, 0, len(names))
+	for _, name := range names {
+		id := name
+		if w, werr := newWorkContainer(g.root, name); werr == nil {
+			if st, lerr := w.load(); lerr == nil && len(st.ID) >= 12 {
+				id = st.ID[:12]
+			}
+		}
+		ids = append(ids, id)
+	}
+	return ids
+}
+
+// imageRemoveOptions are rmi's and image prune's hooks into the containers.
+func imageRemoveOptions(g *globalOptions) blobstore.RemoveOptions {
+	ids := func(users func(*globalOptions, *blobstore.Image) ([]string, error)) func(*blobstore.Image) ([]string, error) {
+		return func(img *blobstore.Image) ([]string, error) {
+			names, err := users(g, img)
+			if err != nil {
+				return nil, err
+			}
+			return containerIDsOf(g, names), nil
+		}
+	}
+	return blobstore.RemoveOptions{InUse: ids(workingContainersUsing), Running: ids(mountedContainersUsing)}
+}

@@ -1,6 +1,7 @@
 package build
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -21,6 +22,12 @@ func openPty() (master, slave *os.File, name string, err error) {
 	if err != nil {
 		return nil, nil, "", fmt.Errorf("open pty: %w", err)
 	}
+	return ptyPair(m)
+}
+
+// ptyPair unlocks the pty whose master m is and opens its slave; it closes m on
+// failure.
+func ptyPair(m *os.File) (master, slave *os.File, name string, err error) {
 	if err := unix.IoctlSetPointerInt(int(m.Fd()), unix.TIOCSPTLCK, 0); err != nil {
 		m.Close()
 		return nil, nil, "", fmt.Errorf("unlock pty: %w", err)
@@ -159,5 +166,82 @@ func (t *ttyRelay) detachPty(grace time.Duration) {
 	}
 	if t.restore != nil {
 		t.restore()
+	}
+}
+
+// userWinsize is the window size of the user's terminal (stdout or stdin), nil
+// if neither is one.
+func userWinsize() *unix.Winsize {
+	for _, f := range []*os.File{os.Stdout, os.Stdin} {
+		if ws, err := unix.IoctlGetWinsize(int(f.Fd()), unix.TIOCGWINSZ); err == nil {
+			return ws
+		}
+	}
+	return nil
+}
+
+// setupConsole makes the container's terminal, as runc's init does with a
+// console socket: a pty of the container's devpts (mounted at rfd's /dev/pts),
+// sized as the spec says, its slave bound on /dev/console, made the init's
+// controlling terminal (it leads a session of its own) and stdio; the master
+// goes to Start over the socket at fd 5. The command's tty is then a
+// /dev/pts/N of its own, as in docker.
+func setupConsole(rfd *os.File, spec *ProcessSpec) error {
+	sock := os.NewFile(5, "console")
+	defer sock.Close()
+	m, err := openat2InRoot(rfd, "/dev/pts/ptmx", unix.O_RDWR|unix.O_NOCTTY)
+	if err != nil {
+		return fmt.Errorf("open the container's pty: %w", err)
+	}
+	master, slave, _, err := ptyPair(m)
+	if err != nil {
+		return err
+	}
+	defer master.Close()
+	defer slave.Close()
+	if spec.ConsoleRows > 0 && spec.ConsoleCols > 0 {
+		unix.IoctlSetWinsize(int(master.Fd()), unix.TIOCSWINSZ, &unix.Winsize{Row: spec.ConsoleRows, Col: spec.ConsoleCols})
+	}
+	if err := bindIn(rfd, Bind{Source: fdPath(slave), Target: "/dev/console"}); err != nil {
+		return err
+	}
+	if err := unix.IoctlSetInt(int(slave.Fd()), unix.TIOCSCTTY, 0); err != nil {
+		return fmt.Errorf("make the pty the controlling terminal: %w", err)
+	}
+	for fd := 0; fd <= 2; fd++ {
+		if err := unix.Dup3(int(slave.Fd()), fd, 0); err != nil {
+			return fmt.Errorf("pty as stdio: %w", err)
+		}
+	}
+	if err := unix.Sendmsg(int(sock.Fd()), []byte{0}, unix.UnixRights(int(master.Fd())), nil, 0); err != nil {
+		return fmt.Errorf("send the pty to layerfs: %w", err)
+	}
+	return nil
+}
+
+// receiveFile reads one fd sent over sock (SCM_RIGHTS); nil if the sender
+// closed the socket without sending one.
+func receiveFile(sock *os.File, name string) *os.File {
+	buf, oob := make([]byte, 1), make([]byte, unix.CmsgSpace(4))
+	for {
+		_, oobn, _, _, err := unix.Recvmsg(int(sock.Fd()), buf, oob, unix.MSG_CMSG_CLOEXEC)
+		if errors.Is(err, unix.EINTR) {
+			continue
+		}
+		if err != nil || oobn == 0 {
+			return nil
+		}
+		msgs, err := unix.ParseSocketControlMessage(oob[:oobn])
+		if err != nil || len(msgs) == 0 {
+			return nil
+		}
+		fds, err := unix.ParseUnixRights(&msgs[0])
+		if err != nil || len(fds) != 1 {
+			for _, fd := range fds {
+				unix.Close(fd)
+			}
+			return nil
+		}
+		return os.NewFile(uintptr(fds[0]), name)
 	}
 }

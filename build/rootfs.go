@@ -435,8 +435,8 @@ func setupDev(rfd *os.File, spec *ProcessSpec) error {
 			return fmt.Errorf("symlink /dev/%s: %w", l[1], err)
 		}
 	}
-	if spec.Console != "" {
-		if err := bindIn(rfd, Bind{Source: spec.Console, Target: "/dev/console"}); err != nil {
+	if spec.Console {
+		if err := setupConsole(rfd, spec); err != nil {
 			return err
 		}
 	}

@@ -118,7 +118,13 @@ type ProcessSpec struct {
 	Secrets    []Secret `json:"secrets,omitempty"`
 	SecretsDir string   `json:"secretsDir,omitempty"`
 
-	Console string `json:"console,omitempty"` // set by Start: the pty slave, bound on /dev/console
+	// Console is set by Start for Tty: the init makes the terminal on the
+	// container's own devpts (a /dev/pts/N there, bound on /dev/console, as
+	// runc's console socket), sized ConsoleRows x ConsoleCols if set, and
+	// sends its master back on fd 5.
+	Console     bool   `json:"console,omitempty"`
+	ConsoleRows uint16 `json:"consoleRows,omitempty"`
+	ConsoleCols uint16 `json:"consoleCols,omitempty"`
 
 	Stdin          io.Reader `json:"-"` // nil is /dev/null
 	Stdout, Stderr io.Writer `json:"-"` // nil discards
@@ -171,19 +177,25 @@ func Start(spec ProcessSpec) (*Process, error) {
 	if len(spec.Secrets) > 0 && spec.SecretsDir == "" {
 		return nil, errors.New("start container: secrets without a SecretsDir")
 	}
-	var slave *os.File
+	// With a terminal, the init's stdout and stderr are the caller's until it
+	// has made the terminal (its setup errors reach the user), stdin nothing.
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = spec.Stdin, spec.Stdout, spec.Stderr
+	var console, consoleInit *os.File // the socket the init sends the master on
 	if spec.Tty {
-		master, sl, name, err := openPty()
+		fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
 		if err != nil {
 			pw.Close()
-			return nil, fmt.Errorf("start container: %w", err)
+			return nil, fmt.Errorf("start container: console socket: %w", err)
 		}
-		p.pty, slave, spec.Console = master, sl, name
-		cmd.Stdin, cmd.Stdout, cmd.Stderr = sl, sl, sl
-		cmd.SysProcAttr.Setctty = true
-		cmd.SysProcAttr.Ctty = 0
-	} else {
-		cmd.Stdin, cmd.Stdout, cmd.Stderr = spec.Stdin, spec.Stdout, spec.Stderr
+		console, consoleInit = os.NewFile(uintptr(fds[0]), "console"), os.NewFile(uintptr(fds[1]), "console-init")
+		defer console.Close()
+		defer consoleInit.Close()
+		cmd.ExtraFiles = append(cmd.ExtraFiles, consoleInit) // fd 5
+		cmd.Stdin = nil
+		spec.Console = true
+		if ws := userWinsize(); ws != nil {
+			spec.ConsoleRows, spec.ConsoleCols = ws.Row, ws.Col
+		}
 	}
 	// A session of its own, with a terminal or without, as runc's: left in the
 	// caller's, a container without -t could open /dev/tty, the caller's
@@ -200,12 +212,11 @@ func Start(spec ProcessSpec) (*Process, error) {
 	}
 	err = cmd.Start()
 	readyW.Close()
+	if consoleInit != nil {
+		consoleInit.Close()
+	}
 	if err != nil {
 		pw.Close()
-		if slave != nil {
-			slave.Close()
-			p.pty.Close()
-		}
 		return nil, fmt.Errorf("start container: %w", err)
 	}
 	p.cmd = cmd
@@ -216,9 +227,12 @@ func Start(spec ProcessSpec) (*Process, error) {
 		cmd.Wait()
 		return nil, fmt.Errorf("start container: %w", werr)
 	}
-	if slave != nil {
-		slave.Close()
-		p.attachPty(spec.Stdin, spec.Stdout)
+	if console != nil {
+		// nil if the init failed before it made the terminal: its error
+		// went to the caller's stderr and comes on the ready pipe.
+		if p.pty = receiveFile(console, "pty master"); p.pty != nil {
+			p.attachPty(spec.Stdin, spec.Stdout)
+		}
 	}
 	p.stopSignals = forwardSignals(p.cmd.Process, &p.ttyRelay)
 	msg, _ := io.ReadAll(io.LimitReader(readyR, 64<<10))

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -16,6 +17,7 @@ import (
 	"time"
 
 	"github.com/layerfs/layerfs/internal/testenv"
+	"golang.org/x/sys/unix"
 )
 
 // runnerTar is a fuller busybox rootfs than busyboxRootfs (every applet linked,
@@ -427,6 +429,45 @@ func TestRunTTY(t *testing.T) {
 	}
 	if code != 3 || !strings.Contains(string(out), "tty:xterm:") {
 		t.Errorf("run -it under script: exit %d, output %q", code, out)
+	}
+}
+
+// TestRunTTYContainerPts: run -t's terminal is one of the container's own
+// devpts, as runc makes it: tty names /dev/pts/0 (it named /dev/console, the
+// host's pty the fds pointed at not being there), /dev/console is that pty,
+// and it has the caller's window size from the start.
+func TestRunTTYContainerPts(t *testing.T) {
+	requireRunner(t)
+	importRunner(t, "busybox", `CMD ["sh"]`)
+	ptm, pts, err := openPty()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ptm.Close()
+	defer pts.Close()
+	if err := unix.IoctlSetWinsize(int(pts.Fd()), unix.TIOCSWINSZ, &unix.Winsize{Row: 33, Col: 77}); err != nil {
+		t.Fatal(err)
+	}
+	script := `echo "tty=$(tty) fd0=$(readlink /proc/self/fd/0) size=$(stty size)"; ls -lL /dev/console /proc/self/fd/0 | sed 's/.* \([0-9]*, *[0-9]*\) .*/\1/'`
+	cmd := exec.Command(layerfsBin, "--root", rootFor(t), "run", "--rm", "-t", "busybox", "sh", "-c", script)
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = pts, pts, pts
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true}
+	var out bytes.Buffer
+	copied := make(chan struct{})
+	go func() { io.Copy(&out, ptm); close(copied) }()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	code := exitCodeOf(t, cmd)
+	pts.Close()
+	ptm.SetReadDeadline(time.Now().Add(5 * time.Second))
+	<-copied
+	got := strings.ReplaceAll(out.String(), "\r", "")
+	if code != 0 || !strings.Contains(got, "tty=/dev/pts/0 fd0=/dev/pts/0 size=33 77\n") {
+		t.Errorf("run -t: exit %d, %q; want tty and fd 0 /dev/pts/0, size 33 77", code, got)
+	}
+	if lines := strings.Split(strings.TrimSpace(got), "\n"); len(lines) < 3 || lines[len(lines)-1] != lines[len(lines)-2] {
+		t.Errorf("run -t: /dev/console and fd 0 are not one device: %q", got)
 	}
 }
 

@@ -50,9 +50,23 @@ func widenFd(fd int) func() { return widen(fd, 0o500, 0o400) }
 type wideKey struct{ dev, ino uint64 }
 
 type widening struct {
-	refs  int
-	saved uint32 // the mode to put back
-	set   uint32 // the mode the widenings set
+	refs      int
+	saved     uint32 // the mode to put back
+	set       uint32 // the mode the widenings set
+	journaled bool   // an entry of the journal (widen_journal.go) stands for it
+}
+
+// rejournal makes the journal entry of w (of inode k, open as fd) say what w
+// says now: none when there is nothing to put back. Called under wideMu.
+func (w *widening) rejournal(k wideKey, fd int) {
+	if w.saved == w.set {
+		if w.journaled {
+			unjournal(k)
+		}
+		w.journaled = false
+		return
+	}
+	w.journaled = journal(k, fd, w.saved, w.set) || w.journaled
 }
 
 var (
@@ -90,9 +104,22 @@ func widen(fd int, dirBits, regBits uint32) func() {
 		return nop
 	}
 	if mode&bits != bits {
+		// Journaled before the chmod, so that a kill between the two
+		// leaves an entry a repair can act on (or drop, the mode unchanged).
+		saved := mode
+		if w != nil {
+			saved = w.saved
+		}
+		journaled := journal(k, fd, saved, mode|bits)
 		if unix.Chmod(fdPath(fd), mode|bits) != nil {
 			if w == nil {
+				if journaled {
+					unjournal(k)
+				}
 				return nop
+			}
+			if journaled {
+				w.rejournal(k, fd) // back to what stands
 			}
 		} else {
 			if w == nil {
@@ -101,6 +128,7 @@ func widen(fd int, dirBits, regBits uint32) func() {
 				wideN.Add(1)
 			}
 			w.set = mode | bits
+			w.journaled = journaled || w.journaled
 		}
 	}
 	w.refs++
@@ -121,6 +149,9 @@ func widen(fd int, dirBits, regBits uint32) func() {
 		if unix.Fstat(fd, &now) == nil && now.Mode&0o7777 == w.set {
 			_ = unix.Chmod(fdPath(fd), w.saved)
 		}
+		if w.journaled {
+			unjournal(k) // after the chmod: a kill before it leaves the entry
+		}
 	}
 }
 
@@ -140,8 +171,10 @@ func Chmod(fd int, mode uint32) error {
 	}
 	var st unix.Stat_t
 	if unix.Fstat(fd, &st) == nil {
-		if w := wide[wideKey{uint64(st.Dev), st.Ino}]; w != nil {
+		k := wideKey{uint64(st.Dev), st.Ino}
+		if w := wide[k]; w != nil {
 			w.saved, w.set = mode, mode
+			w.rejournal(k, fd)
 		}
 	}
 	return nil

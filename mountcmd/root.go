@@ -16,6 +16,8 @@ import (
 	"strconv"
 
 	"github.com/spf13/cobra"
+
+	"github.com/layerfs/layerfs/cow"
 )
 
 // Version is the layerfs version, set at build time with -ldflags "-X ...Version=".
@@ -164,6 +166,14 @@ func NewRootCommand() *cobra.Command {
 			return fmt.Errorf("--root %s: %w", g.root, err)
 		}
 		g.root = abs
+		if cow.Unprivileged() && usesStore(cmd) {
+			// Every process that may open up a layer's file (the mount
+			// server too) journals it; modes a killed one left widened
+			// are put back before this one reads a layer.
+			j := filepath.Join(g.root, "layers", ".widened")
+			cow.SetWidenJournal(j)
+			cow.RepairWidened(j)
+		}
 		return nil
 	}
 	root.AddCommand(newVersionCommand())

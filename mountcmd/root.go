@@ -190,6 +190,7 @@ func NewRootCommand() *cobra.Command {
 		}
 	}
 	guardFreshRoot(root, g)
+	attachCompletions(root, g)
 	return root
 }
 

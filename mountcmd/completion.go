@@ -37,13 +37,14 @@ const (
 // complNames is the operand completions of a command: containers of a kind,
 // images, or both, for the first limit operands (0: every one). files lets
 // the shell fall back to file names when none matches (an operand that may be
-// a DIR or a local path); after limit, files says whether files are offered.
+// a DIR or a local path); restFiles offers files after the limit (mount's DIR).
 type complNames struct {
 	containers bool
 	state      int
 	images     bool
 	limit      int
 	files      bool
+	restFiles  bool
 }
 
 // operandCompletions maps a command's path under the root, by the commands'
@@ -89,7 +90,7 @@ func operandCompletions() map[string]complNames {
 		"push":          first(images),
 		// mount IMAGE DIR, or --name NAME DIR: the first may be a DIR, the
 		// second is one.
-		"mount": {images: true, limit: 1, files: true},
+		"mount": {images: true, limit: 1, files: true, restFiles: true},
 	}
 	for _, c := range []string{"stop", "kill", "exec", "top", "start", "restart", "rm", "logs",
 		"wait", "rename", "commit", "diff", "umount", "export", "mount", "run", "create"} {
@@ -127,7 +128,7 @@ func attachCompletions(root *cobra.Command, g *globalOptions) {
 func (spec complNames) complete(g *globalOptions) cobra.CompletionFunc {
 	return func(cmd *cobra.Command, args []string, toComplete string) ([]string, cobra.ShellCompDirective) {
 		if spec.limit > 0 && len(args) >= spec.limit {
-			if spec.files {
+			if spec.restFiles {
 				return nil, cobra.ShellCompDirectiveDefault
 			}
 			return nil, cobra.ShellCompDirectiveNoFileComp
@@ -273,7 +274,9 @@ var filterKeys = map[string][]string{
 // --restart, inspect's --type and mount's --name.
 func attachFlagCompletions(c *cobra.Command, g *globalOptions, path string) {
 	fixed := func(vals ...string) cobra.CompletionFunc {
-		return cobra.FixedCompletions(vals, cobra.ShellCompDirectiveNoFileComp)
+		return func(_ *cobra.Command, _ []string, toComplete string) ([]string, cobra.ShellCompDirective) {
+			return withPrefix(slices.Clone(vals), toComplete), cobra.ShellCompDirectiveNoFileComp
+		}
 	}
 	reg := func(name string, fn cobra.CompletionFunc) {
 		if c.LocalNonPersistentFlags().Lookup(name) != nil {

@@ -12,6 +12,7 @@ missing=()
 for pair in $wanted; do
   command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair#*:}")
 done
+[ -f /usr/share/bash-completion/bash_completion ] || missing+=(bash-completion)
 if [ "${#missing[@]}" -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     echo "installing: ${missing[*]}"

@@ -108,7 +108,7 @@ func TestCpMountedRoundTrip(t *testing.T) {
 	if got := cpReadFile(t, filepath.Join(back, "d/passwd")); !strings.HasPrefix(got, "root:") {
 		t.Errorf("d/passwd = %q", got)
 	}
-	if got := e.psField("cpweb", "Status"); got != "mounted" {
+	if got := e.psField("cpweb", "Mount"); got != "mounted" {
 		t.Errorf("status after cp = %q, want mounted", got)
 	}
 }
@@ -124,7 +124,7 @@ func TestCpUnmounted(t *testing.T) {
 
 	e.ok("cp", filepath.Join(host, "f"), "cpoff:/etc/f")
 	e.ok("cp", filepath.Join(host, "d"), "cpoff:/d")
-	if got := e.psField("cpoff", "Status"); got != "unmounted" {
+	if got := e.psField("cpoff", "Mount"); got != "unmounted" {
 		t.Errorf("status after cp = %q, want unmounted", got)
 	}
 	if cpMountedBy("cpoff") {

@@ -234,7 +234,7 @@ func TestKillContainerLeftovers(t *testing.T) {
 	if b, err := os.ReadFile(filepath.Join(dir, "blob")); err != nil || len(b) != 1<<20 {
 		t.Errorf("after gc the mounted container's file: %d bytes, %v", len(b), err)
 	}
-	if got := e.psField("kept", "Status"); got != "mounted" {
+	if got := e.psField("kept", "Mount"); got != "mounted" {
 		t.Errorf("after gc kept is %q, want mounted", got)
 	}
 
@@ -295,7 +295,7 @@ func TestKillMountBeforeMounted(t *testing.T) {
 	}
 
 	killedMount()
-	if got := e.psField(name, "Status"); got == "" {
+	if got := e.psField(name, "Mount"); got == "" {
 		t.Fatalf("the killed mount left no container %s: nothing to check", name)
 	}
 	dir := e.dir()
@@ -303,7 +303,7 @@ func TestKillMountBeforeMounted(t *testing.T) {
 		t.Errorf("the mount after a killed one made %q, want %q taken over", got, name)
 	}
 	e.ok("umount", dir)
-	if got := e.psField(name, "Status"); got != "unmounted" {
+	if got := e.psField(name, "Mount"); got != "unmounted" {
 		t.Errorf("after mount and umount %s is %q, want unmounted", name, got)
 	}
 	e.ok("rm", name)
@@ -319,7 +319,7 @@ func TestKillMountBeforeMounted(t *testing.T) {
 		strings.Contains(got, "temporary file") {
 		t.Errorf("gc after a killed mount = %q, want 1 abandoned working container removed and no temporary files", got)
 	}
-	if got := e.psField(name, "Status"); got != "" {
+	if got := e.psField(name, "Mount"); got != "" {
 		t.Errorf("after gc the killed mount's container is %q, want it gone", got)
 	}
 	if _, err := os.Lstat(filepath.Join(root, "work", name)); !os.IsNotExist(err) {

@@ -150,14 +150,15 @@ func TestMountChangeUmountRemount(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(upper, "x")); err != nil {
 		t.Errorf("upper/x: %v", err)
 	}
-	if got := e.psField("c1", "Status"); got != "mounted" {
+	if got := e.psField("c1", "Mount"); got != "mounted" {
 		t.Errorf("ps status = %q, want mounted", got)
 	}
 	if got := e.psField("c1", "Mountpoint"); got != dir {
 		t.Errorf("ps mountpoint = %q, want %s", got, dir)
 	}
-	if out := e.ok("ps", "-a"); !strings.HasPrefix(out, "CONTAINER ID   NAME ") || !strings.Contains(out, "\n"+containerIDIn(t, e.root, "c1")[:12]+"   c1 ") || !strings.Contains(out, "busybox:test") {
-		t.Errorf("ps =\n%s\nwant a header and c1's short ID, name and image busybox:test", out)
+	// docker's columns; a container mount serves is "Mounted", its name last.
+	if out := e.ok("ps", "-a"); !strings.HasPrefix(out, "CONTAINER ID   IMAGE ") || !strings.Contains(out, "\n"+containerIDIn(t, e.root, "c1")[:12]+"   busybox:test ") || !strings.HasSuffix(strings.Join(strings.Fields(out), " "), " Mounted c1") {
+		t.Errorf("ps =\n%s\nwant a header and c1's short ID, image busybox:test, STATUS Mounted and its name last", out)
 	}
 
 	// Refusals: the same container twice, a dir that is already a mount point.
@@ -168,7 +169,7 @@ func TestMountChangeUmountRemount(t *testing.T) {
 	if mountedAt(dir) {
 		t.Fatalf("%s still mounted after umount", dir)
 	}
-	if got := e.psField("c1", "Status"); got != "unmounted" {
+	if got := e.psField("c1", "Mount"); got != "unmounted" {
 		t.Errorf("ps status after umount = %q, want unmounted", got)
 	}
 	e.fails("not mounted", "umount", "c1")
@@ -207,7 +208,7 @@ func TestMountServerKilled(t *testing.T) {
 	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "server lock released", func() bool { return e.psField("k", "Status") == "dead" })
+	waitFor(t, "server lock released", func() bool { return e.psField("k", "Mount") == "dead" })
 	if _, err := os.Stat(filepath.Join(dir, "survivor")); !errors.Is(err, syscall.ENOTCONN) {
 		t.Errorf("stat in a dead mount = %v, want ENOTCONN", err)
 	}
@@ -227,7 +228,7 @@ func TestMountServerKilled(t *testing.T) {
 	// image): mount clears the dead mount itself.
 	pid, _ = strconv.Atoi(e.psField("k", "PID"))
 	syscall.Kill(pid, syscall.SIGKILL)
-	waitFor(t, "server lock released", func() bool { return e.psField("k", "Status") == "dead" })
+	waitFor(t, "server lock released", func() bool { return e.psField("k", "Mount") == "dead" })
 	e.ok("mount", "--name", "k", dir)
 	if _, err := os.Stat(filepath.Join(dir, "survivor")); err != nil {
 		t.Errorf("after kill and direct remount: %v", err)
@@ -274,17 +275,17 @@ func TestMountDerivedNames(t *testing.T) {
 	if a != "busybox-working-container" || b != "busybox-working-container-1" {
 		t.Errorf("derived names = %q, %q; want busybox-working-container, busybox-working-container-1", a, b)
 	}
-	if got := e.ok("ps", "-a", "--format", "table {{.Name}}\t{{.Status}}"); !strings.HasPrefix(got, "NAME") || strings.Count(got, "mounted") != 2 {
+	if got := e.ok("ps", "-a", "--format", "table {{.Name}}\t{{.Mount}}"); !strings.HasPrefix(got, "NAME") || strings.Count(got, "mounted") != 2 {
 		t.Errorf("ps --format table =\n%s\nwant a NAME header and two mounted rows", got)
 	}
-	var row struct{ Name, Image, ImageID, Mountpoint, Status string }
+	var row struct{ Name, Image, ImageID, Mountpoint, Mount, Status string }
 	if err := json.Unmarshal([]byte(strings.SplitN(e.ok("ps", "-a", "--format", "json"), "\n", 2)[0]), &row); err != nil {
 		t.Errorf("ps --format json: %v", err)
-	} else if row.Name != a || row.Image != e.image || !strings.HasPrefix(row.ImageID, "sha256:") || row.Status != "mounted" || row.Mountpoint == "" {
+	} else if row.Name != a || row.Image != e.image || !strings.HasPrefix(row.ImageID, "sha256:") || row.Mount != "mounted" || row.Status != "Mounted" || row.Mountpoint == "" {
 		t.Errorf("ps --format json first row = %+v", row)
 	}
 	e.ok("umount", "--all")
-	if got := strings.Fields(e.ok("ps", "-a", "--format", "{{.Status}}")); len(got) != 2 || got[0] != "unmounted" || got[1] != "unmounted" {
+	if got := strings.Fields(e.ok("ps", "-a", "--format", "{{.Mount}}")); len(got) != 2 || got[0] != "unmounted" || got[1] != "unmounted" {
 		t.Errorf("ps statuses after umount --all = %v", got)
 	}
 	// A mount's containers have IDs too: ps -q prints them, and they name the
@@ -431,7 +432,7 @@ func TestMountForeground(t *testing.T) {
 	if mountedAt(dir) {
 		t.Errorf("%s still mounted after SIGTERM to mount -f", dir)
 	}
-	if got := e.psField("fg", "Status"); got != "unmounted" {
+	if got := e.psField("fg", "Mount"); got != "unmounted" {
 		t.Errorf("ps status = %q, want unmounted", got)
 	}
 }
@@ -444,7 +445,7 @@ func TestMountServerSIGTERM(t *testing.T) {
 	if err := syscall.Kill(pid, syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the server to unmount and exit", func() bool { return e.psField("term", "Status") == "unmounted" })
+	waitFor(t, "the server to unmount and exit", func() bool { return e.psField("term", "Mount") == "unmounted" })
 	if mountedAt(dir) {
 		t.Errorf("%s still mounted after SIGTERM to the server", dir)
 	}
@@ -468,7 +469,7 @@ func TestMountServerFailureReported(t *testing.T) {
 	if mountedAt(dir) {
 		t.Errorf("%s mounted after a failed mount", dir)
 	}
-	if got := e.psField("broken", "Status"); got != "unmounted" {
+	if got := e.psField("broken", "Mount"); got != "unmounted" {
 		t.Errorf("ps status after a failed mount = %q, want unmounted", got)
 	}
 	e.fails("No such container", "umount", filepath.Join(t.TempDir(), "nothing"))
@@ -485,7 +486,7 @@ func TestUmountBusy(t *testing.T) {
 	}
 	t.Cleanup(func() { sleeper.Process.Kill(); sleeper.Wait() })
 	e.fails("busy", "umount", "busy")
-	if got := e.psField("busy", "Status"); got != "mounted" {
+	if got := e.psField("busy", "Mount"); got != "mounted" {
 		t.Errorf("ps status after a refused umount = %q, want mounted", got)
 	}
 	if _, err := os.Stat(filepath.Join(dir, "bin/busybox")); err != nil {
@@ -496,7 +497,7 @@ func TestUmountBusy(t *testing.T) {
 	if mountedAt(dir) {
 		t.Errorf("%s still mounted after umount -f", dir)
 	}
-	if got := e.psField("busy", "Status"); got != "unmounted" {
+	if got := e.psField("busy", "Mount"); got != "unmounted" {
 		t.Errorf("ps status after umount -f = %q, want unmounted", got)
 	}
 	// Busy again: rm -f removes it all the same.

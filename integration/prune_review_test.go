@@ -61,7 +61,7 @@ func TestPruneAndCpReviewFixes(t *testing.T) {
 	if r := run(t, "gc"); r.Code == 0 {
 		t.Errorf("gc with an unreadable container state succeeded: %q", r.Stdout)
 	}
-	if got := mustRun(t, "ps", "-a", "-f", "name=broken", "--format", "{{.Status}}"); got != "broken\n" {
+	if got := mustRun(t, "ps", "-a", "-f", "name=broken", "--format", "{{.Mount}} {{.Status}}"); got != "broken Broken\n" {
 		t.Errorf("ps of a container with an unreadable state: %q", got)
 	}
 	os.WriteFile(statePath, good, 0o600)
@@ -117,7 +117,7 @@ func TestPruneAndCpReviewFixes(t *testing.T) {
 	if code := cp.ProcessState.ExitCode(); code != 1 || !strings.Contains(stderr.String(), "broken pipe") {
 		t.Errorf("cp to a closed pipe: exit %d (%v), %q; want 1, broken pipe", code, err, stderr.String())
 	}
-	if got := mustRun(t, "ps", "-a", "-f", "name=broken", "--format", "{{.Status}}"); got != "unmounted\n" {
+	if got := mustRun(t, "ps", "-a", "-f", "name=broken", "--format", "{{.Mount}}"); got != "unmounted\n" {
 		t.Errorf("after cp to a closed pipe: %q", got)
 	}
 }
@@ -213,8 +213,8 @@ func TestRunKilledWaitsForContainerLock(t *testing.T) {
 	mustRun(t, "rm", "kl")
 }
 
-// psStatus is ps's STATUS of container name.
+// psStatus is ps's .Mount of container name (mounted, unmounted ...).
 func psStatus(t *testing.T, name string) string {
 	t.Helper()
-	return strings.TrimSpace(mustRun(t, "ps", "-a", "-f", "name=^"+name+"$", "--format", "{{.Status}}"))
+	return strings.TrimSpace(mustRun(t, "ps", "-a", "-f", "name=^"+name+"$", "--format", "{{.Mount}}"))
 }

@@ -140,7 +140,7 @@ func TestStartTTYWithoutTerminal(t *testing.T) {
 	mustRun(t, "run", "-d", "-it", "--name", "tty1", "busybox", "cat")
 	mustRun(t, "stop", "-t", "0", "tty1")
 	deadline := time.Now().Add(10 * time.Second)
-	for strings.TrimSpace(mustRun(t, "ps", "-a", "--format", "{{.Status}}")) != "unmounted" && time.Now().Before(deadline) {
+	for strings.TrimSpace(mustRun(t, "ps", "-a", "--format", "{{.Mount}}")) != "unmounted" && time.Now().Before(deadline) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	for _, flags := range []string{"-ai", "-i"} {
@@ -213,7 +213,7 @@ func TestPsAll(t *testing.T) {
 		t.Errorf("ps -q = %q, want the running container alone", got)
 	}
 	want := mustRun(t, "ps", "-a")
-	if !strings.Contains(want, "stopped1") || !strings.Contains(want, "unmounted") || !strings.Contains(want, "up1") {
+	if !strings.Contains(want, "stopped1") || !strings.Contains(want, "Exited (0) ") || !strings.Contains(want, "up1") {
 		t.Fatalf("ps -a = %q, want the stopped container and the running one", want)
 	}
 	if got := mustRun(t, "ps", "--all"); got != want {

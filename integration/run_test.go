@@ -300,7 +300,7 @@ func TestRunKilledAndExec(t *testing.T) {
 	if r := run(t, "exec", "sleeper", "sh", "-c", "exit 9"); r.Code != 9 {
 		t.Errorf("exec exit code = %d, want 9", r.Code)
 	}
-	if ps := mustRun(t, "ps", "-a"); !strings.Contains(ps, "sleeper") || !strings.Contains(ps, "mounted") {
+	if ps := mustRun(t, "ps", "-a"); !strings.Contains(ps, "sleeper") || !strings.Contains(ps, "   Up ") {
 		t.Errorf("ps while running = %q", ps)
 	}
 	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
@@ -376,7 +376,7 @@ func TestRunDetached(t *testing.T) {
 	if got := mustRun(t, "stop", "-t", "1", "d1", "d2"); got != "d1\nd2\n" {
 		t.Errorf("stop printed %q", got)
 	}
-	if ps := mustRun(t, "ps", "-a"); strings.Contains(ps, "mounted ") || strings.Count(ps, "unmounted") != 2 {
+	if ps := mustRun(t, "ps", "-a"); strings.Contains(ps, "   Up ") || strings.Count(ps, "   Exited (") != 2 {
 		t.Errorf("ps after stop = %q", ps)
 	}
 	if r := run(t, "exec", "d1", "true"); r.Code == 0 {

@@ -48,11 +48,11 @@ func (e *mountEnv) wantDf(when, typ, total, active string) map[string]string {
 	return r
 }
 
-// ps returns name -> status.
+// ps returns name -> mount status (.Mount).
 func (e *mountEnv) ps() map[string]string {
 	e.t.Helper()
 	out := map[string]string{}
-	for _, line := range strings.Split(strings.TrimSpace(e.ok("ps", "-a", "--format", "{{.Name}} {{.Status}}")), "\n") {
+	for _, line := range strings.Split(strings.TrimSpace(e.ok("ps", "-a", "--format", "{{.Name}} {{.Mount}}")), "\n") {
 		if n, s, ok := strings.Cut(line, " "); ok {
 			out[n] = s
 		}

@@ -138,7 +138,7 @@ func gatherInfo(ctx context.Context, g *globalOptions) (*systemInfo, error) {
 	}
 	i.Containers = len(rows)
 	for _, r := range rows {
-		switch r.Status {
+		switch r.Mount {
 		case statusMounted:
 			i.ContainersRunning++
 		case statusPaused:

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -33,7 +34,8 @@ type psRow struct {
 	Image      string    `json:"Image"`   // the ref it was mounted from, or the short image ID
 	ImageID    string    `json:"ImageID"` // sha256:<config digest>
 	Mountpoint string    `json:"Mountpoint"`
-	Status     string    `json:"Status"` // mounted, paused, dead, unmounted
+	Mount      string    `json:"Mount"`  // layerfs's mount state: mounted, paused, dead, unmounted
+	Status     string    `json:"Status"` // docker's: "Up 5 minutes", "Exited (0) 2 minutes ago", ...
 	PID        int       `json:"PID"`    // the server's, while mounted
 	ReadOnly   bool      `json:"ReadOnly"`
 	Created    time.Time `json:"Created"`
@@ -53,25 +55,30 @@ func newPsCommand(g *globalOptions) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "ps [-a] [-q] [--format TEMPLATE]",
 		Short: "List working containers",
-		Long: `List working containers: CONTAINER ID (docker's 12 hex digits; all 64 with
---no-trunc), NAME, IMAGE, MOUNTPOINT, STATUS. STATUS is mounted,
-paused (held at commit's write barrier), dead (the server died and left a dead
-mount: umount clears it) or unmounted (changes kept until rm).
+		Long: `List working containers in docker's columns: CONTAINER ID (12 hex digits; all
+64 with --no-trunc), IMAGE, COMMAND (quoted, cut to 20 characters unless
+--no-trunc), CREATED, STATUS, PORTS (always empty: containers share the host's
+network) and NAMES, last (-s adds SIZE after it).
+STATUS is docker's: "Up 5 minutes" while run's command runs ("Up 5 minutes
+(Paused)" while commit --pause holds it), "Exited (0) 2 minutes ago", "Created"
+or "Dead" (the server died and left a dead mount: umount clears it); a container
+mounted with layerfs mount that runs nothing is "Mounted" ("Mounted (Paused)").
 As docker ps, it lists the containers in use: mounted, or running a command
 (paused too); -a (--all) lists every one, the unmounted (stopped) ones with
 their kept changes too, as do -n, -l and a status= filter (exited= needs -a,
 as docker's). So rm -f $(layerfs ps -q) leaves the stopped ones, as docker's.
 -q prints the IDs alone (a container whose state cannot be read: its name).
---format takes a Go template over .Name .Image .ImageID .Mountpoint .Status .PID
-.ReadOnly .Created .ID .Command .Size, and docker's .Names .State (running,
-exited, created, paused, dead, or mounted) .Mounts .RunningFor .CreatedAt
-.Labels .Label "KEY" .Ports (none) .Networks (host) ("table TEMPLATE" adds a header and aligns columns), or
-"json" for one JSON object per line.
+--format takes a Go template over .ID .Image .Command .RunningFor .Status .Ports
+.Names (docker's columns), docker's .State (running, exited, created, paused,
+dead, or mounted) .Mounts .CreatedAt .Labels .Label "KEY" .Networks (host)
+.Size, and layerfs's .Name .ImageID .Mountpoint .Mount (mounted, paused, dead
+or unmounted) .PID .ReadOnly .Created ("table TEMPLATE" adds a header and
+aligns columns), or "json" for one JSON object per line.
 --filter takes docker's name= (a regular expression), id= (a prefix), status=
-(mounted, paused, dead, unmounted, or docker's running, exited, created),
-exited= (an exit code: the exited containers whose last run ended with it),
-ancestor= (an image: its containers), before= and since= (a container), and
-label=KEY[=VALUE] (the image's labels and run's --label);
+(docker's running, exited, created, paused, dead, or a .Mount word: mounted,
+unmounted), exited= (an exit code: the exited containers whose last run ended
+with it), ancestor= (an image: its containers), before= and since= (a
+container), and label=KEY[=VALUE] (the image's labels and run's --label);
 -n N and -l show the N (1) created last, newest first.`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -140,7 +147,7 @@ func psRows(ctx context.Context, g *globalOptions, size bool) ([]psRow, []*blobs
 			continue // removed meanwhile
 		}
 		if err != nil { // shown, so that rm -f can be found for it
-			rows = append(rows, psRow{Name: w.name, Status: statusBroken, dockerState: statusBroken})
+			rows = append(rows, psRow{Name: w.name, Mount: statusBroken, Status: "Broken", dockerState: statusBroken})
 			continue
 		}
 		r := psRow{
@@ -148,7 +155,7 @@ func psRows(ctx context.Context, g *globalOptions, size bool) ([]psRow, []*blobs
 			Image:      st.ImageRef,
 			ImageID:    st.ImageID.String(),
 			Mountpoint: st.Mountpoint,
-			Status:     w.status(st),
+			Mount:      w.status(st),
 			ReadOnly:   st.ReadOnly,
 			Created:    st.Created,
 			ID:         containerID(st),
@@ -156,13 +163,13 @@ func psRows(ctx context.Context, g *globalOptions, size bool) ([]psRow, []*blobs
 		if r.Image == "" || (checkRefs && !refNames(imgs, r.Image, st.ImageID)) {
 			r.Image = shortID(st.ImageID.Encoded())
 		}
-		switch r.Status {
+		switch r.Mount {
 		case statusMounted:
 			r.PID = st.PID
 			if ss := queryStatus(ctx, w); ss != nil {
 				r.PID, r.Mountpoint = ss.PID, ss.Mountpoint
 				if ss.Paused {
-					r.Status = statusPaused
+					r.Mount = statusPaused
 				}
 			}
 		case statusUnmounted:
@@ -176,12 +183,12 @@ func psRows(ctx context.Context, g *globalOptions, size bool) ([]psRow, []*blobs
 		}
 		sr, spec, ok := savedCommand(w, img)
 		if ok {
-			r.Command = `"` + strings.Join(spec.Args, " ") + `"`
+			r.Command = strconv.Quote(strings.Join(spec.Args, " "))
 		}
 		r.labels = containerLabels(img, sr)
 		rs, rec := loadRunState(w), loadExit(w)
-		running := r.Status != statusUnmounted && rs.alive()
-		r.dockerState = dockerStatus(r.Status, running, ranBefore(w))
+		running := r.Mount != statusUnmounted && rs.alive()
+		r.dockerState = dockerStatus(r.Mount, running, ranBefore(w))
 		if lost := lostRun(w, rs, rec); lost != nil { // killed with its monitor, not settled yet
 			rec = lost
 		}
@@ -191,6 +198,14 @@ func psRows(ctx context.Context, g *globalOptions, size bool) ([]psRow, []*blobs
 		case r.dockerState == "exited" && noExitRecorded(w, rs, rec):
 			r.exitCode = unknownExitCode // no exited=N takes it
 		}
+		var started, finished time.Time
+		if running {
+			started = rs.Started
+		}
+		if rec != nil {
+			finished = rec.Finished
+		}
+		r.Status = statusText(r.dockerState, running, started, finished, r.exitCode, time.Now())
 		if size {
 			n, err := treeSize(w.upperPath(st))
 			if err != nil {
@@ -217,6 +232,36 @@ func queryStatus(ctx context.Context, w *workContainer) *serverStatus {
 		return nil
 	}
 	return ss
+}
+
+// statusText is docker ps's STATUS for a container in docker's state (as
+// dockerStatus words it), as moby's State.String: "Up 5 minutes", "Up 5
+// minutes (Paused)", "Exited (137) 2 minutes ago", "Created", "Dead". layerfs
+// has a state docker has not, a mount no command runs in: "Mounted" ("Mounted
+// (Paused)" held at commit's barrier), a word docker's STATUS never shows.
+func statusText(state string, running bool, started, finished time.Time, exitCode int, now time.Time) string {
+	ago := func(t time.Time) string { return units.HumanDuration(now.Sub(t)) }
+	switch state {
+	case "running":
+		return "Up " + ago(started)
+	case statusPaused:
+		if running {
+			return "Up " + ago(started) + " (Paused)"
+		}
+		return "Mounted (Paused)"
+	case statusMounted:
+		return "Mounted"
+	case statusDead:
+		return "Dead"
+	case "exited":
+		if finished.IsZero() { // ran before exits were kept
+			return fmt.Sprintf("Exited (%d)", exitCode)
+		}
+		return fmt.Sprintf("Exited (%d) %s ago", exitCode, ago(finished))
+	case statusBroken:
+		return "Broken"
+	}
+	return "Created"
 }
 
 // docker ps's names for the fields a docker user's --format uses.
@@ -275,18 +320,23 @@ func (r psRow) MarshalJSON() ([]byte, error) {
 }
 
 // truncate shortens the ID to docker's 12 digits and the command to docker's
-// 20 characters.
+// 20 characters (its formatter.Ellipsis, then strconv.Quote).
 func (r *psRow) truncate() {
 	r.ID = shortID(r.ID)
-	if c := []rune(strings.Trim(r.Command, `"`)); len(c) > 20 {
-		r.Command = `"` + string(c[:19]) + "…" + `"`
+	if c, err := strconv.Unquote(r.Command); err == nil && len([]rune(c)) > 20 {
+		r.Command = strconv.Quote(string([]rune(c)[:19]) + "…")
 	}
 }
+
+// psTableFormat is docker ps's table (docker/cli's defaultContainerTableFormat):
+// NAMES last, so that awk '{print $NF}' finds them; -s adds SIZE after it, as
+// docker's.
+const psTableFormat = "table {{.ID}}\t{{.Image}}\t{{.Command}}\t{{.RunningFor}}\t{{.Status}}\t{{.Ports}}\t{{.Names}}"
 
 // psHeader is the header row a "table" format prints.
 var psHeader = map[string]string{
 	"Name": "NAME", "Image": "IMAGE", "ImageID": "IMAGE ID", "Mountpoint": "MOUNTPOINT",
-	"Status": "STATUS", "PID": "PID", "ReadOnly": "READ ONLY", "Created": "CREATED",
+	"Mount": "MOUNT", "Status": "STATUS", "PID": "PID", "ReadOnly": "READ ONLY", "Created": "CREATED",
 	"ID": "CONTAINER ID", "Command": "COMMAND", "Size": "SIZE",
 	"Names": "NAMES", "State": "STATE", "Mounts": "MOUNTS", "RunningFor": "CREATED", "CreatedAt": "CREATED AT",
 	"Ports": "PORTS", "Networks": "NETWORKS", "Labels": "LABELS",
@@ -310,7 +360,7 @@ func writePs(out io.Writer, o *psOptions, rows []psRow) error {
 	}
 	format := o.format
 	if format == "" || format == "table" {
-		format = "table {{.ID}}\t{{.Name}}\t{{.Image}}\t{{.Mountpoint}}\t{{.Status}}"
+		format = psTableFormat
 		if o.size {
 			format += "\t{{.Size}}"
 		}

@@ -111,7 +111,7 @@ func (f *psFilter) apply(rows []psRow, imgs []*blobstore.Image) ([]psRow, error)
 			return re.MatchString(r.Name) || re.MatchString("/"+r.Name)
 		}) &&
 			anyOf(f.ids, func(v string) bool { return strings.HasPrefix(r.ID, v) }) &&
-			anyOf(f.statuses, func(v string) bool { return v == r.Status || v == r.dockerState }) &&
+			anyOf(f.statuses, func(v string) bool { return v == r.Mount || v == r.dockerState }) &&
 			anyOf(f.exited, func(c int) bool { return r.dockerState == "exited" && r.exitCode == c }) &&
 			(len(f.ancestors) == 0 || contains(ancestorIDs, r.ImageID)) &&
 			allOf(before, func(b psRow) bool { return r.Created.Before(b.Created) }) &&

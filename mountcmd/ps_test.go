@@ -3,6 +3,8 @@ package mountcmd
 import (
 	"bytes"
 	"errors"
+	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -11,7 +13,7 @@ import (
 // TestPsDockerFields: a docker user's ps --format templates (.Names, .State,
 // .Mounts, .RunningFor, .CreatedAt) work, with docker's table headers.
 func TestPsDockerFields(t *testing.T) {
-	rows := []psRow{{Name: "w1", Image: "busybox:latest", Mountpoint: "/mnt/w1", Status: "mounted", dockerState: "running", Created: time.Now().Add(-3 * time.Hour)}}
+	rows := []psRow{{Name: "w1", Image: "busybox:latest", Mountpoint: "/mnt/w1", Mount: "mounted", Status: "Up 3 hours", dockerState: "running", Created: time.Now().Add(-3 * time.Hour)}}
 	var out bytes.Buffer
 	if err := writePs(&out, &psOptions{format: "{{.Names}} {{.State}} {{.Mounts}} {{.RunningFor}}"}, rows); err != nil {
 		t.Fatal(err)
@@ -34,7 +36,7 @@ func TestPsDockerFields(t *testing.T) {
 // keys (they failed with a template error naming an internal type, and json
 // had no Names or State).
 func TestPsDockerScriptFields(t *testing.T) {
-	rows := []psRow{{Name: "w1", Status: "mounted", dockerState: "running", Created: time.Now(), labels: map[string]string{"b": "2", "a": "1"}}}
+	rows := []psRow{{Name: "w1", Mount: "mounted", Status: "Up 2 seconds", dockerState: "running", Created: time.Now(), labels: map[string]string{"b": "2", "a": "1"}}}
 	var out bytes.Buffer
 	if err := writePs(&out, &psOptions{format: `[{{.Ports}}] {{.Labels}} {{.Label "b"}} {{.Networks}}`}, rows); err != nil {
 		t.Fatal(err)
@@ -46,7 +48,7 @@ func TestPsDockerScriptFields(t *testing.T) {
 	if err := writePs(&out, &psOptions{format: "json"}, rows); err != nil {
 		t.Fatal(err)
 	}
-	for _, key := range []string{`"Name":"w1"`, `"Names":"w1"`, `"State":"running"`, `"Labels":"a=1,b=2"`, `"RunningFor":`, `"CreatedAt":`, `"Status":"mounted"`} {
+	for _, key := range []string{`"Name":"w1"`, `"Names":"w1"`, `"State":"running"`, `"Labels":"a=1,b=2"`, `"RunningFor":`, `"CreatedAt":`, `"Status":"Up 2 seconds"`, `"Mount":"mounted"`} {
 		if !strings.Contains(out.String(), key) {
 			t.Errorf("ps --format json lacks %s: %s", key, out.String())
 		}
@@ -57,9 +59,9 @@ func TestPsDockerScriptFields(t *testing.T) {
 func TestPsFilters(t *testing.T) {
 	now := time.Now()
 	rows := []psRow{
-		{Name: "web1", ID: "aaaa1111", ImageID: "sha256:i1", Status: statusMounted, dockerState: "running", Created: now.Add(-3 * time.Hour), labels: map[string]string{"tier": "web", "x": ""}},
-		{Name: "web2", ID: "aaaa2222", ImageID: "sha256:i2", Status: statusUnmounted, dockerState: "exited", Created: now.Add(-2 * time.Hour)},
-		{Name: "db", ID: "bbbb3333", ImageID: "sha256:i1", Status: statusUnmounted, dockerState: "created", Created: now.Add(-1 * time.Hour)},
+		{Name: "web1", ID: "aaaa1111", ImageID: "sha256:i1", Mount: statusMounted, dockerState: "running", Created: now.Add(-3 * time.Hour), labels: map[string]string{"tier": "web", "x": ""}},
+		{Name: "web2", ID: "aaaa2222", ImageID: "sha256:i2", Mount: statusUnmounted, dockerState: "exited", Created: now.Add(-2 * time.Hour)},
+		{Name: "db", ID: "bbbb3333", ImageID: "sha256:i1", Mount: statusUnmounted, dockerState: "created", Created: now.Add(-1 * time.Hour)},
 	}
 	names := func(rs []psRow) string {
 		var out []string
@@ -137,8 +139,8 @@ func TestFilterPsRows(t *testing.T) {
 func TestPsIDs(t *testing.T) {
 	full := strings.Repeat("0123456789abcdef", 4)
 	rows := []psRow{
-		{Name: "w1", ID: full, Image: "busybox:latest", Mountpoint: "/mnt/w1", Status: statusMounted},
-		{Name: "bad", Status: statusBroken},
+		{Name: "w1", ID: full, Image: "busybox:latest", Mountpoint: "/mnt/w1", Mount: statusMounted, Status: "Mounted"},
+		{Name: "bad", Mount: statusBroken, Status: "Broken"},
 	}
 	short := append([]psRow(nil), rows...)
 	short[0].truncate()
@@ -167,10 +169,117 @@ func TestPsIDs(t *testing.T) {
 		t.Fatal(err)
 	}
 	lines := strings.Split(out.String(), "\n")
-	if fields := strings.Fields(lines[0]); len(fields) < 3 || fields[0] != "CONTAINER" || fields[1] != "ID" || fields[2] != "NAME" {
-		t.Errorf("ps header = %q, want CONTAINER ID, NAME, ...", lines[0])
+	if fields := strings.Fields(lines[0]); len(fields) < 3 || fields[0] != "CONTAINER" || fields[1] != "ID" || fields[2] != "IMAGE" {
+		t.Errorf("ps header = %q, want CONTAINER ID, IMAGE, ...", lines[0])
 	}
-	if !strings.HasPrefix(lines[1], "0123456789ab   w1 ") {
-		t.Errorf("ps row = %q, want the short ID, then the name", lines[1])
+	if !strings.HasPrefix(lines[1], "0123456789ab   busybox:latest ") {
+		t.Errorf("ps row = %q, want the short ID, then the image", lines[1])
+	}
+}
+
+// TestPsTable: ps's default table is docker's, CONTAINER ID IMAGE COMMAND
+// CREATED STATUS PORTS NAMES, with NAMES last (awk '{print $NF}' takes them),
+// COMMAND quoted as strconv.Quote does and cut to 20 characters unless
+// --no-trunc, and -s's SIZE after NAMES, as docker's.
+func TestPsTable(t *testing.T) {
+	full := strings.Repeat("0123456789abcdef", 4)
+	cmd := strconv.Quote(`sh -c "echo hello; sleep 1000"`)
+	row := psRow{Name: "web1", ID: full, Image: "busybox:latest", Command: cmd, Mount: statusMounted,
+		Status: "Up 5 minutes", dockerState: "running", Created: time.Now().Add(-10 * time.Minute), Size: "12kB"}
+	short := row
+	short.truncate()
+	if want := `"sh -c \"echo hello; …"`; short.Command != want {
+		t.Errorf("truncated command = %s, want %s", short.Command, want)
+	}
+	for _, tc := range []struct {
+		name   string
+		o      psOptions
+		row    psRow
+		header string
+		want   []string // the row's fields
+	}{
+		{"default", psOptions{}, short, "CONTAINER ID IMAGE COMMAND CREATED STATUS PORTS NAMES",
+			[]string{"0123456789ab", "busybox:latest", `"sh`, `-c`, `\"echo`, `hello;`, `…"`, "10", "minutes", "ago", "Up", "5", "minutes", "web1"}},
+		{"no-trunc", psOptions{noTrunc: true}, row, "CONTAINER ID IMAGE COMMAND CREATED STATUS PORTS NAMES",
+			[]string{full, "busybox:latest", `"sh`, `-c`, `\"echo`, `hello;`, `sleep`, `1000\""`, "10", "minutes", "ago", "Up", "5", "minutes", "web1"}},
+		{"size", psOptions{size: true}, short, "CONTAINER ID IMAGE COMMAND CREATED STATUS PORTS NAMES SIZE",
+			[]string{"0123456789ab", "busybox:latest", `"sh`, `-c`, `\"echo`, `hello;`, `…"`, "10", "minutes", "ago", "Up", "5", "minutes", "web1", "12kB"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var out bytes.Buffer
+			if err := writePs(&out, &tc.o, []psRow{tc.row}); err != nil {
+				t.Fatal(err)
+			}
+			lines := strings.Split(strings.TrimSuffix(out.String(), "\n"), "\n")
+			if len(lines) != 2 {
+				t.Fatalf("ps:\n%s", out.String())
+			}
+			if got := strings.Join(strings.Fields(lines[0]), " "); got != tc.header {
+				t.Errorf("ps header = %q, want %q", got, tc.header)
+			}
+			if got := strings.Fields(lines[1]); !slices.Equal(got, tc.want) {
+				t.Errorf("ps row = %q, want the fields %q", lines[1], tc.want)
+			}
+			// The columns line up under the header (in runes, as tabwriter
+			// counts them): STATUS's text starts under STATUS.
+			if i := strings.Index(lines[0], "STATUS"); !strings.HasPrefix(string([]rune(lines[1])[i:]), "Up 5 minutes ") {
+				t.Errorf("STATUS column at %d of %q", i, lines[1])
+			}
+		})
+	}
+}
+
+// TestPsStatusText: .Status is docker's STATUS text for each state, and
+// layerfs's own state (a mount no command runs in) has a word docker's never
+// shows; a filter still takes both vocabularies, .Mount keeps the mount words.
+func TestPsStatusText(t *testing.T) {
+	now := time.Now()
+	started, finished := now.Add(-5*time.Minute), now.Add(-2*time.Minute)
+	for _, tc := range []struct {
+		state    string
+		running  bool
+		exitCode int
+		finished time.Time
+		want     string
+	}{
+		{"running", true, 0, time.Time{}, "Up 5 minutes"},
+		{statusPaused, true, 0, time.Time{}, "Up 5 minutes (Paused)"},
+		{statusPaused, false, 0, time.Time{}, "Mounted (Paused)"},
+		{statusMounted, false, 0, time.Time{}, "Mounted"},
+		{"exited", false, 137, finished, "Exited (137) 2 minutes ago"},
+		{"exited", false, 0, finished, "Exited (0) 2 minutes ago"},
+		{"exited", false, unknownExitCode, time.Time{}, "Exited (-1)"},
+		{"created", false, 0, time.Time{}, "Created"},
+		{statusDead, false, 0, time.Time{}, "Dead"},
+		{statusBroken, false, 0, time.Time{}, "Broken"},
+	} {
+		s := time.Time{}
+		if tc.running {
+			s = started
+		}
+		if got := statusText(tc.state, tc.running, s, tc.finished, tc.exitCode, now); got != tc.want {
+			t.Errorf("statusText(%s, running %v, exit %d) = %q, want %q", tc.state, tc.running, tc.exitCode, got, tc.want)
+		}
+	}
+	rows := []psRow{
+		{Name: "m", Mount: statusMounted, dockerState: statusMounted, Status: "Mounted"},
+		{Name: "e", Mount: statusUnmounted, dockerState: "exited", Status: "Exited (0) 2 minutes ago"},
+	}
+	for filter, want := range map[string]string{"status=mounted": "m", "status=unmounted": "e", "status=exited": "e"} {
+		f, err := parsePsFilters([]string{filter})
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, _ := f.apply(rows, nil)
+		if len(got) != 1 || got[0].Name != want {
+			t.Errorf("ps --filter %s = %v, want %s", filter, got, want)
+		}
+	}
+	var out bytes.Buffer
+	if err := writePs(&out, &psOptions{format: "{{.Names}} {{.Mount}}|{{.Status}}"}, rows); err != nil {
+		t.Fatal(err)
+	}
+	if want := "m mounted|Mounted\ne unmounted|Exited (0) 2 minutes ago\n"; out.String() != want {
+		t.Errorf("ps --format .Mount .Status = %q, want %q", out.String(), want)
 	}
 }

@@ -207,10 +207,10 @@ func (du *diskUsage) summary() []dfRow {
 	cActive, nVols, vActive := 0, 0, 0
 	for _, c := range du.containers {
 		cSize += c.size
-		active := containerActive(c.row.Status)
+		active := containerActive(c.row.Mount)
 		if active {
 			cActive++
-		} else if c.row.Status == statusUnmounted {
+		} else if c.row.Mount == statusUnmounted {
 			cFree += c.size
 		}
 		for _, v := range c.volumes {
@@ -218,7 +218,7 @@ func (du *diskUsage) summary() []dfRow {
 			vSize += v.size
 			if active {
 				vActive++
-			} else if c.row.Status == statusUnmounted {
+			} else if c.row.Mount == statusUnmounted {
 				vFree += v.size
 			}
 		}

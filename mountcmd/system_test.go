@@ -24,10 +24,10 @@ func TestDfSummary(t *testing.T) {
 		layers:     map[digest.Digest]int64{a: 1000, b: 3000, c: 6000},
 		activeLyrs: map[digest.Digest]bool{a: true},
 		containers: []dfContainer{
-			{row: psRow{Status: statusMounted}, size: 100, volumes: []containerVolume{{size: 7}}},
-			{row: psRow{Status: statusPaused}, size: 50},
-			{row: psRow{Status: statusDead}, size: 250},
-			{row: psRow{Status: statusUnmounted}, size: 600, volumes: []containerVolume{{size: 3}}},
+			{row: psRow{Mount: statusMounted}, size: 100, volumes: []containerVolume{{size: 7}}},
+			{row: psRow{Mount: statusPaused}, size: 50},
+			{row: psRow{Mount: statusDead}, size: 250},
+			{row: psRow{Mount: statusUnmounted}, size: 600, volumes: []containerVolume{{size: 3}}},
 		},
 		cache: []build.CacheRecord{{Size: 2000, InUse: true}, {Size: 500}},
 	}

@@ -160,6 +160,10 @@ func TestMountChangeUmountRemount(t *testing.T) {
 	if out := e.ok("ps", "-a"); !strings.HasPrefix(out, "CONTAINER ID   IMAGE ") || !strings.Contains(out, "\n"+containerIDIn(t, e.root, "c1")[:12]+"   busybox:test ") || !strings.HasSuffix(strings.Join(strings.Fields(out), " "), " Mounted c1") {
 		t.Errorf("ps =\n%s\nwant a header and c1's short ID, image busybox:test, STATUS Mounted and its name last", out)
 	}
+	// mount with no arguments lists it with its mountpoint, as podman mount.
+	if got, want := e.ok("mount"), containerIDIn(t, e.root, "c1")[:12]+"  "+dir+"\n"; got != want {
+		t.Errorf("mount = %q, want %q", got, want)
+	}
 
 	// Refusals: the same container twice, a dir that is already a mount point.
 	e.fails("already mounted", "mount", "--name", "c1", e.image, e.dir())
@@ -171,6 +175,9 @@ func TestMountChangeUmountRemount(t *testing.T) {
 	}
 	if got := e.psField("c1", "Mount"); got != "unmounted" {
 		t.Errorf("ps status after umount = %q, want unmounted", got)
+	}
+	if got := e.ok("mount"); got != "" {
+		t.Errorf("mount after umount = %q, want nothing mounted", got)
 	}
 	e.fails("not mounted", "umount", "c1")
 
@@ -284,6 +291,20 @@ func TestMountDerivedNames(t *testing.T) {
 	} else if row.Name != a || row.Image != e.image || !strings.HasPrefix(row.ImageID, "sha256:") || row.Mount != "mounted" || row.Status != "Mounted" || row.Mountpoint == "" {
 		t.Errorf("ps --format json first row = %+v", row)
 	}
+	// mount with no arguments: podman mount's --no-trunc and --format json.
+	var mounts []struct {
+		ID         string `json:"id"`
+		Names      []string
+		Mountpoint string `json:"mountpoint"`
+	}
+	if err := json.Unmarshal([]byte(e.ok("mount", "--format", "json")), &mounts); err != nil || len(mounts) != 2 ||
+		mounts[0].ID != containerIDIn(t, e.root, a) || len(mounts[0].Names) != 1 || mounts[0].Names[0] != a || mounts[0].Mountpoint != e.psField(a, "Mountpoint") {
+		t.Errorf("mount --format json = %+v, %v", mounts, err)
+	}
+	if got, want := e.ok("mount", "--no-trunc"), containerIDIn(t, e.root, a)+"  "+e.psField(a, "Mountpoint")+"\n"+containerIDIn(t, e.root, b)+"  "+e.psField(b, "Mountpoint")+"\n"; got != want {
+		t.Errorf("mount --no-trunc = %q, want %q", got, want)
+	}
+	e.fails("unknown --format", "mount", "--format", "{{.ID}}")
 	e.ok("umount", "--all")
 	if got := strings.Fields(e.ok("ps", "-a", "--format", "{{.Mount}}")); len(got) != 2 || got[0] != "unmounted" || got[1] != "unmounted" {
 		t.Errorf("ps statuses after umount --all = %v", got)

@@ -24,6 +24,8 @@ type mountOptions struct {
 	passthrough bool
 	foreground  bool
 	pull        string
+	format      string // the listing's (no arguments): "" or json
+	noTrunc     bool   // the listing's: whole IDs
 }
 
 func init() { addVerb(newMountCommand) }
@@ -31,7 +33,7 @@ func init() { addVerb(newMountCommand) }
 func newMountCommand(g *globalOptions) *cobra.Command {
 	o := &mountOptions{}
 	cmd := &cobra.Command{
-		Use:   "mount [--name NAME] [--read-only] [--passthrough] [-f] IMAGE DIR | --name NAME DIR",
+		Use:   "mount [--name NAME] [--read-only] [--passthrough] [-f] IMAGE DIR | --name NAME DIR | [--format json] [--no-trunc]",
 		Short: "Mount an image at DIR with a copy-on-write upper dir",
 		Long: `Mount IMAGE at DIR as a working container: reads come from the image's layers
 (unpacked once into the store), every change lands in the container's upper dir.
@@ -56,14 +58,29 @@ every open asks layerfs, and the kernel then reads and writes large files and
 every file in the upper dir directly (disk speed for big files; needs root and
 Linux 6.9 or later, else it falls back by itself). commit --pause then stops the
 processes writing through such files until the commit is done, as docker pause
-does.`,
+does.
+
+With no arguments mount lists the mounted containers (by mount, or by run for
+its command), as podman mount does: one line each, the container ID (12 hex
+digits; all 64 with --no-trunc) and its mountpoint; --format json prints a JSON
+array of {"id", "Names", "mountpoint"}. (ps shows docker's columns, which have
+no mountpoint; ps --format '{{.Names}} {{.Mountpoint}}' shows it too.)`,
 		Args: func(cmd *cobra.Command, args []string) error {
+			if len(args) == 0 && o.name != "" {
+				return errors.New("mount --name NAME needs DIR")
+			}
+			if len(args) == 0 {
+				return nil // the listing
+			}
 			if len(args) == 1 && o.name == "" {
 				return errors.New("mount needs IMAGE and DIR (IMAGE may be left out only with --name of an existing container)")
 			}
 			return rangeArgs(1, 2)(cmd, args)
 		},
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if len(args) == 0 {
+				return listMounts(cmd.Context(), g, o, cmd.OutOrStdout())
+			}
 			ref, dir := "", args[0]
 			if len(args) == 2 {
 				ref, dir = args[0], args[1]
@@ -89,7 +106,54 @@ does.`,
 	f.BoolVar(&o.passthrough, "passthrough", false, "per-open FUSE passthrough: large files at disk speed, a round trip per open (see docs/NOTES.md)")
 	f.BoolVarP(&o.foreground, "foreground", "f", false, "serve in the foreground")
 	f.StringVar(&o.pull, "pull", "missing", `pull IMAGE first ("always", "missing", "never")`)
+	f.StringVar(&o.format, "format", "", "with no arguments: print the mounted containers as json")
+	f.BoolVar(&o.noTrunc, "no-trunc", false, "with no arguments: don't truncate IDs")
+	f.BoolVar(&o.noTrunc, "notruncate", false, "the same as --no-trunc (podman's older name)")
+	f.MarkHidden("notruncate")
 	return cmd
+}
+
+// listMounts is mount with no arguments: the mounted containers, as podman
+// mount lists them ("ID  MOUNTPOINT" lines, or a JSON array with
+// --format json), so that mountpoints, no column of docker's ps table, stay
+// easy to find.
+func listMounts(ctx context.Context, g *globalOptions, o *mountOptions, out io.Writer) error {
+	if o.format != "" && o.format != "json" {
+		return fmt.Errorf("unknown --format argument: %q (want json)", o.format)
+	}
+	rows, _, err := psRows(ctx, g, false)
+	if err != nil {
+		return err
+	}
+	return writeMounts(out, o, rows)
+}
+
+// writeMounts writes those of rows that are mounted (paused too), as
+// podman mount.
+func writeMounts(out io.Writer, o *mountOptions, rows []psRow) error {
+	rows = slices.DeleteFunc(rows, func(r psRow) bool { return r.Mount != statusMounted && r.Mount != statusPaused })
+	if o.format == "json" {
+		type mountReport struct { // podman's
+			ID         string   `json:"id"`
+			Names      []string `json:"Names"`
+			Mountpoint string   `json:"mountpoint"`
+		}
+		reports := []mountReport{}
+		for _, r := range rows {
+			reports = append(reports, mountReport{r.ID, []string{r.Name}, r.Mountpoint})
+		}
+		return writeJSON(out, reports, " ")
+	}
+	for _, r := range rows {
+		id := r.ID
+		if !o.noTrunc {
+			id = shortID(id)
+		}
+		if _, err := fmt.Fprintf(out, "%s  %s\n", id, r.Mountpoint); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func runMount(ctx context.Context, g *globalOptions, o *mountOptions, ref, dir string, out io.Writer) (err error) {

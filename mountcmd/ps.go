@@ -63,6 +63,7 @@ STATUS is docker's: "Up 5 minutes" while run's command runs ("Up 5 minutes
 (Paused)" while commit --pause holds it), "Exited (0) 2 minutes ago", "Created"
 or "Dead" (the server died and left a dead mount: umount clears it); a container
 mounted with layerfs mount that runs nothing is "Mounted" ("Mounted (Paused)").
+layerfs mount with no arguments lists the mounted ones and their mountpoints.
 As docker ps, it lists the containers in use: mounted, or running a command
 (paused too); -a (--all) lists every one, the unmounted (stopped) ones with
 their kept changes too, as do -n, -l and a status= filter (exited= needs -a,

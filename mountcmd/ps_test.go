@@ -283,3 +283,37 @@ func TestPsStatusText(t *testing.T) {
 		t.Errorf("ps --format .Mount .Status = %q, want %q", out.String(), want)
 	}
 }
+
+// TestMountList: mount with no arguments lists the mounted containers (paused
+// too, not the dead or unmounted) as podman mount does: "ID  MOUNTPOINT",
+// the whole ID with --no-trunc, podman's JSON array with --format json.
+func TestMountList(t *testing.T) {
+	a, b := strings.Repeat("a", 64), strings.Repeat("b", 64)
+	rows := []psRow{
+		{Name: "m1", ID: a, Mount: statusMounted, Mountpoint: "/mnt/m1"},
+		{Name: "gone", ID: strings.Repeat("c", 64), Mount: statusUnmounted},
+		{Name: "dead", ID: strings.Repeat("d", 64), Mount: statusDead, Mountpoint: "/mnt/dead"},
+		{Name: "p1", ID: b, Mount: statusPaused, Mountpoint: "/mnt/p1"},
+	}
+	for _, tc := range []struct {
+		o    mountOptions
+		want string
+	}{
+		{mountOptions{}, a[:12] + "  /mnt/m1\n" + b[:12] + "  /mnt/p1\n"},
+		{mountOptions{noTrunc: true}, a + "  /mnt/m1\n" + b + "  /mnt/p1\n"},
+		{mountOptions{format: "json"}, "[\n {\n  \"id\": \"" + a + "\",\n  \"Names\": [\n   \"m1\"\n  ],\n  \"mountpoint\": \"/mnt/m1\"\n },\n" +
+			" {\n  \"id\": \"" + b + "\",\n  \"Names\": [\n   \"p1\"\n  ],\n  \"mountpoint\": \"/mnt/p1\"\n }\n]\n"},
+	} {
+		var out bytes.Buffer
+		if err := writeMounts(&out, &tc.o, append([]psRow(nil), rows...)); err != nil {
+			t.Fatal(err)
+		}
+		if out.String() != tc.want {
+			t.Errorf("mount %+v = %q, want %q", tc.o, out.String(), tc.want)
+		}
+	}
+	var out bytes.Buffer
+	if err := writeMounts(&out, &mountOptions{format: "json"}, nil); err != nil || out.String() != "[]\n" {
+		t.Errorf("mount --format json with none mounted = %q, %v; want []", out.String(), err)
+	}
+}

@@ -2,6 +2,7 @@ package integration
 
 import (
 	"bytes"
+	"encoding/json"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -72,5 +73,43 @@ func TestWaitDuringRun(t *testing.T) {
 	}
 	if got := run(t, "wait", "wd"); got.Code != 0 || got.Stdout != "4\n" {
 		t.Errorf("wait on a container run is making: exit %d, %q %q; want 4", got.Code, got.Stdout, got.Stderr)
+	}
+}
+
+// TestStartUnfinishedContainer: start of a container a killed create left
+// unfinished says so, and leaves it for rm or a new create; it said "no such
+// container" (after ps had listed it) and removed it, or "not made by run".
+func TestStartUnfinishedContainer(t *testing.T) {
+	requireRunner(t)
+	importRunner(t, "busybox", `CMD ["sh"]`)
+	t.Cleanup(func() { run(t, "rm", "-f", "unf") })
+	mustRun(t, "create", "--name", "unf", "busybox", "true")
+	// As a create killed before its first mount leaves it.
+	state := filepath.Join(rootFor(t), "work", "unf", "state.json")
+	b, err := os.ReadFile(state)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var st map[string]any
+	if err := json.Unmarshal(b, &st); err != nil {
+		t.Fatal(err)
+	}
+	st["incomplete"] = true
+	if b, err = json.Marshal(st); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(state, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r := run(t, "start", "-a", "unf")
+	if r.Code == 0 || !strings.Contains(r.Stderr, "container unf is unfinished") {
+		t.Errorf("start of an unfinished container: exit %d, %q", r.Code, r.Stderr)
+	}
+	if got := mustRun(t, "ps", "-a", "--format", "{{.Names}}", "-f", "name=^unf$"); got != "unf\n" {
+		t.Errorf("after start: ps = %q, want unf still there", got)
+	}
+	mustRun(t, "create", "--name", "unf", "busybox", "true") // taken over
+	if r := run(t, "start", "-a", "unf"); r.Code != 0 {
+		t.Errorf("start after a new create: exit %d, %q", r.Code, r.Stderr)
 	}
 }

@@ -176,6 +176,11 @@ func startContainer(cmd *cobra.Command, g *globalOptions, so *startOptions, arg,
 		return 0, errors.New(userError(fmt.Errorf("%w: %s", errNoSuchContainer, arg)))
 	}
 	name := w.name
+	if st, err := w.load(); err == nil && st.Incomplete {
+		// What a killed create or run left (or one at work now): starting
+		// it would take it over as a new container, and lose it.
+		return 0, fmt.Errorf("container %s is unfinished: the create or run that made it was killed or is still at work (rm it, or create it again)", name)
+	}
 	if _, _, err := runningContainer(g, name); err == nil {
 		if so.attach {
 			return 0, fmt.Errorf("container %s is already running (exec and logs reach it)", name)

@@ -87,23 +87,80 @@ func (k fileKeychain) Resolve(target authn.Resource) (authn.Authenticator, error
 	if err != nil {
 		return nil, err
 	}
-	for _, key := range []string{target.String(), target.RegistryStr()} {
-		cfg, err := cf.GetAuthConfig(authKey(key))
-		if err != nil {
-			return nil, fmt.Errorf("credentials for %s: %w", key, err)
-		}
-		cfg.ServerAddress = ""
-		if cfg != (types.AuthConfig{}) {
-			return authn.FromConfig(authn.AuthConfig{
-				Username:      cfg.Username,
-				Password:      cfg.Password,
-				Auth:          cfg.Auth,
-				IdentityToken: cfg.IdentityToken,
-				RegistryToken: cfg.RegistryToken,
-			}), nil
+	host := authKey(target.RegistryStr())
+	// containers-auth.json(5): an entry keyed host/ns/repo or host/ns (no
+	// scheme) is for that namespace only, and the most specific one wins over
+	// the registry's. A credHelpers entry for the host comes first, as in
+	// containers/image (helpers hold no namespaced credentials).
+	if _, helper := cf.CredentialHelpers[host]; !helper {
+		if cfg, ok := scopedAuth(cf, host, target); ok {
+			return authenticator(cfg), nil
 		}
 	}
+	// docker/cli matches every key whose hostname is host (for legacy keys such
+	// as "https://host/v1/"), scoped ones too: drop those, so a namespace's
+	// credentials never reach another repository. cf is this lookup's own copy.
+	for key := range cf.AuthConfigs {
+		if _, _, ok := scopedKey(key); ok {
+			delete(cf.AuthConfigs, key)
+		}
+	}
+	cfg, err := cf.GetAuthConfig(host)
+	if err != nil {
+		return nil, fmt.Errorf("credentials for %s: %w", target.RegistryStr(), err)
+	}
+	cfg.ServerAddress = ""
+	if cfg != (types.AuthConfig{}) {
+		return authenticator(cfg), nil
+	}
 	return authn.Anonymous, nil
+}
+
+func authenticator(cfg types.AuthConfig) authn.Authenticator {
+	return authn.FromConfig(authn.AuthConfig{
+		Username:      cfg.Username,
+		Password:      cfg.Password,
+		Auth:          cfg.Auth,
+		IdentityToken: cfg.IdentityToken,
+		RegistryToken: cfg.RegistryToken,
+	})
+}
+
+// scopedKey splits an auth file key naming a namespace or repository
+// ("host/ns/repo", no scheme) into its registry's key and the path; keys with
+// a scheme are docker's legacy registry-wide forms ("https://host/v1/").
+func scopedKey(key string) (host, path string, ok bool) {
+	if strings.Contains(key, "://") {
+		return "", "", false
+	}
+	h, path, ok := strings.Cut(key, "/")
+	path = strings.TrimSuffix(path, "/")
+	if !ok || path == "" {
+		return "", "", false
+	}
+	return authKey(h), path, true
+}
+
+// scopedAuth is the credentials of cf's most specific namespaced entry that
+// covers target's repository (docker.io/library/x for a hub image too).
+func scopedAuth(cf *configfile.ConfigFile, host string, target authn.Resource) (types.AuthConfig, bool) {
+	repo, ok := strings.CutPrefix(target.String(), target.RegistryStr()+"/")
+	if !ok || repo == "" {
+		return types.AuthConfig{}, false
+	}
+	best, bestLen := types.AuthConfig{}, -1
+	for key, cfg := range cf.AuthConfigs {
+		h, path, ok := scopedKey(key)
+		if !ok || h != host || len(path) <= bestLen || (repo != path && !strings.HasPrefix(repo, path+"/")) {
+			continue
+		}
+		cfg.ServerAddress = ""
+		if cfg == (types.AuthConfig{}) {
+			continue
+		}
+		best, bestLen = cfg, len(path)
+	}
+	return best, bestLen >= 0
 }
 
 // IsHub reports whether a login server names Docker Hub ("" does).

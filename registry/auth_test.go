@@ -2,6 +2,8 @@ package registry
 
 import (
 	"context"
+	"encoding/base64"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -9,7 +11,9 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/layerfs/layerfs/blobstore"
 	"github.com/layerfs/layerfs/registry/registrytest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 )
 
 func TestAuthFile(t *testing.T) {
@@ -186,5 +190,94 @@ func TestLogoutLegacyKeys(t *testing.T) {
 				t.Errorf("second Logout removed something")
 			}
 		})
+	}
+}
+
+// Repository-scoped entries (containers-auth.json(5), what skopeo and podman
+// write with --authfile): the most specific key wins, and a scoped entry is
+// used for its namespace only; legacy "https://host/..." keys stay
+// registry-wide as in docker's config.json. Before, every key was cut to its
+// host, so the registry-wide entry won and /bb's credentials went everywhere.
+func TestKeychainScopedKeys(t *testing.T) {
+	b64 := func(s string) string { return base64.StdEncoding.EncodeToString([]byte(s)) }
+	path := filepath.Join(t.TempDir(), "auth.json")
+	os.WriteFile(path, []byte(`{"auths":{`+
+		`"r.example.com":{"auth":"`+b64("host:h")+`"},`+
+		`"r.example.com/ns":{"auth":"`+b64("ns:n")+`"},`+
+		`"r.example.com/ns/repo":{"auth":"`+b64("repo:r")+`"},`+
+		`"only.example.com/bb":{"auth":"`+b64("bb:b")+`"},`+
+		`"https://legacy.example.com/v1/":{"auth":"`+b64("legacy:l")+`"},`+
+		`"docker.io/library/busybox":{"auth":"`+b64("hub:b")+`"}}}`), 0o600)
+	kc := Keychain(path)
+	for ref, want := range map[string]string{
+		"r.example.com/ns/repo":          "repo",
+		"r.example.com/ns/repo/sub":      "repo",
+		"r.example.com/ns/other":         "ns",
+		"r.example.com/ns":               "ns",
+		"r.example.com/nsx":              "host",
+		"r.example.com/x":                "host",
+		"only.example.com/bb":            "bb",
+		"only.example.com/bb/x":          "bb",
+		"only.example.com/other":         "",
+		"only.example.com/bbb":           "",
+		"legacy.example.com/a/b":         "legacy",
+		"busybox":                        "hub",
+		"index.docker.io/library/alpine": "",
+	} {
+		r, err := name.ParseReference(ref)
+		if err != nil {
+			t.Fatal(err)
+		}
+		a, err := kc.Resolve(r.Context())
+		if err != nil {
+			t.Fatalf("%s: %v", ref, err)
+		}
+		cfg, _ := a.Authorization()
+		if cfg.Username != want {
+			t.Errorf("credentials for %s = user %q, want %q", ref, cfg.Username, want)
+		}
+	}
+	r, _ := name.NewRegistry("only.example.com")
+	if a, _ := kc.Resolve(r); a != authn.Anonymous {
+		t.Errorf("a scoped entry was used for the whole registry")
+	}
+}
+
+// End to end against an htpasswd registry: the right scoped entry beats a
+// wrong registry-wide one, and a scoped entry does not open another repository.
+func TestScopedAuthPushPull(t *testing.T) {
+	reg := registrytest.Start(t, registrytest.Options{Users: map[string]string{"alice": "s3cret"}})
+	ctx := context.Background()
+	b64 := func(s string) string { return base64.StdEncoding.EncodeToString([]byte(s)) }
+	dir := t.TempDir()
+	scoped2 := filepath.Join(dir, "scoped2.json")
+	os.WriteFile(scoped2, []byte(`{"auths":{"`+reg.Host+`":{"auth":"`+b64("alice:WRONG")+`"},"`+
+		reg.Host+`/bb":{"auth":"`+b64("alice:s3cret")+`"}}}`), 0o600)
+	scoped := filepath.Join(dir, "scoped.json")
+	os.WriteFile(scoped, []byte(`{"auths":{"`+reg.Host+`/bb":{"auth":"`+b64("alice:s3cret")+`"}}}`), 0o600)
+
+	st, err := blobstore.Open(filepath.Join(dir, "store"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := ocispec.Image{}
+	cfg.OS, cfg.Architecture = "linux", "amd64"
+	img, err := st.WriteImage(ctx, cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Tag(ctx, img, "bb:1"); err != nil {
+		t.Fatal(err)
+	}
+	c := &Client{Keychain: Keychain(scoped2)}
+	if _, err := c.Push(ctx, st, "bb:1", reg.Host+"/bb:1", PushOptions{}); err != nil {
+		t.Fatalf("push with the scoped entry right and the registry's wrong: %v", err)
+	}
+	if _, err := c.Pull(ctx, st, reg.Host+"/bb:1", PullOptions{}); err != nil {
+		t.Fatalf("pull with the scoped entry right and the registry's wrong: %v", err)
+	}
+	c = &Client{Keychain: Keychain(scoped)}
+	if _, err := c.Push(ctx, st, "bb:1", reg.Host+"/other:1", PushOptions{}); !errors.Is(err, ErrDenied) {
+		t.Errorf("push to /other with credentials scoped to /bb = %v, want ErrDenied", err)
 	}
 }

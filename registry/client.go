@@ -254,16 +254,46 @@ func classify(err error) error {
 		case transport.ManifestUnknownErrorCode, transport.NameUnknownErrorCode, transport.BlobUnknownErrorCode:
 			return fmt.Errorf("%w: %s", ErrNotFound, strings.ReplaceAll(strings.ToLower(string(d.Code)), "_", " "))
 		case transport.UnauthorizedErrorCode, transport.DeniedErrorCode:
-			return ErrDenied
+			return deniedError{diagnostics(te)}
 		}
 	}
 	switch te.StatusCode {
 	case http.StatusNotFound:
 		return ErrNotFound
 	case http.StatusUnauthorized, http.StatusForbidden:
-		return ErrDenied
+		return deniedError{diagnostics(te)}
 	}
 	return err
+}
+
+// deniedError is ErrDenied with the registry's own words ("denied: quota
+// exceeded"), which docker prints after its prefix too: that is where a
+// registry says why (policy, quota, an expired token).
+type deniedError struct{ msg string }
+
+func (e deniedError) Error() string {
+	if e.msg == "" {
+		return ErrDenied.Error()
+	}
+	return e.msg
+}
+
+func (e deniedError) Is(target error) bool { return target == ErrDenied }
+
+// diagnostics words te's error entries as docker does ("denied: proxy says
+// no"; several joined with "; "), on one line.
+func diagnostics(te *transport.Error) string {
+	var parts []string
+	for _, d := range te.Errors {
+		s := strings.ReplaceAll(strings.ToLower(string(d.Code)), "_", " ")
+		if d.Message != "" {
+			s += ": " + d.Message
+		}
+		if s = strings.Join(strings.Fields(s), " "); s != "" {
+			parts = append(parts, s)
+		}
+	}
+	return strings.Join(parts, "; ")
 }
 
 func isUnauthorized(err error) bool {

@@ -228,6 +228,17 @@ func blobExists(ctx context.Context, client *http.Client, repo name.Repository, 
 		return true, nil
 	case http.StatusNotFound:
 		return false, nil
+	case http.StatusUnauthorized, http.StatusForbidden:
+		// A HEAD answer has no body: ask again with GET for the registry's
+		// reason, which docker shows (it learns it from the upload that follows).
+		req.Method = http.MethodGet
+		if resp, err = client.Do(req); err != nil {
+			return false, fmt.Errorf("check blob %s: %w", d, err)
+		}
+		defer resp.Body.Close()
+		if resp.StatusCode == http.StatusOK {
+			return true, nil
+		}
 	}
 	return false, transport.CheckError(resp, http.StatusOK, http.StatusNotFound)
 }

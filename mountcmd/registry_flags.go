@@ -22,7 +22,7 @@ func (f *registryFlags) add(fs *pflag.FlagSet) {
 	f.flags = fs
 	fs.StringVar(&f.authfile, "authfile", "", "credentials file in docker's config.json format (default $REGISTRY_AUTH_FILE, falling back to $DOCKER_CONFIG/config.json or ~/.docker/config.json)")
 	fs.StringVar(&f.config, "config", "", "config file with registry-mirrors and insecure-registries (default "+registry.DefaultConfigFile+")")
-	fs.StringVar(&f.certDir, "cert-dir", "", "directory of extra CA certificates (*.crt) to trust (unused for a registry exempt from verification: see --tls-verify)")
+	fs.StringVar(&f.certDir, "cert-dir", "", "directory of extra CA certificates (*.crt) to trust (unused for a registry exempt from verification: see --tls-verify) and of client certificates (*.cert with its *.key) to offer")
 	fs.BoolVar(&f.tlsVerify, "tls-verify", true, "require HTTPS and verify certificates; loopback registries (127.0.0.0/8, ::1, localhost) and insecure-registries are exempt, as in docker, unless --tls-verify=true is given explicitly, as in podman; false exempts every registry")
 }
 

@@ -72,12 +72,13 @@ type Client struct {
 	// registry, the loopback, Config.Insecure's and http:// mirrors included.
 	// SkipTLSVerify wins over it.
 	RequireTLS bool
-	CertDir    string // extra CA certificates (*.crt) trusted for every registry
+	CertDir    string // extra CA certificates (*.crt) trusted and client certificates (*.cert, *.key) offered for every registry
 	HubOrigin  string // Docker Hub's host; "" is index.docker.io (or $LAYERFS_DOCKER_HUB_ORIGIN)
 	UserAgent  string
 }
 
-// certDirs are searched for <host>/*.crt CA certificates, as docker's certs.d.
+// certDirs are searched for <host>/*.crt CA certificates and <host>/*.cert
+// client certificates (with *.key), as docker's certs.d.
 var certDirs = []string{"/etc/layerfs/certs.d", "/etc/docker/certs.d", "/etc/containers/certs.d"}
 
 func (c *Client) keychain() authn.Keychain {
@@ -141,19 +142,25 @@ func (c *Client) registry(host string) (name.Registry, error) {
 }
 
 // httpTransport is the base transport for host: proxy from the environment, the
-// system CAs plus CertDir's and certs.d's, no verification for insecure hosts.
+// system CAs plus CertDir's and certs.d's, no verification for insecure hosts,
+// and the client certificates (*.cert with its *.key) of the same directories,
+// as docker and containers/image offer them.
 func (c *Client) httpTransport(host string, mirror bool) http.RoundTripper {
 	t := http.DefaultTransport.(*http.Transport).Clone()
 	cfg := &tls.Config{MinVersion: tls.VersionTLS12}
+	var dirs []string
+	if c.CertDir != "" {
+		dirs = append(dirs, c.CertDir)
+	}
+	for _, d := range certDirs {
+		dirs = append(dirs, filepath.Join(d, host))
+	}
 	if c.insecure(host) {
 		cfg.InsecureSkipVerify = true
 	} else {
 		var files []string
-		if c.CertDir != "" {
-			files, _ = filepath.Glob(filepath.Join(c.CertDir, "*.crt"))
-		}
-		for _, d := range certDirs {
-			m, _ := filepath.Glob(filepath.Join(d, host, "*.crt"))
+		for _, d := range dirs {
+			m, _ := filepath.Glob(filepath.Join(d, "*.crt"))
 			files = append(files, m...)
 		}
 		if len(files) > 0 {
@@ -169,6 +176,11 @@ func (c *Client) httpTransport(host string, mirror bool) http.RoundTripper {
 			cfg.RootCAs = pool
 		}
 	}
+	certs, err := clientCerts(dirs)
+	if err != nil {
+		return failing{fmt.Errorf("registry %s: %w", host, err)}
+	}
+	cfg.Certificates = certs
 	t.TLSClientConfig = cfg
 	if !c.plainHTTP(host, mirror) {
 		why := "not an insecure registry (list it in insecure-registries)"
@@ -179,6 +191,45 @@ func (c *Client) httpTransport(host string, mirror bool) http.RoundTripper {
 	}
 	return t
 }
+
+// clientCerts loads the client certificate pairs of dirs: each NAME.cert with
+// NAME.key beside it. A certificate without its key, or a key without its
+// certificate, is an error, as in docker (registry.ReadCertsDirectory).
+func clientCerts(dirs []string) ([]tls.Certificate, error) {
+	var certs []tls.Certificate
+	for _, d := range dirs {
+		entries, err := os.ReadDir(d)
+		if err != nil {
+			continue // no such directory: nothing to offer
+		}
+		for _, e := range entries {
+			n := e.Name()
+			switch {
+			case strings.HasSuffix(n, ".cert"):
+				key := strings.TrimSuffix(n, ".cert") + ".key"
+				if !slices.ContainsFunc(entries, func(e os.DirEntry) bool { return e.Name() == key }) {
+					return nil, fmt.Errorf("missing key %s for client certificate %s", filepath.Join(d, key), filepath.Join(d, n))
+				}
+				pair, err := tls.LoadX509KeyPair(filepath.Join(d, n), filepath.Join(d, key))
+				if err != nil {
+					return nil, fmt.Errorf("client certificate %s: %w", filepath.Join(d, n), err)
+				}
+				certs = append(certs, pair)
+			case strings.HasSuffix(n, ".key"):
+				cert := strings.TrimSuffix(n, ".key") + ".cert"
+				if !slices.ContainsFunc(entries, func(e os.DirEntry) bool { return e.Name() == cert }) {
+					return nil, fmt.Errorf("missing client certificate %s for key %s", filepath.Join(d, cert), filepath.Join(d, n))
+				}
+			}
+		}
+	}
+	return certs, nil
+}
+
+// failing fails every request with err: a transport that could not be set up.
+type failing struct{ err error }
+
+func (f failing) RoundTrip(*http.Request) (*http.Response, error) { return nil, f.err }
 
 // plainHTTP reports whether host may be reached over plain HTTP: an insecure
 // registry (the loopback among them), or an http:// mirror reached as a Docker Hub

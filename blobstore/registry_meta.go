@@ -44,9 +44,25 @@ func (s *Store) RepoDigests(manifest digest.Digest) ([]string, error) {
 }
 
 // AddRepoDigest records repoDigest ("name@sha256:...") for the image whose manifest
-// is manifest. Idempotent; safe against concurrent writers in other processes.
+// is manifest, and takes it from any other image that had it: a repo digest names
+// one image. Two platforms pulled from one index share the index's digest, and
+// the last one pulled gets it, as docker's reference store moves a digest
+// reference after a pull by digest (AddDigest with force). Idempotent; safe
+// against concurrent writers in other processes.
 func (s *Store) AddRepoDigest(ctx context.Context, manifest digest.Digest, repoDigest string) error {
 	return s.updateRegistryMeta(ctx, func(m *registryMeta) {
+		for other, rds := range m.RepoDigests {
+			if other == manifest {
+				continue
+			}
+			if i := slices.Index(rds, repoDigest); i >= 0 {
+				if rds = slices.Delete(rds, i, i+1); len(rds) == 0 {
+					delete(m.RepoDigests, other)
+				} else {
+					m.RepoDigests[other] = rds
+				}
+			}
+		}
 		m.RepoDigests = addSorted(m.RepoDigests, manifest, repoDigest)
 	})
 }

@@ -71,6 +71,19 @@ func (c *Client) Push(ctx context.Context, st Store, src, dest string, opts Push
 		return nil, err
 	}
 	fam := reference.FamiliarString(named)
+	// Uncompressed layers go out gzipped, as docker's and skopeo's pushes send
+	// them, with commit's deterministic gzip: the same image pushes as the same
+	// manifest digest every time. The gzipped blobs are written to the store,
+	// unreferenced: the lease keeps gc off them until they are uploaded.
+	release, err := st.Lease(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer release()
+	out, err := gzipLayers(ctx, st, img)
+	if err != nil {
+		return nil, fmt.Errorf("push %s: %w", fam, err)
+	}
 	host := reference.Domain(named)
 	if host == "docker.io" {
 		host = c.hubOrigin()
@@ -90,8 +103,8 @@ func (c *Client) Push(ctx context.Context, st Store, src, dest string, opts Push
 	}
 	var blobs []blob
 	sources := map[string]bool{}
-	for i := len(img.Manifest.Layers) - 1; i >= 0; i-- {
-		l := img.Manifest.Layers[i]
+	for i := len(out.layers) - 1; i >= 0; i-- {
+		l := out.layers[i]
 		id := shortID(l.Digest)
 		if i < len(img.Config.RootFS.DiffIDs) {
 			id = shortID(img.Config.RootFS.DiffIDs[i])
@@ -119,7 +132,7 @@ func (c *Client) Push(ctx context.Context, st Store, src, dest string, opts Push
 	if err != nil {
 		return nil, fmt.Errorf("push %s: %w", fam, err)
 	}
-	base := digestCheck{RoundTripper: c.httpTransport(host, false), manifest: img.ManifestDigest}
+	base := digestCheck{RoundTripper: c.httpTransport(host, false), manifest: out.digest}
 	rt, err := transport.NewWithContext(ctx, repo.Registry, auth, transport.NewRetry(base), scopes)
 	if err != nil {
 		return nil, pushError(named, err)
@@ -154,26 +167,102 @@ func (c *Client) Push(ctx context.Context, st Store, src, dest string, opts Push
 		return nil, pushError(named, err)
 	}
 
-	raw, err := readBlob(st, img.ManifestDigest)
-	if err != nil {
-		return nil, fmt.Errorf("push %s: %w", fam, err)
+	mt := manifestMediaType(out.raw)
+	if err := remote.Put(repo.Tag(tag), rawManifest{raw: out.raw, mediaType: mt}, ropts...); err != nil {
+		return nil, pushError(named, fmt.Errorf("manifest %s: %w", out.digest, plainURL(err)))
 	}
-	mt := manifestMediaType(raw)
-	if err := remote.Put(repo.Tag(tag), rawManifest{raw: raw, mediaType: mt}, ropts...); err != nil {
-		return nil, pushError(named, fmt.Errorf("manifest %s: %w", img.ManifestDigest, plainURL(err)))
-	}
-	res := &PushResult{Repository: named.Name(), Tag: tag, Digest: img.ManifestDigest, Size: int64(len(raw))}
-	if err := st.AddRepoDigest(ctx, img.ManifestDigest, named.Name()+"@"+img.ManifestDigest.String()); err != nil {
+	res := &PushResult{Repository: named.Name(), Tag: tag, Digest: out.digest, Size: int64(len(out.raw))}
+	// The pushed digest names the local image (its manifest may be the gzipped
+	// one's uncompressed twin), as docker records it after a push.
+	if err := st.AddRepoDigest(ctx, img.ManifestDigest, named.Name()+"@"+out.digest.String()); err != nil {
 		return res, err
 	}
 	all := []digest.Digest{img.Manifest.Config.Digest}
-	for _, l := range img.Manifest.Layers {
+	for _, l := range out.layers {
 		all = append(all, l.Digest)
 	}
 	if err := st.AddBlobSources(ctx, repo.Name(), all...); err != nil {
 		return res, err
 	}
 	return res, nil
+}
+
+// pushed is the manifest a push sends: the stored one, or its copy with the
+// uncompressed layers gzipped.
+type pushed struct {
+	raw    []byte
+	digest digest.Digest
+	layers []ocispec.Descriptor
+}
+
+// gzipMediaTypes are the gzip media types of uncompressed layer media types.
+var gzipMediaTypes = map[string]string{
+	ocispec.MediaTypeImageLayer:                            ocispec.MediaTypeImageLayerGzip,
+	ocispec.MediaTypeImageLayerNonDistributable:            ocispec.MediaTypeImageLayerNonDistributableGzip,
+	"application/vnd.docker.image.rootfs.diff.tar":         blobstore.MediaTypeDockerLayerGzip,
+	"application/vnd.docker.image.rootfs.foreign.diff.tar": blobstore.MediaTypeDockerForeignGzip,
+}
+
+// gzipLayers is img's manifest as push sends it: each uncompressed layer (its
+// digest is its diffID; a foreign layer with URLs stays as its URLs serve it)
+// is replaced by the gzip of it that commit would store (AppendLayer, gzip:
+// deterministic), every other field kept. An image without such layers pushes
+// its stored manifest bytes unchanged.
+func gzipLayers(ctx context.Context, st Store, img *blobstore.Image) (*pushed, error) {
+	raw, err := readBlob(st, img.ManifestDigest)
+	if err != nil {
+		return nil, err
+	}
+	out := &pushed{raw: raw, digest: img.ManifestDigest, layers: slices.Clone(img.Manifest.Layers)}
+	changed := false
+	for i, l := range out.layers {
+		gz, ok := gzipMediaTypes[l.MediaType]
+		if !ok || len(l.URLs) > 0 || i >= len(img.Config.RootFS.DiffIDs) || img.Config.RootFS.DiffIDs[i] != l.Digest {
+			continue
+		}
+		rc, err := st.Open(l.Digest)
+		if err != nil {
+			return nil, &localError{err}
+		}
+		d, diffID, err := st.AppendLayer(ctx, rc, blobstore.Gzip)
+		rc.Close()
+		if err != nil {
+			return nil, &localError{fmt.Errorf("gzip layer %s: %w", l.Digest, err)}
+		}
+		if diffID != l.Digest {
+			return nil, &localError{fmt.Errorf("gzip layer %s: read %s", l.Digest, diffID)}
+		}
+		out.layers[i].MediaType, out.layers[i].Digest, out.layers[i].Size = gz, d.Digest, d.Size
+		changed = true
+	}
+	if !changed {
+		return out, nil
+	}
+	// Rewrite only the layers' mediaType, digest and size; other fields (and
+	// unknown ones) stay as they were.
+	var m map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &m); err != nil {
+		return nil, fmt.Errorf("manifest %s: %w", img.ManifestDigest, err)
+	}
+	var layers []map[string]json.RawMessage
+	if err := json.Unmarshal(m["layers"], &layers); err != nil || len(layers) != len(out.layers) {
+		return nil, fmt.Errorf("manifest %s: layers do not match the stored image", img.ManifestDigest)
+	}
+	for i, l := range out.layers {
+		for k, v := range map[string]any{"mediaType": l.MediaType, "digest": l.Digest, "size": l.Size} {
+			if layers[i][k], err = json.Marshal(v); err != nil {
+				return nil, err
+			}
+		}
+	}
+	if m["layers"], err = json.Marshal(layers); err != nil {
+		return nil, err
+	}
+	if out.raw, err = json.MarshalIndent(m, "", "   "); err != nil {
+		return nil, err
+	}
+	out.digest = digest.FromBytes(out.raw)
+	return out, nil
 }
 
 // pushBlob makes blob d present in repo and says how: already there, mounted from

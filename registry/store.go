@@ -24,6 +24,7 @@ type Store interface {
 	AddBlobSources(ctx context.Context, repository string, blobs ...digest.Digest) error
 	LayerSizes(ctx context.Context, imgs ...*blobstore.Image) (map[digest.Digest]int64, error)
 	RecordLayerSizes(ctx context.Context, sizes map[digest.Digest]int64) error
+	AppendLayer(ctx context.Context, tarStream io.Reader, c blobstore.Compression, opts ...blobstore.AppendOption) (ocispec.Descriptor, digest.Digest, error)
 }
 
 var _ Store = (*blobstore.Store)(nil)

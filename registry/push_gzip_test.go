@@ -1,0 +1,106 @@
+package registry_test
+
+import (
+	"context"
+	"slices"
+	"testing"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/layerfs/layerfs/blobstore"
+	"github.com/layerfs/layerfs/registry"
+	"github.com/layerfs/layerfs/registry/registrytest"
+	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+)
+
+// An image with uncompressed layers (docker save | load) is pushed with them
+// gzipped, as docker and skopeo push, with commit's deterministic gzip: a
+// re-push (from another store too) gives the same manifest digest, which is
+// recorded as the image's repo digest and pulls back the same image. Before,
+// the raw tars were uploaded as they were.
+func TestPushGzipsUncompressedLayers(t *testing.T) {
+	reg := registrytest.Start(t, registrytest.Options{})
+	ctx := context.Background()
+	mk := func() (*blobstore.Store, *blobstore.Image) {
+		st := newStore(t)
+		var descs []ocispec.Descriptor
+		var diffIDs []digest.Digest
+		for _, files := range []map[string]string{{"a": "one"}, {"b": "two"}} {
+			d, diffID, err := st.AppendLayer(ctx, layerTar(t, files), blobstore.None)
+			if err != nil {
+				t.Fatal(err)
+			}
+			descs, diffIDs = append(descs, d), append(diffIDs, diffID)
+		}
+		cfg := ocispec.Image{RootFS: ocispec.RootFS{Type: "layers", DiffIDs: diffIDs}}
+		cfg.OS, cfg.Architecture = "linux", "amd64"
+		img, err := st.WriteImage(ctx, cfg, descs, blobstore.WithTags("raw:1"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if img, err = st.Resolve("raw:1"); err != nil {
+			t.Fatal(err)
+		}
+		return st, img
+	}
+	st, img := mk()
+	dest := reg.Host + "/raw:1"
+	c := &registry.Client{}
+	res, err := c.Push(ctx, st, "raw:1", dest, registry.PushOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Digest == img.ManifestDigest {
+		t.Errorf("push sent the stored manifest %s, with uncompressed layers", res.Digest)
+	}
+	ref, _ := name.ParseReference(dest)
+	rimg, err := remote.Image(ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := rimg.Manifest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d, _ := rimg.Digest(); d.String() != res.Digest.String() {
+		t.Errorf("registry serves %s, push said %s", d, res.Digest)
+	}
+	for i, l := range m.Layers {
+		if l.MediaType != ocispec.MediaTypeImageLayerGzip {
+			t.Errorf("layer %d media type %s, want gzip", i, l.MediaType)
+		}
+		if dl, _ := rimg.LayerByDigest(l.Digest); dl != nil {
+			if diffID, err := dl.DiffID(); err != nil || diffID.String() != img.Config.RootFS.DiffIDs[i].String() {
+				t.Errorf("layer %d diffID %v, %v; want %s", i, diffID, err, img.Config.RootFS.DiffIDs[i])
+			}
+		}
+	}
+	rds, err := st.RepoDigests(img.ManifestDigest)
+	if err != nil || !slices.Contains(rds, reg.Host+"/raw@"+res.Digest.String()) {
+		t.Errorf("repo digests after push = %v, %v; want the pushed digest %s", rds, err, res.Digest)
+	}
+	if got, err := st.Resolve(reg.Host + "/raw@" + res.Digest.String()); err != nil || got.ID != img.ID {
+		t.Errorf("resolve of the pushed digest = %v, %v; want the local image", got, err)
+	}
+
+	// Same image again, from this store and from another: same digest.
+	for i, s := range []*blobstore.Store{st, func() *blobstore.Store { s, _ := mk(); return s }()} {
+		again, err := c.Push(ctx, s, "raw:1", reg.Host+"/raw:2", registry.PushOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if again.Digest != res.Digest {
+			t.Errorf("re-push %d = %s, want %s", i, again.Digest, res.Digest)
+		}
+	}
+
+	// It pulls back as the same image (config, so ID), gzipped.
+	pulled, err := c.Pull(ctx, newStore(t), dest, registry.PullOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pulled.Image.ID != img.ID || pulled.Image.ManifestDigest != res.Digest {
+		t.Errorf("pull = %s (manifest %s), want ID %s and manifest %s", pulled.Image.ID, pulled.Image.ManifestDigest, img.ID, res.Digest)
+	}
+}

@@ -15,7 +15,9 @@
 //
 // Each blob is checked with a HEAD first (already there: nothing sent), mounted from
 // another repository of the same registry when the store knows one that holds it,
-// uploaded otherwise; the manifest goes last with the store's bytes. A blob or
+// uploaded otherwise; the manifest goes last with the store's bytes, or, when the
+// image has uncompressed layers, a copy naming their deterministic gzip (sent in
+// their place, as docker and skopeo push), whose digest the store records. A blob or
 // manifest the registry accepts under another Docker-Content-Digest than the one
 // sent fails the push, and nothing is recorded locally.
 //

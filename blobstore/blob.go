@@ -274,9 +274,13 @@ func (s *Store) readBlob(d digest.Digest, limit int64) ([]byte, error) {
 		return nil, err
 	}
 	if int64(len(b)) > limit {
-		return nil, fmt.Errorf("blob %s: larger than %d bytes", d, limit)
+		return nil, errTooLarge(d, limit)
 	}
 	return b, nil
+}
+
+func errTooLarge(d digest.Digest, limit int64) error {
+	return fmt.Errorf("blob %s: larger than %d bytes", d, limit)
 }
 
 type verifyReader struct {

@@ -129,6 +129,32 @@ var refNames = struct {
 
 const maxRefNames = 1 << 16
 
+// CheckMetaSize refuses a manifest or config blob of size bytes (d is its
+// digest) that the store would not read whole (over 16 MiB), or a negative size.
+// Pull judges a manifest's declared config size by it before the config is read,
+// so that what the store would refuse is never downloaded, nor held in memory.
+func CheckMetaSize(d digest.Digest, size int64) error {
+	if size < 0 {
+		return fmt.Errorf("blob %s: %w: size %d", d, ErrInvalidManifest, size)
+	}
+	if size > maxMetaSize {
+		return errTooLarge(d, maxMetaSize)
+	}
+	return nil
+}
+
+// ParseManifest decodes and checks a manifest blob b whose digest is d as the
+// store does before it records an image (AddManifest, load): at most 16 MiB, a
+// single-image manifest of schemaVersion 2 with known config and layer media
+// types and valid digests. Pull judges a fetched manifest by it before it
+// downloads anything else.
+func ParseManifest(b []byte, d digest.Digest) (ocispec.Manifest, error) {
+	if err := CheckMetaSize(d, int64(len(b))); err != nil {
+		return ocispec.Manifest{}, err
+	}
+	return parseManifest(b, d)
+}
+
 // parseManifest decodes and checks a manifest blob.
 func parseManifest(b []byte, d digest.Digest) (ocispec.Manifest, error) {
 	var m ocispec.Manifest

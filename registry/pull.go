@@ -52,7 +52,9 @@ func DefaultPlatform() string { return "linux/" + runtime.GOARCH }
 // into st. Blobs already in st are not fetched; every blob is verified against its
 // digest, every downloaded layer's uncompressed content against the config's
 // diff_ids (as docker does; an image whose config lists another number of diff_ids
-// than it has layers is refused before any download), and every layer by
+// than it has layers is refused before any download, and one whose manifest the
+// store would refuse, or whose config is over the store's cap, before its config
+// is read: see checkManifest), and every layer by
 // opts.CheckLayer, before any layer becomes visible; the manifest is recorded and
 // the tag moved last, with the layers' content sizes (docker's SIZE) counted in the
 // same pass as the check, so that no layer is read again to size it. A refused
@@ -96,6 +98,9 @@ func (c *Client) Pull(ctx context.Context, st Store, ref string, opts PullOption
 
 	img, err := c.resolvePlatform(ctx, desc, ep, plat)
 	if err != nil {
+		return nil, pullFailed(named, err)
+	}
+	if err := checkManifest(img); err != nil {
 		return nil, pullFailed(named, err)
 	}
 	if opts.Platform != "" && !desc.MediaType.IsIndex() {
@@ -145,6 +150,35 @@ func (c *Client) Pull(ctx context.Context, st Store, ref string, opts PullOption
 		return nil, pullFailed(named, err)
 	}
 	return res, nil
+}
+
+// checkManifest judges img's manifest as the store will when the pull records it
+// (blobstore.ParseManifest: size, media types, schemaVersion), and the config's
+// declared size by the store's cap, as soon as the manifest is fetched: an image
+// the store would refuse is refused before its config or any layer is read, so
+// that it leaves no blob behind, and the config (read whole, in memory) is never
+// larger than the store would take.
+func checkManifest(img v1.Image) error {
+	raw, err := img.RawManifest()
+	if err != nil {
+		return fmt.Errorf("read manifest: %w", classify(err))
+	}
+	h, err := img.Digest()
+	if err != nil {
+		return fmt.Errorf("read manifest: %w", err)
+	}
+	md := digest.Digest(h.String())
+	if err := blobstore.CheckMetaSize(md, int64(len(raw))); err != nil {
+		return fmt.Errorf("read manifest %s: %w", md, err)
+	}
+	m, err := blobstore.ParseManifest(raw, md)
+	if err != nil {
+		return err
+	}
+	if err := blobstore.CheckMetaSize(m.Config.Digest, m.Config.Size); err != nil {
+		return fmt.Errorf("read config %s: %w", m.Config.Digest, err)
+	}
+	return nil
 }
 
 // pullFailed words a failure after the manifest was found, on one line: a

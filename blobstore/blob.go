@@ -158,6 +158,33 @@ func (s *Store) placeBlob(tmp string, d digest.Digest) (placed bool, err error) 
 	return true, nil
 }
 
+// replaceBlob renames a finished, verified temp file over the blob path of d,
+// which holds a damaged copy: atomically, as every blob write, so that a reader
+// sees the old file or the new one whole.
+func (s *Store) replaceBlob(tmp string, d digest.Digest) error {
+	dst := s.BlobPath(d)
+	if err := os.Rename(tmp, dst); err != nil {
+		return fmt.Errorf("blob %s: %w", d, err)
+	}
+	if err := syncDir(filepath.Dir(dst)); err != nil {
+		return fmt.Errorf("blob %s: %w", d, err)
+	}
+	return nil
+}
+
+// sizeDiffers reports a stored blob file whose size is not that of the verified
+// copy at spooled (false if either cannot be seen): a blob damaged from outside,
+// truncated or extended, which a write of the good copy repairs. A blob damaged
+// in place at the right size is not seen.
+func sizeDiffers(stored, spooled string) bool {
+	want, err := os.Stat(spooled)
+	if err != nil {
+		return false
+	}
+	have, err := os.Stat(stored)
+	return err == nil && have.Size() != want.Size()
+}
+
 // Put streams r into the store and returns its digest and size. If want is not
 // empty the content must hash to it (else ErrDigestMismatch and nothing is stored).
 // Idempotent: putting a blob that is already there succeeds and leaves it alone.

@@ -420,10 +420,15 @@ func (s *Store) commitLoad(ctx context.Context, sp *spool, items []*loadItem) (_
 	// while this load placed its blobs (see newEntryIDs)
 	before := s.indexDigests()
 	for d := range need {
-		if s.Has(d) {
-			continue
-		}
 		p := sp.path(d)
+		repair := false
+		if s.Has(d) {
+			// A stored blob whose size is not the archive's verified copy's was
+			// damaged from outside (truncated, say): the copy takes its place.
+			if repair = sizeDiffers(s.BlobPath(d), p); !repair {
+				continue
+			}
+		}
 		f, err := os.Open(p)
 		if err != nil {
 			return nil, placed, nil, fmt.Errorf("load: blob %s: %w", d, err)
@@ -440,6 +445,12 @@ func (s *Store) commitLoad(ctx context.Context, sp *spool, items []*loadItem) (_
 		}
 		if loadPlaceHook != nil {
 			loadPlaceHook(d)
+		}
+		if repair {
+			if err := s.replaceBlob(p, d); err != nil {
+				return nil, placed, nil, fmt.Errorf("load: %w", err)
+			}
+			continue // the store had d: not this load's to take out again
 		}
 		// only a blob this load renamed in is its to take out again: one another
 		// writer placed meanwhile may be named by that writer's work

@@ -3,6 +3,7 @@ package blobstore
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -29,6 +30,9 @@ type LoadOptions struct {
 	// layer it refuses fails, as docker load fails on a layer it cannot extract.
 	// It runs on every file as it is spooled; only layers' verdicts count.
 	CheckLayer func(io.Reader) error
+	// Name is what the input is called (a file name), for the error of an input
+	// that is not an archive at all; "" names none.
+	Name string
 }
 
 // Loaded is one image a load recorded.
@@ -80,12 +84,21 @@ func (s *Store) Load(ctx context.Context, r io.Reader, opts LoadOptions) ([]Load
 	}
 	defer removeSpool()
 
+	// an input that is no archive at all is named, as import names its file
+	input := "load"
+	if opts.Name != "" {
+		input += " " + opts.Name
+	}
 	dr, _, closeDec, err := autoDecompress(r)
 	if err != nil {
-		return nil, fmt.Errorf("load: %w: %v", ErrInvalidArchive, err)
+		return nil, fmt.Errorf("%s: %w: %v", input, ErrInvalidArchive, err)
 	}
 	defer closeDec()
 	sp, err := readSpool(ctx, dr, dir, opts.Progress, opts.CheckLayer)
+	var notTar *notTarError
+	if errors.As(err, &notTar) {
+		return nil, fmt.Errorf("%s: %w", input, err)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("load: %w", err)
 	}
@@ -223,7 +236,7 @@ type dockerManifestEntry struct {
 
 func (s *Store) dockerItems(sp *spool) ([]*loadItem, error) {
 	mf, _ := sp.lookup("manifest.json")
-	b, err := sp.read(mf)
+	b, err := sp.read(mf, "manifest.json")
 	if err != nil {
 		return nil, err
 	}
@@ -243,7 +256,7 @@ func (s *Store) dockerItems(sp *spool) ([]*loadItem, error) {
 		if want := digest.NewDigestFromEncoded(digest.SHA256, base); checkDigest(want) == nil && want != cf.digest {
 			return nil, fmt.Errorf("config %s: %w (got %s)", want, ErrDigestMismatch, cf.digest)
 		}
-		cb, err := sp.read(cf)
+		cb, err := sp.read(cf, e.Config)
 		if err != nil {
 			return nil, err
 		}
@@ -319,7 +332,7 @@ func (sp *spool) embeddedManifests() []embeddedManifest {
 	if err != nil {
 		return nil
 	}
-	b, err := sp.read(f)
+	b, err := sp.read(f, "index.json")
 	if err != nil {
 		return nil
 	}
@@ -333,7 +346,7 @@ func (sp *spool) embeddedManifests() []embeddedManifest {
 		if err != nil || checkDigest(d.Digest) != nil || mf.digest != d.Digest {
 			continue
 		}
-		mb, err := sp.read(mf)
+		mb, err := sp.read(mf, "blobs/sha256/"+d.Digest.Encoded())
 		if err != nil {
 			continue
 		}

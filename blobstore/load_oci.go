@@ -15,7 +15,7 @@ import (
 
 func (s *Store) ociItems(sp *spool) ([]*loadItem, error) {
 	f, _ := sp.lookup("index.json")
-	b, err := sp.read(f)
+	b, err := sp.read(f, "index.json")
 	if err != nil {
 		return nil, err
 	}
@@ -112,7 +112,7 @@ func (s *Store) pickManifest(sp *spool, d ocispec.Descriptor, from string, depth
 	if err := checkDescSize(sp, d, "index", from); err != nil {
 		return d, from, err
 	}
-	b, err := sp.read(f)
+	b, err := sp.read(f, "blobs/sha256/"+d.Digest.Encoded())
 	if err != nil {
 		return d, from, err
 	}
@@ -144,7 +144,7 @@ func (s *Store) ociItem(sp *spool, md ocispec.Descriptor, name string) (*loadIte
 	if err != nil {
 		return nil, fmt.Errorf("manifest: %w", err)
 	}
-	mb, err := sp.read(f)
+	mb, err := sp.read(f, "blobs/sha256/"+md.Digest.Encoded())
 	if err != nil {
 		return nil, err
 	}
@@ -159,7 +159,7 @@ func (s *Store) ociItem(sp *spool, md ocispec.Descriptor, name string) (*loadIte
 	if cf.size != m.Config.Size {
 		return nil, fmt.Errorf("config %s: %w: size %d, manifest says %d", m.Config.Digest, ErrDigestMismatch, cf.size, m.Config.Size)
 	}
-	cb, err := sp.read(cf)
+	cb, err := sp.read(cf, "blobs/sha256/"+m.Config.Digest.Encoded())
 	if err != nil {
 		return nil, err
 	}

@@ -74,12 +74,19 @@ func readSpool(ctx context.Context, r io.Reader, dir string, p Progress, check f
 			break
 		}
 		if err != nil {
+			if n == 0 && errors.Is(err, tar.ErrHeader) {
+				return nil, &notTarError{err}
+			}
 			return nil, archiveErr(err)
 		}
 		n++
 		name, err := cleanEntry(hdr.Name)
 		if err != nil {
 			return nil, err
+		}
+		if layoutMetadata(name) && hdr.Size > maxMetaSize {
+			// refused from its header, before gigabytes of it are spooled
+			return nil, errMetaTooLarge(name)
 		}
 		if isSparse(hdr) {
 			// image archives never hold sparse files; their holes could expand a
@@ -127,6 +134,29 @@ func archiveErr(err error) error {
 		return fmt.Errorf("%w: %v", ErrInvalidArchive, err)
 	}
 	return fmt.Errorf("read archive: %w", err)
+}
+
+// notTarError is an input whose first header does not parse: not a tar at all.
+type notTarError struct{ err error }
+
+func (e *notTarError) Error() string        { return "not a tar archive: " + e.err.Error() }
+func (e *notTarError) Unwrap() error        { return e.err }
+func (e *notTarError) Is(target error) bool { return target == ErrInvalidArchive }
+
+// layoutMetadata reports the archive members, by cleaned name, that a load reads
+// whole as metadata wherever the archive has them: docker-archive's manifest.json
+// and repositories, the OCI layout's index.json and oci-layout.
+func layoutMetadata(name string) bool {
+	switch name {
+	case "manifest.json", "repositories", "index.json", "oci-layout":
+		return true
+	}
+	return false
+}
+
+// errMetaTooLarge refuses the metadata file the archive calls name.
+func errMetaTooLarge(name string) error {
+	return fmt.Errorf("%w: %s larger than %d bytes", ErrInvalidArchive, name, maxMetaSize)
 }
 
 // archiveMetadata reports whether an archive entry is by its name one of the
@@ -372,10 +402,11 @@ func (sp *spool) lookup(name string) (*spooled, error) {
 	return nil, fmt.Errorf("archive entry %q: %w: too many links", orig, ErrInvalidArchive)
 }
 
-// read returns a small spooled file whole.
-func (sp *spool) read(f *spooled) ([]byte, error) {
+// read returns a small spooled file whole; name is what the archive calls it,
+// for errors.
+func (sp *spool) read(f *spooled, name string) ([]byte, error) {
 	if f.size > maxMetaSize {
-		return nil, fmt.Errorf("%w: metadata file %s larger than %d bytes", ErrInvalidArchive, f.digest, maxMetaSize)
+		return nil, errMetaTooLarge(name)
 	}
 	return os.ReadFile(filepath.Join(sp.dir, f.digest.Encoded()))
 }

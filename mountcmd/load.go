@@ -42,7 +42,9 @@ as docker does). Nothing is recorded unless the whole archive checks out.`,
 
 func runLoad(cmd *cobra.Command, g *globalOptions, o *loadOptions) error {
 	var in io.Reader = cmd.InOrStdin()
+	name := ""
 	if o.input != "" && o.input != "-" {
+		name = o.input
 		f, err := os.Open(o.input)
 		if err != nil {
 			return fmt.Errorf("load: %w", err)
@@ -57,7 +59,7 @@ func runLoad(cmd *cobra.Command, g *globalOptions, o *loadOptions) error {
 		return err
 	}
 	pr := newProgress("Loading", cmd.ErrOrStderr(), o.quiet)
-	loaded, err := s.Load(cmd.Context(), in, blobstore.LoadOptions{Tag: o.tag, Progress: pr.progress(), CheckLayer: checkLayer})
+	loaded, err := s.Load(cmd.Context(), in, blobstore.LoadOptions{Tag: o.tag, Progress: pr.progress(), CheckLayer: checkLayer, Name: name})
 	pr.Finish()
 	if err != nil {
 		return err

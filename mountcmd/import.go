@@ -7,8 +7,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
+	"net/url"
 	"os"
 	"runtime"
+	"strings"
 
 	"github.com/layerfs/layerfs/build"
 	dockerspec "github.com/moby/docker-image-spec/specs-go/v1"
@@ -31,12 +34,13 @@ type importOptions struct {
 func newImportCommand(g *globalOptions) *cobra.Command {
 	o := &importOptions{}
 	cmd := &cobra.Command{
-		Use:   "import FILE|- [REPOSITORY[:TAG]]",
+		Use:   "import FILE|URL|- [REPOSITORY[:TAG]]",
 		Short: "Make a one-layer image from a rootfs tarball",
 		Long: `Import the contents of a tarball (plain, gzip, zstd, bzip2 or xz; "-" reads
-stdin) as a one-layer image, print its ID and tag it if a reference is given. -c applies
-Dockerfile instructions (CMD, ENTRYPOINT, ENV, EXPOSE, LABEL, USER, VOLUME, WORKDIR,
-STOPSIGNAL) to the image config.`,
+stdin, an http:// or https:// URL is fetched) as a one-layer image, print its ID
+and tag it if a reference is given. -c applies Dockerfile instructions (CMD,
+ENTRYPOINT, ENV, EXPOSE, LABEL, USER, VOLUME, WORKDIR, STOPSIGNAL) to the image
+config.`,
 		Args:         rangeArgs(1, 2),
 		SilenceUsage: true,
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -86,7 +90,25 @@ func runImport(cmd *cobra.Command, g *globalOptions, o *importOptions, args []st
 	var in io.Reader = cmd.InOrStdin()
 	var total int64 = -1
 	src := "stdin"
-	if args[0] != "-" {
+	msg := o.message
+	if msg == "" {
+		msg = "Imported from -" // docker sends local files as a stream too
+	}
+	switch {
+	case args[0] == "-":
+	case isURL(args[0]):
+		// fetched here as docker's daemon fetches it, before the store is touched
+		src = args[0]
+		body, n, err := openURL(cmd.Context(), src)
+		if err != nil {
+			return fmt.Errorf("import %s: %w", src, err)
+		}
+		defer body.Close()
+		total, in = n, body
+		if o.message == "" {
+			msg = "Imported from " + src
+		}
+	default:
 		src = args[0]
 		f, err := os.Open(args[0])
 		if err != nil {
@@ -132,10 +154,6 @@ func runImport(cmd *cobra.Command, g *globalOptions, o *importOptions, args []st
 	if err != nil {
 		return fmt.Errorf("import: %w", err)
 	}
-	msg := o.message
-	if msg == "" {
-		msg = "Imported from -" // docker sends local files as a stream too
-	}
 	created := nowUTC()
 	cfg.Created = &created
 	cfg.Comment = msg
@@ -155,6 +173,34 @@ func runImport(cmd *cobra.Command, g *globalOptions, o *importOptions, args []st
 	}
 	fmt.Fprintln(cmd.OutOrStdout(), img.ID)
 	return nil
+}
+
+// isURL is docker's test of an import source: http:// and https:// are fetched.
+func isURL(s string) bool {
+	return strings.HasPrefix(s, "http://") || strings.HasPrefix(s, "https://")
+}
+
+// openURL GETs u (the environment's proxy settings apply) and returns its body,
+// streamed, and its length (-1 if not given). A status other than 2xx is an error
+// with the status; a failed request's error does not repeat the URL.
+func openURL(ctx context.Context, u string) (io.ReadCloser, int64, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return nil, 0, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err
+		}
+		return nil, 0, err
+	}
+	if resp.StatusCode/100 != 2 {
+		resp.Body.Close()
+		return nil, 0, fmt.Errorf("HTTP status %s", resp.Status)
+	}
+	return resp.Body, resp.ContentLength, nil
 }
 
 // checkTar passes r through while checking that it is a whole tar stream a layer

@@ -33,6 +33,10 @@ type LoadOptions struct {
 	// Name is what the input is called (a file name), for the error of an input
 	// that is not an archive at all; "" names none.
 	Name string
+	// Roots, if set, lists the manifests working containers use (GCWith's roots):
+	// a failed load does not take out again a blob it placed that one of them
+	// names. Called under the GC lock.
+	Roots func() ([]digest.Digest, error)
 }
 
 // Loaded is one image a load recorded.
@@ -140,7 +144,7 @@ func (s *Store) Load(ctx context.Context, r io.Reader, opts LoadOptions) ([]Load
 	}
 	if len(unused) > 0 {
 		release() // dropPlaced needs gc.lock to itself
-		s.dropPlaced(unused)
+		s.dropPlaced(unused, opts.Roots)
 	}
 	return loaded, err
 }

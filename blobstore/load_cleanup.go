@@ -86,9 +86,13 @@ func (s *Store) removeStaleSpools() {
 }
 
 // dropPlaced removes the blobs of placed (moved in by a load that then failed)
-// that nothing in index.json reaches, if no Lease is held (gc.lock taken without
-// waiting). Best effort: what it leaves, GC removes.
-func (s *Store) dropPlaced(placed []digest.Digest) {
+// that nothing in index.json or roots reaches, if no Lease is held (gc.lock taken
+// without waiting). roots (LoadOptions.Roots, may be nil) are the working
+// containers' images, read under the lock as GCWith reads them: a container made
+// meanwhile from another image with one of these blobs, and kept after rmi -f,
+// still names it. If roots fails nothing is removed. Best effort: what it leaves,
+// GC removes.
+func (s *Store) dropPlaced(placed []digest.Digest, roots func() ([]digest.Digest, error)) {
 	f, err := os.OpenFile(filepath.Join(s.dir, privDir, gcLockName), os.O_CREATE|os.O_RDONLY, 0o600)
 	if err != nil {
 		return
@@ -97,7 +101,13 @@ func (s *Store) dropPlaced(placed []digest.Digest) {
 	if flockRetry(f, unix.LOCK_EX|unix.LOCK_NB) != nil {
 		return // another writer is at work: leave the blobs to GC
 	}
-	keep, err := s.Reachable(nil)
+	var extra []digest.Digest
+	if roots != nil {
+		if extra, err = roots(); err != nil {
+			return
+		}
+	}
+	keep, err := s.Reachable(extra)
 	if err != nil {
 		return
 	}

@@ -8,6 +8,7 @@ import (
 	"os"
 
 	"github.com/layerfs/layerfs/blobstore"
+	"github.com/opencontainers/go-digest"
 	"github.com/spf13/cobra"
 )
 
@@ -59,7 +60,8 @@ func runLoad(cmd *cobra.Command, g *globalOptions, o *loadOptions) error {
 		return err
 	}
 	pr := newProgress("Loading", cmd.ErrOrStderr(), o.quiet)
-	loaded, err := s.Load(cmd.Context(), in, blobstore.LoadOptions{Tag: o.tag, Progress: pr.progress(), CheckLayer: checkLayer, Name: name})
+	loaded, err := s.Load(cmd.Context(), in, blobstore.LoadOptions{Tag: o.tag, Progress: pr.progress(), CheckLayer: checkLayer, Name: name,
+		Roots: func() ([]digest.Digest, error) { return workingContainerRoots(g) }})
 	pr.Finish()
 	if err != nil {
 		return err

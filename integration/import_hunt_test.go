@@ -194,7 +194,8 @@ func TestImportHuntBadArguments(t *testing.T) {
 		want string
 	}{
 		{[]string{filepath.Join(t.TempDir(), "missing.tar")}, "no such file or directory"},
-		{[]string{"http://example.com/rootfs.tar"}, "open http://example.com/rootfs.tar: no such file or directory"},
+		// a URL is fetched (as docker import fetches it), before the store is touched
+		{[]string{"http://127.0.0.1:1/rootfs.tar"}, "import http://127.0.0.1:1/rootfs.tar: dial tcp 127.0.0.1:1: connect: connection refused"},
 		{[]string{t.TempDir()}, "is a directory"},
 		{[]string{good, "UPPER:1"}, "invalid reference format"},
 		{[]string{good, "a:b:c"}, "invalid reference format"},

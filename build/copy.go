@@ -29,6 +29,10 @@ type copier struct {
 	// noNodes: extract skips device nodes and FIFOs (a context from stdin).
 	noNodes  bool
 	dirTimes []dirTime // set last, deepest first, after their contents are written
+	// confine: writes below this destination resolve beneath it (ADD of
+	// an archive, copy_confine.go); nil: anywhere in the root.
+	confine  *confinement
+	rootReal string // the root's host path, once inRootPath has read it
 }
 
 type dirTime struct {
@@ -320,6 +324,9 @@ func (cp *copier) owner(uid, gid int) (int, int) {
 // parentDir creates target's parent dirs (root-owned 0755, or --chown's owner)
 // and returns the parent opened for *at calls.
 func (cp *copier) parentDir(target string) (*os.File, string, error) {
+	if rel, ok := cp.confined(target); ok {
+		return cp.confinedParent(rel)
+	}
 	dir, base := path.Split(path.Clean("/" + target))
 	if base == "" {
 		return nil, "", fmt.Errorf("copy to /: not a file")
@@ -428,7 +435,14 @@ func (cp *copier) mkdir(target string, mode fs.FileMode, mtime time.Time, uid, g
 	if err := unix.Fchmod(fd, m); err != nil {
 		return fmt.Errorf("chmod %s: %w", target, err)
 	}
-	cp.dirTimes = append(cp.dirTimes, dirTime{target, mtime})
+	// Its times are set in finish by the path it has now, free of
+	// symlinks: one that a later entry makes or retargets cannot send them
+	// elsewhere.
+	real, err := cp.inRootPath(fd)
+	if err != nil {
+		return fmt.Errorf("mkdir %s: %w", target, err)
+	}
+	cp.dirTimes = append(cp.dirTimes, dirTime{real, mtime})
 	return nil
 }
 

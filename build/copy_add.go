@@ -7,6 +7,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"io/fs"
@@ -75,6 +76,11 @@ func (cp *copier) extractFrom(f *os.File, dest string) error {
 	if err := cp.mkdir(dest, 0o755, time.Now(), 0, 0); err != nil {
 		return err
 	}
+	lift, err := cp.confineTo(dest)
+	if err != nil {
+		return err
+	}
+	defer lift()
 	return cp.extractTar(tar.NewReader(r), dest)
 }
 
@@ -89,6 +95,9 @@ func (cp *copier) extractTar(tr *tar.Reader, dest string) error {
 		}
 		if err != nil {
 			return fmt.Errorf("read tar: %w", err)
+		}
+		if cp.confine != nil && leavesDir(h.Name) {
+			return cp.outside(h.Name, &escapeError{})
 		}
 		name := path.Clean("/" + h.Name)
 		if name == "/" {
@@ -115,6 +124,9 @@ func (cp *copier) extractTar(tr *tar.Reader, dest string) error {
 		case tar.TypeSymlink:
 			err = cp.symlink(h.Linkname, target, h.ModTime, h.Uid, h.Gid)
 		case tar.TypeLink:
+			if cp.confine != nil && leavesDir(h.Linkname) {
+				return cp.outside(h.Name, fmt.Errorf("its link target %s: %w", h.Linkname, &escapeError{}))
+			}
 			old := path.Join(dest, path.Clean("/"+h.Linkname))
 			if old == target {
 				continue // GNU tar's record of a file named twice: it is there
@@ -128,10 +140,29 @@ func (cp *copier) extractTar(tr *tar.Reader, dest string) error {
 		default:
 			continue
 		}
+		if esc := (*escapeError)(nil); errors.As(err, &esc) {
+			if h.Typeflag == tar.TypeLink {
+				return cp.outside(h.Name, fmt.Errorf("its link target %s: %w", h.Linkname, esc))
+			}
+			return cp.outside(h.Name, esc)
+		}
 		if err != nil {
 			return err
 		}
 	}
+}
+
+// leavesDir reports whether the tar name p, taken relative to the dir it is
+// unpacked in, leads out of it ("../x", "a/../../x").
+func leavesDir(p string) bool {
+	p = path.Clean(strings.TrimLeft(p, "/"))
+	return p == ".." || strings.HasPrefix(p, "../")
+}
+
+// outside is the error for the entry name that would land outside the
+// confining destination.
+func (cp *copier) outside(name string, why error) error {
+	return fmt.Errorf("entry %s would land outside %s: %w", name, cp.confine.dest, why)
 }
 
 func (cp *copier) hardlink(old, target string) error {

@@ -209,7 +209,7 @@ func (cp *copier) copyAll(bc *buildContext, srcs []source, urls []*download, inl
 		if destIsDir {
 			target = path.Join(dest, f.name)
 		}
-		if err := cp.writeFile(target, strings.NewReader(f.data), 0o644, time.Now(), 0, 0); err != nil {
+		if err := cp.writeFile(target, strings.NewReader(f.data), 0o644, time.Now(), 0, 0, nil); err != nil {
 			return err
 		}
 	}
@@ -223,30 +223,38 @@ type inlineFile struct{ name, data string }
 func (cp *copier) copyTree(bc *buildContext, s source, dest string) error {
 	return bc.walk(s, func(rel, abs string, fi fs.FileInfo) error {
 		target := path.Join(dest, rel)
+		if !fi.IsDir() && !fi.Mode().IsRegular() && fi.Mode()&fs.ModeSymlink == 0 {
+			return nil // sockets, devices in a context are skipped, as docker does
+		}
+		xs, err := bc.xattrs(abs, fi)
+		if err != nil {
+			return err
+		}
 		switch {
 		case fi.IsDir():
 			uid, gid := cp.srcOwner(fi)
 			if rel == "." {
-				uid, gid = 0, 0 // a new dest dir is root's, as in buildkit
+				// A new dest dir is root's, as in buildkit, and
+				// takes none of the source dir's xattrs.
+				uid, gid, xs = 0, 0, nil
 			}
-			return cp.mkdir(target, fi.Mode().Perm()|fi.Mode()&(fs.ModeSetgid|fs.ModeSticky), fi.ModTime(), uid, gid)
+			return cp.mkdir(target, fi.Mode().Perm()|fi.Mode()&(fs.ModeSetgid|fs.ModeSticky), fi.ModTime(), uid, gid, xs)
 		case fi.Mode()&fs.ModeSymlink != 0:
 			t, err := bc.readlink(abs)
 			if err != nil {
 				return err
 			}
 			uid, gid := cp.srcOwner(fi)
-			return cp.symlink(t, target, fi.ModTime(), uid, gid)
-		case fi.Mode().IsRegular():
+			return cp.symlink(t, target, fi.ModTime(), uid, gid, xs)
+		default:
 			f, err := bc.openFile(abs)
 			if err != nil {
 				return err
 			}
 			defer f.Close()
 			uid, gid := cp.srcOwner(fi)
-			return cp.writeFile(target, f, unixMode(fi.Mode()), fi.ModTime(), uid, gid)
+			return cp.writeFile(target, f, unixMode(fi.Mode()), fi.ModTime(), uid, gid, xs)
 		}
-		return nil // sockets, devices in a context are skipped, as docker does
 	})
 }
 
@@ -266,8 +274,12 @@ func (cp *copier) copySource(bc *buildContext, s source, target, dest string, un
 		}
 		return nil
 	}
+	xs, err := bc.xattrs(s.abs, s.fi)
+	if err != nil {
+		return err
+	}
 	uid, gid := cp.srcOwner(s.fi)
-	return cp.writeFile(target, f, unixMode(s.fi.Mode()), s.fi.ModTime(), uid, gid)
+	return cp.writeFile(target, f, unixMode(s.fi.Mode()), s.fi.ModTime(), uid, gid, xs)
 }
 
 func (cp *copier) copyFileMode(abs string, mode fs.FileMode, mtime time.Time, target string, uid, gid int) error {
@@ -276,7 +288,7 @@ func (cp *copier) copyFileMode(abs string, mode fs.FileMode, mtime time.Time, ta
 		return err
 	}
 	defer f.Close()
-	return cp.writeFile(target, f, unixMode(mode), mtime, uid, gid)
+	return cp.writeFile(target, f, unixMode(mode), mtime, uid, gid, nil)
 }
 
 // srcOwner is the owner a copied entry gets (before --chown): its source's with
@@ -352,7 +364,9 @@ func replaceable(dfd int, base string) error {
 	return unix.Unlinkat(dfd, base, 0)
 }
 
-func (cp *copier) writeFile(target string, r io.Reader, mode uint32, mtime time.Time, uid, gid int) error {
+// writeFile writes r as the regular file target with mode, mtime, owner (as
+// owner makes it) and the xattrs xs (setXattrs).
+func (cp *copier) writeFile(target string, r io.Reader, mode uint32, mtime time.Time, uid, gid int, xs map[string][]byte) error {
 	d, base, err := cp.parentDir(target)
 	if err != nil {
 		return fmt.Errorf("copy to %s: %w", target, err)
@@ -375,6 +389,9 @@ func (cp *copier) writeFile(target string, r io.Reader, mode uint32, mtime time.
 	if err == nil {
 		err = unix.Fchown(fd, u, g)
 	}
+	if err == nil { // after the chown, which drops security.capability
+		err = cp.setXattrs(func(k string, v []byte) error { return unix.Fsetxattr(fd, k, v, 0) }, xs)
+	}
 	if err == nil {
 		err = unix.Fchmod(fd, mode)
 	}
@@ -394,7 +411,7 @@ func setTimes(dfd int, base string, mtime time.Time) error {
 
 // mkdir creates target (parents too) if missing; a new dir gets mode and owner,
 // an existing one is left as it is. Its mtime is set in finish.
-func (cp *copier) mkdir(target string, mode fs.FileMode, mtime time.Time, uid, gid int) error {
+func (cp *copier) mkdir(target string, mode fs.FileMode, mtime time.Time, uid, gid int, xs map[string][]byte) error {
 	target = path.Clean("/" + target)
 	if target == "/" {
 		return nil
@@ -432,6 +449,9 @@ func (cp *copier) mkdir(target string, mode fs.FileMode, mtime time.Time, uid, g
 	if err := unix.Fchown(fd, u, g); err != nil {
 		return fmt.Errorf("chown %s: %w", target, err)
 	}
+	if err := cp.setXattrs(func(k string, v []byte) error { return unix.Fsetxattr(fd, k, v, 0) }, xs); err != nil {
+		return fmt.Errorf("mkdir %s: %w", target, err)
+	}
 	if err := unix.Fchmod(fd, m); err != nil {
 		return fmt.Errorf("chmod %s: %w", target, err)
 	}
@@ -465,7 +485,7 @@ func chmodNoFollow(dfd int, base string, mode uint32) error {
 	return unix.Chmod(fmt.Sprintf("/proc/self/fd/%d", fd), mode)
 }
 
-func (cp *copier) symlink(linkTarget, target string, mtime time.Time, uid, gid int) error {
+func (cp *copier) symlink(linkTarget, target string, mtime time.Time, uid, gid int, xs map[string][]byte) error {
 	d, base, err := cp.parentDir(target)
 	if err != nil {
 		return fmt.Errorf("symlink %s: %w", target, err)
@@ -481,6 +501,10 @@ func (cp *copier) symlink(linkTarget, target string, mtime time.Time, uid, gid i
 	u, g := cp.owner(uid, gid)
 	if err := unix.Fchownat(dfd, base, u, g, unix.AT_SYMLINK_NOFOLLOW); err != nil {
 		return fmt.Errorf("chown %s: %w", target, err)
+	}
+	lp := fmt.Sprintf("/proc/self/fd/%d/%s", dfd, base) // the link itself: l*xattr on it
+	if err := cp.setXattrs(func(k string, v []byte) error { return unix.Lsetxattr(lp, k, v, 0) }, xs); err != nil {
+		return fmt.Errorf("symlink %s: %w", target, err)
 	}
 	return setTimes(dfd, base, mtime)
 }

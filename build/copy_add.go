@@ -73,7 +73,7 @@ func (cp *copier) extractFrom(f *os.File, dest string) error {
 		return err
 	}
 	defer r.Close()
-	if err := cp.mkdir(dest, 0o755, time.Now(), 0, 0); err != nil {
+	if err := cp.mkdir(dest, 0o755, time.Now(), 0, 0, nil); err != nil {
 		return err
 	}
 	lift, err := cp.confineTo(dest)
@@ -116,13 +116,14 @@ func (cp *copier) extractTar(tr *tar.Reader, dest string) error {
 			return fmt.Errorf("extract %s: %w", h.Name, err)
 		}
 		mode := fs.FileMode(h.Mode&0o777) | FileModeBits(uint32(h.Mode))
+		xs := tarXattrs(h)
 		switch h.Typeflag {
 		case tar.TypeDir:
-			err = cp.mkdir(target, mode, h.ModTime, h.Uid, h.Gid)
+			err = cp.mkdir(target, mode, h.ModTime, h.Uid, h.Gid, xs)
 		case tar.TypeReg:
-			err = cp.writeFile(target, tr, unixMode(mode), h.ModTime, h.Uid, h.Gid)
+			err = cp.writeFile(target, tr, unixMode(mode), h.ModTime, h.Uid, h.Gid, xs)
 		case tar.TypeSymlink:
-			err = cp.symlink(h.Linkname, target, h.ModTime, h.Uid, h.Gid)
+			err = cp.symlink(h.Linkname, target, h.ModTime, h.Uid, h.Gid, xs)
 		case tar.TypeLink:
 			if cp.confine != nil && leavesDir(h.Linkname) {
 				return cp.outside(h.Name, fmt.Errorf("its link target %s: %w", h.Linkname, &escapeError{}))

@@ -155,7 +155,7 @@ func (cp *copier) copyParents(srcs []parentSource, dest string) error {
 			}
 			uid, gid := cp.srcOwner(d.fi)
 			mode := d.fi.Mode().Perm() | d.fi.Mode()&(fs.ModeSetgid|fs.ModeSticky)
-			if err := cp.mkdir(path.Join(dest, d.destRel), mode, d.fi.ModTime(), uid, gid); err != nil {
+			if err := cp.mkdir(path.Join(dest, d.destRel), mode, d.fi.ModTime(), uid, gid, nil); err != nil {
 				return err
 			}
 		}
@@ -171,7 +171,11 @@ func (cp *copier) copyParents(srcs []parentSource, dest string) error {
 				return err
 			}
 			uid, gid := cp.srcOwner(fi)
-			if err := cp.symlink(t, target, fi.ModTime(), uid, gid); err != nil {
+			xs, err := ps.bc.xattrs(ps.src.abs, fi)
+			if err != nil {
+				return err
+			}
+			if err := cp.symlink(t, target, fi.ModTime(), uid, gid, xs); err != nil {
 				return err
 			}
 		case fi.Mode().IsRegular():

@@ -576,6 +576,20 @@ func copyXattrs(dst, src xattrIO) error {
 	})
 }
 
+// EachXattr calls fn with every xattr of the entry open as fd (O_PATH too;
+// not a symlink, whose /proc link the calls would follow) but private and
+// overlay ones (IsPrivateXattr), as copy-up copies them; a filesystem without
+// xattrs has none. COPY in a build copies them so.
+func EachXattr(fd int, fn func(name string, value []byte) error) error {
+	return eachXattr(procXattrs(fd), fn)
+}
+
+// EachLinkXattr is EachXattr of the entry name in the dir open as dir, not
+// followed: a symlink's own xattrs.
+func EachLinkXattr(dir int, name string, fn func(name string, value []byte) error) error {
+	return eachXattr(linkXattrs(dir, name), fn)
+}
+
 // eachXattr calls fn with every xattr of src but private ones; a source
 // filesystem without xattrs has none.
 func eachXattr(src xattrIO, fn func(k string, v []byte) error) error {

@@ -233,12 +233,15 @@ func (cp *copier) copyTree(bc *buildContext, s source, dest string) error {
 		switch {
 		case fi.IsDir():
 			uid, gid := cp.srcOwner(fi)
+			mode := fi.Mode().Perm() | fi.Mode()&(fs.ModeSetgid|fs.ModeSticky)
 			if rel == "." {
-				// A new dest dir is root's, as in buildkit, and
-				// takes none of the source dir's xattrs.
-				uid, gid, xs = 0, 0, nil
+				// A new dest dir is root's and 0755 (or --chmod's),
+				// as fsutil's prepareTargetDir makes it, with none
+				// of the source dir's xattrs: docker never gave the
+				// top dir the source's mode (moby/moby#38710).
+				uid, gid, xs, mode = 0, 0, nil, 0o755
 			}
-			return cp.mkdir(target, fi.Mode().Perm()|fi.Mode()&(fs.ModeSetgid|fs.ModeSticky), fi.ModTime(), uid, gid, xs)
+			return cp.mkdir(target, mode, fi.ModTime(), uid, gid, xs)
 		case fi.Mode()&fs.ModeSymlink != 0:
 			t, err := bc.readlink(abs)
 			if err != nil {

@@ -78,3 +78,57 @@ func TestParseChown(t *testing.T) {
 		}
 	}
 }
+
+// TestCopyDirNewDestMode: COPY dir /new makes /new 0755 (or --chmod's mode),
+// not the source dir's (finding 3 of rev17-build; fsutil prepareTargetDir);
+// a dest that is there keeps its mode, and subdirs take their source's.
+func TestCopyDirNewDestMode(t *testing.T) {
+	ctx := t.TempDir()
+	for _, d := range []string{"priv/sub", "sticky"} {
+		if err := os.MkdirAll(filepath.Join(ctx, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	os.Chmod(filepath.Join(ctx, "priv/sub"), 0o750)
+	os.Chmod(filepath.Join(ctx, "priv"), 0o700)
+	os.Chmod(filepath.Join(ctx, "sticky"), 0o1777)
+	bc, err := openContext(ctx, "", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rootfs := t.TempDir()
+	os.Mkdir(filepath.Join(rootfs, "there"), 0o711)
+	for _, tc := range []struct {
+		src, dest, chmod string
+		want             fs.FileMode
+	}{
+		{"priv", "/app", "", fs.ModeDir | 0o755},
+		{"sticky", "/sticky", "", fs.ModeDir | 0o755},
+		{"priv", "/chmodded", "0750", fs.ModeDir | 0o750},
+		{"priv", "/there", "", fs.ModeDir | 0o711},
+	} {
+		chmod, err := parseChmod(tc.chmod)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cp, err := newCopier(rootfs, "", chmod)
+		if err != nil {
+			t.Fatal(err)
+		}
+		srcs, err := bc.resolve(tc.src)
+		if err == nil {
+			err = cp.copyAll(bc, srcs, nil, nil, tc.dest, false, false)
+		}
+		cp.close()
+		if err != nil {
+			t.Fatalf("COPY %s %s: %v", tc.src, tc.dest, err)
+		}
+		fi, err := os.Lstat(filepath.Join(rootfs, tc.dest))
+		if err != nil || fi.Mode() != tc.want {
+			t.Errorf("COPY --chmod=%q %s %s: dest mode %v, %v, want %v", tc.chmod, tc.src, tc.dest, fi.Mode(), err, tc.want)
+		}
+	}
+	if fi, err := os.Lstat(filepath.Join(rootfs, "app/sub")); err != nil || fi.Mode() != fs.ModeDir|0o750 {
+		t.Errorf("COPY priv /app: /app/sub is %v, %v, want the source's drwxr-x---", fi.Mode(), err)
+	}
+}

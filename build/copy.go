@@ -241,7 +241,10 @@ func (cp *copier) copyTree(bc *buildContext, s source, dest string) error {
 				// top dir the source's mode (moby/moby#38710).
 				uid, gid, xs, mode = 0, 0, nil, 0o755
 			}
-			return cp.mkdir(target, mode, fi.ModTime(), uid, gid, xs)
+			if rel == "." {
+				return cp.mkdir(target, mode, fi.ModTime(), uid, gid, xs)
+			}
+			return cp.mkdirOver(target, mode, fi.ModTime(), uid, gid, xs)
 		case fi.Mode()&fs.ModeSymlink != 0:
 			t, err := bc.readlink(abs)
 			if err != nil {
@@ -412,9 +415,21 @@ func setTimes(dfd int, base string, mtime time.Time) error {
 	return unix.UtimesNanoAt(dfd, base, []unix.Timespec{ts, ts}, unix.AT_SYMLINK_NOFOLLOW)
 }
 
-// mkdir creates target (parents too) if missing; a new dir gets mode and owner,
-// an existing one is left as it is. Its mtime is set in finish.
+// mkdir creates target (parents too) if missing; a new dir gets mode, owner
+// and xattrs, an existing one is left as it is. Its mtime is set in finish.
 func (cp *copier) mkdir(target string, mode fs.FileMode, mtime time.Time, uid, gid int, xs map[string][]byte) error {
+	return cp.mkdirMeta(target, mode, mtime, uid, gid, xs, false)
+}
+
+// mkdirOver is mkdir that gives a dir already there the mode, owner, xattrs
+// and mtime too, as BuildKit does to the dirs below a COPY's destination
+// (fsutil copyDirectory, overwriteTargetMetadata) and to the dirs ADD
+// unpacks (go-archive createTarFile); the destination itself is left as it is.
+func (cp *copier) mkdirOver(target string, mode fs.FileMode, mtime time.Time, uid, gid int, xs map[string][]byte) error {
+	return cp.mkdirMeta(target, mode, mtime, uid, gid, xs, true)
+}
+
+func (cp *copier) mkdirMeta(target string, mode fs.FileMode, mtime time.Time, uid, gid int, xs map[string][]byte, over bool) error {
 	target = path.Clean("/" + target)
 	if target == "/" {
 		return nil
@@ -435,12 +450,15 @@ func (cp *copier) mkdir(target string, mode fs.FileMode, mtime time.Time, uid, g
 		if err := unix.Fstatat(dfd, base, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil || st.Mode&unix.S_IFMT != unix.S_IFDIR {
 			return fmt.Errorf("mkdir %s: exists and is not a directory", target)
 		}
-		return nil
+		if !over {
+			return nil
+		}
+		err = nil
 	}
 	if err != nil {
 		return fmt.Errorf("mkdir %s: %w", target, err)
 	}
-	// Owner and mode through an fd of the dir just made, never by name: a
+	// Owner and mode through an fd of the dir, never by name: a
 	// process in a running container (cp) could swap the name for a symlink
 	// to a host file in between, and fchmodat follows symlinks.
 	fd, err := unix.Openat(dfd, base, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)

@@ -81,13 +81,15 @@ func (cp *copier) extractFrom(f *os.File, dest string) error {
 		return err
 	}
 	defer lift()
-	return cp.extractTar(tar.NewReader(r), dest)
+	return cp.extractTar(tar.NewReader(r), dest, true)
 }
 
 // extractTar writes tr's entries under dest, every path resolved inside the
 // root: what ADD unpacks and what cp copies into a container. Whiteouts mean
-// nothing outside a layer and are skipped, as are nodes with noNodes.
-func (cp *copier) extractTar(tr *tar.Reader, dest string) error {
+// nothing outside a layer and are skipped, as are nodes with noNodes. With
+// updateDirs (ADD) a dir entry already there takes the entry's metadata
+// (mkdirOver); without (cp), it is left as it is.
+func (cp *copier) extractTar(tr *tar.Reader, dest string, updateDirs bool) error {
 	for {
 		h, err := tr.Next()
 		if err == io.EOF {
@@ -119,7 +121,11 @@ func (cp *copier) extractTar(tr *tar.Reader, dest string) error {
 		xs := tarXattrs(h)
 		switch h.Typeflag {
 		case tar.TypeDir:
-			err = cp.mkdir(target, mode, h.ModTime, h.Uid, h.Gid, xs)
+			if updateDirs {
+				err = cp.mkdirOver(target, mode, h.ModTime, h.Uid, h.Gid, xs)
+			} else {
+				err = cp.mkdir(target, mode, h.ModTime, h.Uid, h.Gid, xs)
+			}
 		case tar.TypeReg:
 			err = cp.writeFile(target, tr, unixMode(mode), h.ModTime, h.Uid, h.Gid, xs)
 		case tar.TypeSymlink:

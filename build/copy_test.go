@@ -1,10 +1,14 @@
 package build
 
 import (
+	"archive/tar"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 func TestParseChmod(t *testing.T) {
@@ -130,5 +134,79 @@ func TestCopyDirNewDestMode(t *testing.T) {
 	}
 	if fi, err := os.Lstat(filepath.Join(rootfs, "app/sub")); err != nil || fi.Mode() != fs.ModeDir|0o750 {
 		t.Errorf("COPY priv /app: /app/sub is %v, %v, want the source's drwxr-x---", fi.Mode(), err)
+	}
+}
+
+// TestCopyOverExistingDirs: dirs already there below a COPY or ADD
+// destination take the source's mode, owner (or --chown's), times and
+// xattrs, as BuildKit's fsutil copy and go-archive do; the destination itself
+// is left as it is (finding 4 of rev17-build).
+func TestCopyOverExistingDirs(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: chown")
+	}
+	ctx := t.TempDir()
+	os.MkdirAll(filepath.Join(ctx, "src/data"), 0o755)
+	os.WriteFile(filepath.Join(ctx, "src/data/x"), []byte("x"), 0o644)
+	os.Chmod(filepath.Join(ctx, "src/data"), 0o770|fs.ModeSetgid)
+	old := time.Date(2001, 2, 3, 4, 5, 6, 0, time.UTC)
+	os.Chtimes(filepath.Join(ctx, "src/data"), old, old)
+	bc, err := openContext(ctx, "", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rootfs := t.TempDir()
+	for _, d := range []string{"app/data", "etc2/conf"} {
+		os.MkdirAll(filepath.Join(rootfs, d), 0o755)
+	}
+	os.Chmod(filepath.Join(rootfs, "app"), 0o711)
+
+	cp, err := newCopier(rootfs, "1000:1000", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srcs, err := bc.resolve("src/")
+	if err == nil {
+		err = cp.copyAll(bc, srcs, nil, nil, "/app/", false, false)
+	}
+	cp.close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tarf := dataTar(t, filepath.Join(t.TempDir(), "conf.tar"),
+		&tar.Header{Typeflag: tar.TypeDir, Name: "conf/", Mode: 0o2775, Uid: 1000, Gid: 1001, ModTime: old},
+		&tar.Header{Typeflag: tar.TypeReg, Name: "conf/c", Linkname: "c", Mode: 0o644, Uid: 1000, Gid: 1001})
+	cp, err = newCopier(rootfs, "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = cp.extractFrom(tarf, "/etc2/")
+	if err == nil {
+		err = cp.finish()
+	}
+	cp.close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		path     string
+		mode     uint32
+		uid, gid uint32
+		mtime    time.Time
+	}{
+		{"app/data", unix.S_IFDIR | 0o2770, 1000, 1000, old},
+		{"etc2/conf", unix.S_IFDIR | 0o2775, 1000, 1001, old},
+		{"app", unix.S_IFDIR | 0o711, 0, 0, time.Time{}},
+	} {
+		var st unix.Stat_t
+		if err := unix.Lstat(filepath.Join(rootfs, tc.path), &st); err != nil {
+			t.Fatal(err)
+		}
+		if st.Mode != tc.mode || st.Uid != tc.uid || st.Gid != tc.gid {
+			t.Errorf("/%s: mode %o owner %d:%d, want %o %d:%d", tc.path, st.Mode, st.Uid, st.Gid, tc.mode, tc.uid, tc.gid)
+		}
+		if !tc.mtime.IsZero() && st.Mtim.Sec != tc.mtime.Unix() {
+			t.Errorf("/%s: mtime %v, want %v", tc.path, time.Unix(st.Mtim.Sec, 0).UTC(), tc.mtime)
+		}
 	}
 }

@@ -176,7 +176,7 @@ func (t *treeWriter) regular(fd int, hdr *tar.Header, st *unix.Stat_t) error {
 // stays the caller's.
 func ExtractInRoot(root *os.File, dir string, r io.Reader, uid, gid int) error {
 	cp := &copier{rfd: root, uid: uid, gid: gid}
-	if err := cp.extractTar(tar.NewReader(r), dir); err != nil {
+	if err := cp.extractTar(tar.NewReader(r), dir, false); err != nil {
 		return err
 	}
 	return cp.finish()

@@ -33,6 +33,9 @@ type copier struct {
 	// an archive, copy_confine.go); nil: anywhere in the root.
 	confine  *confinement
 	rootReal string // the root's host path, once inRootPath has read it
+	// links: where this COPY wrote each hard-linked source file (by
+	// device and inode), to link the others to.
+	links map[[2]uint64]string
 }
 
 type dirTime struct {
@@ -253,15 +256,43 @@ func (cp *copier) copyTree(bc *buildContext, s source, dest string) error {
 			uid, gid := cp.srcOwner(fi)
 			return cp.symlink(t, target, fi.ModTime(), uid, gid, xs)
 		default:
-			f, err := bc.openFile(abs)
-			if err != nil {
-				return err
-			}
-			defer f.Close()
-			uid, gid := cp.srcOwner(fi)
-			return cp.writeFile(target, f, unixMode(fi.Mode()), fi.ModTime(), uid, gid, xs)
+			return cp.copyFile(bc, abs, fi, nil, xs, target)
 		}
 	})
+}
+
+// copyFile copies the regular source file abs (open as f, or nil) to target
+// with the xattrs xs. A file hard-linked in its source is linked to the copy
+// of it this COPY made before, if any, as BuildKit's fsutil copy keeps hard
+// links (by device and inode); if that link fails it is copied.
+func (cp *copier) copyFile(bc *buildContext, abs string, fi fs.FileInfo, f *os.File, xs map[string][]byte, target string) error {
+	st, linked := fi.Sys().(*syscall.Stat_t)
+	linked = linked && st.Nlink > 1
+	var key [2]uint64
+	if linked {
+		key = [2]uint64{st.Dev, st.Ino}
+		if old, ok := cp.links[key]; ok && cp.hardlink(old, target) == nil {
+			return nil
+		}
+	}
+	if f == nil {
+		var err error
+		if f, err = bc.openFile(abs); err != nil {
+			return err
+		}
+		defer f.Close()
+	}
+	uid, gid := cp.srcOwner(fi)
+	if err := cp.writeFile(target, f, unixMode(fi.Mode()), fi.ModTime(), uid, gid, xs); err != nil {
+		return err
+	}
+	if linked {
+		if cp.links == nil {
+			cp.links = map[[2]uint64]string{}
+		}
+		cp.links[key] = target
+	}
+	return nil
 }
 
 // copySource copies the file source s to target, or with unpack, if it is a tar
@@ -284,8 +315,7 @@ func (cp *copier) copySource(bc *buildContext, s source, target, dest string, un
 	if err != nil {
 		return err
 	}
-	uid, gid := cp.srcOwner(s.fi)
-	return cp.writeFile(target, f, unixMode(s.fi.Mode()), s.fi.ModTime(), uid, gid, xs)
+	return cp.copyFile(bc, s.abs, s.fi, f, xs, target)
 }
 
 func (cp *copier) copyFileMode(abs string, mode fs.FileMode, mtime time.Time, target string, uid, gid int) error {

@@ -210,3 +210,68 @@ func TestCopyOverExistingDirs(t *testing.T) {
 		}
 	}
 }
+
+// TestCopyKeepsHardLinks: files hard-linked in the source stay linked in the
+// copy, within one COPY, as BuildKit's fsutil copy keeps them (finding 5 of
+// rev17-build); other files stay apart.
+func TestCopyKeepsHardLinks(t *testing.T) {
+	ctx := t.TempDir()
+	os.MkdirAll(filepath.Join(ctx, "d/sub"), 0o755)
+	os.WriteFile(filepath.Join(ctx, "d/a"), []byte("same"), 0o644)
+	os.WriteFile(filepath.Join(ctx, "d/c"), []byte("same"), 0o644)
+	if err := os.Link(filepath.Join(ctx, "d/a"), filepath.Join(ctx, "d/sub/b")); err != nil {
+		t.Fatal(err)
+	}
+	bc, err := openContext(ctx, "", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rootfs := t.TempDir()
+	cp, err := newCopier(rootfs, "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cp.close()
+	srcs, err := bc.resolve("d")
+	if err == nil {
+		err = cp.copyAll(bc, srcs, nil, nil, "/d", false, false)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	cp2, err := newCopier(rootfs, "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cp2.close()
+	var files []source
+	for _, p := range []string{"d/a", "d/sub/b"} {
+		s, err := bc.resolve(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		files = append(files, s...)
+	}
+	if err := cp2.copyAll(bc, files, nil, nil, "/f/", false, false); err != nil {
+		t.Fatal(err)
+	}
+	ino := func(p string) (uint64, uint64) {
+		var st unix.Stat_t
+		if err := unix.Lstat(filepath.Join(rootfs, p), &st); err != nil {
+			t.Fatal(err)
+		}
+		return st.Ino, uint64(st.Nlink)
+	}
+	a, na := ino("d/a")
+	b, _ := ino("d/sub/b")
+	c, _ := ino("d/c")
+	if a != b || na != 2 {
+		t.Errorf("COPY d /d: /d/a and /d/sub/b are inodes %d and %d (links %d), want one with 2 links", a, b, na)
+	}
+	if c == a {
+		t.Errorf("COPY d /d: /d/c was linked to /d/a")
+	}
+	if fa, _ := ino("f/a"); fa != func() uint64 { i, _ := ino("f/b"); return i }() {
+		t.Errorf("COPY d/a d/sub/b /f/: the two were not linked")
+	}
+}

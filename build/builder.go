@@ -167,15 +167,11 @@ func Build(ctx context.Context, o Options) (*Result, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read Dockerfile: %w", err)
 	}
-	ast, err := parser.Parse(strings.NewReader(string(df)))
+	ast, stages, metaArgs, err := parseDockerfile(df)
 	if err != nil {
-		return nil, parseError(err)
+		return nil, err
 	}
 	b.escape = ast.EscapeToken
-	stages, metaArgs, err := instructions.Parse(ast.AST, nil)
-	if err != nil {
-		return nil, parseError(err)
-	}
 	if len(stages) == 0 {
 		return nil, fmt.Errorf("%w: the Dockerfile has no FROM", ErrBuild)
 	}
@@ -308,11 +304,32 @@ func Build(ctx context.Context, o Options) (*Result, error) {
 	return &Result{Image: img, Steps: step, Cached: cached}, nil
 }
 
-// parseError is a Dockerfile parse error as ErrBuild, said once: buildkit's
-// errors with a line already start "dockerfile parse error on line N".
+// parseDockerfile parses df into its stages and the ARGs before the first
+// FROM; an error is parseError's.
+func parseDockerfile(df []byte) (*parser.Result, []instructions.Stage, []instructions.ArgCommand, error) {
+	ast, err := parser.Parse(strings.NewReader(string(df)))
+	if err != nil {
+		return nil, nil, nil, parseError(err)
+	}
+	stages, metaArgs, err := instructions.Parse(ast.AST, nil)
+	if err != nil {
+		return nil, nil, nil, parseError(err)
+	}
+	return ast, stages, metaArgs, nil
+}
+
+// parseError is a Dockerfile parse error as ErrBuild, said once and naming
+// the line: buildkit's instruction errors already start "dockerfile parse
+// error on line N"; the parser's own (LABEL x, an unterminated heredoc, an
+// old-style ENV with extra words) carry the line as a location only
+// (parser.LocationError), which docker prints as "Dockerfile:N".
 func parseError(err error) error {
 	if strings.Contains(err.Error(), "dockerfile parse error") {
 		return fmt.Errorf("%w: %w", ErrBuild, err)
+	}
+	var le *parser.LocationError
+	if errors.As(err, &le) && len(le.Locations) > 0 && len(le.Locations[0]) > 0 {
+		return fmt.Errorf("%w: dockerfile parse error on line %d: %w", ErrBuild, le.Locations[0][0].Start.Line, err)
 	}
 	return fmt.Errorf("%w: dockerfile parse error: %w", ErrBuild, err)
 }

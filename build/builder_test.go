@@ -410,3 +410,20 @@ func TestWorkdirOwner(t *testing.T) {
 		}
 	}
 }
+
+// TestParseErrorLine: every Dockerfile parse error names the line, the
+// parser's own too (finding 6 of rev17-build), as the instruction-level ones
+// did.
+func TestParseErrorLine(t *testing.T) {
+	for _, tc := range []struct{ df, want string }{
+		{"FROM bb:1\nLABEL x\n", "dockerfile parse error on line 2: LABEL must have two arguments"},
+		{"FROM bb:1\n\nRUN <<EOF\necho unterminated\n", "dockerfile parse error on line 3: "},
+		{"FROM bb:1\nENV A=1 OLD style value\n", "dockerfile parse error on line 2: "},
+		{"FROM bb:1\nFROBNICATE x\n", "dockerfile parse error on line 2: unknown instruction: FROBNICATE"},
+	} {
+		_, _, _, err := parseDockerfile([]byte(tc.df))
+		if err == nil || !errors.Is(err, ErrBuild) || !strings.Contains(err.Error(), tc.want) || strings.Count(err.Error(), "parse error") != 1 {
+			t.Errorf("parse %q = %v, want an ErrBuild with %q", tc.df, err, tc.want)
+		}
+	}
+}

@@ -412,9 +412,9 @@ func (b *builder) dispatch(ctx context.Context, c instructions.Command) (cached 
 	case *instructions.RunCommand:
 		return b.runStep(ctx, c)
 	case *instructions.CopyCommand:
-		return b.copyStep(ctx, c.String(), &c.SourcesAndDest, copyFlags{chown: c.Chown, chmod: c.Chmod, from: c.From, exclude: c.ExcludePatterns, parents: c.Parents}, false, c)
+		return b.copyStep(ctx, c.String(), &c.SourcesAndDest, copyFlags{chown: c.Chown, chmod: c.Chmod, from: c.From, exclude: c.ExcludePatterns, parents: c.Parents, link: c.Link}, false, c)
 	case *instructions.AddCommand:
-		return b.copyStep(ctx, c.String(), &c.SourcesAndDest, copyFlags{chown: c.Chown, chmod: c.Chmod, exclude: c.ExcludePatterns, checksum: c.Checksum, unpack: c.Unpack,
+		return b.copyStep(ctx, c.String(), &c.SourcesAndDest, copyFlags{chown: c.Chown, chmod: c.Chmod, exclude: c.ExcludePatterns, checksum: c.Checksum, unpack: c.Unpack, link: c.Link,
 			keepGitDir: c.KeepGitDir != nil && *c.KeepGitDir}, true, c)
 	case *instructions.WorkdirCommand:
 		return b.workdirStep(ctx, c)

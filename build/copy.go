@@ -36,6 +36,10 @@ type copier struct {
 	// links: where this COPY wrote each hard-linked source file (by
 	// device and inode), to link the others to.
 	links map[[2]uint64]string
+	// link: COPY --link. BuildKit copies onto an empty layer, so no
+	// symlink (or file) of the image on the way to an entry is followed:
+	// it is replaced by a dir, as the layer's dir hides it (copy_link.go).
+	link bool
 }
 
 type dirTime struct {
@@ -158,7 +162,11 @@ var errSeveralToFile = errors.New("more than one source file to a destination th
 func (cp *copier) copyAll(bc *buildContext, srcs []source, urls []*download, inline []inlineFile, dest string, unpack, unpackURLs bool) error {
 	destIsDir := strings.HasSuffix(dest, "/")
 	if !destIsDir {
-		if f, err := openat2InRoot(cp.rfd, dest, unix.O_PATH|unix.O_DIRECTORY); err == nil {
+		open := openat2InRoot
+		if cp.link {
+			open = openNoSymlinks
+		}
+		if f, err := open(cp.rfd, dest, unix.O_PATH|unix.O_DIRECTORY); err == nil {
 			f.Close()
 			destIsDir = true
 		}
@@ -375,6 +383,9 @@ func (cp *copier) parentDir(target string) (*os.File, string, error) {
 	if rel, ok := cp.confined(target); ok {
 		return cp.confinedParent(rel)
 	}
+	if cp.link {
+		return cp.linkParent(target)
+	}
 	dir, base := path.Split(path.Clean("/" + target))
 	if base == "" {
 		return nil, "", fmt.Errorf("copy to /: not a file")
@@ -477,13 +488,22 @@ func (cp *copier) mkdirMeta(target string, mode fs.FileMode, mtime time.Time, ui
 	err = unix.Mkdirat(dfd, base, 0o700)
 	if errors.Is(err, unix.EEXIST) {
 		var st unix.Stat_t
-		if err := unix.Fstatat(dfd, base, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil || st.Mode&unix.S_IFMT != unix.S_IFDIR {
+		err = unix.Fstatat(dfd, base, &st, unix.AT_SYMLINK_NOFOLLOW)
+		switch {
+		case err == nil && st.Mode&unix.S_IFMT == unix.S_IFDIR:
+			if !over {
+				return nil
+			}
+		case err == nil && cp.link: // --link: the layer's dir hides it
+			if err = unix.Unlinkat(dfd, base, 0); err == nil {
+				err = unix.Mkdirat(dfd, base, 0o700)
+			}
+			if err != nil {
+				return fmt.Errorf("mkdir %s: %w", target, err)
+			}
+		default:
 			return fmt.Errorf("mkdir %s: exists and is not a directory", target)
 		}
-		if !over {
-			return nil
-		}
-		err = nil
 	}
 	if err != nil {
 		return fmt.Errorf("mkdir %s: %w", target, err)

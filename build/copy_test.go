@@ -275,3 +275,60 @@ func TestCopyKeepsHardLinks(t *testing.T) {
 		t.Errorf("COPY d/a d/sub/b /f/: the two were not linked")
 	}
 }
+
+// TestCopyLinkNoFollow: COPY --link follows no symlink of the image on the
+// destination path: the path is made of dirs, the symlink replaced, as the
+// Dockerfile reference says (finding 7 of rev17-build); a plain COPY still
+// follows it.
+func TestCopyLinkNoFollow(t *testing.T) {
+	ctx := t.TempDir()
+	os.MkdirAll(filepath.Join(ctx, "d/sub"), 0o755)
+	os.WriteFile(filepath.Join(ctx, "d/a.txt"), []byte("a"), 0o644)
+	os.WriteFile(filepath.Join(ctx, "d/sub/s"), []byte("s"), 0o644)
+	bc, err := openContext(ctx, "", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rootfs := t.TempDir()
+	for _, d := range []string{"dst", "tmp", "app"} {
+		os.MkdirAll(filepath.Join(rootfs, d), 0o755)
+	}
+	os.Symlink("/tmp", filepath.Join(rootfs, "dst/lnk"))
+	os.Symlink("/tmp", filepath.Join(rootfs, "dst/plain"))
+	os.Symlink("/tmp", filepath.Join(rootfs, "app/sub"))
+	copyTo := func(link bool, src, dest string) {
+		t.Helper()
+		cp, err := newCopier(rootfs, "", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer cp.close()
+		cp.link = link
+		srcs, err := bc.resolve(src)
+		if err == nil {
+			err = cp.copyAll(bc, srcs, nil, nil, dest, false, false)
+		}
+		if err != nil {
+			t.Fatalf("COPY --link=%v %s %s: %v", link, src, dest, err)
+		}
+	}
+	copyTo(true, "d/a.txt", "/dst/lnk/")
+	copyTo(true, "d", "/app/")
+	copyTo(false, "d/a.txt", "/dst/plain/")
+	for _, p := range []string{"dst/lnk", "app/sub"} {
+		if fi, err := os.Lstat(filepath.Join(rootfs, p)); err != nil || !fi.IsDir() {
+			t.Errorf("after COPY --link, /%s is %v, %v: want a dir in place of the symlink", p, fi.Mode(), err)
+		}
+	}
+	for _, p := range []string{"dst/lnk/a.txt", "app/sub/s", "tmp/a.txt"} {
+		if _, err := os.Lstat(filepath.Join(rootfs, p)); err != nil {
+			t.Errorf("/%s: %v", p, err)
+		}
+	}
+	if _, err := os.Lstat(filepath.Join(rootfs, "tmp/s")); err == nil {
+		t.Errorf("COPY --link d /app/ wrote /tmp/s through the symlink /app/sub")
+	}
+	if l, err := os.Readlink(filepath.Join(rootfs, "dst/plain")); err != nil || l != "/tmp" {
+		t.Errorf("a plain COPY replaced the symlink /dst/plain: %q, %v", l, err)
+	}
+}

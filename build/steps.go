@@ -345,6 +345,7 @@ type copyFlags struct {
 	unpack       *bool    // ADD --unpack (default: local archives, not URLs)
 	parents      bool     // COPY --parents
 	keepGitDir   bool     // ADD --keep-git-dir=true (refused)
+	link         bool     // --link: no symlink on the destination path is followed
 }
 
 // copyStep runs COPY or ADD: sources from the context (or URLs, for ADD) into
@@ -523,6 +524,7 @@ func (b *builder) copyStep(ctx context.Context, text string, sd *instructions.So
 		}
 		defer cp.close()
 		cp.keepOwners = from != "" // COPY --from keeps owners; context files are root's
+		cp.link = flags.link
 		unpackLocal, unpackURLs := isAdd, false
 		if isAdd && flags.unpack != nil {
 			unpackLocal, unpackURLs = *flags.unpack, *flags.unpack

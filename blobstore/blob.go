@@ -9,8 +9,11 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strconv"
+	"sync"
 
 	"github.com/opencontainers/go-digest"
+	"golang.org/x/sys/unix"
 )
 
 // checkDigest validates d as a sha256 digest, the only algorithm the store keeps.
@@ -29,7 +32,10 @@ func (s *Store) BlobPath(d digest.Digest) string {
 	return filepath.Join(s.dir, "blobs", d.Algorithm().String(), d.Encoded())
 }
 
-// blobWriter streams a blob into a temp file in tmp/, hashing as it goes.
+// blobWriter streams a blob into a temp file in tmp/, hashing as it goes. The temp
+// file is unnamed where the filesystem can (O_TMPFILE, linked into blobs/ when
+// placed), so that a writer killed before then leaves nothing behind; elsewhere it
+// is a named blob-* file, which GC removes after a kill.
 type blobWriter struct {
 	s    *Store
 	f    *os.File
@@ -38,12 +44,44 @@ type blobWriter struct {
 }
 
 func (s *Store) newBlobWriter() (*blobWriter, error) {
-	f, err := os.CreateTemp(s.tmpDir(), "blob-")
+	f, err := openBlobTemp(s.tmpDir())
 	if err != nil {
 		return nil, fmt.Errorf("create blob temp file: %w", err)
 	}
 	return &blobWriter{s: s, f: f, h: digest.SHA256.Hash()}, nil
 }
+
+// unnamedTemps reports whether the temp files made by openBlobTemp may be unnamed:
+// linkat of /proc/self/fd/N with AT_SYMLINK_FOLLOW, which needs no capability
+// (the AT_EMPTY_PATH form needs CAP_DAC_READ_SEARCH), needs /proc. Tests turn it
+// off to run the named fallback.
+var unnamedTemps = sync.OnceValue(func() bool {
+	_, err := os.Stat("/proc/self/fd")
+	return err == nil
+})
+
+// openBlobTemp opens a new temp file in dir: unnamed (O_TMPFILE) where the kernel
+// and the filesystem have it, else named by os.CreateTemp. An unnamed file's Name
+// is dir itself: isUnnamed tells them apart.
+func openBlobTemp(dir string) (*os.File, error) {
+	if unnamedTemps() {
+		fd, err := unix.Open(dir, unix.O_TMPFILE|unix.O_RDWR|unix.O_CLOEXEC, 0o600)
+		for errors.Is(err, unix.EINTR) {
+			fd, err = unix.Open(dir, unix.O_TMPFILE|unix.O_RDWR|unix.O_CLOEXEC, 0o600)
+		}
+		if err == nil {
+			return os.NewFile(uintptr(fd), dir), nil
+		}
+		// EOPNOTSUPP: a filesystem without O_TMPFILE; EISDIR: a kernel without it
+		if !errors.Is(err, unix.EOPNOTSUPP) && !errors.Is(err, unix.EISDIR) {
+			return nil, &os.PathError{Op: "open", Path: dir, Err: err}
+		}
+	}
+	return os.CreateTemp(dir, "blob-")
+}
+
+// isUnnamed reports a temp file of openBlobTemp in dir that has no name.
+func isUnnamed(f *os.File, dir string) bool { return f.Name() == dir }
 
 func (w *blobWriter) Write(p []byte) (int, error) {
 	n, err := w.f.Write(p)
@@ -57,9 +95,17 @@ func (w *blobWriter) Digest() digest.Digest { return digest.NewDigest(digest.SHA
 // abort removes the temp file; safe after commit.
 func (w *blobWriter) abort() {
 	if w.f != nil {
-		w.f.Close()
-		os.Remove(w.f.Name())
+		removeTemp(w.f, w.s.tmpDir())
 		w.f = nil
+	}
+}
+
+// removeTemp closes a temp file of openBlobTemp and removes it if it has a name
+// (an unnamed one goes with its last descriptor).
+func removeTemp(f *os.File, dir string) {
+	f.Close()
+	if !isUnnamed(f, dir) {
+		os.Remove(f.Name())
 	}
 }
 
@@ -90,20 +136,27 @@ func (w *blobWriter) stage(want digest.Digest) (*Staged, error) {
 	if err := w.f.Sync(); err != nil {
 		return nil, fmt.Errorf("blob %s: %w", got, err)
 	}
-	if err := w.f.Close(); err != nil {
-		return nil, fmt.Errorf("blob %s: %w", got, err)
+	b := &Staged{s: w.s, d: got, size: w.size}
+	if isUnnamed(w.f, w.s.tmpDir()) {
+		// kept open: an unnamed file is placed from its descriptor
+		b.f = w.f
+	} else {
+		if err := w.f.Close(); err != nil {
+			return nil, fmt.Errorf("blob %s: %w", got, err)
+		}
+		b.tmp = w.f.Name()
 	}
-	b := &Staged{s: w.s, tmp: w.f.Name(), d: got, size: w.size}
 	w.f = nil
 	return b, nil
 }
 
-// Staged is a blob that Stage wrote and verified but did not make visible: it is
-// a temp file inside the store until Commit renames it into blobs/. Not safe for
-// concurrent use.
+// Staged is a blob that Stage wrote and verified but did not make visible: a temp
+// file inside the store (unnamed, held open, where the filesystem can) until Commit
+// places it in blobs/. Not safe for concurrent use.
 type Staged struct {
 	s    *Store
-	tmp  string // "" once committed or discarded
+	tmp  string   // a named temp file; "" once committed or discarded
+	f    *os.File // an unnamed temp file; nil once committed or discarded
 	d    digest.Digest
 	size int64
 }
@@ -114,11 +167,18 @@ func (b *Staged) Digest() digest.Digest { return b.d }
 // Size is the staged blob's size in bytes.
 func (b *Staged) Size() int64 { return b.size }
 
-// Commit makes the blob visible, as the end of Put does (rename to its digest path,
-// directory fsync); a blob of that digest already there is kept and the staged copy
-// removed. The temp file is gone afterwards, also on error. Commit after Commit or
-// Discard does nothing.
+// Commit makes the blob visible, as the end of Put does (rename or link to its
+// digest path, directory fsync); a blob of that digest already there is kept and
+// the staged copy removed. The temp file is gone afterwards, also on error. Commit
+// after Commit or Discard does nothing.
 func (b *Staged) Commit() error {
+	if b.f != nil {
+		f := b.f
+		b.f = nil
+		defer f.Close()
+		_, err := b.s.placeUnnamed(f, b.d)
+		return err
+	}
 	if b.tmp == "" {
 		return nil
 	}
@@ -134,6 +194,10 @@ func (b *Staged) Commit() error {
 // Discard removes the staged temp file, leaving the store as it was before Stage.
 // Idempotent and a no-op after Commit, so `defer b.Discard()` is safe.
 func (b *Staged) Discard() {
+	if b.f != nil {
+		b.f.Close()
+		b.f = nil
+	}
 	if b.tmp != "" {
 		os.Remove(b.tmp)
 		b.tmp = ""
@@ -151,6 +215,34 @@ func (s *Store) placeBlob(tmp string, d digest.Digest) (placed bool, err error) 
 	}
 	if err := os.Rename(tmp, dst); err != nil {
 		return false, fmt.Errorf("blob %s: %w", d, err)
+	}
+	if err := syncDir(filepath.Dir(dst)); err != nil {
+		return true, fmt.Errorf("blob %s: %w", d, err)
+	}
+	return true, nil
+}
+
+// placeUnnamed links a finished, verified, fsynced unnamed temp file (open as f)
+// to the blob path of d, unless the blob is already there; placed as for
+// placeBlob. A link never replaces: one writer's blob is the one that stays, and
+// it appears whole. f stays open: the caller closes it.
+func (s *Store) placeUnnamed(f *os.File, d digest.Digest) (placed bool, err error) {
+	dst := s.BlobPath(d)
+	if _, err := os.Stat(dst); err == nil {
+		return false, nil
+	}
+	src := "/proc/self/fd/" + strconv.Itoa(int(f.Fd()))
+	for {
+		err = unix.Linkat(unix.AT_FDCWD, src, unix.AT_FDCWD, dst, unix.AT_SYMLINK_FOLLOW)
+		if !errors.Is(err, unix.EINTR) {
+			break
+		}
+	}
+	if errors.Is(err, unix.EEXIST) {
+		return false, nil // another writer placed d meanwhile
+	}
+	if err != nil {
+		return false, fmt.Errorf("blob %s: %w", d, &os.LinkError{Op: "link", Old: src, New: dst, Err: err})
 	}
 	if err := syncDir(filepath.Dir(dst)); err != nil {
 		return true, fmt.Errorf("blob %s: %w", d, err)

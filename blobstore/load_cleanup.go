@@ -13,9 +13,13 @@ import (
 
 // What a failed or killed load leaves behind, and who clears it.
 //
-// A load spools into tmp/load-*, a directory it holds an exclusive flock on while
-// it runs; a killed load's flock goes with its process. Every load first removes
-// the spools older than staleSpoolAge that nobody holds (GC clears them too).
+// A load spools into tmp/load-*, a directory it holds an exclusive flock on for as
+// long as the directory has that name: it is made as tmp/mkload-*, locked, and
+// only then renamed to load-* (the lock is on the directory, not its name). So a
+// load-* dir that nobody holds locked is a killed load's, and every load first
+// removes those at once (GC clears them too): the retry of a load killed on a
+// nearly full disk finds the space its spool took. An mkload-* dir is empty; one
+// older than staleSpoolAge and unlocked is a load killed before its rename.
 //
 // A load that fails after it moved blobs into blobs/ (index.json could not be
 // written: a full disk) removes again those of them that nothing references (only
@@ -25,52 +29,97 @@ import (
 
 const (
 	spoolPrefix = "load-"
-	// staleSpoolAge: a spool younger than this is left alone even if unlocked
-	// (it may be between its creation and its flock).
+	// newSpoolPrefix names a spool dir between its mkdir and its flock.
+	newSpoolPrefix = "mkload-"
+	// staleSpoolAge: an mkload-* dir younger than this is left alone even if
+	// unlocked (it may be between its creation and its flock).
 	staleSpoolAge = 5 * time.Minute
 )
 
-// newSpoolDir makes a load's spool dir in tmp/ and locks it. remove deletes the dir
-// and only then releases the lock, so that the dir is never unlocked while it is
-// there for another load's removeStaleSpools to take.
+// newSpoolDir makes a load's spool dir in tmp/, locked before it has its load-*
+// name. remove deletes the dir and only then releases the lock, so that the dir is
+// never unlocked while it is there for another load's removeStaleSpools to take.
 func (s *Store) newSpoolDir() (dir string, remove func(), err error) {
-	dir, err = os.MkdirTemp(s.tmpDir(), spoolPrefix)
-	if err != nil {
-		return "", nil, err
-	}
-	d, err := os.Open(dir)
-	if err == nil {
-		err = flockRetry(d, unix.LOCK_EX|unix.LOCK_NB)
+	for {
+		tmp, err := os.MkdirTemp(s.tmpDir(), newSpoolPrefix)
 		if err != nil {
-			d.Close()
+			return "", nil, err
 		}
+		d, err := os.Open(tmp)
+		if err == nil {
+			if err = flockRetry(d, unix.LOCK_EX|unix.LOCK_NB); err != nil {
+				d.Close()
+			}
+		}
+		if err != nil {
+			os.RemoveAll(tmp)
+			return "", nil, err
+		}
+		dir = filepath.Join(s.tmpDir(), spoolPrefix+strings.TrimPrefix(filepath.Base(tmp), newSpoolPrefix))
+		err = unix.Renameat2(unix.AT_FDCWD, tmp, unix.AT_FDCWD, dir, unix.RENAME_NOREPLACE)
+		if errors.Is(err, unix.EINVAL) || errors.Is(err, unix.ENOSYS) {
+			// a filesystem without RENAME_NOREPLACE: the name is MkdirTemp's
+			// random one, and a load-* dir of that name is a rare leftover
+			if _, serr := os.Lstat(dir); errors.Is(serr, os.ErrNotExist) {
+				err = os.Rename(tmp, dir)
+			} else {
+				err = unix.EEXIST
+			}
+		}
+		if err != nil {
+			os.RemoveAll(tmp)
+			d.Close()
+			if errors.Is(err, unix.EEXIST) {
+				continue // that load-* name is taken: another one
+			}
+			return "", nil, err
+		}
+		return dir, func() {
+			removeSpoolDir(dir)
+			d.Close()
+		}, nil
 	}
-	if err != nil {
-		os.RemoveAll(dir)
-		return "", nil, err
-	}
-	return dir, func() {
-		removeSpoolDir(dir)
-		d.Close()
-	}, nil
 }
 
 // removeSpoolDir removes a spool dir; tests wrap it to look at the lock meanwhile.
 var removeSpoolDir = os.RemoveAll
 
-// removeStaleSpools removes the spool dirs of killed loads: older than
-// staleSpoolAge and not locked. Best effort: a spool it cannot judge stays.
+// removeStaleSpools removes the spool dirs of killed loads: every load-* dir not
+// locked, and mkload-* dirs older than staleSpoolAge and not locked. Best effort:
+// a spool it cannot judge stays.
 func (s *Store) removeStaleSpools() {
-	ents, err := os.ReadDir(s.tmpDir())
-	if err != nil {
-		return
-	}
-	for _, e := range ents {
-		if !e.IsDir() || !strings.HasPrefix(e.Name(), spoolPrefix) {
+	for _, p := range s.deadSpools() {
+		d, err := os.Open(p)
+		if err != nil {
 			continue
 		}
-		fi, err := e.Info()
-		if err != nil || time.Since(fi.ModTime()) < staleSpoolAge {
+		if flockRetry(d, unix.LOCK_EX|unix.LOCK_NB) == nil && sameFile(d, p) {
+			os.RemoveAll(p) // the lock on the open dir stays ours until Close
+		}
+		d.Close()
+	}
+}
+
+// deadSpools lists the spool dirs in tmp/ that no live load holds (as seen a
+// moment ago: removeStaleSpools judges each again under the lock).
+func (s *Store) deadSpools() []string {
+	ents, err := os.ReadDir(s.tmpDir())
+	if err != nil {
+		return nil
+	}
+	var dead []string
+	for _, e := range ents {
+		if !e.IsDir() {
+			continue
+		}
+		switch {
+		case strings.HasPrefix(e.Name(), spoolPrefix):
+		case strings.HasPrefix(e.Name(), newSpoolPrefix):
+			fi, err := e.Info()
+			if err != nil || time.Since(fi.ModTime()) < staleSpoolAge {
+				continue
+			}
+		default:
 			continue
 		}
 		p := filepath.Join(s.tmpDir(), e.Name())
@@ -78,11 +127,26 @@ func (s *Store) removeStaleSpools() {
 		if err != nil {
 			continue
 		}
-		if flockRetry(d, unix.LOCK_EX|unix.LOCK_NB) == nil {
-			os.RemoveAll(p) // the lock on the open dir stays ours until Close
+		// a shared lock, taken and let go: it fails while an owner holds its
+		// exclusive one, and never keeps an owner from its own
+		if flockRetry(d, unix.LOCK_SH|unix.LOCK_NB) == nil {
+			dead = append(dead, p)
 		}
 		d.Close()
 	}
+	return dead
+}
+
+// sameFile reports whether the open f is still what path names: a spool dir
+// locked after its load removed it, and another load's made under its name, are
+// not the same.
+func sameFile(f *os.File, path string) bool {
+	a, err := f.Stat()
+	if err != nil {
+		return false
+	}
+	b, err := os.Lstat(path)
+	return err == nil && os.SameFile(a, b)
 }
 
 // dropPlaced removes the blobs of placed (moved in by a load that then failed)

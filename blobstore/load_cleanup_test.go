@@ -6,6 +6,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -67,7 +68,10 @@ func TestFailedLoadLeavesBlobsToGCUnderLease(t *testing.T) {
 	}
 }
 
-// A load removes the spools killed loads left in tmp/: old and unlocked ones only.
+// A load removes the spools killed loads left in tmp/ at once, however young:
+// every load-* dir nobody holds locked (a live load locks its spool before it
+// has that name). An mkload-* dir (a load between its mkdir and its flock) goes
+// only when old and unlocked.
 func TestLoadRemovesStaleSpools(t *testing.T) {
 	s := newStore(t)
 	mk := func(name string, age time.Duration) string {
@@ -85,7 +89,9 @@ func TestLoadRemovesStaleSpools(t *testing.T) {
 		return p
 	}
 	killed := mk(spoolPrefix+"killed", time.Hour)
-	young := mk(spoolPrefix+"young", 0)
+	killedNow := mk(spoolPrefix+"young", 0)
+	killedMk := mk(newSpoolPrefix+"killed", time.Hour)
+	youngMk := mk(newSpoolPrefix+"young", 0)
 	held := mk(spoolPrefix+"held", time.Hour) // a slow load, still running
 	d, err := os.Open(held)
 	if err != nil {
@@ -96,13 +102,40 @@ func TestLoadRemovesStaleSpools(t *testing.T) {
 		t.Fatal(err)
 	}
 	load(t, s, ociArchive(t, newTestImage(t, "x", 1, Gzip, "x:1")))
-	if _, err := os.Stat(killed); !os.IsNotExist(err) {
-		t.Errorf("killed load's spool after a load: %v, want it removed", err)
+	for _, p := range []string{killed, killedNow, killedMk} {
+		if _, err := os.Stat(p); !os.IsNotExist(err) {
+			t.Errorf("killed load's spool %s after a load: %v, want it removed", filepath.Base(p), err)
+		}
 	}
-	for _, p := range []string{young, held} {
+	for _, p := range []string{youngMk, held} {
 		if _, err := os.Stat(p); err != nil {
 			t.Errorf("spool %s after a load: %v, want it kept", filepath.Base(p), err)
 		}
+	}
+}
+
+// A load's spool has its load-* name only while locked: another load's
+// removeStaleSpools, which now takes any unlocked load-* at once, never sees it
+// unlocked, also between its mkdir and its flock.
+func TestSpoolLockedBeforeNamed(t *testing.T) {
+	s := newStore(t)
+	dir, remove, err := s.newSpoolDir()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(filepath.Base(dir), spoolPrefix) {
+		t.Errorf("spool dir %s, want %s*", dir, spoolPrefix)
+	}
+	if ents, _ := os.ReadDir(s.tmpDir()); len(ents) != 1 {
+		t.Errorf("tmp/ holds %v, want the spool alone (no mkload-* left)", ents)
+	}
+	s.removeStaleSpools()
+	if _, err := os.Stat(dir); err != nil {
+		t.Fatalf("live spool after removeStaleSpools: %v", err)
+	}
+	remove()
+	if ents, _ := os.ReadDir(s.tmpDir()); len(ents) != 0 {
+		t.Errorf("tmp/ after remove: %v, want it empty", ents)
 	}
 }
 

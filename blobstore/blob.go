@@ -171,7 +171,8 @@ func (b *Staged) Size() int64 { return b.size }
 // digest path, directory fsync); a blob of that digest already there is kept and
 // the staged copy removed. The temp file is gone afterwards, also on error. Commit
 // after Commit or Discard does nothing.
-func (b *Staged) Commit() error {
+func (b *Staged) Commit() (err error) {
+	defer func() { err = b.s.noSpace(err) }()
 	if b.f != nil {
 		f := b.f
 		b.f = nil
@@ -281,7 +282,8 @@ func sizeDiffers(stored, spooled string) bool {
 // empty the content must hash to it (else ErrDigestMismatch and nothing is stored).
 // Idempotent: putting a blob that is already there succeeds and leaves it alone.
 // Safe for concurrent use, also across processes. r is read to EOF, not closed.
-func (s *Store) Put(ctx context.Context, r io.Reader, want digest.Digest) (digest.Digest, int64, error) {
+func (s *Store) Put(ctx context.Context, r io.Reader, want digest.Digest) (_ digest.Digest, _ int64, err error) {
+	defer func() { err = s.noSpace(err) }()
 	if want != "" {
 		if err := checkDigest(want); err != nil {
 			return "", 0, err
@@ -310,7 +312,8 @@ func (s *Store) Put(ctx context.Context, r io.Reader, want digest.Digest) (diges
 // the caller calls Commit or Discard. Stage takes no Lease: the caller holds one
 // from before Stage until the blob is named in index.json, as GC removes the temp
 // files of writers without one. Safe for concurrent use; r is not closed.
-func (s *Store) Stage(ctx context.Context, r io.Reader, want digest.Digest) (*Staged, error) {
+func (s *Store) Stage(ctx context.Context, r io.Reader, want digest.Digest) (_ *Staged, err error) {
+	defer func() { err = s.noSpace(err) }()
 	if want != "" {
 		if err := checkDigest(want); err != nil {
 			return nil, err

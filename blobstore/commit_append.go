@@ -51,7 +51,8 @@ func WithGzipLevel(level int) AppendOption {
 // too). tarStream is read to EOF, not closed. Returns the layer descriptor for a
 // manifest and the diffID for the config. The blob is unreferenced until an image
 // names it: hold a Lease until then. Safe for concurrent use.
-func (s *Store) AppendLayer(ctx context.Context, tarStream io.Reader, c Compression, opts ...AppendOption) (ocispec.Descriptor, digest.Digest, error) {
+func (s *Store) AppendLayer(ctx context.Context, tarStream io.Reader, c Compression, opts ...AppendOption) (_ ocispec.Descriptor, _ digest.Digest, err error) {
+	defer func() { err = s.noSpace(err) }()
 	cfg := appendConfig{level: CommitGzipLevel}
 	for _, o := range opts {
 		o(&cfg)

@@ -65,7 +65,8 @@ type loadItem struct {
 // load moved in are taken out again (while another writer holds a Lease they stay
 // for GC instead; see load_cleanup.go). Layer blobs are kept exactly as in the
 // archive (never re-compressed), so their digests survive.
-func (s *Store) Load(ctx context.Context, r io.Reader, opts LoadOptions) ([]Loaded, error) {
+func (s *Store) Load(ctx context.Context, r io.Reader, opts LoadOptions) (_ []Loaded, err error) {
+	defer func() { err = s.noSpace(err) }()
 	var extraTag string
 	if opts.Tag != "" {
 		n, err := ParseTag(opts.Tag)

@@ -212,7 +212,8 @@ func (s *Store) writeIndex(idx *ocispec.Index) error {
 
 // updateIndex runs fn on index.json under the index lock and writes the result
 // atomically if fn returns changed=true.
-func (s *Store) updateIndex(ctx context.Context, fn func(idx *ocispec.Index) (changed bool, err error)) error {
+func (s *Store) updateIndex(ctx context.Context, fn func(idx *ocispec.Index) (changed bool, err error)) (err error) {
+	defer func() { err = s.noSpace(err) }()
 	if err := ctx.Err(); err != nil {
 		return err
 	}

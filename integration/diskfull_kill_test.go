@@ -146,3 +146,38 @@ func TestKilledLoadRetryOnFullDisk(t *testing.T) {
 		t.Errorf("after the retried load tmp/ holds %v, want the killed load's spool gone", got)
 	}
 }
+
+// TestNoSpaceSaysGCOnlyWithLeftovers: an import that runs out of space says that
+// `layerfs gc` frees leftover temp files when the store's tmp/ holds some (a named
+// blob temp file as a killed writer on a filesystem without O_TMPFILE, or an older
+// layerfs, leaves), in its one line, and not when there are none.
+func TestNoSpaceSaysGCOnlyWithLeftovers(t *testing.T) {
+	mnt := smallTmpfs(t, 24)
+	root := filepath.Join(mnt, "root")
+	big := randomTar(t, 16<<20)
+	storeTmp(t, root)
+	leftover := filepath.Join(root, "store", ".layerfs", "tmp", "blob-killed")
+	if err := os.WriteFile(leftover, make([]byte, 12<<20), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r := runWith(t, cmdOpts{root: root}, "import", "-q", big, "big:1")
+	oneLineError(t, "import with a leftover temp file", r, "")
+	if !strings.Contains(r.Stderr, "`layerfs gc` frees 1 leftover temp file") {
+		t.Errorf("import out of space with a 12 MiB leftover: stderr %q, want it to name `layerfs gc`", r.Stderr)
+	}
+	if out := mustRunIn(t, root, "gc"); !strings.Contains(out, "leftover temporary file") {
+		t.Errorf("gc = %q, want it to free the leftover", out)
+	}
+	// no leftovers: the disk is just full
+	filler := filepath.Join(mnt, "filler")
+	if err := os.WriteFile(filler, make([]byte, 12<<20), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r = runWith(t, cmdOpts{root: root}, "import", "-q", big, "big:1")
+	oneLineError(t, "import on a full disk", r, "")
+	if strings.Contains(r.Stderr, "layerfs gc") {
+		t.Errorf("import out of space with nothing left over: stderr %q, want no word of gc", r.Stderr)
+	}
+	os.Remove(filler)
+	mustRunIn(t, root, "import", "-q", big, "big:1")
+}

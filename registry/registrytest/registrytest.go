@@ -45,6 +45,9 @@ type Options struct {
 	// take for a local registry as it takes 127.0.0.1. The test is skipped if
 	// the address cannot be bound.
 	IP string
+	// ManifestURLs accepts manifests whose layers list http(s) URLs (foreign,
+	// non-distributable layers), which the registry refuses by default.
+	ManifestURLs bool
 }
 
 // Server is one running registry.
@@ -111,6 +114,9 @@ func Start(t testing.TB, opts Options) *Server {
 			t.Fatal(err)
 		}
 		fmt.Fprintf(&cfg, "  tls:\n    certificate: %s\n    key: %s\n", certFile, keyFile)
+	}
+	if opts.ManifestURLs {
+		fmt.Fprintf(&cfg, "validation:\n  manifests:\n    urls:\n      allow:\n        - ^https?://\n")
 	}
 	if len(opts.Users) > 0 {
 		htpasswd := filepath.Join(dir, "htpasswd")

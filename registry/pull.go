@@ -142,7 +142,15 @@ func (c *Client) Pull(ctx context.Context, st Store, ref string, opts PullOption
 	if had {
 		fetchProgress = noProgress{} // docker shows no layers for an image it has
 	}
-	f := &layerFetch{st: st, img: img, check: opts.CheckLayer, checkStored: !had, cancel: cancel, progress: fetchProgress}
+	f := &layerFetch{st: st, img: img, check: opts.CheckLayer, checkStored: !had, cancel: cancel, progress: fetchProgress,
+		registryBlob: func(ctx context.Context, h v1.Hash) (io.ReadCloser, error) {
+			l, err := remote.Layer(ep.Context().Digest(h.String()), c.remoteOptions(ctx, ep)...)
+			if err != nil {
+				return nil, err
+			}
+			return l.Compressed()
+		},
+		urlClient: foreignClient}
 	if err := f.fetchImage(ctx); err != nil {
 		return nil, pullFailed(named, err)
 	}

@@ -6,11 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"strings"
 	"sync"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
-	"github.com/google/go-containerregistry/pkg/v1/types"
 	"github.com/layerfs/layerfs/blobstore"
 	"github.com/opencontainers/go-digest"
 	"golang.org/x/sync/errgroup"
@@ -44,6 +44,10 @@ type layerFetch struct {
 	diffIDs     map[digest.Digest][]digest.Digest // by layer blob: the config's diff_id at each of its places
 	cancel      context.CancelCauseFunc
 	progress    Progress
+	// registryBlob opens a blob of the image's repository by digest, from the
+	// registry alone (a foreign layer's URLs are tried by fetchLayer itself).
+	registryBlob func(ctx context.Context, h v1.Hash) (io.ReadCloser, error)
+	urlClient    *http.Client // for a foreign layer's URLs
 
 	mu     sync.Mutex
 	staged []*blobstore.Staged
@@ -90,9 +94,6 @@ func (f *layerFetch) fetchImage(ctx context.Context) error {
 			f.progress.Layer(id, StatusAlreadyExists, 0, 0)
 			stored = append(stored, l)
 			continue
-		}
-		if len(l.URLs) > 0 || l.MediaType == types.DockerForeignLayer {
-			return fmt.Errorf("layer %s: foreign layers are not supported", l.Digest)
 		}
 		f.progress.Layer(id, StatusPullingFSLayer, 0, l.Size)
 		todo = append(todo, l)
@@ -241,13 +242,21 @@ func (f *layerFetch) matchDiffID(d, got digest.Digest) error {
 func (f *layerFetch) fetchLayer(ctx context.Context, l v1.Descriptor) error {
 	d := digest.Digest(l.Digest.String())
 	id := shortID(d)
-	rl, err := f.img.LayerByDigest(l.Digest)
-	if err != nil {
-		return fmt.Errorf("layer %s: %w", d, err)
-	}
-	rc, err := rl.Compressed()
-	if err != nil {
-		return fmt.Errorf("download layer %s: %w", d, classify(err))
+	var rc io.ReadCloser
+	from := "" // where a foreign layer came from: "" for the registry
+	if foreign(l) {
+		var err error
+		if rc, from, err = f.openForeign(ctx, l); err != nil {
+			return err
+		}
+	} else {
+		rl, err := f.img.LayerByDigest(l.Digest)
+		if err != nil {
+			return fmt.Errorf("layer %s: %w", d, err)
+		}
+		if rc, err = rl.Compressed(); err != nil {
+			return fmt.Errorf("download layer %s: %w", d, classify(err))
+		}
 	}
 	defer rc.Close()
 	var r io.Reader = &countingReader{r: rc, fn: func(n int64) { f.progress.Layer(id, StatusDownloading, n, l.Size) }}
@@ -257,10 +266,16 @@ func (f *layerFetch) fetchLayer(ctx context.Context, l v1.Descriptor) error {
 	if err != nil {
 		// the digest first: a blob damaged on the way is not the image's fault
 		if errors.Is(err, blobstore.ErrDigestMismatch) || strings.Contains(err.Error(), "verifying sha256 checksum") {
+			if from != "" {
+				return fmt.Errorf("layer %s from %s: %w", d, from, blobstore.ErrDigestMismatch)
+			}
 			return fmt.Errorf("layer %s: %w", d, blobstore.ErrDigestMismatch)
 		}
 		if ctx.Err() != nil {
 			return context.Cause(ctx)
+		}
+		if from != "" {
+			return fmt.Errorf("download layer %s from %s: %w", d, from, oneLine(err))
 		}
 		return fmt.Errorf("download layer %s: %w", d, oneLine(err))
 	}

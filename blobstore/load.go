@@ -105,27 +105,27 @@ func (s *Store) Load(ctx context.Context, r io.Reader, opts LoadOptions) (_ []Lo
 		return nil, fmt.Errorf("%s: %w", input, err)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("load: %w", err)
+		return nil, fmt.Errorf("%s: %w", input, err)
 	}
 	if err := sp.checkBlobNames(); err != nil {
-		return nil, fmt.Errorf("load: %w", err)
+		return nil, fmt.Errorf("%s: %w", input, err)
 	}
 	var items []*loadItem
 	if _, err := sp.lookup("manifest.json"); err == nil {
 		items, err = s.dockerItems(sp)
 		if err != nil {
-			return nil, fmt.Errorf("load: %w", err)
+			return nil, fmt.Errorf("%s: %w", input, err)
 		}
 	} else if _, err := sp.lookup("index.json"); err == nil {
 		items, err = s.ociItems(sp)
 		if err != nil {
-			return nil, fmt.Errorf("load: %w", err)
+			return nil, fmt.Errorf("%s: %w", input, err)
 		}
 	} else {
-		return nil, fmt.Errorf("load: %w: no manifest.json or index.json", ErrInvalidArchive)
+		return nil, fmt.Errorf("%s: %w: no manifest.json or index.json", input, ErrInvalidArchive)
 	}
 	if len(items) == 0 {
-		return nil, fmt.Errorf("load: %w: no images", ErrInvalidArchive)
+		return nil, fmt.Errorf("%s: %w: no images", input, ErrInvalidArchive)
 	}
 	if extraTag != "" {
 		var untagged []*loadItem

@@ -72,6 +72,17 @@ func TestLoadMetadataErrorsNameMembers(t *testing.T) {
 		})
 	}
 
+	// an empty or cut-short archive names its file too
+	good := ociArchive(t, newTestImage(t, "good", 1, None, "good:1"))
+	for name, in := range map[string][]byte{"empty": nil, "truncated": good[:len(good)/2]} {
+		t.Run(name, func(t *testing.T) {
+			_, err := newStore(t).Load(ctx, bytes.NewReader(in), LoadOptions{Name: "in.tar"})
+			if err == nil || !strings.HasPrefix(err.Error(), "load in.tar: ") {
+				t.Fatalf("Load of an %s archive = %v, want it to name in.tar", name, err)
+			}
+		})
+	}
+
 	t.Run("not-a-tar", func(t *testing.T) {
 		s := newStore(t)
 		script := strings.Repeat("#!/usr/bin/env python3\nprint('not a tar')\n", 40)

@@ -192,6 +192,9 @@ func Start(spec ProcessSpec) (*Process, error) {
 		defer consoleInit.Close()
 		cmd.ExtraFiles = append(cmd.ExtraFiles, consoleInit) // fd 5
 		cmd.Stdin = nil
+		if cmd.Stderr == nil { // a terminal has one output: run -t gives stdout alone
+			cmd.Stderr = spec.Stdout
+		}
 		spec.Console = true
 		if ws := userWinsize(); ws != nil {
 			spec.ConsoleRows, spec.ConsoleCols = ws.Row, ws.Col

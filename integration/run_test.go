@@ -471,6 +471,51 @@ func TestRunTTYContainerPts(t *testing.T) {
 	}
 }
 
+// TestRunTTYSetupError: a container setup error that comes before its
+// terminal is made (an image whose /proc is a file) still reaches run -t's
+// user and the log, as it did when the terminal was the host's.
+func TestRunTTYSetupError(t *testing.T) {
+	requireRunner(t)
+	script := testenv.RequireTool(t, "script")
+	rootfs := t.TempDir()
+	bb := filepath.Join(rootfs, "bin", "busybox")
+	if err := os.MkdirAll(filepath.Dir(bb), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	bbHost, err := exec.LookPath("busybox")
+	if err != nil {
+		bbHost = "/bin/busybox"
+	}
+	b, err := os.ReadFile(bbHost)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(bb, b, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(rootfs, "proc"), []byte("x\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	tarPath := filepath.Join(t.TempDir(), "badproc.tar")
+	if out, err := exec.Command("tar", "--numeric-owner", "--owner=0", "--group=0", "-C", rootfs, "-cf", tarPath, ".").CombinedOutput(); err != nil {
+		t.Fatalf("tar: %v: %s", err, out)
+	}
+	mustRun(t, "import", tarPath, "badproc:1")
+	t.Cleanup(func() { run(t, "rm", "-f", "bp"); run(t, "rmi", "badproc:1") })
+	line := fmt.Sprintf("%s --root %s run --name bp -t badproc:1 /bin/busybox true", layerfsBin, rootFor(t))
+	out, err := exec.Command(script, "-qec", line, "/dev/null").CombinedOutput()
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	}
+	if code != 125 || !strings.Contains(string(out), "/proc") {
+		t.Errorf("run -t of an image whose /proc is a file: exit %d, %q; want 125 and the error", code, out)
+	}
+	if got := mustRun(t, "logs", "bp"); !strings.Contains(got, "/proc") {
+		t.Errorf("logs after the failed run -t = %q, want the error", got)
+	}
+}
+
 // TestRunStart: a kept container runs its command again, on its own changes.
 func TestRunStart(t *testing.T) {
 	requireRunner(t)

@@ -178,6 +178,11 @@ func startInContainer(spec ExecSpec, dir string, cmd *exec.Cmd, stdio *execStdio
 		if err != nil {
 			return ExitSetup, fmt.Errorf("exec: %w", err)
 		}
+		if c := cmd.SysProcAttr.Credential; c != nil {
+			// The user's own, as runc's fixStdioPermissions: it can open
+			// its terminal again by name ($(tty), GPG_TTY).
+			unix.Fchown(int(slave.Fd()), int(c.Uid), -1)
+		}
 		stdio.pty, stdio.child = master, append(stdio.child, slave)
 		cmd.Stdin, cmd.Stdout, cmd.Stderr = slave, slave, slave
 		cmd.SysProcAttr.Setctty = true // Ctty 0: the slave

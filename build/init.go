@@ -46,6 +46,11 @@ func InitMain() int {
 	if err != nil {
 		return initFail(ExitSetup, err)
 	}
+	if spec.Console {
+		// The terminal is the user's own, as runc's fixStdioPermissions: it
+		// can open it again by name ($(tty), GPG_TTY); its group is tty's.
+		unix.Fchown(0, int(u.UID), -1)
+	}
 	env := containerEnv(spec, u)
 	dir := spec.Dir
 	if dir == "" {

@@ -413,7 +413,7 @@ func setupDev(rfd *os.File, spec *ProcessSpec) error {
 	if err := unix.Mkdirat(dfd, "pts", 0o755); err != nil {
 		return fmt.Errorf("mkdir /dev/pts: %w", err)
 	}
-	if err := mountIn(rfd, "/dev/pts", "devpts", "devpts", unix.MS_NOSUID|unix.MS_NOEXEC, "newinstance,ptmxmode=0666,mode=0620"); err != nil {
+	if err := mountIn(rfd, "/dev/pts", "devpts", "devpts", unix.MS_NOSUID|unix.MS_NOEXEC, "newinstance,ptmxmode=0666,mode=0620,gid=5"); err != nil {
 		return err
 	}
 	if err := unix.Mkdirat(dfd, "shm", 0o1777); err != nil {

@@ -471,6 +471,26 @@ func TestRunTTYContainerPts(t *testing.T) {
 	}
 }
 
+// TestTTYOwnedByUser: run -t's and exec -t's terminal belongs to the
+// container's user, group tty, as runc makes it, so a user can open it again
+// by name (it was root's: "can't create /dev/pts/0: Permission denied").
+func TestTTYOwnedByUser(t *testing.T) {
+	requireRunner(t)
+	script := testenv.RequireTool(t, "script")
+	importRunner(t, "busybox", `CMD ["sh"]`)
+	mustRun(t, "run", "-d", "--name", "ttyu", "busybox", "sleep", "60")
+	t.Cleanup(func() { run(t, "rm", "-f", "ttyu") })
+	check := `T=$(tty); stat -c "%u:%g" $T; echo hi > $T && echo reopen-ok`
+	for _, verb := range []string{"run --rm -t -u 1000 busybox", "exec -t -u 1000 ttyu"} {
+		line := fmt.Sprintf("%s --root %s %s sh -c '%s'", layerfsBin, rootFor(t), verb, check)
+		out, err := exec.Command(script, "-qec", line, "/dev/null").CombinedOutput()
+		got := strings.ReplaceAll(string(out), "\r", "")
+		if err != nil || !strings.Contains(got, "1000:5\n") || !strings.Contains(got, "reopen-ok") {
+			t.Errorf("%s: %v, %q; want the terminal 1000:5 and opened again", verb, err, got)
+		}
+	}
+}
+
 // TestRunTTYSetupError: a container setup error that comes before its
 // terminal is made (an image whose /proc is a file) still reaches run -t's
 // user and the log, as it did when the terminal was the host's.

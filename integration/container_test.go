@@ -188,7 +188,7 @@ func TestContainerKillWait(t *testing.T) {
 	if got := mustRun(t, "wait", "k2"); got != "2\n" {
 		t.Errorf("wait k2 after restart = %q", got)
 	}
-	if got := mustRun(t, "container", "ls", "-a", "-q"); got != psQuietIn(t, "", "k1", "k2") {
+	if got := mustRun(t, "container", "ls", "-a", "-q"); got != psQuietIn(t, "", "k2", "k1") { // newest first
 		t.Errorf("container ls -q = %q", got)
 	}
 	mnt := filepath.Join(t.TempDir(), "mnt")

@@ -288,7 +288,7 @@ func TestMountDerivedNames(t *testing.T) {
 	var row struct{ Name, Image, ImageID, Mountpoint, Mount, Status string }
 	if err := json.Unmarshal([]byte(strings.SplitN(e.ok("ps", "-a", "--format", "json"), "\n", 2)[0]), &row); err != nil {
 		t.Errorf("ps --format json: %v", err)
-	} else if row.Name != a || row.Image != e.image || !strings.HasPrefix(row.ImageID, "sha256:") || row.Mount != "mounted" || row.Status != "Mounted" || row.Mountpoint == "" {
+	} else if row.Name != b /* newest first, as docker's */ || row.Image != e.image || !strings.HasPrefix(row.ImageID, "sha256:") || row.Mount != "mounted" || row.Status != "Mounted" || row.Mountpoint == "" {
 		t.Errorf("ps --format json first row = %+v", row)
 	}
 	// mount with no arguments: podman mount's --no-trunc and --format json.
@@ -311,7 +311,7 @@ func TestMountDerivedNames(t *testing.T) {
 	}
 	// A mount's containers have IDs too: ps -q prints them, and they name the
 	// containers as the names do.
-	if got, want := e.ok("ps", "-a", "-q"), psQuietIn(t, e.root, a, b); got != want {
+	if got, want := e.ok("ps", "-a", "-q"), psQuietIn(t, e.root, b, a); got != want { // newest first
 		t.Errorf("ps -q = %q, want %q (the IDs of %s and %s)", got, want, a, b)
 	}
 	prefix := containerIDIn(t, e.root, b)[:5]

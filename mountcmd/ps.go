@@ -80,7 +80,7 @@ aligns columns), or "json" for one JSON object per line.
 unmounted), exited= (an exit code: the exited containers whose last run ended
 with it), ancestor= (an image: its containers), before= and since= (a
 container), and label=KEY[=VALUE] (the image's labels and run's --label);
--n N and -l show the N (1) created last, newest first.`,
+Rows come newest first, as docker's; -n N and -l show the N (1) created last.`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			filter, err := parsePsFilters(o.filters)
@@ -100,9 +100,12 @@ container), and label=KEY[=VALUE] (the image's labels and run's --label);
 			if !o.all && o.last <= 0 && !filter.asksState() {
 				rows = slices.DeleteFunc(rows, func(r psRow) bool { return !r.active() })
 			}
+			// Newest first, as docker's; -n and -l keep the first n.
+			n := len(rows)
 			if o.last > 0 {
-				rows = lastCreated(rows, o.last)
+				n = o.last
 			}
+			rows = lastCreated(rows, n)
 			if !o.noTrunc {
 				for i := range rows {
 					rows[i].truncate()

@@ -21,7 +21,9 @@ type psFilter struct {
 }
 
 // psStatuses are the values status= takes: ps's own and docker's state words.
-var psStatuses = []string{statusMounted, statusPaused, statusDead, statusUnmounted, "running", "exited", "created"}
+// restarting and removing are docker's too: no container here is ever in
+// them (no restart policies, rm is at once), so they match none.
+var psStatuses = []string{statusMounted, statusPaused, statusDead, statusUnmounted, "running", "exited", "created", "restarting", "removing"}
 
 func parsePsFilters(args []string) (*psFilter, error) {
 	f := &psFilter{}

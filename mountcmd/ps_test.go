@@ -89,6 +89,8 @@ func TestPsFilters(t *testing.T) {
 		{[]string{"name=^/db$"}, "db"},
 		{[]string{"label=tier=web", "label=x"}, "web1"},
 		{[]string{"label=tier=db"}, ""},
+		{[]string{"status=restarting"}, ""}, // docker's words for states no container here is in
+		{[]string{"status=removing", "status=created"}, "db"},
 	} {
 		f, err := parsePsFilters(tc.filters)
 		if err != nil {

@@ -428,11 +428,23 @@ func TestRegistryInterruptedPull(t *testing.T) {
 		t.Fatal("the pull never started a layer download")
 	}
 	tmp := filepath.Join(e.root, "store", ".layerfs", "tmp")
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	// A blob downloads into an unnamed temp file (O_TMPFILE) in tmp: the
+	// pull holds an fd of it, named "tmp/#N (deleted)"; or, where O_TMPFILE
+	// is refused, a named one.
+	writing := func() bool {
 		if ents, _ := os.ReadDir(tmp); len(ents) > 0 {
-			break
+			return true
 		}
+		fds, _ := os.ReadDir(fmt.Sprintf("/proc/%d/fd", cmd.Process.Pid))
+		for _, fd := range fds {
+			if l, err := os.Readlink(fmt.Sprintf("/proc/%d/fd/%s", cmd.Process.Pid, fd.Name())); err == nil && strings.HasPrefix(l, tmp+"/") {
+				return true
+			}
+		}
+		return false
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for !writing() {
 		if time.Now().After(deadline) {
 			t.Fatalf("no temp file in %s while a blob downloads", tmp)
 		}

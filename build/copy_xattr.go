@@ -15,10 +15,17 @@ import (
 	"github.com/layerfs/layerfs/cow"
 )
 
-// COPY and ADD keep extended attributes, security.capability included, as
-// BuildKit does: fsutil's copy copies each entry's xattrs, and its ADD of an
-// archive sets the SCHILY.xattr records (go-archive, BestEffortXattrs).
+// COPY and ADD keep file capabilities (security.capability) and user.*
+// xattrs, as buildah's copier does: BuildKit copies every xattr, but only
+// security.capability reaches a docker layer (containerd's tar writer), so
+// ACLs (system.posix_acl_*: a host uid given rwx in every container),
+// SELinux labels and trusted.* of the build host never go into an image.
 // layerfs's own and overlay's xattrs (cow.IsPrivateXattr) never go over.
+
+// copiedXattr reports whether COPY and ADD carry the xattr name.
+func copiedXattr(name string) bool {
+	return name == "security.capability" || strings.HasPrefix(name, "user.") && !cow.IsPrivateXattr(name)
+}
 
 // xattrs reads the xattrs of the source entry abs (a symlink's own), looked
 // up as openBeneath does, but private ones.
@@ -79,7 +86,7 @@ func (cp *copier) setXattrs(set func(k string, v []byte) error, xs map[string][]
 	for _, k := range names {
 		v := xs[k]
 		switch {
-		case cow.IsPrivateXattr(k),
+		case !copiedXattr(k), cow.IsPrivateXattr(k),
 			k == "security.capability" && len(v) == 0,
 			k == cow.RootlessXattr && os.Geteuid() != 0:
 			continue

@@ -51,6 +51,7 @@ func TestCopyKeepsXattrs(t *testing.T) {
 		set(p, "user.note", []byte("hi"))
 		set(p, "user.layerfs.origin", []byte("private"))
 		set(p, "trusted.overlay.origin", []byte("private"))
+		set(p, "trusted.host", []byte("the host's")) // nor what the host's admin set
 	}
 	set("d", "user.top", []byte("top"))
 	set("d/sub", "user.sub", []byte("sub"))
@@ -70,7 +71,8 @@ func TestCopyKeepsXattrs(t *testing.T) {
 		&tar.Header{Typeflag: tar.TypeDir, Name: "t/", Mode: 0o755, Format: tar.FormatPAX,
 			PAXRecords: map[string]string{"SCHILY.xattr.user.dir": "d"}},
 		&tar.Header{Typeflag: tar.TypeReg, Name: "t/f", Mode: 0o644, Linkname: "z", Format: tar.FormatPAX,
-			PAXRecords: map[string]string{"SCHILY.xattr.user.foo": "bar", "SCHILY.xattr.security.capability": string(capNetRaw()), "SCHILY.xattr.user.layerfs.origin": "no"}})
+			PAXRecords: map[string]string{"SCHILY.xattr.user.foo": "bar", "SCHILY.xattr.security.capability": string(capNetRaw()), "SCHILY.xattr.user.layerfs.origin": "no",
+				"SCHILY.xattr.trusted.x": "no", "SCHILY.xattr.security.selinux": "system_u:object_r:etc_t:s0"}})
 
 	rootfs := t.TempDir()
 	cp, err := newCopier(rootfs, "", nil)
@@ -110,6 +112,10 @@ func TestCopyKeepsXattrs(t *testing.T) {
 		{"file", "user.layerfs.origin"},
 		{"x/t/f", "user.layerfs.origin"},
 		{"app", "user.top"},
+		{"app/bin", "trusted.host"},
+		{"file", "trusted.host"},
+		{"x/t/f", "trusted.x"},
+		{"x/t/f", "security.selinux"},
 	} {
 		if _, err := unix.Lgetxattr(filepath.Join(rootfs, tc.path), tc.name, nil); err == nil {
 			t.Errorf("/%s has %s: it should not be copied", tc.path, tc.name)

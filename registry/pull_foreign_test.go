@@ -43,7 +43,13 @@ func newBlobServer(t *testing.T, body []byte) *blobServer {
 		if r.Header.Get("Authorization") != "" {
 			t.Errorf("a foreign layer's URL got an Authorization header")
 		}
-		if r.URL.Path != "/foreign.tgz" {
+		switch r.URL.Path {
+		case "/foreign.tgz":
+		case "/encoded.tgz":
+			// as a server that marks a .tgz as gzip-encoded: its bytes are
+			// the blob's all the same
+			w.Header().Set("Content-Encoding", "gzip")
+		default:
 			http.NotFound(w, r)
 			return
 		}
@@ -121,6 +127,7 @@ func TestPullForeignLayer(t *testing.T) {
 	}{
 		{name: "in registry", inReg: true, serve: []byte(raw.String()), urls: []string{"SRV/foreign.tgz"}, wantAsked: ""},
 		{name: "from url", serve: []byte(raw.String()), urls: []string{"SRV/missing", "SRV/foreign.tgz"}, wantAsked: "/missing /foreign.tgz"},
+		{name: "content-encoding gzip", serve: []byte(raw.String()), urls: []string{"SRV/encoded.tgz"}, wantAsked: "/encoded.tgz"},
 		{name: "ftp url skipped", ggcr: true, serve: []byte(raw.String()), urls: []string{"ftp://SRVHOST/foreign.tgz", "SRV/foreign.tgz"}, wantAsked: "/foreign.tgz"},
 		{name: "url wrong content", serve: []byte("not the layer"), urls: []string{"SRV/foreign.tgz"}, wantAsked: "/foreign.tgz",
 			wantErr: "layer " + fd.String() + " from SRV/foreign.tgz: content does not match digest"},

@@ -216,7 +216,7 @@ func TestContainerRename(t *testing.T) {
 		t.Errorf("rename to a bad name: exit %d, %q", r.Code, r.Stderr)
 	}
 	mustRun(t, "container", "rename", "old", "new")
-	if got := mustRun(t, "container", "ls", "-a", "-q"); got != psQuietIn(t, "", "new", "other") {
+	if got := mustRun(t, "container", "ls", "-a", "-q"); got != psQuietIn(t, "", "other", "new") { // newest first
 		t.Errorf("ls after rename = %q", got)
 	}
 	if got := mustRun(t, "inspect", "-f", "{{.Id}}", "new"); got != id {

@@ -553,7 +553,7 @@ func TestImagesBadInput(t *testing.T) {
 			os.WriteFile(path, archive, 0o644)
 			before := treeSnapshot(t, root)
 			r := runWith(t, cmdOpts{root: root}, "load", "-q", "-i", path)
-			if r.Code == 0 || r.Stdout != "" || !strings.HasPrefix(r.Stderr, "Error: load: ") || strings.Count(r.Stderr, "\n") != 1 {
+			if r.Code == 0 || r.Stdout != "" || !strings.HasPrefix(r.Stderr, "Error: load "+path+": ") || strings.Count(r.Stderr, "\n") != 1 {
 				t.Errorf("load = exit %d, stdout %q, stderr %q; want one error line", r.Code, r.Stdout, r.Stderr)
 			}
 			t.Logf("%s: %s", name, strings.TrimSpace(r.Stderr))

@@ -53,11 +53,12 @@ type widening struct {
 	refs      int
 	saved     uint32 // the mode to put back
 	set       uint32 // the mode the widenings set
-	journaled bool   // an entry of the journal (widen_journal.go) stands for it
+	journaled bool   // a record of the journal (widen_journal.go) stands for it
 }
 
-// rejournal makes the journal entry of w (of inode k, open as fd) say what w
-// says now: none when there is nothing to put back. Called under wideMu.
+// rejournal makes the journal's record of w (of inode k, open as fd) say what
+// w says now: none standing when there is nothing to put back. Called under
+// wideMu.
 func (w *widening) rejournal(k wideKey, fd int) {
 	if w.saved == w.set {
 		if w.journaled {
@@ -105,7 +106,7 @@ func widen(fd int, dirBits, regBits uint32) func() {
 	}
 	if mode&bits != bits {
 		// Journaled before the chmod, so that a kill between the two
-		// leaves an entry a repair can act on (or drop, the mode unchanged).
+		// leaves a record a repair can act on (or drop, the mode unchanged).
 		saved := mode
 		if w != nil {
 			saved = w.saved
@@ -150,7 +151,7 @@ func widen(fd int, dirBits, regBits uint32) func() {
 			_ = unix.Chmod(fdPath(fd), w.saved)
 		}
 		if w.journaled {
-			unjournal(k) // after the chmod: a kill before it leaves the entry
+			unjournal(k) // after the chmod: a kill before it leaves the record standing
 		}
 	}
 }

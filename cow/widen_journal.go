@@ -1,15 +1,16 @@
 package cow
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
+	"io"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
-	"sync"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -18,199 +19,269 @@ import (
 // (unpriv.go) leaves the mode widened for good, and a layer dir is shared by
 // every image and container that uses the layer: every later export, commit and
 // mount would carry the widened mode (a 0000 /etc/shadow becomes 0400). So,
-// once a caller has named a journal dir (SetWidenJournal), each widening writes
-// a small entry there before its chmod and removes it once it is over, and
-// RepairWidened puts back the modes the entries of dead processes name. The
-// journal guards against a killed process, not a machine crash: entries are
-// written whole (a temp file renamed) but not synced. It only runs
-// unprivileged, and only on a widening, which only follows an EACCES: root and
-// the success path of a request do no journal work.
+// once a caller has named a journal dir (SetWidenJournal), each process keeps
+// one journal file there, made at its first widening and held with an
+// exclusive flock for the life of the process: each widening appends a "w"
+// record (inode, path, the mode to put back, the mode set) with one write(2)
+// before its chmod, and a "d" record for the inode once its mode is back.
+// RepairWidened takes the lock of each journal file: if it gets it, the
+// process is gone, and the modes of its widenings without a "d" are put back.
+//
+// The "d" records are needed: the repair cannot judge by the mode alone. A
+// widening that ended long ago in a long-lived process (a mount server) left
+// the file with its saved mode; a chmod since to exactly the mode that widening
+// set (chmod 0400 /etc/shadow), or another process's widening of the same file
+// at the moment, would be taken for it and undone. A "d" costs one more append.
+//
+// The journal guards against a killed process, not a machine crash: records
+// are appended, not synced. A record cut short by the kill (the last, without
+// its newline) is ignored: the chmod it was to precede was not made. It only
+// runs unprivileged, and only on a widening, which only follows an EACCES:
+// root and the success path of a request do no journal work.
 
-// journalDir is the journal dir, "" for none; set under wideMu.
-var journalDir string
+// journalMagic is the first line of a journal file; journalSuffix ends its name.
+const (
+	journalMagic  = "layerfs-widened 2\n"
+	journalSuffix = ".journal"
+	// journalTrimAt: when no widening stands and the file is this long, it is
+	// cut back to its first line, so that a long-lived process's file stays small.
+	journalTrimAt = 64 << 10
+)
+
+// The state of this process's journal, under wideMu.
+var (
+	journalDir string               // the journal dir, "" for none
+	jfd        = -1                 // this process's journal file, -1 until a widening makes it
+	jname      string               // its path
+	jsize      int64                // its length
+	jstanding  = map[wideKey]bool{} // the inodes with a "w" and no "d" in it
+	jretry     time.Time            // after a failure to make it, not tried again before this
+)
 
 // SetWidenJournal names the dir that the widenings of this process are
 // recorded in (created when the first one is written); "" turns the journal
-// off. Without one, or when an entry cannot be written, a widening works as
-// without a journal: the journal never makes a read fail.
+// off. Without one, or when a record cannot be written, a widening works as
+// without a journal: the journal never makes a read fail. To be called before
+// any widening (the journal file of another dir is closed, and its lock with
+// it).
 func SetWidenJournal(dir string) {
 	wideMu.Lock()
-	journalDir = dir
-	wideMu.Unlock()
+	defer wideMu.Unlock()
+	if dir == journalDir {
+		return
+	}
+	closeJournal()
+	journalDir, jretry = dir, time.Time{}
 }
 
-// journalSelf is what an entry says of the process that wrote it: its pid and
-// start time (field 22 of /proc/PID/stat, so that a reused pid is not taken
-// for the writer), the boot it runs in and its pid namespace (a pid of
-// another boot is dead; one of another namespace cannot be judged).
-type journalSelf struct {
-	pid   int
-	start string
-	boot  string
-	pidNS string
+// EndWidenJournal removes this process's journal file if no widening stands in
+// it, for a command's normal end; a later widening makes a new one. A file left
+// (a killed process, or one that ends without this) is removed by the next
+// repair.
+func EndWidenJournal() {
+	wideMu.Lock()
+	defer wideMu.Unlock()
+	if len(jstanding) == 0 {
+		closeJournal()
+	}
 }
 
-var (
-	selfOnce sync.Once
-	self     journalSelf
-)
+// closeJournal closes this process's journal file, removing it if nothing
+// stands in it. Called under wideMu.
+func closeJournal() {
+	if jfd < 0 {
+		return
+	}
+	if len(jstanding) == 0 {
+		unix.Unlink(jname) // under the lock, so a writer can tell (journalLinked)
+	}
+	unix.Close(jfd)
+	jfd, jname, jsize = -1, "", 0
+	jstanding = map[wideKey]bool{}
+}
 
-func journalIdentity() journalSelf {
-	selfOnce.Do(func() {
-		self.pid = os.Getpid()
-		self.start, _ = procStart(self.pid)
-		self.boot = bootID()
-		self.pidNS = pidNS()
-		// An entry's fields are words: "-" stands for one that could not be read.
-		for _, f := range []*string{&self.start, &self.boot, &self.pidNS} {
-			if *f == "" || strings.ContainsAny(*f, " \n") {
-				*f = "-"
+// journalLinked reports whether the file open as fd still has a name: a repair
+// removes a journal file it holds the lock of.
+func journalLinked(fd int) bool {
+	var st unix.Stat_t
+	return unix.Fstat(fd, &st) == nil && st.Nlink > 0
+}
+
+// openJournal makes this process's journal file if it has none and a journal
+// dir is named; it reports whether there is one. Called under wideMu.
+func openJournal() bool {
+	if jfd >= 0 {
+		return true
+	}
+	if journalDir == "" || time.Now().Before(jretry) {
+		return false
+	}
+	for try := 0; try < 5; try++ {
+		name := filepath.Join(journalDir, fmt.Sprintf("%d-%08x%s", os.Getpid(), rand.Uint32(), journalSuffix))
+		open := func() (int, error) {
+			return unix.Open(name, unix.O_WRONLY|unix.O_APPEND|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
+		}
+		fd, err := open()
+		if errors.Is(err, unix.ENOENT) && os.MkdirAll(journalDir, 0o700) == nil {
+			fd, err = open()
+		}
+		if errors.Is(err, unix.EEXIST) {
+			continue
+		}
+		if err != nil {
+			break
+		}
+		// Until it is locked, a repair may take the (empty) file for a dead
+		// process's and remove it: then it is made again under another name.
+		if err := unix.Flock(fd, unix.LOCK_EX|unix.LOCK_NB); err != nil {
+			unix.Close(fd)
+			if errors.Is(err, unix.EWOULDBLOCK) {
+				continue // a repair has it, and removes it
+			}
+			unix.Unlink(name) // no locks here: no journal
+			break
+		}
+		if !journalLinked(fd) {
+			unix.Close(fd)
+			continue
+		}
+		jfd, jname, jsize = fd, name, 0
+		if !journalAppend([]byte(journalMagic)) {
+			closeJournal()
+			break
+		}
+		return true
+	}
+	jretry = time.Now().Add(time.Second)
+	return false
+}
+
+// journalAppend appends b to the journal file with one write(2); it reports
+// whether all of it is written. A short write (a full disk) is cut off again,
+// or at least ended with a newline, so that the next record is read whole.
+// Called under wideMu.
+func journalAppend(b []byte) bool {
+	n, err := unix.Write(jfd, b)
+	for errors.Is(err, unix.EINTR) {
+		n, err = unix.Write(jfd, b)
+	}
+	if err == nil && n == len(b) {
+		jsize += int64(n)
+		return true
+	}
+	if n > 0 {
+		if unix.Ftruncate(jfd, jsize) != nil {
+			unix.Write(jfd, []byte("\n"))
+			if off, err := unix.Seek(jfd, 0, io.SeekEnd); err == nil {
+				jsize = off
 			}
 		}
-	})
-	return self
-}
-
-// procStart is the start time of process pid (field 22 of /proc/PID/stat);
-// ok false when there is no such process.
-func procStart(pid int) (string, bool) {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return "", false
 	}
-	// The comm (field 2) is in parentheses and may hold anything: the fields
-	// after the last ')' are 3 on.
-	i := bytes.LastIndexByte(b, ')')
-	if i < 0 {
-		return "", false
-	}
-	f := strings.Fields(string(b[i+1:]))
-	if len(f) < 20 {
-		return "", false
-	}
-	return f[22-3], true
+	return false
 }
 
-func bootID() string {
-	b, _ := os.ReadFile("/proc/sys/kernel/random/boot_id")
-	return strings.TrimSpace(string(b))
-}
-
-func pidNS() string {
-	s, _ := os.Readlink("/proc/self/ns/pid")
-	return s
-}
-
-// journalName is the name of the entry of a widening of inode k by process pid.
-func journalName(k wideKey, pid int) string {
-	return fmt.Sprintf("%x-%x-%d", k.dev, k.ino, pid)
-}
-
-// journalEntry is one entry: who widened which inode, where it was, the mode to
-// put back and the mode set.
+// journalEntry is a widening a journal names: which inode, where it was, the
+// mode to put back and the mode set.
 type journalEntry struct {
-	journalSelf
 	dev, ino   uint64
 	saved, set uint32
 	path       string
 }
 
-const journalMagic = "layerfs-widened 1"
-
 func (e *journalEntry) marshal() []byte {
-	// The path last and raw: a name in an image need not be UTF-8 and may
-	// hold a newline.
-	return fmt.Appendf(nil, "%s\n%d %s %s %s\n%d %d %o %o\n%s", journalMagic,
-		e.pid, e.start, e.boot, e.pidNS, e.dev, e.ino, e.saved, e.set, e.path)
+	// The path last and quoted: a name in an image need not be UTF-8 and
+	// may hold a newline (strconv.Quote keeps every byte).
+	return fmt.Appendf(nil, "w %d %d %o %o %s\n", e.dev, e.ino, e.saved, e.set, strconv.Quote(e.path))
 }
 
-func parseJournalEntry(b []byte) (*journalEntry, error) {
-	lines := bytes.SplitN(b, []byte("\n"), 4)
-	if len(lines) != 4 || string(lines[0]) != journalMagic {
-		return nil, errors.New("not a widening entry")
+func doneRecord(k wideKey) []byte { return fmt.Appendf(nil, "d %d %d\n", k.dev, k.ino) }
+
+// parseJournal returns the widenings that stand in the journal b: the last "w"
+// record of each inode that no "d" record follows. A line that does not parse
+// (the last one, cut short by a kill) is skipped. ok is false when b is not a
+// journal at all.
+func parseJournal(b []byte) (standing map[wideKey]*journalEntry, ok bool) {
+	s, ok := strings.CutPrefix(string(b), journalMagic)
+	if !ok {
+		return nil, false
 	}
-	var e journalEntry
-	if _, err := fmt.Sscanf(string(lines[1]), "%d %s %s %s", &e.pid, &e.start, &e.boot, &e.pidNS); err != nil {
-		return nil, err
+	standing = map[wideKey]*journalEntry{}
+	for {
+		line, rest, whole := strings.Cut(s, "\n")
+		if !whole {
+			break // cut short, or nothing more
+		}
+		s = rest
+		f := strings.SplitN(line, " ", 6)
+		switch {
+		case len(f) == 3 && f[0] == "d":
+			dev, err1 := strconv.ParseUint(f[1], 10, 64)
+			ino, err2 := strconv.ParseUint(f[2], 10, 64)
+			if err1 == nil && err2 == nil {
+				delete(standing, wideKey{dev, ino})
+			}
+		case len(f) == 6 && f[0] == "w":
+			var e journalEntry
+			var err [5]error
+			e.dev, err[0] = strconv.ParseUint(f[1], 10, 64)
+			e.ino, err[1] = strconv.ParseUint(f[2], 10, 64)
+			saved, err2 := strconv.ParseUint(f[3], 8, 32)
+			set, err3 := strconv.ParseUint(f[4], 8, 32)
+			err[2], err[3] = err2, err3
+			e.saved, e.set = uint32(saved), uint32(set)
+			e.path, err[4] = strconv.Unquote(f[5])
+			if errors.Join(err[:]...) != nil || !filepath.IsAbs(e.path) || e.saved&^0o7777 != 0 || e.set&^0o7777 != 0 {
+				continue
+			}
+			standing[wideKey{e.dev, e.ino}] = &e
+		}
 	}
-	if _, err := fmt.Sscanf(string(lines[2]), "%d %d %o %o", &e.dev, &e.ino, &e.saved, &e.set); err != nil {
-		return nil, err
-	}
-	e.path = string(lines[3])
-	if e.path == "" || e.saved&^0o7777 != 0 || e.set&^0o7777 != 0 {
-		return nil, errors.New("bad widening entry")
-	}
-	return &e, nil
+	return standing, true
 }
 
 // journal records, before its chmod, that the process sets the mode of the
 // inode k open as fd to set, and that saved is the mode to put back. It reports
-// whether the entry is written. Called under wideMu.
+// whether the record is written. Called under wideMu.
 func journal(k wideKey, fd int, saved, set uint32) bool {
 	if journalDir == "" {
 		return false
 	}
 	path, err := os.Readlink(fdPath(fd))
-	if err != nil || !filepath.IsAbs(path) {
+	if err != nil || !filepath.IsAbs(path) || !openJournal() {
 		return false
 	}
-	id := journalIdentity()
-	e := journalEntry{journalSelf: id, dev: k.dev, ino: k.ino, saved: saved, set: set, path: path}
-	name := filepath.Join(journalDir, journalName(k, id.pid))
-	tmp := name + ".tmp"
-	write := func() error {
-		if err := os.WriteFile(tmp, e.marshal(), 0o600); err != nil {
-			return err
-		}
-		if err := os.Rename(tmp, name); err != nil {
-			os.Remove(tmp)
-			return err
-		}
-		return nil
+	e := journalEntry{dev: k.dev, ino: k.ino, saved: saved, set: set, path: path}
+	if !journalAppend(e.marshal()) {
+		return false
 	}
-	err = write()
-	if errors.Is(err, os.ErrNotExist) && os.MkdirAll(journalDir, 0o700) == nil {
-		err = write()
-	}
-	return err == nil
+	jstanding[k] = true
+	return true
 }
 
-// unjournal removes the entry of the widening of k by this process. Called
-// under wideMu.
+// unjournal records that the widening of k by this process is over (its mode
+// is back, or there is nothing to put back). Called under wideMu.
 func unjournal(k wideKey) {
-	if journalDir != "" {
-		os.Remove(filepath.Join(journalDir, journalName(k, journalIdentity().pid)))
+	if jfd < 0 || !jstanding[k] {
+		return
 	}
-}
-
-// alive reports whether the process an entry names may still be widening: it
-// is, unless the entry is of this boot and pid namespace and no process of
-// that pid and start time runs now, or of another boot. An entry of another
-// pid namespace (a layerfs in another container on the same store) cannot be
-// judged and counts as alive.
-func (s journalSelf) alive() bool {
-	me := journalIdentity()
-	if s.boot != me.boot {
-		return me.boot == "-" // no boot id to tell by: keep it
+	delete(jstanding, k)
+	journalAppend(doneRecord(k)) // if it fails, a repair finds the mode back: not the set one
+	if len(jstanding) == 0 && jsize >= journalTrimAt {
+		if unix.Ftruncate(jfd, int64(len(journalMagic))) == nil {
+			jsize = int64(len(journalMagic))
+		}
 	}
-	if s.pidNS != me.pidNS {
-		return true
-	}
-	if s.pid == me.pid {
-		return s.start == me.start
-	}
-	start, ok := procStart(s.pid)
-	return ok && start == s.start
 }
 
 // RepairWidened puts back the modes that processes killed inside a widening
-// left widened, from the journal dir: for each entry whose process is gone, if
-// its path is still the same inode with exactly the mode the widening set, it
-// gets the saved mode back; then the entry goes. Entries of live processes stay.
-// Two repairs at once do no harm: each checks the mode before its chmod, and
-// both put back the same mode. For a command's start, before it reads any layer
-// (a widening that another process makes meanwhile is journaled by it and not
-// touched). A no-op for root, which never widens.
+// left widened, from the journal dir: for each journal file whose lock it gets
+// (its process is gone), and each widening standing in it, if its path is still
+// the same inode with exactly the mode the widening set, it gets the saved mode
+// back; then the file goes. Journals of live processes, which hold their lock,
+// stay. Two repairs at once do no harm: only one gets a file's lock. For a
+// command's start, before it reads any layer (a widening that another process
+// makes meanwhile is journaled by it and not touched). A no-op for root, which
+// never widens.
 func RepairWidened(dir string) {
 	if !unprivileged || dir == "" {
 		return
@@ -219,42 +290,64 @@ func RepairWidened(dir string) {
 	if err != nil {
 		return
 	}
+	type deadJournal struct {
+		f    *os.File
+		left int       // standing widenings not yet put back
+		done []wideKey // those put back
+	}
+	var dead []*deadJournal
 	var todo []*journalEntry
-	names := map[*journalEntry]string{}
+	of := map[*journalEntry]*deadJournal{}
 	for _, de := range ents {
-		name := de.Name()
-		p := filepath.Join(dir, name)
-		if base, ok := strings.CutSuffix(name, ".tmp"); ok {
-			// A write cut short: its pid is the last field of its name.
-			if pid, err := strconv.Atoi(base[strings.LastIndexByte(base, '-')+1:]); err != nil || !pidExists(pid) {
-				os.Remove(p)
-			}
+		if !strings.HasSuffix(de.Name(), journalSuffix) {
 			continue
 		}
-		b, err := os.ReadFile(p)
+		f, err := os.OpenFile(filepath.Join(dir, de.Name()), os.O_RDWR|os.O_APPEND|unix.O_NOFOLLOW, 0)
 		if err != nil {
-			continue // gone meanwhile (another repair, or its process ended)
+			continue
 		}
-		e, err := parseJournalEntry(b)
+		if unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB) != nil || !journalLinked(int(f.Fd())) {
+			f.Close() // its process lives (or another repair has it, or had it)
+			continue
+		}
+		b, err := io.ReadAll(f)
 		if err != nil {
-			os.Remove(p)
+			f.Close()
 			continue
 		}
-		if e.alive() {
-			continue
+		d := &deadJournal{f: f}
+		dead = append(dead, d)
+		standing, _ := parseJournal(b) // not a journal: removed
+		for _, e := range standing {
+			todo = append(todo, e)
+			of[e] = d
+			d.left++
 		}
-		todo = append(todo, e)
-		names[e] = p
 	}
 	// Deepest first: a dir widened so its entries could be reached is put
 	// back after them.
 	sort.Slice(todo, func(i, j int) bool { return len(todo[i].path) > len(todo[j].path) })
 	wideMu.Lock()
-	defer wideMu.Unlock()
 	for _, e := range todo {
 		if repairOne(e) {
-			os.Remove(names[e])
+			d := of[e]
+			d.left--
+			d.done = append(d.done, wideKey{e.dev, e.ino})
 		}
+	}
+	wideMu.Unlock()
+	for _, d := range dead {
+		if d.left == 0 {
+			os.Remove(d.f.Name()) // under the lock: see openJournal
+		} else if len(d.done) > 0 {
+			// Kept for a later repair, without those put back.
+			var b []byte
+			for _, k := range d.done {
+				b = append(b, doneRecord(k)...)
+			}
+			d.f.Write(b)
+		}
+		d.f.Close()
 	}
 }
 
@@ -280,10 +373,4 @@ func repairOne(e *journalEntry) bool {
 	}
 	err = unix.Chmod(fdPath(fd), e.saved)
 	return err == nil || !errors.Is(err, unix.EACCES)
-}
-
-// pidExists reports whether a process pid exists.
-func pidExists(pid int) bool {
-	err := unix.Kill(pid, 0)
-	return err == nil || errors.Is(err, unix.EPERM)
 }

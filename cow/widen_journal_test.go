@@ -2,9 +2,8 @@ package cow
 
 import (
 	"os"
-	"os/exec"
 	"path/filepath"
-	"strconv"
+	"strings"
 	"testing"
 
 	"golang.org/x/sys/unix"
@@ -17,28 +16,37 @@ func useJournal(t *testing.T, dir string) {
 	t.Cleanup(func() { SetWidenJournal("") })
 }
 
-// journalOf reads the entry this process has for the inode open as fd, nil if
-// there is none.
+// journalOf returns the widening standing in this process's journal file in
+// dir for the inode open as fd, nil if there is none.
 func journalOf(t *testing.T, dir string, fd int) *journalEntry {
 	t.Helper()
 	var st unix.Stat_t
 	must(t, unix.Fstat(fd, &st))
-	b, err := os.ReadFile(filepath.Join(dir, journalName(wideKey{uint64(st.Dev), st.Ino}, os.Getpid())))
-	if os.IsNotExist(err) {
+	wideMu.Lock()
+	name := jname
+	wideMu.Unlock()
+	if name == "" {
 		return nil
 	}
+	if filepath.Dir(name) != dir {
+		t.Fatalf("this process's journal is %s, not in %s", name, dir)
+	}
+	b, err := os.ReadFile(name)
 	must(t, err)
-	e, err := parseJournalEntry(b)
-	must(t, err)
-	return e
+	standing, ok := parseJournal(b)
+	if !ok {
+		t.Fatalf("%s is not a journal: %q", name, b)
+	}
+	return standing[wideKey{uint64(st.Dev), st.Ino}]
 }
 
-// TestUnprivWidenJournal: unprivileged, a widening writes a journal entry (who,
-// where, the mode to put back, the mode set) before its chmod, and removes it
-// when the mode is back; a chmod through the fs (Chmod) meanwhile rewrites or
-// removes it. Without the journal a process killed inside the window left the
-// mode widened with nothing to say so. A journal that cannot be written does
-// not stop the widening.
+// TestUnprivWidenJournal: unprivileged, a widening appends a record (where, the
+// mode to put back, the mode set) to the process's journal file before its
+// chmod, and a "done" record when the mode is back; a chmod through the fs
+// (Chmod) meanwhile records the new state. The file is held locked, kept small
+// and removed at the end (EndWidenJournal). Without the journal a process
+// killed inside the window left the mode widened with nothing to say so. A
+// journal that cannot be written does not stop the widening.
 func TestUnprivWidenJournal(t *testing.T) {
 	dir, ok := asNobody(t)
 	if !ok {
@@ -58,9 +66,18 @@ func TestUnprivWidenJournal(t *testing.T) {
 	if e == nil {
 		t.Fatalf("no journal entry while %s is widened", f)
 	}
-	if e.path != f || e.saved != 0 || e.set != 0o400 || e.pid != os.Getpid() || !e.alive() {
-		t.Errorf("entry %+v, want %s 0000 -> 0400 of this live process", e, f)
+	if e.path != f || e.saved != 0 || e.set != 0o400 {
+		t.Errorf("entry %+v, want %s 0000 -> 0400", e, f)
 	}
+	wideMu.Lock()
+	name := jname
+	wideMu.Unlock()
+	lf, err := os.Open(name)
+	must(t, err)
+	if err := unix.Flock(int(lf.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != unix.EWOULDBLOCK {
+		t.Errorf("flock of this process's journal %s: %v, want EWOULDBLOCK (held)", name, err)
+	}
+	lf.Close()
 	undo()
 	if e := journalOf(t, j, fd); e != nil {
 		t.Errorf("entry %+v left after the widening", e)
@@ -97,8 +114,36 @@ func TestUnprivWidenJournal(t *testing.T) {
 	if m := modeOf(t, d); m != 0o100 {
 		t.Errorf("%s: %04o, want the chmod's 0100", d, m)
 	}
+
+	// Many widenings one after the other: the file is cut back whenever
+	// none stands, so it stays small.
+	for range 2000 {
+		widenFd(fd)()
+	}
+	if st, err := os.Stat(name); err != nil || st.Size() > journalTrimAt+4096 {
+		t.Errorf("journal after 2000 widenings: %v %v, want at most about %d bytes", st.Size(), err, journalTrimAt)
+	}
+	if b, err := os.ReadFile(name); err != nil {
+		t.Error(err)
+	} else if standing, ok := parseJournal(b); !ok || len(standing) != 0 {
+		t.Errorf("journal %s holds %v (a journal: %v), want nothing standing", name, standing, ok)
+	}
+	EndWidenJournal()
 	if ents, err := os.ReadDir(j); err != nil || len(ents) != 0 {
-		t.Errorf("journal holds %v (%v), want nothing", ents, err)
+		t.Errorf("journal dir holds %v (%v) after the end, want nothing", ents, err)
+	}
+	undo = widenFd(fd) // a widening after the end makes a new file
+	if e := journalOf(t, j, fd); e == nil {
+		t.Errorf("no record of a widening after EndWidenJournal")
+	}
+	EndWidenJournal() // one stands: the file stays
+	if ents, _ := os.ReadDir(j); len(ents) != 1 {
+		t.Errorf("journal dir holds %v while a widening stands, want its file", ents)
+	}
+	undo()
+	EndWidenJournal()
+	if ents, _ := os.ReadDir(j); len(ents) != 0 {
+		t.Errorf("journal dir holds %v after the end, want nothing", ents)
 	}
 
 	useJournal(t, "/proc/self/no-such-dir")
@@ -113,11 +158,13 @@ func TestUnprivWidenJournal(t *testing.T) {
 }
 
 // TestUnprivRepairWidened: RepairWidened puts back the mode of a file (and of a
-// dir above it, after the file) whose journal entry names a dead process and
-// that still has the widened mode, and removes the entry; an entry of a live
-// process stays with its mode; one whose file's mode changed since, or whose
-// pid now belongs to a process started later, is handled as such. A mode left
-// widened by a killed process stayed so for good.
+// dir above it, after the file) whose widening stands in the journal of a dead
+// process (an unlocked file) and that still has the widened mode, and removes
+// the journal; a live process's journal (locked) stays with its modes; a
+// widening with a "done" record, one cut short by the kill, and one whose
+// file's mode changed since are left alone; one whose path cannot be reached
+// keeps its journal, without those put back. A mode left widened by a killed
+// process stayed so for good.
 func TestUnprivRepairWidened(t *testing.T) {
 	dir, ok := asNobody(t)
 	if !ok {
@@ -125,78 +172,157 @@ func TestUnprivRepairWidened(t *testing.T) {
 	}
 	j := filepath.Join(dir, "journal")
 	must(t, os.Mkdir(j, 0o700))
-	child := exec.Command("/bin/true")
-	must(t, child.Run()) // started and reaped: its pid is dead
-	me := journalIdentity()
-	dead := journalSelf{pid: child.Process.Pid, start: "1", boot: me.boot, pidNS: me.pidNS}
-	reused := me
-	reused.start = "0" // this pid, but a process that started at another time
 
-	n := filepath.Join(dir, "n")
-	must(t, os.Mkdir(n, 0o755))
 	file := func(name string, mode uint32) string {
 		p := filepath.Join(dir, name)
 		must(t, os.WriteFile(p, []byte(name), 0o644))
 		must(t, unix.Chmod(p, mode))
 		return p
 	}
-	entry := func(who journalSelf, p string, saved, set uint32) string {
+	widening := func(p string, saved, set uint32) string {
 		var st unix.Stat_t
 		must(t, unix.Lstat(p, &st))
-		e := journalEntry{journalSelf: who, dev: uint64(st.Dev), ino: st.Ino, saved: saved, set: set, path: p}
-		name := filepath.Join(j, journalName(wideKey{e.dev, e.ino}, who.pid))
-		must(t, os.WriteFile(name, e.marshal(), 0o600))
-		return name
+		e := journalEntry{dev: uint64(st.Dev), ino: st.Ino, saved: saved, set: set, path: p}
+		return string(e.marshal())
 	}
-	type repairCase struct {
-		name, path, entry string
-		want              uint32 // the mode after the repair
-		stays             bool   // the entry stays
+	done := func(p string) string {
+		var st unix.Stat_t
+		must(t, unix.Lstat(p, &st))
+		return string(doneRecord(wideKey{uint64(st.Dev), st.Ino}))
 	}
-	var cases []repairCase
-	add := func(name, p, ent string, want uint32, stays bool) {
-		cases = append(cases, repairCase{name, p, ent, want, stays})
+	journalFile := func(name string, records ...string) string {
+		p := filepath.Join(j, name)
+		must(t, os.WriteFile(p, []byte(journalMagic+strings.Join(records, "")), 0o600))
+		return p
 	}
+
 	a := file("dead", 0o400)
-	add("dead writer", a, entry(dead, a, 0, 0o400), 0, false)
-	b := file("live", 0o400)
-	add("live writer", b, entry(me, b, 0, 0o400), 0o400, true)
 	c := file("changed", 0o600)
-	add("mode changed since", c, entry(dead, c, 0, 0o400), 0o600, false)
-	r := file("reused", 0o4511)
-	add("pid reused", r, entry(reused, r, 0o4111, 0o4511), 0o4111, false)
-	// A dir widened to reach a file in it: the file first, then the dir.
+	fin := file("finished", 0o400) // widened and put back; chmodded to 0400 since
+	torn := file("torn", 0o400)
+	sudo := file("sudo", 0o4511)
+	n := filepath.Join(dir, "n")
+	must(t, os.Mkdir(n, 0o755))
 	in := filepath.Join(n, "in")
 	must(t, os.WriteFile(in, []byte("in"), 0o400))
-	inEntry := entry(dead, in, 0, 0o400)
+	tornRec := widening(torn, 0, 0o400)
+	deadJ := journalFile("1-dead"+journalSuffix,
+		widening(a, 0o600, 0o700), // rewritten by the next one
+		widening(a, 0, 0o400),
+		widening(c, 0, 0o400),
+		widening(fin, 0, 0o400), done(fin),
+		widening(sudo, 0o4111, 0o4511),
+		widening(in, 0, 0o400),
+		widening(n, 0, 0o500),
+		tornRec[:len(tornRec)-1]) // no newline: the kill cut it short
 	must(t, unix.Chmod(n, 0o500))
-	add("widened dir", n, entry(dead, n, 0, 0o500), 0, false)
-	add("file in a widened dir", in, inEntry, 0, false)
-	tmp := filepath.Join(j, "1-2-"+strconv.Itoa(dead.pid)+".tmp")
-	must(t, os.WriteFile(tmp, []byte("cut short"), 0o600))
+
+	b := file("live", 0o400)
+	liveJ := journalFile("2-live"+journalSuffix, widening(b, 0, 0o400))
+	lf, err := os.Open(liveJ)
+	must(t, err)
+	defer lf.Close()
+	must(t, unix.Flock(int(lf.Fd()), unix.LOCK_EX|unix.LOCK_NB))
+
+	// A dead process's journal with one widening it cannot reach now (in a
+	// dir of mode 0000 that no widening opened) and one it can.
+	shut := filepath.Join(dir, "shut")
+	must(t, os.Mkdir(shut, 0o755))
+	far := filepath.Join(shut, "far")
+	must(t, os.WriteFile(far, nil, 0o400))
+	near := file("near", 0o400)
+	keptJ := journalFile("3-kept"+journalSuffix, widening(far, 0, 0o400), widening(near, 0, 0o400))
+	must(t, unix.Chmod(shut, 0))
+
+	notJ := journalFile("4-bad" + journalSuffix)
+	must(t, os.WriteFile(notJ, []byte("not a journal"), 0o600))
+	other := filepath.Join(j, "1-2-3") // not a journal's name: left alone
+	must(t, os.WriteFile(other, []byte("x"), 0o600))
 
 	RepairWidened(j)
 
-	for _, c := range cases {
-		if c.path == in { // reachable again below, once n is checked
-			must(t, unix.Chmod(n, 0o100))
-		}
+	must(t, unix.Chmod(n, 0o100)) // to see into it
+	for _, c := range []struct {
+		name, path string
+		want       uint32
+	}{
+		{"dead writer", a, 0},
+		{"mode changed since", c, 0o600},
+		{"done record", fin, 0o400},
+		{"cut-short record", torn, 0o400},
+		{"set-id file", sudo, 0o4111},
+		{"file in a widened dir", in, 0},
+		{"live writer", b, 0o400},
+		{"reachable one of a kept journal", near, 0},
+	} {
 		if m := modeOf(t, c.path); m != c.want {
 			t.Errorf("%s: %s is %04o after the repair, want %04o", c.name, c.path, m, c.want)
 		}
-		if _, err := os.Lstat(c.entry); (err == nil) != c.stays {
-			t.Errorf("%s: entry there after the repair: %v, want %v", c.name, err == nil, c.stays)
+	}
+	exists := func(p string) bool { _, err := os.Lstat(p); return err == nil }
+	if exists(deadJ) || exists(notJ) {
+		t.Errorf("dead or broken journal left: %v %v", exists(deadJ), exists(notJ))
+	}
+	if !exists(liveJ) || !exists(other) {
+		t.Errorf("live journal or foreign file removed: %v %v", exists(liveJ), exists(other))
+	}
+	kb, err := os.ReadFile(keptJ)
+	must(t, err)
+	if standing, ok := parseJournal(kb); !ok || len(standing) != 1 {
+		t.Errorf("kept journal has %v standing, want only %s", standing, far)
+	} else {
+		for _, e := range standing {
+			if e.path != far {
+				t.Errorf("kept journal has %s standing, want %s", e.path, far)
+			}
 		}
 	}
-	if _, err := os.Lstat(tmp); err == nil {
-		t.Errorf("a dead process's temp entry is left")
+
+	must(t, unix.Chmod(shut, 0o755)) // reachable now: the next repair does it
+	RepairWidened(j)                 // again (as a second process would)
+	if m := modeOf(t, far); m != 0 {
+		t.Errorf("%s: %04o after a later repair, want 0000", far, m)
 	}
-	RepairWidened(j) // again (as a second process would): nothing more changes
+	if exists(keptJ) {
+		t.Errorf("journal %s left once all is put back", keptJ)
+	}
 	if m := modeOf(t, b); m != 0o400 {
 		t.Errorf("live writer's file: %04o after a second repair, want 0400", m)
 	}
 	if m := modeOf(t, a); m != 0 {
 		t.Errorf("dead writer's file: %04o after a second repair, want 0000", m)
 	}
+	lf.Close() // its process is gone now
+	RepairWidened(j)
+	if m := modeOf(t, b); m != 0 || exists(liveJ) {
+		t.Errorf("once unlocked: %s is %04o (journal there: %v), want 0000 and none", b, modeOf(t, b), exists(liveJ))
+	}
 	must(t, unix.Chmod(n, 0o755))
+}
+
+// TestParseJournalPaths: a path is read back byte for byte, newlines, spaces,
+// quotes and bytes that are not UTF-8 included, and a record cut anywhere is
+// skipped, never misread.
+func TestParseJournalPaths(t *testing.T) {
+	for _, p := range []string{"/a b/\"c\"", "/x\ny", "/\xff\xfe/\x00", "/é/ d 1 2"} {
+		e := journalEntry{dev: 7, ino: 9, saved: 0, set: 0o400, path: p}
+		rec := e.marshal()
+		standing, ok := parseJournal(append([]byte(journalMagic), rec...))
+		if got := standing[wideKey{7, 9}]; !ok || got == nil || *got != e {
+			t.Errorf("%q: read back %+v", p, got)
+		}
+		for i := range len(rec) {
+			// cut short, then ended with a newline as journalAppend does when it cannot cut it off
+			for _, tail := range []string{"", "\n"} {
+				if tail != "" && i == len(rec)-1 {
+					continue // the whole record
+				}
+				b := append([]byte(journalMagic), rec[:i]...)
+				standing, _ := parseJournal(append(b, tail...))
+				if len(standing) != 0 {
+					t.Errorf("%q cut at %d%q: read %+v", p, i, tail, standing[wideKey{7, 9}])
+				}
+			}
+		}
+	}
 }

@@ -16,7 +16,7 @@ import (
 // TestRootlessKilledWideningRepaired: an unprivileged export SIGKILLed inside a
 // chmod-around (strace kills it at its second chmod, the one that would put
 // the 0000 /etc/shadow of the shared layer dir back) leaves the mode widened
-// and a journal entry; the next layerfs command on the store puts the mode
+// and its journal file; the next layerfs command on the store puts the mode
 // back, and the next export shows it. The widened mode stayed for good, and
 // every later export and commit of an image using the layer carried it.
 func TestRootlessKilledWideningRepaired(t *testing.T) {
@@ -78,7 +78,7 @@ func TestRootlessKilledWideningRepaired(t *testing.T) {
 	}
 	journal, _ := os.ReadDir(filepath.Join(layers, ".widened"))
 	if len(journal) == 0 {
-		t.Errorf("the killed export left no journal entry")
+		t.Errorf("the killed export left no journal file")
 	}
 
 	r.run("images")
@@ -89,6 +89,9 @@ func TestRootlessKilledWideningRepaired(t *testing.T) {
 		t.Errorf("journal entries left after the repair: %v", journal)
 	}
 	r.run("export", "-o", "img2.tar", img)
+	if journal, _ := os.ReadDir(filepath.Join(layers, ".widened")); len(journal) != 0 {
+		t.Errorf("an export that ended normally left its journal file: %v", journal)
+	}
 	has(t, "export after the repair", tarListing(t, filepath.Join(r.dir, "img2.tar")),
 		"etc/shadow 0000 0 root:*:1::::::", "usr/bin/sudo 4111 0 #!sudo", "priv/sec 0000 5", "priv/sec/key 0400 0 key")
 }

@@ -276,6 +276,7 @@ func Execute(ctx context.Context, args []string) int {
 		}
 	}
 	root := NewRootCommand()
+	defer cow.EndWidenJournal() // a normal end removes this process's journal file
 	root.SetArgs(args[1:])
 	err := root.ExecuteContext(ctx)
 	if err == nil {

@@ -246,8 +246,11 @@ func journal(k wideKey, fd int, saved, set uint32) bool {
 	if journalDir == "" {
 		return false
 	}
-	path, err := os.Readlink(fdPath(fd))
-	if err != nil || !filepath.IsAbs(path) || !openJournal() {
+	if !openJournal() {
+		return false
+	}
+	path, ok := widenedPath(k, fd)
+	if !ok {
 		return false
 	}
 	e := journalEntry{dev: k.dev, ino: k.ino, saved: saved, set: set, path: path}
@@ -256,6 +259,34 @@ func journal(k wideKey, fd int, saved, set uint32) bool {
 	}
 	jstanding[k] = true
 	return true
+}
+
+// jpaths holds the paths of the inodes journaled last, under wideMu, so that
+// one widened again soon (a file for its lstat, its xattrs and its open; a dir
+// for each name looked up in it) is not looked up in /proc each time, which
+// was a third of the journal's cost. A path is used only while it still names
+// the inode.
+var jpaths = map[wideKey]string{}
+
+// widenedPath is the path of the inode k open as fd, for its record. Called
+// under wideMu.
+func widenedPath(k wideKey, fd int) (string, bool) {
+	if p, ok := jpaths[k]; ok {
+		var st unix.Stat_t
+		if unix.Lstat(p, &st) == nil && uint64(st.Dev) == k.dev && st.Ino == k.ino {
+			return p, true
+		}
+		delete(jpaths, k)
+	}
+	p, err := os.Readlink(fdPath(fd))
+	if err != nil || !filepath.IsAbs(p) {
+		return "", false
+	}
+	if len(jpaths) >= 64 {
+		clear(jpaths)
+	}
+	jpaths[k] = p
+	return p, true
 }
 
 // unjournal records that the widening of k by this process is over (its mode

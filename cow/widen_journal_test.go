@@ -85,6 +85,16 @@ func TestUnprivWidenJournal(t *testing.T) {
 	if m := modeOf(t, f); m != 0 {
 		t.Errorf("%s: %04o, want 0000", f, m)
 	}
+	// Renamed since its last widening: the record names where it is now,
+	// not the path remembered for it (jpaths).
+	moved := filepath.Join(dir, "moved")
+	must(t, os.Rename(f, moved))
+	undo = widenFd(fd)
+	if e := journalOf(t, j, fd); e == nil || e.path != moved {
+		t.Errorf("entry %+v after a rename, want the path %s", e, moved)
+	}
+	undo()
+	must(t, os.Rename(moved, f))
 
 	d := filepath.Join(dir, "d")
 	must(t, os.Mkdir(d, 0o755))

@@ -73,20 +73,5 @@ func (cp *copier) linkDir(pfd int, name string) error {
 // openNoSymlinks opens name in the root dir rfd with no symlink followed on
 // the way (RESOLVE_NO_SYMLINKS): a path --link made of dirs.
 func openNoSymlinks(rfd *os.File, name string, flags int) (*os.File, error) {
-	rel := strings.TrimLeft(path.Clean("/"+name), "/")
-	if rel == "" {
-		rel = "."
-	}
-	how := &unix.OpenHow{
-		Flags:   uint64(flags | unix.O_CLOEXEC),
-		Resolve: unix.RESOLVE_IN_ROOT | unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_NO_MAGICLINKS,
-	}
-	fd, err := unix.Openat2(int(rfd.Fd()), rel, how)
-	for i := 0; i < 100 && (errors.Is(err, unix.EAGAIN) || errors.Is(err, unix.EINTR)); i++ {
-		fd, err = unix.Openat2(int(rfd.Fd()), rel, how)
-	}
-	if err != nil {
-		return nil, &os.PathError{Op: "open", Path: name, Err: err}
-	}
-	return os.NewFile(uintptr(fd), name), nil
+	return openat2Resolve(rfd, name, flags, unix.RESOLVE_IN_ROOT|unix.RESOLVE_NO_SYMLINKS|unix.RESOLVE_NO_MAGICLINKS)
 }

@@ -23,14 +23,16 @@ func openRootDir(root string) (*os.File, error) {
 
 // openat2InRoot opens name relative to the root dir rfd, resolving it in that root.
 func openat2InRoot(rfd *os.File, name string, flags int) (*os.File, error) {
+	return openat2Resolve(rfd, name, flags, unix.RESOLVE_IN_ROOT|unix.RESOLVE_NO_MAGICLINKS)
+}
+
+// openat2Resolve opens name below rfd with openat2's resolve flags.
+func openat2Resolve(rfd *os.File, name string, flags int, resolve uint64) (*os.File, error) {
 	rel := strings.TrimLeft(path.Clean("/"+name), "/")
 	if rel == "" {
 		rel = "."
 	}
-	how := &unix.OpenHow{
-		Flags:   uint64(flags | unix.O_CLOEXEC),
-		Resolve: unix.RESOLVE_IN_ROOT | unix.RESOLVE_NO_MAGICLINKS,
-	}
+	how := &unix.OpenHow{Flags: uint64(flags | unix.O_CLOEXEC), Resolve: resolve}
 	fd, err := unix.Openat2(int(rfd.Fd()), rel, how)
 	for i := 0; i < 100 && (errors.Is(err, unix.EAGAIN) || errors.Is(err, unix.EINTR)); i++ {
 		// A rename anywhere on the system during a ".." lookup makes the

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"syscall"
 	"testing"
 	"time"
 
@@ -449,5 +450,83 @@ func TestCopyUpLinksThroughSymlinkedLower(t *testing.T) {
 		if _, err := unix.Listxattr(p, nil); err != nil {
 			t.Errorf("listxattr %s: %v", n, err)
 		}
+	}
+}
+
+// TestCopyUpLinksAcrossDirs: a write to one name of a lower file linked in
+// several dirs links the copy under every name that still shows that file,
+// dir by dir: not one deleted through the mount, nor one a higher layer
+// shadows; the dirs copied up for the links keep their times.
+func TestCopyUpLinksAcrossDirs(t *testing.T) {
+	for _, f := range []cow.Format{cow.FormatOverlay, cow.FormatOCI} {
+		t.Run(fmt.Sprint(f), func(t *testing.T) {
+			lower := tree(t, map[string]string{"a/f": "linked\n", "b/": "", "c/": ""})
+			for _, n := range []string{"a/g", "b/h", "c/i", "c/j", "c/k"} {
+				must(t, os.Link(filepath.Join(lower, "a/f"), filepath.Join(lower, n)))
+			}
+			old := time.Unix(1_000_000_000, 0)
+			for _, d := range []string{"a", "b", "c"} {
+				must(t, os.Chtimes(filepath.Join(lower, d), old, old))
+			}
+			top := tree(t, map[string]string{"c/j": "shadow\n"})
+			must(t, os.Chtimes(filepath.Join(top, "c"), old, old))
+			u := mountUnion(t, f, top, lower)
+			must(t, os.Remove(filepath.Join(u.mnt, "a/g")))
+			fh, err := os.OpenFile(filepath.Join(u.mnt, "a/f"), os.O_WRONLY|os.O_APPEND, 0)
+			must(t, err)
+			_, err = fh.WriteString("more\n")
+			must(t, err)
+			must(t, fh.Close())
+			for _, n := range []string{"a/f", "b/h", "c/i", "c/k"} {
+				if got := readFile(t, filepath.Join(u.mnt, n)); got != "linked\nmore\n" {
+					t.Errorf("%s = %q, want the write", n, got)
+				}
+				if st := lstat(t, filepath.Join(u.mnt, n)); st.Nlink != 4 {
+					t.Errorf("%s: nlink %d, want 4", n, st.Nlink)
+				}
+			}
+			if got := readFile(t, filepath.Join(u.mnt, "c/j")); got != "shadow\n" {
+				t.Errorf("c/j = %q, want the higher layer's", got)
+			}
+			if _, err := os.Lstat(filepath.Join(u.mnt, "a/g")); !os.IsNotExist(err) {
+				t.Errorf("a/g, deleted, is back: %v", err)
+			}
+			for _, d := range []string{"b", "c"} {
+				if st := lstat(t, filepath.Join(u.mnt, d)); st.Mtim.Sec != old.Unix() {
+					t.Errorf("%s: mtime %d after the copy-up's links, want %d", d, st.Mtim.Sec, old.Unix())
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkCopyUpManyLinks: the first write to one name of a lower file with
+// 2,000 links, half in its own dir and half spread over 10 others (a fresh
+// mount each time: the copy-up happens once).
+func BenchmarkCopyUpManyLinks(b *testing.B) {
+	lower := tree(b, map[string]string{"d/f": "linked\n"})
+	for i := 0; i < 2000; i++ {
+		dir := "d"
+		if i%2 == 1 {
+			dir = fmt.Sprintf("e%d", i%10)
+		}
+		must(b, os.MkdirAll(filepath.Join(lower, dir), 0o755))
+		must(b, os.Link(filepath.Join(lower, "d/f"), filepath.Join(lower, dir, fmt.Sprintf("l%04d", i))))
+	}
+	for i := 0; i < b.N; i++ {
+		b.StopTimer()
+		u := mountUnion(b, cow.FormatOverlay, lower)
+		b.StartTimer()
+		fh, err := os.OpenFile(filepath.Join(u.mnt, "d/f"), os.O_WRONLY|os.O_APPEND, 0)
+		must(b, err)
+		_, err = fh.WriteString("more\n")
+		must(b, err)
+		must(b, fh.Close())
+		b.StopTimer()
+		if st, err := os.Lstat(filepath.Join(u.upper, "e1/l0001")); err != nil || st.Sys().(*syscall.Stat_t).Nlink != 2001 {
+			b.Fatalf("upper e1/l0001: %v; want a link of the copy", err)
+		}
+		u.unmount(b)
+		b.StartTimer()
 	}
 }

@@ -340,7 +340,7 @@ func (n *node) Link(ctx context.Context, target fusefs.InodeEmbedder, name strin
 	if _, err := clearWhiteout(dfd, name); err != nil {
 		return nil, errno("link", err)
 	}
-	if err := linkUpper(s, trel, path.Join(n.rel(), name), nil, nil); err != nil {
+	if err := linkUpper(s, trel, path.Join(n.rel(), name)); err != nil {
 		return nil, errno("link", err)
 	}
 	te, _, err = tn.resolve()

@@ -3,11 +3,12 @@ package mountcmd
 import (
 	"errors"
 	"fmt"
-	"github.com/layerfs/layerfs/cow"
 	"io"
 	"os"
 
 	"github.com/layerfs/layerfs/blobstore"
+	"github.com/layerfs/layerfs/build"
+	"github.com/layerfs/layerfs/cow"
 	"github.com/opencontainers/go-digest"
 	"github.com/spf13/cobra"
 )
@@ -68,6 +69,7 @@ func runLoad(cmd *cobra.Command, g *globalOptions, o *loadOptions) error {
 	}
 	out := cmd.OutOrStdout()
 	for _, l := range loaded {
+		warnDeep(cmd.ErrOrStderr(), l.Image)
 		if len(l.Tags) == 0 {
 			fmt.Fprintf(out, "Loaded image ID: %s\n", l.Image.ID)
 			continue
@@ -80,6 +82,18 @@ func runLoad(cmd *cobra.Command, g *globalOptions, o *loadOptions) error {
 		}
 	}
 	return nil
+}
+
+// warnDeep warns of an image too deep to commit or build on: docker refuses to
+// load or pull it (moby's maxLayerDepth); it mounts, runs, saves and exports
+// here, as in podman.
+func warnDeep(w io.Writer, img *blobstore.Image) {
+	if img == nil {
+		return
+	}
+	if n := len(img.Manifest.Layers); n >= build.MaxLayers {
+		fmt.Fprintf(w, "WARNING: image %s has %d layers: commit and build on it are refused (an image may have %d; docker refuses to load or pull it)\n", blobstore.ShortID(img.ID), n, build.MaxLayers)
+	}
 }
 
 // checkLayer refuses a layer no mount could unpack (cow.CheckLayer): load and pull

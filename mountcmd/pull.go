@@ -69,6 +69,7 @@ func runPull(cmd *cobra.Command, g *globalOptions, o *pullOptions, ref string) e
 	if err != nil {
 		return err
 	}
+	warnDeep(cmd.ErrOrStderr(), res.Image)
 	if !o.quiet {
 		fam := blobstore.FamiliarString(res.Ref)
 		fmt.Fprintf(out, "Digest: %s\n", res.Digest)

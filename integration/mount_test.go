@@ -156,9 +156,10 @@ func TestMountChangeUmountRemount(t *testing.T) {
 	if got := e.psField("c1", "Mountpoint"); got != dir {
 		t.Errorf("ps mountpoint = %q, want %s", got, dir)
 	}
-	// docker's columns; a container mount serves is "Mounted", its name last.
-	if out := e.ok("ps", "-a"); !strings.HasPrefix(out, "CONTAINER ID   IMAGE ") || !strings.Contains(out, "\n"+containerIDIn(t, e.root, "c1")[:12]+"   busybox:test ") || !strings.HasSuffix(strings.Join(strings.Fields(out), " "), " Mounted c1") {
-		t.Errorf("ps =\n%s\nwant a header and c1's short ID, image busybox:test, STATUS Mounted and its name last", out)
+	// docker's columns (MOUNTPOINT for PORTS); a container mount serves is
+	// "Mounted", its mountpoint next, its name last.
+	if out := e.ok("ps", "-a"); !strings.HasPrefix(out, "CONTAINER ID   IMAGE ") || !strings.Contains(out, "\n"+containerIDIn(t, e.root, "c1")[:12]+"   busybox:test ") || !strings.HasSuffix(strings.Join(strings.Fields(out), " "), " Mounted "+dir+" c1") {
+		t.Errorf("ps =\n%s\nwant a header and c1's short ID, image busybox:test, STATUS Mounted, its mountpoint and its name last", out)
 	}
 	// mount with no arguments lists it with its mountpoint, as podman mount.
 	if got, want := e.ok("mount"), containerIDIn(t, e.root, "c1")[:12]+"  "+dir+"\n"; got != want {

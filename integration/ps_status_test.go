@@ -64,9 +64,9 @@ func TestPsDockerStatus(t *testing.T) {
 	}
 	check("running", want)
 
-	// The default table: docker's header, NAMES last, STATUS's words.
+	// The default table: docker's header (MOUNTPOINT for PORTS), NAMES last, STATUS's words.
 	lines := strings.Split(strings.TrimSpace(mustRun(t, "ps", "-a")), "\n")
-	if got := strings.Join(strings.Fields(lines[0]), " "); got != "CONTAINER ID IMAGE COMMAND CREATED STATUS PORTS NAMES" {
+	if got := strings.Join(strings.Fields(lines[0]), " "); got != "CONTAINER ID IMAGE COMMAND CREATED STATUS MOUNTPOINT NAMES" {
 		t.Errorf("ps header = %q, want docker's", got)
 	}
 	var names, exited []string

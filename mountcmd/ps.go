@@ -57,8 +57,9 @@ func newPsCommand(g *globalOptions) *cobra.Command {
 		Short: "List working containers",
 		Long: `List working containers in docker's columns: CONTAINER ID (12 hex digits; all
 64 with --no-trunc), IMAGE, COMMAND (quoted, cut to 20 characters unless
---no-trunc), CREATED, STATUS, PORTS (always empty: containers share the host's
-network) and NAMES, last (-s adds SIZE after it).
+--no-trunc), CREATED, STATUS, MOUNTPOINT (where layerfs serves it, empty when
+unmounted; it stands where docker's PORTS, always empty here, would: containers
+share the host's network) and NAMES, last (-s adds SIZE after it).
 STATUS is docker's: "Up 5 minutes" while run's command runs ("Up 5 minutes
 (Paused)" while commit --pause holds it), "Exited (0) 2 minutes ago", "Created"
 or "Dead" (the server died and left a dead mount: umount clears it); a container
@@ -334,8 +335,9 @@ func (r *psRow) truncate() {
 
 // psTableFormat is docker ps's table (docker/cli's defaultContainerTableFormat):
 // NAMES last, so that awk '{print $NF}' finds them; -s adds SIZE after it, as
-// docker's.
-const psTableFormat = "table {{.ID}}\t{{.Image}}\t{{.Command}}\t{{.RunningFor}}\t{{.Status}}\t{{.Ports}}\t{{.Names}}"
+// docker's. MOUNTPOINT takes the place of docker's PORTS, which is always
+// empty here: a working container's mountpoint is what layerfs's ps is for.
+const psTableFormat = "table {{.ID}}\t{{.Image}}\t{{.Command}}\t{{.RunningFor}}\t{{.Status}}\t{{.Mountpoint}}\t{{.Names}}"
 
 // psHeader is the header row a "table" format prints.
 var psHeader = map[string]string{

@@ -180,13 +180,13 @@ func TestPsIDs(t *testing.T) {
 }
 
 // TestPsTable: ps's default table is docker's, CONTAINER ID IMAGE COMMAND
-// CREATED STATUS PORTS NAMES, with NAMES last (awk '{print $NF}' takes them),
+// CREATED STATUS MOUNTPOINT NAMES, with NAMES last (awk '{print $NF}' takes them),
 // COMMAND quoted as strconv.Quote does and cut to 20 characters unless
 // --no-trunc, and -s's SIZE after NAMES, as docker's.
 func TestPsTable(t *testing.T) {
 	full := strings.Repeat("0123456789abcdef", 4)
 	cmd := strconv.Quote(`sh -c "echo hello; sleep 1000"`)
-	row := psRow{Name: "web1", ID: full, Image: "busybox:latest", Command: cmd, Mount: statusMounted,
+	row := psRow{Name: "web1", ID: full, Image: "busybox:latest", Command: cmd, Mount: statusMounted, Mountpoint: "/mnt/web1",
 		Status: "Up 5 minutes", dockerState: "running", Created: time.Now().Add(-10 * time.Minute), Size: "12kB"}
 	short := row
 	short.truncate()
@@ -200,12 +200,12 @@ func TestPsTable(t *testing.T) {
 		header string
 		want   []string // the row's fields
 	}{
-		{"default", psOptions{}, short, "CONTAINER ID IMAGE COMMAND CREATED STATUS PORTS NAMES",
-			[]string{"0123456789ab", "busybox:latest", `"sh`, `-c`, `\"echo`, `hello;`, `…"`, "10", "minutes", "ago", "Up", "5", "minutes", "web1"}},
-		{"no-trunc", psOptions{noTrunc: true}, row, "CONTAINER ID IMAGE COMMAND CREATED STATUS PORTS NAMES",
-			[]string{full, "busybox:latest", `"sh`, `-c`, `\"echo`, `hello;`, `sleep`, `1000\""`, "10", "minutes", "ago", "Up", "5", "minutes", "web1"}},
-		{"size", psOptions{size: true}, short, "CONTAINER ID IMAGE COMMAND CREATED STATUS PORTS NAMES SIZE",
-			[]string{"0123456789ab", "busybox:latest", `"sh`, `-c`, `\"echo`, `hello;`, `…"`, "10", "minutes", "ago", "Up", "5", "minutes", "web1", "12kB"}},
+		{"default", psOptions{}, short, "CONTAINER ID IMAGE COMMAND CREATED STATUS MOUNTPOINT NAMES",
+			[]string{"0123456789ab", "busybox:latest", `"sh`, `-c`, `\"echo`, `hello;`, `…"`, "10", "minutes", "ago", "Up", "5", "minutes", "/mnt/web1", "web1"}},
+		{"no-trunc", psOptions{noTrunc: true}, row, "CONTAINER ID IMAGE COMMAND CREATED STATUS MOUNTPOINT NAMES",
+			[]string{full, "busybox:latest", `"sh`, `-c`, `\"echo`, `hello;`, `sleep`, `1000\""`, "10", "minutes", "ago", "Up", "5", "minutes", "/mnt/web1", "web1"}},
+		{"size", psOptions{size: true}, short, "CONTAINER ID IMAGE COMMAND CREATED STATUS MOUNTPOINT NAMES SIZE",
+			[]string{"0123456789ab", "busybox:latest", `"sh`, `-c`, `\"echo`, `hello;`, `…"`, "10", "minutes", "ago", "Up", "5", "minutes", "/mnt/web1", "web1", "12kB"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var out bytes.Buffer

@@ -305,103 +305,317 @@ func unjournal(k wideKey) {
 }
 
 // RepairWidened puts back the modes that processes killed inside a widening
-// left widened, from the journal dir: for each journal file whose lock it gets
-// (its process is gone), and each widening standing in it, if its path is still
-// the same inode with exactly the mode the widening set, it gets the saved mode
-// back; then the file goes. Journals of live processes, which hold their lock,
-// stay. Two repairs at once do no harm: only one gets a file's lock. For a
-// command's start, before it reads any layer (a widening that another process
-// makes meanwhile is journaled by it and not touched). A no-op for root, which
-// never widens.
+// left widened, from the journal dir (<root>/layers/.widened): for each journal
+// file whose lock it gets (its process is gone), and each widening standing in
+// it, if its path is still the same inode with exactly the mode the widening
+// set, it gets the saved mode back; then the file goes. Journals of live
+// processes, which hold their lock, stay. Two repairs at once do no harm: only
+// one gets a file's lock. For a command's start, before it reads any layer (a
+// widening that another process makes meanwhile is journaled by it and not
+// touched). A no-op for root, which never widens.
+//
+// Widenings stack: a process that finds a mode another one widened saves that
+// widened mode and widens it further (A: 0000 -> 0100, then B: 0100 -> 0500).
+// So the records of one inode are put back as a chain, each while the mode is
+// the one it set (B's, then A's), whatever order the journals are read in. A
+// dead record whose mode is not the current one while a live process (or this
+// one) has a widening of the inode standing is kept: that process puts back the
+// mode it saved, which may be the dead one's, and a later repair then finds the
+// dead record's mode. Only what a record names inside the store's own trees
+// (layers/, work/, tmp/ beside the journal dir's layers/) is touched, and only
+// journal files that are regular files of the user's: the journal dir is
+// trusted no further than that.
 func RepairWidened(dir string) {
 	if !unprivileged || dir == "" {
 		return
 	}
-	ents, err := os.ReadDir(dir)
+	dfd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return
 	}
-	type deadJournal struct {
-		f    *os.File
-		left int       // standing widenings not yet put back
-		done []wideKey // those put back
+	df := os.NewFile(uintptr(dfd), dir)
+	defer df.Close()
+	euid := os.Geteuid()
+	var st unix.Stat_t
+	if unix.Fstat(dfd, &st) != nil || int(st.Uid) != euid {
+		return
+	}
+	names, err := df.Readdirnames(-1)
+	if err != nil {
+		return
 	}
 	var dead []*deadJournal
-	var todo []*journalEntry
-	of := map[*journalEntry]*deadJournal{}
-	for _, de := range ents {
-		if !strings.HasSuffix(de.Name(), journalSuffix) {
+	var live []int // fds of the journals of live processes, read only if needed
+	defer func() {
+		for _, fd := range live {
+			unix.Close(fd)
+		}
+	}()
+	sort.Strings(names) // the same order in every process
+	for _, name := range names {
+		if !strings.HasSuffix(name, journalSuffix) {
 			continue
 		}
-		f, err := os.OpenFile(filepath.Join(dir, de.Name()), os.O_RDWR|os.O_APPEND|unix.O_NOFOLLOW, 0)
+		// O_NONBLOCK: a FIFO is neither waited for at the open nor read.
+		fd, err := unix.Openat(dfd, name, unix.O_RDWR|unix.O_NONBLOCK|unix.O_NOFOLLOW|unix.O_NOCTTY|unix.O_CLOEXEC, 0)
 		if err != nil {
 			continue
 		}
-		if unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB) != nil || !journalLinked(int(f.Fd())) {
-			f.Close() // its process lives (or another repair has it, or had it)
+		if unix.Fstat(fd, &st) != nil || st.Mode&unix.S_IFMT != unix.S_IFREG || int(st.Uid) != euid {
+			unix.Close(fd)
 			continue
 		}
-		b, err := io.ReadAll(f)
-		if err != nil {
-			f.Close()
+		if err := unix.Flock(fd, unix.LOCK_EX|unix.LOCK_NB); err != nil {
+			if errors.Is(err, unix.EWOULDBLOCK) {
+				live = append(live, fd) // its process lives (or another repair has it)
+			} else {
+				unix.Close(fd)
+			}
 			continue
 		}
-		d := &deadJournal{f: f}
+		if !journalLinked(fd) {
+			unix.Close(fd) // another repair had it
+			continue
+		}
+		b, ok := readJournalFd(fd)
+		if !ok {
+			unix.Close(fd)
+			continue
+		}
+		d := &deadJournal{fd: fd, name: name}
 		dead = append(dead, d)
 		standing, _ := parseJournal(b) // not a journal: removed
 		for _, e := range standing {
-			todo = append(todo, e)
-			of[e] = d
-			d.left++
+			d.recs = append(d.recs, &deadRecord{e: e})
+		}
+	}
+	if len(dead) == 0 {
+		return
+	}
+	trees := widenTrees(dfd)
+	groups := map[groupKey][]*deadRecord{}
+	var keys []groupKey
+	for _, d := range dead {
+		for _, r := range d.recs {
+			if !inTrees(r.e.path, trees) {
+				r.done = true // not the store's: dropped, never chmodded
+				continue
+			}
+			k := groupKey{wideKey{r.e.dev, r.e.ino}, r.e.path}
+			if groups[k] == nil {
+				keys = append(keys, k)
+			}
+			groups[k] = append(groups[k], r)
 		}
 	}
 	// Deepest first: a dir widened so its entries could be reached is put
 	// back after them.
-	sort.Slice(todo, func(i, j int) bool { return len(todo[i].path) > len(todo[j].path) })
-	wideMu.Lock()
-	for _, e := range todo {
-		if repairOne(e) {
-			d := of[e]
-			d.left--
-			d.done = append(d.done, wideKey{e.dev, e.ino})
+	sort.SliceStable(keys, func(i, j int) bool { return len(keys[i].path) > len(keys[j].path) })
+	pending := func() func(wideKey) bool {
+		var set map[wideKey]bool
+		return func(k wideKey) bool {
+			if set == nil {
+				set = map[wideKey]bool{}
+				for _, fd := range live {
+					if b, ok := readJournalFd(fd); ok {
+						standing, _ := parseJournal(b)
+						for k := range standing {
+							set[k] = true
+						}
+					}
+				}
+			}
+			return set[k]
 		}
+	}()
+	wideMu.Lock()
+	for _, k := range keys {
+		repairInode(k, groups[k], pending)
 	}
 	wideMu.Unlock()
 	for _, d := range dead {
-		if d.left == 0 {
-			os.Remove(d.f.Name()) // under the lock: see openJournal
-		} else if len(d.done) > 0 {
-			// Kept for a later repair, without those put back.
-			var b []byte
-			for _, k := range d.done {
-				b = append(b, doneRecord(k)...)
-			}
-			d.f.Write(b)
-		}
-		d.f.Close()
+		d.finish(dfd)
 	}
 }
 
-// repairOne puts back the mode of the entry e of a dead process if its path
-// still names that inode with exactly the widened mode. It reports whether the
-// entry is done with (false: the path cannot be reached now, so a later repair
-// may). Called under wideMu.
-func repairOne(e *journalEntry) bool {
-	fd, err := unix.Open(e.path, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+// A deadJournal is the journal file of a dead process, open as fd (locked) and
+// named name in the journal dir, with the widenings standing in it.
+type deadJournal struct {
+	fd   int
+	name string
+	recs []*deadRecord
+}
+
+// A deadRecord is a widening standing in a dead journal; done: put back, or
+// not to be (dropped).
+type deadRecord struct {
+	e    *journalEntry
+	done bool
+}
+
+type groupKey struct {
+	wideKey
+	path string
+}
+
+// finish removes the journal file if nothing in it is left for a later repair,
+// or else rewrites it with only what is left, and closes it.
+func (d *deadJournal) finish(dfd int) {
+	defer unix.Close(d.fd)
+	var kept []byte
+	changed := false
+	for _, r := range d.recs {
+		if r.done {
+			changed = true
+		} else {
+			kept = append(kept, r.e.marshal()...)
+		}
+	}
+	if kept == nil {
+		unix.Unlinkat(dfd, d.name, 0) // under the lock: see openJournal
+		return
+	}
+	if !changed {
+		return
+	}
+	// Made whole under another name and renamed over it, so that a kill
+	// leaves either file whole (and nothing is appended to a record a kill
+	// cut short). Locked until closed, as a journal of a live process.
+	tmp := fmt.Sprintf("%d-%08x%s", os.Getpid(), rand.Uint32(), journalSuffix)
+	fd, err := unix.Openat(dfd, tmp, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
 	if err != nil {
-		return !errors.Is(err, unix.EACCES)
+		return // kept as it is: a record put back meanwhile is then dropped
+	}
+	defer unix.Close(fd)
+	b := append([]byte(journalMagic), kept...)
+	if unix.Flock(fd, unix.LOCK_EX|unix.LOCK_NB) != nil || writeAll(fd, b) != nil || unix.Renameat(dfd, tmp, dfd, d.name) != nil {
+		unix.Unlinkat(dfd, tmp, 0)
+	}
+}
+
+func writeAll(fd int, b []byte) error {
+	for len(b) > 0 {
+		n, err := unix.Write(fd, b)
+		if errors.Is(err, unix.EINTR) {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		b = b[n:]
+	}
+	return nil
+}
+
+// readJournalFd reads the whole journal file open as fd.
+func readJournalFd(fd int) ([]byte, bool) {
+	var b []byte
+	buf := make([]byte, 16<<10)
+	for {
+		n, err := unix.Pread(fd, buf, int64(len(b)))
+		if errors.Is(err, unix.EINTR) {
+			continue
+		}
+		if err != nil {
+			return nil, false
+		}
+		if n == 0 {
+			return b, true
+		}
+		b = append(b, buf[:n]...)
+	}
+}
+
+// widenTrees are the trees of the store whose journal dir is open as dfd
+// (<root>/layers/.widened) in which its processes widen: the layers, the
+// containers' upper dirs (work/) and a build's scratch dirs (tmp/); by their
+// real paths, as a record names them (widenedPath).
+func widenTrees(dfd int) []string {
+	dir, err := os.Readlink(fdPath(dfd))
+	if err != nil || !filepath.IsAbs(dir) {
+		return nil
+	}
+	layers := filepath.Dir(dir)
+	root := filepath.Dir(layers)
+	return []string{layers, filepath.Join(root, "work"), filepath.Join(root, "tmp")}
+}
+
+// inTrees reports whether p is a clean absolute path inside one of trees.
+func inTrees(p string, trees []string) bool {
+	if filepath.Clean(p) != p {
+		return false
+	}
+	for _, t := range trees {
+		if strings.HasPrefix(p, t+"/") {
+			return true
+		}
+	}
+	return false
+}
+
+// openRecorded opens the path of a record (O_PATH), following no symlink on
+// the way: a record names a real path.
+func openRecorded(path string) (int, error) {
+	how := unix.OpenHow{Flags: unix.O_PATH | unix.O_NOFOLLOW | unix.O_CLOEXEC, Resolve: unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_NO_MAGICLINKS}
+	fd, err := unix.Openat2(unix.AT_FDCWD, path, &how)
+	if errors.Is(err, unix.ENOSYS) {
+		return unix.Open(path, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	}
+	return fd, err
+}
+
+// repairInode puts back the mode of the inode k.path (if it still names k) from
+// the records of dead processes recs: while one of them set exactly the current
+// mode, that one's saved mode is put back (a chain of stacked widenings unwinds
+// last first). A record left over (the mode is not the one it set) is kept for
+// a later repair while a widening of the inode stands in a live process
+// (pending) or in this one, whose putting back may bring its mode back, and
+// dropped otherwise (the mode changed since: not ours). Records that cannot be
+// reached now (EACCES on the way) are kept. Called under wideMu.
+func repairInode(k groupKey, recs []*deadRecord, pending func(wideKey) bool) {
+	fd, err := openRecorded(k.path)
+	if err != nil {
+		if !errors.Is(err, unix.EACCES) {
+			for _, r := range recs {
+				r.done = true
+			}
+		}
+		return
 	}
 	defer unix.Close(fd)
 	var st unix.Stat_t
 	if unix.Fstat(fd, &st) != nil {
-		return false
+		return
 	}
-	if uint64(st.Dev) != e.dev || st.Ino != e.ino || st.Mode&0o7777 != e.set {
-		return true // another file now, or its mode changed since: not ours to touch
+	if uint64(st.Dev) != k.dev || st.Ino != k.ino {
+		for _, r := range recs {
+			r.done = true // another file now: not ours to touch
+		}
+		return
 	}
-	if wide[wideKey{e.dev, e.ino}] != nil {
-		return true // this process has it opened up now: its widening puts it back
+	ours := wide[k.wideKey] != nil
+	mode := st.Mode & 0o7777
+	for more := !ours; more; {
+		more = false
+		for _, r := range recs {
+			if r.done || r.e.set != mode {
+				continue
+			}
+			if err := unix.Chmod(fdPath(fd), r.e.saved); err != nil {
+				if errors.Is(err, unix.EACCES) {
+					return // kept, all that is left
+				}
+				r.done = true
+				continue
+			}
+			r.done, mode, more = true, r.e.saved, true
+			break
+		}
 	}
-	err = unix.Chmod(fdPath(fd), e.saved)
-	return err == nil || !errors.Is(err, unix.EACCES)
+	if ours || pending(k.wideKey) {
+		return // kept
+	}
+	for _, r := range recs {
+		r.done = true
+	}
 }

@@ -5,7 +5,9 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/layerfs/layerfs/internal/testenv"
 	"golang.org/x/sys/unix"
 )
 
@@ -334,5 +336,245 @@ func TestParseJournalPaths(t *testing.T) {
 				}
 			}
 		}
+	}
+}
+
+// recordOf is the journal record of a widening of p from saved to set.
+func recordOf(t *testing.T, p string, saved, set uint32) string {
+	t.Helper()
+	var st unix.Stat_t
+	must(t, unix.Lstat(p, &st))
+	e := journalEntry{dev: uint64(st.Dev), ino: st.Ino, saved: saved, set: set, path: p}
+	return string(e.marshal())
+}
+
+// writeJournal makes the journal file name in j holding records.
+func writeJournal(t *testing.T, j, name string, records ...string) string {
+	t.Helper()
+	p := filepath.Join(j, name)
+	must(t, os.WriteFile(p, []byte(journalMagic+strings.Join(records, "")), 0o600))
+	return p
+}
+
+// lockedJournal makes the journal file name in j, held locked until the test
+// ends (or the returned func): the journal of a live process.
+func lockedJournal(t *testing.T, j, name string, records ...string) (string, func()) {
+	t.Helper()
+	p := writeJournal(t, j, name, records...)
+	f, err := os.Open(p)
+	must(t, err)
+	must(t, unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB))
+	t.Cleanup(func() { f.Close() })
+	return p, func() { f.Close() }
+}
+
+// TestUnprivRepairStacked: a widening stacked on another process's (A makes a
+// 0000 dir 0100 to search it; B finds 0100, saves it and makes it 0500) is
+// unwound whichever dies first and in whatever order the journals are read:
+// both dead, B's record is put back before A's; A dead and B alive, A's record
+// is kept until B has put back its 0100, and the next repair makes it 0000.
+// The repair dropped A's record (its mode was not A's 0100), and B then put
+// back 0100 for good.
+func TestUnprivRepairStacked(t *testing.T) {
+	dir, ok := asNobody(t)
+	if !ok {
+		return
+	}
+	j := filepath.Join(dir, "layers", ".widened")
+	must(t, os.MkdirAll(j, 0o700))
+	sec := filepath.Join(dir, "layers", "l1", "sec")
+	must(t, os.MkdirAll(sec, 0o755))
+	exists := func(p string) bool { _, err := os.Lstat(p); return err == nil }
+	journals := func() []string {
+		ents, err := os.ReadDir(j)
+		must(t, err)
+		var n []string
+		for _, e := range ents {
+			n = append(n, e.Name())
+		}
+		return n
+	}
+
+	// Both dead, in both orders of their journals' names.
+	for _, names := range [][2]string{{"1-b", "2-a"}, {"2-b", "1-a"}} {
+		must(t, unix.Chmod(sec, 0o500))
+		writeJournal(t, j, names[0]+journalSuffix, recordOf(t, sec, 0o100, 0o500))
+		writeJournal(t, j, names[1]+journalSuffix, recordOf(t, sec, 0, 0o100))
+		RepairWidened(j)
+		if m := modeOf(t, sec); m != 0 || len(journals()) != 0 {
+			t.Errorf("B's journal %s, A's %s, both dead: %04o after the repair, journals %v; want 0000 and none", names[0], names[1], m, journals())
+		}
+	}
+
+	// A dead, B alive (a journal another process holds locked).
+	for _, names := range [][2]string{{"1-b", "2-a"}, {"2-b", "1-a"}} {
+		must(t, unix.Chmod(sec, 0o500))
+		liveJ, end := lockedJournal(t, j, names[0]+journalSuffix, recordOf(t, sec, 0o100, 0o500))
+		deadJ := writeJournal(t, j, names[1]+journalSuffix, recordOf(t, sec, 0, 0o100))
+		RepairWidened(j)
+		if m := modeOf(t, sec); m != 0o500 || !exists(deadJ) || !exists(liveJ) {
+			t.Errorf("%v: while B lives, %04o and journals %v; want 0500 and both", names, m, journals())
+		}
+		b, err := os.ReadFile(deadJ)
+		must(t, err)
+		if standing, ok := parseJournal(b); !ok || len(standing) != 1 {
+			t.Errorf("%v: A's journal holds %v after the repair, want its record", names, standing)
+		}
+		// B ends: puts back its saved 0100 (its mode is still its 0500) and
+		// removes its journal.
+		must(t, unix.Chmod(sec, 0o100))
+		os.Remove(liveJ)
+		end()
+		RepairWidened(j)
+		if m := modeOf(t, sec); m != 0 || len(journals()) != 0 {
+			t.Errorf("%v: once B is done, %04o and journals %v; want 0000 and none", names, m, journals())
+		}
+	}
+
+	// B is this process, widening with the real code (its journal is
+	// locked, its widening stands in wide): its own putting back composes.
+	useJournal(t, j)
+	must(t, unix.Chmod(sec, 0o100))
+	deadJ := writeJournal(t, j, "1-a"+journalSuffix, recordOf(t, sec, 0, 0o100))
+	fd, err := unix.Open(sec, unix.O_PATH|unix.O_CLOEXEC, 0)
+	must(t, err)
+	defer unix.Close(fd)
+	undo := widenFd(fd)
+	if m := modeOf(t, sec); m != 0o500 {
+		t.Fatalf("widened: %04o, want 0500", m)
+	}
+	RepairWidened(j)
+	if m := modeOf(t, sec); m != 0o500 || !exists(deadJ) {
+		t.Errorf("while this process has it widened: %04o, A's journal there: %v; want 0500 and it", m, exists(deadJ))
+	}
+	undo()
+	EndWidenJournal()
+	if m := modeOf(t, sec); m != 0o100 {
+		t.Errorf("after this process's widening: %04o, want the 0100 it saved", m)
+	}
+	RepairWidened(j)
+	if m := modeOf(t, sec); m != 0 || len(journals()) != 0 {
+		t.Errorf("after the next repair: %04o and journals %v; want 0000 and none", m, journals())
+	}
+
+	// A dead record whose mode changed since, with no widening of the inode
+	// standing anywhere (a live journal of another inode), is dropped.
+	other := filepath.Join(dir, "layers", "l1", "other")
+	must(t, os.WriteFile(other, nil, 0o400))
+	must(t, unix.Chmod(sec, 0o700))
+	_, end := lockedJournal(t, j, "1-live"+journalSuffix, recordOf(t, other, 0, 0o400))
+	deadJ = writeJournal(t, j, "2-a"+journalSuffix, recordOf(t, sec, 0, 0o100))
+	RepairWidened(j)
+	if m := modeOf(t, sec); m != 0o700 || exists(deadJ) {
+		t.Errorf("a changed mode, nothing live on it: %04o, journal there: %v; want 0700 and none", m, exists(deadJ))
+	}
+	end()
+}
+
+// TestUnprivRepairTrusts: the repair chmods only paths inside the store's own
+// trees (layers/, work/, tmp/ beside the journal dir's layers/), by their real
+// paths, reads only regular journal files, and reads no journal dir that is a
+// symlink. It chmodded any path any *.journal named, and a FIFO named
+// x.journal hung it (and every command) for good.
+func TestUnprivRepairTrusts(t *testing.T) {
+	dir, ok := asNobody(t)
+	if !ok {
+		return
+	}
+	// The store through a symlink (as --root may be): records name real paths.
+	real := filepath.Join(dir, "real")
+	must(t, os.Mkdir(real, 0o755))
+	root := filepath.Join(dir, "root")
+	must(t, os.Symlink(real, root))
+	j := filepath.Join(root, "layers", ".widened")
+	must(t, os.MkdirAll(j, 0o700))
+	file := func(p string) string {
+		must(t, os.MkdirAll(filepath.Dir(p), 0o755))
+		must(t, os.WriteFile(p, nil, 0o600))
+		return p
+	}
+	layer := file(filepath.Join(real, "layers", "l1", "f"))
+	upper := file(filepath.Join(real, "work", "c1", "upper", "f"))
+	scratch := file(filepath.Join(real, "tmp", "step-1", "upper", "f"))
+	outside := file(filepath.Join(dir, "outside"))
+	beside := file(filepath.Join(real, "other", "f"))
+	dotdot := file(filepath.Join(real, "layers", "l1", "g"))
+	viaLink := file(filepath.Join(real, "layers", "l2", "f"))
+	must(t, os.Symlink(filepath.Join(real, "layers", "l2"), filepath.Join(real, "layers", "l3")))
+	rec := func(p, as string) string {
+		var st unix.Stat_t
+		must(t, unix.Lstat(p, &st))
+		e := journalEntry{dev: uint64(st.Dev), ino: st.Ino, saved: 0o644, set: 0o600, path: as}
+		return string(e.marshal())
+	}
+	writeJournal(t, j, "1-x"+journalSuffix,
+		rec(layer, layer), rec(upper, upper), rec(scratch, scratch),
+		rec(outside, outside), rec(beside, beside),
+		rec(dotdot, real+"/layers/../layers/l1/g"),
+		rec(viaLink, filepath.Join(real, "layers", "l3", "f")))
+	must(t, unix.Mkfifo(filepath.Join(j, "2-fifo"+journalSuffix), 0o600))
+	must(t, os.Mkdir(filepath.Join(j, "3-dir"+journalSuffix), 0o700))
+
+	repaired := make(chan struct{})
+	go func() { RepairWidened(j); close(repaired) }()
+	select {
+	case <-repaired:
+	case <-time.After(10 * time.Second):
+		t.Fatal("RepairWidened hangs on a FIFO named *.journal")
+	}
+	for _, c := range []struct {
+		path string
+		want uint32
+	}{
+		{layer, 0o644}, {upper, 0o644}, {scratch, 0o644},
+		{outside, 0o600}, {beside, 0o600}, {dotdot, 0o600}, {viaLink, 0o600},
+	} {
+		if m := modeOf(t, c.path); m != c.want {
+			t.Errorf("%s: %04o after the repair, want %04o", c.path, m, c.want)
+		}
+	}
+	if _, err := os.Lstat(filepath.Join(j, "1-x"+journalSuffix)); err == nil {
+		t.Errorf("dead journal left")
+	}
+
+	// A journal dir that is a symlink is not read.
+	must(t, unix.Chmod(layer, 0o600))
+	other := filepath.Join(real, "layers", ".other")
+	must(t, os.Mkdir(other, 0o700))
+	writeJournal(t, other, "1-x"+journalSuffix, rec(layer, layer))
+	linked := filepath.Join(real, "layers", ".linked")
+	must(t, os.Symlink(other, linked))
+	RepairWidened(linked)
+	if m := modeOf(t, layer); m != 0o600 {
+		t.Errorf("through a symlinked journal dir: %04o, want 0600 (not read)", m)
+	}
+}
+
+// TestRepairSkipsForeignJournal: a journal file that is not the user's own (a
+// shared store's layers dir another user can write to) is not read. Run as
+// root, taken for an unprivileged process of nobody's.
+func TestRepairSkipsForeignJournal(t *testing.T) {
+	testenv.RequireRoot(t)
+	dir := t.TempDir()
+	j := filepath.Join(dir, "layers", ".widened")
+	must(t, os.MkdirAll(j, 0o700))
+	f := filepath.Join(dir, "layers", "l1", "f")
+	must(t, os.MkdirAll(filepath.Dir(f), 0o755))
+	must(t, os.WriteFile(f, nil, 0o600))
+	var st unix.Stat_t
+	must(t, unix.Lstat(f, &st))
+	e := journalEntry{dev: uint64(st.Dev), ino: st.Ino, saved: 0o644, set: 0o600, path: f}
+	p := writeJournal(t, j, "1-x"+journalSuffix, string(e.marshal()))
+	must(t, os.Chown(p, 65534, 65534)) // not root's
+	defer func(u bool) { unprivileged = u }(unprivileged)
+	unprivileged = true
+	RepairWidened(j)
+	if m := modeOf(t, f); m != 0o600 {
+		t.Errorf("a journal of another user's: %04o, want 0600 (not read)", m)
+	}
+	must(t, os.Chown(p, 0, 0)) // the user's own: read
+	RepairWidened(j)
+	if m := modeOf(t, f); m != 0o644 {
+		t.Errorf("a journal of the user's own: %04o, want 0644", m)
 	}
 }

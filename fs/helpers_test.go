@@ -109,6 +109,10 @@ func (u *union) unmount(t testing.TB) {
 	}
 	if err := u.m.Unmount(); err != nil {
 		t.Errorf("Unmount: %v", err)
+		// Still mounted: detach it and end the connection, or Wait would
+		// wait for good (and the test binary with it).
+		unix.Unmount(u.mnt, unix.MNT_DETACH)
+		AbortConnection(u.m.dev)
 	}
 	u.m.Wait()
 	u.m = nil

@@ -250,7 +250,20 @@ func (m *MountPoint) Wait() {
 // retried. After it succeeds, Wait returns.
 func (m *MountPoint) Unmount() error {
 	done := make(chan error, 1)
-	go func() { done <- m.server.Unmount() }()
+	go func() {
+		// go-fuse gives up on a busy mount after about 0.3 s; a file closed
+		// just before (its last reference dropped by the kernel a little
+		// later, on a loaded machine) keeps the mount busy longer than that.
+		// fusermount3 words the EBUSY in its message, so any failure while
+		// the mount is still here is tried again, for a while.
+		deadline := time.Now().Add(busyUnmountWait)
+		err := m.server.Unmount()
+		for err != nil && time.Now().Before(deadline) && m.mountedHere() {
+			time.Sleep(50 * time.Millisecond)
+			err = m.server.Unmount()
+		}
+		done <- err
+	}()
 	// go-fuse's Unmount returns when the kernel ends the connection, at the
 	// unmount, unless another mount namespace holds a copy of the mount (a
 	// process that ran unshare -m, a systemd unit with PrivateTmp): then it waits
@@ -285,6 +298,8 @@ func (m *MountPoint) Unmount() error {
 const (
 	heldUnmountGrace = time.Second
 	heldUnmountPoll  = 100 * time.Millisecond
+	// busyUnmountWait is how long Unmount tries again while the mount is busy.
+	busyUnmountWait = 3 * time.Second
 )
 
 // mountedHere reports whether this process's mount namespace still has a mount of

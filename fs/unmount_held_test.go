@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -54,4 +55,23 @@ func TestUnmountHeldByOtherNamespace(t *testing.T) {
 	if err := exec.Command("nsenter", "-t", strconv.Itoa(holder.Process.Pid), "-m", "cat", u.mnt+"/f").Run(); err == nil {
 		t.Error("the other namespace's copy still reads after the unmount")
 	}
+}
+
+// TestUnmountWaitsForBusy: an unmount that finds the mount busy for a moment
+// (a file open in it, closed 0.6 s later, as a close the kernel finishes late
+// on a loaded machine) tries again until it is free, instead of giving up
+// after go-fuse's 0.3 s of retries: the caller then waited for the server for
+// good (a CI run hung 30 minutes in a test's cleanup).
+func TestUnmountWaitsForBusy(t *testing.T) {
+	u := mountUnion(t, cow.FormatOverlay, tree(t, map[string]string{"f": "x\n"}))
+	f, err := os.Open(filepath.Join(u.mnt, "f"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.AfterFunc(600*time.Millisecond, func() { f.Close() })
+	if err := u.m.Unmount(); err != nil {
+		t.Fatalf("Unmount with a file open for 0.6 s more: %v", err)
+	}
+	u.m.Wait()
+	u.m = nil
 }

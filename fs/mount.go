@@ -60,6 +60,7 @@ type MountPoint struct {
 	closed sync.Once
 	paused atomic.Bool // between a successful Pause and Resume
 	dev    uint64      // the mount's st_dev, to find its files in other processes
+	mntID  string      // its mount ID in this namespace's mountinfo ("": unknown)
 	cont   func()      // continues the writers a Pause stopped
 }
 
@@ -164,6 +165,7 @@ func Mount(mountpoint string, opts Options) (*MountPoint, error) {
 	var st unix.Stat_t
 	if err := unix.Stat(mountpoint, &st); err == nil {
 		m.dev = st.Dev
+		m.mntID = mountIDOf(st.Dev)
 		var sfs unix.Statfs_t
 		if unix.Statfs(mountpoint, &sfs) == nil && sfs.Type == unix.FUSE_SUPER_MAGIC {
 			// Not for a /dev/fd/N mountpoint: stat sees /dev/fuse there.
@@ -302,21 +304,39 @@ const (
 	busyUnmountWait = 3 * time.Second
 )
 
-// mountedHere reports whether this process's mount namespace still has a mount of
-// m's device (read from mountinfo: a stat of the mountpoint would be a request to
-// this very server).
+// mountedHere reports whether this process's mount namespace still has m's own
+// mount (read from mountinfo: a stat of the mountpoint would be a request to this
+// very server). A bind copy of it (mount --bind of the mountpoint) is not m's
+// mount: after the unmount it held the connection, and umount waited for good.
 func (m *MountPoint) mountedHere() bool {
 	b, err := os.ReadFile("/proc/self/mountinfo")
 	if err != nil || m.dev == 0 || strings.HasPrefix(m.dir, "/dev/fd/") {
 		return true
 	}
-	id := fmt.Sprintf(" %d:%d ", unix.Major(m.dev), unix.Minor(m.dev))
+	dev := fmt.Sprintf("%d:%d", unix.Major(m.dev), unix.Minor(m.dev))
 	for _, line := range strings.Split(string(b), "\n") {
-		if strings.Contains(line, id) {
+		f := strings.Fields(line)
+		if len(f) > 2 && f[2] == dev && (m.mntID == "" || f[0] == m.mntID) {
 			return true
 		}
 	}
 	return false
+}
+
+// mountIDOf is the mount ID of the mount of device dev in this namespace's
+// mountinfo, just made: the last line of it ("" if none).
+func mountIDOf(dev uint64) string {
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return ""
+	}
+	want, id := fmt.Sprintf("%d:%d", unix.Major(dev), unix.Minor(dev)), ""
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) > 2 && f[2] == want {
+			id = f[0]
+		}
+	}
+	return id
 }
 
 // Pause is a write barrier: it returns once every in-flight mutating operation has

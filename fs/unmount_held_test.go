@@ -12,6 +12,7 @@ import (
 
 	"github.com/layerfs/layerfs/cow"
 	"github.com/layerfs/layerfs/internal/testenv"
+	"golang.org/x/sys/unix"
 )
 
 // TestUnmountHeldByOtherNamespace: a process that unshared its mount namespace
@@ -74,4 +75,35 @@ func TestUnmountWaitsForBusy(t *testing.T) {
 	}
 	u.m.Wait()
 	u.m = nil
+}
+
+// TestUnmountWithBindCopy: a bind copy of the mount in this namespace (mount
+// --bind of the mountpoint) holds the connection after the unmount, as a
+// copy in another namespace does; Unmount waited for it for good (found by a
+// code review: the check took any mount of the device for the unmounted one).
+// The copy is cut off, as the other namespace's is.
+func TestUnmountWithBindCopy(t *testing.T) {
+	testenv.RequireRoot(t)
+	u := mountUnion(t, cow.FormatOCI, tree(t, map[string]string{"f": "x"}))
+	bind := t.TempDir()
+	if err := unix.Mount(u.mnt, bind, "", unix.MS_BIND, ""); err != nil {
+		t.Skipf("bind mount: %v", err)
+	}
+	t.Cleanup(func() { unix.Unmount(bind, unix.MNT_DETACH) })
+	done := make(chan error, 1)
+	go func() { done <- u.m.Unmount() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("Unmount: %v", err)
+		}
+	case <-time.After(15 * time.Second):
+		unix.Unmount(bind, unix.MNT_DETACH)
+		t.Fatal("Unmount still waiting after 15 s for the bind copy")
+	}
+	u.m.Wait()
+	u.m = nil
+	if _, err := os.ReadFile(filepath.Join(bind, "f")); err == nil {
+		t.Error("the bind copy still reads after the unmount")
+	}
 }

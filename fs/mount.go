@@ -7,6 +7,7 @@ import (
 	"log"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -309,34 +310,40 @@ const (
 // very server). A bind copy of it (mount --bind of the mountpoint) is not m's
 // mount: after the unmount it held the connection, and umount waited for good.
 func (m *MountPoint) mountedHere() bool {
-	b, err := os.ReadFile("/proc/self/mountinfo")
-	if err != nil || m.dev == 0 || strings.HasPrefix(m.dir, "/dev/fd/") {
+	if m.dev == 0 || strings.HasPrefix(m.dir, "/dev/fd/") {
 		return true
 	}
-	dev := fmt.Sprintf("%d:%d", unix.Major(m.dev), unix.Minor(m.dev))
-	for _, line := range strings.Split(string(b), "\n") {
-		f := strings.Fields(line)
-		if len(f) > 2 && f[2] == dev && (m.mntID == "" || f[0] == m.mntID) {
-			return true
-		}
+	ids, err := mountIDs(m.dev)
+	if err != nil {
+		return true
 	}
-	return false
+	return len(ids) > 0 && (m.mntID == "" || slices.Contains(ids, m.mntID))
 }
 
-// mountIDOf is the mount ID of the mount of device dev in this namespace's
-// mountinfo, just made: the last line of it ("" if none).
+// mountIDOf is the mount ID of the mount of device dev just made: the last in
+// this namespace's mountinfo ("" if none).
 func mountIDOf(dev uint64) string {
+	if ids, _ := mountIDs(dev); len(ids) > 0 {
+		return ids[len(ids)-1]
+	}
+	return ""
+}
+
+// mountIDs lists the IDs of the mounts of device dev in this process's mount
+// namespace, in mountinfo's order.
+func mountIDs(dev uint64) ([]string, error) {
 	b, err := os.ReadFile("/proc/self/mountinfo")
 	if err != nil {
-		return ""
+		return nil, err
 	}
-	want, id := fmt.Sprintf("%d:%d", unix.Major(dev), unix.Minor(dev)), ""
+	want := fmt.Sprintf("%d:%d", unix.Major(dev), unix.Minor(dev))
+	var ids []string
 	for _, line := range strings.Split(string(b), "\n") {
 		if f := strings.Fields(line); len(f) > 2 && f[2] == want {
-			id = f[0]
+			ids = append(ids, f[0])
 		}
 	}
-	return id
+	return ids, nil
 }
 
 // Pause is a write barrier: it returns once every in-flight mutating operation has

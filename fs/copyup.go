@@ -390,7 +390,7 @@ func (fsys *unionFS) linkBatchLocked(s *stack, fd int, fname string, td int, dir
 	return restore()
 }
 
-// linkUpHook, when set (tests), runs in copyUpLinks before each link is made.
+// linkUpHook, when set (tests), runs in copyUpLinks before the links of each dir are made.
 var linkUpHook atomic.Pointer[func()]
 
 // linkUpper hard-links the upper entry from to the upper name to.

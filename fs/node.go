@@ -357,6 +357,7 @@ func (n *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fu
 		return nil, syscall.ENAMETOOLONG
 	}
 	c0, ep, l0 := n.fs.changes.Load(), n.fs.epoch.Load(), n.fs.landings.Load()
+	landing0 := n.fs.landing.Load() > 0
 	pe, s, err := n.resolve()
 	if err != nil {
 		return nil, errno("lookup", err)
@@ -373,11 +374,14 @@ func (n *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fu
 		return nil, errno("lookup "+name, err)
 	}
 	n.fs.fillEntry(e, out)
-	if (n.fs.landings.Load() != l0 || n.fs.landing.Load() > 0 || n.fs.epoch.Load() != ep) && !e.inUpper(s) {
-		// A write landing after a Rebase may have copied this name up meanwhile
+	landed := landing0 || n.fs.landings.Load() != l0 || n.fs.landing.Load() > 0
+	if landed || (n.fs.epoch.Load() != ep && !e.inUpper(s)) {
+		// A write landing after a Rebase may have copied this name up meanwhile,
+		// or this lookup met its upper copy truncated and half written
 		// (landRebased), or the resolution this lookup went by was retired under
 		// it (a rename, a whole-dir copy-up): what it found must not stay cached
-		// for an hour.
+		// for an hour. The landing's notices reach only the nodes the kernel
+		// knew when it ended; this one may not be among them yet.
 		out.SetEntryTimeout(1)
 		out.SetAttrTimeout(1)
 	}

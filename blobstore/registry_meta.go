@@ -20,7 +20,11 @@ import (
 //     references it was pulled by or pushed as (docker inspect's RepoDigests; the digest
 //     is the registry's, which for a multi-platform pull is the index's);
 //   - blob sources: for a blob, the repositories known to hold it, so a push to
-//     another repository of the same registry mounts it instead of uploading.
+//     another repository of the same registry mounts it instead of uploading;
+//   - gzip twins: for an uncompressed layer (its digest is its diffID), the
+//     gzip blob a push made of it, so the next push sends that blob again
+//     without compressing the layer again (docker keeps the same, diffID to
+//     blobsum, in its v2 metadata).
 //
 // Entries for manifests or blobs that gc later removes are harmless and never shown.
 const (
@@ -31,6 +35,13 @@ const (
 type registryMeta struct {
 	RepoDigests map[digest.Digest][]string `json:"repoDigests,omitempty"`
 	BlobSources map[digest.Digest][]string `json:"blobSources,omitempty"`
+	GzipTwins   map[digest.Digest]GzipTwin `json:"gzipTwins,omitempty"`
+}
+
+// GzipTwin is the gzip blob made of an uncompressed layer.
+type GzipTwin struct {
+	Digest digest.Digest `json:"digest"`
+	Size   int64         `json:"size"`
 }
 
 // RepoDigests returns the repo digests recorded for the image whose manifest is
@@ -112,6 +123,35 @@ func (s *Store) AddBlobSources(ctx context.Context, repository string, blobs ...
 		for _, d := range blobs {
 			m.BlobSources = addSorted(m.BlobSources, d, repository)
 		}
+	})
+}
+
+// GzipTwinOf returns the gzip twin recorded for the uncompressed layer diffID,
+// if the store still holds its blob at the recorded size.
+func (s *Store) GzipTwinOf(diffID digest.Digest) (GzipTwin, bool) {
+	m, err := s.readRegistryMeta()
+	if err != nil {
+		return GzipTwin{}, false
+	}
+	tw, ok := m.GzipTwins[diffID]
+	if !ok || checkDigest(tw.Digest) != nil || tw.Digest == diffID {
+		return GzipTwin{}, false
+	}
+	if size, err := s.Size(tw.Digest); err != nil || size != tw.Size {
+		return GzipTwin{}, false
+	}
+	return tw, true
+}
+
+// AddGzipTwin records tw as the gzip blob made of the uncompressed layer diffID
+// (AppendLayer checked that it decompresses to diffID). Safe against concurrent
+// writers in other processes.
+func (s *Store) AddGzipTwin(ctx context.Context, diffID digest.Digest, tw GzipTwin) error {
+	return s.updateRegistryMeta(ctx, func(m *registryMeta) {
+		if m.GzipTwins == nil {
+			m.GzipTwins = map[digest.Digest]GzipTwin{}
+		}
+		m.GzipTwins[diffID] = tw
 	})
 }
 

@@ -220,6 +220,13 @@ func gzipLayers(ctx context.Context, st Store, img *blobstore.Image) (*pushed, e
 		if !ok || len(l.URLs) > 0 || i >= len(img.Config.RootFS.DiffIDs) || img.Config.RootFS.DiffIDs[i] != l.Digest {
 			continue
 		}
+		changed = true
+		// An earlier push's gzip of it, still in the store (the lease keeps
+		// gc off it from here), goes out again without compressing again.
+		if tw, ok := st.GzipTwinOf(l.Digest); ok {
+			out.layers[i].MediaType, out.layers[i].Digest, out.layers[i].Size = gz, tw.Digest, tw.Size
+			continue
+		}
 		rc, err := st.Open(l.Digest)
 		if err != nil {
 			return nil, &localError{err}
@@ -233,7 +240,9 @@ func gzipLayers(ctx context.Context, st Store, img *blobstore.Image) (*pushed, e
 			return nil, &localError{fmt.Errorf("gzip layer %s: read %s", l.Digest, diffID)}
 		}
 		out.layers[i].MediaType, out.layers[i].Digest, out.layers[i].Size = gz, d.Digest, d.Size
-		changed = true
+		if err := st.AddGzipTwin(ctx, l.Digest, blobstore.GzipTwin{Digest: d.Digest, Size: d.Size}); err != nil {
+			return nil, &localError{err}
+		}
 	}
 	if !changed {
 		return out, nil

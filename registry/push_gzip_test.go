@@ -2,6 +2,7 @@ package registry_test
 
 import (
 	"context"
+	"io"
 	"slices"
 	"testing"
 
@@ -102,5 +103,80 @@ func TestPushGzipsUncompressedLayers(t *testing.T) {
 	}
 	if pulled.Image.ID != img.ID || pulled.Image.ManifestDigest != res.Digest {
 		t.Errorf("pull = %s (manifest %s), want ID %s and manifest %s", pulled.Image.ID, pulled.Image.ManifestDigest, img.ID, res.Digest)
+	}
+}
+
+// countingStore counts the layers compressed through it.
+type countingStore struct {
+	*blobstore.Store
+	appends int
+}
+
+func (s *countingStore) AppendLayer(ctx context.Context, r io.Reader, c blobstore.Compression, opts ...blobstore.AppendOption) (ocispec.Descriptor, digest.Digest, error) {
+	s.appends++
+	return s.Store.AppendLayer(ctx, r, c, opts...)
+}
+
+// A second push of an image with uncompressed layers sends the gzip blobs the
+// first one made, without compressing the layers again (docker keeps diffID to
+// blobsum the same way); once gc has taken those blobs, a push makes them again.
+func TestPushReusesGzipTwins(t *testing.T) {
+	reg := registrytest.Start(t, registrytest.Options{})
+	ctx := context.Background()
+	bs := newStore(t)
+	var descs []ocispec.Descriptor
+	var diffIDs []digest.Digest
+	for _, files := range []map[string]string{{"a": "one"}, {"b": "two"}} {
+		d, diffID, err := bs.AppendLayer(ctx, layerTar(t, files), blobstore.None)
+		if err != nil {
+			t.Fatal(err)
+		}
+		descs, diffIDs = append(descs, d), append(diffIDs, diffID)
+	}
+	cfg := ocispec.Image{RootFS: ocispec.RootFS{Type: "layers", DiffIDs: diffIDs}}
+	cfg.OS, cfg.Architecture = "linux", "amd64"
+	if _, err := bs.WriteImage(ctx, cfg, descs, blobstore.WithTags("raw:1")); err != nil {
+		t.Fatal(err)
+	}
+	st := &countingStore{Store: bs}
+	c := &registry.Client{}
+	push := func(repo string, wantAppends int) digest.Digest {
+		t.Helper()
+		st.appends = 0
+		res, err := c.Push(ctx, st, "raw:1", reg.Host+"/"+repo, registry.PushOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.appends != wantAppends {
+			t.Errorf("push to %s compressed %d layers, want %d", repo, st.appends, wantAppends)
+		}
+		return res.Digest
+	}
+	first := push("one:1", 2)
+	if again := push("two:1", 0); again != first {
+		t.Errorf("second push = %s, want %s", again, first)
+	}
+	if _, err := bs.GC(ctx, false, nil); err != nil {
+		t.Fatal(err)
+	}
+	if again := push("three:1", 2); again != first {
+		t.Errorf("push after gc = %s, want %s", again, first)
+	}
+	ref, _ := name.ParseReference(reg.Host + "/two:1")
+	rimg, err := remote.Image(ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d, _ := rimg.Digest(); d.String() != first.String() {
+		t.Errorf("registry serves %s for two:1, want %s", d, first)
+	}
+	if ls, err := rimg.Layers(); err != nil || len(ls) != 2 {
+		t.Fatalf("layers of two:1: %v, %v", ls, err)
+	} else {
+		for i, l := range ls {
+			if id, err := l.DiffID(); err != nil || id.String() != diffIDs[i].String() {
+				t.Errorf("two:1 layer %d diffID %v, %v; want %s", i, id, err, diffIDs[i])
+			}
+		}
 	}
 }

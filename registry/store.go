@@ -22,6 +22,8 @@ type Store interface {
 	AddRepoDigest(ctx context.Context, manifest digest.Digest, repoDigest string) error
 	BlobSources(d digest.Digest) ([]string, error)
 	AddBlobSources(ctx context.Context, repository string, blobs ...digest.Digest) error
+	GzipTwinOf(diffID digest.Digest) (blobstore.GzipTwin, bool)
+	AddGzipTwin(ctx context.Context, diffID digest.Digest, tw blobstore.GzipTwin) error
 	LayerSizes(ctx context.Context, imgs ...*blobstore.Image) (map[digest.Digest]int64, error)
 	RecordLayerSizes(ctx context.Context, sizes map[digest.Digest]int64) error
 	AppendLayer(ctx context.Context, tarStream io.Reader, c blobstore.Compression, opts ...blobstore.AppendOption) (ocispec.Descriptor, digest.Digest, error)

@@ -116,3 +116,31 @@ func TestPsDockerStatus(t *testing.T) {
 	want["mnt"] = [3]*regexp.Regexp{regexp.MustCompile(`^Mounted \(Paused\)$`), regexp.MustCompile(`^paused$`), regexp.MustCompile(`^paused$`)}
 	check("paused", want)
 }
+
+// TestPsFormatChecked: as docker ps, a --format template runs once before
+// anything is listed, so a bad field fails when no container matches too
+// (it exited 0), and a template that shows .Size turns -s on (it printed an
+// empty size).
+func TestPsFormatChecked(t *testing.T) {
+	requireRunner(t)
+	importRunner(t, "busybox", `CMD ["sh"]`)
+	mustRun(t, "run", "--name", "sz", "busybox", "sh", "-c", "echo hi > /f")
+	if got := mustRun(t, "ps", "-a", "-f", "name=sz", "--format", "[{{.Names}} {{.Size}}]"); !regexp.MustCompile(`^\[sz [0-9.]+k?B\]\n$`).MatchString(got) {
+		t.Errorf("ps --format with .Size and no -s = %q, want the size", got)
+	}
+	if got := mustRun(t, "ps", "-a", "-f", "name=sz", "--format", "{{if true}}{{$.Size}}{{end}}"); strings.TrimSpace(got) == "" {
+		t.Errorf("ps --format with $.Size inside if = %q, want the size", got)
+	}
+	if got := mustRun(t, "ps", "-a", "-f", "name=sz", "--format", "{{.Names}}"); got != "sz\n" {
+		t.Errorf("ps --format {{.Names}} = %q", got)
+	}
+	for _, args := range [][]string{
+		{"ps", "-a", "-f", "name=nomatch", "--format", "{{.Bogus}}"},
+		{"ps", "--format", "table {{.Names}}\t{{.Bogus}}"},
+	} {
+		r := run(t, args...)
+		if r.Code == 0 || !strings.Contains(r.Stderr, "Bogus") {
+			t.Errorf("%q: exit %d, stderr %q; want a template error", args, r.Code, r.Stderr)
+		}
+	}
+}

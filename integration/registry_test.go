@@ -639,6 +639,16 @@ func TestBuildOutputs(t *testing.T) {
 	if !found {
 		t.Errorf("build -o - wrote no tar with out/f to stdout (%d bytes)", len(out))
 	}
+	// --push with -q prints the ID alone; with -o - its lines go to stderr,
+	// not after the archive (both went to stdout).
+	out, errOut, code = b.run("", "build", "-q", "--push", "-t", reg.Host+"/team/built:3", ctx)
+	if code != 0 || !regexp.MustCompile(`^sha256:[0-9a-f]{64}\n$`).MatchString(out) {
+		t.Errorf("build -q --push: exit %d, stdout %q, stderr %q", code, out, errOut)
+	}
+	out, errOut, code = b.run("", "build", "-o", "-", "--push", "-t", reg.Host+"/team/built:4", ctx)
+	if code != 0 || strings.Contains(out, "The push refers") || !strings.Contains(errOut, "The push refers to repository ["+reg.Host+"/team/built]") {
+		t.Errorf("build -o - --push: exit %d, push lines on stdout %v, stderr %q", code, strings.Contains(out, "The push refers"), errOut)
+	}
 
 	b.ok("import", "-q", runnerTar(t), "runner:1")
 	os.WriteFile(filepath.Join(ctx, "Dockerfile"), []byte("FROM runner:1\nRUN ulimit -n > /n; df -k /dev/shm | tail -1 > /shm\n"), 0o644)

@@ -94,6 +94,10 @@ func TestInfo(t *testing.T) {
 		t.Errorf("info --format json = %s", js)
 	}
 	e.ok("umount", "c1")
+	// .ServerVersion is how scripts see that docker is there.
+	if got := e.ok("info", "-f", "{{.ServerVersion}}"); strings.TrimSpace(got) == "" || strings.Contains(got, "<no value>") {
+		t.Errorf("info -f {{.ServerVersion}} = %q", got)
+	}
 	if got, want := e.ok("system", "info", "--format", "{{.ContainersRunning}} {{.ContainersStopped}} {{.DockerRootDir}}"), "0 1 "+e.root+"\n"; got != want {
 		t.Errorf("system info --format TEMPLATE = %q, want %q", got, want)
 	}

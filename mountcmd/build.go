@@ -228,7 +228,11 @@ a Dockerfile alone (no context); -f - reads the Dockerfile from stdin. A git URL
 			if err != nil {
 				return err
 			}
-			if err := writeBuildOutputs(cmd, g, s, res.Image, outputs, o.push, o.tags); err != nil {
+			pushLog := out
+			if o.quiet {
+				pushLog = io.Discard
+			}
+			if err := writeBuildOutputs(cmd, g, s, res.Image, outputs, o.push, o.tags, pushLog); err != nil {
 				return err
 			}
 			if o.metadata != "" {

@@ -144,7 +144,9 @@ func writesStdout(outputs []buildOutput) bool {
 // writeBuildOutputs writes the built image's files or archive where the outputs
 // ask, and pushes it with --push (or an output's push=true). tags are all the
 // image's (outputTags).
-func writeBuildOutputs(cmd *cobra.Command, g *globalOptions, s *blobstore.Store, img *blobstore.Image, outputs []buildOutput, push bool, tags []string) error {
+// The push's progress goes to log, the build's own log (stderr when stdout
+// carries an archive; io.Discard with -q, as buildx's -q prints only the ID).
+func writeBuildOutputs(cmd *cobra.Command, g *globalOptions, s *blobstore.Store, img *blobstore.Image, outputs []buildOutput, push bool, tags []string, log io.Writer) error {
 	ctx := cmd.Context()
 	for _, o := range outputs {
 		push = push || o.push
@@ -170,7 +172,7 @@ func writeBuildOutputs(cmd *cobra.Command, g *globalOptions, s *blobstore.Store,
 		return fmt.Errorf("--push: the build has no tag (-t or an output's name=) to push to")
 	}
 	for _, t := range tags {
-		if err := runPush(cmd, g, &pushOptions{}, t, ""); err != nil {
+		if err := runPush(cmd, g, &pushOptions{out: log}, t, ""); err != nil {
 			return fmt.Errorf("push %s: %w", t, err)
 		}
 	}

@@ -53,7 +53,7 @@ run's --label), label!= only those without.`,
 		},
 	}
 	cmd.Flags().BoolVarP(&o.force, "force", "f", false, "do not prompt for confirmation")
-	cmd.Flags().StringArrayVar(&o.filters, "filter", nil, "provide filter values (until=TIMESTAMP|DURATION)")
+	cmd.Flags().StringArrayVar(&o.filters, "filter", nil, "provide filter values (until=TIMESTAMP|DURATION, label=KEY[=VALUE], label!=KEY[=VALUE])")
 	return cmd
 }
 

@@ -44,7 +44,7 @@ mount (it falls back to the default mode by itself).
 --format takes a Go template over docker's names (.Containers .ContainersRunning
 .ContainersPaused .ContainersStopped .Images .Driver .DriverStatus .KernelVersion
 .OperatingSystem .OSType .Architecture .NCPU .MemTotal .Name .DockerRootDir
-.IndexServerAddress .Debug) and layerfs's (.ContainersDead .LayerfsRootDir
+.IndexServerAddress .ServerVersion (layerfs's version) .Debug) and layerfs's (.ContainersDead .LayerfsRootDir
 .BackingFilesystem .LayersCached .Passthrough .FUSE .ClientInfo), or "json".`,
 		Args:         noArgs,
 		SilenceUsage: true,
@@ -81,6 +81,7 @@ type systemInfo struct {
 	NCPU               int
 	MemTotal           int64
 	Name               string
+	ServerVersion      string // layerfs's version: scripts test docker's with it
 	LayerfsRootDir     string
 	IndexServerAddress string
 	RegistryConfig     registryInfo
@@ -120,6 +121,7 @@ const hubIndexServer = "https://index.docker.io/v1/"
 func gatherInfo(ctx context.Context, g *globalOptions) (*systemInfo, error) {
 	i := &systemInfo{
 		ClientInfo:         clientInfo{Version: Version, Debug: g.debug},
+		ServerVersion:      Version,
 		Driver:             "layerfs",
 		OSType:             runtime.GOOS,
 		NCPU:               runtime.NumCPU(),

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"text/template/parse"
 	"time"
 
 	units "github.com/docker/go-units"
@@ -88,6 +89,9 @@ Rows come newest first, as docker's; -n N and -l show the N (1) created last.`,
 			if err != nil {
 				return err
 			}
+			if err := o.checkFormat(); err != nil {
+				return err
+			}
 			rows, imgs, err := psRows(cmd.Context(), g, o.size)
 			if err != nil {
 				return err
@@ -124,6 +128,80 @@ Rows come newest first, as docker's; -n N and -l show the N (1) created last.`,
 	cmd.Flags().BoolVarP(&o.size, "size", "s", false, "show the size of each container's changes")
 	cmd.Flags().BoolVar(&o.noTrunc, "no-trunc", false, "don't truncate IDs and commands")
 	return cmd
+}
+
+// checkFormat runs a --format template once on an empty row before anything is
+// listed, as docker ps does: a bad field fails when no container matches too,
+// and a template that shows .Size turns -s on (docker/cli's list.go).
+func (o *psOptions) checkFormat() error {
+	if o.format == "" || o.format == "json" || o.format == "table" || o.quiet {
+		return nil
+	}
+	tmpl, _, err := parseFormat(o.format)
+	if err != nil {
+		return fmt.Errorf("template parsing error: %w", err)
+	}
+	if err := tmpl.Execute(io.Discard, psRow{}); err != nil {
+		return fmt.Errorf("failed to execute template: %w", err)
+	}
+	if templateUsesField(tmpl.Tree.Root, "Size") {
+		o.size = true
+	}
+	return nil
+}
+
+// templateUsesField reports whether the template tree under n reads field
+// name (.Name, or $.Name).
+func templateUsesField(n parse.Node, name string) bool {
+	found := false
+	var walk func(parse.Node)
+	walk = func(n parse.Node) {
+		if found || n == nil {
+			return
+		}
+		switch n := n.(type) {
+		case *parse.ListNode:
+			if n == nil {
+				return
+			}
+			for _, c := range n.Nodes {
+				walk(c)
+			}
+		case *parse.ActionNode:
+			walk(n.Pipe)
+		case *parse.PipeNode:
+			if n == nil {
+				return
+			}
+			for _, c := range n.Cmds {
+				walk(c)
+			}
+		case *parse.CommandNode:
+			for _, a := range n.Args {
+				walk(a)
+			}
+		case *parse.FieldNode:
+			found = len(n.Ident) > 0 && n.Ident[0] == name
+		case *parse.VariableNode:
+			found = len(n.Ident) > 1 && n.Ident[0] == "$" && n.Ident[1] == name
+		case *parse.ChainNode:
+			walk(n.Node)
+		case *parse.IfNode:
+			walk(n.Pipe)
+			walk(n.List)
+			walk(n.ElseList)
+		case *parse.RangeNode:
+			walk(n.Pipe)
+			walk(n.List)
+			walk(n.ElseList)
+		case *parse.WithNode:
+			walk(n.Pipe)
+			walk(n.List)
+			walk(n.ElseList)
+		}
+	}
+	walk(n)
+	return found
 }
 
 func psRows(ctx context.Context, g *globalOptions, size bool) ([]psRow, []*blobstore.Image, error) {

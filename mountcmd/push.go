@@ -2,6 +2,7 @@ package mountcmd
 
 import (
 	"fmt"
+	"io"
 	"sort"
 
 	"github.com/distribution/reference"
@@ -15,6 +16,9 @@ type pushOptions struct {
 	registryFlags
 	quiet   bool
 	allTags bool
+	// out takes the progress and result lines (nil: stdout); build --push
+	// sends them where its own log goes, or nowhere with -q.
+	out io.Writer
 }
 
 func newPushCommand(g *globalOptions) *cobra.Command {
@@ -48,7 +52,10 @@ func newPushCommand(g *globalOptions) *cobra.Command {
 }
 
 func runPush(cmd *cobra.Command, g *globalOptions, o *pushOptions, src, dest string) error {
-	out := cmd.OutOrStdout()
+	out := o.out
+	if out == nil {
+		out = cmd.OutOrStdout()
+	}
 	target := dest
 	if target == "" {
 		target = src

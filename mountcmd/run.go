@@ -173,7 +173,7 @@ func addRunFlags(f *pflag.FlagSet, o *runOptions) {
 	f.StringArrayVarP(&o.publish, "publish", "p", nil, "accepted for docker compatibility; ignored: containers use the host's network")
 	f.BoolP("publish-all", "P", false, "accepted for docker compatibility; ignored: containers use the host's network")
 	f.StringVar(&o.pull, "pull", "missing", `pull image before running ("always", "missing", "never")`)
-	f.StringVar(&o.network, "network", "default", "network mode: host (default, bridge: the same) or none (loopback only)")
+	f.StringVar(&o.network, "network", "default", "network mode: default, host and bridge all share the host's network; none: loopback only")
 	f.StringVar(&o.network, "net", "default", "network mode (--network)")
 	f.MarkHidden("net")
 	f.StringArrayVar(&o.tmpfs, "tmpfs", nil, "mount a tmpfs: PATH[:size=64m,ro,mode=1777]")
@@ -182,7 +182,7 @@ func addRunFlags(f *pflag.FlagSet, o *runOptions) {
 	f.StringArrayVar(&o.addHosts, "add-host", nil, "add a custom host-to-IP mapping (HOST:IP)")
 	f.StringArrayVarP(&o.labels, "label", "l", nil, "set metadata on the container (KEY=VALUE)")
 	f.StringVar(&o.stopSignal, "stop-signal", "", "signal stop sends first (default: the image's STOPSIGNAL, else SIGTERM)")
-	f.Var(&o.stopTimeout, "stop-timeout", "seconds stop waits before it kills the container (default 10; -1: no limit)")
+	f.Var(&o.stopTimeout, "stop-timeout", "seconds stop waits before it kills the container (-1: no limit)")
 	f.Lookup("stop-timeout").DefValue = "10" // -1 stands for "not given": the help shows what that means
 	f.BoolVar(&o.readOnly, "read-only", false, "mount the container's root filesystem as read only")
 	f.StringVar(&o.platform, "platform", "", "the platform (only this host's: containers run natively)")

@@ -439,12 +439,23 @@ func (n *node) Open(ctx context.Context, flags uint32) (fusefs.FileHandle, uint3
 	return h, fflags, 0
 }
 
-// truncOnOpen empties fd if the open asked for O_TRUNC.
+// truncOnOpen empties fd if the open asked for O_TRUNC. Linux truncates on
+// O_RDONLY|O_TRUNC too (the kernel checked that the caller may write): a
+// read-only fd cannot be truncated, so that goes through a writable open of
+// the same file.
 func truncOnOpen(fd int, flags uint32) error {
 	if flags&unix.O_TRUNC == 0 {
 		return nil
 	}
-	return unix.Ftruncate(fd, 0)
+	if flags&unix.O_ACCMODE != unix.O_RDONLY {
+		return unix.Ftruncate(fd, 0)
+	}
+	w, err := unix.Open(procFd(fd), unix.O_WRONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(w)
+	return unix.Ftruncate(w, 0)
 }
 
 // markUnpriv notes whether a passthrough open that may write was made by a caller

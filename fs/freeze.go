@@ -320,7 +320,7 @@ func openWriters(ctx context.Context, dev uint64, inos map[uint64]bool, skip map
 			continue
 		}
 		if err := ctx.Err(); err != nil {
-			return nil, err
+			return nil, fmt.Errorf("looking for writers, at process %d of %d: %w", pid, len(procs), err)
 		}
 		writes, err := writesInode(pid, dev, inos)
 		if err != nil {

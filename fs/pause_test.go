@@ -21,6 +21,11 @@ const bigWriteSize = 4 << 20
 
 // bigWrites writes p whole again and again, each time one pwrite of a single
 // byte value, the next value each time (a child of TestPauseHoldsWholeWrites).
+// pauseTestTimeout bounds a Pause that must succeed. Not a speed limit: on a
+// loaded CI machine (the integration tests beside these), one pause's look
+// for writers through /proc alone took over a second, and 2 s failed.
+const pauseTestTimeout = 30 * time.Second
+
 func bigWrites(p string) int {
 	f, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE, 0o644)
 	if err != nil {
@@ -86,7 +91,7 @@ func TestPauseHoldsWholeWrites(t *testing.T) {
 				time.Sleep(5 * time.Millisecond)
 			}
 			for i := 0; i < 10; i++ {
-				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+				ctx, cancel := context.WithTimeout(context.Background(), pauseTestTimeout)
 				err := u.m.Pause(ctx, os.Getpid())
 				cancel()
 				if err != nil {
@@ -122,7 +127,7 @@ func TestPauseWritesBackMappedPages(t *testing.T) {
 	if err != nil || line != "written\n" {
 		t.Fatalf("the mapping child: %q, %v", line, err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), pauseTestTimeout)
 	defer cancel()
 	must(t, u.m.Pause(ctx, os.Getpid()))
 	b, err := os.ReadFile(filepath.Join(u.upper, "mapped"))

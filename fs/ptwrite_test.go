@@ -29,7 +29,7 @@ func TestPausePassthroughWriters(t *testing.T) {
 	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
 	size := upperSize(u, "log")
 	waitGrown(t, size, "the writer did not start")
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), pauseTestTimeout)
 	defer cancel()
 	must(t, u.m.Pause(ctx))
 	before := size()
@@ -102,7 +102,7 @@ func TestPauseWithRenames(t *testing.T) {
 	defer func() { mover.Process.Kill(); mover.Wait() }()
 	time.Sleep(200 * time.Millisecond)
 	for i := 0; i < 5; i++ {
-		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		ctx, cancel := context.WithTimeout(context.Background(), pauseTestTimeout)
 		err := u.m.Pause(ctx)
 		cancel()
 		if err != nil {
@@ -149,7 +149,7 @@ func TestPauseShellWriter(t *testing.T) {
 	size := upperSize(u, "log")
 	waitGrown(t, size, "the shell did not start writing")
 	for i := 0; i < 20; i++ {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		ctx, cancel := context.WithTimeout(context.Background(), pauseTestTimeout)
 		start := time.Now()
 		err := u.m.Pause(ctx, os.Getpid())
 		cancel()
@@ -213,7 +213,7 @@ func TestPauseRetry(t *testing.T) {
 	}
 	pauseHook.Store(&hook)
 	defer pauseHook.Store(nil)
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), pauseTestTimeout)
 	defer cancel()
 	must(t, u.m.Pause(ctx, os.Getpid()))
 	if sh == nil || sh.Process == nil {

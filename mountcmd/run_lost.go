@@ -41,7 +41,12 @@ func (rs *runState) monitorGone(w *workContainer) bool {
 // (rec is exit.json): nil if the command runs, the monitor still lives, or
 // the exit is recorded.
 func lostRun(w *workContainer, rs *runState, rec *exitRecord) *exitRecord {
-	if rs == nil || rs.alive() || !rs.monitorGone(w) {
+	if rs == nil || !rs.monitorGone(w) {
+		return nil
+	}
+	// With its monitor gone, the command dies too (PDEATHSIG); one of a
+	// run.json that names no monitor may live on.
+	if rs.alive() && (rs.Monitor <= 0 || !rs.dies(dyingWait)) {
 		return nil
 	}
 	if rec != nil && !rec.Started.Before(rs.Started) {
@@ -50,6 +55,23 @@ func lostRun(w *workContainer, rs *runState, rec *exitRecord) *exitRecord {
 	// Finished when seen, as docker's daemon stamps the containers it finds
 	// dead when it starts again; settling keeps the first stamp.
 	return &exitRecord{ExitCode: 137, Started: rs.Started, Finished: time.Now().UTC(), Error: lostRunError}
+}
+
+// dyingWait bounds how long lostRun waits for the command of a run whose
+// monitor is gone: the kernel kills it (PDEATHSIG), but on a loaded machine
+// it may still be there a moment after its monitor and mount server, and a
+// command that wants its name then met it running (a Conflict for a run
+// --rm killed with its monitor).
+const dyingWait = 3 * time.Second
+
+// dies reports whether rs's command is gone within d.
+func (rs *runState) dies(d time.Duration) bool {
+	for deadline := time.Now().Add(d); rs.alive(); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			return false
+		}
+	}
+	return true
 }
 
 // noExitRecorded reports whether w ran (its etc files are there) before
@@ -109,6 +131,11 @@ func (w *workContainer) nameTaken() bool {
 		// hold its lock: the retried run of a CI job killed with its
 		// monitor got Conflict for a container gone a moment later.
 		if time.Now().After(deadline) || !w.deadRmLocked() {
+			// The one that held the lock may have removed it meanwhile
+			// (state.json goes first, its saved run after).
+			if !w.exists() {
+				return false
+			}
 			break
 		}
 	}
@@ -124,7 +151,11 @@ const settleWait = 5 * time.Second
 // that command has settled it.
 func (w *workContainer) deadRmLocked() bool {
 	sr := loadSavedRun(w)
-	if sr == nil || !sr.Rm || loadRunState(w).alive() {
+	if sr == nil || !sr.Rm {
+		return false
+	}
+	// A command whose monitor is gone is dying (PDEATHSIG), not running.
+	if rs := loadRunState(w); rs.alive() && (rs.Monitor <= 0 || !rs.monitorGone(w)) {
 		return false
 	}
 	unlock, ok, err := tryLockContainer(w)

@@ -154,8 +154,8 @@ func (fsys *unionFS) copyUpPathOpts(rel string, dataLimit int64, links, release 
 			if child != nil {
 				cn := child.Operations().(*node)
 				cn.mu.Lock()
-				if cn.ptOpens > 0 {
-					cn.ptPinned = true
+				if f := cn.file.Load(); f != nil && f.ptOpens > 0 {
+					f.ptPinned = true
 				}
 				cn.dropLowerFd()
 				cn.mu.Unlock()

@@ -47,7 +47,7 @@ func (d *dirHandle) load(cont bool) syscall.Errno {
 	n.fs.relist.listed(n)
 	changes, ep := n.fs.changes.Load(), n.fs.epoch.Load()
 	n.mu.Lock()
-	l := n.listing
+	l := n.dst().listing
 	n.mu.Unlock()
 	if l != nil && !cont && (!l.lowerOnly || l.changes != changes) {
 		l = nil
@@ -60,8 +60,8 @@ func (d *dirHandle) load(cont bool) syscall.Errno {
 		n.mu.Lock()
 		// Keep the newest: a continuation must not go back to a listing older
 		// than the one its read started with (a slow listing finishing last).
-		if cur := n.listing; cur == nil || cur.epoch < l.epoch || cur.epoch == l.epoch && cur.changes <= l.changes {
-			n.listing = l
+		if cur := n.dst().listing; cur == nil || cur.epoch < l.epoch || cur.epoch == l.epoch && cur.changes <= l.changes {
+			n.dst().listing = l
 		}
 		n.mu.Unlock()
 	}

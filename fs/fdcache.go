@@ -43,17 +43,17 @@ func (c *fdCache) touch(n *node) {
 	if c.max == 0 {
 		c.max = fdBudget()
 	}
-	if n.fdcElem != nil {
-		c.lru.MoveToFront(n.fdcElem)
+	if n.fst().fdcElem != nil {
+		c.lru.MoveToFront(n.fst().fdcElem)
 	} else {
-		n.fdcElem = c.lru.PushFront(n)
+		n.fst().fdcElem = c.lru.PushFront(n)
 	}
 	var victims []*node
 	for c.lru.Len() > c.max {
 		e := c.lru.Back()
 		v := e.Value.(*node)
 		c.lru.Remove(e)
-		v.fdcElem = nil
+		v.fst().fdcElem = nil
 		victims = append(victims, v)
 	}
 	c.mu.Unlock()
@@ -67,8 +67,8 @@ func (c *fdCache) touch(n *node) {
 // readd puts n back at the front of the list, closing nothing.
 func (c *fdCache) readd(n *node) {
 	c.mu.Lock()
-	if n.fdcElem == nil {
-		n.fdcElem = c.lru.PushFront(n)
+	if n.fst().fdcElem == nil {
+		n.fst().fdcElem = c.lru.PushFront(n)
 	}
 	c.mu.Unlock()
 }
@@ -94,7 +94,7 @@ func (c *fdCache) dropFS(fsys *unionFS) {
 		next := e.Next()
 		if n := e.Value.(*node); n.fs == fsys {
 			c.lru.Remove(e)
-			n.fdcElem = nil
+			n.fst().fdcElem = nil
 			left = append(left, n)
 		}
 		e = next
@@ -107,10 +107,14 @@ func (c *fdCache) dropFS(fsys *unionFS) {
 
 // remove drops n from the list.
 func (c *fdCache) remove(n *node) {
+	f := n.file.Load()
+	if f == nil {
+		return // never had a data fd
+	}
 	c.mu.Lock()
-	if n.fdcElem != nil {
-		c.lru.Remove(n.fdcElem)
-		n.fdcElem = nil
+	if f.fdcElem != nil {
+		c.lru.Remove(f.fdcElem)
+		f.fdcElem = nil
 	}
 	c.mu.Unlock()
 }
@@ -120,15 +124,15 @@ func (c *fdCache) remove(n *node) {
 func (n *node) closeDataFd() (busy bool) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	if n.keepFd {
+	if n.fst().keepFd {
 		return false
 	}
-	if n.fdRefs > 0 {
+	if n.fst().fdRefs > 0 {
 		return true
 	}
-	if n.dfd >= 0 {
-		unix.Close(n.dfd)
-		n.dfd, n.dfdUpper = -1, false
+	if n.fst().dfd >= 0 {
+		unix.Close(n.fst().dfd)
+		n.fst().dfd, n.fst().dfdUpper = -1, false
 	}
 	n.closeOldFds() // a Rebase parks the data fd there
 	return false
@@ -137,20 +141,20 @@ func (n *node) closeDataFd() (busy bool) {
 // closeOldFds closes the fds the data fd replaced once no request uses them;
 // n.mu is held.
 func (n *node) closeOldFds() {
-	if n.fdRefs > 0 || n.keepFd {
+	if n.fst().fdRefs > 0 || n.fst().keepFd {
 		return
 	}
-	for _, fd := range n.oldFds {
+	for _, fd := range n.fst().oldFds {
 		unix.Close(fd)
 	}
-	n.oldFds = nil
+	n.fst().oldFds = nil
 }
 
 // putFd ends a use of the data fd that dataFd began.
 func (n *node) putFd() {
 	n.mu.Lock()
-	n.fdRefs--
-	if len(n.oldFds) > 0 {
+	n.fst().fdRefs--
+	if len(n.fst().oldFds) > 0 {
 		n.closeOldFds()
 	}
 	n.mu.Unlock()
@@ -158,7 +162,7 @@ func (n *node) putFd() {
 
 // keepDataFd makes n keep its data fds until the kernel forgets it; n.mu is held.
 func (n *node) keepDataFd() {
-	n.keepFd = true
+	n.fst().keepFd = true
 }
 
 // fdRead is a read spliced or copied from a node's data fd after Read returned:

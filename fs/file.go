@@ -41,7 +41,7 @@ import (
 // opens cannot follow (the kernel writes to their backing file itself).
 type fileHandle struct {
 	n   *node
-	pt  bool // counted in n.ptOpens, else in n.cachedOpens
+	pt  bool // counted in fileState.ptOpens, else in cachedOpens
 	acc int  // access mode it was opened with (O_RDONLY, O_WRONLY, O_RDWR)
 
 	mu    sync.Mutex
@@ -99,21 +99,21 @@ var (
 func (n *node) newHandle(fd int, s *stack, flags int, upper bool, size int64) (fusefs.FileHandle, uint32) {
 	h := &fileHandle{lf: fusefs.NewLoopbackFileFromOS(os.NewFile(uintptr(fd), "")), fd: fd, n: n, upper: upper, s: s,
 		acc: flags & unix.O_ACCMODE}
-	if n.handles == nil {
-		n.handles = map[*fileHandle]bool{}
+	if n.fst().handles == nil {
+		n.fst().handles = map[*fileHandle]bool{}
 	}
-	n.handles[h] = true
-	usePT := n.fs.passthrough.Load() && !n.ptPinned && n.cachedOpens == 0 && (upper || size >= ptMinSize) &&
-		time.Since(n.cachedClosed) >= ptAfterServed
-	if n.ptOpens > 0 {
+	n.fst().handles[h] = true
+	usePT := n.fs.passthrough.Load() && !n.fst().ptPinned && n.fst().cachedOpens == 0 && (upper || size >= ptMinSize) &&
+		time.Since(n.fst().cachedClosed) >= ptAfterServed
+	if n.fst().ptOpens > 0 {
 		usePT = true // the kernel requires it; the backing is this same file
 	}
 	if usePT {
 		h.pt = true
-		n.ptOpens++
+		n.fst().ptOpens++
 		return &ptHandle{h}, 0
 	}
-	n.cachedOpens++
+	n.fst().cachedOpens++
 	if !upper {
 		// Lower files never change: keep the page cache across opens.
 		return h, fuse.FOPEN_KEEP_CACHE
@@ -123,7 +123,7 @@ func (n *node) newHandle(fd int, s *stack, flags int, upper bool, size int64) (f
 
 // anyHandle returns some live handle of the node; n.mu is held.
 func (n *node) anyHandle() *fileHandle {
-	for h := range n.handles {
+	for h := range n.fst().handles {
 		return h
 	}
 	return nil
@@ -316,12 +316,12 @@ func (h *fileHandle) Write(ctx context.Context, data []byte, off int64) (uint32,
 func (h *fileHandle) Release(ctx context.Context) syscall.Errno {
 	n := h.n
 	n.mu.Lock()
-	delete(n.handles, h)
+	delete(n.fst().handles, h)
 	if h.pt {
-		n.ptOpens--
+		n.fst().ptOpens--
 	} else {
-		n.cachedOpens--
-		n.cachedClosed = time.Now()
+		n.fst().cachedOpens--
+		n.fst().cachedClosed = time.Now()
 	}
 	n.mu.Unlock()
 	if err := h.landRebased(); err != nil {
@@ -420,7 +420,7 @@ func (n *node) Open(ctx context.Context, flags uint32) (fusefs.FileHandle, uint3
 		return nil, 0, syscall.ETXTBSY
 	}
 	n.mu.Lock()
-	if n.ptPinned && n.ptOpens > 0 {
+	if n.fst().ptPinned && n.fst().ptOpens > 0 {
 		n.mu.Unlock()
 		unix.Close(fd)
 		return nil, 0, syscall.ETXTBSY
@@ -474,7 +474,7 @@ func markUnpriv(ctx context.Context, f fusefs.FileHandle) {
 func (n *node) waitPtClosed() bool {
 	for i := 0; ; i++ {
 		n.mu.Lock()
-		busy := n.ptOpens > 0
+		busy := n.fst().ptOpens > 0
 		n.mu.Unlock()
 		if !busy {
 			return true
@@ -491,13 +491,14 @@ func (n *node) waitPtClosed() bool {
 func (n *node) wasPinned() bool {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	return n.ptPinned
+	return n.fstIf().ptPinned
 }
 
 func (n *node) ptPinnedBusy() bool {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	return n.ptPinned && n.ptOpens > 0
+	f := n.fstIf()
+	return f.ptPinned && f.ptOpens > 0
 }
 
 var _ = (fusefs.NodeFsyncer)((*node)(nil))

@@ -261,7 +261,7 @@ func (m *MountPoint) KeepInodes(file, committed string) error {
 func (fsys *unionFS) ptOpenIDs(in *fusefs.Inode, ids map[[2]uint64]bool) {
 	n := in.Operations().(*node)
 	n.mu.Lock()
-	if n.ptOpens > 0 {
+	if n.fstIf().ptOpens > 0 {
 		ids[[2]uint64{in.StableAttr().Ino, in.StableAttr().Gen}] = true
 	}
 	n.mu.Unlock()

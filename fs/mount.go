@@ -634,16 +634,18 @@ func (m *MountPoint) rebase(lowers []string, upper string, maps InodeMaps) error
 // no-open data fds are dropped so the next write copies up into the new upper.
 func (fsys *unionFS) taintOpen(in *fusefs.Inode) {
 	n := in.Operations().(*node)
-	n.mu.Lock()
-	if n.ptOpens > 0 {
-		n.ptPinned = true
-		n.markRebased()
+	if f := n.file.Load(); f != nil {
+		n.mu.Lock()
+		if f.ptOpens > 0 {
+			f.ptPinned = true
+			n.markRebased()
+		}
+		if f.dfd >= 0 {
+			f.oldFds = append(f.oldFds, f.dfd)
+			f.dfd = -1
+		}
+		n.mu.Unlock()
 	}
-	if n.dfd >= 0 {
-		n.oldFds = append(n.oldFds, n.dfd)
-		n.dfd = -1
-	}
-	n.mu.Unlock()
 	for _, ch := range in.Children() {
 		fsys.taintOpen(ch)
 	}

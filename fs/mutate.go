@@ -274,7 +274,7 @@ func (n *node) Symlink(ctx context.Context, target, name string, out *fuse.Entry
 	}
 	cn := in.Operations().(*node)
 	cn.mu.Lock()
-	cn.link = []byte(target)
+	cn.fst().link = []byte(target)
 	cn.mu.Unlock()
 	return in, 0
 }

@@ -123,9 +123,37 @@ type node struct {
 	ent   *entry
 	entS  *stack // the stack ent was resolved in (layer numbers are per stack)
 	entOK bool   // ent is usable (no change raced with its resolution)
+	// atimeStale: a reader listed the directory, so the kernel holds its atime
+	// stale; in fs.relist.ends. Guarded by fs.relist.mu.
+	atimeStale bool
 	// unnamed: made by O_TMPFILE and maybe not linked in yet; while it has no
 	// parent, its entry (kept for Link) must not send a call to a path.
 	unnamed atomic.Bool
+	// As a file: the directory (and its listing generation) it was counted in as
+	// read since that listing (relist.go), guarded by fs.relist.mu.
+	staleIn  *node
+	staleGen uint64
+
+	// What only opened files, symlinks and listed directories need, made at
+	// first use: the kernel keeps a node for every name a walk met, and most
+	// are never opened (see fst and dst).
+	file atomic.Pointer[fileState]
+	dir  atomic.Pointer[dirState]
+
+	// born is fs.rebases when the node was made, or when it was last found to be the
+	// kernel's only inode for its file: an older node may have a twin (dataChanged).
+	born atomic.Uint64
+}
+
+func (fsys *unionFS) newNode() *node {
+	n := &node{fs: fsys}
+	n.born.Store(fsys.rebases.Load())
+	return n
+}
+
+// fileState is a node's open-mode bookkeeping and symlink target, guarded by the
+// node's mu unless said otherwise.
+type fileState struct {
 	// Open-mode bookkeeping, see fileHandle.
 	ptOpens      int                  // live opens the kernel passes through
 	cachedOpens  int                  // live opens served by this process
@@ -152,31 +180,55 @@ type node struct {
 	// answers READLINK even after the name went away (renamed over, unlinked)
 	// while the kernel still resolves the old inode, as a local filesystem does.
 	link []byte
-
-	// listing is the directory's last merged listing (see dirHandle.load).
-	listing *dirListing
-	// Stale atimes, guarded by fs.relist.mu (see relist.go). As a directory: its
-	// listing generation, and how many children read since have stale atimes.
-	// As a file: the directory (and its generation) it was counted in.
-	listGen   uint64
-	staleKids int
-	staleIn   *node
-	staleGen  uint64
-	staleAt   time.Time // the last read of a child
-	dropped   bool      // its cached listing was dropped since it was listed
-	// atimeStale: a reader listed the directory, so the kernel holds its atime
-	// stale; in fs.relist.ends.
-	atimeStale bool
-
-	// born is fs.rebases when the node was made, or when it was last found to be the
-	// kernel's only inode for its file: an older node may have a twin (dataChanged).
-	born atomic.Uint64
 }
 
-func (fsys *unionFS) newNode() *node {
-	n := &node{fs: fsys, dfd: -1, pin: -1}
-	n.born.Store(fsys.rebases.Load())
-	return n
+// noFileState is what fst holds for a node that has none yet.
+var noFileState = fileState{dfd: -1, pin: -1}
+
+// fst returns the node's fileState, made at the first call.
+func (n *node) fst() *fileState {
+	if f := n.file.Load(); f != nil {
+		return f
+	}
+	f := noFileState
+	if n.file.CompareAndSwap(nil, &f) {
+		return &f
+	}
+	return n.file.Load()
+}
+
+// fstIf returns the node's fileState, or an empty one (not to be written) if it
+// has none: for the checks made on every node, such as at a removal or a FORGET.
+func (n *node) fstIf() *fileState {
+	if f := n.file.Load(); f != nil {
+		return f
+	}
+	return &noFileState
+}
+
+// dirState is a directory node's cached listing and stale-atime counts.
+type dirState struct {
+	// listing is the directory's last merged listing (see dirHandle.load),
+	// guarded by the node's mu.
+	listing *dirListing
+	// Stale atimes, guarded by fs.relist.mu (see relist.go): its listing
+	// generation, and how many children read since have stale atimes.
+	listGen   uint64
+	staleKids int
+	staleAt   time.Time // the last read of a child
+	dropped   bool      // its cached listing was dropped since it was listed
+}
+
+// dst returns the node's dirState, made at the first call.
+func (n *node) dst() *dirState {
+	if d := n.dir.Load(); d != nil {
+		return d
+	}
+	d := &dirState{}
+	if n.dir.CompareAndSwap(nil, d) {
+		return d
+	}
+	return n.dir.Load()
 }
 
 // rel returns the node's path relative to the union root ("" for the root).
@@ -496,7 +548,7 @@ func (n *node) Readlink(ctx context.Context) ([]byte, syscall.Errno) {
 		return nil, errno("readlink", err)
 	}
 	n.mu.Lock()
-	n.link = l
+	n.fst().link = l
 	n.mu.Unlock()
 	return l, 0
 }
@@ -504,7 +556,7 @@ func (n *node) Readlink(ctx context.Context) ([]byte, syscall.Errno) {
 func (n *node) cachedLink() []byte {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	return n.link
+	return n.fstIf().link
 }
 
 // readLink reads the symlink's target from its top layer.

@@ -37,9 +37,9 @@ import (
 // caller uses it until it calls n.putFd, which it must.
 func (n *node) dataFd(write bool) (int, error) {
 	n.mu.Lock()
-	if n.dfd >= 0 && (!write || n.dfdUpper) {
-		fd := n.dfd
-		n.fdRefs++
+	if n.fst().dfd >= 0 && (!write || n.fst().dfdUpper) {
+		fd := n.fst().dfd
+		n.fst().fdRefs++
 		n.mu.Unlock()
 		dataFds.touch(n)
 		return fd, nil
@@ -68,7 +68,7 @@ func (n *node) openDataFd(write bool) (fd int, raced bool, err error) {
 			fd, err := n.unlinkedUpperFd(nil)
 			if err == nil {
 				n.mu.Lock()
-				n.fdRefs++
+				n.fst().fdRefs++
 				n.mu.Unlock()
 			}
 			return fd, false, err
@@ -109,15 +109,15 @@ func (n *node) adoptDataFd(fd int, upper, write bool) int {
 	defer dataFds.touch(n)
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	n.fdRefs++
-	if n.dfd >= 0 && (!write || n.dfdUpper) {
+	n.fst().fdRefs++
+	if n.fst().dfd >= 0 && (!write || n.fst().dfdUpper) {
 		unix.Close(fd) // another request won
-		return n.dfd
+		return n.fst().dfd
 	}
-	if n.dfd >= 0 {
-		n.oldFds = append(n.oldFds, n.dfd) // may still be in use by a read
+	if n.fst().dfd >= 0 {
+		n.fst().oldFds = append(n.fst().oldFds, n.fst().dfd) // may still be in use by a read
 	}
-	n.dfd, n.dfdUpper = fd, upper
+	n.fst().dfd, n.fst().dfdUpper = fd, upper
 	return fd
 }
 
@@ -127,7 +127,7 @@ func (n *node) keepAdopted(fd int, upper, write bool) int {
 	fd = n.adoptDataFd(fd, upper, write)
 	n.mu.Lock()
 	n.keepDataFd()
-	n.fdRefs--
+	n.fst().fdRefs--
 	n.mu.Unlock()
 	return fd
 }
@@ -142,7 +142,8 @@ func (n *node) pinForRemovalIn(dirs *dirFds, e *entry, s *stack, name string) {
 	}
 	upper := e.inUpper(s)
 	n.mu.Lock()
-	has := n.dfd >= 0 && (!upper || n.dfdUpper)
+	f := n.fstIf()
+	has := f.dfd >= 0 && (!upper || f.dfdUpper)
 	if has {
 		n.keepDataFd() // the name is going
 	}
@@ -168,9 +169,9 @@ func (n *node) pinForRemovalIn(dirs *dirFds, e *entry, s *stack, name string) {
 
 // dropLowerFd forgets a read fd of the lower file after copy-up; n.mu is held.
 func (n *node) dropLowerFd() {
-	if n.dfd >= 0 && !n.dfdUpper {
-		n.oldFds = append(n.oldFds, n.dfd)
-		n.dfd = -1
+	if f := n.file.Load(); f != nil && f.dfd >= 0 && !f.dfdUpper {
+		f.oldFds = append(f.oldFds, f.dfd)
+		f.dfd = -1
 	}
 }
 
@@ -184,7 +185,7 @@ func (n *node) pinForRemoval() {
 		if n.cachedLink() == nil {
 			if l, err := n.readLink(); err == nil {
 				n.mu.Lock()
-				n.link = l
+				n.fst().link = l
 				n.mu.Unlock()
 			}
 		}
@@ -214,10 +215,10 @@ func (n *node) pinForRemoval() {
 		return
 	}
 	n.mu.Lock()
-	if n.pin >= 0 {
-		unix.Close(n.pin)
+	if n.fst().pin >= 0 {
+		unix.Close(n.fst().pin)
 	}
-	n.pin, n.pinUpper = fd, e.inUpper(s)
+	n.fst().pin, n.fst().pinUpper = fd, e.inUpper(s)
 	n.mu.Unlock()
 }
 
@@ -225,14 +226,15 @@ func (n *node) pinForRemoval() {
 func (n *node) openPinned(flags uint32, write bool) (fusefs.FileHandle, uint32, syscall.Errno) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	if n.pin < 0 || (write && !n.pinUpper) {
+	f := n.fstIf()
+	if f.pin < 0 || (write && !f.pinUpper) {
 		return nil, 0, syscall.ESTALE
 	}
-	fd, err := unix.Open(procFd(n.pin), int(flags&^unix.O_TRUNC)|unix.O_CLOEXEC, 0)
+	fd, err := unix.Open(procFd(f.pin), int(flags&^unix.O_TRUNC)|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return nil, 0, errno("open", err)
 	}
-	if n.ptPinned && n.ptOpens > 0 {
+	if f.ptPinned && f.ptOpens > 0 {
 		unix.Close(fd)
 		return nil, 0, syscall.ETXTBSY
 	}
@@ -242,7 +244,7 @@ func (n *node) openPinned(flags uint32, write bool) (fusefs.FileHandle, uint32, 
 	}
 	var st unix.Stat_t
 	_ = unix.Fstat(fd, &st)
-	h, fflags := n.newHandle(fd, n.fs.stack.Load(), int(flags), n.pinUpper, st.Size)
+	h, fflags := n.newHandle(fd, n.fs.stack.Load(), int(flags), f.pinUpper, st.Size)
 	return h, fflags, 0
 }
 
@@ -255,19 +257,23 @@ func (n *node) OnForget() {
 }
 
 func (n *node) forgetFds() {
+	f := n.file.Load()
+	if f == nil {
+		return // never opened, never pinned
+	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	if n.dfd >= 0 {
-		unix.Close(n.dfd)
-		n.dfd = -1
+	if f.dfd >= 0 {
+		unix.Close(f.dfd)
+		f.dfd = -1
 	}
-	for _, fd := range n.oldFds {
+	for _, fd := range f.oldFds {
 		unix.Close(fd)
 	}
-	n.oldFds = nil
-	if n.pin >= 0 {
-		unix.Close(n.pin)
-		n.pin = -1
+	f.oldFds = nil
+	if f.pin >= 0 {
+		unix.Close(f.pin)
+		f.pin = -1
 	}
 }
 
@@ -399,8 +405,8 @@ func (n *node) Allocate(ctx context.Context, f fusefs.FileHandle, off uint64, si
 // (unlinkedUpperFd), else a handle's file, its data fd or its pin.
 func (n *node) unlinkedFd(f fusefs.FileHandle) (int, bool) {
 	n.mu.Lock()
-	if n.dfd >= 0 && n.dfdUpper {
-		fd := n.dfd
+	if st := n.fstIf(); st.dfd >= 0 && st.dfdUpper {
+		fd := st.dfd
 		n.keepDataFd() // the file's last fd
 		n.mu.Unlock()
 		return fd, true
@@ -415,11 +421,12 @@ func (n *node) unlinkedFd(f fusefs.FileHandle) (int, bool) {
 	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	if n.dfd >= 0 {
+	st := n.fstIf()
+	if st.dfd >= 0 {
 		n.keepDataFd() // the file's last fd
-		return n.dfd, n.dfdUpper
+		return st.dfd, st.dfdUpper
 	}
-	return n.pin, n.pinUpper
+	return st.pin, st.pinUpper
 }
 
 // unlinkedUpperFd returns an fd of the upper dir's filesystem for the data of a
@@ -442,14 +449,14 @@ func (n *node) unlinkedUpperFd(f fusefs.FileHandle) (int, error) {
 		}
 	}
 	n.mu.Lock()
-	if n.dfd >= 0 && n.dfdUpper {
-		fd := n.dfd
+	if st := n.fstIf(); st.dfd >= 0 && st.dfdUpper {
+		fd := st.dfd
 		n.keepDataFd() // the file's last fd
 		n.mu.Unlock()
 		return fd, nil
 	}
-	if n.pin >= 0 && n.pinUpper {
-		fd := n.pin
+	if st := n.fstIf(); st.pin >= 0 && st.pinUpper {
+		fd := st.pin
 		n.mu.Unlock()
 		return fd, nil
 	}
@@ -498,15 +505,15 @@ func (n *node) unlinkedUpperFd(f fusefs.FileHandle) (int, error) {
 func (n *node) adoptUpperPin(fd int) int {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	if n.pin >= 0 && n.pinUpper {
+	if n.fst().pin >= 0 && n.fst().pinUpper {
 		unix.Close(fd) // another request won
-		return n.pin
+		return n.fst().pin
 	}
-	if n.pin >= 0 {
-		n.oldFds = append(n.oldFds, n.pin)
+	if n.fst().pin >= 0 {
+		n.fst().oldFds = append(n.fst().oldFds, n.fst().pin)
 		n.keepDataFd()
 	}
-	n.pin, n.pinUpper = fd, true
+	n.fst().pin, n.fst().pinUpper = fd, true
 	return fd
 }
 
@@ -569,7 +576,7 @@ func (n *node) fsyncData() syscall.Errno {
 	}
 	defer n.putFd()
 	n.mu.Lock()
-	up := n.dfdUpper && n.dfd == fd
+	up := n.fst().dfdUpper && n.fst().dfd == fd
 	n.mu.Unlock()
 	if up {
 		return errno("fsync", unix.Fsync(fd))

@@ -40,7 +40,7 @@ func stampOf(fd int) (fileStamp, error) {
 // markRebased records, for each passthrough open of n that may write to an upper
 // file, how its file looked when the stack it belongs to was retired; n.mu is held.
 func (n *node) markRebased() {
-	for h := range n.handles {
+	for h := range n.fst().handles {
 		if !h.pt || h.acc == unix.O_RDONLY {
 			continue
 		}

@@ -143,14 +143,14 @@ func (r *relister) dataRead(n *node) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.sweep()
-	if n.staleIn == pn && n.staleGen == pn.listGen {
+	if n.staleIn == pn && n.staleGen == pn.dst().listGen {
 		return // counted already
 	}
 	r.uncount(n) // in another directory it was renamed from
-	n.staleIn, n.staleGen = pn, pn.listGen
-	pn.staleKids++
-	pn.staleAt = time.Now()
-	if pn.staleKids < relistMin || pn.dropped {
+	n.staleIn, n.staleGen = pn, pn.dst().listGen
+	pn.dst().staleKids++
+	pn.dst().staleAt = time.Now()
+	if pn.dst().staleKids < relistMin || pn.dst().dropped {
 		return
 	}
 	if r.dirs == nil {
@@ -185,8 +185,8 @@ func (r *relister) attrFresh(n *node) {
 // that listing still stands. r.mu is held.
 func (r *relister) uncount(n *node) {
 	if pn := n.staleIn; pn != nil {
-		if n.staleGen == pn.listGen && pn.staleKids > 0 {
-			pn.staleKids--
+		if n.staleGen == pn.dst().listGen && pn.dst().staleKids > 0 {
+			pn.dst().staleKids--
 		}
 		n.staleIn = nil
 	}
@@ -202,9 +202,9 @@ func (r *relister) listed(n *node) {
 		r.pending.Store(int32(len(r.dirs)))
 	}
 	r.sweep()
-	n.listGen++
-	n.staleKids = 0
-	n.dropped = false
+	n.dst().listGen++
+	n.dst().staleKids = 0
+	n.dst().dropped = false
 	r.mu.Unlock()
 }
 
@@ -225,11 +225,11 @@ func (r *relister) sweep() {
 	var drop []*node
 	for d := range r.dirs {
 		switch {
-		case d.staleKids < relistMin:
+		case d.dst().staleKids < relistMin:
 			delete(r.dirs, d)
-		case now.Sub(d.staleAt) >= r.delay:
+		case now.Sub(d.dst().staleAt) >= r.delay:
 			drop = append(drop, d)
-			d.dropped = true
+			d.dst().dropped = true
 			delete(r.dirs, d)
 		}
 	}

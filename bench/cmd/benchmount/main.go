@@ -2,13 +2,15 @@
 // fs.Mount directly, with fuse-overlayfs's option syntax, for bench/run.sh and for
 // profiling the server:
 //
-//	benchmount [-ops FILE] [-trace FILE] [-cpuprofile FILE] [-passthrough] [-oci] -o lowerdir=A:B,upperdir=U,workdir=W MNT
+//	benchmount [-ops FILE] [-trace FILE] [-cpuprofile FILE] [-memprofile FILE] [-passthrough] [-oci] -o lowerdir=A:B,upperdir=U,workdir=W MNT
 //
 // It serves until MNT is unmounted (umount MNT, or SIGINT/SIGTERM). With -ops it
 // turns on go-fuse's debug log and, at exit, writes a count of FUSE requests by
 // opcode to FILE (the log itself is discarded); -trace keeps the whole log in FILE,
 // to read the requests one workload sends in order. With -cpuprofile it writes a pprof
-// CPU profile of the server for its whole life.
+// CPU profile of the server for its whole life. With -memprofile FILE, each SIGUSR1 writes
+// a heap profile of the server (after a GC) to FILE.1, FILE.2, ..., to see what the nodes
+// and listings of a walk keep (go tool pprof -sample_index=inuse_space).
 package main
 
 import (
@@ -19,6 +21,7 @@ import (
 	"log"
 	"os"
 	"os/signal"
+	"runtime"
 	"runtime/pprof"
 	"sort"
 	"strings"
@@ -34,12 +37,16 @@ func main() {
 	ops := flag.String("ops", "", "count FUSE requests by opcode into this file")
 	trace := flag.String("trace", "", "write go-fuse's debug log (every request and reply) to this file")
 	cpu := flag.String("cpuprofile", "", "write a CPU profile of the server here")
+	mem := flag.String("memprofile", "", "on each SIGUSR1, write a heap profile to this file's name plus .1, .2, ...")
 	oci := flag.Bool("oci", false, "write OCI whiteouts instead of overlay ones")
 	pt := flag.Bool("passthrough", false, "per-open FUSE passthrough (fs.Options.Passthrough) instead of no-open mode")
 	flag.Parse()
 	if flag.NArg() != 1 || *opt == "" {
-		fmt.Fprintln(os.Stderr, "usage: benchmount [-ops FILE] [-trace FILE] [-cpuprofile FILE] -o lowerdir=A:B,upperdir=U,workdir=W MNT")
+		fmt.Fprintln(os.Stderr, "usage: benchmount [-ops FILE] [-trace FILE] [-cpuprofile FILE] [-memprofile FILE] -o lowerdir=A:B,upperdir=U,workdir=W MNT")
 		os.Exit(2)
+	}
+	if *mem != "" {
+		go heapOnSignal(*mem)
 	}
 	if err := run(flag.Arg(0), *opt, *ops, *trace, *cpu, *oci, *pt); err != nil {
 		fmt.Fprintf(os.Stderr, "benchmount: %v\n", err)
@@ -113,6 +120,25 @@ func run(mnt, opt, opsFile, traceFile, cpuFile string, oci, passthrough bool) er
 		return os.WriteFile(opsFile, counter.report(), 0o644)
 	}
 	return nil
+}
+
+// heapOnSignal writes a heap profile to prefix.N at the Nth SIGUSR1.
+func heapOnSignal(prefix string) {
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGUSR1)
+	for i := 1; ; i++ {
+		<-sig
+		runtime.GC()
+		f, err := os.Create(fmt.Sprintf("%s.%d", prefix, i))
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "benchmount: %v\n", err)
+			continue
+		}
+		if err := pprof.WriteHeapProfile(f); err != nil {
+			fmt.Fprintf(os.Stderr, "benchmount: %v\n", err)
+		}
+		f.Close()
+	}
 }
 
 // opCounter counts go-fuse debug lines "rx N: OPCODE ..." by opcode; forgets are

@@ -1,8 +1,10 @@
 package fs
 
 import (
+	"cmp"
 	"context"
 	"hash/maphash"
+	"slices"
 	"sort"
 	"sync"
 	"syscall"
@@ -70,15 +72,55 @@ func (d *dirHandle) load(cont bool) syscall.Errno {
 }
 
 // dirListing is a merged listing with the resolution of each entry; immutable.
+// It is kept with the directory's node after the read (see load), so it holds
+// one small record per entry: the entry's mode and inode number are its
+// resolution's, and a name is found by its offset, the key the list is sorted by.
 type dirListing struct {
-	list     []fuse.DirEntry
-	resolved map[string]*entry
-	changes  uint64 // fs.changes when listed
-	epoch    uint64 // fs.epoch when listed
+	list    []listEntry // ".", "..", then the names, by offset
+	dotIno  uint64      // the inode numbers of "." and ".."
+	dotdot  uint64
+	changes uint64 // fs.changes when listed
+	epoch   uint64 // fs.epoch when listed
 	// lowerOnly: no entry lives in the upper dir, whose files change size and
 	// times behind fs.changes (passthrough and mmap writes).
 	lowerOnly bool
 	stack     *stack // the stack it was listed in
+}
+
+// listEntry is one name of a dirListing and its resolution (nil for "." and "..").
+type listEntry struct {
+	name string
+	off  uint64
+	e    *entry
+}
+
+// dirEntry returns the listing's i-th entry as READDIR sends it.
+func (l *dirListing) dirEntry(i int) fuse.DirEntry {
+	le := &l.list[i]
+	switch {
+	case le.e != nil:
+		return fuse.DirEntry{Name: le.name, Mode: le.e.st.Mode & unix.S_IFMT, Ino: le.e.ino, Off: le.off}
+	case i == 0:
+		return fuse.DirEntry{Name: le.name, Mode: unix.S_IFDIR, Ino: l.dotIno, Off: le.off}
+	default:
+		return fuse.DirEntry{Name: le.name, Mode: unix.S_IFDIR, Ino: l.dotdot, Off: le.off}
+	}
+}
+
+// resolved returns the resolution of name listed, or nil.
+func (l *dirListing) resolved(name string) *entry {
+	off := nameOffset(name)
+	for i := l.after(off - 1); i < len(l.list) && l.list[i].off == off; i++ {
+		if l.list[i].name == name && l.list[i].e != nil {
+			return l.list[i].e
+		}
+	}
+	return nil
+}
+
+// after returns the index of the first entry whose offset is above off.
+func (l *dirListing) after(off uint64) int {
+	return sort.Search(len(l.list), func(i int) bool { return l.list[i].off > off })
 }
 
 // list makes the merged listing of the directory node n, taken when fs.changes
@@ -95,14 +137,12 @@ func (n *node) list(changes, ep uint64) (*dirListing, syscall.Errno) {
 	}
 	n.fs.lists.Add(1)
 	l := &dirListing{changes: changes, epoch: ep, lowerOnly: true, stack: s}
-	l.resolved = make(map[string]*entry, len(ents))
-	l.list = make([]fuse.DirEntry, 0, len(ents)+2)
-	l.list = append(l.list, fuse.DirEntry{Name: ".", Mode: unix.S_IFDIR, Ino: n.StableAttr().Ino, Off: 1})
-	pino := uint64(1)
+	l.list = make([]listEntry, 0, len(ents)+2)
+	l.dotIno, l.dotdot = n.StableAttr().Ino, 1
 	if _, p := n.Parent(); p != nil {
-		pino = p.StableAttr().Ino
+		l.dotdot = p.StableAttr().Ino
 	}
-	l.list = append(l.list, fuse.DirEntry{Name: "..", Mode: unix.S_IFDIR, Ino: pino, Off: 2})
+	l.list = append(l.list, listEntry{name: ".", off: 1}, listEntry{name: "..", off: 2})
 	dirs, err := s.openDirFds(e.layers, rel)
 	if err != nil {
 		return nil, errno("readdir", err)
@@ -113,15 +153,17 @@ func (n *node) list(changes, ep uint64) (*dirListing, syscall.Errno) {
 		if err != nil {
 			continue
 		}
-		l.resolved[de.name] = ce
 		if ce.inUpper(s) {
 			l.lowerOnly = false
 		}
-		l.list = append(l.list, fuse.DirEntry{Name: de.name, Mode: ce.st.Mode & unix.S_IFMT, Ino: ce.ino, Off: nameOffset(de.name)})
+		l.list = append(l.list, listEntry{name: de.name, off: nameOffset(de.name), e: ce})
+	}
+	if len(l.list) < cap(l.list)/8*7 {
+		l.list = slices.Clip(l.list) // kept: names that did not resolve leave no spare room
 	}
 	// Offsets derive from names, as ext4's hashed directories do, so a seek into a
 	// listing that changed since (a new open, a dropped cache) lands right.
-	sort.Slice(l.list[2:], func(i, j int) bool { return l.list[2+i].Off < l.list[2+j].Off })
+	slices.SortFunc(l.list[2:], func(a, b listEntry) int { return cmp.Compare(a.off, b.off) })
 	return l, 0
 }
 
@@ -156,7 +198,7 @@ func (d *dirHandle) Readdirent(ctx context.Context) (*fuse.DirEntry, syscall.Err
 		}
 		return nil, 0
 	}
-	e := d.list[d.idx]
+	e := d.dirEntry(d.idx)
 	d.idx++
 	return &e, 0
 }
@@ -170,7 +212,7 @@ func (d *dirHandle) Seekdir(ctx context.Context, off uint64) syscall.Errno {
 			return en
 		}
 	}
-	d.idx = sort.Search(len(d.list), func(i int) bool { return d.list[i].Off > off })
+	d.idx = d.after(off)
 	return 0
 }
 
@@ -196,7 +238,7 @@ func (d *dirHandle) Lookup(ctx context.Context, name string, out *fuse.EntryOut)
 	d.mu.Unlock()
 	var e *entry
 	if l != nil {
-		e = l.resolved[name]
+		e = l.resolved(name)
 	}
 	if e == nil || d.n.fs.changes.Load() != l.changes {
 		return d.n.Lookup(ctx, name, out)
@@ -219,5 +261,9 @@ func (n *node) Readdir(ctx context.Context) (fusefs.DirStream, syscall.Errno) {
 	if en := d.load(false); en != 0 {
 		return nil, en
 	}
-	return fusefs.NewListDirStream(d.list), 0
+	list := make([]fuse.DirEntry, len(d.list))
+	for i := range list {
+		list[i] = d.dirEntry(i)
+	}
+	return fusefs.NewListDirStream(list), 0
 }

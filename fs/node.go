@@ -129,10 +129,6 @@ type node struct {
 	// unnamed: made by O_TMPFILE and maybe not linked in yet; while it has no
 	// parent, its entry (kept for Link) must not send a call to a path.
 	unnamed atomic.Bool
-	// As a file: the directory (and its listing generation) it was counted in as
-	// read since that listing (relist.go), guarded by fs.relist.mu.
-	staleIn  *node
-	staleGen uint64
 
 	// What only opened files, symlinks and listed directories need, made at
 	// first use: the kernel keeps a node for every name a walk met, and most
@@ -180,6 +176,11 @@ type fileState struct {
 	// answers READLINK even after the name went away (renamed over, unlinked)
 	// while the kernel still resolves the old inode, as a local filesystem does.
 	link []byte
+
+	// The directory (and its listing generation) the file was counted in as read
+	// since that listing (relist.go), guarded by fs.relist.mu.
+	staleIn  *node
+	staleGen uint64
 }
 
 // noFileState is what fst holds for a node that has none yet.

@@ -143,11 +143,12 @@ func (r *relister) dataRead(n *node) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.sweep()
-	if n.staleIn == pn && n.staleGen == pn.dst().listGen {
+	f := n.fst()
+	if f.staleIn == pn && f.staleGen == pn.dst().listGen {
 		return // counted already
 	}
 	r.uncount(n) // in another directory it was renamed from
-	n.staleIn, n.staleGen = pn, pn.dst().listGen
+	f.staleIn, f.staleGen = pn, pn.dst().listGen
 	pn.dst().staleKids++
 	pn.dst().staleAt = time.Now()
 	if pn.dst().staleKids < relistMin || pn.dst().dropped {
@@ -184,11 +185,15 @@ func (r *relister) attrFresh(n *node) {
 // uncount takes n out of the stale count of the directory it was counted in, if
 // that listing still stands. r.mu is held.
 func (r *relister) uncount(n *node) {
-	if pn := n.staleIn; pn != nil {
-		if n.staleGen == pn.dst().listGen && pn.dst().staleKids > 0 {
+	f := n.file.Load()
+	if f == nil {
+		return // never read
+	}
+	if pn := f.staleIn; pn != nil {
+		if f.staleGen == pn.dst().listGen && pn.dst().staleKids > 0 {
 			pn.dst().staleKids--
 		}
-		n.staleIn = nil
+		f.staleIn = nil
 	}
 }
 

@@ -100,7 +100,7 @@ func (n *node) Setattr(ctx context.Context, f fusefs.FileHandle, in *fuse.SetAtt
 	}
 	cow.ShownMode(&st)
 	ne := *e
-	ne.st = st
+	ne.st = attrsOf(&st)
 	n.setEntry(&ne)
 	out.FromStat(toSyscallStat(n.fs.ids.shown(ne.stat(&st))))
 	out.Ino = n.StableAttr().Ino

@@ -252,7 +252,7 @@ func (fsys *unionFS) copyUpOne(s *stack, dir, name string, e *entry, dirLayers [
 		ne.layers = []int{0}
 	}
 	if err := cow.WithDirAccess(dst, func() error {
-		return unix.Fstatat(dst, name, &ne.st, unix.AT_SYMLINK_NOFOLLOW)
+		return ne.fstatat(dst, name)
 	}); err != nil {
 		return nil, err
 	}
@@ -273,7 +273,7 @@ func (fsys *unionFS) relookDir(s *stack, rel string) (*entry, error) {
 }
 
 // sameDir reports whether the open dir fd is the file st describes.
-func sameDir(fd int, st *unix.Stat_t) bool {
+func sameDir(fd int, st *attrs) bool {
 	var fst unix.Stat_t
 	return unix.Fstat(fd, &fst) == nil && fst.Dev == st.Dev && fst.Ino == st.Ino
 }

@@ -156,9 +156,11 @@ func (s *stack) root() (*entry, error) {
 			break
 		}
 	}
-	if err := unix.Fstat(s.layers[0].fd, &e.st); err != nil {
+	var st unix.Stat_t
+	if err := unix.Fstat(s.layers[0].fd, &st); err != nil {
 		return nil, err
 	}
+	e.st = attrsOf(&st)
 	return e, nil
 }
 

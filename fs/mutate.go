@@ -115,7 +115,7 @@ func chownKeepMode(ctx context.Context, dfd int, name string, ids *IDMapping) er
 // finishNew stats a freshly made upper entry and registers its inode.
 func (n *node) finishNew(ctx context.Context, s *stack, dfd int, name string, out *fuse.EntryOut) (*fusefs.Inode, *entry, error) {
 	e := &entry{layers: []int{0}}
-	if err := unix.Fstatat(dfd, name, &e.st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+	if err := e.fstatat(dfd, name); err != nil {
 		return nil, nil, err
 	}
 	if err := s.identify(dfd, 0, name, e); err != nil {
@@ -321,7 +321,7 @@ func (n *node) Link(ctx context.Context, target fusefs.InodeEmbedder, name strin
 			return nil, syscall.ENOENT
 		}
 		e := &entry{layers: []int{0}, ino: te.ino, gen: te.gen}
-		if err := unix.Fstatat(dfd, name, &e.st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		if err := e.fstatat(dfd, name); err != nil {
 			return nil, errno("link", err)
 		}
 		n.fs.fillEntry(e, out)
@@ -348,7 +348,7 @@ func (n *node) Link(ctx context.Context, target fusefs.InodeEmbedder, name strin
 		return nil, errno("link", err)
 	}
 	e := &entry{layers: []int{0}, ino: te.ino, gen: te.gen}
-	if err := unix.Fstatat(dfd, name, &e.st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+	if err := e.fstatat(dfd, name); err != nil {
 		return nil, errno("link", err)
 	}
 	n.fs.fillEntry(e, out)
@@ -549,10 +549,12 @@ func (n *node) Tmpfile(ctx context.Context, flags uint32, mode uint32, out *fuse
 		_ = unix.Fchmod(fd, m) // after the chown, which clears set-id bits
 	}
 	e := &entry{layers: []int{0}, gen: 1}
-	if err := unix.Fstat(fd, &e.st); err != nil {
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
 		unix.Close(fd)
 		return nil, nil, 0, errno("tmpfile", err)
 	}
+	e.st = attrsOf(&st)
 	e.ino = s.freeIno(s.mapIno(e.st.Dev, e.st.Ino))
 	var sx unix.Statx_t
 	if unix.Statx(fd, "", unix.AT_EMPTY_PATH, unix.STATX_BTIME, &sx) == nil && sx.Mask&unix.STATX_BTIME != 0 {

@@ -350,7 +350,8 @@ func (fsys *unionFS) entriesChange() func() {
 const longTimeout = 3600 // seconds
 
 func (fsys *unionFS) fillEntry(e *entry, out *fuse.EntryOut) {
-	out.Attr.FromStat(toSyscallStat(fsys.ids.shown(e.stat(&e.st))))
+	st := e.st.full()
+	out.Attr.FromStat(toSyscallStat(fsys.ids.shown(e.stat(&st))))
 	out.Attr.Ino = e.ino
 	out.SetEntryTimeout(longTimeout * 1e9)
 	out.SetAttrTimeout(longTimeout * 1e9)
@@ -464,7 +465,8 @@ func (n *node) Getattr(ctx context.Context, f fusefs.FileHandle, out *fuse.AttrO
 	}
 	if !e.inUpper(s) {
 		// Read-only layers never change: the resolution's stat is current.
-		out.FromStat(toSyscallStat(n.fs.ids.shown(e.stat(&e.st))))
+		st := e.st.full()
+		out.FromStat(toSyscallStat(n.fs.ids.shown(e.stat(&st))))
 		out.Ino = n.StableAttr().Ino
 		out.SetTimeout(longTimeout * 1e9)
 		return 0
@@ -495,7 +497,7 @@ func (n *node) getattrUnlinked(f fusefs.FileHandle, out *fuse.AttrOut) syscall.E
 		if e == nil || typ == unix.S_IFREG || typ == unix.S_IFDIR {
 			return syscall.ENOENT
 		}
-		st := e.st
+		st := e.st.full()
 		st.Nlink = 0
 		out.FromStat(toSyscallStat(n.fs.ids.shown(&st)))
 		out.Ino = n.StableAttr().Ino

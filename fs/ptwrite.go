@@ -166,7 +166,7 @@ func (fsys *unionFS) replacedSinceCommit(rel string) (bool, error) {
 	if unix.Fstatat(dfd, name, &st, unix.AT_SYMLINK_NOFOLLOW) != nil {
 		return true, nil
 	}
-	ino, _ := s.lowerIno(1, &st)
+	ino, _ := s.lowerIno(1, st.Dev, st.Ino)
 	return cur.ino != ino, nil
 }
 

@@ -149,7 +149,7 @@ func (n *node) list(changes, ep uint64) (*dirListing, syscall.Errno) {
 	}
 	defer dirs.close()
 	for _, de := range ents {
-		ce, err := s.lookup(dirs, de.name)
+		ce, err := s.lookupFrom(dirs, de.name, de.li)
 		if err != nil {
 			continue
 		}

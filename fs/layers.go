@@ -7,6 +7,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/layerfs/layerfs/cow"
@@ -377,11 +378,23 @@ func (d *dirFds) close() {
 
 // lookup is lookupIn through the open dirs.
 func (s *stack) lookup(d *dirFds, name string) (*entry, error) {
+	return s.lookupFrom(d, name, -1)
+}
+
+// lookupFrom is lookup of a name that a listing of the directory (readDir) found
+// first in layer from: the layers above hold neither the name nor its whiteout,
+// so it starts there, sparing a stat of the name and of its whiteout in each.
+func (s *stack) lookupFrom(d *dirFds, name string, from int) (*entry, error) {
 	if cow.IsReservedName(name) {
 		return nil, unix.ENOENT
 	}
 	var e *entry
+	skip := from >= 0 && slices.Contains(d.layers, from)
 	for i, li := range d.layers {
+		if skip && li != from {
+			continue
+		}
+		skip = false
 		if d.fds[i] < 0 {
 			continue
 		}

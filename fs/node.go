@@ -198,8 +198,10 @@ func (n *node) fst() *fileState {
 	return n.file.Load()
 }
 
-// fstIf returns the node's fileState, or an empty one (not to be written) if it
-// has none: for the checks made on every node, such as at a removal or a FORGET.
+// fstIf returns the node's fileState, or an empty one if it has none: for the
+// checks made on every node, such as at a removal or a FORGET. Read only: the
+// empty one is noFileState, shared by every node without one (not a copy,
+// which would read fields other locks guard); writers call fst.
 func (n *node) fstIf() *fileState {
 	if f := n.file.Load(); f != nil {
 		return f

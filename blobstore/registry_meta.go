@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"slices"
@@ -127,7 +128,7 @@ func (s *Store) AddBlobSources(ctx context.Context, repository string, blobs ...
 }
 
 // GzipTwinOf returns the gzip twin recorded for the uncompressed layer diffID,
-// if the store still holds its blob at the recorded size.
+// if the store still holds its blob, intact.
 func (s *Store) GzipTwinOf(diffID digest.Digest) (GzipTwin, bool) {
 	m, err := s.readRegistryMeta()
 	if err != nil {
@@ -140,7 +141,31 @@ func (s *Store) GzipTwinOf(diffID digest.Digest) (GzipTwin, bool) {
 	if size, err := s.Size(tw.Digest); err != nil || size != tw.Size {
 		return GzipTwin{}, false
 	}
+	// Its bytes are read once more (hashing costs a fraction of compressing):
+	// a twin damaged in place would make every push of the image fail. A
+	// damaged one goes, so that the push's new gzip of the layer takes its
+	// place (a blob write never replaces a blob that is there).
+	if ok, err := s.blobIntact(tw.Digest); err != nil || !ok {
+		if err == nil {
+			os.Remove(s.BlobPath(tw.Digest))
+		}
+		return GzipTwin{}, false
+	}
 	return tw, true
+}
+
+// blobIntact reports whether blob d's bytes hash to d.
+func (s *Store) blobIntact(d digest.Digest) (bool, error) {
+	f, err := os.Open(s.BlobPath(d))
+	if err != nil {
+		return false, err
+	}
+	defer f.Close()
+	v := d.Verifier()
+	if _, err := io.Copy(v, f); err != nil {
+		return false, err
+	}
+	return v.Verified(), nil
 }
 
 // AddGzipTwin records tw as the gzip blob made of the uncompressed layer diffID

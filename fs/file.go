@@ -6,6 +6,8 @@ import (
 	"log"
 	"os"
 	"path"
+	"path/filepath"
+	"strconv"
 	"sync"
 	"syscall"
 	"time"
@@ -379,6 +381,9 @@ func (n *node) Open(ctx context.Context, flags uint32) (fusefs.FileHandle, uint3
 	}
 	flags &^= uint32(unix.O_APPEND | fuse.FMODE_EXEC | unix.O_CREAT | unix.O_EXCL | unix.O_NOCTTY)
 	write := flags&unix.O_ACCMODE != unix.O_RDONLY || flags&unix.O_TRUNC != 0
+	if rdonlyTrunc(flags) && n.executing() {
+		return nil, 0, syscall.ETXTBSY
+	}
 	e, s, err := n.resolve()
 	if errors.Is(err, unix.ESTALE) {
 		return n.openPinned(flags, write) // the name went away under the open
@@ -437,6 +442,45 @@ func (n *node) Open(ctx context.Context, flags uint32) (fusefs.FileHandle, uint3
 	}
 	markUnpriv(ctx, h)
 	return h, fflags, 0
+}
+
+// rdonlyTrunc reports whether an open is O_RDONLY|O_TRUNC: the one open that
+// truncates whose OPEN reaches this process before the kernel asks for write
+// access to the file (which a running program denies, ETXTBSY): for a write
+// open it asks first. Such an open must not truncate a running program's
+// file (it died of SIGBUS), so it answers ETXTBSY itself (executing).
+func rdonlyTrunc(flags uint32) bool {
+	return flags&unix.O_ACCMODE == unix.O_RDONLY && flags&unix.O_TRUNC != 0
+}
+
+// executing reports whether some process runs n's file (its /proc/PID/exe is
+// n's inode on this mount). Cached attributes only: no request reaches a
+// FUSE server, this one or another.
+func (n *node) executing() bool {
+	dev := n.fs.dev.Load()
+	if dev == 0 {
+		return false
+	}
+	ino := n.StableAttr().Ino
+	procs, err := os.ReadDir(procRoot)
+	if err != nil {
+		return false
+	}
+	self := os.Getpid()
+	for _, p := range procs {
+		pid, err := strconv.Atoi(p.Name())
+		if err != nil || pid == self {
+			continue
+		}
+		var stx unix.Statx_t
+		if unix.Statx(unix.AT_FDCWD, filepath.Join(procRoot, p.Name(), "exe"), unix.AT_STATX_DONT_SYNC, unix.STATX_INO, &stx) != nil {
+			continue
+		}
+		if stx.Ino == ino && unix.Mkdev(stx.Dev_major, stx.Dev_minor) == dev {
+			return true
+		}
+	}
+	return false
 }
 
 // truncOnOpen empties fd if the open asked for O_TRUNC. Linux truncates on

@@ -166,6 +166,7 @@ func Mount(mountpoint string, opts Options) (*MountPoint, error) {
 	var st unix.Stat_t
 	if err := unix.Stat(mountpoint, &st); err == nil {
 		m.dev = st.Dev
+		fsys.dev.Store(st.Dev)
 		m.mntID = mountIDOf(st.Dev)
 		var sfs unix.Statfs_t
 		if unix.Statfs(mountpoint, &sfs) == nil && sfs.Type == unix.FUSE_SUPER_MAGIC {

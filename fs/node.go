@@ -30,6 +30,9 @@ type unionFS struct {
 	// exclusively, so that no user change's mtime is undone (see entriesChange).
 	dirMu sync.RWMutex
 	root  *node
+	// dev is the mount's st_dev once mounted (0 before, or unknown), to find
+	// the processes that run one of its files (executing).
+	dev   atomic.Uint64
 	debug bool
 	// passthrough is set when the kernel accepted FUSE passthrough.
 	passthrough atomic.Bool

@@ -223,6 +223,7 @@ func (n *node) pinForRemoval() {
 }
 
 // openPinned reopens the file of a node whose name is gone (passthrough mode).
+// Open refused an O_RDONLY|O_TRUNC of a running program before it came here.
 func (n *node) openPinned(flags uint32, write bool) (fusefs.FileHandle, uint32, syscall.Errno) {
 	n.mu.Lock()
 	defer n.mu.Unlock()

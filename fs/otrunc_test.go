@@ -1,9 +1,14 @@
 package fs
 
 import (
+	"errors"
+	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/layerfs/layerfs/cow"
 	"golang.org/x/sys/unix"
@@ -37,6 +42,65 @@ func TestReadOnlyOpenTruncates(t *testing.T) {
 			}
 			if got := readFile(t, filepath.Join(lower, "low")); got != "lower data\n" {
 				t.Errorf("the lower file changed: %q", got)
+			}
+		})
+	}
+}
+
+// TestReadOnlyTruncRunningProgram: open(O_RDONLY|O_TRUNC) of a program that
+// runs is refused with ETXTBSY and leaves it whole, as on a local filesystem
+// and kernel overlayfs, in a lower layer, in the upper dir and with its name
+// gone. In passthrough mode the server emptied it first (the kernel asks for
+// write access only after such an OPEN), and the program died of SIGBUS.
+func TestReadOnlyTruncRunningProgram(t *testing.T) {
+	sleep, err := os.ReadFile("/bin/sleep")
+	if err != nil {
+		t.Skip("no /bin/sleep")
+	}
+	for _, pt := range []bool{false, true} {
+		t.Run(map[bool]string{false: "noopen", true: "passthrough"}[pt], func(t *testing.T) {
+			lower := t.TempDir()
+			must(t, os.WriteFile(filepath.Join(lower, "low"), sleep, 0o755))
+			u := mountUnionMode(t, cow.FormatOCI, pt, lower)
+			p := func(s string) string { return filepath.Join(u.mnt, s) }
+			must(t, os.WriteFile(p("up"), sleep, 0o755))
+			for _, name := range []string{"low", "up", "gone"} {
+				path := p(name)
+				if name == "gone" {
+					must(t, os.WriteFile(path, sleep, 0o755))
+				}
+				cmd := exec.Command(path, "30")
+				must(t, cmd.Start())
+				t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+				target := path
+				if name == "gone" {
+					must(t, os.Remove(path))
+					target = fmt.Sprintf("/proc/%d/exe", cmd.Process.Pid)
+				}
+				// The program runs once its exe link names it.
+				for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+					if l, _ := os.Readlink(fmt.Sprintf("/proc/%d/exe", cmd.Process.Pid)); strings.HasPrefix(l, path) {
+						break
+					}
+					if time.Now().After(deadline) {
+						t.Fatalf("%s did not start", name)
+					}
+				}
+				fd, err := unix.Open(target, unix.O_RDONLY|unix.O_TRUNC|unix.O_CLOEXEC, 0)
+				if err == nil {
+					unix.Close(fd)
+				}
+				if !errors.Is(err, unix.ETXTBSY) {
+					t.Errorf("open %s O_RDONLY|O_TRUNC while it runs: %v, want ETXTBSY", name, err)
+				}
+				var st unix.Stat_t
+				if err := unix.Stat(target, &st); err != nil || st.Size != int64(len(sleep)) {
+					t.Errorf("%s after the refused open: size %d, %v; want %d", name, st.Size, err, len(sleep))
+				}
+				cmd.Process.Kill()
+				if err := cmd.Wait(); err == nil || !strings.Contains(err.Error(), "killed") {
+					t.Errorf("%s: the program ended by itself: %v (SIGBUS: its file was emptied)", name, err)
+				}
 			}
 		})
 	}

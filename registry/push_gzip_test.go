@@ -3,6 +3,7 @@ package registry_test
 import (
 	"context"
 	"io"
+	"os"
 	"slices"
 	"testing"
 
@@ -161,6 +162,23 @@ func TestPushReusesGzipTwins(t *testing.T) {
 	}
 	if again := push("three:1", 2); again != first {
 		t.Errorf("push after gc = %s, want %s", again, first)
+	}
+	// A twin damaged in place (same size) is made again, not sent: the push
+	// failed on it until a gc.
+	tw, ok := bs.GzipTwinOf(diffIDs[0])
+	if !ok {
+		t.Fatal("no gzip twin recorded for layer 0")
+	}
+	b, err := os.ReadFile(bs.BlobPath(tw.Digest))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b[len(b)/2] ^= 0xff
+	if err := os.WriteFile(bs.BlobPath(tw.Digest), b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if again := push("four:1", 1); again != first {
+		t.Errorf("push with a damaged twin = %s, want %s", again, first)
 	}
 	ref, _ := name.ParseReference(reg.Host + "/two:1")
 	rimg, err := remote.Image(ref)

@@ -131,12 +131,19 @@ func TestPsFormatChecked(t *testing.T) {
 	if got := mustRun(t, "ps", "-a", "-f", "name=sz", "--format", "{{if true}}{{$.Size}}{{end}}"); strings.TrimSpace(got) == "" {
 		t.Errorf("ps --format with $.Size inside if = %q, want the size", got)
 	}
+	if got := mustRun(t, "ps", "-a", "-f", "name=sz", "--format", "{{$x := .}}{{$x.Size}}"); strings.TrimSpace(got) == "" {
+		t.Errorf("ps --format with $x.Size = %q, want the size", got)
+	}
+	if got := mustRun(t, "ps", "-a", "-f", "name=sz", "--size=false", "--format", "[{{.Size}}]"); got != "[]\n" {
+		t.Errorf("ps --size=false --format {{.Size}} = %q, want no size", got)
+	}
 	if got := mustRun(t, "ps", "-a", "-f", "name=sz", "--format", "{{.Names}}"); got != "sz\n" {
 		t.Errorf("ps --format {{.Names}} = %q", got)
 	}
 	for _, args := range [][]string{
 		{"ps", "-a", "-f", "name=nomatch", "--format", "{{.Bogus}}"},
 		{"ps", "--format", "table {{.Names}}\t{{.Bogus}}"},
+		{"ps", "-a", "-q", "--format", "{{.Bogus}}"},
 	} {
 		r := run(t, args...)
 		if r.Code == 0 || !strings.Contains(r.Stderr, "Bogus") {

@@ -173,7 +173,7 @@ func writeBuildOutputs(cmd *cobra.Command, g *globalOptions, s *blobstore.Store,
 	}
 	for _, t := range tags {
 		if err := runPush(cmd, g, &pushOptions{out: log}, t, ""); err != nil {
-			return fmt.Errorf("push %s: %w", t, err)
+			return err // it names what it pushed
 		}
 	}
 	return nil

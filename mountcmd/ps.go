@@ -5,10 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
-	"text/template/parse"
 	"time"
 
 	units "github.com/docker/go-units"
@@ -89,7 +89,7 @@ Rows come newest first, as docker's; -n N and -l show the N (1) created last.`,
 			if err != nil {
 				return err
 			}
-			if err := o.checkFormat(); err != nil {
+			if err := o.checkFormat(cmd.Flags().Changed("size")); err != nil {
 				return err
 			}
 			rows, imgs, err := psRows(cmd.Context(), g, o.size)
@@ -131,10 +131,11 @@ Rows come newest first, as docker's; -n N and -l show the N (1) created last.`,
 }
 
 // checkFormat runs a --format template once on an empty row before anything is
-// listed, as docker ps does: a bad field fails when no container matches too,
-// and a template that shows .Size turns -s on (docker/cli's list.go).
-func (o *psOptions) checkFormat() error {
-	if o.format == "" || o.format == "json" || o.format == "table" || o.quiet {
+// listed, as docker ps does: a bad field fails when no container matches (or
+// with -q) too, and a template that shows .Size turns -s on unless --size was
+// given (docker/cli's list.go).
+func (o *psOptions) checkFormat(sizeGiven bool) error {
+	if o.format == "" || o.format == "json" || o.format == "table" {
 		return nil
 	}
 	tmpl, _, err := parseFormat(o.format)
@@ -144,65 +145,16 @@ func (o *psOptions) checkFormat() error {
 	if err := tmpl.Execute(io.Discard, psRow{}); err != nil {
 		return fmt.Errorf("failed to execute template: %w", err)
 	}
-	if templateUsesField(tmpl.Tree.Root, "Size") {
+	// Any mention, however reached ($x.Size, (.).Size): docker records the
+	// fields a run of the template reads; an explicit --size=false wins.
+	if !sizeGiven && sizeField.MatchString(o.format) {
 		o.size = true
 	}
 	return nil
 }
 
-// templateUsesField reports whether the template tree under n reads field
-// name (.Name, or $.Name).
-func templateUsesField(n parse.Node, name string) bool {
-	found := false
-	var walk func(parse.Node)
-	walk = func(n parse.Node) {
-		if found || n == nil {
-			return
-		}
-		switch n := n.(type) {
-		case *parse.ListNode:
-			if n == nil {
-				return
-			}
-			for _, c := range n.Nodes {
-				walk(c)
-			}
-		case *parse.ActionNode:
-			walk(n.Pipe)
-		case *parse.PipeNode:
-			if n == nil {
-				return
-			}
-			for _, c := range n.Cmds {
-				walk(c)
-			}
-		case *parse.CommandNode:
-			for _, a := range n.Args {
-				walk(a)
-			}
-		case *parse.FieldNode:
-			found = len(n.Ident) > 0 && n.Ident[0] == name
-		case *parse.VariableNode:
-			found = len(n.Ident) > 1 && n.Ident[0] == "$" && n.Ident[1] == name
-		case *parse.ChainNode:
-			walk(n.Node)
-		case *parse.IfNode:
-			walk(n.Pipe)
-			walk(n.List)
-			walk(n.ElseList)
-		case *parse.RangeNode:
-			walk(n.Pipe)
-			walk(n.List)
-			walk(n.ElseList)
-		case *parse.WithNode:
-			walk(n.Pipe)
-			walk(n.List)
-			walk(n.ElseList)
-		}
-	}
-	walk(n)
-	return found
-}
+// sizeField finds a template's use of .Size.
+var sizeField = regexp.MustCompile(`\.Size\b`)
 
 func psRows(ctx context.Context, g *globalOptions, size bool) ([]psRow, []*blobstore.Image, error) {
 	ws, err := listContainers(g.root)

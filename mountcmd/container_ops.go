@@ -305,7 +305,7 @@ func renameContainer(ctx context.Context, g *globalOptions, arg, newName string)
 	// A run --rm of either name killed with its monitor is gone, as in
 	// docker: settled now, as the locks below would keep it from that.
 	settleLostRun(w)
-	settleLostRun(to)
+	to.nameTaken() // settles (or waits for another command settling) a dead run --rm of the new name; checked again below
 	// Both locks, in name order (two crossed renames must not deadlock).
 	first, second := w, to
 	if second.name < first.name {

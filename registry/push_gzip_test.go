@@ -16,6 +16,32 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 )
 
+// rawImage stores raw:1, an image of two uncompressed layers (as a
+// docker-archive load stores them), and returns it.
+func rawImage(t *testing.T, st *blobstore.Store) *blobstore.Image {
+	t.Helper()
+	ctx := context.Background()
+	var descs []ocispec.Descriptor
+	var diffIDs []digest.Digest
+	for _, files := range []map[string]string{{"a": "one"}, {"b": "two"}} {
+		d, diffID, err := st.AppendLayer(ctx, layerTar(t, files), blobstore.None)
+		if err != nil {
+			t.Fatal(err)
+		}
+		descs, diffIDs = append(descs, d), append(diffIDs, diffID)
+	}
+	cfg := ocispec.Image{RootFS: ocispec.RootFS{Type: "layers", DiffIDs: diffIDs}}
+	cfg.OS, cfg.Architecture = "linux", "amd64"
+	if _, err := st.WriteImage(ctx, cfg, descs, blobstore.WithTags("raw:1")); err != nil {
+		t.Fatal(err)
+	}
+	img, err := st.Resolve("raw:1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return img
+}
+
 // An image with uncompressed layers (docker save | load) is pushed with them
 // gzipped, as docker and skopeo push, with commit's deterministic gzip: a
 // re-push (from another store too) gives the same manifest digest, which is
@@ -26,25 +52,7 @@ func TestPushGzipsUncompressedLayers(t *testing.T) {
 	ctx := context.Background()
 	mk := func() (*blobstore.Store, *blobstore.Image) {
 		st := newStore(t)
-		var descs []ocispec.Descriptor
-		var diffIDs []digest.Digest
-		for _, files := range []map[string]string{{"a": "one"}, {"b": "two"}} {
-			d, diffID, err := st.AppendLayer(ctx, layerTar(t, files), blobstore.None)
-			if err != nil {
-				t.Fatal(err)
-			}
-			descs, diffIDs = append(descs, d), append(diffIDs, diffID)
-		}
-		cfg := ocispec.Image{RootFS: ocispec.RootFS{Type: "layers", DiffIDs: diffIDs}}
-		cfg.OS, cfg.Architecture = "linux", "amd64"
-		img, err := st.WriteImage(ctx, cfg, descs, blobstore.WithTags("raw:1"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if img, err = st.Resolve("raw:1"); err != nil {
-			t.Fatal(err)
-		}
-		return st, img
+		return st, rawImage(t, st)
 	}
 	st, img := mk()
 	dest := reg.Host + "/raw:1"
@@ -125,20 +133,7 @@ func TestPushReusesGzipTwins(t *testing.T) {
 	reg := registrytest.Start(t, registrytest.Options{})
 	ctx := context.Background()
 	bs := newStore(t)
-	var descs []ocispec.Descriptor
-	var diffIDs []digest.Digest
-	for _, files := range []map[string]string{{"a": "one"}, {"b": "two"}} {
-		d, diffID, err := bs.AppendLayer(ctx, layerTar(t, files), blobstore.None)
-		if err != nil {
-			t.Fatal(err)
-		}
-		descs, diffIDs = append(descs, d), append(diffIDs, diffID)
-	}
-	cfg := ocispec.Image{RootFS: ocispec.RootFS{Type: "layers", DiffIDs: diffIDs}}
-	cfg.OS, cfg.Architecture = "linux", "amd64"
-	if _, err := bs.WriteImage(ctx, cfg, descs, blobstore.WithTags("raw:1")); err != nil {
-		t.Fatal(err)
-	}
+	diffIDs := rawImage(t, bs).Config.RootFS.DiffIDs
 	st := &countingStore{Store: bs}
 	c := &registry.Client{}
 	push := func(repo string, wantAppends int) digest.Digest {

@@ -454,8 +454,7 @@ func rdonlyTrunc(flags uint32) bool {
 }
 
 // executing reports whether some process runs n's file (its /proc/PID/exe is
-// n's inode on this mount). Cached attributes only: no request reaches a
-// FUSE server, this one or another.
+// n's inode on this mount; linkDevIno asks no FUSE server).
 func (n *node) executing() bool {
 	dev := n.fs.dev.Load()
 	if dev == 0 {
@@ -472,11 +471,7 @@ func (n *node) executing() bool {
 		if err != nil || pid == self {
 			continue
 		}
-		var stx unix.Statx_t
-		if unix.Statx(unix.AT_FDCWD, filepath.Join(procRoot, p.Name(), "exe"), unix.AT_STATX_DONT_SYNC, unix.STATX_INO, &stx) != nil {
-			continue
-		}
-		if stx.Ino == ino && unix.Mkdev(stx.Dev_major, stx.Dev_minor) == dev {
+		if d, i, err := linkDevIno(filepath.Join(procRoot, p.Name(), "exe")); err == nil && d == dev && i == ino {
 			return true
 		}
 	}

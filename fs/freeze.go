@@ -359,12 +359,9 @@ func writesInode(pid int, dev uint64, inos map[uint64]bool) (bool, error) {
 			continue
 		}
 		link := filepath.Join(dir, "fd", fd.Name())
-		// Cached attributes only (AT_STATX_DONT_SYNC): a writable fd on a hung
-		// network filesystem or a stopped FUSE server must not hang a Pause,
-		// which now looks at every writer of the system.
-		var stx unix.Statx_t
-		err = unix.Statx(unix.AT_FDCWD, link, unix.AT_STATX_DONT_SYNC, unix.STATX_INO, &stx)
-		st := unix.Stat_t{Dev: unix.Mkdev(stx.Dev_major, stx.Dev_minor), Ino: stx.Ino}
+		// A writable fd on a hung network filesystem or a stopped FUSE server
+		// must not hang a Pause, which looks at every writer of the system.
+		fdev, fino, err := linkDevIno(link)
 		if err != nil {
 			// ENOTCONN: the fd is on an aborted FUSE mount, not on the live one.
 			if procGone(err) || errors.Is(err, unix.ENOTCONN) {
@@ -372,11 +369,23 @@ func writesInode(pid int, dev uint64, inos map[uint64]bool) (bool, error) {
 			}
 			return false, fmt.Errorf("stat %s: %w", link, err)
 		}
-		if uint64(st.Dev) == dev && (inos == nil || inos[uint64(st.Ino)]) {
+		if fdev == dev && (inos == nil || inos[fino]) {
 			return true, nil
 		}
 	}
 	return false, nil
+}
+
+// linkDevIno returns the device and inode number of the file a /proc link
+// (fd/N, exe) names, from cached attributes only (AT_STATX_DONT_SYNC): no
+// request reaches a FUSE server, this one or a stopped one, nor a hung
+// network filesystem.
+func linkDevIno(link string) (dev, ino uint64, err error) {
+	var stx unix.Statx_t
+	if err := unix.Statx(unix.AT_FDCWD, link, unix.AT_STATX_DONT_SYNC, unix.STATX_INO, &stx); err != nil {
+		return 0, 0, err
+	}
+	return unix.Mkdev(stx.Dev_major, stx.Dev_minor), stx.Ino, nil
 }
 
 // fdFlags returns the open flags of the fdinfo file p (its octal "flags:" field).

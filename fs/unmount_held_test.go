@@ -40,18 +40,7 @@ func TestUnmountHeldByOtherNamespace(t *testing.T) {
 	if err != nil || !strings.Contains(string(b), " "+u.mnt+" ") {
 		t.Fatalf("the holder's namespace has no copy of %s (%v)", u.mnt, err)
 	}
-	done := make(chan error, 1)
-	go func() { done <- u.m.Unmount() }()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Errorf("Unmount: %v", err)
-		}
-	case <-time.After(15 * time.Second):
-		t.Fatal("Unmount still waiting after 15 s for the namespace that holds a copy")
-	}
-	u.m.Wait()
-	u.m = nil
+	unmountWithin(t, u, "the namespace that holds a copy", nil)
 	// The copy is dead, not served by a server that no longer owns the upper.
 	if err := exec.Command("nsenter", "-t", strconv.Itoa(holder.Process.Pid), "-m", "cat", u.mnt+"/f").Run(); err == nil {
 		t.Error("the other namespace's copy still reads after the unmount")
@@ -90,6 +79,16 @@ func TestUnmountWithBindCopy(t *testing.T) {
 		t.Skipf("bind mount: %v", err)
 	}
 	t.Cleanup(func() { unix.Unmount(bind, unix.MNT_DETACH) })
+	unmountWithin(t, u, "the bind copy", func() { unix.Unmount(bind, unix.MNT_DETACH) })
+	if _, err := os.ReadFile(filepath.Join(bind, "f")); err == nil {
+		t.Error("the bind copy still reads after the unmount")
+	}
+}
+
+// unmountWithin unmounts u's mount and waits for its server, failing if
+// Unmount still waits after 15 s for what (then onTimeout, if set, lets go).
+func unmountWithin(t *testing.T, u *union, what string, onTimeout func()) {
+	t.Helper()
 	done := make(chan error, 1)
 	go func() { done <- u.m.Unmount() }()
 	select {
@@ -98,12 +97,11 @@ func TestUnmountWithBindCopy(t *testing.T) {
 			t.Errorf("Unmount: %v", err)
 		}
 	case <-time.After(15 * time.Second):
-		unix.Unmount(bind, unix.MNT_DETACH)
-		t.Fatal("Unmount still waiting after 15 s for the bind copy")
+		if onTimeout != nil {
+			onTimeout()
+		}
+		t.Fatal("Unmount still waiting after 15 s for " + what)
 	}
 	u.m.Wait()
 	u.m = nil
-	if _, err := os.ReadFile(filepath.Join(bind, "f")); err == nil {
-		t.Error("the bind copy still reads after the unmount")
-	}
 }

@@ -485,7 +485,12 @@ func (s *Store) commitLoad(ctx context.Context, sp *spool, items []*loadItem) (_
 	if sameIDCommitHook != nil {
 		sameIDCommitHook()
 	}
-	err := s.updateIndex(ctx, func(idx *ocispec.Index) (bool, error) {
+	adding, err := s.addingRef(ctx)
+	if err != nil {
+		return nil, placed, nil, fmt.Errorf("load: %w", err)
+	}
+	defer adding()
+	err = s.updateIndex(ctx, func(idx *ocispec.Index) (bool, error) {
 		// Only an image whose manifest index.json does not list, and whose config
 		// the store had or another writer recorded meanwhile (newEntryIDs), may be
 		// listed under another manifest: look for those only (each look reads

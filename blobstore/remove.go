@@ -9,6 +9,7 @@ import (
 
 	"github.com/distribution/reference"
 	"github.com/opencontainers/go-digest"
+	"golang.org/x/sys/unix"
 )
 
 // RemoveOptions are rmi's knobs.
@@ -66,13 +67,22 @@ func ShortID(d digest.Digest) string {
 // that cannot be read (see ImagesAndBroken) is removed by its tag or digest without
 // the conflict rules.
 //
-// Another process may tag the image while Remove runs. Removed by a reference, the
-// image is then kept, as if the tag had come first: Remove only untags. Removed by
-// ID, it is deleted all the same: with Force every tag it has when the index lock
-// is taken goes (and is listed); without, Remove starts over against the new tags
-// (docker's rules then untag a single tag, or refuse several), up to removeTries
-// times, then fails. Remove never succeeds without having removed something.
+// Remove holds removeLockName throughout, so a tag, a recorded manifest or a
+// working container (HoldImage) made meanwhile comes wholly before or wholly
+// after it. A tag only a writer that takes no such lock makes (an older
+// layerfs) can still come while Remove runs. Removed by a reference, the image
+// is then kept, as if the tag had come first: Remove only untags. Removed by
+// ID, it is deleted all the same: with Force every tag it has when the index
+// lock is taken goes (and is listed); without, Remove starts over against the
+// new tags (docker's rules then untag a single tag, or refuse several), up to
+// removeTries times, then fails. Remove never succeeds without having removed
+// something.
 func (s *Store) Remove(ctx context.Context, ref string, opts RemoveOptions) ([]RemoveLine, error) {
+	release, err := s.lockCtx(ctx, removeLockName, unix.LOCK_EX, nil)
+	if err != nil {
+		return nil, err
+	}
+	defer release()
 	var lines []RemoveLine
 	for try := 1; ; try++ {
 		more, err := s.remove(ctx, ref, opts)

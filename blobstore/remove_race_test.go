@@ -9,8 +9,9 @@ import (
 )
 
 // rmi of an image by ID while tags land on it, fired from rmi's own conflict checks
-// (the Running and InUse hooks), between its look at the image and its delete: rmi
-// must delete it and list what it removed, or fail; never succeed doing nothing.
+// (the Running and InUse hooks), between its look at the image and its delete, by
+// a writer that does not wait for Remove (tagUnordered): rmi must delete it and
+// list what it removed, or fail; never succeed doing nothing.
 func TestRemoveByIDTaggedMeanwhile(t *testing.T) {
 	ctx := context.Background()
 	for _, tc := range []struct {
@@ -49,7 +50,7 @@ func TestRemoveByIDTaggedMeanwhile(t *testing.T) {
 			hook := func(got *Image) ([]string, error) {
 				if fired++; fired == call {
 					for _, tag := range tc.add {
-						if err := s.Tag(ctx, got, tag); err != nil {
+						if err := tagUnordered(ctx, s, got, tag); err != nil {
 							t.Errorf("Tag(%s) = %v", tag, err)
 						}
 					}
@@ -97,7 +98,7 @@ func TestRemoveByIDRetaggedEveryTime(t *testing.T) {
 	n := 0
 	opts := RemoveOptions{InUse: func(got *Image) ([]string, error) {
 		n++
-		if err := s.Tag(ctx, got, fmt.Sprintf("new:%d", n)); err != nil {
+		if err := tagUnordered(ctx, s, got, fmt.Sprintf("new:%d", n)); err != nil {
 			t.Errorf("Tag(new:%d) = %v", n, err)
 		}
 		return nil, nil

@@ -66,8 +66,8 @@ func TestTagAfterRemove(t *testing.T) {
 	}
 }
 
-// A tag that lands between rmi's last look at the image and its delete keeps the
-// image: rmi then only untags.
+// A tag that lands between rmi's last look at the image and its delete (from a
+// writer that does not wait for Remove) keeps the image: rmi then only untags.
 func TestRemoveKeepsImageTaggedMeanwhile(t *testing.T) {
 	ctx := context.Background()
 	s := tagRaceStore(t)
@@ -75,7 +75,7 @@ func TestRemoveKeepsImageTaggedMeanwhile(t *testing.T) {
 	opts := RemoveOptions{InUse: func(img *Image) ([]string, error) {
 		// the second call is deleteHelper's conflict check, just before the delete
 		if calls++; calls == 2 {
-			if err := s.Tag(ctx, img, "new:1"); err != nil {
+			if err := tagUnordered(ctx, s, img, "new:1"); err != nil {
 				t.Errorf("Tag(new:1) = %v", err)
 			}
 		}

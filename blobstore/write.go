@@ -172,6 +172,11 @@ func (s *Store) addManifest(ctx context.Context, desc ocispec.Descriptor, sameID
 	if sameID != nil && sameIDCommitHook != nil {
 		sameIDCommitHook()
 	}
+	adding, err := s.addingRef(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer adding()
 	if err := s.updateIndex(ctx, func(idx *ocispec.Index) (bool, error) {
 		desc := img.Descriptor
 		target = img.ManifestDigest
@@ -278,6 +283,11 @@ func (s *Store) Tag(ctx context.Context, img *Image, ref string) error {
 		return err
 	}
 	defer release()
+	adding, err := s.addingRef(ctx)
+	if err != nil {
+		return err
+	}
+	defer adding()
 	return s.updateIndex(ctx, func(idx *ocispec.Index) (bool, error) {
 		if !indexes(idx, img) {
 			return false, fmt.Errorf("image %s: %w", ShortID(img.ID), ErrNotFound)

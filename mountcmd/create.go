@@ -73,7 +73,7 @@ func createContainer(ctx context.Context, g *globalOptions, o *runOptions, ref s
 			return "", errNameInUse(o.name)
 		}
 	}
-	w, st, created, unlock, err := claimContainer(ctx, g, o.name, "", img, ref)
+	w, st, created, unlock, err := claimContainer(ctx, g, s, o.name, "", img, ref)
 	if err != nil {
 		return "", err
 	}

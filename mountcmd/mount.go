@@ -192,7 +192,7 @@ func runMount(ctx context.Context, g *globalOptions, o *mountOptions, ref, dir s
 	if err != nil {
 		return err
 	}
-	w, st, created, unlock, err := claimContainer(ctx, g, o.name, "", img, ref)
+	w, st, created, unlock, err := claimContainer(ctx, g, s, o.name, "", img, ref)
 	if err != nil {
 		return err
 	}
@@ -320,10 +320,16 @@ func checkOutsideStore(root, dir, p string) error {
 // one: run -d's parent picks it, to print it whatever becomes of the container).
 // The container is not mounted: a dead mount a killed server left is cleared
 // here. The caller holds the returned lock until the server is ready.
-func claimContainer(ctx context.Context, g *globalOptions, name, id string, img *blobstore.Image, ref string) (w *workContainer, st *workState, created bool, unlock func(), err error) {
+func claimContainer(ctx context.Context, g *globalOptions, s *blobstore.Store, name, id string, img *blobstore.Image, ref string) (w *workContainer, st *workState, created bool, unlock func(), err error) {
 	fresh := &workState{ID: id, ImageID: img.ID, ManifestDigest: img.ManifestDigest, ImageRef: imageRefFor(img, ref), Incomplete: true}
+	create := func(w *workContainer) error {
+		// An rmi racing this either sees the new container, or removed the
+		// image before: docker's daemon serialises them the same way.
+		err := s.HoldImage(ctx, img.ID, func() error { return w.create(fresh) })
+		return imageErr(ref, err)
+	}
 	if name == "" {
-		w, unlock, err := createDerived(ctx, g, img, fresh)
+		w, unlock, err := createDerived(ctx, g, img, fresh, create)
 		return w, fresh, err == nil, unlock, err
 	}
 	if w, err = newWorkContainer(g.root, name); err != nil {
@@ -333,7 +339,7 @@ func claimContainer(ctx context.Context, g *globalOptions, name, id string, img 
 		return nil, nil, false, nil, err
 	}
 	if !w.exists() {
-		if err := w.create(fresh); err != nil {
+		if err := create(w); err != nil {
 			unlock()
 			return nil, nil, false, nil, err
 		}
@@ -342,7 +348,7 @@ func claimContainer(ctx context.Context, g *globalOptions, name, id string, img 
 	st, err = w.load()
 	if err == nil && w.abandoned(st) {
 		// Left by a create killed before its first mount: start it over.
-		if err := w.create(fresh); err != nil {
+		if err := create(w); err != nil {
 			unlock()
 			return nil, nil, false, nil, err
 		}
@@ -377,8 +383,8 @@ func checkReusable(w *workContainer, st *workState, img *blobstore.Image, ref st
 }
 
 // createDerived creates a container named <image>-working-container[-N] (the first
-// free one) and returns it locked.
-func createDerived(ctx context.Context, g *globalOptions, img *blobstore.Image, st *workState) (*workContainer, func(), error) {
+// free one) with create and returns it locked.
+func createDerived(ctx context.Context, g *globalOptions, img *blobstore.Image, st *workState, create func(*workContainer) error) (*workContainer, func(), error) {
 	base := derivedName(st.ImageRef, img)
 	for i := 0; i < 10000; i++ {
 		name := base
@@ -417,7 +423,7 @@ func createDerived(ctx context.Context, g *globalOptions, img *blobstore.Image, 
 				continue
 			}
 		}
-		if err := w.create(st); err != nil {
+		if err := create(w); err != nil {
 			unlock()
 			return nil, nil, err
 		}

@@ -671,21 +671,43 @@ func runMountpoint(root, name string) string {
 // that is this user's and nobody else's to write: in a shared TMPDIR, another
 // user who made it first could move a live mount's dir and put a symlink in its
 // place (found by a review).
+//
+// A run or cp that ends removes the parent once it is empty, at any moment:
+// name's dir is made here, in the parent just checked, and all of it again if
+// the parent went meanwhile (prepareMountpoint's MkdirAll would fail then, or
+// make the parent again unchecked). Once name's dir is in it, the parent stays.
 func prepareRunMountpoint(root, name string) (string, error) {
 	mp := runMountpoint(root, name)
 	dir := filepath.Dir(mp)
-	if err := os.Mkdir(dir, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
-		return "", fmt.Errorf("mountpoint dir %s: %w", dir, err)
+	for try := 1; ; try++ {
+		if err := os.Mkdir(dir, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
+			return "", fmt.Errorf("mountpoint dir %s: %w", dir, err)
+		}
+		var st unix.Stat_t
+		err := unix.Lstat(dir, &st)
+		if errors.Is(err, unix.ENOENT) && try < runDirTries {
+			continue
+		}
+		if err != nil {
+			return "", fmt.Errorf("mountpoint dir %s: %w", dir, err)
+		}
+		if st.Mode&unix.S_IFMT != unix.S_IFDIR || int(st.Uid) != os.Geteuid() || st.Mode&0o022 != 0 {
+			return "", fmt.Errorf("mountpoint dir %s is not a private dir of this user (another made it?): remove it", dir)
+		}
+		err = os.Mkdir(mp, 0o755)
+		if errors.Is(err, os.ErrNotExist) && try < runDirTries {
+			continue
+		}
+		if err != nil && !errors.Is(err, os.ErrExist) {
+			return "", fmt.Errorf("mountpoint %s: %w", mp, err)
+		}
+		return prepareMountpoint(root, mp)
 	}
-	var st unix.Stat_t
-	if err := unix.Lstat(dir, &st); err != nil {
-		return "", fmt.Errorf("mountpoint dir %s: %w", dir, err)
-	}
-	if st.Mode&unix.S_IFMT != unix.S_IFDIR || int(st.Uid) != os.Geteuid() || st.Mode&0o022 != 0 {
-		return "", fmt.Errorf("mountpoint dir %s is not a private dir of this user (another made it?): remove it", dir)
-	}
-	return prepareMountpoint(root, mp)
 }
+
+// runDirTries bounds prepareRunMountpoint's tries: each lost one is another
+// run's end.
+const runDirTries = 100
 
 // mountForRun creates a new working container for img (named name, or derived)
 // (with ID id, "" for a random one) and mounts it with a detached server, as mount
@@ -700,7 +722,7 @@ func mountForRun(ctx context.Context, g *globalOptions, s *blobstore.Store, img 
 		return nil, err
 	}
 	defer release()
-	w, st, created, unlock, err := claimContainer(ctx, g, name, id, img, ref)
+	w, st, created, unlock, err := claimContainer(ctx, g, s, name, id, img, ref)
 	if err != nil {
 		return nil, err
 	}

@@ -3,10 +3,14 @@ package mountcmd
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
+
+	"golang.org/x/sys/unix"
 )
 
 // A run whose mount fails after its container was made (here its mountpoint is
@@ -60,4 +64,60 @@ func TestMountForRunChecksUnderLock(t *testing.T) {
 	if st, err := w.load(); err != nil || st.Mountpoint != "" {
 		t.Errorf("the taken container after the refused run: %+v, %v", st, err)
 	}
+}
+
+// A container claimed for an image rmi removed after the caller resolved it
+// (rev19-conc 2: mount, create or run racing a plain rmi, both succeeding) is
+// refused with docker's "No such image" and not made; one claimed before the
+// rmi makes the rmi refuse (blobstore.TestHoldImageOrdersRemove orders the two).
+func TestClaimOfRemovedImageRefused(t *testing.T) {
+	ctx := context.Background()
+	g, s, img := storeWithImage(t)
+	if _, err := s.Remove(ctx, "a:1", imageRemoveOptions(g)); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"c1", ""} {
+		_, _, _, unlock, err := claimContainer(ctx, g, s, name, "", img, "a:1")
+		if err == nil {
+			unlock()
+		}
+		if err == nil || err.Error() != "No such image: a:1" {
+			t.Errorf("claim %q of a removed image = %v, want No such image: a:1", name, err)
+		}
+	}
+	if ws, err := listContainers(g.root); err != nil || len(ws) != 0 {
+		t.Errorf("%d containers after refused claims (%v), want none", len(ws), err)
+	}
+}
+
+// Runs that start while others end (rev19-conc 1: "mountpoint ...: mkdir ...:
+// no such file or directory" once in 600 parallel run --rm): an ending run
+// removes the shared parent of the run mountpoints once it is empty, at any
+// moment, and a starting run must make its own dir all the same, in a parent
+// that passed the private-dir check.
+func TestRunMountpointWhileRunsEnd(t *testing.T) {
+	t.Setenv("TMPDIR", t.TempDir())
+	root := t.TempDir()
+	var wg sync.WaitGroup
+	for k := range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 500 {
+				mp, err := prepareRunMountpoint(root, fmt.Sprintf("r%d-%d", k, i))
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				var st unix.Stat_t
+				if err := unix.Lstat(filepath.Dir(mp), &st); err == nil && st.Mode&0o077 != 0 {
+					t.Errorf("run dir %s made with mode %o, want 0700", filepath.Dir(mp), st.Mode&0o777)
+					return
+				}
+				os.Remove(mp) // as unmountAfterRun does
+				os.Remove(filepath.Dir(mp))
+			}
+		}()
+	}
+	wg.Wait()
 }

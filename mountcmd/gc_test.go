@@ -66,7 +66,7 @@ func imageOfFile(t *testing.T, s *blobstore.Store, data string) *blobstore.Image
 
 // claimFor writes a working container's state for img, as a mount does under its
 // Lease once it resolved the image.
-func claimFor(t *testing.T, g *globalOptions, name string, img *blobstore.Image, lowers []string) {
+func claimFor(t testing.TB, g *globalOptions, name string, img *blobstore.Image, lowers []string) {
 	t.Helper()
 	w, err := newWorkContainer(g.root, name)
 	if err != nil {

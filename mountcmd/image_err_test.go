@@ -16,7 +16,7 @@ import (
 
 // storeWithImage makes a store under a new --root with one image of one
 // uncompressed layer, tagged a:1.
-func storeWithImage(t *testing.T) (*globalOptions, *blobstore.Store, *blobstore.Image) {
+func storeWithImage(t testing.TB) (*globalOptions, *blobstore.Store, *blobstore.Image) {
 	t.Helper()
 	ctx := context.Background()
 	g := &globalOptions{root: t.TempDir()}

@@ -76,6 +76,10 @@ func pruneImages(cmd *cobra.Command, g *globalOptions, all bool, f *pruneFilter)
 		return nil, nil, err
 	}
 	opts := imageRemoveOptions(g)
+	containers, err := loadContainerImages(g)
+	if err != nil {
+		return nil, nil, err
+	}
 	var lines []blobstore.RemoveLine
 	for _, img := range imgs { // newest first: children go before their parents
 		if err := cmd.Context().Err(); err != nil {
@@ -86,8 +90,8 @@ func pruneImages(cmd *cobra.Command, g *globalOptions, all bool, f *pruneFilter)
 		if (!all && (len(img.Tags) > 0 || len(img.PulledDigests) > 0)) || !f.keep(img) {
 			continue
 		}
-		if users, err := workingContainersUsing(g, img); err != nil || len(users) > 0 {
-			continue
+		if len(containers.using(img)) > 0 {
+			continue // Remove asks again, under its lock, before it deletes
 		}
 		refs := append(append([]string(nil), img.Tags...), img.PulledDigests...)
 		if len(refs) == 0 {

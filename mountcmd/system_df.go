@@ -110,11 +110,12 @@ func diskUsageOf(ctx context.Context, g *globalOptions) (*diskUsage, error) {
 			}
 		}
 	}
+	containers, err := loadContainerImages(g)
+	if err != nil {
+		return nil, err
+	}
 	for _, img := range imgs {
-		names, err := workingContainersUsing(g, img)
-		if err != nil {
-			return nil, err
-		}
+		names := containers.using(img)
 		di := dfImage{img: img, size: img.ContentSize(sizes), containers: len(names)}
 		for i, k := range imageLayerKeys(img) {
 			if users[k] > 1 {

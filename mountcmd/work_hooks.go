@@ -23,12 +23,30 @@ func init() {
 // manifest digest): a container made from a same-ID manifest Images does not list
 // uses the image all the same.
 func containersUsing(g *globalOptions, img *blobstore.Image) ([]string, error) {
+	ci, err := loadContainerImages(g)
+	if err != nil {
+		return nil, err
+	}
+	return ci.using(img), nil
+}
+
+// containerImages is what each working container was made from, read once, for a
+// command that asks about many images (system df, image prune): asking
+// containersUsing per image read every state.json once per image (100
+// containers, 1,000 images: 2.5 s of system df).
+type containerImages []containerMadeFrom
+
+type containerMadeFrom struct {
+	name         string
+	manifest, id digest.Digest
+}
+
+func loadContainerImages(g *globalOptions) (containerImages, error) {
 	ws, err := listContainers(g.root)
 	if err != nil {
 		return nil, err
 	}
-	mds := img.SameIDManifests()
-	var names []string
+	ci := make(containerImages, 0, len(ws))
 	for _, w := range ws {
 		st, err := w.load()
 		if err != nil {
@@ -37,11 +55,21 @@ func containersUsing(g *globalOptions, img *blobstore.Image) ([]string, error) {
 			// any container's state cannot be read (containerRoots).
 			continue
 		}
-		if slices.Contains(mds, st.ManifestDigest) || st.ManifestDigest == "" && st.ImageID == img.ID {
-			names = append(names, w.name)
+		ci = append(ci, containerMadeFrom{name: w.name, manifest: st.ManifestDigest, id: st.ImageID})
+	}
+	return ci, nil
+}
+
+// using is containersUsing over the containers read.
+func (ci containerImages) using(img *blobstore.Image) []string {
+	mds := img.SameIDManifests()
+	var names []string
+	for _, c := range ci {
+		if slices.Contains(mds, c.manifest) || c.manifest == "" && c.id == img.ID {
+			names = append(names, c.name)
 		}
 	}
-	return names, nil
+	return names
 }
 
 // containerRoots are the manifest digests of every working container's image.

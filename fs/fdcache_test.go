@@ -89,8 +89,15 @@ func TestNoOpenFdBudget(t *testing.T) {
 				t.Fatalf("pass %d: %s = %q, want %q", pass, name, got, want)
 			}
 		}
-		// The budget, and the removed file's own fd, which is kept.
-		if n, names := fdsUnder(t, lower); n > 8+1 {
+		// The budget, and the removed file's own fd, which is kept. An fd
+		// another request holds for a moment (a dir's, once in CI) is not
+		// kept: counted again before it fails.
+		n, names := fdsUnder(t, lower)
+		for try := 0; n > 8+1 && try < 20; try++ {
+			time.Sleep(100 * time.Millisecond)
+			n, names = fdsUnder(t, lower)
+		}
+		if n > 8+1 {
 			t.Errorf("pass %d: %d fds open on the layer's files, want at most 9:\n%s", pass, n, strings.Join(names, "\n"))
 		}
 	}

@@ -60,8 +60,21 @@ func (s *Store) RepoDigests(manifest digest.Digest) ([]string, error) {
 // one image. Two platforms pulled from one index share the index's digest, and
 // the last one pulled gets it, as docker's reference store moves a digest
 // reference after a pull by digest (AddDigest with force). Idempotent; safe
-// against concurrent writers in other processes.
+// against concurrent writers in other processes. A repo digest is a reference
+// (see Remove): recorded under removeLockName, and only for a manifest
+// index.json still lists, else the error wraps ErrNotFound (an rmi took the
+// image meanwhile).
 func (s *Store) AddRepoDigest(ctx context.Context, manifest digest.Digest, repoDigest string) error {
+	release, err := s.addingRef(ctx)
+	if err != nil {
+		return err
+	}
+	defer release()
+	if ok, err := s.listed(manifest); err != nil {
+		return err
+	} else if !ok {
+		return fmt.Errorf("image manifest %s: %w", manifest, ErrNotFound)
+	}
 	return s.updateRegistryMeta(ctx, func(m *registryMeta) {
 		for other, rds := range m.RepoDigests {
 			if other == manifest {

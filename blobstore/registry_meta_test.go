@@ -2,6 +2,7 @@ package blobstore
 
 import (
 	"context"
+	"errors"
 	"slices"
 	"sync"
 	"testing"
@@ -10,12 +11,9 @@ import (
 )
 
 func TestRegistryMeta(t *testing.T) {
-	s, err := Open(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := newStore(t)
 	ctx := context.Background()
-	md := digest.FromString("manifest")
+	md := writeTestImage(t, s, newTestImage(t, "meta", 1, Gzip)).ManifestDigest
 	blob := digest.FromString("blob")
 	if got, err := s.RepoDigests(md); err != nil || len(got) != 0 {
 		t.Fatalf("RepoDigests on an empty store = %v, %v", got, err)
@@ -45,6 +43,9 @@ func TestRegistryMeta(t *testing.T) {
 	s.AddRepoDigest(ctx, md, rd[0])
 	if again, _ := s.RepoDigests(md); len(again) != 20 {
 		t.Errorf("AddRepoDigest of a known digest: %d entries, want 20", len(again))
+	}
+	if err := s.AddRepoDigest(ctx, digest.FromString("unlisted"), "r@"+md.String()); !errors.Is(err, ErrNotFound) {
+		t.Errorf("AddRepoDigest of a manifest index.json does not list = %v, want %v", err, ErrNotFound)
 	}
 	img := &Image{ManifestDigest: md, Tags: []string{"docker.io/library/busybox:latest", "docker.io/library/busybox:1"}}
 	all, err := s.ImageRepoDigests(img)

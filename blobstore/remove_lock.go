@@ -2,10 +2,12 @@ package blobstore
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 
 	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"golang.org/x/sys/unix"
 )
 
@@ -20,9 +22,51 @@ import (
 // across a download or a mount.
 const removeLockName = "remove.lock"
 
-// addingRef takes removeLockName shared; the func releases it.
+// addingRef takes removeLockName shared; the func releases it. Shared holders
+// may nest (AddManifestRef): Linux grants a shared flock beside held shared ones
+// even while an exclusive one waits. A store on a read-only filesystem has no
+// lock file to take and needs none: no Remove can change it either.
 func (s *Store) addingRef(ctx context.Context) (func(), error) {
-	return s.lockCtx(ctx, removeLockName, unix.LOCK_SH, nil)
+	release, err := s.lockCtx(ctx, removeLockName, unix.LOCK_SH, nil)
+	if errors.Is(err, unix.EROFS) {
+		return func() {}, nil
+	}
+	return release, err
+}
+
+// listed reports whether index.json lists an image of manifest md (as an entry,
+// or through an image index an entry names).
+func (s *Store) listed(md digest.Digest) (bool, error) {
+	imgs, _, err := s.scanImages()
+	if err != nil {
+		return false, err
+	}
+	return slices.ContainsFunc(imgs, func(img *Image) bool { return img.ManifestDigest == md }), nil
+}
+
+// addManifestRefHook, when set (tests), runs between AddManifestRef's records.
+var addManifestRefHook func()
+
+// AddManifestRef is AddManifest followed by AddRepoDigest(desc.Digest,
+// repoDigest), with no Remove in between: a pull by digest records its image
+// untagged, and an image prune in that gap took it for dangling.
+func (s *Store) AddManifestRef(ctx context.Context, desc ocispec.Descriptor, repoDigest string, tags ...string) (*Image, error) {
+	release, err := s.addingRef(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer release()
+	img, err := s.AddManifest(ctx, desc, tags...)
+	if err != nil {
+		return nil, err
+	}
+	if addManifestRefHook != nil {
+		addManifestRefHook()
+	}
+	if err := s.AddRepoDigest(ctx, desc.Digest, repoDigest); err != nil {
+		return img, err
+	}
+	return img, nil
 }
 
 // HoldImage runs fn, which records a new user of the image id (a working

@@ -1,13 +1,17 @@
 package blobstore
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"os"
+	"path/filepath"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"golang.org/x/sys/unix"
 )
 
 // tagUnordered is Tag as a writer that does not wait for Remove (removeLockName)
@@ -138,4 +142,85 @@ func TestHoldImageOrdersRemove(t *testing.T) {
 		}
 		checkUsable(t, s)
 	})
+}
+
+// A pull by digest records its image untagged, then its repo digest (rev19-diff
+// 2b: an image prune in between took it for dangling, and the pull still said it
+// was done). AddManifestRef holds Remove off across both.
+func TestAddManifestRefHoldsRemoveOff(t *testing.T) {
+	ctx := context.Background()
+	s := newStore(t)
+	ti := newTestImage(t, "pulled", 1, Gzip)
+	for _, b := range append([][]byte{ti.config, ti.manifest()}, ti.layers...) {
+		if _, _, err := s.Put(ctx, bytes.NewReader(b), ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mb := ti.manifest()
+	desc := ocispec.Descriptor{MediaType: ocispec.MediaTypeImageManifest, Digest: sha(mb), Size: int64(len(mb))}
+	rd := "127.0.0.1:5000/pulled@" + desc.Digest.String()
+	rmDone := make(chan error, 1)
+	addManifestRefHook = func() {
+		img, err := s.reload(desc.Digest)
+		if err != nil {
+			t.Errorf("reload between the records: %v", err)
+			return
+		}
+		go func() {
+			_, err := s.Remove(ctx, img.ID.String(), RemoveOptions{})
+			rmDone <- err
+		}()
+		select {
+		case err := <-rmDone:
+			t.Errorf("rmi of the untagged image returned (%v) between its records", err)
+			rmDone <- err
+		case <-time.After(stillRunning):
+		}
+	}
+	t.Cleanup(func() { addManifestRefHook = nil })
+	img, err := s.AddManifestRef(ctx, desc, rd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := <-rmDone; err != nil {
+		t.Fatalf("rmi after the pull = %v", err) // then it removes the image, digest and all
+	}
+	if _, err := s.Resolve(img.ID.String()); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("Resolve after rmi = %v, want %v", err, ErrNotFound)
+	}
+	if got, _ := s.RepoDigests(desc.Digest); len(got) != 0 {
+		t.Fatalf("repo digests of the removed image: %q, want none", got)
+	}
+}
+
+// A store on a read-only filesystem (rev19-diff 3: an older layerfs mounted
+// images from one, and this one failed to make remove.lock there): HoldImage
+// goes on without the lock, which no Remove could need there.
+func TestHoldImageReadOnlyStore(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root for a read-only bind mount")
+	}
+	ctx := context.Background()
+	dir := t.TempDir()
+	s, err := Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	img := writeTestImage(t, s, newTestImage(t, "ro", 1, Gzip, "ro:1"))
+	os.Remove(filepath.Join(dir, privDir, removeLockName)) // as a store made before it
+	if err := unix.Mount(dir, dir, "", unix.MS_BIND, ""); err != nil {
+		t.Skipf("bind mount: %v", err)
+	}
+	t.Cleanup(func() { unix.Unmount(dir, unix.MNT_DETACH) })
+	if err := unix.Mount("", dir, "", unix.MS_REMOUNT|unix.MS_BIND|unix.MS_RDONLY, ""); err != nil {
+		t.Fatal(err)
+	}
+	ro, err := Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	called := false
+	if err := ro.HoldImage(ctx, img.ID, func() error { called = true; return nil }); err != nil || !called {
+		t.Fatalf("HoldImage on a read-only store = %v (fn called: %v), want it run", err, called)
+	}
 }

@@ -323,6 +323,9 @@ func nonEmpty(d ocispec.Descriptor) []ocispec.Descriptor {
 // rebase moves the container onto img with a fresh, empty upper dir: through the
 // live server (still paused) when mounted, else by rewriting state.json. The old
 // upper dir is removed once nothing uses it.
+// rebaseHook, when set (tests), runs in rebase before the container is moved.
+var rebaseHook func()
+
 func (c *committer) rebase(ctx context.Context, srv *controlClient, img *blobstore.Image) error {
 	if c.st.ReadOnly && srv != nil {
 		return errors.New("a read-only mount cannot be rebased")
@@ -372,12 +375,27 @@ func (c *committer) rebase(ctx context.Context, srv *controlClient, img *blobsto
 	if top != "" {
 		mapFile = filepath.Join("inodes", c.diffID.Encoded())
 	}
+	// The container names the new image from here on: under HoldImage, so that an
+	// rmi of the image either waits and sees the container, or came first and
+	// the container stays where it was (as for a new container, claimContainer).
+	gone := func(err error) error {
+		return fmt.Errorf("%w: removed meanwhile; the container stays on its image", err)
+	}
+	if rebaseHook != nil {
+		rebaseHook()
+	}
 	if srv != nil {
 		// Not cancelled by a ^C: the server goes on with a rebase it has begun, and
 		// the answer must be read to know which upper it runs on.
 		nctx := context.WithoutCancel(ctx)
-		err = srv.Rebase(nctx, RebaseRequest{Lowers: lowers, Upper: name, ImageID: img.ID, ManifestDigest: img.ManifestDigest, ImageRef: ref, Committed: top, InodeMap: mapFile})
-		if err != nil {
+		asked := false
+		err = c.store.HoldImage(ctx, img.ID, func() error {
+			asked = true
+			return srv.Rebase(nctx, RebaseRequest{Lowers: lowers, Upper: name, ImageID: img.ID, ManifestDigest: img.ManifestDigest, ImageRef: ref, Committed: top, InodeMap: mapFile})
+		})
+		if err != nil && !asked {
+			err = gone(err)
+		} else if err != nil {
 			if st, serr := srv.Status(nctx); serr != nil || filepath.Clean(st.Upper) == filepath.Clean(newUpper) {
 				// The mount runs on the new upper (or may: the server did not
 				// say), though its state.json may not say so: keep both
@@ -396,7 +414,11 @@ func (c *committer) rebase(ctx context.Context, srv *controlClient, img *blobsto
 		st.Lowers, st.Upper = lowers, name
 		st.ImageID, st.ManifestDigest, st.ImageRef = img.ID, img.ManifestDigest, ref
 		st.InodeMaps = withInodeMap(c.st, lowers, top, mapFile)
-		err = c.w.save(&st)
+		saved := false
+		err = c.store.HoldImage(ctx, img.ID, func() error { saved = true; return c.w.save(&st) })
+		if err != nil && !saved {
+			err = gone(err)
+		}
 	}
 	if err != nil {
 		cow.RemoveAll(newUpper)

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"os"
+	"strings"
 	"testing"
 
 	"golang.org/x/sys/unix"
@@ -61,5 +62,34 @@ func TestCommitServerDiesBeforeResume(t *testing.T) {
 	}
 	if want := got.ID.String() + "\n"; stdout.String() != want {
 		t.Errorf("commit printed %q, want %q", stdout.String(), want)
+	}
+}
+
+// An rmi of the committed image before commit --rebase moves the container onto
+// it (rev19-diff 1: both succeeded, the container left on a deleted image): the
+// rebase fails and the container stays on its image.
+func TestRebaseOntoRemovedImage(t *testing.T) {
+	ctx := context.Background()
+	g, s, img := storeWithImage(t)
+	claimFor(t, g, "c1", img, nil)
+	rebaseHook = func() {
+		if _, err := s.Remove(ctx, "b:1", imageRemoveOptions(g)); err != nil {
+			t.Errorf("rmi b:1 before the rebase = %v", err)
+		}
+	}
+	t.Cleanup(func() { rebaseHook = nil })
+	o := &commitOptions{rebase: true, compression: "gzip"}
+	var stdout, stderr bytes.Buffer
+	err := runCommit(ctx, g, o, []string{"c1", "b:1"}, &stdout, &stderr)
+	if err == nil || !strings.Contains(err.Error(), "removed meanwhile") {
+		t.Fatalf("commit --rebase onto a removed image = %v, want it refused", err)
+	}
+	w, err := newWorkContainer(g.root, "c1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := w.load()
+	if err != nil || st.ImageID != img.ID {
+		t.Fatalf("container after the refused rebase: image %v (%v), want %s", st.ImageID, err, img.ID)
 	}
 }

@@ -256,14 +256,13 @@ func record(ctx context.Context, st Store, img v1.Image, named reference.Named, 
 			res.Updated = true
 		}
 	}
-	stored, err := st.AddManifest(ctx, ocispec.Descriptor{MediaType: string(mt), Digest: mdig, Size: size}, tags...)
+	// One step: an image pulled by digest has no tag, and would look dangling
+	// to an image prune until its repo digest is recorded.
+	stored, err := st.AddManifestRef(ctx, ocispec.Descriptor{MediaType: string(mt), Digest: mdig, Size: size}, res.RepoDigest, tags...)
 	if err != nil {
 		return err
 	}
 	res.Image = stored
-	if err := st.AddRepoDigest(ctx, mdig, res.RepoDigest); err != nil {
-		return err
-	}
 	// docker's image size is the uncompressed content: record the sizes the fetch
 	// counted as the layers streamed in, and have the store count now (rather than
 	// on the first `images`) only what it learnt nothing about: a stored layer not

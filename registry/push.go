@@ -174,7 +174,9 @@ func (c *Client) Push(ctx context.Context, st Store, src, dest string, opts Push
 	res := &PushResult{Repository: named.Name(), Tag: tag, Digest: out.digest, Size: int64(len(out.raw))}
 	// The pushed digest names the local image (its manifest may be the gzipped
 	// one's uncompressed twin), as docker records it after a push.
-	if err := st.AddRepoDigest(ctx, img.ManifestDigest, named.Name()+"@"+out.digest.String()); err != nil {
+	// (Not if an rmi took the image meanwhile: the push stands, with nothing to
+	// record it on.)
+	if err := st.AddRepoDigest(ctx, img.ManifestDigest, named.Name()+"@"+out.digest.String()); err != nil && !errors.Is(err, blobstore.ErrNotFound) {
 		return res, err
 	}
 	all := []digest.Digest{img.Manifest.Config.Digest}

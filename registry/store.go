@@ -19,6 +19,7 @@ type Store interface {
 	Resolve(ref string) (*blobstore.Image, error)
 	Tag(ctx context.Context, img *blobstore.Image, ref string) error
 	AddManifest(ctx context.Context, desc ocispec.Descriptor, tags ...string) (*blobstore.Image, error)
+	AddManifestRef(ctx context.Context, desc ocispec.Descriptor, repoDigest string, tags ...string) (*blobstore.Image, error)
 	AddRepoDigest(ctx context.Context, manifest digest.Digest, repoDigest string) error
 	BlobSources(d digest.Digest) ([]string, error)
 	AddBlobSources(ctx context.Context, repository string, blobs ...digest.Digest) error

@@ -24,7 +24,15 @@ func (n *node) Setattr(ctx context.Context, f fusefs.FileHandle, in *fuse.SetAtt
 		limit = int64(size)
 	}
 	if h := asHandle(f); h != nil {
-		if lf, _, ok := h.upperFile(); ok {
+		if lf, fd, ok := h.upperFile(); ok {
+			if n.fs.xperm != 0 {
+				// The owner and mode go to the override xattr (xperm.go).
+				if en := n.fs.setattrFd(fd, in, out); en != 0 {
+					return en
+				}
+				out.Ino = n.StableAttr().Ino
+				return 0
+			}
 			if en := lf.Setattr(ctx, in, out); en != 0 {
 				return en
 			}
@@ -51,7 +59,7 @@ func (n *node) Setattr(ctx context.Context, f fusefs.FileHandle, in *fuse.SetAtt
 			if uerr != nil {
 				return errno("setattr", uerr)
 			}
-			return setattrFd(fd, in, out, n.fs.ids)
+			return n.fs.setattrFd(fd, in, out)
 		}
 		return errno("setattr", err)
 	}
@@ -71,16 +79,23 @@ func (n *node) Setattr(ctx context.Context, f fusefs.FileHandle, in *fuse.SetAtt
 	defer unix.Close(fd)
 	p := procFd(fd)
 	isLink := e.st.Mode&unix.S_IFMT == unix.S_IFLNK
-	if m, ok := in.GetMode(); ok && !isLink {
-		// cow.Chmod: no chmod-around of this mount's own lookups may undo it.
-		if err := cow.Chmod(fd, m&0o7777); err != nil {
-			return errno("chmod", err)
+	if n.fs.xperm != 0 && overridable(e.st.Mode) {
+		// The owner and mode go to the override xattr (xperm.go).
+		if _, err := n.fs.overrideSetattr(fd, in); err != nil {
+			return errno("setattr override", err)
 		}
-	}
-	if su, sg, ok := setattrOwner(in); ok {
-		su, sg = n.fs.ids.stored(su, sg)
-		if err := unix.Fchownat(fd, "", su, sg, unix.AT_EMPTY_PATH); err != nil {
-			return errno("chown", err)
+	} else {
+		if m, ok := in.GetMode(); ok && !isLink {
+			// cow.Chmod: no chmod-around of this mount's own lookups may undo it.
+			if err := cow.Chmod(fd, m&0o7777); err != nil {
+				return errno("chmod", err)
+			}
+		}
+		if su, sg, ok := setattrOwner(in); ok {
+			su, sg = n.fs.ids.stored(su, sg)
+			if err := unix.Fchownat(fd, "", su, sg, unix.AT_EMPTY_PATH); err != nil {
+				return errno("chown", err)
+			}
 		}
 	}
 	if hasSize {
@@ -99,6 +114,9 @@ func (n *node) Setattr(ctx context.Context, f fusefs.FileHandle, in *fuse.SetAtt
 		return errno("setattr", err)
 	}
 	cow.ShownMode(&st)
+	if l := s.layers[e.layers[0]]; l.override != nil {
+		l.overrideFd(&st, fd)
+	}
 	ne := *e
 	ne.st = attrsOf(&st)
 	n.setEntry(&ne)
@@ -111,6 +129,9 @@ func (n *node) Setattr(ctx context.Context, f fusefs.FileHandle, in *fuse.SetAtt
 var _ = (fusefs.NodeSetxattrer)((*node)(nil))
 
 func (n *node) Setxattr(ctx context.Context, attr string, data []byte, flags uint32) syscall.Errno {
+	if n.fs.noXattrs {
+		return syscall.ENOSYS
+	}
 	if cow.IsPrivateXattr(attr) {
 		return syscall.EPERM
 	}
@@ -130,6 +151,9 @@ func (n *node) Setxattr(ctx context.Context, attr string, data []byte, flags uin
 var _ = (fusefs.NodeRemovexattrer)((*node)(nil))
 
 func (n *node) Removexattr(ctx context.Context, attr string) syscall.Errno {
+	if n.fs.noXattrs {
+		return syscall.ENOSYS
+	}
 	if cow.IsPrivateXattr(attr) {
 		return syscall.EPERM
 	}
@@ -150,6 +174,9 @@ func (n *node) Removexattr(ctx context.Context, attr string) syscall.Errno {
 var _ = (fusefs.NodeGetxattrer)((*node)(nil))
 
 func (n *node) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, syscall.Errno) {
+	if n.fs.noXattrs {
+		return 0, syscall.ENOSYS
+	}
 	if cow.IsPrivateXattr(attr) {
 		return 0, syscall.ENODATA
 	}
@@ -168,6 +195,9 @@ func (n *node) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, 
 var _ = (fusefs.NodeListxattrer)((*node)(nil))
 
 func (n *node) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errno) {
+	if n.fs.noXattrs {
+		return 0, syscall.ENOSYS
+	}
 	var names []byte
 	err := n.withXattrs(false, func(x xattrPath) error {
 		sz, err := x.list(nil)

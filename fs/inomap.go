@@ -160,6 +160,9 @@ func (s *stack) root() (*entry, error) {
 	if err := unix.Fstat(s.layers[0].fd, &st); err != nil {
 		return nil, err
 	}
+	if l := s.layers[0]; l.override != nil {
+		l.overrideFd(&st, l.fd)
+	}
 	e.st = attrsOf(&st)
 	return e, nil
 }

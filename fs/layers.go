@@ -22,6 +22,9 @@ type layer struct {
 	upper bool
 	links map[uint64][]string // multiply-linked files by inode, built on demand under cuMu
 	inos  inoMap              // numbers kept across a commit --rebase (inomap.go), or nil
+	// override: the xattrs, in order, that hold its files' owners and modes
+	// under xattr_permissions (xperm.go); nil without.
+	override []string
 }
 
 // stack is the ordered set of layers: the upper first (when writable), then the
@@ -451,6 +454,9 @@ func (s *stack) lookupOne(dfd, li int, name string, e **entry) (stop bool, err e
 	}
 	isDir := st.Mode&unix.S_IFMT == unix.S_IFDIR
 	if *e == nil {
+		if l := s.layers[li]; l.override != nil {
+			l.overrideAt(&st, dfd, name)
+		}
 		ne := &entry{st: attrsOf(&st), one: [1]int{li}}
 		ne.layers = ne.one[:1:1]
 		if err := s.identify(dfd, li, name, ne); err != nil {

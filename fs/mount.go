@@ -50,6 +50,15 @@ type Options struct {
 	// the mode bits alone, and a new entry takes the umask even under a
 	// directory's default ACL.
 	NoACL bool
+	// XattrPermissions is fuse-overlayfs's xattr_permissions (xperm.go): 1 or
+	// 2 show owners and modes from the layers' override xattrs and keep
+	// chmod, chown and new entries' owners in the upper's; 0 (the default)
+	// shows them as stored.
+	XattrPermissions int
+	// NoXattrs turns extended attributes off (fuse-overlayfs's noxattrs=1):
+	// every xattr call fails with ENOSYS, which the kernel remembers and
+	// answers EOPNOTSUPP from then on.
+	NoXattrs bool
 }
 
 // MountPoint is a live union mount. (The contract named both the type and the
@@ -84,14 +93,22 @@ func Mount(mountpoint string, opts Options) (*MountPoint, error) {
 			return nil, fmt.Errorf("mount %s: not a directory", mountpoint)
 		}
 	}
+	if opts.XattrPermissions < 0 || opts.XattrPermissions > 2 {
+		return nil, fmt.Errorf("mount %s: invalid value for xattr_permissions: %d", mountpoint, opts.XattrPermissions)
+	}
 	s, err := openStack(opts.Lowers, upper, work, opts.Format)
 	if err != nil {
+		return nil, fmt.Errorf("mount %s: %w", mountpoint, err)
+	}
+	if err := s.setOverrides(opts.XattrPermissions); err != nil {
+		s.close()
 		return nil, fmt.Errorf("mount %s: %w", mountpoint, err)
 	}
 	for _, err := range s.loadInoMaps(opts.InodeMaps) {
 		log.Printf("layerfs: mount %s: %v (its layer's own inode numbers are used)", mountpoint, err)
 	}
-	fsys := &unionFS{debug: opts.Debug, noOpen: !opts.Passthrough, ids: opts.IDs, noACL: opts.NoACL}
+	fsys := &unionFS{debug: opts.Debug, noOpen: !opts.Passthrough, ids: opts.IDs, noACL: opts.NoACL,
+		xperm: opts.XattrPermissions, overrideNames: overrideWriteNames(opts.XattrPermissions), noXattrs: opts.NoXattrs}
 	fsys.relist.delay = relistDelay
 	fsys.stack.Store(s)
 	fsys.root = fsys.newNode()
@@ -610,6 +627,10 @@ func (m *MountPoint) rebase(lowers []string, upper string, maps InodeMaps) error
 	}
 	s, err := openStack(lowers, upper, work, old.format)
 	if err != nil {
+		return fmt.Errorf("rebase: %w", err)
+	}
+	if err := s.setOverrides(m.fs.xperm); err != nil {
+		s.close()
 		return fmt.Errorf("rebase: %w", err)
 	}
 	for _, err := range s.loadInoMaps(maps) {

@@ -118,6 +118,13 @@ func (n *node) finishNew(ctx context.Context, s *stack, dfd int, name string, ou
 	if err := e.fstatat(dfd, name); err != nil {
 		return nil, nil, err
 	}
+	if n.fs.overrideNames != nil {
+		st := e.st.full()
+		if err := n.fs.overrideNew(ctx, dfd, name, &st); err != nil {
+			return nil, nil, err
+		}
+		e.st = attrsOf(&st)
+	}
 	if err := s.identify(dfd, 0, name, e); err != nil {
 		return nil, nil, err
 	}

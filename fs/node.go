@@ -45,13 +45,18 @@ type unionFS struct {
 	relist    relister
 	getattrs  atomic.Uint64 // GETATTR requests served, for tests
 	ids       *IDMapping    // owners shown shifted (Options.IDs); nil: as stored
-	lookups   atomic.Uint64 // LOOKUP requests served, for tests
-	listings  atomic.Uint64 // directory listings asked for (loads), for tests
-	lists     atomic.Uint64 // directory listings made afresh (node.list), for tests
-	inflight  atomic.Int64  // changes begun and not ended (see changed)
-	rebases   atomic.Uint64 // Rebases so far (see dataChanged)
-	landings  atomic.Uint64 // landRebased copies begun
-	landing   atomic.Int64  // landRebased copies running
+	// xperm: Options.XattrPermissions; overrideNames: the xattrs it writes
+	// changes of owners and modes to (nil: none, see xperm.go).
+	xperm         int
+	overrideNames []string
+	noXattrs      bool          // Options.NoXattrs
+	lookups       atomic.Uint64 // LOOKUP requests served, for tests
+	listings      atomic.Uint64 // directory listings asked for (loads), for tests
+	lists         atomic.Uint64 // directory listings made afresh (node.list), for tests
+	inflight      atomic.Int64  // changes begun and not ended (see changed)
+	rebases       atomic.Uint64 // Rebases so far (see dataChanged)
+	landings      atomic.Uint64 // landRebased copies begun
+	landing       atomic.Int64  // landRebased copies running
 	// paths: renames hold it for writing, requests that change something for
 	// reading (pathlock.go).
 	paths sync.RWMutex
@@ -455,6 +460,9 @@ func (n *node) Getattr(ctx context.Context, f fusefs.FileHandle, out *fuse.AttrO
 	if h := asHandle(f); h != nil {
 		var st unix.Stat_t
 		if _, fd, ok := h.upperFile(); ok && unix.Fstat(fd, &st) == nil {
+			if l := n.fs.upperLayer(); l != nil && l.override != nil {
+				l.overrideFd(&st, fd)
+			}
 			out.FromStat(toSyscallStat(n.fs.ids.shown(&st)))
 			out.Ino = n.StableAttr().Ino
 			out.SetTimeout(longTimeout * 1e9)
@@ -515,6 +523,9 @@ func (n *node) getattrUnlinked(f fusefs.FileHandle, out *fuse.AttrOut) syscall.E
 	if !upper {
 		st.Nlink = 0 // a layer's file, whose name the merged view no longer has
 	}
+	if n.fs.xperm != 0 {
+		n.overrideUnlinked(&st, fd, upper)
+	}
 	out.FromStat(toSyscallStat(n.fs.ids.shown(&st)))
 	out.Ino = n.StableAttr().Ino
 	return 0
@@ -523,8 +534,12 @@ func (n *node) getattrUnlinked(f fusefs.FileHandle, out *fuse.AttrOut) syscall.E
 // statLayer stats the node in its top layer.
 func (n *node) statLayer(s *stack, e *entry) (unix.Stat_t, error) {
 	var st unix.Stat_t
+	l := s.layers[e.layers[0]]
 	if n == n.fs.root {
-		err := unix.Fstat(s.layers[e.layers[0]].fd, &st)
+		err := unix.Fstat(l.fd, &st)
+		if err == nil && l.override != nil {
+			l.overrideFd(&st, l.fd)
+		}
 		return st, err
 	}
 	dir, name := path.Split(n.rel())
@@ -535,6 +550,9 @@ func (n *node) statLayer(s *stack, e *entry) (unix.Stat_t, error) {
 	defer unix.Close(dfd)
 	err = unix.Fstatat(dfd, name, &st, unix.AT_SYMLINK_NOFOLLOW)
 	cow.ShownMode(&st)
+	if err == nil && l.override != nil {
+		l.overrideAt(&st, dfd, name)
+	}
 	return st, err
 }
 

@@ -585,18 +585,31 @@ func (n *node) fsyncData() syscall.Errno {
 	return 0
 }
 
-// setattrFd applies a SETATTR to an open fd (of a file whose name is gone), O_PATH
-// or not; ids shifts owners (nil: none).
-func setattrFd(fd int, in *fuse.SetAttrIn, out *fuse.AttrOut, ids *IDMapping) syscall.Errno {
-	if m, ok := in.GetMode(); ok {
-		if err := cow.Chmod(fd, m&0o7777); err != nil {
-			return errno("fchmod", err)
-		}
+// setattrFd applies a SETATTR to an open fd of an upper file (one whose name is
+// gone, or any under xattr_permissions), O_PATH or not.
+func (fsys *unionFS) setattrFd(fd int, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
+	ids := fsys.ids
+	var up *layer
+	if fsys.xperm != 0 {
+		up = fsys.upperLayer()
 	}
-	if su, sg, ok := setattrOwner(in); ok {
-		su, sg = ids.stored(su, sg)
-		if err := unix.Fchownat(fd, "", su, sg, unix.AT_EMPTY_PATH); err != nil {
-			return errno("fchown", err)
+	var st unix.Stat_t
+	if up != nil && unix.Fstat(fd, &st) == nil && overridable(st.Mode) {
+		// The owner and mode go to the override xattr (xperm.go).
+		if _, err := fsys.overrideSetattr(fd, in); err != nil {
+			return errno("setattr override", err)
+		}
+	} else {
+		if m, ok := in.GetMode(); ok {
+			if err := cow.Chmod(fd, m&0o7777); err != nil {
+				return errno("fchmod", err)
+			}
+		}
+		if su, sg, ok := setattrOwner(in); ok {
+			su, sg = ids.stored(su, sg)
+			if err := unix.Fchownat(fd, "", su, sg, unix.AT_EMPTY_PATH); err != nil {
+				return errno("fchown", err)
+			}
 		}
 	}
 	if sz, ok := in.GetSize(); ok {
@@ -614,9 +627,11 @@ func setattrFd(fd int, in *fuse.SetAttrIn, out *fuse.AttrOut, ids *IDMapping) sy
 			return errno("futimens", err)
 		}
 	}
-	var st unix.Stat_t
 	if err := unix.Fstat(fd, &st); err != nil {
 		return errno("fstat", err)
+	}
+	if up != nil {
+		up.overrideFd(&st, fd)
 	}
 	out.FromStat(toSyscallStat(ids.shown(&st)))
 	return 0

@@ -42,6 +42,9 @@ type overlayArgs struct {
 	readOnly    bool
 	passthrough bool           // -o passthrough: fs.Options.Passthrough
 	noACL       bool           // -o noacl: fs.Options.NoACL
+	xattrPerms  int            // -o xattr_permissions=N: fs.Options.XattrPermissions
+	noXattrs    bool           // -o noxattrs=1: fs.Options.NoXattrs
+	ignored     []string       // options taken but not honoured, warned about on stderr
 	flags       []string       // kernel mount flags (fs.Options.Flags), fuse-overlayfs's defaults first
 	ids         *lfs.IDMapping // uidmapping=, gidmapping=, squash_*: nil if none
 	foreground  bool
@@ -209,9 +212,26 @@ func parseOverlayArgs(args []string) (*overlayArgs, error) {
 		case "suid", "nosuid", "dev", "nodev", "exec", "noexec", "noatime", "atime", "relatime", "strictatime":
 			// The kernel's flags for the mount, honoured (a later one wins).
 			o.flags = append(o.flags, k)
+		case "xattr_permissions":
+			// containers/storage adds xattr_permissions=2 with force_mask:
+			// owners and modes live in override xattrs (fs/xperm.go).
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 0 || n > 2 {
+				return nil, fmt.Errorf("invalid value for xattr_permissions: %s", v)
+			}
+			o.xattrPerms = n
+		case "noxattrs":
+			n, err := strconv.Atoi(v)
+			if err != nil {
+				return nil, fmt.Errorf("invalid value for noxattrs: %s", v)
+			}
+			o.noXattrs = n != 0
+		case "static_nlink":
+			// fuse-overlayfs's "directories report nlink 1": not done here.
+			// Said, as fuse-overlayfs says of what it does not know.
+			o.ignored = append(o.ignored, kv)
 		default:
-			// volatile, fsync=, context=, xattr_permissions=, ...: accepted
-			// and ignored.
+			// volatile, fsync=, context=, ...: accepted and ignored.
 		}
 	}
 	if o.version || o.help {
@@ -299,6 +319,11 @@ func overlayCompatHook(ctx context.Context, args []string, stdout, stderr io.Wri
 	if err != nil {
 		fmt.Fprintf(stderr, "fuse-overlayfs: %v\n", err)
 		return 1, true
+	}
+	if os.Getenv(overlayDaemonEnv) == "" {
+		for _, a := range o.ignored {
+			fmt.Fprintf(stderr, "unknown argument ignored: %s\n", a)
+		}
 	}
 	switch {
 	case o.version:
@@ -388,16 +413,18 @@ func serveOverlay(ctx context.Context, o *overlayArgs, ready *os.File, stderr io
 		_ = os.Chdir("/")
 	}
 	m, err := lfs.Mount(o.mountpoint, lfs.Options{
-		Lowers:      o.lowers,
-		Upper:       o.upper,
-		Work:        o.work,
-		Format:      cow.FormatOverlay,
-		ReadOnly:    o.readOnly,
-		Passthrough: o.passthrough,
-		IDs:         o.ids,
-		NoACL:       o.noACL,
-		Debug:       o.debug,
-		FsName:      "fuse-overlayfs",
+		Lowers:           o.lowers,
+		Upper:            o.upper,
+		Work:             o.work,
+		Format:           cow.FormatOverlay,
+		ReadOnly:         o.readOnly,
+		Passthrough:      o.passthrough,
+		IDs:              o.ids,
+		NoACL:            o.noACL,
+		XattrPermissions: o.xattrPerms,
+		NoXattrs:         o.noXattrs,
+		Debug:            o.debug,
+		FsName:           "fuse-overlayfs",
 		// fuse-overlayfs's defaults (suid, nodev, noatime: a container's setuid
 		// programs work), then what the caller asked for.
 		Flags: append([]string{"suid", "nodev", "noatime"}, o.flags...),

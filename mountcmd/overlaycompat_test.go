@@ -6,6 +6,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"reflect"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -44,6 +45,12 @@ func TestParseOverlayArgs(t *testing.T) {
 		// (the first dir was "/l\\" before); noacl honoured (it was ignored).
 		{"escaped comma, noacl", []string{"-o", `lowerdir=/l\,b:/c\:d,upperdir=/u\,v,workdir=/w,noacl`, "/m"},
 			overlayArgs{lowers: []string{"/l,b", "/c:d"}, upper: "/u,v", work: "/w", mountpoint: "/m", noACL: true}, false},
+		// containers/storage's force_mask mount; noxattrs honoured, static_nlink
+		// taken and said to be ignored (all three were dropped silently).
+		{"force_mask", []string{"-o", "lowerdir=/l,upperdir=/u,workdir=/w,,volatile,xattr_permissions=2,noxattrs=1,static_nlink", "/m"},
+			overlayArgs{lowers: []string{"/l"}, upper: "/u", work: "/w", mountpoint: "/m", xattrPerms: 2, noXattrs: true, ignored: []string{"static_nlink"}}, false},
+		{"noxattrs=0", []string{"-o", "lowerdir=/l,noxattrs=0,xattr_permissions=0", "/m"}, overlayArgs{lowers: []string{"/l"}, mountpoint: "/m", readOnly: true}, false},
+		{"bad xattr_permissions", []string{"-o", "lowerdir=/l,xattr_permissions=3", "/m"}, overlayArgs{}, true},
 		{"version", []string{"--version"}, overlayArgs{version: true}, false},
 		{"no mountpoint", []string{"-o", "lowerdir=/l"}, overlayArgs{}, true},
 		{"no workdir", []string{"-o", "lowerdir=/l,upperdir=/u", "/m"}, overlayArgs{}, true},
@@ -297,6 +304,74 @@ func TestOverlayCompatIDMapping(t *testing.T) {
 	}
 	if got, want := owner(filepath.Join(mnt, "user")), [2]int{100003, 200004}; got != want {
 		t.Errorf("owner of user through the mount after chown = %v, want %v", got, want)
+	}
+}
+
+// TestOverlayCompatXattrPermissions mounts as containers/storage does with
+// force_mask (xattr_permissions=2) a layer stored masked with its owners and
+// modes in user.containers.override_stat: the mount shows them, and a chmod
+// lands in the upper's override. noxattrs=1 turns xattrs off; static_nlink is
+// said to be ignored.
+func TestOverlayCompatXattrPermissions(t *testing.T) {
+	testenv.RequireFUSE(t)
+	testenv.RequireRoot(t)
+	bin := buildLayerfs(t)
+	d := t.TempDir()
+	l, up, work, mnt := filepath.Join(d, "l"), filepath.Join(d, "upper"), filepath.Join(d, "work"), filepath.Join(d, "mnt")
+	for _, p := range []string{l, up, work, mnt} {
+		if err := os.Mkdir(p, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(filepath.Join(l, "f"), []byte("x"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for p, v := range map[string]string{l: "0:0:0555:dir", filepath.Join(l, "f"): "1000:1000:0644:file"} {
+		if err := unix.Setxattr(p, "user.containers.override_stat", []byte(v), 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	stat := func(p string) string {
+		t.Helper()
+		var st unix.Stat_t
+		if err := unix.Lstat(p, &st); err != nil {
+			t.Fatal(err)
+		}
+		return strconv.FormatUint(uint64(st.Mode&0o7777), 8) + " " + strconv.Itoa(int(st.Uid)) + ":" + strconv.Itoa(int(st.Gid))
+	}
+	t.Cleanup(func() { unmountAndWait(t, mnt) })
+	out, err := exec.Command(bin, "-o", "lowerdir="+l+",upperdir="+up+",workdir="+work+",,volatile,xattr_permissions=2,static_nlink", mnt).CombinedOutput()
+	if err != nil {
+		t.Fatalf("layerfs -o ...,xattr_permissions=2: %v\n%s", err, out)
+	}
+	if !strings.Contains(string(out), "unknown argument ignored: static_nlink") {
+		t.Errorf("static_nlink not warned about: %q", out)
+	}
+	if got := stat(filepath.Join(mnt, "f")); got != "644 1000:1000" {
+		t.Errorf("f through the mount = %s, want 644 1000:1000", got)
+	}
+	if err := os.Chmod(filepath.Join(mnt, "f"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 64)
+	n, err := unix.Getxattr(filepath.Join(up, "f"), "user.containers.override_stat", buf)
+	if err != nil || string(buf[:n]) != "1000:1000:600" {
+		t.Errorf("override of the upper's f after chmod 600 = %q (%v), want 1000:1000:600", buf[:max(n, 0)], err)
+	}
+	if got := stat(filepath.Join(up, "f")); got != "755 0:0" {
+		t.Errorf("the upper's f itself = %s, want 755 0:0 (as stored)", got)
+	}
+	unmountAndWait(t, mnt)
+
+	out, err = exec.Command(bin, "-o", "lowerdir="+l+",upperdir="+up+",workdir="+work+",noxattrs=1", mnt).CombinedOutput()
+	if err != nil {
+		t.Fatalf("layerfs -o ...,noxattrs=1: %v\n%s", err, out)
+	}
+	if err := unix.Setxattr(filepath.Join(mnt, "f"), "user.x", []byte("1"), 0); !errors.Is(err, unix.EOPNOTSUPP) {
+		t.Errorf("setxattr with noxattrs=1: %v, want EOPNOTSUPP", err)
+	}
+	if _, err := unix.Getxattr(filepath.Join(mnt, "f"), "user.containers.override_stat", buf); !errors.Is(err, unix.EOPNOTSUPP) {
+		t.Errorf("getxattr with noxattrs=1: %v, want EOPNOTSUPP", err)
 	}
 }
 

@@ -17,7 +17,8 @@ import (
 )
 
 // podmanEnv is a podman with its own storage (graphroot, runroot, tmpdir in a temp
-// dir) whose overlay driver mounts with mountProgram.
+// dir) whose overlay driver mounts with mountProgram; overlayOpts are more lines
+// for its [storage.options.overlay] table (`force_mask = "shared"`).
 type podmanEnv struct {
 	t    *testing.T
 	dir  string
@@ -25,7 +26,7 @@ type podmanEnv struct {
 	env  []string
 }
 
-func newPodmanEnv(t *testing.T, mountProgram string) *podmanEnv {
+func newPodmanEnv(t *testing.T, mountProgram string, overlayOpts ...string) *podmanEnv {
 	t.Helper()
 	testenv.RequireFUSE(t)
 	testenv.RequireRoot(t)
@@ -46,6 +47,7 @@ runroot = "`+dir+`/run"
 
 [storage.options.overlay]
 mount_program = "`+mountProgram+`"
+`+strings.Join(overlayOpts, "\n")+`
 `), 0o644)
 	if err != nil {
 		t.Fatal(err)

@@ -132,7 +132,7 @@ func (n *node) Setxattr(ctx context.Context, attr string, data []byte, flags uin
 	if n.fs.noXattrs {
 		return syscall.ENOSYS
 	}
-	if cow.IsPrivateXattr(attr) {
+	if n.fs.privateXattr(attr) {
 		return syscall.EPERM
 	}
 	n.fs.barrier.RLock()
@@ -154,7 +154,7 @@ func (n *node) Removexattr(ctx context.Context, attr string) syscall.Errno {
 	if n.fs.noXattrs {
 		return syscall.ENOSYS
 	}
-	if cow.IsPrivateXattr(attr) {
+	if n.fs.privateXattr(attr) {
 		return syscall.EPERM
 	}
 	n.fs.barrier.RLock()
@@ -177,7 +177,7 @@ func (n *node) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, 
 	if n.fs.noXattrs {
 		return 0, syscall.ENOSYS
 	}
-	if cow.IsPrivateXattr(attr) {
+	if n.fs.privateXattr(attr) {
 		return 0, syscall.ENODATA
 	}
 	var sz int
@@ -210,7 +210,7 @@ func (n *node) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errn
 			return err
 		}
 		for _, nm := range splitNul(buf[:sz]) {
-			if !cow.IsPrivateXattr(nm) {
+			if !n.fs.privateXattr(nm) {
 				names = append(names, nm...)
 				names = append(names, 0)
 			}

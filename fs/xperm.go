@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/hanwen/go-fuse/v2/fuse"
+	"github.com/layerfs/layerfs/cow"
 	"golang.org/x/sys/unix"
 )
 
@@ -41,6 +42,17 @@ const (
 	overridePrivilegedXattr = "security.fuseoverlayfs.override_stat"
 	overrideContainersXattr = "user.containers.override_stat"
 )
+
+// privateXattr reports whether name is never shown through the mount, nor set
+// or removed through it: layerfs's and overlay's own, and under
+// xattr_permissions the override xattrs, which would otherwise let anyone who
+// may write a file's xattrs make it show as root's and set-uid.
+func (fsys *unionFS) privateXattr(name string) bool {
+	if cow.IsPrivateXattr(name) {
+		return true
+	}
+	return fsys.xperm != 0 && (name == overrideUserXattr || name == overridePrivilegedXattr || name == overrideContainersXattr)
+}
 
 // overrideWriteNames are the xattrs a change is written to under
 // xattr_permissions=mode (nil: none, the change is made to the file).

@@ -123,6 +123,29 @@ func TestXattrPermissions(t *testing.T) {
 			t.Errorf("stat %s through the mount = %s, want %s", name, got, want)
 		}
 	}
+	// The overrides are the mount's own: nobody sets, removes or sees them
+	// through it (a user could otherwise make a file of theirs root's and
+	// set-uid).
+	for _, name := range []string{overrideContainersXattr, overrideUserXattr} {
+		if err := unix.Setxattr(p("d/f"), name, []byte("0:0:4755"), 0); err != unix.EPERM {
+			t.Errorf("setxattr %s through the mount = %v, want EPERM", name, err)
+		}
+		if err := unix.Removexattr(p("d/f"), name); err != unix.EPERM {
+			t.Errorf("removexattr %s through the mount = %v, want EPERM", name, err)
+		}
+	}
+	if got := xattrOf(t, p("d/f"), overrideContainersXattr); got != "<"+unix.ENODATA.Error()+">" {
+		t.Errorf("getxattr %s through the mount = %q, want ENODATA", overrideContainersXattr, got)
+	}
+	lbuf := make([]byte, 4096)
+	ln, err := unix.Listxattr(p("d/f"), lbuf)
+	must(t, err)
+	if strings.Contains(string(lbuf[:ln]), "override_stat") {
+		t.Errorf("listxattr through the mount shows an override: %q", lbuf[:ln])
+	}
+	if got := statOf(t, p("d/f")); got != "0644 1000:1000 file" {
+		t.Errorf("d/f after the refused setxattr = %s", got)
+	}
 	// readdirplus: the listing's attributes are the same.
 	ents, err := os.ReadDir(p("d"))
 	must(t, err)

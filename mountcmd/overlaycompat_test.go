@@ -256,13 +256,7 @@ func TestOverlayCompatIDMapping(t *testing.T) {
 	testenv.RequireFUSE(t)
 	testenv.RequireRoot(t)
 	bin := buildLayerfs(t)
-	d := t.TempDir()
-	l, up, work, mnt := filepath.Join(d, "l"), filepath.Join(d, "upper"), filepath.Join(d, "work"), filepath.Join(d, "mnt")
-	for _, p := range []string{l, up, work, mnt} {
-		if err := os.Mkdir(p, 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
+	l, up, work, mnt := compatDirs(t)
 	for name, owner := range map[string][2]int{"root": {0, 0}, "user": {5, 7}, "unmapped": {70000, 70000}} {
 		p := filepath.Join(l, name)
 		if err := os.WriteFile(p, []byte(name), 0o644); err != nil {
@@ -316,13 +310,7 @@ func TestOverlayCompatXattrPermissions(t *testing.T) {
 	testenv.RequireFUSE(t)
 	testenv.RequireRoot(t)
 	bin := buildLayerfs(t)
-	d := t.TempDir()
-	l, up, work, mnt := filepath.Join(d, "l"), filepath.Join(d, "upper"), filepath.Join(d, "work"), filepath.Join(d, "mnt")
-	for _, p := range []string{l, up, work, mnt} {
-		if err := os.Mkdir(p, 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
+	l, up, work, mnt := compatDirs(t)
 	if err := os.WriteFile(filepath.Join(l, "f"), []byte("x"), 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -385,4 +373,18 @@ func cwdIn(dir string) []string {
 		}
 	}
 	return pids
+}
+
+// compatDirs makes a lower, an upper, a work dir and a mountpoint for a mount
+// in the fuse-overlayfs-compatible mode.
+func compatDirs(t *testing.T) (lower, upper, work, mnt string) {
+	t.Helper()
+	d := t.TempDir()
+	lower, upper, work, mnt = filepath.Join(d, "l"), filepath.Join(d, "upper"), filepath.Join(d, "work"), filepath.Join(d, "mnt")
+	for _, p := range []string{lower, upper, work, mnt} {
+		if err := os.Mkdir(p, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return lower, upper, work, mnt
 }

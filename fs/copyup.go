@@ -207,6 +207,7 @@ func (fsys *unionFS) copyUpOne(s *stack, dir, name string, e *entry, dirLayers [
 		KeepDirTimes: true,
 		PlaceLock:    &fsys.dirMu,
 	}
+	fsys.copyUpOverrides(opts.Xattrs, e)
 	if release {
 		opts.Build = func(build func() error) error {
 			fsys.cuMu.Unlock()
@@ -252,7 +253,11 @@ func (fsys *unionFS) copyUpOne(s *stack, dir, name string, e *entry, dirLayers [
 		ne.layers = []int{0}
 	}
 	if err := cow.WithDirAccess(dst, func() error {
-		return ne.fstatat(dst, name)
+		if err := ne.fstatat(dst, name); err != nil {
+			return err
+		}
+		fsys.upperOverrideAt(ne, dst, name)
+		return nil
 	}); err != nil {
 		return nil, err
 	}

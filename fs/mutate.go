@@ -331,6 +331,7 @@ func (n *node) Link(ctx context.Context, target fusefs.InodeEmbedder, name strin
 		if err := e.fstatat(dfd, name); err != nil {
 			return nil, errno("link", err)
 		}
+		n.fs.upperOverrideAt(e, dfd, name)
 		n.fs.fillEntry(e, out)
 		return n.newChild(ctx, e, n.fs.epoch.Load(), authoritative, n.fs.stack.Load()), 0
 	}
@@ -358,6 +359,7 @@ func (n *node) Link(ctx context.Context, target fusefs.InodeEmbedder, name strin
 	if err := e.fstatat(dfd, name); err != nil {
 		return nil, errno("link", err)
 	}
+	n.fs.upperOverrideAt(e, dfd, name)
 	n.fs.fillEntry(e, out)
 	return n.newChild(ctx, e, n.fs.epoch.Load(), authoritative, n.fs.stack.Load()), 0
 }

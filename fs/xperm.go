@@ -189,16 +189,46 @@ func parseOverride(v []byte) (uid, gid, mode uint32, ok bool) {
 	return uint32(f[0]), uint32(f[1]), uint32(f[2]) & 0o7777, true
 }
 
+// overrideValue is an override xattr's value: "uid:gid:mode", mode's permission
+// bits in octal.
+func overrideValue(uid, gid, mode uint32) []byte {
+	return []byte(strconv.FormatUint(uint64(uid), 10) + ":" + strconv.FormatUint(uint64(gid), 10) + ":" + strconv.FormatUint(uint64(mode&0o7777), 8))
+}
+
+// copyUpOverrides adds to xattrs, those a copy-up sets on its copy, the upper's
+// overrides with the owner and mode e shows (its layer's override, or as
+// stored): the copy keeps what the file showed, whichever override its layer
+// used, and an override xattr a layer without overrides carried stays inert.
+func (fsys *unionFS) copyUpOverrides(xattrs map[string][]byte, e *entry) {
+	if len(fsys.overrideNames) == 0 || !overridable(e.st.Mode) {
+		return
+	}
+	v := overrideValue(e.st.Uid, e.st.Gid, e.st.Mode)
+	for _, name := range fsys.overrideNames {
+		xattrs[name] = v
+	}
+}
+
 // writeOverride records uid, gid (as stored) and mode's permission bits as the
 // override of the upper file at p (an fd's /proc link, followed).
 func (fsys *unionFS) writeOverride(p string, uid, gid, mode uint32) error {
-	v := []byte(strconv.FormatUint(uint64(uid), 10) + ":" + strconv.FormatUint(uint64(gid), 10) + ":" + strconv.FormatUint(uint64(mode&0o7777), 8))
+	v := overrideValue(uid, gid, mode)
 	for _, name := range fsys.overrideNames {
 		if err := unix.Setxattr(p, name, v, 0); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// upperOverrideAt applies the upper's override, if any, to e, the entry name
+// in the upper dir dfd stated as stored (a hard link's reply).
+func (fsys *unionFS) upperOverrideAt(e *entry, dfd int, name string) {
+	if l := fsys.upperLayer(); l != nil && l.override != nil {
+		st := e.st.full()
+		l.overrideAt(&st, dfd, name)
+		e.st = attrsOf(&st)
+	}
 }
 
 // upperLayer returns the current stack's upper layer (nil when read-only).
@@ -269,7 +299,12 @@ func (fsys *unionFS) overrideNew(ctx context.Context, dfd int, name string, st *
 			l.overrideFd(&pst, dfd)
 		}
 		if pst.Mode&unix.S_ISGID != 0 {
+			// as the kernel does in a set-gid dir: its group, and a new
+			// dir set-gid too (the upper parent's own mode is masked)
 			gid = pst.Gid
+			if st.Mode&unix.S_IFMT == unix.S_IFDIR {
+				st.Mode |= unix.S_ISGID
+			}
 		}
 	}
 	fd, err := unix.Openat(dfd, name, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/layerfs/layerfs/cow"
 	"github.com/layerfs/layerfs/internal/testenv"
@@ -266,6 +267,60 @@ func TestParseOverride(t *testing.T) {
 		}
 		if got != want {
 			t.Errorf("parseOverride(%q) = %v, want %v", v, got, want)
+		}
+	}
+}
+
+// TestXattrPermissionsKept: what the rev19-xperm review found each showing the
+// stored owner and mode, or an override it should not, in place of the one a
+// file had: a hard link's reply, a copy-up from a layer that uses
+// user.fuseoverlayfs.override_stat, a copy-up from a layer without overrides
+// whose file carries a stale one (it made the file root's and set-uid), and a
+// dir made in a dir set-gid by its override (the kernel makes it set-gid too).
+func TestXattrPermissionsKept(t *testing.T) {
+	lower := forceMaskLayer(t)
+	bare := forceMaskLayer(t) // its root names no override
+	must(t, unix.Removexattr(bare, overrideContainersXattr))
+	must(t, os.Rename(filepath.Join(bare, "d"), filepath.Join(bare, "bd")))
+	must(t, unix.Setxattr(filepath.Join(bare, "bd/f"), overrideContainersXattr, []byte("0:0:4755"), 0))
+	fo := t.TempDir() // overrides in user.fuseoverlayfs.override_stat
+	must(t, os.Chmod(fo, 0o755))
+	must(t, os.Mkdir(filepath.Join(fo, "secret"), 0o755))
+	must(t, os.WriteFile(filepath.Join(fo, "secret/key"), []byte("k\n"), 0o755))
+	for p, v := range map[string]string{".": "0:0:755", "secret": "0:0:700", "secret/key": "0:0:600"} {
+		must(t, unix.Setxattr(filepath.Join(fo, p), overrideUserXattr, []byte(v), 0))
+	}
+	must(t, os.Mkdir(filepath.Join(lower, "sg"), 0o755))
+	must(t, unix.Setxattr(filepath.Join(lower, "sg"), overrideContainersXattr, []byte("0:1000:2777"), 0))
+	u := mountXperm(t, 2, lower, fo, bare)
+	p := func(name string) string { return filepath.Join(u.mnt, name) }
+
+	must(t, os.WriteFile(p("tmp/s"), []byte("secret\n"), 0o644))
+	must(t, os.Chmod(p("tmp/s"), 0o600))
+	must(t, os.Link(p("tmp/s"), p("tmp/s2")))
+	for _, name := range []string{"tmp/s", "tmp/s2"} {
+		if got := statOf(t, p(name)); got != "0600 0:0 file" {
+			t.Errorf("%s after a hard link = %s, want 0600 0:0 file", name, got)
+		}
+	}
+	now := time.Now()
+	for _, name := range []string{"secret/key", "bd/f"} {
+		must(t, os.Chtimes(p(name), now, now)) // a copy-up
+	}
+	for name, want := range map[string]string{"secret": "0700 0:0 dir", "secret/key": "0600 0:0 file", "bd/f": "0755 0:0 file"} {
+		if got := statOf(t, p(name)); got != want {
+			t.Errorf("%s after its copy-up = %s, want %s", name, got, want)
+		}
+	}
+	if got := asUser(u.mnt, 1001, `cat tmp/s secret/key 2>/dev/null || echo denied`); got != "denied" {
+		t.Errorf("uid 1001 reading root's 0600 files: %q, want denied", got)
+	}
+	if got := asUser(u.mnt, 1001, `mkdir sg/nd && mkdir sg/nd/sub && echo ok`); got != "ok" {
+		t.Fatalf("mkdir in a set-gid dir: %q", got)
+	}
+	for _, name := range []string{"sg/nd", "sg/nd/sub"} {
+		if got := statOf(t, p(name)); got != "2755 1001:1000 dir" {
+			t.Errorf("%s = %s, want 2755 1001:1000 dir (set-gid, its group)", name, got)
 		}
 	}
 }

@@ -78,7 +78,7 @@ func ShortID(d digest.Digest) string {
 // removeTries times, then fails. Remove never succeeds without having removed
 // something.
 func (s *Store) Remove(ctx context.Context, ref string, opts RemoveOptions) ([]RemoveLine, error) {
-	release, err := s.lockCtx(ctx, removeLockName, unix.LOCK_EX, nil)
+	release, err := s.lockCtx(ctx, removeLockName, unix.LOCK_EX, s.OnRemoveWait)
 	if err != nil {
 		return nil, err
 	}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -222,5 +223,40 @@ func TestHoldImageReadOnlyStore(t *testing.T) {
 	called := false
 	if err := ro.HoldImage(ctx, img.ID, func() error { called = true; return nil }); err != nil || !called {
 		t.Fatalf("HoldImage on a read-only store = %v (fn called: %v), want it run", err, called)
+	}
+}
+
+// A Remove that waits for a reference being added says so once, through
+// OnRemoveWait, with the holder's PID (rev19-diff 4: rmi waited without a word).
+func TestRemoveWaitNotice(t *testing.T) {
+	ctx := context.Background()
+	s := tagRaceStore(t)
+	img, err := s.Resolve("keep:1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var calls atomic.Int32
+	var pids atomic.Pointer[[]int]
+	s.OnRemoveWait = func(p []int) { calls.Add(1); pids.Store(&p) }
+	rmDone := make(chan error, 1)
+	err = s.HoldImage(ctx, img.ID, func() error {
+		go func() {
+			_, err := s.Remove(ctx, "other:1", RemoveOptions{})
+			rmDone <- err
+		}()
+		time.Sleep(stillRunning)
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := <-rmDone; err != nil {
+		t.Fatalf("Remove(other:1) = %v", err)
+	}
+	if calls.Load() != 1 {
+		t.Fatalf("OnRemoveWait called %d times, want once", calls.Load())
+	}
+	if p := pids.Load(); p == nil || !slices.Contains(*p, os.Getpid()) {
+		t.Errorf("OnRemoveWait's holders = %v, want this process among them", p)
 	}
 }

@@ -34,6 +34,9 @@ type Store struct {
 	// OnGCWait, if set, is called once when GC has to wait for the leases other
 	// processes hold, with their PIDs (as far as /proc/locks tells).
 	OnGCWait func(pids []int)
+	// OnRemoveWait, if set, is called once when Remove has to wait for commands
+	// adding references to images (removeLockName), with their PIDs.
+	OnRemoveWait func(pids []int)
 
 	summaries sync.Map // manifest digest -> imageSummary, for skeleton
 }

@@ -172,7 +172,11 @@ func reclaim(cmd *cobra.Command, g *globalOptions, s *blobstore.Store, dryRun bo
 // gcWaitNotice tells a user why a command that collects garbage waits: the
 // commands using the store (a build, a save, a push) hold leases on it that the
 // collection must wait out.
-func gcWaitNotice(pids []int) string {
+func gcWaitNotice(pids []int) string { return waitNotice(pids, "collecting garbage") }
+
+// waitNotice tells a user why a command waits before doing what: for the
+// commands pids (their command lines), which use the store.
+func waitNotice(pids []int, what string) string {
 	var who []string
 	for _, pid := range pids {
 		if pid == os.Getpid() {
@@ -192,7 +196,7 @@ func gcWaitNotice(pids []int) string {
 		}
 		who = append(who, fmt.Sprintf("pid %d: %s", pid, c))
 	}
-	msg := "Waiting for other commands using the store to finish before collecting garbage"
+	msg := "Waiting for other commands using the store to finish before " + what
 	if len(who) > 0 {
 		msg += " (" + strings.Join(who, "; ") + ")"
 	}

@@ -75,6 +75,7 @@ func pruneImages(cmd *cobra.Command, g *globalOptions, all bool, f *pruneFilter)
 	if err != nil {
 		return nil, nil, err
 	}
+	s.OnRemoveWait = removeWaitNotice(cmd.ErrOrStderr())
 	opts := imageRemoveOptions(g)
 	containers, err := loadContainerImages(g)
 	if err != nil {

@@ -3,6 +3,7 @@ package mountcmd
 import (
 	"errors"
 	"fmt"
+	"io"
 
 	"github.com/layerfs/layerfs/blobstore"
 	"github.com/spf13/cobra"
@@ -41,6 +42,7 @@ func runRmi(cmd *cobra.Command, g *globalOptions, o *rmiOptions, args []string) 
 	if err != nil {
 		return err
 	}
+	s.OnRemoveWait = removeWaitNotice(cmd.ErrOrStderr())
 	opts := imageRemoveOptions(g)
 	opts.Force, opts.NoPrune = o.force, o.noPrune
 	out, failed, deleted := cmd.OutOrStdout(), false, false
@@ -69,4 +71,10 @@ func runRmi(cmd *cobra.Command, g *globalOptions, o *rmiOptions, args []string) 
 		return exitError{1}
 	}
 	return nil
+}
+
+// removeWaitNotice says once, on w, that an image removal waits for other
+// commands (a mount, a tag, a pull recording its image) and which.
+func removeWaitNotice(w io.Writer) func(pids []int) {
+	return func(pids []int) { fmt.Fprintln(w, waitNotice(pids, "removing images")) }
 }

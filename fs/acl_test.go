@@ -471,17 +471,11 @@ func TestIDMappingACL(t *testing.T) {
 	if got, want := getACL(t, p("f"), aclAccess), "u::rw-,u:101000:rw-,g::r--,g:101000:r--,m::rw-,o::---"; got != want {
 		t.Errorf("ACL of f through the mount = %s, want %s", got, want)
 	}
-	as := func(uid uint32, script string) string {
-		cmd := inMount(u.mnt, script)
-		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uid, Gid: uid}}
-		out, _ := cmd.CombinedOutput()
-		return strings.TrimSpace(string(out))
-	}
 	const tryF = `if (cat f && echo more >> f) >/dev/null 2>&1; then echo ok; else echo denied; fi`
-	if got := as(101000, tryF); got != "ok" {
+	if got := asUser(u.mnt, 101000, tryF); got != "ok" {
 		t.Errorf("uid 101000, named in f's ACL as shown: %s, want ok", got)
 	}
-	if got := as(1000, tryF); got != "denied" {
+	if got := asUser(u.mnt, 1000, tryF); got != "denied" {
 		t.Errorf("uid 1000, named in f's ACL as stored: %s, want denied", got)
 	}
 
@@ -492,7 +486,7 @@ func TestIDMappingACL(t *testing.T) {
 	if got, want := getACL(t, p("g"), aclAccess), "u::rw-,u:101005:r--,g::---,m::r--,o::---"; got != want {
 		t.Errorf("ACL of g through the mount = %s, want %s", got, want)
 	}
-	if got := as(101005, `cat g >/dev/null 2>&1 && echo ok || echo denied`); got != "ok" {
+	if got := asUser(u.mnt, 101005, `cat g >/dev/null 2>&1 && echo ok || echo denied`); got != "ok" {
 		t.Errorf("uid 101005 reading g: %s, want ok", got)
 	}
 }

@@ -320,12 +320,12 @@ func nonEmpty(d ocispec.Descriptor) []ocispec.Descriptor {
 	return []ocispec.Descriptor{d}
 }
 
-// rebase moves the container onto img with a fresh, empty upper dir: through the
-// live server (still paused) when mounted, else by rewriting state.json. The old
-// upper dir is removed once nothing uses it.
 // rebaseHook, when set (tests), runs in rebase before the container is moved.
 var rebaseHook func()
 
+// rebase moves the container onto img with a fresh, empty upper dir: through the
+// live server (still paused) when mounted, else by rewriting state.json. The old
+// upper dir is removed once nothing uses it.
 func (c *committer) rebase(ctx context.Context, srv *controlClient, img *blobstore.Image) error {
 	if c.st.ReadOnly && srv != nil {
 		return errors.New("a read-only mount cannot be rebased")
@@ -379,7 +379,10 @@ func (c *committer) rebase(ctx context.Context, srv *controlClient, img *blobsto
 	// rmi of the image either waits and sees the container, or came first and
 	// the container stays where it was (as for a new container, claimContainer).
 	gone := func(err error) error {
-		return fmt.Errorf("%w: removed meanwhile; the container stays on its image", err)
+		if errors.Is(err, blobstore.ErrNotFound) {
+			return fmt.Errorf("%w: removed meanwhile; the container stays on its image", err)
+		}
+		return err
 	}
 	if rebaseHook != nil {
 		rebaseHook()

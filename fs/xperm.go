@@ -30,9 +30,10 @@ import (
 //     the type is the file's own.
 //
 // layerfs does the same, with two differences. The upper is read from the
-// written name, then from user.containers.override_stat: a copy-up keeps the
-// layer file's xattrs, but user.fuseoverlayfs.* is private (never copied up),
-// where fuse-overlayfs writes its own name at each copy-up. And with 2 a change
+// written name, then from user.containers.override_stat (an upper written
+// before); a copy-up writes the upper's names with the owner and mode the file
+// showed (copyUpOverrides), as fuse-overlayfs writes its own at each copy-up,
+// and user.fuseoverlayfs.* is never copied as such. And with 2 a change
 // is written to user.containers.override_stat too, the one name
 // containers/storage knows, so that what it commits from the upper dir under
 // force_mask has the owner and mode the container gave. Without the option no

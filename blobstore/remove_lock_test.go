@@ -128,16 +128,9 @@ func TestHoldImageOrdersRemove(t *testing.T) {
 		}
 	})
 	t.Run("remove-first", func(t *testing.T) {
-		s := tagRaceStore(t)
-		img, err := s.Resolve("keep:1")
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := s.Remove(ctx, "keep:1", RemoveOptions{}); err != nil {
-			t.Fatal(err)
-		}
+		s, img := tagRaceStoreRemoved(t)
 		called := false
-		err = s.HoldImage(ctx, img.ID, func() error { called = true; return nil })
+		err := s.HoldImage(ctx, img.ID, func() error { called = true; return nil })
 		if !errors.Is(err, ErrNotFound) || called {
 			t.Fatalf("HoldImage of a removed image = %v (fn called: %v), want %v and no call", err, called, ErrNotFound)
 		}

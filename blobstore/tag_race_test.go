@@ -15,6 +15,21 @@ func tagRaceStore(t *testing.T) *Store {
 	return s
 }
 
+// tagRaceStoreRemoved is tagRaceStore after an rmi of keep:1, and the image
+// keep:1 named (resolved before the rmi, as a racing command holds it).
+func tagRaceStoreRemoved(t *testing.T) (*Store, *Image) {
+	t.Helper()
+	s := tagRaceStore(t)
+	img, err := s.Resolve("keep:1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Remove(context.Background(), "keep:1", RemoveOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	return s, img
+}
+
 // checkUsable fails unless every entry of index.json still reads (ImagesAndBroken
 // verifies each manifest and config, and lists what does not read as broken).
 func checkUsable(t *testing.T, s *Store) {
@@ -41,14 +56,7 @@ func TestTagAfterRemove(t *testing.T) {
 			name = "and-collected"
 		}
 		t.Run(name, func(t *testing.T) {
-			s := tagRaceStore(t)
-			img, err := s.Resolve("keep:1")
-			if err != nil {
-				t.Fatal(err)
-			}
-			if _, err := s.Remove(ctx, "keep:1", RemoveOptions{}); err != nil {
-				t.Fatal(err)
-			}
+			s, img := tagRaceStoreRemoved(t)
 			if gc {
 				if _, err := s.GC(ctx, false, nil); err != nil {
 					t.Fatal(err)

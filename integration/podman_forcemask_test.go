@@ -29,13 +29,7 @@ func TestPodmanForceMask(t *testing.T) {
 		{"layerfs", ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			prog := tc.program
-			if prog == "" {
-				prog = layerfsBin
-				requireCompatMode(t, prog)
-			} else {
-				prog = testenv.RequireTool(t, prog)
-			}
+			prog := mountProgram(t, tc.program)
 			bb := testenv.RequireTool(t, "busybox")
 			p := newPodmanEnv(t, prog, `force_mask = "shared"`)
 

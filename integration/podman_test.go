@@ -143,13 +143,7 @@ func TestPodmanMountProgram(t *testing.T) {
 		{"layerfs", "", "fuse.layerfs", false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			prog := tc.program
-			if prog == "" {
-				prog = layerfsBin
-				requireCompatMode(t, prog)
-			} else {
-				prog = testenv.RequireTool(t, prog)
-			}
+			prog := mountProgram(t, tc.program)
 			podmanScenario(t, prog, tc.fstype, tc.oracle)
 		})
 	}
@@ -225,4 +219,16 @@ func mountFSType(dir string) (string, bool) {
 		}
 	}
 	return "", false
+}
+
+// mountProgram is the mount_program a podman test runs with: the named tool
+// (fuse-overlayfs), or for "" the layerfs under test, which must answer in its
+// fuse-overlayfs mode.
+func mountProgram(t *testing.T, name string) string {
+	t.Helper()
+	if name == "" {
+		requireCompatMode(t, layerfsBin)
+		return layerfsBin
+	}
+	return testenv.RequireTool(t, name)
 }

@@ -19,6 +19,7 @@ var workloads = []workload{
 	{name: "walk", run: func(d, _ string, _ tree.Spec) (string, error) { return walk(d) }},
 	{name: "tar", run: func(d, _ string, _ tree.Spec) (string, error) { return tarTree(d) }},
 	{name: "grep", run: func(d, _ string, _ tree.Spec) (string, error) { return grep(d) }},
+	{name: "cat", run: func(d, _ string, _ tree.Spec) (string, error) { return catBin(d) }},
 	{name: "read", bytes: func(s tree.Spec) int64 { return s.BigSize },
 		run: func(d, _ string, _ tree.Spec) (string, error) { return seqRead(d) }},
 	{name: "write", write: []string{}, bytes: func(s tree.Spec) int64 { return s.BigSize },

@@ -11,7 +11,7 @@ set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(cd "$here/.." && pwd)
 
-all_workloads="walk-warm walk-cold walk-first tar-warm tar-cold tar-first grep-warm grep-cold grep-first read-warm read-cold read-first write copyup-warm copyup-cold untar rm compile"
+all_workloads="walk-warm walk-cold walk-first tar-warm tar-cold tar-first grep-warm grep-cold grep-first cat-warm cat-cold cat-first read-warm read-cold read-first write copyup-warm copyup-cold untar rm compile"
 all_targets="native overlay fuse-overlayfs layerfs layerfs-pt layerfs-b"
 default_targets="native overlay fuse-overlayfs layerfs"
 quick=0
@@ -138,6 +138,7 @@ if [ ! -s "$untar_tar" ] || [ "$untar_tar" -ot "$lower/.benchtree-done" ]; then
 fi
 bigsize=$(stat -c %s "$lower/big/big.bin")
 nfiles=$(find "$lower/tree" -type f | wc -l)
+nbin=$(find "$lower/bin" -type f | wc -l)
 
 # ---------------------------------------------------------------- layerfs mode
 
@@ -269,7 +270,7 @@ drop_caches() { sync; echo 3 >/proc/sys/vm/drop_caches; }
 # prep (untimed, after mount), run (timed). Warm workloads run once untimed first.
 needs_of() {
 	case $1 in
-	walk-* | tar-* | grep-* | read-*) echo ro ;;
+	walk-* | tar-* | grep-* | cat-* | read-*) echo ro ;;
 	write | untar) echo "" ;;
 	copyup-*) echo big/mid.bin ;;
 	rm) echo tree ;;
@@ -280,6 +281,7 @@ needs_of() {
 run_walk() { find "$M/tree" -printf '%s %m %u %T@\n' >/dev/null; }
 run_tar() { tar -C "$M" -cf - tree | cat >/dev/null; }
 run_grep() { grep -r -c "$needle" "$M/tree" >/dev/null; }
+run_cat() { find "$M/bin" -type f -print0 | xargs -0 cat >/dev/null; }
 run_read() { dd if="$M/big/big.bin" of=/dev/null bs=1M status=none; }
 run_write() { dd if=/dev/zero of="$M/out.bin" bs=1M count=$((bigsize >> 20)) status=none; }
 run_copyup() { printf x >>"$M/big/mid.bin"; }
@@ -358,7 +360,7 @@ echo "rep,workload,target,seconds" >"$csv"
 	echo "layerfs: $(git -C "$repo" describe --always --dirty 2>/dev/null || echo unknown) (mode: $layerfs_mode)"
 	echo "kernel: $(uname -r); $(nproc) CPUs; $(awk '/MemTotal/ {printf "%.0f GiB RAM", $2/1048576}' /proc/meminfo)"
 	echo "fuse-overlayfs: $(fuse-overlayfs --version 2>/dev/null | grep -m1 fuse-overlayfs)"
-	echo "tree: $nfiles files under tree/, big.bin $((bigsize >> 20)) MiB; scratch on $( [ $scratch_tmpfs = 1 ] && echo tmpfs || echo disk)"
+	echo "tree: $nfiles files under tree/, $nbin under bin/, big.bin $((bigsize >> 20)) MiB; scratch on $( [ $scratch_tmpfs = 1 ] && echo tmpfs || echo disk)"
 	echo "reps: $reps; warm passes primed: $prime; load at start: $(cut -d' ' -f1-3 /proc/loadavg)"
 } >"${csv%.csv}.meta"
 read -r -a tarr <<<"$targets"

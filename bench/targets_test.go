@@ -16,10 +16,10 @@ import (
 
 // benchSpec is the Go benchmarks' tree: the run.sh tree's shape, small enough that
 // `go test -bench . -benchtime 1x ./bench/` stays brief.
-var benchSpec = tree.Spec{Files: 2000, CFiles: 2, BigSize: 64 << 20, MidSize: 16 << 20, Seed: 1}
+var benchSpec = tree.Spec{Files: 2000, BinFiles: 400, CFiles: 2, BigSize: 64 << 20, MidSize: 16 << 20, Seed: 1}
 
 // testSpec is TestWorkloadsAgree's tree.
-var testSpec = tree.Spec{Files: 200, CFiles: 1, BigSize: 2 << 20, MidSize: 1 << 20, Seed: 1}
+var testSpec = tree.Spec{Files: 200, BinFiles: 40, CFiles: 1, BigSize: 2 << 20, MidSize: 1 << 20, Seed: 1}
 
 var (
 	dataDir    string // removed by TestMain

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"io"
 	"io/fs"
 	"os"
@@ -104,6 +105,26 @@ func grep(dir string) (string, error) {
 		return err
 	})
 	return fmt.Sprintf("%d hits", hits), err
+}
+
+// catBin reads every file under bin/ (find | xargs cat) and sums its bytes.
+func catBin(dir string) (string, error) {
+	n, sum := 0, crc32.NewIEEE()
+	buf := make([]byte, 128<<10)
+	err := filepath.WalkDir(filepath.Join(dir, "bin"), func(p string, d fs.DirEntry, err error) error {
+		if err != nil || !d.Type().IsRegular() {
+			return err
+		}
+		f, err := os.Open(p)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		n++
+		_, err = io.CopyBuffer(sum, onlyReader{f}, buf)
+		return err
+	})
+	return fmt.Sprintf("%d files, crc %08x", n, sum.Sum32()), err
 }
 
 // seqRead reads big/big.bin in 1 MiB blocks.

@@ -1,11 +1,14 @@
 // Package tree generates the deterministic lower tree the filesystem benchmarks run
-// on: a source-and-docs-like directory tree of small text files, a small C project
-// to compile, and two large files for sequential I/O and copy-up.
+// on: a source-and-docs-like directory tree of small text files, a tree of
+// mid-size binary files like a rootfs's /usr, a small C project to compile, and
+// two large files for sequential I/O and copy-up.
 //
 // # Layout
 //
 //	<dir>/tree/   Spec.Files text files (plus a few symlinks and hard links) in
 //	              nested project dirs, sizes skewed like source trees and docs
+//	<dir>/bin/    Spec.BinFiles pseudo-random files of 1 KiB to 1 MiB (median
+//	              32 KiB), 50 to a dir, like the programs and libraries of /usr
 //	<dir>/src/    a C project (Spec.CFiles .c files, shared headers, a Makefile)
 //	<dir>/big/big.bin   Spec.BigSize pseudo-random bytes (sequential read)
 //	<dir>/big/mid.bin   Spec.MidSize pseudo-random bytes (copy-up)
@@ -36,18 +39,20 @@ import (
 
 // Spec sizes a generated tree.
 type Spec struct {
-	Files   int   // text files under tree/
-	CFiles  int   // .c files under src/
-	BigSize int64 // bytes of big/big.bin
-	MidSize int64 // bytes of big/mid.bin
-	Seed    uint64
+	Files    int   // text files under tree/
+	BinFiles int   // binary files under bin/
+	CFiles   int   // .c files under src/
+	BigSize  int64 // bytes of big/big.bin
+	MidSize  int64 // bytes of big/mid.bin
+	Seed     uint64
 }
 
-// Default is the tree run.sh uses: ~10k files, a 1 GiB and a 256 MiB file.
-var Default = Spec{Files: 10000, CFiles: 24, BigSize: 1 << 30, MidSize: 256 << 20, Seed: 1}
+// Default is the tree run.sh uses: ~10k text files, 1,500 binary files (~80 MB),
+// a 1 GiB and a 256 MiB file.
+var Default = Spec{Files: 10000, BinFiles: 1500, CFiles: 24, BigSize: 1 << 30, MidSize: 256 << 20, Seed: 1}
 
 // Quick is the --quick tree: the same shape, smaller.
-var Quick = Spec{Files: 2000, CFiles: 8, BigSize: 128 << 20, MidSize: 32 << 20, Seed: 1}
+var Quick = Spec{Files: 2000, BinFiles: 400, CFiles: 8, BigSize: 128 << 20, MidSize: 32 << 20, Seed: 1}
 
 // Needle is a word planted in about one file in fifty, for grep.
 const Needle = "LAYERFS_NEEDLE"
@@ -59,7 +64,7 @@ const stampName = ".benchtree-done"
 var mtime = time.Date(2020, 1, 2, 3, 4, 5, 0, time.UTC)
 
 func (s Spec) String() string {
-	return fmt.Sprintf("v2 files=%d cfiles=%d big=%d mid=%d seed=%d", s.Files, s.CFiles, s.BigSize, s.MidSize, s.Seed)
+	return fmt.Sprintf("v3 files=%d bin=%d cfiles=%d big=%d mid=%d seed=%d", s.Files, s.BinFiles, s.CFiles, s.BigSize, s.MidSize, s.Seed)
 }
 
 // Ready reports whether dir holds a complete tree made from spec.
@@ -83,6 +88,9 @@ func Generate(dir string, spec Spec) error {
 	}
 	g := &gen{root: dir, rng: rand.New(rand.NewPCG(spec.Seed, 0x6c61796572667321))}
 	if err := g.textTree(filepath.Join(dir, "tree"), spec.Files); err != nil {
+		return fmt.Errorf("generate %s: %w", dir, err)
+	}
+	if err := g.binTree(filepath.Join(dir, "bin"), spec.BinFiles, spec.Seed+3); err != nil {
 		return fmt.Errorf("generate %s: %w", dir, err)
 	}
 	if err := g.cProject(filepath.Join(dir, "src"), spec.CFiles); err != nil {
@@ -231,6 +239,30 @@ func (g *gen) textFile(name string, size int) error {
 		}
 	}
 	return f.Close()
+}
+
+// binTree writes n pseudo-random files, 50 to a dir, their sizes spread like a
+// rootfs's programs and libraries: median 32 KiB, from 1 KiB to 1 MiB. Files of
+// a few tens of KiB read through FUSE cost about one READ each, where tree/'s
+// small text files cost less than their lookups and big.bin is one stream.
+func (g *gen) binTree(root string, n int, seed uint64) error {
+	if err := os.Mkdir(root, 0o755); err != nil {
+		return err
+	}
+	for i := 0; i < n; i++ {
+		d := filepath.Join(root, fmt.Sprintf("d%02d", i/50))
+		if i%50 == 0 {
+			if err := os.Mkdir(d, 0o755); err != nil {
+				return err
+			}
+		}
+		x := g.rng.NormFloat64() + math.Log(32<<10)
+		size := int64(min(max(math.Exp(x), 1<<10), 1<<20))
+		if err := randomFile(filepath.Join(d, fmt.Sprintf("%s%04d", words[g.rng.IntN(len(words))], i)), size, seed+uint64(i)<<8); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // cProject writes a small C program: n translation units that include a few

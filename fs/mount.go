@@ -665,6 +665,10 @@ func (fsys *unionFS) taintOpen(in *fusefs.Inode) {
 		if f.dfd >= 0 {
 			f.oldFds = append(f.oldFds, f.dfd)
 			f.dfd = -1
+			// Closed now unless a request uses it (then at its putFd) or it is
+			// all the file has left: left for the LRU or a FORGET, a file of
+			// the old upper dir, removed by the commit, kept its space on disk.
+			n.closeOldFds()
 		}
 		n.mu.Unlock()
 	}

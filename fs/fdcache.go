@@ -57,11 +57,79 @@ func (c *fdCache) touch(n *node) {
 		victims = append(victims, v)
 	}
 	c.mu.Unlock()
+	var kept []*node
 	for _, v := range victims {
-		if v.closeDataFd() {
+		switch v.closeDataFd() {
+		case fdBusy:
 			c.readd(v) // in use right now: closed on a later round
+		case fdPinned:
+			if _, p := v.Parent(); p != nil { // else kept until forgotten
+				kept = append(kept, v)
+			}
 		}
 	}
+	if len(kept) > 0 {
+		// Not from the request: it may hold what a resolve waits for.
+		go c.releaseNamed(kept)
+	}
+}
+
+// releaseNamed closes the fds kept for nodes whose removed name was not their
+// last (hard links): once such a node's other name is in go-fuse's tree, its
+// file is reached by that name as any file's, so the fd is not all it has left.
+// Kept until the kernel forgot them, `ln f g; rm g` cost an fd each until the
+// server ran out (EMFILE on every request, then a go-fuse panic: a soak review).
+// A node still without a name leaves the list and keeps its fds until the kernel
+// forgets it, as before; one whose name does not resolve right now (a rename
+// settling) is tried again on a later round, a few times.
+func (c *fdCache) releaseNamed(nodes []*node) {
+	for _, n := range nodes {
+		if n.releaseIfNamed() {
+			c.readd(n)
+		}
+	}
+}
+
+// releaseIfNamed closes n's kept fds if it has a name again that resolves to it;
+// retry reports a name that did not resolve, worth another try later.
+func (n *node) releaseIfNamed() (retry bool) {
+	n.mu.Lock()
+	f := n.fstIf()
+	ok := f.namedPin && (f.dfd >= 0 || f.pin >= 0)
+	n.mu.Unlock()
+	if !ok {
+		return false
+	}
+	if _, p := n.Parent(); p == nil {
+		return false
+	}
+	// Removals hold dirMu shared from their pin to their unlink: none is half
+	// done while this holds it, so a name that resolves now stays until it is
+	// unlocked, and a removal that comes later pins again.
+	n.fs.dirMu.Lock()
+	defer n.fs.dirMu.Unlock()
+	e, _, err := n.resolve()
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	f = n.fstIf()
+	if !f.namedPin || f.fdRefs > 0 {
+		return f.namedPin
+	}
+	if err != nil || e.ino != n.StableAttr().Ino || e.gen != n.StableAttr().Gen {
+		f.relTries++
+		return f.relTries < 3
+	}
+	f.keepFd, f.namedPin = false, false
+	if f.dfd >= 0 {
+		unix.Close(f.dfd)
+		f.dfd, f.dfdUpper = -1, false
+	}
+	n.closeOldFds()
+	if f.pin >= 0 {
+		unix.Close(f.pin)
+		f.pin, f.pinUpper = -1, false
+	}
+	return false
 }
 
 // readd puts n back at the front of the list, closing nothing.
@@ -119,23 +187,35 @@ func (c *fdCache) remove(n *node) {
 	c.mu.Unlock()
 }
 
+// What became of a node's fds in closeDataFd.
+type fdFate int
+
+const (
+	fdDone   fdFate = iota // closed, or kept until the kernel forgets the node
+	fdBusy                 // a request uses them
+	fdPinned               // taken for a removal: see releaseNamed
+)
+
 // closeDataFd closes n's data fd, and the fds it replaced, unless a request is
-// using them or the node must keep them; it reports whether the node is busy.
-func (n *node) closeDataFd() (busy bool) {
+// using them or the node must keep them.
+func (n *node) closeDataFd() fdFate {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	if n.fst().keepFd {
-		return false
+	if n.fst().keepFd || n.fst().pin >= 0 {
+		if n.fst().namedPin {
+			return fdPinned
+		}
+		return fdDone
 	}
 	if n.fst().fdRefs > 0 {
-		return true
+		return fdBusy
 	}
 	if n.fst().dfd >= 0 {
 		unix.Close(n.fst().dfd)
 		n.fst().dfd, n.fst().dfdUpper = -1, false
 	}
 	n.closeOldFds() // a Rebase parks the data fd there
-	return false
+	return fdDone
 }
 
 // closeOldFds closes the fds the data fd replaced once no request uses them;
@@ -160,9 +240,11 @@ func (n *node) putFd() {
 	n.mu.Unlock()
 }
 
-// keepDataFd makes n keep its data fds until the kernel forgets it; n.mu is held.
+// keepDataFd makes n keep its data fds until the kernel forgets it, for a use as
+// the file's last fd; n.mu is held.
 func (n *node) keepDataFd() {
 	n.fst().keepFd = true
+	n.fst().namedPin = false
 }
 
 // fdRead is a read spliced or copied from a node's data fd after Read returned:

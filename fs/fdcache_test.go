@@ -283,3 +283,59 @@ func TestUnmountClosesDataFds(t *testing.T) {
 		t.Errorf("after the unmount %d fds are open on the upper's files:\n%s", n, strings.Join(names, "\n"))
 	}
 }
+
+// TestHardLinkRemovalFdsBounded: removing one name of a file that keeps another
+// (ln f g; rm g) pins the file for the removal, in case the removed name was its
+// last; once the node is reached by its other name the pin goes back to the fd
+// budget. Kept for good, each such pair cost the server an fd until it ran out
+// of them: every request failed with EMFILE, then go-fuse panicked (a soak
+// review, 20,000 pairs). An fd opened through the removed name reads on.
+func TestHardLinkRemovalFdsBounded(t *testing.T) {
+	for _, pt := range []bool{false, true} {
+		t.Run(map[bool]string{false: "noopen", true: "passthrough"}[pt], func(t *testing.T) {
+			setFdBudget(t, 8)
+			u := mountUnionMode(t, cow.FormatOverlay, pt, tree(t, map[string]string{"low": "l\n"}))
+			p := func(s string) string { return filepath.Join(u.mnt, s) }
+			must(t, os.Mkdir(p("d"), 0o755))
+			must(t, os.WriteFile(p("d/f0"), []byte("data 0\n"), 0o644))
+			must(t, os.Link(p("d/f0"), p("d/g0")))
+			held, err := os.Open(p("d/g0"))
+			must(t, err)
+			defer held.Close()
+			must(t, os.Remove(p("d/g0")))
+			for i := 1; i < 120; i++ {
+				f, g := p(fmt.Sprintf("d/f%d", i)), p(fmt.Sprintf("d/g%d", i))
+				must(t, os.WriteFile(f, []byte(fmt.Sprintf("data %d\n", i)), 0o644))
+				must(t, os.Link(f, g))
+				must(t, os.Remove(g))
+				if got, want := readUncached(t, f), fmt.Sprintf("data %d\n", i); got != want {
+					t.Fatalf("%s = %q, want %q", f, got, want)
+				}
+			}
+			// Released in the background: counted until they are.
+			n, names := fdsUnder(t, u.upper)
+			for try := 0; n > 8+2 && try < 50; try++ {
+				time.Sleep(100 * time.Millisecond)
+				readUncached(t, p("d/f1"))
+				n, names = fdsUnder(t, u.upper)
+			}
+			if n > 8+2 {
+				t.Errorf("%d fds open on the upper's files after 120 ln+rm pairs, want at most 10:\n%s", n, strings.Join(names, "\n"))
+			}
+			must(t, unix.Fadvise(int(held.Fd()), 0, 0, unix.FADV_DONTNEED))
+			b := make([]byte, 64)
+			if n, err := held.ReadAt(b, 0); string(b[:n]) != "data 0\n" {
+				t.Errorf("read through an fd opened by the removed name: %q, %v", b[:n], err)
+			}
+			// The last name goes: its pin is all the file has left.
+			must(t, os.Remove(p("d/f0")))
+			for i := 1; i < 30; i++ {
+				readUncached(t, p(fmt.Sprintf("d/f%d", i)))
+			}
+			must(t, unix.Fadvise(int(held.Fd()), 0, 0, unix.FADV_DONTNEED))
+			if n, err := held.ReadAt(b, 0); string(b[:n]) != "data 0\n" {
+				t.Errorf("read through an fd whose names are all gone: %q, %v", b[:n], err)
+			}
+		})
+	}
+}

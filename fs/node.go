@@ -175,6 +175,13 @@ type fileState struct {
 	keepFd   bool
 	fdcElem  *list.Element // in dataFds, guarded by its mu
 
+	// The kept fd or pin was taken only because a name was about to go
+	// (pinForRemoval), and no request has used it as the file's last fd since:
+	// the LRU may close it once the node has another name (fdcache.go's
+	// releaseNamed). relTries counts the times that name failed to resolve.
+	namedPin bool
+	relTries uint8
+
 	// Passthrough mode: an O_PATH fd to the file after its name went away, so
 	// opens racing with the removal still reach the inode (-1: none).
 	pin      int

@@ -145,7 +145,7 @@ func (n *node) pinForRemovalIn(dirs *dirFds, e *entry, s *stack, name string) {
 	f := n.fstIf()
 	has := f.dfd >= 0 && (!upper || f.dfdUpper)
 	if has {
-		n.keepDataFd() // the name is going
+		n.pinned() // the name is going
 	}
 	n.mu.Unlock()
 	if has {
@@ -165,6 +165,17 @@ func (n *node) pinForRemovalIn(dirs *dirFds, e *entry, s *stack, name string) {
 		return
 	}
 	n.keepAdopted(fd, upper, upper)
+	n.mu.Lock()
+	n.pinned()
+	n.mu.Unlock()
+}
+
+// pinned marks the node's data fd or pin as taken because a name is going: it is
+// kept while the node has no other name (fdcache.go's releaseNamed); n.mu is held.
+func (n *node) pinned() {
+	n.keepDataFd()
+	n.fst().namedPin = true
+	n.fst().relTries = 0
 }
 
 // dropLowerFd forgets a read fd of the lower file after copy-up; n.mu is held.
@@ -198,7 +209,7 @@ func (n *node) pinForRemoval() {
 	if n.fs.noOpen && typ == unix.S_IFREG {
 		if _, err := n.dataFd(e.inUpper(s)); err == nil {
 			n.mu.Lock()
-			n.keepDataFd() // the name is going
+			n.pinned() // the name is going
 			n.mu.Unlock()
 			n.putFd()
 		}
@@ -219,7 +230,13 @@ func (n *node) pinForRemoval() {
 		unix.Close(n.fst().pin)
 	}
 	n.fst().pin, n.fst().pinUpper = fd, e.inUpper(s)
+	// A directory has no other name to be reached by.
+	named := typ != unix.S_IFDIR && !n.fst().keepFd
+	n.fst().namedPin, n.fst().relTries = named, 0
 	n.mu.Unlock()
+	if named {
+		dataFds.touch(n) // counted in the budget, for releaseNamed
+	}
 }
 
 // openPinned reopens the file of a node whose name is gone (passthrough mode).
@@ -264,6 +281,7 @@ func (n *node) forgetFds() {
 	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
+	f.namedPin = false
 	if f.dfd >= 0 {
 		unix.Close(f.dfd)
 		f.dfd = -1
@@ -427,6 +445,7 @@ func (n *node) unlinkedFd(f fusefs.FileHandle) (int, bool) {
 		n.keepDataFd() // the file's last fd
 		return st.dfd, st.dfdUpper
 	}
+	st.namedPin = false // the file's last fd
 	return st.pin, st.pinUpper
 }
 
@@ -458,6 +477,7 @@ func (n *node) unlinkedUpperFd(f fusefs.FileHandle) (int, error) {
 	}
 	if st := n.fstIf(); st.pin >= 0 && st.pinUpper {
 		fd := st.pin
+		st.namedPin = false // the file's last fd
 		n.mu.Unlock()
 		return fd, nil
 	}
@@ -515,6 +535,7 @@ func (n *node) adoptUpperPin(fd int) int {
 		n.keepDataFd()
 	}
 	n.fst().pin, n.fst().pinUpper = fd, true
+	n.fst().namedPin = false // the file's last fd
 	return fd
 }
 

@@ -50,14 +50,23 @@ func (b *builder) layerDirs(ctx context.Context, ids []digest.Digest, descs []oc
 
 // withMount mounts the image so far with a fresh upper dir, calls fn with the
 // mountpoint, unmounts, and turns the upper dir into a layer: nil if fn changed
-// nothing.
+// nothing. Everything fn made is the step's change: a COPY or WORKDIR that
+// makes an empty /dev, /proc, /sys, /etc or /etc/hosts keeps it, as buildkit
+// and buildah do (they were taken out as if they were a RUN's mount stubs).
 func (b *builder) withMount(ctx context.Context, fn func(rootfs string) error) (*ocispec.Descriptor, digest.Digest, error) {
-	return b.withMountPaths(ctx, nil, fn)
+	return b.stepLayer(ctx, false, nil, fn)
 }
 
-// withMountPaths is withMount for a RUN that mounts more on the rootfs:
-// mountpoints the rootfs lacked are not part of the layer (NoteRuntimePaths).
+// withMountPaths is withMount for a RUN, whose runtime makes mountpoints in the
+// rootfs (/proc, /dev, /sys, /etc/hosts ...) and mountpoints more for its
+// --mount targets: those the rootfs lacked are not part of the layer while
+// still empty (NoteRuntimePaths), as buildkit removes the stubs of an exec.
 func (b *builder) withMountPaths(ctx context.Context, mountpoints []string, fn func(rootfs string) error) (*ocispec.Descriptor, digest.Digest, error) {
+	return b.stepLayer(ctx, true, mountpoints, fn)
+}
+
+// stepLayer is withMount; with run, withMountPaths.
+func (b *builder) stepLayer(ctx context.Context, run bool, mountpoints []string, fn func(rootfs string) error) (*ocispec.Descriptor, digest.Digest, error) {
 	lowers, err := b.lowerDirs(ctx)
 	if err != nil {
 		return nil, "", err
@@ -80,7 +89,10 @@ func (b *builder) withMountPaths(ctx context.Context, mountpoints []string, fn f
 		return nil, "", err
 	}
 	// What a RUN's runtime makes to mount over is not the step's change.
-	rp := NoteRuntimePaths(mnt, upper, mountpoints...)
+	var rp *RuntimePaths
+	if run {
+		rp = NoteRuntimePaths(mnt, upper, mountpoints...)
+	}
 	ferr := fn(mnt)
 	if err := m.Unmount(); err != nil {
 		// Never remove a dir that may still be mounted: leave it for the user.
@@ -90,7 +102,9 @@ func (b *builder) withMountPaths(ctx context.Context, mountpoints []string, fn f
 	if ferr != nil {
 		return nil, "", ferr
 	}
-	rp.Undo()
+	if rp != nil {
+		rp.Undo()
+	}
 	ents, err := os.ReadDir(upper)
 	if err != nil {
 		return nil, "", err

@@ -44,7 +44,9 @@ func BindIn(root *os.File, b Bind) error { return bindIn(root, b) }
 // walk stays inside obj's tree whatever the tree holds or however it changes
 // meanwhile. A regular file met again under another name (same dev/ino) becomes
 // a hard link to the first. Owners are numeric, mtimes whole seconds (as docker
-// writes them); xattrs are not stored and sockets are skipped. name "." archives
+// writes them); of the xattrs only a regular file's security.capability is
+// stored, as docker's archive does (ReadSecurityXattrToTarHeader, a namespaced
+// v3 capability made v2), and sockets are skipped. name "." archives
 // a dir's contents. The caller closes obj and tw.
 func WriteTree(tw *tar.Writer, obj *os.File, name string) error {
 	t := &treeWriter{tw: tw, links: map[fileID]string{}, buf: make([]byte, 1<<20)}
@@ -149,6 +151,9 @@ func (t *treeWriter) regular(fd int, hdr *tar.Header, st *unix.Stat_t) error {
 		return fmt.Errorf("open %s: %w", hdr.Name, err)
 	}
 	defer f.Close()
+	if c := fileCapability(int(f.Fd())); c != nil {
+		hdr.PAXRecords = map[string]string{"SCHILY.xattr.security.capability": string(c)}
+	}
 	hdr.Typeflag, hdr.Size = tar.TypeReg, st.Size
 	if err := t.tw.WriteHeader(hdr); err != nil {
 		return err
@@ -161,6 +166,29 @@ func (t *treeWriter) regular(fd int, hdr *tar.Header, st *unix.Stat_t) error {
 		return fmt.Errorf("read %s: %w", hdr.Name, err)
 	}
 	return nil
+}
+
+// fileCapability is the security.capability of the open file fd, nil if none,
+// as docker's archive carries it: a VFS_CAP_REVISION_3 value (a capability
+// for a user namespace's root) becomes revision 2, since that root means
+// nothing where the archive is unpacked. The other xattrs are left, as docker
+// cp leaves them.
+func fileCapability(fd int) []byte {
+	const (
+		capV2Size     = 20 // linux/capability.h XATTR_CAPS_SZ_2
+		versionOffset = 3  // the high byte of magic_etc, little endian
+	)
+	buf := make([]byte, 64)
+	n, err := unix.Fgetxattr(fd, "security.capability", buf)
+	if err != nil || n == 0 {
+		return nil
+	}
+	c := buf[:n]
+	if len(c) > capV2Size && c[versionOffset] == 3 {
+		c[versionOffset] = 2
+		c = c[:capV2Size]
+	}
+	return c
 }
 
 // ExtractInRoot unpacks the tar r into dir, a directory inside the root dir root

@@ -11,6 +11,7 @@ import (
 	"path"
 	"path/filepath"
 	"strings"
+	"syscall"
 
 	"github.com/moby/patternmatcher"
 	"github.com/moby/patternmatcher/ignorefile"
@@ -32,6 +33,25 @@ type buildContext struct {
 	// from names a source that is not the build context, for errors: "stage
 	// builder", "image busybox"; "" is the build context.
 	from string
+	// hideDir: dir is the build's own (an image's mount for COPY --from, a
+	// git clone), so errors name a path as the Dockerfile does (/a/t/fifo),
+	// not by where it sits in the store (shown).
+	hideDir bool
+}
+
+// shown is the path of abs (under c.dir) for an error: the host path in a
+// context dir, the path in the image (or repository) with hideDir.
+func (c *buildContext) shown(abs string) string {
+	if !c.hideDir {
+		return abs
+	}
+	if abs == c.dir {
+		return "/"
+	}
+	if rel, ok := strings.CutPrefix(abs, c.dir+"/"); ok {
+		return "/" + rel
+	}
+	return abs
 }
 
 // errNotFound is the error for a source path that is not in c (or that c's
@@ -299,9 +319,9 @@ func (c *buildContext) openBeneath(abs string, flags int) (*os.File, error) {
 		fd, err = unix.Openat2(int(rfd.Fd()), rel, how) // a rename raced the lookup: retry
 	}
 	if err != nil {
-		return nil, &os.PathError{Op: "open", Path: abs, Err: err}
+		return nil, &os.PathError{Op: "open", Path: c.shown(abs), Err: err}
 	}
-	return os.NewFile(uintptr(fd), abs), nil
+	return os.NewFile(uintptr(fd), c.shown(abs)), nil
 }
 
 // lstat is os.Lstat of abs, looked up as openBeneath does.
@@ -324,7 +344,7 @@ func (c *buildContext) readlink(abs string) (string, error) {
 	buf := make([]byte, unix.PathMax)
 	n, err := unix.Readlinkat(int(f.Fd()), filepath.Base(abs), buf)
 	if err != nil {
-		return "", &os.PathError{Op: "readlink", Path: abs, Err: err}
+		return "", &os.PathError{Op: "readlink", Path: c.shown(abs), Err: err}
 	}
 	return string(buf[:n]), nil
 }
@@ -339,7 +359,7 @@ func (c *buildContext) openFile(abs string) (*os.File, error) {
 	}
 	fi, err := f.Stat()
 	if err == nil && !fi.Mode().IsRegular() {
-		err = &os.PathError{Op: "open", Path: abs, Err: errors.New("not a regular file")}
+		err = &os.PathError{Op: "open", Path: c.shown(abs), Err: errors.New("not a regular file")}
 	}
 	if err != nil {
 		f.Close()
@@ -373,6 +393,9 @@ func (c *buildContext) walk(src source, fn func(rel, abs string, fi fs.FileInfo)
 	}
 	var held []*heldDir // excluded ancestors of the current entry, outermost first
 	return filepath.WalkDir(src.abs, func(p string, d fs.DirEntry, err error) error {
+		if pe := (*fs.PathError)(nil); errors.As(err, &pe) {
+			return &fs.PathError{Op: pe.Op, Path: c.shown(pe.Path), Err: pe.Err}
+		}
 		if err != nil {
 			return err
 		}
@@ -431,6 +454,10 @@ func (c *buildContext) hashSources(srcs []source) (string, error) {
 					return err
 				}
 				fmt.Fprintf(h, " -> %q", t)
+			case fi.Mode()&fs.ModeDevice != 0:
+				if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+					fmt.Fprintf(h, " %d", st.Rdev)
+				}
 			case fi.Mode().IsRegular():
 				f, err := c.openFile(abs)
 				if err != nil {

@@ -234,8 +234,11 @@ type inlineFile struct{ name, data string }
 func (cp *copier) copyTree(bc *buildContext, s source, dest string) error {
 	return bc.walk(s, func(rel, abs string, fi fs.FileInfo) error {
 		target := path.Join(dest, rel)
+		if isNode(fi) {
+			return cp.copyNode(fi, target)
+		}
 		if !fi.IsDir() && !fi.Mode().IsRegular() && fi.Mode()&fs.ModeSymlink == 0 {
-			return nil // sockets, devices in a context are skipped, as docker does
+			return nil // sockets: a layer cannot hold one
 		}
 		xs, err := bc.xattrs(abs, fi)
 		if err != nil {
@@ -308,6 +311,9 @@ func (cp *copier) copyFile(bc *buildContext, abs string, fi fs.FileInfo, f *os.F
 // with no symlink on the way (what resolve found), so swapping a path
 // component for a symlink during the build cannot make it read a host file.
 func (cp *copier) copySource(bc *buildContext, s source, target, dest string, unpack bool) error {
+	if isNode(s.fi) {
+		return cp.copyNode(s.fi, target)
+	}
 	f, err := bc.openFile(s.abs)
 	if err != nil {
 		return err
@@ -324,6 +330,23 @@ func (cp *copier) copySource(bc *buildContext, s source, target, dest string, un
 		return err
 	}
 	return cp.copyFile(bc, s.abs, s.fi, f, xs, target)
+}
+
+// isNode reports whether fi is a device node or a FIFO.
+func isNode(fi fs.FileInfo) bool { return fi.Mode()&(fs.ModeDevice|fs.ModeNamedPipe) != 0 }
+
+// copyNode makes target a device node or FIFO as the source fi is, with its
+// mode (or --chmod's), mtime and owner (srcOwner, or --chown's): buildkit's
+// COPY recreates them (fsutil copy's copyDevice), and its context transfer
+// sends them. Their content is never read (a FIFO would hang the copy, a
+// device give the host's data).
+func (cp *copier) copyNode(fi fs.FileInfo, target string) error {
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return fmt.Errorf("mknod %s: no stat of its source", target)
+	}
+	uid, gid := cp.srcOwner(fi)
+	return cp.makeNode(target, st.Mode&unix.S_IFMT, unixMode(fi.Mode()), st.Rdev, fi.ModTime(), uid, gid)
 }
 
 func (cp *copier) copyFileMode(abs string, mode fs.FileMode, mtime time.Time, target string, uid, gid int) error {

@@ -193,6 +193,20 @@ func (cp *copier) hardlink(old, target string) error {
 }
 
 func (cp *copier) mknod(target string, h *tar.Header) error {
+	t := uint32(unix.S_IFIFO)
+	switch h.Typeflag {
+	case tar.TypeChar:
+		t = unix.S_IFCHR
+	case tar.TypeBlock:
+		t = unix.S_IFBLK
+	}
+	return cp.makeNode(target, t, uint32(h.Mode&0o7777), unix.Mkdev(uint32(h.Devmajor), uint32(h.Devminor)), h.ModTime, h.Uid, h.Gid)
+}
+
+// makeNode makes target a node of type typ (S_IFCHR, S_IFBLK or S_IFIFO)
+// with device number rdev, the st_mode bits mode (or --chmod's), mtime and
+// owner (as owner makes it).
+func (cp *copier) makeNode(target string, typ, mode uint32, rdev uint64, mtime time.Time, uid, gid int) error {
 	d, base, err := cp.parentDir(target)
 	if err != nil {
 		return fmt.Errorf("mknod %s: %w", target, err)
@@ -202,26 +216,22 @@ func (cp *copier) mknod(target string, h *tar.Header) error {
 	if err := replaceable(dfd, base); err != nil {
 		return fmt.Errorf("mknod %s: %w", target, err)
 	}
-	t := uint32(unix.S_IFIFO)
-	switch h.Typeflag {
-	case tar.TypeChar:
-		t = unix.S_IFCHR
-	case tar.TypeBlock:
-		t = unix.S_IFBLK
+	if cp.chmod != nil {
+		mode = unixMode(cp.chmod.apply(fs.FileMode(mode&0o777) | FileModeBits(mode)))
 	}
-	if err := unix.Mknodat(dfd, base, t|uint32(h.Mode&0o7777), int(unix.Mkdev(uint32(h.Devmajor), uint32(h.Devminor)))); err != nil {
+	if err := unix.Mknodat(dfd, base, typ|mode, int(rdev)); err != nil {
 		return fmt.Errorf("mknod %s: %w", target, err)
 	}
-	u, g := cp.owner(h.Uid, h.Gid)
+	u, g := cp.owner(uid, gid)
 	if err := unix.Fchownat(dfd, base, u, g, unix.AT_SYMLINK_NOFOLLOW); err != nil {
 		return fmt.Errorf("chown %s: %w", target, err)
 	}
-	// The mode the tar says, not what the umask left (and after the chown,
+	// The mode asked for, not what the umask left (and after the chown,
 	// which clears set-id bits).
-	if err := chmodNoFollow(dfd, base, uint32(h.Mode&0o7777)); err != nil {
+	if err := chmodNoFollow(dfd, base, mode); err != nil {
 		return fmt.Errorf("chmod %s: %w", target, err)
 	}
-	return setTimes(dfd, base, h.ModTime)
+	return setTimes(dfd, base, mtime)
 }
 
 // download is an ADD source fetched from a URL into a temp file.

@@ -2,11 +2,16 @@ package build
 
 import (
 	"context"
+	"io/fs"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/layerfs/layerfs/blobstore"
 	"github.com/layerfs/layerfs/cow"
@@ -89,5 +94,115 @@ func tarFromDir(t *testing.T, dir, p string) {
 	t.Helper()
 	if out, err := exec.Command("tar", "-C", dir, "-cf", p, ".").CombinedOutput(); err != nil {
 		t.Fatalf("tar: %v: %s", err, out)
+	}
+}
+
+// TestBuildCopyNodes: COPY recreates FIFOs and device nodes, from the context
+// and with --from, in a copied dir and named alone, with their mode (or
+// --chmod's), device number and mtime, as buildkit's copy does; before they
+// were skipped, and a lone FIFO failed with "not a regular file" naming a
+// path inside the store (finding 3 of rev20-meta).
+func TestBuildCopyNodes(t *testing.T) {
+	testenv.RequireFUSE(t)
+	testenv.RequireRoot(t)
+	root, s := testStore(t, nil)
+	ctxDir := t.TempDir()
+	os.MkdirAll(filepath.Join(ctxDir, "t"), 0o755)
+	os.WriteFile(filepath.Join(ctxDir, "t/f"), []byte("x\n"), 0o644)
+	mtime := time.Unix(1000000000, 0)
+	for _, n := range []struct {
+		name string
+		mode uint32
+		dev  uint64
+	}{
+		{"fifo", unix.S_IFIFO | 0o640, 0},
+		{"null", unix.S_IFCHR | 0o666, unix.Mkdev(1, 3)},
+		{"loop", unix.S_IFBLK | 0o660, unix.Mkdev(7, 200)},
+	} {
+		p := filepath.Join(ctxDir, "t", n.name)
+		if err := unix.Mknod(p, n.mode, int(n.dev)); err != nil {
+			t.Fatal(err)
+		}
+		os.Chmod(p, fs.FileMode(n.mode&0o777))
+		os.Chtimes(p, mtime, mtime)
+	}
+	df := `FROM scratch AS nodes
+COPY t /t/
+COPY t/fifo /x
+COPY --chmod=600 t/null /null600
+
+FROM base
+COPY --from=nodes /t/fifo /fifo1
+COPY --from=nodes /t/ /from/
+`
+	res, out, err := buildIn(t, root, s, ctxDir, df)
+	if err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
+	_, lowers := imageNames(t, root, s, res)
+	merged := mergeForTest(t, lowers)
+	for _, tc := range []struct {
+		path string
+		typ  uint32
+		perm uint32
+		dev  uint64
+	}{
+		{"fifo1", unix.S_IFIFO, 0o640, 0},
+		{"from/fifo", unix.S_IFIFO, 0o640, 0},
+		{"from/null", unix.S_IFCHR, 0o666, unix.Mkdev(1, 3)},
+		{"from/loop", unix.S_IFBLK, 0o660, unix.Mkdev(7, 200)},
+		{"from/f", unix.S_IFREG, 0o644, 0},
+	} {
+		var st unix.Stat_t
+		if err := unix.Lstat(filepath.Join(merged, tc.path), &st); err != nil {
+			t.Errorf("/%s: %v", tc.path, err)
+			continue
+		}
+		if st.Mode&unix.S_IFMT != tc.typ || st.Mode&0o7777 != tc.perm || st.Rdev != tc.dev {
+			t.Errorf("/%s: mode %o rdev %d:%d, want %o rdev %d:%d", tc.path, st.Mode, unix.Major(st.Rdev), unix.Minor(st.Rdev),
+				tc.typ|tc.perm, unix.Major(tc.dev), unix.Minor(tc.dev))
+		}
+		if tc.typ != unix.S_IFREG && st.Mtim.Sec != mtime.Unix() {
+			t.Errorf("/%s: mtime %d, want %d", tc.path, st.Mtim.Sec, mtime.Unix())
+		}
+	}
+	// The first stage's own layers: a lone FIFO, and --chmod on a device.
+	res, out, err = buildIn(t, root, s, ctxDir, "FROM scratch\nCOPY t/fifo /x\nCOPY --chmod=600 t/null /null600\n")
+	if err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
+	_, lowers = imageNames(t, root, s, res)
+	merged = mergeForTest(t, lowers)
+	var st unix.Stat_t
+	if err := unix.Lstat(filepath.Join(merged, "x"), &st); err != nil || st.Mode != unix.S_IFIFO|0o640 {
+		t.Errorf("/x: mode %o, %v; want a 0640 FIFO", st.Mode, err)
+	}
+	if err := unix.Lstat(filepath.Join(merged, "null600"), &st); err != nil || st.Mode != unix.S_IFCHR|0o600 || st.Rdev != unix.Mkdev(1, 3) {
+		t.Errorf("/null600: mode %o rdev %d, %v; want char 1:3 0600", st.Mode, st.Rdev, err)
+	}
+}
+
+// TestCopySourceErrorPath: an error about a COPY --from source names it by its
+// path in the image, not by where the image is mounted in the store.
+func TestCopySourceErrorPath(t *testing.T) {
+	dir := t.TempDir()
+	os.MkdirAll(filepath.Join(dir, "a"), 0o755)
+	l, err := net.Listen("unix", filepath.Join(dir, "a/sock"))
+	if err != nil {
+		t.Skipf("unix socket: %v", err)
+	}
+	defer l.Close()
+	for _, hide := range []bool{true, false} {
+		bc := &buildContext{dir: dir, hideDir: hide}
+		want := "open /a/sock: "
+		if !hide {
+			want = "open " + dir + "/a/sock: " // the user's context dir
+		}
+		if _, err := bc.openFile(filepath.Join(dir, "a/sock")); err == nil || !strings.HasPrefix(err.Error(), want) {
+			t.Errorf("openFile (hideDir %v) = %v, want %q", hide, err, want)
+		}
+		if _, err := bc.openFile(filepath.Join(dir, "a/gone")); err == nil || strings.Contains(err.Error(), dir) == hide {
+			t.Errorf("openFile of a missing file (hideDir %v) = %v", hide, err)
+		}
 	}
 }

@@ -463,7 +463,7 @@ func (b *builder) copyStep(ctx context.Context, text string, sd *instructions.So
 			if err != nil {
 				return false, b.stepErr(c, err)
 			}
-			bc = &buildContext{dir: dir, copyExcl: bc.copyExcl}
+			bc = &buildContext{dir: dir, copyExcl: bc.copyExcl, hideDir: true}
 			s, err := bc.resolve(".")
 			if err != nil {
 				return false, b.stepErr(c, err)
@@ -626,7 +626,7 @@ func (b *builder) mountFrom(ctx context.Context, from string) (*buildContext, di
 		dir = real // the prefix realPathInRoot checks against
 	}
 	if len(lowers) == 0 { // an empty (scratch) stage: an empty dir will do
-		return &buildContext{dir: dir, from: name}, id, remove, nil
+		return &buildContext{dir: dir, from: name, hideDir: true}, id, remove, nil
 	}
 	m, err := mountStep(stepMountSpec{Dir: dir, Lowers: lowers, ReadOnly: true, FsName: "layerfs:build"})
 	if err != nil {
@@ -640,7 +640,7 @@ func (b *builder) mountFrom(ctx context.Context, from string) (*buildContext, di
 			release() // a later build or gc clears it
 		}
 	}
-	return &buildContext{dir: dir, from: name}, id, unmount, nil
+	return &buildContext{dir: dir, from: name, hideDir: true}, id, unmount, nil
 }
 
 // runCaps is a RUN step's capabilities: buildkit's default set, every one with

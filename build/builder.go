@@ -496,7 +496,7 @@ func (b *builder) cacheKey(text, content string) digest.Digest {
 // resultKey is a cache key of the parent, a step's created_by and what else
 // decides its result.
 func (b *builder) resultKey(createdBy, rest string) digest.Digest {
-	return digest.FromString(fmt.Sprintf("layerfs build cache v7\nparent %s\ncreated_by %q\n%s", b.id, createdBy, rest))
+	return digest.FromString(fmt.Sprintf("layerfs build cache v8\nparent %s\ncreated_by %q\n%s", b.id, createdBy, rest))
 }
 
 // useCache moves the image on to a cached step's result if there is one.

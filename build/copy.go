@@ -14,6 +14,8 @@ import (
 
 	symmode "github.com/tonistiigi/dchapes-mode"
 	"golang.org/x/sys/unix"
+
+	"github.com/layerfs/layerfs/cow"
 )
 
 // copier writes COPY/ADD content into a container root. Every path is resolved
@@ -400,9 +402,20 @@ func (cp *copier) owner(uid, gid int) (int, int) {
 	return uid, gid
 }
 
+// errWhiteoutName is the error for an entry named like a whiteout: in a
+// layer ".wh.x" deletes x, so the union refuses to make one (it failed with
+// a bare EINVAL). Import and ADD of a tar drop such entries, as umoci does.
+var errWhiteoutName = fmt.Errorf("%w (a name starting with .wh. marks a deletion in an image layer)", cow.ErrReservedName)
+
 // parentDir creates target's parent dirs (root-owned 0755, or --chown's owner)
-// and returns the parent opened for *at calls.
+// and returns the parent opened for *at calls. A target with a name like a
+// whiteout on its path is refused (errWhiteoutName).
 func (cp *copier) parentDir(target string) (*os.File, string, error) {
+	for _, c := range strings.Split(target, "/") {
+		if cow.IsReservedName(c) {
+			return nil, "", errWhiteoutName
+		}
+	}
 	if rel, ok := cp.confined(target); ok {
 		return cp.confinedParent(rel)
 	}

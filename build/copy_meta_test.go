@@ -206,3 +206,34 @@ func TestCopySourceErrorPath(t *testing.T) {
 		}
 	}
 }
+
+// TestBuildCopyWhiteoutName: COPY of an entry named like a whiteout (.wh.x),
+// or to such a path, fails with one line that names it and says why; it
+// failed with a bare "invalid argument" (finding 6 of rev20-meta). a.wh.b is
+// an ordinary name.
+func TestBuildCopyWhiteoutName(t *testing.T) {
+	testenv.RequireFUSE(t)
+	testenv.RequireRoot(t)
+	root, s := testStore(t, nil)
+	ctxDir := t.TempDir()
+	os.MkdirAll(filepath.Join(ctxDir, "n"), 0o755)
+	os.MkdirAll(filepath.Join(ctxDir, "ok"), 0o755)
+	os.WriteFile(filepath.Join(ctxDir, "n/.wh.x"), []byte("a\n"), 0o644)
+	os.WriteFile(filepath.Join(ctxDir, "ok/a.wh.b"), []byte("b\n"), 0o644)
+	for _, tc := range []struct{ df, want string }{
+		{"FROM base\nCOPY n /n/\n", "COPY failed: copy to /n/.wh.x: name is reserved for whiteouts (a name starting with .wh. marks a deletion in an image layer)"},
+		{"FROM base\nCOPY ok/a.wh.b /.wh.d/\n", "COPY failed: copy to /.wh.d/a.wh.b: name is reserved for whiteouts"},
+		{"FROM base\nCOPY ok /ok/\nRUN test \"$(cat /ok/a.wh.b)\" = b\n", ""},
+	} {
+		_, out, err := buildIn(t, root, s, ctxDir, tc.df)
+		if tc.want == "" {
+			if err != nil {
+				t.Errorf("build %q: %v\n%s", tc.df, err, out)
+			}
+			continue
+		}
+		if err == nil || !strings.HasPrefix(err.Error(), tc.want) || strings.Contains(err.Error(), "\n") {
+			t.Errorf("build %q = %v, want %q", tc.df, err, tc.want)
+		}
+	}
+}

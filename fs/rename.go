@@ -48,6 +48,11 @@ func (n *node) Rename(ctx context.Context, name string, newParent fusefs.InodeEm
 	if err != nil {
 		return errno("rename", err)
 	}
+	if !exchange && se.inUpper(s) && (!se.isDir() || len(se.layers) == 1) && n.fs.renamePrepared(ctx) {
+		// Nothing to copy up (an upper file or upper-only dir, the common case:
+		// a temp file renamed into place): the rename proper does the rest.
+		return errPrepared
+	}
 	de, err := s.lookupIn(npe.layers, nrel, newName)
 	if err != nil && !errors.Is(err, unix.ENOENT) {
 		return errno("rename", err)
@@ -140,10 +145,18 @@ func (n *node) Rename(ctx context.Context, name string, newParent fusefs.InodeEm
 		n.fs.endMove(cancelOf(ctx))
 		return errno("rename", err)
 	}
-	if dn := np.GetChild(newName); dn != nil && !exchange {
+	if dn := np.GetChild(newName); dn != nil {
 		dn.Operations().(*node).invalidateEntry()
 	}
-	n.fs.epoch.Add(1)
+	if se.isDir() || (exchange && de.isDir()) {
+		// Every entry below a moved dir resolves by another path now.
+		n.fs.epoch.Add(1)
+	} else if sn := n.GetChild(name); sn != nil {
+		// A file moved: only its own entry (and the one it replaced) changed;
+		// bumping the epoch made every other node walk from the root again
+		// (git's temp file renamed into place: ~125 system calls a rename).
+		sn.Operations().(*node).invalidateEntry()
+	}
 	return 0
 }
 

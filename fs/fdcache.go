@@ -95,7 +95,7 @@ func (c *fdCache) releaseNamed(nodes []*node) {
 func (n *node) releaseIfNamed() (retry bool) {
 	n.mu.Lock()
 	f := n.fstIf()
-	ok := f.namedPin && (f.dfd >= 0 || f.pin >= 0)
+	ok := f.namedPin && (f.dfd >= 0 || f.pin >= 0 || len(f.oldFds) > 0) // a Rebase parks dfd in oldFds
 	n.mu.Unlock()
 	if !ok {
 		return false

@@ -640,7 +640,13 @@ func (m *MountPoint) rebase(lowers []string, upper string, maps InodeMaps) error
 	m.fs.rebases.Add(1)
 	m.fs.epoch.Add(1)
 	m.fs.changes.Add(1)
-	m.fs.taintOpen(m.fs.root.EmbeddedInode())
+	var pinned []*node
+	m.fs.taintOpen(m.fs.root.EmbeddedInode(), &pinned)
+	if len(pinned) > 0 {
+		// Their fds are on the old upper's files too: closed once the node
+		// is seen to have a name (not from here: that takes dirMu).
+		go dataFds.releaseNamed(pinned)
+	}
 	m.fs.invalidateDirs(m.fs.root.EmbeddedInode())
 	go m.fs.invalidate(m.fs.root.EmbeddedInode())
 	// old is not closed: operations that loaded it may still run; its few fds
@@ -654,7 +660,7 @@ func (m *MountPoint) rebase(lowers []string, upper string, maps InodeMaps) error
 // taintOpen detaches every node from files of the old stack: a node with a live
 // passthrough open is pinned (its kernel backing file belongs to the old stack), and
 // no-open data fds are dropped so the next write copies up into the new upper.
-func (fsys *unionFS) taintOpen(in *fusefs.Inode) {
+func (fsys *unionFS) taintOpen(in *fusefs.Inode, pinned *[]*node) {
 	n := in.Operations().(*node)
 	if f := n.file.Load(); f != nil {
 		n.mu.Lock()
@@ -670,10 +676,13 @@ func (fsys *unionFS) taintOpen(in *fusefs.Inode) {
 			// the old upper dir, removed by the commit, kept its space on disk.
 			n.closeOldFds()
 		}
+		if f.namedPin && len(f.oldFds) > 0 {
+			*pinned = append(*pinned, n) // kept for a removed name (releaseNamed)
+		}
 		n.mu.Unlock()
 	}
 	for _, ch := range in.Children() {
-		fsys.taintOpen(ch)
+		fsys.taintOpen(ch, pinned)
 	}
 }
 

@@ -509,3 +509,33 @@ func TestRebaseClosesOldUpperFds(t *testing.T) {
 		t.Errorf("f03 after the Rebase = %q", got)
 	}
 }
+
+// TestRebaseClosesPinnedOldUpperFds: a file that lost one of two names before a
+// Rebase (ln f g; rm g) had its fd kept for the removal; the Rebase moved it
+// aside and kept it, and the LRU then let go of the node with it: the old
+// upper's copy, which the commit deletes, kept its space until the kernel forgot
+// the inode (a code review). The Rebase hands such nodes to releaseNamed.
+func TestRebaseClosesPinnedOldUpperFds(t *testing.T) {
+	lower := tree(t, map[string]string{"low": "l\n"})
+	u := mountUnion(t, cow.FormatOCI, lower)
+	p := func(s string) string { return filepath.Join(u.mnt, s) }
+	must(t, os.WriteFile(p("f"), []byte("data\n"), 0o644))
+	must(t, os.Link(p("f"), p("g")))
+	must(t, os.Remove(p("g")))
+	oldUpper := u.upper
+	if n, _ := fdsUnder(t, oldUpper); n != 1 {
+		t.Fatalf("%d fds on the upper's files before the Rebase, want 1 (the test's premise)", n)
+	}
+	commitRebase(t, u, []string{lower})
+	n, names := fdsUnder(t, oldUpper)
+	for try := 0; n > 0 && try < 50; try++ {
+		time.Sleep(100 * time.Millisecond)
+		n, names = fdsUnder(t, oldUpper)
+	}
+	if n > 0 {
+		t.Errorf("%d fds on the old upper's files after the Rebase, want none (f has its name):\n%s", n, strings.Join(names, "\n"))
+	}
+	if got := readUncached(t, p("f")); got != "data\n" {
+		t.Errorf("f after the Rebase = %q", got)
+	}
+}

@@ -16,6 +16,7 @@ import (
 	"os"
 	"path"
 	"strings"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -31,11 +32,16 @@ func decompress(f *os.File) (io.ReadCloser, error) { return blobstore.Decompress
 // isArchive reports whether a file is a tar archive (plain, gzip, bzip2, xz or
 // zstd), which ADD unpacks instead of copying.
 func isArchive(p string) bool {
-	f, err := os.Open(p)
+	// Non-blocking, and only a regular file is read: an open of a FIFO in the
+	// context waited for a writer for good, a device's read its driver's.
+	f, err := os.OpenFile(p, os.O_RDONLY|syscall.O_NONBLOCK, 0)
 	if err != nil {
 		return false
 	}
 	defer f.Close()
+	if fi, err := f.Stat(); err != nil || !fi.Mode().IsRegular() {
+		return false
+	}
 	return isArchiveFile(f)
 }
 

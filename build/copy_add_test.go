@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/layerfs/layerfs/cow"
 	"golang.org/x/sys/unix"
@@ -137,4 +138,25 @@ func headerTar(t *testing.T, p string, hdrs ...*tar.Header) *os.File {
 		t.Fatal(err)
 	}
 	return f
+}
+
+// TestIsArchiveSkipsSpecialFiles: ADD asks of each source whether it is an
+// archive; a FIFO in the context made that open wait for a writer for good (a
+// device's read would reach its driver). Only regular files are read.
+func TestIsArchiveSkipsSpecialFiles(t *testing.T) {
+	dir := t.TempDir()
+	fifo := filepath.Join(dir, "fifo")
+	if err := unix.Mkfifo(fifo, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan bool, 1)
+	go func() { done <- isArchive(fifo) }()
+	select {
+	case got := <-done:
+		if got {
+			t.Errorf("isArchive(fifo) = true")
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatalf("isArchive(fifo) still waiting after 10s")
+	}
 }

@@ -39,11 +39,7 @@ func (n *node) Rename(ctx context.Context, name string, newParent fusefs.InodeEm
 	if !s.writable() {
 		return syscall.EROFS
 	}
-	npe, _, err := np.resolve()
-	if err != nil {
-		return errno("rename", err)
-	}
-	rel, nrel := n.rel(), np.rel()
+	rel := n.rel()
 	se, err := s.lookupIn(pe.layers, rel, name)
 	if err != nil {
 		return errno("rename", err)
@@ -53,6 +49,11 @@ func (n *node) Rename(ctx context.Context, name string, newParent fusefs.InodeEm
 		// a temp file renamed into place): the rename proper does the rest.
 		return errPrepared
 	}
+	npe, _, err := np.resolve()
+	if err != nil {
+		return errno("rename", err)
+	}
+	nrel := np.rel()
 	de, err := s.lookupIn(npe.layers, nrel, newName)
 	if err != nil && !errors.Is(err, unix.ENOENT) {
 		return errno("rename", err)

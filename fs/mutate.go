@@ -112,20 +112,30 @@ func chownKeepMode(ctx context.Context, dfd int, name string, ids *IDMapping) er
 	return nil
 }
 
-// finishNew stats a freshly made upper entry and registers its inode.
-func (n *node) finishNew(ctx context.Context, s *stack, dfd int, name string, out *fuse.EntryOut) (*fusefs.Inode, *entry, error) {
+// finishNew stats a new upper entry and registers its inode. fresh says this
+// request made it (it did not exist before).
+func (n *node) finishNew(ctx context.Context, s *stack, dfd int, name string, fresh bool, out *fuse.EntryOut) (*fusefs.Inode, *entry, error) {
 	e := &entry{layers: []int{0}}
 	if err := e.fstatat(dfd, name); err != nil {
 		return nil, nil, err
 	}
-	if n.fs.overrideNames != nil {
+	if l := s.layers[0]; n.fs.overrideNames != nil && !fresh && l.override != nil {
+		st := e.st.full()
+		l.overrideAt(&st, dfd, name)
+		e.st = attrsOf(&st)
+	} else if n.fs.overrideNames != nil {
 		st := e.st.full()
 		if err := n.fs.overrideNew(ctx, dfd, name, &st); err != nil {
 			return nil, nil, err
 		}
 		e.st = attrsOf(&st)
 	}
-	if err := s.identify(dfd, 0, name, e); err != nil {
+	if fresh {
+		// stack.identify without its look for an origin xattr: only a copy-up
+		// writes one, and the entry was just made.
+		e.ino, e.gen = s.lowerIno(0, e.st.Dev, e.st.Ino)
+		e.gen = nativeGen(dfd, name, e.gen)
+	} else if err := s.identify(dfd, 0, name, e); err != nil {
 		return nil, nil, err
 	}
 	n.fs.fillEntry(e, out)
@@ -156,20 +166,30 @@ func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint3
 		oflags = int(flags)&(unix.O_EXCL|unix.O_TRUNC) | unix.O_RDWR | unix.O_CREAT | unix.O_NOFOLLOW | unix.O_CLOEXEC
 	}
 	perm, acl := n.fs.newMode(ctx, dfd, mode)
-	fd, err := unix.Openat(dfd, name, oflags, perm)
+	// Exclusive first, to know whether the file is new: the kernel sends CREATE
+	// for a name it holds no entry for, but without O_EXCL the name may exist.
+	fresh := true
+	fd, err := unix.Openat(dfd, name, oflags|unix.O_EXCL, perm)
+	if errors.Is(err, unix.EEXIST) && oflags&unix.O_EXCL == 0 {
+		fresh = false
+		fd, err = unix.Openat(dfd, name, oflags, perm)
+	}
 	if err != nil {
 		return nil, nil, 0, errno("create", err)
 	}
-	m, setMode := modeAfterChown(fd, perm, acl)
-	if err := chownCaller(ctx, dfd, name, n.fs.ids); err != nil {
-		unix.Close(fd)
-		return nil, nil, 0, errno("create chown", err)
-	}
-	if setMode {
-		_ = unix.Fchmod(fd, m) // after the chown, which clears set-id bits
+	if fresh {
+		// (An existing file keeps its owner and mode, as open(2) leaves them.)
+		m, setMode := modeAfterChown(fd, perm, acl)
+		if err := chownCaller(ctx, dfd, name, n.fs.ids); err != nil {
+			unix.Close(fd)
+			return nil, nil, 0, errno("create chown", err)
+		}
+		if setMode {
+			_ = unix.Fchmod(fd, m) // after the chown, which clears set-id bits
+		}
 	}
 
-	in, _, err := n.finishNew(ctx, s, dfd, name, out)
+	in, _, err := n.finishNew(ctx, s, dfd, name, fresh, out)
 	if err != nil {
 		unix.Close(fd)
 		return nil, nil, 0, errno("create", err)
@@ -219,7 +239,7 @@ func (n *node) newEntry(ctx context.Context, op, name string, out *fuse.EntryOut
 			return nil, errno(op, err)
 		}
 	}
-	in, _, err := n.finishNew(ctx, s, dfd, name, out)
+	in, _, err := n.finishNew(ctx, s, dfd, name, true, out)
 	return in, errno(op, err)
 }
 

@@ -476,6 +476,23 @@ func (n *node) Getattr(ctx context.Context, f fusefs.FileHandle, out *fuse.AttrO
 			return 0
 		}
 	}
+	if n.StableAttr().Mode&unix.S_IFMT == unix.S_IFREG {
+		if fd, ok := n.upperDataFd(); ok {
+			defer n.putFd()
+			var st unix.Stat_t
+			if err := unix.Fstat(fd, &st); err != nil {
+				return errno("getattr", err)
+			}
+			cow.ShownMode(&st)
+			if l := n.fs.upperLayer(); l != nil && l.override != nil {
+				l.overrideFd(&st, fd)
+			}
+			out.FromStat(toSyscallStat(n.fs.ids.shown(&st)))
+			out.Ino = n.StableAttr().Ino
+			out.SetTimeout(longTimeout * 1e9)
+			return 0
+		}
+	}
 	e, s, err := n.resolve()
 	if err != nil {
 		if errors.Is(err, unix.ESTALE) {

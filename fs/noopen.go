@@ -609,6 +609,13 @@ func (n *node) fsyncData() syscall.Errno {
 // setattrFd applies a SETATTR to an open fd of an upper file (one whose name is
 // gone, or any under xattr_permissions), O_PATH or not.
 func (fsys *unionFS) setattrFd(fd int, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
+	_, en := fsys.setattrFdStat(fd, in, out)
+	return en
+}
+
+// setattrFdStat is setattrFd that also returns the file's stat after the change,
+// before ids shift its owner.
+func (fsys *unionFS) setattrFdStat(fd int, in *fuse.SetAttrIn, out *fuse.AttrOut) (unix.Stat_t, syscall.Errno) {
 	ids := fsys.ids
 	var up *layer
 	if fsys.xperm != 0 {
@@ -618,18 +625,18 @@ func (fsys *unionFS) setattrFd(fd int, in *fuse.SetAttrIn, out *fuse.AttrOut) sy
 	if up != nil && unix.Fstat(fd, &st) == nil && overridable(st.Mode) {
 		// The owner and mode go to the override xattr (xperm.go).
 		if _, err := fsys.overrideSetattr(fd, in); err != nil {
-			return errno("setattr override", err)
+			return st, errno("setattr override", err)
 		}
 	} else {
 		if m, ok := in.GetMode(); ok {
 			if err := cow.Chmod(fd, m&0o7777); err != nil {
-				return errno("fchmod", err)
+				return st, errno("fchmod", err)
 			}
 		}
 		if su, sg, ok := setattrOwner(in); ok {
 			su, sg = ids.stored(su, sg)
 			if err := unix.Fchownat(fd, "", su, sg, unix.AT_EMPTY_PATH); err != nil {
-				return errno("fchown", err)
+				return st, errno("fchown", err)
 			}
 		}
 	}
@@ -640,22 +647,59 @@ func (fsys *unionFS) setattrFd(fd int, in *fuse.SetAttrIn, out *fuse.AttrOut) sy
 			err = unix.Truncate(procFd(fd), int64(sz))
 		}
 		if err != nil {
-			return errno("ftruncate", err)
+			return st, errno("ftruncate", err)
 		}
 	}
 	if ts, ok := setattrTimes(in); ok {
 		if err := unix.UtimesNanoAt(unix.AT_FDCWD, procFd(fd), ts, 0); err != nil {
-			return errno("futimens", err)
+			return st, errno("futimens", err)
 		}
 	}
 	if err := unix.Fstat(fd, &st); err != nil {
-		return errno("fstat", err)
+		return st, errno("fstat", err)
 	}
+	cow.ShownMode(&st)
 	if up != nil {
 		up.overrideFd(&st, fd)
 	}
 	out.FromStat(toSyscallStat(ids.shown(&st)))
-	return 0
+	return st, 0
+}
+
+// upperDataFd returns the node's data fd if it is a read-write fd of its file in
+// the upper dir (no-open mode: a file created, written or copied up here), for a
+// use that ends with n.putFd. SETATTR, GETATTR and the xattr requests of such a
+// file go through it instead of resolving its path from the root: an untar sends
+// three SETATTRs and two GETXATTRs for every file it makes. The fd is the node's
+// own file even while a rename moves another file onto its name (see
+// openDataFd), and a Rebase closes it (taintOpen).
+func (n *node) upperDataFd() (int, bool) {
+	if !n.fs.noOpen {
+		return -1, false
+	}
+	n.mu.Lock()
+	f := n.fstIf()
+	if f.dfd < 0 || !f.dfdUpper {
+		n.mu.Unlock()
+		return -1, false
+	}
+	f.fdRefs++ // not noFileState: it has a data fd
+	fd := f.dfd
+	n.mu.Unlock()
+	dataFds.touch(n)
+	return fd, true
+}
+
+// refreshEntry replaces the attributes of the node's cached resolution with st,
+// a stat of its upper file, if that resolution names the same file.
+func (n *node) refreshEntry(st *unix.Stat_t) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if e := n.ent; e != nil && e.st.Dev == st.Dev && e.st.Ino == st.Ino {
+		ne := *e
+		ne.st = attrsOf(st)
+		n.ent = &ne
+	}
 }
 
 // setattrOwner returns the owner a SETATTR asks for as chown arguments (-1 for an id

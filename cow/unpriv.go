@@ -163,11 +163,11 @@ func widen(fd int, dirBits, regBits uint32) func() {
 // this chmod. Root makes one chmod, as before.
 func Chmod(fd int, mode uint32) error {
 	if !unprivileged {
-		return unix.Chmod(fdPath(fd), mode)
+		return fchmod(fd, mode)
 	}
 	wideMu.Lock()
 	defer wideMu.Unlock()
-	if err := unix.Chmod(fdPath(fd), mode); err != nil || len(wide) == 0 {
+	if err := fchmod(fd, mode); err != nil || len(wide) == 0 {
 		return err
 	}
 	var st unix.Stat_t
@@ -179,6 +179,15 @@ func Chmod(fd int, mode uint32) error {
 		}
 	}
 	return nil
+}
+
+// fchmod is fchmod(2) of fd, or chmod(2) of its /proc link for an O_PATH fd
+// (which fchmod refuses): the path costs a walk through procfs.
+func fchmod(fd int, mode uint32) error {
+	if err := unix.Fchmod(fd, mode); !errors.Is(err, unix.EBADF) {
+		return err
+	}
+	return unix.Chmod(fdPath(fd), mode)
 }
 
 // ShownMode sets the permission bits of st (an lstat of a file of this process's

@@ -275,31 +275,47 @@ type xattrPath struct {
 	// for the plain calls (the f*xattr ones refuse O_PATH fds): they go to that
 	// inode through the magic link, which the l* calls would not follow.
 	link bool
+	// fd, if set, is an fd (not O_PATH) of the file, for the f*xattr calls,
+	// which skip the walk through procfs; p is unset then.
+	fd    int
+	hasFd bool
 }
 
 func (x xattrPath) get(k string, dest []byte) (int, error) {
-	if x.link {
+	switch {
+	case x.hasFd:
+		return unix.Fgetxattr(x.fd, k, dest)
+	case x.link:
 		return unix.Lgetxattr(x.p, k, dest)
 	}
 	return unix.Getxattr(x.p, k, dest)
 }
 
 func (x xattrPath) list(dest []byte) (int, error) {
-	if x.link {
+	switch {
+	case x.hasFd:
+		return unix.Flistxattr(x.fd, dest)
+	case x.link:
 		return unix.Llistxattr(x.p, dest)
 	}
 	return unix.Listxattr(x.p, dest)
 }
 
 func (x xattrPath) set(k string, v []byte, flags int) error {
-	if x.link {
+	switch {
+	case x.hasFd:
+		return unix.Fsetxattr(x.fd, k, v, flags)
+	case x.link:
 		return unix.Lsetxattr(x.p, k, v, flags)
 	}
 	return unix.Setxattr(x.p, k, v, flags)
 }
 
 func (x xattrPath) remove(k string) error {
-	if x.link {
+	switch {
+	case x.hasFd:
+		return unix.Fremovexattr(x.fd, k)
+	case x.link:
 		return unix.Lremovexattr(x.p, k)
 	}
 	return unix.Removexattr(x.p, k)
@@ -314,7 +330,7 @@ func (n *node) withXattrs(write bool, fn func(x xattrPath) error) error {
 	if n.StableAttr().Mode&unix.S_IFMT == unix.S_IFREG {
 		if fd, ok := n.upperDataFd(); ok {
 			defer n.putFd()
-			return fn(xattrPath{p: procFd(fd)})
+			return fn(xattrPath{fd: fd, hasFd: true})
 		}
 	}
 	e, s, err := n.resolve()

@@ -6,6 +6,7 @@ import (
 	"path"
 	"syscall"
 	"time"
+	"unsafe"
 
 	fusefs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
@@ -651,7 +652,7 @@ func (fsys *unionFS) setattrFdStat(fd int, in *fuse.SetAttrIn, out *fuse.AttrOut
 		}
 	}
 	if ts, ok := setattrTimes(in); ok {
-		if err := unix.UtimesNanoAt(unix.AT_FDCWD, procFd(fd), ts, 0); err != nil {
+		if err := futimens(fd, ts); err != nil {
 			return st, errno("futimens", err)
 		}
 	}
@@ -700,6 +701,19 @@ func (n *node) refreshEntry(st *unix.Stat_t) {
 		ne.st = attrsOf(st)
 		n.ent = &ne
 	}
+}
+
+// futimens sets the times of the file open as fd: utimensat(2) with a NULL path,
+// or by its /proc link for an O_PATH fd, which that refuses.
+func futimens(fd int, ts []unix.Timespec) error {
+	_, _, e := unix.Syscall6(unix.SYS_UTIMENSAT, uintptr(fd), 0, uintptr(unsafe.Pointer(&ts[0])), 0, 0, 0)
+	if e == 0 {
+		return nil
+	}
+	if e != unix.EBADF {
+		return e
+	}
+	return unix.UtimesNanoAt(unix.AT_FDCWD, procFd(fd), ts, 0)
 }
 
 // setattrOwner returns the owner a SETATTR asks for as chown arguments (-1 for an id

@@ -7,7 +7,6 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"unsafe"
 
 	"github.com/layerfs/layerfs/cow"
 	"github.com/layerfs/layerfs/internal/testenv"
@@ -26,16 +25,6 @@ var specialKinds = []struct {
 	{"fifo", unix.S_IFIFO, 0},
 	{"sock", unix.S_IFSOCK, 0},
 	{"chr", unix.S_IFCHR, int(unix.Mkdev(1, 3))},
-}
-
-// futimens is futimens(3): utimensat with a NULL path, which changes the file the
-// fd is open on (x/sys has no wrapper for it).
-func futimens(fd int, ts []unix.Timespec) error {
-	_, _, e := unix.Syscall6(unix.SYS_UTIMENSAT, uintptr(fd), 0, uintptr(unsafe.Pointer(&ts[0])), 0, 0, 0)
-	if e != 0 {
-		return e
-	}
-	return nil
 }
 
 // TestChangeUnlinkedSpecialFile: a fifo, socket or device node held open whose name

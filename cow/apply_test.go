@@ -282,6 +282,63 @@ func TestApplyDeepPath(t *testing.T) {
 	}
 }
 
+// TestApplyDeepChain: one entry whose missing parents are a chain of thousands of
+// dirs (a 16 KB path, 8,000 dirs deep) unpacks; each dir is made from the one
+// made before it (mkdirAll), not by a walk from the root, which made such a tar
+// take minutes (review 21, finding 1). BenchmarkApplyDeepChain times it.
+func TestApplyDeepChain(t *testing.T) {
+	p := strings.Repeat("d/", 8000) + "f"
+	d := filepath.Join(tempDir(t), "r")
+	must(t, os.Mkdir(d, 0o755))
+	if _, err := Apply(context.Background(), d, bytes.NewReader(buildTar(t, reg(p, "x")))); err != nil {
+		t.Fatalf("Apply of a %d-byte path: %v", len(p), err)
+	}
+	fd, err := unix.Open(d, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	must(t, err)
+	defer unix.Close(fd)
+	dfd, err := walkDirIn(fd, path.Dir(p), unix.O_RDONLY)
+	must(t, err)
+	defer unix.Close(dfd)
+	var st unix.Stat_t
+	if err := unix.Fstatat(dfd, "f", &st, 0); err != nil || st.Size != 1 {
+		t.Errorf("leaf at the end of the chain: %v, size %d", err, st.Size)
+	}
+}
+
+func BenchmarkApplyDeepChain(b *testing.B) {
+	tb := buildTar(b, reg(strings.Repeat("d/", 2500)+"f", "x"))
+	for b.Loop() {
+		d := filepath.Join(b.TempDir(), "r")
+		must(b, os.Mkdir(d, 0o755))
+		if _, err := Apply(context.Background(), d, bytes.NewReader(tb)); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// TestApplyOverlongPath: a path over 16 KiB is refused by CheckLayer (so by
+// import, load and pull, before anything is stored) and by Apply, with an error
+// of one short line: the name in it is cut (review 21, findings 1 and 3).
+func TestApplyOverlongPath(t *testing.T) {
+	for _, p := range []string{strings.Repeat("d/", 50000) + "f", strings.Repeat("p", 100000)} {
+		tb := buildTar(t, reg(p, "x"))
+		_, cerr := CheckLayer(bytes.NewReader(tb))
+		d := filepath.Join(tempDir(t), "r")
+		must(t, os.Mkdir(d, 0o755))
+		_, aerr := Apply(context.Background(), d, bytes.NewReader(tb))
+		for _, err := range []error{cerr, aerr} {
+			if !errors.Is(err, ErrUnsupported) {
+				t.Errorf("%d-byte path: %v, want ErrUnsupported", len(p), err)
+			} else if msg := err.Error(); len(msg) > 400 || strings.Contains(msg, "\n") {
+				t.Errorf("%d-byte path: error of %d bytes: %.100s...", len(p), len(msg), msg)
+			}
+		}
+		if ents, _ := os.ReadDir(d); len(ents) != 0 {
+			t.Errorf("%d-byte path: Apply left %d entries", len(p), len(ents))
+		}
+	}
+}
+
 func TestApplyTruncated(t *testing.T) {
 	b := buildTar(t, reg("a", strings.Repeat("x", 5000)))
 	d := filepath.Join(tempDir(t), "r")

@@ -1,6 +1,10 @@
 package cow
 
-import "errors"
+import (
+	"errors"
+	"fmt"
+	"strings"
+)
 
 var (
 	// ErrUnsafePath is returned by Apply for a tar entry that could lead a write
@@ -12,10 +16,10 @@ var (
 	// asked for. Nothing is left behind.
 	ErrDigestMismatch = errors.New("layer digest mismatch")
 	// ErrUnsupported is returned for input cow cannot represent faithfully: unknown tar
-	// entry types, names over 255 bytes, symlinks to "" or past PATH_MAX, device
-	// numbers past Linux's 12:20 bits, owners outside Linux's 32-bit ids (negative,
-	// or 2^32-1 and up), a hard link into the dir its entry replaces, or kernel
-	// overlayfs redirect/metacopy entries in an upper dir.
+	// entry types, names over 255 bytes, paths over 16 KiB, symlinks
+	// to "" or past PATH_MAX, device numbers past Linux's 12:20 bits, owners outside
+	// Linux's 32-bit ids (negative, or 2^32-1 and up), a hard link into the dir its
+	// entry replaces, or kernel overlayfs redirect/metacopy entries in an upper dir.
 	ErrUnsupported = errors.New("unsupported layer content")
 	// ErrTruncated is returned by CheckLayer with RequireEndMarker for a tar that
 	// ends without its end-of-archive marker: cut short, most likely.
@@ -31,5 +35,15 @@ type EntryError struct {
 	Err  error
 }
 
-func (e *EntryError) Error() string { return e.Op + " " + e.Path + ": " + e.Err.Error() }
+func (e *EntryError) Error() string { return e.Op + " " + shortPath(e.Path) + ": " + e.Err.Error() }
+
+// shortPath is p for an error message: a path of a hostile tar can be 100 KB,
+// which would make the one-line error unreadable. The middle goes.
+func shortPath(p string) string {
+	const keep = 120
+	if len(p) <= 3*keep {
+		return p
+	}
+	return fmt.Sprintf("%s...(%d bytes)...%s", strings.ToValidUTF8(p[:keep], ""), len(p), strings.ToValidUTF8(p[len(p)-keep:], ""))
+}
 func (e *EntryError) Unwrap() error { return e.Err }

@@ -100,16 +100,34 @@ func (n *node) openDataFd(write bool) (fd int, raced bool, err error) {
 		unix.Close(fd)
 		return -1, true, unix.ESTALE
 	}
-	return n.adoptDataFd(fd, e.inUpper(s), write), false, nil
+	if fd = n.adoptDataFdOf(fd, s, e.inUpper(s), write); fd < 0 {
+		return -1, true, unix.ESTALE
+	}
+	return fd, false, nil
 }
 
 // adoptDataFd makes fd, a file of the node's opened in the upper dir or not, its
 // data fd, unless a request that opened one too won; it returns the node's fd,
 // for a use that ends with n.putFd.
 func (n *node) adoptDataFd(fd int, upper, write bool) int {
+	return n.adoptDataFdOf(fd, nil, upper, write)
+}
+
+// adoptDataFdOf is adoptDataFd for fd, a file of stack s (nil: the current one,
+// which the caller's barrier keeps): if a Rebase replaced s meanwhile, fd is
+// closed and -1 returned. Reads take no barrier: one could open a file of the
+// old upper dir just before a Rebase and adopt it after the Rebase's taintOpen
+// had passed the node, and then every later change to the file went to the old
+// upper, which commit --rebase deletes (review rev21-diff). The Rebase stores
+// the new stack before taintOpen takes each node's mu, under which this checks.
+func (n *node) adoptDataFdOf(fd int, s *stack, upper, write bool) int {
 	defer dataFds.touch(n)
 	n.mu.Lock()
 	defer n.mu.Unlock()
+	if s != nil && n.fs.stack.Load() != s {
+		unix.Close(fd)
+		return -1
+	}
 	n.fst().fdRefs++
 	if n.fst().dfd >= 0 && (!write || n.fst().dfdUpper) {
 		unix.Close(fd) // another request won
@@ -313,9 +331,16 @@ func (n *node) Read(ctx context.Context, f fusefs.FileHandle, dest []byte, off i
 	if err != nil {
 		return nil, errno("read", err)
 	}
+	res := readAt(fd, off, len(dest))
+	if res.Size() == 0 {
+		// At or past the end (a read racing a truncate): go-fuse sends an
+		// empty result without calling Done, so the use ends here.
+		n.putFd()
+		return res, 0
+	}
 	// Spliced from the fd when the kernel allows; its use ends when go-fuse is
 	// done with it.
-	return &fdRead{ReadResult: readAt(fd, off, len(dest)), n: n}, 0
+	return &fdRead{ReadResult: res, n: n}, 0
 }
 
 // readAt is fuse.ReadResultFd(fd, off, size) with size cut to the end of the file.

@@ -24,6 +24,7 @@ import (
 
 	"github.com/layerfs/layerfs/blobstore"
 	"github.com/layerfs/layerfs/cow"
+	"github.com/layerfs/layerfs/fs"
 )
 
 // lowerDirs unpacks the image's layers (if needed) and returns their dirs, top first.
@@ -35,6 +36,9 @@ func (b *builder) lowerDirs(ctx context.Context) ([]string, error) {
 func (b *builder) layerDirs(ctx context.Context, ids []digest.Digest, descs []ocispec.Descriptor) ([]string, error) {
 	if len(ids) != len(descs) {
 		return nil, fmt.Errorf("%w: %d layers but %d diff_ids", ErrBuild, len(descs), len(ids))
+	}
+	if n := len(ids) + 1; n > fs.MaxLayers() {
+		return nil, fmt.Errorf("%w: %w", ErrBuild, fs.TooManyLayers(n)) // before unpacking them
 	}
 	srcs := make([]cow.LayerSource, len(ids))
 	for i, d := range descs {

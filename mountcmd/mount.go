@@ -15,6 +15,7 @@ import (
 
 	"github.com/layerfs/layerfs/blobstore"
 	"github.com/layerfs/layerfs/cow"
+	"github.com/layerfs/layerfs/fs"
 	"github.com/opencontainers/go-digest"
 )
 
@@ -481,6 +482,10 @@ func ensureLayers(ctx context.Context, g *globalOptions, s *blobstore.Store, img
 	diffIDs := img.Config.RootFS.DiffIDs
 	if len(diffIDs) != len(layers) {
 		return nil, fmt.Errorf("image %s: %d layers but %d diff IDs", shortID(img.ID.Encoded()), len(layers), len(diffIDs))
+	}
+	if n := len(layers) + 1; n > fs.MaxLayers() {
+		// (Before unpacking them all for a mount that cannot be made.)
+		return nil, fmt.Errorf("image %s: %w", shortID(img.ID.Encoded()), fs.TooManyLayers(n))
 	}
 	srcs := make([]cow.LayerSource, len(layers))
 	for i, desc := range layers {

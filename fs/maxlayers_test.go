@@ -1,0 +1,48 @@
+package fs
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/layerfs/layerfs/cow"
+	"golang.org/x/sys/unix"
+)
+
+// TestMountRefusesTooManyLayers: a stack deeper than MaxLayers is refused by
+// Mount with an error naming the open-file limit, and one of exactly MaxLayers
+// lists a dir that every layer has without EMFILE. Before, an image of 10,000
+// layers under a limit of 20,000 files mounted, then failed every listing with
+// EMFILE (review rev21-hostile, finding 2).
+func TestMountRefusesTooManyLayers(t *testing.T) {
+	var rl unix.Rlimit
+	must(t, unix.Getrlimit(unix.RLIMIT_NOFILE, &rl))
+	low := rl
+	low.Cur = 1200
+	must(t, unix.Setrlimit(unix.RLIMIT_NOFILE, &low))
+	t.Cleanup(func() { unix.Setrlimit(unix.RLIMIT_NOFILE, &rl) })
+	limit := MaxLayers()
+	if limit < 100 || limit > 600 {
+		t.Fatalf("MaxLayers() = %d under a limit of 1,200 files", limit)
+	}
+	base := t.TempDir()
+	var lowers []string
+	for i := range limit {
+		l := filepath.Join(base, fmt.Sprint(i))
+		must(t, os.MkdirAll(filepath.Join(l, "d"), 0o755))
+		must(t, os.WriteFile(filepath.Join(l, "d", fmt.Sprint("f", i)), nil, 0o644))
+		lowers = append(lowers, l)
+	}
+	d := t.TempDir()
+	_, err := Mount(filepath.Join(d, "m"), Options{Lowers: lowers, Upper: filepath.Join(d, "u"), Work: filepath.Join(d, "w"), Format: cow.FormatOCI})
+	if err == nil || !strings.Contains(err.Error(), "ulimit -n") {
+		t.Fatalf("Mount of %d layers (MaxLayers %d): %v, want a refusal naming the limit", limit+1, limit, err)
+	}
+	u := mountUnion(t, cow.FormatOCI, lowers[:limit-1]...)
+	ents, err := os.ReadDir(filepath.Join(u.mnt, "d"))
+	if err != nil || len(ents) != limit-1 {
+		t.Errorf("listing a dir of all %d layers: %d entries, %v", limit, len(ents), err)
+	}
+}

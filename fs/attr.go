@@ -40,21 +40,19 @@ func (n *node) Setattr(ctx context.Context, f fusefs.FileHandle, in *fuse.SetAtt
 			return 0
 		}
 	}
-	if n.StableAttr().Mode&unix.S_IFMT == unix.S_IFREG {
-		if fd, ok := n.upperDataFd(); ok {
-			defer n.putFd()
-			st, en := n.fs.setattrFdStat(fd, in, out)
-			if en != 0 {
-				return en
-			}
-			if hasSize {
-				n.dataChanged(0, 0)
-			}
-			n.refreshEntry(&st)
-			out.Ino = n.StableAttr().Ino
-			out.SetTimeout(longTimeout * 1e9)
-			return 0
+	if fd, ok := n.upperDataFd(); ok {
+		defer n.putFd()
+		st, en := n.fs.setattrFdStat(fd, in, out)
+		if en != 0 {
+			return en
 		}
+		if hasSize {
+			n.dataChanged(0, 0)
+		}
+		n.refreshEntry(&st)
+		out.Ino = n.StableAttr().Ino
+		out.SetTimeout(longTimeout * 1e9)
+		return 0
 	}
 	var e *entry
 	var s *stack
@@ -327,11 +325,9 @@ func (x xattrPath) remove(k string) error {
 // layers and the upper dir. A node whose name is gone (unlinked while open,
 // O_TMPFILE) goes by its fd: for a change (write), its upper file's.
 func (n *node) withXattrs(write bool, fn func(x xattrPath) error) error {
-	if n.StableAttr().Mode&unix.S_IFMT == unix.S_IFREG {
-		if fd, ok := n.upperDataFd(); ok {
-			defer n.putFd()
-			return fn(xattrPath{fd: fd, hasFd: true})
-		}
+	if fd, ok := n.upperDataFd(); ok {
+		defer n.putFd()
+		return fn(xattrPath{fd: fd, hasFd: true})
 	}
 	e, s, err := n.resolve()
 	if nameGone(err) {

@@ -465,31 +465,14 @@ func (n *node) Getattr(ctx context.Context, f fusefs.FileHandle, out *fuse.AttrO
 	n.fs.getattrs.Add(1)
 	n.fs.relist.attrFresh(n)
 	if h := asHandle(f); h != nil {
-		var st unix.Stat_t
-		if _, fd, ok := h.upperFile(); ok && unix.Fstat(fd, &st) == nil {
-			if l := n.fs.upperLayer(); l != nil && l.override != nil {
-				l.overrideFd(&st, fd)
-			}
-			out.FromStat(toSyscallStat(n.fs.ids.shown(&st)))
-			out.Ino = n.StableAttr().Ino
-			out.SetTimeout(longTimeout * 1e9)
+		if _, fd, ok := h.upperFile(); ok && n.getattrFd(fd, out) {
 			return 0
 		}
 	}
-	if n.StableAttr().Mode&unix.S_IFMT == unix.S_IFREG {
-		if fd, ok := n.upperDataFd(); ok {
-			defer n.putFd()
-			var st unix.Stat_t
-			if err := unix.Fstat(fd, &st); err != nil {
-				return errno("getattr", err)
-			}
-			cow.ShownMode(&st)
-			if l := n.fs.upperLayer(); l != nil && l.override != nil {
-				l.overrideFd(&st, fd)
-			}
-			out.FromStat(toSyscallStat(n.fs.ids.shown(&st)))
-			out.Ino = n.StableAttr().Ino
-			out.SetTimeout(longTimeout * 1e9)
+	if fd, ok := n.upperDataFd(); ok {
+		ok = n.getattrFd(fd, out)
+		n.putFd()
+		if ok {
 			return 0
 		}
 	}
@@ -520,6 +503,23 @@ func (n *node) Getattr(ctx context.Context, f fusefs.FileHandle, out *fuse.AttrO
 	out.Ino = n.StableAttr().Ino
 	out.SetTimeout(longTimeout * 1e9)
 	return 0
+}
+
+// getattrFd answers a GETATTR from fd, an fd of the node's file in the upper dir;
+// false if it cannot be stat'ed.
+func (n *node) getattrFd(fd int, out *fuse.AttrOut) bool {
+	var st unix.Stat_t
+	if unix.Fstat(fd, &st) != nil {
+		return false
+	}
+	cow.ShownMode(&st)
+	if l := n.fs.upperLayer(); l != nil && l.override != nil {
+		l.overrideFd(&st, fd)
+	}
+	out.FromStat(toSyscallStat(n.fs.ids.shown(&st)))
+	out.Ino = n.StableAttr().Ino
+	out.SetTimeout(longTimeout * 1e9)
+	return true
 }
 
 // getattrUnlinked answers fstat of a file whose name is gone, through its handle.

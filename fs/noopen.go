@@ -700,7 +700,7 @@ func (fsys *unionFS) setattrFdStat(fd int, in *fuse.SetAttrIn, out *fuse.AttrOut
 // own file even while a rename moves another file onto its name (see
 // openDataFd), and a Rebase closes it (taintOpen).
 func (n *node) upperDataFd() (int, bool) {
-	if !n.fs.noOpen {
+	if !n.fs.noOpen || n.StableAttr().Mode&unix.S_IFMT != unix.S_IFREG {
 		return -1, false
 	}
 	n.mu.Lock()

@@ -16,6 +16,7 @@ import (
 
 	fusefs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
+	"github.com/hanwen/go-fuse/v2/splice"
 	"github.com/layerfs/layerfs/cow"
 	"golang.org/x/sys/unix"
 )
@@ -110,6 +111,7 @@ func Mount(mountpoint string, opts Options) (*MountPoint, error) {
 	for _, err := range s.loadInoMaps(opts.InodeMaps) {
 		log.Printf("layerfs: mount %s: %v (its layer's own inode numbers are used)", mountpoint, err)
 	}
+	openDevNull()
 	fsys := &unionFS{debug: opts.Debug, noOpen: !opts.Passthrough, ids: opts.IDs, noACL: opts.NoACL,
 		xperm: opts.XattrPermissions, overrideNames: overrideWriteNames(opts.XattrPermissions), noXattrs: opts.NoXattrs}
 	fsys.relist.delay = relistDelay
@@ -762,4 +764,16 @@ func mountFlags(opts, flags []string, root bool) ([]string, uintptr) {
 		return opts, unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOATIME
 	}
 	return opts, 0
+}
+
+// openDevNull makes go-fuse's splice package open the /dev/null it empties pipes
+// into, now, while the process has fds to spare: it opens it at its first use and
+// panics if that fails, and that first use could come when the open-file limit
+// was reached (the soak review's server died so, at EMFILE). A pipe pair taken
+// from its pool and given back empties the pair, which opens it; the pair stays
+// in the pool for go-fuse's reads.
+func openDevNull() {
+	if p, err := splice.Get(); err == nil {
+		splice.Done(p)
+	}
 }

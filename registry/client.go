@@ -47,6 +47,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -189,9 +190,69 @@ func (c *Client) httpTransport(host string, mirror bool) http.RoundTripper {
 		if c.RequireTLS {
 			why = "TLS verification required (--tls-verify=true)"
 		}
-		return httpsOnly{t, host, why}
+		return httpsOnly{limited{t}, host, why}
 	}
-	return t
+	return limited{t}
+}
+
+const (
+	// maxRedirects is Go's own limit, which go-containerregistry's redirect
+	// check replaces with none.
+	maxRedirects = 10
+	// maxManifestSize is the store's cap on a manifest or index it reads whole
+	// (blobstore's metadata limit); containers/image caps them at 4 MiB.
+	maxManifestSize = 16 << 20
+)
+
+// limited bounds what a registry can make a client do. go-containerregistry
+// follows redirects without a limit: a blob, manifest GET or manifest PUT that
+// answered 307 to itself looped for good, thousands of requests a second, with
+// memory growing (review rev21-reg), where skopeo stops after 10. And it reads a
+// manifest or index whole, up to 100 MiB, before anything here could refuse it:
+// a 100 MB manifest took 500 MB of memory to refuse, a 100 MB index was taken.
+type limited struct{ http.RoundTripper }
+
+func (l limited) RoundTrip(req *http.Request) (*http.Response, error) {
+	hops := 0
+	for r := req; r.Response != nil && r.Response.Request != nil; r = r.Response.Request {
+		hops++
+	}
+	if hops >= maxRedirects {
+		return nil, fmt.Errorf("stopped after %d redirects", maxRedirects) // (as Go's client says)
+	}
+	resp, err := l.RoundTripper.RoundTrip(req)
+	if err != nil || req.Method != http.MethodGet || !strings.Contains(req.URL.Path, "/manifests/") {
+		return resp, err
+	}
+	if resp.ContentLength > maxManifestSize {
+		resp.Body.Close()
+		return nil, fmt.Errorf("a manifest of %d bytes, larger than %d", resp.ContentLength, maxManifestSize)
+	}
+	resp.Body = &cappedBody{ReadCloser: resp.Body, left: maxManifestSize}
+	return resp, nil
+}
+
+var errManifestSize = fmt.Errorf("a manifest larger than %d bytes", maxManifestSize)
+
+// cappedBody fails a manifest body once it passes maxManifestSize.
+type cappedBody struct {
+	io.ReadCloser
+	left int64
+}
+
+func (b *cappedBody) Read(p []byte) (int, error) {
+	if b.left < 0 {
+		return 0, errManifestSize
+	}
+	if int64(len(p)) > b.left+1 {
+		p = p[:b.left+1]
+	}
+	n, err := b.ReadCloser.Read(p)
+	b.left -= int64(n)
+	if b.left < 0 {
+		return n, errManifestSize
+	}
+	return n, err
 }
 
 // clientCerts loads the client certificate pairs of dirs: each NAME.cert with

@@ -217,7 +217,8 @@ func (c *Client) fetchDescriptor(ctx context.Context, named reference.Named) (*r
 			return d, e, nil
 		}
 		if ctx.Err() != nil {
-			return nil, endpoint{}, ctx.Err()
+			// ("context canceled" alone named neither the image nor why.)
+			return nil, endpoint{}, pullFailed(named, context.Cause(ctx))
 		}
 		last := pullError(named, e, err)
 		if i == len(endpoints)-1 {

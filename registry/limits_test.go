@@ -1,0 +1,150 @@
+package registry_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"path"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/layerfs/layerfs/registry"
+)
+
+// TestPullStopsRedirectLoops: a registry whose blob or manifest GET answers 307 to
+// itself. go-containerregistry follows redirects without a limit, so a pull looped
+// for good, thousands of requests a second with its memory growing (review
+// rev21-reg, finding 1); it now stops after 10, as skopeo does, with one line
+// naming the image, and leaves the store as it was.
+func TestPullStopsRedirectLoops(t *testing.T) {
+	h := startHostileRegistry(t)
+	layer := entriesTar(t, entry{name: "etc/hostname", body: "loop"})
+	img := h.image("loop", 0, nil, layer)
+	for _, what := range []string{"blob", "manifest"} {
+		t.Run(what, func(t *testing.T) {
+			var hits atomic.Int64
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				dir, _ := path.Split(r.URL.Path)
+				loop := what == "blob" && strings.HasSuffix(dir, "/blobs/") && strings.HasSuffix(r.URL.Path, img.layers[0].Encoded()) ||
+					what == "manifest" && strings.HasSuffix(dir, "/manifests/")
+				if r.Method == http.MethodGet && loop {
+					hits.Add(1)
+					http.Redirect(w, r, r.URL.String(), http.StatusTemporaryRedirect)
+					return
+				}
+				// The rest from the real registry.
+				r.URL.Scheme, r.URL.Host = "http", h.host
+				resp, err := http.DefaultTransport.RoundTrip(r.Clone(context.Background()))
+				if err != nil {
+					http.Error(w, err.Error(), http.StatusBadGateway)
+					return
+				}
+				defer resp.Body.Close()
+				for k, v := range resp.Header {
+					w.Header()[k] = v
+				}
+				w.WriteHeader(resp.StatusCode)
+				buf := make([]byte, 32<<10)
+				for {
+					n, err := resp.Body.Read(buf)
+					w.Write(buf[:n])
+					if err != nil {
+						break
+					}
+				}
+			}))
+			defer srv.Close()
+			st := newStore(t)
+			snap := snapshot(t, st)
+			ref := strings.TrimPrefix(srv.URL, "http://") + "/loop:latest"
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			_, err := (&registry.Client{}).Pull(ctx, st, ref, registry.PullOptions{CheckLayer: checkLayer})
+			if err == nil || !(strings.HasPrefix(err.Error(), "pull "+ref+": ") || strings.HasPrefix(err.Error(), "pull "+ref+" from ")) || !strings.Contains(err.Error(), "stopped after 10 redirects") || strings.Contains(err.Error(), "\n") {
+				t.Fatalf("Pull(%s) = %v, want one line: stopped after 10 redirects", ref, err)
+			}
+			if n := hits.Load(); n > 50 {
+				t.Errorf("%d requests to the looping URL", n) // a few, with ggcr's retries
+			}
+			storeUnchanged(t, st, snap)
+		})
+	}
+}
+
+// TestPullCapsManifestBody: a manifest or index body is read up to 16 MiB, the
+// store's cap, not go-containerregistry's 100 MiB: a 100 MB manifest took 500 MB
+// of memory to refuse and a 100 MB index was taken (review rev21-reg, finding 3).
+// Both with a Content-Length and without one (chunked).
+func TestPullCapsManifestBody(t *testing.T) {
+	for _, chunked := range []bool{false, true} {
+		t.Run(fmt.Sprint("chunked=", chunked), func(t *testing.T) {
+			var sent atomic.Int64
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if !strings.Contains(r.URL.Path, "/manifests/") {
+					w.WriteHeader(http.StatusOK) // /v2/
+					return
+				}
+				w.Header().Set("Content-Type", "application/vnd.oci.image.index.v1+json")
+				body := `{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","annotations":{"pad":"`
+				total := 40 << 20
+				if !chunked {
+					w.Header().Set("Content-Length", fmt.Sprint(total))
+				}
+				if r.Method == http.MethodHead {
+					return
+				}
+				w.Write([]byte(body))
+				pad := []byte(strings.Repeat("x", 64<<10))
+				for n := len(body); n < total; n += len(pad) {
+					if _, err := w.Write(pad); err != nil {
+						return
+					}
+					sent.Add(int64(len(pad)))
+				}
+			}))
+			defer srv.Close()
+			st := newStore(t)
+			snap := snapshot(t, st)
+			ref := strings.TrimPrefix(srv.URL, "http://") + "/big:latest"
+			_, err := (&registry.Client{}).Pull(context.Background(), st, ref, registry.PullOptions{CheckLayer: checkLayer})
+			if err == nil || !strings.Contains(err.Error(), "larger than 16777216") || strings.Contains(err.Error(), "\n") {
+				t.Fatalf("Pull(%s) = %v, want one line: larger than 16777216", ref, err)
+			}
+			if chunked && sent.Load() > 24<<20 {
+				t.Errorf("the server sent %d MiB of the index before the pull gave up", sent.Load()>>20)
+			}
+			storeUnchanged(t, st, snap)
+		})
+	}
+}
+
+// TestPullCanceledNamesImage: a pull stopped (^C, SIGTERM) while its manifest
+// was being fetched said only "context canceled" (review rev21-reg, finding 4);
+// it names the image and the cause, as a stop later in the pull did.
+func TestPullCanceledNamesImage(t *testing.T) {
+	stall := make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.Contains(r.URL.Path, "/manifests/") {
+			select {
+			case <-stall:
+			case <-r.Context().Done():
+			}
+			return
+		}
+		w.WriteHeader(http.StatusOK)
+	}))
+	defer srv.Close()
+	defer close(stall)
+	cause := errors.New("terminated signal received")
+	ctx, cancel := context.WithCancelCause(context.Background())
+	time.AfterFunc(200*time.Millisecond, func() { cancel(cause) })
+	ref := strings.TrimPrefix(srv.URL, "http://") + "/x:y"
+	_, err := (&registry.Client{}).Pull(ctx, newStore(t), ref, registry.PullOptions{CheckLayer: checkLayer})
+	if err == nil || !strings.HasPrefix(err.Error(), "pull "+ref+": ") || !errors.Is(err, cause) {
+		t.Fatalf("Pull(%s) stopped while fetching its manifest = %v, want %q", ref, err, "pull "+ref+": "+cause.Error())
+	}
+}

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/layerfs/layerfs/blobstore"
@@ -237,9 +238,50 @@ func (f *layerFetch) matchDiffID(d, got digest.Digest) error {
 	return nil
 }
 
+// maxDownloadAttempts is docker's default max-download-attempts: a layer whose
+// body breaks off (a dropped connection, a reset) is downloaded again, from its
+// start, up to that many times in all, a second more apart each time.
+const maxDownloadAttempts = 5
+
+// retryDelay is the wait before a layer's second download, then twice it, and
+// so on (a variable for tests).
+var retryDelay = time.Second
+
 // fetchLayer downloads layer l into a staged blob, checking it and learning its
-// diffID on the way.
+// diffID on the way. A download whose body breaks off is tried again: one
+// dropped connection failed the whole pull (review rev21-reg, finding 2), where
+// docker retries.
 func (f *layerFetch) fetchLayer(ctx context.Context, l v1.Descriptor) error {
+	for attempt := 1; ; attempt++ {
+		again, err := f.fetchLayerOnce(ctx, l)
+		if !again || attempt == maxDownloadAttempts {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return context.Cause(ctx)
+		case <-time.After(time.Duration(attempt) * retryDelay):
+		}
+	}
+}
+
+// bodyReader records the error a read of a download's body ended with.
+type bodyReader struct {
+	io.Reader
+	err error
+}
+
+func (b *bodyReader) Read(p []byte) (int, error) {
+	n, err := b.Reader.Read(p)
+	if err != nil && err != io.EOF {
+		b.err = err
+	}
+	return n, err
+}
+
+// fetchLayerOnce is one attempt of fetchLayer; again reports that its error
+// was the body breaking off, for which another attempt may do.
+func (f *layerFetch) fetchLayerOnce(ctx context.Context, l v1.Descriptor) (again bool, _ error) {
 	d := digest.Digest(l.Digest.String())
 	id := shortID(d)
 	var rc io.ReadCloser
@@ -247,19 +289,20 @@ func (f *layerFetch) fetchLayer(ctx context.Context, l v1.Descriptor) error {
 	if foreign(l) {
 		var err error
 		if rc, from, err = f.openForeign(ctx, l); err != nil {
-			return err
+			return false, err
 		}
 	} else {
 		rl, err := f.img.LayerByDigest(l.Digest)
 		if err != nil {
-			return fmt.Errorf("layer %s: %w", d, err)
+			return false, fmt.Errorf("layer %s: %w", d, err)
 		}
 		if rc, err = rl.Compressed(); err != nil {
-			return fmt.Errorf("download layer %s: %w", d, classify(err))
+			return false, fmt.Errorf("download layer %s: %w", d, classify(err))
 		}
 	}
 	defer rc.Close()
-	var r io.Reader = &countingReader{r: rc, fn: func(n int64) { f.progress.Layer(id, StatusDownloading, n, l.Size) }}
+	body := &bodyReader{Reader: rc}
+	var r io.Reader = &countingReader{r: body, fn: func(n int64) { f.progress.Layer(id, StatusDownloading, n, l.Size) }}
 	lc := blobstore.NewLayerCheck(string(l.MediaType), f.check)
 	b, err := f.st.Stage(ctx, io.TeeReader(r, lc), d)
 	verdict := lc.Close()
@@ -267,25 +310,25 @@ func (f *layerFetch) fetchLayer(ctx context.Context, l v1.Descriptor) error {
 		// the digest first: a blob damaged on the way is not the image's fault
 		if errors.Is(err, blobstore.ErrDigestMismatch) || strings.Contains(err.Error(), "verifying sha256 checksum") {
 			if from != "" {
-				return fmt.Errorf("layer %s from %s: %w", d, from, blobstore.ErrDigestMismatch)
+				return false, fmt.Errorf("layer %s from %s: %w", d, from, blobstore.ErrDigestMismatch)
 			}
-			return fmt.Errorf("layer %s: %w", d, blobstore.ErrDigestMismatch)
+			return false, fmt.Errorf("layer %s: %w", d, blobstore.ErrDigestMismatch)
 		}
 		if ctx.Err() != nil {
-			return context.Cause(ctx)
+			return false, context.Cause(ctx)
 		}
 		if from != "" {
-			return fmt.Errorf("download layer %s from %s: %w", d, from, oneLine(err))
+			return body.err != nil, fmt.Errorf("download layer %s from %s: %w", d, from, oneLine(err))
 		}
-		return fmt.Errorf("download layer %s: %w", d, oneLine(err))
+		return body.err != nil, fmt.Errorf("download layer %s: %w", d, oneLine(err))
 	}
 	if verdict != nil {
 		b.Discard()
-		return &refusedError{d, verdict}
+		return false, &refusedError{d, verdict}
 	}
 	if err := f.matchDiffID(d, lc.DiffID()); err != nil {
 		b.Discard()
-		return err
+		return false, err
 	}
 	f.mu.Lock()
 	f.staged = append(f.staged, b)
@@ -294,7 +337,7 @@ func (f *layerFetch) fetchLayer(ctx context.Context, l v1.Descriptor) error {
 	f.progress.Layer(id, StatusVerifying, 0, 0)
 	f.progress.Layer(id, StatusDownloaded, 0, 0)
 	f.progress.Layer(id, StatusPullComplete, 0, 0)
-	return nil
+	return false, nil
 }
 
 // checkStoredLayer reads layer l back from the store, checks it, matches its

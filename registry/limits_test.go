@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"path"
@@ -28,40 +29,20 @@ func TestPullStopsRedirectLoops(t *testing.T) {
 	for _, what := range []string{"blob", "manifest"} {
 		t.Run(what, func(t *testing.T) {
 			var hits atomic.Int64
-			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			host := proxyRegistry(t, h, func(w http.ResponseWriter, r *http.Request, _ *http.Response, _ []byte) bool {
 				dir, _ := path.Split(r.URL.Path)
 				loop := what == "blob" && strings.HasSuffix(dir, "/blobs/") && strings.HasSuffix(r.URL.Path, img.layers[0].Encoded()) ||
 					what == "manifest" && strings.HasSuffix(dir, "/manifests/")
-				if r.Method == http.MethodGet && loop {
-					hits.Add(1)
-					http.Redirect(w, r, r.URL.String(), http.StatusTemporaryRedirect)
-					return
+				if r.Method != http.MethodGet || !loop {
+					return false
 				}
-				// The rest from the real registry.
-				r.URL.Scheme, r.URL.Host = "http", h.host
-				resp, err := http.DefaultTransport.RoundTrip(r.Clone(context.Background()))
-				if err != nil {
-					http.Error(w, err.Error(), http.StatusBadGateway)
-					return
-				}
-				defer resp.Body.Close()
-				for k, v := range resp.Header {
-					w.Header()[k] = v
-				}
-				w.WriteHeader(resp.StatusCode)
-				buf := make([]byte, 32<<10)
-				for {
-					n, err := resp.Body.Read(buf)
-					w.Write(buf[:n])
-					if err != nil {
-						break
-					}
-				}
-			}))
-			defer srv.Close()
+				hits.Add(1)
+				http.Redirect(w, r, r.URL.String(), http.StatusTemporaryRedirect)
+				return true
+			})
 			st := newStore(t)
 			snap := snapshot(t, st)
-			ref := strings.TrimPrefix(srv.URL, "http://") + "/loop:latest"
+			ref := host + "/loop:latest"
 			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 			defer cancel()
 			_, err := (&registry.Client{}).Pull(ctx, st, ref, registry.PullOptions{CheckLayer: checkLayer})
@@ -163,33 +144,21 @@ func TestPullRetriesDroppedDownload(t *testing.T) {
 	for _, drops := range []int64{1, 99} {
 		t.Run(fmt.Sprint("drops=", drops), func(t *testing.T) {
 			var gets atomic.Int64
-			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-				r.URL.Scheme, r.URL.Host = "http", h.host
-				resp, err := http.DefaultTransport.RoundTrip(r.Clone(context.Background()))
-				if err != nil {
-					http.Error(w, err.Error(), http.StatusBadGateway)
-					return
+			host := proxyRegistry(t, h, func(w http.ResponseWriter, r *http.Request, resp *http.Response, b []byte) bool {
+				if r.Method != http.MethodGet || !strings.HasSuffix(r.URL.Path, img.layers[0].Encoded()) || gets.Add(1) > drops {
+					return false
 				}
-				defer resp.Body.Close()
-				for k, v := range resp.Header {
-					w.Header()[k] = v
-				}
+				maps.Copy(w.Header(), resp.Header)
 				w.WriteHeader(resp.StatusCode)
-				b, _ := io.ReadAll(resp.Body)
-				if r.Method == http.MethodGet && strings.HasSuffix(r.URL.Path, img.layers[0].Encoded()) && gets.Add(1) <= drops {
-					w.Write(b[:len(b)/2])
-					conn, _, err := w.(http.Hijacker).Hijack()
-					if err == nil {
-						conn.Close()
-					}
-					return
+				w.Write(b[:len(b)/2])
+				if conn, _, err := w.(http.Hijacker).Hijack(); err == nil {
+					conn.Close()
 				}
-				w.Write(b)
-			}))
-			defer srv.Close()
+				return true
+			})
 			st := newStore(t)
 			snap := snapshot(t, st)
-			ref := strings.TrimPrefix(srv.URL, "http://") + "/drop:latest"
+			ref := host + "/drop:latest"
 			_, err := (&registry.Client{}).Pull(context.Background(), st, ref, registry.PullOptions{CheckLayer: checkLayer})
 			if drops == 1 {
 				if err != nil || gets.Load() != 2 || !st.Has(img.layers[0]) {
@@ -203,4 +172,29 @@ func TestPullRetriesDroppedDownload(t *testing.T) {
 			storeUnchanged(t, st, snap)
 		})
 	}
+}
+
+// proxyRegistry serves what h serves, on a host of its own, except where serve
+// answers a request itself (and returns true): it gets h's answer to it, read
+// whole, to change.
+func proxyRegistry(t *testing.T, h *hostileRegistry, serve func(w http.ResponseWriter, r *http.Request, resp *http.Response, body []byte) bool) string {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		up := r.Clone(context.Background())
+		up.RequestURI, up.URL.Scheme, up.URL.Host = "", "http", h.host
+		resp, err := http.DefaultTransport.RoundTrip(up)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadGateway)
+			return
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		if serve(w, r, resp, b) {
+			return
+		}
+		maps.Copy(w.Header(), resp.Header)
+		w.WriteHeader(resp.StatusCode)
+		w.Write(b)
+	}))
+	t.Cleanup(srv.Close)
+	return strings.TrimPrefix(srv.URL, "http://")
 }

@@ -7,6 +7,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path"
@@ -533,5 +534,31 @@ func TestApplyTimesPast2262(t *testing.T) {
 				t.Errorf("%s: mtime %d.%09d, want %d.%09d (tar: %d.000000500)", p, st.Mtim.Sec, st.Mtim.Nsec, want.Mtim.Sec, want.Mtim.Nsec, sec)
 			}
 		}
+	}
+}
+
+// TestDiffRefusesOverlongPath: Diff (commit's layer) refuses a path Apply would
+// refuse, with ErrUnsupported: a tree made deeper than 16 KiB through a mount was
+// committed into an image no mount could unpack (review rev21-diff2, finding 1).
+// Export still writes it (a rootfs tar, not a layer).
+func TestDiffRefusesOverlongPath(t *testing.T) {
+	upper := tempDir(t)
+	fd, err := unix.Open(upper, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	must(t, err)
+	comp := strings.Repeat("d", 200)
+	for range 90 { // 90 * 201 bytes: past 16 KiB
+		must(t, unix.Mkdirat(fd, comp, 0o755))
+		nfd, err := unix.Openat(fd, comp, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+		unix.Close(fd)
+		must(t, err)
+		fd = nfd
+	}
+	unix.Close(fd)
+	_, err = io.Copy(io.Discard, Diff(context.Background(), upper, DiffOptions{Format: FormatOverlay}))
+	if !errors.Is(err, ErrUnsupported) || len(err.Error()) > 400 {
+		t.Errorf("Diff of a %d-byte path: %.200v, want ErrUnsupported in a short line", 90*201, err)
+	}
+	if _, err := io.Copy(io.Discard, Export(context.Background(), []string{upper}, "", FormatOverlay)); err != nil {
+		t.Errorf("Export of the same tree: %v", err)
 	}
 }

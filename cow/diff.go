@@ -67,6 +67,7 @@ func writeDiff(ctx context.Context, upper string, opts DiffOptions, w io.Writer)
 	}
 	defer unix.Close(root)
 	e := newTarEmitter(w, opts.SourceDateEpoch)
+	e.layer = true
 	d := &differ{ctx: ctx, e: e, format: opts.Format, opts: &opts}
 	if opq, err := IsOpaqueDir(root); err != nil {
 		return fmt.Errorf("diff .: %w", err)

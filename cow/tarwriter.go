@@ -54,6 +54,18 @@ type tarEmitter struct {
 	// rootless: the store is unprivileged, its files the user's; owners come
 	// from RootlessXattr, root's where there is none (rootless.go).
 	rootless bool
+	// layer: the tar is a layer (Diff), whose paths Apply must take back.
+	layer bool
+}
+
+// checkPath refuses, in a layer, a path Apply would refuse (maxPath): a commit
+// of a tree made deeper than that through a mount made an image no mount could
+// unpack (review rev21-diff2). Export writes it: a rootfs tar is not a layer.
+func (e *tarEmitter) checkPath(p string) error {
+	if n := len(strings.TrimSuffix(p, "/")); e.layer && n > maxPath {
+		return fmt.Errorf("%w: a path of %d bytes (at most %d)", ErrUnsupported, n, maxPath)
+	}
+	return nil
 }
 
 func newTarEmitter(w io.Writer, epoch *time.Time) *tarEmitter {
@@ -85,6 +97,9 @@ func (e *tarEmitter) mtime(sec, nsec int64) time.Time {
 // of their own (mode 0, owner 0, mtime 0) so a deletion gives the same bytes
 // whenever it was made.
 func (e *tarEmitter) marker(name string) error {
+	if err := e.checkPath(name); err != nil {
+		return err
+	}
 	return e.tw.WriteHeader(&tar.Header{
 		Typeflag: tar.TypeReg, Name: name, Mode: 0, ModTime: time.Unix(0, 0), Format: tar.FormatPAX,
 	})
@@ -103,6 +118,9 @@ func (e *tarEmitter) marker(name string) error {
 // the entry made u+r (and the dir u+x), its modes put back as soon as its xattrs
 // are read and it is open (unpriv.go).
 func (e *tarEmitter) entry(dirfd int, base, p string, st *unix.Stat_t) error {
+	if err := e.checkPath(p); err != nil {
+		return err
+	}
 	err := e.entry1(dirfd, base, p, st, nop)
 	if errors.Is(err, unix.EACCES) && unprivileged {
 		e.forget(st, p)

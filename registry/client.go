@@ -51,6 +51,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path"
 	"path/filepath"
 	"reflect"
 	"slices"
@@ -213,15 +214,15 @@ const (
 type limited struct{ http.RoundTripper }
 
 func (l limited) RoundTrip(req *http.Request) (*http.Response, error) {
-	hops := 0
-	for r := req; r.Response != nil && r.Response.Request != nil; r = r.Response.Request {
+	hops, first := 0, req
+	for ; first.Response != nil && first.Response.Request != nil; first = first.Response.Request {
 		hops++
 	}
 	if hops >= maxRedirects {
 		return nil, fmt.Errorf("stopped after %d redirects", maxRedirects) // (as Go's client says)
 	}
 	resp, err := l.RoundTripper.RoundTrip(req)
-	if err != nil || req.Method != http.MethodGet || !strings.Contains(req.URL.Path, "/manifests/") {
+	if err != nil || req.Method != http.MethodGet || !manifestURL(first.URL.Path) {
 		return resp, err
 	}
 	if resp.ContentLength > maxManifestSize {
@@ -230,6 +231,14 @@ func (l limited) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 	resp.Body = &cappedBody{ReadCloser: resp.Body, left: maxManifestSize}
 	return resp, nil
+}
+
+// manifestURL reports whether p is a registry API path of a manifest,
+// /v2/<name>/manifests/<reference>: the blobs of a repository named
+// "acme/manifests/app" are not (/v2/acme/manifests/app/blobs/<digest>), nor
+// where a redirect sends a request (the first request's path is asked).
+func manifestURL(p string) bool {
+	return strings.HasPrefix(p, "/v2/") && strings.HasSuffix(path.Dir(p), "/manifests")
 }
 
 var errManifestSize = fmt.Errorf("a manifest larger than %d bytes", maxManifestSize)

@@ -198,3 +198,19 @@ func proxyRegistry(t *testing.T, h *hostileRegistry, serve func(w http.ResponseW
 	t.Cleanup(srv.Close)
 	return strings.TrimPrefix(srv.URL, "http://")
 }
+
+// TestManifestCapSparesBlobs: the manifest cap applies to manifest URLs only: a
+// layer over 16 MiB of a repository with "manifests" in its name pulled as
+// "a manifest larger than 16777216 bytes" (review rev21-diff2, finding 2).
+func TestManifestCapSparesBlobs(t *testing.T) {
+	h := startHostileRegistry(t)
+	layer := entriesTar(t, entry{name: "big", body: strings.Repeat("m", 17<<20)})
+	img := h.image("acme/manifests/app", 0, nil, layer)
+	st := newStore(t)
+	if _, err := (&registry.Client{}).Pull(context.Background(), st, h.host+"/acme/manifests/app:latest", registry.PullOptions{CheckLayer: checkLayer}); err != nil {
+		t.Fatalf("Pull of a 17 MiB layer from acme/manifests/app: %v", err)
+	}
+	if !st.Has(img.layers[0]) {
+		t.Errorf("the layer is not in the store")
+	}
+}

@@ -37,7 +37,7 @@ func (b *builder) layerDirs(ctx context.Context, ids []digest.Digest, descs []oc
 	if len(ids) != len(descs) {
 		return nil, fmt.Errorf("%w: %d layers but %d diff_ids", ErrBuild, len(descs), len(ids))
 	}
-	if n := len(ids) + 1; n > fs.MaxLayers() {
+	if n := len(ids); n > fs.MaxLayers() {
 		return nil, fmt.Errorf("%w: %w", ErrBuild, fs.TooManyLayers(n)) // before unpacking them
 	}
 	srcs := make([]cow.LayerSource, len(ids))

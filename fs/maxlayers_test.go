@@ -29,7 +29,7 @@ func TestMountRefusesTooManyLayers(t *testing.T) {
 	}
 	base := t.TempDir()
 	var lowers []string
-	for i := range limit {
+	for i := range limit + 1 {
 		l := filepath.Join(base, fmt.Sprint(i))
 		must(t, os.MkdirAll(filepath.Join(l, "d"), 0o755))
 		must(t, os.WriteFile(filepath.Join(l, "d", fmt.Sprint("f", i)), nil, 0o644))
@@ -40,9 +40,16 @@ func TestMountRefusesTooManyLayers(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "ulimit -n") {
 		t.Fatalf("Mount of %d layers (MaxLayers %d): %v, want a refusal naming the limit", limit+1, limit, err)
 	}
-	u := mountUnion(t, cow.FormatOCI, lowers[:limit-1]...)
+	u := mountUnion(t, cow.FormatOCI, lowers[:limit]...)
 	ents, err := os.ReadDir(filepath.Join(u.mnt, "d"))
-	if err != nil || len(ents) != limit-1 {
+	if err != nil || len(ents) != limit {
 		t.Errorf("listing a dir of all %d layers: %d entries, %v", limit, len(ents), err)
+	}
+	// A low limit still takes a usual image: under 512 files, the 127 layers
+	// commit allows were refused as one (review rev21-diff2, finding 3).
+	low.Cur = 512
+	must(t, unix.Setrlimit(unix.RLIMIT_NOFILE, &low))
+	if n := MaxLayers(); n < 64 {
+		t.Errorf("MaxLayers() = %d under a limit of 512 files", n)
 	}
 }

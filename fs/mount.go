@@ -94,7 +94,7 @@ func Mount(mountpoint string, opts Options) (*MountPoint, error) {
 			return nil, fmt.Errorf("mount %s: not a directory", mountpoint)
 		}
 	}
-	if n := len(opts.Lowers) + 1; n > MaxLayers() {
+	if n := len(opts.Lowers); n > MaxLayers() {
 		return nil, fmt.Errorf("mount %s: %w", mountpoint, TooManyLayers(n))
 	}
 	if opts.XattrPermissions < 0 || opts.XattrPermissions > 2 {

@@ -483,7 +483,7 @@ func ensureLayers(ctx context.Context, g *globalOptions, s *blobstore.Store, img
 	if len(diffIDs) != len(layers) {
 		return nil, fmt.Errorf("image %s: %d layers but %d diff IDs", shortID(img.ID.Encoded()), len(layers), len(diffIDs))
 	}
-	if n := len(layers) + 1; n > fs.MaxLayers() {
+	if n := len(layers); n > fs.MaxLayers() {
 		// (Before unpacking them all for a mount that cannot be made.)
 		return nil, fmt.Errorf("image %s: %w", shortID(img.ID.Encoded()), fs.TooManyLayers(n))
 	}

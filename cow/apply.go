@@ -301,6 +301,21 @@ func forgetIn[V any](m map[string]V, p string, dir bool) {
 // makes such paths relative to open dirs, so a commit can write some.
 const maxPath = 4 * unix.PathMax
 
+// pathLen is the length of the path entry p stands for, as maxPath counts it: a
+// whiteout's is its target's, an opaque marker's its dir's, so that whatever a
+// layer may hold, a later layer may delete.
+func pathLen(p string) int {
+	p = strings.TrimSuffix(p, "/")
+	dir, base := path.Split(p)
+	switch {
+	case base == OpaqueMarker:
+		return len(strings.TrimSuffix(dir, "/"))
+	case strings.HasPrefix(base, WhiteoutPrefix):
+		return len(p) - len(WhiteoutPrefix)
+	}
+	return len(p)
+}
+
 // check refuses an entry that is unsafe or that this package cannot represent,
 // given what the tar created before it. It returns the entry's clean name ("." for
 // the root, which only a directory entry may name; "" for an entry that creates
@@ -318,11 +333,11 @@ func (a *tarModel) check(hdr *tar.Header) (p, link string, err error) {
 	if err != nil {
 		return "", "", err
 	}
-	if len(p) > maxPath {
+	if pathLen(p) > maxPath {
 		// Refused here, where CheckLayer sees it too: the unpack's model of the
 		// tree keeps every ancestor's path, so a path of L bytes costs up to L^2
 		// of memory and time (a 100 KB one, 50,000 dirs deep, took hours).
-		return "", "", fmt.Errorf("%w: a path of %d bytes (at most %d)", ErrUnsupported, len(p), maxPath)
+		return "", "", fmt.Errorf("%w: a path of %d bytes (at most %d)", ErrUnsupported, pathLen(p), maxPath)
 	}
 	if err := CheckOwner(hdr); err != nil {
 		return "", "", err

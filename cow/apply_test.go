@@ -561,4 +561,37 @@ func TestDiffRefusesOverlongPath(t *testing.T) {
 	if _, err := io.Copy(io.Discard, Export(context.Background(), []string{upper}, "", FormatOverlay)); err != nil {
 		t.Errorf("Export of the same tree: %v", err)
 	}
+	// commit --squash writes its layer with Export (review rev21-diff3, finding 1).
+	_, err = io.Copy(io.Discard, Export(context.Background(), []string{upper}, "", FormatOverlay, ExportAsLayer()))
+	if !errors.Is(err, ErrUnsupported) {
+		t.Errorf("Export as a layer of a %d-byte path: %.200v, want ErrUnsupported", 90*201, err)
+	}
+}
+
+// TestMaxPathCountsTargets: the 16 KiB limit counts what an entry stands for: a
+// whiteout of a file of exactly 16,384 bytes (its own name 4 bytes longer) and
+// an opaque marker in a dir of 16,384 are taken, so that whatever a layer may
+// hold, a later one may delete (review rev21-diff3, finding 3); a file one byte
+// longer is refused.
+func TestMaxPathCountsTargets(t *testing.T) {
+	dir := strings.Repeat(strings.Repeat("d", 200)+"/", 81) // 16,281 bytes
+	target := dir + strings.Repeat("n", maxPath-len(dir))
+	if len(target) != maxPath {
+		t.Fatalf("target of %d bytes", len(target))
+	}
+	for _, tc := range []struct {
+		name string
+		ok   bool
+	}{
+		{target, true},
+		{dir + WhiteoutPrefix + target[len(dir):], true},
+		{target + "/" + OpaqueMarker, true}, // in a dir of 16,384 bytes
+		{dir + OpaqueMarker, true},
+		{target + "x", false},
+	} {
+		_, err := CheckLayer(bytes.NewReader(buildTar(t, reg(tc.name, ""))))
+		if tc.ok && err != nil || !tc.ok && err == nil {
+			t.Errorf("CheckLayer of %s (%d bytes): %v, want ok=%v", shortPath(tc.name), len(tc.name), err, tc.ok)
+		}
+	}
 }

@@ -32,6 +32,13 @@ type ExportOption func(*exportOptions)
 
 type exportOptions struct {
 	exclude func(rel string) bool
+	layer   bool
+}
+
+// ExportAsLayer marks the tar as a layer (commit --squash): a path Apply would
+// refuse is refused here, as Diff does, not stored for every mount to refuse.
+func ExportAsLayer() ExportOption {
+	return func(o *exportOptions) { o.layer = true }
 }
 
 // ExportExcludeUpper leaves the upper dir's entries for which exclude is true
@@ -64,6 +71,7 @@ func writeExport(ctx context.Context, lowers []string, upper string, f Format, o
 		layers = append(layers, l)
 	}
 	e := newTarEmitter(w, nil)
+	e.layer = o.layer
 	x := &exporter{ctx: ctx, e: e}
 	if err := x.walk(layers, "."); err != nil {
 		return err

@@ -62,7 +62,7 @@ type tarEmitter struct {
 // of a tree made deeper than that through a mount made an image no mount could
 // unpack (review rev21-diff2). Export writes it: a rootfs tar is not a layer.
 func (e *tarEmitter) checkPath(p string) error {
-	if n := len(strings.TrimSuffix(p, "/")); e.layer && n > maxPath {
+	if n := pathLen(p); e.layer && n > maxPath {
 		return fmt.Errorf("%w: a path of %d bytes (at most %d)", ErrUnsupported, n, maxPath)
 	}
 	return nil

@@ -274,7 +274,7 @@ func (c *committer) commit(ctx context.Context) (*blobstore.Image, error) {
 	if !empty {
 		var rc io.ReadCloser
 		if c.o.squash {
-			rc = cow.Export(ctx, lowers, upper, cow.FormatOCI, cow.ExportExcludeUpper(exclude))
+			rc = cow.Export(ctx, lowers, upper, cow.FormatOCI, cow.ExportExcludeUpper(exclude), cow.ExportAsLayer())
 		} else {
 			rc = cow.Diff(ctx, upper, dopts)
 		}

@@ -37,8 +37,8 @@ func (b *builder) layerDirs(ctx context.Context, ids []digest.Digest, descs []oc
 	if len(ids) != len(descs) {
 		return nil, fmt.Errorf("%w: %d layers but %d diff_ids", ErrBuild, len(descs), len(ids))
 	}
-	if n := len(ids); n > fs.MaxLayers() {
-		return nil, fmt.Errorf("%w: %w", ErrBuild, fs.TooManyLayers(n)) // before unpacking them
+	if n, most := len(ids), fs.MaxLayers()-1; n > most {
+		return nil, fmt.Errorf("%w: %w", ErrBuild, fs.TooManyLayers(n, most)) // before unpacking them
 	}
 	srcs := make([]cow.LayerSource, len(ids))
 	for i, d := range descs {

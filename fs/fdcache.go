@@ -287,9 +287,10 @@ func (r *fdRead) Done() {
 	r.once.Do(r.n.putFd)
 }
 
-// TooManyLayers is the error for an image of n layers, past MaxLayers.
-func TooManyLayers(n int) error {
+// TooManyLayers is the error for an image of n layers, past most (MaxLayers, or
+// less where the mount stacks layers of its own).
+func TooManyLayers(n, most int) error {
 	var rl unix.Rlimit
 	_ = unix.Getrlimit(unix.RLIMIT_NOFILE, &rl)
-	return fmt.Errorf("%d layers: more than the %d a mount can stack under this process's limit of %d open files (ulimit -n)", n, MaxLayers(), rl.Cur)
+	return fmt.Errorf("%d layers: more than %d, the most a mount can stack under this process's limit of %d open files (ulimit -n)", n, most, rl.Cur)
 }

@@ -94,8 +94,8 @@ func Mount(mountpoint string, opts Options) (*MountPoint, error) {
 			return nil, fmt.Errorf("mount %s: not a directory", mountpoint)
 		}
 	}
-	if n := len(opts.Lowers); n > MaxLayers() {
-		return nil, fmt.Errorf("mount %s: %w", mountpoint, TooManyLayers(n))
+	if n, most := len(opts.Lowers), MaxLayers(); n > most {
+		return nil, fmt.Errorf("mount %s: %w", mountpoint, TooManyLayers(n, most))
 	}
 	if opts.XattrPermissions < 0 || opts.XattrPermissions > 2 {
 		return nil, fmt.Errorf("mount %s: invalid value for xattr_permissions: %d", mountpoint, opts.XattrPermissions)

@@ -2,11 +2,13 @@ package mountcmd
 
 import (
 	"bytes"
+	"context"
 	"strings"
 	"testing"
 
 	"github.com/layerfs/layerfs/blobstore"
 	"github.com/layerfs/layerfs/build"
+	"github.com/layerfs/layerfs/fs"
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 )
@@ -32,5 +34,21 @@ func TestWarnDeep(t *testing.T) {
 	warnDeep(&b, nil)
 	if b.Len() != 0 {
 		t.Errorf("no image: %q", b.String())
+	}
+}
+
+// TestEnsureLayersKeepsOneForTheContainer: an image is refused before its
+// layers are unpacked when its layers and the container's own layer, which a
+// read-only mount stacks, are more than fs.MaxLayers: one of exactly MaxLayers
+// layers was unpacked, then refused by the mount (review rev21-diff3, finding 4).
+func TestEnsureLayersKeepsOneForTheContainer(t *testing.T) {
+	n := fs.MaxLayers()
+	img := &blobstore.Image{ID: digest.Digest("sha256:" + strings.Repeat("a", 64)),
+		Manifest: ocispec.Manifest{Layers: make([]ocispec.Descriptor, n)}}
+	img.Config.RootFS.DiffIDs = make([]digest.Digest, n)
+	g := &globalOptions{root: t.TempDir()}
+	_, err := ensureLayers(context.Background(), g, nil, img)
+	if err == nil || !strings.Contains(err.Error(), "ulimit -n") {
+		t.Fatalf("ensureLayers of %d layers (MaxLayers %d): %v, want a refusal naming the limit", n, n, err)
 	}
 }

@@ -483,9 +483,10 @@ func ensureLayers(ctx context.Context, g *globalOptions, s *blobstore.Store, img
 	if len(diffIDs) != len(layers) {
 		return nil, fmt.Errorf("image %s: %d layers but %d diff IDs", shortID(img.ID.Encoded()), len(layers), len(diffIDs))
 	}
-	if n := len(layers); n > fs.MaxLayers() {
-		// (Before unpacking them all for a mount that cannot be made.)
-		return nil, fmt.Errorf("image %s: %w", shortID(img.ID.Encoded()), fs.TooManyLayers(n))
+	if n, most := len(layers), fs.MaxLayers()-1; n > most {
+		// Before unpacking them all for a mount that cannot be made; one is
+		// kept for the container's own layer, which a read-only mount stacks.
+		return nil, fmt.Errorf("image %s: %w", shortID(img.ID.Encoded()), fs.TooManyLayers(n, most))
 	}
 	srcs := make([]cow.LayerSource, len(layers))
 	for i, desc := range layers {

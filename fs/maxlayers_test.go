@@ -18,12 +18,7 @@ import (
 // layers under a limit of 20,000 files mounted, then failed every listing with
 // EMFILE (review rev21-hostile, finding 2).
 func TestMountRefusesTooManyLayers(t *testing.T) {
-	var rl unix.Rlimit
-	must(t, unix.Getrlimit(unix.RLIMIT_NOFILE, &rl))
-	low := rl
-	low.Cur = 1200
-	must(t, unix.Setrlimit(unix.RLIMIT_NOFILE, &low))
-	t.Cleanup(func() { unix.Setrlimit(unix.RLIMIT_NOFILE, &rl) })
+	setFileLimit(t, 1200)
 	limit := MaxLayers()
 	if limit < 100 || limit > 600 {
 		t.Fatalf("MaxLayers() = %d under a limit of 1,200 files", limit)
@@ -48,8 +43,7 @@ func TestMountRefusesTooManyLayers(t *testing.T) {
 	}
 	// A low limit still takes a usual image: under 512 files, the 127 layers
 	// commit allows were refused as one (review rev21-diff2, finding 3).
-	low.Cur = 512
-	must(t, unix.Setrlimit(unix.RLIMIT_NOFILE, &low))
+	setFileLimit(t, 512)
 	if n := MaxLayers(); n < 64 {
 		t.Errorf("MaxLayers() = %d under a limit of 512 files", n)
 	}
@@ -60,20 +54,13 @@ func TestMountRefusesTooManyLayers(t *testing.T) {
 // open-file limit (review rev21-diff2, finding 4: 40 at once under 1,200 files);
 // dirFdSlots makes them take turns.
 func TestConcurrentListingsOfDeepImage(t *testing.T) {
-	var rl unix.Rlimit
-	must(t, unix.Getrlimit(unix.RLIMIT_NOFILE, &rl))
-	low := rl
-	low.Cur = 1200
-	must(t, unix.Setrlimit(unix.RLIMIT_NOFILE, &low))
 	resetSlots := func() {
 		dirFdSlots.once = sync.Once{}
 		dirFdSlots.sem, dirFdSlots.max = nil, 0
 	}
+	t.Cleanup(resetSlots) // (after the limit is put back: cleanups run last first)
+	setFileLimit(t, 1200)
 	resetSlots() // sized from the limit at first use
-	t.Cleanup(func() {
-		unix.Setrlimit(unix.RLIMIT_NOFILE, &rl)
-		resetSlots()
-	})
 	const dirs = 24
 	limit := MaxLayers()
 	base := t.TempDir()
@@ -97,4 +84,14 @@ func TestConcurrentListingsOfDeepImage(t *testing.T) {
 		})
 	}
 	wg.Wait()
+}
+
+// setFileLimit lowers the process's open-file limit to n until the test ends.
+func setFileLimit(t *testing.T, n uint64) {
+	var rl unix.Rlimit
+	must(t, unix.Getrlimit(unix.RLIMIT_NOFILE, &rl))
+	low := rl
+	low.Cur = n
+	must(t, unix.Setrlimit(unix.RLIMIT_NOFILE, &low))
+	t.Cleanup(func() { unix.Setrlimit(unix.RLIMIT_NOFILE, &rl) })
 }

@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/layerfs/layerfs/cow"
 	"golang.org/x/sync/semaphore"
@@ -23,6 +24,9 @@ type layer struct {
 	path  string
 	fd    int // O_PATH|O_DIRECTORY
 	upper bool
+	// lent: a later stack took fd over (shareFds) and closes it; this one does
+	// not.
+	lent  atomic.Bool
 	links map[uint64][]string // multiply-linked files by inode, built on demand under cuMu
 	inos  inoMap              // numbers kept across a commit --rebase (inomap.go), or nil
 	// override: the xattrs, in order, that hold its files' owners and modes
@@ -35,9 +39,11 @@ type layer struct {
 type stack struct {
 	layers []*layer
 	work   int // O_PATH dir fd of the work dir, -1 when read-only
-	format cow.Format
-	dev    uint64          // st_dev of the first layer, the base of inode numbers
-	kept   map[uint64]bool // the numbers the layers' inode maps keep (freeIno)
+	// workLent: a later stack took work over (shareFds).
+	workLent atomic.Bool
+	format   cow.Format
+	dev      uint64          // st_dev of the first layer, the base of inode numbers
+	kept     map[uint64]bool // the numbers the layers' inode maps keep (freeIno)
 }
 
 func openStack(lowers []string, upper, work string, f cow.Format) (*stack, error) {
@@ -116,11 +122,46 @@ func openStack(lowers []string, upper, work string, f cow.Format) (*stack, error
 
 func (s *stack) close() {
 	for _, l := range s.layers {
-		unix.Close(l.fd)
+		if !l.lent.Load() {
+			unix.Close(l.fd)
+		}
 	}
-	if s.work >= 0 {
+	if s.work >= 0 && !s.workLent.Load() {
 		unix.Close(s.work)
 	}
+}
+
+// shareFds makes s, the stack a Rebase puts in place of old, use old's fds of
+// the lower layers both have (the same dir by path: the layer cache's dirs never
+// change) and of the work dir, closing its own, and makes s the one to close
+// them. old stays open until the unmount, as operations that loaded it may still
+// run: without this every Rebase kept a dir fd for each layer, and listings of a
+// container rebased often enough failed with EMFILE under a low open-file limit
+// (review rev21-diff3). Now a Rebase keeps the old upper's fd only.
+func (s *stack) shareFds(old *stack) {
+	for _, nl := range s.layers {
+		if nl.upper {
+			continue
+		}
+		for _, ol := range old.layers {
+			if !ol.upper && ol.path == nl.path && !ol.lent.Load() {
+				unix.Close(nl.fd)
+				nl.fd = ol.fd
+				ol.lent.Store(true)
+				break
+			}
+		}
+	}
+	if s.work >= 0 && old.work >= 0 && !old.workLent.Load() && sameFile(s.work, old.work) {
+		unix.Close(s.work)
+		s.work = old.work
+		old.workLent.Store(true)
+	}
+}
+
+func sameFile(a, b int) bool {
+	var sa, sb unix.Stat_t
+	return unix.Fstat(a, &sa) == nil && unix.Fstat(b, &sb) == nil && sa.Dev == sb.Dev && sa.Ino == sb.Ino
 }
 
 func (s *stack) writable() bool { return len(s.layers) > 0 && s.layers[0].upper }

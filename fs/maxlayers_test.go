@@ -95,3 +95,38 @@ func setFileLimit(t *testing.T, n uint64) {
 	must(t, unix.Setrlimit(unix.RLIMIT_NOFILE, &low))
 	t.Cleanup(func() { unix.Setrlimit(unix.RLIMIT_NOFILE, &rl) })
 }
+
+// TestRebaseKeepsFewFds: a Rebase keeps the old stack open until the unmount (an
+// operation may still use it), and it kept a dir fd for each of its layers:
+// under a limit of 512 files a container's listings failed with EMFILE after 28
+// commit --rebase (review rev21-diff3, finding 2). The new stack takes over the
+// old one's fds of the layers both have, so a Rebase keeps about one fd more.
+func TestRebaseKeepsFewFds(t *testing.T) {
+	var lowers []string
+	for i := range 20 {
+		lowers = append(lowers, tree(t, map[string]string{fmt.Sprint("f", i): "x"}))
+	}
+	u := mountUnion(t, cow.FormatOCI, lowers...)
+	count := func() int {
+		ents, err := os.ReadDir("/proc/self/fd")
+		must(t, err)
+		return len(ents)
+	}
+	must(t, os.WriteFile(filepath.Join(u.mnt, "w"), []byte("0"), 0o644))
+	commitRebase(t, u, lowers) // the inode maps and the like, opened once
+	before := count()
+	const rebases = 10
+	for i := range rebases {
+		must(t, os.WriteFile(filepath.Join(u.mnt, "w"), []byte(fmt.Sprint(i)), 0o644))
+		commitRebase(t, u, lowers)
+	}
+	if grew := count() - before; grew > 3*rebases {
+		t.Errorf("%d rebases of a mount of %d layers kept %d fds more", rebases, len(lowers), grew)
+	}
+	if _, err := os.ReadDir(u.mnt); err != nil {
+		t.Errorf("listing after the rebases: %v", err)
+	}
+	if got := readFile(t, filepath.Join(u.mnt, "f7")); got != "x" {
+		t.Errorf("f7 after the rebases: %q", got)
+	}
+}

@@ -641,6 +641,7 @@ func (m *MountPoint) rebase(lowers []string, upper string, maps InodeMaps) error
 	for _, err := range s.loadInoMaps(maps) {
 		log.Printf("layerfs: rebase: %v (its layer's own inode numbers are used)", err)
 	}
+	s.shareFds(old)
 	m.fs.stack.Store(s)
 	m.fs.rebases.Add(1)
 	m.fs.epoch.Add(1)

@@ -211,6 +211,7 @@ const (
 // memory growing (review rev21-reg), where skopeo stops after 10. And it reads a
 // manifest or index whole, up to 100 MiB, before anything here could refuse it:
 // a 100 MB manifest took 500 MB of memory to refuse, a 100 MB index was taken.
+// It also resumes a blob download that breaks off (resume.go).
 type limited struct{ http.RoundTripper }
 
 func (l limited) RoundTrip(req *http.Request) (*http.Response, error) {
@@ -222,7 +223,14 @@ func (l limited) RoundTrip(req *http.Request) (*http.Response, error) {
 		return nil, fmt.Errorf("stopped after %d redirects", maxRedirects) // (as Go's client says)
 	}
 	resp, err := l.RoundTripper.RoundTrip(req)
-	if err != nil || req.Method != http.MethodGet || !manifestURL(first.URL.Path) {
+	if err != nil || req.Method != http.MethodGet {
+		return resp, err
+	}
+	if blobURL(first.URL.Path) && resp.StatusCode == http.StatusOK {
+		resp.Body = &resumingBody{rt: l.RoundTripper, req: req, body: resp.Body, size: resp.ContentLength}
+		return resp, nil
+	}
+	if !manifestURL(first.URL.Path) {
 		return resp, err
 	}
 	if resp.ContentLength > maxManifestSize {

@@ -239,8 +239,9 @@ func (f *layerFetch) matchDiffID(d, got digest.Digest) error {
 }
 
 // maxDownloadAttempts is docker's default max-download-attempts: a layer whose
-// body breaks off (a dropped connection, a reset) is downloaded again, from its
-// start, up to that many times in all, a second more apart each time.
+// body breaks off (a dropped connection, a reset) is resumed where it broke off
+// (resume.go), or downloaded again from its start where it cannot be, up to
+// that many times in all, a second more apart each time.
 const maxDownloadAttempts = 5
 
 // retryDelay is the wait before a layer's second download, then twice it, and
@@ -248,9 +249,9 @@ const maxDownloadAttempts = 5
 var retryDelay = time.Second
 
 // fetchLayer downloads layer l into a staged blob, checking it and learning its
-// diffID on the way. A download whose body breaks off is tried again: one
-// dropped connection failed the whole pull (review rev21-reg, finding 2), where
-// docker retries.
+// diffID on the way. A download whose body breaks off, and cannot be resumed,
+// is tried again: one dropped connection failed the whole pull (review
+// rev21-reg, finding 2), where docker retries.
 func (f *layerFetch) fetchLayer(ctx context.Context, l v1.Descriptor) error {
 	for attempt := 1; ; attempt++ {
 		again, err := f.fetchLayerOnce(ctx, l)
@@ -317,10 +318,13 @@ func (f *layerFetch) fetchLayerOnce(ctx context.Context, l v1.Descriptor) (again
 		if ctx.Err() != nil {
 			return false, context.Cause(ctx)
 		}
+		// a body that broke off is downloaded again, unless it was resumed
+		// as often as a layer is tried already (resume.go)
+		again := body.err != nil && !errors.Is(body.err, errResumesSpent)
 		if from != "" {
-			return body.err != nil, fmt.Errorf("download layer %s from %s: %w", d, from, oneLine(err))
+			return again, fmt.Errorf("download layer %s from %s: %w", d, from, oneLine(err))
 		}
-		return body.err != nil, fmt.Errorf("download layer %s: %w", d, oneLine(err))
+		return again, fmt.Errorf("download layer %s: %w", d, oneLine(err))
 	}
 	if verdict != nil {
 		b.Discard()

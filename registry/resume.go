@@ -68,6 +68,9 @@ func (b *resumingBody) Read(p []byte) (int, error) {
 			}
 		}
 		b.broke = nil
+		if b.size >= 0 && b.got >= b.size {
+			return 0, io.EOF // all there: the digest is the judge
+		}
 		if b.req.Context().Err() != nil {
 			b.failed = err // stopped: nothing to resume
 			return 0, err

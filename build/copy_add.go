@@ -92,7 +92,8 @@ func (cp *copier) extractFrom(f *os.File, dest string) error {
 
 // extractTar writes tr's entries under dest, every path resolved inside the
 // root: what ADD unpacks and what cp copies into a container. Whiteouts mean
-// nothing outside a layer and are skipped, as are nodes with noNodes. With
+// nothing outside a layer: ADD skips them, cp refuses them (errWhiteoutName),
+// and nodes with noNodes are skipped. With
 // updateDirs (ADD) a dir entry already there takes the entry's metadata
 // (mkdirOver); without (cp), it is left as it is.
 func (cp *copier) extractTar(tr *tar.Reader, dest string, updateDirs bool) error {
@@ -111,8 +112,13 @@ func (cp *copier) extractTar(tr *tar.Reader, dest string, updateDirs bool) error
 		if name == "/" {
 			continue
 		}
-		if strings.HasPrefix(path.Base(name), ".wh.") {
-			continue
+		if cow.IsReservedName(path.Base(name)) {
+			if updateDirs {
+				continue // ADD of a tar: a whiteout, as umoci reads one
+			}
+			// cp: a file of the user's, which the container cannot hold; it
+			// was dropped without a word
+			return fmt.Errorf("copy to %s: %w", path.Join(dest, name), errWhiteoutName)
 		}
 		target := path.Join(dest, name)
 		if cp.uid < 0 { // the entry's owner is kept: refuse one chown would wrap

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/layerfs/layerfs/cow"
 	"github.com/layerfs/layerfs/internal/testenv"
 	"github.com/layerfs/layerfs/internal/treecmp"
 	"golang.org/x/sys/unix"
@@ -59,7 +60,7 @@ func writeFiles(t *testing.T, dir string, files map[string]string) {
 func hostSrc(t *testing.T) string {
 	t.Helper()
 	dir := t.TempDir()
-	writeFiles(t, dir, map[string]string{"f": "F\n", "d/f1": "1\n", "d/sub/f2": "2\n"})
+	writeFiles(t, dir, map[string]string{"f": "F\n", "d/f1": "1\n", "d/sub/f2": "2\n", ".wh.x": "X\n", "w/a": "A\n", "w/.wh.y": "Y\n", "w/a.wh.z": "Z\n"})
 	return dir
 }
 
@@ -128,6 +129,12 @@ func TestCpRulesIn(t *testing.T) {
 		{name: "missing parent", src: "f", dst: "/nope/x", errText: "No such container:path: c1:/nope"},
 		{name: "file as dir", src: "f/", dst: "/new", errText: "not a directory"},
 		{name: "missing source", src: "nope", dst: "/new", errText: "no such file or directory"},
+		// A name like a whiteout cannot be in a container (the union refuses
+		// it: in a layer it deletes); cp dropped such files without a word.
+		{name: "whiteout name", src: ".wh.x", dst: "/existing-dir", err: cow.ErrReservedName, errText: "copy to /existing-dir/.wh.x: name is reserved for whiteouts (a name starting with .wh. marks a deletion in an image layer)",
+			want: map[string]string{"existing-dir/.wh.x": "-"}},
+		{name: "whiteout name in dir", src: "w", dst: "/new", err: cow.ErrReservedName, errText: "copy to /new/.wh.y: name is reserved for whiteouts"},
+		{name: "whiteout-like name", src: "w/a.wh.z", dst: "/new", want: map[string]string{"new": "Z\n"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dir, root := cpRootDir(t)

@@ -42,6 +42,7 @@ type copier struct {
 	// symlink (or file) of the image on the way to an entry is followed:
 	// it is replaced by a dir, as the layer's dir hides it (copy_link.go).
 	link bool
+	buf  []byte // writeFile's copy buffer
 }
 
 type dirTime struct {
@@ -467,7 +468,11 @@ func (cp *copier) writeFile(target string, r io.Reader, mode uint32, mtime time.
 		return fmt.Errorf("copy to %s: %w", target, err)
 	}
 	f := os.NewFile(uintptr(fd), target)
-	_, err = io.Copy(f, r)
+	if cp.buf == nil {
+		cp.buf = make([]byte, 1<<20)
+	}
+	// zeros as holes: what a tar (cp) or a reader brings of a sparse file
+	_, err = cow.CopySparse(fd, r, cp.buf)
 	u, g := cp.owner(uid, gid)
 	if err == nil {
 		err = unix.Fchown(fd, u, g)

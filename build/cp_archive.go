@@ -158,12 +158,9 @@ func (t *treeWriter) regular(fd int, hdr *tar.Header, st *unix.Stat_t) error {
 	if err := t.tw.WriteHeader(hdr); err != nil {
 		return err
 	}
-	n, err := io.CopyBuffer(t.tw, io.LimitReader(f, st.Size), t.buf)
-	if err == nil && n < st.Size {
-		err = fmt.Errorf("file shrank by %d bytes while it was read", st.Size-n)
-	}
-	if err != nil {
-		return fmt.Errorf("read %s: %w", hdr.Name, err)
+	// holes as zeros, not read (SEEK_DATA): a sparse file of 2 GiB took 10 s
+	if err := cow.CopyData(t.tw, int(f.Fd()), st.Size, st.Blocks*512 < st.Size, t.buf); err != nil {
+		return fmt.Errorf("%s: %w", hdr.Name, err)
 	}
 	return nil
 }
@@ -261,7 +258,8 @@ func ExtractChecked(root *os.File, dir string, in io.Reader, spool string, uid, 
 		return 0, err
 	}
 	defer f.Close()
-	n, err := io.Copy(f, in)
+	buf := make([]byte, 1<<20)
+	n, err := cow.CopySparse(int(f.Fd()), in, buf) // a sparse file's zeros take no space
 	if err != nil {
 		return n, fmt.Errorf("read tar: %w", err)
 	}
@@ -282,7 +280,7 @@ func ExtractChecked(root *os.File, dir string, in io.Reader, spool string, uid, 
 			return n, err
 		}
 		defer plain.Close()
-		_, err = io.Copy(plain, r)
+		_, err = cow.CopySparse(int(plain.Fd()), r, buf)
 		r.Close()
 		if err != nil {
 			return n, fmt.Errorf("refusing the tar archive: %w", err)

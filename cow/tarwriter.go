@@ -242,8 +242,14 @@ func (e *tarEmitter) regular(dirfd int, base string, hdr *tar.Header, st *unix.S
 	if err := e.tw.WriteHeader(hdr); err != nil {
 		return err
 	}
-	size := hdr.Size
-	sparse := st.Blocks*512 < size
+	return CopyData(e.tw, fd, hdr.Size, st.Blocks*512 < hdr.Size, e.buf)
+}
+
+// CopyData writes the first size bytes of the file open as fd to w, to the
+// byte, through buf; with sparse (fewer blocks allocated than its size) its
+// holes are found with SEEK_DATA/SEEK_HOLE and written as zeros without being
+// read. A file that shrinks meanwhile is an error.
+func CopyData(w io.Writer, fd int, size int64, sparse bool, buf []byte) error {
 	var off int64
 	for off < size {
 		end := size
@@ -265,7 +271,7 @@ func (e *tarEmitter) regular(dirfd int, base string, hdr *tar.Header, st *unix.S
 			if data > size {
 				data = size
 			}
-			if err := e.zeros(data - off); err != nil {
+			if err := writeZeros(w, data-off); err != nil {
 				return err
 			}
 			off = data
@@ -280,11 +286,11 @@ func (e *tarEmitter) regular(dirfd int, base string, hdr *tar.Header, st *unix.S
 			}
 		}
 		for off < end {
-			n := int64(len(e.buf))
+			n := int64(len(buf))
 			if end-off < n {
 				n = end - off
 			}
-			m, err := unix.Pread(fd, e.buf[:n], off)
+			m, err := unix.Pread(fd, buf[:n], off)
 			if err != nil {
 				if errors.Is(err, unix.EINTR) {
 					continue
@@ -294,7 +300,7 @@ func (e *tarEmitter) regular(dirfd int, base string, hdr *tar.Header, st *unix.S
 			if m == 0 {
 				return fmt.Errorf("read: file shrank from %d to %d bytes while read", size, off)
 			}
-			if _, err := e.tw.Write(e.buf[:m]); err != nil {
+			if _, err := w.Write(buf[:m]); err != nil {
 				return err
 			}
 			off += int64(m)
@@ -305,13 +311,13 @@ func (e *tarEmitter) regular(dirfd int, base string, hdr *tar.Header, st *unix.S
 
 var zeroBuf = make([]byte, 1<<20)
 
-func (e *tarEmitter) zeros(n int64) error {
+func writeZeros(w io.Writer, n int64) error {
 	for n > 0 {
 		k := int64(len(zeroBuf))
 		if n < k {
 			k = n
 		}
-		if _, err := e.tw.Write(zeroBuf[:k]); err != nil {
+		if _, err := w.Write(zeroBuf[:k]); err != nil {
 			return err
 		}
 		n -= k

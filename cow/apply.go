@@ -123,9 +123,46 @@ const (
 // an entry before it touches disk (check).
 type tarModel struct {
 	seen map[string]entryKind // every path this tar created, by clean name
+	// links counts the names of each file that hard links name (the file's
+	// own included), by each of those names.
+	links map[string]*int
 }
 
 func newTarModel() tarModel { return tarModel{seen: map[string]entryKind{".": kindDir}} }
+
+// maxLinks is the most names one file may have: ext4's EXT4_LINK_MAX, the
+// lowest of the usual store filesystems'. A layer with more hard links to one
+// file was taken by import, load and pull, and then failed every mount with
+// EMLINK (review rev22-scale: 200,000 links to one file); docker fails its load.
+const maxLinks = 65000
+
+// countLink records the entry p, which replaces whatever name p was, as a hard
+// link to link (or, with link "", as no link), and refuses the link past
+// maxLinks names of one file.
+func (a *tarModel) countLink(p, link string) error {
+	if n, ok := a.links[p]; ok {
+		*n-- // p's old file loses a name
+		delete(a.links, p)
+	}
+	if link == "" {
+		return nil
+	}
+	if a.links == nil {
+		a.links = map[string]*int{}
+	}
+	n, ok := a.links[link]
+	if !ok {
+		n = new(int)
+		*n = 1
+		a.links[link] = n
+	}
+	if *n >= maxLinks {
+		return fmt.Errorf("%w: more than %d hard links to %s (ext4's limit)", ErrUnsupported, maxLinks, link)
+	}
+	*n++
+	a.links[p] = n
+	return nil
+}
 
 type applier struct {
 	tarModel
@@ -390,6 +427,9 @@ func (a *tarModel) check(hdr *tar.Header) (p, link string, err error) {
 		if err := a.checkParents(link); err != nil {
 			return "", "", fmt.Errorf("hard link target: %w", err)
 		}
+	}
+	if err := a.countLink(p, link); err != nil {
+		return "", "", err
 	}
 	return p, link, nil
 }

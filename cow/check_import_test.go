@@ -188,3 +188,42 @@ func readHeaders(t *testing.T, b []byte) []*tar.Header {
 		hdrs = append(hdrs, h)
 	}
 }
+
+// TestCheckLayerLinkCount: a layer with more hard links to one file than ext4
+// takes (65,000 names) was imported, and then every mount failed with EMLINK
+// (review rev22-scale: 200,000 links); CheckLayer now refuses it, naming the
+// file. Links to a link count with its file; a name that a later entry
+// replaces stops counting; exactly the limit passes, and is unpacked.
+func TestCheckLayerLinkCount(t *testing.T) {
+	layer := func(links int, extra ...tarEntry) []byte {
+		ents := []tarEntry{dir("d"), reg("d/f", "x")}
+		for i := 1; i < links; i++ {
+			target := "d/f"
+			if i%2 == 0 {
+				target = fmt.Sprintf("d/l%d", i-1) // a link to a link: the same file
+			}
+			ents = append(ents, hardlink(fmt.Sprintf("d/l%d", i), target))
+		}
+		return buildTar(t, append(ents, extra...)...)
+	}
+	if _, err := CheckLayer(bytes.NewReader(layer(maxLinks))); err != nil {
+		t.Errorf("CheckLayer(%d names of one file) = %v, want nil", maxLinks, err)
+	}
+	over := layer(maxLinks, hardlink("d/one-more", "d/l5"))
+	if _, err := CheckLayer(bytes.NewReader(over)); !errors.Is(err, ErrUnsupported) || !strings.Contains(err.Error(), "more than 65000 hard links to d/l5") {
+		t.Errorf("CheckLayer(%d names of one file) = %v, want ErrUnsupported naming it", maxLinks+1, err)
+	}
+	// d/l7 is a file of its own by the time d/one-more links to d/f
+	replaced := layer(maxLinks, reg("d/l7", "own"), hardlink("d/one-more", "d/f"))
+	if _, err := CheckLayer(bytes.NewReader(replaced)); err != nil {
+		t.Errorf("CheckLayer(%d names of one file after one was replaced) = %v, want nil", maxLinks, err)
+	}
+	dst := t.TempDir()
+	if _, err := Apply(context.Background(), dst, bytes.NewReader(layer(maxLinks))); err != nil {
+		t.Fatalf("Apply(%d names of one file) = %v", maxLinks, err)
+	}
+	var st unix.Stat_t
+	if err := unix.Lstat(filepath.Join(dst, "d/f"), &st); err != nil || st.Nlink != maxLinks {
+		t.Errorf("d/f: nlink %d (%v), want %d", st.Nlink, err, maxLinks)
+	}
+}

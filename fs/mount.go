@@ -203,6 +203,7 @@ func Mount(mountpoint string, opts Options) (*MountPoint, error) {
 				fsys.relist.refill = rf.refresh
 				fsys.relist.restat = rf.restat
 				fsys.relist.own = rf.own
+				fsys.relist.idle = rf.idle
 				fsys.relist.mu.Unlock()
 			}
 		}

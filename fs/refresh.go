@@ -52,6 +52,14 @@ func (r *refresher) refresh(dirs []*node) { r.queue(&r.pending, dirs) }
 // the kernel fetch the attributes it marked stale (relist.go's gotAttr).
 func (r *refresher) restat(dirs []*node) { r.queue(&r.stats, dirs) }
 
+// idle reports whether the worker has nothing under way: every stat and
+// listing queued has been answered (tests).
+func (r *refresher) idle() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return !r.running
+}
+
 // own reports whether pid, a request's caller (a thread ID, as the kernel sends
 // it), is the worker's thread.
 func (r *refresher) own(pid uint32) bool { t := r.tid.Load(); return t != 0 && uint32(t) == pid }

@@ -50,6 +50,7 @@ type relister struct {
 	lastStale time.Time             // the last GETATTR of a directory in ends
 	restat    func([]*node)         // stats directories through the mount (refresh.go); nil: no
 	own       func(pid uint32) bool // whether a request came from the refresher's thread
+	idle      func() bool           // whether the refresher has nothing under way (tests)
 }
 
 // Stale directory atimes. Each listing the kernel reads from this process rather

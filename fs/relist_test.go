@@ -415,7 +415,19 @@ func TestRestatListedDirs(t *testing.T) {
 				}
 				time.Sleep(time.Millisecond)
 			}
-			time.Sleep(10 * time.Millisecond)
+			// The count goes up as a GETATTR comes in, before the kernel has
+			// the answer: wait for the refresher's stats to return (a 10 ms
+			// sleep was too short under load).
+			r := &u.m.fs.relist
+			r.mu.Lock()
+			idle := r.idle
+			r.mu.Unlock()
+			for !idle() {
+				if time.Now().After(deadline) {
+					t.Fatal("the server's restat did not end")
+				}
+				time.Sleep(time.Millisecond)
+			}
 			g1 := u.m.fs.getattrs.Load()
 			stat(0, dirs)
 			if got := u.m.fs.getattrs.Load() - g1; got != 0 {

@@ -25,7 +25,8 @@ func newPullCommand(g *globalOptions) *cobra.Command {
 		Short: "Download an image from a registry",
 		Long: "Download an image from a registry into the store. An index (multi-platform image) " +
 			"gives the image for --platform (default linux on this machine's architecture). Layers " +
-			"already in the store are not downloaded again; every blob is verified against its digest, " +
+			"already in the store are not downloaded again, and a download that breaks off goes on where it " +
+			"stopped (five attempts in all, as docker); every blob is verified against its digest, " +
 			"every layer's uncompressed content against the image config's diff_ids, and every layer " +
 			"checked as it streams in: an image with a layer that does not match its config, or that " +
 			"no mount could unpack (an entry escaping the root, say), is refused and nothing is stored.",

@@ -41,7 +41,7 @@ var (
 func regBinary(t *testing.T) string {
 	t.Helper()
 	regBinOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "layerfs-registry-it-")
+		dir, err := os.MkdirTemp(workDir, "registry-it-") // removed with workDir
 		if err != nil {
 			regBinErr = err
 			return

@@ -4,6 +4,7 @@ import (
 	"container/list"
 	"fmt"
 	"sync"
+	"sync/atomic"
 
 	fusefs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
@@ -26,6 +27,11 @@ type fdCache struct {
 	mu  sync.Mutex
 	lru list.List // *node, most recently used at the front
 	max int       // 0: set from RLIMIT_NOFILE on first use
+
+	// over is set when a victim in use was put back, leaving the list past
+	// its budget: the end of a use trims it (putFd), so that a mount left
+	// idle does not keep one fd more than its budget until the next read.
+	over atomic.Bool
 }
 
 // fdBudget is the share of the open-file limit data fds may take: a quarter, at
@@ -66,6 +72,22 @@ func (c *fdCache) touch(n *node) {
 	} else {
 		n.fst().fdcElem = c.lru.PushFront(n)
 	}
+	c.evict()
+}
+
+// trim closes the least recently used data fds past the budget, after a use
+// ended while the list was over it.
+func (c *fdCache) trim() {
+	if !c.over.CompareAndSwap(true, false) {
+		return
+	}
+	c.mu.Lock()
+	c.evict()
+}
+
+// evict takes the least recently used nodes past the budget off the list and
+// closes their data fds; c.mu is held, and unlocked on return.
+func (c *fdCache) evict() {
 	var victims []*node
 	for c.lru.Len() > c.max {
 		e := c.lru.Back()
@@ -80,6 +102,7 @@ func (c *fdCache) touch(n *node) {
 		switch v.closeDataFd() {
 		case fdBusy:
 			c.readd(v) // in use right now: closed on a later round
+			c.over.Store(true)
 		case fdPinned:
 			if _, p := v.Parent(); p != nil { // else kept until forgotten
 				kept = append(kept, v)
@@ -256,6 +279,7 @@ func (n *node) putFd() {
 		n.closeOldFds()
 	}
 	n.mu.Unlock()
+	dataFds.trim()
 }
 
 // keepDataFd makes n keep its data fds until the kernel forgets it, for a use as

@@ -146,6 +146,70 @@ func TestNoOpenFdBudget(t *testing.T) {
 	}
 }
 
+// TestFdBudgetBusyVictim: a data fd in use when the budget would close it is
+// put back, one past the budget; the end of that use closes the least recently
+// used one, so an idle mount holds no more than its budget (before, the extra
+// fd stayed until the next read: TestNoOpenFdBudget failed now and then under
+// load, when a read's fd was still in use at the next file's read).
+func TestFdBudgetBusyVictim(t *testing.T) {
+	setFdBudget(t, 4)
+	spec := map[string]string{}
+	for i := range 5 {
+		spec[fmt.Sprintf("f%d", i)] = fmt.Sprintf("content %d\n", i)
+	}
+	lower := tree(t, spec)
+	u := mountUnion(t, cow.FormatOverlay, lower)
+	nodes := make([]*node, 5)
+	for i := range nodes {
+		name := fmt.Sprintf("f%d", i)
+		readUncached(t, filepath.Join(u.mnt, name))
+		nodes[i] = u.m.fs.root.EmbeddedInode().GetChild(name).Operations().(*node)
+	}
+	// A read's use of its fd ends after the reply (fdRead.Done).
+	for _, n := range nodes {
+		for try := 0; ; try++ {
+			n.mu.Lock()
+			refs := n.fst().fdRefs
+			n.mu.Unlock()
+			if refs == 0 {
+				break
+			}
+			if try == 500 {
+				t.Fatalf("%s: its data fd still in use after the reads", n.rel())
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	// Used in this order, f0's use lasting: f0, the least recently used, is
+	// the victim at f4's, and is put back.
+	var inUse []*node
+	defer func() {
+		for _, n := range inUse {
+			n.putFd()
+		}
+	}()
+	for i, n := range nodes {
+		if _, err := n.dataFd(false); err != nil {
+			t.Fatal(err)
+		}
+		if i == 0 || i == 4 {
+			inUse = append(inUse, n)
+		} else {
+			n.putFd()
+		}
+	}
+	if n, names := fdsUnder(t, lower); n != 5 {
+		t.Fatalf("%d fds open on the layer's files with f0's and f4's in use, want 5 (the budget and f0's):\n%s", n, strings.Join(names, "\n"))
+	}
+	for len(inUse) > 0 {
+		inUse[0].putFd()
+		inUse = inUse[1:]
+	}
+	if n, names := fdsUnder(t, lower); n != 4 {
+		t.Errorf("%d fds open on the layer's files after the uses ended, want the budget, 4:\n%s", n, strings.Join(names, "\n"))
+	}
+}
+
 // TestNoOpenFdBudgetRace: reads of many files at once through a tiny budget close
 // fds while other reads use theirs; every read gets its own file's data (an fd
 // closed under a read, and reused by another open, would give another file's).

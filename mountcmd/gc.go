@@ -143,6 +143,13 @@ func reclaim(cmd *cobra.Command, g *globalOptions, s *blobstore.Store, dryRun bo
 	errOut := cmd.ErrOrStderr()
 	s.OnGCWait = func(pids []int) { fmt.Fprintln(errOut, gcWaitNotice(pids)) }
 	gres, err := s.GCWith(cmd.Context(), dryRun, roots, func(keep map[digest.Digest]bool) (err error) {
+		used, err := workingContainerLayers(g)
+		if err != nil {
+			return fmt.Errorf("gc: working containers: %w", err)
+		}
+		for d := range used {
+			keep[d] = true
+		}
 		freed, err = pruneLayerDirs(g, keep, dryRun)
 		return err
 	})

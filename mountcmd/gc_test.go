@@ -167,3 +167,42 @@ func TestReclaimPrunesLayersUnderGCLock(t *testing.T) {
 	runReclaim(t, g, s)
 	checkContainersWhole(t, g, s)
 }
+
+// A container whose image another tool took from the store (umoci rm and gc, a
+// skopeo copy over its tag) keeps its unpacked layers: gc reached them only
+// through the image's manifest, and removed them from under a live mount, which
+// then showed the older layers' files without a word (review rev23-oci).
+func TestReclaimKeepsLayersOfContainerWithoutImage(t *testing.T) {
+	g, s, img := storeWithImage(t)
+	ctx := context.Background()
+	cache := &cow.LayerCache{Dir: filepath.Join(g.root, "layers")}
+	l := img.Manifest.Layers[0]
+	dir, err := cache.Ensure(ctx, img.Config.RootFS.DiffIDs[0], func() (io.ReadCloser, error) { return s.OpenLayer(l) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	claimFor(t, g, "c1", img, []string{dir})
+	// What umoci rm + umoci gc leave: no index entry, no manifest.
+	if _, err := s.Remove(ctx, "a:1", blobstore.RemoveOptions{Force: true}); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(filepath.Join(s.Dir(), "blobs", "sha256", img.ManifestDigest.Encoded())); err != nil && !errors.Is(err, os.ErrNotExist) {
+		t.Fatal(err)
+	}
+	runReclaim(t, g, s)
+	if _, err := os.Stat(dir); err != nil {
+		t.Errorf("the layer dir container c1 stacks was pruned: %v", err)
+	}
+	// Once the container is gone, the layer goes too.
+	w, err := newWorkContainer(g.root, "c1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.RemoveAll(w.Dir()); err != nil {
+		t.Fatal(err)
+	}
+	runReclaim(t, g, s)
+	if _, err := os.Stat(dir); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("layer dir of no image and no container kept: %v", err)
+	}
+}

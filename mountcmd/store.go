@@ -22,6 +22,11 @@ var workingContainersUsing = func(g *globalOptions, img *blobstore.Image) ([]str
 // rmi's blob reclaim) keeps everything they reach. The mount commands fill it in.
 var workingContainerRoots = func(g *globalOptions) ([]digest.Digest, error) { return nil, nil }
 
+// workingContainerLayers are the unpacked layer dirs (diffIDs, from <root>/layers)
+// working containers stack, whatever became of their images: gc keeps them. The
+// mount commands fill it in.
+var workingContainerLayers = func(g *globalOptions) (map[digest.Digest]bool, error) { return nil, nil }
+
 // storeDir is the image store of the root (<root>/store).
 func storeDir(g *globalOptions) string { return filepath.Join(g.root, "store") }
 

@@ -3,6 +3,7 @@ package mountcmd
 import (
 	"errors"
 	"fmt"
+	"path/filepath"
 	"slices"
 
 	"github.com/layerfs/layerfs/blobstore"
@@ -16,6 +17,7 @@ import (
 func init() {
 	workingContainersUsing = containersUsing
 	workingContainerRoots = containerRoots
+	workingContainerLayers = containerLayers
 }
 
 // containersUsing names the working containers made from img (by manifest, any of
@@ -149,4 +151,36 @@ func imageRemoveOptions(g *globalOptions) blobstore.RemoveOptions {
 		}
 	}
 	return blobstore.RemoveOptions{InUse: ids(workingContainersUsing), Running: ids(mountedContainersUsing)}
+}
+
+// containerLayers are the diffIDs of the unpacked layer dirs every working
+// container's state names as its lowers. gc keeps a container's layers through
+// its image's manifest (containerRoots); these keep them when that manifest is
+// gone: another tool's gc (umoci rm and gc, a skopeo copy over the tag) took the
+// image from the store, and the gc that followed removed the layer dirs under a
+// live mount, which then showed older layers' files without a word.
+func containerLayers(g *globalOptions) (map[digest.Digest]bool, error) {
+	ws, err := listContainers(g.root)
+	if err != nil {
+		return nil, err
+	}
+	keep := map[digest.Digest]bool{}
+	for _, w := range ws {
+		st, err := w.load()
+		if errors.Is(err, errNoSuchContainer) {
+			continue // removed meanwhile
+		}
+		if err != nil {
+			return nil, fmt.Errorf("%w (remove it with layerfs rm -f %s, or mend its state.json)", err, w.name)
+		}
+		for _, l := range st.Lowers {
+			if filepath.Base(filepath.Dir(filepath.Clean(l))) != "layers" {
+				continue // made by commit --rebase, in the container's dir
+			}
+			if d := digest.NewDigestFromEncoded(digest.SHA256, filepath.Base(l)); d.Validate() == nil {
+				keep[d] = true
+			}
+		}
+	}
+	return keep, nil
 }

@@ -41,6 +41,11 @@ type Image struct {
 	// pushes ("docker.io/library/busybox@sha256:...", sorted); for a multi-platform
 	// pull the digest is the index's. See AddRepoDigest.
 	PulledDigests []string
+	// OtherNames are the names of its index.json entries that are no docker
+	// reference: an OCI tag skopeo or umoci wrote ("Stable", "v1.0+build"), or
+	// a containerd image name refName does not read. Images lists no tag for
+	// them, but they are names all the same: prune and gc keep such an image.
+	OtherNames []string
 
 	// others are the other index.json entries of this image's ID that Images
 	// leaves out behind this one, or (in rmi) every other entry of the ID: see

@@ -51,6 +51,7 @@ func (s *Store) imagesOf(idx *ocispec.Index, want func(digest.Digest) bool, load
 	var out []*Image
 	var broken []BrokenImage
 	bad := map[digest.Digest]error{}
+	owner := map[string]*Image{} // the image each tag is on
 	for _, d := range idx.Manifests {
 		var via digest.Digest
 		entry := d.Digest
@@ -86,8 +87,24 @@ func (s *Store) imagesOf(idx *ocispec.Index, want func(digest.Digest) bool, load
 		if via != "" && img.Index == "" {
 			img.Index = via
 		}
-		if r := refName(d); r != "" && !contains(img.Tags, r) {
-			img.Tags = append(img.Tags, r)
+		if r := refName(d); r != "" {
+			// Two entries of one tag (skopeo copied "foo:1" over the
+			// "docker.io/library/foo:1" layerfs wrote): the last one
+			// written, the later in index.json, has it, as a docker load
+			// moves a tag to the image it loads.
+			if o := owner[r]; o != nil && o != img {
+				o.Tags = slices.DeleteFunc(o.Tags, func(t string) bool { return t == r })
+			}
+			owner[r] = img
+			if !contains(img.Tags, r) {
+				img.Tags = append(img.Tags, r)
+			}
+		} else if named(d) {
+			for _, n := range []string{d.Annotations[ocispec.AnnotationRefName], d.Annotations["io.containerd.image.name"]} {
+				if n != "" && !contains(img.OtherNames, n) {
+					img.OtherNames = append(img.OtherNames, n)
+				}
+			}
 		}
 	}
 	if len(out) == 0 {

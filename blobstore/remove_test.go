@@ -274,3 +274,105 @@ func TestGCWaitsForLoad(t *testing.T) {
 		}
 	}
 }
+
+// Two entries of one tag in two spellings: skopeo copied "foo:1" into a store
+// where layerfs had written "docker.io/library/foo:1" (review rev23-oci). The
+// later entry has the tag, as docker load moves a tag to the image it loads;
+// rmi of the tag deletes that image and leaves the other untagged. Before,
+// both listed as foo:1, run took the older, and rmi dropped both entries,
+// printing a line for one.
+func TestTagWrittenTwiceByTwoTools(t *testing.T) {
+	ctx := context.Background()
+	s := newStore(t)
+	old := writeTestImage(t, s, newTestImage(t, "old", 1, Gzip, "foo:1"))
+	nw := writeTestImage(t, s, newTestImage(t, "new", 1, Gzip))
+	idx, err := s.readIndex()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, e := range idx.Manifests {
+		if e.Digest == nw.ManifestDigest {
+			idx.Manifests[i].Annotations = map[string]string{ocispec.AnnotationRefName: "foo:1"}
+			idx.Manifests = append(append(idx.Manifests[:i:i], idx.Manifests[i+1:]...), idx.Manifests[i]) // last
+			break
+		}
+	}
+	if err := s.writeIndex(idx); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.Resolve("foo:1")
+	if err != nil || got.ID != nw.ID {
+		t.Fatalf("Resolve(foo:1) = %v, %v; want the later entry's image %s", got, err, nw.ID)
+	}
+	for _, img := range mustImages(t, s) {
+		if img.ID == old.ID && len(img.Tags) > 0 {
+			t.Errorf("the earlier entry's image still lists %v", img.Tags)
+		}
+	}
+	rm, err := s.Remove(ctx, "foo:1", RemoveOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := "Untagged: foo:1\nDeleted: " + nw.ID.String(); lines(rm) != want {
+		t.Errorf("rmi foo:1:\n%s\nwant\n%s", lines(rm), want)
+	}
+	imgs := mustImages(t, s)
+	if len(imgs) != 1 || imgs[0].ID != old.ID || len(imgs[0].Tags) != 0 {
+		t.Errorf("after rmi foo:1: %d images (%v), want the earlier one, untagged", len(imgs), imgs)
+	}
+	// And by ID, the earlier image goes without taking the tag's later owner.
+	s2 := newStore(t)
+	old2 := writeTestImage(t, s2, newTestImage(t, "old", 1, Gzip, "foo:1"))
+	nw2 := writeTestImage(t, s2, newTestImage(t, "new", 1, Gzip))
+	idx, _ = s2.readIndex()
+	idx.Manifests = append(idx.Manifests, ocispec.Descriptor{MediaType: nw2.Descriptor.MediaType, Digest: nw2.ManifestDigest, Size: nw2.Descriptor.Size,
+		Annotations: map[string]string{ocispec.AnnotationRefName: "foo:1"}})
+	if err := s2.writeIndex(idx); err != nil {
+		t.Fatal(err)
+	}
+	rm, err = s2.Remove(ctx, old2.ID.String(), RemoveOptions{})
+	if err != nil {
+		t.Fatalf("rmi of the earlier image by ID: %v", err)
+	}
+	if want := "Deleted: " + old2.ID.String(); lines(rm) != want {
+		t.Errorf("rmi <earlier ID>:\n%s\nwant\n%s", lines(rm), want)
+	}
+	if got, err := s2.Resolve("foo:1"); err != nil || got.ID != nw2.ID {
+		t.Errorf("foo:1 after rmi of the earlier image = %v, %v", got, err)
+	}
+}
+
+// TestReadIndexWhileRewrittenInPlace: skopeo rewrites index.json in place
+// (truncate, then write); a command that read it in between failed with
+// "read index.json: unexpected end of JSON input" (review rev23-oci). It reads
+// again before it calls the file damaged; one that stays damaged still fails.
+func TestReadIndexWhileRewrittenInPlace(t *testing.T) {
+	s := newStore(t)
+	writeTestImage(t, s, newTestImage(t, "a", 1, Gzip, "a:1"))
+	p := filepath.Join(s.Dir(), "index.json")
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(p, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		time.Sleep(2 * indexReadWait)
+		done <- os.WriteFile(p, b, 0o644)
+	}()
+	img, err := s.Resolve("a:1")
+	if werr := <-done; werr != nil {
+		t.Fatal(werr)
+	}
+	if err != nil || img == nil {
+		t.Errorf("Resolve(a:1) while index.json was being rewritten: %v", err)
+	}
+	if err := os.WriteFile(p, b[:len(b)/2], 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Images(); err == nil || !strings.Contains(err.Error(), "index.json") {
+		t.Errorf("Images() of a damaged index.json = %v, want an error naming index.json", err)
+	}
+}

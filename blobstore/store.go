@@ -181,16 +181,33 @@ func (s *Store) Lease(ctx context.Context) (release func(), err error) {
 
 // readIndex reads index.json. Readers need no lock: it is only ever replaced whole.
 func (s *Store) readIndex() (*ocispec.Index, error) {
-	b, err := os.ReadFile(s.indexPath())
-	if err != nil {
-		return nil, fmt.Errorf("read index.json: %w", err)
+	for try := 1; ; try++ {
+		b, err := os.ReadFile(s.indexPath())
+		if err != nil {
+			return nil, fmt.Errorf("read index.json: %w", err)
+		}
+		var idx ocispec.Index
+		err = json.Unmarshal(b, &idx)
+		if err == nil {
+			return &idx, nil
+		}
+		// layerfs replaces index.json whole (writeFileAtomic), but skopeo
+		// truncates and writes it in place: a read in between saw an empty
+		// or half-written file, and the command failed ("unexpected end of
+		// JSON input"). Read again a few times before calling it damaged.
+		if try == indexReadTries {
+			return nil, fmt.Errorf("read index.json: %w", err)
+		}
+		time.Sleep(indexReadWait)
 	}
-	var idx ocispec.Index
-	if err := json.Unmarshal(b, &idx); err != nil {
-		return nil, fmt.Errorf("read index.json: %w", err)
-	}
-	return &idx, nil
 }
+
+// How often, and how far apart, readIndex reads an index.json that does not
+// parse before it gives up.
+const (
+	indexReadTries = 6
+	indexReadWait  = 50 * time.Millisecond
+)
 
 func (s *Store) writeIndex(idx *ocispec.Index) error {
 	idx.SchemaVersion = 2

@@ -337,26 +337,28 @@ func (s *Store) Untag(ctx context.Context, ref string) error {
 	}
 	full := n.String()
 	return s.updateIndex(ctx, func(idx *ocispec.Index) (bool, error) {
-		var removed *ocispec.Descriptor
+		// Every entry of the tag goes: more than one when another tool wrote
+		// it again in another spelling ("foo:1" over "docker.io/library/
+		// foo:1"). Each of their images keeps an untagged entry; before,
+		// only the last did, and the others left index.json without a word.
+		var removed []ocispec.Descriptor
 		kept := idx.Manifests[:0]
 		for _, e := range idx.Manifests {
 			if refName(e) == full {
-				e := e
-				removed = &e
+				removed = append(removed, e)
 				continue
 			}
 			kept = append(kept, e)
 		}
 		idx.Manifests = kept
-		if removed == nil {
+		if len(removed) == 0 {
 			return false, fmt.Errorf("image %s: %w", reference.FamiliarString(n), ErrNotFound)
 		}
-		for _, e := range idx.Manifests {
-			if e.Digest == removed.Digest {
-				return true, nil
+		for _, r := range removed {
+			if !slices.ContainsFunc(idx.Manifests, func(e ocispec.Descriptor) bool { return e.Digest == r.Digest }) {
+				idx.Manifests = append(idx.Manifests, ocispec.Descriptor{MediaType: r.MediaType, Digest: r.Digest, Size: r.Size})
 			}
 		}
-		idx.Manifests = append(idx.Manifests, ocispec.Descriptor{MediaType: removed.MediaType, Digest: removed.Digest, Size: removed.Size})
 		return true, nil
 	})
 }
@@ -402,12 +404,20 @@ func (s *Store) deleteImageEntries(ctx context.Context, img *Image, all bool) ([
 	var tags []string
 	err := s.updateIndex(ctx, func(idx *ocispec.Index) (bool, error) {
 		tags = tags[:0]
+		// A tag an entry of another image has as well is that image's if
+		// its entry is the later one (Images), and stays with it either way.
+		elsewhere := map[string]bool{}
+		for _, e := range idx.Manifests {
+			if !slices.Contains(mds, e.Digest) {
+				elsewhere[refName(e)] = true
+			}
+		}
 		for _, e := range idx.Manifests {
 			if !slices.Contains(mds, e.Digest) {
 				continue
 			}
 			r := refName(e)
-			if r == "" || contains(tags, r) {
+			if r == "" || contains(tags, r) || elsewhere[r] && !contains(img.Tags, r) {
 				continue
 			}
 			if !all && !contains(img.Tags, r) {

@@ -88,7 +88,9 @@ func pruneImages(cmd *cobra.Command, g *globalOptions, all bool, f *pruneFilter)
 		}
 		// A repo digest is a reference too, as in docker: an image with one
 		// is not dangling, and -a removes it with its tags.
-		if (!all && (len(img.Tags) > 0 || len(img.PulledDigests) > 0)) || !f.keep(img) {
+		// So is a name another tool gave it that is no docker reference
+		// (skopeo's or umoci's OCI tag "Stable"): docker prunes no named image.
+		if (!all && (len(img.Tags)+len(img.PulledDigests)+len(img.OtherNames) > 0)) || !f.keep(img) {
 			continue
 		}
 		if len(containers.using(img)) > 0 {

@@ -2,11 +2,15 @@ package mountcmd
 
 import (
 	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/layerfs/layerfs/blobstore"
 	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 )
 
 // sameIDStore makes a store under a new root holding the image writeSameID makes
@@ -119,5 +123,53 @@ func TestPruneSameIDLeftover(t *testing.T) {
 	}
 	if rows, want := imagesRows(t, g), "bb:1 "+blobstore.ShortID(first.ID)+"\n"; rows != want {
 		t.Errorf("images -a after image prune:\n%s\nwant:\n%s", rows, want)
+	}
+}
+
+// TestPruneKeepsOtherToolsNames: an image skopeo or umoci named with an OCI tag
+// that is no docker reference ("Stable", "v1.0+build") lists as <none>, but is
+// no dangling image: image prune left nothing of it (review rev23-oci; gc
+// already kept such entries, TestGCKeepsOtherToolsTags).
+func TestPruneKeepsOtherToolsNames(t *testing.T) {
+	for _, name := range []string{"Stable", "v1.0+build"} {
+		t.Run(name, func(t *testing.T) {
+			g, s, img := sameIDStore(t)
+			if _, err := s.AddManifest(context.Background(), img.Descriptor); err != nil {
+				t.Fatal(err)
+			}
+			setRefName(t, s, img.ManifestDigest, name)
+			if out, _, err := runOut(t, newImagePruneCommand(g), "-f"); err != nil || strings.Contains(out, "Deleted") {
+				t.Errorf("image prune -f = %q, %v; want the image named %q kept", out, err, name)
+			}
+			if !s.Has(img.ManifestDigest) {
+				t.Errorf("the manifest of the image named %q is gone", name)
+			}
+		})
+	}
+}
+
+// setRefName names every index.json entry of manifest d name, as another tool
+// writes it, and nothing else.
+func setRefName(t *testing.T, s *blobstore.Store, d digest.Digest, name string) {
+	t.Helper()
+	p := filepath.Join(s.Dir(), "index.json")
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var idx ocispec.Index
+	if err := json.Unmarshal(b, &idx); err != nil {
+		t.Fatal(err)
+	}
+	for i, e := range idx.Manifests {
+		if e.Digest == d {
+			idx.Manifests[i].Annotations = map[string]string{ocispec.AnnotationRefName: name}
+		}
+	}
+	if b, err = json.Marshal(idx); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(p, b, 0o644); err != nil {
+		t.Fatal(err)
 	}
 }

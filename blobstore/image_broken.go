@@ -19,6 +19,10 @@ type BrokenImage struct {
 	ID     digest.Digest // the image ID (config digest) if the manifest reads, else ""
 	Tag    string        // normalised tag of the entry, "" if untagged
 	Err    error         // why it cannot be read
+	// Artifact: the entry is no container image but another tool's artifact
+	// (a signature, an SBOM, a helm chart: a media type Images does not read).
+	// Images leaves it out without a warning; resolving its tag says what it is.
+	Artifact bool
 
 	entry digest.Digest // the index.json entry's digest (an image index's for one listed through it)
 }

@@ -74,7 +74,14 @@ func (s *Store) imagesOf(idx *ocispec.Index, want func(digest.Digest) bool, load
 				img, err = load(d)
 			}
 			if errors.Is(err, ErrUnknownMediaType) {
-				continue // an artifact another tool indexed (signature, SBOM...), not an image
+				// An artifact another tool indexed (signature, SBOM...), not
+				// an image: one with a tag is noted, so that `run chart:1`
+				// says what chart:1 is instead of looking for it in a
+				// registry.
+				if r := refName(d); r != "" {
+					broken = append(broken, BrokenImage{Digest: d.Digest, Tag: r, Err: fmt.Errorf("not a container image: %w", err), Artifact: true, entry: entry})
+				}
+				continue
 			}
 			if err != nil {
 				bad[d.Digest] = err

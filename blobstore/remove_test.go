@@ -3,6 +3,7 @@ package blobstore
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -374,5 +375,46 @@ func TestReadIndexWhileRewrittenInPlace(t *testing.T) {
 	}
 	if _, err := s.Images(); err == nil || !strings.Contains(err.Error(), "index.json") {
 		t.Errorf("Images() of a damaged index.json = %v, want an error naming index.json", err)
+	}
+}
+
+// TestResolveArtifact: an index.json entry another tool wrote that is no
+// container image (a helm chart) is not listed, and resolving its tag says what
+// it is; before, run took it for a missing image and went to a registry for it
+// (review rev23-oci).
+func TestResolveArtifact(t *testing.T) {
+	ctx := context.Background()
+	s := newStore(t)
+	writeTestImage(t, s, newTestImage(t, "a", 1, Gzip, "a:1"))
+	cfg, cn, err := s.Put(ctx, strings.NewReader(`{"name":"chart"}`), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := fmt.Sprintf(`{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.cncf.helm.config.v1+json","digest":%q,"size":%d},"layers":[]}`, cfg, cn)
+	md, mn, err := s.Put(ctx, strings.NewReader(m), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	idx, err := s.readIndex()
+	if err != nil {
+		t.Fatal(err)
+	}
+	idx.Manifests = append(idx.Manifests, ocispec.Descriptor{MediaType: ocispec.MediaTypeImageManifest, Digest: md, Size: mn,
+		Annotations: map[string]string{ocispec.AnnotationRefName: "chart:1"}})
+	if err := s.writeIndex(idx); err != nil {
+		t.Fatal(err)
+	}
+	_, err = s.Resolve("chart:1")
+	if err == nil || errors.Is(err, ErrNotFound) || !strings.Contains(err.Error(), "not a container image") || !strings.Contains(err.Error(), "helm") {
+		t.Errorf("Resolve(chart:1) = %v, want it named no container image, with its config's media type", err)
+	}
+	if imgs := mustImages(t, s); len(imgs) != 1 {
+		t.Errorf("Images() = %d images, want a:1 alone", len(imgs))
+	}
+	if _, err := s.Remove(ctx, "chart:1", RemoveOptions{}); err != nil {
+		t.Errorf("rmi chart:1: %v", err)
+	}
+	if _, err := s.Resolve("chart:1"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("Resolve(chart:1) after its rmi = %v, want not found", err)
 	}
 }

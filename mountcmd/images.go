@@ -268,6 +268,9 @@ func runImages(cmd *cobra.Command, g *globalOptions, o *imagesOptions, args []st
 	// Unreadable entries are left out of the list (and of every other verb's
 	// view); say so here, where images are listed, once each.
 	for _, b := range broken {
+		if b.Artifact {
+			continue // another tool's, not an image: not listed, and nothing wrong
+		}
 		fmt.Fprintf(cmd.ErrOrStderr(), "WARNING: skipping unreadable image %s (rmi %s removes it): %v\n", b.Name(), b.Name(), b.Err)
 	}
 	filters := o.filters

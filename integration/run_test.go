@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"syscall"
@@ -571,5 +572,29 @@ func TestRunStart(t *testing.T) {
 	}
 	if r := run(t, "start", "-a", "nosuch"); r.Code == 0 {
 		t.Errorf("start of a missing container succeeded")
+	}
+}
+
+// TestRunForeignPlatformWarns: run of an image of another platform than the
+// host's warns as docker run does (its programs will most likely fail with
+// "exec format error"), and runs it all the same; an image of the host's, or
+// a run with --platform given, says nothing (review rev23-oci: an index
+// without the host's platform ran another's without a word).
+func TestRunForeignPlatformWarns(t *testing.T) {
+	requireRunner(t)
+	other := "linux/arm64"
+	if runtime.GOARCH == "arm64" {
+		other = "linux/amd64"
+	}
+	// The host's busybox, recorded as the other platform's: it still runs.
+	mustRun(t, "import", "-q", "--platform", other, busyboxRootfs(t), "foreign:1")
+	importBusybox(t, "native:1")
+	const warning = "WARNING: The requested image's platform ("
+	r := run(t, "run", "--rm", "foreign:1", "sh", "-c", "exit 0")
+	if r.Code != 0 || !strings.Contains(r.Stderr, warning+other+") does not match the detected host platform (linux/"+runtime.GOARCH+")") {
+		t.Errorf("run of a %s image: exit %d, stderr %q; want docker's platform warning", other, r.Code, r.Stderr)
+	}
+	if r := run(t, "run", "--rm", "native:1", "sh", "-c", "exit 0"); r.Code != 0 || strings.Contains(r.Stderr, "WARNING") {
+		t.Errorf("run of a host-platform image: exit %d, stderr %q; want no warning", r.Code, r.Stderr)
 	}
 }

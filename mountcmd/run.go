@@ -123,6 +123,9 @@ committed: layerfs run --name busy1 -it busybox sh; ...; layerfs commit busy1 me
 					fmt.Fprintf(cmd.ErrOrStderr(), "Error: %v\n", err)
 					return exitError{build.ExitSetup}
 				}
+				if o.platform == "" {
+					warnForeignPlatform(cmd.ErrOrStderr(), g, args[0])
+				}
 			}
 			if o.detach && !o.child {
 				return runDetached(cmd, g, o, args[0], args[1:], "")
@@ -893,4 +896,31 @@ func pullForRun(cmd *cobra.Command, g *globalOptions, policy, ref string) error 
 		fmt.Fprintf(errOut, "Status: Downloaded newer image for %s\n", blobstore.FamiliarString(res.Ref))
 	}
 	return nil
+}
+
+// warnForeignPlatform warns, as docker run does, when the image ref names is
+// built for another platform than this host's (an image index without this
+// host's, or an image of another architecture): its programs will most likely
+// not run here ("exec format error"). Nothing when ref does not resolve: the
+// run says why.
+func warnForeignPlatform(w io.Writer, g *globalOptions, ref string) {
+	s, err := openStore(g)
+	if err != nil {
+		return
+	}
+	img, err := s.Resolve(ref)
+	if err != nil || img.Config.Architecture == "" {
+		return
+	}
+	osName := img.Config.OS
+	if osName == "" {
+		osName = "linux"
+	}
+	p := osName + "/" + img.Config.Architecture
+	if native := registry.DefaultPlatform(); p != native {
+		if img.Config.Variant != "" {
+			p += "/" + img.Config.Variant
+		}
+		fmt.Fprintf(w, "WARNING: The requested image's platform (%s) does not match the detected host platform (%s) and no specific platform was requested\n", p, native)
+	}
 }

@@ -3,13 +3,9 @@ package fs
 import (
 	"errors"
 	"fmt"
-	"io/fs"
-	"os"
 	"path"
-	"path/filepath"
 	"strings"
 	"sync/atomic"
-	"syscall"
 
 	fusefs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/layerfs/layerfs/cow"
@@ -442,35 +438,70 @@ func (fsys *unionFS) lookupPath(s *stack, rel string) (*entry, *stack, error) {
 func (s *stack) linksOf(li int, ino uint64) ([]string, error) {
 	l := s.layers[li]
 	if l.links == nil {
-		idx := map[uint64][]string{}
-		root := procFd(l.fd) + "/"
-		err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
-			if err != nil {
-				if errors.Is(err, os.ErrPermission) {
-					return nil
-				}
-				return err
-			}
-			if d.IsDir() {
-				return nil // any other type may be hard-linked (symlinks, fifos too)
-			}
-			info, err := d.Info()
-			if err != nil {
-				return nil
-			}
-			st, ok := info.Sys().(*syscall.Stat_t)
-			if ok && st.Nlink > 1 {
-				r, _ := filepath.Rel(root, p)
-				idx[st.Ino] = append(idx[st.Ino], filepath.ToSlash(r))
-			}
-			return nil
-		})
+		idx, err := linkIndex(l.fd)
 		if err != nil {
 			return nil, err
 		}
 		l.links = idx
 	}
 	return l.links[ino], nil
+}
+
+// linkIndex maps the inode of every multiply-linked non-directory under the
+// directory dfd to its paths. It walks by directory fds: a walk by path names
+// (through /proc/self/fd) failed with ENAMETOOLONG on a layer holding a path
+// longer than PATH_MAX, which failed every copy-up of a hard-linked file of it,
+// wherever that file was (review rev23-names). Dirs it may not read are left out.
+func linkIndex(dfd int) (map[uint64][]string, error) {
+	idx := map[uint64][]string{}
+	var walk func(fd int, rel string) error
+	walk = func(fd int, rel string) error {
+		ents, err := getdents(fd)
+		if err != nil {
+			return err
+		}
+		for _, e := range ents {
+			if e.name == "." || e.name == ".." {
+				continue
+			}
+			p := e.name
+			if rel != "" {
+				p = rel + "/" + e.name
+			}
+			var st unix.Stat_t
+			if e.typ != unix.DT_DIR {
+				if unix.Fstatat(fd, e.name, &st, unix.AT_SYMLINK_NOFOLLOW) != nil {
+					continue // gone meanwhile
+				}
+				if st.Mode&unix.S_IFMT != unix.S_IFDIR {
+					// any type but a dir may be hard-linked (symlinks, fifos too)
+					if st.Nlink > 1 {
+						idx[st.Ino] = append(idx[st.Ino], p)
+					}
+					continue
+				}
+			}
+			cfd, err := unix.Openat(fd, e.name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+			if errors.Is(err, unix.EACCES) || errors.Is(err, unix.EPERM) || errors.Is(err, unix.ENOENT) {
+				continue
+			}
+			if err != nil {
+				return fmt.Errorf("%s: %w", p, err)
+			}
+			err = walk(cfd, p)
+			unix.Close(cfd)
+			if err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	fd, err := unix.Openat(dfd, ".", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer unix.Close(fd)
+	return idx, walk(fd, "")
 }
 
 // copyUpTree copies the whole merged tree at rel into the upper dir and marks every

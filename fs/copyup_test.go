@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -497,6 +498,47 @@ func TestCopyUpLinksAcrossDirs(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestCopyUpLinksPastPathMax: a layer that holds a path longer than PATH_MAX
+// (a layer may: CheckLayer takes 16 KiB) failed every copy-up of a hard-linked
+// file of it with ENAMETOOLONG, wherever the file was: the index of links
+// walked the layer by path names (review rev23-names). A write and a dir
+// rename then keep the links, as kernel overlayfs does.
+func TestCopyUpLinksPastPathMax(t *testing.T) {
+	lower := tree(t, map[string]string{"dir/sub/a": "data\n"})
+	must(t, os.Link(filepath.Join(lower, "dir/sub/a"), filepath.Join(lower, "dir/sub/b")))
+	must(t, os.Link(filepath.Join(lower, "dir/sub/a"), filepath.Join(lower, "outside")))
+	fd, err := unix.Open(lower, unix.O_RDONLY|unix.O_DIRECTORY, 0)
+	must(t, err)
+	for i := range 20 { // 20 names of 250 bytes: 5,020 bytes deep
+		name := strings.Repeat(string(rune('a'+i)), 250)
+		must(t, unix.Mkdirat(fd, name, 0o755))
+		nfd, err := unix.Openat(fd, name, unix.O_RDONLY|unix.O_DIRECTORY, 0)
+		must(t, err)
+		unix.Close(fd)
+		fd = nfd
+	}
+	must(t, unix.Close(fd))
+	u := mountUnion(t, cow.FormatOverlay, lower)
+	fh, err := os.OpenFile(filepath.Join(u.mnt, "dir/sub/a"), os.O_WRONLY|os.O_APPEND, 0)
+	must(t, err)
+	_, err = fh.WriteString("more\n")
+	if cerr := fh.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		t.Fatalf("append to a hard-linked file: %v", err)
+	}
+	must(t, os.Rename(filepath.Join(u.mnt, "dir"), filepath.Join(u.mnt, "DIR")))
+	for _, n := range []string{"DIR/sub/a", "DIR/sub/b", "outside"} {
+		if got := readFile(t, filepath.Join(u.mnt, n)); got != "data\nmore\n" {
+			t.Errorf("%s = %q, want the write", n, got)
+		}
+		if st := lstat(t, filepath.Join(u.mnt, n)); st.Nlink != 3 {
+			t.Errorf("%s: nlink %d, want 3", n, st.Nlink)
+		}
 	}
 }
 

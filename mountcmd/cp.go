@@ -460,8 +460,17 @@ func containerDest(root *os.File, name, dst string) (*cpDest, error) {
 			d.path = path.Join(rp, path.Base(p))
 		}
 		pf.Close()
-	default:
+	case errors.Is(err, unix.ENOTDIR):
 		return nil, &noPathError{name, dst}
+	default:
+		// The real reason (file name too long, too many levels of
+		// symlinks, permission denied), as docker gives it: "No such
+		// container:path" sent the user looking for a dir that is there.
+		var errno unix.Errno
+		if errors.As(err, &errno) {
+			err = errno
+		}
+		return nil, fmt.Errorf("%s:%s: %w", name, dst, err)
 	}
 	return d, nil
 }

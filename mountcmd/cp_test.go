@@ -129,6 +129,7 @@ func TestCpRulesIn(t *testing.T) {
 		{name: "missing parent", src: "f", dst: "/nope/x", errText: "No such container:path: c1:/nope"},
 		{name: "file as dir", src: "f/", dst: "/new", errText: "not a directory"},
 		{name: "missing source", src: "nope", dst: "/new", errText: "no such file or directory"},
+		{name: "name too long", src: "f", dst: "/existing-dir/" + strings.Repeat("x", 256), errText: "c1:/existing-dir/" + strings.Repeat("x", 256) + ": file name too long"},
 		// A name like a whiteout cannot be in a container (the union refuses
 		// it: in a layer it deletes); cp dropped such files without a word.
 		{name: "whiteout name", src: ".wh.x", dst: "/existing-dir", err: cow.ErrReservedName, errText: "copy to /existing-dir/.wh.x: name is reserved for whiteouts (a name starting with .wh. marks a deletion in an image layer)",

@@ -38,19 +38,39 @@ func decodeImageConfig(img *blobstore.Image, out *dockerspec.DockerOCIImage) err
 // containerLowers are the lower dirs a working container sits on: the ones it was
 // last mounted with, or its image's when it has none recorded.
 func containerLowers(ctx context.Context, g *globalOptions, store *blobstore.Store, st *workState, img *blobstore.Image) ([]string, error) {
-	if len(st.Lowers) > 0 {
-		ok := true
-		for _, l := range st.Lowers {
-			if fi, err := os.Stat(l); err != nil || !fi.IsDir() {
-				ok = false
-				break
-			}
-		}
-		if ok {
-			return st.Lowers, nil
-		}
+	if l, ok := recordedLowers(st); ok {
+		return l, nil
 	}
 	return ensureLayers(ctx, g, store, img)
+}
+
+// recordedLowers are the lower dirs st names, if it names some and all are there.
+func recordedLowers(st *workState) ([]string, bool) {
+	if len(st.Lowers) == 0 {
+		return nil, false
+	}
+	for _, l := range st.Lowers {
+		if fi, err := os.Stat(l); err != nil || !fi.IsDir() {
+			return nil, false
+		}
+	}
+	return st.Lowers, true
+}
+
+// readableLowers are the lower dirs of container w (state st) for a command that
+// only reads it (diff, export, cp): its image's, or, when another tool took that
+// image from the store (umoci rm and gc), the ones it was last mounted with, which
+// gc keeps for it. Before, such a container's work could only be dug out of its
+// upper dir by hand (review rev23-oci).
+func readableLowers(ctx context.Context, g *globalOptions, store *blobstore.Store, w *workContainer, st *workState) ([]string, error) {
+	img, err := imageOfContainer(store, w, st)
+	if err != nil {
+		if l, ok := recordedLowers(st); ok && errors.Is(err, blobstore.ErrNotFound) {
+			return l, nil
+		}
+		return nil, err
+	}
+	return containerLowers(ctx, g, store, st, img)
 }
 
 // freshUpper makes a new empty upper dir in dir with the root metadata (mode, owner,

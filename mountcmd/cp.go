@@ -604,12 +604,12 @@ func mountForCp(ctx context.Context, g *globalOptions, w *workContainer, st *wor
 		return "", nil, err
 	}
 	defer release()
-	img, err := imageOfContainer(s, w, st)
-	if err != nil {
-		return "", nil, err
-	}
-	lowers, err := ensureLayers(ctx, g, s, img)
-	if err != nil {
+	var lowers []string
+	if img, err := imageOfContainer(s, w, st); err == nil {
+		if lowers, err = ensureLayers(ctx, g, s, img); err != nil {
+			return "", nil, err
+		}
+	} else if lowers, err = readableLowers(ctx, g, s, w, st); err != nil {
 		return "", nil, err
 	}
 	mp, err := prepareRunMountpoint(g.root, w.name)

@@ -42,11 +42,7 @@ func runDiff(cmd *cobra.Command, g *globalOptions, arg string, out io.Writer) er
 	if err != nil {
 		return err
 	}
-	img, err := imageOfContainer(store, w, st)
-	if err != nil {
-		return err
-	}
-	lowers, err := containerLowers(cmd.Context(), g, store, st, img)
+	lowers, err := readableLowers(cmd.Context(), g, store, w, st)
 	if err != nil {
 		return err
 	}

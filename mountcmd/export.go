@@ -88,11 +88,7 @@ func exportSource(ctx context.Context, g *globalOptions, store *blobstore.Store,
 		if err != nil {
 			return nil, "", cleanup, err
 		}
-		img, err := imageOfContainer(store, w, st)
-		if err != nil {
-			return nil, "", cleanup, err
-		}
-		lowers, err := containerLowers(ctx, g, store, st, img)
+		lowers, err := readableLowers(ctx, g, store, w, st)
 		return lowers, w.upperPath(st), cleanup, err
 	}
 	img, err := store.Resolve(arg)

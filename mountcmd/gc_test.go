@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/layerfs/layerfs/blobstore"
@@ -204,5 +205,66 @@ func TestReclaimKeepsLayersOfContainerWithoutImage(t *testing.T) {
 	runReclaim(t, g, s)
 	if _, err := os.Stat(dir); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("layer dir of no image and no container kept: %v", err)
+	}
+}
+
+// TestReadContainerWithoutImage: a container whose image another tool took
+// from the store (umoci rm and gc) still diffs and exports from the layers it
+// was last mounted with; before, both refused ("image of container c1: read
+// manifest ...: not found"), and its work had to be dug out of its upper dir by
+// hand (review rev23-oci).
+func TestReadContainerWithoutImage(t *testing.T) {
+	g, s, img := storeWithImage(t)
+	ctx := context.Background()
+	cache := &cow.LayerCache{Dir: filepath.Join(g.root, "layers")}
+	l := img.Manifest.Layers[0]
+	dir, err := cache.Ensure(ctx, img.Config.RootFS.DiffIDs[0], func() (io.ReadCloser, error) { return s.OpenLayer(l) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	claimFor(t, g, "c1", img, []string{dir})
+	w, err := newWorkContainer(g.root, "c1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := w.load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(w.upperPath(st), "new"), []byte("work\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Remove(ctx, "a:1", blobstore.RemoveOptions{Force: true}); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(filepath.Join(s.Dir(), "blobs", "sha256", img.ManifestDigest.Encoded())); err != nil && !errors.Is(err, os.ErrNotExist) {
+		t.Fatal(err)
+	}
+	if out, _, err := runOut(t, newDiffCommand(g), "c1"); err != nil || out != "A /new\n" {
+		t.Errorf("diff c1 = %q, %v; want A /new", out, err)
+	}
+	tarPath := filepath.Join(t.TempDir(), "c1.tar")
+	if _, _, err := runOut(t, newExportCommand(g), "-o", tarPath, "c1"); err != nil {
+		t.Fatalf("export c1: %v", err)
+	}
+	f, err := os.Open(tarPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	names := map[string]bool{}
+	tr := tar.NewReader(f)
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		names[strings.TrimPrefix(h.Name, "./")] = true
+	}
+	if !names["f"] || !names["new"] {
+		t.Errorf("export c1 holds %v, want the image's f and the container's new", names)
 	}
 }

@@ -562,6 +562,10 @@ func imageOfContainer(s *blobstore.Store, w *workContainer, st *workState) (*blo
 	}
 	img, err := s.LoadManifest(st.ManifestDigest)
 	if err != nil {
+		if _, ok := recordedLowers(st); ok && errors.Is(err, blobstore.ErrNotFound) {
+			// Another tool's gc (umoci) took it: say what still works.
+			return nil, fmt.Errorf("image of container %s: %w (gone from the store; diff, export and cp still read the container)", w.name, err)
+		}
 		return nil, fmt.Errorf("image of container %s: %w", w.name, err)
 	}
 	if img.ID != st.ImageID {

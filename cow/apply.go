@@ -36,7 +36,9 @@ import (
 // on old kernels); an entry replacing a symlink replaces the link and never
 // writes through it. Private xattrs (trusted/user.overlay.*,
 // trusted/user.layerfs.*: IsPrivateXattr) in the tar are dropped so a layer cannot
-// forge overlay or layerfs metadata.
+// forge overlay or layerfs metadata, with a warning naming them (a layer another
+// tool made from an overlay upper dir may carry user.overlay.opaque; umoci keeps it
+// as data, kernel overlayfs would escape it).
 //
 // Restored: data (zero runs of 4 KiB and more become holes, so sparse files stay
 // sparse whatever the tar's encoding), mode including setuid/setgid/sticky, owner
@@ -86,7 +88,21 @@ func Apply(ctx context.Context, dir string, r io.Reader) (digest.Digest, error) 
 	if len(a.dropped) > 0 {
 		warnDropped(d, a.dropped)
 	}
+	if len(a.private) > 0 {
+		Warn(fmt.Sprintf("layer %s: xattrs the union keeps for its own markers are left out (mounts, export and commit lack them): %s",
+			d.Encoded()[:12], listSome(a.private)))
+	}
 	return d, nil
+}
+
+// listSome joins the first few of l, and says how many more there are.
+func listSome(l []string) string {
+	const max = 8
+	list := strings.Join(l[:min(len(l), max)], ", ")
+	if len(l) > max {
+		list += fmt.Sprintf(" and %d more", len(l)-max)
+	}
+	return list
 }
 
 // Warn prints a warning line of the package (stderr by default).
@@ -98,13 +114,8 @@ var Warn = func(msg string) { fmt.Fprintln(os.Stderr, "WARNING: "+msg) }
 // rootless mode warns at unpack; root keeps them. The rest of the layer is
 // unpacked.
 func warnDropped(diffID digest.Digest, dropped []string) {
-	const max = 8
-	list := strings.Join(dropped[:min(len(dropped), max)], ", ")
-	if len(dropped) > max {
-		list += fmt.Sprintf(" and %d more", len(dropped)-max)
-	}
 	Warn(fmt.Sprintf("unprivileged unpack of layer %s leaves out what only root can make (mounts, export and commit lack it): %s",
-		diffID.Encoded()[:12], list))
+		diffID.Encoded()[:12], listSome(dropped)))
 }
 
 type entryKind uint8
@@ -179,6 +190,9 @@ type applier struct {
 	// dropped are the entries and xattrs an unprivileged unpack cannot make
 	// (device nodes, security.capability, trusted.*), for Warn.
 	dropped []string
+	// private are the overlay and layerfs xattrs of the layer, dropped (see
+	// Apply), for Warn.
+	private []string
 }
 
 func newApplier(dir string) (*applier, error) {

@@ -35,7 +35,12 @@ func (a *applier) setMeta(pfd int, base string, fd int, hdr *tar.Header, symlink
 	}
 	for k, v := range hdr.PAXRecords {
 		name, ok := strings.CutPrefix(k, paxXattrPrefix)
-		if !ok || IsPrivateXattr(name) || (a.euid != 0 && name == RootlessXattr) {
+		if ok && IsPrivateXattr(name) {
+			p, _ := cleanName(hdr.Name)
+			a.private = append(a.private, fmt.Sprintf("%s (xattr %s)", p, name))
+			continue
+		}
+		if !ok || (a.euid != 0 && name == RootlessXattr) {
 			continue // unprivileged, the owner below is the one that counts
 		}
 		if name == capabilityXattr && v == "" {

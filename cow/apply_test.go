@@ -595,3 +595,28 @@ func TestMaxPathCountsTargets(t *testing.T) {
 		}
 	}
 }
+
+// TestApplyWarnsPrivateXattrs: the overlay and layerfs xattrs a layer carries
+// (another tool's tar of an overlay upper dir: user.overlay.opaque) are left
+// out, as before, but now with a warning naming them; they went without a word
+// (review rev23-names).
+func TestApplyWarnsPrivateXattrs(t *testing.T) {
+	var warned []string
+	old := Warn
+	Warn = func(msg string) { warned = append(warned, msg) }
+	defer func() { Warn = old }()
+	b := buildTar(t, tarEntry{hdr: tar.Header{Typeflag: tar.TypeDir, Name: "d", Mode: 0o755, Format: tar.FormatPAX,
+		PAXRecords: map[string]string{"SCHILY.xattr.user.overlay.opaque": "y", "SCHILY.xattr.user.keep": "1"}}})
+	if _, err := Apply(context.Background(), t.TempDir(), bytes.NewReader(b)); err != nil {
+		t.Fatal(err)
+	}
+	if len(warned) != 1 || !strings.Contains(warned[0], "d (xattr user.overlay.opaque)") || strings.Contains(warned[0], "user.keep") {
+		t.Errorf("warnings %q, want one naming d's user.overlay.opaque alone", warned)
+	}
+	warned = nil
+	b = buildTar(t, tarEntry{hdr: tar.Header{Typeflag: tar.TypeDir, Name: "d", Mode: 0o755, Format: tar.FormatPAX,
+		PAXRecords: map[string]string{"SCHILY.xattr.user.keep": "1"}}})
+	if _, err := Apply(context.Background(), t.TempDir(), bytes.NewReader(b)); err != nil || len(warned) != 0 {
+		t.Errorf("Apply of a layer without private xattrs: %v, warnings %q", err, warned)
+	}
+}

@@ -104,6 +104,16 @@ func refName(d ocispec.Descriptor) string {
 	if v == "" {
 		return ""
 	}
+	if c := d.Annotations[annotationContainerdName]; c != "" && !strings.ContainsAny(v, ":/") {
+		// docker save's form: ref.name holds the tag alone ("1"), the
+		// containerd name the whole reference; "1" read alone was the
+		// repository 1, tag latest (review rev23-oci).
+		if n, err := ParseReference(c); err == nil {
+			if t, ok := n.(reference.NamedTagged); ok && t.Tag() == v {
+				v = c
+			}
+		}
+	}
 	refNames.Lock()
 	r, ok := refNames.m[v]
 	refNames.Unlock()

@@ -122,5 +122,5 @@ func (s *Store) dropSameIDLeftovers(ctx context.Context, dryRun bool, idx *ocisp
 // "v1.0+build", which skopeo and umoci write, and Images does not show), or a
 // containerd image name. GC drops no named entry: it is another tool's tag.
 func named(e ocispec.Descriptor) bool {
-	return e.Annotations[ocispec.AnnotationRefName] != "" || e.Annotations["io.containerd.image.name"] != ""
+	return e.Annotations[ocispec.AnnotationRefName] != "" || e.Annotations[annotationContainerdName] != ""
 }

@@ -107,7 +107,7 @@ func (s *Store) imagesOf(idx *ocispec.Index, want func(digest.Digest) bool, load
 				img.Tags = append(img.Tags, r)
 			}
 		} else if named(d) {
-			for _, n := range []string{d.Annotations[ocispec.AnnotationRefName], d.Annotations["io.containerd.image.name"]} {
+			for _, n := range []string{d.Annotations[ocispec.AnnotationRefName], d.Annotations[annotationContainerdName]} {
 				if n != "" && !contains(img.OtherNames, n) {
 					img.OtherNames = append(img.OtherNames, n)
 				}

@@ -418,3 +418,35 @@ func TestResolveArtifact(t *testing.T) {
 		t.Errorf("Resolve(chart:1) after its rmi = %v, want not found", err)
 	}
 }
+
+// TestRefNameDockerSaveForm: an entry in docker save's form, ref.name the tag
+// alone and the containerd name the whole reference, is that reference; it
+// listed as 1:latest (review rev23-oci). rmi of the reference removes it.
+func TestRefNameDockerSaveForm(t *testing.T) {
+	ctx := context.Background()
+	s := newStore(t)
+	img := writeTestImage(t, s, newTestImage(t, "a", 1, Gzip))
+	idx, err := s.readIndex()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, e := range idx.Manifests {
+		if e.Digest == img.ManifestDigest {
+			idx.Manifests[i].Annotations = map[string]string{ocispec.AnnotationRefName: "1", annotationContainerdName: "docker.io/library/ctrd:1"}
+		}
+	}
+	if err := s.writeIndex(idx); err != nil {
+		t.Fatal(err)
+	}
+	imgs := mustImages(t, s)
+	if len(imgs) != 1 || len(imgs[0].Tags) != 1 || imgs[0].Tags[0] != "docker.io/library/ctrd:1" {
+		t.Fatalf("images: %v, want one tagged docker.io/library/ctrd:1", imgs[0].Tags)
+	}
+	if rm, err := s.Remove(ctx, "ctrd:1", RemoveOptions{}); err != nil || !strings.Contains(lines(rm), "Untagged: ctrd:1") {
+		t.Errorf("rmi ctrd:1 = %q, %v", lines(rm), err)
+	}
+	// A ref.name that is a whole reference of its own stays what it says.
+	if got := refName(ocispec.Descriptor{Annotations: map[string]string{ocispec.AnnotationRefName: "foo:2", annotationContainerdName: "docker.io/library/ctrd:1"}}); got != "docker.io/library/foo:2" {
+		t.Errorf("refName of ref.name foo:2 = %q", got)
+	}
+}

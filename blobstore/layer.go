@@ -4,9 +4,11 @@ import (
 	"bufio"
 	"bytes"
 	"compress/bzip2"
+	"errors"
 	"fmt"
 	"io"
 	"os/exec"
+	"strings"
 	"time"
 
 	"github.com/klauspost/compress/gzip"
@@ -180,6 +182,11 @@ func (nopWriteCloser) Close() error { return nil }
 func (s *Store) OpenLayer(desc ocispec.Descriptor) (io.ReadCloser, error) {
 	rc, err := s.Open(desc.Digest)
 	if err != nil {
+		if foreignLayer(desc.MediaType) && errors.Is(err, ErrNotFound) {
+			// Registries do not serve these, and save leaves them out: say
+			// why it is missing (review rev23-oci).
+			return nil, fmt.Errorf("open layer %s: %w (a foreign, non-distributable layer %s: fetch it from %s)", desc.Digest, err, desc.MediaType, foreignURLs(desc))
+		}
 		return nil, fmt.Errorf("open layer %s: %w", desc.Digest, err)
 	}
 	br := bufio.NewReaderSize(rc, 64<<10)
@@ -331,3 +338,17 @@ type readCloser struct {
 }
 
 func (r readCloser) Close() error { r.done(); return nil }
+
+// foreignLayer reports a layer media type registries do not serve (docker's
+// foreign layers, OCI's non-distributable ones).
+func foreignLayer(mt string) bool {
+	return strings.Contains(mt, ".foreign.") || strings.Contains(mt, ".nondistributable.")
+}
+
+// foreignURLs is where a foreign layer's descriptor says its blob is.
+func foreignURLs(desc ocispec.Descriptor) string {
+	if len(desc.URLs) == 0 {
+		return "where its image came from (its descriptor names no URL)"
+	}
+	return strings.Join(desc.URLs, ", ")
+}

@@ -450,3 +450,19 @@ func TestRefNameDockerSaveForm(t *testing.T) {
 		t.Errorf("refName of ref.name foo:2 = %q", got)
 	}
 }
+
+// TestOpenMissingForeignLayer: a foreign layer whose blob the store lacks (save
+// and registries leave them out) says so, with where to get it; the error only
+// named the missing blob (review rev23-oci).
+func TestOpenMissingForeignLayer(t *testing.T) {
+	s := newStore(t)
+	d := digest.FromString("not stored")
+	_, err := s.OpenLayer(ocispec.Descriptor{MediaType: MediaTypeDockerForeignGzip, Digest: d, Size: 10, URLs: []string{"https://example.com/layer"}})
+	if !errors.Is(err, ErrNotFound) || !strings.Contains(err.Error(), "foreign, non-distributable layer") || !strings.Contains(err.Error(), "https://example.com/layer") {
+		t.Errorf("OpenLayer of a missing foreign layer = %v", err)
+	}
+	_, err = s.OpenLayer(ocispec.Descriptor{MediaType: ocispec.MediaTypeImageLayerGzip, Digest: d, Size: 10})
+	if !errors.Is(err, ErrNotFound) || strings.Contains(err.Error(), "foreign") {
+		t.Errorf("OpenLayer of a missing layer = %v", err)
+	}
+}

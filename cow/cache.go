@@ -101,20 +101,51 @@ func (c *LayerCache) usable(diffID digest.Digest) bool {
 }
 
 // current reports whether the layer dir hex was unpacked in UnpackFormat (or a
-// later one, by a newer binary).
+// later one, by a newer binary): its record names that format and this very dir.
+//
+// The record names the dir (inode and change time) because a binary older than
+// the records does not know them: its gc removed a layer dir and left the
+// record, its next mount unpacked the layer again the old, wrong way, and after
+// an upgrade back the record vouched for that dir (review rev23-upg: mtimes
+// after 2262 read as 1901 again). A record without the dir's identity, as the
+// first ones were written, is taken for no record: the layer is unpacked once
+// more.
 func (c *LayerCache) current(hex string) bool {
 	b, err := os.ReadFile(filepath.Join(c.Dir, formatsDir, hex))
 	if err != nil {
 		return false
 	}
-	n, err := strconv.Atoi(strings.TrimSpace(string(b)))
-	return err == nil && n >= UnpackFormat
+	f := strings.Fields(string(b))
+	if len(f) != 3 {
+		return false
+	}
+	n, err := strconv.Atoi(f[0])
+	if err != nil || n < UnpackFormat {
+		return false
+	}
+	id, err := dirIdentity(c.Path(digest.NewDigestFromEncoded(digest.SHA256, hex)))
+	return err == nil && id == f[1]+" "+f[2]
+}
+
+// dirIdentity is what tells the dir at p from another made there later: its
+// inode number and change time (set when it was renamed into place; nothing
+// changes a layer dir's own metadata after that).
+func dirIdentity(p string) (string, error) {
+	var st unix.Stat_t
+	if err := unix.Lstat(p, &st); err != nil {
+		return "", err
+	}
+	return fmt.Sprintf("%d %d.%09d", st.Ino, st.Ctim.Sec, st.Ctim.Nsec), nil
 }
 
 // stamp records that the layer dir hex holds an UnpackFormat unpack; it is
 // written after the dir is in place, so a crash between the two costs an unpack,
 // never a stale dir taken for current.
 func (c *LayerCache) stamp(hex string) error {
+	id, err := dirIdentity(c.Path(digest.NewDigestFromEncoded(digest.SHA256, hex)))
+	if err != nil {
+		return err
+	}
 	dir := filepath.Join(c.Dir, formatsDir)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return err
@@ -123,7 +154,7 @@ func (c *LayerCache) stamp(hex string) error {
 	if err != nil {
 		return err
 	}
-	_, err = fmt.Fprintf(tmp, "%d\n", UnpackFormat)
+	_, err = fmt.Fprintf(tmp, "%d %s\n", UnpackFormat, id)
 	if cerr := tmp.Close(); err == nil {
 		err = cerr
 	}
@@ -296,6 +327,15 @@ func (c *LayerCache) Prune(keep map[digest.Digest]bool) error {
 		unlock()
 		if err != nil {
 			return fmt.Errorf("prune layer %s: %w", name, err)
+		}
+	}
+	// Records of dirs that are gone (an older binary's gc removed the dir and
+	// not the record it knew nothing of). A record is written after its dir
+	// is in place, so one without its dir is no fill under way.
+	recs, _ := os.ReadDir(filepath.Join(c.Dir, formatsDir))
+	for _, r := range recs {
+		if isHex(r.Name()) && !isDir(filepath.Join(c.Dir, r.Name())) {
+			os.Remove(filepath.Join(c.Dir, formatsDir, r.Name()))
 		}
 	}
 	return nil

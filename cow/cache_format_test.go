@@ -142,3 +142,54 @@ func TestEnsureKeepsPinnedOlderFormat(t *testing.T) {
 		t.Errorf("an unpinned layer of an older format: %d reads, %v; want it unpacked again", opens.Load(), err)
 	}
 }
+
+// TestEnsureRefillsAfterDowngrade: a binary older than the format records
+// removed a layer dir (its gc) and left the record, then unpacked the layer
+// again its own, wrong way; the record, naming only the format, vouched for
+// that dir after the upgrade back (review rev23-upg: a file of 2300 read as
+// 1901). It names the dir too now, and Prune drops records of no dir.
+func TestEnsureRefillsAfterDowngrade(t *testing.T) {
+	c := &LayerCache{Dir: filepath.Join(tempDir(t), "layers")}
+	future := time.Unix(10000000000, 0) // 2286
+	e := reg("f", "future")
+	e.hdr.ModTime = future
+	e.hdr.Format = tar.FormatPAX
+	b := buildTar(t, e)
+	d := digest.FromBytes(b)
+	var opens atomic.Int32
+	open := func() (io.ReadCloser, error) {
+		opens.Add(1)
+		return io.NopCloser(bytes.NewReader(b)), nil
+	}
+	p, err := c.Ensure(context.Background(), d, open)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The old binary's gc, then its unpack: the record stays.
+	must(t, RemoveAll(p))
+	tmp := filepath.Join(c.Dir, ".tmp-old")
+	must(t, os.Mkdir(tmp, 0o755))
+	must(t, os.WriteFile(filepath.Join(tmp, "f"), []byte("future"), 0o644))
+	old := time.Unix(-2085978496, 0) // 1901-12-13
+	must(t, os.Chtimes(filepath.Join(tmp, "f"), old, old))
+	must(t, os.Rename(tmp, p))
+
+	if _, err := c.Ensure(context.Background(), d, open); err != nil {
+		t.Fatal(err)
+	}
+	if opens.Load() != 2 {
+		t.Errorf("the layer was read %d times, want 2 (unpacked again)", opens.Load())
+	}
+	if fi, err := os.Stat(filepath.Join(p, "f")); err != nil || !fi.ModTime().Equal(future) {
+		t.Errorf("f after Ensure: %v, %v; want the blob's %v", fi.ModTime(), err, future)
+	}
+	if _, err := c.Ensure(context.Background(), d, open); err != nil || opens.Load() != 2 {
+		t.Errorf("a current layer was unpacked again (%d reads, %v)", opens.Load(), err)
+	}
+	// A record whose dir is gone goes at the next Prune, even of kept layers.
+	must(t, RemoveAll(p))
+	must(t, c.Prune(map[digest.Digest]bool{d: true}))
+	if _, err := os.Stat(filepath.Join(c.Dir, formatsDir, d.Encoded())); !os.IsNotExist(err) {
+		t.Errorf("the record of a layer dir that is gone: %v, want it removed", err)
+	}
+}

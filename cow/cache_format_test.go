@@ -23,17 +23,7 @@ import (
 // Prune finds nobody using it.
 func TestEnsureRefillsOlderFormat(t *testing.T) {
 	c := &LayerCache{Dir: filepath.Join(tempDir(t), "layers")}
-	future := time.Unix(10000000000, 0) // 2286
-	e := reg("f", "future")
-	e.hdr.ModTime = future
-	e.hdr.Format = tar.FormatPAX
-	b := buildTar(t, e)
-	d := digest.FromBytes(b)
-	var opens atomic.Int32
-	open := func() (io.ReadCloser, error) {
-		opens.Add(1)
-		return io.NopCloser(bytes.NewReader(b)), nil
-	}
+	d, future, open, opens := futureLayer(t)
 	p, err := c.Ensure(context.Background(), d, open)
 	if err != nil {
 		t.Fatal(err)
@@ -150,17 +140,7 @@ func TestEnsureKeepsPinnedOlderFormat(t *testing.T) {
 // 1901). It names the dir too now, and Prune drops records of no dir.
 func TestEnsureRefillsAfterDowngrade(t *testing.T) {
 	c := &LayerCache{Dir: filepath.Join(tempDir(t), "layers")}
-	future := time.Unix(10000000000, 0) // 2286
-	e := reg("f", "future")
-	e.hdr.ModTime = future
-	e.hdr.Format = tar.FormatPAX
-	b := buildTar(t, e)
-	d := digest.FromBytes(b)
-	var opens atomic.Int32
-	open := func() (io.ReadCloser, error) {
-		opens.Add(1)
-		return io.NopCloser(bytes.NewReader(b)), nil
-	}
+	d, future, open, opens := futureLayer(t)
 	p, err := c.Ensure(context.Background(), d, open)
 	if err != nil {
 		t.Fatal(err)
@@ -192,4 +172,20 @@ func TestEnsureRefillsAfterDowngrade(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(c.Dir, formatsDir, d.Encoded())); !os.IsNotExist(err) {
 		t.Errorf("the record of a layer dir that is gone: %v, want it removed", err)
 	}
+}
+
+// futureLayer is a layer of one file f dated 2286 (a time older unpacks got
+// wrong): its diffID, that time, an open for Ensure, and how often it was read.
+func futureLayer(t *testing.T) (digest.Digest, time.Time, func() (io.ReadCloser, error), *atomic.Int32) {
+	future := time.Unix(10000000000, 0)
+	e := reg("f", "future")
+	e.hdr.ModTime = future
+	e.hdr.Format = tar.FormatPAX
+	b := buildTar(t, e)
+	opens := new(atomic.Int32)
+	open := func() (io.ReadCloser, error) {
+		opens.Add(1)
+		return io.NopCloser(bytes.NewReader(b)), nil
+	}
+	return digest.FromBytes(b), future, open, opens
 }

@@ -174,22 +174,7 @@ func TestReclaimPrunesLayersUnderGCLock(t *testing.T) {
 // through the image's manifest, and removed them from under a live mount, which
 // then showed the older layers' files without a word (review rev23-oci).
 func TestReclaimKeepsLayersOfContainerWithoutImage(t *testing.T) {
-	g, s, img := storeWithImage(t)
-	ctx := context.Background()
-	cache := &cow.LayerCache{Dir: filepath.Join(g.root, "layers")}
-	l := img.Manifest.Layers[0]
-	dir, err := cache.Ensure(ctx, img.Config.RootFS.DiffIDs[0], func() (io.ReadCloser, error) { return s.OpenLayer(l) })
-	if err != nil {
-		t.Fatal(err)
-	}
-	claimFor(t, g, "c1", img, []string{dir})
-	// What umoci rm + umoci gc leave: no index entry, no manifest.
-	if _, err := s.Remove(ctx, "a:1", blobstore.RemoveOptions{Force: true}); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Remove(filepath.Join(s.Dir(), "blobs", "sha256", img.ManifestDigest.Encoded())); err != nil && !errors.Is(err, os.ErrNotExist) {
-		t.Fatal(err)
-	}
+	g, s, dir := containerWithoutImage(t, nil)
 	runReclaim(t, g, s)
 	if _, err := os.Stat(dir); err != nil {
 		t.Errorf("the layer dir container c1 stacks was pruned: %v", err)
@@ -214,32 +199,11 @@ func TestReclaimKeepsLayersOfContainerWithoutImage(t *testing.T) {
 // manifest ...: not found"), and its work had to be dug out of its upper dir by
 // hand (review rev23-oci).
 func TestReadContainerWithoutImage(t *testing.T) {
-	g, s, img := storeWithImage(t)
-	ctx := context.Background()
-	cache := &cow.LayerCache{Dir: filepath.Join(g.root, "layers")}
-	l := img.Manifest.Layers[0]
-	dir, err := cache.Ensure(ctx, img.Config.RootFS.DiffIDs[0], func() (io.ReadCloser, error) { return s.OpenLayer(l) })
-	if err != nil {
-		t.Fatal(err)
-	}
-	claimFor(t, g, "c1", img, []string{dir})
-	w, err := newWorkContainer(g.root, "c1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	st, err := w.load()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(w.upperPath(st), "new"), []byte("work\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := s.Remove(ctx, "a:1", blobstore.RemoveOptions{Force: true}); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Remove(filepath.Join(s.Dir(), "blobs", "sha256", img.ManifestDigest.Encoded())); err != nil && !errors.Is(err, os.ErrNotExist) {
-		t.Fatal(err)
-	}
+	g, _, _ := containerWithoutImage(t, func(upper string) {
+		if err := os.WriteFile(filepath.Join(upper, "new"), []byte("work\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	})
 	if out, _, err := runOut(t, newDiffCommand(g), "c1"); err != nil || out != "A /new\n" {
 		t.Errorf("diff c1 = %q, %v; want A /new", out, err)
 	}
@@ -267,4 +231,38 @@ func TestReadContainerWithoutImage(t *testing.T) {
 	if !names["f"] || !names["new"] {
 		t.Errorf("export c1 holds %v, want the image's f and the container's new", names)
 	}
+}
+
+// containerWithoutImage makes container c1 of an image, its layer unpacked at
+// dir, lets edit change its upper dir (nil: none), and then takes the image
+// from the store as umoci rm and umoci gc do: no index entry, no manifest.
+func containerWithoutImage(t *testing.T, edit func(upper string)) (*globalOptions, *blobstore.Store, string) {
+	t.Helper()
+	g, s, img := storeWithImage(t)
+	ctx := context.Background()
+	cache := &cow.LayerCache{Dir: filepath.Join(g.root, "layers")}
+	l := img.Manifest.Layers[0]
+	dir, err := cache.Ensure(ctx, img.Config.RootFS.DiffIDs[0], func() (io.ReadCloser, error) { return s.OpenLayer(l) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	claimFor(t, g, "c1", img, []string{dir})
+	if edit != nil {
+		w, err := newWorkContainer(g.root, "c1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		st, err := w.load()
+		if err != nil {
+			t.Fatal(err)
+		}
+		edit(w.upperPath(st))
+	}
+	if _, err := s.Remove(ctx, "a:1", blobstore.RemoveOptions{Force: true}); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(filepath.Join(s.Dir(), "blobs", "sha256", img.ManifestDigest.Encoded())); err != nil && !errors.Is(err, os.ErrNotExist) {
+		t.Fatal(err)
+	}
+	return g, s, dir
 }

@@ -76,28 +76,35 @@ func (ci containerImages) using(img *blobstore.Image) []string {
 
 // containerRoots are the manifest digests of every working container's image.
 func containerRoots(g *globalOptions) ([]digest.Digest, error) {
-	ws, err := listContainers(g.root)
-	if err != nil {
-		return nil, err
-	}
 	var roots []digest.Digest
 	seen := map[digest.Digest]bool{}
+	err := eachContainerState(g, func(st *workState) {
+		if st.ManifestDigest != "" && !seen[st.ManifestDigest] {
+			seen[st.ManifestDigest] = true
+			roots = append(roots, st.ManifestDigest)
+		}
+	})
+	return roots, err
+}
+
+// eachContainerState calls f with the state of every working container, for gc:
+// one it cannot read fails the whole, since gc must not take what it uses.
+func eachContainerState(g *globalOptions, f func(st *workState)) error {
+	ws, err := listContainers(g.root)
+	if err != nil {
+		return err
+	}
 	for _, w := range ws {
 		st, err := w.load()
 		if errors.Is(err, errNoSuchContainer) {
 			continue // removed meanwhile
 		}
 		if err != nil {
-			// Unreadable: gc must not take its image's blobs.
-			return nil, fmt.Errorf("%w (remove it with layerfs rm -f %s, or mend its state.json)", err, w.name)
+			return fmt.Errorf("%w (remove it with layerfs rm -f %s, or mend its state.json)", err, w.name)
 		}
-		if st.ManifestDigest == "" || seen[st.ManifestDigest] {
-			continue
-		}
-		seen[st.ManifestDigest] = true
-		roots = append(roots, st.ManifestDigest)
+		f(st)
 	}
-	return roots, nil
+	return nil
 }
 
 // mountedContainersUsing names the containers made from img that are mounted now
@@ -160,19 +167,8 @@ func imageRemoveOptions(g *globalOptions) blobstore.RemoveOptions {
 // image from the store, and the gc that followed removed the layer dirs under a
 // live mount, which then showed older layers' files without a word.
 func containerLayers(g *globalOptions) (map[digest.Digest]bool, error) {
-	ws, err := listContainers(g.root)
-	if err != nil {
-		return nil, err
-	}
 	keep := map[digest.Digest]bool{}
-	for _, w := range ws {
-		st, err := w.load()
-		if errors.Is(err, errNoSuchContainer) {
-			continue // removed meanwhile
-		}
-		if err != nil {
-			return nil, fmt.Errorf("%w (remove it with layerfs rm -f %s, or mend its state.json)", err, w.name)
-		}
+	err := eachContainerState(g, func(st *workState) {
 		for _, l := range st.Lowers {
 			if filepath.Base(filepath.Dir(filepath.Clean(l))) != "layers" {
 				continue // made by commit --rebase, in the container's dir
@@ -181,6 +177,6 @@ func containerLayers(g *globalOptions) (map[digest.Digest]bool, error) {
 				keep[d] = true
 			}
 		}
-	}
-	return keep, nil
+	})
+	return keep, err
 }

@@ -85,22 +85,36 @@ func Apply(ctx context.Context, dir string, r io.Reader) (digest.Digest, error) 
 		return "", fmt.Errorf("apply: read layer tar: %w", err)
 	}
 	d := digest.NewDigestFromBytes(digest.SHA256, h.Sum(nil))
-	if len(a.dropped) > 0 {
-		warnDropped(d, a.dropped)
+	if a.dropped.n > 0 {
+		warnDropped(d, &a.dropped)
 	}
-	if len(a.private) > 0 {
+	if a.private.n > 0 {
 		Warn(fmt.Sprintf("layer %s: xattrs the union keeps for its own markers are left out (mounts, export and commit lack them): %s",
-			d.Encoded()[:12], listSome(a.private)))
+			d.Encoded()[:12], &a.private))
 	}
 	return d, nil
 }
 
-// listSome joins the first few of l, and says how many more there are.
-func listSome(l []string) string {
-	const max = 8
-	list := strings.Join(l[:min(len(l), max)], ", ")
-	if len(l) > max {
-		list += fmt.Sprintf(" and %d more", len(l)-max)
+// someNames keeps the first few names a warning lists, and counts the rest: a
+// hostile layer of a million such entries costs no more memory than one.
+type someNames struct {
+	first []string
+	n     int
+}
+
+const someNamesMax = 8
+
+func (s *someNames) add(name string) {
+	if s.n < someNamesMax {
+		s.first = append(s.first, name)
+	}
+	s.n++
+}
+
+func (s *someNames) String() string {
+	list := strings.Join(s.first, ", ")
+	if s.n > len(s.first) {
+		list += fmt.Sprintf(" and %d more", s.n-len(s.first))
 	}
 	return list
 }
@@ -113,9 +127,9 @@ var Warn = func(msg string) { fmt.Fprintln(os.Stderr, "WARNING: "+msg) }
 // mounts, export and commit (a rename of their dir too) lack them, as umoci's
 // rootless mode warns at unpack; root keeps them. The rest of the layer is
 // unpacked.
-func warnDropped(diffID digest.Digest, dropped []string) {
+func warnDropped(diffID digest.Digest, dropped *someNames) {
 	Warn(fmt.Sprintf("unprivileged unpack of layer %s leaves out what only root can make (mounts, export and commit lack it): %s",
-		diffID.Encoded()[:12], listSome(dropped)))
+		diffID.Encoded()[:12], dropped))
 }
 
 type entryKind uint8
@@ -189,10 +203,10 @@ type applier struct {
 	buf      []byte
 	// dropped are the entries and xattrs an unprivileged unpack cannot make
 	// (device nodes, security.capability, trusted.*), for Warn.
-	dropped []string
+	dropped someNames
 	// private are the overlay and layerfs xattrs of the layer, dropped (see
 	// Apply), for Warn.
-	private []string
+	private someNames
 }
 
 func newApplier(dir string) (*applier, error) {
@@ -780,7 +794,7 @@ func (a *applier) entry(hdr *tar.Header, r io.Reader) error {
 				if mode == unix.S_IFBLK {
 					kind = "block"
 				}
-				a.dropped = append(a.dropped, fmt.Sprintf("%s (%s device %d:%d)", p, kind, hdr.Devmajor, hdr.Devminor))
+				a.dropped.add(fmt.Sprintf("%s (%s device %d:%d)", p, kind, hdr.Devmajor, hdr.Devminor))
 				return nil
 			}
 			return fmt.Errorf("mknod: %w", err)

@@ -37,7 +37,7 @@ func (a *applier) setMeta(pfd int, base string, fd int, hdr *tar.Header, symlink
 		name, ok := strings.CutPrefix(k, paxXattrPrefix)
 		if ok && IsPrivateXattr(name) {
 			p, _ := cleanName(hdr.Name)
-			a.private = append(a.private, fmt.Sprintf("%s (xattr %s)", p, name))
+			a.private.add(fmt.Sprintf("%s (xattr %s)", p, name))
 			continue
 		}
 		if !ok || (a.euid != 0 && name == RootlessXattr) {
@@ -68,7 +68,7 @@ func (a *applier) setMeta(pfd int, base string, fd int, hdr *tar.Header, symlink
 		}
 		if a.euid != 0 && errors.Is(err, unix.EPERM) && !strings.HasPrefix(name, "user.") {
 			p, _ := cleanName(hdr.Name)
-			a.dropped = append(a.dropped, fmt.Sprintf("%s (xattr %s)", p, name))
+			a.dropped.add(fmt.Sprintf("%s (xattr %s)", p, name))
 		}
 	}
 	if a.euid != 0 {

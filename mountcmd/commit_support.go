@@ -65,12 +65,18 @@ func recordedLowers(st *workState) ([]string, bool) {
 func readableLowers(ctx context.Context, g *globalOptions, store *blobstore.Store, w *workContainer, st *workState) ([]string, error) {
 	img, err := imageOfContainer(store, w, st)
 	if err != nil {
-		if l, ok := recordedLowers(st); ok && errors.Is(err, blobstore.ErrNotFound) {
-			return l, nil
-		}
-		return nil, err
+		return lowersWithoutImage(st, err)
 	}
 	return containerLowers(ctx, g, store, st, img)
+}
+
+// lowersWithoutImage are the lowers st records, for a read of a container whose
+// image did not read with err: only when the image is gone and they are there.
+func lowersWithoutImage(st *workState, err error) ([]string, error) {
+	if l, ok := recordedLowers(st); ok && errors.Is(err, blobstore.ErrNotFound) {
+		return l, nil
+	}
+	return nil, err
 }
 
 // freshUpper makes a new empty upper dir in dir with the root metadata (mode, owner,

@@ -609,7 +609,7 @@ func mountForCp(ctx context.Context, g *globalOptions, w *workContainer, st *wor
 		if lowers, err = ensureLayers(ctx, g, s, img); err != nil {
 			return "", nil, err
 		}
-	} else if lowers, err = readableLowers(ctx, g, s, w, st); err != nil {
+	} else if lowers, err = lowersWithoutImage(st, err); err != nil {
 		return "", nil, err
 	}
 	mp, err := prepareRunMountpoint(g.root, w.name)

@@ -103,6 +103,9 @@ func (c *fdCache) evict() {
 		case fdBusy:
 			c.readd(v) // in use right now: closed on a later round
 			c.over.Store(true)
+			if !v.fdInUse() {
+				c.trim() // the use ended before over was set: its putFd saw nothing to do
+			}
 		case fdPinned:
 			if _, p := v.Parent(); p != nil { // else kept until forgotten
 				kept = append(kept, v)
@@ -269,6 +272,13 @@ func (n *node) closeOldFds() {
 		unix.Close(fd)
 	}
 	n.fst().oldFds = nil
+}
+
+// fdInUse reports whether a request uses n's data fd right now.
+func (n *node) fdInUse() bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.fst().fdRefs > 0
 }
 
 // putFd ends a use of the data fd that dataFd began.

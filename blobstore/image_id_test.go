@@ -476,22 +476,11 @@ func TestGCKeepsOtherToolsTags(t *testing.T) {
 	for _, name := range []string{"Stable", "v1.0+build"} {
 		t.Run(name, func(t *testing.T) {
 			s, _, _, m2 := duplicateStore(t, []string{"bb:1"}, nil)
-			idx, err := s.readIndex()
-			if err != nil {
-				t.Fatal(err)
-			}
-			for i, e := range idx.Manifests {
-				if e.Digest == m2 {
-					idx.Manifests[i].Annotations = map[string]string{ocispec.AnnotationRefName: name}
-				}
-			}
-			if err := s.writeIndex(idx); err != nil {
-				t.Fatal(err)
-			}
+			annotateEntries(t, s, m2, map[string]string{ocispec.AnnotationRefName: name})
 			if _, err := s.GC(context.Background(), false, nil); err != nil {
 				t.Fatal(err)
 			}
-			idx, err = s.readIndex()
+			idx, err := s.readIndex()
 			if err != nil {
 				t.Fatal(err)
 			}

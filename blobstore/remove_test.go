@@ -426,18 +426,7 @@ func TestRefNameDockerSaveForm(t *testing.T) {
 	ctx := context.Background()
 	s := newStore(t)
 	img := writeTestImage(t, s, newTestImage(t, "a", 1, Gzip))
-	idx, err := s.readIndex()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for i, e := range idx.Manifests {
-		if e.Digest == img.ManifestDigest {
-			idx.Manifests[i].Annotations = map[string]string{ocispec.AnnotationRefName: "1", annotationContainerdName: "docker.io/library/ctrd:1"}
-		}
-	}
-	if err := s.writeIndex(idx); err != nil {
-		t.Fatal(err)
-	}
+	annotateEntries(t, s, img.ManifestDigest, map[string]string{ocispec.AnnotationRefName: "1", annotationContainerdName: "docker.io/library/ctrd:1"})
 	imgs := mustImages(t, s)
 	if len(imgs) != 1 || len(imgs[0].Tags) != 1 || imgs[0].Tags[0] != "docker.io/library/ctrd:1" {
 		t.Fatalf("images: %v, want one tagged docker.io/library/ctrd:1", imgs[0].Tags)
@@ -464,5 +453,23 @@ func TestOpenMissingForeignLayer(t *testing.T) {
 	_, err = s.OpenLayer(ocispec.Descriptor{MediaType: ocispec.MediaTypeImageLayerGzip, Digest: d, Size: 10})
 	if !errors.Is(err, ErrNotFound) || strings.Contains(err.Error(), "foreign") {
 		t.Errorf("OpenLayer of a missing layer = %v", err)
+	}
+}
+
+// annotateEntries gives every index.json entry of manifest d the annotations
+// ann, as another tool writes them, and nothing else.
+func annotateEntries(t *testing.T, s *Store, d digest.Digest, ann map[string]string) {
+	t.Helper()
+	idx, err := s.readIndex()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, e := range idx.Manifests {
+		if e.Digest == d {
+			idx.Manifests[i].Annotations = ann
+		}
+	}
+	if err := s.writeIndex(idx); err != nil {
+		t.Fatal(err)
 	}
 }

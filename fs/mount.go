@@ -139,6 +139,7 @@ func Mount(mountpoint string, opts Options) (*MountPoint, error) {
 		MaxWrite:             maxIO,
 		MaxReadAhead:         1 << 20,
 		Debug:                opts.Debug,
+		ReaderSpawnDelay:     readerSpawnDelay,
 	}
 	if opts.ReadOnly {
 		mo.Options = append(mo.Options, "ro")
@@ -234,6 +235,18 @@ func fusermountError(err error) error {
 // size"), a line per MiB read in the server's log. The time was the same either
 // way (FINDINGS 5).
 const maxIO = 1<<20 - 8<<10
+
+// readerSpawnDelay is how long a request may be handled with no other reader
+// waiting on /dev/fuse before go-fuse starts one (third_party/README.md). Each
+// request is handled on the thread that read it; upstream go-fuse starts a new
+// reader for every request of a serial workload instead, and the Go runtime's
+// thread hand-offs around those blocking reads cost more than the handlers on a
+// host where a context switch is dear (untar 0.56x-0.61x, rm 0.59x-0.82x, compile
+// 0.75x of the time with it: bench/README, "Session 24"). Requests that wait in
+// the kernel when one is read still start a reader at once; the delay only caps
+// how long a slow request (a copy-up, an fsync) holds up a request that came
+// after it, and one that waits for another request to be answered.
+const readerSpawnDelay = time.Millisecond
 
 // readaheadKB is the readahead set on the mount's bdi. The kernel takes the smaller
 // of the server's max_readahead and the bdi's, which starts at 128 KiB, so every

@@ -1,0 +1,100 @@
+package fs
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	fusefs "github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"github.com/layerfs/layerfs/internal/testenv"
+)
+
+// gateNode is a file whose GETATTR waits for gate (slow) or opens it (fast).
+type gateNode struct {
+	fusefs.Inode
+	slow    bool
+	entered chan struct{}
+	gate    chan struct{}
+	once    *sync.Once
+	gaveUp  atomic.Bool
+}
+
+func (n *gateNode) Getattr(ctx context.Context, f fusefs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	out.Mode = fuse.S_IFREG | 0o644
+	if !n.slow {
+		n.once.Do(func() { close(n.gate) })
+		return 0
+	}
+	n.once.Do(func() { close(n.entered) })
+	select {
+	case <-n.gate:
+		return 0
+	case <-time.After(20 * time.Second):
+		n.gaveUp.Store(true)
+		return syscall.EIO
+	}
+}
+
+// TestSlowRequestLetsOthersThrough: with readerSpawnDelay, go-fuse handles a
+// request on the goroutine that read it and keeps no spare reader. A request
+// that waits for a later one to be answered (here a GETATTR of a/slow held until
+// one of b/fast comes in; in layerfs, any request slower than the delay holds up
+// the next) must not wait for good: another reader starts after the delay.
+func TestSlowRequestLetsOthersThrough(t *testing.T) {
+	testenv.RequireFUSE(t)
+	gate := make(chan struct{})
+	slow := &gateNode{slow: true, entered: make(chan struct{}), gate: gate, once: new(sync.Once)}
+	fast := &gateNode{gate: gate, once: new(sync.Once)}
+	root := &fusefs.Inode{}
+	zero := time.Duration(0)
+	mnt := t.TempDir()
+	srv, err := fusefs.Mount(mnt, root, &fusefs.Options{
+		OnAdd: func(ctx context.Context) {
+			a := root.NewPersistentInode(ctx, &fusefs.Inode{}, fusefs.StableAttr{Mode: fuse.S_IFDIR})
+			b := root.NewPersistentInode(ctx, &fusefs.Inode{}, fusefs.StableAttr{Mode: fuse.S_IFDIR})
+			root.AddChild("a", a, false)
+			root.AddChild("b", b, false)
+			a.AddChild("slow", a.NewPersistentInode(ctx, slow, fusefs.StableAttr{Mode: fuse.S_IFREG}), false)
+			b.AddChild("fast", b.NewPersistentInode(ctx, fast, fusefs.StableAttr{Mode: fuse.S_IFREG}), false)
+		},
+		EntryTimeout: &zero,
+		AttrTimeout:  &zero,
+		MountOptions: fuse.MountOptions{FsName: "layerfs-test", ReaderSpawnDelay: readerSpawnDelay},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := srv.Unmount(); err != nil {
+			t.Errorf("Unmount: %v", err)
+		}
+	})
+	// Look the dirs up first, so that the stats below each send one request.
+	for _, d := range []string{"a", "b"} {
+		if _, err := os.Stat(filepath.Join(mnt, d)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := os.Stat(filepath.Join(mnt, "a", "slow"))
+		done <- err
+	}()
+	<-slow.entered
+	if _, err := os.Stat(filepath.Join(mnt, "b", "fast")); err != nil {
+		t.Fatalf("stat b/fast while a/slow is handled: %v", err)
+	}
+	err = <-done
+	if slow.gaveUp.Load() {
+		t.Fatal("a/slow's GETATTR waited 20 s for b/fast's: no reader took that request")
+	}
+	if err != nil {
+		t.Fatalf("stat a/slow: %v", err)
+	}
+}

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# hack/update-go-fuse.sh [VERSION]: rebuild third_party/go-fuse, the copy of go-fuse
+# that layerfs builds with (go.mod's replace), from go-fuse's module VERSION (default:
+# the one go.mod requires) and the patches in third_party/go-fuse-*.patch. Only the
+# packages layerfs imports are kept, without their tests. See third_party/README.md.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+mod=github.com/hanwen/go-fuse/v2
+ver=${1:-$(go mod edit -json | sed -n "/\"Path\": \"${mod//\//\\/}\"/{n;s/.*\"Version\": \"\(.*\)\".*/\1/p;}" | head -1)}
+[ -n "$ver" ] || { echo "update-go-fuse: no version of $mod in go.mod" >&2; exit 1; }
+src=$(GOFLAGS=-mod=mod go mod download -json "$mod@$ver" | sed -n 's/^\t"Dir": "\(.*\)",$/\1/p')
+[ -d "$src" ] || { echo "update-go-fuse: go mod download $mod@$ver gave no dir" >&2; exit 1; }
+pkgs="fuse fs internal internal/fallocate internal/utimens internal/ioctl internal/openat internal/renameat internal/xattr splice posixtest"
+dst=third_party/go-fuse
+rm -rf "$dst.new"
+for p in $pkgs; do
+	mkdir -p "$dst.new/$p"
+	for f in "$src/$p"/*.go; do
+		case $f in *_test.go) continue ;; esac
+		cp "$f" "$dst.new/$p/"
+	done
+done
+cp "$src/LICENSE" "$dst.new/"
+# Only golang.org/x/sys is imported by the packages kept.
+sys=$(sed -n 's#^\tgolang.org/x/sys \(v[^ ]*\).*#\1#p' "$src/go.mod")
+printf 'module %s\n\ngo 1.21\n\nrequire golang.org/x/sys %s\n' "$mod" "$sys" > "$dst.new/go.mod"
+for p in third_party/go-fuse-*.patch; do
+	patch -s -p1 -d "$dst.new" < "$p"
+done
+echo "$mod $ver" > "$dst.new/VERSION"
+rm -rf "$dst"
+mv "$dst.new" "$dst"
+gofmt -l "$dst"
+echo "third_party/go-fuse: $mod $ver with $(ls third_party/go-fuse-*.patch | wc -l) patch(es)"

@@ -42,9 +42,12 @@ import (
 // file up for a write, so no write lands in a file commit already took. Passthrough
 // opens cannot follow (the kernel writes to their backing file itself).
 type fileHandle struct {
-	n   *node
-	pt  bool // counted in fileState.ptOpens, else in cachedOpens
-	acc int  // access mode it was opened with (O_RDONLY, O_WRONLY, O_RDWR)
+	n  *node
+	pt bool // counted in fileState.ptOpens, else in cachedOpens
+	// direct: an O_DIRECT open, served with FOPEN_DIRECT_IO and counted in
+	// neither (the kernel gives such an open no io mode).
+	direct bool
+	acc    int // access mode it was opened with (O_RDONLY, O_WRONLY, O_RDWR)
 
 	mu    sync.Mutex
 	lf    *fusefs.LoopbackFile
@@ -105,6 +108,18 @@ func (n *node) newHandle(fd int, s *stack, flags int, upper bool, size int64) (f
 		n.fst().handles = map[*fileHandle]bool{}
 	}
 	n.fst().handles[h] = true
+	if flags&unix.O_DIRECT != 0 && n.fst().ptOpens == 0 {
+		// Served, with FOPEN_DIRECT_IO, which the kernel lets live beside
+		// either kind of open (but a passthrough open already alive requires
+		// this one to pass through too). Passed through, it would write
+		// through a backing file the kernel opens O_DIRECT for it, which an
+		// fcntl(F_SETFL) of the caller's fd never reaches: dd clears O_DIRECT
+		// for its short last block, and that write failed (EINVAL), the file
+		// cut short. This process's fd is never O_DIRECT (its READs and
+		// WRITEs come clamped at EOF, unaligned).
+		h.direct = true
+		return h, fuse.FOPEN_DIRECT_IO
+	}
 	usePT := n.fs.passthrough.Load() && !n.fst().ptPinned && n.fst().cachedOpens == 0 && (upper || size >= ptMinSize) &&
 		time.Since(n.fst().cachedClosed) >= ptAfterServed
 	if n.fst().ptOpens > 0 {
@@ -321,7 +336,7 @@ func (h *fileHandle) Release(ctx context.Context) syscall.Errno {
 	delete(n.fst().handles, h)
 	if h.pt {
 		n.fst().ptOpens--
-	} else {
+	} else if !h.direct {
 		n.fst().cachedOpens--
 		n.fst().cachedClosed = time.Now()
 	}
@@ -416,7 +431,7 @@ func (n *node) Open(ctx context.Context, flags uint32) (fusefs.FileHandle, uint3
 	defer unix.Close(dfd)
 	// O_TRUNC (ATOMIC_O_TRUNC) is applied once the open cannot fail any more: an
 	// open refused with ETXTBSY must leave the data alone.
-	fd, err := openFile(dfd, name, int(flags&^unix.O_TRUNC), e.inUpper(s))
+	fd, err := openFile(dfd, name, int(flags&^(unix.O_TRUNC|unix.O_DIRECT)), e.inUpper(s))
 	if err != nil {
 		return nil, 0, errno("open", err)
 	}

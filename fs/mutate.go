@@ -160,7 +160,8 @@ func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint3
 	if _, err := clearWhiteout(dfd, name); err != nil {
 		return nil, nil, 0, errno("create", err)
 	}
-	oflags := int(flags)&^(unix.O_APPEND|fuse.FMODE_EXEC) | unix.O_CREAT | unix.O_NOFOLLOW | unix.O_CLOEXEC
+	// Not O_DIRECT (see newHandle).
+	oflags := int(flags)&^(unix.O_APPEND|fuse.FMODE_EXEC|unix.O_DIRECT) | unix.O_CREAT | unix.O_NOFOLLOW | unix.O_CLOEXEC
 	if n.fs.noOpen {
 		// The fd becomes the node's data fd, which serves every open of it.
 		oflags = int(flags)&(unix.O_EXCL|unix.O_TRUNC) | unix.O_RDWR | unix.O_CREAT | unix.O_NOFOLLOW | unix.O_CLOEXEC
@@ -201,7 +202,7 @@ func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint3
 		return in, nil, 0, 0
 	}
 	cn.mu.Lock()
-	h, fflags := cn.newHandle(fd, s, oflags, true, 0)
+	h, fflags := cn.newHandle(fd, s, oflags|int(flags)&unix.O_DIRECT, true, 0)
 	cn.mu.Unlock()
 	markUnpriv(ctx, h)
 	return in, h, fflags, 0

@@ -267,7 +267,7 @@ func (n *node) openPinned(flags uint32, write bool) (fusefs.FileHandle, uint32, 
 	if f.pin < 0 || (write && !f.pinUpper) {
 		return nil, 0, syscall.ESTALE
 	}
-	fd, err := unix.Open(procFd(f.pin), int(flags&^unix.O_TRUNC)|unix.O_CLOEXEC, 0)
+	fd, err := unix.Open(procFd(f.pin), int(flags&^(unix.O_TRUNC|unix.O_DIRECT))|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return nil, 0, errno("open", err)
 	}

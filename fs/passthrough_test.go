@@ -244,3 +244,103 @@ func TestTruncOpenRefusedKeepsData(t *testing.T) {
 		t.Errorf("a refused open(O_TRUNC) left the file at %d bytes (%v), want %d", st.Size(), err, 2<<20)
 	}
 }
+
+// TestDirectIOAfterSetfl: O_DIRECT opens in both modes. dd clears O_DIRECT with
+// F_SETFL for its short last block, which never reaches this process's fd (the
+// passthrough backing file): it must not be O_DIRECT itself, or that write and
+// an O_DIRECT read of a small lower file (a READ clamped at EOF) fail EINVAL.
+func TestDirectIOAfterSetfl(t *testing.T) {
+	for _, pt := range []bool{false, true} {
+		t.Run(fmt.Sprintf("passthrough=%v", pt), func(t *testing.T) {
+			small := "small lower file\n"
+			big := strings.Repeat("b", ptMinSize+4096)
+			u := mountUnionMode(t, cow.FormatOverlay, pt, tree(t, map[string]string{"small": small, "big": big}))
+			// O_DIRECT wants aligned memory: an anonymous mapping is page aligned.
+			buf, err := unix.Mmap(-1, 0, 8192, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_ANON|unix.MAP_PRIVATE)
+			must(t, err)
+			defer unix.Munmap(buf)
+			for _, name := range []string{"small", "big"} {
+				fd, err := unix.Open(filepath.Join(u.mnt, name), unix.O_RDONLY|unix.O_DIRECT, 0)
+				must(t, err)
+				var got []byte
+				for {
+					n, err := unix.Read(fd, buf[:4096])
+					if err != nil {
+						t.Fatalf("O_DIRECT read of lower %s after %d bytes: %v", name, len(got), err)
+					}
+					if n == 0 {
+						break
+					}
+					got = append(got, buf[:n]...)
+				}
+				unix.Close(fd)
+				if want := map[string]string{"small": small, "big": big}[name]; string(got) != want {
+					t.Errorf("O_DIRECT read of lower %s: %d bytes, want %d", name, len(got), len(want))
+				}
+			}
+			for _, name := range []string{"new", "small", "big"} {
+				p := filepath.Join(u.mnt, name)
+				fd, err := unix.Open(p, unix.O_WRONLY|unix.O_CREAT|unix.O_TRUNC|unix.O_DIRECT, 0o644)
+				must(t, err)
+				for i := range buf[:4096] {
+					buf[i] = 'a'
+				}
+				_, err = unix.Write(fd, buf[:4096])
+				must(t, err)
+				flags, err := unix.FcntlInt(uintptr(fd), unix.F_GETFL, 0)
+				must(t, err)
+				_, err = unix.FcntlInt(uintptr(fd), unix.F_SETFL, flags&^unix.O_DIRECT)
+				must(t, err)
+				if _, err := unix.Write(fd, buf[:1000]); err != nil {
+					t.Errorf("write of 1000 bytes to %s after F_SETFL cleared O_DIRECT: %v", name, err)
+				}
+				unix.Close(fd)
+				if st, err := os.Stat(p); err != nil || st.Size() != 5096 {
+					t.Errorf("%s after the writes: %v, %v; want 5096 bytes", name, st.Size(), err)
+				}
+			}
+			// An O_DIRECT open beside other opens of the file: one made before
+			// it (which the kernel passes through, and then wants every open of
+			// the file passed through) and one made after it; both see its write.
+			p := filepath.Join(u.mnt, "new")
+			before, err := os.Open(p)
+			must(t, err)
+			defer before.Close()
+			fd, err := unix.Open(p, unix.O_WRONLY|unix.O_DIRECT, 0)
+			must(t, err)
+			after, err := os.Open(p)
+			must(t, err)
+			defer after.Close()
+			for i := range buf[:4096] {
+				buf[i] = 'z'
+			}
+			_, err = unix.Pwrite(fd, buf[:4096], 0)
+			must(t, err)
+			unix.Close(fd)
+			for _, r := range []*os.File{before, after} {
+				got := make([]byte, 3)
+				_, err = r.ReadAt(got, 4093)
+				must(t, err)
+				if string(got) != "zzz" {
+					t.Errorf("a live open of new read %q after an O_DIRECT write of zzz", got)
+				}
+			}
+			// And the other order: an O_DIRECT open first (served), then one
+			// the kernel may pass through.
+			fd, err = unix.Open(filepath.Join(u.mnt, "small"), unix.O_RDWR|unix.O_DIRECT, 0)
+			must(t, err)
+			defer unix.Close(fd)
+			r, err := os.OpenFile(filepath.Join(u.mnt, "small"), os.O_RDWR, 0)
+			must(t, err)
+			defer r.Close()
+			_, err = unix.Pwrite(fd, buf[:4096], 4096)
+			must(t, err)
+			got := make([]byte, 3)
+			_, err = r.ReadAt(got, 4096)
+			must(t, err)
+			if string(got) != "zzz" {
+				t.Errorf("an open made after an O_DIRECT one read %q after its write of zzz", got)
+			}
+		})
+	}
+}

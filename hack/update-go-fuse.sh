@@ -3,8 +3,16 @@
 # that layerfs builds with (go.mod's replace), from go-fuse's module VERSION (default:
 # the one go.mod requires) and the patches in third_party/go-fuse-*.patch. Only the
 # packages layerfs imports are kept, without their tests. See third_party/README.md.
+#
+# hack/update-go-fuse.sh --diff: print how third_party/go-fuse differs from the module
+# (after editing it: the new patch).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+mode=update
+if [ "${1:-}" = --diff ]; then
+	mode=diff
+	shift
+fi
 mod=github.com/hanwen/go-fuse/v2
 ver=${1:-$(go mod edit -json | sed -n "/\"Path\": \"${mod//\//\\/}\"/{n;s/.*\"Version\": \"\(.*\)\".*/\1/p;}" | head -1)}
 [ -n "$ver" ] || { echo "update-go-fuse: no version of $mod in go.mod" >&2; exit 1; }
@@ -12,6 +20,21 @@ src=$(GOFLAGS=-mod=mod go mod download -json "$mod@$ver" | sed -n 's/^\t"Dir": "
 [ -d "$src" ] || { echo "update-go-fuse: go mod download $mod@$ver gave no dir" >&2; exit 1; }
 pkgs="fuse fs internal internal/fallocate internal/utimens internal/ioctl internal/openat internal/renameat internal/xattr splice posixtest"
 dst=third_party/go-fuse
+if [ $mode = diff ]; then
+	tmp=$(mktemp -d)
+	trap 'rm -rf "$tmp"' EXIT
+	for p in $pkgs; do
+		mkdir -p "$tmp/a/$p"
+		for f in "$src/$p"/*.go; do
+			case $f in *_test.go) continue ;; esac
+			cp "$f" "$tmp/a/$p/"
+		done
+	done
+	cp -r "$dst" "$tmp/b"
+	rm -f "$tmp/b/go.mod" "$tmp/b/LICENSE" "$tmp/b/VERSION"
+	(cd "$tmp" && diff -ruN a b) | sed 's#^\(---\|+++\) \([^	]*\)	.*#\1 \2#' || true
+	exit 0
+fi
 rm -rf "$dst.new"
 for p in $pkgs; do
 	mkdir -p "$dst.new/$p"

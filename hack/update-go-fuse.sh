@@ -20,29 +20,27 @@ src=$(GOFLAGS=-mod=mod go mod download -json "$mod@$ver" | sed -n 's/^\t"Dir": "
 [ -d "$src" ] || { echo "update-go-fuse: go mod download $mod@$ver gave no dir" >&2; exit 1; }
 pkgs="fuse fs internal internal/fallocate internal/utimens internal/ioctl internal/openat internal/renameat internal/xattr splice posixtest"
 dst=third_party/go-fuse
+# copy_pkgs DIR: the kept packages' Go files, without tests, from the module into DIR.
+copy_pkgs() {
+	for p in $pkgs; do
+		mkdir -p "$1/$p"
+		for f in "$src/$p"/*.go; do
+			case $f in *_test.go) continue ;; esac
+			cp "$f" "$1/$p/"
+		done
+	done
+}
 if [ $mode = diff ]; then
 	tmp=$(mktemp -d)
 	trap 'rm -rf "$tmp"' EXIT
-	for p in $pkgs; do
-		mkdir -p "$tmp/a/$p"
-		for f in "$src/$p"/*.go; do
-			case $f in *_test.go) continue ;; esac
-			cp "$f" "$tmp/a/$p/"
-		done
-	done
+	copy_pkgs "$tmp/a"
 	cp -r "$dst" "$tmp/b"
 	rm -f "$tmp/b/go.mod" "$tmp/b/LICENSE" "$tmp/b/VERSION"
 	(cd "$tmp" && diff -ruN a b) | sed 's#^\(---\|+++\) \([^	]*\)	.*#\1 \2#' || true
 	exit 0
 fi
 rm -rf "$dst.new"
-for p in $pkgs; do
-	mkdir -p "$dst.new/$p"
-	for f in "$src/$p"/*.go; do
-		case $f in *_test.go) continue ;; esac
-		cp "$f" "$dst.new/$p/"
-	done
-done
+copy_pkgs "$dst.new"
 cp "$src/LICENSE" "$dst.new/"
 # Only golang.org/x/sys is imported by the packages kept.
 sys=$(sed -n 's#^\tgolang.org/x/sys \(v[^ ]*\).*#\1#p' "$src/go.mod")

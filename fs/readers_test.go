@@ -98,3 +98,91 @@ func TestSlowRequestLetsOthersThrough(t *testing.T) {
 		t.Fatalf("stat a/slow: %v", err)
 	}
 }
+
+// forgetRoot looks up "once" as a slowForget node and "gate" as a gateNode.
+type forgetRoot struct {
+	fusefs.Inode
+	slow *slowForget
+	gate *gateNode
+}
+
+func (r *forgetRoot) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fusefs.Inode, syscall.Errno) {
+	switch name {
+	case "once":
+		out.Mode = fuse.S_IFREG | 0o644
+		return r.NewInode(ctx, r.slow, fusefs.StableAttr{Mode: fuse.S_IFREG}), 0
+	case "gate":
+		out.Mode = fuse.S_IFREG | 0o644
+		return r.NewInode(ctx, r.gate, fusefs.StableAttr{Mode: fuse.S_IFREG}), 0
+	}
+	return nil, syscall.ENOENT
+}
+
+// slowForget is a node whose forget waits for gate.
+type slowForget struct {
+	fusefs.Inode
+	entered chan struct{}
+	gate    chan struct{}
+	gaveUp  atomic.Bool
+}
+
+func (n *slowForget) OnForget() {
+	close(n.entered)
+	select {
+	case <-n.gate:
+	case <-time.After(20 * time.Second):
+		n.gaveUp.Store(true)
+	}
+}
+
+// TestSlowForgetLetsOthersThrough is TestSlowRequestLetsOthersThrough for a
+// FORGET, which go-fuse never starts a reader for: one that takes long must
+// not hold up the requests after it either.
+func TestSlowForgetLetsOthersThrough(t *testing.T) {
+	testenv.RequireFUSE(t)
+	gate := make(chan struct{})
+	root := &forgetRoot{
+		slow: &slowForget{entered: make(chan struct{}), gate: gate},
+		gate: &gateNode{gate: gate, once: new(sync.Once)},
+	}
+	zero := time.Duration(0)
+	mnt := t.TempDir()
+	srv, err := fusefs.Mount(mnt, root, &fusefs.Options{
+		EntryTimeout:    &zero,
+		AttrTimeout:     &zero,
+		NegativeTimeout: &zero,
+		MountOptions:    fuse.MountOptions{FsName: "layerfs-test", ReaderSpawnDelay: readerSpawnDelay},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := srv.Unmount(); err != nil {
+			t.Errorf("Unmount: %v", err)
+		}
+	})
+	once := filepath.Join(mnt, "once")
+	if _, err := os.Stat(once); err != nil {
+		t.Fatal(err)
+	}
+	// The kernel drops the entry and, unused, its inode: a FORGET that
+	// comes alone, so that no request queued beside it starts a reader.
+	// First the readers settle: one that answered a request while another
+	// waited exits once back, and until then it would read the FORGET's
+	// successor.
+	time.Sleep(50 * time.Millisecond)
+	if errno := root.NotifyEntry("once"); errno != 0 {
+		t.Fatalf("NotifyEntry(once): %v", errno)
+	}
+	select {
+	case <-root.slow.entered:
+	case <-time.After(10 * time.Second):
+		t.Skip("the kernel sent no FORGET for the dropped node")
+	}
+	if _, err := os.Stat(filepath.Join(mnt, "gate")); err != nil {
+		t.Fatalf("stat gate while a FORGET is handled: %v", err)
+	}
+	if root.slow.gaveUp.Load() {
+		t.Fatal("the FORGET waited 20 s for a later request: no reader took it")
+	}
+}

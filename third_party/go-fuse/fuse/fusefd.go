@@ -151,7 +151,15 @@ func (r *fuseFD) readRequest() (req *requestAlloc, code Status) {
 	}
 
 	// A lazy reader starts another one only when more requests wait.
-	pending := lazy && r.pending()
+	// FORGETs never start one (below), so they need not look.
+	pending := false
+	if lazy && n >= int(unsafe.Sizeof(InHeader{})) {
+		switch ((*InHeader)(unsafe.Pointer(&dest[0]))).Opcode {
+		case _OP_FORGET, _OP_BATCH_FORGET:
+		default:
+			pending = r.pending()
+		}
+	}
 
 	r.reqMu.Lock()
 	defer r.reqMu.Unlock()
@@ -174,11 +182,13 @@ func (r *fuseFD) readRequest() (req *requestAlloc, code Status) {
 		r.putReadBuf(dest)
 	}
 	r.reqReaders--
-	if !ms.singleReader && r.reqReaders <= 0 && !needsBackPressure {
-		if !lazy || pending {
+	if !ms.singleReader && r.reqReaders <= 0 && (lazy || !needsBackPressure) {
+		if (!lazy || pending) && !needsBackPressure {
 			r.loops.Add(1)
 			go ms.loop()
 		} else if r.starvedSince.IsZero() {
+			// Handled with no reader waiting, FORGETs too: the
+			// watcher starts one if this takes ReaderSpawnDelay.
 			r.starvedSince = time.Now()
 			if r.watcherWake != nil {
 				close(r.watcherWake)

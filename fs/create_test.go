@@ -2,9 +2,12 @@ package fs
 
 import (
 	"errors"
+	"fmt"
 	"io/fs"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"syscall"
 	"testing"
 
 	"github.com/layerfs/layerfs/cow"
@@ -56,5 +59,100 @@ func TestCreateOfExistingUpperFile(t *testing.T) {
 	}
 	if got := readFile(t, p); got != "old" {
 		t.Errorf("content %q, want %q", got, "old")
+	}
+}
+
+// A new file's owner and mode are the caller's, whichever of Create's short cuts
+// applies: a root caller's file keeps the owner this process gave it, and its
+// chmod is left out only where the open already set the mode; a whiteout of the
+// name, in either encoding, goes. Both modes of the mount, both encodings.
+func TestCreateOwnerModeAndWhiteout(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: creates files as another user")
+	}
+	for _, f := range []cow.Format{cow.FormatOCI, cow.FormatOverlay} {
+		for _, pt := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%v/passthrough=%v", f, pt), func(t *testing.T) {
+				lower := t.TempDir()
+				if err := os.Chmod(lower, 0o755); err != nil { // the mount's root
+					t.Fatal(err)
+				}
+				if err := os.WriteFile(filepath.Join(lower, "w"), []byte("lower"), 0o644); err != nil {
+					t.Fatal(err)
+				}
+				// This process's umask (the server's) is 077, a caller's 022: a
+				// file asked for as 0666 must come out 0644, not 0600.
+				old := unix.Umask(0o077)
+				t.Cleanup(func() { unix.Umask(old) })
+				u := mountUnionMode(t, f, pt, lower)
+				if err := os.Chmod(u.mnt, 0o755); err != nil { // made under umask 077
+					t.Fatal(err)
+				}
+				for d := filepath.Dir(u.mnt); d != "/" && d != os.TempDir(); d = filepath.Dir(d) {
+					if err := os.Chmod(d, 0o755); err != nil { // nobody walks to the mount
+						t.Fatal(err)
+					}
+				}
+				sh := func(cred *syscall.Credential, script string) {
+					t.Helper()
+					cmd := exec.Command("sh", "-c", "umask 022; "+script)
+					cmd.Dir = u.mnt
+					if cred != nil {
+						cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
+					}
+					if out, err := cmd.CombinedOutput(); err != nil {
+						t.Fatalf("%s: %v: %s", script, err, out)
+					}
+				}
+
+				check := func(name string, mode os.FileMode, uid, gid uint32) {
+					t.Helper()
+					var st unix.Stat_t
+					if err := unix.Lstat(filepath.Join(u.mnt, name), &st); err != nil {
+						t.Fatal(err)
+					}
+					if st.Mode&0o7777 != uint32(mode) || st.Uid != uid || st.Gid != gid {
+						t.Errorf("%s: mode %o owner %d:%d, want %o %d:%d", name, st.Mode&0o7777, st.Uid, st.Gid, mode, uid, gid)
+					}
+					if err := unix.Lstat(filepath.Join(u.upper, name), &st); err != nil {
+						t.Fatal(err)
+					}
+					if st.Mode&0o7777 != uint32(mode) || st.Uid != uid || st.Gid != gid {
+						t.Errorf("upper %s: mode %o owner %d:%d, want %o %d:%d", name, st.Mode&0o7777, st.Uid, st.Gid, mode, uid, gid)
+					}
+				}
+				sh(nil, ": > plain")
+				check("plain", 0o644, 0, 0)
+				fd, err := unix.Open(filepath.Join(u.mnt, "suid"), unix.O_CREAT|unix.O_EXCL|unix.O_WRONLY, 0o4755)
+				if err != nil {
+					t.Fatal(err)
+				}
+				unix.Close(fd)
+				check("suid", 0o4700, 0, 0) // this process's umask
+
+				// A whiteout of the name (rm of the lower file) is replaced.
+				if err := os.Remove(filepath.Join(u.mnt, "w")); err != nil {
+					t.Fatal(err)
+				}
+				sh(nil, ": > w")
+				check("w", 0o644, 0, 0)
+				if got := readFile(t, filepath.Join(u.mnt, "w")); got != "" {
+					t.Errorf("w after rm and create: %q, want empty", got)
+				}
+				if _, err := os.Lstat(filepath.Join(u.upper, cow.WhiteoutName("w"))); !errors.Is(err, fs.ErrNotExist) {
+					t.Errorf("the OCI whiteout of w is left: %v", err)
+				}
+
+				// Another user's file is given to them.
+				if err := os.Mkdir(filepath.Join(u.mnt, "pub"), 0o777); err != nil {
+					t.Fatal(err)
+				}
+				if err := os.Chmod(filepath.Join(u.mnt, "pub"), 0o777); err != nil {
+					t.Fatal(err)
+				}
+				sh(&syscall.Credential{Uid: 65534, Gid: 65534}, ": > pub/nobody")
+				check("pub/nobody", 0o644, 65534, 65534)
+			})
+		}
 	}
 }

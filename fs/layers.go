@@ -583,15 +583,47 @@ func (s *stack) identify(dfd, li int, name string, e *entry) error {
 	return nil
 }
 
+// statxAt is fstatat for an entry this process just made in the upper dir dfd,
+// which also returns its generation as nativeGen does (0: the filesystem keeps no
+// birth time), from the same system call.
+func (e *entry) statxAt(dfd int, name string) (gen uint64, err error) {
+	var sx unix.Statx_t
+	err = unix.Statx(dfd, name, unix.AT_SYMLINK_NOFOLLOW, unix.STATX_BASIC_STATS|unix.STATX_BTIME, &sx)
+	if err != nil || sx.Mask&unix.STATX_BASIC_STATS != unix.STATX_BASIC_STATS {
+		if err := e.fstatat(dfd, name); err != nil {
+			return 0, err
+		}
+		return nativeGen(dfd, name, 0), nil
+	}
+	st := unix.Stat_t{
+		Dev: unix.Mkdev(sx.Dev_major, sx.Dev_minor), Ino: sx.Ino, Nlink: uint64(sx.Nlink),
+		Mode: uint32(sx.Mode), Uid: sx.Uid, Gid: sx.Gid, Rdev: unix.Mkdev(sx.Rdev_major, sx.Rdev_minor),
+		Size: int64(sx.Size), Blksize: int64(sx.Blksize), Blocks: int64(sx.Blocks),
+		Atim: unix.Timespec{Sec: sx.Atime.Sec, Nsec: int64(sx.Atime.Nsec)},
+		Mtim: unix.Timespec{Sec: sx.Mtime.Sec, Nsec: int64(sx.Mtime.Nsec)},
+		Ctim: unix.Timespec{Sec: sx.Ctime.Sec, Nsec: int64(sx.Ctime.Nsec)},
+	}
+	e.st = attrsOf(&st)
+	if sx.Mask&unix.STATX_BTIME != 0 {
+		return btimeGen(&sx), nil
+	}
+	return 0, nil
+}
+
 // nativeGen is the generation of an entry made in the upper dir (no origin):
 // its birth time tells apart files that reuse a freed inode number; def where
 // the filesystem keeps none.
 func nativeGen(dfd int, name string, def uint64) uint64 {
 	var sx unix.Statx_t
 	if unix.Statx(dfd, name, unix.AT_SYMLINK_NOFOLLOW, unix.STATX_BTIME, &sx) == nil && sx.Mask&unix.STATX_BTIME != 0 {
-		return uint64(sx.Btime.Sec)*1e9 + uint64(sx.Btime.Nsec) | 2
+		return btimeGen(&sx)
 	}
 	return def
+}
+
+// btimeGen is the generation of an upper entry with birth time sx.Btime.
+func btimeGen(sx *unix.Statx_t) uint64 {
+	return uint64(sx.Btime.Sec)*1e9 + uint64(sx.Btime.Nsec) | 2
 }
 
 // CarryOrigin returns the xattr (name and value) that makes a copy of the

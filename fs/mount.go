@@ -112,7 +112,7 @@ func Mount(mountpoint string, opts Options) (*MountPoint, error) {
 		log.Printf("layerfs: mount %s: %v (its layer's own inode numbers are used)", mountpoint, err)
 	}
 	openDevNull()
-	fsys := &unionFS{debug: opts.Debug, noOpen: !opts.Passthrough, ids: opts.IDs, noACL: opts.NoACL,
+	fsys := &unionFS{debug: opts.Debug, noOpen: !opts.Passthrough, ids: opts.IDs, noACL: opts.NoACL, procUmask: processUmask(),
 		xperm: opts.XattrPermissions, overrideNames: overrideWriteNames(opts.XattrPermissions), noXattrs: opts.NoXattrs}
 	fsys.relist.delay = relistDelay
 	fsys.stack.Store(s)

@@ -77,15 +77,36 @@ func clearWhiteout(dfd int, name string) (bool, error) {
 	return removed, nil
 }
 
+// clearOCIWhiteout removes an OCI whiteout of name (".wh.<name>") in the upper
+// dir dfd, if there is one.
+func clearOCIWhiteout(dfd int, name string) error {
+	if cow.HasLongWhiteout(name) {
+		return nil // no OCI whiteout can exist for such a name
+	}
+	if err := unix.Unlinkat(dfd, cow.WhiteoutName(name), 0); err != nil && !errors.Is(err, unix.ENOENT) {
+		return err
+	}
+	return nil
+}
+
+// This process's ids, which own the entries it makes.
+var procUID, procGID = os.Geteuid(), os.Getegid()
+
 // chownCaller gives a new upper entry to the calling user, like a local filesystem
 // does; the group follows a setgid parent. ids shifts the caller's ids (nil: none).
-func chownCaller(ctx context.Context, dfd int, name string, ids *IDMapping) error {
-	if os.Geteuid() != 0 {
-		return nil
+// It reports whether it changed the owner: not for a caller whose ids are this
+// process's, who owns the entry already (its group is this process's, or a
+// setgid parent's, which the chown would keep).
+func chownCaller(ctx context.Context, dfd int, name string, ids *IDMapping) (bool, error) {
+	if procUID != 0 {
+		return false, nil
 	}
 	caller, ok := fuse.FromContext(ctx)
 	if !ok {
-		return nil
+		return false, nil
+	}
+	if uid, gid := ids.stored(int(caller.Uid), int(caller.Gid)); uid == procUID && gid == procGID {
+		return false, nil
 	}
 	gid := int(caller.Gid)
 	var pst unix.Stat_t
@@ -93,7 +114,7 @@ func chownCaller(ctx context.Context, dfd int, name string, ids *IDMapping) erro
 		gid = -1
 	}
 	uid, gid := ids.stored(int(caller.Uid), gid)
-	return unix.Fchownat(dfd, name, uid, gid, unix.AT_SYMLINK_NOFOLLOW)
+	return true, unix.Fchownat(dfd, name, uid, gid, unix.AT_SYMLINK_NOFOLLOW)
 }
 
 // chownKeepMode is chownCaller for an entry whose mode is already set: the chown
@@ -103,7 +124,7 @@ func chownKeepMode(ctx context.Context, dfd int, name string, ids *IDMapping) er
 	if err := unix.Fstatat(dfd, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
 		return err
 	}
-	if err := chownCaller(ctx, dfd, name, ids); err != nil {
+	if changed, err := chownCaller(ctx, dfd, name, ids); err != nil || !changed {
 		return err
 	}
 	if st.Mode&(unix.S_ISUID|unix.S_ISGID) != 0 && st.Mode&unix.S_IFMT != unix.S_IFLNK && st.Mode&unix.S_IFMT != unix.S_IFDIR {
@@ -116,7 +137,13 @@ func chownKeepMode(ctx context.Context, dfd int, name string, ids *IDMapping) er
 // request made it (it did not exist before).
 func (n *node) finishNew(ctx context.Context, s *stack, dfd int, name string, fresh bool, out *fuse.EntryOut) (*fusefs.Inode, *entry, error) {
 	e := &entry{layers: []int{0}}
-	if err := e.fstatat(dfd, name); err != nil {
+	var btime uint64 // fresh: nativeGen's generation, from the same statx
+	if fresh {
+		var err error
+		if btime, err = e.statxAt(dfd, name); err != nil {
+			return nil, nil, err
+		}
+	} else if err := e.fstatat(dfd, name); err != nil {
 		return nil, nil, err
 	}
 	if l := s.layers[0]; n.fs.overrideNames != nil && !fresh && l.override != nil {
@@ -134,7 +161,9 @@ func (n *node) finishNew(ctx context.Context, s *stack, dfd int, name string, fr
 		// stack.identify without its look for an origin xattr: only a copy-up
 		// writes one, and the entry was just made.
 		e.ino, e.gen = s.lowerIno(0, e.st.Dev, e.st.Ino)
-		e.gen = nativeGen(dfd, name, e.gen)
+		if btime != 0 {
+			e.gen = btime
+		}
 	} else if err := s.identify(dfd, 0, name, e); err != nil {
 		return nil, nil, err
 	}
@@ -157,7 +186,7 @@ func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint3
 	}
 	defer unix.Close(dfd)
 	defer n.fs.entriesChange()()
-	if _, err := clearWhiteout(dfd, name); err != nil {
+	if err := clearOCIWhiteout(dfd, name); err != nil {
 		return nil, nil, 0, errno("create", err)
 	}
 	// Not O_DIRECT (see newHandle).
@@ -169,8 +198,17 @@ func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint3
 	perm, acl := n.fs.newMode(ctx, dfd, mode)
 	// Exclusive first, to know whether the file is new: the kernel sends CREATE
 	// for a name it holds no entry for, but without O_EXCL the name may exist.
+	// A whiteout there (an overlay one, at the name itself) fails it too: only
+	// then is it looked for, and the open tried again.
 	fresh := true
 	fd, err := unix.Openat(dfd, name, oflags|unix.O_EXCL, perm)
+	if errors.Is(err, unix.EEXIST) {
+		if removed, werr := clearWhiteout(dfd, name); werr != nil {
+			return nil, nil, 0, errno("create", werr)
+		} else if removed {
+			fd, err = unix.Openat(dfd, name, oflags|unix.O_EXCL, perm)
+		}
+	}
 	if errors.Is(err, unix.EEXIST) && oflags&unix.O_EXCL == 0 {
 		fresh = false
 		fd, err = unix.Openat(dfd, name, oflags, perm)
@@ -181,12 +219,15 @@ func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint3
 	if fresh {
 		// (An existing file keeps its owner and mode, as open(2) leaves them.)
 		m, setMode := modeAfterChown(fd, perm, acl)
-		if err := chownCaller(ctx, dfd, name, n.fs.ids); err != nil {
+		chowned, err := chownCaller(ctx, dfd, name, n.fs.ids)
+		if err != nil {
 			unix.Close(fd)
 			return nil, nil, 0, errno("create chown", err)
 		}
-		if setMode {
-			_ = unix.Fchmod(fd, m) // after the chown, which clears set-id bits
+		// The chmod puts back set-id bits the chown cleared, and sets bits
+		// this process's umask kept from the open; neither may be the case.
+		if setMode && (chowned || acl || m&^0o777 != 0 || m&n.fs.procUmask != 0) {
+			_ = unix.Fchmod(fd, m)
 		}
 	}
 

@@ -69,6 +69,9 @@ type unionFS struct {
 	preparing map[<-chan struct{}]bool // renames in prepareRename (pathlock.go)
 	// umasks: by request, the caller's umask of a create (umask.go).
 	umasks sync.Map
+	// procUmask: this process's umask when mounted, which its opens apply
+	// (umask.go); 0o777 if unknown.
+	procUmask uint32
 }
 
 // beginMove marks that the rename request ctx is about to move entries in the

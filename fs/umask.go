@@ -2,6 +2,9 @@ package fs
 
 import (
 	"context"
+	"os"
+	"strconv"
+	"strings"
 
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"golang.org/x/sys/unix"
@@ -76,4 +79,21 @@ func modeAfterChown(fd int, perm uint32, acl bool) (mode uint32, ok bool) {
 		return 0, false
 	}
 	return st.Mode & 0o7777, true
+}
+
+// processUmask returns this process's umask, read from /proc/self/status (a
+// read that, unlike umask(2), changes nothing), or 0o777 if it cannot be read.
+func processUmask() uint32 {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0o777
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, "Umask:"); ok {
+			if m, err := strconv.ParseUint(strings.TrimSpace(v), 8, 32); err == nil {
+				return uint32(m) & 0o777
+			}
+		}
+	}
+	return 0o777
 }

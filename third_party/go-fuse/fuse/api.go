@@ -366,9 +366,10 @@ type MountOptions struct {
 	// waiting, so every request of a serial workload is handed between
 	// threads. With ReaderSpawnDelay set, a request is handled on the
 	// goroutine that read it, and a new reader is started only when
-	// more requests are already queued in the kernel, or when no
-	// reader has been waiting for ReaderSpawnDelay (a slow request).
-	// At most one reader waits on the device.
+	// more requests are already queued in the kernel (looked for
+	// after each request, and less often while none are found), or
+	// when no reader has been waiting for ReaderSpawnDelay (a slow
+	// request). At most one reader waits on the device.
 	ReaderSpawnDelay time.Duration
 
 	// PanicHandler is called if an FS routine panics. The handler

@@ -8,6 +8,7 @@ import (
 	"log"
 	"os"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 	"unsafe"
@@ -47,6 +48,10 @@ type fuseFD struct {
 	starvedSince time.Time
 	ended        bool
 	watcherWake  chan struct{}
+
+	// For MountOptions.ReaderSpawnDelay: requests to handle before the
+	// next look for queued ones, and the last gap (pollTurn).
+	pollSkip, pollEvery atomic.Int32
 
 	// Shared pools owned by Server.
 	reqPool  *sync.Pool
@@ -151,13 +156,18 @@ func (r *fuseFD) readRequest() (req *requestAlloc, code Status) {
 	}
 
 	// A lazy reader starts another one only when more requests wait.
-	// FORGETs never start one (below), so they need not look.
+	// FORGETs never start one (below), so they need not look, nor do
+	// RELEASEs: the kernel sends both in the background, no caller
+	// waits for them, and the watcher covers a slow one.
 	pending := false
 	if lazy && n >= int(unsafe.Sizeof(InHeader{})) {
 		switch ((*InHeader)(unsafe.Pointer(&dest[0]))).Opcode {
-		case _OP_FORGET, _OP_BATCH_FORGET:
+		case _OP_FORGET, _OP_BATCH_FORGET, _OP_RELEASE, _OP_RELEASEDIR:
 		default:
-			pending = r.pending()
+			if r.pollTurn() {
+				pending = r.pending()
+				r.polled(pending)
+			}
 		}
 	}
 
@@ -198,6 +208,33 @@ func (r *fuseFD) readRequest() (req *requestAlloc, code Status) {
 	}
 
 	return req, OK
+}
+
+// maxPollEvery bounds how many requests a lazy reader handles between
+// two looks for queued ones, when the last looks found none.
+const maxPollEvery = 16
+
+// pollTurn reports whether the request just read should look for
+// queued ones. A serial client (tar, rm) never has any queued, and the
+// look is a system call per request; so after each look that found
+// none, the next comes twice as many requests later, up to
+// maxPollEvery, and after one that found some, at the next request.
+func (r *fuseFD) pollTurn() bool {
+	if r.pollSkip.Load() > 0 {
+		r.pollSkip.Add(-1)
+		return false
+	}
+	return true
+}
+
+// polled records what a look for queued requests found.
+func (r *fuseFD) polled(found bool) {
+	every := int32(1)
+	if !found {
+		every = min(max(2*r.pollEvery.Load(), 1), maxPollEvery)
+	}
+	r.pollEvery.Store(every)
+	r.pollSkip.Store(every - 1)
 }
 
 // pending reports whether the kernel has a request queued on the

@@ -136,11 +136,12 @@ func Mount(mountpoint string, opts Options) (*MountPoint, error) {
 		EnableLocks:          false,
 		EnableSymlinkCaching: true,
 		DirectMount:          true,
-		MaxWrite:             maxIO,
+		MaxWrite:             maxWrite,
 		MaxReadAhead:         1 << 20,
 		Debug:                opts.Debug,
 		ReaderSpawnDelay:     readerSpawnDelay,
 	}
+	mo.Options = append(mo.Options, fmt.Sprintf("max_read=%d", maxRead))
 	if opts.ReadOnly {
 		mo.Options = append(mo.Options, "ro")
 	}
@@ -227,14 +228,22 @@ func fusermountError(err error) error {
 	return fmt.Errorf("fusermount3: exit status %d", st.ExitStatus())
 }
 
-// maxIO is the largest READ (max_read, which go-fuse sets to MaxWrite) and WRITE.
-// A READ reply is spliced from the file through a pipe that must hold it, its
-// header and a page (go-fuse), and pipes grow to 1 MiB (pipe-max-size): READs of
-// 1 MiB (cat(1) and cp(1) advise sequential reads, which doubles the readahead to
-// 1 MiB) were copied instead, and go-fuse logged each ("trySplice: ... max pipe
-// size"), a line per MiB read in the server's log. The time was the same either
-// way (FINDINGS 5).
-const maxIO = 1<<20 - 8<<10
+// maxRead is the largest READ (the max_read mount option). A READ reply is
+// spliced from the file through a pipe that must hold it, its header and a page
+// (go-fuse), and pipes grow to 1 MiB (pipe-max-size): READs of 1 MiB (cat(1)
+// and cp(1) advise sequential reads, which doubles the readahead to 1 MiB) were
+// copied instead, and go-fuse logged each ("trySplice: ... max pipe size"), a
+// line per MiB read in the server's log. The time was the same either way
+// (FINDINGS 5).
+//
+// maxWrite is the largest WRITE. No pipe limits it, and at maxRead a write(2)
+// of 1 MiB (dd bs=1M) came as two WRITEs, of 1016 KiB and 8 KiB: a 1 GiB dd
+// took 1.09x the time (8 runs interleaved). go-fuse sets max_read to
+// MaxWrite unless Options names one (third_party/README.md).
+const (
+	maxRead  = 1<<20 - 8<<10
+	maxWrite = 1 << 20
+)
 
 // readerSpawnDelay is how long a request may be handled with no other reader
 // waiting on /dev/fuse before go-fuse starts one (third_party/README.md). Each

@@ -2,6 +2,7 @@ package fs
 
 import (
 	"fmt"
+	"log"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -132,5 +133,57 @@ func TestMountOnFile(t *testing.T) {
 	}
 	if b, err := os.ReadFile(f); err != nil || string(b) != "x" {
 		t.Errorf("the file after the failed mount: %q, %v", b, err)
+	}
+}
+
+// TestMaxReadWrite: READs stop at maxRead, whose replies fit go-fuse's splice
+// pipe (past it go-fuse copies them and logs "trySplice" for each): the mount's
+// max_read is maxRead, not go-fuse's MaxWrite (maxWrite, a whole MiB), and data
+// written and read in 4 MiB calls comes back whole.
+func TestMaxReadWrite(t *testing.T) {
+	u := mountUnion(t, cow.FormatOverlay, tree(t, map[string]string{"f": "x"}))
+	mi, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var opts string
+	for _, l := range strings.Split(string(mi), "\n") {
+		if f := strings.Fields(l); len(f) > 4 && f[4] == u.mnt {
+			opts = f[len(f)-1]
+		}
+	}
+	if want := fmt.Sprintf("max_read=%d", maxRead); !strings.Contains(","+opts+",", ","+want+",") {
+		t.Errorf("mount options %q, want %s", opts, want)
+	}
+	var logged strings.Builder
+	log.SetOutput(&logged)
+	t.Cleanup(func() { log.SetOutput(os.Stderr) })
+	p := filepath.Join(u.mnt, "big")
+	data := make([]byte, 4<<20)
+	for i := range data {
+		data[i] = byte(i / 4099)
+	}
+	if err := os.WriteFile(p, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// O_DIRECT reads of 4 MiB: READs as large as the mount lets them be.
+	fd, err := unix.Open(p, unix.O_RDONLY|unix.O_DIRECT, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fd)
+	buf, err := unix.Mmap(-1, 0, len(data), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_ANON|unix.MAP_PRIVATE)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Munmap(buf)
+	if n, err := unix.Pread(fd, buf, 0); err != nil || n != len(data) {
+		t.Fatalf("pread: %d, %v", n, err)
+	}
+	if string(buf) != string(data) {
+		t.Error("read back other bytes than were written")
+	}
+	if strings.Contains(logged.String(), "trySplice") {
+		t.Errorf("go-fuse could not splice a READ reply: %s", strings.SplitN(logged.String(), "\n", 2)[0])
 	}
 }

@@ -5,7 +5,7 @@
 # packages layerfs imports are kept, without their tests. See third_party/README.md.
 #
 # hack/update-go-fuse.sh --diff: print how third_party/go-fuse differs from the module
-# (after editing it: the new patch).
+# (after editing it: the patches, all in one; split it by file into the patch files).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mode=update
@@ -46,7 +46,7 @@ cp "$src/LICENSE" "$dst.new/"
 sys=$(sed -n 's#^\tgolang.org/x/sys \(v[^ ]*\).*#\1#p' "$src/go.mod")
 printf 'module %s\n\ngo 1.21\n\nrequire golang.org/x/sys %s\n' "$mod" "$sys" > "$dst.new/go.mod"
 for p in third_party/go-fuse-*.patch; do
-	patch -s -p1 -d "$dst.new" < "$p"
+	patch -s -p1 --no-backup-if-mismatch -d "$dst.new" < "$p"
 done
 echo "$mod $ver" > "$dst.new/VERSION"
 rm -rf "$dst"

@@ -204,7 +204,7 @@ type MountOptions struct {
 	// There's four values the Linux kernel looks at when deciding the request size:
 	// * MaxWrite, passed via InitOut.MaxWrite. Limits the WRITE size.
 	// * max_read, passed via a string mount option. Limits the READ size.
-	//   go-fuse sets max_read equal to MaxWrite.
+	//   go-fuse sets max_read equal to MaxWrite, unless Options has one.
 	//   You can see the current max_read value in /proc/self/mounts .
 	// * MaxPages, passed via InitOut.MaxPages. In Linux 4.20 and later, the value
 	//   can go up to 1 MiB and go-fuse calculates the MaxPages value acc.

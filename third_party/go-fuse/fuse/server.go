@@ -293,7 +293,8 @@ func escape(optionValue string) string {
 }
 
 func (o *MountOptions) optionsStrings() []string {
-	var r []string
+	// max_read first, so that Options can override it (as in mountDirect).
+	r := []string{fmt.Sprintf("max_read=%d", o.MaxWrite)}
 	r = append(r, o.Options...)
 
 	if o.AllowOther {
@@ -305,7 +306,6 @@ func (o *MountOptions) optionsStrings() []string {
 	if o.Name != "" {
 		r = append(r, "subtype="+o.Name)
 	}
-	r = append(r, fmt.Sprintf("max_read=%d", o.MaxWrite))
 
 	// OSXFUSE applies a 60-second timeout for file operations. This
 	// is inconsistent with how FUSE works on Linux, where operations

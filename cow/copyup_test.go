@@ -186,10 +186,10 @@ func TestCopyUpSpecialFileXattrs(t *testing.T) {
 	}
 }
 
-// TestCopyRangeLarge: the data copies (kernel and user, one range split in two
-// halves copied at once) give the source's bytes, each at its offset, for a range
-// not at the file's start and of an odd size, and keep a hole of a large sparse
-// file through CopyUp.
+// TestCopyRangeLarge: the data copies (copy_file_range, sendfile, and through
+// memory with one range split in two halves copied at once) give the source's
+// bytes, each at its offset, for a range not at the file's start and of an odd
+// size, and keep a hole of a large sparse file through CopyUp.
 func TestCopyRangeLarge(t *testing.T) {
 	dir := t.TempDir()
 	const size = parallelCopyMin*2 + 12345
@@ -203,7 +203,7 @@ func TestCopyRangeLarge(t *testing.T) {
 	defer unix.Close(src)
 	const off = 4097
 	for name, copyFn := range map[string]func(dst, src int, off, n int64) error{
-		"kernel": copyRangeKernel, "user": copyRangeUser,
+		"kernel": copyRangeKernel, "user": copyRangeUser, "mem": copyRangeMem,
 	} {
 		p := filepath.Join(dir, name)
 		dst, err := unix.Open(p, unix.O_RDWR|unix.O_CREAT|unix.O_CLOEXEC, 0o644)

@@ -313,7 +313,8 @@ func (h *fileHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.Rea
 	if err != nil {
 		return nil, errno("read", err)
 	}
-	return readAt(fd, off, len(dest)), 0
+	res, _ := readAt(fd, dest, off)
+	return res, 0
 }
 
 func (h *fileHandle) Write(ctx context.Context, data []byte, off int64) (uint32, syscall.Errno) {

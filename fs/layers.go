@@ -267,6 +267,37 @@ func openBeneath(dirfd int, rel string, flags uint64) (int, error) {
 	}
 }
 
+// openLowerFile opens rel, a regular file of the read-only layer li, for
+// reading, in one openat2 beneath the layer that follows no symlink on the way:
+// what openDir and openFile do in three calls. ok is false where it cannot be
+// done so (a path too long for one call, a dir on the way that denies search,
+// which openDir's walk handles); the caller then takes that way.
+func (s *stack) openLowerFile(li int, rel string) (fd int, ok bool, err error) {
+	if len(rel) > maxOpenPath || s.layers[li].upper {
+		return -1, false, nil
+	}
+	how := unix.OpenHow{
+		Flags:   unix.O_RDONLY | unix.O_NOATIME | unix.O_NOFOLLOW | unix.O_CLOEXEC,
+		Resolve: unix.RESOLVE_BENEATH | unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_NO_MAGICLINKS | unix.RESOLVE_NO_XDEV,
+	}
+	for {
+		fd, err := unix.Openat2(s.layers[li].fd, rel, &how)
+		switch {
+		case errors.Is(err, unix.EAGAIN) || errors.Is(err, unix.EINTR):
+			continue
+		case errors.Is(err, unix.EXDEV) && how.Resolve&unix.RESOLVE_NO_XDEV != 0:
+			how.Resolve &^= unix.RESOLVE_NO_XDEV // a mount point inside the layer
+			continue
+		case errors.Is(err, unix.EPERM) && how.Flags&unix.O_NOATIME != 0:
+			how.Flags &^= unix.O_NOATIME // not the file's owner (cow.OpenNoatime)
+			continue
+		case errors.Is(err, unix.EACCES) || errors.Is(err, unix.ENAMETOOLONG):
+			return -1, false, nil
+		}
+		return fd, true, err
+	}
+}
+
 // entry is what one name resolves to in the union.
 type entry struct {
 	layers []int // for a dir: every contributing layer, top first; else exactly one

@@ -81,17 +81,11 @@ func (n *node) openDataFd(write bool) (fd int, raced bool, err error) {
 			return -1, false, err
 		}
 	}
-	dir, name := path.Split(n.rel())
-	dfd, err := s.openDir(e.layers[0], dir, unix.O_PATH)
-	if err != nil {
-		return -1, false, err
+	rel := n.rel()
+	fd, ok, err := s.openLowerFile(e.layers[0], rel)
+	if !ok {
+		fd, err = openFileAt(s, e, rel)
 	}
-	defer unix.Close(dfd)
-	flags := unix.O_RDONLY
-	if e.inUpper(s) {
-		flags = unix.O_RDWR
-	}
-	fd, err = openFile(dfd, name, flags, e.inUpper(s))
 	if err != nil {
 		return -1, false, err
 	}
@@ -104,6 +98,22 @@ func (n *node) openDataFd(write bool) (fd int, raced bool, err error) {
 		return -1, true, unix.ESTALE
 	}
 	return fd, false, nil
+}
+
+// openFileAt opens rel, the file of entry e of stack s, through its dir: read-
+// write in the upper dir, else read-only.
+func openFileAt(s *stack, e *entry, rel string) (int, error) {
+	dir, name := path.Split(rel)
+	dfd, err := s.openDir(e.layers[0], dir, unix.O_PATH)
+	if err != nil {
+		return -1, err
+	}
+	defer unix.Close(dfd)
+	flags := unix.O_RDONLY
+	if e.inUpper(s) {
+		flags = unix.O_RDWR
+	}
+	return openFile(dfd, name, flags, e.inUpper(s))
 }
 
 // adoptDataFd makes fd, a file of the node's opened in the upper dir or not, its
@@ -331,10 +341,11 @@ func (n *node) Read(ctx context.Context, f fusefs.FileHandle, dest []byte, off i
 	if err != nil {
 		return nil, errno("read", err)
 	}
-	res := readAt(fd, off, len(dest))
-	if res.Size() == 0 {
-		// At or past the end (a read racing a truncate): go-fuse sends an
-		// empty result without calling Done, so the use ends here.
+	res, copied := readAt(fd, dest, off)
+	if res.Size() == 0 || copied {
+		// Copied, or at or past the end (a read racing a truncate, where
+		// go-fuse sends an empty result without calling Done): the use of
+		// the fd ends here.
 		n.putFd()
 		return res, 0
 	}
@@ -343,22 +354,38 @@ func (n *node) Read(ctx context.Context, f fusefs.FileHandle, dest []byte, off i
 	return &fdRead{ReadResult: res, n: n}, 0
 }
 
-// readAt is fuse.ReadResultFd(fd, off, size) with size cut to the end of the file.
-// The kernel asks for whole readahead windows (512 KiB) whatever the file's size,
-// and go-fuse, splicing a read that comes up short, drains the header it has put
-// in the pipe and splices the data again through a second pipe: five more system
-// calls for every small file read. A size the file no longer has by the time it is
-// read still comes up short, and is handled so.
-func readAt(fd int, off int64, size int) fuse.ReadResult {
+// readAt reads len(dest) bytes at off from fd, cut to the end of the file: up
+// to smallRead bytes into dest (copied reports that), past that as
+// fuse.ReadResultFd, which go-fuse splices. The kernel asks for whole readahead
+// windows (512 KiB) whatever the file's size, and go-fuse, splicing a read that
+// comes up short, drains the header it has put in the pipe and splices the data
+// again through a second pipe: five more system calls for every small file
+// read. A size the file no longer has by the time it is read still comes up
+// short, and is handled so.
+func readAt(fd int, dest []byte, off int64) (res fuse.ReadResult, copied bool) {
+	size := len(dest)
 	var st unix.Stat_t
 	if unix.Fstat(fd, &st) == nil && st.Mode&unix.S_IFMT == unix.S_IFREG {
 		if off >= st.Size {
-			return fuse.ReadResultData(nil)
+			return fuse.ReadResultData(nil), false
 		}
 		size = int(min(int64(size), st.Size-off))
+		if size <= smallRead {
+			if n, err := unix.Pread(fd, dest[:size], off); err == nil {
+				return fuse.ReadResultData(dest[:n]), true
+			}
+		}
 	}
-	return fuse.ReadResultFd(uintptr(fd), off, size)
+	return fuse.ReadResultFd(uintptr(fd), off, size), false
 }
+
+// smallRead is the largest read readAt answers with a copy through this
+// process instead of a splice: a spliced reply costs five system calls more
+// (the header into a pipe, the file's data into it, the pipe into /dev/fuse,
+// and go-fuse's drain of the pipe after: a splice and an ioctl), which a copy
+// of this much costs less than. Mid-size files past it (a rootfs's programs
+// and libraries) are spliced as before.
+const smallRead = 128 << 10
 
 var _ = (fusefs.NodeWriter)((*node)(nil))
 

@@ -40,6 +40,15 @@ func (r *fuseFD) trySplice(req *request, readResult ReadResult) error {
 		spliceFlags = f.SpliceFlags()
 	}
 
+	// Only results read from an fd are spliced: for others (ReadResultData)
+	// a pipe taken here cost a write of the header into it, a splice to
+	// drain it and an ioctl, for nothing.
+	_, seekable := readResult.(seekableResult)
+	_, stateful := readResult.(statefulResult)
+	if !seekable && !stateful {
+		return errRecoverSplice
+	}
+
 	pair, err := splice.Get()
 	if err != nil {
 		return err

@@ -26,6 +26,13 @@ import (
 // offsets, so a seek into a new listing lands right) and releases it. The listing
 // itself is reused between requests while no directory changes (dirHandle.load).
 // It also clears set-id bits for the kernel (killpriv.go).
+// maxMoveRetries bounds retryMoved's runs again. Four were too few, once, for
+// a create through the fd of a directory that another process renamed back and
+// forth as fast as it could (TestRenameRaceFdCreates, in a CI run of session
+// 25; not in 33 runs here): each run again can meet the next rename. Each
+// waits for the move it met to end first.
+const maxMoveRetries = 16
+
 type noOpendirFS struct {
 	fuse.RawFileSystem
 	server *fuse.Server // for notices; set before it serves
@@ -36,14 +43,14 @@ type noOpendirFS struct {
 // the layer dirs on that path): one that a rename's move overlapped may find a
 // component gone or replaced by a whiteout. Such a request that fails as if the
 // name were not there is run again once the move ended (node.resolve), up to
-// four more times while renames keep moving things under it.
+// maxMoveRetries more times while renames keep moving things under it.
 func (w *noOpendirFS) retryMoved(f func() fuse.Status) fuse.Status {
 	for attempt := 0; ; attempt++ {
 		m0 := w.fs.moveSeq.Load()
 		st := f()
 		switch st {
 		case fuse.ENOENT, fuse.Status(syscall.ENOTDIR), fuse.Status(syscall.ESTALE), fuse.Status(syscall.ENXIO):
-			if attempt < 4 && w.fs.moveSeq.Load() != m0 {
+			if attempt < maxMoveRetries && w.fs.moveSeq.Load() != m0 {
 				w.fs.waitMoves()
 				continue // a rename kept moving things under it: again
 			}

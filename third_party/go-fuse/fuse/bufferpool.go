@@ -5,6 +5,7 @@
 package fuse
 
 import (
+	"math/bits"
 	"os"
 	"sync"
 )
@@ -57,6 +58,11 @@ func (p *bufferPool) AllocBuffer(size uint32) []byte {
 		sz += pageSize
 	}
 	pages := sz / pageSize
+	// A power of two of pages: READ sizes follow the sizes of the files
+	// read (the kernel asks for a small file whole), and a pool per page
+	// count seldom had a buffer for the next size asked, so nearly every
+	// READ made and cleared a new one. A size class lets them be reused.
+	pages = 1 << bits.Len(uint(pages-1))
 
 	b := p.getPool(pages, 1).Get().([]byte)
 	return b[:size]

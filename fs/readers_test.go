@@ -41,6 +41,27 @@ func (n *gateNode) Getattr(ctx context.Context, f fusefs.FileHandle, out *fuse.A
 	}
 }
 
+// mountLazy mounts root at a new dir with readerSpawnDelay, as layerfs mounts,
+// and no entry, attribute or negative caching, so that every stat sends a
+// request; it unmounts in Cleanup.
+func mountLazy(t *testing.T, root fusefs.InodeEmbedder, o *fusefs.Options) string {
+	t.Helper()
+	zero := time.Duration(0)
+	o.EntryTimeout, o.AttrTimeout, o.NegativeTimeout = &zero, &zero, &zero
+	o.MountOptions = fuse.MountOptions{FsName: "layerfs-test", ReaderSpawnDelay: readerSpawnDelay}
+	mnt := t.TempDir()
+	srv, err := fusefs.Mount(mnt, root, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := srv.Unmount(); err != nil {
+			t.Errorf("Unmount: %v", err)
+		}
+	})
+	return mnt
+}
+
 // TestSlowRequestLetsOthersThrough: with readerSpawnDelay, go-fuse handles a
 // request on the goroutine that read it and keeps no spare reader. A request
 // that waits for a later one to be answered (here a GETATTR of a/slow held until
@@ -52,9 +73,7 @@ func TestSlowRequestLetsOthersThrough(t *testing.T) {
 	slow := &gateNode{slow: true, entered: make(chan struct{}), gate: gate, once: new(sync.Once)}
 	fast := &gateNode{gate: gate, once: new(sync.Once)}
 	root := &fusefs.Inode{}
-	zero := time.Duration(0)
-	mnt := t.TempDir()
-	srv, err := fusefs.Mount(mnt, root, &fusefs.Options{
+	mnt := mountLazy(t, root, &fusefs.Options{
 		OnAdd: func(ctx context.Context) {
 			a := root.NewPersistentInode(ctx, &fusefs.Inode{}, fusefs.StableAttr{Mode: fuse.S_IFDIR})
 			b := root.NewPersistentInode(ctx, &fusefs.Inode{}, fusefs.StableAttr{Mode: fuse.S_IFDIR})
@@ -63,17 +82,6 @@ func TestSlowRequestLetsOthersThrough(t *testing.T) {
 			a.AddChild("slow", a.NewPersistentInode(ctx, slow, fusefs.StableAttr{Mode: fuse.S_IFREG}), false)
 			b.AddChild("fast", b.NewPersistentInode(ctx, fast, fusefs.StableAttr{Mode: fuse.S_IFREG}), false)
 		},
-		EntryTimeout: &zero,
-		AttrTimeout:  &zero,
-		MountOptions: fuse.MountOptions{FsName: "layerfs-test", ReaderSpawnDelay: readerSpawnDelay},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := srv.Unmount(); err != nil {
-			t.Errorf("Unmount: %v", err)
-		}
 	})
 	// Look the dirs up first, so that the stats below each send one request.
 	for _, d := range []string{"a", "b"} {
@@ -90,7 +98,7 @@ func TestSlowRequestLetsOthersThrough(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(mnt, "b", "fast")); err != nil {
 		t.Fatalf("stat b/fast while a/slow is handled: %v", err)
 	}
-	err = <-done
+	err := <-done
 	if slow.gaveUp.Load() {
 		t.Fatal("a/slow's GETATTR waited 20 s for b/fast's: no reader took that request")
 	}
@@ -145,22 +153,7 @@ func TestSlowForgetLetsOthersThrough(t *testing.T) {
 		slow: &slowForget{entered: make(chan struct{}), gate: gate},
 		gate: &gateNode{gate: gate, once: new(sync.Once)},
 	}
-	zero := time.Duration(0)
-	mnt := t.TempDir()
-	srv, err := fusefs.Mount(mnt, root, &fusefs.Options{
-		EntryTimeout:    &zero,
-		AttrTimeout:     &zero,
-		NegativeTimeout: &zero,
-		MountOptions:    fuse.MountOptions{FsName: "layerfs-test", ReaderSpawnDelay: readerSpawnDelay},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := srv.Unmount(); err != nil {
-			t.Errorf("Unmount: %v", err)
-		}
-	})
+	mnt := mountLazy(t, root, &fusefs.Options{})
 	once := filepath.Join(mnt, "once")
 	if _, err := os.Stat(once); err != nil {
 		t.Fatal(err)

@@ -249,18 +249,28 @@ func (s *stack) openDir1(li int, rel string, flags uint64) (int, error) {
 const maxOpenPath = 4000
 
 func openBeneath(dirfd int, rel string, flags uint64) (int, error) {
+	return openat2Beneath(dirfd, rel, flags|unix.O_DIRECTORY)
+}
+
+// openat2Beneath opens rel beneath dirfd with flags (and O_NOFOLLOW,
+// O_CLOEXEC), following no symlink on the way. O_NOATIME is dropped where the
+// caller does not own the file (EPERM), as cow.OpenNoatime does.
+func openat2Beneath(dirfd int, rel string, flags uint64) (int, error) {
 	how := unix.OpenHow{
-		Flags:   flags | unix.O_DIRECTORY | unix.O_CLOEXEC | unix.O_NOFOLLOW,
+		Flags:   flags | unix.O_CLOEXEC | unix.O_NOFOLLOW,
 		Resolve: unix.RESOLVE_BENEATH | unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_NO_MAGICLINKS | unix.RESOLVE_NO_XDEV,
 	}
 	for {
 		fd, err := unix.Openat2(dirfd, rel, &how)
-		if errors.Is(err, unix.EAGAIN) || errors.Is(err, unix.EINTR) {
+		switch {
+		case errors.Is(err, unix.EAGAIN) || errors.Is(err, unix.EINTR):
 			continue
-		}
-		if errors.Is(err, unix.EXDEV) && how.Resolve&unix.RESOLVE_NO_XDEV != 0 {
+		case errors.Is(err, unix.EXDEV) && how.Resolve&unix.RESOLVE_NO_XDEV != 0:
 			// A mount point inside a layer: allow crossing it, still beneath.
 			how.Resolve &^= unix.RESOLVE_NO_XDEV
+			continue
+		case errors.Is(err, unix.EPERM) && how.Flags&unix.O_NOATIME != 0:
+			how.Flags &^= unix.O_NOATIME
 			continue
 		}
 		return fd, err
@@ -276,26 +286,11 @@ func (s *stack) openLowerFile(li int, rel string) (fd int, ok bool, err error) {
 	if len(rel) > maxOpenPath || s.layers[li].upper {
 		return -1, false, nil
 	}
-	how := unix.OpenHow{
-		Flags:   unix.O_RDONLY | unix.O_NOATIME | unix.O_NOFOLLOW | unix.O_CLOEXEC,
-		Resolve: unix.RESOLVE_BENEATH | unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_NO_MAGICLINKS | unix.RESOLVE_NO_XDEV,
+	fd, err = openat2Beneath(s.layers[li].fd, rel, unix.O_RDONLY|unix.O_NOATIME)
+	if errors.Is(err, unix.EACCES) || errors.Is(err, unix.ENAMETOOLONG) {
+		return -1, false, nil
 	}
-	for {
-		fd, err := unix.Openat2(s.layers[li].fd, rel, &how)
-		switch {
-		case errors.Is(err, unix.EAGAIN) || errors.Is(err, unix.EINTR):
-			continue
-		case errors.Is(err, unix.EXDEV) && how.Resolve&unix.RESOLVE_NO_XDEV != 0:
-			how.Resolve &^= unix.RESOLVE_NO_XDEV // a mount point inside the layer
-			continue
-		case errors.Is(err, unix.EPERM) && how.Flags&unix.O_NOATIME != 0:
-			how.Flags &^= unix.O_NOATIME // not the file's owner (cow.OpenNoatime)
-			continue
-		case errors.Is(err, unix.EACCES) || errors.Is(err, unix.ENAMETOOLONG):
-			return -1, false, nil
-		}
-		return fd, true, err
-	}
+	return fd, true, err
 }
 
 // entry is what one name resolves to in the union.

@@ -98,14 +98,8 @@ var procUID, procGID = os.Geteuid(), os.Getegid()
 // process's, who owns the entry already (its group is this process's, or a
 // setgid parent's, which the chown would keep).
 func chownCaller(ctx context.Context, dfd int, name string, ids *IDMapping) (bool, error) {
-	if procUID != 0 {
-		return false, nil
-	}
 	caller, ok := fuse.FromContext(ctx)
-	if !ok {
-		return false, nil
-	}
-	if uid, gid := ids.stored(int(caller.Uid), int(caller.Gid)); uid == procUID && gid == procGID {
+	if !ok || !needsChown(caller, ids) {
 		return false, nil
 	}
 	gid := int(caller.Gid)
@@ -117,9 +111,23 @@ func chownCaller(ctx context.Context, dfd int, name string, ids *IDMapping) (boo
 	return true, unix.Fchownat(dfd, name, uid, gid, unix.AT_SYMLINK_NOFOLLOW)
 }
 
+// needsChown reports whether an entry this process made for caller must be
+// given to the caller: only as root (others cannot give files away), and not
+// to a caller whose (stored) ids are this process's.
+func needsChown(caller *fuse.Caller, ids *IDMapping) bool {
+	if procUID != 0 {
+		return false
+	}
+	uid, gid := ids.stored(int(caller.Uid), int(caller.Gid))
+	return uid != procUID || gid != procGID
+}
+
 // chownKeepMode is chownCaller for an entry whose mode is already set: the chown
 // clears a non-directory's set-id bits, which the caller asked for.
 func chownKeepMode(ctx context.Context, dfd int, name string, ids *IDMapping) error {
+	if caller, ok := fuse.FromContext(ctx); !ok || !needsChown(caller, ids) {
+		return nil
+	}
 	var st unix.Stat_t
 	if err := unix.Fstatat(dfd, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
 		return err

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"syscall"
 	"testing"
@@ -95,8 +94,9 @@ func TestCreateOwnerModeAndWhiteout(t *testing.T) {
 				}
 				sh := func(cred *syscall.Credential, script string) {
 					t.Helper()
-					cmd := exec.Command("sh", "-c", "umask 022; "+script)
-					cmd.Dir = u.mnt
+					// inMount, not cmd.Dir: a chdir into this process's own
+					// mount between fork and exec can deadlock (go-fuse's doc).
+					cmd := inMount(u.mnt, "umask 022; "+script)
 					if cred != nil {
 						cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
 					}
